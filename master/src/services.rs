@@ -1,0 +1,77 @@
+//! What master keeps per service and per child: counts that drive spawning (Postfix's
+//! "available" processes), the throttle, the wakeup timer, and the figures `postern
+//! status` shows.
+
+use crate::listeners::Open;
+use mio::net::UnixStream;
+use postern_lib::config::Service;
+use postern_lib::master_status::StatusReader;
+use std::time::Instant;
+
+/// A service and its runtime state.
+pub struct Svc {
+    /// The current definition.
+    pub def: Service,
+    /// Its open listeners.
+    pub listeners: Vec<Open>,
+    /// Whether master watches the listeners for waiting clients.
+    pub watching: bool,
+    /// Children that are not retiring.
+    pub total: u32,
+    /// Of those, children that can take another connection.
+    pub avail: u32,
+    /// No spawning before this instant.
+    pub throttled_until: Option<Instant>,
+    /// The process-limit warning was logged for this episode.
+    pub warned_limit: bool,
+    /// Abnormal exits.
+    pub restarts: u64,
+    /// Connections served by children that have exited.
+    pub served_by_exited: u64,
+    /// Next wakeup trigger.
+    pub next_wakeup: Option<Instant>,
+}
+
+impl Svc {
+    /// A service with no children yet.
+    pub fn new(def: Service, listeners: Vec<Open>) -> Svc {
+        let next_wakeup = (def.entry.wakeup.0 > 0).then(|| Instant::now() + def.entry.wakeup.duration());
+        Svc {
+            def,
+            listeners,
+            watching: false,
+            total: 0,
+            avail: 0,
+            throttled_until: None,
+            warned_limit: false,
+            restarts: 0,
+            served_by_exited: 0,
+            next_wakeup,
+        }
+    }
+
+    /// Whether spawning is suspended now.
+    pub fn throttled(&self, now: Instant) -> bool {
+        self.throttled_until.is_some_and(|t| now < t)
+    }
+}
+
+/// A running child.
+pub struct Child {
+    /// Its pid.
+    pub pid: u32,
+    /// `NAME/TYPE` of its service.
+    pub service: String,
+    /// Master's end of the status channel.
+    pub status: UnixStream,
+    /// Partial records.
+    pub reader: StatusReader,
+    /// Whether it can take another connection (as last reported; true at start).
+    pub available: bool,
+    /// Connections open, as last reported.
+    pub connections: u32,
+    /// Connections served, as last reported.
+    pub served: u64,
+    /// Told to finish and exit (reload, stop, service removed).
+    pub retiring: bool,
+}

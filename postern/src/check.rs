@@ -1,0 +1,271 @@
+//! `postern check [--fix]`: is this installation ready to run? Like `postfix check`.
+//!
+//! Loads the configuration (an error there is reported and ends the check), then looks at:
+//! - `mail_owner`, when running as root: the account must exist;
+//! - the queue directory layout, owners and modes ([`postern_lib::queue_dirs`]; owners only
+//!   when running as root);
+//! - `virtual_mailbox_base`: it should exist;
+//! - each service's program: it must exist, be a regular file and be executable;
+//! - each inet listen address: it must be free to bind — unless master is running (its
+//!   pid file `QUEUE/pid/master.pid` is locked), in which case master holds them;
+//! - the users file: mode 0600 or stricter, never readable by group or others;
+//! - the config directory, main.toml and master.toml: not writable by group or others
+//!   (master runs the commands master.toml names).
+//!
+//! DIAGNOSTICS: one line per problem on standard error, `postern: warning: ...`; exit status
+//! 1 if there is any, 0 and silence when all is well. With `--fix`, what can be repaired is
+//! (mail_owner created, queue directories created, chowned and chmodded, virtual_mailbox_base
+//! created, file modes tightened), each repair reported as `postern: fixed: ...`; only what
+//! remains counts as a problem. Nothing is ever deleted.
+
+use postern_lib::accounts;
+use postern_lib::config::{Config, MAIN_FILE, MASTER_FILE, ServiceType, parse_inet};
+use postern_lib::queue_dirs::{self, Problem, ProblemKind, QueueOwner};
+use postern_lib::users::{self, Users};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// What the check found and did.
+#[derive(Default)]
+struct Report {
+    warnings: Vec<String>,
+    fixed: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn warn(&mut self, msg: impl Into<String>) {
+        self.warnings.push(msg.into());
+    }
+}
+
+/// Runs `postern check`, repairing what it can when `fix`.
+pub fn run(dir: &Path, fix: bool) -> Result<ExitCode, String> {
+    let cfg = Config::load(dir).map_err(|e| e.to_string())?;
+    let mut r = Report::default();
+    let owner = mail_owner(&cfg, fix, &mut r);
+    queue(&cfg, owner, fix, &mut r);
+    mailbox_base(&cfg, owner, fix, &mut r);
+    programs(&cfg, &mut r);
+    listeners(&cfg, &mut r);
+    users_file(dir, fix, &mut r);
+    config_files(dir, fix, &mut r);
+
+    let mut err = std::io::stderr().lock();
+    for line in &r.fixed {
+        let _ = writeln!(err, "postern: fixed: {line}");
+    }
+    for line in &r.notes {
+        let _ = writeln!(err, "postern: {line}");
+    }
+    for line in &r.warnings {
+        let _ = writeln!(err, "postern: warning: {line}");
+    }
+    Ok(if r.warnings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// As root: mail_owner must exist (created with --fix). Returns the queue's owners.
+fn mail_owner(cfg: &Config, fix: bool, r: &mut Report) -> Option<QueueOwner> {
+    if !accounts::running_as_root() {
+        return None;
+    }
+    let name = &cfg.main.mail_owner;
+    match accounts::mail_owner_ids(name) {
+        Ok(Some(_)) => {}
+        Ok(None) if fix => match accounts::ensure_mail_owner(name) {
+            Ok(_) => r.fixed.push(format!("created the system account {name} (mail_owner)")),
+            Err(e) => r.warn(e.to_string()),
+        },
+        Ok(None) => r.warn(format!(
+            "mail_owner {name} does not exist (postern check --fix creates it)"
+        )),
+        Err(e) => r.warn(e.to_string()),
+    }
+    match accounts::queue_owner(name) {
+        Ok(o) => o,
+        Err(accounts::AccountError::NoSuchUser(_)) => None,
+        Err(e) => {
+            r.warn(e.to_string());
+            None
+        }
+    }
+}
+
+fn queue(cfg: &Config, owner: Option<QueueOwner>, fix: bool, r: &mut Report) {
+    let q = Path::new(&cfg.main.queue_directory);
+    let before = queue_dirs::check(q, owner);
+    if !fix || before.is_empty() {
+        r.warnings.extend(before.iter().map(ToString::to_string));
+        return;
+    }
+    if let Err(e) = queue_dirs::ensure(q, owner) {
+        r.warn(format!("cannot repair the queue: {e}"));
+    }
+    let after = queue_dirs::check(q, owner);
+    r.fixed
+        .extend(before.iter().filter(|p| !after.contains(p)).map(repaired));
+    r.warnings.extend(after.iter().map(ToString::to_string));
+}
+
+/// How a repaired problem is reported.
+fn repaired(p: &Problem) -> String {
+    let path = p.path.display();
+    match &p.kind {
+        ProblemKind::Missing if p.path.file_name().is_some_and(|n| !is_subdir(n)) => {
+            format!("created queue directory {path} and its subdirectories")
+        }
+        ProblemKind::Missing => format!("created {path}"),
+        ProblemKind::Mode { have, want } if p.path.file_name().is_some_and(|n| !is_subdir(n)) => {
+            format!("{path}: mode {have:04o} changed to {:04o}", have & !want)
+        }
+        ProblemKind::Mode { have, want } => format!("{path}: mode {have:04o} changed to {want:04o}"),
+        ProblemKind::Owner { want, .. } => format!("{path}: owner changed to {}:{}", want.0, want.1),
+        ProblemKind::NotADirectory | ProblemKind::Unreadable(_) => p.to_string(),
+    }
+}
+
+fn is_subdir(name: &std::ffi::OsStr) -> bool {
+    queue_dirs::QUEUE_DIRS.iter().any(|(n, _, _)| name == *n)
+}
+
+fn mailbox_base(cfg: &Config, owner: Option<QueueOwner>, fix: bool, r: &mut Report) {
+    let base = Path::new(&cfg.main.virtual_mailbox_base);
+    if cfg.main.virtual_mailbox_base.is_empty() || base.is_dir() {
+        return;
+    }
+    if base.exists() {
+        r.warn(format!("virtual_mailbox_base {} is not a directory", base.display()));
+        return;
+    }
+    if !fix {
+        r.warn(format!(
+            "virtual_mailbox_base {} does not exist (postern check --fix creates it)",
+            base.display()
+        ));
+        return;
+    }
+    let created = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(base)
+        .and_then(|()| match owner {
+            Some(o) => std::os::unix::fs::chown(base, Some(o.uid.as_raw()), Some(o.gid.as_raw())),
+            None => Ok(()),
+        })
+        .and_then(|()| std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o700)));
+    match created {
+        Ok(()) => r.fixed.push(format!("created virtual_mailbox_base {}", base.display())),
+        Err(e) => r.warn(format!("cannot create virtual_mailbox_base {}: {e}", base.display())),
+    }
+}
+
+fn programs(cfg: &Config, r: &mut Report) {
+    for svc in &cfg.services {
+        let p = &svc.program;
+        let problem = match std::fs::metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".to_string()),
+            Err(e) => Some(format!("cannot be examined: {e}")),
+            Ok(m) if !m.is_file() => Some("is not a regular file".into()),
+            Ok(_) => nix::unistd::access(p, nix::unistd::AccessFlags::X_OK)
+                .err()
+                .map(|_| "is not executable".into()),
+        };
+        if let Some(why) = problem {
+            r.warn(format!("service {}: program {} {why}", svc.key(), p.display()));
+        }
+    }
+}
+
+fn listeners(cfg: &Config, r: &mut Report) {
+    let pid_file = cfg.pid_file();
+    if master_running(&pid_file) {
+        r.notes.push(format!(
+            "master is running ({} is locked); listen addresses not checked",
+            pid_file.display()
+        ));
+        return;
+    }
+    for svc in cfg.services.iter().filter(|s| s.entry.kind == ServiceType::Inet) {
+        for addr in &svc.listen {
+            let result =
+                parse_inet(addr).and_then(|sa| std::net::TcpListener::bind(sa).map(drop).map_err(|e| e.to_string()));
+            if let Err(why) = result {
+                r.warn(format!("service {}: cannot listen on {addr}: {why}", svc.key()));
+            }
+        }
+    }
+}
+
+/// Whether a master holds the lock on its pid file. The probe is a shared lock, like
+/// `postern status`'s, so that two probes never mistake each other for a master.
+fn master_running(pid_file: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(pid_file) else {
+        return false;
+    };
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared) {
+        Ok(()) => false,
+        Err(e) => e == rustix::io::Errno::WOULDBLOCK,
+    }
+}
+
+fn users_file(dir: &Path, fix: bool, r: &mut Report) {
+    let path = users::path(dir);
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => return r.warn(format!("cannot examine {}: {e}", path.display())),
+    };
+    if meta.file_type().is_symlink() || !meta.is_file() {
+        return r.warn(format!("{} is not a regular file", path.display()));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o7177 != 0 {
+        let want = mode & 0o600;
+        let fixed = fix && std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want)).is_ok();
+        if fixed {
+            r.fixed
+                .push(format!("{}: mode {mode:04o} changed to {want:04o}", path.display()));
+        } else {
+            r.warn(format!(
+                "{} has mode {mode:04o}: it holds password hashes and must be 0600 or stricter",
+                path.display()
+            ));
+        }
+    }
+    if let Err(e) = Users::load(&path) {
+        r.warn(e.to_string());
+    }
+}
+
+fn config_files(dir: &Path, fix: bool, r: &mut Report) {
+    for path in [dir.to_path_buf(), dir.join(MAIN_FILE), dir.join(MASTER_FILE)] {
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let mode = meta.permissions().mode() & 0o7777;
+        if accounts::running_as_root() && meta.uid() != 0 {
+            r.warn(format!(
+                "{} is owned by uid {}: master runs as root, so it must belong to root",
+                path.display(),
+                meta.uid()
+            ));
+        }
+        if mode & 0o022 == 0 {
+            continue;
+        }
+        let want = mode & !0o022;
+        if fix && std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want)).is_ok() {
+            r.fixed
+                .push(format!("{}: mode {mode:04o} changed to {want:04o}", path.display()));
+        } else {
+            r.warn(format!(
+                "{} has mode {mode:04o}: it must not be writable by group or others",
+                path.display()
+            ));
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! `postern start | stop | reload | status`: driving master.
+//!
+//! * `start` checks the configuration, creates `mail_owner` as a locked system account
+//!   when running as root and it is missing (as a package install would), refuses when a
+//!   master already runs on the queue, starts master in the background and returns once
+//!   master says every listener is open (or prints master's one-line reason and exits 1).
+//!   `--foreground` runs master in place with logs on stderr.
+//! * `stop` sends SIGTERM and returns once master — and so every child — has exited.
+//! * `reload` checks the configuration first (a broken file is reported here and master
+//!   is not disturbed), then sends SIGHUP.
+//! * `status` asks master over its control socket and prints each service's processes,
+//!   busy/idle counts, connections, restarts and throttle; exit 0 while running, 1 when
+//!   stopped.
+//!
+//! "Running" is decided by the pid-file lock that master holds, never by a pid alone (a
+//! stale pid file after a crash does not fool it).
+
+use postern_lib::config::Config;
+use postern_lib::master_control::{ControlReply, ControlRequest, PROTOCOL, VERSION};
+use rustix::fs::{FlockOperation, flock};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+fn load(dir: &Path) -> Result<Config, String> {
+    Config::load(dir).map_err(|e| e.to_string())
+}
+
+/// The pid of the running master, if one holds the lock.
+pub fn running_master(config: &Config) -> Option<i32> {
+    let path = config.pid_file();
+    let f = std::fs::File::open(&path).ok()?;
+    if flock(&f, FlockOperation::NonBlockingLockShared).is_ok() {
+        return None;
+    }
+    std::fs::read_to_string(&path).ok()?.trim().parse().ok()
+}
+
+pub fn start(dir: &Path, foreground: bool) -> Result<ExitCode, String> {
+    let config = load(dir)?;
+    if let Some(pid) = running_master(&config) {
+        return Err(format!("the Postern mail system is already running (pid {pid})"));
+    }
+    if postern_lib::privs::is_root() {
+        match postern_lib::accounts::ensure_mail_owner(&config.main.mail_owner) {
+            Ok(true) => eprintln!(
+                "postern: created locked system account {:?} (mail_owner)",
+                config.main.mail_owner
+            ),
+            Ok(false) => {}
+            Err(e) => return Err(format!("mail_owner {:?}: {e}", config.main.mail_owner)),
+        }
+    }
+    let master = Path::new(&config.main.daemon_directory).join("master");
+    let mut cmd = Command::new(&master);
+    cmd.arg("-c").arg(&config.dir);
+    if foreground {
+        cmd.arg("--foreground");
+        let err = cmd.exec();
+        return Err(format!("cannot execute {}: {err}", master.display()));
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot execute {}: {e}", master.display()))?;
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(e) = child.stderr.take() {
+        let _ = e.take(64 * 1024).read_to_string(&mut err);
+    }
+    if out.trim() == "ready" {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _ = child.wait();
+    let msg = err
+        .lines()
+        .find(|l| l.contains("fatal:"))
+        .or_else(|| err.lines().last())
+        .unwrap_or("master exited without saying why");
+    Err(msg.trim_start_matches("postern/master: ").to_string())
+}
+
+pub fn stop(dir: &Path) -> Result<ExitCode, String> {
+    let config = load(dir)?;
+    let Some(pid) = running_master(&config) else {
+        return Err("the Postern mail system is not running".into());
+    };
+    signal(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let deadline = Instant::now() + config.main.shutdown_timeout.duration() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if running_master(&config).is_none() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Err(format!("master (pid {pid}) has not exited after SIGTERM"))
+}
+
+pub fn reload(dir: &Path) -> Result<ExitCode, String> {
+    let config = load(dir)?;
+    let Some(pid) = running_master(&config) else {
+        return Err("the Postern mail system is not running".into());
+    };
+    signal(pid, nix::sys::signal::Signal::SIGHUP)?;
+    eprintln!("postern: refreshing the Postern mail system");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) -> Result<(), String> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+        .map_err(|e| format!("cannot signal master (pid {pid}): {e}"))
+}
+
+pub fn status(dir: &Path) -> Result<ExitCode, String> {
+    let config = load(dir)?;
+    let Some(pid) = running_master(&config) else {
+        eprintln!("postern: the Postern mail system is not running");
+        return Ok(ExitCode::FAILURE);
+    };
+    let reply =
+        ask(&config).map_err(|e| format!("the Postern mail system is running (pid {pid}) but does not answer: {e}"))?;
+    let ControlReply::Status { pid, reloads, services } = reply;
+    println!("the Postern mail system is running: pid {pid}, {reloads} reloads");
+    println!(
+        "{:<22} {:>5} {:>5} {:>5} {:>6} {:>8} {:>8} {:>8}  state",
+        "service", "procs", "busy", "idle", "conns", "served", "restarts", "maxproc"
+    );
+    for s in services {
+        let state = match s.throttled_for {
+            Some(t) => format!("throttled ({t}s)"),
+            None if s.retiring > 0 => format!("{} retiring", s.retiring),
+            None => "ok".into(),
+        };
+        println!(
+            "{:<22} {:>5} {:>5} {:>5} {:>6} {:>8} {:>8} {:>8}  {state}  {}",
+            s.key,
+            s.processes,
+            s.busy,
+            s.idle,
+            s.connections,
+            s.served,
+            s.restarts,
+            s.maxproc,
+            s.listen.join(",")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ask(config: &Config) -> Result<ControlReply, String> {
+    let sock = std::os::unix::net::UnixStream::connect(config.control_socket()).map_err(|e| e.to_string())?;
+    let mut ipc = postern_lib::ipc::IpcStream::client(sock, PROTOCOL, VERSION, Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    ipc.send(&ControlRequest::Status).map_err(|e| e.to_string())?;
+    ipc.recv::<ControlReply>().map_err(|e| e.to_string())
+}

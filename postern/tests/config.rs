@@ -1,0 +1,235 @@
+//! `postern config`: printing settings and `config set` editing main.toml and master.toml
+//! in place, keeping comments, and refusing invalid results without touching the files.
+
+mod common;
+
+use common::{Site, entries, mode};
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn documented_assignments_edit_both_files_and_keep_comments() {
+    let site = Site::new();
+    let r = site.run(
+        &[
+            "config",
+            "set",
+            "smtp/inet.listen=127.0.0.1:30025",
+            "imap/inet.listen=127.0.0.1:30143",
+            r#"mynetworks=["127.0.0.2/32"]"#,
+        ],
+        None,
+    );
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "", ""));
+    let main = site.read("etc/main.toml");
+    assert!(
+        main.starts_with(
+            "# Postern test configuration\nmyhostname = \"mx.example.test\"   # the name in the greeting\n"
+        ),
+        "{main}"
+    );
+    assert!(
+        main.contains("# where mailboxes and programs live, inside the test directory\n"),
+        "{main}"
+    );
+    assert!(main.ends_with("mynetworks = [\"127.0.0.2/32\"]\n"), "{main}");
+    let master = site.read("etc/master.toml");
+    assert_eq!(
+        master,
+        common::MASTER
+            .replacen(
+                "listen = \"127.0.0.1:0\"   # SMTP",
+                "listen = \"127.0.0.1:30025\"   # SMTP",
+                1
+            )
+            .replacen(
+                "listen = \"127.0.0.1:0\"\ncommand = \"imapd\"",
+                "listen = \"127.0.0.1:30143\"\ncommand = \"imapd\"",
+                1
+            )
+    );
+    let r = site.run(&["config", "mynetworks", "smtp/inet.listen", "imap/inet.listen"], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stdout,
+        "mynetworks = [\"127.0.0.2/32\"]\nsmtp/inet.listen = \"127.0.0.1:30025\"\nimap/inet.listen = \"127.0.0.1:30143\"\n"
+    );
+    // No temporary files are left in the config directory.
+    assert_eq!(entries(&site.etc()), ["main.toml", "master.toml"]);
+}
+
+#[test]
+fn bare_words_integers_and_new_keys() {
+    let site = Site::new();
+    let r = site.run(
+        &[
+            "config",
+            "set",
+            "myhostname=mx2.example.test",
+            "message_size_limit=2048",
+            "relayhost=[relay.example.test]:25",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let main = site.read("etc/main.toml");
+    assert!(
+        main.contains("myhostname = \"mx2.example.test\"   # the name in the greeting\n"),
+        "{main}"
+    );
+    assert!(main.contains("message_size_limit = 2048\n"), "{main}");
+    assert!(main.contains("relayhost = \"[relay.example.test]:25\"\n"), "{main}");
+    let r = site.run(&["config", "message_size_limit", "myhostname", "relayhost"], None);
+    assert_eq!(
+        r.stdout,
+        "message_size_limit = 2048\nmyhostname = \"mx2.example.test\"\nrelayhost = \"[relay.example.test]:25\"\n"
+    );
+    // A list given as words.
+    let r = site.run(&["config", "set", "mydestination=example.test, localhost"], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        site.run(&["config", "mydestination"], None).stdout,
+        "mydestination = [\"example.test\", \"localhost\"]\n"
+    );
+}
+
+#[test]
+fn invalid_assignments_change_nothing() {
+    let site = Site::new();
+    std::fs::set_permissions(site.path("etc/main.toml"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let main = std::fs::read(site.path("etc/main.toml")).unwrap();
+    let master = std::fs::read(site.path("etc/master.toml")).unwrap();
+    // The new key goes after the last line of main.toml.
+    let size_error = format!(
+        "main.toml:{}: message_size_limit: invalid type: string \"big\"",
+        main.split(|&b| b == b'\n').count()
+    );
+    for (assignment, expect) in [
+        (r#"message_size_limit="big""#, size_error.as_str()),
+        ("nosuch=1", "main.toml: unknown setting \"nosuch\""),
+        ("nope/inet.listen=x", "master.toml: no service nope/inet"),
+        (
+            "smtp/inet.listen=notanaddr",
+            "master.toml:4: service smtp/inet: listen: \"notanaddr\" is not ADDR:PORT",
+        ),
+        ("imap/inet.maxproc=0", "service imap/inet: maxproc: must be at least 1"),
+        ("smtp/inet.lisen=1", "unknown field \"lisen\""),
+        ("mail_owner=root", "mail_owner: must name an unprivileged account"),
+        ("no-equals-sign", "is not KEY=VALUE"),
+    ] {
+        // A valid assignment alongside must not be applied either.
+        let r = site.run(&["config", "set", "myhostname=other.example.test", assignment], None);
+        assert_eq!(r.code, 1, "{assignment}: {r:?}");
+        assert_eq!(r.stdout, "");
+        assert!(
+            r.stderr.starts_with("postern: ") && r.stderr.contains(expect),
+            "{assignment}: {}",
+            r.stderr
+        );
+        assert_eq!(r.stderr.lines().count(), 1, "{assignment}: {}", r.stderr);
+        assert_eq!(std::fs::read(site.path("etc/main.toml")).unwrap(), main, "{assignment}");
+        assert_eq!(
+            std::fs::read(site.path("etc/master.toml")).unwrap(),
+            master,
+            "{assignment}"
+        );
+    }
+    assert_eq!(entries(&site.etc()), ["main.toml", "master.toml"]);
+    // A valid edit keeps the file's mode.
+    assert_eq!(
+        site.run(&["config", "set", "myhostname=other.example.test"], None).code,
+        0
+    );
+    assert_eq!(mode(&site.path("etc/main.toml")), 0o640);
+}
+
+#[test]
+fn config_prints_every_setting_sorted_with_defaults() {
+    let site = Site::new();
+    let r = site.run(&["config"], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted);
+    assert!(lines.contains(&"myhostname = \"mx.example.test\""), "{lines:?}");
+    assert!(lines.contains(&"message_size_limit = 10240000"), "{lines:?}");
+    assert!(lines.contains(&"myorigin = \"mx.example.test\""), "{lines:?}");
+    let queue = format!("queue_directory = \"{}\"", site.path("var/spool").display());
+    assert!(lines.contains(&queue.as_str()), "{lines:?}");
+    // Every line is `key = value` in TOML.
+    for line in &lines {
+        let t: toml::Table = toml::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(t.len(), 1);
+    }
+}
+
+#[test]
+fn unknown_keys_and_services_are_errors() {
+    let site = Site::new();
+    let r = site.run(&["config", "myhostname", "nosuch"], None);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (1, "", "postern: unknown setting \"nosuch\"\n")
+    );
+    let r = site.run(&["config", "nope/unix"], None);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (1, "postern: no service nope/unix in master.toml\n")
+    );
+    let r = site.run(&["config", "smtp/tcp"], None);
+    assert_eq!(r.code, 1);
+}
+
+#[test]
+fn service_entries_and_per_service_options() {
+    let site = Site::new();
+    let r = site.run(&["config", "imap/inet"], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.starts_with(
+            "[[service]]\nname = \"imap\"\ntype = \"inet\"\nlisten = \"127.0.0.1:0\"\ncommand = \"imapd\"\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("maxproc = 5\n") && r.stdout.contains("max_use = 100\n"),
+        "{}",
+        r.stdout
+    );
+    let r = site.run(&["config", "cleanup/unix.listen"], None);
+    assert_eq!(
+        r.stdout,
+        format!(
+            "cleanup/unix.listen = \"{}\"\n",
+            site.path("var/spool/private/cleanup").display()
+        )
+    );
+
+    let r = site.run(
+        &[
+            "config",
+            "set",
+            "smtp/inet.options.message_size_limit=4096",
+            "smtp/inet.args=-v -o x",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let master = site.read("etc/master.toml");
+    assert!(master.contains("options = { message_size_limit = 4096 }\n"), "{master}");
+    assert!(master.contains("args = [\"-v\", \"-o\", \"x\"]\n"), "{master}");
+    let r = site.run(
+        &[
+            "config",
+            "smtp/inet.options.message_size_limit",
+            "message_size_limit",
+            "smtp/inet.args",
+        ],
+        None,
+    );
+    assert_eq!(
+        r.stdout,
+        "smtp/inet.options.message_size_limit = 4096\nmessage_size_limit = 10240000\nsmtp/inet.args = [\"-v\", \"-o\", \"x\"]\n"
+    );
+}

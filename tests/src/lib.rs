@@ -1,0 +1,281 @@
+//! # postern-tests — whole-system tests
+//!
+//! Each test builds a throwaway Postern instance in a temporary directory — a copy of the
+//! shipped `etc/` edited with the real `postern config set`, ports chosen free on
+//! loopback — starts the real `master` with the real `postern start`, talks to it over
+//! real sockets, and stops it. [`Instance`] is that harness; dropping it stops master
+//! (and kills it if it will not stop) so a failed test leaves nothing running.
+//!
+//! The binaries are the ones cargo built next to the test executable
+//! (`target/<profile>/postern`, `master`, ...), which `cargo test --workspace` builds.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// `target/<profile>/` — where cargo put the binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// The path of a built binary.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// The repository root (for the shipped `etc/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough on loopback).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
+/// This waits for an outcome; it asserts nothing about how long it took.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The direct children of `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(
+                    s.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok())
+                        .filter(|&p| alive(p)),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A Postern instance in a temporary directory.
+pub struct Instance {
+    /// The temporary root (`etc/`, `var/`).
+    pub root: tempfile::TempDir,
+    started: bool,
+}
+
+impl Instance {
+    /// A copy of the shipped `etc/` with a fresh `master.toml` holding `services` (TOML
+    /// text of `[[service]]` entries) and `settings` applied with `postern config set`.
+    pub fn new(services: &str, settings: &[&str]) -> Instance {
+        let root = tempfile::Builder::new()
+            .prefix("postern-test")
+            .tempdir()
+            .expect("tempdir");
+        // Daemons dropped to mail_owner must be able to reach what lies below.
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let etc = root.path().join("etc");
+        std::fs::create_dir(&etc).expect("mkdir etc");
+        for f in ["main.toml", "master.toml"] {
+            std::fs::copy(repo_root().join("etc").join(f), etc.join(f)).expect("copy etc");
+        }
+        let master = format!("# test services\n{services}");
+        std::fs::write(etc.join("master.toml"), master).expect("write master.toml");
+        let inst = Instance { root, started: false };
+        let mut all = vec!["service_throttle_time=60s", "shutdown_timeout=5s"];
+        all.extend_from_slice(settings);
+        let out = inst.postern(&[&["config", "set"][..], &all].concat());
+        assert!(
+            out.status.success(),
+            "config set failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        inst
+    }
+
+    /// The config directory.
+    pub fn etc(&self) -> PathBuf {
+        self.root.path().join("etc")
+    }
+
+    /// The queue directory.
+    pub fn queue(&self) -> PathBuf {
+        self.root.path().join("var/spool")
+    }
+
+    /// Runs `postern -c ETC ARGS...`.
+    pub fn postern(&self, args: &[&str]) -> Output {
+        Command::new(bin("postern"))
+            .arg("-c")
+            .arg(self.etc())
+            .args(args)
+            .output()
+            .expect("run postern")
+    }
+
+    /// `postern start`, asserting success.
+    pub fn start(&mut self) {
+        let out = self.postern(&["start"]);
+        assert!(
+            out.status.success(),
+            "postern start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.started = true;
+    }
+
+    /// The pid of the running master.
+    pub fn master_pid(&self) -> u32 {
+        std::fs::read_to_string(self.queue().join("pid/master.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .expect("master pid file")
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("var/log/maillog")).unwrap_or_default()
+    }
+
+    /// Lines of the log containing `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// The columns of `postern status` for service `key` (`NAME/TYPE`): key, procs,
+    /// busy, idle, conns, served, restarts, maxproc, state...
+    pub fn status_row(&self, key: &str) -> Vec<String> {
+        let out = String::from_utf8_lossy(&self.postern(&["status"]).stdout).into_owned();
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until service `key` has exactly `idle` idle and no busy children, as master
+    /// sees them (so the next client is served by an existing child).
+    pub fn wait_idle(&self, key: &str, idle: u32) -> bool {
+        wait_for(Duration::from_secs(20), || {
+            let row = self.status_row(key);
+            row.get(2).map(String::as_str) == Some("0") && row.get(3).and_then(|v| v.parse().ok()) == Some(idle)
+        })
+    }
+
+    /// `postern stop`.
+    pub fn stop(&mut self) -> Output {
+        self.started = false;
+        self.postern(&["stop"])
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if self.started {
+            let _ = self.postern(&["stop"]);
+            if let Ok(pid) = std::fs::read_to_string(self.queue().join("pid/master.pid"))
+                && let Ok(pid) = pid.trim().parse::<i32>()
+                && alive(pid as u32)
+            {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A client of the test daemon: connects, reads the greeting `pid PID served N`.
+pub struct EchoClient {
+    /// The socket.
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// The pid of the child serving us.
+    pub pid: u32,
+}
+
+impl EchoClient {
+    /// Connects to 127.0.0.1:`port` and waits for the greeting.
+    pub fn connect(port: u16) -> std::io::Result<EchoClient> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let pid = line
+            .strip_prefix("pid ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad greeting {line:?}")))?;
+        Ok(EchoClient { stream, reader, pid })
+    }
+
+    /// Sends a line and returns the echo.
+    pub fn echo(&mut self, text: &str) -> std::io::Result<String> {
+        writeln!(self.stream, "{text}")?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        Ok(line.trim_end().to_string())
+    }
+
+    /// Ends the session politely.
+    pub fn quit(mut self) {
+        let _ = writeln!(self.stream, "quit");
+        let mut rest = String::new();
+        let _ = self.reader.read_line(&mut rest);
+    }
+}
+
+/// A `[[service]]` entry for the test daemon on a TCP port.
+pub fn testd_service(name: &str, mode: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[[service]]\nname = \"{name}\"\ntype = \"inet\"\nlisten = \"127.0.0.1:{port}\"\ncommand = \"{}\"\nargs = [\"{mode}\"]\n{extra}\n",
+        bin("postern-testd").display()
+    )
+}
+
+/// Reads the `Key:` line of /proc/PID/status.
+pub fn proc_status(pid: u32, key: &str) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+}
+
+/// Whether this test process runs as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Path helper used in assertions.
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
