@@ -8,6 +8,9 @@ use postern_lib::config::Service;
 use postern_lib::master_status::StatusReader;
 use std::time::Instant;
 
+/// How long an exiting, unreaped child holds back spawning.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A service and its runtime state.
 pub struct Svc {
     /// The current definition.
@@ -30,6 +33,10 @@ pub struct Svc {
     pub served_by_exited: u64,
     /// Next wakeup trigger.
     pub next_wakeup: Option<Instant>,
+    /// Children that closed their status channel (they are exiting) but are not reaped.
+    pub exiting: u32,
+    /// When the last of those closed it.
+    pub last_exiting: Option<Instant>,
 }
 
 impl Svc {
@@ -47,12 +54,17 @@ impl Svc {
             restarts: 0,
             served_by_exited: 0,
             next_wakeup,
+            exiting: 0,
+            last_exiting: None,
         }
     }
 
-    /// Whether spawning is suspended now.
+    /// Whether spawning is suspended now: throttled, or a child is exiting and master has
+    /// not yet learned how (a start-up crash must throttle before anything respawns; a
+    /// child that closes its channel without exiting delays spawning by one second only).
     pub fn throttled(&self, now: Instant) -> bool {
         self.throttled_until.is_some_and(|t| now < t)
+            || (self.exiting > 0 && self.last_exiting.is_some_and(|t| now.duration_since(t) < EXIT_GRACE))
     }
 }
 
@@ -74,4 +86,6 @@ pub struct Child {
     pub served: u64,
     /// Told to finish and exit (reload, stop, service removed).
     pub retiring: bool,
+    /// Its status channel closed: it is exiting.
+    pub exiting: bool,
 }

@@ -316,6 +316,7 @@ impl Master {
                         connections: 0,
                         served: 0,
                         retiring: false,
+                        exiting: false,
                     },
                 );
                 if let Some(svc) = self.services.get_mut(key) {
@@ -400,6 +401,13 @@ impl Master {
             return;
         };
         let _ = self.poll.registry().deregister(&mut child.status);
+        if !child.exiting {
+            child.exiting = true;
+            if let Some(svc) = self.services.get_mut(&child.service) {
+                svc.exiting += 1;
+                svc.last_exiting = Some(Instant::now());
+            }
+        }
         if child.available && !child.retiring {
             child.available = false;
             if let Some(svc) = self.services.get_mut(&child.service) {
@@ -435,6 +443,9 @@ impl Master {
             if !child.retiring {
                 svc.total = svc.total.saturating_sub(1);
                 // close_status already took it out of the available count.
+            }
+            if child.exiting {
+                svc.exiting = svc.exiting.saturating_sub(1);
             }
             svc.served_by_exited += child.served;
             if let Some(how) = abnormal {
