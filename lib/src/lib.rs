@@ -12,6 +12,7 @@
 //! | [`master_status`] | the tiny protocol a child uses to tell master it is busy or available |
 //! | [`inherited_fd`] | the one module with `unsafe`: adopting descriptors passed by master |
 //! | [`skeleton`] | the daemon skeleton: listening sockets from master, busy/idle, `max_use`, `max_idle`, privilege drop, signals |
+//! | [`proto`] | the typed protocols between daemons: cleanup, auth, triggers |
 //! | [`privs`] | dropping to `mail_owner`: groups, uid/gid, Linux capabilities |
 //! | [`line`] | bounded line reader/writer (CRLF and bare LF, a hard maximum with a distinct "too long") |
 //! | [`strbuf`] | bounded string buffers |
@@ -39,6 +40,7 @@ pub mod master_control;
 pub mod master_status;
 pub mod password;
 pub mod privs;
+pub mod proto;
 pub mod queue_dirs;
 pub mod queue_file;
 pub mod queue_id;

@@ -36,7 +36,6 @@ mod services;
 mod spawn;
 mod startup;
 mod supervisor;
-mod wakeup;
 
 use postern_lib::config::default_config_dir;
 use std::io::Write;

@@ -21,6 +21,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use postern_lib::config::Config;
 use postern_lib::master_status::env;
+use postern_lib::proto::trigger;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -200,8 +201,12 @@ impl Master {
             && now >= t
         {
             svc.next_wakeup = Some(now + svc.def.entry.wakeup.duration());
-            if let Some(path) = svc.def.listen.first() {
-                crate::wakeup::trigger(path);
+            // Master's wakeup (as Postfix's): one byte, non-blocking; a full backlog
+            // means the service is awake anyway.
+            if let Some(path) = svc.def.listen.first()
+                && !trigger::send(std::path::Path::new(path), trigger::WAKEUP)
+            {
+                tracing::debug!("wakeup {path}: not delivered");
             }
         }
         while let Some(svc) = self.services.get(key) {

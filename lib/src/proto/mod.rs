@@ -1,0 +1,14 @@
+//! The typed protocols between daemons. Each is one enum of requests and one of replies,
+//! carried by [`crate::ipc`] framing (JSON messages, raw data frames for content) after
+//! the hello handshake naming the protocol and its version. A site that replaces a daemon
+//! speaks exactly what is documented in these modules.
+//!
+//! | module | between | socket |
+//! | --- | --- | --- |
+//! | [`cleanup`] | smtpd, pickup, bounce → cleanup | `private/cleanup` |
+//! | [`auth`] | smtpd, pop3d, imapd → auth | `private/auth` |
+//! | [`trigger`] | anyone → qmgr, pickup | `public/qmgr`, `public/pickup` (one byte, no framing) |
+
+pub mod auth;
+pub mod cleanup;
+pub mod trigger;
