@@ -10,7 +10,7 @@
 //! last one closed, or after SIGTERM / master's death once every connection has closed
 //! (master enforces its own deadline on top).
 
-use super::{Accepted, Context, Listener, Setup, drain, fatal, setup};
+use super::{Accepted, Context, Listener, Setup, drain, fatal, prepare};
 use crate::master_status::Status;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -54,17 +54,10 @@ pub trait EventService {
 
 /// Runs an event-driven daemon. `pre_init` runs before privileges are dropped.
 pub fn event_server<S: EventService>(command: &str, pre_init: impl FnOnce(&Context) -> Result<S, String>) -> ExitCode {
-    let mut setup = match setup(command) {
+    let (mut setup, mut service) = match prepare(command, pre_init) {
         Ok(s) => s,
-        Err(e) => return fatal(command, &e),
+        Err(code) => return code,
     };
-    let mut service = match pre_init(&setup.ctx) {
-        Ok(s) => s,
-        Err(e) => return fatal(command, &e),
-    };
-    if let Err(e) = setup.drop_privileges() {
-        return fatal(command, &e);
-    }
     match run(&mut setup, &mut service) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fatal(command, &format!("event loop: {e}")),

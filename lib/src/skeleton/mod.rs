@@ -288,6 +288,18 @@ impl Setup {
     }
 }
 
+/// Steps 1–7 for both flavours: set up, run the daemon's privileged `pre_init`, drop
+/// privileges. On failure the error is logged and the exit status returned.
+pub(crate) fn prepare<S>(
+    command: &str,
+    pre_init: impl FnOnce(&Context) -> Result<S, String>,
+) -> Result<(Setup, S), std::process::ExitCode> {
+    let setup = setup(command).map_err(|e| fatal(command, &e))?;
+    let state = pre_init(&setup.ctx).map_err(|e| fatal(command, &e))?;
+    setup.drop_privileges().map_err(|e| fatal(command, &e))?;
+    Ok((setup, state))
+}
+
 /// Drains the signal pipe; true when a stop signal arrived.
 pub(crate) fn drain(sock: &mut UnixStream) -> bool {
     use io::Read;

@@ -8,7 +8,7 @@
 //! waiting. After `max_use` connections, after `max_idle` without one, on SIGTERM or when
 //! master goes away, the child exits with status 0 once the current connection is done.
 
-use super::{Accepted, Context, Setup, drain, fatal, setup};
+use super::{Accepted, Context, Setup, drain, prepare};
 use crate::master_status::Status;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use std::os::fd::AsFd;
@@ -22,17 +22,10 @@ pub fn single_server<S>(
     pre_init: impl FnOnce(&Context) -> Result<S, String>,
     mut serve: impl FnMut(&mut S, &Context, Accepted),
 ) -> ExitCode {
-    let mut setup = match setup(command) {
+    let (mut setup, mut state) = match prepare(command, pre_init) {
         Ok(s) => s,
-        Err(e) => return fatal(command, &e),
+        Err(code) => return code,
     };
-    let mut state = match pre_init(&setup.ctx) {
-        Ok(s) => s,
-        Err(e) => return fatal(command, &e),
-    };
-    if let Err(e) = setup.drop_privileges() {
-        return fatal(command, &e);
-    }
     let mut served: u64 = 0;
     let mut idle_since = Instant::now();
     if !setup.report(Status {
