@@ -6,6 +6,7 @@
 //!
 //! | module | what it holds |
 //! | --- | --- |
+//! | [`agent`] | the delivery agent side of the deliver protocol: job, done marks, delivery log lines |
 //! | [`config`] | `main.toml` and `master.toml`: typed settings, defaults, validation, errors naming file, line and key |
 //! | [`log`] | `tracing` set-up and the Postfix-style one-line-per-event format, to a file, stderr or syslog |
 //! | [`master_control`] | the control channel of master: `postern status` asks, master answers |
@@ -17,13 +18,24 @@
 //! | [`line`] | bounded line reader/writer (CRLF and bare LF, a hard maximum with a distinct "too long") |
 //! | [`strbuf`] | bounded string buffers |
 //! | [`safe_open`] | opening files without following symlinks, with owner/link-count/type checks; atomic write-fsync-rename |
+//! | [`mailbox`] | the Maildir mailbox store: folders, stable UIDs (`dovecot-uidlist`), flags in file names, cache, append/expunge/copy/move |
 //! | [`queue_id`] | queue IDs: unique across processes and restarts, sortable by time, valid file names |
 //! | [`queue_file`] | the queue file format: envelope records, content, per-recipient done marks |
+//! | [`queue_scan`] | walking the queue directories and summarising queue files (`postqueue -p`, `-j`) |
+//! | [`maildrop`] | the maildrop file format: sendmail → postdrop → `maildrop/` → pickup |
 //! | [`ipc`] | the framed, versioned, size-limited protocol between daemons over Unix sockets |
 //! | [`queue_dirs`] | the layout of `queue_directory`: subdirectories, owners and modes; create, check, repair |
 //! | [`accounts`] | `mail_owner` and the postdrop group: look-ups, and creating the system account when missing |
+//! | [`address`] | RFC 5321 paths: parsing, domain normalisation, relay classification that `%`, `!`, source routes and quoted `@` cannot fool |
+//! | [`aliases`] | `etc/aliases`: `name: target, target`, continuation lines, comments; lower-cased keys |
 //! | [`users`] | `etc/users`: mailbox accounts (name, password hash, quota), rewritten atomically, mode 0600 |
+//! | [`tls`] | rustls server set-up (PEM cert and key) and a sans-I/O TLS session adapter for event-loop daemons |
 //! | [`password`] | password hashes: argon2id for what Postern writes; verifying argon2, sha-crypt, yescrypt, bcrypt |
+//! | [`headers`] | a message's header block: parsing, folding, editing, with bounded sizes |
+//! | [`checks`] | header_checks/body_checks: Postfix-style regexp tables and their actions |
+//! | [`milter`] | the Sendmail Milter protocol (version 6) client: negotiation, stages, modifications |
+//! | [`maildir_deliver`] | delivering one message into a Maildir: unique name in `tmp/`, fsync, rename into `new/` |
+//! | [`transport_map`] | lookup tables in plain files (transport_maps, virtual_alias_maps), reloaded when changed |
 //!
 //! Failure classes follow Postfix: a bad environment (missing file, bad config, port in use)
 //! is an error value that the program reports in one line and exits non-zero; a broken
@@ -31,20 +43,32 @@
 #![deny(unsafe_code)]
 
 pub mod accounts;
+pub mod agent;
+pub mod address;
+pub mod aliases;
+pub mod checks;
 pub mod config;
+pub mod headers;
 pub mod inherited_fd;
 pub mod ipc;
 pub mod line;
 pub mod log;
+pub mod maildrop;
+pub mod mailbox;
+pub mod maildir_deliver;
 pub mod master_control;
 pub mod master_status;
+pub mod milter;
 pub mod password;
 pub mod privs;
 pub mod proto;
 pub mod queue_dirs;
 pub mod queue_file;
 pub mod queue_id;
+pub mod queue_scan;
 pub mod safe_open;
 pub mod skeleton;
 pub mod strbuf;
+pub mod tls;
+pub mod transport_map;
 pub mod users;

@@ -358,5 +358,45 @@ fn set_mode(dir: &File, path: &Path, mode: u32) -> Result<(), QueueDirError> {
         .map_err(|source| fix_err("chmod", path, source))
 }
 
+/// Creates `virtual_mailbox_base` when it is missing: mode 0700, owned by mail_owner when
+/// running as root (local delivers there and pop3d/imapd read there, all as mail_owner).
+/// Returns whether it created it. An existing path is left alone (a non-directory is an
+/// error).
+pub fn ensure_mailbox_base(base: &Path, owner: Option<QueueOwner>) -> Result<bool, QueueDirError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::symlink_metadata(base) {
+        Ok(m) if m.is_dir() => return Ok(false),
+        Ok(_) => {
+            return Err(QueueDirError::NotADirectory {
+                path: base.to_path_buf(),
+            });
+        }
+        Err(_) => {}
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(base)
+        .map_err(|source| QueueDirError::Create {
+            path: base.to_path_buf(),
+            source,
+        })?;
+    if let Some(o) = owner {
+        std::os::unix::fs::chown(base, Some(o.uid.as_raw()), Some(o.gid.as_raw())).map_err(|source| {
+            QueueDirError::Fix {
+                what: "chown",
+                path: base.to_path_buf(),
+                source,
+            }
+        })?;
+    }
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o700)).map_err(|source| QueueDirError::Fix {
+        what: "chmod",
+        path: base.to_path_buf(),
+        source,
+    })?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests;

@@ -87,6 +87,13 @@ fn run(dir: &std::path::Path, foreground: bool) -> Result<(), String> {
     let owner = queue_owner.map(|o| (o.uid.as_raw(), o.gid.as_raw()));
     postern_lib::queue_dirs::ensure(std::path::Path::new(&config.main.queue_directory), queue_owner)
         .map_err(|e| format!("queue directory: {e}"))?;
+    if !config.main.virtual_mailbox_base.is_empty() {
+        postern_lib::queue_dirs::ensure_mailbox_base(
+            std::path::Path::new(&config.main.virtual_mailbox_base),
+            queue_owner,
+        )
+        .map_err(|e| format!("virtual_mailbox_base: {e}"))?;
+    }
     let _pid_lock = startup::lock_pid_file(&config)?;
     startup::write_snapshot(&config, &snapshot)?;
     let log = if foreground { None } else { open_log(&config)? };

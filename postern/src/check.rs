@@ -23,7 +23,7 @@ use postern_lib::config::{Config, MAIN_FILE, MASTER_FILE, ServiceType, parse_ine
 use postern_lib::queue_dirs::{self, Problem, ProblemKind, QueueOwner};
 use postern_lib::users::{self, Users};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -150,18 +150,9 @@ fn mailbox_base(cfg: &Config, owner: Option<QueueOwner>, fix: bool, r: &mut Repo
         ));
         return;
     }
-    let created = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(base)
-        .and_then(|()| match owner {
-            Some(o) => std::os::unix::fs::chown(base, Some(o.uid.as_raw()), Some(o.gid.as_raw())),
-            None => Ok(()),
-        })
-        .and_then(|()| std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o700)));
-    match created {
-        Ok(()) => r.fixed.push(format!("created virtual_mailbox_base {}", base.display())),
-        Err(e) => r.warn(format!("cannot create virtual_mailbox_base {}: {e}", base.display())),
+    match queue_dirs::ensure_mailbox_base(base, owner) {
+        Ok(_) => r.fixed.push(format!("created virtual_mailbox_base {}", base.display())),
+        Err(e) => r.warn(format!("cannot create virtual_mailbox_base: {e}")),
     }
 }
 

@@ -279,3 +279,44 @@ pub fn is_root() -> bool {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A `[[service]]` entry for a built daemon: `kind` `inet` or `unix`, `listen` the address
+/// or socket path (empty: the default), `extra` more TOML lines.
+pub fn daemon_service(name: &str, kind: &str, listen: &str, program: &str, extra: &str) -> String {
+    let listen = if listen.is_empty() {
+        String::new()
+    } else {
+        format!("listen = \"{listen}\"\n")
+    };
+    format!(
+        "[[service]]\nname = \"{name}\"\ntype = \"{kind}\"\n{listen}command = \"{}\"\n{extra}\n",
+        bin(program).display()
+    )
+}
+
+/// The auth service as etc/master.toml has it (one process, so one throttle).
+pub fn auth_service() -> String {
+    daemon_service("auth", "unix", "", "auth", "maxproc = 1\nmax_use = 100000")
+}
+
+/// `postern user add NAME` with `password` on stdin, asserting success.
+pub fn add_user(inst: &Instance, name: &str, password: &str) {
+    let mut child = Command::new(bin("postern"))
+        .arg("-c")
+        .arg(inst.etc())
+        .args(["user", "add", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run postern user add");
+    if let Some(mut stdin) = child.stdin.take() {
+        writeln!(stdin, "{password}").expect("write password");
+    }
+    let out = child.wait_with_output().expect("wait postern user add");
+    assert!(
+        out.status.success(),
+        "user add {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

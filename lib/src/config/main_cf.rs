@@ -58,6 +58,156 @@ pub struct MainConfig {
     pub service_throttle_time: Seconds,
     /// How long `postern stop` lets children finish their current work before killing them.
     pub shutdown_timeout: Seconds,
+    // --- auth, pop3d ---
+    /// auth: also verify system accounts from /etc/shadow (only when master runs as root).
+    pub auth_system_users: bool,
+    /// auth: failed attempts per client address or per user within `auth_failure_window` before lockout.
+    pub auth_failure_limit: u32,
+    /// auth: how long failed attempts are remembered (and how long a lockout lasts).
+    pub auth_failure_window: Seconds,
+    /// auth: the longest delay before a failure is answered (it grows with recent failures).
+    pub auth_failure_delay: Seconds,
+    /// auth: threads that verify password hashes, so the event loop never stalls.
+    pub auth_worker_threads: u32,
+    /// pop3d: the certificate chain (PEM) for STLS and pop3s; empty: no TLS.
+    pub pop3d_tls_cert_file: String,
+    /// pop3d: the private key (PEM) of `pop3d_tls_cert_file`.
+    pub pop3d_tls_key_file: String,
+    /// pop3d: accept cleartext passwords (USER/PASS, AUTH PLAIN) without TLS from any client.
+    pub pop3d_allow_plaintext: bool,
+    /// pop3d: clients whose cleartext passwords are accepted without TLS (Dovecot's login_trusted_networks).
+    pub pop3d_secure_networks: Vec<Cidr>,
+    /// pop3d: idle time before a session is closed (RFC 1939: at least 10 minutes).
+    pub pop3d_timeout: Seconds,
+    // --- cleanup ---
+    /// cleanup: header_checks table (Postfix regexp format; relative to the config dir); empty: none.
+    pub header_checks: String,
+    /// cleanup: body_checks table (Postfix regexp format; relative to the config dir); empty: none.
+    pub body_checks: String,
+    /// Milters for mail received by smtpd (`unix:/path` or `inet:host:port`), run in order.
+    pub smtpd_milters: Vec<String>,
+    /// Milters for locally submitted mail (sendmail/pickup), run in order.
+    pub non_smtpd_milters: Vec<String>,
+    /// What to do when a milter is unreachable, times out or misbehaves: accept, reject, tempfail, quarantine.
+    pub milter_default_action: String,
+    /// Time limit for connecting to a milter and negotiating with it.
+    pub milter_connect_timeout: Seconds,
+    /// Time limit for a milter's answer to one command (connect, helo, mail, rcpt, header).
+    pub milter_command_timeout: Seconds,
+    /// Time limit for a milter's answer to body chunks and end of message.
+    pub milter_content_timeout: Seconds,
+    // --- smtpd ---
+    /// smtpd: the text after `220` in the greeting.
+    pub smtpd_banner: String,
+    /// smtpd: TLS certificate chain (PEM; relative to the config dir); empty: no STARTTLS.
+    pub smtpd_tls_cert_file: String,
+    /// smtpd: the private key (PEM) of `smtpd_tls_cert_file`.
+    pub smtpd_tls_key_file: String,
+    /// smtpd: `none` (no STARTTLS), `may` (offer it), `encrypt` (require it before MAIL and AUTH).
+    pub smtpd_tls_security_level: String,
+    /// smtpd: implicit TLS from the first byte (the smtps service, port 465).
+    pub smtpd_tls_wrappermode: bool,
+    /// smtpd: offer AUTH only under TLS (loopback clients excepted).
+    pub smtpd_tls_auth_only: bool,
+    /// smtpd: offer AUTH PLAIN and LOGIN (checked by the auth daemon).
+    pub smtpd_sasl_auth_enable: bool,
+    /// smtpd: how long to wait for a client's next command (or next bytes).
+    pub smtpd_timeout: Seconds,
+    /// smtpd: the longest a whole DATA or BDAT transfer may take.
+    pub smtpd_data_timeout: Seconds,
+    /// smtpd: recipients per message.
+    pub smtpd_recipient_limit: u32,
+    /// smtpd: errors in one session before it is closed with 421.
+    pub smtpd_hard_error_limit: u32,
+    /// smtpd: commands other than mail transactions (NOOP, VRFY, HELP, RSET, EHLO) in one session.
+    pub smtpd_junk_command_limit: u32,
+    /// smtpd: longest command line, in bytes.
+    pub smtpd_command_line_limit: u32,
+    /// smtpd: largest message header, in bytes.
+    pub header_size_limit: u64,
+    /// smtpd: connections at once from one client address (counted per smtpd process); 0: no limit.
+    pub smtpd_client_connection_count_limit: u32,
+    /// smtpd: connections per minute from one client address (counted per smtpd process); 0: no limit.
+    pub smtpd_client_connection_rate_limit: u32,
+    /// smtpd: bare LF in DATA: `normalize` (treat as CRLF; only CRLF.CRLF ends the data) or `reject`.
+    pub smtpd_forbid_bare_newline: String,
+    /// smtpd: refuse unknown recipients in mydestination (550 5.1.1) after the restrictions.
+    pub smtpd_reject_unlisted_recipient: bool,
+    /// smtpd: restrictions when a client connects.
+    pub smtpd_client_restrictions: Vec<String>,
+    /// smtpd: restrictions at HELO/EHLO.
+    pub smtpd_helo_restrictions: Vec<String>,
+    /// smtpd: restrictions at MAIL FROM.
+    pub smtpd_sender_restrictions: Vec<String>,
+    /// smtpd: relay control at RCPT TO (evaluated before smtpd_recipient_restrictions).
+    pub smtpd_relay_restrictions: Vec<String>,
+    /// smtpd: restrictions at RCPT TO.
+    pub smtpd_recipient_restrictions: Vec<String>,
+    /// smtpd: restrictions at DATA/BDAT.
+    pub smtpd_data_restrictions: Vec<String>,
+    /// smtpd: restrictions at the end of the message.
+    pub smtpd_end_of_data_restrictions: Vec<String>,
+    /// smtpd: alias tables for recipient validation (relative to the config dir).
+    pub alias_maps: Vec<String>,
+    // --- qmgr, trivial-rewrite, local ---
+    /// trivial-rewrite, local: separator between a user name and an address extension (`user+ext`); empty: none.
+    pub recipient_delimiter: String,
+    /// trivial-rewrite: virtual alias tables (`address  target, ...`; relative to the config dir).
+    pub virtual_alias_maps: Vec<String>,
+    /// trivial-rewrite: transport tables (`domain  transport:nexthop`; relative to the config dir).
+    pub transport_maps: Vec<String>,
+    /// trivial-rewrite: the transport of domains in mydestination.
+    pub local_transport: String,
+    /// trivial-rewrite: the transport of domains in relay_domains.
+    pub relay_transport: String,
+    /// trivial-rewrite: the transport of every other domain.
+    pub default_transport: String,
+    /// qmgr: most messages in the active queue (in memory); the rest wait on disk.
+    pub qmgr_message_active_limit: u32,
+    /// qmgr: most recipients of active messages in memory.
+    pub qmgr_message_recipient_limit: u32,
+    /// qmgr: parallel deliveries to one destination of a transport without a limit of its own.
+    pub default_destination_concurrency_limit: u32,
+    /// qmgr: recipients per delivery to one destination of a transport without a limit of its own.
+    pub default_destination_recipient_limit: u32,
+    /// qmgr: parallel deliveries to one local recipient.
+    pub local_destination_concurrency_limit: u32,
+    /// qmgr: recipients per local delivery (1: the destination is the recipient itself).
+    pub local_destination_recipient_limit: u32,
+    /// qmgr: parallel deliveries to one smtp destination.
+    pub smtp_destination_concurrency_limit: u32,
+    /// qmgr: recipients per smtp delivery.
+    pub smtp_destination_recipient_limit: u32,
+    /// qmgr: the shortest time a deferred message waits before it is retried.
+    pub minimal_backoff_time: Seconds,
+    /// qmgr: the longest time a deferred message waits before it is retried.
+    pub maximal_backoff_time: Seconds,
+    /// qmgr: how often the deferred queue is scanned.
+    pub queue_run_delay: Seconds,
+    /// qmgr: the longest a delivery agent may take for one delivery request.
+    pub ipc_timeout: Seconds,
+    // --- imapd ---
+    /// imapd: the largest literal (APPEND message, long argument) accepted, in bytes.
+    pub imapd_max_literal: u64,
+    /// imapd: the longest command line (without literals); a longer one closes the connection.
+    pub imapd_max_line_length: u32,
+    /// imapd: sessions one user may have open in one imapd process.
+    pub imapd_user_connection_limit: u32,
+    /// imapd: idle time before an authenticated session is closed (RFC 3501: at least 30 minutes).
+    pub imapd_timeout: Seconds,
+    /// imapd: idle time before a session that has not logged in is closed.
+    pub imapd_login_timeout: Seconds,
+    // --- smtp (client) ---
+    /// smtp: the name sent in EHLO.
+    pub smtp_helo_name: String,
+    /// smtp: how long to wait for a TCP connection to a server.
+    pub smtp_connect_timeout: Seconds,
+    /// smtp: how long to wait for each reply or write of a server.
+    pub smtp_timeout: Seconds,
+    /// smtp: TLS level towards other servers: none, may (opportunistic), encrypt, verify.
+    pub smtp_tls_security_level: String,
+    /// smtp: DNS servers (`ADDR:PORT`) instead of /etc/resolv.conf (tests, split DNS).
+    pub smtp_dns_servers: Vec<String>,
 }
 
 impl Default for MainConfig {
@@ -86,6 +236,91 @@ impl Default for MainConfig {
             default_connection_limit: 200,
             service_throttle_time: Seconds(60),
             shutdown_timeout: Seconds(10),
+            // --- auth, pop3d ---
+            auth_system_users: false,
+            auth_failure_limit: 10,
+            auth_failure_window: Seconds(900),
+            auth_failure_delay: Seconds(5),
+            auth_worker_threads: 2,
+            pop3d_tls_cert_file: String::new(),
+            pop3d_tls_key_file: String::new(),
+            pop3d_allow_plaintext: false,
+            pop3d_secure_networks: vec![
+                Cidr::parse("127.0.0.0/8").unwrap_or_else(|_| unreachable!()),
+                Cidr::parse("[::1]/128").unwrap_or_else(|_| unreachable!()),
+            ],
+            pop3d_timeout: Seconds(600),
+            // --- cleanup ---
+            header_checks: String::new(),
+            body_checks: String::new(),
+            smtpd_milters: Vec::new(),
+            non_smtpd_milters: Vec::new(),
+            milter_default_action: "tempfail".into(),
+            milter_connect_timeout: Seconds(30),
+            milter_command_timeout: Seconds(30),
+            milter_content_timeout: Seconds(300),
+            // --- smtpd ---
+            smtpd_banner: "$myhostname ESMTP Postern".into(),
+            smtpd_tls_cert_file: String::new(),
+            smtpd_tls_key_file: String::new(),
+            smtpd_tls_security_level: "may".into(),
+            smtpd_tls_wrappermode: false,
+            smtpd_tls_auth_only: true,
+            smtpd_sasl_auth_enable: false,
+            smtpd_timeout: Seconds(300),
+            smtpd_data_timeout: Seconds(600),
+            smtpd_recipient_limit: 1000,
+            smtpd_hard_error_limit: 20,
+            smtpd_junk_command_limit: 100,
+            smtpd_command_line_limit: 2048,
+            header_size_limit: 102_400,
+            smtpd_client_connection_count_limit: 50,
+            smtpd_client_connection_rate_limit: 0,
+            smtpd_forbid_bare_newline: "normalize".into(),
+            smtpd_reject_unlisted_recipient: true,
+            smtpd_client_restrictions: Vec::new(),
+            smtpd_helo_restrictions: Vec::new(),
+            smtpd_sender_restrictions: Vec::new(),
+            smtpd_relay_restrictions: vec![
+                "permit_mynetworks".into(),
+                "permit_sasl_authenticated".into(),
+                "reject_unauth_destination".into(),
+            ],
+            smtpd_recipient_restrictions: Vec::new(),
+            smtpd_data_restrictions: Vec::new(),
+            smtpd_end_of_data_restrictions: Vec::new(),
+            alias_maps: vec!["aliases".into()],
+            // --- qmgr, trivial-rewrite, local ---
+            recipient_delimiter: String::new(),
+            virtual_alias_maps: Vec::new(),
+            transport_maps: Vec::new(),
+            local_transport: "local".into(),
+            relay_transport: "smtp".into(),
+            default_transport: "smtp".into(),
+            qmgr_message_active_limit: 20_000,
+            qmgr_message_recipient_limit: 20_000,
+            default_destination_concurrency_limit: 20,
+            default_destination_recipient_limit: 50,
+            local_destination_concurrency_limit: 2,
+            local_destination_recipient_limit: 1,
+            smtp_destination_concurrency_limit: 20,
+            smtp_destination_recipient_limit: 50,
+            minimal_backoff_time: Seconds(300),
+            maximal_backoff_time: Seconds(4000),
+            queue_run_delay: Seconds(300),
+            ipc_timeout: Seconds(3600),
+            // --- imapd ---
+            imapd_max_literal: 50 * 1024 * 1024,
+            imapd_max_line_length: 64 * 1024,
+            imapd_user_connection_limit: 20,
+            imapd_timeout: Seconds(1800),
+            imapd_login_timeout: Seconds(60),
+            // --- smtp (client) ---
+            smtp_helo_name: "$myhostname".into(),
+            smtp_connect_timeout: Seconds(30),
+            smtp_timeout: Seconds(300),
+            smtp_tls_security_level: "may".into(),
+            smtp_dns_servers: Vec::new(),
         }
     }
 }
@@ -114,8 +349,41 @@ impl MainConfig {
         if self.max_use == 0 {
             return Err(("max_use", "must be at least 1".into()));
         }
+        if self.auth_failure_limit == 0 {
+            return Err(("auth_failure_limit", "must be at least 1".into()));
+        }
+        if self.auth_worker_threads == 0 || self.auth_worker_threads > 64 {
+            return Err(("auth_worker_threads", "must be between 1 and 64".into()));
+        }
+        if !matches!(self.smtpd_tls_security_level.as_str(), "none" | "may" | "encrypt") {
+            return Err(("smtpd_tls_security_level", "must be none, may or encrypt".into()));
+        }
+        if !matches!(self.smtpd_forbid_bare_newline.as_str(), "normalize" | "reject") {
+            return Err(("smtpd_forbid_bare_newline", "must be normalize or reject".into()));
+        }
+        if self.smtpd_command_line_limit < 512 || self.smtpd_command_line_limit > 65536 {
+            return Err(("smtpd_command_line_limit", "must be between 512 and 65536".into()));
+        }
+        if self.smtpd_recipient_limit == 0 || self.smtpd_hard_error_limit == 0 {
+            return Err(("smtpd_recipient_limit", "limits must be at least 1".into()));
+        }
+        if self.qmgr_message_active_limit == 0 || self.qmgr_message_recipient_limit == 0 {
+            return Err(("qmgr_message_active_limit", "qmgr limits must be at least 1".into()));
+        }
+        if self.minimal_backoff_time.0 == 0 || self.maximal_backoff_time.0 < self.minimal_backoff_time.0 {
+            return Err((
+                "maximal_backoff_time",
+                "must be at least minimal_backoff_time, which must be at least 1s".into(),
+            ));
+        }
         if self.default_connection_limit == 0 {
             return Err(("default_connection_limit", "must be at least 1".into()));
+        }
+        if !["accept", "reject", "tempfail", "quarantine"].contains(&self.milter_default_action.as_str()) {
+            return Err((
+                "milter_default_action",
+                format!("{:?}: expected accept, reject, tempfail or quarantine", self.milter_default_action),
+            ));
         }
         Ok(())
     }

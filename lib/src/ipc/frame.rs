@@ -21,7 +21,7 @@ use super::{HEADER_LEN, IpcError, MAX_DATA_CHUNK, MAX_FDS, MAX_MESSAGE_LEN, kind
 const CMSG_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS));
 
 /// The largest payload a frame of `k` may have, or `None` for an unknown kind.
-fn max_payload(k: u8) -> Option<usize> {
+pub(super) fn max_payload(k: u8) -> Option<usize> {
     match k {
         kind::MESSAGE => Some(MAX_MESSAGE_LEN),
         kind::DATA => Some(MAX_DATA_CHUNK),

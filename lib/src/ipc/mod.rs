@@ -55,6 +55,7 @@
 //!
 //! [RFC 8259]: https://www.rfc-editor.org/rfc/rfc8259
 
+pub mod codec;
 mod data;
 mod frame;
 

@@ -8,7 +8,11 @@
 //! | [`cleanup`] | smtpd, pickup, bounce → cleanup | `private/cleanup` |
 //! | [`auth`] | smtpd, pop3d, imapd → auth | `private/auth` |
 //! | [`trigger`] | anyone → qmgr, pickup | `public/qmgr`, `public/pickup` (one byte, no framing) |
+//! | [`resolve`] | qmgr (and others) → trivial-rewrite | `private/rewrite` |
+//! | [`deliver`] | qmgr → delivery agents (local, smtp, …) | `private/<transport>` |
 
 pub mod auth;
 pub mod cleanup;
+pub mod deliver;
+pub mod resolve;
 pub mod trigger;

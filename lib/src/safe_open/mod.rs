@@ -185,6 +185,16 @@ pub fn open_read(path: &Path, expect: &Expect) -> Result<File> {
     finish_open(path, fd)
 }
 
+/// Opens an existing file for reading and writing in place (not appending), with all
+/// checks — what a delivery agent needs to mark recipients done in a queue file.
+pub fn open_update(path: &Path, expect: &Expect) -> Result<File> {
+    let fd = rfs::open(path, OFlags::RDWR | OFlags::NONBLOCK | base_flags(), Mode::empty())
+        .map_err(|e| open_error(path, e))?;
+    let st = rfs::fstat(&fd).map_err(|e| SafeOpenError::io("fstat", path, e))?;
+    check_stat(path, &st, expect)?;
+    finish_open(path, fd)
+}
+
 /// Opens a file for appending, with all checks; with `create_mode`, creates it (mode
 /// subject to the umask) if it does not exist.
 pub fn open_append(path: &Path, expect: &Expect, create_mode: Option<u32>) -> Result<File> {

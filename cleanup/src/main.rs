@@ -1,0 +1,54 @@
+//! # cleanup — turns a submitted message into a durable queue file
+//!
+//! smtpd and pickup (and later bounce) hand cleanup one message per connection over the
+//! cleanup protocol ([`postern_lib::proto::cleanup`], socket `private/cleanup`). cleanup
+//! then, in this order:
+//!
+//! 1. reads the whole content (bounded by `message_size_limit`: larger content is read to
+//!    its end and refused with `552 5.3.4`, nothing is written);
+//! 2. canonicalises the envelope addresses (`user` → `user@$myorigin`, domain lower-cased,
+//!    trailing dot removed — a private function until a shared address module exists);
+//! 3. with `extract_recipients` (`sendmail -t`) takes recipients from To:/Cc:/Bcc:, and
+//!    removes Bcc:;
+//! 4. adds missing header fields: `From:` for local submissions, `Date:` and `Message-ID:`
+//!    for every message;
+//! 5. applies `header_checks` and `body_checks` ([`postern_lib::checks`]; not for
+//!    internally generated mail);
+//! 6. runs the milters (`smtpd_milters` for SMTP mail, `non_smtpd_milters` for local
+//!    submissions; [`postern_lib::milter`]) one after the other, each seeing the message as
+//!    the previous one left it, and applies their changes; a milter that fails gets
+//!    `milter_default_action`;
+//! 7. writes the queue file and makes it durable (see [`queue`]), replies `Queued`, and
+//!    only then triggers qmgr (`public/qmgr`, byte `A`).
+//!
+//! Process model: one message per connection, blocking I/O with timeouts
+//! ([`postern_lib::skeleton::single::single_server`]); concurrency is several cleanup
+//! processes (`maxproc`), whose fsyncs run concurrently and share the file system journal's
+//! commits.
+//!
+//! **Settings read**: `message_size_limit`, `myorigin`, `myhostname`, `header_checks`,
+//! `body_checks` (reloaded when the file changes, checked once per message),
+//! `smtpd_milters`, `non_smtpd_milters`, `milter_default_action`,
+//! `milter_connect_timeout`, `milter_command_timeout`, `milter_content_timeout`.
+//!
+//! **Diagnostics**: one log line per message in Postfix's style
+//! (`QUEUEID: message-id=<...>`, `QUEUEID: from=<...>, size=N, nrcpt=M (queue active)`),
+//! `reject:`/`discard:`/`hold:`/`warning:` lines naming the header or body line and the
+//! table rule, and `warning:` lines for milter failures. A client that disconnects before
+//! the end of the content is logged and leaves nothing behind.
+//!
+//! **Security stance**: the content comes from the network through smtpd; every size is
+//! bounded (content by `message_size_limit`, header fields by [`postern_lib::headers`]
+//! limits), nothing from the message reaches a log line unescaped, and no value from the
+//! message or a milter is written to the queue file without the queue file writer's checks.
+#![forbid(unsafe_code)]
+
+mod address;
+mod content;
+mod milters;
+mod queue;
+mod service;
+
+fn main() -> std::process::ExitCode {
+    postern_lib::skeleton::single::single_server("cleanup", |_| Ok(service::State::default()), service::serve)
+}

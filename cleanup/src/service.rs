@@ -1,0 +1,315 @@
+//! One connection: the cleanup protocol exchange, the processing pipeline, and the one
+//! place where outcomes become [`CleanupReply`]s.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use postern_lib::checks::Cached;
+use postern_lib::ipc::{IpcError, IpcStream};
+use postern_lib::milter::Message;
+use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, Origin, Submission};
+use postern_lib::proto::trigger;
+use postern_lib::queue_file::{Arrival, Envelope, Notify, RecipientSpec};
+use postern_lib::queue_id::QueueId;
+use postern_lib::skeleton::{Accepted, Context, Stream};
+use postern_lib::strbuf::printable_bounded;
+
+use crate::{address, content, milters, queue};
+
+/// How long to wait for the client between frames (Postfix's `ipc_timeout`).
+const IPC_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Per-process state: the check tables, reloaded when their files change.
+#[derive(Debug, Default)]
+pub struct State {
+    header_checks: Cached,
+    body_checks: Cached,
+}
+
+/// Why a message is not queued normally.
+#[derive(Debug)]
+pub enum Stop {
+    /// Refuse for good: code, enhanced status, text.
+    Reject(u16, String, String),
+    /// Refuse this time.
+    Temp(u16, String, String),
+    /// Accept and drop.
+    Discard,
+}
+
+impl Stop {
+    /// A 451 with this enhanced status and text.
+    pub fn temp(dsn: &str, text: &str) -> Stop {
+        Stop::Temp(451, dsn.into(), text.into())
+    }
+}
+
+/// Serves one client connection.
+pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
+    let Stream::Unix(sock) = conn.stream else {
+        tracing::warn!("cleanup serves unix sockets only");
+        return;
+    };
+    let mut ipc = match IpcStream::server(sock, cleanup::PROTOCOL, cleanup::VERSION, Some(IPC_TIMEOUT)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cleanup handshake: {e}");
+            return;
+        }
+    };
+    let sub = match ipc.recv::<CleanupRequest>() {
+        Ok(CleanupRequest::Submit(s)) => s,
+        Err(e) => {
+            tracing::warn!("cleanup request: {e}");
+            return;
+        }
+    };
+    let limit = ctx.main.message_size_limit;
+    let (data, total) = match read_content(&mut ipc, limit) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!("lost connection while receiving the message content: {e}");
+            return;
+        }
+    };
+    let qid = QueueId::new();
+    let outcome = if total > limit {
+        tracing::info!("{qid}: reject: message size {total} exceeds message_size_limit {limit}");
+        Err(Stop::Reject(552, "5.3.4".into(), "Error: message file too big".into()))
+    } else {
+        process(state, ctx, sub, data, &qid)
+    };
+    let (reply, queued_dir) = match outcome {
+        Ok(dir) => (
+            CleanupReply::Queued {
+                queue_id: qid.to_string(),
+            },
+            Some(dir),
+        ),
+        Err(Stop::Discard) => (
+            CleanupReply::Discarded {
+                queue_id: qid.to_string(),
+            },
+            None,
+        ),
+        Err(Stop::Reject(code, dsn, text)) => (CleanupReply::Rejected { code, dsn, text }, None),
+        Err(Stop::Temp(code, dsn, text)) => (CleanupReply::TempFail { code, dsn, text }, None),
+    };
+    if let Err(e) = ipc.send(&reply) {
+        // The file is durable either way; the client will see a broken connection and may
+        // resubmit (a duplicate, never a loss).
+        tracing::warn!("{qid}: cannot send the reply: {e}");
+    }
+    if queued_dir == Some("incoming") {
+        trigger::send(Path::new(trigger::QMGR_SOCKET), trigger::ARRIVED);
+    }
+}
+
+/// Reads the content stream to its end; stores at most `limit` bytes, counts them all.
+fn read_content(ipc: &mut IpcStream, limit: u64) -> Result<(Vec<u8>, u64), IpcError> {
+    let mut data = Vec::new();
+    let mut reader = ipc.data_reader(u64::MAX);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(IpcError::Io(e)),
+        };
+        total = total.saturating_add(n as u64);
+        if total <= limit {
+            data.extend_from_slice(buf.get(..n).unwrap_or_default());
+        }
+    }
+    Ok((data, total))
+}
+
+fn table_path(ctx: &Context, setting: &str) -> PathBuf {
+    let s = setting.trim();
+    let s = s
+        .strip_prefix("regexp:")
+        .or_else(|| s.strip_prefix("pcre:"))
+        .unwrap_or(s);
+    if s.is_empty() {
+        return PathBuf::new();
+    }
+    let p = Path::new(s);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        ctx.config.dir.join(p)
+    }
+}
+
+/// The pipeline; returns the queue directory the message went to.
+fn process(
+    state: &mut State,
+    ctx: &Context,
+    sub: Submission,
+    data: Vec<u8>,
+    qid: &QueueId,
+) -> Result<&'static str, Stop> {
+    let main = &ctx.main;
+    let q = qid.as_str();
+    let data = content::to_lf(data);
+    let (mut header, body_at) = postern_lib::headers::parse(&data, Default::default());
+    let mut body = data.get(body_at..).unwrap_or_default().to_vec();
+    drop(data);
+    let bad_addr = || Stop::Reject(553, "5.1.3".into(), "Error: bad address syntax".into());
+    let sender = address::canonical(&sub.sender, &main.myorigin);
+    if !address::storable(&sender) {
+        return Err(bad_addr());
+    }
+    let mut recipients: Vec<(String, Option<String>, Notify)> = Vec::new();
+    for r in &sub.recipients {
+        let a = address::canonical(&r.address, &main.myorigin);
+        if a.is_empty() || !address::storable(&a) {
+            return Err(bad_addr());
+        }
+        recipients.push((a, r.orcpt.clone(), notify(&r.notify)));
+    }
+    if sub.extract_recipients {
+        for a in content::extract_recipients(&header) {
+            let a = address::canonical(&a, &main.myorigin);
+            if address::storable(&a) && !recipients.iter().any(|(x, _, _)| *x == a) {
+                recipients.push((a, None, Notify::UNSPECIFIED));
+            }
+        }
+        header.remove_all("Bcc");
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let local = sub.origin == Origin::Local;
+    content::add_missing(
+        &mut header,
+        local.then_some(sender.as_str()),
+        now.as_secs(),
+        q,
+        &main.myhostname,
+    )?;
+    let mut flags = content::Flags::default();
+    if sub.hold {
+        flags.hold = Some("requested by the client".into());
+    }
+    if sub.origin != Origin::Internal {
+        let config_error = |e: postern_lib::checks::ChecksError| {
+            tracing::error!("{q}: {e}");
+            Stop::temp("4.3.5", "Error: server configuration error")
+        };
+        if let Some(t) = state
+            .header_checks
+            .get(&table_path(ctx, &main.header_checks))
+            .map_err(config_error)?
+        {
+            content::header_checks(&mut header, t, q, &mut flags)?;
+        }
+        if let Some(t) = state
+            .body_checks
+            .get(&table_path(ctx, &main.body_checks))
+            .map_err(config_error)?
+            && let Some(b) = content::body_checks(&body, t, q, &mut flags)?
+        {
+            body = b;
+        }
+    }
+    let list = match sub.origin {
+        Origin::Smtp => &main.smtpd_milters,
+        Origin::Local => &main.non_smtpd_milters,
+        Origin::Internal => &Vec::new(),
+    };
+    let mut sender = sender;
+    if !list.is_empty() {
+        let tx = milters::transaction(&sub.attributes, main, q, local);
+        let mut msg = Message {
+            sender: sender.clone(),
+            recipients: recipients.iter().map(|(a, _, _)| a.clone()).collect(),
+            header,
+            body,
+            quarantine: None,
+        };
+        milters::run_all(list, main, &tx, &mut msg, q)?;
+        // Keep DSN details of recipients that survived; new ones have none.
+        let old = std::mem::take(&mut recipients);
+        for a in msg.recipients {
+            let a = address::canonical(&a, &main.myorigin);
+            if a.is_empty() || !address::storable(&a) {
+                continue;
+            }
+            let r = old
+                .iter()
+                .find(|(x, _, _)| x.eq_ignore_ascii_case(&a))
+                .cloned()
+                .unwrap_or((a, None, Notify::UNSPECIFIED));
+            recipients.push(r);
+        }
+        let s = address::canonical(&msg.sender, &main.myorigin);
+        if address::storable(&s) {
+            sender = s;
+        }
+        if let Some(reason) = msg.quarantine {
+            tracing::info!("{q}: milter-hold: {}", printable_bounded(reason.as_bytes(), 200));
+            flags.hold.get_or_insert(reason);
+        }
+        header = msg.header;
+        body = msg.body;
+    }
+    if recipients.is_empty() {
+        tracing::info!("{q}: reject: no recipients");
+        return Err(Stop::Reject(
+            554,
+            "5.5.1".into(),
+            "Error: no recipients specified".into(),
+        ));
+    }
+    let env = Envelope {
+        queue_id: *qid,
+        arrival: Arrival {
+            secs: now.as_secs(),
+            micros: now.subsec_micros(),
+        },
+        sender: sender.clone(),
+        attributes: sub
+            .attributes
+            .iter()
+            .filter(|(_, v)| address::storable(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    let specs: Vec<RecipientSpec> = recipients
+        .iter()
+        .map(|(a, o, n)| RecipientSpec {
+            address: a.clone(),
+            orcpt: o.clone().filter(|o| address::storable(o)),
+            notify: *n,
+        })
+        .collect();
+    let mut hdr = Vec::with_capacity(header.size() + 1);
+    header.write_to(&mut hdr);
+    let dir = if flags.hold.is_some() { "hold" } else { "incoming" };
+    if let Some(f) = header.get("Message-ID") {
+        tracing::info!("{q}: message-id={}", printable_bounded(f.value().as_bytes(), 200));
+    }
+    queue::write(dir, &env, &specs, &hdr, &body).map_err(|e| {
+        tracing::error!("{q}: cannot write queue file: {e}");
+        Stop::temp("4.3.0", "Error: queue file write error")
+    })?;
+    let size = hdr.len() + 1 + body.len();
+    let where_ = if dir == "hold" { "queue hold" } else { "queue active" };
+    tracing::info!(
+        "{q}: from=<{}>, size={size}, nrcpt={} ({where_})",
+        printable_bounded(sender.as_bytes(), 300),
+        specs.len()
+    );
+    Ok(dir)
+}
+
+fn notify(words: &[String]) -> Notify {
+    let has = |w: &str| words.iter().any(|x| x.eq_ignore_ascii_case(w));
+    if has("NEVER") {
+        Notify::NEVER
+    } else {
+        Notify::new(has("SUCCESS"), has("FAILURE"), has("DELAY"))
+    }
+}

@@ -1,0 +1,185 @@
+//! Message commands on the selected folder: STORE, COPY, MOVE (with COPYUID), EXPUNGE and
+//! UID EXPUNGE, and the resolution of sequence and UID sets shared with FETCH and SEARCH.
+
+use crate::parse::{Arg, SeqSet};
+use crate::reply::flag_list;
+use crate::session::{Reply, Session};
+use postern_lib::mailbox::flags::{self, Flags};
+
+impl Session {
+    /// Indexes into the view selected by a set (sequence numbers or UIDs).
+    pub(crate) fn resolve(&self, set: &SeqSet, uid: bool) -> Vec<usize> {
+        let Some(sel) = &self.sel else { return Vec::new() };
+        if uid {
+            let largest = sel.view.last().map_or(0, |v| v.0);
+            (0..sel.view.len())
+                .filter(|&i| set.contains(sel.view[i].0, largest))
+                .collect()
+        } else {
+            let n = sel.view.len() as u32;
+            (0..sel.view.len()).filter(|&i| set.contains(i as u32 + 1, n)).collect()
+        }
+    }
+
+    pub(crate) fn message_command(&mut self, tag: &str, name: &str, args: &[Arg], uid: bool) -> Result<(), Reply> {
+        if name == "SEARCH" {
+            return self.search(tag, args, uid);
+        }
+        let set = args
+            .first()
+            .and_then(Arg::text)
+            .and_then(|s| SeqSet::parse(&s))
+            .ok_or(Reply::Bad("Invalid sequence set".into()))?;
+        let idx = self.resolve(&set, uid);
+        match name {
+            "FETCH" => self.fetch(tag, &idx, &args[1..], uid),
+            "STORE" => self.store_flags(tag, &idx, &args[1..], uid),
+            _ => self.copy(tag, name == "MOVE", &idx, &args[1..]),
+        }
+    }
+
+    fn store_flags(&mut self, tag: &str, idx: &[usize], args: &[Arg], uid: bool) -> Result<(), Reply> {
+        let item = args.first().and_then(Arg::keyword).unwrap_or_default();
+        let silent = item.ends_with(".SILENT");
+        let mode = match item.trim_end_matches(".SILENT") {
+            "FLAGS" => 0,
+            "+FLAGS" => 1,
+            "-FLAGS" => 2,
+            _ => return Err(Reply::Bad("Invalid STORE item".into())),
+        };
+        let names: Vec<String> = match &args[1..] {
+            [Arg::List(l)] => l.iter().filter_map(Arg::text).collect(),
+            l => l.iter().filter_map(Arg::text).collect(),
+        };
+        let Some(sel) = self.sel.as_mut() else { return Err(Reply::Bad("No mailbox".into())) };
+        if sel.read_only {
+            return Err(Reply::No("[READ-ONLY] Mailbox is read-only".into()));
+        }
+        let mut change = Flags::default();
+        for n in &names {
+            match flags::system_bit(n) {
+                Some(b) => change.system |= b,
+                None if n.starts_with('\\') => return Err(Reply::Bad("Invalid flag".into())),
+                None => {
+                    if let Some(bit) = sel.folder.keyword_bit(n, mode != 2)? {
+                        change.keywords |= bit;
+                    }
+                }
+            }
+        }
+        if sel.folder.changed() {
+            sel.folder.sync()?;
+        }
+        let keywords = sel.folder.keywords().to_vec();
+        let mut lines = Vec::new();
+        for &i in idx {
+            let (u, _) = sel.view[i];
+            let Some(m) = sel.folder.get(u) else { continue };
+            let old = m.flags;
+            let new = match mode {
+                0 => Flags {
+                    system: change.system | (old.system & flags::PASSED),
+                    keywords: change.keywords,
+                },
+                1 => Flags {
+                    system: old.system | change.system,
+                    keywords: old.keywords | change.keywords,
+                },
+                _ => Flags {
+                    system: old.system & !change.system,
+                    keywords: old.keywords & !change.keywords,
+                },
+            };
+            if sel.folder.set_flags(u, new)? {
+                sel.view[i].1 = new;
+                if !silent {
+                    let uid_part = if uid { format!("UID {u} ") } else { String::new() };
+                    let names = flag_list(&new.imap_names(&keywords));
+                    lines.push(format!("* {} FETCH ({uid_part}FLAGS {names})", i + 1));
+                }
+            }
+        }
+        for l in lines {
+            self.line(&l);
+        }
+        self.report(uid);
+        self.ok(tag, "Store completed");
+        Ok(())
+    }
+
+    fn copy(&mut self, tag: &str, mv: bool, idx: &[usize], args: &[Arg]) -> Result<(), Reply> {
+        let dest_name = args
+            .first()
+            .and_then(Arg::text)
+            .ok_or(Reply::Bad("Missing mailbox name".into()))?;
+        let mut dest = match self.store()?.folder(&dest_name) {
+            Ok(f) => f,
+            Err(postern_lib::mailbox::MailboxError::NoSuchFolder(_)) => {
+                return Err(Reply::No("[TRYCREATE] No such mailbox".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(sel) = self.sel.as_mut() else { return Err(Reply::Bad("No mailbox".into())) };
+        if mv && sel.read_only {
+            return Err(Reply::No("[READ-ONLY] Mailbox is read-only".into()));
+        }
+        let uids: Vec<u32> = idx.iter().map(|&i| sel.view[i].0).collect();
+        let same = dest.path() == sel.folder.path();
+        let pairs = if mv && !same {
+            sel.folder.move_to(&uids, &mut dest)?
+        } else {
+            sel.folder.copy_to(&uids, &mut dest)?
+        };
+        let code = if pairs.is_empty() {
+            String::new()
+        } else {
+            let old: Vec<String> = pairs.iter().map(|p| p.0.to_string()).collect();
+            let new: Vec<String> = pairs.iter().map(|p| p.1.to_string()).collect();
+            format!("[COPYUID {} {} {}] ", dest.uid_validity(), old.join(","), new.join(","))
+        };
+        if mv {
+            if same {
+                sel.folder.expunge(&uids)?;
+            }
+            self.ok_untagged_then(tag, &code, "Move completed");
+        } else {
+            self.report(true);
+            self.ok(tag, &format!("{code}Copy completed"));
+        }
+        Ok(())
+    }
+
+    fn ok_untagged_then(&mut self, tag: &str, code: &str, text: &str) {
+        // RFC 6851: COPYUID goes in an untagged OK before the EXPUNGEs.
+        if !code.is_empty() {
+            self.line(&format!("* OK {}", code.trim_end()));
+        }
+        self.report(true);
+        self.ok(tag, text);
+    }
+
+    /// Removes `\Deleted` messages (those in `only`, a UID set, when given).
+    pub(crate) fn expunge_deleted(&mut self, only: Option<SeqSet>, report: bool) -> Result<(), Reply> {
+        let Some(sel) = self.sel.as_mut() else { return Ok(()) };
+        if sel.read_only {
+            return if report {
+                Err(Reply::No("[READ-ONLY] Mailbox is read-only".into()))
+            } else {
+                Ok(())
+            };
+        }
+        if sel.folder.changed() {
+            sel.folder.sync()?;
+        }
+        let largest = sel.view.last().map_or(0, |v| v.0);
+        let uids: Vec<u32> = sel
+            .folder
+            .messages()
+            .iter()
+            .filter(|m| m.flags.deleted() && only.as_ref().is_none_or(|s| s.contains(m.uid, largest)))
+            .map(|m| m.uid)
+            .collect();
+        sel.folder.expunge(&uids)?;
+        Ok(())
+    }
+}

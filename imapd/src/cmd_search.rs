@@ -1,0 +1,302 @@
+//! SEARCH with the RFC 3501 keys (charset US-ASCII or UTF-8). Flag, size, date and UID keys
+//! use the folder view alone; header keys read the message header; BODY and TEXT read the
+//! message, matching case-insensitively on the raw bytes (no MIME decoding).
+
+use crate::mime;
+use crate::parse::{self, Arg, SeqSet};
+use crate::session::{Reply, Session};
+use postern_lib::mailbox::flags::{self, Flags};
+
+enum Key {
+    All,
+    Flag(u8, bool),
+    Keyword(u32, bool),
+    New,
+    Old,
+    Recent,
+    Header(String, Vec<u8>),
+    Body(Vec<u8>),
+    Text(Vec<u8>),
+    Larger(u64),
+    Smaller(u64),
+    Date(std::cmp::Ordering, bool, i64),
+    Sent(std::cmp::Ordering, bool, i64),
+    Seq(SeqSet),
+    Uid(SeqSet),
+    Not(Box<Key>),
+    Or(Box<Key>, Box<Key>),
+    And(Vec<Key>),
+}
+
+struct Ctx<'a> {
+    seq: u32,
+    count: u32,
+    uid: u32,
+    largest_uid: u32,
+    flags: Flags,
+    size: u64,
+    date: i64,
+    raw: Option<&'a [u8]>,
+}
+
+impl Key {
+    fn needs_content(&self) -> bool {
+        match self {
+            Key::Header(..) | Key::Body(_) | Key::Text(_) | Key::Sent(..) => true,
+            Key::Not(k) => k.needs_content(),
+            Key::Or(a, b) => a.needs_content() || b.needs_content(),
+            Key::And(v) => v.iter().any(Key::needs_content),
+            _ => false,
+        }
+    }
+
+    fn eval(&self, c: &Ctx<'_>) -> bool {
+        let raw = c.raw.unwrap_or(&[]);
+        match self {
+            Key::All => true,
+            Key::Flag(bit, set) => (c.flags.system & bit != 0) == *set,
+            Key::Keyword(bit, set) => (c.flags.keywords & bit != 0) == *set,
+            Key::New | Key::Recent => false,
+            Key::Old => true,
+            Key::Header(name, needle) => {
+                let f = mime::fields(mime::split(raw).0);
+                f.iter()
+                    .any(|(n, v)| n.eq_ignore_ascii_case(name) && contains(v, needle))
+            }
+            Key::Body(n) => contains(mime::split(raw).1, n),
+            Key::Text(n) => contains(raw, n),
+            Key::Larger(n) => c.size > *n,
+            Key::Smaller(n) => c.size < *n,
+            Key::Date(ord, eq, day) => cmp_day(c.date.div_euclid(86400), *ord, *eq, *day),
+            Key::Sent(ord, eq, day) => {
+                let sent = mail_parser::MessageParser::default()
+                    .parse_headers(mime::split(raw).0)
+                    .and_then(|m| m.date().map(|d| d.to_timestamp()));
+                match sent {
+                    Some(t) => cmp_day(t.div_euclid(86400), *ord, *eq, *day),
+                    None => false,
+                }
+            }
+            Key::Seq(s) => s.contains(c.seq, c.count),
+            Key::Uid(s) => s.contains(c.uid, c.largest_uid),
+            Key::Not(k) => !k.eval(c),
+            Key::Or(a, b) => a.eval(c) || b.eval(c),
+            Key::And(v) => v.iter().all(|k| k.eval(c)),
+        }
+    }
+}
+
+fn cmp_day(day: i64, ord: std::cmp::Ordering, eq: bool, target: i64) -> bool {
+    let o = day.cmp(&target);
+    o == ord || (eq && o == std::cmp::Ordering::Equal)
+}
+
+/// Case-insensitive (ASCII) substring test.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    let lower: Vec<u8> = needle.to_ascii_lowercase();
+    let first = lower[0];
+    let alt = first.to_ascii_uppercase();
+    let mut i = 0;
+    while i + lower.len() <= hay.len() {
+        let Some(p) = memchr::memchr2(first, alt, &hay[i..=hay.len() - lower.len()]) else {
+            return false;
+        };
+        let at = i + p;
+        if hay[at..at + lower.len()].eq_ignore_ascii_case(&lower) {
+            return true;
+        }
+        i = at + 1;
+    }
+    false
+}
+
+struct Parser<'a, 's> {
+    args: &'a [Arg],
+    i: usize,
+    session: &'s mut Session,
+}
+
+impl Parser<'_, '_> {
+    fn next(&mut self) -> Option<&Arg> {
+        let a = self.args.get(self.i);
+        self.i += 1;
+        a
+    }
+
+    fn string(&mut self) -> Result<Vec<u8>, Reply> {
+        self.next().and_then(Arg::bytes).ok_or(Reply::Bad("Missing search string".into()))
+    }
+
+    fn day(&mut self) -> Result<i64, Reply> {
+        self.next()
+            .and_then(Arg::text)
+            .and_then(|d| parse::date(&d))
+            .ok_or(Reply::Bad("Invalid date".into()))
+    }
+
+    fn number(&mut self) -> Result<u64, Reply> {
+        self.next()
+            .and_then(Arg::text)
+            .and_then(|n| n.parse().ok())
+            .ok_or(Reply::Bad("Invalid number".into()))
+    }
+
+    fn key(&mut self, depth: usize) -> Result<Key, Reply> {
+        use std::cmp::Ordering::*;
+        if depth > 20 {
+            return Err(Reply::Bad("Search too deep".into()));
+        }
+        let arg = self.next().cloned().ok_or(Reply::Bad("Missing search key".into()))?;
+        let word = match &arg {
+            Arg::List(items) => {
+                let mut sub = Parser {
+                    args: items,
+                    i: 0,
+                    session: self.session,
+                };
+                let mut keys = Vec::new();
+                while sub.i < items.len() {
+                    keys.push(sub.key(depth + 1)?);
+                }
+                return Ok(Key::And(keys));
+            }
+            Arg::Str(_) => return Err(Reply::Bad("Unexpected string".into())),
+            Arg::Atom(a) => a.to_ascii_uppercase(),
+        };
+        let bit = |b| Ok(Key::Flag(b, true));
+        let unbit = |b| Ok(Key::Flag(b, false));
+        match word.as_str() {
+            "ALL" => Ok(Key::All),
+            "ANSWERED" => bit(flags::ANSWERED),
+            "DELETED" => bit(flags::DELETED),
+            "DRAFT" => bit(flags::DRAFT),
+            "FLAGGED" => bit(flags::FLAGGED),
+            "SEEN" => bit(flags::SEEN),
+            "UNANSWERED" => unbit(flags::ANSWERED),
+            "UNDELETED" => unbit(flags::DELETED),
+            "UNDRAFT" => unbit(flags::DRAFT),
+            "UNFLAGGED" => unbit(flags::FLAGGED),
+            "UNSEEN" => unbit(flags::SEEN),
+            "NEW" => Ok(Key::New),
+            "OLD" => Ok(Key::Old),
+            "RECENT" => Ok(Key::Recent),
+            "KEYWORD" | "UNKEYWORD" => {
+                let k = self.next().and_then(Arg::text).ok_or(Reply::Bad("Missing keyword".into()))?;
+                let bit = match &mut self.session.sel {
+                    Some(sel) => sel.folder.keyword_bit(&k, false)?.unwrap_or(0),
+                    None => 0,
+                };
+                Ok(Key::Keyword(bit, word == "KEYWORD" && bit != 0 || word == "UNKEYWORD" && bit == 0))
+                    .map(|k| match k {
+                        Key::Keyword(0, true) => Key::All,
+                        Key::Keyword(0, false) => Key::Not(Box::new(Key::All)),
+                        k => k,
+                    })
+            }
+            "BCC" | "CC" | "FROM" | "SUBJECT" | "TO" => Ok(Key::Header(word.clone(), self.string()?)),
+            "HEADER" => {
+                let name = self.next().and_then(Arg::text).ok_or(Reply::Bad("Missing header name".into()))?;
+                Ok(Key::Header(name, self.string()?))
+            }
+            "BODY" => Ok(Key::Body(self.string()?)),
+            "TEXT" => Ok(Key::Text(self.string()?)),
+            "LARGER" => Ok(Key::Larger(self.number()?)),
+            "SMALLER" => Ok(Key::Smaller(self.number()?)),
+            "BEFORE" => Ok(Key::Date(Less, false, self.day()?)),
+            "ON" => Ok(Key::Date(Equal, true, self.day()?)),
+            "SINCE" => Ok(Key::Date(Greater, true, self.day()?)),
+            "SENTBEFORE" => Ok(Key::Sent(Less, false, self.day()?)),
+            "SENTON" => Ok(Key::Sent(Equal, true, self.day()?)),
+            "SENTSINCE" => Ok(Key::Sent(Greater, true, self.day()?)),
+            "UID" => {
+                let s = self.next().and_then(Arg::text).and_then(|s| SeqSet::parse(&s));
+                Ok(Key::Uid(s.ok_or(Reply::Bad("Invalid UID set".into()))?))
+            }
+            "NOT" => Ok(Key::Not(Box::new(self.key(depth + 1)?))),
+            "OR" => {
+                let a = self.key(depth + 1)?;
+                let b = self.key(depth + 1)?;
+                Ok(Key::Or(Box::new(a), Box::new(b)))
+            }
+            _ => match SeqSet::parse(&word) {
+                Some(s) => Ok(Key::Seq(s)),
+                None => Err(Reply::Bad(format!("Unknown search key {}", word.escape_default()))),
+            },
+        }
+    }
+}
+
+impl Session {
+    pub(crate) fn search(&mut self, tag: &str, args: &[Arg], uid: bool) -> Result<(), Reply> {
+        let mut args = args;
+        if args.first().and_then(Arg::keyword).as_deref() == Some("CHARSET") {
+            let cs = args.get(1).and_then(Arg::text).unwrap_or_default().to_ascii_uppercase();
+            if cs != "UTF-8" && cs != "US-ASCII" {
+                return Err(Reply::No("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset".into()));
+            }
+            args = args.get(2..).unwrap_or(&[]);
+        }
+        let mut keys = Vec::new();
+        {
+            let mut p = Parser {
+                args,
+                i: 0,
+                session: self,
+            };
+            while p.i < args.len() {
+                keys.push(p.key(0)?);
+            }
+        }
+        if keys.is_empty() {
+            return Err(Reply::Bad("Missing search key".into()));
+        }
+        let key = Key::And(keys);
+        let content = key.needs_content();
+        let Some(sel) = self.sel.as_mut() else { return Err(Reply::Bad("No mailbox".into())) };
+        if sel.folder.changed() {
+            sel.folder.sync()?;
+        }
+        let count = sel.view.len() as u32;
+        let largest_uid = sel.view.last().map_or(0, |v| v.0);
+        let mut hits = Vec::new();
+        for i in 0..sel.view.len() {
+            let (u, _) = sel.view[i];
+            let Some(m) = sel.folder.get(u).cloned() else { continue };
+            let raw = if content { sel.folder.read(u)? } else { None };
+            let ctx = Ctx {
+                seq: i as u32 + 1,
+                count,
+                uid: u,
+                largest_uid,
+                flags: m.flags,
+                size: m.size,
+                date: m.date,
+                raw: raw.as_deref(),
+            };
+            if key.eval(&ctx) {
+                hits.push(if uid { u } else { i as u32 + 1 });
+            }
+        }
+        let mut line = String::from("* SEARCH");
+        for h in hits {
+            line.push_str(&format!(" {h}"));
+        }
+        self.line(&line);
+        self.report(uid);
+        self.ok(tag, "Search completed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn substring_is_case_insensitive() {
+        assert!(super::contains(b"Hello World", b"wORLD"));
+        assert!(!super::contains(b"Hello", b"world"));
+        assert!(super::contains(b"x", b""));
+    }
+}

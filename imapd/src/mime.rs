@@ -1,0 +1,409 @@
+//! The MIME view IMAP needs of a message: its parts numbered as RFC 3501 §6.4.5 numbers
+//! them, BODYSTRUCTURE, ENVELOPE and `BODY[section]` extraction. Addresses in ENVELOPE
+//! come from mail-parser; the part tree is walked here over the raw bytes so that every
+//! section is returned byte-exact as it is in the file.
+//!
+//! Bounded: nesting deeper than [`MAX_DEPTH`] is treated as an opaque leaf, and at most
+//! [`MAX_PARTS`] parts are split out of one multipart.
+
+use crate::reply::{nstring, string};
+use mail_parser::{Address, MessageParser};
+
+/// Deepest MIME nesting walked.
+pub const MAX_DEPTH: usize = 20;
+/// Most parts taken from one multipart.
+pub const MAX_PARTS: usize = 1000;
+
+/// One body part (or a whole message).
+#[derive(Debug)]
+pub struct Part<'a> {
+    /// The MIME header (with its final blank line).
+    pub header: &'a [u8],
+    /// The body.
+    pub body: &'a [u8],
+    /// Lower-cased type and subtype.
+    pub ctype: (String, String),
+    params: Vec<(String, String)>,
+    /// Sub-parts of a multipart.
+    pub children: Vec<Part<'a>>,
+    /// The encapsulated message of a message/rfc822 part.
+    pub message: Option<Box<Part<'a>>>,
+}
+
+/// Splits a message (or part) at its first blank line.
+pub fn split(raw: &[u8]) -> (&[u8], &[u8]) {
+    if raw.starts_with(b"\r\n") {
+        return (&raw[..2], &raw[2..]);
+    }
+    match memchr::memmem::find(raw, b"\r\n\r\n") {
+        Some(i) => (&raw[..i + 4], &raw[i + 4..]),
+        None => (raw, &[]),
+    }
+}
+
+/// The unfolded fields of a header: (name, value).
+pub fn fields(header: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    for line in header.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if let Some(last) = out.last_mut() {
+                last.1.extend_from_slice(line);
+            }
+            continue;
+        }
+        if let Some(c) = line.iter().position(|&b| b == b':') {
+            let name = String::from_utf8_lossy(&line[..c]).trim().to_string();
+            let value = trim(&line[c + 1..]).to_vec();
+            out.push((name, value));
+        }
+    }
+    out
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let a = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    let b = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(a, |i| i + 1);
+    &s[a..b.max(a)]
+}
+
+/// The first value of a field.
+pub fn field<'f>(fields: &'f [(String, Vec<u8>)], name: &str) -> Option<&'f [u8]> {
+    fields
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+fn content_type(value: Option<&[u8]>, default: (&str, &str)) -> ((String, String), Vec<(String, String)>) {
+    let Some(v) = value else {
+        return ((default.0.into(), default.1.into()), vec![("charset".into(), "us-ascii".into())]);
+    };
+    let text = String::from_utf8_lossy(v);
+    let mut pieces = text.split(';');
+    let t = pieces.next().unwrap_or("").trim().to_ascii_lowercase();
+    let (ty, sub) = match t.split_once('/') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => (a.trim().to_string(), b.trim().to_string()),
+        _ => (default.0.to_string(), default.1.to_string()),
+    };
+    let params = pieces
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+        })
+        .collect();
+    ((ty, sub), params)
+}
+
+/// Parses the part tree of `raw`.
+pub fn parse(raw: &[u8]) -> Part<'_> {
+    part(raw, ("text", "plain"), 0)
+}
+
+fn part<'a>(raw: &'a [u8], default: (&str, &str), depth: usize) -> Part<'a> {
+    let (header, body) = split(raw);
+    let f = fields(header);
+    let (ctype, params) = content_type(field(&f, "Content-Type"), default);
+    let mut p = Part {
+        header,
+        body,
+        ctype,
+        params,
+        children: Vec::new(),
+        message: None,
+    };
+    if depth >= MAX_DEPTH {
+        return p;
+    }
+    if p.ctype.0 == "multipart" {
+        let Some(boundary) = p.params.iter().find(|(k, _)| k == "boundary").map(|(_, v)| v.clone()) else {
+            return p;
+        };
+        let child_default = if p.ctype.1 == "digest" { ("message", "rfc822") } else { ("text", "plain") };
+        let delim = format!("--{boundary}");
+        let mut starts = Vec::new();
+        let mut pos = 0;
+        while let Some(i) = memchr::memmem::find(&body[pos..], delim.as_bytes()) {
+            let at = pos + i;
+            let line_start = at == 0 || body[at - 1] == b'\n';
+            pos = at + delim.len();
+            if !line_start {
+                continue;
+            }
+            let closing = body[pos..].starts_with(b"--");
+            let next_line = memchr::memchr(b'\n', &body[pos..]).map_or(body.len(), |n| pos + n + 1);
+            starts.push((at, next_line, closing));
+            if closing || starts.len() > MAX_PARTS {
+                break;
+            }
+        }
+        for w in starts.windows(2) {
+            let (_, begin, closing) = w[0];
+            if closing {
+                break;
+            }
+            let mut end = w[1].0;
+            // the CRLF before a delimiter belongs to the delimiter
+            if end >= 2 && &body[end - 2..end] == b"\r\n" {
+                end -= 2;
+            }
+            if begin <= end {
+                p.children.push(part(&body[begin..end], child_default, depth + 1));
+            }
+        }
+    } else if p.ctype == ("message".to_string(), "rfc822".to_string()) {
+        p.message = Some(Box::new(part(body, ("text", "plain"), depth + 1)));
+    }
+    p
+}
+
+fn lines(b: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', b).count() + usize::from(!b.is_empty() && !b.ends_with(b"\n"))
+}
+
+/// BODYSTRUCTURE (or BODY, which is the same without extension data: we send none).
+pub fn body_structure(out: &mut Vec<u8>, p: &Part<'_>) {
+    out.push(b'(');
+    if p.ctype.0 == "multipart" && !p.children.is_empty() {
+        for c in &p.children {
+            body_structure(out, c);
+        }
+        out.push(b' ');
+        string(out, p.ctype.1.to_ascii_uppercase().as_bytes());
+        out.push(b')');
+        return;
+    }
+    let f = fields(p.header);
+    let (ty, sub) = if p.ctype.0 == "multipart" {
+        ("text".to_string(), "plain".to_string())
+    } else {
+        p.ctype.clone()
+    };
+    string(out, ty.to_ascii_uppercase().as_bytes());
+    out.push(b' ');
+    string(out, sub.to_ascii_uppercase().as_bytes());
+    out.push(b' ');
+    if p.params.is_empty() {
+        out.extend_from_slice(b"NIL");
+    } else {
+        out.push(b'(');
+        for (i, (k, v)) in p.params.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            string(out, k.to_ascii_uppercase().as_bytes());
+            out.push(b' ');
+            string(out, v.as_bytes());
+        }
+        out.push(b')');
+    }
+    out.push(b' ');
+    nstring(out, field(&f, "Content-ID"));
+    out.push(b' ');
+    nstring(out, field(&f, "Content-Description"));
+    out.push(b' ');
+    let enc = field(&f, "Content-Transfer-Encoding")
+        .map(|e| String::from_utf8_lossy(e).to_ascii_uppercase())
+        .unwrap_or_else(|| "7BIT".into());
+    string(out, enc.as_bytes());
+    out.extend_from_slice(format!(" {}", p.body.len()).as_bytes());
+    if let Some(m) = &p.message {
+        out.push(b' ');
+        envelope(out, m.header);
+        out.push(b' ');
+        body_structure(out, m);
+        out.extend_from_slice(format!(" {}", lines(p.body)).as_bytes());
+    } else if ty == "text" {
+        out.extend_from_slice(format!(" {}", lines(p.body)).as_bytes());
+    }
+    out.push(b')');
+}
+
+fn addresses(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
+    let mut list: Vec<(Option<String>, Option<String>)> = Vec::new();
+    if let Some(a) = a {
+        match a {
+            Address::List(v) => {
+                for x in v {
+                    list.push((x.name.as_ref().map(|s| s.to_string()), x.address.as_ref().map(|s| s.to_string())));
+                }
+            }
+            Address::Group(groups) => {
+                for g in groups {
+                    for x in &g.addresses {
+                        list.push((x.name.as_ref().map(|s| s.to_string()), x.address.as_ref().map(|s| s.to_string())));
+                    }
+                }
+            }
+        }
+    }
+    if list.is_empty() {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
+    for (name, addr) in list {
+        out.push(b'(');
+        nstring(out, name.as_deref().map(str::as_bytes));
+        out.extend_from_slice(b" NIL ");
+        let addr = addr.unwrap_or_default();
+        let (local, host) = match addr.rsplit_once('@') {
+            Some((l, h)) => (l.to_string(), Some(h.to_string())),
+            None => (addr, None),
+        };
+        string(out, local.as_bytes());
+        out.push(b' ');
+        nstring(out, host.as_deref().map(str::as_bytes));
+        out.push(b')');
+    }
+    out.push(b')');
+}
+
+/// ENVELOPE of a message header.
+pub fn envelope(out: &mut Vec<u8>, header: &[u8]) {
+    let f = fields(header);
+    let parsed = MessageParser::default().parse_headers(header);
+    out.push(b'(');
+    nstring(out, field(&f, "Date"));
+    out.push(b' ');
+    nstring(out, field(&f, "Subject"));
+    let get = |name: &str| -> Option<&Address<'_>> {
+        let m = parsed.as_ref()?;
+        match name {
+            "from" => m.from(),
+            "sender" => m.sender(),
+            "reply-to" => m.reply_to(),
+            "to" => m.to(),
+            "cc" => m.cc(),
+            _ => m.bcc(),
+        }
+    };
+    let from = get("from");
+    for (name, fallback) in [
+        ("from", None),
+        ("sender", from),
+        ("reply-to", from),
+        ("to", None),
+        ("cc", None),
+        ("bcc", None),
+    ] {
+        out.push(b' ');
+        addresses(out, get(name).or(fallback));
+    }
+    out.push(b' ');
+    nstring(out, field(&f, "In-Reply-To"));
+    out.push(b' ');
+    nstring(out, field(&f, "Message-ID"));
+    out.push(b')');
+}
+
+/// The bytes of `BODY[section]`; `None` when the section does not exist.
+pub fn section(raw: &[u8], spec: &str) -> Option<Vec<u8>> {
+    let top = parse(raw);
+    let upper = spec.to_ascii_uppercase();
+    let mut cur: &Part<'_> = &top;
+    let mut rest = upper.as_str();
+    let mut numbered = false;
+    // walk part numbers
+    loop {
+        let (head, tail) = match rest.split_once('.') {
+            Some((h, t)) => (h, t),
+            None => (rest, ""),
+        };
+        let Ok(n) = head.parse::<usize>() else { break };
+        if n == 0 {
+            return None;
+        }
+        // a message/rfc822 part's numbers address the parts of the enclosed message
+        if numbered && let Some(m) = &cur.message {
+            cur = m;
+        }
+        cur = if cur.ctype.0 == "multipart" {
+            cur.children.get(n - 1)?
+        } else if n == 1 {
+            cur
+        } else {
+            return None;
+        };
+        numbered = true;
+        rest = tail;
+    }
+    let whole = |p: &Part<'_>| [p.header, p.body].concat();
+    let msg: &Part<'_> = if numbered {
+        match (&cur.message, rest) {
+            (_, "") | (_, "MIME") => cur,
+            (Some(m), _) => m,
+            (None, _) => return None,
+        }
+    } else {
+        cur
+    };
+    Some(match rest {
+        "" if numbered => cur.body.to_vec(),
+        "" => whole(msg),
+        "MIME" => cur.header.to_vec(),
+        "HEADER" => msg.header.to_vec(),
+        "TEXT" => msg.body.to_vec(),
+        r if r.starts_with("HEADER.FIELDS") => {
+            let not = r.starts_with("HEADER.FIELDS.NOT");
+            let list = r.split_once('(').map(|x| x.1).unwrap_or("").trim_end_matches(')');
+            let names: Vec<&str> = list.split_whitespace().collect();
+            header_fields(msg.header, &names, not)
+        }
+        _ => return None,
+    })
+}
+
+/// The header lines (with continuations) whose names are (or, with `not`, are not) listed.
+pub fn header_fields(header: &[u8], names: &[&str], not: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut keep = false;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            continue;
+        }
+        if line[0] != b' ' && line[0] != b'\t' {
+            let name = line.iter().position(|&b| b == b':').map(|c| &line[..c]).unwrap_or(b"");
+            let name = String::from_utf8_lossy(name);
+            let listed = names.iter().any(|n| n.eq_ignore_ascii_case(name.trim()));
+            keep = listed != not;
+        }
+        if keep {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: hi\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npre\r\n--XX\r\nContent-Type: text/plain\r\n\r\nhello\r\n--XX\r\nContent-Type: application/octet-stream\r\n\r\nAAAA\r\n--XX--\r\n";
+
+    #[test]
+    fn sections_and_structure() {
+        assert_eq!(section(MSG, "1").unwrap(), b"hello");
+        assert_eq!(section(MSG, "2").unwrap(), b"AAAA");
+        assert_eq!(section(MSG, "1.MIME").unwrap(), b"Content-Type: text/plain\r\n\r\n");
+        assert_eq!(section(MSG, "HEADER.FIELDS (SUBJECT)").unwrap(), b"Subject: hi\r\n\r\n");
+        assert_eq!(section(MSG, "").unwrap(), MSG);
+        assert!(section(MSG, "3").is_none());
+        let mut out = Vec::new();
+        body_structure(&mut out, &parse(MSG));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "((\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 5 1)(\"APPLICATION\" \"OCTET-STREAM\" NIL NIL NIL \"7BIT\" 4) \"MIXED\")"
+        );
+        let mut env = Vec::new();
+        envelope(&mut env, split(MSG).0);
+        assert_eq!(
+            String::from_utf8(env).unwrap(),
+            "(NIL \"hi\" ((\"Alice\" NIL \"alice\" \"example.test\")) ((\"Alice\" NIL \"alice\" \"example.test\")) ((\"Alice\" NIL \"alice\" \"example.test\")) ((NIL NIL \"bob\" \"example.test\")) NIL NIL NIL NIL)"
+        );
+    }
+}

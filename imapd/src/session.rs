@@ -1,0 +1,549 @@
+//! One IMAP session, sans-I/O: bytes in ([`Session::input`]), bytes out
+//! ([`Session::take_output`]), and a [`Need`] when the session must wait for the auth
+//! daemon. Framing lives here — command lines bounded by `imapd_max_line_length`, literals
+//! (`{n}` with a `+` continuation, `{n+}` LITERAL+ without) bounded by `imapd_max_literal`
+//! and refused before they are read — and commands are dispatched to the files by family:
+//! [`crate::cmd_auth`], [`crate::cmd_mailbox`], [`crate::cmd_message`], [`crate::cmd_fetch`],
+//! [`crate::cmd_search`].
+//!
+//! State shared with other sessions is the Maildir alone: after each command (and while
+//! idling, at [`Session::poll`]) the selected folder is synced and what others changed is
+//! reported as untagged EXISTS / EXPUNGE / FETCH. EXPUNGE is held back during FETCH, STORE
+//! and SEARCH (RFC 3501 §7.4.1), so sequence numbers never shift under a client's feet.
+
+use crate::parse::{self, Arg, Command, SeqSet};
+use postern_lib::mailbox::flags::Flags;
+use postern_lib::mailbox::{Folder, MailboxError, Store};
+use std::path::PathBuf;
+
+/// Limits and facts a session needs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `virtual_mailbox_base`.
+    pub mail_base: PathBuf,
+    /// Largest literal.
+    pub max_literal: u64,
+    /// Longest command line.
+    pub max_line: usize,
+    /// Host name for the greeting.
+    pub hostname: String,
+}
+
+/// What the session waits for from outside.
+#[derive(Debug, PartialEq)]
+pub enum Need {
+    /// Verify a password with the auth daemon, then call [`Session::auth_done`].
+    Verify {
+        /// Login name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+}
+
+/// The selected folder and what this session has told its client about it.
+pub struct Selected {
+    /// The folder view.
+    pub folder: Folder,
+    /// IMAP name.
+    pub name: String,
+    /// EXAMINE.
+    pub read_only: bool,
+    /// (uid, flags) per sequence number, as last reported.
+    pub view: Vec<(u32, Flags)>,
+}
+
+enum Mode {
+    Normal,
+    Idle(String),
+    AuthPlain(String),
+    Waiting(String),
+}
+
+/// One session.
+pub struct Session {
+    pub(crate) settings: Settings,
+    pub(crate) secure: bool,
+    pub(crate) store: Option<Store>,
+    pub(crate) user: Option<String>,
+    pub(crate) sel: Option<Selected>,
+    pub(crate) out: Vec<u8>,
+    closed: bool,
+    mode: Mode,
+    inbuf: Vec<u8>,
+    cmd: Vec<u8>,
+    literal_need: usize,
+    discard: usize,
+}
+
+impl Session {
+    /// A new session; `secure` when the client is on loopback (or TLS): cleartext
+    /// passwords are accepted only then.
+    pub fn new(settings: Settings, secure: bool) -> Session {
+        let mut s = Session {
+            settings,
+            secure,
+            store: None,
+            user: None,
+            sel: None,
+            out: Vec::new(),
+            closed: false,
+            mode: Mode::Normal,
+            inbuf: Vec::new(),
+            cmd: Vec::new(),
+            literal_need: 0,
+            discard: 0,
+        };
+        let caps = s.capabilities();
+        let host = s.settings.hostname.clone();
+        s.line(&format!("* OK [CAPABILITY {caps}] {host} Postern IMAP ready"));
+        s
+    }
+
+    /// The capability list.
+    pub fn capabilities(&self) -> String {
+        let mut c = String::from("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE CHILDREN");
+        if self.secure {
+            c.push_str(" AUTH=PLAIN");
+        } else {
+            c.push_str(" LOGINDISABLED");
+        }
+        c
+    }
+
+    pub(crate) fn line(&mut self, s: &str) {
+        self.out.extend_from_slice(s.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Output to write to the client.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether the session is over (write the output, then close).
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The logged-in user.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Whether the session is logged in.
+    pub fn authenticated(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// Closes with a BYE.
+    pub fn bye(&mut self, why: &str) {
+        self.line(&format!("* BYE {why}"));
+        self.closed = true;
+    }
+
+    /// Bytes from the client.
+    pub fn input(&mut self, data: &[u8]) -> Option<Need> {
+        self.inbuf.extend_from_slice(data);
+        self.process()
+    }
+
+    /// The auth daemon's answer: `Ok(account)` or `Err(reason)`.
+    pub fn auth_done(&mut self, result: Result<String, String>) -> Option<Need> {
+        let Mode::Waiting(tag) = std::mem::replace(&mut self.mode, Mode::Normal) else {
+            return None;
+        };
+        match result {
+            Ok(user) => match Store::open(&self.settings.mail_base, &user) {
+                Ok(store) => {
+                    tracing::info!("login: user={user}");
+                    self.store = Some(store);
+                    self.user = Some(user);
+                    let caps = self.capabilities();
+                    self.line(&format!("{tag} OK [CAPABILITY {caps}] Logged in"));
+                }
+                Err(e) => {
+                    tracing::warn!("mailbox of {user}: {e}");
+                    self.line(&format!("{tag} NO [UNAVAILABLE] Mailbox unavailable"));
+                }
+            },
+            Err(reason) => {
+                tracing::info!("login failed: {reason}");
+                self.line(&format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed"));
+            }
+        }
+        self.process()
+    }
+
+    /// Called about twice a second: while idling, report what others changed.
+    pub fn poll(&mut self) {
+        if matches!(self.mode, Mode::Idle(_)) {
+            self.report(true);
+        }
+    }
+
+    fn process(&mut self) -> Option<Need> {
+        while !self.closed {
+            if matches!(self.mode, Mode::Waiting(_)) {
+                return None;
+            }
+            if self.discard > 0 {
+                let n = self.discard.min(self.inbuf.len());
+                self.inbuf.drain(..n);
+                self.discard -= n;
+                if self.discard > 0 {
+                    return None;
+                }
+            }
+            if self.literal_need > 0 {
+                let n = self.literal_need.min(self.inbuf.len());
+                self.cmd.extend(self.inbuf.drain(..n));
+                self.literal_need -= n;
+                if self.literal_need > 0 {
+                    return None;
+                }
+            }
+            let Some(eol) = memchr::memchr(b'\n', &self.inbuf) else {
+                if self.inbuf.len() > self.settings.max_line {
+                    self.bye("Command line too long");
+                }
+                return None;
+            };
+            if eol > self.settings.max_line {
+                self.bye("Command line too long");
+                return None;
+            }
+            let mut line: Vec<u8> = self.inbuf.drain(..=eol).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            match std::mem::replace(&mut self.mode, Mode::Normal) {
+                Mode::Idle(tag) => {
+                    if line.eq_ignore_ascii_case(b"DONE") {
+                        self.report(true);
+                        self.line(&format!("{tag} OK Idle completed"));
+                    } else {
+                        self.line(&format!("{tag} BAD Expected DONE"));
+                    }
+                    continue;
+                }
+                Mode::AuthPlain(tag) => {
+                    if let Some(need) = self.auth_plain(&tag, &line) {
+                        return Some(need);
+                    }
+                    continue;
+                }
+                Mode::Waiting(t) => self.mode = Mode::Waiting(t),
+                Mode::Normal => {}
+            }
+            if self.cmd.len() + line.len() > self.settings.max_line + self.settings.max_literal as usize {
+                self.bye("Command too long");
+                return None;
+            }
+            self.cmd.extend_from_slice(&line);
+            if let Some((n, sync)) = literal_at_end(&line) {
+                if n > self.settings.max_literal {
+                    let tag = tag_of(&self.cmd);
+                    self.cmd.clear();
+                    if sync {
+                        self.line(&format!("{tag} NO [TOOBIG] Literal too large"));
+                    } else {
+                        self.bye("Literal too large");
+                    }
+                    continue;
+                }
+                self.cmd.extend_from_slice(b"\r\n");
+                self.literal_need = n as usize;
+                if sync {
+                    self.line("+ Ready for literal data");
+                }
+                continue;
+            }
+            let cmd = std::mem::take(&mut self.cmd);
+            if let Some(need) = self.execute(&cmd) {
+                return Some(need);
+            }
+        }
+        None
+    }
+
+    fn execute(&mut self, raw: &[u8]) -> Option<Need> {
+        let cmd = match parse::command(raw) {
+            Ok(c) => c,
+            Err(e) => {
+                self.line(&format!("{} BAD {}", e.tag, e.reason));
+                return None;
+            }
+        };
+        let result = self.dispatch(&cmd);
+        match result {
+            Ok(Some(need)) => {
+                self.mode = Mode::Waiting(cmd.tag.clone());
+                Some(need)
+            }
+            Ok(None) => None,
+            Err(reply) => {
+                self.line(&format!("{} {}", cmd.tag, reply.text()));
+                None
+            }
+        }
+    }
+
+    fn dispatch(&mut self, c: &Command) -> Result<Option<Need>, Reply> {
+        let tag = c.tag.as_str();
+        let authed = self.user.is_some();
+        let selected = self.sel.is_some();
+        match c.name.as_str() {
+            "CAPABILITY" => {
+                let caps = self.capabilities();
+                self.line(&format!("* CAPABILITY {caps}"));
+                self.ok(tag, "Capability completed");
+            }
+            "NOOP" | "CHECK" => {
+                self.report(true);
+                self.ok(tag, "Completed");
+            }
+            "LOGOUT" => {
+                self.line("* BYE Logging out");
+                self.ok(tag, "Logout completed");
+                self.closed = true;
+            }
+            "ID" => {
+                self.line("* ID (\"name\" \"Postern\")");
+                self.ok(tag, "ID completed");
+            }
+            "STARTTLS" => return Err(Reply::Bad("STARTTLS is not available on this service".into())),
+            "LOGIN" if !authed => return self.login(c).map(Some),
+            "AUTHENTICATE" if !authed => return self.authenticate(c),
+            "LOGIN" | "AUTHENTICATE" => return Err(Reply::Bad("Already logged in".into())),
+            _ if !authed => return Err(Reply::Bad("Log in first".into())),
+            "ENABLE" => {
+                self.line("* ENABLED");
+                self.ok(tag, "Enabled");
+            }
+            "NAMESPACE" => {
+                self.line("* NAMESPACE ((\"\" \".\")) NIL NIL");
+                self.ok(tag, "Namespace completed");
+            }
+            "SELECT" | "EXAMINE" => self.select(c)?,
+            "CREATE" | "DELETE" | "RENAME" | "SUBSCRIBE" | "UNSUBSCRIBE" => self.manage(c)?,
+            "LIST" | "LSUB" => self.list(c)?,
+            "STATUS" => self.status(c)?,
+            "APPEND" => self.append(c)?,
+            "IDLE" => {
+                self.report(true);
+                self.line("+ idling");
+                self.mode = Mode::Idle(c.tag.clone());
+            }
+            _ if !selected => return Err(Reply::Bad("Select a mailbox first".into())),
+            "CLOSE" | "UNSELECT" => {
+                if c.name == "CLOSE" {
+                    self.expunge_deleted(None, false)?;
+                }
+                self.sel = None;
+                self.ok(tag, "Closed");
+            }
+            "EXPUNGE" => {
+                self.expunge_deleted(None, true)?;
+                self.report(true);
+                self.ok(tag, "Expunge completed");
+            }
+            "FETCH" | "STORE" | "SEARCH" | "COPY" | "MOVE" => self.message_command(tag, &c.name, &c.args, false)?,
+            "UID" => {
+                let Some(sub) = c.args.first().and_then(Arg::keyword) else {
+                    return Err(Reply::Bad("UID what?".into()));
+                };
+                if sub == "EXPUNGE" {
+                    let set = c.args.get(1).and_then(Arg::text).and_then(|s| SeqSet::parse(&s));
+                    let Some(set) = set else {
+                        return Err(Reply::Bad("Invalid UID set".into()));
+                    };
+                    self.expunge_deleted(Some(set), true)?;
+                    self.report(true);
+                    self.ok(tag, "Expunge completed");
+                } else if ["FETCH", "STORE", "SEARCH", "COPY", "MOVE"].contains(&sub.as_str()) {
+                    self.message_command(tag, &sub, &c.args[1..], true)?;
+                } else {
+                    return Err(Reply::Bad("Unknown UID command".into()));
+                }
+            }
+            _ => return Err(Reply::Bad("Unknown command".into())),
+        }
+        Ok(None)
+    }
+
+    fn authenticate(&mut self, c: &Command) -> Result<Option<Need>, Reply> {
+        let mech = c.args.first().and_then(Arg::keyword).unwrap_or_default();
+        if mech != "PLAIN" {
+            return Err(Reply::No("Unsupported authentication mechanism".into()));
+        }
+        if !self.secure {
+            return Err(Reply::No("[PRIVACYREQUIRED] Use TLS".into()));
+        }
+        match c.args.get(1).and_then(Arg::text) {
+            Some(initial) => Ok(self.auth_plain(&c.tag, initial.as_bytes())),
+            None => {
+                self.line("+ ");
+                self.mode = Mode::AuthPlain(c.tag.clone());
+                Ok(None)
+            }
+        }
+    }
+
+    fn auth_plain(&mut self, tag: &str, line: &[u8]) -> Option<Need> {
+        use base64::Engine;
+        if line == b"*" {
+            self.line(&format!("{tag} BAD Authentication cancelled"));
+            return None;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD.decode(line).ok();
+        let parts: Option<Vec<String>> = decoded.as_ref().and_then(|d| {
+            let v: Vec<&[u8]> = d.split(|&b| b == 0).collect();
+            if v.len() != 3 {
+                return None;
+            }
+            v.iter().map(|p| String::from_utf8(p.to_vec()).ok()).collect()
+        });
+        if let Some(mut d) = decoded {
+            zeroize::Zeroize::zeroize(&mut d);
+        }
+        match parts {
+            Some(p) if p[0].is_empty() || p[0] == p[1] => {
+                self.mode = Mode::Waiting(tag.to_string());
+                Some(Need::Verify {
+                    user: p[1].clone(),
+                    password: p[2].clone(),
+                })
+            }
+            _ => {
+                self.line(&format!("{tag} BAD Invalid SASL PLAIN response"));
+                None
+            }
+        }
+    }
+
+    fn login(&mut self, c: &Command) -> Result<Need, Reply> {
+        if !self.secure {
+            return Err(Reply::No("[PRIVACYREQUIRED] LOGIN is disabled without TLS".into()));
+        }
+        let (Some(user), Some(password), None) = (
+            c.args.first().and_then(Arg::text),
+            c.args.get(1).and_then(Arg::text),
+            c.args.get(2),
+        ) else {
+            return Err(Reply::Bad("LOGIN needs a user name and a password".into()));
+        };
+        Ok(Need::Verify { user, password })
+    }
+
+    pub(crate) fn ok(&mut self, tag: &str, text: &str) {
+        self.line(&format!("{tag} OK {text}"));
+    }
+
+    /// Reports what changed in the selected folder since the last report.
+    pub(crate) fn report(&mut self, allow_expunge: bool) {
+        let Some(sel) = self.sel.as_mut() else { return };
+        if sel.folder.changed()
+            && let Err(e) = sel.folder.sync()
+        {
+            tracing::warn!("sync {}: {e}", sel.name);
+            return;
+        }
+        let mut lines = Vec::new();
+        if allow_expunge {
+            let mut i = sel.view.len();
+            while i > 0 {
+                i -= 1;
+                if sel.folder.get(sel.view[i].0).is_none() {
+                    sel.view.remove(i);
+                    lines.push(format!("* {} EXPUNGE", i + 1));
+                }
+            }
+        }
+        let keywords = sel.folder.keywords().to_vec();
+        for (i, (uid, fl)) in sel.view.iter_mut().enumerate() {
+            if let Some(m) = sel.folder.get(*uid)
+                && m.flags != *fl
+            {
+                *fl = m.flags;
+                let names = crate::reply::flag_list(&m.flags.imap_names(&keywords));
+                lines.push(format!("* {} FETCH (UID {} FLAGS {names})", i + 1, uid));
+            }
+        }
+        let last = sel.view.last().map_or(0, |v| v.0);
+        let before = sel.view.len();
+        for m in sel.folder.messages() {
+            if m.uid > last {
+                sel.view.push((m.uid, m.flags));
+            }
+        }
+        if sel.view.len() != before {
+            lines.push(format!("* {} EXISTS", sel.view.len()));
+        }
+        for l in lines {
+            self.line(&l);
+        }
+    }
+
+    /// The store, for commands that run only when logged in.
+    pub(crate) fn store(&self) -> Result<&Store, Reply> {
+        self.store.as_ref().ok_or(Reply::Bad("Log in first".into()))
+    }
+}
+
+/// The tagged reply of a failed command.
+#[derive(Debug)]
+pub enum Reply {
+    /// `NO text`.
+    No(String),
+    /// `BAD text`.
+    Bad(String),
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        match self {
+            Reply::No(t) => format!("NO {t}"),
+            Reply::Bad(t) => format!("BAD {t}"),
+        }
+    }
+}
+
+/// The one place where store errors become IMAP replies.
+impl From<MailboxError> for Reply {
+    fn from(e: MailboxError) -> Reply {
+        match e {
+            MailboxError::NoSuchFolder(_) => Reply::No("[NONEXISTENT] No such mailbox".into()),
+            MailboxError::Exists(_) => Reply::No("[ALREADYEXISTS] Mailbox already exists".into()),
+            MailboxError::BadName(_) => Reply::No("[CANNOT] Invalid mailbox name".into()),
+            MailboxError::Inbox(_) => Reply::No("[CANNOT] Not allowed for INBOX".into()),
+            MailboxError::TooManyKeywords => Reply::No("[LIMIT] Too many keywords".into()),
+            e => {
+                tracing::warn!("mailbox: {e}");
+                Reply::No("[SERVERBUG] Internal error".into())
+            }
+        }
+    }
+}
+
+fn tag_of(cmd: &[u8]) -> String {
+    let end = cmd.iter().position(|&b| b == b' ').unwrap_or(cmd.len());
+    let t = String::from_utf8_lossy(&cmd[..end]).into_owned();
+    if t.is_empty() { "*".into() } else { t }
+}
+
+/// `{n}` or `{n+}` at the end of a line: (n, synchronising).
+fn literal_at_end(line: &[u8]) -> Option<(u64, bool)> {
+    let body = line.strip_suffix(b"}")?;
+    let open = body.iter().rposition(|&b| b == b'{')?;
+    let inner = &body[open + 1..];
+    let (digits, sync) = match inner.last() {
+        Some(b'+') | Some(b'-') => (&inner[..inner.len() - 1], false),
+        _ => (inner, true),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || digits.len() > 19 {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok().map(|n| (n, sync))
+}

@@ -1,0 +1,242 @@
+//! The delivery agent's half of the deliver protocol ([`crate::proto::deliver`]), shared by
+//! every transport (local, smtp, lmtp, ...) so none of them re-implements the queue-file
+//! bookkeeping.
+//!
+//! [`serve`] takes one connection from qmgr: it reads the [`DeliverRequest`], opens the
+//! queue file in place ([`crate::safe_open::open_update`]: no symlinks, one link, owned by
+//! us), and hands a [`Job`] to the transport. The transport delivers the recipients
+//! [`Job::pending`] lists and reports each outcome with [`Job::complete`], which — for a
+//! final outcome (2xx delivered, 5xx bounced) of a recipient the request says to mark —
+//! records it in the queue file at once ([`crate::queue_file::mark_done`]: one pwrite and
+//! fdatasync) and logs the Postfix-style line:
+//!
+//! ```text
+//! 4Xk9cZ1qf: to=<bob@example.test>, relay=local, delay=0.12, delays=0.01/0/0/0.11, dsn=2.0.0, status=sent (delivered to maildir)
+//! ```
+//!
+//! `delays=a/b/c/d` are: before the active queue, in the active queue until dispatch,
+//! dispatch until the agent opened the job (connection set-up), and delivery itself.
+//! A recipient the transport left without an outcome gets `4.3.0` (deferred): a
+//! transport bug can delay mail, never lose it. A recipient already final in the file is
+//! not delivered again; its status is repeated in the reply.
+
+use crate::ipc::IpcStream;
+use crate::proto::deliver::{self, DeliverRecipient, DeliverReply, DeliverRequest, RecipientResult};
+use crate::queue_file::{QueueFile, RecipientStatus, mark_done};
+use crate::safe_open::{Expect, open_update};
+use std::fs::File;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One delivery job being worked on.
+pub struct Job {
+    /// The request.
+    pub req: DeliverRequest,
+    /// The queue file's envelope and recipients.
+    pub qf: QueueFile,
+    file: File,
+    opened_micros: u64,
+    results: Vec<Option<RecipientResult>>,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Job {
+    /// Opens the queue file of `req` (relative to the current directory, the queue).
+    pub fn open(req: DeliverRequest) -> Result<Job, String> {
+        if !deliver::valid_queue_file(&req.queue_file) {
+            return Err(format!("bad queue file name {:?}", req.queue_file));
+        }
+        if req.recipients.len() > deliver::MAX_RECIPIENTS {
+            return Err("too many recipients in one request".into());
+        }
+        let file = open_update(Path::new(&req.queue_file), &Expect::current_user()).map_err(|e| e.to_string())?;
+        let qf = QueueFile::read(&file).map_err(|e| format!("{}: {e}", req.queue_file))?;
+        if qf.envelope.queue_id.as_str() != req.queue_id {
+            return Err(format!(
+                "{} holds queue ID {}, not {}",
+                req.queue_file, qf.envelope.queue_id, req.queue_id
+            ));
+        }
+        let mut results = vec![None; req.recipients.len()];
+        for (pos, r) in req.recipients.iter().enumerate() {
+            match qf.recipients.get(r.index) {
+                None => {
+                    results[pos] = Some(result(
+                        r,
+                        500,
+                        "5.3.0",
+                        "internal error: no such recipient in the queue file",
+                    ))
+                }
+                Some(rec) if rec.status.is_final() => {
+                    let (code, dsn) = if rec.status == RecipientStatus::Bounced {
+                        (550, "5.0.0")
+                    } else {
+                        (250, "2.0.0")
+                    };
+                    results[pos] = Some(result(r, code, dsn, "already done"));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Job {
+            req,
+            qf,
+            file,
+            opened_micros: now_micros(),
+            results,
+        })
+    }
+
+    /// Positions (in `req.recipients`) still to be delivered.
+    pub fn pending(&self) -> Vec<usize> {
+        (0..self.req.recipients.len())
+            .filter(|&p| self.results[p].is_none())
+            .collect()
+    }
+
+    /// The message content, from the start.
+    pub fn content(&self) -> io::Result<io::Take<File>> {
+        self.qf.content_reader(self.file.try_clone()?)
+    }
+
+    /// Records the outcome for the recipient at `pos`: marks the queue file when final
+    /// and requested, logs the delivery line. A failure to mark turns success into a
+    /// deferral of nothing — the delivery happened; the log says the mark failed, and the
+    /// recipient may be delivered again (the narrow duplicate window, now visible).
+    pub fn complete(&mut self, pos: usize, code: u16, dsn: &str, text: &str, relay: &str) {
+        let Some(r) = self.req.recipients.get(pos) else { return };
+        let status = match code {
+            200..=299 => Some(RecipientStatus::Delivered),
+            500..=599 => Some(RecipientStatus::Bounced),
+            _ => None,
+        };
+        if let (Some(status), true) = (status, r.mark)
+            && let Some(rec) = self.qf.recipients.get(r.index)
+            && let Err(e) = mark_done(&self.file, &rec.handle, status)
+        {
+            tracing::error!(queue_id = %self.req.queue_id, "cannot mark recipient {} done: {e}", r.address);
+        }
+        self.log(r, code, dsn, text, relay);
+        self.results[pos] = Some(result(r, code, dsn, text));
+    }
+
+    fn log(&self, r: &DeliverRecipient, code: u16, dsn: &str, text: &str, relay: &str) {
+        let now = now_micros();
+        let secs = |from: u64, to: u64| Duration::from_micros(to.saturating_sub(from)).as_secs_f64();
+        let req = &self.req;
+        let delays = format!(
+            "{}/{}/{}/{}",
+            fmt_delay(secs(req.arrival_micros, req.active_micros)),
+            fmt_delay(secs(req.active_micros, req.dispatch_micros)),
+            fmt_delay(secs(req.dispatch_micros, self.opened_micros)),
+            fmt_delay(secs(self.opened_micros, now)),
+        );
+        let status = match code {
+            200..=299 => "sent",
+            500..=599 => "bounced",
+            _ => "deferred",
+        };
+        let orig = if r.original != r.address {
+            format!(", orig_to=<{}>", r.original)
+        } else {
+            String::new()
+        };
+        tracing::info!(
+            queue_id = %req.queue_id,
+            "to=<{}>{orig}, relay={relay}, delay={}, delays={delays}, dsn={dsn}, status={status} ({text})",
+            r.address,
+            fmt_delay(secs(req.arrival_micros, now)),
+        );
+    }
+
+    /// The reply to qmgr; recipients without an outcome are deferred.
+    pub fn reply(self) -> DeliverReply {
+        let results = self
+            .results
+            .into_iter()
+            .zip(&self.req.recipients)
+            .map(|(res, r)| {
+                res.unwrap_or_else(|| result(r, 451, "4.3.0", "delivery agent left the recipient undecided"))
+            })
+            .collect();
+        DeliverReply { results }
+    }
+}
+
+fn result(r: &DeliverRecipient, code: u16, dsn: &str, text: &str) -> RecipientResult {
+    RecipientResult {
+        index: r.index,
+        address: r.address.clone(),
+        code,
+        dsn: dsn.into(),
+        text: text.into(),
+    }
+}
+
+/// Postfix's delay format: two significant digits below 10 s, whole seconds above.
+pub fn fmt_delay(s: f64) -> String {
+    if s < 0.005 {
+        "0".into()
+    } else if s < 10.0 {
+        let t = format!("{s:.2}");
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{}", s.round() as u64)
+    }
+}
+
+/// Serves one deliver connection: handshake, request, `deliver(job)`, reply. The
+/// transport's function sees only jobs whose queue file opened; one that cannot be opened
+/// defers every recipient with the reason.
+pub fn serve(stream: UnixStream, timeout: Duration, deliver: impl FnOnce(&mut Job)) {
+    let mut ipc = match IpcStream::server(stream, deliver::PROTOCOL, deliver::VERSION, Some(timeout)) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!("deliver request: {e}");
+            return;
+        }
+    };
+    let req: DeliverRequest = match ipc.recv() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("deliver request: {e}");
+            return;
+        }
+    };
+    let reply = match Job::open(req.clone()) {
+        Ok(mut job) => {
+            deliver(&mut job);
+            job.reply()
+        }
+        Err(e) => {
+            tracing::warn!(queue_id = %req.queue_id, "cannot open queue file: {e}");
+            let results = req.recipients.iter().map(|r| result(r, 451, "4.3.0", &e)).collect();
+            DeliverReply { results }
+        }
+    };
+    if let Err(e) = ipc.send(&reply) {
+        tracing::warn!(queue_id = %req.queue_id, "cannot reply to qmgr: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_format_like_postfix() {
+        assert_eq!(fmt_delay(0.0), "0");
+        assert_eq!(fmt_delay(0.12), "0.12");
+        assert_eq!(fmt_delay(1.5), "1.5");
+        assert_eq!(fmt_delay(12.4), "12");
+    }
+}

@@ -1,0 +1,83 @@
+//! `postern-cache`: what a folder listing needs without opening each message — the
+//! RFC 822 size (with CRLF line ends, as IMAP counts it) and the internal date — kept per
+//! UID so `FETCH 1:* (FLAGS RFC822.SIZE INTERNALDATE)` over ten thousand messages reads one
+//! file instead of ten thousand.
+//!
+//! ```text
+//! postern-cache 1 V<uidvalidity>
+//! <uid> <size> <internal date, unix seconds>
+//! ```
+//!
+//! The cache is only ever a copy of what the messages say: a header that does not match
+//! the folder's UIDVALIDITY, or a line that does not parse, is ignored and the entry
+//! computed again from the message file. It is replaced atomically, and holds one line per
+//! message of the folder at most.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+/// The file name.
+pub const FILE: &str = "postern-cache";
+/// Largest cache file read.
+pub const MAX_SIZE: u64 = 64 * 1024 * 1024;
+
+/// One message's cached facts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Size with CRLF line ends.
+    pub size: u64,
+    /// Internal date, seconds since the epoch.
+    pub date: i64,
+}
+
+/// Reads the cache of `dir` for `uid_validity`; an empty map when absent or unusable.
+pub fn read(dir: &Path, uid_validity: u32) -> HashMap<u32, Entry> {
+    let mut out = HashMap::new();
+    let path = dir.join(FILE);
+    let ok_size = fs::metadata(&path).map(|m| m.len() <= MAX_SIZE).unwrap_or(false);
+    if !ok_size {
+        return out;
+    }
+    let Ok(text) = fs::read_to_string(&path) else { return out };
+    let mut lines = text.lines();
+    if lines.next() != Some(format!("postern-cache 1 V{uid_validity}").as_str()) {
+        return out;
+    }
+    for line in lines {
+        let mut f = line.split(' ');
+        let (Some(u), Some(s), Some(d), None) = (f.next(), f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if let (Ok(uid), Ok(size), Ok(date)) = (u.parse(), s.parse(), d.parse()) {
+            out.insert(uid, Entry { size, date });
+        }
+    }
+    out
+}
+
+/// Replaces the cache of `dir` with `entries` (best effort: a cache that cannot be written
+/// only costs time).
+pub fn write(dir: &Path, uid_validity: u32, entries: &[(u32, Entry)]) {
+    let mut text = format!("postern-cache 1 V{uid_validity}\n");
+    for (uid, e) in entries {
+        text.push_str(&format!("{uid} {} {}\n", e.size, e.date));
+    }
+    let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
+    let res = fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| fs::rename(&tmp, dir.join(FILE)));
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        tracing::debug!("cache {}: {e}", dir.display());
+    }
+}
+
+/// The size of a message with every line end as CRLF.
+pub fn crlf_size(bytes: &[u8]) -> u64 {
+    let bare = memchr::memchr_iter(b'\n', bytes)
+        .filter(|&i| i == 0 || bytes[i - 1] != b'\r')
+        .count();
+    bytes.len() as u64 + bare as u64
+}

@@ -1,0 +1,302 @@
+//! The Maildir mailbox store shared by imapd, pop3d and local delivery.
+//!
+//! # Layout (Maildir++, as Dovecot and Courier keep it)
+//!
+//! `virtual_mailbox_base/<user>/` is INBOX, with `tmp/ new/ cur/`. Folder `Sent` is the
+//! Maildir `<user>/.Sent/`, folder `Lists.rust` is `<user>/.Lists.rust/`: the IMAP
+//! hierarchy separator is `.` ([`SEPARATOR`]), the same character as on disk, as in
+//! Dovecot's Maildir++ default. A new mailbox gets the special-use folders Sent, Drafts,
+//! Trash, Junk and Archive ([`SPECIAL_USE`]). Subscriptions are the `subscriptions` file,
+//! one folder name a line. In each folder:
+//!
+//! - message files are named `<time>.M<usec>P<pid>Q<n>.<host>,S=<size>,W=<size>:2,<flags>`;
+//!   flags are letters in the name (see [`flags`]), keywords mapped by `dovecot-keywords`;
+//! - `dovecot-uidlist` gives each base name its UID (see [`uidlist`]);
+//! - `postern-cache` keeps sizes and dates (see [`cache`]).
+//!
+//! # API
+//!
+//! ```no_run
+//! use postern_lib::mailbox::{Store, flags::{Flags, SEEN}};
+//! # fn main() -> Result<(), postern_lib::mailbox::MailboxError> {
+//! let store = Store::open(std::path::Path::new("var/mail"), "alice")?; // creates on first use
+//! let mut inbox = store.folder("INBOX")?;                              // synced view
+//! for m in inbox.messages() { println!("{} {} {}", m.uid, m.base, m.size); }
+//! let uid = inbox.append(b"Subject: hi\r\n\r\nhello\r\n", Flags { system: SEEN, keywords: 0 }, None)?;
+//! let bytes = inbox.read(uid)?;              // CRLF line ends; None if expunged elsewhere
+//! inbox.expunge(&[uid])?;
+//! if inbox.changed() { inbox.sync()?; }      // cheap check, then rescan
+//! # Ok(()) }
+//! ```
+//!
+//! A POP3 UIDL is the message's base name (stable across flag changes and shared with
+//! IMAP's view); POP3 deletions are [`Folder::expunge`].
+//!
+//! # Concurrency
+//!
+//! Any number of processes may hold views of one folder. New mail, flag changes (renames)
+//! and expunges (unlinks) are atomic file-system operations; only the uidlist has a writer
+//! lock. A view learns of others' changes at [`Folder::sync`].
+
+pub mod cache;
+pub mod flags;
+pub mod folder;
+pub mod uidlist;
+
+#[cfg(test)]
+mod tests;
+
+pub use folder::{Folder, Message};
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The IMAP hierarchy separator.
+pub const SEPARATOR: char = '.';
+/// The folders a new mailbox gets, with their RFC 6154 special-use attribute.
+pub const SPECIAL_USE: [(&str, &str); 5] = [
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+];
+/// Longest folder name.
+pub const MAX_NAME: usize = 200;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MailboxError {
+    /// The folder does not exist.
+    #[error("no such folder: {0}")]
+    NoSuchFolder(String),
+    /// CREATE or RENAME onto an existing folder.
+    #[error("folder exists: {0}")]
+    Exists(String),
+    /// A folder or keyword name that is not allowed (`/`, `..`, control characters, too long).
+    #[error("bad name: {0:?}")]
+    BadName(String),
+    /// INBOX cannot be deleted or renamed here.
+    #[error("INBOX cannot be {0}")]
+    Inbox(&'static str),
+    /// The folder already uses all 26 keyword letters.
+    #[error("too many keywords in this folder")]
+    TooManyKeywords,
+    /// A file-system operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// Result of this module.
+pub type Result<T> = std::result::Result<T, MailboxError>;
+
+pub(crate) fn io_err(op: &'static str, path: &Path, source: io::Error) -> MailboxError {
+    MailboxError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One user's mailbox: INBOX and its folders.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Creates a Maildir's `cur/ new/ tmp/` (mode 0700).
+fn make_maildir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    for sub in ["", "cur", "new", "tmp"] {
+        let p = if sub.is_empty() { dir.to_path_buf() } else { dir.join(sub) };
+        match fs::DirBuilder::new().mode(0o700).create(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("mkdir", &p, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a user name can be a directory name.
+fn valid_user(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= 64
+        && !user.starts_with('.')
+        && user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b))
+}
+
+impl Store {
+    /// Opens `base/<user>/`, creating it, and the special-use folders, when they are new.
+    pub fn open(base: &Path, user: &str) -> Result<Store> {
+        if !valid_user(user) {
+            return Err(MailboxError::BadName(user.to_string()));
+        }
+        let root = base.join(user);
+        // A mailbox first made by local delivery has no folders yet: the subscriptions
+        // file marks that the special-use folders were set up once.
+        let fresh = !root.join("subscriptions").exists();
+        make_maildir(&root)?;
+        if fresh {
+            for (name, _) in SPECIAL_USE {
+                make_maildir(&root.join(format!(".{name}")))?;
+            }
+            let subs: String = SPECIAL_USE.iter().map(|(n, _)| format!("{n}\n")).collect();
+            let _ = fs::write(root.join("subscriptions"), format!("INBOX\n{subs}"));
+        }
+        Ok(Store { root })
+    }
+
+    /// The mailbox root (INBOX).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The canonical form of a name: `INBOX` in any case becomes `INBOX`.
+    pub fn canonical(name: &str) -> String {
+        if name.eq_ignore_ascii_case("INBOX") {
+            "INBOX".into()
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// The directory of folder `name` (checked, not required to exist).
+    pub fn folder_path(&self, name: &str) -> Result<PathBuf> {
+        let name = Store::canonical(name);
+        if name == "INBOX" {
+            return Ok(self.root.clone());
+        }
+        let bad = name.is_empty()
+            || name.len() > MAX_NAME
+            || name.starts_with(SEPARATOR)
+            || name.ends_with(SEPARATOR)
+            || name.contains("..")
+            || name.contains('/')
+            || name.chars().any(|c| c.is_control());
+        if bad {
+            return Err(MailboxError::BadName(name));
+        }
+        Ok(self.root.join(format!(".{name}")))
+    }
+
+    /// Opens a synced view of a folder.
+    pub fn folder(&self, name: &str) -> Result<Folder> {
+        let path = self.folder_path(name)?;
+        if !path.join("cur").is_dir() {
+            return Err(MailboxError::NoSuchFolder(name.to_string()));
+        }
+        Folder::open(&path)
+    }
+
+    /// Whether the folder exists.
+    pub fn exists(&self, name: &str) -> bool {
+        self.folder_path(name).map(|p| p.join("cur").is_dir()).unwrap_or(false)
+    }
+
+    /// Every folder, INBOX first, then by name.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.root).map_err(|e| io_err("read", &self.root, e))? {
+            let Ok(entry) = entry else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            if let Some(folder) = name.strip_prefix('.')
+                && !folder.is_empty()
+                && folder != "."
+                && entry.path().join("cur").is_dir()
+            {
+                out.push(folder.to_string());
+            }
+        }
+        out.sort();
+        out.insert(0, "INBOX".into());
+        Ok(out)
+    }
+
+    /// Creates a folder (and, Maildir++ being flat, nothing for its parents).
+    pub fn create(&self, name: &str) -> Result<()> {
+        let path = self.folder_path(name)?;
+        if path.join("cur").is_dir() {
+            return Err(MailboxError::Exists(name.to_string()));
+        }
+        make_maildir(&path)
+    }
+
+    /// Deletes a folder and its messages (its children stay).
+    pub fn delete(&self, name: &str) -> Result<()> {
+        if Store::canonical(name) == "INBOX" {
+            return Err(MailboxError::Inbox("deleted"));
+        }
+        let path = self.folder_path(name)?;
+        if !path.join("cur").is_dir() {
+            return Err(MailboxError::NoSuchFolder(name.to_string()));
+        }
+        fs::remove_dir_all(&path).map_err(|e| io_err("delete", &path, e))
+    }
+
+    /// Renames a folder and every folder below it.
+    pub fn rename(&self, old: &str, new: &str) -> Result<()> {
+        if Store::canonical(old) == "INBOX" {
+            return Err(MailboxError::Inbox("renamed"));
+        }
+        let from = self.folder_path(old)?;
+        let to = self.folder_path(new)?;
+        if !from.join("cur").is_dir() {
+            return Err(MailboxError::NoSuchFolder(old.to_string()));
+        }
+        if to.exists() {
+            return Err(MailboxError::Exists(new.to_string()));
+        }
+        let prefix = format!("{old}{SEPARATOR}");
+        let children: Vec<String> = self.list()?.into_iter().filter(|n| n.starts_with(&prefix)).collect();
+        fs::rename(&from, &to).map_err(|e| io_err("rename", &from, e))?;
+        for child in children {
+            let renamed = format!("{new}{}", &child[old.len()..]);
+            let (a, b) = (self.folder_path(&child)?, self.folder_path(&renamed)?);
+            fs::rename(&a, &b).map_err(|e| io_err("rename", &a, e))?;
+        }
+        Ok(())
+    }
+
+    /// Subscribed folder names.
+    pub fn subscriptions(&self) -> Vec<String> {
+        fs::read_to_string(self.root.join("subscriptions"))
+            .map(|t| {
+                t.lines()
+                    .filter(|l| !l.is_empty() && !l.starts_with("V\t"))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Adds or removes a subscription.
+    pub fn subscribe(&self, name: &str, on: bool) -> Result<()> {
+        self.folder_path(name)?;
+        let name = Store::canonical(name);
+        let mut subs = self.subscriptions();
+        subs.retain(|s| *s != name);
+        if on {
+            subs.push(name);
+        }
+        let text: String = subs.iter().map(|s| format!("{s}\n")).collect();
+        let tmp = self.root.join(".subscriptions.tmp");
+        fs::write(&tmp, text)
+            .and_then(|()| fs::rename(&tmp, self.root.join("subscriptions")))
+            .map_err(|e| io_err("write subscriptions", &self.root, e))
+    }
+
+    /// The RFC 6154 attribute of a folder, if it is one of [`SPECIAL_USE`].
+    pub fn special_use(name: &str) -> Option<&'static str> {
+        SPECIAL_USE.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+    }
+}

@@ -1,0 +1,201 @@
+//! `dovecot-uidlist`: the per-folder map from Maildir base names to IMAP UIDs, in
+//! Dovecot's version 3 format so a folder moves between Dovecot and Postern unchanged.
+//!
+//! ```text
+//! 3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1
+//! 25020 :1491941793.M41850P8566.host,S=10956,W=11210
+//! 25021 W4210 :1491941794.M1P2.host,S=4100
+//! ```
+//!
+//! The header holds the version, UIDVALIDITY (`V`), the next UID (`N`) and a mailbox GUID
+//! (`G`); each line a UID, optional extension fields, and `:` with the base name (the file
+//! name without `:2,flags`). UIDs only grow. The file is replaced, never edited: a writer
+//! creates `dovecot-uidlist.lock` with `O_EXCL` (Dovecot's dot-lock), writes the new list
+//! into it, fsyncs it and renames it over `dovecot-uidlist`, which releases the lock in the
+//! same step. A lock older than [`STALE_LOCK`] is left over from a crashed writer and is
+//! removed. Readers need no lock: the rename makes every version complete.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The file name.
+pub const FILE: &str = "dovecot-uidlist";
+/// The lock file name.
+pub const LOCK: &str = "dovecot-uidlist.lock";
+/// A lock older than this is stale (Dovecot's default is two minutes).
+pub const STALE_LOCK: Duration = Duration::from_secs(120);
+/// How long to wait for a lock held by another process.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// Largest uidlist read (about 100 bytes a message: a million messages).
+pub const MAX_SIZE: u64 = 128 * 1024 * 1024;
+
+/// A parsed uidlist.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UidList {
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+    /// The next UID to give.
+    pub next_uid: u32,
+    /// Mailbox GUID (hex), kept as found.
+    pub guid: String,
+    /// (uid, base name), in increasing UID order.
+    pub entries: Vec<(u32, String)>,
+}
+
+impl UidList {
+    /// A fresh list with a new UIDVALIDITY (the current time, as Dovecot does).
+    pub fn new() -> UidList {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        UidList {
+            uid_validity: (now as u32).max(1),
+            next_uid: 1,
+            guid: format!("{:016x}{:08x}{:08x}", now, nanos, std::process::id()),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Parses the text; `None` when the header is unusable (the caller rebuilds). Lines
+    /// that do not parse, and lines whose UIDs do not grow, are dropped: those messages get
+    /// new UIDs, which is allowed because UIDs above `next_uid` were never given out.
+    pub fn parse(text: &str) -> Option<UidList> {
+        let mut lines = text.lines();
+        let header = lines.next()?;
+        let mut fields = header.split(' ');
+        if fields.next()? != "3" {
+            return None;
+        }
+        let mut list = UidList::default();
+        for f in fields {
+            match f.as_bytes().first() {
+                Some(b'V') => list.uid_validity = f[1..].parse().ok()?,
+                Some(b'N') => list.next_uid = f[1..].parse().ok()?,
+                Some(b'G') => list.guid = f[1..].to_string(),
+                _ => {}
+            }
+        }
+        if list.uid_validity == 0 || list.next_uid == 0 {
+            return None;
+        }
+        let mut last = 0u32;
+        for line in lines {
+            let Some((head, name)) = line.split_once(':') else { continue };
+            let Some(uid) = head.split(' ').next().and_then(|u| u.parse::<u32>().ok()) else {
+                continue;
+            };
+            if uid <= last || uid >= list.next_uid || name.is_empty() || name.contains('/') {
+                continue;
+            }
+            last = uid;
+            list.entries.push((uid, name.to_string()));
+        }
+        Some(list)
+    }
+
+    /// The file text.
+    pub fn format(&self) -> String {
+        let mut s = format!("3 V{} N{} G{}\n", self.uid_validity, self.next_uid, self.guid);
+        for (uid, name) in &self.entries {
+            s.push_str(&format!("{uid} :{name}\n"));
+        }
+        s
+    }
+
+    /// Base name → UID.
+    pub fn map(&self) -> HashMap<&str, u32> {
+        self.entries.iter().map(|(u, n)| (n.as_str(), *u)).collect()
+    }
+}
+
+/// Reads the uidlist of `dir`: `Ok(None)` when missing or unusable.
+pub fn read(dir: &Path) -> io::Result<Option<UidList>> {
+    let path = dir.join(FILE);
+    match fs::metadata(&path) {
+        Ok(m) if m.len() > MAX_SIZE => return Ok(None),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    match fs::read(&path) {
+        Ok(bytes) => Ok(std::str::from_utf8(&bytes).ok().and_then(UidList::parse)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The uidlist lock of one folder; dropping it without [`Lock::commit`] removes it.
+#[derive(Debug)]
+pub struct Lock {
+    path: PathBuf,
+    dir: PathBuf,
+    file: Option<fs::File>,
+}
+
+impl Lock {
+    /// Takes the lock, waiting up to [`LOCK_WAIT`] and breaking a stale one.
+    pub fn acquire(dir: &Path) -> io::Result<Lock> {
+        let path = dir.join(LOCK);
+        let start = std::time::Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    return Ok(Lock {
+                        path,
+                        dir: dir.to_path_buf(),
+                        file: Some(file),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let stale = fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > STALE_LOCK);
+                    if stale {
+                        tracing::warn!("removing stale lock {}", path.display());
+                        let _ = fs::remove_file(&path);
+                        continue;
+                    }
+                    if start.elapsed() > LOCK_WAIT {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("{} is held by another process", path.display()),
+                        ));
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes `list` into the lock file and renames it over the uidlist (releasing the lock).
+    pub fn commit(mut self, list: &UidList) -> io::Result<()> {
+        let Some(mut file) = self.file.take() else {
+            return Err(io::Error::other("lock already released"));
+        };
+        file.write_all(list.format().as_bytes())?;
+        file.sync_data()?;
+        fs::rename(&self.path, self.dir.join(FILE))?;
+        Ok(())
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Delivering one message into a Maildir, the way Maildir is specified (D. J. Bernstein's
+//! maildir(5)) and the way Dovecot and Courier read it.
+//!
+//! [`deliver`]:
+//! 1. opens the Maildir (creating it and its `tmp/ new/ cur/` on first delivery, mode
+//!    0700), every directory with `O_DIRECTORY | O_NOFOLLOW` relative to its parent's
+//!    descriptor, so no symlink anywhere below the base is followed;
+//! 2. creates a unique name in `tmp/` with `O_CREAT | O_EXCL | O_NOFOLLOW`
+//!    ([`crate::safe_open::create_excl_at`]): `SECS.M<micros>P<pid>Q<seq>.<host>`, the
+//!    form Dovecot and qmail use, with `/` and `:` in the host name escaped as `\057` and
+//!    `\072`;
+//! 3. writes the prefix (e.g. `Return-Path:` and `Delivered-To:`) and the message,
+//!    `fsync`s the file;
+//! 4. renames it into `new/` as `<unique>,S=<size>` (Dovecot's size field, which its quota
+//!    code and ours read instead of `stat`), then `fsync`s `new/`. Only then is the
+//!    delivery complete. If anything fails before the rename, the file in `tmp/` is
+//!    removed.
+//!
+//! [`maildir_size`] sums the sizes of the messages in `new/` and `cur/` for quota checks.
+//!
+//! Security stance: the caller runs as the mailbox owner (or the virtual mailbox owner),
+//! never root; the mailbox name comes from a validated user name; no path component is
+//! followed through a symlink and no existing file is ever opened for writing.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::safe_open::create_excl_at;
+
+/// Most files counted by [`maildir_size`] per directory (a bound on the work, not a limit
+/// on the mailbox).
+pub const MAX_SCAN: usize = 1_000_000;
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Errors of a Maildir delivery.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum MaildirError {
+    /// A system call failed on `path`.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was done.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Reading the message to deliver failed.
+    #[error("reading the message: {0}")]
+    Source(io::Error),
+}
+
+impl MaildirError {
+    fn io(op: &'static str, path: &Path, e: impl Into<io::Error>) -> Self {
+        MaildirError::Io {
+            op,
+            path: path.to_owned(),
+            source: e.into(),
+        }
+    }
+
+    /// Whether the failure is lack of space or quota on the file system (a temporary
+    /// failure in mail terms, `4.3.0`/`4.2.2`).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            MaildirError::Io { source, .. } => matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)),
+            MaildirError::Source(_) => false,
+        }
+    }
+}
+
+/// A finished delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The file name in `new/`.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// Opens (creating when `create`) the directory `name` below `parent`.
+fn open_subdir(parent: impl AsFd, parent_path: &Path, name: &str, create: bool) -> Result<OwnedFd, MaildirError> {
+    let path = parent_path.join(name);
+    match rfs::openat(&parent, name, dir_flags(), Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::NOENT) if create => {
+            match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(MaildirError::io("mkdir", &path, e)),
+            }
+            rfs::openat(&parent, name, dir_flags(), Mode::empty()).map_err(|e| MaildirError::io("open", &path, e))
+        }
+        Err(e) => Err(MaildirError::io("open", &path, e)),
+    }
+}
+
+/// The host part of a unique name: the host name with `/` and `:` escaped.
+fn host_part() -> String {
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let host = if host.is_empty() { "localhost".to_string() } else { host };
+    host.replace('/', "\\057").replace(':', "\\072")
+}
+
+/// A unique base name: `SECS.M<micros>P<pid>Q<seq>.<host>`.
+pub fn unique_name() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}.M{}P{}Q{}.{}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        seq,
+        host_part()
+    )
+}
+
+/// Opens the Maildir `mailbox` — `base/<user>` style: `base` must exist, the last
+/// component is created when missing — and its `tmp/ new/ cur/`.
+fn open_maildir(base: &Path, user_dir: &str) -> Result<(OwnedFd, OwnedFd), MaildirError> {
+    let base_fd = rfs::open(base, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| MaildirError::io("open", base, e))?;
+    let md_path = base.join(user_dir);
+    let md = open_subdir(&base_fd, base, user_dir, true)?;
+    let tmp = open_subdir(&md, &md_path, "tmp", true)?;
+    let new = open_subdir(&md, &md_path, "new", true)?;
+    open_subdir(&md, &md_path, "cur", true)?;
+    Ok((tmp, new))
+}
+
+/// Delivers `prefix` followed by `message` into the Maildir `base/user_dir` (see the
+/// module doc). `user_dir` is one path component (a validated user name).
+pub fn deliver(base: &Path, user_dir: &str, prefix: &[u8], message: &mut dyn Read) -> Result<Delivered, MaildirError> {
+    if user_dir.is_empty() || user_dir.contains('/') || user_dir == "." || user_dir == ".." {
+        return Err(MaildirError::io(
+            "check",
+            &base.join(user_dir),
+            io::Error::new(io::ErrorKind::InvalidInput, "bad mailbox name"),
+        ));
+    }
+    let md_path = base.join(user_dir);
+    let (tmp, new) = open_maildir(base, user_dir)?;
+    let tmp_path = md_path.join("tmp");
+    let name = unique_name();
+    let mut file: File = match create_excl_at(&tmp, &tmp_path, &name, 0o600) {
+        Ok(f) => f,
+        Err(e) => return Err(MaildirError::io("create", &tmp_path.join(&name), io::Error::other(e.to_string()))),
+    };
+    let result = write_all(&mut file, prefix, message, &tmp_path.join(&name));
+    let size = match result {
+        Ok(size) => size,
+        Err(e) => {
+            drop(file);
+            let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
+            return Err(e);
+        }
+    };
+    drop(file);
+    let final_name = format!("{name},S={size}");
+    if let Err(e) = rfs::renameat(&tmp, name.as_str(), &new, final_name.as_str()) {
+        let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
+        return Err(MaildirError::io("rename", &tmp_path.join(&name), e));
+    }
+    rfs::fsync(&new).map_err(|e| MaildirError::io("fsync", &md_path.join("new"), e))?;
+    Ok(Delivered { name: final_name, size })
+}
+
+fn write_all(file: &mut File, prefix: &[u8], message: &mut dyn Read, path: &Path) -> Result<u64, MaildirError> {
+    let mut w = io::BufWriter::with_capacity(64 * 1024, &mut *file);
+    w.write_all(prefix).map_err(|e| MaildirError::io("write", path, e))?;
+    let mut size = prefix.len() as u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match message.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(MaildirError::Source(e)),
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        w.write_all(chunk).map_err(|e| MaildirError::io("write", path, e))?;
+        size += n as u64;
+    }
+    w.flush().map_err(|e| MaildirError::io("write", path, e))?;
+    drop(w);
+    file.sync_all().map_err(|e| MaildirError::io("fsync", path, e))?;
+    Ok(size)
+}
+
+/// The size of a message file from its name's `,S=<size>` field.
+pub fn size_from_name(name: &str) -> Option<u64> {
+    let at = name.find(",S=")?;
+    let digits: String = name.get(at + 3..)?.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Total size of the messages in `new/` and `cur/` of the Maildir at `path` (0 when it
+/// does not exist yet). Sizes come from `S=` in names when present, else from `lstat`.
+pub fn maildir_size(path: &Path) -> io::Result<u64> {
+    let mut total = 0u64;
+    for sub in ["new", "cur"] {
+        let dir = path.join(sub);
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for ent in rd.take(MAX_SCAN) {
+            let ent = ent?;
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let size = match size_from_name(&name) {
+                Some(s) => s,
+                None => ent.metadata().map(|m| m.len()).unwrap_or(0),
+            };
+            total = total.saturating_add(size);
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivers_into_new_with_size() {
+        let base = tempfile::tempdir().unwrap();
+        let d = deliver(base.path(), "alice", b"Return-Path: <a@b>\n", &mut &b"Subject: x\n\nhi\n"[..]).unwrap();
+        let p = base.path().join("alice/new").join(&d.name);
+        let bytes = std::fs::read(p).unwrap();
+        assert_eq!(bytes, b"Return-Path: <a@b>\nSubject: x\n\nhi\n");
+        assert_eq!(d.size, bytes.len() as u64);
+        assert_eq!(size_from_name(&d.name), Some(d.size));
+        assert!(base.path().join("alice/cur").is_dir());
+        assert_eq!(std::fs::read_dir(base.path().join("alice/tmp")).unwrap().count(), 0);
+        let d2 = deliver(base.path(), "alice", b"", &mut &b"x\n"[..]).unwrap();
+        assert_ne!(d.name, d2.name);
+        assert_eq!(maildir_size(&base.path().join("alice")).unwrap(), d.size + 2);
+    }
+
+    #[test]
+    fn refuses_symlinked_mailbox() {
+        let base = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), base.path().join("bob")).unwrap();
+        assert!(deliver(base.path(), "bob", b"", &mut &b"x"[..]).is_err());
+        assert!(deliver(base.path(), "../x", b"", &mut &b"x"[..]).is_err());
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    }
+}

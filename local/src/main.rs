@@ -1,0 +1,54 @@
+//! # local — the local delivery agent
+//!
+//! Serves the [`deliver`](postern_lib::proto::deliver) protocol on `private/local`, one job
+//! per connection (single_server: concurrency comes from master running several). For each
+//! recipient of a job, all in `mydestination`:
+//!
+//! 1. `alias_maps` (aliases(5) format, via [`postern_lib::aliases`]) expanded recursively
+//!    with loop protection (a name already expanded is not expanded again; an alias naming
+//!    itself delivers to the user; at most [`aliases::MAX_DEPTH`] levels and
+//!    [`aliases::MAX_TARGETS`] targets). The `user+ext` form is looked up before `user`
+//!    (`recipient_delimiter`). An `owner-NAME` alias becomes the envelope sender
+//!    (`Return-Path:`) of what `NAME` expands to, so errors go to the list owner.
+//! 2. a user of `etc/users` — asked of auth (`Lookup`, which gives the quota) when auth
+//!    listens on `private/auth`, else the existence of `virtual_mailbox_base/<user>/` —
+//!    gets a Maildir delivery into `virtual_mailbox_base/<user>/` (created with
+//!    `tmp/ new/ cur/` on first delivery) through [`postern_lib::maildir_deliver`], with
+//!    `Return-Path: <sender>` and `Delivered-To: <recipient>` prepended.
+//! 3. `/file` alias targets get an mbox-style append (`From ` line, `>From ` escaping,
+//!    exclusive `flock`), opened with safe_open (no symlink, one link, regular file).
+//!
+//! Outcomes: unknown user `5.1.1`; a `Delivered-To:` header already naming the recipient
+//! is a mail loop, `5.4.6`; over quota `4.2.2` (a temporary failure: the message waits in
+//! the queue until there is room or it expires); a full disk `4.3.0`. Each finished
+//! (delivered or bounced) recipient is marked in the queue file before the next one is
+//! started; each attempt is logged in Postfix's `to=<…>, relay=local, …` format.
+//!
+//! Not built yet: `|command` and `:include:` targets and aliases to remote addresses (they
+//! are deferred with a reason saying so: re-injection through cleanup is not written),
+//! `~/.forward`, system accounts, mbox as a mailbox format.
+//!
+//! Settings read: `alias_maps`, `virtual_mailbox_base`, `recipient_delimiter`,
+//! `mydestination`, `myorigin`.
+//!
+//! Security stance: runs unprivileged as mail_owner (the owner of virtual mailboxes);
+//! every file below the mailbox base is opened without following symlinks; user names are
+//! checked with [`postern_lib::users::check_name`] before they become directory names;
+//! the queue file path from qmgr must be `active/<ID>`.
+#![forbid(unsafe_code)]
+
+mod aliases;
+mod delivery;
+mod mailbox;
+mod mbox;
+mod settings;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    postern_lib::skeleton::single::single_server(
+        "local",
+        |ctx| Ok(settings::Settings::new(ctx)),
+        |s, _ctx, conn| delivery::serve(s, conn),
+    )
+}

@@ -1,0 +1,65 @@
+//! What local reads from main.toml, and the alias table it keeps loaded (reloaded when
+//! the file changes).
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use postern_lib::address::Destinations;
+use postern_lib::aliases::Aliases;
+use postern_lib::skeleton::Context;
+
+/// local's settings and state.
+pub struct Settings {
+    /// Maildir base.
+    pub mailbox_base: PathBuf,
+    /// `recipient_delimiter`.
+    pub delimiter: String,
+    /// Our domains.
+    pub destinations: Destinations,
+    /// `myorigin`.
+    pub myorigin: String,
+    alias_files: Vec<PathBuf>,
+    alias_stamp: Vec<Option<(SystemTime, u64)>>,
+    aliases: Vec<Aliases>,
+}
+
+fn stamp(p: &PathBuf) -> Option<(SystemTime, u64)> {
+    let md = std::fs::symlink_metadata(p).ok()?;
+    Some((md.modified().ok()?, md.len()))
+}
+
+impl Settings {
+    /// From the context.
+    pub fn new(ctx: &Context) -> Settings {
+        let m = &ctx.main;
+        Settings {
+            mailbox_base: PathBuf::from(&m.virtual_mailbox_base),
+            delimiter: m.recipient_delimiter.clone(),
+            destinations: Destinations::new(&m.mydestination, &m.relay_domains),
+            myorigin: m.myorigin.trim().trim_end_matches('.').to_lowercase(),
+            alias_files: m
+                .alias_maps
+                .iter()
+                .filter(|f| !f.trim().is_empty())
+                .map(|f| ctx.config.dir.join(f.trim()))
+                .collect(),
+            alias_stamp: Vec::new(),
+            aliases: Vec::new(),
+        }
+    }
+
+    /// The alias tables, reloaded when a file changed. A missing file is an empty table;
+    /// an unreadable one is an error (deliveries defer rather than bounce).
+    pub fn aliases(&mut self) -> Result<&[Aliases], String> {
+        let stamps: Vec<_> = self.alias_files.iter().map(stamp).collect();
+        if stamps != self.alias_stamp {
+            let mut tables = Vec::new();
+            for f in &self.alias_files {
+                tables.push(Aliases::load(f).map_err(|e| e.to_string())?);
+            }
+            self.aliases = tables;
+            self.alias_stamp = stamps;
+        }
+        Ok(&self.aliases)
+    }
+}

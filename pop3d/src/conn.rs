@@ -1,0 +1,397 @@
+//! The connection layer: mio sockets, TLS ([`postern_lib::tls::TlsSession`]), the auth
+//! round trip ([`postern_auth::client::AuthClient`]) and timeouts around the sans-I/O
+//! [`Session`]. Token `2·id` is the client socket, `2·id+1` its auth request.
+
+use crate::maildrop::{Maildrop, OpenError};
+use crate::session::{Action, MAX_LINE, Security, Session, err};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use postern_auth::client::AuthClient;
+use postern_lib::config::Cidr;
+use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
+use postern_lib::skeleton::event::{EventLoop, EventService, RESERVED_TOKENS};
+use postern_lib::skeleton::{Accepted, Context, Peer, Stream};
+use postern_lib::tls::TlsSession;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Unsent bytes above which the session stops reading commands until the client reads.
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+/// The daemon's settings.
+pub struct Settings {
+    /// TLS configuration, when a certificate is configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Implicit TLS (the pop3s service).
+    pub implicit_tls: bool,
+    /// `pop3d_allow_plaintext`.
+    pub allow_plaintext: bool,
+    /// `pop3d_secure_networks`.
+    pub secure_networks: Vec<Cidr>,
+    /// `virtual_mailbox_base`.
+    pub mailbox_base: PathBuf,
+    /// `pop3d_timeout`.
+    pub timeout: Duration,
+}
+
+struct Conn {
+    sock: TcpStream,
+    peer: Option<SocketAddr>,
+    tls: Option<TlsSession>,
+    raw: Vec<u8>,
+    input: Vec<u8>,
+    out: Vec<u8>,
+    session: Session,
+    auth: Option<(AuthClient, String)>,
+    last: Instant,
+    closing: bool,
+    dead: bool,
+}
+
+/// All connections of one pop3d process.
+pub struct Pop3 {
+    settings: Settings,
+    conns: HashMap<usize, Conn>,
+    next: usize,
+}
+
+impl Pop3 {
+    /// A new service.
+    pub fn new(settings: Settings) -> Pop3 {
+        Pop3 {
+            settings,
+            conns: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    fn id(&mut self) -> usize {
+        loop {
+            let id = self.next;
+            self.next = (self.next + 1) % (RESERVED_TOKENS / 2 - 1);
+            if !self.conns.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn drive(&mut self, lp: &EventLoop<'_>, id: usize) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        read_socket(c);
+        loop {
+            if c.dead || c.closing || !c.session.ready() || c.out.len() > OUTPUT_HIGH_WATER {
+                break;
+            }
+            let Some(pos) = c.input.iter().position(|&b| b == b'\n') else {
+                if c.input.len() >= MAX_LINE {
+                    let acts = c.session.line_too_long();
+                    apply(lp, &self.settings, id, c, acts);
+                }
+                break;
+            };
+            let mut line: Vec<u8> = c.input.drain(..=pos).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.len() >= MAX_LINE {
+                let acts = c.session.line_too_long();
+                apply(lp, &self.settings, id, c, acts);
+                break;
+            }
+            c.last = Instant::now();
+            let acts = c.session.command(&line);
+            zeroize::Zeroize::zeroize(&mut line);
+            apply(lp, &self.settings, id, c, acts);
+        }
+        flush(c);
+        if c.dead || (c.closing && c.out.is_empty()) {
+            self.close(lp, id);
+        }
+    }
+
+    fn auth_event(&mut self, lp: &EventLoop<'_>, id: usize) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let Some((client, _)) = c.auth.as_mut() else { return };
+        let reply = match client.progress() {
+            Ok(None) => return,
+            Ok(Some(r)) => Ok(r),
+            Err(e) => Err(e),
+        };
+        let Some((mut client, user)) = c.auth.take() else { return };
+        let _ = lp.registry().deregister(client.source());
+        let client_addr = c.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        let result = match reply {
+            Ok(AuthReply::Ok { user: account }) => match Maildrop::open(&self.settings.mailbox_base, &account) {
+                Ok(md) => {
+                    tracing::info!("login: user={account}, client={client_addr}, tls={}", c.tls.is_some());
+                    Ok((account, md))
+                }
+                Err(OpenError::InUse) => {
+                    Err(err("[IN-USE] Mailbox is locked by another POP3 session"))
+                }
+                Err(OpenError::Failed(e)) => {
+                    tracing::warn!("open mailbox of {account}: {e}");
+                    Err(err("[SYS/TEMP] Cannot open the mailbox"))
+                }
+            },
+            Ok(AuthReply::TempFail { .. }) | Err(_) => {
+                if let Err(e) = &reply {
+                    tracing::warn!("auth: {e}");
+                }
+                Err(err("[SYS/TEMP] Authentication is not available now, try again later"))
+            }
+            Ok(_) => {
+                tracing::info!(
+                    "authentication failed: user={}, client={client_addr}",
+                    postern_lib::strbuf::printable_bounded(user.as_bytes(), 80)
+                );
+                Err(err("[AUTH] Authentication failed"))
+            }
+        };
+        let acts = c.session.auth_done(result);
+        apply(lp, &self.settings, id, c, acts);
+        self.drive(lp, id);
+    }
+
+    fn close(&mut self, lp: &EventLoop<'_>, id: usize) {
+        if let Some(mut c) = self.conns.remove(&id) {
+            let _ = lp.registry().deregister(&mut c.sock);
+            if let Some((mut a, _)) = c.auth.take() {
+                let _ = lp.registry().deregister(a.source());
+            }
+        }
+    }
+}
+
+fn read_socket(c: &mut Conn) {
+    let mut buf = [0u8; 8192];
+    loop {
+        let pending = if c.tls.is_some() { c.raw.len() } else { c.input.len() };
+        if pending >= MAX_LINE * 4 {
+            break;
+        }
+        match c.sock.read(&mut buf) {
+            Ok(0) => {
+                c.dead = true;
+                break;
+            }
+            Ok(n) => {
+                let got = buf.get(..n).unwrap_or_default();
+                if c.tls.is_some() {
+                    c.raw.extend_from_slice(got);
+                } else {
+                    c.input.extend_from_slice(got);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                c.dead = true;
+                break;
+            }
+        }
+    }
+    if let Some(tls) = &mut c.tls {
+        match tls.receive(&c.raw, &mut c.input, MAX_LINE * 4) {
+            Ok(used) => {
+                c.raw.drain(..used);
+            }
+            Err(e) => {
+                tracing::info!("TLS error from {:?}: {e}", c.peer);
+                tls.transmit(&mut c.out);
+                c.closing = true;
+                c.input.clear();
+            }
+        }
+        tls.transmit(&mut c.out);
+    }
+}
+
+fn send(c: &mut Conn, bytes: &[u8]) {
+    match &mut c.tls {
+        Some(tls) => {
+            if tls.send(bytes).is_err() {
+                c.dead = true;
+            }
+            tls.transmit(&mut c.out);
+        }
+        None => c.out.extend_from_slice(bytes),
+    }
+}
+
+fn apply(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Conn, acts: Vec<Action>) {
+    for act in acts {
+        match act {
+            Action::Send(bytes) => send(c, &bytes),
+            Action::Close => c.closing = true,
+            Action::StartTls => match settings.tls.as_ref().map(|cfg| TlsSession::new(Arc::clone(cfg))) {
+                Some(Ok(t)) => {
+                    // Anything pipelined after STLS was sent in the clear: drop it.
+                    c.input.clear();
+                    flush(c);
+                    c.tls = Some(t);
+                    c.session.security.tls = true;
+                    c.session.security.tls_available = false;
+                }
+                _ => c.dead = true,
+            },
+            Action::Verify { user, password } => {
+                let req = AuthRequest::Verify {
+                    user: user.clone(),
+                    password: password.to_string(),
+                    service: "pop3".into(),
+                    client: c.peer.map(|p| p.ip().to_string()),
+                };
+                let started = AuthClient::start(std::path::Path::new(auth::SOCKET), &req);
+                if let AuthRequest::Verify { mut password, .. } = req {
+                    zeroize::Zeroize::zeroize(&mut password);
+                }
+                match started {
+                    Ok(mut client) => {
+                        let token = Token(2 * id + 1);
+                        if lp
+                            .registry()
+                            .register(client.source(), token, Interest::READABLE | Interest::WRITABLE)
+                            .is_err()
+                        {
+                            c.dead = true;
+                        } else {
+                            c.auth = Some((client, user));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        let acts = c
+                            .session
+                            .auth_done(Err(err("[SYS/TEMP] Authentication is not available now, try again later")));
+                        for a in acts {
+                            if let Action::Send(b) = a {
+                                send(c, &b);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn flush(c: &mut Conn) {
+    while !c.out.is_empty() {
+        match c.sock.write(&c.out) {
+            Ok(0) => {
+                c.dead = true;
+                return;
+            }
+            Ok(n) => {
+                c.out.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                c.dead = true;
+                return;
+            }
+        }
+    }
+}
+
+impl EventService for Pop3 {
+    fn accept(&mut self, lp: &EventLoop<'_>, _ctx: &Context, conn: Accepted) {
+        let Stream::Tcp(std_sock) = conn.stream else { return };
+        if std_sock.set_nonblocking(true).is_err() {
+            return;
+        }
+        let peer = match conn.peer {
+            Peer::Inet(a) => Some(a),
+            Peer::Unix => None,
+        };
+        let trusted = peer.is_some_and(|p| self.settings.secure_networks.iter().any(|n| n.contains(p.ip())));
+        let mut sock = TcpStream::from_std(std_sock);
+        let id = self.id();
+        if lp
+            .registry()
+            .register(&mut sock, Token(2 * id), Interest::READABLE | Interest::WRITABLE)
+            .is_err()
+        {
+            return;
+        }
+        let tls = if self.settings.implicit_tls {
+            match self.settings.tls.as_ref().map(|cfg| TlsSession::new(Arc::clone(cfg))) {
+                Some(Ok(t)) => Some(t),
+                _ => return,
+            }
+        } else {
+            None
+        };
+        let security = Security {
+            tls: tls.is_some(),
+            tls_available: self.settings.tls.is_some() && tls.is_none(),
+            plaintext_ok: self.settings.allow_plaintext || trusted,
+        };
+        let session = Session::new(security);
+        let mut c = Conn {
+            sock,
+            peer,
+            tls,
+            raw: Vec::new(),
+            input: Vec::new(),
+            out: Vec::new(),
+            session,
+            auth: None,
+            last: Instant::now(),
+            closing: false,
+            dead: false,
+        };
+        if let Action::Send(g) = c.session.greeting() {
+            send(&mut c, &g);
+        }
+        self.conns.insert(id, c);
+        self.drive(lp, id);
+    }
+
+    fn ready(&mut self, lp: &EventLoop<'_>, _ctx: &Context, event: &mio::event::Event) {
+        let t = event.token().0;
+        if t % 2 == 1 {
+            self.auth_event(lp, t / 2);
+        } else {
+            self.drive(lp, t / 2);
+        }
+    }
+
+    fn tick(&mut self, lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.auth.is_none() && now.saturating_duration_since(c.last) > self.settings.timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            if let Some(c) = self.conns.get_mut(&id) {
+                send(c, b"-ERR Autologout; idle for too long\r\n");
+                flush(c);
+            }
+            self.close(lp, id);
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn stop(&mut self, lp: &EventLoop<'_>, _ctx: &Context) {
+        let ids: Vec<usize> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(c) = self.conns.get_mut(&id) {
+                send(c, b"-ERR Server shutting down\r\n");
+                flush(c);
+            }
+            self.close(lp, id);
+        }
+    }
+}

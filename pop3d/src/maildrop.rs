@@ -1,0 +1,129 @@
+//! The maildrop of one POP3 session: the user's INBOX ([`postern_lib::mailbox`]) as it
+//! was at login, numbered 1..n, with deletion marks that take effect only at QUIT
+//! (UPDATE state). One session per mailbox at a time: an exclusive `flock` on
+//! `pop3.lock` in the Maildir, shared by every pop3d process and held until the session
+//! ends (a dropped connection releases it with the descriptor, deleting nothing).
+//!
+//! UIDLs are the Maildir base names, the same key IMAP's UIDs hang on, so they are stable
+//! forever and shared with IMAP's view.
+
+use postern_lib::mailbox::{Folder, Store};
+use rustix::fs::{FlockOperation, flock};
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The lock file in the Maildir.
+pub const LOCK_FILE: &str = "pop3.lock";
+
+/// Why a maildrop could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another POP3 session holds the lock.
+    InUse,
+    /// The mailbox could not be opened or read.
+    Failed(String),
+}
+
+/// One message as the session sees it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The mailbox UID.
+    pub uid: u32,
+    /// The UIDL.
+    pub uidl: String,
+    /// Size in octets with CRLF line ends.
+    pub size: u64,
+    /// Marked by DELE.
+    pub deleted: bool,
+}
+
+/// The locked maildrop.
+pub struct Maildrop {
+    folder: Folder,
+    entries: Vec<Entry>,
+    _lock: File,
+}
+
+impl Maildrop {
+    /// Opens and locks `base/<user>/`.
+    pub fn open(base: &Path, user: &str) -> Result<Maildrop, OpenError> {
+        let store = Store::open(base, user).map_err(|e| OpenError::Failed(e.to_string()))?;
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(store.root().join(LOCK_FILE))
+            .map_err(|e| OpenError::Failed(format!("lock file: {e}")))?;
+        match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Err(OpenError::InUse),
+            Err(e) => return Err(OpenError::Failed(format!("lock: {e}"))),
+        }
+        let folder = store.folder("INBOX").map_err(|e| OpenError::Failed(e.to_string()))?;
+        let entries = folder
+            .messages()
+            .iter()
+            .map(|m| Entry {
+                uid: m.uid,
+                uidl: m.base.clone(),
+                size: m.size,
+                deleted: false,
+            })
+            .collect();
+        Ok(Maildrop {
+            folder,
+            entries,
+            _lock: lock,
+        })
+    }
+
+    /// The messages, numbered from 1.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Message `n` (1-based) unless deleted.
+    pub fn get(&self, n: usize) -> Option<&Entry> {
+        n.checked_sub(1)
+            .and_then(|i| self.entries.get(i))
+            .filter(|e| !e.deleted)
+    }
+
+    /// Marks message `n`; false when there is no such (undeleted) message.
+    pub fn delete(&mut self, n: usize) -> bool {
+        match n.checked_sub(1).and_then(|i| self.entries.get_mut(i)) {
+            Some(e) if !e.deleted => {
+                e.deleted = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Unmarks everything.
+    pub fn reset(&mut self) {
+        for e in &mut self.entries {
+            e.deleted = false;
+        }
+    }
+
+    /// The bytes of message `n` (CRLF line ends); `None` if gone.
+    pub fn read(&mut self, n: usize) -> Result<Option<Vec<u8>>, String> {
+        let Some(uid) = self.get(n).map(|e| e.uid) else {
+            return Ok(None);
+        };
+        self.folder.read(uid).map_err(|e| e.to_string())
+    }
+
+    /// UPDATE state: removes the marked messages; returns how many.
+    pub fn commit(&mut self) -> Result<usize, String> {
+        let uids: Vec<u32> = self.entries.iter().filter(|e| e.deleted).map(|e| e.uid).collect();
+        if uids.is_empty() {
+            return Ok(0);
+        }
+        self.folder.expunge(&uids).map(|_| uids.len()).map_err(|e| e.to_string())
+    }
+}

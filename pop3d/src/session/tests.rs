@@ -1,0 +1,66 @@
+//! The protocol core without sockets.
+
+use super::*;
+
+fn text(acts: &[Action]) -> String {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Send(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn insecure() -> Session {
+    Session::new(Security {
+        tls: false,
+        tls_available: true,
+        plaintext_ok: false,
+    })
+}
+
+#[test]
+fn plaintext_refused_without_tls_and_capa_says_so() {
+    let mut s = insecure();
+    let capa = text(&s.command(b"CAPA"));
+    assert!(capa.contains("STLS\r\n") && !capa.contains("USER\r\n") && capa.ends_with(".\r\n"));
+    assert!(text(&s.command(b"USER alice")).starts_with("-ERR [AUTH] Plaintext authentication disallowed"));
+    assert!(text(&s.command(b"AUTH PLAIN AGFsaWNlAHB3")).starts_with("-ERR [AUTH] Plaintext"));
+    let acts = s.command(b"STLS");
+    assert!(text(&acts).starts_with("+OK"));
+    assert!(acts.iter().any(|a| matches!(a, Action::StartTls)));
+}
+
+#[test]
+fn user_pass_and_auth_plain_ask_auth() {
+    let mut s = Session::new(Security {
+        tls: false,
+        tls_available: false,
+        plaintext_ok: true,
+    });
+    assert!(text(&s.command(b"PASS x")).starts_with("-ERR"));
+    assert!(text(&s.command(b"USER alice")).starts_with("+OK"));
+    let acts = s.command(b"PASS pass word");
+    assert!(matches!(&acts[..], [Action::Verify { user, password }] if user == "alice" && password.as_str() == "pass word"));
+    assert!(!s.ready());
+    s.auth_done(Err(err("[AUTH] Authentication failed")));
+    assert!(s.ready());
+    // AUTH PLAIN in two steps: "\0bob\0pw"
+    assert_eq!(text(&s.command(b"AUTH PLAIN")), "+ \r\n");
+    let acts = s.command(b"AGJvYgBwdw==");
+    assert!(matches!(&acts[..], [Action::Verify { user, password }] if user == "bob" && password.as_str() == "pw"));
+    s.auth_done(Err(err("x")));
+    assert!(text(&s.command(b"AUTH PLAIN !!!")).starts_with("-ERR [AUTH] Invalid base64"));
+    assert!(text(&s.command(b"STAT")).starts_with("-ERR"));
+    assert!(text(&s.command(b"FOO")).starts_with("-ERR"));
+}
+
+#[test]
+fn too_many_errors_close() {
+    let mut s = insecure();
+    let mut closed = false;
+    for _ in 0..MAX_ERRORS {
+        closed = s.command(b"BOGUS").iter().any(|a| matches!(a, Action::Close));
+    }
+    assert!(closed);
+}

@@ -1,0 +1,55 @@
+//! # qmgr — the queue manager
+//!
+//! One process (`public/qmgr`, `maxproc = 1`) that moves messages from `incoming/` into
+//! `active/`, resolves their recipients through trivial-rewrite, hands delivery jobs to the
+//! delivery agents (`private/<transport>`) with the [`deliver`](postern_lib::proto::deliver)
+//! protocol, defers what failed temporarily to `deferred/` with exponential back-off, and
+//! removes a message once every recipient is finished.
+//!
+//! Woken by triggers on its socket ([`trigger`](postern_lib::proto::trigger)): `A` new mail
+//! in incoming/, `W` periodic wakeup (master's `wakeup`), `F` retry all deferred mail now.
+//!
+//! Memory stays bounded: at most `qmgr_message_active_limit` messages and
+//! `qmgr_message_recipient_limit` recipients are in memory; the rest wait on disk and are
+//! taken in as room frees. Scheduling is per transport and destination:
+//! `<transport>_destination_concurrency_limit` parallel jobs per destination,
+//! `<transport>_destination_recipient_limit` recipients per job, the transport's `maxproc`
+//! (else `default_process_limit`) jobs per transport, round-robin between destinations so one
+//! slow destination cannot starve the others. A transport whose recipient limit is 1
+//! (`local`) uses the recipient itself as its destination, as Postfix does.
+//!
+//! Crash safety: the delivery agent marks each finished recipient in the queue file, so a
+//! restarted qmgr (which takes `active/` back first) never repeats it. An agent holds a
+//! shared `flock` on the queue file while it delivers; qmgr takes a message from `active/`
+//! at start-up only when it can get the exclusive lock, so an agent still working for a
+//! dead qmgr finishes (and marks) before the message is scheduled again. Deferred messages
+//! carry their next retry time as the file's modification time, as in Postfix.
+//!
+//! Logs (Postfix format): `ID: from=<…>, size=N, nrcpt=M (queue active)`, `ID: removed`,
+//! and for recipients that never reach an agent (`error` transport, agent unreachable,
+//! expiry) the `to=<…>, relay=…, delay=…, delays=…, dsn=…, status=…` line.
+//!
+//! Not built yet: bounce and delay notices to the sender (no bounce daemon yet; a bounced
+//! recipient is logged `status=bounced` and marked, and nothing is sent), slow start and
+//! per-destination failure throttling.
+//!
+//! Settings read: `qmgr_message_active_limit`, `qmgr_message_recipient_limit`,
+//! `default_process_limit`, `default_destination_concurrency_limit`,
+//! `default_destination_recipient_limit`, `local_destination_*`, `smtp_destination_*`,
+//! `minimal_backoff_time`, `maximal_backoff_time`, `queue_run_delay`,
+//! `maximal_queue_lifetime`, `ipc_timeout`.
+#![forbid(unsafe_code)]
+
+mod agent;
+mod queue;
+mod schedule;
+mod service;
+mod settings;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    postern_lib::skeleton::event::event_server("qmgr", |ctx| {
+        Ok(service::Service::new(settings::Settings::new(ctx)))
+    })
+}

@@ -1,0 +1,64 @@
+//! # smtp — the Postern SMTP/LMTP client (delivery agent)
+//!
+//! Runs under master on `private/smtp` (and `private/lmtp` when the service is named
+//! `lmtp`), one delivery job at a time (`single_server`): qmgr sends a deliver request
+//! ([`postern_lib::proto::deliver`]) for some recipients of a queued message and one
+//! nexthop; smtp resolves the nexthop (MX with preference order and random ties, A/AAAA
+//! fallback, null MX, `[host]:port` without MX), connects to each address in turn,
+//! speaks ESMTP with opportunistic STARTTLS (or LMTP), and reports per recipient: 2xx sent,
+//! 4xx deferred, 5xx bounced, with the remote reply. Delivered and bounced recipients are
+//! marked done in the queue file at once ([`postern_lib::agent`]).
+//!
+//! RFCs: 5321 (SMTP), 3207 (STARTTLS), 1870 (SIZE), 6152 (8BITMIME), 6531 (SMTPUTF8),
+//! 2033 (LMTP), 7505 (null MX).
+//!
+//! Settings read: `smtp_helo_name`, `smtp_connect_timeout`, `smtp_timeout`,
+//! `smtp_tls_security_level`, `smtp_dns_servers`, `myhostname`.
+//!
+//! Security: unprivileged, no listening on the network; replies from servers are bounded;
+//! a server that stalls costs this process `smtp_timeout` and nothing else.
+//!
+//! Not yet: PIPELINING on the client side, a connection cache between jobs, DSN
+//! parameters towards the next hop, per-destination TLS policy tables, DANE/MTA-STS.
+#![forbid(unsafe_code)]
+
+mod deliver;
+mod lookup;
+mod reply;
+mod session;
+mod tls;
+
+use postern_lib::skeleton::single::single_server;
+use postern_lib::skeleton::{Accepted, Context, Stream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+struct Agent {
+    dns: lookup::Dns,
+    params: session::Params,
+}
+
+fn main() -> ExitCode {
+    single_server("smtp", init, |agent: &mut Agent, _ctx: &Context, conn: Accepted| {
+        if let Stream::Unix(s) = conn.stream {
+            postern_lib::agent::serve(s, Duration::from_secs(3600), |job| {
+                deliver::deliver(job, &agent.dns, &agent.params)
+            });
+        }
+    })
+}
+
+fn init(ctx: &Context) -> Result<Agent, String> {
+    let m = &ctx.main;
+    let io_timeout = m.smtp_timeout.duration();
+    let dns = lookup::Dns::new(&m.smtp_dns_servers, Duration::from_secs(10))?;
+    let params = session::Params {
+        helo_name: m.smtp_helo_name.clone(),
+        connect_timeout: m.smtp_connect_timeout.duration(),
+        io_timeout,
+        tls_level: tls::Level::parse(&m.smtp_tls_security_level)?,
+        tls: tls::Configs::new()?,
+        lmtp: ctx.service.starts_with("lmtp/"),
+    };
+    Ok(Agent { dns, params })
+}

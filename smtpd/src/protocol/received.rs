@@ -1,0 +1,86 @@
+//! The `Received:` header smtpd puts first in every message, in Postfix's layout:
+//!
+//! ```text
+//! Received: from helo.name (unknown [192.0.2.1])
+//!         (using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)
+//!         (No client certificate requested)
+//!         (Authenticated sender: alice)
+//!         by mail.example.test (Postern) with ESMTPSA
+//!         for <bob@example.test>; Sun, 22 Nov 2026 18:13:03 +0000 (UTC)
+//! ```
+//!
+//! Postfix also writes `id QUEUEID` after the protocol; the cleanup protocol assigns the
+//! queue ID only when the message is complete, so Postern's header has no `id` clause.
+//! `for <...>` is written when the message has exactly one recipient, as Postfix does.
+
+use super::TlsInfo;
+
+/// What the header says.
+pub struct ReceivedFacts<'a> {
+    /// The HELO/EHLO name.
+    pub helo: &'a str,
+    /// The client's reverse name (`unknown`).
+    pub client_name: &'a str,
+    /// The client's address.
+    pub client_addr: &'a str,
+    /// TLS, when used.
+    pub tls: Option<&'a TlsInfo>,
+    /// The SASL user, when authenticated.
+    pub sasl_user: Option<&'a str>,
+    /// Our host name.
+    pub hostname: &'a str,
+    /// SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA.
+    pub protocol: &'a str,
+    /// The one recipient, if exactly one.
+    pub single_rcpt: Option<&'a str>,
+    /// Seconds since the epoch.
+    pub now: u64,
+}
+
+/// The header, folded, ending in CRLF.
+pub fn header(f: &ReceivedFacts<'_>) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() || c == '(' || c == ')' { '?' } else { c })
+            .take(255)
+            .collect()
+    };
+    let mut h = format!(
+        "Received: from {} ({} [{}])\r\n",
+        clean(f.helo),
+        clean(f.client_name),
+        f.client_addr
+    );
+    if let Some(t) = f.tls {
+        h.push_str(&format!("\t(using {} with cipher {})\r\n", t.version, t.cipher));
+        h.push_str("\t(No client certificate requested)\r\n");
+    }
+    if let Some(u) = f.sasl_user {
+        h.push_str(&format!("\t(Authenticated sender: {})\r\n", clean(u)));
+    }
+    h.push_str(&format!("\tby {} (Postern) with {}", f.hostname, f.protocol));
+    match f.single_rcpt {
+        Some(r) => h.push_str(&format!("\r\n\tfor <{}>; {}\r\n", clean(r), rfc5322_date(f.now))),
+        None => h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(f.now))),
+    }
+    h
+}
+
+/// `Sun, 22 Nov 2026 18:13:03 +0000 (UTC)`.
+pub fn rfc5322_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = (secs / 86400) as i64;
+    let (y, m, d) = postern_lib::log::civil_from_days(days);
+    let wd = DAYS.get(((days + 4).rem_euclid(7)) as usize).copied().unwrap_or("Sun");
+    let mon = MONTHS.get(m.saturating_sub(1) as usize).copied().unwrap_or("Jan");
+    let rem = secs % 86400;
+    format!(
+        "{wd}, {d} {mon} {y} {:02}:{:02}:{:02} +0000 (UTC)",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,204 @@
+//! pop3d under the real master, with auth, driven by Python's poplib: exact LIST, UIDL,
+//! RETR and TOP output over a Maildir filled the way a delivery agent fills it, DELE
+//! applied at QUIT only, one session per mailbox ([IN-USE]), STLS with a certificate made
+//! by openssl, and cleartext passwords refused where the client is not trusted.
+
+use postern_tests::{Instance, add_user, auth_service, daemon_service, free_port};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MSG1: &[u8] = b"From: a@example.test\r\nSubject: one\r\n\r\nline1\r\n.dot line\r\nline3\r\n";
+const MSG2: &[u8] = b"From: b@example.test\nSubject: two\n\nbody two\n";
+
+fn python(script: &str) -> String {
+    let out = Command::new("python3").arg("-c").arg(script).output().expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn maildir(inst: &Instance, user: &str) -> PathBuf {
+    inst.root.path().join("var/mail").join(user)
+}
+
+/// Delivers like a delivery agent: write in tmp/, rename into new/; owned by mail_owner.
+fn deliver(inst: &Instance, user: &str, name: &str, bytes: &[u8]) {
+    let md = maildir(inst, user);
+    for d in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(md.join(d)).expect("mkdir maildir");
+    }
+    std::fs::write(md.join("tmp").join(name), bytes).expect("write");
+    std::fs::rename(md.join("tmp").join(name), md.join("new").join(name)).expect("rename");
+    chown_mail_owner(&inst.root.path().join("var/mail"));
+}
+
+fn chown_mail_owner(dir: &Path) {
+    if !postern_tests::is_root() {
+        return;
+    }
+    let st = Command::new("chown").arg("-R").arg("postern:").arg(dir).status().expect("chown");
+    assert!(st.success());
+}
+
+fn instance(settings: &[&str]) -> (Instance, u16) {
+    let port = free_port();
+    let services = format!(
+        "{}{}",
+        auth_service(),
+        daemon_service("pop3", "inet", &format!("127.0.0.1:{port}"), "pop3d", "")
+    );
+    let mut inst = Instance::new(&services, settings);
+    add_user(&inst, "alice", "Alice-Pop-Pw1");
+    inst.start();
+    (inst, port)
+}
+
+fn count(dir: &Path) -> usize {
+    ["new", "cur"]
+        .iter()
+        .map(|d| std::fs::read_dir(dir.join(d)).map(|r| r.count()).unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn list_uidl_retr_top_and_dele_at_quit_only() {
+    let (inst, port) = instance(&[]);
+    deliver(&inst, "alice", "1700000000.M1P1.test", MSG1);
+    deliver(&inst, "alice", "1700000001.M2P2.test", MSG2);
+    let out = python(&format!(
+        r#"
+import poplib
+p = poplib.POP3('127.0.0.1', {port}, timeout=30)
+p.user('alice'); p.pass_('Alice-Pop-Pw1')
+print('STAT', p.stat())
+print('LIST', p.list()[1])
+print('UIDL', p.uidl()[1])
+print('UIDL1', p.uidl(1))
+r = p.retr(1); print('RETR1', r[0], r[1], r[2])
+r = p.retr(2); print('RETR2', r[0], r[1], r[2])
+print('TOP', p.top(2, 0)[1])
+print('TOP1', p.top(1, 1)[1])
+try:
+    q = poplib.POP3('127.0.0.1', {port}, timeout=30); q.user('alice'); q.pass_('Alice-Pop-Pw1'); print('SECOND ok')
+except poplib.error_proto as e:
+    print('SECOND', e)
+try:
+    p.retr(9)
+except poplib.error_proto as e:
+    print('RETR9', e)
+print('DELE', p.dele(1))
+p.sock.close()  # dropped: nothing deleted
+"#
+    ));
+    assert!(out.contains("STAT (2, 111)"), "{out}");
+    assert!(out.contains("LIST [b'1 63', b'2 48']"), "{out}");
+    assert!(
+        out.contains("UIDL [b'1 1700000000.M1P1.test', b'2 1700000001.M2P2.test']"),
+        "{out}"
+    );
+    assert!(out.contains("UIDL1 b'+OK 1 1700000000.M1P1.test'"), "{out}");
+    assert!(
+        out.contains(
+            "RETR1 b'+OK 63 octets' [b'From: a@example.test', b'Subject: one', b'', b'line1', b'.dot line', b'line3'] 63"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("RETR2 b'+OK 48 octets' [b'From: b@example.test', b'Subject: two', b'', b'body two'] 48"),
+        "{out}"
+    );
+    assert!(out.contains("TOP [b'From: b@example.test', b'Subject: two', b'']"), "{out}");
+    assert!(out.contains("TOP1 [b'From: a@example.test', b'Subject: one', b'', b'line1']"), "{out}");
+    assert!(out.contains("SECOND b'-ERR [IN-USE]"), "{out}");
+    assert!(out.contains("RETR9 b'-ERR No such message'"), "{out}");
+    assert!(out.contains("DELE b'+OK"), "{out}");
+    let md = maildir(&inst, "alice");
+    assert_eq!(count(&md), 2, "a dropped connection deletes nothing");
+    // The lock went with the dropped connection; this time QUIT commits the DELE.
+    let out = python(&format!(
+        r#"
+import poplib, time
+for i in range(100):
+    try:
+        p = poplib.POP3('127.0.0.1', {port}, timeout=30); p.user('alice'); p.pass_('Alice-Pop-Pw1'); break
+    except poplib.error_proto as e:
+        if b'IN-USE' not in e.args[0]: raise
+        time.sleep(0.1)
+print('UIDL', p.uidl()[1])
+print('DELE', p.dele(1))
+print('STAT', p.stat())
+print('QUIT', p.quit())
+p = poplib.POP3('127.0.0.1', {port}, timeout=30); p.user('alice'); p.pass_('Alice-Pop-Pw1')
+print('AFTER', p.uidl()[1])
+p.quit()
+"#
+    ));
+    assert!(out.contains("STAT (1, 48)"), "{out}");
+    assert!(out.contains("QUIT b'+OK Bye (1 messages deleted)'"), "{out}");
+    assert!(out.contains("AFTER [b'1 1700000001.M2P2.test']"), "{out}");
+    assert_eq!(count(&md), 1);
+    let log = inst.log();
+    assert!(log.contains("login: user=alice, client=127.0.0.1"), "{log}");
+    assert!(!log.contains("Alice-Pop-Pw1"));
+}
+
+#[test]
+fn stls_and_plaintext_refused_from_untrusted_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    if postern_tests::is_root() {
+        // pop3d reads them before dropping privileges, but the test dir must be reachable.
+        let _ = std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    }
+    let cert_set = format!("pop3d_tls_cert_file={}", cert.display());
+    let key_set = format!("pop3d_tls_key_file={}", key.display());
+    let (inst, port) = instance(&[&cert_set, &key_set, "pop3d_secure_networks=[\"192.0.2.0/24\"]"]);
+    deliver(&inst, "alice", "1700000000.M1P1.test", MSG1);
+    let out = python(&format!(
+        r#"
+import poplib, ssl, base64
+p = poplib.POP3('127.0.0.1', {port}, timeout=30)
+print('CAPA', sorted(p.capa().keys()))
+try:
+    p.user('alice')
+except poplib.error_proto as e:
+    print('USER', e)
+try:
+    p._shortcmd('AUTH PLAIN ' + base64.b64encode(b'\0alice\0Alice-Pop-Pw1').decode())
+except poplib.error_proto as e:
+    print('AUTH', e)
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+print('STLS', p.stls(ctx))
+print('CAPA2', sorted(p.capa().keys()))
+print('AUTH2', p._shortcmd('AUTH PLAIN ' + base64.b64encode(b'\0alice\0Alice-Pop-Pw1').decode()))
+print('STAT', p.stat())
+print('RETR', p.retr(1)[1])
+p.quit()
+"#
+    ));
+    assert!(out.contains("CAPA ['AUTH-RESP-CODE', 'IMPLEMENTATION', 'PIPELINING', 'RESP-CODES', 'STLS', 'TOP', 'UIDL']"), "{out}");
+    assert!(
+        out.contains("USER b'-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections'"),
+        "{out}"
+    );
+    assert!(out.contains("AUTH b'-ERR [AUTH] Plaintext"), "{out}");
+    assert!(out.contains("STLS b'+OK Begin TLS negotiation now'"), "{out}");
+    assert!(out.contains("CAPA2 ['AUTH-RESP-CODE', 'IMPLEMENTATION', 'PIPELINING', 'RESP-CODES', 'SASL', 'TOP', 'UIDL', 'USER']"), "{out}");
+    assert!(out.contains("AUTH2 b'+OK Logged in"), "{out}");
+    assert!(out.contains("STAT (1, 63)"), "{out}");
+    assert!(out.contains("RETR [b'From: a@example.test', b'Subject: one', b'', b'line1', b'.dot line', b'line3']"), "{out}");
+}

@@ -1,0 +1,34 @@
+//! # trivial-rewrite — canonical addresses and recipient routing
+//!
+//! Serves the [`resolve`](postern_lib::proto::resolve) protocol on `private/rewrite` for
+//! qmgr (and any other daemon): `Rewrite` puts an address in canonical form, `Resolve`
+//! says which transport and nexthop a recipient goes to. Event-driven: one process holds
+//! many clients, each keeping its connection open.
+//!
+//! Resolution order (Postfix's trivial-rewrite(8)): `virtual_alias_maps` (recursively,
+//! with loop and size limits), the address class (`mydestination` → `local_transport`,
+//! `relay_domains` → `relay_transport`, else `default_transport`), `transport_maps`
+//! (address, domain, `.parent` domains, `*`), then `relayhost` for non-local mail whose
+//! nexthop no table set. Tables are plain files reloaded when they change.
+//!
+//! Not built yet: Sun ONE-style rewrite rules (`domain-pattern  template`), `canonical_maps`.
+//!
+//! Settings read: `myorigin`, `mydestination`, `relay_domains`, `relayhost`, `myhostname`,
+//! `recipient_delimiter`, `virtual_alias_maps`, `transport_maps`, `local_transport`,
+//! `relay_transport`, `default_transport`.
+//!
+//! Security stance: runs unprivileged; requests are bounded by the IPC frame limit; the
+//! tables are opened with safe_open; every answer is built from validated addresses.
+#![forbid(unsafe_code)]
+
+mod resolver;
+mod service;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    postern_lib::skeleton::event::event_server("trivial-rewrite", |ctx| {
+        let r = resolver::Resolver::new(&ctx.main, &ctx.config.dir).map_err(|e| e.to_string())?;
+        Ok(service::Service::new(r))
+    })
+}
