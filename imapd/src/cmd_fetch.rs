@@ -28,8 +28,11 @@ fn items(args: &[Arg]) -> Result<Vec<String>, Reply> {
     Ok(out)
 }
 
+/// (start, length) of a `<start.length>` partial fetch.
+type Partial = Option<(u64, u64)>;
+
 /// `BODY[...]<...>` split into (peek, section, partial).
-fn body_item(item: &str) -> Option<(bool, String, Option<(u64, u64)>)> {
+fn body_item(item: &str) -> Option<(bool, String, Partial)> {
     let upper = item.to_ascii_uppercase();
     let (peek, rest) = if let Some(r) = upper.strip_prefix("BODY.PEEK[") {
         (true, r)
@@ -84,7 +87,9 @@ impl Session {
             let u = i.to_ascii_uppercase();
             u == "RFC822" || u == "RFC822.TEXT" || body_item(&u).is_some_and(|b| !b.0)
         });
-        let Some(sel) = self.sel.as_mut() else { return Err(Reply::Bad("No mailbox".into())) };
+        let Some(sel) = self.sel.as_mut() else {
+            return Err(Reply::Bad("No mailbox".into()));
+        };
         if sel.folder.changed() {
             sel.folder.sync()?;
         }
@@ -136,9 +141,8 @@ impl Session {
                         out.extend_from_slice(format!("FLAGS {}", flag_list(&flags.imap_names(&keywords))).as_bytes());
                     }
                     "UID" => out.extend_from_slice(format!("UID {u}").as_bytes()),
-                    "INTERNALDATE" => {
-                        out.extend_from_slice(format!("INTERNALDATE \"{}\"", parse::format_date_time(m.date)).as_bytes())
-                    }
+                    "INTERNALDATE" => out
+                        .extend_from_slice(format!("INTERNALDATE \"{}\"", parse::format_date_time(m.date)).as_bytes()),
                     "RFC822.SIZE" => out.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes()),
                     "ENVELOPE" => {
                         out.extend_from_slice(b"ENVELOPE ");
@@ -161,7 +165,9 @@ impl Session {
                         literal(&mut out, data);
                     }
                     _ => {
-                        let Some((_, section, partial)) = body_item(item) else { continue };
+                        let Some((_, section, partial)) = body_item(item) else {
+                            continue;
+                        };
                         let data = mime::section(raw, &section).unwrap_or_default();
                         let name = match partial {
                             Some((start, _)) => format!("BODY[{section}]<{start}>"),

@@ -89,10 +89,9 @@ impl Session {
         if matches!(args.first(), Some(Arg::List(_))) {
             args.remove(0);
         }
-        let (Some(reference), Some(pattern)) = (
-            args.first().and_then(|a| a.text()),
-            args.get(1).and_then(|a| a.text()),
-        ) else {
+        let (Some(reference), Some(pattern)) =
+            (args.first().and_then(|a| a.text()), args.get(1).and_then(|a| a.text()))
+        else {
             return Err(Reply::Bad("LIST needs a reference and a pattern".into()));
         };
         let cmd = c.name.as_str();
@@ -127,7 +126,11 @@ impl Session {
             if cmd == "LIST" && subs.contains(name) && c.args.iter().any(|a| matches!(a, Arg::List(_))) {
                 attrs.push("\\Subscribed");
             }
-            lines.push(format!("* {cmd} ({}) \"{SEPARATOR}\" {}", attrs.join(" "), astring(name)));
+            lines.push(format!(
+                "* {cmd} ({}) \"{SEPARATOR}\" {}",
+                attrs.join(" "),
+                astring(name)
+            ));
         }
         for l in lines {
             self.line(&l);

@@ -51,7 +51,9 @@ impl Session {
             [Arg::List(l)] => l.iter().filter_map(Arg::text).collect(),
             l => l.iter().filter_map(Arg::text).collect(),
         };
-        let Some(sel) = self.sel.as_mut() else { return Err(Reply::Bad("No mailbox".into())) };
+        let Some(sel) = self.sel.as_mut() else {
+            return Err(Reply::Bad("No mailbox".into()));
+        };
         if sel.read_only {
             return Err(Reply::No("[READ-ONLY] Mailbox is read-only".into()));
         }
@@ -119,7 +121,9 @@ impl Session {
             }
             Err(e) => return Err(e.into()),
         };
-        let Some(sel) = self.sel.as_mut() else { return Err(Reply::Bad("No mailbox".into())) };
+        let Some(sel) = self.sel.as_mut() else {
+            return Err(Reply::Bad("No mailbox".into()));
+        };
         if mv && sel.read_only {
             return Err(Reply::No("[READ-ONLY] Mailbox is read-only".into()));
         }

@@ -127,7 +127,9 @@ impl Parser<'_, '_> {
     }
 
     fn string(&mut self) -> Result<Vec<u8>, Reply> {
-        self.next().and_then(Arg::bytes).ok_or(Reply::Bad("Missing search string".into()))
+        self.next()
+            .and_then(Arg::bytes)
+            .ok_or(Reply::Bad("Missing search string".into()))
     }
 
     fn day(&mut self) -> Result<i64, Reply> {
@@ -184,21 +186,30 @@ impl Parser<'_, '_> {
             "OLD" => Ok(Key::Old),
             "RECENT" => Ok(Key::Recent),
             "KEYWORD" | "UNKEYWORD" => {
-                let k = self.next().and_then(Arg::text).ok_or(Reply::Bad("Missing keyword".into()))?;
+                let k = self
+                    .next()
+                    .and_then(Arg::text)
+                    .ok_or(Reply::Bad("Missing keyword".into()))?;
                 let bit = match &mut self.session.sel {
                     Some(sel) => sel.folder.keyword_bit(&k, false)?.unwrap_or(0),
                     None => 0,
                 };
-                Ok(Key::Keyword(bit, word == "KEYWORD" && bit != 0 || word == "UNKEYWORD" && bit == 0))
-                    .map(|k| match k {
-                        Key::Keyword(0, true) => Key::All,
-                        Key::Keyword(0, false) => Key::Not(Box::new(Key::All)),
-                        k => k,
-                    })
+                Ok(Key::Keyword(
+                    bit,
+                    word == "KEYWORD" && bit != 0 || word == "UNKEYWORD" && bit == 0,
+                ))
+                .map(|k| match k {
+                    Key::Keyword(0, true) => Key::All,
+                    Key::Keyword(0, false) => Key::Not(Box::new(Key::All)),
+                    k => k,
+                })
             }
             "BCC" | "CC" | "FROM" | "SUBJECT" | "TO" => Ok(Key::Header(word.clone(), self.string()?)),
             "HEADER" => {
-                let name = self.next().and_then(Arg::text).ok_or(Reply::Bad("Missing header name".into()))?;
+                let name = self
+                    .next()
+                    .and_then(Arg::text)
+                    .ok_or(Reply::Bad("Missing header name".into()))?;
                 Ok(Key::Header(name, self.string()?))
             }
             "BODY" => Ok(Key::Body(self.string()?)),
@@ -255,7 +266,9 @@ impl Session {
         }
         let key = Key::And(keys);
         let content = key.needs_content();
-        let Some(sel) = self.sel.as_mut() else { return Err(Reply::Bad("No mailbox".into())) };
+        let Some(sel) = self.sel.as_mut() else {
+            return Err(Reply::Bad("No mailbox".into()));
+        };
         if sel.folder.changed() {
             sel.folder.sync()?;
         }

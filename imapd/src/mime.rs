@@ -80,7 +80,10 @@ pub fn field<'f>(fields: &'f [(String, Vec<u8>)], name: &str) -> Option<&'f [u8]
 
 fn content_type(value: Option<&[u8]>, default: (&str, &str)) -> ((String, String), Vec<(String, String)>) {
     let Some(v) = value else {
-        return ((default.0.into(), default.1.into()), vec![("charset".into(), "us-ascii".into())]);
+        return (
+            (default.0.into(), default.1.into()),
+            vec![("charset".into(), "us-ascii".into())],
+        );
     };
     let text = String::from_utf8_lossy(v);
     let mut pieces = text.split(';');
@@ -122,7 +125,11 @@ fn part<'a>(raw: &'a [u8], default: (&str, &str), depth: usize) -> Part<'a> {
         let Some(boundary) = p.params.iter().find(|(k, _)| k == "boundary").map(|(_, v)| v.clone()) else {
             return p;
         };
-        let child_default = if p.ctype.1 == "digest" { ("message", "rfc822") } else { ("text", "plain") };
+        let child_default = if p.ctype.1 == "digest" {
+            ("message", "rfc822")
+        } else {
+            ("text", "plain")
+        };
         let delim = format!("--{boundary}");
         let mut starts = Vec::new();
         let mut pos = 0;
@@ -228,13 +235,19 @@ fn addresses(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
         match a {
             Address::List(v) => {
                 for x in v {
-                    list.push((x.name.as_ref().map(|s| s.to_string()), x.address.as_ref().map(|s| s.to_string())));
+                    list.push((
+                        x.name.as_ref().map(|s| s.to_string()),
+                        x.address.as_ref().map(|s| s.to_string()),
+                    ));
                 }
             }
             Address::Group(groups) => {
                 for g in groups {
                     for x in &g.addresses {
-                        list.push((x.name.as_ref().map(|s| s.to_string()), x.address.as_ref().map(|s| s.to_string())));
+                        list.push((
+                            x.name.as_ref().map(|s| s.to_string()),
+                            x.address.as_ref().map(|s| s.to_string()),
+                        ));
                     }
                 }
             }

@@ -86,7 +86,10 @@ pub fn command(input: &[u8]) -> Result<Command, ParseError> {
         });
     }
     let tag = String::from_utf8_lossy(tag).into_owned();
-    let bad = |reason| ParseError { tag: tag.clone(), reason };
+    let bad = |reason| ParseError {
+        tag: tag.clone(),
+        reason,
+    };
     let rest = input.get(tag_end + 1..).unwrap_or(&[]);
     let mut p = Parser { s: rest, i: 0 };
     let name = match p.arg(0) {
@@ -234,7 +237,9 @@ impl SeqSet {
     }
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// Days since 1970-01-01 of a civil date.
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -355,5 +360,13 @@ mod tests {
                 .collect();
             let _ = command(&bytes);
         }
+    }
+}
+#[cfg(test)]
+mod more_tests {
+    #[test]
+    fn list_args() {
+        let c = super::command(b"a LIST \"\" *").unwrap();
+        assert_eq!(c.args.len(), 2);
     }
 }

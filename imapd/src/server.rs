@@ -12,8 +12,8 @@ use postern_lib::skeleton::event::{EventLoop, EventService};
 use postern_lib::skeleton::{Accepted, Context, Peer, Stream};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(0);
@@ -145,8 +145,8 @@ fn verify(socket: &std::path::Path, user: String, password: String, client: Opti
     };
     let res = (|| {
         let sock = std::os::unix::net::UnixStream::connect(socket).map_err(|e| e.to_string())?;
-        let mut ipc =
-            IpcStream::client(sock, auth::PROTOCOL, auth::VERSION, Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+        let mut ipc = IpcStream::client(sock, auth::PROTOCOL, auth::VERSION, Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
         ipc.send(&req).map_err(|e| e.to_string())?;
         ipc.recv::<AuthReply>().map_err(|e| e.to_string())
     })();
@@ -277,7 +277,11 @@ impl EventService for Imapd {
         let ids: Vec<usize> = self.conns.keys().copied().collect();
         for id in ids {
             let Some(c) = self.conns.get_mut(&id) else { continue };
-            let limit = if c.session.authenticated() { self.timeout } else { self.login_timeout };
+            let limit = if c.session.authenticated() {
+                self.timeout
+            } else {
+                self.login_timeout
+            };
             if now.duration_since(c.last) > limit {
                 c.session.bye("Idle timeout");
             } else {

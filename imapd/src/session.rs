@@ -27,6 +27,8 @@ pub struct Settings {
     pub max_line: usize,
     /// Host name for the greeting.
     pub hostname: String,
+    /// Whether STARTTLS can be offered (a certificate is configured).
+    pub starttls: bool,
 }
 
 /// What the session waits for from outside.
@@ -39,6 +41,8 @@ pub enum Need {
         /// Password.
         password: String,
     },
+    /// Start TLS now: everything after the output already taken is encrypted.
+    StartTls,
 }
 
 /// The selected folder and what this session has told its client about it.
@@ -64,6 +68,7 @@ enum Mode {
 pub struct Session {
     pub(crate) settings: Settings,
     pub(crate) secure: bool,
+    tls: bool,
     pub(crate) store: Option<Store>,
     pub(crate) user: Option<String>,
     pub(crate) sel: Option<Selected>,
@@ -77,12 +82,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new session; `secure` when the client is on loopback (or TLS): cleartext
-    /// passwords are accepted only then.
-    pub fn new(settings: Settings, secure: bool) -> Session {
+    /// A new session; `secure` when the client is on loopback, `tls` when the connection
+    /// is TLS already (implicit TLS): cleartext passwords are accepted only then.
+    pub fn new(settings: Settings, secure: bool, tls: bool) -> Session {
         let mut s = Session {
             settings,
-            secure,
+            secure: secure || tls,
+            tls,
             store: None,
             user: None,
             sel: None,
@@ -102,7 +108,12 @@ impl Session {
 
     /// The capability list.
     pub fn capabilities(&self) -> String {
-        let mut c = String::from("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE CHILDREN");
+        let mut c = String::from(
+            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE CHILDREN",
+        );
+        if self.settings.starttls && !self.tls && self.user.is_none() {
+            c.push_str(" STARTTLS");
+        }
         if self.secure {
             c.push_str(" AUTH=PLAIN");
         } else {
@@ -278,6 +289,7 @@ impl Session {
         };
         let result = self.dispatch(&cmd);
         match result {
+            Ok(Some(Need::StartTls)) => Some(Need::StartTls),
             Ok(Some(need)) => {
                 self.mode = Mode::Waiting(cmd.tag.clone());
                 Some(need)
@@ -313,7 +325,16 @@ impl Session {
                 self.line("* ID (\"name\" \"Postern\")");
                 self.ok(tag, "ID completed");
             }
-            "STARTTLS" => return Err(Reply::Bad("STARTTLS is not available on this service".into())),
+            "STARTTLS" if self.tls || authed => return Err(Reply::Bad("TLS is already active or too late".into())),
+            "STARTTLS" if !self.settings.starttls => return Err(Reply::Bad("STARTTLS is not available".into())),
+            "STARTTLS" => {
+                self.ok(tag, "Begin TLS negotiation now");
+                // Anything pipelined after STARTTLS came in the clear: drop it.
+                self.inbuf.clear();
+                self.tls = true;
+                self.secure = true;
+                return Ok(Some(Need::StartTls));
+            }
             "LOGIN" if !authed => return self.login(c).map(Some),
             "AUTHENTICATE" if !authed => return self.authenticate(c),
             "LOGIN" | "AUTHENTICATE" => return Err(Reply::Bad("Already logged in".into())),
@@ -336,7 +357,9 @@ impl Session {
                 self.line("+ idling");
                 self.mode = Mode::Idle(c.tag.clone());
             }
-            _ if !selected => return Err(Reply::Bad("Select a mailbox first".into())),
+            "CLOSE" | "UNSELECT" | "EXPUNGE" | "FETCH" | "STORE" | "SEARCH" | "COPY" | "MOVE" | "UID" if !selected => {
+                return Err(Reply::Bad("Select a mailbox first".into()));
+            }
             "CLOSE" | "UNSELECT" => {
                 if c.name == "CLOSE" {
                     self.expunge_deleted(None, false)?;

@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | [`agent`] | the delivery agent side of the deliver protocol: job, done marks, delivery log lines |
 //! | [`config`] | `main.toml` and `master.toml`: typed settings, defaults, validation, errors naming file, line and key |
+//! | [`date`] | RFC 5322 dates for headers and reports, syslog stamps for logs (UTC) |
 //! | [`log`] | `tracing` set-up and the Postfix-style one-line-per-event format, to a file, stderr or syslog |
 //! | [`master_control`] | the control channel of master: `postern status` asks, master answers |
 //! | [`master_status`] | the tiny protocol a child uses to tell master it is busy or available |
@@ -48,6 +49,7 @@ pub mod address;
 pub mod aliases;
 pub mod checks;
 pub mod config;
+pub mod date;
 pub mod headers;
 pub mod inherited_fd;
 pub mod ipc;

@@ -174,49 +174,8 @@ impl Visit for LineVisitor {
 
 /// `Nov 22 17:49:46` in UTC, the classic syslog stamp.
 pub fn timestamp(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (_, month, day) = civil_from_days((secs / 86400) as i64);
-    let rem = secs % 86400;
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let name = MONTHS.get(month.saturating_sub(1) as usize).copied().unwrap_or("Jan");
-    format!(
-        "{name} {day:>2} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::date::syslog_stamp(t)
 }
 
-/// (year, month 1..=12, day 1..=31) of a day count since 1970-01-01 (H. Hinnant's
-/// algorithm). Also used for `Date:` headers.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_414), (2025, 11, 22));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(20_414 * 86400 + 17 * 3600 + 49 * 60 + 46);
-        assert_eq!(timestamp(t), "Nov 22 17:49:46");
-    }
-}
+/// Kept here for callers that date log-adjacent text; see [`crate::date`].
+pub use crate::date::civil_from_days;

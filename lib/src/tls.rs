@@ -125,6 +125,8 @@ pub fn server_config_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<Ser
 /// One server-side TLS session, sans-I/O. See the module docs for the data flow.
 pub struct TlsSession {
     conn: ServerConnection,
+    /// Records encrypted by `send` while rustls's own buffer was full, not yet transmitted.
+    pending: Vec<u8>,
     peer_closed: bool,
 }
 
@@ -144,6 +146,7 @@ impl TlsSession {
         conn.set_buffer_limit(Some(PLAINTEXT_LIMIT));
         Ok(TlsSession {
             conn,
+            pending: Vec::new(),
             peer_closed: false,
         })
     }
@@ -204,15 +207,24 @@ impl TlsSession {
         Ok(())
     }
 
-    /// Queues plaintext to send (encrypted once the handshake is done). Fails when more
-    /// than [`PLAINTEXT_LIMIT`] bytes would wait before the handshake completes; after it,
-    /// everything is encrypted at once, so drain [`transmit`](Self::transmit) regularly.
+    /// Queues plaintext to send, encrypted once the handshake is done. Any amount may be
+    /// queued (the caller bounds what it sends, e.g. one message of at most
+    /// `message_size_limit`); drain [`transmit`](Self::transmit) after each call. Before
+    /// the handshake completes at most [`PLAINTEXT_LIMIT`] bytes can wait; more is an error.
     pub fn send(&mut self, data: &[u8]) -> Result<(), TlsError> {
-        let mut writer = self.conn.writer();
         let mut rest = data;
         while !rest.is_empty() {
-            match writer.write(rest) {
-                Ok(0) => return Err(TlsError::Protocol("TLS send buffer full".into())),
+            match self.conn.writer().write(rest) {
+                Ok(0) if self.conn.wants_write() => {
+                    // rustls's buffer of records is full: move them out and go on.
+                    while self.conn.wants_write() {
+                        match self.conn.write_tls(&mut self.pending) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                }
+                Ok(0) => return Err(TlsError::Protocol("TLS send buffer full before the handshake completed".into())),
                 Ok(n) => rest = rest.get(n..).unwrap_or_default(),
                 Err(e) => return Err(TlsError::Protocol(e.to_string())),
             }
@@ -224,6 +236,7 @@ impl TlsSession {
     /// how many bytes were added.
     pub fn transmit(&mut self, out: &mut Vec<u8>) -> usize {
         let before = out.len();
+        out.append(&mut self.pending);
         while self.conn.wants_write() {
             match self.conn.write_tls(out) {
                 Ok(0) | Err(_) => break,

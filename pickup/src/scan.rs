@@ -81,7 +81,14 @@ fn one(name: &str, limit: u64) -> Next {
             return Next::Continue;
         }
     };
+    // Only one pickup runs (maxproc 1), but an old one may still be finishing after a
+    // reload: whoever holds the lock owns the file; the other skips it.
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        return Next::Continue;
+    }
     let uid = match file.metadata() {
+        // Handed over and removed by the one that held the lock before us.
+        Ok(m) if m.nlink() == 0 => return Next::Continue,
         Ok(m) => m.uid(),
         Err(e) => {
             tracing::warn!("{}: fstat: {e}; will retry", path.display());

@@ -79,36 +79,17 @@ impl Pop3 {
         }
     }
 
+    /// Reads, handles complete command lines, writes; repeats while that made progress
+    /// (edge-triggered readiness: input left in the socket or the buffers must be used
+    /// now, no second event will announce it).
     fn drive(&mut self, lp: &EventLoop<'_>, id: usize) {
         let Some(c) = self.conns.get_mut(&id) else { return };
-        read_socket(c);
         loop {
-            if c.dead || c.closing || !c.session.ready() || c.out.len() > OUTPUT_HIGH_WATER {
+            let progress = read_socket(c) + process_lines(lp, &self.settings, id, c) + flush(c);
+            if c.dead || progress == 0 {
                 break;
             }
-            let Some(pos) = c.input.iter().position(|&b| b == b'\n') else {
-                if c.input.len() >= MAX_LINE {
-                    let acts = c.session.line_too_long();
-                    apply(lp, &self.settings, id, c, acts);
-                }
-                break;
-            };
-            let mut line: Vec<u8> = c.input.drain(..=pos).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            if line.len() >= MAX_LINE {
-                let acts = c.session.line_too_long();
-                apply(lp, &self.settings, id, c, acts);
-                break;
-            }
-            c.last = Instant::now();
-            let acts = c.session.command(&line);
-            zeroize::Zeroize::zeroize(&mut line);
-            apply(lp, &self.settings, id, c, acts);
         }
-        flush(c);
         if c.dead || (c.closing && c.out.is_empty()) {
             self.close(lp, id);
         }
@@ -168,8 +149,42 @@ impl Pop3 {
     }
 }
 
-fn read_socket(c: &mut Conn) {
+/// Handles complete lines; returns how many.
+fn process_lines(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Conn) -> usize {
+    let mut handled = 0;
+    loop {
+        if c.dead || c.closing || !c.session.ready() || c.out.len() > OUTPUT_HIGH_WATER {
+            return handled;
+        }
+        let Some(pos) = c.input.iter().position(|&b| b == b'\n') else {
+            if c.input.len() >= MAX_LINE {
+                let acts = c.session.line_too_long();
+                apply(lp, settings, id, c, acts);
+            }
+            return handled;
+        };
+        let mut line: Vec<u8> = c.input.drain(..=pos).collect();
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.len() >= MAX_LINE {
+            let acts = c.session.line_too_long();
+            apply(lp, settings, id, c, acts);
+            return handled + 1;
+        }
+        handled += 1;
+        c.last = Instant::now();
+        let acts = c.session.command(&line);
+        zeroize::Zeroize::zeroize(&mut line);
+        apply(lp, settings, id, c, acts);
+    }
+}
+
+/// Reads what the socket has (bounded); returns how many bytes.
+fn read_socket(c: &mut Conn) -> usize {
     let mut buf = [0u8; 8192];
+    let mut total = 0;
     loop {
         let pending = if c.tls.is_some() { c.raw.len() } else { c.input.len() };
         if pending >= MAX_LINE * 4 {
@@ -181,6 +196,7 @@ fn read_socket(c: &mut Conn) {
                 break;
             }
             Ok(n) => {
+                total += n;
                 let got = buf.get(..n).unwrap_or_default();
                 if c.tls.is_some() {
                     c.raw.extend_from_slice(got);
@@ -210,6 +226,7 @@ fn read_socket(c: &mut Conn) {
         }
         tls.transmit(&mut c.out);
     }
+    total
 }
 
 fn send(c: &mut Conn, bytes: &[u8]) {
@@ -228,7 +245,13 @@ fn apply(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Conn, acts:
     for act in acts {
         match act {
             Action::Send(bytes) => send(c, &bytes),
-            Action::Close => c.closing = true,
+            Action::Close => {
+                if let Some(tls) = &mut c.tls {
+                    tls.close();
+                    tls.transmit(&mut c.out);
+                }
+                c.closing = true;
+            }
             Action::StartTls => match settings.tls.as_ref().map(|cfg| TlsSession::new(Arc::clone(cfg))) {
                 Some(Ok(t)) => {
                     // Anything pipelined after STLS was sent in the clear: drop it.
@@ -281,24 +304,27 @@ fn apply(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Conn, acts:
     }
 }
 
-fn flush(c: &mut Conn) {
-    while !c.out.is_empty() {
-        match c.sock.write(&c.out) {
+/// Writes what is queued; returns how many bytes went out.
+fn flush(c: &mut Conn) -> usize {
+    let mut total = 0;
+    while total < c.out.len() {
+        match c.sock.write(c.out.get(total..).unwrap_or_default()) {
             Ok(0) => {
                 c.dead = true;
-                return;
+                break;
             }
-            Ok(n) => {
-                c.out.drain(..n);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => {
                 c.dead = true;
-                return;
+                break;
             }
         }
     }
+    // One move of the rest per call, not one per write.
+    c.out.drain(..total);
+    total
 }
 
 impl EventService for Pop3 {

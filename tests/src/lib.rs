@@ -320,3 +320,79 @@ pub fn add_user(inst: &Instance, name: &str, password: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `python3 -c SCRIPT`, asserting success; returns its standard output.
+pub fn python(script: &str) -> String {
+    let out = Command::new("python3").arg("-c").arg(script).output().expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Puts a message into `var/mail/USER/new/NAME` the way a delivery agent does (written in
+/// tmp/, renamed into new/), owned by mail_owner when the test runs as root.
+pub fn deliver_maildir(inst: &Instance, user: &str, name: &str, bytes: &[u8]) {
+    let base = inst.root.path().join("var/mail");
+    let md = base.join(user);
+    for d in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(md.join(d)).expect("mkdir maildir");
+    }
+    std::fs::write(md.join("tmp").join(name), bytes).expect("write");
+    std::fs::rename(md.join("tmp").join(name), md.join("new").join(name)).expect("rename");
+    if is_root() {
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg("postern:")
+            .arg(&base)
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+}
+
+/// Writes a complete queue file into `QUEUE/<dir>/<ID>` as cleanup (and qmgr, for
+/// `active`) would leave it, owned by mail_owner when the tests run as root. Each
+/// recipient is `(address, notify)`.
+pub fn write_queue_file(
+    inst: &Instance,
+    dir: &str,
+    sender: &str,
+    rcpts: &[(&str, postern_lib::queue_file::Notify)],
+    attributes: &[(&str, &str)],
+    content: &[u8],
+) -> (postern_lib::queue_id::QueueId, PathBuf) {
+    use postern_lib::queue_file::{Arrival, Envelope, QueueFileWriter, RecipientSpec};
+    let id = postern_lib::queue_id::QueueId::new();
+    let env = Envelope {
+        queue_id: id,
+        arrival: Arrival {
+            secs: 1_700_000_000,
+            micros: 0,
+        },
+        sender: sender.into(),
+        attributes: attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    let path = inst.queue().join(dir).join(id.as_str());
+    let f = std::fs::File::create_new(&path).expect("create queue file");
+    let mut w = QueueFileWriter::new(f, &env).expect("writer");
+    for (r, notify) in rcpts {
+        w.add_recipient(&RecipientSpec {
+            address: r.to_string(),
+            orcpt: None,
+            notify: *notify,
+        })
+        .expect("rcpt");
+    }
+    w.write_content(content).expect("content");
+    let f = w.finish().expect("finish");
+    f.sync_all().expect("fsync");
+    if is_root() {
+        let (u, g) = postern_lib::privs::lookup("postern").expect("mail_owner");
+        std::os::unix::fs::chown(&path, Some(u.as_raw()), Some(g.as_raw())).expect("chown");
+    }
+    (id, path)
+}

@@ -131,3 +131,33 @@ fn users_file_changed_while_running_is_picked_up() {
     let r = verify(&inst, "alice", "Secret-Alice-1", None);
     assert!(is_fail(&r, "unknown user"), "{r:?}");
 }
+
+#[test]
+fn a_delayed_failure_does_not_hold_up_other_clients() {
+    let inst = started(&["auth_failure_limit=10", "auth_failure_delay=5s"]);
+    // Four failures (answered after 250, 500, 1000, 2000 ms): the fifth is held for 4 s.
+    for _ in 0..4 {
+        let r = verify(&inst, "alice", "guess", Some("192.0.2.50"));
+        assert!(is_fail(&r, "wrong password"), "{r:?}");
+    }
+    let sock = UnixStream::connect(inst.queue().join(auth::SOCKET)).expect("connect");
+    let mut held = IpcStream::client(sock, auth::PROTOCOL, auth::VERSION, Some(Duration::from_secs(60))).expect("hello");
+    held.send(&AuthRequest::Verify {
+        user: "alice".into(),
+        password: "guess".into(),
+        service: "imap".into(),
+        client: Some("192.0.2.50".into()),
+    })
+    .expect("send");
+    // Another client is answered while that failure is being held back...
+    assert!(matches!(
+        ask(&inst, &AuthRequest::Lookup { user: "alice".into() }),
+        AuthReply::Exists { .. }
+    ));
+    // ...and the held answer is not there yet.
+    held.get_ref().set_nonblocking(true).expect("nonblocking");
+    assert!(held.recv::<AuthReply>().is_err(), "the failure was answered without a delay");
+    held.get_ref().set_nonblocking(false).expect("blocking");
+    let r: AuthReply = held.recv().expect("held reply");
+    assert!(is_fail(&r, "wrong password"), "{r:?}");
+}

@@ -32,7 +32,12 @@ fn chown_mail_owner(dir: &Path) {
     if !postern_tests::is_root() {
         return;
     }
-    let st = Command::new("chown").arg("-R").arg("postern:").arg(dir).status().expect("chown");
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg("postern:")
+        .arg(dir)
+        .status()
+        .expect("chown");
     assert!(st.success());
 }
 
@@ -127,7 +132,7 @@ assert any('\\Sent' in l and '"Sent"' not in l or 'Sent' in l for l in names), n
 assert any('\\Trash' in l for l in names), names
 typ, data = M.create('Projects.rust')
 assert typ == 'OK'
-typ, data = M.list('', 'Projects*')
+typ, data = M.list('""', 'Projects*')
 assert len(data) == 1 and b'Projects.rust' in data[0], data
 M.logout()
 print('basic ok')

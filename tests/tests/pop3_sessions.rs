@@ -3,45 +3,19 @@
 //! applied at QUIT only, one session per mailbox ([IN-USE]), STLS with a certificate made
 //! by openssl, and cleartext passwords refused where the client is not trusted.
 
-use postern_tests::{Instance, add_user, auth_service, daemon_service, free_port};
+use postern_tests::{Instance, add_user, auth_service, daemon_service, deliver_maildir, free_port, python};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const MSG1: &[u8] = b"From: a@example.test\r\nSubject: one\r\n\r\nline1\r\n.dot line\r\nline3\r\n";
 const MSG2: &[u8] = b"From: b@example.test\nSubject: two\n\nbody two\n";
 
-fn python(script: &str) -> String {
-    let out = Command::new("python3").arg("-c").arg(script).output().expect("python3");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn maildir(inst: &Instance, user: &str) -> PathBuf {
     inst.root.path().join("var/mail").join(user)
 }
 
-/// Delivers like a delivery agent: write in tmp/, rename into new/; owned by mail_owner.
 fn deliver(inst: &Instance, user: &str, name: &str, bytes: &[u8]) {
-    let md = maildir(inst, user);
-    for d in ["tmp", "new", "cur"] {
-        std::fs::create_dir_all(md.join(d)).expect("mkdir maildir");
-    }
-    std::fs::write(md.join("tmp").join(name), bytes).expect("write");
-    std::fs::rename(md.join("tmp").join(name), md.join("new").join(name)).expect("rename");
-    chown_mail_owner(&inst.root.path().join("var/mail"));
-}
-
-fn chown_mail_owner(dir: &Path) {
-    if !postern_tests::is_root() {
-        return;
-    }
-    let st = Command::new("chown").arg("-R").arg("postern:").arg(dir).status().expect("chown");
-    assert!(st.success());
+    deliver_maildir(inst, user, name, bytes);
 }
 
 fn instance(settings: &[&str]) -> (Instance, u16) {

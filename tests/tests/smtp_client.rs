@@ -10,7 +10,7 @@
 
 use postern_lib::ipc::IpcStream;
 use postern_lib::proto::deliver::{DeliverRecipient, DeliverReply, DeliverRequest, PROTOCOL, VERSION};
-use postern_lib::queue_file::{Arrival, Envelope, QueueFile, QueueFileWriter, RecipientSpec, RecipientStatus};
+use postern_lib::queue_file::{Notify, QueueFile, RecipientStatus};
 use postern_lib::queue_id::QueueId;
 use postern_tests::*;
 use std::path::{Path, PathBuf};
@@ -72,35 +72,8 @@ fn smtp_service() -> String {
 
 /// Writes a queue file into active/ as cleanup and qmgr would leave it.
 fn queue_file(inst: &Instance, rcpts: &[&str]) -> (QueueId, PathBuf) {
-    let id = QueueId::new();
-    let env = Envelope {
-        queue_id: id,
-        arrival: Arrival {
-            secs: 1_700_000_000,
-            micros: 0,
-        },
-        sender: "a@example.test".into(),
-        attributes: Default::default(),
-    };
-    let path = inst.queue().join("active").join(id.as_str());
-    let f = std::fs::File::create_new(&path).unwrap();
-    let mut w = QueueFileWriter::new(f, &env).unwrap();
-    for r in rcpts {
-        w.add_recipient(&RecipientSpec {
-            address: r.to_string(),
-            orcpt: None,
-            notify: Default::default(),
-        })
-        .unwrap();
-    }
-    w.write_content(MESSAGE).unwrap();
-    let f = w.finish().unwrap();
-    f.sync_all().unwrap();
-    if is_root() {
-        let (u, g) = postern_lib::privs::lookup("postern").unwrap();
-        std::os::unix::fs::chown(&path, Some(u.as_raw()), Some(g.as_raw())).unwrap();
-    }
-    (id, path)
+    let rcpts: Vec<_> = rcpts.iter().map(|r| (*r, Notify::default())).collect();
+    write_queue_file(inst, "active", "a@example.test", &rcpts, &[], MESSAGE)
 }
 
 fn deliver(inst: &Instance, id: &QueueId, nexthop: &str, rcpts: &[&str]) -> DeliverReply {

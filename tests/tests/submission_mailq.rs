@@ -26,7 +26,12 @@ fn queue_file(queue: &Path, dir: &str, id: QueueId, secs: u64, sender: &str, rcp
     let d = queue.join(dir);
     std::fs::create_dir_all(&d).expect("mkdir queue");
     let path = d.join(id.as_str());
-    let file = std::fs::File::create(&path).expect("create queue file");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .expect("create queue file");
     let env = Envelope {
         queue_id: id,
         arrival: Arrival { secs, micros: 0 },

@@ -208,6 +208,11 @@ pub struct MainConfig {
     pub smtp_tls_security_level: String,
     /// smtp: DNS servers (`ADDR:PORT`) instead of /etc/resolv.conf (tests, split DNS).
     pub smtp_dns_servers: Vec<String>,
+    // --- bounce ---
+    /// bounce: the largest original message returned whole in a non-delivery report.
+    pub bounce_size_limit: u64,
+    /// bounce: who receives double bounces (reports about undeliverable reports).
+    pub bounce_notice_recipient: String,
 }
 
 impl Default for MainConfig {
@@ -321,6 +326,9 @@ impl Default for MainConfig {
             smtp_timeout: Seconds(300),
             smtp_tls_security_level: "may".into(),
             smtp_dns_servers: Vec::new(),
+            // --- bounce ---
+            bounce_size_limit: 50_000,
+            bounce_notice_recipient: "postmaster".into(),
         }
     }
 }

@@ -40,7 +40,9 @@ pub fn read(dir: &Path, uid_validity: u32) -> HashMap<u32, Entry> {
     if !ok_size {
         return out;
     }
-    let Ok(text) = fs::read_to_string(&path) else { return out };
+    let Ok(text) = fs::read_to_string(&path) else {
+        return out;
+    };
     let mut lines = text.lines();
     if lines.next() != Some(format!("postern-cache 1 V{uid_validity}").as_str()) {
         return out;

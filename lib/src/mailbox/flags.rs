@@ -132,7 +132,9 @@ pub fn cur_name(base: &str, flags: Flags) -> String {
 pub fn parse_keywords(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in text.lines() {
-        let Some((n, name)) = line.split_once(' ') else { continue };
+        let Some((n, name)) = line.split_once(' ') else {
+            continue;
+        };
         let Ok(n) = n.parse::<usize>() else { continue };
         if n >= MAX_KEYWORDS || name.is_empty() || !valid_keyword(name) {
             continue;

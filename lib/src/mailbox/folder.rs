@@ -241,7 +241,9 @@ impl Folder {
         let mut messages = Vec::with_capacity(list.entries.len());
         let mut cache_dirty = false;
         for (uid, base) in list.entries {
-            let Some((file, fl)) = on_disk.remove(&base) else { continue };
+            let Some((file, fl)) = on_disk.remove(&base) else {
+                continue;
+            };
             let entry = match self.cache.get(&uid) {
                 Some(e) => *e,
                 None => match self.measure(&base, &file) {
@@ -263,7 +265,8 @@ impl Folder {
             });
         }
         if cache_dirty || self.cache.len() > messages.len() + messages.len() / 4 + 16 {
-            self.cache.retain(|uid, _| messages.binary_search_by_key(uid, |m: &Message| m.uid).is_ok());
+            self.cache
+                .retain(|uid, _| messages.binary_search_by_key(uid, |m: &Message| m.uid).is_ok());
             let entries: Vec<(u32, Entry)> = messages
                 .iter()
                 .filter_map(|m| self.cache.get(&m.uid).map(|e| (m.uid, *e)))
@@ -282,7 +285,9 @@ impl Folder {
         let cur = self.path.join("cur");
         for entry in fs::read_dir(&new).map_err(|e| io_err("read", &new, e))? {
             let Ok(entry) = entry else { continue };
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             if name.starts_with('.') {
                 continue;
             }
@@ -296,7 +301,9 @@ impl Folder {
         }
         for entry in fs::read_dir(&cur).map_err(|e| io_err("read", &cur, e))? {
             let Ok(entry) = entry else { continue };
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             if name.starts_with('.') {
                 continue;
             }
@@ -530,8 +537,7 @@ pub fn unique_base(size: u64) -> String {
 
 /// Turns bare LF line ends into CRLF (messages delivered with LF read as IMAP wants).
 pub fn to_crlf(bytes: Vec<u8>) -> Vec<u8> {
-    let bare = memchr::memchr_iter(b'\n', &bytes)
-        .any(|i| i == 0 || bytes[i - 1] != b'\r');
+    let bare = memchr::memchr_iter(b'\n', &bytes).any(|i| i == 0 || bytes[i - 1] != b'\r');
     if !bare {
         return bytes;
     }

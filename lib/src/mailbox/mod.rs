@@ -117,7 +117,11 @@ pub struct Store {
 fn make_maildir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     for sub in ["", "cur", "new", "tmp"] {
-        let p = if sub.is_empty() { dir.to_path_buf() } else { dir.join(sub) };
+        let p = if sub.is_empty() {
+            dir.to_path_buf()
+        } else {
+            dir.join(sub)
+        };
         match fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -208,7 +212,9 @@ impl Store {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.root).map_err(|e| io_err("read", &self.root, e))? {
             let Ok(entry) = entry else { continue };
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             if let Some(folder) = name.strip_prefix('.')
                 && !folder.is_empty()
                 && folder != "."

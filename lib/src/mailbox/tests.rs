@@ -31,17 +31,24 @@ fn flags_round_trip_through_names() {
     assert_eq!(f.system, FLAGGED | SEEN);
     assert_eq!(f.keywords, 3);
     assert_eq!(f.to_info(), "FSab");
-    assert_eq!(flags::split_name("123.M1P2.h,S=5:2,ST"), ("123.M1P2.h,S=5", Flags::from_info("ST")));
+    assert_eq!(
+        flags::split_name("123.M1P2.h,S=5:2,ST"),
+        ("123.M1P2.h,S=5", Flags::from_info("ST"))
+    );
     assert_eq!(flags::split_name("123.M1P2.h").0, "123.M1P2.h");
 }
 
 #[test]
 fn uidlist_parses_dovecot_format() {
-    let text = "3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1\n25020 :a.host,S=1\n25021 W4210 :b.host\nbad line\n";
+    let text =
+        "3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1\n25020 :a.host,S=1\n25021 W4210 :b.host\nbad line\n";
     let l = UidList::parse(text).unwrap();
     assert_eq!(l.uid_validity, 1275660208);
     assert_eq!(l.next_uid, 25022);
-    assert_eq!(l.entries, vec![(25020, "a.host,S=1".to_string()), (25021, "b.host".to_string())]);
+    assert_eq!(
+        l.entries,
+        vec![(25020, "a.host,S=1".to_string()), (25021, "b.host".to_string())]
+    );
     assert!(UidList::parse("garbage\n").is_none());
     assert_eq!(UidList::parse(&l.format()).unwrap(), l);
 }
@@ -69,13 +76,22 @@ fn two_views_see_each_others_changes() {
     let (_d, store) = store();
     let mut a = store.folder("INBOX").unwrap();
     let mut b = store.folder("INBOX").unwrap();
-    let uid = a.append(b"Subject: x\r\n\r\nhi\r\n", Flags::default(), Some(1_000_000_000)).unwrap();
+    let uid = a
+        .append(b"Subject: x\r\n\r\nhi\r\n", Flags::default(), Some(1_000_000_000))
+        .unwrap();
     assert_eq!(uid, 1);
     assert!(b.changed());
     b.sync().unwrap();
     assert_eq!(b.messages().len(), 1);
     assert_eq!(b.messages()[0].date, 1_000_000_000);
-    b.set_flags(uid, Flags { system: SEEN | DELETED, keywords: 0 }).unwrap();
+    b.set_flags(
+        uid,
+        Flags {
+            system: SEEN | DELETED,
+            keywords: 0,
+        },
+    )
+    .unwrap();
     a.sync().unwrap();
     assert_eq!(a.get(uid).unwrap().flags.system, SEEN | DELETED);
     // a's stale file name is followed after b renamed it
@@ -92,7 +108,14 @@ fn keywords_are_stored_in_dovecot_keywords() {
     let mut a = store.folder("INBOX").unwrap();
     let uid = a.append(b"x\r\n", Flags::default(), None).unwrap();
     let bit = a.keyword_bit("$Junk", true).unwrap().unwrap();
-    a.set_flags(uid, Flags { system: 0, keywords: bit }).unwrap();
+    a.set_flags(
+        uid,
+        Flags {
+            system: 0,
+            keywords: bit,
+        },
+    )
+    .unwrap();
     let text = fs::read_to_string(store.root().join("dovecot-keywords")).unwrap();
     assert_eq!(text, "0 $Junk\n");
     let b = store.folder("INBOX").unwrap();
@@ -105,7 +128,8 @@ fn corrupt_uidlist_and_cache_are_rebuilt_without_losing_mail() {
     let (_d, store) = store();
     let mut a = store.folder("INBOX").unwrap();
     for i in 0..5 {
-        a.append(format!("m{i}\r\n").as_bytes(), Flags::default(), None).unwrap();
+        a.append(format!("m{i}\r\n").as_bytes(), Flags::default(), None)
+            .unwrap();
     }
     let v = a.uid_validity();
     fs::write(store.root().join(uidlist::FILE), b"\xff\xfe nonsense").unwrap();
@@ -130,7 +154,12 @@ fn stale_lock_is_broken() {
     let lock = store.root().join(uidlist::LOCK);
     fs::write(&lock, b"").unwrap();
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
-    fs::File::options().write(true).open(&lock).unwrap().set_modified(old).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&lock)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
     deliver(&store, "1.M1P1.h", b"x\n");
     let f = store.folder("INBOX").unwrap();
     assert_eq!(f.messages().len(), 1);
@@ -141,7 +170,16 @@ fn stale_lock_is_broken() {
 fn copy_and_move_between_folders() {
     let (_d, store) = store();
     let mut inbox = store.folder("INBOX").unwrap();
-    let u1 = inbox.append(b"one\r\n", Flags { system: SEEN, keywords: 0 }, None).unwrap();
+    let u1 = inbox
+        .append(
+            b"one\r\n",
+            Flags {
+                system: SEEN,
+                keywords: 0,
+            },
+            None,
+        )
+        .unwrap();
     let u2 = inbox.append(b"two\r\n", Flags::default(), None).unwrap();
     let mut trash = store.folder("Trash").unwrap();
     let copied = inbox.copy_to(&[u1], &mut trash).unwrap();

@@ -88,7 +88,9 @@ impl UidList {
         }
         let mut last = 0u32;
         for line in lines {
-            let Some((head, name)) = line.split_once(':') else { continue };
+            let Some((head, name)) = line.split_once(':') else {
+                continue;
+            };
             let Some(uid) = head.split(' ').next().and_then(|u| u.parse::<u32>().ok()) else {
                 continue;
             };

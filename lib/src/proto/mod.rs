@@ -6,12 +6,14 @@
 //! | module | between | socket |
 //! | --- | --- | --- |
 //! | [`cleanup`] | smtpd, pickup, bounce → cleanup | `private/cleanup` |
+//! | [`bounce`] | qmgr → bounce | `private/bounce` |
 //! | [`auth`] | smtpd, pop3d, imapd → auth | `private/auth` |
 //! | [`trigger`] | anyone → qmgr, pickup | `public/qmgr`, `public/pickup` (one byte, no framing) |
 //! | [`resolve`] | qmgr (and others) → trivial-rewrite | `private/rewrite` |
 //! | [`deliver`] | qmgr → delivery agents (local, smtp, …) | `private/<transport>` |
 
 pub mod auth;
+pub mod bounce;
 pub mod cleanup;
 pub mod deliver;
 pub mod resolve;

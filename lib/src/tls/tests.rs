@@ -109,3 +109,31 @@ fn bad_pem_is_refused() {
     let missing = server_config(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem"));
     assert!(matches!(missing, Err(TlsError::File { .. })));
 }
+
+#[test]
+fn large_send_after_handshake_is_not_refused() {
+    let (cert, key) = make_cert();
+    let cfg = server_config_from_pem(cert.as_bytes(), key.as_bytes()).expect("config");
+    let mut s = TlsSession::new(cfg).expect("session");
+    let mut c = client(&cert);
+    let mut plain = Vec::new();
+    pump(&mut c, &mut s, &mut plain);
+    let big = vec![b'y'; 1 << 20];
+    s.send(&big).expect("a megabyte is queued");
+    let mut wire = Vec::new();
+    s.transmit(&mut wire);
+    let mut rd = &wire[..];
+    let mut got = Vec::new();
+    while !rd.is_empty() {
+        c.read_tls(&mut rd).expect("client read");
+        c.process_new_packets().expect("client process");
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = c.reader().read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert_eq!(got.len(), big.len());
+}
