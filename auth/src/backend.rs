@@ -207,7 +207,9 @@ mod tests {
 
     #[test]
     fn shadow_skips_locked_and_odd_lines() {
-        let m = parse_shadow("root:!:19000::::::\nbob:$y$j9T$abc$def:19000:0:99999:7:::\ndaemon:*:1\nBad Name:$6$x$y:1\nnohash\n");
+        let m = parse_shadow(
+            "root:!:19000::::::\nbob:$y$j9T$abc$def:19000:0:99999:7:::\ndaemon:*:1\nBad Name:$6$x$y:1\nnohash\n",
+        );
         assert_eq!(m.len(), 1);
         assert_eq!(m.get("bob").map(String::as_str), Some("$y$j9T$abc$def"));
     }

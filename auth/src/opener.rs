@@ -10,7 +10,8 @@
 //! socket pair on its standard input. That helper stays root and does exactly one thing:
 //! on request it opens one of two fixed files — `CONFIG_DIR/users` (no symlink, regular
 //! file) or `/etc/shadow` — read-only and passes the descriptor back (`SCM_RIGHTS`). It
-//! takes no path from its peer, reads no password, talks to nothing else, and exits when
+//! takes no path from its peer, reads no password, talks to nothing else, holds no
+//! descriptor but its channel and no capability but `CAP_DAC_READ_SEARCH`, and exits when
 //! auth closes the socket. Everything that parses and verifies runs in the unprivileged
 //! process. (The design of OpenSMTPD's privileged parent, reduced to one system call.)
 //!
@@ -129,7 +130,8 @@ impl Opener {
         match self {
             Opener::Direct(dir) => open_file(dir, which),
             Opener::Helper { chan, .. } => {
-                chan.send(&OpenRequest { file: which }).map_err(|e| format!("opener: {e}"))?;
+                chan.send(&OpenRequest { file: which })
+                    .map_err(|e| format!("opener: {e}"))?;
                 let (reply, mut fds): (OpenReply, Vec<OwnedFd>) =
                     chan.recv_with_fds().map_err(|e| format!("opener: {e}"))?;
                 match reply {
@@ -152,13 +154,40 @@ impl Drop for Opener {
     }
 }
 
+/// Keeps only what opening a root-only file needs: closes every descriptor but the
+/// standard ones (master's status channel, listeners, pipes), and drops every capability
+/// but `CAP_DAC_READ_SEARCH` (from the bounding, permitted and effective sets; the
+/// inheritable and ambient sets are cleared). Best effort outside root.
+fn confine() {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|&fd| fd > 2) {
+        let _ = nix::unistd::close(fd);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let keep = caps::Capability::CAP_DAC_READ_SEARCH;
+    if let Ok(all) = caps::read(None, caps::CapSet::Bounding) {
+        for cap in all.into_iter().filter(|&c| c != keep) {
+            let _ = caps::drop(None, caps::CapSet::Bounding, cap);
+        }
+    }
+    let only: caps::CapsHashSet = [keep].into_iter().collect();
+    let _ = caps::clear(None, caps::CapSet::Ambient);
+    let _ = caps::clear(None, caps::CapSet::Inheritable);
+    let _ = caps::set(None, caps::CapSet::Effective, &only);
+    let _ = caps::set(None, caps::CapSet::Permitted, &only);
+}
+
 /// The helper's main: serves open requests on standard input until it closes.
 pub fn helper_main(config_dir: &Path) -> std::process::ExitCode {
-    // Close what master passed to our parent (status channel, listeners): the helper
-    // must hold none of them. They are sockets; adopting then dropping closes them.
-    for fd in 3..=(postern_lib::master_status::FIRST_LISTEN_FD + 64) {
-        drop(postern_lib::inherited_fd::adopt_socket(fd));
-    }
+    confine();
     let stdin = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => UnixStream::from(fd),
         Err(_) => return std::process::ExitCode::FAILURE,

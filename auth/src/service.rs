@@ -94,8 +94,7 @@ impl AuthService {
         if self.pool.is_some() {
             return;
         }
-        let started = Waker::new(lp.registry(), WAKER_TOKEN)
-            .and_then(|w| Pool::start(self.threads, Arc::new(w)));
+        let started = Waker::new(lp.registry(), WAKER_TOKEN).and_then(|w| Pool::start(self.threads, Arc::new(w)));
         match started {
             Ok(p) => self.pool = Some(p),
             Err(e) => tracing::error!("cannot start verification threads: {e}"),
@@ -327,7 +326,7 @@ impl AuthService {
 }
 
 fn read_into(conn: &mut Conn) {
-    let mut buf = [0u8; 4096];
+    let mut buf = zeroize::Zeroizing::new([0u8; 4096]);
     loop {
         let room = conn.dec.room().min(buf.len());
         if room == 0 {
@@ -352,8 +351,6 @@ fn read_into(conn: &mut Conn) {
             }
         }
     }
-    // (zeroing of the stack buffer is left to the next read; it holds at most 4 KiB of
-    // the last request and dies with this frame)
 }
 
 impl EventService for AuthService {

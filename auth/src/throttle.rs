@@ -123,10 +123,16 @@ mod tests {
         assert_eq!(t.fail("alice", Some("192.0.2.1"), now), Duration::from_secs(1));
         assert!(t.locked("alice", Some("192.0.2.1"), now));
         assert!(t.locked("bob", Some("192.0.2.1"), now), "address locked for every user");
-        assert!(t.locked("alice", Some("192.0.2.9"), now), "user locked from every address");
+        assert!(
+            t.locked("alice", Some("192.0.2.9"), now),
+            "user locked from every address"
+        );
         assert!(!t.locked("bob", Some("192.0.2.9"), now));
         let later = now + Duration::from_secs(61);
-        assert!(!t.locked("alice", Some("192.0.2.1"), later), "lockout ends after the window");
+        assert!(
+            !t.locked("alice", Some("192.0.2.1"), later),
+            "lockout ends after the window"
+        );
     }
 
     #[test]

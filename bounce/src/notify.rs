@@ -97,12 +97,20 @@ fn build_and_send(
                 NoticeKind::Success => n.success(),
             };
             // A double bounce goes to the postmaster regardless of the sender's wishes.
-            (wanted || notice == "double").then(|| Entry {
-                address: r.address.clone(),
-                orcpt: rec.spec.orcpt.clone(),
-                dsn: r.dsn.clone(),
-                text: r.text.clone(),
-                remote_mta: r.remote_mta.clone(),
+            (wanted || notice == "double").then(|| {
+                let (remote_mta, text) = match (&r.remote_mta, remote_said(&r.text)) {
+                    (Some(m), Some((_, said))) => (Some(m.clone()), said.to_string()),
+                    (Some(m), None) => (Some(m.clone()), r.text.clone()),
+                    (None, Some((host, said))) => (Some(host.to_string()), said.to_string()),
+                    (None, None) => (None, r.text.clone()),
+                };
+                Entry {
+                    address: r.address.clone(),
+                    orcpt: rec.spec.orcpt.clone(),
+                    dsn: r.dsn.clone(),
+                    text,
+                    remote_mta,
+                }
             })
         })
         .collect();
@@ -150,6 +158,15 @@ fn build_and_send(
     let new_id = submit(s, &to, notice, &report)?;
     tracing::info!(queue_id = %queue_id, "sender {} notification: {new_id}", notice_label(notice));
     Ok(BounceReply::Sent { queue_id: new_id })
+}
+
+/// `host mx.example.test[192.0.2.1] said: 550 5.1.1 ...` (the smtp client's wording, as
+/// Postfix's) → (`mx.example.test`, `550 5.1.1 ...`).
+fn remote_said(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix("host ")?;
+    let (who, said) = rest.split_once(" said: ")?;
+    let host = who.split('[').next().filter(|h| !h.is_empty())?;
+    Some((host, said))
 }
 
 fn kind_name(k: NoticeKind) -> &'static str {

@@ -86,13 +86,26 @@ pub fn rfc5322_date(secs: u64) -> String {
 
 /// Adds the fields a message must have. `from` is `Some(sender)` when a missing From:
 /// should be added (local submissions).
-pub fn add_missing(header: &mut Header, from: Option<&str>, now: u64, qid: &str, myhostname: &str) -> Result<(), Stop> {
+pub fn add_missing(
+    header: &mut Header,
+    from: Option<(&str, Option<&str>)>,
+    now: u64,
+    qid: &str,
+    myhostname: &str,
+) -> Result<(), Stop> {
     let fail = |_| Stop::temp("4.3.0", "Error: header too large to repair");
-    if let Some(sender) = from
+    if let Some((sender, full_name)) = from
         && !header.has("From")
     {
-        let v = if sender.is_empty() { "MAILER-DAEMON" } else { sender };
-        header.append(Field::new("From", v).map_err(fail)?).map_err(fail)?;
+        let addr = if sender.is_empty() { "MAILER-DAEMON" } else { sender };
+        let v = match full_name
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
+        {
+            Some(name) => format!("{} <{addr}>", phrase(name)),
+            None => addr.to_owned(),
+        };
+        header.append(Field::new("From", &v).map_err(fail)?).map_err(fail)?;
     }
     if !header.has("Date") {
         header
@@ -113,6 +126,26 @@ pub fn add_missing(header: &mut Header, from: Option<&str>, now: u64, qid: &str,
             .map_err(fail)?;
     }
     Ok(())
+}
+
+/// A display name as an RFC 5322 phrase: atoms and spaces as they are, anything else
+/// quoted.
+fn phrase(name: &str) -> String {
+    let atext = |c: char| c.is_alphanumeric() || c == ' ' || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    if name.chars().all(atext) {
+        name.to_owned()
+    } else {
+        let mut q = String::with_capacity(name.len() + 2);
+        q.push('"');
+        for c in name.chars() {
+            if c == '"' || c == '\\' {
+                q.push('\\');
+            }
+            q.push(c);
+        }
+        q.push('"');
+        q
+    }
 }
 
 fn act(
@@ -192,6 +225,12 @@ pub fn body_checks(body: &[u8], table: &Table, qid: &str, flags: &mut Flags) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_phrases() {
+        assert_eq!(phrase("Alice Smith"), "Alice Smith");
+        assert_eq!(phrase("Smith, Alice \"Al\""), "\"Smith, Alice \\\"Al\\\"\"");
+    }
 
     #[test]
     fn dates_and_lf() {

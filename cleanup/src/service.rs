@@ -184,7 +184,12 @@ fn process(
     let local = sub.origin == Origin::Local;
     content::add_missing(
         &mut header,
-        local.then_some(sender.as_str()),
+        local.then_some((
+            sender.as_str(),
+            sub.attributes
+                .get(postern_lib::maildrop::attr::FULL_NAME)
+                .map(String::as_str),
+        )),
         now.as_secs(),
         q,
         &main.myhostname,

@@ -28,6 +28,22 @@ fn items(args: &[Arg]) -> Result<Vec<String>, Reply> {
     Ok(out)
 }
 
+/// Output gathered before a FETCH pauses for the client to read it.
+pub const FETCH_CHUNK: usize = 1024 * 1024;
+
+/// A FETCH in progress.
+pub struct FetchJob {
+    tag: String,
+    idx: Vec<usize>,
+    pos: usize,
+    items: Vec<String>,
+    uid: bool,
+    needs_content: bool,
+    wants_envelope: bool,
+    sets_seen: bool,
+    failed: bool,
+}
+
 /// (start, length) of a `<start.length>` partial fetch.
 type Partial = Option<(u64, u64)>;
 
@@ -81,21 +97,53 @@ impl Session {
         }
         let needs_content = items.iter().any(|i| {
             let u = i.to_ascii_uppercase();
-            u.starts_with("BODY") || u.starts_with("RFC822") && u != "RFC822.SIZE" || u == "ENVELOPE"
+            u.starts_with("BODY") || u.starts_with("RFC822") && u != "RFC822.SIZE"
         });
+        let wants_envelope = items.iter().any(|i| i.eq_ignore_ascii_case("ENVELOPE"));
         let sets_seen = items.iter().any(|i| {
             let u = i.to_ascii_uppercase();
             u == "RFC822" || u == "RFC822.TEXT" || body_item(&u).is_some_and(|b| !b.0)
         });
+        if let Some(sel) = self.sel.as_mut()
+            && sel.folder.changed()
+        {
+            sel.folder.sync()?;
+        }
+        let job = FetchJob {
+            tag: tag.to_string(),
+            idx: idx.to_vec(),
+            pos: 0,
+            items,
+            uid,
+            needs_content,
+            wants_envelope,
+            sets_seen,
+            failed: false,
+        };
+        self.run_fetch(job)
+    }
+
+    /// Runs (or resumes) a FETCH; stops after about [`FETCH_CHUNK`] bytes of output and
+    /// keeps the rest as the session's pending job, so one FETCH of a large folder never
+    /// holds more than that in memory.
+    pub(crate) fn run_fetch(&mut self, mut job: FetchJob) -> Result<(), Reply> {
+        let (uid, needs_content, wants_envelope, sets_seen) =
+            (job.uid, job.needs_content, job.wants_envelope, job.sets_seen);
+        let items = std::mem::take(&mut job.items);
         let Some(sel) = self.sel.as_mut() else {
             return Err(Reply::Bad("No mailbox".into()));
         };
-        if sel.folder.changed() {
-            sel.folder.sync()?;
-        }
-        let mut failed = false;
-        for &i in idx {
-            let (u, _) = sel.view[i];
+        let mut failed = job.failed;
+        while job.pos < job.idx.len() {
+            if self.out.len() > FETCH_CHUNK {
+                job.failed = failed;
+                job.items = items;
+                self.pending_fetch = Some(job);
+                return Ok(());
+            }
+            let i = job.idx[job.pos];
+            job.pos += 1;
+            let Some(&(u, _)) = sel.view.get(i) else { continue };
             let Some(m) = sel.folder.get(u).cloned() else {
                 failed = true;
                 continue;
@@ -110,6 +158,26 @@ impl Session {
                 }
             } else {
                 None
+            };
+            // ENVELOPE from the cache, else from the header (or the whole message when
+            // it is being read anyway), then cached
+            let envelope = if !wants_envelope {
+                None
+            } else if let Some(e) = sel.folder.envelope(u) {
+                Some(e.to_vec())
+            } else {
+                let header = match &content {
+                    Some(c) => Some(mime::split(c).0.to_vec()),
+                    None => sel.folder.read_header(u)?,
+                };
+                let Some(header) = header else {
+                    failed = true;
+                    continue;
+                };
+                let mut e = Vec::new();
+                mime::envelope(&mut e, &header);
+                sel.folder.set_envelope(u, &e);
+                Some(e)
             };
             let mut flags = m.flags;
             let mut flags_changed = false;
@@ -146,7 +214,7 @@ impl Session {
                     "RFC822.SIZE" => out.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes()),
                     "ENVELOPE" => {
                         out.extend_from_slice(b"ENVELOPE ");
-                        mime::envelope(&mut out, mime::split(raw).0);
+                        out.extend_from_slice(envelope.as_deref().unwrap_or(b"NIL"));
                     }
                     "BODYSTRUCTURE" | "BODY" => {
                         out.extend_from_slice(upper.as_bytes());
@@ -169,6 +237,7 @@ impl Session {
                             continue;
                         };
                         let data = mime::section(raw, &section).unwrap_or_default();
+                        let data: &[u8] = &data;
                         let name = match partial {
                             Some((start, _)) => format!("BODY[{section}]<{start}>"),
                             None => format!("BODY[{section}]"),
@@ -181,7 +250,7 @@ impl Session {
                                 let e = s.saturating_add(len as usize).min(data.len());
                                 &data[s..e]
                             }
-                            None => &data,
+                            None => data,
                         };
                         literal(&mut out, data);
                     }
@@ -193,11 +262,14 @@ impl Session {
             out.extend_from_slice(b")\r\n");
             self.out.extend_from_slice(&out);
         }
+        if let Some(sel) = self.sel.as_mut() {
+            sel.folder.save_cache();
+        }
         self.report(uid);
         if failed {
-            self.line(&format!("{tag} NO Some messages were expunged"));
+            self.line(&format!("{} NO Some messages were expunged", job.tag));
         } else {
-            self.ok(tag, "Fetch completed");
+            self.ok(&job.tag, "Fetch completed");
         }
         Ok(())
     }

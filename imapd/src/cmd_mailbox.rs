@@ -170,7 +170,7 @@ impl Session {
         let mut keywords = Vec::new();
         let mut date = None;
         let mut message = None;
-        for a in &c.args[1..] {
+        for a in c.args.get(1..).unwrap_or_default() {
             match a {
                 Arg::List(list) => {
                     for f in list {

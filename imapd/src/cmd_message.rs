@@ -32,9 +32,9 @@ impl Session {
             .ok_or(Reply::Bad("Invalid sequence set".into()))?;
         let idx = self.resolve(&set, uid);
         match name {
-            "FETCH" => self.fetch(tag, &idx, &args[1..], uid),
-            "STORE" => self.store_flags(tag, &idx, &args[1..], uid),
-            _ => self.copy(tag, name == "MOVE", &idx, &args[1..]),
+            "FETCH" => self.fetch(tag, &idx, args.get(1..).unwrap_or_default(), uid),
+            "STORE" => self.store_flags(tag, &idx, args.get(1..).unwrap_or_default(), uid),
+            _ => self.copy(tag, name == "MOVE", &idx, args.get(1..).unwrap_or_default()),
         }
     }
 
@@ -47,7 +47,7 @@ impl Session {
             "-FLAGS" => 2,
             _ => return Err(Reply::Bad("Invalid STORE item".into())),
         };
-        let names: Vec<String> = match &args[1..] {
+        let names: Vec<String> = match args.get(1..).unwrap_or_default() {
             [Arg::List(l)] => l.iter().filter_map(Arg::text).collect(),
             l => l.iter().filter_map(Arg::text).collect(),
         };

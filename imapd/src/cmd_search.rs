@@ -40,13 +40,15 @@ struct Ctx<'a> {
 }
 
 impl Key {
-    fn needs_content(&self) -> bool {
+    /// 0: flags and sizes only; 1: the header; 2: the whole message.
+    fn needs(&self) -> u8 {
         match self {
-            Key::Header(..) | Key::Body(_) | Key::Text(_) | Key::Sent(..) => true,
-            Key::Not(k) => k.needs_content(),
-            Key::Or(a, b) => a.needs_content() || b.needs_content(),
-            Key::And(v) => v.iter().any(Key::needs_content),
-            _ => false,
+            Key::Header(..) | Key::Sent(..) => 1,
+            Key::Body(_) | Key::Text(_) => 2,
+            Key::Not(k) => k.needs(),
+            Key::Or(a, b) => a.needs().max(b.needs()),
+            Key::And(v) => v.iter().map(Key::needs).max().unwrap_or(0),
+            _ => 0,
         }
     }
 
@@ -265,7 +267,7 @@ impl Session {
             return Err(Reply::Bad("Missing search key".into()));
         }
         let key = Key::And(keys);
-        let content = key.needs_content();
+        let needs = key.needs();
         let Some(sel) = self.sel.as_mut() else {
             return Err(Reply::Bad("No mailbox".into()));
         };
@@ -278,7 +280,11 @@ impl Session {
         for i in 0..sel.view.len() {
             let (u, _) = sel.view[i];
             let Some(m) = sel.folder.get(u).cloned() else { continue };
-            let raw = if content { sel.folder.read(u)? } else { None };
+            let raw = match needs {
+                0 => None,
+                1 => sel.folder.read_header(u)?,
+                _ => sel.folder.read(u)?,
+            };
             let ctx = Ctx {
                 seq: i as u32 + 1,
                 count,

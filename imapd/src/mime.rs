@@ -314,9 +314,17 @@ pub fn envelope(out: &mut Vec<u8>, header: &[u8]) {
 }
 
 /// The bytes of `BODY[section]`; `None` when the section does not exist.
-pub fn section(raw: &[u8], spec: &str) -> Option<Vec<u8>> {
-    let top = parse(raw);
+pub fn section<'a>(raw: &'a [u8], spec: &str) -> Option<std::borrow::Cow<'a, [u8]>> {
+    use std::borrow::Cow;
     let upper = spec.to_ascii_uppercase();
+    // the common cases need no MIME walk
+    match upper.as_str() {
+        "" => return Some(Cow::Borrowed(raw)),
+        "HEADER" => return Some(Cow::Borrowed(split(raw).0)),
+        "TEXT" => return Some(Cow::Borrowed(split(raw).1)),
+        _ => {}
+    }
+    let top = parse(raw);
     let mut cur: &Part<'_> = &top;
     let mut rest = upper.as_str();
     let mut numbered = false;
@@ -354,7 +362,7 @@ pub fn section(raw: &[u8], spec: &str) -> Option<Vec<u8>> {
     } else {
         cur
     };
-    Some(match rest {
+    Some(Cow::Owned(match rest {
         "" if numbered => cur.body.to_vec(),
         "" => whole(msg),
         "MIME" => cur.header.to_vec(),
@@ -367,7 +375,7 @@ pub fn section(raw: &[u8], spec: &str) -> Option<Vec<u8>> {
             header_fields(msg.header, &names, not)
         }
         _ => return None,
-    })
+    }))
 }
 
 /// The header lines (with continuations) whose names are (or, with `not`, are not) listed.
@@ -400,11 +408,14 @@ mod tests {
 
     #[test]
     fn sections_and_structure() {
-        assert_eq!(section(MSG, "1").unwrap(), b"hello");
-        assert_eq!(section(MSG, "2").unwrap(), b"AAAA");
-        assert_eq!(section(MSG, "1.MIME").unwrap(), b"Content-Type: text/plain\r\n\r\n");
-        assert_eq!(section(MSG, "HEADER.FIELDS (SUBJECT)").unwrap(), b"Subject: hi\r\n\r\n");
-        assert_eq!(section(MSG, "").unwrap(), MSG);
+        assert_eq!(&*section(MSG, "1").unwrap(), b"hello");
+        assert_eq!(&*section(MSG, "2").unwrap(), b"AAAA");
+        assert_eq!(&*section(MSG, "1.MIME").unwrap(), b"Content-Type: text/plain\r\n\r\n");
+        assert_eq!(
+            &*section(MSG, "HEADER.FIELDS (SUBJECT)").unwrap(),
+            b"Subject: hi\r\n\r\n"
+        );
+        assert_eq!(&*section(MSG, "").unwrap(), MSG);
         assert!(section(MSG, "3").is_none());
         let mut out = Vec::new();
         body_structure(&mut out, &parse(MSG));

@@ -10,6 +10,8 @@ use postern_lib::ipc::IpcStream;
 use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
 use postern_lib::skeleton::event::{EventLoop, EventService};
 use postern_lib::skeleton::{Accepted, Context, Peer, Stream};
+use postern_lib::tls::TlsSession;
+use rustls::ServerConfig;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -19,11 +21,20 @@ use std::time::{Duration, Instant};
 const WAKER: Token = Token(0);
 /// Most unsent output held for one client before reading from it pauses.
 const MAX_PENDING_OUT: usize = 4 * 1024 * 1024;
+/// A paused FETCH goes on once less than this is waiting to be written.
+const RESUME_BELOW: usize = 256 * 1024;
+/// Most ciphertext (or plaintext per step) taken from one client at a time.
+const MAX_RAW: usize = 256 * 1024;
 
 struct Conn {
     sock: TcpStream,
     session: Session,
+    /// Bytes to write to the socket (ciphertext once TLS is on).
     out: Vec<u8>,
+    /// TLS, once STARTTLS succeeded or from the start (imaps).
+    tls: Option<TlsSession>,
+    /// Ciphertext read but not yet taken by TLS.
+    raw: Vec<u8>,
     last: Instant,
     peer: String,
     counted_user: Option<String>,
@@ -42,19 +53,28 @@ pub struct Imapd {
     timeout: Duration,
     login_timeout: Duration,
     auth_socket: std::path::PathBuf,
+    tls_config: Option<Arc<ServerConfig>>,
+    implicit_tls: bool,
 }
 
 impl Imapd {
-    /// A service from the skeleton's context.
-    pub fn new(ctx: &Context) -> Imapd {
+    /// A service from the skeleton's context; `tls_config` when a certificate is
+    /// configured, `implicit_tls` for the imaps service.
+    pub fn new(
+        ctx: &Context,
+        mail_base: std::path::PathBuf,
+        tls_config: Option<Arc<ServerConfig>>,
+        implicit_tls: bool,
+    ) -> Imapd {
         let m = &ctx.main;
         let (tx, rx) = channel();
         Imapd {
             settings: Settings {
-                mail_base: m.virtual_mailbox_base.clone().into(),
+                mail_base,
                 max_literal: m.imapd_max_literal,
                 max_line: m.imapd_max_line_length as usize,
                 hostname: m.myhostname.clone(),
+                starttls: tls_config.is_some() && !implicit_tls,
             },
             conns: HashMap::new(),
             next: 1,
@@ -66,11 +86,27 @@ impl Imapd {
             timeout: Duration::from_secs(m.imapd_timeout.0),
             login_timeout: Duration::from_secs(m.imapd_login_timeout.0),
             auth_socket: auth::SOCKET.into(),
+            tls_config,
+            implicit_tls,
         }
     }
 
     fn handle_need(&mut self, id: usize, need: Need, lp: &EventLoop<'_>) {
-        let Need::Verify { user, password } = need;
+        let (user, password) = match need {
+            Need::Verify { user, password } => (user, password),
+            Need::StartTls => {
+                let Some(c) = self.conns.get_mut(&id) else { return };
+                emit(c);
+                match self.tls_config.as_ref().map(|cfg| TlsSession::new(Arc::clone(cfg))) {
+                    Some(Ok(t)) => {
+                        c.raw.clear();
+                        c.tls = Some(t);
+                    }
+                    _ => c.session.bye("TLS unavailable"),
+                }
+                return;
+            }
+        };
         let waker = match &self.waker {
             Some(w) => w.clone(),
             None => match Waker::new(lp.registry(), WAKER) {
@@ -103,22 +139,112 @@ impl Imapd {
             self.handle_need(id, need, lp);
         }
         let Some(c) = self.conns.get_mut(&id) else { return };
-        // per-user session limit, checked once a login succeeds
+        // count the sessions of each user (the limit is applied when auth answers)
         if c.counted_user.is_none()
             && let Some(u) = c.session.user().map(str::to_string)
         {
-            let n = self.per_user.entry(u.clone()).or_insert(0);
-            *n += 1;
+            *self.per_user.entry(u.clone()).or_insert(0) += 1;
             c.counted_user = Some(u);
-            if *n > self.user_limit {
-                c.session.bye("Too many connections for this user");
-            }
         }
-        let data = c.session.take_output();
-        c.out.extend_from_slice(&data);
+        emit(c);
+        if c.session.closed()
+            && let Some(t) = &mut c.tls
+        {
+            t.close();
+            t.transmit(&mut c.out);
+        }
         if flush(c).is_err() || (c.session.closed() && c.out.is_empty()) {
             self.close(id, lp);
         }
+    }
+
+    /// Reads what the client sent and runs the session on it, unless the session is
+    /// waiting (for auth) or has too much unsent output; called on readiness, after an
+    /// auth answer and on every tick, so input left unread by a pause is picked up.
+    fn pump(&mut self, id: usize, lp: &EventLoop<'_>) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if c.session.closed() {
+            if c.out.is_empty() {
+                self.close(id, lp);
+            }
+            return;
+        }
+        let mut need = None;
+        // a large FETCH goes on as the client reads what came before
+        while c.session.busy() && c.out.len() < RESUME_BELOW && need.is_none() {
+            need = c.session.resume();
+            emit(c);
+            if flush(c).is_err() {
+                self.close(id, lp);
+                return;
+            }
+        }
+        let mut buf = [0u8; 16 * 1024];
+        let mut eof = false;
+        loop {
+            if c.out.len() > MAX_PENDING_OUT
+                || c.session.closed()
+                || c.session.waiting()
+                || c.session.busy()
+                || need.is_some()
+                || c.raw.len() > MAX_RAW
+            {
+                break;
+            }
+            match c.sock.read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.last = Instant::now();
+                    let got = buf.get(..n).unwrap_or_default();
+                    if c.tls.is_some() {
+                        c.raw.extend_from_slice(got);
+                    } else {
+                        need = c.session.input(got);
+                        emit(c);
+                        let _ = flush(c);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if need.is_none()
+            && let Some(t) = &mut c.tls
+        {
+            let mut plain = Vec::new();
+            match t.receive(&c.raw, &mut plain, MAX_RAW) {
+                Ok(used) => {
+                    c.raw.drain(..used.min(c.raw.len()));
+                }
+                Err(e) => {
+                    tracing::info!("TLS error from {}: {e}", c.peer);
+                    t.transmit(&mut c.out);
+                    eof = true;
+                }
+            }
+            t.transmit(&mut c.out);
+            if t.peer_closed() && plain.is_empty() {
+                eof = true;
+            }
+            if !plain.is_empty() {
+                need = c.session.input(&plain);
+            }
+        }
+        if eof {
+            if let Some(c) = self.conns.get_mut(&id) {
+                let _ = flush(c);
+            }
+            self.close(id, lp);
+            return;
+        }
+        self.after(id, lp, need);
     }
 
     fn close(&mut self, id: usize, lp: &EventLoop<'_>) {
@@ -157,6 +283,21 @@ fn verify(socket: &std::path::Path, user: String, password: String, client: Opti
         AuthReply::Ok { user } => Ok(user),
         AuthReply::Fail { reason } | AuthReply::TempFail { reason } => Err(reason),
         other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// Moves the session's output to the socket buffer, through TLS when it is on.
+fn emit(c: &mut Conn) {
+    let data = c.session.take_output();
+    match &mut c.tls {
+        Some(t) => {
+            if !data.is_empty() && t.send(&data).is_err() {
+                c.session.bye("TLS error");
+            }
+            t.transmit(&mut c.out);
+        }
+        None if c.out.is_empty() => c.out = data,
+        None => c.out.extend_from_slice(&data),
     }
 }
 
@@ -199,13 +340,25 @@ impl EventService for Imapd {
             return;
         }
         tracing::info!("connect from {peer}");
-        let session = Session::new(self.settings.clone(), secure);
+        let tls = match (&self.tls_config, self.implicit_tls) {
+            (Some(cfg), true) => match TlsSession::new(Arc::clone(cfg)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!("TLS: {e}");
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let session = Session::new(self.settings.clone(), secure, tls.is_some());
         self.conns.insert(
             id,
             Conn {
                 sock,
                 session,
                 out: Vec::new(),
+                tls,
+                raw: Vec::new(),
                 last: Instant::now(),
                 peer,
                 counted_user: None,
@@ -218,59 +371,28 @@ impl EventService for Imapd {
         let id = event.token().0;
         if event.token() == WAKER {
             while let Ok((cid, result)) = self.rx.try_recv() {
+                let over = match &result {
+                    Ok(user) => self.per_user.get(user).copied().unwrap_or(0) >= self.user_limit,
+                    Err(_) => false,
+                };
                 let need = match self.conns.get_mut(&cid) {
+                    Some(c) if over => c.session.auth_limited(),
                     Some(c) => c.session.auth_done(result),
                     None => continue,
                 };
                 self.after(cid, lp, need);
+                self.pump(cid, lp);
             }
             return;
         }
-        let Some(c) = self.conns.get_mut(&id) else { return };
-        if event.is_writable() && flush(c).is_err() {
+        if event.is_writable()
+            && let Some(c) = self.conns.get_mut(&id)
+            && flush(c).is_err()
+        {
             self.close(id, lp);
             return;
         }
-        if c.session.closed() {
-            if c.out.is_empty() {
-                self.close(id, lp);
-            }
-            return;
-        }
-        let mut buf = [0u8; 16 * 1024];
-        let mut need = None;
-        let mut eof = false;
-        loop {
-            if c.out.len() > MAX_PENDING_OUT || c.session.closed() {
-                break;
-            }
-            match c.sock.read(&mut buf) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    c.last = Instant::now();
-                    if let Some(nd) = c.session.input(&buf[..n]) {
-                        need = Some(nd);
-                    }
-                    let data = c.session.take_output();
-                    c.out.extend_from_slice(&data);
-                    let _ = flush(c);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
-        }
-        if eof {
-            self.close(id, lp);
-            return;
-        }
-        self.after(id, lp, need);
+        self.pump(id, lp);
     }
 
     fn tick(&mut self, lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
@@ -288,6 +410,7 @@ impl EventService for Imapd {
                 c.session.poll();
             }
             self.after(id, lp, None);
+            self.pump(id, lp);
         }
     }
 

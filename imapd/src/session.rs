@@ -78,7 +78,7 @@ pub struct Session {
     inbuf: Vec<u8>,
     cmd: Vec<u8>,
     literal_need: usize,
-    discard: usize,
+    pub(crate) pending_fetch: Option<crate::cmd_fetch::FetchJob>,
 }
 
 impl Session {
@@ -98,7 +98,7 @@ impl Session {
             inbuf: Vec::new(),
             cmd: Vec::new(),
             literal_need: 0,
-            discard: 0,
+            pending_fetch: None,
         };
         let caps = s.capabilities();
         let host = s.settings.hostname.clone();
@@ -142,6 +142,30 @@ impl Session {
         self.user.as_deref()
     }
 
+    /// Whether a command is half done (a large FETCH): call [`Session::resume`] once the
+    /// output taken so far has been written.
+    pub fn busy(&self) -> bool {
+        self.pending_fetch.is_some()
+    }
+
+    /// Goes on with a half-done command, then with any commands already received.
+    pub fn resume(&mut self) -> Option<Need> {
+        if let Some(job) = self.pending_fetch.take()
+            && let Err(reply) = self.run_fetch(job)
+        {
+            self.line(&format!("* BAD {}", reply.text()));
+        }
+        if self.pending_fetch.is_some() {
+            return None;
+        }
+        self.process()
+    }
+
+    /// Whether the session waits for the auth daemon (read no more input meanwhile).
+    pub fn waiting(&self) -> bool {
+        matches!(self.mode, Mode::Waiting(_))
+    }
+
     /// Whether the session is logged in.
     pub fn authenticated(&self) -> bool {
         self.user.is_some()
@@ -156,6 +180,15 @@ impl Session {
     /// Bytes from the client.
     pub fn input(&mut self, data: &[u8]) -> Option<Need> {
         self.inbuf.extend_from_slice(data);
+        self.process()
+    }
+
+    /// Login refused before the session starts: the user has too many sessions.
+    pub fn auth_limited(&mut self) -> Option<Need> {
+        let Mode::Waiting(tag) = std::mem::replace(&mut self.mode, Mode::Normal) else {
+            return None;
+        };
+        self.line(&format!("{tag} NO [LIMIT] Too many sessions for this user"));
         self.process()
     }
 
@@ -195,16 +228,8 @@ impl Session {
 
     fn process(&mut self) -> Option<Need> {
         while !self.closed {
-            if matches!(self.mode, Mode::Waiting(_)) {
+            if matches!(self.mode, Mode::Waiting(_)) || self.pending_fetch.is_some() {
                 return None;
-            }
-            if self.discard > 0 {
-                let n = self.discard.min(self.inbuf.len());
-                self.inbuf.drain(..n);
-                self.discard -= n;
-                if self.discard > 0 {
-                    return None;
-                }
             }
             if self.literal_need > 0 {
                 let n = self.literal_need.min(self.inbuf.len());
@@ -386,7 +411,7 @@ impl Session {
                     self.report(true);
                     self.ok(tag, "Expunge completed");
                 } else if ["FETCH", "STORE", "SEARCH", "COPY", "MOVE"].contains(&sub.as_str()) {
-                    self.message_command(tag, &sub, &c.args[1..], true)?;
+                    self.message_command(tag, &sub, c.args.get(1..).unwrap_or_default(), true)?;
                 } else {
                     return Err(Reply::Bad("Unknown UID command".into()));
                 }

@@ -15,7 +15,9 @@
 //! ```
 //!
 //! `delays=a/b/c/d` are: before the active queue, in the active queue until dispatch,
-//! dispatch until the agent opened the job (connection set-up), and delivery itself.
+//! dispatch until the agent opened the job (connection set-up), and delivery itself
+//! ([`deliver::status_line`]). The agent holds a shared `flock` on the queue file while it
+//! works, which qmgr's crash recovery waits for.
 //! A recipient the transport left without an outcome gets `4.3.0` (deferred): a
 //! transport bug can delay mail, never lose it. A recipient already final in the file is
 //! not delivered again; its status is repeated in the reply.
@@ -58,6 +60,10 @@ impl Job {
             return Err("too many recipients in one request".into());
         }
         let file = open_update(Path::new(&req.queue_file), &Expect::current_user()).map_err(|e| e.to_string())?;
+        // Shared lock while we work: a restarted qmgr waits for it before taking the
+        // message back (see qmgr's recovery), so no recipient is handed out twice.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+            .map_err(|e| format!("lock {}: {e}", req.queue_file))?;
         let qf = QueueFile::read(&file).map_err(|e| format!("{}: {e}", req.queue_file))?;
         if qf.envelope.queue_id.as_str() != req.queue_id {
             return Err(format!(
@@ -130,32 +136,21 @@ impl Job {
     }
 
     fn log(&self, r: &DeliverRecipient, code: u16, dsn: &str, text: &str, relay: &str) {
-        let now = now_micros();
-        let secs = |from: u64, to: u64| Duration::from_micros(to.saturating_sub(from)).as_secs_f64();
         let req = &self.req;
-        let delays = format!(
-            "{}/{}/{}/{}",
-            fmt_delay(secs(req.arrival_micros, req.active_micros)),
-            fmt_delay(secs(req.active_micros, req.dispatch_micros)),
-            fmt_delay(secs(req.dispatch_micros, self.opened_micros)),
-            fmt_delay(secs(self.opened_micros, now)),
-        );
         let status = match code {
             200..=299 => "sent",
             500..=599 => "bounced",
             _ => "deferred",
         };
-        let orig = if r.original != r.address {
-            format!(", orig_to=<{}>", r.original)
-        } else {
-            String::new()
-        };
-        tracing::info!(
-            queue_id = %req.queue_id,
-            "to=<{}>{orig}, relay={relay}, delay={}, delays={delays}, dsn={dsn}, status={status} ({text})",
-            r.address,
-            fmt_delay(secs(req.arrival_micros, now)),
-        );
+        let times = [
+            req.arrival_micros,
+            req.active_micros,
+            req.dispatch_micros,
+            self.opened_micros,
+            now_micros(),
+        ];
+        let line = deliver::status_line(&r.address, &r.original, relay, times, dsn, status, text);
+        tracing::info!(queue_id = %req.queue_id, "{line}");
     }
 
     /// The reply to qmgr; recipients without an outcome are deferred.
@@ -179,18 +174,6 @@ fn result(r: &DeliverRecipient, code: u16, dsn: &str, text: &str) -> RecipientRe
         code,
         dsn: dsn.into(),
         text: text.into(),
-    }
-}
-
-/// Postfix's delay format: two significant digits below 10 s, whole seconds above.
-pub fn fmt_delay(s: f64) -> String {
-    if s < 0.005 {
-        "0".into()
-    } else if s < 10.0 {
-        let t = format!("{s:.2}");
-        t.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        format!("{}", s.round() as u64)
     }
 }
 
@@ -225,18 +208,5 @@ pub fn serve(stream: UnixStream, timeout: Duration, deliver: impl FnOnce(&mut Jo
     };
     if let Err(e) = ipc.send(&reply) {
         tracing::warn!(queue_id = %req.queue_id, "cannot reply to qmgr: {e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delay_format_like_postfix() {
-        assert_eq!(fmt_delay(0.0), "0");
-        assert_eq!(fmt_delay(0.12), "0.12");
-        assert_eq!(fmt_delay(1.5), "1.5");
-        assert_eq!(fmt_delay(12.4), "12");
     }
 }

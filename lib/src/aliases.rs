@@ -81,7 +81,11 @@ impl Aliases {
             return Err(AliasesError::TooLarge(name));
         }
         let text = String::from_utf8_lossy(&bytes);
-        Self::parse(&text).map_err(|(line, reason)| AliasesError::Syntax { file: name, line, reason })
+        Self::parse(&text).map_err(|(line, reason)| AliasesError::Syntax {
+            file: name,
+            line,
+            reason,
+        })
     }
 
     /// Parses the text of an aliases file; an error is (line, reason).

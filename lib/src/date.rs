@@ -48,6 +48,11 @@ pub fn rfc5322(t: SystemTime) -> String {
     )
 }
 
+/// [`rfc5322`] of a time in seconds since the epoch.
+pub fn rfc5322_secs(secs: u64) -> String {
+    rfc5322(UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 /// `Nov 22 17:49:46`.
 pub fn syslog_stamp(t: SystemTime) -> String {
     let (_, _, m, d, rem) = parts(t);

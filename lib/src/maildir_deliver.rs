@@ -16,6 +16,10 @@
 //!    delivery complete. If anything fails before the rename, the file in `tmp/` is
 //!    removed.
 //!
+//! [`deliver_once`] takes the unique name from the caller ([`once_name`]: queue ID and
+//! recipient) and links the file into `new/` with `link(2)`, so delivering the same
+//! recipient of the same message again after a crash finds the first copy and adds none.
+//!
 //! [`maildir_size`] sums the sizes of the messages in `new/` and `cur/` for quota checks.
 //!
 //! Security stance: the caller runs as the mailbox owner (or the virtual mailbox owner),
@@ -85,6 +89,8 @@ pub struct Delivered {
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
+    /// The same delivery was already in `new/` ([`deliver_once`]); nothing was added.
+    pub already: bool,
 }
 
 fn dir_flags() -> OFlags {
@@ -109,7 +115,9 @@ fn open_subdir(parent: impl AsFd, parent_path: &Path, name: &str, create: bool) 
 
 /// The host part of a unique name: the host name with `/` and `:` escaped.
 fn host_part() -> String {
-    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let host = if host.is_empty() { "localhost".to_string() } else { host };
     host.replace('/', "\\057").replace(':', "\\072")
 }
@@ -131,8 +139,12 @@ pub fn unique_name() -> String {
 /// Opens the Maildir `mailbox` — `base/<user>` style: `base` must exist, the last
 /// component is created when missing — and its `tmp/ new/ cur/`.
 fn open_maildir(base: &Path, user_dir: &str) -> Result<(OwnedFd, OwnedFd), MaildirError> {
-    let base_fd = rfs::open(base, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| MaildirError::io("open", base, e))?;
+    let base_fd = rfs::open(
+        base,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| MaildirError::io("open", base, e))?;
     let md_path = base.join(user_dir);
     let md = open_subdir(&base_fd, base, user_dir, true)?;
     let tmp = open_subdir(&md, &md_path, "tmp", true)?;
@@ -144,6 +156,22 @@ fn open_maildir(base: &Path, user_dir: &str) -> Result<(OwnedFd, OwnedFd), Maild
 /// Delivers `prefix` followed by `message` into the Maildir `base/user_dir` (see the
 /// module doc). `user_dir` is one path component (a validated user name).
 pub fn deliver(base: &Path, user_dir: &str, prefix: &[u8], message: &mut dyn Read) -> Result<Delivered, MaildirError> {
+    deliver_once(base, user_dir, None, prefix, message)
+}
+
+/// [`deliver`] with a caller-chosen unique base name (see [`once_name`]) that makes a
+/// repeated delivery of the same thing a no-op: the file is linked into `new/` with
+/// `link(2)`, which fails if `new/` already holds that name, and then the earlier copy
+/// stands (`Delivered::already` is true). This closes the window in which a delivery agent
+/// killed after the Maildir write but before its done mark would deliver twice — unless
+/// the user's client moved the first copy to `cur/` in between.
+pub fn deliver_once(
+    base: &Path,
+    user_dir: &str,
+    unique: Option<&str>,
+    prefix: &[u8],
+    message: &mut dyn Read,
+) -> Result<Delivered, MaildirError> {
     if user_dir.is_empty() || user_dir.contains('/') || user_dir == "." || user_dir == ".." {
         return Err(MaildirError::io(
             "check",
@@ -154,10 +182,23 @@ pub fn deliver(base: &Path, user_dir: &str, prefix: &[u8], message: &mut dyn Rea
     let md_path = base.join(user_dir);
     let (tmp, new) = open_maildir(base, user_dir)?;
     let tmp_path = md_path.join("tmp");
-    let name = unique_name();
+    let name = match unique {
+        Some(u) if valid_unique(u) => {
+            // A leftover of an interrupted attempt with the same name is ours: replace it.
+            let _ = rfs::unlinkat(&tmp, u, AtFlags::empty());
+            u.to_string()
+        }
+        _ => unique_name(),
+    };
     let mut file: File = match create_excl_at(&tmp, &tmp_path, &name, 0o600) {
         Ok(f) => f,
-        Err(e) => return Err(MaildirError::io("create", &tmp_path.join(&name), io::Error::other(e.to_string()))),
+        Err(e) => {
+            return Err(MaildirError::io(
+                "create",
+                &tmp_path.join(&name),
+                io::Error::other(e.to_string()),
+            ));
+        }
     };
     let result = write_all(&mut file, prefix, message, &tmp_path.join(&name));
     let size = match result {
@@ -170,12 +211,45 @@ pub fn deliver(base: &Path, user_dir: &str, prefix: &[u8], message: &mut dyn Rea
     };
     drop(file);
     let final_name = format!("{name},S={size}");
-    if let Err(e) = rfs::renameat(&tmp, name.as_str(), &new, final_name.as_str()) {
+    let mut already = false;
+    if unique.is_some() {
+        match rfs::linkat(&tmp, name.as_str(), &new, final_name.as_str(), AtFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => already = true,
+            Err(e) => {
+                let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
+                return Err(MaildirError::io("link", &tmp_path.join(&name), e));
+            }
+        }
+        let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
+    } else if let Err(e) = rfs::renameat(&tmp, name.as_str(), &new, final_name.as_str()) {
         let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
         return Err(MaildirError::io("rename", &tmp_path.join(&name), e));
     }
     rfs::fsync(&new).map_err(|e| MaildirError::io("fsync", &md_path.join("new"), e))?;
-    Ok(Delivered { name: final_name, size })
+    Ok(Delivered {
+        name: final_name,
+        size,
+        already,
+    })
+}
+
+/// A unique name must be a plain Maildir base name: no `/`, `:` or `,`, no leading dot.
+fn valid_unique(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 200
+        && !u.starts_with('.')
+        && u.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b','))
+}
+
+/// The deterministic base name of one delivery of one queued message to one recipient:
+/// `ARRIVALSECS.M<micros>Q<queue id>R<tag>.<host>`, still in the `SECS.UNIQUE.HOST` form
+/// Maildir readers expect. `tag` tells deliveries of one message apart (recipient index and
+/// address); only `[A-Za-z0-9]` of it are kept.
+pub fn once_name(arrival_secs: u64, arrival_micros: u32, queue_id: &str, tag: &str) -> String {
+    let tag: String = tag.chars().filter(char::is_ascii_alphanumeric).take(64).collect();
+    format!("{arrival_secs}.M{arrival_micros}Q{queue_id}R{tag}.{}", host_part())
 }
 
 fn write_all(file: &mut File, prefix: &[u8], message: &mut dyn Read, path: &Path) -> Result<u64, MaildirError> {
@@ -242,7 +316,13 @@ mod tests {
     #[test]
     fn delivers_into_new_with_size() {
         let base = tempfile::tempdir().unwrap();
-        let d = deliver(base.path(), "alice", b"Return-Path: <a@b>\n", &mut &b"Subject: x\n\nhi\n"[..]).unwrap();
+        let d = deliver(
+            base.path(),
+            "alice",
+            b"Return-Path: <a@b>\n",
+            &mut &b"Subject: x\n\nhi\n"[..],
+        )
+        .unwrap();
         let p = base.path().join("alice/new").join(&d.name);
         let bytes = std::fs::read(p).unwrap();
         assert_eq!(bytes, b"Return-Path: <a@b>\nSubject: x\n\nhi\n");
@@ -253,6 +333,19 @@ mod tests {
         let d2 = deliver(base.path(), "alice", b"", &mut &b"x\n"[..]).unwrap();
         assert_ne!(d.name, d2.name);
         assert_eq!(maildir_size(&base.path().join("alice")).unwrap(), d.size + 2);
+    }
+
+    #[test]
+    fn deliver_once_does_not_duplicate() {
+        let base = tempfile::tempdir().unwrap();
+        let name = once_name(1_700_000_000, 42, "0123456789ABCDEF", "3x1f");
+        let a = deliver_once(base.path(), "eve", Some(&name), b"", &mut &b"same\n"[..]).unwrap();
+        assert!(!a.already);
+        let b = deliver_once(base.path(), "eve", Some(&name), b"", &mut &b"same\n"[..]).unwrap();
+        assert!(b.already);
+        assert_eq!(a.name, b.name);
+        assert_eq!(std::fs::read_dir(base.path().join("eve/new")).unwrap().count(), 1);
+        assert_eq!(std::fs::read_dir(base.path().join("eve/tmp")).unwrap().count(), 0);
     }
 
     #[test]

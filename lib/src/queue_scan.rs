@@ -79,7 +79,7 @@ pub enum Summary {
         /// Recipients that still need delivery.
         recipients: Vec<ListedRecipient>,
     },
-    /// A maildrop file (not yet a queue file): only its owner and time are shown.
+    /// A maildrop file that could not be parsed: only its owner and time are shown.
     Maildrop {
         /// The file's owner.
         uid: u32,
@@ -165,14 +165,27 @@ pub fn summarise(queue_dir: &Path, file: QueuedFile) -> Entry {
     };
     let size = meta.len();
     if file.queue == "maildrop" {
-        return Entry {
-            file,
-            size,
-            summary: Summary::Maildrop {
-                uid: meta.uid(),
-                mtime: u64::try_from(meta.mtime()).unwrap_or(0),
+        let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+        // The envelope as submitted (recipients of `sendmail -t` are still to be
+        // extracted by cleanup); a file that cannot be parsed shows only its owner.
+        let summary = match crate::maildrop::Reader::new(&f, u64::MAX) {
+            Ok(r) => Summary::Message {
+                arrival: mtime,
+                sender: r.envelope().sender.clone(),
+                recipients: r
+                    .envelope()
+                    .recipients
+                    .iter()
+                    .take(MAX_LISTED_RECIPIENTS)
+                    .map(|a| ListedRecipient {
+                        address: a.clone(),
+                        delay_reason: None,
+                    })
+                    .collect(),
             },
+            Err(_) => Summary::Maildrop { uid: meta.uid(), mtime },
         };
+        return Entry { file, size, summary };
     }
     let qf = match QueueFile::read(f) {
         Ok(qf) => qf,
@@ -372,7 +385,7 @@ pub struct JsonEntry<'a> {
     pub recipients: &'a [ListedRecipient],
 }
 
-/// The JSON object of one entry, or `None` for an unreadable file.
+/// The JSON object of one entry, or `None` for a file that could not be parsed.
 pub fn json_line(e: &Entry) -> Option<String> {
     let (arrival, sender, recipients): (u64, &str, &[ListedRecipient]) = match &e.summary {
         Summary::Message {
@@ -380,8 +393,7 @@ pub fn json_line(e: &Entry) -> Option<String> {
             sender,
             recipients,
         } => (*arrival, sender, recipients),
-        Summary::Maildrop { mtime, .. } => (*mtime, "", &[]),
-        Summary::Unreadable { .. } => return None,
+        Summary::Maildrop { .. } | Summary::Unreadable { .. } => return None,
     };
     serde_json::to_string(&JsonEntry {
         queue_name: &e.file.queue,

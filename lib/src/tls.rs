@@ -224,7 +224,11 @@ impl TlsSession {
                         }
                     }
                 }
-                Ok(0) => return Err(TlsError::Protocol("TLS send buffer full before the handshake completed".into())),
+                Ok(0) => {
+                    return Err(TlsError::Protocol(
+                        "TLS send buffer full before the handshake completed".into(),
+                    ));
+                }
                 Ok(n) => rest = rest.get(n..).unwrap_or_default(),
                 Err(e) => return Err(TlsError::Protocol(e.to_string())),
             }

@@ -149,16 +149,23 @@ mod tests {
         )
         .unwrap();
         let is_local = |d: &str| d == "example.test";
-        let t = expand(&[a.clone()], "staff", None, "example.test", &is_local).unwrap();
+        let t = expand(std::slice::from_ref(&a), "staff", None, "example.test", &is_local).unwrap();
         assert_eq!(users(&t), vec!["alice", "bob", "carol"]);
         assert!(t.iter().all(|t| t.owner.as_deref() == Some("owner-staff@example.test")));
-        let t = expand(&[a.clone()], "self", None, "example.test", &is_local).unwrap();
+        let t = expand(std::slice::from_ref(&a), "self", None, "example.test", &is_local).unwrap();
         assert_eq!(users(&t), vec!["self", "dave"]);
-        let t = expand(&[a.clone()], "nobody", None, "example.test", &is_local).unwrap();
+        let t = expand(std::slice::from_ref(&a), "nobody", None, "example.test", &is_local).unwrap();
         assert_eq!(users(&t), vec!["nobody"]);
-        let t = expand(&[a.clone()], "staff+x", Some("staff"), "example.test", &is_local).unwrap();
+        let t = expand(
+            std::slice::from_ref(&a),
+            "staff+x",
+            Some("staff"),
+            "example.test",
+            &is_local,
+        )
+        .unwrap();
         assert_eq!(users(&t).len(), 3);
-        let t = expand(&[a.clone()], "remote", None, "example.test", &is_local).unwrap();
+        let t = expand(std::slice::from_ref(&a), "remote", None, "example.test", &is_local).unwrap();
         assert_eq!(users(&t), vec!["remote:x@other.org"]);
         let t = expand(&[a], "log", None, "example.test", &is_local).unwrap();
         assert_eq!(users(&t), vec!["file:/tmp/log", "cmd:cmd"]);

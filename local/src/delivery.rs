@@ -130,7 +130,9 @@ fn open_queue_file(path: &str) -> Result<File, String> {
 
 /// The `Delivered-To:` values of the message header, lower-cased.
 fn delivered_to(qf: &QueueFile, file: &File) -> Vec<String> {
-    let Ok(content) = qf.content_reader(file) else { return Vec::new() };
+    let Ok(content) = qf.content_reader(file) else {
+        return Vec::new();
+    };
     let mut r = BufReader::new(content.take(MAX_HEADER_SCAN));
     let mut out = Vec::new();
     let mut line = Vec::new();
@@ -193,7 +195,13 @@ fn run(s: &mut Settings, req: &DeliverRequest) -> Vec<RecipientResult> {
             &r.address,
             &r.original,
             "local",
-            [req.arrival_micros, req.active_micros, req.dispatch_micros, start, now_micros()],
+            [
+                req.arrival_micros,
+                req.active_micros,
+                req.dispatch_micros,
+                start,
+                now_micros(),
+            ],
             &outcome.dsn,
             outcome.status(),
             &outcome.text,
@@ -236,7 +244,7 @@ fn deliver_one(
         return Outcome::perm("5.1.2", format!("domain {} is not delivered here", addr.domain));
     }
     let lower = r.address.to_lowercase();
-    if seen.iter().any(|d| *d == lower) {
+    if seen.contains(&lower) {
         return Outcome::perm("5.4.6", format!("mail forwarding loop for {}", r.address));
     }
     let local = addr.local.to_lowercase();
@@ -280,13 +288,31 @@ fn deliver_one(
                         Lookup::Unknown => Outcome::perm("5.1.1", format!("unknown user: \"{user}\"")),
                         Lookup::TempFail(why) => Outcome::temp("4.3.0", why),
                         Lookup::Exists(quota) => {
-                            mailbox::deliver(&s.mailbox_base, &user, quota, qf.content_len(), prefix.as_bytes(), &mut content)
+                            let tag = format!("{}x{:08x}", r.index, fnv32(r.address.as_bytes()));
+                            let once = postern_lib::maildir_deliver::once_name(
+                                qf.envelope.arrival.secs,
+                                qf.envelope.arrival.micros,
+                                qf.envelope.queue_id.as_str(),
+                                &tag,
+                            );
+                            mailbox::deliver(
+                                &s.mailbox_base,
+                                &user,
+                                &once,
+                                quota,
+                                qf.content_len(),
+                                prefix.as_bytes(),
+                                &mut content,
+                            )
                         }
                     }
                 };
                 (to, o)
             }
-            Kind::File(path) => (path.clone(), crate::mbox::append(path, &sender, prefix.as_bytes(), &mut content)),
+            Kind::File(path) => (
+                path.clone(),
+                crate::mbox::append(path, &sender, prefix.as_bytes(), &mut content),
+            ),
             Kind::Command(cmd) => (
                 format!("|{cmd}"),
                 Outcome::temp("4.3.0", "delivery to a command is not supported yet".into()),
@@ -297,7 +323,10 @@ fn deliver_one(
             ),
             Kind::Remote(a) => (
                 a.clone(),
-                Outcome::temp("4.3.0", "alias to a remote address: forwarding is not supported yet".into()),
+                Outcome::temp(
+                    "4.3.0",
+                    "alias to a remote address: forwarding is not supported yet".into(),
+                ),
             ),
         };
         if !single {
@@ -305,7 +334,13 @@ fn deliver_one(
                 &to,
                 &r.address,
                 "local",
-                [req.arrival_micros, req.active_micros, req.dispatch_micros, start, now_micros()],
+                [
+                    req.arrival_micros,
+                    req.active_micros,
+                    req.dispatch_micros,
+                    start,
+                    now_micros(),
+                ],
                 &o.dsn,
                 o.status(),
                 &o.text,
@@ -315,6 +350,13 @@ fn deliver_one(
         outcomes.push(o);
     }
     merge(outcomes)
+}
+
+/// FNV-1a, 32 bits: tells apart the addresses one queue recipient was routed to.
+fn fnv32(bytes: &[u8]) -> u32 {
+    bytes
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
 }
 
 /// `user+ext` → `user` for the mailbox name.
@@ -343,4 +385,3 @@ fn merge(outcomes: Vec<Outcome>) -> Outcome {
         .next()
         .unwrap_or_else(|| Outcome::perm("5.1.1", "alias expands to nothing".into()))
 }
-

@@ -48,7 +48,8 @@ impl Users {
                 let c = UnixStream::connect(auth::SOCKET)
                     .map_err(|e| e.to_string())
                     .and_then(|s| {
-                        IpcStream::client(s, auth::PROTOCOL, auth::VERSION, Some(AUTH_TIMEOUT)).map_err(|e| e.to_string())
+                        IpcStream::client(s, auth::PROTOCOL, auth::VERSION, Some(AUTH_TIMEOUT))
+                            .map_err(|e| e.to_string())
                     });
                 match c {
                     Ok(c) => self.conn = Some(c),
@@ -69,8 +70,17 @@ impl Users {
     }
 }
 
-/// Delivers into `base/user` with `prefix` before the message (`size` bytes).
-pub fn deliver(base: &Path, user: &str, quota: Option<u64>, size: u64, prefix: &[u8], message: &mut dyn Read) -> Outcome {
+/// Delivers into `base/user` with `prefix` before the message (`size` bytes), under the
+/// deterministic name `once` (see [`maildir_deliver::deliver_once`]).
+pub fn deliver(
+    base: &Path,
+    user: &str,
+    once: &str,
+    quota: Option<u64>,
+    size: u64,
+    prefix: &[u8],
+    message: &mut dyn Read,
+) -> Outcome {
     if let Some(q) = quota {
         let used = match maildir_deliver::maildir_size(&base.join(user)) {
             Ok(u) => u,
@@ -80,7 +90,8 @@ pub fn deliver(base: &Path, user: &str, quota: Option<u64>, size: u64, prefix: &
             return Outcome::temp("4.2.2", format!("mailbox full: quota {q} bytes exceeded"));
         }
     }
-    match maildir_deliver::deliver(base, user, prefix, message) {
+    match maildir_deliver::deliver_once(base, user, Some(once), prefix, message) {
+        Ok(d) if d.already => Outcome::sent("delivered to maildir (already there)"),
         Ok(_) => Outcome::sent("delivered to maildir"),
         Err(e) if e.is_no_space() => Outcome::temp("4.3.0", format!("cannot write mailbox: {e}")),
         Err(e) => Outcome::temp("4.2.0", format!("maildir delivery failed: {e}")),

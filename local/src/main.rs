@@ -14,7 +14,10 @@
 //!    listens on `private/auth`, else the existence of `virtual_mailbox_base/<user>/` —
 //!    gets a Maildir delivery into `virtual_mailbox_base/<user>/` (created with
 //!    `tmp/ new/ cur/` on first delivery) through [`postern_lib::maildir_deliver`], with
-//!    `Return-Path: <sender>` and `Delivered-To: <recipient>` prepended.
+//!    `Return-Path: <sender>` and `Delivered-To: <recipient>` prepended. The file's name is
+//!    derived from the queue ID and the recipient and linked into `new/` only if absent, so
+//!    a recipient whose delivery finished just before local was killed (before its done
+//!    mark) is not delivered a second time on the retry.
 //! 3. `/file` alias targets get an mbox-style append (`From ` line, `>From ` escaping,
 //!    exclusive `flock`), opened with safe_open (no symlink, one link, regular file).
 //!

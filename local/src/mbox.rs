@@ -30,7 +30,12 @@ pub fn append(path: &str, sender: &str, prefix: &[u8], message: &mut dyn Read) -
     let from = if sender.is_empty() { "MAILER-DAEMON" } else { sender };
     let result = (|| -> std::io::Result<()> {
         let mut w = std::io::BufWriter::new(&file);
-        writeln!(w, "From {from}  {} {}", postern_lib::queue_scan::asctime(secs), year(secs))?;
+        writeln!(
+            w,
+            "From {from}  {} {}",
+            postern_lib::queue_scan::asctime(secs),
+            year(secs)
+        )?;
         w.write_all(prefix)?;
         let mut r = BufReader::new(message);
         let mut line = Vec::new();

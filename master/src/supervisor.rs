@@ -219,7 +219,8 @@ impl Master {
         }
         let Some(svc) = self.services.get_mut(key) else { return };
         let want = svc.avail == 0 && svc.total < svc.def.maxproc && !svc.throttled(now) && !svc.listeners.is_empty();
-        if svc.avail == 0 && svc.total >= svc.def.maxproc && !svc.warned_limit {
+        // A service limited to one process (qmgr, pickup) is busy by design: no warning.
+        if svc.avail == 0 && svc.total >= svc.def.maxproc && svc.def.maxproc > 1 && !svc.warned_limit {
             svc.warned_limit = true;
             tracing::warn!(
                 "service {key} has reached its process limit {}: new clients wait in the listen backlog and may experience noticeable delays",

@@ -10,7 +10,8 @@ const PLAINTEXT_REFUSED: &str = "[AUTH] Plaintext authentication disallowed on n
 
 /// The CAPA reply.
 pub fn capa(s: &Session) -> Action {
-    let mut text = String::from("+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+    let mut text =
+        String::from("+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
     let in_auth = matches!(s.state, State::Authorization { .. });
     if in_auth && (s.security.tls || s.security.plaintext_ok) {
         text.push_str("USER\r\nSASL PLAIN\r\n");

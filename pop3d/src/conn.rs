@@ -19,6 +19,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Idle time allowed before login (at most `pop3d_timeout`).
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Unsent bytes above which the session stops reading commands until the client reads.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 
@@ -103,7 +106,9 @@ impl Pop3 {
             Ok(Some(r)) => Ok(r),
             Err(e) => Err(e),
         };
-        let Some((mut client, user)) = c.auth.take() else { return };
+        let Some((mut client, user)) = c.auth.take() else {
+            return;
+        };
         let _ = lp.registry().deregister(client.source());
         let client_addr = c.peer.map(|p| p.ip().to_string()).unwrap_or_default();
         let result = match reply {
@@ -112,9 +117,7 @@ impl Pop3 {
                     tracing::info!("login: user={account}, client={client_addr}, tls={}", c.tls.is_some());
                     Ok((account, md))
                 }
-                Err(OpenError::InUse) => {
-                    Err(err("[IN-USE] Mailbox is locked by another POP3 session"))
-                }
+                Err(OpenError::InUse) => Err(err("[IN-USE] Mailbox is locked by another POP3 session")),
                 Err(OpenError::Failed(e)) => {
                     tracing::warn!("open mailbox of {account}: {e}");
                     Err(err("[SYS/TEMP] Cannot open the mailbox"))
@@ -289,9 +292,9 @@ fn apply(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Conn, acts:
                     }
                     Err(e) => {
                         tracing::warn!("{e}");
-                        let acts = c
-                            .session
-                            .auth_done(Err(err("[SYS/TEMP] Authentication is not available now, try again later")));
+                        let acts = c.session.auth_done(Err(err(
+                            "[SYS/TEMP] Authentication is not available now, try again later",
+                        )));
                         for a in acts {
                             if let Action::Send(b) = a {
                                 send(c, &b);
@@ -394,7 +397,14 @@ impl EventService for Pop3 {
         let idle: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.auth.is_none() && now.saturating_duration_since(c.last) > self.settings.timeout)
+            .filter(|(_, c)| {
+                let limit = if c.session.user.is_some() {
+                    self.settings.timeout
+                } else {
+                    self.settings.timeout.min(LOGIN_TIMEOUT)
+                };
+                c.auth.is_none() && now.saturating_duration_since(c.last) > limit
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in idle {

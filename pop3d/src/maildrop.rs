@@ -4,8 +4,8 @@
 //! `pop3.lock` in the Maildir, shared by every pop3d process and held until the session
 //! ends (a dropped connection releases it with the descriptor, deleting nothing).
 //!
-//! UIDLs are the Maildir base names, the same key IMAP's UIDs hang on, so they are stable
-//! forever and shared with IMAP's view.
+//! UIDLs are the Maildir base names ([`uidl_of`]), the same key IMAP's UIDs hang on, so
+//! they are stable forever and shared with IMAP's view.
 
 use postern_lib::mailbox::{Folder, Store};
 use rustix::fs::{FlockOperation, flock};
@@ -38,6 +38,21 @@ pub struct Entry {
     pub deleted: bool,
 }
 
+/// The UIDL of a message with Maildir base name `base`: the base name itself when RFC 1939
+/// allows it (1 to 70 characters in 0x21..=0x7E), otherwise a fixed function of it (`H` and
+/// the 64-bit FNV-1a hash in hex), so it is just as stable.
+pub fn uidl_of(base: &str) -> String {
+    if !base.is_empty() && base.len() <= 70 && base.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return base.to_string();
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in base.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("H{h:016x}")
+}
+
 /// The locked maildrop.
 pub struct Maildrop {
     folder: Folder,
@@ -68,7 +83,7 @@ impl Maildrop {
             .iter()
             .map(|m| Entry {
                 uid: m.uid,
-                uidl: m.base.clone(),
+                uidl: uidl_of(&m.base),
                 size: m.size,
                 deleted: false,
             })
@@ -124,6 +139,9 @@ impl Maildrop {
         if uids.is_empty() {
             return Ok(0);
         }
-        self.folder.expunge(&uids).map(|_| uids.len()).map_err(|e| e.to_string())
+        self.folder
+            .expunge(&uids)
+            .map(|_| uids.len())
+            .map_err(|e| e.to_string())
     }
 }

@@ -13,6 +13,9 @@
 //! and the connection closes); pipelined commands after STLS are discarded. One session
 //! per mailbox ([`maildrop`], `-ERR [IN-USE]`); DELE takes effect only at QUIT.
 //!
+//! Sessions that have not logged in are closed after a minute idle ([`conn::LOGIN_TIMEOUT`]),
+//! others after `pop3d_timeout` (`-ERR Autologout`).
+//!
 //! Settings read: `virtual_mailbox_base`, `pop3d_tls_cert_file`, `pop3d_tls_key_file`,
 //! `pop3d_allow_plaintext`, `pop3d_secure_networks`, `pop3d_timeout`, and the skeleton's.
 //!
@@ -42,11 +45,9 @@ fn main() -> ExitCode {
         let tls = if m.pop3d_tls_cert_file.is_empty() {
             None
         } else {
-            let cfg = postern_lib::tls::server_config(
-                &resolve(&m.pop3d_tls_cert_file),
-                &resolve(&m.pop3d_tls_key_file),
-            )
-            .map_err(|e| e.to_string())?;
+            let cfg =
+                postern_lib::tls::server_config(&resolve(&m.pop3d_tls_cert_file), &resolve(&m.pop3d_tls_key_file))
+                    .map_err(|e| e.to_string())?;
             Some(cfg)
         };
         if implicit_tls && tls.is_none() {

@@ -107,10 +107,11 @@ impl Session {
         if matches!(self.state, State::SaslContinue) {
             return crate::authorization::sasl_response(self, line);
         }
-        let text = String::from_utf8_lossy(line);
+        // The line may hold a password (PASS, AUTH PLAIN): every copy is zeroed.
+        let text = Zeroizing::new(String::from_utf8_lossy(line).into_owned());
         let (verb, args) = match text.split_once(' ') {
-            Some((v, a)) => (v.to_ascii_uppercase(), a.to_string()),
-            None => (text.to_ascii_uppercase(), String::new()),
+            Some((v, a)) => (v.to_ascii_uppercase(), Zeroizing::new(a.to_string())),
+            None => (text.to_ascii_uppercase(), Zeroizing::new(String::new())),
         };
         let args: Vec<&str> = args.split(' ').filter(|a| !a.is_empty()).collect();
         let out = match (&self.state, verb.as_str()) {
@@ -119,7 +120,9 @@ impl Session {
             (State::Transaction(_), _) => crate::transaction::command(self, &verb, &args),
             _ => vec![err("Command not allowed now")],
         };
-        let bad = out.iter().any(|a| matches!(a, Action::Send(b) if b.starts_with(b"-ERR")));
+        let bad = out
+            .iter()
+            .any(|a| matches!(a, Action::Send(b) if b.starts_with(b"-ERR")));
         if bad {
             self.errors += 1;
             if self.errors >= MAX_ERRORS {

@@ -125,3 +125,6 @@ fn quit(s: &mut Session) -> Vec<Action> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

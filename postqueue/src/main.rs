@@ -10,9 +10,10 @@
 //! when it is in `active/` or `!` when it is in `hold/`, its size, arrival time (UTC) and
 //! sender, then each recipient still to be delivered, with the reason from the defer log
 //! above the recipients it concerns; `-- N Kbytes in M Requests.` at the end, or
-//! `Mail queue is empty`. Files in `maildrop/` are not yet queue files and are listed as
-//! `(maildrop queue, sender UID N)`, as Postfix's showq does. The queues are scanned in
-//! the order maildrop, hold, incoming, active, deferred, by [`postern_lib::queue_scan`].
+//! `Mail queue is empty`. Files in `maildrop/` (not yet queue files) show the envelope as
+//! submitted, or `(maildrop queue, sender UID N)` when they cannot be parsed, as Postfix's
+//! showq does. The queues are scanned in the order maildrop, hold, incoming, active,
+//! deferred, by [`postern_lib::queue_scan`].
 //!
 //! `-j` prints Postfix's JSON fields: `queue_name`, `queue_id`, `arrival_time`,
 //! `message_size`, `forced_expire`, `sender`, `recipients` (`address`, `delay_reason` when

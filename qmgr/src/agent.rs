@@ -4,8 +4,8 @@
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use postern_lib::ipc::IpcStream;
@@ -27,7 +27,8 @@ impl Resolver {
         // One retry on a fresh connection: trivial-rewrite may have exited (max_idle, max_use).
         for attempt in 0..2 {
             if self.conn.is_none() {
-                let sock = UnixStream::connect(resolve::SOCKET).map_err(|e| format!("connect to {}: {e}", resolve::SOCKET))?;
+                let sock =
+                    UnixStream::connect(resolve::SOCKET).map_err(|e| format!("connect to {}: {e}", resolve::SOCKET))?;
                 let c = IpcStream::client(sock, resolve::PROTOCOL, resolve::VERSION, Some(RESOLVE_TIMEOUT))
                     .map_err(|e| format!("{}: {e}", resolve::SOCKET))?;
                 self.conn = Some(c);
@@ -68,17 +69,15 @@ pub fn spawn_job(
     waker: Arc<mio::Waker>,
 ) {
     let socket = deliver::socket(transport);
-    let spawned = std::thread::Builder::new()
-        .name(format!("job-{id}"))
-        .spawn({
-            let done = done.clone();
-            let waker = waker.clone();
-            move || {
-                let result = run_job(&socket, &req, timeout);
-                let _ = done.send((id, result));
-                let _ = waker.wake();
-            }
-        });
+    let spawned = std::thread::Builder::new().name(format!("job-{id}")).spawn({
+        let done = done.clone();
+        let waker = waker.clone();
+        move || {
+            let result = run_job(&socket, &req, timeout);
+            let _ = done.send((id, result));
+            let _ = waker.wake();
+        }
+    });
     if let Err(e) = spawned {
         let _ = done.send((id, Err(format!("cannot start a job thread: {e}"))));
         let _ = waker.wake();
@@ -86,7 +85,8 @@ pub fn spawn_job(
 }
 
 fn run_job(socket: &str, req: &DeliverRequest, timeout: Duration) -> Result<DeliverReply, String> {
-    let sock = UnixStream::connect(Path::new(socket)).map_err(|e| format!("delivery agent {socket} unavailable: {e}"))?;
+    let sock =
+        UnixStream::connect(Path::new(socket)).map_err(|e| format!("delivery agent {socket} unavailable: {e}"))?;
     let mut c = IpcStream::client(sock, deliver::PROTOCOL, deliver::VERSION, Some(timeout))
         .map_err(|e| format!("delivery agent {socket}: {e}"))?;
     c.send(req).map_err(|e| format!("delivery agent {socket}: {e}"))?;

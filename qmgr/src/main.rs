@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod notices;
 mod queue;
 mod schedule;
 mod service;
@@ -49,7 +50,5 @@ mod settings;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    postern_lib::skeleton::event::event_server("qmgr", |ctx| {
-        Ok(service::Service::new(settings::Settings::new(ctx)))
-    })
+    postern_lib::skeleton::event::event_server("qmgr", |ctx| Ok(service::Service::new(settings::Settings::new(ctx))))
 }

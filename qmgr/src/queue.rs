@@ -112,7 +112,10 @@ pub fn mark(file: &File, handle: &RecipientHandle, status: RecipientStatus) -> R
 pub fn to_corrupt(path: &Path, id: &QueueId, why: &str) {
     match move_to(path, CORRUPT, id) {
         Ok(_) => tracing::warn!(queue_id = id.as_str(), "corrupt queue file moved to corrupt/: {why}"),
-        Err(e) => tracing::error!(queue_id = id.as_str(), "corrupt queue file, cannot move it to corrupt/: {e}"),
+        Err(e) => tracing::error!(
+            queue_id = id.as_str(),
+            "corrupt queue file, cannot move it to corrupt/: {e}"
+        ),
     }
 }
 
@@ -120,6 +123,7 @@ pub fn to_corrupt(path: &Path, id: &QueueId, why: &str) {
 pub fn remove(path: &Path, id: &QueueId) -> std::io::Result<()> {
     std::fs::remove_file(path)?;
     let _ = std::fs::remove_file(path_in(DEFER_LOG, id));
+    crate::notices::remove(id);
     Ok(())
 }
 

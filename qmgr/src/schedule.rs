@@ -2,6 +2,7 @@
 //! recipients resolved into per-destination queues, jobs handed out round-robin within
 //! the concurrency limits, results folded back, finished messages retired or deferred.
 
+use crate::notices::{self, Failed};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +62,8 @@ struct Msg {
     temp: Vec<(String, String, String)>,
     /// Permanent failures decided by qmgr itself: (rcpt position, dsn, reason).
     perm: Vec<(usize, String, String)>,
+    /// Permanent failures reported by delivery agents in this attempt.
+    failed: Vec<Failed>,
 }
 
 struct Job {
@@ -266,7 +269,7 @@ impl Qmgr {
             nrcpt
         );
         if rcpts.is_empty() {
-            return self.retire(path, &id);
+            return self.retire_or_wait(path, &id, qf.envelope.arrival.secs);
         }
         self.rcpt_count += rcpts.len();
         let arrival = qf.envelope.arrival.secs * 1_000_000 + u64::from(qf.envelope.arrival.micros);
@@ -281,6 +284,7 @@ impl Qmgr {
                 waiting: 0,
                 temp: Vec::new(),
                 perm: Vec::new(),
+                failed: Vec::new(),
             },
         );
         self.unresolved.push_back(id);
@@ -497,7 +501,15 @@ impl Qmgr {
                 });
                 match (found, &result) {
                     (Some(x), _) if x.is_success() => {}
-                    (Some(x), _) if x.is_permanent() => r.perm = true,
+                    (Some(x), _) if x.is_permanent() => {
+                        r.perm = true;
+                        msg.failed.push(Failed {
+                            index: r.index,
+                            address: e.address.clone(),
+                            dsn: x.dsn.clone(),
+                            text: x.text.clone(),
+                        });
+                    }
                     (Some(x), _) => {
                         r.temp = true;
                         msg.temp.push((e.address.clone(), x.dsn.clone(), x.text.clone()));
@@ -544,14 +556,31 @@ impl Qmgr {
         };
         let now = queue::now_micros();
         let times = [msg.arrival_micros, msg.active_micros, now, now, now];
+        let mut failed = msg.failed.clone();
         for (pos, dsn, text) in &msg.perm {
             if let Some(r) = msg.rcpts.get(*pos) {
                 let line = status_line(&r.address, "", "none", times, dsn, "bounced", text);
                 tracing::info!(queue_id = id.as_str(), "{line}");
+                failed.push(Failed {
+                    index: r.index,
+                    address: r.address.clone(),
+                    dsn: dsn.clone(),
+                    text: text.clone(),
+                });
             }
         }
-        for r in msg.rcpts.iter().filter(|r| r.qmgr_marks && r.routes_left == 0 && !r.temp) {
-            let Some(rec) = qf.recipients.get(r.index) else { continue };
+        // The notice is owed before any done mark says the recipient is finished.
+        if let Err(e) = notices::append(&id, &failed) {
+            tracing::warn!(queue_id = id.as_str(), "cannot write bounce log: {e}");
+        }
+        for r in msg
+            .rcpts
+            .iter()
+            .filter(|r| r.qmgr_marks && r.routes_left == 0 && !r.temp)
+        {
+            let Some(rec) = qf.recipients.get(r.index) else {
+                continue;
+            };
             if rec.status.is_final() {
                 continue;
             }
@@ -571,7 +600,7 @@ impl Qmgr {
         };
         if qf.all_done() {
             drop(file);
-            return self.retire(&msg.path, &id);
+            return self.retire_or_wait(&msg.path, &id, msg.arrival_micros / 1_000_000);
         }
         let mut temp = msg.temp;
         if temp.is_empty() {
@@ -588,10 +617,18 @@ impl Qmgr {
                 let text = format!("message expired after {age}s in the queue: {last}");
                 let line = status_line(&rec.spec.address, "", "none", times, "4.4.7", "bounced", &text);
                 tracing::info!(queue_id = id.as_str(), "{line}");
+                let expired = Failed {
+                    index: rec.handle.index(),
+                    address: rec.spec.address.clone(),
+                    dsn: "4.4.7".into(),
+                    text,
+                };
+                if let Err(e) = notices::append(&id, &[expired]) {
+                    tracing::warn!(queue_id = id.as_str(), "cannot write bounce log: {e}");
+                }
             }
-            // TODO(bounce daemon): send the sender a non-delivery notice.
             drop(file);
-            return self.retire(&msg.path, &id);
+            return self.retire_or_wait(&msg.path, &id, msg.arrival_micros / 1_000_000);
         }
         drop(file);
         let entries: Vec<(String, String, String)> = temp.into_iter().filter(|t| !t.0.is_empty()).collect();
@@ -606,6 +643,28 @@ impl Qmgr {
                 }
             }
             Err(e) => tracing::warn!(queue_id = id.as_str(), "cannot move to deferred: {e}"),
+        }
+    }
+
+    /// A message whose recipients are all finished: send the notice it still owes, then
+    /// remove it; if the notice cannot be sent now, it waits in deferred/ for its next
+    /// retry.
+    fn retire_or_wait(&mut self, path: &Path, id: &QueueId, arrival_secs: u64) {
+        match notices::send(path, id) {
+            Ok(()) => self.retire(path, id),
+            Err(why) => {
+                tracing::warn!(
+                    queue_id = id.as_str(),
+                    "cannot send non-delivery notification: {why}; will retry"
+                );
+                let age = queue::now_secs().saturating_sub(arrival_secs);
+                match queue::move_to(path, queue::DEFERRED, id) {
+                    Ok(p) => {
+                        let _ = queue::set_mtime(&p, queue::now_secs() + self.s.backoff(age));
+                    }
+                    Err(e) => tracing::warn!(queue_id = id.as_str(), "cannot move to deferred: {e}"),
+                }
+            }
         }
     }
 
@@ -625,10 +684,31 @@ fn first_msg(e: &Entry) -> QueueId {
 fn split_dsn(s: &str, default: &str) -> (String, String) {
     let mut it = s.splitn(2, ' ');
     let first = it.next().unwrap_or("");
-    let is_dsn = first.split('.').count() == 3 && first.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let is_dsn = first.split('.').count() == 3
+        && first
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if is_dsn {
         (first.to_string(), it.next().unwrap_or("").trim().to_string())
     } else {
         (default.to_string(), s.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_dsn;
+
+    #[test]
+    fn dsn_prefix_is_split_off() {
+        assert_eq!(
+            split_dsn("5.7.1 this domain is refused", "5.3.5"),
+            ("5.7.1".to_string(), "this domain is refused".to_string())
+        );
+        assert_eq!(
+            split_dsn("no code here", "5.3.5"),
+            ("5.3.5".to_string(), "no code here".to_string())
+        );
+        assert_eq!(split_dsn("5.x.1 odd", "5.3.5").0, "5.3.5");
     }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
@@ -68,7 +67,9 @@ impl Service {
 
     /// Reads trigger bytes; false when the connection is finished.
     fn read_trigger(&mut self, id: usize) -> bool {
-        let Some(sock) = self.triggers.get_mut(&id) else { return false };
+        let Some(sock) = self.triggers.get_mut(&id) else {
+            return false;
+        };
         let mut buf = [0u8; 16];
         loop {
             match sock.read(&mut buf) {
@@ -98,7 +99,7 @@ impl EventService for Service {
     fn accept(&mut self, lp: &EventLoop<'_>, _ctx: &Context, conn: Accepted) {
         let Stream::Unix(s) = conn.stream else { return };
         if self.triggers.len() < MAX_TRIGGERS && s.set_nonblocking(true).is_ok() {
-            let mut sock = mio::net::UnixStream::from_std(UnixStream::from(s));
+            let mut sock = mio::net::UnixStream::from_std(s);
             let id = self.next;
             self.next = (self.next + 1) % (RESERVED_TOKENS - 2);
             if lp.registry().register(&mut sock, Token(id), Interest::READABLE).is_ok() {

@@ -69,8 +69,11 @@ pub fn deliver(job: &mut Job, dns: &Dns, params: &Params) {
         match session.transaction(&job.req.sender.clone(), &params_text, &recipients, &mut content) {
             Ok(replies) => {
                 for (&p, reply) in pending.iter().zip(&replies) {
-                    let what = if reply.is_positive() { "" } else { "host said: " };
-                    let text = format!("{what}{}", reply.one_line());
+                    let text = if reply.is_positive() {
+                        reply.one_line()
+                    } else {
+                        format!("host {}[{}] said: {}", target.host, target.addr.ip(), reply.one_line())
+                    };
                     let code = if reply.is_positive() || reply.is_transient() || reply.code >= 500 {
                         reply.code
                     } else {

@@ -43,3 +43,4 @@ pub mod server;
 pub mod settings;
 
 pub use protocol::command::fuzz_command;
+pub use protocol::fuzz_session;

@@ -79,7 +79,11 @@ pub struct Settings {
 
 fn resolve(dir: &Path, p: &str) -> PathBuf {
     let path = Path::new(p);
-    if path.is_absolute() { path.to_path_buf() } else { dir.join(path) }
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        dir.join(path)
+    }
 }
 
 impl Settings {
@@ -102,6 +106,18 @@ impl Settings {
             data: list("smtpd_data_restrictions", &main.smtpd_data_restrictions)?,
             end_of_data: list("smtpd_end_of_data_restrictions", &main.smtpd_end_of_data_restrictions)?,
         };
+        // As Postfix: refuse to start as an open relay.
+        let stops_relay = |l: &[policy::Rule]| {
+            l.iter()
+                .any(|r| matches!(r, policy::Rule::RejectUnauthDestination | policy::Rule::Reject))
+        };
+        if !stops_relay(&restrictions.relay) && !stops_relay(&restrictions.recipient) {
+            return Err(
+                "in smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one \
+                        reject_unauth_destination or reject (this would be an open relay)"
+                    .into(),
+            );
+        }
         let mut aliases_text = String::new();
         for f in &main.alias_maps {
             let path = resolve(config_dir, f);

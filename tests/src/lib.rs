@@ -396,3 +396,58 @@ pub fn write_queue_file(
     }
     (id, path)
 }
+
+/// The whole mail pipeline as etc/master.toml ships it, with smtpd on 127.0.0.1:`smtp_port`:
+/// smtpd, cleanup, trivial-rewrite, qmgr, local, the smtp client, bounce and auth.
+pub fn pipeline_services(smtp_port: u16) -> String {
+    let mut s = String::new();
+    s.push_str(&daemon_service(
+        "smtp",
+        "inet",
+        &format!("127.0.0.1:{smtp_port}"),
+        "smtpd",
+        "maxproc = 4",
+    ));
+    s.push_str(&daemon_service("cleanup", "unix", "", "cleanup", "maxproc = 32"));
+    s.push_str(&daemon_service(
+        "rewrite",
+        "unix",
+        "",
+        "trivial-rewrite",
+        "max_use = 100000",
+    ));
+    s.push_str(&daemon_service(
+        "qmgr",
+        "unix",
+        "public/qmgr",
+        "qmgr",
+        "maxproc = 1\nmin_procs = 1\nwakeup = \"60s\"\nmax_use = 1000000000\nmax_idle = \"1000d\"",
+    ));
+    s.push_str(&daemon_service("local", "unix", "", "local", "maxproc = 8"));
+    s.push_str(&daemon_service("smtp", "unix", "", "smtp", "maxproc = 8"));
+    s.push_str(&daemon_service("bounce", "unix", "", "bounce", "maxproc = 2"));
+    s.push_str(&auth_service());
+    s
+}
+
+/// Sends one message with Python's smtplib to 127.0.0.1:`port`; returns smtplib's
+/// send_message result (refused recipients) as text.
+pub fn smtplib_send(port: u16, sender: &str, rcpts: &[&str], message: &str) -> String {
+    let rcpts: Vec<String> = rcpts.iter().map(|r| format!("{r:?}")).collect();
+    python(&format!(
+        "import smtplib\ns = smtplib.SMTP('127.0.0.1', {port}, timeout=30)\n\
+         print(s.sendmail({sender:?}, [{}], {message:?}.encode()))\ns.quit()\n",
+        rcpts.join(", ")
+    ))
+}
+
+/// The files in a Maildir's new/ and cur/, read.
+pub fn maildir_messages(dir: &Path) -> Vec<Vec<u8>> {
+    let mut files: Vec<PathBuf> = ["new", "cur"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(dir.join(d)).ok())
+        .flat_map(|rd| rd.flatten().map(|e| e.path()))
+        .collect();
+    files.sort();
+    files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+}

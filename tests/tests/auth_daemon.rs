@@ -10,7 +10,8 @@ use std::time::Duration;
 
 fn ask(inst: &Instance, req: &AuthRequest) -> AuthReply {
     let sock = UnixStream::connect(inst.queue().join(auth::SOCKET)).expect("connect to private/auth");
-    let mut chan = IpcStream::client(sock, auth::PROTOCOL, auth::VERSION, Some(Duration::from_secs(60))).expect("hello");
+    let mut chan =
+        IpcStream::client(sock, auth::PROTOCOL, auth::VERSION, Some(Duration::from_secs(60))).expect("hello");
     chan.send(req).expect("send");
     chan.recv().expect("reply")
 }
@@ -46,7 +47,11 @@ fn started(settings: &[&str]) -> Instance {
 fn right_wrong_unknown_and_lookup() {
     let inst = started(&["auth_failure_delay=1s"]);
     assert_eq!(verify(&inst, "alice", "Secret-Alice-1", Some("192.0.2.7")), ok("alice"));
-    assert_eq!(verify(&inst, "Alice", "Secret-Alice-1", None), ok("alice"), "names are case-blind");
+    assert_eq!(
+        verify(&inst, "Alice", "Secret-Alice-1", None),
+        ok("alice"),
+        "names are case-blind"
+    );
     let wrong = verify(&inst, "alice", "Not-Her-Password-9", Some("192.0.2.7"));
     assert!(is_fail(&wrong, "wrong password"), "{wrong:?}");
     let unknown = verify(&inst, "mallory", "Whatever-Pass-3", Some("192.0.2.8"));
@@ -64,10 +69,14 @@ fn right_wrong_unknown_and_lookup() {
     );
     // Several requests on one connection.
     let sock = UnixStream::connect(inst.queue().join(auth::SOCKET)).expect("connect");
-    let mut chan = IpcStream::client(sock, auth::PROTOCOL, auth::VERSION, Some(Duration::from_secs(60))).expect("hello");
+    let mut chan =
+        IpcStream::client(sock, auth::PROTOCOL, auth::VERSION, Some(Duration::from_secs(60))).expect("hello");
     for _ in 0..2 {
         chan.send(&AuthRequest::Lookup { user: "alice".into() }).expect("send");
-        assert!(matches!(chan.recv::<AuthReply>().expect("reply"), AuthReply::Exists { .. }));
+        assert!(matches!(
+            chan.recv::<AuthReply>().expect("reply"),
+            AuthReply::Exists { .. }
+        ));
     }
     let log = inst.log();
     assert!(
@@ -83,7 +92,11 @@ fn right_wrong_unknown_and_lookup() {
 
 #[test]
 fn burst_of_failures_is_locked_out_while_others_get_in() {
-    let inst = started(&["auth_failure_limit=3", "auth_failure_window=10m", "auth_failure_delay=1s"]);
+    let inst = started(&[
+        "auth_failure_limit=3",
+        "auth_failure_window=10m",
+        "auth_failure_delay=1s",
+    ]);
     add_user(&inst, "bob", "Secret-Bob-2");
     for _ in 0..3 {
         let r = verify(&inst, "alice", "guess", Some("198.51.100.9"));
@@ -141,7 +154,8 @@ fn a_delayed_failure_does_not_hold_up_other_clients() {
         assert!(is_fail(&r, "wrong password"), "{r:?}");
     }
     let sock = UnixStream::connect(inst.queue().join(auth::SOCKET)).expect("connect");
-    let mut held = IpcStream::client(sock, auth::PROTOCOL, auth::VERSION, Some(Duration::from_secs(60))).expect("hello");
+    let mut held =
+        IpcStream::client(sock, auth::PROTOCOL, auth::VERSION, Some(Duration::from_secs(60))).expect("hello");
     held.send(&AuthRequest::Verify {
         user: "alice".into(),
         password: "guess".into(),
@@ -156,7 +170,10 @@ fn a_delayed_failure_does_not_hold_up_other_clients() {
     ));
     // ...and the held answer is not there yet.
     held.get_ref().set_nonblocking(true).expect("nonblocking");
-    assert!(held.recv::<AuthReply>().is_err(), "the failure was answered without a delay");
+    assert!(
+        held.recv::<AuthReply>().is_err(),
+        "the failure was answered without a delay"
+    );
     held.get_ref().set_nonblocking(false).expect("blocking");
     let r: AuthReply = held.recv().expect("held reply");
     assert!(is_fail(&r, "wrong password"), "{r:?}");

@@ -114,13 +114,10 @@ fn queued(inst: &Instance, r: &CleanupReply) -> (QueueFile, Vec<u8>) {
     QueueFile::read_all(f, &Limits::default()).expect("parse")
 }
 
-#[test]
-fn cleanup_clamav_milter_rejects_eicar() {
-    if !have(&["/usr/sbin/clamd", "/usr/sbin/clamav-milter"]) {
-        return;
-    }
-    let d = tempdir();
-    let dir = d.path();
+/// Starts clamd on a one-signature database and clamav-milter in front of it, in `d`;
+/// returns both processes and the milter's socket.
+fn start_clamav(d: &Path) -> (Daemon, Daemon, PathBuf) {
+    let dir = d;
     let db = dir.join("db");
     std::fs::create_dir(&db).expect("mkdir db");
     let hex: String = "EICAR-STANDARD-ANTIVIRUS-TEST-FILE"
@@ -153,15 +150,25 @@ fn cleanup_clamav_milter_rejects_eicar() {
         ),
     )
     .expect("clamav-milter.conf");
-    let _clamd = spawn(Command::new("/usr/sbin/clamd").arg("-c").arg(dir.join("clamd.conf")));
+    let clamd = spawn(Command::new("/usr/sbin/clamd").arg("-c").arg(dir.join("clamd.conf")));
     wait_socket(&clamd_sock);
-    let _milter = spawn(
+    let milter = spawn(
         Command::new("/usr/sbin/clamav-milter")
             .arg("-c")
             .arg(dir.join("clamav-milter.conf")),
     );
     wait_socket(&milter_sock);
 
+    (clamd, milter, milter_sock)
+}
+
+#[test]
+fn cleanup_clamav_milter_rejects_eicar() {
+    if !have(&["/usr/sbin/clamd", "/usr/sbin/clamav-milter"]) {
+        return;
+    }
+    let d = tempdir();
+    let (_clamd, _milter, milter_sock) = start_clamav(d.path());
     let milters = format!("smtpd_milters=[\"unix:{}\"]", milter_sock.display());
     let inst = instance(&[&milters]);
     let virus = format!("From: alice@example.test\nTo: bob@example.test\nSubject: test\n\n{EICAR}\n");
@@ -283,4 +290,62 @@ fn cleanup_opendkim_signs_and_the_signature_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!report.contains("succeeded"), "{report}");
+}
+
+/// The whole path: Python's smtplib → smtpd → cleanup → clamav-milter. The EICAR message
+/// is refused at the end of DATA (before any 250), the clean one gets its 250 and is queued.
+#[test]
+fn cleanup_eicar_over_smtp_is_refused_before_250() {
+    if !have(&["/usr/sbin/clamd", "/usr/sbin/clamav-milter", "/usr/bin/python3"]) {
+        return;
+    }
+    let d = tempdir();
+    let (_clamd, _milter, milter_sock) = start_clamav(d.path());
+    let port = postern_tests::free_port();
+    let services = format!(
+        "{}{}{}",
+        postern_tests::daemon_service("cleanup", "unix", "", "cleanup", "maxproc = 4"),
+        postern_tests::auth_service(),
+        postern_tests::daemon_service("smtp", "inet", &format!("127.0.0.1:{port}"), "smtpd", "maxproc = 2"),
+    );
+    let milters = format!("smtpd_milters=[\"unix:{}\"]", milter_sock.display());
+    let mut inst = Instance::new(&services, &[&milters]);
+    inst.start();
+    let script = format!(
+        r#"
+import smtplib
+eicar = {eicar:?}
+def send(body):
+    s = smtplib.SMTP("127.0.0.1", {port}, timeout=60)
+    s.ehlo("client.test")
+    msg = "From: a@remote.test\r\nTo: b@remote.test\r\nSubject: t\r\n\r\n" + body + "\r\n"
+    try:
+        s.sendmail("a@remote.test", ["b@remote.test"], msg)
+        r = "250"
+    except smtplib.SMTPDataError as e:
+        r = "%d %s" % (e.smtp_code, e.smtp_error.decode())
+    s.quit()
+    return r
+print(send(eicar))
+print(send("clean text"))
+"#,
+        eicar = EICAR
+    );
+    let out = postern_tests::python(&script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with('5') && lines[0].contains("Postern.Test.EICAR"),
+        "{out}\n{}",
+        inst.log()
+    );
+    assert_eq!(lines[1], "250", "{out}\n{}", inst.log());
+    let files: Vec<_> = std::fs::read_dir(inst.queue().join("incoming"))
+        .expect("ls")
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 1, "only the clean message is queued");
+    let f = std::fs::File::open(files[0].path()).expect("open");
+    let (_, content) = QueueFile::read_all(f, &Limits::default()).expect("parse");
+    assert!(String::from_utf8_lossy(&content).contains("clean text"));
 }

@@ -135,6 +135,7 @@ fn cleanup_local_submission_extracts_recipients_and_adds_from() {
     let inst = instance(&[]);
     let mut sub = submission("alice", &[], Origin::Local);
     sub.extract_recipients = true;
+    sub.attributes.insert("full_name".into(), "Alice Smith".into());
     let content = b"To: Bob <bob@example.test>, \"C\" <carol@example.test>\nCc: dave\nBcc: eve@elsewhere.test\nSubject: t\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <x@y>\n\nbody\n";
     let id = queued_id(&submit(&inst, sub, content));
     let (qf, text) = read(&inst.queue().join("incoming").join(&id));
@@ -150,7 +151,7 @@ fn cleanup_local_submission_extracts_recipients_and_adds_from() {
     );
     assert_eq!(qf.envelope.sender, "alice@example.test");
     assert!(!text.contains("Bcc") && !text.contains("eve@"), "{text}");
-    assert_eq!(header_value(&text, "From"), Some("alice@example.test"));
+    assert_eq!(header_value(&text, "From"), Some("Alice Smith <alice@example.test>"));
     assert_eq!(header_value(&text, "Date"), Some("Mon, 1 Jan 2024 00:00:00 +0000"));
     assert_eq!(header_value(&text, "Message-ID"), Some("<x@y>"));
 
@@ -348,4 +349,103 @@ fn cleanup_hanging_milter_gets_default_action() {
     ]);
     let r = submit(&inst2, sub(), b"Subject: x\n\ny\n");
     assert!(matches!(r, CleanupReply::Rejected { code: 550, .. }), "{r:?}");
+}
+
+#[test]
+fn cleanup_client_hold_goes_to_hold() {
+    let inst = instance(&[]);
+    let mut sub = submission("a@example.test", &["b@example.test"], Origin::Local);
+    sub.hold = true;
+    let id = queued_id(&submit(&inst, sub, b"Subject: held\n\nx\n"));
+    assert_eq!(names(&inst, "hold"), vec![id.clone()]);
+    assert!(names(&inst, "incoming").is_empty());
+    assert!(inst.log().contains(&format!("{id}: from=<a@example.test>, size=")));
+    assert!(inst.log().contains("(queue hold)"));
+}
+
+/// kill -9 of cleanup processes while clients submit: every message that got `Queued` is a
+/// complete queue file, every file under a final name is complete, and whatever else is
+/// left is a `.cleanup.*` temporary.
+#[test]
+fn cleanup_kill_9_loses_nothing_acknowledged() {
+    let inst = instance(&["service_throttle_time=1s"]);
+    let queue = inst.queue();
+    let master = inst.master_pid();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut kills = 0;
+            // A few rounds while the clients are busy, then let the rest go through.
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_millis(150));
+                for pid in postern_tests::children_of(master) {
+                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    if comm.trim() == "cleanup" {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        kills += 1;
+                    }
+                }
+            }
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            kills
+        })
+    };
+    let body: Vec<u8> = b"Subject: crash\n\n"
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(b'z', 20_000))
+        .collect();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let path = queue.join(cleanup::SOCKET);
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for _ in 0..25 {
+                    let Ok(sock) = UnixStream::connect(&path) else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    let Ok(mut c) =
+                        IpcStream::client(sock, cleanup::PROTOCOL, cleanup::VERSION, Some(Duration::from_secs(10)))
+                    else {
+                        continue;
+                    };
+                    let sub = submission("a@example.test", &["b@example.test"], Origin::Smtp);
+                    let sent = c.send(&CleanupRequest::Submit(sub)).is_ok()
+                        && c.send_data(&body).is_ok()
+                        && c.send_end().is_ok();
+                    if let (true, Ok(CleanupReply::Queued { queue_id })) = (sent, c.recv::<CleanupReply>()) {
+                        acked.push(queue_id);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let acked: Vec<String> = clients.into_iter().flat_map(|c| c.join().expect("client")).collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = killer.join().expect("killer");
+    assert!(kills > 0, "no cleanup process was killed");
+    assert!(!acked.is_empty(), "nothing was acknowledged");
+    let files = names(&inst, "incoming");
+    for id in &acked {
+        assert!(files.contains(id), "acknowledged {id} missing");
+    }
+    for f in &files {
+        if f.starts_with('.') {
+            assert!(f.starts_with(".cleanup."), "unexpected {f}");
+            continue;
+        }
+        let (qf, content) = read(&queue.join("incoming").join(f));
+        assert_eq!(qf.envelope.queue_id.as_str(), f);
+        assert!(content.ends_with(&"z".repeat(20_000)), "{f} incomplete");
+    }
+    eprintln!("{} acknowledged, {} files, {kills} kills", acked.len(), files.len());
 }

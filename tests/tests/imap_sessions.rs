@@ -53,13 +53,17 @@ fn deliver(inst: &Instance, user: &str, name: &str, bytes: &[u8]) {
 }
 
 fn instance() -> (Instance, u16) {
+    instance_with(&[], "")
+}
+
+fn instance_with(settings: &[&str], service_extra: &str) -> (Instance, u16) {
     let port = free_port();
     let services = format!(
         "{}{}",
         auth_service(),
-        daemon_service("imap", "inet", &format!("127.0.0.1:{port}"), "imapd", "")
+        daemon_service("imap", "inet", &format!("127.0.0.1:{port}"), "imapd", service_extra)
     );
-    let mut inst = Instance::new(&services, &[]);
+    let mut inst = Instance::new(&services, settings);
     add_user(&inst, "alice", "Alice-Imap-Pw1");
     std::fs::create_dir_all(inst.root.path().join("var/mail")).expect("mkdir");
     deliver(
@@ -244,12 +248,30 @@ s.sendall(b'a4 APPEND INBOX {5}\r\n')
 assert f.readline().startswith(b'+')
 s.sendall(b'ab\r\n')
 s.close()
+# a client that never logs in is closed after imapd_login_timeout
+idle = socket.create_connection(('127.0.0.1', port), timeout=30)
+g = idle.makefile('rb')
+assert g.readline().startswith(b'* OK')
+assert g.readline() == b'* BYE Idle timeout\r\n'
+# imapd_user_connection_limit = 2: the third session of alice is refused
+conns = []
+for i in range(3):
+    c = socket.create_connection(('127.0.0.1', port))
+    r = c.makefile('rb')
+    assert r.readline().startswith(b'* OK')
+    c.sendall(b'l LOGIN alice Alice-Imap-Pw1\r\n')
+    conns.append((c, r.readline()))
+assert conns[0][1].startswith(b'l OK') and conns[1][1].startswith(b'l OK'), conns
+assert conns[2][1] == b'l NO [LIMIT] Too many sessions for this user\r\n', conns
 print('limits ok')
 "#;
 
 #[test]
 fn bad_commands_and_oversized_literals_are_refused() {
-    let (mut inst, port) = instance();
+    let (mut inst, port) = instance_with(
+        &["imapd_login_timeout=1s", "imapd_user_connection_limit=2"],
+        "maxproc = 1",
+    );
     let out = python(LIMITS, port);
     assert!(out.contains("limits ok"), "{out}");
     // the interrupted APPEND left nothing behind

@@ -10,7 +10,17 @@ fn cert(dir: &std::path::Path) -> (String, String) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -29,7 +39,7 @@ fn big_message(n: usize) -> Vec<u8> {
     let mut m = b"From: big@example.test\r\nSubject: big\r\n\r\n".to_vec();
     let mut i = 0usize;
     while m.len() < n {
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             m.extend_from_slice(format!(".line {i} starts with a dot\r\n").as_bytes());
         } else {
             m.extend_from_slice(format!("line {i} of the big message, some filler text here\r\n").as_bytes());
@@ -49,7 +59,13 @@ fn large_message_over_plaintext_and_pop3s() {
         "{}{}{}",
         auth_service(),
         daemon_service("pop3", "inet", &format!("127.0.0.1:{port}"), "pop3d", ""),
-        daemon_service("pop3s", "inet", &format!("127.0.0.1:{sport}"), "pop3d", "args = [\"tls\"]")
+        daemon_service(
+            "pop3s",
+            "inet",
+            &format!("127.0.0.1:{sport}"),
+            "pop3d",
+            "args = [\"tls\"]"
+        )
     );
     let mut inst = Instance::new(&services, &[&cert_set, &key_set]);
     add_user(&inst, "alice", "Alice-Pop-Pw1");
@@ -61,7 +77,11 @@ fn large_message_over_plaintext_and_pop3s() {
             .arg(inst.root.path().join("var/mail/alice/new/1700000100.M1P1.test"))
             .output()
             .expect("md5sum");
-        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     };
     let script = |ssl: bool, p: u16| {
         format!(
@@ -106,8 +126,18 @@ fn fetchmail_fetches_and_deletes() {
     let mut inst = Instance::new(&services, &[]);
     add_user(&inst, "alice", "Alice-Pop-Pw1");
     inst.start();
-    deliver_maildir(&inst, "alice", "1700000200.M1P1.test", b"From: x@example.test\nSubject: first\n\nfirst body\n");
-    deliver_maildir(&inst, "alice", "1700000201.M2P2.test", b"From: y@example.test\nSubject: second\n\n.dotted\n");
+    deliver_maildir(
+        &inst,
+        "alice",
+        "1700000200.M1P1.test",
+        b"From: x@example.test\nSubject: first\n\nfirst body\n",
+    );
+    deliver_maildir(
+        &inst,
+        "alice",
+        "1700000201.M2P2.test",
+        b"From: y@example.test\nSubject: second\n\n.dotted\n",
+    );
     let home = tempfile::tempdir().expect("home");
     let out_dir = home.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir out");
@@ -142,8 +172,16 @@ fn fetchmail_fetches_and_deletes() {
         .collect();
     got.sort();
     assert_eq!(got.len(), 2, "{text}");
-    assert!(got.iter().any(|m| m.contains("Subject: first") && m.contains("first body")), "{got:?}");
-    assert!(got.iter().any(|m| m.contains("Subject: second") && m.contains("\n.dotted")), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|m| m.contains("Subject: first") && m.contains("first body")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|m| m.contains("Subject: second") && m.contains("\n.dotted")),
+        "{got:?}"
+    );
     let md = inst.root.path().join("var/mail/alice");
     let left: usize = ["new", "cur"]
         .iter()

@@ -85,8 +85,14 @@ p.sock.close()  # dropped: nothing deleted
         out.contains("RETR2 b'+OK 48 octets' [b'From: b@example.test', b'Subject: two', b'', b'body two'] 48"),
         "{out}"
     );
-    assert!(out.contains("TOP [b'From: b@example.test', b'Subject: two', b'']"), "{out}");
-    assert!(out.contains("TOP1 [b'From: a@example.test', b'Subject: one', b'', b'line1']"), "{out}");
+    assert!(
+        out.contains("TOP [b'From: b@example.test', b'Subject: two', b'']"),
+        "{out}"
+    );
+    assert!(
+        out.contains("TOP1 [b'From: a@example.test', b'Subject: one', b'', b'line1']"),
+        "{out}"
+    );
     assert!(out.contains("SECOND b'-ERR [IN-USE]"), "{out}");
     assert!(out.contains("RETR9 b'-ERR No such message'"), "{out}");
     assert!(out.contains("DELE b'+OK"), "{out}");
@@ -126,7 +132,17 @@ fn stls_and_plaintext_refused_from_untrusted_client() {
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -164,15 +180,73 @@ print('RETR', p.retr(1)[1])
 p.quit()
 "#
     ));
-    assert!(out.contains("CAPA ['AUTH-RESP-CODE', 'IMPLEMENTATION', 'PIPELINING', 'RESP-CODES', 'STLS', 'TOP', 'UIDL']"), "{out}");
+    assert!(
+        out.contains("CAPA ['AUTH-RESP-CODE', 'IMPLEMENTATION', 'PIPELINING', 'RESP-CODES', 'STLS', 'TOP', 'UIDL']"),
+        "{out}"
+    );
     assert!(
         out.contains("USER b'-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections'"),
         "{out}"
     );
     assert!(out.contains("AUTH b'-ERR [AUTH] Plaintext"), "{out}");
     assert!(out.contains("STLS b'+OK Begin TLS negotiation now'"), "{out}");
-    assert!(out.contains("CAPA2 ['AUTH-RESP-CODE', 'IMPLEMENTATION', 'PIPELINING', 'RESP-CODES', 'SASL', 'TOP', 'UIDL', 'USER']"), "{out}");
+    assert!(
+        out.contains(
+            "CAPA2 ['AUTH-RESP-CODE', 'IMPLEMENTATION', 'PIPELINING', 'RESP-CODES', 'SASL', 'TOP', 'UIDL', 'USER']"
+        ),
+        "{out}"
+    );
     assert!(out.contains("AUTH2 b'+OK Logged in"), "{out}");
     assert!(out.contains("STAT (1, 63)"), "{out}");
-    assert!(out.contains("RETR [b'From: a@example.test', b'Subject: one', b'', b'line1', b'.dot line', b'line3']"), "{out}");
+    assert!(
+        out.contains("RETR [b'From: a@example.test', b'Subject: one', b'', b'line1', b'.dot line', b'line3']"),
+        "{out}"
+    );
+}
+
+fn greeted(port: u16) -> std::net::TcpStream {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let mut greeting = [0u8; 64];
+    let n = s.read(&mut greeting).expect("greeting");
+    assert!(
+        greeting[..n].starts_with(b"+OK"),
+        "{:?}",
+        String::from_utf8_lossy(&greeting[..n])
+    );
+    s
+}
+
+fn rest(mut s: std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn pipelined_commands_long_lines_and_autologout() {
+    use std::io::Write;
+    let (inst, port) = instance(&["pop3d_timeout=10s"]);
+    deliver(&inst, "alice", "1700000000.M1P1.test", MSG1);
+    // RFC 2449 PIPELINING: everything in one write, answers in order.
+    let mut s = greeted(port);
+    s.write_all(b"USER alice\r\nPASS Alice-Pop-Pw1\r\nSTAT\r\nUIDL 1\r\nLIST 1\r\nQUIT\r\n")
+        .expect("write");
+    assert_eq!(
+        rest(s),
+        "+OK Send your password\r\n+OK Logged in, 1 messages (63 octets)\r\n+OK 1 63\r\n\
+         +OK 1 1700000000.M1P1.test\r\n+OK 1 63\r\n+OK Bye (0 messages deleted)\r\n"
+    );
+    // A command line over the limit is refused and the connection closed.
+    let mut s = greeted(port);
+    let mut long = vec![b'A'; 5000];
+    long.extend_from_slice(b"\r\nNOOP\r\n");
+    s.write_all(&long).expect("write");
+    assert_eq!(rest(s), "-ERR Command line too long\r\n");
+    // A client that never logs in is logged out.
+    let s = greeted(port);
+    assert_eq!(rest(s), "-ERR Autologout; idle for too long\r\n");
 }

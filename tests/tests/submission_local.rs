@@ -1,8 +1,8 @@
 //! Local submission under the real master: `sendmail` → `postdrop` → `maildrop/` →
 //! `pickup` → a cleanup. Pickup is tested against `postern-test-pickup-cleanup`, a
-//! stand-in that records what it was handed and answers as told (queue, tempfail,
-//! reject), so every pickup decision can be observed; one test runs the real cleanup and
-//! reads the queue file it writes.
+//! stand-in that records what it was handed and answers as told (queue, tempfail, reject,
+//! or dying before it answers), so every pickup decision can be observed; one test runs
+//! the real cleanup and reads the queue file it writes.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -82,7 +82,9 @@ fn records(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .expect("record dir")
         .filter_map(|e| e.ok())
         .map(|e| e.path())
+        // `.N.env` is the test cleanup's temporary name, not yet a record.
         .filter(|p| p.extension().is_some_and(|x| x == "env"))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
         .collect();
     envs.sort();
     envs.iter()
@@ -293,9 +295,23 @@ fn maildrop_file_stays_until_cleanup_queues_it() {
     );
     assert_eq!(names(&inst, "maildrop").len(), 1);
 
-    // A cleanup that answers TempFail: the file still waits.
+    // A cleanup killed before it answers: the file still waits.
     let etc = inst.etc();
     let master = |mode: &str| format!("{}{}", pickup_service(), test_cleanup_service(mode, rec.path()));
+    std::fs::write(etc.join("master.toml"), master("die")).expect("master.toml");
+    assert!(inst.postern(&["reload"]).status.success());
+    assert!(wait_for(WAIT, || {
+        trigger::send(&inst.queue().join(trigger::PICKUP_SOCKET), trigger::WAKEUP);
+        !records(rec.path()).is_empty()
+    }));
+    assert!(
+        wait_for(WAIT, || inst.log_count("cleanup: reply:") >= 1),
+        "{}",
+        inst.log()
+    );
+    assert_eq!(names(&inst, "maildrop").len(), 1);
+
+    // A cleanup that answers TempFail: the file still waits.
     std::fs::write(etc.join("master.toml"), master("tempfail")).expect("master.toml");
     assert!(inst.postern(&["reload"]).status.success());
     assert!(wait_for(WAIT, || {
@@ -312,8 +328,8 @@ fn maildrop_file_stays_until_cleanup_queues_it() {
         names(&inst, "maildrop").is_empty()
     }));
     let got = records(rec.path());
-    // The tempfail attempts were recorded too; the last record is the one queued.
-    assert!(got.len() >= 2);
+    // The crashed and tempfail attempts were recorded too; the last one is the one queued.
+    assert!(got.len() >= 3);
     assert!(got.iter().all(|(_, c)| c == b"Subject: wait\n\nx\n"));
     inst.stop();
 }
@@ -325,9 +341,10 @@ fn permanent_rejection_is_logged_and_kept_in_corrupt() {
     assert!(out.status.success());
     assert!(wait_for(WAIT, || names(&inst, "corrupt").len() == 1));
     assert!(names(&inst, "maildrop").is_empty());
-    assert_eq!(
-        inst.log_count("rejected by cleanup: 550 5.7.1 test cleanup refuses"),
-        1,
+    assert!(
+        wait_for(WAIT, || inst
+            .log_count("rejected by cleanup: 550 5.7.1 test cleanup refuses")
+            == 1),
         "{}",
         inst.log()
     );
@@ -335,10 +352,7 @@ fn permanent_rejection_is_logged_and_kept_in_corrupt() {
 
 #[test]
 fn real_cleanup_writes_the_queue_file() {
-    if !bin("cleanup").exists() {
-        eprintln!("cleanup is not built; skipping");
-        return;
-    }
+    assert!(bin("cleanup").exists(), "build the workspace first: cleanup is missing");
     let services = format!(
         "{}[[service]]\nname = \"cleanup\"\ntype = \"unix\"\ncommand = \"{}\"\n",
         pickup_service(),
@@ -372,6 +386,7 @@ fn real_cleanup_writes_the_queue_file() {
     let text = String::from_utf8_lossy(&content);
     assert!(text.contains("Subject: via cleanup\n"), "{text}");
     assert!(!text.contains("Bcc:"), "Bcc kept: {text}");
+    assert!(text.contains("From: "), "no From: added for a local submission: {text}");
     assert!(text.contains("\nbody\n"), "{text}");
     assert_eq!(
         qf.envelope.attributes.get("uid").map(String::as_str),

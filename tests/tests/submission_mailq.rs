@@ -156,13 +156,20 @@ fn listing_of_a_known_queue() {
     assert_eq!(drops.len(), 1);
     let dmeta = std::fs::metadata(&drops[0]).expect("stat maildrop file");
     let drop_id = drops[0].file_name().expect("name").to_string_lossy().into_owned();
+    // A maildrop file that cannot be parsed is listed by owner only.
+    let bad_id = QueueId::new().to_string();
+    std::fs::write(q.join("maildrop").join(&bad_id), b"garbage").expect("write garbage");
+    let bmeta = std::fs::metadata(q.join("maildrop").join(&bad_id)).expect("stat");
     let asctime = postern_lib::queue_scan::asctime;
 
     let pad = " ".repeat(47);
     let reason = "(connect to remote.test[192.0.2.1]:25: Connection refused)";
     let expected = format!(
         "-Queue ID-       --Size-- ----Arrival Time---- -Sender/Recipient-------\n\
-         {drop_id} {:>8} {}  (maildrop queue, sender UID {})\n\
+         {drop_id} {:>8} {}  kim@example.test\n\
+         {pad}lee@example.test\n\
+         \n\
+         {bad_id} {:>8} {}  (maildrop queue, sender UID {})\n\
          \n\
          {}!{s_hold:>8} Sun Nov 22 18:15:03  dave@example.test\n\
          {pad}erin@example.test\n\
@@ -179,16 +186,18 @@ fn listing_of_a_known_queue() {
          {pad}hal@remote.test\n\
          {pad}ivy@other.test\n\
          \n\
-         -- {} Kbytes in 5 Requests.\n",
+         -- {} Kbytes in 6 Requests.\n",
         dmeta.len(),
         asctime(u64::try_from(dmeta.mtime()).expect("mtime")),
-        dmeta.uid(),
+        bmeta.len(),
+        asctime(u64::try_from(bmeta.mtime()).expect("mtime")),
+        bmeta.uid(),
         id(3),
         id(1),
         id(2),
         id(4),
         " ".repeat(76 - reason.len()),
-        (dmeta.len() + s_hold + s_in + s_act + s_def) / 1024,
+        (dmeta.len() + bmeta.len() + s_hold + s_in + s_act + s_def) / 1024,
     );
     let out = run(&bin("postqueue"), &["-c", etc, "-p"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -217,7 +226,7 @@ fn listing_of_a_known_queue() {
     assert!(parsed.status.success(), "{}", String::from_utf8_lossy(&parsed.stderr));
     let why = "connect to remote.test[192.0.2.1]:25: Connection refused";
     let expected_json = format!(
-        "maildrop {drop_id} {} {} <> \n\
+        "maildrop {drop_id} {} {} kim@example.test lee@example.test\n\
          hold {} {} {s_hold} dave@example.test erin@example.test\n\
          incoming {} {t0} {s_in} alice@example.test bob@example.test\n\
          active {} {} {s_act} <> carol@example.test\n\

@@ -54,7 +54,11 @@ fn postdrop_refuses_bad_and_incomplete_input_and_keeps_good_input() {
     let forged = String::from_utf8_lossy(&good).replace("\"sender\"", "\"evil\"  ");
     let out = run_with_input(&bin("postdrop"), &["-c", etc], &[], forged.as_bytes());
     assert_eq!(out.status.code(), Some(65));
-    assert!(maildrop_names(&inst).is_empty(), "left behind: {:?}", maildrop_names(&inst));
+    assert!(
+        maildrop_names(&inst).is_empty(),
+        "left behind: {:?}",
+        maildrop_names(&inst)
+    );
 
     let out = run_with_input(&bin("postdrop"), &[], &[("POSTERN_CONFIG", etc)], &good);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -80,5 +84,8 @@ fn newaliases_checks_the_aliases_file() {
     let out = run_with_input(&link, &[], &[("POSTERN_CONFIG", etc_s)], b"");
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("newaliases: fatal: ") && err.contains("line 3"), "{err}");
+    assert!(
+        err.starts_with("newaliases: fatal: ") && err.contains("line 3"),
+        "{err}"
+    );
 }

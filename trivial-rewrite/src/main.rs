@@ -6,15 +6,18 @@
 //! many clients, each keeping its connection open.
 //!
 //! Resolution order (Postfix's trivial-rewrite(8)): `virtual_alias_maps` (recursively,
-//! with loop and size limits), the address class (`mydestination` → `local_transport`,
-//! `relay_domains` → `relay_transport`, else `default_transport`), `transport_maps`
-//! (address, domain, `.parent` domains, `*`), then `relayhost` for non-local mail whose
-//! nexthop no table set. Tables are plain files reloaded when they change.
+//! with loop and size limits), then for each resulting address the `rewrite_rules` (Sun ONE
+//! style, see [`rules`]: a domain pattern and a template that may rewrite the address and
+//! pick a channel, i.e. a transport), the address class (`mydestination` →
+//! `local_transport`, `relay_domains` → `relay_transport`, else `default_transport`),
+//! `transport_maps` (address, domain, `.parent` domains, `*`), then `relayhost` for
+//! non-local mail whose nexthop no rule or table set. Tables are plain files reloaded when
+//! they change.
 //!
-//! Not built yet: Sun ONE-style rewrite rules (`domain-pattern  template`), `canonical_maps`.
+//! Not built yet: `canonical_maps`, a `postmap`-like table check command.
 //!
 //! Settings read: `myorigin`, `mydestination`, `relay_domains`, `relayhost`, `myhostname`,
-//! `recipient_delimiter`, `virtual_alias_maps`, `transport_maps`, `local_transport`,
+//! `recipient_delimiter`, `virtual_alias_maps`, `rewrite_rules`, `transport_maps`, `local_transport`,
 //! `relay_transport`, `default_transport`.
 //!
 //! Security stance: runs unprivileged; requests are bounded by the IPC frame limit; the
@@ -22,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod resolver;
+mod rules;
 mod service;
 
 use std::process::ExitCode;

@@ -24,6 +24,7 @@ pub struct Resolver {
     destinations: Destinations,
     virtual_alias: TableSet,
     transport: TableSet,
+    rules: TableSet,
 }
 
 fn table_paths(dir: &Path, names: &[String]) -> Vec<PathBuf> {
@@ -48,6 +49,7 @@ impl Resolver {
             destinations: Destinations::new(&main.mydestination, &main.relay_domains),
             virtual_alias: TableSet::load(&table_paths(config_dir, &main.virtual_alias_maps))?,
             transport: TableSet::load(&table_paths(config_dir, &main.transport_maps))?,
+            rules: TableSet::load(&table_paths(config_dir, &main.rewrite_rules))?,
         })
     }
 
@@ -56,6 +58,7 @@ impl Resolver {
         for (name, set) in [
             ("virtual_alias_maps", &mut self.virtual_alias),
             ("transport_maps", &mut self.transport),
+            ("rewrite_rules", &mut self.rules),
         ] {
             match set.refresh() {
                 Ok(true) => tracing::info!("reloaded {name}"),
@@ -171,6 +174,28 @@ impl Resolver {
                 class: AddressClass::Error,
             };
         };
+        let mut a = a;
+        let mut channel = None;
+        let mut address = address.to_string();
+        if !self.rules.is_empty()
+            && let Some(rw) = crate::rules::apply(&self.rules, &a.local, &a.domain)
+        {
+            match parse_mailbox(&format!("{}@{}", rw.local, rw.domain), true) {
+                Ok(new) => {
+                    a = new;
+                    address = a.to_string();
+                    channel = rw.channel.filter(|c| postern_lib::proto::deliver::valid_transport(c));
+                }
+                Err(_) => {
+                    return Route {
+                        transport: ERROR_TRANSPORT.into(),
+                        nexthop: "5.1.3 rewrite rule made a bad address".into(),
+                        recipient: address,
+                        class: AddressClass::Error,
+                    };
+                }
+            }
+        }
         let class = match self.destinations.classify(&a) {
             Class::Local => AddressClass::Local,
             Class::RelayDomain => AddressClass::Relay,
@@ -185,14 +210,23 @@ impl Resolver {
             _ => (self.default_transport.clone(), a.domain.clone()),
         };
         let mut nexthop_set = false;
+        if let Some(c) = channel {
+            transport = c;
+            nexthop = a.domain.clone();
+            nexthop_set = true;
+        }
         let key = format!("{}@{}", a.local.to_lowercase(), a.domain);
         if let Some(v) = transport_lookup(|k| self.transport.get(k), &key) {
             let (t, n) = split_transport(v);
             if t == ERROR_TRANSPORT {
                 return Route {
                     transport: ERROR_TRANSPORT.into(),
-                    nexthop: if n.is_empty() { "5.1.1 mail for this address is refused".into() } else { n.into() },
-                    recipient: address.into(),
+                    nexthop: if n.is_empty() {
+                        "5.1.1 mail for this address is refused".into()
+                    } else {
+                        n.into()
+                    },
+                    recipient: address,
                     class: AddressClass::Error,
                 };
             }
@@ -210,7 +244,7 @@ impl Resolver {
         Route {
             transport,
             nexthop,
-            recipient: address.into(),
+            recipient: address,
             class,
         }
     }
@@ -235,6 +269,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("virtual"), va).unwrap();
         std::fs::write(dir.path().join("transport"), tr).unwrap();
+        std::fs::write(
+            dir.path().join("rules"),
+            "siroe.com $U%$D@tcp_siroe-daemon\nold.example.test $U@example.test\n",
+        )
+        .unwrap();
         let main = MainConfig {
             myhostname: "mail.example.test".into(),
             myorigin: "example.test".into(),
@@ -244,6 +283,7 @@ mod tests {
             recipient_delimiter: "+".into(),
             virtual_alias_maps: vec!["virtual".into()],
             transport_maps: vec!["transport".into()],
+            rewrite_rules: vec!["rules".into()],
             ..MainConfig::default()
         };
         let r = Resolver::new(&main, dir.path()).unwrap();
@@ -264,7 +304,10 @@ mod tests {
     fn rewrite_canonical() {
         let (_d, r) = resolver("", "", "");
         assert_eq!(r.rewrite("alice").as_deref(), Some("alice@example.test"));
-        assert_eq!(r.rewrite("Bob+Ext@Example.TEST.").as_deref(), Some("Bob+Ext@example.test"));
+        assert_eq!(
+            r.rewrite("Bob+Ext@Example.TEST.").as_deref(),
+            Some("Bob+Ext@example.test")
+        );
         assert_eq!(r.rewrite("<>").as_deref(), Some(""));
         assert_eq!(r.rewrite("a b@c"), None);
     }
@@ -295,6 +338,20 @@ mod tests {
         assert_eq!(routes(&r, "x@refused.test")[0].0, "error");
         assert_eq!(routes(&r, "x@refused.test")[0].1, "5.7.1 go away");
         assert_eq!(routes(&r, "x@elsewhere.org")[0].3, AddressClass::Default);
+        // Sun ONE rewrite rules: a channel of its own, or a rewritten address routed as usual.
+        let s = routes(&r, "joe@Siroe.COM");
+        assert_eq!(
+            s,
+            vec![(
+                "tcp_siroe-daemon".into(),
+                "siroe.com".into(),
+                "joe@siroe.com".into(),
+                AddressClass::Default
+            )]
+        );
+        let o = routes(&r, "ann@old.example.test");
+        assert_eq!(o[0].0, "local");
+        assert_eq!(o[0].2, "ann@example.test");
     }
 
     #[test]
@@ -306,7 +363,10 @@ mod tests {
             "",
             "",
         );
-        let t: Vec<_> = routes(&r, "team@example.test").into_iter().map(|r| (r.0, r.2)).collect();
+        let t: Vec<_> = routes(&r, "team@example.test")
+            .into_iter()
+            .map(|r| (r.0, r.2))
+            .collect();
         assert_eq!(
             t,
             vec![

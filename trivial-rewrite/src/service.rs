@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
@@ -59,7 +58,9 @@ impl Service {
     /// Reads what is there, answers complete requests, writes what it can. Returns false
     /// when the connection is finished.
     fn drive(&mut self, id: usize) -> bool {
-        let Some(mut c) = self.conns.remove(&id) else { return false };
+        let Some(mut c) = self.conns.remove(&id) else {
+            return false;
+        };
         let alive = self.drive_conn(&mut c);
         if alive {
             self.conns.insert(id, c);
@@ -144,7 +145,7 @@ impl EventService for Service {
         if s.set_nonblocking(true).is_err() {
             return;
         }
-        let mut sock = mio::net::UnixStream::from_std(UnixStream::from(s));
+        let mut sock = mio::net::UnixStream::from_std(s);
         let id = self.next;
         self.next = (self.next + 1) % (postern_lib::skeleton::event::RESERVED_TOKENS - 1);
         if lp

@@ -24,7 +24,9 @@
 //! | `@local:user@foreign` | first domain `local` | the source route is stripped (RFC 5321 section 4.1.1.3, appendix C); the destination is `foreign` |
 //! | `user@LOCAL.` / `user@Local` | not equal to `local` | the domain is lower-cased and its trailing dot removed before comparison |
 //!
-//! A [`Class::Routed`] address is never "ours" for relay purposes. Input is bounded
+//! A [`Class::Routed`] address is never "ours" for relay purposes. Internationalised
+//! domains (SMTPUTF8) are compared as lower-cased U-labels; no IDNA (punycode) mapping is
+//! done, so `xn--...` and its Unicode form are different domains here. Input is bounded
 //! (local part 64 octets, domain 255, path 256 — RFC 5321 section 4.5.3.1) and
 //! nothing here panics on any input; a property test feeds it arbitrary bytes.
 
@@ -103,7 +105,11 @@ impl Address {
     /// Whether the local part must be quoted to be written back (not a dot-atom).
     pub fn local_needs_quotes(&self) -> bool {
         let l = &self.local;
-        l.is_empty() || l.starts_with('.') || l.ends_with('.') || l.contains("..") || !l.chars().all(|c| c == '.' || is_atext(c))
+        l.is_empty()
+            || l.starts_with('.')
+            || l.ends_with('.')
+            || l.contains("..")
+            || !l.chars().all(|c| c == '.' || is_atext(c))
     }
 
     /// Whether the local part uses a routing operator (`%`, `!`, `@`): such an address is
@@ -156,7 +162,11 @@ pub fn parse_path(input: &[u8], utf8: bool, null_ok: bool) -> Result<(Path, &[u8
     let inner = rest.get(..end).ok_or(AddressError::NoBrackets)?;
     let after = rest.get(end + 1..).unwrap_or_default();
     if inner.is_empty() {
-        return if null_ok { Ok((Path::Null, after)) } else { Err(AddressError::NoDomain) };
+        return if null_ok {
+            Ok((Path::Null, after))
+        } else {
+            Err(AddressError::NoDomain)
+        };
     }
     let text = std::str::from_utf8(inner).map_err(|_| AddressError::NonAscii)?;
     if !utf8 && !text.is_ascii() {
@@ -251,12 +261,20 @@ pub fn normalise_domain(d: &str, utf8: bool) -> Result<String, AddressError> {
         return Err(AddressError::TooLong);
     }
     if let Some(lit) = d.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
-        let ok = if let Some(v6) = lit.get(..5).filter(|p| p.eq_ignore_ascii_case("IPv6:")).and(lit.get(5..)) {
+        let ok = if let Some(v6) = lit
+            .get(..5)
+            .filter(|p| p.eq_ignore_ascii_case("IPv6:"))
+            .and(lit.get(5..))
+        {
             v6.parse::<std::net::Ipv6Addr>().is_ok()
         } else {
             lit.parse::<std::net::Ipv4Addr>().is_ok()
         };
-        return if ok { Ok(format!("[{}]", lit.to_ascii_lowercase().replace("ipv6:", "IPv6:"))) } else { Err(AddressError::BadDomain) };
+        return if ok {
+            Ok(format!("[{}]", lit.to_ascii_lowercase().replace("ipv6:", "IPv6:")))
+        } else {
+            Err(AddressError::BadDomain)
+        };
     }
     let d = d.strip_suffix('.').unwrap_or(d);
     if d.is_empty() {
@@ -267,7 +285,9 @@ pub fn normalise_domain(d: &str, utf8: bool) -> Result<String, AddressError> {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || (utf8 && !c.is_ascii() && c.is_alphanumeric()));
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || (utf8 && !c.is_ascii() && c.is_alphanumeric()));
         if !ok {
             return Err(AddressError::BadDomain);
         }
@@ -302,9 +322,8 @@ pub struct Destinations {
 impl Destinations {
     /// Builds the lists (each entry normalised; entries that are not domains are ignored).
     pub fn new(mydestination: &[String], relay_domains: &[String]) -> Self {
-        let norm = |v: &[String]| -> Vec<String> {
-            v.iter().filter_map(|d| normalise_domain(d.trim(), true).ok()).collect()
-        };
+        let norm =
+            |v: &[String]| -> Vec<String> { v.iter().filter_map(|d| normalise_domain(d.trim(), true).ok()).collect() };
         Self {
             local: norm(mydestination),
             relay: norm(relay_domains),

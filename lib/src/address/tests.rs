@@ -21,7 +21,10 @@ fn plain_paths() {
     assert_eq!(a.local, "Bob");
     assert_eq!(a.domain, "example.test");
     assert_eq!(a.to_string(), "Bob@example.test");
-    assert_eq!(parse_path(b"<> SIZE=10", false, true), Ok((Path::Null, &b" SIZE=10"[..])));
+    assert_eq!(
+        parse_path(b"<> SIZE=10", false, true),
+        Ok((Path::Null, &b" SIZE=10"[..]))
+    );
     assert_eq!(parse_path(b"<>", false, false), Err(AddressError::NoDomain));
     assert_eq!(parse_path(b"bob@x.test", false, true), Err(AddressError::NoBrackets));
     assert_eq!(parse_path(b"<bob@x.test", false, true), Err(AddressError::NoBrackets));
@@ -46,7 +49,10 @@ fn quoted_and_literal() {
 
 #[test]
 fn utf8_needs_smtputf8() {
-    assert_eq!(parse_path("<jörg@bücher.test>".as_bytes(), false, true), Err(AddressError::NonAscii));
+    assert_eq!(
+        parse_path("<jörg@bücher.test>".as_bytes(), false, true),
+        Err(AddressError::NonAscii)
+    );
     let (p, _) = parse_path("<jörg@Bücher.test>".as_bytes(), true, true).unwrap();
     let Path::Addr(a) = p else { panic!() };
     assert_eq!(a.domain, "bücher.test");
@@ -57,9 +63,15 @@ fn utf8_needs_smtputf8() {
 #[test]
 fn limits() {
     let long_local = format!("<{}@x.test>", "a".repeat(65));
-    assert_eq!(parse_path(long_local.as_bytes(), false, true), Err(AddressError::TooLong));
+    assert_eq!(
+        parse_path(long_local.as_bytes(), false, true),
+        Err(AddressError::TooLong)
+    );
     let long_path = format!("<a@{}.test>", "b".repeat(300));
-    assert_eq!(parse_path(long_path.as_bytes(), false, true), Err(AddressError::TooLong));
+    assert_eq!(
+        parse_path(long_path.as_bytes(), false, true),
+        Err(AddressError::TooLong)
+    );
 }
 
 #[test]
@@ -79,7 +91,10 @@ fn relay_tricks_are_not_ours() {
     assert_eq!(d.classify(&a), Class::Foreign);
     let a = addr("<@example.test,@localhost:user@foreign.test>");
     assert_eq!(d.classify(&a), Class::Foreign);
-    assert_eq!(parse_path(b"<@:user@foreign.test>", false, true), Err(AddressError::BadRoute));
+    assert_eq!(
+        parse_path(b"<@:user@foreign.test>", false, true),
+        Err(AddressError::BadRoute)
+    );
     assert_eq!(parse_path(b"<@example.test>", false, true), Err(AddressError::BadRoute));
 }
 

@@ -156,6 +156,8 @@ pub struct MainConfig {
     pub virtual_alias_maps: Vec<String>,
     /// trivial-rewrite: transport tables (`domain  transport:nexthop`; relative to the config dir).
     pub transport_maps: Vec<String>,
+    /// trivial-rewrite: Sun ONE-style rewrite rules (`domain-pattern  $U%$D@channel`; relative to the config dir).
+    pub rewrite_rules: Vec<String>,
     /// trivial-rewrite: the transport of domains in mydestination.
     pub local_transport: String,
     /// trivial-rewrite: the transport of domains in relay_domains.
@@ -187,6 +189,10 @@ pub struct MainConfig {
     /// qmgr: the longest a delivery agent may take for one delivery request.
     pub ipc_timeout: Seconds,
     // --- imapd ---
+    /// imapd: the certificate chain (PEM) for STARTTLS and imaps; empty: no TLS.
+    pub imapd_tls_cert_file: String,
+    /// imapd: the private key (PEM) of `imapd_tls_cert_file`.
+    pub imapd_tls_key_file: String,
     /// imapd: the largest literal (APPEND message, long argument) accepted, in bytes.
     pub imapd_max_literal: u64,
     /// imapd: the longest command line (without literals); a longer one closes the connection.
@@ -299,6 +305,7 @@ impl Default for MainConfig {
             recipient_delimiter: String::new(),
             virtual_alias_maps: Vec::new(),
             transport_maps: Vec::new(),
+            rewrite_rules: Vec::new(),
             local_transport: "local".into(),
             relay_transport: "smtp".into(),
             default_transport: "smtp".into(),
@@ -315,6 +322,8 @@ impl Default for MainConfig {
             queue_run_delay: Seconds(300),
             ipc_timeout: Seconds(3600),
             // --- imapd ---
+            imapd_tls_cert_file: String::new(),
+            imapd_tls_key_file: String::new(),
             imapd_max_literal: 50 * 1024 * 1024,
             imapd_max_line_length: 64 * 1024,
             imapd_user_connection_limit: 20,

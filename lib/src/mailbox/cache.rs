@@ -5,8 +5,11 @@
 //!
 //! ```text
 //! postern-cache 1 V<uidvalidity>
-//! <uid> <size> <internal date, unix seconds>
+//! <uid> <size> <internal date, unix seconds>[ E<envelope>]
 //! ```
+//!
+//! The optional last field is the message's IMAP ENVELOPE as imapd formats it, with `%`,
+//! space, control and non-ASCII bytes written `%XX`; at most [`MAX_ENVELOPE`] bytes.
 //!
 //! The cache is only ever a copy of what the messages say: a header that does not match
 //! the folder's UIDVALIDITY, or a line that does not parse, is ignored and the entry
@@ -23,13 +26,45 @@ pub const FILE: &str = "postern-cache";
 /// Largest cache file read.
 pub const MAX_SIZE: u64 = 64 * 1024 * 1024;
 
+/// Largest envelope kept in the cache.
+pub const MAX_ENVELOPE: usize = 8192;
+
 /// One message's cached facts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// Size with CRLF line ends.
     pub size: u64,
     /// Internal date, seconds since the epoch.
     pub date: i64,
+    /// The IMAP ENVELOPE, once computed.
+    pub envelope: Option<Vec<u8>>,
+}
+
+fn escape(bytes: &[u8], out: &mut String) {
+    for &b in bytes {
+        if b > b' ' && b < 0x7f && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+fn unescape(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// Reads the cache of `dir` for `uid_validity`; an empty map when absent or unusable.
@@ -49,11 +84,18 @@ pub fn read(dir: &Path, uid_validity: u32) -> HashMap<u32, Entry> {
     }
     for line in lines {
         let mut f = line.split(' ');
-        let (Some(u), Some(s), Some(d), None) = (f.next(), f.next(), f.next(), f.next()) else {
+        let (Some(u), Some(s), Some(d), e, None) = (f.next(), f.next(), f.next(), f.next(), f.next()) else {
             continue;
         };
+        let envelope = match e {
+            None => None,
+            Some(e) => match e.strip_prefix('E').and_then(unescape) {
+                Some(env) => Some(env),
+                None => continue,
+            },
+        };
         if let (Ok(uid), Ok(size), Ok(date)) = (u.parse(), s.parse(), d.parse()) {
-            out.insert(uid, Entry { size, date });
+            out.insert(uid, Entry { size, date, envelope });
         }
     }
     out
@@ -61,10 +103,15 @@ pub fn read(dir: &Path, uid_validity: u32) -> HashMap<u32, Entry> {
 
 /// Replaces the cache of `dir` with `entries` (best effort: a cache that cannot be written
 /// only costs time).
-pub fn write(dir: &Path, uid_validity: u32, entries: &[(u32, Entry)]) {
+pub fn write(dir: &Path, uid_validity: u32, entries: &[(u32, &Entry)]) {
     let mut text = format!("postern-cache 1 V{uid_validity}\n");
     for (uid, e) in entries {
-        text.push_str(&format!("{uid} {} {}\n", e.size, e.date));
+        text.push_str(&format!("{uid} {} {}", e.size, e.date));
+        if let Some(env) = &e.envelope {
+            text.push_str(" E");
+            escape(env, &mut text);
+        }
+        text.push('\n');
     }
     let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
     let res = fs::File::create(&tmp)

@@ -58,6 +58,7 @@ pub struct Folder {
     messages: Vec<Message>,
     keywords: Vec<String>,
     cache: HashMap<u32, Entry>,
+    cache_dirty: bool,
     stamp: Option<Stamp>,
 }
 
@@ -77,6 +78,7 @@ impl Folder {
             messages: Vec::new(),
             keywords: Vec::new(),
             cache: HashMap::new(),
+            cache_dirty: false,
             stamp: None,
         };
         f.sync()?;
@@ -244,13 +246,14 @@ impl Folder {
             let Some((file, fl)) = on_disk.remove(&base) else {
                 continue;
             };
-            let entry = match self.cache.get(&uid) {
-                Some(e) => *e,
+            let (size, date) = match self.cache.get(&uid) {
+                Some(e) => (e.size, e.date),
                 None => match self.measure(&base, &file) {
                     Some(e) => {
+                        let sd = (e.size, e.date);
                         self.cache.insert(uid, e);
                         cache_dirty = true;
-                        e
+                        sd
                     }
                     None => continue, // vanished between scan and stat
                 },
@@ -260,20 +263,15 @@ impl Folder {
                 base,
                 file,
                 flags: fl,
-                size: entry.size,
-                date: entry.date,
+                size,
+                date,
             });
         }
-        if cache_dirty || self.cache.len() > messages.len() + messages.len() / 4 + 16 {
-            self.cache
-                .retain(|uid, _| messages.binary_search_by_key(uid, |m: &Message| m.uid).is_ok());
-            let entries: Vec<(u32, Entry)> = messages
-                .iter()
-                .filter_map(|m| self.cache.get(&m.uid).map(|e| (m.uid, *e)))
-                .collect();
-            cache::write(&self.path, self.uid_validity, &entries);
-        }
         self.messages = messages;
+        if cache_dirty || self.cache.len() > self.messages.len() + self.messages.len() / 4 + 16 {
+            self.cache_dirty = true;
+            self.save_cache();
+        }
         self.stamp = Some(stamp);
         Ok(())
     }
@@ -323,7 +321,83 @@ impl Folder {
         Some(Entry {
             size,
             date: meta.mtime(),
+            envelope: None,
         })
+    }
+
+    /// The cached IMAP ENVELOPE of a message, if one was stored.
+    pub fn envelope(&self, uid: u32) -> Option<&[u8]> {
+        self.cache.get(&uid).and_then(|e| e.envelope.as_deref())
+    }
+
+    /// Stores a message's IMAP ENVELOPE in the cache (written by [`Folder::save_cache`]).
+    pub fn set_envelope(&mut self, uid: u32, envelope: &[u8]) {
+        if envelope.len() <= cache::MAX_ENVELOPE
+            && let Some(e) = self.cache.get_mut(&uid)
+        {
+            e.envelope = Some(envelope.to_vec());
+            self.cache_dirty = true;
+        }
+    }
+
+    /// Writes the cache file if it changed (best effort).
+    pub fn save_cache(&mut self) {
+        if !self.cache_dirty {
+            return;
+        }
+        let messages = &self.messages;
+        self.cache
+            .retain(|uid, _| messages.binary_search_by_key(uid, |m: &Message| m.uid).is_ok());
+        let entries: Vec<(u32, &Entry)> = messages
+            .iter()
+            .filter_map(|m| self.cache.get(&m.uid).map(|e| (m.uid, e)))
+            .collect();
+        cache::write(&self.path, self.uid_validity, &entries);
+        self.cache_dirty = false;
+    }
+
+    /// The message's header (up to and with the blank line), CRLF line ends; `None` if
+    /// the message is gone. Reads only as much of the file as the header needs.
+    pub fn read_header(&mut self, uid: u32) -> Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        for _ in 0..3 {
+            let Some(path) = self.get(uid).map(|m| self.path.join("cur").join(&m.file)) else {
+                return Ok(None);
+            };
+            let mut f = match fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.sync()?;
+                    continue;
+                }
+                Err(e) => return Err(io_err("open", &path, e)),
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                let n = f.read(&mut chunk).map_err(|e| io_err("read", &path, e))?;
+                if n == 0 {
+                    break;
+                }
+                let from = buf.len().saturating_sub(3);
+                buf.extend_from_slice(&chunk[..n]);
+                let lf = memchr::memmem::find(&buf[from..], b"\n\n").map(|i| from + i + 2);
+                let crlf = memchr::memmem::find(&buf[from..], b"\n\r\n").map(|i| from + i + 3);
+                let end = match (lf, crlf) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if let Some(end) = end {
+                    buf.truncate(end);
+                    break;
+                }
+                if buf.len() > 1024 * 1024 {
+                    break;
+                }
+            }
+            return Ok(Some(to_crlf(buf)));
+        }
+        Ok(None)
     }
 
     /// The path of a message's file now, following a rename by another process.
@@ -340,7 +414,9 @@ impl Folder {
     /// The message's bytes with CRLF line ends; `None` if it is gone (expunged elsewhere).
     pub fn read(&mut self, uid: u32) -> Result<Option<Vec<u8>>> {
         for _ in 0..3 {
-            let Some(path) = self.locate(uid)? else { return Ok(None) };
+            let Some(path) = self.get(uid).map(|m| self.path.join("cur").join(&m.file)) else {
+                return Ok(None);
+            };
             match fs::read(&path) {
                 Ok(bytes) => return Ok(Some(to_crlf(bytes))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.sync()?,
@@ -537,18 +613,21 @@ pub fn unique_base(size: u64) -> String {
 
 /// Turns bare LF line ends into CRLF (messages delivered with LF read as IMAP wants).
 pub fn to_crlf(bytes: Vec<u8>) -> Vec<u8> {
-    let bare = memchr::memchr_iter(b'\n', &bytes).any(|i| i == 0 || bytes[i - 1] != b'\r');
-    if !bare {
+    let bare = memchr::memchr_iter(b'\n', &bytes)
+        .filter(|&i| i == 0 || bytes[i - 1] != b'\r')
+        .count();
+    if bare == 0 {
         return bytes;
     }
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
-    let mut prev = 0u8;
-    for &b in &bytes {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
+    let mut out = Vec::with_capacity(bytes.len() + bare);
+    let mut start = 0;
+    for i in memchr::memchr_iter(b'\n', &bytes) {
+        if i == 0 || bytes[i - 1] != b'\r' {
+            out.extend_from_slice(&bytes[start..i]);
+            out.extend_from_slice(b"\r\n");
+            start = i + 1;
         }
-        out.push(b);
-        prev = b;
     }
+    out.extend_from_slice(&bytes[start..]);
     out
 }

@@ -41,7 +41,9 @@ fn user_pass_and_auth_plain_ask_auth() {
     assert!(text(&s.command(b"PASS x")).starts_with("-ERR"));
     assert!(text(&s.command(b"USER alice")).starts_with("+OK"));
     let acts = s.command(b"PASS pass word");
-    assert!(matches!(&acts[..], [Action::Verify { user, password }] if user == "alice" && password.as_str() == "pass word"));
+    assert!(
+        matches!(&acts[..], [Action::Verify { user, password }] if user == "alice" && password.as_str() == "pass word")
+    );
     assert!(!s.ready());
     s.auth_done(Err(err("[AUTH] Authentication failed")));
     assert!(s.ready());
@@ -63,4 +65,19 @@ fn too_many_errors_close() {
         closed = s.command(b"BOGUS").iter().any(|a| matches!(a, Action::Close));
     }
     assert!(closed);
+}
+
+proptest::proptest! {
+    /// Any line, in any state before login, gets exactly one reply or one action, and never panics.
+    #[test]
+    fn arbitrary_lines_never_panic(lines in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 1..20)) {
+        let mut s = Session::new(Security { tls: false, tls_available: true, plaintext_ok: true });
+        for line in lines {
+            if !s.ready() {
+                s.auth_done(Err(err("[AUTH] Authentication failed")));
+            }
+            let acts = s.command(&line);
+            proptest::prop_assert!(!acts.is_empty());
+        }
+    }
 }

@@ -69,7 +69,9 @@ impl Session {
     }
 
     fn plain(&mut self, b64: &[u8]) {
-        let Some(raw) = decode(b64) else { return self.bad_base64() };
+        let Some(raw) = decode(b64) else {
+            return self.bad_base64();
+        };
         let mut parts = raw.split(|&b| b == 0);
         let (Some(authz), Some(authc), Some(pass), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -84,7 +86,9 @@ impl Session {
     }
 
     fn login_user(&mut self, b64: &[u8]) {
-        let Some(raw) = decode(b64) else { return self.bad_base64() };
+        let Some(raw) = decode(b64) else {
+            return self.bad_base64();
+        };
         let user = String::from_utf8_lossy(&raw).into_owned();
         self.send(Reply::plain(334, vec!["UGFzc3dvcmQ6".into()]));
         self.phase = Phase::AuthLoginPass(user);

@@ -106,11 +106,20 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     }
     let line = trim_ascii_ws(line);
     let (verb, arg) = match line.iter().position(|&b| b == b' ') {
-        Some(i) => (line.get(..i).unwrap_or_default(), trim_ascii_ws(line.get(i + 1..).unwrap_or_default())),
+        Some(i) => (
+            line.get(..i).unwrap_or_default(),
+            trim_ascii_ws(line.get(i + 1..).unwrap_or_default()),
+        ),
         None => (line, &b""[..]),
     };
     let verb = verb.to_ascii_uppercase();
-    let no_arg = |c: Command, usage: &str| if arg.is_empty() { Ok(c) } else { Err(common::syntax(usage)) };
+    let no_arg = |c: Command, usage: &str| {
+        if arg.is_empty() {
+            Ok(c)
+        } else {
+            Err(common::syntax(usage))
+        }
+    };
     match verb.as_slice() {
         b"HELO" => domain_arg(arg, "HELO hostname").map(Command::Helo),
         b"EHLO" => domain_arg(arg, "EHLO hostname").map(Command::Ehlo),
@@ -161,7 +170,11 @@ fn path_part<'a>(arg: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
 fn address_reply(e: AddressError, what: &str) -> Reply {
     match e {
         AddressError::NonAscii => Reply::new(553, "5.6.7", format!("Error: {what} address needs SMTPUTF8")),
-        AddressError::NoBrackets => common::syntax(if what == "sender" { "MAIL FROM:<address>" } else { "RCPT TO:<address>" }),
+        AddressError::NoBrackets => common::syntax(if what == "sender" {
+            "MAIL FROM:<address>"
+        } else {
+            "RCPT TO:<address>"
+        }),
         other => Reply::new(501, "5.1.3", format!("Error: bad {what} address syntax ({other})")),
     }
 }
@@ -258,7 +271,9 @@ fn rcpt(arg: &[u8]) -> Result<RcptArgs, Reply> {
         match (k.as_str(), v) {
             ("NOTIFY", Some(v)) => {
                 let words: Vec<String> = v.split(',').map(str::to_ascii_uppercase).collect();
-                let valid = words.iter().all(|w| matches!(w.as_str(), "NEVER" | "SUCCESS" | "FAILURE" | "DELAY"));
+                let valid = words
+                    .iter()
+                    .all(|w| matches!(w.as_str(), "NEVER" | "SUCCESS" | "FAILURE" | "DELAY"));
                 if !valid || (words.len() > 1 && words.iter().any(|w| w == "NEVER")) {
                     return Err(common::syntax("NOTIFY=NEVER or SUCCESS,FAILURE,DELAY"));
                 }

@@ -31,9 +31,12 @@ impl Session {
         if m.size.is_some_and(|s| s > self.cfg.message_size_limit) {
             return self.send(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"));
         }
-        if (m.smtputf8 || m.body.is_some() || m.ret.is_some() || m.envid.is_some() || m.size.is_some()) && !self.esmtp
-        {
-            return self.send(Reply::new(555, "5.5.4", "Unsupported option: ESMTP parameters need EHLO"));
+        if (m.smtputf8 || m.body.is_some() || m.ret.is_some() || m.envid.is_some() || m.size.is_some()) && !self.esmtp {
+            return self.send(Reply::new(
+                555,
+                "5.5.4",
+                "Unsupported option: ESMTP parameters need EHLO",
+            ));
         }
         self.tx = Some(Transaction {
             mail: m,
@@ -117,7 +120,10 @@ impl Session {
             return self.send(Reply::new(
                 550,
                 "5.1.1",
-                format!("<{}>: Recipient address rejected: User unknown in local recipient table", p.addr),
+                format!(
+                    "<{}>: Recipient address rejected: User unknown in local recipient table",
+                    p.addr
+                ),
             ));
         }
         self.add_rcpt(p.addr.to_string(), p.args);
@@ -125,7 +131,11 @@ impl Session {
 
     fn add_rcpt(&mut self, address: String, args: RcptArgs) {
         if (!args.notify.is_empty() || args.orcpt.is_some()) && !self.esmtp {
-            return self.send(Reply::new(555, "5.5.4", "Unsupported option: ESMTP parameters need EHLO"));
+            return self.send(Reply::new(
+                555,
+                "5.5.4",
+                "Unsupported option: ESMTP parameters need EHLO",
+            ));
         }
         let Some(tx) = self.tx.as_mut() else {
             return self.send(common::sequence("need MAIL command"));

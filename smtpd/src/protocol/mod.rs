@@ -39,6 +39,43 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
+/// Fuzz entry point for the whole session: feeds `bytes` (split at every 0xff byte, so a
+/// fuzzer controls chunk boundaries) to a session from a client outside mynetworks, and
+/// answers every question the session asks with a failure. Checks that nothing panics and
+/// that every reply is well formed.
+pub fn fuzz_session(bytes: &[u8]) {
+    let cfg = Arc::new(Settings::for_tests());
+    let client = ClientInfo {
+        addr: IpAddr::from([192, 0, 2, 1]),
+        name: "unknown".into(),
+    };
+    let mut s = Session::new(cfg.clone(), client, None);
+    let mut input = LineBuffer::new(cfg.line_limit, 65536);
+    let mut actions = s.start();
+    for chunk in bytes.split(|&b| b == 0xff) {
+        if s.is_closed() {
+            break;
+        }
+        let n = chunk.len().min(input.free_space());
+        if input.push(chunk.get(..n).unwrap_or_default()).is_err() {
+            break;
+        }
+        actions.extend(s.process(&mut input));
+        actions.extend(s.lookup_done(LookupResult::NoSuchUser));
+        actions.extend(s.verify_done(VerifyResult::Fail));
+        actions.extend(s.cleanup_done(None));
+        actions.extend(s.tls_started(TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_128_GCM_SHA256".into(),
+        }));
+    }
+    for a in actions {
+        if let Action::Send(b) = a {
+            assert!(b.ends_with(b"\r\n") && b.len() >= 5, "malformed reply");
+        }
+    }
+}
+
 /// The client, as the loop knows it.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
@@ -124,7 +161,11 @@ enum Wait {
 enum Phase {
     Command,
     Data(data::DotDecoder),
-    Bdat { remaining: u64, last: bool, error: Option<Reply> },
+    Bdat {
+        remaining: u64,
+        last: bool,
+        error: Option<Reply>,
+    },
     AuthPlain,
     AuthLoginUser,
     AuthLoginPass(String),
@@ -233,7 +274,11 @@ impl Session {
                     Some(LineEvent::TooLong) => self.send(Reply::new(500, "5.5.2", "Error: line too long")),
                     Some(LineEvent::Line { line, ending }) => {
                         if ending == LineEnding::BareLf && self.cfg.reject_bare_newline {
-                            self.send(Reply::new(521, "5.5.2", format!("{} Error: bare <LF> received", self.cfg.hostname)));
+                            self.send(Reply::new(
+                                521,
+                                "5.5.2",
+                                format!("{} Error: bare <LF> received", self.cfg.hostname),
+                            ));
                             self.close();
                         } else {
                             self.line(&line);
@@ -248,7 +293,11 @@ impl Session {
     /// The session timed out waiting for the client.
     pub fn timeout(&mut self) -> Vec<Action> {
         self.abort_message();
-        self.send_raw(Reply::new(421, "4.4.2", format!("{} Error: timeout exceeded", self.cfg.hostname)));
+        self.send_raw(Reply::new(
+            421,
+            "4.4.2",
+            format!("{} Error: timeout exceeded", self.cfg.hostname),
+        ));
         self.close();
         self.take()
     }
@@ -312,7 +361,11 @@ impl Session {
             self.errors += 1;
             if self.errors >= self.cfg.hard_error_limit && !self.is_closed() {
                 self.abort_message();
-                self.send_raw(Reply::new(421, "4.7.0", format!("{} Error: too many errors", self.cfg.hostname)));
+                self.send_raw(Reply::new(
+                    421,
+                    "4.7.0",
+                    format!("{} Error: too many errors", self.cfg.hostname),
+                ));
                 self.close();
             }
         }
@@ -336,7 +389,11 @@ impl Session {
     fn junk(&mut self) -> bool {
         self.junk += 1;
         if self.junk > self.cfg.junk_command_limit {
-            self.send_raw(Reply::new(421, "4.7.0", format!("{} Error: too many junk commands", self.cfg.hostname)));
+            self.send_raw(Reply::new(
+                421,
+                "4.7.0",
+                format!("{} Error: too many junk commands", self.cfg.hostname),
+            ));
             self.close();
             return false;
         }

@@ -59,7 +59,12 @@ impl AccessTable {
                 "OK" => AccessAction::Ok,
                 "REJECT" => AccessAction::Reject(text),
                 "DUNNO" => AccessAction::Dunno,
-                other => return Err((i + 1, format!("unknown action {other:?} (expected OK, REJECT or DUNNO)"))),
+                other => {
+                    return Err((
+                        i + 1,
+                        format!("unknown action {other:?} (expected OK, REJECT or DUNNO)"),
+                    ));
+                }
             };
             entries.push((cidr, action));
         }
@@ -102,7 +107,9 @@ pub fn parse_list(
     load: &mut dyn FnMut(&str) -> Result<AccessTable, String>,
 ) -> Result<Vec<Rule>, String> {
     let mut out = Vec::new();
-    let mut it = items.iter().flat_map(|s| s.split([' ', ',', '\t']).filter(|w| !w.is_empty()));
+    let mut it = items
+        .iter()
+        .flat_map(|s| s.split([' ', ',', '\t']).filter(|w| !w.is_empty()));
     while let Some(word) = it.next() {
         let rule = match word {
             "permit_mynetworks" => Rule::PermitMynetworks,
@@ -201,10 +208,11 @@ fn reject(stage: Stage, f: &Facts<'_>, code: u16, dsn: &str, why: &str) -> Verdi
         Stage::Recipient => format!("Recipient address rejected: {why}"),
         Stage::Data => format!("Data command rejected: {why}"),
     };
+    // As Postfix: the client as `name[addr]`, the sender, or the recipient.
     let subject = match (stage, f.recipient, f.sender) {
+        (Stage::Client, _, _) => format!("<unknown[{}]>: ", f.client),
         (Stage::Sender, _, Some(s)) => format!("<{s}>: "),
         (_, Some((a, _)), _) => format!("<{a}>: "),
-        (Stage::Client, _, _) => format!("<{}>: ", f.client),
         _ => String::new(),
     };
     Verdict::Reject(Reply::new(code, dsn, format!("{subject}{what}")))
@@ -222,11 +230,7 @@ pub fn evaluate(rules: &[Rule], stage: Stage, f: &Facts<'_>) -> Verdict {
                 if let Some((a, class)) = f.recipient
                     && !matches!(class, Class::Local | Class::RelayDomain)
                 {
-                    return Verdict::Reject(Reply::new(
-                        554,
-                        "5.7.1",
-                        format!("<{a}>: Relay access denied"),
-                    ));
+                    return Verdict::Reject(Reply::new(554, "5.7.1", format!("<{a}>: Relay access denied")));
                 }
             }
             Rule::RejectUnlistedRecipient => {

@@ -68,19 +68,5 @@ pub fn header(f: &ReceivedFacts<'_>) -> String {
 
 /// `Sun, 22 Nov 2026 18:13:03 +0000 (UTC)`.
 pub fn rfc5322_date(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = (secs / 86400) as i64;
-    let (y, m, d) = postern_lib::log::civil_from_days(days);
-    let wd = DAYS.get(((days + 4).rem_euclid(7)) as usize).copied().unwrap_or("Sun");
-    let mon = MONTHS.get(m.saturating_sub(1) as usize).copied().unwrap_or("Jan");
-    let rem = secs % 86400;
-    format!(
-        "{wd}, {d} {mon} {y} {:02}:{:02}:{:02} +0000 (UTC)",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{} (UTC)", postern_lib::date::rfc5322_secs(secs))
 }

@@ -91,7 +91,10 @@ fn greeting_and_ehlo() {
     let mut t = client("127.0.0.1");
     assert_eq!(t.replies(), "220 mail.example.test ESMTP Postern\r\n");
     let r = t.send(b"EHLO client.test\r\n");
-    assert!(r.starts_with("250-mail.example.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n"), "{r}");
+    assert!(
+        r.starts_with("250-mail.example.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n"),
+        "{r}"
+    );
     for ext in ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "250 CHUNKING"] {
         assert!(r.contains(ext), "{ext} in {r}");
     }
@@ -138,21 +141,42 @@ fn whole_transaction_pipelined() {
 fn sequence_and_syntax_errors() {
     let mut t = client("127.0.0.1");
     t.replies();
-    assert_eq!(t.send(b"MAIL FROM:<a@b.test>\r\n"), "503 5.5.1 Error: send HELO/EHLO first\r\n");
+    assert_eq!(
+        t.send(b"MAIL FROM:<a@b.test>\r\n"),
+        "503 5.5.1 Error: send HELO/EHLO first\r\n"
+    );
     t.send(b"EHLO c\r\n");
-    assert_eq!(t.send(b"RCPT TO:<a@example.test>\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
+    assert_eq!(
+        t.send(b"RCPT TO:<a@example.test>\r\n"),
+        "503 5.5.1 Error: need MAIL command\r\n"
+    );
     assert_eq!(t.send(b"DATA\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
-    assert_eq!(t.send(b"MAIL FROM:a@b.test\r\n"), "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
+    assert_eq!(
+        t.send(b"MAIL FROM:a@b.test\r\n"),
+        "501 5.5.4 Syntax: MAIL FROM:<address>\r\n"
+    );
     assert_eq!(t.send(b"FOO\r\n"), "502 5.5.2 Error: command not recognized\r\n");
     assert_eq!(t.send(b"NO\0OP\r\n"), "500 5.5.2 Error: NUL character in command\r\n");
-    assert_eq!(t.send(b"MAIL FROM:<a@b.test> FOO=1\r\n"), "555 5.5.4 Unsupported option: FOO\r\n");
+    assert_eq!(
+        t.send(b"MAIL FROM:<a@b.test> FOO=1\r\n"),
+        "555 5.5.4 Unsupported option: FOO\r\n"
+    );
     assert_eq!(t.send(b"MAIL FROM:<a@b.test>\r\n"), "250 2.1.0 Ok\r\n");
-    assert_eq!(t.send(b"MAIL FROM:<a@b.test>\r\n"), "503 5.5.1 Error: nested MAIL command\r\n");
+    assert_eq!(
+        t.send(b"MAIL FROM:<a@b.test>\r\n"),
+        "503 5.5.1 Error: nested MAIL command\r\n"
+    );
     assert_eq!(t.send(b"DATA\r\n"), "554 5.5.1 Error: no valid recipients\r\n");
-    assert_eq!(t.send(b"VRFY bob\r\n"), "252 2.0.0 Send some mail, I'll try my best\r\n");
+    assert_eq!(
+        t.send(b"VRFY bob\r\n"),
+        "252 2.0.0 Send some mail, I'll try my best\r\n"
+    );
     let long = vec![b'x'; 5000];
     assert_eq!(t.send(&long), "");
-    assert_eq!(t.send(b"\r\nNOOP\r\n"), "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n");
+    assert_eq!(
+        t.send(b"\r\nNOOP\r\n"),
+        "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n"
+    );
 }
 
 #[test]
@@ -162,7 +186,10 @@ fn too_many_errors_disconnects() {
     let mut t = client_with("127.0.0.1", cfg);
     t.replies();
     let r = t.send(b"X\r\nY\r\nZ\r\nNOOP\r\n");
-    assert!(r.ends_with("421 4.7.0 mail.example.test Error: too many errors\r\n"), "{r}");
+    assert!(
+        r.ends_with("421 4.7.0 mail.example.test Error: too many errors\r\n"),
+        "{r}"
+    );
     assert!(!r.contains("250"));
     assert!(t.s.is_closed());
 }
@@ -174,7 +201,10 @@ fn size_limit_at_mail_and_during_data() {
     let mut t = client_with("127.0.0.1", cfg);
     t.replies();
     t.send(b"EHLO c\r\n");
-    assert_eq!(t.send(b"MAIL FROM:<a@b.test> SIZE=1001\r\n"), "552 5.3.4 Message size exceeds fixed limit\r\n");
+    assert_eq!(
+        t.send(b"MAIL FROM:<a@b.test> SIZE=1001\r\n"),
+        "552 5.3.4 Message size exceeds fixed limit\r\n"
+    );
     t.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\n");
     let mut body = Vec::new();
     for _ in 0..50 {
@@ -202,8 +232,14 @@ fn relay_tricks_refused_outside_mynetworks() {
         "x%remote.test@EXAMPLE.test.",
     ] {
         let r = t.send(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
-        assert!(r.starts_with("554 5.7.1 <") && r.contains("Relay access denied"), "{rcpt}: {r}");
-        assert!(!t.has(|a| matches!(a, Action::Lookup(_))), "no lookup for a refused client");
+        assert!(
+            r.starts_with("554 5.7.1 <") && r.contains("Relay access denied"),
+            "{rcpt}: {r}"
+        );
+        assert!(
+            !t.has(|a| matches!(a, Action::Lookup(_))),
+            "no lookup for a refused client"
+        );
     }
     // Local recipients: an alias is known without asking auth; others are looked up.
     assert_eq!(t.send(b"RCPT TO:<Root@Example.Test>\r\n"), "250 2.1.5 Ok\r\n");
@@ -260,7 +296,10 @@ fn bare_lf_reject_mode() {
     t.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\n");
     t.replies();
     assert_eq!(t.send(b"a\nb\r\n.\r\n"), "550 5.5.2 Error: bare <LF> received\r\n");
-    assert_eq!(t.send(b"NOOP\n"), "521 5.5.2 mail.example.test Error: bare <LF> received\r\n");
+    assert_eq!(
+        t.send(b"NOOP\n"),
+        "521 5.5.2 mail.example.test Error: bare <LF> received\r\n"
+    );
 }
 
 #[test]
@@ -274,7 +313,10 @@ fn bdat_chunks() {
     assert!(t.has(|a| matches!(a, Action::End)));
     let content = t.content();
     assert!(content.ends_with(b"ab\r\n.xyz"), "raw, not unstuffed");
-    assert_eq!(t.feed(|s| s.cleanup_done(queued())), "250 2.0.0 Ok: queued as 4Xk9cZ1qfAB\r\n");
+    assert_eq!(
+        t.feed(|s| s.cleanup_done(queued())),
+        "250 2.0.0 Ok: queued as 4Xk9cZ1qfAB\r\n"
+    );
     // BDAT without MAIL: the chunk is still consumed, not read as commands.
     assert_eq!(t.send(b"BDAT 6\r\nQUIT\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
     assert!(!t.s.is_closed());
@@ -290,11 +332,13 @@ fn cleanup_failure_is_451() {
     assert_eq!(r, "");
     assert_eq!(t.send(b"x\r\n.\r\n"), "451 4.3.0 Error: queue file write error\r\n");
     t.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\nx\r\n.\r\n");
-    let r = t.feed(|s| s.cleanup_done(Some(CleanupReply::Rejected {
-        code: 550,
-        dsn: "5.7.1".into(),
-        text: "virus found".into(),
-    })));
+    let r = t.feed(|s| {
+        s.cleanup_done(Some(CleanupReply::Rejected {
+            code: 550,
+            dsn: "5.7.1".into(),
+            text: "virus found".into(),
+        }))
+    });
     assert_eq!(r, "550 5.7.1 virus found\r\n");
 }
 
@@ -307,28 +351,42 @@ fn auth_plain_and_login() {
     assert!(t.send(b"EHLO c\r\n").contains("AUTH PLAIN LOGIN"));
     // "\0alice\0secret"
     assert_eq!(t.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"), "");
-    assert!(t.has(|a| matches!(a, Action::Verify { user, password } if user == "alice" && password.as_str() == "secret")));
+    assert!(
+        t.has(|a| matches!(a, Action::Verify { user, password } if user == "alice" && password.as_str() == "secret"))
+    );
     assert_eq!(
         t.feed(|s| s.verify_done(VerifyResult::Ok("alice".into()))),
         "235 2.7.0 Authentication successful\r\n"
     );
-    assert_eq!(t.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"), "503 5.5.1 Error: already authenticated\r\n");
+    assert_eq!(
+        t.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"),
+        "503 5.5.1 Error: already authenticated\r\n"
+    );
     let mut t = client_with("127.0.0.1", cfg.clone());
     t.replies();
     t.send(b"EHLO c\r\n");
     assert_eq!(t.send(b"AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
     assert_eq!(t.send(b"Ym9i\r\n"), "334 UGFzc3dvcmQ6\r\n");
     assert_eq!(t.send(b"d3Jvbmc=\r\n"), "");
-    assert_eq!(t.feed(|s| s.verify_done(VerifyResult::Fail)), "535 5.7.8 Error: authentication failed\r\n");
+    assert_eq!(
+        t.feed(|s| s.verify_done(VerifyResult::Fail)),
+        "535 5.7.8 Error: authentication failed\r\n"
+    );
     t.send(b"AUTH PLAIN\r\n");
     assert_eq!(t.send(b"*\r\n"), "501 5.7.0 Authentication aborted\r\n");
     t.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
-    assert_eq!(t.feed(|s| s.verify_done(VerifyResult::TempFail)), "454 4.7.0 Temporary authentication failure\r\n");
+    assert_eq!(
+        t.feed(|s| s.verify_done(VerifyResult::TempFail)),
+        "454 4.7.0 Temporary authentication failure\r\n"
+    );
     // Not on loopback and no TLS: not offered.
     let mut t = client_with("192.0.2.1", cfg);
     t.replies();
     assert!(!t.send(b"EHLO c\r\n").contains("AUTH"));
-    assert_eq!(t.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"), "503 5.5.1 Error: authentication not enabled\r\n");
+    assert_eq!(
+        t.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"),
+        "503 5.5.1 Error: authentication not enabled\r\n"
+    );
 }
 
 #[test]
@@ -339,13 +397,45 @@ fn submission_requires_auth() {
     let mut t = client_with("127.0.0.1", cfg);
     t.replies();
     let r = t.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@remote.test>\r\n");
-    assert!(r.ends_with("554 5.7.1 <x@remote.test>: Client host rejected: Access denied\r\n"), "{r}");
+    assert!(
+        r.ends_with("554 5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied\r\n"),
+        "{r}"
+    );
     t.send(b"RSET\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
     t.feed(|s| s.verify_done(VerifyResult::Ok("alice".into())));
     let r = t.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\nx\r\n.\r\n");
     assert!(r.contains("250 2.1.5 Ok"), "{r}");
     let content = String::from_utf8(t.content()).unwrap();
-    assert!(content.contains("(Authenticated sender: alice)\r\n\tby mail.example.test (Postern) with ESMTPA"), "{content}");
+    assert!(
+        content.contains("(Authenticated sender: alice)\r\n\tby mail.example.test (Postern) with ESMTPA"),
+        "{content}"
+    );
+}
+
+#[test]
+fn refuses_to_start_as_an_open_relay() {
+    let main = postern_lib::config::MainConfig {
+        myhostname: "mail.example.test".into(),
+        smtpd_relay_restrictions: vec!["permit_mynetworks".into()],
+        alias_maps: Vec::new(),
+        ..Default::default()
+    };
+    let e = Settings::load(&main, std::path::Path::new("/nonexistent"), "smtp").unwrap_err();
+    assert!(e.contains("open relay"), "{e}");
+    let main = postern_lib::config::MainConfig {
+        smtpd_recipient_restrictions: vec!["permit_mynetworks".into(), "reject".into()],
+        ..main
+    };
+    assert!(Settings::load(&main, std::path::Path::new("/nonexistent"), "smtp").is_ok());
+    let main = postern_lib::config::MainConfig {
+        smtpd_client_restrictions: vec!["no_such_rule".into()],
+        ..main
+    };
+    assert!(
+        Settings::load(&main, std::path::Path::new("/nonexistent"), "smtp")
+            .unwrap_err()
+            .contains("no_such_rule")
+    );
 }
 
 #[test]
@@ -354,7 +444,8 @@ fn recipient_limit() {
     cfg.recipient_limit = 2;
     let mut t = client_with("127.0.0.1", cfg);
     t.replies();
-    let r = t.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@r.test>\r\nRCPT TO:<y@r.test>\r\nRCPT TO:<z@r.test>\r\n");
+    let r =
+        t.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@r.test>\r\nRCPT TO:<y@r.test>\r\nRCPT TO:<z@r.test>\r\n");
     assert!(r.ends_with("452 4.5.3 Error: too many recipients\r\n"), "{r}");
 }
 
@@ -367,7 +458,10 @@ fn smtputf8() {
         t.send("MAIL FROM:<jörg@bücher.test>\r\n".as_bytes()),
         "553 5.6.7 Error: sender address needs SMTPUTF8\r\n"
     );
-    assert_eq!(t.send("MAIL FROM:<jörg@bücher.test> SMTPUTF8\r\n".as_bytes()), "250 2.1.0 Ok\r\n");
+    assert_eq!(
+        t.send("MAIL FROM:<jörg@bücher.test> SMTPUTF8\r\n".as_bytes()),
+        "250 2.1.0 Ok\r\n"
+    );
     assert_eq!(t.send("RCPT TO:<ünï@remote.test>\r\n".as_bytes()), "250 2.1.5 Ok\r\n");
 }
 
@@ -378,21 +472,37 @@ fn starttls_resets_and_waits() {
     let mut t = client_with("127.0.0.1", cfg);
     t.replies();
     assert!(t.send(b"EHLO c\r\n").contains("STARTTLS"));
-    assert_eq!(t.send(b"STARTTLS\r\nMAIL FROM:<a@b.test>\r\n"), "220 2.0.0 Ready to start TLS\r\n");
+    assert_eq!(
+        t.send(b"STARTTLS\r\nMAIL FROM:<a@b.test>\r\n"),
+        "220 2.0.0 Ready to start TLS\r\n"
+    );
     assert!(t.has(|a| matches!(a, Action::StartTls)));
     assert!(t.s.is_waiting());
     t.input.take_pending();
-    t.feed(|s| s.tls_started(TlsInfo {
-        version: "TLSv1.3".into(),
-        cipher: "TLS_AES_128_GCM_SHA256".into(),
-    }));
-    assert_eq!(t.send(b"MAIL FROM:<a@b.test>\r\n"), "503 5.5.1 Error: send HELO/EHLO first\r\n");
+    t.feed(|s| {
+        s.tls_started(TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_128_GCM_SHA256".into(),
+        })
+    });
+    assert_eq!(
+        t.send(b"MAIL FROM:<a@b.test>\r\n"),
+        "503 5.5.1 Error: send HELO/EHLO first\r\n"
+    );
     assert!(!t.send(b"EHLO c\r\n").contains("STARTTLS"));
 }
 
 #[test]
 fn fuzz_entry_never_panics() {
-    for s in [&b""[..], b"MAIL", b"MAIL FROM:<", b"RCPT TO:<@:>", b"BDAT 99999999999999999999", b"AUTH", b"\xff\xfe"] {
+    for s in [
+        &b""[..],
+        b"MAIL",
+        b"MAIL FROM:<",
+        b"RCPT TO:<@:>",
+        b"BDAT 99999999999999999999",
+        b"AUTH",
+        b"\xff\xfe",
+    ] {
         command::fuzz_command(s);
     }
 }
@@ -405,6 +515,11 @@ mod prop {
         #[test]
         fn command_parser_total(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             command::fuzz_command(&bytes);
+        }
+
+        #[test]
+        fn fuzz_session_entry(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            fuzz_session(&bytes);
         }
 
         #[test]

@@ -483,11 +483,15 @@ impl Conn {
             let reply = f.message::<AuthReply>().ok();
             let ask = self.auth_ask.take();
             let a = match (ask, reply) {
-                (Some(AuthAsk::Lookup), Some(AuthReply::Exists { .. })) => self.session.lookup_done(LookupResult::Exists),
+                (Some(AuthAsk::Lookup), Some(AuthReply::Exists { .. })) => {
+                    self.session.lookup_done(LookupResult::Exists)
+                }
                 (Some(AuthAsk::Lookup), Some(AuthReply::NoSuchUser)) => {
                     self.session.lookup_done(LookupResult::NoSuchUser)
                 }
-                (Some(AuthAsk::Verify), Some(AuthReply::Ok { user })) => self.session.verify_done(VerifyResult::Ok(user)),
+                (Some(AuthAsk::Verify), Some(AuthReply::Ok { user })) => {
+                    self.session.verify_done(VerifyResult::Ok(user))
+                }
                 (Some(AuthAsk::Verify), Some(AuthReply::Fail { .. })) => self.session.verify_done(VerifyResult::Fail),
                 (Some(ask), _) => self.auth_failed(ask),
                 (None, _) => Vec::new(),
@@ -535,7 +539,11 @@ impl Conn {
         let waiting_peer = self.auth_ask.is_some() || self.cleanup.as_ref().is_some_and(|c| c.reply_due.is_some());
         let data_expired = self.data_deadline.is_some_and(|d| now >= d);
         if !self.close_pending && !waiting_peer && (now >= self.deadline || data_expired) {
-            tracing::info!("timeout after {} from unknown[{}]", if data_expired { "DATA" } else { "command" }, self.ip);
+            tracing::info!(
+                "timeout after {} from unknown[{}]",
+                if data_expired { "DATA" } else { "command" },
+                self.ip
+            );
             if !self.greeted {
                 // TLS handshake never finished (smtps).
                 self.finish();
@@ -556,8 +564,11 @@ impl Conn {
     pub fn stop(&mut self, now: Instant) {
         if !self.session.in_message() && !self.session.is_waiting() && self.greeted {
             self.out.extend_from_slice(
-                format!("421 4.3.2 {} Service shutting down, closing transmission channel\r\n", self.cfg.hostname)
-                    .as_bytes(),
+                format!(
+                    "421 4.3.2 {} Service shutting down, closing transmission channel\r\n",
+                    self.cfg.hostname
+                )
+                .as_bytes(),
             );
             self.close_pending = true;
         }

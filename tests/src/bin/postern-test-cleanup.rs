@@ -18,11 +18,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
-    let mode = std::env::args().nth(1).unwrap_or_default();
+    let mode = Mode(std::env::args().nth(1).unwrap_or_default());
     single_server("cleanup", |_| Ok(mode), serve)
 }
 
-fn serve(mode: &mut String, _ctx: &Context, conn: Accepted) {
+/// How to answer: `""` (queue), `reject` or `tempfail`.
+struct Mode(String);
+
+fn serve(mode: &mut Mode, _ctx: &Context, conn: Accepted) {
     let Stream::Unix(sock) = conn.stream else { return };
     let mut ipc = match IpcStream::server(sock, cleanup::PROTOCOL, cleanup::VERSION, Some(Duration::from_secs(60))) {
         Ok(i) => i,
@@ -37,7 +40,7 @@ fn serve(mode: &mut String, _ctx: &Context, conn: Accepted) {
         return note(&format!("content: {e}"));
     }
     let id = QueueId::new();
-    let reply = match mode.as_str() {
+    let reply = match mode.0.as_str() {
         "reject" => CleanupReply::Rejected {
             code: 550,
             dsn: "5.7.1".into(),

@@ -6,7 +6,8 @@
 //! gets in `DIR` as two files, `N.env` (`key=value` lines: `sender`, `origin`, `extract`,
 //! one `rcpt` per recipient, `attr.KEY` per attribute) and `N.eml` (the content), written
 //! under a temporary name and renamed, then answers according to MODE: `queue` →
-//! `Queued`, `tempfail` → `TempFail 451 4.3.0`, `reject` → `Rejected 550 5.7.1`.
+//! `Queued`, `tempfail` → `TempFail 451 4.3.0`, `reject` → `Rejected 550 5.7.1`, `die`
+//! → killed by SIGKILL before answering (a cleanup crash).
 #![forbid(unsafe_code)]
 
 use std::io::Read;
@@ -23,7 +24,7 @@ use postern_lib::skeleton::{Accepted, Context, Stream};
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(dir)) = (args.next(), args.next()) else {
-        eprintln!("usage: postern-test-pickup-cleanup queue|tempfail|reject DIR");
+        eprintln!("usage: postern-test-pickup-cleanup queue|tempfail|reject|die DIR");
         return ExitCode::FAILURE;
     };
     single_server(
@@ -71,7 +72,11 @@ fn serve(_ctx: &Context, conn: Accepted, mode: &str, dir: &Path) {
             queue_id: id.to_string(),
         },
     };
-    if write(dir, &format!("{id}.eml"), &content) && write(dir, &format!("{id}.env"), env.as_bytes()) {
+    let recorded = write(dir, &format!("{id}.eml"), &content) && write(dir, &format!("{id}.env"), env.as_bytes());
+    if mode == "die" {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    if recorded {
         let _ = ipc.send(&reply);
     }
 }

@@ -1,12 +1,14 @@
 //! Shared set-up for smtpd's whole-system tests: an instance with smtpd on a free port,
 //! the real auth daemon (user alice, password `alice-pw`; aliases `postmaster` and
-//! `root`), and a cleanup that writes what it receives to `test-received/`
-//! (`postern-test-cleanup`, until the real cleanup is in etc/master.toml), plus a raw
-//! SMTP client and a runner for Python's smtplib.
+//! `root`), and the real cleanup writing queue files into `incoming/` — or, to make
+//! cleanup refuse or fail on demand, `postern-test-cleanup` (which writes what it
+//! receives to `test-received/`) — plus a raw SMTP client and a runner for Python's
+//! smtplib.
 #![allow(dead_code)]
 
-use postern_tests::*;
+use postern_lib::queue_file::{Limits, QueueFile};
 pub use postern_tests::Instance;
+use postern_tests::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -22,8 +24,9 @@ pub struct Smtpd {
 }
 
 /// Starts master with smtpd (`smtp_extra`: more TOML lines for its service entry, e.g.
-/// `options = {...}`), auth, and the test cleanup in `cleanup_mode` (`""`, `reject`,
-/// `tempfail`, or `none` for no cleanup at all).
+/// `options = {...}`), auth, and cleanup: `cleanup_mode` `""` is the real cleanup,
+/// `reject` / `tempfail` the test cleanup answering every message that way, `none` no
+/// cleanup at all.
 pub fn start(settings: &[&str], smtp_extra: &str, cleanup_mode: &str) -> Smtpd {
     start_full(settings, smtp_extra, cleanup_mode, true, &|_| {})
 }
@@ -39,16 +42,24 @@ pub fn start_full(
 ) -> Smtpd {
     let port = free_port();
     let mut services = daemon_service("smtp", "inet", &format!("127.0.0.1:{port}"), "smtpd", smtp_extra);
-    if cleanup_mode != "none" {
-        // Unprivileged = false: it writes test-received/ in the root-owned queue directory.
-        let args = format!("args = [\"{cleanup_mode}\"]\nunprivileged = false");
-        services.push_str(&daemon_service("cleanup", "unix", "", "postern-test-cleanup", &args));
+    match cleanup_mode {
+        "none" => {}
+        "" => services.push_str(&daemon_service("cleanup", "unix", "", "cleanup", "")),
+        mode => {
+            // Unprivileged = false: it writes test-received/ in the root-owned queue directory.
+            let args = format!("args = [\"{mode}\"]\nunprivileged = false");
+            services.push_str(&daemon_service("cleanup", "unix", "", "postern-test-cleanup", &args));
+        }
     }
     if with_auth {
         services.push_str(&auth_service());
     }
     let mut inst = Instance::new(&services, settings);
-    std::fs::write(inst.etc().join("aliases"), "# test aliases\npostmaster: root\nroot: alice\n").unwrap();
+    std::fs::write(
+        inst.etc().join("aliases"),
+        "# test aliases\npostmaster: root\nroot: alice\n",
+    )
+    .unwrap();
     add_user(&inst, "alice", "alice-pw");
     prepare(&inst);
     inst.start();
@@ -56,8 +67,53 @@ pub fn start_full(
 }
 
 impl Smtpd {
-    /// The messages the test cleanup received: (envelope text, content), in queue-ID order.
+    /// The messages queued in `incoming/` by the real cleanup: (envelope as text —
+    /// `sender S`, `rcpt A notify=N orcpt=O` lines, `attr K=V` lines — and the content
+    /// with its line ends turned back into CRLF), in queue-ID order.
     pub fn received(&self) -> Vec<(String, Vec<u8>)> {
+        let mut files = Vec::new();
+        walk(&self.inst.queue().join("incoming"), &mut files);
+        files.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
+        let mut out = Vec::new();
+        for p in files {
+            let f = std::fs::File::open(&p).unwrap();
+            let (qf, content) = QueueFile::read_all(f, &Limits::default()).unwrap();
+            let mut env = format!("sender {}\n", qf.envelope.sender);
+            for r in &qf.recipients {
+                let n = r.spec.notify;
+                let notify: Vec<&str> = if n.never() {
+                    vec!["NEVER"]
+                } else {
+                    [(n.success(), "SUCCESS"), (n.failure(), "FAILURE"), (n.delay(), "DELAY")]
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, w)| *w)
+                        .collect()
+                };
+                env.push_str(&format!(
+                    "rcpt {} notify={} orcpt={}\n",
+                    r.spec.address,
+                    notify.join(","),
+                    r.spec.orcpt.clone().unwrap_or_default()
+                ));
+            }
+            for (k, v) in &qf.envelope.attributes {
+                env.push_str(&format!("attr {k}={v}\n"));
+            }
+            let mut crlf = Vec::with_capacity(content.len());
+            for (i, &b) in content.iter().enumerate() {
+                if b == b'\n' && (i == 0 || content.get(i - 1) != Some(&b'\r')) {
+                    crlf.push(b'\r');
+                }
+                crlf.push(b);
+            }
+            out.push((env, crlf));
+        }
+        out
+    }
+
+    /// What the test cleanup received (same form as [`received`](Self::received)).
+    pub fn test_received(&self) -> Vec<(String, Vec<u8>)> {
         let dir = self.inst.queue().join("test-received");
         let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -77,6 +133,17 @@ impl Smtpd {
     /// A client connected to smtpd, greeting read.
     pub fn client(&self) -> Client {
         Client::connect(self.port)
+    }
+}
+
+fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else if p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')) {
+            out.push(p);
+        }
     }
 }
 
@@ -139,8 +206,8 @@ impl Client {
 /// key as `smtpd.crt` / `smtpd.key` in the instance's etc/; returns the certificate path
 /// (a client's trust anchor).
 pub fn write_cert(inst: &Instance) -> PathBuf {
-    let ck = rcgen::generate_simple_self_signed(vec!["mail.example.test".to_string(), "127.0.0.1".to_string()])
-        .unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["mail.example.test".to_string(), "127.0.0.1".to_string()]).unwrap();
     let crt = inst.etc().join("smtpd.crt");
     std::fs::write(&crt, ck.cert.pem()).unwrap();
     std::fs::write(inst.etc().join("smtpd.key"), ck.signing_key.serialize_pem()).unwrap();

@@ -1,0 +1,213 @@
+//! Session tests, sans-I/O: bytes in, bytes out, with a real Maildir in a temporary
+//! directory and the auth daemon's answer given by hand.
+
+use crate::session::{Need, Session, Settings};
+
+fn settings(dir: &std::path::Path) -> Settings {
+    Settings {
+        mail_base: dir.to_path_buf(),
+        max_literal: 1000,
+        max_line: 200,
+        hostname: "mail.example.test".into(),
+        starttls: false,
+    }
+}
+
+fn text(s: &mut Session) -> String {
+    String::from_utf8_lossy(&s.take_output()).into_owned()
+}
+
+fn logged_in(dir: &std::path::Path) -> Session {
+    let mut s = Session::new(settings(dir), true, false);
+    text(&mut s);
+    let need = s.input(b"a LOGIN alice secret\r\n");
+    assert_eq!(
+        need,
+        Some(Need::Verify {
+            user: "alice".into(),
+            password: "secret".into()
+        })
+    );
+    assert_eq!(s.auth_done(Ok("alice".into())), None);
+    assert!(text(&mut s).starts_with("a OK [CAPABILITY"));
+    s
+}
+
+#[test]
+fn cleartext_login_is_disabled_off_loopback_without_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(settings(dir.path()), false, false);
+    let greeting = text(&mut s);
+    assert!(
+        greeting.contains("LOGINDISABLED") && !greeting.contains("AUTH=PLAIN"),
+        "{greeting}"
+    );
+    assert_eq!(s.input(b"a LOGIN alice secret\r\n"), None);
+    assert_eq!(text(&mut s), "a NO [PRIVACYREQUIRED] LOGIN is disabled without TLS\r\n");
+    assert_eq!(s.input(b"b AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n"), None);
+    assert!(text(&mut s).starts_with("b NO [PRIVACYREQUIRED]"));
+}
+
+#[test]
+fn authenticate_plain_with_continuation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(settings(dir.path()), true, false);
+    text(&mut s);
+    assert_eq!(s.input(b"a AUTHENTICATE PLAIN\r\n"), None);
+    assert_eq!(text(&mut s), "+ \r\n");
+    let need = s.input(b"AGFsaWNlAHNlY3JldA==\r\n");
+    assert_eq!(
+        need,
+        Some(Need::Verify {
+            user: "alice".into(),
+            password: "secret".into()
+        })
+    );
+    s.auth_done(Err("wrong".into()));
+    assert_eq!(text(&mut s), "a NO [AUTHENTICATIONFAILED] Authentication failed\r\n");
+}
+
+#[test]
+fn literals_continuations_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = logged_in(dir.path());
+    // synchronising literal: "+" first
+    s.input(b"a APPEND INBOX (\\Seen) {14}\r\n");
+    assert_eq!(text(&mut s), "+ Ready for literal data\r\n");
+    s.input(b"Subject: x\r\n\r\n\r\n");
+    let out = text(&mut s);
+    assert!(out.starts_with("a OK [APPENDUID "), "{out}");
+    assert!(out.ends_with(" 1] Append completed\r\n"), "{out}");
+    // LITERAL+: no continuation
+    s.input(b"b APPEND INBOX {3+}\r\nx\r\n\r\n");
+    let out = text(&mut s);
+    assert!(out.contains("b OK [APPENDUID") && !out.contains('+'), "{out}");
+    // too large: refused before it is read, the session goes on
+    s.input(b"c APPEND INBOX {5000}\r\n");
+    assert_eq!(text(&mut s), "c NO [TOOBIG] Literal too large\r\n");
+    s.input(b"d NOOP\r\n");
+    assert_eq!(text(&mut s), "d OK Completed\r\n");
+    s.input(b"e FROB\r\n");
+    assert_eq!(text(&mut s), "e BAD Unknown command\r\n");
+    // a command line over the limit ends the session
+    s.input(&[b'x'; 300]);
+    assert!(text(&mut s).starts_with("* BYE"));
+    assert!(s.closed());
+}
+
+#[test]
+fn select_fetch_store_search_expunge() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = logged_in(dir.path());
+    s.input(b"a APPEND INBOX {39+}\r\nFrom: a@example.test\r\nSubject: one\r\n\r\n\r\n");
+    s.input(b"b APPEND INBOX {39+}\r\nFrom: b@example.test\r\nSubject: two\r\n\r\n\r\n");
+    text(&mut s);
+    s.input(b"c SELECT INBOX\r\n");
+    let out = text(&mut s);
+    assert!(
+        out.contains("* 2 EXISTS\r\n") && out.contains("c OK [READ-WRITE]"),
+        "{out}"
+    );
+    s.input(b"d FETCH 2 (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n");
+    assert_eq!(
+        text(&mut s),
+        "* 2 FETCH (UID 2 FLAGS () RFC822.SIZE 39 BODY[HEADER.FIELDS (SUBJECT)] {16}\r\nSubject: two\r\n\r\n)\r\nd OK Fetch completed\r\n"
+    );
+    s.input(b"e STORE 1 +FLAGS (\\Deleted)\r\n");
+    assert_eq!(
+        text(&mut s),
+        "* 1 FETCH (FLAGS (\\Deleted))\r\ne OK Store completed\r\n"
+    );
+    s.input(b"f SEARCH DELETED\r\n");
+    assert_eq!(text(&mut s), "* SEARCH 1\r\nf OK Search completed\r\n");
+    s.input(b"g UID SEARCH FROM b@example\r\n");
+    assert_eq!(text(&mut s), "* SEARCH 2\r\ng OK Search completed\r\n");
+    s.input(b"h EXPUNGE\r\n");
+    assert_eq!(text(&mut s), "* 1 EXPUNGE\r\nh OK Expunge completed\r\n");
+    s.input(b"i UID FETCH 1:* (FLAGS)\r\n");
+    assert_eq!(text(&mut s), "* 1 FETCH (UID 2 FLAGS ())\r\ni OK Fetch completed\r\n");
+    s.input(b"j FETCH 1 (BODY[])\r\n");
+    let out = text(&mut s);
+    assert!(out.contains("FLAGS (\\Seen)"), "{out}");
+}
+
+#[test]
+fn idle_reports_changes_by_another_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = logged_in(dir.path());
+    let mut b = logged_in(dir.path());
+    a.input(b"s SELECT INBOX\r\n");
+    text(&mut a);
+    a.input(b"i IDLE\r\n");
+    assert_eq!(text(&mut a), "+ idling\r\n");
+    b.input(b"x APPEND INBOX {3+}\r\nx\r\n\r\n");
+    text(&mut b);
+    a.poll();
+    assert_eq!(text(&mut a), "* 1 EXISTS\r\n");
+    a.input(b"DONE\r\n");
+    assert_eq!(text(&mut a), "i OK Idle completed\r\n");
+}
+
+#[test]
+fn garbage_never_panics_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = logged_in(dir.path());
+    s.input(b"a APPEND INBOX {39+}\r\nFrom: a@example.test\r\nSubject: one\r\n\r\n\r\n");
+    s.input(b"b SELECT INBOX\r\n");
+    text(&mut s);
+    let words: [&[u8]; 24] = [
+        b"FETCH", b"STORE", b"SEARCH", b"UID", b"COPY", b"MOVE", b"1:*", b"*", b"(", b")", b"BODY[", b"]", b"<0.5>",
+        b"{3}\r\n", b"\"x", b"NOT", b"OR", b"FLAGS", b"+FLAGS", b"\\Seen", b"HEADER", b"LIST", b"STATUS", b" ",
+    ];
+    let mut x: u32 = 7;
+    for round in 0..3000 {
+        let mut line = format!("t{round} ").into_bytes();
+        for _ in 0..(round % 9) {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            line.extend_from_slice(words[(x >> 16) as usize % words.len()]);
+            line.push(b' ');
+        }
+        line.pop();
+        line.extend_from_slice(b"\r\n");
+        s.input(&line);
+        text(&mut s);
+        if s.closed() {
+            s = logged_in(dir.path());
+            s.input(b"b SELECT INBOX\r\n");
+            text(&mut s);
+        }
+    }
+    s.input(b"z NOOP\r\n");
+    let out = text(&mut s);
+    assert!(out.contains("OK"), "{out}");
+}
+
+#[test]
+fn a_large_fetch_is_produced_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = logged_in(dir.path());
+    let body = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(10_000));
+    let store = postern_lib::mailbox::Store::open(dir.path(), "alice").unwrap();
+    let mut inbox = store.folder("INBOX").unwrap();
+    for _ in 0..120 {
+        inbox.append(body.as_bytes(), Default::default(), None).unwrap();
+    }
+    s.input(b"b SELECT INBOX\r\n");
+    text(&mut s);
+    s.input(b"c FETCH 1:* (BODY.PEEK[])\r\nd NOOP\r\n");
+    let mut total = text(&mut s);
+    assert!(s.busy(), "paused after the first chunk");
+    assert!(total.len() < 2 * 1024 * 1024);
+    let mut rounds = 0;
+    while s.busy() {
+        s.resume();
+        total.push_str(&text(&mut s));
+        rounds += 1;
+    }
+    assert!(rounds >= 1, "{rounds}");
+    assert_eq!(total.matches(" FETCH (BODY[] {").count(), 120);
+    assert!(
+        total.ends_with("c OK Fetch completed\r\nd OK Completed\r\n"),
+        "pipelined NOOP runs after"
+    );
+}
