@@ -42,6 +42,8 @@ pub struct FetchJob {
     wants_envelope: bool,
     sets_seen: bool,
     failed: bool,
+    /// Cached envelopes of the messages still to do (read once per FETCH).
+    envelopes: std::collections::HashMap<u32, Vec<u8>>,
 }
 
 /// (start, length) of a `<start.length>` partial fetch.
@@ -109,6 +111,10 @@ impl Session {
         {
             sel.folder.sync()?;
         }
+        let envelopes = match self.sel.as_ref() {
+            Some(sel) if wants_envelope => sel.folder.envelopes(),
+            _ => Default::default(),
+        };
         let job = FetchJob {
             tag: tag.to_string(),
             idx: idx.to_vec(),
@@ -119,6 +125,7 @@ impl Session {
             wants_envelope,
             sets_seen,
             failed: false,
+            envelopes,
         };
         self.run_fetch(job)
     }
@@ -163,8 +170,8 @@ impl Session {
             // it is being read anyway), then cached
             let envelope = if !wants_envelope {
                 None
-            } else if let Some(e) = sel.folder.envelope(u) {
-                Some(e.to_vec())
+            } else if let Some(e) = job.envelopes.remove(&u) {
+                Some(e)
             } else {
                 let header = match &content {
                     Some(c) => Some(mime::split(c).0.to_vec()),

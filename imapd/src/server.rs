@@ -249,6 +249,11 @@ impl Imapd {
 
     fn close(&mut self, id: usize, lp: &EventLoop<'_>) {
         if let Some(mut c) = self.conns.remove(&id) {
+            tracing::info!(
+                "disconnect from {}, user={}",
+                c.peer,
+                c.counted_user.as_deref().unwrap_or("-")
+            );
             let _ = lp.registry().deregister(&mut c.sock);
             if let Some(u) = c.counted_user
                 && let Some(n) = self.per_user.get_mut(&u)
@@ -404,7 +409,9 @@ impl EventService for Imapd {
             } else {
                 self.login_timeout
             };
-            if now.duration_since(c.last) > limit {
+            if c.session.waiting() {
+                c.last = now;
+            } else if now.duration_since(c.last) > limit {
                 c.session.bye("Idle timeout");
             } else {
                 c.session.poll();

@@ -211,3 +211,18 @@ fn a_large_fetch_is_produced_in_chunks() {
         "pipelined NOOP runs after"
     );
 }
+
+#[test]
+fn fuzz_entry_point_survives_garbage() {
+    let mut x: u32 = 99;
+    for len in [0usize, 1, 7, 64, 500, 5000] {
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(1103515245).wrapping_add(12345);
+                let alphabet = b"a1 LOGIN SELECT {5}\r\n()[]\"\\*%~+ AUTHENTICATE PLAIN STARTTLS";
+                alphabet[(x >> 16) as usize % alphabet.len()]
+            })
+            .collect();
+        crate::fuzz_input(&data);
+    }
+}

@@ -5,7 +5,8 @@
 //! its children can take a connection and it is below `maxproc`; a waiting client then
 //! makes master start one more child, which counts as available until it says otherwise.
 //! At `maxproc`, clients wait in the kernel's listen backlog and a warning is logged once.
-//! A child that exits abnormally before it served anything throttles its service for
+//! A child that fails by itself (not killed by SIGKILL/SIGTERM) before it served anything
+//! throttles its service for
 //! `service_throttle_time` (a command that crashes on start-up is not respawned in a tight
 //! loop); other abnormal exits are logged and the next client gets a fresh child.
 //! Master itself never exits because a child misbehaved.
@@ -428,10 +429,16 @@ impl Master {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(s) => s,
             };
-            let (pid, abnormal) = match status {
-                WaitStatus::Exited(pid, 0) => (pid, None),
-                WaitStatus::Exited(pid, code) => (pid, Some(format!("exit status {code}"))),
-                WaitStatus::Signaled(pid, sig, _) => (pid, Some(format!("killed by signal {}", sig as i32))),
+            // Killed from outside (an operator, the OOM killer) says nothing about the
+            // program; only a child that fails by itself before serving throttles.
+            let (pid, abnormal, external) = match status {
+                WaitStatus::Exited(pid, 0) => (pid, None, false),
+                WaitStatus::Exited(pid, code) => (pid, Some(format!("exit status {code}")), false),
+                WaitStatus::Signaled(pid, sig, _) => (
+                    pid,
+                    Some(format!("killed by signal {}", sig as i32)),
+                    matches!(sig, Signal::SIGKILL | Signal::SIGTERM),
+                ),
                 _ => continue,
             };
             let pid = pid.as_raw() as u32;
@@ -459,7 +466,7 @@ impl Master {
                 tracing::warn!("process {program} pid {pid} {how}");
                 if !stopping && !child.retiring {
                     svc.restarts += 1;
-                    if child.served == 0 {
+                    if child.served == 0 && !external {
                         svc.throttled_until = Some(Instant::now() + throttle.duration());
                         tracing::warn!(
                             "{program}: bad command startup -- throttling service {} for {throttle}",

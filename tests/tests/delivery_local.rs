@@ -29,6 +29,9 @@ fn services(with_auth: bool) -> String {
         "maxproc = 1\nmin_procs = 1\nwakeup = \"60s\"\nmax_use = 1000000000\nmax_idle = \"1000d\"",
     ));
     s.push_str(&daemon_service("local", "unix", "", "local", "maxproc = 4"));
+    // Bounced recipients owe their sender a notice: bounce writes it, cleanup queues it.
+    s.push_str(&daemon_service("cleanup", "unix", "", "cleanup", "maxproc = 4"));
+    s.push_str(&daemon_service("bounce", "unix", "", "bounce", "maxproc = 2"));
     if with_auth {
         s.push_str(&auth_service());
     }
@@ -37,6 +40,9 @@ fn services(with_auth: bool) -> String {
 
 fn instance(settings: &[&str], with_auth: bool) -> Instance {
     let mut all = vec![
+        // The test senders are remote and there is no smtp client here: notices to them
+        // bounce at once (and the double bounce to the local postmaster ends the chain).
+        "default_transport=error",
         "minimal_backoff_time=1s",
         "maximal_backoff_time=2s",
         "queue_run_delay=1s",
@@ -554,7 +560,6 @@ fn smtp_to_maildir_end_to_end() {
         "smtpd",
         "maxproc = 2",
     ));
-    services.push_str(&daemon_service("cleanup", "unix", "", "cleanup", "maxproc = 4"));
     let mut inst = Instance::new(&services, &[]);
     add_user(&inst, "henry", "pw-henry");
     inst.start();

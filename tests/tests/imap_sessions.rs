@@ -24,6 +24,23 @@ fn python(script: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+fn python_log(script: &str, port: u16, inst: &Instance) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(port.to_string())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        inst.log()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn maildir(inst: &Instance, user: &str) -> PathBuf {
     inst.root.path().join("var/mail").join(user)
 }
@@ -239,7 +256,7 @@ s = socket.create_connection(('127.0.0.1', port))
 f = s.makefile('rb')
 assert f.readline().startswith(b'* OK')
 s.sendall(b'a1 LOGIN alice Alice-Imap-Pw1\r\n')
-assert f.readline().startswith(b'a1 OK'), 'login'
+l = f.readline(); assert l.startswith(b'a1 OK'), l
 s.sendall(b'a2 FROB\r\n')
 assert f.readline() == b'a2 BAD Unknown command\r\n'
 s.sendall(b'a3 APPEND INBOX {999999999999}\r\n')
@@ -247,6 +264,7 @@ assert f.readline().startswith(b'a3 NO [TOOBIG]')
 s.sendall(b'a4 APPEND INBOX {5}\r\n')
 assert f.readline().startswith(b'+')
 s.sendall(b'ab\r\n')
+f.close()
 s.close()
 # a client that never logs in is closed after imapd_login_timeout
 idle = socket.create_connection(('127.0.0.1', port), timeout=30)
@@ -272,7 +290,7 @@ fn bad_commands_and_oversized_literals_are_refused() {
         &["imapd_login_timeout=1s", "imapd_user_connection_limit=2"],
         "maxproc = 1",
     );
-    let out = python(LIMITS, port);
+    let out = python_log(LIMITS, port, &inst);
     assert!(out.contains("limits ok"), "{out}");
     // the interrupted APPEND left nothing behind
     let md = maildir(&inst, "alice");

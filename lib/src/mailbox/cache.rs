@@ -68,7 +68,9 @@ fn unescape(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Reads the cache of `dir` for `uid_validity`; an empty map when absent or unusable.
-pub fn read(dir: &Path, uid_validity: u32) -> HashMap<u32, Entry> {
+/// Envelopes are kept only when `with_envelopes` (a view keeps sizes and dates in memory,
+/// envelopes only while a FETCH needs them).
+pub fn read(dir: &Path, uid_validity: u32, with_envelopes: bool) -> HashMap<u32, Entry> {
     let mut out = HashMap::new();
     let path = dir.join(FILE);
     let ok_size = fs::metadata(&path).map(|m| m.len() <= MAX_SIZE).unwrap_or(false);
@@ -89,6 +91,8 @@ pub fn read(dir: &Path, uid_validity: u32) -> HashMap<u32, Entry> {
         };
         let envelope = match e {
             None => None,
+            Some(e) if !e.starts_with('E') => continue,
+            Some(_) if !with_envelopes => None,
             Some(e) => match e.strip_prefix('E').and_then(unescape) {
                 Some(env) => Some(env),
                 None => continue,

@@ -22,6 +22,9 @@ use std::time::{Duration, SystemTime};
 
 static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// New cache entries a sync measures before it writes the cache file.
+const MEASURED_BEFORE_WRITE: usize = 64;
+
 /// One message as this view knows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message {
@@ -236,12 +239,12 @@ impl Folder {
         }
         let list = list.unwrap_or_default();
         if list.uid_validity != self.uid_validity {
-            self.cache = cache::read(&self.path, list.uid_validity);
+            self.cache = cache::read(&self.path, list.uid_validity, false);
         }
         self.uid_validity = list.uid_validity;
         self.next_uid = list.next_uid;
         let mut messages = Vec::with_capacity(list.entries.len());
-        let mut cache_dirty = false;
+        let mut measured = 0usize;
         for (uid, base) in list.entries {
             let Some((file, fl)) = on_disk.remove(&base) else {
                 continue;
@@ -252,7 +255,7 @@ impl Folder {
                     Some(e) => {
                         let sd = (e.size, e.date);
                         self.cache.insert(uid, e);
-                        cache_dirty = true;
+                        measured += 1;
                         sd
                     }
                     None => continue, // vanished between scan and stat
@@ -268,7 +271,9 @@ impl Folder {
             });
         }
         self.messages = messages;
-        if cache_dirty || self.cache.len() > self.messages.len() + self.messages.len() / 4 + 16 {
+        // A few new messages are cheap to measure again: writing the cache for each
+        // delivery would have every open view of the folder rewrite it at once.
+        if measured >= MEASURED_BEFORE_WRITE || self.cache.len() > self.messages.len() + self.messages.len() / 4 + 16 {
             self.cache_dirty = true;
             self.save_cache();
         }
@@ -325,9 +330,13 @@ impl Folder {
         })
     }
 
-    /// The cached IMAP ENVELOPE of a message, if one was stored.
-    pub fn envelope(&self, uid: u32) -> Option<&[u8]> {
-        self.cache.get(&uid).and_then(|e| e.envelope.as_deref())
+    /// The cached IMAP ENVELOPEs of the folder's messages, read from the cache file (a
+    /// view does not keep them in memory).
+    pub fn envelopes(&self) -> HashMap<u32, Vec<u8>> {
+        cache::read(&self.path, self.uid_validity, true)
+            .into_iter()
+            .filter_map(|(uid, e)| e.envelope.map(|env| (uid, env)))
+            .collect()
     }
 
     /// Stores a message's IMAP ENVELOPE in the cache (written by [`Folder::save_cache`]).
@@ -340,7 +349,8 @@ impl Folder {
         }
     }
 
-    /// Writes the cache file if it changed (best effort).
+    /// Writes the cache file if it changed (best effort), keeping the envelopes it holds,
+    /// and lets go of the envelopes held in memory.
     pub fn save_cache(&mut self) {
         if !self.cache_dirty {
             return;
@@ -348,11 +358,22 @@ impl Folder {
         let messages = &self.messages;
         self.cache
             .retain(|uid, _| messages.binary_search_by_key(uid, |m: &Message| m.uid).is_ok());
+        let mut on_file = cache::read(&self.path, self.uid_validity, true);
+        for (uid, e) in self.cache.iter_mut() {
+            if e.envelope.is_none()
+                && let Some(old) = on_file.remove(uid)
+            {
+                e.envelope = old.envelope;
+            }
+        }
         let entries: Vec<(u32, &Entry)> = messages
             .iter()
             .filter_map(|m| self.cache.get(&m.uid).map(|e| (m.uid, e)))
             .collect();
         cache::write(&self.path, self.uid_validity, &entries);
+        for e in self.cache.values_mut() {
+            e.envelope = None;
+        }
         self.cache_dirty = false;
     }
 

@@ -1,0 +1,58 @@
+//! # imapd — Postern's IMAP server
+//!
+//! IMAP4rev1 (RFC 3501) on the Maildir store of `postern_lib::mailbox`, with LITERAL+
+//! (RFC 7888), SASL-IR, IDLE (RFC 2177), NAMESPACE, ID, ENABLE, UNSELECT, UIDPLUS
+//! (RFC 4315), MOVE (RFC 6851), SPECIAL-USE (RFC 6154) and CHILDREN. Event-driven: many
+//! sessions per process on the skeleton's mio loop; protocol code is sans-I/O
+//! ([`session`]). Several sessions on one mailbox, in one process or many, see each
+//! other's changes through the Maildir itself.
+//!
+//! TLS: STARTTLS when `imapd_tls_cert_file` is set; implicit TLS (the `imaps` service)
+//! when started with the argument `tls`.
+//!
+//! Security: passwords are checked by the auth daemon only; cleartext LOGIN and
+//! AUTHENTICATE PLAIN are accepted over TLS or from loopback clients only (others see
+//! LOGINDISABLED). Input pipelined after STARTTLS is discarded. Every line, literal and
+//! per-user session count is bounded.
+//!
+//! Settings read: `virtual_mailbox_base`, `myhostname`, `imapd_tls_cert_file`,
+//! `imapd_tls_key_file`, `imapd_max_literal`, `imapd_max_line_length`,
+//! `imapd_user_connection_limit`, `imapd_timeout`, `imapd_login_timeout`.
+//!
+//! Diagnostics: `connect from ADDR`, `login: user=NAME`, `login failed: REASON`,
+//! `disconnect from ADDR, user=NAME`, warnings for file-system errors in a mailbox.
+//!
+//! Files: [`session`] (framing, state, dispatch, untagged updates), [`cmd_mailbox`]
+//! (SELECT, LIST, STATUS, CREATE/DELETE/RENAME, APPEND), [`cmd_message`] (STORE, COPY,
+//! MOVE, EXPUNGE), [`cmd_fetch`], [`cmd_search`], [`mime`] (ENVELOPE, BODYSTRUCTURE,
+//! sections), [`parse`] (command grammar, sequence sets, dates), [`reply`] (string
+//! quoting), [`server`] (the event loop side: sockets, TLS, auth, timeouts).
+#![forbid(unsafe_code)]
+
+pub mod cmd_fetch;
+pub mod cmd_mailbox;
+pub mod cmd_message;
+pub mod cmd_search;
+pub mod mime;
+pub mod parse;
+pub mod reply;
+pub mod server;
+pub mod session;
+#[cfg(test)]
+mod tests;
+
+/// For fuzzing: runs the command parser, then a whole session (no mailbox: the commands
+/// that need one are refused) on arbitrary bytes; must never panic.
+pub fn fuzz_input(data: &[u8]) {
+    let _ = parse::command(data);
+    let settings = session::Settings {
+        mail_base: std::path::PathBuf::from("/nonexistent"),
+        max_literal: 4096,
+        max_line: 1024,
+        hostname: "fuzz.example.test".into(),
+        starttls: true,
+    };
+    let mut s = session::Session::new(settings, true, false);
+    let _ = s.input(data);
+    let _ = s.take_output();
+}
