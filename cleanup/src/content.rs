@@ -67,21 +67,7 @@ pub fn extract_recipients(header: &Header) -> Vec<String> {
 
 /// RFC 5322 date-time in UTC: `Sun, 22 Nov 2026 18:40:00 +0000`.
 pub fn rfc5322_date(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = (secs / 86400) as i64;
-    let (y, m, d) = postern_lib::log::civil_from_days(days);
-    let rem = secs % 86400;
-    format!(
-        "{}, {d} {} {y} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        MONTHS[(m as usize).saturating_sub(1) % 12],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    postern_lib::date::rfc5322_secs(secs)
 }
 
 /// Adds the fields a message must have. `from` is `Some(sender)` when a missing From:

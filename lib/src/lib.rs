@@ -44,8 +44,8 @@
 #![deny(unsafe_code)]
 
 pub mod accounts;
-pub mod agent;
 pub mod address;
+pub mod agent;
 pub mod aliases;
 pub mod checks;
 pub mod config;
@@ -55,9 +55,9 @@ pub mod inherited_fd;
 pub mod ipc;
 pub mod line;
 pub mod log;
-pub mod maildrop;
 pub mod mailbox;
 pub mod maildir_deliver;
+pub mod maildrop;
 pub mod master_control;
 pub mod master_status;
 pub mod milter;

@@ -188,7 +188,12 @@ fn remote_4xx_defers_and_5xx_bounces() {
     let (id, path) = queue_file(&inst, &["x@sink.test"]);
     let r = deliver(&inst, &id, &format!("[127.0.0.1]:{p450}"), &["x@sink.test"]);
     assert_eq!((r.results[0].code, r.results[0].dsn.as_str()), (450, "4.2.0"), "{r:?}");
-    assert!(r.results[0].text.starts_with("host 127.0.0.1[127.0.0.1] said: 450 4.2.0 Mailbox busy"), "{r:?}");
+    assert!(
+        r.results[0]
+            .text
+            .starts_with("host 127.0.0.1[127.0.0.1] said: 450 4.2.0 Mailbox busy"),
+        "{r:?}"
+    );
     assert_eq!(
         statuses(&path),
         [RecipientStatus::Pending],

@@ -399,7 +399,10 @@ impl MainConfig {
         if !["accept", "reject", "tempfail", "quarantine"].contains(&self.milter_default_action.as_str()) {
             return Err((
                 "milter_default_action",
-                format!("{:?}: expected accept, reject, tempfail or quarantine", self.milter_default_action),
+                format!(
+                    "{:?}: expected accept, reject, tempfail or quarantine",
+                    self.milter_default_action
+                ),
             ));
         }
         Ok(())

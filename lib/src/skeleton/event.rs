@@ -68,7 +68,8 @@ struct State {
     accepted: u64,
     listening: bool,
     stopping: bool,
-    available: Option<bool>,
+    /// The last status sent to master, so it is sent again only when something changed.
+    reported: Option<Status>,
     idle_since: Option<Instant>,
 }
 
@@ -85,7 +86,7 @@ fn run<S: EventService>(setup: &mut Setup, service: &mut S) -> std::io::Result<(
         accepted: 0,
         listening: false,
         stopping: false,
-        available: None,
+        reported: None,
         idle_since: Some(Instant::now()),
     };
     set_listening(&registry, &setup.listeners, &mut st, true)?;
@@ -97,13 +98,14 @@ fn run<S: EventService>(setup: &mut Setup, service: &mut S) -> std::io::Result<(
         if can_accept != st.listening {
             set_listening(&registry, &setup.listeners, &mut st, can_accept)?;
         }
-        if st.available != Some(can_accept) {
-            st.available = Some(can_accept);
-            let status = Status {
-                available: can_accept,
-                connections: conns as u32,
-                served: st.accepted,
-            };
+        // Availability drives master's spawning; the counts feed `postern status`.
+        let status = Status {
+            available: can_accept,
+            connections: conns as u32,
+            served: st.accepted,
+        };
+        if st.reported != Some(status) {
+            st.reported = Some(status);
             if !setup.report(status) {
                 st.stopping = true;
             }
