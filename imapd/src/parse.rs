@@ -159,8 +159,13 @@ impl Parser<'_> {
                 if c == b'~' {
                     self.i += 1;
                 }
+                // `~` must be followed by `{` (RFC 3516 literal8); anything else is not a
+                // literal (found by fuzzing: `~}` once sliced backwards).
+                if self.s.get(self.i) != Some(&b'{') {
+                    return None;
+                }
                 let close = self.s[self.i..].iter().position(|&b| b == b'}')? + self.i;
-                let num = std::str::from_utf8(&self.s[self.i + 1..close]).ok()?;
+                let num = std::str::from_utf8(self.s.get(self.i + 1..close)?).ok()?;
                 let n: usize = num.trim_end_matches(['+', '-']).parse().ok()?;
                 if self.s.get(close + 1..close + 3)? != b"\r\n" {
                     return None;

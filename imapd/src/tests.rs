@@ -226,3 +226,11 @@ fn fuzz_entry_point_survives_garbage() {
         crate::fuzz_input(&data);
     }
 }
+
+/// Regression (cargo-fuzz, imap_command target): `~` followed by `}` made the literal
+/// parser slice backwards and panic.
+#[test]
+fn literal8_marker_without_brace_is_refused_not_a_panic() {
+    crate::fuzz_input(b"\r\nhI. ~}\x00\r\no\r");
+    assert!(crate::parse::command(b"a APPEND INBOX ~}\r\n").is_err());
+}
