@@ -18,7 +18,7 @@ N=${N:-2000}
 mkdir -p "$WORK/results"
 OUT=$WORK/results/smtp_delivery-$(date +%Y%m%d-%H%M%S).jsonl
 
-cargo build --release --workspace --quiet
+[ -n "${NO_BUILD:-}" ] || cargo build --release --workspace --quiet
 [ -x /usr/sbin/postfix ] || bash bench/peer/peer-setup.sh
 pgrep -f /usr/lib/postfix/sbin/master >/dev/null || postfix start >/dev/null 2>&1 || true
 

@@ -1,27 +1,17 @@
-//! One delivery job: the request from qmgr, each recipient delivered, marked in the queue
-//! file and logged, the results sent back. Every failure becomes a per-recipient
-//! [`Outcome`] here, in one place.
+//! One delivery job, on the shared delivery-agent job ([`postern_lib::agent`]: the queue
+//! file opened, locked, marked and logged there): for each pending recipient, aliases,
+//! then each target; every failure becomes a per-recipient [`Outcome`] here, in one place.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 
-use std::time::Duration;
-
 use postern_lib::address::parse_mailbox;
-use postern_lib::ipc::IpcStream;
-use postern_lib::proto::deliver::{
-    self, DeliverRecipient, DeliverReply, DeliverRequest, RecipientResult, status_line, valid_queue_file,
-};
-use postern_lib::queue_file::{QueueFile, RecipientStatus, mark_done};
-use postern_lib::skeleton::{Accepted, Stream};
-use rustix::fs::{FlockOperation, OFlags};
+use postern_lib::agent::Job;
+use postern_lib::proto::deliver::status_line;
 
 use crate::aliases::{self, Kind};
 use crate::mailbox::{self, Lookup, Users};
-use crate::settings::Settings;
+use crate::settings::{MailboxFormat, Settings};
 
-/// How long qmgr may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most header bytes scanned for `Delivered-To:`.
 const MAX_HEADER_SCAN: u64 = 1 << 20;
 
@@ -61,76 +51,11 @@ impl Outcome {
             text,
         }
     }
-    fn status(&self) -> &'static str {
-        match self.code {
-            200..=299 => "sent",
-            500.. => "bounced",
-            _ => "deferred",
-        }
-    }
-}
-
-/// Serves one connection from qmgr.
-pub fn serve(s: &mut Settings, conn: Accepted) {
-    let Stream::Unix(sock) = conn.stream else { return };
-    let mut c = match IpcStream::server(sock, deliver::PROTOCOL, deliver::VERSION, Some(REQUEST_TIMEOUT)) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("deliver client: {e}");
-            return;
-        }
-    };
-    let req: DeliverRequest = match c.recv() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("deliver request: {e}");
-            return;
-        }
-    };
-    let results = run(s, &req);
-    if let Err(e) = c.send(&DeliverReply { results }) {
-        tracing::warn!(queue_id = req.queue_id.as_str(), "cannot answer qmgr: {e}");
-    }
-}
-
-fn all(req: &DeliverRequest, o: &Outcome) -> Vec<RecipientResult> {
-    req.recipients
-        .iter()
-        .map(|r| RecipientResult {
-            index: r.index,
-            address: r.address.clone(),
-            code: o.code,
-            dsn: o.dsn.clone(),
-            text: o.text.clone(),
-        })
-        .take(deliver::MAX_RECIPIENTS)
-        .collect()
-}
-
-/// Opens the queue file read-write without following symlinks, with a shared lock held
-/// for the whole job (qmgr's restart waits for it).
-fn open_queue_file(path: &str) -> Result<File, String> {
-    if !valid_queue_file(path) {
-        return Err(format!("bad queue file path {path:?}"));
-    }
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| format!("open {path}: {e}"))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| format!("fstat {path}: {e}"))?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile || st.st_nlink != 1 {
-        return Err(format!("{path} is not a regular file with one link"));
-    }
-    rustix::fs::fcntl_setfl(&fd, OFlags::RDWR).map_err(|e| format!("fcntl {path}: {e}"))?;
-    rustix::fs::flock(&fd, FlockOperation::LockShared).map_err(|e| format!("lock {path}: {e}"))?;
-    Ok(File::from(fd))
 }
 
 /// The `Delivered-To:` values of the message header, lower-cased.
-fn delivered_to(qf: &QueueFile, file: &File) -> Vec<String> {
-    let Ok(content) = qf.content_reader(file) else {
+fn delivered_to(job: &Job) -> Vec<String> {
+    let Ok(content) = job.content() else {
         return Vec::new();
     };
     let mut r = BufReader::new(content.take(MAX_HEADER_SCAN));
@@ -156,86 +81,33 @@ fn delivered_to(qf: &QueueFile, file: &File) -> Vec<String> {
     out
 }
 
-fn run(s: &mut Settings, req: &DeliverRequest) -> Vec<RecipientResult> {
-    let file = match open_queue_file(&req.queue_file) {
-        Ok(f) => f,
-        Err(e) => return all(req, &Outcome::temp("4.3.0", format!("cannot open queue file: {e}"))),
-    };
-    let qf = match QueueFile::read(&file) {
-        Ok(q) => q,
-        Err(e) => return all(req, &Outcome::temp("4.3.0", format!("cannot read queue file: {e}"))),
-    };
-    let seen = delivered_to(&qf, &file);
+/// Delivers every pending recipient of `job`, completing each before the next starts.
+pub fn deliver(s: &mut Settings, job: &mut Job) {
+    let seen = delivered_to(job);
     let mut users = Users::default();
-    let mut results = Vec::new();
-    for r in req.recipients.iter().take(deliver::MAX_RECIPIENTS) {
-        let start = now_micros();
-        let rec = qf.recipients.get(r.index).filter(|q| q.spec.address == r.original);
-        let outcome = match rec {
-            None => Outcome::temp("4.3.0", "recipient not found in the queue file".into()),
-            Some(q) if q.status == RecipientStatus::Delivered => Outcome::sent("already delivered"),
-            Some(q) if q.status.is_final() => Outcome::perm("5.0.0", "already failed".into()),
-            Some(_) => deliver_one(s, &mut users, req, r, &qf, &file, &seen),
+    for pos in job.pending() {
+        let Some(r) = job.req.recipients.get(pos) else { continue };
+        let matches = job
+            .qf
+            .recipients
+            .get(r.index)
+            .is_some_and(|q| q.spec.address == r.original);
+        let outcome = if matches {
+            deliver_one(s, &mut users, job, pos, &seen)
+        } else {
+            Outcome::temp("4.3.0", "recipient not found in the queue file".into())
         };
-        if r.mark
-            && outcome.code != 450
-            && let Some(q) = rec
-            && !q.status.is_final()
-        {
-            let status = if outcome.code < 300 {
-                RecipientStatus::Delivered
-            } else {
-                RecipientStatus::Bounced
-            };
-            if let Err(e) = mark_done(&file, &q.handle, status) {
-                tracing::warn!(queue_id = req.queue_id.as_str(), "cannot mark {} done: {e}", r.address);
-            }
-        }
-        let line = status_line(
-            &r.address,
-            &r.original,
-            "local",
-            [
-                req.arrival_micros,
-                req.active_micros,
-                req.dispatch_micros,
-                start,
-                now_micros(),
-            ],
-            &outcome.dsn,
-            outcome.status(),
-            &outcome.text,
-        );
-        tracing::info!(queue_id = req.queue_id.as_str(), "{line}");
-        results.push(RecipientResult {
-            index: r.index,
-            address: r.address.clone(),
-            code: outcome.code,
-            dsn: outcome.dsn,
-            text: outcome.text,
-        });
+        job.complete(pos, outcome.code, &outcome.dsn, &outcome.text, "local");
     }
-    results
-}
-
-fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// One recipient: aliases, then each target; the worst outcome wins (a temporary failure
-/// of one target retries the recipient).
-fn deliver_one(
-    s: &mut Settings,
-    users: &mut Users,
-    req: &DeliverRequest,
-    r: &DeliverRecipient,
-    qf: &QueueFile,
-    file: &File,
-    seen: &[String],
-) -> Outcome {
+/// of one target retries the recipient). With several targets each gets its own log line.
+fn deliver_one(s: &mut Settings, users: &mut Users, job: &Job, pos: usize, seen: &[String]) -> Outcome {
+    let Some(r) = job.req.recipients.get(pos) else {
+        return Outcome::temp("4.3.0", "no such recipient in the request".into());
+    };
+    let qf = &job.qf;
     let addr = match parse_mailbox(&r.address, true) {
         Ok(a) => a,
         Err(e) => return Outcome::perm("5.1.3", format!("bad recipient address: {e}")),
@@ -271,9 +143,9 @@ fn deliver_one(
     let single = targets.len() == 1;
     for t in &targets {
         let start = now_micros();
-        let sender = t.owner.clone().unwrap_or_else(|| req.sender.clone());
+        let sender = t.owner.clone().unwrap_or_else(|| job.req.sender.clone());
         let prefix = format!("Return-Path: <{sender}>\nDelivered-To: {}\n", r.address);
-        let mut content = match qf.content_reader(file) {
+        let mut content = match job.content() {
             Ok(c) => c,
             Err(e) => return Outcome::temp("4.3.0", format!("cannot read queue file: {e}")),
         };
@@ -284,9 +156,23 @@ fn deliver_one(
                 let o = if postern_lib::users::check_name(&user).is_err() {
                     Outcome::perm("5.1.1", format!("unknown user: \"{u}\""))
                 } else {
-                    match users.lookup(&s.mailbox_base, &user) {
+                    let lookup_base = match s.mailbox_format {
+                        MailboxFormat::Mbox => s.spool_dir(),
+                        MailboxFormat::Maildir => s.mailbox_base.clone(),
+                    };
+                    match users.lookup(&lookup_base, &user) {
                         Lookup::Unknown => Outcome::perm("5.1.1", format!("unknown user: \"{user}\"")),
                         Lookup::TempFail(why) => Outcome::temp("4.3.0", why),
+                        Lookup::Exists(quota) if s.mailbox_format == MailboxFormat::Mbox => crate::mbox::deliver_user(
+                            &s.spool_dir(),
+                            &user,
+                            &sender,
+                            quota,
+                            qf.content_len(),
+                            prefix.as_bytes(),
+                            &mut content,
+                            s.lock_stale,
+                        ),
                         Lookup::Exists(quota) => {
                             let tag = format!("{}x{:08x}", r.index, fnv32(r.address.as_bytes()));
                             let once = postern_lib::maildir_deliver::once_name(
@@ -330,21 +216,15 @@ fn deliver_one(
             ),
         };
         if !single {
-            let line = status_line(
-                &to,
-                &r.address,
-                "local",
-                [
-                    req.arrival_micros,
-                    req.active_micros,
-                    req.dispatch_micros,
-                    start,
-                    now_micros(),
-                ],
-                &o.dsn,
-                o.status(),
-                &o.text,
-            );
+            let req = &job.req;
+            let times = [
+                req.arrival_micros,
+                req.active_micros,
+                req.dispatch_micros,
+                start,
+                now_micros(),
+            ];
+            let line = status_line(&to, &r.address, "local", times, &o.dsn, o.status(), &o.text);
             tracing::info!(queue_id = req.queue_id.as_str(), "{line}");
         }
         outcomes.push(o);
@@ -384,4 +264,21 @@ fn merge(outcomes: Vec<Outcome>) -> Outcome {
         .into_iter()
         .next()
         .unwrap_or_else(|| Outcome::perm("5.1.1", "alias expands to nothing".into()))
+}
+
+impl Outcome {
+    fn status(&self) -> &'static str {
+        match self.code {
+            200..=299 => "sent",
+            500.. => "bounced",
+            _ => "deferred",
+        }
+    }
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }

@@ -37,7 +37,7 @@ impl Users {
         if !Path::new(auth::SOCKET).exists() {
             // No auth daemon: a user is one whose mailbox directory exists.
             return match std::fs::symlink_metadata(base.join(user)) {
-                Ok(m) if m.is_dir() => Lookup::Exists(None),
+                Ok(m) if m.is_dir() || m.is_file() => Lookup::Exists(None),
                 Ok(_) => Lookup::TempFail(format!("mailbox {user} is not a directory")),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Lookup::Unknown,
                 Err(e) => Lookup::TempFail(format!("mailbox {user}: {e}")),

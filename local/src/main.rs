@@ -47,11 +47,21 @@ mod mbox;
 mod settings;
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+use postern_lib::skeleton::Stream;
+
+/// How long qmgr may take to send its request (and to read the reply).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     postern_lib::skeleton::single::single_server(
         "local",
         |ctx| Ok(settings::Settings::new(ctx)),
-        |s, _ctx, conn| delivery::serve(s, conn),
+        |s, _ctx, conn| {
+            if let Stream::Unix(sock) = conn.stream {
+                postern_lib::agent::serve(sock, REQUEST_TIMEOUT, |job| delivery::deliver(s, job));
+            }
+        },
     )
 }

@@ -2,16 +2,31 @@
 //! the file changes).
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use postern_lib::address::Destinations;
 use postern_lib::aliases::Aliases;
 use postern_lib::skeleton::Context;
 
+/// The mailbox format of virtual users (`mailbox_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailboxFormat {
+    /// `virtual_mailbox_base/<user>/` with `tmp/ new/ cur/`.
+    Maildir,
+    /// One file, `mail_spool_directory/<user>`.
+    Mbox,
+}
+
 /// local's settings and state.
 pub struct Settings {
     /// Maildir base.
     pub mailbox_base: PathBuf,
+    /// `mailbox_format`.
+    pub mailbox_format: MailboxFormat,
+    /// `mail_spool_directory` (absolute; empty: the Maildir base).
+    pub spool: PathBuf,
+    /// `stale_lock_time`.
+    pub lock_stale: Duration,
     /// `recipient_delimiter`.
     pub delimiter: String,
     /// Our domains.
@@ -34,6 +49,16 @@ impl Settings {
         let m = &ctx.main;
         Settings {
             mailbox_base: PathBuf::from(&m.virtual_mailbox_base),
+            mailbox_format: if m.mailbox_format == "mbox" {
+                MailboxFormat::Mbox
+            } else {
+                MailboxFormat::Maildir
+            },
+            spool: match m.mail_spool_directory.trim() {
+                "" => PathBuf::new(),
+                d => ctx.config.dir.parent().unwrap_or(&ctx.config.dir).join(d),
+            },
+            lock_stale: m.stale_lock_time.duration(),
             delimiter: m.recipient_delimiter.clone(),
             destinations: Destinations::new(&m.mydestination, &m.relay_domains),
             myorigin: m.myorigin.trim().trim_end_matches('.').to_lowercase(),
@@ -45,6 +70,15 @@ impl Settings {
                 .collect(),
             alias_stamp: Vec::new(),
             aliases: Vec::new(),
+        }
+    }
+
+    /// The directory of mbox mailboxes.
+    pub fn spool_dir(&self) -> PathBuf {
+        if self.spool.as_os_str().is_empty() {
+            self.mailbox_base.clone()
+        } else {
+            self.spool.clone()
         }
     }
 

@@ -4,7 +4,12 @@
 //! postqueue [-c CONFIG_DIR] -p     the queue listing (mailq, sendmail -bp)
 //! postqueue [-c CONFIG_DIR] -j     one JSON object per message, one per line
 //! postqueue [-c CONFIG_DIR] -f     flush: ask qmgr to retry deferred mail now
+//! postqueue [-c CONFIG_DIR] -i ID  deliver one deferred message now
+//! postqueue [-c CONFIG_DIR] -s DOMAIN   deliver deferred mail for DOMAIN now
 //! ```
+//!
+//! (`-c` names the configuration directory, as in Postfix; the contents of one message
+//! are shown by `postcat -q ID`, a second binary of this crate.)
 //!
 //! `-p` prints Postfix's format: a header line; per message its queue ID followed by `*`
 //! when it is in `active/` or `!` when it is in `hold/`, its size, arrival time (UTC) and
@@ -22,6 +27,11 @@
 //! `-f` sends the `F` trigger to qmgr's `public/qmgr`; when nothing listens there the
 //! mail system is down and postqueue says so.
 //!
+//! `-i ID` moves the message from `deferred/` to `incoming/` and tells qmgr new mail
+//! arrived; `-s DOMAIN` does that for every deferred message with a recipient still
+//! pending in DOMAIN ([`deliver_now`]). They change the queue, so they need write access
+//! to it.
+//!
 //! ## Security stance
 //!
 //! postqueue reads the queue directly, with [`postern_lib::safe_open`] and the bounded
@@ -35,9 +45,12 @@
 //!
 //! ## Exit status
 //!
-//! 0 done; 64 EX_USAGE bad flags; 69 EX_UNAVAILABLE mail system down (`-f`); 74 EX_IOERR the
-//! queue could not be read; 78 EX_CONFIG bad configuration.
+//! 0 done; 64 EX_USAGE bad flags; 66 EX_NOINPUT no such deferred message (`-i`); 69
+//! EX_UNAVAILABLE mail system down (`-f`); 74 EX_IOERR the queue could not be read or
+//! changed; 78 EX_CONFIG bad configuration.
 #![forbid(unsafe_code)]
+
+mod deliver_now;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,18 +58,22 @@ use std::process::ExitCode;
 
 use postern_lib::config::Config;
 use postern_lib::proto::trigger;
+use postern_lib::queue_id::QueueId;
 use postern_lib::queue_scan::{self, LISTED_QUEUES, Listing};
 
 const EX_USAGE: u8 = 64;
+const EX_NOINPUT: u8 = 66;
 const EX_UNAVAILABLE: u8 = 69;
 const EX_IOERR: u8 = 74;
 const EX_CONFIG: u8 = 78;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Action {
     List,
     Json,
     Flush,
+    One(QueueId),
+    Domain(String),
 }
 
 fn main() -> ExitCode {
@@ -70,7 +87,12 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), (u8, String)> {
-    let usage = || (EX_USAGE, "usage: postqueue [-c CONFIG_DIR] -p | -j | -f".to_string());
+    let usage = || {
+        (
+            EX_USAGE,
+            "usage: postqueue [-c CONFIG_DIR] -p | -j | -f | -i ID | -s DOMAIN".to_string(),
+        )
+    };
     let mut dir: Option<PathBuf> = std::env::var_os("POSTERN_CONFIG").map(PathBuf::from);
     let mut action = None;
     let mut args = std::env::args().skip(1);
@@ -84,15 +106,20 @@ fn run() -> Result<(), (u8, String)> {
             "-j" => Action::Json,
             "-f" => Action::Flush,
             "-v" => continue,
-            "-i" | "-s" => {
-                return Err((
-                    EX_USAGE,
-                    format!("{a} is not supported yet; use -f to flush everything"),
-                ));
+            "-i" => {
+                let id = args.next().ok_or_else(usage)?;
+                Action::One(QueueId::parse(&id).map_err(|_| (EX_USAGE, format!("invalid mail queue id: {id}")))?)
+            }
+            "-s" => {
+                let d = args.next().ok_or_else(usage)?;
+                if d.is_empty() || d.len() > 255 || d.bytes().any(|b| b.is_ascii_control() || b == b'@') {
+                    return Err((EX_USAGE, "-s: invalid domain name".into()));
+                }
+                Action::Domain(d)
             }
             _ => return Err(usage()),
         };
-        if action.is_some_and(|prev| prev != next) {
+        if action.as_ref().is_some_and(|prev| *prev != next) {
             return Err(usage());
         }
         action = Some(next);
@@ -104,6 +131,12 @@ fn run() -> Result<(), (u8, String)> {
     match action {
         Action::Flush => flush(&queue),
         Action::List | Action::Json => list(&queue, action == Action::Json),
+        Action::One(id) => match deliver_now::one(&queue, &id) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err((EX_NOINPUT, format!("{id}: no such message in the deferred queue"))),
+            Err(e) => Err((EX_IOERR, e)),
+        },
+        Action::Domain(d) => deliver_now::domain(&queue, &d).map(|_| ()).map_err(|e| (EX_IOERR, e)),
     }
 }
 

@@ -15,7 +15,7 @@ pub enum Mode {
     Flush,
     /// `-bi` / `-I`, or invoked as `newaliases`: check the aliases file.
     NewAliases,
-    /// `-bs`: SMTP on standard input (not supported yet).
+    /// `-bs`: SMTP on standard input and output.
     SmtpStdio,
 }
 

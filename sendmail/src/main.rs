@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! sendmail [-t] [-i|-oi] [-f SENDER|-r SENDER] [-F NAME] [-C CONFIG_DIR] [--] [RECIPIENT...]
+//! sendmail -bs                  SMTP on standard input and output (submits through postdrop)
 //! sendmail -bp | mailq          list the queue (runs postqueue -p)
 //! sendmail -q                   flush the queue (runs postqueue -f)
 //! sendmail -bi | newaliases     check the aliases files (alias_maps)
@@ -18,8 +19,15 @@
 //!
 //! Flags Sendmail and Postfix accept without effect are ignored (`-oem`, `-odi`, `-odb`,
 //! `-oQ...`, `-v`, `-n`, `-m`, `-L LABEL`, `-N DSN`, `-B TYPE`, `-V ENVID`, `-X FILE`, ...);
-//! any other flag is a usage error. `-bs` (SMTP on standard input) is not supported yet
-//! and says so.
+//! any other flag is a usage error.
+//!
+//! `-bs` speaks SMTP on standard input and output, as Postfix's `sendmail -bs` (which
+//! runs `smtpd -S`): smtpd's own protocol engine, local (no STARTTLS or AUTH, no
+//! restrictions, relaying allowed: it is this host's user submitting), each accepted
+//! message handed to postdrop as above and answered `250 2.0.0 Ok: queued as ID` only
+//! once postdrop has stored it. The envelope sender is the client's `MAIL FROM`. It reads
+//! smtpd's limits and timeouts (`smtpd_timeout`, `smtpd_data_timeout`,
+//! `smtpd_command_line_limit`, `message_size_limit`, ...). See [`bs`].
 //!
 //! The configuration directory is `-C DIR`, else `$POSTERN_CONFIG`, else the default
 //! ([`postern_lib::config::default_config_dir`]).
@@ -38,12 +46,13 @@
 //! 0 accepted; 64 EX_USAGE bad flags or no recipients; 65 EX_DATAERR the message was
 //! refused (too big, malformed: postdrop says why); 66 EX_NOINPUT standard input could not
 //! be read; 67 EX_NOUSER no login name; 69 EX_UNAVAILABLE postdrop could not be run; 70
-//! EX_SOFTWARE internal error; 75 EX_TEMPFAIL try again later; 78 EX_CONFIG bad
-//! configuration; 1 `-bs`.
+//! EX_SOFTWARE internal error; 74 EX_IOERR `-bs` could not write its replies; 75
+//! EX_TEMPFAIL try again later; 78 EX_CONFIG bad configuration.
 #![forbid(unsafe_code)]
 
 mod args;
 mod body;
+mod bs;
 mod submit;
 
 use std::os::unix::process::CommandExt;
@@ -58,6 +67,7 @@ pub(crate) const EX_NOINPUT: u8 = 66;
 pub(crate) const EX_NOUSER: u8 = 67;
 pub(crate) const EX_UNAVAILABLE: u8 = 69;
 pub(crate) const EX_SOFTWARE: u8 = 70;
+pub(crate) const EX_IOERR: u8 = 74;
 pub(crate) const EX_CONFIG: u8 = 78;
 
 /// An exit status and a one-line reason (empty: already reported by a child).
@@ -83,12 +93,6 @@ fn main() -> ExitCode {
 
 fn run(program: &str, argv: &[String]) -> Result<(), Failure> {
     let args = Args::parse(program, argv).map_err(|u| (EX_USAGE, u.0))?;
-    if args.mode == Mode::SmtpStdio {
-        return Err((
-            1,
-            "-bs (SMTP on standard input) is not supported yet; submit with sendmail [-t] or over SMTP".into(),
-        ));
-    }
     let dir = args
         .config_dir
         .clone()
@@ -101,8 +105,13 @@ fn run(program: &str, argv: &[String]) -> Result<(), Failure> {
         Mode::ListQueue => exec_postqueue(&daemon_dir, &dir, "-p"),
         Mode::Flush => exec_postqueue(&daemon_dir, &dir, "-f"),
         Mode::NewAliases => newaliases(&config),
-        Mode::SmtpStdio => Ok(()),
+        Mode::SmtpStdio => bs::serve(&config, &dir, submit::full_name(&args, &current_user())),
     }
+}
+
+/// The invoking user's passwd entry, when there is one.
+fn current_user() -> Option<nix::unistd::User> {
+    nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten()
 }
 
 /// Replaces this process with `postqueue -c DIR FLAG`, as Postfix's sendmail does.

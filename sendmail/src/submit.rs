@@ -28,12 +28,7 @@ pub fn submit(args: &Args, config_dir: &Path, daemon_dir: &Path) -> Result<(), F
         (None, Some(u)) => u.name.clone(),
         (None, None) => return Err((EX_NOUSER, format!("no login name found for user ID {uid}"))),
     };
-    let full_name = args
-        .full_name
-        .clone()
-        .or_else(|| std::env::var("NAME").ok().filter(|n| !n.is_empty()))
-        .or_else(|| user.as_ref().and_then(gecos_name))
-        .filter(|n| !n.chars().any(char::is_control));
+    let full_name = full_name(args, &user);
     let env = Envelope {
         sender,
         recipients: args.recipients.clone(),
@@ -92,6 +87,16 @@ fn feed(env: &Envelope, ignore_dots: bool, mut input: impl Read, out: impl Write
     w.write_content(&content).map_err(gone)?;
     w.finish().map_err(gone)?;
     Ok(())
+}
+
+/// The full name for a `From:` header cleanup generates: `-F`, else `$NAME`, else the
+/// GECOS field.
+pub fn full_name(args: &Args, user: &Option<nix::unistd::User>) -> Option<String> {
+    args.full_name
+        .clone()
+        .or_else(|| std::env::var("NAME").ok().filter(|n| !n.is_empty()))
+        .or_else(|| user.as_ref().and_then(gecos_name))
+        .filter(|n| !n.chars().any(char::is_control))
 }
 
 /// The full name from the GECOS field: its first comma-separated part, `&` standing for

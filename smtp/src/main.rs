@@ -36,13 +36,21 @@ use std::time::Duration;
 struct Agent {
     dns: lookup::Dns,
     params: session::Params,
+    cache: Option<deliver::Cached>,
+    cache_limit: Duration,
 }
 
 fn main() -> ExitCode {
     single_server("smtp", init, |agent: &mut Agent, _ctx: &Context, conn: Accepted| {
         if let Stream::Unix(s) = conn.stream {
+            let Agent {
+                dns,
+                params,
+                cache,
+                cache_limit,
+            } = agent;
             postern_lib::agent::serve(s, Duration::from_secs(3600), |job| {
-                deliver::deliver(job, &agent.dns, &agent.params)
+                deliver::deliver(job, dns, params, cache, *cache_limit)
             });
         }
     })
@@ -60,5 +68,10 @@ fn init(ctx: &Context) -> Result<Agent, String> {
         tls: tls::Configs::new()?,
         lmtp: ctx.service.starts_with("lmtp/"),
     };
-    Ok(Agent { dns, params })
+    Ok(Agent {
+        dns,
+        params,
+        cache: None,
+        cache_limit: m.smtp_connection_cache_time_limit.duration(),
+    })
 }

@@ -111,6 +111,8 @@ pub struct Session {
     pub extensions: Vec<String>,
     /// Whether the session is encrypted.
     pub tls: bool,
+    /// Whether it already carried a transaction (it came from the connection cache).
+    pub reused: bool,
     /// Who we talk to.
     pub target: Target,
     lmtp: bool,
@@ -132,6 +134,7 @@ impl Session {
             reader: LineReader::new(Conn::Plain(tcp), MAX_LINE),
             extensions: Vec::new(),
             tls: false,
+            reused: false,
             target: target.clone(),
             lmtp: p.lmtp,
         };
@@ -245,6 +248,9 @@ impl Session {
         recipients: &[String],
         content: &mut dyn Read,
     ) -> Result<Vec<Reply>, SessionError> {
+        if self.has("PIPELINING") {
+            return self.pipelined(sender, mail_params, recipients, content);
+        }
         let mail = self.command(&format!("MAIL FROM:<{sender}>{mail_params}"))?;
         if !mail.is_positive() {
             let _ = self.command("RSET");
@@ -284,6 +290,75 @@ impl Session {
             }
         }
         Ok(replies)
+    }
+
+    /// RFC 2920: MAIL, every RCPT and DATA go out in one write; the replies are read in
+    /// order. A server that says 354 although it accepted no recipient gets an empty
+    /// message end (`.`), whose reply is ignored.
+    fn pipelined(
+        &mut self,
+        sender: &str,
+        mail_params: &str,
+        recipients: &[String],
+        content: &mut dyn Read,
+    ) -> Result<Vec<Reply>, SessionError> {
+        let mut batch = format!("MAIL FROM:<{sender}>{mail_params}\r\n");
+        for r in recipients {
+            batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        }
+        batch.push_str("DATA\r\n");
+        let w = self.reader.get_mut();
+        w.write_all(batch.as_bytes()).and_then(|_| w.flush()).map_err(io_err)?;
+        let mail = self.reply()?;
+        let mut replies = Vec::with_capacity(recipients.len());
+        for _ in recipients {
+            replies.push(self.reply()?);
+        }
+        let data = self.reply()?;
+        let accepted: Vec<usize> = replies
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_positive())
+            .map(|(i, _)| i)
+            .collect();
+        let usable = mail.is_positive() && !accepted.is_empty();
+        if data.code == 354 && !usable {
+            let w = self.reader.get_mut();
+            w.write_all(b".\r\n").and_then(|_| w.flush()).map_err(io_err)?;
+            let _ = self.reply()?;
+        }
+        if !mail.is_positive() {
+            let _ = self.command("RSET");
+            return Ok(vec![mail; recipients.len()]);
+        }
+        if !usable {
+            let _ = self.command("RSET");
+            return Ok(replies);
+        }
+        if data.code != 354 {
+            for &i in &accepted {
+                replies[i] = data.clone();
+            }
+            let _ = self.command("RSET");
+            return Ok(replies);
+        }
+        self.send_content(content)?;
+        if self.lmtp {
+            for &i in &accepted {
+                replies[i] = self.reply()?;
+            }
+        } else {
+            let end = self.reply()?;
+            for &i in &accepted {
+                replies[i] = end.clone();
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Makes a cached session ready for another transaction (RSET answered 250).
+    pub fn reset(&mut self) -> bool {
+        self.command("RSET").is_ok_and(|r| r.is_positive())
     }
 
     fn send_content(&mut self, content: &mut dyn Read) -> Result<(), SessionError> {

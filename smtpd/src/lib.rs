@@ -11,6 +11,7 @@
 //! Process model: an event-driven, many-connections-per-process daemon on
 //! [`postern_lib::skeleton::event`]. The protocol ([`protocol`]) is sans-I/O; the loop
 //! ([`server`]) drives it, rustls, and non-blocking connections to cleanup and auth.
+//! [`stdio`] drives the same protocol over standard input and output for `sendmail -bs`.
 //!
 //! Security stance: every line, buffer and count is bounded (command lines
 //! `smtpd_command_line_limit`, message `message_size_limit`, header `header_size_limit`,
@@ -41,6 +42,7 @@
 pub mod protocol;
 pub mod server;
 pub mod settings;
+pub mod stdio;
 
 pub use protocol::command::fuzz_command;
 pub use protocol::fuzz_session;

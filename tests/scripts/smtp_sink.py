@@ -32,6 +32,9 @@ class Handler(socketserver.StreamRequestHandler):
     timeout = 30
 
     def handle(self):
+        with LOCK:
+            with open(os.path.join(A.dir, "connections"), "a") as f:
+                f.write("1\n")
         if A.greeting != 220:
             self.wfile.write(reply(A.greeting))
             return

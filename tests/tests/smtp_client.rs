@@ -309,3 +309,32 @@ fn opportunistic_starttls_is_used_when_offered() {
     assert!(msgs.join("tls-used").exists(), "the message did not go over TLS");
     assert_eq!(delivered_files(&msgs).len(), 1);
 }
+
+#[test]
+fn pipelined_transactions_reuse_one_connection() {
+    let mut inst = Instance::new(&smtp_service(), &[]);
+    let (_sink, port, msgs) = sink(inst.root.path(), "sink", &[]);
+    inst.start();
+    let nexthop = format!("[127.0.0.1]:{port}");
+    for i in 0..3 {
+        let rcpt = format!("r{i}@sink.test");
+        let (id, _) = queue_file(&inst, &[&rcpt]);
+        let r = deliver(&inst, &id, &nexthop, &[&rcpt]);
+        assert_eq!(r.results[0].code, 250, "{r:?}");
+        // Master learns asynchronously that the child is free; wait, so that the next job
+        // deterministically reaches the same process (the one holding the connection).
+        assert!(inst.wait_idle("smtp/unix", 1), "smtp child not idle again");
+    }
+    assert_eq!(delivered_files(&msgs).len(), 3);
+    let connections = std::fs::read_to_string(msgs.join("connections"))
+        .unwrap()
+        .lines()
+        .count();
+    // One smtp process served the three jobs in a row (max one is idle): one connection.
+    assert_eq!(
+        connections,
+        1,
+        "the connection cache did not reuse the session:\n{}",
+        inst.log()
+    );
+}

@@ -214,11 +214,21 @@ pub struct MainConfig {
     pub smtp_tls_security_level: String,
     /// smtp: DNS servers (`ADDR:PORT`) instead of /etc/resolv.conf (tests, split DNS).
     pub smtp_dns_servers: Vec<String>,
+    /// smtp: how long a connection stays open after a delivery for the next one to the
+    /// same destination (0 turns the cache off).
+    pub smtp_connection_cache_time_limit: Seconds,
     // --- bounce ---
     /// bounce: the largest original message returned whole in a non-delivery report.
     pub bounce_size_limit: u64,
     /// bounce: who receives double bounces (reports about undeliverable reports).
     pub bounce_notice_recipient: String,
+    // --- local (mailbox format) ---
+    /// local: the mailbox format of virtual users: `maildir` (a directory) or `mbox` (one file).
+    pub mailbox_format: String,
+    /// local: where mbox mailboxes live (`<dir>/<user>`, relative to the config dir's parent); empty: virtual_mailbox_base.
+    pub mail_spool_directory: String,
+    /// local: age after which an mbox dot-lock file (`<user>.lock`) is taken to be stale and removed.
+    pub stale_lock_time: Seconds,
 }
 
 impl Default for MainConfig {
@@ -335,9 +345,14 @@ impl Default for MainConfig {
             smtp_timeout: Seconds(300),
             smtp_tls_security_level: "may".into(),
             smtp_dns_servers: Vec::new(),
+            smtp_connection_cache_time_limit: Seconds(2),
             // --- bounce ---
             bounce_size_limit: 50_000,
             bounce_notice_recipient: "postmaster".into(),
+            // --- local (mailbox format) ---
+            mailbox_format: "maildir".into(),
+            mail_spool_directory: String::new(),
+            stale_lock_time: Seconds(500),
         }
     }
 }
@@ -404,6 +419,9 @@ impl MainConfig {
                     self.milter_default_action
                 ),
             ));
+        }
+        if !matches!(self.mailbox_format.as_str(), "maildir" | "mbox") {
+            return Err(("mailbox_format", "must be maildir or mbox".into()));
         }
         Ok(())
     }

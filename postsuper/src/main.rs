@@ -1,0 +1,288 @@
+//! # postsuper — queue maintenance for the administrator
+//!
+//! ```text
+//! postsuper [-c CONFIG_DIR] [-v] -d ID|ALL|- ... [queue ...]   delete
+//! postsuper [-c CONFIG_DIR] [-v] -h ID|ALL|- ... [queue ...]   put on hold
+//! postsuper [-c CONFIG_DIR] [-v] -H ID|ALL|- ... [queue ...]   release from hold
+//! postsuper [-c CONFIG_DIR] [-v] -r ID|ALL|- ... [queue ...]   requeue through cleanup
+//! ```
+//!
+//! As Postfix's postsuper: each of `-d`, `-h`, `-H`, `-r` may be given several times and
+//! they are done in the order given; `ALL` means every message, `-` reads queue IDs from
+//! standard input, one per line. Queue names after the options (`hold`, `incoming`,
+//! `active`, `deferred`, and `maildrop` for `-d`) restrict every operation to those
+//! queues; the defaults are hold, incoming, active, deferred for `-d` and `-r`;
+//! incoming, active, deferred for `-h`; hold for `-H`.
+//!
+//! - `-d` removes the queue file and its defer, bounce and trace logs.
+//! - `-h` moves the message into `hold/`, where qmgr never looks.
+//! - `-H` moves it from `hold/` to `deferred/` with its retry time set to now, and wakes
+//!   qmgr, which takes it at its next deferred-queue scan (at most `queue_run_delay`).
+//! - `-r` hands the message to cleanup again ([`requeue`]): a new queue file with a new ID,
+//!   the same content, and only the recipients still pending; the old file is removed only
+//!   once cleanup answered that the copy is queued.
+//!
+//! Messages in `active/` are touched only when no delivery agent works on them (see
+//! [`ops`]); otherwise postsuper says `ID: is being delivered, try again later` and leaves
+//! the message alone.
+//!
+//! Output, on standard error and, per message, in the maillog (as Postfix does):
+//! `postsuper: ID: removed` (`placed on hold`, `released from hold`, `requeued`), then
+//! `postsuper: Deleted: N messages` (`Placed on hold`, `Released from hold`, `Requeued`)
+//! for each operation that did something.
+//!
+//! ## Security stance
+//!
+//! postsuper changes the queue directly, so it runs only for root, for `mail_owner`, or
+//! (the development layout) for the user who owns the queue directories; anyone else gets
+//! `postsuper: fatal: use of this command is reserved for the superuser and mail_owner`
+//! and exit status 1. Queue IDs are parsed with [`postern_lib::queue_id::QueueId`], so no
+//! argument can name a path; files are opened with [`postern_lib::safe_open`] (no
+//! symlinks, no hard links) and moved with a durable rename.
+//!
+//! ## Settings read
+//!
+//! `queue_directory`, `mail_owner`, `maillog_file`, `ipc_timeout` (the wait for cleanup).
+//!
+//! ## Exit status
+//!
+//! 0 done (messages that were already gone are not an error); 1 bad usage, bad
+//! configuration, no rights, or a message that could not be handled.
+#![forbid(unsafe_code)]
+
+mod find;
+mod maillog;
+mod ops;
+mod requeue;
+
+use std::io::BufRead;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use postern_lib::config::Config;
+use postern_lib::proto::trigger;
+use postern_lib::queue_id::QueueId;
+
+use maillog::MailLog;
+use ops::Outcome;
+
+/// Longest line read from standard input for `-`.
+const MAX_STDIN_LINE: u64 = 256;
+/// Most IDs read from standard input.
+const MAX_STDIN_IDS: usize = 1_000_000;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Delete,
+    Hold,
+    Release,
+    Requeue,
+}
+
+impl Op {
+    fn default_queues(self) -> &'static [&'static str] {
+        match self {
+            Op::Delete | Op::Requeue => &["hold", "incoming", "active", "deferred"],
+            Op::Hold => &["incoming", "active", "deferred"],
+            Op::Release => &["hold"],
+        }
+    }
+
+    fn allowed(self, queue: &str) -> bool {
+        self.default_queues().contains(&queue) || (self == Op::Delete && queue == "maildrop")
+    }
+
+    fn summary(self) -> &'static str {
+        match self {
+            Op::Delete => "Deleted",
+            Op::Hold => "Placed on hold",
+            Op::Release => "Released from hold",
+            Op::Requeue => "Requeued",
+        }
+    }
+}
+
+/// What one `-X ARG` names.
+enum Target {
+    All,
+    Stdin,
+    Id(QueueId),
+}
+
+const QUEUE_NAMES: &[&str] = &["maildrop", "hold", "incoming", "active", "deferred"];
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(msg) => {
+            eprintln!("postsuper: fatal: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn usage() -> String {
+    "usage: postsuper [-c CONFIG_DIR] [-v] [-d ID|ALL|-] [-h ID|ALL|-] [-H ID|ALL|-] [-r ID|ALL|-] [queue ...]".into()
+}
+
+fn run() -> Result<bool, String> {
+    let mut dir: Option<PathBuf> = std::env::var_os("POSTERN_CONFIG").map(PathBuf::from);
+    let mut work: Vec<(Op, Target)> = Vec::new();
+    let mut queues: Vec<String> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let op = match a.as_str() {
+            "-c" => {
+                dir = Some(PathBuf::from(args.next().ok_or_else(usage)?));
+                continue;
+            }
+            "-v" => continue,
+            "-d" => Op::Delete,
+            "-h" => Op::Hold,
+            "-H" => Op::Release,
+            "-r" => Op::Requeue,
+            q if QUEUE_NAMES.contains(&q) => {
+                queues.push(q.to_string());
+                continue;
+            }
+            q if !q.starts_with('-') => return Err(format!("invalid mail queue name: {q}")),
+            _ => return Err(usage()),
+        };
+        let arg = args.next().ok_or_else(usage)?;
+        let target = match arg.as_str() {
+            "ALL" => Target::All,
+            "-" => Target::Stdin,
+            s => Target::Id(QueueId::parse(s).map_err(|_| format!("invalid mail queue id: {s}"))?),
+        };
+        work.push((op, target));
+    }
+    if work.is_empty() {
+        return Err(usage());
+    }
+    let dir = dir.unwrap_or_else(postern_lib::config::default_config_dir);
+    let config = Config::load(&dir).map_err(|e| e.to_string())?;
+    let queue_dir = PathBuf::from(&config.main.queue_directory);
+    if !may_change_queue(&queue_dir, &config.main.mail_owner) {
+        return Err(format!(
+            "use of this command is reserved for the superuser and mail_owner ({:?})",
+            config.main.mail_owner
+        ));
+    }
+    let mut log = MailLog::open(&config.main.maillog_file);
+    let timeout = config.main.ipc_timeout.0;
+    let timeout = std::time::Duration::from_secs(timeout.clamp(1, 3600));
+    let mut stdin_ids: Option<Vec<QueueId>> = None;
+    let mut counts = [0usize; 4];
+    let mut all_ok = true;
+    for (op, target) in &work {
+        let queues: Vec<&str> = if queues.is_empty() {
+            op.default_queues().to_vec()
+        } else {
+            queues.iter().map(String::as_str).filter(|q| op.allowed(q)).collect()
+        };
+        let ids: Vec<Option<QueueId>> = match target {
+            Target::All => vec![None],
+            Target::Id(id) => vec![Some(*id)],
+            Target::Stdin => {
+                if stdin_ids.is_none() {
+                    stdin_ids = Some(read_stdin_ids());
+                }
+                stdin_ids.iter().flatten().map(|id| Some(*id)).collect()
+            }
+        };
+        for id in ids {
+            let mut files = find::find(&queue_dir, &queues, id.as_ref());
+            if id.is_some() {
+                files.truncate(1);
+            }
+            for f in files {
+                let outcome = match op {
+                    Op::Delete => ops::delete(&queue_dir, &f),
+                    Op::Hold => ops::hold(&queue_dir, &f),
+                    Op::Release => ops::release(&queue_dir, &f),
+                    Op::Requeue => ops::requeue(&queue_dir, &f, timeout),
+                };
+                match outcome {
+                    Outcome::Done(what) => {
+                        counts[*op as usize] += 1;
+                        eprintln!("postsuper: {}: {what}", f.id);
+                        log.line(&format!("{}: {what}", f.id));
+                    }
+                    Outcome::Vanished => {}
+                    Outcome::Refused(why) => {
+                        all_ok = false;
+                        eprintln!("postsuper: warning: {}: {why}", f.id);
+                        log.line(&format!("{}: warning: {why}", f.id));
+                    }
+                }
+            }
+        }
+    }
+    for op in [Op::Delete, Op::Requeue, Op::Hold, Op::Release] {
+        let n = counts[op as usize];
+        if n > 0 {
+            let line = format!("{}: {n} message{}", op.summary(), if n == 1 { "" } else { "s" });
+            eprintln!("postsuper: {line}");
+            log.line(&line);
+        }
+    }
+    if counts[Op::Release as usize] > 0 {
+        // Released messages are due now; qmgr takes them at its next deferred scan.
+        trigger::send(&queue_dir.join(trigger::QMGR_SOCKET), trigger::WAKEUP);
+    }
+    Ok(all_ok)
+}
+
+/// Queue IDs from standard input, one per line; bad lines are reported and skipped.
+fn read_stdin_ids() -> Vec<QueueId> {
+    use std::io::Read;
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut out = Vec::new();
+    let mut line = String::new();
+    while out.len() < MAX_STDIN_IDS {
+        line.clear();
+        match (&mut input).take(MAX_STDIN_LINE).read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("postsuper: warning: reading standard input: {e}");
+                break;
+            }
+        }
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match QueueId::parse(text) {
+            Ok(id) => out.push(id),
+            Err(_) => eprintln!(
+                "postsuper: warning: invalid mail queue id: {}",
+                postern_lib::strbuf::printable_bounded(text.as_bytes(), 64)
+            ),
+        }
+        if !line.ends_with('\n') && line.len() as u64 >= MAX_STDIN_LINE {
+            // An over-long line: skip the rest of it.
+            let mut rest = Vec::new();
+            let _ = input.read_until(b'\n', &mut rest);
+        }
+    }
+    out
+}
+
+/// Root, mail_owner, or the owner of the queue directories (the development layout,
+/// where everything runs as the invoking user).
+fn may_change_queue(queue_dir: &Path, mail_owner: &str) -> bool {
+    let euid = rustix::process::geteuid().as_raw();
+    if euid == 0 {
+        return true;
+    }
+    if let Ok((uid, _)) = postern_lib::privs::lookup(mail_owner)
+        && uid.as_raw() == euid
+    {
+        return true;
+    }
+    std::fs::metadata(queue_dir.join("incoming")).is_ok_and(|m| m.uid() == euid)
+}
