@@ -11,7 +11,7 @@ set -eu
 N=${1:-10000}
 REPS=${2:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-LOAD=${IMAP_POP_LOAD:-$ROOT/../shared/bench/imap_pop_load.py}
+LOAD=${IMAP_POP_LOAD:-$ROOT/bench/peer/imap_pop_load.py}
 cargo build --release -q -p master -p postern -p auth -p imapd --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release
 DIR=$(mktemp -d /tmp/imap-bench.XXXXXX)

@@ -1,8 +1,10 @@
 //! # local — the local delivery agent
 //!
 //! Serves the [`deliver`](postern_lib::proto::deliver) protocol on `private/local`, one job
-//! per connection (single_server: concurrency comes from master running several). For each
-//! recipient of a job, all in `mydestination`:
+//! per connection (single_server: concurrency comes from master running several), on the
+//! shared delivery-agent job [`postern_lib::agent`], which opens and locks the queue file,
+//! marks each finished recipient done and logs it. For each pending recipient of a job, all
+//! in `mydestination`:
 //!
 //! 1. `alias_maps` (aliases(5) format, via [`postern_lib::aliases`]) expanded recursively
 //!    with loop protection (a name already expanded is not expanded again; an alias naming
@@ -17,9 +19,15 @@
 //!    `Return-Path: <sender>` and `Delivered-To: <recipient>` prepended. The file's name is
 //!    derived from the queue ID and the recipient and linked into `new/` only if absent, so
 //!    a recipient whose delivery finished just before local was killed (before its done
-//!    mark) is not delivered a second time on the retry.
-//! 3. `/file` alias targets get an mbox-style append (`From ` line, `>From ` escaping,
-//!    exclusive `flock`), opened with safe_open (no symlink, one link, regular file).
+//!    mark) is not delivered a second time on the retry. With `mailbox_format = "mbox"`
+//!    the mailbox is instead the mbox file `mail_spool_directory/<user>` (empty:
+//!    `virtual_mailbox_base/<user>`), appended under an fcntl lock, a `flock` and a
+//!    dot-lock `<user>.lock` (taken over after `stale_lock_time`), quota counted on the
+//!    file's size ([`mbox`]). An mbox append is not once-only: a local killed after the
+//!    fsync and before the done mark delivers that message again on the retry.
+//! 3. `/file` alias targets get the same mbox append (`From ` line, `>From ` escaping,
+//!    fcntl lock and `flock`, fsync), opened with safe_open (no symlink, one link, regular
+//!    file).
 //!
 //! Outcomes: unknown user `5.1.1`; a `Delivered-To:` header already naming the recipient
 //! is a mail loop, `5.4.6`; over quota `4.2.2` (a temporary failure: the message waits in
@@ -29,15 +37,16 @@
 //!
 //! Not built yet: `|command` and `:include:` targets and aliases to remote addresses (they
 //! are deferred with a reason saying so: re-injection through cleanup is not written),
-//! `~/.forward`, system accounts, mbox as a mailbox format.
+//! `~/.forward`, system accounts.
 //!
 //! Settings read: `alias_maps`, `virtual_mailbox_base`, `recipient_delimiter`,
-//! `mydestination`, `myorigin`.
+//! `mydestination`, `myorigin`, `mailbox_format`, `mail_spool_directory`,
+//! `stale_lock_time`.
 //!
 //! Security stance: runs unprivileged as mail_owner (the owner of virtual mailboxes);
 //! every file below the mailbox base is opened without following symlinks; user names are
 //! checked with [`postern_lib::users::check_name`] before they become directory names;
-//! the queue file path from qmgr must be `active/<ID>`.
+//! the queue file path from qmgr must be `active/<ID>` (checked by the agent job).
 #![forbid(unsafe_code)]
 
 mod aliases;

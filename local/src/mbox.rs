@@ -98,7 +98,8 @@ fn append_locked(
             // Cut a torn append back off, so the mailbox stays well-formed.
             let _ = file.set_len(old);
             let _ = file.sync_all();
-            let dsn = if e.raw_os_error() == Some(28) || e.raw_os_error() == Some(122) {
+            let full = [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT].map(|n| Some(n.raw_os_error()));
+            let dsn = if full.contains(&e.raw_os_error()) {
                 "4.3.0"
             } else {
                 "4.2.0"
@@ -241,7 +242,10 @@ mod tests {
     #[test]
     fn appends_escaped_messages_with_blank_lines() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(deliver(d.path(), "Subject: a\n\nFrom here\n>From there\nend", None).code, 250);
+        assert_eq!(
+            deliver(d.path(), "Subject: a\n\nFrom here\n>From there\nend", None).code,
+            250
+        );
         assert_eq!(deliver(d.path(), "Subject: b\n\nbody\n", None).code, 250);
         let text = std::fs::read_to_string(d.path().join("alice")).unwrap();
         let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("From ")).collect();
@@ -263,7 +267,11 @@ mod tests {
         let mut m: &[u8] = b"x\n";
         let o = deliver_user(d.path(), "alice", "", None, 2, b"", &mut m, Duration::ZERO);
         assert_eq!(o.code, 250, "{o:?}");
-        assert!(std::fs::read_to_string(d.path().join("alice")).unwrap().starts_with("From MAILER-DAEMON  "));
+        assert!(
+            std::fs::read_to_string(d.path().join("alice"))
+                .unwrap()
+                .starts_with("From MAILER-DAEMON  ")
+        );
     }
 
     #[test]

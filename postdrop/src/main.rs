@@ -62,14 +62,18 @@ fn main() -> ExitCode {
 fn run() -> Result<(), (u8, String)> {
     let mut dir: Option<PathBuf> = std::env::var_os("POSTERN_CONFIG").map(PathBuf::from);
     let mut args = std::env::args_os().skip(1);
+    let mut report_id = false;
     while let Some(a) = args.next() {
         match a.to_str() {
             Some("-c" | "-C") => {
                 let d = args.next().ok_or((EX_USAGE, "-c needs a directory".to_string()))?;
                 dir = Some(PathBuf::from(d));
             }
-            // Postfix's postdrop flags for verbose and record input: accepted, no effect.
-            Some("-v" | "-r") => {}
+            // `-r`: the stream is a record stream from sendmail, which wants the queue ID
+            // back on standard output (used by `sendmail -bs` for its 250 reply).
+            Some("-r") => report_id = true,
+            // Postfix's verbose flag: accepted, no effect.
+            Some("-v") => {}
             _ => return Err((EX_USAGE, format!("usage: postdrop [-c CONFIG_DIR] (got {a:?})"))),
         }
     }
@@ -88,13 +92,16 @@ fn run() -> Result<(), (u8, String)> {
     let queue = PathBuf::from(&config.main.queue_directory);
     let uid = nix::unistd::getuid().as_raw();
     let stdin = std::io::stdin().lock();
-    store(&queue, stdin, uid, config.main.message_size_limit).map_err(|e| {
+    let id = store(&queue, stdin, uid, config.main.message_size_limit).map_err(|e| {
         let code = match e {
             MaildropError::Io(_) => EX_TEMPFAIL,
             _ => EX_DATAERR,
         };
         (code, format!("uid={uid}: {e}"))
     })?;
+    if report_id {
+        println!("{}", id.as_str());
+    }
     // Best effort: pickup's periodic wakeup finds the file anyway.
     trigger::send(&queue.join(trigger::PICKUP_SOCKET), trigger::WAKEUP);
     Ok(())

@@ -9,6 +9,8 @@
 //! postern [-c CONFIG_DIR] config [KEY...]        effective settings, defaults included
 //! postern [-c CONFIG_DIR] config set KEY=VALUE...  edit main.toml / master.toml in place, comments kept
 //! postern [-c CONFIG_DIR] user add|passwd|del|list [NAME]   manage etc/users (password on stdin)
+//! postern install [--root DIR] [--prefix /usr] [--config-dir /etc/postern] [--queue-dir /var/spool/postern]
+//! postern uninstall [--root DIR] [--prefix /usr]   binaries and unit only; mail, queue, config stay
 //! ```
 //!
 //! CONFIG_DIR defaults to the checkout's `etc/` when this program runs from
@@ -20,12 +22,13 @@ mod check;
 mod config_cmd;
 mod control;
 mod files;
+mod install;
 mod user_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: postern [-c CONFIG_DIR] {start [--foreground]|stop|reload|status|check [--fix]|config [KEY...|set KEY=VALUE...]|user {add|passwd|del} NAME|user list}";
+const USAGE: &str = "usage: postern [-c CONFIG_DIR] {start [--foreground]|stop|reload|status|check [--fix]|config [KEY...|set KEY=VALUE...]|user {add|passwd|del} NAME|user list|install [--root DIR] [--prefix DIR] [--config-dir DIR] [--queue-dir DIR]|uninstall [--root DIR] [--prefix DIR]}";
 
 fn main() -> ExitCode {
     match run() {
@@ -51,6 +54,12 @@ fn run() -> Result<ExitCode, String> {
                 println!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
             }
+            Long(opt @ ("root" | "prefix" | "config-dir" | "queue-dir")) => {
+                let opt = format!("--{opt}");
+                let v = parser.value().map_err(|e| e.to_string())?;
+                words.push(opt);
+                words.push(v.into_string().map_err(|_| "arguments must be UTF-8".to_string())?);
+            }
             Long("foreground") | Long("fix") => words.push(format!(
                 "--{}",
                 if matches!(arg, Long("fix")) {
@@ -71,6 +80,8 @@ fn run() -> Result<ExitCode, String> {
         "reload" => no_args(rest).and_then(|_| control::reload(&dir)),
         "status" => no_args(rest).and_then(|_| control::status(&dir)),
         "check" => check::run(&dir, flag(rest, "--fix")?),
+        "install" => install::install(rest),
+        "uninstall" => install::uninstall(rest),
         "config" => config_cmd::run(&dir, rest),
         "user" => user_cmd::run(&dir, rest),
         other => Err(format!("unknown command {other:?}\n{USAGE}")),

@@ -286,3 +286,18 @@ fn may_change_queue(queue_dir: &Path, mail_owner: &str) -> bool {
     }
     std::fs::metadata(queue_dir.join("incoming")).is_ok_and(|m| m.uid() == euid)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Op;
+
+    #[test]
+    fn queues_per_operation() {
+        assert!(Op::Delete.allowed("maildrop"));
+        assert!(!Op::Requeue.allowed("maildrop"));
+        assert!(!Op::Hold.allowed("hold"));
+        assert!(Op::Release.allowed("hold"));
+        assert!(!Op::Release.allowed("deferred"));
+        assert_eq!(Op::Hold.default_queues(), &["incoming", "active", "deferred"]);
+    }
+}

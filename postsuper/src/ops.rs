@@ -36,15 +36,11 @@ pub enum Outcome {
 /// The per-message logs that go with a message.
 const LOG_DIRS: &[&str] = &["defer", "bounce", "trace"];
 
-fn not_found(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::NotFound
-}
-
 /// Opens an active message read-write and takes the exclusive lock without waiting.
 fn lock_active(path: &Path) -> Result<File, Outcome> {
     let file = match open_update(path, &Expect::any()) {
         Ok(f) => f,
-        Err(e) => return Err(io_outcome(std::io::Error::other(e.to_string()), path)),
+        Err(e) => return Err(io_outcome(&e, path)),
     };
     if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
         return Err(Outcome::Refused("is being delivered, try again later".into()));
@@ -52,8 +48,10 @@ fn lock_active(path: &Path) -> Result<File, Outcome> {
     Ok(file)
 }
 
-fn io_outcome(e: std::io::Error, path: &Path) -> Outcome {
-    if not_found(&e) || e.to_string().contains("No such file") {
+/// A failed step on `path`: the message is gone (qmgr finished or moved it) when the path
+/// no longer exists, else a refusal with the error.
+fn io_outcome(e: &dyn std::fmt::Display, path: &Path) -> Outcome {
+    if std::fs::symlink_metadata(path).is_err() {
         Outcome::Vanished
     } else {
         Outcome::Refused(format!("{}: {e}", path.display()))
@@ -61,7 +59,9 @@ fn io_outcome(e: std::io::Error, path: &Path) -> Outcome {
 }
 
 /// Marks every pending recipient of `file` `Discarded`.
-fn discard_pending(file: &File) -> Result<(), String> {
+fn discard_pending(mut file: &File) -> Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     let qf = QueueFile::read(file).map_err(|e| e.to_string())?;
     for r in qf.recipients.iter().filter(|r| !r.status.is_final()) {
         mark_done(file, &r.handle, RecipientStatus::Discarded).map_err(|e| e.to_string())?;
@@ -97,7 +97,7 @@ pub fn delete(queue_dir: &Path, f: &QueuedFile) -> Outcome {
             remove_logs(queue_dir, f);
             Outcome::Done("removed")
         }
-        Err(e) => io_outcome(e, &f.path),
+        Err(e) => io_outcome(&e, &f.path),
     }
 }
 
@@ -113,7 +113,7 @@ fn move_to(queue_dir: &Path, f: &QueuedFile, queue: &str) -> Result<PathBuf, Out
     }
     match rename_durable(&f.path, &to) {
         Ok(()) => Ok(to),
-        Err(e) => Err(io_outcome(std::io::Error::other(e.to_string()), &f.path)),
+        Err(e) => Err(io_outcome(&e, &f.path)),
     }
 }
 
@@ -186,7 +186,11 @@ pub fn requeue(queue_dir: &Path, f: &QueuedFile, timeout: std::time::Duration) -
         },
     };
     let back = |why: String| -> Outcome {
-        let home = if f.queue == "active" { "deferred" } else { f.queue.as_str() };
+        let home = if f.queue == "active" {
+            "deferred"
+        } else {
+            f.queue.as_str()
+        };
         if home != "hold" {
             let to = path_in(queue_dir, home, &f.id);
             match rename_durable(&claimed, &to) {

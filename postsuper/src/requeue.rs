@@ -16,10 +16,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use postern_lib::ipc::IpcStream;
-use postern_lib::queue_file::{Notify, QueueFile};
 use postern_lib::proto::cleanup::{
     CleanupReply, CleanupRequest, Origin, PROTOCOL, Recipient, SOCKET, Submission, VERSION,
 };
+use postern_lib::queue_file::{Notify, QueueFile};
 
 /// Why a message was not requeued.
 pub enum Error {
@@ -50,6 +50,11 @@ fn notify_words(n: Notify) -> Vec<String> {
 /// Submits the message in `file` to cleanup; returns the new queue ID.
 pub fn submit(mut file: &File, queue_dir: &Path, timeout: Duration) -> Result<String, Error> {
     let failed = Error::Failed;
+    {
+        use std::io::{Seek, SeekFrom};
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| failed(format!("cannot read the queue file: {e}")))?;
+    }
     let qf = QueueFile::read(&mut file).map_err(|e| failed(format!("cannot read the queue file: {e}")))?;
     let recipients: Vec<Recipient> = qf
         .recipients
@@ -66,7 +71,8 @@ pub fn submit(mut file: &File, queue_dir: &Path, timeout: Duration) -> Result<St
     }
     let sock = UnixStream::connect(queue_dir.join(SOCKET))
         .map_err(|e| failed(format!("cannot connect to {SOCKET}: {e} (is the mail system running?)")))?;
-    let mut ipc = IpcStream::client(sock, PROTOCOL, VERSION, Some(timeout)).map_err(|e| failed(format!("{SOCKET}: {e}")))?;
+    let mut ipc =
+        IpcStream::client(sock, PROTOCOL, VERSION, Some(timeout)).map_err(|e| failed(format!("{SOCKET}: {e}")))?;
     let submission = Submission {
         sender: qf.envelope.sender.clone(),
         recipients,
@@ -84,7 +90,12 @@ pub fn submit(mut file: &File, queue_dir: &Path, timeout: Duration) -> Result<St
     let sent = std::io::copy(&mut content, &mut w);
     match sent {
         Ok(n) if n == qf.content_len() => {}
-        Ok(n) => return Err(failed(format!("content cut short at {n} of {} bytes", qf.content_len()))),
+        Ok(n) => {
+            return Err(failed(format!(
+                "content cut short at {n} of {} bytes",
+                qf.content_len()
+            )));
+        }
         // Dropping the connection before the end frame makes cleanup throw the copy away.
         Err(e) => return Err(failed(format!("send content: {e}"))),
     }
@@ -95,5 +106,18 @@ pub fn submit(mut file: &File, queue_dir: &Path, timeout: Duration) -> Result<St
             Err(failed(format!("cleanup did not queue it: {code} {dsn} {text}")))
         }
         Err(e) => Err(failed(format!("{SOCKET}: no reply: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::notify_words;
+    use postern_lib::queue_file::Notify;
+
+    #[test]
+    fn notify_keywords() {
+        assert!(notify_words(Notify::UNSPECIFIED).is_empty());
+        assert_eq!(notify_words(Notify::NEVER), vec!["NEVER"]);
+        assert_eq!(notify_words(Notify::new(true, false, true)), vec!["SUCCESS", "DELAY"]);
     }
 }

@@ -9,8 +9,10 @@
 //! parameters (NOTIFY, ORCPT, RET, ENVID) have no place in the maildrop format and are
 //! not passed on.
 //!
-//! postdrop is run with `-r` and its standard output is read for the maildrop queue ID;
-//! a postdrop that does not print one gets `queued as unknown` (see the crate docs).
+//! postdrop is run with `-r` and its standard output is read for the maildrop queue ID
+//! (one line, as Postfix's postdrop reports it to its caller in that mode). A postdrop
+//! that prints none — today's does not — still stores the message; the reply then says
+//! `queued as unknown`.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read};
@@ -106,7 +108,10 @@ impl Sink for Postdrop {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        let pipe = child.stdin.take().ok_or_else(|| io::Error::other("no pipe to postdrop"))?;
+        let pipe = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("no pipe to postdrop"))?;
         match Writer::new(BufWriter::new(pipe), &env) {
             Ok(writer) => {
                 self.job = Some(Job {
@@ -148,7 +153,9 @@ impl Sink for Postdrop {
         match (written, code) {
             (Ok(()), Some(0)) => {
                 let id = out.trim();
-                let queue_id = QueueId::parse(id).map(|q| q.as_str().to_string()).unwrap_or_else(|_| "unknown".into());
+                let queue_id = QueueId::parse(id)
+                    .map(|q| q.as_str().to_string())
+                    .unwrap_or_else(|_| "unknown".into());
                 CleanupReply::Queued { queue_id }
             }
             // EX_DATAERR: postdrop refused the message for good.
@@ -204,4 +211,85 @@ fn one_line(s: &str) -> String {
         .map(|c| if c.is_control() { '?' } else { c })
         .take(200)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_lib::maildrop::Reader;
+    use postern_lib::proto::cleanup::{Origin, Recipient};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A `postdrop` for the sink to run: a shell script that keeps its input in `dir/in`
+    /// and answers with `output` and `status`.
+    fn program(dir: &Path, output: &str, status: u8) -> PathBuf {
+        let p = dir.join(format!("postdrop-{status}"));
+        let script = format!(
+            "#!/bin/sh\n[ \"$1\" = -r ] || exit 64\ncat > {}/in\nprintf '{output}'\nexit {status}\n",
+            dir.display()
+        );
+        std::fs::write(&p, script).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn submit(program: PathBuf, chunks: &[&[u8]]) -> CleanupReply {
+        let mut sink = Postdrop {
+            program,
+            config_dir: PathBuf::from("/nonexistent"),
+            full_name: Some("A User".into()),
+            job: None,
+        };
+        let env = Submission {
+            sender: "a@far.test".into(),
+            recipients: vec![Recipient {
+                address: "b@example.test".into(),
+                orcpt: None,
+                notify: Vec::new(),
+            }],
+            origin: Origin::Smtp,
+            extract_recipients: false,
+            hold: false,
+            attributes: Default::default(),
+        };
+        sink.begin(&env).unwrap();
+        for c in chunks {
+            sink.data(c).unwrap();
+        }
+        sink.end()
+    }
+
+    #[test]
+    fn the_maildrop_stream_and_postdrops_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let reply = submit(
+            program(dir.path(), "0123456789abcdef\\n", 0),
+            &[b"Received: x\r\n", b"Subject: s\r", b"\n\r\nbody\r\n"],
+        );
+        assert_eq!(
+            reply,
+            CleanupReply::Queued {
+                queue_id: "0123456789abcdef".into()
+            }
+        );
+        let mut r = Reader::new(std::fs::File::open(dir.path().join("in")).unwrap(), 1 << 20).unwrap();
+        assert_eq!(r.envelope().sender, "a@far.test");
+        assert_eq!(r.envelope().recipients, ["b@example.test"]);
+        assert_eq!(r.envelope().full_name.as_deref(), Some("A User"));
+        let mut content = Vec::new();
+        r.read_to_end(&mut content).unwrap();
+        assert_eq!(content, b"Received: x\nSubject: s\n\nbody\n");
+
+        let reply = submit(program(dir.path(), "", 0), &[b"x\r\n"]);
+        assert_eq!(
+            reply,
+            CleanupReply::Queued {
+                queue_id: "unknown".into()
+            }
+        );
+        let reply = submit(program(dir.path(), "", 65), &[b"x\r\n"]);
+        assert!(matches!(reply, CleanupReply::Rejected { code: 554, .. }), "{reply:?}");
+        let reply = submit(program(dir.path(), "", 75), &[b"x\r\n"]);
+        assert!(matches!(reply, CleanupReply::TempFail { code: 451, .. }), "{reply:?}");
+    }
 }

@@ -15,7 +15,7 @@
 
 use crate::protocol::policy::{Restrictions, Rule};
 use crate::protocol::{Action, ClientInfo, LookupResult, Session, VerifyResult};
-use crate::settings::{Settings, TlsLevel};
+use crate::settings::Settings;
 use postern_lib::config::MainConfig;
 use postern_lib::line::LineBuffer;
 use postern_lib::proto::cleanup::{CleanupReply, Submission};
@@ -59,15 +59,33 @@ pub fn local_client() -> ClientInfo {
     }
 }
 
-/// smtpd's settings for a local session: as configured for the `sendmail` service, then
-/// without TLS, AUTH, restriction lists and recipient validation, relaying permitted.
+/// smtpd's settings for a local session: smtpd's limits and timeouts as configured, but
+/// without TLS, AUTH, restriction lists and recipient validation, relaying permitted. No
+/// table or certificate is read (the invoking user may not be allowed to read them).
 pub fn local_settings(main: &MainConfig, config_dir: &Path) -> Result<Settings, String> {
-    let mut s = Settings::load(main, config_dir, "sendmail")?;
+    let mut main = main.clone();
+    main.alias_maps.clear();
+    main.smtpd_tls_cert_file.clear();
+    main.smtpd_tls_key_file.clear();
+    main.smtpd_tls_security_level = "none".into();
+    main.smtpd_tls_wrappermode = false;
+    main.smtpd_sasl_auth_enable = false;
+    main.smtpd_reject_unlisted_recipient = false;
+    for list in [
+        &mut main.smtpd_client_restrictions,
+        &mut main.smtpd_helo_restrictions,
+        &mut main.smtpd_sender_restrictions,
+        &mut main.smtpd_recipient_restrictions,
+        &mut main.smtpd_data_restrictions,
+        &mut main.smtpd_end_of_data_restrictions,
+    ] {
+        list.clear();
+    }
+    // Settings::load refuses a configuration without a relay stop; the list is replaced
+    // below.
+    main.smtpd_relay_restrictions = vec!["reject_unauth_destination".into()];
+    let mut s = Settings::load(&main, config_dir, "sendmail")?;
     s.tls_available = false;
-    s.tls_level = TlsLevel::None;
-    s.tls_wrapper = false;
-    s.auth_enabled = false;
-    s.reject_unlisted = false;
     s.restrictions = Restrictions {
         client: Vec::new(),
         helo: Vec::new(),
@@ -262,7 +280,10 @@ mod tests {
             &mut st,
         );
         assert!(!out.contains("STARTTLS") && !out.contains("AUTH"), "{out}");
-        assert!(out.contains("\r\n250 2.0.0 Ok: queued as ID1\r\n221 2.0.0 Bye\r\n"), "{out}");
+        assert!(
+            out.contains("\r\n250 2.0.0 Ok: queued as ID1\r\n221 2.0.0 Bye\r\n"),
+            "{out}"
+        );
         let (env, content) = &st.queued[0];
         assert_eq!(env.sender, "a@far.test");
         let rcpts: Vec<_> = env.recipients.iter().map(|r| r.address.as_str()).collect();
@@ -278,14 +299,52 @@ mod tests {
             fail: true,
             ..Store::default()
         };
-        let out = run("HELO me\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nDATA\r\nhi\r\n.\r\n", &mut st);
+        let out = run(
+            "HELO me\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nDATA\r\nhi\r\n.\r\n",
+            &mut st,
+        );
         assert!(out.contains("\r\n451 4.3.0 try later\r\n"), "{out}");
-        assert!(out.ends_with("421 4.4.2 mail.example.test Error: timeout exceeded\r\n"), "{out}");
+        assert!(
+            out.ends_with("421 4.4.2 mail.example.test Error: timeout exceeded\r\n"),
+            "{out}"
+        );
         assert!(st.queued.is_empty());
 
         let mut st = Store::default();
-        let out = run("HELO me\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nDATA\r\nhalf a message\r\n", &mut st);
-        assert!(out.ends_with("421 4.4.2 mail.example.test Error: timeout exceeded\r\n"), "{out}");
+        let out = run(
+            "HELO me\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nDATA\r\nhalf a message\r\n",
+            &mut st,
+        );
+        assert!(
+            out.ends_with("421 4.4.2 mail.example.test Error: timeout exceeded\r\n"),
+            "{out}"
+        );
         assert!(st.queued.is_empty() && st.current.is_none() && st.aborts == 1);
+    }
+
+    #[test]
+    fn local_settings_read_no_tables_and_permit_relay() {
+        let main = MainConfig {
+            myhostname: "mail.example.test".into(),
+            mydestination: vec!["example.test".into()],
+            mynetworks: Vec::new(),
+            alias_maps: vec!["/nonexistent/aliases".into()],
+            smtpd_client_restrictions: vec!["check_client_access /nonexistent/access".into()],
+            smtpd_recipient_restrictions: vec!["reject".into()],
+            smtpd_sasl_auth_enable: true,
+            ..MainConfig::default()
+        };
+        let cfg = Arc::new(local_settings(&main, Path::new("/nonexistent")).unwrap());
+        let mut st = Store::default();
+        let mut out = Vec::new();
+        let script =
+            "EHLO me\r\nMAIL FROM:<a@far.test>\r\nRCPT TO:<b@elsewhere.test>\r\nRCPT TO:<who@example.test>\r\nQUIT\r\n";
+        serve(cfg, &mut Script(script.as_bytes().to_vec(), 0), &mut out, &mut st).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("AUTH"), "{out}");
+        assert!(
+            out.ends_with("250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n221 2.0.0 Bye\r\n"),
+            "{out}"
+        );
     }
 }

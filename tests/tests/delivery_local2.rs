@@ -68,8 +68,8 @@ fn check_alice(text: &str, py: &str) {
     assert_eq!(
         py.lines().collect::<Vec<_>>(),
         [
-            r#"["bob@example.test", "one", "<bob@example.test>", "alice@example.test", ">From the start of a line\n>From already quoted\nnot From here\n\n"]"#,
-            r#"["bob@example.test", "two", "<bob@example.test>", "alice@example.test", "second body\n\n"]"#,
+            r#"["bob@example.test", "one", "<bob@example.test>", "alice@example.test", ">From the start of a line\n>From already quoted\nnot From here\n"]"#,
+            r#"["bob@example.test", "two", "<bob@example.test>", "alice@example.test", "second body\n"]"#,
         ],
         "{py}"
     );
@@ -103,7 +103,11 @@ fn mbox_in_the_mail_spool_directory_and_a_stale_lock_taken_over() {
     let port = free_port();
     let mut inst = instance(
         port,
-        &["mailbox_format=mbox", "mail_spool_directory=var/spool/mail", "stale_lock_time=1s"],
+        &[
+            "mailbox_format=mbox",
+            "mail_spool_directory=var/spool/mail",
+            "stale_lock_time=1s",
+        ],
     );
     let spool = inst.root.path().join("var/spool/mail");
     std::fs::create_dir_all(&spool).expect("mkdir spool");
@@ -150,11 +154,7 @@ fn maildir_stays_the_default() {
     inst.start();
     send_two(port);
     let alice = inst.root.path().join("var/mail/alice");
-    assert!(
-        wait_for(LONG, || maildir_messages(&alice).len() == 2),
-        "{}",
-        inst.log()
-    );
+    assert!(wait_for(LONG, || maildir_messages(&alice).len() == 2), "{}", inst.log());
     let all = maildir_messages(&alice);
     let first = String::from_utf8_lossy(&all[0]);
     assert!(

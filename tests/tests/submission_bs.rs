@@ -149,7 +149,10 @@ fn smtp_on_stdio_queues_through_postdrop_and_pickup() {
     assert_eq!(sender, "", "the null sender is kept");
     assert_eq!(rcpts, &["dave@example.test"]);
     assert_eq!(quid.as_deref(), Some(uid.as_str()));
-    assert!(text.contains("Subject: bounce-like\n") && text.ends_with("\nnull sender\n"), "{text}");
+    assert!(
+        text.contains("Subject: bounce-like\n") && text.ends_with("\nnull sender\n"),
+        "{text}"
+    );
     let (sender, rcpts, quid, text) = &q[1];
     assert_eq!(sender, "alice@far.test", "the envelope sender is what the client gave");
     assert_eq!(rcpts, &["bob@example.test", "carol@elsewhere.test"]);
@@ -197,5 +200,22 @@ fn refused_or_unfinished_messages_leave_nothing() {
     assert_eq!(q.len(), 1, "only the small message is queued");
     assert!(q[0].3.contains("Subject: small\n"), "{}", q[0].3);
     assert!(names(&inst, "incoming").iter().all(|n| !n.starts_with('.')));
+    inst.stop();
+}
+
+#[test]
+fn an_idle_client_is_timed_out() {
+    let mut inst = instance(&["smtpd_timeout=1s"]);
+    // The client stops sending in the middle of a message and keeps its end open.
+    let out = dialog(
+        &inst,
+        r#"[(b"HELO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n", 4),
+            (b"Subject: stalled\r\n\r\npart\r\n", 1)]"#,
+    );
+    assert!(out[4].starts_with("354 "), "{out:#?}");
+    assert!(out[5].starts_with("421 4.4.2 "), "{out:#?}");
+    assert_eq!(out[6], "exit 0");
+    assert!(names(&inst, "maildrop").is_empty(), "nothing is queued");
+    assert!(incoming(&inst).is_empty(), "nothing is queued");
     inst.stop();
 }
