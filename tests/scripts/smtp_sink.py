@@ -80,7 +80,9 @@ class Handler(socketserver.StreamRequestHandler):
                 data = []
                 while True:
                     l = self.rfile.readline(1 << 20)
-                    if not l or l == b".\r\n":
+                    if not l:
+                        return  # the client went away mid-DATA: nothing was accepted
+                    if l == b".\r\n":
                         break
                     data.append(l[1:] if l.startswith(b"..") else l)
                 if A.data == 250:

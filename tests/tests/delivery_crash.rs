@@ -13,7 +13,8 @@
 //!   sink writes its file before its 250) and before the agent marked the recipient done
 //!   in the queue file (`postern_lib::agent::Job::complete`) — RFC 1047's window, which
 //!   no SMTP client can close;
-//! - nothing bounced, and `incoming/`, `active/` and `deferred/` are empty.
+//! - nothing bounced, and `incoming/`, `active/`, `deferred/`, `hold/`, `corrupt/` and
+//!   the `defer/` and `bounce/` logs are empty.
 //!
 //! Local deliveries cannot duplicate: local names each Maildir file after the queue ID and
 //! recipient and links it into `new/` only if absent, so a local killed between the link
@@ -421,5 +422,10 @@ fn kill_9_during_load_delivers_each_recipient_exactly_once() {
     );
     assert_eq!(inst.log_count("status=bounced"), 0, "nothing may bounce:\n{log}");
     assert!(queue_left(&inst).is_empty());
+    // Nothing held, nothing corrupt, no defer or bounce log left behind.
+    for d in ["hold", "corrupt", "defer", "bounce"] {
+        let left = files_below(&inst.queue().join(d));
+        assert!(left.is_empty(), "{d}/ not empty: {left:?}");
+    }
     inst.stop();
 }
