@@ -25,7 +25,17 @@ use std::process::ExitCode;
 
 /// Daemons, in libexec.
 const DAEMONS: &[&str] = &[
-    "master", "smtpd", "cleanup", "pickup", "qmgr", "trivial-rewrite", "local", "smtp", "bounce", "auth", "pop3d",
+    "master",
+    "smtpd",
+    "cleanup",
+    "pickup",
+    "qmgr",
+    "trivial-rewrite",
+    "local",
+    "smtp",
+    "bounce",
+    "auth",
+    "pop3d",
     "imapd",
 ];
 /// Commands for people and scripts, in sbin.
@@ -89,7 +99,10 @@ fn io<'a>(what: &'a str, p: &'a Path) -> impl FnOnce(std::io::Error) -> String +
 fn put(from: &Path, to: &Path, mode: u32) -> Result<(), String> {
     let dir = to.parent().ok_or("bad target")?;
     std::fs::create_dir_all(dir).map_err(io("mkdir", dir))?;
-    let tmp = dir.join(format!(".{}.postern-new", to.file_name().and_then(|n| n.to_str()).unwrap_or("x")));
+    let tmp = dir.join(format!(
+        ".{}.postern-new",
+        to.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+    ));
     std::fs::copy(from, &tmp).map_err(io("copy to", &tmp))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", &tmp))?;
     std::fs::rename(&tmp, to).map_err(io("rename to", to))
@@ -98,7 +111,9 @@ fn put(from: &Path, to: &Path, mode: u32) -> Result<(), String> {
 pub fn install(rest: &[String]) -> Result<ExitCode, String> {
     let p = Paths::parse(rest)?;
     if p.real_root() && !postern_lib::privs::is_root() {
-        return Err("installing as the system's mail system needs root (or use --root DIR for a staged install)".into());
+        return Err(
+            "installing as the system's mail system needs root (or use --root DIR for a staged install)".into(),
+        );
     }
     let src = postern_lib::config::exe_dir();
     for name in DAEMONS.iter().chain(COMMANDS) {
@@ -118,7 +133,11 @@ pub fn install(rest: &[String]) -> Result<ExitCode, String> {
     if p.real_root() && sendmail.exists() && !is_ours(&sendmail) {
         let saved = sbin.join("sendmail.postern-saved");
         std::fs::rename(&sendmail, &saved).map_err(io("move aside", &sendmail))?;
-        println!("postern: moved the other MTA's {} to {}", sendmail.display(), saved.display());
+        println!(
+            "postern: moved the other MTA's {} to {}",
+            sendmail.display(),
+            saved.display()
+        );
     }
     for c in COMMANDS {
         put(&src.join(c), &sbin.join(c), 0o755)?;
@@ -152,7 +171,10 @@ pub fn install(rest: &[String]) -> Result<ExitCode, String> {
     postern_lib::queue_dirs::ensure(&queue, owner).map_err(|e| e.to_string())?;
     if p.real_root() {
         let postdrop = sbin.join("postdrop");
-        let gid = nix::unistd::Group::from_name("postdrop").ok().flatten().map(|g| g.gid.as_raw());
+        let gid = nix::unistd::Group::from_name("postdrop")
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw());
         std::os::unix::fs::chown(&postdrop, Some(0), gid).map_err(io("chown", &postdrop))?;
         std::fs::set_permissions(&postdrop, std::fs::Permissions::from_mode(0o2755)).map_err(io("chmod", &postdrop))?;
     }
@@ -178,10 +200,19 @@ fn accounts(name: &str, group_only: bool) -> Result<(), String> {
         if nix::unistd::Group::from_name(name).ok().flatten().is_some() {
             return Ok(());
         }
-        let st = std::process::Command::new("groupadd").args(["--system", name]).status().map_err(|e| e.to_string())?;
-        return if st.success() { Ok(()) } else { Err(format!("groupadd {name} failed")) };
+        let st = std::process::Command::new("groupadd")
+            .args(["--system", name])
+            .status()
+            .map_err(|e| e.to_string())?;
+        return if st.success() {
+            Ok(())
+        } else {
+            Err(format!("groupadd {name} failed"))
+        };
     }
-    postern_lib::accounts::ensure_mail_owner(name).map(|_| ()).map_err(|e| e.to_string())
+    postern_lib::accounts::ensure_mail_owner(name)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn write_config(p: &Paths, dir: &Path) -> Result<(), String> {
@@ -189,7 +220,11 @@ fn write_config(p: &Paths, dir: &Path) -> Result<(), String> {
     // Like Postfix: a host name without a domain gets `.localdomain` (and the admin should
     // set the real fully-qualified name).
     let host = postern_lib::config::system_hostname();
-    let host = if host.contains('.') { host } else { format!("{host}.localdomain") };
+    let host = if host.contains('.') {
+        host
+    } else {
+        format!("{host}.localdomain")
+    };
     let main = format!(
         "# Postern main configuration (written by `postern install`).\n\
          # `postern config` prints every effective setting; see README.md.\n\n\
@@ -229,7 +264,9 @@ fn write_config(p: &Paths, dir: &Path) -> Result<(), String> {
     std::fs::write(dir.join(postern_lib::config::MAIN_FILE), main).map_err(io("write", dir))?;
     std::fs::write(dir.join(postern_lib::config::MASTER_FILE), master).map_err(io("write", dir))?;
     // Validate what was written, against the installed programs.
-    postern_lib::config::Config::load(dir).map(|_| ()).map_err(|e| format!("the written configuration is invalid: {e}"))
+    postern_lib::config::Config::load(dir)
+        .map(|_| ())
+        .map_err(|e| format!("the written configuration is invalid: {e}"))
 }
 
 fn systemd_unit(p: &Paths) -> String {

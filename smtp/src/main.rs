@@ -10,7 +10,7 @@
 //! marked done in the queue file at once ([`postern_lib::agent`]).
 //!
 //! RFCs: 5321 (SMTP), 3207 (STARTTLS), 1870 (SIZE), 6152 (8BITMIME), 6531 (SMTPUTF8),
-//! 2033 (LMTP), 7505 (null MX).
+//! 2033 (LMTP), 2920 (PIPELINING), 7505 (null MX).
 //!
 //! Settings read: `smtp_helo_name`, `smtp_connect_timeout`, `smtp_timeout`,
 //! `smtp_tls_security_level`, `smtp_dns_servers`, `myhostname`.
@@ -18,8 +18,14 @@
 //! Security: unprivileged, no listening on the network; replies from servers are bounded;
 //! a server that stalls costs this process `smtp_timeout` and nothing else.
 //!
-//! Not yet: PIPELINING on the client side, a connection cache between jobs, DSN
-//! parameters towards the next hop, per-destination TLS policy tables, DANE/MTA-STS.
+//! PIPELINING (RFC 2920) is used when the server offers it, and each process keeps its
+//! last session open for `smtp_connection_cache_time_limit` for the next job to the
+//! same nexthop (RSET before reuse).
+//!
+//! Settings also read: `smtp_connection_cache_time_limit`.
+//!
+//! Not yet: DSN parameters towards the next hop, per-destination TLS policy tables,
+//! DANE/MTA-STS, a connection cache shared between processes.
 #![forbid(unsafe_code)]
 
 mod deliver;

@@ -18,14 +18,22 @@ fn staged_install_and_uninstall() {
     let out = postern(&["install", "--root", r]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let at = |p: &str| root.path().join(p.trim_start_matches('/'));
-    for d in ["master", "smtpd", "cleanup", "qmgr", "local", "smtp", "bounce", "auth", "pop3d", "imapd", "pickup"] {
+    for d in [
+        "master", "smtpd", "cleanup", "qmgr", "local", "smtp", "bounce", "auth", "pop3d", "imapd", "pickup",
+    ] {
         assert!(at(&format!("/usr/libexec/postern/{d}")).is_file(), "daemon {d}");
     }
     for c in ["postern", "postsuper", "postqueue", "postdrop", "sendmail"] {
         assert!(at(&format!("/usr/sbin/{c}")).is_file(), "command {c}");
     }
-    assert_eq!(std::fs::read_link(at("/usr/bin/mailq")).unwrap(), std::path::Path::new("/usr/sbin/sendmail"));
-    assert_eq!(std::fs::read_link(at("/usr/bin/newaliases")).unwrap(), std::path::Path::new("/usr/sbin/sendmail"));
+    assert_eq!(
+        std::fs::read_link(at("/usr/bin/mailq")).unwrap(),
+        std::path::Path::new("/usr/sbin/sendmail")
+    );
+    assert_eq!(
+        std::fs::read_link(at("/usr/bin/newaliases")).unwrap(),
+        std::path::Path::new("/usr/sbin/sendmail")
+    );
     // The production configuration loads and says what production needs.
     let etc = at("/etc/postern");
     let cfg = |k: &str| {
@@ -40,12 +48,21 @@ fn staged_install_and_uninstall() {
     assert_eq!(cfg("submission/inet.listen"), "submission/inet.listen = \"587\"");
     assert_eq!(cfg("imap/inet.listen"), "imap/inet.listen = \"143\"");
     assert_eq!(cfg("pop3/inet.listen"), "pop3/inet.listen = \"110\"");
-    for q in ["incoming", "active", "deferred", "hold", "maildrop", "public", "private", "pid"] {
+    for q in [
+        "incoming", "active", "deferred", "hold", "maildrop", "public", "private", "pid",
+    ] {
         assert!(at(&format!("/var/spool/postern/{q}")).is_dir(), "queue dir {q}");
     }
     let unit = std::fs::read_to_string(at("/lib/systemd/system/postern.service")).unwrap();
-    assert!(unit.contains("ExecStart=/usr/sbin/postern -c /etc/postern start"), "{unit}");
-    if Command::new("systemd-analyze").arg("--version").output().is_ok_and(|o| o.status.success()) {
+    assert!(
+        unit.contains("ExecStart=/usr/sbin/postern -c /etc/postern start"),
+        "{unit}"
+    );
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         let v = Command::new("systemd-analyze")
             .args(["verify", "--root"])
             .arg(root.path())
@@ -55,9 +72,17 @@ fn staged_install_and_uninstall() {
         eprintln!("systemd-analyze verify: {}", String::from_utf8_lossy(&v.stderr));
     }
     // Reinstalling keeps the existing configuration.
-    std::fs::write(etc.join("main.toml"), std::fs::read_to_string(etc.join("main.toml")).unwrap() + "# mine\n").unwrap();
+    std::fs::write(
+        etc.join("main.toml"),
+        std::fs::read_to_string(etc.join("main.toml")).unwrap() + "# mine\n",
+    )
+    .unwrap();
     assert!(postern(&["install", "--root", r]).status.success());
-    assert!(std::fs::read_to_string(etc.join("main.toml")).unwrap().ends_with("# mine\n"));
+    assert!(
+        std::fs::read_to_string(etc.join("main.toml"))
+            .unwrap()
+            .ends_with("# mine\n")
+    );
 
     let out = postern(&["uninstall", "--root", r]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
