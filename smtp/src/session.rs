@@ -271,25 +271,7 @@ impl Session {
             return Ok(replies);
         }
         let data = self.command("DATA")?;
-        if data.code != 354 {
-            for &i in &accepted {
-                replies[i] = data.clone();
-            }
-            let _ = self.command("RSET");
-            return Ok(replies);
-        }
-        self.send_content(content)?;
-        if self.lmtp {
-            for &i in &accepted {
-                replies[i] = self.reply()?;
-            }
-        } else {
-            let end = self.reply()?;
-            for &i in &accepted {
-                replies[i] = end.clone();
-            }
-        }
-        Ok(replies)
+        self.after_data(data, &accepted, replies, content)
     }
 
     /// RFC 2920: MAIL, every RCPT and DATA go out in one write; the replies are read in
@@ -335,8 +317,20 @@ impl Session {
             let _ = self.command("RSET");
             return Ok(replies);
         }
+        self.after_data(data, &accepted, replies, content)
+    }
+
+    /// After the reply to DATA: the content and the final reply (one per accepted
+    /// recipient for LMTP), or the DATA refusal copied to every accepted recipient.
+    fn after_data(
+        &mut self,
+        data: Reply,
+        accepted: &[usize],
+        mut replies: Vec<Reply>,
+        content: &mut dyn Read,
+    ) -> Result<Vec<Reply>, SessionError> {
         if data.code != 354 {
-            for &i in &accepted {
+            for &i in accepted {
                 replies[i] = data.clone();
             }
             let _ = self.command("RSET");
@@ -344,12 +338,12 @@ impl Session {
         }
         self.send_content(content)?;
         if self.lmtp {
-            for &i in &accepted {
+            for &i in accepted {
                 replies[i] = self.reply()?;
             }
         } else {
             let end = self.reply()?;
-            for &i in &accepted {
+            for &i in accepted {
                 replies[i] = end.clone();
             }
         }
