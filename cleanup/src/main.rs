@@ -32,7 +32,8 @@
 //! `milter_connect_timeout`, `milter_command_timeout`, `milter_content_timeout`.
 //!
 //! **Diagnostics**: one log line per message in Postfix's style
-//! (`QUEUEID: message-id=<...>`, `QUEUEID: from=<...>, size=N, nrcpt=M (queue active)`),
+//! (`QUEUEID: message-id=<...>`; `QUEUEID: from=<...>, size=N, nrcpt=M (queue hold)` for held
+//! mail — the `(queue active)` line is qmgr's),
 //! `reject:`/`discard:`/`hold:`/`warning:` lines naming the header or body line and the
 //! table rule, and `warning:` lines for milter failures. A client that disconnects before
 //! the end of the content is logged and leaves nothing behind.

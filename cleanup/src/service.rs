@@ -300,13 +300,16 @@ fn process(
         tracing::error!("{q}: cannot write queue file: {e}");
         Stop::temp("4.3.0", "Error: queue file write error")
     })?;
-    let size = hdr.len() + 1 + body.len();
-    let where_ = if dir == "hold" { "queue hold" } else { "queue active" };
-    tracing::info!(
-        "{q}: from=<{}>, size={size}, nrcpt={} ({where_})",
-        printable_bounded(sender.as_bytes(), 300),
-        specs.len()
-    );
+    // The `from=<...>, size=..., nrcpt=...` line is qmgr's (as in Postfix), logged when the
+    // message enters the active queue; log analysers take the first one per queue ID.
+    if dir == "hold" {
+        tracing::info!(
+            "{q}: from=<{}>, size={}, nrcpt={} (queue hold)",
+            printable_bounded(sender.as_bytes(), 300),
+            hdr.len() + 1 + body.len(),
+            specs.len()
+        );
+    }
     Ok(dir)
 }
 

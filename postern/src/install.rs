@@ -244,7 +244,7 @@ fn write_config(p: &Paths, dir: &Path) -> Result<(), String> {
     let master = "# Postern service table (written by `postern install`). See README.md.\n\n\
         [[service]]\nname = \"smtp\"\ntype = \"inet\"\nlisten = \"25\"\ncommand = \"smtpd\"\nmaxproc = 8\n\n\
         [[service]]\nname = \"submission\"\ntype = \"inet\"\nlisten = \"587\"\ncommand = \"smtpd\"\nmaxproc = 8\n\
-        options = { smtpd_sasl_auth_enable = true, smtpd_client_restrictions = [\"permit_sasl_authenticated\", \"reject\"] }\n\n\
+        options = { syslog_name = \"postern/submission\", smtpd_sasl_auth_enable = true, smtpd_client_restrictions = [\"permit_sasl_authenticated\", \"reject\"] }\n\n\
         # With smtpd_tls_cert_file/smtpd_tls_key_file set in main.toml, enable implicit TLS:\n\
         # [[service]]\n# name = \"smtps\"\n# type = \"inet\"\n# listen = \"465\"\n# command = \"smtpd\"\n\
         # options = { smtpd_tls_wrappermode = true }\n\n\

@@ -75,6 +75,8 @@ fn remove_logs(queue_dir: &Path, f: &QueuedFile) {
         let _ = std::fs::remove_file(queue_dir.join(d).join(&f.relative));
         let _ = std::fs::remove_file(queue_dir.join(d).join(f.id.as_str()));
     }
+    // qmgr's delay-warning marker lives beside the defer log.
+    let _ = std::fs::remove_file(queue_dir.join("defer").join(format!("{}.warned", f.id.as_str())));
 }
 
 /// `postsuper -d`.

@@ -29,15 +29,22 @@
 //! and for recipients that never reach an agent (`error` transport, agent unreachable,
 //! expiry) the `to=<…>, relay=…, delay=…, delays=…, dsn=…, status=…` line.
 //!
-//! Not built yet: bounce and delay notices to the sender (no bounce daemon yet; a bounced
-//! recipient is logged `status=bounced` and marked, and nothing is sent), slow start and
-//! per-destination failure throttling.
+//! Notices ([`notices`]): a recipient that failed for good is written to the bounce log
+//! `bounce/<ID>` before it is marked done, and the message is removed only once the bounce
+//! daemon has queued the non-delivery report. With `delay_warning_time` set (default 0 =
+//! off, as in Postfix), a message deferred after being queued that long gets one delay
+//! warning (`Action: delayed`) to its sender about the recipients still pending; the fact
+//! is kept as the marker file `defer/<ID>.warned` (a queue file cannot take a new record in
+//! place), which survives the defer log being cleared at each attempt and is removed with
+//! the message. Null-sender mail gets no warning.
+//!
+//! Not built yet: slow start and per-destination failure throttling.
 //!
 //! Settings read: `qmgr_message_active_limit`, `qmgr_message_recipient_limit`,
 //! `default_process_limit`, `default_destination_concurrency_limit`,
 //! `default_destination_recipient_limit`, `local_destination_*`, `smtp_destination_*`,
 //! `minimal_backoff_time`, `maximal_backoff_time`, `queue_run_delay`,
-//! `maximal_queue_lifetime`, `ipc_timeout`.
+//! `maximal_queue_lifetime`, `ipc_timeout`, `delay_warning_time`.
 #![forbid(unsafe_code)]
 
 mod agent;

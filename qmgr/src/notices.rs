@@ -9,6 +9,15 @@
 //! only when it answers `Sent` (or `NotNeeded`) is the log removed and the message
 //! retired. If the bounce daemon cannot be reached, the message waits in `deferred/` and
 //! the notice is tried again at its next retry — a notice is never silently lost.
+//!
+//! Delay warnings (`delay_warning_time`, 0 = off): when a message is deferred and has
+//! been queued longer than that, qmgr asks for one `Delay` notice about the recipients
+//! still pending. A queue file cannot take a new record in place, so the fact that the
+//! warning went out is a marker file `defer/<ID>.warned` beside the defer log (which is
+//! cleared at every new attempt; the marker is not). It is written and fdatasynced only
+//! after the bounce daemon answers `Sent` or `NotNeeded`, and removed with the message. A
+//! crash between the answer and the marker can repeat the warning once; a lost marker
+//! never loses a notice.
 
 use postern_lib::ipc::IpcStream;
 use postern_lib::proto::bounce::{self, BounceReply, BounceRequest, NoticeKind, NoticeRecipient};
@@ -20,6 +29,8 @@ use std::time::Duration;
 
 /// The directory of bounce logs.
 pub const BOUNCE_LOG: &str = "bounce";
+/// The delay-warning marker: `defer/<ID>.warned`, beside the defer log.
+pub const WARNED_SUFFIX: &str = ".warned";
 /// Largest bounce log read back.
 const MAX_LOG: u64 = 4 << 20;
 
@@ -114,21 +125,56 @@ pub fn send(queue_file: &Path, id: &QueueId) -> Result<(), String> {
         remove(id);
         return Ok(());
     }
+    request(queue_file, id, NoticeKind::Failure, recipients)?;
+    remove(id);
+    Ok(())
+}
+
+/// Asks the bounce daemon for one notice; `Ok` once it is queued or not needed.
+fn request(queue_file: &Path, id: &QueueId, kind: NoticeKind, recipients: Vec<NoticeRecipient>) -> Result<(), String> {
     let sock = std::os::unix::net::UnixStream::connect(bounce::SOCKET).map_err(|e| format!("bounce service: {e}"))?;
     let mut ipc = IpcStream::client(sock, bounce::PROTOCOL, bounce::VERSION, Some(Duration::from_secs(120)))
         .map_err(|e| format!("bounce service: {e}"))?;
     let req = BounceRequest::Notify {
         queue_id: id.to_string(),
         queue_file: queue_file.to_string_lossy().into_owned(),
-        kind: NoticeKind::Failure,
+        kind,
         recipients,
     };
     ipc.send(&req).map_err(|e| format!("bounce service: {e}"))?;
     match ipc.recv::<BounceReply>().map_err(|e| format!("bounce service: {e}"))? {
-        BounceReply::Sent { .. } | BounceReply::NotNeeded { .. } => {
-            remove(id);
-            Ok(())
-        }
+        BounceReply::Sent { .. } | BounceReply::NotNeeded { .. } => Ok(()),
         BounceReply::TempFail { reason } => Err(reason),
     }
+}
+
+fn warned_path(id: &QueueId) -> PathBuf {
+    Path::new(crate::queue::DEFER_LOG).join(format!("{}{WARNED_SUFFIX}", id.as_str()))
+}
+
+/// Whether the delay warning for this message was already sent.
+pub fn warned(id: &QueueId) -> bool {
+    warned_path(id).exists()
+}
+
+/// Removes the delay-warning marker (with the message).
+pub fn remove_warned(id: &QueueId) {
+    let _ = std::fs::remove_file(warned_path(id));
+}
+
+/// Sends the one delay warning about `pending` (recipients still being retried) for the
+/// message at `queue_file`, then records it with the marker file. Does nothing when the
+/// marker is already there. When the bounce daemon cannot take it now, nothing is recorded
+/// and the warning is tried again at the next deferral.
+pub fn warn_delay(queue_file: &Path, id: &QueueId, pending: Vec<NoticeRecipient>) -> Result<(), String> {
+    if pending.is_empty() || warned(id) {
+        return Ok(());
+    }
+    request(queue_file, id, NoticeKind::Delay, pending)?;
+    let mut f = open_append(&warned_path(id), &Expect::current_user(), Some(0o600))
+        .map_err(|e| format!("delay warning sent, but cannot record it: {e}"))?;
+    let stamp = format!("warned={}\n", crate::queue::now_secs());
+    f.write_all(stamp.as_bytes())
+        .and_then(|()| f.sync_data())
+        .map_err(|e| format!("delay warning sent, but cannot record it: {e}"))
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
+use postern_lib::proto::bounce::NoticeRecipient;
 use postern_lib::proto::deliver::{self, DeliverRecipient, DeliverReply, DeliverRequest, status_line};
 use postern_lib::proto::resolve::{ERROR_TRANSPORT, Route};
 use postern_lib::queue_file::RecipientStatus;
@@ -58,12 +59,21 @@ struct Msg {
     rcpts: Vec<Rcpt>,
     /// Entries queued or in flight.
     waiting: usize,
-    /// (recipient, dsn, reason) of temporary failures in this attempt.
-    temp: Vec<(String, String, String)>,
+    /// Temporary failures in this attempt.
+    temp: Vec<Deferred>,
     /// Permanent failures decided by qmgr itself: (rcpt position, dsn, reason).
     perm: Vec<(usize, String, String)>,
     /// Permanent failures reported by delivery agents in this attempt.
     failed: Vec<Failed>,
+}
+
+/// One recipient deferred in this attempt.
+struct Deferred {
+    /// Its index in the queue file.
+    index: usize,
+    address: String,
+    dsn: String,
+    reason: String,
 }
 
 struct Job {
@@ -512,7 +522,12 @@ impl Qmgr {
                     }
                     (Some(x), _) => {
                         r.temp = true;
-                        msg.temp.push((e.address.clone(), x.dsn.clone(), x.text.clone()));
+                        msg.temp.push(Deferred {
+                            index: r.index,
+                            address: e.address.clone(),
+                            dsn: x.dsn.clone(),
+                            reason: x.text.clone(),
+                        });
                     }
                     (None, res) => {
                         // The agent said nothing about it: it never got that far.
@@ -531,7 +546,12 @@ impl Qmgr {
                             &why,
                         );
                         tracing::info!(queue_id = job.msg.as_str(), "{line}");
-                        msg.temp.push((e.address.clone(), "4.3.0".into(), why));
+                        msg.temp.push(Deferred {
+                            index: r.index,
+                            address: e.address.clone(),
+                            dsn: "4.3.0".into(),
+                            reason: why,
+                        });
                     }
                 }
             }
@@ -602,13 +622,13 @@ impl Qmgr {
             drop(file);
             return self.retire_or_wait(&msg.path, &id, msg.arrival_micros / 1_000_000);
         }
-        let mut temp = msg.temp;
-        if temp.is_empty() {
-            temp.push((String::new(), "4.3.0".into(), "delivery incomplete".into()));
-        }
+        let temp = msg.temp;
         let age = queue::now_secs().saturating_sub(msg.arrival_micros / 1_000_000);
         if age >= self.s.lifetime {
-            let last = temp.last().map(|t| t.2.clone()).unwrap_or_default();
+            let last = temp
+                .last()
+                .map(|t| t.reason.clone())
+                .unwrap_or_else(|| "delivery incomplete".into());
             for rec in qf.recipients.iter().filter(|r| !r.status.is_final()) {
                 if let Err(e) = queue::mark(&file, &rec.handle, RecipientStatus::Bounced) {
                     tracing::warn!(queue_id = id.as_str(), "cannot mark recipient done: {e}");
@@ -631,9 +651,16 @@ impl Qmgr {
             return self.retire_or_wait(&msg.path, &id, msg.arrival_micros / 1_000_000);
         }
         drop(file);
-        let entries: Vec<(String, String, String)> = temp.into_iter().filter(|t| !t.0.is_empty()).collect();
+        let entries: Vec<(String, String, String)> = temp
+            .iter()
+            .map(|t| (t.address.clone(), t.dsn.clone(), t.reason.clone()))
+            .collect();
         if let Err(e) = queue::append_defer_log(&id, &entries) {
             tracing::warn!(queue_id = id.as_str(), "cannot write defer log: {e}");
+        }
+        // No warning about null-sender mail (a notice itself): there is nobody to tell.
+        if self.s.delay_warning > 0 && age >= self.s.delay_warning && !msg.sender.is_empty() {
+            self.warn_delay(&msg.path, &id, &temp);
         }
         match queue::move_to(&msg.path, queue::DEFERRED, &id) {
             Ok(p) => {
@@ -665,6 +692,32 @@ impl Qmgr {
                     Err(e) => tracing::warn!(queue_id = id.as_str(), "cannot move to deferred: {e}"),
                 }
             }
+        }
+    }
+
+    /// The one delay warning, about the recipients deferred in this attempt (while the
+    /// message is still in active/, where the bounce daemon reads it).
+    fn warn_delay(&self, path: &Path, id: &QueueId, temp: &[Deferred]) {
+        let mut seen = std::collections::HashSet::new();
+        let mut pending: Vec<NoticeRecipient> = Vec::new();
+        for t in temp {
+            // A recipient with several routes is reported once.
+            if !seen.insert(t.index) {
+                continue;
+            }
+            pending.push(NoticeRecipient {
+                index: t.index,
+                address: t.address.clone(),
+                dsn: t.dsn.clone(),
+                text: t.reason.clone(),
+                remote_mta: None,
+            });
+        }
+        if let Err(why) = notices::warn_delay(path, id, pending) {
+            tracing::warn!(
+                queue_id = id.as_str(),
+                "cannot send delay notification: {why}; will retry"
+            );
         }
     }
 

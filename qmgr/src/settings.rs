@@ -32,6 +32,8 @@ pub struct Settings {
     pub lifetime: u64,
     /// Delivery agent time limit.
     pub ipc_timeout: Duration,
+    /// Age in seconds after which a deferred message's sender is warned; 0: never.
+    pub delay_warning: u64,
 }
 
 impl Settings {
@@ -61,6 +63,7 @@ impl Settings {
             queue_run_delay: Duration::from_secs(m.queue_run_delay.0.max(1)),
             lifetime: m.maximal_queue_lifetime.0,
             ipc_timeout: Duration::from_secs(m.ipc_timeout.0.max(1)),
+            delay_warning: m.delay_warning_time.0,
         }
     }
 

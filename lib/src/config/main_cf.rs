@@ -42,6 +42,9 @@ pub struct MainConfig {
     pub mail_owner: String,
     /// Log file; `"syslog"` sends to the local syslog (mail facility); `"-"` to stderr.
     pub maillog_file: String,
+    /// The first part of every daemon's program name in the log (`postern/smtpd`); a
+    /// service may set its own (`postern/submission`), as with Postfix's syslog_name.
+    pub syslog_name: String,
     /// The base directory of virtual mailboxes: one Maildir per user below it.
     pub virtual_mailbox_base: String,
     /// How long a message may stay queued before it is bounced.
@@ -229,6 +232,10 @@ pub struct MainConfig {
     pub mail_spool_directory: String,
     /// local: age after which an mbox dot-lock file (`<user>.lock`) is taken to be stale and removed.
     pub stale_lock_time: Seconds,
+    // --- qmgr (delay warnings) ---
+    /// qmgr: after this long in the queue, the sender of a deferred message gets one delay
+    /// warning (Action: delayed) about the recipients still pending; 0 turns warnings off.
+    pub delay_warning_time: Seconds,
 }
 
 impl Default for MainConfig {
@@ -249,6 +256,7 @@ impl Default for MainConfig {
             daemon_directory: String::new(),
             mail_owner: "postern".into(),
             maillog_file: "syslog".into(),
+            syslog_name: "postern".into(),
             virtual_mailbox_base: "/var/mail/postern".into(),
             maximal_queue_lifetime: Seconds(5 * 86400),
             default_process_limit: 100,
@@ -353,6 +361,8 @@ impl Default for MainConfig {
             mailbox_format: "maildir".into(),
             mail_spool_directory: String::new(),
             stale_lock_time: Seconds(500),
+            // --- qmgr (delay warnings) ---
+            delay_warning_time: Seconds(0),
         }
     }
 }

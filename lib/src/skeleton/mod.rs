@@ -196,12 +196,6 @@ fn env_u64(name: &str, default: u64) -> Result<u64, StartError> {
 /// Steps 1–5 of the module doc.
 pub(crate) fn setup(command: &str) -> Result<Setup, StartError> {
     let service = std::env::var(env::SERVICE).map_err(|_| StartError::NotUnderMaster)?;
-    let name = service.split('/').next().unwrap_or(command).to_string();
-    let program = if name == command {
-        format!("postern/{command}")
-    } else {
-        format!("postern/{name}/{command}")
-    };
     let dir = PathBuf::from(std::env::var_os(env::CONFIG_DIR).ok_or(StartError::NotUnderMaster)?);
     let config = match std::env::var_os(env::CONFIG_SNAPSHOT) {
         Some(snap) => {
@@ -214,6 +208,9 @@ pub(crate) fn setup(command: &str) -> Result<Setup, StartError> {
         None => Config::load(&dir)?,
     };
     let main = config.main_for(&service)?;
+    // As Postfix: `syslog_name/command`, so `postern/smtpd` for the smtp service and, with
+    // `options = { syslog_name = "postern/submission" }`, `postern/submission/smtpd`.
+    let program = format!("{}/{command}", main.syslog_name);
     crate::log::init(&program, &main.maillog_file);
     let nfds = env_u64(env::LISTEN_FDS, 0)?;
     let kinds = std::env::var(env::LISTEN_KINDS).unwrap_or_default();
