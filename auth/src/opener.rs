@@ -183,6 +183,8 @@ fn confine() {
     let _ = caps::clear(None, caps::CapSet::Inheritable);
     let _ = caps::set(None, caps::CapSet::Effective, &only);
     let _ = caps::set(None, caps::CapSet::Permitted, &only);
+    // It never runs another program; make sure none could ever gain privileges either.
+    let _ = nix::sys::prctl::set_no_new_privs();
 }
 
 /// The helper's main: serves open requests on standard input until it closes.

@@ -11,7 +11,7 @@
 //!
 //! | bytes | field |
 //! | --- | --- |
-//! | 0 | `b'A'` available (can take another connection) or `b'B'` busy (cannot) |
+//! | 0 | `b'A'` available (can take another connection), `b'B'` busy (cannot, for now) or `b'R'` retiring (never again; exits once its connections end) |
 //! | 1..4 | zero |
 //! | 4..8 | open connections (u32) |
 //! | 8..16 | connections served so far (u64) |
@@ -63,13 +63,21 @@ pub struct Status {
     pub connections: u32,
     /// Connections accepted since the child started.
     pub served: u64,
+    /// The child will accept nothing more (it reached `max_use`, or is stopping) and exits
+    /// when its open connections end; master stops counting it towards `maxproc`, so the
+    /// service gets a fresh child while this one finishes its long-lived connections.
+    pub retiring: bool,
 }
 
 impl Status {
     /// The wire form.
     pub fn encode(&self) -> [u8; RECORD_LEN] {
         let mut b = [0u8; RECORD_LEN];
-        b[0] = if self.available { b'A' } else { b'B' };
+        b[0] = match (self.retiring, self.available) {
+            (true, _) => b'R',
+            (false, true) => b'A',
+            (false, false) => b'B',
+        };
         b[4..8].copy_from_slice(&self.connections.to_le_bytes());
         b[8..16].copy_from_slice(&self.served.to_le_bytes());
         b
@@ -77,9 +85,10 @@ impl Status {
 
     /// Parses one record; `None` if it is not a valid record.
     pub fn decode(b: &[u8; RECORD_LEN]) -> Option<Status> {
-        let available = match b[0] {
-            b'A' => true,
-            b'B' => false,
+        let (available, retiring) = match b[0] {
+            b'A' => (true, false),
+            b'B' => (false, false),
+            b'R' => (false, true),
             _ => return None,
         };
         if b[1..4] != [0, 0, 0] {
@@ -93,6 +102,7 @@ impl Status {
             available,
             connections: u32::from_le_bytes(c),
             served: u64::from_le_bytes(s),
+            retiring,
         })
     }
 
@@ -139,6 +149,7 @@ mod tests {
             available: false,
             connections: 7,
             served: 1 << 40,
+            retiring: true,
         };
         let bytes = s.encode();
         let mut r = StatusReader::default();
@@ -149,6 +160,7 @@ mod tests {
                 available: true,
                 connections: 0,
                 served: 2,
+                retiring: false,
             }
             .encode(),
         );

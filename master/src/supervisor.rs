@@ -386,7 +386,24 @@ impl Master {
         };
         child.connections = r.connections;
         child.served = r.served;
-        if child.retiring || child.available == r.available {
+        if child.retiring {
+            return;
+        }
+        if r.retiring {
+            // It will take no more connections (max_use reached) but may hold long-lived
+            // ones for a while: it no longer counts towards maxproc, so the service gets a
+            // fresh child instead of starving behind it. No signal: it exits by itself.
+            child.retiring = true;
+            if let Some(svc) = self.services.get_mut(&child.service) {
+                svc.total = svc.total.saturating_sub(1);
+                if child.available {
+                    svc.avail = svc.avail.saturating_sub(1);
+                }
+            }
+            child.available = false;
+            return;
+        }
+        if child.available == r.available {
             return;
         }
         child.available = r.available;

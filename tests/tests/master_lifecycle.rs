@@ -224,3 +224,31 @@ fn wakeup_triggers_a_unix_service() {
         "no wakeups recorded"
     );
 }
+
+/// A multi-connection child that has accepted `max_use` connections keeps serving them but
+/// no longer counts towards `maxproc`: the next client gets a fresh child at once instead
+/// of waiting for the old one's long-lived connections to end.
+#[test]
+fn a_used_up_event_child_does_not_starve_the_service() {
+    let port = free_port();
+    let mut inst = Instance::new(&testd_service("multi", "event", port, "max_use = 2\nmaxproc = 1"), &[]);
+    inst.start();
+    let mut first: Vec<EchoClient> = (0..2).map(|_| EchoClient::connect(port).unwrap()).collect();
+    let old = first[0].pid;
+    assert_eq!(first[1].pid, old);
+    // The old child is used up but holds two open connections; a third client is served.
+    let mut third = EchoClient::connect(port).expect("third client served");
+    assert_ne!(third.pid, old);
+    assert_eq!(third.echo("new").unwrap(), "new");
+    for c in first.iter_mut() {
+        assert_eq!(c.echo("still").unwrap(), "still", "old connections keep working");
+    }
+    for c in first {
+        c.quit();
+    }
+    assert!(
+        wait_for(LONG, || !alive(old)),
+        "the used-up child exits once its connections end"
+    );
+    third.quit();
+}

@@ -103,6 +103,7 @@ fn run<S: EventService>(setup: &mut Setup, service: &mut S) -> std::io::Result<(
             available: can_accept,
             connections: conns as u32,
             served: st.accepted,
+            retiring: st.stopping || st.accepted >= setup.ctx.max_use,
         };
         if st.reported != Some(status) {
             st.reported = Some(status);

@@ -32,6 +32,7 @@ pub fn single_server<S>(
         available: true,
         connections: 0,
         served,
+        retiring: false,
     }) {
         return ExitCode::SUCCESS;
     }
@@ -58,6 +59,7 @@ pub fn single_server<S>(
                 available: false,
                 connections: 1,
                 served,
+                retiring: last,
             }) {
                 serve(&mut state, &setup.ctx, conn);
                 return ExitCode::SUCCESS;
@@ -71,6 +73,7 @@ pub fn single_server<S>(
                 available: true,
                 connections: 0,
                 served,
+                retiring: false,
             }) {
                 return ExitCode::SUCCESS;
             }
