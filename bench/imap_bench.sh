@@ -1,6 +1,6 @@
 #!/bin/sh
 # IMAP benchmark of imapd on a 10,000-message INBOX, with ../shared/bench/imap_pop_load.py
-# (the same steps it runs against Dovecot): LOGIN+SELECT, FETCH 1:* (FLAGS RFC822.SIZE
+# (the same steps it runs against Dovecot), then POP3 LIST/UIDL/RETR of every message: LOGIN+SELECT, FETCH 1:* (FLAGS RFC822.SIZE
 # ENVELOPE), FETCH 1:* BODY.PEEK[], SEARCH HEADER SUBJECT, SEARCH BODY, STORE 1:*, and a
 # login storm. Builds release binaries, runs master with auth + imap in a temporary
 # directory on loopback, fills the Maildir directly (as a delivery would), prints the
@@ -12,11 +12,12 @@ N=${1:-10000}
 REPS=${2:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LOAD=${IMAP_POP_LOAD:-$ROOT/bench/peer/imap_pop_load.py}
-cargo build --release -q -p master -p postern -p auth -p imapd --manifest-path "$ROOT/Cargo.toml"
+cargo build --release -q -p master -p postern -p auth -p imapd -p pop3d --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release
 DIR=$(mktemp -d /tmp/imap-bench.XXXXXX)
 chmod 755 "$DIR"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+POP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$DIR/etc"
 cp "$ROOT/etc/main.toml" "$DIR/etc/"
 cat > "$DIR/etc/master.toml" <<EOT
@@ -32,6 +33,14 @@ name = "imap"
 type = "inet"
 listen = "127.0.0.1:$PORT"
 command = "$BIN/imapd"
+maxproc = 4
+max_use = 1000000
+
+[[service]]
+name = "pop3"
+type = "inet"
+listen = "127.0.0.1:$POP_PORT"
+command = "$BIN/pop3d"
 maxproc = 4
 max_use = 1000000
 EOT
@@ -55,5 +64,5 @@ for i in range(1, n + 1):
 EOT
 if [ "$(id -u)" = 0 ]; then chown -R postern: "$DIR/var/mail"; fi
 $P start
-python3 "$LOAD" --imap-port "$PORT" --user bench --password bench-pw --populate none \
-    -n "$N" --reps "$REPS" --no-pop --label postern-imapd
+python3 "$LOAD" --imap-port "$PORT" --pop-port "$POP_PORT" --user bench --password bench-pw --populate none \
+    -n "$N" --reps "$REPS" --label postern

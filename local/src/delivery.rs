@@ -84,7 +84,7 @@ fn delivered_to(job: &Job) -> Vec<String> {
 /// Delivers every pending recipient of `job`, completing each before the next starts.
 pub fn deliver(s: &mut Settings, job: &mut Job) {
     let seen = delivered_to(job);
-    let mut users = Users::default();
+    let mut users = std::mem::take(&mut s.users);
     for pos in job.pending() {
         let Some(r) = job.req.recipients.get(pos) else { continue };
         let matches = job
@@ -99,6 +99,7 @@ pub fn deliver(s: &mut Settings, job: &mut Job) {
         };
         job.complete(pos, outcome.code, &outcome.dsn, &outcome.text, "local");
     }
+    s.users = users;
 }
 
 /// One recipient: aliases, then each target; the worst outcome wins (a temporary failure

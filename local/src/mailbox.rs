@@ -1,10 +1,16 @@
 //! Delivery to a virtual user's Maildir: does the user exist (auth, or the mailbox
 //! directory), is there room (quota), then the Maildir write.
+//!
+//! The connection to auth is kept for the life of the process (one connect and hello per
+//! process, not per delivery), and a positive answer (the user exists, with its quota) is
+//! believed for [`KNOWN_TTL`], at most [`MAX_KNOWN`] names: a burst of mail to the same
+//! users asks auth once. Negative and temporary answers are never remembered.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postern_lib::ipc::IpcStream;
 use postern_lib::maildir_deliver;
@@ -14,6 +20,11 @@ use crate::delivery::Outcome;
 
 /// How long auth may take to answer a lookup.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a positive answer from auth is believed.
+pub const KNOWN_TTL: Duration = Duration::from_secs(5);
+/// Most users remembered.
+pub const MAX_KNOWN: usize = 1024;
 
 /// What is known of a user.
 pub enum Lookup {
@@ -29,6 +40,8 @@ pub enum Lookup {
 #[derive(Default)]
 pub struct Users {
     conn: Option<IpcStream>,
+    /// User → (quota, when auth said it exists).
+    known: HashMap<String, (Option<u64>, Instant)>,
 }
 
 impl Users {
@@ -43,6 +56,33 @@ impl Users {
                 Err(e) => Lookup::TempFail(format!("mailbox {user}: {e}")),
             };
         }
+        let now = Instant::now();
+        match self.known.get(user) {
+            Some((quota, at)) if now.saturating_duration_since(*at) < KNOWN_TTL => return Lookup::Exists(*quota),
+            Some(_) => {
+                self.known.remove(user);
+            }
+            None => {}
+        }
+        let r = self.ask_auth(user);
+        if let Lookup::Exists(quota) = r {
+            self.remember(user, quota, now);
+        }
+        r
+    }
+
+    fn remember(&mut self, user: &str, quota: Option<u64>, now: Instant) {
+        if self.known.len() >= MAX_KNOWN && !self.known.contains_key(user) {
+            self.known
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < KNOWN_TTL);
+            if self.known.len() >= MAX_KNOWN {
+                self.known.clear();
+            }
+        }
+        self.known.insert(user.to_string(), (quota, now));
+    }
+
+    fn ask_auth(&mut self, user: &str) -> Lookup {
         for _ in 0..2 {
             if self.conn.is_none() {
                 let c = UnixStream::connect(auth::SOCKET)

@@ -36,6 +36,8 @@ pub struct Settings {
     alias_files: Vec<PathBuf>,
     alias_stamp: Vec<Option<(SystemTime, u64)>>,
     aliases: Vec<Aliases>,
+    /// The user look-ups (auth connection and recent answers), kept between jobs.
+    pub users: crate::mailbox::Users,
 }
 
 fn stamp(p: &PathBuf) -> Option<(SystemTime, u64)> {
@@ -70,6 +72,7 @@ impl Settings {
                 .collect(),
             alias_stamp: Vec::new(),
             aliases: Vec::new(),
+            users: crate::mailbox::Users::default(),
         }
     }
 

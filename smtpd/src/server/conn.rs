@@ -8,6 +8,7 @@
 //! has not taken the content already sent (more than [`MAX_CLEANUP_OUT`]); the client's
 //! socket is then not read either, so TCP flow control slows it down.
 
+use super::known::Known;
 use super::peer::PeerConn;
 use super::tls;
 use crate::protocol::{Action, ClientInfo, LookupResult, Session, VerifyResult};
@@ -17,10 +18,12 @@ use postern_lib::line::LineBuffer;
 use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
 use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest};
 use rustls::ServerConnection;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::IpAddr;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -56,6 +59,10 @@ pub struct Conn {
     /// The connection to auth.
     pub auth: Option<PeerConn>,
     auth_ask: Option<AuthAsk>,
+    /// The user of the lookup in flight, remembered in `known` if auth says it exists.
+    lookup_user: Option<String>,
+    /// Mailboxes auth said exist, shared by the process's connections.
+    known: Rc<RefCell<Known>>,
     starttls_pending: bool,
     close_pending: bool,
     eof: bool,
@@ -77,6 +84,7 @@ impl Conn {
         ip: IpAddr,
         cfg: Arc<Settings>,
         tls_config: Option<Arc<rustls::ServerConfig>>,
+        known: Rc<RefCell<Known>>,
         now: Instant,
     ) -> Conn {
         let client = ClientInfo {
@@ -97,6 +105,8 @@ impl Conn {
             cleanup: None,
             auth: None,
             auth_ask: None,
+            lookup_user: None,
+            known,
             starttls_pending: false,
             close_pending: false,
             eof: false,
@@ -145,6 +155,11 @@ impl Conn {
                 Action::StartTls => self.starttls_pending = true,
                 Action::Close => self.close_pending = true,
                 Action::Lookup(user) => {
+                    if self.known.borrow_mut().exists(&user, Instant::now()) {
+                        queue.extend(self.session.lookup_done(LookupResult::Exists));
+                        continue;
+                    }
+                    self.lookup_user = Some(user.clone());
                     if let Some(more) = self.auth_request(AuthRequest::Lookup { user }, AuthAsk::Lookup) {
                         queue.extend(more);
                     }
@@ -231,6 +246,7 @@ impl Conn {
 
     fn auth_failed(&mut self, ask: AuthAsk) -> Vec<Action> {
         self.auth_ask = None;
+        self.lookup_user = None;
         match ask {
             AuthAsk::Lookup => self.session.lookup_done(LookupResult::TempFail),
             AuthAsk::Verify => self.session.verify_done(VerifyResult::TempFail),
@@ -482,8 +498,12 @@ impl Conn {
             p.reply_due = None;
             let reply = f.message::<AuthReply>().ok();
             let ask = self.auth_ask.take();
+            let user = self.lookup_user.take();
             let a = match (ask, reply) {
                 (Some(AuthAsk::Lookup), Some(AuthReply::Exists { .. })) => {
+                    if let Some(u) = user {
+                        self.known.borrow_mut().insert(&u, Instant::now());
+                    }
                     self.session.lookup_done(LookupResult::Exists)
                 }
                 (Some(AuthAsk::Lookup), Some(AuthReply::NoSuchUser)) => {

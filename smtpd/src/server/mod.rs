@@ -6,6 +6,7 @@
 
 pub mod anvil;
 pub mod conn;
+pub mod known;
 pub mod peer;
 pub mod tls;
 
@@ -14,8 +15,10 @@ use conn::Conn;
 use mio::{Interest, Registry, Token};
 use postern_lib::skeleton::event::{EventLoop, EventService, RESERVED_TOKENS};
 use postern_lib::skeleton::{Accepted, Context, Peer, Stream};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +28,7 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     conns: HashMap<usize, Conn>,
     anvil: anvil::Anvil,
+    known: Rc<RefCell<known::Known>>,
     next_id: usize,
 }
 
@@ -46,6 +50,7 @@ impl Server {
             tls,
             conns: HashMap::new(),
             anvil: anvil::Anvil::default(),
+            known: Rc::default(),
             next_id: 0,
         })
     }
@@ -121,7 +126,7 @@ impl EventService for Server {
         tracing::info!("connect from unknown[{ip}]");
         let sock = mio::net::TcpStream::from_std(std_sock);
         let id = self.new_id();
-        let mut c = Conn::new(sock, ip, self.cfg.clone(), self.tls.clone(), now);
+        let mut c = Conn::new(sock, ip, self.cfg.clone(), self.tls.clone(), self.known.clone(), now);
         if lp
             .registry()
             .register(&mut c.sock, Token(4 * id), Interest::READABLE | Interest::WRITABLE)
