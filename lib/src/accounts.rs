@@ -142,10 +142,29 @@ pub fn ensure_mail_owner(name: &str) -> Result<bool, AccountError> {
         name: name.into(),
         reason,
     };
-    let out = cmd
+    // Several `postern start`s (or tests) may race to create the account: useradd then
+    // fails with "already exists" or "cannot lock /etc/passwd". Whoever finds the account
+    // there afterwards is content; a lock conflict is retried a few times.
+    let mut out = cmd
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| create_err(e.to_string()))?;
+    for _ in 0..20 {
+        if out.status.success() {
+            break;
+        }
+        if mail_owner_ids(name)?.is_some() {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| create_err(e.to_string()))?;
+    }
+    if !out.status.success() && mail_owner_ids(name)?.is_some() {
+        return Ok(false);
+    }
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
         let msg = msg

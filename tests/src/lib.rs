@@ -100,6 +100,11 @@ impl Instance {
     /// A copy of the shipped `etc/` with a fresh `master.toml` holding `services` (TOML
     /// text of `[[service]]` entries) and `settings` applied with `postern config set`.
     pub fn new(services: &str, settings: &[&str]) -> Instance {
+        // As root the daemons run as mail_owner; make sure the account exists before a test
+        // hands files to it (postern start would create it too, but later).
+        if is_root() {
+            postern_lib::accounts::ensure_mail_owner("postern").expect("create mail_owner postern");
+        }
         let root = tempfile::Builder::new()
             .prefix("postern-test")
             .tempdir()
