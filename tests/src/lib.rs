@@ -456,3 +456,39 @@ pub fn maildir_messages(dir: &Path) -> Vec<Vec<u8>> {
     files.sort();
     files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
 }
+
+/// A background helper process (a test SMTP sink, a DNS server), killed when dropped.
+pub struct Helper(pub std::process::Child);
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// tests/scripts/smtp_sink.py on 127.0.0.1:`port`, answering RCPT with `rcpt`, storing
+/// messages as `dir/N.eml`; returns once it listens.
+pub fn sink(dir: &Path, port: u16, rcpt: u16) -> Helper {
+    let port_file = dir.join(format!("sink-{port}-{rcpt}.port"));
+    let child = Command::new("python3")
+        .arg(repo_root().join("tests/scripts/smtp_sink.py"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--rcpt",
+            &rcpt.to_string(),
+            "--port-file",
+        ])
+        .arg(&port_file)
+        .arg("--dir")
+        .arg(dir)
+        .spawn()
+        .expect("python3");
+    let helper = Helper(child);
+    assert!(
+        wait_for(Duration::from_secs(60), || port_file.exists()),
+        "sink did not start"
+    );
+    helper
+}

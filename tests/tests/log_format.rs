@@ -11,40 +11,11 @@
 
 use postern_tests::*;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(60);
 const PFLOGSUMM: &str = "/usr/sbin/pflogsumm";
-
-struct Sink(Child);
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// An SMTP sink on 127.0.0.1:`port` answering RCPT with `rcpt`.
-fn sink(dir: &Path, port: u16, rcpt: u16) -> Sink {
-    let port_file = dir.join(format!("sink-{port}-{rcpt}.port"));
-    let child = Command::new("python3")
-        .arg(repo_root().join("tests/scripts/smtp_sink.py"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--rcpt",
-            &rcpt.to_string(),
-            "--port-file",
-        ])
-        .arg(&port_file)
-        .arg("--dir")
-        .arg(dir)
-        .spawn()
-        .expect("python3");
-    assert!(wait_for(LONG, || port_file.exists()), "sink did not start");
-    Sink(child)
-}
 
 fn pflogsumm() -> Option<String> {
     if let Ok(p) = std::env::var("PFLOGSUMM") {
