@@ -7,27 +7,7 @@ use postern_tests::{Instance, add_user, auth_service, daemon_service, deliver_ma
 use std::process::Command;
 
 fn cert(dir: &std::path::Path) -> (String, String) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (cert, key) = postern_tests::self_signed_cert(dir);
     (
         format!("pop3d_tls_cert_file={}", cert.display()),
         format!("pop3d_tls_key_file={}", key.display()),

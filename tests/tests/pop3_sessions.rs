@@ -5,7 +5,6 @@
 
 use postern_tests::{Instance, add_user, auth_service, daemon_service, deliver_maildir, free_port, python};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const MSG1: &[u8] = b"From: a@example.test\r\nSubject: one\r\n\r\nline1\r\n.dot line\r\nline3\r\n";
 const MSG2: &[u8] = b"From: b@example.test\nSubject: two\n\nbody two\n";
@@ -129,27 +128,7 @@ p.quit()
 #[test]
 fn stls_and_plaintext_refused_from_untrusted_client() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let (cert, key) = postern_tests::self_signed_cert(dir.path());
     if postern_tests::is_root() {
         // pop3d reads them before dropping privileges, but the test dir must be reachable.
         let _ = std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755));
