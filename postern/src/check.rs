@@ -6,6 +6,9 @@
 //!   when running as root);
 //! - `virtual_mailbox_base`: it should exist;
 //! - each service's program: it must exist, be a regular file and be executable;
+//! - each smtpd service's settings as smtpd itself loads them (restriction lists and their
+//!   access tables, the open-relay guard, alias files, TLS files), so a list smtpd would
+//!   refuse at start is reported before `postern start`;
 //! - each inet listen address: it must be free to bind — unless master is running (its
 //!   pid file `QUEUE/pid/master.pid` is locked), in which case master holds them;
 //! - the users file: mode 0600 or stricter, never readable by group or others;
@@ -49,6 +52,7 @@ pub fn run(dir: &Path, fix: bool) -> Result<ExitCode, String> {
     queue(&cfg, owner, fix, &mut r);
     mailbox_base(&cfg, owner, fix, &mut r);
     programs(&cfg, &mut r);
+    smtpd_settings(&cfg, &mut r);
     listeners(&cfg, &mut r);
     users_file(dir, fix, &mut r);
     config_files(dir, fix, &mut r);
@@ -169,6 +173,18 @@ fn programs(cfg: &Config, r: &mut Report) {
         };
         if let Some(why) = problem {
             r.warn(format!("service {}: program {} {why}", svc.key(), p.display()));
+        }
+    }
+}
+
+fn smtpd_settings(cfg: &Config, r: &mut Report) {
+    for svc in cfg.services.iter().filter(|s| s.entry.command == "smtpd") {
+        let loaded = cfg
+            .main_for(&svc.key())
+            .map_err(|e| e.to_string())
+            .and_then(|main| smtpd::settings::Settings::load(&main, &cfg.dir, &svc.entry.name));
+        if let Err(e) = loaded {
+            r.warn(format!("service {}: smtpd would not start: {e}", svc.key()));
         }
     }
 }

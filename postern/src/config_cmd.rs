@@ -23,7 +23,7 @@
 //! (file, line, key) is reported. Editors of one config directory are serialised by a lock
 //! on the directory.
 
-mod set;
+pub(crate) mod set;
 
 use postern_lib::config::{Config, Service};
 use std::path::Path;

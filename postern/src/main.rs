@@ -11,6 +11,7 @@
 //! postern [-c CONFIG_DIR] user add|passwd|del|list [NAME]   manage etc/users (password on stdin)
 //! postern install [--root DIR] [--prefix /usr] [--config-dir /etc/postern] [--queue-dir /var/spool/postern]
 //! postern uninstall [--root DIR] [--prefix /usr]   binaries and unit only; mail, queue, config stay
+//! postern [-c CONFIG_DIR] migrate [--apply] [MAIN_CF]  main.toml equivalents of a Postfix main.cf
 //! ```
 //!
 //! CONFIG_DIR defaults to the checkout's `etc/` when this program runs from
@@ -23,12 +24,13 @@ mod config_cmd;
 mod control;
 mod files;
 mod install;
+mod migrate;
 mod user_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: postern [-c CONFIG_DIR] {start [--foreground]|stop|reload|status|check [--fix]|config [KEY...|set KEY=VALUE...]|user {add|passwd|del} NAME|user list|install [--root DIR] [--prefix DIR] [--config-dir DIR] [--queue-dir DIR]|uninstall [--root DIR] [--prefix DIR]}";
+const USAGE: &str = "usage: postern [-c CONFIG_DIR] {start [--foreground]|stop|reload|status|check [--fix]|config [KEY...|set KEY=VALUE...]|user {add|passwd|del} NAME|user list|install [--root DIR] [--prefix DIR] [--config-dir DIR] [--queue-dir DIR]|uninstall [--root DIR] [--prefix DIR]|migrate [--apply] [MAIN_CF]}";
 
 fn main() -> ExitCode {
     match run() {
@@ -60,14 +62,7 @@ fn run() -> Result<ExitCode, String> {
                 words.push(opt);
                 words.push(v.into_string().map_err(|_| "arguments must be UTF-8".to_string())?);
             }
-            Long("foreground") | Long("fix") => words.push(format!(
-                "--{}",
-                if matches!(arg, Long("fix")) {
-                    "fix"
-                } else {
-                    "foreground"
-                }
-            )),
+            Long(opt @ ("foreground" | "fix" | "apply")) => words.push(format!("--{opt}")),
             Value(v) => words.push(v.into_string().map_err(|_| "arguments must be UTF-8".to_string())?),
             other => return Err(format!("{}\n{USAGE}", other.unexpected())),
         }
@@ -84,6 +79,7 @@ fn run() -> Result<ExitCode, String> {
         "uninstall" => install::uninstall(rest),
         "config" => config_cmd::run(&dir, rest),
         "user" => user_cmd::run(&dir, rest),
+        "migrate" => migrate::run(&dir, rest),
         other => Err(format!("unknown command {other:?}\n{USAGE}")),
     }
 }
