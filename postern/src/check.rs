@@ -9,6 +9,9 @@
 //! - each smtpd service's settings as smtpd itself loads them (restriction lists and their
 //!   access tables, the open-relay guard, alias files, TLS files), so a list smtpd would
 //!   refuse at start is reported before `postern start`;
+//! - the tables trivial-rewrite and cleanup read (`transport_maps`, `virtual_alias_maps`,
+//!   `rewrite_rules`, `header_checks`, `body_checks`): each must load, as `postmap` would
+//!   check them (Postern needs no compile step: the daemons read the text files);
 //! - each inet listen address: it must be free to bind — unless master is running (its
 //!   pid file `QUEUE/pid/master.pid` is locked), in which case master holds them;
 //! - the users file: mode 0600 or stricter, never readable by group or others;
@@ -39,8 +42,11 @@ struct Report {
 }
 
 impl Report {
+    /// One problem, on one line (a regex error spans several; they are joined).
     fn warn(&mut self, msg: impl Into<String>) {
-        self.warnings.push(msg.into());
+        let msg: String = msg.into();
+        let one_line: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        self.warnings.push(one_line.join(" "));
     }
 }
 
@@ -53,6 +59,7 @@ pub fn run(dir: &Path, fix: bool) -> Result<ExitCode, String> {
     mailbox_base(&cfg, owner, fix, &mut r);
     programs(&cfg, &mut r);
     smtpd_settings(&cfg, &mut r);
+    tables(&cfg, &mut r);
     listeners(&cfg, &mut r);
     users_file(dir, fix, &mut r);
     config_files(dir, fix, &mut r);
@@ -185,6 +192,28 @@ fn smtpd_settings(cfg: &Config, r: &mut Report) {
             .and_then(|main| smtpd::settings::Settings::load(&main, &cfg.dir, &svc.entry.name));
         if let Err(e) = loaded {
             r.warn(format!("service {}: smtpd would not start: {e}", svc.key()));
+        }
+    }
+}
+
+fn tables(cfg: &Config, r: &mut Report) {
+    use postern_lib::config::table_file;
+    let m = &cfg.main;
+    for (name, list) in [
+        ("transport_maps", &m.transport_maps),
+        ("virtual_alias_maps", &m.virtual_alias_maps),
+        ("rewrite_rules", &m.rewrite_rules),
+    ] {
+        let paths: Vec<_> = list.iter().filter_map(|s| table_file(&cfg.dir, s)).collect();
+        if let Err(e) = postern_lib::transport_map::TableSet::load(&paths) {
+            r.warn(format!("{name}: {e}"));
+        }
+    }
+    for (name, setting) in [("header_checks", &m.header_checks), ("body_checks", &m.body_checks)] {
+        if let Some(path) = table_file(&cfg.dir, setting)
+            && let Err(e) = postern_lib::checks::Table::load(&path)
+        {
+            r.warn(format!("{name}: {e}"));
         }
     }
 }

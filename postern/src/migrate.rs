@@ -244,7 +244,7 @@ fn expand_constants(raw: &str, all: &[(String, String)]) -> Result<String, Strin
 fn strip_table_type(word: &str) -> Result<String, String> {
     match word.split_once(':') {
         Some((ty, path)) if path.starts_with('/') && TEXT_TABLE_TYPES.contains(&ty) => Ok(path.to_string()),
-        Some((ty, path)) if path.starts_with('/') && ty == "regexp" => Ok(word.to_string()),
+        Some((ty, path)) if path.starts_with('/') && matches!(ty, "regexp" | "pcre") => Ok(word.to_string()),
         Some((ty, _))
             if ty.chars().all(|c| c.is_ascii_lowercase()) && !matches!(ty, "inet" | "unix" | "error" | "local") =>
         {

@@ -173,3 +173,50 @@ fn a_broken_config_is_one_line() {
         r.stderr
     );
 }
+
+#[test]
+fn tables_and_smtpd_lists_are_checked_as_the_daemons_load_them() {
+    let site = Site::new();
+    assert_eq!(site.run(&["check", "--fix"], None).code, 0);
+    std::fs::write(
+        site.path("etc/transport"),
+        "example.org smtp:[mx.example.org]\nlonely\n",
+    )
+    .unwrap();
+    std::fs::write(site.path("etc/hc"), "/^Subject: (/ REJECT broken\n").unwrap();
+    let main = site.read("etc/main.toml")
+        + "smtpd_relay_restrictions = [\"permit_mynetworks\"]\ntransport_maps = [\"transport\"]\nheader_checks = \"regexp:hc\"\n";
+    std::fs::write(site.path("etc/main.toml"), main).unwrap();
+    let r = site.run(&["check"], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    let warnings: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(warnings.len(), 3, "{}", r.stderr);
+    assert!(
+        warnings[0].starts_with("postern: warning: service smtp/inet: smtpd would not start: ")
+            && warnings[0].contains("open relay"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        warnings[1].starts_with("postern: warning: transport_maps: ")
+            && warnings[1].contains("transport")
+            && warnings[1].contains("2"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        warnings[2].starts_with("postern: warning: header_checks: ") && warnings[2].contains("hc"),
+        "{}",
+        r.stderr
+    );
+    // Repaired files: clean again.
+    std::fs::write(site.path("etc/transport"), "example.org smtp:[mx.example.org]\n").unwrap();
+    std::fs::write(site.path("etc/hc"), "/^Subject: spam/ REJECT no\n").unwrap();
+    let main = site.read("etc/main.toml").replace(
+        "smtpd_relay_restrictions = [\"permit_mynetworks\"]",
+        "smtpd_relay_restrictions = [\"permit_mynetworks\", \"reject_unauth_destination\"]",
+    );
+    std::fs::write(site.path("etc/main.toml"), main).unwrap();
+    let r = site.run(&["check"], None);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{r:?}");
+}

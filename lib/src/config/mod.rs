@@ -350,6 +350,18 @@ pub fn default_config_dir() -> PathBuf {
     PathBuf::from("/etc/postern")
 }
 
+/// The file a table setting names (`transport_maps`, `header_checks`, ...): relative
+/// names resolve against the config directory, a `regexp:`/`pcre:` type prefix is
+/// dropped, and an empty setting names no file.
+pub fn table_file(config_dir: &Path, setting: &str) -> Option<PathBuf> {
+    let s = setting.trim();
+    let s = s
+        .strip_prefix("regexp:")
+        .or_else(|| s.strip_prefix("pcre:"))
+        .unwrap_or(s);
+    (!s.is_empty()).then(|| config_dir.join(s))
+}
+
 /// The host name the kernel reports.
 pub fn system_hostname() -> String {
     nix::unistd::gethostname()
