@@ -518,3 +518,206 @@ pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     (cert, key)
 }
+
+/// xorshift64*: random choices in crash tests, reproducible from a printed seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A generator seeded from the environment variable `var` when it holds a number,
+    /// else from the clock; the seed is returned too, to be printed.
+    pub fn from_env(var: &str) -> (Rng, u64) {
+        let seed = std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
+        (Rng(seed), seed)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// The program name (`/proc/PID/comm`) of a process, if it still exists.
+pub fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim().to_string())
+}
+
+/// Sends SIGKILL to `pid`; true when the signal was delivered.
+pub fn kill9(pid: u32) -> bool {
+    i32::try_from(pid)
+        .is_ok_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL).is_ok())
+}
+
+/// Files (not dot-files) below `dir`, recursively; a missing directory has none.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if !e.file_name().to_string_lossy().starts_with('.') {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The values of header field `name` (case-insensitive, unfolded lines only) in the
+/// header of `text` (CRLF or LF line ends).
+pub fn header_values(text: &str, name: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+/// (Message-ID, Delivered-To) → copies, over the messages of one Maildir.
+pub fn maildir_index(dir: &Path) -> std::collections::HashMap<(String, String), usize> {
+    let mut out = std::collections::HashMap::new();
+    for m in maildir_messages(dir) {
+        let text = String::from_utf8_lossy(&m);
+        let id = header_values(&text, "message-id")
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let to = header_values(&text, "delivered-to")
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        *out.entry((id, to)).or_insert(0) += 1;
+    }
+    out
+}
+
+/// (Message-ID, recipient) → copies, over the `N.eml` files a [`sink`] stored in `dir`
+/// (its `X-Sink-To:` line lists the envelope recipients, comma-separated, in `<>`).
+pub fn sink_index(dir: &Path) -> std::collections::HashMap<(String, String), usize> {
+    let mut out = std::collections::HashMap::new();
+    for p in files_below(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+    {
+        let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).into_owned();
+        let id = header_values(&text, "message-id")
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        for to in header_values(&text, "x-sink-to").iter().flat_map(|v| v.split(',')) {
+            // `<addr>` possibly followed by ESMTP parameters.
+            let to = to
+                .trim()
+                .split('>')
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('<')
+                .to_string();
+            *out.entry((id.clone(), to)).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// tests/scripts/smtp_sink.py on a kernel-chosen loopback port with `args` (`--dsn`,
+/// `--hang`, `--starttls CERT KEY`, ...), storing into `dir`; returns it and its port
+/// once it listens.
+pub fn sink_with_args(dir: &Path, args: &[&str]) -> (Helper, u16) {
+    std::fs::create_dir_all(dir).expect("sink dir");
+    let port_file = dir.join("port");
+    let child = Command::new("python3")
+        .arg(repo_root().join("tests/scripts/smtp_sink.py"))
+        .arg("--port-file")
+        .arg(&port_file)
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .spawn()
+        .expect("python3");
+    let helper = Helper(child);
+    assert!(
+        wait_for(Duration::from_secs(60), || port_file.exists()),
+        "sink did not start"
+    );
+    let port = std::fs::read_to_string(&port_file)
+        .expect("port file")
+        .trim()
+        .parse()
+        .expect("port");
+    (helper, port)
+}
+
+/// Sends a delivery agent (`private/<service>`) one deliver request as qmgr would, for the
+/// queue file `active/<id>` and its first recipients `rcpts` (indexes 0, 1, ...), and
+/// returns its reply.
+pub fn agent_deliver(
+    inst: &Instance,
+    service: &str,
+    id: &postern_lib::queue_id::QueueId,
+    nexthop: &str,
+    rcpts: &[&str],
+) -> postern_lib::proto::deliver::DeliverReply {
+    use postern_lib::proto::deliver::{DeliverRecipient, DeliverRequest, PROTOCOL, VERSION};
+    let sock = std::os::unix::net::UnixStream::connect(inst.queue().join("private").join(service))
+        .expect("connect to the delivery agent");
+    let mut ipc = postern_lib::ipc::IpcStream::client(sock, PROTOCOL, VERSION, Some(Duration::from_secs(60)))
+        .expect("deliver handshake");
+    let req = DeliverRequest {
+        queue_id: id.to_string(),
+        queue_file: format!("active/{id}"),
+        sender: "a@example.test".into(),
+        nexthop: nexthop.into(),
+        recipients: rcpts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| DeliverRecipient {
+                index: i,
+                address: r.to_string(),
+                original: r.to_string(),
+                mark: true,
+            })
+            .collect(),
+        arrival_micros: 0,
+        active_micros: 0,
+        dispatch_micros: 0,
+    };
+    ipc.send(&req).expect("send deliver request");
+    ipc.recv().expect("deliver reply")
+}
+
+/// The messages (`N.eml`) a test sink (smtp_sink.py, lmtp_sink.py) stored in `dir`, as
+/// text, in the order it stored them.
+pub fn sink_messages(dir: &Path) -> Vec<String> {
+    let mut files: Vec<(u64, PathBuf)> = files_below(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .map(|p| {
+            let n = p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok());
+            (n.unwrap_or(u64::MAX), p)
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|(_, p)| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
+        .collect()
+}

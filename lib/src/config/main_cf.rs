@@ -100,6 +100,9 @@ pub struct MainConfig {
     /// Time limit for a milter's answer to body chunks and end of message.
     pub milter_content_timeout: Seconds,
     // --- smtpd ---
+    /// smtpd: bytes that must stay free on the queue file system; MAIL is refused with
+    /// `452 4.3.1` below this or below 1.5 × `message_size_limit`, as in Postfix.
+    pub queue_minfree: u64,
     /// smtpd: the text after `220` in the greeting.
     pub smtpd_banner: String,
     /// smtpd: TLS certificate chain (PEM; relative to the config dir); empty: no STARTTLS.
@@ -183,6 +186,14 @@ pub struct MainConfig {
     pub smtp_destination_concurrency_limit: u32,
     /// qmgr: recipients per smtp delivery.
     pub smtp_destination_recipient_limit: u32,
+    /// qmgr: parallel deliveries to a destination at first (slow start), growing by one per
+    /// successful delivery up to the destination's concurrency limit.
+    pub initial_destination_concurrency: u32,
+    /// qmgr: the initial concurrency of smtp destinations (0: `initial_destination_concurrency`).
+    pub smtp_initial_destination_concurrency: u32,
+    /// qmgr: failed connection cohorts (a window's worth of failures without a success) after
+    /// which a destination is throttled as dead for `minimal_backoff_time`.
+    pub default_destination_concurrency_failed_cohort_limit: u32,
     /// qmgr: the shortest time a deferred message waits before it is retried.
     pub minimal_backoff_time: Seconds,
     /// qmgr: the longest time a deferred message waits before it is retried.
@@ -213,6 +224,15 @@ pub struct MainConfig {
     pub smtp_connect_timeout: Seconds,
     /// smtp: how long to wait for each reply or write of a server.
     pub smtp_timeout: Seconds,
+    /// smtp: how long to wait for the server's greeting and its reply to EHLO/HELO/LHLO.
+    pub smtp_helo_timeout: Seconds,
+    /// smtp: per-destination TLS policy tables (`example.com  encrypt`, `.example.com  may`,
+    /// `[mx.example.com]:25  verify match=hostname`; relative to the config dir).
+    pub smtp_tls_policy_maps: Vec<String>,
+    /// smtp: a PEM file of CA certificates trusted (besides the system store) at the
+    /// `verify` and `secure` levels (relative to the config dir); empty: none.
+    #[serde(rename = "smtp_tls_CAfile")]
+    pub smtp_tls_ca_file: String,
     /// smtp: TLS level towards other servers: none, may (opportunistic), encrypt, verify.
     pub smtp_tls_security_level: String,
     /// smtp: DNS servers (`ADDR:PORT`) instead of /etc/resolv.conf (tests, split DNS).
@@ -232,6 +252,21 @@ pub struct MainConfig {
     pub mail_spool_directory: String,
     /// local: age after which an mbox dot-lock file (`<user>.lock`) is taken to be stale and removed.
     pub stale_lock_time: Seconds,
+    // --- local (system accounts, commands, files) ---
+    /// local: deliver to /etc/passwd accounts that are neither virtual users nor aliases (needs local running as root).
+    pub local_system_users: bool,
+    /// local: a system account's mailbox relative to its home (`Maildir/`: Maildir; else mbox file); empty: mbox in mail_spool_directory.
+    pub home_mailbox: String,
+    /// local: where a system account's forward file is (`~/` is its home; `$$home`, `$$user` are expanded); the first that exists is used.
+    pub forward_path: Vec<String>,
+    /// local: where `|command` targets are allowed: any of `alias`, `forward`, `include`.
+    pub allow_mail_to_commands: Vec<String>,
+    /// local: where `/file` targets are allowed: any of `alias`, `forward`, `include`.
+    pub allow_mail_to_files: Vec<String>,
+    /// local: the account whose rights commands and files get when their owner would be root.
+    pub default_privs: String,
+    /// local: longest a `|command` delivery may run before it is killed.
+    pub command_time_limit: Seconds,
     // --- qmgr (delay warnings) ---
     /// qmgr: after this long in the queue, the sender of a deferred message gets one delay
     /// warning (Action: delayed) about the recipients still pending; 0 turns warnings off.
@@ -289,6 +324,7 @@ impl Default for MainConfig {
             milter_command_timeout: Seconds(30),
             milter_content_timeout: Seconds(300),
             // --- smtpd ---
+            queue_minfree: 0,
             smtpd_banner: "$myhostname ESMTP Postern".into(),
             smtpd_tls_cert_file: String::new(),
             smtpd_tls_key_file: String::new(),
@@ -335,6 +371,9 @@ impl Default for MainConfig {
             local_destination_recipient_limit: 1,
             smtp_destination_concurrency_limit: 20,
             smtp_destination_recipient_limit: 50,
+            initial_destination_concurrency: 5,
+            smtp_initial_destination_concurrency: 0,
+            default_destination_concurrency_failed_cohort_limit: 1,
             minimal_backoff_time: Seconds(300),
             maximal_backoff_time: Seconds(4000),
             queue_run_delay: Seconds(300),
@@ -351,6 +390,9 @@ impl Default for MainConfig {
             smtp_helo_name: "$myhostname".into(),
             smtp_connect_timeout: Seconds(30),
             smtp_timeout: Seconds(300),
+            smtp_helo_timeout: Seconds(300),
+            smtp_tls_policy_maps: Vec::new(),
+            smtp_tls_ca_file: String::new(),
             smtp_tls_security_level: "may".into(),
             smtp_dns_servers: Vec::new(),
             smtp_connection_cache_time_limit: Seconds(2),
@@ -361,6 +403,13 @@ impl Default for MainConfig {
             mailbox_format: "maildir".into(),
             mail_spool_directory: String::new(),
             stale_lock_time: Seconds(500),
+            local_system_users: false,
+            home_mailbox: String::new(),
+            forward_path: vec!["~/.forward".into()],
+            allow_mail_to_commands: vec!["alias".into(), "forward".into()],
+            allow_mail_to_files: vec!["alias".into(), "forward".into()],
+            default_privs: "nobody".into(),
+            command_time_limit: Seconds(1000),
             // --- qmgr (delay warnings) ---
             delay_warning_time: Seconds(0),
         }

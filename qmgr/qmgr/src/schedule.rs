@@ -1,0 +1,856 @@
+//! The active queue in memory and the scheduler: messages taken in from disk, their
+//! recipients resolved into per-destination queues, jobs handed out round-robin within
+//! the concurrency limits, results folded back, finished messages retired or deferred.
+//! Each destination's concurrency follows slow start and back-off ([`crate::feedback`]).
+
+use crate::feedback::{Window, site_failure};
+use crate::notices::{self, Failed};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use postern_lib::proto::bounce::NoticeRecipient;
+use postern_lib::proto::deliver::{self, DeliverRecipient, DeliverReply, DeliverRequest, status_line};
+use postern_lib::proto::resolve::{ERROR_TRANSPORT, Route};
+use postern_lib::queue_file::RecipientStatus;
+use postern_lib::queue_id::QueueId;
+use postern_lib::queue_scan::QueuedFile;
+
+use crate::agent::{self, JobDone};
+use crate::queue::{self, ReadError};
+use crate::settings::Settings;
+
+/// Most resolved addresses remembered (the cache is dropped when full or old).
+const CACHE_MAX: usize = 10_000;
+/// How long a resolved address is remembered (tables may change).
+const CACHE_AGE: Duration = Duration::from_secs(60);
+/// Wait after trivial-rewrite failed before asking again.
+const RESOLVE_RETRY: Duration = Duration::from_secs(5);
+
+type DestKey = (String, String);
+
+struct Entry {
+    msg: QueueId,
+    rcpt: usize,
+    address: String,
+}
+
+struct Dest {
+    nexthop: String,
+    queue: VecDeque<Entry>,
+    active: usize,
+    window: Window,
+}
+
+struct Rcpt {
+    index: usize,
+    address: String,
+    routes_left: usize,
+    /// qmgr (not the agent) records the outcome: several routes, or the error transport.
+    qmgr_marks: bool,
+    temp: bool,
+    perm: bool,
+}
+
+struct Msg {
+    path: PathBuf,
+    arrival_micros: u64,
+    active_micros: u64,
+    sender: String,
+    rcpts: Vec<Rcpt>,
+    /// Entries queued or in flight.
+    waiting: usize,
+    /// Temporary failures in this attempt.
+    temp: Vec<Deferred>,
+    /// Permanent failures decided by qmgr itself: (rcpt position, dsn, reason).
+    perm: Vec<(usize, String, String)>,
+    /// Permanent failures reported by delivery agents in this attempt.
+    failed: Vec<Failed>,
+}
+
+/// One recipient deferred in this attempt.
+struct Deferred {
+    /// Its index in the queue file.
+    index: usize,
+    address: String,
+    dsn: String,
+    reason: String,
+}
+
+struct Job {
+    msg: QueueId,
+    key: DestKey,
+    entries: Vec<Entry>,
+    dispatch_micros: u64,
+}
+
+/// The queue manager's state.
+pub struct Qmgr {
+    s: Settings,
+    msgs: HashMap<QueueId, Msg>,
+    rcpt_count: usize,
+    dests: HashMap<DestKey, Dest>,
+    rotation: VecDeque<DestKey>,
+    transport_active: HashMap<String, usize>,
+    jobs: HashMap<u64, Job>,
+    next_job: u64,
+    resolver: agent::Resolver,
+    cache: HashMap<String, Vec<Route>>,
+    cache_born: Instant,
+    unresolved: VecDeque<QueueId>,
+    resolve_wait: Option<Instant>,
+    want_incoming: bool,
+    want_deferred: bool,
+    flush: bool,
+    recovered: bool,
+    postponed: Vec<QueuedFile>,
+    last_deferred_scan: Option<Instant>,
+}
+
+impl Qmgr {
+    /// An empty active queue; the first [`pump`](Self::pump) takes `active/` back.
+    pub fn new(s: Settings) -> Qmgr {
+        Qmgr {
+            s,
+            msgs: HashMap::new(),
+            rcpt_count: 0,
+            dests: HashMap::new(),
+            rotation: VecDeque::new(),
+            transport_active: HashMap::new(),
+            jobs: HashMap::new(),
+            next_job: 0,
+            resolver: agent::Resolver::default(),
+            cache: HashMap::new(),
+            cache_born: Instant::now(),
+            unresolved: VecDeque::new(),
+            resolve_wait: None,
+            want_incoming: true,
+            want_deferred: true,
+            flush: false,
+            recovered: false,
+            postponed: Vec::new(),
+            last_deferred_scan: None,
+        }
+    }
+
+    /// Jobs in flight.
+    pub fn in_flight(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// A trigger byte arrived.
+    pub fn trigger(&mut self, byte: u8) {
+        use postern_lib::proto::trigger::{ARRIVED, FLUSH, WAKEUP};
+        match byte {
+            ARRIVED => self.want_incoming = true,
+            WAKEUP => {
+                self.want_incoming = true;
+                if self.deferred_due() {
+                    self.want_deferred = true;
+                }
+            }
+            FLUSH => {
+                self.want_incoming = true;
+                self.want_deferred = true;
+                self.flush = true;
+                // As Postfix's flush: dead destinations are tried again now.
+                for (key, d) in self.dests.iter_mut() {
+                    d.window = Window::new(self.s.initial_concurrency(&key.0));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn deferred_due(&self) -> bool {
+        self.last_deferred_scan
+            .is_none_or(|t| t.elapsed() >= self.s.queue_run_delay)
+    }
+
+    /// Periodic work: the deferred queue run, messages an agent still held at start-up.
+    pub fn tick(&mut self) {
+        if self.deferred_due() {
+            self.want_deferred = true;
+        }
+        if !self.postponed.is_empty() {
+            let files = std::mem::take(&mut self.postponed);
+            for f in files {
+                self.take_in(&f.path, f.id, true);
+            }
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.msgs.len() + self.postponed.len() < self.s.active_limit && self.rcpt_count < self.s.recipient_limit
+    }
+
+    /// Does whatever can be done now: scans, resolution, dispatch.
+    pub fn pump(&mut self, done: &Sender<JobDone>, waker: &Arc<mio::Waker>) {
+        if !self.recovered {
+            self.recovered = true;
+            for f in queue::list(queue::ACTIVE) {
+                self.take_in(&f.path, f.id, true);
+            }
+        }
+        if self.want_incoming && self.has_room() {
+            self.want_incoming = false;
+            for f in queue::list(queue::INCOMING) {
+                if !self.has_room() {
+                    self.want_incoming = true;
+                    break;
+                }
+                match queue::move_to(&f.path, queue::ACTIVE, &f.id) {
+                    Ok(p) => self.take_in(&p, f.id, false),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(queue_id = f.id.as_str(), "cannot move to active: {e}"),
+                }
+            }
+        }
+        if self.want_deferred && self.has_room() {
+            self.want_deferred = false;
+            self.last_deferred_scan = Some(Instant::now());
+            let force = std::mem::take(&mut self.flush);
+            let now = queue::now_secs();
+            for f in queue::list(queue::DEFERRED) {
+                if !force && queue::mtime(&f.path).is_some_and(|t| t > now) {
+                    continue;
+                }
+                if !self.has_room() {
+                    self.want_deferred = true;
+                    self.flush |= force;
+                    break;
+                }
+                match queue::move_to(&f.path, queue::ACTIVE, &f.id) {
+                    Ok(p) => {
+                        queue::clear_defer_log(&f.id);
+                        self.take_in(&p, f.id, false);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(queue_id = f.id.as_str(), "cannot move to active: {e}"),
+                }
+            }
+        }
+        self.resolve_pending();
+        self.dispatch(done, waker);
+    }
+
+    /// Reads a message now in active/ into memory.
+    fn take_in(&mut self, path: &Path, id: QueueId, recovering: bool) {
+        if self.msgs.contains_key(&id) {
+            return;
+        }
+        let (file, qf) = match queue::open_and_read(path) {
+            Ok(x) => x,
+            Err(ReadError::Corrupt(why)) => return queue::to_corrupt(path, &id, &why),
+            Err(ReadError::Io(why)) => {
+                tracing::warn!(queue_id = id.as_str(), "cannot read queue file: {why}");
+                return;
+            }
+        };
+        if recovering && !queue::try_lock_exclusive(&file) {
+            // A delivery agent still works on it for a qmgr that died: later.
+            self.postponed.push(QueuedFile {
+                queue: queue::ACTIVE.into(),
+                id,
+                relative: PathBuf::from(id.as_str()),
+                path: path.to_path_buf(),
+            });
+            return;
+        }
+        queue::unlock(&file);
+        drop(file);
+        if qf.envelope.queue_id != id {
+            return queue::to_corrupt(path, &id, "queue ID in the file differs from its name");
+        }
+        let rcpts: Vec<Rcpt> = qf
+            .recipients
+            .iter()
+            .filter(|r| !r.status.is_final())
+            .map(|r| Rcpt {
+                index: r.handle.index(),
+                address: r.spec.address.clone(),
+                routes_left: 0,
+                qmgr_marks: false,
+                temp: false,
+                perm: false,
+            })
+            .collect();
+        let nrcpt = qf.recipients.len();
+        tracing::info!(
+            queue_id = id.as_str(),
+            "from=<{}>, size={}, nrcpt={} (queue active)",
+            qf.envelope.sender,
+            qf.content_len(),
+            nrcpt
+        );
+        if rcpts.is_empty() {
+            return self.retire_or_wait(path, &id, qf.envelope.arrival.secs);
+        }
+        self.rcpt_count += rcpts.len();
+        let arrival = qf.envelope.arrival.secs * 1_000_000 + u64::from(qf.envelope.arrival.micros);
+        self.msgs.insert(
+            id,
+            Msg {
+                path: path.to_path_buf(),
+                arrival_micros: arrival,
+                active_micros: queue::now_micros(),
+                sender: qf.envelope.sender.clone(),
+                rcpts,
+                waiting: 0,
+                temp: Vec::new(),
+                perm: Vec::new(),
+                failed: Vec::new(),
+            },
+        );
+        self.unresolved.push_back(id);
+    }
+
+    fn routes(&mut self, address: &str) -> Result<Vec<Route>, String> {
+        if self.cache.len() >= CACHE_MAX || self.cache_born.elapsed() > CACHE_AGE {
+            self.cache.clear();
+            self.cache_born = Instant::now();
+        }
+        if let Some(r) = self.cache.get(address) {
+            return Ok(r.clone());
+        }
+        let r = self.resolver.resolve(address)?;
+        self.cache.insert(address.to_string(), r.clone());
+        Ok(r)
+    }
+
+    fn resolve_pending(&mut self) {
+        if self.resolve_wait.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        while let Some(id) = self.unresolved.front().copied() {
+            let Some(msg) = self.msgs.get(&id) else {
+                self.unresolved.pop_front();
+                continue;
+            };
+            let addrs: Vec<String> = msg.rcpts.iter().map(|r| r.address.clone()).collect();
+            let mut all = Vec::with_capacity(addrs.len());
+            for a in &addrs {
+                match self.routes(a) {
+                    Ok(r) => all.push(r),
+                    Err(why) => {
+                        tracing::warn!("cannot resolve recipients: {why}; will retry");
+                        self.resolve_wait = Some(Instant::now() + RESOLVE_RETRY);
+                        return;
+                    }
+                }
+            }
+            self.unresolved.pop_front();
+            self.enqueue(id, all);
+        }
+    }
+
+    fn enqueue(&mut self, id: QueueId, all: Vec<Vec<Route>>) {
+        let mut finished = false;
+        if let Some(msg) = self.msgs.get_mut(&id) {
+            for (pos, routes) in all.into_iter().enumerate() {
+                let Some(r) = msg.rcpts.get_mut(pos) else { continue };
+                r.routes_left = routes.len();
+                r.qmgr_marks = routes.len() > 1;
+                for route in routes {
+                    if route.transport == ERROR_TRANSPORT || !deliver::valid_transport(&route.transport) {
+                        let (dsn, text) = split_dsn(&route.nexthop, "5.3.5");
+                        let text = if route.transport == ERROR_TRANSPORT {
+                            text
+                        } else {
+                            format!("bad transport name {:?}", route.transport)
+                        };
+                        r.qmgr_marks = true;
+                        r.perm = true;
+                        r.routes_left -= 1;
+                        msg.perm.push((pos, dsn, text));
+                        continue;
+                    }
+                    let limit = self.s.recipients_per_job(&route.transport);
+                    let dest = if limit == 1 {
+                        route.recipient.to_lowercase()
+                    } else {
+                        route.nexthop.to_lowercase()
+                    };
+                    let key = (route.transport.clone(), dest);
+                    let initial = self.s.initial_concurrency(&route.transport);
+                    let d = self.dests.entry(key.clone()).or_insert_with(|| {
+                        self.rotation.push_back(key.clone());
+                        Dest {
+                            nexthop: route.nexthop.clone(),
+                            queue: VecDeque::new(),
+                            active: 0,
+                            window: Window::new(initial),
+                        }
+                    });
+                    d.queue.push_back(Entry {
+                        msg: id,
+                        rcpt: pos,
+                        address: route.recipient.clone(),
+                    });
+                    msg.waiting += 1;
+                }
+            }
+            finished = msg.waiting == 0;
+        }
+        if finished {
+            self.finish(id);
+        }
+    }
+
+    /// Hands out jobs, round-robin over destinations, within the limits.
+    fn dispatch(&mut self, done: &Sender<JobDone>, waker: &Arc<mio::Waker>) {
+        self.suspend_dead();
+        loop {
+            let mut progress = false;
+            let n = self.rotation.len();
+            let now = Instant::now();
+            for _ in 0..n {
+                let Some(key) = self.rotation.pop_front() else { break };
+                let Some(d) = self.dests.get_mut(&key) else { continue };
+                if d.queue.is_empty() {
+                    // A destination that failed is remembered for a while (feedback.rs).
+                    if d.active == 0 && !d.window.remembered(now) {
+                        self.dests.remove(&key);
+                    } else {
+                        self.rotation.push_back(key);
+                    }
+                    continue;
+                }
+                let t_active = self.transport_active.get(&key.0).copied().unwrap_or(0);
+                let allowed = d
+                    .window
+                    .allowed(now, self.s.initial_concurrency(&key.0), self.s.concurrency(&key.0));
+                if d.active >= allowed || t_active >= self.s.process_limit(&key.0) {
+                    self.rotation.push_back(key);
+                    continue;
+                }
+                let limit = self.s.recipients_per_job(&key.0);
+                let mut entries = Vec::new();
+                while entries.len() < limit {
+                    let same = match (d.queue.front(), entries.first()) {
+                        (Some(e), Some(first)) => e.msg == first_msg(first),
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    };
+                    if !same {
+                        break;
+                    }
+                    if let Some(e) = d.queue.pop_front() {
+                        entries.push(e);
+                    }
+                }
+                let nexthop = d.nexthop.clone();
+                d.active += 1;
+                *self.transport_active.entry(key.0.clone()).or_insert(0) += 1;
+                self.start_job(key.clone(), nexthop, entries, done, waker);
+                self.rotation.push_back(key);
+                progress = true;
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    fn start_job(
+        &mut self,
+        key: DestKey,
+        nexthop: String,
+        entries: Vec<Entry>,
+        done: &Sender<JobDone>,
+        waker: &Arc<mio::Waker>,
+    ) {
+        let Some(first) = entries.first() else { return };
+        let id = first.msg;
+        let Some(msg) = self.msgs.get(&id) else { return };
+        let now = queue::now_micros();
+        let recipients = entries
+            .iter()
+            .filter_map(|e| {
+                let r = msg.rcpts.get(e.rcpt)?;
+                Some(DeliverRecipient {
+                    index: r.index,
+                    address: e.address.clone(),
+                    original: r.address.clone(),
+                    mark: !r.qmgr_marks,
+                })
+            })
+            .collect();
+        let req = DeliverRequest {
+            queue_id: id.as_str().to_string(),
+            queue_file: format!("{}/{}", queue::ACTIVE, id.as_str()),
+            sender: msg.sender.clone(),
+            nexthop,
+            recipients,
+            arrival_micros: msg.arrival_micros,
+            active_micros: msg.active_micros,
+            dispatch_micros: now,
+        };
+        let job_id = self.next_job;
+        self.next_job += 1;
+        let transport = key.0.clone();
+        self.jobs.insert(
+            job_id,
+            Job {
+                msg: id,
+                key,
+                entries,
+                dispatch_micros: now,
+            },
+        );
+        agent::spawn_job(job_id, &transport, req, self.s.ipc_timeout, done.clone(), waker.clone());
+    }
+
+    /// Defers, without a delivery attempt, the mail queued for destinations that are
+    /// throttled as dead.
+    fn suspend_dead(&mut self) {
+        let now = Instant::now();
+        let dead: Vec<DestKey> = self
+            .dests
+            .iter()
+            .filter(|(_, d)| !d.queue.is_empty() && d.window.dead(now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in dead {
+            let Some(d) = self.dests.get_mut(&key) else { continue };
+            let entries: Vec<Entry> = d.queue.drain(..).collect();
+            let (dsn, reason) = d.window.reason.clone();
+            let why = format!("delivery temporarily suspended: {reason}");
+            let mut finished = Vec::new();
+            for e in entries {
+                let Some(msg) = self.msgs.get_mut(&e.msg) else { continue };
+                defer_entry(msg, &e, &dsn, &why, queue::now_micros());
+                if msg.waiting == 0 && !finished.contains(&e.msg) {
+                    finished.push(e.msg);
+                }
+            }
+            for id in finished {
+                self.finish(id);
+            }
+        }
+    }
+
+    /// Folds a finished job back in.
+    pub fn job_done(&mut self, job_id: u64, result: Result<DeliverReply, String>) {
+        let Some(job) = self.jobs.remove(&job_id) else { return };
+        if let Some(d) = self.dests.get_mut(&job.key) {
+            d.active = d.active.saturating_sub(1);
+            let initial = self.s.initial_concurrency(&job.key.0);
+            let limit = self.s.concurrency(&job.key.0);
+            match result.as_ref().ok().map(|r| (r, site_failure(r))) {
+                Some((_, None)) => d.window.success(initial, limit),
+                Some((_, Some((dsn, why)))) => {
+                    let dead_time = Duration::from_secs(self.s.min_backoff);
+                    if d.window
+                        .failure(&dsn, &why, self.s.cohort_limit, dead_time, Instant::now())
+                    {
+                        tracing::info!(
+                            "{}:{}: destination throttled (dead) for {}s: {why}",
+                            job.key.0,
+                            d.nexthop,
+                            self.s.min_backoff
+                        );
+                    }
+                }
+                // The agent failed, not the destination.
+                None => {}
+            }
+        }
+        if let Some(t) = self.transport_active.get_mut(&job.key.0) {
+            *t = t.saturating_sub(1);
+        }
+        let mut finished = false;
+        if let Some(msg) = self.msgs.get_mut(&job.msg) {
+            let now = queue::now_micros();
+            for e in &job.entries {
+                msg.waiting = msg.waiting.saturating_sub(1);
+                let Some(r) = msg.rcpts.get_mut(e.rcpt) else { continue };
+                r.routes_left = r.routes_left.saturating_sub(1);
+                let found = result.as_ref().ok().and_then(|rep| {
+                    rep.results
+                        .iter()
+                        .find(|x| x.index == r.index && x.address.eq_ignore_ascii_case(&e.address))
+                });
+                match (found, &result) {
+                    (Some(x), _) if x.is_success() => {}
+                    (Some(x), _) if x.is_permanent() => {
+                        r.perm = true;
+                        msg.failed.push(Failed {
+                            index: r.index,
+                            address: e.address.clone(),
+                            dsn: x.dsn.clone(),
+                            text: x.text.clone(),
+                        });
+                    }
+                    (Some(x), _) => {
+                        r.temp = true;
+                        msg.temp.push(Deferred {
+                            index: r.index,
+                            address: e.address.clone(),
+                            dsn: x.dsn.clone(),
+                            reason: x.text.clone(),
+                        });
+                    }
+                    (None, res) => {
+                        // The agent said nothing about it: it never got that far.
+                        let why = match res {
+                            Err(why) => why.clone(),
+                            Ok(_) => "delivery agent gave no result for this recipient".into(),
+                        };
+                        r.temp = true;
+                        let line = status_line(
+                            &e.address,
+                            &r.address,
+                            "none",
+                            [msg.arrival_micros, msg.active_micros, job.dispatch_micros, now, now],
+                            "4.3.0",
+                            "deferred",
+                            &why,
+                        );
+                        tracing::info!(queue_id = job.msg.as_str(), "{line}");
+                        msg.temp.push(Deferred {
+                            index: r.index,
+                            address: e.address.clone(),
+                            dsn: "4.3.0".into(),
+                            reason: why,
+                        });
+                    }
+                }
+            }
+            finished = msg.waiting == 0;
+        }
+        if finished {
+            self.finish(job.msg);
+        }
+    }
+
+    /// Every entry of a message is back: record what qmgr records, then retire or defer.
+    fn finish(&mut self, id: QueueId) {
+        let Some(msg) = self.msgs.remove(&id) else { return };
+        self.rcpt_count = self.rcpt_count.saturating_sub(msg.rcpts.len());
+        let (file, qf) = match queue::open_and_read(&msg.path) {
+            Ok(x) => x,
+            Err(ReadError::Corrupt(why)) => return queue::to_corrupt(&msg.path, &id, &why),
+            Err(ReadError::Io(why)) => {
+                tracing::warn!(queue_id = id.as_str(), "cannot reread queue file: {why}");
+                return;
+            }
+        };
+        let now = queue::now_micros();
+        let times = [msg.arrival_micros, msg.active_micros, now, now, now];
+        let mut failed = msg.failed.clone();
+        for (pos, dsn, text) in &msg.perm {
+            if let Some(r) = msg.rcpts.get(*pos) {
+                let line = status_line(&r.address, "", "none", times, dsn, "bounced", text);
+                tracing::info!(queue_id = id.as_str(), "{line}");
+                failed.push(Failed {
+                    index: r.index,
+                    address: r.address.clone(),
+                    dsn: dsn.clone(),
+                    text: text.clone(),
+                });
+            }
+        }
+        // The notice is owed before any done mark says the recipient is finished.
+        if let Err(e) = notices::append(&id, &failed) {
+            tracing::warn!(queue_id = id.as_str(), "cannot write bounce log: {e}");
+        }
+        for r in msg
+            .rcpts
+            .iter()
+            .filter(|r| r.qmgr_marks && r.routes_left == 0 && !r.temp)
+        {
+            let Some(rec) = qf.recipients.get(r.index) else {
+                continue;
+            };
+            if rec.status.is_final() {
+                continue;
+            }
+            let status = if r.perm {
+                RecipientStatus::Bounced
+            } else {
+                RecipientStatus::Delivered
+            };
+            if let Err(e) = queue::mark(&file, &rec.handle, status) {
+                tracing::warn!(queue_id = id.as_str(), "cannot mark recipient done: {e}");
+            }
+        }
+        drop(file);
+        let (file, qf) = match queue::open_and_read(&msg.path) {
+            Ok(x) => x,
+            Err(_) => return,
+        };
+        if qf.all_done() {
+            drop(file);
+            return self.retire_or_wait(&msg.path, &id, msg.arrival_micros / 1_000_000);
+        }
+        let temp = msg.temp;
+        let age = queue::now_secs().saturating_sub(msg.arrival_micros / 1_000_000);
+        if age >= self.s.lifetime {
+            let last = temp
+                .last()
+                .map(|t| t.reason.clone())
+                .unwrap_or_else(|| "delivery incomplete".into());
+            for rec in qf.recipients.iter().filter(|r| !r.status.is_final()) {
+                if let Err(e) = queue::mark(&file, &rec.handle, RecipientStatus::Bounced) {
+                    tracing::warn!(queue_id = id.as_str(), "cannot mark recipient done: {e}");
+                    continue;
+                }
+                let text = format!("message expired after {age}s in the queue: {last}");
+                let line = status_line(&rec.spec.address, "", "none", times, "4.4.7", "bounced", &text);
+                tracing::info!(queue_id = id.as_str(), "{line}");
+                let expired = Failed {
+                    index: rec.handle.index(),
+                    address: rec.spec.address.clone(),
+                    dsn: "4.4.7".into(),
+                    text,
+                };
+                if let Err(e) = notices::append(&id, &[expired]) {
+                    tracing::warn!(queue_id = id.as_str(), "cannot write bounce log: {e}");
+                }
+            }
+            drop(file);
+            return self.retire_or_wait(&msg.path, &id, msg.arrival_micros / 1_000_000);
+        }
+        drop(file);
+        let entries: Vec<(String, String, String)> = temp
+            .iter()
+            .map(|t| (t.address.clone(), t.dsn.clone(), t.reason.clone()))
+            .collect();
+        if let Err(e) = queue::append_defer_log(&id, &entries) {
+            tracing::warn!(queue_id = id.as_str(), "cannot write defer log: {e}");
+        }
+        // No warning about null-sender mail (a notice itself): there is nobody to tell.
+        if self.s.delay_warning > 0 && age >= self.s.delay_warning && !msg.sender.is_empty() {
+            self.warn_delay(&msg.path, &id, &temp);
+        }
+        match queue::move_to(&msg.path, queue::DEFERRED, &id) {
+            Ok(p) => {
+                let next = queue::now_secs() + self.s.backoff(age);
+                if let Err(e) = queue::set_mtime(&p, next) {
+                    tracing::warn!(queue_id = id.as_str(), "cannot set retry time: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(queue_id = id.as_str(), "cannot move to deferred: {e}"),
+        }
+    }
+
+    /// A message whose recipients are all finished: send the notice it still owes, then
+    /// remove it; if the notice cannot be sent now, it waits in deferred/ for its next
+    /// retry.
+    fn retire_or_wait(&mut self, path: &Path, id: &QueueId, arrival_secs: u64) {
+        match notices::send(path, id) {
+            Ok(()) => self.retire(path, id),
+            Err(why) => {
+                tracing::warn!(
+                    queue_id = id.as_str(),
+                    "cannot send non-delivery notification: {why}; will retry"
+                );
+                let age = queue::now_secs().saturating_sub(arrival_secs);
+                match queue::move_to(path, queue::DEFERRED, id) {
+                    Ok(p) => {
+                        let _ = queue::set_mtime(&p, queue::now_secs() + self.s.backoff(age));
+                    }
+                    Err(e) => tracing::warn!(queue_id = id.as_str(), "cannot move to deferred: {e}"),
+                }
+            }
+        }
+    }
+
+    /// The one delay warning, about the recipients deferred in this attempt (while the
+    /// message is still in active/, where the bounce daemon reads it).
+    fn warn_delay(&self, path: &Path, id: &QueueId, temp: &[Deferred]) {
+        let mut seen = std::collections::HashSet::new();
+        let mut pending: Vec<NoticeRecipient> = Vec::new();
+        for t in temp {
+            // A recipient with several routes is reported once.
+            if !seen.insert(t.index) {
+                continue;
+            }
+            pending.push(NoticeRecipient {
+                index: t.index,
+                address: t.address.clone(),
+                dsn: t.dsn.clone(),
+                text: t.reason.clone(),
+                remote_mta: None,
+            });
+        }
+        if let Err(why) = notices::warn_delay(path, id, pending) {
+            tracing::warn!(
+                queue_id = id.as_str(),
+                "cannot send delay notification: {why}; will retry"
+            );
+        }
+    }
+
+    fn retire(&mut self, path: &Path, id: &QueueId) {
+        match queue::remove(path, id) {
+            Ok(()) => tracing::info!(queue_id = id.as_str(), "removed"),
+            Err(e) => tracing::warn!(queue_id = id.as_str(), "cannot remove finished message: {e}"),
+        }
+    }
+}
+
+fn first_msg(e: &Entry) -> QueueId {
+    e.msg
+}
+
+/// Defers one queued entry without a delivery attempt (its destination is dead): the log
+/// line, the defer-log entry, the bookkeeping of a finished entry.
+fn defer_entry(msg: &mut Msg, e: &Entry, dsn: &str, why: &str, now: u64) {
+    msg.waiting = msg.waiting.saturating_sub(1);
+    let Some(r) = msg.rcpts.get_mut(e.rcpt) else { return };
+    r.routes_left = r.routes_left.saturating_sub(1);
+    r.temp = true;
+    let line = status_line(
+        &e.address,
+        &r.address,
+        "none",
+        [msg.arrival_micros, msg.active_micros, now, now, now],
+        dsn,
+        "deferred",
+        why,
+    );
+    tracing::info!(queue_id = e.msg.as_str(), "{line}");
+    msg.temp.push(Deferred {
+        index: r.index,
+        address: e.address.clone(),
+        dsn: dsn.to_string(),
+        reason: why.to_string(),
+    });
+}
+
+/// `5.1.1 text` → (`5.1.1`, `text`); without a leading DSN, the default.
+fn split_dsn(s: &str, default: &str) -> (String, String) {
+    let mut it = s.splitn(2, ' ');
+    let first = it.next().unwrap_or("");
+    let is_dsn = first.split('.').count() == 3
+        && first
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if is_dsn {
+        (first.to_string(), it.next().unwrap_or("").trim().to_string())
+    } else {
+        (default.to_string(), s.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_dsn;
+
+    #[test]
+    fn dsn_prefix_is_split_off() {
+        assert_eq!(
+            split_dsn("5.7.1 this domain is refused", "5.3.5"),
+            ("5.7.1".to_string(), "this domain is refused".to_string())
+        );
+        assert_eq!(
+            split_dsn("no code here", "5.3.5"),
+            ("5.3.5".to_string(), "no code here".to_string())
+        );
+        assert_eq!(split_dsn("5.x.1 odd", "5.3.5").0, "5.3.5");
+    }
+}
