@@ -168,6 +168,29 @@ impl Aliases {
     }
 }
 
+/// The targets of a `.forward` or `:include:` file: one or more per line, separated by
+/// commas, `#` comments and blank lines ignored; a comma inside double quotes
+/// (`"|cmd a,b"`) does not split. Each target is trimmed and kept as written.
+pub fn parse_list(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for raw in text.lines() {
+        let line = strip_comment(raw);
+        let mut quoted = false;
+        let mut start = 0;
+        for (i, c) in line.char_indices() {
+            if c == '"' {
+                quoted = !quoted;
+            } else if c == ',' && !quoted {
+                out.push(line.get(start..i).unwrap_or_default().trim().to_string());
+                start = i + 1;
+            }
+        }
+        out.push(line.get(start..).unwrap_or_default().trim().to_string());
+    }
+    out.retain(|t| !t.is_empty());
+    out
+}
+
 /// Drops a `#` comment: a whole-line comment, or one after white space.
 fn strip_comment(line: &str) -> &str {
     if line.trim_start().starts_with('#') {
@@ -236,6 +259,12 @@ mod tests {
         let a = Aliases::parse("x: a\nX: b\n").unwrap();
         assert_eq!(a.get("x").unwrap(), ["a", "b"]);
         assert_eq!(a.duplicates(), ["x"]);
+    }
+
+    #[test]
+    fn lists_split_on_commas_and_lines_outside_quotes() {
+        let l = parse_list("# mine\nbob, \"|/bin/cat a,b\" # note\n\n  carol@example.org\n,\n");
+        assert_eq!(l, vec!["bob", "\"|/bin/cat a,b\"", "carol@example.org"]);
     }
 
     #[test]

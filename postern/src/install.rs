@@ -237,7 +237,11 @@ fn write_config(p: &Paths, dir: &Path) -> Result<(), String> {
          daemon_directory = \"{libexec}\"\n\
          virtual_mailbox_base = \"/var/mail/postern\"\n\
          maillog_file = \"syslog\"\n\
-         alias_maps = [\"/etc/aliases\"]\n",
+         alias_maps = [\"/etc/aliases\"]\n\n\
+         # local: mail to /etc/passwd accounts (mbox in /var/mail/USER, ~/.forward honoured).\n\
+         local_system_users = true\n\
+         mail_spool_directory = \"/var/mail\"\n\
+         #home_mailbox = \"Maildir/\"\n",
         queue = p.queue.display(),
         libexec = p.libexec().display(),
     );
@@ -257,7 +261,8 @@ fn write_config(p: &Paths, dir: &Path) -> Result<(), String> {
         [[service]]\nname = \"rewrite\"\ntype = \"unix\"\ncommand = \"trivial-rewrite\"\nmaxproc = 4\nmax_use = 1000000\n\n\
         [[service]]\nname = \"qmgr\"\ntype = \"unix\"\nlisten = \"public/qmgr\"\ncommand = \"qmgr\"\nmaxproc = 1\nmin_procs = 1\n\
         wakeup = \"60s\"\nmax_use = 1000000000\nmax_idle = \"1000d\"\n\n\
-        [[service]]\nname = \"local\"\ntype = \"unix\"\ncommand = \"local\"\nmaxproc = 8\n\n\
+        # local runs as root to deliver as each system account (it switches per delivery).\n\
+        [[service]]\nname = \"local\"\ntype = \"unix\"\ncommand = \"local\"\nmaxproc = 8\nunprivileged = false\n\n\
         [[service]]\nname = \"smtp\"\ntype = \"unix\"\ncommand = \"smtp\"\nmaxproc = 16\n\n\
         [[service]]\nname = \"bounce\"\ntype = \"unix\"\ncommand = \"bounce\"\nmaxproc = 4\n\n\
         [[service]]\nname = \"auth\"\ntype = \"unix\"\ncommand = \"auth\"\nmaxproc = 1\nmax_use = 1000000\nmax_idle = \"1d\"\n";

@@ -37,6 +37,13 @@ pub enum AuthRequest {
         /// The local part, lower-cased.
         user: String,
     },
+    /// Is this a virtual user of `etc/users`? Like `Lookup`, but system accounts (which
+    /// `Lookup` counts with `local_system_users`) are not: local asks this to choose
+    /// between a virtual mailbox and a system account's.
+    LookupVirtual {
+        /// The local part, lower-cased.
+        user: String,
+    },
 }
 
 /// The answer.

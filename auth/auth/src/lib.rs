@@ -1,0 +1,56 @@
+//! # auth — the one Postern process that reads password data
+//!
+//! smtpd, pop3d and imapd ask auth, over the Unix socket `private/auth`, whether a
+//! password is right ([`postern_lib::proto::auth`]: `Verify` → `Ok` / `Fail` /
+//! `TempFail`) or whether a mailbox exists (`Lookup` → `Exists` / `NoSuchUser`).
+//! An event-driven daemon: one mio loop holds many client connections; password hashes
+//! (argon2id, sha512/sha256-crypt, yescrypt, bcrypt: [`postern_lib::password`]) are
+//! checked on a small bounded pool of threads ([`workers`]) so a slow hash never stalls
+//! the others.
+//!
+//! ## Backends
+//! `CONFIG_DIR/users` ([`postern_lib::users`]), re-read when it changes (checked by
+//! `stat` at most once a second), and with `auth_system_users = true` the system
+//! accounts of `/etc/shadow` (only when master runs as root; virtual users win).
+//! Mailbox lookups (`Lookup`, for smtpd's recipient validation) also answer "exists" for
+//! /etc/passwd accounts when `local_system_users = true` (local delivers to them);
+//! `LookupVirtual` (local's question) answers for `etc/users` only.
+//!
+//! ## Security stance
+//! * Least privilege: auth runs as `mail_owner` like every unprivileged daemon. The
+//!   password files stay readable by root only; a tiny root helper started before the
+//!   privilege drop opens them on request and passes the descriptor ([`opener`]).
+//! * Brute force: failures are counted per client address and per user in bounded maps,
+//!   answered only after a delay that doubles with each recent failure (250 ms, capped at
+//!   `auth_failure_delay`), and after `auth_failure_limit` failures within
+//!   `auth_failure_window` every attempt for that user or from that address fails
+//!   (without hashing) until the window has passed ([`throttle`]).
+//! * Passwords never reach a log or argv; request bytes and password strings are zeroed
+//!   after use (`zeroize`). (serde_json may copy a password containing JSON escapes
+//!   into a scratch buffer that is not zeroed.)
+//! * Requests are bounded ([`service::MAX_REQUEST`]), replies left unread are bounded,
+//!   the verification queue is bounded (a full queue answers `TempFail`).
+//!
+//! ## Settings read
+//! `auth_system_users`, `local_system_users`, `auth_failure_limit`, `auth_failure_window`,
+//! `auth_failure_delay`, `auth_worker_threads`, plus the skeleton's (`max_idle`,
+//! `max_use`, `mail_owner`, `maillog_file`).
+//!
+//! ## Diagnostics
+//! `auth failure: user=U, client=ADDR, service=S, reason=R` (warning) for every failed
+//! attempt; `auth ok: ...` (info); `cannot read password data: ...` (warning; answers
+//! `TempFail` until the file is readable, or keeps the last good contents);
+//! `reloaded PATH: N users` (info).
+//!
+//! ## Modules
+//! [`codec`] (sans-I/O IPC framing), [`client`] (a non-blocking auth client for other
+//! event daemons), [`backend`], [`opener`], [`throttle`], [`workers`], [`service`].
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod client;
+pub mod codec;
+pub mod opener;
+pub mod service;
+pub mod throttle;
+pub mod workers;

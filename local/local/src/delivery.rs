@@ -1,0 +1,521 @@
+//! One delivery job, on the shared delivery-agent job ([`postern_lib::agent`]: the queue
+//! file opened, locked, marked and logged there): for each pending recipient, aliases,
+//! then each target (virtual mailbox, system account, `/file`, `|command`, or a forward
+//! through cleanup); every failure becomes a per-recipient [`Outcome`] here, in one place.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{BufRead, BufReader, Read};
+
+use postern_lib::address::parse_mailbox;
+use postern_lib::agent::Job;
+use postern_lib::proto::deliver::status_line;
+
+use crate::aliases::{self, Kind, Target};
+use crate::command::CommandEnv;
+use crate::forward::Forward;
+use crate::ids::{self, Identity};
+use crate::mailbox::{self, Lookup, Users};
+use crate::settings::{MailboxFormat, Settings};
+use crate::system;
+
+/// Most header bytes scanned for `Delivered-To:`.
+const MAX_HEADER_SCAN: u64 = 1 << 20;
+
+/// The result of one delivery (to one target or one recipient).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// 250, 4xx, 5xx.
+    pub code: u16,
+    /// Enhanced status code.
+    pub dsn: String,
+    /// Text.
+    pub text: String,
+}
+
+impl Outcome {
+    /// Delivered.
+    pub fn sent(text: &str) -> Outcome {
+        Outcome {
+            code: 250,
+            dsn: "2.0.0".into(),
+            text: text.into(),
+        }
+    }
+    /// Try again later.
+    pub fn temp(dsn: &str, text: String) -> Outcome {
+        Outcome {
+            code: 450,
+            dsn: dsn.into(),
+            text,
+        }
+    }
+    /// Failed for good.
+    pub fn perm(dsn: &str, text: String) -> Outcome {
+        Outcome {
+            code: 550,
+            dsn: dsn.into(),
+            text,
+        }
+    }
+}
+
+/// The `Delivered-To:` values of the message header, lower-cased.
+fn delivered_to(job: &Job) -> Vec<String> {
+    let Ok(content) = job.content() else {
+        return Vec::new();
+    };
+    let mut r = BufReader::new(content.take(MAX_HEADER_SCAN));
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let l = String::from_utf8_lossy(&line);
+        let l = l.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = l.split_once(':')
+            && name.eq_ignore_ascii_case("delivered-to")
+        {
+            out.push(value.trim().trim_matches(['<', '>']).to_lowercase());
+        }
+    }
+    out
+}
+
+/// Delivers every pending recipient of `job`, completing each before the next starts.
+pub fn deliver(s: &mut Settings, job: &mut Job) {
+    let seen = delivered_to(job);
+    let mut users = std::mem::take(&mut s.users);
+    for pos in job.pending() {
+        let Some(r) = job.req.recipients.get(pos) else { continue };
+        let matches = job
+            .qf
+            .recipients
+            .get(r.index)
+            .is_some_and(|q| q.spec.address == r.original);
+        let outcome = if matches {
+            deliver_one(s, &mut users, job, pos, &seen)
+        } else {
+            Outcome::temp("4.3.0", "recipient not found in the queue file".into())
+        };
+        job.complete(pos, outcome.code, &outcome.dsn, &outcome.text, "local");
+    }
+    s.users = users;
+}
+
+/// One recipient: aliases, then each target (a system account's `.forward` adds more);
+/// the worst outcome wins (a temporary failure of one target retries the recipient).
+/// With several targets each gets its own log line.
+fn deliver_one(s: &mut Settings, users: &mut Users, job: &Job, pos: usize, seen: &[String]) -> Outcome {
+    let Some(r) = job.req.recipients.get(pos) else {
+        return Outcome::temp("4.3.0", "no such recipient in the request".into());
+    };
+    let addr = match parse_mailbox(&r.address, true) {
+        Ok(a) => a,
+        Err(e) => return Outcome::perm("5.1.3", format!("bad recipient address: {e}")),
+    };
+    if !s.destinations.is_local_domain(&addr.domain) {
+        return Outcome::perm("5.1.2", format!("domain {} is not delivered here", addr.domain));
+    }
+    let lower = r.address.to_lowercase();
+    if seen.contains(&lower) {
+        return Outcome::perm("5.4.6", format!("mail forwarding loop for {}", r.address));
+    }
+    let local = addr.local.to_lowercase();
+    let base = s
+        .delimiter
+        .chars()
+        .filter_map(|d| local.find(d))
+        .min()
+        .filter(|&at| at > 0)
+        .and_then(|at| local.get(..at))
+        .map(str::to_string);
+    let myorigin = s.myorigin.clone();
+    let destinations = s.destinations.clone();
+    let is_local = |d: &str| destinations.is_local_domain(d);
+    if let Err(e) = s.aliases() {
+        return Outcome::temp("4.3.0", format!("alias table unavailable: {e}"));
+    }
+    let targets = aliases::expand(
+        s.aliases_loaded(),
+        s.alias_owners(),
+        &local,
+        base.as_deref(),
+        &myorigin,
+        &is_local,
+    );
+    let targets = match targets {
+        Ok(t) => t,
+        Err(e) => return Outcome::perm("5.4.6", e),
+    };
+    let rcpt = Rcpt {
+        address: &r.address,
+        index: r.index,
+        local: &local,
+        extension: base
+            .as_deref()
+            .and_then(|b| local.get(b.len() + 1..))
+            .unwrap_or_default(),
+        domain: &addr.domain,
+    };
+    let mut work: VecDeque<Target> = targets.into();
+    let mut done: Vec<(String, u64, Outcome)> = Vec::new();
+    let mut remote: Vec<(String, String)> = Vec::new();
+    // Targets already handled (a `.forward` naming someone already delivered to), and
+    // users whose `.forward` was already followed (two files naming each other): such a
+    // user gets their mailbox instead of the loop.
+    let mut handled: Vec<Kind> = Vec::new();
+    let mut forwarded: HashSet<String> = HashSet::new();
+    let mut rounds = 0;
+    while let Some(mut t) = work.pop_front() {
+        if handled.contains(&t.kind) {
+            continue;
+        }
+        handled.push(t.kind.clone());
+        if let Kind::User(u) = &t.kind
+            && forwarded.contains(u)
+        {
+            t.no_forward = true;
+        }
+        rounds += 1;
+        if rounds > aliases::MAX_TARGETS {
+            done.push((
+                r.address.clone(),
+                now_micros(),
+                Outcome::perm("5.4.6", "too many forwarding targets".into()),
+            ));
+            break;
+        }
+        let start = now_micros();
+        let sender = t.owner.clone().unwrap_or_else(|| job.req.sender.clone());
+        let (to, o) = match &t.kind {
+            Kind::Remote(a) => {
+                remote.push((sender, a.clone()));
+                continue;
+            }
+            Kind::User(u) => match user(s, users, job, &rcpt, &t, u, &sender) {
+                UserResult::Done(to, o) => (to, o),
+                UserResult::More(more) => {
+                    forwarded.insert(u.clone());
+                    // The user's own name in their .forward is their mailbox: let it by.
+                    handled.retain(|k| k != &t.kind);
+                    work.extend(more);
+                    continue;
+                }
+            },
+            Kind::File(path) => (path.clone(), file(s, job, &rcpt, &t, path, &sender)),
+            Kind::Command(cmd) => (format!("|{cmd}"), command(s, job, &rcpt, &t, cmd, &sender)),
+            Kind::Unusable(why) => (r.address.clone(), Outcome::temp("4.3.0", why.clone())),
+        };
+        done.push((to, start, o));
+    }
+    // Remote targets: one copy per envelope sender, with all its recipients.
+    let mut senders: Vec<&String> = remote.iter().map(|(s, _)| s).collect();
+    senders.sort();
+    senders.dedup();
+    for sender in senders {
+        let start = now_micros();
+        let to: Vec<String> = remote
+            .iter()
+            .filter(|(s, _)| s == sender)
+            .map(|(_, a)| a.clone())
+            .collect();
+        let qr = job.qf.recipients.get(r.index);
+        let f = Forward {
+            sender,
+            recipient: &r.address,
+            orcpt: qr.and_then(|q| q.spec.orcpt.as_deref()),
+            attributes: &job.qf.envelope.attributes,
+            size: job.qf.content_len(),
+        };
+        let o = match job.content() {
+            Ok(mut c) => crate::forward::forward(&f, &to, &mut c),
+            Err(e) => Outcome::temp("4.3.0", format!("cannot read queue file: {e}")),
+        };
+        done.push((to.join(","), start, o));
+    }
+    if done.len() > 1 {
+        let req = &job.req;
+        for (to, start, o) in &done {
+            let times = [
+                req.arrival_micros,
+                req.active_micros,
+                req.dispatch_micros,
+                *start,
+                now_micros(),
+            ];
+            let line = status_line(to, &r.address, "local", times, &o.dsn, o.status(), &o.text);
+            tracing::info!(queue_id = req.queue_id.as_str(), "{line}");
+        }
+    }
+    merge(done.into_iter().map(|(_, _, o)| o).collect())
+}
+
+/// The recipient being delivered, as commands see it.
+struct Rcpt<'a> {
+    address: &'a str,
+    index: usize,
+    local: &'a str,
+    extension: &'a str,
+    domain: &'a str,
+}
+
+/// What a user target came to.
+enum UserResult {
+    /// Delivered or failed (the address for the log, the outcome).
+    Done(String, Outcome),
+    /// A system account's `.forward`: more targets.
+    More(Vec<Target>),
+}
+
+/// `Return-Path:` and `Delivered-To:` for the recipient.
+fn prefix(sender: &str, rcpt: &Rcpt<'_>) -> String {
+    format!("Return-Path: <{sender}>\nDelivered-To: {}\n", rcpt.address)
+}
+
+/// The once-only Maildir name of this message for this recipient and mailbox (empty:
+/// the recipient's virtual mailbox).
+fn once(job: &Job, rcpt: &Rcpt<'_>, mailbox: &str) -> String {
+    // Virtual mailboxes keep the tag of the address alone (the name earlier versions gave).
+    let key = if mailbox.is_empty() {
+        rcpt.address.to_string()
+    } else {
+        format!("{}\0{mailbox}", rcpt.address)
+    };
+    let tag = format!("{}x{:08x}", rcpt.index, fnv32(key.as_bytes()));
+    let env = &job.qf.envelope;
+    postern_lib::maildir_deliver::once_name(env.arrival.secs, env.arrival.micros, env.queue_id.as_str(), &tag)
+}
+
+/// A local user: virtual (etc/users), else a system account when enabled.
+fn user(s: &Settings, users: &mut Users, job: &Job, rcpt: &Rcpt<'_>, t: &Target, u: &str, sender: &str) -> UserResult {
+    let name = base_user(u, &s.delimiter);
+    let to = format!("{u}@{}", rcpt.domain);
+    if postern_lib::users::check_name(&name).is_err() {
+        return UserResult::Done(to, Outcome::perm("5.1.1", format!("unknown user: \"{u}\"")));
+    }
+    let prefix = prefix(sender, rcpt);
+    let mut content = match job.content() {
+        Ok(c) => c,
+        Err(e) => return UserResult::Done(to, Outcome::temp("4.3.0", format!("cannot read queue file: {e}"))),
+    };
+    let size = job.qf.content_len();
+    let lookup_base = match s.mailbox_format {
+        MailboxFormat::Mbox => s.spool_dir(),
+        MailboxFormat::Maildir => s.mailbox_base.clone(),
+    };
+    let quota = match users.lookup(&lookup_base, &name) {
+        Lookup::Exists(quota) => quota,
+        Lookup::TempFail(why) => return UserResult::Done(to, Outcome::temp("4.3.0", why)),
+        Lookup::Unknown if !s.system_users => {
+            return UserResult::Done(to, Outcome::perm("5.1.1", format!("unknown user: \"{name}\"")));
+        }
+        Lookup::Unknown => {
+            let account = match Identity::by_name(&name) {
+                Ok(Some(a)) => a,
+                Ok(None) => return UserResult::Done(to, Outcome::perm("5.1.1", format!("unknown user: \"{name}\""))),
+                Err(e) => return UserResult::Done(to, Outcome::temp("4.3.0", e)),
+            };
+            let once = once(job, rcpt, &format!("system:{name}"));
+            return match system::deliver(
+                s,
+                &account,
+                t.no_forward,
+                sender,
+                &once,
+                prefix.as_bytes(),
+                &mut content,
+            ) {
+                system::Delivery::Done(o) => UserResult::Done(to, o),
+                system::Delivery::Forward(list, uid) => {
+                    let tables = s.aliases_loaded();
+                    let destinations = s.destinations.clone();
+                    let is_local = |d: &str| destinations.is_local_domain(d);
+                    match aliases::expand_forward(
+                        tables,
+                        s.alias_owners(),
+                        &name,
+                        &list,
+                        uid,
+                        t.owner.clone(),
+                        &s.myorigin,
+                        &is_local,
+                    ) {
+                        Ok(more) => UserResult::More(more),
+                        Err(e) => UserResult::Done(to, Outcome::perm("5.4.6", e)),
+                    }
+                }
+            };
+        }
+    };
+    let once = once(job, rcpt, "");
+    // As mail_owner: local rests with its rights when it runs as root (see ids.rs).
+    let o = if s.mailbox_format == MailboxFormat::Mbox {
+        crate::mbox::deliver_user(
+            &s.spool_dir(),
+            &name,
+            sender,
+            quota,
+            size,
+            prefix.as_bytes(),
+            &mut content,
+            s.lock_stale,
+        )
+    } else {
+        mailbox::deliver(
+            &s.mailbox_base,
+            &name,
+            &once,
+            quota,
+            size,
+            prefix.as_bytes(),
+            &mut content,
+        )
+    };
+    UserResult::Done(to, o)
+}
+
+/// The account whose rights a command or file target of `t` gets: the owner of the file
+/// it came from, `default_privs` for root (or an owner with no account).
+fn target_rights(s: &Settings, t: &Target) -> Result<Identity, Outcome> {
+    let owner = match Identity::by_uid(t.owner_uid) {
+        Ok(Some(id)) => id,
+        Ok(None) => Identity {
+            uid: 0,
+            ..Identity::current()
+        },
+        Err(e) => return Err(Outcome::temp("4.3.0", e)),
+    };
+    if !ids::can_switch() {
+        // Unprivileged (the development layout): everything runs as local itself.
+        return Ok(Identity::current());
+    }
+    system::rights(s, &owner)
+}
+
+/// For a `/file` (`command` false) or `|command` target: whether its origin may have it,
+/// the rights it runs with, the message.
+fn permitted(
+    s: &Settings,
+    job: &Job,
+    t: &Target,
+    command: bool,
+) -> Result<(Identity, std::io::Take<std::fs::File>), Outcome> {
+    if !s.allowed(command, t.class) {
+        let (what, setting) = if command {
+            ("commands", "allow_mail_to_commands")
+        } else {
+            ("files", "allow_mail_to_files")
+        };
+        return Err(Outcome::perm(
+            "5.7.1",
+            format!("mail to {what} is restricted ({} not in {setting})", t.class.word()),
+        ));
+    }
+    let id = target_rights(s, t)?;
+    let content = job
+        .content()
+        .map_err(|e| Outcome::temp("4.3.0", format!("cannot read queue file: {e}")))?;
+    Ok((id, content))
+}
+
+/// A `/file` target.
+fn file(s: &Settings, job: &Job, rcpt: &Rcpt<'_>, t: &Target, path: &str, sender: &str) -> Outcome {
+    let (id, mut content) = match permitted(s, job, t, false) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let prefix = prefix(sender, rcpt);
+    ids::as_account(&id, || {
+        crate::mbox::append(path, sender, prefix.as_bytes(), &mut content)
+    })
+    .unwrap_or_else(|e| Outcome::temp("4.3.0", e))
+}
+
+/// A `|command` target.
+fn command(s: &Settings, job: &Job, rcpt: &Rcpt<'_>, t: &Target, cmd: &str, sender: &str) -> Outcome {
+    let (id, content) = match permitted(s, job, t, true) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let original = job
+        .qf
+        .recipients
+        .get(rcpt.index)
+        .map(|q| q.spec.address.as_str())
+        .unwrap_or(rcpt.address);
+    let env = CommandEnv {
+        sender,
+        recipient: rcpt.address,
+        original,
+        local: rcpt.local,
+        extension: rcpt.extension,
+        domain: rcpt.domain,
+    };
+    let head = format!("{}{}", crate::mbox::from_line(sender), prefix(sender, rcpt));
+    crate::command::run(
+        cmd,
+        &id,
+        ids::can_switch(),
+        &env,
+        head.into_bytes(),
+        content,
+        s.command_limit,
+    )
+}
+
+/// FNV-1a, 32 bits: tells apart the addresses one queue recipient was routed to.
+fn fnv32(bytes: &[u8]) -> u32 {
+    bytes
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+}
+
+/// `user+ext` → `user` for the mailbox name.
+fn base_user(u: &str, delimiter: &str) -> String {
+    delimiter
+        .chars()
+        .filter_map(|d| u.find(d))
+        .min()
+        .filter(|&at| at > 0)
+        .and_then(|at| u.get(..at))
+        .unwrap_or(u)
+        .to_string()
+}
+
+/// The recipient's outcome from its targets': any temporary failure → that; else any
+/// success → sent; else the first permanent failure.
+fn merge(outcomes: Vec<Outcome>) -> Outcome {
+    if let Some(t) = outcomes.iter().find(|o| (400..500).contains(&o.code)) {
+        return t.clone();
+    }
+    if outcomes.len() > 1 && outcomes.iter().any(|o| o.code < 300) {
+        return Outcome::sent("delivered to alias targets");
+    }
+    outcomes
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Outcome::perm("5.1.1", "alias expands to nothing".into()))
+}
+
+impl Outcome {
+    fn status(&self) -> &'static str {
+        match self.code {
+            200..=299 => "sent",
+            500.. => "bounced",
+            _ => "deferred",
+        }
+    }
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
