@@ -184,14 +184,19 @@ impl Backend {
         self.users_src.loaded
     }
 
+    /// The virtual user (of `etc/users`) called `name`, never a system account.
+    pub fn virtual_account(&self, name: &str) -> Option<Account> {
+        self.users.get(name).map(|u| Account {
+            name: u.name.clone(),
+            hash: u.hash.clone(),
+            quota: u.quota,
+        })
+    }
+
     /// The account called `name` (virtual users first, then system accounts).
     pub fn account(&self, name: &str) -> Option<Account> {
-        if let Some(u) = self.users.get(name) {
-            return Some(Account {
-                name: u.name.clone(),
-                hash: u.hash.clone(),
-                quota: u.quota,
-            });
+        if let Some(a) = self.virtual_account(name) {
+            return Some(a);
         }
         self.shadow.get(name).map(|hash| Account {
             name: name.to_string(),

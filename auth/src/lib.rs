@@ -12,6 +12,9 @@
 //! `CONFIG_DIR/users` ([`postern_lib::users`]), re-read when it changes (checked by
 //! `stat` at most once a second), and with `auth_system_users = true` the system
 //! accounts of `/etc/shadow` (only when master runs as root; virtual users win).
+//! Mailbox lookups (`Lookup`, for smtpd's recipient validation) also answer "exists" for
+//! /etc/passwd accounts when `local_system_users = true` (local delivers to them);
+//! `LookupVirtual` (local's question) answers for `etc/users` only.
 //!
 //! ## Security stance
 //! * Least privilege: auth runs as `mail_owner` like every unprivileged daemon. The
@@ -29,7 +32,7 @@
 //!   the verification queue is bounded (a full queue answers `TempFail`).
 //!
 //! ## Settings read
-//! `auth_system_users`, `auth_failure_limit`, `auth_failure_window`,
+//! `auth_system_users`, `local_system_users`, `auth_failure_limit`, `auth_failure_window`,
 //! `auth_failure_delay`, `auth_worker_threads`, plus the skeleton's (`max_idle`,
 //! `max_use`, `mail_owner`, `maillog_file`).
 //!

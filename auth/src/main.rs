@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             m.auth_failure_window.duration(),
             m.auth_failure_delay.duration(),
         );
-        Ok(AuthService::new(backend, throttle, m.auth_worker_threads as usize))
+        Ok(AuthService::new(backend, throttle, m.auth_worker_threads as usize)
+            .with_system_mailboxes(m.local_system_users))
     })
 }

@@ -61,6 +61,26 @@ pub struct AuthService {
     pool: Option<Pool>,
     conns: HashMap<usize, Conn>,
     next: usize,
+    /// `local_system_users`: /etc/passwd accounts count as existing mailboxes.
+    passwd: bool,
+}
+
+/// The answer for a name that is no virtual user, with `local_system_users`: an
+/// /etc/passwd account exists (mail to it is delivered by local as that account).
+fn system_mailbox(user: &str) -> AuthReply {
+    if user.len() > MAX_USER || user.contains(['/', '\0']) {
+        return AuthReply::NoSuchUser;
+    }
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => AuthReply::Exists {
+            user: u.name,
+            quota: None,
+        },
+        Ok(None) => AuthReply::NoSuchUser,
+        Err(e) => AuthReply::TempFail {
+            reason: format!("passwd lookup: {e}"),
+        },
+    }
 }
 
 fn shown(s: &str) -> String {
@@ -77,7 +97,15 @@ impl AuthService {
             pool: None,
             conns: HashMap::new(),
             next: 0,
+            passwd: false,
         }
+    }
+
+    /// With `local_system_users`: a lookup of an /etc/passwd account (through the C
+    /// library, so NSS sources count too) answers that the mailbox exists.
+    pub fn with_system_mailboxes(mut self, on: bool) -> AuthService {
+        self.passwd = on;
+        self
     }
 
     fn token(&mut self) -> usize {
@@ -155,6 +183,22 @@ impl AuthService {
                     fail
                 } else {
                     match self.backend.account(&user) {
+                        Some(a) => AuthReply::Exists {
+                            user: a.name,
+                            quota: a.quota,
+                        },
+                        None if self.passwd => system_mailbox(&user),
+                        None => AuthReply::NoSuchUser,
+                    }
+                };
+                self.reply(token, reply);
+            }
+            AuthRequest::LookupVirtual { user } => {
+                let user = user.to_ascii_lowercase();
+                let reply = if let Some(fail) = self.refresh(now) {
+                    fail
+                } else {
+                    match self.backend.virtual_account(&user) {
                         Some(a) => AuthReply::Exists {
                             user: a.name,
                             quota: a.quota,

@@ -1,6 +1,16 @@
-//! Alias expansion: a local name to the targets it finally stands for.
+//! Alias expansion: a local name to the targets it finally stands for, with `:include:`
+//! files read in place. Each target remembers where it came from ([`Class`]: Postfix's
+//! `alias`, `forward`, `include`, which `allow_mail_to_commands`/`allow_mail_to_files`
+//! name) and whose rights a command or file delivery for it gets ([`Target::owner_uid`]:
+//! the owner of the alias file or `:include:` file; root means `default_privs`).
+//!
+//! An `:include:` file is one or more targets a line ([`postern_lib::aliases::parse_list`]);
+//! it must be a regular file (not a symlink), at most [`MAX_INCLUDE`] bytes, writable by
+//! its owner only. One that cannot be read defers the recipient.
 
 use std::collections::HashSet;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 
 use postern_lib::aliases::Aliases;
 
@@ -8,6 +18,30 @@ use postern_lib::aliases::Aliases;
 pub const MAX_DEPTH: usize = 20;
 /// Most targets one recipient may expand to.
 pub const MAX_TARGETS: usize = 1000;
+/// Largest `:include:` or `.forward` file read.
+pub const MAX_INCLUDE: u64 = 1 << 20;
+
+/// Where a target was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// In an alias table.
+    Alias,
+    /// In a user's `.forward`.
+    Forward,
+    /// In an `:include:` file.
+    Include,
+}
+
+impl Class {
+    /// The word `allow_mail_to_commands` and `allow_mail_to_files` use.
+    pub fn word(self) -> &'static str {
+        match self {
+            Class::Alias => "alias",
+            Class::Forward => "forward",
+            Class::Include => "include",
+        }
+    }
+}
 
 /// Where an expanded alias delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,12 +50,12 @@ pub enum Kind {
     User(String),
     /// Append to a file (mbox style).
     File(String),
-    /// Pipe to a command (not supported yet).
+    /// Pipe to a command.
     Command(String),
-    /// `:include:` (not supported yet).
-    Include(String),
-    /// An address in another domain (re-injection not supported yet).
+    /// An address in another domain: forwarded through cleanup.
     Remote(String),
+    /// A target that cannot be used now (an unreadable `:include:` file): defers.
+    Unusable(String),
 }
 
 /// One final target, with the envelope sender its delivery uses (`owner-` aliases).
@@ -31,98 +65,236 @@ pub struct Target {
     pub kind: Kind,
     /// `Some(owner-NAME@myorigin)` when an owner alias applies.
     pub owner: Option<String>,
+    /// Where it was found.
+    pub class: Class,
+    /// Whose rights commands and files get (file owner; 0: `default_privs`).
+    pub owner_uid: u32,
+    /// A user target that must not read that user's `.forward` again (`\user`, or the
+    /// user named in their own `.forward`).
+    pub no_forward: bool,
 }
 
-/// The first table that has `name`.
-fn lookup<'a>(tables: &'a [Aliases], name: &str) -> Option<&'a [String]> {
-    tables.iter().find_map(|t| t.get(name))
+/// Where targets are being read from: the class and rights they get.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    /// Class of the targets.
+    pub class: Class,
+    /// Owner of the file they come from.
+    pub uid: u32,
+}
+
+/// The first table that has `name`, with its index.
+fn lookup<'a>(tables: &'a [Aliases], name: &str) -> Option<(usize, &'a [String])> {
+    tables.iter().enumerate().find_map(|(i, t)| t.get(name).map(|v| (i, v)))
 }
 
 /// Expands the local part `name` (already lower-case; `ext_base` is the name without its
-/// address extension, tried when `name` itself is no alias). `is_local(domain)` says
-/// whether a domain is ours.
+/// address extension, tried when `name` itself is no alias). `owners` are the owners of
+/// the tables; `is_local(domain)` says whether a domain is ours.
 pub fn expand(
     tables: &[Aliases],
+    owners: &[u32],
     name: &str,
     ext_base: Option<&str>,
     myorigin: &str,
     is_local: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Target>, String> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
     let key = if lookup(tables, name).is_some() {
         name
     } else {
         ext_base.filter(|b| lookup(tables, b).is_some()).unwrap_or(name)
     };
-    walk(tables, key, 0, &mut seen, &mut out, None, myorigin, is_local)?;
-    Ok(out)
+    let mut w = Walk::new(tables, owners, myorigin, is_local);
+    w.name(
+        key,
+        0,
+        None,
+        Source {
+            class: Class::Alias,
+            uid: 0,
+        },
+    )?;
+    Ok(w.out)
 }
 
+/// Expands the targets of `user`'s `.forward` (`list`, found in a file owned by `uid`):
+/// local names through the alias tables, the user's own name to their mailbox.
 #[allow(clippy::too_many_arguments)]
-fn walk(
+pub fn expand_forward(
     tables: &[Aliases],
-    name: &str,
-    depth: usize,
-    seen: &mut HashSet<String>,
-    out: &mut Vec<Target>,
+    owners: &[u32],
+    user: &str,
+    list: &[String],
+    uid: u32,
     owner: Option<String>,
     myorigin: &str,
     is_local: &dyn Fn(&str) -> bool,
-) -> Result<(), String> {
-    if depth > MAX_DEPTH {
-        return Err(format!("alias nesting deeper than {MAX_DEPTH} at {name}"));
+) -> Result<Vec<Target>, String> {
+    let mut w = Walk::new(tables, owners, myorigin, is_local);
+    let src = Source {
+        class: Class::Forward,
+        uid,
+    };
+    for t in list {
+        w.target(t, Some(user), 0, &owner, src)?;
     }
-    let push = |out: &mut Vec<Target>, kind: Kind, owner: &Option<String>| -> Result<(), String> {
-        if out.len() >= MAX_TARGETS {
+    Ok(w.out)
+}
+
+/// Reads the targets of a `.forward` or `:include:` file: (targets, owner uid), or why
+/// it cannot be used. `allowed_owner` (besides root) may own it.
+pub fn read_list(path: &str, allowed_owner: Option<u32>) -> Result<(Vec<String>, u32), String> {
+    let md = std::fs::symlink_metadata(path).map_err(|e| format!("{path}: {e}"))?;
+    if !md.file_type().is_file() {
+        return Err(format!("{path}: not a regular file"));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(format!("{path}: group or world writable"));
+    }
+    if let Some(u) = allowed_owner
+        && md.uid() != u
+        && md.uid() != 0
+    {
+        return Err(format!("{path}: not owned by the user or root"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_INCLUDE).read_to_string(&mut text))
+        .map_err(|e| format!("{path}: {e}"))?;
+    Ok((postern_lib::aliases::parse_list(&text), md.uid()))
+}
+
+struct Walk<'a> {
+    tables: &'a [Aliases],
+    owners: &'a [u32],
+    myorigin: &'a str,
+    is_local: &'a dyn Fn(&str) -> bool,
+    seen: HashSet<String>,
+    out: Vec<Target>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(tables: &'a [Aliases], owners: &'a [u32], myorigin: &'a str, is_local: &'a dyn Fn(&str) -> bool) -> Self {
+        Walk {
+            tables,
+            owners,
+            myorigin,
+            is_local,
+            seen: HashSet::new(),
+            out: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, kind: Kind, owner: &Option<String>, src: Source, no_forward: bool) -> Result<(), String> {
+        if self.out.len() >= MAX_TARGETS {
             return Err(format!("alias expands to more than {MAX_TARGETS} targets"));
         }
-        if !out.iter().any(|t| t.kind == kind) {
-            out.push(Target {
+        if !self.out.iter().any(|t| t.kind == kind) {
+            self.out.push(Target {
                 kind,
                 owner: owner.clone(),
+                class: src.class,
+                owner_uid: src.uid,
+                no_forward,
             });
         }
         Ok(())
-    };
-    let Some(targets) = lookup(tables, name) else {
-        return push(out, Kind::User(name.to_string()), &owner);
-    };
-    if !seen.insert(name.to_string()) {
-        // Already expanded on this path or another: a loop or a duplicate; nothing more.
-        return Ok(());
     }
-    let owner_name = format!("owner-{name}");
-    let owner = if lookup(tables, &owner_name).is_some() {
-        Some(format!("{owner_name}@{myorigin}"))
-    } else {
-        owner
-    };
-    for t in targets {
+
+    /// A local name: its alias targets, or the user of that name.
+    fn name(&mut self, name: &str, depth: usize, owner: Option<String>, src: Source) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("alias nesting deeper than {MAX_DEPTH} at {name}"));
+        }
+        let Some((table, targets)) = lookup(self.tables, name) else {
+            return self.push(Kind::User(name.to_string()), &owner, src, false);
+        };
+        if !self.seen.insert(name.to_string()) {
+            // Already expanded on this path or another: a loop or a duplicate; nothing more.
+            return Ok(());
+        }
+        let owner_name = format!("owner-{name}");
+        let owner = if lookup(self.tables, &owner_name).is_some() {
+            Some(format!("{owner_name}@{}", self.myorigin))
+        } else {
+            owner
+        };
+        let src = Source {
+            class: Class::Alias,
+            uid: self.owners.get(table).copied().unwrap_or(0),
+        };
+        for t in targets {
+            self.target(t, Some(name), depth, &owner, src)?;
+        }
+        Ok(())
+    }
+
+    /// One target as written; `parent` is the alias it belongs to (a target naming its
+    /// own alias delivers to the user of that name).
+    fn target(
+        &mut self,
+        t: &str,
+        parent: Option<&str>,
+        depth: usize,
+        owner: &Option<String>,
+        src: Source,
+    ) -> Result<(), String> {
         let t = t.trim().trim_matches('"');
         if let Some(cmd) = t.strip_prefix('|') {
-            push(out, Kind::Command(cmd.to_string()), &owner)?;
-        } else if t.starts_with('/') {
-            push(out, Kind::File(t.to_string()), &owner)?;
-        } else if let Some(inc) = t.strip_prefix(":include:") {
-            push(out, Kind::Include(inc.to_string()), &owner)?;
+            return self.push(Kind::Command(cmd.to_string()), owner, src, false);
+        }
+        if t.starts_with('/') {
+            return self.push(Kind::File(t.to_string()), owner, src, false);
+        }
+        if let Some(inc) = t.strip_prefix(":include:") {
+            return self.include(inc.trim(), depth, owner);
+        }
+        if let Some(user) = t.strip_prefix('\\') {
+            return self.push(Kind::User(user.to_lowercase()), owner, src, true);
+        }
+        let local = match t.rsplit_once('@') {
+            Some((l, d)) if (self.is_local)(&d.trim_end_matches('.').to_lowercase()) => l.to_lowercase(),
+            Some(_) => return self.push(Kind::Remote(t.to_string()), owner, src, false),
+            None => t.to_lowercase(),
+        };
+        if Some(local.as_str()) == parent {
+            self.push(Kind::User(local), owner, src, src.class == Class::Forward)
         } else {
-            let local = match t.rsplit_once('@') {
-                Some((l, d)) if is_local(&d.trim_end_matches('.').to_lowercase()) => l.to_lowercase(),
-                Some(_) => {
-                    push(out, Kind::Remote(t.to_string()), &owner)?;
-                    continue;
-                }
-                None => t.to_lowercase(),
-            };
-            if local == name {
-                push(out, Kind::User(local), &owner)?;
-            } else {
-                walk(tables, &local, depth + 1, seen, out, owner.clone(), myorigin, is_local)?;
-            }
+            self.name(&local, depth + 1, owner.clone(), src)
         }
     }
-    Ok(())
+
+    fn include(&mut self, path: &str, depth: usize, owner: &Option<String>) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("include nesting deeper than {MAX_DEPTH} at {path}"));
+        }
+        if !self.seen.insert(format!(":include:{path}")) {
+            return Ok(());
+        }
+        let read = if path.starts_with('/') {
+            read_list(path, None).map_err(|why| format!("cannot read include file {why}"))
+        } else {
+            Err(format!(":include:{path}: must be an absolute path"))
+        };
+        let (targets, uid) = match read {
+            Ok(r) => r,
+            Err(why) => {
+                let src = Source {
+                    class: Class::Include,
+                    uid: 0,
+                };
+                return self.push(Kind::Unusable(why), owner, src, false);
+            }
+        };
+        let src = Source {
+            class: Class::Include,
+            uid,
+        };
+        for t in &targets {
+            self.target(t, None, depth + 1, owner, src)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -136,7 +308,7 @@ mod tests {
                 Kind::File(f) => format!("file:{f}"),
                 Kind::Remote(r) => format!("remote:{r}"),
                 Kind::Command(c) => format!("cmd:{c}"),
-                Kind::Include(i) => format!("inc:{i}"),
+                Kind::Unusable(u) => format!("unusable:{u}"),
             })
             .collect()
     }
@@ -149,15 +321,24 @@ mod tests {
         )
         .unwrap();
         let is_local = |d: &str| d == "example.test";
-        let t = expand(std::slice::from_ref(&a), "staff", None, "example.test", &is_local).unwrap();
+        let t = expand(std::slice::from_ref(&a), &[7], "staff", None, "example.test", &is_local).unwrap();
         assert_eq!(users(&t), vec!["alice", "bob", "carol"]);
         assert!(t.iter().all(|t| t.owner.as_deref() == Some("owner-staff@example.test")));
-        let t = expand(std::slice::from_ref(&a), "self", None, "example.test", &is_local).unwrap();
+        let t = expand(std::slice::from_ref(&a), &[7], "self", None, "example.test", &is_local).unwrap();
         assert_eq!(users(&t), vec!["self", "dave"]);
-        let t = expand(std::slice::from_ref(&a), "nobody", None, "example.test", &is_local).unwrap();
+        let t = expand(
+            std::slice::from_ref(&a),
+            &[7],
+            "nobody",
+            None,
+            "example.test",
+            &is_local,
+        )
+        .unwrap();
         assert_eq!(users(&t), vec!["nobody"]);
         let t = expand(
             std::slice::from_ref(&a),
+            &[7],
             "staff+x",
             Some("staff"),
             "example.test",
@@ -165,9 +346,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!(users(&t).len(), 3);
-        let t = expand(std::slice::from_ref(&a), "remote", None, "example.test", &is_local).unwrap();
+        let t = expand(
+            std::slice::from_ref(&a),
+            &[7],
+            "remote",
+            None,
+            "example.test",
+            &is_local,
+        )
+        .unwrap();
         assert_eq!(users(&t), vec!["remote:x@other.org"]);
-        let t = expand(&[a], "log", None, "example.test", &is_local).unwrap();
+        let t = expand(&[a], &[7], "log", None, "example.test", &is_local).unwrap();
         assert_eq!(users(&t), vec!["file:/tmp/log", "cmd:cmd"]);
+        assert!(t.iter().all(|t| t.class == Class::Alias && t.owner_uid == 7));
+    }
+
+    #[test]
+    fn includes_carry_their_class_and_owner_and_forward_names_self() {
+        let dir = tempfile::tempdir().unwrap();
+        let inc = dir.path().join("members");
+        std::fs::write(&inc, "# list\nalice, |/bin/true\nx@other.org\n").unwrap();
+        let a = Aliases::parse(&format!(
+            "list: :include:{}\nbad: :include:{}/missing\n",
+            inc.display(),
+            dir.path().display()
+        ))
+        .unwrap();
+        let is_local = |d: &str| d == "example.test";
+        let me = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&inc).unwrap());
+        let t = expand(std::slice::from_ref(&a), &[0], "list", None, "example.test", &is_local).unwrap();
+        assert_eq!(users(&t), vec!["alice", "cmd:/bin/true", "remote:x@other.org"]);
+        assert!(t.iter().all(|t| t.owner_uid == me));
+        assert_eq!(t.get(1).map(|t| t.class), Some(Class::Include));
+        let t = expand(std::slice::from_ref(&a), &[0], "bad", None, "example.test", &is_local).unwrap();
+        assert!(matches!(t.first().map(|t| &t.kind), Some(Kind::Unusable(_))));
+        let list = vec!["me".to_string(), "\\carol".to_string(), "list".to_string()];
+        let t = expand_forward(&[a], &[0], "me", &list, 5, None, "example.test", &is_local).unwrap();
+        assert_eq!(
+            users(&t),
+            vec!["me", "carol", "alice", "cmd:/bin/true", "remote:x@other.org"]
+        );
+        assert!(
+            t.first()
+                .is_some_and(|t| t.no_forward && t.class == Class::Forward && t.owner_uid == 5)
+        );
+        assert!(t.get(1).is_some_and(|t| t.no_forward));
     }
 }

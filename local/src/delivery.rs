@@ -1,16 +1,22 @@
 //! One delivery job, on the shared delivery-agent job ([`postern_lib::agent`]: the queue
 //! file opened, locked, marked and logged there): for each pending recipient, aliases,
-//! then each target; every failure becomes a per-recipient [`Outcome`] here, in one place.
+//! then each target (virtual mailbox, system account, `/file`, `|command`, or a forward
+//! through cleanup); every failure becomes a per-recipient [`Outcome`] here, in one place.
 
+use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 
 use postern_lib::address::parse_mailbox;
 use postern_lib::agent::Job;
 use postern_lib::proto::deliver::status_line;
 
-use crate::aliases::{self, Kind};
+use crate::aliases::{self, Kind, Target};
+use crate::command::CommandEnv;
+use crate::forward::Forward;
+use crate::ids::{self, Identity};
 use crate::mailbox::{self, Lookup, Users};
 use crate::settings::{MailboxFormat, Settings};
+use crate::system;
 
 /// Most header bytes scanned for `Delivered-To:`.
 const MAX_HEADER_SCAN: u64 = 1 << 20;
@@ -102,13 +108,13 @@ pub fn deliver(s: &mut Settings, job: &mut Job) {
     s.users = users;
 }
 
-/// One recipient: aliases, then each target; the worst outcome wins (a temporary failure
-/// of one target retries the recipient). With several targets each gets its own log line.
+/// One recipient: aliases, then each target (a system account's `.forward` adds more);
+/// the worst outcome wins (a temporary failure of one target retries the recipient).
+/// With several targets each gets its own log line.
 fn deliver_one(s: &mut Settings, users: &mut Users, job: &Job, pos: usize, seen: &[String]) -> Outcome {
     let Some(r) = job.req.recipients.get(pos) else {
         return Outcome::temp("4.3.0", "no such recipient in the request".into());
     };
-    let qf = &job.qf;
     let addr = match parse_mailbox(&r.address, true) {
         Ok(a) => a,
         Err(e) => return Outcome::perm("5.1.3", format!("bad recipient address: {e}")),
@@ -132,105 +138,335 @@ fn deliver_one(s: &mut Settings, users: &mut Users, job: &Job, pos: usize, seen:
     let myorigin = s.myorigin.clone();
     let destinations = s.destinations.clone();
     let is_local = |d: &str| destinations.is_local_domain(d);
-    let targets = match s.aliases() {
-        Ok(tables) => aliases::expand(tables, &local, base.as_deref(), &myorigin, &is_local),
-        Err(e) => return Outcome::temp("4.3.0", format!("alias table unavailable: {e}")),
-    };
+    if let Err(e) = s.aliases() {
+        return Outcome::temp("4.3.0", format!("alias table unavailable: {e}"));
+    }
+    let targets = aliases::expand(
+        s.aliases_loaded(),
+        s.alias_owners(),
+        &local,
+        base.as_deref(),
+        &myorigin,
+        &is_local,
+    );
     let targets = match targets {
         Ok(t) => t,
         Err(e) => return Outcome::perm("5.4.6", e),
     };
-    let mut outcomes = Vec::new();
-    let single = targets.len() == 1;
-    for t in &targets {
+    let rcpt = Rcpt {
+        address: &r.address,
+        index: r.index,
+        local: &local,
+        extension: base
+            .as_deref()
+            .and_then(|b| local.get(b.len() + 1..))
+            .unwrap_or_default(),
+        domain: &addr.domain,
+    };
+    let mut work: VecDeque<Target> = targets.into();
+    let mut done: Vec<(String, u64, Outcome)> = Vec::new();
+    let mut remote: Vec<(String, String)> = Vec::new();
+    // Targets already handled (a `.forward` naming someone already delivered to), and
+    // users whose `.forward` was already followed (two files naming each other): such a
+    // user gets their mailbox instead of the loop.
+    let mut handled: Vec<Kind> = Vec::new();
+    let mut forwarded: HashSet<String> = HashSet::new();
+    let mut rounds = 0;
+    while let Some(mut t) = work.pop_front() {
+        if handled.contains(&t.kind) {
+            continue;
+        }
+        handled.push(t.kind.clone());
+        if let Kind::User(u) = &t.kind
+            && forwarded.contains(u)
+        {
+            t.no_forward = true;
+        }
+        rounds += 1;
+        if rounds > aliases::MAX_TARGETS {
+            done.push((
+                r.address.clone(),
+                now_micros(),
+                Outcome::perm("5.4.6", "too many forwarding targets".into()),
+            ));
+            break;
+        }
         let start = now_micros();
         let sender = t.owner.clone().unwrap_or_else(|| job.req.sender.clone());
-        let prefix = format!("Return-Path: <{sender}>\nDelivered-To: {}\n", r.address);
-        let mut content = match job.content() {
-            Ok(c) => c,
-            Err(e) => return Outcome::temp("4.3.0", format!("cannot read queue file: {e}")),
-        };
         let (to, o) = match &t.kind {
-            Kind::User(u) => {
-                let user = base_user(u, &s.delimiter);
-                let to = format!("{u}@{}", addr.domain);
-                let o = if postern_lib::users::check_name(&user).is_err() {
-                    Outcome::perm("5.1.1", format!("unknown user: \"{u}\""))
-                } else {
-                    let lookup_base = match s.mailbox_format {
-                        MailboxFormat::Mbox => s.spool_dir(),
-                        MailboxFormat::Maildir => s.mailbox_base.clone(),
-                    };
-                    match users.lookup(&lookup_base, &user) {
-                        Lookup::Unknown => Outcome::perm("5.1.1", format!("unknown user: \"{user}\"")),
-                        Lookup::TempFail(why) => Outcome::temp("4.3.0", why),
-                        Lookup::Exists(quota) if s.mailbox_format == MailboxFormat::Mbox => crate::mbox::deliver_user(
-                            &s.spool_dir(),
-                            &user,
-                            &sender,
-                            quota,
-                            qf.content_len(),
-                            prefix.as_bytes(),
-                            &mut content,
-                            s.lock_stale,
-                        ),
-                        Lookup::Exists(quota) => {
-                            let tag = format!("{}x{:08x}", r.index, fnv32(r.address.as_bytes()));
-                            let once = postern_lib::maildir_deliver::once_name(
-                                qf.envelope.arrival.secs,
-                                qf.envelope.arrival.micros,
-                                qf.envelope.queue_id.as_str(),
-                                &tag,
-                            );
-                            mailbox::deliver(
-                                &s.mailbox_base,
-                                &user,
-                                &once,
-                                quota,
-                                qf.content_len(),
-                                prefix.as_bytes(),
-                                &mut content,
-                            )
-                        }
-                    }
-                };
-                (to, o)
+            Kind::Remote(a) => {
+                remote.push((sender, a.clone()));
+                continue;
             }
-            Kind::File(path) => (
-                path.clone(),
-                crate::mbox::append(path, &sender, prefix.as_bytes(), &mut content),
-            ),
-            Kind::Command(cmd) => (
-                format!("|{cmd}"),
-                Outcome::temp("4.3.0", "delivery to a command is not supported yet".into()),
-            ),
-            Kind::Include(f) => (
-                format!(":include:{f}"),
-                Outcome::temp("4.3.0", ":include: aliases are not supported yet".into()),
-            ),
-            Kind::Remote(a) => (
-                a.clone(),
-                Outcome::temp(
-                    "4.3.0",
-                    "alias to a remote address: forwarding is not supported yet".into(),
-                ),
-            ),
+            Kind::User(u) => match user(s, users, job, &rcpt, &t, u, &sender) {
+                UserResult::Done(to, o) => (to, o),
+                UserResult::More(more) => {
+                    forwarded.insert(u.clone());
+                    // The user's own name in their .forward is their mailbox: let it by.
+                    handled.retain(|k| k != &t.kind);
+                    work.extend(more);
+                    continue;
+                }
+            },
+            Kind::File(path) => (path.clone(), file(s, job, &rcpt, &t, path, &sender)),
+            Kind::Command(cmd) => (format!("|{cmd}"), command(s, job, &rcpt, &t, cmd, &sender)),
+            Kind::Unusable(why) => (r.address.clone(), Outcome::temp("4.3.0", why.clone())),
         };
-        if !single {
-            let req = &job.req;
+        done.push((to, start, o));
+    }
+    // Remote targets: one copy per envelope sender, with all its recipients.
+    let mut senders: Vec<&String> = remote.iter().map(|(s, _)| s).collect();
+    senders.sort();
+    senders.dedup();
+    for sender in senders {
+        let start = now_micros();
+        let to: Vec<String> = remote
+            .iter()
+            .filter(|(s, _)| s == sender)
+            .map(|(_, a)| a.clone())
+            .collect();
+        let qr = job.qf.recipients.get(r.index);
+        let f = Forward {
+            sender,
+            recipient: &r.address,
+            orcpt: qr.and_then(|q| q.spec.orcpt.as_deref()),
+            attributes: &job.qf.envelope.attributes,
+            size: job.qf.content_len(),
+        };
+        let o = match job.content() {
+            Ok(mut c) => crate::forward::forward(&f, &to, &mut c),
+            Err(e) => Outcome::temp("4.3.0", format!("cannot read queue file: {e}")),
+        };
+        done.push((to.join(","), start, o));
+    }
+    if done.len() > 1 {
+        let req = &job.req;
+        for (to, start, o) in &done {
             let times = [
                 req.arrival_micros,
                 req.active_micros,
                 req.dispatch_micros,
-                start,
+                *start,
                 now_micros(),
             ];
-            let line = status_line(&to, &r.address, "local", times, &o.dsn, o.status(), &o.text);
+            let line = status_line(to, &r.address, "local", times, &o.dsn, o.status(), &o.text);
             tracing::info!(queue_id = req.queue_id.as_str(), "{line}");
         }
-        outcomes.push(o);
     }
-    merge(outcomes)
+    merge(done.into_iter().map(|(_, _, o)| o).collect())
+}
+
+/// The recipient being delivered, as commands see it.
+struct Rcpt<'a> {
+    address: &'a str,
+    index: usize,
+    local: &'a str,
+    extension: &'a str,
+    domain: &'a str,
+}
+
+/// What a user target came to.
+enum UserResult {
+    /// Delivered or failed (the address for the log, the outcome).
+    Done(String, Outcome),
+    /// A system account's `.forward`: more targets.
+    More(Vec<Target>),
+}
+
+/// `Return-Path:` and `Delivered-To:` for the recipient.
+fn prefix(sender: &str, rcpt: &Rcpt<'_>) -> String {
+    format!("Return-Path: <{sender}>\nDelivered-To: {}\n", rcpt.address)
+}
+
+/// The once-only Maildir name of this message for this recipient and mailbox (empty:
+/// the recipient's virtual mailbox).
+fn once(job: &Job, rcpt: &Rcpt<'_>, mailbox: &str) -> String {
+    // Virtual mailboxes keep the tag of the address alone (the name earlier versions gave).
+    let key = if mailbox.is_empty() {
+        rcpt.address.to_string()
+    } else {
+        format!("{}\0{mailbox}", rcpt.address)
+    };
+    let tag = format!("{}x{:08x}", rcpt.index, fnv32(key.as_bytes()));
+    let env = &job.qf.envelope;
+    postern_lib::maildir_deliver::once_name(env.arrival.secs, env.arrival.micros, env.queue_id.as_str(), &tag)
+}
+
+/// A local user: virtual (etc/users), else a system account when enabled.
+fn user(s: &Settings, users: &mut Users, job: &Job, rcpt: &Rcpt<'_>, t: &Target, u: &str, sender: &str) -> UserResult {
+    let name = base_user(u, &s.delimiter);
+    let to = format!("{u}@{}", rcpt.domain);
+    if postern_lib::users::check_name(&name).is_err() {
+        return UserResult::Done(to, Outcome::perm("5.1.1", format!("unknown user: \"{u}\"")));
+    }
+    let prefix = prefix(sender, rcpt);
+    let mut content = match job.content() {
+        Ok(c) => c,
+        Err(e) => return UserResult::Done(to, Outcome::temp("4.3.0", format!("cannot read queue file: {e}"))),
+    };
+    let size = job.qf.content_len();
+    let lookup_base = match s.mailbox_format {
+        MailboxFormat::Mbox => s.spool_dir(),
+        MailboxFormat::Maildir => s.mailbox_base.clone(),
+    };
+    let quota = match users.lookup(&lookup_base, &name) {
+        Lookup::Exists(quota) => quota,
+        Lookup::TempFail(why) => return UserResult::Done(to, Outcome::temp("4.3.0", why)),
+        Lookup::Unknown if !s.system_users => {
+            return UserResult::Done(to, Outcome::perm("5.1.1", format!("unknown user: \"{name}\"")));
+        }
+        Lookup::Unknown => {
+            let account = match Identity::by_name(&name) {
+                Ok(Some(a)) => a,
+                Ok(None) => return UserResult::Done(to, Outcome::perm("5.1.1", format!("unknown user: \"{name}\""))),
+                Err(e) => return UserResult::Done(to, Outcome::temp("4.3.0", e)),
+            };
+            let once = once(job, rcpt, &format!("system:{name}"));
+            return match system::deliver(
+                s,
+                &account,
+                t.no_forward,
+                sender,
+                &once,
+                prefix.as_bytes(),
+                &mut content,
+            ) {
+                system::Delivery::Done(o) => UserResult::Done(to, o),
+                system::Delivery::Forward(list, uid) => {
+                    let tables = s.aliases_loaded();
+                    let destinations = s.destinations.clone();
+                    let is_local = |d: &str| destinations.is_local_domain(d);
+                    match aliases::expand_forward(
+                        tables,
+                        s.alias_owners(),
+                        &name,
+                        &list,
+                        uid,
+                        t.owner.clone(),
+                        &s.myorigin,
+                        &is_local,
+                    ) {
+                        Ok(more) => UserResult::More(more),
+                        Err(e) => UserResult::Done(to, Outcome::perm("5.4.6", e)),
+                    }
+                }
+            };
+        }
+    };
+    let once = once(job, rcpt, "");
+    // As mail_owner: local rests with its rights when it runs as root (see ids.rs).
+    let o = if s.mailbox_format == MailboxFormat::Mbox {
+        crate::mbox::deliver_user(
+            &s.spool_dir(),
+            &name,
+            sender,
+            quota,
+            size,
+            prefix.as_bytes(),
+            &mut content,
+            s.lock_stale,
+        )
+    } else {
+        mailbox::deliver(
+            &s.mailbox_base,
+            &name,
+            &once,
+            quota,
+            size,
+            prefix.as_bytes(),
+            &mut content,
+        )
+    };
+    UserResult::Done(to, o)
+}
+
+/// The account whose rights a command or file target of `t` gets: the owner of the file
+/// it came from, `default_privs` for root (or an owner with no account).
+fn target_rights(s: &Settings, t: &Target) -> Result<Identity, Outcome> {
+    let owner = match Identity::by_uid(t.owner_uid) {
+        Ok(Some(id)) => id,
+        Ok(None) => Identity {
+            uid: 0,
+            ..Identity::current()
+        },
+        Err(e) => return Err(Outcome::temp("4.3.0", e)),
+    };
+    if !ids::can_switch() {
+        // Unprivileged (the development layout): everything runs as local itself.
+        return Ok(Identity::current());
+    }
+    system::rights(s, &owner)
+}
+
+/// For a `/file` (`command` false) or `|command` target: whether its origin may have it,
+/// the rights it runs with, the message.
+fn permitted(
+    s: &Settings,
+    job: &Job,
+    t: &Target,
+    command: bool,
+) -> Result<(Identity, std::io::Take<std::fs::File>), Outcome> {
+    if !s.allowed(command, t.class) {
+        let (what, setting) = if command {
+            ("commands", "allow_mail_to_commands")
+        } else {
+            ("files", "allow_mail_to_files")
+        };
+        return Err(Outcome::perm(
+            "5.7.1",
+            format!("mail to {what} is restricted ({} not in {setting})", t.class.word()),
+        ));
+    }
+    let id = target_rights(s, t)?;
+    let content = job
+        .content()
+        .map_err(|e| Outcome::temp("4.3.0", format!("cannot read queue file: {e}")))?;
+    Ok((id, content))
+}
+
+/// A `/file` target.
+fn file(s: &Settings, job: &Job, rcpt: &Rcpt<'_>, t: &Target, path: &str, sender: &str) -> Outcome {
+    let (id, mut content) = match permitted(s, job, t, false) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let prefix = prefix(sender, rcpt);
+    ids::as_account(&id, || {
+        crate::mbox::append(path, sender, prefix.as_bytes(), &mut content)
+    })
+    .unwrap_or_else(|e| Outcome::temp("4.3.0", e))
+}
+
+/// A `|command` target.
+fn command(s: &Settings, job: &Job, rcpt: &Rcpt<'_>, t: &Target, cmd: &str, sender: &str) -> Outcome {
+    let (id, content) = match permitted(s, job, t, true) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let original = job
+        .qf
+        .recipients
+        .get(rcpt.index)
+        .map(|q| q.spec.address.as_str())
+        .unwrap_or(rcpt.address);
+    let env = CommandEnv {
+        sender,
+        recipient: rcpt.address,
+        original,
+        local: rcpt.local,
+        extension: rcpt.extension,
+        domain: rcpt.domain,
+    };
+    let head = format!("{}{}", crate::mbox::from_line(sender), prefix(sender, rcpt));
+    crate::command::run(
+        cmd,
+        &id,
+        ids::can_switch(),
+        &env,
+        head.into_bytes(),
+        content,
+        s.command_limit,
+    )
 }
 
 /// FNV-1a, 32 bits: tells apart the addresses one queue recipient was routed to.

@@ -1,5 +1,5 @@
-//! Delivery to a virtual user's Maildir: does the user exist (auth, or the mailbox
-//! directory), is there room (quota), then the Maildir write.
+//! Delivery to a virtual user's Maildir: does the user exist (auth's `LookupVirtual`,
+//! or the mailbox directory), is there room (quota), then the Maildir write.
 //!
 //! The connection to auth is kept for the life of the process (one connect and hello per
 //! process, not per delivery), and a positive answer (the user exists, with its quota) is
@@ -97,7 +97,7 @@ impl Users {
                 }
             }
             let Some(c) = self.conn.as_mut() else { continue };
-            let req = AuthRequest::Lookup { user: user.to_string() };
+            let req = AuthRequest::LookupVirtual { user: user.to_string() };
             match c.send(&req).and_then(|()| c.recv::<AuthReply>()) {
                 Ok(AuthReply::Exists { quota, .. }) => return Lookup::Exists(quota.filter(|q| *q > 0)),
                 Ok(AuthReply::NoSuchUser) => return Lookup::Unknown,

@@ -12,7 +12,7 @@
 //!    [`aliases::MAX_TARGETS`] targets). The `user+ext` form is looked up before `user`
 //!    (`recipient_delimiter`). An `owner-NAME` alias becomes the envelope sender
 //!    (`Return-Path:`) of what `NAME` expands to, so errors go to the list owner.
-//! 2. a user of `etc/users` — asked of auth (`Lookup`, which gives the quota) when auth
+//! 2. a user of `etc/users` — asked of auth (`LookupVirtual`, which gives the quota) when auth
 //!    listens on `private/auth`, else the existence of `virtual_mailbox_base/<user>/` —
 //!    gets a Maildir delivery into `virtual_mailbox_base/<user>/` (created with
 //!    `tmp/ new/ cur/` on first delivery) through [`postern_lib::maildir_deliver`], with
@@ -25,9 +25,19 @@
 //!    dot-lock `<user>.lock` (taken over after `stale_lock_time`), quota counted on the
 //!    file's size ([`mbox`]). An mbox append is not once-only: a local killed after the
 //!    fsync and before the done mark delivers that message again on the retry.
-//! 3. `/file` alias targets get the same mbox append (`From ` line, `>From ` escaping,
-//!    fcntl lock and `flock`, fsync), opened with safe_open (no symlink, one link, regular
-//!    file).
+//! 3. `/file` targets get the same mbox append (`From ` line, `>From ` escaping, fcntl
+//!    lock and `flock`, fsync), opened with safe_open (no symlink, one link, regular
+//!    file); `|command` targets run `/bin/sh -c` with the message on standard input and
+//!    Postfix's environment, killed after `command_time_limit`, the exit status read as
+//!    sysexits ([`command`]); each allowed only where `allow_mail_to_files` /
+//!    `allow_mail_to_commands` name the target's origin (`alias`, `forward`, `include`;
+//!    else `5.7.1`). `:include:/path` files are read in place ([`aliases`]).
+//! 4. addresses in other domains are forwarded: one new message through cleanup with the
+//!    same envelope sender and `Delivered-To:` added; the recipient is done once cleanup
+//!    answered `Queued` ([`forward`]).
+//! 5. with `local_system_users`, an /etc/passwd account that is no virtual user: its
+//!    `forward_path` file, else `home_mailbox` or the mbox in `mail_spool_directory`, with
+//!    its rights ([`system`]).
 //!
 //! Outcomes: unknown user `5.1.1`; a `Delivered-To:` header already naming the recipient
 //! is a mail loop, `5.4.6`; over quota `4.2.2` (a temporary failure: the message waits in
@@ -35,25 +45,34 @@
 //! (delivered or bounced) recipient is marked in the queue file before the next one is
 //! started; each attempt is logged in Postfix's `to=<…>, relay=local, …` format.
 //!
-//! Not built yet: `|command` and `:include:` targets and aliases to remote addresses (they
-//! are deferred with a reason saying so: re-injection through cleanup is not written),
-//! `~/.forward`, system accounts.
-//!
 //! Settings read: `alias_maps`, `virtual_mailbox_base`, `recipient_delimiter`,
 //! `mydestination`, `myorigin`, `mailbox_format`, `mail_spool_directory`,
-//! `stale_lock_time`.
+//! `stale_lock_time`, `local_system_users`, `home_mailbox`, `forward_path`,
+//! `allow_mail_to_commands`, `allow_mail_to_files`, `default_privs`,
+//! `command_time_limit`, `mail_owner`.
 //!
-//! Security stance: runs unprivileged as mail_owner (the owner of virtual mailboxes);
-//! every file below the mailbox base is opened without following symlinks; user names are
-//! checked with [`postern_lib::users::check_name`] before they become directory names;
-//! the queue file path from qmgr must be `active/<ID>` (checked by the agent job).
+//! Security stance: unprivileged (master.toml's default) local runs as mail_owner, the
+//! owner of virtual mailboxes, and runs commands and writes files with that one identity
+//! (the development layout); system accounts are then deferred, never written with the
+//! wrong owner. Run as root (`unprivileged = false`, the production install) it rests with
+//! mail_owner's effective ids and takes an account's uid and gid only for that account's
+//! delivery, never root's ([`ids`]): commands and files of an alias get the alias file
+//! owner's rights, of an `:include:` file its owner's, of a `.forward` the account's, and
+//! `default_privs` wherever that would be root. Every file below the mailbox base is
+//! opened without following symlinks; user names are checked with
+//! [`postern_lib::users::check_name`] before they become file names; the queue file path
+//! from qmgr must be `active/<ID>` (checked by the agent job).
 #![forbid(unsafe_code)]
 
 mod aliases;
+mod command;
 mod delivery;
+mod forward;
+mod ids;
 mod mailbox;
 mod mbox;
 mod settings;
+mod system;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -69,6 +88,12 @@ fn main() -> ExitCode {
         |ctx| Ok(settings::Settings::new(ctx)),
         |s, _ctx, conn| {
             if let Stream::Unix(sock) = conn.stream {
+                if let Err(e) = s.rest() {
+                    // Nothing is delivered with root's effective ids: qmgr sees the
+                    // connection close and defers the job.
+                    tracing::error!("cannot take mail_owner's rights: {e}");
+                    return;
+                }
                 postern_lib::agent::serve(sock, REQUEST_TIMEOUT, |job| delivery::deliver(s, job));
             }
         },

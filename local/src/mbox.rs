@@ -69,6 +69,47 @@ pub fn deliver_user(
     }
 }
 
+/// A system account's mbox `spool/<name>` in a spool directory only root may write
+/// (`/var/mail`, as Postfix's local does there): run as root, the file is created
+/// owned by the account (`uid`, `gid`, mode 0600) and must be owned by it afterwards;
+/// the dot-lock is root's.
+pub fn deliver_spool_as_root(
+    spool: &Path,
+    name: &str,
+    (uid, gid): (u32, u32),
+    sender: &str,
+    prefix: &[u8],
+    message: &mut dyn Read,
+    stale: Duration,
+) -> Outcome {
+    let path = spool.join(name);
+    match create_excl(spool, name, 0o600) {
+        Ok(f) => {
+            let owner = (
+                Some(rustix::process::Uid::from_raw(uid)),
+                Some(rustix::process::Gid::from_raw(gid)),
+            );
+            if let Err(e) = rustix::fs::fchown(&f, owner.0, owner.1) {
+                let _ = std::fs::remove_file(&path);
+                return Outcome::temp("4.3.0", format!("cannot give {} to {name}: {e}", path.display()));
+            }
+        }
+        // Already there (open_append below checks it is the account's plain file).
+        Err(_) if path.symlink_metadata().is_ok() => {}
+        Err(e) => return Outcome::temp("4.2.0", format!("cannot create mailbox {}: {e}", path.display())),
+    }
+    let lock = match DotLock::take(spool, name, stale) {
+        Ok(l) => l,
+        Err(o) => return o,
+    };
+    let result = append_expecting(&path, &Expect::owner(uid), None, sender, None, prefix, message);
+    drop(lock);
+    match result {
+        Ok(()) => Outcome::sent("delivered to mailbox"),
+        Err(o) => o,
+    }
+}
+
 /// Opens, locks and appends; `limit` is (quota, size of this message).
 fn append_locked(
     path: &Path,
@@ -77,8 +118,30 @@ fn append_locked(
     prefix: &[u8],
     message: &mut dyn Read,
 ) -> Result<(), Outcome> {
+    append_expecting(
+        path,
+        &Expect::current_user(),
+        Some(0o600),
+        sender,
+        limit,
+        prefix,
+        message,
+    )
+}
+
+/// [`append_locked`] for a file that must have the owner `expect` (created with
+/// `create` mode when missing and `Some`).
+fn append_expecting(
+    path: &Path,
+    expect: &Expect,
+    create: Option<u32>,
+    sender: &str,
+    limit: Option<(u64, u64)>,
+    prefix: &[u8],
+    message: &mut dyn Read,
+) -> Result<(), Outcome> {
     let shown = path.display();
-    let file = open_append(path, &Expect::current_user(), Some(0o600))
+    let file = open_append(path, expect, create)
         .map_err(|e| Outcome::temp("4.2.0", format!("cannot open mailbox {shown}: {e}")))?;
     lock_file(&file).map_err(|e| Outcome::temp("4.2.0", format!("cannot lock mailbox {shown}: {e}")))?;
     let result = (|| {
@@ -131,20 +194,25 @@ fn lock_file(file: &File) -> std::io::Result<()> {
     }
 }
 
-/// The `From ` line, the prefix, the escaped message, the blank line; then fsync.
-fn write_message(file: &File, sender: &str, prefix: &[u8], message: &mut dyn Read) -> std::io::Result<()> {
+/// The `From sender date` line (with its newline) that starts an mbox message and the
+/// input of a `|command` delivery.
+pub fn from_line(sender: &str) -> String {
     let secs = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let from = if sender.is_empty() { "MAILER-DAEMON" } else { sender };
-    let mut w = std::io::BufWriter::new(file);
-    writeln!(
-        w,
-        "From {from}  {} {}",
+    format!(
+        "From {from}  {} {}\n",
         postern_lib::queue_scan::asctime(secs),
         year(secs)
-    )?;
+    )
+}
+
+/// The `From ` line, the prefix, the escaped message, the blank line; then fsync.
+fn write_message(file: &File, sender: &str, prefix: &[u8], message: &mut dyn Read) -> std::io::Result<()> {
+    let mut w = std::io::BufWriter::new(file);
+    w.write_all(from_line(sender).as_bytes())?;
     w.write_all(prefix)?;
     let mut r = BufReader::new(message);
     let mut line = Vec::new();

@@ -38,16 +38,24 @@
 //! place), which survives the defer log being cleared at each attempt and is removed with
 //! the message. Null-sender mail gets no warning.
 //!
-//! Not built yet: slow start and per-destination failure throttling.
+//! Slow start and back-off per destination ([`feedback`]): a destination starts with
+//! `initial_destination_concurrency` parallel deliveries, gains one per delivery that
+//! reached it up to its limit, loses on connection-level failures, and after
+//! `default_destination_concurrency_failed_cohort_limit` failed cohorts is throttled
+//! "dead" for `minimal_backoff_time`: its mail is deferred without new connections while
+//! other destinations go on.
 //!
 //! Settings read: `qmgr_message_active_limit`, `qmgr_message_recipient_limit`,
 //! `default_process_limit`, `default_destination_concurrency_limit`,
+//! `initial_destination_concurrency`, `smtp_initial_destination_concurrency`,
+//! `default_destination_concurrency_failed_cohort_limit`,
 //! `default_destination_recipient_limit`, `local_destination_*`, `smtp_destination_*`,
 //! `minimal_backoff_time`, `maximal_backoff_time`, `queue_run_delay`,
 //! `maximal_queue_lifetime`, `ipc_timeout`, `delay_warning_time`.
 #![forbid(unsafe_code)]
 
 mod agent;
+mod feedback;
 mod notices;
 mod queue;
 mod schedule;

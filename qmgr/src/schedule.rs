@@ -1,7 +1,9 @@
 //! The active queue in memory and the scheduler: messages taken in from disk, their
 //! recipients resolved into per-destination queues, jobs handed out round-robin within
 //! the concurrency limits, results folded back, finished messages retired or deferred.
+//! Each destination's concurrency follows slow start and back-off ([`crate::feedback`]).
 
+use crate::feedback::{Window, site_failure};
 use crate::notices::{self, Failed};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -39,6 +41,7 @@ struct Dest {
     nexthop: String,
     queue: VecDeque<Entry>,
     active: usize,
+    window: Window,
 }
 
 struct Rcpt {
@@ -152,6 +155,10 @@ impl Qmgr {
                 self.want_incoming = true;
                 self.want_deferred = true;
                 self.flush = true;
+                // As Postfix's flush: dead destinations are tried again now.
+                for (key, d) in self.dests.iter_mut() {
+                    d.window = Window::new(self.s.initial_concurrency(&key.0));
+                }
             }
             _ => {}
         }
@@ -367,12 +374,14 @@ impl Qmgr {
                         route.nexthop.to_lowercase()
                     };
                     let key = (route.transport.clone(), dest);
+                    let initial = self.s.initial_concurrency(&route.transport);
                     let d = self.dests.entry(key.clone()).or_insert_with(|| {
                         self.rotation.push_back(key.clone());
                         Dest {
                             nexthop: route.nexthop.clone(),
                             queue: VecDeque::new(),
                             active: 0,
+                            window: Window::new(initial),
                         }
                     });
                     d.queue.push_back(Entry {
@@ -392,14 +401,17 @@ impl Qmgr {
 
     /// Hands out jobs, round-robin over destinations, within the limits.
     fn dispatch(&mut self, done: &Sender<JobDone>, waker: &Arc<mio::Waker>) {
+        self.suspend_dead();
         loop {
             let mut progress = false;
             let n = self.rotation.len();
+            let now = Instant::now();
             for _ in 0..n {
                 let Some(key) = self.rotation.pop_front() else { break };
                 let Some(d) = self.dests.get_mut(&key) else { continue };
                 if d.queue.is_empty() {
-                    if d.active == 0 {
+                    // A destination that failed is remembered for a while (feedback.rs).
+                    if d.active == 0 && !d.window.remembered(now) {
                         self.dests.remove(&key);
                     } else {
                         self.rotation.push_back(key);
@@ -407,7 +419,10 @@ impl Qmgr {
                     continue;
                 }
                 let t_active = self.transport_active.get(&key.0).copied().unwrap_or(0);
-                if d.active >= self.s.concurrency(&key.0) || t_active >= self.s.process_limit(&key.0) {
+                let allowed = d
+                    .window
+                    .allowed(now, self.s.initial_concurrency(&key.0), self.s.concurrency(&key.0));
+                if d.active >= allowed || t_active >= self.s.process_limit(&key.0) {
                     self.rotation.push_back(key);
                     continue;
                 }
@@ -488,11 +503,60 @@ impl Qmgr {
         agent::spawn_job(job_id, &transport, req, self.s.ipc_timeout, done.clone(), waker.clone());
     }
 
+    /// Defers, without a delivery attempt, the mail queued for destinations that are
+    /// throttled as dead.
+    fn suspend_dead(&mut self) {
+        let now = Instant::now();
+        let dead: Vec<DestKey> = self
+            .dests
+            .iter()
+            .filter(|(_, d)| !d.queue.is_empty() && d.window.dead(now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in dead {
+            let Some(d) = self.dests.get_mut(&key) else { continue };
+            let entries: Vec<Entry> = d.queue.drain(..).collect();
+            let (dsn, reason) = d.window.reason.clone();
+            let why = format!("delivery temporarily suspended: {reason}");
+            let mut finished = Vec::new();
+            for e in entries {
+                let Some(msg) = self.msgs.get_mut(&e.msg) else { continue };
+                defer_entry(msg, &e, &dsn, &why, queue::now_micros());
+                if msg.waiting == 0 && !finished.contains(&e.msg) {
+                    finished.push(e.msg);
+                }
+            }
+            for id in finished {
+                self.finish(id);
+            }
+        }
+    }
+
     /// Folds a finished job back in.
     pub fn job_done(&mut self, job_id: u64, result: Result<DeliverReply, String>) {
         let Some(job) = self.jobs.remove(&job_id) else { return };
         if let Some(d) = self.dests.get_mut(&job.key) {
             d.active = d.active.saturating_sub(1);
+            let initial = self.s.initial_concurrency(&job.key.0);
+            let limit = self.s.concurrency(&job.key.0);
+            match result.as_ref().ok().map(|r| (r, site_failure(r))) {
+                Some((_, None)) => d.window.success(initial, limit),
+                Some((_, Some((dsn, why)))) => {
+                    let dead_time = Duration::from_secs(self.s.min_backoff);
+                    if d.window
+                        .failure(&dsn, &why, self.s.cohort_limit, dead_time, Instant::now())
+                    {
+                        tracing::info!(
+                            "{}:{}: destination throttled (dead) for {}s: {why}",
+                            job.key.0,
+                            d.nexthop,
+                            self.s.min_backoff
+                        );
+                    }
+                }
+                // The agent failed, not the destination.
+                None => {}
+            }
         }
         if let Some(t) = self.transport_active.get_mut(&job.key.0) {
             *t = t.saturating_sub(1);
@@ -731,6 +795,31 @@ impl Qmgr {
 
 fn first_msg(e: &Entry) -> QueueId {
     e.msg
+}
+
+/// Defers one queued entry without a delivery attempt (its destination is dead): the log
+/// line, the defer-log entry, the bookkeeping of a finished entry.
+fn defer_entry(msg: &mut Msg, e: &Entry, dsn: &str, why: &str, now: u64) {
+    msg.waiting = msg.waiting.saturating_sub(1);
+    let Some(r) = msg.rcpts.get_mut(e.rcpt) else { return };
+    r.routes_left = r.routes_left.saturating_sub(1);
+    r.temp = true;
+    let line = status_line(
+        &e.address,
+        &r.address,
+        "none",
+        [msg.arrival_micros, msg.active_micros, now, now, now],
+        dsn,
+        "deferred",
+        why,
+    );
+    tracing::info!(queue_id = e.msg.as_str(), "{line}");
+    msg.temp.push(Deferred {
+        index: r.index,
+        address: e.address.clone(),
+        dsn: dsn.to_string(),
+        reason: why.to_string(),
+    });
 }
 
 /// `5.1.1 text` → (`5.1.1`, `text`); without a leading DSN, the default.

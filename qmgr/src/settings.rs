@@ -22,6 +22,10 @@ pub struct Settings {
     local_rcpt: usize,
     smtp_conc: usize,
     smtp_rcpt: usize,
+    initial_conc: usize,
+    smtp_initial_conc: usize,
+    /// Failed cohorts after which a destination is throttled as dead.
+    pub cohort_limit: f64,
     /// Back-off bounds.
     pub min_backoff: u64,
     /// Back-off bounds.
@@ -58,6 +62,9 @@ impl Settings {
             local_rcpt: m.local_destination_recipient_limit.max(1) as usize,
             smtp_conc: m.smtp_destination_concurrency_limit.max(1) as usize,
             smtp_rcpt: m.smtp_destination_recipient_limit.max(1) as usize,
+            initial_conc: m.initial_destination_concurrency.max(1) as usize,
+            smtp_initial_conc: m.smtp_initial_destination_concurrency as usize,
+            cohort_limit: f64::from(m.default_destination_concurrency_failed_cohort_limit.max(1)),
             min_backoff: m.minimal_backoff_time.0.max(1),
             max_backoff: m.maximal_backoff_time.0.max(m.minimal_backoff_time.0).max(1),
             queue_run_delay: Duration::from_secs(m.queue_run_delay.0.max(1)),
@@ -74,6 +81,16 @@ impl Settings {
             "smtp" => self.smtp_conc,
             _ => self.default_conc,
         }
+    }
+
+    /// Parallel jobs to a destination of `transport` at first (slow start), at most the
+    /// concurrency limit.
+    pub fn initial_concurrency(&self, transport: &str) -> usize {
+        let initial = match transport {
+            "smtp" if self.smtp_initial_conc > 0 => self.smtp_initial_conc,
+            _ => self.initial_conc,
+        };
+        initial.clamp(1, self.concurrency(transport))
     }
 
     /// Recipients per job for `transport`.

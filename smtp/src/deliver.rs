@@ -2,10 +2,13 @@
 //! order until one takes the transaction ([`crate::session`]), and give every recipient an
 //! outcome: the server's reply (2xx sent, 4xx deferred, 5xx bounced), or — when no
 //! address could be used — the last error, deferred unless every server refused with
-//! 5xx. The remote reply is kept word for word for the log and the bounce.
+//! 5xx. The remote reply is kept word for word for the log and the bounce. The nexthop's
+//! TLS policy comes from [`crate::policy`]; a policy that cannot be met (TLS required but
+//! not offered, a certificate that does not verify) defers, as in Postfix.
 
 use crate::lookup::{Dns, LookupError, Nexthop};
 use crate::session::{Params, Session, SessionError};
+use crate::tls::Policy;
 use postern_lib::agent::Job;
 use postern_lib::queue_file::attr;
 use std::time::{Duration, Instant};
@@ -33,24 +36,61 @@ fn reuse(cache: &mut Option<Cached>, nexthop: &str, limit: Duration) -> Option<S
     None
 }
 
-/// Delivers the pending recipients of `job`, reusing `cache` when it holds a session to the
-/// same nexthop and leaving the session there afterwards.
-pub fn deliver(job: &mut Job, dns: &Dns, params: &Params, cache: &mut Option<Cached>, cache_limit: Duration) {
+/// Keeps `session` for the next job to `nexthop`, or says goodbye when the cache is off.
+fn park(cache: &mut Option<Cached>, nexthop: &str, session: Session, limit: Duration) {
+    if limit.is_zero() {
+        session.quit();
+        return;
+    }
+    *cache = Some(Cached {
+        nexthop: nexthop.to_string(),
+        session,
+        since: Instant::now(),
+    });
+}
+
+/// The connection cache and its time limit.
+pub struct Cache<'a> {
+    /// The kept session.
+    pub slot: &'a mut Option<Cached>,
+    /// `smtp_connection_cache_time_limit`.
+    pub limit: Duration,
+}
+
+/// Delivers the pending recipients of `job` under the nexthop's TLS `policy` (or defers
+/// them with the policy error), reusing the cached session when it goes to the same
+/// nexthop and leaving the session there afterwards.
+pub fn deliver(job: &mut Job, dns: &Dns, params: &Params, policy: Result<Policy, String>, cache: Cache<'_>) {
     let pending = job.pending();
     if pending.is_empty() {
         return;
     }
+    let relay_none = "none";
+    let policy = match policy {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(queue_id = %job.req.queue_id, "{e}");
+            for p in pending {
+                job.complete(p, 451, "4.7.5", &format!("TLS policy lookup error: {e}"), relay_none);
+            }
+            return;
+        }
+    };
+    let Cache { slot: cache, limit } = cache;
     let nexthop = job.req.nexthop.clone();
-    if let Some(session) = reuse(cache, &nexthop, cache_limit) {
-        let target = session.target.clone();
-        match attempt(job, &pending, session, &target, cache, &nexthop) {
+    if let Some(session) = reuse(cache, &nexthop, limit) {
+        match attempt(job, &pending, session, (cache, limit), &nexthop) {
             Attempt::Done => return,
             // The cached connection broke before anything was sent: start afresh.
             Attempt::NotStarted(_) => {}
         }
     }
-    let relay_none = "none";
-    let targets = match Nexthop::parse(&nexthop).and_then(|n| dns.targets(&n)) {
+    let parsed = Nexthop::parse_for(&nexthop, params.lmtp);
+    let name = match &parsed {
+        Ok(Nexthop::Domain(d)) | Ok(Nexthop::Host(d, _)) => d.clone(),
+        _ => String::new(),
+    };
+    let targets = match parsed.and_then(|n| dns.targets(&n)) {
         Ok(t) => t,
         Err(e) => {
             let (code, dsn) = match &e {
@@ -64,30 +104,39 @@ pub fn deliver(job: &mut Job, dns: &Dns, params: &Params, cache: &mut Option<Cac
             return;
         }
     };
-    let mut last: Option<SessionError> = None;
+    // The last failure and its text for the log and the bounce.
+    let mut last: Option<(SessionError, String)> = None;
     let mut all_refused_permanently = true;
     for target in &targets {
-        let session = match Session::open(target, params) {
+        let session = match Session::open(target, params, &policy, &name) {
             Ok(s) => s,
             Err(e) => {
-                tracing::info!(queue_id = %job.req.queue_id, "connect to {}[{}]: {e}", target.host, target.addr);
+                let text = match &e {
+                    SessionError::Refused(r) => {
+                        format!("host {} refused to talk to me: {}", target.name(), r.one_line())
+                    }
+                    other => other.to_string(),
+                };
+                tracing::info!(queue_id = %job.req.queue_id, "{text}");
                 all_refused_permanently &= !e.is_temporary();
-                last = Some(e);
+                last = Some((e, text));
                 continue;
             }
         };
-        match attempt(job, &pending, session, target, cache, &nexthop) {
+        match attempt(job, &pending, session, (cache, limit), &nexthop) {
             Attempt::Done => return,
             Attempt::NotStarted(e) => {
                 all_refused_permanently &= !e.is_temporary();
-                last = Some(e);
+                let text = e.to_string();
+                last = Some((e, text));
             }
         }
     }
     let (code, dsn, text) = match last {
-        Some(SessionError::Refused(r)) if all_refused_permanently => (r.code, r.dsn(), r.one_line()),
-        Some(SessionError::Tls(t)) => (451, "4.7.5".to_string(), format!("TLS is required, but {t}")),
-        Some(e) => (451, "4.4.1".to_string(), e.to_string()),
+        Some((SessionError::Refused(r), text)) if all_refused_permanently => (r.code, r.dsn(), text),
+        Some((SessionError::Tls(t), _)) if t.contains("was not offered") => (451, "4.7.4".to_string(), t),
+        Some((SessionError::Tls(t), _)) => (451, "4.7.5".to_string(), t),
+        Some((_, text)) => (451, "4.4.1".to_string(), text),
         None => (451, "4.4.1".to_string(), "no address to connect to".to_string()),
     };
     for p in pending {
@@ -95,7 +144,7 @@ pub fn deliver(job: &mut Job, dns: &Dns, params: &Params, cache: &mut Option<Cac
     }
 }
 
-/// `SIZE=`, `BODY=8BITMIME` and `SMTPUTF8` as the server supports them.
+/// `SIZE=`, `BODY=8BITMIME`, `SMTPUTF8` and the DSN parameters as the server supports them.
 fn mail_params(job: &Job, session: &Session, size: u64) -> String {
     let mut out = String::new();
     if session.has("SIZE") {
@@ -112,7 +161,26 @@ fn mail_params(job: &Job, session: &Session, size: u64) -> String {
     if attrs.contains_key(attr::SMTPUTF8) && session.has("SMTPUTF8") {
         out.push_str(" SMTPUTF8");
     }
+    if session.has("DSN") {
+        out.push_str(&crate::dsn::mail_params(&job.qf.envelope));
+    }
     out
+}
+
+/// Each pending recipient with its RCPT parameters (DSN, when the server supports it).
+fn rcpt_args(job: &Job, pending: &[usize], session: &Session) -> Vec<(String, String)> {
+    let dsn = session.has("DSN");
+    pending
+        .iter()
+        .map(|&p| {
+            let r = &job.req.recipients[p];
+            let params = match job.qf.recipients.get(r.index) {
+                Some(rec) if dsn => crate::dsn::rcpt_params(&rec.spec),
+                _ => String::new(),
+            };
+            (r.address.clone(), params)
+        })
+        .collect()
 }
 
 /// How one attempt over one session ended.
@@ -131,12 +199,12 @@ fn attempt(
     job: &mut Job,
     pending: &[usize],
     mut session: Session,
-    target: &crate::lookup::Target,
-    cache: &mut Option<Cached>,
+    (cache, cache_limit): (&mut Option<Cached>, Duration),
     nexthop: &str,
 ) -> Attempt {
     let reused = session.reused;
-    let relay = format!("{}[{}]:{}", target.host, target.addr.ip(), target.addr.port());
+    let target = session.target.clone();
+    let relay = target.relay();
     let size = job.qf.content_len();
     if let Some(limit) = session.size_limit()
         && size > limit
@@ -145,11 +213,7 @@ fn attempt(
         for &p in pending {
             job.complete(p, 552, "5.3.4", &text, &relay);
         }
-        *cache = Some(Cached {
-            nexthop: nexthop.to_string(),
-            session,
-            since: Instant::now(),
-        });
+        park(cache, nexthop, session, cache_limit);
         return Attempt::Done;
     }
     let params_text = mail_params(job, &session, size);
@@ -162,14 +226,14 @@ fn attempt(
             return Attempt::Done;
         }
     };
-    let recipients: Vec<String> = pending.iter().map(|&p| job.req.recipients[p].address.clone()).collect();
+    let recipients = rcpt_args(job, pending, &session);
     match session.transaction(&job.req.sender.clone(), &params_text, &recipients, &mut content) {
         Ok(replies) => {
             for (&p, reply) in pending.iter().zip(&replies) {
                 let text = if reply.is_positive() {
                     reply.one_line()
                 } else {
-                    format!("host {}[{}] said: {}", target.host, target.addr.ip(), reply.one_line())
+                    format!("host {} said: {}", target.name(), reply.one_line())
                 };
                 let code = if reply.is_positive() || reply.is_transient() || reply.code >= 500 {
                     reply.code
@@ -179,11 +243,7 @@ fn attempt(
                 job.complete(p, code, &reply.dsn(), &text, &relay);
             }
             session.reused = true;
-            *cache = Some(Cached {
-                nexthop: nexthop.to_string(),
-                session,
-                since: Instant::now(),
-            });
+            park(cache, nexthop, session, cache_limit);
             Attempt::Done
         }
         Err(e) if reused => Attempt::NotStarted(e),

@@ -6,6 +6,10 @@
 //!   accepts no mail: a permanent failure.
 //! * `[host]` or `[host]:port`: no MX lookup, the host's addresses (or a literal address).
 //! * `host:port`: same as `[host]:port` (used for relayhost and transport nexthops).
+//! * `unix:/path`: a Unix-domain socket (LMTP to a local mailbox server).
+//!
+//! The port when none is given is 25 for SMTP and 24 for LMTP; LMTP never looks up MX
+//! records (a plain domain is a host, as in Postfix's lmtp).
 //!
 //! hickory-resolver is async-only: the lookups run on a current-thread tokio runtime that
 //! exists inside this one process only to wait on DNS; nothing else is async. Name servers
@@ -17,10 +21,31 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::{Resolver, TokioResolver};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The SMTP port.
 pub const SMTP_PORT: u16 = 25;
+/// The LMTP port (RFC 2033).
+pub const LMTP_PORT: u16 = 24;
+
+/// Where to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addr {
+    /// TCP.
+    Inet(SocketAddr),
+    /// A Unix-domain socket.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Inet(a) => write!(f, "{a}"),
+            Addr::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
 
 /// One address to try, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +53,25 @@ pub struct Target {
     /// The host name (MX exchange or nexthop host), for logs and TLS SNI.
     pub host: String,
     /// Where to connect.
-    pub addr: SocketAddr,
+    pub addr: Addr,
+}
+
+impl Target {
+    /// The `relay=` text of the log: `host[ip]:port`, or `host[/path]` for a socket.
+    pub fn relay(&self) -> String {
+        match &self.addr {
+            Addr::Inet(a) => format!("{}[{}]:{}", self.host, a.ip(), a.port()),
+            Addr::Unix(p) => format!("{}[{}]", self.host, p.display()),
+        }
+    }
+
+    /// `host[ip]` or `host[/path]`, as replies are attributed (`host X[1.2.3.4] said:`).
+    pub fn name(&self) -> String {
+        match &self.addr {
+            Addr::Inet(a) => format!("{}[{}]", self.host, a.ip()),
+            Addr::Unix(p) => format!("{}[{}]", self.host, p.display()),
+        }
+    }
 }
 
 /// Why there is nowhere to send the mail.
@@ -56,18 +99,28 @@ pub enum Nexthop {
     Domain(String),
     /// Connect to this host (no MX) on this port.
     Host(String, u16),
+    /// Connect to this Unix-domain socket.
+    Unix(PathBuf),
 }
 
 impl Nexthop {
-    /// Parses `domain`, `[host]`, `[host]:port` or `host:port`.
-    pub fn parse(text: &str) -> Result<Nexthop, LookupError> {
+    /// Parses `domain`, `[host]`, `[host]:port`, `host:port` or `unix:/path`, for SMTP or
+    /// (`lmtp`) LMTP: default port 24, no MX lookup.
+    pub fn parse_for(text: &str, lmtp: bool) -> Result<Nexthop, LookupError> {
         let bad = || LookupError::BadNexthop(text.to_string());
+        if let Some(path) = text.trim().strip_prefix("unix:") {
+            if !path.starts_with('/') || path.len() > 100 {
+                return Err(bad());
+            }
+            return Ok(Nexthop::Unix(PathBuf::from(path)));
+        }
+        let default_port = if lmtp { LMTP_PORT } else { SMTP_PORT };
         let t = text.trim().trim_end_matches('.');
         if let Some(rest) = t.strip_prefix('[') {
             let (host, after) = rest.split_once(']').ok_or_else(bad)?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| bad())?,
-                None if after.is_empty() => SMTP_PORT,
+                None if after.is_empty() => default_port,
                 None => return Err(bad()),
             };
             return Ok(Nexthop::Host(host.to_ascii_lowercase(), port));
@@ -80,6 +133,9 @@ impl Nexthop {
         }
         if t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
             return Err(bad());
+        }
+        if lmtp {
+            return Ok(Nexthop::Host(t.to_ascii_lowercase(), default_port));
         }
         Ok(Nexthop::Domain(t.to_ascii_lowercase()))
     }
@@ -133,6 +189,10 @@ impl Dns {
     pub fn targets(&self, nexthop: &Nexthop) -> Result<Vec<Target>, LookupError> {
         match nexthop {
             Nexthop::Host(host, port) => self.host_targets(host, *port),
+            Nexthop::Unix(path) => Ok(vec![Target {
+                host: "localhost".into(),
+                addr: Addr::Unix(path.clone()),
+            }]),
             Nexthop::Domain(domain) => {
                 let exchanges = self.mx(domain)?;
                 if exchanges.is_empty() {
@@ -188,7 +248,7 @@ impl Dns {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![Target {
                 host: host.to_string(),
-                addr: SocketAddr::new(ip, port),
+                addr: Addr::Inet(SocketAddr::new(ip, port)),
             }]);
         }
         let fqdn = format!("{host}.");
@@ -198,7 +258,7 @@ impl Dns {
                     .iter()
                     .map(|ip| Target {
                         host: host.to_string(),
-                        addr: SocketAddr::new(ip, port),
+                        addr: Addr::Inet(SocketAddr::new(ip, port)),
                     })
                     .collect();
                 if addrs.is_empty() {
@@ -257,24 +317,37 @@ mod tests {
     #[test]
     fn nexthops() {
         assert_eq!(
-            Nexthop::parse("Example.TEST.").unwrap(),
+            Nexthop::parse_for("Example.TEST.", false).unwrap(),
             Nexthop::Domain("example.test".into())
         );
         assert_eq!(
-            Nexthop::parse("[mx.example.test]").unwrap(),
+            Nexthop::parse_for("[mx.example.test]", false).unwrap(),
             Nexthop::Host("mx.example.test".into(), 25)
         );
         assert_eq!(
-            Nexthop::parse("[127.0.0.1]:2526").unwrap(),
+            Nexthop::parse_for("[127.0.0.1]:2526", false).unwrap(),
             Nexthop::Host("127.0.0.1".into(), 2526)
         );
         assert_eq!(
-            Nexthop::parse("relay.test:587").unwrap(),
+            Nexthop::parse_for("relay.test:587", false).unwrap(),
             Nexthop::Host("relay.test".into(), 587)
         );
-        assert!(Nexthop::parse("[x]y").is_err());
-        assert!(Nexthop::parse("a b").is_err());
-        assert!(Nexthop::parse("[h]:99999").is_err());
+        assert!(Nexthop::parse_for("[x]y", false).is_err());
+        assert!(Nexthop::parse_for("a b", false).is_err());
+        assert!(Nexthop::parse_for("[h]:99999", false).is_err());
+        assert_eq!(
+            Nexthop::parse_for("unix:/run/lmtp.sock", false).unwrap(),
+            Nexthop::Unix("/run/lmtp.sock".into())
+        );
+        assert!(Nexthop::parse_for("unix:relative", false).is_err());
+        assert_eq!(
+            Nexthop::parse_for("mail.test", true).unwrap(),
+            Nexthop::Host("mail.test".into(), 24)
+        );
+        assert_eq!(
+            Nexthop::parse_for("[127.0.0.1]", true).unwrap(),
+            Nexthop::Host("127.0.0.1".into(), 24)
+        );
     }
 
     #[test]

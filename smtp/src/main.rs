@@ -12,24 +12,30 @@
 //! RFCs: 5321 (SMTP), 3207 (STARTTLS), 1870 (SIZE), 6152 (8BITMIME), 6531 (SMTPUTF8),
 //! 2033 (LMTP), 2920 (PIPELINING), 7505 (null MX).
 //!
-//! Settings read: `smtp_helo_name`, `smtp_connect_timeout`, `smtp_timeout`,
-//! `smtp_tls_security_level`, `smtp_dns_servers`, `myhostname`.
+//! Settings read: `smtp_helo_name`, `smtp_connect_timeout`, `smtp_helo_timeout`,
+//! `smtp_timeout`, `smtp_tls_security_level`, `smtp_tls_policy_maps`, `smtp_tls_CAfile`,
+//! `smtp_dns_servers`, `smtp_connection_cache_time_limit`, `myhostname`.
 //!
 //! Security: unprivileged, no listening on the network; replies from servers are bounded;
-//! a server that stalls costs this process `smtp_timeout` and nothing else.
+//! a server that stalls costs this process `smtp_helo_timeout`/`smtp_timeout` and nothing
+//! else.
 //!
 //! PIPELINING (RFC 2920) is used when the server offers it, and each process keeps its
 //! last session open for `smtp_connection_cache_time_limit` for the next job to the
-//! same nexthop (RSET before reuse).
+//! same nexthop (RSET before reuse; 0 closes it at once). DSN parameters go onward when
+//! the server offers DSN ([`dsn`]). The TLS level is per nexthop ([`policy`]).
 //!
-//! Settings also read: `smtp_connection_cache_time_limit`.
+//! LMTP (service named `lmtp`): LHLO, one reply per accepted recipient after DATA, port 24
+//! by default, no MX lookup, and `unix:/path` nexthops for a local mailbox server.
 //!
-//! Not yet: DSN parameters towards the next hop, per-destination TLS policy tables,
-//! DANE/MTA-STS, a connection cache shared between processes.
+//! Not yet: DANE/MTA-STS, a connection cache shared between processes (the cache is per
+//! process), "relayed" success notices for NOTIFY=SUCCESS when the next hop lacks DSN.
 #![forbid(unsafe_code)]
 
 mod deliver;
+mod dsn;
 mod lookup;
+mod policy;
 mod reply;
 mod session;
 mod tls;
@@ -42,6 +48,7 @@ use std::time::Duration;
 struct Agent {
     dns: lookup::Dns,
     params: session::Params,
+    policies: policy::PolicyMaps,
     cache: Option<deliver::Cached>,
     cache_limit: Duration,
 }
@@ -52,11 +59,17 @@ fn main() -> ExitCode {
             let Agent {
                 dns,
                 params,
+                policies,
                 cache,
                 cache_limit,
             } = agent;
             postern_lib::agent::serve(s, Duration::from_secs(3600), |job| {
-                deliver::deliver(job, dns, params, cache, *cache_limit)
+                let policy = policies.lookup(&job.req.nexthop);
+                let cache = deliver::Cache {
+                    slot: cache,
+                    limit: *cache_limit,
+                };
+                deliver::deliver(job, dns, params, policy, cache)
             });
         }
     })
@@ -66,17 +79,29 @@ fn init(ctx: &Context) -> Result<Agent, String> {
     let m = &ctx.main;
     let io_timeout = m.smtp_timeout.duration();
     let dns = lookup::Dns::new(&m.smtp_dns_servers, Duration::from_secs(10))?;
+    let dir = &ctx.config.dir;
+    let ca_file = (!m.smtp_tls_ca_file.trim().is_empty()).then(|| dir.join(m.smtp_tls_ca_file.trim()));
+    let lmtp = ctx.service.starts_with("lmtp/");
     let params = session::Params {
         helo_name: m.smtp_helo_name.clone(),
         connect_timeout: m.smtp_connect_timeout.duration(),
         io_timeout,
-        tls_level: tls::Level::parse(&m.smtp_tls_security_level)?,
-        tls: tls::Configs::new()?,
-        lmtp: ctx.service.starts_with("lmtp/"),
+        helo_timeout: m.smtp_helo_timeout.duration(),
+        tls: tls::Configs::new(ca_file.as_deref())?,
+        lmtp,
     };
+    let tables: Vec<_> = m
+        .smtp_tls_policy_maps
+        .iter()
+        .filter(|n| !n.trim().is_empty())
+        .map(|n| dir.join(n.trim()))
+        .collect();
+    let default_port = if lmtp { lookup::LMTP_PORT } else { lookup::SMTP_PORT };
+    let policies = policy::PolicyMaps::new(&tables, tls::Level::parse(&m.smtp_tls_security_level)?, default_port)?;
     Ok(Agent {
         dns,
         params,
+        policies,
         cache: None,
         cache_limit: m.smtp_connection_cache_time_limit.duration(),
     })

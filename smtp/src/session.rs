@@ -2,26 +2,31 @@
 //! LHLO for LMTP), STARTTLS per the TLS level, then transactions: MAIL, RCPT per
 //! recipient, DATA with the content dot-stuffed and LF turned into CRLF, one reply per
 //! transaction (SMTP) or per accepted recipient (LMTP, RFC 2033). Blocking I/O with a
-//! timeout on every read and write, so a server that hangs costs this one delivery
-//! process its timeout and nothing else.
+//! timeout on every read and write (`smtp_helo_timeout` for the greeting and EHLO,
+//! `smtp_timeout` after), so a server that hangs costs this one delivery process its
+//! timeout and nothing else; the error says where, in Postfix's words (`conversation with
+//! host[addr] timed out while receiving the initial server greeting`).
 //!
 //! Attacks that shaped it: a server sending data right after `220 Ready to start TLS`
 //! (a command-injection attempt, CVE-2011-0411 style) ends the session; replies are
 //! bounded in length and lines ([`crate::reply`]).
 
-use crate::lookup::Target;
+use crate::lookup::{Addr, Target};
 use crate::reply::{MAX_LINE, Reply, read_reply};
-use crate::tls::Level;
+use crate::tls::Policy;
 use postern_lib::line::{DotStuffer, LineReader};
 use rustls::pki_types::ServerName;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 /// The byte stream, plain or TLS.
 pub enum Conn {
     /// Cleartext.
     Plain(TcpStream),
+    /// A Unix-domain socket (LMTP to a local server).
+    Unix(UnixStream),
     /// After STARTTLS.
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
     /// Only while the stream moves into TLS.
@@ -36,7 +41,23 @@ impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Conn::Plain(s) => s.read(buf),
+            Conn::Unix(s) => s.read(buf),
             Conn::Tls(s) => s.read(buf),
+            Conn::Closed => Err(closed()),
+        }
+    }
+}
+
+impl Conn {
+    /// Sets the read and write timeout.
+    fn set_timeout(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.set_read_timeout(Some(t)).and_then(|_| s.set_write_timeout(Some(t))),
+            Conn::Unix(s) => s.set_read_timeout(Some(t)).and_then(|_| s.set_write_timeout(Some(t))),
+            Conn::Tls(s) => s
+                .sock
+                .set_read_timeout(Some(t))
+                .and_then(|_| s.sock.set_write_timeout(Some(t))),
             Conn::Closed => Err(closed()),
         }
     }
@@ -46,6 +67,7 @@ impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Conn::Plain(s) => s.write(buf),
+            Conn::Unix(s) => s.write(buf),
             Conn::Tls(s) => s.write(buf),
             Conn::Closed => Err(closed()),
         }
@@ -53,6 +75,7 @@ impl Write for Conn {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Conn::Plain(s) => s.flush(),
+            Conn::Unix(s) => s.flush(),
             Conn::Tls(s) => s.flush(),
             Conn::Closed => Err(closed()),
         }
@@ -82,7 +105,7 @@ impl std::fmt::Display for SessionError {
         match self {
             SessionError::Io(e) => write!(f, "{e}"),
             SessionError::Refused(r) => write!(f, "host refused: {}", r.one_line()),
-            SessionError::Tls(e) => write!(f, "TLS is required, but {e}"),
+            SessionError::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -96,8 +119,8 @@ pub struct Params {
     pub connect_timeout: Duration,
     /// Timeout of each read and write.
     pub io_timeout: Duration,
-    /// TLS level.
-    pub tls_level: Level,
+    /// Timeout of the greeting and the EHLO exchange.
+    pub helo_timeout: Duration,
     /// TLS configs.
     pub tls: crate::tls::Configs,
     /// Speak LMTP instead of SMTP.
@@ -116,27 +139,41 @@ pub struct Session {
     /// Who we talk to.
     pub target: Target,
     lmtp: bool,
+    /// What the session is doing, for the error text of a timeout or a lost connection.
+    stage: &'static str,
 }
 
 fn io_err(e: io::Error) -> SessionError {
     SessionError::Io(e.to_string())
 }
 
+/// Whether an I/O error is a timeout.
+fn timed_out(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
 impl Session {
-    /// Connects and gets the session ready: greeting, EHLO, STARTTLS when the level asks.
-    pub fn open(target: &Target, p: &Params) -> Result<Session, SessionError> {
-        let tcp = TcpStream::connect_timeout(&target.addr, p.connect_timeout)
-            .map_err(|e| SessionError::Io(format!("connect to {}[{}]: {e}", target.host, target.addr)))?;
-        tcp.set_read_timeout(Some(p.io_timeout)).map_err(io_err)?;
-        tcp.set_write_timeout(Some(p.io_timeout)).map_err(io_err)?;
-        let _ = tcp.set_nodelay(true);
+    /// Connects and gets the session ready: greeting, EHLO, STARTTLS as `policy` asks
+    /// (`nexthop` is the nexthop's domain or host, for certificate name matching).
+    pub fn open(target: &Target, p: &Params, policy: &Policy, nexthop: &str) -> Result<Session, SessionError> {
+        let refused = |e: io::Error| SessionError::Io(format!("connect to {}[{}]: {e}", target.host, target.addr));
+        let conn = match &target.addr {
+            Addr::Inet(a) => {
+                let tcp = TcpStream::connect_timeout(a, p.connect_timeout).map_err(refused)?;
+                let _ = tcp.set_nodelay(true);
+                Conn::Plain(tcp)
+            }
+            Addr::Unix(path) => Conn::Unix(UnixStream::connect(path).map_err(refused)?),
+        };
+        conn.set_timeout(p.helo_timeout).map_err(io_err)?;
         let mut s = Session {
-            reader: LineReader::new(Conn::Plain(tcp), MAX_LINE),
+            reader: LineReader::new(conn, MAX_LINE),
             extensions: Vec::new(),
             tls: false,
             reused: false,
             target: target.clone(),
             lmtp: p.lmtp,
+            stage: "receiving the initial server greeting",
         };
         let greeting = s.reply()?;
         if greeting.code != 220 {
@@ -144,15 +181,18 @@ impl Session {
         }
         s.hello(&p.helo_name)?;
         let offered = s.has("STARTTLS");
-        if p.tls_level != Level::None && offered {
-            s.starttls(p)?;
+        let unix = matches!(target.addr, Addr::Unix(_));
+        if policy.level != crate::tls::Level::None && offered && !unix {
+            s.starttls(p, policy, nexthop)?;
             s.hello(&p.helo_name)?;
-        } else if p.tls_level.required() {
+        } else if policy.level.required() {
             return Err(SessionError::Tls(format!(
-                "was not offered by host {}[{}]",
-                target.host, target.addr
+                "TLS is required, but was not offered by host {}",
+                target.name()
             )));
         }
+        s.reader.get_ref().set_timeout(p.io_timeout).map_err(io_err)?;
+        s.stage = "sending message";
         Ok(s)
     }
 
@@ -174,6 +214,7 @@ impl Session {
 
     fn hello(&mut self, name: &str) -> Result<(), SessionError> {
         let verb = if self.lmtp { "LHLO" } else { "EHLO" };
+        self.stage = "performing the EHLO handshake";
         let r = self.command(&format!("{verb} {name}"))?;
         if r.is_positive() {
             self.extensions = r.lines.iter().skip(1).map(|l| l.trim().to_ascii_uppercase()).collect();
@@ -190,11 +231,16 @@ impl Session {
         Ok(())
     }
 
-    fn starttls(&mut self, p: &Params) -> Result<(), SessionError> {
+    fn starttls(&mut self, p: &Params, policy: &Policy, nexthop: &str) -> Result<(), SessionError> {
+        self.stage = "performing the STARTTLS handshake";
         let r = self.command("STARTTLS")?;
         if r.code != 220 {
-            return if p.tls_level.required() {
-                Err(SessionError::Tls(format!("STARTTLS was refused: {}", r.one_line())))
+            return if policy.level.required() {
+                Err(SessionError::Tls(format!(
+                    "TLS is required, but host {} refused to start TLS: {}",
+                    self.target.name(),
+                    r.one_line()
+                )))
             } else {
                 Err(SessionError::Refused(r))
             };
@@ -208,17 +254,28 @@ impl Session {
         let Conn::Plain(tcp) = reader.into_inner() else {
             return Err(SessionError::Tls("STARTTLS inside TLS".into()));
         };
+        let ip = match &self.target.addr {
+            Addr::Inet(a) => a.ip().to_string(),
+            Addr::Unix(_) => String::new(),
+        };
         let name = ServerName::try_from(self.target.host.clone())
-            .or_else(|_| ServerName::try_from(self.target.addr.ip().to_string()))
+            .or_else(|_| ServerName::try_from(ip))
             .map_err(|e| SessionError::Tls(format!("bad server name: {e}")))?;
-        let conn = rustls::ClientConnection::new(p.tls.for_level(p.tls_level), name)
-            .map_err(|e| SessionError::Tls(e.to_string()))?;
+        let config = p
+            .tls
+            .for_policy(policy, &self.target.host, nexthop)
+            .map_err(SessionError::Tls)?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(|e| SessionError::Tls(e.to_string()))?;
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         while stream.conn.is_handshaking() {
-            stream
-                .conn
-                .complete_io(&mut stream.sock)
-                .map_err(|e| SessionError::Tls(format!("handshake failed: {e}")))?;
+            if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
+                let why = if policy.level.verified() && e.kind() == io::ErrorKind::InvalidData {
+                    format!("Server certificate not verified: {e}")
+                } else {
+                    format!("Cannot start TLS: handshake failure: {e}")
+                };
+                return Err(SessionError::Tls(format!("{why} (host {})", self.target.name())));
+            }
         }
         self.reader = LineReader::new(Conn::Tls(Box::new(stream)), MAX_LINE);
         self.tls = true;
@@ -228,37 +285,54 @@ impl Session {
     /// Sends one command line and reads its reply.
     pub fn command(&mut self, line: &str) -> Result<Reply, SessionError> {
         let w = self.reader.get_mut();
-        w.write_all(line.as_bytes())
+        let sent = w
+            .write_all(line.as_bytes())
             .and_then(|_| w.write_all(b"\r\n"))
-            .and_then(|_| w.flush())
-            .map_err(io_err)?;
+            .and_then(|_| w.flush());
+        sent.map_err(|e| self.failed(e))?;
         self.reply()
     }
 
     fn reply(&mut self) -> Result<Reply, SessionError> {
-        read_reply(&mut self.reader).map_err(io_err)
+        read_reply(&mut self.reader).map_err(|e| self.failed(e))
     }
 
-    /// One mail transaction. Returns the reply for each recipient, in order; `Err` when
-    /// the session broke mid-way (the caller defers what has no final reply).
+    /// The error for a failed read or write, naming the stage of a timeout.
+    fn failed(&self, e: io::Error) -> SessionError {
+        if timed_out(&e) {
+            SessionError::Io(format!(
+                "conversation with {} timed out while {}",
+                self.target.name(),
+                self.stage
+            ))
+        } else {
+            io_err(e)
+        }
+    }
+
+    /// One mail transaction; each recipient is `(address, RCPT parameters)`. Returns the
+    /// reply for each recipient, in order; `Err` when the session broke mid-way (the
+    /// caller defers what has no final reply).
     pub fn transaction(
         &mut self,
         sender: &str,
         mail_params: &str,
-        recipients: &[String],
+        recipients: &[(String, String)],
         content: &mut dyn Read,
     ) -> Result<Vec<Reply>, SessionError> {
         if self.has("PIPELINING") {
             return self.pipelined(sender, mail_params, recipients, content);
         }
+        self.stage = "sending MAIL FROM";
         let mail = self.command(&format!("MAIL FROM:<{sender}>{mail_params}"))?;
         if !mail.is_positive() {
             let _ = self.command("RSET");
             return Ok(vec![mail; recipients.len()]);
         }
         let mut replies = Vec::with_capacity(recipients.len());
-        for r in recipients {
-            replies.push(self.command(&format!("RCPT TO:<{r}>"))?);
+        self.stage = "sending RCPT TO";
+        for (r, params) in recipients {
+            replies.push(self.command(&format!("RCPT TO:<{r}>{params}"))?);
         }
         let accepted: Vec<usize> = replies
             .iter()
@@ -270,6 +344,7 @@ impl Session {
             let _ = self.command("RSET");
             return Ok(replies);
         }
+        self.stage = "sending DATA command";
         let data = self.command("DATA")?;
         self.after_data(data, &accepted, replies, content)
     }
@@ -281,16 +356,18 @@ impl Session {
         &mut self,
         sender: &str,
         mail_params: &str,
-        recipients: &[String],
+        recipients: &[(String, String)],
         content: &mut dyn Read,
     ) -> Result<Vec<Reply>, SessionError> {
         let mut batch = format!("MAIL FROM:<{sender}>{mail_params}\r\n");
-        for r in recipients {
-            batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        for (r, params) in recipients {
+            batch.push_str(&format!("RCPT TO:<{r}>{params}\r\n"));
         }
         batch.push_str("DATA\r\n");
+        self.stage = "sending MAIL FROM";
         let w = self.reader.get_mut();
-        w.write_all(batch.as_bytes()).and_then(|_| w.flush()).map_err(io_err)?;
+        let sent = w.write_all(batch.as_bytes()).and_then(|_| w.flush());
+        sent.map_err(|e| self.failed(e))?;
         let mail = self.reply()?;
         let mut replies = Vec::with_capacity(recipients.len());
         for _ in recipients {
@@ -336,7 +413,9 @@ impl Session {
             let _ = self.command("RSET");
             return Ok(replies);
         }
+        self.stage = "sending message body";
         self.send_content(content)?;
+        self.stage = "sending end of data -- message may be sent more than once";
         if self.lmtp {
             for &i in accepted {
                 replies[i] = self.reply()?;
@@ -366,15 +445,14 @@ impl Session {
             out.clear();
             if n == 0 {
                 stuffer.finish(&mut out);
-                self.reader
-                    .get_mut()
-                    .write_all(&out)
-                    .and_then(|_| self.reader.get_mut().flush())
-                    .map_err(io_err)?;
+                let w = self.reader.get_mut();
+                let sent = w.write_all(&out).and_then(|_| w.flush());
+                sent.map_err(|e| self.failed(e))?;
                 return Ok(());
             }
             stuffer.push(&buf[..n], &mut out);
-            self.reader.get_mut().write_all(&out).map_err(io_err)?;
+            let sent = self.reader.get_mut().write_all(&out);
+            sent.map_err(|e| self.failed(e))?;
         }
     }
 
