@@ -9,7 +9,8 @@
 //! never loop. Which recipients: those whose DSN NOTIFY asks for this kind (no NOTIFY
 //! means failures and delays; NEVER means nothing). What is returned: the whole message
 //! for failures when RET=FULL or unspecified and it fits `bounce_size_limit`, else the
-//! header only; delay warnings always carry the header only.
+//! header only; delay warnings and success notices ("delivered", "relayed") always carry
+//! the header only, as Postfix's do (RET is about failure reports, RFC 3461 section 4.3).
 
 use crate::report::{Entry, Report, header_of};
 use postern_lib::ipc::IpcStream;
@@ -94,7 +95,7 @@ fn build_and_send(
                 _ if n.never() => false,
                 NoticeKind::Failure => n.bits() == 0 || n.failure(),
                 NoticeKind::Delay => n.bits() == 0 || n.delay(),
-                NoticeKind::Success => n.success(),
+                NoticeKind::Success | NoticeKind::Relayed => n.success(),
             };
             // A double bounce goes to the postmaster regardless of the sender's wishes.
             (wanted || notice == "double").then(|| {
@@ -173,7 +174,7 @@ fn kind_name(k: NoticeKind) -> &'static str {
     match k {
         NoticeKind::Failure => "bounce",
         NoticeKind::Delay => "delay",
-        NoticeKind::Success => "success",
+        NoticeKind::Success | NoticeKind::Relayed => "success",
     }
 }
 

@@ -58,7 +58,7 @@ impl Report<'_> {
         match self.kind {
             NoticeKind::Failure => "Undelivered Mail Returned to Sender",
             NoticeKind::Delay => "Delayed Mail (still being retried)",
-            NoticeKind::Success => "Successful Mail Delivery Report",
+            NoticeKind::Success | NoticeKind::Relayed => "Successful Mail Delivery Report",
         }
     }
 
@@ -67,6 +67,7 @@ impl Report<'_> {
             NoticeKind::Failure => "failed",
             NoticeKind::Delay => "delayed",
             NoticeKind::Success => "delivered",
+            NoticeKind::Relayed => "relayed",
         }
     }
 
@@ -79,6 +80,9 @@ impl Report<'_> {
                 "####################################################################\n# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n####################################################################\n\nYour message could not be delivered for some time. It will be retried\nuntil it is too old; the mail system will tell you if it gives up."
             }
             NoticeKind::Success => "Your message was successfully delivered to the destination(s)\nlisted below.",
+            NoticeKind::Relayed => {
+                "Your message was handed on to the destination(s) listed below, which do not\nreport on delivery. You may still receive notifications of delivery errors\nfrom other systems."
+            }
         };
         let mut out = format!(
             "This is the mail system at host {}.\n\n{intro}\n\nFor further assistance, please send mail to postmaster.\n\n                   The mail system\n",
@@ -259,6 +263,25 @@ mod tests {
         assert!(
             String::from_utf8_lossy(msg.parts[1].contents()).contains("<bob@remote.test>: host mx.remote.test said")
         );
+    }
+
+    #[test]
+    fn success_notices_say_delivered_or_relayed() {
+        let head = header_of(b"Subject: hi\n\nbody\n");
+        for (kind, action) in [(NoticeKind::Success, "delivered"), (NoticeKind::Relayed, "relayed")] {
+            let bytes = report(kind, head, true);
+            let msg = MessageParser::default().parse(&bytes).expect("parses");
+            assert_eq!(msg.subject(), Some("Successful Mail Delivery Report"));
+            let status = String::from_utf8_lossy(msg.parts[2].contents()).into_owned();
+            assert!(status.contains(&format!("Action: {action}\n")), "{status}");
+            let ct = msg.parts[3].content_type().expect("ct");
+            assert_eq!((ct.ctype(), ct.subtype()), ("text", Some("rfc822-headers")));
+            assert_eq!(
+                msg.parts[3].content_description(),
+                Some("Message Headers"),
+                "not called undelivered"
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! not delivered again; its status is repeated in the reply.
 
 use crate::ipc::IpcStream;
-use crate::proto::deliver::{self, DeliverRecipient, DeliverReply, DeliverRequest, RecipientResult};
+use crate::proto::deliver::{self, DeliverRecipient, DeliverReply, DeliverRequest, Handoff, RecipientResult};
 use crate::queue_file::{QueueFile, RecipientStatus, mark_done};
 use crate::safe_open::{Expect, open_update};
 use std::fs::File;
@@ -119,6 +119,13 @@ impl Job {
     /// deferral of nothing — the delivery happened; the log says the mark failed, and the
     /// recipient may be delivered again (the narrow duplicate window, now visible).
     pub fn complete(&mut self, pos: usize, code: u16, dsn: &str, text: &str, relay: &str) {
+        self.complete_handoff(pos, code, dsn, text, relay, Handoff::Delivered);
+    }
+
+    /// [`complete`](Self::complete) for a transport that hands mail on (smtp, lmtp): a
+    /// success also says where it went ([`Handoff`]), which decides whether qmgr asks for
+    /// a "relayed" success notice, or none because the next hop took the DSN request.
+    pub fn complete_handoff(&mut self, pos: usize, code: u16, dsn: &str, text: &str, relay: &str, handoff: Handoff) {
         let Some(r) = self.req.recipients.get(pos) else { return };
         let status = match code {
             200..=299 => Some(RecipientStatus::Delivered),
@@ -132,7 +139,9 @@ impl Job {
             tracing::error!(queue_id = %self.req.queue_id, "cannot mark recipient {} done: {e}", r.address);
         }
         self.log(r, code, dsn, text, relay);
-        self.results[pos] = Some(result(r, code, dsn, text));
+        let mut res = result(r, code, dsn, text);
+        res.handoff = handoff;
+        self.results[pos] = Some(res);
     }
 
     fn log(&self, r: &DeliverRecipient, code: u16, dsn: &str, text: &str, relay: &str) {
@@ -174,6 +183,7 @@ fn result(r: &DeliverRecipient, code: u16, dsn: &str, text: &str) -> RecipientRe
         code,
         dsn: dsn.into(),
         text: text.into(),
+        handoff: Handoff::Delivered,
     }
 }
 

@@ -161,6 +161,7 @@ mod tests {
             code,
             dsn: dsn.into(),
             text: "t".into(),
+            handoff: Default::default(),
         };
         let reply = |v: Vec<RecipientResult>| DeliverReply { results: v };
         assert!(site_failure(&reply(vec![r(451, "4.4.1"), r(451, "4.4.1")])).is_some());

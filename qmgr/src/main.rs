@@ -36,7 +36,10 @@
 //! warning (`Action: delayed`) to its sender about the recipients still pending; the fact
 //! is kept as the marker file `defer/<ID>.warned` (a queue file cannot take a new record in
 //! place), which survives the defer log being cleared at each attempt and is removed with
-//! the message. Null-sender mail gets no warning.
+//! the message. Null-sender mail gets no warning. A recipient that asked for a success
+//! notice (NOTIFY=SUCCESS) and was delivered ("delivered") or handed to a next hop without
+//! DSN ("relayed") is written to the trace log `trace/<ID>`, and the notice is asked for at
+//! the end of the pass, before the message moves on ([`success`]).
 //!
 //! Slow start and back-off per destination ([`feedback`]): a destination starts with
 //! `initial_destination_concurrency` parallel deliveries, gains one per delivery that
@@ -61,6 +64,7 @@ mod queue;
 mod schedule;
 mod service;
 mod settings;
+mod success;
 
 use std::process::ExitCode;
 

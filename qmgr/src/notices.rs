@@ -9,6 +9,9 @@
 //! only when it answers `Sent` (or `NotNeeded`) is the log removed and the message
 //! retired. If the bounce daemon cannot be reached, the message waits in `deferred/` and
 //! the notice is tried again at its next retry — a notice is never silently lost.
+//! The same log format (blocks of `key=value` lines: `index`, `recipient`, `status`,
+//! `action`, `remote_mta`, `reason`; a block `sent=<action>` says the notice about the
+//! blocks before it went out) serves the trace log of success notices ([`crate::success`]).
 //!
 //! Delay warnings (`delay_warning_time`, 0 = off): when a message is deferred and has
 //! been queued longer than that, qmgr asks for one `Delay` notice about the recipients
@@ -34,17 +37,57 @@ pub const WARNED_SUFFIX: &str = ".warned";
 /// Largest bounce log read back.
 const MAX_LOG: u64 = 4 << 20;
 
-/// One recipient that failed for good.
+/// What happened to a logged recipient: the RFC 3464 Action of its notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Failed for good (bounce log).
+    Failed,
+    /// Delivered here (trace log, NOTIFY=SUCCESS).
+    Delivered,
+    /// Handed to a next hop without DSN (trace log, NOTIFY=SUCCESS).
+    Relayed,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Action> {
+        [Action::Failed, Action::Delivered, Action::Relayed]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+}
+
+/// One recipient's outcome that a notice is owed for.
 #[derive(Debug, Clone)]
-pub struct Failed {
+pub struct Outcome {
     /// Its index in the queue file.
     pub index: usize,
-    /// The address that failed.
+    /// The address the outcome is about.
     pub address: String,
     /// Enhanced status code.
     pub dsn: String,
-    /// Why.
+    /// Why, or what the server said.
     pub text: String,
+    /// The next hop that took it (relayed).
+    pub remote_mta: Option<String>,
+    /// What happened.
+    pub action: Action,
+}
+
+/// One block of a log read back: an outcome, or the marker that the notice about every
+/// earlier outcome with this action was sent.
+pub enum Logged {
+    /// An outcome.
+    Entry(Action, NoticeRecipient),
+    /// `sent=<action>`.
+    Sent(Action),
 }
 
 fn path(id: &QueueId) -> PathBuf {
@@ -55,24 +98,99 @@ fn clean(s: &str) -> String {
     postern_lib::strbuf::printable_bounded(s.as_bytes(), 1000)
 }
 
-/// Appends failures to the bounce log, durably.
-pub fn append(id: &QueueId, failed: &[Failed]) -> std::io::Result<()> {
-    if failed.is_empty() {
+/// Appends outcomes to the log `dir/<ID>`, durably.
+pub fn append_to(dir: &str, id: &QueueId, entries: &[Outcome]) -> std::io::Result<()> {
+    if entries.is_empty() {
         return Ok(());
     }
-    let mut f = open_append(&path(id), &Expect::current_user(), Some(0o600)).map_err(std::io::Error::other)?;
     let mut text = String::new();
-    for e in failed {
+    for e in entries {
         text.push_str(&format!(
-            "index={}\nrecipient={}\nstatus={}\nreason={}\n\n",
+            "index={}\nrecipient={}\nstatus={}\naction={}\n",
             e.index,
             clean(&e.address),
             clean(&e.dsn),
-            clean(&e.text)
+            e.action.as_str()
         ));
+        if let Some(mta) = &e.remote_mta {
+            text.push_str(&format!("remote_mta={}\n", clean(mta)));
+        }
+        text.push_str(&format!("reason={}\n\n", clean(&e.text)));
     }
+    write_durably(dir, id, &text)
+}
+
+/// Appends the marker that the notice about the `action` outcomes logged so far is sent.
+pub fn append_sent(dir: &str, id: &QueueId, action: Action) -> std::io::Result<()> {
+    write_durably(dir, id, &format!("sent={}\n\n", action.as_str()))
+}
+
+fn write_durably(dir: &str, id: &QueueId, text: &str) -> std::io::Result<()> {
+    let p = Path::new(dir).join(id.as_str());
+    let mut f = open_append(&p, &Expect::current_user(), Some(0o600)).map_err(std::io::Error::other)?;
     f.write_all(text.as_bytes())?;
     f.sync_data()
+}
+
+/// Reads the log `dir/<ID>` back, in order. Blocks that make no sense are skipped.
+pub fn read_from(dir: &str, id: &QueueId) -> std::io::Result<Vec<Logged>> {
+    let p = Path::new(dir).join(id.as_str());
+    let f = open_read(&p, &Expect::current_user()).map_err(std::io::Error::other)?;
+    let mut text = String::new();
+    f.take(MAX_LOG).read_to_string(&mut text)?;
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut r = NoticeRecipient {
+            index: usize::MAX,
+            address: String::new(),
+            dsn: "5.0.0".into(),
+            text: String::new(),
+            remote_mta: None,
+        };
+        // Logs written before actions were recorded hold failures only.
+        let mut action = Some(Action::Failed);
+        for line in block.lines() {
+            match line.split_once('=') {
+                Some(("index", v)) => r.index = v.parse().unwrap_or(usize::MAX),
+                Some(("recipient", v)) => r.address = v.to_string(),
+                Some(("status", v)) => r.dsn = v.to_string(),
+                Some(("reason", v)) => r.text = v.to_string(),
+                Some(("remote_mta", v)) => r.remote_mta = Some(v.to_string()),
+                Some(("action", v)) => action = Action::parse(v),
+                Some(("sent", v)) => {
+                    if let Some(a) = Action::parse(v) {
+                        out.push(Logged::Sent(a));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(a) = action
+            && r.index != usize::MAX
+            && !r.address.is_empty()
+        {
+            out.push(Logged::Entry(a, r));
+        }
+    }
+    Ok(out)
+}
+
+/// The outcomes of one action that no `sent` marker covers yet.
+pub fn unsent(log: &[Logged], action: Action) -> Vec<NoticeRecipient> {
+    let mut out = Vec::new();
+    for l in log {
+        match l {
+            Logged::Entry(a, r) if *a == action => out.push(r.clone()),
+            Logged::Sent(a) if *a == action => out.clear(),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Appends failures to the bounce log, durably.
+pub fn append(id: &QueueId, failed: &[Outcome]) -> std::io::Result<()> {
+    append_to(BOUNCE_LOG, id, failed)
 }
 
 /// Whether a notice is owed for this message.
@@ -85,42 +203,14 @@ pub fn remove(id: &QueueId) {
     let _ = std::fs::remove_file(path(id));
 }
 
-fn read(id: &QueueId) -> std::io::Result<Vec<NoticeRecipient>> {
-    let f = open_read(&path(id), &Expect::current_user()).map_err(std::io::Error::other)?;
-    let mut text = String::new();
-    f.take(MAX_LOG).read_to_string(&mut text)?;
-    let mut out = Vec::new();
-    for block in text.split("\n\n") {
-        let mut r = NoticeRecipient {
-            index: usize::MAX,
-            address: String::new(),
-            dsn: "5.0.0".into(),
-            text: String::new(),
-            remote_mta: None,
-        };
-        for line in block.lines() {
-            match line.split_once('=') {
-                Some(("index", v)) => r.index = v.parse().unwrap_or(usize::MAX),
-                Some(("recipient", v)) => r.address = v.to_string(),
-                Some(("status", v)) => r.dsn = v.to_string(),
-                Some(("reason", v)) => r.text = v.to_string(),
-                _ => {}
-            }
-        }
-        if r.index != usize::MAX && !r.address.is_empty() {
-            out.push(r);
-        }
-    }
-    Ok(out)
-}
-
 /// Sends the owed failure notice for the message at `queue_file` (relative to the queue
 /// directory). `Ok` when nothing is owed any more.
 pub fn send(queue_file: &Path, id: &QueueId) -> Result<(), String> {
     if !owed(id) {
         return Ok(());
     }
-    let recipients = read(id).map_err(|e| format!("bounce log: {e}"))?;
+    let log = read_from(BOUNCE_LOG, id).map_err(|e| format!("bounce log: {e}"))?;
+    let recipients = unsent(&log, Action::Failed);
     if recipients.is_empty() {
         remove(id);
         return Ok(());
@@ -131,7 +221,12 @@ pub fn send(queue_file: &Path, id: &QueueId) -> Result<(), String> {
 }
 
 /// Asks the bounce daemon for one notice; `Ok` once it is queued or not needed.
-fn request(queue_file: &Path, id: &QueueId, kind: NoticeKind, recipients: Vec<NoticeRecipient>) -> Result<(), String> {
+pub fn request(
+    queue_file: &Path,
+    id: &QueueId,
+    kind: NoticeKind,
+    recipients: Vec<NoticeRecipient>,
+) -> Result<(), String> {
     let sock = std::os::unix::net::UnixStream::connect(bounce::SOCKET).map_err(|e| format!("bounce service: {e}"))?;
     let mut ipc = IpcStream::client(sock, bounce::PROTOCOL, bounce::VERSION, Some(Duration::from_secs(120)))
         .map_err(|e| format!("bounce service: {e}"))?;
@@ -177,4 +272,53 @@ pub fn warn_delay(queue_file: &Path, id: &QueueId, pending: Vec<NoticeRecipient>
     f.write_all(stamp.as_bytes())
         .and_then(|()| f.sync_data())
         .map_err(|e| format!("delay warning sent, but cannot record it: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(index: usize, action: Action, mta: Option<&str>) -> Outcome {
+        Outcome {
+            index,
+            address: format!("r{index}@x.test"),
+            dsn: "2.0.0".into(),
+            text: "250 2.0.0 Ok\r\nforged=1".into(),
+            remote_mta: mta.map(str::to_string),
+            action,
+        }
+    }
+
+    #[test]
+    fn log_round_trip_and_sent_markers() {
+        let dir = std::env::temp_dir().join(format!("qmgr-notices-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.to_str().unwrap();
+        let id = QueueId::new();
+        append_to(
+            d,
+            &id,
+            &[
+                outcome(0, Action::Delivered, None),
+                outcome(1, Action::Relayed, Some("mx.x.test")),
+            ],
+        )
+        .unwrap();
+        append_sent(d, &id, Action::Delivered).unwrap();
+        append_to(d, &id, &[outcome(2, Action::Delivered, None)]).unwrap();
+        let log = read_from(d, &id).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let delivered = unsent(&log, Action::Delivered);
+        assert_eq!(delivered.len(), 1, "the marker covers what came before it");
+        assert_eq!((delivered[0].index, delivered[0].address.as_str()), (2, "r2@x.test"));
+        assert!(
+            !delivered[0].text.contains('\n'),
+            "one line per field: {:?}",
+            delivered[0].text
+        );
+        let relayed = unsent(&log, Action::Relayed);
+        assert_eq!(relayed.len(), 1);
+        assert_eq!(relayed[0].remote_mta.as_deref(), Some("mx.x.test"));
+        assert!(unsent(&log, Action::Failed).is_empty());
+    }
 }

@@ -119,11 +119,12 @@ pub fn to_corrupt(path: &Path, id: &QueueId, why: &str) {
     }
 }
 
-/// Removes a finished message, its defer log and its delay-warning marker.
+/// Removes a finished message, its defer log, trace log and delay-warning marker.
 pub fn remove(path: &Path, id: &QueueId) -> std::io::Result<()> {
     std::fs::remove_file(path)?;
     let _ = std::fs::remove_file(path_in(DEFER_LOG, id));
     crate::notices::remove(id);
+    crate::success::remove(id);
     crate::notices::remove_warned(id);
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! Each destination's concurrency follows slow start and back-off ([`crate::feedback`]).
 
 use crate::feedback::{Window, site_failure};
-use crate::notices::{self, Failed};
+use crate::notices::{self, Action, Outcome};
+use crate::success;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +51,8 @@ struct Rcpt {
     routes_left: usize,
     /// qmgr (not the agent) records the outcome: several routes, or the error transport.
     qmgr_marks: bool,
+    /// A success notice is wanted: NOTIFY=SUCCESS, and a sender to tell.
+    notify_success: bool,
     temp: bool,
     perm: bool,
 }
@@ -67,7 +70,9 @@ struct Msg {
     /// Permanent failures decided by qmgr itself: (rcpt position, dsn, reason).
     perm: Vec<(usize, String, String)>,
     /// Permanent failures reported by delivery agents in this attempt.
-    failed: Vec<Failed>,
+    failed: Vec<Outcome>,
+    /// Deliveries in this attempt that a success notice is owed for.
+    succeeded: Vec<Outcome>,
 }
 
 /// One recipient deferred in this attempt.
@@ -264,6 +269,7 @@ impl Qmgr {
         if qf.envelope.queue_id != id {
             return queue::to_corrupt(path, &id, "queue ID in the file differs from its name");
         }
+        let has_sender = !qf.envelope.sender.is_empty();
         let rcpts: Vec<Rcpt> = qf
             .recipients
             .iter()
@@ -273,6 +279,7 @@ impl Qmgr {
                 address: r.spec.address.clone(),
                 routes_left: 0,
                 qmgr_marks: false,
+                notify_success: has_sender && r.spec.notify.success() && !r.spec.notify.never(),
                 temp: false,
                 perm: false,
             })
@@ -302,6 +309,7 @@ impl Qmgr {
                 temp: Vec::new(),
                 perm: Vec::new(),
                 failed: Vec::new(),
+                succeeded: Vec::new(),
             },
         );
         self.unresolved.push_back(id);
@@ -574,14 +582,22 @@ impl Qmgr {
                         .find(|x| x.index == r.index && x.address.eq_ignore_ascii_case(&e.address))
                 });
                 match (found, &result) {
-                    (Some(x), _) if x.is_success() => {}
+                    (Some(x), _) if x.is_success() => {
+                        if r.notify_success
+                            && let Some(o) = success::outcome(r.index, &e.address, x)
+                        {
+                            msg.succeeded.push(o);
+                        }
+                    }
                     (Some(x), _) if x.is_permanent() => {
                         r.perm = true;
-                        msg.failed.push(Failed {
+                        msg.failed.push(Outcome {
                             index: r.index,
                             address: e.address.clone(),
                             dsn: x.dsn.clone(),
                             text: x.text.clone(),
+                            remote_mta: None,
+                            action: Action::Failed,
                         });
                     }
                     (Some(x), _) => {
@@ -645,17 +661,22 @@ impl Qmgr {
             if let Some(r) = msg.rcpts.get(*pos) {
                 let line = status_line(&r.address, "", "none", times, dsn, "bounced", text);
                 tracing::info!(queue_id = id.as_str(), "{line}");
-                failed.push(Failed {
+                failed.push(Outcome {
                     index: r.index,
                     address: r.address.clone(),
                     dsn: dsn.clone(),
                     text: text.clone(),
+                    remote_mta: None,
+                    action: Action::Failed,
                 });
             }
         }
         // The notice is owed before any done mark says the recipient is finished.
         if let Err(e) = notices::append(&id, &failed) {
             tracing::warn!(queue_id = id.as_str(), "cannot write bounce log: {e}");
+        }
+        if let Err(e) = success::append(&id, &msg.succeeded) {
+            tracing::warn!(queue_id = id.as_str(), "cannot write trace log: {e}");
         }
         for r in msg
             .rcpts
@@ -701,11 +722,13 @@ impl Qmgr {
                 let text = format!("message expired after {age}s in the queue: {last}");
                 let line = status_line(&rec.spec.address, "", "none", times, "4.4.7", "bounced", &text);
                 tracing::info!(queue_id = id.as_str(), "{line}");
-                let expired = Failed {
+                let expired = Outcome {
                     index: rec.handle.index(),
                     address: rec.spec.address.clone(),
                     dsn: "4.4.7".into(),
                     text,
+                    remote_mta: None,
+                    action: Action::Failed,
                 };
                 if let Err(e) = notices::append(&id, &[expired]) {
                     tracing::warn!(queue_id = id.as_str(), "cannot write bounce log: {e}");
@@ -726,6 +749,14 @@ impl Qmgr {
         if self.s.delay_warning > 0 && age >= self.s.delay_warning && !msg.sender.is_empty() {
             self.warn_delay(&msg.path, &id, &temp);
         }
+        // Success notices go out now, not when the last recipient is done; if the bounce
+        // daemon cannot take them, the trace log keeps them for the next pass.
+        if let Err(why) = success::send(&msg.path, &id) {
+            tracing::warn!(
+                queue_id = id.as_str(),
+                "cannot send delivery status notification: {why}; will retry"
+            );
+        }
         match queue::move_to(&msg.path, queue::DEFERRED, &id) {
             Ok(p) => {
                 let next = queue::now_secs() + self.s.backoff(age);
@@ -741,13 +772,10 @@ impl Qmgr {
     /// remove it; if the notice cannot be sent now, it waits in deferred/ for its next
     /// retry.
     fn retire_or_wait(&mut self, path: &Path, id: &QueueId, arrival_secs: u64) {
-        match notices::send(path, id) {
+        match notices::send(path, id).and_then(|()| success::send(path, id)) {
             Ok(()) => self.retire(path, id),
             Err(why) => {
-                tracing::warn!(
-                    queue_id = id.as_str(),
-                    "cannot send non-delivery notification: {why}; will retry"
-                );
+                tracing::warn!(queue_id = id.as_str(), "cannot send notification: {why}; will retry");
                 let age = queue::now_secs().saturating_sub(arrival_secs);
                 match queue::move_to(path, queue::DEFERRED, id) {
                     Ok(p) => {

@@ -227,6 +227,7 @@ fn attempt(
         }
     };
     let recipients = rcpt_args(job, pending, &session);
+    let handoff = crate::dsn::handoff(&session, &target.host);
     match session.transaction(&job.req.sender.clone(), &params_text, &recipients, &mut content) {
         Ok(replies) => {
             for (&p, reply) in pending.iter().zip(&replies) {
@@ -240,7 +241,7 @@ fn attempt(
                 } else {
                     451
                 };
-                job.complete(p, code, &reply.dsn(), &text, &relay);
+                job.complete_handoff(p, code, &reply.dsn(), &text, &relay, handoff.clone());
             }
             session.reused = true;
             park(cache, nexthop, session, cache_limit);

@@ -4,10 +4,28 @@
 //! `ORCPT=rfc822;<the address it was queued for>` (as Postfix's smtp does), so the final
 //! report names the address the sender used even after aliasing. Values are xtext-encoded.
 //!
-//! When the next hop does not announce DSN, nothing is sent (RFC 3461 section 4.1). Postfix
-//! then sends a "relayed" success notice itself for NOTIFY=SUCCESS; Postern does not yet.
+//! When the next hop does not announce DSN, nothing is sent (RFC 3461 section 4.1), and the
+//! request ends here: a delivered recipient's result says [`Handoff::Relayed`], and qmgr
+//! has the bounce daemon send a NOTIFY=SUCCESS recipient's sender a "relayed" notice
+//! (RFC 3461 section 6.2.2). When it does announce DSN, the result says
+//! [`Handoff::DsnPassed`] and no notice comes from us: the next hop reports. As Postfix
+//! (with `lmtp_assume_final = no`, its default), an LMTP server without DSN counts as
+//! "relayed" too.
 
+use crate::session::Session;
+use postern_lib::proto::deliver::Handoff;
 use postern_lib::queue_file::{Envelope, Notify, RecipientSpec, attr};
+
+/// Where a message accepted over `session` went, for success notices.
+pub fn handoff(session: &Session, host: &str) -> Handoff {
+    if session.has("DSN") {
+        Handoff::DsnPassed
+    } else {
+        Handoff::Relayed {
+            remote_mta: host.to_string(),
+        }
+    }
+}
 
 /// RFC 3461 section 4: characters outside `!`..`~`, `+` and `=` as `+HH`.
 pub fn xtext(s: &str) -> String {

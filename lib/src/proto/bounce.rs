@@ -35,6 +35,9 @@ pub enum NoticeKind {
     Delay,
     /// Delivered, and the sender asked to know (NOTIFY=SUCCESS; Action: delivered).
     Success,
+    /// Handed to a next hop that does not offer DSN, and the sender asked to know
+    /// (NOTIFY=SUCCESS; Action: relayed): no further notice may come from there.
+    Relayed,
 }
 
 /// One recipient the notice is about.

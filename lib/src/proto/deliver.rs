@@ -5,7 +5,10 @@
 //! 1. qmgr → agent: `M` [`DeliverRequest`]: which queue file, the sender, and the
 //!    recipients of this job (all for one transport and nexthop), each with its
 //!    recipient index in the queue file;
-//! 2. agent → qmgr: `M` [`DeliverReply`] with one [`RecipientResult`] per recipient.
+//! 2. agent → qmgr: `M` [`DeliverReply`] with one [`RecipientResult`] per recipient; for
+//!    a success it also says where the message went ([`Handoff`]: delivered here, relayed
+//!    to a next hop without DSN, or passed on with the DSN request), from which qmgr
+//!    decides the success notice of a NOTIFY=SUCCESS recipient.
 //!
 //! The agent reads the envelope and content from the queue file itself
 //! (`queue_file` is relative to the queue directory, e.g. `active/<ID>`), and for each
@@ -89,6 +92,35 @@ pub struct RecipientResult {
     pub dsn: String,
     /// What happened, for logs and the defer log or bounce.
     pub text: String,
+    /// For a 2xx: where the message went, which decides the DSN success notice a
+    /// NOTIFY=SUCCESS recipient gets. Agents that do not say mean final delivery here.
+    #[serde(default, skip_serializing_if = "Handoff::is_delivered")]
+    pub handoff: Handoff,
+}
+
+/// Where a delivered recipient's message went (RFC 3461 section 6.2), as the agent saw it:
+/// qmgr turns it into the success notice for a recipient that asked with NOTIFY=SUCCESS.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Handoff {
+    /// Final delivery (a mailbox, a file): the notice says "delivered".
+    #[default]
+    Delivered,
+    /// Handed to a next hop that does not offer DSN, so the request ends here: the notice
+    /// says "relayed", naming that host.
+    Relayed {
+        /// The next hop's host name (Remote-MTA).
+        remote_mta: String,
+    },
+    /// Handed to a next hop that took NOTIFY and ORCPT onward: it reports, we send nothing.
+    DsnPassed,
+}
+
+impl Handoff {
+    /// The default: final delivery here.
+    pub fn is_delivered(&self) -> bool {
+        *self == Handoff::Delivered
+    }
 }
 
 impl RecipientResult {
