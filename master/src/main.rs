@@ -28,10 +28,16 @@
 //! session, and once every listener is open writes `ready` on its standard output and
 //! points standard output and error at the log. `postern start` waits for that line; on a
 //! failure master writes one `fatal:` line on standard error and exits 1.
+//!
+//! After a master died without stopping its children (SIGKILL), a new one may start at
+//! once: the old children closed their listening sockets when their status channel ended
+//! and only finish the work in hand; the new master logs which of them still run
+//! (`orphans`).
 #![deny(unsafe_code)]
 
 mod control;
 mod listeners;
+mod orphans;
 mod services;
 mod spawn;
 mod startup;
@@ -94,6 +100,7 @@ fn run(dir: &std::path::Path, foreground: bool) -> Result<(), String> {
         )
         .map_err(|e| format!("virtual_mailbox_base: {e}"))?;
     }
+    let previous = orphans::previous_master(&config);
     let _pid_lock = startup::lock_pid_file(&config)?;
     startup::write_snapshot(&config, &snapshot)?;
     let log = if foreground { None } else { open_log(&config)? };
@@ -101,6 +108,7 @@ fn run(dir: &std::path::Path, foreground: bool) -> Result<(), String> {
         "postern/master",
         if foreground { "-" } else { &config.main.maillog_file },
     );
+    let orphans = orphans::find(previous, &config);
     let services = startup::open_services(&config, owner)?;
     let control = startup::open_control(&config)?;
     let keys: Vec<String> = services.keys().cloned().collect();
@@ -114,6 +122,7 @@ fn run(dir: &std::path::Path, foreground: bool) -> Result<(), String> {
         env!("CARGO_PKG_VERSION"),
         keys.join(" ")
     );
+    orphans::report(orphans);
     master.run().map_err(|e| format!("event loop: {e}"))
 }
 

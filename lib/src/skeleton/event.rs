@@ -8,7 +8,8 @@
 //! accepted fewer than `max_use` in all, tells master whether it can take more, and exits
 //! when it has been idle for `max_idle`, when it has served `max_use` connections and the
 //! last one closed, or after SIGTERM / master's death once every connection has closed
-//! (master enforces its own deadline on top).
+//! (master enforces its own deadline on top). On SIGTERM or master's death it closes its
+//! listening sockets at once (see `begin_stop`).
 
 use super::{Accepted, Context, Listener, Setup, drain, fatal, prepare};
 use crate::master_status::Status;
@@ -108,7 +109,7 @@ fn run<S: EventService>(setup: &mut Setup, service: &mut S) -> std::io::Result<(
         if st.reported != Some(status) {
             st.reported = Some(status);
             if !setup.report(status) {
-                st.stopping = true;
+                begin_stop(&lp, service, setup, &mut st);
             }
         }
         if conns == 0 {
@@ -154,9 +155,18 @@ fn run<S: EventService>(setup: &mut Setup, service: &mut S) -> std::io::Result<(
     }
 }
 
-fn begin_stop<S: EventService>(lp: &EventLoop<'_>, service: &mut S, setup: &Setup, st: &mut State) {
+/// Stops taking connections: the process's copies of the listening sockets are closed at
+/// once, not when the last session ends. A stopping child may keep serving its sessions
+/// for minutes (an SMTP client sending message after message); were it to keep a listener,
+/// clients would queue on a socket nobody accepts from, and after master's death a new
+/// master could not bind the TCP port (`Address already in use`) until every old
+/// session ended. Master's own copy (on reload or stop) is unaffected.
+fn begin_stop<S: EventService>(lp: &EventLoop<'_>, service: &mut S, setup: &mut Setup, st: &mut State) {
     if !st.stopping {
         st.stopping = true;
+        let _ = deregister_all(lp.registry(), &setup.listeners);
+        st.listening = false;
+        setup.listeners.clear();
         service.stop(lp, &setup.ctx);
     }
 }

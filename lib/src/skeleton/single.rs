@@ -61,6 +61,8 @@ pub fn single_server<S>(
                 served,
                 retiring: last,
             }) {
+                // Master is gone: hold no listener while finishing this connection.
+                setup.listeners.clear();
                 serve(&mut state, &setup.ctx, conn);
                 return ExitCode::SUCCESS;
             }
