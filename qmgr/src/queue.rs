@@ -40,9 +40,10 @@ pub fn now_secs() -> u64 {
     now_micros() / 1_000_000
 }
 
-/// The message files of a queue, in name (arrival) order.
+/// The message files of a queue, in name (arrival) order, with paths as [`path_in`]
+/// makes them (`active/ID`: the form bounce and the agents accept).
 pub fn list(queue: &str) -> Vec<QueuedFile> {
-    match queue_files(Path::new("."), queue) {
+    match queue_files(Path::new(""), queue) {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!("scan {queue}: {e}");
