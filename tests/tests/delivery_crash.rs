@@ -166,54 +166,11 @@ fn rcpts(i: usize) -> Vec<String> {
     r
 }
 
-/// xorshift64*: the kill moments, reproducible from the printed seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The children of master whose program is `name`.
 fn processes(master: u32, name: &str) -> Vec<u32> {
     children_of(master)
         .into_iter()
-        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name))
-        .collect()
-}
-
-/// Files (not dot-files) below `dir`, recursively.
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if !e.file_name().to_string_lossy().starts_with('.') {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// The value of header `name` (case-insensitive) in the header of `text`.
-fn header<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
-    text.split("\n\n")
-        .next()
-        .unwrap_or("")
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
+        .filter(|p| comm(*p).as_deref() == Some(name))
         .collect()
 }
 
@@ -221,29 +178,8 @@ fn header<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
 fn local_copies(base: &Path) -> HashMap<(String, String), usize> {
     let mut out = HashMap::new();
     for u in 0..USERS {
-        let md = base.join(format!("u{u}"));
-        for m in maildir_messages(&md) {
-            let text = String::from_utf8_lossy(&m).replace("\r\n", "\n");
-            let id = header(&text, "message-id").first().copied().unwrap_or("").to_string();
-            let to = header(&text, "delivered-to").first().copied().unwrap_or("").to_string();
-            *out.entry((id, to)).or_insert(0) += 1;
-        }
-    }
-    out
-}
-
-/// (Message-ID, recipient) → copies, over the sink's files.
-fn sink_copies(dir: &Path) -> HashMap<(String, String), usize> {
-    let mut out = HashMap::new();
-    for p in files_below(dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-    {
-        let text = std::fs::read_to_string(&p).unwrap_or_default().replace("\r\n", "\n");
-        let id = header(&text, "message-id").first().copied().unwrap_or("").to_string();
-        for to in header(&text, "x-sink-to").iter().flat_map(|v| v.split(',')) {
-            let to = to.trim().trim_matches(['<', '>']).to_string();
-            *out.entry((id.clone(), to)).or_insert(0) += 1;
+        for (key, n) in maildir_index(&base.join(format!("u{u}"))) {
+            *out.entry(key).or_insert(0) += n;
         }
     }
     out
@@ -375,10 +311,10 @@ fn kill_9_during_load_delivers_each_recipient_exactly_once() {
     let done = wait_for(RECOVERY, || {
         queue_left(&inst).is_empty()
             && local_copies(&base).len() >= want_local.len()
-            && sink_copies(&sink_dir).len() >= want_remote.len()
+            && sink_index(&sink_dir).len() >= want_remote.len()
     });
     let local = local_copies(&base);
-    let sink = sink_copies(&sink_dir);
+    let sink = sink_index(&sink_dir);
     assert!(
         done,
         "not recovered: queue {:?}, {} of {} local, {} of {} remote\n{}",
