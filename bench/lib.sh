@@ -1,0 +1,119 @@
+# bench/lib.sh — what every benchmark script shares; sourced, not run:
+#
+#   . "$(dirname "$0")/lib.sh"
+#
+# Sets ROOT (the checkout; also the working directory), WORK (scratch, default
+# /tmp/postern-bench), REPS (repetitions, default 3), BIN (Postern's binaries, default
+# target/release), PEER (1: measure the Postfix/Dovecot peer too, 0: Postern only) and the
+# peers' pid files, and gives:
+#
+#   build_release [-p PKG ...]   cargo build --release, unless NO_BUILD is set
+#   peer_ensure                  Postfix + Dovecot installed and running (bench/peer/peer-setup.sh
+#                                when one is missing or stopped); never stops or reloads a running one
+#   peer_user NAME PW            a system user with ~/Maildir for Dovecot (idempotent)
+#   results_file NAME            $OUT if set, else a new $WORK/results/NAME-DATE.jsonl
+#   free_port                    a free TCP port on 127.0.0.1
+#   postern_new [ETC]            a throwaway instance: $INST (temporary directory under $WORK),
+#                                copy of ETC (default etc/), daemon_directory=$BIN, every inet
+#                                service on a free loopback port (so it never meets another
+#                                instance); stopped and removed on exit (KEEP=1 keeps it)
+#   pn ARGS...                   the postern command on that instance
+#   pn_set KEY=VALUE...          postern config set on it
+#   pn_user NAME PW [HASH]       a user in its etc/users (HASH: store this hash as it is)
+#   pn_start, pn_pidfile         start it; its master's pid file
+#   pss_mb PIDFILE...            "MB NPROC": sum of PSS over those masters' process trees, now
+#   emit_json FILE JSON          append one result line
+#   progress TEXT                a time-stamped progress line on stderr
+#
+# Every helper is bounded in time; everything listens on 127.0.0.1 only.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+WORK=${WORK:-/tmp/postern-bench}
+REPS=${REPS:-3}
+BIN=${BIN:-$ROOT/target/release}
+PEER=${PEER:-1}
+PEER_DIR=$ROOT/bench/peer
+POSTFIX_PID=/var/spool/postfix/pid/master.pid
+DOVECOT_PID=/run/dovecot/master.pid
+INST=
+mkdir -p "$WORK/results"
+
+progress() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+build_release() {
+  [ -n "${NO_BUILD:-}" ] && return 0
+  if [ $# = 0 ]; then set -- --workspace; fi
+  cargo build --release --quiet "$@"
+}
+
+results_file() { echo "${OUT:-$WORK/results/$1-$(date +%Y%m%d-%H%M%S).jsonl}"; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+_running() { [ -s "$1" ] && kill -0 "$(head -n1 "$1" | tr -d ' ')" 2>/dev/null; }
+
+peer_ensure() {
+  [ "$PEER" = 0 ] && return 0
+  if [ ! -x /usr/sbin/postfix ] || [ ! -x /usr/sbin/dovecot ] || ! _running "$POSTFIX_PID" || ! _running "$DOVECOT_PID"; then
+    progress "peer: setting up / starting Postfix + Dovecot (bench/peer/peer-setup.sh)"
+    bash "$PEER_DIR/peer-setup.sh" >&2
+  fi
+}
+
+peer_user() { # NAME PW
+  id "$1" >/dev/null 2>&1 || useradd -m -s /usr/sbin/nologin "$1"
+  echo "$1:$2" | chpasswd
+  for d in cur new tmp; do install -d -o "$1" -g "$1" -m 700 "/home/$1/Maildir/$d"; done
+  chown "$1:$1" "/home/$1/Maildir"
+  chmod 700 "/home/$1/Maildir"
+}
+
+pn() { "$BIN/postern" -c "$INST/etc" "$@"; }
+pn_set() { pn config set "$@" >/dev/null; }
+pn_pidfile() { echo "$INST/var/spool/pid/master.pid"; }
+pn_start() { pn start; }
+
+pn_user() { # NAME PW [HASH]
+  if [ $# -ge 3 ]; then
+    (umask 077; echo "$1:$3" >> "$INST/etc/users")
+  else
+    echo "$2" | pn user add "$1" >/dev/null
+  fi
+}
+
+_bench_cleanup() {
+  if [ -n "$INST" ] && [ -d "$INST/etc" ]; then
+    pn stop >/dev/null 2>&1 || true
+    [ -n "${KEEP:-}" ] || rm -rf "$INST"
+  fi
+}
+
+postern_new() { # [ETC]
+  INST=$(mktemp -d "$WORK/postern.XXXXXX")
+  chmod 755 "$INST"
+  cp -r "${1:-etc}" "$INST/etc"
+  trap _bench_cleanup EXIT
+  local sets=("daemon_directory=$BIN") svc
+  for svc in $(python3 -c 'import sys, tomllib
+for s in tomllib.load(open(sys.argv[1], "rb")).get("service", []):
+    if s.get("type") == "inet": print(s["name"])' "$INST/etc/master.toml"); do
+    sets+=("$svc/inet.listen=127.0.0.1:$(free_port)")
+  done
+  pn_set "${sets[@]}"
+}
+
+pss_mb() { # PIDFILE...
+  python3 - "$PEER_DIR" "$@" <<'EOT'
+import sys
+sys.path.insert(0, sys.argv[1])
+import benchlib
+s = benchlib.MemSampler(pidfiles=sys.argv[2:])
+rss, pss, n = s.sample()
+print("%.1f %d" % (pss / 1024, n))
+EOT
+}
+
+emit_json() { echo "$2" >> "$1"; }
