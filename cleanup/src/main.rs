@@ -4,6 +4,8 @@
 //! cleanup protocol ([`postern_lib::proto::cleanup`], socket `private/cleanup`). cleanup
 //! then, in this order:
 //!
+//! 0. names the queue ID at once (`CleanupStarted`) when the client opened with
+//!    `CleanupRequest::Open` (smtpd does, for its `Received:` header and `client=` line);
 //! 1. reads the whole content (bounded by `message_size_limit`: larger content is read to
 //!    its end and refused with `552 5.3.4`, nothing is written);
 //! 2. canonicalises the envelope addresses (`user` → `user@$myorigin`, domain lower-cased,
@@ -19,7 +21,9 @@
 //!    the previous one left it, and applies their changes; a milter that fails gets
 //!    `milter_default_action`;
 //! 7. writes the queue file and makes it durable (see [`queue`]), replies `Queued`, and
-//!    only then triggers qmgr (`public/qmgr`, byte `A`).
+//!    only then triggers qmgr (`public/qmgr`, byte `A`). A full file system (ENOSPC,
+//!    EDQUOT) is a temporary failure, `452 4.3.1 Insufficient system storage`, and leaves
+//!    no file behind.
 //!
 //! Process model: one message per connection, blocking I/O with timeouts
 //! ([`postern_lib::skeleton::single::single_server`]); concurrency is several cleanup

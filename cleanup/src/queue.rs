@@ -5,6 +5,12 @@
 //! subdirectories), written through [`QueueFileWriter`], `fdatasync`ed, renamed to
 //! `<QUEUEID>`, and the directory is fsynced; only then is the message queued.
 //!
+//! **Disk full**: ENOSPC or EDQUOT at any step (create, write, fsync, rename) removes the
+//! temporary file and is reported as [`WriteError::no_space`]; cleanup then answers a
+//! temporary failure (`452 4.3.1 Insufficient system storage`) and the client keeps the
+//! message. Nothing is left where qmgr reads: a file gets its final name only once all of
+//! it is written and fdatasynced.
+//!
 //! **Crash safety**: a crash before the rename leaves only a `.cleanup.*` file, which
 //! qmgr never reads (it skips names starting with `.`); a crash after it leaves a complete
 //! file (the queue file format also marks an unfinished file as incomplete). A stale
@@ -16,52 +22,100 @@
 //! in flight at once and the file system (ext4's journal) commits them together.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, ErrorKind};
 use std::path::Path;
 
-use postern_lib::queue_file::{Envelope, QueueFileWriter, RecipientSpec};
+use postern_lib::queue_file::{Envelope, QueueFileError, QueueFileWriter, RecipientSpec};
 use postern_lib::queue_id::QueueId;
 
 /// Prefix of temporary queue file names.
 pub const TEMP_PREFIX: &str = ".cleanup.";
 
-/// Writes and commits the queue file; returns the directory it went to.
+/// Why a queue file could not be written.
+#[derive(Debug)]
+pub struct WriteError {
+    /// What failed, for the log.
+    pub text: String,
+    /// The file system is full or the quota is used up (ENOSPC, EDQUOT): `452 4.3.1`.
+    pub no_space: bool,
+}
+
+impl WriteError {
+    fn io(what: &str, e: &std::io::Error) -> WriteError {
+        WriteError {
+            text: format!("{what}: {e}"),
+            no_space: matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded),
+        }
+    }
+}
+
+impl From<postern_lib::safe_open::SafeOpenError> for WriteError {
+    fn from(e: postern_lib::safe_open::SafeOpenError) -> WriteError {
+        match &e {
+            postern_lib::safe_open::SafeOpenError::Io { source, .. } => WriteError::io(&e.to_string(), source),
+            _ => WriteError {
+                text: e.to_string(),
+                no_space: false,
+            },
+        }
+    }
+}
+
+impl From<QueueFileError> for WriteError {
+    fn from(e: QueueFileError) -> WriteError {
+        match &e {
+            QueueFileError::Io(source) => WriteError::io("write", source),
+            _ => WriteError {
+                text: e.to_string(),
+                no_space: false,
+            },
+        }
+    }
+}
+
+/// Writes and commits the queue file in `dir`. On any error the temporary file is
+/// removed, so nothing partial is ever left, under its final name or any other.
 pub fn write(
     dir: &str,
     env: &Envelope,
     recipients: &[RecipientSpec],
     header: &[u8],
     body: &[u8],
-) -> Result<(), String> {
+) -> Result<(), WriteError> {
     let qid: &QueueId = &env.queue_id;
     let tmp = format!("{TEMP_PREFIX}{qid}");
     let dirp = Path::new(dir);
-    let file = postern_lib::safe_open::create_excl(dirp, &tmp, 0o600).map_err(|e| e.to_string())?;
+    let file = postern_lib::safe_open::create_excl(dirp, &tmp, 0o600)?;
     let tmp_path = dirp.join(&tmp);
     let result = fill(file, env, recipients, header, body).and_then(|()| {
-        std::fs::rename(&tmp_path, dirp.join(qid.as_str())).map_err(|e| format!("rename {}: {e}", tmp_path.display()))
+        std::fs::rename(&tmp_path, dirp.join(qid.as_str()))
+            .map_err(|e| WriteError::io(&format!("rename {}", tmp_path.display()), &e))
     });
     if let Err(e) = result {
         // Best effort: the error being returned is what matters.
         let _ = std::fs::remove_file(&tmp_path);
         return Err(e);
     }
-    postern_lib::safe_open::fsync_dir(dirp).map_err(|e| e.to_string())
+    Ok(postern_lib::safe_open::fsync_dir(dirp)?)
 }
 
-fn fill(file: File, env: &Envelope, recipients: &[RecipientSpec], header: &[u8], body: &[u8]) -> Result<(), String> {
-    let err = |e: postern_lib::queue_file::QueueFileError| e.to_string();
-    let mut w = QueueFileWriter::new(BufWriter::with_capacity(64 * 1024, file), env).map_err(err)?;
+fn fill(
+    file: File,
+    env: &Envelope,
+    recipients: &[RecipientSpec],
+    header: &[u8],
+    body: &[u8],
+) -> Result<(), WriteError> {
+    let mut w = QueueFileWriter::new(BufWriter::with_capacity(64 * 1024, file), env)?;
     for r in recipients {
-        w.add_recipient(r).map_err(err)?;
+        w.add_recipient(r)?;
     }
-    w.write_content(header).map_err(err)?;
-    w.write_content(b"\n").map_err(err)?;
-    w.write_content(body).map_err(err)?;
+    w.write_content(header)?;
+    w.write_content(b"\n")?;
+    w.write_content(body)?;
     let file = w
-        .finish()
-        .map_err(err)?
+        .finish()?
         .into_inner()
-        .map_err(|e| format!("write: {}", e.error()))?;
-    file.sync_data().map_err(|e| format!("fsync: {e}"))
+        .map_err(|e| WriteError::io("write", e.error()))?;
+    file.sync_data().map_err(|e| WriteError::io("fsync", &e))
 }

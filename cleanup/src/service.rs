@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use postern_lib::checks::Cached;
 use postern_lib::ipc::{IpcError, IpcStream};
 use postern_lib::milter::Message;
-use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, Origin, Submission};
+use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, CleanupStarted, Origin, Submission};
 use postern_lib::proto::trigger;
 use postern_lib::queue_file::{Arrival, Envelope, Notify, RecipientSpec};
 use postern_lib::queue_id::QueueId;
@@ -58,8 +58,19 @@ pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
             return;
         }
     };
+    let qid = QueueId::new();
     let sub = match ipc.recv::<CleanupRequest>() {
         Ok(CleanupRequest::Submit(s)) => s,
+        Ok(CleanupRequest::Open(s)) => {
+            let started = CleanupStarted {
+                queue_id: qid.to_string(),
+            };
+            if let Err(e) = ipc.send(&started) {
+                tracing::warn!("{qid}: cannot announce the queue ID: {e}");
+                return;
+            }
+            s
+        }
         Err(e) => {
             tracing::warn!("cleanup request: {e}");
             return;
@@ -69,11 +80,10 @@ pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
     let (data, total) = match read_content(&mut ipc, limit) {
         Ok(x) => x,
         Err(e) => {
-            tracing::warn!("lost connection while receiving the message content: {e}");
+            tracing::warn!("{qid}: lost connection while receiving the message content: {e}");
             return;
         }
     };
-    let qid = QueueId::new();
     let outcome = if total > limit {
         tracing::info!("{qid}: reject: message size {total} exceeds message_size_limit {limit}");
         Err(Stop::Reject(552, "5.3.4".into(), "Error: message file too big".into()))
@@ -297,8 +307,13 @@ fn process(
         tracing::info!("{q}: message-id={}", printable_bounded(f.value().as_bytes(), 200));
     }
     queue::write(dir, &env, &specs, &hdr, &body).map_err(|e| {
-        tracing::error!("{q}: cannot write queue file: {e}");
-        Stop::temp("4.3.0", "Error: queue file write error")
+        if e.no_space {
+            tracing::warn!("{q}: not enough space in the queue file system: {}", e.text);
+            Stop::Temp(452, "4.3.1".into(), "Insufficient system storage".into())
+        } else {
+            tracing::error!("{q}: cannot write queue file: {}", e.text);
+            Stop::temp("4.3.0", "Error: queue file write error")
+        }
     })?;
     // The `from=<...>, size=..., nrcpt=...` line is qmgr's (as in Postfix), logged when the
     // message enters the active queue; log analysers take the first one per queue ID.

@@ -398,5 +398,12 @@ pub fn ensure_mailbox_base(base: &Path, owner: Option<QueueOwner>) -> Result<boo
     Ok(true)
 }
 
+/// Bytes free to unprivileged writers on the file system that holds `dir` (`statvfs`:
+/// `f_bavail × f_frsize`), as Postfix measures its queue for `queue_minfree`.
+pub fn free_space(dir: &Path) -> std::io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
+    Ok(st.blocks_available().saturating_mul(st.fragment_size()))
+}
+
 #[cfg(test)]
 mod tests;

@@ -27,11 +27,12 @@
 //! ## Exit status
 //!
 //! 0 stored; 64 (EX_USAGE) bad arguments; 65 (EX_DATAERR) malformed, incomplete or
-//! oversize input; 75 (EX_TEMPFAIL) the maildrop could not be written (retry later);
+//! oversize input; 75 (EX_TEMPFAIL) the maildrop could not be written (retry later; a
+//! full queue file system says so, and the temporary file is removed);
 //! 78 (EX_CONFIG) the configuration could not be loaded.
 #![forbid(unsafe_code)]
 
-use std::io::{BufWriter, Read};
+use std::io::{BufWriter, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -97,7 +98,22 @@ fn run() -> Result<(), (u8, String)> {
             MaildropError::Io(_) => EX_TEMPFAIL,
             _ => EX_DATAERR,
         };
-        (code, format!("uid={uid}: {e}"))
+        let full = match &e {
+            MaildropError::Io(io) => {
+                matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+                    || io.to_string().contains("No space left on device")
+                    || io.to_string().contains("Disk quota exceeded")
+            }
+            _ => false,
+        };
+        if full {
+            (
+                code,
+                format!("uid={uid}: the queue file system is full, message not submitted, try again later ({e})"),
+            )
+        } else {
+            (code, format!("uid={uid}: {e}"))
+        }
     })?;
     if report_id {
         println!("{}", id.as_str());

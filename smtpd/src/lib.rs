@@ -23,8 +23,11 @@
 //! except on loopback; passwords go to auth only, in zeroized buffers. Nothing panics on
 //! network input.
 //!
-//! Diagnostics: one log line per accepted message (`QUEUEID: client=..., from=<...>`),
-//! per connection and disconnection, per failed AUTH, and per limit hit.
+//! Diagnostics: one log line per message as it begins, when cleanup has named its queue
+//! ID (`QUEUEID: client=host[addr]`, with `sasl_method=..., sasl_username=...` when
+//! authenticated, before cleanup's `message-id=` and qmgr's `from=` lines, as in
+//! Postfix), per connection and disconnection, per failed AUTH, and per limit hit
+//! (`NOQUEUE: reject: MAIL from ...: 452 4.3.1 Insufficient system storage`).
 //!
 //! Settings read (main.toml, overridable per service with master.toml `options`):
 //! `myhostname`, `mynetworks`, `mydestination`, `relay_domains`, `message_size_limit`,
@@ -36,12 +39,13 @@
 //! `smtpd_client_connection_rate_limit` (both counted per smtpd process, not across
 //! processes), `smtpd_forbid_bare_newline`, `smtpd_reject_unlisted_recipient`,
 //! `smtpd_{client,helo,sender,relay,recipient,data,end_of_data}_restrictions`,
-//! `alias_maps`.
+//! `alias_maps`, `queue_minfree` ([`space`]).
 #![forbid(unsafe_code)]
 
 pub mod protocol;
 pub mod server;
 pub mod settings;
+pub mod space;
 pub mod stdio;
 
 pub use protocol::command::fuzz_command;

@@ -75,6 +75,9 @@ pub struct Settings {
     pub tls_cert_file: Option<PathBuf>,
     /// `smtpd_tls_key_file`, resolved.
     pub tls_key_file: Option<PathBuf>,
+    /// `queue_minfree`, when MAIL checks the queue's free space ([`crate::space`]; not in
+    /// unit tests and `sendmail -bs`, whose working directory is not the queue).
+    pub queue_minfree: Option<u64>,
 }
 
 fn resolve(dir: &Path, p: &str) -> PathBuf {
@@ -167,6 +170,7 @@ impl Settings {
             conn_rate_limit: main.smtpd_client_connection_rate_limit,
             tls_cert_file,
             tls_key_file,
+            queue_minfree: Some(main.queue_minfree),
         })
     }
 
@@ -181,6 +185,7 @@ impl Settings {
         main.smtpd_banner = "mail.example.test ESMTP Postern".into();
         let mut s = Settings::load(&main, Path::new("/nonexistent"), "smtp").unwrap_or_else(|e| panic!("{e}"));
         s.aliases = Aliases::parse("postmaster: root\nroot: alice\n").unwrap_or_default();
+        s.queue_minfree = None;
         s
     }
 }

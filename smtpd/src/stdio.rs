@@ -86,6 +86,8 @@ pub fn local_settings(main: &MainConfig, config_dir: &Path) -> Result<Settings, 
     main.smtpd_relay_restrictions = vec!["reject_unauth_destination".into()];
     let mut s = Settings::load(&main, config_dir, "sendmail")?;
     s.tls_available = false;
+    // postdrop, not smtpd, finds out whether the queue has room.
+    s.queue_minfree = None;
     s.restrictions = Restrictions {
         client: Vec::new(),
         helo: Vec::new(),
@@ -177,6 +179,9 @@ fn perform(
                 Action::Begin(envelope) => {
                     if sink.begin(&envelope).is_err() {
                         next.extend(session.cleanup_done(None));
+                    } else {
+                        // The sink names the message only at its end.
+                        next.extend(session.cleanup_started(None));
                     }
                 }
                 Action::Data(bytes) => {

@@ -2,7 +2,8 @@
 //! shipped pipeline (smtpd → cleanup → qmgr → local / smtp → bounce), with local
 //! deliveries, one recipient bounced by a remote 550, and one deferred by a remote 450;
 //! then `pflogsumm` (Debian's package) summarises the maillog, and its counts of
-//! received, delivered, deferred and bounced messages are exactly what the test did.
+//! received, delivered, deferred and bounced messages are exactly what the test did, and
+//! its sender and byte statistics count the received mail.
 //!
 //! pflogsumm takes only lines whose program name is `postfix/...` or `<syslog-name>/...`;
 //! Postern logs as `postern/<daemon>[pid]`, so it is run with `--syslog-name=postern`
@@ -143,6 +144,16 @@ fn pflogsumm_counts_match_the_load() {
         "pflogsumm report:\n{report}\nmaillog:\n{}",
         inst.log()
     );
+    // smtpd's `ID: client=` line comes before qmgr's `from=<...>, size=...` line (cleanup
+    // names the queue ID when the message begins), so the sender and size statistics count
+    // the five received messages: one sender, and their bytes.
+    assert_eq!(total(&report, "senders"), Some(1), "{report}");
+    let bytes = report
+        .lines()
+        .find(|l| l.trim_end().ends_with("bytes received"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("0");
+    assert_ne!(bytes, "0", "bytes received counted:\n{report}");
     // The details name the right destinations and reasons.
     assert!(report.contains("example.test"), "{report}");
     assert!(

@@ -3,7 +3,10 @@
 //!
 //! Protocol name `cleanup`, version 1. One message per connection:
 //!
-//! 1. client → cleanup: `M` [`CleanupRequest::Submit`] with the envelope;
+//! 1. client → cleanup: `M` [`CleanupRequest::Submit`] with the envelope, or
+//!    [`CleanupRequest::Open`], after which cleanup at once answers `M`
+//!    [`CleanupStarted`] with the queue ID the message will have (smtpd uses it, as
+//!    Postfix's smtpd does, in its `Received:` header and its `ID: client=` log line);
 //! 2. client → cleanup: the content as `D` frames, then `E`. The content is the message
 //!    as it will be stored: header and body, SMTP dot-stuffing already removed, lines
 //!    ending in LF or CRLF (cleanup stores LF). smtpd puts its `Received:` header first.
@@ -80,6 +83,17 @@ pub struct Submission {
 pub enum CleanupRequest {
     /// A new message; its content follows as data frames.
     Submit(Submission),
+    /// As `Submit`, but cleanup first answers [`CleanupStarted`] with the queue ID.
+    Open(Submission),
+}
+
+/// cleanup's answer to [`CleanupRequest::Open`], before the content is sent. The ID is
+/// the one a later `Queued` or `Discarded` names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename = "started")]
+pub struct CleanupStarted {
+    /// The queue ID.
+    pub queue_id: String,
 }
 
 /// The outcome. `code`/`dsn`/`text` are ready to be sent as an SMTP reply.

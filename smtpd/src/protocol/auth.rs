@@ -30,6 +30,10 @@ impl Session {
         if self.tx.is_some() {
             return self.send(common::sequence("MAIL transaction in progress"));
         }
+        self.sasl_method = match mech {
+            Mech::Plain => "PLAIN",
+            Mech::Login => "LOGIN",
+        };
         match (mech, initial) {
             (Mech::Plain, Some(i)) => self.plain(i.as_bytes()),
             (Mech::Plain, None) => {
@@ -106,9 +110,10 @@ impl Session {
         match result {
             VerifyResult::Ok(user) => {
                 tracing::info!(
-                    "client={}[{}], sasl_method=PLAIN/LOGIN, sasl_username={user}",
+                    "client={}[{}], sasl_method={}, sasl_username={user}",
                     self.client.name,
-                    self.client.addr
+                    self.client.addr,
+                    self.sasl_method
                 );
                 self.auth_user = Some(user);
                 self.send(Reply::new(235, "2.7.0", "Authentication successful"));

@@ -23,7 +23,9 @@ use postern_lib::proto::cleanup::{CleanupReply, Origin, Submission};
 use postern_lib::queue_file::attr;
 use std::collections::BTreeMap;
 
-/// Dot-unstuffing of a DATA stream, byte by byte (chunks may split anything).
+/// Dot-unstuffing of a DATA stream (chunks may split anything). Inside a line the input
+/// is copied a run at a time up to the next LF (`memchr`); only line starts go byte by
+/// byte.
 #[derive(Debug, Clone)]
 pub struct DotDecoder {
     line_start: bool,
@@ -76,7 +78,26 @@ impl DotDecoder {
     /// Decodes `input` into `out`; returns how many bytes were consumed and whether the
     /// end-of-data line was reached (bytes after it are not consumed).
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
-        for (i, &b) in input.iter().enumerate() {
+        let mut i = 0;
+        while let Some(&b) = input.get(i) {
+            if self.held == 0 && !self.line_start {
+                // Inside a line: everything up to the next LF is content as it is.
+                let rest = input.get(i..).unwrap_or_default();
+                let Some(k) = memchr::memchr(b'\n', rest) else {
+                    out.extend_from_slice(rest);
+                    self.last_cr = rest.last() == Some(&b'\r');
+                    return (input.len(), false);
+                };
+                let run = rest.get(..k).unwrap_or_default();
+                if let Some(&last) = run.last() {
+                    out.extend_from_slice(run);
+                    self.last_cr = last == b'\r';
+                }
+                self.normal(b'\n', out);
+                i += k + 1;
+                continue;
+            }
+            i += 1;
             match self.held {
                 1 => {
                     self.held = 0;
@@ -98,7 +119,7 @@ impl DotDecoder {
                     self.held = 0;
                     if b == b'\n' {
                         if self.prev_crlf {
-                            return (i + 1, true);
+                            return (i, true);
                         }
                         out.extend_from_slice(b".\r\n");
                         self.line_start = true;
@@ -146,6 +167,20 @@ impl HeaderCounter {
     }
 }
 
+/// What the session does once cleanup has named the queue ID.
+#[derive(Debug)]
+pub enum AfterStart {
+    /// Answer 354 and read DATA content.
+    Data,
+    /// Read the BDAT chunk.
+    Bdat {
+        /// Its size.
+        remaining: u64,
+        /// `LAST` was given.
+        last: bool,
+    },
+}
+
 /// A message being received.
 #[derive(Debug, Default)]
 pub struct MessageState {
@@ -183,8 +218,7 @@ impl Session {
             return self.send(r);
         }
         self.begin_message(false);
-        self.send(Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]));
-        self.phase = Phase::Data(DotDecoder::new());
+        self.wait = Wait::Started(AfterStart::Data);
     }
 
     pub(super) fn bdat(&mut self, size: u64, last: bool) {
@@ -196,12 +230,79 @@ impl Session {
         };
         if error.is_none() && self.tx.as_ref().is_some_and(|t| t.message.is_none()) {
             self.begin_message(true);
+            self.wait = Wait::Started(AfterStart::Bdat { remaining: size, last });
+            return;
         }
         self.phase = Phase::Bdat {
             remaining: size,
             last,
             error,
         };
+    }
+
+    /// cleanup named the queue ID (or failed: `None`, and the message is marked broken):
+    /// the `Received:` header goes first, then the content the client sends.
+    pub(super) fn message_started(&mut self, queue_id: Option<&str>, next: AfterStart) {
+        let broken = self
+            .tx
+            .as_ref()
+            .and_then(|t| t.message.as_ref())
+            .is_none_or(|m| m.broken || m.aborted);
+        if !broken {
+            if let Some(id) = queue_id {
+                let sasl = match &self.auth_user {
+                    Some(u) => format!(", sasl_method={}, sasl_username={u}", self.sasl_method),
+                    None => String::new(),
+                };
+                tracing::info!("{id}: client={}[{}]{sasl}", self.client.name, self.client.addr);
+                if let Some(t) = self.tx.as_mut() {
+                    t.id_logged = true;
+                }
+            }
+            let header = self.received_header(queue_id);
+            self.out.push(Action::Data(header.into_bytes()));
+        }
+        match next {
+            AfterStart::Data => {
+                self.send(Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]));
+                self.phase = Phase::Data(DotDecoder::new());
+            }
+            AfterStart::Bdat { remaining, last } => {
+                self.phase = Phase::Bdat {
+                    remaining,
+                    last,
+                    error: None,
+                };
+            }
+        }
+    }
+
+    /// The `Received:` header for the message being begun.
+    fn received_header(&self, queue_id: Option<&str>) -> String {
+        let helo = self.helo.as_deref().unwrap_or_default();
+        let single = self
+            .tx
+            .as_ref()
+            .filter(|t| t.recipients.len() == 1)
+            .and_then(|t| t.recipients.first())
+            .map(|r| r.address.as_str());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let addr = self.client.addr.to_string();
+        received::header(&ReceivedFacts {
+            helo,
+            client_name: &self.client.name,
+            client_addr: &addr,
+            tls: self.tls.as_ref(),
+            sasl_user: self.auth_user.as_deref(),
+            hostname: &self.cfg.hostname,
+            protocol: self.protocol_name(),
+            queue_id,
+            single_rcpt: single,
+            now,
+        })
     }
 
     fn begin_message(&mut self, chunked: bool) {
@@ -245,31 +346,11 @@ impl Session {
             hold: false,
             attributes,
         };
-        let single = (tx.recipients.len() == 1)
-            .then(|| tx.recipients.first().map(|r| r.address.clone()))
-            .flatten();
         tx.message = Some(MessageState {
             chunked,
             ..MessageState::default()
         });
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let addr = self.client.addr.to_string();
-        let header = received::header(&ReceivedFacts {
-            helo: &helo,
-            client_name: &self.client.name,
-            client_addr: &addr,
-            tls: self.tls.as_ref(),
-            sasl_user: self.auth_user.as_deref(),
-            hostname: &self.cfg.hostname,
-            protocol,
-            single_rcpt: single.as_deref(),
-            now,
-        });
         self.out.push(Action::Begin(Box::new(submission)));
-        self.out.push(Action::Data(header.into_bytes()));
     }
 
     /// Content received: count it, check limits, pass it on.
@@ -398,7 +479,8 @@ impl Session {
         let tx = self.tx.take();
         let r = match reply {
             Some(CleanupReply::Queued { queue_id }) | Some(CleanupReply::Discarded { queue_id }) => {
-                if let Some(tx) = &tx {
+                // With a queue ID named at the start, the `client=` line was logged then.
+                if let Some(tx) = tx.as_ref().filter(|t| !t.id_logged) {
                     tracing::info!(
                         "{queue_id}: client={}[{}]{}, from=<{}>, nrcpt={}",
                         self.client.name,
@@ -440,7 +522,7 @@ impl Session {
         {
             self.out.push(Action::Abort);
         }
-        if matches!(self.wait, Wait::Cleanup) {
+        if matches!(self.wait, Wait::Cleanup | Wait::Started(_)) {
             self.wait = Wait::Nothing;
             self.tx = None;
         }

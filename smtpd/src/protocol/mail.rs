@@ -38,6 +38,18 @@ impl Session {
                 "Unsupported option: ESMTP parameters need EHLO",
             ));
         }
+        if let Some(minfree) = self.cfg.queue_minfree
+            && let Some(free) = crate::space::queue_free()
+            && !crate::space::enough(free, minfree, self.cfg.message_size_limit, m.size)
+        {
+            let from = m.path.as_ref().map(|p| p.to_string()).unwrap_or_default();
+            tracing::info!(
+                "NOQUEUE: reject: MAIL from {}[{}]: 452 4.3.1 Insufficient system storage; from=<{from}> (free {free} bytes)",
+                self.client.name,
+                self.client.addr
+            );
+            return self.send(Reply::new(452, "4.3.1", "Insufficient system storage"));
+        }
         self.tx = Some(Transaction {
             mail: m,
             ..Transaction::default()

@@ -63,6 +63,7 @@ pub fn fuzz_session(bytes: &[u8]) {
         actions.extend(s.process(&mut input));
         actions.extend(s.lookup_done(LookupResult::NoSuchUser));
         actions.extend(s.verify_done(VerifyResult::Fail));
+        actions.extend(s.cleanup_started(Some("0Vxq3Yk9c0012345".into())));
         actions.extend(s.cleanup_done(None));
         actions.extend(s.tls_started(TlsInfo {
             version: "TLSv1.3".into(),
@@ -113,7 +114,8 @@ pub enum Action {
         /// Password.
         password: Zeroizing<String>,
     },
-    /// Open a connection to cleanup and submit this envelope.
+    /// Open a connection to cleanup and submit this envelope; the session waits for
+    /// [`Session::cleanup_started`] (or [`Session::cleanup_done`] with `None`).
     Begin(Box<Submission>),
     /// Content for cleanup.
     Data(Vec<u8>),
@@ -151,6 +153,8 @@ enum Wait {
     Nothing,
     Lookup(Box<mail::PendingRcpt>),
     Verify,
+    /// cleanup's queue ID ([`Session::cleanup_started`]), then this.
+    Started(data::AfterStart),
     Cleanup,
     Tls,
     Closed,
@@ -177,6 +181,8 @@ struct Transaction {
     mail: command::MailArgs,
     recipients: Vec<Recipient>,
     message: Option<MessageState>,
+    /// The `ID: client=` line was logged when cleanup named the queue ID.
+    id_logged: bool,
 }
 
 /// One SMTP session.
@@ -190,6 +196,8 @@ pub struct Session {
     esmtp: bool,
     tls: Option<TlsInfo>,
     auth_user: Option<String>,
+    /// The SASL mechanism of the AUTH command in progress or done (`PLAIN`, `LOGIN`).
+    sasl_method: &'static str,
     tx: Option<Transaction>,
     phase: Phase,
     wait: Wait,
@@ -215,6 +223,7 @@ impl Session {
             esmtp: false,
             tls,
             auth_user: None,
+            sasl_method: "",
             tx: None,
             phase: Phase::Command,
             wait: Wait::Nothing,
@@ -335,10 +344,26 @@ impl Session {
         self.take()
     }
 
+    /// Cleanup's answer to [`Action::Begin`]: the queue ID the message will have (`None`
+    /// when the sink names none, as for `sendmail -bs`). The `Received:` header and the
+    /// `ID: client=` log line follow, then the `354` (DATA) or the chunk (BDAT).
+    pub fn cleanup_started(&mut self, queue_id: Option<String>) -> Vec<Action> {
+        if let Some(next) = self.take_started() {
+            self.message_started(queue_id.as_deref(), next);
+        }
+        self.take()
+    }
+
     /// Cleanup's reply to [`Action::End`], or `None` when the cleanup connection broke or
     /// could not be made (at any time).
     pub fn cleanup_done(&mut self, reply: Option<CleanupReply>) -> Vec<Action> {
-        if matches!(self.wait, Wait::Cleanup) {
+        if let Some(next) = self.take_started() {
+            // No queue ID comes: the message is read and refused at its end.
+            if let Some(m) = self.tx.as_mut().and_then(|t| t.message.as_mut()) {
+                m.broken = true;
+            }
+            self.message_started(None, next);
+        } else if matches!(self.wait, Wait::Cleanup) {
             self.wait = Wait::Nothing;
             self.message_result(reply);
         } else if reply.is_none()
@@ -347,6 +372,17 @@ impl Session {
             m.broken = true;
         }
         self.take()
+    }
+
+    /// Ends the wait for cleanup's queue ID, if the session is waiting for it.
+    fn take_started(&mut self) -> Option<data::AfterStart> {
+        if !matches!(self.wait, Wait::Started(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut self.wait, Wait::Nothing) {
+            Wait::Started(next) => Some(next),
+            _ => None,
+        }
     }
 
     fn take(&mut self) -> Vec<Action> {

@@ -5,13 +5,14 @@
 //!         (using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)
 //!         (No client certificate requested)
 //!         (Authenticated sender: alice)
-//!         by mail.example.test (Postern) with ESMTPSA
+//!         by mail.example.test (Postern) with ESMTPSA id 0Vxq3Yk9c0012345
 //!         for <bob@example.test>; Sun, 22 Nov 2026 18:13:03 +0000 (UTC)
 //! ```
 //!
-//! Postfix also writes `id QUEUEID` after the protocol; the cleanup protocol assigns the
-//! queue ID only when the message is complete, so Postern's header has no `id` clause.
-//! `for <...>` is written when the message has exactly one recipient, as Postfix does.
+//! The `id` is the queue ID cleanup names when the message begins
+//! ([`postern_lib::proto::cleanup::CleanupStarted`]); a session without one (`sendmail
+//! -bs`) writes no `id` clause. `for <...>` is written when the message has exactly one
+//! recipient, as Postfix does.
 
 use super::TlsInfo;
 
@@ -31,6 +32,8 @@ pub struct ReceivedFacts<'a> {
     pub hostname: &'a str,
     /// SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA.
     pub protocol: &'a str,
+    /// The queue ID, when known.
+    pub queue_id: Option<&'a str>,
     /// The one recipient, if exactly one.
     pub single_rcpt: Option<&'a str>,
     /// Seconds since the epoch.
@@ -59,6 +62,9 @@ pub fn header(f: &ReceivedFacts<'_>) -> String {
         h.push_str(&format!("\t(Authenticated sender: {})\r\n", clean(u)));
     }
     h.push_str(&format!("\tby {} (Postern) with {}", f.hostname, f.protocol));
+    if let Some(id) = f.queue_id {
+        h.push_str(&format!(" id {}", clean(id)));
+    }
     match f.single_rcpt {
         Some(r) => h.push_str(&format!("\r\n\tfor <{}>; {}\r\n", clean(r), rfc5322_date(f.now))),
         None => h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(f.now))),

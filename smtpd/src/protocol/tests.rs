@@ -41,7 +41,7 @@ impl T {
             self.input.push(&rest[..n]).unwrap();
             rest = &rest[n..];
             let a = self.s.process(&mut self.input);
-            self.actions.extend(a);
+            self.settle(a);
             if self.s.is_waiting() {
                 break;
             }
@@ -61,10 +61,19 @@ impl T {
     }
     fn feed(&mut self, f: impl FnOnce(&mut Session) -> Vec<Action>) -> String {
         let a = f(&mut self.s);
-        self.actions.extend(a);
+        self.settle(a);
         let more = self.s.process(&mut self.input);
-        self.actions.extend(more);
+        self.settle(more);
         self.replies()
+    }
+    /// Keeps `a`, answering each `Begin` as cleanup does: with the queue ID [`QID`].
+    fn settle(&mut self, mut a: Vec<Action>) {
+        while a.iter().any(|x| matches!(x, Action::Begin(_))) {
+            self.actions.extend(a);
+            a = self.s.cleanup_started(Some(QID.into()));
+            a.extend(self.s.process(&mut self.input));
+        }
+        self.actions.extend(a);
     }
     fn content(&self) -> Vec<u8> {
         let mut v = Vec::new();
@@ -79,6 +88,9 @@ impl T {
         self.actions.iter().any(f)
     }
 }
+
+/// The queue ID the tests' cleanup names.
+const QID: &str = "0Vxq3Yk9c0012345";
 
 fn queued() -> Option<CleanupReply> {
     Some(CleanupReply::Queued {
@@ -129,7 +141,7 @@ fn whole_transaction_pipelined() {
     assert_eq!(sub.attributes["body"], "8BITMIME");
     assert_eq!(sub.attributes["protocol"], "ESMTP");
     let content = String::from_utf8(t.content()).unwrap();
-    assert!(content.starts_with("Received: from c (unknown [127.0.0.1])\r\n\tby mail.example.test (Postern) with ESMTP\r\n\tfor <x@remote.test>; "), "{content}");
+    assert!(content.starts_with("Received: from c (unknown [127.0.0.1])\r\n\tby mail.example.test (Postern) with ESMTP id 0Vxq3Yk9c0012345\r\n\tfor <x@remote.test>; "), "{content}");
     assert!(content.ends_with("Subject: hi\r\n\r\n.dot\r\nbody\r\n"), "{content}");
     assert!(t.has(|a| matches!(a, Action::End)));
     let r = t.feed(|s| s.cleanup_done(queued()));
@@ -520,6 +532,31 @@ mod prop {
         #[test]
         fn fuzz_session_entry(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             fuzz_session(&bytes);
+        }
+
+        /// Whole buffers and one byte at a time decode alike: the same content, the same
+        /// end, the same bare-LF verdict.
+        #[test]
+        fn dot_decoder_chunking_is_invisible(
+            bytes in proptest::collection::vec(prop_oneof![Just(b'.'), Just(b'\r'), Just(b'\n'), Just(b'a')], 0..300)
+        ) {
+            let mut whole = data::DotDecoder::new();
+            let mut out_whole = Vec::new();
+            let (n_whole, end_whole) = whole.feed(&bytes, &mut out_whole);
+            let mut single = data::DotDecoder::new();
+            let mut out_single = Vec::new();
+            let (mut n_single, mut end_single) = (0, false);
+            for b in &bytes {
+                let (n, end) = single.feed(std::slice::from_ref(b), &mut out_single);
+                n_single += n;
+                if end {
+                    end_single = true;
+                    break;
+                }
+            }
+            prop_assert_eq!(out_whole, out_single);
+            prop_assert_eq!((n_whole, end_whole), (n_single, end_single));
+            prop_assert_eq!(whole.bare_lf, single.bare_lf);
         }
 
         #[test]

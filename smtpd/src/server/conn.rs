@@ -16,7 +16,7 @@ use crate::settings::Settings;
 use mio::net::TcpStream;
 use postern_lib::line::LineBuffer;
 use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
-use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest};
+use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, CleanupStarted};
 use rustls::ServerConnection;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -47,6 +47,14 @@ pub struct Conn {
     pub sock: TcpStream,
     /// The client's address.
     pub ip: IpAddr,
+    /// The client socket may have bytes to read (see [`PeerConn::readable`]).
+    pub client_readable: bool,
+    /// The client has closed its side (or the socket failed): read to the end, since no
+    /// further event will come for the end of input.
+    pub client_hup: bool,
+    /// Whether the client socket is registered for writability too (only while replies
+    /// wait for room; otherwise every segment the client acknowledges would wake us).
+    pub write_interest: bool,
     tls: Option<ServerConnection>,
     tls_reported: bool,
     tls_config: Option<Arc<rustls::ServerConfig>>,
@@ -56,6 +64,8 @@ pub struct Conn {
     greeted: bool,
     /// The connection to cleanup for the message in progress.
     pub cleanup: Option<PeerConn>,
+    /// Whether cleanup has named the queue ID ([`CleanupStarted`]) on `cleanup`.
+    cleanup_started: bool,
     /// The connection to auth.
     pub auth: Option<PeerConn>,
     auth_ask: Option<AuthAsk>,
@@ -95,6 +105,9 @@ impl Conn {
         let mut c = Conn {
             sock,
             ip,
+            client_readable: true,
+            client_hup: false,
+            write_interest: false,
             tls: None,
             tls_reported: false,
             tls_config,
@@ -103,6 +116,7 @@ impl Conn {
             session,
             greeted: false,
             cleanup: None,
+            cleanup_started: false,
             auth: None,
             auth_ask: None,
             lookup_user: None,
@@ -179,12 +193,15 @@ impl Conn {
                     self.data_deadline = Some(Instant::now() + self.cfg.data_timeout);
                     let opened = PeerConn::connect(Path::new(cleanup::SOCKET), cleanup::PROTOCOL, cleanup::VERSION)
                         .and_then(|mut p| {
-                            p.send(&CleanupRequest::Submit(*sub)).map_err(|e| e.to_string())?;
+                            p.send(&CleanupRequest::Open(*sub)).map_err(|e| e.to_string())?;
+                            // Due: the queue ID (CleanupStarted), later the outcome.
+                            p.reply_due = Some(Instant::now() + self.cfg.timeout);
                             Ok(p)
                         });
                     match opened {
                         Ok(p) => {
                             self.cleanup = Some(p);
+                            self.cleanup_started = false;
                             self.peers_changed = true;
                         }
                         Err(e) => {
@@ -290,6 +307,11 @@ impl Conn {
         }
         self.auth = None;
         self.dead = true;
+    }
+
+    /// Whether bytes wait for room in the client socket.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     fn can_read(&self) -> bool {
@@ -412,7 +434,15 @@ impl Conn {
             }
             let Some(slot) = buf.get_mut(..space) else { break };
             let got = match self.tls.as_mut() {
-                None => self.sock.read(slot),
+                None if !self.client_readable => break,
+                None => {
+                    let got = self.sock.read(slot);
+                    // A short read drained the socket: the next arrival is a new event.
+                    if !self.client_hup && got.as_ref().is_ok_and(|&n| n > 0 && n < space) {
+                        self.client_readable = false;
+                    }
+                    got
+                }
                 Some(t) => {
                     match t.reader().read(slot) {
                         Ok(n) => Ok(n),
@@ -453,7 +483,12 @@ impl Conn {
                         self.deadline = now + self.cfg.timeout;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if self.tls.is_none() {
+                        self.client_readable = false;
+                    }
+                    break;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.eof = true;
@@ -470,17 +505,36 @@ impl Conn {
         let r = p.pump();
         let mut progress = r.progress;
         let mut outcome: Option<Option<CleanupReply>> = None;
-        if let Some(f) = r.frames.first() {
+        for f in &r.frames {
+            let Some(p) = self.cleanup.as_mut() else { break };
+            if !self.cleanup_started {
+                // First comes the queue ID, then (after End) the outcome.
+                let Ok(started) = f.message::<CleanupStarted>() else {
+                    outcome = Some(None);
+                    break;
+                };
+                self.cleanup_started = true;
+                p.reply_due = None;
+                let a = self.session.cleanup_started(Some(started.queue_id));
+                self.apply(a);
+                progress = true;
+                continue;
+            }
             outcome = Some(match f.message::<CleanupReply>() {
                 Ok(reply) if p.reply_due.is_some() => Some(reply),
                 Ok(_) | Err(_) => None,
             });
-        } else if let Some(e) = r.failed {
+            break;
+        }
+        if outcome.is_none()
+            && let Some(e) = r.failed
+        {
             tracing::warn!("cleanup connection: {e}");
             outcome = Some(None);
         }
-        if let Some(o) = outcome {
-            self.cleanup = None;
+        if let Some(o) = outcome
+            && self.cleanup.take().is_some()
+        {
             self.peers_changed = true;
             self.data_deadline = None;
             let a = self.session.cleanup_done(o);

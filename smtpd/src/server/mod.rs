@@ -73,13 +73,32 @@ impl Server {
                 if let Some(p) = p
                     && !p.registered
                 {
+                    p.write_interest = !p.out.is_empty();
                     p.registered = registry
-                        .register(&mut p.sock, Token(4 * id + k), Interest::READABLE | Interest::WRITABLE)
+                        .register(&mut p.sock, Token(4 * id + k), interest(p.write_interest))
                         .is_ok();
                 }
             }
             // A freshly registered peer may already be writable or readable.
             c.pump(now);
+        }
+        if !c.dead {
+            // Writability is asked for only while output waits for room.
+            let want = c.wants_write();
+            if want != c.write_interest && registry.reregister(&mut c.sock, Token(4 * id), interest(want)).is_ok() {
+                c.write_interest = want;
+            }
+            for (k, p) in [(1, c.cleanup.as_mut()), (2, c.auth.as_mut())] {
+                if let Some(p) = p
+                    && p.registered
+                    && p.write_interest == p.out.is_empty()
+                    && registry
+                        .reregister(&mut p.sock, Token(4 * id + k), interest(!p.out.is_empty()))
+                        .is_ok()
+                {
+                    p.write_interest = !p.out.is_empty();
+                }
+            }
         }
         if c.dead
             && let Some(mut c) = self.conns.remove(&id)
@@ -94,6 +113,15 @@ impl Server {
             self.anvil.disconnect(c.ip, now);
             tracing::info!("disconnect from unknown[{}]", c.ip);
         }
+    }
+}
+
+/// Readable always; writable too when `write`.
+fn interest(write: bool) -> Interest {
+    if write {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
     }
 }
 
@@ -129,7 +157,7 @@ impl EventService for Server {
         let mut c = Conn::new(sock, ip, self.cfg.clone(), self.tls.clone(), self.known.clone(), now);
         if lp
             .registry()
-            .register(&mut c.sock, Token(4 * id), Interest::READABLE | Interest::WRITABLE)
+            .register(&mut c.sock, Token(4 * id), interest(false))
             .is_err()
         {
             self.anvil.disconnect(ip, now);
@@ -144,6 +172,28 @@ impl EventService for Server {
         let id = event.token().0 / 4;
         let now = Instant::now();
         if let Some(c) = self.conns.get_mut(&id) {
+            // Something to read (or an end or error to find out about by reading).
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                let hup = event.is_read_closed() || event.is_error();
+                match event.token().0 % 4 {
+                    0 => {
+                        c.client_readable = true;
+                        c.client_hup |= hup;
+                    }
+                    1 => {
+                        if let Some(p) = c.cleanup.as_mut() {
+                            p.readable = true;
+                            p.hup |= hup;
+                        }
+                    }
+                    _ => {
+                        if let Some(p) = c.auth.as_mut() {
+                            p.readable = true;
+                            p.hup |= hup;
+                        }
+                    }
+                }
+            }
             c.pump(now);
         }
         self.settle(lp.registry(), id, now);

@@ -1,6 +1,7 @@
 //! A non-blocking IPC connection to another daemon (cleanup or auth), driven by the
 //! event loop: frames to send wait in an output buffer, received bytes go through the
-//! sans-I/O decoder of [`postern_lib::ipc::codec`]. Nothing here ever blocks.
+//! sans-I/O decoder of [`postern_lib::ipc::codec`]. Nothing here ever blocks, and a
+//! socket is read only after a readiness event says there may be something to read.
 
 use mio::net::UnixStream;
 use postern_lib::ipc::IpcError;
@@ -25,7 +26,18 @@ pub struct PeerConn {
     pub reply_due: Option<Instant>,
     /// Whether the loop has registered the socket.
     pub registered: bool,
+    /// The socket may have bytes to read: set by a readiness event, cleared when a read
+    /// comes back short or would block (the socket is edge-triggered: every arrival
+    /// after that is a new event), so a pump without news makes no read call.
+    pub readable: bool,
+    /// The peer has closed its side (or the socket failed): read to the end.
+    pub hup: bool,
+    /// Whether the socket is registered for writability too (only while `out` waits).
+    pub write_interest: bool,
 }
+
+/// Bytes read from a peer at once.
+const READ_SIZE: usize = 8192;
 
 /// What a pump of the connection produced.
 #[derive(Debug, Default)]
@@ -53,6 +65,9 @@ impl PeerConn {
             hello_seen: false,
             reply_due: None,
             registered: false,
+            readable: true,
+            hup: false,
+            write_interest: false,
         })
     }
 
@@ -82,37 +97,24 @@ impl PeerConn {
                 }
             }
         }
-        let mut buf = [0u8; 8192];
-        loop {
-            let want = self.decoder.wants().min(buf.len());
-            let Some(slot) = buf.get_mut(..want) else { break };
-            match self.sock.read(slot) {
+        let mut buf = [0u8; READ_SIZE];
+        while self.readable {
+            match self.sock.read(&mut buf) {
                 Ok(0) => {
                     p.failed = Some("connection closed".into());
                     return p;
                 }
                 Ok(n) => {
                     p.progress = true;
-                    self.decoder.push(slot.get(..n).unwrap_or_default());
-                    loop {
-                        match self.decoder.next_frame() {
-                            Ok(Some(f)) if !self.hello_seen => {
-                                if let Err(e) = f.expect_hello(self.protocol, self.version) {
-                                    p.failed = Some(e.to_string());
-                                    return p;
-                                }
-                                self.hello_seen = true;
-                            }
-                            Ok(Some(f)) => p.frames.push(f),
-                            Ok(None) => break,
-                            Err(e) => {
-                                p.failed = Some(e.to_string());
-                                return p;
-                            }
-                        }
+                    if n < buf.len() && !self.hup {
+                        self.readable = false;
+                    }
+                    if let Err(e) = self.decode(buf.get(..n).unwrap_or_default(), &mut p.frames) {
+                        p.failed = Some(e);
+                        return p;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     p.failed = Some(format!("read: {e}"));
@@ -121,5 +123,24 @@ impl PeerConn {
             }
         }
         p
+    }
+
+    /// Feeds received bytes to the decoder (never more than it wants at a time, so it holds
+    /// at most one frame) and collects the frames after our peer's hello.
+    fn decode(&mut self, mut bytes: &[u8], frames: &mut Vec<Frame>) -> Result<(), String> {
+        while !bytes.is_empty() {
+            let (now, rest) = bytes.split_at(self.decoder.wants().min(bytes.len()));
+            bytes = rest;
+            self.decoder.push(now);
+            while let Some(f) = self.decoder.next_frame().map_err(|e| e.to_string())? {
+                if self.hello_seen {
+                    frames.push(f);
+                } else {
+                    f.expect_hello(self.protocol, self.version).map_err(|e| e.to_string())?;
+                    self.hello_seen = true;
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use postern_lib::ipc::IpcStream;
-use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest};
+use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, CleanupStarted};
 use postern_lib::queue_id::QueueId;
 use postern_lib::skeleton::single::single_server;
 use postern_lib::skeleton::{Accepted, Context, Stream};
@@ -31,15 +31,24 @@ fn serve(mode: &mut Mode, _ctx: &Context, conn: Accepted) {
         Ok(i) => i,
         Err(e) => return note(&format!("handshake: {e}")),
     };
+    let id = QueueId::new();
     let sub = match ipc.recv::<CleanupRequest>() {
         Ok(CleanupRequest::Submit(sub)) => sub,
+        Ok(CleanupRequest::Open(sub)) => {
+            let started = CleanupStarted {
+                queue_id: id.as_str().to_string(),
+            };
+            if let Err(e) = ipc.send(&started) {
+                return note(&format!("started: {e}"));
+            }
+            sub
+        }
         Err(e) => return note(&format!("request: {e}")),
     };
     let mut content = Vec::new();
     if let Err(e) = ipc.data_reader(64 << 20).read_to_end(&mut content) {
         return note(&format!("content: {e}"));
     }
-    let id = QueueId::new();
     let reply = match mode.0.as_str() {
         "reject" => CleanupReply::Rejected {
             code: 550,
