@@ -111,13 +111,17 @@ impl Settings {
         };
         // As Postfix: refuse to start as an open relay.
         let stops_relay = |l: &[policy::Rule]| {
-            l.iter()
-                .any(|r| matches!(r, policy::Rule::RejectUnauthDestination | policy::Rule::Reject))
+            l.iter().any(|r| {
+                matches!(
+                    r,
+                    policy::Rule::RejectUnauthDestination | policy::Rule::DeferUnauthDestination | policy::Rule::Reject
+                )
+            })
         };
         if !stops_relay(&restrictions.relay) && !stops_relay(&restrictions.recipient) {
             return Err(
                 "in smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one \
-                        reject_unauth_destination or reject (this would be an open relay)"
+                        reject_unauth_destination, defer_unauth_destination or reject (this would be an open relay)"
                     .into(),
             );
         }

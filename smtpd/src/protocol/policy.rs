@@ -86,6 +86,9 @@ pub enum Rule {
     PermitSaslAuthenticated,
     /// `reject_unauth_destination`.
     RejectUnauthDestination,
+    /// `defer_unauth_destination`: the same test, answered with a temporary `454` (the
+    /// rule Debian's stock main.cf puts in `smtpd_relay_restrictions`).
+    DeferUnauthDestination,
     /// `reject_unlisted_recipient`.
     RejectUnlistedRecipient,
     /// `reject_non_fqdn_sender`.
@@ -115,6 +118,7 @@ pub fn parse_list(
             "permit_mynetworks" => Rule::PermitMynetworks,
             "permit_sasl_authenticated" => Rule::PermitSaslAuthenticated,
             "reject_unauth_destination" => Rule::RejectUnauthDestination,
+            "defer_unauth_destination" => Rule::DeferUnauthDestination,
             "reject_unlisted_recipient" => Rule::RejectUnlistedRecipient,
             "reject_non_fqdn_sender" => Rule::RejectNonFqdnSender,
             "reject_non_fqdn_recipient" => Rule::RejectNonFqdnRecipient,
@@ -226,11 +230,16 @@ pub fn evaluate(rules: &[Rule], stage: Stage, f: &Facts<'_>) -> Verdict {
             Rule::Reject => return reject(stage, f, 554, "5.7.1", "Access denied"),
             Rule::PermitMynetworks if f.mynetworks => return Verdict::Permit,
             Rule::PermitSaslAuthenticated if f.authenticated => return Verdict::Permit,
-            Rule::RejectUnauthDestination => {
+            Rule::RejectUnauthDestination | Rule::DeferUnauthDestination => {
                 if let Some((a, class)) = f.recipient
                     && !matches!(class, Class::Local | Class::RelayDomain)
                 {
-                    return Verdict::Reject(Reply::new(554, "5.7.1", format!("<{a}>: Relay access denied")));
+                    let (code, dsn) = if *rule == Rule::RejectUnauthDestination {
+                        (554, "5.7.1")
+                    } else {
+                        (454, "4.7.1")
+                    };
+                    return Verdict::Reject(Reply::new(code, dsn, format!("<{a}>: Relay access denied")));
                 }
             }
             Rule::RejectUnlistedRecipient => {

@@ -273,6 +273,29 @@ fn relay_tricks_refused_outside_mynetworks() {
 }
 
 #[test]
+fn defer_unauth_destination_is_a_temporary_refusal() {
+    let main = postern_lib::config::MainConfig {
+        myhostname: "mail.example.test".into(),
+        mydestination: vec!["example.test".into()],
+        smtpd_relay_restrictions: vec![
+            "permit_mynetworks".into(),
+            "permit_sasl_authenticated".into(),
+            "defer_unauth_destination".into(),
+        ],
+        alias_maps: Vec::new(),
+        ..Default::default()
+    };
+    let cfg = Settings::load(&main, std::path::Path::new("/nonexistent"), "smtp").expect("not an open relay");
+    let mut t = client_with("192.0.2.9", cfg);
+    t.replies();
+    let r = t.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x%remote.test@example.test>\r\n");
+    assert!(
+        r.ends_with("454 4.7.1 <x%remote.test@example.test>: Relay access denied\r\n"),
+        "{r}"
+    );
+}
+
+#[test]
 fn mynetworks_may_relay() {
     let mut t = client("127.0.0.1");
     t.replies();
