@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let part = imapd::mime::parse(data);
     let mut out = Vec::new();
-    imapd::mime::body_structure(&mut out, &part);
+    imapd::mime::body_structure(&mut out, &part, true);
     let (header, _body) = imapd::mime::split(data);
     imapd::mime::envelope(&mut out, header);
     for spec in ["", "1", "1.2", "2.MIME", "HEADER", "TEXT", "1.HEADER", "3.1.TEXT"] {

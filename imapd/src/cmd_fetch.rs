@@ -1,9 +1,12 @@
 //! FETCH: FLAGS, INTERNALDATE, RFC822.SIZE, UID, ENVELOPE, BODYSTRUCTURE, BODY,
-//! BODY[section]<partial>, BODY.PEEK, RFC822, RFC822.HEADER, RFC822.TEXT, and the macros
+//! `BODY[section]<partial>`, BODY.PEEK, RFC822, RFC822.HEADER, RFC822.TEXT, and the macros
 //! ALL, FAST, FULL. Sizes, dates and flags come from the folder view and its cache;
-//! the message file is read only for items that need its content. A non-PEEK body fetch
-//! sets `\Seen` (in a read-write folder) and reports the new FLAGS.
-
+//! the message file is read only for items that need its content. When the only content
+//! asked for is whole messages (`BODY[]`, `BODY.PEEK[]`, `RFC822`), each file is read as
+//! stored into one reused buffer and its bare LFs become CRLF as it is copied into the
+//! output, with the literal's size counted first. A non-PEEK body fetch sets `\Seen` (in a
+//! read-write folder) and reports the new FLAGS.
+use crate::binary;
 use crate::mime;
 use crate::parse::{self, Arg};
 use crate::reply::{flag_list, string};
@@ -36,15 +39,26 @@ pub struct FetchJob {
     tag: String,
     idx: Vec<usize>,
     pos: usize,
-    items: Vec<String>,
+    /// The items, upper-cased, each with its `BODY[...]` parse when it is one.
+    items: Vec<(String, Option<BodyItem>)>,
     uid: bool,
     needs_content: bool,
+    /// Every content item is the whole message (`BODY[]`, `BODY.PEEK[]`, `RFC822`): the
+    /// file is read into `buf` as stored and line ends are converted as it is written out.
+    whole_only: bool,
     wants_envelope: bool,
     sets_seen: bool,
     failed: bool,
+    /// A BINARY item named a part whose Content-Transfer-Encoding is unknown.
+    unknown_cte: bool,
     /// Cached envelopes of the messages still to do (read once per FETCH).
     envelopes: std::collections::HashMap<u32, Vec<u8>>,
+    /// The current message's file, reused from message to message.
+    buf: Vec<u8>,
 }
+
+/// A parsed `BODY[section]<partial>` item: (peek, section, partial).
+type BodyItem = (bool, String, Partial);
 
 /// (start, length) of a `<start.length>` partial fetch.
 type Partial = Option<(u64, u64)>;
@@ -93,18 +107,32 @@ impl Session {
             ]
             .iter()
             .any(|k| k.eq_ignore_ascii_case(i));
-            if !known && body_item(i).is_none() {
+            if !known && body_item(i).is_none() && binary::item(&i.to_ascii_uppercase()).is_none() {
                 return Err(Reply::Bad(format!("Unknown FETCH item {}", i.escape_default())));
             }
         }
-        let needs_content = items.iter().any(|i| {
-            let u = i.to_ascii_uppercase();
-            u.starts_with("BODY") || u.starts_with("RFC822") && u != "RFC822.SIZE"
-        });
-        let wants_envelope = items.iter().any(|i| i.eq_ignore_ascii_case("ENVELOPE"));
-        let sets_seen = items.iter().any(|i| {
-            let u = i.to_ascii_uppercase();
-            u == "RFC822" || u == "RFC822.TEXT" || body_item(&u).is_some_and(|b| !b.0)
+        let items: Vec<(String, Option<BodyItem>)> = items
+            .iter()
+            .map(|i| {
+                let u = i.to_ascii_uppercase();
+                let b = body_item(&u);
+                (u, b)
+            })
+            .collect();
+        let content_item = |(u, b): &(String, Option<BodyItem>)| {
+            b.is_some()
+                || u.starts_with("BODY")
+                || u.starts_with("BINARY")
+                || u.starts_with("RFC822") && u != "RFC822.SIZE"
+        };
+        let needs_content = items.iter().any(content_item);
+        let whole_only = items
+            .iter()
+            .filter(|i| content_item(i))
+            .all(|(u, b)| u == "RFC822" || matches!(b, Some((_, s, None)) if s.is_empty()));
+        let wants_envelope = items.iter().any(|(u, _)| u == "ENVELOPE");
+        let sets_seen = items.iter().any(|(u, b)| {
+            u == "RFC822" || u == "RFC822.TEXT" || u.starts_with("BINARY[") || b.as_ref().is_some_and(|b| !b.0)
         });
         if let Some(sel) = self.sel.as_mut()
             && sel.folder.changed()
@@ -122,10 +150,13 @@ impl Session {
             items,
             uid,
             needs_content,
+            whole_only,
             wants_envelope,
             sets_seen,
             failed: false,
+            unknown_cte: false,
             envelopes,
+            buf: Vec::new(),
         };
         self.run_fetch(job)
     }
@@ -136,15 +167,21 @@ impl Session {
     pub(crate) fn run_fetch(&mut self, mut job: FetchJob) -> Result<(), Reply> {
         let (uid, needs_content, wants_envelope, sets_seen) =
             (job.uid, job.needs_content, job.wants_envelope, job.sets_seen);
+        let whole_only = needs_content && job.whole_only;
         let items = std::mem::take(&mut job.items);
+        let mut buf = std::mem::take(&mut job.buf);
         let Some(sel) = self.sel.as_mut() else {
             return Err(Reply::Bad("No mailbox".into()));
         };
+        if needs_content && job.idx.len() - job.pos > 256 {
+            self.out.reserve(FETCH_CHUNK + 64 * 1024);
+        }
         let mut failed = job.failed;
         while job.pos < job.idx.len() {
             if self.out.len() > FETCH_CHUNK {
                 job.failed = failed;
                 job.items = items;
+                job.buf = buf;
                 self.pending_fetch = Some(job);
                 return Ok(());
             }
@@ -155,7 +192,13 @@ impl Session {
                 failed = true;
                 continue;
             };
-            let content = if needs_content {
+            let content = if whole_only {
+                if !sel.folder.read_raw(u, &mut buf)? {
+                    failed = true;
+                    continue;
+                }
+                None
+            } else if needs_content {
                 match sel.folder.read(u)? {
                     Some(c) => Some(c),
                     None => {
@@ -199,21 +242,21 @@ impl Session {
                     flags_changed = true;
                 }
             }
-            let keywords = sel.folder.keywords().to_vec();
             let raw = content.as_deref().unwrap_or(&[]);
-            let mut out = format!("* {} FETCH (", i + 1).into_bytes();
+            let out = &mut self.out;
+            out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
             let mut first = true;
             let mut wrote_flags = false;
-            for item in &items {
+            for (upper, body) in &items {
                 if !first {
                     out.push(b' ');
                 }
                 first = false;
-                let upper = item.to_ascii_uppercase();
                 match upper.as_str() {
                     "FLAGS" => {
                         wrote_flags = true;
-                        out.extend_from_slice(format!("FLAGS {}", flag_list(&flags.imap_names(&keywords))).as_bytes());
+                        let names = flag_list(&flags.imap_names(sel.folder.keywords()));
+                        out.extend_from_slice(format!("FLAGS {names}").as_bytes());
                     }
                     "UID" => out.extend_from_slice(format!("UID {u}").as_bytes()),
                     "INTERNALDATE" => out
@@ -226,7 +269,11 @@ impl Session {
                     "BODYSTRUCTURE" | "BODY" => {
                         out.extend_from_slice(upper.as_bytes());
                         out.push(b' ');
-                        mime::body_structure(&mut out, &mime::parse(raw));
+                        mime::body_structure(out, &mime::parse(raw), upper == "BODYSTRUCTURE");
+                    }
+                    "RFC822" if whole_only => {
+                        out.extend_from_slice(b"RFC822 ");
+                        literal_crlf(out, &buf);
                     }
                     "RFC822" | "RFC822.HEADER" | "RFC822.TEXT" => {
                         let (h, b) = mime::split(raw);
@@ -237,48 +284,106 @@ impl Session {
                         };
                         out.extend_from_slice(upper.as_bytes());
                         out.push(b' ');
-                        literal(&mut out, data);
+                        literal(out, data);
                     }
-                    _ => {
-                        let Some((_, section, partial)) = body_item(item) else {
+                    _ if body.is_none() => {
+                        let Some((_, size_only, part, partial)) = binary::item(upper) else {
                             continue;
                         };
-                        let data = mime::section(raw, &section).unwrap_or_default();
-                        let data: &[u8] = &data;
+                        let data = match binary::content(raw, &part) {
+                            Ok(d) => d,
+                            Err(()) => {
+                                job.unknown_cte = true;
+                                None
+                            }
+                        };
+                        let name = match partial {
+                            _ if size_only => format!("BINARY.SIZE[{part}] "),
+                            Some((start, _)) => format!("BINARY[{part}]<{start}> "),
+                            None => format!("BINARY[{part}] "),
+                        };
+                        out.extend_from_slice(name.as_bytes());
+                        let Some(data) = data else {
+                            out.extend_from_slice(b"NIL");
+                            continue;
+                        };
+                        let data: &[u8] = match partial {
+                            Some((start, len)) => {
+                                let s = (start as usize).min(data.len());
+                                &data[s..s.saturating_add(len as usize).min(data.len())]
+                            }
+                            None => &data,
+                        };
+                        if size_only {
+                            out.extend_from_slice(data.len().to_string().as_bytes());
+                        } else {
+                            if data.contains(&0) {
+                                out.push(b'~');
+                            }
+                            literal(out, data);
+                        }
+                    }
+                    _ => {
+                        let Some((_, section, partial)) = body else {
+                            continue;
+                        };
                         let name = match partial {
                             Some((start, _)) => format!("BODY[{section}]<{start}>"),
                             None => format!("BODY[{section}]"),
                         };
                         out.extend_from_slice(name.as_bytes());
                         out.push(b' ');
+                        if whole_only {
+                            literal_crlf(out, &buf);
+                            continue;
+                        }
+                        let data = mime::section(raw, section).unwrap_or_default();
+                        let data: &[u8] = &data;
                         let data: &[u8] = match partial {
                             Some((start, len)) => {
-                                let s = (start as usize).min(data.len());
-                                let e = s.saturating_add(len as usize).min(data.len());
+                                let s = (*start as usize).min(data.len());
+                                let e = s.saturating_add(*len as usize).min(data.len());
                                 &data[s..e]
                             }
                             None => data,
                         };
-                        literal(&mut out, data);
+                        literal(out, data);
                     }
                 }
             }
             if flags_changed && !wrote_flags {
-                out.extend_from_slice(format!(" FLAGS {}", flag_list(&flags.imap_names(&keywords))).as_bytes());
+                let names = flag_list(&flags.imap_names(sel.folder.keywords()));
+                out.extend_from_slice(format!(" FLAGS {names}").as_bytes());
             }
             out.extend_from_slice(b")\r\n");
-            self.out.extend_from_slice(&out);
         }
         if let Some(sel) = self.sel.as_mut() {
             sel.folder.save_cache();
         }
         self.report(uid);
-        if failed {
+        if job.unknown_cte {
+            self.line(&format!(
+                "{} NO [UNKNOWN-CTE] Cannot decode a part's transfer encoding",
+                job.tag
+            ));
+        } else if failed {
             self.line(&format!("{} NO Some messages were expunged", job.tag));
         } else {
             self.ok(&job.tag, "Fetch completed");
         }
         Ok(())
+    }
+}
+
+/// A literal of `data` as stored, with bare LF line ends sent as CRLF: the size is counted
+/// first, then the bytes are converted straight into the output.
+fn literal_crlf(out: &mut Vec<u8>, data: &[u8]) {
+    let n = postern_lib::mailbox::cache::crlf_size(data);
+    if n == 0 {
+        string(out, b"");
+    } else {
+        out.extend_from_slice(format!("{{{n}}}\r\n").as_bytes());
+        postern_lib::mailbox::folder::extend_crlf(out, data);
     }
 }
 

@@ -1,11 +1,17 @@
-//! Mailbox commands: SELECT/EXAMINE, CREATE/DELETE/RENAME, SUBSCRIBE/UNSUBSCRIBE,
-//! LIST/LSUB (with SPECIAL-USE attributes), STATUS and APPEND (with APPENDUID).
+//! Mailbox commands: SELECT/EXAMINE (RFC 3501's and, once enabled, RFC 9051's untagged
+//! responses), CREATE/DELETE/RENAME (RENAME INBOX moves its messages), SUBSCRIBE/
+//! UNSUBSCRIBE, STATUS (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE) and
+//! APPEND with MULTIAPPEND (RFC 3502: all messages or none) and APPENDUID. LIST is
+//! [`crate::cmd_list`].
 
 use crate::parse::{self, Arg, Command};
 use crate::reply::{astring, flag_list};
 use crate::session::{Reply, Selected, Session};
 use postern_lib::mailbox::flags::{self, Flags};
-use postern_lib::mailbox::{SEPARATOR, Store};
+use postern_lib::mailbox::{Folder, SEPARATOR, Store};
+
+/// One message of an APPEND: flags, keywords, internal date, bytes.
+type AppendGroup<'a> = (Flags, Vec<String>, Option<i64>, &'a [u8]);
 
 fn name_arg(c: &Command, i: usize) -> Result<String, Reply> {
     c.args
@@ -15,22 +21,15 @@ fn name_arg(c: &Command, i: usize) -> Result<String, Reply> {
         .ok_or(Reply::Bad("Missing mailbox name".into()))
 }
 
-/// Whether `name` matches a LIST pattern (`*` anything, `%` anything but the separator).
-fn matches(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| matches(rest, &name[i..])),
-        Some((b'%', rest)) => (0..=name.len())
-            .take_while(|&i| i == 0 || name[i - 1] != SEPARATOR as u8)
-            .any(|i| matches(rest, &name[i..])),
-        Some((p, rest)) => name.first().is_some_and(|n| n.eq_ignore_ascii_case(p)) && matches(rest, &name[1..]),
-    }
-}
-
 impl Session {
     pub(crate) fn select(&mut self, c: &Command) -> Result<(), Reply> {
         let name = name_arg(c, 0)?;
-        self.sel = None;
+        if c.args.len() > 1 {
+            return Err(Reply::Bad("SELECT takes a mailbox name only".into()));
+        }
+        if self.sel.take().is_some() && self.rev2 {
+            self.line("* OK [CLOSED] Previous mailbox closed");
+        }
         let folder = self.store()?.folder(&name)?;
         let read_only = c.name == "EXAMINE";
         let view: Vec<(u32, Flags)> = folder.messages().iter().map(|m| (m.uid, m.flags)).collect();
@@ -43,9 +42,14 @@ impl Session {
         kw.push("\\*".into());
         self.line(&format!("* OK [PERMANENTFLAGS {}] Flags permitted", flag_list(&kw)));
         self.line(&format!("* {} EXISTS", view.len()));
-        self.line("* 0 RECENT");
-        if let Some(i) = view.iter().position(|(_, f)| !f.seen()) {
-            self.line(&format!("* OK [UNSEEN {}] First unseen", i + 1));
+        if self.rev2 {
+            // RFC 9051: no RECENT and no UNSEEN code; the mailbox's LIST line instead
+            self.line(&format!("* LIST () \"{SEPARATOR}\" {}", astring(&name)));
+        } else {
+            self.line("* 0 RECENT");
+            if let Some(i) = view.iter().position(|(_, f)| !f.seen()) {
+                self.line(&format!("* OK [UNSEEN {}] First unseen", i + 1));
+            }
         }
         self.line(&format!("* OK [UIDVALIDITY {}] UIDs valid", folder.uid_validity()));
         self.line(&format!("* OK [UIDNEXT {}] Predicted next UID", folder.next_uid()));
@@ -83,93 +87,62 @@ impl Session {
         Ok(())
     }
 
-    pub(crate) fn list(&mut self, c: &Command) -> Result<(), Reply> {
-        // LIST [(selection options)] reference pattern [RETURN (...)]
-        let mut args: Vec<&Arg> = c.args.iter().collect();
-        if matches!(args.first(), Some(Arg::List(_))) {
-            args.remove(0);
-        }
-        let (Some(reference), Some(pattern)) =
-            (args.first().and_then(|a| a.text()), args.get(1).and_then(|a| a.text()))
-        else {
-            return Err(Reply::Bad("LIST needs a reference and a pattern".into()));
-        };
-        let cmd = c.name.as_str();
-        if pattern.is_empty() {
-            self.line(&format!("* {cmd} (\\Noselect) \"{SEPARATOR}\" \"\""));
-            self.ok(&c.tag, &format!("{cmd} completed"));
-            return Ok(());
-        }
-        let full = format!("{reference}{pattern}");
-        let store = self.store()?;
-        let all = store.list()?;
-        let subs = store.subscriptions();
-        let mut lines = Vec::new();
-        for name in &all {
-            let matched = if name == "INBOX" {
-                matches(full.as_bytes(), b"INBOX") || matches(full.to_ascii_uppercase().as_bytes(), b"INBOX")
-            } else {
-                matches(full.as_bytes(), name.as_bytes())
-            };
-            if !matched || (cmd == "LSUB" && !subs.contains(name)) {
-                continue;
-            }
-            let prefix = format!("{name}{SEPARATOR}");
-            let mut attrs = vec![if all.iter().any(|n| n.starts_with(&prefix)) {
-                "\\HasChildren"
-            } else {
-                "\\HasNoChildren"
-            }];
-            if let Some(a) = Store::special_use(name) {
-                attrs.push(a);
-            }
-            if cmd == "LIST" && subs.contains(name) && c.args.iter().any(|a| matches!(a, Arg::List(_))) {
-                attrs.push("\\Subscribed");
-            }
-            lines.push(format!(
-                "* {cmd} ({}) \"{SEPARATOR}\" {}",
-                attrs.join(" "),
-                astring(name)
-            ));
-        }
-        for l in lines {
-            self.line(&l);
-        }
-        self.ok(&c.tag, &format!("{cmd} completed"));
-        Ok(())
-    }
-
     pub(crate) fn status(&mut self, c: &Command) -> Result<(), Reply> {
         let name = name_arg(c, 0)?;
-        let Some(Arg::List(items)) = c.args.get(1) else {
-            return Err(Reply::Bad("STATUS needs a list of items".into()));
+        let (Some(Arg::List(items)), None) = (c.args.get(1), c.args.get(2)) else {
+            return Err(Reply::Bad("STATUS needs a mailbox and a list of items".into()));
         };
-        let folder = self.store()?.folder(&name)?;
-        let mut parts = Vec::new();
-        for item in items {
-            let k = item.keyword().unwrap_or_default();
-            let v = match k.as_str() {
-                "MESSAGES" => folder.messages().len() as u64,
-                "RECENT" => 0,
-                "UIDNEXT" => folder.next_uid() as u64,
-                "UIDVALIDITY" => folder.uid_validity() as u64,
-                "UNSEEN" => folder.messages().iter().filter(|m| !m.flags.seen()).count() as u64,
-                "SIZE" => folder.messages().iter().map(|m| m.size).sum(),
-                _ => return Err(Reply::Bad("Unknown STATUS item".into())),
-            };
-            parts.push(format!("{k} {v}"));
+        if items.is_empty() {
+            return Err(Reply::Bad("STATUS needs at least one item".into()));
         }
-        self.line(&format!("* STATUS {} ({})", astring(&name), parts.join(" ")));
+        let folder = match self.sel.as_mut() {
+            // the selected folder: the session's own view, synced
+            Some(sel) if sel.name == name => {
+                if sel.folder.changed() {
+                    sel.folder.sync()?;
+                }
+                None
+            }
+            _ => Some(self.store()?.folder(&name)?),
+        };
+        let parts = match (&folder, &self.sel) {
+            (Some(f), _) => self.status_items(f, items)?,
+            (None, Some(sel)) => self.status_items(&sel.folder, items)?,
+            (None, None) => return Err(Reply::No("[NONEXISTENT] No such mailbox".into())),
+        };
+        self.line(&format!("* STATUS {} ({parts})", astring(&name)));
         self.ok(&c.tag, "STATUS completed");
         Ok(())
     }
 
+    /// The `MESSAGES 3 UNSEEN 1 ...` of a STATUS response (shared with LIST-STATUS).
+    pub(crate) fn status_items(&self, folder: &Folder, items: &[Arg]) -> Result<String, Reply> {
+        let mut parts = Vec::new();
+        for item in items {
+            let k = item.keyword().unwrap_or_default();
+            let msgs = folder.messages();
+            let v = match k.as_str() {
+                "MESSAGES" => msgs.len() as u64,
+                "RECENT" => 0,
+                "UIDNEXT" => folder.next_uid() as u64,
+                "UIDVALIDITY" => folder.uid_validity() as u64,
+                "UNSEEN" => msgs.iter().filter(|m| !m.flags.seen()).count() as u64,
+                "DELETED" => msgs.iter().filter(|m| m.flags.deleted()).count() as u64,
+                "SIZE" => msgs.iter().map(|m| m.size).sum(),
+                _ => return Err(Reply::Bad("Unknown STATUS item".into())),
+            };
+            parts.push(format!("{k} {v}"));
+        }
+        Ok(parts.join(" "))
+    }
+
     pub(crate) fn append(&mut self, c: &Command) -> Result<(), Reply> {
         let name = name_arg(c, 0)?;
+        // one or more (flags, date, message) groups (RFC 3502)
+        let mut groups: Vec<AppendGroup<'_>> = Vec::new();
         let mut fl = Flags::default();
         let mut keywords = Vec::new();
         let mut date = None;
-        let mut message = None;
         for a in c.args.get(1..).unwrap_or_default() {
             match a {
                 Arg::List(list) => {
@@ -182,19 +155,22 @@ impl Session {
                         }
                     }
                 }
-                Arg::Str(s) if message.is_none() && date.is_none() && s.len() < 40 && !s.contains(&b'\n') => {
+                Arg::Str(s) if date.is_none() && s.len() < 40 && !s.contains(&b'\n') => {
                     match parse::date_time(&String::from_utf8_lossy(s)) {
                         Some(t) => date = Some(t),
-                        None => message = Some(s),
+                        None => groups.push((fl, std::mem::take(&mut keywords), date.take(), s)),
                     }
                 }
-                Arg::Str(s) => message = Some(s),
+                Arg::Str(s) => groups.push((fl, std::mem::take(&mut keywords), date.take(), s)),
                 Arg::Atom(_) => return Err(Reply::Bad("Invalid APPEND arguments".into())),
             }
+            if matches!(a, Arg::Str(_)) && date.is_none() {
+                fl = Flags::default();
+            }
         }
-        let Some(message) = message else {
+        if groups.is_empty() || date.is_some() || fl != Flags::default() || !keywords.is_empty() {
             return Err(Reply::Bad("APPEND needs a message".into()));
-        };
+        }
         let store = self.store()?;
         let mut folder = match store.folder(&name) {
             Ok(f) => f,
@@ -203,29 +179,29 @@ impl Session {
             }
             Err(e) => return Err(e.into()),
         };
-        for k in keywords {
-            if let Some(bit) = folder.keyword_bit(&k, true)? {
-                fl.keywords |= bit;
+        let mut uids = Vec::new();
+        for (mut fl, keywords, date, message) in groups {
+            let res = (|| {
+                for k in keywords {
+                    if let Some(bit) = folder.keyword_bit(&k, true)? {
+                        fl.keywords |= bit;
+                    }
+                }
+                folder.append(message, fl, date)
+            })();
+            match res {
+                Ok(uid) => uids.push(uid),
+                Err(e) => {
+                    // all or nothing: take back what this command already added
+                    let _ = folder.expunge(&uids);
+                    return Err(e.into());
+                }
             }
         }
-        let uid = folder.append(message, fl, date)?;
         let validity = folder.uid_validity();
+        let set = crate::reply::uid_set(&uids);
         self.report(true);
-        self.ok(&c.tag, &format!("[APPENDUID {validity} {uid}] Append completed"));
+        self.ok(&c.tag, &format!("[APPENDUID {validity} {set}] Append completed"));
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::matches;
-
-    #[test]
-    fn list_patterns() {
-        assert!(matches(b"*", b"a.b"));
-        assert!(matches(b"%", b"a"));
-        assert!(!matches(b"%", b"a.b"));
-        assert!(matches(b"a.%", b"a.b"));
-        assert!(matches(b"S*", b"Sent"));
     }
 }

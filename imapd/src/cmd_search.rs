@@ -1,6 +1,9 @@
 //! SEARCH with the RFC 3501 keys (charset US-ASCII or UTF-8). Flag, size, date and UID keys
-//! use the folder view alone; header keys read the message header; BODY and TEXT read the
-//! message, matching case-insensitively on the raw bytes (no MIME decoding).
+//! use the folder view alone; header keys (FROM, TO, CC, BCC, SUBJECT, HEADER, SENT*)
+//! answer from the folder's header cache (`postern-headers`, which reads and keeps the
+//! headers it lacks); BODY and TEXT read the message, matching case-insensitively on the
+//! raw bytes (no MIME decoding). Answers are `* SEARCH`, or `* ESEARCH` (RFC 4731) for
+//! `SEARCH RETURN (MIN MAX COUNT ALL)` and for every SEARCH once IMAP4rev2 is enabled.
 
 use crate::mime;
 use crate::parse::{self, Arg, SeqSet};
@@ -61,7 +64,13 @@ impl Key {
             Key::New | Key::Recent => false,
             Key::Old => true,
             Key::Header(name, needle) => {
-                let f = mime::fields(mime::split(raw).0);
+                let header = mime::split(raw).0;
+                // unfolding only joins lines (keeping their white space), so a needle
+                // without white space that is nowhere in the header is in no field
+                if !needle.iter().any(|&b| b == b' ' || b == b'\t') && !contains(header, needle) {
+                    return false;
+                }
+                let f = mime::fields(header);
                 f.iter()
                     .any(|(n, v)| n.eq_ignore_ascii_case(name) && contains(v, needle))
             }
@@ -245,6 +254,25 @@ impl Parser<'_, '_> {
 impl Session {
     pub(crate) fn search(&mut self, tag: &str, args: &[Arg], uid: bool) -> Result<(), Reply> {
         let mut args = args;
+        // RETURN (...) of RFC 4731; IMAP4rev2 answers ESEARCH (ALL) when none is given
+        let mut ret: Option<Vec<String>> = self.rev2.then(|| vec!["ALL".into()]);
+        if args.first().and_then(Arg::keyword).as_deref() == Some("RETURN") {
+            let Some(Arg::List(opts)) = args.get(1) else {
+                return Err(Reply::Bad("RETURN needs a list of options".into()));
+            };
+            let mut v = Vec::new();
+            for o in opts {
+                match o.keyword().as_deref() {
+                    Some(k @ ("MIN" | "MAX" | "COUNT" | "ALL")) => v.push(k.to_string()),
+                    _ => return Err(Reply::Bad("Unknown SEARCH return option".into())),
+                }
+            }
+            if v.is_empty() {
+                v.push("ALL".into());
+            }
+            ret = Some(v);
+            args = args.get(2..).unwrap_or(&[]);
+        }
         if args.first().and_then(Arg::keyword).as_deref() == Some("CHARSET") {
             let cs = args.get(1).and_then(Arg::text).unwrap_or_default().to_ascii_uppercase();
             if cs != "UTF-8" && cs != "US-ASCII" {
@@ -277,13 +305,18 @@ impl Session {
         let count = sel.view.len() as u32;
         let largest_uid = sel.view.last().map_or(0, |v| v.0);
         let mut hits = Vec::new();
+        // header keys answer from the folder's header cache, which learns what it lacks
+        let mut hc = match needs {
+            1 => sel.folder.header_cache(),
+            _ => Default::default(),
+        };
         for i in 0..sel.view.len() {
             let (u, _) = sel.view[i];
             let Some(m) = sel.folder.get(u).cloned() else { continue };
-            let raw = match needs {
+            let raw: Option<std::borrow::Cow<'_, [u8]>> = match needs {
                 0 => None,
-                1 => sel.folder.read_header(u)?,
-                _ => sel.folder.read(u)?,
+                1 => sel.folder.cached_header(&mut hc, u)?,
+                _ => sel.folder.read(u)?.map(std::borrow::Cow::Owned),
             };
             let ctx = Ctx {
                 seq: i as u32 + 1,
@@ -299,10 +332,17 @@ impl Session {
                 hits.push(if uid { u } else { i as u32 + 1 });
             }
         }
-        let mut line = String::from("* SEARCH");
-        for h in hits {
-            line.push_str(&format!(" {h}"));
-        }
+        sel.folder.save_header_cache(&hc);
+        let line = match ret {
+            Some(opts) => esearch(tag, uid, &opts, &hits),
+            None => {
+                let mut line = String::from("* SEARCH");
+                for h in hits {
+                    line.push_str(&format!(" {h}"));
+                }
+                line
+            }
+        };
         self.line(&line);
         self.report(uid);
         self.ok(tag, "Search completed");
@@ -310,8 +350,43 @@ impl Session {
     }
 }
 
+/// `* ESEARCH (TAG "t") UID MIN 1 MAX 9 COUNT 3 ALL 1,4,9`: the asked-for results of
+/// `hits` (ascending); MIN, MAX and ALL are left out when nothing matched.
+fn esearch(tag: &str, uid: bool, opts: &[String], hits: &[u32]) -> String {
+    let mut quoted = Vec::new();
+    crate::reply::string(&mut quoted, tag.as_bytes());
+    let mut line = format!("* ESEARCH (TAG {})", String::from_utf8_lossy(&quoted));
+    if uid {
+        line.push_str(" UID");
+    }
+    let has = |k: &str| opts.iter().any(|o| o == k);
+    if let (true, Some(m)) = (has("MIN"), hits.first()) {
+        line.push_str(&format!(" MIN {m}"));
+    }
+    if let (true, Some(m)) = (has("MAX"), hits.last()) {
+        line.push_str(&format!(" MAX {m}"));
+    }
+    if has("COUNT") {
+        line.push_str(&format!(" COUNT {}", hits.len()));
+    }
+    if has("ALL") && !hits.is_empty() {
+        line.push_str(&format!(" ALL {}", crate::reply::uid_set(hits)));
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn esearch_lines() {
+        let all = ["MIN", "MAX", "COUNT", "ALL"].map(String::from);
+        assert_eq!(
+            super::esearch("a1", true, &all, &[2, 3, 4, 9]),
+            "* ESEARCH (TAG \"a1\") UID MIN 2 MAX 9 COUNT 4 ALL 2:4,9"
+        );
+        assert_eq!(super::esearch("b", false, &all, &[]), "* ESEARCH (TAG \"b\") COUNT 0");
+    }
+
     #[test]
     fn substring_is_case_insensitive() {
         assert!(super::contains(b"Hello World", b"wORLD"));

@@ -1,11 +1,13 @@
 //! # imapd — Postern's IMAP server
 //!
-//! IMAP4rev1 (RFC 3501) on the Maildir store of `postern_lib::mailbox`, with LITERAL+
-//! (RFC 7888), SASL-IR, IDLE (RFC 2177), NAMESPACE, ID, ENABLE, UNSELECT, UIDPLUS
-//! (RFC 4315), MOVE (RFC 6851), SPECIAL-USE (RFC 6154) and CHILDREN. Event-driven: many
-//! sessions per process on the skeleton's mio loop; protocol code is sans-I/O
-//! ([`session`]). Several sessions on one mailbox, in one process or many, see each
-//! other's changes through the Maildir itself.
+//! IMAP4rev1 (RFC 3501) and IMAP4rev2 (RFC 9051, after `ENABLE IMAP4rev2`) on the Maildir
+//! store of `postern_lib::mailbox`, with LITERAL+ (RFC 7888), SASL-IR, IDLE (RFC 2177),
+//! NAMESPACE, ID, ENABLE, UNSELECT, UIDPLUS (RFC 4315), MOVE (RFC 6851), SPECIAL-USE
+//! (RFC 6154), CHILDREN, LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), ESEARCH
+//! (RFC 4731), MULTIAPPEND (RFC 3502), BINARY (RFC 3516, FETCH) and STATUS=SIZE. Event-driven: many sessions per
+//! process on the skeleton's mio loop; protocol code is sans-I/O ([`session`]). Several
+//! sessions on one mailbox, in one process or many, see each other's changes through the
+//! Maildir itself.
 //!
 //! TLS: STARTTLS when `imapd_tls_cert_file` is set; implicit TLS (the `imaps` service)
 //! when started with the argument `tls`.
@@ -22,14 +24,17 @@
 //! Diagnostics: `connect from ADDR`, `login: user=NAME`, `login failed: REASON`,
 //! `disconnect from ADDR, user=NAME`, warnings for file-system errors in a mailbox.
 //!
-//! Files: [`session`] (framing, state, dispatch, untagged updates), [`cmd_mailbox`]
-//! (SELECT, LIST, STATUS, CREATE/DELETE/RENAME, APPEND), [`cmd_message`] (STORE, COPY,
+//! Files: [`session`] (framing, state, dispatch, ENABLE, untagged updates), [`cmd_mailbox`]
+//! (SELECT, STATUS, CREATE/DELETE/RENAME, APPEND), [`cmd_list`] (LIST, LSUB),
+//! [`binary`] (BINARY fetch items), [`cmd_message`] (STORE, COPY,
 //! MOVE, EXPUNGE), [`cmd_fetch`], [`cmd_search`], [`mime`] (ENVELOPE, BODYSTRUCTURE,
 //! sections), [`parse`] (command grammar, sequence sets, dates), [`reply`] (string
 //! quoting), [`server`] (the event loop side: sockets, TLS, auth, timeouts).
 #![forbid(unsafe_code)]
 
+pub mod binary;
 pub mod cmd_fetch;
+pub mod cmd_list;
 pub mod cmd_mailbox;
 pub mod cmd_message;
 pub mod cmd_search;

@@ -171,19 +171,25 @@ fn lines(b: &[u8]) -> usize {
     memchr::memchr_iter(b'\n', b).count() + usize::from(!b.is_empty() && !b.ends_with(b"\n"))
 }
 
-/// BODYSTRUCTURE (or BODY, which is the same without extension data: we send none).
-pub fn body_structure(out: &mut Vec<u8>, p: &Part<'_>) {
+/// BODYSTRUCTURE (`ext`: with the extension data clients use to show attachments —
+/// parameters, disposition, language, location; MD5 for single parts) or BODY (`!ext`).
+pub fn body_structure(out: &mut Vec<u8>, p: &Part<'_>, ext: bool) {
     out.push(b'(');
+    let f = fields(p.header);
     if p.ctype.0 == "multipart" && !p.children.is_empty() {
         for c in &p.children {
-            body_structure(out, c);
+            body_structure(out, c, ext);
         }
         out.push(b' ');
         string(out, p.ctype.1.to_ascii_uppercase().as_bytes());
+        if ext {
+            out.push(b' ');
+            params(out, &p.params);
+            extension_tail(out, &f);
+        }
         out.push(b')');
         return;
     }
-    let f = fields(p.header);
     let (ty, sub) = if p.ctype.0 == "multipart" {
         ("text".to_string(), "plain".to_string())
     } else {
@@ -193,20 +199,7 @@ pub fn body_structure(out: &mut Vec<u8>, p: &Part<'_>) {
     out.push(b' ');
     string(out, sub.to_ascii_uppercase().as_bytes());
     out.push(b' ');
-    if p.params.is_empty() {
-        out.extend_from_slice(b"NIL");
-    } else {
-        out.push(b'(');
-        for (i, (k, v)) in p.params.iter().enumerate() {
-            if i > 0 {
-                out.push(b' ');
-            }
-            string(out, k.to_ascii_uppercase().as_bytes());
-            out.push(b' ');
-            string(out, v.as_bytes());
-        }
-        out.push(b')');
-    }
+    params(out, &p.params);
     out.push(b' ');
     nstring(out, field(&f, "Content-ID"));
     out.push(b' ');
@@ -221,12 +214,79 @@ pub fn body_structure(out: &mut Vec<u8>, p: &Part<'_>) {
         out.push(b' ');
         envelope(out, m.header);
         out.push(b' ');
-        body_structure(out, m);
+        body_structure(out, m, ext);
         out.extend_from_slice(format!(" {}", lines(p.body)).as_bytes());
     } else if ty == "text" {
         out.extend_from_slice(format!(" {}", lines(p.body)).as_bytes());
     }
+    if ext {
+        out.push(b' ');
+        nstring(out, field(&f, "Content-MD5"));
+        extension_tail(out, &f);
+    }
     out.push(b')');
+}
+
+/// A parameter list `("NAME" "value" ...)` or NIL.
+fn params(out: &mut Vec<u8>, params: &[(String, String)]) {
+    if params.is_empty() {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        string(out, k.to_ascii_uppercase().as_bytes());
+        out.push(b' ');
+        string(out, v.as_bytes());
+    }
+    out.push(b')');
+}
+
+/// body-fld-dsp, body-fld-lang and body-fld-loc (RFC 3501 §9), shared by single parts
+/// and multiparts: ` ("ATTACHMENT" ("FILENAME" "a.pdf")) NIL NIL`.
+fn extension_tail(out: &mut Vec<u8>, f: &[(String, Vec<u8>)]) {
+    out.push(b' ');
+    match field(f, "Content-Disposition") {
+        Some(d) => {
+            // The same `word; name=value` syntax as Content-Type, with one word.
+            let (_, dparams) = content_type(Some(d), ("", ""));
+            let text = String::from_utf8_lossy(d);
+            let word = text.split(';').next().unwrap_or("").trim().to_ascii_uppercase();
+            out.push(b'(');
+            string(out, word.as_bytes());
+            out.push(b' ');
+            params(out, &dparams);
+            out.push(b')');
+        }
+        None => out.extend_from_slice(b"NIL"),
+    }
+    out.push(b' ');
+    match field(f, "Content-Language") {
+        Some(l) => {
+            let text = String::from_utf8_lossy(l);
+            let langs: Vec<&str> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            match langs.as_slice() {
+                [] => out.extend_from_slice(b"NIL"),
+                [one] => string(out, one.as_bytes()),
+                many => {
+                    out.push(b'(');
+                    for (i, l) in many.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b' ');
+                        }
+                        string(out, l.as_bytes());
+                    }
+                    out.push(b')');
+                }
+            }
+        }
+        None => out.extend_from_slice(b"NIL"),
+    }
+    out.push(b' ');
+    nstring(out, field(f, "Content-Location"));
 }
 
 fn addresses(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
@@ -418,10 +478,23 @@ mod tests {
         assert_eq!(&*section(MSG, "").unwrap(), MSG);
         assert!(section(MSG, "3").is_none());
         let mut out = Vec::new();
-        body_structure(&mut out, &parse(MSG));
+        body_structure(&mut out, &parse(MSG), false);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "((\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 5 1)(\"APPLICATION\" \"OCTET-STREAM\" NIL NIL NIL \"7BIT\" 4) \"MIXED\")"
+        );
+        let mut out = Vec::new();
+        body_structure(&mut out, &parse(MSG), true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "((\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 5 1 NIL NIL NIL NIL)(\"APPLICATION\" \"OCTET-STREAM\" NIL NIL NIL \"7BIT\" 4 NIL NIL NIL NIL) \"MIXED\" (\"BOUNDARY\" \"XX\") NIL NIL NIL)"
+        );
+        let att = b"Content-Type: application/pdf; name=\"r.pdf\"\r\nContent-Disposition: attachment;\r\n filename=\"r.pdf\"\r\nContent-Language: en, de\r\nContent-Location: http://example.test/r\r\nContent-MD5: Q2hlY2s=\r\n\r\n%PDF";
+        let mut out = Vec::new();
+        body_structure(&mut out, &parse(att), true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "(\"APPLICATION\" \"PDF\" (\"NAME\" \"r.pdf\") NIL NIL \"7BIT\" 4 \"Q2hlY2s=\" (\"ATTACHMENT\" (\"FILENAME\" \"r.pdf\")) (\"en\" \"de\") \"http://example.test/r\")"
         );
         let mut env = Vec::new();
         envelope(&mut env, split(MSG).0);

@@ -1,4 +1,5 @@
-//! Formatting of IMAP response data: strings (quoted or literal), NIL, flag lists.
+//! Formatting of IMAP response data: strings (quoted or literal), NIL, flag lists,
+//! compact number sets.
 
 /// An IMAP string: quoted when it is short plain ASCII, a literal otherwise.
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
@@ -41,4 +42,38 @@ pub fn astring(s: &str) -> String {
 /// `(\Seen kw ...)`.
 pub fn flag_list(names: &[String]) -> String {
     format!("({})", names.join(" "))
+}
+
+/// A set of numbers in IMAP's compact form: `1:3,5,7:8` (input in ascending order).
+pub fn uid_set(nums: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < nums.len() {
+        let start = nums[i];
+        let mut end = start;
+        while i + 1 < nums.len() && nums[i + 1] == end.wrapping_add(1) {
+            i += 1;
+            end = nums[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn compact_sets() {
+        assert_eq!(super::uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(super::uid_set(&[4]), "4");
+        assert_eq!(super::uid_set(&[]), "");
+    }
 }

@@ -30,7 +30,7 @@ struct Conn {
     sock: TcpStream,
     session: Session,
     /// Bytes to write to the socket (ciphertext once TLS is on).
-    out: Vec<u8>,
+    out: OutBuf,
     /// TLS, once STARTTLS succeeded or from the start (imaps).
     tls: Option<TlsSession>,
     /// Ciphertext read but not yet taken by TLS.
@@ -151,7 +151,7 @@ impl Imapd {
             && let Some(t) = &mut c.tls
         {
             t.close();
-            t.transmit(&mut c.out);
+            t.transmit(&mut c.out.buf);
         }
         if flush(c).is_err() || (c.session.closed() && c.out.is_empty()) {
             self.close(id, lp);
@@ -169,16 +169,11 @@ impl Imapd {
             }
             return;
         }
-        let mut need = None;
         // a large FETCH goes on as the client reads what came before
-        while c.session.busy() && c.out.len() < RESUME_BELOW && need.is_none() {
-            need = c.session.resume();
-            emit(c);
-            if flush(c).is_err() {
-                self.close(id, lp);
-                return;
-            }
-        }
+        let Ok(mut need) = resume(c) else {
+            self.close(id, lp);
+            return;
+        };
         let mut buf = [0u8; 16 * 1024];
         let mut eof = false;
         loop {
@@ -225,16 +220,24 @@ impl Imapd {
                 }
                 Err(e) => {
                     tracing::info!("TLS error from {}: {e}", c.peer);
-                    t.transmit(&mut c.out);
+                    t.transmit(&mut c.out.buf);
                     eof = true;
                 }
             }
-            t.transmit(&mut c.out);
+            t.transmit(&mut c.out.buf);
             if t.peer_closed() && plain.is_empty() {
                 eof = true;
             }
             if !plain.is_empty() {
                 need = c.session.input(&plain);
+            }
+        }
+        // A FETCH started just now whose first part the socket took whole gets no
+        // writable edge to go on with: go on now (else it would wait for the next tick).
+        if need.is_none() && !eof {
+            match resume(c) {
+                Ok(n) => need = n,
+                Err(_) => eof = true,
             }
         }
         if eof {
@@ -291,6 +294,18 @@ fn verify(socket: &std::path::Path, user: String, password: String, client: Opti
     }
 }
 
+/// Runs a half-done command on while little output waits (the socket took the rest);
+/// `Err` when the connection failed.
+fn resume(c: &mut Conn) -> io::Result<Option<Need>> {
+    let mut need = None;
+    while c.session.busy() && c.out.len() < RESUME_BELOW && need.is_none() {
+        need = c.session.resume();
+        emit(c);
+        flush(c)?;
+    }
+    Ok(need)
+}
+
 /// Moves the session's output to the socket buffer, through TLS when it is on.
 fn emit(c: &mut Conn) {
     let data = c.session.take_output();
@@ -299,20 +314,64 @@ fn emit(c: &mut Conn) {
             if !data.is_empty() && t.send(&data).is_err() {
                 c.session.bye("TLS error");
             }
-            t.transmit(&mut c.out);
+            t.transmit(&mut c.out.buf);
         }
-        None if c.out.is_empty() => c.out = data,
-        None => c.out.extend_from_slice(&data),
+        None => c.out.push(data),
+    }
+}
+
+/// Output waiting for the socket: written from an offset, so a partial write never moves
+/// the rest of a large FETCH answer in memory.
+#[derive(Default)]
+struct OutBuf {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl OutBuf {
+    fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn unsent(&self) -> &[u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+
+    fn sent(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos >= 256 * 1024 && self.pos * 2 >= self.buf.len() {
+            // amortised: the bytes moved are fewer than those written since the last move
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+
+    fn push(&mut self, data: Vec<u8>) {
+        if self.buf.is_empty() {
+            self.buf = data;
+            self.pos = 0;
+            return;
+        }
+        if self.pos > 0 && self.pos >= self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(&data);
     }
 }
 
 fn flush(c: &mut Conn) -> io::Result<()> {
     while !c.out.is_empty() {
-        match c.sock.write(&c.out) {
+        match c.sock.write(c.out.unsent()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                c.out.drain(..n);
-            }
+            Ok(n) => c.out.sent(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -361,7 +420,7 @@ impl EventService for Imapd {
             Conn {
                 sock,
                 session,
-                out: Vec::new(),
+                out: OutBuf::default(),
                 tls,
                 raw: Vec::new(),
                 last: Instant::now(),

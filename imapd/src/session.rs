@@ -3,8 +3,9 @@
 //! daemon. Framing lives here — command lines bounded by `imapd_max_line_length`, literals
 //! (`{n}` with a `+` continuation, `{n+}` LITERAL+ without) bounded by `imapd_max_literal`
 //! and refused before they are read — and commands are dispatched to the files by family:
-//! [`crate::cmd_auth`], [`crate::cmd_mailbox`], [`crate::cmd_message`], [`crate::cmd_fetch`],
-//! [`crate::cmd_search`].
+//! [`crate::cmd_mailbox`], [`crate::cmd_list`], [`crate::cmd_message`], [`crate::cmd_fetch`],
+//! [`crate::cmd_search`]. `ENABLE IMAP4rev2` switches the session to RFC 9051's answers
+//! (no RECENT, ESEARCH for SEARCH, a LIST line and `[CLOSED]` at SELECT).
 //!
 //! State shared with other sessions is the Maildir alone: after each command (and while
 //! idling, at [`Session::poll`]) the selected folder is synced and what others changed is
@@ -79,6 +80,8 @@ pub struct Session {
     cmd: Vec<u8>,
     literal_need: usize,
     pub(crate) pending_fetch: Option<crate::cmd_fetch::FetchJob>,
+    /// `ENABLE IMAP4rev2` was given: RFC 9051's responses from then on.
+    pub(crate) rev2: bool,
 }
 
 impl Session {
@@ -99,6 +102,7 @@ impl Session {
             cmd: Vec::new(),
             literal_need: 0,
             pending_fetch: None,
+            rev2: false,
         };
         let caps = s.capabilities();
         let host = s.settings.hostname.clone();
@@ -109,7 +113,8 @@ impl Session {
     /// The capability list.
     pub fn capabilities(&self) -> String {
         let mut c = String::from(
-            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE CHILDREN",
+            "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE \
+             CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH MULTIAPPEND BINARY STATUS=SIZE",
         );
         if self.settings.starttls && !self.tls && self.user.is_none() {
             c.push_str(" STARTTLS");
@@ -364,10 +369,7 @@ impl Session {
             "AUTHENTICATE" if !authed => return self.authenticate(c),
             "LOGIN" | "AUTHENTICATE" => return Err(Reply::Bad("Already logged in".into())),
             _ if !authed => return Err(Reply::Bad("Log in first".into())),
-            "ENABLE" => {
-                self.line("* ENABLED");
-                self.ok(tag, "Enabled");
-            }
+            "ENABLE" => self.enable(c)?,
             "NAMESPACE" => {
                 self.line("* NAMESPACE ((\"\" \".\")) NIL NIL");
                 self.ok(tag, "Namespace completed");
@@ -419,6 +421,27 @@ impl Session {
             _ => return Err(Reply::Bad("Unknown command".into())),
         }
         Ok(None)
+    }
+
+    /// ENABLE (RFC 5161): IMAP4rev2 is the one extension with behaviour to switch on;
+    /// others are ignored, as the RFC asks.
+    fn enable(&mut self, c: &Command) -> Result<(), Reply> {
+        if c.args.is_empty() {
+            return Err(Reply::Bad("ENABLE needs a capability".into()));
+        }
+        let mut enabled = String::from("* ENABLED");
+        for a in &c.args {
+            let Some(k) = a.keyword() else {
+                return Err(Reply::Bad("Invalid ENABLE argument".into()));
+            };
+            if k == "IMAP4REV2" && !self.rev2 {
+                self.rev2 = true;
+                enabled.push_str(" IMAP4rev2");
+            }
+        }
+        self.line(&enabled);
+        self.ok(&c.tag, "Enabled");
+        Ok(())
     }
 
     fn authenticate(&mut self, c: &Command) -> Result<Option<Need>, Reply> {

@@ -721,3 +721,17 @@ pub fn sink_messages(dir: &Path) -> Vec<String> {
         .map(|(_, p)| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
         .collect()
 }
+
+/// An instance (not started) with auth and imapd on a free loopback port, and `user`
+/// added with `password`; returns it and the port.
+pub fn imap_instance(user: &str, password: &str) -> (Instance, u16) {
+    let port = free_port();
+    let services = format!(
+        "{}{}",
+        auth_service(),
+        daemon_service("imap", "inet", &format!("127.0.0.1:{port}"), "imapd", "")
+    );
+    let inst = Instance::new(&services, &[]);
+    add_user(&inst, user, password);
+    (inst, port)
+}

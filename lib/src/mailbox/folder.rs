@@ -10,8 +10,10 @@
 
 use super::cache::{self, Entry};
 use super::flags::{self, Flags};
+use super::headers::HeaderCache;
 use super::uidlist::{self, Lock, UidList};
 use super::{MailboxError, Result, io_err};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
@@ -377,6 +379,33 @@ impl Folder {
         self.cache_dirty = false;
     }
 
+    /// The folder's header cache ([`HeaderCache`]), read from its file.
+    pub fn header_cache(&self) -> HeaderCache {
+        HeaderCache::read(&self.path, self.uid_validity)
+    }
+
+    /// The header of `uid` from `hc`, else read from its file and added to `hc`; `None` if
+    /// the message is gone. Write `hc` back with [`Folder::save_header_cache`].
+    pub fn cached_header<'h>(&mut self, hc: &'h mut HeaderCache, uid: u32) -> Result<Option<Cow<'h, [u8]>>> {
+        if !hc.contains(uid) {
+            let Some(h) = self.read_header(uid)? else {
+                return Ok(None);
+            };
+            hc.insert(uid, &h);
+            if !hc.contains(uid) {
+                return Ok(Some(Cow::Owned(h)));
+            }
+        }
+        Ok(hc.get(uid).map(Cow::Borrowed))
+    }
+
+    /// Writes `hc` back if entries were added (best effort), without expunged messages.
+    pub fn save_header_cache(&self, hc: &HeaderCache) {
+        if hc.dirty() {
+            hc.write(&self.path, self.uid_validity, self.messages.iter().map(|m| m.uid));
+        }
+    }
+
     /// The message's header (up to and with the blank line), CRLF line ends; `None` if
     /// the message is gone. Reads only as much of the file as the header needs.
     pub fn read_header(&mut self, uid: u32) -> Result<Option<Vec<u8>>> {
@@ -445,6 +474,44 @@ impl Folder {
             }
         }
         Ok(None)
+    }
+
+    /// The message's bytes exactly as on disk (line ends as stored) into `buf`, which is
+    /// cleared first; `false` if it is gone. For callers that convert line ends on output
+    /// ([`extend_crlf`]) without a second copy.
+    pub fn read_raw(&mut self, uid: u32, buf: &mut Vec<u8>) -> Result<bool> {
+        use std::io::Read;
+        for _ in 0..3 {
+            let Some((path, size)) = self.get(uid).map(|m| (self.path.join("cur").join(&m.file), m.size)) else {
+                return Ok(false);
+            };
+            buf.clear();
+            // the CRLF size is at least the file's: read until end of file without the
+            // stat and seek `read_to_end` makes to size its buffer (open, read, read, close)
+            let read_all = |f: &mut fs::File, buf: &mut Vec<u8>| -> io::Result<()> {
+                buf.resize(size as usize + 1, 0);
+                let mut n = 0;
+                loop {
+                    if n == buf.len() {
+                        buf.resize(n * 2 + 4096, 0);
+                    }
+                    match f.read(&mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(n);
+                Ok(())
+            };
+            match fs::File::open(&path).and_then(|mut f| read_all(&mut f, buf)) {
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.sync()?,
+                Err(e) => return Err(io_err("read", &path, e)),
+            }
+        }
+        Ok(false)
     }
 
     /// Sets a message's flags (renaming its file); `false` if it is gone.
@@ -634,21 +701,24 @@ pub fn unique_base(size: u64) -> String {
 
 /// Turns bare LF line ends into CRLF (messages delivered with LF read as IMAP wants).
 pub fn to_crlf(bytes: Vec<u8>) -> Vec<u8> {
-    let bare = memchr::memchr_iter(b'\n', &bytes)
-        .filter(|&i| i == 0 || bytes[i - 1] != b'\r')
-        .count();
-    if bare == 0 {
+    if !memchr::memchr_iter(b'\n', &bytes).any(|i| i == 0 || bytes[i - 1] != b'\r') {
         return bytes;
     }
-    let mut out = Vec::with_capacity(bytes.len() + bare);
+    let mut out = Vec::with_capacity(cache::crlf_size(&bytes) as usize);
+    extend_crlf(&mut out, &bytes);
+    out
+}
+
+/// Appends `src` to `out` with every bare LF written as CRLF (whole runs between line
+/// ends copied at once); exactly [`cache::crlf_size`] bytes.
+pub fn extend_crlf(out: &mut Vec<u8>, src: &[u8]) {
     let mut start = 0;
-    for i in memchr::memchr_iter(b'\n', &bytes) {
-        if i == 0 || bytes[i - 1] != b'\r' {
-            out.extend_from_slice(&bytes[start..i]);
+    for i in memchr::memchr_iter(b'\n', src) {
+        if i == 0 || src[i - 1] != b'\r' {
+            out.extend_from_slice(&src[start..i]);
             out.extend_from_slice(b"\r\n");
             start = i + 1;
         }
     }
-    out.extend_from_slice(&bytes[start..]);
-    out
+    out.extend_from_slice(&src[start..]);
 }

@@ -12,7 +12,8 @@
 //! - message files are named `<time>.M<usec>P<pid>Q<n>.<host>,S=<size>,W=<size>:2,<flags>`;
 //!   flags are letters in the name (see [`flags`]), keywords mapped by `dovecot-keywords`;
 //! - `dovecot-uidlist` gives each base name its UID (see [`uidlist`]);
-//! - `postern-cache` keeps sizes and dates (see [`cache`]).
+//! - `postern-cache` keeps sizes and dates (see [`cache`]);
+//! - `postern-headers` keeps header blocks for SEARCH (see [`headers`]).
 //!
 //! # API
 //!
@@ -41,6 +42,7 @@
 pub mod cache;
 pub mod flags;
 pub mod folder;
+pub mod headers;
 pub mod uidlist;
 
 #[cfg(test)]
@@ -78,7 +80,7 @@ pub enum MailboxError {
     /// A folder or keyword name that is not allowed (`/`, `..`, control characters, too long).
     #[error("bad name: {0:?}")]
     BadName(String),
-    /// INBOX cannot be deleted or renamed here.
+    /// INBOX cannot be deleted.
     #[error("INBOX cannot be {0}")]
     Inbox(&'static str),
     /// The folder already uses all 26 keyword letters.
@@ -249,10 +251,19 @@ impl Store {
         fs::remove_dir_all(&path).map_err(|e| io_err("delete", &path, e))
     }
 
-    /// Renames a folder and every folder below it.
+    /// Renames a folder and every folder below it. Renaming INBOX (RFC 3501 §6.3.5) moves
+    /// its messages into the new folder, flags kept, and leaves INBOX empty.
     pub fn rename(&self, old: &str, new: &str) -> Result<()> {
+        if Store::canonical(new) == "INBOX" {
+            return Err(MailboxError::Exists(new.to_string()));
+        }
         if Store::canonical(old) == "INBOX" {
-            return Err(MailboxError::Inbox("renamed"));
+            self.create(new)?;
+            let mut inbox = self.folder("INBOX")?;
+            let mut dest = self.folder(new)?;
+            let uids: Vec<u32> = inbox.messages().iter().map(|m| m.uid).collect();
+            inbox.move_to(&uids, &mut dest)?;
+            return Ok(());
         }
         let from = self.folder_path(old)?;
         let to = self.folder_path(new)?;

@@ -231,3 +231,47 @@ fn envelope_cache_survives_reopen_and_headers_read_alone() {
     assert_eq!(c.messages()[0].size, 28);
     assert_eq!(c.envelopes()[&1], b"(NIL \"a b\" %\r\n)");
 }
+
+#[test]
+fn rename_inbox_moves_its_messages_and_inbox_stays() {
+    let (_d, store) = store();
+    deliver(&store, "1000.M1P1.host", b"Subject: one\n\nx\n");
+    deliver(&store, "1001.M1P1.host:2,S", b"Subject: two\n\ny\n");
+    store.folder("INBOX").unwrap();
+    store.rename("INBOX", "Old").unwrap();
+    assert!(store.folder("INBOX").unwrap().messages().is_empty());
+    let old = store.folder("Old").unwrap();
+    let flags: Vec<bool> = old.messages().iter().map(|m| m.flags.seen()).collect();
+    assert_eq!(flags, [false, true]);
+    assert!(matches!(store.rename("INBOX", "Old"), Err(MailboxError::Exists(_))));
+    assert!(matches!(store.rename("Old", "inbox"), Err(MailboxError::Exists(_))));
+}
+
+#[test]
+fn header_cache_answers_like_the_files_and_learns_new_mail() {
+    let (_d, store) = store();
+    deliver(&store, "1000.M1P1.host", b"Subject: a\nFrom: x@y\n\nbody\n");
+    let mut f = store.folder("INBOX").unwrap();
+    let mut hc = f.header_cache();
+    let h = f.cached_header(&mut hc, 1).unwrap().unwrap().into_owned();
+    assert_eq!(h, f.read_header(1).unwrap().unwrap());
+    f.save_header_cache(&hc);
+    deliver(&store, "1001.M1P1.host", b"Subject: b\n\nbody\n");
+    f.sync().unwrap();
+    let mut hc = f.header_cache();
+    assert!(hc.contains(1) && !hc.contains(2));
+    let h2 = f.cached_header(&mut hc, 2).unwrap().unwrap().into_owned();
+    assert_eq!(h2, b"Subject: b\r\n\r\n");
+    assert!(f.cached_header(&mut hc, 9).unwrap().is_none());
+}
+
+#[test]
+fn crlf_conversion_on_output_matches_to_crlf() {
+    use super::folder::{extend_crlf, to_crlf};
+    for src in [&b"a\nb\r\nc\n"[..], b"\n\n", b"", b"no end", b"\r\n\r\n", b"x\r\r\n\n"] {
+        let mut out = b"pre".to_vec();
+        extend_crlf(&mut out, src);
+        assert_eq!(&out[3..], &to_crlf(src.to_vec())[..]);
+        assert_eq!(out.len() as u64 - 3, cache::crlf_size(src));
+    }
+}

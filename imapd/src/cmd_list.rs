@@ -1,0 +1,246 @@
+//! LIST and LSUB: RFC 3501's forms, LIST-EXTENDED (RFC 5258: selection options
+//! SUBSCRIBED, REMOTE, RECURSIVEMATCH, SPECIAL-USE; return options SUBSCRIBED, CHILDREN,
+//! SPECIAL-USE; several patterns), LIST-STATUS (RFC 5819: `RETURN (STATUS (...))`) and
+//! the attributes `\HasChildren`/`\HasNoChildren`, RFC 6154's special-use ones,
+//! `\Subscribed`, and `\NonExistent` (or `\Noselect` in a plain RFC 3501 LIST) for names
+//! that are only hierarchy levels or subscriptions.
+
+use crate::parse::{Arg, Command};
+use crate::reply::astring;
+use crate::session::{Reply, Session};
+use postern_lib::mailbox::{SEPARATOR, Store};
+use std::collections::BTreeSet;
+
+/// Whether `name` matches a LIST pattern (`*` anything, `%` anything but the separator).
+pub fn matches(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| matches(rest, &name[i..])),
+        Some((b'%', rest)) => (0..=name.len())
+            .take_while(|&i| i == 0 || name[i - 1] != SEPARATOR as u8)
+            .any(|i| matches(rest, &name[i..])),
+        Some((p, rest)) => name.first().is_some_and(|n| n.eq_ignore_ascii_case(p)) && matches(rest, &name[1..]),
+    }
+}
+
+/// Whether `name` matches `pattern`, INBOX in any case.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    if name == "INBOX" {
+        matches(pattern.as_bytes(), b"INBOX") || matches(pattern.to_ascii_uppercase().as_bytes(), b"INBOX")
+    } else {
+        matches(pattern.as_bytes(), name.as_bytes())
+    }
+}
+
+/// What a LIST command asked for.
+#[derive(Default)]
+struct Options {
+    /// The extended syntax was used (selection options, several patterns or RETURN).
+    extended: bool,
+    subscribed_only: bool,
+    recursive: bool,
+    special_only: bool,
+    return_subscribed: bool,
+    status: Option<Vec<Arg>>,
+}
+
+fn options(c: &Command) -> Result<(Options, String, Vec<String>), Reply> {
+    let mut o = Options::default();
+    let mut args = c.args.as_slice();
+    if let Some(Arg::List(sel)) = args.first() {
+        o.extended = true;
+        for s in sel {
+            match s.keyword().as_deref() {
+                Some("SUBSCRIBED") => o.subscribed_only = true,
+                Some("REMOTE") => {}
+                Some("RECURSIVEMATCH") => o.recursive = true,
+                Some("SPECIAL-USE") => o.special_only = true,
+                _ => return Err(Reply::Bad("Unknown LIST selection option".into())),
+            }
+        }
+        if o.recursive && !o.subscribed_only && !o.special_only {
+            return Err(Reply::Bad("RECURSIVEMATCH needs another selection option".into()));
+        }
+        args = &args[1..];
+    }
+    let reference = args
+        .first()
+        .and_then(Arg::text)
+        .ok_or(Reply::Bad("LIST needs a reference and a pattern".into()))?;
+    let patterns = match args.get(1) {
+        Some(Arg::List(ps)) => {
+            o.extended = true;
+            ps.iter().map(Arg::text).collect::<Option<Vec<String>>>()
+        }
+        Some(a) => a.text().map(|p| vec![p]),
+        None => None,
+    };
+    let patterns = patterns
+        .filter(|p| !p.is_empty())
+        .ok_or(Reply::Bad("LIST needs a reference and a pattern".into()))?;
+    match &args[2..] {
+        [] => {}
+        [ret, Arg::List(items)] if ret.keyword().as_deref() == Some("RETURN") => {
+            o.extended = true;
+            let mut i = 0;
+            while let Some(item) = items.get(i) {
+                match item.keyword().as_deref() {
+                    Some("SUBSCRIBED") => o.return_subscribed = true,
+                    Some("CHILDREN") | Some("SPECIAL-USE") => {}
+                    Some("STATUS") => match items.get(i + 1) {
+                        Some(Arg::List(st)) if !st.is_empty() => {
+                            o.status = Some(st.clone());
+                            i += 1;
+                        }
+                        _ => return Err(Reply::Bad("RETURN STATUS needs a list of items".into())),
+                    },
+                    _ => return Err(Reply::Bad("Unknown LIST return option".into())),
+                }
+                i += 1;
+            }
+        }
+        _ => return Err(Reply::Bad("Invalid LIST arguments".into())),
+    }
+    if c.name == "LSUB" && o.extended {
+        return Err(Reply::Bad("LSUB takes a reference and one pattern".into()));
+    }
+    Ok((o, reference, patterns))
+}
+
+/// `a.b.c` → `a`, `a.b`.
+fn ancestors(name: &str) -> impl Iterator<Item = &str> {
+    name.match_indices(SEPARATOR).map(move |(i, _)| &name[..i])
+}
+
+impl Session {
+    pub(crate) fn list(&mut self, c: &Command) -> Result<(), Reply> {
+        let cmd = c.name.as_str();
+        let (o, reference, patterns) = options(c)?;
+        if patterns.len() == 1 && patterns[0].is_empty() {
+            self.line(&format!("* {cmd} (\\Noselect) \"{SEPARATOR}\" \"\""));
+            self.ok(&c.tag, &format!("{cmd} completed"));
+            return Ok(());
+        }
+        let full: Vec<String> = patterns
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| format!("{reference}{p}"))
+            .collect();
+        let hit = |name: &str| full.iter().any(|p| name_matches(p, name));
+        // RFC 3501 §6.3.8: a hierarchy level that is no folder is listed when a pattern
+        // ending in `%` matches it
+        let level_hit = |name: &str| full.iter().any(|p| p.ends_with('%') && name_matches(p, name));
+        let store = self.store()?;
+        let existing: BTreeSet<String> = store.list()?.into_iter().collect();
+        let subs: BTreeSet<String> = store.subscriptions().into_iter().collect();
+        let extended = o.extended || self.rev2;
+        let lsub = cmd == "LSUB";
+        let selecting_subs = o.subscribed_only || lsub;
+        // candidates: the folders, the subscriptions, and every hierarchy level above them
+        let mut names: BTreeSet<&str> = existing.iter().map(String::as_str).collect();
+        names.extend(subs.iter().map(String::as_str));
+        let levels: Vec<&str> = names.iter().flat_map(|n| ancestors(n)).collect();
+        names.extend(levels);
+        let has_child = |name: &str, set: &BTreeSet<String>| {
+            let prefix = format!("{name}{SEPARATOR}");
+            set.range(prefix.clone()..)
+                .next()
+                .is_some_and(|n| n.starts_with(&prefix))
+        };
+        let mut lines = Vec::new();
+        let mut status_of = Vec::new();
+        let mut ordered: Vec<&str> = names.into_iter().collect();
+        // INBOX first, as clients expect
+        if let Some(i) = ordered.iter().position(|n| *n == "INBOX") {
+            let inbox = ordered.remove(i);
+            ordered.insert(0, inbox);
+        }
+        for name in ordered {
+            if !hit(name) {
+                continue;
+            }
+            let exists = existing.contains(name);
+            let subscribed = subs.contains(name);
+            let special = Store::special_use(name).filter(|_| exists);
+            let mut childinfo = false;
+            let selected = if selecting_subs {
+                if o.recursive && has_child(name, &subs) {
+                    childinfo = true;
+                }
+                subscribed || childinfo
+            } else if o.special_only {
+                special.is_some()
+            } else {
+                exists || has_child(name, &existing) && level_hit(name)
+            };
+            if !selected {
+                continue;
+            }
+            let mut attrs: Vec<&str> = Vec::new();
+            if !exists {
+                attrs.push(if extended && !lsub {
+                    "\\NonExistent"
+                } else {
+                    "\\Noselect"
+                });
+            }
+            if !lsub {
+                if has_child(name, &existing) {
+                    attrs.push("\\HasChildren");
+                } else if exists {
+                    attrs.push("\\HasNoChildren");
+                }
+                if let Some(a) = special {
+                    attrs.push(a);
+                }
+                if subscribed && (o.subscribed_only || o.return_subscribed) {
+                    attrs.push("\\Subscribed");
+                }
+            }
+            let mut line = format!("* {cmd} ({}) \"{SEPARATOR}\" {}", attrs.join(" "), astring(name));
+            if childinfo {
+                line.push_str(" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+            }
+            lines.push(line);
+            if o.status.is_some() && exists {
+                status_of.push((lines.len(), name.to_string()));
+            }
+        }
+        // LIST-STATUS: each STATUS right after its LIST line
+        let mut statuses = Vec::new();
+        if let Some(items) = &o.status {
+            for (at, name) in &status_of {
+                if let Ok(folder) = store.folder(name) {
+                    statuses.push((
+                        *at,
+                        format!("* STATUS {} ({})", astring(name), self.status_items(&folder, items)?),
+                    ));
+                }
+            }
+        }
+        let mut next = statuses.into_iter().peekable();
+        for (i, l) in lines.into_iter().enumerate() {
+            self.line(&l);
+            while let Some((_, s)) = next.next_if(|(at, _)| *at == i + 1) {
+                self.line(&s);
+            }
+        }
+        self.ok(&c.tag, &format!("{cmd} completed"));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ancestors, matches};
+
+    #[test]
+    fn list_patterns() {
+        assert!(matches(b"*", b"a.b"));
+        assert!(matches(b"%", b"a"));
+        assert!(!matches(b"%", b"a.b"));
+        assert!(matches(b"a.%", b"a.b"));
+        assert!(matches(b"S*", b"Sent"));
+        assert_eq!(ancestors("a.b.c").collect::<Vec<_>>(), ["a", "a.b"]);
+    }
+}
