@@ -2,7 +2,7 @@
 //! use the folder view alone; header keys (FROM, TO, CC, BCC, SUBJECT, HEADER, SENT*)
 //! answer from the folder's header cache (`postern-headers`, which reads and keeps the
 //! headers it lacks); BODY and TEXT read the message, matching case-insensitively on the
-//! raw bytes (no MIME decoding). Answers are `* SEARCH`, or `* ESEARCH` (RFC 4731) for
+//! raw bytes (no MIME decoding; header fields with RFC 2047 encoded words are also matched decoded, in Unicode case). Answers are `* SEARCH`, or `* ESEARCH` (RFC 4731) for
 //! `SEARCH RETURN (MIN MAX COUNT ALL)` and for every SEARCH once IMAP4rev2 is enabled.
 
 use crate::mime;
@@ -66,13 +66,16 @@ impl Key {
             Key::Header(name, needle) => {
                 let header = mime::split(raw).0;
                 // unfolding only joins lines (keeping their white space), so a needle
-                // without white space that is nowhere in the header is in no field
-                if !needle.iter().any(|&b| b == b' ' || b == b'\t') && !contains(header, needle) {
+                // without white space that is nowhere in the header is in no field —
+                // unless a field holds RFC 2047 encoded words, matched once decoded
+                let encoded = memchr::memmem::find(header, b"=?").is_some();
+                if !encoded && !needle.iter().any(|&b| b == b' ' || b == b'\t') && !contains(header, needle) {
                     return false;
                 }
                 let f = mime::fields(header);
-                f.iter()
-                    .any(|(n, v)| n.eq_ignore_ascii_case(name) && contains(v, needle))
+                f.iter().any(|(n, v)| {
+                    n.eq_ignore_ascii_case(name) && (contains(v, needle) || (encoded && decoded_contains(v, needle)))
+                })
             }
             Key::Body(n) => contains(mime::split(raw).1, n),
             Key::Text(n) => contains(raw, n),
@@ -100,6 +103,28 @@ impl Key {
 fn cmp_day(day: i64, ord: std::cmp::Ordering, eq: bool, target: i64) -> bool {
     let o = day.cmp(&target);
     o == ord || (eq && o == std::cmp::Ordering::Equal)
+}
+
+/// Whether a field value with RFC 2047 encoded words (`=?UTF-8?B?...?=`, as a Subject or
+/// a display name is sent) contains `needle` once decoded (mail-parser decodes it),
+/// comparing case-insensitively in Unicode, as SEARCH CHARSET UTF-8 expects.
+fn decoded_contains(value: &[u8], needle: &[u8]) -> bool {
+    if memchr::memmem::find(value, b"=?").is_none() {
+        return false;
+    }
+    let mut field = Vec::with_capacity(value.len() + 16);
+    // Parsed as a Subject: mail-parser decodes unstructured text there.
+    field.extend_from_slice(b"Subject: ");
+    field.extend_from_slice(value);
+    field.extend_from_slice(b"\r\n\r\n");
+    let Some(msg) = mail_parser::MessageParser::default().parse_headers(&field[..]) else {
+        return false;
+    };
+    let Some(text) = msg.subject() else {
+        return false;
+    };
+    text.to_lowercase()
+        .contains(&String::from_utf8_lossy(needle).to_lowercase())
 }
 
 /// Case-insensitive (ASCII) substring test.
@@ -385,6 +410,27 @@ mod tests {
             "* ESEARCH (TAG \"a1\") UID MIN 2 MAX 9 COUNT 4 ALL 2:4,9"
         );
         assert_eq!(super::esearch("b", false, &all, &[]), "* ESEARCH (TAG \"b\") COUNT 0");
+    }
+
+    #[test]
+    fn encoded_words_are_searched_decoded() {
+        assert!(super::decoded_contains(
+            b"=?UTF-8?B?R3LDvMOfZSBhdXMgS8O2bG4=?=",
+            "grüße".as_bytes()
+        ));
+        assert!(super::decoded_contains(
+            b"=?UTF-8?Q?J=C3=BCrgen?= <j@x.test>",
+            "JÜRGEN".as_bytes()
+        ));
+        assert!(super::decoded_contains(b"=?ISO-8859-1?Q?K=F6ln?=", "köln".as_bytes()));
+        assert!(!super::decoded_contains(
+            b"=?UTF-8?B?R3LDvMOfZSBhdXMgS8O2bG4=?=",
+            b"paris"
+        ));
+        assert!(
+            !super::decoded_contains(b"plain text", b"plain"),
+            "only encoded values are decoded"
+        );
     }
 
     #[test]

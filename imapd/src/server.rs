@@ -3,7 +3,7 @@
 //! short-lived thread per attempt, so a slow or throttled answer never stalls the loop;
 //! the answer comes back through a channel and a [`mio::Waker`].
 
-use crate::session::{Need, Session, Settings};
+use crate::session::{LoginFailure, Need, Session, Settings};
 use mio::net::TcpStream;
 use mio::{Interest, Token, Waker};
 use postern_lib::ipc::IpcStream;
@@ -46,8 +46,8 @@ pub struct Imapd {
     conns: HashMap<usize, Conn>,
     next: usize,
     waker: Option<Arc<Waker>>,
-    tx: Sender<(usize, Result<String, String>)>,
-    rx: Receiver<(usize, Result<String, String>)>,
+    tx: Sender<(usize, Result<String, LoginFailure>)>,
+    rx: Receiver<(usize, Result<String, LoginFailure>)>,
     per_user: HashMap<String, u32>,
     user_limit: u32,
     timeout: Duration,
@@ -130,7 +130,9 @@ impl Imapd {
             let _ = waker.wake();
         });
         if let Err(e) = spawned {
-            let _ = self.tx.send((id, Err(format!("thread: {e}"))));
+            let _ = self
+                .tx
+                .send((id, Err(LoginFailure::Unavailable(format!("thread: {e}")))));
         }
     }
 
@@ -270,7 +272,12 @@ impl Imapd {
     }
 }
 
-fn verify(socket: &std::path::Path, user: String, password: String, client: Option<String>) -> Result<String, String> {
+fn verify(
+    socket: &std::path::Path,
+    user: String,
+    password: String,
+    client: Option<String>,
+) -> Result<String, LoginFailure> {
     let mut req = AuthRequest::Verify {
         user,
         password,
@@ -287,10 +294,11 @@ fn verify(socket: &std::path::Path, user: String, password: String, client: Opti
     if let AuthRequest::Verify { password, .. } = &mut req {
         zeroize::Zeroize::zeroize(password);
     }
-    match res? {
+    match res.map_err(LoginFailure::Unavailable)? {
         AuthReply::Ok { user } => Ok(user),
-        AuthReply::Fail { reason } | AuthReply::TempFail { reason } => Err(reason),
-        other => Err(format!("unexpected reply {other:?}")),
+        AuthReply::Fail { reason } => Err(LoginFailure::Refused(reason)),
+        AuthReply::TempFail { reason } => Err(LoginFailure::Unavailable(reason)),
+        other => Err(LoginFailure::Unavailable(format!("unexpected reply {other:?}"))),
     }
 }
 

@@ -65,6 +65,15 @@ enum Mode {
     Waiting(String),
 }
 
+/// Why a login did not succeed.
+#[derive(Debug)]
+pub enum LoginFailure {
+    /// The auth daemon said no: wrong password or unknown user.
+    Refused(String),
+    /// The password could not be checked (auth unreachable, or its temporary failure).
+    Unavailable(String),
+}
+
 /// One session.
 pub struct Session {
     pub(crate) settings: Settings,
@@ -197,8 +206,8 @@ impl Session {
         self.process()
     }
 
-    /// The auth daemon's answer: `Ok(account)` or `Err(reason)`.
-    pub fn auth_done(&mut self, result: Result<String, String>) -> Option<Need> {
+    /// The auth daemon's answer: `Ok(account)` or why not.
+    pub fn auth_done(&mut self, result: Result<String, LoginFailure>) -> Option<Need> {
         let Mode::Waiting(tag) = std::mem::replace(&mut self.mode, Mode::Normal) else {
             return None;
         };
@@ -216,9 +225,16 @@ impl Session {
                     self.line(&format!("{tag} NO [UNAVAILABLE] Mailbox unavailable"));
                 }
             },
-            Err(reason) => {
+            Err(LoginFailure::Refused(reason)) => {
                 tracing::info!("login failed: {reason}");
                 self.line(&format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed"));
+            }
+            // RFC 5530: the password may be fine; clients keep it and try again later.
+            Err(LoginFailure::Unavailable(reason)) => {
+                tracing::warn!("login not checked: {reason}");
+                self.line(&format!(
+                    "{tag} NO [UNAVAILABLE] Temporary authentication failure, try again later"
+                ));
             }
         }
         self.process()

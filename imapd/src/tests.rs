@@ -63,7 +63,7 @@ fn authenticate_plain_with_continuation() {
             password: "secret".into()
         })
     );
-    s.auth_done(Err("wrong".into()));
+    s.auth_done(Err(crate::session::LoginFailure::Refused("wrong".into())));
     assert_eq!(text(&mut s), "a NO [AUTHENTICATIONFAILED] Authentication failed\r\n");
 }
 
@@ -233,4 +233,22 @@ fn fuzz_entry_point_survives_garbage() {
 fn literal8_marker_without_brace_is_refused_not_a_panic() {
     crate::fuzz_input(b"\r\nhI. ~}\x00\r\no\r");
     assert!(crate::parse::command(b"a APPEND INBOX ~}\r\n").is_err());
+}
+
+#[test]
+fn an_unreachable_auth_daemon_is_unavailable_not_a_wrong_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(settings(dir.path()), true, false);
+    text(&mut s);
+    assert!(matches!(
+        s.input(b"a LOGIN alice secret\r\n"),
+        Some(Need::Verify { .. })
+    ));
+    s.auth_done(Err(crate::session::LoginFailure::Unavailable(
+        "IPC peer closed the connection".into(),
+    )));
+    assert_eq!(
+        text(&mut s),
+        "a NO [UNAVAILABLE] Temporary authentication failure, try again later\r\n"
+    );
 }
