@@ -31,6 +31,7 @@ const DAEMONS: &[&str] = &[
     "pickup",
     "qmgr",
     "trivial-rewrite",
+    "anvil",
     "local",
     "smtp",
     "bounce",
@@ -258,6 +259,7 @@ fn write_config(p: &Paths, dir: &Path) -> Result<(), String> {
         # [[service]]\n# name = \"imaps\"\n# type = \"inet\"\n# listen = \"993\"\n# command = \"imapd\"\n# args = [\"tls\"]\n\n\
         [[service]]\nname = \"cleanup\"\ntype = \"unix\"\ncommand = \"cleanup\"\nmaxproc = 32\n\n\
         [[service]]\nname = \"pickup\"\ntype = \"unix\"\nlisten = \"public/pickup\"\ncommand = \"pickup\"\nmaxproc = 1\nwakeup = \"60s\"\n\n\
+        [[service]]\nname = \"anvil\"\ntype = \"unix\"\ncommand = \"anvil\"\nmaxproc = 1\nmax_use = 1000000\nmax_idle = \"1d\"\n\n\
         [[service]]\nname = \"rewrite\"\ntype = \"unix\"\ncommand = \"trivial-rewrite\"\nmaxproc = 4\nmax_use = 1000000\n\n\
         [[service]]\nname = \"qmgr\"\ntype = \"unix\"\nlisten = \"public/qmgr\"\ncommand = \"qmgr\"\nmaxproc = 1\nmin_procs = 1\n\
         wakeup = \"60s\"\nmax_use = 1000000000\nmax_idle = \"1000d\"\n\n\

@@ -8,10 +8,12 @@
 //! | [`cleanup`] | smtpd, pickup, bounce → cleanup | `private/cleanup` |
 //! | [`bounce`] | qmgr → bounce | `private/bounce` |
 //! | [`auth`] | smtpd, pop3d, imapd → auth | `private/auth` |
+//! | [`anvil`] | smtpd → anvil (connection counts per client) | `private/anvil` |
 //! | [`trigger`] | anyone → qmgr, pickup | `public/qmgr`, `public/pickup` (one byte, no framing) |
 //! | [`resolve`] | qmgr (and others) → trivial-rewrite | `private/rewrite` |
 //! | [`deliver`] | qmgr → delivery agents (local, smtp, …) | `private/<transport>` |
 
+pub mod anvil;
 pub mod auth;
 pub mod bounce;
 pub mod cleanup;

@@ -1,7 +1,8 @@
-//! Per-client connection counting inside one smtpd process (an in-process version of
-//! Postfix's anvil): connections open at once and connections per minute from each client
-//! address. The counts are per smtpd process: with several smtpd processes a client can
-//! have up to that many times the limit.
+//! Per-client connection counting inside one smtpd process: connections open at once and
+//! connections per minute from each client address. This is the fallback for when the
+//! anvil daemon (which counts over all smtpd processes, see [`super::anvil_client`]) is
+//! unavailable: then each smtpd process counts alone, and with several smtpd processes a
+//! client can have up to that many times the limit.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

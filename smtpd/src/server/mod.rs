@@ -1,10 +1,15 @@
 //! The event loop side of smtpd: accepting clients from the skeleton, the per-client
-//! connection limits ([`anvil`]), and routing readiness events to connections.
+//! connection limits, and routing readiness events to connections.
 //!
 //! Each connection owns up to three sockets, registered with tokens `4*id + k`: the client
-//! (k = 0), its cleanup connection (1) and its auth connection (2).
+//! (k = 0), its cleanup connection (1) and its auth connection (2). Token 3 is the
+//! process's connection to the anvil daemon ([`anvil_client`]).
+//!
+//! Connection limits: a new client waits (no greeting yet) while anvil counts it over all
+//! smtpd processes; when anvil is unavailable, the in-process counter ([`anvil`]) decides.
 
 pub mod anvil;
+pub mod anvil_client;
 pub mod conn;
 pub mod known;
 pub mod peer;
@@ -18,6 +23,7 @@ use postern_lib::skeleton::{Accepted, Context, Peer, Stream};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::{IpAddr, TcpStream};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +33,13 @@ pub struct Server {
     cfg: Arc<Settings>,
     tls: Option<Arc<rustls::ServerConfig>>,
     conns: HashMap<usize, Conn>,
+    /// How each connection was counted.
+    counted: HashMap<usize, Counted>,
+    /// Clients waiting for anvil's answer, by key.
+    pending: HashMap<u64, (TcpStream, IpAddr)>,
+    next_pending: u64,
     anvil: anvil::Anvil,
+    shared: anvil_client::AnvilClient,
     known: Rc<RefCell<known::Known>>,
     next_id: usize,
 }
@@ -49,7 +61,11 @@ impl Server {
             cfg: Arc::new(cfg),
             tls,
             conns: HashMap::new(),
+            counted: HashMap::new(),
+            pending: HashMap::new(),
+            next_pending: 0,
             anvil: anvil::Anvil::default(),
+            shared: anvil_client::AnvilClient::new(&ctx.service),
             known: Rc::default(),
             next_id: 0,
         })
@@ -110,8 +126,122 @@ impl Server {
             if let Some(p) = c.auth.as_mut() {
                 let _ = registry.deregister(&mut p.sock);
             }
-            self.anvil.disconnect(c.ip, now);
+            let counted = self.counted.remove(&id).unwrap_or(Counted::No);
+            self.uncount(registry, counted, c.ip, now);
             tracing::info!("disconnect from unknown[{}]", c.ip);
+        }
+    }
+}
+
+/// How a connection was counted, so that its end is counted the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    /// Not counted (no limits, or anvil's table was full).
+    No,
+    /// By the in-process counter.
+    Local,
+    /// By anvil, over the connection of this generation.
+    Anvil(u64),
+}
+
+impl Server {
+    /// Starts the session of an admitted client: greeting and all.
+    fn start(&mut self, registry: &Registry, std_sock: TcpStream, ip: IpAddr, counted: Counted, now: Instant) {
+        if std_sock.set_nonblocking(true).is_err() {
+            self.uncount(registry, counted, ip, now);
+            return;
+        }
+        tracing::info!("connect from unknown[{ip}]");
+        let sock = mio::net::TcpStream::from_std(std_sock);
+        let id = self.new_id();
+        let mut c = Conn::new(sock, ip, self.cfg.clone(), self.tls.clone(), self.known.clone(), now);
+        if registry.register(&mut c.sock, Token(4 * id), interest(false)).is_err() {
+            self.uncount(registry, counted, ip, now);
+            return;
+        }
+        c.pump(now);
+        self.conns.insert(id, c);
+        self.counted.insert(id, counted);
+        self.settle(registry, id, now);
+    }
+
+    /// Counts a waiting client in this process only (anvil unavailable).
+    fn count_locally(&mut self, registry: &Registry, key: u64, now: Instant) {
+        let Some((sock, ip)) = self.pending.remove(&key) else {
+            return;
+        };
+        match self
+            .anvil
+            .connect(ip, self.cfg.conn_count_limit, self.cfg.conn_rate_limit, now)
+        {
+            Ok(()) => self.start(registry, sock, ip, Counted::Local, now),
+            Err(why) => self.refuse(sock, ip, why),
+        }
+    }
+
+    /// Acts on anvil's answers, and counts locally the questions anvil can no longer answer.
+    fn drain_anvil(&mut self, registry: &Registry, now: Instant) {
+        // Bounded: each round may queue a disconnect whose pump brings more answers;
+        // what is left waits for the next event or tick.
+        for _ in 0..64 {
+            let (answered, orphaned) = self.shared.take();
+            if answered.is_empty() && orphaned.is_empty() {
+                break;
+            }
+            for (key, answer) in answered {
+                self.admit(registry, key, answer, now);
+            }
+            for key in orphaned {
+                self.count_locally(registry, key, now);
+            }
+        }
+    }
+
+    /// Admits or refuses a waiting client on anvil's answer.
+    fn admit(&mut self, registry: &Registry, key: u64, answer: anvil_client::Answer, now: Instant) {
+        let Some((sock, ip)) = self.pending.remove(&key) else {
+            return;
+        };
+        let (count, rate) = match answer {
+            anvil_client::Answer::Untracked => return self.start(registry, sock, ip, Counted::No, now),
+            anvil_client::Answer::Counts { count, rate } => (count, rate),
+        };
+        let (count_limit, rate_limit) = (self.cfg.conn_count_limit, self.cfg.conn_rate_limit);
+        let why = if count_limit > 0 && count > count_limit {
+            Some(anvil::Refusal::Count)
+        } else if rate_limit > 0 && rate > rate_limit {
+            Some(anvil::Refusal::Rate)
+        } else {
+            None
+        };
+        let generation = self.shared.generation();
+        match why {
+            Some(why) => {
+                // anvil counted it: give the open count back (the rate keeps it).
+                self.shared.release(registry, generation, ip, now);
+                self.refuse(sock, ip, why);
+            }
+            None => self.start(registry, sock, ip, Counted::Anvil(generation), now),
+        }
+    }
+
+    /// Tells a client over a limit so, and closes.
+    fn refuse(&self, mut sock: TcpStream, ip: IpAddr, why: anvil::Refusal) {
+        let what = match why {
+            anvil::Refusal::Count => "too many connections",
+            anvil::Refusal::Rate => "too many connections per minute",
+        };
+        tracing::warn!("{what} from unknown[{ip}]");
+        let _ = sock.set_write_timeout(Some(std::time::Duration::from_secs(1)));
+        let _ = write!(sock, "421 4.7.0 {} Error: {what} from {ip}\r\n", self.cfg.hostname);
+    }
+
+    /// A connection ended: count it out where it was counted.
+    fn uncount(&mut self, registry: &Registry, counted: Counted, ip: IpAddr, now: Instant) {
+        match counted {
+            Counted::No => {}
+            Counted::Local => self.anvil.disconnect(ip, now),
+            Counted::Anvil(generation) => self.shared.release(registry, generation, ip, now),
         }
     }
 }
@@ -133,44 +263,28 @@ impl EventService for Server {
         };
         let now = Instant::now();
         let ip = peer.ip();
-        if let Err(why) = self
-            .anvil
-            .connect(ip, self.cfg.conn_count_limit, self.cfg.conn_rate_limit, now)
-        {
-            let what = match why {
-                anvil::Refusal::Count => "too many connections",
-                anvil::Refusal::Rate => "too many connections per minute",
-            };
-            tracing::warn!("{what} from unknown[{ip}]");
-            let mut s = std_sock;
-            let _ = s.set_write_timeout(Some(std::time::Duration::from_secs(1)));
-            let _ = write!(s, "421 4.7.0 {} Error: {what} from {ip}\r\n", self.cfg.hostname);
+        let registry = lp.registry();
+        if self.cfg.conn_count_limit == 0 && self.cfg.conn_rate_limit == 0 {
+            self.start(registry, std_sock, ip, Counted::No, now);
             return;
         }
-        if std_sock.set_nonblocking(true).is_err() {
-            self.anvil.disconnect(ip, now);
-            return;
+        let key = self.next_pending;
+        self.next_pending = self.next_pending.wrapping_add(1);
+        self.pending.insert(key, (std_sock, ip));
+        if !self.shared.ask(registry, key, ip, now) {
+            self.count_locally(registry, key, now);
         }
-        tracing::info!("connect from unknown[{ip}]");
-        let sock = mio::net::TcpStream::from_std(std_sock);
-        let id = self.new_id();
-        let mut c = Conn::new(sock, ip, self.cfg.clone(), self.tls.clone(), self.known.clone(), now);
-        if lp
-            .registry()
-            .register(&mut c.sock, Token(4 * id), interest(false))
-            .is_err()
-        {
-            self.anvil.disconnect(ip, now);
-            return;
-        }
-        c.pump(now);
-        self.conns.insert(id, c);
-        self.settle(lp.registry(), id, now);
+        self.drain_anvil(registry, now);
     }
 
     fn ready(&mut self, lp: &EventLoop<'_>, _ctx: &Context, event: &mio::event::Event) {
-        let id = event.token().0 / 4;
         let now = Instant::now();
+        if event.token() == anvil_client::TOKEN {
+            self.shared.ready(lp.registry(), event, now);
+            self.drain_anvil(lp.registry(), now);
+            return;
+        }
+        let id = event.token().0 / 4;
         if let Some(c) = self.conns.get_mut(&id) {
             // Something to read (or an end or error to find out about by reading).
             if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -197,6 +311,7 @@ impl EventService for Server {
             c.pump(now);
         }
         self.settle(lp.registry(), id, now);
+        self.drain_anvil(lp.registry(), now);
     }
 
     fn tick(&mut self, lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
@@ -208,10 +323,12 @@ impl EventService for Server {
             self.settle(lp.registry(), id, now);
         }
         self.anvil.expire(now);
+        self.shared.tick(lp.registry(), now);
+        self.drain_anvil(lp.registry(), now);
     }
 
     fn connections(&self) -> usize {
-        self.conns.len()
+        self.conns.len() + self.pending.len()
     }
 
     fn stop(&mut self, lp: &EventLoop<'_>, _ctx: &Context) {
@@ -223,5 +340,7 @@ impl EventService for Server {
             }
             self.settle(lp.registry(), id, now);
         }
+        // Clients still waiting for anvil have not been greeted: just close them.
+        self.pending.clear();
     }
 }

@@ -1,0 +1,25 @@
+//! # anvil — connection counts and rates per client, for all smtpd processes
+//!
+//! Serves the [`anvil`](postern_lib::proto::anvil) protocol on `private/anvil`, as
+//! Postfix's anvil(8): each smtpd process keeps one connection and asks, for every new
+//! client, how many connections that client has open now and how many it made in the
+//! current rate window, over all smtpd processes. One process (`maxproc = 1`) holds the
+//! whole table. Counts are tied to the smtpd connection that made them: when it closes,
+//! its counts go, so a crashed smtpd never leaves a client locked out.
+//!
+//! The rate window is 60 seconds (Postfix's `anvil_rate_time_unit` default; not yet a
+//! setting). The table holds at most [`table::MAX_CLIENTS`] clients; when full, the entry
+//! idle longest is evicted.
+//!
+//! Security stance: runs unprivileged; requests are bounded by the IPC frame limit and
+//! the table is bounded in size; the socket is reachable by mail_owner only.
+#![forbid(unsafe_code)]
+
+mod service;
+mod table;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    postern_lib::skeleton::event::event_server("anvil", |_ctx| Ok(service::Service::new()))
+}
