@@ -7,8 +7,7 @@
 //! whole table. Counts are tied to the smtpd connection that made them: when it closes,
 //! its counts go, so a crashed smtpd never leaves a client locked out.
 //!
-//! The rate window is 60 seconds (Postfix's `anvil_rate_time_unit` default; not yet a
-//! setting). The table holds at most [`table::MAX_CLIENTS`] clients; when full, the entry
+//! The rate window is `anvil_rate_time_unit` (Postfix's name; 60 s by default). The table holds at most [`table::MAX_CLIENTS`] clients; when full, the entry
 //! idle longest is evicted.
 //!
 //! Security stance: runs unprivileged; requests are bounded by the IPC frame limit and
@@ -21,5 +20,12 @@ mod table;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    postern_lib::skeleton::event::event_server("anvil", |_ctx| Ok(service::Service::new()))
+    postern_lib::skeleton::event::event_server("anvil", |ctx| {
+        Ok(service::Service::new(
+            ctx.main
+                .anvil_rate_time_unit
+                .duration()
+                .max(std::time::Duration::from_secs(1)),
+        ))
+    })
 }

@@ -13,7 +13,7 @@ use postern_lib::proto::anvil::{AnvilReply, AnvilRequest, PROTOCOL, VERSION};
 use postern_lib::skeleton::event::{EventLoop, EventService, RESERVED_TOKENS};
 use postern_lib::skeleton::{Accepted, Context, Stream};
 
-use crate::table::{Key, MAX_CLIENTS, RATE_WINDOW, Table};
+use crate::table::{Key, MAX_CLIENTS, Table};
 
 /// Longest service name accepted.
 const MAX_SERVICE: usize = 128;
@@ -38,10 +38,10 @@ pub struct Service {
 }
 
 impl Service {
-    /// A service with no clients yet.
-    pub fn new() -> Self {
+    /// A service with no clients yet, counting rates over `window`.
+    pub fn new(window: std::time::Duration) -> Self {
         Service {
-            table: Table::new(MAX_CLIENTS, RATE_WINDOW),
+            table: Table::new(MAX_CLIENTS, window),
             conns: HashMap::new(),
             next: 0,
         }

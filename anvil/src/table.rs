@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 /// Most clients tracked at once.
 pub const MAX_CLIENTS: usize = 100_000;
 /// The rate window (Postfix's `anvil_rate_time_unit` default).
+#[cfg(test)]
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// A service and a client address.

@@ -403,7 +403,7 @@ pub fn write_queue_file(
 }
 
 /// The whole mail pipeline as etc/master.toml ships it, with smtpd on 127.0.0.1:`smtp_port`:
-/// smtpd, cleanup, trivial-rewrite, qmgr, local, the smtp client, bounce and auth.
+/// smtpd, cleanup, trivial-rewrite, qmgr, local, the smtp client, bounce, anvil and auth.
 pub fn pipeline_services(smtp_port: u16) -> String {
     let mut s = String::new();
     s.push_str(&daemon_service(
@@ -431,6 +431,7 @@ pub fn pipeline_services(smtp_port: u16) -> String {
     s.push_str(&daemon_service("local", "unix", "", "local", "maxproc = 8"));
     s.push_str(&daemon_service("smtp", "unix", "", "smtp", "maxproc = 8"));
     s.push_str(&daemon_service("bounce", "unix", "", "bounce", "maxproc = 2"));
+    s.push_str(&daemon_service("anvil", "unix", "", "anvil", "maxproc = 1"));
     s.push_str(&auth_service());
     s
 }

@@ -131,10 +131,12 @@ pub struct MainConfig {
     pub smtpd_command_line_limit: u32,
     /// smtpd: largest message header, in bytes.
     pub header_size_limit: u64,
-    /// smtpd: connections at once from one client address (counted per smtpd process); 0: no limit.
+    /// smtpd: connections at once from one client address (over all smtpd processes, counted by anvil); 0: no limit.
     pub smtpd_client_connection_count_limit: u32,
-    /// smtpd: connections per minute from one client address (counted per smtpd process); 0: no limit.
+    /// smtpd: connections per `anvil_rate_time_unit` from one client address (over all smtpd processes, counted by anvil); 0: no limit.
     pub smtpd_client_connection_rate_limit: u32,
+    /// anvil: the window over which connection rates are counted.
+    pub anvil_rate_time_unit: Seconds,
     /// smtpd: bare LF in DATA: `normalize` (treat as CRLF; only CRLF.CRLF ends the data) or `reject`.
     pub smtpd_forbid_bare_newline: String,
     /// smtpd: refuse unknown recipients in mydestination (550 5.1.1) after the restrictions.
@@ -341,6 +343,7 @@ impl Default for MainConfig {
             header_size_limit: 102_400,
             smtpd_client_connection_count_limit: 50,
             smtpd_client_connection_rate_limit: 0,
+            anvil_rate_time_unit: Seconds(60),
             smtpd_forbid_bare_newline: "normalize".into(),
             smtpd_reject_unlisted_recipient: true,
             smtpd_client_restrictions: Vec::new(),
