@@ -36,8 +36,8 @@
 //! `smtpd_sasl_auth_enable`, `smtpd_timeout`, `smtpd_data_timeout`,
 //! `smtpd_recipient_limit`, `smtpd_hard_error_limit`, `smtpd_junk_command_limit`,
 //! `smtpd_command_line_limit`, `smtpd_client_connection_count_limit`,
-//! `smtpd_client_connection_rate_limit` (both counted per smtpd process, not across
-//! processes), `smtpd_forbid_bare_newline`, `smtpd_reject_unlisted_recipient`,
+//! `smtpd_client_connection_rate_limit` (both counted over all smtpd processes by the
+//! anvil daemon, per process while anvil is away), `smtpd_forbid_bare_newline`, `smtpd_reject_unlisted_recipient`,
 //! `smtpd_{client,helo,sender,relay,recipient,data,end_of_data}_restrictions`,
 //! `alias_maps`, `queue_minfree` ([`space`]).
 #![forbid(unsafe_code)]
