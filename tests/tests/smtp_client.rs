@@ -8,8 +8,7 @@
 //! MX delivery goes to port 25, so the MX tests bind sinks on 127.0.x.y:25 and need root
 //! (CI runs as root); they say so and return otherwise.
 
-use postern_lib::ipc::IpcStream;
-use postern_lib::proto::deliver::{DeliverRecipient, DeliverReply, DeliverRequest, PROTOCOL, VERSION};
+use postern_lib::proto::deliver::DeliverReply;
 use postern_lib::queue_file::{Notify, QueueFile, RecipientStatus};
 use postern_lib::queue_id::QueueId;
 use postern_tests::*;
@@ -77,29 +76,7 @@ fn queue_file(inst: &Instance, rcpts: &[&str]) -> (QueueId, PathBuf) {
 }
 
 fn deliver(inst: &Instance, id: &QueueId, nexthop: &str, rcpts: &[&str]) -> DeliverReply {
-    let sock = std::os::unix::net::UnixStream::connect(inst.queue().join("private/smtp")).unwrap();
-    let mut ipc = IpcStream::client(sock, PROTOCOL, VERSION, Some(LONG)).unwrap();
-    let req = DeliverRequest {
-        queue_id: id.to_string(),
-        queue_file: format!("active/{id}"),
-        sender: "a@example.test".into(),
-        nexthop: nexthop.into(),
-        recipients: rcpts
-            .iter()
-            .enumerate()
-            .map(|(i, r)| DeliverRecipient {
-                index: i,
-                address: r.to_string(),
-                original: r.to_string(),
-                mark: true,
-            })
-            .collect(),
-        arrival_micros: 0,
-        active_micros: 0,
-        dispatch_micros: 0,
-    };
-    ipc.send(&req).unwrap();
-    ipc.recv().unwrap()
+    agent_deliver(inst, "smtp", id, nexthop, rcpts)
 }
 
 fn statuses(path: &Path) -> Vec<RecipientStatus> {
