@@ -3,7 +3,7 @@
 //! (given back when it closes).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -71,16 +71,8 @@ impl Service {
                 Err(_) => return false,
             }
         }
-        while !c.out.is_empty() {
-            match c.sock.write(&c.out) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    c.out.drain(..n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
+        if postern_lib::ipc::codec::write_pending(&mut c.sock, &mut c.out).is_err() {
+            return false;
         }
         !(c.closing && c.out.is_empty())
     }

@@ -183,6 +183,25 @@ impl Decoder {
     }
 }
 
+/// Writes as much of `out` as a non-blocking `sink` takes now, removing what was written.
+/// `Ok(true)`: all of it went; `Ok(false)`: the socket is full (wait for writability);
+/// `Err`: the peer is gone (a write of 0 bytes counts as that). The write loop every
+/// event-driven codec peer needs.
+pub fn write_pending(sink: &mut impl std::io::Write, out: &mut Vec<u8>) -> std::io::Result<bool> {
+    while !out.is_empty() {
+        match sink.write(out) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                out.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +274,48 @@ mod tests {
         let v: serde_json::Value = frames[1].message().unwrap();
         assert_eq!(v["n"], 11);
         t.join().unwrap();
+    }
+
+    /// A socket that takes `room` bytes, then would block; `closed`: writes return 0.
+    struct Sink {
+        got: Vec<u8>,
+        room: usize,
+        closed: bool,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.closed {
+                return Ok(0);
+            }
+            if self.room == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = b.len().min(self.room).min(2);
+            self.got.extend_from_slice(&b[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_pending_writes_what_fits_and_keeps_the_rest() {
+        let mut sink = Sink {
+            got: Vec::new(),
+            room: 5,
+            closed: false,
+        };
+        let mut out = b"abcdefgh".to_vec();
+        assert!(!write_pending(&mut sink, &mut out).unwrap());
+        assert_eq!((sink.got.as_slice(), out.as_slice()), (&b"abcde"[..], &b"fgh"[..]));
+        sink.room = 100;
+        assert!(write_pending(&mut sink, &mut out).unwrap());
+        assert_eq!((sink.got.as_slice(), out.len()), (&b"abcdefgh"[..], 0));
+        sink.closed = true;
+        let mut more = b"x".to_vec();
+        assert!(write_pending(&mut sink, &mut more).is_err());
     }
 }
