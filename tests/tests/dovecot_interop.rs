@@ -80,6 +80,8 @@ M.login('alice', {password:?})
 typ, st = M.status('INBOX', '(UIDVALIDITY)')
 print('VALIDITY', re.search(rb'UIDVALIDITY (\d+)', st[0]).group(1).decode())
 M.select('INBOX')
+# the sequence number of a message, by Message-ID (delivery order varies)
+seq = lambda mid: M.search(None, 'HEADER', 'Message-ID', mid)[1][0].decode()
 typ, data = M.fetch('1:*', '(UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])')
 for item in data:
     if isinstance(item, tuple):
@@ -150,7 +152,8 @@ fn dovecot_reads_postern_mailboxes_and_postern_reads_dovecots_changes() {
     let out = inbox(
         imap,
         "alice-pw",
-        "M.store('2', '+FLAGS', '(\\\\Seen \\\\Flagged)')\nM.store('3', '+FLAGS', '(Project-X)')",
+        "M.store(seq('<interop.2@remote.test>'), '+FLAGS', '(\\\\Seen \\\\Flagged)')\n\
+         M.store(seq('<interop.3@remote.test>'), '+FLAGS', '(Project-X)')",
     );
     let (validity, before) = parse(&out);
     assert_eq!(before.len(), 3, "{out}");
@@ -169,7 +172,7 @@ fn dovecot_reads_postern_mailboxes_and_postern_reads_dovecots_changes() {
         "dove-pw",
         "import time\n\
          M.append('INBOX', '(\\\\Answered)', None, b'From: carol@remote.test\\r\\nSubject: from dovecot\\r\\nMessage-ID: <interop.4@remote.test>\\r\\n\\r\\nhi\\r\\n')\n\
-         M.store('1', '+FLAGS', '(\\\\Seen)')",
+         M.store(seq('<interop.1@remote.test>'), '+FLAGS', '(\\\\Seen)')",
     );
     let (dv_validity, dv) = parse(&out);
     assert_eq!(dv_validity, validity, "UIDVALIDITY differs:\n{out}");
