@@ -736,3 +736,20 @@ pub fn imap_instance(user: &str, password: &str) -> (Instance, u16) {
     add_user(&inst, user, password);
     (inst, port)
 }
+
+/// The instance's `var/mail` (virtual_mailbox_base), created, and (as root) handed with
+/// everything already below it to the `postern` account the daemons run as.
+pub fn owned_mail_base(inst: &Instance) -> PathBuf {
+    let mail = inst.root.path().join("var/mail");
+    std::fs::create_dir_all(&mail).expect("mkdir var/mail");
+    if is_root() {
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg("postern:")
+            .arg(&mail)
+            .status()
+            .expect("chown");
+        assert!(st.success(), "chown -R postern: {}", mail.display());
+    }
+    mail
+}

@@ -17,7 +17,9 @@
 //!
 //! `bench/abuse.py` is the benchmark version (1,000 connections, wait times reported).
 
-use postern_tests::{Instance, add_user, auth_service, daemon_service, free_port, maildir_messages, wait_for};
+use postern_tests::{
+    Instance, add_user, auth_service, daemon_service, free_port, maildir_messages, owned_mail_base, wait_for,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -248,15 +250,7 @@ fn normal_clients_served_and_limits_hold_under_300_abusive_connections() {
     for d in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(mail.join("bob").join(d)).expect("mkdir");
     }
-    if postern_tests::is_root() {
-        let st = Command::new("chown")
-            .arg("-R")
-            .arg("postern:")
-            .arg(&mail)
-            .status()
-            .expect("chown");
-        assert!(st.success());
-    }
+    owned_mail_base(&inst);
     inst.start();
 
     // The abusive connections, all open (each greeted) before anything else happens.

@@ -3,7 +3,7 @@
 //! BODY[] returns exactly the bytes smtpd accepted, after the headers the pipeline added.
 //! The services are the shipped `etc/master.toml` with free ports.
 
-use postern_tests::{Instance, add_user, free_port, repo_root};
+use postern_tests::{Instance, add_user, free_port, owned_mail_base, repo_root};
 use std::process::Command;
 
 const SCRIPT: &str = r#"
@@ -46,17 +46,7 @@ fn smtp_to_imap_is_byte_exact() {
     }
     let mut inst = Instance::new(&services, &["queue_run_delay=1s", "minimal_backoff_time=1s"]);
     add_user(&inst, "alice", "Alice-Imap-Pw1");
-    let mail = inst.root.path().join("var/mail");
-    std::fs::create_dir_all(&mail).expect("mkdir");
-    if postern_tests::is_root() {
-        let st = Command::new("chown")
-            .arg("-R")
-            .arg("postern:")
-            .arg(&mail)
-            .status()
-            .expect("chown");
-        assert!(st.success());
-    }
+    owned_mail_base(&inst);
     inst.start();
     let out = Command::new("python3")
         .arg("-c")

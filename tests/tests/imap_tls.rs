@@ -2,7 +2,7 @@
 //! LOGIN over the upgraded connection) and implicit TLS on an `imaps` service, driven by
 //! Python's imaplib with a certificate made by openssl.
 
-use postern_tests::{Instance, add_user, auth_service, daemon_service, free_port};
+use postern_tests::{Instance, add_user, auth_service, daemon_service, free_port, owned_mail_base};
 use std::process::Command;
 
 const SCRIPT: &str = r#"
@@ -58,17 +58,7 @@ fn starttls_and_implicit_tls() {
     let key_set = format!("imapd_tls_key_file={}", key.display());
     let mut inst = Instance::new(&services, &[&cert_set, &key_set]);
     add_user(&inst, "alice", "Alice-Imap-Pw1");
-    let mail = inst.root.path().join("var/mail");
-    std::fs::create_dir_all(&mail).expect("mkdir");
-    if postern_tests::is_root() {
-        let st = Command::new("chown")
-            .arg("-R")
-            .arg("postern:")
-            .arg(&mail)
-            .status()
-            .expect("chown");
-        assert!(st.success());
-    }
+    owned_mail_base(&inst);
     inst.start();
     let out = Command::new("python3")
         .arg("-c")
