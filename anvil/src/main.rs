@@ -20,6 +20,7 @@ mod table;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     postern_lib::skeleton::event::event_server("anvil", |ctx| {
         Ok(service::Service::new(
             ctx.main

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let (Some(mode), Some(dir)) = (args.get(1), args.get(2))
         && mode == "opener"

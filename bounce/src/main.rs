@@ -23,6 +23,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     single_server("bounce", init, serve)
 }
 

@@ -55,5 +55,6 @@ mod queue;
 mod service;
 
 fn main() -> std::process::ExitCode {
+    postern_lib::version::exit_if_asked();
     postern_lib::skeleton::single::single_server("cleanup", |_| Ok(service::State::default()), service::serve)
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     let implicit_tls = std::env::args().nth(1).is_some_and(|a| a == "tls");
     postern_lib::skeleton::event::event_server("imapd", |ctx| {
         let m = &ctx.main;

@@ -37,6 +37,7 @@
 //! | [`milter`] | the Sendmail Milter protocol (version 6) client: negotiation, stages, modifications |
 //! | [`maildir_deliver`] | delivering one message into a Maildir: unique name in `tmp/`, fsync, rename into `new/` |
 //! | [`transport_map`] | lookup tables in plain files (transport_maps, virtual_alias_maps), reloaded when changed |
+//! | [`version`] | `--version`: one line, the same for every program |
 //!
 //! Failure classes follow Postfix: a bad environment (missing file, bad config, port in use)
 //! is an error value that the program reports in one line and exits non-zero; a broken
@@ -74,3 +75,4 @@ pub mod strbuf;
 pub mod tls;
 pub mod transport_map;
 pub mod users;
+pub mod version;

@@ -83,6 +83,7 @@ use postern_lib::skeleton::Stream;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     postern_lib::skeleton::single::single_server(
         "local",
         |ctx| Ok(settings::Settings::new(ctx)),

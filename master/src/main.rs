@@ -49,6 +49,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     let mut dir: Option<PathBuf> = None;
     let mut foreground = false;
     let mut parser = lexopt::Parser::from_env();

@@ -44,5 +44,6 @@ use std::process::ExitCode;
 use postern_lib::skeleton::single::single_server;
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     single_server("pickup", |_| Ok(()), |_, ctx, conn| scan::on_trigger(ctx, conn))
 }

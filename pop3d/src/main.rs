@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     let implicit_tls = std::env::args().nth(1).is_some_and(|a| a == "tls");
     event_server("pop3d", |ctx| {
         let m = &ctx.main;

@@ -51,6 +51,7 @@ const EX_CONFIG: u8 = 78;
 const FILE_MODE: u32 = 0o644;
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, msg)) => {

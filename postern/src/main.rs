@@ -33,6 +33,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: postern [-c CONFIG_DIR] {start [--foreground]|stop|reload|status|check [--fix]|config [KEY...|set KEY=VALUE...]|user {add|passwd|del} NAME|user list|install [--root DIR] [--prefix DIR] [--config-dir DIR] [--queue-dir DIR]|uninstall [--root DIR] [--prefix DIR]|migrate [--apply] [MAIN_CF]}";
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     match run() {
         Ok(code) => code,
         Err(msg) => {

@@ -77,6 +77,7 @@ enum Action {
 }
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, msg)) => {

@@ -71,6 +71,7 @@ struct Show {
 }
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, msg)) => {

@@ -113,6 +113,7 @@ enum Target {
 const QUEUE_NAMES: &[&str] = &["maildrop", "hold", "incoming", "active", "deferred"];
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

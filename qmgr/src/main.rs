@@ -69,5 +69,6 @@ mod success;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     postern_lib::skeleton::event::event_server("qmgr", |ctx| Ok(service::Service::new(settings::Settings::new(ctx))))
 }

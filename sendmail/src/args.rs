@@ -17,6 +17,8 @@ pub enum Mode {
     NewAliases,
     /// `-bs`: SMTP on standard input and output.
     SmtpStdio,
+    /// `--help`: print [`help`].
+    Help,
 }
 
 /// The parsed command line.
@@ -42,6 +44,40 @@ pub struct Args {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage(pub String);
 
+/// The second line of every usage error.
+pub const USAGE_HINT: &str =
+    "usage: sendmail [-t] [-i] [-f SENDER] [-F NAME] [-C DIR] [--] RECIPIENT... < message (sendmail --help for more)";
+
+/// What `--help` prints, for the name the program was invoked as.
+pub fn help(program: &str) -> String {
+    let head = match program {
+        "mailq" => "mailq [-C DIR]: list the mail queue, as Postfix prints it (same as sendmail -bp)\n\n",
+        "newaliases" => {
+            "newaliases [-C DIR]: check the files of alias_maps (Postern reads them directly; nothing to rebuild)\n\n"
+        }
+        _ => "",
+    };
+    format!(
+        "{head}\
+usage: sendmail [options] [--] RECIPIENT... < message
+  -t             also take recipients from the To:, Cc: and Bcc: headers (Bcc: removed)
+  -i, -oi        a line holding only \".\" does not end the message
+  -f SENDER      envelope sender (also -r; -f '<>' for the null sender)
+  -F NAME        full name for a From: header that has to be added
+  -C DIR         configuration directory (default: $POSTERN_CONFIG, else the built-in one)
+  -bm            read a message from standard input and submit it (the default)
+  -bs            SMTP on standard input and output
+  -bp            list the queue (same as mailq)
+  -bi, -I        check the alias files (same as newaliases)
+  -q             deliver deferred mail now (postqueue -f)
+  --help         this text
+  --version      the version
+Sendmail's other flags (-oem, -odi, -v, -N, -V, ...) are accepted and ignored.
+Exit status: 0 accepted, 64 usage, 65 message refused, 75 try again later, 78 bad configuration.
+"
+    )
+}
+
 /// Options that take a value (attached, or the next argument).
 const WITH_VALUE: &str = "BCFLNORVXbefhopr";
 /// Flags accepted and ignored, as Postfix does.
@@ -63,6 +99,10 @@ impl Args {
             ignore_dots: false,
             recipients: Vec::new(),
         };
+        if argv.first().is_some_and(|a| a == "--help") {
+            a.mode = Mode::Help;
+            return Ok(a);
+        }
         let mut i = 0;
         while let Some(arg) = argv.get(i) {
             i += 1;
@@ -189,6 +229,8 @@ mod tests {
             "argv[0] selects mailq"
         );
         assert_eq!(Args::parse("newaliases", &[]).unwrap().mode, Mode::NewAliases);
+        assert_eq!(p(&["--help"]).unwrap().mode, Mode::Help);
+        assert!(super::help("mailq").starts_with("mailq [-C DIR]: list the mail queue"));
     }
 
     #[test]

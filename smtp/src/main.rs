@@ -54,6 +54,7 @@ struct Agent {
 }
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     single_server("smtp", init, |agent: &mut Agent, _ctx: &Context, conn: Accepted| {
         if let Stream::Unix(s) = conn.stream {
             let Agent {

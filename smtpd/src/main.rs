@@ -3,5 +3,6 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
+    postern_lib::version::exit_if_asked();
     postern_lib::skeleton::event::event_server("smtpd", smtpd::server::Server::new)
 }

@@ -31,6 +31,7 @@ mod service;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    postern_lib::version::exit_if_asked();
     postern_lib::skeleton::event::event_server("trivial-rewrite", |ctx| {
         let r = resolver::Resolver::new(&ctx.main, &ctx.config.dir).map_err(|e| e.to_string())?;
         Ok(service::Service::new(r))

@@ -1,0 +1,4 @@
+//! `newaliases`: checks the alias files (`sendmail -bi`); see [`sendmail::main`].
+fn main() -> std::process::ExitCode {
+    sendmail::main()
+}
