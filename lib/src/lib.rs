@@ -23,6 +23,7 @@
 //! | [`queue_id`] | queue IDs: unique across processes and restarts, sortable by time, valid file names |
 //! | [`queue_file`] | the queue file format: envelope records, content, per-recipient done marks |
 //! | [`queue_scan`] | walking the queue directories and summarising queue files (`postqueue -p`, `-j`) |
+//! | [`queue_select`] | selecting queued messages by sender, recipient, domain, queue, age, defer reason (postsuper, postqueue) |
 //! | [`maildrop`] | the maildrop file format: sendmail → postdrop → `maildrop/` → pickup |
 //! | [`ipc`] | the framed, versioned, size-limited protocol between daemons over Unix sockets |
 //! | [`queue_dirs`] | the layout of `queue_directory`: subdirectories, owners and modes; create, check, repair |
@@ -69,6 +70,7 @@ pub mod queue_dirs;
 pub mod queue_file;
 pub mod queue_id;
 pub mod queue_scan;
+pub mod queue_select;
 pub mod safe_open;
 pub mod skeleton;
 pub mod strbuf;
