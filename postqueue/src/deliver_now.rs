@@ -10,13 +10,18 @@
 //! A message that qmgr moves at the same moment is simply not found by the rename; that
 //! is not an error. Both need write access to the queue (root, mail_owner, or the queue's
 //! owner in the development layout): postqueue reports a clear error otherwise.
+//!
+//! [`selected`] does the same for the deferred messages a
+//! [`postern_lib::queue_select::Selection`] picks (`postqueue -f --reason ...`), or only
+//! lists them for `--dry-run`.
 
 use std::path::Path;
 
 use postern_lib::proto::trigger;
 use postern_lib::queue_file::QueueFile;
 use postern_lib::queue_id::QueueId;
-use postern_lib::queue_scan::{QueuedFile, queue_files};
+use postern_lib::queue_scan::{QueuedFile, queue_files, summarise};
+use postern_lib::queue_select::{self, Selection, in_domain};
 use postern_lib::safe_open::{Expect, open_read, rename_durable};
 
 /// Moves one deferred file to incoming/; false when it is gone already.
@@ -53,13 +58,6 @@ pub fn one(queue: &Path, id: &QueueId) -> Result<bool, String> {
     Ok(found)
 }
 
-/// Whether `address` is in `domain` (already lower-case, no trailing dot).
-pub fn in_domain(address: &str, domain: &str) -> bool {
-    address
-        .rsplit_once('@')
-        .is_some_and(|(_, d)| d.trim_end_matches('.').eq_ignore_ascii_case(domain))
-}
-
 /// `-s DOMAIN`. Returns how many messages were moved.
 pub fn domain(queue: &Path, domain: &str) -> Result<usize, String> {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
@@ -84,6 +82,34 @@ pub fn domain(queue: &Path, domain: &str) -> Result<usize, String> {
         wake(queue);
     }
     Ok(moved)
+}
+
+/// The deferred messages `selection` picks (only message `id` when given): moved to
+/// `incoming/`, or with `dry_run` only listed on stdout. Returns how many.
+pub fn selected(queue: &Path, selection: &Selection, id: Option<&QueueId>, dry_run: bool) -> Result<usize, String> {
+    let now = queue_select::now();
+    let mut files = queue_files(queue, "deferred").map_err(|e| format!("read the deferred queue: {e}"))?;
+    files.retain(|f| {
+        id.is_none_or(|id| f.id == *id)
+            && (selection.queues.is_empty() || selection.queues.iter().any(|q| q == "deferred"))
+    });
+    let mut n = 0;
+    for f in files {
+        let e = summarise(queue, f);
+        if !selection.matches(&e, now) {
+            continue;
+        }
+        if dry_run {
+            println!("{}: would be flushed ({})", e.file.id, queue_select::describe(&e));
+            n += 1;
+        } else if to_incoming(queue, &e.file)? {
+            n += 1;
+        }
+    }
+    if n > 0 && !dry_run {
+        wake(queue);
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
