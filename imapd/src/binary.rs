@@ -38,14 +38,17 @@ pub fn item(upper: &str) -> Option<BinaryItem> {
     Some((peek, size, part.to_string(), partial))
 }
 
-/// The decoded content of `part` of `raw` (CRLF message): `Ok(None)` when there is no
-/// such part, `Err(())` when its encoding is unknown.
+/// The decoded content of `part` of a message (CRLF line ends): `Ok(None)` when there is
+/// no such part, `Err(())` when its encoding is unknown.
 #[allow(clippy::result_unit_err)]
-pub fn content(raw: &[u8], part: &str) -> Result<Option<Vec<u8>>, ()> {
+pub fn content(tree: &mime::Tree<'_>, part: &str) -> Result<Option<Vec<u8>>, ()> {
     if part.is_empty() {
-        return Ok(Some(raw.to_vec()));
+        return Ok(Some(tree.raw().to_vec()));
     }
-    let (Some(body), Some(header)) = (mime::section(raw, part), mime::section(raw, &format!("{part}.MIME"))) else {
+    let (Some(body), Some(header)) = (
+        mime::section_of(tree, part),
+        mime::section_of(tree, &format!("{part}.MIME")),
+    ) else {
         return Ok(None);
     };
     let fields = mime::fields(&header);
@@ -130,10 +133,11 @@ Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\nAw==\r\n--b\r\nContent-Transfer
 
     #[test]
     fn decodes_parts() {
-        assert_eq!(content(MSG, "1"), Ok(Some("café end".as_bytes().to_vec())));
-        assert_eq!(content(MSG, "2"), Ok(Some(vec![0, 1, 2, 3])));
-        assert_eq!(content(MSG, "3"), Err(()));
-        assert_eq!(content(MSG, "9"), Ok(None));
-        assert_eq!(content(MSG, ""), Ok(Some(MSG.to_vec())));
+        let tree = mime::Tree::new(MSG);
+        assert_eq!(content(&tree, "1"), Ok(Some("café end".as_bytes().to_vec())));
+        assert_eq!(content(&tree, "2"), Ok(Some(vec![0, 1, 2, 3])));
+        assert_eq!(content(&tree, "3"), Err(()));
+        assert_eq!(content(&tree, "9"), Ok(None));
+        assert_eq!(content(&tree, ""), Ok(Some(MSG.to_vec())));
     }
 }

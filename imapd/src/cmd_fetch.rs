@@ -243,6 +243,8 @@ impl Session {
                 }
             }
             let raw = content.as_deref().unwrap_or(&[]);
+            // parsed once, at the first item that needs the part tree
+            let tree = mime::Tree::new(raw);
             let out = &mut self.out;
             out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
             let mut first = true;
@@ -269,7 +271,7 @@ impl Session {
                     "BODYSTRUCTURE" | "BODY" => {
                         out.extend_from_slice(upper.as_bytes());
                         out.push(b' ');
-                        mime::body_structure(out, &mime::parse(raw), upper == "BODYSTRUCTURE");
+                        mime::body_structure(out, tree.top(), upper == "BODYSTRUCTURE");
                     }
                     "RFC822" if whole_only => {
                         out.extend_from_slice(b"RFC822 ");
@@ -290,7 +292,7 @@ impl Session {
                         let Some((_, size_only, part, partial)) = binary::item(upper) else {
                             continue;
                         };
-                        let data = match binary::content(raw, &part) {
+                        let data = match binary::content(&tree, &part) {
                             Ok(d) => d,
                             Err(()) => {
                                 job.unknown_cte = true;
@@ -337,7 +339,7 @@ impl Session {
                             literal_crlf(out, &buf);
                             continue;
                         }
-                        let data = mime::section(raw, section).unwrap_or_default();
+                        let data = mime::section_of(&tree, section).unwrap_or_default();
                         let data: &[u8] = &data;
                         let data: &[u8] = match partial {
                             Some((start, len)) => {

@@ -5,31 +5,59 @@
 //! `\Subscribed`, and `\NonExistent` (or `\Noselect` in a plain RFC 3501 LIST) for names
 //! that are only hierarchy levels or subscriptions.
 
+use crate::list_pattern::{MAX_PATTERN, Pattern, PatternError};
 use crate::parse::{Arg, Command};
 use crate::reply::astring;
 use crate::session::{Reply, Session};
 use postern_lib::mailbox::{SEPARATOR, Store};
 use std::collections::BTreeSet;
 
-/// Whether `name` matches a LIST pattern (`*` anything, `%` anything but the separator).
-pub fn matches(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| matches(rest, &name[i..])),
-        Some((b'%', rest)) => (0..=name.len())
-            .take_while(|&i| i == 0 || name[i - 1] != SEPARATOR as u8)
-            .any(|i| matches(rest, &name[i..])),
-        Some((p, rest)) => name.first().is_some_and(|n| n.eq_ignore_ascii_case(p)) && matches(rest, &name[1..]),
+/// Most patterns in one LIST-EXTENDED command.
+pub const MAX_PATTERNS: usize = 64;
+
+/// One pattern (reference included), compiled as given and upper-cased (for INBOX, which
+/// matches in any case), and whether it ends in `%` (RFC 3501 §6.3.8).
+struct Compiled {
+    exact: Pattern,
+    upper: Pattern,
+    final_percent: bool,
+}
+
+impl Compiled {
+    fn new(full: &str) -> Result<Compiled, PatternError> {
+        let sep = SEPARATOR as u8;
+        Ok(Compiled {
+            exact: Pattern::new(full.as_bytes(), sep)?,
+            upper: Pattern::new(full.to_ascii_uppercase().as_bytes(), sep)?,
+            final_percent: full.ends_with('%'),
+        })
+    }
+
+    /// Whether `name` matches, INBOX in any case.
+    fn hit(&self, name: &str) -> bool {
+        self.exact.matches(name.as_bytes()) || name == "INBOX" && self.upper.matches(b"INBOX")
     }
 }
 
-/// Whether `name` matches `pattern`, INBOX in any case.
-fn name_matches(pattern: &str, name: &str) -> bool {
-    if name == "INBOX" {
-        matches(pattern.as_bytes(), b"INBOX") || matches(pattern.to_ascii_uppercase().as_bytes(), b"INBOX")
-    } else {
-        matches(pattern.as_bytes(), name.as_bytes())
+/// The patterns of a command compiled, within [`MAX_PATTERNS`] and [`MAX_PATTERN`] bytes
+/// in all; `NO [LIMIT]` otherwise.
+fn compile(reference: &str, patterns: &[String], user: &str) -> Result<Vec<Compiled>, Reply> {
+    let total: usize = patterns.iter().map(|p| reference.len() + p.len()).sum();
+    if patterns.len() > MAX_PATTERNS || total > MAX_PATTERN {
+        tracing::info!(
+            "LIST refused: {} patterns of {total} bytes, user={user}",
+            patterns.len()
+        );
+        return Err(Reply::No(format!(
+            "[LIMIT] LIST patterns too long: at most {MAX_PATTERNS} patterns of {MAX_PATTERN} bytes in all"
+        )));
     }
+    patterns
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| Compiled::new(&format!("{reference}{p}")))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Reply::No(format!("[LIMIT] LIST {e}")))
 }
 
 /// What a LIST command asked for.
@@ -121,15 +149,11 @@ impl Session {
             self.ok(&c.tag, &format!("{cmd} completed"));
             return Ok(());
         }
-        let full: Vec<String> = patterns
-            .iter()
-            .filter(|p| !p.is_empty())
-            .map(|p| format!("{reference}{p}"))
-            .collect();
-        let hit = |name: &str| full.iter().any(|p| name_matches(p, name));
+        let full = compile(&reference, &patterns, self.user.as_deref().unwrap_or(""))?;
+        let hit = |name: &str| full.iter().any(|p| p.hit(name));
         // RFC 3501 §6.3.8: a hierarchy level that is no folder is listed when a pattern
         // ending in `%` matches it
-        let level_hit = |name: &str| full.iter().any(|p| p.ends_with('%') && name_matches(p, name));
+        let level_hit = |name: &str| full.iter().any(|p| p.final_percent && p.hit(name));
         let store = self.store()?;
         let existing: BTreeSet<String> = store.list()?.into_iter().collect();
         let subs: BTreeSet<String> = store.subscriptions().into_iter().collect();
@@ -232,15 +256,18 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::{ancestors, matches};
+    use super::{Compiled, ancestors, compile};
 
     #[test]
     fn list_patterns() {
-        assert!(matches(b"*", b"a.b"));
-        assert!(matches(b"%", b"a"));
-        assert!(!matches(b"%", b"a.b"));
-        assert!(matches(b"a.%", b"a.b"));
-        assert!(matches(b"S*", b"Sent"));
+        let c = Compiled::new("inbox").unwrap();
+        assert!(c.hit("INBOX") && !c.hit("Inbox.x"));
+        let c = Compiled::new("S%").unwrap();
+        assert!(c.hit("Sent") && !c.hit("Sent.x") && c.final_percent);
         assert_eq!(ancestors("a.b.c").collect::<Vec<_>>(), ["a", "a.b"]);
+        let star = format!("{}Q", "*".repeat(100));
+        assert_eq!(compile("", &[star], "u").map(|v| v.len()).ok(), Some(1));
+        assert!(compile("", &["*".repeat(1025)], "u").is_err());
+        assert!(compile("", &vec!["a".to_string(); 65], "u").is_err());
     }
 }

@@ -26,6 +26,7 @@
 //!
 //! Files: [`session`] (framing, state, dispatch, ENABLE, untagged updates), [`cmd_mailbox`]
 //! (SELECT, STATUS, CREATE/DELETE/RENAME, APPEND), [`cmd_list`] (LIST, LSUB),
+//! [`list_pattern`] (LIST patterns, matched in bounded time),
 //! [`binary`] (BINARY fetch items), [`cmd_message`] (STORE, COPY,
 //! MOVE, EXPUNGE), [`cmd_fetch`], [`cmd_search`], [`mime`] (ENVELOPE, BODYSTRUCTURE,
 //! sections), [`parse`] (command grammar, sequence sets, dates), [`reply`] (string
@@ -38,6 +39,7 @@ pub mod cmd_list;
 pub mod cmd_mailbox;
 pub mod cmd_message;
 pub mod cmd_search;
+pub mod list_pattern;
 pub mod mime;
 pub mod parse;
 pub mod reply;

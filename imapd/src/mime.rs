@@ -3,8 +3,12 @@
 //! come from mail-parser; the part tree is walked here over the raw bytes so that every
 //! section is returned byte-exact as it is in the file.
 //!
-//! Bounded: nesting deeper than [`MAX_DEPTH`] is treated as an opaque leaf, and at most
-//! [`MAX_PARTS`] parts are split out of one multipart.
+//! Bounded: nesting deeper than [`MAX_DEPTH`] is treated as an opaque leaf, at most
+//! [`MAX_PARTS`] parts are split out of one multipart, and at most [`MAX_TOTAL_PARTS`]
+//! out of one message (Dovecot's limit after CVE-2020-12100): past it, the rest of each
+//! open multipart is one leaf. A message of a million nested parts is so described in
+//! about ten thousand, and walked in time linear in its size times [`MAX_DEPTH`].
+//! [`Tree`] parses a message once for all the items of a FETCH.
 
 use crate::reply::{nstring, string};
 use mail_parser::{Address, MessageParser};
@@ -13,6 +17,8 @@ use mail_parser::{Address, MessageParser};
 pub const MAX_DEPTH: usize = 20;
 /// Most parts taken from one multipart.
 pub const MAX_PARTS: usize = 1000;
+/// Most parts split out of one message; the rest of it is one leaf.
+pub const MAX_TOTAL_PARTS: usize = 10_000;
 
 /// One body part (or a whole message).
 #[derive(Debug)]
@@ -103,10 +109,51 @@ fn content_type(value: Option<&[u8]>, default: (&str, &str)) -> ((String, String
 
 /// Parses the part tree of `raw`.
 pub fn parse(raw: &[u8]) -> Part<'_> {
-    part(raw, ("text", "plain"), 0)
+    let mut budget = MAX_TOTAL_PARTS;
+    part(raw, ("text", "plain"), 0, &mut budget)
 }
 
-fn part<'a>(raw: &'a [u8], default: (&str, &str), depth: usize) -> Part<'a> {
+/// The number of parts in a tree (the message itself included).
+pub fn count(p: &Part<'_>) -> usize {
+    let mut n = 0;
+    let mut stack = vec![p];
+    while let Some(p) = stack.pop() {
+        n += 1;
+        stack.extend(p.children.iter());
+        stack.extend(p.message.as_deref());
+    }
+    n
+}
+
+/// A message and its part tree, parsed when first needed and then reused.
+pub struct Tree<'a> {
+    raw: &'a [u8],
+    top: std::cell::OnceCell<Part<'a>>,
+}
+
+impl<'a> Tree<'a> {
+    /// A message (CRLF line ends), not parsed yet.
+    pub fn new(raw: &'a [u8]) -> Tree<'a> {
+        Tree {
+            raw,
+            top: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The message's bytes.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// The part tree.
+    pub fn top(&self) -> &Part<'a> {
+        self.top.get_or_init(|| parse(self.raw))
+    }
+}
+
+/// `budget`: parts that may still be split out of the message; each part takes one.
+fn part<'a>(raw: &'a [u8], default: (&str, &str), depth: usize, budget: &mut usize) -> Part<'a> {
+    *budget = budget.saturating_sub(1);
     let (header, body) = split(raw);
     let f = fields(header);
     let (ctype, params) = content_type(field(&f, "Content-Type"), default);
@@ -118,7 +165,7 @@ fn part<'a>(raw: &'a [u8], default: (&str, &str), depth: usize) -> Part<'a> {
         children: Vec::new(),
         message: None,
     };
-    if depth >= MAX_DEPTH {
+    if depth >= MAX_DEPTH || *budget == 0 {
         return p;
     }
     if p.ctype.0 == "multipart" {
@@ -147,22 +194,33 @@ fn part<'a>(raw: &'a [u8], default: (&str, &str), depth: usize) -> Part<'a> {
                 break;
             }
         }
-        for w in starts.windows(2) {
-            let (_, begin, closing) = w[0];
-            if closing {
+        let spans: Vec<(usize, usize)> = starts
+            .windows(2)
+            .take_while(|w| !w[0].2)
+            .map(|w| {
+                let begin = w[0].1;
+                let mut end = w[1].0;
+                // the CRLF before a delimiter belongs to the delimiter
+                if end >= 2 && &body[end - 2..end] == b"\r\n" {
+                    end -= 2;
+                }
+                (begin, end)
+            })
+            .filter(|(begin, end)| begin <= end)
+            .collect();
+        let last = spans.last().map_or(0, |s| s.1);
+        for &(begin, end) in &spans {
+            if *budget == 0 {
+                // out of parts: the rest of this multipart is one leaf
+                p.children
+                    .push(part(&body[begin..last.max(begin)], child_default, MAX_DEPTH, budget));
                 break;
             }
-            let mut end = w[1].0;
-            // the CRLF before a delimiter belongs to the delimiter
-            if end >= 2 && &body[end - 2..end] == b"\r\n" {
-                end -= 2;
-            }
-            if begin <= end {
-                p.children.push(part(&body[begin..end], child_default, depth + 1));
-            }
+            p.children
+                .push(part(&body[begin..end], child_default, depth + 1, budget));
         }
     } else if p.ctype == ("message".to_string(), "rfc822".to_string()) {
-        p.message = Some(Box::new(part(body, ("text", "plain"), depth + 1)));
+        p.message = Some(Box::new(part(body, ("text", "plain"), depth + 1, budget)));
     }
     p
 }
@@ -375,7 +433,13 @@ pub fn envelope(out: &mut Vec<u8>, header: &[u8]) {
 
 /// The bytes of `BODY[section]`; `None` when the section does not exist.
 pub fn section<'a>(raw: &'a [u8], spec: &str) -> Option<std::borrow::Cow<'a, [u8]>> {
+    section_of(&Tree::new(raw), spec)
+}
+
+/// [`section`] of a message whose tree may be parsed already.
+pub fn section_of<'a>(tree: &Tree<'a>, spec: &str) -> Option<std::borrow::Cow<'a, [u8]>> {
     use std::borrow::Cow;
+    let raw = tree.raw();
     let upper = spec.to_ascii_uppercase();
     // the common cases need no MIME walk
     match upper.as_str() {
@@ -384,8 +448,7 @@ pub fn section<'a>(raw: &'a [u8], spec: &str) -> Option<std::borrow::Cow<'a, [u8
         "TEXT" => return Some(Cow::Borrowed(split(raw).1)),
         _ => {}
     }
-    let top = parse(raw);
-    let mut cur: &Part<'_> = &top;
+    let mut cur: &Part<'_> = tree.top();
     let mut rest = upper.as_str();
     let mut numbered = false;
     // walk part numbers
@@ -463,6 +526,46 @@ pub fn header_fields(header: &[u8], names: &[&str], not: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A multipart of `outer` multiparts of `inner` one-line parts each.
+    pub(crate) fn nested(outer: usize, inner: usize) -> Vec<u8> {
+        let mut m = b"Subject: many\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n".to_vec();
+        for _ in 0..outer {
+            m.extend_from_slice(b"--o\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n");
+            for _ in 0..inner {
+                m.extend_from_slice(b"--i\r\n\r\nx\r\n");
+            }
+            m.extend_from_slice(b"--i--\r\n");
+        }
+        m.extend_from_slice(b"--o--\r\n");
+        m
+    }
+
+    #[test]
+    fn a_million_parts_are_described_in_ten_thousand() {
+        let msg = nested(1000, 1000);
+        assert!(msg.len() > 7_000_000);
+        let top = parse(&msg);
+        let n = count(&top);
+        assert!(
+            (MAX_TOTAL_PARTS..=MAX_TOTAL_PARTS + MAX_DEPTH).contains(&n),
+            "{n} parts"
+        );
+        // parts split out until the budget is spent (the tenth outer part gets 989
+        // of its inner parts, then the rest of it as one leaf), then the rest of the
+        // message as one leaf: no byte is lost from view
+        assert_eq!(top.children.len(), 11);
+        assert_eq!(top.children[9].children.len(), 990);
+        assert!(top.children[9].children[989].children.is_empty());
+        let rest = &top.children[10];
+        assert!(rest.children.is_empty() && rest.header.len() + rest.body.len() > 6_000_000);
+        let mut out = Vec::new();
+        body_structure(&mut out, &top, true);
+        assert!(out.len() < 1_000_000, "{} bytes of BODYSTRUCTURE", out.len());
+        assert_eq!(&*section(&msg, "1.1").unwrap(), b"x");
+        assert_eq!(&*section(&msg, "10.989").unwrap(), b"x");
+        assert!(section(&msg, "12").is_none());
+    }
 
     const MSG: &[u8] = b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: hi\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npre\r\n--XX\r\nContent-Type: text/plain\r\n\r\nhello\r\n--XX\r\nContent-Type: application/octet-stream\r\n\r\nAAAA\r\n--XX--\r\n";
 
