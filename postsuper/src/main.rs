@@ -5,6 +5,8 @@
 //! postsuper [-c CONFIG_DIR] [-v] -h ID|ALL|- ... [queue ...]   put on hold
 //! postsuper [-c CONFIG_DIR] [-v] -H ID|ALL|- ... [queue ...]   release from hold
 //! postsuper [-c CONFIG_DIR] [-v] -r ID|ALL|- ... [queue ...]   requeue through cleanup
+//!     [--from ADDR|DOMAIN] [--to ADDR|DOMAIN] [--domain DOMAIN] [--reason TEXT]
+//!     [--older AGE] [--younger AGE] [--queue QUEUE]... [--dry-run]
 //! ```
 //!
 //! As Postfix's postsuper: each of `-d`, `-h`, `-H`, `-r` may be given several times and
@@ -21,6 +23,15 @@
 //! - `-r` hands the message to cleanup again ([`requeue`]): a new queue file with a new ID,
 //!   the same content, and only the recipients still pending; the old file is removed only
 //!   once cleanup answered that the copy is queued.
+//!
+//! The selection options ([`postern_lib::queue_select`]) narrow every operation to the
+//! messages they match: `postsuper -d ALL --reason 'Connection refused' --older 2d`
+//! deletes the deferred mail that has waited two days for a dead host, `postsuper -h ALL
+//! --to spammer.example` holds a domain's mail. `--queue NAME` is the same as naming the
+//! queue after the options. `--dry-run` changes nothing (no permission needed beyond
+//! reading the queue, nothing logged): it prints on standard output
+//! `ID: would be removed (deferred, from=<...>, to=<...>)` per selected message, then
+//! `postsuper: dry run: N messages would be deleted; nothing was changed` on standard error.
 //!
 //! Messages in `active/` are touched only when no delivery agent works on them (see
 //! [`ops`]); otherwise postsuper says `ID: is being delivered, try again later` and leaves
@@ -63,6 +74,7 @@ use std::process::ExitCode;
 use postern_lib::config::Config;
 use postern_lib::proto::trigger;
 use postern_lib::queue_id::QueueId;
+use postern_lib::queue_select::{Selection, describe};
 
 use maillog::MailLog;
 use ops::Outcome;
@@ -91,6 +103,26 @@ impl Op {
 
     fn allowed(self, queue: &str) -> bool {
         self.default_queues().contains(&queue) || (self == Op::Delete && queue == "maildrop")
+    }
+
+    /// What the maillog says once done.
+    fn done(self) -> &'static str {
+        match self {
+            Op::Delete => "removed",
+            Op::Hold => "placed on hold",
+            Op::Release => "released from hold",
+            Op::Requeue => "requeued",
+        }
+    }
+
+    /// The verb of a dry run's summary.
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Delete => "deleted",
+            Op::Hold => "placed on hold",
+            Op::Release => "released from hold",
+            Op::Requeue => "requeued",
+        }
     }
 
     fn summary(self) -> &'static str {
@@ -125,16 +157,33 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: postsuper [-c CONFIG_DIR] [-v] [-d ID|ALL|-] [-h ID|ALL|-] [-H ID|ALL|-] [-r ID|ALL|-] [queue ...]".into()
+    "usage: postsuper [-c CONFIG_DIR] [-v] [-d ID|ALL|-] [-h ID|ALL|-] [-H ID|ALL|-] [-r ID|ALL|-] [queue ...]\n\
+     selection: [--from ADDR|DOMAIN] [--to ADDR|DOMAIN] [--domain DOMAIN] [--reason TEXT] [--older AGE] [--younger AGE] [--queue QUEUE]... [--dry-run]"
+        .into()
 }
 
 fn run() -> Result<bool, String> {
     let mut dir: Option<PathBuf> = std::env::var_os("POSTERN_CONFIG").map(PathBuf::from);
     let mut work: Vec<(Op, Target)> = Vec::new();
     let mut queues: Vec<String> = Vec::new();
+    let mut selection = Selection::default();
+    let mut dry_run = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if Selection::takes(&a) {
+            let v = args.next().ok_or_else(usage)?;
+            selection.set(&a, &v)?;
+            continue;
+        }
         let op = match a.as_str() {
+            "--dry-run" => {
+                dry_run = true;
+                continue;
+            }
+            "--help" => {
+                println!("{}", usage());
+                return Ok(true);
+            }
             "-c" => {
                 dir = Some(PathBuf::from(args.next().ok_or_else(usage)?));
                 continue;
@@ -162,16 +211,28 @@ fn run() -> Result<bool, String> {
     if work.is_empty() {
         return Err(usage());
     }
+    // `--queue NAME` is the same as naming the queue after the options.
+    for q in std::mem::take(&mut selection.queues) {
+        if !queues.contains(&q) {
+            queues.push(q);
+        }
+    }
+    let filtered = dry_run || selection.has_criteria();
+    let now = postern_lib::queue_select::now();
     let dir = dir.unwrap_or_else(postern_lib::config::default_config_dir);
     let config = Config::load(&dir).map_err(|e| e.to_string())?;
     let queue_dir = PathBuf::from(&config.main.queue_directory);
-    if !may_change_queue(&queue_dir, &config.main.mail_owner) {
+    if !dry_run && !may_change_queue(&queue_dir, &config.main.mail_owner) {
         return Err(format!(
             "use of this command is reserved for the superuser and mail_owner ({:?})",
             config.main.mail_owner
         ));
     }
-    let mut log = MailLog::open(&config.main.maillog_file);
+    let mut log = if dry_run {
+        MailLog::Off
+    } else {
+        MailLog::open(&config.main.maillog_file)
+    };
     let timeout = config.main.ipc_timeout.0;
     let timeout = std::time::Duration::from_secs(timeout.clamp(1, 3600));
     let mut stdin_ids: Option<Vec<QueueId>> = None;
@@ -199,6 +260,17 @@ fn run() -> Result<bool, String> {
                 files.truncate(1);
             }
             for f in files {
+                if filtered {
+                    let entry = postern_lib::queue_scan::summarise(&queue_dir, f.clone());
+                    if !selection.matches(&entry, now) {
+                        continue;
+                    }
+                    if dry_run {
+                        counts[*op as usize] += 1;
+                        println!("{}: would be {} ({})", f.id, op.done(), describe(&entry));
+                        continue;
+                    }
+                }
                 let outcome = match op {
                     Op::Delete => ops::delete(&queue_dir, &f),
                     Op::Hold => ops::hold(&queue_dir, &f),
@@ -220,6 +292,19 @@ fn run() -> Result<bool, String> {
                 }
             }
         }
+    }
+    if dry_run {
+        for op in [Op::Delete, Op::Requeue, Op::Hold, Op::Release] {
+            if work.iter().any(|(o, _)| *o == op) {
+                let n = counts[op as usize];
+                let s = if n == 1 { "" } else { "s" };
+                eprintln!(
+                    "postsuper: dry run: {n} message{s} would be {}; nothing was changed",
+                    op.verb()
+                );
+            }
+        }
+        return Ok(true);
     }
     for op in [Op::Delete, Op::Requeue, Op::Hold, Op::Release] {
         let n = counts[op as usize];
