@@ -128,6 +128,9 @@ pub fn cur_name(base: &str, flags: Flags) -> String {
     format!("{base}:2,{}", flags.to_info())
 }
 
+/// The keyword table's file in each folder.
+pub const KEYWORDS_FILE: &str = "dovecot-keywords";
+
 /// Parses a `dovecot-keywords` file: `N name` lines; bad lines are skipped.
 pub fn parse_keywords(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();

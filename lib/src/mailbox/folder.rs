@@ -149,16 +149,16 @@ impl Folder {
         };
         self.keywords[slot] = name.to_string();
         let text = flags::format_keywords(&self.keywords);
-        let tmp = self.path.join(".dovecot-keywords.tmp");
+        let tmp = self.path.join(format!(".{}.tmp", flags::KEYWORDS_FILE));
         fs::write(&tmp, text)
-            .and_then(|()| fs::rename(&tmp, self.path.join("dovecot-keywords")))
+            .and_then(|()| fs::rename(&tmp, self.path.join(flags::KEYWORDS_FILE)))
             .map_err(|e| io_err("write keywords", &self.path, e))?;
         drop(lock);
         Ok(Some(1 << slot))
     }
 
     fn read_keywords(&mut self) {
-        if let Ok(text) = fs::read_to_string(self.path.join("dovecot-keywords")) {
+        if let Ok(text) = fs::read_to_string(self.path.join(flags::KEYWORDS_FILE)) {
             self.keywords = flags::parse_keywords(&text);
         }
     }

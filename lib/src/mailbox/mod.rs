@@ -15,6 +15,12 @@
 //! - `postern-cache` keeps sizes and dates (see [`cache`]);
 //! - `postern-headers` keeps header blocks for SEARCH (see [`headers`]).
 //!
+//! These files are rewritten through temporary names beginning with `.` (`.<file>.tmp`,
+//! `.<file>.<pid>.tmp`) in the folder's directory — INBOX's is the root, where the other
+//! folders' directories `.<name>` are — so folder names that could collide with them
+//! ([`reserved`]: `subscriptions.tmp`, `dovecot-keywords.tmp`, ...) are refused as
+//! [`MailboxError::BadName`].
+//!
 //! # API
 //!
 //! ```no_run
@@ -66,6 +72,25 @@ pub const SPECIAL_USE: [(&str, &str); 5] = [
 ];
 /// Longest folder name.
 pub const MAX_NAME: usize = 200;
+/// The subscriptions file in the mailbox root.
+const SUBSCRIPTIONS: &str = "subscriptions";
+/// The files the store keeps beside a folder's messages.
+const STORE_FILES: [&str; 5] = [
+    SUBSCRIPTIONS,
+    flags::KEYWORDS_FILE,
+    uidlist::FILE,
+    cache::FILE,
+    headers::FILE,
+];
+
+/// Whether a folder name is kept for the store's own temporary files: the folder's
+/// directory `.<name>` would be one (`.subscriptions.tmp`, `.dovecot-keywords.tmp`,
+/// `.postern-cache.<pid>.tmp`, ...). Compared without case, in case the file system
+/// ignores it.
+pub fn reserved(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".tmp") && STORE_FILES.iter().any(|f| lower.starts_with(&format!("{f}.")))
+}
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +138,25 @@ pub(crate) fn io_err(op: &'static str, path: &Path, source: io::Error) -> Mailbo
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// The user's quota in bytes, when there is one.
+    quota: Option<u64>,
+}
+
+/// Bytes of mail in the mailbox at `root`, all folders counted (as Dovecot's Maildir++
+/// quota counts them): the sizes in the message file names (`S=`), in `new/` and `cur/`.
+pub fn usage(root: &Path) -> io::Result<u64> {
+    let mut total = crate::maildir_deliver::maildir_size(root)?;
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let is_folder = name
+            .to_str()
+            .is_some_and(|n| n.starts_with('.') && n != "." && n != "..");
+        if is_folder && entry.path().join("cur").is_dir() {
+            total = total.saturating_add(crate::maildir_deliver::maildir_size(&entry.path())?);
+        }
+    }
+    Ok(total)
 }
 
 /// Creates a Maildir's `cur/ new/ tmp/` (mode 0700).
@@ -150,16 +194,33 @@ impl Store {
         let root = base.join(user);
         // A mailbox first made by local delivery has no folders yet: the subscriptions
         // file marks that the special-use folders were set up once.
-        let fresh = !root.join("subscriptions").exists();
+        let fresh = !root.join(SUBSCRIPTIONS).exists();
         make_maildir(&root)?;
         if fresh {
             for (name, _) in SPECIAL_USE {
                 make_maildir(&root.join(format!(".{name}")))?;
             }
             let subs: String = SPECIAL_USE.iter().map(|(n, _)| format!("{n}\n")).collect();
-            let _ = fs::write(root.join("subscriptions"), format!("INBOX\n{subs}"));
+            let _ = fs::write(root.join(SUBSCRIPTIONS), format!("INBOX\n{subs}"));
         }
-        Ok(Store { root })
+        Ok(Store { root, quota: None })
+    }
+
+    /// Sets the quota (bytes; `None` or 0: none) that [`Store::room_for`] checks.
+    pub fn set_quota(&mut self, quota: Option<u64>) {
+        self.quota = quota.filter(|&q| q > 0);
+    }
+
+    /// The quota in bytes, when there is one.
+    pub fn quota(&self) -> Option<u64> {
+        self.quota
+    }
+
+    /// Whether `more` bytes of new messages stay within the quota (always without one).
+    pub fn room_for(&self, more: u64) -> Result<bool> {
+        let Some(q) = self.quota else { return Ok(true) };
+        let used = usage(&self.root).map_err(|e| io_err("size", &self.root, e))?;
+        Ok(used.saturating_add(more) <= q)
     }
 
     /// The mailbox root (INBOX).
@@ -188,7 +249,8 @@ impl Store {
             || name.ends_with(SEPARATOR)
             || name.contains("..")
             || name.contains('/')
-            || name.chars().any(|c| c.is_control());
+            || name.chars().any(|c| c.is_control())
+            || reserved(&name);
         if bad {
             return Err(MailboxError::BadName(name));
         }
@@ -274,11 +336,14 @@ impl Store {
             return Err(MailboxError::Exists(new.to_string()));
         }
         let prefix = format!("{old}{SEPARATOR}");
-        let children: Vec<String> = self.list()?.into_iter().filter(|n| n.starts_with(&prefix)).collect();
-        fs::rename(&from, &to).map_err(|e| io_err("rename", &from, e))?;
-        for child in children {
+        // every new name checked (length, reserved names) before anything moves
+        let mut moves = Vec::new();
+        for child in self.list()?.into_iter().filter(|n| n.starts_with(&prefix)) {
             let renamed = format!("{new}{}", &child[old.len()..]);
-            let (a, b) = (self.folder_path(&child)?, self.folder_path(&renamed)?);
+            moves.push((self.folder_path(&child)?, self.folder_path(&renamed)?));
+        }
+        fs::rename(&from, &to).map_err(|e| io_err("rename", &from, e))?;
+        for (a, b) in moves {
             fs::rename(&a, &b).map_err(|e| io_err("rename", &a, e))?;
         }
         Ok(())
@@ -286,7 +351,7 @@ impl Store {
 
     /// Subscribed folder names.
     pub fn subscriptions(&self) -> Vec<String> {
-        fs::read_to_string(self.root.join("subscriptions"))
+        fs::read_to_string(self.root.join(SUBSCRIPTIONS))
             .map(|t| {
                 t.lines()
                     .filter(|l| !l.is_empty() && !l.starts_with("V\t"))
@@ -306,9 +371,9 @@ impl Store {
             subs.push(name);
         }
         let text: String = subs.iter().map(|s| format!("{s}\n")).collect();
-        let tmp = self.root.join(".subscriptions.tmp");
+        let tmp = self.root.join(format!(".{SUBSCRIPTIONS}.tmp"));
         fs::write(&tmp, text)
-            .and_then(|()| fs::rename(&tmp, self.root.join("subscriptions")))
+            .and_then(|()| fs::rename(&tmp, self.root.join(SUBSCRIPTIONS)))
             .map_err(|e| io_err("write subscriptions", &self.root, e))
     }
 

@@ -275,3 +275,52 @@ fn crlf_conversion_on_output_matches_to_crlf() {
         assert_eq!(out.len() as u64 - 3, cache::crlf_size(src));
     }
 }
+
+#[test]
+fn names_of_the_stores_own_files_are_refused() {
+    let (_d, store) = store();
+    for name in [
+        "subscriptions.tmp",
+        "dovecot-keywords.tmp",
+        "Dovecot-Keywords.TMP",
+        "postern-cache.123.tmp",
+        "postern-headers.9.tmp",
+        "dovecot-uidlist.tmp",
+    ] {
+        assert!(reserved(name), "{name}");
+        assert!(matches!(store.create(name), Err(MailboxError::BadName(_))), "{name}");
+        assert!(!store.root().join(format!(".{name}")).exists(), "{name}");
+    }
+    for name in ["subscriptions", "tmp", "Projects.tmp", "subscriptions.x"] {
+        assert!(!reserved(name), "{name}");
+    }
+    // RENAME checks every new name, children's too, before it moves anything
+    store.create("a").unwrap();
+    store.create("a.tmp").unwrap();
+    assert!(matches!(
+        store.rename("a", "subscriptions"),
+        Err(MailboxError::BadName(_))
+    ));
+    assert!(store.exists("a") && store.exists("a.tmp") && !store.exists("subscriptions"));
+    // and SUBSCRIBE and new keywords still work
+    store.subscribe("a", true).unwrap();
+    assert!(store.subscriptions().contains(&"a".to_string()));
+    let mut inbox = store.folder("INBOX").unwrap();
+    assert_eq!(inbox.keyword_bit("$Label1", true).unwrap(), Some(1));
+}
+
+#[test]
+fn usage_counts_every_folder_and_the_quota_is_checked() {
+    let (_d, mut store) = store();
+    deliver(&store, "1.M1P1.h,S=100", &[b'x'; 100]);
+    let mut sent = store.folder("Sent").unwrap();
+    sent.append(&[b'y'; 50], Flags::default(), None).unwrap();
+    assert_eq!(usage(store.root()).unwrap(), 150);
+    assert!(store.room_for(1 << 40).unwrap(), "no quota, always room");
+    store.set_quota(Some(200));
+    assert_eq!(store.quota(), Some(200));
+    assert!(store.room_for(50).unwrap());
+    assert!(!store.room_for(51).unwrap());
+    store.set_quota(Some(0));
+    assert_eq!(store.quota(), None);
+}
