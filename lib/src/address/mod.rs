@@ -335,6 +335,19 @@ impl Destinations {
         self.local.iter().any(|d| d == domain)
     }
 
+    /// The domain that a bare `postmaster` (RFC 5321 section 4.5.1: the postmaster of
+    /// this host, which a server must accept without a domain) is qualified with so that
+    /// it stays here: `hostname` when it is one of our local domains, else the first
+    /// `mydestination` domain; `hostname` when there is no local domain at all (a host
+    /// that delivers nothing itself has no postmaster of its own).
+    pub fn postmaster_domain(&self, hostname: &str) -> String {
+        let own = normalise_domain(hostname.trim(), true).unwrap_or_else(|_| hostname.to_lowercase());
+        if self.is_local_domain(&own) {
+            return own;
+        }
+        self.local.first().cloned().unwrap_or(own)
+    }
+
     /// Classifies a recipient.
     pub fn classify(&self, addr: &Address) -> Class {
         let ours = if self.is_local_domain(&addr.domain) {

@@ -134,3 +134,14 @@ proptest! {
         prop_assert_eq!(dest().classify(&a), Class::Routed);
     }
 }
+
+#[test]
+fn postmaster_stays_local() {
+    let d = Destinations::new(&["example.test".into(), "localhost".into()], &[]);
+    assert_eq!(d.postmaster_domain("mail.example.test"), "example.test");
+    assert_eq!(d.postmaster_domain("Example.TEST."), "example.test");
+    let d = Destinations::new(&["mail.example.test".into(), "example.test".into()], &[]);
+    assert_eq!(d.postmaster_domain("mail.example.test"), "mail.example.test");
+    let none = Destinations::new(&[], &["relay.test".into()]);
+    assert_eq!(none.postmaster_domain("mail.example.test"), "mail.example.test");
+}

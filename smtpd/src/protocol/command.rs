@@ -199,14 +199,24 @@ fn unsupported(k: &str) -> Reply {
     Reply::new(555, "5.5.4", format!("Unsupported option: {k}"))
 }
 
-/// Decodes xtext (RFC 3461 section 4): `+HH` escapes.
+/// Decodes xtext (RFC 3461 section 4): `+HH` escapes. `None` for bad syntax, for text
+/// that is not UTF-8, and for a decoded control character (`+0D+0A`, `+00`, ...): such a
+/// value would be dropped later, or split a line of a queue file, a report or a log, so it
+/// is refused when given, as Postfix refuses it.
 pub fn xtext_decode(s: &str) -> Option<String> {
+    let text = xtext_unquote(s)?;
+    (!text.chars().any(char::is_control)).then_some(text)
+}
+
+fn xtext_unquote(s: &str) -> Option<String> {
     let mut out = Vec::new();
     let b = s.as_bytes();
     let mut i = 0;
     while let Some(&c) = b.get(i) {
         if c == b'+' {
-            let hex = s.get(i + 1..i + 3)?;
+            let hex = s
+                .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else if (b'!'..=b'~').contains(&c) && c != b'=' {
@@ -236,8 +246,11 @@ fn mail(arg: &[u8]) -> Result<MailArgs, Reply> {
                 m.ret = Some(v.to_ascii_uppercase())
             }
             ("ENVID", Some(v)) => {
-                let d = xtext_decode(&v).filter(|d| d.len() <= 100);
-                m.envid = Some(d.ok_or_else(|| common::syntax("ENVID=xtext"))?);
+                // RFC 3461 section 4.4: printable ASCII, at most 100 characters, once.
+                let d = xtext_decode(&v)
+                    .filter(|d| !d.is_empty() && d.len() <= 100 && d.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+                    .filter(|_| m.envid.is_none());
+                m.envid = Some(d.ok_or_else(|| Reply::new(501, "5.5.4", "Bad ENVID parameter syntax"))?);
             }
             ("AUTH", Some(_)) => {}
             (k, _) => return Err(unsupported(k)),
@@ -280,8 +293,13 @@ fn rcpt(arg: &[u8]) -> Result<RcptArgs, Reply> {
                 r.notify = words;
             }
             ("ORCPT", Some(v)) => {
-                let (ty, addr) = v.split_once(';').ok_or_else(|| common::syntax("ORCPT=type;address"))?;
-                let addr = xtext_decode(addr).ok_or_else(|| common::syntax("ORCPT=type;xtext"))?;
+                // RFC 3461 section 4.2: `addr-type ";" xtext`, once.
+                let bad = || Reply::new(501, "5.5.4", "Error: Bad ORCPT parameter syntax");
+                let (ty, addr) = v.split_once(';').ok_or_else(bad)?;
+                if ty.is_empty() || !ty.bytes().all(|b| b.is_ascii_graphic()) || r.orcpt.is_some() {
+                    return Err(bad());
+                }
+                let addr = xtext_decode(addr).filter(|a| !a.is_empty()).ok_or_else(bad)?;
                 r.orcpt = Some(format!("{};{addr}", ty.to_ascii_lowercase()));
             }
             (k, _) => return Err(unsupported(k)),

@@ -65,8 +65,12 @@ impl Session {
             return self.send(Reply::new(452, "4.5.3", "Error: too many recipients"));
         }
         if args.bare_postmaster {
-            // RFC 5321 section 4.5.1: <postmaster> must always be accepted.
-            let address = format!("postmaster@{}", self.cfg.hostname);
+            // RFC 5321 section 4.5.1: <postmaster> must always be accepted, and it means
+            // this host's postmaster: qualified with a local domain, never sent away.
+            let address = format!(
+                "postmaster@{}",
+                self.cfg.destinations.postmaster_domain(&self.cfg.hostname)
+            );
             return self.add_rcpt(address, args);
         }
         let Path::Addr(addr) = args.path.clone() else {
