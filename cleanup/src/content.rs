@@ -2,7 +2,7 @@
 //! checks.
 
 use postern_lib::checks::{Action, Table};
-use postern_lib::headers::{Field, Header};
+use postern_lib::headers::{Field, Header, Limits};
 use postern_lib::strbuf::printable_bounded;
 
 use crate::service::Stop;
@@ -12,6 +12,20 @@ use crate::service::Stop;
 pub struct Flags {
     /// Put on hold, with the reason.
     pub hold: Option<String>,
+}
+
+/// The bounds a header is parsed with. A field may be `header_size_limit` long (Postfix's
+/// limit per header field), and there may be as many fields as a header of
+/// `header_size_limit` bytes can hold (`a:` and a line end, 3 bytes each), so whatever
+/// smtpd accepted (it refuses a larger header) stays header: at least 10,000 fields, at
+/// most 200,000, so that memory stays bounded for local submissions too, which only
+/// `message_size_limit` bounds. Fields past the count are kept as body.
+pub fn header_limits(header_size_limit: u64) -> Limits {
+    let size = usize::try_from(header_size_limit).unwrap_or(usize::MAX);
+    Limits {
+        max_field_len: size.clamp(1000, 64 << 20),
+        max_fields: (size / 3 + 1).clamp(10_000, 200_000),
+    }
 }
 
 /// Turns CRLF line ends into LF, as stored in queue files.
@@ -211,6 +225,14 @@ pub fn body_checks(body: &[u8], table: &Table, qid: &str, flags: &mut Flags) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_limits_follow_header_size_limit() {
+        let l = header_limits(102_400);
+        assert_eq!((l.max_field_len, l.max_fields), (102_400, 34_134));
+        assert_eq!(header_limits(0).max_fields, 10_000);
+        assert_eq!(header_limits(u64::MAX).max_fields, 200_000);
+    }
 
     #[test]
     fn from_phrases() {

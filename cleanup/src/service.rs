@@ -165,7 +165,14 @@ fn process(
     let main = &ctx.main;
     let q = qid.as_str();
     let data = content::to_lf(data);
-    let (mut header, body_at) = postern_lib::headers::parse(&data, Default::default());
+    let limits = content::header_limits(main.header_size_limit);
+    let (mut header, body_at) = postern_lib::headers::parse(&data, limits);
+    if header.len() >= limits.max_fields {
+        tracing::warn!(
+            "{q}: header reached {} fields; any further ones are kept as message body",
+            limits.max_fields
+        );
+    }
     let mut body = data.get(body_at..).unwrap_or_default().to_vec();
     drop(data);
     let bad_addr = || Stop::Reject(553, "5.1.3".into(), "Error: bad address syntax".into());

@@ -47,6 +47,11 @@ impl Default for Limits {
     }
 }
 
+/// Fields that edits may add beyond [`Limits::max_fields`]: parsing stops at the limit, so
+/// a header that fills it still has room for what the mail system itself adds (`Date:`,
+/// `Message-ID:`, `From:`, milter additions) instead of failing for ever.
+pub const EDIT_RESERVE: usize = 64;
+
 /// Errors from editing a header block.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -283,7 +288,7 @@ impl Header {
     }
 
     fn check_room(&self, extra: usize) -> Result<(), HeaderError> {
-        if self.fields.len() >= self.limits.max_fields || extra > self.limits.max_field_len {
+        if self.fields.len() >= self.limits.max_fields + EDIT_RESERVE || extra > self.limits.max_field_len {
             return Err(HeaderError::TooLarge);
         }
         Ok(())

@@ -64,3 +64,19 @@ fn edits() {
     assert!(Field::new("X", "a\nB: smuggled").is_err());
     assert!(Field::new("X", "a\rb").is_err());
 }
+
+#[test]
+fn a_full_header_still_takes_the_fields_the_mail_system_adds() {
+    let limits = Limits {
+        max_field_len: 100,
+        max_fields: 3,
+    };
+    let (mut h, body) = parse(b"A: 1\nB: 2\nC: 3\nD: 4\n\nbody\n", limits);
+    assert_eq!((h.len(), body), (3, 15), "parsing stops at max_fields; D: is body");
+    for i in 0..EDIT_RESERVE {
+        let f = Field::new("X-Added", &i.to_string()).expect("field");
+        assert!(h.append(f).is_ok(), "edit {i} within the reserve");
+    }
+    let f = Field::new("X-Added", "one too many").expect("field");
+    assert_eq!(h.append(f), Err(HeaderError::TooLarge));
+}
