@@ -14,7 +14,8 @@
 //!
 //! Settings read: `smtp_helo_name`, `smtp_connect_timeout`, `smtp_helo_timeout`,
 //! `smtp_timeout`, `smtp_tls_security_level`, `smtp_tls_policy_maps`, `smtp_tls_CAfile`,
-//! `smtp_dns_servers`, `smtp_connection_cache_time_limit`, `myhostname`.
+//! `smtp_dns_servers`, `smtp_connection_cache_time_limit`, `smtp_line_length_limit`,
+//! `myhostname`.
 //!
 //! Security: unprivileged, no listening on the network; replies from servers are bounded;
 //! a server that stalls costs this process `smtp_helo_timeout`/`smtp_timeout` and nothing
@@ -34,6 +35,7 @@
 
 mod deliver;
 mod dsn;
+mod fold;
 mod lookup;
 mod policy;
 mod reply;
@@ -90,6 +92,7 @@ fn init(ctx: &Context) -> Result<Agent, String> {
         helo_timeout: m.smtp_helo_timeout.duration(),
         tls: tls::Configs::new(ca_file.as_deref())?,
         lmtp,
+        line_limit: m.smtp_line_length_limit as usize,
     };
     let tables: Vec<_> = m
         .smtp_tls_policy_maps

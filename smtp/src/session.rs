@@ -1,6 +1,7 @@
 //! One SMTP (or LMTP) client session with one server: greeting, EHLO (HELO as fallback,
 //! LHLO for LMTP), STARTTLS per the TLS level, then transactions: MAIL, RCPT per
-//! recipient, DATA with the content dot-stuffed and LF turned into CRLF, one reply per
+//! recipient, DATA with the content dot-stuffed, LF turned into CRLF and lines longer than
+//! `smtp_line_length_limit` broken ([`crate::fold`]), one reply per
 //! transaction (SMTP) or per accepted recipient (LMTP, RFC 2033). Blocking I/O with a
 //! timeout on every read and write (`smtp_helo_timeout` for the greeting and EHLO,
 //! `smtp_timeout` after), so a server that hangs costs this one delivery process its
@@ -11,6 +12,7 @@
 //! (a command-injection attempt, CVE-2011-0411 style) ends the session; replies are
 //! bounded in length and lines ([`crate::reply`]).
 
+use crate::fold::LineFolder;
 use crate::lookup::{Addr, Target};
 use crate::reply::{MAX_LINE, Reply, read_reply};
 use crate::tls::Policy;
@@ -125,6 +127,8 @@ pub struct Params {
     pub tls: crate::tls::Configs,
     /// Speak LMTP instead of SMTP.
     pub lmtp: bool,
+    /// `smtp_line_length_limit`: longer lines are broken ([`crate::fold`]); 0: never.
+    pub line_limit: usize,
 }
 
 /// An open session, ready for a transaction.
@@ -139,6 +143,7 @@ pub struct Session {
     /// Who we talk to.
     pub target: Target,
     lmtp: bool,
+    line_limit: usize,
     /// What the session is doing, for the error text of a timeout or a lost connection.
     stage: &'static str,
 }
@@ -173,6 +178,7 @@ impl Session {
             reused: false,
             target: target.clone(),
             lmtp: p.lmtp,
+            line_limit: p.line_limit,
             stage: "receiving the initial server greeting",
         };
         let greeting = s.reply()?;
@@ -435,8 +441,10 @@ impl Session {
     }
 
     fn send_content(&mut self, content: &mut dyn Read) -> Result<(), SessionError> {
+        let mut folder = LineFolder::new(self.line_limit);
         let mut stuffer = DotStuffer::new();
         let mut buf = vec![0u8; 64 * 1024];
+        let mut folded = Vec::with_capacity(80 * 1024);
         let mut out = Vec::with_capacity(80 * 1024);
         loop {
             let n = content
@@ -450,7 +458,9 @@ impl Session {
                 sent.map_err(|e| self.failed(e))?;
                 return Ok(());
             }
-            stuffer.push(&buf[..n], &mut out);
+            folded.clear();
+            folder.push(&buf[..n], &mut folded);
+            stuffer.push(&folded, &mut out);
             let sent = self.reader.get_mut().write_all(&out);
             sent.map_err(|e| self.failed(e))?;
         }

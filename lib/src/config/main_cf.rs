@@ -242,6 +242,9 @@ pub struct MainConfig {
     /// smtp: how long a connection stays open after a delivery for the next one to the
     /// same destination (0 turns the cache off).
     pub smtp_connection_cache_time_limit: Seconds,
+    /// smtp: the longest line (without CRLF) sent in DATA; a longer line of a message is
+    /// broken by inserting CRLF and a space, as Postfix does (0: no limit, else at least 40).
+    pub smtp_line_length_limit: u32,
     // --- bounce ---
     /// bounce: the largest original message returned whole in a non-delivery report.
     pub bounce_size_limit: u64,
@@ -399,6 +402,7 @@ impl Default for MainConfig {
             smtp_tls_security_level: "may".into(),
             smtp_dns_servers: Vec::new(),
             smtp_connection_cache_time_limit: Seconds(2),
+            smtp_line_length_limit: 998,
             // --- bounce ---
             bounce_size_limit: 50_000,
             bounce_notice_recipient: "postmaster".into(),
@@ -457,6 +461,9 @@ impl MainConfig {
         }
         if self.smtpd_command_line_limit < 512 || self.smtpd_command_line_limit > 65536 {
             return Err(("smtpd_command_line_limit", "must be between 512 and 65536".into()));
+        }
+        if (1..40).contains(&self.smtp_line_length_limit) {
+            return Err(("smtp_line_length_limit", "must be 0 (no limit) or at least 40".into()));
         }
         if self.smtpd_recipient_limit == 0 || self.smtpd_hard_error_limit == 0 {
             return Err(("smtpd_recipient_limit", "limits must be at least 1".into()));
