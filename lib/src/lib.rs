@@ -12,7 +12,7 @@
 //! | [`log`] | `tracing` set-up and the Postfix-style one-line-per-event format, to a file, stderr or syslog |
 //! | [`master_control`] | the control channel of master: `postern status` asks, master answers |
 //! | [`master_status`] | the tiny protocol a child uses to tell master it is busy or available |
-//! | [`inherited_fd`] | the one module with `unsafe`: adopting descriptors passed by master |
+//! | [`inherited_fd`] | the one module with `unsafe`: descriptors across exec — adopting master's (close-on-exec), only stdio for started programs, master's clean start |
 //! | [`skeleton`] | the daemon skeleton: listening sockets from master, busy/idle, `max_use`, `max_idle`, privilege drop, signals |
 //! | [`proto`] | the typed protocols between daemons: cleanup, auth, triggers |
 //! | [`privs`] | dropping to `mail_owner`: groups, uid/gid, Linux capabilities |

@@ -4,15 +4,29 @@
 //! name) and whose rights a command or file delivery for it gets ([`Target::owner_uid`]:
 //! the owner of the alias file or `:include:` file; root means `default_privs`).
 //!
-//! An `:include:` file is one or more targets a line ([`postern_lib::aliases::parse_list`]);
-//! it must be a regular file (not a symlink), at most [`MAX_INCLUDE`] bytes, writable by
-//! its owner only. One that cannot be read defers the recipient.
+//! An `:include:` file is one or more targets a line ([`postern_lib::aliases::parse_list`]).
+//! It is opened with the rights of the owner of the file that names it — the alias table's
+//! owner, the `.forward`'s account, an outer include file's owner; root's become
+//! `default_privs` — as Postfix opens it (the caller's [`ReadInclude`] does the switch), so
+//! a user's `.forward` can include only what that user may read, and the text of a
+//! refusal names the file and the reason, never its content.
+//!
+//! `.forward` and include files ([`read_list`]) are opened with safe_open's
+//! [`open_read`](postern_lib::safe_open::open_read): `O_NOFOLLOW | O_NONBLOCK` (a symlink
+//! is refused, and a FIFO put in place of the file cannot block local), then the opened
+//! descriptor must be a regular file with one link, writable by its owner only, owned as
+//! required, at most [`MAX_INCLUDE`] bytes (a larger one is refused whole, never cut at a
+//! byte count that could change a target). One expansion reads at most
+//! [`MAX_INCLUDE_FILES`] include files, nests at most [`MAX_DEPTH`] deep and yields at
+//! most [`MAX_TARGETS`] targets. An include file that cannot be read defers the recipient.
 
 use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use postern_lib::aliases::Aliases;
+use postern_lib::safe_open::{Expect, SafeOpenError, open_read};
 
 /// Deepest alias nesting.
 pub const MAX_DEPTH: usize = 20;
@@ -20,6 +34,12 @@ pub const MAX_DEPTH: usize = 20;
 pub const MAX_TARGETS: usize = 1000;
 /// Largest `:include:` or `.forward` file read.
 pub const MAX_INCLUDE: u64 = 1 << 20;
+/// Most `:include:` files read for one recipient.
+pub const MAX_INCLUDE_FILES: usize = 100;
+
+/// Reads the `:include:` file `path` with the rights of `uid`, the owner of the file that
+/// names it: its targets and its owner, or why it cannot be used.
+pub type ReadInclude<'a> = &'a dyn Fn(&str, u32) -> Result<(Vec<String>, u32), String>;
 
 /// Where a target was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +110,8 @@ fn lookup<'a>(tables: &'a [Aliases], name: &str) -> Option<(usize, &'a [String])
 
 /// Expands the local part `name` (already lower-case; `ext_base` is the name without its
 /// address extension, tried when `name` itself is no alias). `owners` are the owners of
-/// the tables; `is_local(domain)` says whether a domain is ours.
+/// the tables; `is_local(domain)` says whether a domain is ours; `read` opens include
+/// files.
 pub fn expand(
     tables: &[Aliases],
     owners: &[u32],
@@ -98,13 +119,14 @@ pub fn expand(
     ext_base: Option<&str>,
     myorigin: &str,
     is_local: &dyn Fn(&str) -> bool,
+    read: ReadInclude<'_>,
 ) -> Result<Vec<Target>, String> {
     let key = if lookup(tables, name).is_some() {
         name
     } else {
         ext_base.filter(|b| lookup(tables, b).is_some()).unwrap_or(name)
     };
-    let mut w = Walk::new(tables, owners, myorigin, is_local);
+    let mut w = Walk::new(tables, owners, myorigin, is_local, read);
     w.name(
         key,
         0,
@@ -129,8 +151,9 @@ pub fn expand_forward(
     owner: Option<String>,
     myorigin: &str,
     is_local: &dyn Fn(&str) -> bool,
+    read: ReadInclude<'_>,
 ) -> Result<Vec<Target>, String> {
-    let mut w = Walk::new(tables, owners, myorigin, is_local);
+    let mut w = Walk::new(tables, owners, myorigin, is_local, read);
     let src = Source {
         class: Class::Forward,
         uid,
@@ -141,13 +164,18 @@ pub fn expand_forward(
     Ok(w.out)
 }
 
-/// Reads the targets of a `.forward` or `:include:` file: (targets, owner uid), or why
-/// it cannot be used. `allowed_owner` (besides root) may own it.
-pub fn read_list(path: &str, allowed_owner: Option<u32>) -> Result<(Vec<String>, u32), String> {
-    let md = std::fs::symlink_metadata(path).map_err(|e| format!("{path}: {e}"))?;
-    if !md.file_type().is_file() {
-        return Err(format!("{path}: not a regular file"));
-    }
+/// Reads the targets of a `.forward` or `:include:` file (see the module doc):
+/// `Ok(None)` when there is no such file, else (targets, owner uid) or why it cannot be
+/// used. `allowed_owner` (besides root) must own it when given. Runs with the caller's
+/// rights: the caller switches to the right account first.
+pub fn read_list(path: &str, allowed_owner: Option<u32>) -> Result<Option<(Vec<String>, u32)>, String> {
+    let file = match open_read(Path::new(path), &Expect::any()) {
+        Ok(f) => f,
+        Err(SafeOpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    // Every check on the opened descriptor, not on the name.
+    let md = file.metadata().map_err(|e| format!("fstat {path}: {e}"))?;
     if md.mode() & 0o022 != 0 {
         return Err(format!("{path}: group or world writable"));
     }
@@ -157,11 +185,23 @@ pub fn read_list(path: &str, allowed_owner: Option<u32>) -> Result<(Vec<String>,
     {
         return Err(format!("{path}: not owned by the user or root"));
     }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_INCLUDE).read_to_string(&mut text))
+    if md.len() > MAX_INCLUDE {
+        return Err(format!("{path}: larger than {MAX_INCLUDE} bytes"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_INCLUDE + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| format!("{path}: {e}"))?;
-    Ok((postern_lib::aliases::parse_list(&text), md.uid()))
+    if bytes.len() as u64 > MAX_INCLUDE {
+        return Err(format!("{path}: larger than {MAX_INCLUDE} bytes"));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| format!("{path}: not UTF-8 text"))?;
+    Ok(Some((postern_lib::aliases::parse_list(&text), md.uid())))
+}
+
+/// [`read_list`] for an `:include:` file, which must exist; any owner.
+pub fn read_include_file(path: &str) -> Result<(Vec<String>, u32), String> {
+    read_list(path, None)?.ok_or_else(|| format!("{path}: No such file or directory"))
 }
 
 struct Walk<'a> {
@@ -169,17 +209,27 @@ struct Walk<'a> {
     owners: &'a [u32],
     myorigin: &'a str,
     is_local: &'a dyn Fn(&str) -> bool,
+    read: ReadInclude<'a>,
+    includes: usize,
     seen: HashSet<String>,
     out: Vec<Target>,
 }
 
 impl<'a> Walk<'a> {
-    fn new(tables: &'a [Aliases], owners: &'a [u32], myorigin: &'a str, is_local: &'a dyn Fn(&str) -> bool) -> Self {
+    fn new(
+        tables: &'a [Aliases],
+        owners: &'a [u32],
+        myorigin: &'a str,
+        is_local: &'a dyn Fn(&str) -> bool,
+        read: ReadInclude<'a>,
+    ) -> Self {
         Walk {
             tables,
             owners,
             myorigin,
             is_local,
+            read,
+            includes: 0,
             seen: HashSet::new(),
             out: Vec::new(),
         }
@@ -247,7 +297,7 @@ impl<'a> Walk<'a> {
             return self.push(Kind::File(t.to_string()), owner, src, false);
         }
         if let Some(inc) = t.strip_prefix(":include:") {
-            return self.include(inc.trim(), depth, owner);
+            return self.include(inc.trim(), depth, owner, src);
         }
         if let Some(user) = t.strip_prefix('\\') {
             return self.push(Kind::User(user.to_lowercase()), owner, src, true);
@@ -264,15 +314,20 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn include(&mut self, path: &str, depth: usize, owner: &Option<String>) -> Result<(), String> {
+    /// An `:include:` file named in a file of `parent` (whose owner's rights open it).
+    fn include(&mut self, path: &str, depth: usize, owner: &Option<String>, parent: Source) -> Result<(), String> {
         if depth > MAX_DEPTH {
             return Err(format!("include nesting deeper than {MAX_DEPTH} at {path}"));
         }
         if !self.seen.insert(format!(":include:{path}")) {
             return Ok(());
         }
+        if self.includes >= MAX_INCLUDE_FILES {
+            return Err(format!("more than {MAX_INCLUDE_FILES} include files"));
+        }
+        self.includes += 1;
         let read = if path.starts_with('/') {
-            read_list(path, None).map_err(|why| format!("cannot read include file {why}"))
+            (self.read)(path, parent.uid).map_err(|why| format!("cannot read include file: {why}"))
         } else {
             Err(format!(":include:{path}: must be an absolute path"))
         };
@@ -321,10 +376,29 @@ mod tests {
         )
         .unwrap();
         let is_local = |d: &str| d == "example.test";
-        let t = expand(std::slice::from_ref(&a), &[7], "staff", None, "example.test", &is_local).unwrap();
+        let here = |p: &str, _: u32| read_include_file(p);
+        let t = expand(
+            std::slice::from_ref(&a),
+            &[7],
+            "staff",
+            None,
+            "example.test",
+            &is_local,
+            &here,
+        )
+        .unwrap();
         assert_eq!(users(&t), vec!["alice", "bob", "carol"]);
         assert!(t.iter().all(|t| t.owner.as_deref() == Some("owner-staff@example.test")));
-        let t = expand(std::slice::from_ref(&a), &[7], "self", None, "example.test", &is_local).unwrap();
+        let t = expand(
+            std::slice::from_ref(&a),
+            &[7],
+            "self",
+            None,
+            "example.test",
+            &is_local,
+            &here,
+        )
+        .unwrap();
         assert_eq!(users(&t), vec!["self", "dave"]);
         let t = expand(
             std::slice::from_ref(&a),
@@ -333,6 +407,7 @@ mod tests {
             None,
             "example.test",
             &is_local,
+            &here,
         )
         .unwrap();
         assert_eq!(users(&t), vec!["nobody"]);
@@ -343,6 +418,7 @@ mod tests {
             Some("staff"),
             "example.test",
             &is_local,
+            &here,
         )
         .unwrap();
         assert_eq!(users(&t).len(), 3);
@@ -353,10 +429,11 @@ mod tests {
             None,
             "example.test",
             &is_local,
+            &here,
         )
         .unwrap();
         assert_eq!(users(&t), vec!["remote:x@other.org"]);
-        let t = expand(&[a], &[7], "log", None, "example.test", &is_local).unwrap();
+        let t = expand(&[a], &[7], "log", None, "example.test", &is_local, &here).unwrap();
         assert_eq!(users(&t), vec!["file:/tmp/log", "cmd:cmd"]);
         assert!(t.iter().all(|t| t.class == Class::Alias && t.owner_uid == 7));
     }
@@ -373,15 +450,34 @@ mod tests {
         ))
         .unwrap();
         let is_local = |d: &str| d == "example.test";
+        let here = |p: &str, _: u32| read_include_file(p);
         let me = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&inc).unwrap());
-        let t = expand(std::slice::from_ref(&a), &[0], "list", None, "example.test", &is_local).unwrap();
+        let t = expand(
+            std::slice::from_ref(&a),
+            &[0],
+            "list",
+            None,
+            "example.test",
+            &is_local,
+            &here,
+        )
+        .unwrap();
         assert_eq!(users(&t), vec!["alice", "cmd:/bin/true", "remote:x@other.org"]);
         assert!(t.iter().all(|t| t.owner_uid == me));
         assert_eq!(t.get(1).map(|t| t.class), Some(Class::Include));
-        let t = expand(std::slice::from_ref(&a), &[0], "bad", None, "example.test", &is_local).unwrap();
+        let t = expand(
+            std::slice::from_ref(&a),
+            &[0],
+            "bad",
+            None,
+            "example.test",
+            &is_local,
+            &here,
+        )
+        .unwrap();
         assert!(matches!(t.first().map(|t| &t.kind), Some(Kind::Unusable(_))));
         let list = vec!["me".to_string(), "\\carol".to_string(), "list".to_string()];
-        let t = expand_forward(&[a], &[0], "me", &list, 5, None, "example.test", &is_local).unwrap();
+        let t = expand_forward(&[a], &[0], "me", &list, 5, None, "example.test", &is_local, &here).unwrap();
         assert_eq!(
             users(&t),
             vec!["me", "carol", "alice", "cmd:/bin/true", "remote:x@other.org"]

@@ -5,6 +5,12 @@
 //! `LOCAL`, `PATH=/usr/bin:/bin`; nothing of local's own), the rights of the account the
 //! target belongs to (set in the child by the standard library: no supplementary groups,
 //! gid, then uid), in its own process group, killed with it after `command_time_limit`.
+//! It holds standard input (the message), output and error (one pipe back to local) and
+//! no other descriptor of local's: everything local holds is close-on-exec from birth (its
+//! listening socket and status channel included), and in the child every descriptor from 3
+//! up is marked close-on-exec once more before the exec
+//! ([`postern_lib::inherited_fd::only_stdio_on_exec`]) — a background process the command
+//! leaves behind cannot accept local's next job or write to master.
 //!
 //! The exit status is read as sysexits(3), as Postfix does: 0 delivered; `EX_TEMPFAIL`
 //! (75) and `EX_OSERR` (71) try again later; any other status, or the time limit, is a
@@ -106,6 +112,7 @@ pub fn run(
     if switch {
         c.uid(id.uid).gid(id.gid);
     }
+    postern_lib::inherited_fd::only_stdio_on_exec(&mut c);
     // Only root may start it with other ids; the child sets them before it runs anything.
     let spawned = if switch {
         crate::ids::as_root(|| c.spawn())
@@ -247,5 +254,22 @@ mod tests {
         let slow = go("echo started; sleep 30", Duration::from_millis(300));
         assert_eq!(slow.code, 550);
         assert!(slow.text.contains("time limit"), "{}", slow.text);
+    }
+
+    #[test]
+    fn a_command_holds_only_stdin_stdout_and_stderr() {
+        // A descriptor of local's born without close-on-exec (pipe(2) without flags).
+        let (_r, _w) = rustix::pipe::pipe().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("fds");
+        let o = go(
+            &format!(
+                "for f in /proc/$$/fd/*; do [ -e \"$f\" ] && echo \"${{f##*/}}\" >> {}; done; exit 0",
+                out.display()
+            ),
+            Duration::from_secs(30),
+        );
+        assert_eq!(o.code, 250, "{o:?}");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "0\n1\n2\n");
     }
 }

@@ -141,6 +141,7 @@ fn deliver_one(s: &mut Settings, users: &mut Users, job: &Job, pos: usize, seen:
     if let Err(e) = s.aliases() {
         return Outcome::temp("4.3.0", format!("alias table unavailable: {e}"));
     }
+    let read = |path: &str, uid: u32| read_include(s, path, uid);
     let targets = aliases::expand(
         s.aliases_loaded(),
         s.alias_owners(),
@@ -148,6 +149,7 @@ fn deliver_one(s: &mut Settings, users: &mut Users, job: &Job, pos: usize, seen:
         base.as_deref(),
         &myorigin,
         &is_local,
+        &read,
     );
     let targets = match targets {
         Ok(t) => t,
@@ -336,6 +338,8 @@ fn user(s: &Settings, users: &mut Users, job: &Job, rcpt: &Rcpt<'_>, t: &Target,
                     let tables = s.aliases_loaded();
                     let destinations = s.destinations.clone();
                     let is_local = |d: &str| destinations.is_local_domain(d);
+                    // Include files of a `.forward` open with the account's rights.
+                    let read = |path: &str, uid: u32| read_include(s, path, uid);
                     match aliases::expand_forward(
                         tables,
                         s.alias_owners(),
@@ -345,6 +349,7 @@ fn user(s: &Settings, users: &mut Users, job: &Job, rcpt: &Rcpt<'_>, t: &Target,
                         t.owner.clone(),
                         &s.myorigin,
                         &is_local,
+                        &read,
                     ) {
                         Ok(more) => UserResult::More(more),
                         Err(e) => UserResult::Done(to, Outcome::perm("5.4.6", e)),
@@ -383,7 +388,14 @@ fn user(s: &Settings, users: &mut Users, job: &Job, rcpt: &Rcpt<'_>, t: &Target,
 /// The account whose rights a command or file target of `t` gets: the owner of the file
 /// it came from, `default_privs` for root (or an owner with no account).
 fn target_rights(s: &Settings, t: &Target) -> Result<Identity, Outcome> {
-    let owner = match Identity::by_uid(t.owner_uid) {
+    rights_of(s, t.owner_uid)
+}
+
+/// The rights the owner `uid` of an alias table, `.forward` or include file lends to what
+/// the file names: its own, `default_privs` for root or a uid with no account; local's
+/// own when it cannot switch.
+fn rights_of(s: &Settings, uid: u32) -> Result<Identity, Outcome> {
+    let owner = match Identity::by_uid(uid) {
         Ok(Some(id)) => id,
         Ok(None) => Identity {
             uid: 0,
@@ -396,6 +408,17 @@ fn target_rights(s: &Settings, t: &Target) -> Result<Identity, Outcome> {
         return Ok(Identity::current());
     }
     system::rights(s, &owner)
+}
+
+/// Reads the `:include:` file `path` named in a file owned by `uid`, with that owner's
+/// rights ([`rights_of`]), as Postfix opens include files: a `.forward` can include only
+/// what its account may read.
+fn read_include(s: &Settings, path: &str, uid: u32) -> Result<(Vec<String>, u32), String> {
+    if !ids::can_switch() {
+        return aliases::read_include_file(path);
+    }
+    let id = rights_of(s, uid).map_err(|o| o.text)?;
+    ids::as_account(&id, || aliases::read_include_file(path)).and_then(|r| r)
 }
 
 /// For a `/file` (`command` false) or `|command` target: whether its origin may have it,

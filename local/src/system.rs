@@ -5,9 +5,12 @@
 //! * The account's forward file (`forward_path`, first that exists; `~/` is the home,
 //!   and Postfix's `$home` and `$user` are expanded — written `$$home` in main.toml, where
 //!   `$` refers to settings; read with the account's rights, owned by it or root, not group or world
-//!   writable) replaces the mailbox: its targets are returned for the caller to deliver
-//!   (commands and files in it run as the account). A forward file that breaks these rules
-//!   is ignored with a warning, and mail goes to the mailbox.
+//!   writable, a regular file with one link, opened `O_NOFOLLOW | O_NONBLOCK` and checked
+//!   on the open descriptor) replaces the mailbox: its targets are returned for the caller
+//!   to deliver (commands and files in it run as the account, its `:include:` files are
+//!   opened with the account's rights). A forward file that breaks these rules (a symlink,
+//!   a FIFO, a hard link, another owner, too large) is ignored with a warning, and mail
+//!   goes to the mailbox, as Postfix does.
 //! * The mailbox: `home_mailbox` ending in `/` is a Maildir below the home directory
 //!   (`Maildir/` → `~/Maildir/`), other text an mbox file there, written with the
 //!   account's rights; empty, the mbox `mail_spool_directory/USER` — as Postfix does it:
@@ -96,21 +99,20 @@ fn forward_file(s: &Settings, id: &Identity) -> Option<(Vec<String>, u32)> {
         if path.is_empty() {
             continue;
         }
-        let read = || match std::fs::symlink_metadata(path) {
-            Err(_) => None,
-            Ok(_) => Some(crate::aliases::read_list(path, Some(id.uid))),
-        };
-        // Read with the account's rights; root's (which no delivery uses) only for root's.
+        // Opened without following a symlink or blocking on a FIFO, checked on the open
+        // descriptor (aliases::read_list); read with the account's rights, root's (which
+        // no delivery uses) only for root's.
+        let read = || crate::aliases::read_list(path, Some(id.uid));
         let found = if id.uid == 0 {
             Ok(ids::as_root(read))
         } else {
             ids::as_account(id, read)
         };
         match found {
-            Ok(None) => continue,
-            Ok(Some(Ok(list))) => return Some(list),
-            Ok(Some(Err(why))) | Err(why) => {
-                tracing::warn!("ignoring forward file of {}: {why}", id.name);
+            Ok(Ok(None)) => continue,
+            Ok(Ok(Some(list))) => return Some(list),
+            Ok(Err(why)) | Err(why) => {
+                tracing::warn!("ignoring forward file of {}: {why}; delivering to the mailbox", id.name);
                 return None;
             }
         }

@@ -18,7 +18,9 @@
 //!
 //! Security: when started as root, master drops nothing itself (it must open privileged
 //! ports on reload) but starts every `unprivileged` service as `mail_owner` with no
-//! capabilities; the queue directories are owned by `mail_owner`. A pid-file lock in
+//! capabilities; the queue directories are owned by `mail_owner`. Master first closes
+//! every descriptor it inherited beyond standard input, output and error, and a child gets
+//! only descriptors 0–2, its status channel and its listeners (`spawn`). A pid-file lock in
 //! `queue_directory/pid/` keeps two masters off one queue. Settings read: every
 //! service field of master.toml, `queue_directory`, `mail_owner`, `maillog_file`,
 //! `daemon_directory`, `service_throttle_time`, `shutdown_timeout`, and the defaults of
@@ -49,6 +51,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before anything is opened: nothing the starting shell left open reaches a child.
+    let stray = spawn::start_clean();
     postern_lib::version::exit_if_asked();
     let mut dir: Option<PathBuf> = None;
     let mut foreground = false;
@@ -71,7 +75,7 @@ fn main() -> ExitCode {
         }
     }
     let dir = dir.unwrap_or_else(default_config_dir);
-    match run(&dir, foreground) {
+    match run(&dir, foreground, stray) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
@@ -83,7 +87,7 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run(dir: &std::path::Path, foreground: bool) -> Result<(), String> {
+fn run(dir: &std::path::Path, foreground: bool, stray: usize) -> Result<(), String> {
     let (config, snapshot) = startup::load_checked(dir)?;
     if !foreground {
         // Our own session: a closing terminal or its signals do not reach the mail system.
@@ -124,6 +128,9 @@ fn run(dir: &std::path::Path, foreground: bool) -> Result<(), String> {
         keys.join(" ")
     );
     orphans::report(orphans);
+    if stray > 0 {
+        tracing::info!("closed {stray} descriptors inherited from the process that started master");
+    }
     master.run().map_err(|e| format!("event loop: {e}"))
 }
 

@@ -11,7 +11,9 @@
 //!    [`crate::master_status::env`]);
 //! 2. set up logging as `postern/NAME`;
 //! 3. load `main.toml` with this service's `options` applied;
-//! 4. adopt the listening sockets and the status channel master passed;
+//! 4. adopt the listening sockets and the status channel master passed, close-on-exec
+//!    from then on ([`crate::inherited_fd::adopt_socket`]): no program a daemon starts
+//!    (local's user commands, auth's helper) inherits them;
 //! 5. `chdir` to the queue directory (queue paths are relative, as in Postfix);
 //! 6. run the daemon's `pre_init` hook while still privileged (open files it needs);
 //! 7. when master runs as root and the service is unprivileged, drop to `mail_owner` for
