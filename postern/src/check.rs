@@ -18,14 +18,23 @@
 //! - the config directory, main.toml and master.toml: not writable by group or others
 //!   (master runs the commands master.toml names).
 //!
-//! DIAGNOSTICS: one line per problem on standard error, `postern: warning: ...`; exit status
-//! 1 if there is any, 0 and silence when all is well. With `--fix`, what can be repaired is
-//! (mail_owner created, queue directories created, chowned and chmodded, virtual_mailbox_base
-//! created, file modes tightened), each repair reported as `postern: fixed: ...`; only what
-//! remains counts as a problem. Nothing is ever deleted.
+//! - where mail to postmaster goes ([`crate::postmaster`]): it must reach a mailbox.
+//!
+//! DIAGNOSTICS: one line per finding on standard error. `postern: error: ...` is what would
+//! stop the mail system, lose mail or expose it (a port another program holds, a missing
+//! program, a table or restriction list a daemon refuses, an unreadable queue, a users file
+//! others can read, a configuration others can write); any error makes the
+//! exit status 1. `postern: warning: ...` is advice (modes, owners, postmaster's mail
+//! having nowhere to go) and leaves it 0. What `postern start` creates by itself (the
+//! queue, virtual_mailbox_base, mail_owner, the postmaster mailbox) is no problem before
+//! the first start: one `postern: ...` note says so. Silence when all is well. With `--fix`,
+//! what can be repaired is (mail_owner created, queue directories created, chowned and
+//! chmodded, virtual_mailbox_base created, file modes tightened, the postmaster mailbox
+//! created), each repair reported as `postern: fixed: ...`; only what remains is reported.
+//! Nothing is ever deleted.
 
 use postern_lib::accounts;
-use postern_lib::config::{Config, MAIN_FILE, MASTER_FILE, ServiceType, parse_inet};
+use postern_lib::config::{Config, MAIN_FILE, MASTER_FILE};
 use postern_lib::queue_dirs::{self, Problem, ProblemKind, QueueOwner};
 use postern_lib::users::{self, Users};
 use std::io::Write;
@@ -36,6 +45,7 @@ use std::process::ExitCode;
 /// What the check found and did.
 #[derive(Default)]
 struct Report {
+    errors: Vec<String>,
     warnings: Vec<String>,
     fixed: Vec<String>,
     notes: Vec<String>,
@@ -47,6 +57,13 @@ impl Report {
         let msg: String = msg.into();
         let one_line: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         self.warnings.push(one_line.join(" "));
+    }
+
+    /// One error, on one line.
+    fn error(&mut self, msg: impl Into<String>) {
+        let msg: String = msg.into();
+        let one_line: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        self.errors.push(one_line.join(" "));
     }
 }
 
@@ -63,6 +80,7 @@ pub fn run(dir: &Path, fix: bool) -> Result<ExitCode, String> {
     listeners(&cfg, &mut r);
     users_file(dir, fix, &mut r);
     config_files(dir, fix, &mut r);
+    postmaster(&cfg, fix, &mut r);
 
     let mut err = std::io::stderr().lock();
     for line in &r.fixed {
@@ -71,10 +89,13 @@ pub fn run(dir: &Path, fix: bool) -> Result<ExitCode, String> {
     for line in &r.notes {
         let _ = writeln!(err, "postern: {line}");
     }
+    for line in &r.errors {
+        let _ = writeln!(err, "postern: error: {line}");
+    }
     for line in &r.warnings {
         let _ = writeln!(err, "postern: warning: {line}");
     }
-    Ok(if r.warnings.is_empty() {
+    Ok(if r.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -93,8 +114,8 @@ fn mail_owner(cfg: &Config, fix: bool, r: &mut Report) -> Option<QueueOwner> {
             Ok(_) => r.fixed.push(format!("created the system account {name} (mail_owner)")),
             Err(e) => r.warn(e.to_string()),
         },
-        Ok(None) => r.warn(format!(
-            "mail_owner {name} does not exist (postern check --fix creates it)"
+        Ok(None) => r.notes.push(format!(
+            "mail_owner {name} does not exist yet; postern start (or postern check --fix) creates it"
         )),
         Err(e) => r.warn(e.to_string()),
     }
@@ -112,7 +133,20 @@ fn queue(cfg: &Config, owner: Option<QueueOwner>, fix: bool, r: &mut Report) {
     let q = Path::new(&cfg.main.queue_directory);
     let before = queue_dirs::check(q, owner);
     if !fix || before.is_empty() {
-        r.warnings.extend(before.iter().map(ToString::to_string));
+        for p in &before {
+            match p.kind {
+                ProblemKind::Missing if p.path == q => r.notes.push(format!(
+                    "queue directory {} does not exist yet; postern start (or postern check --fix) creates it",
+                    q.display()
+                )),
+                // Subdirectories of a queue that is not there yet: the note above says it.
+                ProblemKind::Missing if !q.exists() => {}
+                ProblemKind::Missing | ProblemKind::Mode { .. } | ProblemKind::Owner { .. } => {
+                    r.warn(format!("{p} (postern check --fix repairs it)"))
+                }
+                ProblemKind::NotADirectory | ProblemKind::Unreadable(_) => r.error(p.to_string()),
+            }
+        }
         return;
     }
     if let Err(e) = queue_dirs::ensure(q, owner) {
@@ -121,7 +155,9 @@ fn queue(cfg: &Config, owner: Option<QueueOwner>, fix: bool, r: &mut Report) {
     let after = queue_dirs::check(q, owner);
     r.fixed
         .extend(before.iter().filter(|p| !after.contains(p)).map(repaired));
-    r.warnings.extend(after.iter().map(ToString::to_string));
+    for p in &after {
+        r.error(p.to_string());
+    }
 }
 
 /// How a repaired problem is reported.
@@ -155,8 +191,8 @@ fn mailbox_base(cfg: &Config, owner: Option<QueueOwner>, fix: bool, r: &mut Repo
         return;
     }
     if !fix {
-        r.warn(format!(
-            "virtual_mailbox_base {} does not exist (postern check --fix creates it)",
+        r.notes.push(format!(
+            "virtual_mailbox_base {} does not exist yet; postern start (or postern check --fix) creates it",
             base.display()
         ));
         return;
@@ -179,7 +215,7 @@ fn programs(cfg: &Config, r: &mut Report) {
                 .map(|_| "is not executable".into()),
         };
         if let Some(why) = problem {
-            r.warn(format!("service {}: program {} {why}", svc.key(), p.display()));
+            r.error(format!("service {}: program {} {why}", svc.key(), p.display()));
         }
     }
 }
@@ -191,7 +227,7 @@ fn smtpd_settings(cfg: &Config, r: &mut Report) {
             .map_err(|e| e.to_string())
             .and_then(|main| smtpd::settings::Settings::load(&main, &cfg.dir, &svc.entry.name));
         if let Err(e) = loaded {
-            r.warn(format!("service {}: smtpd would not start: {e}", svc.key()));
+            r.error(format!("service {}: smtpd would not start: {e}", svc.key()));
         }
     }
 }
@@ -206,14 +242,14 @@ fn tables(cfg: &Config, r: &mut Report) {
     ] {
         let paths: Vec<_> = list.iter().filter_map(|s| table_file(&cfg.dir, s)).collect();
         if let Err(e) = postern_lib::transport_map::TableSet::load(&paths) {
-            r.warn(format!("{name}: {e}"));
+            r.error(format!("{name}: {e}"));
         }
     }
     for (name, setting) in [("header_checks", &m.header_checks), ("body_checks", &m.body_checks)] {
         if let Some(path) = table_file(&cfg.dir, setting)
             && let Err(e) = postern_lib::checks::Table::load(&path)
         {
-            r.warn(format!("{name}: {e}"));
+            r.error(format!("{name}: {e}"));
         }
     }
 }
@@ -227,14 +263,8 @@ fn listeners(cfg: &Config, r: &mut Report) {
         ));
         return;
     }
-    for svc in cfg.services.iter().filter(|s| s.entry.kind == ServiceType::Inet) {
-        for addr in &svc.listen {
-            let result =
-                parse_inet(addr).and_then(|sa| std::net::TcpListener::bind(sa).map(drop).map_err(|e| e.to_string()));
-            if let Err(why) = result {
-                r.warn(format!("service {}: cannot listen on {addr}: {why}", svc.key()));
-            }
-        }
+    for problem in crate::ports::problems(cfg) {
+        r.error(problem);
     }
 }
 
@@ -268,14 +298,14 @@ fn users_file(dir: &Path, fix: bool, r: &mut Report) {
             r.fixed
                 .push(format!("{}: mode {mode:04o} changed to {want:04o}", path.display()));
         } else {
-            r.warn(format!(
+            r.error(format!(
                 "{} has mode {mode:04o}: it holds password hashes and must be 0600 or stricter",
                 path.display()
             ));
         }
     }
     if let Err(e) = Users::load(&path) {
-        r.warn(e.to_string());
+        r.error(e.to_string());
     }
 }
 
@@ -284,7 +314,7 @@ fn config_files(dir: &Path, fix: bool, r: &mut Report) {
         let Ok(meta) = std::fs::metadata(&path) else { continue };
         let mode = meta.permissions().mode() & 0o7777;
         if accounts::running_as_root() && meta.uid() != 0 {
-            r.warn(format!(
+            r.error(format!(
                 "{} is owned by uid {}: master runs as root, so it must belong to root",
                 path.display(),
                 meta.uid()
@@ -298,10 +328,36 @@ fn config_files(dir: &Path, fix: bool, r: &mut Report) {
             r.fixed
                 .push(format!("{}: mode {mode:04o} changed to {want:04o}", path.display()));
         } else {
-            r.warn(format!(
+            r.error(format!(
                 "{} has mode {mode:04o}: it must not be writable by group or others",
                 path.display()
             ));
         }
+    }
+}
+
+/// Postmaster's mail must reach a mailbox; `--fix` creates the `postmaster` user the alias
+/// files name (as `postern start` does).
+fn postmaster(cfg: &Config, fix: bool, r: &mut Report) {
+    use crate::postmaster;
+    if fix {
+        match postmaster::ensure_mailbox(cfg) {
+            Ok(Some(line)) => r.fixed.push(line),
+            Ok(None) => {}
+            Err(e) => r.warn(format!("cannot create the postmaster mailbox: {e}")),
+        }
+    }
+    match postmaster::route(cfg) {
+        Ok(route) => {
+            if let Some(p) = postmaster::problem(cfg, &route) {
+                r.warn(p);
+            } else if route.designated && route.missing.iter().any(|n| n == "postmaster") {
+                r.notes.push(
+                    "the mailbox user postmaster (named in the alias files) does not exist yet; postern start creates it"
+                        .into(),
+                );
+            }
+        }
+        Err(e) => r.error(format!("alias_maps: {e}")),
     }
 }

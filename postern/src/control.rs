@@ -3,7 +3,12 @@
 //! * `start` checks the configuration, creates `mail_owner` as a locked system account
 //!   when running as root and it is missing (as a package install would), refuses when a
 //!   master already runs on the queue, starts master in the background and returns once
-//!   master says every listener is open (or prints master's one-line reason and exits 1).
+//!   master says every listener is open, then prints one line per listener (`smtp
+//!   127.0.0.1:2525`) and where the log goes (`--quiet`: nothing). A listen address another
+//!   program holds is found before master starts and reported as one plain line with the
+//!   `postern config set` that changes it; any other failure is master's one-line reason,
+//!   exit 1. When the alias files send mail to a `postmaster` mailbox that does not exist,
+//!   the mailbox user is created first ([`crate::postmaster`]).
 //!   `--foreground` runs master in place with logs on stderr.
 //! * `stop` sends SIGTERM and returns once master — and so every child — has exited.
 //! * `reload` checks the configuration first (a broken file is reported here and master
@@ -38,10 +43,19 @@ pub fn running_master(config: &Config) -> Option<i32> {
     std::fs::read_to_string(&path).ok()?.trim().parse().ok()
 }
 
-pub fn start(dir: &Path, foreground: bool) -> Result<ExitCode, String> {
+pub fn start(dir: &Path, foreground: bool, quiet: bool) -> Result<ExitCode, String> {
     let config = load(dir)?;
     if let Some(pid) = running_master(&config) {
         return Err(format!("the Postern mail system is already running (pid {pid})"));
+    }
+    let busy = crate::ports::problems(&config);
+    if !busy.is_empty() {
+        return Err(busy.join("\npostern: "));
+    }
+    match crate::postmaster::ensure_mailbox(&config) {
+        Ok(Some(line)) if !quiet => eprintln!("postern: {line}"),
+        Ok(_) => {}
+        Err(e) => eprintln!("postern: warning: cannot create the postmaster mailbox: {e}"),
     }
     if postern_lib::privs::is_root() {
         match postern_lib::accounts::ensure_mail_owner(&config.main.mail_owner) {
@@ -74,6 +88,9 @@ pub fn start(dir: &Path, foreground: bool) -> Result<ExitCode, String> {
         let _ = e.take(64 * 1024).read_to_string(&mut err);
     }
     if out.trim() == "ready" {
+        if !quiet {
+            print!("{}", started(&config));
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let _ = child.wait();
@@ -82,7 +99,24 @@ pub fn start(dir: &Path, foreground: bool) -> Result<ExitCode, String> {
         .find(|l| l.contains("fatal:"))
         .or_else(|| err.lines().last())
         .unwrap_or("master exited without saying why");
-    Err(msg.trim_start_matches("postern/master: ").to_string())
+    Err(crate::ports::plain_master_error(msg))
+}
+
+/// What `postern start` prints once master is ready: the pid, one line per listener,
+/// and where the log goes.
+fn started(config: &Config) -> String {
+    let pid = running_master(config).map_or_else(String::new, |p| format!(" (pid {p})"));
+    let mut out = format!("the Postern mail system is running{pid}\n");
+    for (svc, addr) in crate::ports::listeners(config) {
+        out.push_str(&format!("  {:<11} {addr}\n", svc.entry.name));
+    }
+    let log = match config.main.maillog_file.as_str() {
+        "syslog" | "" => "syslog (facility mail)",
+        "-" => "standard error",
+        file => file,
+    };
+    out.push_str(&format!("  {:<11} {log}\n", "log"));
+    out
 }
 
 pub fn stop(dir: &Path) -> Result<ExitCode, String> {

@@ -26,20 +26,17 @@
 //!
 //! The log is `maillog_file`; with `maillog_file = "syslog"` it is `/var/log/mail.log`
 //! (Debian's), and `--file PATH` reads another file. The log is read as it is, one line at
-//! a time (lines longer than [`MAX_LINE`] are cut): memory holds the lines of the
+//! a time ([`postern_lib::maillog::Tail`]: lines longer than its maximum are skipped): memory holds the lines of the
 //! lifetime being shown, at most [`MAX_LINES`], and one `connect from` line per smtpd
 //! process, whatever the log's size.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Longest line kept; the rest of a longer line is skipped.
-pub const MAX_LINE: usize = 8192;
+use postern_lib::maillog::{Tail as LogReader, looks_like_queue_id, parse};
+
 /// Most lines kept per lifetime.
 pub const MAX_LINES: usize = 100_000;
 /// Most smtpd processes whose last `connect from` is remembered.
@@ -54,48 +51,6 @@ const USAGE: &str = "usage: postern [-c CONFIG_DIR] log QUEUE_ID [--all] [--foll
 enum Wanted {
     Id(String),
     MessageId(String),
-}
-
-/// One log line, split.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Parsed<'a> {
-    /// `postern/smtpd[4711]`.
-    pub process: &'a str,
-    /// `postern/smtpd`.
-    pub program: &'a str,
-    /// The queue ID the text starts with, if any.
-    pub queue_id: Option<&'a str>,
-    /// The text after `program[pid]: `.
-    pub text: &'a str,
-}
-
-/// Splits a log line (`STAMP HOST program[pid]: text`, any timestamp form).
-pub fn parse(line: &str) -> Option<Parsed<'_>> {
-    let close = line.find("]: ")?;
-    let start = line[..close].rfind(' ').map_or(0, |i| i + 1);
-    let process = &line[start..=close];
-    let open = process.find('[')?;
-    let program = &process[..open];
-    let text = &line[close + 3..];
-    let queue_id = text
-        .split_once(": ")
-        .map(|(id, _)| id)
-        .filter(|id| looks_like_queue_id(id));
-    Some(Parsed {
-        process,
-        program,
-        queue_id,
-        text,
-    })
-}
-
-/// A Postern queue ID, or a Postfix one (short hex or long form): 6 to 20 letters and
-/// digits with at least one digit or capital, and not `NOQUEUE`.
-pub fn looks_like_queue_id(s: &str) -> bool {
-    (6..=20).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric())
-        && s.bytes().any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
-        && s != "NOQUEUE"
 }
 
 /// The lifetimes of one or more queue IDs, collected while reading the log.
@@ -278,7 +233,7 @@ pub fn run(dir: &Path, args: &[String]) -> Result<ExitCode, String> {
         state.printed_all();
         while !state.done() {
             std::thread::sleep(Duration::from_millis(250));
-            reader.reopen_if_rotated(&path);
+            let _ = reader.reopen_if_rotated(&path);
             reader.each_line(|l| state.line(l))?;
             let mut out = std::io::stdout().lock();
             state.print_new(&mut out)?;
@@ -462,73 +417,6 @@ fn write_text(out: &mut impl std::io::Write, text: &str) -> Result<(), String> {
     }
 }
 
-/// Reads a log file line by line from where it left off; notices rotation and truncation.
-struct LogReader {
-    reader: BufReader<File>,
-    offset: u64,
-    inode: u64,
-}
-
-impl LogReader {
-    fn open(path: &Path) -> Result<LogReader, String> {
-        let f = postern_lib::safe_open::open_read(path, &postern_lib::safe_open::Expect::any())
-            .map_err(|e| format!("cannot read the log {}: {e}", path.display()))?;
-        let inode = f.metadata().map(|m| m.ino()).unwrap_or(0);
-        Ok(LogReader {
-            reader: BufReader::with_capacity(1 << 16, f),
-            offset: 0,
-            inode,
-        })
-    }
-
-    /// A new file at `path` (rotation) is read from its start; a truncated one too.
-    fn reopen_if_rotated(&mut self, path: &Path) {
-        let rotated = std::fs::metadata(path).is_ok_and(|m| m.ino() != self.inode);
-        if rotated && let Ok(r) = LogReader::open(path) {
-            *self = r;
-            return;
-        }
-        let len = self.reader.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
-        if len < self.offset && self.reader.seek(SeekFrom::Start(0)).is_ok() {
-            self.offset = 0;
-        }
-    }
-
-    /// Calls `each` for every complete line from the current offset to the end.
-    fn each_line(&mut self, mut each: impl FnMut(&str)) -> Result<(), String> {
-        let mut buf = Vec::with_capacity(256);
-        loop {
-            buf.clear();
-            let n = (&mut self.reader)
-                .take(MAX_LINE as u64)
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| format!("read the log: {e}"))?;
-            if n == 0 {
-                return Ok(());
-            }
-            if buf.last() != Some(&b'\n') {
-                if n < MAX_LINE {
-                    // A partial last line: read it again once complete.
-                    self.reader
-                        .seek(SeekFrom::Current(-(n as i64)))
-                        .map_err(|e| format!("read the log: {e}"))?;
-                    return Ok(());
-                }
-                // Over-long: skip to the end of the line.
-                let mut rest = Vec::new();
-                let skipped = self
-                    .reader
-                    .read_until(b'\n', &mut rest)
-                    .map_err(|e| format!("read the log: {e}"))?;
-                self.offset += skipped as u64;
-            }
-            self.offset += n as u64;
-            let line = String::from_utf8_lossy(&buf);
-            each(line.trim_end_matches(['\n', '\r']));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,21 +451,6 @@ Dec  6 20:55:01 vm postern/smtp[103]: AAAA11111: to=<x@remote.test>, relay=none,
         let mut out = Vec::new();
         s.print(&mut out).unwrap();
         (s, String::from_utf8(out).unwrap())
-    }
-
-    #[test]
-    fn parse_lines() {
-        let p = parse("Dec  6 20:54:14 vm postern/smtpd[100]: AAAA11111: client=x").unwrap();
-        assert_eq!(p.process, "postern/smtpd[100]");
-        assert_eq!(p.program, "postern/smtpd");
-        assert_eq!(p.queue_id, Some("AAAA11111"));
-        let p = parse("2026-12-06T20:54:14.1+00:00 vm postern/qmgr[5]: warning: x: y").unwrap();
-        assert_eq!(p.queue_id, None);
-        assert_eq!(p.text, "warning: x: y");
-        assert_eq!(parse("Dec  6 vm x[1]: NOQUEUE: reject: RCPT").unwrap().queue_id, None);
-        assert!(parse("garbage").is_none());
-        assert!(looks_like_queue_id("8E9yuY6e204jL000"));
-        assert!(!looks_like_queue_id("warning"));
     }
 
     #[test]
@@ -632,27 +505,5 @@ Dec  6 20:55:01 vm postern/smtp[103]: AAAA11111: to=<x@remote.test>, relay=none,
         let (_, out) = run_search(Wanted::MessageId("m3@example.test".into()), false);
         assert!(out.contains("status=deferred"), "{out}");
         assert!(!out.contains("m1@"), "{out}");
-    }
-
-    #[test]
-    fn reader_rereads_a_partial_line_and_follows_truncation() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("log");
-        std::fs::write(&p, "a x[1]: AAAA11111: one\na x[1]: AAAA11111: tw").unwrap();
-        let mut r = LogReader::open(&p).unwrap();
-        let mut got = Vec::new();
-        r.each_line(|l| got.push(l.to_string())).unwrap();
-        assert_eq!(got, vec!["a x[1]: AAAA11111: one"]);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&p)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, b"o\n"))
-            .unwrap();
-        r.each_line(|l| got.push(l.to_string())).unwrap();
-        assert_eq!(got[1], "a x[1]: AAAA11111: two");
-        std::fs::write(&p, "b\n").unwrap();
-        r.reopen_if_rotated(&p);
-        r.each_line(|l| got.push(l.to_string())).unwrap();
-        assert_eq!(got[2], "b");
     }
 }

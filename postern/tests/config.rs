@@ -54,7 +54,7 @@ fn documented_assignments_edit_both_files_and_keep_comments() {
         "mynetworks = [\"127.0.0.2/32\"]\nsmtp/inet.listen = \"127.0.0.1:30025\"\nimap/inet.listen = \"127.0.0.1:30143\"\n"
     );
     // No temporary files are left in the config directory.
-    assert_eq!(entries(&site.etc()), ["main.toml", "master.toml"]);
+    assert_eq!(entries(&site.etc()), ["aliases", "main.toml", "master.toml"]);
 }
 
 #[test]
@@ -133,7 +133,7 @@ fn invalid_assignments_change_nothing() {
             "{assignment}"
         );
     }
-    assert_eq!(entries(&site.etc()), ["main.toml", "master.toml"]);
+    assert_eq!(entries(&site.etc()), ["aliases", "main.toml", "master.toml"]);
     // A valid edit keeps the file's mode.
     assert_eq!(
         site.run(&["config", "set", "myhostname=other.example.test"], None).code,

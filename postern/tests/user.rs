@@ -30,7 +30,7 @@ fn add_stores_an_argon2id_hash_in_a_0600_file() {
     assert_eq!(password::verify(b"bob-pw", &hash), Ok(false));
     // The password never shows up anywhere but as a hash.
     assert!(!text.contains("alice-pw"));
-    assert_eq!(entries(&site.etc()), ["main.toml", "master.toml", "users"]);
+    assert_eq!(entries(&site.etc()), ["aliases", "main.toml", "master.toml", "users"]);
 }
 
 #[test]

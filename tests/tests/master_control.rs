@@ -125,9 +125,11 @@ fn startup_errors_are_one_clear_line() {
     let out = inst.postern(&["start"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(
-        err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.lines().count() == 1,
-        "{err}"
+    assert_eq!(
+        err,
+        format!(
+            "postern: port {port} is in use by another program; change it with: postern config set 'echo/inet.listen=127.0.0.1:NNNN'\n"
+        )
     );
     assert_eq!(inst.postern(&["status"]).status.code(), Some(1), "nothing left running");
 

@@ -52,6 +52,12 @@ impl Site {
         std::fs::create_dir(&etc).unwrap();
         std::fs::write(etc.join("main.toml"), MAIN).unwrap();
         std::fs::write(etc.join("master.toml"), MASTER).unwrap();
+        // The shipped aliases: postmaster's mail goes to the `postmaster` mailbox user.
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/aliases"),
+            etc.join("aliases"),
+        )
+        .unwrap();
         std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();
         let libexec = root.path().join("libexec");
         std::fs::create_dir(&libexec).unwrap();
