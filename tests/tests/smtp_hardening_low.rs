@@ -132,6 +132,53 @@ fn ten_thousand_header_fields_are_accepted_whole() {
 }
 
 #[test]
+fn a_local_header_past_the_field_limit_keeps_every_byte_and_is_logged() {
+    // Local submission (sendmail → postdrop → pickup → cleanup) is bounded by
+    // message_size_limit only: 40,000 fields pass header_size_limit's 34,134-field
+    // bound. Cleanup keeps that many as header and the rest as body, logs it, and still
+    // adds Date: and Message-ID: — accepted, nothing lost, memory bounded.
+    let (smtp_port, relay_port) = (free_port(), free_port());
+    let services = format!(
+        "{}[[service]]\nname = \"pickup\"\ntype = \"unix\"\nlisten = \"public/pickup\"\ncommand = \"{}\"\nmaxproc = 1\nwakeup = \"60s\"\n",
+        pipeline_services(smtp_port),
+        bin("pickup").display()
+    );
+    let mut inst = Instance::new(
+        &services,
+        &[&format!("relayhost=[127.0.0.1]:{relay_port}"), "queue_run_delay=1s"],
+    );
+    add_user(&inst, "alice", "alice-pw");
+    inst.start();
+    let fields: String = (0..40_000).map(|i| format!("Y{i:05}:1\n")).collect();
+    let msg = format!("From: root\nTo: alice@example.test\nSubject: local\n{fields}\nlocal body\n");
+    let mut child = std::process::Command::new(bin("sendmail"))
+        .arg("-C")
+        .arg(inst.etc())
+        .arg("alice@example.test")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sendmail");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), msg.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("sendmail");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alice = inst.root.path().join("var/mail/alice");
+    assert!(
+        wait_for(LONG, || maildir_messages(&alice).len() == 1),
+        "not delivered:\n{}",
+        inst.log()
+    );
+    assert_eq!(inst.log_count("header reached 34134 fields"), 1, "{}", inst.log());
+    let m = String::from_utf8(maildir_messages(&alice).remove(0)).expect("utf-8");
+    let all: Vec<&str> = m.lines().filter(|l| l.starts_with('Y') && l.ends_with(":1")).collect();
+    assert_eq!(all.len(), 40_000, "every field is still there");
+    assert_eq!(header_values(&m, "date").len(), 1, "cleanup added Date:");
+    assert_eq!(header_values(&m, "message-id").len(), 1, "cleanup added Message-ID:");
+    assert!(m.trim_end().ends_with("local body"), "{}", &m[m.len() - 200..]);
+}
+
+#[test]
 fn long_lines_are_broken_with_crlf_space_when_relayed() {
     let (smtp_port, relay_port) = (free_port(), free_port());
     let mut inst = instance(smtp_port, relay_port, &[]);
