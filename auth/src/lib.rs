@@ -20,11 +20,14 @@
 //! * Least privilege: auth runs as `mail_owner` like every unprivileged daemon. The
 //!   password files stay readable by root only; a tiny root helper started before the
 //!   privilege drop opens them on request and passes the descriptor ([`opener`]).
-//! * Brute force: failures are counted per client address and per user in bounded maps,
-//!   answered only after a delay that doubles with each recent failure (250 ms, capped at
-//!   `auth_failure_delay`), and after `auth_failure_limit` failures within
-//!   `auth_failure_window` every attempt for that user or from that address fails
-//!   (without hashing) until the window has passed ([`throttle`]).
+//! * Brute force: as Dovecot's auth penalty, failures are counted per client address
+//!   (IPv6 by /64) in a bounded table; further attempts from that address wait 2 s,
+//!   doubling with each failure up to `auth_penalty_max`, before they are checked, and
+//!   every failure is answered after `auth_failure_delay`. A success from the address
+//!   ends its penalty; a count is forgotten `auth_failure_window` after its last failure.
+//!   Nothing is ever locked out: a right password is accepted from every address (at
+//!   worst after its own address's penalty), so nobody can lock a user out by guessing
+//!   ([`throttle`]). The waits are timers of the event loop, never a sleep.
 //! * Passwords never reach a log or argv; request bytes and password strings are zeroed
 //!   after use (`zeroize`). (serde_json may copy a password containing JSON escapes
 //!   into a scratch buffer that is not zeroed.)
@@ -32,8 +35,8 @@
 //!   the verification queue is bounded (a full queue answers `TempFail`).
 //!
 //! ## Settings read
-//! `auth_system_users`, `local_system_users`, `auth_failure_limit`, `auth_failure_window`,
-//! `auth_failure_delay`, `auth_worker_threads`, plus the skeleton's (`max_idle`,
+//! `auth_system_users`, `local_system_users`, `auth_failure_window`, `auth_failure_delay`,
+//! `auth_penalty_max`, `auth_worker_threads`, plus the skeleton's (`max_idle`,
 //! `max_use`, `mail_owner`, `maillog_file`).
 //!
 //! ## Diagnostics

@@ -6,7 +6,7 @@
 use postern_auth::backend::Backend;
 use postern_auth::opener::{self, Opener};
 use postern_auth::service::AuthService;
-use postern_auth::throttle::Throttle;
+use postern_auth::throttle::Penalty;
 use postern_lib::master_status::env;
 use postern_lib::skeleton::event::event_server;
 use std::path::Path;
@@ -33,12 +33,9 @@ fn main() -> ExitCode {
         if let Err(e) = backend.refresh(std::time::Instant::now(), true) {
             tracing::warn!("cannot read password data: {e}");
         }
-        let throttle = Throttle::new(
-            m.auth_failure_limit,
-            m.auth_failure_window.duration(),
-            m.auth_failure_delay.duration(),
-        );
-        Ok(AuthService::new(backend, throttle, m.auth_worker_threads as usize)
+        let penalty = Penalty::new(m.auth_penalty_max.duration(), m.auth_failure_window.duration());
+        Ok(AuthService::new(backend, penalty, m.auth_worker_threads as usize)
+            .with_failure_delay(m.auth_failure_delay.duration())
             .with_system_mailboxes(m.local_system_users))
     })
 }

@@ -1,16 +1,19 @@
 //! The auth daemon's event service: many client daemons (smtpd, pop3d, imapd processes)
 //! connected to `private/auth` at once, each sending requests of
 //! [`postern_lib::proto::auth`] one at a time. Lookups are answered at once; password
-//! checks go to the [`Pool`] and failures are held back by the [`Throttle`] delay, so a
-//! slow hash or a delayed failure never stalls the other clients.
+//! checks go to the [`Pool`]. Two timers, kept per connection and fired from the loop's
+//! tick (nothing sleeps), hold requests back: an attempt from an address with recent
+//! failures waits out the address's [`Penalty`] before it is checked, and a failure is
+//! answered only after `auth_failure_delay` — so a slow hash, a penalised guesser or a
+//! delayed failure never stalls the other clients. A right password is never refused.
 //!
 //! Log lines (never a password): `auth failure: user=U, client=ADDR, service=S,
-//! reason=wrong password|unknown user|locked out|...` (warning) and
+//! reason=wrong password|unknown user|...` (warning) and
 //! `auth ok: user=U, client=ADDR, service=S` (info).
 
 use crate::backend::Backend;
 use crate::codec::{self, FrameDecoder};
-use crate::throttle::Throttle;
+use crate::throttle::Penalty;
 use crate::workers::{Done, Job, Pool};
 use mio::net::UnixStream;
 use mio::{Interest, Token, Waker};
@@ -31,6 +34,8 @@ pub const MAX_REQUEST: usize = 16 * 1024;
 pub const MAX_USER: usize = 256;
 /// A client connection idle this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a failure waits before it is answered unless set (`auth_failure_delay`).
+pub const DEFAULT_FAILURE_DELAY: Duration = Duration::from_secs(2);
 /// Unsent reply bytes a client may leave unread before it is dropped.
 pub const MAX_OUTPUT: usize = 64 * 1024;
 
@@ -40,6 +45,15 @@ struct Pending {
     user: String,
     service: String,
     client: Option<String>,
+    /// The keyed hash of user and password ([`Penalty::attempt`]).
+    attempt: u64,
+}
+
+/// A password check waiting out its address's penalty.
+struct Held {
+    due: Instant,
+    pending: Pending,
+    password: Zeroizing<String>,
 }
 
 struct Conn {
@@ -48,6 +62,7 @@ struct Conn {
     out: Vec<u8>,
     greeted: bool,
     in_flight: Option<Pending>,
+    held: Option<Held>,
     delayed: Option<(Instant, AuthReply)>,
     last: Instant,
     dead: bool,
@@ -56,7 +71,8 @@ struct Conn {
 /// The service state of one auth process.
 pub struct AuthService {
     backend: Backend,
-    throttle: Throttle,
+    penalty: Penalty,
+    failure_delay: Duration,
     threads: usize,
     pool: Option<Pool>,
     conns: HashMap<usize, Conn>,
@@ -89,16 +105,23 @@ fn shown(s: &str) -> String {
 
 impl AuthService {
     /// A service over `backend`.
-    pub fn new(backend: Backend, throttle: Throttle, threads: usize) -> AuthService {
+    pub fn new(backend: Backend, penalty: Penalty, threads: usize) -> AuthService {
         AuthService {
             backend,
-            throttle,
+            penalty,
+            failure_delay: DEFAULT_FAILURE_DELAY,
             threads,
             pool: None,
             conns: HashMap::new(),
             next: 0,
             passwd: false,
         }
+    }
+
+    /// Failed attempts are answered after `delay` (`auth_failure_delay`).
+    pub fn with_failure_delay(mut self, delay: Duration) -> AuthService {
+        self.failure_delay = delay;
+        self
     }
 
     /// With `local_system_users`: a lookup of an /etc/passwd account (through the C
@@ -135,7 +158,7 @@ impl AuthService {
         if let Some(conn) = self.conns.get_mut(&token) {
             read_into(conn);
             loop {
-                if conn.dead || conn.in_flight.is_some() || conn.delayed.is_some() {
+                if conn.dead || conn.in_flight.is_some() || conn.held.is_some() || conn.delayed.is_some() {
                     break;
                 }
                 if !conn.greeted {
@@ -217,11 +240,21 @@ impl AuthService {
                 let password = Zeroizing::new(password);
                 let user = user.to_ascii_lowercase();
                 let pending = Pending {
+                    attempt: self.penalty.attempt(&user, &password),
                     user: user.chars().take(MAX_USER).collect(),
                     service: service.chars().take(32).collect(),
                     client: client.map(|c| c.chars().take(64).collect()),
                 };
-                self.verify(token, pending, password, now);
+                let wait = self.penalty.delay(pending.client.as_deref(), now);
+                if wait.is_zero() {
+                    self.verify(token, pending, password, now);
+                } else if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.held = Some(Held {
+                        due: now + wait,
+                        pending,
+                        password,
+                    });
+                }
             }
         }
     }
@@ -240,10 +273,6 @@ impl AuthService {
     }
 
     fn verify(&mut self, token: usize, p: Pending, password: Zeroizing<String>, now: Instant) {
-        if self.throttle.locked(&p.user, p.client.as_deref(), now) {
-            let delay = self.throttle.locked_delay();
-            return self.fail_after(token, &p, "locked out", delay, now);
-        }
         if let Some(fail) = self.refresh(now) {
             return self.reply(token, fail);
         }
@@ -253,12 +282,10 @@ impl AuthService {
             self.backend.account(&p.user)
         };
         let Some(account) = account else {
-            let delay = self.throttle.fail(&p.user, p.client.as_deref(), now);
-            return self.fail_after(token, &p, "unknown user", delay, now);
+            return self.fail_after(token, &p, "unknown user", now);
         };
         if password.is_empty() {
-            let delay = self.throttle.fail(&p.user, p.client.as_deref(), now);
-            return self.fail_after(token, &p, "empty password", delay, now);
+            return self.fail_after(token, &p, "empty password", now);
         }
         let Some(pool) = &self.pool else {
             return self.reply(
@@ -291,7 +318,10 @@ impl AuthService {
         }
     }
 
-    fn fail_after(&mut self, token: usize, p: &Pending, reason: &str, delay: Duration, now: Instant) {
+    /// Counts a failure against the client's address and answers it after the failure delay.
+    fn fail_after(&mut self, token: usize, p: &Pending, reason: &str, now: Instant) {
+        self.penalty.fail(p.client.as_deref(), p.attempt, now);
+        let delay = self.failure_delay;
         tracing::warn!(
             "auth failure: user={}, client={}, service={}, reason={reason}",
             shown(&p.user),
@@ -310,7 +340,7 @@ impl AuthService {
         };
         match done.result {
             Ok(true) => {
-                self.throttle.succeed(&p.user);
+                self.penalty.succeed(p.client.as_deref());
                 tracing::info!(
                     "auth ok: user={}, client={}, service={}",
                     shown(&p.user),
@@ -319,14 +349,10 @@ impl AuthService {
                 );
                 self.reply(done.token, AuthReply::Ok { user: p.user });
             }
-            Ok(false) => {
-                let delay = self.throttle.fail(&p.user, p.client.as_deref(), now);
-                self.fail_after(done.token, &p, "wrong password", delay, now);
-            }
+            Ok(false) => self.fail_after(done.token, &p, "wrong password", now),
             Err(e) => {
                 tracing::warn!("unusable password hash for user {}: {e}", shown(&p.user));
-                let delay = self.throttle.fail(&p.user, p.client.as_deref(), now);
-                self.fail_after(done.token, &p, "unusable password hash", delay, now);
+                self.fail_after(done.token, &p, "unusable password hash", now);
             }
         }
         self.drive(done.token, now);
@@ -425,6 +451,7 @@ impl EventService for AuthService {
                 out,
                 greeted: false,
                 in_flight: None,
+                held: None,
                 delayed: None,
                 last: Instant::now(),
                 dead: false,
@@ -445,6 +472,18 @@ impl EventService for AuthService {
     }
 
     fn tick(&mut self, _lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
+        let penalised: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.held.as_ref().is_some_and(|h| h.due <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in penalised {
+            if let Some(h) = self.conns.get_mut(&token).and_then(|c| c.held.take()) {
+                self.verify(token, h.pending, h.password, now);
+                self.flush(token);
+            }
+        }
         let due: Vec<usize> = self
             .conns
             .iter()
@@ -461,7 +500,10 @@ impl EventService for AuthService {
             .conns
             .iter()
             .filter(|(_, c)| {
-                c.in_flight.is_none() && c.delayed.is_none() && now.saturating_duration_since(c.last) > IDLE_TIMEOUT
+                c.in_flight.is_none()
+                    && c.held.is_none()
+                    && c.delayed.is_none()
+                    && now.saturating_duration_since(c.last) > IDLE_TIMEOUT
             })
             .map(|(t, _)| *t)
             .collect();
@@ -478,7 +520,7 @@ impl EventService for AuthService {
         let idle: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.in_flight.is_none() && c.delayed.is_none() && c.out.is_empty())
+            .filter(|(_, c)| c.in_flight.is_none() && c.held.is_none() && c.delayed.is_none() && c.out.is_empty())
             .map(|(t, _)| *t)
             .collect();
         for token in idle {

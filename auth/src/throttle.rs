@@ -1,111 +1,155 @@
-//! The brute-force throttle: failed attempts counted per client address and per user in
-//! bounded maps, a delay before a failure is answered that grows with recent failures
-//! (capped at `auth_failure_delay`), and a lockout once `auth_failure_limit` failures
-//! happened within `auth_failure_window` — lasting until the window has passed since the
-//! last failure. Attempts refused by the lockout are not counted, so the lockout ends one
-//! window after the attacker's last real try. A success clears the user's count (not the
-//! address's: a valid account must not launder an address that guesses others).
+//! The brute-force penalty, as Dovecot's `auth_penalty`: failed attempts are counted per
+//! client address, and every further attempt from an address with failures waits before
+//! its password is even checked — [`INITIAL_PENALTY`] after the first failure, doubling
+//! with each one up to `auth_penalty_max` (Dovecot: 2, 4, 8, 15 s). A success from the
+//! address clears its count (so a shared address, an office behind NAT, is not punished
+//! for long by one user's typo), and a count is forgotten `auth_failure_window` after
+//! its last failure.
 //!
-//! Each map holds at most [`MAX_ENTRIES`]; when full, expired entries go first, then the
-//! entry whose last failure is oldest.
+//! Nothing here ever refuses an attempt: a correct password is accepted from every
+//! address, at worst after the penalty of its own address. There is no per-user count —
+//! any per-user rule would let anyone slow or lock out a user they can name.
+//!
+//! Addresses are keyed as Dovecot does, except that an IPv6 client counts by its /64 (one
+//! subscriber's whole allocation; otherwise a guesser could use a fresh address for
+//! every attempt), and an IPv4-mapped IPv6 address counts as the IPv4 address.
+//!
+//! A failure that repeats the address's previous failed attempt exactly (same user, same
+//! password: a mail client retrying a saved wrong password) does not raise the penalty,
+//! as in Dovecot; only a keyed hash of the attempt is kept, never the password.
+//!
+//! The table holds at most [`MAX_ENTRIES`] addresses; when full, forgotten entries go
+//! first, then the entry whose last failure is oldest.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// Most addresses (and, separately, most user names) remembered.
+/// Most client addresses remembered.
 pub const MAX_ENTRIES: usize = 10_000;
 
-/// The first failure's delay; each further failure doubles it, up to the cap.
-pub const BASE_DELAY: Duration = Duration::from_millis(250);
+/// The penalty after the first failure; each further failure doubles it, up to the cap.
+pub const INITIAL_PENALTY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    count: u32,
+    failures: u32,
     last: Instant,
+    attempt: u64,
 }
 
-#[derive(Debug, Default)]
-struct Counter {
+/// The penalty state of one auth process.
+#[derive(Debug)]
+pub struct Penalty {
+    max: Duration,
+    memory: Duration,
     map: HashMap<String, Entry>,
+    hasher: RandomState,
 }
 
-impl Counter {
-    fn current(&self, key: &str, now: Instant, window: Duration) -> u32 {
+/// The key an address is counted under (see the module doc); `None` for no address.
+pub fn key(client: Option<&str>) -> Option<String> {
+    let client = client?.trim();
+    if client.is_empty() {
+        return None;
+    }
+    Some(match client.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Err(_) => client.to_string(),
+    })
+}
+
+impl Penalty {
+    /// A penalty growing up to `max`, forgotten `memory` after an address's last failure.
+    pub fn new(max: Duration, memory: Duration) -> Penalty {
+        Penalty {
+            max,
+            memory,
+            map: HashMap::new(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// A keyed hash of one attempt (user and password), to notice a repeated attempt.
+    pub fn attempt(&self, user: &str, password: &str) -> u64 {
+        self.hasher.hash_one((user, password))
+    }
+
+    fn failures(&self, key: &str, now: Instant) -> u32 {
         match self.map.get(key) {
-            Some(e) if now.saturating_duration_since(e.last) < window => e.count,
+            Some(e) if now.saturating_duration_since(e.last) < self.memory => e.failures,
             _ => 0,
         }
     }
 
-    fn fail(&mut self, key: &str, now: Instant, window: Duration) -> u32 {
-        let count = self.current(key, now, window).saturating_add(1);
-        if !self.map.contains_key(key) && self.map.len() >= MAX_ENTRIES {
-            self.map.retain(|_, e| now.saturating_duration_since(e.last) < window);
+    /// How long an attempt from `client` waits before it is checked.
+    pub fn delay(&self, client: Option<&str>, now: Instant) -> Duration {
+        let Some(k) = key(client) else {
+            return Duration::ZERO;
+        };
+        self.penalty_for(self.failures(&k, now))
+    }
+
+    /// The penalty after `failures` failures.
+    pub fn penalty_for(&self, failures: u32) -> Duration {
+        if failures == 0 {
+            return Duration::ZERO;
+        }
+        let shift = (failures - 1).min(16);
+        INITIAL_PENALTY.saturating_mul(1u32 << shift).min(self.max)
+    }
+
+    /// Records a failed attempt from `client` (`attempt` from [`Penalty::attempt`]);
+    /// returns the address's failure count.
+    pub fn fail(&mut self, client: Option<&str>, attempt: u64, now: Instant) -> u32 {
+        let Some(k) = key(client) else { return 0 };
+        let before = self.failures(&k, now);
+        let repeated = before > 0 && self.map.get(&k).is_some_and(|e| e.attempt == attempt);
+        let failures = if repeated { before } else { before.saturating_add(1) };
+        if !self.map.contains_key(&k) && self.map.len() >= MAX_ENTRIES {
+            let memory = self.memory;
+            self.map.retain(|_, e| now.saturating_duration_since(e.last) < memory);
             if self.map.len() >= MAX_ENTRIES
                 && let Some(oldest) = self.map.iter().min_by_key(|(_, e)| e.last).map(|(k, _)| k.clone())
             {
                 self.map.remove(&oldest);
             }
         }
-        self.map.insert(key.to_string(), Entry { count, last: now });
-        count
+        self.map.insert(
+            k,
+            Entry {
+                failures,
+                last: now,
+                attempt,
+            },
+        );
+        failures
     }
 
-    fn clear(&mut self, key: &str) {
-        self.map.remove(key);
-    }
-}
-
-/// The throttle state of one auth process.
-#[derive(Debug)]
-pub struct Throttle {
-    limit: u32,
-    window: Duration,
-    max_delay: Duration,
-    clients: Counter,
-    users: Counter,
-}
-
-impl Throttle {
-    /// A throttle locking out after `limit` failures within `window`, delaying failures by
-    /// at most `max_delay`.
-    pub fn new(limit: u32, window: Duration, max_delay: Duration) -> Throttle {
-        Throttle {
-            limit: limit.max(1),
-            window,
-            max_delay,
-            clients: Counter::default(),
-            users: Counter::default(),
+    /// Records a success from `client`: its penalty ends.
+    pub fn succeed(&mut self, client: Option<&str>) {
+        if let Some(k) = key(client) {
+            self.map.remove(&k);
         }
     }
 
-    /// Whether an attempt for `user` from `client` is refused without looking at the password.
-    pub fn locked(&self, user: &str, client: Option<&str>, now: Instant) -> bool {
-        let by_user = self.users.current(user, now, self.window) >= self.limit;
-        let by_client = client.is_some_and(|c| self.clients.current(c, now, self.window) >= self.limit);
-        by_user || by_client
+    /// Addresses remembered.
+    pub fn len(&self) -> usize {
+        self.map.len()
     }
 
-    /// Records a failure; returns the delay before it is answered.
-    pub fn fail(&mut self, user: &str, client: Option<&str>, now: Instant) -> Duration {
-        let u = self.users.fail(user, now, self.window);
-        let c = client.map(|c| self.clients.fail(c, now, self.window)).unwrap_or(0);
-        self.delay_for(u.max(c))
-    }
-
-    /// The delay for an attempt refused by the lockout (the cap).
-    pub fn locked_delay(&self) -> Duration {
-        self.max_delay
-    }
-
-    /// Records a success.
-    pub fn succeed(&mut self, user: &str) {
-        self.users.clear(user);
-    }
-
-    fn delay_for(&self, failures: u32) -> Duration {
-        let shift = failures.saturating_sub(1).min(16);
-        BASE_DELAY.saturating_mul(1u32 << shift).min(self.max_delay)
+    /// Whether no address is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 }
 
@@ -113,49 +157,74 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn delay_grows_then_locks_out() {
-        let mut t = Throttle::new(3, Duration::from_secs(60), Duration::from_secs(2));
-        let now = Instant::now();
-        assert_eq!(t.fail("alice", Some("192.0.2.1"), now), Duration::from_millis(250));
-        assert_eq!(t.fail("alice", Some("192.0.2.1"), now), Duration::from_millis(500));
-        assert!(!t.locked("alice", Some("192.0.2.1"), now));
-        assert_eq!(t.fail("alice", Some("192.0.2.1"), now), Duration::from_secs(1));
-        assert!(t.locked("alice", Some("192.0.2.1"), now));
-        assert!(t.locked("bob", Some("192.0.2.1"), now), "address locked for every user");
-        assert!(
-            t.locked("alice", Some("192.0.2.9"), now),
-            "user locked from every address"
-        );
-        assert!(!t.locked("bob", Some("192.0.2.9"), now));
-        let later = now + Duration::from_secs(61);
-        assert!(
-            !t.locked("alice", Some("192.0.2.1"), later),
-            "lockout ends after the window"
-        );
-    }
+    const A: Option<&str> = Some("192.0.2.1");
 
     #[test]
-    fn delay_is_capped_and_success_clears_user() {
-        let mut t = Throttle::new(100, Duration::from_secs(60), Duration::from_secs(2));
+    fn penalty_doubles_up_to_the_cap_as_dovecot() {
+        let mut p = Penalty::new(Duration::from_secs(15), Duration::from_secs(3600));
         let now = Instant::now();
-        let mut d = Duration::ZERO;
-        for _ in 0..20 {
-            d = t.fail("carol", None, now);
+        assert_eq!(p.delay(A, now), Duration::ZERO);
+        let mut seen = Vec::new();
+        for i in 0..6u64 {
+            p.fail(A, i, now);
+            seen.push(p.delay(A, now).as_secs());
         }
-        assert_eq!(d, Duration::from_secs(2));
-        t.succeed("carol");
-        assert_eq!(t.fail("carol", None, now), Duration::from_millis(250));
+        assert_eq!(seen, [2, 4, 8, 15, 15, 15]);
+        assert_eq!(
+            p.delay(Some("192.0.2.2"), now),
+            Duration::ZERO,
+            "other addresses untouched"
+        );
+        assert_eq!(p.delay(None, now), Duration::ZERO, "local requests have no address");
     }
 
     #[test]
-    fn maps_stay_bounded() {
-        let mut t = Throttle::new(5, Duration::from_secs(60), Duration::from_secs(1));
+    fn success_clears_and_time_forgets() {
+        let mut p = Penalty::new(Duration::from_secs(15), Duration::from_secs(60));
+        let now = Instant::now();
+        for i in 0..3u64 {
+            p.fail(A, i, now);
+        }
+        assert_eq!(p.delay(A, now + Duration::from_secs(59)), Duration::from_secs(8));
+        assert_eq!(p.delay(A, now + Duration::from_secs(61)), Duration::ZERO);
+        p.succeed(A);
+        assert_eq!(p.delay(A, now), Duration::ZERO);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_repeated_attempt_does_not_raise_the_penalty() {
+        let mut p = Penalty::new(Duration::from_secs(15), Duration::from_secs(3600));
+        let now = Instant::now();
+        let same = p.attempt("alice", "old-password");
+        for _ in 0..5 {
+            p.fail(A, same, now);
+        }
+        assert_eq!(p.delay(A, now), Duration::from_secs(2));
+        p.fail(A, p.attempt("alice", "other"), now);
+        assert_eq!(p.delay(A, now), Duration::from_secs(4));
+        assert_ne!(p.attempt("alice", "x"), p.attempt("alicex", ""));
+    }
+
+    #[test]
+    fn ipv6_counts_by_64_and_mapped_as_ipv4() {
+        assert_eq!(key(Some("2001:db8:1:2:aa::1")).as_deref(), Some("2001:db8:1:2::/64"));
+        assert_eq!(key(Some("2001:db8:1:2:bb::7")), key(Some("2001:db8:1:2::9")));
+        assert_ne!(key(Some("2001:db8:1:3::1")), key(Some("2001:db8:1:2::1")));
+        assert_eq!(key(Some("::ffff:192.0.2.1")).as_deref(), Some("192.0.2.1"));
+        assert_eq!(key(Some("")), None);
+        assert_eq!(key(None), None);
+    }
+
+    #[test]
+    fn table_stays_bounded() {
+        let mut p = Penalty::new(Duration::from_secs(15), Duration::from_secs(60));
         let now = Instant::now();
         for i in 0..(MAX_ENTRIES + 50) {
-            t.fail(&format!("u{i}"), Some(&format!("10.0.{}.{}", i / 256, i % 256)), now);
+            let a = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
+            p.fail(Some(&a), 1, now + Duration::from_millis(i as u64));
         }
-        assert!(t.users.map.len() <= MAX_ENTRIES);
-        assert!(t.clients.map.len() <= MAX_ENTRIES);
+        assert_eq!(p.len(), MAX_ENTRIES);
+        assert_eq!(p.delay(Some("10.0.0.0"), now), Duration::ZERO, "the oldest went first");
     }
 }

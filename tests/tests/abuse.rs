@@ -11,9 +11,10 @@
 //!   in a minute from 127.0.0.78 with `smtpd_client_connection_rate_limit = 5` (smtpd runs
 //!   as one process, `maxproc = 1`, which so holds all 100 abusive SMTP sessions itself:
 //!   the limits are counted per process);
-//! * auth's failure throttle holds: a burst of wrong IMAP passwords for carol from
-//!   127.0.0.66 locks out carol (even with her right password, from any address) and that
-//!   address (even for another user), while dave still logs in from 127.0.0.1.
+//! * auth's failure penalty slows but never locks out: after a burst of wrong IMAP
+//!   passwords for carol from 127.0.0.66, carol's right password works from that address
+//!   (after its penalty) and from 127.0.0.1, and so does dave's (issue 10: it used to lock
+//!   carol out everywhere and everyone out of that address).
 //!
 //! `bench/abuse.py` is the benchmark version (1,000 connections, wait times reported).
 
@@ -145,7 +146,7 @@ def login(src, user, pw):
         return 'ok'
     except imaplib.IMAP4.error as e:
         return 'no'
-burst = [login('127.0.0.66', 'carol', 'wrong-%d' % i) for i in range(6)]
+burst = [login('127.0.0.66', 'carol', 'wrong-%d' % i) for i in range(3)]
 print('burst', burst)
 print('carol-right-same-addr', login('127.0.0.66', 'carol', 'Carol-Abuse-1'))
 print('carol-right-other-addr', login('127.0.0.1', 'carol', 'Carol-Abuse-1'))
@@ -232,8 +233,8 @@ fn normal_clients_served_and_limits_hold_under_300_abusive_connections() {
         &[
             "smtpd_client_connection_count_limit=3",
             "smtpd_client_connection_rate_limit=5",
-            "auth_failure_limit=5",
             "auth_failure_delay=1s",
+            "auth_penalty_max=2s",
             "queue_run_delay=1s",
             "minimal_backoff_time=1s",
         ],
@@ -314,16 +315,17 @@ fn normal_clients_served_and_limits_hold_under_300_abusive_connections() {
         "{out}"
     );
 
-    // auth's failure throttle.
+    // auth's failure penalty: guesses are slowed, but (issue 10) never lock anyone out —
+    // the right password works from the guessing address and from any other.
     let out = run_py(THROTTLE, &[imap.to_string()]);
-    assert_eq!(line_of(&out, "burst"), "['no', 'no', 'no', 'no', 'no', 'no']", "{out}");
-    assert_eq!(line_of(&out, "carol-right-same-addr"), "no", "{out}");
-    assert_eq!(line_of(&out, "carol-right-other-addr"), "no", "{out}");
-    assert_eq!(line_of(&out, "dave-same-addr"), "no", "{out}");
+    assert_eq!(line_of(&out, "burst"), "['no', 'no', 'no']", "{out}");
+    assert_eq!(line_of(&out, "carol-right-same-addr"), "ok", "{out}");
+    assert_eq!(line_of(&out, "carol-right-other-addr"), "ok", "{out}");
+    assert_eq!(line_of(&out, "dave-same-addr"), "ok", "{out}");
     assert_eq!(line_of(&out, "dave-other-addr"), "ok", "{out}");
     let log = inst.log();
     assert!(log.contains("auth failure: user=carol, client=127.0.0.66"), "{log}");
-    assert!(log.contains("locked out"), "{log}");
+    assert!(!log.contains("locked out"), "{log}");
     assert!(!log.contains("wrong-0"), "no password in the log");
 
     // The abusive connections were held all along; end them.

@@ -64,12 +64,15 @@ pub struct MainConfig {
     // --- auth, pop3d ---
     /// auth: also verify system accounts from /etc/shadow (only when master runs as root).
     pub auth_system_users: bool,
-    /// auth: failed attempts per client address or per user within `auth_failure_window` before lockout.
-    pub auth_failure_limit: u32,
-    /// auth: how long failed attempts are remembered (and how long a lockout lasts).
+    /// auth: how long a client address's failed logins are remembered after its last one
+    /// (Dovecot keeps its auth penalty an hour).
     pub auth_failure_window: Seconds,
-    /// auth: the longest delay before a failure is answered (it grows with recent failures).
+    /// auth: how long a failed login waits before it is answered (Dovecot's name and default).
     pub auth_failure_delay: Seconds,
+    /// auth: the longest penalty: after failures from a client address, its next logins
+    /// wait 2 s, doubling with each failure up to this (Dovecot's auth penalty: 15 s); a
+    /// success from the address ends it. A right password is never refused.
+    pub auth_penalty_max: Seconds,
     /// auth: threads that verify password hashes, so the event loop never stalls.
     pub auth_worker_threads: u32,
     /// pop3d: the certificate chain (PEM) for STLS and pop3s; empty: no TLS.
@@ -307,9 +310,9 @@ impl Default for MainConfig {
             shutdown_timeout: Seconds(10),
             // --- auth, pop3d ---
             auth_system_users: false,
-            auth_failure_limit: 10,
-            auth_failure_window: Seconds(900),
-            auth_failure_delay: Seconds(5),
+            auth_failure_window: Seconds(3600),
+            auth_failure_delay: Seconds(2),
+            auth_penalty_max: Seconds(15),
             auth_worker_threads: 2,
             pop3d_tls_cert_file: String::new(),
             pop3d_tls_key_file: String::new(),
@@ -447,8 +450,12 @@ impl MainConfig {
         if self.max_use == 0 {
             return Err(("max_use", "must be at least 1".into()));
         }
-        if self.auth_failure_limit == 0 {
-            return Err(("auth_failure_limit", "must be at least 1".into()));
+        if self.auth_penalty_max.0.saturating_add(self.auth_failure_delay.0) > 25 {
+            // smtpd, imapd and pop3d must get a slowed answer well within their wait for auth.
+            return Err((
+                "auth_penalty_max",
+                "with auth_failure_delay must be at most 25 s (clients wait 30 s for auth)".into(),
+            ));
         }
         if self.auth_worker_threads == 0 || self.auth_worker_threads > 64 {
             return Err(("auth_worker_threads", "must be between 1 and 64".into()));
