@@ -24,6 +24,7 @@
 //! | [`queue_file`] | the queue file format: envelope records, content, per-recipient done marks |
 //! | [`queue_scan`] | walking the queue directories and summarising queue files (`postqueue -p`, `-j`) |
 //! | [`queue_select`] | selecting queued messages by sender, recipient, domain, queue, age, defer reason (postsuper, postqueue) |
+//! | [`maillog`] | reading the mail log: a line's program, pid, queue ID and text; following a log across rotation |
 //! | [`maildrop`] | the maildrop file format: sendmail → postdrop → `maildrop/` → pickup |
 //! | [`ipc`] | the framed, versioned, size-limited protocol between daemons over Unix sockets |
 //! | [`queue_dirs`] | the layout of `queue_directory`: subdirectories, owners and modes; create, check, repair |
@@ -60,6 +61,7 @@ pub mod log;
 pub mod mailbox;
 pub mod maildir_deliver;
 pub mod maildrop;
+pub mod maillog;
 pub mod master_control;
 pub mod master_status;
 pub mod milter;
