@@ -2,7 +2,8 @@
 //! responses), CREATE/DELETE/RENAME (RENAME INBOX moves its messages), SUBSCRIBE/
 //! UNSUBSCRIBE, STATUS (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE) and
 //! APPEND with MULTIAPPEND (RFC 3502: all messages or none) and APPENDUID. LIST is
-//! [`crate::cmd_list`].
+//! [`crate::cmd_list`]. APPEND (like COPY) past the user's quota (`etc/users`, counted
+//! over all folders as local delivery does) is `NO [OVERQUOTA]` and writes nothing.
 
 use crate::parse::{self, Arg, Command};
 use crate::reply::{astring, flag_list};
@@ -136,6 +137,18 @@ impl Session {
         Ok(parts.join(" "))
     }
 
+    /// `NO [OVERQUOTA]` (RFC 5530) for a command that would take the mailbox past the
+    /// user's quota, logged.
+    pub(crate) fn over_quota(&self, command: &str, size: u64) -> Reply {
+        let store = self.store.as_ref();
+        tracing::info!(
+            "{command} refused: over quota ({size} more bytes, quota {}), user={}",
+            store.and_then(Store::quota).unwrap_or(0),
+            self.user.as_deref().unwrap_or("")
+        );
+        Reply::No("[OVERQUOTA] Quota exceeded".into())
+    }
+
     pub(crate) fn append(&mut self, c: &Command) -> Result<(), Reply> {
         let name = name_arg(c, 0)?;
         // one or more (flags, date, message) groups (RFC 3502)
@@ -172,6 +185,10 @@ impl Session {
             return Err(Reply::Bad("APPEND needs a message".into()));
         }
         let store = self.store()?;
+        let size: u64 = groups.iter().map(|g| g.3.len() as u64).sum();
+        if !store.room_for(size)? {
+            return Err(self.over_quota("APPEND", size));
+        }
         let mut folder = match store.folder(&name) {
             Ok(f) => f,
             Err(postern_lib::mailbox::MailboxError::NoSuchFolder(_)) => {

@@ -1,5 +1,6 @@
 //! Message commands on the selected folder: STORE, COPY, MOVE (with COPYUID), EXPUNGE and
 //! UID EXPUNGE, and the resolution of sequence and UID sets shared with FETCH and SEARCH.
+//! COPY past the user's quota is `NO [OVERQUOTA]` and copies nothing.
 
 use crate::parse::{Arg, SeqSet};
 use crate::reply::flag_list;
@@ -129,6 +130,17 @@ impl Session {
         }
         let uids: Vec<u32> = idx.iter().map(|&i| sel.view[i].0).collect();
         let same = dest.path() == sel.folder.path();
+        // a COPY adds its messages' sizes to the mailbox; a MOVE adds nothing (the folders
+        // share one quota, as in Dovecot), so an over-quota user can still move to Trash
+        if !mv {
+            let size: u64 = uids.iter().filter_map(|&u| sel.folder.get(u)).map(|m| m.size).sum();
+            if !self.store()?.room_for(size)? {
+                return Err(self.over_quota("COPY", size));
+            }
+        }
+        let Some(sel) = self.sel.as_mut() else {
+            return Err(Reply::Bad("No mailbox".into()));
+        };
         let pairs = if mv && !same {
             sel.folder.move_to(&uids, &mut dest)?
         } else {

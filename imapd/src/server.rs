@@ -3,7 +3,7 @@
 //! short-lived thread per attempt, so a slow or throttled answer never stalls the loop;
 //! the answer comes back through a channel and a [`mio::Waker`].
 
-use crate::session::{LoginFailure, Need, Session, Settings};
+use crate::session::{Account, LoginFailure, Need, Session, Settings};
 use mio::net::TcpStream;
 use mio::{Interest, Token, Waker};
 use postern_lib::ipc::IpcStream;
@@ -46,8 +46,8 @@ pub struct Imapd {
     conns: HashMap<usize, Conn>,
     next: usize,
     waker: Option<Arc<Waker>>,
-    tx: Sender<(usize, Result<String, LoginFailure>)>,
-    rx: Receiver<(usize, Result<String, LoginFailure>)>,
+    tx: Sender<(usize, Result<Account, LoginFailure>)>,
+    rx: Receiver<(usize, Result<Account, LoginFailure>)>,
     per_user: HashMap<String, u32>,
     user_limit: u32,
     timeout: Duration,
@@ -277,7 +277,7 @@ fn verify(
     user: String,
     password: String,
     client: Option<String>,
-) -> Result<String, LoginFailure> {
+) -> Result<Account, LoginFailure> {
     let mut req = AuthRequest::Verify {
         user,
         password,
@@ -289,13 +289,28 @@ fn verify(
         let mut ipc = IpcStream::client(sock, auth::PROTOCOL, auth::VERSION, Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
         ipc.send(&req).map_err(|e| e.to_string())?;
-        ipc.recv::<AuthReply>().map_err(|e| e.to_string())
+        let reply = ipc.recv::<AuthReply>().map_err(|e| e.to_string())?;
+        // the account's quota, for APPEND, COPY and MOVE
+        let quota = match &reply {
+            AuthReply::Ok { user } => {
+                ipc.send(&AuthRequest::Lookup { user: user.clone() })
+                    .map_err(|e| e.to_string())?;
+                match ipc.recv::<AuthReply>().map_err(|e| e.to_string())? {
+                    AuthReply::Exists { quota, .. } => quota,
+                    AuthReply::NoSuchUser => None,
+                    other => return Err(format!("quota lookup: {other:?}")),
+                }
+            }
+            _ => None,
+        };
+        Ok((reply, quota))
     })();
     if let AuthRequest::Verify { password, .. } = &mut req {
         zeroize::Zeroize::zeroize(password);
     }
-    match res.map_err(LoginFailure::Unavailable)? {
-        AuthReply::Ok { user } => Ok(user),
+    let (reply, quota) = res.map_err(LoginFailure::Unavailable)?;
+    match reply {
+        AuthReply::Ok { user } => Ok(Account { name: user, quota }),
         AuthReply::Fail { reason } => Err(LoginFailure::Refused(reason)),
         AuthReply::TempFail { reason } => Err(LoginFailure::Unavailable(reason)),
         other => Err(LoginFailure::Unavailable(format!("unexpected reply {other:?}"))),
@@ -444,7 +459,7 @@ impl EventService for Imapd {
         if event.token() == WAKER {
             while let Ok((cid, result)) = self.rx.try_recv() {
                 let over = match &result {
-                    Ok(user) => self.per_user.get(user).copied().unwrap_or(0) >= self.user_limit,
+                    Ok(account) => self.per_user.get(&account.name).copied().unwrap_or(0) >= self.user_limit,
                     Err(_) => false,
                 };
                 let need = match self.conns.get_mut(&cid) {

@@ -65,6 +65,25 @@ enum Mode {
     Waiting(String),
 }
 
+/// A login the auth daemon accepted: the account, and its quota in bytes (`etc/users`),
+/// which APPEND, COPY and MOVE enforce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    /// The canonical account name.
+    pub name: String,
+    /// The quota, when the account has one.
+    pub quota: Option<u64>,
+}
+
+impl From<&str> for Account {
+    fn from(name: &str) -> Account {
+        Account {
+            name: name.to_string(),
+            quota: None,
+        }
+    }
+}
+
 /// Why a login did not succeed.
 #[derive(Debug)]
 pub enum LoginFailure {
@@ -207,14 +226,15 @@ impl Session {
     }
 
     /// The auth daemon's answer: `Ok(account)` or why not.
-    pub fn auth_done(&mut self, result: Result<String, LoginFailure>) -> Option<Need> {
+    pub fn auth_done(&mut self, result: Result<Account, LoginFailure>) -> Option<Need> {
         let Mode::Waiting(tag) = std::mem::replace(&mut self.mode, Mode::Normal) else {
             return None;
         };
         match result {
-            Ok(user) => match Store::open(&self.settings.mail_base, &user) {
-                Ok(store) => {
+            Ok(Account { name: user, quota }) => match Store::open(&self.settings.mail_base, &user) {
+                Ok(mut store) => {
                     tracing::info!("login: user={user}");
+                    store.set_quota(quota);
                     self.store = Some(store);
                     self.user = Some(user);
                     let caps = self.capabilities();

@@ -650,7 +650,7 @@ impl Folder {
         }
         let _ = crate::safe_open::fsync_dir(&dest.path.join("cur"));
         if mv {
-            let gone: Vec<u32> = placed.iter().map(|(u, _)| *u).collect();
+            let gone: std::collections::HashSet<u32> = placed.iter().map(|(u, _)| *u).collect();
             self.messages.retain(|m| !gone.contains(&m.uid));
         }
         dest.sync()?;
