@@ -105,6 +105,12 @@ impl Tail {
         false
     }
 
+    /// Whether `path` now names another file than the one being read (rotated, and the
+    /// new file could not be opened).
+    pub fn replaced(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| m.ino() != self.inode)
+    }
+
     /// Bytes read so far from the current file.
     pub fn offset(&self) -> u64 {
         self.offset

@@ -38,6 +38,7 @@ const DAEMONS: &[&str] = &[
     "auth",
     "pop3d",
     "imapd",
+    "metrics",
 ];
 /// Commands for people and scripts, in sbin.
 const COMMANDS: &[&str] = &["postern", "postsuper", "postqueue", "postdrop", "sendmail"];
@@ -267,7 +268,10 @@ fn write_config(p: &Paths, dir: &Path) -> Result<(), String> {
         [[service]]\nname = \"local\"\ntype = \"unix\"\ncommand = \"local\"\nmaxproc = 8\nunprivileged = false\n\n\
         [[service]]\nname = \"smtp\"\ntype = \"unix\"\ncommand = \"smtp\"\nmaxproc = 16\n\n\
         [[service]]\nname = \"bounce\"\ntype = \"unix\"\ncommand = \"bounce\"\nmaxproc = 4\n\n\
-        [[service]]\nname = \"auth\"\ntype = \"unix\"\ncommand = \"auth\"\nmaxproc = 1\nmax_use = 1000000\nmax_idle = \"1d\"\n";
+        [[service]]\nname = \"auth\"\ntype = \"unix\"\ncommand = \"auth\"\nmaxproc = 1\nmax_use = 1000000\nmax_idle = \"1d\"\n\n\
+        # Prometheus metrics on http://127.0.0.1:9154/metrics (see the metrics crate); uncomment to enable:\n\
+        # [[service]]\n# name = \"metrics\"\n# type = \"inet\"\n# listen = \"127.0.0.1:9154\"\n# command = \"metrics\"\n\
+        # maxproc = 1\n# max_use = 1000000000\n# max_idle = \"1000d\"\n";
     std::fs::write(dir.join(postern_lib::config::MAIN_FILE), main).map_err(io("write", dir))?;
     std::fs::write(dir.join(postern_lib::config::MASTER_FILE), master).map_err(io("write", dir))?;
     // Validate what was written, against the installed programs.
