@@ -28,8 +28,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use postern_tests::{
-    Instance, add_user, daemon_service, free_port, is_root, maildir_messages, pipeline_services, python, sink,
-    sink_index, smtplib_send, wait_for,
+    Instance, add_user, daemon_service, free_port, maildir_messages, pipeline_services, python, sink, sink_index,
+    smtplib_send, wait_for,
 };
 
 const LONG: Duration = Duration::from_secs(90);
@@ -145,8 +145,7 @@ fn env_of(text: &str, key: &str) -> Option<String> {
 
 #[test]
 fn alias_commands_includes_and_remote_forwarding() {
-    if !is_root() {
-        println!("skipped: delivery as other accounts needs root (CI runs as root)");
+    if !postern_tests::require_root("delivery as other accounts") {
         return;
     }
     let (smtp, relay) = (free_port(), free_port());
@@ -308,8 +307,7 @@ fn alias_commands_includes_and_remote_forwarding() {
 
 #[test]
 fn system_accounts_maildir_forward_and_command() {
-    if !is_root() {
-        println!("skipped: delivery to system accounts needs root (CI runs as root)");
+    if !postern_tests::require_root("delivery to system accounts") {
         return;
     }
     let (smtp, relay) = (free_port(), free_port());
@@ -398,8 +396,7 @@ fn system_accounts_maildir_forward_and_command() {
 
 #[test]
 fn system_account_mbox_in_the_spool() {
-    if !is_root() {
-        println!("skipped: delivery to system accounts needs root (CI runs as root)");
+    if !postern_tests::require_root("delivery to system accounts") {
         return;
     }
     let (smtp, relay) = (free_port(), free_port());

@@ -153,8 +153,7 @@ fn check_queue_files(queue: &Path) {
 
 #[test]
 fn disk_full_refuses_cleanly_and_recovers() {
-    if !is_root() {
-        eprintln!("SKIPPED: disk_full needs root (it mounts tmpfs file systems)");
+    if !postern_tests::require_root("it mounts tmpfs file systems") {
         return;
     }
     let port = free_port();

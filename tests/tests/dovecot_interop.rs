@@ -118,8 +118,9 @@ fn parse(out: &str) -> (String, BTreeMap<String, (String, String)>) {
 
 #[test]
 fn dovecot_reads_postern_mailboxes_and_postern_reads_dovecots_changes() {
-    if !is_root() || Command::new("dovecot").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root and Dovecot (dovecot-imapd)");
+    if !postern_tests::require_root("Dovecot runs as root")
+        || !postern_tests::require_tool("/usr/sbin/dovecot", "dovecot-imapd")
+    {
         return;
     }
     let (smtp, imap, dove) = (free_port(), free_port(), free_port());

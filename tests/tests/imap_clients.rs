@@ -7,8 +7,7 @@ use std::process::Command;
 
 #[test]
 fn fetchmail_fetches_and_expunges_over_imap() {
-    if Command::new("fetchmail").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: fetchmail is not installed");
+    if !postern_tests::require_tool("fetchmail", "fetchmail") {
         return;
     }
     let port = free_port();

@@ -46,7 +46,7 @@ fn message(from: &str, to: &str, subject: &str) -> String {
 #[test]
 fn pflogsumm_counts_match_the_load() {
     let Some(pflogsumm) = pflogsumm() else {
-        eprintln!("SKIPPED: pflogsumm is not installed (apt-get install pflogsumm; .ci/install-packages does it)");
+        postern_tests::require_tool(PFLOGSUMM, "pflogsumm");
         return;
     };
     let (smtp_port, bounce_port, defer_port) = (free_port(), free_port(), free_port());

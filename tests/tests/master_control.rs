@@ -163,8 +163,7 @@ fn startup_errors_are_one_clear_line() {
 
 #[test]
 fn unprivileged_children_drop_to_mail_owner() {
-    if !is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
+    if !postern_tests::require_root("children drop to mail_owner only under root") {
         return;
     }
     let (p1, p2) = (free_port(), free_port());

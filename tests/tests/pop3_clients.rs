@@ -93,8 +93,7 @@ p.quit()
 
 #[test]
 fn fetchmail_fetches_and_deletes() {
-    if Command::new("fetchmail").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: fetchmail is not installed (.ci/install-packages installs it)");
+    if !postern_tests::require_tool("fetchmail", "fetchmail") {
         return;
     }
     let port = free_port();

@@ -16,7 +16,7 @@
 //! (replayed with `setpriv`) cannot open: `Permission denied`, while it can read
 //! `etc/main.toml` (so the refusal is the file's, not setpriv's).
 
-use postern_tests::{Instance, add_user, alive, children_of, daemon_service, free_port, is_root, wait_for};
+use postern_tests::{Instance, add_user, alive, children_of, daemon_service, free_port, wait_for};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
@@ -274,8 +274,7 @@ print('activity ok')
 
 #[test]
 fn every_daemon_runs_unprivileged_and_none_reads_users() {
-    if !is_root() {
-        eprintln!("privsep: skipped (needs root)");
+    if !postern_tests::require_root("privilege separation starts from root") {
         return;
     }
     let (uid, gid) = postern_lib::privs::lookup("postern").expect("mail_owner postern exists");

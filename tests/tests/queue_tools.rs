@@ -551,8 +551,7 @@ fn postqueue_i_and_s_deliver_deferred_mail_now() {
 
 #[test]
 fn refused_without_the_rights_to_change_the_queue() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run postsuper as nobody");
+    if !postern_tests::require_root("postsuper is run as nobody") {
         return;
     }
     let mut inst = quiet_instance();

@@ -198,8 +198,7 @@ fn unreachable_host_defers_without_blocking() {
 
 #[test]
 fn mx_preference_fallback_and_null_mx() {
-    if !is_root() {
-        eprintln!("skipped: MX delivery uses port 25 on 127.0.x.y, which needs root (CI runs as root)");
+    if !postern_tests::require_root("MX delivery uses port 25 on 127.0.x.y") {
         return;
     }
     // Unique loopback addresses for this test: 127.77.<pid-derived>.{1,2}.
