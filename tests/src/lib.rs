@@ -373,12 +373,25 @@ pub fn write_queue_file(
     attributes: &[(&str, &str)],
     content: &[u8],
 ) -> (postern_lib::queue_id::QueueId, PathBuf) {
+    write_queue_file_arrived(inst, dir, sender, rcpts, attributes, content, 1_700_000_000)
+}
+
+/// [`write_queue_file`] with the arrival time `arrival` (seconds since the epoch).
+pub fn write_queue_file_arrived(
+    inst: &Instance,
+    dir: &str,
+    sender: &str,
+    rcpts: &[(&str, postern_lib::queue_file::Notify)],
+    attributes: &[(&str, &str)],
+    content: &[u8],
+    arrival: u64,
+) -> (postern_lib::queue_id::QueueId, PathBuf) {
     use postern_lib::queue_file::{Arrival, Envelope, QueueFileWriter, RecipientSpec};
     let id = postern_lib::queue_id::QueueId::new();
     let env = Envelope {
         queue_id: id,
         arrival: Arrival {
-            secs: 1_700_000_000,
+            secs: arrival,
             micros: 0,
         },
         sender: sender.into(),
@@ -755,4 +768,63 @@ pub fn owned_mail_base(inst: &Instance) -> PathBuf {
         assert!(st.success(), "chown -R postern: {}", mail.display());
     }
     mail
+}
+
+/// A system account made by a test with `useradd` (home `parent/NAME`, mode 0755, owned by
+/// it; shell `/bin/sh`), removed with `userdel` when dropped. Needs root.
+pub struct SystemAccount {
+    /// Login name: `pt<tag><pid>`.
+    pub name: String,
+    /// Home directory.
+    pub home: PathBuf,
+    /// User ID.
+    pub uid: u32,
+    /// Primary group ID.
+    pub gid: u32,
+}
+
+impl SystemAccount {
+    /// Creates the account `pt<tag><pid>` with its home below `parent`.
+    pub fn new(tag: &str, parent: &Path) -> SystemAccount {
+        let name = format!("pt{tag}{}", std::process::id() % 100_000);
+        let home = parent.join(&name);
+        // A leftover of a killed run of this test would make useradd fail.
+        let _ = Command::new("userdel").arg(&name).output();
+        let out = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", "-d"])
+            .arg(&home)
+            .arg(&name)
+            .output()
+            .expect("useradd");
+        assert!(
+            out.status.success(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let user = nix::unistd::User::from_name(&name).expect("getpwnam").expect("account");
+        let acct = SystemAccount {
+            name,
+            home: home.clone(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        };
+        std::fs::create_dir_all(&home).expect("mkdir home");
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).expect("chmod home");
+        nix::unistd::chown(&home, Some(user.uid), Some(user.gid)).expect("chown home");
+        acct
+    }
+
+    /// Writes `~/name` owned by the account, mode 0644.
+    pub fn write(&self, name: &str, text: &str) {
+        let p = self.home.join(name);
+        std::fs::write(&p, text).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(self.uid)), None).expect("chown");
+    }
+}
+
+impl Drop for SystemAccount {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
 }

@@ -24,66 +24,14 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use postern_tests::{
-    Instance, add_user, daemon_service, free_port, maildir_messages, pipeline_services, python, sink, sink_index,
-    smtplib_send, wait_for,
+    Instance, SystemAccount as Account, add_user, daemon_service, free_port, maildir_messages, pipeline_services,
+    python, sink, sink_index, smtplib_send, wait_for,
 };
 
 const LONG: Duration = Duration::from_secs(90);
-
-/// A system account made for the test, removed when dropped.
-struct Account {
-    name: String,
-    home: PathBuf,
-    uid: u32,
-}
-
-impl Account {
-    fn new(tag: &str, parent: &Path) -> Account {
-        let name = format!("pt{tag}{}", std::process::id() % 100_000);
-        let home = parent.join(&name);
-        // A leftover of a killed run of this test would make useradd fail.
-        let _ = Command::new("userdel").arg(&name).output();
-        let out = Command::new("useradd")
-            .args(["-M", "-s", "/bin/sh", "-d"])
-            .arg(&home)
-            .arg(&name)
-            .output()
-            .expect("useradd");
-        assert!(
-            out.status.success(),
-            "useradd {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let user = nix::unistd::User::from_name(&name).expect("getpwnam").expect("account");
-        let acct = Account {
-            name,
-            home: home.clone(),
-            uid: user.uid.as_raw(),
-        };
-        std::fs::create_dir_all(&home).expect("mkdir home");
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).expect("chmod home");
-        nix::unistd::chown(&home, Some(user.uid), Some(user.gid)).expect("chown home");
-        acct
-    }
-
-    /// Writes `~/name` owned by the account, mode 0644.
-    fn write(&self, name: &str, text: &str) {
-        let p = self.home.join(name);
-        std::fs::write(&p, text).expect("write");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(self.uid)), None).expect("chown");
-    }
-}
-
-impl Drop for Account {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
-    }
-}
 
 fn services(smtp: u16) -> String {
     pipeline_services(smtp).replace(
