@@ -7,18 +7,47 @@ use crate::reply::flag_list;
 use crate::session::{Reply, Session};
 use postern_lib::mailbox::flags::{self, Flags};
 
+/// A sequence or UID set with `*` resolved, sorted and merged: membership by binary
+/// search, so a set of many ranges over a large folder costs O(n log k), not O(n × k).
+pub(crate) struct Ranges(Vec<(u32, u32)>);
+
+impl Ranges {
+    /// `set` with `*` standing for `largest`.
+    pub(crate) fn new(set: &SeqSet, largest: u32) -> Ranges {
+        let fix = |x: u32| if x == u32::MAX { largest } else { x };
+        let mut r: Vec<(u32, u32)> = set
+            .0
+            .iter()
+            .map(|&(a, b)| (fix(a).min(fix(b)), fix(a).max(fix(b))))
+            .collect();
+        r.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(r.len());
+        for (a, b) in r {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        Ranges(merged)
+    }
+
+    /// Whether `n` is in the set.
+    pub(crate) fn contains(&self, n: u32) -> bool {
+        let i = self.0.partition_point(|&(a, _)| a <= n);
+        i > 0 && self.0[i - 1].1 >= n
+    }
+}
+
 impl Session {
     /// Indexes into the view selected by a set (sequence numbers or UIDs).
     pub(crate) fn resolve(&self, set: &SeqSet, uid: bool) -> Vec<usize> {
         let Some(sel) = &self.sel else { return Vec::new() };
         if uid {
-            let largest = sel.view.last().map_or(0, |v| v.0);
-            (0..sel.view.len())
-                .filter(|&i| set.contains(sel.view[i].0, largest))
-                .collect()
+            let r = Ranges::new(set, sel.view.last().map_or(0, |v| v.0));
+            (0..sel.view.len()).filter(|&i| r.contains(sel.view[i].0)).collect()
         } else {
-            let n = sel.view.len() as u32;
-            (0..sel.view.len()).filter(|&i| set.contains(i as u32 + 1, n)).collect()
+            let r = Ranges::new(set, sel.view.len() as u32);
+            (0..sel.view.len()).filter(|&i| r.contains(i as u32 + 1)).collect()
         }
     }
 
@@ -187,15 +216,32 @@ impl Session {
         if sel.folder.changed() {
             sel.folder.sync()?;
         }
-        let largest = sel.view.last().map_or(0, |v| v.0);
+        let only = only.map(|s| Ranges::new(&s, sel.view.last().map_or(0, |v| v.0)));
         let uids: Vec<u32> = sel
             .folder
             .messages()
             .iter()
-            .filter(|m| m.flags.deleted() && only.as_ref().is_none_or(|s| s.contains(m.uid, largest)))
+            .filter(|m| m.flags.deleted() && only.as_ref().is_none_or(|r| r.contains(m.uid)))
             .map(|m| m.uid)
             .collect();
         sel.folder.expunge(&uids)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ranges;
+    use crate::parse::SeqSet;
+
+    #[test]
+    fn ranges_agree_with_the_set() {
+        for text in ["1:3,5,7:*", "*", "9:2", "4,4,3,2:5,100000", "1,3,5,7,9,11"] {
+            let set = SeqSet::parse(text).unwrap();
+            let r = Ranges::new(&set, 12);
+            for n in 0..20 {
+                assert_eq!(r.contains(n), set.contains(n, 12), "{text} {n}");
+            }
+        }
     }
 }

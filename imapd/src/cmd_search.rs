@@ -5,6 +5,7 @@
 //! raw bytes (no MIME decoding; header fields with RFC 2047 encoded words are also matched decoded, in Unicode case). Answers are `* SEARCH`, or `* ESEARCH` (RFC 4731) for
 //! `SEARCH RETURN (MIN MAX COUNT ALL)` and for every SEARCH once IMAP4rev2 is enabled.
 
+use crate::cmd_message::Ranges;
 use crate::mime;
 use crate::parse::{self, Arg, SeqSet};
 use crate::session::{Reply, Session};
@@ -26,6 +27,9 @@ enum Key {
     Sent(std::cmp::Ordering, bool, i64),
     Seq(SeqSet),
     Uid(SeqSet),
+    /// A `Seq` or `Uid` set resolved for the folder searched ([`Key::resolved`]).
+    SeqIn(Ranges),
+    UidIn(Ranges),
     Not(Box<Key>),
     Or(Box<Key>, Box<Key>),
     And(Vec<Key>),
@@ -43,6 +47,22 @@ struct Ctx<'a> {
 }
 
 impl Key {
+    /// The key with its sequence and UID sets resolved against a folder of `count`
+    /// messages whose largest UID is `largest_uid`, for binary search.
+    fn resolved(self, count: u32, largest_uid: u32) -> Key {
+        match self {
+            Key::Seq(s) => Key::SeqIn(Ranges::new(&s, count)),
+            Key::Uid(s) => Key::UidIn(Ranges::new(&s, largest_uid)),
+            Key::Not(k) => Key::Not(Box::new(k.resolved(count, largest_uid))),
+            Key::Or(a, b) => Key::Or(
+                Box::new(a.resolved(count, largest_uid)),
+                Box::new(b.resolved(count, largest_uid)),
+            ),
+            Key::And(v) => Key::And(v.into_iter().map(|k| k.resolved(count, largest_uid)).collect()),
+            k => k,
+        }
+    }
+
     /// 0: flags and sizes only; 1: the header; 2: the whole message.
     fn needs(&self) -> u8 {
         match self {
@@ -93,6 +113,8 @@ impl Key {
             }
             Key::Seq(s) => s.contains(c.seq, c.count),
             Key::Uid(s) => s.contains(c.uid, c.largest_uid),
+            Key::SeqIn(r) => r.contains(c.seq),
+            Key::UidIn(r) => r.contains(c.uid),
             Key::Not(k) => !k.eval(c),
             Key::Or(a, b) => a.eval(c) || b.eval(c),
             Key::And(v) => v.iter().all(|k| k.eval(c)),
@@ -127,10 +149,22 @@ fn decoded_contains(value: &[u8], needle: &[u8]) -> bool {
         .contains(&String::from_utf8_lossy(needle).to_lowercase())
 }
 
-/// Case-insensitive (ASCII) substring test.
+/// Needles up to this length are compared in place (at most this many bytes per position).
+const SHORT_NEEDLE: usize = 32;
+
+/// Case-insensitive (ASCII) substring test, in time linear in the haystack: short needles
+/// are compared at each candidate position, longer ones searched with memmem (Two-Way)
+/// in lower-cased copies, so a long needle cannot make it quadratic.
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     if needle.is_empty() {
         return true;
+    }
+    if needle.len() > hay.len() {
+        return false;
+    }
+    if needle.len() > SHORT_NEEDLE {
+        let needle = needle.to_ascii_lowercase();
+        return memchr::memmem::find(&hay.to_ascii_lowercase(), &needle).is_some();
     }
     let lower: Vec<u8> = needle.to_ascii_lowercase();
     let first = lower[0];
@@ -329,6 +363,7 @@ impl Session {
         }
         let count = sel.view.len() as u32;
         let largest_uid = sel.view.last().map_or(0, |v| v.0);
+        let key = key.resolved(count, largest_uid);
         let mut hits = Vec::new();
         // header keys answer from the folder's header cache, which learns what it lacks
         let mut hc = match needs {
@@ -438,5 +473,12 @@ mod tests {
         assert!(super::contains(b"Hello World", b"wORLD"));
         assert!(!super::contains(b"Hello", b"world"));
         assert!(super::contains(b"x", b""));
+        // a long needle: same answers, linear time on a worst case for naive search
+        let mut hay = vec![b'a'; 2_000_000];
+        let mut needle = vec![b'A'; 100_000];
+        needle.push(b'b');
+        assert!(!super::contains(&hay, &needle));
+        hay.extend_from_slice(b"B");
+        assert!(super::contains(&hay, &needle));
     }
 }
