@@ -1,0 +1,302 @@
+//! The operator's first hour (issue 17), as README.md tells it: the README's commands run
+//! as written in a copy of the checkout layout, mail that cannot be delivered ends in
+//! postmaster's mailbox, and the help, version and error texts are exact.
+//!
+//! [`Layout`] is a throwaway checkout: `etc/` copied from the repository (main.toml,
+//! master.toml, aliases), the built programs hard-linked into `target/release/` (so each
+//! finds its config as `../../etc`, exactly as from a real checkout), and only the ports
+//! changed to free ones so that a developer's running instance is not disturbed. The
+//! README's shell block then runs unchanged, as one script, with the layout as its
+//! working directory.
+
+use postern_tests::{bin, bin_dir, free_port, repo_root, wait_for};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A copy of the checkout layout in a temporary directory; stopped when dropped.
+struct Layout {
+    root: tempfile::TempDir,
+    ports: [u16; 5],
+}
+
+impl Layout {
+    fn new() -> Layout {
+        if postern_tests::is_root() {
+            postern_lib::accounts::ensure_mail_owner("postern").expect("mail_owner");
+        }
+        let root = tempfile::Builder::new().prefix("postern-layout").tempdir().unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let etc = root.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        for f in ["main.toml", "master.toml", "aliases"] {
+            std::fs::copy(repo_root().join("etc").join(f), etc.join(f)).unwrap();
+        }
+        let release = root.path().join("target/release");
+        std::fs::create_dir_all(&release).unwrap();
+        for e in std::fs::read_dir(bin_dir()).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let meta = e.metadata().unwrap();
+            if meta.is_file()
+                && meta.permissions().mode() & 0o111 != 0
+                && !name.contains('.')
+                && std::fs::hard_link(e.path(), release.join(&name)).is_err()
+            {
+                std::fs::copy(e.path(), release.join(&name)).unwrap();
+            }
+        }
+        let ports = [free_port(), free_port(), free_port(), free_port(), free_port()];
+        let l = Layout { root, ports };
+        let out = l.postern(&[
+            "config",
+            "set",
+            &format!("smtp/inet.listen=127.0.0.1:{}", ports[0]),
+            &format!("submission/inet.listen=127.0.0.1:{}", ports[1]),
+            &format!("pop3/inet.listen=127.0.0.1:{}", ports[2]),
+            &format!("imap/inet.listen=127.0.0.1:{}", ports[3]),
+            &format!("relayhost=[127.0.0.1]:{}", ports[4]),
+            "shutdown_timeout=5s",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        l
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.root.path().join(p)
+    }
+
+    /// `target/release/postern ARGS` in the layout, without `-c`: the default config.
+    fn postern(&self, args: &[&str]) -> Output {
+        Command::new(self.path("target/release/postern"))
+            .args(args)
+            .current_dir(self.root.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `script` with bash in the layout.
+    fn shell(&self, script: &str) -> Output {
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(self.root.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Layout {
+    fn drop(&mut self) {
+        let _ = self.postern(&["stop"]);
+    }
+}
+
+/// The first ```sh block after `marker` in README.md.
+fn readme_block(marker: &str) -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let after = &readme[readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README has no {marker:?}"))..];
+    let start = after.find("```sh\n").expect("a ```sh block") + "```sh\n".len();
+    let len = after[start..].find("```").expect("end of block");
+    after[start..start + len].to_string()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn readme_first_commands_and_send_yourself_a_mail_work_pasted_whole() {
+    let l = Layout::new();
+    // The README's first command, after the build: start, which lists what is open.
+    let first = readme_block("## Try it");
+    assert_eq!(
+        first.trim(),
+        "cargo build --release --workspace && target/release/postern start"
+    );
+    let out = l.postern(&["start"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = std::fs::read_to_string(l.path("var/spool/pid/master.pid")).unwrap();
+    let [smtp, submission, pop3, imap, _] = l.ports;
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "the Postern mail system is running (pid {})\n  imap        127.0.0.1:{imap}\n  pop3        127.0.0.1:{pop3}\n  smtp        127.0.0.1:{smtp}\n  submission  127.0.0.1:{submission}\n  log         {}\n",
+            pid.trim(),
+            l.path("var/log/maillog").display()
+        )
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "postern: created the mailbox user postmaster for mail to postmaster (and what aliases sends there); read it after: postern user passwd postmaster\n"
+    );
+
+    // "Send yourself a mail", as one script: it must find the mail, no race.
+    let block = readme_block("Send yourself a mail");
+    let out = l.shell(&block);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("Subject: hi\n")
+            && stdout.contains("\nhello\n")
+            && stdout.contains("Delivered-To: alice@example.test"),
+        "the mail was not found by the README's block:\n{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let stop = l.postern(&["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+}
+
+#[test]
+fn an_unknown_users_bounce_from_an_unknown_sender_ends_in_postmasters_mailbox() {
+    let l = Layout::new();
+    // Before the first start nothing is wrong: what start creates is only a note.
+    let check = l.postern(&["check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+    assert!(!text(&check.stderr).contains("warning"), "{}", text(&check.stderr));
+    let out = l.postern(&["start", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!((text(&out.stdout), text(&out.stderr)), (String::new(), String::new()));
+
+    // sendmail exits 0; the bounce to the unknown sender bounces too; the double bounce
+    // lands in postmaster's mailbox.
+    let out = l.shell("printf 'Subject: lost?\\n\\nhello\\n' | target/release/sendmail -f nobody-here@example.test nosuchuser@example.test");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let new = l.path("var/mail/postmaster/new");
+    let arrived = wait_for(Duration::from_secs(30), || {
+        std::fs::read_dir(&new).is_ok_and(|d| d.count() == 1)
+    });
+    assert!(
+        arrived,
+        "no mail in {}\n{}",
+        new.display(),
+        std::fs::read_to_string(l.path("var/log/maillog")).unwrap_or_default()
+    );
+    let file = std::fs::read_dir(&new).unwrap().flatten().next().unwrap().path();
+    let mail = std::fs::read_to_string(file).unwrap();
+    assert!(mail.contains("Delivered-To: postmaster@example.test"), "{mail}");
+    assert!(mail.contains("nobody-here@example.test"), "{mail}");
+    let log = std::fs::read_to_string(l.path("var/log/maillog")).unwrap();
+    assert!(log.contains("to=<postmaster@example.test>, relay=local"), "{log}");
+    assert!(!log.contains("dropped"), "{log}");
+    // And the mailbox can be read once it has a password.
+    let passwd = l.shell("echo 'pm-pw' | target/release/postern user passwd postmaster");
+    assert!(passwd.status.success(), "{}", text(&passwd.stderr));
+}
+
+#[test]
+fn help_version_and_usage_texts() {
+    // --version on every program, one line, before any configuration is read.
+    for p in [
+        "postern",
+        "sendmail",
+        "mailq",
+        "newaliases",
+        "postqueue",
+        "postcat",
+        "postsuper",
+        "postdrop",
+        "master",
+        "smtpd",
+        "cleanup",
+        "pickup",
+        "qmgr",
+        "trivial-rewrite",
+        "anvil",
+        "local",
+        "smtp",
+        "bounce",
+        "auth",
+        "pop3d",
+        "imapd",
+    ] {
+        let out = Command::new(bin(p)).arg("--version").output().unwrap();
+        assert_eq!(
+            (out.status.code(), text(&out.stdout), text(&out.stderr)),
+            (Some(0), format!("{p} (Postern) {VERSION}\n"), String::new()),
+            "{p}"
+        );
+    }
+    let postern = |args: &[&str]| Command::new(bin("postern")).args(args).output().unwrap();
+
+    // --help and `help`: the same overview, one line per command.
+    let help = postern(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let overview = text(&help.stdout);
+    assert_eq!(text(&postern(&["help"]).stdout), overview);
+    assert!(
+        overview.starts_with("usage: postern [-c CONFIG_DIR] COMMAND [ARGS]\n"),
+        "{overview}"
+    );
+    for line in [
+        "  start      start the mail system; lists the open ports and the log file",
+        "  stop       stop the mail system; returns once every process has exited",
+        "  check      configuration, directories, owners and modes, ports, postmaster",
+        "  help       this overview, or the usage of one command",
+    ] {
+        assert!(overview.lines().any(|l| l == line), "{line:?} in\n{overview}");
+    }
+    assert!(
+        overview.len() < 2000 && overview.lines().all(|l| l.len() <= 100),
+        "{overview}"
+    );
+
+    // help COMMAND and COMMAND --help.
+    let start = text(&postern(&["help", "start"]).stdout);
+    assert!(
+        start.starts_with(
+            "usage: postern [-c CONFIG_DIR] start [--foreground] [--quiet]\n\nstart the mail system; lists the open ports and the log file.\n"
+        ),
+        "{start}"
+    );
+    assert_eq!(text(&postern(&["start", "--help"]).stdout), start);
+
+    // Usage errors: one line and the hint, exit 1.
+    for args in [&["help", "nosuch"][..], &["nosuch"][..]] {
+        let out = postern(args);
+        assert_eq!(
+            (out.status.code(), text(&out.stderr)),
+            (
+                Some(1),
+                "postern: unknown command \"nosuch\" (postern --help lists the commands)\n".to_string()
+            )
+        );
+    }
+    let out = postern(&[]);
+    assert_eq!(
+        text(&out.stderr),
+        "postern: usage: postern [-c CONFIG_DIR] COMMAND [ARGS] (postern --help lists the commands)\n"
+    );
+
+    // sendmail --help (also as mailq), and a bad flag.
+    let out = Command::new(bin("sendmail")).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).starts_with("usage: sendmail [options] [--] RECIPIENT... < message\n  -t "),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = Command::new(bin("mailq")).arg("--help").output().unwrap();
+    assert!(
+        text(&out.stdout)
+            .starts_with("mailq [-C DIR]: list the mail queue, as Postfix prints it (same as sendmail -bp)\n")
+    );
+    let out = Command::new(bin("sendmail")).args(["-k", "x"]).output().unwrap();
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (
+            Some(64),
+            "sendmail: fatal: invalid option -- 'k'\nusage: sendmail [-t] [-i] [-f SENDER] [-F NAME] [-C DIR] [--] RECIPIENT... < message (sendmail --help for more)\n"
+                .to_string()
+        )
+    );
+    // mailq and newaliases sit next to sendmail after cargo build.
+    for p in ["mailq", "newaliases"] {
+        assert!(Path::new(&bin(p)).is_file(), "{p}");
+    }
+}
