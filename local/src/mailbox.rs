@@ -122,7 +122,8 @@ pub fn deliver(
     message: &mut dyn Read,
 ) -> Outcome {
     if let Some(q) = quota {
-        let used = match maildir_deliver::maildir_size(&base.join(user)) {
+        // every folder counts, as for IMAP APPEND and COPY (Dovecot's Maildir++ quota)
+        let used = match postern_lib::mailbox::usage(&base.join(user)) {
             Ok(u) => u,
             Err(e) => return Outcome::temp("4.3.0", format!("cannot size mailbox: {e}")),
         };

@@ -146,7 +146,13 @@ pub struct Store {
 /// quota counts them): the sizes in the message file names (`S=`), in `new/` and `cur/`.
 pub fn usage(root: &Path) -> io::Result<u64> {
     let mut total = crate::maildir_deliver::maildir_size(root)?;
-    for entry in fs::read_dir(root)? {
+    let entries = match fs::read_dir(root) {
+        Ok(rd) => rd,
+        // no mailbox yet: nothing used
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(total),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
         let is_folder = name

@@ -323,4 +323,5 @@ fn usage_counts_every_folder_and_the_quota_is_checked() {
     assert!(!store.room_for(51).unwrap());
     store.set_quota(Some(0));
     assert_eq!(store.quota(), None);
+    assert_eq!(usage(&store.root().join("nobody")).unwrap(), 0, "no mailbox yet");
 }
