@@ -3,10 +3,12 @@
 //! they name (aliases, client access tables), read before privileges are dropped.
 
 use crate::protocol::policy::{self, AccessTable, Restrictions};
+use crate::protocol::sender_login::SenderLoginMaps;
 use postern_lib::address::Destinations;
 use postern_lib::aliases::Aliases;
 use postern_lib::config::{Cidr, MainConfig};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// When STARTTLS is offered or required.
@@ -63,6 +65,8 @@ pub struct Settings {
     pub restrictions: Restrictions,
     /// The aliases of `alias_maps`, merged.
     pub aliases: Aliases,
+    /// `smtpd_sender_login_maps`, loaded.
+    pub sender_login_maps: Arc<SenderLoginMaps>,
     /// `smtpd_timeout`.
     pub timeout: Duration,
     /// `smtpd_data_timeout`.
@@ -136,6 +140,32 @@ impl Settings {
             }
         }
         let aliases = Aliases::parse(&aliases_text).map_err(|(l, why)| format!("alias_maps: line {l}: {why}"))?;
+        let destinations = Destinations::new(&main.mydestination, &main.relay_domains);
+        let sender_login_maps = SenderLoginMaps::load(
+            &main.smtpd_sender_login_maps,
+            &|f| resolve(config_dir, f),
+            &destinations,
+            &main.recipient_delimiter,
+        )
+        .map_err(|e| format!("smtpd_sender_login_maps: {e}"))?;
+        let login_rules = [
+            policy::Rule::RejectSenderLoginMismatch,
+            policy::Rule::RejectAuthenticatedSenderLoginMismatch,
+            policy::Rule::RejectKnownSenderLoginMismatch,
+            policy::Rule::RejectUnauthenticatedSenderLoginMismatch,
+        ];
+        let uses_login_rules = [
+            &restrictions.client,
+            &restrictions.helo,
+            &restrictions.sender,
+            &restrictions.relay,
+            &restrictions.recipient,
+        ]
+        .iter()
+        .any(|l| l.iter().any(|r| login_rules.contains(r)));
+        if uses_login_rules && sender_login_maps.is_empty() {
+            tracing::warn!("reject_*sender_login_mismatch without smtpd_sender_login_maps does nothing");
+        }
         let tls_level = match main.smtpd_tls_security_level.as_str() {
             "none" => TlsLevel::None,
             "encrypt" => TlsLevel::Encrypt,
@@ -152,7 +182,7 @@ impl Settings {
             banner: main.smtpd_banner.clone(),
             service: service.to_string(),
             mynetworks: main.mynetworks.clone(),
-            destinations: Destinations::new(&main.mydestination, &main.relay_domains),
+            destinations,
             message_size_limit: main.message_size_limit,
             header_size_limit: main.header_size_limit,
             recipient_limit: main.smtpd_recipient_limit as usize,
@@ -168,6 +198,7 @@ impl Settings {
             reject_unlisted: main.smtpd_reject_unlisted_recipient,
             restrictions,
             aliases,
+            sender_login_maps: Arc::new(sender_login_maps),
             timeout: Duration::from_secs(main.smtpd_timeout.0.max(1)),
             data_timeout: Duration::from_secs(main.smtpd_data_timeout.0.max(1)),
             conn_count_limit: main.smtpd_client_connection_count_limit,

@@ -38,6 +38,7 @@
 //! [`MAX_LINE`] bytes per rule, and compiled patterns limited to [`REGEX_SIZE_LIMIT`] bytes
 //! (the `regex` crate runs in linear time, so no pattern can make a match blow up).
 
+pub mod lookup;
 #[cfg(test)]
 mod tests;
 
@@ -148,35 +149,7 @@ impl Table {
             line,
             reason,
         };
-        // Join continuation lines first: (first line number, logical text).
-        let mut logical: Vec<(usize, String)> = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let n = i + 1;
-            let trimmed = raw.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
-            if raw.starts_with([' ', '\t']) {
-                match logical.last_mut() {
-                    Some((_, l)) => {
-                        l.push(' ');
-                        l.push_str(trimmed);
-                        if l.len() > MAX_LINE {
-                            return Err(err(n, format!("rule longer than {MAX_LINE} bytes")));
-                        }
-                    }
-                    None => return Err(err(n, "continuation line without a rule before it".into())),
-                }
-                continue;
-            }
-            if trimmed.len() > MAX_LINE {
-                return Err(err(n, format!("rule longer than {MAX_LINE} bytes")));
-            }
-            if logical.len() >= MAX_RULES {
-                return Err(err(n, format!("more than {MAX_RULES} rules")));
-            }
-            logical.push((n, trimmed.to_owned()));
-        }
+        let logical = logical_lines(text).map_err(|(n, r)| err(n, r))?;
         let mut rules = Vec::with_capacity(logical.len());
         for (n, l) in logical {
             rules.push(parse_rule(&l, n).map_err(|r| err(n, r))?);
@@ -249,7 +222,71 @@ fn truncate(s: &mut String, max: usize) {
     }
 }
 
+/// The rules of a table's text: comments and blank lines dropped, continuation lines
+/// joined, each with its first line number; an error is (line, reason).
+pub(crate) fn logical_lines(text: &str) -> Result<Vec<(usize, String)>, (usize, String)> {
+    let mut logical: Vec<(usize, String)> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if raw.starts_with([' ', '\t']) {
+            match logical.last_mut() {
+                Some((_, l)) => {
+                    l.push(' ');
+                    l.push_str(trimmed);
+                    if l.len() > MAX_LINE {
+                        return Err((n, format!("rule longer than {MAX_LINE} bytes")));
+                    }
+                }
+                None => return Err((n, "continuation line without a rule before it".into())),
+            }
+            continue;
+        }
+        if trimmed.len() > MAX_LINE {
+            return Err((n, format!("rule longer than {MAX_LINE} bytes")));
+        }
+        if logical.len() >= MAX_RULES {
+            return Err((n, format!("more than {MAX_RULES} rules")));
+        }
+        logical.push((n, trimmed.to_owned()));
+    }
+    Ok(logical)
+}
+
 fn parse_rule(line: &str, n: usize) -> Result<Rule, String> {
+    let (regex, negate, action) = parse_pattern(line)?;
+    let (word, text) = match action.find(char::is_whitespace) {
+        Some(i) => (&action[..i], action[i..].trim()),
+        None => (action, ""),
+    };
+    let kind = match word.to_ascii_uppercase().as_str() {
+        "REJECT" => Kind::Reject,
+        "DISCARD" => Kind::Discard,
+        "HOLD" => Kind::Hold,
+        "WARN" => Kind::Warn,
+        "IGNORE" => Kind::Ignore,
+        "OK" | "DUNNO" => Kind::Dunno,
+        "" => return Err("missing action".into()),
+        "FILTER" | "REDIRECT" | "BCC" | "PREPEND" | "REPLACE" | "INFO" | "STRIP" => {
+            return Err(format!("action {word} is not supported by Postern"));
+        }
+        _ => return Err(format!("unknown action {word:?}")),
+    };
+    Ok(Rule {
+        regex,
+        negate,
+        kind,
+        text: text.to_owned(),
+        line: n,
+    })
+}
+
+/// The `[!]/pattern/flags` at the start of a rule: the compiled pattern, whether it is
+/// negated, and the rest of the line (trimmed).
+pub(crate) fn parse_pattern(line: &str) -> Result<(Regex, bool, &str), String> {
     let (negate, rest) = match line.strip_prefix('!') {
         Some(r) => (true, r),
         None => (false, line),
@@ -298,31 +335,7 @@ fn parse_rule(line: &str, n: usize) -> Result<Rule, String> {
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|e| format!("bad pattern: {e}"))?;
-    let action = action.trim();
-    let (word, text) = match action.find(char::is_whitespace) {
-        Some(i) => (&action[..i], action[i..].trim()),
-        None => (action, ""),
-    };
-    let kind = match word.to_ascii_uppercase().as_str() {
-        "REJECT" => Kind::Reject,
-        "DISCARD" => Kind::Discard,
-        "HOLD" => Kind::Hold,
-        "WARN" => Kind::Warn,
-        "IGNORE" => Kind::Ignore,
-        "OK" | "DUNNO" => Kind::Dunno,
-        "" => return Err("missing action".into()),
-        "FILTER" | "REDIRECT" | "BCC" | "PREPEND" | "REPLACE" | "INFO" | "STRIP" => {
-            return Err(format!("action {word} is not supported by Postern"));
-        }
-        _ => return Err(format!("unknown action {word:?}")),
-    };
-    Ok(Rule {
-        regex,
-        negate,
-        kind,
-        text: text.to_owned(),
-        line: n,
-    })
+    Ok((regex, negate, action.trim()))
 }
 
 /// What identifies a version of a file: inode, size, modification time (s, ns).

@@ -141,6 +141,10 @@ pub struct MainConfig {
     /// anvil: the window over which connection rates are counted.
     pub anvil_rate_time_unit: Seconds,
     /// smtpd: bare LF in DATA: `normalize` (treat as CRLF; only CRLF.CRLF ends the data) or `reject`.
+    /// smtpd: clients whose connections are not counted against the connection count and
+    /// rate limits (Postfix's name); unset: `mynetworks`, as in Postfix; `[]`: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtpd_client_event_limit_exceptions: Option<Vec<Cidr>>,
     pub smtpd_forbid_bare_newline: String,
     /// smtpd: refuse unknown recipients in mydestination (550 5.1.1) after the restrictions.
     pub smtpd_reject_unlisted_recipient: bool,
@@ -161,6 +165,10 @@ pub struct MainConfig {
     /// smtpd: alias tables for recipient validation (relative to the config dir).
     pub alias_maps: Vec<String>,
     // --- qmgr, trivial-rewrite, local ---
+    /// smtpd: tables of envelope sender → the SASL login names that own it (Postfix's
+    /// table syntax; `regexp:FILE` for a Postfix regexp table), for the
+    /// `reject_*sender_login_mismatch` rules. Relative to the config dir.
+    pub smtpd_sender_login_maps: Vec<String>,
     /// trivial-rewrite, local: separator between a user name and an address extension (`user+ext`); empty: none.
     pub recipient_delimiter: String,
     /// trivial-rewrite: virtual alias tables (`address  target, ...`; relative to the config dir).
@@ -358,6 +366,7 @@ impl Default for MainConfig {
             smtpd_relay_restrictions: vec![
                 "permit_mynetworks".into(),
                 "permit_sasl_authenticated".into(),
+            smtpd_client_event_limit_exceptions: None,
                 "reject_unauth_destination".into(),
             ],
             smtpd_recipient_restrictions: Vec::new(),
@@ -372,6 +381,7 @@ impl Default for MainConfig {
             local_transport: "local".into(),
             relay_transport: "smtp".into(),
             default_transport: "smtp".into(),
+            smtpd_sender_login_maps: Vec::new(),
             qmgr_message_active_limit: 20_000,
             qmgr_message_recipient_limit: 20_000,
             default_destination_concurrency_limit: 20,

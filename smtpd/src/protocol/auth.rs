@@ -119,7 +119,13 @@ impl Session {
                 self.send(Reply::new(235, "2.7.0", "Authentication successful"));
             }
             VerifyResult::Fail => {
-                tracing::warn!("{}[{}]: SASL authentication failed", self.client.name, self.client.addr);
+                // Postfix's words, which fail2ban's postfix filter (mode auth) looks for.
+                tracing::warn!(
+                    "{}[{}]: SASL {} authentication failed: authentication failure",
+                    self.client.name,
+                    self.client.addr,
+                    self.sasl_method
+                );
                 self.send(Reply::new(535, "5.7.8", "Error: authentication failed"));
             }
             VerifyResult::TempFail => self.send(Reply::new(454, "4.7.0", "Temporary authentication failure")),

@@ -15,6 +15,7 @@
 //! (`smtpd_data_timeout`) is the event loop's.
 
 use super::policy::{self, Stage, Verdict};
+use super::reject_log::RejectStage;
 use super::received::{self, ReceivedFacts};
 use super::reply::{Reply, common};
 use super::{Action, Phase, Session, Wait};
@@ -215,7 +216,7 @@ impl Session {
             return self.send(common::sequence("DATA after BDAT"));
         }
         if let Some(r) = self.data_restrictions() {
-            return self.send(r);
+            return self.reject(RejectStage::Data, r, None, None);
         }
         self.begin_message(false);
         self.wait = Wait::Started(AfterStart::Data);
@@ -225,7 +226,13 @@ impl Session {
         let error = match &self.tx {
             None => Some(common::sequence("need MAIL command")),
             Some(tx) if tx.recipients.is_empty() => Some(Reply::new(554, "5.5.1", "Error: no valid recipients")),
-            Some(tx) if tx.message.is_none() => self.data_restrictions(),
+            Some(tx) if tx.message.is_none() => {
+                let refused = self.data_restrictions();
+                if let Some(r) = &refused {
+                    tracing::info!("{}", self.reject_line(RejectStage::Data, r, None, None));
+                }
+                refused
+            }
             Some(_) => None,
         };
         if error.is_none() && self.tx.as_ref().is_some_and(|t| t.message.is_none()) {
@@ -257,6 +264,7 @@ impl Session {
                 tracing::info!("{id}: client={}[{}]{sasl}", self.client.name, self.client.addr);
                 if let Some(t) = self.tx.as_mut() {
                     t.id_logged = true;
+                    t.queue_id = Some(id.to_string());
                 }
             }
             let header = self.received_header(queue_id);
@@ -443,6 +451,7 @@ impl Session {
 
     /// The end of the message: refuse it, or ask cleanup to commit it.
     fn finish_message(&mut self) {
+        let mut by_policy = false;
         let refusal = {
             let Some(m) = self.tx.as_ref().and_then(|t| t.message.as_ref()) else {
                 return self.send(common::sequence("need MAIL command"));
@@ -457,13 +466,19 @@ impl Session {
                 Some(common::local_error())
             } else {
                 match policy::evaluate(&self.cfg.restrictions.end_of_data, Stage::Data, &self.facts(None, None)) {
-                    Verdict::Reject(r) => Some(r),
+                    Verdict::Reject(r) => {
+                        by_policy = true;
+                        Some(r)
+                    }
                     Verdict::Permit => None,
                 }
             }
         };
         match refusal {
             Some(r) => {
+                if by_policy {
+                    tracing::info!("{}", self.reject_line(RejectStage::EndOfMessage, &r, None, None));
+                }
                 self.abort_message();
                 self.tx = None;
                 self.send(r);

@@ -4,6 +4,7 @@
 
 use super::command::{MailArgs, RcptArgs};
 use super::policy::{self, Stage, Verdict};
+use super::reject_log::RejectStage;
 use super::reply::{Reply, common};
 use super::{Action, LookupResult, Session, Transaction, Wait};
 use postern_lib::address::{Address, Class, Path};
@@ -29,7 +30,9 @@ impl Session {
             return self.send(common::sequence("nested MAIL command"));
         }
         if m.size.is_some_and(|s| s > self.cfg.message_size_limit) {
-            return self.send(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"));
+            let from = m.path.as_ref().map(|p| p.to_string()).unwrap_or_default();
+            let r = Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
+            return self.reject(RejectStage::Mail, r, Some(&from), None);
         }
         if (m.smtputf8 || m.body.is_some() || m.ret.is_some() || m.envid.is_some() || m.size.is_some()) && !self.esmtp {
             return self.send(Reply::new(
@@ -43,12 +46,9 @@ impl Session {
             && !crate::space::enough(free, minfree, self.cfg.message_size_limit, m.size)
         {
             let from = m.path.as_ref().map(|p| p.to_string()).unwrap_or_default();
-            tracing::info!(
-                "NOQUEUE: reject: MAIL from {}[{}]: 452 4.3.1 Insufficient system storage; from=<{from}> (free {free} bytes)",
-                self.client.name,
-                self.client.addr
-            );
-            return self.send(Reply::new(452, "4.3.1", "Insufficient system storage"));
+            tracing::warn!("not enough free space in the queue file system: {free} bytes");
+            let r = Reply::new(452, "4.3.1", "Insufficient system storage");
+            return self.reject(RejectStage::Mail, r, Some(&from), None);
         }
         self.tx = Some(Transaction {
             mail: m,
@@ -83,7 +83,7 @@ impl Session {
         // First the lists without the look-up, so that a client the lists refuse learns
         // nothing about which mailboxes exist.
         if let Some(r) = self.rcpt_verdict(&addr, class, None) {
-            return self.send(r);
+            return self.reject(RejectStage::Rcpt, r, None, Some(&addr.to_string()));
         }
         let needs_lookup = class == Class::Local && (self.cfg.reject_unlisted || self.cfg.restrictions.uses_unlisted());
         if !needs_lookup {
@@ -119,28 +119,26 @@ impl Session {
     pub(super) fn finish_rcpt(&mut self, p: PendingRcpt, lookup: Option<LookupResult>) {
         let known = match lookup {
             Some(LookupResult::TempFail) => {
-                return self.send(Reply::new(
-                    451,
-                    "4.3.0",
-                    format!("<{}>: Temporary lookup failure", p.addr),
-                ));
+                let r = Reply::new(451, "4.3.0", format!("<{}>: Temporary lookup failure", p.addr));
+                return self.reject(RejectStage::Rcpt, r, None, Some(&p.addr.to_string()));
             }
             Some(LookupResult::Exists) => Some(true),
             Some(LookupResult::NoSuchUser) => Some(false),
             None => None,
         };
         if let Some(r) = self.rcpt_verdict(&p.addr, p.class, known) {
-            return self.send(r);
+            return self.reject(RejectStage::Rcpt, r, None, Some(&p.addr.to_string()));
         }
         if self.cfg.reject_unlisted && known == Some(false) {
-            return self.send(Reply::new(
+            let r = Reply::new(
                 550,
                 "5.1.1",
                 format!(
                     "<{}>: Recipient address rejected: User unknown in local recipient table",
                     p.addr
                 ),
-            ));
+            );
+            return self.reject(RejectStage::Rcpt, r, None, Some(&p.addr.to_string()));
         }
         self.add_rcpt(p.addr.to_string(), p.args);
     }

@@ -14,8 +14,10 @@
 //! | [`data`] | DATA and BDAT: dot-unstuffing, size and header limits, end of message |
 //! | [`auth`] | AUTH PLAIN and LOGIN |
 //! | [`policy`] | restriction lists |
+//! | [`sender_login`] | `smtpd_sender_login_maps` |
 //! | [`received`] | the `Received:` header |
 //! | [`reply`] | reply formatting |
+//! | [`reject_log`] | Postfix's `NOQUEUE: reject:` log line for refusals |
 
 pub mod auth;
 pub mod command;
@@ -24,7 +26,9 @@ pub mod greet;
 pub mod mail;
 pub mod policy;
 pub mod received;
+pub mod reject_log;
 pub mod reply;
+pub mod sender_login;
 
 #[cfg(test)]
 mod tests;
@@ -183,6 +187,8 @@ struct Transaction {
     message: Option<MessageState>,
     /// The `ID: client=` line was logged when cleanup named the queue ID.
     id_logged: bool,
+    /// The queue ID cleanup named, for the log.
+    queue_id: Option<String>,
 }
 
 /// One SMTP session.
@@ -513,6 +519,8 @@ impl Session {
             sender: self.tx.as_ref().and_then(|t| t.mail.path.as_ref()),
             recipient: rcpt,
             known,
+            login: self.auth_user.as_deref(),
+            login_maps: &self.cfg.sender_login_maps,
         }
     }
 }

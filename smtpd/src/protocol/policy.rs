@@ -11,11 +11,16 @@
 //!
 //! Rules: `permit_mynetworks`, `permit_sasl_authenticated`, `reject_unauth_destination`,
 //! `reject_unlisted_recipient`, `reject_non_fqdn_sender`, `reject_non_fqdn_recipient`,
+//! `reject_sender_login_mismatch`, `reject_authenticated_sender_login_mismatch`,
+//! `reject_known_sender_login_mismatch`, `reject_unauthenticated_sender_login_mismatch`
+//! (as Postfix, with `smtpd_sender_login_maps`: [`super::sender_login`]; the null sender
+//! passes, and without a table they do nothing),
 //! `check_client_access FILE` (a table of `CIDR-or-address ACTION [text]`, ACTION one
 //! of `OK`, `REJECT`, `DUNNO`; the file is read when smtpd starts), `permit`, `reject`.
 //! An unknown rule is a start-up error.
 
 use super::reply::Reply;
+use super::sender_login::SenderLoginMaps;
 use postern_lib::address::{Address, Class, Path};
 use postern_lib::config::Cidr;
 use std::net::IpAddr;
@@ -95,6 +100,16 @@ pub enum Rule {
     RejectNonFqdnSender,
     /// `reject_non_fqdn_recipient`.
     RejectNonFqdnRecipient,
+    /// `reject_sender_login_mismatch`: the authenticated and the unauthenticated rule.
+    RejectSenderLoginMismatch,
+    /// `reject_authenticated_sender_login_mismatch`: a logged-in client may use only the
+    /// senders the table gives its login (`553 5.7.1 ... not owned by user NAME`).
+    RejectAuthenticatedSenderLoginMismatch,
+    /// `reject_known_sender_login_mismatch`: both rules, for senders in the table only.
+    RejectKnownSenderLoginMismatch,
+    /// `reject_unauthenticated_sender_login_mismatch`: a sender in the table needs a
+    /// login (`553 5.7.1 ... not logged in`).
+    RejectUnauthenticatedSenderLoginMismatch,
     /// `check_client_access FILE`.
     CheckClientAccess(Arc<AccessTable>),
     /// `permit`.
@@ -122,6 +137,10 @@ pub fn parse_list(
             "reject_unlisted_recipient" => Rule::RejectUnlistedRecipient,
             "reject_non_fqdn_sender" => Rule::RejectNonFqdnSender,
             "reject_non_fqdn_recipient" => Rule::RejectNonFqdnRecipient,
+            "reject_sender_login_mismatch" => Rule::RejectSenderLoginMismatch,
+            "reject_authenticated_sender_login_mismatch" => Rule::RejectAuthenticatedSenderLoginMismatch,
+            "reject_known_sender_login_mismatch" => Rule::RejectKnownSenderLoginMismatch,
+            "reject_unauthenticated_sender_login_mismatch" => Rule::RejectUnauthenticatedSenderLoginMismatch,
             "permit" => Rule::Permit,
             "reject" => Rule::Reject,
             "check_client_access" => {
@@ -178,6 +197,41 @@ pub struct Facts<'a> {
     /// At RCPT: whether the recipient is a known local user or alias (`None`: not
     /// local, or not looked up).
     pub known: Option<bool>,
+    /// The SASL login name, once authenticated.
+    pub login: Option<&'a str>,
+    /// `smtpd_sender_login_maps`.
+    pub login_maps: &'a SenderLoginMaps,
+}
+
+/// The sender login check: `authenticated` checks a logged-in client's right to the
+/// sender (an unknown sender passing when `allow_unknown`), `unauthenticated` refuses a
+/// known sender without a login. `None`: no objection.
+fn login_mismatch(f: &Facts<'_>, authenticated: bool, allow_unknown: bool, unauthenticated: bool) -> Option<Reply> {
+    if f.login_maps.is_empty() {
+        return None;
+    }
+    let Some(Path::Addr(sender)) = f.sender else {
+        return None;
+    };
+    match f.login {
+        Some(login) if authenticated => match f.login_maps.owned_by(sender, login) {
+            Some(true) => None,
+            None if allow_unknown => None,
+            _ => Some(Reply::new(
+                553,
+                "5.7.1",
+                format!("<{sender}>: Sender address rejected: not owned by user {login}"),
+            )),
+        },
+        None if unauthenticated => f.login_maps.owners(sender).map(|_| {
+            Reply::new(
+                553,
+                "5.7.1",
+                format!("<{sender}>: Sender address rejected: not logged in"),
+            )
+        }),
+        _ => None,
+    }
 }
 
 /// The outcome of one list.
@@ -267,6 +321,20 @@ pub fn evaluate(rules: &[Rule], stage: Stage, f: &Facts<'_>) -> Verdict {
                         "5.5.2",
                         format!("<{a}>: Recipient address rejected: need fully-qualified address"),
                     ));
+                }
+            }
+            Rule::RejectSenderLoginMismatch
+            | Rule::RejectAuthenticatedSenderLoginMismatch
+            | Rule::RejectKnownSenderLoginMismatch
+            | Rule::RejectUnauthenticatedSenderLoginMismatch => {
+                let (auth, allow_unknown, unauth) = match rule {
+                    Rule::RejectSenderLoginMismatch => (true, false, true),
+                    Rule::RejectAuthenticatedSenderLoginMismatch => (true, false, false),
+                    Rule::RejectKnownSenderLoginMismatch => (true, true, true),
+                    _ => (false, false, true),
+                };
+                if let Some(r) = login_mismatch(f, auth, allow_unknown, unauth) {
+                    return Verdict::Reject(r);
                 }
             }
             Rule::CheckClientAccess(table) => match table.lookup(f.client) {
