@@ -2,13 +2,20 @@
 //! the sans-I/O [`Session`]. Password checks go to the auth daemon (`private/auth`) from a
 //! short-lived thread per attempt, so a slow or throttled answer never stalls the loop;
 //! the answer comes back through a channel and a [`mio::Waker`].
+//!
+//! Before a session starts, its client address is counted by anvil over all imapd
+//! processes of the service (`login_client_connection_count_limit` connections not yet
+//! logged in per address; in-process while anvil is away): the connection over the limit
+//! gets `* BYE [UNAVAILABLE]` and is closed. A session's count is given back at login.
 
 use crate::session::{Account, LoginFailure, Need, Session, Settings};
 use mio::net::TcpStream;
 use mio::{Interest, Token, Waker};
+use postern_lib::anvil::gate::{Decision, Gate, Ticket};
+use postern_lib::anvil::local::Refusal;
 use postern_lib::ipc::IpcStream;
 use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
-use postern_lib::skeleton::event::{EventLoop, EventService};
+use postern_lib::skeleton::event::{EventLoop, EventService, RESERVED_TOKENS};
 use postern_lib::skeleton::{Accepted, Context, Peer, Stream};
 use postern_lib::tls::TlsSession;
 use rustls::ServerConfig;
@@ -19,12 +26,22 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(0);
+/// The connection to anvil (client connections count up from 1).
+const ANVIL: Token = Token(RESERVED_TOKENS - 1);
 /// Most unsent output held for one client before reading from it pauses.
 const MAX_PENDING_OUT: usize = 4 * 1024 * 1024;
 /// A paused FETCH goes on once less than this is waiting to be written.
 const RESUME_BELOW: usize = 256 * 1024;
 /// Most ciphertext (or plaintext per step) taken from one client at a time.
 const MAX_RAW: usize = 256 * 1024;
+/// Before login: most unsent output held for one client before reading from it pauses
+/// (a client that pipelines CAPABILITY without reading the answers gets no more).
+const PRELOGIN_MAX_OUT: usize = 64 * 1024;
+/// Before login: bytes read from the socket per step, and ciphertext held (one TLS
+/// record fits). With the session's pre-login line and literal bounds, these bound what an
+/// unauthenticated connection can make the process hold (see [`Imapd`]).
+const PRELOGIN_READ: usize = 2 * 1024;
+const PRELOGIN_MAX_RAW: usize = 24 * 1024;
 
 struct Conn {
     sock: TcpStream,
@@ -36,11 +53,23 @@ struct Conn {
     /// Ciphertext read but not yet taken by TLS.
     raw: Vec<u8>,
     last: Instant,
+    /// When the connection was accepted: the login deadline runs from here.
+    born: Instant,
     peer: String,
     counted_user: Option<String>,
+    /// The per-address count of a connection not yet logged in, given back at login.
+    ticket: Option<Ticket>,
 }
 
 /// The imapd service.
+///
+/// Memory bound per process: at most `max_conns` (master.toml, default
+/// `default_connection_limit`) connections; before login each holds at most
+/// [`crate::session::PRELOGIN_MAX_LINE`] of unparsed input, one command with a
+/// [`crate::session::PRELOGIN_MAX_LITERAL`] literal, [`PRELOGIN_MAX_OUT`] plus one
+/// read's answers of output and [`PRELOGIN_MAX_RAW`] of ciphertext (about 150 KB with
+/// TLS state), and must log in within `imapd_login_timeout` of connecting, however
+/// much it sends.
 pub struct Imapd {
     settings: Settings,
     conns: HashMap<usize, Conn>,
@@ -55,6 +84,9 @@ pub struct Imapd {
     auth_socket: std::path::PathBuf,
     tls_config: Option<Arc<ServerConfig>>,
     implicit_tls: bool,
+    /// New connections waiting for anvil's count.
+    gate: Gate<Accepted>,
+    login_limit: u32,
 }
 
 impl Imapd {
@@ -88,6 +120,35 @@ impl Imapd {
             auth_socket: auth::SOCKET.into(),
             tls_config,
             implicit_tls,
+            gate: Gate::new(&ctx.service, ANVIL, m.login_client_connection_count_limit, 0),
+            login_limit: m.login_client_connection_count_limit,
+        }
+    }
+
+    /// Starts or refuses the connections the gate has decided on.
+    fn decide(&mut self, lp: &EventLoop<'_>, decisions: Vec<Decision<Accepted>>) {
+        for d in decisions {
+            match d {
+                Decision::Admit(conn, ticket) => self.start(lp, conn, Some(ticket)),
+                Decision::Refuse(conn, ip, why) => self.refuse(conn, ip, why),
+            }
+        }
+    }
+
+    /// Tells a client over its address's limit so, and closes (RFC 5530 `UNAVAILABLE`).
+    fn refuse(&self, conn: Accepted, ip: std::net::IpAddr, why: Refusal) {
+        tracing::warn!(
+            "{} not logged in from {ip} (limit {}): connection refused",
+            why.text(),
+            self.login_limit
+        );
+        if let Stream::Tcp(mut sock) = conn.stream {
+            // A new socket's send buffer is empty: one short write never blocks.
+            let _ = sock.set_nonblocking(true);
+            let _ = sock.write(
+                format!("* BYE [UNAVAILABLE] Too many connections from {ip} not logged in, try again later\r\n")
+                    .as_bytes(),
+            );
         }
     }
 
@@ -141,6 +202,12 @@ impl Imapd {
             self.handle_need(id, need, lp);
         }
         let Some(c) = self.conns.get_mut(&id) else { return };
+        // logged in: no longer counted against the address's pre-login limit
+        if c.session.authenticated()
+            && let Some(t) = c.ticket.take()
+        {
+            self.gate.release(lp.registry(), t, Instant::now());
+        }
         // count the sessions of each user (the limit is applied when auth answers)
         if c.counted_user.is_none()
             && let Some(u) = c.session.user().map(str::to_string)
@@ -179,23 +246,29 @@ impl Imapd {
         let mut buf = [0u8; 16 * 1024];
         let mut eof = false;
         loop {
-            if c.out.len() > MAX_PENDING_OUT
+            let (max_out, max_raw, chunk) = if c.session.authenticated() {
+                (MAX_PENDING_OUT, MAX_RAW, buf.len())
+            } else {
+                (PRELOGIN_MAX_OUT, PRELOGIN_MAX_RAW, PRELOGIN_READ)
+            };
+            if c.out.len() > max_out
                 || c.session.closed()
                 || c.session.waiting()
                 || c.session.busy()
                 || need.is_some()
-                || c.raw.len() > MAX_RAW
+                || c.raw.len() > max_raw
             {
                 break;
             }
-            match c.sock.read(&mut buf) {
+            let Some(slice) = buf.get_mut(..chunk) else { break };
+            match c.sock.read(slice) {
                 Ok(0) => {
                     eof = true;
                     break;
                 }
                 Ok(n) => {
                     c.last = Instant::now();
-                    let got = buf.get(..n).unwrap_or_default();
+                    let got = slice.get(..n).unwrap_or_default();
                     if c.tls.is_some() {
                         c.raw.extend_from_slice(got);
                     } else {
@@ -216,7 +289,12 @@ impl Imapd {
             && let Some(t) = &mut c.tls
         {
             let mut plain = Vec::new();
-            match t.receive(&c.raw, &mut plain, MAX_RAW) {
+            let most = if c.session.authenticated() {
+                MAX_RAW
+            } else {
+                PRELOGIN_READ
+            };
+            match t.receive(&c.raw, &mut plain, most) {
                 Ok(used) => {
                     c.raw.drain(..used.min(c.raw.len()));
                 }
@@ -260,6 +338,9 @@ impl Imapd {
                 c.counted_user.as_deref().unwrap_or("-")
             );
             let _ = lp.registry().deregister(&mut c.sock);
+            if let Some(t) = c.ticket {
+                self.gate.release(lp.registry(), t, Instant::now());
+            }
             if let Some(u) = c.counted_user
                 && let Some(n) = self.per_user.get_mut(&u)
             {
@@ -405,12 +486,54 @@ fn flush(c: &mut Conn) -> io::Result<()> {
 
 impl EventService for Imapd {
     fn accept(&mut self, lp: &EventLoop<'_>, _ctx: &Context, conn: Accepted) {
+        match conn.peer {
+            Peer::Inet(a) => {
+                let decisions = self.gate.arrive(lp.registry(), conn, a.ip(), Instant::now());
+                self.decide(lp, decisions);
+            }
+            Peer::Unix => self.start(lp, conn, None),
+        }
+    }
+
+    fn ready(&mut self, lp: &EventLoop<'_>, _ctx: &Context, event: &mio::event::Event) {
+        self.on_ready(lp, event);
+    }
+
+    fn tick(&mut self, lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
+        self.on_tick(lp, now);
+    }
+
+    fn connections(&self) -> usize {
+        self.conns.len() + self.gate.pending()
+    }
+
+    fn stop(&mut self, lp: &EventLoop<'_>, _ctx: &Context) {
+        // Clients still waiting for anvil have not been greeted: just close them.
+        self.gate.clear_pending();
+        let ids: Vec<usize> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.session.bye("Server shutting down");
+            }
+            self.after(id, lp, None);
+        }
+    }
+}
+
+impl Imapd {
+    /// Starts the session of an admitted client: greeting and all.
+    fn start(&mut self, lp: &EventLoop<'_>, conn: Accepted, ticket: Option<Ticket>) {
+        let give_back = |gate: &mut Gate<Accepted>| {
+            if let Some(t) = ticket {
+                gate.release(lp.registry(), t, Instant::now());
+            }
+        };
         let Stream::Tcp(std_sock) = conn.stream else {
             tracing::warn!("imapd serves TCP only");
-            return;
+            return give_back(&mut self.gate);
         };
         if std_sock.set_nonblocking(true).is_err() {
-            return;
+            return give_back(&mut self.gate);
         }
         let (peer, secure) = match &conn.peer {
             Peer::Inet(a) => (a.ip().to_string(), a.ip().is_loopback()),
@@ -424,7 +547,7 @@ impl EventService for Imapd {
             .register(&mut sock, Token(id), Interest::READABLE | Interest::WRITABLE)
             .is_err()
         {
-            return;
+            return give_back(&mut self.gate);
         }
         tracing::info!("connect from {peer}");
         let tls = match (&self.tls_config, self.implicit_tls) {
@@ -432,12 +555,14 @@ impl EventService for Imapd {
                 Ok(t) => Some(t),
                 Err(e) => {
                     tracing::warn!("TLS: {e}");
-                    return;
+                    let _ = lp.registry().deregister(&mut sock);
+                    return give_back(&mut self.gate);
                 }
             },
             _ => None,
         };
-        let session = Session::new(self.settings.clone(), secure, tls.is_some());
+        let mut session = Session::new(self.settings.clone(), secure, tls.is_some());
+        session.set_peer(&peer);
         self.conns.insert(
             id,
             Conn {
@@ -447,15 +572,21 @@ impl EventService for Imapd {
                 tls,
                 raw: Vec::new(),
                 last: Instant::now(),
+                born: Instant::now(),
                 peer,
                 counted_user: None,
+                ticket,
             },
         );
         self.after(id, lp, None);
     }
 
-    fn ready(&mut self, lp: &EventLoop<'_>, _ctx: &Context, event: &mio::event::Event) {
+    fn on_ready(&mut self, lp: &EventLoop<'_>, event: &mio::event::Event) {
         let id = event.token().0;
+        if self.gate.owns(event.token()) {
+            let decisions = self.gate.ready(lp.registry(), event, Instant::now());
+            return self.decide(lp, decisions);
+        }
         if event.token() == WAKER {
             while let Ok((cid, result)) = self.rx.try_recv() {
                 let over = match &result {
@@ -482,38 +613,37 @@ impl EventService for Imapd {
         self.pump(id, lp);
     }
 
-    fn tick(&mut self, lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
+    fn on_tick(&mut self, lp: &EventLoop<'_>, now: Instant) {
+        let decisions = self.gate.tick(lp.registry(), now);
+        self.decide(lp, decisions);
         let ids: Vec<usize> = self.conns.keys().copied().collect();
         for id in ids {
             let Some(c) = self.conns.get_mut(&id) else { continue };
-            let limit = if c.session.authenticated() {
-                self.timeout
-            } else {
-                self.login_timeout
-            };
-            if c.session.waiting() {
+            if !c.session.authenticated() && !c.session.closed() {
+                // A hard deadline: bytes, commands or a pending password check do not
+                // extend it (Dovecot's login timeout).
+                if now.duration_since(c.born) > self.login_timeout {
+                    tracing::info!(
+                        "login timeout from {}: not logged in within {}s",
+                        c.peer,
+                        self.login_timeout.as_secs()
+                    );
+                    c.session.bye("Login timeout: not authenticated in time");
+                }
+            } else if c.session.waiting() {
                 c.last = now;
-            } else if now.duration_since(c.last) > limit {
-                c.session.bye("Idle timeout");
+            } else if now.duration_since(c.last) > self.timeout {
+                tracing::info!(
+                    "autologout of {}, user={}",
+                    c.peer,
+                    c.counted_user.as_deref().unwrap_or("-")
+                );
+                c.session.bye("Autologout; idle for too long");
             } else {
                 c.session.poll();
             }
             self.after(id, lp, None);
             self.pump(id, lp);
-        }
-    }
-
-    fn connections(&self) -> usize {
-        self.conns.len()
-    }
-
-    fn stop(&mut self, lp: &EventLoop<'_>, _ctx: &Context) {
-        let ids: Vec<usize> = self.conns.keys().copied().collect();
-        for id in ids {
-            if let Some(c) = self.conns.get_mut(&id) {
-                c.session.bye("Server shutting down");
-            }
-            self.after(id, lp, None);
         }
     }
 }

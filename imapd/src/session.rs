@@ -2,7 +2,10 @@
 //! ([`Session::take_output`]), and a [`Need`] when the session must wait for the auth
 //! daemon. Framing lives here — command lines bounded by `imapd_max_line_length`, literals
 //! (`{n}` with a `+` continuation, `{n+}` LITERAL+ without) bounded by `imapd_max_literal`
-//! and refused before they are read — and commands are dispatched to the files by family:
+//! and refused before they are read; before login both are held to a few KB
+//! ([`PRELOGIN_MAX_LINE`], [`PRELOGIN_MAX_LITERAL`], as Dovecot's imap-login does), so an
+//! unauthenticated client cannot make the server buffer more — and commands are
+//! dispatched to the files by family:
 //! [`crate::cmd_mailbox`], [`crate::cmd_list`], [`crate::cmd_message`], [`crate::cmd_fetch`],
 //! [`crate::cmd_search`]. `ENABLE IMAP4rev2` switches the session to RFC 9051's answers
 //! (no RECENT, ESEARCH for SEARCH, a LIST line and `[CLOSED]` at SELECT).
@@ -16,6 +19,12 @@ use crate::parse::{self, Arg, Command, SeqSet};
 use postern_lib::mailbox::flags::Flags;
 use postern_lib::mailbox::{Folder, MailboxError, Store};
 use std::path::PathBuf;
+
+/// Largest literal accepted before login: enough for LOGIN and AUTHENTICATE, nothing
+/// for an unauthenticated client to fill memory with.
+pub const PRELOGIN_MAX_LITERAL: u64 = 8 * 1024;
+/// Longest command line before login (a SASL response line included).
+pub const PRELOGIN_MAX_LINE: usize = 8 * 1024;
 
 /// Limits and facts a session needs.
 #[derive(Clone, Debug)]
@@ -110,6 +119,8 @@ pub struct Session {
     pub(crate) pending_fetch: Option<crate::cmd_fetch::FetchJob>,
     /// `ENABLE IMAP4rev2` was given: RFC 9051's responses from then on.
     pub(crate) rev2: bool,
+    /// The client's address, for log lines.
+    peer: String,
 }
 
 impl Session {
@@ -131,11 +142,30 @@ impl Session {
             literal_need: 0,
             pending_fetch: None,
             rev2: false,
+            peer: "unknown".into(),
         };
         let caps = s.capabilities();
         let host = s.settings.hostname.clone();
         s.line(&format!("* OK [CAPABILITY {caps}] {host} Postern IMAP ready"));
         s
+    }
+
+    /// Sets the client's address named in log lines.
+    pub fn set_peer(&mut self, peer: &str) {
+        self.peer = peer.to_string();
+    }
+
+    /// Longest command line and largest literal accepted now: before login only the
+    /// small pre-login bounds, whatever the settings say.
+    fn limits(&self) -> (usize, u64) {
+        if self.user.is_some() {
+            (self.settings.max_line, self.settings.max_literal)
+        } else {
+            (
+                self.settings.max_line.min(PRELOGIN_MAX_LINE),
+                self.settings.max_literal.min(PRELOGIN_MAX_LITERAL),
+            )
+        }
     }
 
     /// The capability list.
@@ -210,6 +240,13 @@ impl Session {
         self.closed = true;
     }
 
+    /// A command line or command over the bound: BYE, logged.
+    fn too_long(&mut self) {
+        let when = if self.user.is_some() { "" } else { " before login" };
+        tracing::info!("command line too long{when} from {}", self.peer);
+        self.bye(&format!("[TOOBIG] Command line too long{when}"));
+    }
+
     /// Bytes from the client.
     pub fn input(&mut self, data: &[u8]) -> Option<Need> {
         self.inbuf.extend_from_slice(data);
@@ -280,14 +317,15 @@ impl Session {
                     return None;
                 }
             }
+            let (max_line, max_literal) = self.limits();
             let Some(eol) = memchr::memchr(b'\n', &self.inbuf) else {
-                if self.inbuf.len() > self.settings.max_line {
-                    self.bye("Command line too long");
+                if self.inbuf.len() > max_line {
+                    self.too_long();
                 }
                 return None;
             };
-            if eol > self.settings.max_line {
-                self.bye("Command line too long");
+            if eol > max_line {
+                self.too_long();
                 return None;
             }
             let mut line: Vec<u8> = self.inbuf.drain(..=eol).collect();
@@ -314,19 +352,26 @@ impl Session {
                 Mode::Waiting(t) => self.mode = Mode::Waiting(t),
                 Mode::Normal => {}
             }
-            if self.cmd.len() + line.len() > self.settings.max_line + self.settings.max_literal as usize {
-                self.bye("Command too long");
+            if self.cmd.len() + line.len() > max_line + max_literal as usize {
+                self.too_long();
                 return None;
             }
             self.cmd.extend_from_slice(&line);
             if let Some((n, sync)) = literal_at_end(&line) {
-                if n > self.settings.max_literal {
+                if n > max_literal {
                     let tag = tag_of(&self.cmd);
                     self.cmd.clear();
+                    let when = if self.user.is_some() { "" } else { " before login" };
+                    tracing::info!(
+                        "literal of {n} bytes refused{when} from {} (limit {max_literal})",
+                        self.peer
+                    );
                     if sync {
-                        self.line(&format!("{tag} NO [TOOBIG] Literal too large"));
+                        // The client waits for "+" and sends nothing: refuse, go on.
+                        self.line(&format!("{tag} NO [TOOBIG] Literal too large{when}"));
                     } else {
-                        self.bye("Literal too large");
+                        // LITERAL+: the bytes are on their way; none of them is read.
+                        self.bye(&format!("[TOOBIG] Literal too large{when}"));
                     }
                     continue;
                 }

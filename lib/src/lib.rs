@@ -31,6 +31,7 @@
 //! | [`accounts`] | `mail_owner` and the postdrop group: look-ups, and creating the system account when missing |
 //! | [`address`] | RFC 5321 paths: parsing, domain normalisation, relay classification that `%`, `!`, source routes and quoted `@` cannot fool |
 //! | [`aliases`] | `etc/aliases`: `name: target, target`, continuation lines, comments; lower-cased keys |
+//! | [`anvil`] | per-client-address connection limits: the anvil daemon's client, the in-process fallback counter, the admission gate |
 //! | [`users`] | `etc/users`: mailbox accounts (name, password hash, quota), rewritten atomically, mode 0600 |
 //! | [`tls`] | rustls server set-up (PEM cert and key) and a sans-I/O TLS session adapter for event-loop daemons |
 //! | [`password`] | password hashes: argon2id for what Postern writes; verifying argon2, sha-crypt, yescrypt, bcrypt |
@@ -50,6 +51,7 @@ pub mod accounts;
 pub mod address;
 pub mod agent;
 pub mod aliases;
+pub mod anvil;
 pub mod checks;
 pub mod config;
 pub mod date;

@@ -63,9 +63,9 @@ pub struct Status {
     pub connections: u32,
     /// Connections accepted since the child started.
     pub served: u64,
-    /// The child will accept nothing more (it reached `max_use`, or is stopping) and exits
-    /// when its open connections end; master stops counting it towards `maxproc`, so the
-    /// service gets a fresh child while this one finishes its long-lived connections.
+    /// The child will accept nothing more (it is stopping, or a single-flavour child
+    /// reached `max_use`) and exits when its open connections end; master counts it
+    /// towards `maxproc` until then.
     pub retiring: bool,
 }
 

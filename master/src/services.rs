@@ -19,7 +19,8 @@ pub struct Svc {
     pub listeners: Vec<Open>,
     /// Whether master watches the listeners for waiting clients.
     pub watching: bool,
-    /// Children that are not retiring.
+    /// Children that count towards `maxproc`: all but retiring ones that hold no
+    /// connection any more.
     pub total: u32,
     /// Of those, children that can take another connection.
     pub avail: u32,

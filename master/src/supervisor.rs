@@ -5,6 +5,9 @@
 //! its children can take a connection and it is below `maxproc`; a waiting client then
 //! makes master start one more child, which counts as available until it says otherwise.
 //! At `maxproc`, clients wait in the kernel's listen backlog and a warning is logged once.
+//! Every child that still holds connections counts towards `maxproc`, a retiring one too
+//! (told to stop on reload, or stopping by itself), so no mix of long-lived connections
+//! makes more than `maxproc` processes of a service.
 //! A child that fails by itself (not killed by SIGKILL/SIGTERM) before it served anything
 //! throttles its service for
 //! `service_throttle_time` (a command that crashes on start-up is not respawned in a tight
@@ -326,10 +329,7 @@ impl Master {
                         exiting: false,
                     },
                 );
-                if let Some(svc) = self.services.get_mut(key) {
-                    svc.total += 1;
-                    svc.avail += 1;
-                }
+                self.recount(key);
                 tracing::debug!("service {key}: started pid {pid}");
                 true
             }
@@ -386,33 +386,32 @@ impl Master {
         };
         child.connections = r.connections;
         child.served = r.served;
-        if child.retiring {
-            return;
-        }
-        if r.retiring {
-            // It will take no more connections (max_use reached) but may hold long-lived
-            // ones for a while: it no longer counts towards maxproc, so the service gets a
-            // fresh child instead of starving behind it. No signal: it exits by itself.
-            child.retiring = true;
-            if let Some(svc) = self.services.get_mut(&child.service) {
-                svc.total = svc.total.saturating_sub(1);
-                if child.available {
-                    svc.avail = svc.avail.saturating_sub(1);
-                }
+        // A retiring child takes no more connections, but the ones it holds still cost
+        // memory: it keeps counting towards maxproc until they end (see `recount`).
+        // No signal: it exits by itself.
+        child.retiring |= r.retiring;
+        child.available = r.available && !child.retiring && !child.exiting;
+        let key = child.service.clone();
+        self.recount(&key);
+    }
+
+    /// Recomputes a service's process counts from its children: every child counts
+    /// towards `maxproc` unless it is retiring and holds no connection (it is about to
+    /// exit), so no number of long-lived connections can make more than `maxproc`
+    /// processes; `avail` counts those that can take another connection.
+    fn recount(&mut self, key: &str) {
+        let (mut total, mut avail) = (0u32, 0u32);
+        for c in self.children.values().filter(|c| c.service == key) {
+            if !c.retiring || c.connections > 0 {
+                total += 1;
             }
-            child.available = false;
-            return;
-        }
-        if child.available == r.available {
-            return;
-        }
-        child.available = r.available;
-        if let Some(svc) = self.services.get_mut(&child.service) {
-            if r.available {
-                svc.avail += 1;
-            } else {
-                svc.avail = svc.avail.saturating_sub(1);
+            if c.available {
+                avail += 1;
             }
+        }
+        if let Some(svc) = self.services.get_mut(key) {
+            svc.total = total;
+            svc.avail = avail;
         }
     }
 
@@ -432,12 +431,9 @@ impl Master {
                 svc.last_exiting = Some(Instant::now());
             }
         }
-        if child.available && !child.retiring {
-            child.available = false;
-            if let Some(svc) = self.services.get_mut(&child.service) {
-                svc.avail = svc.avail.saturating_sub(1);
-            }
-        }
+        child.available = false;
+        let key = child.service.clone();
+        self.recount(&key);
     }
 
     fn reap(&mut self) {
@@ -470,10 +466,6 @@ impl Master {
             let Some(svc) = self.services.get_mut(&child.service) else {
                 continue;
             };
-            if !child.retiring {
-                svc.total = svc.total.saturating_sub(1);
-                // close_status already took it out of the available count.
-            }
             if child.exiting {
                 svc.exiting = svc.exiting.saturating_sub(1);
             }
@@ -492,10 +484,12 @@ impl Master {
                     }
                 }
             }
+            self.recount(&child.service);
         }
     }
 
-    /// Tells a child to finish its current work and exit; it no longer counts.
+    /// Tells a child to finish its current work and exit; it counts towards `maxproc`
+    /// until its connections have ended.
     fn retire(&mut self, pid: u32) {
         let Some(child) = self.children.get_mut(&pid) else {
             return;
@@ -504,13 +498,9 @@ impl Master {
             return;
         }
         child.retiring = true;
-        if let Some(svc) = self.services.get_mut(&child.service) {
-            svc.total = svc.total.saturating_sub(1);
-            if child.available {
-                svc.avail = svc.avail.saturating_sub(1);
-            }
-        }
         child.available = false;
+        let key = child.service.clone();
+        self.recount(&key);
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
 

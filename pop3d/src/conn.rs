@@ -1,12 +1,20 @@
 //! The connection layer: mio sockets, TLS ([`postern_lib::tls::TlsSession`]), the auth
 //! round trip ([`postern_auth::client::AuthClient`]) and timeouts around the sans-I/O
-//! [`Session`]. Token `2·id` is the client socket, `2·id+1` its auth request.
+//! [`Session`]. Token `2·id` is the client socket, `2·id+1` its auth request, [`ANVIL`]
+//! the process's connection to anvil.
+//!
+//! Before a session starts, its client address is counted by anvil over all pop3d
+//! processes of the service (`login_client_connection_count_limit` connections not yet
+//! logged in per address; in-process while anvil is away): the connection over the limit
+//! gets `-ERR [SYS/TEMP]` and is closed. A session's count is given back at login.
 
 use crate::maildrop::{Maildrop, OpenError};
 use crate::session::{Action, MAX_LINE, Security, Session, err};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use postern_auth::client::AuthClient;
+use postern_lib::anvil::gate::{Decision, Gate, Ticket};
+use postern_lib::anvil::local::Refusal;
 use postern_lib::config::Cidr;
 use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
 use postern_lib::skeleton::event::{EventLoop, EventService, RESERVED_TOKENS};
@@ -19,11 +27,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Idle time allowed before login (at most `pop3d_timeout`).
-pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The connection to anvil (client tokens stay below it).
+const ANVIL: Token = Token(RESERVED_TOKENS - 1);
 
 /// Unsent bytes above which the session stops reading commands until the client reads.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// The same before login: a client that sends CAPA after CAPA without reading the
+/// answers makes the process hold no more than this (plus one reply).
+pub const PRELOGIN_HIGH_WATER: usize = 16 * 1024;
 
 /// The daemon's settings.
 pub struct Settings {
@@ -39,6 +50,12 @@ pub struct Settings {
     pub mailbox_base: PathBuf,
     /// `pop3d_timeout`.
     pub timeout: Duration,
+    /// `pop3d_login_timeout`: from connecting to a login, a hard deadline.
+    pub login_timeout: Duration,
+    /// `login_client_connection_count_limit`.
+    pub login_limit: u32,
+    /// The service (`pop3/inet`): anvil counts per service.
+    pub service: String,
 }
 
 struct Conn {
@@ -51,8 +68,12 @@ struct Conn {
     session: Session,
     auth: Option<(AuthClient, String)>,
     last: Instant,
+    /// When the connection was accepted: the login deadline runs from here.
+    born: Instant,
     closing: bool,
     dead: bool,
+    /// The per-address count of a connection not yet logged in, given back at login.
+    ticket: Option<Ticket>,
 }
 
 /// All connections of one pop3d process.
@@ -60,15 +81,45 @@ pub struct Pop3 {
     settings: Settings,
     conns: HashMap<usize, Conn>,
     next: usize,
+    /// New connections waiting for anvil's count.
+    gate: Gate<Accepted>,
 }
 
 impl Pop3 {
     /// A new service.
     pub fn new(settings: Settings) -> Pop3 {
+        let gate = Gate::new(&settings.service, ANVIL, settings.login_limit, 0);
         Pop3 {
             settings,
             conns: HashMap::new(),
             next: 0,
+            gate,
+        }
+    }
+
+    /// Starts or refuses the connections the gate has decided on.
+    fn decide(&mut self, lp: &EventLoop<'_>, decisions: Vec<Decision<Accepted>>) {
+        for d in decisions {
+            match d {
+                Decision::Admit(conn, ticket) => self.start(lp, conn, Some(ticket)),
+                Decision::Refuse(conn, ip, why) => self.refuse(conn, ip, why),
+            }
+        }
+    }
+
+    /// Tells a client over its address's limit so, and closes (RFC 3206 `SYS/TEMP`).
+    fn refuse(&self, conn: Accepted, ip: std::net::IpAddr, why: Refusal) {
+        tracing::warn!(
+            "{} not logged in from {ip} (limit {}): connection refused",
+            why.text(),
+            self.settings.login_limit
+        );
+        if let Stream::Tcp(mut sock) = conn.stream {
+            // A new socket's send buffer is empty: one short write never blocks.
+            let _ = sock.set_nonblocking(true);
+            let _ = sock.write(
+                format!("-ERR [SYS/TEMP] Too many connections from {ip} not logged in, try again later\r\n").as_bytes(),
+            );
         }
     }
 
@@ -139,6 +190,12 @@ impl Pop3 {
         };
         let acts = c.session.auth_done(result);
         apply(lp, &self.settings, id, c, acts);
+        // logged in: no longer counted against the address's pre-login limit
+        if c.session.user.is_some()
+            && let Some(t) = c.ticket.take()
+        {
+            self.gate.release(lp.registry(), t, Instant::now());
+        }
         self.drive(lp, id);
     }
 
@@ -148,6 +205,9 @@ impl Pop3 {
             if let Some((mut a, _)) = c.auth.take() {
                 let _ = lp.registry().deregister(a.source());
             }
+            if let Some(t) = c.ticket {
+                self.gate.release(lp.registry(), t, Instant::now());
+            }
         }
     }
 }
@@ -156,7 +216,12 @@ impl Pop3 {
 fn process_lines(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Conn) -> usize {
     let mut handled = 0;
     loop {
-        if c.dead || c.closing || !c.session.ready() || c.out.len() > OUTPUT_HIGH_WATER {
+        let high_water = if c.session.user.is_some() {
+            OUTPUT_HIGH_WATER
+        } else {
+            PRELOGIN_HIGH_WATER
+        };
+        if c.dead || c.closing || !c.session.ready() || c.out.len() > high_water {
             return handled;
         }
         let Some(pos) = c.input.iter().position(|&b| b == b'\n') else {
@@ -332,9 +397,65 @@ fn flush(c: &mut Conn) -> usize {
 
 impl EventService for Pop3 {
     fn accept(&mut self, lp: &EventLoop<'_>, _ctx: &Context, conn: Accepted) {
-        let Stream::Tcp(std_sock) = conn.stream else { return };
+        match conn.peer {
+            Peer::Inet(a) => {
+                let decisions = self.gate.arrive(lp.registry(), conn, a.ip(), Instant::now());
+                self.decide(lp, decisions);
+            }
+            Peer::Unix => self.start(lp, conn, None),
+        }
+    }
+
+    fn ready(&mut self, lp: &EventLoop<'_>, _ctx: &Context, event: &mio::event::Event) {
+        if self.gate.owns(event.token()) {
+            let decisions = self.gate.ready(lp.registry(), event, Instant::now());
+            return self.decide(lp, decisions);
+        }
+        let t = event.token().0;
+        if t % 2 == 1 {
+            self.auth_event(lp, t / 2);
+        } else {
+            self.drive(lp, t / 2);
+        }
+    }
+
+    fn tick(&mut self, lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
+        let decisions = self.gate.tick(lp.registry(), now);
+        self.decide(lp, decisions);
+        self.timeouts(lp, now);
+    }
+
+    fn connections(&self) -> usize {
+        self.conns.len() + self.gate.pending()
+    }
+
+    fn stop(&mut self, lp: &EventLoop<'_>, _ctx: &Context) {
+        // Clients still waiting for anvil have not been greeted: just close them.
+        self.gate.clear_pending();
+        let ids: Vec<usize> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(c) = self.conns.get_mut(&id) {
+                send(c, b"-ERR Server shutting down\r\n");
+                flush(c);
+            }
+            self.close(lp, id);
+        }
+    }
+}
+
+impl Pop3 {
+    /// Starts the session of an admitted client: greeting and all.
+    fn start(&mut self, lp: &EventLoop<'_>, conn: Accepted, ticket: Option<Ticket>) {
+        let give_back = |gate: &mut Gate<Accepted>| {
+            if let Some(t) = ticket {
+                gate.release(lp.registry(), t, Instant::now());
+            }
+        };
+        let Stream::Tcp(std_sock) = conn.stream else {
+            return give_back(&mut self.gate);
+        };
         if std_sock.set_nonblocking(true).is_err() {
-            return;
+            return give_back(&mut self.gate);
         }
         let peer = match conn.peer {
             Peer::Inet(a) => Some(a),
@@ -348,12 +469,15 @@ impl EventService for Pop3 {
             .register(&mut sock, Token(2 * id), Interest::READABLE | Interest::WRITABLE)
             .is_err()
         {
-            return;
+            return give_back(&mut self.gate);
         }
         let tls = if self.settings.implicit_tls {
             match self.settings.tls.as_ref().map(|cfg| TlsSession::new(Arc::clone(cfg))) {
                 Some(Ok(t)) => Some(t),
-                _ => return,
+                _ => {
+                    let _ = lp.registry().deregister(&mut sock);
+                    return give_back(&mut self.gate);
+                }
             }
         } else {
             None
@@ -374,8 +498,10 @@ impl EventService for Pop3 {
             session,
             auth: None,
             last: Instant::now(),
+            born: Instant::now(),
             closing: false,
             dead: false,
+            ticket,
         };
         if let Action::Send(g) = c.session.greeting() {
             send(&mut c, &g);
@@ -384,47 +510,39 @@ impl EventService for Pop3 {
         self.drive(lp, id);
     }
 
-    fn ready(&mut self, lp: &EventLoop<'_>, _ctx: &Context, event: &mio::event::Event) {
-        let t = event.token().0;
-        if t % 2 == 1 {
-            self.auth_event(lp, t / 2);
-        } else {
-            self.drive(lp, t / 2);
-        }
-    }
-
-    fn tick(&mut self, lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
-        let idle: Vec<usize> = self
+    /// The login deadline and the idle timeout.
+    fn timeouts(&mut self, lp: &EventLoop<'_>, now: Instant) {
+        // Before login a hard deadline from the connection's start: commands (CAPA every
+        // few seconds), bytes or a pending password check do not extend it.
+        let late: Vec<usize> = self
             .conns
             .iter()
             .filter(|(_, c)| {
-                let limit = if c.session.user.is_some() {
-                    self.settings.timeout
-                } else {
-                    self.settings.timeout.min(LOGIN_TIMEOUT)
-                };
-                c.auth.is_none() && now.saturating_duration_since(c.last) > limit
+                c.session.user.is_none() && now.saturating_duration_since(c.born) > self.settings.login_timeout
             })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(c) = self.conns.get_mut(&id) {
+                tracing::info!(
+                    "login timeout from {}: not logged in within {}s",
+                    c.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "local".into()),
+                    self.settings.login_timeout.as_secs()
+                );
+                send(c, b"-ERR Disconnected: no login in time\r\n");
+                flush(c);
+            }
+            self.close(lp, id);
+        }
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.auth.is_none() && now.saturating_duration_since(c.last) > self.settings.timeout)
             .map(|(id, _)| *id)
             .collect();
         for id in idle {
             if let Some(c) = self.conns.get_mut(&id) {
                 send(c, b"-ERR Autologout; idle for too long\r\n");
-                flush(c);
-            }
-            self.close(lp, id);
-        }
-    }
-
-    fn connections(&self) -> usize {
-        self.conns.len()
-    }
-
-    fn stop(&mut self, lp: &EventLoop<'_>, _ctx: &Context) {
-        let ids: Vec<usize> = self.conns.keys().copied().collect();
-        for id in ids {
-            if let Some(c) = self.conns.get_mut(&id) {
-                send(c, b"-ERR Server shutting down\r\n");
                 flush(c);
             }
             self.close(lp, id);

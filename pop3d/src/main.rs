@@ -13,8 +13,11 @@
 //! and the connection closes); pipelined commands after STLS are discarded. One session
 //! per mailbox ([`maildrop`], `-ERR [IN-USE]`); DELE takes effect only at QUIT.
 //!
-//! Sessions that have not logged in are closed after a minute idle ([`conn::LOGIN_TIMEOUT`]),
-//! others after `pop3d_timeout` (`-ERR Autologout`).
+//! Sessions that have not logged in are closed `pop3d_login_timeout` after they connected,
+//! whatever they send meanwhile; others after `pop3d_timeout` idle (`-ERR Autologout`).
+//! Before login output held per connection is bounded ([`conn::PRELOGIN_HIGH_WATER`]),
+//! and unauthenticated connections per client address are capped
+//! (`login_client_connection_count_limit`, counted by anvil).
 //!
 //! Settings read: `virtual_mailbox_base`, `pop3d_tls_cert_file`, `pop3d_tls_key_file`,
 //! `pop3d_allow_plaintext`, `pop3d_secure_networks`, `pop3d_timeout`, and the skeleton's.
@@ -61,6 +64,9 @@ fn main() -> ExitCode {
             secure_networks: m.pop3d_secure_networks.clone(),
             mailbox_base: resolve(&m.virtual_mailbox_base),
             timeout: m.pop3d_timeout.duration().max(std::time::Duration::from_secs(10)),
+            login_timeout: m.pop3d_login_timeout.duration(),
+            login_limit: m.login_client_connection_count_limit,
+            service: ctx.service.clone(),
         }))
     })
 }

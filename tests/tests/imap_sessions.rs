@@ -270,7 +270,7 @@ s.close()
 idle = socket.create_connection(('127.0.0.1', port), timeout=30)
 g = idle.makefile('rb')
 assert g.readline().startswith(b'* OK')
-assert g.readline() == b'* BYE Idle timeout\r\n'
+assert g.readline() == b'* BYE Login timeout: not authenticated in time\r\n'
 # imapd_user_connection_limit = 2: the third session of alice is refused
 conns = []
 for i in range(3):

@@ -225,9 +225,10 @@ fn wakeup_triggers_a_unix_service() {
     );
 }
 
-/// A multi-connection child that has accepted `max_use` connections keeps serving them but
-/// no longer counts towards `maxproc`: the next client gets a fresh child at once instead
-/// of waiting for the old one's long-lived connections to end.
+/// A multi-connection child that has accepted `max_use` connections goes on accepting
+/// while it holds connections (Postfix's multi_server: `max_use` recycles a process only
+/// between clients), so it neither starves the service nor makes master start processes
+/// beyond `maxproc` beside it; it exits once its last connection ends.
 #[test]
 fn a_used_up_event_child_does_not_starve_the_service() {
     let port = free_port();
@@ -236,9 +237,10 @@ fn a_used_up_event_child_does_not_starve_the_service() {
     let mut first: Vec<EchoClient> = (0..2).map(|_| EchoClient::connect(port).unwrap()).collect();
     let old = first[0].pid;
     assert_eq!(first[1].pid, old);
-    // The old child is used up but holds two open connections; a third client is served.
+    // The child is used up but holds two open connections; a third client is served, by
+    // the same child (maxproc = 1 holds).
     let mut third = EchoClient::connect(port).expect("third client served");
-    assert_ne!(third.pid, old);
+    assert_eq!(third.pid, old, "maxproc = 1: no second process");
     assert_eq!(third.echo("new").unwrap(), "new");
     for c in first.iter_mut() {
         assert_eq!(c.echo("still").unwrap(), "still", "old connections keep working");
@@ -246,9 +248,13 @@ fn a_used_up_event_child_does_not_starve_the_service() {
     for c in first {
         c.quit();
     }
+    third.quit();
     assert!(
         wait_for(LONG, || !alive(old)),
         "the used-up child exits once its connections end"
     );
-    third.quit();
+    let mut next = EchoClient::connect(port).expect("a fresh child serves the next client");
+    assert_ne!(next.pid, old);
+    assert_eq!(next.echo("again").unwrap(), "again");
+    next.quit();
 }

@@ -85,6 +85,9 @@ pub struct MainConfig {
     pub pop3d_secure_networks: Vec<Cidr>,
     /// pop3d: idle time before a session is closed (RFC 1939: at least 10 minutes).
     pub pop3d_timeout: Seconds,
+    /// pop3d: the time from connecting to a login, whatever the client sends meanwhile
+    /// (Dovecot's login timeout); then `-ERR` and the connection closes.
+    pub pop3d_login_timeout: Seconds,
     // --- cleanup ---
     /// cleanup: header_checks table (Postfix regexp format; relative to the config dir); empty: none.
     pub header_checks: String,
@@ -228,8 +231,13 @@ pub struct MainConfig {
     pub imapd_user_connection_limit: u32,
     /// imapd: idle time before an authenticated session is closed (RFC 3501: at least 30 minutes).
     pub imapd_timeout: Seconds,
-    /// imapd: idle time before a session that has not logged in is closed.
+    /// imapd: the time from connecting to a login, whatever the client sends meanwhile
+    /// (Dovecot's login timeout); then `* BYE` and the connection closes.
     pub imapd_login_timeout: Seconds,
+    /// imapd and pop3d: connections not yet logged in from one client address to one
+    /// service, over all its processes (counted by anvil; per process while anvil is
+    /// away); the next gets `* BYE [UNAVAILABLE]` / `-ERR [SYS/TEMP]`. 0: no limit.
+    pub login_client_connection_count_limit: u32,
     // --- smtp (client) ---
     /// smtp: the name sent in EHLO.
     pub smtp_helo_name: String,
@@ -330,6 +338,7 @@ impl Default for MainConfig {
                 Cidr::parse("[::1]/128").unwrap_or_else(|_| unreachable!()),
             ],
             pop3d_timeout: Seconds(600),
+            pop3d_login_timeout: Seconds(60),
             // --- cleanup ---
             header_checks: String::new(),
             body_checks: String::new(),
@@ -405,6 +414,7 @@ impl Default for MainConfig {
             imapd_user_connection_limit: 20,
             imapd_timeout: Seconds(1800),
             imapd_login_timeout: Seconds(60),
+            login_client_connection_count_limit: 10,
             // --- smtp (client) ---
             smtp_helo_name: "$myhostname".into(),
             smtp_connect_timeout: Seconds(30),
@@ -496,6 +506,12 @@ impl MainConfig {
         }
         if self.default_connection_limit == 0 {
             return Err(("default_connection_limit", "must be at least 1".into()));
+        }
+        if self.imapd_login_timeout.0 == 0 {
+            return Err(("imapd_login_timeout", "must be at least 1s".into()));
+        }
+        if self.pop3d_login_timeout.0 == 0 {
+            return Err(("pop3d_login_timeout", "must be at least 1s".into()));
         }
         if !["accept", "reject", "tempfail", "quarantine"].contains(&self.milter_default_action.as_str()) {
             return Err((

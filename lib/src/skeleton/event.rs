@@ -4,12 +4,15 @@
 //! [`EventService`].
 //!
 //! The skeleton owns the listening sockets, the status channel to master and the signal
-//! pipe. It accepts while the process has fewer than `max_conns` connections and has
-//! accepted fewer than `max_use` in all, tells master whether it can take more, and exits
-//! when it has been idle for `max_idle`, when it has served `max_use` connections and the
-//! last one closed, or after SIGTERM / master's death once every connection has closed
-//! (master enforces its own deadline on top). On SIGTERM or master's death it closes its
-//! listening sockets at once (see `begin_stop`).
+//! pipe. It accepts while the process has fewer than `max_conns` connections (the
+//! per-process connection cap: with the daemon's per-connection buffer bounds it bounds
+//! the process's memory), tells master whether it can take more, and exits when it has
+//! been idle for `max_idle`, when it has served `max_use` connections and has none open
+//! (Postfix's multi_server: `max_use` recycles a process only between clients, it never
+//! stops one from accepting, so a used-up child does not sit on long-lived connections
+//! while master starts others beside it), or after SIGTERM / master's death once every
+//! connection has closed (master enforces its own deadline on top). On SIGTERM or
+//! master's death it closes its listening sockets at once (see `begin_stop`).
 
 use super::{Accepted, Context, Listener, Setup, drain, fatal, prepare};
 use crate::master_status::Status;
@@ -95,7 +98,7 @@ fn run<S: EventService>(setup: &mut Setup, service: &mut S) -> std::io::Result<(
     let mut next_tick = Instant::now() + TICK;
     loop {
         let conns = service.connections();
-        let can_accept = !st.stopping && st.accepted < setup.ctx.max_use && conns < setup.ctx.max_conns;
+        let can_accept = !st.stopping && conns < setup.ctx.max_conns;
         if can_accept != st.listening {
             set_listening(&registry, &setup.listeners, &mut st, can_accept)?;
         }
@@ -104,7 +107,7 @@ fn run<S: EventService>(setup: &mut Setup, service: &mut S) -> std::io::Result<(
             available: can_accept,
             connections: conns as u32,
             served: st.accepted,
-            retiring: st.stopping || st.accepted >= setup.ctx.max_use,
+            retiring: st.stopping,
         };
         if st.reported != Some(status) {
             st.reported = Some(status);
@@ -175,7 +178,7 @@ fn accept_all<S: EventService>(lp: &EventLoop<'_>, service: &mut S, setup: &Setu
     let Some(listener) = setup.listeners.get(index) else {
         return;
     };
-    while !st.stopping && st.accepted < setup.ctx.max_use && service.connections() < setup.ctx.max_conns {
+    while !st.stopping && service.connections() < setup.ctx.max_conns {
         match listener.accept() {
             Ok(conn) => {
                 st.accepted += 1;
