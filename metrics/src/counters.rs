@@ -219,6 +219,10 @@ impl Counters {
                 let status = status.split(' ').next().unwrap_or(status);
                 self.deliveries.inc(&[service, status]);
             }
+        } else if let Some(r) = rest.strip_prefix("reject: ") {
+            // A rejection once a queue ID was named (end of message, cleanup's checks).
+            let (code, reason) = rejection(r);
+            self.rejected.inc(&[service, code, &reason]);
         } else if rest == "removed" {
             self.removed.inc(&[]);
         } else if let Some(r) = rest.strip_prefix("sender ")
@@ -321,6 +325,7 @@ Dec  6 20:54:14 vm postern/bounce[6]: 8E9yuY6e204jL001: sender non-delivery noti
 Dec  6 20:54:14 vm postern/qmgr[7]: 8E9yuY6e204jL000: removed
 Dec  6 20:54:14 vm postern/auth[8]: warning: auth failure: user=bob, client=127.0.0.1, service=imap, reason=bad password
 Dec  6 20:54:14 vm postern/qmgr[7]: 8E9yuY6e204jL001: warning: something odd
+Dec  6 20:54:14 vm postern/smtpd[1]: 8E9yuY6e204jL003: reject: END-OF-MESSAGE from unknown[127.0.0.1]: 554 5.7.1 Message content rejected; from=<a@b>
 ";
 
     #[test]
@@ -342,6 +347,7 @@ Dec  6 20:54:14 vm postern/qmgr[7]: 8E9yuY6e204jL001: warning: something odd
             2
         );
         assert_eq!(c.rejected.get(&["smtpd", "452", "Insufficient system storage"]), 1);
+        assert_eq!(c.rejected.get(&["smtpd", "554", "Message content rejected"]), 1);
         assert_eq!(c.deliveries.get(&["local", "sent"]), 1);
         assert_eq!(c.deliveries.get(&["smtp", "deferred"]), 1);
         assert_eq!(c.deliveries.sum(), 2);
