@@ -359,22 +359,32 @@ fn forward_fifo_symlink_and_hard_link_block_nothing() {
     add_user(&inst, "sender", "pw-sender");
     inst.start();
 
-    // A .forward flipped between a file (naming `other`) and a FIFO while mail arrives.
+    // A .forward flipped between a file (naming `other`) and a FIFO while mail arrives:
+    // the two swap names atomically (renameat2 RENAME_EXCHANGE) in a tight loop, so a
+    // check of the name and an open of it a moment later see different files.
     let fwd = flip.home.join(".forward");
+    let spare = flip.home.join(".forward-spare");
+    std::fs::write(&fwd, format!("{}\n", other.name)).expect("write");
+    fifo(&spare, flip.uid);
     let stop = Arc::new(AtomicBool::new(false));
     let flipper = {
         let stop = Arc::clone(&stop);
-        let (fwd, dir, target) = (fwd.clone(), flip.home.clone(), other.name.clone());
+        let (fwd, spare) = (fwd.clone(), spare.clone());
         std::thread::spawn(move || {
-            let (file, pipe) = (dir.join(".fwd-file"), dir.join(".fwd-fifo"));
             let mut flips = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                // Root's file, not group or world writable: a usable .forward.
-                std::fs::write(&file, format!("{target}\n")).expect("write");
-                std::fs::rename(&file, &fwd).expect("rename");
-                let _ = nix::unistd::mkfifo(&pipe, nix::sys::stat::Mode::from_bits_truncate(0o644));
-                std::fs::rename(&pipe, &fwd).expect("rename");
+                nix::fcntl::renameat2(
+                    nix::fcntl::AT_FDCWD,
+                    &fwd,
+                    nix::fcntl::AT_FDCWD,
+                    &spare,
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                )
+                .expect("renameat2");
                 flips += 1;
+                if flips % 256 == 0 {
+                    std::thread::yield_now();
+                }
             }
             flips
         })
@@ -402,6 +412,7 @@ fn forward_fifo_symlink_and_hard_link_block_nothing() {
     );
 
     // A FIFO that stays: ignored with the reason, mail to the mailbox, nothing waits.
+    std::fs::remove_file(&spare).expect("rm spare");
     fifo(&fwd, flip.uid);
     send(smtp, &flip.name, "fifo");
     send(smtp, &other.name, "meanwhile");
