@@ -382,7 +382,7 @@ fn forward_fifo_symlink_and_hard_link_block_nothing() {
                 )
                 .expect("renameat2");
                 flips += 1;
-                if flips % 256 == 0 {
+                if flips.is_multiple_of(256) {
                     std::thread::yield_now();
                 }
             }
