@@ -34,6 +34,12 @@ fn items(args: &[Arg]) -> Result<Vec<String>, Reply> {
 /// Output gathered before a FETCH pauses for the client to read it.
 pub const FETCH_CHUNK: usize = 1024 * 1024;
 
+/// The most one message's FETCH response may hold: this many times the message's size,
+/// plus [`FETCH_CHUNK`]. More (the same body asked for again and again, as
+/// `FETCH 1 (BODY[] BODY[] ...)`) is left out and the FETCH answers `NO [LIMIT]`, so the
+/// items of one command cannot multiply a message in memory.
+pub const MAX_PER_MESSAGE: usize = 4;
+
 /// A FETCH in progress.
 pub struct FetchJob {
     tag: String,
@@ -51,6 +57,8 @@ pub struct FetchJob {
     failed: bool,
     /// A BINARY item named a part whose Content-Transfer-Encoding is unknown.
     unknown_cte: bool,
+    /// The items asked for more than [`MAX_PER_MESSAGE`] of a message's output.
+    too_much: bool,
     /// Cached envelopes of the messages still to do (read once per FETCH).
     envelopes: std::collections::HashMap<u32, Vec<u8>>,
     /// The current message's file, reused from message to message.
@@ -155,6 +163,7 @@ impl Session {
             sets_seen,
             failed: false,
             unknown_cte: false,
+            too_much: false,
             envelopes,
             buf: Vec::new(),
         };
@@ -246,10 +255,15 @@ impl Session {
             // parsed once, at the first item that needs the part tree
             let tree = mime::Tree::new(raw);
             let out = &mut self.out;
+            let start = out.len();
+            let allowance = start + MAX_PER_MESSAGE * raw.len().max(buf.len()) + FETCH_CHUNK;
             out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
             let mut first = true;
             let mut wrote_flags = false;
             for (upper, body) in &items {
+                if out.len() > allowance {
+                    break;
+                }
                 if !first {
                     out.push(b' ');
                 }
@@ -353,6 +367,11 @@ impl Session {
                     }
                 }
             }
+            if out.len() > allowance {
+                out.truncate(start);
+                job.too_much = true;
+                continue;
+            }
             if flags_changed && !wrote_flags {
                 let names = flag_list(&flags.imap_names(sel.folder.keywords()));
                 out.extend_from_slice(format!(" FLAGS {names}").as_bytes());
@@ -363,7 +382,16 @@ impl Session {
             sel.folder.save_cache();
         }
         self.report(uid);
-        if job.unknown_cte {
+        if job.too_much {
+            tracing::info!(
+                "FETCH refused: items asking for more than {MAX_PER_MESSAGE} times a message, user={}",
+                self.user.as_deref().unwrap_or("")
+            );
+            self.line(&format!(
+                "{} NO [LIMIT] FETCH asks for more than {MAX_PER_MESSAGE} times a message's size",
+                job.tag
+            ));
+        } else if job.unknown_cte {
             self.line(&format!(
                 "{} NO [UNKNOWN-CTE] Cannot decode a part's transfer encoding",
                 job.tag

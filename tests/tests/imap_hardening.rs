@@ -218,6 +218,8 @@ fn nested(outer: usize, inner: usize) -> Vec<u8> {
 const MAX_BODYSTRUCTURE: usize = 1_000_000;
 const MAX_PEAK_KB: u64 = 96 * 1024;
 const MAX_AFTER_KB: u64 = 64 * 1024;
+/// The peak after a FETCH of twenty copies of the 7 MB body (refused after five).
+const MAX_PEAK_REPEATED_KB: u64 = 160 * 1024;
 
 #[test]
 fn a_million_mime_parts_get_a_bounded_bodystructure() {
@@ -259,6 +261,17 @@ fn a_million_mime_parts_get_a_bounded_bodystructure() {
     );
     assert!(peak < MAX_PEAK_KB, "imapd peak RSS {peak} kB");
     assert!(after < MAX_AFTER_KB, "imapd RSS after {after} kB");
+    // the same body asked for twenty times: not 140 MB of output, a refusal
+    let items = vec!["BODY.PEEK[TEXT]"; 20].join(" ");
+    let (lines, done) = a.cmd("h", &format!("FETCH 1 ({items})"));
+    assert_eq!(
+        (lines.len(), done.as_str()),
+        (0, "h NO [LIMIT] FETCH asks for more than 4 times a message's size\r\n")
+    );
+    let peak = kb(pid, "VmHWM");
+    eprintln!("imapd VmHWM {peak} kB after the twenty bodies");
+    assert!(peak < MAX_PEAK_REPEATED_KB, "imapd peak RSS {peak} kB");
+    assert!(b.noop_time("n2") < Duration::from_secs(1));
     assert!(alive(pid) && imapd_pid(&inst) == pid);
 }
 
