@@ -15,7 +15,13 @@
 //! Security: passwords are checked by the auth daemon only; cleartext LOGIN and
 //! AUTHENTICATE PLAIN are accepted over TLS or from loopback clients only (others see
 //! LOGINDISABLED). Input pipelined after STARTTLS is discarded. Every line, literal and
-//! per-user session count is bounded.
+//! per-user session count is bounded. After login, no command can hold the process (and
+//! so the other sessions on it) for long or multiply memory: LIST patterns are at most 64
+//! of 1024 bytes in all, matched in linear time ([`list_pattern`]); a message is split
+//! into at most 10,000 MIME parts ([`mime::MAX_TOTAL_PARTS`]); one message's FETCH
+//! response holds at most 4 times its size ([`cmd_fetch::MAX_PER_MESSAGE`]); sequence sets
+//! are searched, not scanned; APPEND and COPY past the user's quota (`etc/users`) are
+//! `NO [OVERQUOTA]`; folder names of the store's own files are `NO [CANNOT]`.
 //!
 //! Settings read: `virtual_mailbox_base`, `myhostname`, `imapd_tls_cert_file`,
 //! `imapd_tls_key_file`, `imapd_max_literal`, `imapd_max_line_length`,
