@@ -54,6 +54,10 @@ pub fn notify(
     }
 }
 
+/// Queue file attribute of a notice: the queue ID of the message the first notice in the
+/// chain was about (a double bounce names the original mail, not the bounce).
+const ORIGINAL_ID_ATTRIBUTE: &str = "notice_original_id";
+
 fn valid_queue_file(p: &str) -> bool {
     let mut parts = p.split('/');
     matches!(parts.next(), Some("active" | "deferred" | "incoming" | "hold"))
@@ -83,6 +87,24 @@ fn build_and_send(
         (false, _) => (env.sender.clone(), kind_name(kind)),
         (true, NoticeKind::Failure) if notice_of != Some("double") => {
             (qualify(&s.notice_recipient, &s.origin), "double")
+        }
+        (true, NoticeKind::Failure) => {
+            // A double bounce that could not be delivered: the end of the line, so say so
+            // loudly, naming the message it was about and why postmaster did not get it.
+            let original = env
+                .attributes
+                .get(ORIGINAL_ID_ATTRIBUTE)
+                .map_or("unknown", String::as_str);
+            let why: Vec<String> = rcpts
+                .iter()
+                .map(|r| format!("to=<{}>, dsn={}, reason: {}", r.address, r.dsn, r.text))
+                .collect();
+            let reason = format!(
+                "undeliverable postmaster notification discarded (it reported on queue ID {original}): {}",
+                why.join("; ")
+            );
+            tracing::warn!(queue_id = %queue_id, "{reason}");
+            return Ok(BounceReply::NotNeeded { reason });
         }
         (true, _) => return not_needed(format!("{kind:?} notice about null-sender mail dropped")),
     };
@@ -156,7 +178,11 @@ fn build_and_send(
         unique,
     }
     .render();
-    let new_id = submit(s, &to, notice, &report)?;
+    let original = env
+        .attributes
+        .get(ORIGINAL_ID_ATTRIBUTE)
+        .map_or(queue_id, String::as_str);
+    let new_id = submit(s, &to, notice, original, &report)?;
     tracing::info!(queue_id = %queue_id, "sender {} notification: {new_id}", notice_label(notice));
     Ok(BounceReply::Sent { queue_id: new_id })
 }
@@ -196,12 +222,13 @@ fn qualify(addr: &str, origin: &str) -> String {
 }
 
 /// Queues the report through cleanup; returns its queue ID.
-fn submit(s: &Settings, to: &str, notice: &str, report: &[u8]) -> Result<String, String> {
+fn submit(s: &Settings, to: &str, notice: &str, original: &str, report: &[u8]) -> Result<String, String> {
     let sock = std::os::unix::net::UnixStream::connect(cleanup::SOCKET).map_err(|e| format!("cleanup: {e}"))?;
     let mut ipc =
         IpcStream::client(sock, cleanup::PROTOCOL, cleanup::VERSION, Some(s.timeout)).map_err(|e| e.to_string())?;
     let mut attributes = BTreeMap::new();
     attributes.insert(NOTICE_ATTRIBUTE.to_string(), notice.to_string());
+    attributes.insert(ORIGINAL_ID_ATTRIBUTE.to_string(), original.to_string());
     let req = CleanupRequest::Submit(Submission {
         sender: String::new(),
         recipients: vec![Recipient {

@@ -181,9 +181,15 @@ fn an_unknown_users_bounce_from_an_unknown_sender_ends_in_postmasters_mailbox() 
     let mail = std::fs::read_to_string(file).unwrap();
     assert!(mail.contains("Delivered-To: postmaster@example.test"), "{mail}");
     assert!(mail.contains("nobody-here@example.test"), "{mail}");
-    let log = std::fs::read_to_string(l.path("var/log/maillog")).unwrap();
-    assert!(log.contains("to=<postmaster@example.test>, relay=local"), "{log}");
-    assert!(!log.contains("dropped"), "{log}");
+    // local logs the delivery just after the file is in place.
+    let log = || std::fs::read_to_string(l.path("var/log/maillog")).unwrap_or_default();
+    let delivered = "to=<postmaster@example.test>, relay=local";
+    assert!(
+        wait_for(Duration::from_secs(10), || log().contains(delivered)),
+        "{}",
+        log()
+    );
+    assert!(!log().contains("dropped") && !log().contains("discarded"), "{}", log());
     // And the mailbox can be read once it has a password.
     let passwd = l.shell("echo 'pm-pw' | target/release/postern user passwd postmaster");
     assert!(passwd.status.success(), "{}", text(&passwd.stderr));
@@ -299,4 +305,52 @@ fn help_version_and_usage_texts() {
     for p in ["mailq", "newaliases"] {
         assert!(Path::new(&bin(p)).is_file(), "{p}");
     }
+}
+
+#[test]
+fn without_a_postmaster_mailbox_check_warns_and_the_dropped_double_bounce_is_a_warning() {
+    let l = Layout::new();
+    std::fs::remove_file(l.path("etc/aliases")).unwrap();
+    let check = l.postern(&["check"]);
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "a warning is advice: {}",
+        text(&check.stderr)
+    );
+    assert!(
+        text(&check.stderr).lines().any(|line| line
+            == "postern: warning: mail to postmaster has nowhere to go: it reaches postmaster, which is not a mailbox user (bounces that cannot be returned would be lost); fix: postern user add postmaster, or send postmaster to a user in aliases"),
+        "{}",
+        text(&check.stderr)
+    );
+    let out = l.postern(&["start", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = l.shell("printf 'Subject: lost\\n\\nx\\n' | target/release/sendmail -f nobody-here@example.test nosuchuser@example.test");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log_file = l.path("var/log/maillog");
+    let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(30), || log()
+            .contains("postmaster notification discarded")),
+        "{}",
+        log()
+    );
+    let log = log();
+    // The first line of the message names its queue ID: the original.
+    let original = log
+        .lines()
+        .find(|l| l.contains("from=<nobody-here@example.test>"))
+        .and_then(|l| l.split("]: ").nth(1))
+        .and_then(|r| r.split(':').next())
+        .expect("the original's queue ID")
+        .to_string();
+    let warning = log.lines().find(|l| l.contains("discarded")).unwrap();
+    assert!(
+        warning.contains(": warning: ")
+            && warning.contains(&format!(
+                "undeliverable postmaster notification discarded (it reported on queue ID {original}): to=<postmaster@example.test>, dsn=5.1.1, reason: unknown user: \"postmaster\""
+            )),
+        "{warning}"
+    );
 }
