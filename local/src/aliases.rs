@@ -488,4 +488,67 @@ mod tests {
         );
         assert!(t.get(1).is_some_and(|t| t.no_forward));
     }
+
+    #[test]
+    fn lists_are_opened_safely_and_bounded() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| d.path().join(n).to_string_lossy().into_owned();
+        let me = rustix::process::geteuid().as_raw();
+        assert_eq!(read_list(&p("missing"), None).unwrap(), None);
+        std::fs::write(p("ok"), "alice, bob\n").unwrap();
+        assert_eq!(
+            read_list(&p("ok"), Some(me)).unwrap(),
+            Some((vec!["alice".to_string(), "bob".to_string()], me))
+        );
+        // A FIFO returns at once (no writer needed) and is refused.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p("fifo").as_str(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let e = read_list(&p("fifo"), None).unwrap_err();
+        assert!(e.contains("not a regular file (fifo)"), "{e}");
+        std::os::unix::fs::symlink(p("ok"), p("link")).unwrap();
+        assert!(read_list(&p("link"), None).unwrap_err().contains("symbolic link"));
+        std::fs::hard_link(p("ok"), p("hard")).unwrap();
+        assert!(read_list(&p("hard"), None).unwrap_err().contains("2 hard links"));
+        std::fs::remove_file(p("hard")).unwrap();
+        std::fs::write(p("gw"), "x\n").unwrap();
+        std::fs::set_permissions(p("gw"), std::fs::Permissions::from_mode(0o664)).unwrap();
+        assert!(read_list(&p("gw"), None).unwrap_err().contains("writable"));
+        if me != 0 {
+            assert!(read_list(&p("ok"), Some(me + 1)).unwrap_err().contains("not owned"));
+        }
+        // Too large: refused whole, never cut short.
+        let big = "a\n".repeat((MAX_INCLUDE / 2) as usize + 1);
+        std::fs::write(p("big"), big).unwrap();
+        assert!(read_list(&p("big"), None).unwrap_err().contains("larger than"));
+    }
+
+    #[test]
+    fn include_files_are_read_by_the_callers_reader_with_the_parents_owner_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let inc = dir.path().join("inc");
+        std::fs::write(&inc, "alice\n").unwrap();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let read = |p: &str, uid: u32| {
+            seen.borrow_mut().push(uid);
+            read_include_file(p)
+        };
+        let is_local = |d: &str| d == "example.test";
+        let list = vec![format!(":include:{}", inc.display())];
+        let t = expand_forward(&[], &[], "me", &list, 1234, None, "example.test", &is_local, &read).unwrap();
+        assert_eq!(users(&t), vec!["alice"]);
+        assert_eq!(*seen.borrow(), vec![1234], "opened with the .forward owner's rights");
+        // More include files than allowed: refused, not read on and on.
+        let many: Vec<String> = (0..=MAX_INCLUDE_FILES)
+            .map(|i| format!(":include:{}/none{i}", dir.path().display()))
+            .collect();
+        let e = expand_forward(&[], &[], "me", &many, 1234, None, "example.test", &is_local, &read).unwrap_err();
+        assert!(e.contains("include files"), "{e}");
+    }
 }

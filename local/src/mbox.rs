@@ -28,10 +28,15 @@ const LOCK_DELAY: Duration = Duration::from_millis(200);
 /// Longest line copied at once (queue content lines are already bounded by smtpd/cleanup).
 const MAX_LINE: u64 = 1 << 20;
 
-/// Appends to the file at `path` (absolute): a `/file` alias target.
+/// Appends to the file at `path` (absolute): a `/file` alias target. `/dev/null` (the
+/// one file that is no regular file yet a usual target: `user: /dev/null`) takes the
+/// message without being opened, as Postfix lets it.
 pub fn append(path: &str, sender: &str, prefix: &[u8], message: &mut dyn Read) -> Outcome {
     if !path.starts_with('/') || path.contains("/../") || path.ends_with("/..") {
         return Outcome::perm("5.3.5", format!("alias file target {path:?} must be an absolute path"));
+    }
+    if path == "/dev/null" {
+        return Outcome::sent("delivered to file: /dev/null");
     }
     match append_locked(Path::new(path), sender, None, prefix, message) {
         Ok(()) => Outcome::sent(&format!("delivered to file: {path}")),
@@ -340,6 +345,28 @@ mod tests {
                 .unwrap()
                 .starts_with("From MAILER-DAEMON  ")
         );
+    }
+
+    #[test]
+    fn file_targets_refuse_fifos_at_once_and_take_dev_null() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let mut m: &[u8] = b"x\n";
+        let start = std::time::Instant::now();
+        let o = append(fifo.to_str().unwrap(), "", b"", &mut m);
+        assert_eq!(o.code, 450, "{o:?}");
+        assert!(o.text.contains("not a regular file (fifo)"), "{o:?}");
+        assert!(start.elapsed() < Duration::from_secs(5), "blocked on the FIFO");
+        let mut m: &[u8] = b"x\n";
+        assert_eq!(append("/dev/null", "", b"", &mut m).code, 250);
     }
 
     #[test]
