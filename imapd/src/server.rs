@@ -36,11 +36,11 @@ const RESUME_BELOW: usize = 256 * 1024;
 const MAX_RAW: usize = 256 * 1024;
 /// Before login: most unsent output held for one client before reading from it pauses
 /// (a client that pipelines CAPABILITY without reading the answers gets no more).
-const PRELOGIN_MAX_OUT: usize = 64 * 1024;
+const PRELOGIN_MAX_OUT: usize = 16 * 1024;
 /// Before login: bytes read from the socket per step, and ciphertext held (one TLS
 /// record fits). With the session's pre-login line and literal bounds, these bound what an
 /// unauthenticated connection can make the process hold (see [`Imapd`]).
-const PRELOGIN_READ: usize = 2 * 1024;
+const PRELOGIN_READ: usize = 1024;
 const PRELOGIN_MAX_RAW: usize = 24 * 1024;
 
 struct Conn {
@@ -64,12 +64,14 @@ struct Conn {
 /// The imapd service.
 ///
 /// Memory bound per process: at most `max_conns` (master.toml, default
-/// `default_connection_limit`) connections; before login each holds at most
-/// [`crate::session::PRELOGIN_MAX_LINE`] of unparsed input, one command with a
-/// [`crate::session::PRELOGIN_MAX_LITERAL`] literal, [`PRELOGIN_MAX_OUT`] plus one
-/// read's answers of output and [`PRELOGIN_MAX_RAW`] of ciphertext (about 150 KB with
-/// TLS state), and must log in within `imapd_login_timeout` of connecting, however
-/// much it sends.
+/// `default_connection_limit`, 200) connections; before login each holds at most
+/// [`crate::session::PRELOGIN_MAX_LINE`] plus one read ([`PRELOGIN_READ`]) of unparsed
+/// input, one command of up to a line and two [`crate::session::PRELOGIN_MAX_LITERAL`]
+/// literals, [`PRELOGIN_MAX_OUT`] plus one read's answers of output (about 40 KB) and
+/// [`PRELOGIN_MAX_RAW`] of ciphertext: under 100 KB, plus rustls' own buffers with TLS;
+/// and it must log in within `imapd_login_timeout` of connecting, however much it sends.
+/// With `maxproc` processes (which master holds, see `master/src/supervisor.rs`) that
+/// bounds what unauthenticated clients can make a service hold, however many they are.
 pub struct Imapd {
     settings: Settings,
     conns: HashMap<usize, Conn>,

@@ -699,3 +699,102 @@ fn literal_at_end(line: &[u8]) -> Option<(u64, bool)> {
     }
     std::str::from_utf8(digits).ok()?.parse().ok().map(|n| (n, sync))
 }
+
+/// For fuzzing (`fuzz/fuzz_targets/imap_prelogin.rs`): a whole session before login, fed
+/// in chunks as the server reads them (the first byte of `data` picks the chunk size),
+/// auth answering every password check with a refusal, an outage or a mailbox that cannot
+/// be opened (the next byte decides). Checks what must hold for any input: no panic, the
+/// session never counts as logged in, the bytes it holds stay within the pre-login bounds,
+/// and every reply is whole CRLF-terminated lines.
+pub fn fuzz_prelogin(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = 1 + usize::from(first) * 16;
+    let settings = Settings {
+        mail_base: PathBuf::from("/nonexistent"),
+        max_literal: 50 * 1024 * 1024,
+        max_line: 64 * 1024,
+        hostname: "fuzz.example.test".into(),
+        starttls: true,
+    };
+    let mut s = Session::new(settings, first & 1 == 0, false);
+    // unparsed input: a line and a read; the command: lines and literals up to a line and
+    // a literal, then at most one more literal
+    let bound = 2 * PRELOGIN_MAX_LINE + 2 * PRELOGIN_MAX_LITERAL as usize + 4 + chunk;
+    let mut answers = rest.iter().rev().copied();
+    for piece in rest.chunks(chunk) {
+        if s.closed() {
+            break;
+        }
+        let mut need = s.input(piece);
+        while let Some(n) = need.take() {
+            need = match n {
+                Need::Verify { .. } => s.auth_done(match answers.next().unwrap_or(0) % 3 {
+                    0 => Err(LoginFailure::Refused("fuzz".into())),
+                    1 => Err(LoginFailure::Unavailable("fuzz".into())),
+                    // auth says yes, but the mailbox cannot be opened (a name the store
+                    // refuses, so nothing is created on disk): still not logged in
+                    _ => Ok("no/such/user".into()),
+                }),
+                Need::StartTls => None,
+            };
+        }
+        assert!(!s.authenticated(), "logged in without a mailbox");
+        assert!(
+            s.inbuf.len() + s.cmd.len() <= bound,
+            "{} bytes held before login",
+            s.inbuf.len() + s.cmd.len()
+        );
+        let out = s.take_output();
+        assert!(out.is_empty() || out.ends_with(b"\r\n"), "a partial reply line");
+    }
+}
+
+#[cfg(test)]
+mod prelogin_tests {
+    use super::*;
+
+    fn session() -> Session {
+        let mut s = Session::new(
+            Settings {
+                mail_base: PathBuf::from("/nonexistent"),
+                max_literal: 50 * 1024 * 1024,
+                max_line: 64 * 1024,
+                hostname: "mail.example.test".into(),
+                starttls: false,
+            },
+            true,
+            false,
+        );
+        s.take_output();
+        s
+    }
+
+    #[test]
+    fn literals_and_lines_before_login_are_held_to_a_few_kb() {
+        let mut s = session();
+        assert_eq!(s.input(b"a LOGIN {8193}\r\n"), None);
+        assert_eq!(s.take_output(), b"a NO [TOOBIG] Literal too large before login\r\n");
+        assert_eq!(s.input(b"b LOGIN {8192}\r\n"), None);
+        assert_eq!(s.take_output(), b"+ Ready for literal data\r\n");
+        s.input(&[b'x'; 8192]);
+        // within the bounds: auth judges it
+        assert!(matches!(s.input(b" pw\r\n"), Some(Need::Verify { .. })));
+        assert_eq!(s.auth_done(Err(LoginFailure::Refused("no".into()))), None);
+        assert!(s.take_output().starts_with(b"b NO [AUTHENTICATIONFAILED]"));
+        s.input(b"c LOGIN {52000000+}\r\nxxxx");
+        assert_eq!(s.take_output(), b"* BYE [TOOBIG] Literal too large before login\r\n");
+        assert!(s.closed());
+        let mut s = session();
+        s.input(&[b'a'; PRELOGIN_MAX_LINE + 1]);
+        assert_eq!(s.take_output(), b"* BYE [TOOBIG] Command line too long before login\r\n");
+        assert!(s.closed());
+    }
+
+    #[test]
+    fn fuzz_entry_point_runs() {
+        fuzz_prelogin(b"\x00a LOGIN {5}\r\nalice {6+}\r\nsecret\r\nb NOOP\r\n");
+        fuzz_prelogin(b"\x07a AUTHENTICATE PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\n\x02");
+    }
+}
