@@ -31,7 +31,9 @@
 //!    Postfix's environment, killed after `command_time_limit`, the exit status read as
 //!    sysexits ([`command`]); each allowed only where `allow_mail_to_files` /
 //!    `allow_mail_to_commands` name the target's origin (`alias`, `forward`, `include`;
-//!    else `5.7.1`). `:include:/path` files are read in place ([`aliases`]).
+//!    else `5.7.1`). `:include:/path` files are read in place ([`aliases`]), opened with
+//!    the rights of the owner of the file naming them (a `.forward`'s account; root's
+//!    become `default_privs`), as Postfix does.
 //! 4. addresses in other domains are forwarded: one new message through cleanup with the
 //!    same envelope sender and `Delivered-To:` added; the recipient is done once cleanup
 //!    answered `Queued` ([`forward`]).
@@ -59,7 +61,12 @@
 //! delivery, never root's ([`ids`]): commands and files of an alias get the alias file
 //! owner's rights, of an `:include:` file its owner's, of a `.forward` the account's, and
 //! `default_privs` wherever that would be root. Every file below the mailbox base is
-//! opened without following symlinks; user names are checked with
+//! opened without following symlinks, and every file a user controls (`.forward`,
+//! `:include:`, `/file` targets, mailboxes) is opened `O_NOFOLLOW | O_NONBLOCK` through
+//! safe_open and checked on the open descriptor (type, links, owner, mode), so a symlink,
+//! hard link or FIFO in its place is refused and blocks nothing; a command started for a
+//! user holds no descriptor of local's but its standard input, output and error
+//! ([`command`]); user names are checked with
 //! [`postern_lib::users::check_name`] before they become file names; the queue file path
 //! from qmgr must be `active/<ID>` (checked by the agent job).
 #![forbid(unsafe_code)]
