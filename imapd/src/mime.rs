@@ -503,6 +503,8 @@ pub fn section_of<'a>(tree: &Tree<'a>, spec: &str) -> Option<std::borrow::Cow<'a
 
 /// The header lines (with continuations) whose names are (or, with `not`, are not) listed.
 pub fn header_fields(header: &[u8], names: &[&str], not: bool) -> Vec<u8> {
+    // a set, so a long list costs no more per header line than a short one
+    let names: std::collections::HashSet<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
     let mut out = Vec::new();
     let mut keep = false;
     for line in header.split_inclusive(|&b| b == b'\n') {
@@ -511,8 +513,8 @@ pub fn header_fields(header: &[u8], names: &[&str], not: bool) -> Vec<u8> {
         }
         if line[0] != b' ' && line[0] != b'\t' {
             let name = line.iter().position(|&b| b == b':').map(|c| &line[..c]).unwrap_or(b"");
-            let name = String::from_utf8_lossy(name);
-            let listed = names.iter().any(|n| n.eq_ignore_ascii_case(name.trim()));
+            let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+            let listed = names.contains(&name);
             keep = listed != not;
         }
         if keep {

@@ -556,7 +556,8 @@ impl Folder {
                 }
             }
         }
-        self.messages.retain(|m| !done.contains(&m.uid));
+        let gone: std::collections::HashSet<u32> = done.iter().copied().collect();
+        self.messages.retain(|m| !gone.contains(&m.uid));
         Ok(done)
     }
 
