@@ -1,11 +1,14 @@
-//! # anvil — connection counts and rates per client, for all smtpd processes
+//! # anvil — connection counts and rates per client, for all smtpd, imapd and pop3d processes
 //!
 //! Serves the [`anvil`](postern_lib::proto::anvil) protocol on `private/anvil`, as
-//! Postfix's anvil(8): each smtpd process keeps one connection and asks, for every new
-//! client, how many connections that client has open now and how many it made in the
-//! current rate window, over all smtpd processes. One process (`maxproc = 1`) holds the
-//! whole table. Counts are tied to the smtpd connection that made them: when it closes,
-//! its counts go, so a crashed smtpd never leaves a client locked out.
+//! Postfix's anvil(8): each smtpd, imapd and pop3d process keeps one connection (the
+//! shared client of `postern_lib::anvil`) and asks, for every new client, how many
+//! connections that client has open now and how many it made in the current rate window,
+//! over all processes of the service (counted per service: smtpd's limits cover
+//! connections, imapd's and pop3d's those not yet logged in, released at login). One
+//! process (`maxproc = 1`) holds the whole table. Counts are tied to the daemon's
+//! connection that made them: when it closes, its counts go, so a crashed daemon never
+//! leaves a client locked out.
 //!
 //! The rate window is `anvil_rate_time_unit` (Postfix's name; 60 s by default). The table holds at most [`table::MAX_CLIENTS`] clients; when full, the entry
 //! idle longest is evicted.

@@ -1,4 +1,4 @@
-//! The event-loop side: smtpd connections on `private/anvil`, each a sans-I/O
+//! The event-loop side: daemon (smtpd, imapd, pop3d) connections on `private/anvil`, each a sans-I/O
 //! [`Decoder`]/[`Encoder`] pair driven by mio readiness, each holding the counts it made
 //! (given back when it closes).
 

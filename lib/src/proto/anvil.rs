@@ -1,5 +1,6 @@
 //! The anvil protocol: connection counts and rates per client address, shared by all
-//! smtpd processes (Postfix's anvil(8)).
+//! smtpd, imapd and pop3d processes (Postfix's anvil(8)); the daemons' side is
+//! [`crate::anvil`].
 //!
 //! Protocol name `anvil`, version 1, on `private/anvil`; requests and replies alternate on
 //! one connection, which a client keeps open for as long as it lives. Every request gets
@@ -7,7 +8,7 @@
 //!
 //! Counts belong to the connection that made them: when a client's connection closes (its
 //! process exited or crashed), anvil forgets every connection that client still had
-//! counted, so a crashed smtpd never leaves a remote client locked out.
+//! counted, so a crashed daemon never leaves a remote client locked out.
 //!
 //! `Connect` always counts the connection (a refused one too: the caller then sends
 //! `Disconnect` at once), so a client hammering the server stays over its rate limit.
