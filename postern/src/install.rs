@@ -3,11 +3,12 @@
 //!
 //! `install` copies the programs that sit next to this `postern` (a `target/release/` of a
 //! checkout) into `PREFIX/libexec/postern/` (daemons), `PREFIX/sbin/` (`postern`,
-//! `postsuper`, `postqueue`, `postdrop`, `sendmail`) and `PREFIX/bin/` (`mailq`,
+//! `postsuper`, `postqueue`, `postcat`, `postdrop`, `sendmail`) and `PREFIX/bin/` (`mailq`,
 //! `newaliases`: links to sendmail); writes the production configuration into
 //! CONFIG_DIR unless one is there already (ports 25, 587, 110, 143 on all addresses;
 //! 465/995/993 commented out until a certificate is set; `myhostname` from the host;
-//! logs to syslog; queue in QUEUE_DIR; mailboxes under `/var/mail/postern`); creates the
+//! logs to syslog; queue in QUEUE_DIR; mailboxes under `/var/mail/postern`); writes
+//! Debian's `/etc/aliases` (postmaster → root) when the host has none; creates the
 //! `postern` and `postdrop` accounts and the queue directories with their owners and
 //! modes; makes `postdrop` set-gid `postdrop`; and writes a systemd unit. Where another
 //! MTA owns `/usr/sbin/sendmail`, it is moved aside to `sendmail.postern-saved` and the
@@ -41,7 +42,13 @@ const DAEMONS: &[&str] = &[
     "metrics",
 ];
 /// Commands for people and scripts, in sbin.
-const COMMANDS: &[&str] = &["postern", "postsuper", "postqueue", "postdrop", "sendmail"];
+const COMMANDS: &[&str] = &["postern", "postsuper", "postqueue", "postcat", "postdrop", "sendmail"];
+/// The alias file of the production configuration (Debian's).
+const ALIASES: &str = "/etc/aliases";
+/// What `install` writes there when the host has none: Debian's default, so that mail to
+/// the role accounts (and double bounces) reaches root's mailbox, `/var/mail/root`.
+const DEBIAN_ALIASES: &str = "# See man 5 aliases for format (written by `postern install`).\n\
+    postmaster:    root\nMAILER-DAEMON: postmaster\nabuse:         postmaster\n";
 /// Links to sendmail, in bin.
 const LINKS: &[&str] = &["mailq", "newaliases"];
 
@@ -157,6 +164,15 @@ pub fn install(rest: &[String]) -> Result<ExitCode, String> {
         println!("postern: wrote the production configuration to {}", config.display());
     } else {
         println!("postern: kept the existing configuration in {}", config.display());
+    }
+    let aliases = p.at(Path::new(ALIASES));
+    if !aliases.exists() {
+        std::fs::create_dir_all(aliases.parent().unwrap_or(Path::new("/"))).map_err(io("mkdir", &aliases))?;
+        std::fs::write(&aliases, DEBIAN_ALIASES).map_err(io("write", &aliases))?;
+        println!(
+            "postern: wrote {} (postmaster, MAILER-DAEMON, abuse: root, as Debian has it)",
+            aliases.display()
+        );
     }
     let unit = p.at(Path::new("/lib/systemd/system/postern.service"));
     std::fs::create_dir_all(unit.parent().unwrap_or(Path::new("/"))).map_err(io("mkdir", &unit))?;

@@ -23,9 +23,14 @@ fn staged_install_and_uninstall() {
     ] {
         assert!(at(&format!("/usr/libexec/postern/{d}")).is_file(), "daemon {d}");
     }
-    for c in ["postern", "postsuper", "postqueue", "postdrop", "sendmail"] {
+    for c in ["postern", "postsuper", "postqueue", "postcat", "postdrop", "sendmail"] {
         assert!(at(&format!("/usr/sbin/{c}")).is_file(), "command {c}");
     }
+    // A host without /etc/aliases gets Debian's: postmaster's mail goes to root.
+    assert_eq!(
+        std::fs::read_to_string(at("/etc/aliases")).unwrap(),
+        "# See man 5 aliases for format (written by `postern install`).\npostmaster:    root\nMAILER-DAEMON: postmaster\nabuse:         postmaster\n"
+    );
     assert_eq!(
         std::fs::read_link(at("/usr/bin/mailq")).unwrap(),
         std::path::Path::new("/usr/sbin/sendmail")
