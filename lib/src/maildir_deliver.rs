@@ -24,7 +24,8 @@
 //!
 //! Security stance: the caller runs as the mailbox owner (or the virtual mailbox owner),
 //! never root; the mailbox name comes from a validated user name; no path component is
-//! followed through a symlink and no existing file is ever opened for writing.
+//! followed through a symlink, a FIFO or device in place of a directory is refused
+//! without blocking (`O_DIRECTORY`), and no existing file is ever opened for writing.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -346,6 +347,22 @@ mod tests {
         assert_eq!(a.name, b.name);
         assert_eq!(std::fs::read_dir(base.path().join("eve/new")).unwrap().count(), 1);
         assert_eq!(std::fs::read_dir(base.path().join("eve/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_maildir_directory_is_refused_at_once() {
+        let base = tempfile::tempdir().unwrap();
+        let fifo = |p: &Path| {
+            rfs::mknodat(rfs::CWD, p, rfs::FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        };
+        fifo(&base.path().join("carol"));
+        let start = std::time::Instant::now();
+        assert!(deliver(base.path(), "carol", b"", &mut &b"x"[..]).is_err());
+        std::fs::create_dir_all(base.path().join("dave")).unwrap();
+        fifo(&base.path().join("dave/tmp"));
+        assert!(deliver(base.path(), "dave", b"", &mut &b"x"[..]).is_err());
+        assert_eq!(maildir_size(&base.path().join("carol")).unwrap_or(0), 0);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "blocked on a FIFO");
     }
 
     #[test]
