@@ -296,4 +296,21 @@ fn dry_run_changes_nothing_and_the_action_does_exactly_the_selection() {
     let after = snapshot(&q);
     let key = format!("deferred/{o7}");
     assert_eq!(after.get(&key), before.get(&key));
+
+    // A selective flush retries exactly the selected message now (its retry time was an
+    // hour away); the other deferred message is not tried again.
+    let out = run(&inst, "postqueue", &["-f", "--from", "old@sender.test"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Flushed: 1 message"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tried = |id: &QueueId| {
+        inst.log()
+            .lines()
+            .filter(|l| l.contains(&format!("{id}: to=<")) && l.contains("status=deferred"))
+            .count()
+    };
+    assert!(wait_for(LONG, || tried(&o7) == 1), "o7 retried; log:\n{}", inst.log());
+    assert_eq!(tried(&r2), 1, "r2 was tried once, when it arrived");
 }
