@@ -75,6 +75,8 @@ pub struct Settings {
     pub conn_count_limit: u32,
     /// `smtpd_client_connection_rate_limit` (per minute).
     pub conn_rate_limit: u32,
+    /// `smtpd_client_event_limit_exceptions` (`mynetworks` expanded): clients not counted.
+    pub event_limit_exceptions: Vec<Cidr>,
     /// `smtpd_tls_cert_file`, resolved.
     pub tls_cert_file: Option<PathBuf>,
     /// `smtpd_tls_key_file`, resolved.
@@ -203,6 +205,14 @@ impl Settings {
             data_timeout: Duration::from_secs(main.smtpd_data_timeout.0.max(1)),
             conn_count_limit: main.smtpd_client_connection_count_limit,
             conn_rate_limit: main.smtpd_client_connection_rate_limit,
+            event_limit_exceptions: main
+                .smtpd_client_event_limit_exceptions
+                .iter()
+                .flat_map(|n| match n.as_str() {
+                    "mynetworks" => main.mynetworks.clone(),
+                    cidr => Cidr::parse(cidr).into_iter().collect(),
+                })
+                .collect(),
             tls_cert_file,
             tls_key_file,
             queue_minfree: Some(main.queue_minfree),

@@ -1,6 +1,7 @@
 //! smtpd's time and connection limits under the real master: a client sending one byte a
 //! second is timed out while another is served; the whole-DATA deadline; the per-client
-//! connection count and rate limits (421 4.7.0).
+//! connection count and rate limits (421 4.7.0), which do not count the clients of
+//! `smtpd_client_event_limit_exceptions` (default: mynetworks, as in Postfix).
 
 mod smtpd_common;
 
@@ -67,7 +68,15 @@ fn data_deadline_ends_a_trickling_transfer() {
 
 #[test]
 fn per_client_connection_count_limit() {
-    let s = start(&["smtpd_client_connection_count_limit=2"], "maxproc = 1", "");
+    // Loopback is in mynetworks, which smtpd_client_event_limit_exceptions exempts by default.
+    let s = start(
+        &[
+            "smtpd_client_connection_count_limit=2",
+            "smtpd_client_event_limit_exceptions=[]",
+        ],
+        "maxproc = 1",
+        "",
+    );
     let mut a = s.client();
     let b = s.client();
     assert!(a.greeting.starts_with("220") && b.greeting.starts_with("220"));
@@ -86,7 +95,14 @@ fn per_client_connection_count_limit() {
 
 #[test]
 fn per_client_connection_rate_limit() {
-    let s = start(&["smtpd_client_connection_rate_limit=3"], "maxproc = 1", "");
+    let s = start(
+        &[
+            "smtpd_client_connection_rate_limit=3",
+            "smtpd_client_event_limit_exceptions=[]",
+        ],
+        "maxproc = 1",
+        "",
+    );
     for _ in 0..3 {
         let mut c = s.client();
         assert!(c.greeting.starts_with("220"), "{}", c.greeting);
@@ -97,4 +113,34 @@ fn per_client_connection_rate_limit() {
         c.greeting,
         "421 4.7.0 mail.example.test Error: too many connections per minute from 127.0.0.1\r\n"
     );
+}
+
+/// Issue 10: `smtpd_client_event_limit_exceptions` (default `$mynetworks`, as Postfix) are
+/// never counted — a trusted network's many connections are all served — while a client
+/// outside it still gets the 421.
+#[test]
+fn trusted_networks_are_not_counted() {
+    let s = start(
+        &["mynetworks=[\"127.0.0.1/32\"]", "smtpd_client_connection_count_limit=2"],
+        "maxproc = 1",
+        "",
+    );
+    let out = python(
+        r#"
+import socket, sys
+port = int(sys.argv[1])
+held = []
+def greet(src):
+    s = socket.create_connection(('127.0.0.1', port), 10, source_address=(src, 0))
+    held.append(s)
+    return s.makefile('rb').readline().decode().strip()
+print('trusted', [greet('127.0.0.1')[:3] for _ in range(5)])
+print('other', [greet('127.0.0.2')[:3] for _ in range(3)])
+"#,
+        &[&s.port.to_string()],
+    );
+    assert!(out.contains("trusted ['220', '220', '220', '220', '220']"), "{out}");
+    assert!(out.contains("other ['220', '220', '421']"), "{out}");
+    assert!(s.inst.log().contains("too many connections from unknown[127.0.0.2]"));
+    assert!(!s.inst.log().contains("too many connections from unknown[127.0.0.1]"));
 }

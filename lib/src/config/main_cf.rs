@@ -141,13 +141,13 @@ pub struct MainConfig {
     pub smtpd_client_connection_count_limit: u32,
     /// smtpd: connections per `anvil_rate_time_unit` from one client address (over all smtpd processes, counted by anvil); 0: no limit.
     pub smtpd_client_connection_rate_limit: u32,
+    /// smtpd: clients whose connections are not counted against the connection count and
+    /// rate limits (Postfix's name): networks, and the word `mynetworks` for the networks of
+    /// `mynetworks` (Postfix's default `$mynetworks`, the default here too); `[]`: none.
+    pub smtpd_client_event_limit_exceptions: Vec<String>,
     /// anvil: the window over which connection rates are counted.
     pub anvil_rate_time_unit: Seconds,
     /// smtpd: bare LF in DATA: `normalize` (treat as CRLF; only CRLF.CRLF ends the data) or `reject`.
-    /// smtpd: clients whose connections are not counted against the connection count and
-    /// rate limits (Postfix's name); unset: `mynetworks`, as in Postfix; `[]`: none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub smtpd_client_event_limit_exceptions: Option<Vec<Cidr>>,
     pub smtpd_forbid_bare_newline: String,
     /// smtpd: refuse unknown recipients in mydestination (550 5.1.1) after the restrictions.
     pub smtpd_reject_unlisted_recipient: bool,
@@ -165,13 +165,13 @@ pub struct MainConfig {
     pub smtpd_data_restrictions: Vec<String>,
     /// smtpd: restrictions at the end of the message.
     pub smtpd_end_of_data_restrictions: Vec<String>,
-    /// smtpd: alias tables for recipient validation (relative to the config dir).
-    pub alias_maps: Vec<String>,
-    // --- qmgr, trivial-rewrite, local ---
     /// smtpd: tables of envelope sender → the SASL login names that own it (Postfix's
     /// table syntax; `regexp:FILE` for a Postfix regexp table), for the
     /// `reject_*sender_login_mismatch` rules. Relative to the config dir.
     pub smtpd_sender_login_maps: Vec<String>,
+    /// smtpd: alias tables for recipient validation (relative to the config dir).
+    pub alias_maps: Vec<String>,
+    // --- qmgr, trivial-rewrite, local ---
     /// trivial-rewrite, local: separator between a user name and an address extension (`user+ext`); empty: none.
     pub recipient_delimiter: String,
     /// trivial-rewrite: virtual alias tables (`address  target, ...`; relative to the config dir).
@@ -366,6 +366,7 @@ impl Default for MainConfig {
             header_size_limit: 102_400,
             smtpd_client_connection_count_limit: 50,
             smtpd_client_connection_rate_limit: 0,
+            smtpd_client_event_limit_exceptions: vec!["mynetworks".into()],
             anvil_rate_time_unit: Seconds(60),
             smtpd_forbid_bare_newline: "normalize".into(),
             smtpd_reject_unlisted_recipient: true,
@@ -375,12 +376,12 @@ impl Default for MainConfig {
             smtpd_relay_restrictions: vec![
                 "permit_mynetworks".into(),
                 "permit_sasl_authenticated".into(),
-            smtpd_client_event_limit_exceptions: None,
                 "reject_unauth_destination".into(),
             ],
             smtpd_recipient_restrictions: Vec::new(),
             smtpd_data_restrictions: Vec::new(),
             smtpd_end_of_data_restrictions: Vec::new(),
+            smtpd_sender_login_maps: Vec::new(),
             alias_maps: vec!["aliases".into()],
             // --- qmgr, trivial-rewrite, local ---
             recipient_delimiter: String::new(),
@@ -390,7 +391,6 @@ impl Default for MainConfig {
             local_transport: "local".into(),
             relay_transport: "smtp".into(),
             default_transport: "smtp".into(),
-            smtpd_sender_login_maps: Vec::new(),
             qmgr_message_active_limit: 20_000,
             qmgr_message_recipient_limit: 20_000,
             default_destination_concurrency_limit: 20,
@@ -469,6 +469,16 @@ impl MainConfig {
         }
         if self.max_use == 0 {
             return Err(("max_use", "must be at least 1".into()));
+        }
+        if let Some(bad) = self
+            .smtpd_client_event_limit_exceptions
+            .iter()
+            .find(|n| *n != "mynetworks" && Cidr::parse(n).is_err())
+        {
+            return Err((
+                "smtpd_client_event_limit_exceptions",
+                format!("{bad:?} is neither a network nor the word mynetworks"),
+            ));
         }
         if self.auth_penalty_max.0.saturating_add(self.auth_failure_delay.0) > 25 {
             // smtpd, imapd and pop3d must get a slowed answer well within their wait for auth.

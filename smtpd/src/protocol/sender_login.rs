@@ -9,7 +9,9 @@
 //! `@domain`. A `regexp:FILE` table (Postfix's regexp_table(5), `$1` substitution) is
 //! asked with the full address only. The first table with an answer decides.
 //!
-//! Tables are read when smtpd starts (a new smtpd process reads the new contents).
+//! Tables are read when smtpd starts (a new smtpd process reads the new contents). A
+//! table file that does not exist owns nothing (a warning is logged): the rules then
+//! refuse every logged-in sender, never let one use any address.
 
 use postern_lib::address::{Address, Destinations};
 use postern_lib::checks::lookup::LookupTable;
@@ -40,17 +42,31 @@ impl SenderLoginMaps {
     ) -> Result<SenderLoginMaps, String> {
         let mut maps = Vec::new();
         for item in items {
-            let map = match item.strip_prefix("regexp:") {
-                Some(f) => Map::Regexp(LookupTable::load(&resolve(f)).map_err(|e| e.to_string())?),
-                None => {
-                    let f = item
-                        .strip_prefix("hash:")
+            let (regexp, file) = match item.strip_prefix("regexp:") {
+                Some(f) => (true, f),
+                None => (
+                    false,
+                    item.strip_prefix("hash:")
                         .or_else(|| item.strip_prefix("texthash:"))
-                        .unwrap_or(item);
-                    Map::Plain(Table::load(&resolve(f)).map_err(|e| e.to_string())?)
-                }
+                        .unwrap_or(item),
+                ),
             };
-            maps.push(map);
+            let path = resolve(file);
+            if matches!(std::fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+                // Deny-safe: an absent table owns nothing, so the rules refuse every
+                // logged-in sender rather than let anyone use any address.
+                tracing::warn!(
+                    "smtpd_sender_login_maps: {} does not exist: no sender is owned",
+                    path.display()
+                );
+                maps.push(Map::Plain(Table::default()));
+                continue;
+            }
+            maps.push(if regexp {
+                Map::Regexp(LookupTable::load(&path).map_err(|e| e.to_string())?)
+            } else {
+                Map::Plain(Table::load(&path).map_err(|e| e.to_string())?)
+            });
         }
         Ok(SenderLoginMaps {
             maps,

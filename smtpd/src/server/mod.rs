@@ -264,7 +264,9 @@ impl EventService for Server {
         let now = Instant::now();
         let ip = peer.ip();
         let registry = lp.registry();
-        if self.cfg.conn_count_limit == 0 && self.cfg.conn_rate_limit == 0 {
+        // smtpd_client_event_limit_exceptions (default: mynetworks) are never counted.
+        let exempt = self.cfg.event_limit_exceptions.iter().any(|c| c.contains(ip));
+        if exempt || (self.cfg.conn_count_limit == 0 && self.cfg.conn_rate_limit == 0) {
             self.start(registry, std_sock, ip, Counted::No, now);
             return;
         }
