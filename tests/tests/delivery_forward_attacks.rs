@@ -3,7 +3,8 @@
 //! `local_system_users = true`, accounts made with `useradd`, mail through the whole
 //! pipeline (smtplib → smtpd → cleanup → qmgr → local):
 //!
-//! * descriptors: a `.forward` command lists its own descriptors — exactly 0, 1 and 2
+//! * descriptors: master keeps no descriptor of the process that started it (a pipe of
+//!   the starter sees end-of-file once the starter lets go), a `.forward` command lists its own descriptors — exactly 0, 1 and 2
 //!   (plus the listing's own directory handle) — and a process it leaves in the background
 //!   finds no socket at all (not local's listener, not master's status channel) to take
 //!   local's next job with; mail to another account right after is delivered at once;
@@ -20,6 +21,7 @@
 //!
 //! Runs only as root (CI is root); elsewhere it prints why it skips.
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -196,7 +198,25 @@ fn forward_command_holds_only_stdio_and_leaves_nothing_to_steal_jobs_with() {
         ),
     );
     add_user(&inst, "sender", "pw-sender");
+    // A pipe of the process that starts the mail system, inheritable as a shell's pipe
+    // is: master must not keep it, nor pass it on to its daemons and their commands.
+    let (starter_r, starter_w) = nix::unistd::pipe().expect("pipe");
     inst.start();
+    drop(starter_w);
+    let mut poll = [nix::poll::PollFd::new(starter_r.as_fd(), nix::poll::PollFlags::POLLIN)];
+    // (Generous: under a threaded runner another test's short-lived child may hold it a moment.)
+    let ready = nix::poll::poll(&mut poll, 10_000u16).expect("poll");
+    let mut byte = [0u8; 1];
+    assert!(
+        ready == 1 && nix::unistd::read(&starter_r, &mut byte).ok() == Some(0),
+        "the starter's pipe is still held open by the mail system (no end-of-file)"
+    );
+    assert!(
+        inst.log()
+            .contains("descriptors inherited from the process that started master"),
+        "{}",
+        inst.log()
+    );
 
     send(smtp, &attacker.name, "first");
     assert!(
