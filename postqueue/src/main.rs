@@ -6,7 +6,7 @@
 //! postqueue [-c CONFIG_DIR] -f     flush: ask qmgr to retry deferred mail now
 //! postqueue [-c CONFIG_DIR] -i ID  deliver one deferred message now
 //! postqueue [-c CONFIG_DIR] -s DOMAIN   deliver deferred mail for DOMAIN now
-//! postqueue [-c CONFIG_DIR] --shape [-s] [-b N] [-t MIN] [-l] [-w COLS] [-n N] [QUEUE...]
+//! postqueue [-c CONFIG_DIR] --shape [-s] [-p] [-m N] [-b N] [-t MIN] [-l] [-w COLS] [-n N] [QUEUE...]
 //!                                  messages per domain by age (Postfix's qshape)
 //! ```
 //!
@@ -81,7 +81,7 @@ const EX_UNAVAILABLE: u8 = 69;
 const EX_IOERR: u8 = 74;
 const EX_CONFIG: u8 = 78;
 
-const USAGE: &str = "usage: postqueue [-c CONFIG_DIR] -p | -j | -f | -i ID | -s DOMAIN | --shape [-s] [-b N] [-t MIN] [-l] [-w COLS] [-n N] [QUEUE...]\n\
+const USAGE: &str = "usage: postqueue [-c CONFIG_DIR] -p | -j | -f | -i ID | -s DOMAIN | --shape [-s] [-p] [-m N] [-b N] [-t MIN] [-l] [-w COLS] [-n N] [QUEUE...]\n\
      selection (any mode): [--from ADDR|DOMAIN] [--to ADDR|DOMAIN] [--domain DOMAIN] [--reason TEXT] [--older AGE] [--younger AGE] [--queue QUEUE]... [--dry-run]";
 
 #[derive(Clone, PartialEq, Eq)]

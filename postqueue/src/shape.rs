@@ -11,7 +11,9 @@
 //! As qshape: `T` is the total; each further column counts the messages younger than its
 //! heading in minutes (and at least as old as the previous one); the last column (`1280+`)
 //! has no limit. Ages are from the message's arrival time. Options, as qshape's: `-s`
-//! sender domains instead of recipient domains (one count per message), `-b N` buckets
+//! sender domains instead of recipient domains (one count per message), `-p` rows for
+//! parent domains too (`.example.com`, shown when it has at least `-m N` subdomains,
+//! default 5; never a top-level domain), `-b N` buckets
 //! (default 10), `-t MINUTES` the first bucket (default 5), `-l` linear buckets (multiples
 //! of `-t`) instead of doubling, `-w WIDTH` the line width (default 80, counts end at that
 //! column), `-n N` only the N largest domains; queue names (`incoming`, `active`,
@@ -43,6 +45,10 @@ const MAX_BUCKETS: usize = 64;
 pub struct Options {
     /// Sender domains (`-s`).
     pub by_sender: bool,
+    /// Parent domain rows (`-p`).
+    pub parents: bool,
+    /// Subdomains a parent needs for its row (`-m`).
+    pub min_subdomains: u64,
     /// Age buckets (`-b`).
     pub buckets: usize,
     /// First bucket in minutes (`-t`).
@@ -61,6 +67,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             by_sender: false,
+            parents: false,
+            min_subdomains: 5,
             buckets: 10,
             tick: 5,
             linear: false,
@@ -84,6 +92,8 @@ impl Options {
         };
         match flag {
             "-s" => self.by_sender = true,
+            "-p" => self.parents = true,
+            "-m" => self.min_subdomains = number("-m", 1_000_000)?,
             "-l" => self.linear = true,
             "-b" => self.buckets = number("-b", MAX_BUCKETS as u64)? as usize,
             "-t" => self.tick = number("-t", 1_000_000)?,
@@ -121,6 +131,8 @@ pub struct Shape {
     now: u64,
     total: Vec<u64>,
     rows: HashMap<String, Vec<u64>>,
+    /// Distinct subdomains seen per parent domain (`-p`).
+    subdomains: HashMap<String, u64>,
 }
 
 impl Shape {
@@ -132,6 +144,7 @@ impl Shape {
             now,
             total: vec![0; n],
             rows: HashMap::new(),
+            subdomains: HashMap::new(),
         }
     }
 
@@ -171,16 +184,28 @@ impl Shape {
     fn count(&mut self, address: &str, bucket: usize) {
         self.total[0] += 1;
         self.total[bucket] += 1;
-        let domain = domain_of(address);
-        let key = if self.rows.contains_key(&domain) || self.rows.len() < MAX_DOMAINS {
-            domain
-        } else {
-            OTHER.to_string()
-        };
-        let n = self.opts.buckets + 1;
-        let row = self.rows.entry(key).or_insert_with(|| vec![0; n]);
-        row[0] += 1;
-        row[bucket] += 1;
+        let mut domain = domain_of(address);
+        let mut child_was_new = false;
+        loop {
+            let key = if self.rows.contains_key(&domain) || self.rows.len() < MAX_DOMAINS {
+                domain.clone()
+            } else {
+                OTHER.to_string()
+            };
+            let n = self.opts.buckets + 1;
+            let new = !self.rows.contains_key(&key);
+            let row = self.rows.entry(key.clone()).or_insert_with(|| vec![0; n]);
+            row[0] += 1;
+            row[bucket] += 1;
+            if child_was_new {
+                *self.subdomains.entry(key).or_default() += 1;
+            }
+            child_was_new = new;
+            match self.opts.parents.then(|| parent_of(&domain)).flatten() {
+                Some(p) => domain = p,
+                None => break,
+            }
+        }
     }
 
     /// The table, as qshape prints it.
@@ -223,7 +248,10 @@ impl Shape {
         rows.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then(a.0.len().cmp(&b.0.len())).then(a.0.cmp(b.0)));
         let total: Vec<String> = self.total.iter().map(u64::to_string).collect();
         line(&mut out, "TOTAL", &total, &widths, dw);
-        for (d, counts) in rows.into_iter().take(self.opts.top.unwrap_or(usize::MAX)) {
+        let shown = rows.into_iter().filter(|(d, _)| {
+            !d.starts_with('.') || self.subdomains.get(*d).copied().unwrap_or(0) >= self.opts.min_subdomains
+        });
+        for (d, counts) in shown.take(self.opts.top.unwrap_or(usize::MAX)) {
             let counts: Vec<String> = counts.iter().map(u64::to_string).collect();
             line(&mut out, d, &counts, &widths, dw);
         }
@@ -236,11 +264,13 @@ impl Shape {
 fn line(out: &mut String, name: &str, cells: &[String], widths: &[usize], dw: usize) {
     use std::fmt::Write as _;
     if name.len() > dw {
-        let mut cut = name.len() - (dw - 1);
+        // A parent domain keeps its dot: `.+` and the last dw - 2 bytes.
+        let marker = if name.starts_with('.') { ".+" } else { "+" };
+        let mut cut = name.len() - (dw - marker.len());
         while !name.is_char_boundary(cut) {
             cut += 1;
         }
-        let _ = write!(out, "+{:>w$}", &name[cut..], w = dw - 1);
+        let _ = write!(out, "{marker}{:>w$}", &name[cut..], w = dw - marker.len());
     } else {
         let _ = write!(out, "{name:>dw$}");
     }
@@ -248,6 +278,14 @@ fn line(out: &mut String, name: &str, cells: &[String], widths: &[usize], dw: us
         let _ = write!(out, "{c:>w$}");
     }
     out.push('\n');
+}
+
+/// The parent of a domain as qshape's `-p` has it (`a.b.example.com` → `.b.example.com`
+/// → `.example.com`, never a top-level domain), or `None`.
+fn parent_of(domain: &str) -> Option<String> {
+    let d = domain.strip_prefix('.').unwrap_or(domain);
+    let (_, rest) = d.split_once('.')?;
+    rest.contains('.').then(|| format!(".{rest}"))
 }
 
 /// qshape's domain of an address: lower case, after the last `@`, `..` made `.`, one
@@ -354,13 +392,54 @@ mod tests {
             now,
         );
         assert_eq!(lin.bucket(now - 25 * 60), 3);
-        assert_eq!(lin.render().lines().next().unwrap(), format!("{:>64}  T 10 20 30 30+", ""));
+        assert_eq!(
+            lin.render().lines().next().unwrap(),
+            format!("{:>64}  T 10 20 30 30+", "")
+        );
         let mut o = Options::default();
         let mut args = vec!["0".to_string()].into_iter();
         assert!(o.take("-b", &mut args).is_err());
         assert_eq!(o.queue_list(), vec!["incoming", "active"]);
         assert!(o.take("deferred", &mut std::iter::empty()).unwrap());
         assert_eq!(o.queue_list(), vec!["deferred"]);
+    }
+
+    #[test]
+    fn parent_domains() {
+        assert_eq!(parent_of("a.b.example.com").as_deref(), Some(".b.example.com"));
+        assert_eq!(parent_of(".b.example.com").as_deref(), Some(".example.com"));
+        assert_eq!(parent_of(".example.com"), None);
+        assert_eq!(parent_of("example.com"), None);
+        let opts = Options {
+            parents: true,
+            min_subdomains: 2,
+            ..Options::default()
+        };
+        let mut s = Shape::new(opts, 0);
+        s.add(&entry(
+            0,
+            "a@b",
+            &["x@mx1.big.test", "y@mx2.big.test", "z@mx1.big.test", "w@small.test"],
+        ));
+        s.add(&entry(0, "a@b", &["v@one.lone.test"]));
+        let out = s.render();
+        let rows: Vec<&str> = out.lines().map(|l| l.split_whitespace().next().unwrap_or("")).collect();
+        // .big.test has two subdomains (shown), .lone.test one (hidden); TOTAL counts
+        // each recipient once.
+        assert_eq!(
+            rows,
+            vec![
+                "T",
+                "TOTAL",
+                ".big.test",
+                "mx1.big.test",
+                "small.test",
+                "mx2.big.test",
+                "one.lone.test"
+            ],
+            "{out}"
+        );
+        assert!(out.lines().nth(1).unwrap().contains("  5  5"), "{out}");
     }
 
     #[test]
