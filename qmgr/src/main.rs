@@ -11,7 +11,13 @@
 //!
 //! Memory stays bounded: at most `qmgr_message_active_limit` messages and
 //! `qmgr_message_recipient_limit` recipients are in memory; the rest wait on disk and are
-//! taken in as room frees. Scheduling is per transport and destination:
+//! taken in as room frees. The deferred queue is fed in by the scheduler's appetite
+//! (`schedule::scan`): a due message whose destinations are all dead is deferred again
+//! where it lies (new retry time, defer log, `status=deferred (delivery temporarily
+//! suspended: …)`) without coming into `active/`, and one whose destinations already have
+//! twice their concurrency window of work waits on disk; so a retry wave for a dead relay
+//! brings only its few probes into `active/`. Collections shrink when the queue is idle.
+//! Scheduling is per transport and destination:
 //! `<transport>_destination_concurrency_limit` parallel jobs per destination,
 //! `<transport>_destination_recipient_limit` recipients per job, the transport's `maxproc`
 //! (else `default_process_limit`) jobs per transport, round-robin between destinations so one

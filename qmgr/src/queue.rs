@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use postern_lib::queue_file::{QueueFile, RecipientHandle, RecipientStatus, mark_done};
 use postern_lib::queue_id::QueueId;
 use postern_lib::queue_scan::{QueuedFile, queue_files};
-use postern_lib::safe_open::{Expect, open_append, open_read};
-use rustix::fs::{FlockOperation, OFlags, Timespec, Timestamps};
+use postern_lib::safe_open::{Expect, open_append, open_update};
+use rustix::fs::{FlockOperation, Timespec, Timestamps};
 
 /// Queue names.
 pub const INCOMING: &str = "incoming";
@@ -68,15 +68,8 @@ pub fn move_to(from: &Path, queue: &str, id: &QueueId) -> std::io::Result<PathBu
 /// Opens a queue file for reading and marking (read-write, no symlink, regular file with
 /// one link) and parses its envelope.
 pub fn open_and_read(path: &Path) -> Result<(File, QueueFile), ReadError> {
-    // Checks (type, links) on a read-only open first, then the read-write open.
-    drop(open_read(path, &Expect::any()).map_err(|e| ReadError::Io(e.to_string()))?);
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| ReadError::Io(format!("open {}: {e}", path.display())))?;
-    let mut file = File::from(fd);
+    // One open, checked (no symlink, regular file, one link) on the descriptor itself.
+    let mut file = open_update(path, &Expect::any()).map_err(|e| ReadError::Io(e.to_string()))?;
     let qf = QueueFile::read(&mut file).map_err(|e| match e {
         postern_lib::queue_file::QueueFileError::Io(e) => ReadError::Io(e.to_string()),
         other => ReadError::Corrupt(other.to_string()),

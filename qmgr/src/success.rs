@@ -55,6 +55,11 @@ pub fn append(id: &QueueId, delivered: &[Outcome]) -> std::io::Result<()> {
     notices::append_to(TRACE_LOG, id, delivered)
 }
 
+/// Whether a success notice is still owed for this message.
+pub fn owed(id: &QueueId) -> bool {
+    path(id).exists()
+}
+
 /// Removes the trace log (with the message).
 pub fn remove(id: &QueueId) {
     let _ = std::fs::remove_file(path(id));
@@ -63,7 +68,7 @@ pub fn remove(id: &QueueId) {
 /// Sends the owed success notices for the message at `queue_file` (relative to the queue
 /// directory). `Ok` when nothing is owed any more.
 pub fn send(queue_file: &Path, id: &QueueId) -> Result<(), String> {
-    if !path(id).exists() {
+    if !owed(id) {
         return Ok(());
     }
     let log = notices::read_from(TRACE_LOG, id).map_err(|e| format!("trace log: {e}"))?;

@@ -2,10 +2,14 @@
 //! recipients resolved into per-destination queues, jobs handed out round-robin within
 //! the concurrency limits, results folded back, finished messages retired or deferred.
 //! Each destination's concurrency follows slow start and back-off ([`crate::feedback`]).
+//! The deferred queue is fed in by [`scan`]: bounded batches, mail for dead destinations
+//! deferred where it lies, mail for busy destinations parked on disk.
 
 use crate::feedback::{Window, site_failure};
 use crate::notices::{self, Action, Outcome};
 use crate::success;
+
+mod scan;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use std::time::{Duration, Instant};
 use postern_lib::proto::bounce::NoticeRecipient;
 use postern_lib::proto::deliver::{self, DeliverRecipient, DeliverReply, DeliverRequest, status_line};
 use postern_lib::proto::resolve::{ERROR_TRANSPORT, Route};
-use postern_lib::queue_file::RecipientStatus;
+use postern_lib::queue_file::{QueueFile, RecipientStatus};
 use postern_lib::queue_id::QueueId;
 use postern_lib::queue_scan::QueuedFile;
 
@@ -43,6 +47,9 @@ struct Dest {
     queue: VecDeque<Entry>,
     active: usize,
     window: Window,
+    /// Due deferred messages left on disk until this destination can take more
+    /// ([`scan`]): queue IDs only.
+    parked: VecDeque<QueueId>,
 }
 
 struct Rcpt {
@@ -112,6 +119,10 @@ pub struct Qmgr {
     recovered: bool,
     postponed: Vec<QueuedFile>,
     last_deferred_scan: Option<Instant>,
+    /// The deferred queue run in progress.
+    scan: Option<scan::Cursor>,
+    /// Messages parked in all destinations.
+    parked_total: usize,
 }
 
 impl Qmgr {
@@ -137,6 +148,8 @@ impl Qmgr {
             recovered: false,
             postponed: Vec::new(),
             last_deferred_scan: None,
+            scan: None,
+            parked_total: 0,
         }
     }
 
@@ -185,6 +198,28 @@ impl Qmgr {
                 self.take_in(&f.path, f.id, true);
             }
         }
+        self.trim();
+    }
+
+    /// When nothing is in memory any more, gives back what the collections grew to (a
+    /// burst leaves capacity behind) and forgets old resolver answers.
+    fn trim(&mut self) {
+        if !self.msgs.is_empty() || !self.jobs.is_empty() || self.scan.is_some() || self.parked_total > 0 {
+            return;
+        }
+        self.msgs.shrink_to_fit();
+        self.jobs.shrink_to_fit();
+        self.unresolved.shrink_to_fit();
+        self.postponed.shrink_to_fit();
+        self.rotation.shrink_to_fit();
+        self.dests.shrink_to_fit();
+        for d in self.dests.values_mut() {
+            d.queue.shrink_to_fit();
+            d.parked.shrink_to_fit();
+        }
+        if self.cache_born.elapsed() > CACHE_AGE && !self.cache.is_empty() {
+            self.cache = HashMap::new();
+        }
     }
 
     fn has_room(&self) -> bool {
@@ -213,30 +248,7 @@ impl Qmgr {
                 }
             }
         }
-        if self.want_deferred && self.has_room() {
-            self.want_deferred = false;
-            self.last_deferred_scan = Some(Instant::now());
-            let force = std::mem::take(&mut self.flush);
-            let now = queue::now_secs();
-            for f in queue::list(queue::DEFERRED) {
-                if !force && queue::mtime(&f.path).is_some_and(|t| t > now) {
-                    continue;
-                }
-                if !self.has_room() {
-                    self.want_deferred = true;
-                    self.flush |= force;
-                    break;
-                }
-                match queue::move_to(&f.path, queue::ACTIVE, &f.id) {
-                    Ok(p) => {
-                        queue::clear_defer_log(&f.id);
-                        self.take_in(&p, f.id, false);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => tracing::warn!(queue_id = f.id.as_str(), "cannot move to active: {e}"),
-                }
-            }
-        }
+        self.feed_deferred(waker);
         self.resolve_pending();
         self.dispatch(done, waker);
     }
@@ -266,6 +278,13 @@ impl Qmgr {
         }
         queue::unlock(&file);
         drop(file);
+        self.admit(path, id, &qf, None);
+    }
+
+    /// Takes a message read from `path` in active/ into memory; with `routes` (one list
+    /// per pending recipient, in file order) its recipients are queued at once, else they
+    /// wait for resolution.
+    fn admit(&mut self, path: &Path, id: QueueId, qf: &QueueFile, routes: Option<Vec<Vec<Route>>>) {
         if qf.envelope.queue_id != id {
             return queue::to_corrupt(path, &id, "queue ID in the file differs from its name");
         }
@@ -312,12 +331,15 @@ impl Qmgr {
                 succeeded: Vec::new(),
             },
         );
-        self.unresolved.push_back(id);
+        match routes {
+            Some(all) => self.enqueue(id, all),
+            None => self.unresolved.push_back(id),
+        }
     }
 
     fn routes(&mut self, address: &str) -> Result<Vec<Route>, String> {
         if self.cache.len() >= CACHE_MAX || self.cache_born.elapsed() > CACHE_AGE {
-            self.cache.clear();
+            self.cache = HashMap::new();
             self.cache_born = Instant::now();
         }
         if let Some(r) = self.cache.get(address) {
@@ -375,13 +397,7 @@ impl Qmgr {
                         msg.perm.push((pos, dsn, text));
                         continue;
                     }
-                    let limit = self.s.recipients_per_job(&route.transport);
-                    let dest = if limit == 1 {
-                        route.recipient.to_lowercase()
-                    } else {
-                        route.nexthop.to_lowercase()
-                    };
-                    let key = (route.transport.clone(), dest);
+                    let key = dest_key(&self.s, &route);
                     let initial = self.s.initial_concurrency(&route.transport);
                     let d = self.dests.entry(key.clone()).or_insert_with(|| {
                         self.rotation.push_back(key.clone());
@@ -390,6 +406,7 @@ impl Qmgr {
                             queue: VecDeque::new(),
                             active: 0,
                             window: Window::new(initial),
+                            parked: VecDeque::new(),
                         }
                     });
                     d.queue.push_back(Entry {
@@ -419,7 +436,7 @@ impl Qmgr {
                 let Some(d) = self.dests.get_mut(&key) else { continue };
                 if d.queue.is_empty() {
                     // A destination that failed is remembered for a while (feedback.rs).
-                    if d.active == 0 && !d.window.remembered(now) {
+                    if d.active == 0 && d.parked.is_empty() && !d.window.remembered(now) {
                         self.dests.remove(&key);
                     } else {
                         self.rotation.push_back(key);
@@ -678,6 +695,9 @@ impl Qmgr {
         if let Err(e) = success::append(&id, &msg.succeeded) {
             tracing::warn!(queue_id = id.as_str(), "cannot write trace log: {e}");
         }
+        // The file was read after the agents' marks; what qmgr marks now is noted, so it
+        // need not be read again.
+        let mut marked = Vec::new();
         for r in msg
             .rcpts
             .iter()
@@ -694,16 +714,14 @@ impl Qmgr {
             } else {
                 RecipientStatus::Delivered
             };
-            if let Err(e) = queue::mark(&file, &rec.handle, status) {
-                tracing::warn!(queue_id = id.as_str(), "cannot mark recipient done: {e}");
+            match queue::mark(&file, &rec.handle, status) {
+                Ok(()) => marked.push(r.index),
+                Err(e) => tracing::warn!(queue_id = id.as_str(), "cannot mark recipient done: {e}"),
             }
         }
-        drop(file);
-        let (file, qf) = match queue::open_and_read(&msg.path) {
-            Ok(x) => x,
-            Err(_) => return,
-        };
-        if qf.all_done() {
+        let pending =
+            |r: &&postern_lib::queue_file::Recipient| !r.status.is_final() && !marked.contains(&r.handle.index());
+        if !qf.recipients.iter().any(|r| pending(&r)) {
             drop(file);
             return self.retire_or_wait(&msg.path, &id, msg.arrival_micros / 1_000_000);
         }
@@ -714,7 +732,7 @@ impl Qmgr {
                 .last()
                 .map(|t| t.reason.clone())
                 .unwrap_or_else(|| "delivery incomplete".into());
-            for rec in qf.recipients.iter().filter(|r| !r.status.is_final()) {
+            for rec in qf.recipients.iter().filter(pending) {
                 if let Err(e) = queue::mark(&file, &rec.handle, RecipientStatus::Bounced) {
                     tracing::warn!(queue_id = id.as_str(), "cannot mark recipient done: {e}");
                     continue;
@@ -819,6 +837,17 @@ impl Qmgr {
             Err(e) => tracing::warn!(queue_id = id.as_str(), "cannot remove finished message: {e}"),
         }
     }
+}
+
+/// The scheduling queue a route goes to: (transport, next hop), or (transport, recipient)
+/// for a transport that takes one recipient per delivery.
+fn dest_key(s: &Settings, route: &Route) -> DestKey {
+    let dest = if s.recipients_per_job(&route.transport) == 1 {
+        route.recipient.to_lowercase()
+    } else {
+        route.nexthop.to_lowercase()
+    };
+    (route.transport.clone(), dest)
 }
 
 fn first_msg(e: &Entry) -> QueueId {
