@@ -145,6 +145,19 @@ mod tests {
     }
 
     #[test]
+    fn end_of_message_rejection_names_the_queue_id() {
+        let mut s =
+            session(b"EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<root@example.test>\r\nDATA\r\n");
+        s.cleanup_started(Some("4Vxq3Yk9c0012345".into()));
+        let r = Reply::new(554, "5.7.1", "Data command rejected: Access denied");
+        assert_eq!(
+            s.reject_line(RejectStage::EndOfMessage, &r, None, None),
+            "4Vxq3Yk9c0012345: reject: END-OF-MESSAGE from unknown[192.0.2.1]: 554 5.7.1 Data command \
+             rejected: Access denied; from=<a@example.org> proto=ESMTP helo=<client.example>"
+        );
+    }
+
+    #[test]
     fn mail_rejection_names_the_sender_and_plain_smtp() {
         let s = session(b"HELO [192.0.2.1]\r\n");
         let r = Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
