@@ -226,6 +226,7 @@ fn process_lines(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Con
         }
         let Some(pos) = c.input.iter().position(|&b| b == b'\n') else {
             if c.input.len() >= MAX_LINE {
+                log_too_long(c);
                 let acts = c.session.line_too_long();
                 apply(lp, settings, id, c, acts);
             }
@@ -237,6 +238,7 @@ fn process_lines(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Con
             line.pop();
         }
         if line.len() >= MAX_LINE {
+            log_too_long(c);
             let acts = c.session.line_too_long();
             apply(lp, settings, id, c, acts);
             return handled + 1;
@@ -247,6 +249,13 @@ fn process_lines(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Con
         zeroize::Zeroize::zeroize(&mut line);
         apply(lp, settings, id, c, acts);
     }
+}
+
+/// The log line of a command line over [`MAX_LINE`] (the connection closes).
+fn log_too_long(c: &Conn) {
+    let when = if c.session.user.is_some() { "" } else { " before login" };
+    let addr = c.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "local".into());
+    tracing::info!("command line too long{when} from {addr}");
 }
 
 /// Reads what the socket has (bounded); returns how many bytes.
