@@ -108,7 +108,12 @@ fn show(dir: &Path, keys: &[String]) -> Result<ExitCode, String> {
     for key in keys {
         match Target::parse(key)? {
             Target::Main(name) => {
-                let value = main.get(name).ok_or_else(|| format!("unknown setting {name:?}"))?;
+                let value = main.get(name).ok_or_else(|| {
+                    format!(
+                        "unknown setting {name:?}{}",
+                        postern_lib::config::did_you_mean(name, main.keys().map(String::as_str))
+                    )
+                })?;
                 out.push_str(&assignment(name, value)?);
             }
             Target::Service { name, kind, field } => {

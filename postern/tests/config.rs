@@ -100,7 +100,7 @@ fn invalid_assignments_change_nothing() {
     let master = std::fs::read(site.path("etc/master.toml")).unwrap();
     // The new key goes after the last line of main.toml.
     let size_error = format!(
-        "main.toml:{}: message_size_limit: invalid type: string \"big\"",
+        "main.toml:{}: message_size_limit: \"big\" is not a size",
         main.split(|&b| b == b'\n').count()
     );
     for (assignment, expect) in [
@@ -231,5 +231,52 @@ fn service_entries_and_per_service_options() {
     assert_eq!(
         r.stdout,
         "smtp/inet.options.message_size_limit = 4096\nmessage_size_limit = 10240000\nsmtp/inet.args = [\"-v\", \"-o\", \"x\"]\n"
+    );
+}
+
+#[test]
+fn sizes_with_units_plain_type_errors_and_did_you_mean() {
+    let site = Site::new();
+    let main = site.path("etc/main.toml").display().to_string();
+    // A size with a unit, written by config set or by hand.
+    let r = site.run(&["config", "set", "message_size_limit=10MB"], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        site.run(&["config", "message_size_limit"], None).stdout,
+        "message_size_limit = 10485760\n"
+    );
+    // A value that is no size: what it must look like, not serde's words.
+    let r = site.run(&["config", "set", "message_size_limit=ten"], None);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.ends_with(
+            ": message_size_limit: \"ten\" is not a size: a number of bytes, or one with a unit (10240000, \"10MB\", \"512k\", \"1g\"); no file was changed\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    // A typo in a key: the nearest setting.
+    let r = site.run(&["config", "set", "mesage_size_limit=5"], None);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "postern: {main}: unknown setting \"mesage_size_limit\" (did you mean `message_size_limit`?); no file was changed\n"
+        )
+    );
+    let text = site.read("etc/main.toml");
+    let line = text.lines().count() + 1;
+    std::fs::write(site.path("etc/main.toml"), format!("{text}mesage_size_limit = 5\n")).unwrap();
+    let r = site.run(&["check"], None);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "postern: {main}:{line}: mesage_size_limit: unknown setting `mesage_size_limit` (did you mean `message_size_limit`?)\n"
+        )
+    );
+    std::fs::write(site.path("etc/main.toml"), format!("{text}smtpd_banner = 5\n")).unwrap();
+    let r = site.run(&["check"], None);
+    assert_eq!(
+        r.stderr,
+        format!("postern: {main}:{line}: smtpd_banner: 5 must be written in double quotes\n")
     );
 }

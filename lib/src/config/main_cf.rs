@@ -33,6 +33,7 @@ pub struct MainConfig {
     /// Send all non-local mail to this host (`[host]:port` skips MX lookup); empty: direct.
     pub relayhost: String,
     /// Largest message accepted, in bytes (envelope and headers included).
+    #[serde(deserialize_with = "super::size::bytes")]
     pub message_size_limit: u64,
     /// The queue: maildrop/ incoming/ active/ deferred/ hold/ corrupt/ and sockets.
     pub queue_directory: String,
@@ -108,6 +109,7 @@ pub struct MainConfig {
     // --- smtpd ---
     /// smtpd: bytes that must stay free on the queue file system; MAIL is refused with
     /// `452 4.3.1` below this or below 1.5 × `message_size_limit`, as in Postfix.
+    #[serde(deserialize_with = "super::size::bytes")]
     pub queue_minfree: u64,
     /// smtpd: the text after `220` in the greeting.
     pub smtpd_banner: String,
@@ -136,6 +138,7 @@ pub struct MainConfig {
     /// smtpd: longest command line, in bytes.
     pub smtpd_command_line_limit: u32,
     /// smtpd: largest message header, in bytes.
+    #[serde(deserialize_with = "super::size::bytes")]
     pub header_size_limit: u64,
     /// smtpd: connections at once from one client address (over all smtpd processes, counted by anvil); 0: no limit.
     pub smtpd_client_connection_count_limit: u32,
@@ -224,6 +227,7 @@ pub struct MainConfig {
     /// imapd: the private key (PEM) of `imapd_tls_cert_file`.
     pub imapd_tls_key_file: String,
     /// imapd: the largest literal (APPEND message, long argument) accepted, in bytes.
+    #[serde(deserialize_with = "super::size::bytes")]
     pub imapd_max_literal: u64,
     /// imapd: the longest command line (without literals); a longer one closes the connection.
     pub imapd_max_line_length: u32,
@@ -266,6 +270,7 @@ pub struct MainConfig {
     pub smtp_line_length_limit: u32,
     // --- bounce ---
     /// bounce: the largest original message returned whole in a non-delivery report.
+    #[serde(deserialize_with = "super::size::bytes")]
     pub bounce_size_limit: u64,
     /// bounce: who receives double bounces (reports about undeliverable reports).
     pub bounce_notice_recipient: String,

@@ -40,9 +40,13 @@ pub fn run(dir: &Path, assignments: &[String]) -> Result<ExitCode, String> {
     let mut master_doc: Option<DocumentMut> = None;
     let defaults = toml::Table::try_from(MainConfig::default()).map_err(|e| format!("cannot list settings: {e}"))?;
     let main_shape = |key: &str| -> Result<Shape, String> {
-        let value = defaults
-            .get(key)
-            .ok_or_else(|| format!("{}: unknown setting {key:?}; no file was changed", main_path.display()))?;
+        let value = defaults.get(key).ok_or_else(|| {
+            format!(
+                "{}: unknown setting {key:?}{}; no file was changed",
+                main_path.display(),
+                postern_lib::config::did_you_mean(key, defaults.keys().map(String::as_str))
+            )
+        })?;
         Ok(match value {
             toml::Value::String(_) => Shape::Text,
             toml::Value::Array(_) => Shape::List,
