@@ -19,7 +19,7 @@
 //!   another account's mail keeps flowing; once the FIFO is a real file again, it is
 //!   followed.
 //!
-//! Runs only as root (CI is root); elsewhere it prints why it skips.
+//! Runs only as root (CI is root); elsewhere it is counted as skipped (`require_root`).
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -29,11 +29,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use postern_tests::{
-    Instance, SystemAccount, add_user, daemon_service, free_port, is_root, maildir_messages, pipeline_services,
+    Instance, SystemAccount, add_user, daemon_service, free_port, maildir_messages, pipeline_services, require_root,
     smtplib_send, wait_for,
 };
 
 const LONG: Duration = Duration::from_secs(60);
+/// Deferred mail is tried again within seconds.
+const FAST_RETRY: &[&str] = &[
+    "minimal_backoff_time=1s",
+    "maximal_backoff_time=2s",
+    "queue_run_delay=1s",
+];
 /// "Promptly": mail to an account with nothing odd about it, while the attack goes on.
 const PROMPT: Duration = Duration::from_secs(10);
 
@@ -164,8 +170,7 @@ fn listed_fds(listing: &str) -> Vec<u32> {
 
 #[test]
 fn forward_command_holds_only_stdio_and_leaves_nothing_to_steal_jobs_with() {
-    if !is_root() {
-        println!("skipped: delivery as system accounts needs root (CI runs as root)");
+    if !require_root("delivery as system accounts") {
         return;
     }
     let smtp = free_port();
@@ -261,20 +266,11 @@ fn forward_command_holds_only_stdio_and_leaves_nothing_to_steal_jobs_with() {
 
 #[test]
 fn forward_include_is_read_with_the_accounts_rights() {
-    if !is_root() {
-        println!("skipped: delivery as system accounts needs root (CI runs as root)");
+    if !require_root("delivery as system accounts") {
         return;
     }
     let smtp = free_port();
-    let mut inst = instance(
-        smtp,
-        4,
-        &[
-            "minimal_backoff_time=1s",
-            "maximal_backoff_time=2s",
-            "queue_run_delay=1s",
-        ],
-    );
+    let mut inst = instance(smtp, 4, FAST_RETRY);
     let homes = homes(&inst);
     let reader = SystemAccount::new("ir", &homes);
     let other = SystemAccount::new("io", &homes);
@@ -352,21 +348,12 @@ fn fifo(path: &Path, uid: u32) {
 
 #[test]
 fn forward_fifo_symlink_and_hard_link_block_nothing() {
-    if !is_root() {
-        println!("skipped: delivery as system accounts needs root (CI runs as root)");
+    if !require_root("delivery as system accounts") {
         return;
     }
     let smtp = free_port();
     // Two local processes: two stuck on a FIFO would stop all local delivery.
-    let mut inst = instance(
-        smtp,
-        2,
-        &[
-            "minimal_backoff_time=1s",
-            "maximal_backoff_time=2s",
-            "queue_run_delay=1s",
-        ],
-    );
+    let mut inst = instance(smtp, 2, FAST_RETRY);
     let homes = homes(&inst);
     let flip = SystemAccount::new("ff", &homes);
     let sym = SystemAccount::new("fs", &homes);
