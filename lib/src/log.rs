@@ -172,6 +172,17 @@ impl Visit for LineVisitor {
     }
 }
 
+/// An error's text in plain words for logs, defer reasons and messages to people: Rust's
+/// `(os error N)` suffix on I/O errors dropped (`Connection refused (os error 111)` →
+/// `Connection refused`).
+pub fn plain_error(e: &dyn std::fmt::Display) -> String {
+    let t = e.to_string();
+    match t.rfind(" (os error ") {
+        Some(at) if t.ends_with(')') => t[..at].to_string(),
+        _ => t,
+    }
+}
+
 /// `Nov 22 17:49:46` in UTC, the classic syslog stamp.
 pub fn timestamp(t: std::time::SystemTime) -> String {
     crate::date::syslog_stamp(t)

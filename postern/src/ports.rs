@@ -49,7 +49,7 @@ pub fn explain(key: &str, addr: SocketAddr, kind: ErrorKind, detail: &str) -> St
         ),
         _ => format!(
             "service {key}: cannot listen on {addr}: {}; {fix}",
-            plain_io_error(detail)
+            postern_lib::log::plain_error(&detail)
         ),
     }
 }
@@ -59,14 +59,6 @@ fn with_port_placeholder(addr: SocketAddr) -> String {
     match addr {
         SocketAddr::V4(a) => format!("{}:NNNN", a.ip()),
         SocketAddr::V6(a) => format!("[{}]:NNNN", a.ip()),
-    }
-}
-
-/// An io::Error's text without Rust's `(os error N)` suffix.
-pub fn plain_io_error(text: &str) -> &str {
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => &text[..at],
-        _ => text,
     }
 }
 

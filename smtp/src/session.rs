@@ -149,7 +149,7 @@ pub struct Session {
 }
 
 fn io_err(e: io::Error) -> SessionError {
-    SessionError::Io(e.to_string())
+    SessionError::Io(postern_lib::log::plain_error(&e))
 }
 
 /// Whether an I/O error is a timeout.
@@ -161,7 +161,10 @@ impl Session {
     /// Connects and gets the session ready: greeting, EHLO, STARTTLS as `policy` asks
     /// (`nexthop` is the nexthop's domain or host, for certificate name matching).
     pub fn open(target: &Target, p: &Params, policy: &Policy, nexthop: &str) -> Result<Session, SessionError> {
-        let refused = |e: io::Error| SessionError::Io(format!("connect to {}[{}]: {e}", target.host, target.addr));
+        let refused = |e: io::Error| {
+            let e = postern_lib::log::plain_error(&e);
+            SessionError::Io(format!("connect to {}[{}]: {e}", target.host, target.addr))
+        };
         let conn = match &target.addr {
             Addr::Inet(a) => {
                 let tcp = TcpStream::connect_timeout(a, p.connect_timeout).map_err(refused)?;

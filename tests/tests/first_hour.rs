@@ -354,3 +354,21 @@ fn without_a_postmaster_mailbox_check_warns_and_the_dropped_double_bounce_is_a_w
         "{warning}"
     );
 }
+
+#[test]
+fn the_queue_listing_says_connection_refused_in_plain_words() {
+    let l = Layout::new();
+    let out = l.postern(&["start", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Nothing listens on the relayhost's port: the mail is deferred with the reason.
+    let out = l.shell("printf 'Subject: away\\n\\nx\\n' | target/release/sendmail bob@remote.test");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mailq = || text(&l.shell("target/release/mailq").stdout);
+    let want = format!("(connect to 127.0.0.1[127.0.0.1:{}]: Connection refused)", l.ports[4]);
+    assert!(
+        wait_for(Duration::from_secs(30), || mailq().contains(&want)),
+        "{}",
+        mailq()
+    );
+    assert!(!mailq().contains("os error"), "{}", mailq());
+}
