@@ -109,7 +109,7 @@ mod tests {
             "port 25 is below 1024 and needs root; run as root or change it with: postern config set 'smtp/inet.listen=[::1]:NNNN'"
         );
         assert_eq!(
-            plain_io_error("Connection refused (os error 111)"),
+            postern_lib::log::plain_error(&"Connection refused (os error 111)"),
             "Connection refused"
         );
         assert_eq!(
