@@ -105,6 +105,17 @@ fn refuses_directory_and_fifo() {
         open_append(&fifo, &Expect::any(), Some(0o600)),
         Err(SafeOpenError::NotRegular { kind: "fifo", .. })
     ));
+    assert!(matches!(
+        open_update(&fifo, &Expect::any()),
+        Err(SafeOpenError::NotRegular { kind: "fifo", .. })
+    ));
+    // A symlink to a FIFO is refused as a symlink, before anything is opened.
+    let link = d.path().join("to-fifo");
+    symlink(&fifo, &link).unwrap();
+    assert!(matches!(
+        open_read(&link, &Expect::any()),
+        Err(SafeOpenError::Symlink { .. })
+    ));
 }
 
 #[test]
