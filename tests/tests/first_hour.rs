@@ -148,8 +148,17 @@ fn readme_first_commands_and_send_yourself_a_mail_work_pasted_whole() {
         "the mail was not found by the README's block:\n{stdout}\n{}",
         text(&out.stderr)
     );
+    // An SMTP session (smtpd asks anvil about it), then stop: a clean stop warns of nothing.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", smtp)).unwrap();
+    let mut greeting = [0u8; 512];
+    let n = std::io::Read::read(&mut c, &mut greeting).unwrap();
+    assert!(greeting[..n].starts_with(b"220 "), "{}", text(&greeting[..n]));
+    std::io::Write::write_all(&mut c, b"QUIT\r\n").unwrap();
+    let _ = std::io::Read::read(&mut c, &mut greeting);
     let stop = l.postern(&["stop"]);
     assert!(stop.status.success(), "{}", text(&stop.stderr));
+    let log = std::fs::read_to_string(l.path("var/log/maillog")).unwrap();
+    assert!(!log.contains("warning: anvil"), "{log}");
 }
 
 #[test]

@@ -23,6 +23,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Why the connection ended when anvil closed it.
+const CLOSED: &str = "connection closed";
 /// The default event-loop token of the anvil connection (smtpd's; daemons whose tokens
 /// could collide with it choose another with [`AnvilClient::with_token`]).
 pub const TOKEN: Token = Token(3);
@@ -210,7 +212,7 @@ impl AnvilClient {
         loop {
             match p.sock.read(&mut buf) {
                 Ok(0) => {
-                    failed = Some("connection closed".to_string());
+                    failed = Some(CLOSED.to_string());
                     break;
                 }
                 Ok(n) => {
@@ -300,10 +302,19 @@ impl AnvilClient {
         self.orphaned.extend(self.waiting.drain(..).flatten());
         self.retry_after = Some(now + pause);
         if !self.down_logged {
-            tracing::warn!(
-                "anvil: {why}: counting connection limits of {} in this process only",
-                self.service
-            );
+            // anvil closing the connection is what a stop, reload or max_idle does (a crash
+            // is master's to report): no warning for that.
+            if why == CLOSED {
+                tracing::info!(
+                    "anvil: {why}: counting connection limits of {} in this process only",
+                    self.service
+                );
+            } else {
+                tracing::warn!(
+                    "anvil: {why}: counting connection limits of {} in this process only",
+                    self.service
+                );
+            }
             self.down_logged = true;
         }
     }
