@@ -148,6 +148,11 @@ fn readme_first_commands_and_send_yourself_a_mail_work_pasted_whole() {
         "the mail was not found by the README's block:\n{stdout}\n{}",
         text(&out.stderr)
     );
+    // Read it over IMAP as the README says: alice's first login on her new mailbox.
+    let listing = postern_tests::python(&format!(
+        "import imaplib\nc = imaplib.IMAP4('127.0.0.1', {imap})\nc.login('alice', 'alice-pw')\nprint(c.select('INBOX')[1][0].decode())\nc.logout()"
+    ));
+    assert_eq!(listing.trim(), "1");
     // An SMTP session (smtpd asks anvil about it), then stop: a clean stop warns of nothing.
     let mut c = std::net::TcpStream::connect(("127.0.0.1", smtp)).unwrap();
     let mut greeting = [0u8; 512];
@@ -159,6 +164,8 @@ fn readme_first_commands_and_send_yourself_a_mail_work_pasted_whole() {
     assert!(stop.status.success(), "{}", text(&stop.stderr));
     let log = std::fs::read_to_string(l.path("var/log/maillog")).unwrap();
     assert!(!log.contains("warning: anvil"), "{log}");
+    // A new mailbox's first login is not reported as if it were damaged.
+    assert!(!log.contains("uidlist missing"), "{log}");
 }
 
 #[test]

@@ -220,11 +220,17 @@ impl Folder {
                         .unwrap_or(0)
                         .max(self.uid_validity + 1);
                     l.uid_validity = l.uid_validity.max(floor);
-                    tracing::info!(
-                        "{}: uidlist missing or unusable, UIDs assigned anew (uidvalidity {})",
-                        self.path.display(),
-                        l.uid_validity
-                    );
+                    let never = self.uid_validity == 0 && fs::symlink_metadata(self.path.join(uidlist::FILE)).is_err();
+                    if never {
+                        // No uidlist ever: a new mailbox's first session, nothing to report.
+                        tracing::debug!("{}: new uidlist (uidvalidity {})", self.path.display(), l.uid_validity);
+                    } else {
+                        tracing::info!(
+                            "{}: uidlist missing or unusable, UIDs assigned anew (uidvalidity {})",
+                            self.path.display(),
+                            l.uid_validity
+                        );
+                    }
                     l
                 }
             };
