@@ -4,7 +4,8 @@
 //! The whole pipeline runs with the `metrics` service on a loopback port. Over SMTP:
 //! messages to a local user (delivered), to unknown local users (refused at RCPT), to a
 //! domain whose relay is a dead loopback port (deferred), and to a domain whose relay
-//! answers 550 (bounced, with a non-delivery notice back to the local sender). The
+//! answers 550 (bounced, with a non-delivery notice back to the local sender); and one
+//! IMAP login with a wrong password (an auth failure). The
 //! endpoint is scraped in the middle (counters never exceed the final ones) and at the
 //! end, where every counter is exactly what was sent. Also: the gauges (queue sizes,
 //! processes), HTTP refusals (404, 405, 431, 400), a silent client that cannot hold the
@@ -56,7 +57,15 @@ fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
 #[test]
 fn counters_match_the_load() {
     let (smtp_port, metrics_port, dead_port, reject_port) = (free_port(), free_port(), free_port(), free_port());
+    let imap_port = free_port();
     let mut services = pipeline_services(smtp_port);
+    services.push_str(&daemon_service(
+        "imap",
+        "inet",
+        &format!("127.0.0.1:{imap_port}"),
+        "imapd",
+        "",
+    ));
     services.push_str(&daemon_service(
         "metrics",
         "inet",
@@ -70,6 +79,7 @@ fn counters_match_the_load() {
             "transport_maps=[\"transport\"]",
             "minimal_backoff_time=3600s",
             "maximal_backoff_time=3600s",
+            "auth_failure_delay=0s",
         ],
     );
     std::fs::write(
@@ -102,6 +112,12 @@ fn counters_match_the_load() {
     send("nosuchuser@example.test", UNKNOWN);
     send("carol@dead.test", DEFERRED);
     send("dave@bounce.test", BOUNCED);
+    // One failed IMAP login.
+    let said = python(&format!(
+        "import imaplib\ni = imaplib.IMAP4('127.0.0.1', {imap_port})\n\
+         try:\n    i.login('bob', 'wrong')\n    print('in')\nexcept imaplib.IMAP4.error:\n    print('refused')\n"
+    ));
+    assert_eq!(said.trim(), "refused");
     // Everything settled: local deliveries (the load's and the bounce notice), the
     // deferrals, the bounce and its notice, the removals.
     assert!(
@@ -146,6 +162,8 @@ fn counters_match_the_load() {
         ("postern_queue_messages{queue=\"deferred\"}", DEFERRED as f64),
         ("postern_queue_messages{queue=\"active\"}", 0.0),
         ("postern_queue_messages{queue=\"incoming\"}", 0.0),
+        ("postern_auth_failures_total{service=\"imap\"}", 1.0),
+        ("postern_connections_total{service=\"imapd\"}", 1.0),
         ("postern_master_up", 1.0),
         ("postern_log_readable", 1.0),
     ];
