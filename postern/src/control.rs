@@ -59,10 +59,11 @@ pub fn start(dir: &Path, foreground: bool, quiet: bool) -> Result<ExitCode, Stri
     }
     if postern_lib::privs::is_root() {
         match postern_lib::accounts::ensure_mail_owner(&config.main.mail_owner) {
-            Ok(true) => eprintln!(
+            Ok(true) if !quiet => eprintln!(
                 "postern: created locked system account {:?} (mail_owner)",
                 config.main.mail_owner
             ),
+            Ok(true) => {}
             Ok(false) => {}
             Err(e) => return Err(format!("mail_owner {:?}: {e}", config.main.mail_owner)),
         }
