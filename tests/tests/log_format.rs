@@ -279,7 +279,9 @@ s.quit()
     let maillog = inst.root.path().join("var/log/maillog");
 
     match pflogsumm() {
-        None => eprintln!("SKIPPED pflogsumm part: not installed (.ci/install-packages installs it)"),
+        None => {
+            postern_tests::require_tool(PFLOGSUMM, "pflogsumm");
+        }
         Some(p) => {
             let out = Command::new("perl")
                 .arg(&p)
@@ -312,8 +314,7 @@ s.quit()
         }
     }
 
-    if !Path::new(FAIL2BAN_REGEX).exists() {
-        eprintln!("SKIPPED fail2ban part: fail2ban-regex is not installed (.ci/install-packages installs it)");
+    if !postern_tests::require_tool(FAIL2BAN_REGEX, "fail2ban") {
         return;
     }
     // fail2ban's own filter files; only the daemon name is widened, in a .local file.
