@@ -2,8 +2,8 @@
 //! as written in a copy of the checkout layout, mail that cannot be delivered ends in
 //! postmaster's mailbox, and the help, version and error texts are exact.
 //!
-//! [`Layout`] is a throwaway checkout: `etc/` copied from the repository (main.toml,
-//! master.toml, aliases), the built programs hard-linked into `target/release/` (so each
+//! [`Layout`] is a throwaway checkout: `etc/` copied from the repository (every shipped
+//! file), the built programs hard-linked into `target/release/` (so each
 //! finds its config as `../../etc`, exactly as from a real checkout), and only the ports
 //! changed to free ones so that a developer's running instance is not disturbed. The
 //! README's shell block then runs unchanged, as one script, with the layout as its
@@ -32,8 +32,11 @@ impl Layout {
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let etc = root.path().join("etc");
         std::fs::create_dir(&etc).unwrap();
-        for f in ["main.toml", "master.toml", "aliases"] {
-            std::fs::copy(repo_root().join("etc").join(f), etc.join(f)).unwrap();
+        // Every shipped file of etc/ (not a developer's users file).
+        for e in std::fs::read_dir(repo_root().join("etc")).unwrap().flatten() {
+            if e.file_type().unwrap().is_file() && e.file_name() != "users" {
+                std::fs::copy(e.path(), etc.join(e.file_name())).unwrap();
+            }
         }
         let release = root.path().join("target/release");
         std::fs::create_dir_all(&release).unwrap();
