@@ -111,6 +111,14 @@ impl Tail {
         std::fs::metadata(path).is_ok_and(|m| m.ino() != self.inode)
     }
 
+    /// Bytes of the current file not read yet.
+    pub fn unread(&self) -> u64 {
+        self.reader
+            .get_ref()
+            .metadata()
+            .map_or(0, |m| m.len().saturating_sub(self.offset))
+    }
+
     /// Bytes read so far from the current file.
     pub fn offset(&self) -> u64 {
         self.offset
@@ -122,16 +130,26 @@ impl Tail {
     }
 
     /// Calls `each` for every complete line from the current offset to the end.
-    pub fn each_line(&mut self, mut each: impl FnMut(&str)) -> Result<(), String> {
+    pub fn each_line(&mut self, each: impl FnMut(&str)) -> Result<(), String> {
+        self.each_line_upto(u64::MAX, each).map(|_| ())
+    }
+
+    /// [`Tail::each_line`], stopping once about `budget` bytes were read; returns whether
+    /// it stopped for the budget (more may be waiting).
+    pub fn each_line_upto(&mut self, budget: u64, mut each: impl FnMut(&str)) -> Result<bool, String> {
         let mut buf = Vec::with_capacity(256);
+        let start = self.offset;
         loop {
+            if self.offset - start >= budget {
+                return Ok(true);
+            }
             buf.clear();
             let n = (&mut self.reader)
                 .take(MAX_LINE as u64)
                 .read_until(b'\n', &mut buf)
                 .map_err(|e| format!("read the log: {e}"))?;
             if n == 0 {
-                return Ok(());
+                return Ok(false);
             }
             if buf.last() != Some(&b'\n') {
                 if n < MAX_LINE {
@@ -139,15 +157,21 @@ impl Tail {
                     self.reader
                         .seek(SeekFrom::Current(-(n as i64)))
                         .map_err(|e| format!("read the log: {e}"))?;
-                    return Ok(());
+                    return Ok(false);
                 }
-                // Over-long: skip to the end of the line.
-                let mut rest = Vec::new();
-                let skipped = self
-                    .reader
-                    .read_until(b'\n', &mut rest)
-                    .map_err(|e| format!("read the log: {e}"))?;
-                self.offset += skipped as u64;
+                // Over-long: skip to the end of the line, a bounded piece at a time.
+                let mut rest = Vec::with_capacity(MAX_LINE);
+                loop {
+                    rest.clear();
+                    let k = (&mut self.reader)
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut rest)
+                        .map_err(|e| format!("read the log: {e}"))?;
+                    self.offset += k as u64;
+                    if k == 0 || rest.last() == Some(&b'\n') {
+                        break;
+                    }
+                }
             }
             self.offset += n as u64;
             let line = String::from_utf8_lossy(&buf);
@@ -203,6 +227,13 @@ mod tests {
         r.each_line(|l| got.push(l.to_string())).unwrap();
         assert_eq!(got[3], "c");
         assert_eq!(r.resets(), 2);
+        // A budget stops early; the rest comes next time.
+        std::fs::write(&p, "c\nd\ne\n").unwrap();
+        let mut seen = Vec::new();
+        assert!(r.each_line_upto(1, |l| seen.push(l.to_string())).unwrap());
+        assert_eq!(r.unread(), 2);
+        assert!(!r.each_line_upto(100, |l| seen.push(l.to_string())).unwrap());
+        assert_eq!(seen, vec!["d", "e"]);
         // An over-long line is skipped whole.
         let long = "x".repeat(MAX_LINE * 2);
         std::fs::write(&p, format!("c\n{long}\nd\n")).unwrap();

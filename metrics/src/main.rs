@@ -32,7 +32,8 @@
 //!   never go down within a process: they keep counting across a rotation
 //!   (`postern_log_resets_total` counts them). A new process starts from the current log,
 //!   which Prometheus sees as a counter reset, as it is designed to.
-//! - **Bounds.** One line at a time, at most 8 KiB each; every counter family holds at
+//! - **Bounds.** One line at a time, at most 8 KiB each, at most 64 MiB of log per scrape
+//!   (a huge log is caught up over several scrapes; `postern_log_unread_bytes`); every counter family holds at
 //!   most [`counters::MAX_SERIES`] label sets (later ones count as `other`), rejection
 //!   reasons lose addresses and are cut short. HTTP: one request per connection, the head
 //!   at most [`http::MAX_REQUEST`] bytes within [`http::TIMEOUT`]; only `GET`/`HEAD
@@ -62,6 +63,10 @@ use postern_lib::maillog::Tail;
 use postern_lib::skeleton::{Accepted, Context};
 
 use counters::Counters;
+
+/// Most log bytes read for one scrape, so a scrape of a huge log still answers in time;
+/// the rest is read at the next scrapes (`postern_log_unread_bytes` says how far behind).
+const SCRAPE_BUDGET: u64 = 64 << 20;
 
 /// Where syslog puts mail logs on Debian.
 const SYSLOG_FILE: &str = "/var/log/mail.log";
@@ -149,7 +154,7 @@ fn exposition(state: &mut State, ctx: &Context, open_metrics: bool) -> String {
         }
         let counters = &mut state.counters;
         let lines = &mut state.lines;
-        if let Err(e) = tail.each_line(|l| {
+        if let Err(e) = tail.each_line_upto(SCRAPE_BUDGET, |l| {
             *lines += 1;
             counters.line(l);
         }) {
@@ -178,6 +183,13 @@ fn exposition(state: &mut State, ctx: &Context, open_metrics: bool) -> String {
         out,
         "# HELP {lines_counter} Log lines read.\n# TYPE {lines_counter} counter\npostern_log_lines_total {}",
         state.lines
+    );
+    let _ = writeln!(
+        out,
+        "# HELP postern_log_unread_bytes Log bytes not counted yet (a big log is read {} MiB per scrape).\n\
+         # TYPE postern_log_unread_bytes gauge\npostern_log_unread_bytes {}",
+        SCRAPE_BUDGET >> 20,
+        state.tail.as_ref().map_or(0, Tail::unread)
     );
     let _ = writeln!(
         out,

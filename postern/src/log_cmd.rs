@@ -9,7 +9,8 @@
 //! one of the same smtpd process before the message's `client=` line) and its
 //! `disconnect from`, then every line carrying the queue ID — smtpd's `client=`, pickup's
 //! `uid=`, cleanup's `message-id=`, qmgr's `from=`, each delivery agent's `to=... status=`,
-//! bounce's `sender non-delivery notification: NEWID` — up to qmgr's `removed`.
+//! bounce's `sender non-delivery notification: NEWID` — up to qmgr's `removed` (and says
+//! on stderr `postern: the non-delivery notice is NEWID: postern log NEWID`).
 //!
 //! **Reused queue IDs.** A queue ID's lifetime ends at its `removed` line; a later line
 //! with the same ID starts a new lifetime (Postern's IDs are unique across restarts, but a
@@ -365,6 +366,14 @@ impl Search {
             for l in &life.lines {
                 text.push_str(l);
                 text.push('\n');
+                // bounce's `ID: sender non-delivery notification: NEWID`: say where the
+                // notice's own timeline is.
+                if let Some((kind, new_id)) = l.split_once(" notification: ")
+                    && looks_like_queue_id(new_id.trim())
+                {
+                    let kind = kind.rsplit(": sender ").next().unwrap_or("the");
+                    eprintln!("postern: the {kind} notice is {0}: postern log {0}", new_id.trim());
+                }
             }
         }
         if let Wanted::Id(id) = &self.wanted {
