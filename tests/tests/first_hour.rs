@@ -239,6 +239,7 @@ fn help_version_and_usage_texts() {
         "auth",
         "pop3d",
         "imapd",
+        "metrics",
     ] {
         let out = Command::new(bin(p)).arg("--version").output().unwrap();
         assert_eq!(
