@@ -8,7 +8,8 @@
 //!   a byte every half second is still cut `*_login_timeout` after it connected;
 //! * `login_client_connection_count_limit` unauthenticated connections per address, over
 //!   all processes of a service (anvil): the next gets `* BYE [UNAVAILABLE]` / `-ERR
-//!   [SYS/TEMP]`; a login frees its slot, a logged-in user is unaffected;
+//!   [SYS/TEMP]`; a login frees its slot, a logged-in user is unaffected; without anvil
+//!   each process counts alone;
 //! * `maxproc` holds under hundreds of held connections, `max_use` used up or not;
 //! * the stress test: 200 unauthenticated IMAP and 200 POP3 connections from one address
 //!   sending huge literals, endless lines or dribbled bytes, while a logged-in IMAP and a
@@ -365,6 +366,39 @@ fn unauthenticated_connections_per_address_are_capped_across_processes() {
         pids_of(&inst, "imapd").len() >= 2,
         "the connections were spread over processes"
     );
+    inst.stop();
+}
+
+#[test]
+fn the_cap_is_counted_per_process_while_anvil_is_away() {
+    let (imap, pop3) = (free_port(), free_port());
+    // No anvil service at all: each process counts alone (one process each here).
+    let services = format!(
+        "{}{}{}",
+        auth_service(),
+        daemon_service("imap", "inet", &format!("127.0.0.1:{imap}"), "imapd", "maxproc = 1"),
+        daemon_service("pop3", "inet", &format!("127.0.0.1:{pop3}"), "pop3d", "maxproc = 1"),
+    );
+    let mut inst = Instance::new(&services, &["login_client_connection_count_limit=2"]);
+    inst.start();
+    for (port, greeting, refusal) in [(imap, "* OK", "* BYE [UNAVAILABLE]"), (pop3, "+OK", "-ERR [SYS/TEMP]")] {
+        let mut held: Vec<Client> = (0..2).map(|_| Client::to(port)).collect();
+        for c in held.iter_mut() {
+            let g = c.line();
+            assert!(g.starts_with(greeting), "{g}");
+        }
+        let mut third = Client::to(port);
+        let l = third.line();
+        assert!(l.starts_with(refusal), "{l}");
+        drop(held);
+        // Closed connections give their count back.
+        assert!(
+            wait_for(Duration::from_secs(5), || Client::to(port).line().starts_with(greeting)),
+            "served again once the others closed"
+        );
+    }
+    let log = inst.log();
+    assert!(log.contains("in this process only"), "{log}");
     inst.stop();
 }
 
