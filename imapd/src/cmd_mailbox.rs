@@ -185,10 +185,6 @@ impl Session {
             return Err(Reply::Bad("APPEND needs a message".into()));
         }
         let store = self.store()?;
-        let size: u64 = groups.iter().map(|g| g.3.len() as u64).sum();
-        if !store.room_for(size)? {
-            return Err(self.over_quota("APPEND", size));
-        }
         let mut folder = match store.folder(&name) {
             Ok(f) => f,
             Err(postern_lib::mailbox::MailboxError::NoSuchFolder(_)) => {
@@ -196,6 +192,10 @@ impl Session {
             }
             Err(e) => return Err(e.into()),
         };
+        let size: u64 = groups.iter().map(|g| g.3.len() as u64).sum();
+        if !store.room_for(size)? {
+            return Err(self.over_quota("APPEND", size));
+        }
         let mut uids = Vec::new();
         for (mut fl, keywords, date, message) in groups {
             let res = (|| {

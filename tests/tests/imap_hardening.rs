@@ -296,6 +296,11 @@ fn quota_refuses_append_and_copy_and_writes_nothing() {
         c.append("a3", "Sent", &body(1600)),
         "a3 NO [OVERQUOTA] Quota exceeded\r\n"
     );
+    // a folder that does not exist is TRYCREATE, quota or not
+    assert_eq!(
+        c.append("a6", "Nowhere", &body(1600)),
+        "a6 NO [TRYCREATE] No such mailbox\r\n"
+    );
     // MULTIAPPEND: 1000 + 600 bytes would pass the quota together: neither is written
     let (m1, m2) = (body(1000), body(600));
     c.send(format!("a4 APPEND Drafts {{{}+}}\r\n", m1.len()).as_bytes());
