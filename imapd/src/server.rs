@@ -11,7 +11,7 @@
 use crate::session::{Account, LoginFailure, Need, Session, Settings};
 use mio::net::TcpStream;
 use mio::{Interest, Token, Waker};
-use postern_lib::anvil::gate::{Decision, Gate, Ticket};
+use postern_lib::anvil::gate::{Decision, Gate, Ticket, refuse_login_client};
 use postern_lib::anvil::local::Refusal;
 use postern_lib::ipc::IpcStream;
 use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
@@ -139,19 +139,8 @@ impl Imapd {
 
     /// Tells a client over its address's limit so, and closes (RFC 5530 `UNAVAILABLE`).
     fn refuse(&self, conn: Accepted, ip: std::net::IpAddr, why: Refusal) {
-        tracing::warn!(
-            "{} not logged in from {ip} (limit {}): connection refused",
-            why.text(),
-            self.login_limit
-        );
-        if let Stream::Tcp(mut sock) = conn.stream {
-            // A new socket's send buffer is empty: one short write never blocks.
-            let _ = sock.set_nonblocking(true);
-            let _ = sock.write(
-                format!("* BYE [UNAVAILABLE] Too many connections from {ip} not logged in, try again later\r\n")
-                    .as_bytes(),
-            );
-        }
+        let reply = format!("* BYE [UNAVAILABLE] Too many connections from {ip} not logged in, try again later");
+        refuse_login_client(conn, ip, why, self.login_limit, &reply);
     }
 
     fn handle_need(&mut self, id: usize, need: Need, lp: &EventLoop<'_>) {

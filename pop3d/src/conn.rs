@@ -13,7 +13,7 @@ use crate::session::{Action, MAX_LINE, Security, Session, err};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use postern_auth::client::AuthClient;
-use postern_lib::anvil::gate::{Decision, Gate, Ticket};
+use postern_lib::anvil::gate::{Decision, Gate, Ticket, refuse_login_client};
 use postern_lib::anvil::local::Refusal;
 use postern_lib::config::Cidr;
 use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
@@ -109,18 +109,8 @@ impl Pop3 {
 
     /// Tells a client over its address's limit so, and closes (RFC 3206 `SYS/TEMP`).
     fn refuse(&self, conn: Accepted, ip: std::net::IpAddr, why: Refusal) {
-        tracing::warn!(
-            "{} not logged in from {ip} (limit {}): connection refused",
-            why.text(),
-            self.settings.login_limit
-        );
-        if let Stream::Tcp(mut sock) = conn.stream {
-            // A new socket's send buffer is empty: one short write never blocks.
-            let _ = sock.set_nonblocking(true);
-            let _ = sock.write(
-                format!("-ERR [SYS/TEMP] Too many connections from {ip} not logged in, try again later\r\n").as_bytes(),
-            );
-        }
+        let reply = format!("-ERR [SYS/TEMP] Too many connections from {ip} not logged in, try again later");
+        refuse_login_client(conn, ip, why, self.settings.login_limit, &reply);
     }
 
     fn id(&mut self) -> usize {

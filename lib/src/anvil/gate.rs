@@ -193,3 +193,18 @@ impl<T> Gate<T> {
         }
     }
 }
+
+/// Refuses a new connection of an event daemon over a per-address limit: logs
+/// `WHY not logged in from ADDR (limit N): connection refused` and writes `reply` (one
+/// line, CRLF added); the connection closes when `conn` is dropped.
+pub fn refuse_login_client(conn: crate::skeleton::Accepted, ip: IpAddr, why: Refusal, limit: u32, reply: &str) {
+    tracing::warn!(
+        "{} not logged in from {ip} (limit {limit}): connection refused",
+        why.text()
+    );
+    if let crate::skeleton::Stream::Tcp(mut sock) = conn.stream {
+        // A new socket's send buffer is empty: one short write never blocks.
+        let _ = sock.set_nonblocking(true);
+        let _ = std::io::Write::write(&mut sock, format!("{reply}\r\n").as_bytes());
+    }
+}
