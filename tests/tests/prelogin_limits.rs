@@ -10,15 +10,16 @@
 //!   all processes of a service (anvil): the next gets `* BYE [UNAVAILABLE]` / `-ERR
 //!   [SYS/TEMP]`; a login frees its slot, a logged-in user is unaffected; without anvil
 //!   each process counts alone;
-//! * `maxproc` holds under hundreds of held connections, `max_use` used up or not;
+//! * `maxproc` holds under hundreds of held connections, `max_use` used up or not, and a
+//!   retiring child counts while it holds a connection;
 //! * the stress test: 200 unauthenticated IMAP and 200 POP3 connections from one address
 //!   sending huge literals, endless lines or dribbled bytes, while a logged-in IMAP and a
 //!   logged-in POP3 user get every answer within 1 s and imapd's and pop3d's RSS (summed
 //!   over their processes) stay under [`RSS_BOUND_KB`].
 
 use postern_tests::{
-    Instance, add_user, auth_service, children_of, comm, daemon_service, free_port, owned_mail_base, proc_status,
-    python, wait_for,
+    EchoClient, Instance, add_user, auth_service, children_of, comm, daemon_service, free_port, owned_mail_base,
+    proc_status, python, testd_service, wait_for,
 };
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -446,6 +447,32 @@ fn maxproc_holds_under_many_connections_even_when_max_use_is_used_up() {
     // Used up and idle, the children exit; the next client gets a fresh one.
     let mut c = Client::to(imap);
     assert!(c.line().starts_with("* OK"));
+    inst.stop();
+}
+
+/// A single-flavour child on its last use (`max_use = 1`) says it is retiring as it
+/// takes its connection; it still counts towards `maxproc` until that connection ends (it
+/// used to stop counting at once, and master started another beside it).
+#[test]
+fn a_retiring_child_that_holds_a_connection_counts_towards_maxproc() {
+    let port = free_port();
+    let mut inst = Instance::new(&testd_service("echo", "single", port, "maxproc = 1\nmax_use = 1"), &[]);
+    inst.start();
+    let mut first = EchoClient::connect(port).expect("first client");
+    assert_eq!(first.echo("one").expect("echo"), "one");
+    // The second client waits in the backlog: no second process.
+    let second = std::thread::spawn(move || EchoClient::connect(port).map(|c| c.pid));
+    let mut most = 0;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(100));
+        most = most.max(children_of(inst.master_pid()).len());
+    }
+    assert_eq!(most, 1, "maxproc = 1 while the retiring child holds its connection");
+    assert!(!second.is_finished(), "the second client is not served beside it");
+    let old = first.pid;
+    first.quit();
+    let pid = second.join().expect("second").expect("second client served");
+    assert_ne!(pid, old, "served by a fresh child once the old one is done");
     inst.stop();
 }
 
