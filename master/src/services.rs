@@ -85,8 +85,13 @@ pub struct Child {
     pub connections: u32,
     /// Connections served, as last reported.
     pub served: u64,
-    /// Told to finish and exit (reload, stop, service removed).
+    /// Told to finish and exit (reload, stop, service removed), or said so itself.
     pub retiring: bool,
+    /// Retired by master (reload, stop, service removed) rather than by its own `max_use`:
+    /// as in Postfix, it no longer counts towards `maxproc` while it finishes, so a reload
+    /// never holds new clients back behind the old generation's sessions. No client can
+    /// cause this; a child that retires itself keeps counting (see `Supervisor::recount`).
+    pub released: bool,
     /// Its status channel closed: it is exiting.
     pub exiting: bool,
 }

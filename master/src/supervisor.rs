@@ -5,9 +5,11 @@
 //! its children can take a connection and it is below `maxproc`; a waiting client then
 //! makes master start one more child, which counts as available until it says otherwise.
 //! At `maxproc`, clients wait in the kernel's listen backlog and a warning is logged once.
-//! Every child that still holds connections counts towards `maxproc`, a retiring one too
-//! (told to stop on reload, or stopping by itself), so no mix of long-lived connections
-//! makes more than `maxproc` processes of a service.
+//! Every child that still holds connections counts towards `maxproc`, one that retires by
+//! itself (its `max_use` reached) too, so no mix of long-lived client connections makes
+//! more than `maxproc` processes of a service. Only children master itself retired (reload,
+//! stop, a removed service) stop counting at once, as in Postfix, so a reload never holds
+//! new clients back behind the old generation's sessions.
 //! A child that fails by itself (not killed by SIGKILL/SIGTERM) before it served anything
 //! throttles its service for
 //! `service_throttle_time` (a command that crashes on start-up is not respawned in a tight
@@ -326,6 +328,7 @@ impl Master {
                         connections: 0,
                         served: 0,
                         retiring: false,
+                        released: false,
                         exiting: false,
                     },
                 );
@@ -397,12 +400,12 @@ impl Master {
 
     /// Recomputes a service's process counts from its children: every child counts
     /// towards `maxproc` unless it is retiring and holds no connection (it is about to
-    /// exit), so no number of long-lived connections can make more than `maxproc`
+    /// exit) or master retired it (reload, stop), so no number of long-lived connections can make more than `maxproc`
     /// processes; `avail` counts those that can take another connection.
     fn recount(&mut self, key: &str) {
         let (mut total, mut avail) = (0u32, 0u32);
         for c in self.children.values().filter(|c| c.service == key) {
-            if !c.retiring || c.connections > 0 {
+            if !c.retiring || (c.connections > 0 && !c.released) {
                 total += 1;
             }
             if c.available {
@@ -488,8 +491,8 @@ impl Master {
         }
     }
 
-    /// Tells a child to finish its current work and exit; it counts towards `maxproc`
-    /// until its connections have ended.
+    /// Tells a child to finish its current work and exit (reload, stop, service removed);
+    /// like Postfix's master, it stops counting towards `maxproc` at once.
     fn retire(&mut self, pid: u32) {
         let Some(child) = self.children.get_mut(&pid) else {
             return;
@@ -498,6 +501,7 @@ impl Master {
             return;
         }
         child.retiring = true;
+        child.released = true;
         child.available = false;
         let key = child.service.clone();
         self.recount(&key);
