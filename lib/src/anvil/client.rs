@@ -302,6 +302,7 @@ impl AnvilClient {
         self.orphaned.extend(self.waiting.drain(..).flatten());
         self.retry_after = Some(now + pause);
         if !self.down_logged {
+            let why = crate::log::plain_error(&why);
             // anvil closing the connection is what a stop, reload or max_idle does (a crash
             // is master's to report): no warning for that.
             if why == CLOSED {
