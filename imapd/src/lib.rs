@@ -47,6 +47,7 @@ pub mod cmd_mailbox;
 pub mod cmd_message;
 pub mod cmd_search;
 pub mod list_pattern;
+pub mod literal_budget;
 pub mod mime;
 pub mod parse;
 pub mod reply;

@@ -8,6 +8,7 @@
 //! logged in per address; in-process while anvil is away): the connection over the limit
 //! gets `* BYE [UNAVAILABLE]` and is closed. A session's count is given back at login.
 
+use crate::literal_budget::LiteralBudget;
 use crate::session::{Account, LoginFailure, Need, Session, Settings};
 use mio::net::TcpStream;
 use mio::{Interest, Token, Waker};
@@ -89,6 +90,8 @@ pub struct Imapd {
     /// New connections waiting for anvil's count.
     gate: Gate<Accepted>,
     login_limit: u32,
+    /// `imapd_literal_memory_limit`, shared by the sessions.
+    literal_budget: LiteralBudget,
 }
 
 impl Imapd {
@@ -124,6 +127,7 @@ impl Imapd {
             implicit_tls,
             gate: Gate::new(&ctx.service, ANVIL, m.login_client_connection_count_limit, 0),
             login_limit: m.login_client_connection_count_limit,
+            literal_budget: LiteralBudget::new(m.imapd_literal_memory_limit),
         }
     }
 
@@ -554,6 +558,7 @@ impl Imapd {
         };
         let mut session = Session::new(self.settings.clone(), secure, tls.is_some());
         session.set_peer(&peer);
+        session.set_literal_budget(self.literal_budget.clone());
         self.conns.insert(
             id,
             Conn {

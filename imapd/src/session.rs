@@ -4,7 +4,10 @@
 //! (`{n}` with a `+` continuation, `{n+}` LITERAL+ without) bounded by `imapd_max_literal`
 //! and refused before they are read; before login both are held to a few KB
 //! ([`PRELOGIN_MAX_LINE`], [`PRELOGIN_MAX_LITERAL`], as Dovecot's imap-login does), so an
-//! unauthenticated client cannot make the server buffer more — and commands are
+//! unauthenticated client cannot make the server buffer more; after login every literal
+//! must also fit the process's [`LiteralBudget`] (`imapd_literal_memory_limit`, reserved
+//! when announced, given back when the command has run or the session ends) or it is
+//! refused unread with `NO [UNAVAILABLE]` (`* BYE` for LITERAL+) — and commands are
 //! dispatched to the files by family:
 //! [`crate::cmd_mailbox`], [`crate::cmd_list`], [`crate::cmd_message`], [`crate::cmd_fetch`],
 //! [`crate::cmd_search`]. `ENABLE IMAP4rev2` switches the session to RFC 9051's answers
@@ -15,6 +18,7 @@
 //! reported as untagged EXISTS / EXPUNGE / FETCH. EXPUNGE is held back during FETCH, STORE
 //! and SEARCH (RFC 3501 §7.4.1), so sequence numbers never shift under a client's feet.
 
+use crate::literal_budget::{Held, LiteralBudget};
 use crate::parse::{self, Arg, Command, SeqSet};
 use postern_lib::mailbox::flags::Flags;
 use postern_lib::mailbox::{Folder, MailboxError, Store};
@@ -116,6 +120,10 @@ pub struct Session {
     inbuf: Vec<u8>,
     cmd: Vec<u8>,
     literal_need: usize,
+    /// The literal bytes of all sessions of the process, and this session's part of them
+    /// (the literals of the command being received).
+    literal_budget: LiteralBudget,
+    literal_held: Held,
     pub(crate) pending_fetch: Option<crate::cmd_fetch::FetchJob>,
     /// `ENABLE IMAP4rev2` was given: RFC 9051's responses from then on.
     pub(crate) rev2: bool,
@@ -140,6 +148,8 @@ impl Session {
             inbuf: Vec::new(),
             cmd: Vec::new(),
             literal_need: 0,
+            literal_budget: LiteralBudget::new(u64::MAX),
+            literal_held: Held::default(),
             pending_fetch: None,
             rev2: false,
             peer: "unknown".into(),
@@ -155,11 +165,20 @@ impl Session {
         self.peer = peer.to_string();
     }
 
+    /// Shares the process's literal budget (a new session has one of its own, unlimited).
+    pub fn set_literal_budget(&mut self, budget: LiteralBudget) {
+        self.literal_held.release();
+        self.literal_budget = budget;
+    }
+
     /// Longest command line and largest literal accepted now: before login only the
     /// small pre-login bounds, whatever the settings say.
     fn limits(&self) -> (usize, u64) {
         if self.user.is_some() {
-            (self.settings.max_line, self.settings.max_literal)
+            (
+                self.settings.max_line,
+                self.settings.max_literal.min(self.literal_budget.limit()),
+            )
         } else {
             (
                 self.settings.max_line.min(PRELOGIN_MAX_LINE),
@@ -240,8 +259,15 @@ impl Session {
         self.closed = true;
     }
 
+    /// Forgets the command being received and gives its literals' budget back.
+    fn drop_command(&mut self) {
+        self.cmd = Vec::new();
+        self.literal_held.release();
+    }
+
     /// A command line or command over the bound: BYE, logged.
     fn too_long(&mut self) {
+        self.drop_command();
         let when = if self.user.is_some() { "" } else { " before login" };
         tracing::info!("command line too long{when} from {}", self.peer);
         self.bye(&format!("[TOOBIG] Command line too long{when}"));
@@ -360,7 +386,7 @@ impl Session {
             if let Some((n, sync)) = literal_at_end(&line) {
                 if n > max_literal {
                     let tag = tag_of(&self.cmd);
-                    self.cmd.clear();
+                    self.drop_command();
                     let when = if self.user.is_some() { "" } else { " before login" };
                     tracing::info!(
                         "literal of {n} bytes refused{when} from {} (limit {max_literal})",
@@ -375,7 +401,13 @@ impl Session {
                     }
                     continue;
                 }
+                if !self.literal_budget.take(&mut self.literal_held, n) {
+                    self.busy_refusal(n, sync);
+                    continue;
+                }
                 self.cmd.extend_from_slice(b"\r\n");
+                // exactly: no doubling of a large literal's buffer as it fills
+                self.cmd.reserve_exact(n as usize);
                 self.literal_need = n as usize;
                 if sync {
                     self.line("+ Ready for literal data");
@@ -383,11 +415,37 @@ impl Session {
                 continue;
             }
             let cmd = std::mem::take(&mut self.cmd);
-            if let Some(need) = self.execute(&cmd) {
-                return Some(need);
+            let need = self.execute(&cmd);
+            drop(cmd);
+            self.literal_held.release();
+            if need.is_some() {
+                return need;
             }
         }
         None
+    }
+
+    /// A literal that does not fit the process's budget now: refused unread, logged.
+    fn busy_refusal(&mut self, n: u64, sync: bool) {
+        let tag = tag_of(&self.cmd);
+        self.drop_command();
+        tracing::warn!(
+            "literal of {n} bytes refused from {}, user={}: the process holds {} of its {} bytes \
+             of literals (imapd_literal_memory_limit)",
+            self.peer,
+            self.user.as_deref().unwrap_or("-"),
+            self.literal_budget.used(),
+            self.literal_budget.limit()
+        );
+        // RFC 5530 UNAVAILABLE: a temporary condition; the same command may succeed later
+        const BUSY: &str = "[UNAVAILABLE] Server busy, try again later";
+        if sync {
+            // the client waits for "+" and sends nothing: refuse, go on
+            self.line(&format!("{tag} NO {BUSY}"));
+        } else {
+            // LITERAL+: the bytes are on their way and none of them may be read
+            self.bye(BUSY);
+        }
     }
 
     fn execute(&mut self, raw: &[u8]) -> Option<Need> {
@@ -788,7 +846,10 @@ mod prelogin_tests {
         assert!(s.closed());
         let mut s = session();
         s.input(&[b'a'; PRELOGIN_MAX_LINE + 1]);
-        assert_eq!(s.take_output(), b"* BYE [TOOBIG] Command line too long before login\r\n");
+        assert_eq!(
+            s.take_output(),
+            b"* BYE [TOOBIG] Command line too long before login\r\n"
+        );
         assert!(s.closed());
     }
 
@@ -796,5 +857,77 @@ mod prelogin_tests {
     fn fuzz_entry_point_runs() {
         fuzz_prelogin(b"\x00a LOGIN {5}\r\nalice {6+}\r\nsecret\r\nb NOOP\r\n");
         fuzz_prelogin(b"\x07a AUTHENTICATE PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\n\x02");
+    }
+}
+
+#[cfg(test)]
+mod literal_budget_tests {
+    use super::*;
+
+    fn logged_in(dir: &std::path::Path, budget: &LiteralBudget) -> Session {
+        let mut s = Session::new(
+            Settings {
+                mail_base: dir.to_path_buf(),
+                max_literal: 1000,
+                max_line: 200,
+                hostname: "mail.example.test".into(),
+                starttls: false,
+            },
+            true,
+            false,
+        );
+        s.set_literal_budget(budget.clone());
+        assert!(s.input(b"a LOGIN alice secret\r\n").is_some());
+        assert_eq!(s.auth_done(Ok("alice".into())), None);
+        s.take_output();
+        s
+    }
+
+    #[test]
+    fn literals_over_the_process_budget_are_refused_unread_and_the_budget_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = LiteralBudget::new(1500);
+        let mut a = logged_in(dir.path(), &budget);
+        let mut b = logged_in(dir.path(), &budget);
+        a.input(b"1 APPEND INBOX {1000}\r\n");
+        assert_eq!(a.take_output(), b"+ Ready for literal data\r\n");
+        a.input(&[b'x'; 10]);
+        assert_eq!(budget.used(), 1000);
+        // the other session's literal does not fit now: refused, nothing read
+        b.input(b"2 APPEND INBOX {600}\r\n");
+        assert_eq!(b.take_output(), b"2 NO [UNAVAILABLE] Server busy, try again later\r\n");
+        assert_eq!(budget.used(), 1000);
+        // a small one does, and comes back when its command has run
+        b.input(b"3 STATUS {5}\r\n");
+        assert_eq!(b.take_output(), b"+ Ready for literal data\r\n");
+        assert_eq!(budget.used(), 1005);
+        b.input(b"INBOX (MESSAGES)\r\n");
+        assert!(String::from_utf8_lossy(&b.take_output()).contains("3 OK"));
+        assert_eq!(budget.used(), 1000);
+        // LITERAL+ that does not fit: BYE, nothing read
+        b.input(b"4 APPEND INBOX {600+}\r\nxxxx");
+        assert_eq!(b.take_output(), b"* BYE [UNAVAILABLE] Server busy, try again later\r\n");
+        assert!(b.closed());
+        // the first APPEND completes: all of it back
+        let mut msg = b"Subject: x\r\n\r\n".to_vec();
+        msg.resize(990, b'y');
+        a.input(&msg);
+        a.input(b"\r\n");
+        let out = String::from_utf8(a.take_output()).unwrap();
+        assert!(out.contains("1 OK"), "{out}");
+        assert_eq!(budget.used(), 0);
+        // a session that ends mid-literal gives its part back
+        a.input(b"5 APPEND INBOX {900}\r\nabc");
+        assert_eq!(budget.used(), 900);
+        drop(a);
+        assert_eq!(budget.used(), 0);
+        // a command that grows too long mid-way gives its literals back too
+        let mut c = logged_in(dir.path(), &budget);
+        c.input(b"6 APPEND INBOX {100}\r\n");
+        c.input(&[b'z'; 100]);
+        assert_eq!(budget.used(), 100);
+        c.input(&[b'q'; 300]);
+        assert!(c.closed());
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -231,6 +231,12 @@ pub struct MainConfig {
     pub imapd_max_literal: u64,
     /// imapd: the longest command line (without literals); a longer one closes the connection.
     pub imapd_max_line_length: u32,
+    /// imapd: the literal bytes (APPEND messages above all) all sessions of one imapd
+    /// process may hold in memory at once; a literal that does not fit now is refused
+    /// unread (`NO [UNAVAILABLE]`, or `* BYE` for a LITERAL+ one) and may be sent again
+    /// later. Must be at least `imapd_max_literal`.
+    #[serde(deserialize_with = "super::size::bytes")]
+    pub imapd_literal_memory_limit: u64,
     /// imapd: sessions one user may have open in one imapd process.
     pub imapd_user_connection_limit: u32,
     /// imapd: idle time before an authenticated session is closed (RFC 3501: at least 30 minutes).
@@ -416,6 +422,7 @@ impl Default for MainConfig {
             imapd_tls_key_file: String::new(),
             imapd_max_literal: 50 * 1024 * 1024,
             imapd_max_line_length: 64 * 1024,
+            imapd_literal_memory_limit: 128 * 1024 * 1024,
             imapd_user_connection_limit: 20,
             imapd_timeout: Seconds(1800),
             imapd_login_timeout: Seconds(60),
@@ -527,6 +534,12 @@ impl MainConfig {
         }
         if self.pop3d_login_timeout.0 == 0 {
             return Err(("pop3d_login_timeout", "must be at least 1s".into()));
+        }
+        if self.imapd_literal_memory_limit < self.imapd_max_literal {
+            return Err((
+                "imapd_literal_memory_limit",
+                format!("must be at least imapd_max_literal ({} bytes)", self.imapd_max_literal),
+            ));
         }
         if !["accept", "reject", "tempfail", "quarantine"].contains(&self.milter_default_action.as_str()) {
             return Err((
