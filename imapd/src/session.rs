@@ -30,6 +30,12 @@ pub const PRELOGIN_MAX_LITERAL: u64 = 8 * 1024;
 /// Longest command line before login (a SASL response line included).
 pub const PRELOGIN_MAX_LINE: usize = 8 * 1024;
 
+/// Output gathered from pipelined commands before the rest wait for the client to read it
+/// (the server's [`Session::busy`] back-pressure): a client that sends many commands and
+/// never reads makes a session hold this plus one command's answer, not one answer per
+/// command received.
+pub const OUTPUT_PAUSE: usize = crate::cmd_fetch::FETCH_CHUNK;
+
 /// Limits and facts a session needs.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -125,6 +131,9 @@ pub struct Session {
     literal_budget: LiteralBudget,
     literal_held: Held,
     pub(crate) pending_fetch: Option<crate::cmd_fetch::FetchJob>,
+    /// Commands were left unrun because the output of those before them reached
+    /// [`OUTPUT_PAUSE`]: [`Session::resume`] goes on once the client has read it.
+    held_back: bool,
     /// `ENABLE IMAP4rev2` was given: RFC 9051's responses from then on.
     pub(crate) rev2: bool,
     /// The client's address, for log lines.
@@ -151,6 +160,7 @@ impl Session {
             literal_budget: LiteralBudget::new(u64::MAX),
             literal_held: Held::default(),
             pending_fetch: None,
+            held_back: false,
             rev2: false,
             peer: "unknown".into(),
         };
@@ -224,14 +234,16 @@ impl Session {
         self.user.as_deref()
     }
 
-    /// Whether a command is half done (a large FETCH): call [`Session::resume`] once the
-    /// output taken so far has been written.
+    /// Whether a command is half done (a large FETCH) or received commands wait for the
+    /// client to read the output of those before them: call [`Session::resume`] once the
+    /// output taken so far has been written (and read no more input meanwhile).
     pub fn busy(&self) -> bool {
-        self.pending_fetch.is_some()
+        self.pending_fetch.is_some() || self.held_back
     }
 
     /// Goes on with a half-done command, then with any commands already received.
     pub fn resume(&mut self) -> Option<Need> {
+        self.held_back = false;
         if let Some(job) = self.pending_fetch.take()
             && let Err(reply) = self.run_fetch(job)
         {
@@ -333,6 +345,10 @@ impl Session {
     fn process(&mut self) -> Option<Need> {
         while !self.closed {
             if matches!(self.mode, Mode::Waiting(_)) || self.pending_fetch.is_some() {
+                return None;
+            }
+            if self.out.len() > OUTPUT_PAUSE {
+                self.held_back = true;
                 return None;
             }
             if self.literal_need > 0 {
@@ -929,5 +945,47 @@ mod literal_budget_tests {
         c.input(&[b'q'; 300]);
         assert!(c.closed());
         assert_eq!(budget.used(), 0);
+    }
+}
+
+#[cfg(test)]
+mod output_pause_tests {
+    use super::*;
+
+    #[test]
+    fn pipelined_commands_wait_while_their_output_is_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Session::new(
+            Settings {
+                mail_base: dir.path().to_path_buf(),
+                max_literal: 1000,
+                max_line: 200,
+                hostname: "mail.example.test".into(),
+                starttls: false,
+            },
+            true,
+            false,
+        );
+        assert!(s.input(b"a LOGIN alice secret\r\n").is_some());
+        s.auth_done(Ok("alice".into()));
+        s.take_output();
+        // 20,000 pipelined CAPABILITY commands, about 6 MB of answers
+        let burst = b"c CAPABILITY\r\n".repeat(20_000);
+        s.input(&burst);
+        assert!(s.busy(), "commands held back");
+        let first = s.take_output();
+        assert!(first.len() > OUTPUT_PAUSE && first.len() < OUTPUT_PAUSE + 1024);
+        let mut total = first.len();
+        let mut rounds = 0;
+        while s.busy() {
+            s.resume();
+            let out = s.take_output();
+            assert!(out.len() < OUTPUT_PAUSE + 1024);
+            total += out.len();
+            rounds += 1;
+        }
+        assert!(rounds >= 4);
+        let one = b"* CAPABILITY ".len() + s.capabilities().len() + 2 + b"c OK Capability completed\r\n".len();
+        assert_eq!(total, 20_000 * one);
     }
 }
