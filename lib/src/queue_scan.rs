@@ -261,7 +261,8 @@ fn parse_defer_log(f: File) -> Vec<(String, String)> {
         if let (Some(r), Some(why)) = (rcpt, reason) {
             out.push((
                 crate::strbuf::printable_bounded(r.as_bytes(), 1024),
-                crate::strbuf::printable_bounded(why.as_bytes(), 1024),
+                // Defer logs written before reasons were made plain may end "(os error N)".
+                crate::log::plain_error(&crate::strbuf::printable_bounded(why.as_bytes(), 1024)),
             ));
         }
     }
