@@ -384,8 +384,8 @@ impl Session {
         self.report(uid);
         if job.too_much {
             tracing::info!(
-                "FETCH refused: items asking for more than {MAX_PER_MESSAGE} times a message, user={}",
-                self.user.as_deref().unwrap_or("")
+                "FETCH refused: items asking for more than {MAX_PER_MESSAGE} times a message, {}",
+                self.who()
             );
             self.line(&format!(
                 "{} NO [LIMIT] FETCH asks for more than {MAX_PER_MESSAGE} times a message's size",

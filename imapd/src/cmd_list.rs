@@ -41,13 +41,10 @@ impl Compiled {
 
 /// The patterns of a command compiled, within [`MAX_PATTERNS`] and [`MAX_PATTERN`] bytes
 /// in all; `NO [LIMIT]` otherwise.
-fn compile(reference: &str, patterns: &[String], user: &str) -> Result<Vec<Compiled>, Reply> {
+fn compile(reference: &str, patterns: &[String], who: &str) -> Result<Vec<Compiled>, Reply> {
     let total: usize = patterns.iter().map(|p| reference.len() + p.len()).sum();
     if patterns.len() > MAX_PATTERNS || total > MAX_PATTERN {
-        tracing::info!(
-            "LIST refused: {} patterns of {total} bytes, user={user}",
-            patterns.len()
-        );
+        tracing::info!("LIST refused: {} patterns of {total} bytes, {who}", patterns.len());
         return Err(Reply::No(format!(
             "[LIMIT] LIST patterns too long: at most {MAX_PATTERNS} patterns of {MAX_PATTERN} bytes in all"
         )));
@@ -149,7 +146,7 @@ impl Session {
             self.ok(&c.tag, &format!("{cmd} completed"));
             return Ok(());
         }
-        let full = compile(&reference, &patterns, self.user.as_deref().unwrap_or(""))?;
+        let full = compile(&reference, &patterns, &self.who())?;
         let hit = |name: &str| full.iter().any(|p| p.hit(name));
         // RFC 3501 §6.3.8: a hierarchy level that is no folder is listed when a pattern
         // ending in `%` matches it
@@ -266,8 +263,8 @@ mod tests {
         assert!(c.hit("Sent") && !c.hit("Sent.x") && c.final_percent);
         assert_eq!(ancestors("a.b.c").collect::<Vec<_>>(), ["a", "a.b"]);
         let star = format!("{}Q", "*".repeat(100));
-        assert_eq!(compile("", &[star], "u").map(|v| v.len()).ok(), Some(1));
-        assert!(compile("", &["*".repeat(1025)], "u").is_err());
-        assert!(compile("", &vec!["a".to_string(); 65], "u").is_err());
+        assert_eq!(compile("", &[star], "from x").map(|v| v.len()).ok(), Some(1));
+        assert!(compile("", &["*".repeat(1025)], "from x").is_err());
+        assert!(compile("", &vec!["a".to_string(); 65], "from x").is_err());
     }
 }

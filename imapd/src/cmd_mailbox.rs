@@ -137,14 +137,18 @@ impl Session {
         Ok(parts.join(" "))
     }
 
+    /// `from ADDR, user=NAME` for log lines.
+    pub(crate) fn who(&self) -> String {
+        format!("from {}, user={}", self.peer, self.user.as_deref().unwrap_or(""))
+    }
+
     /// `NO [OVERQUOTA]` (RFC 5530) for a command that would take the mailbox past the
     /// user's quota, logged.
     pub(crate) fn over_quota(&self, command: &str, size: u64) -> Reply {
-        let store = self.store.as_ref();
         tracing::info!(
-            "{command} refused: over quota ({size} more bytes, quota {}), user={}",
-            store.and_then(Store::quota).unwrap_or(0),
-            self.user.as_deref().unwrap_or("")
+            "{command} refused: over quota ({size} more bytes, quota {}), {}",
+            self.store.as_ref().and_then(Store::quota).unwrap_or(0),
+            self.who()
         );
         Reply::No("[OVERQUOTA] Quota exceeded".into())
     }

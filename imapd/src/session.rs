@@ -137,7 +137,7 @@ pub struct Session {
     /// `ENABLE IMAP4rev2` was given: RFC 9051's responses from then on.
     pub(crate) rev2: bool,
     /// The client's address, for log lines.
-    peer: String,
+    pub(crate) peer: String,
 }
 
 impl Session {
