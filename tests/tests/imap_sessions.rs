@@ -287,7 +287,7 @@ print('limits ok')
 #[test]
 fn bad_commands_and_oversized_literals_are_refused() {
     let (mut inst, port) = instance_with(
-        &["imapd_login_timeout=1s", "imapd_user_connection_limit=2"],
+        &["imapd_login_timeout=4s", "imapd_user_connection_limit=2"],
         "maxproc = 1",
     );
     let out = python_log(LIMITS, port, &inst);
