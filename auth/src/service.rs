@@ -7,6 +7,14 @@
 //! answered only after `auth_failure_delay` — so a slow hash, a penalised guesser or a
 //! delayed failure never stalls the other clients. A right password is never refused.
 //!
+//! Fairness: at most [`MAX_CHECKS_PER_CLIENT`] checks of one client address (its penalty
+//! key, IPv6 by /64) are in the pool at once; the others wait in auth, and when they start
+//! the address's penalty is reckoned again from when they came (so a burst of guesses sent
+//! at once is slowed like guesses sent one by one). A check that finds the pool full waits
+//! for room, oldest first, for up to [`MAX_WAIT`] before it is answered tempfail. So one
+//! address opening many connections at once cannot fill the pool and make the checks of
+//! everybody else fail.
+//!
 //! Log lines (never a password): `auth failure: user=U, client=ADDR, service=S,
 //! reason=wrong password|unknown user|...` (warning) and
 //! `auth ok: user=U, client=ADDR, service=S` (info).
@@ -38,6 +46,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_FAILURE_DELAY: Duration = Duration::from_secs(2);
 /// Unsent reply bytes a client may leave unread before it is dropped.
 pub const MAX_OUTPUT: usize = 64 * 1024;
+/// Password checks of one client address in the pool at once; more wait in auth.
+pub const MAX_CHECKS_PER_CLIENT: usize = 2;
+/// Longest wait for room in the pool before a check is answered tempfail (auth's clients
+/// give up after 30 s).
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
 
 const WAKER_TOKEN: Token = Token(RESERVED_TOKENS - 1);
 
@@ -49,9 +62,11 @@ struct Pending {
     attempt: u64,
 }
 
-/// A password check waiting out its address's penalty.
+/// A password check waiting out its address's penalty, or for its turn in the pool.
 struct Held {
     due: Instant,
+    /// When the request came: the penalty runs from here, and the oldest starts first.
+    since: Instant,
     pending: Pending,
     password: Zeroizing<String>,
 }
@@ -76,6 +91,9 @@ pub struct AuthService {
     threads: usize,
     pool: Option<Pool>,
     conns: HashMap<usize, Conn>,
+    /// Checks in the pool: the token that asked and its client's penalty key (kept until
+    /// the check is done, even when the connection closed, so no token is reused early).
+    flights: HashMap<usize, Option<String>>,
     next: usize,
     /// `local_system_users`: /etc/passwd accounts count as existing mailboxes.
     passwd: bool,
@@ -113,6 +131,7 @@ impl AuthService {
             threads,
             pool: None,
             conns: HashMap::new(),
+            flights: HashMap::new(),
             next: 0,
             passwd: false,
         }
@@ -135,7 +154,7 @@ impl AuthService {
         loop {
             let t = self.next;
             self.next = (self.next + 1) % (RESERVED_TOKENS - 1);
-            if !self.conns.contains_key(&t) {
+            if !self.conns.contains_key(&t) && !self.flights.contains_key(&t) {
                 return t;
             }
         }
@@ -245,18 +264,82 @@ impl AuthService {
                     service: service.chars().take(32).collect(),
                     client: client.map(|c| c.chars().take(64).collect()),
                 };
-                let wait = self.penalty.delay(pending.client.as_deref(), now);
-                if wait.is_zero() {
-                    self.verify(token, pending, password, now);
-                } else if let Some(conn) = self.conns.get_mut(&token) {
+                if let Some(conn) = self.conns.get_mut(&token) {
                     conn.held = Some(Held {
-                        due: now + wait,
+                        due: now,
+                        since: now,
                         pending,
                         password,
                     });
                 }
+                self.admit(now);
             }
         }
+    }
+
+    /// Starts the held checks whose time has come, oldest first: each waits out its
+    /// address's penalty (reckoned from when it came), then for fewer than
+    /// [`MAX_CHECKS_PER_CLIENT`] checks of its address in the pool, then for room in the
+    /// pool — at most [`MAX_WAIT`], then it is answered tempfail.
+    fn admit(&mut self, now: Instant) {
+        let mut ready: Vec<(Instant, usize)> = self
+            .conns
+            .iter()
+            .filter_map(|(t, c)| c.held.as_ref().filter(|h| h.due <= now).map(|h| (h.since, *t)))
+            .collect();
+        ready.sort_unstable();
+        let mut full = false;
+        for (since, token) in ready {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            let Some(h) = conn.held.as_mut() else { continue };
+            let client = h.pending.client.clone();
+            let due = since + self.penalty.delay(client.as_deref(), now);
+            if due > now {
+                h.due = due;
+                continue;
+            }
+            let key = crate::throttle::key(client.as_deref());
+            let checking = self.flights.values().filter(|k| **k == key).count();
+            if checking >= MAX_CHECKS_PER_CLIENT {
+                continue;
+            }
+            if full {
+                if now.saturating_duration_since(since) >= MAX_WAIT {
+                    conn.held = None;
+                    self.overloaded(token, &client);
+                }
+                continue;
+            }
+            let Some(h) = conn.held.take() else { continue };
+            if let Some(back) = self.verify(token, h.pending, h.password, now) {
+                // The pool is full: wait for room, unless waited long enough.
+                full = true;
+                if now.saturating_duration_since(since) >= MAX_WAIT {
+                    self.overloaded(token, &back.pending.client);
+                } else if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.held = Some(Held { since, ..back });
+                }
+            }
+            self.flush(token);
+        }
+    }
+
+    /// Answers a check that found no room in the pool for [`MAX_WAIT`].
+    fn overloaded(&mut self, token: usize, client: &Option<String>) {
+        tracing::warn!(
+            "auth overloaded: verification queue full for {}s, client={}",
+            MAX_WAIT.as_secs(),
+            shown(client.as_deref().unwrap_or("local"))
+        );
+        self.reply(
+            token,
+            AuthReply::TempFail {
+                reason: "overloaded".into(),
+            },
+        );
+        self.flush(token);
     }
 
     /// Re-reads changed password files; a reply when auth cannot answer now.
@@ -272,9 +355,12 @@ impl AuthService {
         None
     }
 
-    fn verify(&mut self, token: usize, p: Pending, password: Zeroizing<String>, now: Instant) {
+    /// Checks the password of `p` (in the pool, or failed at once); gives the request back
+    /// when the pool is full.
+    fn verify(&mut self, token: usize, p: Pending, password: Zeroizing<String>, now: Instant) -> Option<Held> {
         if let Some(fail) = self.refresh(now) {
-            return self.reply(token, fail);
+            self.reply(token, fail);
+            return None;
         }
         let account = if p.user.len() > MAX_USER {
             None
@@ -282,18 +368,21 @@ impl AuthService {
             self.backend.account(&p.user)
         };
         let Some(account) = account else {
-            return self.fail_after(token, &p, "unknown user", now);
+            self.fail_after(token, &p, "unknown user", now);
+            return None;
         };
         if password.is_empty() {
-            return self.fail_after(token, &p, "empty password", now);
+            self.fail_after(token, &p, "empty password", now);
+            return None;
         }
         let Some(pool) = &self.pool else {
-            return self.reply(
+            self.reply(
                 token,
                 AuthReply::TempFail {
                     reason: "no verification threads".into(),
                 },
             );
+            return None;
         };
         let job = Job {
             token,
@@ -302,19 +391,18 @@ impl AuthService {
         };
         match pool.submit(job) {
             Ok(()) => {
+                self.flights.insert(token, crate::throttle::key(p.client.as_deref()));
                 if let Some(conn) = self.conns.get_mut(&token) {
                     conn.in_flight = Some(p);
                 }
+                None
             }
-            Err(_) => {
-                tracing::warn!("auth overloaded: verification queue full, user={}", shown(&p.user));
-                self.reply(
-                    token,
-                    AuthReply::TempFail {
-                        reason: "overloaded".into(),
-                    },
-                );
-            }
+            Err(job) => Some(Held {
+                due: now,
+                since: now,
+                pending: p,
+                password: job.password,
+            }),
         }
     }
 
@@ -335,6 +423,7 @@ impl AuthService {
     }
 
     fn finished(&mut self, done: Done, now: Instant) {
+        self.flights.remove(&done.token);
         let Some(p) = self.conns.get_mut(&done.token).and_then(|c| c.in_flight.take()) else {
             return;
         };
@@ -466,24 +555,15 @@ impl EventService for AuthService {
             while let Some(done) = self.pool.as_ref().and_then(Pool::try_done) {
                 self.finished(done, now);
             }
+            // Room in the pool, and fewer checks of some address: start who waits.
+            self.admit(now);
             return;
         }
         self.drive(event.token().0, now);
     }
 
     fn tick(&mut self, _lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
-        let penalised: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.held.as_ref().is_some_and(|h| h.due <= now))
-            .map(|(t, _)| *t)
-            .collect();
-        for token in penalised {
-            if let Some(h) = self.conns.get_mut(&token).and_then(|c| c.held.take()) {
-                self.verify(token, h.pending, h.password, now);
-                self.flush(token);
-            }
-        }
+        self.admit(now);
         let due: Vec<usize> = self
             .conns
             .iter()
