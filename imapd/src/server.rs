@@ -43,6 +43,13 @@ const PRELOGIN_MAX_OUT: usize = 16 * 1024;
 /// unauthenticated connection can make the process hold (see [`Imapd`]).
 const PRELOGIN_READ: usize = 1024;
 const PRELOGIN_MAX_RAW: usize = 24 * 1024;
+/// Work one connection gets per turn: reads from its socket, and rounds of a paused
+/// command or of pipelined commands (each about [`crate::session::OUTPUT_PAUSE`] of
+/// output). A connection with more to do then waits behind the others' events (see
+/// [`Imapd::again`]), so a client pipelining heavy commands delays nobody else by more
+/// than a turn.
+const READS_PER_TURN: usize = 8;
+const ROUNDS_PER_TURN: usize = 2;
 
 struct Conn {
     sock: TcpStream,
@@ -92,6 +99,9 @@ pub struct Imapd {
     login_limit: u32,
     /// `imapd_literal_memory_limit`, shared by the sessions.
     literal_budget: LiteralBudget,
+    /// Connections that used up their turn with work left: pumped again once the events
+    /// already waiting have been handled (the waker brings the loop back).
+    again: Vec<usize>,
 }
 
 impl Imapd {
@@ -128,6 +138,7 @@ impl Imapd {
             gate: Gate::new(&ctx.service, ANVIL, m.login_client_connection_count_limit, 0),
             login_limit: m.login_client_connection_count_limit,
             literal_budget: LiteralBudget::new(m.imapd_literal_memory_limit),
+            again: Vec::new(),
         }
     }
 
@@ -163,20 +174,7 @@ impl Imapd {
                 return;
             }
         };
-        let waker = match &self.waker {
-            Some(w) => w.clone(),
-            None => match Waker::new(lp.registry(), WAKER) {
-                Ok(w) => {
-                    let w = Arc::new(w);
-                    self.waker = Some(w.clone());
-                    w
-                }
-                Err(e) => {
-                    tracing::warn!("waker: {e}");
-                    return;
-                }
-            },
-        };
+        let Some(waker) = self.waker(lp) else { return };
         let tx = self.tx.clone();
         let socket = self.auth_socket.clone();
         let client = self.conns.get(&id).map(|c| c.peer.clone());
@@ -189,6 +187,31 @@ impl Imapd {
             let _ = self
                 .tx
                 .send((id, Err(LoginFailure::Unavailable(format!("thread: {e}")))));
+        }
+    }
+
+    /// The process's waker (auth answers, connections with work left), made once.
+    fn waker(&mut self, lp: &EventLoop<'_>) -> Option<Arc<Waker>> {
+        if self.waker.is_none() {
+            match Waker::new(lp.registry(), WAKER) {
+                Ok(w) => self.waker = Some(Arc::new(w)),
+                Err(e) => tracing::warn!("waker: {e}"),
+            }
+        }
+        self.waker.clone()
+    }
+
+    /// Queues a connection that used up its turn with work left, for after the events
+    /// waiting now.
+    fn later(&mut self, id: usize, lp: &EventLoop<'_>) {
+        if !self.again.contains(&id) {
+            self.again.push(id);
+        }
+        // without a waker the next tick goes on with it
+        if let Some(w) = self.waker(lp)
+            && let Err(e) = w.wake()
+        {
+            tracing::warn!("waker: {e}");
         }
     }
 
@@ -234,12 +257,14 @@ impl Imapd {
             return;
         }
         // a large FETCH goes on as the client reads what came before
-        let Ok(mut need) = resume(c) else {
+        let mut more = false;
+        let Ok(mut need) = resume(c, &mut more) else {
             self.close(id, lp);
             return;
         };
         let mut buf = [0u8; 16 * 1024];
         let mut eof = false;
+        let mut reads = 0;
         loop {
             let (max_out, max_raw, chunk) = if c.session.authenticated() {
                 (MAX_PENDING_OUT, MAX_RAW, buf.len())
@@ -255,6 +280,11 @@ impl Imapd {
             {
                 break;
             }
+            if reads == READS_PER_TURN {
+                more = true;
+                break;
+            }
+            reads += 1;
             let Some(slice) = buf.get_mut(..chunk) else { break };
             match c.sock.read(slice) {
                 Ok(0) => {
@@ -309,8 +339,8 @@ impl Imapd {
         }
         // A FETCH started just now whose first part the socket took whole gets no
         // writable edge to go on with: go on now (else it would wait for the next tick).
-        if need.is_none() && !eof {
-            match resume(c) {
+        if need.is_none() && !eof && !more {
+            match resume(c, &mut more) {
                 Ok(n) => need = n,
                 Err(_) => eof = true,
             }
@@ -323,6 +353,9 @@ impl Imapd {
             return;
         }
         self.after(id, lp, need);
+        if more && self.conns.contains_key(&id) {
+            self.later(id, lp);
+        }
     }
 
     fn close(&mut self, id: usize, lp: &EventLoop<'_>) {
@@ -393,11 +426,18 @@ fn verify(
     }
 }
 
-/// Runs a half-done command on while little output waits (the socket took the rest);
-/// `Err` when the connection failed.
-fn resume(c: &mut Conn) -> io::Result<Option<Need>> {
+/// Runs a half-done command (or held-back commands) on while little output waits (the
+/// socket took the rest), for at most [`ROUNDS_PER_TURN`] rounds: `more` is set when it
+/// could go on; `Err` when the connection failed.
+fn resume(c: &mut Conn, more: &mut bool) -> io::Result<Option<Need>> {
     let mut need = None;
+    let mut rounds = 0;
     while c.session.busy() && c.out.len() < RESUME_BELOW && need.is_none() {
+        if rounds == ROUNDS_PER_TURN {
+            *more = true;
+            break;
+        }
+        rounds += 1;
         need = c.session.resume();
         emit(c);
         flush(c)?;
@@ -596,6 +636,9 @@ impl Imapd {
                 };
                 self.after(cid, lp, need);
                 self.pump(cid, lp);
+            }
+            for id in std::mem::take(&mut self.again) {
+                self.pump(id, lp);
             }
             return;
         }

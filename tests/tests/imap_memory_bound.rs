@@ -1,0 +1,295 @@
+//! Issue 10 (item 2): the memory one imapd process can be made to hold by logged-in
+//! clients, through the real master with one imapd process (`maxproc = 1`) on loopback.
+//!
+//! * literals: every literal must fit the process's `imapd_literal_memory_limit` when it
+//!   is announced; sessions dribbling large APPENDs fill it, the next `{n}` gets `NO
+//!   [UNAVAILABLE]` unread and a `{n+}` gets `* BYE [UNAVAILABLE]`; imapd's RSS stays under
+//!   its baseline plus the budget plus [`SLACK_KB`]; another user is answered within 1 s;
+//!   the budget comes back when an APPEND completes, fails, or its client disconnects;
+//! * output: a client that pipelines hundreds of `FETCH BODY[]` of a 2 MB message, or
+//!   thousands of `SEARCH ALL`, and never reads makes imapd's peak RSS (VmHWM) grow by
+//!   less than [`OUTPUT_BOUND_KB`]; another user is answered within 1 s.
+
+use postern_tests::{
+    Instance, add_user, auth_service, children_of, comm, daemon_service, free_port, owned_mail_base, proc_status,
+};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// The largest APPEND literal in these tests, and the process's literal budget (three).
+const LITERAL: usize = 8_000_000;
+const BUDGET: &str = "imapd_literal_memory_limit=24000000";
+/// What imapd may hold beyond its baseline and the literal budget (buffers, the parsed
+/// command of the one APPEND running, allocator slack; a debug build).
+const SLACK_KB: u64 = 16 * 1024;
+/// How much a non-reading client may raise imapd's peak RSS by with pipelined commands:
+/// the session's output bound (1 MB gathered + one command's answer: a 2 MB message
+/// and its read buffer) and the socket layer's 4 MB, with room to spare.
+const OUTPUT_BOUND_KB: u64 = 12 * 1024;
+
+struct Client {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn to(port: u16) -> Client {
+        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let mut c = Client {
+            r: BufReader::new(s.try_clone().expect("clone")),
+            w: s,
+        };
+        assert!(c.line().starts_with("* OK"));
+        c
+    }
+
+    fn login(port: u16, user: &str, password: &str) -> Client {
+        let mut c = Client::to(port);
+        let r = c.imap("l", &format!("LOGIN {user} {password}"));
+        assert!(r.contains("l OK"), "{r}");
+        c
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        match self.r.read_line(&mut l) {
+            Ok(_) => l,
+            Err(e) => format!("<error {e}>"),
+        }
+    }
+
+    fn send(&mut self, data: &[u8]) {
+        self.w.write_all(data).expect("send");
+    }
+
+    /// Sends a command and reads up to its tagged answer; returns all lines.
+    fn imap(&mut self, tag: &str, cmd: &str) -> String {
+        self.send(format!("{tag} {cmd}\r\n").as_bytes());
+        self.until(tag)
+    }
+
+    fn until(&mut self, tag: &str) -> String {
+        let mut all = String::new();
+        loop {
+            let l = self.line();
+            all.push_str(&l);
+            if l.is_empty() || l.starts_with(&format!("{tag} ")) || l.starts_with("<error") {
+                return all;
+            }
+        }
+    }
+
+    /// Whether the server closed the connection within `limit`.
+    fn closed_within(&mut self, limit: Duration) -> bool {
+        let _ = self.w.set_read_timeout(Some(limit));
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.r.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// The one imapd process's status field `key` in kB.
+fn imapd_kb(inst: &Instance, key: &str) -> u64 {
+    let pids: Vec<u32> = children_of(inst.master_pid())
+        .into_iter()
+        .filter(|&p| comm(p).as_deref() == Some("imapd"))
+        .collect();
+    assert_eq!(pids.len(), 1, "one imapd process");
+    proc_status(pids[0], key)
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .expect("status field")
+}
+
+/// A NOOP of a logged-in user answered within 1 s.
+fn answered_within_a_second(c: &mut Client, tag: &str) {
+    let start = Instant::now();
+    let r = c.imap(tag, "NOOP");
+    assert!(r.ends_with(&format!("{tag} OK Completed\r\n")), "{r}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "NOOP took {:?}",
+        start.elapsed()
+    );
+}
+
+/// auth and one imapd process; alice and bob with maildirs.
+fn instance(settings: &[&str]) -> (Instance, u16) {
+    let port = free_port();
+    let services = format!(
+        "{}{}",
+        auth_service(),
+        daemon_service("imap", "inet", &format!("127.0.0.1:{port}"), "imapd", "maxproc = 1"),
+    );
+    let inst = Instance::new(&services, settings);
+    add_user(&inst, "alice", "Alice-Mem-1");
+    add_user(&inst, "bob", "Bob-Mem-1");
+    (inst, port)
+}
+
+fn maildirs(inst: &Instance) -> std::path::PathBuf {
+    let mail = inst.root.path().join("var/mail");
+    for u in ["alice", "bob"] {
+        for d in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(mail.join(u).join(d)).expect("mkdir");
+        }
+    }
+    mail
+}
+
+#[test]
+fn literals_beyond_the_process_budget_are_refused_and_the_budget_comes_back() {
+    let (mut inst, port) = instance(&["imapd_max_literal=8000000", BUDGET, "imapd_user_connection_limit=50"]);
+    maildirs(&inst);
+    owned_mail_base(&inst);
+    inst.start();
+    let mut bob = Client::login(port, "bob", "Bob-Mem-1");
+    let mut appenders: Vec<Client> = (0..6).map(|_| Client::login(port, "alice", "Alice-Mem-1")).collect();
+    let baseline = imapd_kb(&inst, "VmRSS");
+    // three APPENDs fill the budget; each sends all but the last 1,000 bytes, then waits
+    let body = {
+        let mut m = b"From: alice@example.test\r\nSubject: big\r\n\r\n".to_vec();
+        m.resize(LITERAL - 2, b'x');
+        m.extend_from_slice(b"\r\n");
+        m
+    };
+    for (i, c) in appenders.iter_mut().take(3).enumerate() {
+        c.send(format!("a{i} APPEND INBOX {{{LITERAL}}}\r\n").as_bytes());
+        assert_eq!(c.line(), "+ Ready for literal data\r\n");
+        for piece in body[..LITERAL - 1000].chunks(256 * 1024) {
+            c.send(piece);
+        }
+    }
+    answered_within_a_second(&mut bob, "n1");
+    // the fourth does not fit: refused unread, the session goes on
+    let r = appenders[3].imap("b3", &format!("APPEND INBOX {{{LITERAL}}}"));
+    assert_eq!(r, "b3 NO [UNAVAILABLE] Server busy, try again later\r\n");
+    answered_within_a_second(&mut appenders[3], "n3");
+    // LITERAL+: the bytes come anyway, so the connection ends
+    appenders[4].send(format!("b4 APPEND INBOX {{{LITERAL}+}}\r\n").as_bytes());
+    appenders[4].send(&body[..64 * 1024]);
+    assert_eq!(
+        appenders[4].line(),
+        "* BYE [UNAVAILABLE] Server busy, try again later\r\n"
+    );
+    assert!(appenders[4].closed_within(Duration::from_secs(5)));
+    drop(appenders.remove(4));
+    answered_within_a_second(&mut bob, "n2");
+    let held = imapd_kb(&inst, "VmRSS");
+    eprintln!("imapd VmRSS: {baseline} kB logged in, {held} kB holding three literals");
+    let budget_kb = 24_000_000 / 1024;
+    assert!(
+        held > baseline + budget_kb / 2,
+        "the literals are held in memory ({baseline} kB -> {held} kB): the test measures nothing"
+    );
+    assert!(
+        held < baseline + budget_kb + SLACK_KB,
+        "imapd RSS {held} kB over its baseline {baseline} kB + budget {budget_kb} kB + {SLACK_KB} kB"
+    );
+    // the budget comes back: one APPEND completes, one fails (BAD after its literal),
+    // one client disconnects mid-literal
+    appenders[0].send(&body[LITERAL - 1000..]);
+    appenders[0].send(b"\r\n");
+    let r = appenders[0].until("a0");
+    assert!(r.contains("a0 OK"), "{r}");
+    appenders[1].send(&body[LITERAL - 1000..]);
+    appenders[1].send(b" junk\r\n");
+    let r = appenders[1].until("a1");
+    assert!(r.starts_with("a1 BAD") || r.starts_with("a1 NO"), "{r}");
+    drop(appenders.remove(2));
+    // all of it: three sessions may each announce a full-size literal again
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, c) in appenders.iter_mut().skip(1).take(3).enumerate() {
+        c.send(format!("c{i} APPEND INBOX {{{LITERAL}}}\r\n").as_bytes());
+        assert_eq!(c.line(), "+ Ready for literal data\r\n", "session {i}");
+    }
+    appenders[1].send(&body);
+    appenders[1].send(b"\r\n");
+    let r = appenders[1].until("c0");
+    assert!(r.contains("c0 OK"), "{r}");
+    drop(appenders);
+    let log = inst.log();
+    assert!(
+        log.contains(&format!(
+            "literal of {LITERAL} bytes refused from 127.0.0.1, user=alice"
+        )),
+        "{log}"
+    );
+    inst.stop();
+}
+
+#[test]
+fn a_client_that_pipelines_and_never_reads_holds_no_more_than_the_output_bound() {
+    let (mut inst, port) = instance(&[]);
+    let mail = maildirs(&inst);
+    // one 2 MB message and 10,000 small ones: a SEARCH ALL answers about 60 KB, so one
+    // 16 KB read of pipelined SEARCHes would ask for 68 MB of answers
+    let mut big = b"From: bob@example.test\r\nSubject: big\r\n\r\n".to_vec();
+    while big.len() < 2_000_000 {
+        big.extend_from_slice(b"0123456789012345678901234567890123456789012345678901234567890123456789\r\n");
+    }
+    std::fs::write(mail.join("alice/new/1000000000.big.test"), &big).expect("write");
+    for i in 0..10_000 {
+        let name = format!("1000000001.m{i}.test");
+        std::fs::write(mail.join("alice/new").join(name), b"Subject: small\r\n\r\nhi\r\n").expect("write");
+    }
+    owned_mail_base(&inst);
+    inst.start();
+    let mut bob = Client::login(port, "bob", "Bob-Mem-1");
+    // two of alice's sessions: one pipelines 400 FETCHes of the 2 MB message (800 MB of
+    // answers), the other 20,000 SEARCH ALL (1.2 GB); neither reads
+    let floods = [
+        (0..400)
+            .flat_map(|i| format!("f{i} FETCH 1 BODY.PEEK[]\r\n").into_bytes())
+            .collect::<Vec<u8>>(),
+        b"s SEARCH ALL\r\n".repeat(20_000),
+    ];
+    let mut alices = Vec::new();
+    for _ in &floods {
+        let mut alice = Client::login(port, "alice", "Alice-Mem-1");
+        let r = alice.imap("s", "SELECT INBOX");
+        assert!(r.contains("* 10001 EXISTS"), "{r}");
+        alices.push(alice);
+    }
+    answered_within_a_second(&mut bob, "n0");
+    let baseline = imapd_kb(&inst, "VmHWM");
+    let writers: Vec<_> = floods
+        .into_iter()
+        .zip(&alices)
+        .map(|(flood, alice)| {
+            let mut w = alice.w.try_clone().expect("clone");
+            std::thread::spawn(move || {
+                let _ = w.set_write_timeout(Some(Duration::from_secs(8)));
+                // stops early when the server stops reading (its socket buffers full)
+                for piece in flood.chunks(16 * 1024) {
+                    if w.write_all(piece).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 1..=5 {
+        std::thread::sleep(Duration::from_millis(500));
+        answered_within_a_second(&mut bob, &format!("n{i}"));
+    }
+    let peak = imapd_kb(&inst, "VmHWM");
+    eprintln!("imapd VmHWM: {baseline} kB before the flood, {peak} kB after");
+    assert!(
+        peak < baseline + OUTPUT_BOUND_KB,
+        "imapd peak RSS {peak} kB over its baseline {baseline} kB + {OUTPUT_BOUND_KB} kB"
+    );
+    drop(alices);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    answered_within_a_second(&mut bob, "n9");
+    inst.stop();
+}
