@@ -9,6 +9,7 @@
 //! gets `-ERR [SYS/TEMP]` and is closed. A session's count is given back at login.
 
 use crate::maildrop::{Maildrop, OpenError};
+use crate::retrieve::Retrieval;
 use crate::session::{Action, MAX_LINE, Security, Session, err};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
@@ -66,6 +67,8 @@ struct Conn {
     input: Vec<u8>,
     out: Vec<u8>,
     session: Session,
+    /// A RETR or TOP answer being sent as the client reads.
+    stream: Option<Box<Retrieval>>,
     auth: Option<(AuthClient, String)>,
     last: Instant,
     /// When the connection was accepted: the login deadline runs from here.
@@ -129,7 +132,7 @@ impl Pop3 {
     fn drive(&mut self, lp: &EventLoop<'_>, id: usize) {
         let Some(c) = self.conns.get_mut(&id) else { return };
         loop {
-            let progress = read_socket(c) + process_lines(lp, &self.settings, id, c) + flush(c);
+            let progress = read_socket(c) + stream_message(c) + process_lines(lp, &self.settings, id, c) + flush(c);
             if c.dead || progress == 0 {
                 break;
             }
@@ -211,7 +214,7 @@ fn process_lines(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Con
         } else {
             PRELOGIN_HIGH_WATER
         };
-        if c.dead || c.closing || !c.session.ready() || c.out.len() > high_water {
+        if c.dead || c.closing || c.stream.is_some() || !c.session.ready() || c.out.len() > high_water {
             return handled;
         }
         let Some(pos) = c.input.iter().position(|&b| b == b'\n') else {
@@ -239,6 +242,36 @@ fn process_lines(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Con
         zeroize::Zeroize::zeroize(&mut line);
         apply(lp, settings, id, c, acts);
     }
+}
+
+/// Goes on with a RETR or TOP answer while little output waits; returns the bytes
+/// added. A read error half way cannot be answered (the `+OK` is out): logged, and the
+/// connection closes.
+fn stream_message(c: &mut Conn) -> usize {
+    let mut added = 0;
+    while let Some(r) = c.stream.as_mut() {
+        if c.dead || c.out.len() > OUTPUT_HIGH_WATER {
+            break;
+        }
+        let mut part = Vec::new();
+        if let Err(e) = r.fill(&mut part) {
+            let addr = c.peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "local".into());
+            tracing::warn!(
+                "read {} for {addr}, user={}: {e}",
+                r.what,
+                c.session.user.as_deref().unwrap_or("-")
+            );
+            c.stream = None;
+            c.dead = true;
+            break;
+        }
+        if r.done() {
+            c.stream = None;
+        }
+        added += part.len();
+        send(c, &part);
+    }
+    added
 }
 
 /// The log line of a command line over [`MAX_LINE`] (the connection closes).
@@ -312,6 +345,7 @@ fn apply(lp: &EventLoop<'_>, settings: &Settings, id: usize, c: &mut Conn, acts:
     for act in acts {
         match act {
             Action::Send(bytes) => send(c, &bytes),
+            Action::Stream(r) => c.stream = Some(r),
             Action::Close => {
                 if let Some(tls) = &mut c.tls {
                     tls.close();
@@ -495,6 +529,7 @@ impl Pop3 {
             input: Vec::new(),
             out: Vec::new(),
             session,
+            stream: None,
             auth: None,
             last: Instant::now(),
             born: Instant::now(),

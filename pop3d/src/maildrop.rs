@@ -125,12 +125,41 @@ impl Maildrop {
         }
     }
 
-    /// The bytes of message `n` (CRLF line ends); `None` if gone.
-    pub fn read(&mut self, n: usize) -> Result<Option<Vec<u8>>, String> {
+    /// The file of message `n`, open for reading (line ends as stored: the answer is
+    /// converted as it is streamed, [`crate::retrieve`]); `None` if gone. Symbolic links
+    /// and anything but a regular file are refused.
+    pub fn open_message(&mut self, n: usize) -> Result<Option<File>, String> {
         let Some(uid) = self.get(n).map(|e| e.uid) else {
             return Ok(None);
         };
-        self.folder.read(uid).map_err(|e| e.to_string())
+        // a flag change by an IMAP session renames the file: look again once
+        for _ in 0..3 {
+            let Some(path) = self
+                .folder
+                .get(uid)
+                .map(|m| self.folder.path().join("cur").join(&m.file))
+            else {
+                return Ok(None);
+            };
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+                .open(&path);
+            match opened {
+                Ok(f) => {
+                    let meta = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
+                    if !meta.is_file() {
+                        return Err(format!("{}: not a regular file", path.display()));
+                    }
+                    return Ok(Some(f));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.folder.sync().map_err(|e| e.to_string())?;
+                }
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
+        Ok(None)
     }
 
     /// UPDATE state: removes the marked messages; returns how many.

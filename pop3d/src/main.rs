@@ -29,6 +29,7 @@
 mod authorization;
 mod conn;
 mod maildrop;
+mod retrieve;
 mod session;
 mod transaction;
 

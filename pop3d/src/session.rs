@@ -19,6 +19,9 @@ pub const MAX_ERRORS: u32 = 20;
 pub enum Action {
     /// Send these bytes.
     Send(Vec<u8>),
+    /// Send a message (RETR, TOP) after what is queued, as the client reads it; no more
+    /// commands are taken until it has all been sent.
+    Stream(Box<crate::retrieve::Retrieval>),
     /// Start TLS now (the `+OK` before it has been queued).
     StartTls,
     /// Ask auth; answer with [`Session::auth_done`] (no more commands until then).

@@ -3,6 +3,7 @@
 //! Multi-line replies are dot-stuffed and end with `.`.
 
 use crate::maildrop::Maildrop;
+use crate::retrieve::Retrieval;
 use crate::session::{Action, Session, State, err, ok};
 
 fn number(arg: &str) -> Option<usize> {
@@ -69,42 +70,24 @@ pub fn command(s: &mut Session, verb: &str, args: &[&str]) -> Vec<Action> {
     }
 }
 
+/// The `+OK` line, then the message streamed from its file as the client reads
+/// ([`Retrieval`]).
 fn send_message(md: &mut Maildrop, n: usize, top: Option<usize>) -> Vec<Action> {
-    let bytes = match md.read(n) {
-        Ok(Some(b)) => b,
+    let file = match md.open_message(n) {
+        Ok(Some(f)) => f,
         Ok(None) => return vec![err("No such message")],
         Err(e) => {
             tracing::warn!("read message {n}: {e}");
             return vec![err("[SYS/TEMP] Cannot read the message")];
         }
     };
-    let size = md.get(n).map(|e| e.size).unwrap_or(bytes.len() as u64);
-    let mut out = match top {
-        None => format!("+OK {size} octets\r\n").into_bytes(),
-        Some(_) => b"+OK\r\n".to_vec(),
+    let size = md.get(n).map_or(0, |e| e.size);
+    let first = match top {
+        None => ok(&format!("{size} octets")),
+        Some(_) => Action::Send(b"+OK\r\n".to_vec()),
     };
-    out.reserve(bytes.len() + bytes.len() / 50 + 8);
-    let mut in_body = false;
-    let mut body_lines = 0usize;
-    for line in bytes.split_inclusive(|&b| b == b'\n') {
-        if in_body && top.is_some_and(|max| body_lines >= max) {
-            break;
-        }
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
-        if in_body {
-            body_lines += 1;
-        } else if line == b"\r\n" || line == b"\n" {
-            in_body = true;
-        }
-    }
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    vec![Action::Send(out)]
+    let what = format!("message {n} ({})", md.get(n).map_or("", |e| e.uidl.as_str()));
+    vec![first, Action::Stream(Box::new(Retrieval::new(file, top, what)))]
 }
 
 fn quit(s: &mut Session) -> Vec<Action> {

@@ -4,10 +4,18 @@ use crate::maildrop::{Maildrop, OpenError};
 use crate::session::{Action, Security, Session};
 use std::path::Path;
 
-fn text(acts: &[Action]) -> String {
-    acts.iter()
+/// What the actions send, a streamed message included.
+fn text(acts: &mut [Action]) -> String {
+    acts.iter_mut()
         .filter_map(|a| match a {
             Action::Send(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Action::Stream(r) => {
+                let mut out = Vec::new();
+                while !r.done() {
+                    r.fill(&mut out).expect("read");
+                }
+                Some(String::from_utf8_lossy(&out).into_owned())
+            }
             _ => None,
         })
         .collect()
@@ -30,8 +38,8 @@ fn login(base: &Path) -> Session {
     s.command(b"USER alice");
     s.command(b"PASS pw");
     let md = Maildrop::open(base, "alice").map_err(|_| ()).expect("open");
-    let acts = s.auth_done(Ok(("alice".into(), md)));
-    assert!(text(&acts).starts_with("+OK Logged in, 2 messages"));
+    let mut acts = s.auth_done(Ok(("alice".into(), md)));
+    assert!(text(&mut acts).starts_with("+OK Logged in, 2 messages"));
     s
 }
 
@@ -41,33 +49,36 @@ fn retr_top_list_dele_rset_quit() {
     deliver(dir.path(), "alice", "1.M1.h", b"Subject: a\n\n.x\nb\n..y\n");
     deliver(dir.path(), "alice", "2.M2.h", b"Subject: b\r\n\r\nno final newline");
     let mut s = login(dir.path());
-    assert_eq!(text(&s.command(b"STAT")), "+OK 2 56\r\n");
-    assert_eq!(text(&s.command(b"LIST")), "+OK\r\n1 26\r\n2 30\r\n.\r\n");
-    assert_eq!(text(&s.command(b"UIDL 2")), "+OK 2 2.M2.h\r\n");
+    assert_eq!(text(&mut s.command(b"STAT")), "+OK 2 56\r\n");
+    assert_eq!(text(&mut s.command(b"LIST")), "+OK\r\n1 26\r\n2 30\r\n.\r\n");
+    assert_eq!(text(&mut s.command(b"UIDL 2")), "+OK 2 2.M2.h\r\n");
     assert_eq!(
-        text(&s.command(b"RETR 1")),
+        text(&mut s.command(b"RETR 1")),
         "+OK 26 octets\r\nSubject: a\r\n\r\n..x\r\nb\r\n...y\r\n.\r\n"
     );
-    assert_eq!(text(&s.command(b"TOP 1 1")), "+OK\r\nSubject: a\r\n\r\n..x\r\n.\r\n");
     assert_eq!(
-        text(&s.command(b"RETR 2")),
+        text(&mut s.command(b"TOP 1 1")),
+        "+OK\r\nSubject: a\r\n\r\n..x\r\n.\r\n"
+    );
+    assert_eq!(
+        text(&mut s.command(b"RETR 2")),
         "+OK 30 octets\r\nSubject: b\r\n\r\nno final newline\r\n.\r\n"
     );
-    assert!(text(&s.command(b"RETR 0")).starts_with("-ERR"));
-    assert!(text(&s.command(b"RETR x")).starts_with("-ERR"));
-    assert!(text(&s.command(b"TOP 1")).starts_with("-ERR"));
-    assert!(text(&s.command(b"USER bob")).starts_with("-ERR"));
-    assert!(text(&s.command(b"DELE 1")).starts_with("+OK"));
-    assert!(text(&s.command(b"DELE 1")).starts_with("-ERR"), "already deleted");
-    assert!(text(&s.command(b"RETR 1")).starts_with("-ERR"));
-    assert_eq!(text(&s.command(b"STAT")), "+OK 1 30\r\n");
-    assert!(text(&s.command(b"RSET")).starts_with("+OK"));
-    assert_eq!(text(&s.command(b"STAT")), "+OK 2 56\r\n");
-    assert!(text(&s.command(b"DELE 2")).starts_with("+OK"));
+    assert!(text(&mut s.command(b"RETR 0")).starts_with("-ERR"));
+    assert!(text(&mut s.command(b"RETR x")).starts_with("-ERR"));
+    assert!(text(&mut s.command(b"TOP 1")).starts_with("-ERR"));
+    assert!(text(&mut s.command(b"USER bob")).starts_with("-ERR"));
+    assert!(text(&mut s.command(b"DELE 1")).starts_with("+OK"));
+    assert!(text(&mut s.command(b"DELE 1")).starts_with("-ERR"), "already deleted");
+    assert!(text(&mut s.command(b"RETR 1")).starts_with("-ERR"));
+    assert_eq!(text(&mut s.command(b"STAT")), "+OK 1 30\r\n");
+    assert!(text(&mut s.command(b"RSET")).starts_with("+OK"));
+    assert_eq!(text(&mut s.command(b"STAT")), "+OK 2 56\r\n");
+    assert!(text(&mut s.command(b"DELE 2")).starts_with("+OK"));
     // A second session cannot lock the mailbox meanwhile.
     assert!(matches!(Maildrop::open(dir.path(), "alice"), Err(OpenError::InUse)));
-    let acts = s.command(b"QUIT");
-    assert_eq!(text(&acts), "+OK Bye (1 messages deleted)\r\n");
+    let mut acts = s.command(b"QUIT");
+    assert_eq!(text(&mut acts), "+OK Bye (1 messages deleted)\r\n");
     assert!(acts.iter().any(|a| matches!(a, Action::Close)));
     drop(s);
     let md = Maildrop::open(dir.path(), "alice")
