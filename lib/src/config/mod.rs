@@ -15,14 +15,16 @@ mod error;
 mod expand;
 mod main_cf;
 mod master_cf;
+mod registry;
 mod size;
 
 pub use cidr::Cidr;
 pub use duration::Seconds;
 pub use error::ConfigError;
 pub use error::did_you_mean;
-pub use main_cf::MainConfig;
+pub use main_cf::{MainConfig, SETTINGS};
 pub use master_cf::{Listen, ServiceEntry, ServiceType};
+pub use registry::SettingInfo;
 pub use size::parse_bytes;
 
 use std::path::{Path, PathBuf};
