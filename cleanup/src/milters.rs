@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use postern_lib::config::MainConfig;
+use postern_lib::config::{MainConfig, MilterAction};
 use postern_lib::milter::{self, Endpoint, Message, Timeouts, Transaction, Verdict};
 use postern_lib::queue_file::attr;
 
@@ -86,13 +86,17 @@ pub fn run_all(list: &[String], main: &MainConfig, tx: &Transaction, msg: &mut M
                 return Err(Stop::Discard);
             }
             Err(e) => {
-                let action = main.milter_default_action.as_str();
+                let action = main.milter_default_action;
                 tracing::warn!("{qid}: milter {spec}: {e}; applying milter_default_action={action}");
                 match action {
-                    "accept" => {}
-                    "reject" => return Err(Stop::Reject(550, "5.5.0".into(), "Service unavailable".into())),
-                    "quarantine" => msg.quarantine = Some(format!("milter {spec} failed")),
-                    _ => return Err(Stop::temp("4.7.1", "Service unavailable - try again later")),
+                    MilterAction::Accept => {}
+                    MilterAction::Reject => {
+                        return Err(Stop::Reject(550, "5.5.0".into(), "Service unavailable".into()));
+                    }
+                    MilterAction::Quarantine => msg.quarantine = Some(format!("milter {spec} failed")),
+                    MilterAction::Tempfail => {
+                        return Err(Stop::temp("4.7.1", "Service unavailable - try again later"));
+                    }
                 }
             }
         }

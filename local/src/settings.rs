@@ -9,14 +9,9 @@ use postern_lib::address::Destinations;
 use postern_lib::aliases::Aliases;
 use postern_lib::skeleton::Context;
 
-/// The mailbox format of virtual users (`mailbox_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MailboxFormat {
-    /// `virtual_mailbox_base/<user>/` with `tmp/ new/ cur/`.
-    Maildir,
-    /// One file, `mail_spool_directory/<user>`.
-    Mbox,
-}
+/// The mailbox format of virtual users (`mailbox_format`): `virtual_mailbox_base/<user>/`
+/// with `tmp/ new/ cur/`, or one file, `mail_spool_directory/<user>`.
+pub use postern_lib::config::MailboxFormat;
 
 /// local's settings and state.
 pub struct Settings {
@@ -69,11 +64,7 @@ impl Settings {
         let m = &ctx.main;
         Settings {
             mailbox_base: PathBuf::from(&m.virtual_mailbox_base),
-            mailbox_format: if m.mailbox_format == "mbox" {
-                MailboxFormat::Mbox
-            } else {
-                MailboxFormat::Maildir
-            },
+            mailbox_format: m.mailbox_format,
             spool: match m.mail_spool_directory.trim() {
                 "" => PathBuf::new(),
                 d => ctx.config.dir.parent().unwrap_or(&ctx.config.dir).join(d),

@@ -101,7 +101,7 @@ fn init(ctx: &Context) -> Result<Agent, String> {
         .map(|n| dir.join(n.trim()))
         .collect();
     let default_port = if lmtp { lookup::LMTP_PORT } else { lookup::SMTP_PORT };
-    let policies = policy::PolicyMaps::new(&tables, tls::Level::parse(&m.smtp_tls_security_level)?, default_port)?;
+    let policies = policy::PolicyMaps::new(&tables, tls::Level::from(m.smtp_tls_security_level), default_port)?;
     Ok(Agent {
         dns,
         params,

@@ -43,6 +43,20 @@ pub enum Level {
     Secure,
 }
 
+impl From<postern_lib::config::SmtpTlsLevel> for Level {
+    /// `smtp_tls_security_level`, checked when main.toml was loaded.
+    fn from(l: postern_lib::config::SmtpTlsLevel) -> Level {
+        use postern_lib::config::SmtpTlsLevel as L;
+        match l {
+            L::None => Level::None,
+            L::May => Level::May,
+            L::Encrypt => Level::Encrypt,
+            L::Verify => Level::Verify,
+            L::Secure => Level::Secure,
+        }
+    }
+}
+
 impl Level {
     /// Parses a level name.
     pub fn parse(s: &str) -> Result<Level, String> {

@@ -6,7 +6,7 @@ use crate::protocol::policy::{self, AccessTable, Restrictions};
 use crate::protocol::sender_login::SenderLoginMaps;
 use postern_lib::address::Destinations;
 use postern_lib::aliases::Aliases;
-use postern_lib::config::{Cidr, MainConfig};
+use postern_lib::config::{BareNewline, Cidr, MainConfig, SmtpdTlsLevel};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,10 +168,10 @@ impl Settings {
         if uses_login_rules && sender_login_maps.is_empty() {
             tracing::warn!("reject_*sender_login_mismatch without smtpd_sender_login_maps does nothing");
         }
-        let tls_level = match main.smtpd_tls_security_level.as_str() {
-            "none" => TlsLevel::None,
-            "encrypt" => TlsLevel::Encrypt,
-            _ => TlsLevel::May,
+        let tls_level = match main.smtpd_tls_security_level {
+            SmtpdTlsLevel::None => TlsLevel::None,
+            SmtpdTlsLevel::May => TlsLevel::May,
+            SmtpdTlsLevel::Encrypt => TlsLevel::Encrypt,
         };
         let file = |s: &str| (!s.is_empty()).then(|| resolve(config_dir, s));
         let tls_cert_file = file(&main.smtpd_tls_cert_file);
@@ -196,7 +196,7 @@ impl Settings {
             tls_wrapper: main.smtpd_tls_wrappermode,
             tls_auth_only: main.smtpd_tls_auth_only,
             auth_enabled: main.smtpd_sasl_auth_enable,
-            reject_bare_newline: main.smtpd_forbid_bare_newline == "reject",
+            reject_bare_newline: main.smtpd_forbid_bare_newline == BareNewline::Reject,
             reject_unlisted: main.smtpd_reject_unlisted_recipient,
             restrictions,
             aliases,

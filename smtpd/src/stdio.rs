@@ -67,7 +67,7 @@ pub fn local_settings(main: &MainConfig, config_dir: &Path) -> Result<Settings, 
     main.alias_maps.clear();
     main.smtpd_tls_cert_file.clear();
     main.smtpd_tls_key_file.clear();
-    main.smtpd_tls_security_level = "none".into();
+    main.smtpd_tls_security_level = postern_lib::config::SmtpdTlsLevel::None;
     main.smtpd_tls_wrappermode = false;
     main.smtpd_sasl_auth_enable = false;
     main.smtpd_reject_unlisted_recipient = false;

@@ -13,6 +13,7 @@
 use super::cidr::Cidr;
 use super::duration::Seconds;
 use super::registry::settings;
+use super::values::{BareNewline, MailboxFormat, MilterAction, SmtpTlsLevel, SmtpdTlsLevel};
 
 settings! {
     /// The fully-qualified name of this host (default: the system's host name).
@@ -137,7 +138,7 @@ settings! {
     non_smtpd_milters: Vec<String> = Vec::new(),
         readers "cleanup";
     /// What to do when a milter is unreachable, times out or misbehaves: accept, reject, tempfail, quarantine.
-    milter_default_action: String = "tempfail".into(),
+    milter_default_action: MilterAction = MilterAction::Tempfail,
         readers "cleanup";
     /// Time limit for connecting to a milter and negotiating with it.
     milter_connect_timeout: Seconds = Seconds(30),
@@ -163,7 +164,7 @@ settings! {
     smtpd_tls_key_file: String = String::new(),
         readers "smtpd";
     /// smtpd: `none` (no STARTTLS), `may` (offer it), `encrypt` (require it before MAIL and AUTH).
-    smtpd_tls_security_level: String = "may".into(),
+    smtpd_tls_security_level: SmtpdTlsLevel = SmtpdTlsLevel::May,
         readers "smtpd";
     /// smtpd: implicit TLS from the first byte (the smtps service, port 465).
     smtpd_tls_wrappermode: bool = false,
@@ -210,7 +211,7 @@ settings! {
     anvil_rate_time_unit: Seconds = Seconds(60),
         readers "anvil", min Seconds(1);
     /// smtpd: bare LF in DATA: `normalize` (treat as CRLF; only CRLF.CRLF ends the data) or `reject`.
-    smtpd_forbid_bare_newline: String = "normalize".into(),
+    smtpd_forbid_bare_newline: BareNewline = BareNewline::Normalize,
         readers "smtpd";
     /// smtpd: refuse unknown recipients in mydestination (550 5.1.1) after the restrictions.
     smtpd_reject_unlisted_recipient: bool = true,
@@ -373,7 +374,7 @@ settings! {
     smtp_tls_ca_file: String = String::new(),
         readers "smtp", name "smtp_tls_CAfile";
     /// smtp: TLS level towards other servers: none, may (opportunistic), encrypt, verify.
-    smtp_tls_security_level: String = "may".into(),
+    smtp_tls_security_level: SmtpTlsLevel = SmtpTlsLevel::May,
         readers "smtp";
     /// smtp: DNS servers (`ADDR:PORT`) instead of /etc/resolv.conf (tests, split DNS).
     smtp_dns_servers: Vec<String> = Vec::new(),
@@ -395,7 +396,7 @@ settings! {
         readers "bounce postern";
     // --- local (mailbox format) ---
     /// local: the mailbox format of virtual users: `maildir` (a directory) or `mbox` (one file).
-    mailbox_format: String = "maildir".into(),
+    mailbox_format: MailboxFormat = MailboxFormat::Maildir,
         readers "local";
     /// local: where mbox mailboxes live (`<dir>/<user>`, relative to the config dir's parent); empty: virtual_mailbox_base.
     mail_spool_directory: String = String::new(),
@@ -501,24 +502,6 @@ impl MainConfig {
                 "imapd_literal_memory_limit",
                 format!("must be at least imapd_max_literal ({} bytes)", self.imapd_max_literal),
             ));
-        }
-        if !matches!(self.smtpd_tls_security_level.as_str(), "none" | "may" | "encrypt") {
-            return Err(("smtpd_tls_security_level", "must be none, may or encrypt".into()));
-        }
-        if !matches!(self.smtpd_forbid_bare_newline.as_str(), "normalize" | "reject") {
-            return Err(("smtpd_forbid_bare_newline", "must be normalize or reject".into()));
-        }
-        if !["accept", "reject", "tempfail", "quarantine"].contains(&self.milter_default_action.as_str()) {
-            return Err((
-                "milter_default_action",
-                format!(
-                    "{:?}: expected accept, reject, tempfail or quarantine",
-                    self.milter_default_action
-                ),
-            ));
-        }
-        if !matches!(self.mailbox_format.as_str(), "maildir" | "mbox") {
-            return Err(("mailbox_format", "must be maildir or mbox".into()));
         }
         Ok(())
     }

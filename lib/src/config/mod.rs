@@ -17,6 +17,7 @@ mod main_cf;
 mod master_cf;
 mod registry;
 mod size;
+mod values;
 
 pub use cidr::Cidr;
 pub use duration::Seconds;
@@ -26,6 +27,7 @@ pub use main_cf::{MainConfig, SETTINGS};
 pub use master_cf::{Listen, ServiceEntry, ServiceType};
 pub use registry::SettingInfo;
 pub use size::parse_bytes;
+pub use values::{BareNewline, MailboxFormat, MilterAction, SmtpTlsLevel, SmtpdTlsLevel};
 
 use std::path::{Path, PathBuf};
 
