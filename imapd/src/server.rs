@@ -49,7 +49,7 @@ const PRELOGIN_MAX_RAW: usize = 24 * 1024;
 /// [`Imapd::again`]), so a client pipelining heavy commands delays nobody else by more
 /// than a turn.
 const READS_PER_TURN: usize = 8;
-const ROUNDS_PER_TURN: usize = 2;
+const ROUNDS_PER_TURN: usize = 1;
 
 struct Conn {
     sock: TcpStream,

@@ -34,7 +34,7 @@ pub const PRELOGIN_MAX_LINE: usize = 8 * 1024;
 /// (the server's [`Session::busy`] back-pressure): a client that sends many commands and
 /// never reads makes a session hold this plus one command's answer, not one answer per
 /// command received.
-pub const OUTPUT_PAUSE: usize = crate::cmd_fetch::FETCH_CHUNK;
+pub const OUTPUT_PAUSE: usize = 256 * 1024;
 
 /// Limits and facts a session needs.
 #[derive(Clone, Debug)]

@@ -1,5 +1,6 @@
-//! Issue 10 (item 2): the memory one imapd process can be made to hold by logged-in
-//! clients, through the real master with one imapd process (`maxproc = 1`) on loopback.
+//! Issue 10 (item 2): the memory one imapd or pop3d process can be made to hold by
+//! logged-in clients, through the real master with one process (`maxproc = 1`) on
+//! loopback.
 //!
 //! * literals: every literal must fit the process's `imapd_literal_memory_limit` when it
 //!   is announced; sessions dribbling large APPENDs fill it, the next `{n}` gets `NO
@@ -8,7 +9,10 @@
 //!   the budget comes back when an APPEND completes, fails, or its client disconnects;
 //! * output: a client that pipelines hundreds of `FETCH BODY[]` of a 2 MB message, or
 //!   thousands of `SEARCH ALL`, and never reads makes imapd's peak RSS (VmHWM) grow by
-//!   less than [`OUTPUT_BOUND_KB`]; another user is answered within 1 s.
+//!   less than [`OUTPUT_BOUND_KB`]; another user is answered within 1 s;
+//! * pop3d: a client that pipelines hundreds of `RETR` of a 10 MB message and never reads
+//!   raises pop3d's peak RSS by less than [`POP3_BOUND_KB`] (the answer is streamed from
+//!   the file as the client reads); another user is answered within 1 s.
 
 use postern_tests::{
     Instance, add_user, auth_service, children_of, comm, daemon_service, free_port, owned_mail_base, proc_status,
@@ -27,6 +31,9 @@ const SLACK_KB: u64 = 16 * 1024;
 /// the session's output bound (1 MB gathered + one command's answer: a 2 MB message
 /// and its read buffer) and the socket layer's 4 MB, with room to spare.
 const OUTPUT_BOUND_KB: u64 = 12 * 1024;
+/// The same for pop3d: 256 KB of unsent output, a 64 KB read chunk and its converted
+/// copy, with room to spare (a whole 10 MB message in memory would exceed it).
+const POP3_BOUND_KB: u64 = 4 * 1024;
 
 struct Client {
     w: TcpStream,
@@ -98,11 +105,16 @@ impl Client {
 
 /// The one imapd process's status field `key` in kB.
 fn imapd_kb(inst: &Instance, key: &str) -> u64 {
+    status_kb(inst, "imapd", key)
+}
+
+/// The one `program` process's status field `key` in kB.
+fn status_kb(inst: &Instance, program: &str, key: &str) -> u64 {
     let pids: Vec<u32> = children_of(inst.master_pid())
         .into_iter()
-        .filter(|&p| comm(p).as_deref() == Some("imapd"))
+        .filter(|&p| comm(p).as_deref() == Some(program))
         .collect();
-    assert_eq!(pids.len(), 1, "one imapd process");
+    assert_eq!(pids.len(), 1, "one {program} process");
     proc_status(pids[0], key)
         .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
         .expect("status field")
@@ -291,5 +303,102 @@ fn a_client_that_pipelines_and_never_reads_holds_no_more_than_the_output_bound()
         w.join().expect("writer");
     }
     answered_within_a_second(&mut bob, "n9");
+    inst.stop();
+}
+
+#[test]
+fn a_pop3_client_that_pipelines_retr_and_never_reads_holds_no_more_than_the_output_bound() {
+    let port = free_port();
+    let services = format!(
+        "{}{}",
+        auth_service(),
+        daemon_service("pop3", "inet", &format!("127.0.0.1:{port}"), "pop3d", "maxproc = 1"),
+    );
+    let mut inst = Instance::new(&services, &[]);
+    add_user(&inst, "alice", "Alice-Mem-1");
+    add_user(&inst, "bob", "Bob-Mem-1");
+    let mail = maildirs(&inst);
+    let mut big = b"From: bob@example.test\nSubject: big\n\n".to_vec();
+    while big.len() < 10_000_000 {
+        big.extend_from_slice(b".0123456789012345678901234567890123456789012345678901234567890123456789\n");
+    }
+    std::fs::write(mail.join("alice/new/1000000000.big.test"), &big).expect("write");
+    std::fs::write(mail.join("bob/new/1000000000.small.test"), b"Subject: hi\n\nhi\n").expect("write");
+    owned_mail_base(&inst);
+    inst.start();
+    let pop = |user: &str, password: &str| {
+        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let mut c = Client {
+            r: BufReader::new(s.try_clone().expect("clone")),
+            w: s,
+        };
+        assert!(c.line().starts_with("+OK"));
+        c.send(format!("USER {user}\r\nPASS {password}\r\n").as_bytes());
+        assert!(c.line().starts_with("+OK"));
+        let l = c.line();
+        assert!(l.starts_with("+OK Logged in"), "{l}");
+        c
+    };
+    let mut bob = pop("bob", "Bob-Mem-1");
+    let mut alice = pop("alice", "Alice-Mem-1");
+    let baseline = status_kb(&inst, "pop3d", "VmHWM");
+    // one RETR read whole: the streamed answer is the message, CRLF and dot-stuffed
+    alice.send(b"RETR 1\r\n");
+    assert_eq!(
+        alice.line(),
+        format!(
+            "+OK {} octets\r\n",
+            big.len() + big.iter().filter(|&&b| b == b'\n').count()
+        )
+    );
+    let mut body = Vec::new();
+    loop {
+        let mut l = Vec::new();
+        alice.r.read_until(b'\n', &mut l).expect("read");
+        if l == b".\r\n" || l.is_empty() {
+            break;
+        }
+        body.extend_from_slice(&l);
+    }
+    let mut want = Vec::new();
+    for line in big.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            want.push(b'.');
+        }
+        want.extend_from_slice(&line[..line.len() - 1]);
+        want.extend_from_slice(b"\r\n");
+    }
+    assert!(
+        body == want,
+        "RETR answered {} bytes, {} expected",
+        body.len(),
+        want.len()
+    );
+    // 400 RETR of the 10 MB message (4 GB of answers), none of it read
+    alice.send(&b"RETR 1\r\n".repeat(400));
+    let bob_says = |bob: &mut Client, i: usize| {
+        let start = Instant::now();
+        bob.send(b"STAT\r\n");
+        let l = bob.line();
+        assert!(l.starts_with("+OK 1 "), "{l}");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "STAT {i} took {:?}",
+            start.elapsed()
+        );
+    };
+    for i in 1..=5 {
+        std::thread::sleep(Duration::from_millis(400));
+        bob_says(&mut bob, i);
+    }
+    let peak = status_kb(&inst, "pop3d", "VmHWM");
+    eprintln!("pop3d VmHWM: {baseline} kB before the RETRs, {peak} kB after");
+    assert!(
+        peak < baseline + POP3_BOUND_KB,
+        "pop3d peak RSS {peak} kB over its baseline {baseline} kB + {POP3_BOUND_KB} kB"
+    );
+    drop(alice);
+    bob_says(&mut bob, 9);
     inst.stop();
 }
