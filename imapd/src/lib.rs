@@ -25,6 +25,7 @@
 //!
 //! Settings read: `virtual_mailbox_base`, `myhostname`, `imapd_tls_cert_file`,
 //! `imapd_tls_key_file`, `imapd_max_literal`, `imapd_max_line_length`,
+//! `imapd_literal_memory_limit` (literals held by all sessions of a process),
 //! `imapd_user_connection_limit`, `imapd_timeout`, `imapd_login_timeout` (a hard
 //! deadline from connecting), `login_client_connection_count_limit` (counted by anvil).
 //!

@@ -80,6 +80,18 @@ struct Conn {
 /// and it must log in within `imapd_login_timeout` of connecting, however much it sends.
 /// With `maxproc` processes (which master holds, see `master/src/supervisor.rs`) that
 /// bounds what unauthenticated clients can make a service hold, however many they are.
+///
+/// After login: the literals being received by all sessions together fit
+/// `imapd_literal_memory_limit` ([`LiteralBudget`], reserved when announced); the one
+/// command running at a time adds its parsed copy (up to `imapd_max_literal` plus a
+/// line, and what its command file makes of it). Each connection holds besides at most
+/// a line and a read (256 KB with TLS) of unparsed input, 256 KB of ciphertext, and
+/// output: commands stop running at [`crate::session::OUTPUT_PAUSE`] of unread output
+/// and go on below 256 KB (`RESUME_BELOW`), so about 512 KB plus one command's answer —
+/// for FETCH at most [`crate::cmd_fetch::FETCH_CHUNK`] plus one message's response
+/// ([`crate::cmd_fetch::MAX_PER_MESSAGE`] times its size) and its read buffer. That last
+/// term grows with the largest message in the user's mailbox (a whole-body FETCH is not
+/// streamed from the file yet).
 pub struct Imapd {
     settings: Settings,
     conns: HashMap<usize, Conn>,

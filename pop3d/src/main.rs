@@ -15,6 +15,10 @@
 //!
 //! Sessions that have not logged in are closed `pop3d_login_timeout` after they connected,
 //! whatever they send meanwhile; others after `pop3d_timeout` idle (`-ERR Autologout`).
+//! RETR and TOP are streamed from the message file as the client reads ([`retrieve`]), and
+//! commands stop being read while [`conn::OUTPUT_HIGH_WATER`] of output is unsent, so a
+//! connection holds about 256 KB of output plus a 64 KB chunk whatever the message sizes
+//! (a LIST or UIDL answer, one line per message, comes whole).
 //! Before login output held per connection is bounded ([`conn::PRELOGIN_HIGH_WATER`]),
 //! and unauthenticated connections per client address are capped
 //! (`login_client_connection_count_limit`, counted by anvil).
