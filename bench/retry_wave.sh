@@ -10,13 +10,17 @@
 #   - qmgr's RSS before, at its peak (sampled every 20 ms) and 3 s after;
 #   - the most messages in active/ at once (sampled), and the wave's wall time.
 # The wave is over when every file in deferred/ has a new retry time and active/ is empty.
+# FRESH=1: qmgr is restarted (SIGTERM to that instance's qmgr, then a trigger on its socket
+# so that master starts a new one) before the wave, so it meets the wave without knowing
+# the relay is dead, as after a restart or once the dead time has run out: a few probes,
+# then the destination is found dead again.
 # CPU time, not wall time, is the figure to compare on a busy machine.
 #
 # Postfix runs as a throwaway instance of its own (config, queue and log in a temporary
 # directory, smtpd on a free loopback port, no chroot), so the shared peer on 10025 is
 # neither reconfigured nor filled; it needs the postfix package (bench/peer/peer-setup.sh
 # installs it). PEER=0 measures Postern only.
-#   sudo bench/retry_wave.sh          # N=20000 C=16 SIZE=4096; NO_BUILD=1; KEEP=1
+#   sudo bench/retry_wave.sh          # N=20000 C=16 SIZE=4096 FRESH=0; NO_BUILD=1; KEEP=1
 . "$(dirname "$0")/lib.sh"
 N=${N:-20000}
 C=${C:-16}
@@ -41,7 +45,7 @@ send() { # PORT
 # The measurement: waits for N deferred, makes them due, samples until the wave is over.
 measure() { # LABEL MASTER_PIDFILE QUEUE_DIR
   python3 - "$1" "$2" "$3" "$N" "$TIMEOUT" "$OUT" <<'EOT'
-import json, os, sys, time
+import json, os, signal, socket, sys, time
 label, pidfile, qdir, n, timeout, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -68,9 +72,12 @@ def ticks(pid, reaped=False):
     return int(f[11]) + int(f[12]) + ((int(f[13]) + int(f[14])) if reaped else 0)
 
 def rss_kb(pid, key="VmRSS"):
-    for l in open("/proc/%d/status" % pid):
-        if l.startswith(key + ":"):
-            return int(l.split()[1])
+    try:
+        for l in open("/proc/%d/status" % pid):
+            if l.startswith(key + ":"):
+                return int(l.split()[1])
+    except OSError:
+        sys.exit("%s: qmgr (pid %d) is gone" % (label, pid))
     return 0
 
 def files(d):
@@ -88,9 +95,29 @@ while not (len(files("deferred")) == n and not files("active") and not files("in
     time.sleep(1)
 time.sleep(3)
 qmgr = [c for c in children(master) if comm(c) == "qmgr"][0]
+fresh = os.environ.get("FRESH") == "1"
+if fresh:
+    os.kill(qmgr, signal.SIGTERM)
+    old = qmgr
+    while qmgr == old:
+        if time.time() > deadline:
+            sys.exit("%s: no new qmgr" % label)
+        time.sleep(0.5)
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(os.path.join(qdir, "public", "qmgr"))
+            s.send(b"A")
+            s.close()
+        except OSError:
+            pass
+        qmgr = ([c for c in children(master) if comm(c) == "qmgr"] + [old])[0]
+    time.sleep(3)
 rss0, q0, s0, t0 = rss_kb(qmgr), ticks(qmgr), system_ticks(), time.time()
 for p in files("deferred"):
-    os.utime(p, (t0 - 60, t0 - 60))
+    try:
+        os.utime(p, (t0 - 60, t0 - 60))
+    except FileNotFoundError:  # taken in already
+        pass
 peak, most, last_check = rss0, 0, 0.0
 while True:
     now = time.time()
@@ -101,13 +128,16 @@ while True:
     if now - last_check > 0.5:
         last_check = now
         d = files("deferred")
-        if len(d) == n and not files("active") and all(os.stat(p).st_mtime > t0 for p in d):
-            break
+        try:
+            if len(d) == n and not files("active") and all(os.stat(p).st_mtime > t0 for p in d):
+                break
+        except FileNotFoundError:  # moved meanwhile: not over yet
+            pass
     time.sleep(0.02)
 wall = time.time() - t0
 q1, s1 = ticks(qmgr), system_ticks()
 time.sleep(3)
-r = {"bench": "retry_wave", "label": label, "n": n, "qmgr_cpu_s": (q1 - q0) / HZ,
+r = {"bench": "retry_wave", "label": label, "n": n, "fresh": fresh, "qmgr_cpu_s": (q1 - q0) / HZ,
      "system_cpu_s": (s1 - s0) / HZ, "qmgr_rss_kb_before": rss0, "qmgr_rss_kb_peak": peak,
      "qmgr_rss_kb_after": rss_kb(qmgr), "max_active": most, "wave_s": round(wall, 2),
      "load_avg": open("/proc/loadavg").read().split()[0]}
