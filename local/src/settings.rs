@@ -67,7 +67,7 @@ impl Settings {
             mailbox_format: m.mailbox_format,
             spool: match m.mail_spool_directory.trim() {
                 "" => PathBuf::new(),
-                d => ctx.config.dir.parent().unwrap_or(&ctx.config.dir).join(d),
+                d => PathBuf::from(d),
             },
             lock_stale: m.stale_lock_time.duration(),
             delimiter: m.recipient_delimiter.clone(),

@@ -6,6 +6,7 @@
 //! postern config NAME/TYPE            a master.toml entry as effective (limits resolved)
 //! postern config NAME/TYPE.FIELD      one field of it (`smtp/inet.listen`, `smtp/inet.options.KEY`)
 //! postern config set ASSIGNMENT...    edit main.toml / master.toml in place, comments kept
+//! postern config --doc [KEY...]       doc, type, default, bounds, readers and value ([`doc`])
 //! ```
 //!
 //! Values are printed in TOML syntax. An assignment is `KEY=VALUE` (main.toml) or
@@ -23,6 +24,7 @@
 //! (file, line, key) is reported. Editors of one config directory are serialised by a lock
 //! on the directory.
 
+pub(crate) mod doc;
 pub(crate) mod set;
 
 use postern_lib::config::{Config, Service};
@@ -50,6 +52,7 @@ pub(crate) const SERVICE_FIELDS: &[&str] = &[
 pub fn run(dir: &Path, rest: &[String]) -> Result<ExitCode, String> {
     match rest.split_first() {
         Some((cmd, assignments)) if cmd == "set" => set::run(dir, assignments),
+        Some((cmd, keys)) if cmd == "--doc" => doc::run(dir, keys),
         _ => show(dir, rest),
     }
 }

@@ -40,11 +40,12 @@ const COMMANDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "config",
-        "config [KEY...] | config set KEY=VALUE...",
+        "config [KEY...] | config set KEY=VALUE... | config --doc [KEY...]",
         "print effective settings, or edit main.toml / master.toml",
         "Without KEY, every setting with its effective value, defaults included. `config set` edits main.toml\n\
          (or NAME/TYPE.FIELD in master.toml, e.g. 'smtp/inet.listen=127.0.0.1:2525'), keeping comments;\n\
-         nothing is written unless the result loads.",
+         nothing is written unless the result loads. `config --doc` prints each setting's doc, type,\n\
+         default, bounds, the programs that read it and its effective value.",
     ),
     (
         "user",

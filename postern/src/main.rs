@@ -8,6 +8,7 @@
 //! postern [-c CONFIG_DIR] check [--fix]          config, directories, ownership and modes, ports
 //! postern [-c CONFIG_DIR] config [KEY...]        effective settings, defaults included
 //! postern [-c CONFIG_DIR] config set KEY=VALUE...  edit main.toml / master.toml in place, comments kept
+//! postern [-c CONFIG_DIR] config --doc [KEY...]  what each setting is: doc, type, default, bounds, value
 //! postern [-c CONFIG_DIR] user add|passwd|del|list [NAME]   manage etc/users (password on stdin)
 //! postern install [--root DIR] [--prefix /usr] [--config-dir /etc/postern] [--queue-dir /var/spool/postern]
 //! postern uninstall [--root DIR] [--prefix /usr]   binaries and unit only; mail, queue, config stay

@@ -280,3 +280,49 @@ fn sizes_with_units_plain_type_errors_and_did_you_mean() {
         format!("postern: {main}:{line}: smtpd_banner: 5 must be written in double quotes\n")
     );
 }
+
+#[test]
+fn doc_prints_the_registry_entry_and_the_effective_value() {
+    let site = Site::new();
+    let r = site.run(&["config", "set", "message_size_limit=20MB"], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = site.run(&["config", "--doc", "message_size_limit"], None);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{r:?}");
+    assert_eq!(
+        r.stdout,
+        "message_size_limit\n  Largest message accepted, in bytes (envelope and headers included).\n  \
+         type: size (bytes; or with a unit: \"10MB\", \"512k\", \"1g\")\n  default: 10240000\n  \
+         bounds: at least 1024\n  read by: smtpd postern postdrop pickup cleanup\n  value: 20971520\n"
+    );
+    // Every setting, one block each; an unknown key names the nearest.
+    let all = site.run(&["config", "--doc"], None);
+    assert_eq!(all.code, 0, "{all:?}");
+    assert!(all.stdout.matches("\n  read by: ").count() > 100, "{}", all.stdout);
+    let r = site.run(&["config", "--doc", "mesage_size_limit"], None);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr,
+        "postern: unknown setting \"mesage_size_limit\" (did you mean `message_size_limit`?)\n"
+    );
+}
+
+#[test]
+fn check_refuses_a_word_setting_typo_naming_the_allowed_words() {
+    let site = Site::new();
+    let main = site.path("etc/main.toml").display().to_string();
+    let text = site.read("etc/main.toml");
+    let line = text.lines().count() + 1;
+    std::fs::write(
+        site.path("etc/main.toml"),
+        format!("{text}smtp_tls_security_level = \"encrytp\"\n"),
+    )
+    .unwrap();
+    let r = site.run(&["check"], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "postern: {main}:{line}: smtp_tls_security_level: \"encrytp\" is not one of: none, may, encrypt, verify, secure\n"
+        )
+    );
+}

@@ -8,10 +8,12 @@
 //! `master.toml` already applied).
 //!
 //! String values may refer to other string settings as `$name` or `${name}`, as in
-//! main.cf (`myorigin = "$myhostname"`); see [`super::expand`].
+//! main.cf (`myorigin = "$myhostname"`); see [`super::expand`]. Relative paths resolve by
+//! the one rule of [`super::paths`].
 
 use super::cidr::Cidr;
 use super::duration::Seconds;
+use super::paths::ConfigPath;
 use super::registry::settings;
 use super::values::{BareNewline, MailboxFormat, MilterAction, SmtpTlsLevel, SmtpdTlsLevel};
 
@@ -44,24 +46,24 @@ settings! {
     message_size_limit: u64 = 10_240_000,
         readers "smtpd postern postdrop pickup cleanup", min 1024, serde(deserialize_with = "super::size::bytes");
     /// The queue: maildrop/ incoming/ active/ deferred/ hold/ corrupt/ and sockets.
-    queue_directory: String = "/var/spool/postern".into(),
-        readers "master postern postdrop postqueue postsuper metrics skeleton (every daemon)", check not_empty;
+    queue_directory: ConfigPath = "/var/spool/postern".into(),
+        readers "master postern postdrop postqueue postsuper metrics skeleton (every daemon)", check not_empty, path Root;
     /// Where daemon programs live; empty: the directory of the running executable.
-    daemon_directory: String = String::new(),
-        readers "postern sendmail";
+    daemon_directory: ConfigPath = ConfigPath::default(),
+        readers "postern sendmail", path Root;
     /// The unprivileged account that daemons run as when master starts as root.
     mail_owner: String = "postern".into(),
         readers "master postern postsuper local", check unprivileged;
     /// Log file; `"syslog"` sends to the local syslog (mail facility); `"-"` to stderr.
-    maillog_file: String = "syslog".into(),
-        readers "master postern postsuper metrics skeleton (every daemon)";
+    maillog_file: ConfigPath = "syslog".into(),
+        readers "master postern postsuper metrics skeleton (every daemon)", path Root;
     /// The first part of every daemon's program name in the log (`postern/smtpd`); a
     /// service may set its own (`postern/submission`), as with Postfix's syslog_name.
     syslog_name: String = "postern".into(),
         readers "skeleton (every daemon)";
     /// The base directory of virtual mailboxes: one Maildir per user below it.
-    virtual_mailbox_base: String = "/var/mail/postern".into(),
-        readers "master postern pop3d local imapd";
+    virtual_mailbox_base: ConfigPath = "/var/mail/postern".into(),
+        readers "master postern pop3d local imapd", path Root;
     /// How long a message may stay queued before it is bounced.
     maximal_queue_lifetime: Seconds = Seconds(5 * 86400),
         readers "qmgr";
@@ -103,11 +105,11 @@ settings! {
     auth_worker_threads: u32 = 2,
         readers "auth", min 1, max 64;
     /// pop3d: the certificate chain (PEM) for STLS and pop3s; empty: no TLS.
-    pop3d_tls_cert_file: String = String::new(),
-        readers "pop3d";
+    pop3d_tls_cert_file: ConfigPath = ConfigPath::default(),
+        readers "pop3d", path Config;
     /// pop3d: the private key (PEM) of `pop3d_tls_cert_file`.
-    pop3d_tls_key_file: String = String::new(),
-        readers "pop3d";
+    pop3d_tls_key_file: ConfigPath = ConfigPath::default(),
+        readers "pop3d", path Config;
     /// pop3d: accept cleartext passwords (USER/PASS, AUTH PLAIN) without TLS from any client.
     pop3d_allow_plaintext: bool = false,
         readers "pop3d";
@@ -158,11 +160,11 @@ settings! {
     smtpd_banner: String = "$myhostname ESMTP Postern".into(),
         readers "smtpd";
     /// smtpd: TLS certificate chain (PEM; relative to the config dir); empty: no STARTTLS.
-    smtpd_tls_cert_file: String = String::new(),
-        readers "smtpd";
+    smtpd_tls_cert_file: ConfigPath = ConfigPath::default(),
+        readers "smtpd", path Config;
     /// smtpd: the private key (PEM) of `smtpd_tls_cert_file`.
-    smtpd_tls_key_file: String = String::new(),
-        readers "smtpd";
+    smtpd_tls_key_file: ConfigPath = ConfigPath::default(),
+        readers "smtpd", path Config;
     /// smtpd: `none` (no STARTTLS), `may` (offer it), `encrypt` (require it before MAIL and AUTH).
     smtpd_tls_security_level: SmtpdTlsLevel = SmtpdTlsLevel::May,
         readers "smtpd";
@@ -320,11 +322,11 @@ settings! {
         readers "postsuper qmgr", min Seconds(1);
     // --- imapd ---
     /// imapd: the certificate chain (PEM) for STARTTLS and imaps; empty: no TLS.
-    imapd_tls_cert_file: String = String::new(),
-        readers "imapd";
+    imapd_tls_cert_file: ConfigPath = ConfigPath::default(),
+        readers "imapd", path Config;
     /// imapd: the private key (PEM) of `imapd_tls_cert_file`.
-    imapd_tls_key_file: String = String::new(),
-        readers "imapd";
+    imapd_tls_key_file: ConfigPath = ConfigPath::default(),
+        readers "imapd", path Config;
     /// imapd: the largest literal (APPEND message, long argument) accepted, in bytes.
     imapd_max_literal: u64 = 50 * 1024 * 1024,
         readers "imapd", serde(deserialize_with = "super::size::bytes");
@@ -371,8 +373,8 @@ settings! {
         readers "smtp";
     /// smtp: a PEM file of CA certificates trusted (besides the system store) at the
     /// `verify` and `secure` levels (relative to the config dir); empty: none.
-    smtp_tls_ca_file: String = String::new(),
-        readers "smtp", name "smtp_tls_CAfile";
+    smtp_tls_ca_file: ConfigPath = ConfigPath::default(),
+        readers "smtp", path Config, name "smtp_tls_CAfile";
     /// smtp: TLS level towards other servers: none, may (opportunistic), encrypt, verify.
     smtp_tls_security_level: SmtpTlsLevel = SmtpTlsLevel::May,
         readers "smtp";
@@ -399,8 +401,8 @@ settings! {
     mailbox_format: MailboxFormat = MailboxFormat::Maildir,
         readers "local";
     /// local: where mbox mailboxes live (`<dir>/<user>`, relative to the config dir's parent); empty: virtual_mailbox_base.
-    mail_spool_directory: String = String::new(),
-        readers "local";
+    mail_spool_directory: ConfigPath = ConfigPath::default(),
+        readers "local", path Root;
     /// local: age after which an mbox dot-lock file (`<user>.lock`) is taken to be stale and removed.
     stale_lock_time: Seconds = Seconds(500),
         readers "local";

@@ -15,6 +15,7 @@ mod error;
 mod expand;
 mod main_cf;
 mod master_cf;
+mod paths;
 mod registry;
 mod size;
 mod values;
@@ -25,6 +26,7 @@ pub use error::ConfigError;
 pub use error::did_you_mean;
 pub use main_cf::{MainConfig, SETTINGS};
 pub use master_cf::{Listen, ServiceEntry, ServiceType};
+pub use paths::{Base, ConfigPath};
 pub use registry::SettingInfo;
 pub use size::parse_bytes;
 pub use values::{BareNewline, MailboxFormat, MilterAction, SmtpTlsLevel, SmtpdTlsLevel};
@@ -207,21 +209,9 @@ fn typed_main(dir: &Path, path: &Path, text: &str, mut merged: toml::Table) -> R
         key: None,
         reason: e.message().to_string(),
     })?;
-    let base = dir.parent().unwrap_or(dir);
-    for p in [
-        &mut main.queue_directory,
-        &mut main.virtual_mailbox_base,
-        &mut main.daemon_directory,
-    ] {
-        if !p.is_empty() && !Path::new(p.as_str()).is_absolute() {
-            *p = base.join(&*p).to_string_lossy().into_owned();
-        }
-    }
-    if !matches!(main.maillog_file.as_str(), "syslog" | "-" | "") && !Path::new(&main.maillog_file).is_absolute() {
-        main.maillog_file = base.join(&main.maillog_file).to_string_lossy().into_owned();
-    }
+    main.resolve_paths(dir);
     if main.daemon_directory.is_empty() {
-        main.daemon_directory = exe_dir().to_string_lossy().into_owned();
+        main.daemon_directory = ConfigPath(exe_dir().to_string_lossy().into_owned());
     }
     main.validate()
         .map_err(|(key, reason)| invalid(path, text, key, Some(key.into()), reason))?;

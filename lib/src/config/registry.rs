@@ -11,6 +11,7 @@
 //!     readers "smtpd cleanup"          which programs read it
 //!     [, min VALUE] [, max VALUE]       bounds (numbers, sizes, durations)
 //!     [, check FUNCTION]                fn(&Type) -> Result<(), String> for other rules
+//!     [, path Config | path Root]       a ConfigPath and what a relative one is relative to
 //!     [, name "TOML_NAME"]              when the TOML key is not the field name
 //!     [, serde(...)];                   extra serde attributes (sizes: deserialize_with)
 //! ```
@@ -139,6 +140,7 @@ macro_rules! settings {
         $(, min $min:expr)?
         $(, max $max:expr)?
         $(, check $check:path)?
+        $(, path $base:ident)?
         $(, name $toml:literal)?
         $(, serde($($serde:tt)*))?
         ;
@@ -174,13 +176,18 @@ macro_rules! settings {
                 )*
                 Ok(())
             }
+
+            /// Makes every relative path setting absolute against its base.
+            pub(super) fn resolve_paths(&mut self, config_dir: &std::path::Path) {
+                $($(self.$field.resolve($crate::config::paths::Base::$base, config_dir);)?)*
+            }
         }
 
         /// Every setting: name, type, doc, readers, default and bounds.
         pub static SETTINGS: &[$crate::config::SettingInfo] = &[
             $($crate::config::SettingInfo {
                 name: settings!(@name $field $($toml)?),
-                kind: <$ty as $crate::config::registry::SettingType>::kind,
+                kind: settings!(@kind $ty $(, $base)?),
                 doc_text: concat!($($doc),+),
                 readers: $readers,
                 default: || {
@@ -190,6 +197,11 @@ macro_rules! settings {
                 bounds: settings!(@bounds $ty, [$($min)?], [$($max)?]),
             },)*
         ];
+    };
+    (@kind $ty:ty) => { <$ty as $crate::config::registry::SettingType>::kind };
+    (@kind $ty:ty, $base:ident) => {
+        (|| format!("path (a relative one is relative to {})", $crate::config::paths::Base::$base.describe()))
+            as fn() -> String
     };
     (@name $field:ident) => { stringify!($field) };
     (@name $field:ident $toml:literal) => { $toml };

@@ -248,7 +248,7 @@ pub(crate) fn setup(command: &str) -> Result<Setup, StartError> {
         main,
     };
     std::env::set_current_dir(&ctx.main.queue_directory)
-        .map_err(|e| StartError::QueueDir(ctx.main.queue_directory.clone(), e))?;
+        .map_err(|e| StartError::QueueDir(ctx.main.queue_directory.to_string(), e))?;
     let (sig_read, sig_write) = UnixStream::pair().map_err(|e| StartError::Init(format!("socketpair: {e}")))?;
     sig_read
         .set_nonblocking(true)
