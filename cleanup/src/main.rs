@@ -25,10 +25,13 @@
 //!    EDQUOT) is a temporary failure, `452 4.3.1 Insufficient system storage`, and leaves
 //!    no file behind.
 //!
-//! Process model: one message per connection, blocking I/O with timeouts
-//! ([`postern_lib::skeleton::single::single_server`]); concurrency is several cleanup
-//! processes (`maxproc`), whose fsyncs run concurrently and share the file system journal's
-//! commits.
+//! Process model: one message per connection, blocking I/O with timeouts, each connection
+//! on a thread of its own, up to `max_conns` per process
+//! ([`postern_lib::skeleton::threaded::threaded_server`]), and several processes
+//! (`maxproc`); their fsyncs run concurrently and share the file system journal's commits.
+//! smtpd streams a message to cleanup as its client sends it, so a slow client holds its
+//! cleanup connection for as long as it takes: with one connection per process, a few
+//! dozen clients dribbling DATA held every cleanup process and stopped everybody's mail.
 //!
 //! **Settings read**: `message_size_limit`, `myorigin`, `myhostname`, `header_checks`,
 //! `body_checks` (reloaded when the file changes, checked once per message),
@@ -56,5 +59,10 @@ mod service;
 
 fn main() -> std::process::ExitCode {
     postern_lib::version::exit_if_asked();
-    postern_lib::skeleton::single::single_server("cleanup", |_| Ok(service::State::default()), service::serve)
+    // Each connection has its own state (the check tables, read once per message anyway).
+    postern_lib::skeleton::threaded::threaded_server(
+        "cleanup",
+        |_| Ok(()),
+        |_: &(), ctx, conn| service::serve(&mut service::State::default(), ctx, conn),
+    )
 }
