@@ -5,10 +5,10 @@
 //! and refused before they are read; before login both are held to a few KB
 //! ([`PRELOGIN_MAX_LINE`], [`PRELOGIN_MAX_LITERAL`], as Dovecot's imap-login does), so an
 //! unauthenticated client cannot make the server buffer more; after login every literal
-//! must also fit the process's [`LiteralBudget`] (`imapd_literal_memory_limit`, reserved
-//! when announced, given back when the command has run or the session ends) or it is
-//! refused unread with `NO [UNAVAILABLE]` (`* BYE` for LITERAL+) — and commands are
-//! dispatched to the files by family:
+//! but the small ones ([`SMALL_LITERAL`]) must also fit the process's [`LiteralBudget`]
+//! (`imapd_literal_memory_limit`, reserved when announced, given back when the command
+//! has run or the session ends) or it is refused unread with `NO [UNAVAILABLE]` (`* BYE`
+//! for LITERAL+) — and commands are dispatched to the files by family:
 //! [`crate::cmd_mailbox`], [`crate::cmd_list`], [`crate::cmd_message`], [`crate::cmd_fetch`],
 //! [`crate::cmd_search`]. `ENABLE IMAP4rev2` switches the session to RFC 9051's answers
 //! (no RECENT, ESEARCH for SEARCH, a LIST line and `[CLOSED]` at SELECT).
@@ -29,6 +29,13 @@ use std::path::PathBuf;
 pub const PRELOGIN_MAX_LITERAL: u64 = 8 * 1024;
 /// Longest command line before login (a SASL response line included).
 pub const PRELOGIN_MAX_LINE: usize = 8 * 1024;
+
+/// Literals up to this size, in a command of at most [`SMALL_COMMAND`] bytes so far, are
+/// not counted against the process's [`LiteralBudget`] (all literals before login are
+/// such).
+pub const SMALL_LITERAL: u64 = PRELOGIN_MAX_LITERAL;
+/// See [`SMALL_LITERAL`]: what such literals can make one connection hold.
+pub const SMALL_COMMAND: u64 = 64 * 1024;
 
 /// Output gathered from pipelined commands before the rest wait for the client to read it
 /// (the server's [`Session::busy`] back-pressure): a client that sends many commands and
@@ -417,7 +424,11 @@ impl Session {
                     }
                     continue;
                 }
-                if !self.literal_budget.take(&mut self.literal_held, n) {
+                // a small literal in a short command (a password, a search string) is held
+                // by the command's own bound and not counted, so a budget filled by large
+                // APPENDs never refuses a login or a search
+                let small = n <= SMALL_LITERAL && self.cmd.len() as u64 + n <= SMALL_COMMAND;
+                if !small && !self.literal_budget.take(&mut self.literal_held, n) {
                     self.busy_refusal(n, sync);
                     continue;
                 }
@@ -884,7 +895,7 @@ mod literal_budget_tests {
         let mut s = Session::new(
             Settings {
                 mail_base: dir.to_path_buf(),
-                max_literal: 1000,
+                max_literal: 100_000,
                 max_line: 200,
                 hostname: "mail.example.test".into(),
                 starttls: false,
@@ -902,48 +913,55 @@ mod literal_budget_tests {
     #[test]
     fn literals_over_the_process_budget_are_refused_unread_and_the_budget_comes_back() {
         let dir = tempfile::tempdir().unwrap();
-        let budget = LiteralBudget::new(1500);
+        let budget = LiteralBudget::new(150_000);
         let mut a = logged_in(dir.path(), &budget);
         let mut b = logged_in(dir.path(), &budget);
-        a.input(b"1 APPEND INBOX {1000}\r\n");
+        let mut c = logged_in(dir.path(), &budget);
+        a.input(b"1 APPEND INBOX {100000}\r\n");
         assert_eq!(a.take_output(), b"+ Ready for literal data\r\n");
         a.input(&[b'x'; 10]);
-        assert_eq!(budget.used(), 1000);
-        // the other session's literal does not fit now: refused, nothing read
-        b.input(b"2 APPEND INBOX {600}\r\n");
+        assert_eq!(budget.used(), 100_000);
+        // another session's literal does not fit now: refused, nothing read
+        b.input(b"2 APPEND INBOX {60000}\r\n");
         assert_eq!(b.take_output(), b"2 NO [UNAVAILABLE] Server busy, try again later\r\n");
-        assert_eq!(budget.used(), 1000);
-        // a small one does, and comes back when its command has run
-        b.input(b"3 STATUS {5}\r\n");
+        assert_eq!(budget.used(), 100_000);
+        // one that fits fills the budget
+        b.input(b"3 APPEND INBOX {50000}\r\nSubject: y\r\n");
         assert_eq!(b.take_output(), b"+ Ready for literal data\r\n");
-        assert_eq!(budget.used(), 1005);
-        b.input(b"INBOX (MESSAGES)\r\n");
-        assert!(String::from_utf8_lossy(&b.take_output()).contains("3 OK"));
-        assert_eq!(budget.used(), 1000);
+        assert_eq!(budget.used(), 150_000);
+        // a small literal in a short command (a password, a search string) is not
+        // counted: a full budget never refuses it
+        c.input(b"4 STATUS {5}\r\n");
+        assert_eq!(c.take_output(), b"+ Ready for literal data\r\n");
+        c.input(b"INBOX (MESSAGES)\r\n");
+        assert!(String::from_utf8_lossy(&c.take_output()).contains("4 OK"));
+        assert_eq!(budget.used(), 150_000);
         // LITERAL+ that does not fit: BYE, nothing read
-        b.input(b"4 APPEND INBOX {600+}\r\nxxxx");
-        assert_eq!(b.take_output(), b"* BYE [UNAVAILABLE] Server busy, try again later\r\n");
-        assert!(b.closed());
-        // the first APPEND completes: all of it back
+        c.input(b"5 APPEND INBOX {60000+}\r\nxxxx");
+        assert_eq!(c.take_output(), b"* BYE [UNAVAILABLE] Server busy, try again later\r\n");
+        assert!(c.closed());
+        // the first APPEND completes, the second's client goes away: all of it back
         let mut msg = b"Subject: x\r\n\r\n".to_vec();
-        msg.resize(990, b'y');
+        msg.resize(100_000 - 10, b'y');
         a.input(&msg);
         a.input(b"\r\n");
         let out = String::from_utf8(a.take_output()).unwrap();
         assert!(out.contains("1 OK"), "{out}");
+        assert_eq!(budget.used(), 50_000);
+        drop(b);
         assert_eq!(budget.used(), 0);
         // a session that ends mid-literal gives its part back
-        a.input(b"5 APPEND INBOX {900}\r\nabc");
-        assert_eq!(budget.used(), 900);
+        a.input(b"6 APPEND INBOX {90000}\r\nabc");
+        assert_eq!(budget.used(), 90_000);
         drop(a);
         assert_eq!(budget.used(), 0);
         // a command that grows too long mid-way gives its literals back too
-        let mut c = logged_in(dir.path(), &budget);
-        c.input(b"6 APPEND INBOX {100}\r\n");
-        c.input(&[b'z'; 100]);
-        assert_eq!(budget.used(), 100);
-        c.input(&[b'q'; 300]);
-        assert!(c.closed());
+        let mut d = logged_in(dir.path(), &budget);
+        d.input(b"7 APPEND INBOX {10000}\r\n");
+        d.input(&[b'z'; 10_000]);
+        assert_eq!(budget.used(), 10_000);
+        d.input(&[b'q'; 300]);
+        assert!(d.closed());
         assert_eq!(budget.used(), 0);
     }
 }
