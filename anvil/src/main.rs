@@ -25,7 +25,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     postern_lib::version::exit_if_asked();
     postern_lib::skeleton::event::event_server("anvil", |ctx| {
-        Ok(service::Service::new(
+        Ok(service::server(
             ctx.main
                 .anvil_rate_time_unit
                 .duration()

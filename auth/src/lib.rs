@@ -46,13 +46,13 @@
 //! `reloaded PATH: N users` (info).
 //!
 //! ## Modules
-//! [`codec`] (sans-I/O IPC framing), [`client`] (a non-blocking auth client for other
-//! event daemons), [`backend`], [`opener`], [`throttle`], [`workers`], [`service`].
+//! [`backend`], [`opener`], [`throttle`], [`workers`], [`service`] (the handler on lib's
+//! framed-IPC server, `postern_lib::ipc::server`). The IPC framing is lib's
+//! `postern_lib::ipc::codec`; the non-blocking client for other event daemons is
+//! `postern_lib::proto::auth_client`.
 #![forbid(unsafe_code)]
 
 pub mod backend;
-pub mod client;
-pub mod codec;
 pub mod opener;
 pub mod service;
 pub mod throttle;

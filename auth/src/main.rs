@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         let penalty = Penalty::new(m.auth_penalty_max.duration(), m.auth_failure_window.duration());
         Ok(AuthService::new(backend, penalty, m.auth_worker_threads as usize)
             .with_failure_delay(m.auth_failure_delay.duration())
-            .with_system_mailboxes(m.local_system_users))
+            .with_system_mailboxes(m.local_system_users)
+            .server())
     })
 }

@@ -20,19 +20,12 @@
 //! `auth ok: user=U, client=ADDR, service=S` (info).
 
 use crate::backend::Backend;
-use crate::codec::{self, FrameDecoder};
 use crate::throttle::Penalty;
 use crate::workers::{Done, Job, Pool};
-use mio::net::UnixStream;
-use mio::{Interest, Token, Waker};
-use postern_lib::ipc::Hello;
+use postern_lib::ipc::server::{Answer, ClientId, Config, Handler, Outbox, Server};
 use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
-use postern_lib::skeleton::event::{EventLoop, EventService, RESERVED_TOKENS};
-use postern_lib::skeleton::{Accepted, Context, Stream};
 use postern_lib::strbuf::printable_bounded;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -52,8 +45,6 @@ pub const MAX_CHECKS_PER_CLIENT: usize = 2;
 /// give up after 30 s).
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 
-const WAKER_TOKEN: Token = Token(RESERVED_TOKENS - 1);
-
 struct Pending {
     user: String,
     service: String,
@@ -71,16 +62,12 @@ struct Held {
     password: Zeroizing<String>,
 }
 
+/// What one client's request waits for (at most one of them).
+#[derive(Default)]
 struct Conn {
-    sock: UnixStream,
-    dec: FrameDecoder,
-    out: Vec<u8>,
-    greeted: bool,
     in_flight: Option<Pending>,
     held: Option<Held>,
     delayed: Option<(Instant, AuthReply)>,
-    last: Instant,
-    dead: bool,
 }
 
 /// The service state of one auth process.
@@ -90,11 +77,12 @@ pub struct AuthService {
     failure_delay: Duration,
     threads: usize,
     pool: Option<Pool>,
-    conns: HashMap<usize, Conn>,
-    /// Checks in the pool: the token that asked and its client's penalty key (kept until
-    /// the check is done, even when the connection closed, so no token is reused early).
-    flights: HashMap<usize, Option<String>>,
-    next: usize,
+    conns: HashMap<ClientId, Conn>,
+    /// Checks in the pool: the client that asked and its penalty key (kept until the check
+    /// is done, even when the client closed).
+    flights: HashMap<ClientId, Option<String>>,
+    /// Replies given by the timers and the pool, handed to the server's outbox.
+    replies: Vec<(ClientId, AuthReply)>,
     /// `local_system_users`: /etc/passwd accounts count as existing mailboxes.
     passwd: bool,
 }
@@ -132,7 +120,7 @@ impl AuthService {
             pool: None,
             conns: HashMap::new(),
             flights: HashMap::new(),
-            next: 0,
+            replies: Vec::new(),
             passwd: false,
         }
     }
@@ -150,74 +138,34 @@ impl AuthService {
         self
     }
 
-    fn token(&mut self) -> usize {
-        loop {
-            let t = self.next;
-            self.next = (self.next + 1) % (RESERVED_TOKENS - 1);
-            if !self.conns.contains_key(&t) && !self.flights.contains_key(&t) {
-                return t;
-            }
-        }
+    /// The server of this service on `private/auth`.
+    pub fn server(self) -> Server<AuthService> {
+        let config = Config {
+            name: "auth",
+            protocol: auth::PROTOCOL,
+            version: auth::VERSION,
+            max_request: MAX_REQUEST,
+            max_output: MAX_OUTPUT,
+            idle_timeout: Some(IDLE_TIMEOUT),
+        };
+        Server::new(config, self)
     }
 
-    fn ensure_pool(&mut self, lp: &EventLoop<'_>) {
+    fn ensure_pool(&mut self, out: &Outbox<AuthReply>) {
         if self.pool.is_some() {
             return;
         }
-        let started = Waker::new(lp.registry(), WAKER_TOKEN).and_then(|w| Pool::start(self.threads, Arc::new(w)));
-        match started {
+        let Some(waker) = out.waker() else {
+            tracing::error!("cannot start verification threads: no waker");
+            return;
+        };
+        match Pool::start(self.threads, waker) {
             Ok(p) => self.pool = Some(p),
             Err(e) => tracing::error!("cannot start verification threads: {e}"),
         }
     }
 
-    /// Reads what the client sent, handles complete requests, writes replies.
-    fn drive(&mut self, token: usize, now: Instant) {
-        let mut requests = Vec::new();
-        if let Some(conn) = self.conns.get_mut(&token) {
-            read_into(conn);
-            loop {
-                if conn.dead || conn.in_flight.is_some() || conn.held.is_some() || conn.delayed.is_some() {
-                    break;
-                }
-                if !conn.greeted {
-                    match conn.dec.next_message::<Hello>() {
-                        Ok(Some(h)) => match codec::check_hello(&h, auth::PROTOCOL, auth::VERSION) {
-                            Ok(()) => conn.greeted = true,
-                            Err(e) => {
-                                tracing::warn!("auth client: {e}");
-                                conn.dead = true;
-                            }
-                        },
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!("auth client: {e}");
-                            conn.dead = true;
-                        }
-                    }
-                    continue;
-                }
-                match conn.dec.next_message::<AuthRequest>() {
-                    Ok(Some(req)) => {
-                        conn.last = now;
-                        requests.push(req);
-                        break;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!("auth client: {e}");
-                        conn.dead = true;
-                    }
-                }
-            }
-        }
-        for req in requests {
-            self.handle(token, req, now);
-        }
-        self.flush(token);
-    }
-
-    fn handle(&mut self, token: usize, req: AuthRequest, now: Instant) {
+    fn handle(&mut self, token: ClientId, req: AuthRequest, now: Instant) -> Answer<AuthReply> {
         match req {
             AuthRequest::Lookup { user } => {
                 let user = user.to_ascii_lowercase();
@@ -233,7 +181,7 @@ impl AuthService {
                         None => AuthReply::NoSuchUser,
                     }
                 };
-                self.reply(token, reply);
+                Answer::Reply(reply)
             }
             AuthRequest::LookupVirtual { user } => {
                 let user = user.to_ascii_lowercase();
@@ -248,7 +196,7 @@ impl AuthService {
                         None => AuthReply::NoSuchUser,
                     }
                 };
-                self.reply(token, reply);
+                Answer::Reply(reply)
             }
             AuthRequest::Verify {
                 user,
@@ -264,15 +212,14 @@ impl AuthService {
                     service: service.chars().take(32).collect(),
                     client: client.map(|c| c.chars().take(64).collect()),
                 };
-                if let Some(conn) = self.conns.get_mut(&token) {
-                    conn.held = Some(Held {
-                        due: now,
-                        since: now,
-                        pending,
-                        password,
-                    });
-                }
+                self.conns.entry(token).or_default().held = Some(Held {
+                    due: now,
+                    since: now,
+                    pending,
+                    password,
+                });
                 self.admit(now);
+                Answer::Deferred
             }
         }
     }
@@ -322,12 +269,11 @@ impl AuthService {
                     conn.held = Some(Held { since, ..back });
                 }
             }
-            self.flush(token);
         }
     }
 
     /// Answers a check that found no room in the pool for [`MAX_WAIT`].
-    fn overloaded(&mut self, token: usize, client: &Option<String>) {
+    fn overloaded(&mut self, token: ClientId, client: &Option<String>) {
         tracing::warn!(
             "auth overloaded: verification queue full for {}s, client={}",
             MAX_WAIT.as_secs(),
@@ -339,7 +285,6 @@ impl AuthService {
                 reason: "overloaded".into(),
             },
         );
-        self.flush(token);
     }
 
     /// Re-reads changed password files; a reply when auth cannot answer now.
@@ -357,7 +302,7 @@ impl AuthService {
 
     /// Checks the password of `p` (in the pool, or failed at once); gives the request back
     /// when the pool is full.
-    fn verify(&mut self, token: usize, p: Pending, password: Zeroizing<String>, now: Instant) -> Option<Held> {
+    fn verify(&mut self, token: ClientId, p: Pending, password: Zeroizing<String>, now: Instant) -> Option<Held> {
         if let Some(fail) = self.refresh(now) {
             self.reply(token, fail);
             return None;
@@ -407,7 +352,7 @@ impl AuthService {
     }
 
     /// Counts a failure against the client's address and answers it after the failure delay.
-    fn fail_after(&mut self, token: usize, p: &Pending, reason: &str, now: Instant) {
+    fn fail_after(&mut self, token: ClientId, p: &Pending, reason: &str, now: Instant) {
         self.penalty.fail(p.client.as_deref(), p.attempt, now);
         let delay = self.failure_delay;
         tracing::warn!(
@@ -444,127 +389,22 @@ impl AuthService {
                 self.fail_after(done.token, &p, "unusable password hash", now);
             }
         }
-        self.drive(done.token, now);
     }
 
-    fn reply(&mut self, token: usize, reply: AuthReply) {
-        if let Some(conn) = self.conns.get_mut(&token)
-            && codec::encode(&reply, &mut conn.out).is_err()
-        {
-            conn.dead = true;
-        }
+    fn reply(&mut self, token: ClientId, reply: AuthReply) {
+        self.replies.push((token, reply));
     }
 
-    fn flush(&mut self, token: usize) {
-        let Some(conn) = self.conns.get_mut(&token) else {
-            return;
-        };
-        while !conn.out.is_empty() && !conn.dead {
-            match conn.sock.write(&conn.out) {
-                Ok(0) => conn.dead = true,
-                Ok(n) => {
-                    conn.out.drain(..n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => conn.dead = true,
-            }
-        }
-        if conn.out.len() > MAX_OUTPUT {
-            conn.dead = true;
-        }
-        if conn.dead && conn.in_flight.is_none() {
-            self.close(token);
+    /// Hands the replies given since the last call to the server.
+    fn post(&mut self, out: &mut Outbox<AuthReply>) {
+        for (client, reply) in self.replies.drain(..) {
+            out.reply(client, reply);
         }
     }
 
-    fn close(&mut self, token: usize) {
-        self.conns.remove(&token);
-        // Deregistration happens when the socket is dropped (close removes it from epoll).
-    }
-}
-
-fn read_into(conn: &mut Conn) {
-    let mut buf = zeroize::Zeroizing::new([0u8; 4096]);
-    loop {
-        let room = conn.dec.room().min(buf.len());
-        if room == 0 {
-            return;
-        }
-        let Some(chunk) = buf.get_mut(..room) else {
-            return;
-        };
-        match conn.sock.read(chunk) {
-            Ok(0) => {
-                conn.dead = true;
-                return;
-            }
-            Ok(n) => {
-                conn.dec.push(chunk.get(..n).unwrap_or_default());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                conn.dead = true;
-                return;
-            }
-        }
-    }
-}
-
-impl EventService for AuthService {
-    fn accept(&mut self, lp: &EventLoop<'_>, _ctx: &Context, conn: Accepted) {
-        self.ensure_pool(lp);
-        let Stream::Unix(std_sock) = conn.stream else {
-            return;
-        };
-        if std_sock.set_nonblocking(true).is_err() {
-            return;
-        }
-        let mut sock = UnixStream::from_std(std_sock);
-        let token = self.token();
-        if lp
-            .registry()
-            .register(&mut sock, Token(token), Interest::READABLE | Interest::WRITABLE)
-            .is_err()
-        {
-            return;
-        }
-        let mut out = Vec::new();
-        codec::encode_hello(auth::PROTOCOL, auth::VERSION, &mut out);
-        self.conns.insert(
-            token,
-            Conn {
-                sock,
-                dec: FrameDecoder::new(MAX_REQUEST),
-                out,
-                greeted: false,
-                in_flight: None,
-                held: None,
-                delayed: None,
-                last: Instant::now(),
-                dead: false,
-            },
-        );
-        self.drive(token, Instant::now());
-    }
-
-    fn ready(&mut self, _lp: &EventLoop<'_>, _ctx: &Context, event: &mio::event::Event) {
-        let now = Instant::now();
-        if event.token() == WAKER_TOKEN {
-            while let Some(done) = self.pool.as_ref().and_then(Pool::try_done) {
-                self.finished(done, now);
-            }
-            // Room in the pool, and fewer checks of some address: start who waits.
-            self.admit(now);
-            return;
-        }
-        self.drive(event.token().0, now);
-    }
-
-    fn tick(&mut self, _lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
-        self.admit(now);
-        let due: Vec<usize> = self
+    /// Answers the delayed failures whose time has come.
+    fn answer_delayed(&mut self, now: Instant) {
+        let due: Vec<ClientId> = self
             .conns
             .iter()
             .filter(|(_, c)| c.delayed.as_ref().is_some_and(|(t, _)| *t <= now))
@@ -573,38 +413,43 @@ impl EventService for AuthService {
         for token in due {
             if let Some((_, reply)) = self.conns.get_mut(&token).and_then(|c| c.delayed.take()) {
                 self.reply(token, reply);
-                self.drive(token, now);
             }
         }
-        let idle: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.in_flight.is_none()
-                    && c.held.is_none()
-                    && c.delayed.is_none()
-                    && now.saturating_duration_since(c.last) > IDLE_TIMEOUT
-            })
-            .map(|(t, _)| *t)
-            .collect();
-        for token in idle {
-            self.close(token);
-        }
+    }
+}
+
+impl Handler for AuthService {
+    type Request = AuthRequest;
+    type Reply = AuthReply;
+
+    fn connected(&mut self, out: &mut Outbox<AuthReply>, client: ClientId) {
+        self.ensure_pool(out);
+        self.conns.insert(client, Conn::default());
     }
 
-    fn connections(&self) -> usize {
-        self.conns.len()
+    fn request(&mut self, out: &mut Outbox<AuthReply>, client: ClientId, req: AuthRequest) -> Answer<AuthReply> {
+        let answer = self.handle(client, req, Instant::now());
+        self.post(out);
+        answer
     }
 
-    fn stop(&mut self, _lp: &EventLoop<'_>, _ctx: &Context) {
-        let idle: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.in_flight.is_none() && c.held.is_none() && c.delayed.is_none() && c.out.is_empty())
-            .map(|(t, _)| *t)
-            .collect();
-        for token in idle {
-            self.close(token);
+    fn disconnected(&mut self, _out: &mut Outbox<AuthReply>, client: ClientId) {
+        // A check in the pool stays counted in `flights` until it is done.
+        self.conns.remove(&client);
+    }
+
+    fn tick(&mut self, out: &mut Outbox<AuthReply>, now: Instant) {
+        self.admit(now);
+        self.answer_delayed(now);
+        self.post(out);
+    }
+
+    fn woken(&mut self, out: &mut Outbox<AuthReply>, now: Instant) {
+        while let Some(done) = self.pool.as_ref().and_then(Pool::try_done) {
+            self.finished(done, now);
         }
+        // Room in the pool, and fewer checks of some address: start who waits.
+        self.admit(now);
+        self.post(out);
     }
 }

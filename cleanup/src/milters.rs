@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use postern_lib::config::{MainConfig, MilterAction};
-use postern_lib::milter::{self, Endpoint, Message, Timeouts, Transaction, Verdict};
 use postern_lib::queue_file::attr;
+use postern_milter::{self as milter, Endpoint, Message, Timeouts, Transaction, Verdict};
 
 use crate::service::Stop;
 

@@ -7,13 +7,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_lib::checks::Cached;
 use postern_lib::ipc::{IpcError, IpcStream};
-use postern_lib::milter::Message;
 use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, CleanupStarted, Origin, Submission};
 use postern_lib::proto::trigger;
 use postern_lib::queue_file::{Arrival, Envelope, Notify, RecipientSpec};
 use postern_lib::queue_id::QueueId;
 use postern_lib::skeleton::{Accepted, Context, Stream};
 use postern_lib::strbuf::printable_bounded;
+use postern_milter::Message;
 
 use crate::{address, content, milters, queue};
 

@@ -37,7 +37,6 @@
 //! | [`password`] | password hashes: argon2id for what Postern writes; verifying argon2, sha-crypt, yescrypt, bcrypt |
 //! | [`headers`] | a message's header block: parsing, folding, editing, with bounded sizes |
 //! | [`checks`] | header_checks/body_checks: Postfix-style regexp tables and their actions |
-//! | [`milter`] | the Sendmail Milter protocol (version 6) client: negotiation, stages, modifications |
 //! | [`maildir_deliver`] | delivering one message into a Maildir: unique name in `tmp/`, fsync, rename into `new/` |
 //! | [`transport_map`] | lookup tables in plain files (transport_maps, virtual_alias_maps), reloaded when changed |
 //! | [`version`] | `--version`: one line, the same for every program |
@@ -66,7 +65,6 @@ pub mod maildrop;
 pub mod maillog;
 pub mod master_control;
 pub mod master_status;
-pub mod milter;
 pub mod password;
 pub mod privs;
 pub mod proto;

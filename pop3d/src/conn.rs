@@ -1,5 +1,5 @@
 //! The connection layer: mio sockets, TLS ([`postern_lib::tls::TlsSession`]), the auth
-//! round trip ([`postern_auth::client::AuthClient`]) and timeouts around the sans-I/O
+//! round trip ([`postern_lib::proto::auth_client::AuthClient`]) and timeouts around the sans-I/O
 //! [`Session`]. Token `2·id` is the client socket, `2·id+1` its auth request, [`ANVIL`]
 //! the process's connection to anvil.
 //!
@@ -13,7 +13,7 @@ use crate::retrieve::Retrieval;
 use crate::session::{Action, MAX_LINE, Security, Session, err};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
-use postern_auth::client::AuthClient;
+use postern_lib::proto::auth_client::AuthClient;
 use postern_lib::anvil::gate::{Decision, Gate, Ticket, refuse_login_client};
 use postern_lib::anvil::local::Refusal;
 use postern_lib::config::Cidr;

@@ -34,6 +34,6 @@ fn main() -> ExitCode {
     postern_lib::version::exit_if_asked();
     postern_lib::skeleton::event::event_server("trivial-rewrite", |ctx| {
         let r = resolver::Resolver::new(&ctx.main, &ctx.config.dir).map_err(|e| e.to_string())?;
-        Ok(service::Service::new(r))
+        Ok(service::server(r))
     })
 }

@@ -8,14 +8,17 @@
 //! Descriptor passing is not supported here: a codec peer never sends or expects
 //! descriptors.
 //!
-//! Security stance: the decoder checks a frame's length against its kind's maximum as soon
-//! as the 5-byte header is in, before buffering the payload, so a hostile peer can never
-//! make it hold more than one maximal frame.
+//! Security stance: the decoder checks a frame's length against its kind's maximum (or a
+//! lower per-decoder limit, [`Decoder::with_limit`]) as soon as the 5-byte header is in,
+//! before buffering the payload, so a hostile peer can never make it hold more than one
+//! maximal frame. Consumed frame bytes are zeroed in the decoder's buffer (auth requests
+//! carry passwords); the encoder zeroes its JSON scratch copy.
 
 use super::frame::max_payload;
 use super::{HEADER_LEN, Hello, IpcError, MAX_DATA_CHUNK, kind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use zeroize::Zeroize;
 
 /// Appends frames to an output buffer.
 #[derive(Debug, Default, Clone, Copy)]
@@ -42,8 +45,10 @@ impl Encoder {
 
     /// Appends a message frame holding `msg` as JSON.
     pub fn message<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), IpcError> {
-        let json = serde_json::to_vec(msg).map_err(IpcError::Encode)?;
-        Self::frame(kind::MESSAGE, &json, out)
+        let mut json = serde_json::to_vec(msg).map_err(IpcError::Encode)?;
+        let r = Self::frame(kind::MESSAGE, &json, out);
+        json.zeroize();
+        r
     }
 
     /// Appends the hello of `protocol`/`version`.
@@ -111,17 +116,51 @@ impl Frame {
 }
 
 /// Splits received bytes into frames.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Decoder {
     buf: Vec<u8>,
     /// A frame error was seen: the stream position is unknown, nothing more is decoded.
     failed: bool,
+    /// Largest payload accepted, whatever the kind's own maximum.
+    limit: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::with_limit(usize::MAX)
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+    }
 }
 
 impl Decoder {
     /// An empty decoder.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty decoder that also refuses any frame whose payload is over `limit` bytes
+    /// (e.g. auth, whose requests are a user name and a password).
+    pub fn with_limit(limit: usize) -> Self {
+        Decoder {
+            buf: Vec::new(),
+            failed: false,
+            limit,
+        }
+    }
+
+    /// Whether a complete frame (or a bad header) is buffered, so
+    /// [`next_frame`](Self::next_frame) answers without more bytes.
+    pub fn has_frame(&self) -> bool {
+        self.failed
+            || self.header().is_some_and(|(len, k)| {
+                let max = max_payload(k).map_or(0, |m| m.min(self.limit));
+                len > max || self.buf.len() >= HEADER_LEN.saturating_add(len)
+            })
     }
 
     /// How many more bytes [`push`](Self::push) takes now without exceeding one header and
@@ -157,7 +196,7 @@ impl Decoder {
         let Some((len, k)) = self.header() else {
             return Ok(None);
         };
-        let Some(max) = max_payload(k) else {
+        let Some(max) = max_payload(k).map(|m| m.min(self.limit)) else {
             self.failed = true;
             return Err(IpcError::BadKind(k));
         };
@@ -173,8 +212,21 @@ impl Decoder {
             return Ok(None);
         }
         let payload = self.buf.get(HEADER_LEN..HEADER_LEN + len).unwrap_or_default().to_vec();
+        // Zero the consumed bytes and the stale copy the shift leaves past the new end.
+        let old = self.buf.len();
+        if let Some(done) = self.buf.get_mut(..HEADER_LEN + len) {
+            done.zeroize();
+        }
         self.buf.drain(..HEADER_LEN + len);
+        let kept = self.buf.len();
+        self.buf.resize(old, 0);
+        self.buf.truncate(kept);
         Ok(Some(Frame { kind: k, payload }))
+    }
+
+    /// Bytes held (of frames not yet taken).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 
     /// Whether bytes of an incomplete frame are held (a close now would truncate it).

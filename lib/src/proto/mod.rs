@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | [`cleanup`] | smtpd, pickup, bounce → cleanup | `private/cleanup` |
 //! | [`bounce`] | qmgr → bounce | `private/bounce` |
-//! | [`auth`] | smtpd, pop3d, imapd → auth | `private/auth` |
+//! | [`auth`] | smtpd, pop3d, imapd → auth (non-blocking client: [`auth_client`]) | `private/auth` |
 //! | [`anvil`] | smtpd → anvil (connection counts per client) | `private/anvil` |
 //! | [`trigger`] | anyone → qmgr, pickup | `public/qmgr`, `public/pickup` (one byte, no framing) |
 //! | [`resolve`] | qmgr (and others) → trivial-rewrite | `private/rewrite` |
@@ -15,6 +15,7 @@
 
 pub mod anvil;
 pub mod auth;
+pub mod auth_client;
 pub mod bounce;
 pub mod cleanup;
 pub mod deliver;

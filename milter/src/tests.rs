@@ -48,7 +48,7 @@ fn reply_codes() {
 }
 
 fn message() -> Message {
-    let (header, at) = crate::headers::parse(b"From: a@x\nSubject: hi\n\nline\n", Default::default());
+    let (header, at) = postern_lib::headers::parse(b"From: a@x\nSubject: hi\n\nline\n", Default::default());
     let _ = at;
     Message {
         sender: "a@x".into(),

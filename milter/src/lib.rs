@@ -30,7 +30,7 @@
 //! A milter is a trusted local filter, but its replies are still parsed defensively: every
 //! packet length is checked against [`wire::MAX_PACKET`] before allocation, the number of
 //! modifications and the size of a replaced body are bounded ([`MAX_MODIFICATIONS`], the
-//! caller's body limit), header names and values go through [`crate::headers::Field`]'s
+//! caller's body limit), header names and values go through [`postern_lib::headers::Field`]'s
 //! checks (no CR/LF smuggling), and anything unexpected ends the conversation as an error.
 
 mod session;
@@ -47,7 +47,7 @@ use thiserror::Error;
 
 pub use session::run;
 
-use crate::headers::{Field, Header};
+use postern_lib::headers::{Field, Header};
 
 /// Most modification requests accepted from one milter for one message.
 pub const MAX_MODIFICATIONS: usize = 10_000;
@@ -89,7 +89,7 @@ impl Endpoint {
     /// Parses Postfix's milter address syntax (`unix:/path`, `inet:host:port`,
     /// `inet:port@host` as libmilter writes it, `inet6:...`).
     pub fn parse(spec: &str) -> Result<Endpoint, MilterError> {
-        let bad = || MilterError::BadAddress(crate::strbuf::printable_bounded(spec.as_bytes(), 200));
+        let bad = || MilterError::BadAddress(postern_lib::strbuf::printable_bounded(spec.as_bytes(), 200));
         let spec = spec.trim();
         if let Some(p) = spec.strip_prefix("unix:").or_else(|| spec.strip_prefix("local:")) {
             if p.is_empty() {
@@ -252,7 +252,7 @@ impl Message {
     pub fn apply(&mut self, mods: &[Modification], max_body: usize) -> Result<(), MilterError> {
         let mut next = self.clone();
         let mut new_body: Option<Vec<u8>> = None;
-        let bad = |e: crate::headers::HeaderError| MilterError::Protocol(e.to_string());
+        let bad = |e: postern_lib::headers::HeaderError| MilterError::Protocol(e.to_string());
         for m in mods {
             match m {
                 Modification::AddHeader { name, value } => {

@@ -1,12 +1,12 @@
 //! A non-blocking client of auth for event-loop daemons (pop3d; smtpd and imapd may use
 //! it too): one request per connection to `private/auth`, driven from the daemon's mio
-//! loop. Start it, register [`AuthClient::source`] with a token of the session, and call
-//! [`AuthClient::progress`] on every readiness event until it yields the reply.
+//! loop on [`crate::ipc::codec`]. Start it, register [`AuthClient::source`] with a token
+//! of the session, and call [`AuthClient::progress`] on every readiness event until it
+//! yields the reply. The request bytes (a password) are zeroed once written or dropped.
 
-use crate::codec::{self, FrameDecoder};
+use super::auth::{self, AuthReply, AuthRequest};
+use crate::ipc::codec::{Decoder, Encoder};
 use mio::net::UnixStream;
-use postern_lib::ipc::Hello;
-use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
 use std::io::{Read, Write};
 use std::path::Path;
 use zeroize::Zeroize;
@@ -18,7 +18,7 @@ pub const MAX_REPLY: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct AuthClient {
     sock: UnixStream,
-    dec: FrameDecoder,
+    dec: Decoder,
     out: Vec<u8>,
     greeted: bool,
 }
@@ -29,11 +29,14 @@ impl AuthClient {
     pub fn start(socket: &Path, request: &AuthRequest) -> Result<AuthClient, String> {
         let sock = UnixStream::connect(socket).map_err(|e| format!("connect to auth: {e}"))?;
         let mut out = Vec::new();
-        codec::encode_hello(auth::PROTOCOL, auth::VERSION, &mut out);
-        codec::encode(request, &mut out).map_err(|e| e.to_string())?;
+        Encoder::hello(auth::PROTOCOL, auth::VERSION, &mut out).map_err(|e| e.to_string())?;
+        if let Err(e) = Encoder::message(request, &mut out) {
+            out.zeroize();
+            return Err(e.to_string());
+        }
         Ok(AuthClient {
             sock,
-            dec: FrameDecoder::new(MAX_REPLY),
+            dec: Decoder::with_limit(MAX_REPLY),
             out,
             greeted: false,
         })
@@ -51,8 +54,7 @@ impl AuthClient {
             match self.sock.write(&self.out) {
                 Ok(0) => return Err("auth closed the connection".into()),
                 Ok(n) => {
-                    let sent: Vec<u8> = self.out.drain(..n).collect();
-                    let mut sent = sent;
+                    let mut sent: Vec<u8> = self.out.drain(..n).collect();
                     sent.zeroize();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -63,37 +65,37 @@ impl AuthClient {
         }
         let mut buf = [0u8; 4096];
         let mut eof = false;
-        loop {
-            let room = self.dec.room().min(buf.len());
-            let Some(chunk) = buf.get_mut(..room) else { break };
-            if chunk.is_empty() {
-                break;
-            }
+        while !self.dec.has_frame() {
+            let want = self.dec.wants().min(buf.len());
+            let Some(chunk) = buf.get_mut(..want) else { break };
             match self.sock.read(chunk) {
                 Ok(0) => {
                     eof = true;
                     break;
                 }
-                Ok(n) => {
-                    self.dec.push(chunk.get(..n).unwrap_or_default());
-                }
+                Ok(n) => self.dec.push(chunk.get(..n).unwrap_or_default()),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("read from auth: {e}")),
             }
-        }
-        if !self.greeted {
-            match self.dec.next_message::<Hello>().map_err(|e| e.to_string())? {
-                Some(h) => {
-                    codec::check_hello(&h, auth::PROTOCOL, auth::VERSION).map_err(|e| e.to_string())?;
+            if !self.greeted && self.dec.has_frame() {
+                let hello = self.dec.next_frame().map_err(|e| e.to_string())?;
+                if let Some(h) = hello {
+                    h.expect_hello(auth::PROTOCOL, auth::VERSION)
+                        .map_err(|e| e.to_string())?;
                     self.greeted = true;
                 }
-                None if eof => return Err("auth closed the connection".into()),
-                None => return Ok(None),
             }
         }
-        match self.dec.next_message::<AuthReply>().map_err(|e| e.to_string())? {
-            Some(r) => Ok(Some(r)),
+        if !self.greeted {
+            return if eof {
+                Err("auth closed the connection".into())
+            } else {
+                Ok(None)
+            };
+        }
+        match self.dec.next_frame().map_err(|e| e.to_string())? {
+            Some(f) => f.message::<AuthReply>().map(Some).map_err(|e| e.to_string()),
             None if eof => Err("auth closed the connection".into()),
             None => Ok(None),
         }

@@ -328,7 +328,7 @@ fn parse_replycode(text: &str) -> Result<Verdict, MilterError> {
         .ok_or_else(|| {
             MilterError::Protocol(format!(
                 "bad reply code {:?}",
-                crate::strbuf::printable_bounded(line.as_bytes(), 80)
+                postern_lib::strbuf::printable_bounded(line.as_bytes(), 80)
             ))
         })?;
     let rest = line.get(4..).unwrap_or("").trim();
@@ -337,7 +337,7 @@ fn parse_replycode(text: &str) -> Result<Verdict, MilterError> {
         _ if is_dsn(rest) => (rest.to_owned(), String::new()),
         _ => (if code >= 500 { "5.7.1" } else { "4.7.1" }.to_owned(), rest.to_owned()),
     };
-    let text = crate::strbuf::printable_bounded(text.as_bytes(), 400);
+    let text = postern_lib::strbuf::printable_bounded(text.as_bytes(), 400);
     Ok(if code >= 500 {
         Verdict::Reject { code, dsn, text }
     } else {
@@ -427,7 +427,7 @@ fn modification(r: u8, d: &[u8]) -> Result<Modification, MilterError> {
         reply::REPLBODY => Modification::ReplaceBody(d.to_vec()),
         reply::QUARANTINE => {
             let s = wire::strings(d);
-            Modification::Quarantine(crate::strbuf::printable_bounded(
+            Modification::Quarantine(postern_lib::strbuf::printable_bounded(
                 s.first().map(String::as_bytes).unwrap_or_default(),
                 200,
             ))
