@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             allow_plaintext: m.pop3d_allow_plaintext,
             secure_networks: m.pop3d_secure_networks.clone(),
             mailbox_base: resolve(&m.virtual_mailbox_base),
-            timeout: m.pop3d_timeout.duration().max(std::time::Duration::from_secs(10)),
+            timeout: m.pop3d_timeout.duration(),
             login_timeout: m.pop3d_login_timeout.duration(),
             login_limit: m.login_client_connection_count_limit,
             service: ctx.service.clone(),

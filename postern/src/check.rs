@@ -1,6 +1,9 @@
 //! `postern check [--fix]`: is this installation ready to run? Like `postfix check`.
 //!
-//! Loads the configuration (an error there is reported and ends the check), then looks at:
+//! Loads the configuration — main.toml and each service's `options`, every setting through
+//! the settings registry (type, bounds, the allowed words of `smtp_tls_security_level` and
+//! the like), so a value any daemon would refuse is caught here; an error there is reported
+//! and ends the check — then looks at:
 //! - `mail_owner`, when running as root: the account must exist;
 //! - the queue directory layout, owners and modes ([`postern_lib::queue_dirs`]; owners only
 //!   when running as root);

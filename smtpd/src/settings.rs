@@ -201,8 +201,8 @@ impl Settings {
             restrictions,
             aliases,
             sender_login_maps: Arc::new(sender_login_maps),
-            timeout: Duration::from_secs(main.smtpd_timeout.0.max(1)),
-            data_timeout: Duration::from_secs(main.smtpd_data_timeout.0.max(1)),
+            timeout: main.smtpd_timeout.duration(),
+            data_timeout: main.smtpd_data_timeout.duration(),
             conn_count_limit: main.smtpd_client_connection_count_limit,
             conn_rate_limit: main.smtpd_client_connection_rate_limit,
             event_limit_exceptions: main

@@ -179,10 +179,10 @@ settings! {
         readers "smtpd";
     /// smtpd: how long to wait for a client's next command (or next bytes).
     smtpd_timeout: Seconds = Seconds(300),
-        readers "smtpd";
+        readers "smtpd", min Seconds(1);
     /// smtpd: the longest a whole DATA or BDAT transfer may take.
     smtpd_data_timeout: Seconds = Seconds(600),
-        readers "smtpd";
+        readers "smtpd", min Seconds(1);
     /// smtpd: recipients per message.
     smtpd_recipient_limit: u32 = 1000,
         readers "smtpd", min 1;
@@ -198,10 +198,10 @@ settings! {
     /// smtpd: largest message header, in bytes.
     header_size_limit: u64 = 102_400,
         readers "smtpd cleanup", serde(deserialize_with = "super::size::bytes");
-    /// smtpd: connections at once from one client address (over all smtpd processes, counted by anvil); 0: no limit.
+    /// smtpd: connections at once from one client address (over all smtpd processes, counted by anvil; `421 4.7.0` past it); 0: no limit.
     smtpd_client_connection_count_limit: u32 = 50,
         readers "smtpd";
-    /// smtpd: connections per `anvil_rate_time_unit` from one client address (over all smtpd processes, counted by anvil); 0: no limit.
+    /// smtpd: connections per `anvil_rate_time_unit` from one client address (over all smtpd processes, counted by anvil; `421 4.7.0` past it); 0: no limit.
     smtpd_client_connection_rate_limit: u32 = 0,
         readers "smtpd";
     /// smtpd: clients whose connections are not counted against the connection count and
@@ -215,7 +215,8 @@ settings! {
     /// smtpd: bare LF in DATA: `normalize` (treat as CRLF; only CRLF.CRLF ends the data) or `reject`.
     smtpd_forbid_bare_newline: BareNewline = BareNewline::Normalize,
         readers "smtpd";
-    /// smtpd: refuse unknown recipients in mydestination (550 5.1.1) after the restrictions.
+    /// smtpd: refuse recipients in mydestination that are neither a user (asked of auth) nor an
+    /// alias (550 5.1.1), after the restrictions.
     smtpd_reject_unlisted_recipient: bool = true,
         readers "smtpd";
     /// smtpd: restrictions when a client connects.
@@ -245,7 +246,8 @@ settings! {
         readers "smtpd";
     /// smtpd: tables of envelope sender → the SASL login names that own it (Postfix's
     /// table syntax; `regexp:FILE` for a Postfix regexp table), for the
-    /// `reject_*sender_login_mismatch` rules. Relative to the config dir.
+    /// `reject_*sender_login_mismatch` rules. Relative to the config dir; a table file that
+    /// does not exist owns nothing.
     smtpd_sender_login_maps: Vec<String> = Vec::new(),
         readers "smtpd";
     /// smtpd: alias tables for recipient validation (relative to the config dir).
