@@ -57,18 +57,34 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// Lists `deferred/` (a flat directory of queue files; other names are skipped).
+    /// Lists `deferred/`, a flat directory of queue files (other names are skipped). A
+    /// file in a hashed subdirectory (a queue laid out otherwise) is moved up first.
     fn list(force: bool) -> Cursor {
         let mut ids = Vec::new();
+        let mut hashed = false;
         match std::fs::read_dir(queue::DEFERRED) {
             Ok(rd) => {
                 for ent in rd.flatten() {
                     if let Some(id) = ent.file_name().to_str().and_then(|n| QueueId::parse(n).ok()) {
                         ids.push(id);
+                    } else if ent.file_type().is_ok_and(|t| t.is_dir()) {
+                        hashed = true;
                     }
                 }
             }
             Err(e) => tracing::warn!("scan {}: {e}", queue::DEFERRED),
+        }
+        if hashed {
+            for f in queue::list(queue::DEFERRED) {
+                let flat = queue::path_in(queue::DEFERRED, &f.id);
+                if f.path == flat || flat.exists() {
+                    continue;
+                }
+                match std::fs::rename(&f.path, &flat) {
+                    Ok(()) => ids.push(f.id),
+                    Err(e) => tracing::warn!(queue_id = f.id.as_str(), "cannot move {} up: {e}", f.path.display()),
+                }
+            }
         }
         // Oldest first, as names sort by arrival.
         ids.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
