@@ -25,6 +25,6 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     postern_lib::version::exit_if_asked();
     postern_lib::skeleton::event::event_server("anvil", |ctx| {
-        Ok(service::Service::new(ctx.main.anvil_rate_time_unit.duration()))
+        Ok(service::server(ctx.main.anvil_rate_time_unit.duration()))
     })
 }
