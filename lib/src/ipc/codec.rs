@@ -328,6 +328,23 @@ mod tests {
         t.join().unwrap();
     }
 
+    #[test]
+    fn a_decoder_limit_refuses_smaller_frames_than_the_kind_allows() {
+        let mut out = Vec::new();
+        Encoder::message(&"x".repeat(100), &mut out).unwrap();
+        let mut d = Decoder::with_limit(64);
+        d.push(&out[..HEADER_LEN]);
+        assert!(d.has_frame(), "a refused header answers at once");
+        assert!(matches!(d.next_frame(), Err(IpcError::TooLarge { max: 64, .. })));
+        let mut d = Decoder::with_limit(200);
+        d.push(&out[..out.len() - 1]);
+        assert!(!d.has_frame());
+        d.push(&out[out.len() - 1..]);
+        assert!(d.has_frame());
+        assert!(d.next_frame().unwrap().is_some());
+        assert_eq!(d.buffered(), 0);
+    }
+
     /// A socket that takes `room` bytes, then would block; `closed`: writes return 0.
     struct Sink {
         got: Vec<u8>,
