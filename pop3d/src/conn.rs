@@ -13,11 +13,11 @@ use crate::retrieve::Retrieval;
 use crate::session::{Action, MAX_LINE, Security, Session, err};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
-use postern_lib::proto::auth_client::AuthClient;
 use postern_lib::anvil::gate::{Decision, Gate, Ticket, refuse_login_client};
 use postern_lib::anvil::local::Refusal;
 use postern_lib::config::Cidr;
 use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
+use postern_lib::proto::auth_client::AuthClient;
 use postern_lib::skeleton::event::{EventLoop, EventService, RESERVED_TOKENS};
 use postern_lib::skeleton::{Accepted, Context, Peer, Stream};
 use postern_lib::tls::TlsSession;
@@ -30,6 +30,12 @@ use std::time::{Duration, Instant};
 
 /// The connection to anvil (client tokens stay below it).
 const ANVIL: Token = Token(RESERVED_TOKENS - 1);
+/// The process's waker: connections that used up their turn go on after the others.
+const WAKER: Token = Token(RESERVED_TOKENS - 2);
+/// Rounds of reading, streaming and writing one connection gets per turn (a round sends
+/// up to about [`OUTPUT_HIGH_WATER`]); a client reading a large message fast then waits
+/// behind the other connections' events instead of holding the process for all of it.
+const ROUNDS_PER_TURN: usize = 8;
 
 /// Unsent bytes above which the session stops reading commands until the client reads.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
@@ -86,6 +92,9 @@ pub struct Pop3 {
     next: usize,
     /// New connections waiting for anvil's count.
     gate: Gate<Accepted>,
+    waker: Option<mio::Waker>,
+    /// Connections that used up their turn with work left, driven again on the waker.
+    again: Vec<usize>,
 }
 
 impl Pop3 {
@@ -97,6 +106,8 @@ impl Pop3 {
             conns: HashMap::new(),
             next: 0,
             gate,
+            waker: None,
+            again: Vec::new(),
         }
     }
 
@@ -131,14 +142,42 @@ impl Pop3 {
     /// now, no second event will announce it).
     fn drive(&mut self, lp: &EventLoop<'_>, id: usize) {
         let Some(c) = self.conns.get_mut(&id) else { return };
+        let mut rounds = 0;
+        let mut more = false;
         loop {
             let progress = read_socket(c) + stream_message(c) + process_lines(lp, &self.settings, id, c) + flush(c);
             if c.dead || progress == 0 {
                 break;
             }
+            rounds += 1;
+            if rounds == ROUNDS_PER_TURN {
+                more = true;
+                break;
+            }
         }
         if c.dead || (c.closing && c.out.is_empty()) {
             self.close(lp, id);
+        } else if more {
+            self.later(lp, id);
+        }
+    }
+
+    /// Queues a connection with work left for after the events waiting now.
+    fn later(&mut self, lp: &EventLoop<'_>, id: usize) {
+        if !self.again.contains(&id) {
+            self.again.push(id);
+        }
+        if self.waker.is_none() {
+            match mio::Waker::new(lp.registry(), WAKER) {
+                Ok(w) => self.waker = Some(w),
+                Err(e) => tracing::warn!("waker: {e}"),
+            }
+        }
+        // without a waker the next tick goes on with it
+        if let Some(w) = &self.waker
+            && let Err(e) = w.wake()
+        {
+            tracing::warn!("waker: {e}");
         }
     }
 
@@ -444,6 +483,12 @@ impl EventService for Pop3 {
             let decisions = self.gate.ready(lp.registry(), event, Instant::now());
             return self.decide(lp, decisions);
         }
+        if event.token() == WAKER {
+            for id in std::mem::take(&mut self.again) {
+                self.drive(lp, id);
+            }
+            return;
+        }
         let t = event.token().0;
         if t % 2 == 1 {
             self.auth_event(lp, t / 2);
@@ -456,6 +501,10 @@ impl EventService for Pop3 {
         let decisions = self.gate.tick(lp.registry(), now);
         self.decide(lp, decisions);
         self.timeouts(lp, now);
+        // in case the waker failed
+        for id in std::mem::take(&mut self.again) {
+            self.drive(lp, id);
+        }
     }
 
     fn connections(&self) -> usize {
