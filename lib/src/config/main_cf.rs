@@ -377,7 +377,8 @@ settings! {
     /// `verify` and `secure` levels (relative to the config dir); empty: none.
     smtp_tls_ca_file: ConfigPath = ConfigPath::default(),
         readers "smtp", path Config, name "smtp_tls_CAfile";
-    /// smtp: TLS level towards other servers: none, may (opportunistic), encrypt, verify.
+    /// smtp: TLS level towards other servers: none, may (opportunistic), encrypt, verify (a
+    /// trusted CA), secure (and a matching name).
     smtp_tls_security_level: SmtpTlsLevel = SmtpTlsLevel::May,
         readers "smtp";
     /// smtp: DNS servers (`ADDR:PORT`) instead of /etc/resolv.conf (tests, split DNS).

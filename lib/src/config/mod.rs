@@ -27,7 +27,7 @@ pub use error::did_you_mean;
 pub use main_cf::{MainConfig, SETTINGS};
 pub use master_cf::{Listen, ServiceEntry, ServiceType};
 pub use paths::{Base, ConfigPath};
-pub use registry::SettingInfo;
+pub use registry::{SettingInfo, render};
 pub use size::parse_bytes;
 pub use values::{BareNewline, MailboxFormat, MilterAction, SmtpTlsLevel, SmtpdTlsLevel};
 

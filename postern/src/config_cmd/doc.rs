@@ -17,7 +17,7 @@
 //! resolved); when main.toml does not load, the docs are still printed, without values,
 //! and the loader's error follows on standard error (exit status 1).
 
-use postern_lib::config::{Config, SETTINGS, SettingInfo, did_you_mean};
+use postern_lib::config::{Config, SETTINGS, SettingInfo, did_you_mean, render};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -63,10 +63,7 @@ fn entry(info: &SettingInfo, values: Option<&toml::Table>) -> String {
     }
     s.push_str(&format!("  read by: {}\n", info.readers));
     if let Some(v) = values.and_then(|t| t.get(info.name)) {
-        let mut text = String::new();
-        if serde::Serialize::serialize(v, toml::ser::ValueSerializer::new(&mut text)).is_ok() {
-            s.push_str(&format!("  value: {text}\n"));
-        }
+        s.push_str(&format!("  value: {}\n", render(v)));
     }
     s
 }
