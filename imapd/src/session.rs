@@ -43,6 +43,11 @@ pub const SMALL_COMMAND: u64 = 64 * 1024;
 /// command received.
 pub const OUTPUT_PAUSE: usize = 256 * 1024;
 
+/// The time a session works through pipelined commands at a stretch before the rest wait
+/// for their turn ([`Session::busy`], [`Session::resume`]), so that a client sending
+/// many slow commands at once delays the process's other sessions by about this much.
+pub const WORK_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Limits and facts a session needs.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -350,11 +355,13 @@ impl Session {
     }
 
     fn process(&mut self) -> Option<Need> {
+        let started = std::time::Instant::now();
         while !self.closed {
             if matches!(self.mode, Mode::Waiting(_)) || self.pending_fetch.is_some() {
                 return None;
             }
-            if self.out.len() > OUTPUT_PAUSE {
+            // pipelined commands: at most a slice of time or of unread output at a stretch
+            if self.out.len() > OUTPUT_PAUSE || started.elapsed() > WORK_SLICE {
                 self.held_back = true;
                 return None;
             }
