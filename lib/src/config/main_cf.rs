@@ -75,7 +75,7 @@ settings! {
         readers "master postern skeleton (every daemon)", min 1;
     /// Default `max_idle` of a service: how long an idle child waits before it exits.
     max_idle: Seconds = Seconds(100),
-        readers "master postern skeleton (every daemon)";
+        readers "master postern skeleton (every daemon)", min Seconds(1);
     /// Default per-process connection limit of multi-connection daemons.
     default_connection_limit: u32 = 200,
         readers "skeleton (every daemon)", min 1;
@@ -144,13 +144,13 @@ settings! {
         readers "cleanup";
     /// Time limit for connecting to a milter and negotiating with it.
     milter_connect_timeout: Seconds = Seconds(30),
-        readers "cleanup";
+        readers "cleanup", min Seconds(1);
     /// Time limit for a milter's answer to one command (connect, helo, mail, rcpt, header).
     milter_command_timeout: Seconds = Seconds(30),
-        readers "cleanup";
+        readers "cleanup", min Seconds(1);
     /// Time limit for a milter's answer to body chunks and end of message.
     milter_content_timeout: Seconds = Seconds(300),
-        readers "cleanup";
+        readers "cleanup", min Seconds(1);
     // --- smtpd ---
     /// smtpd: bytes that must stay free on the queue file system; MAIL is refused with
     /// `452 4.3.1` below this or below 1.5 × `message_size_limit`, as in Postfix.
@@ -334,7 +334,7 @@ settings! {
         readers "imapd", serde(deserialize_with = "super::size::bytes");
     /// imapd: the longest command line (without literals); a longer one closes the connection.
     imapd_max_line_length: u32 = 64 * 1024,
-        readers "imapd";
+        readers "imapd", min 1024, max 1048576;
     /// imapd: the literal bytes (APPEND messages above all) all sessions of one imapd
     /// process may hold in memory at once; a literal that does not fit now is refused
     /// unread (`NO [UNAVAILABLE]`, or `* BYE` for a LITERAL+ one) and may be sent again
@@ -343,10 +343,10 @@ settings! {
         readers "imapd", serde(deserialize_with = "super::size::bytes");
     /// imapd: sessions one user may have open in one imapd process.
     imapd_user_connection_limit: u32 = 20,
-        readers "imapd";
+        readers "imapd", min 1;
     /// imapd: idle time before an authenticated session is closed (RFC 3501: at least 30 minutes).
     imapd_timeout: Seconds = Seconds(1800),
-        readers "imapd";
+        readers "imapd", min Seconds(1);
     /// imapd: the time from connecting to a login, whatever the client sends meanwhile
     /// (Dovecot's login timeout); then `* BYE` and the connection closes.
     imapd_login_timeout: Seconds = Seconds(60),
@@ -362,13 +362,13 @@ settings! {
         readers "smtp";
     /// smtp: how long to wait for a TCP connection to a server.
     smtp_connect_timeout: Seconds = Seconds(30),
-        readers "smtp";
+        readers "smtp", min Seconds(1);
     /// smtp: how long to wait for each reply or write of a server.
     smtp_timeout: Seconds = Seconds(300),
-        readers "smtp";
+        readers "smtp", min Seconds(1);
     /// smtp: how long to wait for the server's greeting and its reply to EHLO/HELO/LHLO.
     smtp_helo_timeout: Seconds = Seconds(300),
-        readers "smtp";
+        readers "smtp", min Seconds(1);
     /// smtp: per-destination TLS policy tables (`example.com  encrypt`, `.example.com  may`,
     /// `[mx.example.com]:25  verify match=hostname`; relative to the config dir).
     smtp_tls_policy_maps: Vec<String> = Vec::new(),
@@ -430,7 +430,7 @@ settings! {
         readers "local";
     /// local: longest a `|command` delivery may run before it is killed.
     command_time_limit: Seconds = Seconds(1000),
-        readers "local";
+        readers "local", min Seconds(1);
     // --- qmgr (delay warnings) ---
     /// qmgr: after this long in the queue, the sender of a deferred message gets one delay
     /// warning (Action: delayed) about the recipients still pending; 0 turns warnings off.
