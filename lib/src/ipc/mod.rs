@@ -56,9 +56,9 @@
 //! [RFC 8259]: https://www.rfc-editor.org/rfc/rfc8259
 
 pub mod codec;
-pub mod server;
 mod data;
 mod frame;
+pub mod server;
 
 #[cfg(test)]
 mod tests;
