@@ -105,8 +105,9 @@ pub fn threaded_server<S: Send + Sync + 'static>(
                 }
             };
             let spawned = std::thread::Builder::new().spawn(move || {
+                // Told when dropped, so a thread that panics still gives its place back.
+                let _done = Done(&mut tell);
                 serve(&state, &ctx, conn);
-                let _ = tell.write_all(&[1]);
             });
             match spawned {
                 Ok(t) => {
@@ -126,6 +127,15 @@ pub fn threaded_server<S: Send + Sync + 'static>(
         let _ = t.join();
     }
     ExitCode::SUCCESS
+}
+
+/// Tells the loop, when dropped, that a thread's connection is done.
+struct Done<'a>(&'a mut UnixStream);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.write_all(&[1]);
+    }
 }
 
 /// What woke the loop.
