@@ -8,8 +8,9 @@
 use crate::cmd_message::Ranges;
 use crate::mime;
 use crate::parse::{self, Arg, SeqSet};
-use crate::session::{Reply, Session};
+use crate::session::{Reply, Session, WORK_SLICE};
 use postern_lib::mailbox::flags::{self, Flags};
+use postern_lib::mailbox::headers::HeaderCache;
 
 enum Key {
     All,
@@ -183,10 +184,17 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     false
 }
 
+/// Most search keys in one SEARCH (each `NOT`, `OR` and parenthesised list counts too):
+/// more is `BAD [LIMIT]`. Every key is tested on every message, so this bounds the work
+/// per message a client can ask for.
+pub const MAX_SEARCH_KEYS: usize = 1000;
+
 struct Parser<'a, 's> {
     args: &'a [Arg],
     i: usize,
     session: &'s mut Session,
+    /// Keys parsed so far in the whole SEARCH.
+    keys: usize,
 }
 
 impl Parser<'_, '_> {
@@ -221,6 +229,10 @@ impl Parser<'_, '_> {
         if depth > 20 {
             return Err(Reply::Bad("Search too deep".into()));
         }
+        self.keys += 1;
+        if self.keys > MAX_SEARCH_KEYS {
+            return Err(Reply::Bad(format!("[LIMIT] More than {MAX_SEARCH_KEYS} search keys")));
+        }
         let arg = self.next().cloned().ok_or(Reply::Bad("Missing search key".into()))?;
         let word = match &arg {
             Arg::List(items) => {
@@ -228,11 +240,13 @@ impl Parser<'_, '_> {
                     args: items,
                     i: 0,
                     session: self.session,
+                    keys: self.keys,
                 };
                 let mut keys = Vec::new();
                 while sub.i < items.len() {
                     keys.push(sub.key(depth + 1)?);
                 }
+                self.keys = sub.keys;
                 return Ok(Key::And(keys));
             }
             Arg::Str(_) => return Err(Reply::Bad("Unexpected string".into())),
@@ -345,6 +359,7 @@ impl Session {
                 args,
                 i: 0,
                 session: self,
+                keys: 0,
             };
             while p.i < args.len() {
                 keys.push(p.key(0)?);
@@ -364,50 +379,113 @@ impl Session {
         let count = sel.view.len() as u32;
         let largest_uid = sel.view.last().map_or(0, |v| v.0);
         let key = key.resolved(count, largest_uid);
-        let mut hits = Vec::new();
         // header keys answer from the folder's header cache, which learns what it lacks
-        let mut hc = match needs {
+        let hc = match needs {
             1 => sel.folder.header_cache(),
             _ => Default::default(),
         };
-        for i in 0..sel.view.len() {
+        let job = SearchJob {
+            tag: tag.to_string(),
+            key,
+            needs,
+            uid,
+            ret,
+            pos: 0,
+            count,
+            largest_uid,
+            hits: Vec::new(),
+            hc,
+        };
+        self.run_search(job);
+        Ok(())
+    }
+
+    /// Runs (or resumes) a SEARCH for at most [`WORK_SLICE`] and keeps the rest as the
+    /// session's pending job ([`Session::busy`]), so a search of many keys over a large
+    /// folder delays the process's other sessions by a slice at a time, not all of it.
+    /// The folder is not synced in between (no other command of the session runs), so
+    /// sequence numbers stay those the search began with.
+    pub(crate) fn run_search(&mut self, mut job: SearchJob) {
+        let started = std::time::Instant::now();
+        let Some(sel) = self.sel.as_mut() else {
+            self.line(&format!("{} BAD No mailbox", job.tag));
+            return;
+        };
+        let mut failure = None;
+        while job.pos < sel.view.len() {
+            if started.elapsed() > WORK_SLICE {
+                self.pending_search = Some(job);
+                return;
+            }
+            let i = job.pos;
+            job.pos += 1;
             let (u, _) = sel.view[i];
             let Some(m) = sel.folder.get(u).cloned() else { continue };
-            let raw: Option<std::borrow::Cow<'_, [u8]>> = match needs {
+            let raw: Option<std::borrow::Cow<'_, [u8]>> = match job.needs {
                 0 => None,
-                1 => sel.folder.cached_header(&mut hc, u)?,
-                _ => sel.folder.read(u)?.map(std::borrow::Cow::Owned),
+                1 => match sel.folder.cached_header(&mut job.hc, u) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        failure = Some(Reply::from(e));
+                        break;
+                    }
+                },
+                _ => match sel.folder.read(u) {
+                    Ok(r) => r.map(std::borrow::Cow::Owned),
+                    Err(e) => {
+                        failure = Some(Reply::from(e));
+                        break;
+                    }
+                },
             };
             let ctx = Ctx {
                 seq: i as u32 + 1,
-                count,
+                count: job.count,
                 uid: u,
-                largest_uid,
+                largest_uid: job.largest_uid,
                 flags: m.flags,
                 size: m.size,
                 date: m.date,
                 raw: raw.as_deref(),
             };
-            if key.eval(&ctx) {
-                hits.push(if uid { u } else { i as u32 + 1 });
+            if job.key.eval(&ctx) {
+                job.hits.push(if job.uid { u } else { i as u32 + 1 });
             }
         }
-        sel.folder.save_header_cache(&hc);
-        let line = match ret {
-            Some(opts) => esearch(tag, uid, &opts, &hits),
+        sel.folder.save_header_cache(&job.hc);
+        if let Some(reply) = failure {
+            self.line(&format!("{} {}", job.tag, reply.text()));
+            return;
+        }
+        let line = match &job.ret {
+            Some(opts) => esearch(&job.tag, job.uid, opts, &job.hits),
             None => {
                 let mut line = String::from("* SEARCH");
-                for h in hits {
+                for h in &job.hits {
                     line.push_str(&format!(" {h}"));
                 }
                 line
             }
         };
         self.line(&line);
-        self.report(uid);
-        self.ok(tag, "Search completed");
-        Ok(())
+        self.report(job.uid);
+        self.ok(&job.tag, "Search completed");
     }
+}
+
+/// A SEARCH in progress: its parsed key and the messages done so far.
+pub struct SearchJob {
+    tag: String,
+    key: Key,
+    needs: u8,
+    uid: bool,
+    ret: Option<Vec<String>>,
+    /// The next message (index in the view) to look at.
+    pos: usize,
+    count: u32,
+    largest_uid: u32,
+    hits: Vec<u32>,
+    hc: HeaderCache,
 }
 
 /// `* ESEARCH (TAG "t") UID MIN 1 MAX 9 COUNT 3 ALL 1,4,9`: the asked-for results of

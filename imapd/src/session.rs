@@ -143,6 +143,8 @@ pub struct Session {
     literal_budget: LiteralBudget,
     literal_held: Held,
     pub(crate) pending_fetch: Option<crate::cmd_fetch::FetchJob>,
+    /// A SEARCH that used up its [`WORK_SLICE`], to go on at [`Session::resume`].
+    pub(crate) pending_search: Option<crate::cmd_search::SearchJob>,
     /// Commands were left unrun because the output of those before them reached
     /// [`OUTPUT_PAUSE`]: [`Session::resume`] goes on once the client has read it.
     held_back: bool,
@@ -172,6 +174,7 @@ impl Session {
             literal_budget: LiteralBudget::new(u64::MAX),
             literal_held: Held::default(),
             pending_fetch: None,
+            pending_search: None,
             held_back: false,
             rev2: false,
             peer: "unknown".into(),
@@ -246,11 +249,11 @@ impl Session {
         self.user.as_deref()
     }
 
-    /// Whether a command is half done (a large FETCH) or received commands wait for the
+    /// Whether a command is half done (a large FETCH, a long SEARCH) or received commands wait for the
     /// client to read the output of those before them: call [`Session::resume`] once the
     /// output taken so far has been written (and read no more input meanwhile).
     pub fn busy(&self) -> bool {
-        self.pending_fetch.is_some() || self.held_back
+        self.pending_fetch.is_some() || self.pending_search.is_some() || self.held_back
     }
 
     /// Goes on with a half-done command, then with any commands already received.
@@ -261,7 +264,10 @@ impl Session {
         {
             self.line(&format!("* BAD {}", reply.text()));
         }
-        if self.pending_fetch.is_some() {
+        if let Some(job) = self.pending_search.take() {
+            self.run_search(job);
+        }
+        if self.pending_fetch.is_some() || self.pending_search.is_some() {
             return None;
         }
         self.process()
@@ -357,7 +363,7 @@ impl Session {
     fn process(&mut self) -> Option<Need> {
         let started = std::time::Instant::now();
         while !self.closed {
-            if matches!(self.mode, Mode::Waiting(_)) || self.pending_fetch.is_some() {
+            if matches!(self.mode, Mode::Waiting(_)) || self.pending_fetch.is_some() || self.pending_search.is_some() {
                 return None;
             }
             // pipelined commands: at most a slice of time or of unread output at a stretch
@@ -746,7 +752,7 @@ pub enum Reply {
 }
 
 impl Reply {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Reply::No(t) => format!("NO {t}"),
             Reply::Bad(t) => format!("BAD {t}"),

@@ -252,3 +252,34 @@ fn an_unreachable_auth_daemon_is_unavailable_not_a_wrong_password() {
         "a NO [UNAVAILABLE] Temporary authentication failure, try again later\r\n"
     );
 }
+
+#[test]
+fn a_search_of_more_than_the_key_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(
+        Settings {
+            max_line: 64 * 1024,
+            ..settings(dir.path())
+        },
+        true,
+        false,
+    );
+    text(&mut s);
+    s.input(b"a LOGIN alice secret\r\n");
+    s.auth_done(Ok("alice".into()));
+    s.input(b"b APPEND INBOX {21+}\r\nSubject: one\r\n\r\nbody\r\n");
+    s.input(b"c SELECT INBOX\r\n");
+    text(&mut s);
+    let many = |n: usize| format!("d SEARCH{}\r\n", " SEEN".repeat(n));
+    s.input(many(crate::cmd_search::MAX_SEARCH_KEYS + 1).as_bytes());
+    assert_eq!(text(&mut s), "d BAD [LIMIT] More than 1000 search keys\r\n");
+    // NOT and OR count as keys too
+    s.input(format!("e SEARCH{}\r\n", " NOT SEEN".repeat(501)).as_bytes());
+    assert!(text(&mut s).starts_with("e BAD [LIMIT]"));
+    s.input(
+        many(crate::cmd_search::MAX_SEARCH_KEYS - 1)
+            .replace(" SEEN", " UNSEEN")
+            .as_bytes(),
+    );
+    assert_eq!(text(&mut s), "* SEARCH 1\r\nd OK Search completed\r\n");
+}
