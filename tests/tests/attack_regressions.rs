@@ -7,9 +7,16 @@
 //!   rest wait (and pay the address's penalty), and others log in;
 //! - forty SMTP clients that reach DATA and then send slowly held every cleanup process
 //!   (one connection each, `maxproc = 32`), and nobody else's DATA got a `354`: cleanup
-//!   now serves each connection on a thread of its own.
+//!   now serves each connection on a thread of its own;
+//! - one IMAP SEARCH of 400 keys, or 16 KB of pipelined SEARCHes that answer nothing,
+//!   over a few thousand messages held the one imapd process (every other session on it)
+//!   for as long as they ran — tens of seconds: now a session works a slice of time
+//!   (`WORK_SLICE`) at a stretch, a SEARCH goes on where it stopped, and another session's
+//!   NOOP is answered within a second.
 
-use postern_tests::{Instance, add_user, auth_service, daemon_service, free_port, pipeline_services, python};
+use postern_tests::{
+    Instance, add_user, auth_service, daemon_service, free_port, owned_mail_base, pipeline_services, python,
+};
 
 /// 80 wrong LOGINs at once from 127.0.0.9 (more than auth's queue of 64 and its threads),
 /// then bob's right password from 127.0.0.10 is accepted within seconds.
@@ -123,4 +130,104 @@ fn clients_sending_data_slowly_do_not_hold_cleanup_from_others() {
     assert!(out.contains("data 354 "), "no 354 for another client:\n{out}");
     assert!(out.contains("end 250 2.0.0 Ok: queued as "), "{out}");
     inst.stop();
+}
+
+/// alice starts the heavy work `{attack}`; bob's NOOPs meanwhile; then alice's answers.
+const HEAVY_IMAP: &str = r#"
+import socket, time
+IMAP = {imap}
+def login(user, pw):
+    s = socket.create_connection(('127.0.0.1', IMAP), 120)
+    f = s.makefile('rb')
+    f.readline()
+    s.sendall(b'l LOGIN %s %s\r\ns SELECT INBOX\r\n' % (user.encode(), pw.encode()))
+    until(f, b's ')
+    return s, f
+def until(f, tag):
+    lines = []
+    while True:
+        line = f.readline()
+        assert line, 'connection closed'
+        lines.append(line)
+        if line.startswith(tag):
+            return lines
+a, af = login('alice', 'Alice-Heavy-1')
+b, bf = login('bob', 'Bob-Heavy-2')
+attack = {attack}
+a.sendall(attack)
+time.sleep(0.5)
+worst = 0.0
+for i in range(3):
+    t = time.monotonic()
+    b.sendall(b'n%d NOOP\r\n' % i)
+    until(bf, b'n%d ' % i)
+    worst = max(worst, time.monotonic() - t)
+    time.sleep(0.2)
+print('noop worst %.2f' % worst)
+t = time.monotonic()
+tags = [l.split(b' ')[0] for l in attack.split(b'\r\n') if l]
+done = 0
+hits = 0
+for tag in tags:
+    lines = until(af, tag + b' ')
+    done += lines[-1].startswith(tag + b' OK')
+    hits += sum(len(l.split()) - 2 for l in lines if l.startswith(b'* SEARCH'))
+print('attack ok %d of %d, hits %d, %.1f s after' % (done, len(tags), hits, time.monotonic() - t))
+"#;
+
+/// Runs [`HEAVY_IMAP`] with `attack` (Python bytes) against one imapd process holding
+/// `messages` messages of alice; returns the script's output.
+fn heavy_imap(messages: usize, attack: &str) -> String {
+    let imap = free_port();
+    let services = format!(
+        "{}{}",
+        auth_service(),
+        daemon_service("imap", "inet", &format!("127.0.0.1:{imap}"), "imapd", "maxproc = 1")
+    );
+    let mut inst = Instance::new(&services, &[]);
+    add_user(&inst, "alice", "Alice-Heavy-1");
+    add_user(&inst, "bob", "Bob-Heavy-2");
+    let mail = inst.root.path().join("var/mail");
+    for d in ["alice/cur", "alice/new", "alice/tmp", "bob/cur", "bob/new", "bob/tmp"] {
+        std::fs::create_dir_all(mail.join(d)).expect("mkdir");
+    }
+    for i in 0..messages {
+        let text = format!("From: a@example.org\r\nSubject: msg {i}\r\n\r\nbody {i}\r\n");
+        std::fs::write(mail.join(format!("alice/cur/1700000000.M{i}P1.test:2,S")), text).expect("write");
+    }
+    owned_mail_base(&inst);
+    inst.start();
+    let out = python(
+        &HEAVY_IMAP
+            .replace("{imap}", &imap.to_string())
+            .replace("{attack}", attack),
+    );
+    inst.stop();
+    out
+}
+
+fn noop_worst(out: &str) -> f64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix("noop worst "))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no noop line:\n{out}"))
+}
+
+#[test]
+fn a_search_of_many_keys_does_not_hold_the_other_sessions() {
+    // 400 keys that each match every message: each key is tested on each message.
+    let out = heavy_imap(3000, "b'x SEARCH ' + b' '.join([b'SUBJECT msg'] * 400) + b'\\r\\n'");
+    assert!(out.contains("attack ok 1 of 1, hits 3000,"), "{out}");
+    assert!(noop_worst(&out) < 1.0, "another session waited:\n{out}");
+}
+
+#[test]
+fn pipelined_searches_answering_nothing_do_not_hold_the_other_sessions() {
+    // 16 KB of SEARCHes, none of which answers more than a line.
+    let out = heavy_imap(
+        2000,
+        "b''.join(b'c%d SEARCH SUBJECT zzzz\\r\\n' % i for i in range(600))",
+    );
+    assert!(out.contains("attack ok 600 of 600, hits 0,"), "{out}");
+    assert!(noop_worst(&out) < 1.0, "another session waited:\n{out}");
 }
