@@ -12,6 +12,7 @@ use crate::parse::{self, Arg};
 use crate::reply::{flag_list, string};
 use crate::session::{Reply, Session};
 use postern_lib::mailbox::flags::{Flags, SEEN};
+use postern_lib::mailbox::stream::CrlfStream;
 
 fn items(args: &[Arg]) -> Result<Vec<String>, Reply> {
     let list: Vec<String> = match args {
@@ -63,6 +64,56 @@ pub struct FetchJob {
     envelopes: std::collections::HashMap<u32, Vec<u8>>,
     /// The current message's file, reused from message to message.
     buf: Vec<u8>,
+    /// A large message's response being sent from its file.
+    streaming: Option<Streaming>,
+}
+
+/// A whole message larger than this (its `W=` size) is streamed from its file as the
+/// client reads ([`Streaming`]) rather than read into memory.
+pub const STREAM_ABOVE: u64 = 256 * 1024;
+
+/// One message's FETCH response sent from its file: the response's text with a body
+/// literal between each two pieces, the literals streamed with [`CrlfStream`] a chunk at
+/// a time, so a FETCH of a message of any size holds about [`FETCH_CHUNK`].
+struct Streaming {
+    texts: std::collections::VecDeque<Vec<u8>>,
+    body: CrlfStream,
+    in_body: bool,
+}
+
+impl Streaming {
+    /// Appends to `out` until it holds [`FETCH_CHUNK`]; `true` once the response is all
+    /// out.
+    fn pump(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
+        loop {
+            if out.len() > FETCH_CHUNK {
+                return Ok(false);
+            }
+            if self.in_body {
+                if self.body.done() {
+                    self.in_body = false;
+                } else {
+                    self.body.fill(out)?;
+                }
+                continue;
+            }
+            let Some(text) = self.texts.pop_front() else {
+                return Ok(true);
+            };
+            out.extend_from_slice(&text);
+            if self.texts.is_empty() {
+                return Ok(true);
+            }
+            // a body literal follows
+            self.body.rewind()?;
+            if self.body.size() == 0 {
+                string(out, b"");
+            } else {
+                out.extend_from_slice(format!("{{{}}}\r\n", self.body.size()).as_bytes());
+                self.in_body = true;
+            }
+        }
+    }
 }
 
 /// A parsed `BODY[section]<partial>` item: (peek, section, partial).
@@ -166,6 +217,7 @@ impl Session {
             too_much: false,
             envelopes,
             buf: Vec::new(),
+            streaming: None,
         };
         self.run_fetch(job)
     }
@@ -174,6 +226,21 @@ impl Session {
     /// keeps the rest as the session's pending job, so one FETCH of a large folder never
     /// holds more than that in memory.
     pub(crate) fn run_fetch(&mut self, mut job: FetchJob) -> Result<(), Reply> {
+        // a large message's response half sent: on with it first
+        if let Some(mut st) = job.streaming.take() {
+            match st.pump(&mut self.out) {
+                Ok(true) => {}
+                Ok(false) => {
+                    job.streaming = Some(st);
+                    self.pending_fetch = Some(job);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.lost(&format!("FETCH {}: message file: {e}", job.tag));
+                    return Ok(());
+                }
+            }
+        }
         let (uid, needs_content, wants_envelope, sets_seen) =
             (job.uid, job.needs_content, job.wants_envelope, job.sets_seen);
         let whole_only = needs_content && job.whole_only;
@@ -201,7 +268,22 @@ impl Session {
                 failed = true;
                 continue;
             };
-            let content = if whole_only {
+            let mut stream = None;
+            let content = if whole_only && m.size > STREAM_ABOVE {
+                let Some(file) = sel.folder.open_message(u)? else {
+                    failed = true;
+                    continue;
+                };
+                match CrlfStream::new(file) {
+                    Ok(s) => stream = Some(s),
+                    Err(e) => {
+                        tracing::warn!("FETCH: message {u}: {e}");
+                        failed = true;
+                        continue;
+                    }
+                }
+                None
+            } else if whole_only {
                 if !sel.folder.read_raw(u, &mut buf)? {
                     failed = true;
                     continue;
@@ -260,6 +342,8 @@ impl Session {
             out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
             let mut first = true;
             let mut wrote_flags = false;
+            // where the body literals of a streamed message go
+            let mut cuts = Vec::new();
             for (upper, body) in &items {
                 if out.len() > allowance {
                     break;
@@ -289,7 +373,11 @@ impl Session {
                     }
                     "RFC822" if whole_only => {
                         out.extend_from_slice(b"RFC822 ");
-                        literal_crlf(out, &buf);
+                        if stream.is_some() {
+                            cuts.push(out.len() - start);
+                        } else {
+                            literal_crlf(out, &buf);
+                        }
                     }
                     "RFC822" | "RFC822.HEADER" | "RFC822.TEXT" => {
                         let (h, b) = mime::split(raw);
@@ -349,6 +437,10 @@ impl Session {
                         };
                         out.extend_from_slice(name.as_bytes());
                         out.push(b' ');
+                        if stream.is_some() {
+                            cuts.push(out.len() - start);
+                            continue;
+                        }
                         if whole_only {
                             literal_crlf(out, &buf);
                             continue;
@@ -377,6 +469,40 @@ impl Session {
                 out.extend_from_slice(format!(" FLAGS {names}").as_bytes());
             }
             out.extend_from_slice(b")\r\n");
+            if let Some(body) = stream {
+                if cuts.len() > MAX_PER_MESSAGE {
+                    out.truncate(start);
+                    job.too_much = true;
+                    continue;
+                }
+                let text = out.split_off(start);
+                let mut texts = std::collections::VecDeque::new();
+                let mut from = 0;
+                for &c in cuts.iter().chain(std::iter::once(&text.len())) {
+                    texts.push_back(text.get(from..c).unwrap_or_default().to_vec());
+                    from = c;
+                }
+                let mut st = Streaming {
+                    texts,
+                    body,
+                    in_body: false,
+                };
+                match st.pump(out) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        job.failed = failed;
+                        job.items = items;
+                        job.buf = buf;
+                        job.streaming = Some(st);
+                        self.pending_fetch = Some(job);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        self.lost(&format!("FETCH {}: message {u}: {e}", job.tag));
+                        return Ok(());
+                    }
+                }
+            }
         }
         if let Some(sel) = self.sel.as_mut() {
             sel.folder.save_cache();

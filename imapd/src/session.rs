@@ -283,6 +283,13 @@ impl Session {
         self.user.is_some()
     }
 
+    /// Ends the connection once the output so far is written, without a BYE (a literal
+    /// being sent cannot be ended early): for a message file that fails mid-FETCH.
+    pub(crate) fn lost(&mut self, why: &str) {
+        tracing::warn!("{why}; connection closed, {}", self.who());
+        self.closed = true;
+    }
+
     /// Closes with a BYE.
     pub fn bye(&mut self, why: &str) {
         self.line(&format!("* BYE {why}"));

@@ -212,6 +212,46 @@ fn a_large_fetch_is_produced_in_chunks() {
     );
 }
 
+/// A message over [`crate::cmd_fetch::STREAM_ABOVE`] (stored with bare LFs, as local
+/// delivery may) is sent from its file a chunk at a time: exact CRLF bytes, twice when
+/// asked twice, with the other items around it, and never much of it in memory.
+#[test]
+fn a_large_message_is_streamed_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = logged_in(dir.path());
+    let mut msg = b"Subject: big\n\n".to_vec();
+    for i in 0..200_000 {
+        msg.extend_from_slice(format!("line {i}\n").as_bytes());
+    }
+    let store = postern_lib::mailbox::Store::open(dir.path(), "alice").unwrap();
+    let mut inbox = store.folder("INBOX").unwrap();
+    inbox.append(&msg, Default::default(), None).unwrap();
+    s.input(b"b SELECT INBOX\r\n");
+    text(&mut s);
+    s.input(b"c FETCH 1 (UID BODY.PEEK[] RFC822.SIZE RFC822)\r\n");
+    let mut total = s.take_output();
+    let mut rounds = 0;
+    while s.busy() {
+        s.resume();
+        let part = s.take_output();
+        assert!(part.len() < 2 * 1024 * 1024, "{}", part.len());
+        total.extend_from_slice(&part);
+        rounds += 1;
+    }
+    assert!(rounds > 2, "{rounds}");
+    let crlf = postern_lib::mailbox::folder::to_crlf(msg);
+    let mut want = format!("* 1 FETCH (UID 1 BODY[] {{{}}}\r\n", crlf.len()).into_bytes();
+    want.extend_from_slice(&crlf);
+    want.extend_from_slice(format!(" RFC822.SIZE {} RFC822 {{{}}}\r\n", crlf.len(), crlf.len()).as_bytes());
+    want.extend_from_slice(&crlf);
+    want.extend_from_slice(b" FLAGS (\\Seen))\r\nc OK Fetch completed\r\n");
+    assert!(
+        total == want,
+        "{}",
+        String::from_utf8_lossy(&total[total.len() - 200..])
+    );
+}
+
 #[test]
 fn fuzz_entry_point_survives_garbage() {
     let mut x: u32 = 99;

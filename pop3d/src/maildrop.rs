@@ -132,34 +132,7 @@ impl Maildrop {
         let Some(uid) = self.get(n).map(|e| e.uid) else {
             return Ok(None);
         };
-        // a flag change by an IMAP session renames the file: look again once
-        for _ in 0..3 {
-            let Some(path) = self
-                .folder
-                .get(uid)
-                .map(|m| self.folder.path().join("cur").join(&m.file))
-            else {
-                return Ok(None);
-            };
-            let opened = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
-                .open(&path);
-            match opened {
-                Ok(f) => {
-                    let meta = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
-                    if !meta.is_file() {
-                        return Err(format!("{}: not a regular file", path.display()));
-                    }
-                    return Ok(Some(f));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.folder.sync().map_err(|e| e.to_string())?;
-                }
-                Err(e) => return Err(format!("{}: {e}", path.display())),
-            }
-        }
-        Ok(None)
+        self.folder.open_message(uid).map_err(|e| e.to_string())
     }
 
     /// UPDATE state: removes the marked messages; returns how many.

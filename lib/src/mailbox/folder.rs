@@ -520,6 +520,37 @@ impl Folder {
         Ok(false)
     }
 
+    /// The message's file, open for reading (line ends as stored, for callers that stream
+    /// it: [`super::stream`]); `None` if it is gone. Opened without following a symbolic
+    /// link and without blocking, and refused unless it is a regular file, so a FIFO or a
+    /// link put in `cur/` neither blocks the reader nor leads it elsewhere.
+    pub fn open_message(&mut self, uid: u32) -> Result<Option<fs::File>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // a flag change by another session renames the file: look again
+        for _ in 0..3 {
+            let Some(path) = self.get(uid).map(|m| self.path.join("cur").join(&m.file)) else {
+                return Ok(None);
+            };
+            let opened = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+                .open(&path);
+            match opened {
+                Ok(f) => {
+                    let meta = f.metadata().map_err(|e| io_err("stat", &path, e))?;
+                    if !meta.is_file() {
+                        let e = io::Error::new(io::ErrorKind::InvalidData, "not a regular file");
+                        return Err(io_err("open", &path, e));
+                    }
+                    return Ok(Some(f));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.sync()?,
+                Err(e) => return Err(io_err("open", &path, e)),
+            }
+        }
+        Ok(None)
+    }
+
     /// Sets a message's flags (renaming its file); `false` if it is gone.
     pub fn set_flags(&mut self, uid: u32, new: Flags) -> Result<bool> {
         for _ in 0..3 {
