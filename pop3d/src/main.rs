@@ -3,7 +3,8 @@
 //! RFC 1939 (USER/PASS, STAT, LIST, RETR, DELE, NOOP, RSET, QUIT, TOP, UIDL), RFC 2449
 //! CAPA with RESP-CODES and AUTH-RESP-CODE, RFC 5034 AUTH PLAIN, RFC 2595 STLS, and
 //! implicit TLS when started with the argument `tls` (the `pop3s` service). Event-driven:
-//! one process holds many sessions; the protocol core ([`session`]) is sans-I/O.
+//! one process holds many sessions on lib's connection driver
+//! ([`postern_lib::skeleton::conn`]); the protocol core ([`session`]) is sans-I/O.
 //!
 //! Security stance: passwords go only to auth (`private/auth`), asked from the event
 //! loop without blocking; cleartext passwords are accepted only over TLS, from
@@ -34,6 +35,7 @@ mod authorization;
 mod conn;
 mod maildrop;
 mod retrieve;
+mod service;
 mod session;
 mod transaction;
 
@@ -62,7 +64,7 @@ fn main() -> ExitCode {
         if implicit_tls && tls.is_none() {
             return Err("pop3s (implicit TLS) needs pop3d_tls_cert_file and pop3d_tls_key_file".into());
         }
-        Ok(conn::Pop3::new(conn::Settings {
+        Ok(service::Pop3::new(service::Settings {
             tls,
             implicit_tls,
             allow_plaintext: m.pop3d_allow_plaintext,

@@ -133,6 +133,16 @@ impl Retrieval {
     }
 }
 
+impl postern_lib::skeleton::conn::Source for Retrieval {
+    fn fill(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        Retrieval::fill(self, out)
+    }
+
+    fn done(&self) -> bool {
+        Retrieval::done(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@
 //!    exit), `max_idle` (exit when idle that long), SIGTERM (stop accepting, finish the
 //!    current work, exit) and master's death (end-of-file on the status channel: same).
 
+pub mod conn;
 pub mod event;
 pub mod single;
 pub mod threaded;

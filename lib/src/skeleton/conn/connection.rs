@@ -1,0 +1,222 @@
+//! [`Connection`]: one client socket driven for a [`Protocol`] — bounded reads, TLS,
+//! back-pressure, hand-over, the write loop and deadlines.
+
+use super::{Deadlines, Ending, Io, Link, Protocol, ROUNDS_PER_TURN};
+use crate::ipc::codec::write_pending;
+use crate::tls::TlsSession;
+use mio::net::TcpStream;
+use std::io::Read;
+use std::time::Instant;
+
+/// What one turn left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Waiting for the socket.
+    Open,
+    /// Used up its turn with work left: drive it again after the others.
+    More,
+    /// Done: remove it.
+    Closed,
+}
+
+/// One client connection and its protocol.
+pub struct Connection<P> {
+    sock: TcpStream,
+    link: Link,
+    /// The protocol core.
+    pub proto: P,
+    born: Instant,
+    deadlines: Deadlines,
+}
+
+impl<P: Protocol> Connection<P> {
+    /// A connection on `sock` (non-blocking, registered by the caller), TLS from the
+    /// first byte when `tls` is given. `aux` is the token for the protocol's own socket.
+    pub fn new(sock: TcpStream, proto: P, tls: Option<TlsSession>, deadlines: Deadlines, aux: mio::Token) -> Self {
+        let now = Instant::now();
+        Connection {
+            sock,
+            link: Link {
+                tls,
+                raw: Vec::new(),
+                input: Vec::new(),
+                out: Vec::new(),
+                source: None,
+                closing: false,
+                dead: false,
+                authenticated: false,
+                last: now,
+                aux,
+            },
+            proto,
+            born: now,
+            deadlines,
+        }
+    }
+
+    /// The socket (to register or deregister).
+    pub fn socket(&mut self) -> &mut TcpStream {
+        &mut self.sock
+    }
+
+    /// The protocol and its [`Io`], to act from outside a turn (an auth answer came).
+    pub fn parts<'a>(&'a mut self, registry: &'a mio::Registry) -> (&'a mut P, Io<'a>) {
+        let io = Io {
+            link: &mut self.link,
+            registry,
+            sock: &mut self.sock,
+        };
+        (&mut self.proto, io)
+    }
+
+    /// Queues the greeting.
+    pub fn greet(&mut self, registry: &mio::Registry) {
+        let (proto, mut io) = self.parts(registry);
+        proto.greeting(&mut io);
+    }
+
+    /// Output bytes waiting (for tests and metrics).
+    pub fn pending_output(&self) -> usize {
+        self.link.out.len()
+    }
+
+    /// Reads, streams, handles and writes while that makes progress, at most
+    /// [`ROUNDS_PER_TURN`] rounds (edge-triggered readiness: what is in the socket or the
+    /// buffers must be used now, no second event will announce it).
+    pub fn drive(&mut self, registry: &mio::Registry) -> Turn {
+        let mut rounds = 0;
+        loop {
+            let progress = self.read() + self.stream() + self.handle(registry) + self.flush();
+            if self.link.dead || progress == 0 {
+                break;
+            }
+            rounds += 1;
+            if rounds == ROUNDS_PER_TURN {
+                return if self.finished() { Turn::Closed } else { Turn::More };
+            }
+        }
+        if self.finished() { Turn::Closed } else { Turn::Open }
+    }
+
+    fn finished(&self) -> bool {
+        self.link.dead || (self.link.closing && self.link.out.is_empty())
+    }
+
+    /// The deadline passed at `now`, if any.
+    pub fn expired(&self, now: Instant) -> Option<Ending> {
+        let age = now.saturating_duration_since(self.born);
+        if !self.link.authenticated && self.deadlines.login.is_some_and(|d| age > d) {
+            return Some(Ending::Login);
+        }
+        if self.deadlines.session.is_some_and(|d| age > d) {
+            return Some(Ending::Session);
+        }
+        if !self.proto.waiting() && now.saturating_duration_since(self.link.last) > self.deadlines.idle {
+            return Some(Ending::Idle);
+        }
+        None
+    }
+
+    /// Ends the connection: the protocol's last words go out if the socket takes them now.
+    pub fn end(&mut self, why: Ending, registry: &mio::Registry) {
+        let (proto, mut io) = self.parts(registry);
+        proto.ending(why, &mut io);
+        self.flush();
+    }
+
+    /// Reads what the socket has while the input is under its bound; returns the bytes.
+    fn read(&mut self) -> usize {
+        let max = self.proto.limits().input;
+        let link = &mut self.link;
+        let mut buf = [0u8; 8192];
+        let mut total = 0;
+        while !link.dead {
+            let pending = if link.tls.is_some() {
+                link.raw.len()
+            } else {
+                link.input.len()
+            };
+            if pending >= max {
+                break;
+            }
+            match self.sock.read(&mut buf) {
+                Ok(0) => link.dead = true,
+                Ok(n) => {
+                    total += n;
+                    let got = buf.get(..n).unwrap_or_default();
+                    if link.tls.is_some() {
+                        link.raw.extend_from_slice(got);
+                    } else {
+                        link.input.extend_from_slice(got);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => link.dead = true,
+            }
+        }
+        if let Some(tls) = &mut link.tls {
+            match tls.receive(&link.raw, &mut link.input, max) {
+                Ok(used) => {
+                    link.raw.drain(..used);
+                }
+                Err(e) => {
+                    tracing::info!("TLS error from {:?}: {e}", self.sock.peer_addr().ok());
+                    link.closing = true;
+                    link.input.clear();
+                }
+            }
+            tls.transmit(&mut link.out);
+        }
+        total
+    }
+
+    /// Goes on with a hand-over while output is under its bound; returns the bytes added.
+    fn stream(&mut self) -> usize {
+        let max = self.proto.limits().output;
+        let mut added = 0;
+        while let Some(source) = self.link.source.as_mut() {
+            if self.link.dead || self.link.out.len() > max {
+                break;
+            }
+            let mut part = Vec::new();
+            if let Err(e) = source.fill(&mut part) {
+                self.proto.source_failed(&e);
+                self.link.source = None;
+                self.link.dead = true;
+                break;
+            }
+            if source.done() {
+                self.link.source = None;
+            }
+            added += part.len();
+            self.link.send(&part);
+        }
+        added
+    }
+
+    /// Calls the protocol while it makes progress and output is under its bound.
+    fn handle(&mut self, registry: &mio::Registry) -> usize {
+        let mut handled = 0;
+        loop {
+            let l = &self.link;
+            if l.dead || l.closing || l.source.is_some() || l.out.len() > self.proto.limits().output {
+                return handled;
+            }
+            let (proto, mut io) = self.parts(registry);
+            if !proto.handle(&mut io) {
+                return handled;
+            }
+            handled += 1;
+        }
+    }
+
+    /// Writes what is queued; returns how many bytes went out.
+    fn flush(&mut self) -> usize {
+        let before = self.link.out.len();
+        if write_pending(&mut self.sock, &mut self.link.out).is_err() {
+            self.link.dead = true;
+        }
+        before - self.link.out.len()
+    }
+}

@@ -1,0 +1,250 @@
+//! One connection driver for the network daemons: a sans-I/O [`Protocol`] core plus a
+//! generic [`Connection`] that owns everything between it and the socket, and a [`Pool`]
+//! that is the event-skeleton glue (one per process: tokens, fair turns, deadlines).
+//!
+//! What the driver owns, so that no daemon writes it again:
+//! - the mio socket and the write loop ([`crate::ipc::codec::write_pending`]);
+//! - TLS ([`crate::tls::TlsSession`]), implicit or started by the protocol
+//!   ([`Io::start_tls`]): the reply before it is flushed in the clear and any plaintext the
+//!   client pipelined after the command is **discarded** (the STARTTLS command-injection
+//!   class, CVE-2011-0411);
+//! - bounded input: the socket is not read while [`Limits::input`] bytes wait (plaintext,
+//!   or ciphertext under TLS), and [`Io::line`] frames lines up to a stated length;
+//! - bounded output with back-pressure: the protocol is not called while more than
+//!   [`Limits::output`] bytes wait to be sent, so a client that never reads makes the
+//!   connection hold at most that plus one reply;
+//! - hand-over ([`Io::hand_over`]): a [`Source`] (a message file being sent) fills the
+//!   output as the client reads it, and the protocol is called again once it is done;
+//! - deadlines ([`Deadlines`]): idle (from the last input the protocol used, paused while
+//!   the protocol waits for an answer from elsewhere), a hard pre-authentication deadline
+//!   from the connection's start that traffic does not extend ([`Io::authenticated`] ends
+//!   it), and an optional whole-session limit;
+//! - fair turns: a connection gets [`ROUNDS_PER_TURN`] rounds of read–handle–write per
+//!   event; with work left it goes behind the other connections (a waker requeue).
+
+mod connection;
+mod pool;
+#[cfg(test)]
+mod tests;
+
+pub use connection::{Connection, Turn};
+pub use pool::Pool;
+
+use crate::tls::TlsSession;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Rounds of reading, streaming, handling and writing one connection gets per turn.
+pub const ROUNDS_PER_TURN: usize = 8;
+
+/// The buffer bounds a protocol states (they may change, e.g. at login).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The socket is not read while this many input bytes wait.
+    pub input: usize,
+    /// The protocol (and a hand-over source) is not called while more than this many
+    /// output bytes wait.
+    pub output: usize,
+}
+
+/// A connection's deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Without input used for this long (and nothing awaited elsewhere): closed.
+    pub idle: Duration,
+    /// Not authenticated this long after connecting: closed, whatever the client sends.
+    pub login: Option<Duration>,
+    /// The whole connection at most this long.
+    pub session: Option<Duration>,
+}
+
+/// Why the driver ends a connection; the protocol says its last words in
+/// [`Protocol::ending`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The pre-authentication deadline passed.
+    Login,
+    /// Idle too long.
+    Idle,
+    /// The whole-session limit passed.
+    Session,
+    /// The process is stopping.
+    Shutdown,
+}
+
+/// One framed line from [`Io::line`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// No complete line yet.
+    Partial,
+    /// A line without its LF or CRLF.
+    Line(Vec<u8>),
+    /// A line at least the stated length: the input is left as it is.
+    TooLong,
+}
+
+/// Output produced as the client reads (a message file streamed in chunks).
+pub trait Source {
+    /// Appends the next part to `out`.
+    fn fill(&mut self, out: &mut Vec<u8>) -> std::io::Result<()>;
+    /// Whether everything has been appended.
+    fn done(&self) -> bool;
+}
+
+/// A protocol core, sans-I/O: it reads input and writes output through [`Io`].
+pub trait Protocol {
+    /// The first output (the greeting); called once, before any input.
+    fn greeting(&mut self, io: &mut Io<'_>);
+    /// Uses buffered input (one command, say): returns false when nothing could be done
+    /// now (no complete command, or the protocol waits for something else). Called again
+    /// while it returns true, output is under [`Limits::output`], nothing is being handed
+    /// over and the connection is not closing.
+    fn handle(&mut self, io: &mut Io<'_>) -> bool;
+    /// The current bounds.
+    fn limits(&self) -> Limits;
+    /// Whether an answer from elsewhere (an auth server) is awaited: the idle deadline
+    /// does not run meanwhile.
+    fn waiting(&self) -> bool {
+        false
+    }
+    /// The driver closes the connection: the protocol's last words (sent if they can be
+    /// at once) and log line.
+    fn ending(&mut self, _why: Ending, _io: &mut Io<'_>) {}
+    /// A hand-over source failed half way (nothing can be answered: the connection closes).
+    fn source_failed(&mut self, _e: &std::io::Error) {}
+}
+
+/// The connection state the protocol acts on (everything but the socket).
+pub(crate) struct Link {
+    pub(crate) tls: Option<TlsSession>,
+    /// Ciphertext read, not yet decrypted.
+    pub(crate) raw: Vec<u8>,
+    pub(crate) input: Vec<u8>,
+    pub(crate) out: Vec<u8>,
+    pub(crate) source: Option<Box<dyn Source>>,
+    pub(crate) closing: bool,
+    pub(crate) dead: bool,
+    pub(crate) authenticated: bool,
+    pub(crate) last: Instant,
+    pub(crate) aux: mio::Token,
+}
+
+impl Link {
+    fn send(&mut self, bytes: &[u8]) {
+        match &mut self.tls {
+            Some(tls) => {
+                if tls.send(bytes).is_err() {
+                    self.dead = true;
+                }
+                tls.transmit(&mut self.out);
+            }
+            None => self.out.extend_from_slice(bytes),
+        }
+    }
+}
+
+/// What a protocol can do to its connection.
+pub struct Io<'a> {
+    pub(crate) link: &'a mut Link,
+    pub(crate) registry: &'a mio::Registry,
+    pub(crate) sock: &'a mut mio::net::TcpStream,
+}
+
+impl Io<'_> {
+    /// The input received and not yet used (plaintext); a protocol may consume it itself.
+    pub fn input(&mut self) -> &mut Vec<u8> {
+        &mut self.link.input
+    }
+
+    /// Takes one line ending in LF (a CR before it is dropped too). Too long: a line of
+    /// `max` bytes or more without its ending, or `max` bytes buffered without an LF (a
+    /// too-long line is taken from the input).
+    pub fn line(&mut self, max: usize) -> Line {
+        let input = &mut self.link.input;
+        let Some(pos) = memchr::memchr(b'\n', input) else {
+            return if input.len() >= max {
+                Line::TooLong
+            } else {
+                Line::Partial
+            };
+        };
+        let mut line: Vec<u8> = input.drain(..=pos).collect();
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.len() >= max {
+            return Line::TooLong;
+        }
+        self.link.last = Instant::now();
+        Line::Line(line)
+    }
+
+    /// Queues bytes to send (encrypted under TLS).
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.link.send(bytes);
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn pending_output(&self) -> usize {
+        self.link.out.len()
+    }
+
+    /// Starts TLS: what is queued goes out in the clear first, and input the client
+    /// pipelined after the command is discarded (CVE-2011-0411). An error closes.
+    pub fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> bool {
+        match TlsSession::new(config) {
+            Ok(t) => {
+                self.link.input.clear();
+                self.link.raw.clear();
+                if crate::ipc::codec::write_pending(self.sock, &mut self.link.out).is_err() {
+                    self.link.dead = true;
+                }
+                self.link.tls = Some(t);
+                true
+            }
+            Err(_) => {
+                self.link.dead = true;
+                false
+            }
+        }
+    }
+
+    /// Whether TLS is active.
+    pub fn tls_active(&self) -> bool {
+        self.link.tls.is_some()
+    }
+
+    /// Closes once the output is sent (a TLS close_notify after it).
+    pub fn close(&mut self) {
+        let link = &mut *self.link;
+        if let Some(tls) = &mut link.tls {
+            tls.close();
+            tls.transmit(&mut link.out);
+        }
+        link.closing = true;
+    }
+
+    /// Closes at once (output not yet sent is lost).
+    pub fn abort(&mut self) {
+        self.link.dead = true;
+    }
+
+    /// Sends `source` after what is queued, as the client reads it; the protocol is not
+    /// called until it is done.
+    pub fn hand_over(&mut self, source: Box<dyn Source>) {
+        self.link.source = Some(source);
+    }
+
+    /// The client has authenticated: the pre-authentication deadline no longer applies.
+    pub fn authenticated(&mut self) {
+        self.link.authenticated = true;
+    }
+
+    /// The registry and this connection's auxiliary token, for one socket of the
+    /// protocol's own (an auth request); [`Pool::aux_id`] tells the daemon whose its
+    /// events are.
+    pub fn aux(&self) -> (&mio::Registry, mio::Token) {
+        (self.registry, self.link.aux)
+    }
+}

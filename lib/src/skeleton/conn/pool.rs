@@ -1,0 +1,202 @@
+//! [`Pool`]: the connections of one event-driven process — tokens, fair turns (a waker
+//! requeue), deadlines and shutdown — so a daemon's [`EventService`] is its listener
+//! policy, its protocol core and a few lines.
+//!
+//! Token `2·id` is a connection's socket, `2·id+1` its protocol's own socket
+//! ([`Io::aux`]). Every method that may close connections returns their protocols, for
+//! the daemon to release what they hold (an auth request, a per-address count).
+//!
+//! [`EventService`]: crate::skeleton::event::EventService
+//! [`Io::aux`]: super::Io::aux
+
+use super::{Connection, Deadlines, Ending, Protocol, Turn};
+use crate::skeleton::event::RESERVED_TOKENS;
+use crate::tls::TlsSession;
+use mio::{Interest, Registry, Token};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// All client connections of one process.
+pub struct Pool<P> {
+    conns: HashMap<usize, Connection<P>>,
+    next: usize,
+    waker_token: Token,
+    waker: Option<mio::Waker>,
+    /// Connections that used up their turn with work left, driven again on the waker.
+    again: Vec<usize>,
+}
+
+impl<P: Protocol> Pool<P> {
+    /// An empty pool; `waker` is a token of the daemon's (below [`RESERVED_TOKENS`] and
+    /// above every connection's).
+    pub fn new(waker: Token) -> Pool<P> {
+        Pool {
+            conns: HashMap::new(),
+            next: 0,
+            waker_token: waker,
+            waker: None,
+            again: Vec::new(),
+        }
+    }
+
+    /// Connections open.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// The connection whose protocol socket `token` is, if it is one.
+    pub fn aux_id(&self, token: Token) -> Option<usize> {
+        (token.0 < RESERVED_TOKENS && token != self.waker_token && token.0 % 2 == 1).then_some(token.0 / 2)
+    }
+
+    /// The most output bytes any connection holds unsent now.
+    pub fn max_pending_output(&self) -> usize {
+        self.conns.values().map(Connection::pending_output).max().unwrap_or(0)
+    }
+
+    /// A connection, to act on from outside its turn.
+    pub fn get(&mut self, id: usize) -> Option<&mut Connection<P>> {
+        self.conns.get_mut(&id)
+    }
+
+    fn id(&mut self) -> usize {
+        loop {
+            let id = self.next;
+            self.next = (self.next + 1) % (self.waker_token.0.min(RESERVED_TOKENS) / 2 - 1);
+            if !self.conns.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Takes a client: non-blocking, registered, TLS from the start when `tls` is given,
+    /// greeted and driven. The protocol comes back at once if it cannot be set up.
+    pub fn add(
+        &mut self,
+        registry: &Registry,
+        sock: std::net::TcpStream,
+        proto: P,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        deadlines: Deadlines,
+    ) -> Vec<P> {
+        if sock.set_nonblocking(true).is_err() {
+            return vec![proto];
+        }
+        let tls = match tls.map(TlsSession::new) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(_)) => return vec![proto],
+        };
+        let mut sock = mio::net::TcpStream::from_std(sock);
+        let id = self.id();
+        if registry
+            .register(&mut sock, Token(2 * id), Interest::READABLE | Interest::WRITABLE)
+            .is_err()
+        {
+            return vec![proto];
+        }
+        let mut c = Connection::new(sock, proto, tls, deadlines, Token(2 * id + 1));
+        c.greet(registry);
+        self.conns.insert(id, c);
+        self.drive(registry, id)
+    }
+
+    /// Gives connection `id` its turn.
+    pub fn drive(&mut self, registry: &Registry, id: usize) -> Vec<P> {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return Vec::new();
+        };
+        match c.drive(registry) {
+            Turn::Open => Vec::new(),
+            Turn::More => {
+                self.later(registry, id);
+                Vec::new()
+            }
+            Turn::Closed => self.remove(registry, id).into_iter().collect(),
+        }
+    }
+
+    /// Readiness for a connection's socket or the waker (a protocol socket's token is the
+    /// daemon's: see [`aux_id`](Self::aux_id)).
+    pub fn ready(&mut self, registry: &Registry, token: Token) -> Vec<P> {
+        if token == self.waker_token {
+            return self.again(registry);
+        }
+        if token.0 < RESERVED_TOKENS && token.0.is_multiple_of(2) {
+            return self.drive(registry, token.0 / 2);
+        }
+        Vec::new()
+    }
+
+    fn again(&mut self, registry: &Registry) -> Vec<P> {
+        let mut closed = Vec::new();
+        for id in std::mem::take(&mut self.again) {
+            closed.extend(self.drive(registry, id));
+        }
+        closed
+    }
+
+    /// Queues a connection with work left for after the events waiting now.
+    fn later(&mut self, registry: &Registry, id: usize) {
+        if !self.again.contains(&id) {
+            self.again.push(id);
+        }
+        if self.waker.is_none() {
+            match mio::Waker::new(registry, self.waker_token) {
+                Ok(w) => self.waker = Some(w),
+                Err(e) => tracing::warn!("waker: {e}"),
+            }
+        }
+        // without a waker the next tick goes on with it
+        if let Some(w) = &self.waker
+            && let Err(e) = w.wake()
+        {
+            tracing::warn!("waker: {e}");
+        }
+    }
+
+    /// Deadlines, and turns left over should the waker have failed.
+    pub fn tick(&mut self, registry: &Registry, now: Instant) -> Vec<P> {
+        let late: Vec<(usize, Ending)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| c.expired(now).map(|why| (*id, why)))
+            .collect();
+        let mut closed = Vec::new();
+        for (id, why) in late {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.end(why, registry);
+            }
+            closed.extend(self.remove(registry, id));
+        }
+        closed.extend(self.again(registry));
+        closed
+    }
+
+    /// The process stops: every connection gets its last words and is closed.
+    pub fn stop(&mut self, registry: &Registry) -> Vec<P> {
+        let ids: Vec<usize> = self.conns.keys().copied().collect();
+        let mut closed = Vec::new();
+        for id in ids {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.end(Ending::Shutdown, registry);
+            }
+            closed.extend(self.remove(registry, id));
+        }
+        closed
+    }
+
+    /// Removes a connection; its protocol comes back.
+    pub fn remove(&mut self, registry: &Registry, id: usize) -> Option<P> {
+        let mut c = self.conns.remove(&id)?;
+        let _ = registry.deregister(c.socket());
+        self.again.retain(|&a| a != id);
+        Some(c.proto)
+    }
+}

@@ -1,0 +1,351 @@
+//! Each duty of the driver, tested once against a tiny line protocol over real TCP
+//! loopback (and a real rustls client): back-pressure, the deadlines, the TLS upgrade
+//! with pipelined plaintext discarded, hand-over.
+
+use super::*;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The test protocol's output bound.
+const OUT: usize = 8 * 1024;
+/// One BIG reply.
+const BIG: usize = 4 * 1024;
+
+/// What the server saw, shared with the test.
+#[derive(Default)]
+struct Seen {
+    commands: Mutex<Vec<String>>,
+    max_output: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// Commands: `STLS`, `LOGIN`, `BIG` (a 4 KB reply), `STREAM n` (n bytes handed over),
+/// anything else is echoed.
+struct Test {
+    seen: Arc<Seen>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// A hand-over: `left` bytes of `x` in 1 KB parts, then `.\r\n`.
+struct Xs {
+    left: usize,
+    done: bool,
+}
+
+impl Source for Xs {
+    fn fill(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let n = self.left.min(1024);
+        out.extend(std::iter::repeat_n(b'x', n));
+        self.left -= n;
+        if self.left == 0 {
+            out.extend_from_slice(b".\r\n");
+            self.done = true;
+        }
+        Ok(())
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+}
+
+impl Protocol for Test {
+    fn greeting(&mut self, io: &mut Io<'_>) {
+        io.send(b"+OK hello\r\n");
+    }
+
+    fn handle(&mut self, io: &mut Io<'_>) -> bool {
+        let line = match io.line(256) {
+            Line::Partial => return false,
+            Line::TooLong => {
+                io.send(b"-ERR too long\r\n");
+                io.close();
+                return false;
+            }
+            Line::Line(l) => String::from_utf8_lossy(&l).into_owned(),
+        };
+        self.seen.commands.lock().unwrap().push(line.clone());
+        match line.split_once(' ').unwrap_or((&line, "")) {
+            ("STLS", _) => {
+                io.send(b"+OK begin TLS\r\n");
+                let cfg = self.tls.clone().unwrap();
+                assert!(io.start_tls(cfg));
+            }
+            ("LOGIN", _) => {
+                io.authenticated();
+                io.send(b"+OK in\r\n");
+            }
+            ("BIG", _) => io.send(&[b'b'; BIG]),
+            ("STREAM", n) => {
+                io.send(b"+OK\r\n");
+                io.hand_over(Box::new(Xs {
+                    left: n.parse().unwrap(),
+                    done: false,
+                }));
+            }
+            ("QUIT", _) => {
+                io.send(b"+OK bye\r\n");
+                io.close();
+            }
+            _ => io.send(format!("echo {line}\r\n").as_bytes()),
+        }
+        let pending = io.pending_output();
+        self.seen.max_output.fetch_max(pending, Ordering::SeqCst);
+        true
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            input: 1024,
+            output: OUT,
+        }
+    }
+
+    fn ending(&mut self, why: Ending, io: &mut Io<'_>) {
+        io.send(format!("-ERR {why:?}\r\n").as_bytes());
+    }
+}
+
+/// A server on loopback in its own thread: accepts into a [`Pool`], runs until the
+/// test's [`Seen::stop`] (or 60 s).
+fn server(deadlines: Deadlines, tls: Option<Arc<rustls::ServerConfig>>) -> (std::net::SocketAddr, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let s = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(64);
+        let mut pool: Pool<Test> = Pool::new(mio::Token(1_000_001));
+        let start = Instant::now();
+        while !s.stop.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(60) {
+            while let Ok((sock, _)) = listener.accept() {
+                let proto = Test {
+                    seen: Arc::clone(&s),
+                    tls: tls.clone(),
+                };
+                pool.add(poll.registry(), sock, proto, None, deadlines);
+            }
+            poll.poll(&mut events, Some(Duration::from_millis(10))).unwrap();
+            for e in events.iter() {
+                pool.ready(poll.registry(), e.token());
+            }
+            pool.tick(poll.registry(), Instant::now());
+            s.max_output.fetch_max(pool.max_pending_output(), Ordering::SeqCst);
+        }
+    });
+    (addr, seen)
+}
+
+fn deadlines(idle: u64, login: Option<u64>, session: Option<u64>) -> Deadlines {
+    Deadlines {
+        idle: Duration::from_millis(idle),
+        login: login.map(Duration::from_millis),
+        session: session.map(Duration::from_millis),
+    }
+}
+
+fn connect(addr: std::net::SocketAddr) -> TcpStream {
+    let c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c
+}
+
+/// Reads until `want` has been seen (or EOF); returns all read.
+fn read_until(c: &mut impl Read, want: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !got.windows(want.len()).any(|w| w == want) {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+/// Reads to EOF; returns what came and when it closed.
+fn read_to_close(c: &mut TcpStream) -> (Vec<u8>, Instant) {
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    (got, Instant::now())
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_grow_the_output_past_its_bound() {
+    let (addr, seen) = server(deadlines(30_000, None, None), None);
+    let mut c = connect(addr);
+    read_until(&mut c, b"hello\r\n");
+    // 2000 BIGs = 8 MB of replies, more than loopback's socket buffers hold.
+    let writer = c.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut w = writer;
+        w.write_all(&b"BIG\r\n".repeat(2000)).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let executed = seen.commands.lock().unwrap().len();
+    assert!(executed < 2000, "all {executed} commands ran though nobody read");
+    let held = seen.max_output.load(Ordering::SeqCst);
+    assert!(
+        held <= OUT + BIG,
+        "held {held} bytes of output, bound {OUT} + one reply"
+    );
+    // Nothing is lost: reading now gets every reply.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 65536];
+    while got < 2000 * BIG {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert_eq!(got, 2000 * BIG);
+    sender.join().unwrap();
+    assert!(seen.max_output.load(Ordering::SeqCst) <= OUT + BIG);
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn the_login_deadline_is_not_extended_by_traffic_and_ends_at_login() {
+    let (addr, seen) = server(deadlines(30_000, Some(1000), None), None);
+    let start = Instant::now();
+    let mut busy = connect(addr);
+    let mut logged_in = connect(addr);
+    logged_in.write_all(b"LOGIN\r\n").unwrap();
+    read_until(&mut logged_in, b"+OK in\r\n");
+    let mut got = Vec::new();
+    while start.elapsed() < Duration::from_secs(4) {
+        if busy.write_all(b"NOOP\r\n").is_err() {
+            break;
+        }
+        busy.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = [0u8; 4096];
+        match busy.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if got.ends_with(b"-ERR Login\r\n") {
+            break;
+        }
+    }
+    let t = start.elapsed();
+    assert!(got.ends_with(b"-ERR Login\r\n"), "{}", String::from_utf8_lossy(&got));
+    assert!(t >= Duration::from_millis(900) && t < Duration::from_secs(3), "{t:?}");
+    // the connection that logged in lives on past the login deadline
+    logged_in.write_all(b"NOOP\r\n").unwrap();
+    assert!(read_until(&mut logged_in, b"echo NOOP\r\n").ends_with(b"echo NOOP\r\n"));
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn the_idle_deadline_is_extended_by_commands_only() {
+    let (addr, seen) = server(deadlines(800, None, None), None);
+    let mut c = connect(addr);
+    read_until(&mut c, b"hello\r\n");
+    let start = Instant::now();
+    // commands every 300 ms keep it open past the idle time
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(300));
+        c.write_all(b"NOOP\r\n").unwrap();
+        read_until(&mut c, b"echo NOOP\r\n");
+    }
+    assert!(start.elapsed() > Duration::from_millis(1400));
+    // half a line is no command: it does not count
+    let quiet = Instant::now();
+    c.write_all(b"NO").unwrap();
+    let (got, closed) = read_to_close(&mut c);
+    assert_eq!(got, b"-ERR Idle\r\n");
+    let t = closed - quiet;
+    assert!(
+        t >= Duration::from_millis(700) && t < Duration::from_millis(2500),
+        "{t:?}"
+    );
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn the_whole_session_deadline_ends_even_a_busy_authenticated_client() {
+    let (addr, seen) = server(deadlines(30_000, Some(30_000), Some(1200)), None);
+    let start = Instant::now();
+    let mut c = connect(addr);
+    c.write_all(b"LOGIN\r\n").unwrap();
+    let mut got = Vec::new();
+    c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    while start.elapsed() < Duration::from_secs(5) && !got.ends_with(b"-ERR Session\r\n") {
+        let _ = c.write_all(b"NOOP\r\n");
+        let mut buf = [0u8; 4096];
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let t = start.elapsed();
+    assert!(got.ends_with(b"-ERR Session\r\n"), "{}", String::from_utf8_lossy(&got));
+    assert!(t >= Duration::from_millis(1100) && t < Duration::from_secs(3), "{t:?}");
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+fn tls_pair() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    let server = crate::tls::server_config_from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(cert.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (server, Arc::new(client))
+}
+
+#[test]
+fn plaintext_pipelined_after_starttls_is_discarded() {
+    let (server_cfg, client_cfg) = tls_pair();
+    let (addr, seen) = server(deadlines(30_000, None, None), Some(server_cfg));
+    let mut c = connect(addr);
+    read_until(&mut c, b"hello\r\n");
+    // one packet: the injected CAPA must not run, neither in the clear nor inside TLS
+    c.write_all(b"STLS\r\nCAPA\r\n").unwrap();
+    let got = read_until(&mut c, b"begin TLS\r\n");
+    assert_eq!(got, b"+OK begin TLS\r\n");
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(client_cfg, name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, c);
+    tls.write_all(b"PING\r\n").unwrap();
+    let got = read_until(&mut tls, b"\r\n");
+    assert_eq!(got, b"echo PING\r\n");
+    assert_eq!(*seen.commands.lock().unwrap(), ["STLS", "PING"]);
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn a_hand_over_streams_as_the_client_reads_then_the_protocol_goes_on() {
+    let (addr, seen) = server(deadlines(30_000, None, None), None);
+    let mut c = connect(addr);
+    read_until(&mut c, b"hello\r\n");
+    let size = 4 * 1024 * 1024;
+    // the command after STREAM runs only once the stream is done
+    c.write_all(format!("STREAM {size}\r\nAFTER\r\n").as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(*seen.commands.lock().unwrap(), ["STREAM 4194304"]);
+    assert!(seen.max_output.load(Ordering::SeqCst) <= OUT + 1024 + 3);
+    let got = read_until(&mut c, b"echo AFTER\r\n");
+    let mut want = b"+OK\r\n".to_vec();
+    want.extend(std::iter::repeat_n(b'x', size));
+    want.extend_from_slice(b".\r\necho AFTER\r\n");
+    assert_eq!(got.len(), want.len());
+    assert!(got == want);
+    assert!(seen.max_output.load(Ordering::SeqCst) <= OUT + 1024 + 3);
+    seen.stop.store(true, Ordering::SeqCst);
+}
