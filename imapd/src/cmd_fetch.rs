@@ -274,14 +274,7 @@ impl Session {
                     failed = true;
                     continue;
                 };
-                match CrlfStream::new(file) {
-                    Ok(s) => stream = Some(s),
-                    Err(e) => {
-                        tracing::warn!("FETCH: message {u}: {e}");
-                        failed = true;
-                        continue;
-                    }
-                }
+                stream = Some(CrlfStream::new(file, m.size));
                 None
             } else if whole_only {
                 if !sel.folder.read_raw(u, &mut buf)? {

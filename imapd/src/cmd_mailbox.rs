@@ -14,6 +14,21 @@ use postern_lib::mailbox::{Folder, SEPARATOR, Store};
 /// One message of an APPEND: flags, keywords, internal date, bytes.
 type AppendGroup<'a> = (Flags, Vec<String>, Option<i64>, &'a [u8]);
 
+/// An APPEND's message: received in memory, or into the folder's `tmp/`.
+enum Message<'a> {
+    Memory(&'a [u8]),
+    Spooled(postern_lib::mailbox::spool::Spool),
+}
+
+impl Message<'_> {
+    fn size(&self) -> u64 {
+        match self {
+            Message::Memory(b) => b.len() as u64,
+            Message::Spooled(s) => s.size(),
+        }
+    }
+}
+
 fn name_arg(c: &Command, i: usize) -> Result<String, Reply> {
     c.args
         .get(i)
@@ -196,22 +211,40 @@ impl Session {
             }
             Err(e) => return Err(e.into()),
         };
-        let size: u64 = groups.iter().map(|g| g.3.len() as u64).sum();
+        // large messages were received into the folder's tmp/ (crate::append_spool)
+        let mut messages = Vec::new();
+        for (fl, keywords, date, message) in groups {
+            let body = match self.spooled_message(message) {
+                None => Message::Memory(message),
+                Some(Ok(spool)) => Message::Spooled(spool),
+                Some(Err(reply)) => return Err(reply),
+            };
+            messages.push((fl, keywords, date, body));
+        }
+        let size: u64 = messages.iter().map(|m| m.3.size()).sum();
+        let store = self.store()?;
         if !store.room_for(size)? {
             return Err(self.over_quota("APPEND", size));
         }
         let mut uids = Vec::new();
-        for (mut fl, keywords, date, message) in groups {
-            let res = (|| {
+        for (mut fl, keywords, date, message) in messages {
+            let mut res = (|| {
                 for k in keywords {
                     if let Some(bit) = folder.keyword_bit(&k, true)? {
                         fl.keywords |= bit;
                     }
                 }
-                folder.append(message, fl, date)
+                Ok(())
             })();
+            if res.is_ok() {
+                res = match message {
+                    Message::Memory(bytes) => folder.append(bytes, fl, date),
+                    Message::Spooled(spool) => folder.append_spool(spool, fl, date),
+                }
+                .map(|uid| uids.push(uid));
+            }
             match res {
-                Ok(uid) => uids.push(uid),
+                Ok(()) => {}
                 Err(e) => {
                     // all or nothing: take back what this command already added
                     let _ = folder.expunge(&uids);

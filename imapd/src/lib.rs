@@ -41,6 +41,7 @@
 //! quoting), [`server`] (the event loop side: sockets, TLS, auth, timeouts).
 #![forbid(unsafe_code)]
 
+pub mod append_spool;
 pub mod binary;
 pub mod cmd_fetch;
 pub mod cmd_list;

@@ -21,6 +21,7 @@
 use crate::literal_budget::{Held, LiteralBudget};
 use crate::parse::{self, Arg, Command, SeqSet};
 use postern_lib::mailbox::flags::Flags;
+use postern_lib::mailbox::spool::Spool;
 use postern_lib::mailbox::{Folder, MailboxError, Store};
 use std::path::PathBuf;
 
@@ -36,6 +37,11 @@ pub const PRELOGIN_MAX_LINE: usize = 8 * 1024;
 pub const SMALL_LITERAL: u64 = PRELOGIN_MAX_LITERAL;
 /// See [`SMALL_LITERAL`]: what such literals can make one connection hold.
 pub const SMALL_COMMAND: u64 = 64 * 1024;
+
+/// APPEND literals larger than this are written to the target folder's `tmp/` as they
+/// arrive ([`Spool`]) instead of being held in memory, and are not counted against the
+/// [`LiteralBudget`]: a session receiving one holds a read buffer, whatever its size.
+pub const SPOOL_ABOVE: u64 = 64 * 1024;
 
 /// Output gathered from pipelined commands before the rest wait for the client to read it
 /// (the server's [`Session::busy`] back-pressure): a client that sends many commands and
@@ -135,14 +141,24 @@ pub struct Session {
     pub(crate) out: Vec<u8>,
     closed: bool,
     mode: Mode,
-    inbuf: Vec<u8>,
-    cmd: Vec<u8>,
-    literal_need: usize,
+    pub(crate) inbuf: Vec<u8>,
+    pub(crate) cmd: Vec<u8>,
+    pub(crate) literal_need: usize,
     /// The literal bytes of all sessions of the process, and this session's part of them
     /// (the literals of the command being received).
     literal_budget: LiteralBudget,
     literal_held: Held,
     pub(crate) pending_fetch: Option<crate::cmd_fetch::FetchJob>,
+    /// The large APPEND literals of the command being received, written to the target
+    /// folder's `tmp/` as they arrive ([`SPOOL_ABOVE`]); the command's text holds a
+    /// placeholder for each ([`Session::spool_placeholder`]). `Err` is a literal that
+    /// was read and thrown away, and why the APPEND fails. Dropped (files removed) when
+    /// the command has run, is refused, or the session ends.
+    pub(crate) spooled: Vec<Result<Spool, Reply>>,
+    /// The literal being received goes to the last of `spooled`.
+    pub(crate) spooling: bool,
+    /// Makes the placeholders of this session unguessable to its client.
+    pub(crate) spool_nonce: u64,
     /// A SEARCH that used up its [`WORK_SLICE`], to go on at [`Session::resume`].
     pub(crate) pending_search: Option<crate::cmd_search::SearchJob>,
     /// Commands were left unrun because the output of those before them reached
@@ -174,6 +190,12 @@ impl Session {
             literal_budget: LiteralBudget::new(u64::MAX),
             literal_held: Held::default(),
             pending_fetch: None,
+            spooled: Vec::new(),
+            spooling: false,
+            spool_nonce: {
+                use std::hash::{BuildHasher, Hasher};
+                std::collections::hash_map::RandomState::new().build_hasher().finish()
+            },
             pending_search: None,
             held_back: false,
             rev2: false,
@@ -300,6 +322,8 @@ impl Session {
     fn drop_command(&mut self) {
         self.cmd = Vec::new();
         self.literal_held.release();
+        self.spooled.clear();
+        self.spooling = false;
     }
 
     /// A command line or command over the bound: BYE, logged.
@@ -380,11 +404,16 @@ impl Session {
             }
             if self.literal_need > 0 {
                 let n = self.literal_need.min(self.inbuf.len());
-                self.cmd.extend(self.inbuf.drain(..n));
+                if self.spooling {
+                    self.spool_write(n);
+                } else {
+                    self.cmd.extend(self.inbuf.drain(..n));
+                }
                 self.literal_need -= n;
                 if self.literal_need > 0 {
                     return None;
                 }
+                self.spooling = false;
             }
             let (max_line, max_literal) = self.limits();
             let Some(eol) = memchr::memchr(b'\n', &self.inbuf) else {
@@ -444,6 +473,20 @@ impl Session {
                     }
                     continue;
                 }
+                // a large APPEND literal goes to the folder's tmp/, not to memory
+                if n > SPOOL_ABOVE
+                    && let Some(refusal) = self.spool_start(&line, n, sync)
+                {
+                    match refusal {
+                        None => continue,
+                        Some(reply) => {
+                            let tag = tag_of(&self.cmd);
+                            self.drop_command();
+                            self.line(&format!("{tag} {}", reply.text()));
+                            continue;
+                        }
+                    }
+                }
                 // a small literal in a short command (a password, a search string) is held
                 // by the command's own bound and not counted, so a budget filled by large
                 // APPENDs never refuses a login or a search
@@ -465,6 +508,8 @@ impl Session {
             let need = self.execute(&cmd);
             drop(cmd);
             self.literal_held.release();
+            // what the command did not use is removed
+            self.spooled.clear();
             if need.is_some() {
                 return need;
             }
@@ -932,47 +977,49 @@ mod literal_budget_tests {
 
     #[test]
     fn literals_over_the_process_budget_are_refused_unread_and_the_budget_comes_back() {
+        // in-memory literals: under SPOOL_ABOVE, or APPEND's would go to tmp/
+
         let dir = tempfile::tempdir().unwrap();
-        let budget = LiteralBudget::new(150_000);
+        let budget = LiteralBudget::new(75_000);
         let mut a = logged_in(dir.path(), &budget);
         let mut b = logged_in(dir.path(), &budget);
         let mut c = logged_in(dir.path(), &budget);
-        a.input(b"1 APPEND INBOX {100000}\r\n");
+        a.input(b"1 APPEND INBOX {50000}\r\n");
         assert_eq!(a.take_output(), b"+ Ready for literal data\r\n");
         a.input(&[b'x'; 10]);
-        assert_eq!(budget.used(), 100_000);
+        assert_eq!(budget.used(), 50_000);
         // another session's literal does not fit now: refused, nothing read
-        b.input(b"2 APPEND INBOX {60000}\r\n");
+        b.input(b"2 APPEND INBOX {30000}\r\n");
         assert_eq!(b.take_output(), b"2 NO [UNAVAILABLE] Server busy, try again later\r\n");
-        assert_eq!(budget.used(), 100_000);
+        assert_eq!(budget.used(), 50_000);
         // one that fits fills the budget
-        b.input(b"3 APPEND INBOX {50000}\r\nSubject: y\r\n");
+        b.input(b"3 APPEND INBOX {25000}\r\nSubject: y\r\n");
         assert_eq!(b.take_output(), b"+ Ready for literal data\r\n");
-        assert_eq!(budget.used(), 150_000);
+        assert_eq!(budget.used(), 75_000);
         // a small literal in a short command (a password, a search string) is not
         // counted: a full budget never refuses it
         c.input(b"4 STATUS {5}\r\n");
         assert_eq!(c.take_output(), b"+ Ready for literal data\r\n");
         c.input(b"INBOX (MESSAGES)\r\n");
         assert!(String::from_utf8_lossy(&c.take_output()).contains("4 OK"));
-        assert_eq!(budget.used(), 150_000);
+        assert_eq!(budget.used(), 75_000);
         // LITERAL+ that does not fit: BYE, nothing read
-        c.input(b"5 APPEND INBOX {60000+}\r\nxxxx");
+        c.input(b"5 APPEND INBOX {30000+}\r\nxxxx");
         assert_eq!(c.take_output(), b"* BYE [UNAVAILABLE] Server busy, try again later\r\n");
         assert!(c.closed());
         // the first APPEND completes, the second's client goes away: all of it back
         let mut msg = b"Subject: x\r\n\r\n".to_vec();
-        msg.resize(100_000 - 10, b'y');
+        msg.resize(50_000 - 10, b'y');
         a.input(&msg);
         a.input(b"\r\n");
         let out = String::from_utf8(a.take_output()).unwrap();
         assert!(out.contains("1 OK"), "{out}");
-        assert_eq!(budget.used(), 50_000);
+        assert_eq!(budget.used(), 25_000);
         drop(b);
         assert_eq!(budget.used(), 0);
         // a session that ends mid-literal gives its part back
-        a.input(b"6 APPEND INBOX {90000}\r\nabc");
-        assert_eq!(budget.used(), 90_000);
+        a.input(b"6 APPEND INBOX {45000}\r\nabc");
+        assert_eq!(budget.used(), 45_000);
         drop(a);
         assert_eq!(budget.used(), 0);
         // a command that grows too long mid-way gives its literals back too

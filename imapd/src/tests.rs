@@ -323,3 +323,88 @@ fn a_search_of_more_than_the_key_limit_is_refused() {
     );
     assert_eq!(text(&mut s), "* SEARCH 1\r\nd OK Search completed\r\n");
 }
+
+fn big_session(dir: &std::path::Path) -> Session {
+    let mut s = Session::new(
+        Settings {
+            max_literal: 10 * 1024 * 1024,
+            ..settings(dir)
+        },
+        true,
+        false,
+    );
+    text(&mut s);
+    s.input(b"a LOGIN alice secret\r\n");
+    s.auth_done(Ok("alice".into()));
+    text(&mut s);
+    s
+}
+
+fn tmp_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("alice/tmp")).map_or(0, |d| d.count())
+}
+
+/// APPEND literals over [`crate::session::SPOOL_ABOVE`] go to tmp/ as they arrive (line
+/// ends converted), become messages with the right UIDs (MULTIAPPEND too), and a
+/// session that ends mid-literal leaves nothing behind.
+#[test]
+fn large_append_literals_are_spooled_to_tmp() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = big_session(dir.path());
+    let mut msg = b"Subject: big\n\n".to_vec();
+    while msg.len() < 300_000 {
+        msg.extend_from_slice(b"0123456789 abcdefghij\n");
+    }
+    s.input(format!("b APPEND INBOX (\\Seen) {{{}}}\r\n", msg.len()).as_bytes());
+    assert_eq!(text(&mut s), "+ Ready for literal data\r\n");
+    let (first, rest) = msg.split_at(100_000);
+    s.input(first);
+    assert_eq!(tmp_files(dir.path()), 1, "received into tmp/");
+    s.input(rest);
+    s.input(format!(" {{{}+}}\r\n", msg.len()).as_bytes());
+    s.input(&msg);
+    s.input(b"\r\n");
+    let out = text(&mut s);
+    assert!(
+        out.contains("b OK [APPENDUID ") && out.contains(" 1:2] Append completed"),
+        "{out}"
+    );
+    assert_eq!(tmp_files(dir.path()), 0);
+    s.input(b"c SELECT INBOX\r\nd FETCH 1:2 (FLAGS BODY.PEEK[])\r\n");
+    let out = s.take_output();
+    let crlf = postern_lib::mailbox::folder::to_crlf(msg.clone());
+    let count = out.windows(crlf.len()).filter(|w| *w == &crlf[..]).count();
+    assert_eq!(count, 2);
+    assert!(String::from_utf8_lossy(&out).contains("* 1 FETCH (FLAGS (\\Seen) BODY[] {"));
+
+    // gone mid-literal: no file, no message
+    s.input(format!("e APPEND INBOX {{{}+}}\r\n", msg.len()).as_bytes());
+    s.input(&msg[..200_000]);
+    assert_eq!(tmp_files(dir.path()), 1);
+    drop(s);
+    assert_eq!(tmp_files(dir.path()), 0);
+    let store = postern_lib::mailbox::Store::open(dir.path(), "alice").unwrap();
+    assert_eq!(store.folder("INBOX").unwrap().messages().len(), 2);
+}
+
+/// A synchronising literal to a folder that does not exist, or over the quota, is
+/// refused before it is read; a LITERAL+ one is read, thrown away and refused.
+#[test]
+fn large_append_literals_are_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = big_session(dir.path());
+    s.input(b"b APPEND Nowhere {500000}\r\n");
+    assert_eq!(text(&mut s), "b NO [TRYCREATE] No such mailbox\r\n");
+    s.input(b"c APPEND Nowhere {100000+}\r\n");
+    s.input(&vec![b'x'; 100_000]);
+    s.input(b"\r\n");
+    assert_eq!(text(&mut s), "c NO [TRYCREATE] No such mailbox\r\n");
+    s.store.as_mut().unwrap().set_quota(Some(50_000));
+    s.input(b"d APPEND INBOX {500000}\r\n");
+    assert_eq!(text(&mut s), "d NO [OVERQUOTA] Quota exceeded\r\n");
+    s.input(b"e APPEND INBOX {100000+}\r\n");
+    s.input(&vec![b'x'; 100_000]);
+    s.input(b"\r\nf NOOP\r\n");
+    assert_eq!(text(&mut s), "e NO [OVERQUOTA] Quota exceeded\r\nf OK Completed\r\n");
+    assert_eq!(tmp_files(dir.path()), 0);
+}

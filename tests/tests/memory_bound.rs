@@ -2,11 +2,16 @@
 //! logged-in clients, through the real master with one process (`maxproc = 1`) on
 //! loopback.
 //!
-//! * literals: every literal must fit the process's `imapd_literal_memory_limit` when it
-//!   is announced; sessions dribbling large APPENDs fill it, the next `{n}` gets `NO
+//! * literals: every literal held in memory must fit the process's
+//!   `imapd_literal_memory_limit` when it is announced; sessions dribbling large SEARCH
+//!   strings fill it, the next `{n}` gets `NO
 //!   [UNAVAILABLE]` unread and a `{n+}` gets `* BYE [UNAVAILABLE]`; imapd's RSS stays under
 //!   its baseline plus the budget plus [`SLACK_KB`]; another user is answered within 1 s;
-//!   the budget comes back when an APPEND completes, fails, or its client disconnects;
+//!   the budget comes back when a command completes, fails, or its client disconnects;
+//! * APPEND: large literals go to the folder's `tmp/` as they arrive, so sessions each
+//!   dribbling a 40 MB APPEND keep imapd's RSS under a bound that does not grow with
+//!   them; the messages arrive byte-exact with their UIDs, and a client gone mid-literal
+//!   leaves no file and no message;
 //! * output: a client that pipelines hundreds of `FETCH BODY[]` of a 2 MB message, or
 //!   thousands of `SEARCH ALL`, and never reads makes imapd's peak RSS (VmHWM) grow by
 //!   less than [`OUTPUT_BOUND_KB`]; another user is answered within 1 s;
@@ -21,11 +26,11 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// The largest APPEND literal in these tests, and the process's literal budget (three).
+/// The largest SEARCH literal in these tests, and the process's literal budget (three).
 const LITERAL: usize = 8_000_000;
 const BUDGET: &str = "imapd_literal_memory_limit=24000000";
 /// What imapd may hold beyond its baseline and the literal budget (buffers, the parsed
-/// command of the one APPEND running, allocator slack; a debug build).
+/// command of the one running, allocator slack; a debug build).
 const SLACK_KB: u64 = 16 * 1024;
 /// How much a non-reading client may raise imapd's peak RSS by with pipelined commands:
 /// the session's output bound (1 MB gathered + one command's answer: a 2 MB message
@@ -163,9 +168,15 @@ fn literals_beyond_the_process_budget_are_refused_and_the_budget_comes_back() {
     owned_mail_base(&inst);
     inst.start();
     let mut bob = Client::login(port, "bob", "Bob-Mem-1");
-    let mut appenders: Vec<Client> = (0..6).map(|_| Client::login(port, "alice", "Alice-Mem-1")).collect();
+    let mut appenders: Vec<Client> = (0..6)
+        .map(|_| {
+            let mut c = Client::login(port, "alice", "Alice-Mem-1");
+            assert!(c.imap("s", "SELECT INBOX").contains("s OK"));
+            c
+        })
+        .collect();
     let baseline = imapd_kb(&inst, "VmRSS");
-    // three APPENDs fill the budget; each sends all but the last 1,000 bytes, then waits
+    // three SEARCH strings fill the budget (an APPEND's would go to the folder's tmp/); each sends all but the last 1,000 bytes, then waits
     let body = {
         let mut m = b"From: alice@example.test\r\nSubject: big\r\n\r\n".to_vec();
         m.resize(LITERAL - 2, b'x');
@@ -173,7 +184,7 @@ fn literals_beyond_the_process_budget_are_refused_and_the_budget_comes_back() {
         m
     };
     for (i, c) in appenders.iter_mut().take(3).enumerate() {
-        c.send(format!("a{i} APPEND INBOX {{{LITERAL}}}\r\n").as_bytes());
+        c.send(format!("a{i} SEARCH TEXT {{{LITERAL}}}\r\n").as_bytes());
         assert_eq!(c.line(), "+ Ready for literal data\r\n");
         for piece in body[..LITERAL - 1000].chunks(256 * 1024) {
             c.send(piece);
@@ -181,11 +192,11 @@ fn literals_beyond_the_process_budget_are_refused_and_the_budget_comes_back() {
     }
     answered_within_a_second(&mut bob, "n1");
     // the fourth does not fit: refused unread, the session goes on
-    let r = appenders[3].imap("b3", &format!("APPEND INBOX {{{LITERAL}}}"));
+    let r = appenders[3].imap("b3", &format!("SEARCH TEXT {{{LITERAL}}}"));
     assert_eq!(r, "b3 NO [UNAVAILABLE] Server busy, try again later\r\n");
     answered_within_a_second(&mut appenders[3], "n3");
     // LITERAL+: the bytes come anyway, so the connection ends
-    appenders[4].send(format!("b4 APPEND INBOX {{{LITERAL}+}}\r\n").as_bytes());
+    appenders[4].send(format!("b4 SEARCH TEXT {{{LITERAL}+}}\r\n").as_bytes());
     appenders[4].send(&body[..64 * 1024]);
     assert_eq!(
         appenders[4].line(),
@@ -205,7 +216,7 @@ fn literals_beyond_the_process_budget_are_refused_and_the_budget_comes_back() {
         held < baseline + budget_kb + SLACK_KB,
         "imapd RSS {held} kB over its baseline {baseline} kB + budget {budget_kb} kB + {SLACK_KB} kB"
     );
-    // the budget comes back: one APPEND completes, one fails (BAD after its literal),
+    // the budget comes back: one SEARCH completes, one fails (BAD after its literal),
     // one client disconnects mid-literal
     appenders[0].send(&body[LITERAL - 1000..]);
     appenders[0].send(b"\r\n");
@@ -219,7 +230,7 @@ fn literals_beyond_the_process_budget_are_refused_and_the_budget_comes_back() {
     // all of it: three sessions may each announce a full-size literal again
     std::thread::sleep(Duration::from_millis(300));
     for (i, c) in appenders.iter_mut().skip(1).take(3).enumerate() {
-        c.send(format!("c{i} APPEND INBOX {{{LITERAL}}}\r\n").as_bytes());
+        c.send(format!("c{i} SEARCH TEXT {{{LITERAL}}}\r\n").as_bytes());
         assert_eq!(c.line(), "+ Ready for literal data\r\n", "session {i}");
     }
     appenders[1].send(&body);
@@ -400,5 +411,213 @@ fn a_pop3_client_that_pipelines_retr_and_never_reads_holds_no_more_than_the_outp
     );
     drop(alice);
     bob_says(&mut bob, 9);
+    inst.stop();
+}
+
+/// What sessions streaming large APPENDs or whole-message FETCHes may raise imapd's peak
+/// RSS by, however many they are: each holds read buffers, a 64 KB spool or file
+/// chunk and about 1 MB of output (a debug build, with room to spare). Holding the
+/// messages in memory would take K × 40 MB (APPEND) or C × 20 MB and more (FETCH).
+const STREAM_BOUND_KB: u64 = 32 * 1024;
+
+/// The `[APPENDUID v uid]` of an APPEND's answer.
+fn append_uid(r: &str) -> u32 {
+    r.split("[APPENDUID ")
+        .nth(1)
+        .and_then(|t| t.split([' ', ']']).nth(1))
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("no APPENDUID in {r}"))
+}
+
+/// Files in alice's INBOX `sub` directory.
+fn files(mail: &std::path::Path, sub: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(mail.join("alice").join(sub))
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .collect()
+}
+
+#[test]
+fn sessions_appending_large_messages_slowly_hold_a_bounded_amount() {
+    const K: usize = 6;
+    const SIZE: usize = 40_000_000;
+    let (mut inst, port) = instance(&["imapd_user_connection_limit=50"]);
+    let mail = maildirs(&inst);
+    owned_mail_base(&inst);
+    inst.start();
+    let mut bob = Client::login(port, "bob", "Bob-Mem-1");
+    let mut clients: Vec<Client> = (0..K).map(|_| Client::login(port, "alice", "Alice-Mem-1")).collect();
+    let baseline = imapd_kb(&inst, "VmHWM");
+    let message = |i: usize| {
+        let mut m = format!("From: alice@example.test\r\nSubject: big {i}\r\n\r\n").into_bytes();
+        let mut n = 0u64;
+        while m.len() < SIZE - 100 {
+            m.extend_from_slice(format!("line {n} of message {i}, some text to fill it up\r\n").as_bytes());
+            n += 1;
+        }
+        m.resize(SIZE - 2, b'.');
+        m.extend_from_slice(b"\r\n");
+        m
+    };
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(format!("a{i} APPEND INBOX (\\Seen) {{{SIZE}}}\r\n").as_bytes());
+        assert_eq!(c.line(), "+ Ready for literal data\r\n");
+    }
+    // each sends all but the last bytes in pieces with pauses, at once
+    let senders: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut w = c.w.try_clone().expect("clone");
+            let body = message(i);
+            std::thread::spawn(move || {
+                for piece in body[..SIZE - 1000].chunks(1024 * 1024) {
+                    w.write_all(piece).expect("send");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                body
+            })
+        })
+        .collect();
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        answered_within_a_second(&mut bob, &format!("n{i}"));
+    }
+    let bodies: Vec<Vec<u8>> = senders.into_iter().map(|t| t.join().expect("sender")).collect();
+    answered_within_a_second(&mut bob, "n8");
+    assert_eq!(files(&mail, "tmp").len(), K, "the literals are in tmp/");
+    let peak = imapd_kb(&inst, "VmHWM");
+    eprintln!("imapd VmHWM: {baseline} kB logged in, {peak} kB with {K} × 40 MB APPENDs received");
+    assert!(
+        peak < baseline + STREAM_BOUND_KB,
+        "imapd peak RSS {peak} kB over its baseline {baseline} kB + {STREAM_BOUND_KB} kB"
+    );
+    // the last bytes: each message arrives whole, with its UID
+    let mut uids = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(&bodies[i][SIZE - 1000..]);
+        c.send(b"\r\n");
+        let r = c.until(&format!("a{i}"));
+        assert!(r.contains(&format!("a{i} OK [APPENDUID ")), "{r}");
+        uids.push(append_uid(&r));
+    }
+    let mut sorted = uids.clone();
+    sorted.sort();
+    assert_eq!(sorted, (1..=K as u32).collect::<Vec<_>>());
+    assert!(files(&mail, "tmp").is_empty());
+    let stored = files(&mail, "cur");
+    assert_eq!(stored.len(), K);
+    for (i, body) in bodies.iter().enumerate() {
+        let subject = format!("Subject: big {i}\r\n");
+        let file = stored
+            .iter()
+            .find(|p| {
+                let mut head = vec![0u8; 100];
+                std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).is_ok()
+                    && head.windows(subject.len()).any(|w| w == subject.as_bytes())
+            })
+            .unwrap_or_else(|| panic!("message {i} not stored"));
+        assert!(
+            std::fs::read(file).expect("read") == *body,
+            "message {i} not byte-exact"
+        );
+    }
+    // and as IMAP gives them: message of session 2 by its UID
+    let c = &mut clients[0];
+    assert!(c.imap("s", "SELECT INBOX").contains("s OK"));
+    c.send(format!("f UID FETCH {} BODY.PEEK[]\r\n", uids[2]).as_bytes());
+    assert_eq!(fetched_literal(c, "f"), bodies[2]);
+    // a client gone mid-literal leaves no file and no message
+    let mut gone = Client::login(port, "alice", "Alice-Mem-1");
+    gone.send(format!("g APPEND INBOX {{{SIZE}+}}\r\n").as_bytes());
+    gone.send(&bodies[0][..5_000_000]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(files(&mail, "tmp").len(), 1);
+    drop(gone);
+    answered_within_a_second(&mut bob, "n9");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !files(&mail, "tmp").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(files(&mail, "tmp").is_empty(), "a spool left in tmp/");
+    assert_eq!(files(&mail, "cur").len(), K);
+    inst.stop();
+}
+
+/// Reads a FETCH answer with one literal up to its tagged OK; returns the literal.
+fn fetched_literal(c: &mut Client, tag: &str) -> Vec<u8> {
+    let first = c.line();
+    let n: usize = first
+        .rsplit_once('{')
+        .and_then(|(_, t)| t.trim_end().strip_suffix('}'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no literal in {first}"));
+    let mut body = vec![0u8; n];
+    c.r.read_exact(&mut body).expect("literal");
+    let rest = c.until(tag);
+    assert!(
+        rest.starts_with(")\r\n") && rest.contains(&format!("{tag} OK")),
+        "{rest}"
+    );
+    body
+}
+
+#[test]
+fn sessions_fetching_a_large_message_without_reading_hold_a_bounded_amount() {
+    const C: usize = 8;
+    let (mut inst, port) = instance(&["imapd_user_connection_limit=50"]);
+    let mail = maildirs(&inst);
+    // 20 MB stored with bare LFs (as a delivery agent may): sent as CRLF
+    let mut stored = b"From: bob@example.test\nSubject: large\n\n".to_vec();
+    let mut n = 0;
+    while stored.len() < 20_000_000 {
+        stored.extend_from_slice(format!("line {n}: 0123456789abcdefghijklmnopqrstuvwxyz\n").as_bytes());
+        n += 1;
+    }
+    stored.extend_from_slice(b"no newline at the end\r");
+    std::fs::write(mail.join("alice/new/1000000000.large.test"), &stored).expect("write");
+    owned_mail_base(&inst);
+    inst.start();
+    let mut bob = Client::login(port, "bob", "Bob-Mem-1");
+    let mut clients: Vec<Client> = (0..C)
+        .map(|_| {
+            let mut c = Client::login(port, "alice", "Alice-Mem-1");
+            assert!(c.imap("s", "SELECT INBOX").contains("* 1 EXISTS"));
+            c
+        })
+        .collect();
+    let baseline = imapd_kb(&inst, "VmHWM");
+    for c in &mut clients {
+        c.send(b"f FETCH 1 BODY.PEEK[]\r\n");
+    }
+    for i in 0..4 {
+        std::thread::sleep(Duration::from_millis(300));
+        answered_within_a_second(&mut bob, &format!("n{i}"));
+    }
+    let peak = imapd_kb(&inst, "VmHWM");
+    eprintln!("imapd VmHWM: {baseline} kB before, {peak} kB with {C} unread FETCHes of 20 MB");
+    assert!(
+        peak < baseline + STREAM_BOUND_KB,
+        "imapd peak RSS {peak} kB over its baseline {baseline} kB + {STREAM_BOUND_KB} kB"
+    );
+    // a reading client gets the exact bytes
+    let mut want = Vec::new();
+    let mut prev = 0u8;
+    for &b in &stored {
+        if b == b'\n' && prev != b'\r' {
+            want.push(b'\r');
+        }
+        want.push(b);
+        prev = b;
+    }
+    let got = fetched_literal(&mut clients[0], "f");
+    assert!(
+        got == want,
+        "FETCH BODY[] not the stored bytes as CRLF ({} vs {} bytes)",
+        got.len(),
+        want.len()
+    );
+    drop(clients);
+    answered_within_a_second(&mut bob, "n9");
     inst.stop();
 }

@@ -86,6 +86,7 @@ impl Folder {
             cache_dirty: false,
             stamp: None,
         };
+        super::spool::clean_tmp(path);
         f.sync()?;
         Ok(f)
     }
@@ -618,6 +619,20 @@ impl Folder {
             let _ = fs::remove_file(&tmp);
             return Err(io_err("append", &tmp, e));
         }
+        let _ = crate::safe_open::fsync_dir(&self.path.join("cur"));
+        self.uid_of(&base)
+    }
+
+    /// Adds a message received into `tmp/` ([`super::spool::Spool`], line ends already
+    /// CRLF) as [`Folder::append`] adds one in memory: its date set, fsynced, renamed into
+    /// `cur/`; returns its UID. On failure the spool's file is removed.
+    pub fn append_spool(&mut self, spool: super::spool::Spool, fl: Flags, date: Option<i64>) -> Result<u32> {
+        let base = unique_base(spool.size());
+        let tmp = spool.path().to_path_buf();
+        let date = date.map(|d| SystemTime::UNIX_EPOCH + Duration::from_secs(d.max(0) as u64));
+        spool
+            .finish(date, &self.path.join("cur").join(flags::cur_name(&base, fl)))
+            .map_err(|e| io_err("append", &tmp, e))?;
         let _ = crate::safe_open::fsync_dir(&self.path.join("cur"));
         self.uid_of(&base)
     }

@@ -49,6 +49,7 @@ pub mod cache;
 pub mod flags;
 pub mod folder;
 pub mod headers;
+pub mod spool;
 pub mod stream;
 pub mod uidlist;
 

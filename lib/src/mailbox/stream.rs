@@ -1,8 +1,8 @@
 //! A message file sent as it goes on the wire, a [`CHUNK`] at a time: bare LFs become
 //! CRLF as the bytes are copied out, with the one byte of state a chunk boundary needs
 //! (was the last byte a CR). imapd streams whole-message FETCH bodies with
-//! [`CrlfStream`], whose size ([`CrlfStream::size`]) is counted from the open file first
-//! so the literal's `{n}` is exact; pop3d's RETR reads its chunks with [`read_chunk`].
+//! [`CrlfStream`], announced with the size the folder knows (a file that does not match
+//! it is cut or padded, so the client stays in step); [`read_chunk`] is the one read.
 //! Either way a message of any size costs a connection about one chunk of memory.
 
 use std::fs::File;
@@ -22,17 +22,9 @@ pub fn read_chunk(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// The bytes `src` would add to the output once bare LFs are CRLF, `prev_cr` saying
-/// whether the byte before `src` was a CR.
-fn crlf_len(src: &[u8], prev_cr: bool) -> u64 {
-    let bare = memchr::memchr_iter(b'\n', src)
-        .filter(|&i| if i == 0 { !prev_cr } else { src[i - 1] != b'\r' })
-        .count();
-    src.len() as u64 + bare as u64
-}
-
-/// Appends `src` to `out` with bare LFs as CRLF, `prev_cr` as in [`crlf_len`].
-fn extend_crlf(out: &mut Vec<u8>, src: &[u8], prev_cr: bool) {
+/// Appends `src` to `out` with bare LFs as CRLF, `prev_cr` saying whether the byte
+/// before `src` was a CR.
+pub(crate) fn extend_crlf(out: &mut Vec<u8>, src: &[u8], prev_cr: bool) {
     let mut start = 0;
     for i in memchr::memchr_iter(b'\n', src) {
         let bare = if i == 0 { !prev_cr } else { src[i - 1] != b'\r' };
@@ -57,28 +49,17 @@ pub struct CrlfStream<R = File> {
 }
 
 impl<R: Read + Seek> CrlfStream<R> {
-    /// Reads `file` through once to count its size on the wire (a chunk at a time), then
-    /// stands at its start.
-    pub fn new(mut file: R) -> io::Result<CrlfStream<R>> {
-        let mut buf = vec![0u8; CHUNK];
-        let mut size = 0;
-        let mut prev_cr = false;
-        loop {
-            let n = read_chunk(&mut file, &mut buf)?;
-            let Some(got) = buf.get(..n).filter(|g| !g.is_empty()) else {
-                break;
-            };
-            size += crlf_len(got, prev_cr);
-            prev_cr = got.last() == Some(&b'\r');
-        }
-        file.seek(SeekFrom::Start(0))?;
-        Ok(CrlfStream {
+    /// `file` to be sent as `size` bytes: its size on the wire as the folder knows it
+    /// (the `W=` of its name, or counted when the folder first saw it), so nothing is
+    /// read before the first chunk goes out.
+    pub fn new(file: R, size: u64) -> CrlfStream<R> {
+        CrlfStream {
             file,
             size,
             left: size,
             prev_cr: false,
-            buf,
-        })
+            buf: vec![0u8; CHUNK],
+        }
     }
 
     /// The bytes it sends in all.
@@ -100,9 +81,10 @@ impl<R: Read + Seek> CrlfStream<R> {
     }
 
     /// Appends the next chunk (at most about two [`CHUNK`]s) to `out`. Exactly
-    /// [`CrlfStream::size`] bytes come out in all: should the file change under it (a
-    /// Maildir file never does), the rest is cut or filled with spaces and logged, so the
-    /// literal announced stays true to its length.
+    /// [`CrlfStream::size`] bytes come out in all: should the file not match the size
+    /// known for it (a `W=` made up by hand; Maildir files never change), the rest is cut
+    /// or filled with spaces and logged, so the literal announced stays true to its
+    /// length and the client in step.
     pub fn fill(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         if self.left == 0 {
             return Ok(());
@@ -151,6 +133,18 @@ mod tests {
     }
 
     #[test]
+    fn a_file_not_matching_its_size_is_cut_or_padded() {
+        for (size, want) in [(3u64, &b"a\r\n"[..]), (7, b"a\r\nb\r\n "), (0, b"")] {
+            let mut s = CrlfStream::new(std::io::Cursor::new(b"a\nb\n".to_vec()), size);
+            let mut out = Vec::new();
+            while !s.done() {
+                s.fill(&mut out).unwrap();
+            }
+            assert_eq!(out, want);
+        }
+    }
+
+    #[test]
     fn streamed_bytes_equal_the_whole_conversion_at_every_boundary() {
         let cases: [&[u8]; 6] = [
             b"Subject: a\n\nbody\n",
@@ -163,8 +157,7 @@ mod tests {
         for msg in cases {
             let want = crate::mailbox::folder::to_crlf(msg.to_vec());
             for step in 1..=msg.len().max(1) {
-                let mut s = CrlfStream::new(Steps(std::io::Cursor::new(msg.to_vec()), step)).unwrap();
-                assert_eq!(s.size(), want.len() as u64, "{msg:?}");
+                let mut s = CrlfStream::new(Steps(std::io::Cursor::new(msg.to_vec()), step), want.len() as u64);
                 for _ in 0..2 {
                     let mut out = Vec::new();
                     while !s.done() {
