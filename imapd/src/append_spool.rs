@@ -1,7 +1,7 @@
 //! Large APPEND literals received into the target folder's `tmp/` as they arrive, as
 //! Dovecot does: a literal over [`SPOOL_ABOVE`] in an APPEND (each message of a
 //! MULTIAPPEND) is written to a [`Spool`] instead of memory, and the command's text gets
-//! a placeholder literal in its place, which [`Session::spooled_message`] turns back
+//! a placeholder literal in its place, which `Session::spooled_message` turns back
 //! into the file when the APPEND runs. The quota is checked with the announced size
 //! before a byte is read (a synchronising literal over it, or to a folder that does
 //! not exist, is refused unread; a LITERAL+ one is read and thrown away), and again with

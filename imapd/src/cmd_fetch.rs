@@ -69,7 +69,9 @@ pub struct FetchJob {
 }
 
 /// A whole message larger than this (its `W=` size) is streamed from its file as the
-/// client reads ([`Streaming`]) rather than read into memory.
+/// client reads (`Streaming`) rather than read into memory — also beside items that
+/// read the message (BODYSTRUCTURE, parts), which are made from a copy read for the
+/// message's turn and let go before its response has been sent.
 pub const STREAM_ABOVE: u64 = 256 * 1024;
 
 /// One message's FETCH response sent from its file: the response's text with a body
@@ -244,6 +246,10 @@ impl Session {
         let (uid, needs_content, wants_envelope, sets_seen) =
             (job.uid, job.needs_content, job.wants_envelope, job.sets_seen);
         let whole_only = needs_content && job.whole_only;
+        let wants_whole = job
+            .items
+            .iter()
+            .any(|(u, b)| u == "RFC822" || matches!(b, Some((_, s, None)) if s.is_empty()));
         let items = std::mem::take(&mut job.items);
         let mut buf = std::mem::take(&mut job.buf);
         let Some(sel) = self.sel.as_mut() else {
@@ -283,6 +289,14 @@ impl Session {
                 }
                 None
             } else if needs_content {
+                // whole-message items of a large message are streamed beside the others
+                if wants_whole && m.size > STREAM_ABOVE {
+                    let Some(file) = sel.folder.open_message(u)? else {
+                        failed = true;
+                        continue;
+                    };
+                    stream = Some(CrlfStream::new(file, m.size));
+                }
                 match sel.folder.read(u)? {
                     Some(c) => Some(c),
                     None => {
@@ -364,7 +378,7 @@ impl Session {
                         out.push(b' ');
                         mime::body_structure(out, tree.top(), upper == "BODYSTRUCTURE");
                     }
-                    "RFC822" if whole_only => {
+                    "RFC822" if whole_only || stream.is_some() => {
                         out.extend_from_slice(b"RFC822 ");
                         if stream.is_some() {
                             cuts.push(out.len() - start);
@@ -430,7 +444,7 @@ impl Session {
                         };
                         out.extend_from_slice(name.as_bytes());
                         out.push(b' ');
-                        if stream.is_some() {
+                        if stream.is_some() && section.is_empty() && partial.is_none() {
                             cuts.push(out.len() - start);
                             continue;
                         }

@@ -81,17 +81,24 @@ struct Conn {
 /// With `maxproc` processes (which master holds, see `master/src/supervisor.rs`) that
 /// bounds what unauthenticated clients can make a service hold, however many they are.
 ///
-/// After login: the literals being received by all sessions together fit
-/// `imapd_literal_memory_limit` ([`LiteralBudget`], reserved when announced); the one
+/// After login: the literals held in memory by all sessions together fit
+/// `imapd_literal_memory_limit` ([`LiteralBudget`], reserved when announced); APPEND
+/// literals over [`crate::session::SPOOL_ABOVE`] (64 KB) are not among them: they go to
+/// the folder's `tmp/` as they arrive ([`crate::append_spool`]) and cost a read. The one
 /// command running at a time adds its parsed copy (up to `imapd_max_literal` plus a
-/// line, and what its command file makes of it). Each connection holds besides at most
-/// a line and a read (256 KB with TLS) of unparsed input, 256 KB of ciphertext, and
-/// output: commands stop running at [`crate::session::OUTPUT_PAUSE`] of unread output
-/// and go on below 256 KB (`RESUME_BELOW`), so about 512 KB plus one command's answer —
-/// for FETCH at most [`crate::cmd_fetch::FETCH_CHUNK`] plus one message's response
-/// ([`crate::cmd_fetch::MAX_PER_MESSAGE`] times its size) and its read buffer. That last
-/// term grows with the largest message in the user's mailbox (a whole-body FETCH is not
-/// streamed from the file yet).
+/// line, for a command with a literal held in memory, and what its command file makes of
+/// it). Each connection holds besides at most a line and a read (256 KB with TLS) of
+/// unparsed input, 256 KB of ciphertext, and output: commands stop running at
+/// [`crate::session::OUTPUT_PAUSE`] of unread output and go on below 256 KB
+/// (`RESUME_BELOW`), so about 512 KB plus one command's answer — for FETCH at most
+/// [`crate::cmd_fetch::FETCH_CHUNK`] plus 128 KB (a whole-message body over
+/// [`crate::cmd_fetch::STREAM_ABOVE`] is streamed from its file), or for a message under
+/// that size its response ([`crate::cmd_fetch::MAX_PER_MESSAGE`] times its size). Items
+/// that take a large message apart (BODYSTRUCTURE, `BODY[1]`, BINARY) read it into
+/// memory for its turn; the parts they answer stay until the client has read them. So:
+///
+/// `max_conns × (about 2 MB + parts answered of one message)
+///   + imapd_literal_memory_limit + imapd_max_literal + what one command makes`.
 pub struct Imapd {
     settings: Settings,
     conns: HashMap<usize, Conn>,

@@ -408,3 +408,39 @@ fn large_append_literals_are_refused_unread() {
     assert_eq!(text(&mut s), "e NO [OVERQUOTA] Quota exceeded\r\nf OK Completed\r\n");
     assert_eq!(tmp_files(dir.path()), 0);
 }
+
+/// BODY[] of a large message beside BODYSTRUCTURE and a part: the body is streamed, the
+/// other items made from the message as before, the bytes those of the message.
+#[test]
+fn a_large_message_is_streamed_beside_items_that_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = logged_in(dir.path());
+    let mut msg = b"Subject: big\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+    while msg.len() < 1_000_000 {
+        msg.extend_from_slice(b"0123456789 abcdefghij\r\n");
+    }
+    let store = postern_lib::mailbox::Store::open(dir.path(), "alice").unwrap();
+    store
+        .folder("INBOX")
+        .unwrap()
+        .append(&msg, Default::default(), None)
+        .unwrap();
+    s.input(b"b SELECT INBOX\r\n");
+    text(&mut s);
+    s.input(b"c FETCH 1 (BODYSTRUCTURE BODY.PEEK[] BODY.PEEK[1]<0.10>)\r\n");
+    let mut total = s.take_output();
+    assert!(s.busy(), "streamed, not all at once");
+    while s.busy() {
+        s.resume();
+        total.extend_from_slice(&s.take_output());
+    }
+    let head = String::from_utf8_lossy(&total[..200]).into_owned();
+    assert!(
+        head.starts_with("* 1 FETCH (BODYSTRUCTURE (\"TEXT\" \"PLAIN\""),
+        "{head}"
+    );
+    let mut want = format!(" BODY[] {{{}}}\r\n", msg.len()).into_bytes();
+    want.extend_from_slice(&msg);
+    want.extend_from_slice(b" BODY[1]<0> {10}\r\n0123456789)\r\nc OK Fetch completed\r\n");
+    assert!(total.ends_with(&want));
+}
