@@ -9,8 +9,9 @@
 use std::fs::File;
 use std::io::{self, Read};
 
-/// Bytes read from the message file per step.
-pub const CHUNK: usize = 64 * 1024;
+/// Bytes read from the message file per step (lib's, as imapd's FETCH reads).
+pub use postern_lib::mailbox::stream::CHUNK;
+use postern_lib::mailbox::stream::read_chunk;
 
 /// One RETR or TOP answer in progress (its `+OK` line already sent).
 pub struct Retrieval {
@@ -67,13 +68,7 @@ impl Retrieval {
         let n = if self.stopped {
             0
         } else {
-            loop {
-                match self.file.read(&mut buf) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            read_chunk(&mut self.file, &mut buf)?
         };
         if n == 0 {
             if !self.at_line_start {
