@@ -5,7 +5,8 @@ use super::{Deadlines, Ending, Io, Link, Protocol, ROUNDS_PER_TURN};
 use crate::ipc::codec::write_pending;
 use crate::tls::TlsSession;
 use mio::net::TcpStream;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// What one turn left.
@@ -19,9 +20,11 @@ pub enum Turn {
     Closed,
 }
 
-/// One client connection and its protocol.
-pub struct Connection<P> {
-    sock: TcpStream,
+/// One client connection and its protocol. The stream is a mio socket in a daemon; any
+/// non-blocking `Read + Write` works (a fuzz target's in-memory client).
+pub struct Connection<P, S = TcpStream> {
+    sock: S,
+    peer: Option<SocketAddr>,
     link: Link,
     /// The protocol core.
     pub proto: P,
@@ -29,13 +32,22 @@ pub struct Connection<P> {
     deadlines: Deadlines,
 }
 
-impl<P: Protocol> Connection<P> {
-    /// A connection on `sock` (non-blocking, registered by the caller), TLS from the
-    /// first byte when `tls` is given. `aux` is the token for the protocol's own socket.
-    pub fn new(sock: TcpStream, proto: P, tls: Option<TlsSession>, deadlines: Deadlines, aux: mio::Token) -> Self {
+impl<P: Protocol, S: Read + Write> Connection<P, S> {
+    /// A connection on `sock` (non-blocking, registered by the caller) from `peer`, TLS
+    /// from the first byte when `tls` is given. `aux` is the token for the protocol's own
+    /// socket.
+    pub fn new(
+        sock: S,
+        peer: Option<SocketAddr>,
+        proto: P,
+        tls: Option<TlsSession>,
+        deadlines: Deadlines,
+        aux: mio::Token,
+    ) -> Self {
         let now = Instant::now();
         Connection {
             sock,
+            peer,
             link: Link {
                 tls,
                 raw: Vec::new(),
@@ -55,7 +67,7 @@ impl<P: Protocol> Connection<P> {
     }
 
     /// The socket (to register or deregister).
-    pub fn socket(&mut self) -> &mut TcpStream {
+    pub fn socket(&mut self) -> &mut S {
         &mut self.sock
     }
 
@@ -78,6 +90,11 @@ impl<P: Protocol> Connection<P> {
     /// Output bytes waiting (for tests and metrics).
     pub fn pending_output(&self) -> usize {
         self.link.out.len()
+    }
+
+    /// Input bytes received and not yet used by the protocol (plaintext and ciphertext).
+    pub fn pending_input(&self) -> usize {
+        self.link.input.len() + self.link.raw.len()
     }
 
     /// Reads, streams, handles and writes while that makes progress, at most
@@ -161,7 +178,7 @@ impl<P: Protocol> Connection<P> {
                     link.raw.drain(..used);
                 }
                 Err(e) => {
-                    tracing::info!("TLS error from {:?}: {e}", self.sock.peer_addr().ok());
+                    tracing::info!("TLS error from {:?}: {e}", self.peer);
                     link.closing = true;
                     link.input.clear();
                 }

@@ -147,7 +147,7 @@ impl Link {
 pub struct Io<'a> {
     pub(crate) link: &'a mut Link,
     pub(crate) registry: &'a mio::Registry,
-    pub(crate) sock: &'a mut mio::net::TcpStream,
+    pub(crate) sock: &'a mut dyn std::io::Write,
 }
 
 impl Io<'_> {
@@ -197,7 +197,7 @@ impl Io<'_> {
             Ok(t) => {
                 self.link.input.clear();
                 self.link.raw.clear();
-                if crate::ipc::codec::write_pending(self.sock, &mut self.link.out).is_err() {
+                if crate::ipc::codec::write_pending(&mut self.sock, &mut self.link.out).is_err() {
                     self.link.dead = true;
                 }
                 self.link.tls = Some(t);

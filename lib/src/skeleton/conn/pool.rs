@@ -93,6 +93,7 @@ impl<P: Protocol> Pool<P> {
             Some(Ok(t)) => Some(t),
             Some(Err(_)) => return vec![proto],
         };
+        let peer = sock.peer_addr().ok();
         let mut sock = mio::net::TcpStream::from_std(sock);
         let id = self.id();
         if registry
@@ -101,7 +102,7 @@ impl<P: Protocol> Pool<P> {
         {
             return vec![proto];
         }
-        let mut c = Connection::new(sock, proto, tls, deadlines, Token(2 * id + 1));
+        let mut c = Connection::new(sock, peer, proto, tls, deadlines, Token(2 * id + 1));
         c.greet(registry);
         self.conns.insert(id, c);
         self.drive(registry, id)
