@@ -476,7 +476,9 @@ impl Session {
                 out.extend_from_slice(format!(" FLAGS {names}").as_bytes());
             }
             out.extend_from_slice(b")\r\n");
-            if let Some(body) = stream {
+            if let Some(body) = stream
+                && !cuts.is_empty()
+            {
                 if cuts.len() > MAX_PER_MESSAGE {
                     out.truncate(start);
                     job.too_much = true;
@@ -489,26 +491,17 @@ impl Session {
                     texts.push_back(text.get(from..c).unwrap_or_default().to_vec());
                     from = c;
                 }
-                let mut st = Streaming {
+                // sent from the top of run_fetch, which then goes on with the next message
+                // (a few deep at most: each streamed message fills a good part of the chunk)
+                job.failed = failed;
+                job.items = items;
+                job.buf = buf;
+                job.streaming = Some(Streaming {
                     texts,
                     body,
                     in_body: false,
-                };
-                match st.pump(out) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        job.failed = failed;
-                        job.items = items;
-                        job.buf = buf;
-                        job.streaming = Some(st);
-                        self.pending_fetch = Some(job);
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        self.lost(&format!("FETCH {}: message {u}: {e}", job.tag));
-                        return Ok(());
-                    }
-                }
+                });
+                return self.run_fetch(job);
             }
         }
         if let Some(sel) = self.sel.as_mut() {
