@@ -60,6 +60,11 @@ impl<P: Protocol> Pool<P> {
         self.conns.values().map(Connection::pending_output).max().unwrap_or(0)
     }
 
+    /// The most input bytes any connection holds unused now.
+    pub fn max_pending_input(&self) -> usize {
+        self.conns.values().map(Connection::pending_input).max().unwrap_or(0)
+    }
+
     /// A connection, to act on from outside its turn.
     pub fn get(&mut self, id: usize) -> Option<&mut Connection<P>> {
         self.conns.get_mut(&id)
