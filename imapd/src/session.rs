@@ -4,8 +4,10 @@
 //! (`{n}` with a `+` continuation, `{n+}` LITERAL+ without) bounded by `imapd_max_literal`
 //! and refused before they are read; before login both are held to a few KB
 //! ([`PRELOGIN_MAX_LINE`], [`PRELOGIN_MAX_LITERAL`], as Dovecot's imap-login does), so an
-//! unauthenticated client cannot make the server buffer more; after login every literal
-//! but the small ones ([`SMALL_LITERAL`]) must also fit the process's [`LiteralBudget`]
+//! unauthenticated client cannot make the server buffer more; after login APPEND's
+//! literals over [`SPOOL_ABOVE`] go to the target folder's `tmp/` as they arrive
+//! ([`crate::append_spool`]), and every other literal but the small ones
+//! ([`SMALL_LITERAL`]) must fit the process's [`LiteralBudget`]
 //! (`imapd_literal_memory_limit`, reserved when announced, given back when the command
 //! has run or the session ends) or it is refused unread with `NO [UNAVAILABLE]` (`* BYE`
 //! for LITERAL+) — and commands are dispatched to the files by family:

@@ -335,8 +335,9 @@ settings! {
     /// imapd: the longest command line (without literals); a longer one closes the connection.
     imapd_max_line_length: u32 = 64 * 1024,
         readers "imapd", min 1024, max 1048576;
-    /// imapd: the literal bytes (APPEND messages above all) all sessions of one imapd
-    /// process may hold in memory at once; a literal that does not fit now is refused
+    /// imapd: the literal bytes (long arguments, APPEND messages up to 64 KB: larger ones
+    /// go to the folder's `tmp/` as they arrive) all sessions of one imapd process may
+    /// hold in memory at once; a literal that does not fit now is refused
     /// unread (`NO [UNAVAILABLE]`, or `* BYE` for a LITERAL+ one) and may be sent again
     /// later. Must be at least `imapd_max_literal`.
     imapd_literal_memory_limit: u64 = 128 * 1024 * 1024,
