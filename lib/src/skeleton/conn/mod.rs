@@ -28,7 +28,7 @@ mod pool;
 mod tests;
 
 pub use connection::{Connection, Turn};
-pub use pool::Pool;
+pub use pool::{FIRST_FREE, Pool};
 
 use crate::tls::TlsSession;
 use std::sync::Arc;
@@ -178,6 +178,12 @@ impl Io<'_> {
         }
         self.link.last = Instant::now();
         Line::Line(line)
+    }
+
+    /// The protocol used input it took from [`input`](Self::input) itself: the idle
+    /// deadline starts again ([`line`](Self::line) does this for a line).
+    pub fn touch(&mut self) {
+        self.link.last = Instant::now();
     }
 
     /// Queues bytes to send (encrypted under TLS).

@@ -17,6 +17,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Tokens from here up to [`RESERVED_TOKENS`] are free for the daemon's own sockets (its
+/// anvil connection, the pool's waker); those below belong to the pool's connections.
+pub const FIRST_FREE: usize = RESERVED_TOKENS - 64;
+
 /// All client connections of one process.
 pub struct Pool<P> {
     conns: HashMap<usize, Connection<P>>,
@@ -28,9 +32,10 @@ pub struct Pool<P> {
 }
 
 impl<P: Protocol> Pool<P> {
-    /// An empty pool; `waker` is a token of the daemon's (below [`RESERVED_TOKENS`] and
-    /// above every connection's).
+    /// An empty pool; `waker` is a token of the daemon's from [`FIRST_FREE`] up to below
+    /// [`RESERVED_TOKENS`] (connections use the tokens below [`FIRST_FREE`]).
     pub fn new(waker: Token) -> Pool<P> {
+        debug_assert!((FIRST_FREE..RESERVED_TOKENS).contains(&waker.0));
         Pool {
             conns: HashMap::new(),
             next: 0,
@@ -52,7 +57,7 @@ impl<P: Protocol> Pool<P> {
 
     /// The connection whose protocol socket `token` is, if it is one.
     pub fn aux_id(&self, token: Token) -> Option<usize> {
-        (token.0 < RESERVED_TOKENS && token != self.waker_token && token.0 % 2 == 1).then_some(token.0 / 2)
+        (token.0 < FIRST_FREE && token.0 % 2 == 1).then_some(token.0 / 2)
     }
 
     /// The most output bytes any connection holds unsent now.
@@ -73,7 +78,7 @@ impl<P: Protocol> Pool<P> {
     fn id(&mut self) -> usize {
         loop {
             let id = self.next;
-            self.next = (self.next + 1) % (self.waker_token.0.min(RESERVED_TOKENS) / 2 - 1);
+            self.next = (self.next + 1) % (FIRST_FREE / 2);
             if !self.conns.contains_key(&id) {
                 return id;
             }
@@ -134,7 +139,7 @@ impl<P: Protocol> Pool<P> {
         if token == self.waker_token {
             return self.again(registry);
         }
-        if token.0 < RESERVED_TOKENS && token.0.is_multiple_of(2) {
+        if token.0 < FIRST_FREE && token.0.is_multiple_of(2) {
             return self.drive(registry, token.0 / 2);
         }
         Vec::new()

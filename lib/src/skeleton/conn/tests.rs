@@ -122,7 +122,7 @@ fn server(deadlines: Deadlines, tls: Option<Arc<rustls::ServerConfig>>) -> (std:
     std::thread::spawn(move || {
         let mut poll = mio::Poll::new().unwrap();
         let mut events = mio::Events::with_capacity(64);
-        let mut pool: Pool<Test> = Pool::new(mio::Token(1_000_001));
+        let mut pool: Pool<Test> = Pool::new(mio::Token(crate::skeleton::event::RESERVED_TOKENS - 2));
         let start = Instant::now();
         while !s.stop.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(60) {
             while let Ok((sock, _)) = listener.accept() {
