@@ -86,6 +86,7 @@ impl Key {
             Key::Old => true,
             Key::Header(name, needle) => {
                 let header = mime::split(raw).0;
+                let header = header.get(..MAX_SEARCH_HEADER).unwrap_or(header);
                 // unfolding only joins lines (keeping their white space), so a needle
                 // without white space that is nowhere in the header is in no field —
                 // unless a field holds RFC 2047 encoded words, matched once decoded
@@ -188,13 +189,21 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// more is `BAD [LIMIT]`. Every key is tested on every message, so this bounds the work
 /// per message a client can ask for.
 pub const MAX_SEARCH_KEYS: usize = 1000;
+/// Most BODY and TEXT keys in one SEARCH (`BAD [LIMIT]` past it): each reads through a
+/// whole message, which may be as large as `imapd_max_literal`, and one message's test is
+/// not cut into slices, so this bounds how long it holds the process.
+pub const MAX_CONTENT_KEYS: usize = 16;
+/// Header keys look at this much of a message's header at most: a header may be a whole
+/// message (one without a blank line), and a SEARCH of many header keys tests each.
+pub const MAX_SEARCH_HEADER: usize = 256 * 1024;
 
 struct Parser<'a, 's> {
     args: &'a [Arg],
     i: usize,
     session: &'s mut Session,
-    /// Keys parsed so far in the whole SEARCH.
+    /// Keys parsed so far in the whole SEARCH, and the BODY and TEXT keys among them.
     keys: usize,
+    content_keys: usize,
 }
 
 impl Parser<'_, '_> {
@@ -241,12 +250,14 @@ impl Parser<'_, '_> {
                     i: 0,
                     session: self.session,
                     keys: self.keys,
+                    content_keys: self.content_keys,
                 };
                 let mut keys = Vec::new();
                 while sub.i < items.len() {
                     keys.push(sub.key(depth + 1)?);
                 }
                 self.keys = sub.keys;
+                self.content_keys = sub.content_keys;
                 return Ok(Key::And(keys));
             }
             Arg::Str(_) => return Err(Reply::Bad("Unexpected string".into())),
@@ -296,8 +307,16 @@ impl Parser<'_, '_> {
                     .ok_or(Reply::Bad("Missing header name".into()))?;
                 Ok(Key::Header(name, self.string()?))
             }
-            "BODY" => Ok(Key::Body(self.string()?)),
-            "TEXT" => Ok(Key::Text(self.string()?)),
+            "BODY" | "TEXT" => {
+                self.content_keys += 1;
+                if self.content_keys > MAX_CONTENT_KEYS {
+                    return Err(Reply::Bad(format!(
+                        "[LIMIT] More than {MAX_CONTENT_KEYS} BODY and TEXT keys"
+                    )));
+                }
+                let s = self.string()?;
+                Ok(if word == "BODY" { Key::Body(s) } else { Key::Text(s) })
+            }
             "LARGER" => Ok(Key::Larger(self.number()?)),
             "SMALLER" => Ok(Key::Smaller(self.number()?)),
             "BEFORE" => Ok(Key::Date(Less, false, self.day()?)),
@@ -360,6 +379,7 @@ impl Session {
                 i: 0,
                 session: self,
                 keys: 0,
+                content_keys: 0,
             };
             while p.i < args.len() {
                 keys.push(p.key(0)?);

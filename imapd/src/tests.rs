@@ -316,6 +316,10 @@ fn a_search_of_more_than_the_key_limit_is_refused() {
     // NOT and OR count as keys too
     s.input(format!("e SEARCH{}\r\n", " NOT SEEN".repeat(501)).as_bytes());
     assert!(text(&mut s).starts_with("e BAD [LIMIT]"));
+    s.input(format!("f SEARCH{}\r\n", " OR BODY x TEXT y".repeat(9)).as_bytes());
+    assert_eq!(text(&mut s), "f BAD [LIMIT] More than 16 BODY and TEXT keys\r\n");
+    s.input(format!("g SEARCH{}\r\n", " OR BODY x TEXT y".repeat(8)).as_bytes());
+    assert_eq!(text(&mut s), "* SEARCH 1\r\ng OK Search completed\r\n");
     s.input(
         many(crate::cmd_search::MAX_SEARCH_KEYS - 1)
             .replace(" SEEN", " UNSEEN")
