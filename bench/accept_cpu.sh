@@ -19,15 +19,16 @@ ROUNDS=${ROUNDS:-2}
 BINS=${BINS:-$BIN}
 PEER=0
 
-cpu_of() { # COMM... -> "ticks pids" summed over every process with that comm
+cpu_of() { # BINDIR COMM... -> "COMM utime stime pids" summed over the processes with that
+  # comm whose executable is in BINDIR (not another instance's or Postfix's smtpd)
   python3 - "$@" <<'EOT'
 import os, sys
-want = set(sys.argv[1:]); out = {}
+bindir = os.path.realpath(sys.argv[1]); want = set(sys.argv[2:]); out = {}
 for p in os.listdir("/proc"):
     if not p.isdigit(): continue
     try:
         comm = open(f"/proc/{p}/comm").read().strip()
-        if comm not in want: continue
+        if comm not in want or os.path.dirname(os.readlink(f"/proc/{p}/exe")) != bindir: continue
         f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
         o = out.setdefault(comm, [0, 0, []])
         o[0] += int(f[11]); o[1] += int(f[12]); o[2].append(p)
@@ -50,7 +51,7 @@ run_one() { # label bindir
   /usr/sbin/smtp-source -s "$C" -m 200 -l "$SIZE" -f bench@example.test -t bench@example.test "127.0.0.1:$PORT"
   sleep 1
   local before after t0 t1 st=()
-  before=$(cpu_of smtpd cleanup)
+  before=$(cpu_of "$bin" smtpd cleanup)
   if [ -n "${STRACE:-}" ]; then
     for p in $(echo "$before" | awk '{print $4}' | tr ',' ' '); do
       strace -f -c -o "$WORK/strace-${label%%[*}-$(cat /proc/$p/comm)-$p.txt" -p "$p" 2>/dev/null & st+=($!)
@@ -60,7 +61,7 @@ run_one() { # label bindir
   t0=$(date +%s.%N)
   nice -n "${NICE:-0}" /usr/sbin/smtp-source -s "$C" -m "$N" -l "$SIZE" -f bench@example.test -t bench@example.test "127.0.0.1:$PORT"
   t1=$(date +%s.%N)
-  after=$(cpu_of smtpd cleanup)
+  after=$(cpu_of "$bin" smtpd cleanup)
   if [ ${#st[@]} -gt 0 ]; then kill -INT "${st[@]}"; wait "${st[@]}" 2>/dev/null || true; fi
   python3 - "$label" "$N" "$t0" "$t1" "$(getconf CLK_TCK)" "$before" "$after" <<'EOT'
 import sys
