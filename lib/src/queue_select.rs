@@ -223,7 +223,11 @@ pub fn describe(e: &Entry) -> String {
         Summary::Message { sender, recipients, .. } => {
             let shown: Vec<String> = recipients.iter().take(3).map(|r| format!("<{}>", r.address)).collect();
             let more = recipients.len().saturating_sub(3);
-            let more = if more > 0 { format!(" +{more} more") } else { String::new() };
+            let more = if more > 0 {
+                format!(" +{more} more")
+            } else {
+                String::new()
+            };
             format!("{}, from=<{sender}>, to={}{more}", e.file.queue, shown.join(","))
         }
         Summary::Maildrop { uid, .. } => format!("{}, maildrop file of uid {uid}", e.file.queue),
@@ -329,7 +333,10 @@ mod tests {
     #[test]
     fn queue_restriction() {
         let s = sel(&[("--queue", "hold"), ("--queue", "deferred")]);
-        assert_eq!(s.queues(&["hold", "incoming", "active", "deferred"]), vec!["hold", "deferred"]);
+        assert_eq!(
+            s.queues(&["hold", "incoming", "active", "deferred"]),
+            vec!["hold", "deferred"]
+        );
         assert_eq!(Selection::default().queues(&["hold"]), vec!["hold"]);
     }
 }
