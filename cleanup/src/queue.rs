@@ -22,7 +22,7 @@
 //! in flight at once and the file system (ext4's journal) commits them together.
 
 use std::fs::File;
-use std::io::{BufWriter, Cursor, ErrorKind, Seek, Write};
+use std::io::{BufWriter, ErrorKind};
 use std::path::Path;
 
 use postern_lib::queue_file::{Envelope, QueueFileError, QueueFileWriter, RecipientSpec};
@@ -99,45 +99,23 @@ pub fn write(
     Ok(postern_lib::safe_open::fsync_dir(dirp)?)
 }
 
-/// Content up to this size is laid out in memory and written with one `write` (instead of
-/// a write per buffer and the seeks that patch the content length: 8 system calls for a
-/// 4 KB message); larger content streams through a 64 KB buffer. Either way the file is
-/// written through at most 64 KB of memory.
-const ONE_WRITE_MAX: usize = 60 * 1024;
-
 fn fill(
-    mut file: File,
+    file: File,
     env: &Envelope,
     recipients: &[RecipientSpec],
     header: &[u8],
     body: &[u8],
 ) -> Result<(), WriteError> {
-    let size = header.len().saturating_add(body.len());
-    if size <= ONE_WRITE_MAX {
-        let buf = Cursor::new(Vec::with_capacity(size + 4096));
-        let buf = records(QueueFileWriter::new(buf, env)?, recipients, header, body)?.into_inner();
-        file.write_all(&buf).map_err(|e| WriteError::io("write", &e))?;
-    } else {
-        let w = QueueFileWriter::new(BufWriter::with_capacity(64 * 1024, file), env)?;
-        file = records(w, recipients, header, body)?
-            .into_inner()
-            .map_err(|e| WriteError::io("write", e.error()))?;
-    }
-    file.sync_data().map_err(|e| WriteError::io("fsync", &e))
-}
-
-/// The recipient and content records; returns the writer's output.
-fn records<W: Write + Seek>(
-    mut w: QueueFileWriter<W>,
-    recipients: &[RecipientSpec],
-    header: &[u8],
-    body: &[u8],
-) -> Result<W, WriteError> {
+    let mut w = QueueFileWriter::new(BufWriter::with_capacity(64 * 1024, file), env)?;
     for r in recipients {
         w.add_recipient(r)?;
     }
     w.write_content(header)?;
     w.write_content(b"\n")?;
     w.write_content(body)?;
-    Ok(w.finish()?)
+    let file = w
+        .finish()?
+        .into_inner()
+        .map_err(|e| WriteError::io("write", e.error()))?;
+    file.sync_data().map_err(|e| WriteError::io("fsync", &e))
 }
