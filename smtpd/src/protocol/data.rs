@@ -15,8 +15,8 @@
 //! (`smtpd_data_timeout`) is the event loop's.
 
 use super::policy::{self, Stage, Verdict};
-use super::reject_log::RejectStage;
 use super::received::{self, ReceivedFacts};
+use super::reject_log::RejectStage;
 use super::reply::{Reply, common};
 use super::{Action, Phase, Session, Wait};
 use postern_lib::line::LineBuffer;
