@@ -32,8 +32,11 @@
 //! smtpd streams a message to cleanup as its client sends it, so a slow client holds its
 //! cleanup connection for as long as it takes: with one connection per process, a few
 //! dozen clients dribbling DATA held every cleanup process and stopped everybody's mail.
+//! The content all connections of a process hold in memory is bounded by
+//! `cleanup_content_memory_limit`; a message that does not fit is read to its end and
+//! refused with `451 4.3.2`, so the client sends it again later.
 //!
-//! **Settings read**: `message_size_limit`, `myorigin`, `myhostname`, `header_checks`,
+//! **Settings read**: `message_size_limit`, `cleanup_content_memory_limit`, `myorigin`, `myhostname`, `header_checks`,
 //! `body_checks` (reloaded when the file changes, checked once per message),
 //! `smtpd_milters`, `non_smtpd_milters`, `milter_default_action`,
 //! `milter_connect_timeout`, `milter_command_timeout`, `milter_content_timeout`.

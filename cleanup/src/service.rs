@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_lib::checks::Cached;
@@ -77,7 +78,8 @@ pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
         }
     };
     let limit = ctx.main.message_size_limit;
-    let (data, total) = match read_content(&mut ipc, limit) {
+    let mut held = HeldContent::new(ctx.main.cleanup_content_memory_limit);
+    let (data, total) = match read_content(&mut ipc, limit, &mut held) {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!("{qid}: lost connection while receiving the message content: {e}");
@@ -87,6 +89,16 @@ pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
     let outcome = if total > limit {
         tracing::info!("{qid}: reject: message size {total} exceeds message_size_limit {limit}");
         Err(Stop::Reject(552, "5.3.4".into(), "Error: message file too big".into()))
+    } else if held.refused {
+        tracing::warn!(
+            "{qid}: message of {total} bytes refused for now: this cleanup process holds {} of its {} bytes of message content (cleanup_content_memory_limit)",
+            HELD.load(Ordering::Relaxed),
+            held.budget
+        );
+        Err(Stop::temp(
+            "4.3.2",
+            "Server busy: too much mail in transit, try again later",
+        ))
     } else {
         process(state, ctx, sub, data, &qid)
     };
@@ -116,8 +128,61 @@ pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
     }
 }
 
+/// Message content held in memory by all connections (threads) of this process.
+static HELD: AtomicU64 = AtomicU64::new(0);
+
+/// One connection's share of [`HELD`], given back when the connection is done, however it
+/// ends. A share that would take the process past its budget is refused, and the message
+/// with it (a temporary failure: the client sends it again later, nothing accepted is lost).
+struct HeldContent {
+    budget: u64,
+    mine: u64,
+    refused: bool,
+}
+
+impl HeldContent {
+    fn new(budget: u64) -> HeldContent {
+        HeldContent {
+            budget,
+            mine: 0,
+            refused: false,
+        }
+    }
+
+    /// Takes `n` more bytes of the budget; false (and from then on) when they do not fit.
+    fn take(&mut self, n: u64) -> bool {
+        if self.refused {
+            return false;
+        }
+        let fits = HELD
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|after| *after <= self.budget)
+            })
+            .is_ok();
+        if fits {
+            self.mine += n;
+        } else {
+            self.refused = true;
+            self.release();
+        }
+        fits
+    }
+
+    fn release(&mut self) {
+        HELD.fetch_sub(self.mine, Ordering::AcqRel);
+        self.mine = 0;
+    }
+}
+
+impl Drop for HeldContent {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Reads the content stream to its end; stores at most `limit` bytes, counts them all.
-fn read_content(ipc: &mut IpcStream, limit: u64) -> Result<(Vec<u8>, u64), IpcError> {
+/// Content that does not fit the process's budget (`held`) is read and dropped.
+fn read_content(ipc: &mut IpcStream, limit: u64, held: &mut HeldContent) -> Result<(Vec<u8>, u64), IpcError> {
     let mut data = Vec::new();
     let mut reader = ipc.data_reader(u64::MAX);
     let mut buf = vec![0u8; 64 * 1024];
@@ -131,7 +196,11 @@ fn read_content(ipc: &mut IpcStream, limit: u64) -> Result<(Vec<u8>, u64), IpcEr
         };
         total = total.saturating_add(n as u64);
         if total <= limit {
-            data.extend_from_slice(buf.get(..n).unwrap_or_default());
+            if held.take(n as u64) {
+                data.extend_from_slice(buf.get(..n).unwrap_or_default());
+            } else {
+                data = Vec::new();
+            }
         }
     }
     Ok((data, total))

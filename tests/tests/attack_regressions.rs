@@ -7,7 +7,9 @@
 //!   rest wait (and pay the address's penalty), and others log in;
 //! - forty SMTP clients that reach DATA and then send slowly held every cleanup process
 //!   (one connection each, `maxproc = 32`), and nobody else's DATA got a `354`: cleanup
-//!   now serves each connection on a thread of its own;
+//!   now serves each connection on a thread of its own, and the message content all of a
+//!   process's threads hold is bounded by `cleanup_content_memory_limit` (a message that
+//!   does not fit gets `451 4.3.2` and is sent again later);
 //! - one IMAP SEARCH of 400 keys, or 16 KB of pipelined SEARCHes that answer nothing,
 //!   over a few thousand messages held the one imapd process (every other session on it)
 //!   for as long as they ran — tens of seconds: now a session works a slice of time
@@ -129,6 +131,75 @@ fn clients_sending_data_slowly_do_not_hold_cleanup_from_others() {
     );
     assert!(out.contains("data 354 "), "no 354 for another client:\n{out}");
     assert!(out.contains("end 250 2.0.0 Ok: queued as "), "{out}");
+    inst.stop();
+}
+
+/// Two clients stop after sending 700 KB of DATA each; then a third sends a whole 700 KB
+/// message, a fourth a small one; then the two finish theirs, and the third tries again.
+const HELD_CONTENT: &str = r#"
+import socket, time
+SMTP = {smtp}
+def reply(f):
+    while True:
+        line = f.readline().decode()
+        if len(line) < 4 or line[3] != '-':
+            return line.strip()
+def start(name):
+    s = socket.create_connection(('127.0.0.1', SMTP), 30)
+    f = s.makefile('rb')
+    reply(f)
+    for cmd in (b'EHLO %s\r\n' % name, b'MAIL FROM:<%s@example.org>\r\n' % name, b'RCPT TO:<alice@example.test>\r\n', b'DATA\r\n'):
+        s.sendall(cmd)
+        r = reply(f)
+    assert r.startswith('354'), r
+    return s, f
+body = b'Subject: big\r\n\r\n' + (b'x' * 998 + b'\r\n') * 700
+held = [start(b'holder%d' % i) for i in range(2)]
+for s, f in held:
+    s.sendall(body)
+time.sleep(1.0)
+def whole(name, content):
+    s, f = start(name)
+    s.sendall(content + b'.\r\n')
+    r = reply(f)
+    s.close()
+    return r
+print('third', whole(b'third', body))
+print('small', whole(b'small', b'Subject: small\r\n\r\nhello\r\n'))
+for s, f in held:
+    s.sendall(b'.\r\n')
+    print('holder', reply(f))
+print('again', whole(b'again', body))
+"#;
+
+/// cleanup serves each connection on a thread, so its memory is bounded per process by
+/// `cleanup_content_memory_limit`, not by connections × `message_size_limit`: a message that
+/// does not fit is refused for now (`451 4.3.2`), small ones still pass, and the budget comes
+/// back when the holders finish.
+#[test]
+fn clients_holding_message_content_cannot_grow_cleanup_past_its_budget() {
+    let smtp = free_port();
+    let services = pipeline_services(smtp).replace("maxproc = 32", "maxproc = 1");
+    let mut inst = Instance::new(
+        &services,
+        &["message_size_limit=1000000", "cleanup_content_memory_limit=1600000"],
+    );
+    add_user(&inst, "alice", "Alice-Held-1");
+    inst.start();
+    let out = python(&HELD_CONTENT.replace("{smtp}", &smtp.to_string()));
+    let line = |k: &str| out.lines().find(|l| l.starts_with(k)).unwrap_or_default().to_string();
+    assert!(
+        line("third ").starts_with("third 451 4.3.2 "),
+        "a message past the budget was not refused for now:\n{out}\n{}",
+        inst.log()
+    );
+    assert!(line("small ").starts_with("small 250 "), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("holder 250 ")).count(), 2, "{out}");
+    assert!(
+        line("again ").starts_with("again 250 "),
+        "the budget did not come back:\n{out}"
+    );
+    assert_eq!(inst.log_count("(cleanup_content_memory_limit)"), 1, "{}", inst.log());
     inst.stop();
 }
 

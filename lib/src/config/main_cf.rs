@@ -45,6 +45,12 @@ settings! {
     /// Largest message accepted, in bytes (envelope and headers included).
     message_size_limit: u64 = 10_240_000,
         readers "smtpd postern postdrop pickup cleanup", min 1024, serde(deserialize_with = "super::size::bytes");
+    /// cleanup: message content all connections of one cleanup process may hold in memory
+    /// at once (each connection is a thread); a message that does not fit is read to its
+    /// end and refused with `451 4.3.2`, so the client sends it again later. Must be at
+    /// least `message_size_limit`.
+    cleanup_content_memory_limit: u64 = 256 * 1024 * 1024,
+        readers "cleanup", serde(deserialize_with = "super::size::bytes");
     /// The queue: maildrop/ incoming/ active/ deferred/ hold/ corrupt/ and sockets.
     queue_directory: ConfigPath = "/var/spool/postern".into(),
         readers "master postern postdrop postqueue postsuper metrics skeleton (every daemon)", check not_empty, path Root;
@@ -502,6 +508,15 @@ impl MainConfig {
         }
         if self.maximal_backoff_time < self.minimal_backoff_time {
             return Err(("maximal_backoff_time", "must be at least minimal_backoff_time".into()));
+        }
+        if self.cleanup_content_memory_limit < self.message_size_limit {
+            return Err((
+                "cleanup_content_memory_limit",
+                format!(
+                    "must be at least message_size_limit ({} bytes)",
+                    self.message_size_limit
+                ),
+            ));
         }
         if self.imapd_literal_memory_limit < self.imapd_max_literal {
             return Err((
