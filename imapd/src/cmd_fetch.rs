@@ -10,7 +10,7 @@ use crate::binary;
 use crate::mime;
 use crate::parse::{self, Arg};
 use crate::reply::{flag_list, string};
-use crate::session::{Reply, Session};
+use crate::session::{Reply, Session, WORK_SLICE};
 use postern_lib::mailbox::flags::{Flags, SEEN};
 use postern_lib::mailbox::stream::CrlfStream;
 
@@ -259,8 +259,11 @@ impl Session {
             self.out.reserve(FETCH_CHUNK + 64 * 1024);
         }
         let mut failed = job.failed;
+        let started = std::time::Instant::now();
         while job.pos < job.idx.len() {
-            if self.out.len() > FETCH_CHUNK {
+            // a FETCH over many messages works a slice of time at a stretch, like SEARCH, and
+            // goes on at its next turn: it never holds the process's other sessions
+            if self.out.len() > FETCH_CHUNK || started.elapsed() > WORK_SLICE {
                 job.failed = failed;
                 job.items = items;
                 job.buf = buf;
