@@ -98,6 +98,10 @@ impl<P: Protocol> Pool<P> {
         if sock.set_nonblocking(true).is_err() {
             return vec![proto];
         }
+        // Replies are written whole, but a reply and the stream handed over after it (POP3's
+        // "+OK" then the message) go out in two writes; with Nagle's algorithm the second
+        // waited for the client's delayed ACK, about 40 ms per RETR.
+        let _ = sock.set_nodelay(true);
         let tls = match tls.map(TlsSession::new) {
             None => None,
             Some(Ok(t)) => Some(t),
