@@ -57,6 +57,19 @@ pub struct Context {
     pub max_conns: usize,
 }
 
+/// Accepts one client on ready listener `i` (single and threaded servers); `None` after a
+/// spurious wake-up or an interrupted call, or when accept failed (logged).
+fn accept_ready(listeners: &[Listener], i: usize) -> Option<Accepted> {
+    match listeners.get(i)?.accept() {
+        Ok(c) => Some(c),
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => None,
+        Err(e) => {
+            tracing::warn!("accept: {e}");
+            None
+        }
+    }
+}
+
 /// A listening socket passed by master.
 #[derive(Debug)]
 pub enum Listener {

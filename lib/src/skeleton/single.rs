@@ -8,7 +8,7 @@
 //! waiting. After `max_use` connections, after `max_idle` without one, on SIGTERM or when
 //! master goes away, the child exits with status 0 once the current connection is done.
 
-use super::{Accepted, Context, Setup, drain, prepare};
+use super::{Accepted, Context, Setup, accept_ready, drain, prepare};
 use crate::master_status::Status;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use std::os::fd::AsFd;
@@ -41,17 +41,8 @@ pub fn single_server<S>(
             return ExitCode::SUCCESS;
         };
         for i in ready {
-            let Some(listener) = setup.listeners.get(i) else {
+            let Some(conn) = accept_ready(&setup.listeners, i) else {
                 continue;
-            };
-            let conn = match listener.accept() {
-                Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    continue;
-                }
             };
             served += 1;
             let last = served >= setup.ctx.max_use;

@@ -11,7 +11,7 @@
 //! `max_use` connections, after `max_idle` without one, on SIGTERM or when master goes
 //! away, it stops accepting and exits with status 0 once its connections are done.
 
-use super::{Accepted, Context, Setup, drain, prepare};
+use super::{Accepted, Context, Setup, accept_ready, drain, prepare};
 use crate::master_status::Status;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use std::io::{Read, Write};
@@ -82,17 +82,8 @@ pub fn threaded_server<S: Send + Sync + 'static>(
             if retiring || active >= most {
                 break;
             }
-            let Some(listener) = setup.listeners.get(i) else {
+            let Some(conn) = accept_ready(&setup.listeners, i) else {
                 continue;
-            };
-            let conn = match listener.accept() {
-                Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    continue;
-                }
             };
             served += 1;
             retiring = served >= setup.ctx.max_use;
