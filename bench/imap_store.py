@@ -15,6 +15,7 @@ line and appends one JSON line to --json-out):
             --deliver-cmd CMD) and each session's time until it hears `* n EXISTS` is taken.
   steps     LOGIN+SELECT, FETCH 1:* (FLAGS RFC822.SIZE ENVELOPE) and STORE 1:* +FLAGS,
             --reps warm passes after one cold one (bench/peer/imap_pop_load.py's imap_pass).
+  report F  print a markdown table (Postern | Dovecot | ratio) of one run's JSON lines F.
   stress    --clients pipelined clients for --secs: each SELECTs INBOX, then sends batches
             of FETCH (ENVELOPE of a few messages, one body), STORE +FLAGS, STORE \\Deleted,
             EXPUNGE and APPEND (LITERAL+ if offered) in one write, for --batches batches per
@@ -252,7 +253,7 @@ async def idle_phase(a, sessions, sampler, res):
 
 
 async def sessions_main(a, sampler):
-    res = {"bench": "store_sessions", "label": a.label, "n": a.n, "concurrency": a.concurrency}
+    res = {"bench": "store_sessions", "label": a.label, "phase": a.phase, "n": a.n, "concurrency": a.concurrency}
     # warm-up: the first SELECT may build the server's index; not a per-session cost
     t = time.monotonic()
     s = await open_session(a, 0)
@@ -414,8 +415,67 @@ async def stress_main(a):
             "error_kinds": dict(st.errors.most_common(12)), "disconnects": st.disconnects}
 
 
+# ------------------------------------------------------------------ report
+def report(path):
+    """One run's JSON lines -> markdown rows: Postern | Dovecot | ratio (Postern / Dovecot)."""
+    import json
+    recs = [json.loads(x) for x in open(path) if x.strip()]
+    by = collections.defaultdict(dict)
+    rows = []
+
+    def row(name, key, p, d, fmt="%s"):
+        if key not in rows:
+            rows.append(key)
+        by[key]["name"] = name
+        by[key]["postern" if p else "dovecot"] = d
+        by[key]["fmt"] = fmt
+
+    for r in recs:
+        lab = r.get("label")
+        if lab not in ("postern", "dovecot"):
+            continue
+        p = lab == "postern"
+        if r["bench"] == "store_sessions":
+            n, ex = r.get("open"), r.get("exists")
+            if r.get("phase") == "open":
+                row("time to open %d sessions (LOGIN+SELECT, 8 at once), INBOX of %s, s" % (r["n"], ex),
+                    "open%s" % ex, p, r["open_s"])
+                continue
+            row("sessions held open with INBOX of %s selected" % ex, "n%s" % ex, p,
+                "%s%s" % (n, " (capped by MAX_SERVER_MB)" if r.get("capped_by_max_server_mb") else ""))
+            row("memory per idle session, INBOX of %s, KB PSS" % ex, "pss%s" % ex, p, r.get("kb_per_session_pss"))
+            row("memory per idle session, INBOX of %s, KB RSS" % ex, "rss%s" % ex, p, r.get("kb_per_session_rss"))
+            row("PSS of the serving processes after every session closed, INBOX of %s, MB (before → open → closed)" % ex,
+                "ret%s" % ex, p, "%s → %s → %s" % (r["pss_before_mb"], r["pss_open_mb"], r["pss_closed_mb"]))
+            if "idle_cpu_s" in r:
+                row("CPU of %s sessions in IDLE, nothing arriving, INBOX of %s (CPU s over the phase, %% of a core)" % (n, ex),
+                    "cpu", p, "%s s (%s %%)" % (r["idle_cpu_s"], r["idle_cpu_pct"]))
+                row("one delivered message: sessions told / median / slowest, s", "notify", p,
+                    "%s of %s / %s / %s" % (r.get("told"), r.get("idling"), r.get("notify_median_s"), r.get("notify_max_s")))
+        elif r["bench"] == "store_steps":
+            for k, nm in (("login_select_s", "LOGIN+SELECT"), ("fetch_env_s", "FETCH 1:* (FLAGS RFC822.SIZE ENVELOPE)"),
+                          ("store_s", "STORE 1:* +FLAGS (\\Flagged)")):
+                row("%s, %s messages, s (median of warm passes)" % (nm, r["exists"]), k, p, r[k])
+        elif r["bench"] == "store_stress":
+            row("stress, %d pipelined clients, %s s: commands/s" % (r["clients"], int(r["secs"])), "cps", p, r["commands_per_s"])
+            row("stress: NO/BAD answers (FETCHes failed %)", "err", p,
+                "%s (%s %%) %s" % (r["errors"], r["fetch_failed_pct"],
+                                  "; ".join("%s ×%d" % kv for kv in r["error_kinds"].items())))
+    print("| | Postern | Dovecot 2.3 | Postern / Dovecot |")
+    print("| --- | --- | --- | --- |")
+    for k in rows:
+        b = by[k]
+        pv, dv = b.get("postern", "—"), b.get("dovecot", "—")
+        ratio = ""
+        if isinstance(pv, (int, float)) and isinstance(dv, (int, float)) and dv:
+            ratio = "%.2f" % (pv / dv)
+        print("| %s | %s | %s | %s |" % (b["name"], pv, dv, ratio))
+
+
 # ------------------------------------------------------------------ main
 def main():
+    if sys.argv[1:2] == ["report"]:
+        return report(sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["sessions", "steps", "stress"])
     ap.add_argument("--host", default="127.0.0.1")
@@ -427,6 +487,7 @@ def main():
     ap.add_argument("--source-ips", type=int, default=200, help="loopback client addresses to spread over")
     ap.add_argument("--settle", type=float, default=3)
     ap.add_argument("--max-server-mb", type=float, default=6000, help="stop opening past this server RSS (0: no bound)")
+    ap.add_argument("--phase", default="mem", help="sessions: mem | idle | open (a name kept in the result)")
     ap.add_argument("--idle", action="store_true")
     ap.add_argument("--cpu-secs", type=float, default=20)
     ap.add_argument("--deliver-smtp", type=int, default=None, help="SMTP port that delivers to --rcpt")

@@ -98,10 +98,10 @@ run_side() { # label port pidfile serving-process-name maildir deliver-args...
     fill "$label" "$box" "$n"
     if [ "$n" = "$BIG" ]; then
       progress "imap_store $label: $CONNS sessions at $n, then IDLE ${IDLE_SECS}s and one delivery"
-      python3 $PY sessions "${common[@]}" -n "$CONNS" --max-server-mb "$MAX_SERVER_MB" \
+      python3 $PY sessions "${common[@]}" -n "$CONNS" --max-server-mb "$MAX_SERVER_MB" --phase idle \
         --idle --cpu-secs "$IDLE_SECS" "$@" | grep RESULT
       progress "imap_store $label: opening $OPEN_N sessions at $n"
-      python3 $PY sessions "${common[@]}" -n "$OPEN_N" --max-server-mb "$MAX_SERVER_MB" | grep RESULT
+      python3 $PY sessions "${common[@]}" -n "$OPEN_N" --max-server-mb "$MAX_SERVER_MB" --phase open | grep RESULT
     else
       progress "imap_store $label: $CONNS idle sessions at $n"
       python3 $PY sessions "${common[@]}" -n "$CONNS" --max-server-mb "$MAX_SERVER_MB" | grep RESULT
@@ -136,3 +136,4 @@ if [ "$PEER" != 0 ]; then
   python3 -c "import sys; sys.path.insert(0, '$PEER_DIR'); import benchlib; benchlib.maildir_clean('/home/$USER_NAME/Maildir')"
 fi
 progress "imap_store: results in $OUT"
+python3 $PY report "$OUT"
