@@ -1,17 +1,20 @@
 //! One Maildir folder: its messages with stable UIDs, their flags and sizes, and the
 //! operations IMAP and POP3 need — append, flag changes, expunge, copy and move.
 //!
-//! A [`Folder`] is one process's view; several views (imapd sessions, pop3d, local
-//! delivery) share a folder through the file system alone. [`Folder::sync`] brings a view
-//! up to date: it moves files from `new/` to `cur/` on first sight, gives UIDs to names
-//! the uidlist does not know yet (under the uidlist lock), and notices files that were
-//! renamed (flag changes) or removed (expunges) by others. [`Folder::changed`] is the cheap
-//! test for "someone did something" (directory and uidlist stamps), for IDLE and NOOP.
+//! A [`Folder`] is one process's state of a folder (imapd shares one among all its
+//! sessions of the folder); processes (imapd, pop3d, Dovecot, a user's `mv`) share a
+//! folder through the file system and its index ([`super::index`]). [`Folder::sync`]
+//! ([`super::folder_sync`]) brings a state up to date: it moves files from `new/` to `cur/`
+//! on first sight, gives UIDs to names the uidlist does not know yet (under the uidlist
+//! lock), notices files that were renamed (flag changes) or removed (expunges) by others,
+//! and records every change in the index under a new MODSEQ. [`Folder::changed`] is the
+//! cheap test for "someone did something" (nanosecond directory and uidlist stamps), for
+//! IDLE and NOOP; [`Folder::generation`] counts the changes a state has seen.
 
 use super::cache::{self, Entry};
 use super::flags::{self, Flags};
 use super::headers::HeaderCache;
-use super::uidlist::{self, Lock, UidList};
+use super::uidlist::{self, Lock};
 use super::{MailboxError, Result, io_err};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -23,9 +26,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// New cache entries a sync measures before it writes the cache file.
-const MEASURED_BEFORE_WRITE: usize = 64;
 
 /// One message as this view knows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,29 +42,62 @@ pub struct Message {
     pub size: u64,
     /// Internal date, seconds since the epoch (the file's mtime, as Dovecot uses).
     pub date: i64,
+    /// The message GUID (kept across COPY and MOVE).
+    pub guid: u128,
+    /// MODSEQ of its last change.
+    pub modseq: u64,
+    /// Save date: when it came into this folder, seconds since the epoch.
+    pub saved: i64,
 }
 
-/// Directory and uidlist stamps: when none changed, nothing in the folder did.
+/// Directory and uidlist stamps (nanosecond mtimes, inode, size): when none changed,
+/// nothing in the folder did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Stamp {
-    new: (i64, i64, u64),
-    cur: (i64, i64, u64),
-    list: (i64, i64, u64),
-    /// A stamp this close to now cannot be trusted (coarse file-system clocks).
-    recent: bool,
+pub(super) struct Stamp {
+    pub(super) new: (i64, i64, u64, u64),
+    pub(super) cur: (i64, i64, u64, u64),
+    pub(super) list: (i64, i64, u64, u64),
+    /// A stamp within [`CLOCK_TICK`] of when it was taken: a change in the same tick of
+    /// the file system's clock would leave it as it is, so look once more later.
+    pub(super) recent: bool,
 }
+
+/// The coarsest step of the kernel's file time stamps (its tick): a directory stamp this
+/// close to the time it was read may hide a change made in the same tick.
+pub const CLOCK_TICK: Duration = Duration::from_millis(20);
+
+/// Most expunges a folder state remembers in memory (16 bytes each); older ones are
+/// folded into [`Folder::vanished_floor`].
+pub const MEMORY_EXPUNGES: usize = 1 << 20;
 
 /// A view of one folder.
 #[derive(Debug)]
 pub struct Folder {
-    path: PathBuf,
-    uid_validity: u32,
-    next_uid: u32,
-    messages: Vec<Message>,
-    keywords: Vec<String>,
-    cache: HashMap<u32, Entry>,
-    cache_dirty: bool,
-    stamp: Option<Stamp>,
+    pub(super) path: PathBuf,
+    pub(super) uid_validity: u32,
+    pub(super) next_uid: u32,
+    pub(super) messages: Vec<Message>,
+    pub(super) keywords: Vec<String>,
+    /// Envelopes computed since the cache file was last written.
+    pub(super) new_envelopes: HashMap<u32, Vec<u8>>,
+    pub(super) stamp: Option<Stamp>,
+    /// HIGHESTMODSEQ.
+    pub(super) highest_modseq: u64,
+    /// Expunges at or below this MODSEQ are not in `expunged`.
+    pub(super) floor: u64,
+    /// (modseq, uid) of expunges, oldest first.
+    pub(super) expunged: Vec<(u64, u32)>,
+    /// Where this state is in the index file: (device, inode, bytes read), once read.
+    pub(super) index_at: Option<(u64, u64, u64)>,
+    /// Records in the index file since its last compaction.
+    pub(super) index_records: usize,
+    /// Changes whatever their source bump this.
+    pub(super) generation: u64,
+    /// GUIDs for base names about to be given UIDs (messages copied or moved in).
+    pub(super) pending_guids: HashMap<String, u128>,
+    /// Index records of UIDs this state has no message for yet (read from the index,
+    /// matched with the Maildir at the next sync).
+    pub(super) index_new: HashMap<u32, super::index::Record>,
 }
 
 impl Folder {
@@ -82,9 +115,16 @@ impl Folder {
             next_uid: 1,
             messages: Vec::new(),
             keywords: Vec::new(),
-            cache: HashMap::new(),
-            cache_dirty: false,
+            new_envelopes: HashMap::new(),
             stamp: None,
+            highest_modseq: 0,
+            floor: 0,
+            expunged: Vec::new(),
+            index_at: None,
+            index_records: 0,
+            generation: 0,
+            pending_guids: HashMap::new(),
+            index_new: HashMap::new(),
         };
         super::spool::clean_tmp(path);
         f.sync()?;
@@ -158,33 +198,36 @@ impl Folder {
         Ok(Some(1 << slot))
     }
 
-    fn read_keywords(&mut self) {
+    pub(super) fn read_keywords(&mut self) {
         if let Ok(text) = fs::read_to_string(self.path.join(flags::KEYWORDS_FILE)) {
             self.keywords = flags::parse_keywords(&text);
         }
     }
 
-    fn stamp(&self) -> Stamp {
+    pub(super) fn stamp(&self) -> Stamp {
         let st = |p: PathBuf| {
             fs::metadata(p)
-                .map(|m| (m.mtime(), m.mtime_nsec(), m.ino()))
+                .map(|m| (m.mtime(), m.mtime_nsec(), m.ino(), m.size()))
                 .unwrap_or_default()
         };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         let s = Stamp {
             new: st(self.path.join("new")),
             cur: st(self.path.join("cur")),
             list: st(self.path.join(uidlist::FILE)),
             recent: false,
         };
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let recent = [s.new.0, s.cur.0, s.list.0].iter().any(|&t| t >= now - 1);
+        let tick = now.saturating_sub(CLOCK_TICK);
+        let recent = [s.new, s.cur, s.list]
+            .iter()
+            .any(|t| Duration::new(t.0.max(0) as u64, t.1.clamp(0, 999_999_999) as u32) >= tick);
         Stamp { recent, ..s }
     }
 
-    /// Whether the folder may have changed since the last sync (cheap: three `stat`s).
+    /// Whether the folder may have changed since the last sync (cheap: three `stat`s,
+    /// nanosecond stamps; a stamp from the last [`CLOCK_TICK`] is looked at once more).
     pub fn changed(&self) -> bool {
         match self.stamp {
             None => true,
@@ -192,198 +235,77 @@ impl Folder {
         }
     }
 
-    /// Brings this view up to date with the folder on disk.
-    pub fn sync(&mut self) -> Result<()> {
-        let stamp = self.stamp();
-        self.read_keywords();
-        let mut on_disk = self.scan()?;
-        let mut list = uidlist::read(&self.path).map_err(|e| io_err("read uidlist", &self.path, e))?;
-        let unknown = |list: &Option<UidList>, on_disk: &HashMap<String, (String, Flags)>| match list {
-            None => true,
-            Some(l) => {
-                let known = l.map();
-                on_disk.keys().any(|k| !known.contains_key(k.as_str()))
-            }
-        };
-        if unknown(&list, &on_disk) {
-            let lock = Lock::acquire(&self.path).map_err(|e| io_err("lock", &self.path, e))?;
-            // Others may have added names meanwhile: read both again under the lock.
-            on_disk = self.scan()?;
-            list = uidlist::read(&self.path).map_err(|e| io_err("read uidlist", &self.path, e))?;
-            let mut l = match list {
-                Some(l) => l,
-                None => {
-                    let mut l = UidList::new();
-                    // The old list's UIDVALIDITY was given no later than the file was last
-                    // written: one past that differs from it even when it cannot be read.
-                    let floor = fs::metadata(self.path.join(uidlist::FILE))
-                        .map(|m| m.mtime().max(0) as u32 + 1)
-                        .unwrap_or(0)
-                        .max(self.uid_validity + 1);
-                    l.uid_validity = l.uid_validity.max(floor);
-                    let never = self.uid_validity == 0 && fs::symlink_metadata(self.path.join(uidlist::FILE)).is_err();
-                    if never {
-                        // No uidlist ever: a new mailbox's first session, nothing to report.
-                        tracing::debug!("{}: new uidlist (uidvalidity {})", self.path.display(), l.uid_validity);
-                    } else {
-                        tracing::info!(
-                            "{}: uidlist missing or unusable, UIDs assigned anew (uidvalidity {})",
-                            self.path.display(),
-                            l.uid_validity
-                        );
-                    }
-                    l
-                }
-            };
-            let known: std::collections::HashSet<String> = l.entries.iter().map(|(_, n)| n.clone()).collect();
-            l.entries.retain(|(_, n)| on_disk.contains_key(n));
-            let mut fresh: Vec<&String> = on_disk.keys().filter(|k| !known.contains(*k)).collect();
-            fresh.sort_by(|a, b| maildir_order(a, b));
-            for name in fresh {
-                l.entries.push((l.next_uid, name.clone()));
-                l.next_uid = l.next_uid.saturating_add(1);
-            }
-            lock.commit(&l).map_err(|e| io_err("write uidlist", &self.path, e))?;
-            list = Some(l);
-        }
-        let list = list.unwrap_or_default();
-        if list.uid_validity != self.uid_validity {
-            self.cache = cache::read(&self.path, list.uid_validity, false);
-        }
-        self.uid_validity = list.uid_validity;
-        self.next_uid = list.next_uid;
-        let mut messages = Vec::with_capacity(list.entries.len());
-        let mut measured = 0usize;
-        for (uid, base) in list.entries {
-            let Some((file, fl)) = on_disk.remove(&base) else {
-                continue;
-            };
-            let (size, date) = match self.cache.get(&uid) {
-                Some(e) => (e.size, e.date),
-                None => match self.measure(&base, &file) {
-                    Some(e) => {
-                        let sd = (e.size, e.date);
-                        self.cache.insert(uid, e);
-                        measured += 1;
-                        sd
-                    }
-                    None => continue, // vanished between scan and stat
-                },
-            };
-            messages.push(Message {
-                uid,
-                base,
-                file,
-                flags: fl,
-                size,
-                date,
-            });
-        }
-        self.messages = messages;
-        // A few new messages are cheap to measure again: writing the cache for each
-        // delivery would have every open view of the folder rewrite it at once.
-        if measured >= MEASURED_BEFORE_WRITE || self.cache.len() > self.messages.len() + self.messages.len() / 4 + 16 {
-            self.cache_dirty = true;
-            self.save_cache();
-        }
-        self.stamp = Some(stamp);
-        Ok(())
+    /// HIGHESTMODSEQ.
+    pub fn highest_modseq(&self) -> u64 {
+        self.highest_modseq
     }
 
-    /// base name → (file name in cur/, flags); moves new/ files into cur/ on the way.
-    fn scan(&self) -> Result<HashMap<String, (String, Flags)>> {
-        let mut out = HashMap::new();
-        let new = self.path.join("new");
-        let cur = self.path.join("cur");
-        for entry in fs::read_dir(&new).map_err(|e| io_err("read", &new, e))? {
-            let Ok(entry) = entry else { continue };
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
-            let (base, fl) = flags::split_name(&name);
-            let target = flags::cur_name(base, fl);
-            match fs::rename(new.join(&name), cur.join(&target)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("rename", &new.join(&name), e)),
-            }
-        }
-        for entry in fs::read_dir(&cur).map_err(|e| io_err("read", &cur, e))? {
-            let Ok(entry) = entry else { continue };
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
-            let (base, fl) = flags::split_name(&name);
-            out.insert(base.to_string(), (name.clone(), fl));
-        }
-        Ok(out)
+    /// Expunges at or below this MODSEQ are no longer listed by [`Folder::expunged_since`].
+    pub fn vanished_floor(&self) -> u64 {
+        self.floor
     }
 
-    fn measure(&self, base: &str, file: &str) -> Option<Entry> {
-        let path = self.path.join("cur").join(file);
-        let meta = fs::metadata(&path).ok()?;
-        let size = match name_field(base, "W") {
-            Some(w) => w,
-            None => cache::crlf_size(&fs::read(&path).ok()?),
-        };
-        Some(Entry {
-            size,
-            date: meta.mtime(),
-            envelope: None,
-        })
+    /// UIDs expunged after MODSEQ `since`, with their MODSEQs (oldest first); `None` when
+    /// `since` is below what the log remembers.
+    pub fn expunged_since(&self, since: u64) -> Option<&[(u64, u32)]> {
+        if since < self.floor {
+            return None;
+        }
+        let i = self.expunged.partition_point(|&(m, _)| m <= since);
+        Some(&self.expunged[i..])
+    }
+
+    /// Bumped by every change this state learns of or makes.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The cached IMAP ENVELOPEs of the folder's messages, read from the cache file (a
-    /// view does not keep them in memory).
+    /// view does not keep them in memory), with those computed since it was written.
     pub fn envelopes(&self) -> HashMap<u32, Vec<u8>> {
-        cache::read(&self.path, self.uid_validity, true)
+        let mut out: HashMap<u32, Vec<u8>> = cache::read(&self.path, self.uid_validity, true)
             .into_iter()
             .filter_map(|(uid, e)| e.envelope.map(|env| (uid, env)))
-            .collect()
+            .collect();
+        out.extend(self.new_envelopes.iter().map(|(u, e)| (*u, e.clone())));
+        out
     }
 
-    /// Stores a message's IMAP ENVELOPE in the cache (written by [`Folder::save_cache`]).
+    /// Stores a message's IMAP ENVELOPE for the cache (written by [`Folder::save_cache`]).
     pub fn set_envelope(&mut self, uid: u32, envelope: &[u8]) {
-        if envelope.len() <= cache::MAX_ENVELOPE
-            && let Some(e) = self.cache.get_mut(&uid)
-        {
-            e.envelope = Some(envelope.to_vec());
-            self.cache_dirty = true;
+        if envelope.len() <= cache::MAX_ENVELOPE && self.get(uid).is_some() {
+            self.new_envelopes.insert(uid, envelope.to_vec());
         }
     }
 
-    /// Writes the cache file if it changed (best effort), keeping the envelopes it holds,
-    /// and lets go of the envelopes held in memory.
+    /// Writes the cache file if envelopes were added (best effort), keeping the envelopes
+    /// it holds, and lets go of those held in memory.
     pub fn save_cache(&mut self) {
-        if !self.cache_dirty {
+        if self.new_envelopes.is_empty() {
             return;
         }
-        let messages = &self.messages;
-        self.cache
-            .retain(|uid, _| messages.binary_search_by_key(uid, |m: &Message| m.uid).is_ok());
         let mut on_file = cache::read(&self.path, self.uid_validity, true);
-        for (uid, e) in self.cache.iter_mut() {
-            if e.envelope.is_none()
-                && let Some(old) = on_file.remove(uid)
-            {
-                e.envelope = old.envelope;
-            }
-        }
-        let entries: Vec<(u32, &Entry)> = messages
+        let entries: Vec<(u32, Entry)> = self
+            .messages
             .iter()
-            .filter_map(|m| self.cache.get(&m.uid).map(|e| (m.uid, e)))
+            .map(|m| {
+                let envelope = self
+                    .new_envelopes
+                    .remove(&m.uid)
+                    .or_else(|| on_file.remove(&m.uid).and_then(|e| e.envelope));
+                (
+                    m.uid,
+                    Entry {
+                        size: m.size,
+                        date: m.date,
+                        envelope,
+                    },
+                )
+            })
             .collect();
-        cache::write(&self.path, self.uid_validity, &entries);
-        for e in self.cache.values_mut() {
-            e.envelope = None;
-        }
-        self.cache_dirty = false;
+        let refs: Vec<(u32, &Entry)> = entries.iter().map(|(u, e)| (*u, e)).collect();
+        cache::write(&self.path, self.uid_validity, &refs);
+        self.new_envelopes = HashMap::new();
     }
 
     /// The folder's header cache ([`HeaderCache`]), read from its file.
@@ -569,6 +491,7 @@ impl Folder {
                     let m = &mut self.messages[i];
                     m.file = target;
                     m.flags = new;
+                    self.record(&[uid], &[]);
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.sync()?,
@@ -596,6 +519,7 @@ impl Folder {
         }
         let gone: std::collections::HashSet<u32> = done.iter().copied().collect();
         self.messages.retain(|m| !gone.contains(&m.uid));
+        self.record(&[], &done);
         Ok(done)
     }
 
@@ -696,7 +620,10 @@ impl Folder {
                 })
             };
             match res {
-                Ok(()) => placed.push((uid, base)),
+                Ok(()) => {
+                    dest.pending_guids.insert(base.clone(), m.guid);
+                    placed.push((uid, base));
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err(if mv { "move" } else { "copy" }, &src, e)),
             }
@@ -705,6 +632,8 @@ impl Folder {
         if mv {
             let gone: std::collections::HashSet<u32> = placed.iter().map(|(u, _)| *u).collect();
             self.messages.retain(|m| !gone.contains(&m.uid));
+            let gone: Vec<u32> = placed.iter().map(|(u, _)| *u).collect();
+            self.record(&[], &gone);
         }
         dest.sync()?;
         let by_base: HashMap<&str, u32> = dest.messages.iter().map(|m| (m.base.as_str(), m.uid)).collect();
@@ -713,20 +642,6 @@ impl Folder {
             .filter_map(|(old, base)| by_base.get(base.as_str()).map(|new| (*old, *new)))
             .collect())
     }
-}
-
-/// Orders Maildir names by their time stamp, then by name.
-fn maildir_order(a: &str, b: &str) -> std::cmp::Ordering {
-    let t = |s: &str| s.split('.').next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    t(a).cmp(&t(b)).then_with(|| a.cmp(b))
-}
-
-/// A `,K=value` field of a base name (`S=`, `W=`).
-fn name_field(base: &str, key: &str) -> Option<u64> {
-    base.split(',')
-        .skip(1)
-        .find_map(|f| f.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .and_then(|v| v.parse().ok())
 }
 
 /// A new base name: `<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>,W=<size>`.

@@ -13,7 +13,10 @@
 //!   flags are letters in the name (see [`flags`]), keywords mapped by `dovecot-keywords`;
 //! - `dovecot-uidlist` gives each base name its UID (see [`uidlist`]);
 //! - `postern-cache` keeps sizes and dates (see [`cache`]);
-//! - `postern-headers` keeps header blocks for SEARCH (see [`headers`]).
+//! - `postern-headers` keeps header blocks for SEARCH (see [`headers`]);
+//! - `postern-index` keeps each message's GUID, MODSEQ, flags, size and dates, and the
+//!   expunge log (see [`index`]); the mailbox root's `dovecot-uidvalidity` the last
+//!   UIDVALIDITY given, so a folder deleted and created again gets a new one.
 //!
 //! These files are rewritten through temporary names beginning with `.` (`.<file>.tmp`,
 //! `.<file>.<pid>.tmp`) in the folder's directory — INBOX's is the root, where the other
@@ -48,11 +51,15 @@
 pub mod cache;
 pub mod flags;
 pub mod folder;
+mod folder_sync;
 pub mod headers;
+pub mod index;
 pub mod spool;
 pub mod stream;
 pub mod uidlist;
 
+#[cfg(test)]
+mod index_tests;
 #[cfg(test)]
 mod tests;
 
@@ -77,12 +84,14 @@ pub const MAX_NAME: usize = 200;
 /// The subscriptions file in the mailbox root.
 const SUBSCRIPTIONS: &str = "subscriptions";
 /// The files the store keeps beside a folder's messages.
-const STORE_FILES: [&str; 5] = [
+const STORE_FILES: [&str; 7] = [
     SUBSCRIPTIONS,
     flags::KEYWORDS_FILE,
     uidlist::FILE,
     cache::FILE,
     headers::FILE,
+    index::FILE,
+    folder_sync::UIDVALIDITY_FILE,
 ];
 
 /// Whether a folder name is kept for the store's own temporary files: the folder's

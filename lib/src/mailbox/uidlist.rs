@@ -8,8 +8,12 @@
 //! ```
 //!
 //! The header holds the version, UIDVALIDITY (`V`), the next UID (`N`) and a mailbox GUID
-//! (`G`); each line a UID, optional extension fields, and `:` with the base name (the file
-//! name without `:2,flags`). UIDs only grow. The file is replaced, never edited: a writer
+//! (`G`), and Postern's `M`: the highest MODSEQ the folder had given when the list was last
+//! written (a floor for MODSEQs after the index is lost; Dovecot keeps header fields it does
+//! not know). Each line a UID, optional extension fields (kept as found: Dovecot's `W`
+//! size, `G` message GUID, which Postern writes for messages it copied or moved so their
+//! GUID survives the loss of the index), and `:` with the base name (the file name without
+//! `:2,flags`). UIDs only grow. The file is replaced, never edited: a writer
 //! creates `dovecot-uidlist.lock` with `O_EXCL` (Dovecot's dot-lock), writes the new list
 //! into it, fsyncs it and renames it over `dovecot-uidlist`, which releases the lock in the
 //! same step. A lock older than [`STALE_LOCK`] is left over from a crashed writer and is
@@ -41,8 +45,12 @@ pub struct UidList {
     pub next_uid: u32,
     /// Mailbox GUID (hex), kept as found.
     pub guid: String,
+    /// The highest MODSEQ given when the list was written (`M`, 0 when absent).
+    pub modseq: u64,
     /// (uid, base name), in increasing UID order.
     pub entries: Vec<(u32, String)>,
+    /// The extension fields of a record (`W4210 G...`), by UID, for those that have some.
+    pub ext: HashMap<u32, String>,
 }
 
 impl UidList {
@@ -60,7 +68,9 @@ impl UidList {
             uid_validity: (now as u32).max(1),
             next_uid: 1,
             guid: format!("{:016x}{:08x}{:08x}", now, nanos, std::process::id()),
+            modseq: 0,
             entries: Vec::new(),
+            ext: HashMap::new(),
         }
     }
 
@@ -80,6 +90,7 @@ impl UidList {
                 Some(b'V') => list.uid_validity = f[1..].parse().ok()?,
                 Some(b'N') => list.next_uid = f[1..].parse().ok()?,
                 Some(b'G') => list.guid = f[1..].to_string(),
+                Some(b'M') => list.modseq = f[1..].parse().unwrap_or(0),
                 _ => {}
             }
         }
@@ -98,6 +109,10 @@ impl UidList {
                 continue;
             }
             last = uid;
+            let ext = head.split_once(' ').map_or("", |(_, e)| e.trim());
+            if !ext.is_empty() && ext.len() <= 256 {
+                list.ext.insert(uid, ext.to_string());
+            }
             list.entries.push((uid, name.to_string()));
         }
         Some(list)
@@ -105,11 +120,43 @@ impl UidList {
 
     /// The file text.
     pub fn format(&self) -> String {
-        let mut s = format!("3 V{} N{} G{}\n", self.uid_validity, self.next_uid, self.guid);
+        let mut s = format!("3 V{} N{} G{}", self.uid_validity, self.next_uid, self.guid);
+        if self.modseq > 0 {
+            s.push_str(&format!(" M{}", self.modseq));
+        }
+        s.push('\n');
         for (uid, name) in &self.entries {
-            s.push_str(&format!("{uid} :{name}\n"));
+            match self.ext.get(uid) {
+                Some(ext) => s.push_str(&format!("{uid} {ext} :{name}\n")),
+                None => s.push_str(&format!("{uid} :{name}\n")),
+            }
         }
         s
+    }
+
+    /// The message GUID a record's `G` field gives, if any.
+    pub fn guid_of(&self, uid: u32) -> Option<u128> {
+        let ext = self.ext.get(&uid)?;
+        ext.split(' ')
+            .find_map(|f| f.strip_prefix('G'))
+            .filter(|g| !g.is_empty())
+            .map(super::index::parse_guid)
+    }
+
+    /// Sets a record's `G` field (other fields kept).
+    pub fn set_guid(&mut self, uid: u32, guid: u128) {
+        let mut fields: Vec<String> = self
+            .ext
+            .get(&uid)
+            .map(|e| {
+                e.split(' ')
+                    .filter(|f| !f.starts_with('G') && !f.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        fields.push(format!("G{}", super::index::guid_hex(guid)));
+        self.ext.insert(uid, fields.join(" "));
     }
 
     /// Base name → UID.
