@@ -265,19 +265,32 @@ impl TlsSession {
         self.peer_closed
     }
 
-    /// The negotiated protocol and cipher suite, for the log (`TLSv1.3 TLS13_AES_256_GCM_SHA384`).
-    pub fn describe(&self) -> String {
-        let version = self
-            .conn
-            .protocol_version()
-            .map(|v| format!("{v:?}"))
-            .unwrap_or_default();
-        let suite = self
-            .conn
+    /// The negotiated protocol version in Postfix's wording (`TLSv1.3`), for the log and
+    /// the `Received:` header; `TLS` before the handshake is done.
+    pub fn version(&self) -> String {
+        match self.conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+            Some(v) => format!("{v:?}"),
+            None => "TLS".into(),
+        }
+    }
+
+    /// The negotiated cipher suite by its IANA name (`TLS_AES_256_GCM_SHA384`);
+    /// `unknown` before the handshake is done.
+    pub fn cipher(&self) -> String {
+        self.conn
             .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()))
-            .unwrap_or_default();
-        format!("{version} {suite}").trim().to_string()
+            .map(|s| {
+                let name = format!("{:?}", s.suite());
+                name.strip_prefix("TLS13_").map(|r| format!("TLS_{r}")).unwrap_or(name)
+            })
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    /// Version and cipher suite, for the log (`TLSv1.3 TLS_AES_256_GCM_SHA384`).
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.version(), self.cipher())
     }
 }
 

@@ -178,7 +178,7 @@ impl Protocol for Pop3Conn {
                 );
                 b"-ERR Disconnected: no login in time\r\n"
             }
-            Ending::Idle | Ending::Session => b"-ERR Autologout; idle for too long\r\n",
+            Ending::Idle | Ending::Session | Ending::Phase => b"-ERR Autologout; idle for too long\r\n",
             Ending::Shutdown => b"-ERR Server shutting down\r\n",
         };
         io.send(words);

@@ -3,6 +3,7 @@
 
 use super::{Deadlines, Ending, Io, Link, Protocol, ROUNDS_PER_TURN};
 use crate::ipc::codec::write_pending;
+use crate::line::LineBuffer;
 use crate::tls::TlsSession;
 use mio::net::TcpStream;
 use std::io::{Read, Write};
@@ -24,18 +25,19 @@ pub enum Turn {
 /// non-blocking `Read + Write` works (a fuzz target's in-memory client).
 pub struct Connection<P, S = TcpStream> {
     sock: S,
-    peer: Option<SocketAddr>,
     link: Link,
     /// The protocol core.
     pub proto: P,
     born: Instant,
     deadlines: Deadlines,
+    /// Whether the socket is registered for writability too ([`Pool`](super::Pool)).
+    pub(crate) write_interest: bool,
 }
 
 impl<P: Protocol, S: Read + Write> Connection<P, S> {
     /// A connection on `sock` (non-blocking, registered by the caller) from `peer`, TLS
-    /// from the first byte when `tls` is given. `aux` is the token for the protocol's own
-    /// socket.
+    /// from the first byte when `tls` is given. `aux` is the first of the [`AUX`](super::AUX)
+    /// tokens for the protocol's own sockets.
     pub fn new(
         sock: S,
         peer: Option<SocketAddr>,
@@ -45,24 +47,30 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
         aux: mio::Token,
     ) -> Self {
         let now = Instant::now();
+        // the driver bounds the input itself (Limits::input), the buffer only frames it
+        let input = LineBuffer::new(proto.line_limit(), usize::MAX / 4);
         Connection {
             sock,
-            peer,
             link: Link {
+                peer,
                 tls,
+                secured: false,
                 raw: Vec::new(),
-                input: Vec::new(),
+                plain: Vec::new(),
+                input,
                 out: Vec::new(),
                 source: None,
                 closing: false,
                 dead: false,
                 authenticated: false,
                 last: now,
+                phase: None,
                 aux,
             },
             proto,
             born: now,
             deadlines,
+            write_interest: false,
         }
     }
 
@@ -94,7 +102,12 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
 
     /// Input bytes received and not yet used by the protocol (plaintext and ciphertext).
     pub fn pending_input(&self) -> usize {
-        self.link.input.len() + self.link.raw.len()
+        self.link.input.pending_len() + self.link.raw.len()
+    }
+
+    /// Whether the socket should be registered for writability: output waits for room.
+    pub fn wants_write(&self) -> bool {
+        !self.link.out.is_empty()
     }
 
     /// Reads, streams, handles and writes while that makes progress, at most
@@ -128,21 +141,39 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
         if self.deadlines.session.is_some_and(|d| age > d) {
             return Some(Ending::Session);
         }
-        if !self.proto.waiting() && now.saturating_duration_since(self.link.last) > self.deadlines.idle {
+        if self.proto.waiting() {
+            return None;
+        }
+        if self.link.phase.is_some_and(|p| now >= p) {
+            return Some(Ending::Phase);
+        }
+        if now.saturating_duration_since(self.link.last) > self.deadlines.idle {
             return Some(Ending::Idle);
         }
         None
     }
 
-    /// Ends the connection: the protocol's last words go out if the socket takes them now.
+    /// Ends the connection: the protocol's last words go out if the socket takes them now
+    /// (a connection already closing has said its last words: what is queued goes if it can).
     pub fn end(&mut self, why: Ending, registry: &mio::Registry) {
-        let (proto, mut io) = self.parts(registry);
-        proto.ending(why, &mut io);
+        if !self.link.closing {
+            let (proto, mut io) = self.parts(registry);
+            proto.ending(why, &mut io);
+        }
         self.flush();
+    }
+
+    /// The protocol's own timers ([`Protocol::timer`]); returns whether to drive it.
+    pub fn timer(&mut self, now: Instant, registry: &mio::Registry) -> bool {
+        let (proto, mut io) = self.parts(registry);
+        proto.timer(now, &mut io)
     }
 
     /// Reads what the socket has while the input is under its bound; returns the bytes.
     fn read(&mut self) -> usize {
+        if self.proto.blocked() {
+            return 0;
+        }
         let max = self.proto.limits().input;
         let link = &mut self.link;
         let mut buf = [0u8; 8192];
@@ -151,7 +182,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
             let pending = if link.tls.is_some() {
                 link.raw.len()
             } else {
-                link.input.len()
+                link.input.pending_len()
             };
             if pending >= max {
                 break;
@@ -164,7 +195,8 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
                     if link.tls.is_some() {
                         link.raw.extend_from_slice(got);
                     } else {
-                        link.input.extend_from_slice(got);
+                        // (never refused: the buffer's own bound is beyond `max`)
+                        let _ = link.input.push(got);
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -173,16 +205,19 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
             }
         }
         if let Some(tls) = &mut link.tls {
-            match tls.receive(&link.raw, &mut link.input, max) {
+            let room = max.saturating_sub(link.input.pending_len());
+            match tls.receive(&link.raw, &mut link.plain, room) {
                 Ok(used) => {
                     link.raw.drain(..used);
+                    let _ = link.input.push(&link.plain);
                 }
                 Err(e) => {
-                    tracing::info!("TLS error from {:?}: {e}", self.peer);
+                    tracing::info!("TLS error from {:?}: {e}", link.peer);
                     link.closing = true;
-                    link.input.clear();
+                    link.input.take_pending();
                 }
             }
+            link.plain.clear();
             tls.transmit(&mut link.out);
         }
         total
@@ -215,9 +250,20 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
     /// Calls the protocol while it makes progress and output is under its bound.
     fn handle(&mut self, registry: &mio::Registry) -> usize {
         let mut handled = 0;
+        if !self.link.dead && !self.link.secured && self.link.tls.as_ref().is_some_and(|t| !t.is_handshaking()) {
+            self.link.secured = true;
+            let (proto, mut io) = self.parts(registry);
+            proto.secured(&mut io);
+            handled += 1;
+        }
         loop {
             let l = &self.link;
-            if l.dead || l.closing || l.source.is_some() || l.out.len() > self.proto.limits().output {
+            if l.dead
+                || l.closing
+                || l.source.is_some()
+                || l.out.len() > self.proto.limits().output
+                || self.proto.blocked()
+            {
                 return handled;
             }
             let (proto, mut io) = self.parts(registry);

@@ -9,7 +9,9 @@
 //!   client pipelined after the command is **discarded** (the STARTTLS command-injection
 //!   class, CVE-2011-0411);
 //! - bounded input: the socket is not read while [`Limits::input`] bytes wait (plaintext,
-//!   or ciphertext under TLS), and [`Io::line`] frames lines up to a stated length;
+//!   or ciphertext under TLS), nor while the protocol says it is [`blocked`]; input waits
+//!   in a [`LineBuffer`] ([`Io::lines`], lines of at most [`Protocol::line_limit`] with
+//!   raw takes for payloads), or is framed by [`Io::line`] up to a stated length;
 //! - bounded output with back-pressure: the protocol is not called while more than
 //!   [`Limits::output`] bytes wait to be sent, so a client that never reads makes the
 //!   connection hold at most that plus one reply;
@@ -18,9 +20,19 @@
 //! - deadlines ([`Deadlines`]): idle (from the last input the protocol used, paused while
 //!   the protocol waits for an answer from elsewhere), a hard pre-authentication deadline
 //!   from the connection's start that traffic does not extend ([`Io::authenticated`] ends
-//!   it), and an optional whole-session limit;
+//!   it), an optional whole-session limit, and a deadline the protocol sets for a phase
+//!   ([`Io::phase_deadline`]: SMTP's DATA); [`Protocol::timer`] for its own timers;
+//! - write interest ([`Pool`]): a socket is registered for writability only while output
+//!   waits for room, so the ACKs of a client that reads do not wake the process;
+//! - side sockets: [`AUX`] tokens per connection for the protocol's own sockets (SMTP's
+//!   cleanup and auth connections, [`Io::aux`]);
+//! - lifecycle hooks: [`Protocol::secured`] once a TLS handshake is done (version and
+//!   cipher from [`Io::tls`]), [`Protocol::may_stop`] to decline a stop while a
+//!   transaction is in progress, [`Protocol::disconnected`] once the connection is gone;
 //! - fair turns: a connection gets [`ROUNDS_PER_TURN`] rounds of read–handle–write per
 //!   event; with work left it goes behind the other connections (a waker requeue).
+//!
+//! [`blocked`]: Protocol::blocked
 
 mod connection;
 mod pool;
@@ -28,9 +40,11 @@ mod pool;
 mod tests;
 
 pub use connection::{Connection, Turn};
-pub use pool::{FIRST_FREE, Pool};
+pub use pool::{AUX, FIRST_FREE, Pool};
 
+use crate::line::LineBuffer;
 use crate::tls::TlsSession;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +82,8 @@ pub enum Ending {
     Idle,
     /// The whole-session limit passed.
     Session,
+    /// The protocol's phase deadline ([`Io::phase_deadline`]) passed.
+    Phase,
     /// The process is stopping.
     Shutdown,
 }
@@ -112,20 +128,52 @@ pub trait Protocol {
     fn ending(&mut self, _why: Ending, _io: &mut Io<'_>) {}
     /// A hand-over source failed half way (nothing can be answered: the connection closes).
     fn source_failed(&mut self, _e: &std::io::Error) {}
+    /// The longest line [`Io::lines`] frames (asked once, when the connection is made).
+    fn line_limit(&self) -> usize {
+        crate::line::MAX_LINE_LIMIT
+    }
+    /// Whether the protocol can take nothing now (its own side socket is full): the
+    /// socket is not read and [`handle`](Self::handle) not called; the daemon drives the
+    /// connection again when that changes.
+    fn blocked(&self) -> bool {
+        false
+    }
+    /// A TLS handshake has completed ([`Io::tls`] names version and cipher); called once
+    /// per handshake, before any input that came with it is handled.
+    fn secured(&mut self, _io: &mut Io<'_>) {}
+    /// The process is stopping: whether this connection may be ended now (with
+    /// [`Ending::Shutdown`]); one that declines goes on until it closes by itself.
+    fn may_stop(&self) -> bool {
+        true
+    }
+    /// Called for every connection on each of the process's ticks, for the protocol's
+    /// own timers; returns whether the connection should be driven.
+    fn timer(&mut self, _now: Instant, _io: &mut Io<'_>) -> bool {
+        false
+    }
+    /// The connection has been removed (whatever the reason): release what the protocol
+    /// holds, its side sockets first (`registry` to deregister them).
+    fn disconnected(&mut self, _registry: &mio::Registry) {}
 }
 
 /// The connection state the protocol acts on (everything but the socket).
 pub(crate) struct Link {
+    pub(crate) peer: Option<SocketAddr>,
     pub(crate) tls: Option<TlsSession>,
+    /// Whether [`Protocol::secured`] has been called for the TLS session.
+    pub(crate) secured: bool,
     /// Ciphertext read, not yet decrypted.
     pub(crate) raw: Vec<u8>,
-    pub(crate) input: Vec<u8>,
+    /// Decrypted, on its way into `input`.
+    pub(crate) plain: Vec<u8>,
+    pub(crate) input: LineBuffer,
     pub(crate) out: Vec<u8>,
     pub(crate) source: Option<Box<dyn Source>>,
     pub(crate) closing: bool,
     pub(crate) dead: bool,
     pub(crate) authenticated: bool,
     pub(crate) last: Instant,
+    pub(crate) phase: Option<Instant>,
     pub(crate) aux: mio::Token,
 }
 
@@ -151,8 +199,10 @@ pub struct Io<'a> {
 }
 
 impl Io<'_> {
-    /// The input received and not yet used (plaintext); a protocol may consume it itself.
-    pub fn input(&mut self) -> &mut Vec<u8> {
+    /// The input received and not yet used (plaintext), framed in lines of at most
+    /// [`Protocol::line_limit`]; a protocol may also take raw bytes from it (a payload).
+    /// Call [`touch`](Self::touch) for input used.
+    pub fn lines(&mut self) -> &mut LineBuffer {
         &mut self.link.input
     }
 
@@ -161,14 +211,14 @@ impl Io<'_> {
     /// too-long line is taken from the input).
     pub fn line(&mut self, max: usize) -> Line {
         let input = &mut self.link.input;
-        let Some(pos) = memchr::memchr(b'\n', input) else {
-            return if input.len() >= max {
+        let Some(pos) = memchr::memchr(b'\n', input.pending()) else {
+            return if input.pending_len() >= max {
                 Line::TooLong
             } else {
                 Line::Partial
             };
         };
-        let mut line: Vec<u8> = input.drain(..=pos).collect();
+        let mut line = input.take_up_to(pos + 1);
         line.pop();
         if line.last() == Some(&b'\r') {
             line.pop();
@@ -201,8 +251,13 @@ impl Io<'_> {
     pub fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> bool {
         match TlsSession::new(config) {
             Ok(t) => {
-                self.link.input.clear();
+                let stale = self.link.input.take_pending().len() + self.link.raw.len();
+                if stale > 0 {
+                    let from = self.link.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+                    tracing::warn!("{from}: {stale} bytes pipelined after STARTTLS discarded");
+                }
                 self.link.raw.clear();
+                self.link.secured = false;
                 if crate::ipc::codec::write_pending(&mut self.sock, &mut self.link.out).is_err() {
                     self.link.dead = true;
                 }
@@ -219,6 +274,19 @@ impl Io<'_> {
     /// Whether TLS is active.
     pub fn tls_active(&self) -> bool {
         self.link.tls.is_some()
+    }
+
+    /// The TLS session, for its [`version`](TlsSession::version) and
+    /// [`cipher`](TlsSession::cipher).
+    pub fn tls(&self) -> Option<&TlsSession> {
+        self.link.tls.as_ref()
+    }
+
+    /// Sets (from now) or clears the deadline of a phase of the protocol; when it passes
+    /// (and nothing is [`waiting`](Protocol::waiting)) the connection ends with
+    /// [`Ending::Phase`], however busy the client is.
+    pub fn phase_deadline(&mut self, after: Option<std::time::Duration>) {
+        self.link.phase = after.map(|d| Instant::now() + d);
     }
 
     /// Closes once the output is sent (a TLS close_notify after it).
@@ -247,10 +315,17 @@ impl Io<'_> {
         self.link.authenticated = true;
     }
 
-    /// The registry and this connection's auxiliary token, for one socket of the
+    /// The registry and this connection's first auxiliary token, for one socket of the
     /// protocol's own (an auth request); [`Pool::aux_id`] tells the daemon whose its
     /// events are.
     pub fn aux(&self) -> (&mio::Registry, mio::Token) {
-        (self.registry, self.link.aux)
+        self.aux_nth(0)
+    }
+
+    /// The registry and this connection's auxiliary token `k` (below [`AUX`]), for more
+    /// than one socket of the protocol's own; [`Pool::aux_slot`] maps its events back.
+    pub fn aux_nth(&self, k: usize) -> (&mio::Registry, mio::Token) {
+        debug_assert!(k < AUX);
+        (self.registry, mio::Token(self.link.aux.0 + k.min(AUX - 1)))
     }
 }

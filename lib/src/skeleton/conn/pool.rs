@@ -2,8 +2,9 @@
 //! requeue), deadlines and shutdown — so a daemon's [`EventService`] is its listener
 //! policy, its protocol core and a few lines.
 //!
-//! Token `2·id` is a connection's socket, `2·id+1` its protocol's own socket
-//! ([`Io::aux`]). Every method that may close connections returns their protocols, for
+//! Token `4·id` is a connection's socket, `4·id+1` to `4·id+`[`AUX`] its protocol's own
+//! sockets ([`Io::aux`]). A socket is registered for writability only while its output
+//! waits for room. Every method that may close connections returns their protocols, for
 //! the daemon to release what they hold (an auth request, a per-address count).
 //!
 //! [`EventService`]: crate::skeleton::event::EventService
@@ -20,6 +21,21 @@ use std::time::Instant;
 /// Tokens from here up to [`RESERVED_TOKENS`] are free for the daemon's own sockets (its
 /// anvil connection, the pool's waker); those below belong to the pool's connections.
 pub const FIRST_FREE: usize = RESERVED_TOKENS - 64;
+
+/// Auxiliary tokens per connection, for the protocol's own sockets.
+pub const AUX: usize = 3;
+
+/// Tokens per connection: its socket's and the auxiliary ones.
+const PER_CONN: usize = AUX + 1;
+
+/// Readable always; writable too when `write`.
+fn interest(write: bool) -> Interest {
+    if write {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    }
+}
 
 /// All client connections of one process.
 pub struct Pool<P> {
@@ -57,7 +73,24 @@ impl<P: Protocol> Pool<P> {
 
     /// The connection whose protocol socket `token` is, if it is one.
     pub fn aux_id(&self, token: Token) -> Option<usize> {
-        (token.0 < FIRST_FREE && token.0 % 2 == 1).then_some(token.0 / 2)
+        self.aux_slot(token).map(|(id, _)| id)
+    }
+
+    /// The connection and the slot (as in [`Io::aux_nth`](super::Io::aux_nth)) of a
+    /// protocol socket's `token`, if it is one.
+    pub fn aux_slot(&self, token: Token) -> Option<(usize, usize)> {
+        (token.0 < FIRST_FREE && !token.0.is_multiple_of(PER_CONN))
+            .then(|| (token.0 / PER_CONN, token.0 % PER_CONN - 1))
+    }
+
+    /// The ids of the open connections.
+    pub fn ids(&self) -> Vec<usize> {
+        self.conns.keys().copied().collect()
+    }
+
+    /// How many connections are registered for writability (output waiting for room).
+    pub fn writers(&self) -> usize {
+        self.conns.values().filter(|c| c.write_interest).count()
     }
 
     /// The most output bytes any connection holds unsent now.
@@ -78,7 +111,7 @@ impl<P: Protocol> Pool<P> {
     fn id(&mut self) -> usize {
         loop {
             let id = self.next;
-            self.next = (self.next + 1) % (FIRST_FREE / 2);
+            self.next = (self.next + 1) % (FIRST_FREE / PER_CONN);
             if !self.conns.contains_key(&id) {
                 return id;
             }
@@ -111,12 +144,12 @@ impl<P: Protocol> Pool<P> {
         let mut sock = mio::net::TcpStream::from_std(sock);
         let id = self.id();
         if registry
-            .register(&mut sock, Token(2 * id), Interest::READABLE | Interest::WRITABLE)
+            .register(&mut sock, Token(PER_CONN * id), interest(false))
             .is_err()
         {
             return vec![proto];
         }
-        let mut c = Connection::new(sock, peer, proto, tls, deadlines, Token(2 * id + 1));
+        let mut c = Connection::new(sock, peer, proto, tls, deadlines, Token(PER_CONN * id + 1));
         c.greet(registry);
         self.conns.insert(id, c);
         self.drive(registry, id)
@@ -127,7 +160,17 @@ impl<P: Protocol> Pool<P> {
         let Some(c) = self.conns.get_mut(&id) else {
             return Vec::new();
         };
-        match c.drive(registry) {
+        let turn = c.drive(registry);
+        let want = c.wants_write();
+        if turn != Turn::Closed
+            && want != c.write_interest
+            && registry
+                .reregister(c.socket(), Token(PER_CONN * id), interest(want))
+                .is_ok()
+        {
+            c.write_interest = want;
+        }
+        match turn {
             Turn::Open => Vec::new(),
             Turn::More => {
                 self.later(registry, id);
@@ -143,8 +186,8 @@ impl<P: Protocol> Pool<P> {
         if token == self.waker_token {
             return self.again(registry);
         }
-        if token.0 < FIRST_FREE && token.0.is_multiple_of(2) {
-            return self.drive(registry, token.0 / 2);
+        if token.0 < FIRST_FREE && token.0.is_multiple_of(PER_CONN) {
+            return self.drive(registry, token.0 / PER_CONN);
         }
         Vec::new()
     }
@@ -176,14 +219,23 @@ impl<P: Protocol> Pool<P> {
         }
     }
 
-    /// Deadlines, and turns left over should the waker have failed.
+    /// Deadlines, the protocols' own timers, and turns left over should the waker have
+    /// failed.
     pub fn tick(&mut self, registry: &Registry, now: Instant) -> Vec<P> {
+        let due: Vec<usize> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(id, c)| c.timer(now, registry).then_some(*id))
+            .collect();
+        let mut closed = Vec::new();
+        for id in due {
+            closed.extend(self.drive(registry, id));
+        }
         let late: Vec<(usize, Ending)> = self
             .conns
             .iter()
             .filter_map(|(id, c)| c.expired(now).map(|why| (*id, why)))
             .collect();
-        let mut closed = Vec::new();
         for (id, why) in late {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.end(why, registry);
@@ -194,9 +246,15 @@ impl<P: Protocol> Pool<P> {
         closed
     }
 
-    /// The process stops: every connection gets its last words and is closed.
+    /// The process stops: every connection that may stop ([`Protocol::may_stop`]) gets
+    /// its last words and is closed; the others go on until they close.
     pub fn stop(&mut self, registry: &Registry) -> Vec<P> {
-        let ids: Vec<usize> = self.conns.keys().copied().collect();
+        let ids: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.proto.may_stop())
+            .map(|(id, _)| *id)
+            .collect();
         let mut closed = Vec::new();
         for id in ids {
             if let Some(c) = self.conns.get_mut(&id) {
@@ -207,11 +265,12 @@ impl<P: Protocol> Pool<P> {
         closed
     }
 
-    /// Removes a connection; its protocol comes back.
+    /// Removes a connection ([`Protocol::disconnected`] is called); its protocol comes back.
     pub fn remove(&mut self, registry: &Registry, id: usize) -> Option<P> {
         let mut c = self.conns.remove(&id)?;
         let _ = registry.deregister(c.socket());
         self.again.retain(|&a| a != id);
+        c.proto.disconnected(registry);
         Some(c.proto)
     }
 }

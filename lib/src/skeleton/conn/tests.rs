@@ -1,6 +1,8 @@
 //! Each duty of the driver, tested once against a tiny line protocol over real TCP
-//! loopback (and a real rustls client): back-pressure, the deadlines, the TLS upgrade
-//! with pipelined plaintext discarded, hand-over.
+//! loopback (and a real rustls client): back-pressure, the deadlines (phase and the
+//! protocol's timers too), the TLS upgrade with pipelined plaintext discarded and its
+//! version named, hand-over, framing in the line buffer, a blocked protocol, write
+//! interest, a declined stop and the disconnect hook, the auxiliary tokens.
 
 use super::*;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -22,14 +24,35 @@ struct Seen {
     max_output: AtomicUsize,
     max_input: AtomicUsize,
     stop: AtomicBool,
+    /// The protocol says it is blocked while set.
+    hold: AtomicBool,
+    /// Drive every connection once (the daemon's side socket drained).
+    kick: AtomicBool,
+    /// Stop the pool once (the process is asked to stop).
+    stop_pool: AtomicBool,
+    /// Connections registered for writability now, and at most.
+    writers: AtomicUsize,
+    max_writers: AtomicUsize,
+    disconnected: AtomicUsize,
+    /// The TLS version `secured` saw.
+    secured: Mutex<Vec<String>>,
 }
 
 /// Commands: `STLS`, `LOGIN`, `BIG` (a 4 KB reply), `STREAM n` (n bytes handed over),
-/// anything else is echoed.
+/// `FRAMED` (from now on lines come from the line buffer, at most [`FRAMED`] bytes),
+/// `RAW n` (n raw bytes from the line buffer), `PHASE ms` (a phase deadline), `LATER ms`
+/// (a timer that sends `later`), `BUSY` (declines a stop), anything else is echoed.
 struct Test {
     seen: Arc<Seen>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    framed: bool,
+    raw: Option<usize>,
+    later: Option<Instant>,
+    busy: bool,
 }
+
+/// The line limit of the line buffer.
+const FRAMED: usize = 64;
 
 /// A hand-over: `left` bytes of `x` in 1 KB parts, then `.\r\n`.
 struct Xs {
@@ -60,6 +83,25 @@ impl Protocol for Test {
     }
 
     fn handle(&mut self, io: &mut Io<'_>) -> bool {
+        if let Some(n) = self.raw {
+            let Some(bytes) = io.lines().take_exact(n) else {
+                return false;
+            };
+            self.raw = None;
+            io.send(format!("raw {}\r\n", String::from_utf8_lossy(&bytes)).as_bytes());
+            return true;
+        }
+        if self.framed {
+            let line = match io.lines().next_line() {
+                None => return false,
+                Some(crate::line::LineEvent::TooLong) => {
+                    io.send(b"-ERR framed too long\r\n");
+                    return true;
+                }
+                Some(crate::line::LineEvent::Line { line, .. }) => line,
+            };
+            return self.command(io, String::from_utf8_lossy(&line).into_owned());
+        }
         let line = match io.line(256) {
             Line::Partial => return false,
             Line::TooLong => {
@@ -69,6 +111,53 @@ impl Protocol for Test {
             }
             Line::Line(l) => String::from_utf8_lossy(&l).into_owned(),
         };
+        self.command(io, line)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            input: 1024,
+            output: OUT,
+        }
+    }
+
+    fn ending(&mut self, why: Ending, io: &mut Io<'_>) {
+        io.send(format!("-ERR {why:?}\r\n").as_bytes());
+    }
+
+    fn line_limit(&self) -> usize {
+        FRAMED
+    }
+
+    fn blocked(&self) -> bool {
+        self.seen.hold.load(Ordering::SeqCst)
+    }
+
+    fn secured(&mut self, io: &mut Io<'_>) {
+        let version = io.tls().map(|t| t.version()).unwrap_or_default();
+        self.seen.secured.lock().unwrap().push(version);
+    }
+
+    fn may_stop(&self) -> bool {
+        !self.busy
+    }
+
+    fn timer(&mut self, now: Instant, io: &mut Io<'_>) -> bool {
+        if self.later.is_some_and(|t| now >= t) {
+            self.later = None;
+            io.send(b"later\r\n");
+            return true;
+        }
+        false
+    }
+
+    fn disconnected(&mut self, _registry: &mio::Registry) {
+        self.seen.disconnected.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Test {
+    fn command(&mut self, io: &mut Io<'_>, line: String) -> bool {
         self.seen.commands.lock().unwrap().push(line.clone());
         match line.split_once(' ').unwrap_or((&line, "")) {
             ("STLS", _) => {
@@ -92,22 +181,26 @@ impl Protocol for Test {
                 io.send(b"+OK bye\r\n");
                 io.close();
             }
+            ("FRAMED", _) => {
+                self.framed = true;
+                io.send(b"+OK framed\r\n");
+            }
+            ("RAW", n) => self.raw = Some(n.parse().unwrap()),
+            ("PHASE", ms) => {
+                io.phase_deadline(Some(Duration::from_millis(ms.parse().unwrap())));
+                io.send(b"+OK phase\r\n");
+            }
+            ("LATER", ms) => self.later = Some(Instant::now() + Duration::from_millis(ms.parse().unwrap())),
+            ("BUSY", _) => {
+                self.busy = true;
+                io.send(b"+OK busy\r\n");
+            }
             _ => io.send(format!("echo {line}\r\n").as_bytes()),
         }
+        io.touch();
         let pending = io.pending_output();
         self.seen.max_output.fetch_max(pending, Ordering::SeqCst);
         true
-    }
-
-    fn limits(&self) -> Limits {
-        Limits {
-            input: 1024,
-            output: OUT,
-        }
-    }
-
-    fn ending(&mut self, why: Ending, io: &mut Io<'_>) {
-        io.send(format!("-ERR {why:?}\r\n").as_bytes());
     }
 }
 
@@ -129,6 +222,10 @@ fn server(deadlines: Deadlines, tls: Option<Arc<rustls::ServerConfig>>) -> (std:
                 let proto = Test {
                     seen: Arc::clone(&s),
                     tls: tls.clone(),
+                    framed: false,
+                    raw: None,
+                    later: None,
+                    busy: false,
                 };
                 pool.add(poll.registry(), sock, proto, None, deadlines);
             }
@@ -137,8 +234,18 @@ fn server(deadlines: Deadlines, tls: Option<Arc<rustls::ServerConfig>>) -> (std:
                 pool.ready(poll.registry(), e.token());
             }
             pool.tick(poll.registry(), Instant::now());
+            if s.kick.swap(false, Ordering::SeqCst) {
+                for id in pool.ids() {
+                    pool.drive(poll.registry(), id);
+                }
+            }
+            if s.stop_pool.swap(false, Ordering::SeqCst) {
+                pool.stop(poll.registry());
+            }
             s.max_output.fetch_max(pool.max_pending_output(), Ordering::SeqCst);
             s.max_input.fetch_max(pool.max_pending_input(), Ordering::SeqCst);
+            s.writers.store(pool.writers(), Ordering::SeqCst);
+            s.max_writers.fetch_max(pool.writers(), Ordering::SeqCst);
         }
     });
     (addr, seen)
@@ -328,6 +435,8 @@ fn plaintext_pipelined_after_starttls_is_discarded() {
     let got = read_until(&mut tls, b"\r\n");
     assert_eq!(got, b"echo PING\r\n");
     assert_eq!(*seen.commands.lock().unwrap(), ["STLS", "PING"]);
+    // the protocol was told once, with the version in Postfix's wording
+    assert_eq!(*seen.secured.lock().unwrap(), ["TLSv1.3"]);
     seen.stop.store(true, Ordering::SeqCst);
 }
 
@@ -400,4 +509,136 @@ fn a_fast_reader_of_a_long_stream_does_not_hold_up_the_other_connections() {
     assert!(t < Duration::from_secs(1), "answered after {t:?}");
     seen.stop.store(true, Ordering::SeqCst);
     let _ = reader.join();
+}
+
+#[test]
+fn the_line_buffer_frames_lines_drops_a_too_long_one_and_gives_raw_bytes() {
+    let (addr, seen) = server(deadlines(30_000, None, None), None);
+    let mut c = connect(addr);
+    read_until(&mut c, b"hello\r\n");
+    let long = "y".repeat(FRAMED * 3);
+    c.write_all(format!("FRAMED\r\n{long}\r\nRAW 5\r\nab\ncdNOOP\r\n").as_bytes())
+        .unwrap();
+    let got = read_until(&mut c, b"echo NOOP\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "+OK framed\r\n-ERR framed too long\r\nraw ab\ncd\r\necho NOOP\r\n"
+    );
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn a_blocked_protocol_is_not_read_until_it_is_driven_again() {
+    let (addr, seen) = server(deadlines(30_000, None, None), None);
+    let mut c = connect(addr);
+    read_until(&mut c, b"hello\r\n");
+    seen.hold.store(true, Ordering::SeqCst);
+    // 1 MB of commands: none runs, and no more than the input bound is taken in
+    let writer = c.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut w = writer;
+        let _ = w.write_all(&b"NOOP\r\n".repeat(1024 * 1024 / 6));
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(seen.commands.lock().unwrap().is_empty());
+    assert_eq!(seen.max_input.load(Ordering::SeqCst), 0, "read while blocked");
+    seen.hold.store(false, Ordering::SeqCst);
+    seen.kick.store(true, Ordering::SeqCst);
+    read_until(&mut c, b"echo NOOP\r\n");
+    assert!(!seen.commands.lock().unwrap().is_empty());
+    drop(c);
+    let _ = sender.join();
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn the_phase_deadline_ends_a_busy_client_and_the_protocols_timer_fires() {
+    let (addr, seen) = server(deadlines(30_000, None, None), None);
+    let mut c = connect(addr);
+    read_until(&mut c, b"hello\r\n");
+    c.write_all(b"LATER 300\r\n").unwrap();
+    let start = Instant::now();
+    read_until(&mut c, b"later\r\n");
+    let t = start.elapsed();
+    assert!(t >= Duration::from_millis(250) && t < Duration::from_secs(2), "{t:?}");
+    c.write_all(b"PHASE 800\r\n").unwrap();
+    read_until(&mut c, b"+OK phase\r\n");
+    let start = Instant::now();
+    let mut got = Vec::new();
+    c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    while start.elapsed() < Duration::from_secs(4) && !got.ends_with(b"-ERR Phase\r\n") {
+        let _ = c.write_all(b"NOOP\r\n");
+        let mut buf = [0u8; 4096];
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let t = start.elapsed();
+    assert!(got.ends_with(b"-ERR Phase\r\n"), "{}", String::from_utf8_lossy(&got));
+    assert!(t >= Duration::from_millis(700) && t < Duration::from_secs(3), "{t:?}");
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn writability_is_asked_for_only_while_output_waits() {
+    let (addr, seen) = server(deadlines(30_000, None, None), None);
+    let mut c = connect(addr);
+    read_until(&mut c, b"hello\r\n");
+    for _ in 0..20 {
+        c.write_all(b"NOOP\r\n").unwrap();
+        read_until(&mut c, b"echo NOOP\r\n");
+    }
+    assert_eq!(seen.max_writers.load(Ordering::SeqCst), 0);
+    // replies the client does not read: the socket fills, writability is asked for
+    c.write_all(&b"BIG\r\n".repeat(1000)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(seen.writers.load(Ordering::SeqCst), 1);
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 65536];
+    while got < 1000 * BIG {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert_eq!(got, 1000 * BIG);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(seen.writers.load(Ordering::SeqCst), 0);
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn a_stop_ends_idle_connections_and_leaves_one_that_declines() {
+    let (addr, seen) = server(deadlines(30_000, None, None), None);
+    let mut idle = connect(addr);
+    let mut busy = connect(addr);
+    read_until(&mut idle, b"hello\r\n");
+    busy.write_all(b"BUSY\r\n").unwrap();
+    read_until(&mut busy, b"+OK busy\r\n");
+    seen.stop_pool.store(true, Ordering::SeqCst);
+    let (got, _) = read_to_close(&mut idle);
+    assert_eq!(got, b"-ERR Shutdown\r\n");
+    busy.write_all(b"NOOP\r\n").unwrap();
+    assert!(read_until(&mut busy, b"echo NOOP\r\n").ends_with(b"echo NOOP\r\n"));
+    busy.write_all(b"QUIT\r\n").unwrap();
+    let (got, _) = read_to_close(&mut busy);
+    assert_eq!(got, b"+OK bye\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(seen.disconnected.load(Ordering::SeqCst), 2);
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn auxiliary_tokens_map_back_to_their_connection_and_slot() {
+    let pool: Pool<Test> = Pool::new(mio::Token(crate::skeleton::event::RESERVED_TOKENS - 2));
+    for id in [0, 1, 7, FIRST_FREE / 4 - 1] {
+        assert_eq!(pool.aux_slot(mio::Token(4 * id)), None);
+        for k in 0..AUX {
+            assert_eq!(pool.aux_slot(mio::Token(4 * id + 1 + k)), Some((id, k)));
+            assert_eq!(pool.aux_id(mio::Token(4 * id + 1 + k)), Some(id));
+        }
+    }
+    assert_eq!(pool.aux_slot(mio::Token(FIRST_FREE)), None);
 }
