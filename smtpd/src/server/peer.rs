@@ -1,21 +1,23 @@
-//! A non-blocking IPC connection to another daemon (cleanup or auth), driven by the
-//! event loop: frames to send wait in an output buffer, received bytes go through the
-//! sans-I/O decoder of [`postern_lib::ipc::codec`]. Nothing here ever blocks, and a
-//! socket is read only after a readiness event says there may be something to read.
+//! The non-blocking IPC connection to cleanup for the message in progress, on one of the
+//! connection's auxiliary tokens: frames to send wait in an output buffer written with
+//! [`write_pending`], received bytes go through the sans-I/O decoder of
+//! [`postern_lib::ipc::codec`]. Nothing here ever blocks; the socket is read only after a
+//! readiness event says there may be something to read, and registered for writability
+//! only while output waits for room.
 
 use mio::net::UnixStream;
+use mio::{Interest, Registry, Token};
 use postern_lib::ipc::IpcError;
-use postern_lib::ipc::codec::{Decoder, Encoder, Frame};
+use postern_lib::ipc::codec::{Decoder, Encoder, Frame, write_pending};
 use serde::Serialize;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::path::Path;
 use std::time::Instant;
 
 /// One connection to a local daemon.
 #[derive(Debug)]
 pub struct PeerConn {
-    /// The socket.
-    pub sock: UnixStream,
+    sock: UnixStream,
     /// Bytes waiting to be written.
     pub out: Vec<u8>,
     decoder: Decoder,
@@ -24,16 +26,15 @@ pub struct PeerConn {
     hello_seen: bool,
     /// When a reply is due (a request is in flight).
     pub reply_due: Option<Instant>,
-    /// Whether the loop has registered the socket.
-    pub registered: bool,
     /// The socket may have bytes to read: set by a readiness event, cleared when a read
     /// comes back short or would block (the socket is edge-triggered: every arrival
     /// after that is a new event), so a pump without news makes no read call.
     pub readable: bool,
     /// The peer has closed its side (or the socket failed): read to the end.
     pub hup: bool,
-    /// Whether the socket is registered for writability too (only while `out` waits).
-    pub write_interest: bool,
+    token: Token,
+    /// Whether the socket is registered for writability too.
+    write_interest: bool,
 }
 
 /// Bytes read from a peer at once.
@@ -42,8 +43,6 @@ const READ_SIZE: usize = 8192;
 /// What a pump of the connection produced.
 #[derive(Debug, Default)]
 pub struct Pumped {
-    /// Whether any bytes moved.
-    pub progress: bool,
     /// Messages received (hello excluded).
     pub frames: Vec<Frame>,
     /// The connection failed or closed.
@@ -51,11 +50,20 @@ pub struct Pumped {
 }
 
 impl PeerConn {
-    /// Connects without blocking and queues our hello.
-    pub fn connect(path: &Path, protocol: &'static str, version: u32) -> Result<PeerConn, String> {
-        let sock = UnixStream::connect(path).map_err(|e| format!("connect to {}: {e}", path.display()))?;
+    /// Connects without blocking, queues our hello and registers the socket on `token`.
+    pub fn connect(
+        path: &Path,
+        protocol: &'static str,
+        version: u32,
+        registry: &Registry,
+        token: Token,
+    ) -> Result<PeerConn, String> {
+        let mut sock = UnixStream::connect(path).map_err(|e| format!("connect to {}: {e}", path.display()))?;
         let mut out = Vec::new();
         Encoder::hello(protocol, version, &mut out).map_err(|e| e.to_string())?;
+        registry
+            .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| format!("register {}: {e}", path.display()))?;
         Ok(PeerConn {
             sock,
             out,
@@ -64,10 +72,10 @@ impl PeerConn {
             version,
             hello_seen: false,
             reply_due: None,
-            registered: false,
             readable: true,
             hup: false,
-            write_interest: false,
+            token,
+            write_interest: true,
         })
     }
 
@@ -76,26 +84,35 @@ impl PeerConn {
         Encoder::message(msg, &mut self.out)
     }
 
-    /// Writes what it can and reads what has arrived.
-    pub fn pump(&mut self) -> Pumped {
-        let mut p = Pumped::default();
-        while !self.out.is_empty() {
-            match self.sock.write(&self.out) {
-                Ok(0) => {
-                    p.failed = Some("write returned 0".into());
-                    return p;
-                }
-                Ok(n) => {
-                    self.out.drain(..n);
-                    p.progress = true;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    p.failed = Some(format!("write: {e}"));
-                    return p;
-                }
+    /// Takes the socket off the event loop (the connection is dropped next).
+    pub fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.sock);
+    }
+
+    /// Writes what it can; asks for writability while output is left. `Err`: the peer is
+    /// gone.
+    pub fn flush(&mut self, registry: &Registry) -> std::io::Result<()> {
+        write_pending(&mut self.sock, &mut self.out)?;
+        let want = !self.out.is_empty();
+        if want != self.write_interest {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if registry.reregister(&mut self.sock, self.token, interest).is_ok() {
+                self.write_interest = want;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes what it can and reads what has arrived.
+    pub fn pump(&mut self, registry: &Registry) -> Pumped {
+        let mut p = Pumped::default();
+        if let Err(e) = self.flush(registry) {
+            p.failed = Some(format!("write: {e}"));
+            return p;
         }
         let mut buf = [0u8; READ_SIZE];
         while self.readable {
@@ -105,7 +122,6 @@ impl PeerConn {
                     return p;
                 }
                 Ok(n) => {
-                    p.progress = true;
                     if n < buf.len() && !self.hup {
                         self.readable = false;
                     }
