@@ -74,6 +74,7 @@ impl Session {
             name,
             read_only,
             view,
+            saved: Vec::new(),
         });
         let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         self.ok(&c.tag, &format!("[{code}] {} completed", c.name));

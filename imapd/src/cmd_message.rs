@@ -60,6 +60,7 @@ impl Session {
             .and_then(Arg::text)
             .and_then(|s| SeqSet::parse(&s))
             .ok_or(Reply::Bad("Invalid sequence set".into()))?;
+        let set = self.expand_saved(set, uid);
         let idx = self.resolve(&set, uid);
         match name {
             "FETCH" => self.fetch(tag, &idx, args.get(1..).unwrap_or_default(), uid),
@@ -205,6 +206,7 @@ impl Session {
 
     /// Removes `\Deleted` messages (those in `only`, a UID set, when given).
     pub(crate) fn expunge_deleted(&mut self, only: Option<SeqSet>, report: bool) -> Result<(), Reply> {
+        let only = only.map(|s| self.expand_saved(s, true));
         let Some(sel) = self.sel.as_mut() else { return Ok(()) };
         if sel.read_only {
             return if report {

@@ -1,11 +1,22 @@
-//! SEARCH with the RFC 3501 keys (charset US-ASCII or UTF-8). Flag, size, date and UID keys
+//! SEARCH with the RFC 3501 keys (charset US-ASCII or UTF-8), and the search half of SORT
+//! and THREAD (RFC 5256). Flag, size, date and UID keys
 //! use the folder view alone; header keys (FROM, TO, CC, BCC, SUBJECT, HEADER, SENT*)
 //! answer from the folder's header cache (`postern-headers`, which reads and keeps the
 //! headers it lacks); BODY and TEXT read the message, matching case-insensitively on the
-//! raw bytes (no MIME decoding; header fields with RFC 2047 encoded words are also matched decoded, in Unicode case). Answers are `* SEARCH`, or `* ESEARCH` (RFC 4731) for
-//! `SEARCH RETURN (MIN MAX COUNT ALL)` and for every SEARCH once IMAP4rev2 is enabled.
+//! raw bytes (no MIME decoding; header fields with RFC 2047 encoded words are also matched decoded, in Unicode case).
+//! SENTBEFORE/SENTON/SENTSINCE compare the Date: header's own calendar date, whatever its
+//! zone (RFC 3501 §6.4.4). `$` is the saved result (RFC 5182, [`crate::esearch`]).
+//! Answers are `* SEARCH`, or `* ESEARCH` (RFC 4731) for `SEARCH RETURN (...)` and for
+//! every SEARCH once IMAP4rev2 is enabled; SORT answers `* SORT` or, with RETURN,
+//! `* ESEARCH` (ESORT), THREAD `* THREAD`.
+//!
+//! Bounded: the messages are tested (and a SORT's or THREAD's values read from their
+//! headers, [`crate::sort`], [`crate::thread`]) a [`WORK_SLICE`] at a time, the session
+//! going on at its next turn; only the final ordering or threading of the collected
+//! values runs at a stretch.
 
 use crate::cmd_message::Ranges;
+use crate::esearch::ReturnOpts;
 use crate::mime;
 use crate::parse::{self, Arg, SeqSet};
 use crate::session::{Reply, Session, WORK_SLICE};
@@ -28,6 +39,8 @@ enum Key {
     Sent(std::cmp::Ordering, bool, i64),
     Seq(SeqSet),
     Uid(SeqSet),
+    /// `$`, the saved result (RFC 5182).
+    Saved,
     /// A `Seq` or `Uid` set resolved for the folder searched ([`Key::resolved`]).
     SeqIn(Ranges),
     UidIn(Ranges),
@@ -49,17 +62,22 @@ struct Ctx<'a> {
 
 impl Key {
     /// The key with its sequence and UID sets resolved against a folder of `count`
-    /// messages whose largest UID is `largest_uid`, for binary search.
-    fn resolved(self, count: u32, largest_uid: u32) -> Key {
+    /// messages whose largest UID is `largest_uid` and saved result `saved` (UIDs), for
+    /// binary search.
+    fn resolved(self, count: u32, largest_uid: u32, saved: &[u32]) -> Key {
         match self {
             Key::Seq(s) => Key::SeqIn(Ranges::new(&s, count)),
             Key::Uid(s) => Key::UidIn(Ranges::new(&s, largest_uid)),
-            Key::Not(k) => Key::Not(Box::new(k.resolved(count, largest_uid))),
+            Key::Saved => Key::UidIn(Ranges::new(
+                &SeqSet(saved.iter().map(|&u| (u, u)).collect()),
+                largest_uid,
+            )),
+            Key::Not(k) => Key::Not(Box::new(k.resolved(count, largest_uid, saved))),
             Key::Or(a, b) => Key::Or(
-                Box::new(a.resolved(count, largest_uid)),
-                Box::new(b.resolved(count, largest_uid)),
+                Box::new(a.resolved(count, largest_uid, saved)),
+                Box::new(b.resolved(count, largest_uid, saved)),
             ),
-            Key::And(v) => Key::And(v.into_iter().map(|k| k.resolved(count, largest_uid)).collect()),
+            Key::And(v) => Key::And(v.into_iter().map(|k| k.resolved(count, largest_uid, saved)).collect()),
             k => k,
         }
     }
@@ -104,17 +122,13 @@ impl Key {
             Key::Larger(n) => c.size > *n,
             Key::Smaller(n) => c.size < *n,
             Key::Date(ord, eq, day) => cmp_day(c.date.div_euclid(86400), *ord, *eq, *day),
-            Key::Sent(ord, eq, day) => {
-                let sent = mail_parser::MessageParser::default()
-                    .parse_headers(mime::split(raw).0)
-                    .and_then(|m| m.date().map(|d| d.to_timestamp()));
-                match sent {
-                    Some(t) => cmp_day(t.div_euclid(86400), *ord, *eq, *day),
-                    None => false,
-                }
-            }
+            Key::Sent(ord, eq, day) => match sent_day(mime::split(raw).0) {
+                Some(d) => cmp_day(d, *ord, *eq, *day),
+                None => false,
+            },
             Key::Seq(s) => s.contains(c.seq, c.count),
             Key::Uid(s) => s.contains(c.uid, c.largest_uid),
+            Key::Saved => false,
             Key::SeqIn(r) => r.contains(c.seq),
             Key::UidIn(r) => r.contains(c.uid),
             Key::Not(k) => !k.eval(c),
@@ -122,6 +136,20 @@ impl Key {
             Key::And(v) => v.iter().all(|k| k.eval(c)),
         }
     }
+}
+
+/// The calendar date of a header's Date: field as written, in days since the epoch: its
+/// zone is not applied (RFC 3501 §6.4.4: `Sun, 25 Mar 2007 00:00:00 +0200` is on
+/// 25 March). `None` when there is no Date: that parses.
+fn sent_day(header: &[u8]) -> Option<i64> {
+    let header = header.get(..MAX_SEARCH_HEADER).unwrap_or(header);
+    let m = mail_parser::MessageParser::default().parse_headers(header)?;
+    let d = m.date().filter(|d| d.is_valid())?;
+    Some(parse::days_from_civil(
+        i64::from(d.year),
+        u32::from(d.month),
+        u32::from(d.day),
+    ))
 }
 
 fn cmp_day(day: i64, ord: std::cmp::Ordering, eq: bool, target: i64) -> bool {
@@ -327,7 +355,11 @@ impl Parser<'_, '_> {
             "SENTSINCE" => Ok(Key::Sent(Greater, true, self.day()?)),
             "UID" => {
                 let s = self.next().and_then(Arg::text).and_then(|s| SeqSet::parse(&s));
-                Ok(Key::Uid(s.ok_or(Reply::Bad("Invalid UID set".into()))?))
+                match s {
+                    Some(s) if s.is_saved() => Ok(Key::Saved),
+                    Some(s) => Ok(Key::Uid(s)),
+                    None => Err(Reply::Bad("Invalid UID set".into())),
+                }
             }
             "NOT" => Ok(Key::Not(Box::new(self.key(depth + 1)?))),
             "OR" => {
@@ -336,6 +368,7 @@ impl Parser<'_, '_> {
                 Ok(Key::Or(Box::new(a), Box::new(b)))
             }
             _ => match SeqSet::parse(&word) {
+                Some(s) if s.is_saved() => Ok(Key::Saved),
                 Some(s) => Ok(Key::Seq(s)),
                 None => Err(Reply::Bad(format!("Unknown search key {}", word.escape_default()))),
             },
@@ -343,35 +376,98 @@ impl Parser<'_, '_> {
     }
 }
 
+/// What a search's hits are for.
+pub(crate) enum Then {
+    /// SEARCH: the hits in mailbox order.
+    Search,
+    /// SORT: the hits ordered.
+    Sort(crate::sort::Sorter),
+    /// THREAD: the hits threaded.
+    Thread(crate::thread::Threader),
+}
+
+/// `RETURN (...)` at the start of `args`, and the arguments after it.
+fn return_opts(args: &[Arg]) -> Result<(Option<ReturnOpts>, &[Arg]), Reply> {
+    if args.first().and_then(Arg::keyword).as_deref() != Some("RETURN") {
+        return Ok((None, args));
+    }
+    let Some(Arg::List(opts)) = args.get(1) else {
+        return Err(Reply::Bad("RETURN needs a list of options".into()));
+    };
+    Ok((Some(ReturnOpts::parse(opts)?), args.get(2..).unwrap_or_default()))
+}
+
+/// A search's charset: US-ASCII and UTF-8 (search strings are matched as bytes either way).
+fn check_charset(cs: Option<&Arg>) -> Result<(), Reply> {
+    let cs = cs
+        .and_then(Arg::text)
+        .ok_or_else(|| Reply::Bad("Missing charset".into()))?
+        .to_ascii_uppercase();
+    if cs != "UTF-8" && cs != "US-ASCII" {
+        return Err(Reply::No("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset".into()));
+    }
+    Ok(())
+}
+
 impl Session {
     pub(crate) fn search(&mut self, tag: &str, args: &[Arg], uid: bool) -> Result<(), Reply> {
-        let mut args = args;
-        // RETURN (...) of RFC 4731; IMAP4rev2 answers ESEARCH (ALL) when none is given
-        let mut ret: Option<Vec<String>> = self.rev2.then(|| vec!["ALL".into()]);
-        if args.first().and_then(Arg::keyword).as_deref() == Some("RETURN") {
-            let Some(Arg::List(opts)) = args.get(1) else {
-                return Err(Reply::Bad("RETURN needs a list of options".into()));
-            };
-            let mut v = Vec::new();
-            for o in opts {
-                match o.keyword().as_deref() {
-                    Some(k @ ("MIN" | "MAX" | "COUNT" | "ALL")) => v.push(k.to_string()),
-                    _ => return Err(Reply::Bad("Unknown SEARCH return option".into())),
-                }
-            }
-            if v.is_empty() {
-                v.push("ALL".into());
-            }
-            ret = Some(v);
-            args = args.get(2..).unwrap_or(&[]);
+        let (mut ret, mut args) = return_opts(args)?;
+        // IMAP4rev2 answers ESEARCH (ALL) when no RETURN is given
+        if ret.is_none() && self.rev2 {
+            ret = ReturnOpts::parse(&[]).ok();
         }
         if args.first().and_then(Arg::keyword).as_deref() == Some("CHARSET") {
-            let cs = args.get(1).and_then(Arg::text).unwrap_or_default().to_ascii_uppercase();
-            if cs != "UTF-8" && cs != "US-ASCII" {
-                return Err(Reply::No("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset".into()));
-            }
+            check_charset(args.get(1))?;
             args = args.get(2..).unwrap_or(&[]);
         }
+        let saving = ret.as_ref().is_some_and(|r| r.save);
+        let result = self.start_search(tag, args, uid, ret, Then::Search);
+        if result.is_err() && saving {
+            // RFC 5182: a SEARCH ... RETURN (SAVE) that fails leaves `$` empty
+            self.save_result(Vec::new());
+        }
+        result
+    }
+
+    /// SORT (RFC 5256, with ESORT's RETURN of RFC 5267) and THREAD.
+    pub(crate) fn sort_or_thread(&mut self, tag: &str, name: &str, args: &[Arg], uid: bool) -> Result<(), Reply> {
+        if name == "THREAD" {
+            let algorithm = args
+                .first()
+                .and_then(Arg::text)
+                .and_then(|a| crate::thread::Algorithm::parse(&a))
+                .ok_or_else(|| Reply::Bad("Unknown threading algorithm (REFERENCES, ORDEREDSUBJECT)".into()))?;
+            check_charset(args.get(1))?;
+            let then = Then::Thread(crate::thread::Threader::new(algorithm));
+            return self.start_search(tag, args.get(2..).unwrap_or_default(), uid, None, then);
+        }
+        let (mut ret, args) = return_opts(args)?;
+        let criteria = crate::sort::parse_criteria(args.first())?;
+        check_charset(args.get(1))?;
+        let mut args = args.get(2..).unwrap_or_default();
+        // RETURN after the charset too (as Dovecot's imaptest writes it): no search key
+        // is called RETURN
+        if ret.is_none() {
+            (ret, args) = return_opts(args)?;
+        }
+        let saving = ret.as_ref().is_some_and(|r| r.save);
+        let then = Then::Sort(crate::sort::Sorter::new(criteria));
+        let result = self.start_search(tag, args, uid, ret, then);
+        if result.is_err() && saving {
+            self.save_result(Vec::new());
+        }
+        result
+    }
+
+    /// Parses the search keys and starts the search job.
+    fn start_search(
+        &mut self,
+        tag: &str,
+        args: &[Arg],
+        uid: bool,
+        ret: Option<ReturnOpts>,
+        then: Then,
+    ) -> Result<(), Reply> {
         let mut keys = Vec::new();
         {
             let mut p = Parser {
@@ -389,7 +485,12 @@ impl Session {
             return Err(Reply::Bad("Missing search key".into()));
         }
         let key = Key::And(keys);
-        let needs = key.needs();
+        let header_for_then = match &then {
+            Then::Search => false,
+            Then::Sort(s) => s.needs_header(),
+            Then::Thread(_) => true,
+        };
+        let needs = key.needs().max(u8::from(header_for_then));
         let Some(sel) = self.sel.as_mut() else {
             return Err(Reply::Bad("No mailbox".into()));
         };
@@ -398,7 +499,7 @@ impl Session {
         }
         let count = sel.view.len() as u32;
         let largest_uid = sel.view.last().map_or(0, |v| v.0);
-        let key = key.resolved(count, largest_uid);
+        let key = key.resolved(count, largest_uid, &sel.saved);
         // header keys answer from the folder's header cache, which learns what it lacks
         let hc = match needs {
             1 => sel.folder.header_cache(),
@@ -410,6 +511,7 @@ impl Session {
             needs,
             uid,
             ret,
+            then,
             pos: 0,
             count,
             largest_uid,
@@ -468,83 +570,107 @@ impl Session {
                 date: m.date,
                 raw: raw.as_deref(),
             };
-            if job.key.eval(&ctx) {
-                job.hits.push(if job.uid { u } else { i as u32 + 1 });
+            if !job.key.eval(&ctx) {
+                continue;
+            }
+            let id = if job.uid { u } else { i as u32 + 1 };
+            job.hits.push(id);
+            let header = || {
+                let h = mime::split(raw.as_deref().unwrap_or_default()).0;
+                h.get(..MAX_SEARCH_HEADER).unwrap_or(h)
+            };
+            match &mut job.then {
+                Then::Search => {}
+                Then::Sort(s) => s.add(
+                    id,
+                    header(),
+                    crate::sort::Facts {
+                        internal_date: m.date,
+                        size: m.size,
+                    },
+                ),
+                Then::Thread(t) => t.add(id, header(), m.date),
             }
         }
         sel.folder.save_header_cache(&job.hc);
         if let Some(reply) = failure {
+            if job.ret.as_ref().is_some_and(|r| r.save) {
+                self.save_result(Vec::new());
+            }
             self.line(&format!("{} {}", job.tag, reply.text()));
             return;
         }
-        let line = match &job.ret {
-            Some(opts) => esearch(&job.tag, job.uid, opts, &job.hits),
-            None => {
-                let mut line = String::from("* SEARCH");
-                for h in &job.hits {
-                    line.push_str(&format!(" {h}"));
-                }
-                line
+        let (verb, hits) = match job.then {
+            Then::Search => ("SEARCH", job.hits),
+            Then::Sort(s) => ("SORT", s.finish()),
+            Then::Thread(t) => {
+                let threads = t.finish();
+                let sep = if threads.is_empty() { "" } else { " " };
+                self.line(&format!("* THREAD{sep}{threads}"));
+                self.report(job.uid);
+                self.ok(&job.tag, "Thread completed");
+                return;
             }
         };
-        self.line(&line);
+        match &job.ret {
+            Some(opts) => {
+                if opts.save {
+                    let saved = opts.to_save(&hits);
+                    let uids = self.uids_of(&saved, job.uid);
+                    self.save_result(uids);
+                }
+                if !opts.only_save() {
+                    self.line(&crate::esearch::line(&job.tag, job.uid, opts, &hits));
+                }
+            }
+            None => {
+                let mut line = format!("* {verb}");
+                for h in &hits {
+                    line.push_str(&format!(" {h}"));
+                }
+                self.line(&line);
+            }
+        }
         self.report(job.uid);
-        self.ok(&job.tag, "Search completed");
+        let done = if verb == "SORT" {
+            "Sort completed"
+        } else {
+            "Search completed"
+        };
+        self.ok(&job.tag, done);
+    }
+
+    /// The UIDs of hits named by UID (`uid`) or by sequence number in the view.
+    fn uids_of(&self, hits: &[u32], uid: bool) -> Vec<u32> {
+        let Some(sel) = &self.sel else { return Vec::new() };
+        if uid {
+            return hits.to_vec();
+        }
+        hits.iter()
+            .filter_map(|&s| sel.view.get((s as usize).checked_sub(1)?).map(|v| v.0))
+            .collect()
     }
 }
 
-/// A SEARCH in progress: its parsed key and the messages done so far.
+/// A SEARCH (SORT, THREAD) in progress: its parsed key and the messages done so far.
 pub struct SearchJob {
     tag: String,
     key: Key,
     needs: u8,
     uid: bool,
-    ret: Option<Vec<String>>,
+    ret: Option<ReturnOpts>,
+    then: Then,
     /// The next message (index in the view) to look at.
     pos: usize,
     count: u32,
     largest_uid: u32,
+    /// The hits so far, by UID or sequence number as the answer names them.
     hits: Vec<u32>,
     hc: HeaderCache,
 }
 
-/// `* ESEARCH (TAG "t") UID MIN 1 MAX 9 COUNT 3 ALL 1,4,9`: the asked-for results of
-/// `hits` (ascending); MIN, MAX and ALL are left out when nothing matched.
-fn esearch(tag: &str, uid: bool, opts: &[String], hits: &[u32]) -> String {
-    let mut quoted = Vec::new();
-    crate::reply::string(&mut quoted, tag.as_bytes());
-    let mut line = format!("* ESEARCH (TAG {})", String::from_utf8_lossy(&quoted));
-    if uid {
-        line.push_str(" UID");
-    }
-    let has = |k: &str| opts.iter().any(|o| o == k);
-    if let (true, Some(m)) = (has("MIN"), hits.first()) {
-        line.push_str(&format!(" MIN {m}"));
-    }
-    if let (true, Some(m)) = (has("MAX"), hits.last()) {
-        line.push_str(&format!(" MAX {m}"));
-    }
-    if has("COUNT") {
-        line.push_str(&format!(" COUNT {}", hits.len()));
-    }
-    if has("ALL") && !hits.is_empty() {
-        line.push_str(&format!(" ALL {}", crate::reply::uid_set(hits)));
-    }
-    line
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn esearch_lines() {
-        let all = ["MIN", "MAX", "COUNT", "ALL"].map(String::from);
-        assert_eq!(
-            super::esearch("a1", true, &all, &[2, 3, 4, 9]),
-            "* ESEARCH (TAG \"a1\") UID MIN 2 MAX 9 COUNT 4 ALL 2:4,9"
-        );
-        assert_eq!(super::esearch("b", false, &all, &[]), "* ESEARCH (TAG \"b\") COUNT 0");
-    }
-
     #[test]
     fn encoded_words_are_searched_decoded() {
         assert!(super::decoded_contains(

@@ -4,7 +4,10 @@
 //! store of `postern_lib::mailbox`, with LITERAL+ (RFC 7888), SASL-IR, IDLE (RFC 2177),
 //! NAMESPACE, ID, ENABLE, UNSELECT, UIDPLUS (RFC 4315), MOVE (RFC 6851), SPECIAL-USE
 //! (RFC 6154), CHILDREN, LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), ESEARCH
-//! (RFC 4731), MULTIAPPEND (RFC 3502), BINARY (RFC 3516, FETCH) and STATUS=SIZE. Event-driven: many sessions per
+//! (RFC 4731), MULTIAPPEND (RFC 3502), BINARY (RFC 3516, FETCH), STATUS=SIZE, SORT and
+//! SORT=DISPLAY (RFC 5256, 5957: [`sort`], [`base_subject`], [`collate`]),
+//! THREAD=ORDEREDSUBJECT/REFERENCES ([`thread`]), ESORT (RFC 5267) and SEARCHRES
+//! (RFC 5182: [`esearch`]). Event-driven: many sessions per
 //! process on the skeleton's mio loop; protocol code is sans-I/O ([`session`]). Several
 //! sessions on one mailbox, in one process or many, see each other's changes through the
 //! Maildir itself.
@@ -42,12 +45,15 @@
 #![forbid(unsafe_code)]
 
 pub mod append_spool;
+pub mod base_subject;
 pub mod binary;
 pub mod cmd_fetch;
 pub mod cmd_list;
 pub mod cmd_mailbox;
 pub mod cmd_message;
 pub mod cmd_search;
+pub mod collate;
+pub mod esearch;
 pub mod list_pattern;
 pub mod literal_budget;
 pub mod mime;
@@ -55,6 +61,8 @@ pub mod parse;
 pub mod reply;
 pub mod server;
 pub mod session;
+pub mod sort;
+pub mod thread;
 #[cfg(test)]
 mod tests;
 

@@ -206,8 +206,12 @@ impl Parser<'_> {
 pub struct SeqSet(pub Vec<(u32, u32)>);
 
 impl SeqSet {
-    /// Parses `1:3,5,7:*` (`$` is not supported).
+    /// Parses `1:3,5,7:*`, and `$` (RFC 5182: the saved search result) as the empty
+    /// set, which the session replaces with the saved result ([`SeqSet::is_saved`]).
     pub fn parse(s: &str) -> Option<SeqSet> {
+        if s == "$" {
+            return Some(SeqSet(Vec::new()));
+        }
         let mut out = Vec::new();
         for part in s.split(',') {
             let num = |x: &str| -> Option<u32> {
@@ -230,6 +234,12 @@ impl SeqSet {
             }
         }
         Some(SeqSet(out))
+    }
+
+    /// Whether this is `$`, to be replaced by the saved search result (no other text
+    /// parses as an empty set); unreplaced it matches nothing.
+    pub fn is_saved(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Whether `n` is in the set, with `*` meaning `largest`.

@@ -95,6 +95,8 @@ pub struct Selected {
     pub read_only: bool,
     /// (uid, flags) per sequence number, as last reported.
     pub view: Vec<(u32, Flags)>,
+    /// The saved search result `$` (RFC 5182), as UIDs ascending ([`crate::esearch`]).
+    pub saved: Vec<u32>,
 }
 
 enum Mode {
@@ -240,7 +242,8 @@ impl Session {
     pub fn capabilities(&self) -> String {
         let mut c = String::from(
             "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE \
-             CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH MULTIAPPEND BINARY STATUS=SIZE",
+             CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH MULTIAPPEND BINARY STATUS=SIZE \
+             SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES",
         );
         if self.settings.starttls && !self.tls && self.user.is_none() {
             c.push_str(" STARTTLS");
@@ -617,7 +620,10 @@ impl Session {
                 self.line("+ idling");
                 self.mode = Mode::Idle(c.tag.clone());
             }
-            "CLOSE" | "UNSELECT" | "EXPUNGE" | "FETCH" | "STORE" | "SEARCH" | "COPY" | "MOVE" | "UID" if !selected => {
+            "CLOSE" | "UNSELECT" | "EXPUNGE" | "FETCH" | "STORE" | "SEARCH" | "COPY" | "MOVE" | "UID" | "SORT"
+            | "THREAD"
+                if !selected =>
+            {
                 return Err(Reply::Bad("Select a mailbox first".into()));
             }
             "CLOSE" | "UNSELECT" => {
@@ -633,6 +639,7 @@ impl Session {
                 self.ok(tag, "Expunge completed");
             }
             "FETCH" | "STORE" | "SEARCH" | "COPY" | "MOVE" => self.message_command(tag, &c.name, &c.args, false)?,
+            "SORT" | "THREAD" => self.sort_or_thread(tag, &c.name, &c.args, false)?,
             "UID" => {
                 let Some(sub) = c.args.first().and_then(Arg::keyword) else {
                     return Err(Reply::Bad("UID what?".into()));
@@ -645,6 +652,8 @@ impl Session {
                     self.expunge_deleted(Some(set), true)?;
                     self.report(true);
                     self.ok(tag, "Expunge completed");
+                } else if sub == "SORT" || sub == "THREAD" {
+                    self.sort_or_thread(tag, &sub, c.args.get(1..).unwrap_or_default(), true)?;
                 } else if ["FETCH", "STORE", "SEARCH", "COPY", "MOVE"].contains(&sub.as_str()) {
                     self.message_command(tag, &sub, c.args.get(1..).unwrap_or_default(), true)?;
                 } else {

@@ -1,0 +1,327 @@
+//! SORT (RFC 5256) and SORT=DISPLAY (RFC 5957): the sort criteria, the values each
+//! message is sorted by, and the ordering. The messages to sort are a SEARCH's hits
+//! ([`crate::cmd_search`] finds them a work slice at a time and hands each hit's header
+//! to [`Sorter::add`], so reading and parsing headers never holds the process for long);
+//! the final ordering of the precomputed values is one `O(n log n)` sort.
+//!
+//! Keys: ARRIVAL (internal date), CC, FROM, TO (the addr-mailbox, i.e. local part, of
+//! the first address), DATE (the Date: header in UTC, the internal date when it is
+//! missing or unparsable: RFC 5256 §2.2), SIZE, SUBJECT (the base subject,
+//! [`crate::base_subject`]), DISPLAYFROM, DISPLAYTO (RFC 5957: the first address's
+//! display name, RFC 2047-decoded, or its addr-spec when it has none). Strings compare
+//! with [`crate::collate::DEFAULT`]; messages equal in every key keep mailbox order.
+
+use crate::parse::Arg;
+use crate::session::Reply;
+use mail_parser::{Addr, Address, Message as Parsed, MessageParser};
+use std::cmp::Ordering;
+
+/// Most criteria in one SORT.
+pub const MAX_CRITERIA: usize = 16;
+
+/// A sort key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortKey {
+    /// Internal date.
+    Arrival,
+    /// First Cc's mailbox.
+    Cc,
+    /// Sent date.
+    Date,
+    /// First From's mailbox.
+    From,
+    /// RFC822.SIZE.
+    Size,
+    /// Base subject.
+    Subject,
+    /// First To's mailbox.
+    To,
+    /// First From's display name or address (RFC 5957).
+    DisplayFrom,
+    /// First To's display name or address (RFC 5957).
+    DisplayTo,
+}
+
+/// One criterion: a key, maybe reversed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Criterion {
+    /// The key.
+    pub key: SortKey,
+    /// REVERSE.
+    pub reverse: bool,
+}
+
+/// Parses the parenthesised list of sort criteria: `BAD` for an empty list, an unknown
+/// key, a REVERSE without a key, or more than [`MAX_CRITERIA`].
+pub fn parse_criteria(arg: Option<&Arg>) -> Result<Vec<Criterion>, Reply> {
+    let Some(Arg::List(items)) = arg else {
+        return Err(Reply::Bad("Missing sort criteria".into()));
+    };
+    let mut out = Vec::new();
+    let mut reverse = false;
+    for item in items {
+        let word = item
+            .keyword()
+            .ok_or_else(|| Reply::Bad("Invalid sort criterion".into()))?;
+        let key = match word.as_str() {
+            "REVERSE" if !reverse => {
+                reverse = true;
+                continue;
+            }
+            "ARRIVAL" => SortKey::Arrival,
+            "CC" => SortKey::Cc,
+            "DATE" => SortKey::Date,
+            "FROM" => SortKey::From,
+            "SIZE" => SortKey::Size,
+            "SUBJECT" => SortKey::Subject,
+            "TO" => SortKey::To,
+            "DISPLAYFROM" => SortKey::DisplayFrom,
+            "DISPLAYTO" => SortKey::DisplayTo,
+            _ => {
+                return Err(Reply::Bad(format!(
+                    "Unknown sort criterion {}",
+                    word.chars().take(40).collect::<String>().escape_default()
+                )));
+            }
+        };
+        out.push(Criterion { key, reverse });
+        reverse = false;
+        if out.len() > MAX_CRITERIA {
+            return Err(Reply::Bad(format!("[LIMIT] More than {MAX_CRITERIA} sort criteria")));
+        }
+    }
+    if reverse || out.is_empty() {
+        return Err(Reply::Bad("Missing sort key".into()));
+    }
+    Ok(out)
+}
+
+/// Whether sorting by `criteria` needs the messages' headers.
+pub fn needs_header(criteria: &[Criterion]) -> bool {
+    criteria
+        .iter()
+        .any(|c| !matches!(c.key, SortKey::Arrival | SortKey::Size))
+}
+
+/// A value a message is sorted by.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Value {
+    Num(i64),
+    Str(Vec<u8>),
+}
+
+/// What a message is known by while it is sorted: the number to answer with, and its
+/// values, one per criterion.
+struct Entry {
+    id: u32,
+    values: Vec<Value>,
+}
+
+/// Collects the hits of a SORT and orders them.
+pub struct Sorter {
+    criteria: Vec<Criterion>,
+    entries: Vec<Entry>,
+}
+
+/// The facts of a message outside its header.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts {
+    /// Internal date, seconds since the epoch.
+    pub internal_date: i64,
+    /// RFC822.SIZE.
+    pub size: u64,
+}
+
+impl Sorter {
+    /// A sorter for `criteria`.
+    pub fn new(criteria: Vec<Criterion>) -> Sorter {
+        Sorter {
+            criteria,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Whether the criteria need the messages' headers.
+    pub fn needs_header(&self) -> bool {
+        needs_header(&self.criteria)
+    }
+
+    /// Adds a hit, in ascending mailbox order: `id` is what the answer names it by,
+    /// `header` its header (empty when no criterion needs it).
+    pub fn add(&mut self, id: u32, header: &[u8], facts: Facts) {
+        let parsed = if self.needs_header() {
+            MessageParser::default().parse_headers(header)
+        } else {
+            None
+        };
+        let values = self
+            .criteria
+            .iter()
+            .map(|c| value(c.key, parsed.as_ref(), facts))
+            .collect();
+        self.entries.push(Entry { id, values });
+    }
+
+    /// The hits in sorted order.
+    pub fn finish(mut self) -> Vec<u32> {
+        let criteria = self.criteria;
+        // stable: messages equal in every key stay in mailbox order (RFC 5256)
+        self.entries.sort_by(|a, b| {
+            for (i, c) in criteria.iter().enumerate() {
+                let o = a.values[i].cmp(&b.values[i]);
+                let o = if c.reverse { o.reverse() } else { o };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            Ordering::Equal
+        });
+        self.entries.into_iter().map(|e| e.id).collect()
+    }
+}
+
+/// The sent date (RFC 5256 §2.2): the Date: header in UTC, or the internal date when
+/// there is none that parses.
+pub fn sent_date(parsed: Option<&Parsed<'_>>, internal_date: i64) -> i64 {
+    parsed
+        .and_then(|m| m.date())
+        .filter(|d| d.is_valid())
+        .map_or(internal_date, |d| d.to_timestamp())
+}
+
+/// The decoded Subject (empty when there is none).
+pub fn subject<'p>(parsed: Option<&'p Parsed<'_>>) -> &'p str {
+    parsed.and_then(|m| m.subject()).unwrap_or("")
+}
+
+/// The first address of the From (`to`: To, `cc`: Cc) field.
+fn first_addr<'p>(parsed: Option<&'p Parsed<'p>>, key: SortKey) -> Option<&'p Addr<'p>> {
+    let m = parsed?;
+    let list: Option<&Address<'_>> = match key {
+        SortKey::To | SortKey::DisplayTo => m.to(),
+        SortKey::Cc => m.cc(),
+        _ => m.from(),
+    };
+    list?.first()
+}
+
+fn value(key: SortKey, parsed: Option<&Parsed<'_>>, facts: Facts) -> Value {
+    let cmp = crate::collate::DEFAULT;
+    match key {
+        SortKey::Arrival => Value::Num(facts.internal_date),
+        SortKey::Size => Value::Num(facts.size as i64),
+        SortKey::Date => Value::Num(sent_date(parsed, facts.internal_date)),
+        SortKey::Subject => Value::Str(cmp.key(&crate::base_subject::base_subject(subject(parsed)).0)),
+        SortKey::From | SortKey::To | SortKey::Cc => {
+            // the addr-mailbox: the local part
+            let a = first_addr(parsed, key).and_then(|a| a.address.as_deref()).unwrap_or("");
+            let local = a.rsplit_once('@').map_or(a, |(l, _)| l);
+            Value::Str(cmp.key(local))
+        }
+        SortKey::DisplayFrom | SortKey::DisplayTo => {
+            let Some(a) = first_addr(parsed, key) else {
+                return Value::Str(Vec::new());
+            };
+            let name = a.name.as_deref().map(str::trim).unwrap_or("");
+            let shown = if name.is_empty() {
+                a.address.as_deref().unwrap_or("")
+            } else {
+                name
+            };
+            Value::Str(cmp.key(shown))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sort(criteria: &str, msgs: &[&str]) -> Vec<u32> {
+        let cmd = crate::parse::command(format!("t SORT ({criteria})").as_bytes()).unwrap();
+        let mut s = Sorter::new(parse_criteria(cmd.args.first()).unwrap());
+        for (i, m) in msgs.iter().enumerate() {
+            let header = format!("{m}\r\n\r\n");
+            s.add(
+                i as u32 + 1,
+                header.as_bytes(),
+                Facts {
+                    internal_date: 1000 - i as i64,
+                    size: header.len() as u64,
+                },
+            );
+        }
+        s.finish()
+    }
+
+    #[test]
+    fn criteria_parse_and_refuse() {
+        let p = |s: &str| parse_criteria(crate::parse::command(s.as_bytes()).unwrap().args.first());
+        assert_eq!(
+            p("t SORT (REVERSE date subject)").unwrap(),
+            vec![
+                Criterion {
+                    key: SortKey::Date,
+                    reverse: true
+                },
+                Criterion {
+                    key: SortKey::Subject,
+                    reverse: false
+                }
+            ]
+        );
+        for bad in [
+            "t SORT ()",
+            "t SORT (REVERSE)",
+            "t SORT (FOO)",
+            "t SORT DATE",
+            "t SORT (REVERSE REVERSE DATE)",
+        ] {
+            assert!(matches!(p(bad), Err(Reply::Bad(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_order_as_rfc_5256_and_5957_say() {
+        let msgs = [
+            "Subject: a\r\nFrom: Zed <b@x.test>\r\nDate: Sun, 25 Mar 2007 00:00:00 +0200",
+            "Subject: C\r\nFrom: a@y.test\r\nDate: Sat, 24 Mar 2007 23:30:00 +0000",
+            "Subject: b\r\nFrom: \"\" <c@x.test>\r\nTo: Ann <z@x.test>",
+            "Subject: _",
+            "Subject: [foo] Fwd: [bar] Re: fw: b (fWd)  (fwd)",
+            "Subject: b (a)",
+            "Subject: Re: [FWD: c]",
+            "Subject: [xyz]",
+            "X-Nothing: here",
+        ];
+        assert_eq!(sort("SUBJECT", &msgs), [9, 1, 3, 5, 6, 2, 7, 8, 4]);
+        assert_eq!(sort("REVERSE SUBJECT", &msgs), [4, 8, 2, 7, 6, 3, 5, 1, 9]);
+        // no From sorts first (empty), then mailbox local parts a, b, c
+        assert_eq!(sort("FROM", &msgs), [4, 5, 6, 7, 8, 9, 2, 1, 3]);
+        // display: "" name falls back to the address; a name wins over its address
+        assert_eq!(sort("DISPLAYFROM", &msgs), [4, 5, 6, 7, 8, 9, 2, 3, 1]);
+        assert_eq!(sort("DISPLAYTO", &msgs)[8], 3);
+        // arrival: internal dates descend with the sequence number here
+        assert_eq!(sort("ARRIVAL", &msgs[..3]), [3, 2, 1]);
+        // date: message 1 is 22:00 UTC on the 24th, before message 2's 23:30; message 3
+        // has no Date: its internal date (998 s after the epoch) is earliest
+        assert_eq!(sort("DATE", &msgs[..3]), [3, 1, 2]);
+        assert_eq!(sort("REVERSE DATE", &msgs[..3]), [2, 1, 3]);
+        assert_eq!(
+            sort("SIZE", &["Subject: aaa", "Subject: a", "Subject: aa", "Subject: a"]),
+            [2, 4, 3, 1]
+        );
+        assert_eq!(
+            sort(
+                "REVERSE SIZE",
+                &["Subject: aaa", "Subject: a", "Subject: aa", "Subject: a"]
+            ),
+            [1, 3, 2, 4],
+            "ties stay in mailbox order when reversed"
+        );
+        // within one base subject, the larger first: 3's header is longer than 5's, 2's
+        // than 7's
+        assert_eq!(sort("SUBJECT REVERSE SIZE", &msgs), [9, 1, 3, 5, 6, 2, 7, 8, 4]);
+        assert_eq!(sort("SUBJECT SIZE", &msgs), [9, 1, 5, 3, 6, 7, 2, 8, 4]);
+    }
+}
