@@ -1,6 +1,9 @@
 //! The AUTHORIZATION state: CAPA (RFC 2449), USER/PASS (RFC 1939), AUTH PLAIN (RFC 5034,
-//! RFC 4616) and STLS (RFC 2595). Cleartext passwords are refused unless the connection
-//! is TLS, from a trusted network, or `pop3d_allow_plaintext` is set.
+//! RFC 4616), STLS (RFC 2595) and UTF8 (RFC 6856: names and passwords in USER, PASS and
+//! AUTH PLAIN are UTF-8, whether or not the client sent UTF8 first; messages are sent as
+//! stored either way — Postern does not downgrade). Cleartext passwords are refused
+//! unless the connection is TLS, from a trusted network, or `pop3d_allow_plaintext` is
+//! set.
 
 use crate::session::{Action, Session, State, err, ok};
 use base64::Engine;
@@ -19,6 +22,12 @@ pub fn capa(s: &Session) -> Action {
     if in_auth && s.security.tls_available && !s.security.tls {
         text.push_str("STLS\r\n");
     }
+    // RFC 6856: UTF8, with USER when USER and PASS take UTF-8 names and passwords here
+    text.push_str(if in_auth && (s.security.tls || s.security.plaintext_ok) {
+        "UTF8 USER\r\n"
+    } else {
+        "UTF8\r\n"
+    });
     text.push_str("IMPLEMENTATION Postern\r\n.\r\n");
     Action::Send(text.into_bytes())
 }
@@ -82,6 +91,11 @@ pub fn command(s: &mut Session, verb: &str, args: &[&str], line: &str) -> Vec<Ac
             } else {
                 vec![ok("Begin TLS negotiation now"), Action::StartTls]
             }
+        }
+        "UTF8" if !args.is_empty() => vec![err("Usage: UTF8")],
+        "UTF8" => {
+            s.utf8 = true;
+            vec![ok("UTF8 enabled")]
         }
         "QUIT" => {
             s.state = State::Done;

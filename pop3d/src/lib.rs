@@ -1,7 +1,8 @@
 //! # pop3d — the Postern POP3 server (library: the protocol core and its connection side)
 //!
 //! RFC 1939 (USER/PASS, STAT, LIST, RETR, DELE, NOOP, RSET, QUIT, TOP, UIDL), RFC 2449
-//! CAPA with RESP-CODES and AUTH-RESP-CODE, RFC 5034 AUTH PLAIN, RFC 2595 STLS, and
+//! CAPA with RESP-CODES, PIPELINING and AUTH-RESP-CODE (RFC 3206: `[IN-USE]`, `[AUTH]`,
+//! `[SYS/TEMP]`), RFC 5034 AUTH PLAIN, RFC 2595 STLS, RFC 6856 UTF8 (`UTF8 USER`), and
 //! implicit TLS when started with the argument `tls` (the `pop3s` service). Event-driven:
 //! one process holds many sessions on lib's connection driver
 //! ([`postern_lib::skeleton::conn`]); the protocol core ([`session`]) is sans-I/O.

@@ -71,6 +71,8 @@ pub struct Session {
     pub security: Security,
     /// The account logged in.
     pub user: Option<String>,
+    /// The client sent UTF8 (RFC 6856).
+    pub utf8: bool,
     errors: u32,
 }
 
@@ -91,6 +93,7 @@ impl Session {
             state: State::Authorization { user: None },
             security,
             user: None,
+            utf8: false,
             errors: 0,
         }
     }
@@ -112,6 +115,11 @@ impl Session {
         }
         // The line may hold a password (PASS, AUTH PLAIN): every copy is zeroed.
         let text = Zeroizing::new(String::from_utf8_lossy(line).into_owned());
+        // names and passwords are UTF-8 (RFC 6856 `UTF8 USER`): other bytes are refused,
+        // not replaced (a replaced password would be some other password)
+        if std::str::from_utf8(line).is_err() {
+            return vec![err("Command line is not UTF-8")];
+        }
         let (verb, args) = match text.split_once(' ') {
             Some((v, a)) => (v.to_ascii_uppercase(), Zeroizing::new(a.to_string())),
             None => (text.to_ascii_uppercase(), Zeroizing::new(String::new())),

@@ -66,6 +66,8 @@ pub fn command(s: &mut Session, verb: &str, args: &[&str]) -> Vec<Action> {
         }
         ("STAT" | "NOOP" | "RSET" | "LIST" | "UIDL" | "RETR" | "TOP" | "DELE", _) => vec![err("Bad arguments")],
         ("USER" | "PASS" | "AUTH" | "STLS", _) => vec![err("Already logged in")],
+        // RFC 6856: UTF8 is for the AUTHORIZATION state
+        ("UTF8", _) => vec![err("UTF8 is allowed before login only")],
         _ => vec![err("Unknown command")],
     }
 }

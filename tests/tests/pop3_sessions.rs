@@ -160,7 +160,9 @@ p.quit()
 "#
     ));
     assert!(
-        out.contains("CAPA ['AUTH-RESP-CODE', 'IMPLEMENTATION', 'PIPELINING', 'RESP-CODES', 'STLS', 'TOP', 'UIDL']"),
+        out.contains(
+            "CAPA ['AUTH-RESP-CODE', 'IMPLEMENTATION', 'PIPELINING', 'RESP-CODES', 'STLS', 'TOP', 'UIDL', 'UTF8']"
+        ),
         "{out}"
     );
     assert!(
@@ -171,7 +173,7 @@ p.quit()
     assert!(out.contains("STLS b'+OK Begin TLS negotiation now'"), "{out}");
     assert!(
         out.contains(
-            "CAPA2 ['AUTH-RESP-CODE', 'IMPLEMENTATION', 'PIPELINING', 'RESP-CODES', 'SASL', 'TOP', 'UIDL', 'USER']"
+            "CAPA2 ['AUTH-RESP-CODE', 'IMPLEMENTATION', 'PIPELINING', 'RESP-CODES', 'SASL', 'TOP', 'UIDL', 'USER', 'UTF8']"
         ),
         "{out}"
     );

@@ -81,3 +81,32 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn utf8_command_capability_and_utf8_names() {
+    let mut s = Session::new(Security {
+        tls: false,
+        tls_available: false,
+        plaintext_ok: true,
+    });
+    let capa = text(&s.command(b"CAPA"));
+    assert!(capa.contains("\r\nUTF8 USER\r\n"), "{capa}");
+    assert_eq!(text(&s.command(b"UTF8 x")), "-ERR Usage: UTF8\r\n");
+    assert_eq!(text(&s.command(b"utf8")), "+OK UTF8 enabled\r\n");
+    assert!(s.utf8);
+    // UTF-8 names and passwords go to auth as they are; other bytes are refused
+    assert!(text(&s.command("USER jürgen".as_bytes())).starts_with("+OK"));
+    let acts = s.command("PASS pässwörd ☃".as_bytes());
+    assert!(
+        matches!(&acts[..], [Action::Verify { user, password }] if user == "jürgen" && password.as_str() == "pässwörd ☃")
+    );
+    s.auth_done(Err(err("[AUTH] Authentication failed")));
+    assert_eq!(
+        text(&s.command(b"USER j\xfcrgen")),
+        "-ERR Command line is not UTF-8\r\n"
+    );
+    // without USER (no cleartext here), UTF8 is offered without its USER argument
+    let mut s = insecure();
+    let capa = text(&s.command(b"CAPA"));
+    assert!(capa.contains("\r\nUTF8\r\n") && !capa.contains("UTF8 USER"), "{capa}");
+}
