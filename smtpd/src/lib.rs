@@ -9,8 +9,10 @@
 //! to cleanup, answering `250` only when cleanup says the queue file is on disk.
 //!
 //! Process model: an event-driven, many-connections-per-process daemon on
-//! [`postern_lib::skeleton::event`]. The protocol ([`protocol`]) is sans-I/O; the loop
-//! ([`server`]) drives it, rustls, and non-blocking connections to cleanup and auth.
+//! [`postern_lib::skeleton::event`]. The protocol ([`protocol`]) is sans-I/O; lib's
+//! connection driver ([`postern_lib::skeleton::conn`]: socket, TLS, buffers, deadlines)
+//! drives it, and [`server`] is the glue: the session's actions, its non-blocking
+//! connections to cleanup and auth, the per-client connection limits.
 //! [`stdio`] drives the same protocol over standard input and output for `sendmail -bs`.
 //!
 //! Security stance: every line, buffer and count is bounded (command lines

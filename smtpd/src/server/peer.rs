@@ -9,6 +9,7 @@ use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 use postern_lib::ipc::IpcError;
 use postern_lib::ipc::codec::{Decoder, Encoder, Frame, write_pending};
+use postern_lib::skeleton::conn::write_interest;
 use serde::Serialize;
 use std::io::{ErrorKind, Read};
 use std::path::Path;
@@ -94,16 +95,7 @@ impl PeerConn {
     pub fn flush(&mut self, registry: &Registry) -> std::io::Result<()> {
         write_pending(&mut self.sock, &mut self.out)?;
         let want = !self.out.is_empty();
-        if want != self.write_interest {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if registry.reregister(&mut self.sock, self.token, interest).is_ok() {
-                self.write_interest = want;
-            }
-        }
+        write_interest(registry, &mut self.sock, self.token, &mut self.write_interest, want);
         Ok(())
     }
 

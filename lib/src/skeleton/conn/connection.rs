@@ -24,7 +24,7 @@ pub enum Turn {
 /// One client connection and its protocol. The stream is a mio socket in a daemon; any
 /// non-blocking `Read + Write` works (a fuzz target's in-memory client).
 pub struct Connection<P, S = TcpStream> {
-    sock: S,
+    pub(crate) sock: S,
     link: Link,
     /// The protocol core.
     pub proto: P,

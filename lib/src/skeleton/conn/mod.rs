@@ -40,7 +40,7 @@ mod pool;
 mod tests;
 
 pub use connection::{Connection, Turn};
-pub use pool::{AUX, FIRST_FREE, Pool};
+pub use pool::{AUX, FIRST_FREE, Pool, write_interest};
 
 use crate::line::LineBuffer;
 use crate::tls::TlsSession;

@@ -37,6 +37,22 @@ fn interest(write: bool) -> Interest {
     }
 }
 
+/// Registers `source` (already registered on `token`) for writability when `want` and it
+/// is not yet, or takes it off when not: `current` is what it is registered for. For a
+/// daemon's own non-blocking sockets too (edge-triggered: asking for writability while
+/// nothing waits would wake the process on every ACK).
+pub fn write_interest(
+    registry: &Registry,
+    source: &mut impl mio::event::Source,
+    token: Token,
+    current: &mut bool,
+    want: bool,
+) {
+    if want != *current && registry.reregister(source, token, interest(want)).is_ok() {
+        *current = want;
+    }
+}
+
 /// All client connections of one process.
 pub struct Pool<P> {
     conns: HashMap<usize, Connection<P>>,
@@ -161,14 +177,9 @@ impl<P: Protocol> Pool<P> {
             return Vec::new();
         };
         let turn = c.drive(registry);
-        let want = c.wants_write();
-        if turn != Turn::Closed
-            && want != c.write_interest
-            && registry
-                .reregister(c.socket(), Token(PER_CONN * id), interest(want))
-                .is_ok()
-        {
-            c.write_interest = want;
+        if turn != Turn::Closed {
+            let want = c.wants_write();
+            write_interest(registry, &mut c.sock, Token(PER_CONN * id), &mut c.write_interest, want);
         }
         match turn {
             Turn::Open => Vec::new(),

@@ -384,9 +384,17 @@ fn the_whole_session_deadline_ends_even_a_busy_authenticated_client() {
     let start = Instant::now();
     let mut c = connect(addr);
     c.write_all(b"LOGIN\r\n").unwrap();
+    let t = busy_until(&mut c, b"-ERR Session\r\n", start);
+    assert!(t >= Duration::from_millis(1100) && t < Duration::from_secs(3), "{t:?}");
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+/// Sends NOOPs (at most 5 s from `start`) until the answers end with `end`; returns when
+/// they did, from `start`.
+fn busy_until(c: &mut TcpStream, end: &[u8], start: Instant) -> Duration {
     let mut got = Vec::new();
     c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    while start.elapsed() < Duration::from_secs(5) && !got.ends_with(b"-ERR Session\r\n") {
+    while start.elapsed() < Duration::from_secs(5) && !got.ends_with(end) {
         let _ = c.write_all(b"NOOP\r\n");
         let mut buf = [0u8; 4096];
         match c.read(&mut buf) {
@@ -395,10 +403,8 @@ fn the_whole_session_deadline_ends_even_a_busy_authenticated_client() {
             Err(_) => {}
         }
     }
-    let t = start.elapsed();
-    assert!(got.ends_with(b"-ERR Session\r\n"), "{}", String::from_utf8_lossy(&got));
-    assert!(t >= Duration::from_millis(1100) && t < Duration::from_secs(3), "{t:?}");
-    seen.stop.store(true, Ordering::SeqCst);
+    assert!(got.ends_with(end), "{}", String::from_utf8_lossy(&got));
+    start.elapsed()
 }
 
 fn tls_pair() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
@@ -563,20 +569,7 @@ fn the_phase_deadline_ends_a_busy_client_and_the_protocols_timer_fires() {
     assert!(t >= Duration::from_millis(250) && t < Duration::from_secs(2), "{t:?}");
     c.write_all(b"PHASE 800\r\n").unwrap();
     read_until(&mut c, b"+OK phase\r\n");
-    let start = Instant::now();
-    let mut got = Vec::new();
-    c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    while start.elapsed() < Duration::from_secs(4) && !got.ends_with(b"-ERR Phase\r\n") {
-        let _ = c.write_all(b"NOOP\r\n");
-        let mut buf = [0u8; 4096];
-        match c.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-    }
-    let t = start.elapsed();
-    assert!(got.ends_with(b"-ERR Phase\r\n"), "{}", String::from_utf8_lossy(&got));
+    let t = busy_until(&mut c, b"-ERR Phase\r\n", Instant::now());
     assert!(t >= Duration::from_millis(700) && t < Duration::from_secs(3), "{t:?}");
     seen.stop.store(true, Ordering::SeqCst);
 }
