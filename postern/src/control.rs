@@ -157,8 +157,8 @@ pub fn status(dir: &Path) -> Result<ExitCode, String> {
         eprintln!("postern: the Postern mail system is not running");
         return Ok(ExitCode::FAILURE);
     };
-    let reply =
-        ask(&config).map_err(|e| format!("the Postern mail system is running (pid {pid}) but does not answer: {e}"))?;
+    let reply = ask(&config, Duration::from_secs(5))
+        .map_err(|e| format!("the Postern mail system is running (pid {pid}) but does not answer: {e}"))?;
     let ControlReply::Status { pid, reloads, services } = reply;
     println!("the Postern mail system is running: pid {pid}, {reloads} reloads");
     println!(
@@ -187,10 +187,11 @@ pub fn status(dir: &Path) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn ask(config: &Config) -> Result<ControlReply, String> {
+/// Master's status reply over its control socket, each step waiting at most `timeout`.
+pub(crate) fn ask(config: &Config, timeout: Duration) -> Result<ControlReply, String> {
     let sock = std::os::unix::net::UnixStream::connect(config.control_socket()).map_err(|e| e.to_string())?;
-    let mut ipc = postern_lib::ipc::IpcStream::client(sock, PROTOCOL, VERSION, Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
+    let mut ipc =
+        postern_lib::ipc::IpcStream::client(sock, PROTOCOL, VERSION, Some(timeout)).map_err(|e| e.to_string())?;
     ipc.send(&ControlRequest::Status).map_err(|e| e.to_string())?;
     ipc.recv::<ControlReply>().map_err(|e| e.to_string())
 }

@@ -26,9 +26,13 @@ const COMMANDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "status",
-        "status",
+        "status [--health [--timeout SECS] [--stuck-after SECS]]",
         "per service: processes, busy/idle, connections, restarts",
-        "Exit status 0 while the mail system runs, 1 when it is stopped.",
+        "Exit status 0 while the mail system runs, 1 when it is stopped.\n\
+         --health checks that it is accepting and delivering, within --timeout (default 5 s): exit 0 healthy,\n\
+         1 master not running or not answering, 2 smtpd does not greet with 220 (or smtpd/cleanup throttled),\n\
+         3 qmgr not running, a service throttled, or a file older than --stuck-after (default 600 s) in\n\
+         maildrop/ or incoming/, 4 the check itself did not finish in time. For keepalived's vrrp_script.",
     ),
     (
         "check",

@@ -5,6 +5,7 @@
 //! postern [-c CONFIG_DIR] stop                   stop master; returns once every process has exited
 //! postern [-c CONFIG_DIR] reload                 reread main.toml and master.toml (SIGHUP to master)
 //! postern [-c CONFIG_DIR] status                 per service: processes, busy/idle, connections, restarts
+//! postern [-c CONFIG_DIR] status --health [--timeout S] [--stuck-after S]  exit 0 when accepting and delivering
 //! postern [-c CONFIG_DIR] check [--fix]          config, directories, ownership and modes, ports
 //! postern [-c CONFIG_DIR] config [KEY...]        effective settings, defaults included
 //! postern [-c CONFIG_DIR] config set KEY=VALUE...  edit main.toml / master.toml in place, comments kept
@@ -28,6 +29,7 @@ mod check;
 mod config_cmd;
 mod control;
 mod files;
+mod health;
 mod help;
 mod install;
 mod log_cmd;
@@ -118,7 +120,12 @@ fn run() -> Result<ExitCode, String> {
         }
         "stop" => no_args("stop", &rest).and_then(|_| control::stop(&dir)),
         "reload" => no_args("reload", &rest).and_then(|_| control::reload(&dir)),
-        "status" => no_args("status", &rest).and_then(|_| control::status(&dir)),
+        "status" => match rest.split_first() {
+            Some((h, more)) if h == "--health" => health::parse(more)
+                .map_err(|e| format!("{e}\n{}", usage_of("status")))
+                .and_then(|o| health::run(&dir, o)),
+            _ => no_args("status", &rest).and_then(|_| control::status(&dir)),
+        },
         "check" => check::run(&dir, flag("check", &rest, "--fix")?),
         "install" => install::install(&rest),
         "uninstall" => install::uninstall(&rest),
