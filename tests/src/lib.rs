@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod netns;
 pub mod skip;
 pub use skip::{require_root, require_tool, skip};
 
@@ -97,6 +98,8 @@ pub struct Instance {
     /// The temporary root (`etc/`, `var/`).
     pub root: tempfile::TempDir,
     started: bool,
+    /// The network namespace `postern` (and so master) runs in ([`Instance::set_netns`]).
+    netns: Option<String>,
 }
 
 impl Instance {
@@ -121,7 +124,11 @@ impl Instance {
         }
         let master = format!("# test services\n{services}");
         std::fs::write(etc.join("master.toml"), master).expect("write master.toml");
-        let inst = Instance { root, started: false };
+        let inst = Instance {
+            root,
+            started: false,
+            netns: None,
+        };
         let mut all = vec!["service_throttle_time=60s", "shutdown_timeout=5s"];
         all.extend_from_slice(settings);
         let out = inst.postern(&[&["config", "set"][..], &all].concat());
@@ -143,14 +150,23 @@ impl Instance {
         self.root.path().join("var/spool")
     }
 
-    /// Runs `postern -c ETC ARGS...`.
+    /// Runs `postern` (so `start`, and master with it) inside network namespace `ns`
+    /// (`ip netns exec NS postern ...`): listen addresses are that namespace's.
+    pub fn set_netns(&mut self, ns: &str) {
+        self.netns = Some(ns.to_string());
+    }
+
+    /// Runs `postern -c ETC ARGS...` (inside the namespace of [`Instance::set_netns`]).
     pub fn postern(&self, args: &[&str]) -> Output {
-        Command::new(bin("postern"))
-            .arg("-c")
-            .arg(self.etc())
-            .args(args)
-            .output()
-            .expect("run postern")
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("postern"));
+                c
+            }
+            None => Command::new(bin("postern")),
+        };
+        cmd.arg("-c").arg(self.etc()).args(args).output().expect("run postern")
     }
 
     /// `postern start`, asserting success.
