@@ -3,7 +3,9 @@
 //! SPECIAL-USE; several patterns), LIST-STATUS (RFC 5819: `RETURN (STATUS (...))`) and
 //! the attributes `\HasChildren`/`\HasNoChildren`, RFC 6154's special-use ones,
 //! `\Subscribed`, and `\NonExistent` (or `\Noselect` in a plain RFC 3501 LIST) for names
-//! that are only hierarchy levels or subscriptions.
+//! that are only hierarchy levels or subscriptions. LSUB with a final `%` lists the
+//! unsubscribed parents of subscribed names as `\Noselect` (RFC 3501 §6.3.9); RECURSIVEMATCH
+//! gives CHILDINFO only for subscribed descendants the patterns do not match themselves.
 
 use crate::list_pattern::{MAX_PATTERN, Pattern, PatternError};
 use crate::parse::{Arg, Command};
@@ -183,12 +185,19 @@ impl Session {
             let exists = existing.contains(name);
             let subscribed = subs.contains(name);
             let special = Store::special_use(name).filter(|_| exists);
-            let mut childinfo = false;
+            // RFC 5258 §3.5: CHILDINFO for a name with subscribed descendants that do not
+            // match the patterns themselves (those that do are listed on their own)
+            let childinfo = selecting_subs && o.recursive && {
+                let prefix = format!("{name}{SEPARATOR}");
+                subs.range(prefix.clone()..)
+                    .take_while(|n| n.starts_with(&prefix))
+                    .any(|n| !hit(n))
+            };
+            // RFC 3501 §6.3.9: LSUB with a final `%` lists the unsubscribed parent of a
+            // subscribed name, as \Noselect
+            let lsub_parent = lsub && !subscribed && level_hit(name) && has_child(name, &subs);
             let selected = if selecting_subs {
-                if o.recursive && has_child(name, &subs) {
-                    childinfo = true;
-                }
-                subscribed || childinfo
+                subscribed || childinfo || lsub_parent
             } else if o.special_only {
                 special.is_some()
             } else {
@@ -198,7 +207,9 @@ impl Session {
                 continue;
             }
             let mut attrs: Vec<&str> = Vec::new();
-            if !exists {
+            if lsub_parent {
+                attrs.push("\\Noselect");
+            } else if !exists {
                 attrs.push(if extended && !lsub {
                     "\\NonExistent"
                 } else {

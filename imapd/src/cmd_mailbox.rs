@@ -213,10 +213,15 @@ impl Session {
             Err(e) => return Err(e.into()),
         };
         // large messages were received into the folder's tmp/ (crate::append_spool)
+        // binary parts (RFC 3516 `~{n}`) are kept base64-encoded (crate::binary)
+        let encoded: Vec<Option<Vec<u8>>> = groups
+            .iter()
+            .map(|g| crate::binary::encode_binary_parts(g.3))
+            .collect();
         let mut messages = Vec::new();
-        for (fl, keywords, date, message) in groups {
+        for ((fl, keywords, date, message), encoded) in groups.into_iter().zip(&encoded) {
             let body = match self.spooled_message(message) {
-                None => Message::Memory(message),
+                None => Message::Memory(encoded.as_deref().unwrap_or(message)),
                 Some(Ok(spool)) => Message::Spooled(spool),
                 Some(Err(reply)) => return Err(reply),
             };

@@ -14,12 +14,7 @@ pub(crate) struct Ranges(Vec<(u32, u32)>);
 impl Ranges {
     /// `set` with `*` standing for `largest`.
     pub(crate) fn new(set: &SeqSet, largest: u32) -> Ranges {
-        let fix = |x: u32| if x == u32::MAX { largest } else { x };
-        let mut r: Vec<(u32, u32)> = set
-            .0
-            .iter()
-            .map(|&(a, b)| (fix(a).min(fix(b)), fix(a).max(fix(b))))
-            .collect();
+        let mut r: Vec<(u32, u32)> = set.ranges(largest).collect();
         r.sort_unstable();
         let mut merged: Vec<(u32, u32)> = Vec::with_capacity(r.len());
         for (a, b) in r {
@@ -198,7 +193,7 @@ impl Session {
     fn ok_untagged_then(&mut self, tag: &str, code: &str, text: &str) {
         // RFC 6851: COPYUID goes in an untagged OK before the EXPUNGEs.
         if !code.is_empty() {
-            self.line(&format!("* OK {}", code.trim_end()));
+            self.line(&format!("* OK {code}Moved"));
         }
         self.report(true);
         self.ok(tag, text);

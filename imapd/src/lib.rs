@@ -37,13 +37,15 @@
 //!
 //! Files: [`session`] (framing, state, dispatch, ENABLE, untagged updates), [`cmd_mailbox`]
 //! (SELECT, STATUS, CREATE/DELETE/RENAME, APPEND), [`cmd_list`] (LIST, LSUB),
-//! [`list_pattern`] (LIST patterns, matched in bounded time),
+//! [`list_pattern`] (LIST patterns, matched in bounded time), [`address`] (address fields
+//! for ENVELOPE and SEARCH),
 //! [`binary`] (BINARY fetch items), [`cmd_message`] (STORE, COPY,
 //! MOVE, EXPUNGE), [`cmd_fetch`], [`cmd_search`], [`mime`] (ENVELOPE, BODYSTRUCTURE,
 //! sections), [`parse`] (command grammar, sequence sets, dates), [`reply`] (string
 //! quoting), [`server`] (the event loop side: sockets, TLS, auth, timeouts).
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod append_spool;
 pub mod base_subject;
 pub mod binary;

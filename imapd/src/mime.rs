@@ -1,7 +1,7 @@
 //! The MIME view IMAP needs of a message: its parts numbered as RFC 3501 §6.4.5 numbers
 //! them, BODYSTRUCTURE, ENVELOPE and `BODY[section]` extraction. Addresses in ENVELOPE
-//! come from mail-parser; the part tree is walked here over the raw bytes so that every
-//! section is returned byte-exact as it is in the file.
+//! are read by [`crate::address`]; the part tree is walked here over the raw bytes so that
+//! every section is returned byte-exact as it is in the file.
 //!
 //! Bounded: nesting deeper than [`MAX_DEPTH`] is treated as an opaque leaf, at most
 //! [`MAX_PARTS`] parts are split out of one multipart, and at most [`MAX_TOTAL_PARTS`]
@@ -11,7 +11,6 @@
 //! [`Tree`] parses a message once for all the items of a FETCH.
 
 use crate::reply::{nstring, string};
-use mail_parser::{Address, MessageParser};
 
 /// Deepest MIME nesting walked.
 pub const MAX_DEPTH: usize = 20;
@@ -70,7 +69,8 @@ pub fn fields(header: &[u8]) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn trim(s: &[u8]) -> &[u8] {
+/// `s` without white space at either end.
+pub(crate) fn trim(s: &[u8]) -> &[u8] {
     let a = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
     let b = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(a, |i| i + 1);
     &s[a..b.max(a)]
@@ -347,82 +347,26 @@ fn extension_tail(out: &mut Vec<u8>, f: &[(String, Vec<u8>)]) {
     nstring(out, field(f, "Content-Location"));
 }
 
-fn addresses(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
-    let mut list: Vec<(Option<String>, Option<String>)> = Vec::new();
-    if let Some(a) = a {
-        match a {
-            Address::List(v) => {
-                for x in v {
-                    list.push((
-                        x.name.as_ref().map(|s| s.to_string()),
-                        x.address.as_ref().map(|s| s.to_string()),
-                    ));
-                }
-            }
-            Address::Group(groups) => {
-                for g in groups {
-                    for x in &g.addresses {
-                        list.push((
-                            x.name.as_ref().map(|s| s.to_string()),
-                            x.address.as_ref().map(|s| s.to_string()),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    if list.is_empty() {
-        out.extend_from_slice(b"NIL");
-        return;
-    }
-    out.push(b'(');
-    for (name, addr) in list {
-        out.push(b'(');
-        nstring(out, name.as_deref().map(str::as_bytes));
-        out.extend_from_slice(b" NIL ");
-        let addr = addr.unwrap_or_default();
-        let (local, host) = match addr.rsplit_once('@') {
-            Some((l, h)) => (l.to_string(), Some(h.to_string())),
-            None => (addr, None),
-        };
-        string(out, local.as_bytes());
-        out.push(b' ');
-        nstring(out, host.as_deref().map(str::as_bytes));
-        out.push(b')');
-    }
-    out.push(b')');
-}
-
-/// ENVELOPE of a message header.
+/// ENVELOPE of a message header. Address fields are read by [`crate::address`]; an
+/// empty or missing Sender or Reply-To is the From list (RFC 3501 §7.4.2).
 pub fn envelope(out: &mut Vec<u8>, header: &[u8]) {
+    use crate::address::{self, Item};
     let f = fields(header);
-    let parsed = MessageParser::default().parse_headers(header);
     out.push(b'(');
     nstring(out, field(&f, "Date"));
     out.push(b' ');
     nstring(out, field(&f, "Subject"));
-    let get = |name: &str| -> Option<&Address<'_>> {
-        let m = parsed.as_ref()?;
-        match name {
-            "from" => m.from(),
-            "sender" => m.sender(),
-            "reply-to" => m.reply_to(),
-            "to" => m.to(),
-            "cc" => m.cc(),
-            _ => m.bcc(),
-        }
-    };
-    let from = get("from");
-    for (name, fallback) in [
-        ("from", None),
-        ("sender", from),
-        ("reply-to", from),
-        ("to", None),
-        ("cc", None),
-        ("bcc", None),
-    ] {
+    let list = |name: &str| -> Vec<Item> { field(&f, name).map(address::parse).unwrap_or_default() };
+    let from = list("From");
+    for name in ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"] {
         out.push(b' ');
-        addresses(out, get(name).or(fallback));
+        let items = list(name);
+        let items = if items.is_empty() && (name == "Sender" || name == "Reply-To") {
+            &from
+        } else {
+            &items
+        };
+        address::envelope_list(out, items);
     }
     out.push(b' ');
     nstring(out, field(&f, "In-Reply-To"));

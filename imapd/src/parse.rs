@@ -71,6 +71,14 @@ fn is_atom_char(b: u8) -> bool {
     b > b' ' && b < 0x7f && !b"(){\"".contains(&b)
 }
 
+/// Whether an atom so far is a FETCH item whose `[section]` may hold spaces and lists:
+/// `BODY[`, `BODY.PEEK[`, `BINARY[`, `BINARY.PEEK[`, `BINARY.SIZE[`.
+fn takes_section(atom: &[u8]) -> bool {
+    ["BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE"]
+        .iter()
+        .any(|n| atom.eq_ignore_ascii_case(n.as_bytes()))
+}
+
 fn is_tag_char(b: u8) -> bool {
     b > b' ' && b < 0x7f && !b"(){%*\"\\+".contains(&b)
 }
@@ -155,14 +163,11 @@ impl Parser<'_> {
                     }
                 }
             }
-            b'{' | b'~' => {
+            // `~{` is a literal8 (RFC 3516); a `~` before anything else starts an atom
+            // (`~` is an ATOM-CHAR: `SELECT ~foo`)
+            b'{' | b'~' if c == b'{' || self.s.get(self.i + 1) == Some(&b'{') => {
                 if c == b'~' {
                     self.i += 1;
-                }
-                // `~` must be followed by `{` (RFC 3516 literal8); anything else is not a
-                // literal (found by fuzzing: `~}` once sliced backwards).
-                if self.s.get(self.i) != Some(&b'{') {
-                    return None;
                 }
                 let close = self.s[self.i..].iter().position(|&b| b == b'}')? + self.i;
                 let num = std::str::from_utf8(self.s.get(self.i + 1..close)?).ok()?;
@@ -178,10 +183,11 @@ impl Parser<'_> {
             _ => {
                 let start = self.i;
                 while let Some(&b) = self.s.get(self.i) {
-                    if b == b'[' {
-                        // section: anything up to the matching ']' (spaces and lists inside)
-                        let close = self.s[self.i..].iter().position(|&b| b == b']')? + self.i;
-                        self.i = close + 1;
+                    let close = || self.s[self.i..].iter().position(|&b| b == b']');
+                    if b == b'[' && takes_section(&self.s[start..self.i]) && close().is_some() {
+                        // a fetch item's section: anything up to the ']' (spaces and lists
+                        // inside); elsewhere '[' and ']' are atom characters (`SELECT a[b`)
+                        self.i += close().unwrap_or(0) + 1;
                     } else if is_atom_char(b) {
                         self.i += 1;
                     } else {
@@ -201,9 +207,14 @@ impl Parser<'_> {
     }
 }
 
-/// A sequence set: ranges of numbers, `u32::MAX` standing for `*`.
+/// A sequence set: ranges of numbers as written, [`STAR`] standing for `*`. Every
+/// number from 1 to 4294967295 is itself (`UID FETCH 4294967295` is that UID, not the
+/// largest); read the ranges with `*` resolved through [`SeqSet::ranges`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeqSet(pub Vec<(u32, u32)>);
+
+/// `*` in a [`SeqSet`] (0 is no valid sequence number or UID, RFC 3501 `nz-number`).
+pub const STAR: u32 = 0;
 
 impl SeqSet {
     /// Parses `1:3,5,7:*`, and `$` (RFC 5182: the saved search result) as the empty
@@ -216,9 +227,11 @@ impl SeqSet {
         for part in s.split(',') {
             let num = |x: &str| -> Option<u32> {
                 if x == "*" {
-                    Some(u32::MAX)
-                } else {
+                    Some(STAR)
+                } else if x.bytes().all(|b| b.is_ascii_digit()) {
                     x.parse::<u32>().ok().filter(|&n| n > 0)
+                } else {
+                    None
                 }
             };
             let (a, b) = match part.split_once(':') {
@@ -228,12 +241,20 @@ impl SeqSet {
                     (n, n)
                 }
             };
-            out.push((a.min(b), a.max(b)));
+            out.push((a, b));
             if out.len() > 100_000 {
                 return None;
             }
         }
         Some(SeqSet(out))
+    }
+
+    /// The ranges, low end first, with `*` meaning `largest`.
+    pub fn ranges(&self, largest: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let fix = move |x: u32| if x == STAR { largest } else { x };
+        self.0
+            .iter()
+            .map(move |&(a, b)| (fix(a).min(fix(b)), fix(a).max(fix(b))))
     }
 
     /// Whether this is `$`, to be replaced by the saved search result (no other text
@@ -244,11 +265,7 @@ impl SeqSet {
 
     /// Whether `n` is in the set, with `*` meaning `largest`.
     pub fn contains(&self, n: u32, largest: u32) -> bool {
-        self.0.iter().any(|&(a, b)| {
-            let fix = |x: u32| if x == u32::MAX { largest } else { x };
-            let (a, b) = (fix(a), fix(b));
-            n >= a.min(b) && n <= a.max(b)
-        })
+        n > 0 && self.ranges(largest).any(|(a, b)| n >= a && n <= b)
     }
 }
 
@@ -354,6 +371,60 @@ mod tests {
         }
     }
 }
+#[cfg(test)]
+mod conformance_tests {
+    use super::*;
+
+    fn args(line: &[u8]) -> Vec<Arg> {
+        command(line).unwrap().args
+    }
+
+    #[test]
+    fn atoms_take_every_atom_char_tilde_and_brackets() {
+        assert_eq!(args(b"a SELECT ~foo"), [Arg::Atom("~foo".into())]);
+        assert_eq!(args(b"a LIST \"\" ~foo"), [Arg::Str(vec![]), Arg::Atom("~foo".into())]);
+        let every = "!#$&'+,-.0123456789:;<=>?@^_`|[}";
+        assert_eq!(args(format!("a SELECT {every}").as_bytes()), [Arg::Atom(every.into())]);
+        assert_eq!(
+            args(b"a SELECT a[b c]"),
+            [Arg::Atom("a[b".into()), Arg::Atom("c]".into())]
+        );
+        assert_eq!(args(b"a LIST \"\" %*]"), [Arg::Str(vec![]), Arg::Atom("%*]".into())]);
+        assert_eq!(args(b"a X ~"), [Arg::Atom("~".into())]);
+        // literal8 and fetch sections as before
+        assert_eq!(
+            args(b"a APPEND x ~{3}\r\n\x00\n\xff"),
+            [Arg::Atom("x".into()), Arg::Str(b"\x00\n\xff".to_vec())]
+        );
+        assert_eq!(
+            args(b"a FETCH 1 (binary.peek[1] body[header.fields (a b)]<0.5>)"),
+            [
+                Arg::Atom("1".into()),
+                Arg::List(vec![
+                    Arg::Atom("binary.peek[1]".into()),
+                    Arg::Atom("body[header.fields (a b)]<0.5>".into())
+                ])
+            ]
+        );
+        assert!(command(b"a FETCH 1 BODY[HEADER.FIELDS (A").is_err());
+    }
+
+    #[test]
+    fn the_largest_number_is_not_star() {
+        let s = SeqSet::parse("4294967295").unwrap();
+        assert!(!s.contains(5, 5) && s.contains(u32::MAX, 5));
+        let s = SeqSet::parse("4294967295:*").unwrap();
+        assert!(s.contains(5, 5) && !s.contains(4, 5) && s.contains(u32::MAX, 5));
+        assert_eq!(SeqSet::parse("*").unwrap().ranges(7).collect::<Vec<_>>(), [(7, 7)]);
+        assert_eq!(SeqSet::parse("9:2").unwrap().ranges(7).collect::<Vec<_>>(), [(2, 9)]);
+        assert!(SeqSet::parse("*").unwrap().ranges(0).all(|(a, b)| (a, b) == (0, 0)));
+        assert!(!SeqSet::parse("*").unwrap().contains(0, 0));
+        for bad in ["4294967296", "+5", "0", "1:0", "", "1,", "-1"] {
+            assert!(SeqSet::parse(bad).is_none(), "{bad}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod more_tests {
     #[test]

@@ -1,0 +1,429 @@
+//! IMAP syntax, MIME and reply-text conformance (issue 11, the failures Dovecot's imaptest
+//! measured), each against the real imapd under the real master, over a raw socket, with
+//! exact expected responses:
+//!
+//! - atoms with `~` and `[` (`LIST "" ~foo`, `SELECT ~foo`, a mailbox of every ATOM-CHAR)
+//!   are OK or NO, never BAD, and `BODY[HEADER.FIELDS (A B)]` still parses;
+//! - APPEND of binary content in a literal8 (`~{n}`, RFC 3516) comes back byte for byte
+//!   as `BINARY[n]` in a literal8 with the exact size, while `BODY[n]` and `BODY[]` never
+//!   carry a NUL (the part is kept base64-encoded, as Dovecot keeps it);
+//! - quoted-printable decoding for BINARY (RFC 2045 §6.7): trailing whitespace dropped,
+//!   `=` + whitespace + line end a soft break, BINARY.SIZE the decoded length;
+//! - ENVELOPE address groups (empty ones too), route addresses, comments, raw names;
+//! - `4294967295` is a UID, never `*`;
+//! - LSUB `%` lists unsubscribed parents of subscribed children as `\Noselect`
+//!   (RFC 3501 §6.3.9); LIST (SUBSCRIBED RECURSIVEMATCH) leaves out a parent whose
+//!   subscribed children match themselves (RFC 5258 §3.5);
+//! - every `OK [CODE]` has text after the code (`* OK [COPYUID ...] Moved`);
+//! - commands pipelined in one write are answered in order, no slower than one by one.
+
+use postern_tests::{Instance, imap_instance};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A raw IMAP connection, logged in.
+struct Imap {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Imap {
+    fn login(port: u16) -> Imap {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect imapd");
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut c = Imap {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        };
+        let mut greeting = String::new();
+        c.r.read_line(&mut greeting).unwrap();
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        let out = c.cmd("l", "LOGIN alice alice-pw");
+        assert!(out.starts_with("l OK [CAPABILITY"), "{out}");
+        c
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).unwrap();
+    }
+
+    /// Everything up to and including the tagged reply, byte for byte (literals too).
+    fn until_bytes(&mut self, tag: &str) -> Vec<u8> {
+        let mut all = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = self.r.read_until(b'\n', &mut line).unwrap();
+            assert!(
+                n > 0,
+                "connection closed before {tag}'s reply: {}",
+                String::from_utf8_lossy(&all)
+            );
+            all.extend_from_slice(&line);
+            if line.starts_with(format!("{tag} ").as_bytes()) {
+                return all;
+            }
+            if let Some(len) = line
+                .strip_suffix(b"}\r\n")
+                .and_then(|l| l.iter().rposition(|&b| b == b'{').map(|i| &l[i + 1..]))
+                .and_then(|d| std::str::from_utf8(d).ok()?.parse::<usize>().ok())
+            {
+                let mut lit = vec![0; len];
+                self.r.read_exact(&mut lit).unwrap();
+                all.extend_from_slice(&lit);
+            }
+        }
+    }
+
+    /// Runs `line`; the whole answer as text, the tagged line included.
+    fn cmd(&mut self, tag: &str, line: &str) -> String {
+        self.send(format!("{tag} {line}\r\n").as_bytes());
+        String::from_utf8_lossy(&self.until_bytes(tag)).into_owned()
+    }
+
+    /// APPEND with a synchronising literal (`~{n}` when `binary`).
+    fn append(&mut self, tag: &str, folder: &str, message: &[u8], binary: bool) -> String {
+        let tilde = if binary { "~" } else { "" };
+        self.send(format!("{tag} APPEND {folder} {tilde}{{{}}}\r\n", message.len()).as_bytes());
+        let mut cont = String::new();
+        self.r.read_line(&mut cont).unwrap();
+        assert!(cont.starts_with('+'), "{cont}");
+        self.send(message);
+        self.send(b"\r\n");
+        String::from_utf8_lossy(&self.until_bytes(tag)).into_owned()
+    }
+}
+
+fn started() -> (Instance, u16) {
+    let (mut inst, port) = imap_instance("alice", "alice-pw");
+    inst.start();
+    (inst, port)
+}
+
+/// The tagged line of an answer.
+fn tagged(out: &str) -> &str {
+    out.trim_end().rsplit("\r\n").next().unwrap_or("")
+}
+
+#[test]
+fn atoms_with_tilde_and_brackets_are_ok_or_no_never_bad() {
+    let (_inst, port) = started();
+    let mut c = Imap::login(port);
+    assert_eq!(c.cmd("a", "LIST \"\" ~foo"), "a OK LIST completed\r\n");
+    assert!(c.cmd("b", "SELECT ~foo").starts_with("b NO "));
+    let every = "!#$&'+,-.0123456789:;<=>?@^_`|[}";
+    let out = c.cmd("c", &format!("SELECT {every}"));
+    assert!(out.starts_with("c NO "), "{out}");
+    assert_eq!(c.cmd("d", "LIST \"\" foo]"), "d OK LIST completed\r\n");
+    assert!(c.cmd("e", "SELECT foo]").starts_with("e NO "));
+    assert!(c.cmd("f", "SELECT a[b").starts_with("f NO "));
+    assert_eq!(c.cmd("g", "CREATE ~foo"), "g OK CREATE completed\r\n");
+    assert_eq!(
+        c.cmd("h", "LIST \"\" ~f%"),
+        "* LIST (\\HasNoChildren) \".\" ~foo\r\nh OK LIST completed\r\n"
+    );
+    assert_eq!(
+        c.cmd("i", "STATUS ~foo (MESSAGES)"),
+        "* STATUS ~foo (MESSAGES 0)\r\ni OK STATUS completed\r\n"
+    );
+    assert!(c.cmd("j", "SELECT ~foo").contains("\r\nj OK [READ-WRITE]"));
+    // a section's spaces and lists still belong to its atom
+    c.append("k", "~foo", b"From: a@b\r\nSubject: s\r\n\r\nbody\r\n", false);
+    assert_eq!(
+        c.cmd("m", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])"),
+        "* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT FROM)] {25}\r\nFrom: a@b\r\nSubject: s\r\n\r\n)\r\nm OK Fetch completed\r\n"
+    );
+    // a literal8 where no literal8 belongs is still a literal, and a lone `~` an atom
+    assert!(c.cmd("n", "SELECT ~").starts_with("n NO "));
+}
+
+/// A message with a binary part (NUL, bare LF, bare CR, 0xff) and a 7bit part.
+fn binary_message() -> (Vec<u8>, Vec<u8>) {
+    let content: Vec<u8> = b"\x00\x01bin\nary\r\x00\xff\r\n\x00end".to_vec();
+    let mut m = b"From: a@example.test\r\nSubject: bin\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"xx\"\r\n\r\n--xx\r\nContent-Type: application/octet-stream\r\n\
+Content-Transfer-Encoding: binary\r\n\r\n"
+        .to_vec();
+    m.extend_from_slice(&content);
+    m.extend_from_slice(b"\r\n--xx\r\nContent-Type: text/plain\r\n\r\nplain text\r\n--xx--\r\n");
+    (m, content)
+}
+
+#[test]
+fn binary_append_keeps_the_bytes_and_a_nul_never_goes_in_a_plain_literal() {
+    let (_inst, port) = started();
+    let mut c = Imap::login(port);
+    let (msg, content) = binary_message();
+    let out = c.append("a", "INBOX", &msg, true);
+    assert!(tagged(&out).starts_with("a OK [APPENDUID "), "{out}");
+    c.cmd("s", "SELECT INBOX");
+    let mut want = format!("* 1 FETCH (BINARY[1] ~{{{}}}\r\n", content.len()).into_bytes();
+    want.extend_from_slice(&content);
+    want.extend_from_slice(b")\r\nb OK Fetch completed\r\n");
+    c.send(b"b FETCH 1 (BINARY.PEEK[1])\r\n");
+    let got = c.until_bytes("b");
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+    assert_eq!(
+        c.cmd("c", "FETCH 1 (BINARY.SIZE[1])"),
+        format!(
+            "* 1 FETCH (BINARY.SIZE[1] {})\r\nc OK Fetch completed\r\n",
+            content.len()
+        )
+    );
+    // the 7bit part as it is, in a plain literal
+    assert_eq!(
+        c.cmd("d", "FETCH 1 (BINARY.PEEK[2])"),
+        "* 1 FETCH (BINARY[2] {10}\r\nplain text)\r\nd OK Fetch completed\r\n"
+    );
+    // BODY[1]: the encoded form (base64 of the content), no NUL
+    assert_eq!(
+        c.cmd("e", "FETCH 1 (BODY.PEEK[1])"),
+        "* 1 FETCH (BODY[1] {24}\r\nAAFiaW4KYXJ5DQD/DQoAZW5k)\r\ne OK Fetch completed\r\n"
+    );
+    assert!(
+        c.cmd("f", "FETCH 1 (BODY.PEEK[1.MIME])")
+            .contains("Content-Transfer-Encoding: base64\r\n"),
+    );
+    c.send(b"g FETCH 1 (BODY.PEEK[])\r\n");
+    let whole = c.until_bytes("g");
+    assert!(!whole.contains(&0) && whole.ends_with(b"g OK Fetch completed\r\n"));
+    // the size said is the size sent
+    let size_line = c.cmd("h", "FETCH 1 (RFC822.SIZE)");
+    let size: usize = size_line
+        .split("RFC822.SIZE ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let head = String::from_utf8_lossy(&whole[..whole.len().min(40)]).into_owned();
+    assert!(
+        head.starts_with(&format!("* 1 FETCH (BODY[] {{{size}}}\r\n")),
+        "{head} vs {size}"
+    );
+}
+
+#[test]
+fn quoted_printable_binary_is_decoded_as_rfc2045_says() {
+    let (_inst, port) = started();
+    let mut c = Imap::login(port);
+    let msg =
+        b"From: a@example.test\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+hello \t \r\nbar=  \r\nfoo=09bar\t\r\nfoo=\r\n=3D =20\r\nlast=\t\r\n";
+    c.append("a", "INBOX", msg, false);
+    c.cmd("s", "SELECT INBOX");
+    let decoded = "hello\r\nbarfoo\tbar\r\nfoo= \x20\r\nlast";
+    assert_eq!(
+        c.cmd("b", "FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])"),
+        format!(
+            "* 1 FETCH (BINARY.SIZE[1] {0} BINARY[1] {{{0}}}\r\n{decoded})\r\nb OK Fetch completed\r\n",
+            decoded.len()
+        )
+    );
+    assert_eq!(
+        c.cmd("c", "FETCH 1 (BINARY.PEEK[1]<5.10>)"),
+        "* 1 FETCH (BINARY[1]<5> {10}\r\n\r\nbarfoo\tb)\r\nc OK Fetch completed\r\n"
+    );
+}
+
+#[test]
+fn envelope_addresses_groups_routes_and_comments() {
+    let (_inst, port) = started();
+    let mut c = Imap::login(port);
+    let msgs: [&[u8]; 5] = [
+        b"Date: Sat, 01 Feb 2007 01:02:03 +0200\r\nFrom: user@domain (Real Name)\r\n\
+To: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;\r\nCc: empty:;, x@y\r\n\r\nbody\r\n",
+        b"From: <@route:user@domain>\r\nTo: <@a,@b:u@d>\r\n\r\nbody\r\n",
+        b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: \"A \\\"B\\\" C\" <a@b>, =?utf-8?q?J=C3=B6rg?= <j@x>\r\n\r\nbody\r\n",
+        b"From: Real Name <user@domain>\r\nSender: \r\nReply-To: \r\nTo: undisclosed-recipients:;\r\n\r\nbody\r\n",
+        b"From: nodomain, Mary Smith <mary@x.test> (her)\r\nBcc: \r\n\r\nbody\r\n",
+    ];
+    for (i, m) in msgs.iter().enumerate() {
+        let out = c.append(&format!("a{i}"), "INBOX", m, false);
+        assert!(tagged(&out).contains(" OK [APPENDUID"), "{out}");
+    }
+    c.cmd("s", "SELECT INBOX");
+    let out = c.cmd("f", "FETCH 1:* ENVELOPE");
+    let want = [
+        "* 1 FETCH (ENVELOPE (\"Sat, 01 Feb 2007 01:02:03 +0200\" NIL ((\"Real Name\" NIL \"user\" \"domain\")) \
+((\"Real Name\" NIL \"user\" \"domain\")) ((\"Real Name\" NIL \"user\" \"domain\")) \
+((NIL NIL \"group\" NIL)(NIL NIL \"g1\" \"d1.org\")(NIL NIL \"g2\" \"d2.org\")(NIL NIL NIL NIL)\
+(NIL NIL \"group2\" NIL)(NIL NIL \"g3\" \"d3.org\")(NIL NIL NIL NIL)) \
+((NIL NIL \"empty\" NIL)(NIL NIL NIL NIL)(NIL NIL \"x\" \"y\")) NIL NIL NIL))",
+        "* 2 FETCH (ENVELOPE (NIL NIL ((NIL \"@route\" \"user\" \"domain\")) ((NIL \"@route\" \"user\" \"domain\")) \
+((NIL \"@route\" \"user\" \"domain\")) ((NIL \"@a,@b\" \"u\" \"d\")) NIL NIL NIL NIL))",
+        "* 3 FETCH (ENVELOPE (NIL NIL ((NIL NIL \"user-from\" \"domain.org\")) ((NIL NIL \"user-from\" \"domain.org\")) \
+((NIL NIL \"user-from\" \"domain.org\")) ((\"A \\\"B\\\" C\" NIL \"a\" \"b\")(\"=?utf-8?q?J=C3=B6rg?=\" NIL \"j\" \"x\")) \
+NIL NIL NIL NIL))",
+        "* 4 FETCH (ENVELOPE (NIL NIL ((\"Real Name\" NIL \"user\" \"domain\")) ((\"Real Name\" NIL \"user\" \"domain\")) \
+((\"Real Name\" NIL \"user\" \"domain\")) ((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL NIL))",
+        "* 5 FETCH (ENVELOPE (NIL NIL ((NIL NIL \"nodomain\" \"\")(\"Mary Smith\" NIL \"mary\" \"x.test\")) \
+((NIL NIL \"nodomain\" \"\")(\"Mary Smith\" NIL \"mary\" \"x.test\")) \
+((NIL NIL \"nodomain\" \"\")(\"Mary Smith\" NIL \"mary\" \"x.test\")) NIL NIL NIL NIL NIL))",
+    ];
+    assert_eq!(out, format!("{}\r\nf OK Fetch completed\r\n", want.join("\r\n")));
+}
+
+#[test]
+fn uid_4294967295_is_a_number_never_star() {
+    let (_inst, port) = started();
+    let mut c = Imap::login(port);
+    for t in ["a1", "a2"] {
+        c.append(t, "INBOX", b"Subject: x\r\n\r\nx\r\n", false);
+    }
+    c.cmd("s", "SELECT INBOX");
+    assert_eq!(c.cmd("b", "UID FETCH 4294967295 UID"), "b OK Fetch completed\r\n");
+    assert_eq!(
+        c.cmd("c", "UID FETCH 4294967295:* UID"),
+        "* 2 FETCH (UID 2)\r\nc OK Fetch completed\r\n"
+    );
+    assert_eq!(
+        c.cmd("d", "UID SEARCH UID 4294967295"),
+        "* SEARCH\r\nd OK Search completed\r\n"
+    );
+    assert_eq!(c.cmd("e", "UID FETCH 4294967296 UID"), "e BAD Invalid sequence set\r\n");
+    assert_eq!(
+        c.cmd("f", "UID FETCH * UID"),
+        "* 2 FETCH (UID 2)\r\nf OK Fetch completed\r\n"
+    );
+}
+
+#[test]
+fn lsub_lists_unsubscribed_parents_and_recursivematch_leaves_out_matching_children() {
+    let (_inst, port) = started();
+    let mut c = Imap::login(port);
+    for name in [
+        "box",
+        "box.test",
+        "box.test2",
+        "box.test2.test",
+        "box.test3.test3",
+        "box.t7.t7",
+        "box.t8.t8",
+        "box.t8.t9",
+    ] {
+        assert_eq!(c.cmd("c", &format!("CREATE {name}")), "c OK CREATE completed\r\n");
+    }
+    for name in [
+        "box.test",
+        "box.test2.test",
+        "box.test3.test3",
+        "box.t7.t7",
+        "box.t8.t8",
+        "box.t8.t9",
+    ] {
+        assert_eq!(c.cmd("s", &format!("SUBSCRIBE {name}")), "s OK SUBSCRIBE completed\r\n");
+    }
+    assert_eq!(
+        c.cmd("a", "LSUB \"\" box.%"),
+        "* LSUB (\\Noselect) \".\" box.t7\r\n* LSUB (\\Noselect) \".\" box.t8\r\n\
+* LSUB () \".\" box.test\r\n* LSUB (\\Noselect) \".\" box.test2\r\n* LSUB (\\Noselect) \".\" box.test3\r\n\
+a OK LSUB completed\r\n"
+    );
+    assert_eq!(
+        c.cmd("b", "LSUB \"\" *test"),
+        "* LSUB () \".\" box.test\r\n* LSUB () \".\" box.test2.test\r\nb OK LSUB completed\r\n"
+    );
+    assert_eq!(
+        c.cmd("d", "LIST (SUBSCRIBED RECURSIVEMATCH) \"\" *t7"),
+        "* LIST (\\HasNoChildren \\Subscribed) \".\" box.t7.t7\r\nd OK LIST completed\r\n"
+    );
+    assert_eq!(
+        c.cmd("e", "LIST (SUBSCRIBED RECURSIVEMATCH) \"\" *t8"),
+        "* LIST (\\NonExistent \\HasChildren) \".\" box.t8 (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n\
+* LIST (\\HasNoChildren \\Subscribed) \".\" box.t8.t8\r\ne OK LIST completed\r\n"
+    );
+    assert_eq!(
+        c.cmd("f", "LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (box.test2 box.test2.test)"),
+        "* LIST (\\HasNoChildren \\Subscribed) \".\" box.test2.test\r\nf OK LIST completed\r\n"
+    );
+    assert_eq!(
+        c.cmd("g", "LIST (SUBSCRIBED RECURSIVEMATCH) \"\" box.test2"),
+        "* LIST (\\HasChildren) \".\" box.test2 (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\ng OK LIST completed\r\n"
+    );
+}
+
+/// `OK [CODE]` with nothing after the code, tagged or untagged.
+fn bare_codes(out: &str) -> Vec<&str> {
+    out.split("\r\n")
+        .filter(|l| {
+            let mut w = l.splitn(3, ' ');
+            let (_, status, rest) = (w.next(), w.next(), w.next().unwrap_or(""));
+            matches!(status, Some("OK" | "NO" | "BAD" | "PREAUTH" | "BYE"))
+                && rest.starts_with('[')
+                && rest.find(']').is_some_and(|i| rest[i + 1..].trim().is_empty())
+        })
+        .collect()
+}
+
+#[test]
+fn every_response_code_has_text_after_it() {
+    let (_inst, port) = started();
+    let mut c = Imap::login(port);
+    let mut all = String::new();
+    all += &c.cmd("a", "CREATE Other");
+    all += &c.append("b", "INBOX", b"Subject: one\r\n\r\nx\r\n", false);
+    all += &c.append("b2", "INBOX", b"Subject: two\r\n\r\nx\r\n", false);
+    all += &c.cmd("c", "SELECT INBOX");
+    all += &c.cmd("d", "COPY 1 Other");
+    let moved = c.cmd("e", "MOVE 1 Other");
+    assert!(moved.starts_with("* OK [COPYUID "), "{moved}");
+    assert!(
+        moved.contains("] Moved\r\n* 1 EXPUNGE\r\ne OK Move completed\r\n"),
+        "{moved}"
+    );
+    all += &moved;
+    all += &c.cmd("f", "UID MOVE 2 Other");
+    all += &c.cmd("g", "EXAMINE Other");
+    all += &c.cmd("h", "STATUS Other (MESSAGES UIDNEXT)");
+    all += &c.cmd("i", "SELECT Nonexistent");
+    all += &c.cmd("j", "APPEND Nonexistent {1+}\r\nx");
+    all += &c.cmd("k", "ENABLE IMAP4rev2");
+    all += &c.cmd("m", "SELECT INBOX");
+    all += &c.cmd("n", "SELECT Other");
+    assert!(all.contains("[COPYUID ") && all.contains("[TRYCREATE]") && all.contains("[CLOSED]"));
+    assert_eq!(bare_codes(&all), Vec::<&str>::new(), "{all}");
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order_and_no_slower() {
+    let (_inst, port) = started();
+    let mut c = Imap::login(port);
+    // a 20 KB message: each FETCH of it answers 20 KB
+    let mut msg = b"Subject: big\r\n\r\n".to_vec();
+    while msg.len() < 20_000 {
+        msg.extend_from_slice(b"0123456789012345678901234567890123456789012345678901234567890123456789\r\n");
+    }
+    c.append("a", "INBOX", &msg, false);
+    c.cmd("s", "SELECT INBOX");
+    const N: usize = 600;
+    let command =
+        |i: usize| format!("p{i:04} UID FETCH 1 (UID BODY.PEEK[] BODY.PEEK[HEADER.FIELDS (SUBJECT DATE)])\r\n");
+    // one by one
+    let t = Instant::now();
+    for i in 0..N {
+        c.send(command(i).as_bytes());
+        c.until_bytes(&format!("p{i:04}"));
+    }
+    let one_by_one = t.elapsed();
+    // all in one write (more than one read's worth of input)
+    let burst: String = (0..N).map(command).collect();
+    assert!(burst.len() > 40_000);
+    let t = Instant::now();
+    let w = c.w.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut w = w;
+        w.write_all(burst.as_bytes()).unwrap();
+    });
+    for i in 0..N {
+        let out = c.until_bytes(&format!("p{i:04}"));
+        // in order: the previous tags' answers never come after this one
+        assert!(out.ends_with(format!("p{i:04} OK Fetch completed\r\n").as_bytes()));
+        assert!(out.starts_with(b"* 1 FETCH (UID 1 BODY[] {"), "p{i:04}");
+    }
+    writer.join().unwrap();
+    let pipelined = t.elapsed();
+    assert!(
+        pipelined <= one_by_one + Duration::from_millis(200),
+        "pipelined {pipelined:?}, one by one {one_by_one:?}"
+    );
+}
