@@ -32,6 +32,9 @@ pub struct Connection<P, S = TcpStream> {
     deadlines: Deadlines,
     /// Whether the socket is registered for writability too ([`Pool`](super::Pool)).
     pub(crate) write_interest: bool,
+    /// The socket said it has nothing more (a read would block) in this turn: later
+    /// rounds of the turn do not ask again (what arrives after is a new event).
+    drained: bool,
 }
 
 impl<P: Protocol, S: Read + Write> Connection<P, S> {
@@ -71,6 +74,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
             born: now,
             deadlines,
             write_interest: false,
+            drained: false,
         }
     }
 
@@ -114,6 +118,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
     /// [`ROUNDS_PER_TURN`] rounds (edge-triggered readiness: what is in the socket or the
     /// buffers must be used now, no second event will announce it).
     pub fn drive(&mut self, registry: &mio::Registry) -> Turn {
+        self.drained = false;
         let mut rounds = 0;
         loop {
             let progress = self.read() + self.stream() + self.handle(registry) + self.flush();
@@ -178,7 +183,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
         let link = &mut self.link;
         let mut buf = [0u8; 8192];
         let mut total = 0;
-        while !link.dead {
+        while !link.dead && !self.drained {
             let pending = if link.tls.is_some() {
                 link.raw.len()
             } else {
@@ -199,7 +204,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
                         let _ = link.input.push(got);
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.drained = true,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => link.dead = true,
             }
