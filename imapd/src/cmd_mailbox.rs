@@ -46,9 +46,15 @@ impl Session {
         if self.sel.take().is_some() && self.rev2 {
             self.line("* OK [CLOSED] Previous mailbox closed");
         }
-        let folder = self.store()?.folder(&name)?;
+        let path = self.store()?.folder_path(&name)?;
+        if !path.join("cur").is_dir() {
+            return Err(Reply::No("[NONEXISTENT] No such mailbox".into()));
+        }
+        // the process's state of the folder, shared with its other sessions
+        let (handle, folder) = postern_lib::mailbox::shared::Handle::open(&path)?;
         let read_only = c.name == "EXAMINE";
-        let view: Vec<(u32, Flags)> = folder.messages().iter().map(|m| (m.uid, m.flags)).collect();
+        let sel = Selected::new(folder, handle, name.clone(), read_only);
+        let (view, folder) = (&sel.view, &sel.folder);
         let mut kw: Vec<String> = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
             .iter()
             .map(|s| s.to_string())
@@ -67,15 +73,11 @@ impl Session {
                 self.line(&format!("* OK [UNSEEN {}] First unseen", i + 1));
             }
         }
-        self.line(&format!("* OK [UIDVALIDITY {}] UIDs valid", folder.uid_validity()));
-        self.line(&format!("* OK [UIDNEXT {}] Predicted next UID", folder.next_uid()));
-        self.sel = Some(Selected {
-            folder,
-            name,
-            read_only,
-            view,
-            saved: Vec::new(),
-        });
+        let validity = folder.uid_validity();
+        let next = folder.next_uid();
+        self.sel = Some(sel);
+        self.line(&format!("* OK [UIDVALIDITY {validity}] UIDs valid"));
+        self.line(&format!("* OK [UIDNEXT {next}] Predicted next UID"));
         let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         self.ok(&c.tag, &format!("[{code}] {} completed", c.name));
         Ok(())
@@ -214,10 +216,7 @@ impl Session {
         };
         // large messages were received into the folder's tmp/ (crate::append_spool)
         // binary parts (RFC 3516 `~{n}`) are kept base64-encoded (crate::binary)
-        let encoded: Vec<Option<Vec<u8>>> = groups
-            .iter()
-            .map(|g| crate::binary::encode_binary_parts(g.3))
-            .collect();
+        let encoded: Vec<Option<Vec<u8>>> = groups.iter().map(|g| crate::binary::encode_binary_parts(g.3)).collect();
         let mut messages = Vec::new();
         for ((fl, keywords, date, message), encoded) in groups.into_iter().zip(&encoded) {
             let body = match self.spooled_message(message) {

@@ -99,7 +99,8 @@ impl Session {
             sel.folder.sync()?;
         }
         let keywords = sel.folder.keywords().to_vec();
-        let mut lines = Vec::new();
+        // every change renamed first, then recorded in the index at one MODSEQ
+        let mut wanted: Vec<(usize, u32, Flags)> = Vec::with_capacity(idx.len());
         for &i in idx {
             let (u, _) = sel.view[i];
             let Some(m) = sel.folder.get(u) else { continue };
@@ -118,7 +119,13 @@ impl Session {
                     keywords: old.keywords & !change.keywords,
                 },
             };
-            if sel.folder.set_flags(u, new)? {
+            wanted.push((i, u, new));
+        }
+        let pairs: Vec<(u32, Flags)> = wanted.iter().map(|&(_, u, f)| (u, f)).collect();
+        let present = sel.folder.set_flags_many(&pairs)?;
+        let mut lines = Vec::new();
+        for (&(i, u, new), ok) in wanted.iter().zip(present) {
+            if ok {
                 sel.view[i].1 = new;
                 if !silent {
                     let uid_part = if uid { format!("UID {u} ") } else { String::new() };

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 const WAKER: Token = Token(0);
 /// The connection to anvil (client connections count up from 1).
 const ANVIL: Token = Token(RESERVED_TOKENS - 1);
+/// The inotify descriptor watching the selected folders
+/// ([`postern_lib::mailbox::shared`]).
+const WATCH: Token = Token(RESERVED_TOKENS - 2);
 /// Most unsent output held for one client before reading from it pauses.
 const MAX_PENDING_OUT: usize = 4 * 1024 * 1024;
 /// A paused FETCH goes on once less than this is waiting to be written.
@@ -121,6 +124,8 @@ pub struct Imapd {
     /// Connections that used up their turn with work left: pumped again once the events
     /// already waiting have been handled (the waker brings the loop back).
     again: Vec<usize>,
+    /// The folder watch was set up (or found unavailable).
+    watching: bool,
 }
 
 impl Imapd {
@@ -158,6 +163,7 @@ impl Imapd {
             login_limit: m.login_client_connection_count_limit,
             literal_budget: LiteralBudget::new(m.imapd_literal_memory_limit),
             again: Vec::new(),
+            watching: false,
         }
     }
 
@@ -593,6 +599,7 @@ impl Imapd {
             Peer::Inet(a) => (a.ip().to_string(), a.ip().is_loopback()),
             _ => ("local".into(), true),
         };
+        self.watch(lp);
         let mut sock = TcpStream::from_std(std_sock);
         let id = self.next;
         self.next += 1;
@@ -636,8 +643,38 @@ impl Imapd {
         self.after(id, lp, None);
     }
 
+    /// Registers the process's folder watch (once): a change in a selected folder then
+    /// wakes the loop, and sessions in IDLE hear of it at once, not at the next tick.
+    fn watch(&mut self, lp: &EventLoop<'_>) {
+        if std::mem::replace(&mut self.watching, true) {
+            return;
+        }
+        if let Some(fd) = postern_lib::mailbox::shared::enable_watching() {
+            let res = lp
+                .registry()
+                .register(&mut mio::unix::SourceFd(&fd), WATCH, Interest::READABLE);
+            if let Err(e) = res {
+                tracing::warn!("folder watch: {e}; folders are checked by their stamps");
+            }
+        }
+    }
+
     fn on_ready(&mut self, lp: &EventLoop<'_>, event: &mio::event::Event) {
         let id = event.token().0;
+        if event.token() == WATCH {
+            if postern_lib::mailbox::shared::watch_events() {
+                // each shared state syncs once; sessions whose view it matches do nothing
+                let ids: Vec<usize> = self.conns.keys().copied().collect();
+                for id in ids {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.session.poll();
+                    }
+                    self.after(id, lp, None);
+                    self.pump(id, lp);
+                }
+            }
+            return;
+        }
         if self.gate.owns(event.token()) {
             let decisions = self.gate.ready(lp.registry(), event, Instant::now());
             return self.decide(lp, decisions);
@@ -674,6 +711,8 @@ impl Imapd {
     fn on_tick(&mut self, lp: &EventLoop<'_>, now: Instant) {
         let decisions = self.gate.tick(lp.registry(), now);
         self.decide(lp, decisions);
+        // a folder without a watch looks at its stamps once this tick, for all its sessions
+        postern_lib::mailbox::shared::new_round();
         let ids: Vec<usize> = self.conns.keys().copied().collect();
         for id in ids {
             let Some(c) = self.conns.get_mut(&id) else { continue };

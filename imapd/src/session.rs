@@ -15,14 +15,23 @@
 //! [`crate::cmd_search`]. `ENABLE IMAP4rev2` switches the session to RFC 9051's answers
 //! (no RECENT, ESEARCH for SEARCH, a LIST line and `[CLOSED]` at SELECT).
 //!
-//! State shared with other sessions is the Maildir alone: after each command (and while
-//! idling, at [`Session::poll`]) the selected folder is synced and what others changed is
-//! reported as untagged EXISTS / EXPUNGE / FETCH. EXPUNGE is held back during FETCH, STORE
-//! and SEARCH (RFC 3501 §7.4.1), so sequence numbers never shift under a client's feet.
+//! The selected folder's state is shared by every session of the process that has it
+//! selected ([`postern_lib::mailbox::shared`]): a session takes it out while it runs
+//! (every public entry point: [`Session::input`], [`Session::resume`], ...) and puts it
+//! back afterwards. What a session keeps of its own is its view — the (UID, flags) its
+//! client was told, by sequence number — and between commands, when that view equals the
+//! folder's state, only a [`Mirror`] of it (generation, HIGHESTMODSEQ, last UID): the view
+//! is rebuilt from the state, its MODSEQs and its expunge log when the session runs again,
+//! so an idle session holds a few hundred bytes whatever the folder's size. After each
+//! command (and while idling, at [`Session::poll`], which costs a comparison of
+//! generations while nothing changed) what others changed is reported as untagged EXISTS /
+//! EXPUNGE / FETCH. EXPUNGE is held back during FETCH, STORE and SEARCH (RFC 3501 §7.4.1),
+//! so sequence numbers never shift under a client's feet.
 
 use crate::literal_budget::{Held, LiteralBudget};
 use crate::parse::{self, Arg, Command, SeqSet};
 use postern_lib::mailbox::flags::Flags;
+use postern_lib::mailbox::shared::Handle;
 use postern_lib::mailbox::spool::Spool;
 use postern_lib::mailbox::{Folder, MailboxError, Store};
 use std::path::PathBuf;
@@ -87,16 +96,90 @@ pub enum Need {
 
 /// The selected folder and what this session has told its client about it.
 pub struct Selected {
-    /// The folder view.
+    /// The folder's state, while the session runs (a [`Folder::placeholder`] between).
     pub folder: Folder,
     /// IMAP name.
     pub name: String,
     /// EXAMINE.
     pub read_only: bool,
-    /// (uid, flags) per sequence number, as last reported.
+    /// (uid, flags) per sequence number, as last reported (empty while `mirror` says).
     pub view: Vec<(u32, Flags)>,
     /// The saved search result `$` (RFC 5182), as UIDs ascending ([`crate::esearch`]).
     pub saved: Vec<u32>,
+    /// The session's share of the state.
+    pub(crate) handle: Handle,
+    /// Between commands: the view equalled the state at this point.
+    pub(crate) mirror: Option<Mirror>,
+}
+
+impl Selected {
+    /// A new selection of `folder` (taken from `handle`), its view all of the messages.
+    pub(crate) fn new(folder: Folder, handle: Handle, name: String, read_only: bool) -> Selected {
+        let view = folder.messages().iter().map(|m| (m.uid, m.flags)).collect();
+        Selected {
+            folder,
+            name,
+            read_only,
+            view,
+            saved: Vec::new(),
+            handle,
+            mirror: None,
+        }
+    }
+}
+
+impl Drop for Selected {
+    fn drop(&mut self) {
+        let f = std::mem::replace(&mut self.folder, Folder::placeholder());
+        if !f.is_placeholder() {
+            self.handle.put(f);
+        }
+    }
+}
+
+/// What a session's view was when it was put away: equal to the folder state of this
+/// generation, HIGHESTMODSEQ and last UID.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mirror {
+    generation: u64,
+    modseq: u64,
+    last_uid: u32,
+}
+
+/// Flags no message has: a view entry whose flags the client must be told again.
+const UNTOLD: Flags = Flags {
+    system: 0x80,
+    keywords: 0,
+};
+
+/// The view a [`Mirror`] stands for, rebuilt from the folder state: the messages up to its
+/// last UID, those expunged since as they were (to be reported), those changed since with
+/// flags to be reported.
+fn rebuild_view(folder: &Folder, m: Mirror) -> Vec<(u32, Flags)> {
+    if folder.generation() == m.generation {
+        return folder.messages().iter().map(|x| (x.uid, x.flags)).collect();
+    }
+    let mut v: Vec<(u32, Flags)> = folder
+        .messages()
+        .iter()
+        .take_while(|x| x.uid <= m.last_uid)
+        .map(|x| (x.uid, if x.modseq > m.modseq { UNTOLD } else { x.flags }))
+        .collect();
+    match folder.expunged_since(m.modseq) {
+        Some(gone) => {
+            let before = v.len();
+            v.extend(gone.iter().filter(|(_, u)| *u <= m.last_uid).map(|&(_, u)| (u, UNTOLD)));
+            if v.len() != before {
+                v.sort_unstable_by_key(|x| x.0);
+                v.dedup_by_key(|x| x.0);
+            }
+        }
+        None => tracing::warn!(
+            "{}: a session's view is older than the expunges remembered",
+            folder.path().display()
+        ),
+    }
+    v
 }
 
 enum Mode {
@@ -285,6 +368,13 @@ impl Session {
 
     /// Goes on with a half-done command, then with any commands already received.
     pub fn resume(&mut self) -> Option<Need> {
+        self.attach();
+        let need = self.resume_attached();
+        self.detach();
+        need
+    }
+
+    fn resume_attached(&mut self) -> Option<Need> {
         self.held_back = false;
         if let Some(job) = self.pending_fetch.take()
             && let Err(reply) = self.run_fetch(job)
@@ -342,7 +432,66 @@ impl Session {
     /// Bytes from the client.
     pub fn input(&mut self, data: &[u8]) -> Option<Need> {
         self.inbuf.extend_from_slice(data);
-        self.process()
+        self.attach();
+        let need = self.process();
+        self.detach();
+        need
+    }
+
+    /// Takes the selected folder's state out of the process's shared registry for a
+    /// command, with the session's view rebuilt from its mirror.
+    fn attach(&mut self) {
+        let Some(sel) = self.sel.as_mut() else { return };
+        if !sel.folder.is_placeholder() {
+            return;
+        }
+        match sel.handle.take() {
+            Some(f) => sel.folder = f,
+            None => match Folder::open(sel.handle.path()) {
+                Ok(f) => sel.folder = f,
+                Err(e) => {
+                    tracing::warn!("{}: {e}", sel.handle.path().display());
+                    return;
+                }
+            },
+        }
+        if let Some(m) = sel.mirror.take() {
+            sel.view = rebuild_view(&sel.folder, m);
+        }
+    }
+
+    /// Puts the selected folder's state back; when nothing is half done and the view
+    /// equals the state, keeps only a mirror of it.
+    fn detach(&mut self) {
+        let busy = self.busy();
+        let Some(sel) = self.sel.as_mut() else { return };
+        if sel.folder.is_placeholder() {
+            return;
+        }
+        let same = !busy
+            && sel.view.len() == sel.folder.messages().len()
+            && sel
+                .view
+                .iter()
+                .zip(sel.folder.messages())
+                .all(|(v, m)| v.0 == m.uid && v.1 == m.flags);
+        if same {
+            sel.mirror = Some(Mirror {
+                generation: sel.folder.generation(),
+                modseq: sel.folder.highest_modseq(),
+                last_uid: sel.view.last().map_or(0, |v| v.0),
+            });
+            sel.view = Vec::new();
+        }
+        let f = std::mem::replace(&mut sel.folder, Folder::placeholder());
+        sel.handle.put(f);
+        // what a large command left in the buffers goes back
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 64 * 1024 {
+            self.inbuf = Vec::new();
+        }
+        if self.cmd.is_empty() && self.cmd.capacity() > 64 * 1024 {
+            self.cmd = Vec::new();
+        }
     }
 
     /// Login refused before the session starts: the user has too many sessions.
@@ -351,7 +500,10 @@ impl Session {
             return None;
         };
         self.line(&format!("{tag} NO [LIMIT] Too many sessions for this user"));
-        self.process()
+        self.attach();
+        let need = self.process();
+        self.detach();
+        need
     }
 
     /// The auth daemon's answer: `Ok(account)` or why not.
@@ -386,14 +538,28 @@ impl Session {
                 ));
             }
         }
-        self.process()
+        self.attach();
+        let need = self.process();
+        self.detach();
+        need
     }
 
-    /// Called about twice a second: while idling, report what others changed.
+    /// Called about twice a second, and when the folder's watch saw a change: while
+    /// idling, report what changed (nothing to do while the shared state's generation is
+    /// the one the session's view mirrors).
     pub fn poll(&mut self) {
-        if matches!(self.mode, Mode::Idle(_)) {
-            self.report(true);
+        if !matches!(self.mode, Mode::Idle(_)) {
+            return;
         }
+        if let Some(sel) = self.sel.as_ref()
+            && let Some(m) = sel.mirror
+            && sel.handle.refresh() == Some(m.generation)
+        {
+            return;
+        }
+        self.attach();
+        self.report(true);
+        self.detach();
     }
 
     fn process(&mut self) -> Option<Need> {

@@ -111,6 +111,17 @@ impl Folder {
         }
         let mut f = Folder {
             path: path.to_path_buf(),
+            ..Folder::placeholder()
+        };
+        super::spool::clean_tmp(path);
+        f.sync()?;
+        Ok(f)
+    }
+
+    /// An empty stand-in (no path, no messages) for a state that is elsewhere.
+    pub fn placeholder() -> Folder {
+        Folder {
+            path: PathBuf::new(),
             uid_validity: 0,
             next_uid: 1,
             messages: Vec::new(),
@@ -125,10 +136,18 @@ impl Folder {
             generation: 0,
             pending_guids: HashMap::new(),
             index_new: HashMap::new(),
-        };
-        super::spool::clean_tmp(path);
-        f.sync()?;
-        Ok(f)
+        }
+    }
+
+    /// Whether this is a [`Folder::placeholder`].
+    pub fn is_placeholder(&self) -> bool {
+        self.path.as_os_str().is_empty()
+    }
+
+    /// Whether the last sync's stamps were too close to their time to be trusted
+    /// ([`CLOCK_TICK`]): look again.
+    pub fn stamp_recent(&self) -> bool {
+        self.stamp.is_none_or(|s| s.recent)
     }
 
     /// The folder's directory.
@@ -476,13 +495,46 @@ impl Folder {
 
     /// Sets a message's flags (renaming its file); `false` if it is gone.
     pub fn set_flags(&mut self, uid: u32, new: Flags) -> Result<bool> {
+        Ok(self.set_flags_many(&[(uid, new)])?[0])
+    }
+
+    /// Sets the flags of many messages, recorded in the index at one MODSEQ; per message
+    /// whether it is still there.
+    pub fn set_flags_many(&mut self, changes: &[(u32, Flags)]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(changes.len());
+        let mut changed = Vec::new();
+        let mut failed = None;
+        for &(uid, new) in changes {
+            match self.rename_flags(uid, new) {
+                Ok(r) => {
+                    if r == Some(true) {
+                        changed.push(uid);
+                    }
+                    out.push(r.is_some());
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        self.record(&changed, &[]);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Renames a message's file for new flags: `None` if it is gone, else whether they
+    /// changed.
+    fn rename_flags(&mut self, uid: u32, new: Flags) -> Result<Option<bool>> {
         for _ in 0..3 {
             let Some(i) = self.messages.binary_search_by_key(&uid, |m| m.uid).ok() else {
-                return Ok(false);
+                return Ok(None);
             };
             let m = &self.messages[i];
             if m.flags == new {
-                return Ok(true);
+                return Ok(Some(false));
             }
             let target = flags::cur_name(&m.base, new);
             let cur = self.path.join("cur");
@@ -491,14 +543,13 @@ impl Folder {
                     let m = &mut self.messages[i];
                     m.file = target;
                     m.flags = new;
-                    self.record(&[uid], &[]);
-                    return Ok(true);
+                    return Ok(Some(true));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.sync()?,
                 Err(e) => return Err(io_err("rename", &cur.join(&m.file), e)),
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Removes messages; returns the UIDs that were removed here (not already gone).

@@ -292,12 +292,13 @@ impl Folder {
                 }
                 Change::Expunge(uid, modseq) => {
                     self.highest_modseq = self.highest_modseq.max(modseq);
+                    // the memory's log lists what this state's sessions may have seen
                     if let Ok(i) = self.messages.binary_search_by_key(&uid, |m| m.uid) {
                         self.messages.remove(i);
                         self.generation += 1;
+                        self.log_expunge(modseq, uid);
                     }
                     self.index_new.remove(&uid);
-                    self.log_expunge(modseq, uid);
                 }
             }
         }
@@ -331,11 +332,14 @@ impl Folder {
         let mut changes = Vec::new();
         let mut messages = Vec::with_capacity(list.entries.len());
         let now = now_secs();
+        let mut learned = false;
         for (uid, base) in &list.entries {
             let Some((file, fl)) = on_disk.remove(base) else {
                 continue;
             };
             let known = prev.remove(uid).or_else(|| {
+                // new to this state, known to the index
+                learned = true;
                 self.index_new.remove(uid).map(|r| Message {
                     uid: *uid,
                     base: String::new(),
@@ -389,16 +393,19 @@ impl Folder {
             messages.push(m);
         }
         let mut gone: Vec<u32> = prev.into_keys().collect();
-        // what the index has that the Maildir lacks is gone too, unless its UID was given
-        // after the uidlist was read here (another process's new message)
-        let next = list.next_uid;
-        gone.extend(self.index_new.keys().filter(|&&u| u < next));
-        self.index_new.retain(|&u, _| u >= next);
         gone.sort_unstable();
-        for uid in gone {
+        for &uid in &gone {
             changes.push(Change::Expunge(uid, modseq));
             self.log_expunge(modseq, uid);
         }
+        // what the index has that the Maildir lacks is gone too, unless its UID was given
+        // after the uidlist was read here (another process's new message); this state
+        // never held it, so only the index's log lists it
+        let next = list.next_uid;
+        let mut unseen: Vec<u32> = self.index_new.keys().copied().filter(|&u| u < next).collect();
+        unseen.sort_unstable();
+        changes.extend(unseen.iter().map(|&u| Change::Expunge(u, modseq)));
+        self.index_new.retain(|&u, _| u >= next);
         messages.sort_unstable_by_key(|m| m.uid);
         self.messages = messages;
         let any = changes.iter().any(|c| match c {
@@ -407,6 +414,8 @@ impl Folder {
         });
         if any {
             self.highest_modseq = modseq;
+        }
+        if any || learned {
             self.generation += 1;
         }
         if let Some((lk, _)) = locked {

@@ -3,8 +3,8 @@
 //! interleaving of two processes' changes leaves the index agreeing with the Maildir.
 
 use super::flags::{DELETED, FLAGGED, Flags, SEEN};
-use super::index;
 use super::*;
+use super::{index, shared};
 use proptest::prelude::*;
 use std::fs;
 
@@ -222,4 +222,45 @@ proptest! {
         prop_assert_eq!(facts(&rebuilt), facts(&fresh));
         prop_assert!(rebuilt.highest_modseq() > fresh.highest_modseq());
     }
+}
+
+#[test]
+fn one_shared_state_per_folder_freed_with_its_last_handle() {
+    let (_d, store) = store();
+    let path = store.folder_path("INBOX").unwrap();
+    let (h1, f1) = shared::Handle::open(&path).unwrap();
+    h1.put(f1);
+    let (h2, f2) = shared::Handle::open(&path).unwrap();
+    h2.put(f2);
+    assert_eq!(shared::states(), 1);
+    let g0 = h1.refresh().unwrap();
+    // without a watch: the stamps, once per round
+    fs::write(store.root().join("new").join("1000.M1P1.host"), b"x\n").unwrap();
+    shared::new_round();
+    let g1 = h1.refresh().unwrap();
+    assert_ne!(g0, g1);
+    assert_eq!(h2.refresh(), Some(g1));
+    let f = h2.take().unwrap();
+    assert_eq!(f.messages().len(), 1);
+    h2.put(f);
+    drop(h1);
+    assert_eq!(shared::states(), 1);
+    drop(h2);
+    assert_eq!(shared::states(), 0);
+}
+
+#[test]
+fn the_watch_marks_a_changed_folder_and_one_sync_serves_all() {
+    let (_d, store) = store();
+    assert!(shared::enable_watching().is_some());
+    let path = store.folder_path("INBOX").unwrap();
+    let (h, f) = shared::Handle::open(&path).unwrap();
+    h.put(f);
+    let g0 = h.refresh().unwrap();
+    std::thread::sleep(folder::CLOCK_TICK * 2);
+    assert_eq!(h.refresh(), Some(g0), "nothing changed, nothing done");
+    assert!(!shared::watch_events());
+    fs::write(store.root().join("new").join("1000.M1P1.host"), b"x\n").unwrap();
+    assert!(shared::watch_events());
+    assert_ne!(h.refresh(), Some(g0));
 }

@@ -1,0 +1,294 @@
+//! One [`Folder`] state per mailbox folder per thread, shared by every session of a
+//! single-threaded server (imapd's event loop), and one inotify watch per such folder.
+//!
+//! A session holds a [`Handle`]; while it runs a command it takes the state out
+//! ([`Handle::take`]) and puts it back afterwards ([`Handle::put`]) — sessions of one loop
+//! never run at the same time, so no lock is needed and a session's commands work on
+//! `&mut Folder` as before. The state lives while a handle does: the last handle dropped
+//! frees it and removes its watches, so a process's memory follows the folders in use.
+//!
+//! Change detection: after [`enable_watching`] (the event loop registers the returned
+//! descriptor and calls [`watch_events`] when it is readable), each state gets an inotify
+//! watch on its `new/` and `cur/`; an event marks it dirty, and [`Handle::refresh`] then
+//! syncs it once, whatever the number of sessions. A state without a watch
+//! (`inotify_add_watch` failed, e.g. ENOSPC at the system's `max_user_watches`) falls back
+//! to its stamps ([`Folder::changed`], three `stat`s) at most once per round of polls
+//! ([`new_round`], which the event loop calls at each tick).
+//! Sessions compare [`Folder::generation`]s: nothing changed, nothing to do.
+
+use super::Result;
+use super::folder::Folder;
+use rustix::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use rustix::fs::inotify;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+
+struct Entry {
+    folder: Option<Folder>,
+    users: usize,
+    /// Watch descriptors of new/ and cur/, when watched.
+    watches: Vec<i32>,
+    dirty: bool,
+    /// The round of polls in which the stamps were last looked at.
+    checked: Option<u64>,
+}
+
+#[derive(Default)]
+struct Registry {
+    states: HashMap<PathBuf, Entry>,
+    inotify: Option<OwnedFd>,
+    /// watch descriptor → folder path
+    by_wd: HashMap<i32, PathBuf>,
+    round: u64,
+}
+
+/// Starts a new round of polls: a folder without a watch looks at its stamps once in each.
+pub fn new_round() {
+    REGISTRY.with(|r| r.borrow_mut().round += 1);
+}
+
+thread_local! {
+    static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+}
+
+/// Starts watching folders with inotify for this thread's states; returns the descriptor
+/// to poll for readability (then call [`watch_events`]). `None` when inotify is not
+/// available (states then look at their stamps).
+pub fn enable_watching() -> Option<RawFd> {
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.inotify.is_none() {
+            match inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK) {
+                Ok(fd) => r.inotify = Some(fd),
+                Err(e) => {
+                    tracing::warn!("inotify: {e}; folders are checked by their stamps");
+                    return None;
+                }
+            }
+        }
+        r.inotify.as_ref().map(|fd| fd.as_raw_fd())
+    })
+}
+
+/// Reads the pending inotify events and marks their folders dirty; returns whether any
+/// folder was.
+pub fn watch_events() -> bool {
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        let Some(fd) = r.inotify.as_ref().map(|f| f.as_fd().try_clone_to_owned()) else {
+            return false;
+        };
+        let Ok(fd) = fd else { return false };
+        let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
+        let mut reader = inotify::Reader::new(&fd, &mut buf);
+        let mut wds = Vec::new();
+        let mut ignored = Vec::new();
+        let mut overflow = false;
+        while let Ok(ev) = reader.next() {
+            if ev.events().contains(inotify::ReadFlags::QUEUE_OVERFLOW) {
+                overflow = true;
+            }
+            if ev.events().contains(inotify::ReadFlags::IGNORED) {
+                ignored.push(ev.wd());
+            }
+            wds.push(ev.wd());
+        }
+        // a watch the kernel dropped (its directory deleted or moved): the folder's state
+        // goes back to its stamps
+        for wd in ignored {
+            let Some(path) = r.by_wd.remove(&wd) else { continue };
+            if let Some(e) = r.states.get_mut(&path) {
+                e.dirty = true;
+                let rest: Vec<i32> = e.watches.drain(..).filter(|&w| w != wd).collect();
+                for w in rest {
+                    r.by_wd.remove(&w);
+                    let _ = inotify::remove_watch(&fd, w);
+                }
+            }
+        }
+        let mut any = false;
+        if overflow {
+            for e in r.states.values_mut() {
+                e.dirty = true;
+            }
+            any = true;
+        }
+        for wd in wds {
+            if let Some(path) = r.by_wd.get(&wd).cloned()
+                && let Some(e) = r.states.get_mut(&path)
+            {
+                e.dirty = true;
+                any = true;
+            }
+        }
+        any
+    })
+}
+
+fn add_watches(r: &mut Registry, path: &Path) -> Vec<i32> {
+    let Some(fd) = r.inotify.as_ref() else {
+        return Vec::new();
+    };
+    let flags = inotify::WatchFlags::CREATE
+        | inotify::WatchFlags::DELETE
+        | inotify::WatchFlags::MOVED_FROM
+        | inotify::WatchFlags::MOVED_TO
+        | inotify::WatchFlags::DELETE_SELF
+        | inotify::WatchFlags::MOVE_SELF;
+    let mut wds = Vec::new();
+    for sub in ["new", "cur"] {
+        match inotify::add_watch(fd, path.join(sub), flags) {
+            Ok(wd) => wds.push(wd),
+            Err(e) => {
+                tracing::info!("inotify watch {}: {e}; checked by its stamps", path.join(sub).display());
+                for wd in wds.drain(..) {
+                    let _ = inotify::remove_watch(fd, wd);
+                }
+                return wds;
+            }
+        }
+    }
+    for &wd in &wds {
+        r.by_wd.insert(wd, path.to_path_buf());
+    }
+    wds
+}
+
+/// A session's share of a folder state.
+#[derive(Debug)]
+pub struct Handle {
+    path: PathBuf,
+}
+
+impl Handle {
+    /// Opens the folder at `path`: the state this thread already has (synced if it
+    /// changed), else a new one. The state comes out taken: [`Handle::put`] it back.
+    pub fn open(path: &Path) -> Result<(Handle, Folder)> {
+        // Some(None): the state exists but is taken (by the caller itself): a state of
+        // its own for this one, whichever is put back last stays
+        let existing = REGISTRY.with(|r| {
+            let mut r = r.borrow_mut();
+            let e = r.states.get_mut(path)?;
+            e.users += 1;
+            Some(e.folder.take().map(|f| (f, e.dirty)))
+        });
+        let handle = Handle {
+            path: path.to_path_buf(),
+        };
+        if let Some(None) = existing {
+            return Ok((handle, Folder::open(path)?));
+        }
+        let existing = existing.flatten();
+        if let Some((mut f, dirty)) = existing {
+            if dirty || f.changed() {
+                let res = f.sync();
+                REGISTRY.with(|r| {
+                    if let Some(e) = r.borrow_mut().states.get_mut(path) {
+                        e.dirty = false;
+                    }
+                });
+                if let Err(e) = res {
+                    handle.put(f);
+                    return Err(e);
+                }
+            }
+            return Ok((handle, f));
+        }
+        let f = Folder::open(path)?;
+        REGISTRY.with(|r| {
+            let mut r = r.borrow_mut();
+            let watches = add_watches(&mut r, path);
+            r.states.insert(
+                path.to_path_buf(),
+                Entry {
+                    folder: None,
+                    users: 1,
+                    watches,
+                    dirty: false,
+                    checked: None,
+                },
+            );
+        });
+        Ok((handle, f))
+    }
+
+    /// The folder's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes the state out to work on it (`None` if another holder has it out).
+    pub fn take(&self) -> Option<Folder> {
+        REGISTRY.with(|r| r.borrow_mut().states.get_mut(&self.path).and_then(|e| e.folder.take()))
+    }
+
+    /// Puts the state back.
+    pub fn put(&self, f: Folder) {
+        REGISTRY.with(|r| {
+            if let Some(e) = r.borrow_mut().states.get_mut(&self.path) {
+                e.folder = Some(f);
+            }
+        });
+    }
+
+    /// Syncs the state (while it is in) when its watch saw a change, or, without a watch,
+    /// when its stamps changed (looked at once per round, [`new_round`]); returns its
+    /// generation. `None` while the state is taken.
+    pub fn refresh(&self) -> Option<u64> {
+        let taken = REGISTRY.with(|r| {
+            let mut r = r.borrow_mut();
+            let round = r.round;
+            let e = r.states.get_mut(&self.path)?;
+            let f = e.folder.as_ref()?;
+            let due = e.watches.is_empty() && e.checked != Some(round);
+            if !e.dirty && !f.stamp_recent() && !due {
+                return Some(Err(f.generation()));
+            }
+            e.checked = Some(round);
+            let dirty = std::mem::take(&mut e.dirty);
+            e.folder.take().map(|f| Ok((f, dirty)))
+        })?;
+        let (mut folder, dirty) = match taken {
+            Err(generation) => return Some(generation),
+            Ok(x) => x,
+        };
+        if (dirty || folder.changed())
+            && let Err(e) = folder.sync()
+        {
+            tracing::warn!("sync {}: {e}", self.path.display());
+        }
+        let generation = folder.generation();
+        self.put(folder);
+        Some(generation)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        REGISTRY.with(|r| {
+            let mut r = r.borrow_mut();
+            let last = match r.states.get_mut(&self.path) {
+                Some(e) => {
+                    e.users = e.users.saturating_sub(1);
+                    e.users == 0
+                }
+                None => false,
+            };
+            if last && let Some(e) = r.states.remove(&self.path) {
+                for wd in e.watches {
+                    r.by_wd.remove(&wd);
+                    if let Some(fd) = r.inotify.as_ref() {
+                        let _ = inotify::remove_watch(fd, wd);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Folder states this thread holds (for tests and metrics).
+pub fn states() -> usize {
+    REGISTRY.with(|r| r.borrow().states.len())
+}
