@@ -4,6 +4,8 @@
 //! answer from the folder's header cache (`postern-headers`, which reads and keeps the
 //! headers it lacks); BODY and TEXT read the message, matching case-insensitively on the
 //! raw bytes (no MIME decoding; header fields with RFC 2047 encoded words are also matched decoded, in Unicode case).
+//! FROM, TO, CC and BCC match the field's addresses as [`crate::address::search_text`]
+//! writes them, comments left out (`<user (x)@ (y) domain>` is found by `user@domain`).
 //! SENTBEFORE/SENTON/SENTSINCE compare the Date: header's own calendar date, whatever its
 //! zone (RFC 3501 §6.4.4). `$` is the saved result (RFC 5182, [`crate::esearch`]).
 //! Answers are `* SEARCH`, or `* ESEARCH` (RFC 4731) for `SEARCH RETURN (...)` and for
@@ -31,6 +33,8 @@ enum Key {
     Old,
     Recent,
     Header(String, Vec<u8>),
+    /// FROM, TO, CC, BCC: the field's addresses without comments ([`crate::address`]).
+    Address(String, Vec<u8>),
     Body(Vec<u8>),
     Text(Vec<u8>),
     Larger(u64),
@@ -85,7 +89,7 @@ impl Key {
     /// 0: flags and sizes only; 1: the header; 2: the whole message.
     fn needs(&self) -> u8 {
         match self {
-            Key::Header(..) | Key::Sent(..) => 1,
+            Key::Header(..) | Key::Address(..) | Key::Sent(..) => 1,
             Key::Body(_) | Key::Text(_) => 2,
             Key::Not(k) => k.needs(),
             Key::Or(a, b) => a.needs().max(b.needs()),
@@ -115,6 +119,16 @@ impl Key {
                 let f = mime::fields(header);
                 f.iter().any(|(n, v)| {
                     n.eq_ignore_ascii_case(name) && (contains(v, needle) || (encoded && decoded_contains(v, needle)))
+                })
+            }
+            Key::Address(name, needle) => {
+                let header = mime::split(raw).0;
+                let header = header.get(..MAX_SEARCH_HEADER).unwrap_or(header);
+                let encoded = memchr::memmem::find(header, b"=?").is_some();
+                mime::fields(header).iter().any(|(n, v)| {
+                    n.eq_ignore_ascii_case(name)
+                        && (contains(&crate::address::search_text(v), needle)
+                            || (encoded && decoded_contains(v, needle)))
                 })
             }
             Key::Body(n) => contains(mime::split(raw).1, n),
@@ -327,7 +341,8 @@ impl Parser<'_, '_> {
                     k => k,
                 })
             }
-            "BCC" | "CC" | "FROM" | "SUBJECT" | "TO" => Ok(Key::Header(word.clone(), self.string()?)),
+            "BCC" | "CC" | "FROM" | "TO" => Ok(Key::Address(word.clone(), self.string()?)),
+            "SUBJECT" => Ok(Key::Header(word.clone(), self.string()?)),
             "HEADER" => {
                 let name = self
                     .next()
@@ -671,6 +686,39 @@ pub struct SearchJob {
 
 #[cfg(test)]
 mod tests {
+    fn matches(key: super::Key, raw: &[u8]) -> bool {
+        key.eval(&super::Ctx {
+            seq: 1,
+            count: 1,
+            uid: 1,
+            largest_uid: 1,
+            flags: Default::default(),
+            size: raw.len() as u64,
+            date: 0,
+            raw: Some(raw),
+        })
+    }
+
+    #[test]
+    fn address_keys_leave_comments_out_and_sent_keys_use_the_written_date() {
+        use super::Key;
+        let raw = b"From: Ann (the boss) <ann (x) @ (y) example.test>\r\nTo: =?UTF-8?Q?J=C3=BCrgen?= <j@x.test>\r\n\
+                    Date: Sun, 25 Mar 2007 00:00:00 +0200\r\n\r\nbody\r\n";
+        let addr = |n: &str, s: &str| Key::Address(n.into(), s.as_bytes().to_vec());
+        assert!(matches(addr("FROM", "ann@example.test"), raw));
+        assert!(matches(addr("FROM", "Ann <ann@"), raw));
+        assert!(!matches(addr("FROM", "boss"), raw), "comments are not searched");
+        assert!(matches(addr("TO", "jürgen"), raw), "encoded names match decoded");
+        assert!(!matches(addr("CC", "ann"), raw));
+        let day = crate::parse::date("25-Mar-2007").unwrap();
+        assert!(matches(Key::Sent(std::cmp::Ordering::Equal, true, day), raw));
+        assert!(!matches(Key::Sent(std::cmp::Ordering::Less, false, day), raw));
+        assert!(!matches(
+            Key::Sent(std::cmp::Ordering::Equal, true, day),
+            b"Subject: x\r\n\r\n"
+        ));
+    }
+
     #[test]
     fn encoded_words_are_searched_decoded() {
         assert!(super::decoded_contains(

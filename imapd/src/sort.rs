@@ -149,10 +149,14 @@ impl Sorter {
     /// Adds a hit, in ascending mailbox order: `id` is what the answer names it by,
     /// `header` its header (empty when no criterion needs it).
     pub fn add(&mut self, id: u32, header: &[u8], facts: Facts) {
-        let parsed = if self.needs_header() {
-            MessageParser::default().parse_headers(header)
-        } else {
-            None
+        // only the fields sorted by are parsed (a header may be 100 KB of References)
+        let fields = match self.needs_header() {
+            true => crate::mime::header_fields(header, &["From", "To", "Cc", "Subject", "Date"], false),
+            false => Vec::new(),
+        };
+        let parsed = match self.needs_header() {
+            true => MessageParser::default().parse_headers(&fields[..]),
+            false => None,
         };
         let values = self
             .criteria

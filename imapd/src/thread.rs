@@ -78,23 +78,25 @@ impl Threader {
 
     /// Adds a hit, in ascending mailbox order.
     pub fn add(&mut self, id: u32, header: &[u8], internal_date: i64) {
-        let parsed = MessageParser::default().parse_headers(header);
+        // only the fields threading uses are parsed (a header may be 100 KB of others)
+        let dated = crate::mime::header_fields(header, &["Subject", "Date"], false);
+        let parsed = MessageParser::default().parse_headers(&dated[..]);
         let sent = sent_date(parsed.as_ref(), internal_date);
         let (subject, reply) = crate::base_subject::base_subject(crate::sort::subject(parsed.as_ref()));
         let subject = crate::collate::DEFAULT.key(&subject);
         let (mut msgid, mut refs, mut in_reply_to) = (None, Vec::new(), None);
         if self.algorithm == Algorithm::References {
-            let fields = crate::mime::fields(header);
+            let ids = crate::mime::header_fields(header, &["Message-ID", "References", "In-Reply-To"], false);
+            let fields = crate::mime::fields(&ids);
             let hash = |id: &[u8]| self.hasher.hash_one(id);
             msgid = crate::mime::field(&fields, "Message-ID").and_then(|v| msg_ids(v).next().map(hash));
             if let Some(v) = crate::mime::field(&fields, "References") {
-                // the last MAX_REFS, without collecting them all first
-                for id in msg_ids(v) {
-                    if refs.len() == MAX_REFS {
-                        refs.remove(0);
-                    }
-                    refs.push(hash(id));
-                }
+                // the last MAX_REFS
+                let all: Vec<&[u8]> = msg_ids(v).collect();
+                refs = all[all.len().saturating_sub(MAX_REFS)..]
+                    .iter()
+                    .map(|id| hash(id))
+                    .collect();
             }
             if refs.is_empty() {
                 in_reply_to = crate::mime::field(&fields, "In-Reply-To").and_then(|v| msg_ids(v).next().map(hash));
