@@ -182,6 +182,22 @@ impl Lan {
         ]);
     }
 
+    /// Isolates host `name`'s bridge port (`bridge link set ... isolated on`) or ends that:
+    /// isolated ports reach no other isolated port but still every other one, so isolating
+    /// two servers cuts the link between them while both keep reaching the clients.
+    pub fn set_isolated(&self, name: &str, isolated: bool) {
+        let out = Command::new("bridge")
+            .args(["-n", &self.bridge_ns(), "link", "set", "dev", name, "isolated"])
+            .arg(if isolated { "on" } else { "off" })
+            .output()
+            .expect("run bridge (iproute2)");
+        assert!(
+            out.status.success(),
+            "bridge link set dev {name} isolated: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+
     /// A command that runs `program` inside host `name`'s namespace.
     pub fn command(&self, name: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");

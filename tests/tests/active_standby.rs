@@ -494,6 +494,70 @@ fn timed_alternation_moves_the_address() {
 }
 
 #[test]
+fn split_brain_loses_nothing_and_heals_to_one_holder() {
+    if !can_run() || !require_tool("bridge", "iproute2") {
+        return;
+    }
+    let mut pair = Pair::new("pst-sb-", "failback", 60);
+    pair.start_keepalived(0);
+    pair.start_keepalived(1);
+    pair.wait_holder("n1", Duration::from_secs(20));
+    pair.send_ok("split-0");
+
+    // The nodes stop hearing each other (their bridge ports isolated from each other)
+    // while the client reaches both: node 2 becomes MASTER too, both hold the address.
+    pair.lan.set_isolated("n1", true);
+    pair.lan.set_isolated("n2", true);
+    assert!(
+        wait_for(Duration::from_secs(15), || pair.holders() == ["n1", "n2"]),
+        "both nodes hold {VIP} during the split: {:?}\n{}",
+        pair.holders(),
+        pair.keepalived_logs()
+    );
+    // Whichever node the client's ARP entry names accepts; the message is not lost.
+    pair.send_ok("split-1");
+
+    // Healed: node 2 hears node 1's higher priority and gives the address up.
+    pair.lan.set_isolated("n1", false);
+    pair.lan.set_isolated("n2", false);
+    let healed = pair.wait_holder("n1", Duration::from_secs(15));
+    println!(
+        "split brain healed: one holder again {:.2} s after the link came back",
+        healed.as_secs_f64()
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || pair.send("split-2").status.success()),
+        "the client reaches the holder after the heal"
+    );
+    // Every accepted message delivered exactly once, on one node or the other.
+    let all = || {
+        let mut m = pair.nodes[0].delivered();
+        for (id, n) in pair.nodes[1].delivered() {
+            *m.entry(id).or_insert(0) += n;
+        }
+        m
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || all().len() == 3),
+        "three messages delivered: {:?}",
+        all()
+    );
+    for id in ["split-0", "split-1", "split-2"] {
+        assert_eq!(
+            all().get(&format!("{id}@as.test")),
+            Some(&1),
+            "{id} exactly once: {:?}",
+            all()
+        );
+    }
+    println!(
+        "split brain: node 1 delivered {:?}, node 2 {:?}",
+        pair.nodes[0].delivered().keys().collect::<Vec<_>>(),
+        pair.nodes[1].delivered().keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn health_check_exit_codes_and_bounds() {
     // No namespaces: one node on loopback is enough to see each exit status.
     let port = free_port();
