@@ -95,30 +95,11 @@ fn window(hits: &[u32], lo: u32, hi: u32) -> &[u32] {
     &hits[start..end]
 }
 
-/// Numbers in the given order as a sequence set: ascending runs become ranges, so the
-/// order is kept (`5,3:4` would say 3 before 4; this writes `5,4,3` for a descending
-/// sort).
-pub fn ordered_set(nums: &[u32]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < nums.len() {
-        let start = nums[i];
-        let mut end = start;
-        while i + 1 < nums.len() && nums[i + 1] == end.wrapping_add(1) {
-            i += 1;
-            end = nums[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}:{end}"));
-        }
-        i += 1;
-    }
-    out
+/// Numbers in the given order as a sequence set: only ascending runs become ranges
+/// ([`crate::reply::uid_set`]), so the order is kept (`5,3:4` would say 3 before 4; a
+/// descending sort is written `5,4,3`).
+fn ordered_set(nums: &[u32]) -> String {
+    crate::reply::uid_set(nums)
 }
 
 /// `* ESEARCH (TAG "t") UID MIN 1 MAX 9 COUNT 3 ALL 1,4,9 PARTIAL (1:2 1,4)`: the asked
