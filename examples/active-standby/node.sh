@@ -1,8 +1,9 @@
 #!/bin/sh
 # node.sh NS start|stop|kill|status — drive one node of the pair built by up.sh.
-#   start   Postern, then keepalived (a service address left behind by a killed keepalived
-#           is removed first, as a reboot would: the node starts as a standby)
-#   stop    keepalived first (it hands the address over at once), then `postern stop`
+#   start   Postern, then keepalived under a loop that restarts it when it dies (a service
+#           address left behind by a killed node is removed first, as a reboot would)
+#   stop    keepalived first (it hands the address over at once), then `postern stop`;
+#           to see a lone keepalived die and come back: kill -9 $(cat DIR/keepalived.pid)
 #   kill    SIGKILL to every process of the node, keepalived included, and the service
 #           address off its interface as if the machine died (the peer takes over after
 #           about 3.5 advert intervals)
@@ -20,12 +21,22 @@ case "$cmd" in
     start)
         run ip addr del "$VIP/$PLEN" dev eth0 2>/dev/null || true
         run "$POSTERN_BIN/postern" -c "$root/etc" start --quiet
-        # In the foreground of a background job, so its log goes to a file of the node.
-        setsid ip netns exec "$ns" keepalived --vrrp --dont-fork --log-console --log-detail --no-syslog \
-            --use-file "$root/keepalived.conf" --pid "$root/keepalived.pid" --vrrp_pid "$root/vrrp.pid" \
-            </dev/null >>"$root/keepalived.log" 2>&1 &
+        # keepalived in the foreground of a loop that restarts it a second after it dies, as
+        # etc/keepalived/keepalived.service.d/postern.conf makes systemd do (at start it
+        # removes an address a dead keepalived left); its log goes to a file of the node.
+        setsid ip netns exec "$ns" sh -c 'echo $$ >"$1/supervisor.pid"
+            while :; do
+                keepalived --vrrp --dont-fork --log-console --log-detail --no-syslog \
+                    --use-file "$1/keepalived.conf" --pid "$1/keepalived.pid" --vrrp_pid "$1/vrrp.pid"
+                echo "node.sh: keepalived exited with status $?; restarting it in 1 s"
+                sleep 1
+            done' sh "$root" </dev/null >>"$root/keepalived.log" 2>&1 &
         ;;
     stop)
+        if [ -s "$root/supervisor.pid" ]; then
+            kill "$(cat "$root/supervisor.pid")" 2>/dev/null || true
+            rm -f "$root/supervisor.pid"
+        fi
         if [ -s "$root/keepalived.pid" ]; then
             kill "$(cat "$root/keepalived.pid")" 2>/dev/null || true
             for _ in $(seq 50); do [ -e "$root/keepalived.pid" ] || break; sleep 0.1; done
@@ -37,7 +48,7 @@ case "$cmd" in
         # A machine that dies answers no ARP for the address; a namespace's kernel outlives
         # its processes, so take the address off too.
         run ip addr del "$VIP/$PLEN" dev eth0 2>/dev/null || true
-        rm -f "$root/keepalived.pid" "$root/vrrp.pid"
+        rm -f "$root/keepalived.pid" "$root/vrrp.pid" "$root/supervisor.pid"
         ;;
     status)
         echo "vrrp: $(cat "$root/vrrp.state" 2>/dev/null || echo unknown)"

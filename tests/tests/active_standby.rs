@@ -558,6 +558,51 @@ fn split_brain_loses_nothing_and_heals_to_one_holder() {
 }
 
 #[test]
+fn keepalived_dying_alone_is_restarted_and_the_pair_settles() {
+    if !can_run() {
+        return;
+    }
+    let mut pair = Pair::new("pst-kd-", "failback", 60);
+    pair.start_keepalived(0);
+    pair.start_keepalived(1);
+    pair.wait_holder("n1", Duration::from_secs(20));
+
+    // Only keepalived dies on node 1 (its mail system runs on): the address stays on
+    // node 1's interface and node 2 takes it too.
+    let ns1 = pair.lan.ns("n1");
+    let kd: Vec<u32> = pids_in(&ns1)
+        .into_iter()
+        .filter(|&p| comm(p).as_deref() == Some("keepalived"))
+        .collect();
+    assert!(!kd.is_empty(), "keepalived runs in node 1");
+    for &p in &kd {
+        signal(p, nix::sys::signal::Signal::SIGSTOP);
+    }
+    for &p in &kd {
+        kill9(p);
+    }
+    if let Some(mut k) = pair.nodes[0].keepalived.take() {
+        let _ = k.0.wait();
+    }
+    assert!(
+        wait_for(Duration::from_secs(15), || pair.holders() == ["n1", "n2"]),
+        "two holders while node 1's keepalived is dead: {:?}",
+        pair.holders()
+    );
+    // Restarted, as the shipped systemd drop-in does (Restart=always): keepalived removes
+    // the stale address at start, then takes it back by priority; node 2 gives it up.
+    pair.start_keepalived(0);
+    let settled = pair.wait_holder("n1", Duration::from_secs(20));
+    println!(
+        "keepalived restarted on node 1: one holder again after {:.2} s",
+        settled.as_secs_f64()
+    );
+    assert!(wait_for(Duration::from_secs(10), || hook_state(&pair, 1) == "BACKUP"));
+    pair.send_ok("after-restart");
+    assert!(wait_for(Duration::from_secs(20), || pair.nodes[0].delivered().len() == 1));
+}
+
+#[test]
 fn health_check_exit_codes_and_bounds() {
     // No namespaces: one node on loopback is enough to see each exit status.
     let port = free_port();
