@@ -246,6 +246,33 @@ impl Pair {
         ids
     }
 
+    /// An SMTP session from the client through the address, greeted and past EHLO,
+    /// waiting for [`OpenSession::next_command`].
+    fn open_session(&self) -> OpenSession {
+        let script = format!(
+            "import smtplib, sys\ns = smtplib.SMTP('{VIP}', 25, timeout=5)\ns.ehlo()\nprint('ready', flush=True)\n\
+             sys.stdin.readline()\ntry:\n    print('answered', s.noop())\n\
+             except Exception as e:\n    print('cut', type(e).__name__, e)\n"
+        );
+        let mut child = self
+            .lan
+            .command("c", "python3")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).expect("read");
+        assert_eq!(line.trim(), "ready", "SMTP session through {VIP}");
+        OpenSession {
+            stdin: child.stdin.take(),
+            out,
+            _child: Helper(child),
+        }
+    }
+
     /// The pid of node `i`'s qmgr.
     fn qmgr(&self, i: usize) -> u32 {
         let ns = self.lan.ns(self.nodes[i].name);
@@ -255,6 +282,26 @@ impl Pair {
             found.is_some()
         });
         found.expect("qmgr running in the node")
+    }
+}
+
+/// A client session held open across an address move.
+struct OpenSession {
+    stdin: Option<std::process::ChildStdin>,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    _child: Helper,
+}
+
+impl OpenSession {
+    /// Sends NOOP on the held session; `answered ...` or `cut ERROR`.
+    fn next_command(&mut self) -> String {
+        use std::io::Write;
+        if let Some(mut i) = self.stdin.take() {
+            let _ = writeln!(i, "go");
+        }
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut self.out, &mut line);
+        line.trim().to_string()
     }
 }
 
@@ -358,9 +405,18 @@ fn take_over_then_fail_back() {
     pair.send_ok("after-queued-on-n2");
     assert!(wait_for(Duration::from_secs(5), || !pair.nodes[1].queued().is_empty()));
 
+    // A session open on node 2 through the address when it moves.
+    let mut open = pair.open_session();
+
     // Node 1 comes back: fail-back moves the address to it; its queued mail is delivered now.
     pair.restart_node(0);
     let back = pair.wait_holder("n1", Duration::from_secs(20));
+    let outcome = open.next_command();
+    println!("the SMTP session open on node 2 at the switch: {outcome}");
+    assert!(
+        outcome.starts_with("cut"),
+        "the session open at the switch is cut (the new holder resets it): {outcome}"
+    );
     println!(
         "fail-back: node 1 holds {VIP} again {:.2} s after its restart",
         back.as_secs_f64()
