@@ -17,7 +17,7 @@
 //! - every `OK [CODE]` has text after the code (`* OK [COPYUID ...] Moved`);
 //! - commands pipelined in one write are answered in order, no slower than one by one.
 
-use postern_tests::{Instance, imap_instance};
+use postern_tests::{Instance, deliver_maildir, imap_instance};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -414,16 +414,60 @@ fn pipelined_commands_are_answered_in_order_and_no_slower() {
         let mut w = w;
         w.write_all(burst.as_bytes()).unwrap();
     });
+    let mut gap = Duration::ZERO;
+    let mut last = Instant::now();
     for i in 0..N {
         let out = c.until_bytes(&format!("p{i:04}"));
+        gap = gap.max(last.elapsed());
+        last = Instant::now();
         // in order: the previous tags' answers never come after this one
         assert!(out.ends_with(format!("p{i:04} OK Fetch completed\r\n").as_bytes()));
         assert!(out.starts_with(b"* 1 FETCH (UID 1 BODY[] {"), "p{i:04}");
     }
     writer.join().unwrap();
     let pipelined = t.elapsed();
+    eprintln!("pipelined {pipelined:?}, one by one {one_by_one:?}, longest wait {gap:?}");
     assert!(
         pipelined <= one_by_one + Duration::from_millis(200),
         "pipelined {pipelined:?}, one by one {one_by_one:?}"
     );
+}
+
+#[test]
+fn slow_pipelined_commands_never_wait_for_the_next_tick() {
+    // commands of little output but some work each (a SEARCH over 2,000 messages), more
+    // than one read's worth, all in one write: the session works them a WORK_SLICE at a
+    // stretch, and the input left in the socket is read as soon as it can be — never
+    // left until the next event-loop tick (500 ms)
+    let (mut inst, port) = imap_instance("alice", "alice-pw");
+    let new = inst.root.path().join("var/mail/alice/new");
+    std::fs::create_dir_all(&new).unwrap();
+    for i in 0..1999 {
+        std::fs::write(new.join(format!("{i}.m{i}.host")), b"Subject: s\n\nbody\n").unwrap();
+    }
+    // the last as a delivery agent puts it (which also hands them all to mail_owner)
+    deliver_maildir(&inst, "alice", "1999.m1999.host", b"Subject: s\n\nbody\n");
+    inst.start();
+    let mut c = Imap::login(port);
+    assert!(c.cmd("s", "EXAMINE INBOX").contains("* 2000 EXISTS"));
+    const N: usize = 1500;
+    let burst: String = (0..N).map(|i| format!("q{i:04} SEARCH FLAGGED\r\n")).collect();
+    assert!(burst.len() > 32_000);
+    let w = c.w.try_clone().unwrap();
+    let t = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let mut w = w;
+        w.write_all(burst.as_bytes()).unwrap();
+    });
+    let mut gap = Duration::ZERO;
+    let mut last = Instant::now();
+    for i in 0..N {
+        let out = c.until_bytes(&format!("q{i:04}"));
+        assert_eq!(out, format!("* SEARCH\r\nq{i:04} OK Search completed\r\n").as_bytes());
+        gap = gap.max(last.elapsed());
+        last = Instant::now();
+    }
+    writer.join().unwrap();
+    eprintln!("{N} pipelined SEARCHes in {:?}, longest wait {gap:?}", t.elapsed());
+    assert!(gap < Duration::from_millis(300), "a reply waited {gap:?}");
 }
