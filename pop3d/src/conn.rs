@@ -179,7 +179,8 @@ impl Protocol for Pop3Conn {
                 b"-ERR Disconnected: no login in time\r\n"
             }
             Ending::Idle | Ending::Session | Ending::Phase => b"-ERR Autologout; idle for too long\r\n",
-            Ending::Shutdown => b"-ERR Server shutting down\r\n",
+            // RFC 3206: a temporary condition; the client may come back
+            Ending::Shutdown => b"-ERR [SYS/TEMP] Server shutting down, try again later\r\n",
         };
         io.send(words);
     }

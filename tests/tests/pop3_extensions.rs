@@ -1,8 +1,8 @@
 //! pop3d's RFC 2449 / 3206 / 6856 extensions under the real master, from raw sockets
 //! (exact bytes) and Python's poplib: CAPA, PIPELINING (a whole session in one write,
 //! answered in order across the auth round trip and a streamed RETR), the response
-//! codes `[AUTH]`, `[IN-USE]` and `[SYS/TEMP]` where they apply, and UTF8 with a UTF-8
-//! password.
+//! codes `[AUTH]`, `[IN-USE]` and `[SYS/TEMP]` (auth unreachable, the server stopping)
+//! where they apply, and UTF8 with a UTF-8 password.
 
 use postern_tests::{Instance, add_user, auth_service, daemon_service, deliver_maildir, free_port, python};
 use std::io::{Read, Write};
@@ -143,7 +143,11 @@ fn response_codes_in_use_and_sys_temp() {
     );
     first.write_all(b"QUIT\r\n").expect("write");
     assert!(rest(first).ends_with("+OK Bye (0 messages deleted)\r\n"));
-    drop(inst);
+    // [SYS/TEMP]: the server stops under a session
+    let idle = greeted(port);
+    let mut inst = inst;
+    inst.stop();
+    assert_eq!(rest(idle), "-ERR [SYS/TEMP] Server shutting down, try again later\r\n");
 
     // [SYS/TEMP]: the auth service is not there, the password cannot be checked
     let (inst, port) = instance(false);
