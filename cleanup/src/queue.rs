@@ -1,9 +1,12 @@
 //! Writing the queue file durably.
 //!
-//! The file is created with `O_EXCL`, mode 0600, as `.cleanup.<QUEUEID>` in the directory
-//! it will live in (`incoming/`, or `hold/` for a held message; flat, no hashed
-//! subdirectories), written through [`QueueFileWriter`], `fdatasync`ed, renamed to
-//! `<QUEUEID>`, and the directory is fsynced; only then is the message queued.
+//! The file is `.cleanup.<QUEUEID>` in the directory it will live in (`incoming/`, or
+//! `hold/` for a held message; flat, no hashed subdirectories): a spare file taken from
+//! `spare/` ([`postern_lib::queue_spare`]: a finished message's file, so no inode is
+//! allocated) or, when there is none, a new file created with `O_EXCL`, mode 0600. It is
+//! written from its start through [`QueueFileWriter`], cut to the new length (a spare may
+//! have been longer), `fdatasync`ed, renamed to `<QUEUEID>`, and the directory is fsynced;
+//! only then is the message queued.
 //!
 //! **Disk full**: ENOSPC or EDQUOT at any step (create, write, fsync, rename) removes the
 //! temporary file and is reported as [`WriteError::no_space`]; cleanup then answers a
@@ -22,7 +25,7 @@
 //! in flight at once and the file system (ext4's journal) commits them together.
 
 use std::fs::File;
-use std::io::{BufWriter, ErrorKind};
+use std::io::{BufWriter, ErrorKind, Seek};
 use std::path::Path;
 
 use postern_lib::queue_file::{Envelope, QueueFileError, QueueFileWriter, RecipientSpec};
@@ -85,9 +88,13 @@ pub fn write(
     let qid: &QueueId = &env.queue_id;
     let tmp = format!("{TEMP_PREFIX}{qid}");
     let dirp = Path::new(dir);
-    let file = postern_lib::safe_open::create_excl(dirp, &tmp, 0o600)?;
+    let spare_dir = Path::new(postern_lib::queue_spare::SPARE_DIR);
+    let (file, old_len) = match postern_lib::queue_spare::take(spare_dir, dirp, &tmp) {
+        Some(spare) => spare,
+        None => (postern_lib::safe_open::create_excl(dirp, &tmp, 0o600)?, 0),
+    };
     let tmp_path = dirp.join(&tmp);
-    let result = fill(file, env, recipients, header, body).and_then(|()| {
+    let result = fill(file, old_len, env, recipients, header, body).and_then(|()| {
         std::fs::rename(&tmp_path, dirp.join(qid.as_str()))
             .map_err(|e| WriteError::io(&format!("rename {}", tmp_path.display()), &e))
     });
@@ -101,6 +108,7 @@ pub fn write(
 
 fn fill(
     file: File,
+    old_len: u64,
     env: &Envelope,
     recipients: &[RecipientSpec],
     header: &[u8],
@@ -113,9 +121,16 @@ fn fill(
     w.write_content(header)?;
     w.write_content(b"\n")?;
     w.write_content(body)?;
-    let file = w
+    let mut file = w
         .finish()?
         .into_inner()
         .map_err(|e| WriteError::io("write", e.error()))?;
+    if old_len > 0 {
+        // A spare: what is left of its old content beyond the new end goes.
+        let end = file.stream_position().map_err(|e| WriteError::io("seek", &e))?;
+        if old_len > end {
+            file.set_len(end).map_err(|e| WriteError::io("truncate", &e))?;
+        }
+    }
     file.sync_data().map_err(|e| WriteError::io("fsync", &e))
 }

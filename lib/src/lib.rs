@@ -24,6 +24,7 @@
 //! | [`queue_file`] | the queue file format: envelope records, content, per-recipient done marks |
 //! | [`queue_scan`] | walking the queue directories and summarising queue files (`postqueue -p`, `-j`) |
 //! | [`queue_select`] | selecting queued messages by sender, recipient, domain, queue, age, defer reason (postsuper, postqueue) |
+//! | [`queue_spare`] | spare queue files: finished messages' files reused for new ones (no inode allocated or freed per message) |
 //! | [`maillog`] | reading the mail log: a line's program, pid, queue ID and text; following a log across rotation |
 //! | [`maildrop`] | the maildrop file format: sendmail → postdrop → `maildrop/` → pickup |
 //! | [`ipc`] | the framed, versioned, size-limited protocol between daemons over Unix sockets |
@@ -73,6 +74,7 @@ pub mod queue_file;
 pub mod queue_id;
 pub mod queue_scan;
 pub mod queue_select;
+pub mod queue_spare;
 pub mod safe_open;
 pub mod skeleton;
 pub mod strbuf;

@@ -7,6 +7,7 @@
 //! | `maildrop` | 0730 | mail_owner, group postdrop | locally submitted mail, written only by postdrop |
 //! | `incoming active deferred hold corrupt` | 0700 | mail_owner | queue files |
 //! | `defer bounce trace` | 0700 | mail_owner | per-message delivery logs |
+//! | `spare` | 0700 | mail_owner | finished messages' files kept for reuse ([`crate::queue_spare`]) |
 //! | `public` | 0710 | mail_owner, group postdrop | sockets local users may reach (pickup, master) |
 //! | `private` | 0700 | mail_owner | sockets between daemons |
 //! | `pid` | 0755 | root | master's pid file and lock |
@@ -51,6 +52,7 @@ pub const QUEUE_DIRS: &[(&str, u32, OwnerKind)] = &[
     ("defer", 0o700, OwnerKind::MailOwner),
     ("bounce", 0o700, OwnerKind::MailOwner),
     ("trace", 0o700, OwnerKind::MailOwner),
+    ("spare", 0o700, OwnerKind::MailOwner),
     ("public", 0o710, OwnerKind::MailOwnerSetgid),
     ("private", 0o700, OwnerKind::MailOwner),
     ("pid", 0o755, OwnerKind::Root),

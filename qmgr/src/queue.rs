@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use postern_lib::queue_file::{QueueFile, RecipientHandle, RecipientStatus, mark_done};
 use postern_lib::queue_id::QueueId;
 use postern_lib::queue_scan::{QueuedFile, queue_files};
+use postern_lib::queue_spare::{Giver, SPARE_DIR};
 use postern_lib::safe_open::{Expect, open_append, open_update};
 use rustix::fs::{FlockOperation, Timespec, Timestamps};
 
@@ -113,9 +114,17 @@ pub fn to_corrupt(path: &Path, id: &QueueId, why: &str) {
     }
 }
 
-/// Removes a finished message, its defer log, trace log and delay-warning marker.
+/// Where finished messages' files go for cleanup to reuse ([`postern_lib::queue_spare`]).
+static SPARES: std::sync::LazyLock<std::sync::Mutex<Giver>> =
+    std::sync::LazyLock::new(|| std::sync::Mutex::new(Giver::new(SPARE_DIR)));
+
+/// Removes a finished message (its file becomes a spare for cleanup, or is unlinked), its
+/// defer log, trace log and delay-warning marker.
 pub fn remove(path: &Path, id: &QueueId) -> std::io::Result<()> {
-    std::fs::remove_file(path)?;
+    SPARES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .dispose(path, id.as_str())?;
     let _ = std::fs::remove_file(path_in(DEFER_LOG, id));
     crate::notices::remove(id);
     crate::success::remove(id);
