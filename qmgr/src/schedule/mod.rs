@@ -31,6 +31,8 @@ use crate::settings::Settings;
 const CACHE_MAX: usize = 10_000;
 /// How long a resolved address is remembered (tables may change).
 const CACHE_AGE: Duration = Duration::from_secs(60);
+/// Messages moved from incoming/ to active/ per pass of the event loop.
+const INCOMING_BATCH: usize = 16;
 /// Wait after trivial-rewrite failed before asking again.
 const RESOLVE_RETRY: Duration = Duration::from_secs(5);
 
@@ -114,6 +116,8 @@ pub struct Qmgr {
     unresolved: VecDeque<QueueId>,
     resolve_wait: Option<Instant>,
     want_incoming: bool,
+    /// The part of the last listing of `incoming/` not yet taken in.
+    incoming: VecDeque<QueuedFile>,
     want_deferred: bool,
     flush: bool,
     recovered: bool,
@@ -143,6 +147,7 @@ impl Qmgr {
             unresolved: VecDeque::new(),
             resolve_wait: None,
             want_incoming: true,
+            incoming: VecDeque::new(),
             want_deferred: true,
             flush: false,
             recovered: false,
@@ -234,23 +239,43 @@ impl Qmgr {
                 self.take_in(&f.path, f.id, true);
             }
         }
-        if self.want_incoming && self.has_room() {
-            self.want_incoming = false;
-            for f in queue::list(queue::INCOMING) {
-                if !self.has_room() {
-                    self.want_incoming = true;
-                    break;
-                }
-                match queue::move_to(&f.path, queue::ACTIVE, &f.id) {
-                    Ok(p) => self.take_in(&p, f.id, false),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => tracing::warn!(queue_id = f.id.as_str(), "cannot move to active: {e}"),
-                }
-            }
-        }
+        self.feed_incoming(waker);
         self.feed_deferred(waker);
         self.resolve_pending();
         self.dispatch(done, waker);
+    }
+
+    /// Moves new mail from incoming/ to active/ and into memory, at most
+    /// [`INCOMING_BATCH`] messages per pass of the event loop: `incoming/` is listed once
+    /// (when an arrival was announced and the previous listing is used up) and worked
+    /// through in batches, so that finished jobs are taken in and their agents given new
+    /// work between batches — activating a burst of a thousand arrivals at once left the
+    /// delivery agents idle for tens of milliseconds (issue 14).
+    fn feed_incoming(&mut self, waker: &Arc<mio::Waker>) {
+        if !self.has_room() {
+            return;
+        }
+        if self.incoming.is_empty() && self.want_incoming {
+            self.want_incoming = false;
+            self.incoming = queue::list(queue::INCOMING).into();
+        }
+        for _ in 0..INCOMING_BATCH {
+            if !self.has_room() {
+                // Listed again once there is room (the rest may have been taken meanwhile).
+                self.incoming.clear();
+                self.want_incoming = true;
+                return;
+            }
+            let Some(f) = self.incoming.pop_front() else { return };
+            match queue::move_to(&f.path, queue::ACTIVE, &f.id) {
+                Ok(p) => self.take_in(&p, f.id, false),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(queue_id = f.id.as_str(), "cannot move to active: {e}"),
+            }
+        }
+        if !self.incoming.is_empty() {
+            let _ = waker.wake();
+        }
     }
 
     /// Reads a message now in active/ into memory.
