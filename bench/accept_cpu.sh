@@ -19,26 +19,6 @@ ROUNDS=${ROUNDS:-2}
 BINS=${BINS:-$BIN}
 PEER=0
 
-cpu_of() { # BINDIR COMM... -> "COMM utime stime pids" summed over the processes with that
-  # comm whose executable is in BINDIR (not another instance's or Postfix's smtpd)
-  python3 - "$@" <<'EOT'
-import os, sys
-bindir = os.path.realpath(sys.argv[1]); want = set(sys.argv[2:]); out = {}
-for p in os.listdir("/proc"):
-    if not p.isdigit(): continue
-    try:
-        comm = open(f"/proc/{p}/comm").read().strip()
-        if comm not in want or os.path.dirname(os.readlink(f"/proc/{p}/exe")) != bindir: continue
-        f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-        o = out.setdefault(comm, [0, 0, []])
-        o[0] += int(f[11]); o[1] += int(f[12]); o[2].append(p)
-    except OSError: pass
-for c in sorted(want):
-    u, k, ps = out.get(c, [0, 0, []])
-    print(c, u, k, ",".join(sorted(ps)))
-EOT
-}
-
 run_one() { # label bindir
   local label=$1 bin=$2
   BIN=$bin postern_new

@@ -23,6 +23,8 @@
 #   pn_start, pn_pidfile         start it; its master's pid file
 #   pss_mb PIDFILE...            "MB NPROC": sum of PSS over those masters' process trees, now
 #   emit_json FILE JSON          append one result line
+#   cpu_of BINDIR COMM...        "COMM utime stime pids" per comm: clock ticks summed over the
+#                                live processes with that comm whose executable is in BINDIR
 #   progress TEXT                a time-stamped progress line on stderr
 #
 # Every helper is bounded in time; everything listens on 127.0.0.1 only.
@@ -117,3 +119,23 @@ EOT
 }
 
 emit_json() { echo "$2" >> "$1"; }
+
+cpu_of() { # BINDIR COMM... -> "COMM utime stime pids" summed over the processes with that
+  # comm whose executable is in BINDIR (not another instance's or Postfix's smtpd)
+  python3 - "$@" <<'EOT'
+import os, sys
+bindir = os.path.realpath(sys.argv[1]); want = set(sys.argv[2:]); out = {}
+for p in os.listdir("/proc"):
+    if not p.isdigit(): continue
+    try:
+        comm = open(f"/proc/{p}/comm").read().strip()
+        if comm not in want or os.path.dirname(os.readlink(f"/proc/{p}/exe")) != bindir: continue
+        f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        o = out.setdefault(comm, [0, 0, []])
+        o[0] += int(f[11]); o[1] += int(f[12]); o[2].append(p)
+    except OSError: pass
+for c in sorted(want):
+    u, k, ps = out.get(c, [0, 0, []])
+    print(c, u, k, ",".join(sorted(ps)))
+EOT
+}

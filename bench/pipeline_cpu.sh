@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# SMTP → Maildir: delivered/s and CPU per message per daemon over the whole pipeline, issue 14.
+#
+#   bench/pipeline_cpu.sh                     # N=3000 C=32 SIZE=4096, Postern from $BIN
+#   BINS="/tmp/a /tmp/b" ROUNDS=3 bench/pipeline_cpu.sh   # same-run A/B: A B A B ...
+#   PEER=0 bench/pipeline_cpu.sh              # without Postfix (bench/peer), which runs after A in each round
+#   NICE=-15 ...                              # Postern and the load at this priority
+#
+# Postfix's smtp-source is the load (one message per connection, to one local Maildir user);
+# the rate runs from the first connection until the last message is a file in the Maildir.
+# CPU = utime + stime of each daemon, summed over /proc before and after the load, for the
+# live processes whose executable is in the measured build (Postfix: /usr/lib/postfix/sbin),
+# plus "exited": what the master reaped meanwhile (its cutime + cstime; Postfix's daemons
+# exit after max_use = 100 connections, Postern's are given a large max_use here).
+# Prints one line per run: label, accepted/s, delivered/s, CPU ms per message per daemon.
+. "$(dirname "$0")/lib.sh"
+N=${N:-3000}
+C=${C:-32}
+SIZE=${SIZE:-4096}
+ROUNDS=${ROUNDS:-2}
+BINS=${BINS:-$BIN}
+PEER_RUN=$PEER
+PEER=0
+COMMS="smtpd cleanup qmgr local trivial-rewrit master"
+PF_SBIN=/usr/lib/postfix/sbin
+
+master_children_ticks() { # PID -> cutime+cstime of that process
+  awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$1/stat"
+}
+
+measure() { # label bindir port maildir_new masterpid
+  local label=$1 bin=$2 port=$3 md=$4 mpid=$5 base before after mb ma t0 t1 t2
+  base=$(find "$md" -maxdepth 1 -type f | wc -l)
+  before=$(cpu_of "$bin" $COMMS)
+  mb=$(master_children_ticks "$mpid")
+  t0=$(date +%s.%N)
+  nice -n "${NICE:-0}" /usr/sbin/smtp-source -s "$C" -m "$N" -l "$SIZE" -f bench@example.test -t bench@example.test "127.0.0.1:$port"
+  t1=$(date +%s.%N)
+  local deadline=$((SECONDS + 300))
+  while [ "$(find "$md" -maxdepth 1 -type f | wc -l)" -lt $((base + N)) ] && [ $SECONDS -lt $deadline ]; do sleep 0.02; done
+  t2=$(date +%s.%N)
+  after=$(cpu_of "$bin" $COMMS)
+  ma=$(master_children_ticks "$mpid")
+  python3 - "$label" "$N" "$t0" "$t1" "$t2" "$(getconf CLK_TCK)" "$before" "$after" "$mb" "$ma" <<'EOT'
+import sys
+label, n = sys.argv[1], int(sys.argv[2])
+t0, t1, t2 = map(float, sys.argv[3:6]); hz = int(sys.argv[6])
+def parse(s):
+    r = {}
+    for l in s.splitlines():
+        w = l.split() + [""]
+        r[w[0]] = (int(w[1]) + int(w[2]), set(w[3].split(",")) - {""})
+    return r
+b, a = parse(sys.argv[7]), parse(sys.argv[8])
+parts, total = [], 0.0
+for c in b:
+    ms = (a[c][0] - b[c][0]) * 1000 / hz / n
+    # a process that exited is counted in "exited"; its ticks before the load are not
+    gone = b[c][1] - a[c][1]
+    total += ms
+    parts.append(f"{c} {ms:.3f}" + (f" ({len(gone)} exited)" if gone else ""))
+ex = (int(sys.argv[10]) - int(sys.argv[9])) * 1000 / hz / n
+total += ex
+print(f"{label}: accept {n / (t1 - t0):.0f}/s delivered {n / (t2 - t0):.0f}/s  CPU ms/msg: "
+      + ", ".join(parts) + f", exited {ex:.3f}; total {total:.3f}", flush=True)
+EOT
+}
+
+run_postern() { # label bindir
+  local label=$1 bin=$2
+  BIN=$bin postern_new
+  local inst=$INST
+  PORT=$(free_port)
+  BIN=$bin pn_set "smtp/inet.listen=127.0.0.1:$PORT" 'smtp/inet.max_conns=200' 'mydestination=["example.test","localhost"]' \
+    'smtp/inet.max_use=1000000' 'cleanup/unix.max_use=1000000' 'local/unix.max_use=1000000' 'rewrite/unix.max_use=1000000'
+  BIN=$bin pn_user bench bench-pw
+  BIN=$bin nice -n "${NICE:-0}" "$bin/postern" -c "$INST/etc" start
+  sleep 1
+  /usr/sbin/smtp-source -s 4 -m 100 -l "$SIZE" -f bench@example.test -t bench@example.test "127.0.0.1:$PORT"
+  sleep 2
+  measure "$label" "$bin" "$PORT" "$INST/var/mail/bench/new" "$(head -n1 "$INST/var/spool/pid/master.pid" | tr -d ' ')"
+  BIN=$bin pn stop >/dev/null 2>&1 || true
+  rm -rf "$inst"; INST=
+}
+
+run_postfix() {
+  PEER=1 peer_ensure
+  measure "postfix c=$C" "$PF_SBIN" 10025 /home/bench/Maildir/new "$(head -n1 "$POSTFIX_PID" | tr -d ' ')"
+}
+
+for r in $(seq "$ROUNDS"); do
+  i=0
+  for b in $BINS; do
+    i=$((i+1))
+    run_postern "$(echo ABCDEFG | cut -c$i)[$b] c=$C" "$b"
+    [ "$PEER_RUN" = 0 ] || [ "$i" != 1 ] || run_postfix
+  done
+done
