@@ -639,6 +639,52 @@ mod tests {
     }
 
     #[test]
+    fn random_headers_never_panic_and_every_message_is_threaded_once() {
+        let mut x: u32 = 7;
+        let mut next = || {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            (x >> 16) as usize
+        };
+        let pieces: [&str; 14] = [
+            "<a@x>", "<b@x>", "<c@x>", " ", "(", ")", "\\", "<", ">", "Re:", "[t]", "Fwd:", "(fwd)", "@",
+        ];
+        for round in 0..200 {
+            let n = 1 + next() % 12;
+            let headers: Vec<String> = (0..n)
+                .map(|_| {
+                    let mut field = |name: &str| {
+                        let v: String = (0..next() % 8).map(|_| pieces[next() % pieces.len()]).collect();
+                        format!("{name}: {v}")
+                    };
+                    [
+                        field("Message-ID"),
+                        field("References"),
+                        field("In-Reply-To"),
+                        field("Subject"),
+                    ]
+                    .join("\r\n")
+                })
+                .collect();
+            for alg in [Algorithm::References, Algorithm::OrderedSubject] {
+                let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+                let out = thread(alg, &refs);
+                let mut seen: Vec<u32> = out
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+                seen.sort_unstable();
+                assert_eq!(
+                    seen,
+                    (1..=n as u32).collect::<Vec<_>>(),
+                    "round {round} {alg:?}: {out} {headers:?}"
+                );
+                assert_eq!(out.matches('(').count(), out.matches(')').count());
+            }
+        }
+    }
+
+    #[test]
     fn hostile_reference_chains_are_bounded() {
         // 3,000 messages, each referencing every earlier one and a cycle back to the last
         let n = 3000;
