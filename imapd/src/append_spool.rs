@@ -29,6 +29,12 @@ impl Session {
         debug_assert!(n > SPOOL_ABOVE);
         let store = self.store.as_ref()?;
         let open = line.iter().rposition(|&b| b == b'{')?;
+        // a literal8 (RFC 3516 `~{n}`) stays in memory: its binary parts are base64-encoded
+        // before it is stored (crate::binary::encode_binary_parts), and a spool writes
+        // CRLF line ends into binary bytes
+        if line[..open].ends_with(b"~") {
+            return None;
+        }
         // the command so far with an empty string for the literal: is it an APPEND, where to
         let keep = self.cmd.len().checked_sub(line.len() - open)?;
         let mut probe = self.cmd.get(..keep)?.to_vec();

@@ -203,6 +203,34 @@ fn binary_append_keeps_the_bytes_and_a_nul_never_goes_in_a_plain_literal() {
 }
 
 #[test]
+fn a_large_binary_append_keeps_its_bytes_too() {
+    // over the 64 KB above which APPEND literals are written to tmp/ as they arrive
+    let (_inst, port) = started();
+    let mut c = Imap::login(port);
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    assert!(content.contains(&0) && content.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
+    let mut msg = b"Subject: big binary\r\nContent-Type: multipart/mixed; boundary=\"zz\"\r\n\r\n--zz\r\n\
+Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        .to_vec();
+    msg.extend_from_slice(&content);
+    msg.extend_from_slice(b"\r\n--zz--\r\n");
+    let out = c.append("a", "INBOX", &msg, true);
+    assert!(tagged(&out).starts_with("a OK [APPENDUID "), "{out}");
+    c.cmd("s", "SELECT INBOX");
+    assert_eq!(
+        c.cmd("b", "FETCH 1 (BINARY.SIZE[1])"),
+        "* 1 FETCH (BINARY.SIZE[1] 200000)\r\nb OK Fetch completed\r\n"
+    );
+    let mut want = b"* 1 FETCH (BINARY[1] ~{200000}\r\n".to_vec();
+    want.extend_from_slice(&content);
+    want.extend_from_slice(b")\r\nc OK Fetch completed\r\n");
+    c.send(b"c FETCH 1 (BINARY.PEEK[1])\r\n");
+    assert!(c.until_bytes("c") == want, "BINARY[1] is not the appended bytes");
+    c.send(b"d FETCH 1 (BODY.PEEK[])\r\n");
+    assert!(!c.until_bytes("d").contains(&0));
+}
+
+#[test]
 fn quoted_printable_binary_is_decoded_as_rfc2045_says() {
     let (_inst, port) = started();
     let mut c = Imap::login(port);
