@@ -170,6 +170,9 @@ assert R.ok(b'UID SORT RETURN (MIN MAX COUNT ALL) (DATE) UTF-8 ALL') == [
 t = R.tag()
 assert R.ok(b'SORT RETURN (PARTIAL 2:4) (ARRIVAL) US-ASCII ALL') == ['* ESEARCH (TAG "%s") PARTIAL (2:4 2,6,3)' % t]
 t = R.tag()
+# RETURN after the charset, as imaptest's sort-partial writes it
+assert R.ok(b'SORT (ARRIVAL) US-ASCII RETURN (PARTIAL 2:4) ALL') == ['* ESEARCH (TAG "%s") PARTIAL (2:4 2,6,3)' % t]
+t = R.tag()
 assert R.ok(b'SORT RETURN (PARTIAL 6:9) (ARRIVAL) US-ASCII ALL') == ['* ESEARCH (TAG "%s") PARTIAL (6:9 1,7)' % t]
 t = R.tag()
 assert R.ok(b'SORT RETURN () (SUBJECT) UTF-8 1:3') == ['* ESEARCH (TAG "%s") ALL 3,1:2' % t]
