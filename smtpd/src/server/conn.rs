@@ -136,20 +136,15 @@ impl SmtpConn {
                 Action::Begin(sub) => {
                     io.phase_deadline(Some(self.cfg.data_timeout));
                     let (registry, token) = io.aux_nth(CLEANUP);
-                    let opened = PeerConn::connect(
-                        Path::new(cleanup::SOCKET),
-                        cleanup::PROTOCOL,
-                        cleanup::VERSION,
-                        registry,
-                        token,
-                    )
-                    .and_then(|mut p| {
-                        // (registered: dropped below without deregistering, closing it does)
-                        p.send(&CleanupRequest::Open(*sub)).map_err(|e| e.to_string())?;
-                        // Due: the queue ID (CleanupStarted), later the outcome.
-                        p.reply_due = Some(Instant::now() + self.cfg.timeout);
-                        Ok(p)
-                    });
+                    let opened =
+                        PeerConn::connect(Path::new(cleanup::SOCKET), cleanup::PROTOCOL, cleanup::VERSION, token)
+                            .and_then(|mut p| {
+                                p.send(&CleanupRequest::Open(*sub)).map_err(|e| e.to_string())?;
+                                p.register(registry)?;
+                                // Due: the queue ID (CleanupStarted), later the outcome.
+                                p.reply_due = Some(Instant::now() + self.cfg.timeout);
+                                Ok(p)
+                            });
                     match opened {
                         Ok(p) => {
                             self.cleanup = Some(p);
@@ -165,7 +160,7 @@ impl SmtpConn {
                     if let Some(p) = self.cleanup.as_mut()
                         && Encoder::data(&bytes, &mut p.out).is_err()
                     {
-                        self.drop_cleanup(io.aux().0);
+                        self.drop_cleanup();
                         queue.extend(self.session.cleanup_done(None));
                     }
                 }
@@ -177,7 +172,7 @@ impl SmtpConn {
                     None => queue.extend(self.session.cleanup_done(None)),
                 },
                 Action::Abort => {
-                    self.drop_cleanup(io.aux().0);
+                    self.drop_cleanup();
                     io.phase_deadline(None);
                 }
             }
@@ -186,17 +181,16 @@ impl SmtpConn {
             && let Err(e) = p.flush(io.aux().0)
         {
             tracing::warn!("cleanup connection: {e}");
-            self.drop_cleanup(io.aux().0);
+            self.drop_cleanup();
             io.phase_deadline(None);
             let a = self.session.cleanup_done(None);
             self.apply(io, a);
         }
     }
 
-    fn drop_cleanup(&mut self, registry: &mio::Registry) {
-        if let Some(mut p) = self.cleanup.take() {
-            p.deregister(registry);
-        }
+    /// Closes the cleanup connection (closing takes it off the event loop).
+    fn drop_cleanup(&mut self) {
+        self.cleanup = None;
     }
 
     fn drop_auth(&mut self, registry: &mio::Registry) -> Option<AuthAsk> {
@@ -284,7 +278,7 @@ impl SmtpConn {
         if let Some(o) = outcome
             && self.cleanup.is_some()
         {
-            self.drop_cleanup(io.aux().0);
+            self.drop_cleanup();
             io.phase_deadline(None);
             let a = self.session.cleanup_done(o);
             self.apply(io, a);
@@ -408,7 +402,7 @@ impl Protocol for SmtpConn {
             .is_some_and(|p| p.reply_due.is_some_and(|d| now >= d))
         {
             tracing::warn!("cleanup did not answer in time");
-            self.drop_cleanup(io.aux().0);
+            self.drop_cleanup();
             let a = self.session.cleanup_done(None);
             self.apply(io, a);
             acted = true;
@@ -425,7 +419,7 @@ impl Protocol for SmtpConn {
     }
 
     fn disconnected(&mut self, registry: &mio::Registry) {
-        self.drop_cleanup(registry);
+        self.drop_cleanup();
         self.drop_auth(registry);
         let _ = self.session.disconnected();
         tracing::info!("disconnect from unknown[{}]", self.ip);

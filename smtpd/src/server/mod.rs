@@ -36,7 +36,7 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     pool: Pool<SmtpConn>,
     /// New clients waiting for anvil's count.
-    gate: Gate<TcpStream>,
+    gate: Gate<(TcpStream, IpAddr)>,
     known: Rc<RefCell<known::Known>>,
 }
 
@@ -64,20 +64,17 @@ impl Server {
     }
 
     /// Starts or refuses the clients the gate has decided on.
-    fn decide(&mut self, lp: &EventLoop<'_>, decisions: Vec<Decision<TcpStream>>) {
+    fn decide(&mut self, lp: &EventLoop<'_>, decisions: Vec<Decision<(TcpStream, IpAddr)>>) {
         for d in decisions {
             match d {
-                Decision::Admit(sock, ticket) => self.start(lp, sock, Some(ticket)),
-                Decision::Refuse(sock, ip, why) => self.refuse(sock, ip, why),
+                Decision::Admit((sock, ip), ticket) => self.start(lp, sock, ip, Some(ticket)),
+                Decision::Refuse((sock, _), ip, why) => self.refuse(sock, ip, why),
             }
         }
     }
 
     /// Starts the session of an admitted client: greeting and all.
-    fn start(&mut self, lp: &EventLoop<'_>, sock: TcpStream, ticket: Option<Ticket>) {
-        let Ok(ip) = sock.peer_addr().map(|a| a.ip()) else {
-            return self.release(lp, ticket);
-        };
+    fn start(&mut self, lp: &EventLoop<'_>, sock: TcpStream, ip: IpAddr, ticket: Option<Ticket>) {
         tracing::info!("connect from unknown[{ip}]");
         let proto = SmtpConn::new(ip, self.cfg.clone(), self.tls.clone(), self.known.clone(), ticket);
         let deadlines = Deadlines {
@@ -111,13 +108,9 @@ impl Server {
     /// Gives back what closed connections held: their count.
     fn closed(&mut self, lp: &EventLoop<'_>, closed: Vec<SmtpConn>) {
         for mut c in closed {
-            self.release(lp, c.ticket.take());
-        }
-    }
-
-    fn release(&mut self, lp: &EventLoop<'_>, ticket: Option<Ticket>) {
-        if let Some(t) = ticket {
-            self.gate.release(lp.registry(), t, Instant::now());
+            if let Some(t) = c.ticket.take() {
+                self.gate.release(lp.registry(), t, Instant::now());
+            }
         }
     }
 }
@@ -131,9 +124,9 @@ impl EventService for Server {
         let ip = peer.ip();
         // smtpd_client_event_limit_exceptions (default: mynetworks) are never counted.
         if self.cfg.event_limit_exceptions.iter().any(|c| c.contains(ip)) {
-            return self.start(lp, sock, None);
+            return self.start(lp, sock, ip, None);
         }
-        let decisions = self.gate.arrive(lp.registry(), sock, ip, Instant::now());
+        let decisions = self.gate.arrive(lp.registry(), (sock, ip), ip, Instant::now());
         self.decide(lp, decisions);
     }
 
@@ -150,7 +143,7 @@ impl EventService for Server {
             let closed = self.pool.drive(lp.registry(), id);
             return self.closed(lp, closed);
         }
-        let closed = self.pool.ready(lp.registry(), event.token());
+        let closed = self.pool.event(lp.registry(), event);
         self.closed(lp, closed);
     }
 

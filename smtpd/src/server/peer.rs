@@ -3,7 +3,8 @@
 //! [`write_pending`], received bytes go through the sans-I/O decoder of
 //! [`postern_lib::ipc::codec`]. Nothing here ever blocks; the socket is read only after a
 //! readiness event says there may be something to read, and registered for writability
-//! only while output waits for room.
+//! only while output waits for room. Dropping it closes the socket, which takes it off
+//! the event loop (epoll forgets a closed descriptor: no deregistering call).
 
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
@@ -51,20 +52,12 @@ pub struct Pumped {
 }
 
 impl PeerConn {
-    /// Connects without blocking, queues our hello and registers the socket on `token`.
-    pub fn connect(
-        path: &Path,
-        protocol: &'static str,
-        version: u32,
-        registry: &Registry,
-        token: Token,
-    ) -> Result<PeerConn, String> {
-        let mut sock = UnixStream::connect(path).map_err(|e| format!("connect to {}: {e}", path.display()))?;
+    /// Connects without blocking and queues our hello; [`register`](Self::register) once
+    /// the first request is queued too.
+    pub fn connect(path: &Path, protocol: &'static str, version: u32, token: Token) -> Result<PeerConn, String> {
+        let sock = UnixStream::connect(path).map_err(|e| format!("connect to {}: {e}", path.display()))?;
         let mut out = Vec::new();
         Encoder::hello(protocol, version, &mut out).map_err(|e| e.to_string())?;
-        registry
-            .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| format!("register {}: {e}", path.display()))?;
         Ok(PeerConn {
             sock,
             out,
@@ -76,18 +69,27 @@ impl PeerConn {
             readable: true,
             hup: false,
             token,
-            write_interest: true,
+            write_interest: false,
         })
+    }
+
+    /// Writes what is queued and registers the socket (for writability too if some is left).
+    pub fn register(&mut self, registry: &Registry) -> Result<(), String> {
+        write_pending(&mut self.sock, &mut self.out).map_err(|e| format!("write: {e}"))?;
+        self.write_interest = !self.out.is_empty();
+        let interest = if self.write_interest {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        registry
+            .register(&mut self.sock, self.token, interest)
+            .map_err(|e| format!("register: {e}"))
     }
 
     /// Queues one message.
     pub fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), IpcError> {
         Encoder::message(msg, &mut self.out)
-    }
-
-    /// Takes the socket off the event loop (the connection is dropped next).
-    pub fn deregister(&mut self, registry: &Registry) {
-        let _ = registry.deregister(&mut self.sock);
     }
 
     /// Writes what it can; asks for writability while output is left. `Err`: the peer is

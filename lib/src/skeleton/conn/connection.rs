@@ -32,9 +32,13 @@ pub struct Connection<P, S = TcpStream> {
     deadlines: Deadlines,
     /// Whether the socket is registered for writability too ([`Pool`](super::Pool)).
     pub(crate) write_interest: bool,
-    /// The socket said it has nothing more (a read would block) in this turn: later
-    /// rounds of the turn do not ask again (what arrives after is a new event).
+    /// The socket said it has nothing more (a read would block, or came back short): it
+    /// is not read again until a readiness event ([`readable`](Self::readable)) says
+    /// something arrived (edge-triggered: whatever arrives after is a new event).
     drained: bool,
+    /// The peer has closed its side (or the socket failed): read to the end, since no
+    /// further event comes for the end of input.
+    hup: bool,
 }
 
 impl<P: Protocol, S: Read + Write> Connection<P, S> {
@@ -75,6 +79,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
             deadlines,
             write_interest: false,
             drained: false,
+            hup: false,
         }
     }
 
@@ -114,11 +119,25 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
         !self.link.out.is_empty()
     }
 
+    /// A readiness event said the socket may have input; `hup` when it said the peer
+    /// closed or the socket failed (unknown: say true, it only costs a read).
+    pub fn readable(&mut self, hup: bool) {
+        self.drained = false;
+        self.hup |= hup;
+    }
+
+    /// [`readable`](Self::readable) (end unknown), then [`turn`](Self::turn).
+    pub fn drive(&mut self, registry: &mio::Registry) -> Turn {
+        self.readable(true);
+        self.turn(registry)
+    }
+
     /// Reads, streams, handles and writes while that makes progress, at most
     /// [`ROUNDS_PER_TURN`] rounds (edge-triggered readiness: what is in the socket or the
-    /// buffers must be used now, no second event will announce it).
-    pub fn drive(&mut self, registry: &mio::Registry) -> Turn {
-        self.drained = false;
+    /// buffers must be used now, no second event will announce it). The socket is read
+    /// only when it may have something ([`readable`](Self::readable) since it last said
+    /// it had nothing).
+    pub fn turn(&mut self, registry: &mio::Registry) -> Turn {
         let mut rounds = 0;
         loop {
             let progress = self.read() + self.stream() + self.handle(registry) + self.flush();
@@ -196,6 +215,11 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
                 Ok(0) => link.dead = true,
                 Ok(n) => {
                     total += n;
+                    // a short read emptied the socket (an end that came with it is only
+                    // seen by reading on: hup)
+                    if n < buf.len() && !self.hup {
+                        self.drained = true;
+                    }
                     let got = buf.get(..n).unwrap_or_default();
                     if link.tls.is_some() {
                         link.raw.extend_from_slice(got);

@@ -176,7 +176,7 @@ impl<P: Protocol> Pool<P> {
         let Some(c) = self.conns.get_mut(&id) else {
             return Vec::new();
         };
-        let turn = c.drive(registry);
+        let turn = c.turn(registry);
         if turn != Turn::Closed {
             let want = c.wants_write();
             write_interest(registry, &mut c.sock, Token(PER_CONN * id), &mut c.write_interest, want);
@@ -192,13 +192,31 @@ impl<P: Protocol> Pool<P> {
     }
 
     /// Readiness for a connection's socket or the waker (a protocol socket's token is the
-    /// daemon's: see [`aux_id`](Self::aux_id)).
+    /// daemon's: see [`aux_id`](Self::aux_id)); [`event`](Self::event) when the event is
+    /// at hand (it saves a read per event).
     pub fn ready(&mut self, registry: &Registry, token: Token) -> Vec<P> {
+        self.readiness(registry, token, true, true)
+    }
+
+    /// [`ready`](Self::ready) with what the event says: a socket not said readable is not
+    /// read, and one whose peer has not closed is read until a read comes back short.
+    pub fn event(&mut self, registry: &Registry, event: &mio::event::Event) -> Vec<P> {
+        let hup = event.is_read_closed() || event.is_error();
+        self.readiness(registry, event.token(), event.is_readable() || hup, hup)
+    }
+
+    fn readiness(&mut self, registry: &Registry, token: Token, readable: bool, hup: bool) -> Vec<P> {
         if token == self.waker_token {
             return self.again(registry);
         }
         if token.0 < FIRST_FREE && token.0.is_multiple_of(PER_CONN) {
-            return self.drive(registry, token.0 / PER_CONN);
+            let id = token.0 / PER_CONN;
+            if let Some(c) = self.conns.get_mut(&id)
+                && readable
+            {
+                c.readable(hup);
+            }
+            return self.drive(registry, id);
         }
         Vec::new()
     }

@@ -2,7 +2,8 @@
 //! loopback (and a real rustls client): back-pressure, the deadlines (phase and the
 //! protocol's timers too), the TLS upgrade with pipelined plaintext discarded and its
 //! version named, hand-over, framing in the line buffer, a blocked protocol, write
-//! interest, a declined stop and the disconnect hook, the auxiliary tokens.
+//! interest, a declined stop and the disconnect hook, the auxiliary tokens, an end of
+//! input that came with the last bytes.
 
 use super::*;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -231,7 +232,7 @@ fn server(deadlines: Deadlines, tls: Option<Arc<rustls::ServerConfig>>) -> (std:
             }
             poll.poll(&mut events, Some(Duration::from_millis(10))).unwrap();
             for e in events.iter() {
-                pool.ready(poll.registry(), e.token());
+                pool.event(poll.registry(), e);
             }
             pool.tick(poll.registry(), Instant::now());
             if s.kick.swap(false, Ordering::SeqCst) {
@@ -634,4 +635,25 @@ fn auxiliary_tokens_map_back_to_their_connection_and_slot() {
         }
     }
     assert_eq!(pool.aux_slot(mio::Token(FIRST_FREE)), None);
+}
+
+#[test]
+fn an_end_that_comes_with_the_last_bytes_is_seen() {
+    let (addr, seen) = server(deadlines(30_000, None, None), None);
+    let mut c = connect(addr);
+    read_until(&mut c, b"hello\r\n");
+    // bytes and FIN in one go: the read that gets the bytes comes back short, and no
+    // further event comes for the end
+    c.write_all(b"NOOP\r\n").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let start = Instant::now();
+    let (_, closed) = read_to_close(&mut c);
+    assert!(
+        closed - start < Duration::from_secs(2),
+        "closed after {:?}",
+        closed - start
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(seen.disconnected.load(Ordering::SeqCst), 1);
+    seen.stop.store(true, Ordering::SeqCst);
 }
