@@ -22,7 +22,7 @@ use crate::esearch::ReturnOpts;
 use crate::mime;
 use crate::parse::{self, Arg, SeqSet};
 use crate::session::{Reply, Session, WORK_SLICE};
-use postern_lib::mailbox::flags::{self, Flags};
+use postern_lib::mailbox::flags::{self, Flags, RECENT};
 use postern_lib::mailbox::headers::HeaderCache;
 
 enum Key {
@@ -104,8 +104,9 @@ impl Key {
             Key::All => true,
             Key::Flag(bit, set) => (c.flags.system & bit != 0) == *set,
             Key::Keyword(bit, set) => (c.flags.keywords & bit != 0) == *set,
-            Key::New | Key::Recent => false,
-            Key::Old => true,
+            Key::Recent => c.flags.system & RECENT != 0,
+            Key::New => c.flags.system & RECENT != 0 && !c.flags.seen(),
+            Key::Old => c.flags.system & RECENT == 0,
             Key::Header(name, needle) => {
                 let header = mime::split(raw).0;
                 let header = header.get(..MAX_SEARCH_HEADER).unwrap_or(header);
@@ -157,7 +158,9 @@ impl Key {
 /// 25 March). `None` when there is no Date: that parses.
 fn sent_day(header: &[u8]) -> Option<i64> {
     let header = header.get(..MAX_SEARCH_HEADER).unwrap_or(header);
-    let m = mail_parser::MessageParser::default().parse_headers(header)?;
+    // the Date: field alone is parsed (a header may be 256 KB of other fields)
+    let date = mime::header_fields(header, &["Date"], false);
+    let m = mail_parser::MessageParser::default().parse_headers(&date[..])?;
     let d = m.date().filter(|d| d.is_valid())?;
     Some(parse::days_from_civil(
         i64::from(d.year),
@@ -580,7 +583,8 @@ impl Session {
                 count: job.count,
                 uid: u,
                 largest_uid: job.largest_uid,
-                flags: m.flags,
+                // with \Recent when it is, for RECENT, NEW and OLD
+                flags: sel.shown(u, m.flags),
                 size: m.size,
                 date: m.date,
                 raw: raw.as_deref(),
