@@ -44,7 +44,8 @@ pub fn explain(key: &str, addr: SocketAddr, kind: ErrorKind, detail: &str) -> St
             format!("port {port} is below 1024 and needs root; run as root or {fix}")
         }
         ErrorKind::AddrNotAvailable => format!(
-            "address {} is not an address of this host (service {key}); {fix}",
+            "address {} is not an address of this host (service {key}); {fix} \
+             (a service address that keepalived moves here later needs sysctl net.ipv4.ip_nonlocal_bind=1)",
             addr.ip()
         ),
         _ => format!(
