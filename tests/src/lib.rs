@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod imap_raw;
 pub mod netns;
 pub mod skip;
 pub use skip::{require_root, require_tool, skip};

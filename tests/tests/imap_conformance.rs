@@ -17,81 +17,37 @@
 //! - every `OK [CODE]` has text after the code (`* OK [COPYUID ...] Moved`);
 //! - commands pipelined in one write are answered in order, no slower than one by one.
 
+use postern_tests::imap_raw::ImapRaw;
 use postern_tests::{Instance, deliver_maildir, imap_instance};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-/// A raw IMAP connection, logged in.
-struct Imap {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
+/// A session of alice's.
+fn login(port: u16) -> ImapRaw {
+    ImapRaw::login(port, "alice", "alice-pw")
 }
 
-impl Imap {
-    fn login(port: u16) -> Imap {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect imapd");
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let mut c = Imap {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        };
-        let mut greeting = String::new();
-        c.r.read_line(&mut greeting).unwrap();
-        assert!(greeting.starts_with("* OK"), "{greeting}");
-        let out = c.cmd("l", "LOGIN alice alice-pw");
-        assert!(out.starts_with("l OK [CAPABILITY"), "{out}");
-        c
-    }
+/// `* 1 FETCH (ITEM ~{n}\r\n<data>)` and `TAG`'s OK: a FETCH answer in a literal8.
+fn literal8_answer(tag: &str, item: &str, data: &[u8]) -> Vec<u8> {
+    let mut want = format!("* 1 FETCH ({item} ~{{{}}}\r\n", data.len()).into_bytes();
+    want.extend_from_slice(data);
+    want.extend_from_slice(format!(")\r\n{tag} OK Fetch completed\r\n").as_bytes());
+    want
+}
 
-    fn send(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).unwrap();
+/// A message whose first part is `data` as `Content-Transfer-Encoding: binary`, and whose
+/// second (when `text`) is a 7bit `plain text`.
+fn binary_message(data: &[u8], text: bool) -> Vec<u8> {
+    let mut m = b"From: a@example.test\r\nSubject: bin\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"xx\"\r\n\r\n--xx\r\nContent-Type: application/octet-stream\r\n\
+Content-Transfer-Encoding: binary\r\n\r\n"
+        .to_vec();
+    m.extend_from_slice(data);
+    if text {
+        m.extend_from_slice(b"\r\n--xx\r\nContent-Type: text/plain\r\n\r\nplain text");
     }
-
-    /// Everything up to and including the tagged reply, byte for byte (literals too).
-    fn until_bytes(&mut self, tag: &str) -> Vec<u8> {
-        let mut all = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            let n = self.r.read_until(b'\n', &mut line).unwrap();
-            assert!(
-                n > 0,
-                "connection closed before {tag}'s reply: {}",
-                String::from_utf8_lossy(&all)
-            );
-            all.extend_from_slice(&line);
-            if line.starts_with(format!("{tag} ").as_bytes()) {
-                return all;
-            }
-            if let Some(len) = line
-                .strip_suffix(b"}\r\n")
-                .and_then(|l| l.iter().rposition(|&b| b == b'{').map(|i| &l[i + 1..]))
-                .and_then(|d| std::str::from_utf8(d).ok()?.parse::<usize>().ok())
-            {
-                let mut lit = vec![0; len];
-                self.r.read_exact(&mut lit).unwrap();
-                all.extend_from_slice(&lit);
-            }
-        }
-    }
-
-    /// Runs `line`; the whole answer as text, the tagged line included.
-    fn cmd(&mut self, tag: &str, line: &str) -> String {
-        self.send(format!("{tag} {line}\r\n").as_bytes());
-        String::from_utf8_lossy(&self.until_bytes(tag)).into_owned()
-    }
-
-    /// APPEND with a synchronising literal (`~{n}` when `binary`).
-    fn append(&mut self, tag: &str, folder: &str, message: &[u8], binary: bool) -> String {
-        let tilde = if binary { "~" } else { "" };
-        self.send(format!("{tag} APPEND {folder} {tilde}{{{}}}\r\n", message.len()).as_bytes());
-        let mut cont = String::new();
-        self.r.read_line(&mut cont).unwrap();
-        assert!(cont.starts_with('+'), "{cont}");
-        self.send(message);
-        self.send(b"\r\n");
-        String::from_utf8_lossy(&self.until_bytes(tag)).into_owned()
-    }
+    m.extend_from_slice(b"\r\n--xx--\r\n");
+    m
 }
 
 fn started() -> (Instance, u16) {
@@ -108,7 +64,7 @@ fn tagged(out: &str) -> &str {
 #[test]
 fn atoms_with_tilde_and_brackets_are_ok_or_no_never_bad() {
     let (_inst, port) = started();
-    let mut c = Imap::login(port);
+    let mut c = login(port);
     assert_eq!(c.cmd("a", "LIST \"\" ~foo"), "a OK LIST completed\r\n");
     assert!(c.cmd("b", "SELECT ~foo").starts_with("b NO "));
     let every = "!#$&'+,-.0123456789:;<=>?@^_`|[}";
@@ -137,31 +93,18 @@ fn atoms_with_tilde_and_brackets_are_ok_or_no_never_bad() {
     assert!(c.cmd("n", "SELECT ~").starts_with("n NO "));
 }
 
-/// A message with a binary part (NUL, bare LF, bare CR, 0xff) and a 7bit part.
-fn binary_message() -> (Vec<u8>, Vec<u8>) {
-    let content: Vec<u8> = b"\x00\x01bin\nary\r\x00\xff\r\n\x00end".to_vec();
-    let mut m = b"From: a@example.test\r\nSubject: bin\r\nMIME-Version: 1.0\r\n\
-Content-Type: multipart/mixed; boundary=\"xx\"\r\n\r\n--xx\r\nContent-Type: application/octet-stream\r\n\
-Content-Transfer-Encoding: binary\r\n\r\n"
-        .to_vec();
-    m.extend_from_slice(&content);
-    m.extend_from_slice(b"\r\n--xx\r\nContent-Type: text/plain\r\n\r\nplain text\r\n--xx--\r\n");
-    (m, content)
-}
-
 #[test]
 fn binary_append_keeps_the_bytes_and_a_nul_never_goes_in_a_plain_literal() {
     let (_inst, port) = started();
-    let mut c = Imap::login(port);
-    let (msg, content) = binary_message();
-    let out = c.append("a", "INBOX", &msg, true);
+    let mut c = login(port);
+    // NUL, bare LF, bare CR, 0xff
+    let content = b"\x00\x01bin\nary\r\x00\xff\r\n\x00end";
+    let out = c.append("a", "INBOX", &binary_message(content, true), true);
     assert!(tagged(&out).starts_with("a OK [APPENDUID "), "{out}");
     c.cmd("s", "SELECT INBOX");
-    let mut want = format!("* 1 FETCH (BINARY[1] ~{{{}}}\r\n", content.len()).into_bytes();
-    want.extend_from_slice(&content);
-    want.extend_from_slice(b")\r\nb OK Fetch completed\r\n");
     c.send(b"b FETCH 1 (BINARY.PEEK[1])\r\n");
     let got = c.until_bytes("b");
+    let want = literal8_answer("b", "BINARY[1]", content);
     assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
     assert_eq!(
         c.cmd("c", "FETCH 1 (BINARY.SIZE[1])"),
@@ -206,25 +149,18 @@ fn binary_append_keeps_the_bytes_and_a_nul_never_goes_in_a_plain_literal() {
 fn a_large_binary_append_keeps_its_bytes_too() {
     // over the 64 KB above which APPEND literals are written to tmp/ as they arrive
     let (_inst, port) = started();
-    let mut c = Imap::login(port);
+    let mut c = login(port);
     let content: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
     assert!(content.contains(&0) && content.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
-    let mut msg = b"Subject: big binary\r\nContent-Type: multipart/mixed; boundary=\"zz\"\r\n\r\n--zz\r\n\
-Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
-        .to_vec();
-    msg.extend_from_slice(&content);
-    msg.extend_from_slice(b"\r\n--zz--\r\n");
-    let out = c.append("a", "INBOX", &msg, true);
+    let out = c.append("a", "INBOX", &binary_message(&content, false), true);
     assert!(tagged(&out).starts_with("a OK [APPENDUID "), "{out}");
     c.cmd("s", "SELECT INBOX");
     assert_eq!(
         c.cmd("b", "FETCH 1 (BINARY.SIZE[1])"),
         "* 1 FETCH (BINARY.SIZE[1] 200000)\r\nb OK Fetch completed\r\n"
     );
-    let mut want = b"* 1 FETCH (BINARY[1] ~{200000}\r\n".to_vec();
-    want.extend_from_slice(&content);
-    want.extend_from_slice(b")\r\nc OK Fetch completed\r\n");
     c.send(b"c FETCH 1 (BINARY.PEEK[1])\r\n");
+    let want = literal8_answer("c", "BINARY[1]", &content);
     assert!(c.until_bytes("c") == want, "BINARY[1] is not the appended bytes");
     c.send(b"d FETCH 1 (BODY.PEEK[])\r\n");
     assert!(!c.until_bytes("d").contains(&0));
@@ -233,7 +169,7 @@ Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\
 #[test]
 fn quoted_printable_binary_is_decoded_as_rfc2045_says() {
     let (_inst, port) = started();
-    let mut c = Imap::login(port);
+    let mut c = login(port);
     let msg =
         b"From: a@example.test\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
 hello \t \r\nbar=  \r\nfoo=09bar\t\r\nfoo=\r\n=3D =20\r\nlast=\t\r\n";
@@ -256,7 +192,7 @@ hello \t \r\nbar=  \r\nfoo=09bar\t\r\nfoo=\r\n=3D =20\r\nlast=\t\r\n";
 #[test]
 fn envelope_addresses_groups_routes_and_comments() {
     let (_inst, port) = started();
-    let mut c = Imap::login(port);
+    let mut c = login(port);
     let msgs: [&[u8]; 5] = [
         b"Date: Sat, 01 Feb 2007 01:02:03 +0200\r\nFrom: user@domain (Real Name)\r\n\
 To: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;\r\nCc: empty:;, x@y\r\n\r\nbody\r\n",
@@ -294,7 +230,7 @@ NIL NIL NIL NIL))",
 #[test]
 fn uid_4294967295_is_a_number_never_star() {
     let (_inst, port) = started();
-    let mut c = Imap::login(port);
+    let mut c = login(port);
     for t in ["a1", "a2"] {
         c.append(t, "INBOX", b"Subject: x\r\n\r\nx\r\n", false);
     }
@@ -318,7 +254,7 @@ fn uid_4294967295_is_a_number_never_star() {
 #[test]
 fn lsub_lists_unsubscribed_parents_and_recursivematch_leaves_out_matching_children() {
     let (_inst, port) = started();
-    let mut c = Imap::login(port);
+    let mut c = login(port);
     for name in [
         "box",
         "box.test",
@@ -386,7 +322,7 @@ fn bare_codes(out: &str) -> Vec<&str> {
 #[test]
 fn every_response_code_has_text_after_it() {
     let (_inst, port) = started();
-    let mut c = Imap::login(port);
+    let mut c = login(port);
     let mut all = String::new();
     all += &c.cmd("a", "CREATE Other");
     all += &c.append("b", "INBOX", b"Subject: one\r\n\r\nx\r\n", false);
@@ -415,7 +351,7 @@ fn every_response_code_has_text_after_it() {
 #[test]
 fn pipelined_commands_are_answered_in_order_and_no_slower() {
     let (_inst, port) = started();
-    let mut c = Imap::login(port);
+    let mut c = login(port);
     // a 20 KB message: each FETCH of it answers 20 KB
     let mut msg = b"Subject: big\r\n\r\n".to_vec();
     while msg.len() < 20_000 {
@@ -476,7 +412,7 @@ fn slow_pipelined_commands_never_wait_for_the_next_tick() {
     // the last as a delivery agent puts it (which also hands them all to mail_owner)
     deliver_maildir(&inst, "alice", "1999.m1999.host", b"Subject: s\n\nbody\n");
     inst.start();
-    let mut c = Imap::login(port);
+    let mut c = login(port);
     assert!(c.cmd("s", "EXAMINE INBOX").contains("* 2000 EXISTS"));
     const N: usize = 1500;
     let burst: String = (0..N).map(|i| format!("q{i:04} SEARCH FLAGGED\r\n")).collect();
