@@ -95,7 +95,9 @@ impl Streaming {
                 if self.body.done() {
                     self.in_body = false;
                 } else {
+                    let at = out.len();
                     self.body.fill(out)?;
+                    crate::reply::no_nuls(&mut out[at..]);
                 }
                 continue;
             }
@@ -365,7 +367,7 @@ impl Session {
                 match upper.as_str() {
                     "FLAGS" => {
                         wrote_flags = true;
-                        let names = flag_list(&flags.imap_names(sel.folder.keywords()));
+                        let names = flag_list(&sel.shown(u, flags).imap_names(sel.folder.keywords()));
                         out.extend_from_slice(format!("FLAGS {names}").as_bytes());
                     }
                     "UID" => out.extend_from_slice(format!("UID {u}").as_bytes()),
@@ -475,7 +477,7 @@ impl Session {
                 continue;
             }
             if flags_changed && !wrote_flags {
-                let names = flag_list(&flags.imap_names(sel.folder.keywords()));
+                let names = flag_list(&sel.shown(u, flags).imap_names(sel.folder.keywords()));
                 out.extend_from_slice(format!(" FLAGS {names}").as_bytes());
             }
             out.extend_from_slice(b")\r\n");
@@ -542,15 +544,24 @@ fn literal_crlf(out: &mut Vec<u8>, data: &[u8]) {
         string(out, b"");
     } else {
         out.extend_from_slice(format!("{{{n}}}\r\n").as_bytes());
+        let at = out.len();
         postern_lib::mailbox::folder::extend_crlf(out, data);
+        crate::reply::no_nuls(&mut out[at..]);
     }
 }
 
+/// A literal of `data`; its NULs sent as 0x80 ([`crate::reply::no_nuls`]) unless it is
+/// a BINARY literal8 (`~` written before it).
 fn literal(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         string(out, b"");
     } else {
+        let literal8 = out.ends_with(b"~");
         out.extend_from_slice(format!("{{{}}}\r\n", data.len()).as_bytes());
+        let at = out.len();
         out.extend_from_slice(data);
+        if !literal8 {
+            crate::reply::no_nuls(&mut out[at..]);
+        }
     }
 }

@@ -53,7 +53,12 @@ impl Session {
         // the process's state of the folder, shared with its other sessions
         let (handle, folder) = postern_lib::mailbox::shared::Handle::open(&path)?;
         let read_only = c.name == "EXAMINE";
-        let sel = Selected::new(folder, handle, name.clone(), read_only);
+        let mut sel = Selected::new(folder, handle, name.clone(), read_only);
+        // \Recent: a read-write session takes what no session has seen yet
+        if !read_only && !self.rev2 {
+            sel.claim_recent();
+        }
+        let recent = sel.recent_count();
         let (view, folder) = (&sel.view, &sel.folder);
         let mut kw: Vec<String> = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
             .iter()
@@ -68,7 +73,7 @@ impl Session {
             // RFC 9051: no RECENT and no UNSEEN code; the mailbox's LIST line instead
             self.line(&format!("* LIST () \"{SEPARATOR}\" {}", astring(&name)));
         } else {
-            self.line("* 0 RECENT");
+            self.line(&format!("* {recent} RECENT"));
             if let Some(i) = view.iter().position(|(_, f)| !f.seen()) {
                 self.line(&format!("* OK [UNSEEN {}] First unseen", i + 1));
             }
@@ -142,7 +147,13 @@ impl Session {
             let msgs = folder.messages();
             let v = match k.as_str() {
                 "MESSAGES" => msgs.len() as u64,
-                "RECENT" => 0,
+                "RECENT" => match &self.sel {
+                    Some(sel) if sel.folder.path() == folder.path() => sel.recent_count() as u64,
+                    _ => {
+                        let from = folder.recent_from();
+                        msgs.iter().filter(|m| m.uid >= from).count() as u64
+                    }
+                },
                 "UIDNEXT" => folder.next_uid() as u64,
                 "UIDVALIDITY" => folder.uid_validity() as u64,
                 "UNSEEN" => msgs.iter().filter(|m| !m.flags.seen()).count() as u64,

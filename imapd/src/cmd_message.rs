@@ -129,7 +129,7 @@ impl Session {
                 sel.view[i].1 = new;
                 if !silent {
                     let uid_part = if uid { format!("UID {u} ") } else { String::new() };
-                    let names = flag_list(&new.imap_names(&keywords));
+                    let names = flag_list(&sel.shown(u, new).imap_names(&keywords));
                     lines.push(format!("* {} FETCH ({uid_part}FLAGS {names})", i + 1));
                 }
             }

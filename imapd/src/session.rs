@@ -110,6 +110,8 @@ pub struct Selected {
     pub(crate) handle: Handle,
     /// Between commands: the view equalled the state at this point.
     pub(crate) mirror: Option<Mirror>,
+    /// The UID ranges (half-open) whose `\Recent` this session took.
+    pub(crate) recent: Vec<(u32, u32)>,
 }
 
 impl Selected {
@@ -124,7 +126,47 @@ impl Selected {
             saved: Vec::new(),
             handle,
             mirror: None,
+            recent: Vec::new(),
         }
+    }
+
+    /// Takes the folder's messages still recent for this session (a read-write one, not
+    /// after `ENABLE IMAP4rev2`).
+    pub(crate) fn claim_recent(&mut self) {
+        let (from, to) = self.folder.claim_recent();
+        if from < to {
+            self.recent.push((from, to));
+        }
+    }
+
+    /// Flags as this session shows them: with `\Recent` when it is.
+    pub(crate) fn shown(&self, uid: u32, flags: Flags) -> Flags {
+        with_recent(&self.recent, uid, flags)
+    }
+
+    /// How many messages of the view are `\Recent` for this session (read-write), or
+    /// recent for the next session to select (read-only).
+    pub(crate) fn recent_count(&self) -> usize {
+        if self.read_only {
+            let from = self.folder.recent_from();
+            return self.view.iter().filter(|v| v.0 >= from).count();
+        }
+        self.view.iter().filter(|v| recent_in(&self.recent, v.0)).count()
+    }
+}
+
+fn recent_in(ranges: &[(u32, u32)], uid: u32) -> bool {
+    ranges.iter().any(|&(a, b)| (a..b).contains(&uid))
+}
+
+fn with_recent(ranges: &[(u32, u32)], uid: u32, flags: Flags) -> Flags {
+    if recent_in(ranges, uid) {
+        Flags {
+            system: flags.system | postern_lib::mailbox::flags::RECENT,
+            ..flags
+        }
+    } else {
+        flags
     }
 }
 
@@ -946,7 +988,8 @@ impl Session {
                 && m.flags != *fl
             {
                 *fl = m.flags;
-                let names = crate::reply::flag_list(&m.flags.imap_names(&keywords));
+                let shown = with_recent(&sel.recent, *uid, m.flags);
+                let names = crate::reply::flag_list(&shown.imap_names(&keywords));
                 lines.push(format!("* {} FETCH (UID {} FLAGS {names})", i + 1, uid));
             }
         }
@@ -959,6 +1002,12 @@ impl Session {
         }
         if sel.view.len() != before {
             lines.push(format!("* {} EXISTS", sel.view.len()));
+            if !self.rev2 {
+                if !sel.read_only {
+                    sel.claim_recent();
+                }
+                lines.push(format!("* {} RECENT", sel.recent_count()));
+            }
         }
         for l in lines {
             self.line(&l);

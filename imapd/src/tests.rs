@@ -111,12 +111,12 @@ fn select_fetch_store_search_expunge() {
     s.input(b"d FETCH 2 (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n");
     assert_eq!(
         text(&mut s),
-        "* 2 FETCH (UID 2 FLAGS () RFC822.SIZE 39 BODY[HEADER.FIELDS (SUBJECT)] {16}\r\nSubject: two\r\n\r\n)\r\nd OK Fetch completed\r\n"
+        "* 2 FETCH (UID 2 FLAGS (\\Recent) RFC822.SIZE 39 BODY[HEADER.FIELDS (SUBJECT)] {16}\r\nSubject: two\r\n\r\n)\r\nd OK Fetch completed\r\n"
     );
     s.input(b"e STORE 1 +FLAGS (\\Deleted)\r\n");
     assert_eq!(
         text(&mut s),
-        "* 1 FETCH (FLAGS (\\Deleted))\r\ne OK Store completed\r\n"
+        "* 1 FETCH (FLAGS (\\Deleted \\Recent))\r\ne OK Store completed\r\n"
     );
     s.input(b"f SEARCH DELETED\r\n");
     assert_eq!(text(&mut s), "* SEARCH 1\r\nf OK Search completed\r\n");
@@ -125,10 +125,28 @@ fn select_fetch_store_search_expunge() {
     s.input(b"h EXPUNGE\r\n");
     assert_eq!(text(&mut s), "* 1 EXPUNGE\r\nh OK Expunge completed\r\n");
     s.input(b"i UID FETCH 1:* (FLAGS)\r\n");
-    assert_eq!(text(&mut s), "* 1 FETCH (UID 2 FLAGS ())\r\ni OK Fetch completed\r\n");
+    assert_eq!(
+        text(&mut s),
+        "* 1 FETCH (UID 2 FLAGS (\\Recent))\r\ni OK Fetch completed\r\n"
+    );
     s.input(b"j FETCH 1 (BODY[])\r\n");
     let out = text(&mut s);
-    assert!(out.contains("FLAGS (\\Seen)"), "{out}");
+    assert!(out.contains("FLAGS (\\Seen \\Recent)"), "{out}");
+    // \Recent belongs to this session alone: RECENT, NEW and OLD see it
+    s.input(b"k SEARCH RECENT\r\nl SEARCH NEW\r\nm SEARCH OLD\r\nn STATUS INBOX (RECENT)\r\n");
+    assert_eq!(
+        text(&mut s),
+        "* SEARCH 1\r\nk OK Search completed\r\n* SEARCH\r\nl OK Search completed\r\n\
+         * SEARCH\r\nm OK Search completed\r\n* STATUS INBOX (RECENT 1)\r\nn OK STATUS completed\r\n"
+    );
+    let mut other = logged_in(dir.path());
+    other.input(b"o SELECT INBOX\r\n");
+    assert!(text(&mut other).contains("* 0 RECENT\r\n"));
+    other.input(b"p FETCH 1 (FLAGS)\r\nq STATUS INBOX (RECENT)\r\n");
+    assert_eq!(
+        text(&mut other),
+        "* 1 FETCH (FLAGS (\\Seen))\r\np OK Fetch completed\r\n* STATUS INBOX (RECENT 0)\r\nq OK STATUS completed\r\n"
+    );
 }
 
 #[test]
@@ -143,7 +161,7 @@ fn idle_reports_changes_by_another_session() {
     b.input(b"x APPEND INBOX {3+}\r\nx\r\n\r\n");
     text(&mut b);
     a.poll();
-    assert_eq!(text(&mut a), "* 1 EXISTS\r\n");
+    assert_eq!(text(&mut a), "* 1 EXISTS\r\n* 1 RECENT\r\n");
     a.input(b"DONE\r\n");
     assert_eq!(text(&mut a), "i OK Idle completed\r\n");
 }
@@ -244,7 +262,7 @@ fn a_large_message_is_streamed_from_its_file() {
     want.extend_from_slice(&crlf);
     want.extend_from_slice(format!(" RFC822.SIZE {} RFC822 {{{}}}\r\n", crlf.len(), crlf.len()).as_bytes());
     want.extend_from_slice(&crlf);
-    want.extend_from_slice(b" FLAGS (\\Seen))\r\nc OK Fetch completed\r\n");
+    want.extend_from_slice(b" FLAGS (\\Seen \\Recent))\r\nc OK Fetch completed\r\n");
     assert!(
         total == want,
         "{}",
@@ -379,7 +397,7 @@ fn large_append_literals_are_spooled_to_tmp() {
     let crlf = postern_lib::mailbox::folder::to_crlf(msg.clone());
     let count = out.windows(crlf.len()).filter(|w| *w == &crlf[..]).count();
     assert_eq!(count, 2);
-    assert!(String::from_utf8_lossy(&out).contains("* 1 FETCH (FLAGS (\\Seen) BODY[] {"));
+    assert!(String::from_utf8_lossy(&out).contains("* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[] {"));
 
     // gone mid-literal: no file, no message
     s.input(format!("e APPEND INBOX {{{}+}}\r\n", msg.len()).as_bytes());

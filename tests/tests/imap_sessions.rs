@@ -209,6 +209,8 @@ with open(os.path.join(newdir, '..', 'tmp', name), 'wb') as f:
 os.rename(os.path.join(newdir, '..', 'tmp', name), os.path.join(newdir, name))
 line = B.readline()
 assert line == b'* 3 EXISTS\r\n', line
+line = B.readline()
+assert line == b'* 1 RECENT\r\n', line
 B.send(b'DONE\r\n')
 line = B.readline()
 assert line.startswith(tag.encode() + b' OK'), line

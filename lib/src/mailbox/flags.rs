@@ -17,6 +17,9 @@ pub const DELETED: u8 = 8;
 pub const DRAFT: u8 = 16;
 /// Maildir `P` (passed/forwarded); no IMAP system flag, kept as it is.
 pub const PASSED: u8 = 32;
+/// IMAP `\Recent`: never stored (no letter in a file name), only set by a session in the
+/// flags it shows its client.
+pub const RECENT: u8 = 64;
 
 /// Most keywords a folder can hold (the letters a–z).
 pub const MAX_KEYWORDS: usize = 26;
@@ -90,6 +93,7 @@ impl Flags {
             (FLAGGED, 'F', "\\Flagged"),
             (DELETED, 'T', "\\Deleted"),
             (DRAFT, 'D', "\\Draft"),
+            (RECENT, ' ', "\\Recent"),
         ] {
             if self.system & bit != 0 {
                 out.push(name.to_string());

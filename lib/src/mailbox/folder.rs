@@ -98,6 +98,8 @@ pub struct Folder {
     /// Index records of UIDs this state has no message for yet (read from the index,
     /// matched with the Maildir at the next sync).
     pub(super) index_new: HashMap<u32, super::index::Record>,
+    /// The first UID no session has seen (`\Recent` from here on).
+    pub(super) recent_from: u32,
 }
 
 impl Folder {
@@ -136,6 +138,7 @@ impl Folder {
             generation: 0,
             pending_guids: HashMap::new(),
             index_new: HashMap::new(),
+            recent_from: 0,
         }
     }
 

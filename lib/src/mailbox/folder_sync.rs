@@ -242,6 +242,7 @@ impl Folder {
                             self.expunged = l.expunged;
                         }
                         self.index_records = l.records;
+                        self.recent_from = self.recent_from.max(l.recent_from);
                         self.index_at = Some((here.0, here.1, l.offset));
                         // what the index says replaces what memory held of the same UIDs;
                         // the others wait for the next reconciliation
@@ -290,6 +291,7 @@ impl Folder {
                         self.index_new.insert(uid, r);
                     }
                 }
+                Change::Recent(uid) => self.recent_from = self.recent_from.max(uid),
                 Change::Expunge(uid, modseq) => {
                     self.highest_modseq = self.highest_modseq.max(modseq);
                     // the memory's log lists what this state's sessions may have seen
@@ -411,6 +413,7 @@ impl Folder {
         let any = changes.iter().any(|c| match c {
             Change::Expunge(..) => true,
             Change::Message(_, r) => r.modseq == modseq,
+            Change::Recent(_) => false,
         });
         if any {
             self.highest_modseq = modseq;
@@ -443,6 +446,7 @@ impl Folder {
                 floor,
                 messages: &msgs,
                 expunged: &self.expunged[keep..],
+                recent_from: self.recent_from,
             });
             match index::replace(&self.path, &bytes) {
                 Ok(()) => {
@@ -499,6 +503,29 @@ impl Folder {
         if let Some((lk, rebuild)) = locked {
             self.write_index(lk, &changes, rebuild);
         }
+    }
+
+    /// Takes the messages still recent (IMAP `\Recent`: from the first UID no session has
+    /// seen up to the last one this state knows) for one session, recording in the index
+    /// that they are taken so no other session, of any process, gets them; returns the
+    /// UID range taken (half-open; empty when none).
+    pub fn claim_recent(&mut self) -> (u32, u32) {
+        let locked = self.lock_index();
+        let from = self.recent_from.max(1);
+        let to = self.next_uid;
+        if from >= to {
+            return (to, to);
+        }
+        self.recent_from = to;
+        if let Some((lk, rebuild)) = locked {
+            self.write_index(lk, &[Change::Recent(to)], rebuild);
+        }
+        (from, to)
+    }
+
+    /// The first UID still recent (no session has seen it).
+    pub fn recent_from(&self) -> u32 {
+        self.recent_from.max(1)
     }
 
     /// base name → (file name in cur/, flags); moves new/ files into cur/ on the way.

@@ -22,6 +22,8 @@
 //!   its flags (`-` for none), its size with CRLF line ends, internal date and save date in
 //!   seconds since the epoch.
 //! - `X uid modseq`: the message was expunged at that MODSEQ.
+//! - `R uid`: every message below this UID has been seen by a session (IMAP `\Recent`
+//!   went to it); those from it on are recent for the next session to look.
 //!
 //! Reading replays the records in order. A line that does not parse, whose CRC does not
 //! match, or that has no line end (a write cut short), ends the reading there: what follows
@@ -89,6 +91,8 @@ pub enum Change {
     Message(u32, Record),
     /// Expunged at this MODSEQ.
     Expunge(u32, u64),
+    /// Messages below this UID are no longer recent.
+    Recent(u32),
 }
 
 /// What a reading found.
@@ -104,6 +108,8 @@ pub struct Loaded {
     pub messages: HashMap<u32, Record>,
     /// (modseq, uid) of expunges, in file order.
     pub expunged: Vec<(u64, u32)>,
+    /// The first UID still recent (0 when no `R` record was read).
+    pub recent_from: u32,
     /// Records since the last header (how much a compaction would save).
     pub records: usize,
     /// A record did not parse or its CRC was wrong: the rest was dropped.
@@ -192,6 +198,7 @@ pub fn format_changes(changes: &[Change]) -> Vec<u8> {
                 )
             }
             Change::Expunge(uid, m) => format!("X {uid} {m}"),
+            Change::Recent(uid) => format!("R {uid}"),
         };
         push_line(&mut out, &body);
     }
@@ -230,6 +237,7 @@ fn parse_line(line: &[u8]) -> Option<Line> {
             )))
         }
         ["X", uid, modseq] => Some(Line::Change(Change::Expunge(uid.parse().ok()?, modseq.parse().ok()?))),
+        ["R", uid] => Some(Line::Change(Change::Recent(uid.parse().ok()?))),
         _ => None,
     }
 }
@@ -275,6 +283,7 @@ impl Loaded {
                             self.messages.remove(&uid);
                             self.expunged.push((m, uid));
                         }
+                        Change::Recent(uid) => self.recent_from = self.recent_from.max(uid),
                     }
                     self.records += 1;
                     applied.push(c);
@@ -433,13 +442,16 @@ pub struct Snapshot<'a> {
     pub messages: &'a [(u32, Record)],
     /// (modseq, uid) of the expunges kept.
     pub expunged: &'a [(u64, u32)],
+    /// The first UID still recent.
+    pub recent_from: u32,
 }
 
 /// The bytes of a compacted index (magic line included).
 pub fn format_snapshot(s: &Snapshot<'_>) -> Vec<u8> {
     let mut out = magic(s.uid_validity).into_bytes();
     push_line(&mut out, &format!("H {} {} {}", s.next_uid, s.highest_modseq, s.floor));
-    let mut changes: Vec<Change> = s.messages.iter().map(|&(u, r)| Change::Message(u, r)).collect();
+    let mut changes = vec![Change::Recent(s.recent_from)];
+    changes.extend(s.messages.iter().map(|&(u, r)| Change::Message(u, r)));
     changes.extend(s.expunged.iter().map(|&(m, u)| Change::Expunge(u, m)));
     out.extend_from_slice(&format_changes(&changes));
     out
@@ -497,6 +509,7 @@ mod tests {
             floor: 2,
             messages: &msgs,
             expunged: &[(8, 2)],
+            recent_from: 3,
         });
         replace(dir.path(), &bytes).unwrap();
         let (mut lk, fresh) = Locked::open(dir.path(), 42).unwrap();
@@ -511,6 +524,7 @@ mod tests {
         assert_eq!(l.messages[&3], rec(7));
         assert_eq!(l.messages[&4], rec(10));
         assert_eq!(l.expunged, vec![(8, 2), (9, 1)]);
+        assert_eq!(l.recent_from, 3);
         assert_eq!(read(dir.path(), 43).unwrap_err(), Unusable::Validity);
     }
 
@@ -544,6 +558,7 @@ mod tests {
             floor: 0,
             messages: &msgs,
             expunged: &[],
+            recent_from: 1,
         });
         // cut in the middle of the last record
         replace(dir.path(), &bytes[..bytes.len() - 10]).unwrap();
