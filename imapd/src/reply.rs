@@ -1,5 +1,5 @@
 //! Formatting of IMAP response data: strings (quoted or literal), NIL, flag lists,
-//! compact number sets.
+//! compact number sets, message bytes without NULs.
 
 /// An IMAP string: quoted when it is short plain ASCII, a literal otherwise.
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
@@ -16,6 +16,15 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
     } else {
         out.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
         out.extend_from_slice(s);
+    }
+}
+
+/// A message's bytes for a literal: a literal carries no NUL (RFC 3501 CHAR8; only the
+/// literal8 of a BINARY answer may), so each NUL is sent as 0x80, the size unchanged, as
+/// Dovecot sends it. BINARY gives the exact bytes.
+pub fn no_nuls(bytes: &mut [u8]) {
+    if memchr::memchr(0, bytes).is_some() {
+        bytes.iter_mut().filter(|b| **b == 0).for_each(|b| *b = 0x80);
     }
 }
 
@@ -70,6 +79,13 @@ pub fn uid_set(nums: &[u32]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nuls_become_0x80() {
+        let mut b = b"a\x00b\x00\xff".to_vec();
+        super::no_nuls(&mut b);
+        assert_eq!(b, b"a\x80b\x80\xff");
+    }
+
     #[test]
     fn compact_sets() {
         assert_eq!(super::uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
