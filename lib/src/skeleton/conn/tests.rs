@@ -252,6 +252,14 @@ fn server(deadlines: Deadlines, tls: Option<Arc<rustls::ServerConfig>>) -> (std:
     (addr, seen)
 }
 
+/// A server without deadlines that matter and a client it has greeted.
+fn greeted() -> (TcpStream, Arc<Seen>) {
+    let (addr, seen) = server(deadlines(30_000, None, None), None);
+    let mut c = connect(addr);
+    read_until(&mut c, b"hello\r\n");
+    (c, seen)
+}
+
 fn deadlines(idle: u64, login: Option<u64>, session: Option<u64>) -> Deadlines {
     Deadlines {
         idle: Duration::from_millis(idle),
@@ -288,9 +296,7 @@ fn read_to_close(c: &mut TcpStream) -> (Vec<u8>, Instant) {
 
 #[test]
 fn a_client_that_never_reads_cannot_grow_the_output_past_its_bound() {
-    let (addr, seen) = server(deadlines(30_000, None, None), None);
-    let mut c = connect(addr);
-    read_until(&mut c, b"hello\r\n");
+    let (mut c, seen) = greeted();
     // 2000 BIGs = 8 MB of replies, more than loopback's socket buffers hold.
     let writer = c.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
@@ -449,9 +455,7 @@ fn plaintext_pipelined_after_starttls_is_discarded() {
 
 #[test]
 fn a_hand_over_streams_as_the_client_reads_then_the_protocol_goes_on() {
-    let (addr, seen) = server(deadlines(30_000, None, None), None);
-    let mut c = connect(addr);
-    read_until(&mut c, b"hello\r\n");
+    let (mut c, seen) = greeted();
     let size = 4 * 1024 * 1024;
     // the command after STREAM runs only once the stream is done; 1 MB of commands
     // pipelined behind it wait in the socket, not in the connection's input
@@ -520,9 +524,7 @@ fn a_fast_reader_of_a_long_stream_does_not_hold_up_the_other_connections() {
 
 #[test]
 fn the_line_buffer_frames_lines_drops_a_too_long_one_and_gives_raw_bytes() {
-    let (addr, seen) = server(deadlines(30_000, None, None), None);
-    let mut c = connect(addr);
-    read_until(&mut c, b"hello\r\n");
+    let (mut c, seen) = greeted();
     let long = "y".repeat(FRAMED * 3);
     c.write_all(format!("FRAMED\r\n{long}\r\nRAW 5\r\nab\ncdNOOP\r\n").as_bytes())
         .unwrap();
@@ -536,9 +538,7 @@ fn the_line_buffer_frames_lines_drops_a_too_long_one_and_gives_raw_bytes() {
 
 #[test]
 fn a_blocked_protocol_is_not_read_until_it_is_driven_again() {
-    let (addr, seen) = server(deadlines(30_000, None, None), None);
-    let mut c = connect(addr);
-    read_until(&mut c, b"hello\r\n");
+    let (mut c, seen) = greeted();
     seen.hold.store(true, Ordering::SeqCst);
     // 1 MB of commands: none runs, and no more than the input bound is taken in
     let writer = c.try_clone().unwrap();
@@ -560,9 +560,7 @@ fn a_blocked_protocol_is_not_read_until_it_is_driven_again() {
 
 #[test]
 fn the_phase_deadline_ends_a_busy_client_and_the_protocols_timer_fires() {
-    let (addr, seen) = server(deadlines(30_000, None, None), None);
-    let mut c = connect(addr);
-    read_until(&mut c, b"hello\r\n");
+    let (mut c, seen) = greeted();
     c.write_all(b"LATER 300\r\n").unwrap();
     let start = Instant::now();
     read_until(&mut c, b"later\r\n");
@@ -577,9 +575,7 @@ fn the_phase_deadline_ends_a_busy_client_and_the_protocols_timer_fires() {
 
 #[test]
 fn writability_is_asked_for_only_while_output_waits() {
-    let (addr, seen) = server(deadlines(30_000, None, None), None);
-    let mut c = connect(addr);
-    read_until(&mut c, b"hello\r\n");
+    let (mut c, seen) = greeted();
     for _ in 0..20 {
         c.write_all(b"NOOP\r\n").unwrap();
         read_until(&mut c, b"echo NOOP\r\n");
@@ -639,9 +635,7 @@ fn auxiliary_tokens_map_back_to_their_connection_and_slot() {
 
 #[test]
 fn an_end_that_comes_with_the_last_bytes_is_seen() {
-    let (addr, seen) = server(deadlines(30_000, None, None), None);
-    let mut c = connect(addr);
-    read_until(&mut c, b"hello\r\n");
+    let (mut c, seen) = greeted();
     // bytes and FIN in one go: the read that gets the bytes comes back short, and no
     // further event comes for the end
     c.write_all(b"NOOP\r\n").unwrap();
