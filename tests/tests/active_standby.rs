@@ -659,6 +659,105 @@ fn keepalived_dying_alone_is_restarted_and_the_pair_settles() {
     assert!(wait_for(Duration::from_secs(20), || pair.nodes[0].delivered().len() == 1));
 }
 
+/// Runs down.sh --purge when dropped, so a failed test leaves no pair behind.
+struct ExamplePair(PathBuf);
+
+impl ExamplePair {
+    /// Runs `examples/active-standby/SCRIPT ARGS` with this pair's directory and binaries.
+    fn run(&self, script: &str, args: &[&str]) -> Output {
+        Command::new("sh")
+            .arg(repo_root().join("examples/active-standby").join(script))
+            .args(args)
+            .env("PST_DIR", &self.0)
+            .env("POSTERN_BIN", bin_dir())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run example script")
+    }
+}
+
+impl Drop for ExamplePair {
+    fn drop(&mut self) {
+        let _ = self.run("down.sh", &["--purge"]);
+    }
+}
+
+#[test]
+fn example_scripts_build_drive_and_remove_the_pair() {
+    // The fixed names of issue 16 (pst-n1, pst-n2, pst-c, pst-br): a pair an operator
+    // built with up.sh on this machine is replaced by this test's.
+    if !can_run() || !require_tool("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("pst-example")
+        .tempdir()
+        .expect("tempdir");
+    let pair = ExamplePair(dir.path().join("pair"));
+    let ok = |out: Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let up = ok(pair.run("up.sh", &[]), "up.sh");
+    assert!(up.contains("pst-n1 holds 198.18.1.100"), "{up}");
+    let holds = |ns: &str| {
+        let out = postern_tests::netns::ip(&["-n", ns, "-o", "-4", "addr", "show", "dev", "eth0"]);
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {VIP}/"))
+    };
+    assert!(holds("pst-n1") && !holds("pst-n2"));
+    let send = || {
+        Command::new("ip")
+            .args(["netns", "exec", "pst-c", "python3", "-c"])
+            .arg(format!(
+                "import smtplib\nsmtplib.SMTP('{VIP}', 25, timeout=10).sendmail('bob@example.test', \
+                 ['alice@example.test'], 'Subject: hi\\r\\n\\r\\nhi\\r\\n')\n"
+            ))
+            .output()
+            .expect("python3")
+    };
+    ok(send(), "send through the service address");
+    let delivered = |node: &str| files_below(&pair.0.join(node).join("var/mail/alice/new")).len();
+    assert!(wait_for(Duration::from_secs(20), || delivered("pst-n1") == 1));
+    let status = ok(pair.run("node.sh", &["pst-n1", "status"]), "node.sh status");
+    assert!(
+        status.contains("vrrp: MASTER") && status.contains("healthy: "),
+        "{status}"
+    );
+
+    ok(pair.run("node.sh", &["pst-n1", "kill"]), "node.sh kill");
+    assert!(
+        postern_tests::netns::pids_in("pst-n1").is_empty(),
+        "every process of pst-n1 killed"
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || holds("pst-n2")),
+        "pst-n2 takes over"
+    );
+    assert!(wait_for(Duration::from_secs(15), || send().status.success()));
+    assert!(wait_for(Duration::from_secs(20), || delivered("pst-n2") == 1));
+
+    ok(pair.run("node.sh", &["pst-n1", "start"]), "node.sh start");
+    assert!(
+        wait_for(Duration::from_secs(20), || holds("pst-n1") && !holds("pst-n2")),
+        "fail-back"
+    );
+    ok(pair.run("node.sh", &["pst-n1", "stop"]), "node.sh stop");
+    assert!(
+        wait_for(Duration::from_secs(15), || holds("pst-n2")),
+        "a clean stop hands over"
+    );
+
+    ok(pair.run("down.sh", &[]), "down.sh");
+    for ns in ["pst-n1", "pst-n2", "pst-c", "pst-br"] {
+        assert!(!Lan::exists(ns), "{ns} removed");
+    }
+}
+
 #[test]
 fn health_check_exit_codes_and_bounds() {
     // No namespaces: one node on loopback is enough to see each exit status.
