@@ -167,6 +167,52 @@ fn a_large_binary_append_keeps_its_bytes_too() {
 }
 
 #[test]
+fn a_stored_nul_is_sent_as_0x80_in_body_and_exactly_in_binary() {
+    // a message that came with a NUL (another program's delivery): BODY and RFC822 send
+    // it as 0x80 (a literal carries no NUL, RFC 3501 CHAR8), as Dovecot does; BINARY in
+    // a literal8, exactly
+    let (mut inst, port) = imap_instance("alice", "alice-pw");
+    deliver_maildir(&inst, "alice", "1.m1.host", b"Subject: nul\n\nab\x00cd\n");
+    let mut big = b"Subject: big nul\n\n".to_vec();
+    while big.len() < 400_000 {
+        big.extend_from_slice(b"x\x00y\n");
+    }
+    deliver_maildir(&inst, "alice", "2.m2.host", &big);
+    inst.start();
+    let mut c = login(port);
+    c.cmd("s", "SELECT INBOX");
+    c.send(b"a FETCH 1 (BODY.PEEK[TEXT] BINARY.PEEK[1] BODY.PEEK[1])\r\n");
+    let got = c.until_bytes("a");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(
+            b"* 1 FETCH (BODY[TEXT] {7}\r\nab\x80cd\r\n \
+BINARY[1] ~{7}\r\nab\x00cd\r\n BODY[1] {7}\r\nab\x80cd\r\n)\r\na OK Fetch completed\r\n"
+        )
+    );
+    assert!(got.contains(&0x80) && got.contains(&0));
+    for (tag, items) in [
+        ("b", "BODY.PEEK[]"),
+        ("c", "(RFC822.SIZE BODY.PEEK[] BODY.PEEK[HEADER])"),
+    ] {
+        for n in [1, 2] {
+            c.send(format!("{tag} FETCH {n} {items}\r\n").as_bytes());
+            let got = c.until_bytes(tag);
+            assert!(!got.contains(&0), "{tag} {n}: a NUL in a literal");
+            assert!(got.ends_with(format!("{tag} OK Fetch completed\r\n").as_bytes()));
+        }
+    }
+    c.send(b"d FETCH 2 BODY.PEEK[]\r\n");
+    let got = c.until_bytes("d");
+    let crlf_size = big.len() + big.iter().filter(|&&b| b == b'\n').count();
+    assert!(got.starts_with(format!("* 2 FETCH (BODY[] {{{crlf_size}}}\r\nSubject: big nul\r\n").as_bytes()));
+    assert_eq!(
+        got.iter().filter(|&&b| b == 0x80).count(),
+        big.iter().filter(|&&b| b == 0).count()
+    );
+}
+
+#[test]
 fn quoted_printable_binary_is_decoded_as_rfc2045_says() {
     let (_inst, port) = started();
     let mut c = login(port);
