@@ -6,7 +6,7 @@
 //! over all folders as local delivery does) is `NO [OVERQUOTA]` and writes nothing.
 
 use crate::parse::{self, Arg, Command};
-use crate::reply::{astring, flag_list};
+use crate::reply::astring;
 use crate::session::{Reply, Selected, Session};
 use postern_lib::mailbox::flags::{self, Flags};
 use postern_lib::mailbox::{Folder, SEPARATOR, Store};
@@ -59,15 +59,16 @@ impl Session {
             sel.claim_recent();
         }
         let recent = sel.recent_count();
+        for l in sel.flags_update() {
+            self.line(&l);
+        }
+        if sel.keywords_told.is_empty() {
+            // no keyword yet: the lines flags_update leaves out when nothing changed
+            for l in crate::session::flag_lines(&[]) {
+                self.line(&l);
+            }
+        }
         let (view, folder) = (&sel.view, &sel.folder);
-        let mut kw: Vec<String> = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        kw.extend(folder.keywords().iter().filter(|k| !k.is_empty()).cloned());
-        self.line(&format!("* FLAGS {}", flag_list(&kw)));
-        kw.push("\\*".into());
-        self.line(&format!("* OK [PERMANENTFLAGS {}] Flags permitted", flag_list(&kw)));
         self.line(&format!("* {} EXISTS", view.len()));
         if self.rev2 {
             // RFC 9051: no RECENT and no UNSEEN code; the mailbox's LIST line instead

@@ -123,7 +123,8 @@ impl Session {
         }
         let pairs: Vec<(u32, Flags)> = wanted.iter().map(|&(_, u, f)| (u, f)).collect();
         let present = sel.folder.set_flags_many(&pairs)?;
-        let mut lines = Vec::new();
+        // a keyword new to the folder: * FLAGS before the FETCHes that show it
+        let mut lines = sel.flags_update();
         for (&(i, u, new), ok) in wanted.iter().zip(present) {
             if ok {
                 sel.view[i].1 = new;

@@ -112,6 +112,8 @@ pub struct Selected {
     pub(crate) mirror: Option<Mirror>,
     /// The UID ranges (half-open) whose `\Recent` this session took.
     pub(crate) recent: Vec<(u32, u32)>,
+    /// The folder's keywords as this session last told them (`* FLAGS`).
+    pub(crate) keywords_told: Vec<String>,
 }
 
 impl Selected {
@@ -127,7 +129,26 @@ impl Selected {
             handle,
             mirror: None,
             recent: Vec::new(),
+            keywords_told: Vec::new(),
         }
+    }
+
+    /// `* FLAGS` and `* OK [PERMANENTFLAGS]` for the folder's keywords now, when they are
+    /// not those the session last told (a keyword added by a STORE of this or another
+    /// session, or another program): sent before any FETCH that uses them.
+    pub(crate) fn flags_update(&mut self) -> Vec<String> {
+        let now: Vec<String> = self
+            .folder
+            .keywords()
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
+        if now == self.keywords_told {
+            return Vec::new();
+        }
+        self.keywords_told = now;
+        flag_lines(&self.keywords_told).to_vec()
     }
 
     /// Takes the folder's messages still recent for this session (a read-write one, not
@@ -153,6 +174,21 @@ impl Selected {
         }
         self.view.iter().filter(|v| recent_in(&self.recent, v.0)).count()
     }
+}
+
+/// The `* FLAGS` and `* OK [PERMANENTFLAGS]` lines for a folder with `keywords`.
+pub(crate) fn flag_lines(keywords: &[String]) -> [String; 2] {
+    let mut kw: Vec<String> = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    kw.extend(keywords.iter().cloned());
+    let flags = format!("* FLAGS {}", crate::reply::flag_list(&kw));
+    kw.push("\\*".into());
+    [
+        flags,
+        format!("* OK [PERMANENTFLAGS {}] Flags permitted", crate::reply::flag_list(&kw)),
+    ]
 }
 
 fn recent_in(ranges: &[(u32, u32)], uid: u32) -> bool {
@@ -971,7 +1007,8 @@ impl Session {
             tracing::warn!("sync {}: {e}", sel.name);
             return;
         }
-        let mut lines = Vec::new();
+        // a new keyword is announced before a FETCH uses it
+        let mut lines = sel.flags_update();
         if allow_expunge {
             let mut i = sel.view.len();
             while i > 0 {

@@ -486,3 +486,33 @@ fn multiappend_literals_count_together_against_the_quota() {
     s.input(b"\r\n");
     assert!(text(&mut s).starts_with("c OK [APPENDUID "));
 }
+
+#[test]
+fn a_new_keyword_is_announced_to_every_session_before_its_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = logged_in(dir.path());
+    let mut b = logged_in(dir.path());
+    a.input(b"x APPEND INBOX {3+}\r\nx\r\n\r\n");
+    text(&mut a);
+    a.input(b"s SELECT INBOX\r\n");
+    text(&mut a);
+    b.input(b"s SELECT INBOX\r\n");
+    text(&mut b);
+    a.input(b"t STORE 1 +FLAGS ($Junk)\r\n");
+    assert_eq!(
+        text(&mut a),
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk \\*)] Flags permitted\r\n\
+         * 1 FETCH (FLAGS (\\Recent $Junk))\r\nt OK Store completed\r\n"
+    );
+    b.input(b"n NOOP\r\n");
+    assert_eq!(
+        text(&mut b),
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk \\*)] Flags permitted\r\n\
+         * 1 FETCH (UID 1 FLAGS ($Junk))\r\nn OK Completed\r\n"
+    );
+    // known keywords: no more FLAGS
+    a.input(b"u STORE 1 -FLAGS ($Junk)\r\n");
+    assert_eq!(text(&mut a), "* 1 FETCH (FLAGS (\\Recent))\r\nu OK Store completed\r\n");
+}
