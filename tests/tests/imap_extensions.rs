@@ -175,7 +175,8 @@ assert R.ok(b'SEARCH RETURN (MIN MAX COUNT) ALL') == ['* ESEARCH (TAG "x3") MIN 
 assert R.ok(b'UID SEARCH RETURN () SEEN') == ['* ESEARCH (TAG "x4") UID ALL 2']
 assert R.ok(b'SEARCH RETURN (COUNT ALL) SUBJECT nothing') == ['* ESEARCH (TAG "x5") COUNT 0']
 assert R.ok(b'SEARCH ALL') == ['* SEARCH 1 2']
-assert R.reply(b'SEARCH RETURN (SAVE) ALL').startswith('BAD')
+# SAVE (SEARCHRES, RFC 5182) alone answers nothing untagged
+assert R.ok(b'SEARCH RETURN (SAVE) ALL') == []
 assert R.reply(b'SEARCH RETURN ALL').startswith('BAD')
 R.ok(b'UNSELECT')
 # IMAP4rev2
