@@ -523,6 +523,8 @@ impl Session {
         if !sel.folder.is_placeholder() {
             return;
         }
+        // changes made before this command came are seen by it
+        postern_lib::mailbox::shared::watch_events();
         match sel.handle.take() {
             Some(f) => sel.folder = f,
             None => match Folder::open(sel.handle.path()) {
@@ -1001,6 +1003,10 @@ impl Session {
     /// Reports what changed in the selected folder since the last report.
     pub(crate) fn report(&mut self, allow_expunge: bool) {
         let Some(sel) = self.sel.as_mut() else { return };
+        // what this command did to the folder through another state (APPEND, COPY)
+        if sel.handle.notice() {
+            sel.folder.mark_changed();
+        }
         if sel.folder.changed()
             && let Err(e) = sel.folder.sync()
         {

@@ -110,14 +110,7 @@ fn truth(md: &Path) -> (String, BTreeMap<u32, String>) {
 
 /// What a new IMAP session sees.
 fn listed(port: u16) -> (String, BTreeMap<u32, String>) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(LIST)
-        .arg(port.to_string())
-        .output()
-        .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let text = run_python(LIST, &[&port.to_string()], "", None);
     let mut validity = String::new();
     let mut map = BTreeMap::new();
     for l in text.lines() {
@@ -132,6 +125,25 @@ fn listed(port: u16) -> (String, BTreeMap<u32, String>) {
 }
 
 use std::process::Command;
+
+/// Runs `python3 -c script args...`; asserts it succeeded and printed `done` (when not
+/// empty), with its output and the instance's log if not; returns its standard output.
+fn run_python(script: &str, args: &[&str], done: &str, inst: Option<&Instance>) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains(done),
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        inst.map(Instance::log).unwrap_or_default()
+    );
+    text
+}
 
 fn imapd_pids(inst: &Instance) -> Vec<u32> {
     children_of(inst.master_pid())
@@ -240,18 +252,7 @@ print('recreate ok')
 fn delete_and_create_within_a_second_gives_a_new_uidvalidity() {
     let (mut inst, port) = imap_instance("alice", "alice-pw");
     inst.start();
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(RECREATE)
-        .arg(port.to_string())
-        .output()
-        .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("recreate ok"),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(RECREATE, &[&port.to_string()], "recreate ok", Some(&inst));
     inst.stop();
 }
 
@@ -336,19 +337,7 @@ fn idle_is_told_of_delivery_rename_and_unlink_within_a_second() {
     deliver_maildir_quiet(&inst, "1700000001.M2P1.host", b"Subject: two\r\n\r\n2\r\n");
     chown_mail(&inst);
     inst.start();
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(IDLE)
-        .arg(port.to_string())
-        .arg(maildir(&inst))
-        .output()
-        .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("idle ok"),
-        "{text}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        inst.log()
-    );
+    let md = maildir(&inst).display().to_string();
+    run_python(IDLE, &[&port.to_string(), &md], "idle ok", Some(&inst));
     inst.stop();
 }

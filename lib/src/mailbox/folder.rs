@@ -100,6 +100,8 @@ pub struct Folder {
     pub(super) index_new: HashMap<u32, super::index::Record>,
     /// The first UID no session has seen (`\Recent` from here on).
     pub(super) recent_from: u32,
+    /// Watched by inotify: whether a change was seen since the last sync.
+    pub(super) watch: Option<bool>,
 }
 
 impl Folder {
@@ -139,6 +141,7 @@ impl Folder {
             pending_guids: HashMap::new(),
             index_new: HashMap::new(),
             recent_from: 0,
+            watch: None,
         }
     }
 
@@ -248,12 +251,38 @@ impl Folder {
         Stamp { recent, ..s }
     }
 
-    /// Whether the folder may have changed since the last sync (cheap: three `stat`s,
-    /// nanosecond stamps; a stamp from the last [`CLOCK_TICK`] is looked at once more).
+    /// Whether the folder may have changed since the last sync: for a watched state
+    /// ([`Folder::set_watched`]) whether its watch saw a change since, without a system
+    /// call; else by its stamps (three `stat`s, nanosecond stamps; a stamp from the last
+    /// [`CLOCK_TICK`] is looked at once more).
     pub fn changed(&self) -> bool {
+        if let Some(dirty) = self.watch {
+            return dirty || self.stamp.is_none();
+        }
         match self.stamp {
             None => true,
             Some(old) => old.recent || self.stamp() != old,
+        }
+    }
+
+    /// Makes [`Folder::changed`] follow an inotify watch of `new/` and `cur/` (set up
+    /// before the state last synced) instead of the stamps; `false`: the stamps again.
+    pub fn set_watched(&mut self, on: bool) {
+        self.watch = if on {
+            Some(self.watch.unwrap_or(false))
+        } else {
+            // from the watch back to the stamps: look once
+            if self.watch.is_some() {
+                self.stamp = None;
+            }
+            None
+        };
+    }
+
+    /// The watch saw a change: the next [`Folder::changed`] says so.
+    pub fn mark_changed(&mut self) {
+        if let Some(d) = self.watch.as_mut() {
+            *d = true;
         }
     }
 

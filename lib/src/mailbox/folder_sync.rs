@@ -96,6 +96,10 @@ fn record_of(m: &Message) -> Record {
 impl Folder {
     /// Brings this view up to date with the folder on disk.
     pub fn sync(&mut self) -> Result<()> {
+        // what the watch reports from here on comes after this look
+        if let Some(dirty) = self.watch.as_mut() {
+            *dirty = false;
+        }
         let stamp = self.stamp();
         self.read_keywords();
         let mut on_disk = self.scan()?;
@@ -530,17 +534,9 @@ impl Folder {
 
     /// base name → (file name in cur/, flags); moves new/ files into cur/ on the way.
     pub(super) fn scan(&self) -> Result<HashMap<String, (String, Flags)>> {
-        let mut out = HashMap::new();
         let new = self.path.join("new");
         let cur = self.path.join("cur");
-        for entry in fs::read_dir(&new).map_err(|e| io_err("read", &new, e))? {
-            let Ok(entry) = entry else { continue };
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
+        for name in message_names(&new)? {
             let (base, fl) = flags::split_name(&name);
             let target = flags::cur_name(base, fl);
             match fs::rename(new.join(&name), cur.join(&target)) {
@@ -549,14 +545,8 @@ impl Folder {
                 Err(e) => return Err(io_err("rename", &new.join(&name), e)),
             }
         }
-        for entry in fs::read_dir(&cur).map_err(|e| io_err("read", &cur, e))? {
-            let Ok(entry) = entry else { continue };
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
+        let mut out = HashMap::new();
+        for name in message_names(&cur)? {
             let (base, fl) = flags::split_name(&name);
             out.insert(base.to_string(), (name.clone(), fl));
         }
@@ -573,6 +563,20 @@ impl Folder {
         };
         Some((size, meta.mtime()))
     }
+}
+
+/// The names in a Maildir directory that can be messages: UTF-8, not starting with `.`.
+fn message_names(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_err("read", dir, e))? {
+        let Ok(entry) = entry else { continue };
+        if let Some(name) = entry.file_name().to_str()
+            && !name.starts_with('.')
+        {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// Orders Maildir names by their time stamp, then by name.

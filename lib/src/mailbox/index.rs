@@ -565,9 +565,10 @@ mod tests {
         let l = read(dir.path(), 1).unwrap();
         assert!(l.damaged);
         assert_eq!(l.messages.len(), 2);
-        // one byte changed in the second record: its CRC fails, the rest is dropped
+        // one byte changed in the second message record (after the magic, H and R
+        // lines): its CRC fails, the rest is dropped
         let mut bad = bytes.clone();
-        let second = bad.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(2).unwrap().0 + 3;
+        let second = bad.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(3).unwrap().0 + 3;
         bad[second] ^= 1;
         replace(dir.path(), &bad).unwrap();
         let l = read(dir.path(), 1).unwrap();

@@ -9,8 +9,9 @@
 //!
 //! Change detection: after [`enable_watching`] (the event loop registers the returned
 //! descriptor and calls [`watch_events`] when it is readable), each state gets an inotify
-//! watch on its `new/` and `cur/`; an event marks it dirty, and [`Handle::refresh`] then
-//! syncs it once, whatever the number of sessions. A state without a watch
+//! watch on its `new/` and `cur/` (set up before it is first read); an event marks it
+//! changed ([`Folder::mark_changed`]) and [`Handle::refresh`] then syncs it once, whatever
+//! the number of sessions; a watched state's [`Folder::changed`] costs no system call. A state without a watch
 //! (`inotify_add_watch` failed, e.g. ENOSPC at the system's `max_user_watches`) falls back
 //! to its stamps ([`Folder::changed`], three `stat`s) at most once per round of polls
 //! ([`new_round`], which the event loop calls at each tick).
@@ -30,9 +31,20 @@ struct Entry {
     users: usize,
     /// Watch descriptors of new/ and cur/, when watched.
     watches: Vec<i32>,
+    /// The watch saw a change while the state was taken: told to it when it is put back.
     dirty: bool,
     /// The round of polls in which the stamps were last looked at.
     checked: Option<u64>,
+}
+
+impl Entry {
+    /// The watch saw a change.
+    fn mark(&mut self) {
+        match self.folder.as_mut() {
+            Some(f) => f.mark_changed(),
+            None => self.dirty = true,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -100,7 +112,9 @@ pub fn watch_events() -> bool {
         for wd in ignored {
             let Some(path) = r.by_wd.remove(&wd) else { continue };
             if let Some(e) = r.states.get_mut(&path) {
-                e.dirty = true;
+                if let Some(f) = e.folder.as_mut() {
+                    f.set_watched(false);
+                }
                 let rest: Vec<i32> = e.watches.drain(..).filter(|&w| w != wd).collect();
                 for w in rest {
                     r.by_wd.remove(&w);
@@ -111,7 +125,7 @@ pub fn watch_events() -> bool {
         let mut any = false;
         if overflow {
             for e in r.states.values_mut() {
-                e.dirty = true;
+                e.mark();
             }
             any = true;
         }
@@ -119,7 +133,7 @@ pub fn watch_events() -> bool {
             if let Some(path) = r.by_wd.get(&wd).cloned()
                 && let Some(e) = r.states.get_mut(&path)
             {
-                e.dirty = true;
+                e.mark();
                 any = true;
             }
         }
@@ -172,7 +186,7 @@ impl Handle {
             let mut r = r.borrow_mut();
             let e = r.states.get_mut(path)?;
             e.users += 1;
-            Some(e.folder.take().map(|f| (f, e.dirty)))
+            Some(e.folder.take())
         });
         let handle = Handle {
             path: path.to_path_buf(),
@@ -181,25 +195,35 @@ impl Handle {
             return Ok((handle, Folder::open(path)?));
         }
         let existing = existing.flatten();
-        if let Some((mut f, dirty)) = existing {
-            if dirty || f.changed() {
-                let res = f.sync();
-                REGISTRY.with(|r| {
-                    if let Some(e) = r.borrow_mut().states.get_mut(path) {
-                        e.dirty = false;
-                    }
-                });
-                if let Err(e) = res {
-                    handle.put(f);
-                    return Err(e);
-                }
+        if let Some(mut f) = existing {
+            if f.changed()
+                && let Err(e) = f.sync()
+            {
+                handle.put(f);
+                return Err(e);
             }
             return Ok((handle, f));
         }
-        let f = Folder::open(path)?;
+        // the watch first: a change while the folder is read is not missed
+        let watches = REGISTRY.with(|r| add_watches(&mut r.borrow_mut(), path));
+        let mut f = match Folder::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                REGISTRY.with(|r| {
+                    let mut r = r.borrow_mut();
+                    for wd in &watches {
+                        r.by_wd.remove(wd);
+                        if let Some(fd) = r.inotify.as_ref() {
+                            let _ = inotify::remove_watch(fd, *wd);
+                        }
+                    }
+                });
+                return Err(e);
+            }
+        };
+        f.set_watched(!watches.is_empty());
         REGISTRY.with(|r| {
             let mut r = r.borrow_mut();
-            let watches = add_watches(&mut r, path);
             r.states.insert(
                 path.to_path_buf(),
                 Entry {
@@ -224,10 +248,28 @@ impl Handle {
         REGISTRY.with(|r| r.borrow_mut().states.get_mut(&self.path).and_then(|e| e.folder.take()))
     }
 
+    /// For the holder of the taken state: reads the pending inotify events and says
+    /// whether one was for this folder ([`Folder::mark_changed`] it then).
+    pub fn notice(&self) -> bool {
+        watch_events();
+        REGISTRY.with(|r| {
+            r.borrow_mut()
+                .states
+                .get_mut(&self.path)
+                .is_some_and(|e| std::mem::take(&mut e.dirty))
+        })
+    }
+
     /// Puts the state back.
-    pub fn put(&self, f: Folder) {
+    pub fn put(&self, mut f: Folder) {
         REGISTRY.with(|r| {
             if let Some(e) = r.borrow_mut().states.get_mut(&self.path) {
+                if e.watches.is_empty() {
+                    f.set_watched(false);
+                }
+                if std::mem::take(&mut e.dirty) {
+                    f.mark_changed();
+                }
                 e.folder = Some(f);
             }
         });
@@ -242,21 +284,23 @@ impl Handle {
             let round = r.round;
             let e = r.states.get_mut(&self.path)?;
             let f = e.folder.as_ref()?;
-            let due = e.watches.is_empty() && e.checked != Some(round);
-            if !e.dirty && !f.stamp_recent() && !due {
+            // watched: the watch's mark, no system call; else the stamps once a round
+            let look = if e.watches.is_empty() {
+                e.checked != Some(round) && f.changed()
+            } else {
+                f.changed()
+            };
+            e.checked = Some(round);
+            if !look {
                 return Some(Err(f.generation()));
             }
-            e.checked = Some(round);
-            let dirty = std::mem::take(&mut e.dirty);
-            e.folder.take().map(|f| Ok((f, dirty)))
+            e.folder.take().map(Ok)
         })?;
-        let (mut folder, dirty) = match taken {
+        let mut folder = match taken {
             Err(generation) => return Some(generation),
-            Ok(x) => x,
+            Ok(f) => f,
         };
-        if (dirty || folder.changed())
-            && let Err(e) = folder.sync()
-        {
+        if let Err(e) = folder.sync() {
             tracing::warn!("sync {}: {e}", self.path.display());
         }
         let generation = folder.generation();
