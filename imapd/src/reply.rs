@@ -38,6 +38,7 @@ pub fn nstring(out: &mut Vec<u8>, s: Option<&[u8]>) {
 
 /// A mailbox name: an atom when possible, quoted otherwise.
 pub fn astring(s: &str) -> String {
+    // ATOM-CHAR: no atom-specials (RFC 3501 §9: `(){`, space, CTL, `%*`, `"\`, `]`)
     let atom = !s.is_empty() && s.bytes().all(|b| b > b' ' && b < 0x7f && !b"(){%*\"\\]".contains(&b));
     if atom {
         s.to_string()
