@@ -4,7 +4,8 @@
 //! store of `postern_lib::mailbox`, with LITERAL+ (RFC 7888), SASL-IR, IDLE (RFC 2177),
 //! NAMESPACE, ID, ENABLE, UNSELECT, UIDPLUS (RFC 4315), MOVE (RFC 6851), SPECIAL-USE
 //! (RFC 6154), CHILDREN, LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), ESEARCH
-//! (RFC 4731), MULTIAPPEND (RFC 3502), BINARY (RFC 3516, FETCH), STATUS=SIZE, SORT and
+//! (RFC 4731), MULTIAPPEND (RFC 3502), BINARY (RFC 3516: FETCH, and
+//! APPEND of literal8s, whose binary parts are kept base64-encoded), STATUS=SIZE, SORT and
 //! SORT=DISPLAY (RFC 5256, 5957: [`sort`], [`base_subject`], [`collate`]),
 //! THREAD=ORDEREDSUBJECT/REFERENCES ([`thread`]), ESORT (RFC 5267) and SEARCHRES
 //! (RFC 5182: [`esearch`]). Event-driven: many sessions per
