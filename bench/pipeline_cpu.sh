@@ -6,8 +6,10 @@
 #   PEER=0 bench/pipeline_cpu.sh              # without Postfix (bench/peer), which runs after A in each round
 #   NICE=-15 ...                              # Postern and the load at this priority
 #
-# Postfix's smtp-source is the load (one message per connection, to one local Maildir user);
-# the rate runs from the first connection until the last message is a file in the Maildir.
+# Postfix's smtp-source is the load (one message per connection, to one local Maildir user:
+# for Postfix a system user of its own, PF_USER (default pipebench), whose Maildir no other
+# bench touches); the rate runs from the first connection until the last message is a file
+# in the Maildir.
 # CPU = utime + stime of each daemon, summed over /proc before and after the load, for the
 # live processes whose executable is in the measured build (Postfix: /usr/lib/postfix/sbin),
 # plus "exited": what the master reaped meanwhile (its cutime + cstime; Postfix's daemons
@@ -23,18 +25,19 @@ PEER_RUN=$PEER
 PEER=0
 COMMS="smtpd cleanup qmgr local trivial-rewrit master"
 PF_SBIN=/usr/lib/postfix/sbin
+PF_USER=${PF_USER:-pipebench}
 
 master_children_ticks() { # PID -> cutime+cstime of that process
   awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$1/stat"
 }
 
-measure() { # label bindir port maildir_new masterpid
-  local label=$1 bin=$2 port=$3 md=$4 mpid=$5 base before after mb ma t0 t1 t2
+measure() { # label bindir port maildir_new masterpid rcpt
+  local label=$1 bin=$2 port=$3 md=$4 mpid=$5 rcpt=$6 base before after mb ma t0 t1 t2
   base=$(find "$md" -maxdepth 1 -type f | wc -l)
   before=$(cpu_of "$bin" $COMMS)
   mb=$(master_children_ticks "$mpid")
   t0=$(date +%s.%N)
-  nice -n "${NICE:-0}" /usr/sbin/smtp-source -s "$C" -m "$N" -l "$SIZE" -f bench@example.test -t bench@example.test "127.0.0.1:$port"
+  nice -n "${NICE:-0}" /usr/sbin/smtp-source -s "$C" -m "$N" -l "$SIZE" -f bench@example.test -t "$rcpt" "127.0.0.1:$port"
   t1=$(date +%s.%N)
   local deadline=$((SECONDS + 300))
   while [ "$(find "$md" -maxdepth 1 -type f | wc -l)" -lt $((base + N)) ] && [ $SECONDS -lt $deadline ]; do sleep 0.02; done
@@ -78,14 +81,16 @@ run_postern() { # label bindir
   sleep 1
   /usr/sbin/smtp-source -s 4 -m 100 -l "$SIZE" -f bench@example.test -t bench@example.test "127.0.0.1:$PORT"
   sleep 2
-  measure "$label" "$bin" "$PORT" "$INST/var/mail/bench/new" "$(head -n1 "$INST/var/spool/pid/master.pid" | tr -d ' ')"
+  measure "$label" "$bin" "$PORT" "$INST/var/mail/bench/new" "$(head -n1 "$INST/var/spool/pid/master.pid" | tr -d ' ')" bench@example.test
   BIN=$bin pn stop >/dev/null 2>&1 || true
   rm -rf "$inst"; INST=
 }
 
 run_postfix() {
   PEER=1 peer_ensure
-  measure "postfix c=$C" "$PF_SBIN" 10025 /home/bench/Maildir/new "$(head -n1 "$POSTFIX_PID" | tr -d ' ')"
+  peer_user "$PF_USER" "$PF_USER-pw"
+  find "/home/$PF_USER/Maildir/new" -maxdepth 1 -type f -delete
+  measure "postfix c=$C" "$PF_SBIN" 10025 "/home/$PF_USER/Maildir/new" "$(head -n1 "$POSTFIX_PID" | tr -d ' ')" "$PF_USER@example.test"
 }
 
 for r in $(seq "$ROUNDS"); do
