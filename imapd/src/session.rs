@@ -114,6 +114,8 @@ pub struct Selected {
     pub(crate) recent: Vec<(u32, u32)>,
     /// The folder's keywords as this session last told them (`* FLAGS`).
     pub(crate) keywords_told: Vec<String>,
+    /// The folder's generation when a report with expunges left the view equal to it.
+    pub(crate) reported: Option<u64>,
 }
 
 impl Selected {
@@ -130,6 +132,7 @@ impl Selected {
             mirror: None,
             recent: Vec::new(),
             keywords_told: Vec::new(),
+            reported: None,
         }
     }
 
@@ -548,13 +551,16 @@ impl Session {
         if sel.folder.is_placeholder() {
             return;
         }
+        // a report with expunges left the view equal to the state, and nothing changed
+        // since: no need to compare them
         let same = !busy
-            && sel.view.len() == sel.folder.messages().len()
-            && sel
-                .view
-                .iter()
-                .zip(sel.folder.messages())
-                .all(|(v, m)| v.0 == m.uid && v.1 == m.flags);
+            && (sel.reported == Some(sel.folder.generation())
+                || (sel.view.len() == sel.folder.messages().len()
+                    && sel
+                        .view
+                        .iter()
+                        .zip(sel.folder.messages())
+                        .all(|(v, m)| v.0 == m.uid && v.1 == m.flags)));
         if same {
             sel.mirror = Some(Mirror {
                 generation: sel.folder.generation(),
@@ -1066,6 +1072,11 @@ impl Session {
         let before = sel.view.len();
         let from = msgs.partition_point(|m| m.uid <= last);
         sel.view.extend(msgs[from..].iter().map(|m| (m.uid, m.flags)));
+        if allow_expunge {
+            // the view is the state now (a claim of \Recent below that reads others'
+            // changes bumps the generation, and the view is compared again)
+            sel.reported = Some(sel.folder.generation());
+        }
         if sel.view.len() != before {
             lines.push(format!("* {} EXISTS", sel.view.len()));
             if !self.rev2 {
