@@ -14,7 +14,8 @@
 # live processes whose executable is in the measured build (Postfix: /usr/lib/postfix/sbin),
 # plus "exited": what the master reaped meanwhile (its cutime + cstime; Postfix's daemons
 # exit after max_use = 100 connections, Postern's are given a large max_use here).
-# Prints one line per run: label, accepted/s, delivered/s, CPU ms per message per daemon.
+# Prints one line per run: label, accepted/s, delivered/s, CPU ms per message per daemon; with
+# OUT=FILE also appends one JSON line per run (bench "pipeline"; bench/report.py's table).
 . "$(dirname "$0")/lib.sh"
 N=${N:-3000}
 C=${C:-32}
@@ -31,8 +32,8 @@ master_children_ticks() { # PID -> cutime+cstime of that process
   awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$1/stat"
 }
 
-measure() { # label bindir port maildir_new masterpid rcpt
-  local label=$1 bin=$2 port=$3 md=$4 mpid=$5 rcpt=$6 base before after mb ma t0 t1 t2
+measure() { # label bindir port maildir_new masterpid rcpt json_label
+  local label=$1 bin=$2 port=$3 md=$4 mpid=$5 rcpt=$6 jlabel=$7 base before after mb ma t0 t1 t2 got
   base=$(find "$md" -maxdepth 1 -type f | wc -l)
   before=$(cpu_of "$bin" $COMMS)
   mb=$(master_children_ticks "$mpid")
@@ -42,10 +43,12 @@ measure() { # label bindir port maildir_new masterpid rcpt
   local deadline=$((SECONDS + 300))
   while [ "$(find "$md" -maxdepth 1 -type f | wc -l)" -lt $((base + N)) ] && [ $SECONDS -lt $deadline ]; do sleep 0.02; done
   t2=$(date +%s.%N)
+  got=$(( $(find "$md" -maxdepth 1 -type f | wc -l) - base ))
   after=$(cpu_of "$bin" $COMMS)
   ma=$(master_children_ticks "$mpid")
-  python3 - "$label" "$N" "$t0" "$t1" "$t2" "$(getconf CLK_TCK)" "$before" "$after" "$mb" "$ma" <<'EOT'
-import sys
+  python3 - "$label" "$N" "$t0" "$t1" "$t2" "$(getconf CLK_TCK)" "$before" "$after" "$mb" "$ma" \
+    "$jlabel" "$C" "$SIZE" "$got" "${OUT:-}" <<'EOT'
+import json, sys
 label, n = sys.argv[1], int(sys.argv[2])
 t0, t1, t2 = map(float, sys.argv[3:6]); hz = int(sys.argv[6])
 def parse(s):
@@ -55,9 +58,10 @@ def parse(s):
         r[w[0]] = (int(w[1]) + int(w[2]), set(w[3].split(",")) - {""})
     return r
 b, a = parse(sys.argv[7]), parse(sys.argv[8])
-parts, total = [], 0.0
+parts, total, cpu = [], 0.0, {}
 for c in b:
     ms = (a[c][0] - b[c][0]) * 1000 / hz / n
+    cpu[c] = round(ms, 4)
     # a process that exited is counted in "exited"; its ticks before the load are not
     gone = b[c][1] - a[c][1]
     total += ms
@@ -66,10 +70,18 @@ ex = (int(sys.argv[10]) - int(sys.argv[9])) * 1000 / hz / n
 total += ex
 print(f"{label}: accept {n / (t1 - t0):.0f}/s delivered {n / (t2 - t0):.0f}/s  CPU ms/msg: "
       + ", ".join(parts) + f", exited {ex:.3f}; total {total:.3f}", flush=True)
+jlabel, conc, size, got, out = sys.argv[11], int(sys.argv[12]), int(sys.argv[13]), int(sys.argv[14]), sys.argv[15]
+if out:
+    rec = {"bench": "pipeline", "label": jlabel, "c": conc, "size": size, "n": n, "delivered": got,
+           "accept_rate": round(n / (t1 - t0), 1),
+           "deliver_rate": round(n / (t2 - t0), 1) if got >= n else None,
+           "cpu_ms": cpu, "exited_ms": round(ex, 4), "total_ms": round(total, 4)}
+    with open(out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
 EOT
 }
 
-run_postern() { # label bindir
+run_postern() { # label bindir json_label
   local label=$1 bin=$2
   BIN=$bin postern_new
   local inst=$INST
@@ -81,7 +93,7 @@ run_postern() { # label bindir
   sleep 1
   /usr/sbin/smtp-source -s 4 -m 100 -l "$SIZE" -f bench@example.test -t bench@example.test "127.0.0.1:$PORT"
   sleep 2
-  measure "$label" "$bin" "$PORT" "$INST/var/mail/bench/new" "$(head -n1 "$INST/var/spool/pid/master.pid" | tr -d ' ')" bench@example.test
+  measure "$label" "$bin" "$PORT" "$INST/var/mail/bench/new" "$(head -n1 "$INST/var/spool/pid/master.pid" | tr -d ' ')" bench@example.test "$3"
   BIN=$bin pn stop >/dev/null 2>&1 || true
   rm -rf "$inst"; INST=
 }
@@ -90,14 +102,16 @@ run_postfix() {
   PEER=1 peer_ensure
   peer_user "$PF_USER" "$PF_USER-pw"
   find "/home/$PF_USER/Maildir/new" -maxdepth 1 -type f -delete
-  measure "postfix c=$C" "$PF_SBIN" 10025 "/home/$PF_USER/Maildir/new" "$(head -n1 "$POSTFIX_PID" | tr -d ' ')" "$PF_USER@example.test"
+  measure "postfix c=$C" "$PF_SBIN" 10025 "/home/$PF_USER/Maildir/new" "$(head -n1 "$POSTFIX_PID" | tr -d ' ')" "$PF_USER@example.test" postfix
 }
 
 for r in $(seq "$ROUNDS"); do
   i=0
   for b in $BINS; do
     i=$((i+1))
-    run_postern "$(echo ABCDEFG | cut -c$i)[$b] c=$C" "$b"
+    jl=postern
+    [ "$(echo $BINS | wc -w)" = 1 ] || jl="postern-$(echo ABCDEFG | cut -c$i)"
+    run_postern "$(echo ABCDEFG | cut -c$i)[$b] c=$C" "$b" "$jl"
     [ "$PEER_RUN" = 0 ] || [ "$i" != 1 ] || run_postfix
   done
 done

@@ -208,6 +208,44 @@ class Report:
         self.table(["generator", "Postern relayed/s", "Postfix relayed/s", "ratio", "Postern peak PSS MB",
                     "Postfix+Dovecot peak PSS MB", "ratio"], rows)
 
+    def pipeline(self):
+        recs = self.of("pipeline")
+        if not recs:
+            return
+        self.p("## SMTP to Maildir with `smtp-source`, CPU per message (`bench/pipeline_cpu.sh`)", "",
+               "%d messages of %d KB, one per connection, from Postfix's `smtp-source` to one local"
+               % (recs[0]["n"], recs[0]["size"] // 1024),
+               "Maildir user, Postern and Postfix alternating (A B A B, one run each per repetition).",
+               "Accepted/s: until `smtp-source` is done (both systems deliver meanwhile); delivered/s:",
+               "until the last message is a file in the Maildir. CPU: utime + stime per message, summed",
+               "over each system's processes (Postfix's daemons exit after 100 connections, so only",
+               "its total is known, through its master's reaped children). Disk share: two durable",
+               "writes per delivered message against the 8-thread Maildir-style ceiling above.", "")
+        ceiling = med([r["value"] for r in self.of("phys") if r.get("test") == "maildir_deliver_t8_ops_s"])
+        rows = []
+        for (c,), pn, pf in pairs(recs, ("c",), PEER_MTA):
+            for r in pn + pf:
+                if r.get("deliver_rate") is None:
+                    self.problems.append("pipeline %s × %d: %s of %s delivered in time"
+                                         % (r["label"], c, r["delivered"], r["n"]))
+            share = "–"
+            d = med(values(pn, "deliver_rate"))
+            if ceiling and d:
+                share = "%.0f %%" % (200 * d / ceiling)
+            rows.append((str(c),) + compare(pn, pf, "accept_rate") + compare(pn, pf, "deliver_rate")
+                        + (share,) + compare(pn, pf, "total_ms")[:2])
+        self.table(["sessions", "Postern accepted/s", "Postfix accepted/s", "ratio", "Postern delivered/s",
+                    "Postfix delivered/s", "ratio", "Postern's disk share", "Postern CPU ms/msg",
+                    "Postfix CPU ms/msg"], rows)
+        daemons = sorted({d for r in recs if r["label"] == "postern" for d in r["cpu_ms"]})
+        rows = []
+        for (c,), pn, _ in pairs(recs, ("c",), PEER_MTA):
+            rows.append((str(c),) + tuple(spread([r["cpu_ms"][d] for r in pn if d in r["cpu_ms"]], digits=3)
+                                          for d in daemons))
+        if daemons:
+            self.p("Postern's CPU per message and daemon, ms:", "")
+            self.table(["sessions"] + daemons, rows)
+
     def memory(self):
         idle = self.of("idle_mem")
         load = self.of("smtp_load")
@@ -327,6 +365,7 @@ class Report:
         self.phys()
         self.smtp_accept()
         self.delivery()
+        self.pipeline()
         self.relay()
         self.memory()
         self.imap_pop()

@@ -14,6 +14,8 @@
 #   2. SMTP accept rate and 250 latency p50/p99, 1/8/32 sessions × 4 KB/100 KB (bench/smtp_accept.sh)
 #   3. SMTP → Maildir delivery rate, 1/8/32 × 4 KB/100 KB, with the whole system's memory
 #      (sum of PSS) idle and at the peak of each load (bench/smtp_delivery.sh)
+#   3b. SMTP → Maildir with smtp-source, 32 sessions (5,000 messages; 1,000 with QUICK=1),
+#      Postern and Postfix alternating, with CPU per message per daemon (bench/pipeline_cpu.sh)
 #   4. relay to Postfix's smtp-sink, 32 sessions in (bench/relay.sh)
 #   5. IMAP (LOGIN+SELECT, FETCH envelopes, FETCH bodies, SEARCH HEADER, SEARCH BODY, STORE),
 #      POP3 (LIST, UIDL, RETR of all), logins/s at 8 clients with the same yescrypt hash on
@@ -31,9 +33,9 @@ REPS_GIVEN=${REPS:-}
 [ "$(id -u)" = 0 ] || { echo "run-all.sh: run as root (it installs and starts the peers)" >&2; exit 1; }
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  REPS=${REPS_GIVEN:-1}; N_SMTP=300; N_RELAY=300; N_IMAP=2000; LOGINS=120; IDLE=250; PHYS="--count 1000 --max-seconds 2"
+  REPS=${REPS_GIVEN:-1}; N_SMTP=300; N_RELAY=300; N_PIPE=1000; N_IMAP=2000; LOGINS=120; IDLE=250; PHYS="--count 1000 --max-seconds 2"
 else
-  REPS=${REPS_GIVEN:-3}; N_SMTP=2000; N_RELAY=2000; N_IMAP=10000; LOGINS=400; IDLE=1000; PHYS="--count 3000 --max-seconds 5"
+  REPS=${REPS_GIVEN:-3}; N_SMTP=2000; N_RELAY=2000; N_PIPE=5000; N_IMAP=10000; LOGINS=400; IDLE=1000; PHYS="--count 3000 --max-seconds 5"
 fi
 IDLE_CONNS=${IDLE_CONNS:-$IDLE}
 BENCHMARKS=${BENCHMARKS:-$ROOT/BENCHMARKS.md}
@@ -68,6 +70,7 @@ step phys python3 "$PEER_DIR/phys_limit.py" --dir "$WORK/phys" --reps "$REPS" $P
   --json-out "$RES/phys.jsonl"
 OUT=$RES/smtp_accept.jsonl N=$N_SMTP step smtp_accept bench/smtp_accept.sh
 OUT=$RES/smtp_delivery.jsonl N=$N_SMTP step smtp_delivery bench/smtp_delivery.sh
+OUT=$RES/pipeline.jsonl N=$N_PIPE C=32 ROUNDS=$REPS BINS=$BIN step pipeline bench/pipeline_cpu.sh
 OUT=$RES/relay.jsonl N=$N_RELAY C=32 step relay bench/relay.sh
 OUT=$RES/imap_bench.jsonl N=$N_IMAP LOGINS=$LOGINS IDLE_CONNS=$IDLE_CONNS step imap bench/imap_bench.sh
 
