@@ -384,7 +384,13 @@ fn reserved_folder_names_are_refused() {
     assert!(c.cmd("s", "SELECT INBOX").1.starts_with("s OK"));
     let (lines, done) = c.cmd("k", "STORE 1 +FLAGS ($Label1)");
     assert_eq!(done, "k OK Store completed\r\n");
-    assert_eq!(lines, b"* 1 FETCH (FLAGS ($Label1))\r\n");
+    // the new keyword is announced first; the message is \Recent for this first session
+    assert_eq!(
+        lines,
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)\r\n\
+          * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 \\*)] Flags permitted\r\n\
+          * 1 FETCH (FLAGS (\\Recent $Label1))\r\n"
+    );
     assert!(
         std::fs::read_to_string(md.join("dovecot-keywords"))
             .unwrap()
