@@ -8,7 +8,7 @@ line and appends one JSON line to --json-out):
             RSS and PSS of the serving processes (--mem-comm within the --mem-pidfile
             master's tree) before, with them open (per session) and
             --settle seconds after they all closed (is the memory given back?). Opening stops
-            early, and says so, when the server's RSS passes --max-server-mb (a mailbox store
+            early, and says so, when the serving processes' PSS passes --max-server-mb (a mailbox store
             that keeps megabytes per session must not take the machine down). With --idle
             every session then enters IDLE: the serving processes' CPU time over --cpu-secs with
             nothing arriving, then one message is delivered (--deliver-smtp PORT or
@@ -116,18 +116,6 @@ def tree_cpu_s(sampler):
     return total / tick, len(pids)
 
 
-def tree_rss_mb(sampler):
-    total = 0
-    page = os.sysconf("SC_PAGE_SIZE")
-    for p in sampler.pids():
-        try:
-            with open("/proc/%d/statm" % p) as f:
-                total += int(f.read().split()[1]) * page
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / 1048576
-
-
 def mem_mb(sampler, k=3):
     """Median over k samples, 0.5 s apart: (rss MB, pss MB, processes)."""
     rs, ps, n = [], [], 0
@@ -183,7 +171,7 @@ async def open_many(a, n, sampler):
                 errors.append(str(e))
                 if len(errors) > 20 and not sessions:
                     state["capped"] = True
-            if len(sessions) % 25 == 0 and a.max_server_mb and tree_rss_mb(sampler) > a.max_server_mb:
+            if len(sessions) % 25 == 0 and a.max_server_mb and sampler.sample()[1] / 1024 > a.max_server_mb:
                 state["capped"] = True
 
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(a.concurrency))), a.timeout)
@@ -448,7 +436,8 @@ def report(path):
             row("PSS of the serving processes after every session closed, INBOX of %s, MB (before → open → closed)" % ex,
                 "ret%s" % ex, p, "%s → %s → %s" % (r["pss_before_mb"], r["pss_open_mb"], r["pss_closed_mb"]))
             if "idle_cpu_s" in r:
-                row("CPU of %s sessions in IDLE, nothing arriving, INBOX of %s (CPU s over the phase, %% of a core)" % (n, ex),
+                row("sessions in IDLE, INBOX of %s" % ex, "idlen", p, r.get("idling"))
+                row("CPU of those sessions' server in IDLE, nothing arriving (CPU s over the phase, % of a core)",
                     "cpu", p, "%s s (%s %%)" % (r["idle_cpu_s"], r["idle_cpu_pct"]))
                 row("one delivered message: sessions told / median / slowest, s", "notify", p,
                     "%s of %s / %s / %s" % (r.get("told"), r.get("idling"), r.get("notify_median_s"), r.get("notify_max_s")))
@@ -486,7 +475,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8, help="sessions being opened at once")
     ap.add_argument("--source-ips", type=int, default=200, help="loopback client addresses to spread over")
     ap.add_argument("--settle", type=float, default=3)
-    ap.add_argument("--max-server-mb", type=float, default=6000, help="stop opening past this server RSS (0: no bound)")
+    ap.add_argument("--max-server-mb", type=float, default=6000, help="stop opening past this PSS of the serving processes (0: no bound)")
     ap.add_argument("--phase", default="mem", help="sessions: mem | idle | open (a name kept in the result)")
     ap.add_argument("--idle", action="store_true")
     ap.add_argument("--cpu-secs", type=float, default=20)

@@ -6,7 +6,7 @@
 #     10,000, 50,000 messages) with CONNS sessions (default 1,000): sum of RSS and PSS of
 #     the serving processes (Postern's imapd, Dovecot's imap; both master's trees), before / with the sessions open / SETTLE s after
 #     they all closed (is the memory given back?). Opening stops, and the result says so,
-#     once the server's RSS passes MAX_SERVER_MB (default 6,000), so a store that keeps
+#     once the serving processes' PSS passes MAX_SERVER_MB (default 6,000), so a store that keeps
 #     megabytes per session cannot take the machine down;
 #   - each size starts from freshly started serving processes (Postern: the instance is
 #     restarted; Dovecot starts an imap process per session anyway);
