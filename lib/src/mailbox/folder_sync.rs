@@ -74,7 +74,7 @@ fn next_uid_validity(folder: &Path, at_least: u32) -> u32 {
         .unwrap_or(0);
     let v = at_least.max(last.saturating_add(1)).max(1);
     let tmp = root.join(format!(".{UIDVALIDITY_FILE}.{}.tmp", std::process::id()));
-    let res = fs::write(&tmp, format!("{v:08x}\n")).and_then(|()| fs::rename(&tmp, &path));
+    let res = fs::write(&tmp, format!("{v:08x}")).and_then(|()| fs::rename(&tmp, &path));
     if let Err(e) = res {
         let _ = fs::remove_file(&tmp);
         tracing::warn!("{}: {e}", path.display());
