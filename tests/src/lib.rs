@@ -346,6 +346,22 @@ pub fn add_user(inst: &Instance, name: &str, password: &str) {
     );
 }
 
+/// Runs `python3 -c SCRIPT ARGS...`; returns whether it succeeded, its standard output
+/// and its standard error (for tests that check more than success).
+pub fn python_args(script: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs `python3 -c SCRIPT`, asserting success; returns its standard output.
 pub fn python(script: &str) -> String {
     let out = Command::new("python3").arg("-c").arg(script).output().expect("python3");

@@ -129,17 +129,10 @@ use std::process::Command;
 /// Runs `python3 -c script args...`; asserts it succeeded and printed `done` (when not
 /// empty), with its output and the instance's log if not; returns its standard output.
 fn run_python(script: &str, args: &[&str], done: &str, inst: Option<&Instance>) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (ok, text, err) = python_args(script, args);
     assert!(
-        out.status.success() && text.contains(done),
-        "{text}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        ok && text.contains(done),
+        "{text}\n{err}\n{}",
         inst.map(Instance::log).unwrap_or_default()
     );
     text
