@@ -65,9 +65,9 @@ pub mod reply;
 pub mod server;
 pub mod session;
 pub mod sort;
-pub mod thread;
 #[cfg(test)]
 mod tests;
+pub mod thread;
 
 /// For fuzzing: runs the command parser, then a whole session (no mailbox: the commands
 /// that need one are refused) on arbitrary bytes; must never panic.
