@@ -79,7 +79,11 @@ if [ -n "$HASH" ]; then pn_user "$USER_NAME" "$USER_PW" "$HASH"; else pn_user "$
 OWNER=$([ "$(id -u)" = 0 ] && echo postern || id -un)
 PN_BOX=$INST/var/mail/$USER_NAME
 pn_start >/dev/null
-emit_json "$OUT" "{\"bench\": \"store_run\", \"postern\": \"$(git rev-parse --short HEAD)\", \"uptime\": \"$(uptime)\", \"sizes\": \"$SIZES\", \"conns\": $CONNS}"
+INOTIFY_INSTANCES=$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 0)
+if [ "$PEER" != 0 ] && [ "$INOTIFY_INSTANCES" -lt "$CONNS" ]; then
+  progress "note: fs.inotify.max_user_instances is $INOTIFY_INSTANCES: Dovecot's imap processes of one user past that many fall back to timed checks in IDLE (raise it with sysctl for a like-for-like notification figure; Postern's imapd needs one instance per process)"
+fi
+emit_json "$OUT" "{\"bench\": \"store_run\", \"inotify_max_user_instances\": $INOTIFY_INSTANCES, \"postern\": \"$(git rev-parse --short HEAD)\", \"uptime\": \"$(uptime)\", \"sizes\": \"$SIZES\", \"conns\": $CONNS}"
 
 fill() { # label maildir n
   progress "imap_store $1: filling with $3 messages"
