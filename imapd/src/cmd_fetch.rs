@@ -275,12 +275,38 @@ impl Session {
             let i = job.idx[job.pos];
             job.pos += 1;
             let Some(&(u, _)) = sel.view.get(i) else { continue };
-            let Some(m) = sel.folder.get(u).cloned() else {
-                failed = true;
-                continue;
+            // a message another session expunged, this one not yet told: answered from
+            // what the state kept of it, its file only if still there (RFC 2180 §4.1)
+            let (m, ghost) = match sel.folder.get(u) {
+                Some(m) => (m.clone(), false),
+                None => match sel.folder.ghost(u) {
+                    Some(m) => (m.clone(), true),
+                    None => {
+                        failed = true;
+                        continue;
+                    }
+                },
+            };
+            let ghost_file = if ghost && (needs_content || wants_envelope && !job.envelopes.contains_key(&u)) {
+                match sel.folder.read_ghost(u) {
+                    Some(b) => Some(b),
+                    None => {
+                        failed = true;
+                        continue;
+                    }
+                }
+            } else {
+                None
             };
             let mut stream = None;
-            let content = if whole_only && m.size > STREAM_ABOVE {
+            let content = if let Some(raw) = ghost_file {
+                if whole_only {
+                    buf = raw;
+                    None
+                } else {
+                    Some(postern_lib::mailbox::folder::to_crlf(raw))
+                }
+            } else if whole_only && m.size > STREAM_ABOVE {
                 let Some(file) = sel.folder.open_message(u)? else {
                     failed = true;
                     continue;
@@ -321,6 +347,11 @@ impl Session {
             } else {
                 let header = match &content {
                     Some(c) => Some(mime::split(c).0.to_vec()),
+                    None if ghost => Some(
+                        mime::split(&postern_lib::mailbox::folder::to_crlf(buf.clone()))
+                            .0
+                            .to_vec(),
+                    ),
                     None => sel.folder.read_header(u)?,
                 };
                 let Some(header) = header else {
@@ -329,12 +360,14 @@ impl Session {
                 };
                 let mut e = Vec::new();
                 mime::envelope(&mut e, &header);
-                sel.folder.set_envelope(u, &e);
+                if !ghost {
+                    sel.folder.set_envelope(u, &e);
+                }
                 Some(e)
             };
             let mut flags = m.flags;
             let mut flags_changed = false;
-            if sets_seen && !sel.read_only && !flags.seen() {
+            if sets_seen && !ghost && !sel.read_only && !flags.seen() {
                 let new = Flags {
                     system: flags.system | SEEN,
                     ..flags
@@ -528,7 +561,7 @@ impl Session {
                 job.tag
             ));
         } else if failed {
-            self.line(&format!("{} NO Some messages were expunged", job.tag));
+            self.line(&format!("{} NO [EXPUNGEISSUED] Some messages were expunged", job.tag));
         } else {
             self.ok(&job.tag, "Fetch completed");
         }

@@ -102,7 +102,13 @@ pub struct Folder {
     pub(super) recent_from: u32,
     /// Watched by inotify: whether a change was seen since the last sync.
     pub(super) watch: Option<bool>,
+    /// The last [`GHOSTS`] messages expunged, as they were: sessions not yet told of an
+    /// expunge still FETCH their flags, UID, size and date (RFC 2180 §4.1).
+    pub(super) ghosts: std::collections::VecDeque<Message>,
 }
+
+/// Most expunged messages a folder state keeps for [`Folder::ghost`] (about 150 bytes each).
+pub const GHOSTS: usize = 1024;
 
 impl Folder {
     /// Opens the Maildir at `path` (which must exist with cur/ new/ tmp/) and syncs it.
@@ -142,6 +148,7 @@ impl Folder {
             index_new: HashMap::new(),
             recent_from: 0,
             watch: None,
+            ghosts: std::collections::VecDeque::new(),
         }
     }
 
@@ -304,6 +311,44 @@ impl Folder {
         }
         let i = self.expunged.partition_point(|&(m, _)| m <= since);
         Some(&self.expunged[i..])
+    }
+
+    /// A message expunged lately (one of the last [`GHOSTS`]), as it was when it went:
+    /// for sessions that have not yet been told (RFC 2180 §4.1).
+    pub fn ghost(&self, uid: u32) -> Option<&Message> {
+        self.ghosts.iter().rev().find(|m| m.uid == uid)
+    }
+
+    /// An expunged message's file as stored, if it is still there (another program may
+    /// have moved rather than removed it, or not yet removed it); `None` once it is gone.
+    pub fn read_ghost(&self, uid: u32) -> Option<Vec<u8>> {
+        let m = self.ghost(uid)?;
+        if m.file.is_empty() || m.file.contains('/') {
+            return None;
+        }
+        fs::read(self.path.join("cur").join(&m.file)).ok()
+    }
+
+    /// Keeps an expunged message for [`Folder::ghost`].
+    pub(super) fn bury(&mut self, m: Message) {
+        if self.ghosts.len() >= GHOSTS {
+            self.ghosts.pop_front();
+        }
+        self.ghosts.push_back(m);
+    }
+
+    /// Takes the messages of `gone` out of the folder's list, keeping them as ghosts.
+    pub(super) fn remove_messages(&mut self, gone: &std::collections::HashSet<u32>) {
+        if gone.is_empty() {
+            return;
+        }
+        let (out, keep): (Vec<Message>, Vec<Message>) = std::mem::take(&mut self.messages)
+            .into_iter()
+            .partition(|m| gone.contains(&m.uid));
+        self.messages = keep;
+        for m in out {
+            self.bury(m);
+        }
     }
 
     /// Bumped by every change this state learns of or makes.
@@ -601,7 +646,7 @@ impl Folder {
             }
         }
         let gone: std::collections::HashSet<u32> = done.iter().copied().collect();
-        self.messages.retain(|m| !gone.contains(&m.uid));
+        self.remove_messages(&gone);
         self.record(&[], &done);
         Ok(done)
     }
@@ -714,7 +759,7 @@ impl Folder {
         let _ = crate::safe_open::fsync_dir(&dest.path.join("cur"));
         if mv {
             let gone: std::collections::HashSet<u32> = placed.iter().map(|(u, _)| *u).collect();
-            self.messages.retain(|m| !gone.contains(&m.uid));
+            self.remove_messages(&gone);
             let gone: Vec<u32> = placed.iter().map(|(u, _)| *u).collect();
             self.record(&[], &gone);
         }

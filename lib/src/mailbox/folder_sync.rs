@@ -142,6 +142,7 @@ impl Folder {
         if list.uid_validity != self.uid_validity {
             // another incarnation: nothing of the old state holds
             self.messages = Vec::new();
+            self.ghosts.clear();
             self.expunged = Vec::new();
             self.floor = 0;
             self.index_at = None;
@@ -300,7 +301,8 @@ impl Folder {
                     self.highest_modseq = self.highest_modseq.max(modseq);
                     // the memory's log lists what this state's sessions may have seen
                     if let Ok(i) = self.messages.binary_search_by_key(&uid, |m| m.uid) {
-                        self.messages.remove(i);
+                        let m = self.messages.remove(i);
+                        self.bury(m);
                         self.generation += 1;
                         self.log_expunge(modseq, uid);
                     }
@@ -398,11 +400,12 @@ impl Folder {
             };
             messages.push(m);
         }
-        let mut gone: Vec<u32> = prev.into_keys().collect();
-        gone.sort_unstable();
-        for &uid in &gone {
-            changes.push(Change::Expunge(uid, modseq));
-            self.log_expunge(modseq, uid);
+        let mut gone: Vec<Message> = prev.into_values().collect();
+        gone.sort_unstable_by_key(|m| m.uid);
+        for m in gone {
+            changes.push(Change::Expunge(m.uid, modseq));
+            self.log_expunge(modseq, m.uid);
+            self.bury(m);
         }
         // what the index has that the Maildir lacks is gone too, unless its UID was given
         // after the uidlist was read here (another process's new message); this state
