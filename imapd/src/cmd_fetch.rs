@@ -6,6 +6,14 @@
 //! stored into one reused buffer and its bare LFs become CRLF as it is copied into the
 //! output, with the literal's size counted first. A non-PEEK body fetch sets `\Seen` (in a
 //! read-write folder) and reports the new FLAGS.
+//!
+//! CONDSTORE (RFC 7162): the `MODSEQ` item, the `(CHANGEDSINCE m)` modifier (only
+//! messages changed after `m`, MODSEQ added after the UID), and MODSEQ beside FLAGS once
+//! CONDSTORE is on. A message another session expunged that this one has not been told
+//! of (RFC 2180 §4.1) is answered from what the folder state kept of it
+//! ([`postern_lib::mailbox::Folder::ghost`]: flags, UID, size, date, MODSEQ) and from its
+//! file if that is still there; only what cannot be answered at all makes the FETCH end
+//! `NO [EXPUNGEISSUED]`.
 use crate::binary;
 use crate::mime;
 use crate::parse::{self, Arg};
@@ -43,6 +51,10 @@ pub const MAX_PER_MESSAGE: usize = 4;
 
 /// A FETCH in progress.
 pub struct FetchJob {
+    /// `(CHANGEDSINCE m)`: only messages whose MODSEQ is above `m` (RFC 7162).
+    changed_since: Option<u64>,
+    /// CONDSTORE is on and FLAGS is fetched without MODSEQ: MODSEQ is added.
+    flags_modseq: bool,
     tag: String,
     idx: Vec<usize>,
     pos: usize,
@@ -151,9 +163,35 @@ fn body_item(item: &str) -> Option<(bool, String, Partial)> {
 
 impl Session {
     pub(crate) fn fetch(&mut self, tag: &str, idx: &[usize], args: &[Arg], uid: bool) -> Result<(), Reply> {
+        // fetch modifiers (RFC 4466): CHANGEDSINCE of RFC 7162
+        let (args, changed_since) = match args {
+            [items, Arg::List(m)] => match m.as_slice() {
+                [k, n] if k.keyword().as_deref() == Some("CHANGEDSINCE") => {
+                    let n = n
+                        .text()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .filter(|&n| n <= i64::MAX as u64);
+                    let Some(n) = n else {
+                        return Err(Reply::Bad("Invalid CHANGEDSINCE value".into()));
+                    };
+                    (std::slice::from_ref(items), Some(n))
+                }
+                _ => return Err(Reply::Bad("Unknown FETCH modifier".into())),
+            },
+            _ => (args, None),
+        };
         let mut items = items(args)?;
         if uid && !items.iter().any(|i| i.eq_ignore_ascii_case("UID")) {
             items.insert(0, "UID".into());
+        }
+        let wants_modseq = items.iter().any(|i| i.eq_ignore_ascii_case("MODSEQ"));
+        if changed_since.is_some() && !wants_modseq {
+            // as RFC 7162's examples show it: after the UID
+            let at = usize::from(items.first().is_some_and(|i| i.eq_ignore_ascii_case("UID")));
+            items.insert(at, "MODSEQ".into());
+        }
+        if changed_since.is_some() || wants_modseq {
+            self.condstore_on();
         }
         for i in &items {
             let known = [
@@ -167,6 +205,7 @@ impl Session {
                 "RFC822",
                 "RFC822.HEADER",
                 "RFC822.TEXT",
+                "MODSEQ",
             ]
             .iter()
             .any(|k| k.eq_ignore_ascii_case(i));
@@ -206,7 +245,11 @@ impl Session {
             Some(sel) if wants_envelope => sel.folder.envelopes(),
             _ => Default::default(),
         };
+        let flags_modseq =
+            self.condstore && items.iter().any(|(u, _)| u == "FLAGS") && !items.iter().any(|(u, _)| u == "MODSEQ");
         let job = FetchJob {
+            changed_since,
+            flags_modseq,
             tag: tag.to_string(),
             idx: idx.to_vec(),
             pos: 0,
@@ -254,6 +297,7 @@ impl Session {
             .any(|(u, b)| u == "RFC822" || matches!(b, Some((_, s, None)) if s.is_empty()));
         let items = std::mem::take(&mut job.items);
         let mut buf = std::mem::take(&mut job.buf);
+        let condstore = self.condstore;
         let Some(sel) = self.sel.as_mut() else {
             return Err(Reply::Bad("No mailbox".into()));
         };
@@ -287,6 +331,9 @@ impl Session {
                     }
                 },
             };
+            if job.changed_since.is_some_and(|c| m.modseq <= c) {
+                continue;
+            }
             let ghost_file = if ghost && (needs_content || wants_envelope && !job.envelopes.contains_key(&u)) {
                 match sel.folder.read_ghost(u) {
                     Some(b) => Some(b),
@@ -378,6 +425,11 @@ impl Session {
                     flags_changed = true;
                 }
             }
+            let modseq = match sel.folder.get(u) {
+                Some(now) if flags_changed => now.modseq,
+                _ => m.modseq,
+            };
+            let mut wrote_modseq = false;
             let raw = content.as_deref().unwrap_or(&[]);
             // parsed once, at the first item that needs the part tree
             let tree = mime::Tree::new(raw);
@@ -404,6 +456,10 @@ impl Session {
                         out.extend_from_slice(format!("FLAGS {names}").as_bytes());
                     }
                     "UID" => out.extend_from_slice(format!("UID {u}").as_bytes()),
+                    "MODSEQ" => {
+                        wrote_modseq = true;
+                        out.extend_from_slice(format!("MODSEQ ({modseq})").as_bytes());
+                    }
                     "INTERNALDATE" => out
                         .extend_from_slice(format!("INTERNALDATE \"{}\"", parse::format_date_time(m.date)).as_bytes()),
                     "RFC822.SIZE" => out.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes()),
@@ -512,6 +568,9 @@ impl Session {
             if flags_changed && !wrote_flags {
                 let names = flag_list(&sel.shown(u, flags).imap_names(sel.folder.keywords()));
                 out.extend_from_slice(format!(" FLAGS {names}").as_bytes());
+            }
+            if (job.flags_modseq || condstore && flags_changed) && !wrote_modseq && (wrote_flags || flags_changed) {
+                out.extend_from_slice(format!(" MODSEQ ({modseq})").as_bytes());
             }
             out.extend_from_slice(b")\r\n");
             if let Some(body) = stream

@@ -1,6 +1,7 @@
 //! Mailbox commands: SELECT/EXAMINE (RFC 3501's and, once enabled, RFC 9051's untagged
 //! responses), CREATE/DELETE/RENAME (RENAME INBOX moves its messages), SUBSCRIBE/
-//! UNSUBSCRIBE, STATUS (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE) and
+//! UNSUBSCRIBE, STATUS (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE, and
+//! HIGHESTMODSEQ of RFC 7162, which like `SELECT mbox (CONDSTORE)` switches CONDSTORE on) and
 //! APPEND with MULTIAPPEND (RFC 3502: all messages or none) and APPENDUID. LIST is
 //! [`crate::cmd_list`]. APPEND (like COPY) past the user's quota (`etc/users`, counted
 //! over all folders as local delivery does) is `NO [OVERQUOTA]` and writes nothing.
@@ -40,8 +41,16 @@ fn name_arg(c: &Command, i: usize) -> Result<String, Reply> {
 impl Session {
     pub(crate) fn select(&mut self, c: &Command) -> Result<(), Reply> {
         let name = name_arg(c, 0)?;
-        if c.args.len() > 1 {
-            return Err(Reply::Bad("SELECT takes a mailbox name only".into()));
+        // select parameters (RFC 4466): (CONDSTORE) of RFC 7162
+        match c.args.get(1..).unwrap_or_default() {
+            [] => {}
+            [Arg::List(params)] if params.iter().all(|p| p.keyword().as_deref() == Some("CONDSTORE")) => {
+                // the HIGHESTMODSEQ line comes with the new mailbox's answer
+                if !params.is_empty() {
+                    self.condstore = true;
+                }
+            }
+            _ => return Err(Reply::Bad("Unknown SELECT parameters".into())),
         }
         if self.sel.take().is_some() && self.rev2 {
             self.line("* OK [CLOSED] Previous mailbox closed");
@@ -81,9 +90,13 @@ impl Session {
         }
         let validity = folder.uid_validity();
         let next = folder.next_uid();
+        let highest = folder.highest_modseq();
         self.sel = Some(sel);
         self.line(&format!("* OK [UIDVALIDITY {validity}] UIDs valid"));
         self.line(&format!("* OK [UIDNEXT {next}] Predicted next UID"));
+        if self.condstore {
+            self.line(&format!("* OK [HIGHESTMODSEQ {highest}] Highest"));
+        }
         let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         self.ok(&c.tag, &format!("[{code}] {} completed", c.name));
         Ok(())
@@ -119,6 +132,9 @@ impl Session {
         };
         if items.is_empty() {
             return Err(Reply::Bad("STATUS needs at least one item".into()));
+        }
+        if items.iter().any(|i| i.keyword().as_deref() == Some("HIGHESTMODSEQ")) {
+            self.condstore_on();
         }
         let folder = match self.sel.as_mut() {
             // the selected folder: the session's own view, synced
@@ -160,6 +176,7 @@ impl Session {
                 "UNSEEN" => msgs.iter().filter(|m| !m.flags.seen()).count() as u64,
                 "DELETED" => msgs.iter().filter(|m| m.flags.deleted()).count() as u64,
                 "SIZE" => msgs.iter().map(|m| m.size).sum(),
+                "HIGHESTMODSEQ" => folder.highest_modseq(),
                 _ => return Err(Reply::Bad("Unknown STATUS item".into())),
             };
             parts.push(format!("{k} {v}"));

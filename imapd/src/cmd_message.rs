@@ -1,5 +1,8 @@
 //! Message commands on the selected folder: STORE, COPY, MOVE (with COPYUID), EXPUNGE and
 //! UID EXPUNGE, and the resolution of sequence and UID sets shared with FETCH and SEARCH.
+//! STORE takes CONDSTORE's `(UNCHANGEDSINCE m)` (RFC 7162 §3.1.3): messages changed after
+//! `m` are left as they are and named in `OK [MODIFIED set]`; with CONDSTORE on, every
+//! message changed is told with its MODSEQ, even by a `.SILENT` STORE.
 //! COPY past the user's quota is `NO [OVERQUOTA]` and copies nothing.
 
 use crate::parse::{Arg, SeqSet};
@@ -65,6 +68,23 @@ impl Session {
     }
 
     fn store_flags(&mut self, tag: &str, idx: &[usize], args: &[Arg], uid: bool) -> Result<(), Reply> {
+        // store modifiers (RFC 4466): UNCHANGEDSINCE of RFC 7162
+        let (args, unchanged_since) = match args {
+            [Arg::List(m), rest @ ..] => match m.as_slice() {
+                [k, n] if k.keyword().as_deref() == Some("UNCHANGEDSINCE") => {
+                    let n = n
+                        .text()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .filter(|&n| n <= i64::MAX as u64);
+                    let Some(n) = n else {
+                        return Err(Reply::Bad("Invalid UNCHANGEDSINCE value".into()));
+                    };
+                    (rest, Some(n))
+                }
+                _ => return Err(Reply::Bad("Unknown STORE modifier".into())),
+            },
+            _ => (args, None),
+        };
         let item = args.first().and_then(Arg::keyword).unwrap_or_default();
         let silent = item.ends_with(".SILENT");
         let mode = match item.trim_end_matches(".SILENT") {
@@ -77,6 +97,10 @@ impl Session {
             [Arg::List(l)] => l.iter().filter_map(Arg::text).collect(),
             l => l.iter().filter_map(Arg::text).collect(),
         };
+        if unchanged_since.is_some() {
+            self.condstore_on();
+        }
+        let condstore = self.condstore;
         let Some(sel) = self.sel.as_mut() else {
             return Err(Reply::Bad("No mailbox".into()));
         };
@@ -101,9 +125,15 @@ impl Session {
         let keywords = sel.folder.keywords().to_vec();
         // every change renamed first, then recorded in the index at one MODSEQ
         let mut wanted: Vec<(usize, u32, Flags)> = Vec::with_capacity(idx.len());
+        // those changed since UNCHANGEDSINCE, left as they are: by UID or sequence number
+        let mut modified = Vec::new();
         for &i in idx {
             let (u, _) = sel.view[i];
             let Some(m) = sel.folder.get(u) else { continue };
+            if unchanged_since.is_some_and(|n| m.modseq > n) {
+                modified.push(if uid { u } else { i as u32 + 1 });
+                continue;
+            }
             let old = m.flags;
             let new = match mode {
                 0 => Flags {
@@ -128,10 +158,19 @@ impl Session {
         for (&(i, u, new), ok) in wanted.iter().zip(present) {
             if ok {
                 sel.view[i].1 = new;
+                let uid_part = if uid { format!("UID {u} ") } else { String::new() };
+                // with CONDSTORE, the MODSEQ even of a .SILENT STORE (RFC 7162 §3.1.3)
+                let modseq = sel.folder.get(u).map_or(0, |m| m.modseq);
                 if !silent {
-                    let uid_part = if uid { format!("UID {u} ") } else { String::new() };
                     let names = flag_list(&sel.shown(u, new).imap_names(&keywords));
-                    lines.push(format!("* {} FETCH ({uid_part}FLAGS {names})", i + 1));
+                    let modseq = if condstore {
+                        format!(" MODSEQ ({modseq})")
+                    } else {
+                        String::new()
+                    };
+                    lines.push(format!("* {} FETCH ({uid_part}FLAGS {names}{modseq})", i + 1));
+                } else if condstore {
+                    lines.push(format!("* {} FETCH ({uid_part}MODSEQ ({modseq}))", i + 1));
                 }
             }
         }
@@ -139,7 +178,13 @@ impl Session {
             self.line(&l);
         }
         self.report(uid);
-        self.ok(tag, "Store completed");
+        if modified.is_empty() {
+            self.ok(tag, "Store completed");
+        } else {
+            modified.sort_unstable();
+            let set = crate::reply::uid_set(&modified);
+            self.ok(tag, &format!("[MODIFIED {set}] Conditional STORE failed"));
+        }
         Ok(())
     }
 

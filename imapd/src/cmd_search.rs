@@ -8,6 +8,9 @@
 //! writes them, comments left out (`<user (x)@ (y) domain>` is found by `user@domain`).
 //! SENTBEFORE/SENTON/SENTSINCE compare the Date: header's own calendar date, whatever its
 //! zone (RFC 3501 §6.4.4). `$` is the saved result (RFC 5182, [`crate::esearch`]).
+//! `MODSEQ [entry type] n` (RFC 7162 §3.1.5) matches messages changed at or after `n`;
+//! the answer then ends with the highest MODSEQ of the hits (`(MODSEQ n)`, or
+//! ` MODSEQ n` in ESEARCH).
 //! Answers are `* SEARCH`, or `* ESEARCH` (RFC 4731) for `SEARCH RETURN (...)` and for
 //! every SEARCH once IMAP4rev2 is enabled; SORT answers `* SORT` or, with RETURN,
 //! `* ESEARCH` (ESORT), THREAD `* THREAD`.
@@ -39,6 +42,8 @@ enum Key {
     Text(Vec<u8>),
     Larger(u64),
     Smaller(u64),
+    /// MODSEQ n (RFC 7162): changed at or after MODSEQ n.
+    Modseq(u64),
     Date(std::cmp::Ordering, bool, i64),
     Sent(std::cmp::Ordering, bool, i64),
     Seq(SeqSet),
@@ -61,6 +66,7 @@ struct Ctx<'a> {
     flags: Flags,
     size: u64,
     date: i64,
+    modseq: u64,
     raw: Option<&'a [u8]>,
 }
 
@@ -136,6 +142,7 @@ impl Key {
             Key::Text(n) => contains(raw, n),
             Key::Larger(n) => c.size > *n,
             Key::Smaller(n) => c.size < *n,
+            Key::Modseq(n) => c.modseq >= *n,
             Key::Date(ord, eq, day) => cmp_day(c.date.div_euclid(86400), *ord, *eq, *day),
             Key::Sent(ord, eq, day) => match sent_day(mime::split(raw).0) {
                 Some(d) => cmp_day(d, *ord, *eq, *day),
@@ -249,6 +256,8 @@ struct Parser<'a, 's> {
     /// Keys parsed so far in the whole SEARCH, and the BODY and TEXT keys among them.
     keys: usize,
     content_keys: usize,
+    /// A MODSEQ key was seen: the answer ends with `(MODSEQ n)`.
+    modseq: bool,
 }
 
 impl Parser<'_, '_> {
@@ -296,6 +305,7 @@ impl Parser<'_, '_> {
                     session: self.session,
                     keys: self.keys,
                     content_keys: self.content_keys,
+                    modseq: self.modseq,
                 };
                 let mut keys = Vec::new();
                 while sub.i < items.len() {
@@ -303,6 +313,7 @@ impl Parser<'_, '_> {
                 }
                 self.keys = sub.keys;
                 self.content_keys = sub.content_keys;
+                self.modseq = sub.modseq;
                 return Ok(Key::And(keys));
             }
             Arg::Str(_) => return Err(Reply::Bad("Unexpected string".into())),
@@ -365,6 +376,23 @@ impl Parser<'_, '_> {
             }
             "LARGER" => Ok(Key::Larger(self.number()?)),
             "SMALLER" => Ok(Key::Smaller(self.number()?)),
+            "MODSEQ" => {
+                // an entry name and type may come first (flag MODSEQs are the message's)
+                if matches!(self.args.get(self.i), Some(Arg::Str(_))) {
+                    self.i += 1;
+                    let kind = self.next().and_then(Arg::keyword).unwrap_or_default();
+                    if !["PRIV", "SHARED", "ALL"].contains(&kind.as_str()) {
+                        return Err(Reply::Bad("Invalid MODSEQ entry type".into()));
+                    }
+                }
+                let n = self.number()?;
+                if n > i64::MAX as u64 {
+                    return Err(Reply::Bad("Invalid MODSEQ value".into()));
+                }
+                self.modseq = true;
+                self.session.condstore_on();
+                Ok(Key::Modseq(n))
+            }
             "BEFORE" => Ok(Key::Date(Less, false, self.day()?)),
             "ON" => Ok(Key::Date(Equal, true, self.day()?)),
             "SINCE" => Ok(Key::Date(Greater, true, self.day()?)),
@@ -487,6 +515,7 @@ impl Session {
         then: Then,
     ) -> Result<(), Reply> {
         let mut keys = Vec::new();
+        let with_modseq;
         {
             let mut p = Parser {
                 args,
@@ -494,10 +523,12 @@ impl Session {
                 session: self,
                 keys: 0,
                 content_keys: 0,
+                modseq: false,
             };
             while p.i < args.len() {
                 keys.push(p.key(0)?);
             }
+            with_modseq = p.modseq;
         }
         if keys.is_empty() {
             return Err(Reply::Bad("Missing search key".into()));
@@ -535,6 +566,7 @@ impl Session {
             largest_uid,
             hits: Vec::new(),
             hc,
+            modseq: with_modseq.then_some(0),
         };
         self.run_search(job);
         Ok(())
@@ -587,6 +619,7 @@ impl Session {
                 flags: sel.shown(u, m.flags),
                 size: m.size,
                 date: m.date,
+                modseq: m.modseq,
                 raw: raw.as_deref(),
             };
             if !job.key.eval(&ctx) {
@@ -594,6 +627,9 @@ impl Session {
             }
             let id = if job.uid { u } else { i as u32 + 1 };
             job.hits.push(id);
+            if let Some(h) = job.modseq.as_mut() {
+                *h = (*h).max(m.modseq);
+            }
             let header = || {
                 let h = mime::split(raw.as_deref().unwrap_or_default()).0;
                 h.get(..MAX_SEARCH_HEADER).unwrap_or(h)
@@ -639,13 +675,22 @@ impl Session {
                     self.save_result(uids);
                 }
                 if !opts.only_save() {
-                    self.line(&crate::esearch::line(&job.tag, job.uid, opts, &hits));
+                    let mut line = crate::esearch::line(&job.tag, job.uid, opts, &hits);
+                    // RFC 7162 §3.1.5: the highest MODSEQ of the hits
+                    if let Some(h) = job.modseq.filter(|_| !hits.is_empty()) {
+                        line.push_str(&format!(" MODSEQ {h}"));
+                    }
+                    self.line(&line);
                 }
             }
             None => {
                 let mut line = format!("* {verb}");
                 for h in &hits {
                     line.push_str(&format!(" {h}"));
+                }
+                // RFC 7162 §3.1.5: the highest MODSEQ of the hits
+                if let Some(h) = job.modseq.filter(|_| !hits.is_empty()) {
+                    line.push_str(&format!(" (MODSEQ {h})"));
                 }
                 self.line(&line);
             }
@@ -686,6 +731,8 @@ pub struct SearchJob {
     /// The hits so far, by UID or sequence number as the answer names them.
     hits: Vec<u32>,
     hc: HeaderCache,
+    /// With a MODSEQ key: the highest MODSEQ of the hits so far.
+    modseq: Option<u64>,
 }
 
 #[cfg(test)]
@@ -699,6 +746,7 @@ mod tests {
             flags: Default::default(),
             size: raw.len() as u64,
             date: 0,
+            modseq: 1,
             raw: Some(raw),
         })
     }

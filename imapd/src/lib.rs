@@ -7,8 +7,10 @@
 //! (RFC 4731), MULTIAPPEND (RFC 3502), BINARY (RFC 3516: FETCH, and
 //! APPEND of literal8s, whose binary parts are kept base64-encoded), STATUS=SIZE, SORT and
 //! SORT=DISPLAY (RFC 5256, 5957: [`sort`], [`base_subject`], [`collate`]),
-//! THREAD=ORDEREDSUBJECT/REFERENCES ([`thread`]), ESORT (RFC 5267) and SEARCHRES
-//! (RFC 5182: [`esearch`]). Event-driven: many sessions per
+//! THREAD=ORDEREDSUBJECT/REFERENCES ([`thread`]), ESORT (RFC 5267), SEARCHRES
+//! (RFC 5182: [`esearch`]) and CONDSTORE (RFC 7162 §3.1: MODSEQ from the store's index;
+//! `SELECT (CONDSTORE)`, FETCH `MODSEQ` and `(CHANGEDSINCE)`, STORE `(UNCHANGEDSINCE)`,
+//! SEARCH `MODSEQ`, STATUS `HIGHESTMODSEQ`). Event-driven: many sessions per
 //! process on the skeleton's mio loop; protocol code is sans-I/O ([`session`]). Several
 //! sessions on one mailbox, in one process or many, see each other's changes through the
 //! Maildir itself.

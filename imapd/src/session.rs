@@ -13,7 +13,9 @@
 //! for LITERAL+) — and commands are dispatched to the files by family:
 //! [`crate::cmd_mailbox`], [`crate::cmd_list`], [`crate::cmd_message`], [`crate::cmd_fetch`],
 //! [`crate::cmd_search`]. `ENABLE IMAP4rev2` switches the session to RFC 9051's answers
-//! (no RECENT, ESEARCH for SEARCH, a LIST line and `[CLOSED]` at SELECT).
+//! (no RECENT, ESEARCH for SEARCH, a LIST line and `[CLOSED]` at SELECT). `ENABLE
+//! CONDSTORE`, or any CONDSTORE-enabling command ([`Session::condstore_on`]), adds MODSEQ
+//! to every FETCH response that carries FLAGS, solicited or not (RFC 7162 §3.1).
 //!
 //! The selected folder's state is shared by every session of the process that has it
 //! selected ([`postern_lib::mailbox::shared`]): a session takes it out while it runs
@@ -334,6 +336,9 @@ pub struct Session {
     held_back: bool,
     /// `ENABLE IMAP4rev2` was given: RFC 9051's responses from then on.
     pub(crate) rev2: bool,
+    /// CONDSTORE is on (RFC 7162 §3.1: `ENABLE CONDSTORE` or a CONDSTORE-enabling
+    /// command): FETCH responses with FLAGS carry MODSEQ, SELECT says HIGHESTMODSEQ.
+    pub(crate) condstore: bool,
     /// The client's address, for log lines.
     pub(crate) peer: String,
 }
@@ -367,6 +372,7 @@ impl Session {
             pending_search: None,
             held_back: false,
             rev2: false,
+            condstore: false,
             peer: "unknown".into(),
         };
         let caps = s.capabilities();
@@ -407,7 +413,7 @@ impl Session {
         let mut c = String::from(
             "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE \
              CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH MULTIAPPEND BINARY STATUS=SIZE \
-             SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES",
+             SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES CONDSTORE",
         );
         if self.settings.starttls && !self.tls && self.user.is_none() {
             c.push_str(" STARTTLS");
@@ -917,8 +923,22 @@ impl Session {
         Ok(None)
     }
 
-    /// ENABLE (RFC 5161): IMAP4rev2 is the one extension with behaviour to switch on;
-    /// others are ignored, as the RFC asks.
+    /// Switches CONDSTORE on (RFC 7162 §3.1) for a CONDSTORE-enabling command; the first
+    /// time, with a mailbox selected, its HIGHESTMODSEQ is told before the command's
+    /// answer.
+    pub(crate) fn condstore_on(&mut self) {
+        if self.condstore {
+            return;
+        }
+        self.condstore = true;
+        if let Some(sel) = self.sel.as_ref() {
+            let h = sel.folder.highest_modseq();
+            self.line(&format!("* OK [HIGHESTMODSEQ {h}] Highest"));
+        }
+    }
+
+    /// ENABLE (RFC 5161): IMAP4rev2 and CONDSTORE (RFC 7162) switch behaviour on; others
+    /// are ignored, as the RFC asks.
     fn enable(&mut self, c: &Command) -> Result<(), Reply> {
         if c.args.is_empty() {
             return Err(Reply::Bad("ENABLE needs a capability".into()));
@@ -932,8 +952,14 @@ impl Session {
                 self.rev2 = true;
                 enabled.push_str(" IMAP4rev2");
             }
+            if k == "CONDSTORE" && !self.condstore && !enabled.ends_with(" CONDSTORE") {
+                enabled.push_str(" CONDSTORE");
+            }
         }
         self.line(&enabled);
+        if enabled.contains(" CONDSTORE") {
+            self.condstore_on();
+        }
         self.ok(&c.tag, "Enabled");
         Ok(())
     }
@@ -1065,7 +1091,12 @@ impl Session {
                 *fl = m.flags;
                 let shown = with_recent(&sel.recent, *uid, m.flags);
                 let names = crate::reply::flag_list(&shown.imap_names(keywords));
-                lines.push(format!("* {} FETCH (UID {} FLAGS {names})", i + 1, uid));
+                let modseq = if self.condstore {
+                    format!(" MODSEQ ({})", m.modseq)
+                } else {
+                    String::new()
+                };
+                lines.push(format!("* {} FETCH (UID {} FLAGS {names}{modseq})", i + 1, uid));
             }
         }
         let last = sel.view.last().map_or(0, |v| v.0);

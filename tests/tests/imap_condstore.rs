@@ -73,3 +73,154 @@ fn fetch_of_a_message_expunged_by_another_session_returns_what_is_left() {
     );
     assert_eq!(tagged(&a.cmd("k", "LOGOUT")), "k OK Logout completed");
 }
+
+/// The number right after the first `pat` in `out`.
+fn num_after(out: &str, pat: &str) -> u64 {
+    let at = out.find(pat).unwrap_or_else(|| panic!("no {pat:?} in {out:?}")) + pat.len();
+    let digits: String = out[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {pat:?} in {out:?}"))
+}
+
+#[test]
+fn condstore_select_fetch_store_search_and_status_answer_as_rfc_7162_shows() {
+    let (_inst, port) = started();
+    let mut a = login(port);
+    fill(&mut a, 3);
+    let caps = a.cmd("c", "CAPABILITY");
+    assert!(caps.contains(" CONDSTORE"), "{caps}");
+    let mut b = login(port);
+    let status = b.cmd("st", "STATUS INBOX (MESSAGES HIGHESTMODSEQ)");
+    let h = num_after(&status, "HIGHESTMODSEQ ");
+    assert_eq!(
+        status,
+        format!("* STATUS INBOX (MESSAGES 3 HIGHESTMODSEQ {h})\r\nst OK STATUS completed\r\n")
+    );
+    assert_eq!(
+        a.cmd("e", "ENABLE CONDSTORE"),
+        "* ENABLED CONDSTORE\r\ne OK Enabled\r\n"
+    );
+    let out = a.cmd("s", "SELECT INBOX (CONDSTORE)");
+    let v = num_after(&out, "[UIDVALIDITY ");
+    assert_eq!(
+        out,
+        format!(
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
+             * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n\
+             * 3 EXISTS\r\n* 3 RECENT\r\n* OK [UNSEEN 1] First unseen\r\n\
+             * OK [UIDVALIDITY {v}] UIDs valid\r\n* OK [UIDNEXT 4] Predicted next UID\r\n\
+             * OK [HIGHESTMODSEQ {h}] Highest\r\ns OK [READ-WRITE] SELECT completed\r\n"
+        )
+    );
+    // MODSEQ as a FETCH item; HIGHESTMODSEQ is the highest of them
+    let out = a.cmd("f", "FETCH 1:3 (UID MODSEQ)");
+    let m: Vec<u64> = (1..=3)
+        .map(|i| num_after(&out, &format!("* {i} FETCH (UID {i} MODSEQ (")))
+        .collect();
+    assert_eq!(
+        out,
+        format!(
+            "* 1 FETCH (UID 1 MODSEQ ({}))\r\n* 2 FETCH (UID 2 MODSEQ ({}))\r\n* 3 FETCH (UID 3 MODSEQ ({}))\r\nf OK Fetch completed\r\n",
+            m[0], m[1], m[2]
+        )
+    );
+    assert_eq!(m.iter().max(), Some(&h));
+    // a STORE's FETCH carries the new MODSEQ once CONDSTORE is on
+    let out = a.cmd("t1", "STORE 2 +FLAGS (\\Seen)");
+    let m2 = num_after(&out, "MODSEQ (");
+    assert!(m2 > h, "{out}");
+    assert_eq!(
+        out,
+        format!("* 2 FETCH (FLAGS (\\Seen \\Recent) MODSEQ ({m2}))\r\nt1 OK Store completed\r\n")
+    );
+    // so does a FETCH of FLAGS
+    assert_eq!(
+        a.cmd("f2", "FETCH 2 (FLAGS)"),
+        format!("* 2 FETCH (FLAGS (\\Seen \\Recent) MODSEQ ({m2}))\r\nf2 OK Fetch completed\r\n")
+    );
+    // CHANGEDSINCE: only what changed after it, MODSEQ after the UID (RFC 7162 §3.1.4.1)
+    assert_eq!(
+        a.cmd("f3", &format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {h})")),
+        format!("* 2 FETCH (UID 2 MODSEQ ({m2}) FLAGS (\\Seen \\Recent))\r\nf3 OK Fetch completed\r\n")
+    );
+    assert_eq!(
+        a.cmd("f4", &format!("FETCH 1:* (UID) (CHANGEDSINCE {m2})")),
+        "f4 OK Fetch completed\r\n"
+    );
+    // UNCHANGEDSINCE: message 2 changed after h and is left as it is; a .SILENT STORE
+    // still tells the MODSEQ of what it changed (RFC 7162 §3.1.3)
+    let out = a.cmd(
+        "t2",
+        &format!("STORE 1,2 (UNCHANGEDSINCE {h}) +FLAGS.SILENT (\\Flagged)"),
+    );
+    let m1 = num_after(&out, "* 1 FETCH (MODSEQ (");
+    assert!(m1 > m2, "{out}");
+    assert_eq!(
+        out,
+        format!("* 1 FETCH (MODSEQ ({m1}))\r\nt2 OK [MODIFIED 2] Conditional STORE failed\r\n")
+    );
+    assert_eq!(
+        a.cmd("t3", "UID STORE 3 (UNCHANGEDSINCE 1) FLAGS (\\Answered)"),
+        "t3 OK [MODIFIED 3] Conditional STORE failed\r\n"
+    );
+    assert_eq!(
+        a.cmd("f5", "FETCH 1:3 (FLAGS)"),
+        format!(
+            "* 1 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ ({m1}))\r\n* 2 FETCH (FLAGS (\\Seen \\Recent) MODSEQ ({m2}))\r\n\
+             * 3 FETCH (FLAGS (\\Recent) MODSEQ ({}))\r\nf5 OK Fetch completed\r\n",
+            m[2]
+        )
+    );
+    // SEARCH MODSEQ, with the highest MODSEQ of the hits at the end (RFC 7162 §3.1.5)
+    assert_eq!(
+        a.cmd("q1", &format!("SEARCH MODSEQ {}", h + 1)),
+        format!("* SEARCH 1 2 (MODSEQ {m1})\r\nq1 OK Search completed\r\n")
+    );
+    assert_eq!(
+        a.cmd("q2", &format!("UID SEARCH MODSEQ \"/flags/\\\\draft\" all {m1} UNSEEN")),
+        format!("* SEARCH 1 (MODSEQ {m1})\r\nq2 OK Search completed\r\n")
+    );
+    assert_eq!(
+        a.cmd("q3", &format!("SEARCH MODSEQ {}", m1 + 1)),
+        "* SEARCH\r\nq3 OK Search completed\r\n"
+    );
+    assert_eq!(
+        a.cmd("q4", &format!("SEARCH RETURN (ALL) MODSEQ {}", h + 1)),
+        format!("* ESEARCH (TAG \"q4\") ALL 1:2 MODSEQ {m1}\r\nq4 OK Search completed\r\n")
+    );
+    // another session's change is told with its MODSEQ
+    assert!(b.cmd("bs", "SELECT INBOX").contains("bs OK"));
+    assert!(b.cmd("bt", "STORE 3 +FLAGS.SILENT (\\Draft)").contains("bt OK"));
+    let out = a.cmd("n", "NOOP");
+    let m3 = num_after(&out, "MODSEQ (");
+    assert!(m3 > m1, "{out}");
+    assert_eq!(
+        out,
+        format!("* 3 FETCH (UID 3 FLAGS (\\Draft \\Recent) MODSEQ ({m3}))\r\nn OK Completed\r\n")
+    );
+    // b has CONDSTORE since its STATUS HIGHESTMODSEQ; c has not: no MODSEQ, until a
+    // CONDSTORE-enabling command, which tells the mailbox's HIGHESTMODSEQ first
+    let mut c = login(port);
+    assert!(c.cmd("cs", "SELECT INBOX").contains("cs OK"));
+    assert_eq!(
+        c.cmd("cf", "FETCH 3 (FLAGS)"),
+        "* 3 FETCH (FLAGS (\\Draft))\r\ncf OK Fetch completed\r\n"
+    );
+    assert_eq!(
+        c.cmd("cm", "FETCH 3 (MODSEQ)"),
+        format!("* OK [HIGHESTMODSEQ {m3}] Highest\r\n* 3 FETCH (MODSEQ ({m3}))\r\ncm OK Fetch completed\r\n")
+    );
+    assert_eq!(
+        b.cmd("bf", "FETCH 3 (FLAGS)"),
+        format!("* 3 FETCH (FLAGS (\\Draft) MODSEQ ({m3}))\r\nbf OK Fetch completed\r\n")
+    );
+    assert_eq!(
+        b.cmd("bx", "STATUS INBOX (HIGHESTMODSEQ)"),
+        format!("* STATUS INBOX (HIGHESTMODSEQ {m3})\r\nbx OK STATUS completed\r\n")
+    );
+    assert_eq!(
+        a.cmd("bad", "FETCH 1 (FLAGS) (CHANGEDSINCE x)"),
+        "bad BAD Invalid CHANGEDSINCE value\r\n"
+    );
+}
