@@ -162,23 +162,44 @@ fn body_item(item: &str) -> Option<(bool, String, Partial)> {
 }
 
 impl Session {
-    pub(crate) fn fetch(&mut self, tag: &str, idx: &[usize], args: &[Arg], uid: bool) -> Result<(), Reply> {
-        // fetch modifiers (RFC 4466): CHANGEDSINCE of RFC 7162
-        let (args, changed_since) = match args {
-            [items, Arg::List(m)] => match m.as_slice() {
-                [k, n] if k.keyword().as_deref() == Some("CHANGEDSINCE") => {
-                    let n = n
-                        .text()
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .filter(|&n| n <= i64::MAX as u64);
-                    let Some(n) = n else {
-                        return Err(Reply::Bad("Invalid CHANGEDSINCE value".into()));
-                    };
-                    (std::slice::from_ref(items), Some(n))
+    pub(crate) fn fetch(
+        &mut self,
+        tag: &str,
+        idx: &[usize],
+        args: &[Arg],
+        uid: bool,
+        set: &parse::SeqSet,
+    ) -> Result<(), Reply> {
+        // fetch modifiers (RFC 4466): CHANGEDSINCE and (QRESYNC) VANISHED of RFC 7162
+        let (args, changed_since, vanished) = match args {
+            [items, Arg::List(m)] => {
+                let mut changed_since = None;
+                let mut vanished = false;
+                let mut i = 0;
+                while i < m.len() {
+                    match m[i].keyword().as_deref() {
+                        Some("CHANGEDSINCE") if changed_since.is_none() => {
+                            let n = m.get(i + 1).and_then(Arg::text).and_then(|n| n.parse::<u64>().ok());
+                            let Some(n) = n.filter(|&n| n <= i64::MAX as u64) else {
+                                return Err(Reply::Bad("Invalid CHANGEDSINCE value".into()));
+                            };
+                            changed_since = Some(n);
+                            i += 1;
+                        }
+                        Some("VANISHED") if !vanished => vanished = true,
+                        _ => return Err(Reply::Bad("Unknown FETCH modifier".into())),
+                    }
+                    i += 1;
                 }
-                _ => return Err(Reply::Bad("Unknown FETCH modifier".into())),
-            },
-            _ => (args, None),
+                // RFC 7162 §3.2.6: VANISHED only in UID FETCH, with CHANGEDSINCE, after ENABLE QRESYNC
+                if vanished && (!uid || changed_since.is_none() || !self.qresync) {
+                    return Err(Reply::Bad(
+                        "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled".into(),
+                    ));
+                }
+                (std::slice::from_ref(items), changed_since, vanished)
+            }
+            _ => (args, None, false),
         };
         let mut items = items(args)?;
         if uid && !items.iter().any(|i| i.eq_ignore_ascii_case("UID")) {
@@ -192,6 +213,16 @@ impl Session {
         }
         if changed_since.is_some() || wants_modseq {
             self.condstore_on();
+        }
+        if let (true, Some(since), Some(sel)) = (vanished, changed_since, self.sel.as_mut()) {
+            if sel.folder.changed() {
+                sel.folder.sync()?;
+            }
+            let known = crate::cmd_message::Ranges::new(set, sel.folder.next_uid().saturating_sub(1));
+            let gone = crate::qresync::vanished(&sel.folder, since, &known);
+            if !gone.is_empty() {
+                self.line(&format!("* VANISHED (EARLIER) {gone}"));
+            }
         }
         for i in &items {
             let known = [

@@ -41,18 +41,35 @@ fn name_arg(c: &Command, i: usize) -> Result<String, Reply> {
 impl Session {
     pub(crate) fn select(&mut self, c: &Command) -> Result<(), Reply> {
         let name = name_arg(c, 0)?;
-        // select parameters (RFC 4466): (CONDSTORE) of RFC 7162
+        // select parameters (RFC 4466): (CONDSTORE) and (QRESYNC (...)) of RFC 7162
+        let mut resync = None;
+        let mut condstore = false;
         match c.args.get(1..).unwrap_or_default() {
             [] => {}
-            [Arg::List(params)] if params.iter().all(|p| p.keyword().as_deref() == Some("CONDSTORE")) => {
-                // the HIGHESTMODSEQ line comes with the new mailbox's answer
-                if !params.is_empty() {
-                    self.condstore = true;
+            [Arg::List(params)] => {
+                let mut i = 0;
+                while i < params.len() {
+                    match (params[i].keyword().as_deref(), params.get(i + 1)) {
+                        (Some("CONDSTORE"), _) => condstore = true,
+                        (Some("QRESYNC"), Some(Arg::List(l))) if resync.is_none() => {
+                            if !self.qresync {
+                                return Err(Reply::Bad("QRESYNC is not enabled".into()));
+                            }
+                            resync = Some(crate::qresync::Resync::parse(l)?);
+                            i += 1;
+                        }
+                        _ => return Err(Reply::Bad("Unknown SELECT parameters".into())),
+                    }
+                    i += 1;
                 }
             }
             _ => return Err(Reply::Bad("Unknown SELECT parameters".into())),
         }
-        if self.sel.take().is_some() && self.rev2 {
+        // the HIGHESTMODSEQ line comes with the new mailbox's answer
+        if condstore {
+            self.condstore = true;
+        }
+        if self.sel.take().is_some() && (self.rev2 || self.qresync) {
             self.line("* OK [CLOSED] Previous mailbox closed");
         }
         let path = self.store()?.folder_path(&name)?;
@@ -96,6 +113,11 @@ impl Session {
         self.line(&format!("* OK [UIDNEXT {next}] Predicted next UID"));
         if self.condstore {
             self.line(&format!("* OK [HIGHESTMODSEQ {highest}] Highest"));
+        }
+        if let Some(r) = resync {
+            for l in self.resync_lines(&r) {
+                self.line(&l);
+            }
         }
         let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         self.ok(&c.tag, &format!("[{code}] {} completed", c.name));

@@ -29,6 +29,11 @@ impl Ranges {
         Ranges(merged)
     }
 
+    /// The set's ranges (inclusive), ascending and merged.
+    pub(crate) fn spans(&self) -> &[(u32, u32)] {
+        &self.0
+    }
+
     /// Whether `n` is in the set.
     pub(crate) fn contains(&self, n: u32) -> bool {
         let i = self.0.partition_point(|&(a, _)| a <= n);
@@ -61,7 +66,7 @@ impl Session {
         let set = self.expand_saved(set, uid);
         let idx = self.resolve(&set, uid);
         match name {
-            "FETCH" => self.fetch(tag, &idx, args.get(1..).unwrap_or_default(), uid),
+            "FETCH" => self.fetch(tag, &idx, args.get(1..).unwrap_or_default(), uid, &set),
             "STORE" => self.store_flags(tag, &idx, args.get(1..).unwrap_or_default(), uid),
             _ => self.copy(tag, name == "MOVE", &idx, args.get(1..).unwrap_or_default()),
         }

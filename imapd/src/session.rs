@@ -339,6 +339,8 @@ pub struct Session {
     /// CONDSTORE is on (RFC 7162 §3.1: `ENABLE CONDSTORE` or a CONDSTORE-enabling
     /// command): FETCH responses with FLAGS carry MODSEQ, SELECT says HIGHESTMODSEQ.
     pub(crate) condstore: bool,
+    /// `ENABLE QRESYNC` was given (RFC 7162 §3.2): expunges are told as `* VANISHED`.
+    pub(crate) qresync: bool,
     /// The client's address, for log lines.
     pub(crate) peer: String,
 }
@@ -373,6 +375,7 @@ impl Session {
             held_back: false,
             rev2: false,
             condstore: false,
+            qresync: false,
             peer: "unknown".into(),
         };
         let caps = s.capabilities();
@@ -413,7 +416,7 @@ impl Session {
         let mut c = String::from(
             "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE \
              CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH MULTIAPPEND BINARY STATUS=SIZE \
-             SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES CONDSTORE",
+             SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES CONDSTORE QRESYNC",
         );
         if self.settings.starttls && !self.tls && self.user.is_none() {
             c.push_str(" STARTTLS");
@@ -952,12 +955,17 @@ impl Session {
                 self.rev2 = true;
                 enabled.push_str(" IMAP4rev2");
             }
-            if k == "CONDSTORE" && !self.condstore && !enabled.ends_with(" CONDSTORE") {
+            if k == "CONDSTORE" && !self.condstore && !enabled.contains(" CONDSTORE") {
                 enabled.push_str(" CONDSTORE");
+            }
+            // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3)
+            if k == "QRESYNC" && !self.qresync {
+                self.qresync = true;
+                enabled.push_str(" QRESYNC");
             }
         }
         self.line(&enabled);
-        if enabled.contains(" CONDSTORE") {
+        if enabled.contains(" CONDSTORE") || enabled.contains(" QRESYNC") {
             self.condstore_on();
         }
         self.ok(&c.tag, "Enabled");
@@ -1062,11 +1070,17 @@ impl Session {
                     gone.push(i);
                 }
             }
-            if !gone.is_empty() {
+            if !gone.is_empty() && self.qresync {
+                // RFC 7162 §3.2.10: by UID, in one line
+                let uids: Vec<u32> = gone.iter().map(|&i| sel.view[i].0).collect();
+                lines.push(format!("* VANISHED {}", crate::reply::uid_set(&uids)));
+            } else if !gone.is_empty() {
                 // highest sequence number first: each EXPUNGE leaves the lower ones as they are
                 for &i in gone.iter().rev() {
                     lines.push(format!("* {} EXPUNGE", i + 1));
                 }
+            }
+            if !gone.is_empty() {
                 let mut k = 0;
                 let mut idx = 0;
                 sel.view.retain(|_| {

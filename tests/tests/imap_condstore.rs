@@ -224,3 +224,81 @@ fn condstore_select_fetch_store_search_and_status_answer_as_rfc_7162_shows() {
         "bad BAD Invalid CHANGEDSINCE value\r\n"
     );
 }
+
+#[test]
+fn qresync_select_and_uid_fetch_tell_what_vanished_and_what_changed() {
+    let (_inst, port) = started();
+    let mut a = login(port);
+    fill(&mut a, 5);
+    assert_eq!(a.cmd("e", "ENABLE QRESYNC"), "* ENABLED QRESYNC\r\ne OK Enabled\r\n");
+    let out = a.cmd("s", "SELECT INBOX");
+    let v = num_after(&out, "[UIDVALIDITY ");
+    let h = num_after(&out, "[HIGHESTMODSEQ ");
+    let m2 = num_after(&a.cmd("t1", "STORE 2 +FLAGS (\\Seen)"), "MODSEQ (");
+    assert!(a.cmd("t2", "STORE 3:4 +FLAGS.SILENT (\\Deleted)").contains("t2 OK"));
+    // once QRESYNC is on, expunges are told by UID
+    assert_eq!(a.cmd("x", "EXPUNGE"), "* VANISHED 3:4\r\nx OK Expunge completed\r\n");
+    let h2 = num_after(&a.cmd("st", "STATUS INBOX (HIGHESTMODSEQ)"), "HIGHESTMODSEQ ");
+    assert!(h2 > m2);
+    let head = |closed: bool, unseen: bool| {
+        format!(
+            "{}* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
+             * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n\
+             * 3 EXISTS\r\n* 0 RECENT\r\n{}* OK [UIDVALIDITY {v}] UIDs valid\r\n\
+             * OK [UIDNEXT 6] Predicted next UID\r\n* OK [HIGHESTMODSEQ {h2}] Highest\r\n",
+            if closed {
+                "* OK [CLOSED] Previous mailbox closed\r\n"
+            } else {
+                ""
+            },
+            if unseen { "* OK [UNSEEN 1] First unseen\r\n" } else { "" },
+        )
+    };
+    // a client that knew the folder at h: what vanished since, then what changed
+    let mut c = login(port);
+    assert_eq!(
+        c.cmd("q0", &format!("SELECT INBOX (QRESYNC ({v} {h}))")),
+        "q0 BAD QRESYNC is not enabled\r\n"
+    );
+    assert_eq!(c.cmd("e", "ENABLE QRESYNC"), "* ENABLED QRESYNC\r\ne OK Enabled\r\n");
+    assert_eq!(
+        c.cmd("q1", &format!("EXAMINE INBOX (QRESYNC ({v} {h}))")),
+        format!(
+            "{}* VANISHED (EARLIER) 3:4\r\n* 2 FETCH (UID 2 FLAGS (\\Seen) MODSEQ ({m2}))\r\n\
+             q1 OK [READ-ONLY] EXAMINE completed\r\n",
+            head(false, true)
+        )
+    );
+    // only the UIDs it knows; the sequence-match data is accepted
+    assert_eq!(
+        c.cmd("q2", &format!("EXAMINE INBOX (QRESYNC ({v} {h} 1:2,4 (1:3 1:2,4)))")),
+        format!(
+            "{}* VANISHED (EARLIER) 4\r\n* 2 FETCH (UID 2 FLAGS (\\Seen) MODSEQ ({m2}))\r\n\
+             q2 OK [READ-ONLY] EXAMINE completed\r\n",
+            head(true, true)
+        )
+    );
+    // another UIDVALIDITY: nothing to resynchronise
+    assert_eq!(
+        c.cmd("q3", &format!("EXAMINE INBOX (QRESYNC ({} {h}))", v + 1)),
+        format!("{}q3 OK [READ-ONLY] EXAMINE completed\r\n", head(true, true))
+    );
+    // UID FETCH (CHANGEDSINCE m VANISHED)
+    assert_eq!(
+        c.cmd("f1", &format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {h} VANISHED)")),
+        format!(
+            "* VANISHED (EARLIER) 3:4\r\n* 2 FETCH (UID 2 MODSEQ ({m2}) FLAGS (\\Seen))\r\nf1 OK Fetch completed\r\n"
+        )
+    );
+    assert_eq!(
+        c.cmd("f2", &format!("FETCH 1:* (FLAGS) (CHANGEDSINCE {h} VANISHED)")),
+        "f2 BAD VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled\r\n"
+    );
+    // an expunge by another session is told as VANISHED
+    assert!(a.cmd("t3", "UID STORE 5 +FLAGS.SILENT (\\Deleted)").contains("t3 OK"));
+    assert_eq!(
+        a.cmd("x2", "UID EXPUNGE 5"),
+        "* VANISHED 5\r\nx2 OK Expunge completed\r\n"
+    );
+    assert_eq!(c.cmd("n", "NOOP"), "* VANISHED 5\r\nn OK Completed\r\n");
+}
