@@ -261,7 +261,15 @@ fn forward_command_holds_only_stdio_and_leaves_nothing_to_steal_jobs_with() {
         "the left-over process accepted a connection: {:?}",
         std::fs::read(&stolen)
     );
-    assert!(inst.log().contains(&format!("to=<{}@example.test>", other.name)));
+    // The delivery's log line comes after the file is in place (local renames, then
+    // reports to qmgr, which logs): wait for it rather than race it.
+    let logged = format!("to=<{}@example.test>", other.name);
+    assert!(
+        wait_for(PROMPT, || inst.log().contains(&logged)),
+        "no log line for the delivery to {}:\n{}",
+        other.name,
+        inst.log()
+    );
 }
 
 #[test]
