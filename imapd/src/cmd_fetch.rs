@@ -596,6 +596,10 @@ impl Session {
                 job.too_much = true;
                 continue;
             }
+            // the client has these flags now: no unsolicited FETCH of them after
+            if wrote_flags && !ghost {
+                sel.view[i].1 = flags;
+            }
             if flags_changed && !wrote_flags {
                 let names = flag_list(&sel.shown(u, flags).imap_names(sel.folder.keywords()));
                 out.extend_from_slice(format!(" FLAGS {names}").as_bytes());

@@ -1,6 +1,7 @@
 //! Issue 11: FETCH of messages another session expunged (RFC 2180 §4.1), CONDSTORE
 //! (RFC 7162 §3.1) and QRESYNC (§3.2), each against the real imapd under the real
-//! master, over a raw socket, with exact expected responses.
+//! master, over a raw socket, with exact expected responses; and mbsync (Debian's isync,
+//! when installed) resynchronising a local Maildir with it in both directions.
 
 use postern_tests::imap_raw::ImapRaw;
 use postern_tests::{Instance, imap_instance};
@@ -301,4 +302,102 @@ fn qresync_select_and_uid_fetch_tell_what_vanished_and_what_changed() {
         "* VANISHED 5\r\nx2 OK Expunge completed\r\n"
     );
     assert_eq!(c.cmd("n", "NOOP"), "* VANISHED 5\r\nn OK Completed\r\n");
+}
+
+/// The message files of a local Maildir folder (`new/` and `cur/`).
+fn local_files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = ["new", "cur"]
+        .iter()
+        .flat_map(|s| std::fs::read_dir(dir.join(s)).into_iter().flatten())
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs mbsync on the channel of `rc`; its output.
+fn mbsync(home: &std::path::Path, rc: &std::path::Path) -> String {
+    let out = std::process::Command::new("mbsync")
+        .arg("-c")
+        .arg(rc)
+        .arg("-a")
+        .env("HOME", home)
+        .output()
+        .expect("mbsync");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "mbsync failed: {text}");
+    text
+}
+
+#[test]
+fn mbsync_resynchronises_new_mail_flag_changes_and_expunges_both_ways() {
+    if !postern_tests::require_tool("mbsync", "isync") {
+        return;
+    }
+    let (_inst, port) = started();
+    let mut a = login(port);
+    fill(&mut a, 3);
+    let home = tempfile::tempdir().expect("home");
+    let local = home.path().join("mail");
+    std::fs::create_dir(&local).unwrap();
+    let rc = home.path().join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount a\nHost 127.0.0.1\nPort {port}\nUser alice\nPass alice-pw\nSSLType None\n\n\
+             IMAPStore remote\nAccount a\n\n\
+             MaildirStore local\nPath {dir}/\nInbox {dir}/INBOX\n\n\
+             Channel c\nFar :remote:\nNear :local:\nPatterns INBOX\nCreate Near\nExpunge Both\nSyncState *\nSync All\n",
+            dir = local.display()
+        ),
+    )
+    .unwrap();
+    mbsync(home.path(), &rc);
+    let inbox = local.join("INBOX");
+    assert_eq!(local_files(&inbox).len(), 3, "{:?}", local_files(&inbox));
+    // on the server: message 1 flagged, message 2 expunged, a new message
+    assert!(a.cmd("s", "SELECT INBOX").contains("s OK"));
+    assert!(a.cmd("t", "STORE 1 +FLAGS (\\Flagged)").contains("t OK"));
+    assert!(a.cmd("d", "STORE 2 +FLAGS (\\Deleted)").contains("d OK"));
+    assert!(a.cmd("x", "EXPUNGE").contains("x OK"));
+    let out = a.append("a9", "INBOX", b"Subject: m9\r\n\r\nbody of m9\r\n", false);
+    assert!(out.contains("a9 OK"), "{out}");
+    mbsync(home.path(), &rc);
+    let files = local_files(&inbox);
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(files.iter().filter(|f| f.ends_with(":2,F")).count(), 1, "{files:?}");
+    // locally: the flagged one read, the new one removed
+    let cur = inbox.join("cur");
+    let mut flagged = None;
+    for f in local_files(&inbox) {
+        let path = ["cur", "new"]
+            .iter()
+            .map(|s| inbox.join(s).join(&f))
+            .find(|p| p.exists())
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if f.ends_with(":2,F") {
+            let to = cur.join(f.replace(":2,F", ":2,FS"));
+            std::fs::rename(&path, &to).unwrap();
+            flagged = Some(text);
+        } else if text.contains("Subject: m9") {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    assert!(flagged.unwrap().contains("Subject: m1"));
+    mbsync(home.path(), &rc);
+    // a is told of mbsync's changes: message 1 read, the new one (UID 4) expunged
+    assert_eq!(
+        a.cmd("n", "NOOP"),
+        "* 3 EXPUNGE\r\n* 1 FETCH (UID 1 FLAGS (\\Seen \\Flagged))\r\nn OK Completed\r\n"
+    );
+    assert_eq!(
+        a.cmd("f", "UID FETCH 1:* (FLAGS)"),
+        "* 1 FETCH (UID 1 FLAGS (\\Seen \\Flagged))\r\n* 2 FETCH (UID 3 FLAGS ())\r\nf OK Fetch completed\r\n"
+    );
+    assert_eq!(local_files(&inbox).len(), 2, "{:?}", local_files(&inbox));
 }
