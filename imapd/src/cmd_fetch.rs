@@ -12,8 +12,9 @@
 //! CONDSTORE is on. A message another session expunged that this one has not been told
 //! of (RFC 2180 §4.1) is answered from what the folder state kept of it
 //! ([`postern_lib::mailbox::Folder::ghost`]: flags, UID, size, date, MODSEQ) and from its
-//! file if that is still there; only what cannot be answered at all makes the FETCH end
-//! `NO [EXPUNGEISSUED]`.
+//! file while that is readable ([`postern_lib::mailbox::Folder::read_ghost`]: kept open
+//! when this process expunged it); only what cannot be answered at all makes the FETCH
+//! end `NO [EXPUNGEISSUED]`.
 use crate::binary;
 use crate::mime;
 use crate::parse::{self, Arg};

@@ -10,6 +10,11 @@
 //! and records every change in the index under a new MODSEQ. [`Folder::changed`] is the
 //! cheap test for "someone did something" (nanosecond directory and uidlist stamps), for
 //! IDLE and NOOP; [`Folder::generation`] counts the changes a state has seen.
+//!
+//! A state keeps the last [`GHOSTS`] messages expunged as they were ([`Folder::ghost`]),
+//! and the files of the last ones it expunged itself open past their unlink
+//! ([`GHOST_FILES`] per state, [`PROCESS_GHOST_FILES`] per process): imapd answers a FETCH
+//! of them for sessions not yet told of the expunge (RFC 2180 §4.1).
 
 use super::cache::{self, Entry};
 use super::flags::{self, Flags};
@@ -105,6 +110,42 @@ pub struct Folder {
     /// The last [`GHOSTS`] messages expunged, as they were: sessions not yet told of an
     /// expunge still FETCH their flags, UID, size and date (RFC 2180 §4.1).
     pub(super) ghosts: std::collections::VecDeque<Message>,
+    /// The files of the last [`GHOST_FILES`] messages this state expunged itself, kept
+    /// open past their unlink, so their bodies stay readable to those sessions too.
+    pub(super) ghost_files: std::collections::VecDeque<(u32, GhostFile)>,
+}
+
+/// Most expunged message files a folder state keeps open for [`Folder::read_ghost`].
+pub const GHOST_FILES: usize = 64;
+
+/// Most expunged message files kept open by all folder states of a process together, so
+/// a process serving many users' folders holds a bounded number of descriptors (and of
+/// unlinked files' disk space) for them.
+pub const PROCESS_GHOST_FILES: usize = 128;
+
+/// Expunged message files open in this process.
+static GHOST_FILES_OPEN: AtomicU64 = AtomicU64::new(0);
+
+/// An expunged message's file, kept open: counted in [`PROCESS_GHOST_FILES`] while it lives.
+#[derive(Debug)]
+pub(super) struct GhostFile(fs::File);
+
+impl GhostFile {
+    /// Takes `f` if the process is under [`PROCESS_GHOST_FILES`], else gives it back.
+    fn new(f: fs::File) -> std::result::Result<GhostFile, fs::File> {
+        let n = GHOST_FILES_OPEN.fetch_add(1, Ordering::Relaxed);
+        if n >= PROCESS_GHOST_FILES as u64 {
+            GHOST_FILES_OPEN.fetch_sub(1, Ordering::Relaxed);
+            return Err(f);
+        }
+        Ok(GhostFile(f))
+    }
+}
+
+impl Drop for GhostFile {
+    fn drop(&mut self) {
+        GHOST_FILES_OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Most expunged messages a folder state keeps for [`Folder::ghost`] (about 150 bytes each).
@@ -149,6 +190,7 @@ impl Folder {
             recent_from: 0,
             watch: None,
             ghosts: std::collections::VecDeque::new(),
+            ghost_files: std::collections::VecDeque::new(),
         }
     }
 
@@ -319,9 +361,28 @@ impl Folder {
         self.ghosts.iter().rev().find(|m| m.uid == uid)
     }
 
-    /// An expunged message's file as stored, if it is still there (another program may
-    /// have moved rather than removed it, or not yet removed it); `None` once it is gone.
+    /// An expunged message's file as stored, if it is still readable: kept open when this
+    /// state expunged it ([`GHOST_FILES`]), or still at its name (another program may not
+    /// have removed it yet); `None` once it is gone.
     pub fn read_ghost(&self, uid: u32) -> Option<Vec<u8>> {
+        if let Some((_, f)) = self.ghost_files.iter().rev().find(|(u, _)| *u == uid) {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0; 64 * 1024];
+            let mut n = 0;
+            loop {
+                if n == buf.len() {
+                    buf.resize(n * 2, 0);
+                }
+                match f.0.read_at(&mut buf[n..], n as u64) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return None,
+                }
+            }
+            buf.truncate(n);
+            return Some(buf);
+        }
         let m = self.ghost(uid)?;
         if m.file.is_empty() || m.file.contains('/') {
             return None;
@@ -635,9 +696,35 @@ impl Folder {
         for &uid in uids {
             for _ in 0..3 {
                 let Some(path) = self.locate(uid)? else { break };
+                // kept open for the sessions not yet told (a regular file only)
+                let kept = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+                        .open(&path)
+                        .ok()
+                        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+                };
                 match fs::remove_file(&path) {
                     Ok(()) => {
                         done.push(uid);
+                        if let Some(f) = kept {
+                            if self.ghost_files.len() >= GHOST_FILES {
+                                self.ghost_files.pop_front();
+                            }
+                            // the process's bound reached: this state's oldest makes room
+                            let kept = GhostFile::new(f).or_else(|f| {
+                                if self.ghost_files.pop_front().is_some() {
+                                    GhostFile::new(f)
+                                } else {
+                                    Err(f)
+                                }
+                            });
+                            if let Ok(g) = kept {
+                                self.ghost_files.push_back((uid, g));
+                            }
+                        }
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => self.sync()?,

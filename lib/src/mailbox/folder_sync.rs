@@ -143,6 +143,7 @@ impl Folder {
             // another incarnation: nothing of the old state holds
             self.messages = Vec::new();
             self.ghosts.clear();
+            self.ghost_files.clear();
             self.expunged = Vec::new();
             self.floor = 0;
             self.index_at = None;
