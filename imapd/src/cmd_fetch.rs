@@ -56,6 +56,8 @@ pub struct FetchJob {
     changed_since: Option<u64>,
     /// CONDSTORE is on and FLAGS is fetched without MODSEQ: MODSEQ is added.
     flags_modseq: bool,
+    /// `(VANISHED)`: expunged messages were told as VANISHED (EARLIER), none is answered.
+    no_ghosts: bool,
     tag: String,
     idx: Vec<usize>,
     pos: usize,
@@ -282,6 +284,7 @@ impl Session {
         let job = FetchJob {
             changed_since,
             flags_modseq,
+            no_ghosts: vanished,
             tag: tag.to_string(),
             idx: idx.to_vec(),
             pos: 0,
@@ -363,7 +366,7 @@ impl Session {
                     }
                 },
             };
-            if job.changed_since.is_some_and(|c| m.modseq <= c) {
+            if job.changed_since.is_some_and(|c| m.modseq <= c) || ghost && job.no_ghosts {
                 continue;
             }
             let ghost_file = if ghost && (needs_content || wants_envelope && !job.envelopes.contains_key(&u)) {

@@ -326,7 +326,16 @@ fn qresync_select_and_uid_fetch_tell_what_vanished_and_what_changed() {
         a.cmd("x2", "UID EXPUNGE 5"),
         "* VANISHED 5\r\nx2 OK Expunge completed\r\n"
     );
-    assert_eq!(c.cmd("n", "NOOP"), "* VANISHED 5\r\nn OK Completed\r\n");
+    // a UID FETCH (VANISHED) before c is told: UID 5 is among the vanished, not fetched,
+    // and the untagged VANISHED follows
+    assert_eq!(
+        c.cmd("f3", &format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {h} VANISHED)")),
+        format!(
+            "* VANISHED (EARLIER) 3:5\r\n* 2 FETCH (UID 2 MODSEQ ({m2}) FLAGS (\\Seen))\r\n* VANISHED 5\r\n\
+             f3 OK Fetch completed\r\n"
+        )
+    );
+    assert_eq!(c.cmd("n", "NOOP"), "n OK Completed\r\n");
 }
 
 /// The message files of a local Maildir folder (`new/` and `cur/`).
