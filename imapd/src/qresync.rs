@@ -182,23 +182,7 @@ mod tests {
         assert_eq!(vanished(&f, f.highest_modseq(), &set("1:*", 5)), "");
         f.expunge(&[5]).unwrap();
         // an index whose log forgot everything up to now ("vanished before" floor)
-        let msgs: Vec<(u32, index::Record)> = f
-            .messages()
-            .iter()
-            .map(|m| {
-                (
-                    m.uid,
-                    index::Record {
-                        guid: m.guid,
-                        modseq: m.modseq,
-                        flags: m.flags,
-                        size: m.size,
-                        date: m.date,
-                        saved: m.saved,
-                    },
-                )
-            })
-            .collect();
+        let msgs: Vec<(u32, index::Record)> = f.messages().iter().map(|m| (m.uid, m.record())).collect();
         let bytes = index::format_snapshot(&index::Snapshot {
             uid_validity: f.uid_validity(),
             next_uid: f.next_uid(),

@@ -55,6 +55,20 @@ pub struct Message {
     pub saved: i64,
 }
 
+impl Message {
+    /// What the index keeps of the message ([`super::index::Record`]).
+    pub fn record(&self) -> super::index::Record {
+        super::index::Record {
+            guid: self.guid,
+            modseq: self.modseq,
+            flags: self.flags,
+            size: self.size,
+            date: self.date,
+            saved: self.saved,
+        }
+    }
+}
+
 /// Directory and uidlist stamps (nanosecond mtimes, inode, size): when none changed,
 /// nothing in the folder did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

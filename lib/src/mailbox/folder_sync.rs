@@ -83,14 +83,7 @@ fn next_uid_validity(folder: &Path, at_least: u32) -> u32 {
 }
 
 fn record_of(m: &Message) -> Record {
-    Record {
-        guid: m.guid,
-        modseq: m.modseq,
-        flags: m.flags,
-        size: m.size,
-        date: m.date,
-        saved: m.saved,
-    }
+    m.record()
 }
 
 impl Folder {
