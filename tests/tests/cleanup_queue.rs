@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postern_lib::ipc::IpcStream;
 use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, Origin, Recipient, Submission};
@@ -375,24 +375,41 @@ fn cleanup_kill_9_loses_nothing_acknowledged() {
     let queue = inst.queue();
     let master = inst.master_pid();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Set once the killer has made its rounds: the clients keep submitting until then, so
+    // the kills always land amid traffic. (A fixed number of submissions could all be done
+    // before the first round on a fast disk, and cleanup, started on demand, would then
+    // have exited after its max_use connections: nothing left to kill.)
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let killer = {
         let stop = stop.clone();
+        let killed = killed.clone();
         std::thread::spawn(move || {
             let mut kills = 0;
+            let give_up = Instant::now() + Duration::from_secs(30);
             // A few rounds while the clients are busy, then let the rest go through.
             for _ in 0..5 {
-                std::thread::sleep(Duration::from_millis(150));
-                for pid in postern_tests::children_of(master) {
-                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                    if comm.trim() == "cleanup" {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid as i32),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                        kills += 1;
+                std::thread::sleep(Duration::from_millis(100));
+                // Wait (briefly) for a cleanup process: between two of them there may be none.
+                loop {
+                    let mut hit = false;
+                    for pid in postern_tests::children_of(master) {
+                        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                        if comm.trim() == "cleanup" {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid as i32),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                            kills += 1;
+                            hit = true;
+                        }
                     }
+                    if hit || Instant::now() > give_up {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
+            killed.store(true, std::sync::atomic::Ordering::Relaxed);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -408,9 +425,13 @@ fn cleanup_kill_9_loses_nothing_acknowledged() {
         .map(|_| {
             let path = queue.join(cleanup::SOCKET);
             let body = body.clone();
+            let killed = killed.clone();
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
-                for _ in 0..25 {
+                let mut tries = 0;
+                // At least 25 each, and on until the killer is through (bounded).
+                while tries < 25 || (!killed.load(std::sync::atomic::Ordering::Relaxed) && tries < 2_000) {
+                    tries += 1;
                     let Ok(sock) = UnixStream::connect(&path) else {
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
