@@ -25,15 +25,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 build_release -p master -p postern -p auth -p imapd -p pop3d
 peer_ensure
-USER_NAME=benchbox
-USER_PW=benchbox-pw
-HASH=
-if [ "$(id -u)" = 0 ]; then
-  peer_user "$USER_NAME" "$USER_PW"
-  HASH=$(getent shadow "$USER_NAME" | cut -d: -f2)
-elif [ "$PEER" != 0 ]; then
-  echo "the Dovecot comparison needs root (PEER=0 for Postern alone)" >&2; exit 1
-fi
+bench_mailbox_user
 
 postern_new
 PORT=$(free_port)

@@ -73,6 +73,21 @@ peer_user() { # NAME PW
   chmod 700 "/home/$1/Maildir"
 }
 
+# The mailbox user both servers log in as: sets USER_NAME, USER_PW and HASH (the system
+# user's hash, which Postern's user gets too, so both check the same yescrypt hash). Dovecot
+# needs the system user, so without root only PEER=0 runs.
+bench_mailbox_user() {
+  USER_NAME=benchbox
+  USER_PW=benchbox-pw
+  HASH=
+  if [ "$(id -u)" = 0 ]; then
+    peer_user "$USER_NAME" "$USER_PW"
+    HASH=$(getent shadow "$USER_NAME" | cut -d: -f2)
+  elif [ "$PEER" != 0 ]; then
+    echo "the Dovecot comparison needs root (PEER=0 for Postern alone)" >&2; exit 1
+  fi
+}
+
 pn() { "$BIN/postern" -c "$INST/etc" "$@"; }
 pn_set() { pn config set "$@" >/dev/null; }
 pn_pidfile() { echo "$INST/var/spool/pid/master.pid"; }
