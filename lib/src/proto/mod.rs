@@ -12,6 +12,7 @@
 //! | [`trigger`] | anyone → qmgr, pickup | `public/qmgr`, `public/pickup` (one byte, no framing) |
 //! | [`resolve`] | qmgr (and others) → trivial-rewrite | `private/rewrite` |
 //! | [`deliver`] | qmgr → delivery agents (local, smtp, …) | `private/<transport>` |
+//! | [`replica`] | proxy, `postern status`, tools → replicator | `private/replicator` |
 
 pub mod anvil;
 pub mod auth;
@@ -19,5 +20,6 @@ pub mod auth_client;
 pub mod bounce;
 pub mod cleanup;
 pub mod deliver;
+pub mod replica;
 pub mod resolve;
 pub mod trigger;
