@@ -32,12 +32,22 @@
 //! | `S` | sender | the envelope sender as text; empty for the null sender `<>` | once, before `M` |
 //! | `A` | attribute | key length: u32, key, value (the rest of the payload). Key: 1-64 bytes of `a-z 0-9 _ . -`; value: text | any number, before `M`, keys unique |
 //! | `R` | recipient | status: u8, DSN NOTIFY: u8, address length: u32, address (text, non-empty), then ORCPT (the rest of the payload, text; empty = none) | at least one in the file, before or after `M` |
+//! | `N` | route | `transport:nexthop` as text ([`parse_route`]) | at most once, right after the `R` it belongs to |
 //! | `M` | message content | the message (header and body) | once |
 //! | `E` | end | empty | last record, once; nothing may follow |
 //!
 //! The records `I`, `T`, `S`, `A` and `R` before `M` may come in any order. Recipient
 //! records after `M` are recipients added once the content had been written (as Postfix's
 //! "extracted" segment). Recipient indexes count recipient records in file order.
+//!
+//! **Routes** (`N`, added for replicated mailboxes; files written before have none and
+//! read as they always did): a recipient record followed by a route record is delivered
+//! through that transport and nexthop as written, not where the resolver would send its
+//! address. cleanup writes one recipient record with a route per `replica_relays` entry
+//! for a recipient in `replica_domains`, so each copy has its own status byte (done mark)
+//! and its own delivery; qmgr never merges recipients with different routes. A reader
+//! older than routes refuses a file that has them (unknown record type `N`) and moves it
+//! to `corrupt/`, from where `postsuper -r` brings it back once a current version runs.
 //!
 //! **Recipient status** (the first payload byte of `R`, at the fixed offset "record start
 //! plus 9"): `P` pending, `D` delivered, `B` bounced (failed permanently; the DSN is the bounce
@@ -110,6 +120,8 @@ pub mod record {
     pub const ATTRIBUTE: u8 = b'A';
     /// Recipient.
     pub const RECIPIENT: u8 = b'R';
+    /// Route of the recipient before it.
+    pub const ROUTE: u8 = b'N';
     /// Message content.
     pub const CONTENT: u8 = b'M';
     /// End of file.
@@ -397,6 +409,9 @@ pub struct Recipient {
     pub spec: RecipientSpec,
     /// Status when the file was read.
     pub status: RecipientStatus,
+    /// The fixed route (`transport:nexthop`) of this copy, from an `N` record; `None`:
+    /// resolve the address as usual.
+    pub route: Option<String>,
     /// Where to mark it done.
     pub handle: RecipientHandle,
 }
@@ -448,6 +463,23 @@ impl QueueFile {
     pub fn all_done(&self) -> bool {
         self.recipients.iter().all(|r| r.status.is_final())
     }
+}
+
+/// Longest route text.
+pub const MAX_ROUTE_LEN: usize = 300;
+
+/// Splits a route `transport:nexthop` (the form of a transport_maps value with both parts
+/// given): the transport a valid agent name ([`crate::proto::deliver::valid_transport`]),
+/// the nexthop non-empty, printable, without spaces, the whole at most [`MAX_ROUTE_LEN`]
+/// bytes. `None` for anything else.
+pub fn parse_route(route: &str) -> Option<(&str, &str)> {
+    if route.len() > MAX_ROUTE_LEN {
+        return None;
+    }
+    let (transport, nexthop) = route.split_once(':')?;
+    let printable = nexthop.bytes().all(|b| b.is_ascii_graphic());
+    (crate::proto::deliver::valid_transport(transport) && !nexthop.is_empty() && printable)
+        .then_some((transport, nexthop))
 }
 
 /// Whether `s` is text in the format's sense: no ASCII control characters.

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 
 use super::{
     Arrival, Envelope, FORMAT_VERSION, Limits, MAGIC, Notify, QueueFile, QueueFileError, RECORD_HEADER_LEN, Recipient,
-    RecipientHandle, RecipientSpec, RecipientStatus, is_attr_key, is_text, record,
+    RecipientHandle, RecipientSpec, RecipientStatus, is_attr_key, is_text, parse_route, record,
 };
 use crate::queue_id::QueueId;
 
@@ -112,6 +112,8 @@ struct Parts {
     attributes: BTreeMap<String, String>,
     recipients: Vec<Recipient>,
     content: Option<(u64, u64)>,
+    /// The record just read was a recipient (a route may follow it).
+    after_recipient: bool,
 }
 
 impl<R: Read + Seek> Parser<R> {
@@ -164,7 +166,21 @@ impl<R: Read + Seek> Parser<R> {
     fn record(&mut self, parts: &mut Parts, kind: u8, len: u64, offset: u64) -> Result<()> {
         let dup = || QueueFileError::Duplicate { kind, offset };
         let in_envelope = parts.content.is_none();
+        let after_recipient = std::mem::take(&mut parts.after_recipient);
         match kind {
+            record::ROUTE => {
+                let last = parts.recipients.last_mut().filter(|_| after_recipient);
+                let Some(last) = last else {
+                    return Err(QueueFileError::Misplaced { kind, offset });
+                };
+                let payload = self.payload(kind, len, offset)?;
+                let route = text(&payload, kind, offset)?;
+                if parse_route(&route).is_none() {
+                    return Err(bad(kind, offset, "not transport:nexthop"));
+                }
+                last.route = Some(route);
+                Ok(())
+            }
             record::CONTENT => {
                 if !in_envelope {
                     return Err(dup());
@@ -199,7 +215,13 @@ impl<R: Read + Seek> Parser<R> {
                     index: parts.recipients.len(),
                     status_offset,
                 };
-                parts.recipients.push(Recipient { spec, status, handle });
+                parts.recipients.push(Recipient {
+                    spec,
+                    status,
+                    route: None,
+                    handle,
+                });
+                parts.after_recipient = true;
                 Ok(())
             }
             record::QUEUE_ID | record::TIME | record::SENDER | record::ATTRIBUTE if !in_envelope => {

@@ -496,3 +496,92 @@ proptest! {
         let _ = parse(&prefixed);
     }
 }
+
+#[test]
+fn routed_copies_read_back_each_with_its_own_done_mark() {
+    let mut w = QueueFileWriter::new(Cursor::new(Vec::new()), &envelope()).unwrap();
+    w.add_recipient(&rcpt("bob@example.test")).unwrap();
+    w.add_routed_recipient(&rcpt("alice@example.test"), Some("smtp:[192.0.2.31]:25"))
+        .unwrap();
+    w.add_routed_recipient(&rcpt("alice@example.test"), Some("lmtp:[192.0.2.32]:24"))
+        .unwrap();
+    w.write_content(b"Subject: x\n\nbody\n").unwrap();
+    assert!(matches!(
+        w.add_routed_recipient(&rcpt("c@example.test"), Some("no route")),
+        Err(QueueFileError::InvalidInput(_))
+    ));
+    let bytes = w.finish().unwrap().into_inner();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    std::fs::write(&path, &bytes).unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let qf = QueueFile::read(&f).unwrap();
+    let routes: Vec<Option<&str>> = qf.recipients.iter().map(|r| r.route.as_deref()).collect();
+    assert_eq!(
+        routes,
+        [None, Some("smtp:[192.0.2.31]:25"), Some("lmtp:[192.0.2.32]:24")]
+    );
+    assert_eq!(qf.recipients[2].handle.index(), 2);
+    mark_done(&f, &qf.recipients[2].handle, RecipientStatus::Delivered).unwrap();
+    let qf = QueueFile::read(File::open(&path).unwrap()).unwrap();
+    let status: Vec<RecipientStatus> = qf.recipients.iter().map(|r| r.status).collect();
+    assert_eq!(
+        status,
+        [
+            RecipientStatus::Pending,
+            RecipientStatus::Pending,
+            RecipientStatus::Delivered
+        ]
+    );
+    assert_eq!(qf.recipients[2].route.as_deref(), Some("lmtp:[192.0.2.32]:24"));
+    // A file from before routes (no N record) reads as it always did.
+    let (old, _) = parse(&sample()).unwrap();
+    assert!(old.recipients.iter().all(|r| r.route.is_none()));
+}
+
+#[test]
+fn misplaced_or_bad_routes_are_refused() {
+    use QueueFileError as E;
+    let route = || rec(b'N', b"smtp:[192.0.2.31]:25");
+    assert_eq!(
+        parse(&raw_file(|r| r.insert(5, route()))).unwrap().0.recipients[0]
+            .route
+            .as_deref(),
+        Some("smtp:[192.0.2.31]:25")
+    );
+    type Case = (&'static str, Vec<u8>, fn(&E) -> bool);
+    let cases: Vec<Case> = vec![
+        ("route first", raw_file(|r| r.insert(4, route())), |e| {
+            matches!(e, E::Misplaced { kind: b'N', .. })
+        }),
+        (
+            "two routes",
+            raw_file(|r| {
+                r.insert(5, route());
+                r.insert(5, route());
+            }),
+            |e| matches!(e, E::Misplaced { kind: b'N', .. }),
+        ),
+        ("after content", raw_file(|r| r.insert(6, route())), |e| {
+            matches!(e, E::Misplaced { kind: b'N', .. })
+        }),
+        ("no nexthop", raw_file(|r| r.insert(5, rec(b'N', b"smtp:"))), |e| {
+            matches!(e, E::BadPayload { kind: b'N', .. })
+        }),
+        (
+            "bad transport",
+            raw_file(|r| r.insert(5, rec(b'N', b"../x:host"))),
+            |e| matches!(e, E::BadPayload { kind: b'N', .. }),
+        ),
+        ("control", raw_file(|r| r.insert(5, rec(b'N', b"smtp:a\nb"))), |e| {
+            matches!(e, E::BadPayload { kind: b'N', .. })
+        }),
+    ];
+    for (name, bytes, ok) in cases {
+        let e = parse(&bytes).unwrap_err();
+        assert!(ok(&e), "{name}: {e:?}");
+    }
+    assert_eq!(parse_route("smtp:[198.18.0.31]:25"), Some(("smtp", "[198.18.0.31]:25")));
+    assert_eq!(parse_route("smtp"), None);
+    assert_eq!(parse_route("smtp:a b"), None);
+}

@@ -100,6 +100,16 @@ impl<W: Write + Seek> QueueFileWriter<W> {
     /// Adds a recipient, pending. Before any content it goes in the envelope; after
     /// content it closes the content and goes after it.
     pub fn add_recipient(&mut self, r: &RecipientSpec) -> Result<(), QueueFileError> {
+        self.add_routed_recipient(r, None)
+    }
+
+    /// [`add_recipient`](Self::add_recipient) with a fixed route (`transport:nexthop`,
+    /// see [`super::parse_route`]): this copy goes there, whatever the resolver says of its
+    /// address.
+    pub fn add_routed_recipient(&mut self, r: &RecipientSpec, route: Option<&str>) -> Result<(), QueueFileError> {
+        if route.is_some_and(|t| super::parse_route(t).is_none()) {
+            return Err(QueueFileError::InvalidInput("route is not transport:nexthop"));
+        }
         if r.address.is_empty() || !is_text(&r.address) {
             return Err(QueueFileError::InvalidInput("recipient address is empty or not text"));
         }
@@ -122,6 +132,9 @@ impl<W: Write + Seek> QueueFileWriter<W> {
             record::RECIPIENT,
             &[&flags, &addr_len, r.address.as_bytes(), orcpt.as_bytes()],
         )?;
+        if let Some(route) = route {
+            self.record(record::ROUTE, &[route.as_bytes()])?;
+        }
         self.recipients += 1;
         Ok(())
     }
