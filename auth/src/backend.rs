@@ -1,10 +1,10 @@
-//! The password data: `etc/users` (always) and `/etc/shadow` (with `auth_system_users`),
-//! kept parsed in memory and re-read when the file changes. A change is noticed by
+//! The password data: `etc/users` (always), `/etc/shadow` (with `auth_system_users`) and
+//! the master users (`auth_master_users_file`, same format as `etc/users`), kept parsed in memory and re-read when the file changes. A change is noticed by
 //! `stat` (device, inode, size, modification time) at most once per [`RECHECK`], which
 //! needs only search permission on the directories; the file itself is opened through
 //! the [`Opener`]. Virtual users win over system accounts of the same name.
 
-use crate::opener::{Opener, Which};
+use crate::opener::{Opener, Paths, Which};
 use postern_lib::users::{MAX_FILE_SIZE, Users};
 use std::collections::HashMap;
 use std::io::Read;
@@ -45,7 +45,9 @@ pub struct Backend {
     opener: Opener,
     users_src: Source,
     shadow_src: Option<Source>,
+    master_src: Option<Source>,
     users: Users,
+    masters: Users,
     shadow: HashMap<String, String>,
     checked: Option<Instant>,
     error: Option<String>,
@@ -91,19 +93,29 @@ pub fn parse_shadow(text: &str) -> HashMap<String, String> {
 }
 
 impl Backend {
-    /// A backend reading `CONFIG_DIR/users`, and /etc/shadow when `system_users`.
-    pub fn new(opener: Opener, config_dir: &Path, system_users: bool) -> Backend {
-        let src = |which| Source {
-            which,
-            path: crate::opener::path_of(config_dir, which),
-            sig: None,
-            loaded: false,
+    /// A backend reading `CONFIG_DIR/users`, /etc/shadow when `system_users`, and the
+    /// master users file when one is configured.
+    pub fn new(opener: Opener, paths: &Paths, system_users: bool) -> Backend {
+        let src = |which| {
+            crate::opener::path_of(paths, which).map(|path| Source {
+                which,
+                path,
+                sig: None,
+                loaded: false,
+            })
         };
         Backend {
             opener,
-            users_src: src(Which::Users),
-            shadow_src: system_users.then(|| src(Which::Shadow)),
+            users_src: src(Which::Users).unwrap_or(Source {
+                which: Which::Users,
+                path: postern_lib::users::path(&paths.config_dir),
+                sig: None,
+                loaded: false,
+            }),
+            shadow_src: if system_users { src(Which::Shadow) } else { None },
+            master_src: src(Which::MasterUsers),
             users: Users::default(),
+            masters: Users::default(),
             shadow: HashMap::new(),
             checked: None,
             error: None,
@@ -146,10 +158,56 @@ impl Backend {
                 }
             }
         }
+        if let Some(src) = &self.master_src {
+            let sig = signature(&src.path);
+            if !src.loaded || sig != src.sig {
+                match self.load_masters() {
+                    Ok(()) => {
+                        if let Some(src) = &mut self.master_src {
+                            src.sig = sig;
+                            src.loaded = true;
+                        }
+                    }
+                    Err(e) => self.error = Some(e),
+                }
+            }
+        }
         match &self.error {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         }
+    }
+
+    fn load_masters(&mut self) -> Result<(), String> {
+        let Some(src) = &self.master_src else { return Ok(()) };
+        let path = src.path.clone();
+        let masters = match self.opener.open(Which::MasterUsers)? {
+            None => {
+                tracing::warn!("{}: no such file: no master users", path.display());
+                Users::default()
+            }
+            Some(file) => {
+                let text = read_bounded(file, &path)?;
+                Users::parse(&text).map_err(|(line, reason)| format!("{}:{line}: {reason}", path.display()))?
+            }
+        };
+        tracing::info!("loaded {}: {} master users", path.display(), masters.list().count());
+        self.masters = masters;
+        Ok(())
+    }
+
+    /// Whether master users are configured (`auth_master_users_file` is set).
+    pub fn has_masters(&self) -> bool {
+        self.master_src.is_some()
+    }
+
+    /// The master user called `name` (from `auth_master_users_file` only).
+    pub fn master(&self, name: &str) -> Option<Account> {
+        self.masters.get(name).map(|u| Account {
+            name: u.name.clone(),
+            hash: u.hash.clone(),
+            quota: None,
+        })
     }
 
     fn load_users(&mut self) -> Result<(), String> {
@@ -224,7 +282,8 @@ mod tests {
         let dir = tempdir();
         let path = dir.join("users");
         std::fs::write(&path, "alice:$6$salt$hash\n").expect("write");
-        let mut b = Backend::new(Opener::Direct(dir.clone()), &dir, false);
+        let paths = Paths::new(&dir);
+        let mut b = Backend::new(Opener::Direct(paths.clone()), &paths, false);
         let t0 = Instant::now();
         b.refresh(t0, false).expect("load");
         assert!(b.account("alice").is_some());

@@ -9,7 +9,7 @@ use postern_auth::service::AuthService;
 use postern_auth::throttle::Penalty;
 use postern_lib::master_status::env;
 use postern_lib::skeleton::event::event_server;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -18,7 +18,11 @@ fn main() -> ExitCode {
     if let (Some(mode), Some(dir)) = (args.get(1), args.get(2))
         && mode == "opener"
     {
-        return opener::helper_main(Path::new(dir));
+        let paths = opener::Paths {
+            config_dir: PathBuf::from(dir),
+            master_users: args.get(3).map(PathBuf::from),
+        };
+        return opener::helper_main(&paths);
     }
     event_server("auth", |ctx| {
         let m = &ctx.main;
@@ -28,8 +32,12 @@ fn main() -> ExitCode {
         if m.auth_system_users && !root {
             tracing::warn!("auth_system_users = true needs master to run as root; system accounts are not used");
         }
-        let opener = Opener::start(&ctx.config.dir, will_drop)?;
-        let mut backend = Backend::new(opener, &ctx.config.dir, system_users);
+        let paths = opener::Paths {
+            config_dir: ctx.config.dir.clone(),
+            master_users: (!m.auth_master_users_file.is_empty()).then(|| m.auth_master_users_file.path().to_path_buf()),
+        };
+        let opener = Opener::start(&paths, will_drop)?;
+        let mut backend = Backend::new(opener, &paths, system_users);
         if let Err(e) = backend.refresh(std::time::Instant::now(), true) {
             tracing::warn!("cannot read password data: {e}");
         }
@@ -37,6 +45,7 @@ fn main() -> ExitCode {
         Ok(AuthService::new(backend, penalty, m.auth_worker_threads as usize)
             .with_failure_delay(m.auth_failure_delay.duration())
             .with_system_mailboxes(m.local_system_users)
+            .with_master_separator(&m.auth_master_user_separator)
             .server())
     })
 }

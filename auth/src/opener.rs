@@ -6,10 +6,12 @@
 //! `postern user` replaces the file (it writes a new file and renames it over the old one),
 //! and a kept directory descriptor does not help, because permissions are checked at
 //! `open` with the caller's credentials. So, in `pre_init` (still root, still
-//! single-threaded) auth starts a copy of itself, `auth opener CONFIG_DIR`, connected by a
-//! socket pair on its standard input. That helper stays root and does exactly one thing:
-//! on request it opens one of two fixed files — `CONFIG_DIR/users` (no symlink, regular
-//! file) or `/etc/shadow` — read-only and passes the descriptor back (`SCM_RIGHTS`). It
+//! single-threaded) auth starts a copy of itself, `auth opener CONFIG_DIR [MASTER_FILE]`,
+//! connected by a socket pair on its standard input. That helper stays root and does
+//! exactly one thing: on request it opens one of three files fixed when it started —
+//! `CONFIG_DIR/users` (no symlink, regular file), the master users file
+//! (`auth_master_users_file`, when set) or `/etc/shadow` — read-only and passes the
+//! descriptor back (`SCM_RIGHTS`). It
 //! takes no path from its peer, reads no password, talks to nothing else, holds no
 //! descriptor but its channel and no capability but `CAP_DAC_READ_SEARCH`, and exits when
 //! auth closes the socket. Everything that parses and verifies runs in the unprivileged
@@ -43,6 +45,27 @@ pub enum Which {
     Users,
     /// `/etc/shadow`.
     Shadow,
+    /// `auth_master_users_file` (same format as `etc/users`).
+    MasterUsers,
+}
+
+/// The files an opener may open, fixed when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The configuration directory (`users` is in it).
+    pub config_dir: PathBuf,
+    /// `auth_master_users_file`, when set.
+    pub master_users: Option<PathBuf>,
+}
+
+impl Paths {
+    /// The files of `config_dir`, without master users.
+    pub fn new(config_dir: &Path) -> Paths {
+        Paths {
+            config_dir: config_dir.to_path_buf(),
+            master_users: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,9 +85,11 @@ enum OpenReply {
 }
 
 /// Opens `which` read-only without following a symlink at the file itself. `Ok(None)`:
-/// the file does not exist.
-pub fn open_file(config_dir: &Path, which: Which) -> Result<Option<File>, String> {
-    let path = path_of(config_dir, which);
+/// the file does not exist (or, for the master users, none is configured).
+pub fn open_file(paths: &Paths, which: Which) -> Result<Option<File>, String> {
+    let Some(path) = path_of(paths, which) else {
+        return Ok(None);
+    };
     match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -83,11 +108,12 @@ pub fn open_file(config_dir: &Path, which: Which) -> Result<Option<File>, String
     }
 }
 
-/// The path of `which`.
-pub fn path_of(config_dir: &Path, which: Which) -> PathBuf {
+/// The path of `which` (`None`: master users, none configured).
+pub fn path_of(paths: &Paths, which: Which) -> Option<PathBuf> {
     match which {
-        Which::Users => postern_lib::users::path(config_dir),
-        Which::Shadow => PathBuf::from(SHADOW),
+        Which::Users => Some(postern_lib::users::path(&paths.config_dir)),
+        Which::Shadow => Some(PathBuf::from(SHADOW)),
+        Which::MasterUsers => paths.master_users.clone(),
     }
 }
 
@@ -95,7 +121,7 @@ pub fn path_of(config_dir: &Path, which: Which) -> PathBuf {
 #[derive(Debug)]
 pub enum Opener {
     /// Open them directly (no privilege to keep).
-    Direct(PathBuf),
+    Direct(Paths),
     /// Ask the privileged helper.
     Helper {
         /// The channel.
@@ -108,15 +134,18 @@ pub enum Opener {
 impl Opener {
     /// Starts the helper when this process is root and will drop privileges; otherwise
     /// opens directly. Call from `pre_init`.
-    pub fn start(config_dir: &Path, will_drop: bool) -> Result<Opener, String> {
+    pub fn start(paths: &Paths, will_drop: bool) -> Result<Opener, String> {
         if !will_drop {
-            return Ok(Opener::Direct(config_dir.to_path_buf()));
+            return Ok(Opener::Direct(paths.clone()));
         }
         let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
         let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-        let child = Command::new(exe)
-            .arg("opener")
-            .arg(config_dir)
+        let mut cmd = Command::new(exe);
+        cmd.arg("opener").arg(&paths.config_dir);
+        if let Some(m) = &paths.master_users {
+            cmd.arg(m);
+        }
+        let child = cmd
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .spawn()
@@ -128,7 +157,7 @@ impl Opener {
     /// Opens `which`; `Ok(None)` when it does not exist.
     pub fn open(&mut self, which: Which) -> Result<Option<File>, String> {
         match self {
-            Opener::Direct(dir) => open_file(dir, which),
+            Opener::Direct(paths) => open_file(paths, which),
             Opener::Helper { chan, .. } => {
                 chan.send(&OpenRequest { file: which })
                     .map_err(|e| format!("opener: {e}"))?;
@@ -188,7 +217,7 @@ fn confine() {
 }
 
 /// The helper's main: serves open requests on standard input until it closes.
-pub fn helper_main(config_dir: &Path) -> std::process::ExitCode {
+pub fn helper_main(paths: &Paths) -> std::process::ExitCode {
     confine();
     let stdin = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => UnixStream::from(fd),
@@ -198,7 +227,7 @@ pub fn helper_main(config_dir: &Path) -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     };
     while let Ok(req) = chan.recv::<OpenRequest>() {
-        let sent = match open_file(config_dir, req.file) {
+        let sent = match open_file(paths, req.file) {
             Ok(Some(f)) => chan.send_with_fds(&OpenReply::Opened, &[f.as_fd()]),
             Ok(None) => chan.send(&OpenReply::Missing),
             Err(reason) => chan.send(&OpenReply::Error { reason }),

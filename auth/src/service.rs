@@ -15,9 +15,18 @@
 //! address opening many connections at once cannot fill the pool and make the checks of
 //! everybody else fail.
 //!
+//! Master users (Dovecot's master passdb): with `auth_master_users_file` set, a login
+//! `USER*MASTER` (the separator is `auth_master_user_separator`), or `USER\0MASTER` (how
+//! pop3d and imapd pass SASL PLAIN with authorization identity USER, authentication
+//! identity MASTER), is checked against MASTER's password in that file; right, and USER
+//! exists, it logs in as USER. A wrong master password, an unknown master or an unknown
+//! USER is a failure like any other (delayed, counted in the penalty). Without the file
+//! the separator means nothing and `alice*bob` is just an unknown user.
+//!
 //! Log lines (never a password): `auth failure: user=U, client=ADDR, service=S,
 //! reason=wrong password|unknown user|...` (warning) and
-//! `auth ok: user=U, client=ADDR, service=S` (info).
+//! `auth ok: user=U, client=ADDR, service=S` (info); for a master login `user=U, master=M`
+//! and `master user M logged in as U`.
 
 use crate::backend::Backend;
 use crate::throttle::Penalty;
@@ -46,7 +55,10 @@ pub const MAX_CHECKS_PER_CLIENT: usize = 2;
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 
 struct Pending {
+    /// The account to log in as.
     user: String,
+    /// The master user whose password is checked, for a master login.
+    master: Option<String>,
     service: String,
     client: Option<String>,
     /// The keyed hash of user and password ([`Penalty::attempt`]).
@@ -85,6 +97,8 @@ pub struct AuthService {
     replies: Vec<(ClientId, AuthReply)>,
     /// `local_system_users`: /etc/passwd accounts count as existing mailboxes.
     passwd: bool,
+    /// `auth_master_user_separator`.
+    master_separator: String,
 }
 
 /// The answer for a name that is no virtual user, with `local_system_users`: an
@@ -109,6 +123,14 @@ fn shown(s: &str) -> String {
     printable_bounded(s.as_bytes(), 80)
 }
 
+/// `U` or `U, master=M` for the log.
+fn who(p: &Pending) -> String {
+    match &p.master {
+        Some(m) => format!("{}, master={}", shown(&p.user), shown(m)),
+        None => shown(&p.user),
+    }
+}
+
 impl AuthService {
     /// A service over `backend`.
     pub fn new(backend: Backend, penalty: Penalty, threads: usize) -> AuthService {
@@ -122,7 +144,27 @@ impl AuthService {
             flights: HashMap::new(),
             replies: Vec::new(),
             passwd: false,
+            master_separator: "*".into(),
         }
+    }
+
+    /// A master login is `USER` + `sep` + `MASTER` (`auth_master_user_separator`).
+    pub fn with_master_separator(mut self, sep: &str) -> AuthService {
+        self.master_separator = sep.to_string();
+        self
+    }
+
+    /// `(user, master)` of a master login (only when master users are configured).
+    fn master_login<'a>(&self, login: &'a str) -> Option<(&'a str, &'a str)> {
+        if !self.backend.has_masters() {
+            return None;
+        }
+        let (user, master) = match login.split_once('\0') {
+            Some(pair) => pair,
+            None if self.master_separator.is_empty() => return None,
+            None => login.rsplit_once(self.master_separator.as_str())?,
+        };
+        (!user.is_empty() && !master.is_empty()).then_some((user, master))
     }
 
     /// Failed attempts are answered after `delay` (`auth_failure_delay`).
@@ -205,10 +247,15 @@ impl AuthService {
                 client,
             } => {
                 let password = Zeroizing::new(password);
-                let user = user.to_ascii_lowercase();
+                let login = user.to_ascii_lowercase();
+                let (user, master) = match self.master_login(&login) {
+                    Some((u, m)) => (u, Some(m.chars().take(MAX_USER).collect())),
+                    None => (login.as_str(), None),
+                };
                 let pending = Pending {
-                    attempt: self.penalty.attempt(&user, &password),
-                    user: user.chars().take(MAX_USER).collect(),
+                    attempt: self.penalty.attempt(&login, &password),
+                    user: user.chars().take(MAX_USER + 1).collect(),
+                    master,
                     service: service.chars().take(32).collect(),
                     client: client.map(|c| c.chars().take(64).collect()),
                 };
@@ -309,11 +356,18 @@ impl AuthService {
         }
         let account = if p.user.len() > MAX_USER {
             None
+        } else if let Some(m) = &p.master {
+            self.backend.master(m)
         } else {
             self.backend.account(&p.user)
         };
         let Some(account) = account else {
-            self.fail_after(token, &p, "unknown user", now);
+            let reason = if p.master.is_some() {
+                "unknown master user"
+            } else {
+                "unknown user"
+            };
+            self.fail_after(token, &p, reason, now);
             return None;
         };
         if password.is_empty() {
@@ -357,7 +411,7 @@ impl AuthService {
         let delay = self.failure_delay;
         tracing::warn!(
             "auth failure: user={}, client={}, service={}, reason={reason}",
-            shown(&p.user),
+            who(p),
             shown(p.client.as_deref().unwrap_or("local")),
             shown(&p.service)
         );
@@ -374,6 +428,22 @@ impl AuthService {
         };
         match done.result {
             Ok(true) => {
+                // a master login: the master's password is right; the user must exist
+                if let Some(m) = &p.master {
+                    let Some(target) = self.backend.account(&p.user) else {
+                        return self.fail_after(done.token, &p, "unknown target user", now);
+                    };
+                    self.penalty.succeed(p.client.as_deref());
+                    tracing::info!(
+                        "auth ok: {}, client={}, service={}: master user {} logged in as {}",
+                        who(&p),
+                        shown(p.client.as_deref().unwrap_or("local")),
+                        shown(&p.service),
+                        shown(m),
+                        shown(&target.name)
+                    );
+                    return self.reply(done.token, AuthReply::Ok { user: target.name });
+                }
                 self.penalty.succeed(p.client.as_deref());
                 tracing::info!(
                     "auth ok: user={}, client={}, service={}",

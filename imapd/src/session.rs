@@ -1008,14 +1008,15 @@ impl Session {
             zeroize::Zeroize::zeroize(&mut d);
         }
         match parts {
-            Some(p) if p[0].is_empty() || p[0] == p[1] => {
+            Some(p) => {
                 self.mode = Mode::Waiting(tag.to_string());
+                // an authorization identity other than the login: a master login (auth decides)
                 Some(Need::Verify {
-                    user: p[1].clone(),
+                    user: postern_lib::proto::auth::plain_login(&p[0], &p[1]),
                     password: p[2].clone(),
                 })
             }
-            _ => {
+            None => {
                 self.line(&format!("{tag} BAD Invalid SASL PLAIN response"));
                 None
             }

@@ -131,12 +131,10 @@ fn plain(s: &mut Session, b64: &[u8]) -> Vec<Action> {
     ) else {
         return vec![err("[AUTH] Invalid PLAIN response")];
     };
-    if !authz.is_empty() && authz != authc {
-        return vec![err("[AUTH] Authorization identity must be empty or the login name")];
-    }
     s.state = State::Verifying;
+    // an authorization identity other than the login: a master-user login (auth decides)
     vec![Action::Verify {
-        user: authc.to_string(),
+        user: postern_lib::proto::auth::plain_login(authz, authc),
         password: Zeroizing::new(pass.to_string()),
     }]
 }

@@ -110,6 +110,16 @@ settings! {
     /// auth: threads that verify password hashes, so the event loop never stalls.
     auth_worker_threads: u32 = 2,
         readers "auth", min 1, max 64;
+    /// auth: master users (Dovecot's master passdb), in the format of `etc/users`; a login
+    /// `USER*MASTER` (see `auth_master_user_separator`) or SASL PLAIN with authorization
+    /// identity USER and authentication identity MASTER, with MASTER's password, logs in
+    /// as USER (which must exist). Empty: no master users.
+    auth_master_users_file: ConfigPath = ConfigPath::default(),
+        readers "auth", path Config;
+    /// auth: what separates the user from the master user in a master login
+    /// (Dovecot's `auth_master_user_separator`).
+    auth_master_user_separator: String = "*".into(),
+        readers "auth", check master_separator;
     /// pop3d: the certificate chain (PEM) for STLS and pop3s; empty: no TLS.
     pop3d_tls_cert_file: ConfigPath = ConfigPath::default(),
         readers "pop3d", path Config;
@@ -462,6 +472,19 @@ fn not_empty(text: &str) -> Result<(), String> {
 fn unprivileged(name: &str) -> Result<(), String> {
     if name.is_empty() || name == "root" {
         return Err("must name an unprivileged account, not root".into());
+    }
+    Ok(())
+}
+
+fn master_separator(sep: &str) -> Result<(), String> {
+    if sep.is_empty() || sep.len() > 4 {
+        return Err("must be 1 to 4 characters".into());
+    }
+    if sep
+        .bytes()
+        .any(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b) || !b.is_ascii_graphic())
+    {
+        return Err("must not hold letters, digits, '.', '_', '-', '@', spaces or control characters".into());
     }
     Ok(())
 }

@@ -17,6 +17,18 @@ pub const VERSION: u32 = 1;
 /// The socket, relative to the queue directory.
 pub const SOCKET: &str = "private/auth";
 
+/// The login name to verify for SASL PLAIN's authorization identity `authz` and
+/// authentication identity `authc`: `authc` when `authz` is empty or the same, else
+/// `authz` NUL `authc` — a master-user login (log in as `authz` with the password of the
+/// master user `authc`), which auth accepts only from its master users file.
+pub fn plain_login(authz: &str, authc: &str) -> String {
+    if authz.is_empty() || authz == authc {
+        authc.to_string()
+    } else {
+        format!("{authz}\0{authc}")
+    }
+}
+
 /// A question for auth.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
