@@ -279,6 +279,22 @@ settings! {
     /// trivial-rewrite: transport tables (`domain  transport:nexthop`; relative to the config dir).
     transport_maps: Vec<String> = Vec::new(),
         readers "postern trivial-rewrite";
+    // --- replicated mailboxes (issue 15) ---
+    /// cleanup, qmgr (hub): domains whose mail this hub copies to every mailbox server of
+    /// `replica_relays`: a recipient in one of them is queued once per relay (each copy
+    /// its own delivery and done mark), and the message gets one `X-Postern-GUID` header
+    /// (any it carried is removed). Empty: no replication.
+    replica_domains: Vec<String> = Vec::new(),
+        readers "cleanup postern", check super::replica::domains;
+    /// cleanup (hub): the mailbox servers each replica-domain recipient is copied to,
+    /// written like transport_maps values (`"smtp:[198.18.0.31]:25"`); at least two when
+    /// replica_domains is set.
+    replica_relays: Vec<String> = Vec::new(),
+        readers "cleanup postern", check super::replica::relays;
+    /// cleanup (mailbox server): client networks (the hubs) whose `X-Postern-GUID` header is
+    /// kept; from any other client, and from local submissions, cleanup removes it.
+    replica_hub_networks: Vec<Cidr> = Vec::new(),
+        readers "cleanup";
     /// trivial-rewrite: Sun ONE-style rewrite rules (`domain-pattern  $U%$D@channel`; relative to the config dir).
     rewrite_rules: Vec<String> = Vec::new(),
         readers "postern trivial-rewrite";
@@ -529,6 +545,7 @@ impl MainConfig {
                 "with auth_failure_delay must be at most 25 s (clients wait 30 s for auth)".into(),
             ));
         }
+        super::replica::relation(&self.replica_domains, &self.replica_relays)?;
         if self.maximal_backoff_time < self.minimal_backoff_time {
             return Err(("maximal_backoff_time", "must be at least minimal_backoff_time".into()));
         }

@@ -17,6 +17,7 @@ mod main_cf;
 mod master_cf;
 mod paths;
 mod registry;
+mod replica;
 mod size;
 mod values;
 
