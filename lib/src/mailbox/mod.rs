@@ -54,6 +54,7 @@ pub mod folder;
 mod folder_sync;
 pub mod headers;
 pub mod index;
+pub mod replica;
 pub mod shared;
 pub mod spool;
 pub mod stream;

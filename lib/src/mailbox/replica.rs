@@ -1,0 +1,564 @@
+//! What the replicator needs of the store beyond what IMAP does: list a folder's messages
+//! with their GUIDs, UIDs, flags (keywords by name) and MODSEQs; add messages under a
+//! UID, base name, flags and date chosen elsewhere (by the replica that has them); give a
+//! folder a chosen UIDVALIDITY; create a folder with one; and keep the replicator's
+//! per-peer state file and lock in the mailbox root.
+//!
+//! A message placed here ([`place`]) gets exactly the UID asked for, or none: under the
+//! folder's uidlist lock, a UID below the folder's UIDNEXT is refused ([`Placed::Taken`]:
+//! another message may have it, or had it), and a base name already in `new/` or `cur/` is
+//! not written again ([`Placed::Exists`]: the hub's copy of the same message came first).
+//! The file is written in `tmp/`, fsynced, given its date and renamed into `cur/` while the
+//! uidlist lock is held, and the uidlist (with the message's GUID in its `G` field) is
+//! committed before the lock is released, so no other process can give the file another
+//! UID. The index learns of it at the folder's next sync, which [`place`] runs.
+
+use super::flags::{self, Flags};
+use super::uidlist::{self, Lock, UidList};
+use super::{Folder, MailboxError, Result, Store, io_err};
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// The replicator's state file for peer `<name>` in the mailbox root: `postern-replica-<name>`.
+pub const STATE_PREFIX: &str = "postern-replica-";
+/// The replicator's per-user lock file in the mailbox root.
+pub const LOCK_FILE: &str = "postern-replica.lock";
+/// Largest state file read.
+pub const MAX_STATE: u64 = 64 * 1024 * 1024;
+/// Longest base name accepted from a peer.
+pub const MAX_BASE: usize = 200;
+
+/// One message as the replicas compare it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessageInfo {
+    /// UID.
+    pub uid: u32,
+    /// GUID as 32 hex digits.
+    pub guid: String,
+    /// Maildir base name (the POP3 UIDL).
+    pub base: String,
+    /// System flags ([`flags::SEEN`] | ...).
+    pub system: u8,
+    /// Keywords by name.
+    pub keywords: Vec<String>,
+    /// MODSEQ of its last change on this replica.
+    pub modseq: u64,
+    /// Internal date, seconds since the epoch.
+    pub date: i64,
+    /// Size with CRLF line ends.
+    pub size: u64,
+}
+
+/// A folder as the replicas compare it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FolderInfo {
+    /// Name (`INBOX`, `Sent`, `Lists.rust`).
+    pub name: String,
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+    /// UIDNEXT.
+    pub next_uid: u32,
+    /// HIGHESTMODSEQ.
+    pub highest_modseq: u64,
+    /// Number of messages.
+    pub messages: u32,
+}
+
+/// What [`place`] did with one message.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Placed {
+    /// Added under the UID asked for.
+    Placed,
+    /// The UID is below the folder's UIDNEXT: not added.
+    Taken,
+    /// A message of that base name is already in the folder (under this UID, if known):
+    /// not added.
+    Exists {
+        /// Its UID.
+        uid: Option<u32>,
+    },
+    /// Refused (bad base name, bad keyword): not added.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A message to add with [`place`].
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    /// Its description (UID, GUID, base name, flags, date).
+    pub info: MessageInfo,
+    /// Its bytes as stored on the other replica.
+    pub bytes: Vec<u8>,
+}
+
+/// Whether `base` can be a message's base name here: printable ASCII without `/`, `:`,
+/// a leading `.`, and not too long.
+pub fn valid_base(base: &str) -> bool {
+    !base.is_empty()
+        && base.len() <= MAX_BASE
+        && !base.starts_with('.')
+        && base.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
+/// The folder's description (opening and syncing it).
+pub fn folder_info(name: &str, f: &Folder) -> FolderInfo {
+    FolderInfo {
+        name: name.to_string(),
+        uid_validity: f.uid_validity(),
+        next_uid: f.next_uid(),
+        highest_modseq: f.highest_modseq(),
+        messages: f.messages().len() as u32,
+    }
+}
+
+/// Keyword names of `fl` in `f`'s table.
+fn keyword_names(f: &Folder, fl: Flags) -> Vec<String> {
+    f.keywords()
+        .iter()
+        .enumerate()
+        .take(flags::MAX_KEYWORDS)
+        .filter(|(i, k)| fl.keywords & (1 << i) != 0 && !k.is_empty())
+        .map(|(_, k)| k.clone())
+        .collect()
+}
+
+/// Up to `limit` messages with UIDs above `after`, in UID order.
+pub fn list(f: &Folder, after: u32, limit: usize) -> Vec<MessageInfo> {
+    let start = f.messages().partition_point(|m| m.uid <= after);
+    f.messages()[start..]
+        .iter()
+        .take(limit)
+        .map(|m| MessageInfo {
+            uid: m.uid,
+            guid: super::index::guid_hex(m.guid),
+            base: m.base.clone(),
+            system: m.flags.system & !flags::RECENT,
+            keywords: keyword_names(f, m.flags),
+            modseq: m.modseq,
+            date: m.date,
+            size: m.size,
+        })
+        .collect()
+}
+
+/// The flags for `system` and keyword names in `f`'s table (keywords added to it).
+pub fn flags_for(f: &mut Folder, system: u8, keywords: &[String]) -> Result<Flags> {
+    let mut fl = Flags {
+        system: system & !flags::RECENT,
+        keywords: 0,
+    };
+    for k in keywords {
+        if let Some(bit) = f.keyword_bit(k, true)? {
+            fl.keywords |= bit;
+        }
+    }
+    Ok(fl)
+}
+
+/// A message's bytes as stored, at most `max` bytes (`None`: gone; a larger one is an
+/// error).
+pub fn read(f: &mut Folder, uid: u32, max: u64) -> Result<Option<Vec<u8>>> {
+    let Some(file) = f.open_message(uid)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_err("read", f.path(), e))?;
+    if bytes.len() as u64 > max {
+        return Err(io_err(
+            "read",
+            f.path(),
+            io::Error::other(format!("message {uid} is larger than {max} bytes")),
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+/// Sets the flags of messages (`(uid, system, keywords)`); returns the folder's
+/// HIGHESTMODSEQ after.
+pub fn set_flags(f: &mut Folder, changes: &[(u32, u8, Vec<String>)]) -> Result<u64> {
+    let mut out = Vec::with_capacity(changes.len());
+    for (uid, system, kw) in changes {
+        let fl = flags_for(f, *system, kw)?;
+        // keep \Recent as it is (it is not replicated)
+        let recent = f.get(*uid).map_or(0, |m| m.flags.system & flags::RECENT);
+        out.push((
+            *uid,
+            Flags {
+                system: fl.system | recent,
+                keywords: fl.keywords,
+            },
+        ));
+    }
+    f.set_flags_many(&out)?;
+    Ok(f.highest_modseq())
+}
+
+/// Base names in `new/` and `cur/`.
+fn bases_on_disk(dir: &Path) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for sub in ["new", "cur"] {
+        let d = dir.join(sub);
+        for entry in fs::read_dir(&d).map_err(|e| io_err("read", &d, e))? {
+            let Ok(entry) = entry else { continue };
+            if let Some(name) = entry.file_name().to_str()
+                && !name.starts_with('.')
+            {
+                out.insert(flags::split_name(name).0.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Adds messages under the UIDs, base names, flags and dates given (see the module doc);
+/// one result per message, in order. The folder is synced after.
+pub fn place(f: &mut Folder, msgs: &[NewMessage]) -> Result<Vec<Placed>> {
+    let mut flags_of = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        let fl = if valid_base(&m.info.base) {
+            flags_for(f, m.info.system, &m.info.keywords).map_err(|e| e.to_string())
+        } else {
+            Err(format!("bad base name {:?}", m.info.base))
+        };
+        flags_of.push(fl);
+    }
+    let dir = f.path().to_path_buf();
+    let lock = Lock::acquire(&dir).map_err(|e| io_err("lock", &dir, e))?;
+    let mut list = uidlist::read(&dir)
+        .map_err(|e| io_err("read uidlist", &dir, e))?
+        .ok_or_else(|| io_err("read uidlist", &dir, io::Error::other("no uidlist")))?;
+    let mut present = bases_on_disk(&dir)?;
+    let mut known = list
+        .map()
+        .into_iter()
+        .map(|(b, u)| (b.to_string(), u))
+        .collect::<std::collections::HashMap<_, _>>();
+    let mut out = Vec::with_capacity(msgs.len());
+    let mut added = false;
+    for (m, fl) in msgs.iter().zip(flags_of) {
+        let fl = match fl {
+            Ok(fl) => fl,
+            Err(reason) => {
+                out.push(Placed::Refused { reason });
+                continue;
+            }
+        };
+        if present.contains(&m.info.base) || known.contains_key(&m.info.base) {
+            out.push(Placed::Exists {
+                uid: known.get(&m.info.base).copied(),
+            });
+            continue;
+        }
+        if m.info.uid < list.next_uid || m.info.uid == u32::MAX {
+            out.push(Placed::Taken);
+            continue;
+        }
+        let guid = super::index::parse_guid(&m.info.guid);
+        write_message(&dir, &m.info.base, fl, m.info.date, &m.bytes)?;
+        list.entries.push((m.info.uid, m.info.base.clone()));
+        list.set_guid(m.info.uid, guid);
+        list.next_uid = m.info.uid + 1;
+        present.insert(m.info.base.clone());
+        known.insert(m.info.base.clone(), m.info.uid);
+        added = true;
+        out.push(Placed::Placed);
+    }
+    if added {
+        let _ = crate::safe_open::fsync_dir(&dir.join("cur"));
+        lock.commit(&list).map_err(|e| io_err("write uidlist", &dir, e))?;
+    } else {
+        drop(lock);
+    }
+    f.sync()?;
+    Ok(out)
+}
+
+/// Writes one message file into `cur/` through `tmp/`.
+fn write_message(dir: &Path, base: &str, fl: Flags, date: i64, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join("tmp").join(base);
+    let res = (|| {
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(date.max(0) as u64))?;
+        file.sync_all()?;
+        fs::rename(&tmp, dir.join("cur").join(flags::cur_name(base, fl)))
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err("place", &tmp, e));
+    }
+    Ok(())
+}
+
+/// Gives the folder at `dir` the UIDVALIDITY `v` (its messages keep their UIDs; the index
+/// is rebuilt at the next sync). For the first contact of two replicas that created the
+/// same folder each on its own.
+pub fn set_uid_validity(dir: &Path, v: u32) -> Result<()> {
+    let lock = Lock::acquire(dir).map_err(|e| io_err("lock", dir, e))?;
+    let mut list = uidlist::read(dir)
+        .map_err(|e| io_err("read uidlist", dir, e))?
+        .unwrap_or_else(UidList::new);
+    if list.uid_validity == v {
+        return Ok(());
+    }
+    list.uid_validity = v.max(1);
+    lock.commit(&list).map_err(|e| io_err("write uidlist", dir, e))?;
+    raise_last_validity(dir, v);
+    Ok(())
+}
+
+/// Creates folder `name` with UIDVALIDITY `v` (an existing one is [`MailboxError::Exists`]).
+pub fn create_folder(store: &Store, name: &str, v: u32) -> Result<()> {
+    store.create(name)?;
+    let dir = store.folder_path(name)?;
+    let lock = Lock::acquire(&dir).map_err(|e| io_err("lock", &dir, e))?;
+    let mut list = uidlist::read(&dir)
+        .map_err(|e| io_err("read uidlist", &dir, e))?
+        .unwrap_or_else(UidList::new);
+    list.uid_validity = v.max(1);
+    lock.commit(&list).map_err(|e| io_err("write uidlist", &dir, e))?;
+    raise_last_validity(&dir, v);
+    Ok(())
+}
+
+/// Makes the mailbox's record of the last UIDVALIDITY given at least `v`, so a folder
+/// created here later never gets one a peer gave.
+fn raise_last_validity(folder: &Path, v: u32) {
+    let sub = folder
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'));
+    let root = match folder.parent() {
+        Some(p) if sub => p,
+        _ => folder,
+    };
+    let path = root.join(super::folder_sync::UIDVALIDITY_FILE);
+    let last = fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| u32::from_str_radix(t.trim(), 16).ok())
+        .unwrap_or(0);
+    if last >= v {
+        return;
+    }
+    let res = crate::safe_open::write_atomic(root, super::folder_sync::UIDVALIDITY_FILE, 0o600, |f| {
+        f.write_all(format!("{v:08x}").as_bytes())
+    });
+    if let Err(e) = res {
+        tracing::warn!("{}: {e}", path.display());
+    }
+}
+
+/// The replicator's state for `peer` in the mailbox root (`None` when there is none).
+pub fn read_state(store: &Store, peer: &str) -> Result<Option<Vec<u8>>> {
+    let path = store.root().join(state_name(peer));
+    let file = match crate::safe_open::open_read(&path, &crate::safe_open::Expect::any()) {
+        Ok(f) => f,
+        Err(crate::safe_open::SafeOpenError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(io_err("open", &path, io::Error::other(e.to_string()))),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_err("read", &path, e))?;
+    if bytes.len() as u64 > MAX_STATE {
+        return Err(io_err("read", &path, io::Error::other("state file too large")));
+    }
+    Ok(Some(bytes))
+}
+
+/// Replaces the replicator's state for `peer` (durably).
+pub fn write_state(store: &Store, peer: &str, bytes: &[u8]) -> Result<()> {
+    crate::safe_open::write_atomic(store.root(), &state_name(peer), 0o600, |f| f.write_all(bytes)).map_err(|e| {
+        io_err(
+            "write",
+            &store.root().join(state_name(peer)),
+            io::Error::other(e.to_string()),
+        )
+    })
+}
+
+/// The state file's name for `peer`: its name with anything but letters, digits, `.`
+/// and `-` as `_`.
+pub fn state_name(peer: &str) -> String {
+    let clean: String = peer
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{STATE_PREFIX}{clean}")
+}
+
+/// The replicator's per-user lock (an exclusive `flock` of the lock file in the mailbox
+/// root), released when dropped.
+#[derive(Debug)]
+pub struct UserLock {
+    _file: fs::File,
+}
+
+impl UserLock {
+    /// Takes the lock, waiting at most `wait`.
+    pub fn acquire(store: &Store, wait: Duration) -> Result<UserLock> {
+        let path = store.root().join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags_nofollow()
+            .open(&path)
+            .map_err(|e| io_err("open", &path, e))?;
+        let start = std::time::Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(UserLock { _file: file }),
+                Err(rustix::io::Errno::WOULDBLOCK) if start.elapsed() < wait => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(io_err("lock", &path, io::Error::from(e)));
+                }
+            }
+        }
+    }
+}
+
+trait NoFollow {
+    fn custom_flags_nofollow(&mut self) -> &mut Self;
+}
+
+impl NoFollow for fs::OpenOptions {
+    fn custom_flags_nofollow(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+    }
+}
+
+/// Renames a folder, refusing INBOX (a replica never renames INBOX: the RENAME of INBOX a
+/// client made arrives as a new folder and INBOX's expunges).
+pub fn rename_folder(store: &Store, old: &str, new: &str) -> Result<()> {
+    if Store::canonical(old) == "INBOX" {
+        return Err(MailboxError::Inbox("renamed by a replica"));
+    }
+    store.rename(old, new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(uid: u32, base: &str, system: u8, kw: &[&str]) -> NewMessage {
+        NewMessage {
+            info: MessageInfo {
+                uid,
+                guid: super::super::index::guid_hex(uid as u128 * 7),
+                base: base.into(),
+                system,
+                keywords: kw.iter().map(|s| s.to_string()).collect(),
+                modseq: 0,
+                date: 1_700_000_000,
+                size: 0,
+            },
+            bytes: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn place_gives_the_uid_asked_or_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "u").unwrap();
+        let mut inbox = store.folder("INBOX").unwrap();
+        let own = inbox.append(b"Subject: a\r\n\r\n", Flags::default(), None).unwrap();
+        assert_eq!(own, 1);
+        let r = place(
+            &mut inbox,
+            &[
+                msg(5, "100.Gabc.replica", flags::SEEN, &["$Label1"]),
+                msg(3, "101.x", 0, &[]),
+                msg(7, "100.Gabc.replica", 0, &[]),
+                msg(8, "../evil", 0, &[]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r[0], Placed::Placed);
+        assert_eq!(r[1], Placed::Taken);
+        assert_eq!(r[2], Placed::Exists { uid: Some(5) });
+        assert!(matches!(r[3], Placed::Refused { .. }));
+        assert_eq!(inbox.next_uid(), 6);
+        let l = list(&inbox, 1, 10);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].uid, 5);
+        assert_eq!(l[0].guid, super::super::index::guid_hex(35));
+        assert_eq!(l[0].base, "100.Gabc.replica");
+        assert_eq!(l[0].system, flags::SEEN);
+        assert_eq!(l[0].keywords, vec!["$Label1".to_string()]);
+        assert_eq!(l[0].date, 1_700_000_000);
+        // another process's view agrees, the GUID survives a lost index
+        fs::remove_file(inbox.path().join(super::super::index::FILE)).unwrap();
+        let again = store.folder("INBOX").unwrap();
+        assert_eq!(
+            list(&again, 0, 10)
+                .iter()
+                .map(|m| (m.uid, m.guid.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                (1, list(&inbox, 0, 1)[0].guid.clone()),
+                (5, super::super::index::guid_hex(35))
+            ]
+        );
+        assert_eq!(
+            read(&mut inbox, 5, 1000).unwrap().unwrap(),
+            b"Subject: x\r\n\r\nbody\r\n"
+        );
+        assert!(read(&mut inbox, 5, 3).is_err());
+    }
+
+    #[test]
+    fn folders_get_the_uidvalidity_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "u").unwrap();
+        create_folder(&store, "Work", 4242).unwrap();
+        assert_eq!(store.folder("Work").unwrap().uid_validity(), 4242);
+        let mut inbox = store.folder("INBOX").unwrap();
+        inbox.append(b"Subject: a\r\n\r\n", Flags::default(), None).unwrap();
+        set_uid_validity(inbox.path(), 17).unwrap();
+        inbox.sync().unwrap();
+        assert_eq!(inbox.uid_validity(), 17);
+        assert_eq!(inbox.messages().len(), 1);
+        assert_eq!(inbox.messages()[0].uid, 1);
+        // a folder made later here gets a UIDVALIDITY above the peer's
+        store.create("Later").unwrap();
+        assert!(store.folder("Later").unwrap().uid_validity() > 4242);
+    }
+
+    #[test]
+    fn state_files_and_the_user_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "u").unwrap();
+        assert_eq!(read_state(&store, "b:1190").unwrap(), None);
+        write_state(&store, "b:1190", b"{}").unwrap();
+        assert_eq!(read_state(&store, "b:1190").unwrap().unwrap(), b"{}");
+        assert_eq!(state_name("../x"), "postern-replica-.._x");
+        assert!(store.list().unwrap().iter().all(|n| !n.contains("replica")));
+        let l = UserLock::acquire(&store, Duration::from_millis(10)).unwrap();
+        assert!(UserLock::acquire(&store, Duration::from_millis(30)).is_err());
+        drop(l);
+        UserLock::acquire(&store, Duration::from_millis(10)).unwrap();
+    }
+}
