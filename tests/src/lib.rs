@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub mod imap_raw;
 pub mod netns;
+pub mod redundant;
 pub mod skip;
 pub use skip::{require_root, require_tool, skip};
 
