@@ -75,6 +75,7 @@ pub mod queue_id;
 pub mod queue_scan;
 pub mod queue_select;
 pub mod queue_spare;
+pub mod replica_id;
 pub mod safe_open;
 pub mod skeleton;
 pub mod strbuf;

@@ -146,7 +146,12 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 }
 
 /// A GUID made from a Maildir base name (FNV-1a, 128 bits): the same on every rebuild.
+/// A replica base name (`<secs>.G<32 hex>.replica`, [`crate::replica_id`]) carries its
+/// GUID, the hub's, which is returned as it is.
 pub fn guid_of(base: &str) -> u128 {
+    if let Some(g) = crate::replica_id::guid_of_base(base) {
+        return g;
+    }
     let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
     for &b in base.as_bytes() {
         h ^= u128::from(b);
