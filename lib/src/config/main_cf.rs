@@ -295,6 +295,29 @@ settings! {
     /// kept; from any other client, and from local submissions, cleanup removes it.
     replica_hub_networks: Vec<Cidr> = Vec::new(),
         readers "cleanup";
+    /// replicator (mailbox server): the other mailbox servers' replicators (`host:port` of
+    /// their `replicator` inet service) this one keeps every mailbox in step with. Empty:
+    /// replication off (a `Sync` request answers at once).
+    replica_peers: Vec<String> = Vec::new(),
+        readers "replicator postern", check host_ports;
+    /// replicator: this server's name among the replicas (peers key their sync state by
+    /// it, so it must differ on every replica and stay the same across restarts).
+    replica_name: String = "$myhostname".into(),
+        readers "replicator postern";
+    /// replicator: the secret shared by all replicas (the same file on each, mode 0600,
+    /// readable by root; read before privileges are dropped). Peers prove they know it
+    /// with an HMAC-SHA256 challenge and response in both directions; it never crosses
+    /// the network. Required when replica_peers is set.
+    replica_secret_file: ConfigPath = ConfigPath::default(),
+        readers "replicator", path Config;
+    /// replicator: how often the background sweep merges the users changed since the last
+    /// one (and retries peers that were unreachable).
+    replica_sync_interval: Seconds = Seconds(30),
+        readers "replicator", min Seconds(1);
+    /// replicator: the longest wait for a peer (connect, each read and write) and for a
+    /// user's lock.
+    replica_timeout: Seconds = Seconds(30),
+        readers "replicator", min Seconds(1), max Seconds(3600);
     /// trivial-rewrite: Sun ONE-style rewrite rules (`domain-pattern  $U%$D@channel`; relative to the config dir).
     rewrite_rules: Vec<String> = Vec::new(),
         readers "postern trivial-rewrite";
@@ -505,6 +528,18 @@ fn master_separator(sep: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn host_ports(list: &[String]) -> Result<(), String> {
+    for hp in list {
+        let ok = hp.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) && !h.contains(char::is_whitespace)
+        });
+        if !ok {
+            return Err(format!("{hp:?} is not host:port"));
+        }
+    }
+    Ok(())
+}
+
 fn zero_or_at_least_40(n: &u32) -> Result<(), String> {
     if (1..40).contains(n) {
         return Err("must be 0 (no limit) or at least 40".into());
@@ -546,6 +581,9 @@ impl MainConfig {
             ));
         }
         super::replica::relation(&self.replica_domains, &self.replica_relays)?;
+        if !self.replica_peers.is_empty() && self.replica_secret_file.as_str().is_empty() {
+            return Err(("replica_secret_file", "must be set when replica_peers is".into()));
+        }
         if self.maximal_backoff_time < self.minimal_backoff_time {
             return Err(("maximal_backoff_time", "must be at least minimal_backoff_time".into()));
         }
