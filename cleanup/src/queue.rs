@@ -76,12 +76,13 @@ impl From<QueueFileError> for WriteError {
     }
 }
 
-/// Writes and commits the queue file in `dir`. On any error the temporary file is
+/// Writes and commits the queue file in `dir`; a recipient with a route is a copy for
+/// that route (see [`crate::replica`]). On any error the temporary file is
 /// removed, so nothing partial is ever left, under its final name or any other.
 pub fn write(
     dir: &str,
     env: &Envelope,
-    recipients: &[RecipientSpec],
+    recipients: &[(RecipientSpec, Option<String>)],
     header: &[u8],
     body: &[u8],
 ) -> Result<(), WriteError> {
@@ -110,13 +111,13 @@ fn fill(
     file: File,
     old_len: u64,
     env: &Envelope,
-    recipients: &[RecipientSpec],
+    recipients: &[(RecipientSpec, Option<String>)],
     header: &[u8],
     body: &[u8],
 ) -> Result<(), WriteError> {
     let mut w = QueueFileWriter::new(BufWriter::with_capacity(64 * 1024, file), env)?;
-    for r in recipients {
-        w.add_recipient(r)?;
+    for (r, route) in recipients {
+        w.add_routed_recipient(r, route.as_deref())?;
     }
     w.write_content(header)?;
     w.write_content(b"\n")?;

@@ -16,7 +16,7 @@ use postern_lib::skeleton::{Accepted, Context, Stream};
 use postern_lib::strbuf::printable_bounded;
 use postern_milter::Message;
 
-use crate::{address, content, milters, queue};
+use crate::{address, content, milters, queue, replica};
 
 /// How long to wait for the client between frames (Postfix's `ipc_timeout`).
 const IPC_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -376,6 +376,17 @@ fn process(
             notify: *n,
         })
         .collect();
+    let addrs: Vec<&str> = specs.iter().map(|s| s.address.as_str()).collect();
+    let replicated = replica::replicated(main, &addrs);
+    let arrival = (env.arrival.secs, env.arrival.micros);
+    let guid = replica::header(&mut header, main, &sub.attributes, replicated, arrival, q)?;
+    let specs = replica::copies(main, specs, replicated);
+    if replicated && let Some(g) = &guid {
+        tracing::info!(
+            "{q}: replica guid={g}, one copy per relay: {}",
+            main.replica_relays.join(", ")
+        );
+    }
     let mut hdr = Vec::with_capacity(header.size() + 1);
     header.write_to(&mut hdr);
     let dir = if flags.hold.is_some() { "hold" } else { "incoming" };

@@ -35,6 +35,11 @@
 //! and for recipients that never reach an agent (`error` transport, agent unreachable,
 //! expiry) the `to=<…>, relay=…, delay=…, delays=…, dsn=…, status=…` line.
 //!
+//! Replica copies ([`replica`]): a recipient cleanup wrote once per mailbox server, each
+//! copy with a fixed route, goes where its route says (no resolution, no merging with
+//! the other copies); a permanent refusal by one server defers that copy (loudly) instead of
+//! bouncing it, until `maximal_queue_lifetime`.
+//!
 //! Notices ([`notices`]): a recipient that failed for good is written to the bounce log
 //! `bounce/<ID>` before it is marked done, and the message is removed only once the bounce
 //! daemon has queued the non-delivery report. With `delay_warning_time` set (default 0 =
@@ -67,6 +72,7 @@ mod agent;
 mod feedback;
 mod notices;
 mod queue;
+mod replica;
 mod schedule;
 mod service;
 mod settings;

@@ -7,7 +7,7 @@
 
 use crate::feedback::{Window, site_failure};
 use crate::notices::{self, Action, Outcome};
-use crate::success;
+use crate::{replica, success};
 
 mod scan;
 use std::collections::{HashMap, VecDeque};
@@ -57,6 +57,8 @@ struct Dest {
 struct Rcpt {
     index: usize,
     address: String,
+    /// A replica copy's fixed route (`transport:nexthop`, the queue file's `N` record).
+    route: Option<String>,
     routes_left: usize,
     /// qmgr (not the agent) records the outcome: several routes, or the error transport.
     qmgr_marks: bool,
@@ -321,6 +323,7 @@ impl Qmgr {
             .map(|r| Rcpt {
                 index: r.handle.index(),
                 address: r.spec.address.clone(),
+                route: r.route.clone(),
                 routes_left: 0,
                 qmgr_marks: false,
                 notify_success: has_sender && r.spec.notify.success() && !r.spec.notify.never(),
@@ -362,6 +365,14 @@ impl Qmgr {
         }
     }
 
+    /// Where a recipient goes: its fixed route (a replica copy), else the resolver's.
+    fn routes_for(&mut self, address: &str, fixed: Option<&str>) -> Result<Vec<Route>, String> {
+        match fixed.and_then(|f| replica::fixed_route(f, address)) {
+            Some(route) => Ok(vec![route]),
+            None => self.routes(address),
+        }
+    }
+
     fn routes(&mut self, address: &str) -> Result<Vec<Route>, String> {
         if self.cache.len() >= CACHE_MAX || self.cache_born.elapsed() > CACHE_AGE {
             self.cache = HashMap::new();
@@ -384,10 +395,11 @@ impl Qmgr {
                 self.unresolved.pop_front();
                 continue;
             };
-            let addrs: Vec<String> = msg.rcpts.iter().map(|r| r.address.clone()).collect();
+            let addrs: Vec<(String, Option<String>)> =
+                msg.rcpts.iter().map(|r| (r.address.clone(), r.route.clone())).collect();
             let mut all = Vec::with_capacity(addrs.len());
-            for a in &addrs {
-                match self.routes(a) {
+            for (a, fixed) in &addrs {
+                match self.routes_for(a, fixed.as_deref()) {
                     Ok(r) => all.push(r),
                     Err(why) => {
                         tracing::warn!("cannot resolve recipients: {why}; will retry");
@@ -407,7 +419,8 @@ impl Qmgr {
             for (pos, routes) in all.into_iter().enumerate() {
                 let Some(r) = msg.rcpts.get_mut(pos) else { continue };
                 r.routes_left = routes.len();
-                r.qmgr_marks = routes.len() > 1;
+                // qmgr marks a replica copy itself: a permanent refusal is not final for it.
+                r.qmgr_marks = routes.len() > 1 || r.route.is_some();
                 for route in routes {
                     if route.transport == ERROR_TRANSPORT || !deliver::valid_transport(&route.transport) {
                         let (dsn, text) = split_dsn(&route.nexthop, "5.3.5");
@@ -630,6 +643,16 @@ impl Qmgr {
                         {
                             msg.succeeded.push(o);
                         }
+                    }
+                    (Some(x), _) if x.is_permanent() && r.route.is_some() => {
+                        let d = replica::refused(&job.msg, &e.address, r.route.as_deref().unwrap_or(""), x);
+                        r.temp = true;
+                        msg.temp.push(Deferred {
+                            index: r.index,
+                            address: e.address.clone(),
+                            dsn: d.0,
+                            reason: d.1,
+                        });
                     }
                     (Some(x), _) if x.is_permanent() => {
                         r.perm = true;

@@ -266,7 +266,7 @@ impl Qmgr {
         }
         let mut all = Vec::with_capacity(pending.len());
         for r in &pending {
-            match self.routes(&r.spec.address) {
+            match self.routes_for(&r.spec.address, r.route.as_deref()) {
                 Ok(routes) => all.push(routes),
                 Err(why) => {
                     tracing::warn!("cannot resolve recipients: {why}; will retry");

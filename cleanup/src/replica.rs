@@ -1,0 +1,103 @@
+//! Replicated mailboxes (issue 15), cleanup's part: the `X-Postern-GUID` header and the
+//! one-copy-per-mailbox-server recipients ([`postern_lib::replica_id`]).
+//!
+//! - On a hub (`replica_domains` set): a message with a recipient in one of those
+//!   domains gets a new GUID header, any it carried removed — unless it came from a
+//!   trusted hub (`replica_hub_networks`) with a valid one, which it keeps, so mail passed
+//!   from hub to hub is not filed twice. Each such recipient is written once per
+//!   `replica_relays` entry, each copy with that relay as its fixed route (the queue file's
+//!   `N` record): its own delivery, its own done mark.
+//! - Anywhere else the header is kept only from a client in `replica_hub_networks`; from
+//!   any other client, and from local and internal submissions, it is removed (a client
+//!   must not choose the Maildir name, nor make a message look like a duplicate).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use postern_lib::config::MainConfig;
+use postern_lib::headers::{Field, Header};
+use postern_lib::queue_file::{RecipientSpec, attr};
+use postern_lib::replica_id::{GUID_HEADER, in_domains, new_guid, parse_guid};
+use postern_lib::strbuf::printable_bounded;
+
+use crate::service::Stop;
+
+/// Whether the submitting client is one of the trusted hubs.
+fn trusted(main: &MainConfig, attributes: &BTreeMap<String, String>) -> bool {
+    let Some(ip) = attributes
+        .get(attr::CLIENT_ADDR)
+        .and_then(|a| a.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+    else {
+        return false;
+    };
+    main.replica_hub_networks.iter().any(|n| n.contains(ip))
+}
+
+/// Whether any recipient is copied to the replicas here.
+pub fn replicated(main: &MainConfig, recipients: &[&str]) -> bool {
+    main.replica_relays.len() >= 2 && recipients.iter().any(|a| in_domains(&main.replica_domains, a))
+}
+
+/// Applies the header rules to `header`; returns the GUID the message carries now, if
+/// any. `arrival` is (secs, micros) of this queue file.
+pub fn header(
+    header: &mut Header,
+    main: &MainConfig,
+    attributes: &BTreeMap<String, String>,
+    replicated: bool,
+    arrival: (u64, u32),
+    q: &str,
+) -> Result<Option<String>, Stop> {
+    let from_hub = trusted(main, attributes);
+    let carried: Vec<String> = header
+        .get_all(GUID_HEADER)
+        .map(|f| f.value().trim().to_string())
+        .collect();
+    let client = attributes.get(attr::CLIENT_ADDR).map(String::as_str).unwrap_or("local");
+    if from_hub {
+        let valid = carried.first().and_then(|v| parse_guid(v)).map(str::to_string);
+        if carried.len() == 1 && valid.is_some() {
+            return Ok(valid);
+        }
+        if !carried.is_empty() {
+            tracing::warn!(
+                "{q}: removed {} {GUID_HEADER} header(s) from trusted hub {client}: not one valid GUID ({})",
+                carried.len(),
+                printable_bounded(carried.join(", ").as_bytes(), 200)
+            );
+            header.remove_all(GUID_HEADER);
+        }
+    } else if !carried.is_empty() {
+        tracing::info!(
+            "{q}: removed {} {GUID_HEADER} header(s) from client {} (not in replica_hub_networks)",
+            carried.len(),
+            printable_bounded(client.as_bytes(), 100)
+        );
+        header.remove_all(GUID_HEADER);
+    }
+    if !replicated {
+        return Ok(None);
+    }
+    let guid = new_guid(arrival.0, arrival.1, &main.myhostname, q);
+    let fail = |_| Stop::temp("4.3.0", "Error: header too large to add the replica GUID");
+    header
+        .append(Field::new(GUID_HEADER, &guid).map_err(fail)?)
+        .map_err(fail)?;
+    Ok(Some(guid))
+}
+
+/// The recipients as written to the queue file: a replica-domain recipient once per
+/// relay, with that relay as its route; any other recipient once, unrouted.
+pub fn copies(main: &MainConfig, specs: Vec<RecipientSpec>, replicated: bool) -> Vec<(RecipientSpec, Option<String>)> {
+    let mut out = Vec::with_capacity(specs.len());
+    for s in specs {
+        if replicated && in_domains(&main.replica_domains, &s.address) {
+            for relay in &main.replica_relays {
+                out.push((s.clone(), Some(relay.clone())));
+            }
+        } else {
+            out.push((s, None));
+        }
+    }
+    out
+}
