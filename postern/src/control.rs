@@ -184,6 +184,7 @@ pub fn status(dir: &Path) -> Result<ExitCode, String> {
             s.listen.join(",")
         );
     }
+    crate::replica_queue::print(&config);
     Ok(ExitCode::SUCCESS)
 }
 

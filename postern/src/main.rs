@@ -4,7 +4,8 @@
 //! postern [-c CONFIG_DIR] start [--foreground] [--quiet]   start master; returns once every listener is open
 //! postern [-c CONFIG_DIR] stop                   stop master; returns once every process has exited
 //! postern [-c CONFIG_DIR] reload                 reread main.toml and master.toml (SIGHUP to master)
-//! postern [-c CONFIG_DIR] status                 per service: processes, busy/idle, connections, restarts
+//! postern [-c CONFIG_DIR] status                 per service: processes, busy/idle, connections, restarts;
+//!                                                on a hub, the copies each replica relay is owed
 //! postern [-c CONFIG_DIR] status --health [--timeout S] [--stuck-after S]  exit 0 when accepting and delivering
 //! postern [-c CONFIG_DIR] check [--fix]          config, directories, ownership and modes, ports
 //! postern [-c CONFIG_DIR] config [KEY...]        effective settings, defaults included
@@ -36,6 +37,7 @@ mod log_cmd;
 mod migrate;
 mod ports;
 mod postmaster;
+mod replica_queue;
 mod user_cmd;
 
 use std::path::PathBuf;
