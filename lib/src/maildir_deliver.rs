@@ -182,6 +182,13 @@ pub fn deliver_once(
     }
     let md_path = base.join(user_dir);
     let (tmp, new) = open_maildir(base, user_dir)?;
+    if let Some(existing) = unique.and_then(|u| replica_copy(&md_path, u)) {
+        return Ok(Delivered {
+            size: size_from_name(&existing).unwrap_or(0),
+            name: existing,
+            already: true,
+        });
+    }
     let tmp_path = md_path.join("tmp");
     let name = match unique {
         Some(u) if valid_unique(u) => {
@@ -233,6 +240,32 @@ pub fn deliver_once(
         size,
         already,
     })
+}
+
+/// For a replica base name ([`crate::replica_id`]: a message from a mail hub, filed under
+/// the same name on every mailbox server), the file in `new/` or `cur/` that already holds
+/// it, whatever its size field and flags: such a message is filed once, even after the
+/// user's client moved it to `cur/`. (A scan of both directories, for these names only.)
+fn replica_copy(md_path: &Path, unique: &str) -> Option<String> {
+    if !crate::replica_id::is_replica_base(unique) {
+        return None;
+    }
+    for sub in ["new", "cur"] {
+        let Ok(rd) = std::fs::read_dir(md_path.join(sub)) else {
+            continue;
+        };
+        for ent in rd.take(MAX_SCAN).flatten() {
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            let same = name
+                .strip_prefix(unique)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([',', ':']));
+            if same {
+                return Some(name.into_owned());
+            }
+        }
+    }
+    None
 }
 
 /// A unique name must be a plain Maildir base name: no `/`, `:` or `,`, no leading dot.
@@ -347,6 +380,23 @@ mod tests {
         assert_eq!(a.name, b.name);
         assert_eq!(std::fs::read_dir(base.path().join("eve/new")).unwrap().count(), 1);
         assert_eq!(std::fs::read_dir(base.path().join("eve/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_replica_name_is_filed_once_even_from_cur() {
+        let base = tempfile::tempdir().unwrap();
+        let name = crate::replica_id::base_name("6a0c2f4e0123456789abcdef01234567").unwrap();
+        let a = deliver_once(base.path(), "amy", Some(&name), b"", &mut &b"same\n"[..]).unwrap();
+        assert!(!a.already);
+        assert!(a.name.starts_with(&format!("{name},S=")));
+        let new = base.path().join("amy/new");
+        let cur = base.path().join("amy/cur");
+        std::fs::rename(new.join(&a.name), cur.join(format!("{}:2,S", a.name))).unwrap();
+        let b = deliver_once(base.path(), "amy", Some(&name), b"", &mut &b"same\n"[..]).unwrap();
+        assert!(b.already);
+        assert_eq!(std::fs::read_dir(&new).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(&cur).unwrap().count(), 1);
+        assert_eq!(std::fs::read_dir(base.path().join("amy/tmp")).unwrap().count(), 0);
     }
 
     #[test]

@@ -281,8 +281,14 @@ fn prefix(sender: &str, rcpt: &Rcpt<'_>) -> String {
 }
 
 /// The once-only Maildir name of this message for this recipient and mailbox (empty:
-/// the recipient's virtual mailbox).
+/// the recipient's virtual mailbox; there, a replicated message's [`crate::replica`] name).
 fn once(job: &Job, rcpt: &Rcpt<'_>, mailbox: &str) -> String {
+    // A message from a trusted hub: the name its GUID gives, the same on every replica.
+    if mailbox.is_empty()
+        && let Some(base) = crate::replica::base(job)
+    {
+        return base;
+    }
     // Virtual mailboxes keep the tag of the address alone (the name earlier versions gave).
     let key = if mailbox.is_empty() {
         rcpt.address.to_string()

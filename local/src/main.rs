@@ -78,6 +78,7 @@ mod forward;
 mod ids;
 mod mailbox;
 mod mbox;
+mod replica;
 mod settings;
 mod system;
 
