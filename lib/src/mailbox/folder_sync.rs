@@ -430,6 +430,7 @@ impl Folder {
     /// Appends `changes` to the locked index, or writes it whole when `whole` or when the
     /// log has grown past twice the messages.
     fn write_index(&mut self, mut lk: index::Locked, changes: &[Change], whole: bool) {
+        super::replica::note_expunges(&self.path, changes, &self.ghosts);
         let path = self.path.join(index::FILE);
         let compact = whole || self.index_records + changes.len() > index::COMPACT_ABOVE.max(2 * self.messages.len());
         if compact {

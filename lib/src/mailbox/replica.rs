@@ -12,6 +12,15 @@
 //! uidlist lock is held, and the uidlist (with the message's GUID in its `G` field) is
 //! committed before the lock is released, so no other process can give the file another
 //! UID. The index learns of it at the folder's next sync, which [`place`] runs.
+//!
+//! # The GUID expunge log
+//!
+//! The index's expunge records name UIDs only; the merge must also know *which message*
+//! was expunged (a copy of the same message may come back from a hub, or sit under another
+//! UID on the other replica). So every expunge the index records is also appended, by the
+//! process that records it and under the index lock, to the folder's `postern-expunged`:
+//! lines `<uid> <modseq> <guid hex>`. When it grows past [`EXPUNGE_LOG_MAX`] lines, the
+//! older half is dropped (rewritten through `tmp/`).
 
 use super::flags::{self, Flags};
 use super::uidlist::{self, Lock, UidList};
@@ -30,6 +39,10 @@ pub const LOCK_FILE: &str = "postern-replica.lock";
 pub const MAX_STATE: u64 = 64 * 1024 * 1024;
 /// Longest base name accepted from a peer.
 pub const MAX_BASE: usize = 200;
+/// The folder's GUID expunge log.
+pub const EXPUNGE_LOG: &str = "postern-expunged";
+/// Lines the expunge log keeps at most (about 60 bytes each).
+pub const EXPUNGE_LOG_MAX: usize = 8192;
 
 /// One message as the replicas compare it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -459,6 +472,65 @@ pub fn rename_folder(store: &Store, old: &str, new: &str) -> Result<()> {
     store.rename(old, new)
 }
 
+/// Appends the expunges among `changes` to the folder's GUID expunge log, the GUIDs
+/// found among `ghosts` (the messages just expunged). Called with the index lock held.
+pub(super) fn note_expunges(
+    dir: &Path,
+    changes: &[super::index::Change],
+    ghosts: &std::collections::VecDeque<super::Message>,
+) {
+    let mut text = String::new();
+    for c in changes {
+        if let super::index::Change::Expunge(uid, modseq) = c
+            && let Some(m) = ghosts.iter().rev().find(|m| m.uid == *uid)
+        {
+            text.push_str(&format!("{uid} {modseq} {}\n", super::index::guid_hex(m.guid)));
+        }
+    }
+    if text.is_empty() {
+        return;
+    }
+    let path = dir.join(EXPUNGE_LOG);
+    let res = (|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)?;
+        f.write_all(text.as_bytes())?;
+        if f.metadata()?.len() > (EXPUNGE_LOG_MAX as u64) * 64 {
+            let all = fs::read_to_string(&path)?;
+            let lines: Vec<&str> = all.lines().collect();
+            let keep = lines[lines.len().saturating_sub(EXPUNGE_LOG_MAX / 2)..].join("\n") + "\n";
+            let tmp = dir.join("tmp").join(format!("{EXPUNGE_LOG}.{}", std::process::id()));
+            fs::write(&tmp, keep)?;
+            fs::rename(&tmp, &path)?;
+        }
+        Ok::<(), io::Error>(())
+    })();
+    if let Err(e) = res {
+        tracing::warn!("{}: {e}", path.display());
+    }
+}
+
+/// The GUIDs (hex) the folder's expunge log lists as expunged at a MODSEQ above `since`.
+pub fn expunged_since(f: &Folder, since: u64) -> HashSet<String> {
+    let Ok(text) = fs::read_to_string(f.path().join(EXPUNGE_LOG)) else {
+        return HashSet::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split(' ');
+            let _uid = it.next()?;
+            let modseq: u64 = it.next()?.parse().ok()?;
+            let guid = it.next()?;
+            (modseq > since && guid.len() == 32).then(|| guid.to_string())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,6 +599,29 @@ mod tests {
             b"Subject: x\r\n\r\nbody\r\n"
         );
         assert!(read(&mut inbox, 5, 3).is_err());
+    }
+
+    #[test]
+    fn expunges_are_logged_with_their_guids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "u").unwrap();
+        let mut inbox = store.folder("INBOX").unwrap();
+        let a = inbox.append(b"Subject: a\r\n\r\n", Flags::default(), None).unwrap();
+        let b = inbox.append(b"Subject: b\r\n\r\n", Flags::default(), None).unwrap();
+        let (ga, gb) = (inbox.get(a).unwrap().guid, inbox.get(b).unwrap().guid);
+        let before = inbox.highest_modseq();
+        inbox.expunge(&[a]).unwrap();
+        let gone = expunged_since(&inbox, 0);
+        assert!(gone.contains(&super::super::index::guid_hex(ga)));
+        assert!(expunged_since(&inbox, inbox.highest_modseq()).is_empty());
+        // a file removed by another program: found by the next sync, logged too
+        let mut other = store.folder("INBOX").unwrap();
+        let file = other.get(b).unwrap().file.clone();
+        fs::remove_file(inbox.path().join("cur").join(file)).unwrap();
+        other.sync().unwrap();
+        let gone = expunged_since(&inbox, before);
+        assert_eq!(gone.len(), 2);
+        assert!(gone.contains(&super::super::index::guid_hex(gb)));
     }
 
     #[test]
