@@ -7,7 +7,7 @@ set -eu
 . "$(dirname "$0")/common.sh"
 need_root
 count() { find "$1" -maxdepth 1 -type f ! -name '.*' 2>/dev/null | wc -l; }
-printf '%-12s %-8s %-8s %s\n' NODE STATE QUEUED MAILBOXES
+printf '%-16s %-8s %-8s %s\n' NODE STATE QUEUED MAILBOXES
 for h in $HOSTS; do
     ns=$P$h
     root=$PST_DIR/$h
@@ -28,7 +28,7 @@ for h in $HOSTS; do
             boxes="$boxes $u=$(( $(count "$m/new") + $(count "$m/cur") ))"
         done
     fi
-    printf '%-12s %-8s %-8s %s\n' "$ns" "$state" "$q" "${boxes# }"
+    printf '%-16s %-8s %-8s %s\n' "$ns" "$state" "$q" "${boxes# }"
 done
 for h in $HOSTS; do
     [ -e "/run/netns/$P$h" ] && [ -d "$PST_DIR/$h/etc" ] || continue

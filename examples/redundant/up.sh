@@ -83,6 +83,15 @@ apply_settings() {
     "$POSTERN_BIN/postern" -c "$etc" config set "$@" >/dev/null
 }
 
+# Made once for the cluster: the replicas' shared secret, and the proxy's master user
+# `proxy` (its password in a file for the proxy; its entry, in etc/users' format, made
+# with `postern user add` in the scratch copy, for the mailbox servers' auth).
+umask 077
+openssl rand -hex 32 >"$PST_DIR/replica-secret"
+openssl rand -hex 16 >"$PST_DIR/proxy-master-password"
+umask 022
+"$POSTERN_BIN/postern" -c "$PST_DIR/.probe/etc" user add proxy <"$PST_DIR/proxy-master-password" >/dev/null
+
 for h in $HOSTS; do
     root=$PST_DIR/$h
     role=$(role_of "$h")
@@ -93,6 +102,13 @@ for h in $HOSTS; do
     render "$here/base.master.toml" "$h" >"$root/etc/master.toml"
     if [ "$role" = mailbox ]; then
         render "$here/mailbox.master.toml" "$h" >>"$root/etc/master.toml"
+        # The replicator and the proxy, where this build has them.
+        if [ -x "$POSTERN_BIN/replicator" ] && has_setting replica_peers; then
+            render "$here/replicator.master.toml" "$h" >>"$root/etc/master.toml"
+        fi
+        if [ -x "$POSTERN_BIN/proxy" ] && has_setting proxy_master_password_file; then
+            render "$here/proxy.master.toml" "$h" >>"$root/etc/master.toml"
+        fi
     fi
     apply_settings "$here/$role.settings" "$h"
     case "$role" in
@@ -105,6 +121,10 @@ for h in $HOSTS; do
                 -keyout "$root/etc/key.pem" -out "$root/etc/cert.pem" 2>/dev/null
             echo alice-pw | "$POSTERN_BIN/postern" -c "$root/etc" user add alice >/dev/null
             echo bob-pw | "$POSTERN_BIN/postern" -c "$root/etc" user add bob >/dev/null
+            # The replicas' shared secret and the proxy's master user: the same on both.
+            install -m 600 "$PST_DIR/replica-secret" "$root/etc/replica-secret"
+            install -m 600 "$PST_DIR/proxy-master-password" "$root/etc/proxy-master-password"
+            install -m 600 "$PST_DIR/.probe/etc/users" "$root/etc/master-users"
             ;;
     esac
 done

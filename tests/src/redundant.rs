@@ -53,6 +53,22 @@ pub fn build_knows(key: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The parts of issue 15 this build lacks among `parts` (`"hubs"`: the hubs' copies,
+/// `"replicator"`, `"proxy"`), as text for a skip reason; `None` when it has them all.
+pub fn missing_parts(parts: &[&str]) -> Option<String> {
+    let missing: Vec<&str> = parts
+        .iter()
+        .copied()
+        .filter(|p| match *p {
+            "hubs" => !build_knows("replica_domains"),
+            "replicator" => !bin_dir().join("replicator").exists() || !build_knows("replica_peers"),
+            "proxy" => !bin_dir().join("proxy").exists() || !build_knows("proxy_master_password_file"),
+            other => panic!("no part {other}"),
+        })
+        .collect();
+    (!missing.is_empty()).then(|| format!("this build lacks issue 15's {}", missing.join(", ")))
+}
+
 /// Output's stdout and stderr as one text, for failure messages.
 pub fn output_text(out: &Output) -> String {
     format!(
@@ -160,6 +176,17 @@ impl Cluster {
             .expect("python3")
     }
 
+    /// Runs tests/scripts/`script` (python3) with `args` inside host `host`; returns its
+    /// output.
+    pub fn script_py(&self, host: &str, script: &str, args: &[&str]) -> Output {
+        self.command(host, "python3")
+            .arg(repo_root().join("tests/scripts").join(script))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("python3")
+    }
+
     /// Runs `postern -c ETC ARGS` for host `host` inside its namespace; returns its output.
     pub fn postern(&self, host: &str, args: &[&str]) -> Output {
         self.command(host, bin_dir().join("postern"))
@@ -221,6 +248,22 @@ impl Cluster {
             .collect()
     }
 
+    /// Sends `n` messages to `user@example.test` as [`Cluster::send`] does and waits until
+    /// both mailbox servers hold every one of them in `user`'s INBOX (on disk); returns
+    /// their Message-IDs.
+    pub fn deliver_to_both(&self, tag: &str, n: usize, user: &str) -> Vec<String> {
+        let ids = self.send(tag, n, &format!("{user}@example.test"));
+        assert_eq!(ids.len(), n, "the sender accepted every message");
+        let arrived = wait_for(Duration::from_secs(60), || {
+            MAILBOX_SERVERS.iter().all(|h| {
+                let got = self.message_ids(h, user, "INBOX");
+                ids.iter().all(|id| got.contains_key(id))
+            })
+        });
+        assert!(arrived, "{n} messages on both mailbox servers\n{}", self.status());
+        ids
+    }
+
     /// Starts a client in the client's namespace sending as [`Cluster::send`] does, one
     /// message every `pause` seconds, printing each accepted Message-ID (without `<>`)
     /// on its own line as it is accepted (flushed), for a test that acts as they go.
@@ -243,6 +286,65 @@ impl Cluster {
             .spawn()
             .expect("python3")
     }
+
+    /// Makes the IMAP changes `ops` (see tests/scripts/imap_ops.py) as `user` from namespace `from` at
+    /// `addr:port`, each answered OK; panics with the client's error otherwise.
+    pub fn imap_ops(&self, from: &str, addr: &str, port: u16, user: &str, password: &str, ops: &[&str]) {
+        let port = port.to_string();
+        let args: Vec<&str> = [addr, port.as_str(), user, password]
+            .into_iter()
+            .chain(ops.iter().copied())
+            .collect();
+        let out = self.script_py(from, "imap_ops.py", &args);
+        assert!(
+            out.status.success(),
+            "IMAP changes at {addr}:{port} from {from}: {}",
+            output_text(&out)
+        );
+    }
+
+    /// The IMAP state of `user` (tests/scripts/imap_state.py's lines) as a client in namespace
+    /// `from` reads it at `addr:port`: a backend through loopback in its own namespace
+    /// (`("mba", "127.0.0.1", 143)`), or the proxy from the client (`("client",
+    /// "198.18.0.31", 1143)`). Panics with the client's error when it fails.
+    pub fn imap_state(&self, from: &str, addr: &str, port: u16, user: &str, password: &str) -> Vec<String> {
+        let out = self.script_py(from, "imap_state.py", &[addr, &port.to_string(), user, password]);
+        assert!(
+            out.status.success(),
+            "IMAP {addr}:{port} from {from}: {}",
+            output_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `(UIDL, Message-ID)` of each of `user`'s messages over POP3, read as
+    /// [`Cluster::imap_state`] reads.
+    pub fn pop3_state(&self, from: &str, addr: &str, port: u16, user: &str, password: &str) -> Vec<(String, String)> {
+        let out = self.script_py(from, "pop3_state.py", &[addr, &port.to_string(), user, password]);
+        assert!(
+            out.status.success(),
+            "POP3 {addr}:{port} from {from}: {}",
+            output_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .collect()
+    }
+
+    /// The IMAP state of `user` on mailbox server `host`'s own imapd (loopback, in its
+    /// namespace).
+    pub fn backend_imap(&self, host: &str, user: &str, password: &str) -> Vec<String> {
+        self.imap_state(host, "127.0.0.1", 143, user, password)
+    }
+
+    /// The POP3 view of `user` on mailbox server `host`'s own pop3d.
+    pub fn backend_pop3(&self, host: &str, user: &str, password: &str) -> Vec<(String, String)> {
+        self.pop3_state(host, "127.0.0.1", 110, user, password)
+    }
 }
 
 impl Drop for Cluster {
@@ -252,6 +354,31 @@ impl Drop for Cluster {
             eprintln!("down.sh failed: {}", output_text(&out));
         }
     }
+}
+
+/// In an [`Cluster::imap_state`] dump: the flags of the message `mid` in `folder`
+/// (`None` when it is not there; panics when it is there twice).
+pub fn flags_in(dump: &[String], folder: &str, mid: &str) -> Option<String> {
+    let prefix = format!("M {folder} ");
+    let found: Vec<String> = dump
+        .iter()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let mut w = rest.splitn(3, ' ');
+            let (_uid, id, flags) = (w.next()?, w.next()?, w.next().unwrap_or(""));
+            (id == mid).then(|| flags.to_string())
+        })
+        .collect();
+    assert!(found.len() <= 1, "{mid} twice in {folder}: {dump:?}");
+    found.into_iter().next()
+}
+
+/// In an [`Cluster::imap_state`] dump: the folders, sorted.
+pub fn folders_in(dump: &[String]) -> Vec<String> {
+    dump.iter()
+        .filter_map(|l| l.strip_prefix("F "))
+        .filter_map(|r| r.rsplit_once(' ').map(|(name, _)| name.to_string()))
+        .collect()
 }
 
 /// Message-ID (without `<>`) → files carrying it, over a Maildir's new/ and cur/.

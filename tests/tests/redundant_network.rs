@@ -92,7 +92,12 @@ fn up_builds_the_network_the_sender_falls_over_by_mx_and_down_removes_it() {
         cluster.status()
     );
     let status = cluster.status();
-    assert!(status.contains("pst-rn-mh1   running"), "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["pst-rn-mh1", "running"])),
+        "{status}"
+    );
 
     let names: Vec<String> = HOSTS.iter().map(|h| cluster.ns(h)).collect();
     let resolv = std::path::PathBuf::from(format!("/etc/netns/{}/resolv.conf", names[0]));
