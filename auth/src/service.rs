@@ -435,7 +435,7 @@ impl AuthService {
                     };
                     self.penalty.succeed(p.client.as_deref());
                     tracing::info!(
-                        "auth ok: {}, client={}, service={}: master user {} logged in as {}",
+                        "auth ok: user={}, client={}, service={}: master user {} logged in as {}",
                         who(&p),
                         shown(p.client.as_deref().unwrap_or("local")),
                         shown(&p.service),

@@ -39,6 +39,7 @@ const DAEMONS: &[&str] = &[
     "auth",
     "pop3d",
     "imapd",
+    "proxy",
     "metrics",
 ];
 /// Commands for people and scripts, in sbin.

@@ -412,6 +412,36 @@ settings! {
     /// away); the next gets `* BYE [UNAVAILABLE]` / `-ERR [SYS/TEMP]`. 0: no limit.
     login_client_connection_count_limit: u32 = 10,
         readers "pop3d imapd";
+    // --- proxy (issue 15: the POP3/IMAP proxy in front of replicated mailbox servers) ---
+    /// proxy: the POP3 servers (`host:port`) in order of preference, the local one first;
+    /// a session goes to the first that accepts the connection.
+    proxy_pop3_backends: Vec<String> = vec!["127.0.0.1:110".into()],
+        readers "proxy", check host_ports;
+    /// proxy: the IMAP servers (`host:port`) in order of preference, the local one first.
+    proxy_imap_backends: Vec<String> = vec!["127.0.0.1:143".into()],
+        readers "proxy", check host_ports;
+    /// proxy: the master user it logs in to a backend as (`USER*MASTER`: the backends'
+    /// `auth_master_users_file` must hold it). The client's password never goes there.
+    proxy_master_user: String = "proxy".into(),
+        readers "proxy", check not_empty;
+    /// proxy: the file whose first line is the master user's password (mode 0600; read
+    /// before privileges drop). Required for the proxy to start.
+    proxy_master_password_file: ConfigPath = ConfigPath::default(),
+        readers "proxy", path Config;
+    /// proxy: how long to wait for a backend's TCP connection before trying the next one.
+    proxy_connect_timeout: Seconds = Seconds(5),
+        readers "proxy", min Seconds(1);
+    /// proxy: how long a backend may be silent while it owes an answer (greeting, login,
+    /// a command's response; not an IDLE) before the client is told and disconnected.
+    proxy_backend_timeout: Seconds = Seconds(30),
+        readers "proxy", min Seconds(1);
+    /// proxy: clients whose cleartext passwords are taken without TLS (Dovecot's
+    /// login_trusted_networks); others must use STLS/STARTTLS first.
+    proxy_secure_networks: Vec<Cidr> = vec![
+        Cidr::parse("127.0.0.0/8").unwrap_or_else(|_| unreachable!()),
+        Cidr::parse("[::1]/128").unwrap_or_else(|_| unreachable!()),
+    ],
+        readers "proxy";
     // --- smtp (client) ---
     /// smtp: the name sent in EHLO.
     smtp_helo_name: String = "$myhostname".into(),

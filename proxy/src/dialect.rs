@@ -1,0 +1,163 @@
+//! What differs between the POP3 and the IMAP proxy, as one trait the connection
+//! ([`crate::conn`]) drives: the client's side before login, the backend login as the
+//! master user, and the framing of the relayed traffic in both directions (commands and
+//! their literals from the client; responses, literals and multi-line answers from the
+//! backend), so that the proxy knows when a changing command has been answered.
+
+use postern_lib::skeleton::conn::{Ending, Io};
+use zeroize::Zeroizing;
+
+/// What the client may do before login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Security {
+    /// TLS is active.
+    pub tls: bool,
+    /// STLS/STARTTLS can be offered.
+    pub tls_available: bool,
+    /// Cleartext passwords are taken (TLS, or a client in `proxy_secure_networks`).
+    pub plaintext_ok: bool,
+}
+
+impl Security {
+    /// Whether a password may be sent now.
+    pub fn cleartext_ok(&self) -> bool {
+        self.tls || self.plaintext_ok
+    }
+}
+
+/// The outcome of one step before login.
+pub enum Pre {
+    /// No complete command yet.
+    Wait,
+    /// A command was answered (or the connection is closing).
+    Done,
+    /// Check this login with auth (the reply waits for the outcome).
+    Verify {
+        /// The login name.
+        login: String,
+        /// The password.
+        password: Zeroizing<String>,
+    },
+    /// Start TLS (the go-ahead has been queued).
+    StartTls,
+}
+
+/// The outcome of the backend login so far.
+pub enum Login {
+    /// More from the backend is needed.
+    Wait,
+    /// Logged in: the reply for the client.
+    Done(Vec<u8>),
+    /// The backend refused or said something unexpected (for the log).
+    Failed(String),
+}
+
+/// What one pass over the backend's output did.
+#[derive(Debug, Default)]
+pub struct FromBackend {
+    /// Bytes were used.
+    pub progress: bool,
+    /// A changing command's success was held back ([`Dialect::release`] gives it).
+    pub hold: bool,
+    /// The backend sent something that is not the protocol (for the log).
+    pub bad: Option<String>,
+}
+
+/// One protocol's side of a proxied connection.
+pub trait Dialect {
+    /// The greeting.
+    fn greeting(&mut self, sec: &Security) -> Vec<u8>;
+    /// One command before login, from the client's input.
+    fn preauth(&mut self, io: &mut Io<'_>, sec: &Security) -> Pre;
+    /// The reply to a login auth refused.
+    fn auth_failed(&mut self) -> Vec<u8>;
+    /// The reply to a login that cannot be completed now (`text` says why).
+    fn unavailable(&mut self, text: &str) -> Vec<u8>;
+    /// Goes on with the backend login as `login` with `password`: reads the backend's
+    /// lines from `inp`, writes the commands to `out`.
+    fn backend_login(&mut self, inp: &mut Vec<u8>, out: &mut Vec<u8>, login: &str, password: &str) -> Login;
+    /// Relays client input to `to_backend` while it holds fewer than `max` bytes;
+    /// whether bytes were used, or the last words for a client that broke the protocol.
+    fn client_input(&mut self, io: &mut Io<'_>, to_backend: &mut Vec<u8>, max: usize) -> Result<bool, Vec<u8>>;
+    /// Relays backend output from `inp` to `out` (at most about `room` bytes), stopping at
+    /// a changing command's success (held).
+    fn backend_input(&mut self, inp: &mut Vec<u8>, room: usize, out: &mut Vec<u8>) -> FromBackend;
+    /// The held response.
+    fn release(&mut self) -> Vec<u8>;
+    /// Whether the client has sent a command the backend has not yet answered (an IDLE
+    /// the backend has accepted does not count).
+    fn outstanding(&self) -> bool;
+    /// Whether the session has ended normally (QUIT, LOGOUT, a BYE): the backend closing
+    /// is expected.
+    fn quitting(&self) -> bool;
+    /// Last words when the backend connection is lost.
+    fn lost(&self) -> &'static [u8];
+    /// Last words when the backend did not answer in time.
+    fn backend_timeout(&self) -> &'static [u8];
+    /// Last words when the driver ends the connection.
+    fn ending(&self, why: Ending) -> &'static [u8];
+}
+
+/// The size of a literal ending `line` (`{n}`, `{n+}`, `~{n}`; the CRLF already taken
+/// off): `(n, synchronising)`. `None` when the line does not end in one or `n` does not
+/// fit.
+pub fn literal_at_end(line: &[u8]) -> Option<(u64, bool)> {
+    let inner = line.strip_suffix(b"}")?;
+    let open = memchr::memrchr(b'{', inner)?;
+    let (num, sync) = match inner.get(open + 1..)? {
+        [n @ .., b'+'] => (n, false),
+        n => (n, true),
+    };
+    if num.is_empty() || num.len() > 19 || !num.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = std::str::from_utf8(num).ok()?.parse().ok()?;
+    Some((n, sync))
+}
+
+/// `line` without its line ending (LF or CRLF).
+pub fn chomp(line: &[u8]) -> &[u8] {
+    let l = line.strip_suffix(b"\n").unwrap_or(line);
+    l.strip_suffix(b"\r").unwrap_or(l)
+}
+
+/// Takes one complete line (with its ending) from the front of `inp`; `Err` when more
+/// than `max` bytes come without one.
+pub fn take_line(inp: &mut Vec<u8>, max: usize) -> Result<Option<Vec<u8>>, String> {
+    match memchr::memchr(b'\n', inp) {
+        Some(p) if p < max => Ok(Some(inp.drain(..=p).collect())),
+        Some(_) => Err("line too long".into()),
+        None if inp.len() >= max => Err("line too long".into()),
+        None => Ok(None),
+    }
+}
+
+/// A line as it may appear in a log.
+pub fn shown(line: &[u8]) -> String {
+    postern_lib::strbuf::printable_bounded(chomp(line), 120)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_at_the_end_of_a_line() {
+        assert_eq!(literal_at_end(b"a APPEND INBOX {12}"), Some((12, true)));
+        assert_eq!(literal_at_end(b"a APPEND INBOX {12+}"), Some((12, false)));
+        assert_eq!(literal_at_end(b"* 1 FETCH (BINARY[] ~{7}"), Some((7, true)));
+        assert_eq!(literal_at_end(b"a LOGIN {x}"), None);
+        assert_eq!(literal_at_end(b"a LOGIN {}"), None);
+        assert_eq!(literal_at_end(b"a LOGIN {99999999999999999999}"), None);
+        assert_eq!(literal_at_end(b"a NOOP"), None);
+    }
+
+    #[test]
+    fn lines_are_taken_whole_and_bounded() {
+        let mut v = b"one\r\ntwo".to_vec();
+        assert_eq!(take_line(&mut v, 10).unwrap(), Some(b"one\r\n".to_vec()));
+        assert_eq!(take_line(&mut v, 10).unwrap(), None);
+        let mut long = vec![b'x'; 20];
+        assert!(take_line(&mut long, 10).is_err());
+    }
+}
