@@ -28,6 +28,9 @@
 #
 #   sudo bench/imap_store.sh            # QUICK=1: 2,000 and 10,000 messages, 100 sessions,
 #                                       # 5 s phases (a few minutes); PEER=0: Postern only
+#   ONLY=stress bench/imap_store.sh     # one part only, for an A/B of one change: stress (the
+#                                       # stress mix and imaptest), steps (LOGIN+SELECT, FETCH,
+#                                       # STORE at STEP_N) or sessions (the SIZES loop without steps)
 #
 # Both servers log in the system user benchbox with the same yescrypt hash (as
 # bench/imap_bench.sh does). Postern is a throwaway instance of the whole etc/ (bench/lib.sh)
@@ -92,12 +95,19 @@ run_side() { # label port pidfile serving-process-name maildir deliver-args...
   shift 5
   local common=(--port "$port" --user "$USER_NAME" --password "$USER_PW" --label "$label"
                 --json-out "$OUT" --mem-pidfile "$pidf" --mem-comm "$comm" --settle "$SETTLE")
-  for n in $SIZES; do
+  local sizes=$SIZES
+  case "${ONLY:-}" in
+    stress) sizes= ;;
+    steps) sizes=$STEP_N ;;
+  esac
+  for n in $sizes; do
     fill "$label" "$box" "$n"
     # each size starts from fresh serving processes: memory kept from the size before must
     # neither count against MAX_SERVER_MB nor hide what this size costs
     if [ "$label" = postern ]; then pn stop >/dev/null; pn_start >/dev/null; sleep 1; fi
-    if [ "$n" = "$BIG" ]; then
+    if [ "${ONLY:-}" = steps ]; then
+      :
+    elif [ "$n" = "$BIG" ]; then
       local big_n=$CONNS
       # same number of sessions on both sides: Dovecot gets as many as Postern could hold
       if [ "$label" = dovecot ] && [ -n "${PN_BIG_OPEN:-}" ]; then big_n=$PN_BIG_OPEN; fi
@@ -114,11 +124,12 @@ print(r[-1]["open"] if r else "")' "$OUT")
       progress "imap_store $label: $CONNS idle sessions at $n"
       python3 $PY sessions "${common[@]}" -n "$CONNS" --max-server-mb "$MAX_SERVER_MB" | grep RESULT
     fi
-    if [ "$n" = "$STEP_N" ]; then
+    if [ "$n" = "$STEP_N" ] && [ "${ONLY:-}" != sessions ]; then
       progress "imap_store $label: LOGIN+SELECT / FETCH ENVELOPE / STORE at $n, $REPS warm passes"
       python3 $PY steps "${common[@]}" --reps "$REPS" | grep RESULT
     fi
   done
+  case "${ONLY:-}" in steps | sessions) return 0 ;; esac
   fill "$label" "$box" "$STRESS_MSGS"
   progress "imap_store $label: stress, $STRESS_CLIENTS clients, ${STRESS_SECS}s"
   python3 $PY stress "${common[@]}" --clients "$STRESS_CLIENTS" --secs "$STRESS_SECS" | grep RESULT

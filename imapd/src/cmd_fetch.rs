@@ -275,8 +275,11 @@ impl Session {
         {
             sel.folder.sync()?;
         }
-        let envelopes = match self.sel.as_ref() {
-            Some(sel) if wants_envelope => sel.folder.envelopes(),
+        let envelopes = match self.sel.as_mut() {
+            Some(sel) if wants_envelope => {
+                let uids: Vec<u32> = idx.iter().filter_map(|&i| sel.view.get(i).map(|v| v.0)).collect();
+                sel.folder.envelopes_of(&uids)
+            }
             _ => Default::default(),
         };
         let flags_modseq =
@@ -641,7 +644,7 @@ impl Session {
             }
         }
         if let Some(sel) = self.sel.as_mut() {
-            sel.folder.save_cache();
+            sel.folder.save_cache_soon();
         }
         self.report(uid);
         if job.too_much {

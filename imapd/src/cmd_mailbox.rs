@@ -257,14 +257,39 @@ impl Session {
         if groups.is_empty() || date.is_some() || fl != Flags::default() || !keywords.is_empty() {
             return Err(Reply::Bad("APPEND needs a message".into()));
         }
-        let store = self.store()?;
-        let mut folder = match store.folder(&name) {
-            Ok(f) => f,
-            Err(postern_lib::mailbox::MailboxError::NoSuchFolder(_)) => {
-                return Err(Reply::No("[TRYCREATE] No such mailbox".into()));
-            }
-            Err(e) => return Err(e.into()),
+        let path = self.store()?.folder_path(&name).ok();
+        // to the selected folder: into its shared state (no second state read from disk,
+        // and the sessions of the state see the message without a rescan)
+        let shared = self
+            .sel
+            .as_mut()
+            .filter(|s| Some(s.handle.path()) == path.as_deref() && !s.folder.is_placeholder())
+            .map(|s| std::mem::replace(&mut s.folder, Folder::placeholder()));
+        let is_shared = shared.is_some();
+        let mut folder = match shared {
+            Some(f) => f,
+            None => match self.store()?.folder(&name) {
+                Ok(f) => f,
+                Err(postern_lib::mailbox::MailboxError::NoSuchFolder(_)) => {
+                    return Err(Reply::No("[TRYCREATE] No such mailbox".into()));
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
+        let res = self.append_to(&mut folder, groups);
+        let validity = folder.uid_validity();
+        if is_shared && let Some(sel) = self.sel.as_mut() {
+            sel.folder = folder;
+        }
+        let uids = res?;
+        let set = crate::reply::uid_set(&uids);
+        self.report(true);
+        self.ok(&c.tag, &format!("[APPENDUID {validity} {set}] Append completed"));
+        Ok(())
+    }
+
+    /// APPEND's messages into `folder`, all or none: their UIDs.
+    fn append_to(&mut self, folder: &mut Folder, groups: Vec<AppendGroup<'_>>) -> Result<Vec<u32>, Reply> {
         // large messages were received into the folder's tmp/ (crate::append_spool)
         // binary parts (RFC 3516 `~{n}`) are kept base64-encoded (crate::binary)
         let encoded: Vec<Option<Vec<u8>>> = groups.iter().map(|g| crate::binary::encode_binary_parts(g.3)).collect();
@@ -308,10 +333,6 @@ impl Session {
                 }
             }
         }
-        let validity = folder.uid_validity();
-        let set = crate::reply::uid_set(&uids);
-        self.report(true);
-        self.ok(&c.tag, &format!("[APPENDUID {validity} {set}] Append completed"));
-        Ok(())
+        Ok(uids)
     }
 }

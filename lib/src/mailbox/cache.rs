@@ -71,6 +71,17 @@ fn unescape(s: &str) -> Option<Vec<u8>> {
 /// Envelopes are kept only when `with_envelopes` (a view keeps sizes and dates in memory,
 /// envelopes only while a FETCH needs them).
 pub fn read(dir: &Path, uid_validity: u32, with_envelopes: bool) -> HashMap<u32, Entry> {
+    read_some(dir, uid_validity, with_envelopes, |_| true)
+}
+
+/// [`read`] of the entries whose UID `keep` accepts (the others' envelopes are not even
+/// decoded).
+pub fn read_some(
+    dir: &Path,
+    uid_validity: u32,
+    with_envelopes: bool,
+    keep: impl Fn(u32) -> bool,
+) -> HashMap<u32, Entry> {
     let mut out = HashMap::new();
     let path = dir.join(FILE);
     let ok_size = fs::metadata(&path).map(|m| m.len() <= MAX_SIZE).unwrap_or(false);
@@ -89,6 +100,9 @@ pub fn read(dir: &Path, uid_validity: u32, with_envelopes: bool) -> HashMap<u32,
         let (Some(u), Some(s), Some(d), e, None) = (f.next(), f.next(), f.next(), f.next(), f.next()) else {
             continue;
         };
+        if !u.parse().is_ok_and(&keep) {
+            continue;
+        }
         let envelope = match e {
             None => None,
             Some(e) if !e.starts_with('E') => continue,

@@ -99,6 +99,14 @@ pub struct Folder {
     pub(super) keywords: Vec<String>,
     /// Envelopes computed since the cache file was last written.
     pub(super) new_envelopes: HashMap<u32, Vec<u8>>,
+    /// Envelopes read from the cache file or written to it, up to [`ENVELOPE_MEMORY`]
+    /// bytes: a FETCH ENVELOPE of a few messages reads no file.
+    pub(super) envelope_memo: HashMap<u32, Vec<u8>>,
+    /// Bytes of the envelopes in `envelope_memo`.
+    pub(super) memo_bytes: usize,
+    /// `envelope_memo` holds every envelope of the cache file as this state read or wrote
+    /// it: one it lacks is computed, not looked for in the file.
+    pub(super) memo_whole: bool,
     pub(super) stamp: Option<Stamp>,
     /// HIGHESTMODSEQ.
     pub(super) highest_modseq: u64,
@@ -106,6 +114,11 @@ pub struct Folder {
     pub(super) floor: u64,
     /// (modseq, uid) of expunges, oldest first.
     pub(super) expunged: Vec<(u64, u32)>,
+    /// The uidlist as this state last read or wrote it (for [`Folder::append`]: when it is
+    /// still that version, a new record is appended without reading it).
+    pub(super) list_at: Option<super::uidlist::FileId>,
+    /// Records appended to the uidlist since it was last written whole.
+    pub(super) list_appends: usize,
     /// Where this state is in the index file: (device, inode, bytes read), once read.
     pub(super) index_at: Option<(u64, u64, u64)>,
     /// Records in the index file since its last compaction.
@@ -162,6 +175,13 @@ impl Drop for GhostFile {
     }
 }
 
+/// Most bytes of envelopes a folder state keeps in memory ([`Folder::envelopes_of`]).
+pub const ENVELOPE_MEMORY: usize = 4 << 20;
+
+/// Envelopes computed before [`Folder::save_cache_soon`] writes the cache file (a state
+/// also writes what it has when it goes).
+pub const CACHE_SAVE_EVERY: usize = 64;
+
 /// Most expunged messages a folder state keeps for [`Folder::ghost`] (about 150 bytes each).
 pub const GHOSTS: usize = 1024;
 
@@ -174,10 +194,8 @@ impl Folder {
                 return Err(MailboxError::NoSuchFolder(path.display().to_string()));
             }
         }
-        let mut f = Folder {
-            path: path.to_path_buf(),
-            ..Folder::placeholder()
-        };
+        let mut f = Folder::placeholder();
+        f.path = path.to_path_buf();
         super::spool::clean_tmp(path);
         f.sync()?;
         Ok(f)
@@ -192,6 +210,11 @@ impl Folder {
             messages: Vec::new(),
             keywords: Vec::new(),
             new_envelopes: HashMap::new(),
+            envelope_memo: HashMap::new(),
+            memo_bytes: 0,
+            memo_whole: false,
+            list_at: None,
+            list_appends: 0,
             stamp: None,
             highest_modseq: 0,
             floor: 0,
@@ -342,6 +365,14 @@ impl Folder {
         };
     }
 
+    /// A change this state made that its watch will report (see [`super::shared::expect`]):
+    /// `name` appeared in (or left) `sub`.
+    pub(super) fn expect(&self, appeared: bool, sub: &str, name: &str) {
+        if self.watch.is_some() {
+            super::shared::expect(&self.path, appeared, sub, name);
+        }
+    }
+
     /// The watch saw a change: the next [`Folder::changed`] says so.
     pub fn mark_changed(&mut self) {
         if let Some(d) = self.watch.as_mut() {
@@ -442,6 +473,55 @@ impl Folder {
         out
     }
 
+    /// The cached IMAP ENVELOPEs of the messages `uids` (those known): from memory, the
+    /// cache file read only for some not there (all of it kept in memory when it fits in
+    /// [`ENVELOPE_MEMORY`]).
+    pub fn envelopes_of(&mut self, uids: &[u32]) -> HashMap<u32, Vec<u8>> {
+        let known = |f: &Folder, u: &u32| f.new_envelopes.contains_key(u) || f.envelope_memo.contains_key(u);
+        if !self.memo_whole && uids.iter().any(|u| !known(self, u) && self.get(*u).is_some()) {
+            let size = fs::metadata(self.path.join(cache::FILE)).map_or(0, |m| m.len());
+            let whole = size as usize <= ENVELOPE_MEMORY;
+            let want: std::collections::HashSet<u32> = uids.iter().copied().collect();
+            let read = cache::read_some(&self.path, self.uid_validity, true, |u| whole || want.contains(&u));
+            if whole {
+                self.envelope_memo.clear();
+                self.memo_bytes = 0;
+                self.memo_whole = true;
+            }
+            for (uid, e) in read {
+                if let Some(env) = e.envelope {
+                    self.remember_envelope(uid, env);
+                }
+            }
+        }
+        uids.iter()
+            .filter_map(|u| {
+                let e = self.new_envelopes.get(u).or_else(|| self.envelope_memo.get(u))?;
+                Some((*u, e.clone()))
+            })
+            .collect()
+    }
+
+    /// Keeps an envelope in memory, within [`ENVELOPE_MEMORY`].
+    fn remember_envelope(&mut self, uid: u32, env: Vec<u8>) {
+        if self.memo_bytes + env.len() > ENVELOPE_MEMORY {
+            self.memo_whole = false;
+            return;
+        }
+        self.memo_bytes += env.len();
+        if let Some(old) = self.envelope_memo.insert(uid, env) {
+            self.memo_bytes -= old.len();
+        }
+    }
+
+    /// Forgets the envelopes held in memory (a new UIDVALIDITY).
+    pub(super) fn forget_envelopes(&mut self) {
+        self.new_envelopes = HashMap::new();
+        self.envelope_memo = HashMap::new();
+        self.memo_bytes = 0;
+        self.memo_whole = false;
+    }
+
     /// Stores a message's IMAP ENVELOPE for the cache (written by [`Folder::save_cache`]).
     pub fn set_envelope(&mut self, uid: u32, envelope: &[u8]) {
         if envelope.len() <= cache::MAX_ENVELOPE && self.get(uid).is_some() {
@@ -452,17 +532,23 @@ impl Folder {
     /// Writes the cache file if envelopes were added (best effort), keeping the envelopes
     /// it holds, and lets go of those held in memory.
     pub fn save_cache(&mut self) {
-        if self.new_envelopes.is_empty() {
+        if self.new_envelopes.is_empty() || self.is_placeholder() {
             return;
         }
-        let mut on_file = cache::read(&self.path, self.uid_validity, true);
+        let mut on_file = if self.memo_whole {
+            HashMap::new()
+        } else {
+            cache::read(&self.path, self.uid_validity, true)
+        };
         let entries: Vec<(u32, Entry)> = self
             .messages
             .iter()
             .map(|m| {
                 let envelope = self
                     .new_envelopes
-                    .remove(&m.uid)
+                    .get(&m.uid)
+                    .or_else(|| self.envelope_memo.get(&m.uid))
+                    .cloned()
                     .or_else(|| on_file.remove(&m.uid).and_then(|e| e.envelope));
                 (
                     m.uid,
@@ -476,7 +562,17 @@ impl Folder {
             .collect();
         let refs: Vec<(u32, &Entry)> = entries.iter().map(|(u, e)| (*u, e)).collect();
         cache::write(&self.path, self.uid_validity, &refs);
-        self.new_envelopes = HashMap::new();
+        for (uid, env) in std::mem::take(&mut self.new_envelopes) {
+            self.remember_envelope(uid, env);
+        }
+    }
+
+    /// [`Folder::save_cache`] once [`CACHE_SAVE_EVERY`] envelopes wait (a state writes
+    /// the rest when it goes).
+    pub fn save_cache_soon(&mut self) {
+        if self.new_envelopes.len() >= CACHE_SAVE_EVERY {
+            self.save_cache();
+        }
     }
 
     /// The folder's header cache ([`HeaderCache`]), read from its file.
@@ -692,6 +788,8 @@ impl Folder {
             let cur = self.path.join("cur");
             match fs::rename(cur.join(&m.file), cur.join(&target)) {
                 Ok(()) => {
+                    self.expect(false, "cur", &m.file);
+                    self.expect(true, "cur", &target);
                     let m = &mut self.messages[i];
                     m.file = target;
                     m.flags = new;
@@ -722,6 +820,9 @@ impl Folder {
                 };
                 match fs::remove_file(&path) {
                     Ok(()) => {
+                        if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                            self.expect(false, "cur", name);
+                        }
                         done.push(uid);
                         if let Some(f) = kept {
                             if self.ghost_files.len() >= GHOST_FILES {
@@ -758,6 +859,7 @@ impl Folder {
         let bytes = to_crlf(bytes.to_vec());
         let base = unique_base(bytes.len() as u64);
         let tmp = self.path.join("tmp").join(&base);
+        let name = flags::cur_name(&base, fl);
         let res = (|| {
             let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(&bytes)?;
@@ -766,31 +868,43 @@ impl Folder {
                 f.set_modified(t)?;
             }
             f.sync_all()?;
-            fs::rename(&tmp, self.path.join("cur").join(flags::cur_name(&base, fl)))
+            let mtime = f.metadata()?.mtime();
+            fs::rename(&tmp, self.path.join("cur").join(&name))?;
+            Ok(mtime)
         })();
-        if let Err(e) = res {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err("append", &tmp, e));
-        }
+        let mtime = match res {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_err("append", &tmp, e));
+            }
+        };
+        self.expect(true, "cur", &name);
         let _ = crate::safe_open::fsync_dir(&self.path.join("cur"));
-        self.uid_of(&base)
+        self.adopt(&base, name, fl, bytes.len() as u64, mtime)
     }
 
     /// Adds a message received into `tmp/` ([`super::spool::Spool`], line ends already
     /// CRLF) as [`Folder::append`] adds one in memory: its date set, fsynced, renamed into
     /// `cur/`; returns its UID. On failure the spool's file is removed.
     pub fn append_spool(&mut self, spool: super::spool::Spool, fl: Flags, date: Option<i64>) -> Result<u32> {
-        let base = unique_base(spool.size());
+        let size = spool.size();
+        let base = unique_base(size);
         let tmp = spool.path().to_path_buf();
         let date = date.map(|d| SystemTime::UNIX_EPOCH + Duration::from_secs(d.max(0) as u64));
-        spool
-            .finish(date, &self.path.join("cur").join(flags::cur_name(&base, fl)))
-            .map_err(|e| io_err("append", &tmp, e))?;
+        let name = flags::cur_name(&base, fl);
+        let target = self.path.join("cur").join(&name);
+        spool.finish(date, &target).map_err(|e| io_err("append", &tmp, e))?;
+        self.expect(true, "cur", &name);
         let _ = crate::safe_open::fsync_dir(&self.path.join("cur"));
-        self.uid_of(&base)
+        match fs::metadata(&target) {
+            Ok(meta) => self.adopt(&base, name, fl, size, meta.mtime()),
+            Err(_) => self.uid_of(&base),
+        }
     }
 
-    fn uid_of(&mut self, base: &str) -> Result<u32> {
+    /// The UID of the message with base name `base`, after a sync.
+    pub(super) fn uid_of(&mut self, base: &str) -> Result<u32> {
         self.sync()?;
         self.messages
             .iter()
@@ -870,6 +984,13 @@ impl Folder {
             .iter()
             .filter_map(|(old, base)| by_base.get(base.as_str()).map(|new| (*old, *new)))
             .collect())
+    }
+}
+
+impl Drop for Folder {
+    /// Writes the envelopes computed since the cache file was last written.
+    fn drop(&mut self) {
+        self.save_cache();
     }
 }
 

@@ -34,6 +34,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+/// Records appended to the uidlist before it is written whole again (at least; more when
+/// the folder has more messages).
+const LIST_APPENDS: usize = 1024;
+
 /// The mailbox root's record of the last UIDVALIDITY given.
 pub const UIDVALIDITY_FILE: &str = "dovecot-uidvalidity";
 
@@ -96,7 +100,9 @@ impl Folder {
         let stamp = self.stamp();
         self.read_keywords();
         let mut on_disk = self.scan()?;
-        let mut list = uidlist::read(&self.path).map_err(|e| io_err("read uidlist", &self.path, e))?;
+        let read = uidlist::read_with_id(&self.path).map_err(|e| io_err("read uidlist", &self.path, e))?;
+        self.list_at = read.as_ref().map(|(_, id)| *id);
+        let mut list = read.map(|(l, _)| l);
         let unknown = |list: &Option<UidList>, on_disk: &HashMap<String, (String, Flags)>| match list {
             None => true,
             Some(l) => {
@@ -128,13 +134,18 @@ impl Folder {
                 l.next_uid = l.next_uid.saturating_add(1);
             }
             l.modseq = l.modseq.max(self.highest_modseq);
-            lock.commit(&l).map_err(|e| io_err("write uidlist", &self.path, e))?;
+            self.list_at = Some(
+                lock.commit_with_id(&l)
+                    .map_err(|e| io_err("write uidlist", &self.path, e))?,
+            );
+            self.list_appends = 0;
             list = Some(l);
         }
         let list = list.unwrap_or_default();
         if list.uid_validity != self.uid_validity {
             // another incarnation: nothing of the old state holds
             self.messages = Vec::new();
+            self.forget_envelopes();
             self.ghosts.clear();
             self.ghost_files.clear();
             self.expunged = Vec::new();
@@ -147,6 +158,78 @@ impl Folder {
         self.reconcile(&list, &mut on_disk);
         self.stamp = Some(stamp);
         Ok(())
+    }
+
+    /// A message this state has just put into `cur/` itself as `file` (`size` with CRLF
+    /// line ends, internal date `date`): its UID, given under the uidlist lock without a
+    /// rescan when the uidlist holds nothing this state does not know yet (its UIDNEXT is
+    /// the state's), and recorded in the index; else the UID a sync gives it.
+    pub(super) fn adopt(&mut self, base: &str, file: String, fl: Flags, size: u64, date: i64) -> Result<u32> {
+        if self.stamp.is_none() || self.messages.last().is_some_and(|m| m.uid >= self.next_uid) {
+            return self.uid_of(base);
+        }
+        let lock = Lock::acquire(&self.path).map_err(|e| io_err("lock", &self.path, e))?;
+        let uid = self.next_uid;
+        let guid = self.pending_guids.remove(base);
+        let mut record = UidList::default();
+        if let Some(g) = guid {
+            record.set_guid(uid, g);
+        }
+        // the uidlist as this state left it: one record appended (Dovecot's way), until
+        // the appended records are as many as the messages; then written whole
+        let io = |e| io_err("write uidlist", &self.path, e);
+        let appended = match self.list_at {
+            Some(at) if self.list_appends < self.messages.len().max(LIST_APPENDS) => {
+                lock.append(at, &record.record_line(uid, base)).map_err(io)?
+            }
+            _ => None,
+        };
+        match appended {
+            Some(id) => {
+                self.list_at = Some(id);
+                self.list_appends += 1;
+                drop(lock);
+            }
+            None => {
+                let read = uidlist::read_with_id(&self.path).map_err(|e| io_err("read uidlist", &self.path, e))?;
+                let Some((mut l, _)) =
+                    read.filter(|(l, _)| l.uid_validity == self.uid_validity && l.next_uid == self.next_uid)
+                else {
+                    drop(lock);
+                    if let Some(g) = guid {
+                        self.pending_guids.insert(base.to_string(), g);
+                    }
+                    return self.uid_of(base);
+                };
+                // nobody gave a UID since this state's last sync: a record of a message it
+                // does not hold is of one gone
+                l.entries.retain(|(u, _)| self.get(*u).is_some());
+                let kept: std::collections::HashSet<u32> = l.entries.iter().map(|(u, _)| *u).collect();
+                l.ext.retain(|u, _| kept.contains(u));
+                l.entries.push((uid, base.to_string()));
+                if let Some(g) = guid {
+                    l.set_guid(uid, g);
+                }
+                l.next_uid = uid.saturating_add(1);
+                l.modseq = l.modseq.max(self.highest_modseq);
+                self.list_at = Some(lock.commit_with_id(&l).map_err(io)?);
+                self.list_appends = 0;
+            }
+        }
+        self.next_uid = uid.saturating_add(1);
+        self.messages.push(Message {
+            uid,
+            guid: guid.unwrap_or_else(|| index::guid_of(base)),
+            base: base.to_string(),
+            file,
+            flags: fl,
+            size,
+            date,
+            modseq: 0,
+            saved: now_secs(),
+        });
+        self.record(&[uid], &[]);
+        Ok(uid)
     }
 
     /// A new uidlist for a folder that has none (or an unusable one).
@@ -538,7 +621,10 @@ impl Folder {
             let (base, fl) = flags::split_name(&name);
             let target = flags::cur_name(base, fl);
             match fs::rename(new.join(&name), cur.join(&target)) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.expect(false, "new", &name);
+                    self.expect(true, "cur", &target);
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("rename", &new.join(&name), e)),
             }

@@ -264,3 +264,56 @@ fn the_watch_marks_a_changed_folder_and_one_sync_serves_all() {
     assert!(shared::watch_events());
     assert_ne!(h.refresh(), Some(g0));
 }
+
+#[test]
+fn own_changes_of_a_watched_state_are_not_news_and_others_are() {
+    let (_d, store) = store();
+    assert!(shared::enable_watching().is_some());
+    let path = store.folder_path("INBOX").unwrap();
+    fs::write(store.root().join("new").join("1000.M1P1.host"), b"Subject: a\n\nx\n").unwrap();
+    let (h, f) = shared::Handle::open(&path).unwrap();
+    h.put(f);
+    shared::watch_events();
+    h.refresh().unwrap();
+    // APPEND, a flag change and an expunge by the state itself: no event marks it
+    let mut f = h.take().unwrap();
+    let a = f.append(b"Subject: b\n\ny\n", Flags::default(), None).unwrap();
+    let b = f.append(b"Subject: c\n\nz\n", seen(), Some(1_000_000)).unwrap();
+    assert_eq!((a, b), (2, 3));
+    assert!(f.set_flags(1, seen()).unwrap());
+    assert_eq!(f.expunge(&[a]).unwrap(), vec![a]);
+    h.put(f);
+    assert!(!shared::watch_events(), "the state's own changes");
+    let f = h.take().unwrap();
+    assert!(!f.changed());
+    let fresh = store.folder("INBOX").unwrap();
+    assert_eq!(facts(&f), facts(&fresh));
+    assert_eq!(f.highest_modseq(), fresh.highest_modseq());
+    let sizes = |f: &Folder| f.messages().iter().map(|m| (m.size, m.date)).collect::<Vec<_>>();
+    assert_eq!(sizes(&f), sizes(&fresh));
+    assert_eq!(f.get(b).unwrap().date, 1_000_000);
+    h.put(f);
+    drop(fresh);
+    // another state's APPEND (no watch of its own) and a user's rename are news
+    let mut other = store.folder("INBOX").unwrap();
+    let c = other.append(b"Subject: d\n\nw\n", Flags::default(), None).unwrap();
+    assert!(shared::watch_events());
+    let mut f = h.take().unwrap();
+    assert!(f.changed());
+    // the state's next APPEND sees that the uidlist moved on and syncs first
+    let d = f.append(b"Subject: e\n\nv\n", Flags::default(), None).unwrap();
+    assert_eq!((c, d), (4, 5));
+    let file = f.get(1).unwrap().file.clone();
+    h.put(f);
+    shared::watch_events();
+    h.refresh().unwrap();
+    let cur = store.root().join("cur");
+    fs::rename(cur.join(&file), cur.join(file.replace(":2,S", ":2,FS"))).unwrap();
+    assert!(shared::watch_events());
+    h.refresh().unwrap();
+    let f = h.take().unwrap();
+    assert_eq!(f.get(1).unwrap().flags.system, SEEN | FLAGGED);
+    let fresh = store.folder("INBOX").unwrap();
+    assert_eq!(facts(&f), facts(&fresh));
+    h.put(f);
+}

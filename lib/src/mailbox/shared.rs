@@ -16,6 +16,12 @@
 //! to its stamps ([`Folder::changed`], three `stat`s) at most once per round of polls
 //! ([`new_round`], which the event loop calls at each tick).
 //! Sessions compare [`Folder::generation`]s: nothing changed, nothing to do.
+//!
+//! A watched state's own changes (a rename for new flags, an expunge, an APPEND, a move
+//! from `new/` to `cur/`) are told to the registry as they are made ([`expect`]); the
+//! events they cause are then matched by name and kind and dropped instead of marking
+//! the state changed, so a state rescans only for what another state or process did. An
+//! event the registry did not expect, or a lost one (the queue overflowed), marks it.
 
 use super::Result;
 use super::folder::Folder;
@@ -35,9 +41,28 @@ struct Entry {
     dirty: bool,
     /// The round of polls in which the stamps were last looked at.
     checked: Option<u64>,
+    /// Events the state's own changes will cause: (appeared, "cur/NAME" or "new/NAME")
+    /// → how many.
+    expected: HashMap<(bool, String), u32>,
 }
 
+/// Most events a state may be waiting for: past that it forgets them and syncs once.
+const MAX_EXPECTED: usize = 1 << 16;
+
 impl Entry {
+    /// Whether an event was one the state's own change caused (forgotten then).
+    fn consume(&mut self, appeared: bool, sub: &str, name: &str) -> bool {
+        let key = (appeared, format!("{sub}/{name}"));
+        match self.expected.get_mut(&key) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                self.expected.remove(&key);
+            }
+            None => return false,
+        }
+        true
+    }
+
     /// The watch saw a change.
     fn mark(&mut self) {
         match self.folder.as_mut() {
@@ -51,8 +76,8 @@ impl Entry {
 struct Registry {
     states: HashMap<PathBuf, Entry>,
     inotify: Option<OwnedFd>,
-    /// watch descriptor → folder path
-    by_wd: HashMap<i32, PathBuf>,
+    /// watch descriptor → (folder path, "new" or "cur")
+    by_wd: HashMap<i32, (PathBuf, &'static str)>,
     round: u64,
 }
 
@@ -95,26 +120,36 @@ pub fn watch_events() -> bool {
         let Ok(fd) = fd else { return false };
         let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
         let mut reader = inotify::Reader::new(&fd, &mut buf);
-        let mut wds = Vec::new();
+        // (watch, Some((appeared, name)) for an event a state's own change may explain)
+        let mut evs: Vec<(i32, Option<(bool, String)>)> = Vec::new();
         let mut ignored = Vec::new();
         let mut overflow = false;
         while let Ok(ev) = reader.next() {
-            if ev.events().contains(inotify::ReadFlags::QUEUE_OVERFLOW) {
+            let kind = ev.events();
+            if kind.contains(inotify::ReadFlags::QUEUE_OVERFLOW) {
                 overflow = true;
             }
-            if ev.events().contains(inotify::ReadFlags::IGNORED) {
+            if kind.contains(inotify::ReadFlags::IGNORED) {
                 ignored.push(ev.wd());
             }
-            wds.push(ev.wd());
+            let appeared = kind.intersects(inotify::ReadFlags::CREATE | inotify::ReadFlags::MOVED_TO);
+            let gone = kind.intersects(inotify::ReadFlags::DELETE | inotify::ReadFlags::MOVED_FROM);
+            let name = ev.file_name().and_then(|n| n.to_str().ok()).map(str::to_string);
+            let own = match name {
+                Some(n) if appeared != gone => Some((appeared, n)),
+                _ => None,
+            };
+            evs.push((ev.wd(), own));
         }
         // a watch the kernel dropped (its directory deleted or moved): the folder's state
         // goes back to its stamps
         for wd in ignored {
-            let Some(path) = r.by_wd.remove(&wd) else { continue };
+            let Some((path, _)) = r.by_wd.remove(&wd) else { continue };
             if let Some(e) = r.states.get_mut(&path) {
                 if let Some(f) = e.folder.as_mut() {
                     f.set_watched(false);
                 }
+                e.expected.clear();
                 let rest: Vec<i32> = e.watches.drain(..).filter(|&w| w != wd).collect();
                 for w in rest {
                     r.by_wd.remove(&w);
@@ -125,14 +160,21 @@ pub fn watch_events() -> bool {
         let mut any = false;
         if overflow {
             for e in r.states.values_mut() {
+                e.expected.clear();
                 e.mark();
             }
             any = true;
         }
-        for wd in wds {
-            if let Some(path) = r.by_wd.get(&wd).cloned()
-                && let Some(e) = r.states.get_mut(&path)
+        let Registry { states, by_wd, .. } = &mut *r;
+        for (wd, own) in evs {
+            if let Some((path, sub)) = by_wd.get(&wd)
+                && let Some(e) = states.get_mut(path)
             {
+                if let Some((appeared, name)) = own
+                    && e.consume(appeared, sub, &name)
+                {
+                    continue;
+                }
                 e.mark();
                 any = true;
             }
@@ -152,7 +194,8 @@ fn add_watches(r: &mut Registry, path: &Path) -> Vec<i32> {
         | inotify::WatchFlags::DELETE_SELF
         | inotify::WatchFlags::MOVE_SELF;
     let mut wds = Vec::new();
-    for sub in ["new", "cur"] {
+    let subs = ["new", "cur"];
+    for sub in subs {
         match inotify::add_watch(fd, path.join(sub), flags) {
             Ok(wd) => wds.push(wd),
             Err(e) => {
@@ -164,8 +207,8 @@ fn add_watches(r: &mut Registry, path: &Path) -> Vec<i32> {
             }
         }
     }
-    for &wd in &wds {
-        r.by_wd.insert(wd, path.to_path_buf());
+    for (&wd, sub) in wds.iter().zip(subs) {
+        r.by_wd.insert(wd, (path.to_path_buf(), sub));
     }
     wds
 }
@@ -232,6 +275,7 @@ impl Handle {
                     watches,
                     dirty: false,
                     checked: None,
+                    expected: HashMap::new(),
                 },
             );
         });
@@ -330,6 +374,26 @@ impl Drop for Handle {
             }
         });
     }
+}
+
+/// The state of `path` (a watched one) has just made a change that its watch will report
+/// as an event: `appeared` (created or moved in) or not (removed or moved out) for `name`
+/// in `sub` ("new" or "cur"). That event then does not mark the state changed.
+pub(super) fn expect(path: &Path, appeared: bool, sub: &str, name: &str) {
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        let Some(e) = r.states.get_mut(path) else { return };
+        if e.watches.is_empty() {
+            return;
+        }
+        if e.expected.len() >= MAX_EXPECTED {
+            // events that never came: forget them and look once
+            e.expected.clear();
+            e.mark();
+            return;
+        }
+        *e.expected.entry((appeared, format!("{sub}/{name}"))).or_insert(0) += 1;
+    });
 }
 
 /// Folder states this thread holds (for tests and metrics).

@@ -54,6 +54,18 @@ fn uidlist_parses_dovecot_format() {
 }
 
 #[test]
+fn uidlist_records_appended_past_the_header_count_and_a_cut_last_line_does_not() {
+    // Dovecot (and Postern's APPEND) append records without rewriting the header's N
+    let text = "3 V7 N3 G00\n1 :a\n2 :b\n3 :c\n4 G0123 :d\n5 :e";
+    let l = UidList::parse(text).unwrap();
+    let uids: Vec<u32> = l.entries.iter().map(|e| e.0).collect();
+    assert_eq!(uids, vec![1, 2, 3, 4], "the line without its end is being written");
+    assert_eq!(l.next_uid, 5);
+    assert_eq!(l.record_line(4, "d"), "4 G0123 :d\n");
+    assert_eq!(UidList::parse(&l.format()).unwrap(), l);
+}
+
+#[test]
 fn delivery_is_moved_to_cur_and_gets_stable_uids() {
     let (_d, store) = store();
     deliver(&store, "1000.M1P1.host,S=6", b"a\nb\n");

@@ -13,11 +13,14 @@
 //! not know). Each line a UID, optional extension fields (kept as found: Dovecot's `W`
 //! size, `G` message GUID, which Postern writes for messages it copied or moved so their
 //! GUID survives the loss of the index), and `:` with the base name (the file name without
-//! `:2,flags`). UIDs only grow. The file is replaced, never edited: a writer
-//! creates `dovecot-uidlist.lock` with `O_EXCL` (Dovecot's dot-lock), writes the new list
-//! into it, fsyncs it and renames it over `dovecot-uidlist`, which releases the lock in the
-//! same step. A lock older than [`STALE_LOCK`] is left over from a crashed writer and is
-//! removed. Readers need no lock: the rename makes every version complete.
+//! `:2,flags`). UIDs only grow. A writer creates `dovecot-uidlist.lock` with `O_EXCL`
+//! (Dovecot's dot-lock), then either writes the new list into it, fsyncs it and renames it
+//! over `dovecot-uidlist`, which releases the lock in the same step, or — as Dovecot does
+//! for new messages — appends records to `dovecot-uidlist` as it is ([`Lock::append`]),
+//! fsyncs and removes the lock; a record's UID may then be at or above the header's `N`,
+//! and the next UID is one past the last record's. A lock older than [`STALE_LOCK`] is
+//! left over from a crashed writer and is removed. Readers need no lock: a replaced list
+//! is complete, an appended one is read up to its last whole line.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -75,8 +78,9 @@ impl UidList {
     }
 
     /// Parses the text; `None` when the header is unusable (the caller rebuilds). Lines
-    /// that do not parse, and lines whose UIDs do not grow, are dropped: those messages get
-    /// new UIDs, which is allowed because UIDs above `next_uid` were never given out.
+    /// that do not parse (a last one without its line end too), and lines whose UIDs do
+    /// not grow, are dropped: those messages get new UIDs. Records appended after the
+    /// header was written may pass its `N`: the next UID is past the last record's.
     pub fn parse(text: &str) -> Option<UidList> {
         let mut lines = text.lines();
         let header = lines.next()?;
@@ -98,14 +102,19 @@ impl UidList {
             return None;
         }
         let mut last = 0u32;
-        for line in lines {
+        let whole = if text.ends_with('\n') {
+            text
+        } else {
+            text.rsplit_once('\n').map_or("", |(w, _)| w)
+        };
+        for line in whole.lines().skip(1) {
             let Some((head, name)) = line.split_once(':') else {
                 continue;
             };
             let Some(uid) = head.split(' ').next().and_then(|u| u.parse::<u32>().ok()) else {
                 continue;
             };
-            if uid <= last || uid >= list.next_uid || name.is_empty() || name.contains('/') {
+            if uid <= last || uid == u32::MAX || name.is_empty() || name.contains('/') {
                 continue;
             }
             last = uid;
@@ -115,7 +124,16 @@ impl UidList {
             }
             list.entries.push((uid, name.to_string()));
         }
+        list.next_uid = list.next_uid.max(last.saturating_add(1));
         Some(list)
+    }
+
+    /// One record's line, as [`UidList::format`] writes it.
+    pub fn record_line(&self, uid: u32, name: &str) -> String {
+        match self.ext.get(&uid) {
+            Some(ext) => format!("{uid} {ext} :{name}\n"),
+            None => format!("{uid} :{name}\n"),
+        }
     }
 
     /// The file text.
@@ -126,10 +144,7 @@ impl UidList {
         }
         s.push('\n');
         for (uid, name) in &self.entries {
-            match self.ext.get(uid) {
-                Some(ext) => s.push_str(&format!("{uid} {ext} :{name}\n")),
-                None => s.push_str(&format!("{uid} :{name}\n")),
-            }
+            s.push_str(&self.record_line(*uid, name));
         }
         s
     }
@@ -165,20 +180,37 @@ impl UidList {
     }
 }
 
+/// Which version of the uidlist file was read or written: (inode, size). The file is only
+/// ever replaced or appended to, so the same identity means the same contents.
+pub type FileId = (u64, u64);
+
 /// Reads the uidlist of `dir`: `Ok(None)` when missing or unusable.
 pub fn read(dir: &Path) -> io::Result<Option<UidList>> {
+    Ok(read_with_id(dir)?.map(|(l, _)| l))
+}
+
+/// [`read`], with the identity of what was read.
+pub fn read_with_id(dir: &Path) -> io::Result<Option<(UidList, FileId)>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
     let path = dir.join(FILE);
-    match fs::metadata(&path) {
-        Ok(m) if m.len() > MAX_SIZE => return Ok(None),
-        Ok(_) => {}
+    let mut f = match fs::File::open(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    if meta.len() > MAX_SIZE {
+        return Ok(None);
     }
-    match fs::read(&path) {
-        Ok(bytes) => Ok(std::str::from_utf8(&bytes).ok().and_then(UidList::parse)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    Read::by_ref(&mut f).take(MAX_SIZE).read_to_end(&mut bytes)?;
+    // what was appended after the stat is read again next time (the size differs)
+    bytes.truncate(meta.len() as usize);
+    Ok(std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(UidList::parse)
+        .map(|l| (l, (meta.ino(), meta.len()))))
 }
 
 /// The uidlist lock of one folder; dropping it without [`Lock::commit`] removes it.
@@ -230,14 +262,36 @@ impl Lock {
     }
 
     /// Writes `list` into the lock file and renames it over the uidlist (releasing the lock).
-    pub fn commit(mut self, list: &UidList) -> io::Result<()> {
+    pub fn commit(self, list: &UidList) -> io::Result<()> {
+        self.commit_with_id(list).map(|_| ())
+    }
+
+    /// [`Lock::commit`], with the identity of the file written.
+    pub fn commit_with_id(mut self, list: &UidList) -> io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
         let Some(mut file) = self.file.take() else {
             return Err(io::Error::other("lock already released"));
         };
         file.write_all(list.format().as_bytes())?;
         file.sync_data()?;
+        let meta = file.metadata()?;
         fs::rename(&self.path, self.dir.join(FILE))?;
-        Ok(())
+        Ok((meta.ino(), meta.len()))
+    }
+
+    /// Appends `lines` (whole records) to the uidlist if it is still the version `at`
+    /// (fsynced; the lock is released when dropped): the identity after, or `None` when
+    /// the file is another version now (nothing written).
+    pub fn append(&self, at: FileId, lines: &str) -> io::Result<Option<FileId>> {
+        use std::os::unix::fs::MetadataExt;
+        let mut f = OpenOptions::new().append(true).open(self.dir.join(FILE))?;
+        let meta = f.metadata()?;
+        if (meta.ino(), meta.len()) != at || !lines.ends_with('\n') {
+            return Ok(None);
+        }
+        f.write_all(lines.as_bytes())?;
+        f.sync_data()?;
+        Ok(Some((at.0, at.1 + lines.len() as u64)))
     }
 }
 
