@@ -190,8 +190,11 @@ pub fn deliver_once(
         });
     }
     let tmp_path = md_path.join("tmp");
+    // A replica name may be delivered by two queue files at once (a hub's retry while its
+    // first attempt is still in flight): each writes its own temporary file.
+    let replica = unique.filter(|u| valid_unique(u) && crate::replica_id::is_replica_base(u));
     let name = match unique {
-        Some(u) if valid_unique(u) => {
+        Some(u) if valid_unique(u) && replica.is_none() => {
             // A leftover of an interrupted attempt with the same name is ours: replace it.
             let _ = rfs::unlinkat(&tmp, u, AtFlags::empty());
             u.to_string()
@@ -218,7 +221,7 @@ pub fn deliver_once(
         }
     };
     drop(file);
-    let final_name = format!("{name},S={size}");
+    let final_name = format!("{},S={size}", replica.unwrap_or(&name));
     let mut already = false;
     if unique.is_some() {
         match rfs::linkat(&tmp, name.as_str(), &new, final_name.as_str(), AtFlags::empty()) {

@@ -5,7 +5,7 @@
 //! same on every mailbox server; [`postern_lib::maildir_deliver`] then finds a second
 //! delivery of it in `new/` or `cur/` and writes nothing (exactly once).
 
-use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
 
 use postern_lib::agent::Job;
 use postern_lib::replica_id::{GUID_HEADER, base_name};
@@ -13,20 +13,41 @@ use postern_lib::replica_id::{GUID_HEADER, base_name};
 /// Most header bytes scanned for the GUID.
 const MAX_SCAN: u64 = 1 << 20;
 
+/// The message header of `job` (at most [`MAX_SCAN`] bytes), read with `pread`: a content
+/// reader the delivery already holds shares the file offset, which must stay at the start
+/// of the content where [`Job::content`] (called here too) puts it — reading through the
+/// descriptor instead delivered the rest of the file after the header scan.
+fn header(job: &Job) -> Option<Vec<u8>> {
+    let content = job.content().ok()?;
+    let file = content.get_ref();
+    let start = job.qf.content_range().start;
+    let len = job.qf.content_len().min(MAX_SCAN);
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while (head.len() as u64) < len {
+        let want = usize::try_from(len - head.len() as u64)
+            .unwrap_or(buf.len())
+            .min(buf.len());
+        let n = file.read_at(buf.get_mut(..want)?, start + head.len() as u64).ok()?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(buf.get(..n)?);
+        if let Some(end) = memchr::memmem::find(&head, b"\n\n") {
+            head.truncate(end + 1);
+            break;
+        }
+    }
+    Some(head)
+}
+
 /// The replica base name of the message of `job`, if its header holds one valid GUID.
 pub fn base(job: &Job) -> Option<String> {
-    let content = job.content().ok()?;
-    let mut r = BufReader::new(content.take(MAX_SCAN));
-    let mut line = Vec::new();
+    let head = header(job)?;
     let mut found = None;
-    loop {
-        line.clear();
-        match r.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let l = String::from_utf8_lossy(&line);
-        let l = l.trim_end_matches(['\r', '\n']);
+    for line in head.split(|&b| b == b'\n') {
+        let l = String::from_utf8_lossy(line);
+        let l = l.trim_end_matches('\r');
         if l.is_empty() {
             break;
         }
