@@ -249,6 +249,17 @@ pub fn place(f: &mut Folder, msgs: &[NewMessage]) -> Result<Vec<Placed>> {
         .map_err(|e| io_err("read uidlist", &dir, e))?
         .ok_or_else(|| io_err("read uidlist", &dir, io::Error::other("no uidlist")))?;
     let mut present = bases_on_disk(&dir)?;
+    // a name whose file is gone (expunged, the uidlist not rewritten since) is free again
+    let stale: HashSet<u32> = list
+        .entries
+        .iter()
+        .filter(|(_, b)| !present.contains(b))
+        .map(|(u, _)| *u)
+        .collect();
+    if !stale.is_empty() {
+        list.entries.retain(|(u, _)| !stale.contains(u));
+        list.ext.retain(|u, _| !stale.contains(u));
+    }
     let mut known = list
         .map()
         .into_iter()
@@ -286,6 +297,47 @@ pub fn place(f: &mut Folder, msgs: &[NewMessage]) -> Result<Vec<Placed>> {
     }
     if added {
         let _ = crate::safe_open::fsync_dir(&dir.join("cur"));
+        lock.commit(&list).map_err(|e| io_err("write uidlist", &dir, e))?;
+    } else {
+        drop(lock);
+    }
+    f.sync()?;
+    Ok(out)
+}
+
+/// Gives messages new UIDs, `(old, new)`, each new one at or above the folder's UIDNEXT,
+/// in increasing order: the file stays, the uidlist maps its name to the new UID (the
+/// GUID with it). Other views see the old UID expunged and a new message. Per pair whether
+/// it was done (not: the old UID is gone, or the new one is taken). The folder is synced
+/// after.
+pub fn renumber(f: &mut Folder, moves: &[(u32, u32)]) -> Result<Vec<bool>> {
+    let dir = f.path().to_path_buf();
+    let lock = Lock::acquire(&dir).map_err(|e| io_err("lock", &dir, e))?;
+    let mut list = uidlist::read(&dir)
+        .map_err(|e| io_err("read uidlist", &dir, e))?
+        .ok_or_else(|| io_err("read uidlist", &dir, io::Error::other("no uidlist")))?;
+    let present = bases_on_disk(&dir)?;
+    let mut out = Vec::with_capacity(moves.len());
+    let mut changed = false;
+    for &(old, new) in moves {
+        let at = list.entries.iter().position(|(u, b)| *u == old && present.contains(b));
+        let Some(i) = at.filter(|_| new >= list.next_uid && new != u32::MAX) else {
+            out.push(false);
+            continue;
+        };
+        let (_, base) = list.entries.remove(i);
+        let guid = list
+            .guid_of(old)
+            .or_else(|| f.get(old).map(|m| m.guid))
+            .unwrap_or_else(|| super::index::guid_of(&base));
+        list.ext.remove(&old);
+        list.entries.push((new, base));
+        list.set_guid(new, guid);
+        list.next_uid = new + 1;
+        changed = true;
+        out.push(true);
+    }
+    if changed {
         lock.commit(&list).map_err(|e| io_err("write uidlist", &dir, e))?;
     } else {
         drop(lock);
@@ -515,10 +567,10 @@ pub(super) fn note_expunges(
     }
 }
 
-/// The GUIDs (hex) the folder's expunge log lists as expunged at a MODSEQ above `since`.
-pub fn expunged_since(f: &Folder, since: u64) -> HashSet<String> {
+/// `(GUID hex, MODSEQ)` of every expunge the folder's log holds, oldest first.
+pub fn expunge_log(f: &Folder) -> Vec<(String, u64)> {
     let Ok(text) = fs::read_to_string(f.path().join(EXPUNGE_LOG)) else {
-        return HashSet::new();
+        return Vec::new();
     };
     text.lines()
         .filter_map(|l| {
@@ -526,9 +578,53 @@ pub fn expunged_since(f: &Folder, since: u64) -> HashSet<String> {
             let _uid = it.next()?;
             let modseq: u64 = it.next()?.parse().ok()?;
             let guid = it.next()?;
-            (modseq > since && guid.len() == 32).then(|| guid.to_string())
+            (guid.len() == 32).then(|| (guid.to_string(), modseq))
         })
         .collect()
+}
+
+/// The GUIDs (hex) the folder's expunge log lists as expunged at a MODSEQ above `since`.
+pub fn expunged_since(f: &Folder, since: u64) -> HashSet<String> {
+    expunge_log(f)
+        .into_iter()
+        .filter(|(_, m)| *m > since)
+        .map(|(g, _)| g)
+        .collect()
+}
+
+/// Whether a hub's copy named `base` (see [`is_hub_copy`]) is a message the Maildir at
+/// `dir` already had and expunged (its GUID is in the folder's expunge log): a second copy
+/// of it that a hub delivers late must be dropped as a duplicate, as one whose name is
+/// still in `new/` or `cur/` is — else it would come back (under its old UID, while the
+/// uidlist still names it).
+pub fn hub_copy_expunged(dir: &Path, base: &str) -> bool {
+    if !is_hub_copy(base) {
+        return false;
+    }
+    let Some(guid) = base
+        .strip_suffix(".replica")
+        .and_then(|b| b.split_once(".G"))
+        .map(|(_, g)| g.to_ascii_lowercase())
+    else {
+        return false;
+    };
+    let Ok(text) = fs::read_to_string(dir.join(EXPUNGE_LOG)) else {
+        return false;
+    };
+    text.lines().any(|l| l.rsplit(' ').next() == Some(guid.as_str()))
+}
+
+/// Whether a base name is a hub's replica copy (`<secs>.G<32 hex>.replica`): made only by
+/// a hub's delivery, the same on every replica, never by COPY or MOVE here.
+pub fn is_hub_copy(base: &str) -> bool {
+    base.strip_suffix(".replica")
+        .and_then(|b| b.split_once(".G"))
+        .is_some_and(|(t, g)| {
+            !t.is_empty()
+                && t.bytes().all(|c| c.is_ascii_digit())
+                && g.len() == 32
+                && g.bytes().all(|c| c.is_ascii_hexdigit())
+        })
 }
 
 #[cfg(test)]
@@ -622,6 +718,28 @@ mod tests {
         let gone = expunged_since(&inbox, before);
         assert_eq!(gone.len(), 2);
         assert!(gone.contains(&super::super::index::guid_hex(gb)));
+    }
+
+    #[test]
+    fn renumbering_keeps_the_file_and_the_guid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "u").unwrap();
+        let mut inbox = store.folder("INBOX").unwrap();
+        let a = inbox.append(b"Subject: a\r\n\r\n", Flags::default(), None).unwrap();
+        let b = inbox.append(b"Subject: b\r\n\r\n", Flags::default(), None).unwrap();
+        let (ga, base) = (inbox.get(a).unwrap().guid, inbox.get(a).unwrap().base.clone());
+        let mut other = store.folder("INBOX").unwrap();
+        assert_eq!(
+            renumber(&mut inbox, &[(a, 10), (b, 5), (99, 11)]).unwrap(),
+            vec![true, false, false]
+        );
+        assert_eq!(inbox.next_uid(), 11);
+        let m = inbox.get(10).unwrap();
+        assert_eq!((m.guid, m.base.clone()), (ga, base));
+        assert!(inbox.get(a).is_none());
+        other.sync().unwrap();
+        assert_eq!(other.messages().iter().map(|m| m.uid).collect::<Vec<_>>(), vec![b, 10]);
+        assert_eq!(other.get(10).unwrap().guid, ga);
     }
 
     #[test]

@@ -1,0 +1,4 @@
+//! The replicator daemon.
+#![forbid(unsafe_code)]
+
+fn main() {}

@@ -1,0 +1,754 @@
+//! The symmetric merge of one user's mailbox on two replicas, keyed by message GUID and
+//! made incremental by the pair's [`SyncState`]. Written against [`Replica`] only.
+//!
+//! # Rules
+//!
+//! Folders (matched by name, renames found by UIDVALIDITY):
+//! - a folder the state knew (same name and UIDVALIDITY) that one side now has under
+//!   another name, which the other side does not have, was renamed there: rename it here;
+//! - a folder the state knew that one side lacks was deleted there: delete it on the other
+//!   (never INBOX);
+//! - a folder on one side only that the state did not know was created there: create it on
+//!   the other with the same UIDVALIDITY, then merge its messages;
+//! - the same name with different UIDVALIDITYs (first contact: both created it on their
+//!   own) takes the lower one on both, then its messages are merged by GUID without state.
+//!
+//! Messages of a folder (by UID, then GUID):
+//! - same UID, same GUID on both: flags changed on one side only since the last merge
+//!   (MODSEQ above the state's) → that side's flags win; changed on both, or no state →
+//!   the union;
+//! - on one side only, UID in the state's `known` set → it was expunged on the other side:
+//!   expunge it here;
+//! - on one side only, not known → new: copied to the other side under the same UID, base
+//!   name, flags and date when that UID is free there (≥ its UIDNEXT); otherwise a
+//!   CONFLICT: it is expunged and added again on both under a fresh UID above both
+//!   UIDNEXTs (clients see an expunge and a new message, never a UIDVALIDITY change);
+//! - on one side only, not known, but the other side's GUID expunge log lists that GUID
+//!   (since the last merge; for a hub's copy, at any time) and it has no other copy → the
+//!   other side expunged it (before any merge, or a hub's second copy arrived after):
+//!   expunge it here;
+//! - same UID, different GUIDs: both messages are added again under fresh UIDs;
+//! - the same GUID new on both sides under different UIDs (a hub's copy that reached each
+//!   replica at another point): added again once under one fresh UID on both, with the
+//!   union of the flags.
+//!
+//! A message added again is never removed on the way: it is put on the other side under
+//! the fresh UID (or the other side's copy of the same GUID is renumbered), and only then
+//! renumbered on its own side (the file stays, the uidlist maps it to the fresh UID), so
+//! it is on both replicas at every moment.
+//!
+//! A folder whose merge did not complete (a peer gone, a message that could not be
+//! placed) keeps its old state: the next merge repeats the comparison from there, which
+//! can bring an expunged message back but never loses one.
+
+use crate::replica::{FlagChange, Listing, Mailbox, Replica, Res};
+use crate::state::{FolderState, SyncState, known_ranges};
+use postern_lib::mailbox::replica::{FolderInfo, MessageInfo, NewMessage, Placed, is_hub_copy};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+/// Bounds of one merge.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Longest wait for a user's lock on either side.
+    pub lock_wait: Duration,
+    /// Bytes of messages moved in one batch.
+    pub batch_bytes: u64,
+    /// Messages moved in one batch.
+    pub batch_count: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            lock_wait: Duration::from_secs(30),
+            batch_bytes: 8 << 20,
+            batch_count: 256,
+        }
+    }
+}
+
+/// What a merge did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Folders whose messages were compared (not skipped as unchanged).
+    pub folders_merged: usize,
+    /// Messages copied to the side that lacked them.
+    pub copied: usize,
+    /// Expunges carried over.
+    pub expunged: usize,
+    /// Flag changes carried over.
+    pub flags: usize,
+    /// Messages added again under a fresh UID.
+    pub conflicts: usize,
+    /// Folders created, renamed, deleted or given another UIDVALIDITY; subscriptions.
+    pub folder_ops: usize,
+    /// `folder: reason` of folders whose merge did not complete.
+    pub failed: Vec<String>,
+}
+
+impl Report {
+    /// Whether anything was changed on either side.
+    pub fn changed(&self) -> bool {
+        self.copied + self.expunged + self.flags + self.conflicts + self.folder_ops > 0
+    }
+}
+
+/// Merges one user's mailbox on `a` (normally this server) and `b` (a peer). Takes both
+/// user locks in node-name order, so two replicators merging the same user at once wait
+/// for each other instead of deadlocking. `Err` when nothing could be done (a side
+/// unreachable, a lock not had); per-folder failures are in [`Report::failed`].
+pub fn sync_user(a: &mut dyn Replica, b: &mut dyn Replica, opt: &Options) -> Res<Report> {
+    if a.node() == b.node() {
+        return Err(format!("both replicas are named {:?}: set replica_name", a.node()));
+    }
+    let locked = if a.node() < b.node() {
+        a.lock(opt.lock_wait).and_then(|()| b.lock(opt.lock_wait))
+    } else {
+        b.lock(opt.lock_wait).and_then(|()| a.lock(opt.lock_wait))
+    };
+    let r = locked.and_then(|()| sync_locked(a, b, opt));
+    a.unlock();
+    b.unlock();
+    r
+}
+
+/// Which replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+fn pick<'x>(side: Side, a: &'x mut dyn Replica, b: &'x mut dyn Replica) -> (&'x mut dyn Replica, &'x mut dyn Replica) {
+    match side {
+        Side::A => (a, b),
+        Side::B => (b, a),
+    }
+}
+
+fn find<'m>(m: &'m Mailbox, name: &str) -> Option<&'m FolderInfo> {
+    m.folders.iter().find(|f| f.name == name)
+}
+
+fn sync_locked(a: &mut dyn Replica, b: &mut dyn Replica, opt: &Options) -> Res<Report> {
+    let (na, nb) = (a.node().to_string(), b.node().to_string());
+    let sa = a.load_state(&nb)?;
+    let sb = b.load_state(&na)?.map(|s| s.swapped());
+    let mut st = match (sa, sb) {
+        (Some(x), Some(y)) if y.generation > x.generation => y,
+        (Some(x), _) => x,
+        (None, Some(y)) => y,
+        (None, None) => SyncState::default(),
+    };
+    let mut report = Report::default();
+    let mut ma = a.mailbox()?;
+    let mut mb = b.mailbox()?;
+    // renames first, one at a time (a rename moves the folders below too)
+    for _ in 0..64 {
+        let Some((side, old, new)) = find_rename(&st, &ma, &mb) else {
+            break;
+        };
+        let (here, _) = pick(side, a, b);
+        if let Err(e) = here.rename_folder(&old, &new) {
+            report.failed.push(format!("{old}: rename to {new}: {e}"));
+            break;
+        }
+        report.folder_ops += 1;
+        let prefix = format!("{old}.");
+        let moved: Vec<String> = st
+            .folders
+            .keys()
+            .filter(|k| **k == old || k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for k in moved {
+            if let Some(f) = st.folders.remove(&k) {
+                st.folders.insert(format!("{new}{}", &k[old.len()..]), f);
+            }
+        }
+        ma = a.mailbox()?;
+        mb = b.mailbox()?;
+    }
+    let names: BTreeSet<String> = ma.folders.iter().chain(&mb.folders).map(|f| f.name.clone()).collect();
+    let mut folders = BTreeMap::new();
+    for name in names {
+        let old = st.folders.get(&name);
+        match folder_step(a, b, &name, find(&ma, &name), find(&mb, &name), old, opt, &mut report) {
+            Ok(Some(fs)) => {
+                folders.insert(name, fs);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("{name}: merge with {nb} incomplete: {e}");
+                report.failed.push(format!("{name}: {e}"));
+                if let Some(o) = old {
+                    folders.insert(name, o.clone());
+                }
+            }
+        }
+    }
+    let subscriptions = merge_subscriptions(a, b, &st.subscriptions, &ma, &mb, &mut report);
+    st.generation += 1;
+    st.folders = folders;
+    st.subscriptions = subscriptions;
+    a.save_state(&nb, &st)?;
+    b.save_state(&na, &st.swapped())?;
+    Ok(report)
+}
+
+/// A folder the state knew, renamed on one side: `(side to rename on, old, new)`.
+fn find_rename(st: &SyncState, ma: &Mailbox, mb: &Mailbox) -> Option<(Side, String, String)> {
+    for (old, fs) in &st.folders {
+        if old == "INBOX" {
+            continue;
+        }
+        let has = |m: &Mailbox| find(m, old).is_some_and(|f| f.uid_validity == fs.uid_validity);
+        for (side, here, there) in [(Side::A, ma, mb), (Side::B, mb, ma)] {
+            if !has(here) || has(there) {
+                continue;
+            }
+            let renamed = there.folders.iter().find(|f| {
+                f.uid_validity == fs.uid_validity
+                    && f.name != *old
+                    && find(here, &f.name).is_none()
+                    && st
+                        .folders
+                        .get(&f.name)
+                        .is_none_or(|s| s.uid_validity != fs.uid_validity)
+            });
+            if let Some(f) = renamed {
+                return Some((side, old.clone(), f.name.clone()));
+            }
+        }
+    }
+    None
+}
+
+/// One folder name: create, delete, first contact, then the messages. `Ok(None)`: the
+/// folder is gone from both.
+#[allow(clippy::too_many_arguments)]
+fn folder_step(
+    a: &mut dyn Replica,
+    b: &mut dyn Replica,
+    name: &str,
+    fa: Option<&FolderInfo>,
+    fb: Option<&FolderInfo>,
+    old: Option<&FolderState>,
+    opt: &Options,
+    report: &mut Report,
+) -> Res<Option<FolderState>> {
+    let mut state = old.cloned();
+    match (fa, fb) {
+        (Some(x), Some(y)) => {
+            if x.uid_validity != y.uid_validity {
+                let v = x.uid_validity.min(y.uid_validity);
+                if x.uid_validity != v {
+                    a.set_uid_validity(name, v)?;
+                } else {
+                    b.set_uid_validity(name, v)?;
+                }
+                report.folder_ops += 1;
+                state = None;
+            } else if let Some(s) = &state
+                && s.uid_validity == x.uid_validity
+                && s.modseq_mine == x.highest_modseq
+                && s.modseq_theirs == y.highest_modseq
+            {
+                // nothing changed on either side since the last merge
+                return Ok(state);
+            }
+        }
+        (Some(x), None) | (None, Some(x)) => {
+            let side = if fa.is_some() { Side::A } else { Side::B };
+            let (here, there) = pick(side, a, b);
+            let known = old.is_some_and(|s| s.uid_validity == x.uid_validity);
+            if known && name != "INBOX" {
+                here.delete_folder(name)?;
+                report.folder_ops += 1;
+                return Ok(None);
+            }
+            there.create_folder(name, x.uid_validity)?;
+            report.folder_ops += 1;
+            state = None;
+        }
+        (None, None) => return Ok(None),
+    }
+    let state = state.filter(|s| fa.is_some_and(|x| x.uid_validity == s.uid_validity));
+    report.folders_merged += 1;
+    merge_folder(a, b, name, state.as_ref(), opt, report).map(Some)
+}
+
+/// Keywords compared without case.
+fn same_flags(x: &MessageInfo, y: &MessageInfo) -> bool {
+    let set = |m: &MessageInfo| {
+        m.keywords
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .collect::<BTreeSet<_>>()
+    };
+    x.system == y.system && set(x) == set(y)
+}
+
+fn union_flags(x: &MessageInfo, y: &MessageInfo) -> (u8, Vec<String>) {
+    let mut kw: Vec<String> = x.keywords.clone();
+    for k in &y.keywords {
+        if !kw.iter().any(|h| h.eq_ignore_ascii_case(k)) {
+            kw.push(k.clone());
+        }
+    }
+    (x.system | y.system, kw)
+}
+
+fn change(uid: u32, (system, keywords): (u8, Vec<String>)) -> FlagChange {
+    FlagChange { uid, system, keywords }
+}
+
+/// A message added again under a fresh UID on both sides.
+#[derive(Clone)]
+struct ReAdd {
+    /// The side whose copy is used.
+    src: Side,
+    /// Its UID there.
+    uid: u32,
+    /// The message (flags as wanted).
+    msg: MessageInfo,
+    /// The other side's copy of the same GUID, expunged there first.
+    other_uid: Option<u32>,
+    /// The fresh UID.
+    fresh: u32,
+}
+
+#[derive(Default)]
+struct Plan {
+    to_b: Vec<MessageInfo>,
+    to_a: Vec<MessageInfo>,
+    readd: Vec<ReAdd>,
+    expunge_a: Vec<u32>,
+    expunge_b: Vec<u32>,
+    flags_a: Vec<FlagChange>,
+    flags_b: Vec<FlagChange>,
+    /// UIDs both have and keep.
+    common: Vec<u32>,
+}
+
+fn plan(
+    la: &[MessageInfo],
+    lb: &[MessageInfo],
+    ia: &FolderInfo,
+    ib: &FolderInfo,
+    st: Option<&FolderState>,
+    gone_a: &[(String, u64)],
+    gone_b: &[(String, u64)],
+) -> Plan {
+    let by_a: BTreeMap<u32, &MessageInfo> = la.iter().map(|m| (m.uid, m)).collect();
+    let by_b: BTreeMap<u32, &MessageInfo> = lb.iter().map(|m| (m.uid, m)).collect();
+    let knows = |u: u32| st.is_some_and(|s| s.knows(u));
+    let mut p = Plan::default();
+    let (mut a_new, mut b_new) = (Vec::new(), Vec::new());
+    let uids: BTreeSet<u32> = by_a.keys().chain(by_b.keys()).copied().collect();
+    for u in uids {
+        match (by_a.get(&u), by_b.get(&u)) {
+            (Some(x), Some(y)) if x.guid == y.guid => {
+                p.common.push(u);
+                if same_flags(x, y) {
+                    continue;
+                }
+                let ca = st.is_none_or(|s| x.modseq > s.modseq_mine);
+                let cb = st.is_none_or(|s| y.modseq > s.modseq_theirs);
+                match (ca, cb) {
+                    (true, false) => p.flags_b.push(change(u, (x.system, x.keywords.clone()))),
+                    (false, true) => p.flags_a.push(change(u, (y.system, y.keywords.clone()))),
+                    _ => {
+                        let (sys, kw) = union_flags(x, y);
+                        let want = MessageInfo {
+                            system: sys,
+                            keywords: kw.clone(),
+                            ..(*x).clone()
+                        };
+                        if !same_flags(x, &want) {
+                            p.flags_a.push(change(u, (sys, kw.clone())));
+                        }
+                        if !same_flags(y, &want) {
+                            p.flags_b.push(change(u, (sys, kw)));
+                        }
+                    }
+                }
+            }
+            (Some(x), Some(y)) => {
+                a_new.push((*x).clone());
+                b_new.push((*y).clone());
+            }
+            (Some(x), None) if knows(u) => p.expunge_a.push(x.uid),
+            (None, Some(y)) if knows(u) => p.expunge_b.push(y.uid),
+            (Some(x), None) => a_new.push((*x).clone()),
+            (None, Some(y)) => b_new.push((*y).clone()),
+            (None, None) => {}
+        }
+    }
+    // new on one side, but the other side expunged that very message (it was expunged
+    // there before any merge, or a hub's second copy came late): expunge it here too. A
+    // hub's copy counts whenever its expunge is in the log (no COPY or MOVE makes its
+    // name); another message only when expunged since the last merge (an old expunge of
+    // the same GUID may be a MOVE out of the folder that a COPY brought back since).
+    let guids = |l: &[MessageInfo], going: &[u32]| {
+        let going: BTreeSet<u32> = going.iter().copied().collect();
+        l.iter()
+            .filter(|m| !going.contains(&m.uid))
+            .map(|m| m.guid.clone())
+            .collect::<BTreeSet<String>>()
+    };
+    let (has_a, has_b) = (guids(la, &p.expunge_a), guids(lb, &p.expunge_b));
+    let dead_in = |gone: &[(String, u64)], since: Option<u64>| -> (BTreeSet<String>, BTreeSet<String>) {
+        let all = gone.iter().map(|(g, _)| g.clone()).collect();
+        let recent = gone
+            .iter()
+            .filter(|(_, m)| since.is_none_or(|s| *m > s))
+            .map(|(g, _)| g.clone())
+            .collect();
+        (all, recent)
+    };
+    let (all_a, recent_a) = dead_in(gone_a, st.map(|s| s.modseq_mine));
+    let (all_b, recent_b) = dead_in(gone_b, st.map(|s| s.modseq_theirs));
+    // a hub's copy that this same side expunged before is a late duplicate as well
+    let dead = |m: &MessageInfo,
+                all: &BTreeSet<String>,
+                recent: &BTreeSet<String>,
+                has: &BTreeSet<String>,
+                own: &BTreeSet<String>| {
+        !has.contains(&m.guid)
+            && (recent.contains(&m.guid) || (is_hub_copy(&m.base) && (all.contains(&m.guid) || own.contains(&m.guid))))
+    };
+    a_new.retain(|x: &MessageInfo| {
+        let d = dead(x, &all_b, &recent_b, &has_b, &all_a);
+        if d {
+            p.expunge_a.push(x.uid);
+        }
+        !d
+    });
+    b_new.retain(|y: &MessageInfo| {
+        let d = dead(y, &all_a, &recent_a, &has_a, &all_b);
+        if d {
+            p.expunge_b.push(y.uid);
+        }
+        !d
+    });
+    let mut fresh = ia
+        .next_uid
+        .max(ib.next_uid)
+        .max(la.last().map_or(0, |m| m.uid.saturating_add(1)))
+        .max(lb.last().map_or(0, |m| m.uid.saturating_add(1)));
+    let mut next_fresh = || {
+        let f = fresh;
+        fresh = fresh.saturating_add(1);
+        f
+    };
+    // the same GUID new on both sides under different UIDs: one fresh UID
+    let mut b_by_guid: HashMap<String, Vec<MessageInfo>> = HashMap::new();
+    for y in b_new {
+        b_by_guid.entry(y.guid.clone()).or_default().push(y);
+    }
+    let mut a_rest = Vec::new();
+    for x in a_new {
+        match b_by_guid
+            .get_mut(&x.guid)
+            .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+        {
+            Some(y) if y.uid != x.uid => {
+                let (system, keywords) = union_flags(&x, &y);
+                p.readd.push(ReAdd {
+                    src: Side::A,
+                    uid: x.uid,
+                    msg: MessageInfo { system, keywords, ..x },
+                    other_uid: Some(y.uid),
+                    fresh: next_fresh(),
+                });
+            }
+            Some(y) => {
+                // same UID and GUID is handled above; cannot happen
+                b_by_guid.entry(y.guid.clone()).or_default().push(y);
+                a_rest.push(x);
+            }
+            None => a_rest.push(x),
+        }
+    }
+    let mut b_rest: Vec<MessageInfo> = b_by_guid.into_values().flatten().collect();
+    b_rest.sort_by_key(|m| m.uid);
+    for (side, rest, there_next, there) in [
+        (Side::A, a_rest, ib.next_uid, &by_b),
+        (Side::B, b_rest, ia.next_uid, &by_a),
+    ] {
+        for m in rest {
+            if m.uid >= there_next && !there.contains_key(&m.uid) {
+                match side {
+                    Side::A => p.to_b.push(m),
+                    Side::B => p.to_a.push(m),
+                }
+            } else {
+                p.readd.push(ReAdd {
+                    src: side,
+                    uid: m.uid,
+                    msg: m,
+                    other_uid: None,
+                    fresh: next_fresh(),
+                });
+            }
+        }
+    }
+    p
+}
+
+/// Splits messages into batches of at most `opt`'s count and bytes (one larger message is
+/// a batch alone).
+fn batches<T>(items: Vec<T>, size: impl Fn(&T) -> u64, opt: &Options) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut cur: Vec<T> = Vec::new();
+    let mut bytes = 0u64;
+    for it in items {
+        let s = size(&it);
+        if !cur.is_empty() && (cur.len() >= opt.batch_count || bytes + s > opt.batch_bytes) {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += s;
+        cur.push(it);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Whether a put result means the message is there under `uid`.
+fn placed_ok(p: &Placed, uid: u32) -> bool {
+    match p {
+        Placed::Placed => true,
+        Placed::Exists { uid: Some(u) } => *u == uid,
+        _ => false,
+    }
+}
+
+struct Progress {
+    modseq_a: u64,
+    modseq_b: u64,
+    incomplete: Vec<String>,
+}
+
+impl Progress {
+    fn note(&mut self, side: Side, modseq: u64) {
+        match side {
+            Side::A => self.modseq_a = modseq,
+            Side::B => self.modseq_b = modseq,
+        }
+    }
+}
+
+fn merge_folder(
+    a: &mut dyn Replica,
+    b: &mut dyn Replica,
+    name: &str,
+    st: Option<&FolderState>,
+    opt: &Options,
+    report: &mut Report,
+) -> Res<FolderState> {
+    let Listing {
+        info: ia,
+        messages: la,
+        gone: gone_a,
+    } = a.messages(name)?;
+    let Listing {
+        info: ib,
+        messages: lb,
+        gone: gone_b,
+    } = b.messages(name)?;
+    if ia.uid_validity != ib.uid_validity {
+        return Err(format!(
+            "UIDVALIDITY {} here, {} there",
+            ia.uid_validity, ib.uid_validity
+        ));
+    }
+    let st = st.filter(|s| s.uid_validity == ia.uid_validity);
+    let p = plan(&la, &lb, &ia, &ib, st, &gone_a, &gone_b);
+    drop((la, lb, gone_a, gone_b));
+    let mut pr = Progress {
+        modseq_a: ia.highest_modseq,
+        modseq_b: ib.highest_modseq,
+        incomplete: Vec::new(),
+    };
+    let mut common = p.common;
+    // 1. copies to the side that lacks them, same UID
+    for (src, list) in [(Side::A, p.to_b), (Side::B, p.to_a)] {
+        for batch in batches(list, |m| m.size, opt) {
+            let (from, to) = pick(src, a, b);
+            let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
+            let bodies = from.fetch(name, &uids)?;
+            let mut msgs = Vec::with_capacity(batch.len());
+            for (info, body) in batch.into_iter().zip(bodies) {
+                match body {
+                    Some(bytes) => msgs.push(NewMessage { info, bytes }),
+                    None => pr.incomplete.push(format!("UID {} vanished", info.uid)),
+                }
+            }
+            let infos: Vec<MessageInfo> = msgs.iter().map(|m| m.info.clone()).collect();
+            let (res, modseq) = to.put(name, msgs)?;
+            let other = if src == Side::A { Side::B } else { Side::A };
+            pr.note(other, modseq);
+            for (info, r) in infos.iter().zip(&res) {
+                if placed_ok(r, info.uid) {
+                    common.push(info.uid);
+                    report.copied += 1;
+                } else {
+                    pr.incomplete.push(format!("UID {} not placed: {r:?}", info.uid));
+                }
+            }
+        }
+    }
+    // 2. conflicts: the message is put on the other side under the fresh UID (or the
+    // other side's copy of the same GUID is given it), then the source's copy is given it
+    // too; no side loses the message on the way
+    let mut readd = p.readd;
+    readd.sort_by_key(|r| r.fresh);
+    let mut flags_after: Vec<(Side, FlagChange)> = Vec::new();
+    for src in [Side::A, Side::B] {
+        let other_side = if src == Side::A { Side::B } else { Side::A };
+        let group: Vec<ReAdd> = readd.iter().filter(|r| r.src == src).cloned().collect();
+        for batch in batches(group, |r| r.msg.size, opt) {
+            let (from, to) = pick(src, a, b);
+            // the other side's own copies of the same GUIDs: renumbered there
+            let moves: Vec<(u32, u32)> = batch.iter().filter_map(|r| r.other_uid.map(|o| (o, r.fresh))).collect();
+            let mut there: BTreeMap<u32, bool> = BTreeMap::new();
+            if !moves.is_empty() {
+                let (done, m) = to.renumber(name, moves.clone())?;
+                pr.note(other_side, m);
+                for ((_, fresh), ok) in moves.iter().zip(done) {
+                    there.insert(*fresh, ok);
+                }
+            }
+            // the others: copied there from the source
+            let need: Vec<&ReAdd> = batch.iter().filter(|r| r.other_uid.is_none()).collect();
+            if !need.is_empty() {
+                let uids: Vec<u32> = need.iter().map(|r| r.uid).collect();
+                let bodies = from.fetch(name, &uids)?;
+                let mut msgs = Vec::new();
+                for (r, body) in need.iter().zip(bodies) {
+                    match body {
+                        Some(bytes) => msgs.push(NewMessage {
+                            info: MessageInfo {
+                                uid: r.fresh,
+                                ..r.msg.clone()
+                            },
+                            bytes,
+                        }),
+                        None => pr.incomplete.push(format!("UID {} vanished", r.uid)),
+                    }
+                }
+                let fresh: Vec<u32> = msgs.iter().map(|n| n.info.uid).collect();
+                let (res, m) = to.put(name, msgs)?;
+                pr.note(other_side, m);
+                for (u, res) in fresh.into_iter().zip(res) {
+                    there.insert(u, placed_ok(&res, u));
+                }
+            }
+            // only what is safely on the other side is renumbered on the source
+            let moves: Vec<(u32, u32)> = batch
+                .iter()
+                .filter(|r| there.get(&r.fresh) == Some(&true))
+                .map(|r| (r.uid, r.fresh))
+                .collect();
+            for r in batch.iter().filter(|r| there.get(&r.fresh) != Some(&true)) {
+                pr.incomplete
+                    .push(format!("UID {} not placed as {} on the other side", r.uid, r.fresh));
+            }
+            if moves.is_empty() {
+                continue;
+            }
+            let (done, m) = from.renumber(name, moves.clone())?;
+            pr.note(src, m);
+            for ((old, fresh), ok) in moves.into_iter().zip(done) {
+                if ok {
+                    common.push(fresh);
+                    report.conflicts += 1;
+                    if let Some(r) = batch.iter().find(|r| r.fresh == fresh && r.other_uid.is_some()) {
+                        // a pair: both copies get the union of their flags
+                        for side in [Side::A, Side::B] {
+                            flags_after.push((side, change(fresh, (r.msg.system, r.msg.keywords.clone()))));
+                        }
+                    }
+                } else {
+                    pr.incomplete.push(format!("UID {old} not renumbered to {fresh}"));
+                }
+            }
+        }
+    }
+    // 3. expunges, 4. flags
+    for (side, uids) in [(Side::A, p.expunge_a), (Side::B, p.expunge_b)] {
+        if !uids.is_empty() {
+            let (here, _) = pick(side, a, b);
+            report.expunged += uids.len();
+            pr.note(side, here.expunge(name, uids)?);
+        }
+    }
+    let (mut flags_a, mut flags_b) = (p.flags_a, p.flags_b);
+    for (side, c) in flags_after {
+        match side {
+            Side::A => flags_a.push(c),
+            Side::B => flags_b.push(c),
+        }
+    }
+    for (side, changes) in [(Side::A, flags_a), (Side::B, flags_b)] {
+        for chunk in changes.chunks(2000) {
+            let (here, _) = pick(side, a, b);
+            report.flags += chunk.len();
+            pr.note(side, here.set_flags(name, chunk.to_vec())?);
+        }
+    }
+    if !pr.incomplete.is_empty() {
+        let n = pr.incomplete.len();
+        let first = pr.incomplete.swap_remove(0);
+        return Err(format!("{first} ({n} problems)"));
+    }
+    Ok(FolderState {
+        uid_validity: ia.uid_validity,
+        known: known_ranges(common, ia.next_uid.min(ib.next_uid)),
+        modseq_mine: pr.modseq_a,
+        modseq_theirs: pr.modseq_b,
+    })
+}
+
+/// Three-way merge of the subscriptions; returns the set both have after.
+fn merge_subscriptions(
+    a: &mut dyn Replica,
+    b: &mut dyn Replica,
+    before: &[String],
+    ma: &Mailbox,
+    mb: &Mailbox,
+    report: &mut Report,
+) -> Vec<String> {
+    let sa: BTreeSet<&String> = ma.subscriptions.iter().collect();
+    let sb: BTreeSet<&String> = mb.subscriptions.iter().collect();
+    let mut out = Vec::new();
+    for n in sa.union(&sb) {
+        let (in_a, in_b) = (sa.contains(n), sb.contains(n));
+        let was = before.contains(n);
+        let keep = if in_a == in_b {
+            in_a
+        } else {
+            // one side changed it since the last merge: that side wins
+            let want = !was;
+            let r = if in_a != want {
+                a.subscribe(n, want)
+            } else {
+                b.subscribe(n, want)
+            };
+            match r {
+                Ok(()) => report.folder_ops += 1,
+                Err(e) => report.failed.push(format!("subscription {n}: {e}")),
+            }
+            want
+        };
+        if keep {
+            out.push((*n).clone());
+        }
+    }
+    out
+}
