@@ -7,9 +7,10 @@
 //!   from hub to hub is not filed twice. Each such recipient is written once per
 //!   `replica_relays` entry, each copy with that relay as its fixed route (the queue file's
 //!   `N` record): its own delivery, its own done mark.
-//! - Anywhere else the header is kept only from a client in `replica_hub_networks`; from
-//!   any other client, and from local and internal submissions, it is removed (a client
-//!   must not choose the Maildir name, nor make a message look like a duplicate).
+//! - Anywhere else the header is kept only from a client in `replica_hub_networks` and
+//!   from Postern's own daemons (requeue, forward; see [`header`]); from any other client
+//!   and from local submissions it is removed (a client must not choose the Maildir name,
+//!   nor make a message look like a duplicate).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -39,21 +40,30 @@ pub fn replicated(main: &MainConfig, recipients: &[&str]) -> bool {
 }
 
 /// Applies the header rules to `header`; returns the GUID the message carries now, if
-/// any. `arrival` is (secs, micros) of this queue file.
+/// any. `arrival` is (secs, micros) of this queue file. `internal`: a submission of
+/// Postern's own daemons (a `postsuper -r` requeue, a forward by local, a notice), whose
+/// content already passed this filter on its way into the queue, so its GUID is as
+/// trustworthy as a hub's — and must be kept: a requeued message filed again under a new
+/// GUID would be a second copy on the replica that already had it.
 pub fn header(
     header: &mut Header,
     main: &MainConfig,
     attributes: &BTreeMap<String, String>,
+    internal: bool,
     replicated: bool,
     arrival: (u64, u32),
     q: &str,
 ) -> Result<Option<String>, Stop> {
-    let from_hub = trusted(main, attributes);
+    let from_hub = internal || trusted(main, attributes);
     let carried: Vec<String> = header
         .get_all(GUID_HEADER)
         .map(|f| f.value().trim().to_string())
         .collect();
-    let client = attributes.get(attr::CLIENT_ADDR).map(String::as_str).unwrap_or("local");
+    let client = match attributes.get(attr::CLIENT_ADDR) {
+        Some(a) => a.as_str(),
+        None if internal => "internal",
+        None => "local",
+    };
     if from_hub {
         let valid = carried.first().and_then(|v| parse_guid(v)).map(str::to_string);
         if carried.len() == 1 && valid.is_some() {

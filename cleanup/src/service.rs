@@ -379,7 +379,8 @@ fn process(
     let addrs: Vec<&str> = specs.iter().map(|s| s.address.as_str()).collect();
     let replicated = replica::replicated(main, &addrs);
     let arrival = (env.arrival.secs, env.arrival.micros);
-    let guid = replica::header(&mut header, main, &sub.attributes, replicated, arrival, q)?;
+    let internal = sub.origin == Origin::Internal;
+    let guid = replica::header(&mut header, main, &sub.attributes, internal, replicated, arrival, q)?;
     let specs = replica::copies(main, specs, replicated);
     if replicated && let Some(g) = &guid {
         tracing::info!(

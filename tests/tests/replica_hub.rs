@@ -241,6 +241,37 @@ fn a_stopped_replica_gets_exactly_its_missing_copies_later() {
 }
 
 #[test]
+fn a_requeued_message_keeps_its_guid_and_duplicates_nothing() {
+    // postsuper -r resubmits the pending copy (B's) through cleanup: the copies are made
+    // again for both relays, but under the same GUID, so A files nothing new.
+    let a = Node::mailbox_server(&[]);
+    let mut b = Node::mailbox_server(&[]);
+    let hub = Node::hub(&a, &b);
+    assert!(b.inst.stop().status.success());
+    send(hub.port, "127.0.0.1", "alice@example.test", "requeued", 2, "");
+    wait_messages(&a, "alice", 2);
+    assert!(wait_for(LIMIT, || hub.owed(b.port) == Some(2)), "{}", hub.status());
+    let out = Command::new(bin("postsuper"))
+        .arg("-c")
+        .arg(hub.inst.etc())
+        .args(["-r", "ALL"])
+        .output()
+        .expect("postsuper -r");
+    assert!(
+        out.status.success(),
+        "postsuper -r: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.inst.start();
+    hub.flush();
+    wait_messages(&b, "alice", 2);
+    wait_queue_empty(&hub);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.names("alice").len(), 2, "{:?}", a.names("alice"));
+    assert_eq!(a.names("alice"), b.names("alice"));
+}
+
+#[test]
 fn kill_9_of_the_hubs_qmgr_and_smtp_duplicates_nothing() {
     let a = Node::mailbox_server(&[]);
     let b = Node::mailbox_server(&[]);
