@@ -1,0 +1,310 @@
+//! The IMAP proxy (issue 15) on loopback in front of the same instance's imapd: a real
+//! master, auth, imapd and proxy; raw sockets and Python's imaplib as clients.
+//!
+//! * A pipelined read-only session (EXAMINE, FETCH of flags, bodies as literals, header
+//!   fields) gets byte for byte the answers imapd gives directly.
+//! * Changes through the proxy (imaplib: CREATE, STORE flags and keywords, COPY, MOVE,
+//!   EXPUNGE, APPEND, RENAME, DELETE, SUBSCRIBE) are on the backend (checked directly).
+//! * APPEND with a synchronising literal and with LITERAL+ stores exactly the bytes sent.
+//! * IDLE through the proxy: a delivery during it is told (`* N EXISTS`), DONE ends it.
+//! * Pipelined commands are answered in order.
+//! * The backend sees the master login; alice's password reaches only the proxy's auth.
+//! * Without a replicator the proxy says once that it does not sync.
+//! * Limits: a line over imapd_max_line_length gets `* BYE` and the connection closes; a
+//!   synchronising literal over imapd_max_literal gets `BAD [TOOBIG]` (the session goes
+//!   on), a LITERAL+ one `* BYE [TOOBIG]`.
+
+mod proxy_common;
+
+use postern_tests::{deliver_maildir, python};
+use proxy_common::{ALICE_PW, Raw, contains, maildir_count, message, start, text};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(15);
+
+fn login(port: u16) -> Raw {
+    let mut c = Raw::connect(port);
+    let g = c.take_until(b"\r\n", T);
+    assert!(g.starts_with(b"* OK"), "greeting: {}", text(&g));
+    c.send(format!("L LOGIN alice {ALICE_PW}\r\n").as_bytes());
+    let r = c.take_until(b"L OK", T);
+    assert!(contains(&r, b"L OK"), "login: {}", text(&r));
+    c.until(Duration::from_millis(300), |g| g.ends_with(b"\r\n"));
+    c.got.clear();
+    c
+}
+
+const READS: &[u8] = b"a EXAMINE INBOX\r\nb FETCH 1:* (FLAGS UID RFC822.SIZE)\r\nc FETCH 2 BODY.PEEK[]\r\n\
+d UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT MESSAGE-ID)])\r\ne NOOP\r\nf LOGOUT\r\n";
+
+fn session(port: u16, commands: &[u8]) -> Vec<u8> {
+    let mut c = login(port);
+    c.send(commands);
+    c.read_to_close(T)
+}
+
+const CHANGES: &str = r#"
+import imaplib, sys
+m = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]), timeout=30)
+m.login('alice', sys.argv[2])
+print('create', m.create('Saved')[0])
+print('select', m.select('INBOX')[1][0].decode())
+print('store', m.store('1', '+FLAGS', '(\\Flagged $Label1)')[0])
+print('copy', m.copy('2', 'Saved')[0])
+print('move', m.uid('MOVE', m.fetch('3', '(UID)')[1][0].decode().split('UID ')[1].rstrip(')'), 'Saved')[0])
+print('store2', m.store('4', '+FLAGS', '(\\Deleted)')[0])
+print('expunge', m.expunge()[0])
+print('append', m.append('INBOX', '(\\Seen)', None, b'Subject: appended\r\n\r\nbody\r\n')[0])
+print('create2', m.create('Old')[0])
+print('rename', m.rename('Old', 'Older')[0])
+print('delete', m.delete('Older')[0])
+print('subscribe', m.subscribe('Saved')[0])
+m.logout()
+d = imaplib.IMAP4('127.0.0.1', int(sys.argv[3]), timeout=30)
+d.login('alice', sys.argv[2])
+print('direct-inbox', d.select('INBOX')[1][0].decode())
+print('direct-flags', d.fetch('1', '(FLAGS)')[1][0].decode())
+print('direct-archive', d.select('Saved')[1][0].decode())
+print('direct-list', sorted(l.decode().split(' "." ')[-1] for l in d.list()[1]))
+print('direct-lsub', [l.decode().split(' "." ')[-1] for l in d.lsub()[1]])
+d.logout()
+"#;
+
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {key:?} in:\n{out}"))
+}
+
+#[test]
+fn imap_through_the_proxy() {
+    let b = start(&[], &[], &[]);
+    for i in 1..=5 {
+        deliver_maildir(&b.inst, "alice", &format!("100{i}.M{i}.test"), &message(i, 30 * i));
+    }
+
+    // byte-exact relay of a read-only pipelined session
+    let first = session(b.imap, READS);
+    let proxied = session(b.imap_proxy, READS);
+    let direct = session(b.imap, READS);
+    assert!(direct.len() > 2000 && contains(&direct, b"f OK"), "{}", text(&direct));
+    assert_eq!(
+        text(&proxied),
+        text(&direct),
+        "the proxy changed the answers (first direct: {})",
+        text(&first)
+    );
+
+    // pipelined commands keep their order
+    let mut c = login(b.imap_proxy);
+    c.send(b"p1 NOOP\r\np2 CAPABILITY\r\np3 SELECT INBOX\r\np4 FETCH 1 (UID)\r\np5 NOOP\r\n");
+    let r = text(&c.take_until(b"p5 OK", T));
+    let pos: Vec<usize> = ["p1 OK", "p2 OK", "p3 OK", "p4 OK", "p5 OK"]
+        .iter()
+        .map(|t| r.find(t).unwrap_or_else(|| panic!("{t} missing: {r}")))
+        .collect();
+    assert!(pos.windows(2).all(|w| w[0] < w[1]), "out of order: {r}");
+
+    // APPEND: a synchronising literal and LITERAL+, stored byte for byte
+    let mut body1 = b"Subject: sync literal\r\nX-Marker: sync-11\r\n\r\n".to_vec();
+    for i in 0..3000u32 {
+        body1.extend_from_slice(format!("{i} \t~!@#$%^&*() {{5}}\r\n").as_bytes());
+    }
+    let mut body2 = b"Subject: literal plus\r\nX-Marker: plus-22\r\n\r\nshort {3}\r\n".to_vec();
+    body2.extend_from_slice(b"a OK not a response\r\n");
+    c.send(format!("s APPEND INBOX (\\Seen) {{{}}}\r\n", body1.len()).as_bytes());
+    let r = c.take_until(b"+", T);
+    assert!(r.starts_with(b"+"), "{}", text(&r));
+    c.send(&body1);
+    c.send(format!("\r\nq APPEND INBOX {{{}+}}\r\n", body2.len()).as_bytes());
+    c.send(&body2);
+    c.send(b"\r\nr NOOP\r\n");
+    let r = text(&c.take_until(b"r OK", T));
+    assert!(
+        r.contains("s OK") && r.contains("q OK") && r.find("s OK") < r.find("q OK"),
+        "{r}"
+    );
+    let files = postern_tests::maildir_messages(&b.inst.root.path().join("var/mail/alice"));
+    assert!(
+        files.contains(&body1),
+        "the synchronising literal was not stored as sent"
+    );
+    assert!(
+        files.contains(&body2),
+        "the LITERAL+ literal was not stored as sent"
+    );
+
+    // IDLE: a delivery is told, DONE ends it
+    c.send(b"i IDLE\r\n");
+    let r = c.take_until(b"+", T);
+    assert!(r.starts_with(b"+"), "{}", text(&r));
+    deliver_maildir(&b.inst, "alice", "2001.M99.test", &message(99, 3));
+    let r = text(&c.take_until(b"EXISTS", T));
+    assert!(r.contains("* 8 EXISTS"), "{r}");
+    c.send(b"DONE\r\nz LOGOUT\r\n");
+    let r = text(&c.read_to_close(T));
+    assert!(r.contains("i OK") && r.contains("z OK"), "{r}");
+
+    // changes through the proxy, checked directly on the backend
+    let (ok, out, err) =
+        postern_tests::python_args(CHANGES, &[&b.imap_proxy.to_string(), ALICE_PW, &b.imap.to_string()]);
+    assert!(ok, "{out}\n{err}\n{}", b.inst.log());
+    for k in [
+        "create",
+        "store",
+        "copy",
+        "move",
+        "store2",
+        "expunge",
+        "append",
+        "create2",
+        "rename",
+        "delete",
+        "subscribe",
+    ] {
+        assert_eq!(field(&out, k), "OK", "{k}\n{out}");
+    }
+    assert_eq!(field(&out, "select"), "8", "{out}");
+    // 8 - moved 1 - expunged 1 + appended 1
+    assert_eq!(field(&out, "direct-inbox"), "7", "{out}");
+    assert!(
+        field(&out, "direct-flags").contains("\\Flagged") && field(&out, "direct-flags").contains("$Label1"),
+        "{out}"
+    );
+    assert_eq!(field(&out, "direct-archive"), "2", "{out}");
+    assert!(!field(&out, "direct-list").contains("Old"), "{out}");
+    assert!(field(&out, "direct-lsub").contains("Saved"), "{out}");
+    assert_eq!(maildir_count(&b, "alice"), 7);
+
+    let log = b.inst.log();
+    assert!(log.contains("master user proxy logged in as alice"), "{log}");
+    let direct_logins = log
+        .lines()
+        .filter(|l| l.contains("auth ok: user=alice, client=") && l.ends_with("service=imap"))
+        .count();
+    // the two direct sessions and the direct check: every other imapd login of alice was the master's
+    assert_eq!(direct_logins, 3, "{log}");
+    assert!(log.matches("service=imap-proxy").count() >= 3, "{log}");
+    assert!(log.contains("proxy: no replicator"), "{log}");
+    assert!(
+        !log.contains(ALICE_PW) && !log.contains(proxy_common::MASTER_PW),
+        "a password in the log"
+    );
+}
+
+#[test]
+fn imap_proxy_limits() {
+    let b = start(
+        &[],
+        &[],
+        &[
+            "imapd_max_line_length=2048",
+            "imapd_max_literal=100000",
+            "imapd_literal_memory_limit=200000",
+        ],
+    );
+    // a synchronising literal too large: refused, the session goes on
+    let mut c = login(b.imap_proxy);
+    c.send(b"t APPEND INBOX {999999999}\r\n");
+    let r = text(&c.take_until(b"\r\n", T));
+    assert!(r.starts_with("t BAD [TOOBIG]"), "{r}");
+    c.send(b"u NOOP\r\n");
+    let r = text(&c.take_until(b"u OK", T));
+    assert!(r.contains("u OK"), "{r}");
+    // LITERAL+ too large: BYE
+    c.send(b"v APPEND INBOX {999999999+}\r\n");
+    let r = text(&c.read_to_close(T));
+    assert!(r.starts_with("* BYE [TOOBIG]"), "{r}");
+    // an over-long line: BYE, and what came after it is not run
+    let mut c = login(b.imap_proxy);
+    let mut long = b"w NOOP ".to_vec();
+    long.extend(vec![b'x'; 5000]);
+    long.extend_from_slice(b"\r\nx CREATE Sneaky\r\n");
+    c.send(&long);
+    let r = text(&c.read_to_close(T));
+    assert!(r.starts_with("* BYE"), "{r}");
+    assert!(!r.contains("x OK"), "{r}");
+    let out = python(&format!(
+        "import imaplib\nm = imaplib.IMAP4('127.0.0.1', {}, timeout=30)\nm.login('alice', '{ALICE_PW}')\nprint([l.decode() for l in m.list()[1]])\nm.logout()\n",
+        b.imap
+    ));
+    assert!(!out.contains("Sneaky"), "{out}");
+}
+
+#[test]
+fn a_hanging_first_backend_is_passed_over() {
+    // a listener that never accepts: the TCP connection is made, no greeting ever comes
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hang_port = hang.local_addr().expect("addr").port();
+    let b = start(&[], &[hang_port], &["proxy_backend_timeout=2s"]);
+    let t = std::time::Instant::now();
+    let mut c = login(b.imap_proxy);
+    let took = t.elapsed();
+    c.send(b"a SELECT INBOX\r\nb LOGOUT\r\n");
+    let r = text(&c.read_to_close(T));
+    assert!(r.contains("a OK") && r.contains("b OK"), "{r}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "login took {took:?}"
+    );
+    let log = b.inst.log();
+    assert!(
+        log.contains(&format!("backend 127.0.0.1:{hang_port}: no answer to the login in 2s")),
+        "{log}"
+    );
+    assert!(log.contains(&format!("backend=127.0.0.1:{}", b.imap)), "{log}");
+    drop(hang);
+}
+
+/// VmRSS of a process, in kB.
+fn rss_kb(pid: u32) -> u64 {
+    postern_tests::proc_status(pid, "VmRSS")
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_client_that_does_not_read_holds_the_backend_back() {
+    let b = start(&[], &[], &[]);
+    // a 30 MB message
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    while big.len() < 30 << 20 {
+        big.extend_from_slice(b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n");
+    }
+    deliver_maildir(&b.inst, "alice", "3001.M1.test", &big);
+    let mut c = login(b.imap_proxy);
+    let proxy = proxy_common::daemon_pids(&b, "proxy");
+    let before: u64 = proxy.iter().map(|p| rss_kb(*p)).sum();
+    c.send(b"a SELECT INBOX\r\nb FETCH 1 BODY.PEEK[]\r\n");
+    // the client reads nothing for two seconds while imapd could send it all
+    std::thread::sleep(Duration::from_secs(2));
+    let during: u64 = proxy.iter().map(|p| rss_kb(*p)).sum();
+    c.s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    // (only the tail is searched: the answer is 30 MB)
+    c.until(Duration::from_secs(60), |g| {
+        contains(&g[g.len().saturating_sub(4096)..], b"b OK")
+    });
+    let all = std::mem::take(&mut c.got);
+    assert!(
+        contains(&all, b"b OK"),
+        "{}",
+        text(&all[all.len().saturating_sub(300)..])
+    );
+    let marker = format!("{{{}}}\r\n", big.len()).into_bytes();
+    let at = all
+        .windows(marker.len())
+        .take(4096)
+        .position(|w| w == marker)
+        .expect("the literal's size")
+        + marker.len();
+    assert!(
+        all.get(at..at + big.len()) == Some(&big[..]),
+        "the message did not come through byte for byte"
+    );
+    // the proxy held at most its buffers (and the kernel's socket buffers hold the rest)
+    assert!(
+        during < before + 8 * 1024,
+        "the proxy grew from {before} kB to {during} kB while the client did not read"
+    );
+    eprintln!("proxy VmRSS: {before} kB before, {during} kB while a 30 MB FETCH waited for the client");
+}
