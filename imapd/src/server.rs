@@ -119,6 +119,8 @@ pub struct Imapd {
     /// New connections waiting for anvil's count.
     gate: Gate<Accepted>,
     login_limit: u32,
+    /// `imapd_secure_networks`: clients whose cleartext LOGIN is taken without TLS.
+    secure_networks: Vec<postern_lib::config::Cidr>,
     /// `imapd_literal_memory_limit`, shared by the sessions.
     literal_budget: LiteralBudget,
     /// Connections that used up their turn with work left: pumped again once the events
@@ -161,6 +163,7 @@ impl Imapd {
             implicit_tls,
             gate: Gate::new(&ctx.service, ANVIL, m.login_client_connection_count_limit, 0),
             login_limit: m.login_client_connection_count_limit,
+            secure_networks: m.imapd_secure_networks.clone(),
             literal_budget: LiteralBudget::new(m.imapd_literal_memory_limit),
             again: Vec::new(),
             watching: false,
@@ -596,7 +599,10 @@ impl Imapd {
             return give_back(&mut self.gate);
         }
         let (peer, secure) = match &conn.peer {
-            Peer::Inet(a) => (a.ip().to_string(), a.ip().is_loopback()),
+            Peer::Inet(a) => (
+                a.ip().to_string(),
+                a.ip().is_loopback() || self.secure_networks.iter().any(|n| n.contains(a.ip())),
+            ),
             _ => ("local".into(), true),
         };
         self.watch(lp);

@@ -403,6 +403,14 @@ settings! {
     /// imapd: idle time before an authenticated session is closed (RFC 3501: at least 30 minutes).
     imapd_timeout: Seconds = Seconds(1800),
         readers "imapd", min Seconds(1);
+    /// imapd: clients besides loopback whose cleartext LOGIN / AUTHENTICATE PLAIN is
+    /// taken without TLS (Dovecot's login_trusted_networks; the proxy of the other
+    /// mailbox server, on the internal network).
+    imapd_secure_networks: Vec<Cidr> = vec![
+        Cidr::parse("127.0.0.0/8").unwrap_or_else(|_| unreachable!()),
+        Cidr::parse("[::1]/128").unwrap_or_else(|_| unreachable!()),
+    ],
+        readers "imapd";
     /// imapd: the time from connecting to a login, whatever the client sends meanwhile
     /// (Dovecot's login timeout); then `* BYE` and the connection closes.
     imapd_login_timeout: Seconds = Seconds(60),
