@@ -752,8 +752,20 @@ impl Folder {
         let mut out = Vec::with_capacity(changes.len());
         let mut changed = Vec::new();
         let mut failed = None;
-        for &(uid, new) in changes {
-            match self.rename_flags(uid, new) {
+        // renames relative to cur/ (no walk of the folder's path per message)
+        let cur = rustix::fs::open(
+            self.path.join("cur"),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok();
+        for (k, &(uid, new)) in changes.iter().enumerate() {
+            // two events a rename: taken off the watch's queue before it overflows (which
+            // would cost a rescan)
+            if k % 2048 == 2047 {
+                super::shared::watch_events();
+            }
+            match self.rename_flags(cur.as_ref(), uid, new) {
                 Ok(r) => {
                     if r == Some(true) {
                         changed.push(uid);
@@ -775,7 +787,7 @@ impl Folder {
 
     /// Renames a message's file for new flags: `None` if it is gone, else whether they
     /// changed.
-    fn rename_flags(&mut self, uid: u32, new: Flags) -> Result<Option<bool>> {
+    fn rename_flags(&mut self, dir: Option<&rustix::fd::OwnedFd>, uid: u32, new: Flags) -> Result<Option<bool>> {
         for _ in 0..3 {
             let Some(i) = self.messages.binary_search_by_key(&uid, |m| m.uid).ok() else {
                 return Ok(None);
@@ -786,7 +798,11 @@ impl Folder {
             }
             let target = flags::cur_name(&m.base, new);
             let cur = self.path.join("cur");
-            match fs::rename(cur.join(&m.file), cur.join(&target)) {
+            let renamed = match dir {
+                Some(d) => rustix::fs::renameat(d, m.file.as_str(), d, target.as_str()).map_err(io::Error::from),
+                None => fs::rename(cur.join(&m.file), cur.join(&target)),
+            };
+            match renamed {
                 Ok(()) => {
                     self.expect(false, "cur", &m.file);
                     self.expect(true, "cur", &target);
