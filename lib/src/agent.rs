@@ -21,9 +21,21 @@
 //! A recipient the transport left without an outcome gets `4.3.0` (deferred): a
 //! transport bug can delay mail, never lose it. A recipient already final in the file is
 //! not delivered again; its status is repeated in the reply.
+//!
+//! A batch ([`deliver::DeliverBatch`], several messages in one exchange) is served by
+//! [`serve_batched`]: each job is opened and delivered in turn, and a transport whose
+//! deliveries wait for a shared sync (local's Maildir `new/` directories) reports them with
+//! [`Job::complete_after_sync`]. Once every job of the exchange is delivered, the
+//! transport's `sync` runs once; only if it succeeds are those recipients marked done and
+//! logged as sent, else they are deferred (`4.3.0`) — so a done mark never precedes the
+//! durability of what it records, and a `kill -9` in the middle of a batch leaves every
+//! recipient not yet marked for qmgr to deliver again (the transport's once-only names
+//! keep a delivery that was already linked from being added twice).
 
 use crate::ipc::IpcStream;
-use crate::proto::deliver::{self, DeliverRecipient, DeliverReply, DeliverRequest, Handoff, RecipientResult};
+use crate::proto::deliver::{
+    self, AgentRequest, DeliverBatchReply, DeliverRecipient, DeliverReply, DeliverRequest, Handoff, RecipientResult,
+};
 use crate::queue_file::{QueueFile, RecipientStatus, mark_done};
 use crate::safe_open::{Expect, open_update};
 use std::fs::File;
@@ -41,6 +53,9 @@ pub struct Job {
     file: File,
     opened_micros: u64,
     results: Vec<Option<RecipientResult>>,
+    /// Outcomes that count once the transport's shared sync succeeded: (position, code,
+    /// dsn, text, relay).
+    after_sync: Vec<(usize, u16, String, String, String)>,
 }
 
 fn now_micros() -> u64 {
@@ -99,14 +114,43 @@ impl Job {
             file,
             opened_micros: now_micros(),
             results,
+            after_sync: Vec::new(),
         })
     }
 
     /// Positions (in `req.recipients`) still to be delivered.
     pub fn pending(&self) -> Vec<usize> {
         (0..self.req.recipients.len())
-            .filter(|&p| self.results[p].is_none())
+            .filter(|&p| self.results[p].is_none() && !self.after_sync.iter().any(|a| a.0 == p))
             .collect()
+    }
+
+    /// Records an outcome that holds only once the transport's shared sync (the `sync` of
+    /// [`serve_batched`]) has succeeded: the recipient is marked and logged then, or
+    /// deferred if the sync fails. For a transport served by [`serve`] (no sync), it
+    /// counts at the end of the job.
+    pub fn complete_after_sync(&mut self, pos: usize, code: u16, dsn: &str, text: &str, relay: &str) {
+        if pos < self.req.recipients.len() {
+            self.after_sync
+                .push((pos, code, dsn.to_string(), text.to_string(), relay.to_string()));
+        }
+    }
+
+    /// The outcomes waiting for the shared sync become final: as recorded when `synced`
+    /// holds no error, else deferred with its reason.
+    fn settle(&mut self, synced: &Result<(), String>) {
+        for (pos, code, dsn, text, relay) in std::mem::take(&mut self.after_sync) {
+            match synced {
+                Ok(()) => self.complete(pos, code, &dsn, &text, &relay),
+                Err(why) => self.complete(
+                    pos,
+                    451,
+                    "4.3.0",
+                    &format!("{text}, but not made durable: {why}"),
+                    &relay,
+                ),
+            }
+        }
     }
 
     /// The message content, from the start.
@@ -187,10 +231,22 @@ fn result(r: &DeliverRecipient, code: u16, dsn: &str, text: &str) -> RecipientRe
     }
 }
 
-/// Serves one deliver connection: handshake, request, `deliver(job)`, reply. The
-/// transport's function sees only jobs whose queue file opened; one that cannot be opened
-/// defers every recipient with the reason.
-pub fn serve(stream: UnixStream, timeout: Duration, deliver: impl FnOnce(&mut Job)) {
+/// Serves one deliver connection: handshake, request (one job or a batch), `deliver(job)`
+/// for each job, reply. The transport's function sees only jobs whose queue file opened;
+/// one that cannot be opened defers every recipient with the reason.
+pub fn serve(stream: UnixStream, timeout: Duration, deliver: impl FnMut(&mut Job)) {
+    serve_batched(stream, timeout, deliver, || Ok(()));
+}
+
+/// [`serve`] for a transport that shares a sync among a batch's deliveries: after every
+/// job of the request was given to `deliver`, `sync` runs once (when some outcome waits
+/// for it, [`Job::complete_after_sync`]) and settles those outcomes; then the reply.
+pub fn serve_batched(
+    stream: UnixStream,
+    timeout: Duration,
+    mut deliver: impl FnMut(&mut Job),
+    mut sync: impl FnMut() -> Result<(), String>,
+) {
     let mut ipc = match IpcStream::server(stream, deliver::PROTOCOL, deliver::VERSION, Some(timeout)) {
         Ok(i) => i,
         Err(e) => {
@@ -198,25 +254,59 @@ pub fn serve(stream: UnixStream, timeout: Duration, deliver: impl FnOnce(&mut Jo
             return;
         }
     };
-    let req: DeliverRequest = match ipc.recv() {
-        Ok(r) => r,
+    let (reqs, batch) = match ipc.recv::<AgentRequest>() {
+        Ok(AgentRequest::One(r)) => (vec![r], false),
+        Ok(AgentRequest::Batch(b)) if b.batch.len() <= deliver::MAX_BATCH => (b.batch, true),
+        Ok(AgentRequest::Batch(b)) => {
+            tracing::warn!(
+                "deliver request: a batch of {} jobs (at most {})",
+                b.batch.len(),
+                deliver::MAX_BATCH
+            );
+            return;
+        }
         Err(e) => {
             tracing::warn!("deliver request: {e}");
             return;
         }
     };
-    let reply = match Job::open(req.clone()) {
-        Ok(mut job) => {
-            deliver(&mut job);
-            job.reply()
+    let mut jobs: Vec<Result<Job, (DeliverRequest, String)>> = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        jobs.push(match Job::open(req.clone()) {
+            Ok(mut job) => {
+                deliver(&mut job);
+                Ok(job)
+            }
+            Err(e) => {
+                tracing::warn!(queue_id = %req.queue_id, "cannot open queue file: {e}");
+                Err((req, e))
+            }
+        });
+    }
+    if jobs.iter().any(|j| j.as_ref().is_ok_and(|j| !j.after_sync.is_empty())) {
+        let synced = sync();
+        for job in jobs.iter_mut().flatten() {
+            job.settle(&synced);
         }
-        Err(e) => {
-            tracing::warn!(queue_id = %req.queue_id, "cannot open queue file: {e}");
-            let results = req.recipients.iter().map(|r| result(r, 451, "4.3.0", &e)).collect();
-            DeliverReply { results }
+    }
+    let replies: Vec<DeliverReply> = jobs
+        .into_iter()
+        .map(|j| match j {
+            Ok(job) => job.reply(),
+            Err((req, e)) => DeliverReply {
+                results: req.recipients.iter().map(|r| result(r, 451, "4.3.0", &e)).collect(),
+            },
+        })
+        .collect();
+    let sent = if batch {
+        ipc.send(&DeliverBatchReply { replies })
+    } else {
+        match replies.first() {
+            Some(r) => ipc.send(r),
+            None => Ok(()),
         }
     };
-    if let Err(e) = ipc.send(&reply) {
-        tracing::warn!(queue_id = %req.queue_id, "cannot reply to qmgr: {e}");
+    if let Err(e) = sent {
+        tracing::warn!("cannot reply to qmgr: {e}");
     }
 }

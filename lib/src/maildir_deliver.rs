@@ -20,6 +20,13 @@
 //! recipient) and links the file into `new/` with `link(2)`, so delivering the same
 //! recipient of the same message again after a crash finds the first copy and adds none.
 //!
+//! [`deliver_once_deferred`] is [`deliver_once`] without step 4's `fsync` of `new/`: the
+//! directory goes into a [`DirSyncs`], and the caller calls [`DirSyncs::sync`] — one
+//! `fsync` per distinct directory for a whole batch of deliveries — before it calls any of
+//! them complete. A directory whose `fsync` failed poisons the set: every later
+//! [`DirSyncs::sync`] fails too, so no delivery linked before the failure is called
+//! durable (a retried `fsync` can report success for data the failed one lost).
+//!
 //! [`maildir_size`] sums the sizes of the messages in `new/` and `cur/` for quota checks.
 //!
 //! Security stance: the caller runs as the mailbox owner (or the virtual mailbox owner),
@@ -44,6 +51,66 @@ use crate::safe_open::create_excl_at;
 pub const MAX_SCAN: usize = 1_000_000;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Most directories a [`DirSyncs`] holds; the next one syncs those first.
+pub const MAX_PENDING_DIRS: usize = 64;
+
+/// Maildir `new/` directories whose entries are not yet durable (see the module doc).
+#[derive(Debug, Default)]
+pub struct DirSyncs {
+    /// Open directories, with their (device, inode) so each is synced once.
+    dirs: Vec<(OwnedFd, PathBuf, (u64, u64))>,
+    /// Directories added in all (a caller tells whether a delivery added one).
+    added: u64,
+    /// Why an earlier `fsync` failed: nothing since is called durable.
+    poisoned: Option<String>,
+}
+
+impl DirSyncs {
+    /// How many directories were added so far (whether or not already held).
+    pub fn added(&self) -> u64 {
+        self.added
+    }
+
+    /// Whether no directory waits for its `fsync`.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
+    fn add(&mut self, dir: OwnedFd, path: PathBuf) -> Result<(), MaildirError> {
+        self.added += 1;
+        let st = rfs::fstat(&dir).map_err(|e| MaildirError::io("stat", &path, e))?;
+        let key = (st.st_dev, st.st_ino);
+        if self.dirs.iter().any(|(_, _, k)| *k == key) {
+            return Ok(());
+        }
+        if self.dirs.len() >= MAX_PENDING_DIRS {
+            self.sync()?;
+        }
+        self.dirs.push((dir, path, key));
+        Ok(())
+    }
+
+    /// `fsync`s every directory held, once each, and forgets them. Fails if this or any
+    /// earlier sync of this set failed.
+    pub fn sync(&mut self) -> Result<(), MaildirError> {
+        for (fd, path, _) in self.dirs.drain(..) {
+            if let Err(e) = rfs::fsync(&fd)
+                && self.poisoned.is_none()
+            {
+                self.poisoned = Some(MaildirError::io("fsync", &path, e).to_string());
+            }
+        }
+        match &self.poisoned {
+            None => Ok(()),
+            Some(why) => Err(MaildirError::Io {
+                op: "sync",
+                path: PathBuf::new(),
+                source: io::Error::other(why.clone()),
+            }),
+        }
+    }
+}
 
 /// Errors of a Maildir delivery.
 #[non_exhaustive]
@@ -173,6 +240,22 @@ pub fn deliver_once(
     prefix: &[u8],
     message: &mut dyn Read,
 ) -> Result<Delivered, MaildirError> {
+    let mut syncs = DirSyncs::default();
+    let d = deliver_once_deferred(base, user_dir, unique, prefix, message, &mut syncs)?;
+    syncs.sync()?;
+    Ok(d)
+}
+
+/// [`deliver_once`] whose `fsync` of `new/` is left to `syncs` (see the module doc): the
+/// delivery is durable only once [`DirSyncs::sync`] succeeded.
+pub fn deliver_once_deferred(
+    base: &Path,
+    user_dir: &str,
+    unique: Option<&str>,
+    prefix: &[u8],
+    message: &mut dyn Read,
+    syncs: &mut DirSyncs,
+) -> Result<Delivered, MaildirError> {
     if user_dir.is_empty() || user_dir.contains('/') || user_dir == "." || user_dir == ".." {
         return Err(MaildirError::io(
             "check",
@@ -183,6 +266,8 @@ pub fn deliver_once(
     let md_path = base.join(user_dir);
     let (tmp, new) = open_maildir(base, user_dir)?;
     if let Some(existing) = unique.and_then(|u| replica_copy(&md_path, u)) {
+        // Found, perhaps linked by an attempt killed before its fsync of new/: synced too.
+        syncs.add(new, md_path.join("new"))?;
         return Ok(Delivered {
             size: size_from_name(&existing).unwrap_or(0),
             name: existing,
@@ -237,7 +322,7 @@ pub fn deliver_once(
         let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
         return Err(MaildirError::io("rename", &tmp_path.join(&name), e));
     }
-    rfs::fsync(&new).map_err(|e| MaildirError::io("fsync", &md_path.join("new"), e))?;
+    syncs.add(new, md_path.join("new"))?;
     Ok(Delivered {
         name: final_name,
         size,
@@ -253,18 +338,23 @@ fn replica_copy(md_path: &Path, unique: &str) -> Option<String> {
     if !crate::replica_id::is_replica_base(unique) {
         return None;
     }
+    // Names compared as bytes straight from getdents (no allocation per entry): this runs
+    // for every replica delivery, over the whole of new/ and cur/.
     for sub in ["new", "cur"] {
-        let Ok(rd) = std::fs::read_dir(md_path.join(sub)) else {
+        let Ok(fd) = rfs::open(md_path.join(sub), dir_flags(), Mode::empty()) else {
             continue;
         };
-        for ent in rd.take(MAX_SCAN).flatten() {
-            let name = ent.file_name();
-            let name = name.to_string_lossy();
+        let Ok(dir) = rfs::Dir::read_from(&fd) else {
+            continue;
+        };
+        for ent in dir.take(MAX_SCAN) {
+            let Ok(ent) = ent else { break };
+            let name = ent.file_name().to_bytes();
             let same = name
-                .strip_prefix(unique)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with([',', ':']));
+                .strip_prefix(unique.as_bytes())
+                .is_some_and(|rest| matches!(rest.first(), None | Some(b',' | b':')));
             if same {
-                return Some(name.into_owned());
+                return Some(String::from_utf8_lossy(name).into_owned());
             }
         }
     }
@@ -383,6 +473,34 @@ mod tests {
         assert_eq!(a.name, b.name);
         assert_eq!(std::fs::read_dir(base.path().join("eve/new")).unwrap().count(), 1);
         assert_eq!(std::fs::read_dir(base.path().join("eve/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn deferred_deliveries_share_one_sync_per_directory() {
+        let base = tempfile::tempdir().unwrap();
+        let mut syncs = DirSyncs::default();
+        for (i, user) in ["ann", "ann", "ben", "ann"].iter().enumerate() {
+            let name = once_name(1_700_000_000, 42, "0123456789ABCDEF", &format!("{i}x0"));
+            let d = deliver_once_deferred(base.path(), user, Some(&name), b"", &mut &b"m\n"[..], &mut syncs).unwrap();
+            assert!(!d.already);
+            assert!(base.path().join(user).join("new").join(&d.name).is_file());
+        }
+        assert_eq!(syncs.added(), 4);
+        assert_eq!(syncs.dirs.len(), 2, "one entry per distinct new/");
+        syncs.sync().unwrap();
+        assert!(syncs.is_empty());
+        assert_eq!(std::fs::read_dir(base.path().join("ann/new")).unwrap().count(), 3);
+        assert_eq!(std::fs::read_dir(base.path().join("ben/new")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_poisoned_set_never_syncs_again() {
+        let mut syncs = DirSyncs {
+            poisoned: Some("fsync x: EIO".into()),
+            ..DirSyncs::default()
+        };
+        assert!(syncs.sync().is_err());
+        assert!(syncs.sync().is_err());
     }
 
     #[test]

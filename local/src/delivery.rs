@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 
 use postern_lib::address::parse_mailbox;
 use postern_lib::agent::Job;
+use postern_lib::maildir_deliver::DirSyncs;
 use postern_lib::proto::deliver::status_line;
 
 use crate::aliases::{self, Kind, Target};
@@ -87,8 +88,13 @@ fn delivered_to(job: &Job) -> Vec<String> {
     out
 }
 
-/// Delivers every pending recipient of `job`, completing each before the next starts.
-pub fn deliver(s: &mut Settings, job: &mut Job) {
+/// Delivers every pending recipient of `job`, completing each before the next starts —
+/// except a recipient delivered into one virtual Maildir, whose `new/` is left to `syncs`:
+/// it is completed by the agent job once the batch's shared sync succeeded
+/// ([`Job::complete_after_sync`]). A recipient with several targets (an alias list, a
+/// `.forward`) that reached a Maildir has its directories synced at once, so the done
+/// mark of its other targets (an mbox append, a command) is not held back.
+pub fn deliver(s: &mut Settings, syncs: &mut DirSyncs, job: &mut Job) {
     let seen = delivered_to(job);
     let mut users = std::mem::take(&mut s.users);
     for pos in job.pending() {
@@ -98,11 +104,21 @@ pub fn deliver(s: &mut Settings, job: &mut Job) {
             .recipients
             .get(r.index)
             .is_some_and(|q| q.spec.address == r.original);
-        let outcome = if matches {
-            deliver_one(s, &mut users, job, pos, &seen)
+        let before = syncs.added();
+        let mut targets = 0;
+        let mut outcome = if matches {
+            deliver_one(s, &mut users, syncs, job, pos, &seen, &mut targets)
         } else {
             Outcome::temp("4.3.0", "recipient not found in the queue file".into())
         };
+        let linked = syncs.added() > before && outcome.code < 300;
+        if linked && targets == 1 {
+            job.complete_after_sync(pos, outcome.code, &outcome.dsn, &outcome.text, "local");
+            continue;
+        }
+        if linked && let Err(e) = syncs.sync() {
+            outcome = Outcome::temp("4.3.0", format!("{}, but not made durable: {e}", outcome.text));
+        }
         job.complete(pos, outcome.code, &outcome.dsn, &outcome.text, "local");
     }
     s.users = users;
@@ -110,8 +126,16 @@ pub fn deliver(s: &mut Settings, job: &mut Job) {
 
 /// One recipient: aliases, then each target (a system account's `.forward` adds more);
 /// the worst outcome wins (a temporary failure of one target retries the recipient).
-/// With several targets each gets its own log line.
-fn deliver_one(s: &mut Settings, users: &mut Users, job: &Job, pos: usize, seen: &[String]) -> Outcome {
+/// With several targets each gets its own log line. `ntargets` says how many there were.
+fn deliver_one(
+    s: &mut Settings,
+    users: &mut Users,
+    syncs: &mut DirSyncs,
+    job: &Job,
+    pos: usize,
+    seen: &[String],
+    ntargets: &mut usize,
+) -> Outcome {
     let Some(r) = job.req.recipients.get(pos) else {
         return Outcome::temp("4.3.0", "no such recipient in the request".into());
     };
@@ -200,7 +224,7 @@ fn deliver_one(s: &mut Settings, users: &mut Users, job: &Job, pos: usize, seen:
                 remote.push((sender, a.clone()));
                 continue;
             }
-            Kind::User(u) => match user(s, users, job, &rcpt, &t, u, &sender) {
+            Kind::User(u) => match user(s, users, syncs, job, &rcpt, &t, u, &sender) {
                 UserResult::Done(to, o) => (to, o),
                 UserResult::More(more) => {
                     forwarded.insert(u.clone());
@@ -241,6 +265,7 @@ fn deliver_one(s: &mut Settings, users: &mut Users, job: &Job, pos: usize, seen:
         };
         done.push((to.join(","), start, o));
     }
+    *ntargets = done.len();
     if done.len() > 1 {
         let req = &job.req;
         for (to, start, o) in &done {
@@ -301,13 +326,26 @@ fn once(job: &Job, rcpt: &Rcpt<'_>, mailbox: &str) -> String {
 }
 
 /// A local user: virtual (etc/users), else a system account when enabled.
-fn user(s: &Settings, users: &mut Users, job: &Job, rcpt: &Rcpt<'_>, t: &Target, u: &str, sender: &str) -> UserResult {
+#[allow(clippy::too_many_arguments)]
+fn user(
+    s: &Settings,
+    users: &mut Users,
+    syncs: &mut DirSyncs,
+    job: &Job,
+    rcpt: &Rcpt<'_>,
+    t: &Target,
+    u: &str,
+    sender: &str,
+) -> UserResult {
     let name = base_user(u, &s.delimiter);
     let to = format!("{u}@{}", rcpt.domain);
     if postern_lib::users::check_name(&name).is_err() {
         return UserResult::Done(to, Outcome::perm("5.1.1", format!("unknown user: \"{u}\"")));
     }
     let prefix = prefix(sender, rcpt);
+    // Named before the content reader is made: finding a replica's name reads the header
+    // through a descriptor that shares the reader's file offset.
+    let once_virtual = once(job, rcpt, "");
     let mut content = match job.content() {
         Ok(c) => c,
         Err(e) => return UserResult::Done(to, Outcome::temp("4.3.0", format!("cannot read queue file: {e}"))),
@@ -364,7 +402,7 @@ fn user(s: &Settings, users: &mut Users, job: &Job, rcpt: &Rcpt<'_>, t: &Target,
             };
         }
     };
-    let once = once(job, rcpt, "");
+    let once = once_virtual;
     // As mail_owner: local rests with its rights when it runs as root (see ids.rs).
     let o = if s.mailbox_format == MailboxFormat::Mbox {
         crate::mbox::deliver_user(
@@ -386,6 +424,7 @@ fn user(s: &Settings, users: &mut Users, job: &Job, rcpt: &Rcpt<'_>, t: &Target,
             size,
             prefix.as_bytes(),
             &mut content,
+            syncs,
         )
     };
     UserResult::Done(to, o)

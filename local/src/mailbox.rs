@@ -111,7 +111,9 @@ impl Users {
 }
 
 /// Delivers into `base/user` with `prefix` before the message (`size` bytes), under the
-/// deterministic name `once` (see [`maildir_deliver::deliver_once`]).
+/// deterministic name `once` (see [`maildir_deliver::deliver_once`]); the `fsync` of
+/// `new/` is left to `syncs` ([`maildir_deliver::deliver_once_deferred`]).
+#[allow(clippy::too_many_arguments)]
 pub fn deliver(
     base: &Path,
     user: &str,
@@ -120,6 +122,7 @@ pub fn deliver(
     size: u64,
     prefix: &[u8],
     message: &mut dyn Read,
+    syncs: &mut maildir_deliver::DirSyncs,
 ) -> Outcome {
     if let Some(q) = quota {
         // every folder counts, as for IMAP APPEND and COPY (Dovecot's Maildir++ quota)
@@ -131,7 +134,7 @@ pub fn deliver(
             return Outcome::temp("4.2.2", format!("mailbox full: quota {q} bytes exceeded"));
         }
     }
-    match maildir_deliver::deliver_once(base, user, Some(once), prefix, message) {
+    match maildir_deliver::deliver_once_deferred(base, user, Some(once), prefix, message, syncs) {
         Ok(d) if d.already => Outcome::sent("delivered to maildir (already there)"),
         Ok(_) => Outcome::sent("delivered to maildir"),
         Err(e) if e.is_no_space() => Outcome::temp("4.3.0", format!("cannot write mailbox: {e}")),

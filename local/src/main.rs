@@ -1,10 +1,14 @@
 //! # local — the local delivery agent
 //!
 //! Serves the [`deliver`](postern_lib::proto::deliver) protocol on `private/local`, one job
-//! per connection (single_server: concurrency comes from master running several), on the
-//! shared delivery-agent job [`postern_lib::agent`], which opens and locks the queue file,
-//! marks each finished recipient done and logs it. For each pending recipient of a job, all
-//! in `mydestination`:
+//! or one batch of jobs per connection (single_server: concurrency comes from master
+//! running several), on the shared delivery-agent job [`postern_lib::agent`], which opens
+//! and locks the queue file, marks each finished recipient done and logs it. qmgr sends a
+//! batch — several messages for the one recipient that is a `local` destination — when
+//! more than one is waiting: their Maildir files are each written and `fsync`ed, linked
+//! into `new/`, and `new/` is `fsync`ed once for the batch before any of them is marked
+//! done ([`delivery::deliver`]). For each pending recipient of a job, all in
+//! `mydestination`:
 //!
 //! 1. `alias_maps` (aliases(5) format, via [`postern_lib::aliases`]) expanded recursively
 //!    with loop protection (a name already expanded is not expanded again; an alias naming
@@ -82,7 +86,10 @@ mod replica;
 mod settings;
 mod system;
 
+use std::cell::RefCell;
 use std::process::ExitCode;
+
+use postern_lib::maildir_deliver::DirSyncs;
 use std::time::Duration;
 
 use postern_lib::skeleton::Stream;
@@ -103,7 +110,14 @@ fn main() -> ExitCode {
                     tracing::error!("cannot take mail_owner's rights: {e}");
                     return;
                 }
-                postern_lib::agent::serve(sock, REQUEST_TIMEOUT, |job| delivery::deliver(s, job));
+                // A batch's Maildir deliveries share one fsync per new/ directory.
+                let syncs = RefCell::new(DirSyncs::default());
+                postern_lib::agent::serve_batched(
+                    sock,
+                    REQUEST_TIMEOUT,
+                    |job| delivery::deliver(s, &mut syncs.borrow_mut(), job),
+                    || syncs.borrow_mut().sync().map_err(|e| e.to_string()),
+                );
             }
         },
     )

@@ -1,6 +1,7 @@
 //! Talking to other daemons: the resolve client (trivial-rewrite, blocking, one kept
 //! connection) and delivery jobs, each run on its own thread so the event loop never waits
 //! for a delivery agent; a finished job comes back through a channel and wakes the loop.
+//! A job is one deliver request or a batch of them on one connection.
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use postern_lib::ipc::IpcStream;
-use postern_lib::proto::deliver::{self, DeliverReply, DeliverRequest};
+use postern_lib::proto::deliver::{self, DeliverBatch, DeliverBatchReply, DeliverReply, DeliverRequest};
 use postern_lib::proto::resolve::{self, ResolveReply, ResolveRequest, Route};
 
 /// How long a resolve request may take.
@@ -56,14 +57,16 @@ impl Resolver {
     }
 }
 
-/// A finished job: its id and the agent's reply, or why there is none.
-pub type JobDone = (u64, Result<DeliverReply, String>);
+/// A finished job: its id and the agent's replies (one per request, in order), or why
+/// there are none.
+pub type JobDone = (u64, Result<Vec<DeliverReply>, String>);
 
-/// Runs one delivery job on a new thread.
+/// Runs one delivery job — one request, or a batch of several for one destination
+/// ([`deliver::DeliverBatch`]) — on a new thread.
 pub fn spawn_job(
     id: u64,
     transport: &str,
-    req: DeliverRequest,
+    reqs: Vec<DeliverRequest>,
     timeout: Duration,
     done: Sender<JobDone>,
     waker: Arc<mio::Waker>,
@@ -73,7 +76,7 @@ pub fn spawn_job(
         let done = done.clone();
         let waker = waker.clone();
         move || {
-            let result = run_job(&socket, &req, timeout);
+            let result = run_job(&socket, reqs, timeout);
             let _ = done.send((id, result));
             let _ = waker.wake();
         }
@@ -84,12 +87,27 @@ pub fn spawn_job(
     }
 }
 
-fn run_job(socket: &str, req: &DeliverRequest, timeout: Duration) -> Result<DeliverReply, String> {
+fn run_job(socket: &str, mut reqs: Vec<DeliverRequest>, timeout: Duration) -> Result<Vec<DeliverReply>, String> {
     let sock =
         UnixStream::connect(Path::new(socket)).map_err(|e| format!("delivery agent {socket} unavailable: {e}"))?;
     let mut c = IpcStream::client(sock, deliver::PROTOCOL, deliver::VERSION, Some(timeout))
         .map_err(|e| format!("delivery agent {socket}: {e}"))?;
-    c.send(req).map_err(|e| format!("delivery agent {socket}: {e}"))?;
-    c.recv::<DeliverReply>()
-        .map_err(|e| format!("delivery agent {socket} failed: {e}"))
+    let failed = |e| format!("delivery agent {socket} failed: {e}");
+    if reqs.len() == 1
+        && let Some(req) = reqs.pop()
+    {
+        c.send(&req).map_err(|e| format!("delivery agent {socket}: {e}"))?;
+        return c.recv::<DeliverReply>().map(|r| vec![r]).map_err(failed);
+    }
+    let n = reqs.len();
+    c.send(&DeliverBatch { batch: reqs })
+        .map_err(|e| format!("delivery agent {socket}: {e}"))?;
+    let reply = c.recv::<DeliverBatchReply>().map_err(failed)?;
+    if reply.replies.len() != n {
+        return Err(format!(
+            "delivery agent {socket} answered {} of a batch of {n} jobs",
+            reply.replies.len()
+        ));
+    }
+    Ok(reply.replies)
 }

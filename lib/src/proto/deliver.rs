@@ -10,6 +10,14 @@
 //!    to a next hop without DSN, or passed on with the DSN request), from which qmgr
 //!    decides the success notice of a NOTIFY=SUCCESS recipient.
 //!
+//! Or a batch: qmgr sends `M` [`DeliverBatch`] (up to [`MAX_BATCH`] requests, in practice
+//! several messages for the one recipient a `local`-style transport has as destination)
+//! and the agent answers `M` [`DeliverBatchReply`], one reply per request in order. The
+//! agent may then share the costly syncs among the batch's deliveries (local: one `fsync`
+//! of a Maildir's `new/` for all the files it linked there), but it marks a recipient done
+//! only once its delivery is durable, as for a single request, and a recipient left
+//! undecided is deferred. [`AgentRequest`] reads either form.
+//!
 //! The agent reads the envelope and content from the queue file itself
 //! (`queue_file` is relative to the queue directory, e.g. `active/<ID>`), and for each
 //! recipient with `mark` set it records the final outcome — delivered (2xx) or bounced
@@ -30,6 +38,8 @@ pub const PROTOCOL: &str = "deliver";
 pub const VERSION: u32 = 1;
 /// Most recipients in one request.
 pub const MAX_RECIPIENTS: usize = 10_000;
+/// Most requests in one [`DeliverBatch`].
+pub const MAX_BATCH: usize = 256;
 
 /// The socket of a transport, relative to the queue directory.
 pub fn socket(transport: &str) -> String {
@@ -142,6 +152,30 @@ pub struct DeliverReply {
     pub results: Vec<RecipientResult>,
 }
 
+/// Several jobs for one agent in one exchange; answered by a [`DeliverBatchReply`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeliverBatch {
+    /// The jobs, at most [`MAX_BATCH`].
+    pub batch: Vec<DeliverRequest>,
+}
+
+/// The agent's answer to a [`DeliverBatch`]: one reply per job, in the batch's order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeliverBatchReply {
+    /// The replies.
+    pub replies: Vec<DeliverReply>,
+}
+
+/// What an agent reads from qmgr: a batch or a single job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum AgentRequest {
+    /// Several jobs (has a `batch` field).
+    Batch(DeliverBatch),
+    /// One job.
+    One(DeliverRequest),
+}
+
 /// A queue file path in a request is `active/` followed by one or more safe components
 /// (hash directories and a queue ID): no `..`, no absolute path, nothing odd.
 pub fn valid_queue_file(path: &str) -> bool {
@@ -237,6 +271,29 @@ mod tests {
         );
         assert_eq!(fmt_secs(12_345_678), "12");
         assert_eq!(fmt_secs(1_250_000), "1.2");
+    }
+
+    #[test]
+    fn batch_and_single_requests_read_apart() {
+        let one = DeliverRequest {
+            queue_id: "0123456789ABCDEF".into(),
+            queue_file: "active/0123456789ABCDEF".into(),
+            sender: String::new(),
+            nexthop: "x".into(),
+            recipients: Vec::new(),
+            arrival_micros: 1,
+            active_micros: 2,
+            dispatch_micros: 3,
+        };
+        let json = serde_json::to_vec(&one).unwrap();
+        let read: AgentRequest = serde_json::from_slice(&json).unwrap();
+        assert_eq!(read, AgentRequest::One(one.clone()));
+        let batch = DeliverBatch {
+            batch: vec![one.clone(), one],
+        };
+        let json = serde_json::to_vec(&batch).unwrap();
+        let read: AgentRequest = serde_json::from_slice(&json).unwrap();
+        assert_eq!(read, AgentRequest::Batch(batch));
     }
 
     #[test]

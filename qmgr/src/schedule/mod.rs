@@ -35,6 +35,9 @@ const CACHE_AGE: Duration = Duration::from_secs(60);
 const INCOMING_BATCH: usize = 16;
 /// Wait after trivial-rewrite failed before asking again.
 const RESOLVE_RETRY: Duration = Duration::from_secs(5);
+/// Most messages in one batch job to a destination that is one recipient (`local`): the
+/// agent shares its syncs among them (one `fsync` of the Maildir's `new/` per batch).
+const BATCH_MAX: usize = 32;
 
 type DestKey = (String, String);
 
@@ -95,10 +98,11 @@ struct Deferred {
     reason: String,
 }
 
+/// A job in flight: one deliver request per part (one message and its entries); more
+/// than one part is a batch.
 struct Job {
-    msg: QueueId,
     key: DestKey,
-    entries: Vec<Entry>,
+    parts: Vec<(QueueId, Vec<Entry>)>,
     dispatch_micros: u64,
 }
 
@@ -490,24 +494,43 @@ impl Qmgr {
                     continue;
                 }
                 let limit = self.s.recipients_per_job(&key.0);
-                let mut entries = Vec::new();
-                while entries.len() < limit {
-                    let same = match (d.queue.front(), entries.first()) {
-                        (Some(e), Some(first)) => e.msg == first_msg(first),
-                        (Some(_), None) => true,
-                        (None, _) => false,
-                    };
-                    if !same {
-                        break;
+                let parts = if limit == 1 {
+                    // The destination is one recipient: its queued messages are shared
+                    // out among the free job slots, at most BATCH_MAX per job.
+                    let free = allowed
+                        .saturating_sub(d.active)
+                        .min(self.s.process_limit(&key.0).saturating_sub(t_active))
+                        .max(1);
+                    let take = d.queue.len().div_ceil(free).clamp(1, BATCH_MAX);
+                    d.queue
+                        .drain(..take.min(d.queue.len()))
+                        .map(|e| (e.msg, vec![e]))
+                        .collect()
+                } else {
+                    let mut entries = Vec::new();
+                    while entries.len() < limit {
+                        let same = match (d.queue.front(), entries.first()) {
+                            (Some(e), Some(first)) => e.msg == first_msg(first),
+                            (Some(_), None) => true,
+                            (None, _) => false,
+                        };
+                        if !same {
+                            break;
+                        }
+                        if let Some(e) = d.queue.pop_front() {
+                            entries.push(e);
+                        }
                     }
-                    if let Some(e) = d.queue.pop_front() {
-                        entries.push(e);
-                    }
-                }
+                    entries
+                        .first()
+                        .map(first_msg)
+                        .map(|m| vec![(m, entries)])
+                        .unwrap_or_default()
+                };
                 let nexthop = d.nexthop.clone();
                 d.active += 1;
                 *self.transport_active.entry(key.0.clone()).or_insert(0) += 1;
-                self.start_job(key.clone(), nexthop, entries, done, waker);
+                self.start_job(key.clone(), nexthop, parts, done, waker);
                 self.rotation.push_back(key);
                 progress = true;
             }
@@ -521,49 +544,68 @@ impl Qmgr {
         &mut self,
         key: DestKey,
         nexthop: String,
-        entries: Vec<Entry>,
+        parts: Vec<(QueueId, Vec<Entry>)>,
         done: &Sender<JobDone>,
         waker: &Arc<mio::Waker>,
     ) {
-        let Some(first) = entries.first() else { return };
-        let id = first.msg;
-        let Some(msg) = self.msgs.get(&id) else { return };
         let now = queue::now_micros();
-        let recipients = entries
-            .iter()
-            .filter_map(|e| {
-                let r = msg.rcpts.get(e.rcpt)?;
-                Some(DeliverRecipient {
-                    index: r.index,
-                    address: e.address.clone(),
-                    original: r.address.clone(),
-                    mark: !r.qmgr_marks,
+        let mut reqs = Vec::with_capacity(parts.len());
+        for (id, entries) in &parts {
+            let Some(msg) = self.msgs.get(id) else { continue };
+            let recipients = entries
+                .iter()
+                .filter_map(|e| {
+                    let r = msg.rcpts.get(e.rcpt)?;
+                    Some(DeliverRecipient {
+                        index: r.index,
+                        address: e.address.clone(),
+                        original: r.address.clone(),
+                        mark: !r.qmgr_marks,
+                    })
                 })
-            })
-            .collect();
-        let req = DeliverRequest {
-            queue_id: id.as_str().to_string(),
-            queue_file: format!("{}/{}", queue::ACTIVE, id.as_str()),
-            sender: msg.sender.clone(),
-            nexthop,
-            recipients,
-            arrival_micros: msg.arrival_micros,
-            active_micros: msg.active_micros,
-            dispatch_micros: now,
-        };
+                .collect();
+            reqs.push(DeliverRequest {
+                queue_id: id.as_str().to_string(),
+                queue_file: format!("{}/{}", queue::ACTIVE, id.as_str()),
+                sender: msg.sender.clone(),
+                nexthop: nexthop.clone(),
+                recipients,
+                arrival_micros: msg.arrival_micros,
+                active_micros: msg.active_micros,
+                dispatch_micros: now,
+            });
+        }
+        // Only parts whose message is in memory were asked for (all of them, in practice).
+        let parts: Vec<(QueueId, Vec<Entry>)> =
+            parts.into_iter().filter(|(id, _)| self.msgs.contains_key(id)).collect();
+        if reqs.is_empty() {
+            if let Some(d) = self.dests.get_mut(&key) {
+                d.active = d.active.saturating_sub(1);
+            }
+            if let Some(t) = self.transport_active.get_mut(&key.0) {
+                *t = t.saturating_sub(1);
+            }
+            return;
+        }
         let job_id = self.next_job;
         self.next_job += 1;
         let transport = key.0.clone();
         self.jobs.insert(
             job_id,
             Job {
-                msg: id,
                 key,
-                entries,
+                parts,
                 dispatch_micros: now,
             },
         );
-        agent::spawn_job(job_id, &transport, req, self.s.ipc_timeout, done.clone(), waker.clone());
+        agent::spawn_job(
+            job_id,
+            &transport,
+            reqs,
+            self.s.ipc_timeout,
+            done.clone(),
+            waker.clone(),
+        );
     }
 
     /// Defers, without a delivery attempt, the mail queued for destinations that are
@@ -595,16 +637,33 @@ impl Qmgr {
         }
     }
 
-    /// Folds a finished job back in.
-    pub fn job_done(&mut self, job_id: u64, result: Result<DeliverReply, String>) {
+    /// Folds a finished job back in: each part (message) with its reply.
+    pub fn job_done(&mut self, job_id: u64, result: Result<Vec<DeliverReply>, String>) {
         let Some(job) = self.jobs.remove(&job_id) else { return };
+        let result = match result {
+            Ok(replies) if replies.len() != job.parts.len() => Err(format!(
+                "delivery agent answered {} of {} jobs",
+                replies.len(),
+                job.parts.len()
+            )),
+            other => other,
+        };
         if let Some(d) = self.dests.get_mut(&job.key) {
             d.active = d.active.saturating_sub(1);
             let initial = self.s.initial_concurrency(&job.key.0);
             let limit = self.s.concurrency(&job.key.0);
-            match result.as_ref().ok().map(|r| (r, site_failure(r))) {
-                Some((_, None)) => d.window.success(initial, limit),
-                Some((_, Some((dsn, why)))) => {
+            // A batch reached the site if any of its messages did.
+            let verdict = result.as_ref().ok().map(|replies| {
+                let failures: Vec<Option<(String, String)>> = replies.iter().map(site_failure).collect();
+                if failures.iter().any(Option::is_none) {
+                    None
+                } else {
+                    failures.into_iter().flatten().next()
+                }
+            });
+            match verdict {
+                Some(None) => d.window.success(initial, limit),
+                Some(Some((dsn, why))) => {
                     let dead_time = Duration::from_secs(self.s.min_backoff);
                     if d.window
                         .failure(&dsn, &why, self.s.cohort_limit, dead_time, Instant::now())
@@ -624,10 +683,24 @@ impl Qmgr {
         if let Some(t) = self.transport_active.get_mut(&job.key.0) {
             *t = t.saturating_sub(1);
         }
+        for (pos, (id, entries)) in job.parts.iter().enumerate() {
+            let part = match &result {
+                Ok(replies) => replies.get(pos).ok_or_else(|| "no reply".to_string()),
+                Err(why) => Err(why.clone()),
+            };
+            if self.fold(id, entries, part, job.dispatch_micros) {
+                self.finish(*id);
+            }
+        }
+    }
+
+    /// Folds one message's part of a finished job back in; true when nothing of the
+    /// message is waiting any more.
+    fn fold(&mut self, id: &QueueId, entries: &[Entry], result: Result<&DeliverReply, String>, dispatch: u64) -> bool {
         let mut finished = false;
-        if let Some(msg) = self.msgs.get_mut(&job.msg) {
+        if let Some(msg) = self.msgs.get_mut(id) {
             let now = queue::now_micros();
-            for e in &job.entries {
+            for e in entries {
                 msg.waiting = msg.waiting.saturating_sub(1);
                 let Some(r) = msg.rcpts.get_mut(e.rcpt) else { continue };
                 r.routes_left = r.routes_left.saturating_sub(1);
@@ -645,7 +718,7 @@ impl Qmgr {
                         }
                     }
                     (Some(x), _) if x.is_permanent() && r.route.is_some() => {
-                        let d = replica::refused(&job.msg, &e.address, r.route.as_deref().unwrap_or(""), x);
+                        let d = replica::refused(id, &e.address, r.route.as_deref().unwrap_or(""), x);
                         r.temp = true;
                         msg.temp.push(Deferred {
                             index: r.index,
@@ -685,12 +758,12 @@ impl Qmgr {
                             &e.address,
                             &r.address,
                             "none",
-                            [msg.arrival_micros, msg.active_micros, job.dispatch_micros, now, now],
+                            [msg.arrival_micros, msg.active_micros, dispatch, now, now],
                             "4.3.0",
                             "deferred",
                             &why,
                         );
-                        tracing::info!(queue_id = job.msg.as_str(), "{line}");
+                        tracing::info!(queue_id = id.as_str(), "{line}");
                         msg.temp.push(Deferred {
                             index: r.index,
                             address: e.address.clone(),
@@ -702,9 +775,7 @@ impl Qmgr {
             }
             finished = msg.waiting == 0;
         }
-        if finished {
-            self.finish(job.msg);
-        }
+        finished
     }
 
     /// Every entry of a message is back: record what qmgr records, then retire or defer.
