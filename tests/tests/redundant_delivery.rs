@@ -35,34 +35,30 @@ fn exactly_once(got: &HashMap<String, usize>, sent: &[String]) -> Result<(), Str
     ))
 }
 
-#[test]
-fn every_accepted_message_reaches_both_mailbox_servers_exactly_once_while_nodes_stop() {
-    if !Cluster::can_run() {
-        return;
-    }
-    if !build_knows("replica_domains") {
-        skip("this build's hubs do not copy to both mailbox servers yet (no replica_domains)");
-        return;
-    }
-    let t0 = Instant::now();
-    let cluster = Cluster::up("pst-rd-");
-    let built = t0.elapsed();
+/// What a run measured.
+struct Run {
+    cluster: Cluster,
+    sent: Vec<String>,
+    built: Duration,
+    submitted: Duration,
+    drained: Duration,
+}
 
-    // The sender submits at a steady pace; as its count passes each mark, a node stops or
-    // starts: mh1 is down for the second fifth of the run, B for the fourth fifth.
-    let mut client = cluster.sender("dl", MESSAGES, "alice@example.test", 0.02);
+/// Builds a cluster with namespace prefix `prefix`, has the sender submit `n` messages to
+/// alice at a steady pace and, as its count passes each mark (a fraction of `n`), runs
+/// `node.sh HOST CMD`; then waits until every queue is empty and both mailbox servers hold
+/// `n` messages, and asserts that each holds every accepted message exactly once.
+fn run(prefix: &str, n: usize, marks: &[(f64, &str, &str)]) -> Run {
+    let t0 = Instant::now();
+    let cluster = Cluster::up(prefix);
+    let built = t0.elapsed();
+    let mut client = cluster.sender("dl", n, "alice@example.test", 0.02);
     let stdout = client.stdout.take().expect("sender stdout");
-    let marks: [(usize, &str, &str); 4] = [
-        (MESSAGES / 5, "mh1", "stop"),
-        (2 * MESSAGES / 5, "mh1", "start"),
-        (3 * MESSAGES / 5, "mbb", "stop"),
-        (4 * MESSAGES / 5, "mbb", "start"),
-    ];
     let mut next = 0;
     let mut sent = Vec::new();
     for line in std::io::BufReader::new(stdout).lines() {
         sent.push(line.expect("read the sender's output"));
-        while next < marks.len() && sent.len() >= marks[next].0 {
+        while next < marks.len() && sent.len() as f64 >= marks[next].0 * n as f64 {
             let (_, host, cmd) = marks[next];
             cluster.node(host, cmd);
             println!("after {} accepted: {cmd} {host}", sent.len());
@@ -75,19 +71,19 @@ fn every_accepted_message_reaches_both_mailbox_servers_exactly_once_while_nodes_
         "the sending client: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(sent.len(), MESSAGES, "the sender accepted every message");
+    assert_eq!(sent.len(), n, "the sender accepted every message");
     assert_eq!(next, marks.len());
     let submitted = t0.elapsed();
 
-    // Everything drains: the sender's queue, both hubs' (B's copies waited in them while
-    // it was down), and both mailbox servers hold every message once.
+    // Everything drains: the sender's queue, both hubs' (copies for a mailbox server that
+    // was down waited in them), and both mailbox servers hold every message once.
     let settled = wait_for(Duration::from_secs(120), || {
         ["client", "mh1", "mh2", "mba", "mbb"]
             .iter()
             .all(|h| cluster.queued(h) == 0)
             && MAILBOX_SERVERS
                 .iter()
-                .all(|h| cluster.message_ids(h, "alice", "INBOX").len() >= MESSAGES)
+                .all(|h| cluster.message_ids(h, "alice", "INBOX").len() >= n)
     });
     let drained = t0.elapsed();
     let a = cluster.message_ids("mba", "alice", "INBOX");
@@ -108,28 +104,95 @@ fn every_accepted_message_reaches_both_mailbox_servers_exactly_once_while_nodes_
         assert_eq!(cluster.queued(hub), 0, "{hub}'s queue is empty");
     }
     // mh1 was really down for a while: the sender fell over to mh2 then.
-    let client_log = cluster.log("client");
     assert!(
-        client_log.contains("connect to mh1.example.test[198.18.0.21:25]"),
+        cluster
+            .log("client")
+            .contains("connect to mh1.example.test[198.18.0.21:25]"),
         "the sender found mh1 down at least once"
     );
-    // B's copies waited in the hubs' queues while B was down.
-    let deferred_to_b = HUBS
-        .iter()
+    Run {
+        cluster,
+        sent,
+        built,
+        submitted,
+        drained,
+    }
+}
+
+/// Deferred deliveries of copies to mailbox server `addr` in both hubs' logs.
+fn deferred_copies(cluster: &Cluster, addr: &str) -> usize {
+    HUBS.iter()
         .map(|h| {
             cluster
                 .log(h)
                 .lines()
-                .filter(|l| l.contains("198.18.0.32") && l.contains("status=deferred"))
+                .filter(|l| l.contains(addr) && l.contains("status=deferred"))
                 .count()
         })
-        .sum::<usize>();
-    assert!(deferred_to_b > 0, "copies to B were deferred while it was down");
+        .sum()
+}
+
+#[test]
+fn every_accepted_message_reaches_both_mailbox_servers_exactly_once_while_nodes_stop() {
+    if !Cluster::can_run() {
+        return;
+    }
+    if !build_knows("replica_domains") {
+        skip("this build's hubs do not copy to both mailbox servers yet (no replica_domains)");
+        return;
+    }
+    // mh1 is down (a clean stop) for the second fifth of the run, B for the fourth fifth.
+    let r = run(
+        "pst-rd-",
+        MESSAGES,
+        &[
+            (0.2, "mh1", "stop"),
+            (0.4, "mh1", "start"),
+            (0.6, "mbb", "stop"),
+            (0.8, "mbb", "start"),
+        ],
+    );
+    // B's copies waited in the hubs' queues while B was down.
+    let deferred = deferred_copies(&r.cluster, "198.18.0.32");
+    assert!(deferred > 0, "copies to B were deferred while it was down");
     println!(
-        "{MESSAGES} messages: cluster up in {:.1} s, submitted in {:.1} s, on both A and B once \
-         and every queue empty {:.1} s after the start ({deferred_to_b} deferrals of copies to B)",
-        built.as_secs_f64(),
-        (submitted - built).as_secs_f64(),
-        drained.as_secs_f64()
+        "{} messages: cluster up in {:.1} s, submitted in {:.1} s, on both A and B once \
+         and every queue empty {:.1} s after the start ({deferred} deferrals of copies to B)",
+        r.sent.len(),
+        r.built.as_secs_f64(),
+        (r.submitted - r.built).as_secs_f64(),
+        r.drained.as_secs_f64()
+    );
+}
+
+#[test]
+fn every_accepted_message_reaches_both_mailbox_servers_exactly_once_while_nodes_are_killed() {
+    if !Cluster::can_run() {
+        return;
+    }
+    if !build_knows("replica_domains") {
+        skip("this build's hubs do not copy to both mailbox servers yet (no replica_domains)");
+        return;
+    }
+    // SIGKILL to every process of mh1, later of A, each in the middle of the flow: a hub
+    // killed between a mailbox server's 250 and its done mark sends that copy again, and a
+    // mailbox server killed mid-delivery gets it again; either way it is stored once (the
+    // file is named after the message's X-Postern-GUID).
+    let r = run(
+        "pst-rk-",
+        300,
+        &[
+            (0.2, "mh1", "kill"),
+            (0.4, "mh1", "start"),
+            (0.6, "mba", "kill"),
+            (0.8, "mba", "start"),
+        ],
+    );
+    let deferred = deferred_copies(&r.cluster, "198.18.0.31");
+    assert!(deferred > 0, "copies to A were deferred while it was dead");
+    println!(
+        "{} messages with kill -9 of mh1 and of A: on both once, every queue empty {:.1} s after the start",
+        r.sent.len(),
+        r.drained.as_secs_f64()
     );
 }
