@@ -1,0 +1,221 @@
+//! The proxy's sync hooks (issue 15) with two mailbox servers on loopback: instance A
+//! (auth, imapd, pop3d, the proxies, the replicator) and instance B (auth, imapd, the
+//! replicator), each the other's replica peer with a shared secret. Messages are
+//! delivered to A only.
+//!
+//! * After the login through A's proxy (its answer waits for the first sync) B already
+//!   has every message.
+//! * When the OK of a STORE, an EXPUNGE or an APPEND through the proxy arrives, the
+//!   change is already in B's Maildir; after POP3 DELE and QUIT's +OK the message is
+//!   gone from B.
+
+mod proxy_common;
+
+use postern_tests::{Instance, add_user, auth_service, daemon_service, deliver_maildir, free_port, owned_mail_base};
+use proxy_common::{ALICE_PW, Raw, contains, message, text};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+/// Whether this build has the replicator.
+fn have_replicator() -> bool {
+    postern_tests::bin("replicator").exists()
+}
+
+fn replica(name: &str, own: u16, peer: u16, extra: &str) -> Instance {
+    let mut services = auth_service();
+    services.push_str(&daemon_service(
+        "imap",
+        "inet",
+        &format!("127.0.0.1:{}", free_port()),
+        "imapd",
+        "",
+    ));
+    services.push_str(&daemon_service(
+        "replicator",
+        "inet",
+        &format!("127.0.0.1:{own}"),
+        "replicator",
+        "",
+    ));
+    services.push_str(&daemon_service("replicator", "unix", "", "replicator", ""));
+    services.push_str(extra);
+    let peers = format!("replica_peers=[\"127.0.0.1:{peer}\"]");
+    let name = format!("replica_name={name}");
+    let inst = Instance::new(
+        &services,
+        &[
+            &peers,
+            &name,
+            "replica_secret_file=replica-secret",
+            "replica_timeout=5s",
+            "replica_sync_interval=1h",
+            "auth_failure_delay=0s",
+            "auth_master_users_file=master-users",
+            "proxy_master_password_file=proxy-password",
+        ],
+    );
+    std::fs::write(inst.etc().join("replica-secret"), "0123456789abcdef0123456789abcdef\n").expect("secret");
+    std::fs::set_permissions(
+        inst.etc().join("replica-secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    add_user(&inst, "alice", ALICE_PW);
+    add_user(&inst, "proxy", proxy_common::MASTER_PW);
+    let users = std::fs::read_to_string(inst.etc().join("users")).expect("users");
+    let line = users.lines().find(|l| l.starts_with("proxy:")).expect("proxy line");
+    std::fs::write(inst.etc().join("master-users"), format!("{line}\n")).expect("master-users");
+    assert!(inst.postern(&["user", "del", "proxy"]).status.success());
+    std::fs::write(
+        inst.etc().join("proxy-password"),
+        format!("{}\n", proxy_common::MASTER_PW),
+    )
+    .expect("pw");
+    inst
+}
+
+fn maildir(inst: &Instance, folder: &str) -> PathBuf {
+    let base = inst.root.path().join("var/mail/alice");
+    if folder == "INBOX" {
+        base
+    } else {
+        base.join(format!(".{folder}"))
+    }
+}
+
+/// The message files of a Maildir folder: (base name, flags).
+fn files(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        for e in std::fs::read_dir(dir.join(sub)).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let (base, flags) = match n.split_once(":2,") {
+                Some((b, f)) => (b.to_string(), f.to_string()),
+                None => (n.clone(), String::new()),
+            };
+            out.push((base, flags));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_change_through_the_proxy_is_on_the_other_replica_when_ok_arrives() {
+    if !have_replicator() {
+        eprintln!("skipped: this build has no replicator");
+        return;
+    }
+    let (ra, rb, imap_proxy, pop3_proxy, pop3) = (free_port(), free_port(), free_port(), free_port(), free_port());
+    let mut b = replica("b.test", rb, ra, "");
+    let extra = format!(
+        "{}{}{}",
+        daemon_service("pop3", "inet", &format!("127.0.0.1:{pop3}"), "pop3d", ""),
+        daemon_service(
+            "imap-proxy",
+            "inet",
+            &format!("127.0.0.1:{imap_proxy}"),
+            "proxy",
+            "args = [\"imap\"]"
+        ),
+        daemon_service(
+            "pop3-proxy",
+            "inet",
+            &format!("127.0.0.1:{pop3_proxy}"),
+            "proxy",
+            "args = [\"pop3\"]"
+        ),
+    );
+    let mut a = replica("a.test", ra, rb, &extra);
+    // the proxy's backends: A's own imapd and pop3d
+    let imap_a = std::fs::read_to_string(a.etc().join("master.toml"))
+        .expect("master.toml")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("listen = \"127.0.0.1:")
+                .map(|p| p.trim_end_matches('"').to_string())
+        })
+        .expect("imap port");
+    let out = a.postern(&[
+        "config",
+        "set",
+        &format!("proxy_imap_backends=[\"127.0.0.1:{imap_a}\"]"),
+        &format!("proxy_pop3_backends=[\"127.0.0.1:{pop3}\"]"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for i in 1..=3 {
+        deliver_maildir(&a, "alice", &format!("170000000{i}.M{i}.a"), &message(i, 10));
+    }
+    for inst in [&a, &b] {
+        owned_mail_base(inst);
+    }
+    b.start();
+    a.start();
+
+    // the login's answer waits for the first sync: B has the messages then
+    let mut c = Raw::connect(imap_proxy);
+    c.take_until(b"\r\n", T);
+    c.send(format!("L LOGIN alice {ALICE_PW}\r\n").as_bytes());
+    let r = c.take_until(b"L OK", T);
+    assert!(contains(&r, b"L OK"), "{}\n{}", text(&r), a.log());
+    let on_b = files(&maildir(&b, "INBOX"));
+    assert_eq!(
+        on_b.len(),
+        3,
+        "B after the login: {on_b:?}\nA:\n{}\nB:\n{}",
+        a.log(),
+        b.log()
+    );
+    assert_eq!(
+        files(&maildir(&a, "INBOX")).iter().map(|f| &f.0).collect::<Vec<_>>(),
+        on_b.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        "the same base names (POP3 UIDLs) on both"
+    );
+
+    // STORE: the flag is on B when the OK comes
+    c.send(b"s SELECT INBOX\r\nt STORE 2 +FLAGS (\\Flagged)\r\n");
+    let r = c.take_until(b"t OK", T);
+    assert!(contains(&r, b"t OK"), "{}", text(&r));
+    let on_b = files(&maildir(&b, "INBOX"));
+    assert!(
+        on_b.iter().filter(|f| f.1.contains('F')).count() == 1,
+        "B after STORE: {on_b:?}\n{}",
+        b.log()
+    );
+
+    // EXPUNGE
+    c.send(b"u STORE 1 +FLAGS (\\Deleted)\r\nv EXPUNGE\r\n");
+    let r = c.take_until(b"v OK", T);
+    assert!(contains(&r, b"v OK"), "{}", text(&r));
+    let on_b = files(&maildir(&b, "INBOX"));
+    assert_eq!(on_b.len(), 2, "B after EXPUNGE: {on_b:?}");
+
+    // APPEND
+    let body = b"Subject: appended through the proxy\r\n\r\nhello B\r\n";
+    c.send(format!("w APPEND INBOX {{{}+}}\r\n", body.len()).as_bytes());
+    c.send(body);
+    c.send(b"\r\n");
+    let r = c.take_until(b"w OK", T);
+    assert!(contains(&r, b"w OK"), "{}", text(&r));
+    let got = postern_tests::maildir_messages(&maildir(&b, "INBOX"));
+    assert!(got.iter().any(|m| m == body), "the APPEND is not on B when its OK came");
+    c.send(b"z LOGOUT\r\n");
+    c.read_to_close(T);
+
+    // POP3: DELE and QUIT; the +OK to QUIT comes once B lacks the message too
+    let mut p = Raw::connect(pop3_proxy);
+    p.take_until(b"\r\n", T);
+    p.send(format!("USER alice\r\nPASS {ALICE_PW}\r\nDELE 1\r\nQUIT\r\n").as_bytes());
+    let r = p.read_to_close(T);
+    assert_eq!(text(&r).matches("+OK").count(), 4, "{}", text(&r));
+    let on_b = files(&maildir(&b, "INBOX"));
+    assert_eq!(on_b.len(), 2, "B after POP3 DELE and QUIT: {on_b:?}\n{}", a.log());
+    assert_eq!(files(&maildir(&a, "INBOX")).len(), 2);
+    let log = a.log();
+    assert!(
+        !log.contains("not in step") && !log.contains("sync of alice after"),
+        "{log}"
+    );
+}
