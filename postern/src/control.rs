@@ -185,6 +185,7 @@ pub fn status(dir: &Path) -> Result<ExitCode, String> {
         );
     }
     crate::replica_queue::print(&config);
+    crate::replication::print(&config);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -38,6 +38,7 @@ mod migrate;
 mod ports;
 mod postmaster;
 mod replica_queue;
+mod replication;
 mod user_cmd;
 
 use std::path::PathBuf;
