@@ -7,7 +7,7 @@
 //! when one is missing, failed under CI=true), and a build whose hubs copy
 //! (`replica_domains`).
 
-use postern_tests::redundant::{Cluster, HUBS, MAILBOX_SERVERS, build_knows};
+use postern_tests::redundant::{Cluster, HUBS, MAILBOX_SERVERS, addr_of, build_knows};
 use postern_tests::*;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -42,6 +42,8 @@ struct Run {
     built: Duration,
     submitted: Duration,
     drained: Duration,
+    /// The copies owed at each `owed` mark.
+    owed: Vec<usize>,
 }
 
 /// Builds a cluster with namespace prefix `prefix`, has the sender submit `n` messages to
@@ -56,11 +58,17 @@ fn run(prefix: &str, n: usize, marks: &[(f64, &str, &str)]) -> Run {
     let stdout = client.stdout.take().expect("sender stdout");
     let mut next = 0;
     let mut sent = Vec::new();
+    let mut owed = Vec::new();
     for line in std::io::BufReader::new(stdout).lines() {
         sent.push(line.expect("read the sender's output"));
         while next < marks.len() && sent.len() as f64 >= marks[next].0 * n as f64 {
             let (_, host, cmd) = marks[next];
-            cluster.node(host, cmd);
+            if cmd == "owed" {
+                // `postern status` on each hub: the copies it still owes mailbox server HOST.
+                owed.push(HUBS.iter().map(|h| copies_owed(&cluster, h, host)).sum::<usize>());
+            } else {
+                cluster.node(host, cmd);
+            }
             println!("after {} accepted: {cmd} {host}", sent.len());
             next += 1;
         }
@@ -116,7 +124,20 @@ fn run(prefix: &str, n: usize, marks: &[(f64, &str, &str)]) -> Run {
         built,
         submitted,
         drained,
+        owed,
     }
+}
+
+/// The copies hub `hub` owes mailbox server `host`, from its `postern status` (the
+/// replica relay table: `smtp:[ADDR]:25  COPIES  OLDEST  REASON`).
+fn copies_owed(cluster: &Cluster, hub: &str, host: &str) -> usize {
+    let out = cluster.postern(hub, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let route = format!("smtp:[{}]:25", addr_of(host));
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(route.as_str()))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("{hub}: no row for {route} in postern status:\n{text}"))
 }
 
 /// Deferred deliveries of copies to mailbox server `addr` in both hubs' logs.
@@ -149,19 +170,24 @@ fn every_accepted_message_reaches_both_mailbox_servers_exactly_once_while_nodes_
             (0.2, "mh1", "stop"),
             (0.4, "mh1", "start"),
             (0.6, "mbb", "stop"),
+            (0.8, "mbb", "owed"),
             (0.8, "mbb", "start"),
         ],
     );
+    // While B was down the hubs' `postern status` showed the copies they owed it.
+    assert!(r.owed[0] > 0, "copies owed to B while it was down: {:?}", r.owed);
     // B's copies waited in the hubs' queues while B was down.
     let deferred = deferred_copies(&r.cluster, "198.18.0.32");
     assert!(deferred > 0, "copies to B were deferred while it was down");
     println!(
         "{} messages: cluster up in {:.1} s, submitted in {:.1} s, on both A and B once \
-         and every queue empty {:.1} s after the start ({deferred} deferrals of copies to B)",
+         and every queue empty {:.1} s after the start ({deferred} deferrals of copies to B, \
+         {} copies owed to B by the hubs just before it started)",
         r.sent.len(),
         r.built.as_secs_f64(),
         (r.submitted - r.built).as_secs_f64(),
-        r.drained.as_secs_f64()
+        r.drained.as_secs_f64(),
+        r.owed[0]
     );
 }
 
