@@ -129,10 +129,7 @@ fn imap_through_the_proxy() {
         files.contains(&body1),
         "the synchronising literal was not stored as sent"
     );
-    assert!(
-        files.contains(&body2),
-        "the LITERAL+ literal was not stored as sent"
-    );
+    assert!(files.contains(&body2), "the LITERAL+ literal was not stored as sent");
 
     // IDLE: a delivery is told, DONE ends it
     c.send(b"i IDLE\r\n");
@@ -307,4 +304,61 @@ fn a_client_that_does_not_read_holds_the_backend_back() {
         "the proxy grew from {before} kB to {during} kB while the client did not read"
     );
     eprintln!("proxy VmRSS: {before} kB before, {during} kB while a 30 MB FETCH waited for the client");
+}
+
+/// A fake IMAP backend on a thread: greets, records the login line, accepts it, then
+/// answers the first command with `reply`; returns its port and what it received.
+fn fake_backend(reply: &'static [u8]) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let t = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let (s, _) = l.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let mut w = s.try_clone().expect("clone");
+        let mut r = std::io::BufReader::new(s);
+        let mut got = Vec::new();
+        w.write_all(b"* OK fake ready\r\n").expect("greet");
+        let mut line = Vec::new();
+        r.read_until(b'\n', &mut line).expect("login");
+        got.extend_from_slice(&line);
+        let tag = line.split(|&b| b == b' ').next().unwrap_or_default().to_vec();
+        w.write_all(&[&tag[..], b" OK [CAPABILITY IMAP4rev1 IDLE] fake logged in\r\n"].concat())
+            .expect("ok");
+        line.clear();
+        r.read_until(b'\n', &mut line).expect("command");
+        got.extend_from_slice(&line);
+        w.write_all(reply).expect("reply");
+        std::thread::sleep(Duration::from_secs(1));
+        got
+    });
+    (port, t)
+}
+
+#[test]
+fn a_backend_that_answers_garbage_ends_the_session_clearly() {
+    let (fake, seen) = fake_backend(b"complete garbage\r\n");
+    let b = start(&[], &[fake], &[]);
+    let mut c = Raw::connect(b.imap_proxy);
+    c.take_until(b"\r\n", T);
+    c.send(format!("L LOGIN alice {ALICE_PW}\r\n").as_bytes());
+    let r = text(&c.take_until(b"L OK", T));
+    // the backend's capabilities come with the login's OK, under the client's tag
+    assert!(r.contains("L OK [CAPABILITY IMAP4rev1 IDLE] fake logged in"), "{r}");
+    c.send(b"a NOOP\r\n");
+    let r = text(&c.read_to_close(T));
+    assert!(r.starts_with("* BYE [UNAVAILABLE]"), "{r}");
+    let got = text(&seen.join().expect("fake backend"));
+    // the backend got the master login, never alice's password
+    assert!(
+        got.starts_with(&format!("P1 LOGIN \"alice*proxy\" \"{}\"\r\n", proxy_common::MASTER_PW)),
+        "{got}"
+    );
+    assert!(!got.contains(ALICE_PW), "{got}");
+    assert!(got.ends_with("a NOOP\r\n"), "{got}");
+    let log = b.inst.log();
+    assert!(
+        log.contains(&format!("backend 127.0.0.1:{fake} lost: protocol error")),
+        "{log}"
+    );
 }

@@ -10,7 +10,10 @@
 //! * The first backend in the list is down (a closed port): the next one is used.
 //! * A backend that hangs after login (pop3d stopped with SIGSTOP): the client gets
 //!   `-ERR [SYS/TEMP]` within proxy_backend_timeout, and the connection closes.
+//! * A backend killed mid-session: `-ERR [SYS/TEMP] ... lost` and the connection closes.
 //! * An over-long command line gets `-ERR` and the connection closes.
+//! * With TLS configured and the client outside proxy_secure_networks, USER is refused
+//!   until STLS (IMAP: LOGINDISABLED until STARTTLS); after it the login works.
 
 mod proxy_common;
 
@@ -144,4 +147,83 @@ fn pop3_proxy_limits_and_a_hanging_backend() {
     );
     assert!(took < Duration::from_secs(5), "told after {took:?}");
     assert!(b.inst.log().contains("did not answer in 2s"), "{}", b.inst.log());
+
+    // the backend dies mid-session (kill -9 of pop3d)
+    let mut c = login(b.pop3_proxy, "alice", ALICE_PW);
+    for p in daemon_pids(&b, "pop3d") {
+        postern_tests::kill9(p);
+    }
+    c.send(b"STAT\r\n");
+    let r = text(&c.read_to_close(T));
+    assert!(
+        r.starts_with("-ERR [SYS/TEMP] The connection to the mailbox server was lost"),
+        "{r}"
+    );
+    assert!(
+        b.inst.log().contains("lost: the backend closed the connection"),
+        "{}",
+        b.inst.log()
+    );
+}
+
+#[test]
+fn outside_proxy_secure_networks_tls_comes_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = postern_tests::self_signed_cert(dir.path());
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let settings = [
+        "proxy_secure_networks=[]".to_string(),
+        format!("pop3d_tls_cert_file={}", cert.display()),
+        format!("pop3d_tls_key_file={}", key.display()),
+        format!("imapd_tls_cert_file={}", cert.display()),
+        format!("imapd_tls_key_file={}", key.display()),
+    ];
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let b = start(&[], &[], &settings);
+    deliver_maildir(&b.inst, "alice", "1.M1.test", &message(1, 5));
+    let out = python(&format!(
+        r#"
+import imaplib, poplib, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+p = poplib.POP3('127.0.0.1', {pop3}, timeout=30)
+print('pop-capa-before', 'STLS' in p.capa(), 'USER' in p.capa())
+try:
+    p.user('alice'); print('pop-plain', 'accepted')
+except poplib.error_proto as e:
+    print('pop-plain', e.args[0].decode().split(' ')[1])
+p.stls(ctx)
+p.user('alice'); p.pass_('{ALICE_PW}')
+print('pop-tls', p.stat()[0])
+p.quit()
+m = imaplib.IMAP4('127.0.0.1', {imap}, timeout=30)
+print('imap-caps-before', 'STARTTLS' in m.capabilities, 'LOGINDISABLED' in m.capabilities)
+try:
+    m.login('alice', '{ALICE_PW}'); print('imap-plain', 'accepted')
+except imaplib.IMAP4.error as e:
+    print('imap-plain', 'refused')
+m.starttls(ctx)
+m.login('alice', '{ALICE_PW}')
+print('imap-tls', m.select('INBOX')[1][0].decode())
+m.logout()
+"#,
+        pop3 = b.pop3_proxy,
+        imap = b.imap_proxy
+    ));
+    for want in [
+        "pop-capa-before True False",
+        "pop-plain [AUTH]",
+        "pop-tls 1",
+        "imap-caps-before True True",
+        "imap-plain refused",
+        "imap-tls 1",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}\n{}", b.inst.log());
+    }
+    let log = b.inst.log();
+    assert!(
+        log.contains("proxy: login: user=alice, client=127.0.0.1, backend=") && log.contains("tls=true"),
+        "{log}"
+    );
 }

@@ -8,6 +8,8 @@
 //! * When the OK of a STORE, an EXPUNGE or an APPEND through the proxy arrives, the
 //!   change is already in B's Maildir; after POP3 DELE and QUIT's +OK the message is
 //!   gone from B.
+//! * With B stopped, a STORE through the proxy still gets its OK (the change is on every
+//!   reachable replica), and the proxy logs which peer is not in step.
 
 mod proxy_common;
 
@@ -217,5 +219,18 @@ fn a_change_through_the_proxy_is_on_the_other_replica_when_ok_arrives() {
     assert!(
         !log.contains("not in step") && !log.contains("sync of alice after"),
         "{log}"
+    );
+
+    // B is down: the change is made on A, the OK still comes, the failure is logged
+    b.stop();
+    let mut c = Raw::connect(imap_proxy);
+    c.take_until(b"\r\n", T);
+    c.send(format!("L LOGIN alice {ALICE_PW}\r\ns SELECT INBOX\r\nt STORE 1 +FLAGS (\\Seen)\r\n").as_bytes());
+    let r = c.take_until(b"t OK", T);
+    assert!(contains(&r, b"t OK"), "{}\n{}", text(&r), a.log());
+    assert!(
+        a.log().contains("sync of alice after a change: peer 127.0.0.1:"),
+        "{}",
+        a.log()
     );
 }
