@@ -335,6 +335,23 @@ impl Cluster {
             .collect()
     }
 
+    /// Mailbox server `host`'s row for its peer in `postern status` (the replication
+    /// table: peer, state, since, users behind, last success, last error), split on
+    /// white space; empty when there is none.
+    pub fn replica_peer_row(&self, host: &str) -> Vec<String> {
+        let peer = match host {
+            "mba" => "198.18.0.32:1190",
+            "mbb" => "198.18.0.31:1190",
+            _ => panic!("{host} is not a mailbox server"),
+        };
+        let out = self.postern(host, &["status"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(peer))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
     /// The IMAP state of `user` on mailbox server `host`'s own imapd (loopback, in its
     /// namespace).
     pub fn backend_imap(&self, host: &str, user: &str, password: &str) -> Vec<String> {

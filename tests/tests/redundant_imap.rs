@@ -113,8 +113,19 @@ fn imap_changes_through_the_proxy_are_on_both_backends_and_a_stopped_one_catches
             &format!("append Projects {}", m("app-2")),
         ],
     );
+    // A's `postern status` says B is behind, and why.
+    let row = cluster.replica_peer_row("mba");
+    assert_eq!(row.get(1).map(String::as_str), Some("unreachable"), "{row:?}");
+    assert!(row.get(3).is_some_and(|n| n != "0"), "users behind: {row:?}");
     cluster.node("mbb", "start");
     let s = in_step(&cluster, "mbb");
+    assert!(
+        wait_for(std::time::Duration::from_secs(15), || {
+            cluster.replica_peer_row("mba").get(1).map(String::as_str) == Some("in")
+        }),
+        "A sees B in step again: {:?}",
+        cluster.replica_peer_row("mba")
+    );
     assert_eq!(flags_in(&s, "INBOX", &i0).as_deref(), Some("\\Seen"), "{s:#?}");
     assert_eq!(
         flags_in(&s, "INBOX", &i5).as_deref(),
