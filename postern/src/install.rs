@@ -40,6 +40,7 @@ const DAEMONS: &[&str] = &[
     "pop3d",
     "imapd",
     "proxy",
+    "replicator",
     "metrics",
 ];
 /// Commands for people and scripts, in sbin.
