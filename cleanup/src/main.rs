@@ -23,7 +23,8 @@
 //! 7. on a mail hub, copies each recipient in `replica_domains` once per `replica_relays`
 //!    entry and stamps `X-Postern-GUID`; anywhere, removes an `X-Postern-GUID` that did not
 //!    come from a hub in `replica_hub_networks` ([`replica`]);
-//! 8. writes the queue file and makes it durable (see [`queue`]), replies `Queued`, and
+//! 8. writes the queue file and makes it durable (see [`queue`]), with `queue_mirror_peer`
+//!    has the peer node keep a durable copy first ([`mirror`]), replies `Queued`, and
 //!    only then triggers qmgr (`public/qmgr`, byte `A`). A full file system (ENOSPC,
 //!    EDQUOT) is a temporary failure, `452 4.3.1 Insufficient system storage`, and leaves
 //!    no file behind.
@@ -42,7 +43,8 @@
 //! **Settings read**: `message_size_limit`, `cleanup_content_memory_limit`, `myorigin`, `myhostname`, `header_checks`,
 //! `body_checks` (reloaded when the file changes, checked once per message),
 //! `smtpd_milters`, `non_smtpd_milters`, `milter_default_action`, `replica_domains`,
-//! `replica_relays`, `replica_hub_networks`,
+//! `replica_relays`, `replica_hub_networks`, `queue_mirror_peer`, `queue_mirror_timeout`,
+//! `queue_mirror_unreachable`,
 //! `milter_connect_timeout`, `milter_command_timeout`, `milter_content_timeout`.
 //!
 //! **Diagnostics**: one log line per message in Postfix's style
@@ -61,6 +63,7 @@
 mod address;
 mod content;
 mod milters;
+mod mirror;
 mod queue;
 mod replica;
 mod service;

@@ -5,8 +5,9 @@
 //! `spare/` ([`postern_lib::queue_spare`]: a finished message's file, so no inode is
 //! allocated) or, when there is none, a new file created with `O_EXCL`, mode 0600. It is
 //! written from its start through [`QueueFileWriter`], cut to the new length (a spare may
-//! have been longer), `fdatasync`ed, renamed to `<QUEUEID>`, and the directory is fsynced;
-//! only then is the message queued.
+//! have been longer), `fdatasync`ed, (with `queue_mirror_peer`) copied to the peer node
+//! ([`crate::mirror`]), renamed to `<QUEUEID>`, and the directory is fsynced; only then is
+//! the message queued.
 //!
 //! **Disk full**: ENOSPC or EDQUOT at any step (create, write, fsync, rename) removes the
 //! temporary file and is reported as [`WriteError::no_space`]; cleanup then answers a
@@ -76,16 +77,54 @@ impl From<QueueFileError> for WriteError {
     }
 }
 
-/// Writes and commits the queue file in `dir`; a recipient with a route is a copy for
-/// that route (see [`crate::replica`]). On any error the temporary file is
-/// removed, so nothing partial is ever left, under its final name or any other.
-pub fn write(
-    dir: &str,
+/// A queue file written and fdatasynced under its temporary name: complete and durable,
+/// but not yet where qmgr reads (so it can be copied to the peer node first, see
+/// [`crate::mirror`]). [`Prepared::commit`] renames it into place; dropping it
+/// uncommitted removes it.
+#[derive(Debug)]
+pub struct Prepared {
+    dir: &'static str,
+    tmp_path: std::path::PathBuf,
+    qid: QueueId,
+    committed: bool,
+}
+
+impl Prepared {
+    /// The temporary file.
+    pub fn path(&self) -> &Path {
+        &self.tmp_path
+    }
+
+    /// Renames the file to its queue ID and fsyncs the directory: now it is queued.
+    pub fn commit(mut self) -> Result<(), WriteError> {
+        let dirp = Path::new(self.dir);
+        std::fs::rename(&self.tmp_path, dirp.join(self.qid.as_str()))
+            .map_err(|e| WriteError::io(&format!("rename {}", self.tmp_path.display()), &e))?;
+        self.committed = true;
+        Ok(postern_lib::safe_open::fsync_dir(dirp)?)
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: the error being returned is what matters.
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// Writes the queue file in `dir` under its temporary name and makes its content durable;
+/// a recipient with a route is a copy for that route (see [`crate::replica`]). On any
+/// error, and when the result is dropped uncommitted, the temporary file is removed, so
+/// nothing partial is ever left, under its final name or any other.
+pub fn prepare(
+    dir: &'static str,
     env: &Envelope,
     recipients: &[(RecipientSpec, Option<String>)],
     header: &[u8],
     body: &[u8],
-) -> Result<(), WriteError> {
+) -> Result<Prepared, WriteError> {
     let qid: &QueueId = &env.queue_id;
     let tmp = format!("{TEMP_PREFIX}{qid}");
     let dirp = Path::new(dir);
@@ -94,17 +133,14 @@ pub fn write(
         Some(spare) => spare,
         None => (postern_lib::safe_open::create_excl(dirp, &tmp, 0o600)?, 0),
     };
-    let tmp_path = dirp.join(&tmp);
-    let result = fill(file, old_len, env, recipients, header, body).and_then(|()| {
-        std::fs::rename(&tmp_path, dirp.join(qid.as_str()))
-            .map_err(|e| WriteError::io(&format!("rename {}", tmp_path.display()), &e))
-    });
-    if let Err(e) = result {
-        // Best effort: the error being returned is what matters.
-        let _ = std::fs::remove_file(&tmp_path);
-        return Err(e);
-    }
-    Ok(postern_lib::safe_open::fsync_dir(dirp)?)
+    let prepared = Prepared {
+        dir,
+        tmp_path: dirp.join(&tmp),
+        qid: *qid,
+        committed: false,
+    };
+    fill(file, old_len, env, recipients, header, body)?;
+    Ok(prepared)
 }
 
 fn fill(

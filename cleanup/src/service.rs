@@ -394,7 +394,7 @@ fn process(
     if let Some(f) = header.get("Message-ID") {
         tracing::info!("{q}: message-id={}", printable_bounded(f.value().as_bytes(), 200));
     }
-    queue::write(dir, &env, &specs, &hdr, &body).map_err(|e| {
+    let write_error = |e: queue::WriteError| {
         if e.no_space {
             tracing::warn!("{q}: not enough space in the queue file system: {}", e.text);
             Stop::Temp(452, "4.3.1".into(), "Insufficient system storage".into())
@@ -402,7 +402,10 @@ fn process(
             tracing::error!("{q}: cannot write queue file: {}", e.text);
             Stop::temp("4.3.0", "Error: queue file write error")
         }
-    })?;
+    };
+    let prepared = queue::prepare(dir, &env, &specs, &hdr, &body).map_err(write_error)?;
+    crate::mirror::copy(main, q, prepared.path())?;
+    prepared.commit().map_err(write_error)?;
     // The `from=<...>, size=..., nrcpt=...` line is qmgr's (as in Postfix), logged when the
     // message enters the active queue; log analysers take the first one per queue ID.
     if dir == "hold" {

@@ -53,6 +53,7 @@ pub const QUEUE_DIRS: &[(&str, u32, OwnerKind)] = &[
     ("bounce", 0o700, OwnerKind::MailOwner),
     ("trace", 0o700, OwnerKind::MailOwner),
     ("spare", 0o700, OwnerKind::MailOwner),
+    ("mirror", 0o700, OwnerKind::MailOwner),
     ("public", 0o710, OwnerKind::MailOwnerSetgid),
     ("private", 0o700, OwnerKind::MailOwner),
     ("pid", 0o755, OwnerKind::Root),

@@ -186,6 +186,7 @@ pub fn status(dir: &Path) -> Result<ExitCode, String> {
     }
     crate::replica_queue::print(&config);
     crate::replication::print(&config);
+    crate::mirror_cmd::print_status(&config, false);
     Ok(ExitCode::SUCCESS)
 }
 

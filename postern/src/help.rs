@@ -67,6 +67,15 @@ const COMMANDS: &[(&str, &str, &str, &str)] = &[
          --follow waits for new lines until the message is removed.",
     ),
     (
+        "mirror",
+        "mirror status | mirror adopt [--if-peer-down]",
+        "two-node durability: the queue mirror's state; take over a dead peer's mail",
+        "status: the peer (queue_mirror_peer), reachable or unreachable/degraded since when, and how many copies\n\
+         of the peer's queue files this node holds. adopt moves every copy into incoming/ (same queue ID) for\n\
+         delivery; run it only when the peer is gone for good. --if-peer-down (the keepalived notify hook's\n\
+         form) adopts nothing while the peer's mirror service answers.",
+    ),
+    (
         "migrate",
         "migrate [--apply] [MAIN_CF]",
         "main.toml equivalents of a Postfix main.cf",

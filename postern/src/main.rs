@@ -35,6 +35,7 @@ mod help;
 mod install;
 mod log_cmd;
 mod migrate;
+mod mirror_cmd;
 mod ports;
 mod postmaster;
 mod replica_queue;
@@ -135,6 +136,7 @@ fn run() -> Result<ExitCode, String> {
         "config" => config_cmd::run(&dir, &rest),
         "user" => user_cmd::run(&dir, &rest),
         "migrate" => migrate::run(&dir, &rest),
+        "mirror" => mirror_cmd::run(&dir, &rest),
         "log" => log_cmd::run(&dir, &rest),
         other => Err(format!("unknown command {other:?} {}", help::HINT)),
     }

@@ -119,12 +119,14 @@ static SPARES: std::sync::LazyLock<std::sync::Mutex<Giver>> =
     std::sync::LazyLock::new(|| std::sync::Mutex::new(Giver::new(SPARE_DIR)));
 
 /// Removes a finished message (its file becomes a spare for cleanup, or is unlinked), its
-/// defer log, trace log and delay-warning marker.
+/// defer log, trace log and delay-warning marker, and (with a queue mirror, issue 16) has
+/// the peer node drop its copy — in the background, best effort ([`mirror::drops`]).
 pub fn remove(path: &Path, id: &QueueId) -> std::io::Result<()> {
     SPARES
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .dispose(path, id.as_str())?;
+    mirror::drops::finished(id.as_str());
     let _ = std::fs::remove_file(path_in(DEFER_LOG, id));
     crate::notices::remove(id);
     crate::success::remove(id);

@@ -318,6 +318,31 @@ settings! {
     /// user's lock.
     replica_timeout: Seconds = Seconds(30),
         readers "replicator", min Seconds(1), max Seconds(3600);
+    // --- two-node durability of an active-standby pair (issue 16) ---
+    /// cleanup, qmgr, mirror: the peer node's `mirror` inet service (`host:port`). When
+    /// set, cleanup answers a message's 250 only after the peer has written and fsynced
+    /// its copy of the queue file (see `queue_mirror_unreachable` for when it cannot), and
+    /// qmgr tells the peer to drop the copy once the message is delivered or bounced.
+    /// Empty: off (a single host).
+    queue_mirror_peer: String = String::new(),
+        readers "cleanup qmgr mirror postern", check optional_host_port;
+    /// mirror: the secret both nodes share (the same file on each, mode 0600, read by the
+    /// mirror daemon before it drops privileges). Each side proves it knows it with an
+    /// HMAC-SHA256 challenge and response; it never crosses the network. Required when
+    /// queue_mirror_peer is set.
+    queue_mirror_secret_file: ConfigPath = ConfigPath::default(),
+        readers "mirror", path Config;
+    /// cleanup, mirror: the longest wait for the peer's acknowledgement of a copy (connect,
+    /// send and acknowledgement under one deadline); a peer slower than that counts as
+    /// unreachable.
+    queue_mirror_timeout: Seconds = Seconds(10),
+        readers "cleanup mirror", min Seconds(1), max Seconds(300);
+    /// cleanup: what a message gets when the peer cannot take its copy: `"defer"` (451
+    /// 4.3.0, the client retries; nothing is accepted that only one node holds) or
+    /// `"degraded"` (250 anyway, held by this node alone; logged as `degraded` and shown by
+    /// `postern status`).
+    queue_mirror_unreachable: String = "defer".into(),
+        readers "cleanup postern", check defer_or_degraded;
     /// trivial-rewrite: Sun ONE-style rewrite rules (`domain-pattern  $U%$D@channel`; relative to the config dir).
     rewrite_rules: Vec<String> = Vec::new(),
         readers "postern trivial-rewrite";
@@ -578,6 +603,20 @@ fn host_ports(list: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn optional_host_port(hp: &str) -> Result<(), String> {
+    if hp.is_empty() {
+        return Ok(());
+    }
+    host_ports(&[hp.to_string()])
+}
+
+fn defer_or_degraded(v: &str) -> Result<(), String> {
+    match v {
+        "defer" | "degraded" => Ok(()),
+        _ => Err(format!("{v:?} is neither \"defer\" nor \"degraded\"")),
+    }
+}
+
 fn zero_or_at_least_40(n: &u32) -> Result<(), String> {
     if (1..40).contains(n) {
         return Err("must be 0 (no limit) or at least 40".into());
@@ -621,6 +660,12 @@ impl MainConfig {
         super::replica::relation(&self.replica_domains, &self.replica_relays)?;
         if !self.replica_peers.is_empty() && self.replica_secret_file.as_str().is_empty() {
             return Err(("replica_secret_file", "must be set when replica_peers is".into()));
+        }
+        if !self.queue_mirror_peer.is_empty() && self.queue_mirror_secret_file.as_str().is_empty() {
+            return Err((
+                "queue_mirror_secret_file",
+                "must be set when queue_mirror_peer is".into(),
+            ));
         }
         if self.maximal_backoff_time < self.minimal_backoff_time {
             return Err(("maximal_backoff_time", "must be at least minimal_backoff_time".into()));

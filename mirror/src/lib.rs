@@ -1,0 +1,40 @@
+//! # mirror — two-node durability of an active-standby pair (issue 16)
+//!
+//! With `queue_mirror_peer` set, a message gets its 250 only once **both** nodes hold its
+//! queue file on disk: cleanup writes and fdatasyncs the file under its temporary name,
+//! hands the open file to the local mirror daemon (`private/mirror`, [`local`]), which
+//! sends it to the peer's mirror daemon over TCP ([`wire`]); the peer writes it to
+//! `mirror/<QUEUEID>` in its own queue directory, fsyncs file and directory ([`store`])
+//! and acknowledges; only then does cleanup rename the file into `incoming/` and answer.
+//! When the message is finished (delivered or bounced) qmgr tells the peer to drop its
+//! copy ([`drops`], asynchronous, best effort).
+//!
+//! When a node dies for good, the survivor runs `postern mirror adopt` (the keepalived
+//! notify hook does, on becoming MASTER, when the peer's mirror does not answer): every
+//! file in `mirror/` moves to `incoming/` under its own queue ID and is delivered.
+//!
+//! **What it guarantees and what it does not**:
+//! - every message answered 250 while the peer acknowledged is on both disks, so the loss
+//!   of one node's disk loses nothing accepted;
+//! - a lost drop notice (the origin died between removing a finished message and its
+//!   notice reaching the peer, or the peer was down) leaves a copy the survivor would
+//!   deliver again on adoption: at-least-once, not exactly-once, in that window. With the
+//!   replicated mailboxes of issue 15 the message's `X-Postern-GUID` makes the second
+//!   delivery a no-op at the mailbox servers;
+//! - a message partly delivered by the dead node (some recipients done) is delivered to
+//!   all its recipients again after adoption (the copy is the file as accepted);
+//! - a 451 after the peer wrote its copy (the ack came too late) leaves an orphan copy;
+//!   the client sends the message again, so adoption could deliver it twice;
+//! - with `queue_mirror_unreachable = "degraded"` a message accepted while the peer was
+//!   unreachable is on one node only (logged `degraded`); it is not copied later.
+//!
+//! Modules: [`wire`] (the TCP protocol between the nodes: frames, HMAC challenge and
+//! response), [`store`] (the `mirror/` directory: write, drop, count, adopt), [`local`]
+//! (the request protocol on `private/mirror` and its blocking client), [`drops`] (qmgr's
+//! background drop notices), [`daemon`] (the mirror daemon's two services).
+
+pub mod daemon;
+pub mod drops;
+pub mod local;
+pub mod store;
+pub mod wire;

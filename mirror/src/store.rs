@@ -1,0 +1,135 @@
+//! The `mirror/` directory of the queue: the peer's queue files this node keeps, one
+//! file per message named by the peer's queue ID.
+//!
+//! A copy is written under a temporary name (`.tmp.*`), fsynced, renamed to its queue ID
+//! and the directory fsynced ([`postern_lib::safe_open::write_atomic`]) before the peer
+//! gets its acknowledgement; a second copy of the same queue ID (the peer sent it again
+//! after a lost acknowledgement) replaces the first. Names that are not queue IDs are
+//! never written or read, so nothing from the network chooses a path.
+//!
+//! Adoption ([`adopt`]) moves every copy into `incoming/` under the same queue ID (the
+//! same file system, one rename each, both directories fsynced); a copy whose queue ID is
+//! already in one of this node's queues is left where it is and reported (queue IDs carry
+//! time, process ID and a counter, so this means the copy was adopted and re-queued before).
+
+use postern_lib::queue_id::QueueId;
+use std::io::Write;
+use std::path::Path;
+
+/// The directory below `queue_directory`.
+pub const MIRROR_DIR: &str = "mirror";
+
+/// The queues a message of this node may be in; an adopted copy must be in none of them.
+const QUEUES: [&str; 4] = ["incoming", "active", "deferred", "hold"];
+
+/// Writes the copy of `id` durably.
+pub fn keep(dir: &Path, id: &QueueId, data: &[u8]) -> Result<(), String> {
+    postern_lib::safe_open::write_atomic(dir, id.as_str(), 0o600, |f| f.write_all(data)).map_err(|e| e.to_string())
+}
+
+/// Removes the copy of `id`; false when there was none.
+pub fn drop_copy(dir: &Path, id: &QueueId) -> bool {
+    std::fs::remove_file(dir.join(id.as_str())).is_ok()
+}
+
+/// The queue IDs of the copies in `dir` (temporary files and other names skipped).
+pub fn copies(dir: &Path) -> Vec<QueueId> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<QueueId> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| QueueId::parse(n).ok()))
+        .collect();
+    out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    out
+}
+
+/// Copies held and their total size in bytes.
+pub fn held(dir: &Path) -> (usize, u64) {
+    let ids = copies(dir);
+    let bytes = ids
+        .iter()
+        .filter_map(|id| std::fs::symlink_metadata(dir.join(id.as_str())).ok())
+        .map(|m| m.len())
+        .sum();
+    (ids.len(), bytes)
+}
+
+/// What an adoption did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Moved into incoming/.
+    pub moved: Vec<String>,
+    /// Left in mirror/: the queue ID is already queued here.
+    pub collisions: Vec<String>,
+    /// Left in mirror/: the rename failed (with the reason).
+    pub failed: Vec<(String, String)>,
+}
+
+/// Moves every copy in `queue_dir/mirror/` into `queue_dir/incoming/`.
+pub fn adopt(queue_dir: &Path) -> Adopted {
+    let dir = queue_dir.join(MIRROR_DIR);
+    let incoming = queue_dir.join("incoming");
+    let mut out = Adopted::default();
+    for id in copies(&dir) {
+        let name = id.as_str();
+        if QUEUES.iter().any(|q| queue_dir.join(q).join(name).exists()) {
+            out.collisions.push(name.to_string());
+            continue;
+        }
+        // A regular file only: a copy is never a link or a directory.
+        match std::fs::symlink_metadata(dir.join(name)) {
+            Ok(m) if m.file_type().is_file() => {}
+            _ => {
+                out.failed.push((name.to_string(), "not a regular file".into()));
+                continue;
+            }
+        }
+        match std::fs::rename(dir.join(name), incoming.join(name)) {
+            Ok(()) => out.moved.push(name.to_string()),
+            Err(e) => out.failed.push((name.to_string(), e.to_string())),
+        }
+    }
+    if !out.moved.is_empty() {
+        // The renames are durable before anybody is told they happened.
+        let _ = postern_lib::safe_open::fsync_dir(&incoming);
+        let _ = postern_lib::safe_open::fsync_dir(&dir);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_drop_and_adopt() {
+        let q = tempfile::tempdir().unwrap();
+        for d in ["mirror", "incoming", "active", "deferred", "hold"] {
+            std::fs::create_dir(q.path().join(d)).unwrap();
+        }
+        let dir = q.path().join(MIRROR_DIR);
+        let a = QueueId::new();
+        let b = QueueId::new();
+        let c = QueueId::new();
+        keep(&dir, &a, b"first").unwrap();
+        keep(&dir, &a, b"again").unwrap();
+        keep(&dir, &b, b"second").unwrap();
+        keep(&dir, &c, b"third").unwrap();
+        std::fs::write(dir.join("../mirror/not-an-id"), b"x").unwrap();
+        assert_eq!(held(&dir), (3, 5 + 6 + 5));
+        assert!(drop_copy(&dir, &c));
+        assert!(!drop_copy(&dir, &c));
+        // b is queued here already: left alone.
+        std::fs::write(q.path().join("deferred").join(b.as_str()), b"mine").unwrap();
+        let r = adopt(q.path());
+        assert_eq!(r.moved, vec![a.as_str().to_string()]);
+        assert_eq!(r.collisions, vec![b.as_str().to_string()]);
+        assert_eq!(
+            std::fs::read(q.path().join("incoming").join(a.as_str())).unwrap(),
+            b"again"
+        );
+        assert_eq!(copies(&dir), vec![b]);
+    }
+}

@@ -1,0 +1,455 @@
+//! Two-node durability of the active-standby pair (issue 16): with `queue_mirror_peer` set,
+//! a node answers 250 only once the peer's mirror daemon holds a durable copy of the queue
+//! file, so mail accepted by a node whose disk then dies is delivered by the survivor after
+//! `postern mirror adopt`.
+//!
+//! The pair tests build their own LAN of network namespaces ([`postern_tests::netns::Lan`])
+//! with node 1 at 198.18.1.1 and node 2 at 198.18.1.2 (each a Postern instance with the
+//! mirror services on its address, port 1191) and a client at 198.18.1.10 that sends to
+//! node 1 directly (the service address and keepalived are tests/active_standby.rs's
+//! subject; the notify hook runs the same `postern mirror adopt --if-peer-down`).
+//! Node 1's qmgr is stopped (SIGSTOP) before the mail arrives, so none of it is delivered
+//! (or dropped from the mirror) before node 1's queue directory is removed (rm -rf) and
+//! every process of node 1 killed.
+//!
+//! The peer-failure tests run one instance on loopback against a peer played by the test:
+//! nothing listening, a peer that acknowledges too slowly, a peer that answers garbage, and
+//! garbage sent to the instance's own mirror service.
+//!
+//! The pair tests need root, iproute2 and python3; skipped (with the reason recorded) when
+//! one is missing, failed under CI=true (tests/src/skip.rs).
+
+use postern_tests::netns::{Lan, pids_in};
+use postern_tests::*;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// Messages accepted by node 1 before it dies.
+const MESSAGES: usize = 1000;
+/// The shared secret of the tests' pairs.
+const SECRET: &str = "test-mirror-secret-0123456789abcdef\n";
+
+fn can_run() -> bool {
+    require_root("network namespaces") && require_tool("ip", "iproute2") && require_tool("python3", "python3")
+}
+
+/// The mirror services: inet on `listen` (empty: none), unix on private/mirror.
+fn mirror_services(listen: &str) -> String {
+    let mut s = String::new();
+    if !listen.is_empty() {
+        s.push_str(&daemon_service(
+            "mirror",
+            "inet",
+            listen,
+            "mirror",
+            "maxproc = 1\nmax_conns = 64\nmax_use = 1000000\nmax_idle = \"1d\"",
+        ));
+    }
+    s.push_str(&daemon_service(
+        "mirror",
+        "unix",
+        "",
+        "mirror",
+        "maxproc = 1\nmax_conns = 256\nmax_use = 1000000\nmax_idle = \"1d\"",
+    ));
+    s
+}
+
+/// Writes the shared secret into `inst`'s config directory (mode 0600).
+fn write_secret(inst: &Instance) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = inst.etc().join("mirror-secret");
+    std::fs::write(&p, SECRET).expect("write secret");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod secret");
+}
+
+/// Message-ID → copies in alice's Maildir of `inst`.
+fn delivered(inst: &Instance) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for ((id, _), n) in maildir_index(&inst.root.path().join("var/mail/alice")) {
+        *out.entry(id.trim_matches(['<', '>']).to_string()).or_insert(0) += n;
+    }
+    out
+}
+
+/// Files (not temporaries) in `dir`.
+fn count_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Sends `n` messages `<PREFIX-i@as.test>` to alice at `host`:25 over 4 connections, from
+/// `ns` (or the test's namespace); returns (accepted, refused with their codes).
+fn send_many(lan: Option<(&Lan, &str)>, host: &str, port: u16, prefix: &str, n: usize) -> (usize, Vec<String>) {
+    let script = format!(
+        "import smtplib, threading\nok = []\nbad = []\n\
+         def run(k):\n    s = smtplib.SMTP('{host}', {port}, timeout=60)\n    for i in range(k, {n}, 4):\n        \
+         try:\n            s.sendmail('bob@example.test', ['alice@example.test'], \
+         'Subject: %d\\r\\nMessage-ID: <{prefix}-%d@as.test>\\r\\n\\r\\nhello %d\\r\\n' % (i, i, i))\n            \
+         ok.append(i)\n        except smtplib.SMTPResponseException as e:\n            \
+         bad.append('%d %d %s' % (i, e.smtp_code, e.smtp_error))\n            s.rset()\n    s.quit()\n\
+         ts = [threading.Thread(target=run, args=(k,)) for k in range(4)]\n\
+         [t.start() for t in ts]\n[t.join() for t in ts]\nprint(len(ok))\nfor b in bad: print(b)\n"
+    );
+    let out: Output = match lan {
+        Some((lan, ns)) => lan.exec(ns, "python3", &["-c", &script]),
+        None => std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3"),
+    };
+    assert!(
+        out.status.success(),
+        "sending: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    let ok = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+    (ok, lines.map(str::to_string).collect())
+}
+
+/// Two nodes on a LAN; node `i` listens on 198.18.1.(i+1) for SMTP and the mirror.
+struct Pair {
+    lan: Lan,
+    nodes: Vec<Instance>,
+}
+
+impl Pair {
+    fn new(prefix: &str, mirror: bool) -> Pair {
+        let mut lan = Lan::new(prefix);
+        lan.add_host("n1", &["198.18.1.1/24"]);
+        lan.add_host("n2", &["198.18.1.2/24"]);
+        lan.add_host("c", &["198.18.1.10/24"]);
+        let mut nodes = Vec::new();
+        for i in 0..2 {
+            let addr = format!("198.18.1.{}", i + 1);
+            let peer = format!("queue_mirror_peer=198.18.1.{}:1191", 2 - i);
+            let services = pipeline_services(25).replace(
+                "listen = \"127.0.0.1:25\"",
+                &format!("listen = [\"{addr}:25\", \"127.0.0.1:25\"]"),
+            ) + &mirror_services(&format!("{addr}:1191"));
+            let host = format!("myhostname=n{}.example.test", i + 1);
+            let mut settings = vec![host.as_str()];
+            if mirror {
+                settings.extend([
+                    peer.as_str(),
+                    "queue_mirror_secret_file=mirror-secret",
+                    "queue_mirror_unreachable=degraded",
+                ]);
+            }
+            let mut inst = Instance::new(&services, &settings);
+            write_secret(&inst);
+            add_user(&inst, "alice", "alice-pw");
+            owned_mail_base(&inst);
+            inst.set_netns(&lan.ns(["n1", "n2"][i]));
+            inst.start();
+            nodes.push(inst);
+        }
+        Pair { lan, nodes }
+    }
+
+    /// Stops node `i`'s qmgr (SIGSTOP): what it accepts stays in incoming/.
+    fn hold_delivery(&self, i: usize) {
+        let ns = self.lan.ns(["n1", "n2"][i]);
+        let mut found = None;
+        wait_for(Duration::from_secs(10), || {
+            found = pids_in(&ns).into_iter().find(|&p| comm(p).as_deref() == Some("qmgr"));
+            found.is_some()
+        });
+        let pid = found.expect("qmgr running in the node");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .expect("SIGSTOP qmgr");
+    }
+
+    /// Node 1's disk dies (its queue directory removed) and then node 1 (SIGKILL to every
+    /// process in its namespace).
+    fn destroy_node1(&mut self) {
+        let q: PathBuf = self.nodes[0].queue();
+        let st = std::process::Command::new("rm")
+            .arg("-rf")
+            .arg(&q)
+            .status()
+            .expect("rm");
+        assert!(st.success());
+        let killed = self.lan.kill_all("n1");
+        assert!(killed >= 5, "node 1 had its processes: {killed}");
+    }
+}
+
+/// The whole scenario; returns (accepted, delivered by node 2 exactly once, held by node 2).
+fn run_pair(prefix: &str, mirror: bool) -> (usize, HashMap<String, usize>, usize, String) {
+    let t0 = Instant::now();
+    let mut pair = Pair::new(prefix, mirror);
+    pair.hold_delivery(0);
+    let t_send = Instant::now();
+    let (ok, bad) = send_many(Some((&pair.lan, "c")), "198.18.1.1", 25, prefix, MESSAGES);
+    let send_time = t_send.elapsed();
+    assert_eq!(ok, MESSAGES, "node 1 accepts every message: refused {bad:?}");
+    println!(
+        "mirror {}: {MESSAGES} messages accepted by node 1 in {:.1} s ({:.0}/s)",
+        if mirror { "on" } else { "off" },
+        send_time.as_secs_f64(),
+        MESSAGES as f64 / send_time.as_secs_f64()
+    );
+    assert_eq!(count_files(&pair.nodes[0].queue().join("incoming")), MESSAGES);
+    let held = count_files(&pair.nodes[1].queue().join("mirror"));
+    let status = String::from_utf8_lossy(&pair.nodes[1].postern(&["status"]).stdout).to_string();
+    pair.destroy_node1();
+    assert!(!pair.nodes[0].queue().exists(), "node 1's queue is gone");
+    let adopt = pair.nodes[1].postern(&["mirror", "adopt", "--if-peer-down"]);
+    let adopt_out = String::from_utf8_lossy(&adopt.stdout).to_string();
+    assert!(
+        adopt.status.success(),
+        "adopt: {adopt_out} {}",
+        String::from_utf8_lossy(&adopt.stderr)
+    );
+    let want = if mirror { MESSAGES } else { 0 };
+    let node2 = &pair.nodes[1];
+    wait_for(Duration::from_secs(60), || {
+        delivered(node2).len() >= want && count_files(&node2.queue().join("incoming")) == 0
+    });
+    // Anything still on its way shows up now.
+    std::thread::sleep(Duration::from_millis(500));
+    println!("whole run: {:.1} s", t0.elapsed().as_secs_f64());
+    (ok, delivered(node2), held, format!("{status}\n{adopt_out}"))
+}
+
+#[test]
+fn mirror_on_survivor_delivers_every_accepted_message_once() {
+    if !can_run() {
+        return;
+    }
+    let (accepted, got, held, out) = run_pair("pst-md-", true);
+    assert_eq!(held, accepted, "node 2 held a copy of each before node 1 died");
+    assert!(
+        out.contains(&format!("{MESSAGES} copies of the peer's messages held")),
+        "postern status on node 2:\n{out}"
+    );
+    assert!(
+        out.contains("reachable"),
+        "postern status shows the peer reachable:\n{out}"
+    );
+    assert!(out.contains("is down"), "adopt saw node 1 down:\n{out}");
+    assert!(
+        out.contains(&format!("adopted {MESSAGES} message(s)")),
+        "adopt output:\n{out}"
+    );
+    let want: Vec<String> = (0..MESSAGES).map(|i| format!("pst-md--{i}@as.test")).collect();
+    let missing: Vec<&String> = want.iter().filter(|id| !got.contains_key(*id)).collect();
+    let twice: Vec<(&String, &usize)> = got.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        missing.is_empty(),
+        "{} lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(got.len(), MESSAGES);
+}
+
+#[test]
+fn mirror_off_loses_what_the_dead_disk_held() {
+    if !can_run() {
+        return;
+    }
+    let (accepted, got, held, out) = run_pair("pst-mo-", false);
+    assert_eq!(held, 0, "no copies without the mirror");
+    assert!(out.contains("adopted 0 message(s)"), "adopt output:\n{out}");
+    let lost = accepted - got.len();
+    println!("mirror off: {lost} of {accepted} accepted messages lost with node 1's disk");
+    assert_eq!(lost, accepted, "the loss window the mirror closes");
+}
+
+// ---- one node on loopback against a peer played by the test ----
+
+/// One instance whose peer is `peer` (`host:port`), with `settings` more.
+fn single(peer: &str, settings: &[&str]) -> (Instance, u16) {
+    let port = free_port();
+    let services = pipeline_services(port) + &mirror_services("");
+    let peer = format!("queue_mirror_peer={peer}");
+    let mut all = vec![
+        peer.as_str(),
+        "queue_mirror_secret_file=mirror-secret",
+        "queue_mirror_timeout=1s",
+    ];
+    all.extend_from_slice(settings);
+    let mut inst = Instance::new(&services, &all);
+    write_secret(&inst);
+    add_user(&inst, "alice", "alice-pw");
+    owned_mail_base(&inst);
+    inst.start();
+    (inst, port)
+}
+
+/// Sends one message; (SMTP outcome line, seconds it took).
+fn send_one(port: u16, id: &str) -> (String, f64) {
+    let t0 = Instant::now();
+    let (ok, bad) = send_many(None, "127.0.0.1", port, id, 1);
+    let outcome = if ok == 1 { "250".to_string() } else { bad.join(" ") };
+    (outcome, t0.elapsed().as_secs_f64())
+}
+
+/// Nothing in the queue: a refused message leaves no file and no temporary behind.
+fn queue_empty(inst: &Instance) -> bool {
+    ["incoming", "active", "deferred", "hold"].iter().all(|q| {
+        std::fs::read_dir(inst.queue().join(q))
+            .map(|mut rd| rd.next().is_none())
+            .unwrap_or(true)
+    })
+}
+
+#[test]
+fn unreachable_peer_defers_or_degrades_as_configured() {
+    let dead = free_port(); // nothing listens there
+    let (inst, port) = single(&format!("127.0.0.1:{dead}"), &["queue_mirror_unreachable=defer"]);
+    let (outcome, secs) = send_one(port, "unreach-defer");
+    assert!(outcome.contains(" 451 "), "defer: {outcome}");
+    assert!(secs < 5.0, "refused promptly: {secs:.1} s");
+    assert!(inst.log_count("defer: no copy on 127.0.0.1") >= 1, "{}", inst.log());
+    assert!(queue_empty(&inst), "a refused message leaves nothing queued");
+    let status = String::from_utf8_lossy(&inst.postern(&["status"]).stdout).to_string();
+    assert!(status.contains("UNREACHABLE (deferring mail) since"), "{status}");
+
+    let out = inst.postern(&["config", "set", "queue_mirror_unreachable=degraded"]);
+    assert!(out.status.success());
+    let out = inst.postern(&["reload"]);
+    assert!(out.status.success());
+    // New cleanup processes read the new setting; allow master to replace the old ones.
+    let mut outcome = String::new();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            outcome = send_one(port, "unreach-degraded").0;
+            outcome == "250"
+        }),
+        "degraded: 250 from this node alone: {outcome}"
+    );
+    assert!(
+        inst.log_count(": degraded: accepted by this node alone") >= 1,
+        "{}",
+        inst.log()
+    );
+    assert!(wait_for(Duration::from_secs(20), || delivered(&inst)
+        .contains_key("unreach-degraded-0@as.test")));
+    let status = String::from_utf8_lossy(&inst.postern(&["status"]).stdout).to_string();
+    assert!(status.contains("DEGRADED (accepting alone) since"), "{status}");
+}
+
+/// A peer played by the test: accepts connections on a free port and runs `behave` on each.
+fn fake_peer(behave: impl Fn(std::net::TcpStream) + Send + 'static) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            behave(s);
+        }
+    });
+    port
+}
+
+#[test]
+fn slow_acknowledgement_is_a_bounded_wait() {
+    let key = mirror::wire::key(&mirror::wire::parse_secret(SECRET.as_bytes()).expect("secret"));
+    let port = fake_peer(move |mut s| {
+        let key = key.clone();
+        std::thread::spawn(move || {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            if mirror::wire::server_handshake(&mut s, &key).is_ok() {
+                let _ = mirror::wire::read_frame(&mut s, |_| Some(64 << 20));
+                // Acknowledges 4 s later: beyond queue_mirror_timeout (1 s).
+                std::thread::sleep(Duration::from_secs(4));
+                let _ = mirror::wire::write_frame(&mut s, mirror::wire::kind::OK, &[]);
+            }
+        });
+    });
+    let (inst, smtp) = single(&format!("127.0.0.1:{port}"), &["queue_mirror_unreachable=defer"]);
+    let (outcome, secs) = send_one(smtp, "slow");
+    println!("a peer acknowledging after 4 s with queue_mirror_timeout 1 s: {outcome} after {secs:.2} s");
+    assert!(outcome.contains(" 451 "), "{outcome}");
+    assert!(secs < 3.5, "the wait is bounded by queue_mirror_timeout: {secs:.2} s");
+    assert!(inst.log_count("timed out") >= 1, "{}", inst.log());
+    assert!(queue_empty(&inst));
+}
+
+#[test]
+fn garbage_from_or_to_the_peer_is_logged_not_fatal() {
+    // A "peer" that is an SMTP server, or anything else not speaking the protocol.
+    let port = fake_peer(|mut s| {
+        let _ = s.write_all(b"220 smtp.example.test ESMTP not a mirror\r\n\xff\xfe garbage");
+        let mut sink = [0u8; 4096];
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.read(&mut sink);
+    });
+    let port_self = free_port();
+    let services_extra = mirror_services(&format!("127.0.0.1:{port_self}"));
+    let smtp = free_port();
+    let services = pipeline_services(smtp) + &services_extra;
+    let peer = format!("queue_mirror_peer=127.0.0.1:{port}");
+    let mut inst = Instance::new(
+        &services,
+        &[
+            &peer,
+            "queue_mirror_secret_file=mirror-secret",
+            "queue_mirror_timeout=2s",
+            "queue_mirror_unreachable=defer",
+        ],
+    );
+    write_secret(&inst);
+    add_user(&inst, "alice", "alice-pw");
+    owned_mail_base(&inst);
+    inst.start();
+
+    let (outcome, _) = send_one(smtp, "garbage");
+    assert!(outcome.contains(" 451 "), "{outcome}");
+    assert!(
+        wait_for(Duration::from_secs(5), || inst.log_count("protocol error") >= 1),
+        "{}",
+        inst.log()
+    );
+
+    // Garbage to our own mirror service: a wrong proof, a huge length, random bytes.
+    let attempts: [&[u8]; 3] = [
+        &[b'A', 0, 0, 0, 64, 1, 2, 3],
+        &[b'P', 0xff, 0xff, 0xff, 0xff],
+        b"EHLO attacker\r\n\x00\x01\x02",
+    ];
+    for bytes in attempts {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port_self)).expect("connect to mirror");
+        c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut hello = [0u8; 5];
+        c.read_exact(&mut hello).expect("the challenge");
+        assert_eq!(hello[0], b'H');
+        let _ = c.write_all(bytes);
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+    }
+    assert!(
+        wait_for(Duration::from_secs(5), || inst
+            .log_count("mirror: authentication of 127.0.0.1")
+            >= 3),
+        "{}",
+        inst.log()
+    );
+    // Still serving: a fresh connection gets its challenge.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port_self)).expect("connect again");
+    c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut hello = [0u8; 37];
+    c.read_exact(&mut hello).expect("challenge after the garbage");
+    assert_eq!(&hello[..5], &[b'H', 0, 0, 0, 32]);
+    assert!(!inst.log().contains("panicked"), "{}", inst.log());
+    assert!(queue_empty(&inst));
+    let _ = inst.stop();
+}
