@@ -173,7 +173,8 @@ impl Job {
         let Some(r) = self.req.recipients.get(pos) else { return };
         let status = match code {
             200..=299 => Some(RecipientStatus::Delivered),
-            500..=599 => Some(RecipientStatus::Bounced),
+            // A replica copy's 5xx is not final (qmgr keeps it queued: qmgr/src/replica.rs).
+            500..=599 if !self.replica_copy(r) => Some(RecipientStatus::Bounced),
             _ => None,
         };
         if let (Some(status), true) = (status, r.mark)
@@ -188,11 +189,17 @@ impl Job {
         self.results[pos] = Some(res);
     }
 
+    /// Whether `r` is a copy for one replica relay (a recipient with a route in the queue
+    /// file, written by a hub's cleanup).
+    fn replica_copy(&self, r: &DeliverRecipient) -> bool {
+        self.qf.recipients.get(r.index).is_some_and(|q| q.route.is_some())
+    }
+
     fn log(&self, r: &DeliverRecipient, code: u16, dsn: &str, text: &str, relay: &str) {
         let req = &self.req;
         let status = match code {
             200..=299 => "sent",
-            500..=599 => "bounced",
+            500..=599 if !self.replica_copy(r) => "bounced",
             _ => "deferred",
         };
         let times = [

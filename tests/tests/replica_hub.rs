@@ -381,6 +381,8 @@ fn a_replica_refusing_with_5xx_keeps_its_copy_queued_until_fixed() {
         "no notice to the sender:\n{}",
         hub.inst.log()
     );
+    // The smtp client's line for the refusal says deferred: the copy is not finished.
+    assert_eq!(hub.inst.log_count("status=bounced"), 0, "{}", hub.inst.log());
     add_user(&b.inst, "carol", "pw-of-someone");
     hub.flush();
     wait_messages(&b, "carol", 1);
