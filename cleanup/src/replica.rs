@@ -111,3 +111,108 @@ pub fn copies(main: &MainConfig, specs: Vec<RecipientSpec>, replicated: bool) ->
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_lib::config::Cidr;
+
+    fn hub_config() -> MainConfig {
+        MainConfig {
+            myhostname: "mh1.example.test".into(),
+            replica_domains: vec!["example.test".into()],
+            replica_relays: vec!["smtp:[192.0.2.31]:25".into(), "smtp:[192.0.2.32]:25".into()],
+            replica_hub_networks: vec![Cidr::parse("192.0.2.21/32").unwrap()],
+            ..Default::default()
+        }
+    }
+
+    fn from(addr: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(attr::CLIENT_ADDR.to_string(), addr.to_string())])
+    }
+
+    fn parsed(text: &str) -> Header {
+        postern_lib::headers::parse(text.as_bytes(), Default::default()).0
+    }
+
+    fn guids(h: &Header) -> Vec<String> {
+        h.get_all(GUID_HEADER).map(|f| f.value().trim().to_string()).collect()
+    }
+
+    const G: &str = "6a0c2f4e0123456789abcdef01234567";
+
+    #[test]
+    fn a_hub_replaces_a_carried_guid_and_a_trusted_one_is_kept() {
+        let main = hub_config();
+        let mut h = parsed(&format!("Subject: x\nX-Postern-GUID: {G}\n\n"));
+        let g = header(
+            &mut h,
+            &main,
+            &from("198.51.100.7"),
+            false,
+            true,
+            (1_790_000_000, 1),
+            "Q1",
+        )
+        .ok()
+        .flatten()
+        .unwrap();
+        assert_ne!(g, G);
+        assert!(g.starts_with(&format!("{:08x}", 1_790_000_000u32)));
+        assert_eq!(guids(&h), vec![g]);
+        // From a trusted hub (or our own requeue), a valid GUID stays.
+        for (attrs, internal) in [(from("192.0.2.21"), false), (BTreeMap::new(), true)] {
+            let mut h = parsed(&format!("Subject: x\nX-Postern-GUID: {G}\n\n"));
+            let g = header(&mut h, &main, &attrs, internal, true, (1, 1), "Q2")
+                .ok()
+                .flatten();
+            assert_eq!(g.as_deref(), Some(G));
+            assert_eq!(guids(&h), vec![G.to_string()]);
+        }
+        // Two GUIDs, even from a trusted hub: replaced by one.
+        let mut h = parsed(&format!("X-Postern-GUID: {G}\nX-Postern-GUID: {G}\n\n"));
+        header(&mut h, &main, &from("192.0.2.21"), false, true, (1, 1), "Q3").ok();
+        assert_eq!(guids(&h).len(), 1);
+        assert_ne!(guids(&h)[0], G);
+    }
+
+    #[test]
+    fn a_mailbox_server_removes_an_untrusted_guid() {
+        let mut main = hub_config();
+        main.replica_domains.clear();
+        main.replica_relays.clear();
+        for attrs in [from("198.51.100.7"), BTreeMap::new()] {
+            let mut h = parsed(&format!("Subject: x\nX-Postern-GUID: {G}\n\n"));
+            let g = header(&mut h, &main, &attrs, false, false, (1, 1), "Q4").ok().flatten();
+            assert_eq!(g, None);
+            assert!(guids(&h).is_empty());
+        }
+        let mut h = parsed(&format!("Subject: x\nX-Postern-GUID: {G}\n\n"));
+        let g = header(&mut h, &main, &from("192.0.2.21"), false, false, (1, 1), "Q5")
+            .ok()
+            .flatten();
+        assert_eq!(g.as_deref(), Some(G));
+    }
+
+    #[test]
+    fn replica_recipients_become_one_routed_copy_per_relay() {
+        let main = hub_config();
+        let spec = |a: &str| RecipientSpec {
+            address: a.into(),
+            orcpt: None,
+            notify: Default::default(),
+        };
+        assert!(replicated(&main, &["bob@other.test", "alice@Example.test"]));
+        assert!(!replicated(&main, &["bob@other.test"]));
+        let out = copies(&main, vec![spec("alice@example.test"), spec("bob@other.test")], true);
+        let routes: Vec<(&str, Option<&str>)> = out.iter().map(|(s, r)| (s.address.as_str(), r.as_deref())).collect();
+        assert_eq!(
+            routes,
+            [
+                ("alice@example.test", Some("smtp:[192.0.2.31]:25")),
+                ("alice@example.test", Some("smtp:[192.0.2.32]:25")),
+                ("bob@other.test", None)
+            ]
+        );
+    }
+}
