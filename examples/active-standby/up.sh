@@ -12,7 +12,11 @@
 # it; --alternate SECONDS: the address moves between the nodes every SECONDS (>= 5).
 # Each node is a Postern instance in $PST_DIR/NODE (default /var/tmp/postern-active-standby).
 # Needs: iproute2, keepalived, openssl, a built Postern (cargo build --workspace).
-# No replication yet: each node has its own queue and mailboxes (issues 15/16).
+# Two-node durability is on: each node's mirror service (port 1191 on its own address)
+# keeps a copy of every queue file the other accepts, before the 250 (queue_mirror_peer,
+# shared secret mirror-secret; queue_mirror_unreachable = degraded, so a node whose peer is
+# dead keeps accepting, logged); the notify hook adopts a dead peer's copies on MASTER.
+# Mailboxes are not replicated here: each node has its own (issue 15 is examples/redundant).
 set -eu
 . "$(dirname "$0")/common.sh"
 need_root
@@ -30,6 +34,8 @@ done
 sh "$(dirname "$0")/down.sh" >/dev/null
 mkdir -p "$PST_DIR"
 chmod 755 "$PST_DIR"
+# The queue mirror's shared secret: the same file on both nodes.
+secret=$(openssl rand -hex 32)
 
 # The LAN: a bridge in its own namespace, a veth pair per host created inside the namespaces.
 ip netns add $BRIDGE_NS
@@ -66,6 +72,36 @@ for ns in $NODES; do
         "pop3d_secure_networks=127.0.0.0/8, 198.18.1.0/24" \
         "imapd_tls_cert_file=cert.pem" "imapd_tls_key_file=key.pem" \
         "smtpd_tls_cert_file=cert.pem" "smtpd_tls_key_file=key.pem" >/dev/null
+    # The queue mirror: its two services (inet on this node's address, for the peer), the
+    # peer's address and the shared secret.
+    addr=$(addr_of "$ns")
+    if [ "$ns" = pst-n1 ]; then peer=$(addr_of pst-n2); else peer=$(addr_of pst-n1); fi
+    cat >>"$root/etc/master.toml" <<EOF
+
+# The queue mirror (two-node durability, issue 16), added by examples/active-standby/up.sh.
+[[service]]
+name = "mirror"
+type = "inet"
+listen = "$addr:1191"
+command = "mirror"
+maxproc = 1
+max_conns = 64
+max_use = 1000000
+max_idle = "1d"
+
+[[service]]
+name = "mirror"
+type = "unix"
+command = "mirror"
+maxproc = 1
+max_conns = 256
+max_use = 1000000
+max_idle = "1d"
+EOF
+    (umask 077; printf '%s\n' "$secret" >"$root/etc/mirror-secret")
+    "$POSTERN_BIN/postern" -c "$root/etc" config set \
+        "queue_mirror_peer=$peer:1191" "queue_mirror_secret_file=mirror-secret" \
+        "queue_mirror_unreachable=degraded" >/dev/null
     echo alice-pw | "$POSTERN_BIN/postern" -c "$root/etc" user add alice >/dev/null
     echo bob-pw | "$POSTERN_BIN/postern" -c "$root/etc" user add bob >/dev/null
     sh "$repo/etc/keepalived/render.sh" --node "$n" --mode "$mode" --alternate-seconds "$alt" \
