@@ -89,6 +89,8 @@ pub struct ProxyConn {
     sync: Option<SyncAsk>,
     /// A changing command's answer is held until the sync answers.
     holding: bool,
+    /// The client has more than [`OUTPUT_HIGH_WATER`] unread: the proxy waits for it.
+    client_slow: bool,
     /// The per-address count of a connection not yet logged in, given back at login.
     pub ticket: Option<Ticket>,
 }
@@ -121,6 +123,7 @@ impl ProxyConn {
             login_reply: None,
             sync: None,
             holding: false,
+            client_slow: false,
             ticket,
         }
     }
@@ -234,6 +237,7 @@ impl ProxyConn {
             match Backend::connect(name, *addr, registry, token) {
                 Ok(b) => {
                     self.backend = Some(b);
+                    self.dialect.reset_login();
                     self.connect_due = Instant::now() + self.cfg.connect_timeout;
                     self.phase = Phase::Connect;
                     return;
@@ -430,10 +434,13 @@ impl ProxyConn {
         }
         let Some(b) = self.backend.as_mut() else { return false };
         let mut progress = false;
-        // client -> backend
-        let was = self.dialect.outstanding();
+        // client -> backend (the backend's silence counts from the last byte sent)
         match self.dialect.client_input(io, &mut b.out, MAX_TO_BACKEND) {
-            Ok(p) => progress |= p,
+            Ok(true) => {
+                progress = true;
+                b.last = Instant::now();
+            }
+            Ok(false) => {}
             Err(words) => {
                 tracing::info!(
                     "proxy: protocol error from client={} user={}: {}",
@@ -447,14 +454,17 @@ impl ProxyConn {
                 return true;
             }
         }
-        if !was && self.dialect.outstanding() {
-            b.last = Instant::now();
-        }
         if let Err(e) = b.flush(io.aux().0) {
             self.lost(io, &format!("write: {e}"));
             return true;
         }
-        // backend -> client
+        // backend -> client (not read while the client has not read enough: then the
+        // proxy waits for the client, not for the backend)
+        if io.pending_output() >= OUTPUT_HIGH_WATER
+            && let Some(b) = self.backend.as_mut()
+        {
+            b.last = Instant::now();
+        }
         while !self.holding && io.pending_output() < OUTPUT_HIGH_WATER {
             let Some(b) = self.backend.as_mut() else { break };
             b.read(MAX_FROM_BACKEND);
@@ -483,6 +493,7 @@ impl ProxyConn {
                 break;
             }
         }
+        self.client_slow = io.pending_output() >= OUTPUT_HIGH_WATER;
         let Some(b) = self.backend.as_ref() else {
             return progress;
         };
@@ -549,7 +560,8 @@ impl Protocol for ProxyConn {
     fn waiting(&self) -> bool {
         match self.phase {
             Phase::Auth | Phase::Connect | Phase::Login | Phase::Sync => true,
-            Phase::Relay => self.holding || self.dialect.outstanding(),
+            // (an answer the client does not read is not waited for: the idle deadline runs)
+            Phase::Relay => self.holding || (self.dialect.outstanding() && !self.client_slow),
             Phase::PreAuth | Phase::Done => false,
         }
     }
@@ -610,7 +622,13 @@ impl Protocol for ProxyConn {
                 self.backend_failed(io, &format!("no answer to the login in {}s", timeout.as_secs()));
                 true
             }
-            Phase::Relay if silent && !self.holding && self.dialect.outstanding() => {
+            Phase::Relay
+                if silent
+                    && !self.holding
+                    && self.dialect.outstanding()
+                    && io.pending_output() < OUTPUT_HIGH_WATER
+                    && self.backend.as_ref().is_some_and(|b| b.inp.is_empty()) =>
+            {
                 let name = self.backend.as_ref().map(|b| b.name.clone()).unwrap_or_default();
                 tracing::warn!(
                     "proxy: backend {name} did not answer in {}s (user={}, client={})",

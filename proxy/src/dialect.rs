@@ -69,6 +69,8 @@ pub trait Dialect {
     fn greeting(&mut self, sec: &Security) -> Vec<u8>;
     /// One command before login, from the client's input.
     fn preauth(&mut self, io: &mut Io<'_>, sec: &Security) -> Pre;
+    /// A new backend connection: its login starts from the greeting.
+    fn reset_login(&mut self);
     /// The reply to a login auth refused.
     fn auth_failed(&mut self) -> Vec<u8>;
     /// The reply to a login that cannot be completed now (`text` says why).

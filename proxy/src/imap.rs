@@ -250,7 +250,10 @@ impl Imap {
         if cmd == b"LOGOUT" {
             self.quitting = true;
         }
-        self.pending.push_back(Pending { tag, changing, idle });
+        // (no tag: the backend answers untagged, nothing to wait for)
+        if !tag.is_empty() {
+            self.pending.push_back(Pending { tag, changing, idle });
+        }
         if idle {
             self.req = Req::IdleDone;
         }
@@ -267,7 +270,7 @@ impl Imap {
             return Ok(false);
         }
         if l.starts_with(b"+") {
-            if self.pending.front().is_some_and(|p| p.idle) {
+            if self.pending.back().is_some_and(|p| p.idle) {
                 self.idling = true;
             }
             self.await_cont = false;
@@ -437,6 +440,10 @@ impl Dialect for Imap {
         }
     }
 
+    fn reset_login(&mut self) {
+        self.blogin = BLogin::Greeting;
+    }
+
     fn auth_failed(&mut self) -> Vec<u8> {
         format!(
             "{} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
@@ -512,6 +519,7 @@ impl Dialect for Imap {
             if self.req == Req::IdleDone {
                 // the DONE that ends an IDLE (the backend judges what it is)
                 self.req = Req::Line;
+                self.idling = false;
                 to_backend.extend_from_slice(&line);
                 to_backend.extend_from_slice(b"\r\n");
                 continue;

@@ -195,6 +195,10 @@ impl Dialect for Pop3 {
         Pre::Done
     }
 
+    fn reset_login(&mut self) {
+        self.blogin = BLogin::Greeting;
+    }
+
     fn auth_failed(&mut self) -> Vec<u8> {
         b"-ERR [AUTH] Authentication failed\r\n".to_vec()
     }

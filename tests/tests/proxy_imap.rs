@@ -262,7 +262,9 @@ fn rss_kb(pid: u32) -> u64 {
 
 #[test]
 fn a_client_that_does_not_read_holds_the_backend_back() {
-    let b = start(&[], &[], &[]);
+    // (a backend timeout shorter than the client's pause: waiting for the client is not
+    // waiting for the backend)
+    let b = start(&[], &[], &["proxy_backend_timeout=2s"]);
     // a 30 MB message
     let mut big = b"Subject: big\r\n\r\n".to_vec();
     while big.len() < 30 << 20 {
@@ -273,8 +275,8 @@ fn a_client_that_does_not_read_holds_the_backend_back() {
     let proxy = proxy_common::daemon_pids(&b, "proxy");
     let before: u64 = proxy.iter().map(|p| rss_kb(*p)).sum();
     c.send(b"a SELECT INBOX\r\nb FETCH 1 BODY.PEEK[]\r\n");
-    // the client reads nothing for two seconds while imapd could send it all
-    std::thread::sleep(Duration::from_secs(2));
+    // the client reads nothing for four seconds while imapd could send it all
+    std::thread::sleep(Duration::from_secs(4));
     let during: u64 = proxy.iter().map(|p| rss_kb(*p)).sum();
     c.s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     // (only the tail is searched: the answer is 30 MB)
@@ -306,8 +308,9 @@ fn a_client_that_does_not_read_holds_the_backend_back() {
     eprintln!("proxy VmRSS: {before} kB before, {during} kB while a 30 MB FETCH waited for the client");
 }
 
-/// A fake IMAP backend on a thread: greets, records the login line, accepts it, then
-/// answers the first command with `reply`; returns its port and what it received.
+/// A fake IMAP backend on a thread: greets, records the login line, accepts it (or
+/// refuses it when `reply` is empty), then answers the first command with `reply`;
+/// returns its port and what it received.
 fn fake_backend(reply: &'static [u8]) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
@@ -323,6 +326,11 @@ fn fake_backend(reply: &'static [u8]) -> (u16, std::thread::JoinHandle<Vec<u8>>)
         r.read_until(b'\n', &mut line).expect("login");
         got.extend_from_slice(&line);
         let tag = line.split(|&b| b == b' ').next().unwrap_or_default().to_vec();
+        if reply.is_empty() {
+            w.write_all(&[&tag[..], b" NO [AUTHENTICATIONFAILED] no\r\n"].concat())
+                .expect("no");
+            return got;
+        }
         w.write_all(&[&tag[..], b" OK [CAPABILITY IMAP4rev1 IDLE] fake logged in\r\n"].concat())
             .expect("ok");
         line.clear();
@@ -361,4 +369,21 @@ fn a_backend_that_answers_garbage_ends_the_session_clearly() {
         log.contains(&format!("backend 127.0.0.1:{fake} lost: protocol error")),
         "{log}"
     );
+}
+
+#[test]
+fn a_backend_that_refuses_the_master_login_is_passed_over() {
+    let (fake, seen) = fake_backend(b"");
+    let b = start(&[], &[fake], &[]);
+    let mut c = login(b.imap_proxy);
+    c.send(b"a SELECT INBOX\r\nb LOGOUT\r\n");
+    let r = text(&c.read_to_close(T));
+    assert!(r.contains("a OK") && r.contains("b OK"), "{r}");
+    assert!(text(&seen.join().expect("fake")).starts_with("P1 LOGIN \"alice*proxy\""));
+    let log = b.inst.log();
+    assert!(
+        log.contains(&format!("backend 127.0.0.1:{fake}: master login refused")),
+        "{log}"
+    );
+    assert!(log.contains(&format!("backend=127.0.0.1:{}", b.imap)), "{log}");
 }
