@@ -12,6 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+/// After a connect that timed out, `Sync` requests skip the peer this long (the proxy
+/// must not wait a connect timeout on every change while a peer host is down); the sweep
+/// retries it.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The longest wait for a peer's TCP connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The settings a node works with.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -31,6 +38,8 @@ pub struct NodeConfig {
 
 struct Track {
     status: PeerStatus,
+    /// When the last attempt failed, for the back-off of [`RETRY_AFTER`].
+    failed_at: Option<std::time::Instant>,
     /// Users changed here and not yet merged into this peer.
     pending: BTreeSet<String>,
 }
@@ -66,6 +75,7 @@ impl Node {
                     users_pending: 0,
                 },
                 pending: BTreeSet::new(),
+                failed_at: None,
             })
             .collect();
         Node {
@@ -92,9 +102,19 @@ impl Node {
             peer,
             &self.cfg.node,
             &self.cfg.secret,
+            self.cfg.timeout.min(CONNECT_TIMEOUT),
             self.cfg.timeout,
             self.cfg.max_message,
         )
+    }
+
+    /// Whether peer `i` failed within [`RETRY_AFTER`]: a `Sync` does not wait for it
+    /// again (the sweep retries it).
+    fn backing_off(&self, i: usize) -> Option<String> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let t = peers.get(i)?;
+        let recent = t.failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER);
+        recent.then(|| format!("{} (retried later)", t.status.last_error.clone().unwrap_or_default()))
     }
 
     /// Merges `user` with `remote` (connected to peer number `i`).
@@ -113,6 +133,7 @@ impl Node {
         let Some(t) = peers.get_mut(i) else { return };
         let state = match result {
             Ok(_) => {
+                t.failed_at = None;
                 t.pending.remove(user);
                 t.status.last_success = Some(now());
                 t.status.last_error = None;
@@ -123,6 +144,8 @@ impl Node {
                 }
             }
             Err(e) => {
+                // only a host that does not answer costs a wait worth skipping
+                t.failed_at = e.contains(crate::remote::NO_ANSWER).then(std::time::Instant::now);
                 t.pending.insert(user.to_string());
                 t.status.last_error = Some(e.clone());
                 PeerState::Unreachable
@@ -145,6 +168,15 @@ impl Node {
         let mut in_step = Vec::new();
         let mut unreachable = Vec::new();
         for (i, peer) in self.cfg.peers.iter().enumerate() {
+            if let Some(why) = self.backing_off(i) {
+                let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(t) = peers.get_mut(i) {
+                    t.pending.insert(user.to_string());
+                    t.status.users_pending = t.pending.len() as u64;
+                }
+                unreachable.push((peer.clone(), why));
+                continue;
+            }
             let r = self.connect(peer).and_then(|mut remote| self.merge(&mut remote, user));
             match &r {
                 Ok(rep) => {

@@ -86,7 +86,15 @@ fn merge_over_the_peer_protocol() {
     eprintln!("append {:?}", t0.elapsed());
     append(db.path(), "Sent", 3);
     let (addr, t) = server(db.path().to_path_buf(), SECRET);
-    let mut remote = RemoteReplica::connect(&addr, "a", SECRET, Duration::from_secs(5), 1 << 20).unwrap();
+    let mut remote = RemoteReplica::connect(
+        &addr,
+        "a",
+        SECRET,
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        1 << 20,
+    )
+    .unwrap();
     assert_eq!(remote.node(), "b");
     remote.open("alice").unwrap();
     let mut local = LocalReplica::open(da.path(), "alice", "a", 1 << 20).unwrap();
@@ -103,9 +111,16 @@ fn merge_over_the_peer_protocol() {
     assert!(!r.changed(), "{r:?}");
     drop(remote);
     // the wrong secret: refused both ways
-    let e = RemoteReplica::connect(&addr, "a", b"another secret of 16+", Duration::from_secs(5), 1 << 20)
-        .err()
-        .unwrap();
+    let e = RemoteReplica::connect(
+        &addr,
+        "a",
+        b"another secret of 16+",
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        1 << 20,
+    )
+    .err()
+    .unwrap();
     assert!(e.contains("authentication failed"), "{e}");
     // garbage instead of a hello, then a huge frame: the session ends, the server lives
     let mut s = TcpStream::connect(&addr).unwrap();
@@ -133,7 +148,14 @@ fn a_peer_that_answers_garbage_is_an_error_not_a_panic() {
             let _ = s.write_all(&garbage);
             std::thread::sleep(Duration::from_millis(200));
         });
-        let r = RemoteReplica::connect(&addr, "a", SECRET, Duration::from_secs(1), 1 << 20);
+        let r = RemoteReplica::connect(
+            &addr,
+            "a",
+            SECRET,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            1 << 20,
+        );
         assert!(r.is_err());
         t.join().unwrap();
     }

@@ -8,6 +8,9 @@ use postern_lib::mailbox::replica::{MessageInfo, NewMessage, Placed};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+/// The words of a connect that timed out (a peer host down or cut off).
+pub const NO_ANSWER: &str = "no answer to connect";
+
 /// An authenticated connection to a peer's replicator, working on one user at a time.
 pub struct RemoteReplica {
     conn: Conn<TcpStream>,
@@ -17,15 +20,28 @@ pub struct RemoteReplica {
 }
 
 impl RemoteReplica {
-    /// Connects to `addr` (`host:port`), does the hellos and the mutual HMAC proof of
-    /// `secret` as replica `me`.
-    pub fn connect(addr: &str, me: &str, secret: &[u8], timeout: Duration, max_message: u64) -> Res<RemoteReplica> {
+    /// Connects to `addr` (`host:port`) within `connect_timeout`, does the hellos and the
+    /// mutual HMAC proof of `secret` as replica `me`; `timeout` bounds every later wait.
+    pub fn connect(
+        addr: &str,
+        me: &str,
+        secret: &[u8],
+        connect_timeout: Duration,
+        timeout: Duration,
+        max_message: u64,
+    ) -> Res<RemoteReplica> {
         let sa = addr
             .to_socket_addrs()
             .map_err(|e| format!("{addr}: {e}"))?
             .next()
             .ok_or_else(|| format!("{addr}: no address"))?;
-        let s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("{addr}: {e}"))?;
+        let s = TcpStream::connect_timeout(&sa, connect_timeout).map_err(|e| {
+            if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
+                format!("{addr}: {NO_ANSWER} within {connect_timeout:?}")
+            } else {
+                format!("{addr}: {e}")
+            }
+        })?;
         s.set_read_timeout(Some(timeout)).map_err(|e| format!("{addr}: {e}"))?;
         s.set_write_timeout(Some(timeout)).map_err(|e| format!("{addr}: {e}"))?;
         let _ = s.set_nodelay(true);
