@@ -7,7 +7,8 @@
 //! (`PST_PREFIX`, e.g. `pst-rd-` gives `pst-rd-client`, `pst-rd-mh1`, ...), so tests
 //! running in parallel never meet; the addresses inside (198.18.0.0/24) are the same in
 //! each. Dropping it runs `down.sh --purge`, which kills every process of its namespaces
-//! and removes them, their links and the files it made.
+//! and removes them, their links and the files it made (with `REDUNDANT_KEEP` set, a
+//! failed test's work directory stays, its path printed).
 //!
 //! Hosts are named as in the scripts: `client` (the sender and the DNS server), `mh1` and
 //! `mh2` (hubs), `mba` and `mbb` (mailbox servers A and B).
@@ -364,11 +365,19 @@ impl Cluster {
     }
 }
 
+/// Set (to anything) to keep a failed test's work directory (logs, queues, Maildirs).
+pub const KEEP_ENV: &str = "REDUNDANT_KEEP";
+
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let out = self.script("down.sh", &["--purge"]);
+        let keep = std::thread::panicking() && std::env::var_os(KEEP_ENV).is_some();
+        let out = self.script("down.sh", if keep { &[][..] } else { &["--purge"][..] });
         if !out.status.success() {
             eprintln!("down.sh failed: {}", output_text(&out));
+        }
+        if keep {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            eprintln!("{KEEP_ENV}: the cluster's files stay in {}", dir.keep().display());
         }
     }
 }

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""An IMAP client for the redundant cluster's soak (tests/tests/redundant_soak.rs).
+
+Usage: redundant_soak_client.py HOST PORT USER PASSWORD SECONDS SEED. For SECONDS it logs
+in (HOST may be a round-robin name: a refused address is followed by the next), and in
+each session makes a few changes to random messages of INBOX: +FLAGS (\\Seen), or
+\\Deleted and UID EXPUNGE of that one message. A connection that fails (the proxy or its
+server was killed) is dropped and the client logs in again. It prints, flushed:
+  seen ID        the STORE was answered OK
+  try-delete ID  before a deletion is sent (its outcome is unknown until `deleted`)
+  deleted ID     the UID EXPUNGE was answered OK
+  error TEXT     a session that failed
+"""
+import imaplib
+import random
+import re
+import sys
+import time
+
+host, port, user, pw = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+end = time.time() + float(sys.argv[5])
+rnd = random.Random(int(sys.argv[6]))
+
+
+def out(*words):
+    print(*words, flush=True)
+
+
+def messages(m):
+    typ, data = m.uid('FETCH', '1:*', '(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])')
+    if typ != 'OK':
+        raise RuntimeError('FETCH %r' % (data,))
+    found = []
+    for item in data:
+        if isinstance(item, tuple):
+            uid = re.search(rb'UID (\d+)', item[0])
+            mid = re.search(rb'<([^>]*)>', item[1])
+            if uid and mid:
+                found.append((uid.group(1).decode(), mid.group(1).decode()))
+    return found
+
+
+while time.time() < end:
+    try:
+        m = imaplib.IMAP4(host, port, timeout=15)
+        m.login(user, pw)
+        if m.select('INBOX')[0] != 'OK':
+            raise RuntimeError('SELECT')
+        for _ in range(5):
+            if time.time() >= end:
+                break
+            msgs = messages(m)
+            if not msgs:
+                time.sleep(0.2)
+                continue
+            uid, mid = rnd.choice(msgs)
+            if rnd.random() < 0.6:
+                if m.uid('STORE', uid, '+FLAGS', '(\\Seen)')[0] == 'OK':
+                    out('seen', mid)
+            else:
+                out('try-delete', mid)
+                if m.uid('STORE', uid, '+FLAGS', '(\\Deleted)')[0] == 'OK' and m.uid('EXPUNGE', uid)[0] == 'OK':
+                    out('deleted', mid)
+            time.sleep(0.1)
+        m.logout()
+    except Exception as e:  # the proxy or its server died: log in again
+        out('error', type(e).__name__, str(e).replace('\n', ' ')[:200])
+        time.sleep(0.3)

@@ -1,0 +1,190 @@
+//! Issue 15, the short soak (the CI one): several senders, a chaos loop that kills a
+//! random hub or mailbox server (SIGKILL to every process of the node) every few seconds
+//! and starts it again, and an IMAP client changing flags and deleting through the proxy
+//! (by the round-robin name, so it lands on whichever mailbox server lives). At the end,
+//! every node up and every queue empty: A and B identical (folders, UIDVALIDITY, UIDs,
+//! Message-IDs, flags), every accepted message present exactly once unless the client
+//! deleted it (a deletion whose answer was lost may have happened or not, the same on
+//! both), no deleted message back, every confirmed \Seen kept.
+//!
+//! `REDUNDANT_SOAK_MESSAGES` (default 400), `REDUNDANT_SOAK_SENDERS` (default 4) and
+//! `REDUNDANT_SOAK_SEED` (printed) size and replay it; the issue's long run is
+//! `REDUNDANT_SOAK_MESSAGES=2000 REDUNDANT_SOAK_SENDERS=16 cargo nextest run -p
+//! postern-tests --test redundant_soak --no-capture`.
+//!
+//! Needs root, iproute2, dnsmasq, openssl, python3 and a build with the hubs' copies, the
+//! replicator and the proxy (skipped with the reason recorded, failed under CI=true).
+
+use postern_tests::redundant::{Cluster, MAILBOX_SERVERS, flags_in, missing_parts, output_text};
+use postern_tests::*;
+use std::collections::{HashMap, HashSet};
+use std::io::BufRead;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A number from the environment, else `default`.
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[test]
+fn soak_senders_chaos_and_a_client_leave_a_and_b_identical_and_every_message_once() {
+    if !Cluster::can_run() {
+        return;
+    }
+    if let Some(why) = missing_parts(&["hubs", "replicator", "proxy"]) {
+        skip(&why);
+        return;
+    }
+    let messages = env_usize("REDUNDANT_SOAK_MESSAGES", 400);
+    let senders = env_usize("REDUNDANT_SOAK_SENDERS", 4).max(1);
+    let (mut rng, seed) = Rng::from_env("REDUNDANT_SOAK_SEED");
+    println!("soak: {messages} messages from {senders} senders, REDUNDANT_SOAK_SEED={seed}");
+    let t0 = Instant::now();
+    let cluster = Cluster::up("pst-rs-");
+    // A few messages first, so the client has something to change from the start.
+    let first = cluster.deliver_to_both("soak-first", 10, "alice");
+
+    let per = messages.div_ceil(senders);
+    let children: Vec<std::process::Child> = (0..senders)
+        .map(|i| cluster.sender(&format!("soak{i}"), per, "alice@example.test", 0.05))
+        .collect();
+    // The client runs as long as the senders are expected to (0.05 s a message and the
+    // SMTP time), at least 15 s.
+    let client_secs = ((per as f64) * 0.08).max(15.0);
+    let client = cluster
+        .command("client", "python3")
+        .arg(repo_root().join("tests/scripts/redundant_soak_client.py"))
+        .args(["imap.example.test", "1143", "alice", "alice-pw"])
+        .arg(format!("{client_secs:.0}"))
+        .arg(seed.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+
+    // Chaos while the senders and the client run: every 3-5 s a random hub or mailbox
+    // server dies (every process, SIGKILL) and comes back 1-2 s later.
+    let stop = AtomicBool::new(false);
+    let mut kills: Vec<String> = Vec::new();
+    let (sent, client_out) = std::thread::scope(|s| {
+        let readers: Vec<_> = children
+            .into_iter()
+            .map(|mut c| {
+                s.spawn(move || {
+                    let ids: Vec<String> = std::io::BufReader::new(c.stdout.take().expect("stdout"))
+                        .lines()
+                        .map_while(Result::ok)
+                        .collect();
+                    let out = c.wait_with_output().expect("sender");
+                    assert!(out.status.success(), "a sender: {}", output_text(&out));
+                    ids
+                })
+            })
+            .collect();
+        let client = s.spawn(|| client.wait_with_output().expect("soak client"));
+        let stop = &stop;
+        let chaos = s.spawn(|| {
+            let mut killed = Vec::new();
+            std::thread::sleep(Duration::from_secs(2));
+            while !stop.load(Ordering::Relaxed) {
+                let victim = ["mh1", "mh2", "mba", "mbb"][rng.below(4) as usize];
+                cluster.node(victim, "kill");
+                killed.push(victim.to_string());
+                std::thread::sleep(Duration::from_millis(1000 + rng.below(1000)));
+                cluster.node(victim, "start");
+                std::thread::sleep(Duration::from_millis(2000 + rng.below(2000)));
+            }
+            killed
+        });
+        let sent: Vec<String> = readers
+            .into_iter()
+            .flat_map(|r| r.join().expect("sender thread"))
+            .collect();
+        let client_out = client.join().expect("client thread");
+        stop.store(true, Ordering::Relaxed);
+        kills = chaos.join().expect("chaos thread");
+        (sent, client_out)
+    });
+    assert_eq!(sent.len(), per * senders, "the sender accepted every message");
+    let client_text = String::from_utf8_lossy(&client_out.stdout).into_owned();
+    assert!(client_out.status.success(), "soak client: {}", output_text(&client_out));
+    let of = |what: &str| -> HashSet<String> {
+        client_text
+            .lines()
+            .filter_map(|l| l.strip_prefix(what).map(|id| id.trim().to_string()))
+            .collect()
+    };
+    let (seen, tried, deleted) = (of("seen "), of("try-delete "), of("deleted "));
+    let errors = client_text.lines().filter(|l| l.starts_with("error ")).count();
+    println!(
+        "chaos killed {} nodes ({kills:?}); the client: {} \\Seen, {} deleted ({} tried), {errors} sessions cut",
+        kills.len(),
+        seen.len(),
+        deleted.len(),
+        tried.len()
+    );
+    assert!(!kills.is_empty() && !seen.is_empty() && !deleted.is_empty());
+
+    // Settle: every queue empty, then A and B identical (the replicators' sweep and a
+    // login through each proxy bring them in step).
+    let all: Vec<String> = first.iter().chain(sent.iter()).cloned().collect();
+    assert!(
+        wait_for(Duration::from_secs(120), || {
+            ["client", "mh1", "mh2", "mba", "mbb"]
+                .iter()
+                .all(|h| cluster.queued(h) == 0)
+        }),
+        "queues empty\n{}",
+        cluster.status()
+    );
+    let mut last = (Vec::new(), Vec::new());
+    let same = wait_for(Duration::from_secs(60), || {
+        for h in MAILBOX_SERVERS {
+            let _ = cluster.pop3_state(
+                "client",
+                postern_tests::redundant::addr_of(h),
+                1100,
+                "alice",
+                "alice-pw",
+            );
+        }
+        last = (
+            cluster.backend_imap("mba", "alice", "alice-pw"),
+            cluster.backend_imap("mbb", "alice", "alice-pw"),
+        );
+        last.0 == last.1
+    });
+    assert!(same, "A and B identical (A left, B right): {:#?}", last);
+    let state = last.0;
+
+    // Every accepted message once in INBOX, unless deleted; no deleted one back.
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for l in state.iter().filter(|l| l.starts_with("M INBOX ")) {
+        if let Some(id) = l.split(' ').nth(3) {
+            *count.entry(id).or_insert(0) += 1;
+        }
+    }
+    for id in &all {
+        let n = count.get(id.as_str()).copied().unwrap_or(0);
+        if deleted.contains(id) {
+            assert_eq!(n, 0, "{id} was deleted and is back");
+        } else if tried.contains(id) {
+            assert!(n <= 1, "{id} {n} times");
+        } else {
+            assert_eq!(n, 1, "{id} is in INBOX exactly once");
+        }
+    }
+    for id in &seen {
+        if let Some(flags) = flags_in(&state, "INBOX", id) {
+            assert!(flags.contains("\\Seen"), "{id} keeps \\Seen: {flags}");
+        }
+    }
+    println!(
+        "soak: {} messages accepted, A and B identical ({} INBOX messages) {:.1} s after the start",
+        all.len(),
+        count.len(),
+        t0.elapsed().as_secs_f64()
+    );
+}
