@@ -52,6 +52,7 @@ pub mod cache;
 pub mod flags;
 pub mod folder;
 mod folder_sync;
+pub mod give_back;
 pub mod headers;
 pub mod index;
 pub mod replica;

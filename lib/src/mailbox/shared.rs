@@ -355,7 +355,7 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        REGISTRY.with(|r| {
+        let gone = REGISTRY.with(|r| {
             let mut r = r.borrow_mut();
             let last = match r.states.get_mut(&self.path) {
                 Some(e) => {
@@ -364,15 +364,23 @@ impl Drop for Handle {
                 }
                 None => false,
             };
-            if last && let Some(e) = r.states.remove(&self.path) {
-                for wd in e.watches {
+            if last && let Some(mut e) = r.states.remove(&self.path) {
+                for wd in std::mem::take(&mut e.watches) {
                     r.by_wd.remove(&wd);
                     if let Some(fd) = r.inotify.as_ref() {
                         let _ = inotify::remove_watch(fd, wd);
                     }
                 }
+                Some(e)
+            } else {
+                None
             }
         });
+        // the state's memory goes back to the system (its envelopes are written first)
+        if let Some(e) = gone {
+            drop(e);
+            super::give_back::give_back();
+        }
     }
 }
 
