@@ -391,6 +391,32 @@ fn a_replica_refusing_with_5xx_keeps_its_copy_queued_until_fixed() {
 }
 
 #[test]
+fn an_address_every_replica_refuses_bounces_at_once() {
+    // dave exists nowhere: both copies refused, the replicas agree, the sender is told.
+    let a = Node::mailbox_server(&[]);
+    let b = Node::mailbox_server(&[]);
+    let hub = Node::hub(&a, &b);
+    send(hub.port, "127.0.0.1", "dave@example.test", "nobody", 1, "");
+    let told = wait_for(LIMIT, || hub.inst.log_count("sender non-delivery notification") == 1);
+    assert!(told, "{}", hub.inst.log());
+    assert_eq!(
+        hub.inst.log_count("every replica refused this address"),
+        2,
+        "{}",
+        hub.inst.log()
+    );
+    let bounced = format!("to=<dave@example.test>, relay=smtp:[127.0.0.1]:{}", b.port);
+    let log = hub.inst.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&bounced) && l.contains("status="))
+        .unwrap_or_default();
+    assert!(line.contains("status=bounced"), "{log}");
+    assert_eq!(hub.owed(a.port), Some(0), "{}", hub.status());
+    assert_eq!(hub.owed(b.port), Some(0), "{}", hub.status());
+}
+
+#[test]
 fn a_queue_file_from_before_routes_still_delivers() {
     let a = Node::mailbox_server(&[]);
     let rcpt = [("alice@example.test", postern_lib::queue_file::Notify::UNSPECIFIED)];

@@ -62,6 +62,9 @@ struct Rcpt {
     address: String,
     /// A replica copy's fixed route (`transport:nexthop`, the queue file's `N` record).
     route: Option<String>,
+    /// A replica copy refused permanently in this attempt: (dsn, text), settled when the
+    /// attempt ends ([`settle_refused`]).
+    refused: Option<(String, String)>,
     routes_left: usize,
     /// qmgr (not the agent) records the outcome: several routes, or the error transport.
     qmgr_marks: bool,
@@ -328,6 +331,7 @@ impl Qmgr {
                 index: r.handle.index(),
                 address: r.spec.address.clone(),
                 route: r.route.clone(),
+                refused: None,
                 routes_left: 0,
                 qmgr_marks: false,
                 notify_success: has_sender && r.spec.notify.success() && !r.spec.notify.never(),
@@ -718,14 +722,7 @@ impl Qmgr {
                         }
                     }
                     (Some(x), _) if x.is_permanent() && r.route.is_some() => {
-                        let d = replica::refused(id, &e.address, r.route.as_deref().unwrap_or(""), x);
-                        r.temp = true;
-                        msg.temp.push(Deferred {
-                            index: r.index,
-                            address: e.address.clone(),
-                            dsn: d.0,
-                            reason: d.1,
-                        });
+                        r.refused = Some((x.dsn.clone(), x.text.clone()));
                     }
                     (Some(x), _) if x.is_permanent() => {
                         r.perm = true;
@@ -780,7 +777,7 @@ impl Qmgr {
 
     /// Every entry of a message is back: record what qmgr records, then retire or defer.
     fn finish(&mut self, id: QueueId) {
-        let Some(msg) = self.msgs.remove(&id) else { return };
+        let Some(mut msg) = self.msgs.remove(&id) else { return };
         self.rcpt_count = self.rcpt_count.saturating_sub(msg.rcpts.len());
         let (file, qf) = match queue::open_and_read(&msg.path) {
             Ok(x) => x,
@@ -790,6 +787,7 @@ impl Qmgr {
                 return;
             }
         };
+        settle_refused(&id, &mut msg, &qf);
         let now = queue::now_micros();
         let times = [msg.arrival_micros, msg.active_micros, now, now, now];
         let mut failed = msg.failed.clone();
@@ -996,6 +994,53 @@ fn defer_entry(msg: &mut Msg, e: &Entry, dsn: &str, why: &str, now: u64) {
         dsn: dsn.to_string(),
         reason: why.to_string(),
     });
+}
+
+/// Settles the replica copies refused permanently in this attempt ([`replica`]): a copy is
+/// kept (deferred, loudly) while another copy of its address was delivered, now or before,
+/// or may still be (deferred, not refused); it bounces when every copy was refused.
+fn settle_refused(id: &QueueId, msg: &mut Msg, qf: &QueueFile) {
+    for pos in 0..msg.rcpts.len() {
+        let Some(r) = msg.rcpts.get_mut(pos) else { continue };
+        let Some((dsn, text)) = r.refused.take() else { continue };
+        let (index, address, route) = (r.index, r.address.clone(), r.route.clone().unwrap_or_default());
+        let sibling = |i: usize, a: &str, routed: bool| i != index && routed && a.eq_ignore_ascii_case(&address);
+        let alive = msg
+            .rcpts
+            .iter()
+            .any(|o| sibling(o.index, &o.address, o.route.is_some()) && o.refused.is_none() && !o.perm)
+            || qf.recipients.iter().any(|q| {
+                sibling(q.handle.index(), &q.spec.address, q.route.is_some()) && q.status == RecipientStatus::Delivered
+            });
+        let Some(r) = msg.rcpts.get_mut(pos) else { continue };
+        if alive {
+            r.temp = true;
+            let (dsn, reason) = replica::keep(id, &address, &route, &dsn, &text);
+            msg.temp.push(Deferred {
+                index,
+                address,
+                dsn,
+                reason,
+            });
+        } else {
+            r.perm = true;
+            replica::bounce(id, &address, &route);
+            // The agent logged the refusal as deferred (a replica copy's 5xx is not final
+            // for it); the final line is this one.
+            let now = queue::now_micros();
+            let times = [msg.arrival_micros, msg.active_micros, now, now, now];
+            let line = status_line(&address, "", &route, times, &dsn, "bounced", &text);
+            tracing::info!(queue_id = id.as_str(), "{line}");
+            msg.failed.push(Outcome {
+                index,
+                address,
+                dsn,
+                text,
+                remote_mta: None,
+                action: Action::Failed,
+            });
+        }
+    }
 }
 
 /// `5.1.1 text` → (`5.1.1`, `text`); without a leading DSN, the default.
