@@ -8,8 +8,9 @@
 //! folder's uidlist lock, a UID below the folder's UIDNEXT is refused ([`Placed::Taken`]:
 //! another message may have it, or had it), and a base name already in `new/` or `cur/` is
 //! not written again ([`Placed::Exists`]: the hub's copy of the same message came first).
-//! The file is written in `tmp/`, fsynced, given its date and renamed into `cur/` while the
-//! uidlist lock is held, and the uidlist (with the message's GUID in its `G` field) is
+//! The files of a batch are written in `tmp/` with their dates, made durable together (one
+//! `syncfs`, where an fsync a message would cost a disk flush each) and renamed into
+//! `cur/` while the uidlist lock is held, and the uidlist (with the message's GUID in its `G` field) is
 //! committed before the lock is released, so no other process can give the file another
 //! UID. The index learns of it at the folder's next sync, which [`place`] runs.
 //!
@@ -266,8 +267,11 @@ pub fn place(f: &mut Folder, msgs: &[NewMessage]) -> Result<Vec<Placed>> {
         .map(|(b, u)| (b.to_string(), u))
         .collect::<std::collections::HashMap<_, _>>();
     let mut out = Vec::with_capacity(msgs.len());
-    let mut added = false;
-    for (m, fl) in msgs.iter().zip(flags_of) {
+    // written into tmp/ first, made durable together (one syncfs, not an fsync a message),
+    // then renamed into cur/ and named in the uidlist
+    let mut written: Vec<(usize, std::path::PathBuf, String)> = Vec::new();
+    let mut next = list.next_uid;
+    for (i, (m, fl)) in msgs.iter().zip(flags_of).enumerate() {
         let fl = match fl {
             Ok(fl) => fl,
             Err(reason) => {
@@ -281,19 +285,54 @@ pub fn place(f: &mut Folder, msgs: &[NewMessage]) -> Result<Vec<Placed>> {
             });
             continue;
         }
-        if m.info.uid < list.next_uid || m.info.uid == u32::MAX {
+        if m.info.uid < next || m.info.uid == u32::MAX {
             out.push(Placed::Taken);
             continue;
         }
-        let guid = super::index::parse_guid(&m.info.guid);
-        write_message(&dir, &m.info.base, fl, m.info.date, &m.bytes)?;
-        list.entries.push((m.info.uid, m.info.base.clone()));
-        list.set_guid(m.info.uid, guid);
-        list.next_uid = m.info.uid + 1;
-        present.insert(m.info.base.clone());
-        known.insert(m.info.base.clone(), m.info.uid);
-        added = true;
-        out.push(Placed::Placed);
+        match write_tmp(&dir, &m.info.base, m.info.date, &m.bytes) {
+            Ok(tmp) => {
+                written.push((i, tmp, flags::cur_name(&m.info.base, fl)));
+                next = m.info.uid + 1;
+                present.insert(m.info.base.clone());
+                known.insert(m.info.base.clone(), m.info.uid);
+                out.push(Placed::Placed);
+            }
+            Err(e) => out.push(Placed::Refused {
+                reason: format!("write: {e}"),
+            }),
+        }
+    }
+    if written.is_empty() {
+        drop(lock);
+        f.sync()?;
+        return Ok(out);
+    }
+    let synced = fs::File::open(dir.join("tmp"))
+        .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from))
+        .map_err(|e| io_err("syncfs", &dir, e));
+    let mut added = false;
+    for (i, tmp, cur) in written {
+        let m = &msgs[i];
+        let res = synced
+            .as_ref()
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|()| fs::rename(&tmp, dir.join("cur").join(&cur)));
+        match res {
+            Ok(()) => {
+                list.entries.push((m.info.uid, m.info.base.clone()));
+                list.set_guid(m.info.uid, super::index::parse_guid(&m.info.guid));
+                list.next_uid = m.info.uid + 1;
+                added = true;
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                if let Some(p) = out.get_mut(i) {
+                    *p = Placed::Refused {
+                        reason: format!("place: {e}"),
+                    };
+                }
+            }
+        }
     }
     if added {
         let _ = crate::safe_open::fsync_dir(&dir.join("cur"));
@@ -346,21 +385,21 @@ pub fn renumber(f: &mut Folder, moves: &[(u32, u32)]) -> Result<Vec<bool>> {
     Ok(out)
 }
 
-/// Writes one message file into `cur/` through `tmp/`.
-fn write_message(dir: &Path, base: &str, fl: Flags, date: i64, bytes: &[u8]) -> Result<()> {
+/// Writes one message file into `tmp/` with its date (not yet durable); its path.
+fn write_tmp(dir: &Path, base: &str, date: i64, bytes: &[u8]) -> io::Result<std::path::PathBuf> {
     let tmp = dir.join("tmp").join(base);
     let res = (|| {
         let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         file.write_all(bytes)?;
-        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(date.max(0) as u64))?;
-        file.sync_all()?;
-        fs::rename(&tmp, dir.join("cur").join(flags::cur_name(base, fl)))
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(date.max(0) as u64))
     })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err("place", &tmp, e));
+    match res {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 /// Gives the folder at `dir` the UIDVALIDITY `v` (its messages keep their UIDs; the index
