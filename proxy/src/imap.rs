@@ -693,6 +693,41 @@ mod tests {
     }
 
     #[test]
+    fn framing_does_not_depend_on_how_the_bytes_arrive() {
+        let stream: &[u8] =
+            b"* 3 EXISTS\r\n* 1 FETCH (UID 7 BODY[] {13}\r\nb OK b\r\nxyz\r\n BINARY[1] ~{4}\r\n{1}\n)\r\n\
+a OK done\r\n+ idling\r\n* 4 EXISTS\r\ni OK idle done\r\nb OK [COPYUID 1 1 9] copied\r\nc OK noop\r\n";
+        for chunk in 1..48 {
+            let mut d = Imap::new(1000, 1000);
+            d.classify(b"a UID FETCH 7 (BODY.PEEK[] BINARY.PEEK[1])");
+            d.classify(b"i IDLE");
+            d.classify(b"b COPY 1 Saved");
+            d.classify(b"c NOOP");
+            let (mut inp, mut out, mut held) = (Vec::new(), Vec::new(), Vec::new());
+            for part in stream.chunks(chunk) {
+                inp.extend_from_slice(part);
+                loop {
+                    // (room for little output per call: literals go in pieces)
+                    let mut o = Vec::new();
+                    let r = d.backend_input(&mut inp, 1 + chunk % 7, &mut o);
+                    out.extend_from_slice(&o);
+                    assert!(r.bad.is_none(), "chunk {chunk}: {:?}", r.bad);
+                    if r.hold {
+                        held = d.release();
+                        out.extend_from_slice(&held);
+                    }
+                    if !r.progress {
+                        break;
+                    }
+                }
+            }
+            assert_eq!(out, stream, "chunk {chunk}");
+            assert_eq!(held, b"b OK [COPYUID 1 1 9] copied\r\n", "chunk {chunk}");
+            assert!(d.pending.is_empty(), "chunk {chunk}");
+        }
+    }
+
+    #[test]
     fn the_master_login_is_quoted() {
         let mut out = Vec::new();
         astring(r#"pa"ss\"#, &mut out);
