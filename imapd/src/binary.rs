@@ -23,7 +23,12 @@ pub fn item(upper: &str) -> Option<BinaryItem> {
     };
     let close = rest.find(']')?;
     let part = &rest[..close];
-    let numbers_ok = part.is_empty() || part.split('.').all(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
+    // a part number, or (as Dovecot and imaptest's fetch-binary-mime have them) TEXT, the
+    // message's body, and a part's MIME header `n.MIME`
+    let numbers = part.strip_suffix(".MIME").unwrap_or(part);
+    let numbers_ok = part.is_empty()
+        || part == "TEXT"
+        || !numbers.is_empty() && numbers.split('.').all(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
     if !numbers_ok {
         return None;
     }
@@ -46,10 +51,16 @@ pub fn content(tree: &mime::Tree<'_>, part: &str) -> Result<Option<Vec<u8>>, ()>
     if part.is_empty() {
         return Ok(Some(tree.raw().to_vec()));
     }
-    let (Some(body), Some(header)) = (
-        mime::section_of(tree, part),
-        mime::section_of(tree, &format!("{part}.MIME")),
-    ) else {
+    // a MIME header as it is (header fields have no transfer encoding)
+    if part.ends_with(".MIME") {
+        return Ok(mime::section_of(tree, part).map(|h| h.into_owned()));
+    }
+    let header = if part == "TEXT" {
+        "HEADER".to_string()
+    } else {
+        format!("{part}.MIME")
+    };
+    let (Some(body), Some(header)) = (mime::section_of(tree, part), mime::section_of(tree, &header)) else {
         return Ok(None);
     };
     let fields = mime::fields(&header);
@@ -229,6 +240,12 @@ Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\nAw==\r\n--b\r\nContent-Transfer
         assert_eq!(item("BINARY.SIZE[]"), Some((true, true, String::new(), None)));
         assert_eq!(item("BINARY.PEEK[2]"), Some((true, false, "2".into(), None)));
         assert!(item("BINARY[HEADER]").is_none() && item("BINARY.SIZE[1]<0.1>").is_none());
+        assert_eq!(item("BINARY.PEEK[TEXT]"), Some((true, false, "TEXT".into(), None)));
+        assert_eq!(
+            item("BINARY.SIZE[1.2.MIME]"),
+            Some((true, true, "1.2.MIME".into(), None))
+        );
+        assert!(item("BINARY[MIME]").is_none() && item("BINARY[1.TEXT]").is_none());
         assert!(item("BINARY[0]").is_none() && item("BODY[1]").is_none());
     }
 

@@ -15,7 +15,12 @@
 //!   (RFC 3501 §6.3.9); LIST (SUBSCRIBED RECURSIVEMATCH) leaves out a parent whose
 //!   subscribed children match themselves (RFC 5258 §3.5);
 //! - every `OK [CODE]` has text after the code (`* OK [COPYUID ...] Moved`);
-//! - commands pipelined in one write are answered in order, no slower than one by one.
+//! - commands pipelined in one write are answered in order, no slower than one by one;
+//! - `BINARY[TEXT]` and `BINARY[n.MIME]` (as Dovecot has them, imaptest's
+//!   fetch-binary-mime): the body decoded, a part's MIME header as it is;
+//! - `SEARCH 8:*` of fewer than 8 messages finds nothing (imaptest's search-date 2a, as
+//!   Dovecot answers), with SENTBEFORE/SENTON/SENTSINCE;
+//! - SEARCH skips a message another session expunged that this one was not yet told of.
 
 use postern_tests::imap_raw::ImapRaw;
 use postern_tests::{Instance, deliver_maildir, imap_instance};
@@ -478,4 +483,145 @@ fn slow_pipelined_commands_are_all_answered_in_order() {
     }
     writer.join().unwrap();
     eprintln!("{N} pipelined SEARCHes in {:?}, longest wait {gap:?}", t.elapsed());
+}
+
+#[test]
+fn binary_of_text_and_of_a_parts_mime_header() {
+    let (_inst, port) = started();
+    let mut c = login(port);
+    let mime1 = "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n";
+    let text = format!(
+        "prologue\r\n--xx\r\n{mime1}h=C3=A9llo\r\n--xx\r\nContent-Type: text/plain\r\n\r\nsecond\r\n--xx--\r\nepilogue\r\n"
+    );
+    let msg = format!(
+        "From: a@example.test\r\nSubject: m\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"xx\"\r\n\r\n{text}"
+    );
+    c.append("a1", "INBOX", msg.as_bytes(), false);
+    // a single part in base64: its TEXT is decoded
+    c.append(
+        "a2",
+        "INBOX",
+        b"From: a@example.test\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVs\r\nbG8=\r\n",
+        false,
+    );
+    c.cmd("s", "SELECT INBOX");
+    assert_eq!(
+        c.cmd("b", "FETCH 1 (BINARY.SIZE[1.MIME] BINARY.PEEK[1.MIME])"),
+        format!(
+            "* 1 FETCH (BINARY.SIZE[1.MIME] {0} BINARY[1.MIME] {{{0}}}\r\n{mime1})\r\nb OK Fetch completed\r\n",
+            mime1.len()
+        )
+    );
+    assert_eq!(
+        c.cmd("c", "FETCH 1 (BINARY.SIZE[TEXT] BINARY.PEEK[TEXT])"),
+        format!(
+            "* 1 FETCH (BINARY.SIZE[TEXT] {0} BINARY[TEXT] {{{0}}}\r\n{text})\r\nc OK Fetch completed\r\n",
+            text.len()
+        )
+    );
+    assert_eq!(
+        c.cmd("d", "FETCH 1 (BINARY.PEEK[1] BINARY.PEEK[2.MIME])"),
+        "* 1 FETCH (BINARY[1] {6}\r\nh\u{e9}llo BINARY[2.MIME] {28}\r\nContent-Type: text/plain\r\n\r\n)\r\nd OK Fetch completed\r\n"
+    );
+    assert_eq!(
+        c.cmd("e", "FETCH 2 (BINARY.SIZE[TEXT] BINARY.PEEK[TEXT]<1.3>)"),
+        "* 2 FETCH (BINARY.SIZE[TEXT] 5 BINARY[TEXT]<1> {3}\r\nell)\r\ne OK Fetch completed\r\n"
+    );
+    assert_eq!(
+        c.cmd("f", "FETCH 1 (BINARY.PEEK[3.MIME])"),
+        "* 1 FETCH (BINARY[3.MIME] NIL)\r\nf OK Fetch completed\r\n"
+    );
+    assert_eq!(
+        tagged(&c.cmd("g", "FETCH 1 (BINARY.PEEK[MIME])")),
+        "g BAD Unknown FETCH item BINARY.PEEK[MIME]"
+    );
+}
+
+#[test]
+fn search_past_the_last_message_finds_nothing_and_sent_dates_combine_with_it() {
+    let (_inst, port) = started();
+    let mut c = login(port);
+    // imaptest's search-date 2a on a mailbox of fewer than 8 messages: 8:* is empty
+    let dates = [
+        "Sat, 27 Oct 2007 23:00:00 +0300",
+        "Sun, 28 Oct 2007 01:00:00 +0300",
+        "Sun, 28 Oct 2007 05:00:00 +0200",
+        "Mon, 29 Oct 2007 00:30:00 +0200",
+        "Mon, 29 Oct 2007 23:59:59 -1200",
+    ];
+    for (i, d) in dates.iter().enumerate() {
+        c.append(
+            &format!("a{i}"),
+            "INBOX",
+            format!("Date: {d}\r\nSubject: {i}\r\n\r\nx\r\n").as_bytes(),
+            false,
+        );
+    }
+    c.cmd("s", "SELECT INBOX");
+    let search = |c: &mut ImapRaw, tag: &str, keys: &str| c.cmd(tag, &format!("SEARCH {keys}"));
+    assert_eq!(
+        search(&mut c, "b", "8:* SENTBEFORE 27-Oct-2007"),
+        "* SEARCH\r\nb OK Search completed\r\n"
+    );
+    assert_eq!(
+        search(&mut c, "c", "8:* SENTBEFORE 30-Oct-2007"),
+        "* SEARCH\r\nc OK Search completed\r\n"
+    );
+    assert_eq!(search(&mut c, "d", "*:9 ALL"), "* SEARCH\r\nd OK Search completed\r\n");
+    assert_eq!(
+        search(&mut c, "e", "1:* SENTBEFORE 28-Oct-2007"),
+        "* SEARCH 1\r\ne OK Search completed\r\n"
+    );
+    assert_eq!(
+        search(&mut c, "f", "2:* SENTON 28-Oct-2007"),
+        "* SEARCH 2 3\r\nf OK Search completed\r\n"
+    );
+    assert_eq!(
+        search(&mut c, "g", "4:* SENTSINCE 29-Oct-2007"),
+        "* SEARCH 4 5\r\ng OK Search completed\r\n"
+    );
+    assert_eq!(
+        search(&mut c, "h", "5:* ALL"),
+        "* SEARCH 5\r\nh OK Search completed\r\n"
+    );
+    assert_eq!(
+        search(&mut c, "i", "3:9,1"),
+        "* SEARCH 1 3 4 5\r\ni OK Search completed\r\n"
+    );
+    // UIDs keep RFC 3501's n:* (the largest UID when n is past it)
+    assert_eq!(
+        c.cmd("j", "UID SEARCH UID 9:*"),
+        "* SEARCH 5\r\nj OK Search completed\r\n"
+    );
+}
+
+#[test]
+fn search_skips_a_message_expunged_by_another_session_not_yet_told() {
+    let (_inst, port) = started();
+    let mut a = login(port);
+    for i in 1..=4 {
+        a.append(
+            &format!("a{i}"),
+            "INBOX",
+            format!("Subject: m{i}\r\n\r\nx\r\n").as_bytes(),
+            false,
+        );
+    }
+    a.cmd("s", "SELECT INBOX");
+    let mut b = login(port);
+    b.cmd("s", "SELECT INBOX");
+    assert_eq!(
+        b.cmd("d", "STORE 2 +FLAGS.SILENT (\\Deleted)"),
+        "d OK Store completed\r\n"
+    );
+    assert_eq!(b.cmd("e", "EXPUNGE"), "* 2 EXPUNGE\r\ne OK Expunge completed\r\n");
+    // a has not been told: its sequence numbers stand, message 2 is not found
+    assert_eq!(a.cmd("f", "SEARCH ALL"), "* SEARCH 1 3 4\r\nf OK Search completed\r\n");
+    assert_eq!(a.cmd("g", "SEARCH SUBJECT m2"), "* SEARCH\r\ng OK Search completed\r\n");
+    // a UID command may tell it (RFC 3501 §7.4.1), after the answer
+    assert_eq!(
+        a.cmd("h", "UID SEARCH 1:*"),
+        "* SEARCH 1 3 4\r\n* 2 EXPUNGE\r\nh OK Search completed\r\n"
+    );
+    assert_eq!(a.cmd("i", "SEARCH ALL"), "* SEARCH 1 2 3\r\ni OK Search completed\r\n");
 }
