@@ -283,7 +283,8 @@ settings! {
     /// cleanup, qmgr (hub): domains whose mail this hub copies to every mailbox server of
     /// `replica_relays`: a recipient in one of them is queued once per relay (each copy
     /// its own delivery and done mark), and the message gets one `X-Postern-GUID` header
-    /// (any it carried is removed). Empty: no replication.
+    /// (any it carried is removed). Empty: no replication. (smtpd accepts their mail when
+    /// they are also in relay_domains.)
     replica_domains: Vec<String> = Vec::new(),
         readers "cleanup postern", check super::replica::domains;
     /// cleanup (hub): the mailbox servers each replica-domain recipient is copied to,
