@@ -204,6 +204,22 @@ impl Cluster {
         std::fs::read_to_string(self.root(host).join("var/log/maillog")).unwrap_or_default()
     }
 
+    /// Message-ID → the queue files both hubs' cleanup made for it (its `message-id=`
+    /// lines): more than one when a hub died after making the message durable and before
+    /// the sender read its 250, so the sender sent it again (SMTP's own duplicate: a new
+    /// message with its own GUID, stored as such on the mailbox servers).
+    pub fn hub_accepts(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for hub in HUBS {
+            for l in self.log(hub).lines().filter(|l| l.contains("/cleanup[")) {
+                if let Some(id) = l.split("message-id=<").nth(1).and_then(|r| r.split('>').next()) {
+                    *out.entry(id.to_string()).or_insert(0) += 1;
+                }
+            }
+        }
+        out
+    }
+
     /// The number of queue files of host `host` (incoming, active, deferred).
     pub fn queued(&self, host: &str) -> usize {
         ["incoming", "active", "deferred"]

@@ -114,7 +114,7 @@ fn run(prefix: &str, n: usize, marks: &[(f64, &str, &str)]) -> Run {
         b.len(),
         cluster.status()
     );
-    let accepts = hub_accepts(&cluster);
+    let accepts = cluster.hub_accepts();
     let resent = accepts.values().filter(|&&n| n > 1).count();
     if resent > 0 {
         println!(
@@ -158,19 +158,6 @@ fn copies_owed(cluster: &Cluster, hub: &str, host: &str) -> usize {
         .find(|l| l.split_whitespace().next() == Some(route.as_str()))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or_else(|| panic!("{hub}: no row for {route} in postern status:\n{text}"))
-}
-
-/// Message-ID → the queue files both hubs' cleanup made for it (its `message-id=` lines).
-fn hub_accepts(cluster: &Cluster) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for hub in HUBS {
-        for l in cluster.log(hub).lines().filter(|l| l.contains("/cleanup[")) {
-            if let Some(id) = l.split("message-id=<").nth(1).and_then(|r| r.split('>').next()) {
-                *out.entry(id.to_string()).or_insert(0) += 1;
-            }
-        }
-    }
-    out
 }
 
 /// Deferred deliveries of copies to mailbox server `addr` in both hubs' logs.

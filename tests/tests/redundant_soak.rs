@@ -160,6 +160,7 @@ fn soak_senders_chaos_and_a_client_leave_a_and_b_identical_and_every_message_onc
     let state = last.0;
 
     // Every accepted message once in INBOX, unless deleted; no deleted one back.
+    let accepts = cluster.hub_accepts();
     let mut count: HashMap<&str, usize> = HashMap::new();
     for l in state.iter().filter(|l| l.starts_with("M INBOX ")) {
         if let Some(id) = l.split(' ').nth(3) {
@@ -172,8 +173,14 @@ fn soak_senders_chaos_and_a_client_leave_a_and_b_identical_and_every_message_onc
             assert_eq!(n, 0, "{id} was deleted and is back");
         } else if tried.contains(id) {
             assert!(n <= 1, "{id} {n} times");
-        } else {
-            assert_eq!(n, 1, "{id} is in INBOX exactly once");
+        } else if n != 1 {
+            // SMTP's own duplicate: a hub killed before the sender read its 250 took the
+            // message again as a new one (tests/src/redundant.rs, hub_accepts).
+            let took = accepts.get(id).copied().unwrap_or(0);
+            assert!(
+                n >= 1 && n <= took,
+                "{id} is in INBOX {n} times (the hubs took it {took} times)"
+            );
         }
     }
     for id in &seen {
