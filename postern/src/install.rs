@@ -41,6 +41,7 @@ const DAEMONS: &[&str] = &[
     "imapd",
     "proxy",
     "replicator",
+    "mirror",
     "metrics",
 ];
 /// Commands for people and scripts, in sbin.

@@ -7,7 +7,8 @@
 //! with node 1 at 198.18.1.1 and node 2 at 198.18.1.2 (each a Postern instance with the
 //! mirror services on its address, port 1191) and a client at 198.18.1.10 that sends to
 //! node 1 directly (the service address and keepalived are tests/active_standby.rs's
-//! subject; the notify hook runs the same `postern mirror adopt --if-peer-down`).
+//! subject); node 2 takes over by running keepalived's notify hook for MASTER as the
+//! pair's template calls it, which runs `postern mirror adopt --if-peer-down`.
 //! Node 1's qmgr is stopped (SIGSTOP) before the mail arrives, so none of it is delivered
 //! (or dropped from the mirror) before node 1's queue directory is removed (rm -rf) and
 //! every process of node 1 killed.
@@ -191,6 +192,39 @@ impl Pair {
     }
 }
 
+/// Runs etc/keepalived/postern-notify in node 2's namespace as keepalived does on
+/// becoming MASTER; returns what its adoption printed.
+fn notify_master(pair: &Pair) -> String {
+    let node2 = &pair.nodes[1];
+    let state = node2.root.path().join("vrrp.state");
+    let hook = repo_root().join("etc/keepalived/postern-notify");
+    let out = pair
+        .lan
+        .command("n2", "sh")
+        .arg(&hook)
+        .arg(&state)
+        .arg(bin("postern"))
+        .arg(node2.etc())
+        .args(["INSTANCE", "postern", "MASTER", "100"])
+        .output()
+        .expect("run the notify hook");
+    assert!(
+        out.status.success(),
+        "notify hook: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let adopt = node2.root.path().join("vrrp.state.adopt");
+    let mut text = String::new();
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            text = std::fs::read_to_string(&adopt).unwrap_or_default();
+            text.contains("adopted ") || text.contains("nothing adopted")
+        }),
+        "the hook's adoption finished: {text:?}"
+    );
+    text
+}
+
 /// The whole scenario; returns (accepted, delivered by node 2 exactly once, held by node 2).
 fn run_pair(prefix: &str, mirror: bool) -> (usize, HashMap<String, usize>, usize, String) {
     let t0 = Instant::now();
@@ -225,13 +259,9 @@ fn run_pair(prefix: &str, mirror: bool) -> (usize, HashMap<String, usize>, usize
     let status = String::from_utf8_lossy(&pair.nodes[1].postern(&["status"]).stdout).to_string();
     pair.destroy_node1();
     assert!(!pair.nodes[0].queue().exists(), "node 1's queue is gone");
-    let adopt = pair.nodes[1].postern(&["mirror", "adopt", "--if-peer-down"]);
-    let adopt_out = String::from_utf8_lossy(&adopt.stdout).to_string();
-    assert!(
-        adopt.status.success(),
-        "adopt: {adopt_out} {}",
-        String::from_utf8_lossy(&adopt.stderr)
-    );
+    // Node 2 becomes MASTER: keepalived's notify hook (as the pair's template calls it)
+    // runs `postern mirror adopt --if-peer-down` in the background.
+    let adopt_out = notify_master(&pair);
     let want = if mirror { MESSAGES } else { 0 };
     let node2 = &pair.nodes[1];
     wait_for(Duration::from_secs(60), || {
