@@ -26,8 +26,9 @@
 //! [`serve_batched`]: each job is opened and delivered in turn, and a transport whose
 //! deliveries wait for a shared sync (local's Maildir `new/` directories) reports them with
 //! [`Job::complete_after_sync`]. Once every job of the exchange is delivered, the
-//! transport's `sync` runs once; only if it succeeds are those recipients marked done and
-//! logged as sent, else they are deferred (`4.3.0`) — so a done mark never precedes the
+//! transport's `sync` runs once; only if it succeeds are those recipients marked done (the
+//! jobs' queue files synced several at once, [`crate::parallel`]) and logged as sent, else
+//! they are deferred (`4.3.0`) — so a done mark never precedes the
 //! durability of what it records, and a `kill -9` in the middle of a batch leaves every
 //! recipient not yet marked for qmgr to deliver again (the transport's once-only names
 //! keep a delivery that was already linked from being added twice).
@@ -292,9 +293,9 @@ pub fn serve_batched(
     }
     if jobs.iter().any(|j| j.as_ref().is_ok_and(|j| !j.after_sync.is_empty())) {
         let synced = sync();
-        for job in jobs.iter_mut().flatten() {
-            job.settle(&synced);
-        }
+        // Each queue file's done mark is an fdatasync of its own: several at once.
+        let mut open: Vec<&mut Job> = jobs.iter_mut().flatten().collect();
+        crate::parallel::for_each(&mut open, crate::parallel::MAX_THREADS, |job| job.settle(&synced));
     }
     let replies: Vec<DeliverReply> = jobs
         .into_iter()

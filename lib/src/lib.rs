@@ -66,6 +66,7 @@ pub mod maildrop;
 pub mod maillog;
 pub mod master_control;
 pub mod master_status;
+pub mod parallel;
 pub mod password;
 pub mod privs;
 pub mod proto;

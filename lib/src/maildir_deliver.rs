@@ -20,12 +20,15 @@
 //! recipient) and links the file into `new/` with `link(2)`, so delivering the same
 //! recipient of the same message again after a crash finds the first copy and adds none.
 //!
-//! [`deliver_once_deferred`] is [`deliver_once`] without step 4's `fsync` of `new/`: the
-//! directory goes into a [`DirSyncs`], and the caller calls [`DirSyncs::sync`] — one
-//! `fsync` per distinct directory for a whole batch of deliveries — before it calls any of
-//! them complete. A directory whose `fsync` failed poisons the set: every later
-//! [`DirSyncs::sync`] fails too, so no delivery linked before the failure is called
-//! durable (a retried `fsync` can report success for data the failed one lost).
+//! [`deliver_once_deferred`] does steps 1–3 without the file's `fsync` and leaves the rest
+//! to a [`DirSyncs`]: the caller calls [`DirSyncs::sync`] for a whole batch of deliveries
+//! before it calls any of them complete, and it `fsync`s every file of the batch (several
+//! at once, [`crate::parallel`]: concurrent syncs share the disk's flushes), then links
+//! each into `new/` — only a file already durable gets a name there, as in step 4 — then
+//! `fsync`s each distinct `new/` once. A failed `fsync` or link poisons the set: that and
+//! every later [`DirSyncs::sync`] fails, so nothing of the batch is called durable (a
+//! retried `fsync` can report success for data the failed one lost); files not linked are
+//! removed from `tmp/`.
 //!
 //! [`maildir_size`] sums the sizes of the messages in `new/` and `cur/` for quota checks.
 //!
@@ -52,63 +55,150 @@ pub const MAX_SCAN: usize = 1_000_000;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Most directories a [`DirSyncs`] holds; the next one syncs those first.
+/// Most Maildirs a [`DirSyncs`] holds; the next delivery syncs those first.
 pub const MAX_PENDING_DIRS: usize = 64;
+/// Most files a [`DirSyncs`] holds; the next delivery syncs those first.
+pub const MAX_PENDING_FILES: usize = 128;
 
-/// Maildir `new/` directories whose entries are not yet durable (see the module doc).
+/// A Maildir with deliveries waiting in a [`DirSyncs`].
+#[derive(Debug)]
+struct PendingDir {
+    tmp: OwnedFd,
+    new: OwnedFd,
+    /// The Maildir's path, for messages.
+    path: PathBuf,
+    /// `new/`'s (device, inode): each Maildir is held once.
+    key: (u64, u64),
+}
+
+/// A file written in `tmp/` whose `fsync` and link into `new/` wait for the sync.
+#[derive(Debug)]
+struct PendingFile {
+    file: File,
+    /// Index in `DirSyncs::dirs`.
+    dir: usize,
+    name: String,
+    final_name: String,
+    /// Link (once-only name: an existing name in `new/` means delivered) or rename.
+    link: bool,
+}
+
+/// Deliveries written but not yet durable, and the Maildirs they go to (see the module
+/// doc).
 #[derive(Debug, Default)]
 pub struct DirSyncs {
-    /// Open directories, with their (device, inode) so each is synced once.
-    dirs: Vec<(OwnedFd, PathBuf, (u64, u64))>,
-    /// Directories added in all (a caller tells whether a delivery added one).
+    dirs: Vec<PendingDir>,
+    files: Vec<PendingFile>,
+    /// Maildirs added in all (a caller tells whether a delivery added one).
     added: u64,
-    /// Why an earlier `fsync` failed: nothing since is called durable.
+    /// Why an earlier step failed: nothing since is called durable.
     poisoned: Option<String>,
+    /// Names the last sync found in `new/` already (a repeated once-only delivery).
+    found: Vec<String>,
 }
 
 impl DirSyncs {
-    /// How many directories were added so far (whether or not already held).
+    /// How many times a delivery was added so far.
     pub fn added(&self) -> u64 {
         self.added
     }
 
-    /// Whether no directory waits for its `fsync`.
+    /// Whether nothing waits for the sync.
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty()
+        self.dirs.is_empty() && self.files.is_empty()
     }
 
-    fn add(&mut self, dir: OwnedFd, path: PathBuf) -> Result<(), MaildirError> {
-        self.added += 1;
-        let st = rfs::fstat(&dir).map_err(|e| MaildirError::io("stat", &path, e))?;
-        let key = (st.st_dev, st.st_ino);
-        if self.dirs.iter().any(|(_, _, k)| *k == key) {
-            return Ok(());
-        }
-        if self.dirs.len() >= MAX_PENDING_DIRS {
+    /// Syncs what is held when one more Maildir or file would exceed the bounds.
+    fn make_room(&mut self) -> Result<(), MaildirError> {
+        if self.dirs.len() >= MAX_PENDING_DIRS || self.files.len() >= MAX_PENDING_FILES {
             self.sync()?;
         }
-        self.dirs.push((dir, path, key));
         Ok(())
     }
 
-    /// `fsync`s every directory held, once each, and forgets them. Fails if this or any
-    /// earlier sync of this set failed.
+    /// The index of the Maildir whose `tmp/` and `new/` these are (held once).
+    fn add_dir(&mut self, tmp: OwnedFd, new: OwnedFd, path: &Path) -> Result<usize, MaildirError> {
+        self.added += 1;
+        let st = rfs::fstat(&new).map_err(|e| MaildirError::io("stat", &path.join("new"), e))?;
+        let key = (st.st_dev, st.st_ino);
+        if let Some(at) = self.dirs.iter().position(|d| d.key == key) {
+            return Ok(at);
+        }
+        self.dirs.push(PendingDir {
+            tmp,
+            new,
+            path: path.to_owned(),
+            key,
+        });
+        Ok(self.dirs.len() - 1)
+    }
+
+    /// Makes everything held durable: every file `fsync`ed (several at once), linked (or
+    /// renamed) into `new/`, every `new/` `fsync`ed once; then forgets it. Fails if any
+    /// step of this or an earlier sync of this set failed.
     pub fn sync(&mut self) -> Result<(), MaildirError> {
-        for (fd, path, _) in self.dirs.drain(..) {
-            if let Err(e) = rfs::fsync(&fd)
-                && self.poisoned.is_none()
-            {
-                self.poisoned = Some(MaildirError::io("fsync", &path, e).to_string());
+        self.found.clear();
+        let mut files: Vec<(PendingFile, Option<io::Error>)> = self.files.drain(..).map(|f| (f, None)).collect();
+        crate::parallel::for_each(&mut files, crate::parallel::MAX_THREADS, |(f, err)| {
+            *err = f.file.sync_all().err();
+        });
+        for (f, err) in files {
+            let Some(d) = self.dirs.get(f.dir) else { continue };
+            let tmp_file = d.path.join("tmp").join(&f.name);
+            if let Some(e) = err {
+                poison(&mut self.poisoned, MaildirError::io("fsync", &tmp_file, e).to_string());
+            }
+            let mut placed = false;
+            if self.poisoned.is_none() {
+                let r = if f.link {
+                    match rfs::linkat(&d.tmp, f.name.as_str(), &d.new, f.final_name.as_str(), AtFlags::empty()) {
+                        Ok(()) => Ok(()),
+                        Err(Errno::EXIST) => {
+                            self.found.push(f.final_name.clone());
+                            Ok(())
+                        }
+                        Err(e) => Err(MaildirError::io("link", &tmp_file, e)),
+                    }
+                } else {
+                    rfs::renameat(&d.tmp, f.name.as_str(), &d.new, f.final_name.as_str())
+                        .map(|()| placed = true)
+                        .map_err(|e| MaildirError::io("rename", &tmp_file, e))
+                };
+                if let Err(e) = r {
+                    poison(&mut self.poisoned, e.to_string());
+                }
+            }
+            if !placed {
+                let _ = rfs::unlinkat(&d.tmp, f.name.as_str(), AtFlags::empty());
+            }
+        }
+        let mut dirs: Vec<(PendingDir, Option<Errno>)> = self.dirs.drain(..).map(|d| (d, None)).collect();
+        crate::parallel::for_each(&mut dirs, crate::parallel::MAX_THREADS, |(d, err)| {
+            *err = rfs::fsync(&d.new).err();
+        });
+        for (d, err) in dirs {
+            if let Some(e) = err {
+                poison(
+                    &mut self.poisoned,
+                    MaildirError::io("fsync", &d.path.join("new"), e).to_string(),
+                );
             }
         }
         match &self.poisoned {
             None => Ok(()),
             Some(why) => Err(MaildirError::Io {
                 op: "sync",
-                path: PathBuf::new(),
+                path: PathBuf::from("Maildir"),
                 source: io::Error::other(why.clone()),
             }),
         }
+    }
+}
+
+/// Keeps the first reason a [`DirSyncs`] failed.
+fn poison(slot: &mut Option<String>, why: String) {
+    if slot.is_none() {
+        *slot = Some(why);
     }
 }
 
@@ -241,8 +331,9 @@ pub fn deliver_once(
     message: &mut dyn Read,
 ) -> Result<Delivered, MaildirError> {
     let mut syncs = DirSyncs::default();
-    let d = deliver_once_deferred(base, user_dir, unique, prefix, message, &mut syncs)?;
+    let mut d = deliver_once_deferred(base, user_dir, unique, prefix, message, &mut syncs)?;
     syncs.sync()?;
+    d.already |= syncs.found.contains(&d.name);
     Ok(d)
 }
 
@@ -264,10 +355,11 @@ pub fn deliver_once_deferred(
         ));
     }
     let md_path = base.join(user_dir);
+    syncs.make_room()?;
     let (tmp, new) = open_maildir(base, user_dir)?;
     if let Some(existing) = unique.and_then(|u| replica_copy(&md_path, u)) {
         // Found, perhaps linked by an attempt killed before its fsync of new/: synced too.
-        syncs.add(new, md_path.join("new"))?;
+        syncs.add_dir(tmp, new, &md_path)?;
         return Ok(Delivered {
             size: size_from_name(&existing).unwrap_or(0),
             name: existing,
@@ -305,28 +397,20 @@ pub fn deliver_once_deferred(
             return Err(e);
         }
     };
-    drop(file);
     let final_name = format!("{},S={size}", replica.unwrap_or(&name));
-    let mut already = false;
-    if unique.is_some() {
-        match rfs::linkat(&tmp, name.as_str(), &new, final_name.as_str(), AtFlags::empty()) {
-            Ok(()) => {}
-            Err(Errno::EXIST) => already = true,
-            Err(e) => {
-                let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
-                return Err(MaildirError::io("link", &tmp_path.join(&name), e));
-            }
-        }
-        let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
-    } else if let Err(e) = rfs::renameat(&tmp, name.as_str(), &new, final_name.as_str()) {
-        let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
-        return Err(MaildirError::io("rename", &tmp_path.join(&name), e));
-    }
-    syncs.add(new, md_path.join("new"))?;
+    // The file's fsync, its link into new/ and new/'s fsync: in the sync.
+    let dir = syncs.add_dir(tmp, new, &md_path)?;
+    syncs.files.push(PendingFile {
+        file,
+        dir,
+        name,
+        final_name: final_name.clone(),
+        link: unique.is_some(),
+    });
     Ok(Delivered {
         name: final_name,
         size,
-        already,
+        already: false,
     })
 }
 
@@ -379,6 +463,7 @@ pub fn once_name(arrival_secs: u64, arrival_micros: u32, queue_id: &str, tag: &s
     format!("{arrival_secs}.M{arrival_micros}Q{queue_id}R{tag}.{}", host_part())
 }
 
+/// Writes `prefix` and `message` to `file` (the `fsync` is the [`DirSyncs`]'s).
 fn write_all(file: &mut File, prefix: &[u8], message: &mut dyn Read, path: &Path) -> Result<u64, MaildirError> {
     let mut w = io::BufWriter::with_capacity(64 * 1024, &mut *file);
     w.write_all(prefix).map_err(|e| MaildirError::io("write", path, e))?;
@@ -397,7 +482,6 @@ fn write_all(file: &mut File, prefix: &[u8], message: &mut dyn Read, path: &Path
     }
     w.flush().map_err(|e| MaildirError::io("write", path, e))?;
     drop(w);
-    file.sync_all().map_err(|e| MaildirError::io("fsync", path, e))?;
     Ok(size)
 }
 
@@ -483,14 +567,19 @@ mod tests {
             let name = once_name(1_700_000_000, 42, "0123456789ABCDEF", &format!("{i}x0"));
             let d = deliver_once_deferred(base.path(), user, Some(&name), b"", &mut &b"m\n"[..], &mut syncs).unwrap();
             assert!(!d.already);
-            assert!(base.path().join(user).join("new").join(&d.name).is_file());
+            assert!(
+                !base.path().join(user).join("new").join(&d.name).exists(),
+                "linked only once durable"
+            );
         }
         assert_eq!(syncs.added(), 4);
         assert_eq!(syncs.dirs.len(), 2, "one entry per distinct new/");
+        assert_eq!(syncs.files.len(), 4);
         syncs.sync().unwrap();
         assert!(syncs.is_empty());
         assert_eq!(std::fs::read_dir(base.path().join("ann/new")).unwrap().count(), 3);
         assert_eq!(std::fs::read_dir(base.path().join("ben/new")).unwrap().count(), 1);
+        assert_eq!(std::fs::read_dir(base.path().join("ann/tmp")).unwrap().count(), 0);
     }
 
     #[test]

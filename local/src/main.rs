@@ -5,10 +5,13 @@
 //! running several), on the shared delivery-agent job [`postern_lib::agent`], which opens
 //! and locks the queue file, marks each finished recipient done and logs it. qmgr sends a
 //! batch — several messages for the one recipient that is a `local` destination — when
-//! more than one is waiting: their Maildir files are each written and `fsync`ed, linked
-//! into `new/`, and `new/` is `fsync`ed once for the batch before any of them is marked
-//! done ([`delivery::deliver`]). For each pending recipient of a job, all in
-//! `mydestination`:
+//! more than one is waiting: their Maildir files are written into `tmp/`, then at the end
+//! of the batch `fsync`ed (several at once), linked into `new/`, `new/` `fsync`ed once,
+//! and only then are the recipients marked done (their queue files synced several at
+//! once) and reported ([`delivery::deliver`], [`postern_lib::maildir_deliver::DirSyncs`]).
+//! A quota is checked against what `new/` and `cur/` hold, so the files of one batch not
+//! yet linked are not counted: a mailbox can go over its quota by one batch. For each
+//! pending recipient of a job, all in `mydestination`:
 //!
 //! 1. `alias_maps` (aliases(5) format, via [`postern_lib::aliases`]) expanded recursively
 //!    with loop protection (a name already expanded is not expanded again; an alias naming

@@ -1,7 +1,8 @@
 //! Batches of messages for local (issue 14): qmgr hands local several messages for one
 //! recipient in one exchange ([`postern_lib::proto::deliver::DeliverBatch`]); local writes
-//! and `fsync`s each Maildir file, links it into `new/`, `fsync`s each `new/` once for the
-//! batch, and only then marks the recipients done and reports them.
+//! each Maildir file into `tmp/`, and at the end of the batch `fsync`s the files, links
+//! them into `new/`, `fsync`s each `new/` once, and only then marks the recipients done
+//! and reports them.
 //!
 //! - [`a_batch_reports_each_recipient_of_each_message`]: one batch sent to `private/local`
 //!   as qmgr would, mixing users, mailboxes, an unknown user, a mailbox over quota, a mail
@@ -10,11 +11,12 @@
 //! - [`kill_9_of_local_mid_batch_loses_nothing_and_delivers_nothing_twice`]: the real qmgr
 //!   and local with a backlog of messages for one user, local `kill -9`ed several times
 //!   while batches are being delivered: afterwards every message is in the Maildir exactly
-//!   once and the queue is empty. A batch killed after some of its files were linked into
-//!   `new/` and before its done marks leaves those recipients unmarked; qmgr defers the
-//!   whole batch, and the retry finds each linked file under its once-only name
-//!   (`delivered to maildir (already there)`) instead of adding a second copy. These are
-//!   today's semantics, unchanged by batching: for Maildir delivery, nothing lost and
+//!   once and the queue is empty. A batch killed before its sync leaves files in `tmp/`
+//!   only (nothing in `new/`, nothing marked); one killed between its links into `new/` and
+//!   its done marks leaves linked recipients unmarked; either way qmgr defers the whole
+//!   batch, and the retry writes the first kind again and finds the second under its
+//!   once-only name instead of adding a second copy. These are today's semantics,
+//!   unchanged by batching: for Maildir delivery, nothing lost and
 //!   nothing twice (unless the user's client moved the first copy out of `new/` between the
 //!   kill and the retry); for an mbox, `/file` or `|command` target, which local marks done
 //!   at once and never holds for the batch's sync, at most the recipient in flight at the
@@ -400,14 +402,14 @@ fn kill_9_of_local_mid_batch_loses_nothing_and_delivers_nothing_twice() {
     assert_eq!(index.len(), MESSAGES, "each message once");
     assert_eq!(new_files(&base, "kim"), MESSAGES);
     assert_eq!(inst.log_count("status=bounced"), 0, "{log}");
-    // The kills hit batches in the middle: recipients whose files were linked and not yet
-    // marked were deferred and found on the retry, not delivered again.
+    // The kills hit batches in the middle: their recipients were deferred and retried;
+    // those already linked were found on the retry (in a single-message retry the log says
+    // so), not delivered again.
     let batches_cut = inst.log_count("relay=none");
     let found = inst.log_count("(already there)");
     println!(
         "local killed {kills} times; recipients deferred by the kills: {batches_cut}; found already there on the retry: {found}"
     );
     assert!(batches_cut > 0, "no batch was cut by a kill");
-    assert!(found > 0, "no kill fell between a link and its done mark");
     inst.stop();
 }
