@@ -23,13 +23,26 @@ pub fn item(upper: &str) -> Option<BinaryItem> {
     };
     let close = rest.find(']')?;
     let part = &rest[..close];
-    // a part number, or (as Dovecot and imaptest's fetch-binary-mime have them) TEXT, the
-    // message's body, and a part's MIME header `n.MIME`
-    let numbers = part.strip_suffix(".MIME").unwrap_or(part);
-    let numbers_ok = part.is_empty()
-        || part == "TEXT"
-        || !numbers.is_empty() && numbers.split('.').all(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
-    if !numbers_ok {
+    // a part number, or (as Dovecot and imaptest's fetch-binary-mime have them) any
+    // section BODY has: TEXT (decoded), HEADER, HEADER.FIELDS[.NOT] (...), n.MIME (as is)
+    let mut rest_spec = part;
+    let mut numbered = false;
+    while let Some((n, r)) = rest_spec.split_once('.').or(Some((rest_spec, ""))) {
+        if !n.parse::<u32>().is_ok_and(|n| n > 0) {
+            break;
+        }
+        numbered = true;
+        rest_spec = r;
+        if r.is_empty() {
+            break;
+        }
+    }
+    let spec_ok = match rest_spec {
+        "" | "TEXT" | "HEADER" => true,
+        "MIME" => numbered,
+        s => s.starts_with("HEADER.FIELDS (") || s.starts_with("HEADER.FIELDS.NOT ("),
+    };
+    if !spec_ok {
         return None;
     }
     let tail = &rest[close + 1..];
@@ -51,14 +64,14 @@ pub fn content(tree: &mime::Tree<'_>, part: &str) -> Result<Option<Vec<u8>>, ()>
     if part.is_empty() {
         return Ok(Some(tree.raw().to_vec()));
     }
-    // a MIME header as it is (header fields have no transfer encoding)
-    if part.ends_with(".MIME") {
+    // a header as it is (header fields have no transfer encoding)
+    if part.ends_with("MIME") || part.contains("HEADER") {
         return Ok(mime::section_of(tree, part).map(|h| h.into_owned()));
     }
-    let header = if part == "TEXT" {
-        "HEADER".to_string()
-    } else {
-        format!("{part}.MIME")
+    // TEXT is decoded as its message's header says
+    let header = match part.strip_suffix("TEXT") {
+        Some(prefix) => format!("{prefix}HEADER"),
+        None => format!("{part}.MIME"),
     };
     let (Some(body), Some(header)) = (mime::section_of(tree, part), mime::section_of(tree, &header)) else {
         return Ok(None);
@@ -239,13 +252,18 @@ Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\nAw==\r\n--b\r\nContent-Transfer
         );
         assert_eq!(item("BINARY.SIZE[]"), Some((true, true, String::new(), None)));
         assert_eq!(item("BINARY.PEEK[2]"), Some((true, false, "2".into(), None)));
-        assert!(item("BINARY[HEADER]").is_none() && item("BINARY.SIZE[1]<0.1>").is_none());
+        assert!(item("BINARY[HEADER]").is_some() && item("BINARY.SIZE[1]<0.1>").is_none());
         assert_eq!(item("BINARY.PEEK[TEXT]"), Some((true, false, "TEXT".into(), None)));
         assert_eq!(
             item("BINARY.SIZE[1.2.MIME]"),
             Some((true, true, "1.2.MIME".into(), None))
         );
-        assert!(item("BINARY[MIME]").is_none() && item("BINARY[1.TEXT]").is_none());
+        assert_eq!(item("BINARY.PEEK[2.TEXT]"), Some((true, false, "2.TEXT".into(), None)));
+        assert_eq!(
+            item("BINARY[2.HEADER.FIELDS (FROM X)]"),
+            Some((false, false, "2.HEADER.FIELDS (FROM X)".into(), None))
+        );
+        assert!(item("BINARY[MIME]").is_none() && item("BINARY[1.FOO]").is_none() && item("BINARY[1.0]").is_none());
         assert!(item("BINARY[0]").is_none() && item("BODY[1]").is_none());
     }
 

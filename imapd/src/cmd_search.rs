@@ -23,7 +23,7 @@
 use crate::cmd_message::Ranges;
 use crate::esearch::ReturnOpts;
 use crate::mime;
-use crate::parse::{self, Arg, STAR, SeqSet};
+use crate::parse::{self, Arg, SeqSet};
 use crate::session::{Reply, Session, WORK_SLICE};
 use postern_lib::mailbox::flags::{self, Flags, RECENT};
 use postern_lib::mailbox::headers::HeaderCache;
@@ -76,15 +76,7 @@ impl Key {
     /// binary search.
     fn resolved(self, count: u32, largest_uid: u32, saved: &[u32]) -> Key {
         match self {
-            // `n:*` past the last message is no message (as Dovecot answers imaptest's
-            // search-date: `SEARCH 8:* ...` of 5 messages is empty), not the last one
-            Key::Seq(s) => {
-                let past = |n: u32| n != STAR && n > count;
-                let kept =
-                    s.0.into_iter()
-                        .filter(|&(a, b)| !(b == STAR && past(a) || a == STAR && past(b)));
-                Key::SeqIn(Ranges::new(&SeqSet(kept.collect()), count))
-            }
+            Key::Seq(s) => Key::SeqIn(Ranges::new(&s, count)),
             Key::Uid(s) => Key::UidIn(Ranges::new(&s, largest_uid)),
             Key::Saved => Key::UidIn(Ranges::new(
                 &SeqSet(saved.iter().map(|&u| (u, u)).collect()),

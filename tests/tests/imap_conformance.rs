@@ -16,10 +16,10 @@
 //!   subscribed children match themselves (RFC 5258 §3.5);
 //! - every `OK [CODE]` has text after the code (`* OK [COPYUID ...] Moved`);
 //! - commands pipelined in one write are answered in order, no slower than one by one;
-//! - `BINARY[TEXT]` and `BINARY[n.MIME]` (as Dovecot has them, imaptest's
-//!   fetch-binary-mime): the body decoded, a part's MIME header as it is;
-//! - `SEARCH 8:*` of fewer than 8 messages finds nothing (imaptest's search-date 2a, as
-//!   Dovecot answers), with SENTBEFORE/SENTON/SENTSINCE;
+//! - BINARY of any BODY section (as Dovecot has it, imaptest's fetch-binary-mime):
+//!   `TEXT` decoded, `n.MIME` and `HEADER.FIELDS (...)` as they are;
+//! - SENTBEFORE/SENTON/SENTSINCE with `n:*` sets, `n` past the last message (imaptest's
+//!   search-date 2a; `8:*` of 5 messages is message 5);
 //! - SEARCH skips a message another session expunged that this one was not yet told of.
 
 use postern_tests::imap_raw::ImapRaw;
@@ -528,6 +528,13 @@ fn binary_of_text_and_of_a_parts_mime_header() {
         "* 2 FETCH (BINARY.SIZE[TEXT] 5 BINARY[TEXT]<1> {3}\r\nell)\r\ne OK Fetch completed\r\n"
     );
     assert_eq!(
+        c.cmd(
+            "h",
+            "FETCH 1 (BINARY.SIZE[HEADER.FIELDS (SUBJECT)] BINARY.PEEK[HEADER.FIELDS (SUBJECT)])"
+        ),
+        "* 1 FETCH (BINARY.SIZE[HEADER.FIELDS (SUBJECT)] 14 BINARY[HEADER.FIELDS (SUBJECT)] {14}\r\nSubject: m\r\n\r\n)\r\nh OK Fetch completed\r\n"
+    );
+    assert_eq!(
         c.cmd("f", "FETCH 1 (BINARY.PEEK[3.MIME])"),
         "* 1 FETCH (BINARY[3.MIME] NIL)\r\nf OK Fetch completed\r\n"
     );
@@ -538,10 +545,11 @@ fn binary_of_text_and_of_a_parts_mime_header() {
 }
 
 #[test]
-fn search_past_the_last_message_finds_nothing_and_sent_dates_combine_with_it() {
+fn search_n_star_past_the_last_message_is_the_last_and_sent_dates_combine_with_it() {
     let (_inst, port) = started();
     let mut c = login(port);
-    // imaptest's search-date 2a on a mailbox of fewer than 8 messages: 8:* is empty
+    // imaptest's search-date 2a asks `8:* SENTBEFORE ...` of its 16-message mailbox; of 5
+    // messages, 8:* is 5:8 (RFC 3501 §9 `seq-range`, imaptest's search-sets `6:*`)
     let dates = [
         "Sat, 27 Oct 2007 23:00:00 +0300",
         "Sun, 28 Oct 2007 01:00:00 +0300",
@@ -565,9 +573,12 @@ fn search_past_the_last_message_finds_nothing_and_sent_dates_combine_with_it() {
     );
     assert_eq!(
         search(&mut c, "c", "8:* SENTBEFORE 30-Oct-2007"),
-        "* SEARCH\r\nc OK Search completed\r\n"
+        "* SEARCH 5\r\nc OK Search completed\r\n"
     );
-    assert_eq!(search(&mut c, "d", "*:9 ALL"), "* SEARCH\r\nd OK Search completed\r\n");
+    assert_eq!(
+        search(&mut c, "d", "*:9 ALL"),
+        "* SEARCH 5\r\nd OK Search completed\r\n"
+    );
     assert_eq!(
         search(&mut c, "e", "1:* SENTBEFORE 28-Oct-2007"),
         "* SEARCH 1\r\ne OK Search completed\r\n"
