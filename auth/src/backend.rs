@@ -134,47 +134,38 @@ impl Backend {
         }
         self.checked = Some(now);
         self.error = None;
-        let sig = signature(&self.users_src.path);
-        if !self.users_src.loaded || sig != self.users_src.sig {
-            match self.load_users() {
-                Ok(()) => {
-                    self.users_src.sig = sig;
-                    self.users_src.loaded = true;
-                }
-                Err(e) => self.error = Some(e),
-            }
-        }
-        if let Some(src) = &self.shadow_src {
+        for which in [Which::Users, Which::Shadow, Which::MasterUsers] {
+            let Some(src) = self.source(which) else { continue };
             let sig = signature(&src.path);
-            if !src.loaded || sig != src.sig {
-                match self.load_shadow() {
-                    Ok(()) => {
-                        if let Some(src) = &mut self.shadow_src {
-                            src.sig = sig;
-                            src.loaded = true;
-                        }
-                    }
-                    Err(e) => self.error = Some(e),
-                }
+            if src.loaded && sig == src.sig {
+                continue;
             }
-        }
-        if let Some(src) = &self.master_src {
-            let sig = signature(&src.path);
-            if !src.loaded || sig != src.sig {
-                match self.load_masters() {
-                    Ok(()) => {
-                        if let Some(src) = &mut self.master_src {
-                            src.sig = sig;
-                            src.loaded = true;
-                        }
-                    }
-                    Err(e) => self.error = Some(e),
+            let loaded = match which {
+                Which::Users => self.load_users(),
+                Which::Shadow => self.load_shadow(),
+                Which::MasterUsers => self.load_masters(),
+            };
+            match (loaded, self.source(which)) {
+                (Ok(()), Some(src)) => {
+                    src.sig = sig;
+                    src.loaded = true;
                 }
+                (Ok(()), None) => {}
+                (Err(e), _) => self.error = Some(e),
             }
         }
         match &self.error {
             Some(e) => Err(e.clone()),
             None => Ok(()),
+        }
+    }
+
+    /// The source of `which`, when it is read.
+    fn source(&mut self, which: Which) -> Option<&mut Source> {
+        match which {
+            Which::Users => Some(&mut self.users_src),
+            Which::Shadow => self.shadow_src.as_mut(),
+            Which::MasterUsers => self.master_src.as_mut(),
         }
     }
 

@@ -100,6 +100,28 @@ pub trait Dialect {
     fn ending(&self, why: Ending) -> &'static [u8];
 }
 
+/// Decodes a SASL PLAIN response (base64 of authzid NUL authcid NUL password, RFC 4616)
+/// into the login to verify ([`postern_lib::proto::auth::plain_login`]: an authzid other
+/// than the authcid asks for a master-user login); `None` when it is not one.
+pub fn sasl_plain(b64: &[u8]) -> Option<Pre> {
+    use base64::Engine;
+    let decoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(b64).ok()?);
+    let mut fields = decoded.split(|&b| b == 0);
+    let (Some(z), Some(c), Some(p), None) = (fields.next(), fields.next(), fields.next(), fields.next()) else {
+        return None;
+    };
+    let (Ok(z), Ok(c), Ok(p)) = (std::str::from_utf8(z), std::str::from_utf8(c), std::str::from_utf8(p)) else {
+        return None;
+    };
+    if c.is_empty() {
+        return None;
+    }
+    Some(Pre::Verify {
+        login: postern_lib::proto::auth::plain_login(z, c),
+        password: Zeroizing::new(p.to_string()),
+    })
+}
+
 /// The size of a literal ending `line` (`{n}`, `{n+}`, `~{n}`; the CRLF already taken
 /// off): `(n, synchronising)`. `None` when the line does not end in one or `n` does not
 /// fit.

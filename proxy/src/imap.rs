@@ -20,7 +20,6 @@
 //! FETCH of a body part that is not `.PEEK` (it sets `\Seen`).
 
 use crate::dialect::{Dialect, FromBackend, Login, Pre, Security, chomp, literal_at_end, shown, take_line};
-use base64::Engine;
 use postern_lib::skeleton::conn::{Ending, Io, Line};
 use std::collections::VecDeque;
 use zeroize::Zeroizing;
@@ -204,28 +203,13 @@ impl Imap {
             io.send(format!("{tag} BAD Authentication cancelled\r\n").as_bytes());
             return Pre::Done;
         }
-        let decoded = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .unwrap_or_default(),
-        );
-        let fields: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
-        let parsed = match fields.as_slice() {
-            [z, c, p] => match (std::str::from_utf8(z), std::str::from_utf8(c), std::str::from_utf8(p)) {
-                (Ok(z), Ok(c), Ok(p)) if !c.is_empty() => Some((
-                    postern_lib::proto::auth::plain_login(z, c),
-                    Zeroizing::new(p.to_string()),
-                )),
-                _ => None,
-            },
-            _ => None,
-        };
+        let parsed = crate::dialect::sasl_plain(b64);
         match parsed {
-            Some((login, password)) => {
+            Some(Pre::Verify { login, password }) => {
                 self.login_tag = tag;
                 Pre::Verify { login, password }
             }
-            None => {
+            _ => {
                 io.send(format!("{tag} BAD Invalid SASL PLAIN response\r\n").as_bytes());
                 Pre::Done
             }

@@ -11,7 +11,6 @@
 //! — is held until the user is synced when the session deleted something.
 
 use crate::dialect::{Dialect, FromBackend, Login, Pre, Security, chomp, shown, take_line};
-use base64::Engine;
 use postern_lib::skeleton::conn::{Ending, Io, Line};
 use std::collections::VecDeque;
 use zeroize::Zeroizing;
@@ -83,20 +82,8 @@ impl Pop3 {
             io.send(b"-ERR [AUTH] Authentication cancelled\r\n");
             return Pre::Done;
         }
-        let decoded = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .unwrap_or_default(),
-        );
-        let fields: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
-        if let [z, c, p] = fields.as_slice()
-            && let (Ok(z), Ok(c), Ok(p)) = (std::str::from_utf8(z), std::str::from_utf8(c), std::str::from_utf8(p))
-            && !c.is_empty()
-        {
-            return Pre::Verify {
-                login: postern_lib::proto::auth::plain_login(z, c),
-                password: Zeroizing::new(p.to_string()),
-            };
+        if let Some(verify) = crate::dialect::sasl_plain(b64) {
+            return verify;
         }
         io.send(b"-ERR [AUTH] Invalid PLAIN response\r\n");
         Pre::Done

@@ -347,6 +347,24 @@ pub fn add_user(inst: &Instance, name: &str, password: &str) {
     );
 }
 
+/// Writes master user `name` with `password` into `etc/FILE` (the format of `etc/users`,
+/// the hash made by `postern user add`; for `auth_master_users_file`), and `password` into
+/// `etc/PASSWORD_FILE` mode 0600 (for `proxy_master_password_file`).
+pub fn add_master_user(inst: &Instance, name: &str, password: &str, file: &str, password_file: &str) {
+    add_user(inst, name, password);
+    let users = std::fs::read_to_string(inst.etc().join("users")).expect("read etc/users");
+    let line = users
+        .lines()
+        .find(|l| l.split(':').next() == Some(name))
+        .expect("the new user's line");
+    std::fs::write(inst.etc().join(file), format!("{line}\n")).expect("write the master users file");
+    let out = inst.postern(&["user", "del", name]);
+    assert!(out.status.success(), "user del {name}: {}", String::from_utf8_lossy(&out.stderr));
+    let pw = inst.etc().join(password_file);
+    std::fs::write(&pw, format!("{password}\n")).expect("write the master password file");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
 /// Runs `python3 -c SCRIPT ARGS...`; returns whether it succeeded, its standard output
 /// and its standard error (for tests that check more than success).
 pub fn python_args(script: &str, args: &[&str]) -> (bool, String, String) {

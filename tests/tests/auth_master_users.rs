@@ -13,7 +13,8 @@
 //! * Without a master users file `alice*proxy` is just an unknown user.
 
 use postern_tests::{
-    Instance, add_user, auth_service, daemon_service, deliver_maildir, free_port, owned_mail_base, python,
+    Instance, add_master_user, add_user, auth_service, daemon_service, deliver_maildir, free_port, owned_mail_base,
+    python,
 };
 
 const SCRIPT: &str = r#"
@@ -135,13 +136,7 @@ fn instance(master: bool) -> (Instance, u16, u16) {
     add_user(&inst, "alice", "Alice-Plain-1");
     add_user(&inst, "bob", "Bob-Plain-2");
     if master {
-        // the master's hash as `postern user add` makes it, moved to the master file
-        add_user(&inst, "proxy", "Proxy-Master-9");
-        let users = std::fs::read_to_string(inst.etc().join("users")).expect("users");
-        let line = users.lines().find(|l| l.starts_with("proxy:")).expect("proxy line");
-        std::fs::write(inst.etc().join("master-users"), format!("{line}\n")).expect("master-users");
-        let out = inst.postern(&["user", "del", "proxy"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        add_master_user(&inst, "proxy", "Proxy-Master-9", "master-users", "proxy-password");
     }
     deliver_maildir(&inst, "alice", "1.M1.test", b"Subject: for alice\r\n\r\nhello\r\n");
     for d in ["new", "cur", "tmp"] {

@@ -13,7 +13,9 @@
 
 mod proxy_common;
 
-use postern_tests::{Instance, add_user, auth_service, daemon_service, deliver_maildir, free_port, owned_mail_base};
+use postern_tests::{
+    Instance, add_master_user, add_user, auth_service, daemon_service, deliver_maildir, free_port, owned_mail_base,
+};
 use proxy_common::{ALICE_PW, Raw, contains, message, text};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,16 +67,13 @@ fn replica(name: &str, own: u16, peer: u16, extra: &str) -> Instance {
     )
     .expect("chmod");
     add_user(&inst, "alice", ALICE_PW);
-    add_user(&inst, "proxy", proxy_common::MASTER_PW);
-    let users = std::fs::read_to_string(inst.etc().join("users")).expect("users");
-    let line = users.lines().find(|l| l.starts_with("proxy:")).expect("proxy line");
-    std::fs::write(inst.etc().join("master-users"), format!("{line}\n")).expect("master-users");
-    assert!(inst.postern(&["user", "del", "proxy"]).status.success());
-    std::fs::write(
-        inst.etc().join("proxy-password"),
-        format!("{}\n", proxy_common::MASTER_PW),
-    )
-    .expect("pw");
+    add_master_user(
+        &inst,
+        "proxy",
+        proxy_common::MASTER_PW,
+        "master-users",
+        "proxy-password",
+    );
     inst
 }
 

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use postern_tests::{Instance, add_user, auth_service, daemon_service, free_port, owned_mail_base};
+use postern_tests::{Instance, add_master_user, add_user, auth_service, daemon_service, free_port, owned_mail_base};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -73,15 +73,7 @@ pub fn start(pop3_before: &[u16], imap_before: &[u16], settings: &[&str]) -> Box
     let mut inst = Instance::new(&services, &all);
     add_user(&inst, "alice", ALICE_PW);
     add_user(&inst, "bob", BOB_PW);
-    add_user(&inst, "proxy", MASTER_PW);
-    let users = std::fs::read_to_string(inst.etc().join("users")).expect("users");
-    let line = users.lines().find(|l| l.starts_with("proxy:")).expect("proxy line");
-    std::fs::write(inst.etc().join("master-users"), format!("{line}\n")).expect("master-users");
-    let out = inst.postern(&["user", "del", "proxy"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pw = inst.etc().join("proxy-password");
-    std::fs::write(&pw, format!("{MASTER_PW}\n")).expect("password file");
-    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    add_master_user(&inst, "proxy", MASTER_PW, "master-users", "proxy-password");
     let mail = inst.root.path().join("var/mail");
     for u in ["alice", "bob"] {
         for d in ["new", "cur", "tmp"] {
