@@ -56,6 +56,29 @@
 //!    of view). Any request may be answered `error {reason}`; the connection stays usable.
 //!    `system` is a bit set: 1 \Seen, 2 \Answered, 4 \Flagged, 8 \Deleted, 16 \Draft.
 //!
+//! # Running it
+//!
+//! Both services come from `etc/master.toml` (commented out there): the unix one with
+//! `maxproc = 1` (one sweep, one status), `min_procs = 1`, a long `max_idle` and a
+//! `wakeup`, so its process (and with it the sweep, which starts at the first local
+//! connection or wakeup) stays up. Settings: `replica_peers`, `replica_name` (default
+//! `$myhostname`; must differ per replica), `replica_secret_file` (same file on every
+//! replica, mode 0600), `replica_sync_interval`, `replica_timeout`. A peer whose host does
+//! not answer the connect is skipped by `Sync` requests for a few seconds (the proxy does
+//! not wait a timeout on each change) and retried by the sweep.
+//!
+//! # Costs and limits
+//!
+//! A merge opens every folder of the user on both sides (a folder unchanged since the
+//! last merge on both sides, by HIGHESTMODSEQ, is not listed), and a changed folder is
+//! listed whole: a `Sync` of an unchanged 10,000-message mailbox took about 0.15 s, after
+//! one flag change about 0.27 s (release build, loopback, busy 2-core machine). A replica
+//! that missed 10,000 messages and 10,000 flag changes caught up in 6 to 9 s
+//! (`bench/replica_catchup.sh`). A merge interrupted half-way keeps the folder's old state;
+//! the next one can then bring back a message expunged meanwhile, never lose one. With more
+//! than two replicas each pair keeps its own state and a `Sync` merges with the peers one
+//! after the other.
+//!
 //! Bounds: frames as the IPC limits; a message body at most `message_size_limit`; a fetch
 //! or put at most 1,024 messages and 64 MiB; 10,000 changes a request; every frame must
 //! arrive within `replica_timeout`. A peer that breaks the protocol gets a log line and
