@@ -28,6 +28,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Connections to the peer kept open for the next request.
@@ -44,6 +45,10 @@ pub struct Shared {
     key: Option<hmac::Key>,
     pool: Mutex<Vec<PeerConn>>,
     health: Mutex<MirrorStatus>,
+    /// The peer came back: a resync is due ([`crate::resync`]).
+    resync_due: AtomicBool,
+    /// A resync runs.
+    resyncing: AtomicBool,
 }
 
 /// Reads the secret (as root, before the privilege drop).
@@ -62,6 +67,8 @@ pub fn init(ctx: &Context) -> Result<Shared, String> {
         key,
         pool: Mutex::new(Vec::new()),
         health: Mutex::new(MirrorStatus::default()),
+        resync_due: AtomicBool::new(false),
+        resyncing: AtomicBool::new(false),
     })
 }
 
@@ -241,6 +248,36 @@ fn serve_local(shared: &Shared, ctx: &Context, sock: std::os::unix::net::UnixStr
     if let Err(e) = ipc.send(&reply) {
         tracing::warn!("mirror: cannot answer a local client: {e}");
     }
+    drop(ipc);
+    if shared.resync_due.load(Ordering::Acquire) {
+        resync(shared, ctx);
+    }
+}
+
+/// Copies everything queued here to the returned peer, once at a time.
+fn resync(shared: &Shared, ctx: &Context) {
+    if shared
+        .resyncing
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    shared.resync_due.store(false, Ordering::Release);
+    let budget = ctx.main.queue_mirror_timeout.duration();
+    let peer = &ctx.main.queue_mirror_peer;
+    let result = crate::resync::run(
+        max_put(ctx),
+        |id, data| with_peer(shared, ctx, budget, |c, d| c.put(id, data, d)),
+        |ids| with_peer(shared, ctx, budget, |c, d| c.drop_copies(ids, d)),
+    );
+    match result {
+        Ok((copied, dropped)) => tracing::info!(
+            "mirror: resync: {copied} queued message(s) copied to {peer} ({dropped} finished meanwhile, dropped)"
+        ),
+        Err(why) => tracing::warn!("mirror: resync with {peer} stopped: {why}; it starts over when the peer is back"),
+    }
+    shared.resyncing.store(false, Ordering::Release);
 }
 
 /// The queue file behind `file`, bounded.
@@ -295,9 +332,10 @@ fn with_peer(
             }
             if let Some(since) = h.failing_since.take() {
                 tracing::info!(
-                    "mirror: peer {peer} reachable again after {} s",
+                    "mirror: peer {peer} reachable again after {} s; copying what is queued here to it",
                     now_secs().saturating_sub(since)
                 );
+                shared.resync_due.store(true, Ordering::Release);
             }
             h.reachable = Some(true);
             h.exchanges_ok += 1;

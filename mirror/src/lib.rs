@@ -26,15 +26,18 @@
 //! - a 451 after the peer wrote its copy (the ack came too late) leaves an orphan copy;
 //!   the client sends the message again, so adoption could deliver it twice;
 //! - with `queue_mirror_unreachable = "degraded"` a message accepted while the peer was
-//!   unreachable is on one node only (logged `degraded`); it is not copied later.
+//!   unreachable is on one node only (logged `degraded`) until the peer answers again:
+//!   then everything still queued here is copied to it ([`resync`]).
 //!
 //! Modules: [`wire`] (the TCP protocol between the nodes: frames, HMAC challenge and
 //! response), [`store`] (the `mirror/` directory: write, drop, count, adopt), [`local`]
 //! (the request protocol on `private/mirror` and its blocking client), [`drops`] (qmgr's
-//! background drop notices), [`daemon`] (the mirror daemon's two services).
+//! background drop notices), [`resync`] (catching a returning peer up), [`daemon`] (the
+//! mirror daemon's two services).
 
 pub mod daemon;
 pub mod drops;
 pub mod local;
+pub mod resync;
 pub mod store;
 pub mod wire;
