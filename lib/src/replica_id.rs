@@ -103,7 +103,10 @@ mod tests {
         );
         assert!(is_replica_base(&base));
         let sized = format!("{base},S=1234");
-        assert_eq!(crate::mailbox::index::guid_of(&sized), u128::from_str_radix(&g, 16).unwrap());
+        assert_eq!(
+            crate::mailbox::index::guid_of(&sized),
+            u128::from_str_radix(&g, 16).unwrap()
+        );
         assert!(!is_replica_base("1790000000.M5P1Q2.host"));
         assert_eq!(guid_of_base("x.Gabc.replica"), None);
         assert_eq!(

@@ -83,11 +83,15 @@ mod tests {
         let main = "myhostname = \"mh1.example.test\"\nreplica_domains = [\"example.test\"]\n";
         let one = format!("{main}replica_relays = [\"smtp:[198.18.0.31]:25\"]\n");
         std::fs::write(d.path().join("etc/main.toml"), &one).unwrap();
-        let e = crate::config::Config::load(&d.path().join("etc")).unwrap_err().to_string();
+        let e = crate::config::Config::load(&d.path().join("etc"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("replica_relays"), "{e}");
         let bad = format!("{main}replica_relays = [\"smtp:[198.18.0.31]:25\", \"nexthop-only\"]\n");
         std::fs::write(d.path().join("etc/main.toml"), &bad).unwrap();
-        let e = crate::config::Config::load(&d.path().join("etc")).unwrap_err().to_string();
+        let e = crate::config::Config::load(&d.path().join("etc"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nexthop-only"), "{e}");
         let good = format!(
             "{main}replica_relays = [\"smtp:[198.18.0.31]:25\", \"smtp:[198.18.0.32]:25\"]\nreplica_hub_networks = [\"198.18.0.0/24\"]\n"
