@@ -387,3 +387,43 @@ fn a_backend_that_refuses_the_master_login_is_passed_over() {
     );
     assert!(log.contains(&format!("backend=127.0.0.1:{}", b.imap)), "{log}");
 }
+
+/// Not a test: the cost of the proxy, measured (`cargo nextest run -p postern-tests --test
+/// proxy_imap --run-ignored only --no-capture`): the same pipelined FETCHes directly from
+/// imapd and through the proxy, best of three.
+#[test]
+#[ignore]
+fn proxy_cost() {
+    let b = start(&[], &[], &[]);
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    while big.len() < 20 << 20 {
+        big.extend_from_slice(b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n");
+    }
+    deliver_maildir(&b.inst, "alice", "4000.M0.test", &big);
+    for i in 1..=500 {
+        deliver_maildir(&b.inst, "alice", &format!("4001.M{i}.test"), &message(i, 20));
+    }
+    let mut small = b"s SELECT INBOX\r\n".to_vec();
+    for i in 2..=501 {
+        small.extend_from_slice(format!("f{i} FETCH {i} (FLAGS BODY.PEEK[])\r\n").as_bytes());
+    }
+    small.extend_from_slice(b"z LOGOUT\r\n");
+    let large = b"s SELECT INBOX\r\nf FETCH 1 BODY.PEEK[]\r\nz LOGOUT\r\n".to_vec();
+    for (what, cmds) in [("500 small FETCHes", &small), ("one 20 MB FETCH", &large)] {
+        for (via, port) in [("imapd directly", b.imap), ("through the proxy", b.imap_proxy)] {
+            let best = (0..3)
+                .map(|_| {
+                    let mut c = login(port);
+                    let t = std::time::Instant::now();
+                    c.send(cmds);
+                    c.s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+                    let got = c.read_to_close(Duration::from_secs(120));
+                    assert!(contains(&got[got.len().saturating_sub(200)..], b"z OK"));
+                    t.elapsed()
+                })
+                .min()
+                .unwrap_or_default();
+            eprintln!("{what}, {via}: {:.0} ms", best.as_secs_f64() * 1000.0);
+        }
+    }
+}
