@@ -637,33 +637,21 @@ pub fn expunged_since(f: &Folder, since: u64) -> HashSet<String> {
 /// still in `new/` or `cur/` is — else it would come back (under its old UID, while the
 /// uidlist still names it).
 pub fn hub_copy_expunged(dir: &Path, base: &str) -> bool {
-    if !is_hub_copy(base) {
-        return false;
-    }
-    let Some(guid) = base
-        .strip_suffix(".replica")
-        .and_then(|b| b.split_once(".G"))
-        .map(|(_, g)| g.to_ascii_lowercase())
-    else {
+    let Some(guid) = crate::replica_id::guid_of_base(base) else {
         return false;
     };
+    let guid = super::index::guid_hex(guid);
     let Ok(text) = fs::read_to_string(dir.join(EXPUNGE_LOG)) else {
         return false;
     };
     text.lines().any(|l| l.rsplit(' ').next() == Some(guid.as_str()))
 }
 
-/// Whether a base name is a hub's replica copy (`<secs>.G<32 hex>.replica`): made only by
-/// a hub's delivery, the same on every replica, never by COPY or MOVE here.
+/// Whether a base name is a hub's replica copy ([`crate::replica_id`]:
+/// `<secs>.G<32 hex>.replica`, with or without `,S=`): made only by a hub's delivery, the
+/// same on every replica, never by COPY or MOVE here.
 pub fn is_hub_copy(base: &str) -> bool {
-    base.strip_suffix(".replica")
-        .and_then(|b| b.split_once(".G"))
-        .is_some_and(|(t, g)| {
-            !t.is_empty()
-                && t.bytes().all(|c| c.is_ascii_digit())
-                && g.len() == 32
-                && g.bytes().all(|c| c.is_ascii_hexdigit())
-        })
+    crate::replica_id::is_replica_base(base)
 }
 
 #[cfg(test)]
