@@ -366,6 +366,16 @@ pub fn deliver_once_deferred(
             already: true,
         });
     }
+    // A hub's late second copy of a message this mailbox had and expunged (its GUID in
+    // INBOX's expunge log, crate::mailbox::replica): delivered already, it must not come
+    // back.
+    if let Some(u) = unique.filter(|u| crate::mailbox::replica::hub_copy_expunged(&md_path, u)) {
+        return Ok(Delivered {
+            size: 0,
+            name: u.to_string(),
+            already: true,
+        });
+    }
     let tmp_path = md_path.join("tmp");
     // A replica name may be delivered by two queue files at once (a hub's retry while its
     // first attempt is still in flight): each writes its own temporary file.

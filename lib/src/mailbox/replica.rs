@@ -770,6 +770,27 @@ mod tests {
     }
 
     #[test]
+    fn a_hubs_late_copy_of_an_expunged_message_is_not_delivered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "u").unwrap();
+        let base = "1765000000.G0000000000000000000000000000abcd.replica";
+        let deliver = || {
+            crate::maildir_deliver::deliver_once(dir.path(), "u", Some(base), b"", &mut &b"Subject: x\r\n\r\n"[..])
+                .unwrap()
+        };
+        assert!(!deliver().already);
+        assert!(deliver().already, "a second copy while the first is there");
+        let mut inbox = store.folder("INBOX").unwrap();
+        let uid = inbox.messages()[0].uid;
+        assert!(is_hub_copy(&inbox.messages()[0].base));
+        inbox.expunge(&[uid]).unwrap();
+        assert!(hub_copy_expunged(inbox.path(), base));
+        assert!(deliver().already, "a late copy after the expunge");
+        inbox.sync().unwrap();
+        assert!(inbox.messages().is_empty());
+    }
+
+    #[test]
     fn folders_get_the_uidvalidity_asked() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), "u").unwrap();
