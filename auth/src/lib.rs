@@ -16,6 +16,16 @@
 //! /etc/passwd accounts when `local_system_users = true` (local delivers to them);
 //! `LookupVirtual` (local's question) answers for `etc/users` only.
 //!
+//! ## Master users
+//! With `auth_master_users_file` (the format of `etc/users`), a login `USER*MASTER`
+//! (`auth_master_user_separator`), or SASL PLAIN with authorization identity USER and
+//! authentication identity MASTER (pop3d and imapd pass it as `USER` NUL `MASTER`), is
+//! checked against MASTER's password in that file and, right and USER existing, logs in
+//! as USER — Dovecot's master passdb, used by the POP3/IMAP proxy to reach the backends
+//! without the user's password. Failures count in the penalty like any other; without
+//! the file the separator means nothing. Logged as `auth ok: user=U, master=M, ...:
+//! master user M logged in as U`.
+//!
 //! ## Security stance
 //! * Least privilege: auth runs as `mail_owner` like every unprivileged daemon. The
 //!   password files stay readable by root only; a tiny root helper started before the
@@ -36,7 +46,8 @@
 //!
 //! ## Settings read
 //! `auth_system_users`, `local_system_users`, `auth_failure_window`, `auth_failure_delay`,
-//! `auth_penalty_max`, `auth_worker_threads`, plus the skeleton's (`max_idle`,
+//! `auth_penalty_max`, `auth_worker_threads`, `auth_master_users_file`,
+//! `auth_master_user_separator`, plus the skeleton's (`max_idle`,
 //! `max_use`, `mail_owner`, `maillog_file`).
 //!
 //! ## Diagnostics
