@@ -176,6 +176,53 @@ mod tests {
         assert_eq!(literal_at_end(b"a NOOP"), None);
     }
 
+    /// Hostile backend output (random bytes from a few alphabets, in random pieces, with
+    /// little room) never panics either dialect, and what it forwards never exceeds what
+    /// came in.
+    #[test]
+    fn garbage_from_a_backend_never_panics() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet: &[u8] = b"* +OK-ERR{}~0123456789 a.\r\n\r\n\n\"()";
+        for round in 0..300 {
+            let mut imap = crate::imap::Imap::new(100, 100);
+            let mut pop3 = crate::pop3::Pop3::new();
+            for (i, tag) in ["a", "0", "+", "*", "OK", "a"].iter().enumerate() {
+                imap.classify(format!("{tag} {} 1 BODY[]", ["FETCH", "STORE", "IDLE"][i % 3]).as_bytes());
+                pop3.expect(i % 2 == 0, i == 5);
+            }
+            let len = (next() % 400) as usize;
+            let stream: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if r % 5 == 0 {
+                        (r >> 8) as u8
+                    } else {
+                        alphabet[(r >> 8) as usize % alphabet.len()]
+                    }
+                })
+                .collect();
+            for d in [&mut imap as &mut dyn Dialect, &mut pop3 as &mut dyn Dialect] {
+                let (mut inp, mut total) = (Vec::new(), 0);
+                for piece in stream.chunks(1 + round % 17) {
+                    inp.extend_from_slice(piece);
+                    let mut out = Vec::new();
+                    let r = d.backend_input(&mut inp, 1 + (next() % 64) as usize, &mut out);
+                    total += out.len() + d.release().len();
+                    if r.bad.is_some() {
+                        break;
+                    }
+                }
+                assert!(total <= stream.len());
+            }
+        }
+    }
+
     #[test]
     fn lines_are_taken_whole_and_bounded() {
         let mut v = b"one\r\ntwo".to_vec();

@@ -217,7 +217,7 @@ impl Imap {
     }
 
     /// Records a client command starting with `line` (tag, name; UID's sub-command).
-    fn classify(&mut self, line: &[u8]) {
+    pub(crate) fn classify(&mut self, line: &[u8]) {
         let mut words = line.split(|&b| b == b' ');
         let tag = words.next().unwrap_or_default().to_vec();
         let mut cmd = words.next().unwrap_or_default().to_ascii_uppercase();

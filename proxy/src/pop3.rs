@@ -56,6 +56,14 @@ pub struct Pop3 {
     held: Vec<u8>,
 }
 
+#[cfg(test)]
+impl Pop3 {
+    /// Expects the answer to a command (`multi`: a multi-line one).
+    pub(crate) fn expect(&mut self, multi: bool, commit: bool) {
+        self.pending.push_back(Pending { multi, commit });
+    }
+}
+
 impl Default for Pop3 {
     fn default() -> Self {
         Self::new()
