@@ -5,7 +5,7 @@
 
 use crate::merge::{Options, Report, sync_user};
 use crate::remote::RemoteReplica;
-use crate::replica::{LocalReplica, Res};
+use crate::replica::Res;
 use postern_lib::proto::replica::{PeerState, PeerStatus, ReplicaReply};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -50,6 +50,8 @@ pub struct Node {
     peers: Mutex<Vec<Track>>,
     /// Each user's mailbox fingerprint after its last merge.
     seen: Mutex<HashMap<String, u64>>,
+    /// Folder states kept between merges.
+    cache: crate::replica::Cache,
 }
 
 fn now() -> i64 {
@@ -82,6 +84,7 @@ impl Node {
             cfg,
             peers: Mutex::new(peers),
             seen: Mutex::new(HashMap::new()),
+            cache: crate::replica::Cache::default(),
         }
     }
 
@@ -119,9 +122,12 @@ impl Node {
 
     /// Merges `user` with `remote` (connected to peer number `i`).
     fn merge(&self, remote: &mut RemoteReplica, user: &str) -> Res<Report> {
-        let mut local = LocalReplica::open(&self.cfg.base, user, &self.cfg.node, self.cfg.max_message)?;
+        let mut local = self
+            .cache
+            .take(&self.cfg.base, user, &self.cfg.node, self.cfg.max_message)?;
         remote.open(user)?;
         let r = sync_user(&mut local, remote, &self.options())?;
+        self.cache.put(user, local);
         if !r.failed.is_empty() {
             return Err(r.failed.join("; "));
         }

@@ -87,6 +87,44 @@ pub trait Replica {
     fn save_state(&mut self, peer: &str, state: &SyncState) -> Res<()>;
 }
 
+/// Users whose [`LocalReplica`] (its open folder states) a process keeps between merges.
+pub const CACHED_USERS: usize = 16;
+
+/// The local replicas of the users merged last, kept so that the next merge of a user
+/// finds its folder states open (a folder unchanged since is not read again). Taken out
+/// for a merge (one user is merged by one thread at a time) and put back after.
+#[derive(Default)]
+pub struct Cache {
+    users: std::sync::Mutex<Vec<(String, LocalReplica)>>,
+}
+
+impl Cache {
+    /// The user's replica: the cached one, or a new one.
+    pub fn take(&self, base: &Path, user: &str, node: &str, max_message: u64) -> Res<LocalReplica> {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = users.iter().position(|(u, _)| u == user) {
+            let (_, r) = users.remove(i);
+            if r.store.root().is_dir() {
+                return Ok(r);
+            }
+        }
+        drop(users);
+        LocalReplica::open(base, user, node, max_message)
+    }
+
+    /// Keeps `r` (unlocked) for the next merge of `user`, dropping the oldest beyond
+    /// [`CACHED_USERS`].
+    pub fn put(&self, user: &str, mut r: LocalReplica) {
+        r.unlock();
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.retain(|(u, _)| u != user);
+        users.push((user.to_string(), r));
+        if users.len() > CACHED_USERS {
+            users.remove(0);
+        }
+    }
+}
+
 /// One user's mailbox in this server's store.
 pub struct LocalReplica {
     node: String,

@@ -77,7 +77,26 @@ fn session<S: Read + Write>(cfg: &ServeConfig, conn: &mut Conn<S>) -> Res<()> {
         }
     };
     conn.who = format!("{} ({peer})", conn.who);
-    let mut local: Option<LocalReplica> = None;
+    let mut local: Option<(String, LocalReplica)> = None;
+    let r = requests(cfg, conn, &peer, &mut local);
+    if let Some((user, l)) = local {
+        cache().put(&user, l);
+    }
+    r
+}
+
+/// The folder states a peer-serving process keeps between sessions.
+fn cache() -> &'static crate::replica::Cache {
+    static CACHE: std::sync::OnceLock<crate::replica::Cache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(crate::replica::Cache::default)
+}
+
+fn requests<S: Read + Write>(
+    cfg: &ServeConfig,
+    conn: &mut Conn<S>,
+    peer: &str,
+    local: &mut Option<(String, LocalReplica)>,
+) -> Res<()> {
     loop {
         let req = match conn.frame() {
             Ok(f) => match f.message::<PeerRequest>() {
@@ -93,7 +112,7 @@ fn session<S: Read + Write>(cfg: &ServeConfig, conn: &mut Conn<S>) -> Res<()> {
             Err(e) if e.ends_with("connection closed") => return Ok(()),
             Err(e) => return Err(e),
         };
-        let reply = match handle(cfg, conn, &peer, &mut local, req) {
+        let reply = match handle(cfg, conn, peer, local, req) {
             Ok(Some(r)) => r,
             Ok(None) => continue,
             Err(Fatal(e)) => return Err(e),
@@ -121,20 +140,20 @@ fn handle<S: Read + Write>(
     cfg: &ServeConfig,
     conn: &mut Conn<S>,
     peer: &str,
-    local: &mut Option<LocalReplica>,
+    local: &mut Option<(String, LocalReplica)>,
     req: PeerRequest,
 ) -> Result<Option<PeerReply>, Fatal> {
     if let PeerRequest::Open { user } = &req {
-        *local = None;
-        return Ok(Some(
-            match LocalReplica::open(&cfg.base, user, &cfg.node, cfg.max_message) {
-                Ok(l) => {
-                    *local = Some(l);
-                    PeerReply::Ok
-                }
-                Err(e) => error(e),
-            },
-        ));
+        if let Some((u, l)) = local.take() {
+            cache().put(&u, l);
+        }
+        return Ok(Some(match cache().take(&cfg.base, user, &cfg.node, cfg.max_message) {
+            Ok(l) => {
+                *local = Some((user.clone(), l));
+                PeerReply::Ok
+            }
+            Err(e) => error(e),
+        }));
     }
     // a put's data streams must be read whatever happens, to stay in step
     if let PeerRequest::Put { messages, .. } = &req
@@ -142,7 +161,7 @@ fn handle<S: Read + Write>(
     {
         return Err(Fatal(format!("put of {} messages", messages.len())));
     }
-    let Some(r) = local.as_mut() else {
+    let Some((_, r)) = local.as_mut() else {
         if let PeerRequest::Put { messages, .. } = &req {
             for _ in messages {
                 conn.recv_data(cfg.max_message).map_err(Fatal)?;
