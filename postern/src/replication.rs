@@ -23,7 +23,10 @@ pub fn print(config: &Config) {
             return;
         }
         Err(e) => {
-            println!("replication: the replicator does not answer ({}): {e}", socket.display());
+            println!(
+                "replication: the replicator does not answer ({}): {e}",
+                socket.display()
+            );
             return;
         }
     };
