@@ -22,6 +22,10 @@
 //!   (master runs the commands master.toml names).
 //!
 //! - where mail to postmaster goes ([`crate::postmaster`]): it must reach a mailbox.
+//! - the queue mirror (issue 16): with `queue_mirror_peer` set, a `mirror` unix service
+//!   must serve `private/mirror` (or every message would be deferred or accepted degraded)
+//!   and `queue_mirror_secret_file` must hold a secret of at least 16 bytes, readable by
+//!   nobody but its owner.
 //!
 //! DIAGNOSTICS: one line per finding on standard error. `postern: error: ...` is what would
 //! stop the mail system, lose mail or expose it (a port another program holds, a missing
@@ -84,6 +88,7 @@ pub fn run(dir: &Path, fix: bool) -> Result<ExitCode, String> {
     users_file(dir, fix, &mut r);
     config_files(dir, fix, &mut r);
     postmaster(&cfg, fix, &mut r);
+    queue_mirror(&cfg, &mut r);
 
     let mut err = std::io::stderr().lock();
     for line in &r.fixed {
@@ -362,5 +367,47 @@ fn postmaster(cfg: &Config, fix: bool, r: &mut Report) {
             }
         }
         Err(e) => r.error(format!("alias_maps: {e}")),
+    }
+}
+
+/// The queue mirror's service and secret (issue 16).
+fn queue_mirror(cfg: &Config, r: &mut Report) {
+    let main = &cfg.main;
+    let is_mirror = |s: &&postern_lib::config::Service| s.program.file_name().is_some_and(|n| n == "mirror");
+    let served = cfg.services.iter().filter(is_mirror).any(|s| {
+        s.entry.kind == postern_lib::config::ServiceType::Unix
+            && s.listen.iter().any(|l| l.ends_with("private/mirror"))
+    });
+    let secret = main.queue_mirror_secret_file.path();
+    if !main.queue_mirror_peer.is_empty() && !served {
+        r.error(format!(
+            "queue_mirror_peer is set but {MASTER_FILE} has no mirror unix service on private/mirror: \
+             cleanup would answer every message as if the peer were unreachable ({})",
+            main.queue_mirror_unreachable
+        ));
+    }
+    if main.queue_mirror_peer.is_empty() && !cfg.services.iter().any(|s| is_mirror(&s)) {
+        return;
+    }
+    if main.queue_mirror_secret_file.as_str().is_empty() {
+        r.warn("the mirror service refuses every peer: queue_mirror_secret_file is not set");
+        return;
+    }
+    match std::fs::read(secret) {
+        Ok(bytes) => {
+            if let Err(e) = mirror::wire::parse_secret(&bytes) {
+                r.error(format!("queue_mirror_secret_file {}: {e}", secret.display()));
+            }
+            if let Ok(m) = std::fs::metadata(secret)
+                && m.permissions().mode() & 0o077 != 0
+            {
+                r.error(format!(
+                    "queue_mirror_secret_file {} is readable by others (mode {:o}): chmod 600",
+                    secret.display(),
+                    m.permissions().mode() & 0o777
+                ));
+            }
+        }
+        Err(e) => r.error(format!("queue_mirror_secret_file {}: {e}", secret.display())),
     }
 }

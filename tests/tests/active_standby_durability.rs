@@ -555,3 +555,26 @@ fn garbage_from_or_to_the_peer_is_logged_not_fatal() {
     assert!(queue_empty(&inst));
     let _ = inst.stop();
 }
+
+#[test]
+fn check_names_a_missing_mirror_service_and_a_weak_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let peer = format!("queue_mirror_peer=127.0.0.1:{}", free_port());
+    let settings = [peer.as_str(), "queue_mirror_secret_file=mirror-secret"];
+    // No mirror service in master.toml, a secret others can read, and too short.
+    let inst = Instance::new(&pipeline_services(free_port()), &settings);
+    let secret = inst.etc().join("mirror-secret");
+    std::fs::write(&secret, "short\n").expect("write secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = inst.postern(&["check"]);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("has no mirror unix service on private/mirror"), "{text}");
+    assert!(text.contains("at least 16 bytes"), "{text}");
+    assert!(text.contains("is readable by others (mode 644)"), "{text}");
+    // With the services and a proper secret: nothing about the mirror.
+    let inst = Instance::new(&(pipeline_services(free_port()) + &mirror_services("")), &settings);
+    write_secret(&inst);
+    let text = String::from_utf8_lossy(&inst.postern(&["check"]).stderr).to_string();
+    assert!(!text.contains("mirror"), "{text}");
+}
