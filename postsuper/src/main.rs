@@ -238,6 +238,8 @@ fn run() -> Result<bool, String> {
     let mut stdin_ids: Option<Vec<QueueId>> = None;
     let mut counts = [0usize; 4];
     let mut all_ok = true;
+    // Deleted messages whose copies the peer node may drop (queue mirror, issue 16).
+    let mut deleted: Vec<String> = Vec::new();
     for (op, target) in &work {
         let queues: Vec<&str> = if queues.is_empty() {
             op.default_queues().to_vec()
@@ -280,6 +282,9 @@ fn run() -> Result<bool, String> {
                 match outcome {
                     Outcome::Done(what) => {
                         counts[*op as usize] += 1;
+                        if *op == Op::Delete {
+                            deleted.push(f.id.to_string());
+                        }
                         eprintln!("postsuper: {}: {what}", f.id);
                         log.line(&format!("{}: {what}", f.id));
                     }
@@ -314,11 +319,29 @@ fn run() -> Result<bool, String> {
             log.line(&line);
         }
     }
+    drop_mirror_copies(&queue_dir, deleted);
     if counts[Op::Release as usize] > 0 {
         // Released messages are due now; qmgr takes them at its next deferred scan.
         trigger::send(&queue_dir.join(trigger::QMGR_SOCKET), trigger::WAKEUP);
     }
     Ok(all_ok)
+}
+
+/// With a queue mirror (the mirror daemon's socket exists), the peer node drops its copies
+/// of the deleted messages, which it would otherwise deliver if it ever adopted this
+/// node's mail. Best effort: a failure is a warning.
+fn drop_mirror_copies(queue_dir: &Path, ids: Vec<String>) {
+    if ids.is_empty() || !queue_dir.join(mirror::local::SOCKET).exists() {
+        return;
+    }
+    for batch in ids.chunks(mirror::local::MAX_DROP) {
+        if let Err(why) = mirror::local::drop_copies(queue_dir, batch.to_vec(), std::time::Duration::from_secs(30)) {
+            eprintln!(
+                "postsuper: warning: the peer node keeps its copies of {} deleted message(s): {why}",
+                batch.len()
+            );
+        }
+    }
 }
 
 /// Queue IDs from standard input, one per line; bad lines are reported and skipped.

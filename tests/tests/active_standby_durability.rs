@@ -578,3 +578,39 @@ fn check_names_a_missing_mirror_service_and_a_weak_secret() {
     let text = String::from_utf8_lossy(&inst.postern(&["check"]).stderr).to_string();
     assert!(!text.contains("mirror"), "{text}");
 }
+
+#[test]
+fn postsuper_delete_drops_the_peers_copies() {
+    // The peer: a mirror service on loopback.
+    let mport = free_port();
+    let mut peer = Instance::new(
+        &mirror_services(&format!("127.0.0.1:{mport}")),
+        &["queue_mirror_secret_file=mirror-secret"],
+    );
+    write_secret(&peer);
+    peer.start();
+    let (inst, port) = single(&format!("127.0.0.1:{mport}"), &["queue_mirror_unreachable=defer"]);
+    let qmgr = children_of(inst.master_pid())
+        .into_iter()
+        .find(|&p| comm(p).as_deref() == Some("qmgr"))
+        .expect("qmgr");
+    signal(qmgr, nix::sys::signal::Signal::SIGSTOP);
+    let (ok, bad) = send_many(None, "127.0.0.1", port, "del", 3);
+    assert_eq!(ok, 3, "{bad:?}");
+    assert_eq!(count_files(&peer.queue().join("mirror")), 3);
+    let out = std::process::Command::new(bin("postsuper"))
+        .arg("-c")
+        .arg(inst.etc())
+        .args(["-d", "ALL"])
+        .output()
+        .expect("postsuper");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        wait_for(Duration::from_secs(5), || count_files(&peer.queue().join("mirror"))
+            == 0),
+        "the peer dropped the deleted messages' copies: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    signal(qmgr, nix::sys::signal::Signal::SIGCONT);
+    let _ = peer.stop();
+}
