@@ -257,6 +257,17 @@ fn run_pair(prefix: &str, mirror: bool) -> (usize, HashMap<String, usize>, usize
     assert_eq!(count_files(&pair.nodes[0].queue().join("incoming")), MESSAGES);
     let held = count_files(&pair.nodes[1].queue().join("mirror"));
     let status = String::from_utf8_lossy(&pair.nodes[1].postern(&["status"]).stdout).to_string();
+    if mirror {
+        // Node 2 becoming MASTER while node 1 lives (a fail-over that was not needed, or
+        // the fail-back of a pair): node 1 keeps its mail, nothing is adopted.
+        let out = notify_master(&pair);
+        assert!(
+            out.contains("answers; its messages are its own: nothing adopted"),
+            "{out}"
+        );
+        assert_eq!(count_files(&pair.nodes[1].queue().join("mirror")), held);
+        let _ = std::fs::remove_file(pair.nodes[1].root.path().join("vrrp.state.adopt"));
+    }
     pair.destroy_node1();
     assert!(!pair.nodes[0].queue().exists(), "node 1's queue is gone");
     // Node 2 becomes MASTER: keepalived's notify hook (as the pair's template calls it)
