@@ -5,10 +5,19 @@
 //! back-pressure towards the client and the client's deadlines are the driver's.
 //!
 //! Phases: before login (the dialect answers the client itself) → auth (lib's
-//! non-blocking [`AuthClient`]) → connecting to the backends in order
-//! (`proxy_connect_timeout` each) → the backend login as `USER*MASTER` → the first sync
-//! (when a replicator runs) → relay. In the relay a changing command's success is held,
-//! with all output after it, until the replicator has synced the user.
+//! non-blocking [`AuthClient`]) → the first sync (when a replicator runs) → connecting to
+//! the backends in order (`proxy_connect_timeout` each) → the backend login as
+//! `USER*MASTER` → relay. In the relay a changing command's success is held, with all
+//! output after it, until the replicator has synced the user.
+//!
+//! The first sync comes before the backend session exists, because a backend fixes
+//! what it serves at its login: pop3d takes its snapshot of the maildrop then (a
+//! replica that was down would list, and fail to RETR, messages deleted elsewhere
+//! meanwhile), and an imapd session must not have read any folder state before the
+//! merge either. The wait is bounded by `replica_timeout` (twice, plus 5 s: the
+//! replicator may wait that long for a peer and for the user's lock) and logged; a sync
+//! that fails or times out is logged and the login goes on (the replicator's sweep
+//! brings the replica in step later).
 //!
 //! Bounds: at most [`MAX_TO_BACKEND`] bytes wait for the backend (the client's socket is
 //! not read meanwhile: [`Protocol::blocked`]), at most [`MAX_FROM_BACKEND`] bytes are read
@@ -55,10 +64,10 @@ static NO_REPLICATOR_LOGGED: AtomicBool = AtomicBool::new(false);
 enum Phase {
     PreAuth,
     Auth,
+    /// The first sync, after auth and before any backend session.
+    Sync,
     Connect,
     Login,
-    /// The first sync after login.
-    Sync,
     Relay,
     Done,
 }
@@ -66,6 +75,7 @@ enum Phase {
 /// A sync in flight.
 struct SyncAsk {
     client: ReplicaClient,
+    started: Instant,
     due: Instant,
     why: &'static str,
 }
@@ -84,8 +94,6 @@ pub struct ProxyConn {
     /// The backend to try next (index into the settings' list).
     next_backend: usize,
     connect_due: Instant,
-    /// The login reply held while the first sync runs.
-    login_reply: Option<Vec<u8>>,
     sync: Option<SyncAsk>,
     /// A changing command's answer is held until the sync answers.
     holding: bool,
@@ -120,7 +128,6 @@ impl ProxyConn {
             backend: None,
             next_backend: 0,
             connect_due: Instant::now(),
-            login_reply: None,
             sync: None,
             holding: false,
             client_slow: false,
@@ -130,7 +137,7 @@ impl ProxyConn {
 
     /// Whether the client is logged in (its per-address count can be given back).
     pub fn logged_in(&self) -> bool {
-        matches!(self.phase, Phase::Sync | Phase::Relay)
+        self.phase == Phase::Relay
     }
 
     fn addr(&self) -> String {
@@ -207,7 +214,14 @@ impl ProxyConn {
             Ok(AuthReply::Ok { user }) => {
                 self.user = Some(user);
                 self.next_backend = 0;
-                self.connect_next(io);
+                // (the client has proved who it is: the login deadline no longer runs
+                // while the sync and the backend login take their own bounded time)
+                io.authenticated();
+                if self.start_sync(io, "before the login") {
+                    self.phase = Phase::Sync;
+                } else {
+                    self.connect_next(io);
+                }
             }
             Ok(AuthReply::Fail { .. }) => {
                 tracing::info!("proxy: authentication failed: client={}", self.addr());
@@ -320,15 +334,9 @@ impl ProxyConn {
                     self.addr(),
                     io.tls_active()
                 );
-                self.phase = Phase::Sync;
-                io.authenticated();
-                if self.start_sync(io, "login") {
-                    self.login_reply = Some(reply);
-                } else {
-                    io.send(&reply);
-                    self.phase = Phase::Relay;
-                    self.relay(io);
-                }
+                io.send(&reply);
+                self.phase = Phase::Relay;
+                self.relay(io);
             }
         }
     }
@@ -356,15 +364,17 @@ impl ProxyConn {
         });
         match started {
             Ok(client) => {
+                let started = Instant::now();
                 self.sync = Some(SyncAsk {
                     client,
-                    due: Instant::now() + self.cfg.sync_timeout,
+                    started,
+                    due: started + self.cfg.sync_timeout,
                     why,
                 });
                 true
             }
             Err(e) => {
-                tracing::warn!("proxy: sync of {} after {why}: {e}", self.user());
+                tracing::warn!("proxy: sync of {} {why}: {e}", self.user());
                 false
             }
         }
@@ -384,32 +394,33 @@ impl ProxyConn {
         let Some(mut s) = self.sync.take() else { return };
         let _ = io.aux().0.deregister(s.client.source());
         let user = self.user().to_string();
+        let ms = s.started.elapsed().as_millis();
         match reply {
             Ok(ReplicaReply::Synced { in_step, unreachable }) => {
                 for (peer, reason) in &unreachable {
-                    tracing::warn!(
-                        "proxy: sync of {user} after {}: peer {peer} not in step: {reason}",
-                        s.why
-                    );
+                    tracing::warn!("proxy: sync of {user} {}: peer {peer} not in step: {reason}", s.why);
                 }
-                tracing::debug!("proxy: synced {user} after {} with {in_step:?}", s.why);
+                if self.phase == Phase::Sync {
+                    tracing::info!("proxy: synced {user} {} in {ms} ms with {in_step:?}", s.why);
+                } else {
+                    tracing::debug!("proxy: synced {user} {} in {ms} ms with {in_step:?}", s.why);
+                }
             }
             Ok(ReplicaReply::Failed { reason }) => {
-                tracing::warn!("proxy: sync of {user} after {} failed: {reason}", s.why)
+                tracing::warn!("proxy: sync of {user} {} failed after {ms} ms: {reason}", s.why)
             }
             Ok(other) => tracing::warn!("proxy: sync of {user}: unexpected reply {other:?}"),
-            Err(e) => tracing::warn!("proxy: sync of {user} after {}: {e}", s.why),
+            Err(e) => tracing::warn!("proxy: sync of {user} {}: {e}", s.why),
         }
-        if let Some(r) = self.login_reply.take() {
-            io.send(&r);
+        if self.phase == Phase::Sync {
+            // the replicas are as in step as they get: now the backend session
+            self.connect_next(io);
+            return;
         }
         if self.holding {
             self.holding = false;
             let r = self.dialect.release();
             io.send(&r);
-        }
-        if self.phase == Phase::Sync {
-            self.phase = Phase::Relay;
         }
         self.relay(io);
     }
@@ -481,7 +492,7 @@ impl ProxyConn {
             }
             progress |= r.progress;
             if r.hold {
-                if self.start_sync(io, "a change") {
+                if self.start_sync(io, "after a change") {
                     self.holding = true;
                 } else {
                     let held = self.dialect.release();

@@ -8,17 +8,22 @@
 //!    AUTHENTICATE PLAIN; STLS/STARTTLS first when a certificate is configured and the
 //!    client is not in `proxy_secure_networks`) and checks it once, through `auth`, with
 //!    lib's non-blocking auth client.
-//! 2. It connects to the first reachable backend of `proxy_pop3_backends` /
+//! 2. It asks the local replicator (`private/replicator`,
+//!    [`postern_lib::proto::replica`]) to sync the user with every reachable replica,
+//!    and waits for the answer (at most twice `replica_timeout` plus 5 s; logged either
+//!    way) **before** it opens a backend session: a backend fixes what it serves at its
+//!    login (pop3d's snapshot of the maildrop), so a replica that was down serves
+//!    nothing stale. Without a replicator socket (a single server) this is skipped,
+//!    logged once per process.
+//! 3. It connects to the first reachable backend of `proxy_pop3_backends` /
 //!    `proxy_imap_backends` (the local server first; `proxy_connect_timeout` each) and
 //!    logs in there as `USER*MASTER` with the master user's own password
 //!    (`proxy_master_user`, `proxy_master_password_file`; the backends' auth accepts it
 //!    from `auth_master_users_file`). **The client's password never leaves this host's
 //!    auth**; the master password is read before privileges drop, never logged, and
-//!    wiped from buffers once sent.
-//! 3. Before the first command is relayed it asks the local replicator
-//!    (`private/replicator`, [`postern_lib::proto::replica`]) to sync the user with
-//!    every reachable replica, so a replica that was down serves nothing stale. Without
-//!    a replicator socket (a single server) this is skipped, logged once per process.
+//!    wiped from buffers once sent. A backend that refuses or fails the login: the next
+//!    one (the sync already covered every replica); none left: `-ERR [SYS/TEMP]` /
+//!    `NO [UNAVAILABLE]`, and the client may log in again.
 //! 4. Then it relays every command, byte for byte (IMAP literals, synchronising and
 //!    LITERAL+, IDLE; POP3 multi-line answers), and when the backend answers OK to a
 //!    command that changed the mailbox (IMAP STORE, COPY, MOVE, EXPUNGE, APPEND, CREATE,
@@ -75,8 +80,10 @@
 //! ## Diagnostics
 //! `proxy: login: user=U, client=ADDR, backend=HOST:PORT, tls=BOOL`; `proxy: backend B:
 //! connect: ...` / `master login refused: ...` (then the next backend); `proxy: backend B
-//! lost: ...`; `proxy: backend B did not answer in Ns`; `proxy: sync of U after a change:
-//! peer P not in step: REASON`; `proxy: no replicator (...)` once.
+//! lost: ...`; `proxy: backend B did not answer in Ns`; `proxy: synced U before the login
+//! in N ms with [PEERS]`; `proxy: sync of U before the login|after a change: peer P not
+//! in step: REASON` (or `: no answer in Ns`, `failed after N ms: REASON`); `proxy: no
+//! replicator (...)` once.
 #![forbid(unsafe_code)]
 
 pub mod backend;

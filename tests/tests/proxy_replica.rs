@@ -10,6 +10,10 @@
 //!   gone from B.
 //! * With B stopped, a STORE through the proxy still gets its OK (the change is on every
 //!   reachable replica), and the proxy logs which peer is not in step.
+//! * A message expunged on B (through B's own imapd, so A does not know yet) is not in
+//!   the maildrop of a POP3 session through A's proxy: the proxy has the user synced
+//!   before it logs in to A's pop3d, which fixes its listing at login; every message
+//!   listed can be RETRed.
 
 mod proxy_common;
 
@@ -103,12 +107,21 @@ fn files(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
-#[test]
-fn a_change_through_the_proxy_is_on_the_other_replica_when_ok_arrives() {
-    if !have_replicator() {
-        eprintln!("skipped: this build has no replicator");
-        return;
-    }
+/// The port of the first `listen = "127.0.0.1:PORT"` in `inst`'s master.toml (its imapd).
+fn imap_port(inst: &Instance) -> String {
+    std::fs::read_to_string(inst.etc().join("master.toml"))
+        .expect("master.toml")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("listen = \"127.0.0.1:")
+                .map(|p| p.trim_end_matches('"').to_string())
+        })
+        .expect("imap port")
+}
+
+/// A pair of replicas, both started, alice with 3 messages delivered to A only: (A, B,
+/// A's IMAP proxy port, A's POP3 proxy port).
+fn pair() -> (Instance, Instance, u16, u16) {
     let (ra, rb, imap_proxy, pop3_proxy, pop3) = (free_port(), free_port(), free_port(), free_port(), free_port());
     let mut b = replica("b.test", rb, ra, "");
     let extra = format!(
@@ -131,14 +144,7 @@ fn a_change_through_the_proxy_is_on_the_other_replica_when_ok_arrives() {
     );
     let mut a = replica("a.test", ra, rb, &extra);
     // the proxy's backends: A's own imapd and pop3d
-    let imap_a = std::fs::read_to_string(a.etc().join("master.toml"))
-        .expect("master.toml")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("listen = \"127.0.0.1:")
-                .map(|p| p.trim_end_matches('"').to_string())
-        })
-        .expect("imap port");
+    let imap_a = imap_port(&a);
     let out = a.postern(&[
         "config",
         "set",
@@ -154,6 +160,16 @@ fn a_change_through_the_proxy_is_on_the_other_replica_when_ok_arrives() {
     }
     b.start();
     a.start();
+    (a, b, imap_proxy, pop3_proxy)
+}
+
+#[test]
+fn a_change_through_the_proxy_is_on_the_other_replica_when_ok_arrives() {
+    if !have_replicator() {
+        eprintln!("skipped: this build has no replicator");
+        return;
+    }
+    let (a, mut b, imap_proxy, pop3_proxy) = pair();
 
     // the login's answer waits for the first sync: B has the messages then
     let mut c = Raw::connect(imap_proxy);
@@ -215,10 +231,7 @@ fn a_change_through_the_proxy_is_on_the_other_replica_when_ok_arrives() {
     assert_eq!(on_b.len(), 2, "B after POP3 DELE and QUIT: {on_b:?}\n{}", a.log());
     assert_eq!(files(&maildir(&a, "INBOX")).len(), 2);
     let log = a.log();
-    assert!(
-        !log.contains("not in step") && !log.contains("sync of alice after"),
-        "{log}"
-    );
+    assert!(!log.contains("not in step") && !log.contains("sync of alice"), "{log}");
 
     // B is down: the change is made on A, the OK still comes, the failure is logged
     b.stop();
@@ -231,5 +244,55 @@ fn a_change_through_the_proxy_is_on_the_other_replica_when_ok_arrives() {
         a.log().contains("sync of alice after a change: peer 127.0.0.1:"),
         "{}",
         a.log()
+    );
+}
+
+#[test]
+fn pop3_through_the_proxy_lists_only_what_the_replicas_have_after_the_sync() {
+    if !have_replicator() {
+        eprintln!("skipped: this build has no replicator");
+        return;
+    }
+    let (a, b, _imap_proxy, pop3_proxy) = pair();
+
+    // a first session through the proxy brings B in step (3 messages)
+    let mut p = Raw::connect(pop3_proxy);
+    p.take_until(b"\r\n", T);
+    p.send(format!("USER alice\r\nPASS {ALICE_PW}\r\nSTAT\r\nQUIT\r\n").as_bytes());
+    let r = p.read_to_close(T);
+    assert!(contains(&r, b"+OK 3 "), "{}\n{}", text(&r), a.log());
+    assert_eq!(files(&maildir(&b, "INBOX")).len(), 3, "{}", b.log());
+
+    // message 1 is expunged on B through B's own imapd: A does not know yet
+    let mut c = Raw::connect(imap_port(&b).parse().expect("port"));
+    c.take_until(b"\r\n", T);
+    c.send(
+        format!("l LOGIN alice {ALICE_PW}\r\ns SELECT INBOX\r\nt STORE 1 +FLAGS (\\Deleted)\r\ne EXPUNGE\r\n")
+            .as_bytes(),
+    );
+    let r = c.take_until(b"e OK", T);
+    assert!(contains(&r, b"e OK"), "{}\n{}", text(&r), b.log());
+    c.send(b"z LOGOUT\r\n");
+    c.read_to_close(T);
+    assert_eq!(files(&maildir(&b, "INBOX")).len(), 2);
+    assert_eq!(files(&maildir(&a, "INBOX")).len(), 3, "A before the next session");
+
+    // through A's proxy: pop3d on A logs in after the sync, so it lists 2, and both RETR
+    let mut p = Raw::connect(pop3_proxy);
+    p.take_until(b"\r\n", T);
+    p.send(format!("USER alice\r\nPASS {ALICE_PW}\r\nSTAT\r\nRETR 1\r\nRETR 2\r\nQUIT\r\n").as_bytes());
+    let r = p.read_to_close(T);
+    let t = text(&r);
+    assert!(contains(&r, b"+OK 2 "), "STAT through A's proxy: {t}\n{}", a.log());
+    assert!(!t.contains("-ERR"), "{t}\n{}", a.log());
+    assert_eq!(t.matches("\r\n.\r\n").count(), 2, "two messages RETRed: {t}");
+    assert_eq!(files(&maildir(&a, "INBOX")).len(), 2, "A after the sync");
+    let log = a.log();
+    let synced = log
+        .find("proxy: synced alice before the login")
+        .expect("the sync is logged");
+    assert!(
+        log[synced..].contains("master user proxy logged in as alice"),
+        "the backend login after the sync: {log}"
     );
 }
