@@ -63,6 +63,12 @@ pub fn init(ctx: &Context) -> Result<Shared, String> {
             wire::parse_secret(&bytes).map_err(|e| format!("queue_mirror_secret_file {}: {e}", path.display()))?;
         Some(wire::key(&secret))
     };
+    // Runs in the queue directory: copies half-written when a connection broke or the
+    // daemon died are removed once nothing can still be writing them.
+    let stale = store::remove_stale_temps(Path::new(MIRROR_DIR), Duration::from_secs(3600));
+    if stale > 0 {
+        tracing::info!("mirror: removed {stale} unfinished copies older than an hour");
+    }
     Ok(Shared {
         key,
         pool: Mutex::new(Vec::new()),

@@ -56,6 +56,25 @@ pub fn held(dir: &Path) -> (usize, u64) {
     (ids.len(), bytes)
 }
 
+/// Removes temporary files (`.tmp.*`) older than `age` from `dir`: a copy whose connection
+/// broke while it was written, or a crash. Returns how many went.
+pub fn remove_stale_temps(dir: &Path, age: std::time::Duration) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp."))
+        .filter(|e| {
+            e.metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a > age)
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// What an adoption did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Adopted {
@@ -130,6 +149,10 @@ mod tests {
             std::fs::read(q.path().join("incoming").join(a.as_str())).unwrap(),
             b"again"
         );
+        assert_eq!(copies(&dir), vec![b]);
+        std::fs::write(dir.join(".tmp.1.2.x"), b"partial").unwrap();
+        assert_eq!(remove_stale_temps(&dir, std::time::Duration::from_secs(3600)), 0);
+        assert_eq!(remove_stale_temps(&dir, std::time::Duration::ZERO), 1);
         assert_eq!(copies(&dir), vec![b]);
     }
 }
