@@ -5,6 +5,9 @@
 #   BINS="/tmp/a /tmp/b" ROUNDS=3 bench/pipeline_cpu.sh   # same-run A/B: A B A B ...
 #   PEER=0 bench/pipeline_cpu.sh              # without Postfix (bench/peer), which runs after A in each round
 #   NICE=-15 ...                              # Postern and the load at this priority
+#   STRACE="qmgr local" PEER=0 ...            # also system calls per message of those Postern
+#                                             # daemons (strace -c -f; slows them, so the rates
+#                                             # of such a run are not comparable)
 #
 # Postfix's smtp-source is the load (one message per connection, to one local Maildir user:
 # for Postfix a system user of its own, PF_USER (default pipebench), whose Maildir no other
@@ -37,6 +40,15 @@ measure() { # label bindir port maildir_new masterpid rcpt json_label
   base=$(find "$md" -maxdepth 1 -type f | wc -l)
   before=$(cpu_of "$bin" $COMMS)
   mb=$(master_children_ticks "$mpid")
+  local spids= comm
+  if [ -n "${STRACE:-}" ] && [ "$bin" != "$PF_SBIN" ]; then
+    for comm in $STRACE; do
+      strace -c -f -o "$WORK/strace-$$-$comm.txt" \
+        $(cpu_of "$bin" "$comm" | awk '{ print $4 }' | tr ',' '\n' | sed 's/^/-p /') 2>/dev/null &
+      spids="$spids $!"
+    done
+    sleep 1
+  fi
   t0=$(date +%s.%N)
   nice -n "${NICE:-0}" /usr/sbin/smtp-source -s "$C" -m "$N" -l "$SIZE" -f bench@example.test -t "$rcpt" "127.0.0.1:$port"
   t1=$(date +%s.%N)
@@ -44,6 +56,14 @@ measure() { # label bindir port maildir_new masterpid rcpt json_label
   while [ "$(find "$md" -maxdepth 1 -type f | wc -l)" -lt $((base + N)) ] && [ $SECONDS -lt $deadline ]; do sleep 0.02; done
   t2=$(date +%s.%N)
   got=$(( $(find "$md" -maxdepth 1 -type f | wc -l) - base ))
+  if [ -n "$spids" ]; then
+    for p in $spids; do kill -INT "$p"; wait "$p" || true; done
+    for comm in $STRACE; do
+      echo "system calls per message, $comm (strace -c -f of its processes at the start, $N messages):"
+      awk -v n="$N" '$1 ~ /^[0-9.]+$/ && $4 ~ /^[0-9]+$/ { printf "  %-18s %8.2f\n", $NF, $4 / n }' "$WORK/strace-$$-$comm.txt"
+      rm -f "$WORK/strace-$$-$comm.txt"
+    done
+  fi
   after=$(cpu_of "$bin" $COMMS)
   ma=$(master_children_ticks "$mpid")
   python3 - "$label" "$N" "$t0" "$t1" "$t2" "$(getconf CLK_TCK)" "$before" "$after" "$mb" "$ma" \
