@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-/// After a connect that timed out, `Sync` requests skip the peer this long (the proxy
-/// must not wait a connect timeout on every change while a peer host is down); the sweep
-/// retries it.
+/// After a connect or a reply that timed out, `Sync` requests skip the peer this long
+/// (the proxy must not wait a timeout on every change while a peer host is down or hangs);
+/// the sweep retries it.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// The longest wait for a peer's TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -150,8 +150,10 @@ impl Node {
                 }
             }
             Err(e) => {
-                // only a host that does not answer costs a wait worth skipping
-                t.failed_at = e.contains(crate::remote::NO_ANSWER).then(std::time::Instant::now);
+                // only a peer that does not answer (connect or a reply timed out) costs a
+                // wait worth skipping
+                let silent = e.contains(crate::remote::NO_ANSWER) || e.contains(": timed out");
+                t.failed_at = silent.then(std::time::Instant::now);
                 t.pending.insert(user.to_string());
                 t.status.last_error = Some(e.clone());
                 PeerState::Unreachable
