@@ -120,8 +120,9 @@ fn imap_port(inst: &Instance) -> String {
 }
 
 /// A pair of replicas, both started, alice with 3 messages delivered to A only: (A, B,
-/// A's IMAP proxy port, A's POP3 proxy port).
-fn pair() -> (Instance, Instance, u16, u16) {
+/// A's IMAP proxy port, A's POP3 proxy port). The POP3 proxy's backends are `pop3_before`
+/// and then A's pop3d.
+fn pair(pop3_before: &[u16]) -> (Instance, Instance, u16, u16) {
     let (ra, rb, imap_proxy, pop3_proxy, pop3) = (free_port(), free_port(), free_port(), free_port(), free_port());
     let mut b = replica("b.test", rb, ra, "");
     let extra = format!(
@@ -149,7 +150,15 @@ fn pair() -> (Instance, Instance, u16, u16) {
         "config",
         "set",
         &format!("proxy_imap_backends=[\"127.0.0.1:{imap_a}\"]"),
-        &format!("proxy_pop3_backends=[\"127.0.0.1:{pop3}\"]"),
+        &format!(
+            "proxy_pop3_backends=[{}]",
+            pop3_before
+                .iter()
+                .chain([&pop3])
+                .map(|p| format!("\"127.0.0.1:{p}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for i in 1..=3 {
@@ -169,7 +178,7 @@ fn a_change_through_the_proxy_is_on_the_other_replica_when_ok_arrives() {
         eprintln!("skipped: this build has no replicator");
         return;
     }
-    let (a, mut b, imap_proxy, pop3_proxy) = pair();
+    let (a, mut b, imap_proxy, pop3_proxy) = pair(&[]);
 
     // the login's answer waits for the first sync: B has the messages then
     let mut c = Raw::connect(imap_proxy);
@@ -249,11 +258,14 @@ fn a_change_through_the_proxy_is_on_the_other_replica_when_ok_arrives() {
 
 #[test]
 fn pop3_through_the_proxy_lists_only_what_the_replicas_have_after_the_sync() {
+    // (the first POP3 backend refuses the master login: after the sync the next one is
+    // logged in to, and the sync is not repeated)
     if !have_replicator() {
         eprintln!("skipped: this build has no replicator");
         return;
     }
-    let (a, b, _imap_proxy, pop3_proxy) = pair();
+    let (refusing, seen) = refusing_pop3(2);
+    let (a, b, _imap_proxy, pop3_proxy) = pair(&[refusing]);
 
     // a first session through the proxy brings B in step (3 messages)
     let mut p = Raw::connect(pop3_proxy);
@@ -289,10 +301,44 @@ fn pop3_through_the_proxy_lists_only_what_the_replicas_have_after_the_sync() {
     assert_eq!(files(&maildir(&a, "INBOX")).len(), 2, "A after the sync");
     let log = a.log();
     let synced = log
-        .find("proxy: synced alice before the login")
+        .rfind("proxy: synced alice before the login")
         .expect("the sync is logged");
     assert!(
         log[synced..].contains("master user proxy logged in as alice"),
         "the backend login after the sync: {log}"
     );
+    let seen = seen.join().expect("fake backend");
+    assert_eq!(seen.matches("USER alice*proxy\r\n").count(), 2, "{seen}");
+    let refused = format!("backend 127.0.0.1:{refusing}: master login refused");
+    assert_eq!(log.matches(&refused).count(), 2, "{log}");
+    assert_eq!(log.matches("proxy: synced alice before the login").count(), 2, "{log}");
+    assert!(log[synced..].contains(&refused), "the refusal after the sync: {log}");
+}
+
+/// A fake POP3 backend on a thread for `sessions` sessions: greets, takes USER, refuses
+/// PASS; returns its port and the lines it received (PASS lines without the password).
+fn refusing_pop3(sessions: usize) -> (u16, std::thread::JoinHandle<String>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let t = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let mut got = String::new();
+        for _ in 0..sessions {
+            let (s, _) = l.accept().expect("accept");
+            s.set_read_timeout(Some(T)).expect("timeout");
+            let mut w = s.try_clone().expect("clone");
+            let mut r = std::io::BufReader::new(s);
+            w.write_all(b"+OK fake ready\r\n").expect("greet");
+            let mut line = String::new();
+            r.read_line(&mut line).expect("USER");
+            got.push_str(&line);
+            w.write_all(b"+OK\r\n").expect("ok");
+            line.clear();
+            r.read_line(&mut line).expect("PASS");
+            got.push_str(if line.starts_with("PASS ") { "PASS\r\n" } else { &line });
+            w.write_all(b"-ERR [AUTH] fake refuses\r\n").expect("err");
+        }
+        got
+    });
+    (port, t)
 }
