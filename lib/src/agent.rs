@@ -247,8 +247,8 @@ pub fn serve(stream: UnixStream, timeout: Duration, deliver: impl FnMut(&mut Job
 }
 
 /// [`serve`] for a transport that shares a sync among a batch's deliveries: after every
-/// job of the request was given to `deliver`, `sync` runs once (when some outcome waits
-/// for it, [`Job::complete_after_sync`]) and settles those outcomes; then the reply.
+/// job of the request was given to `deliver`, `sync` runs once and settles the outcomes
+/// that wait for it ([`Job::complete_after_sync`]); then the reply.
 pub fn serve_batched(
     stream: UnixStream,
     timeout: Duration,
@@ -291,7 +291,8 @@ pub fn serve_batched(
             }
         });
     }
-    if jobs.iter().any(|j| j.as_ref().is_ok_and(|j| !j.after_sync.is_empty())) {
+    // Always, so nothing a transport wrote is left unsynced; costs nothing when empty.
+    if jobs.iter().any(Result::is_ok) {
         let synced = sync();
         // Each queue file's done mark is an fdatasync of its own: several at once.
         let mut open: Vec<&mut Job> = jobs.iter_mut().flatten().collect();

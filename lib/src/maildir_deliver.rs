@@ -116,13 +116,12 @@ impl DirSyncs {
         Ok(())
     }
 
-    /// The index of the Maildir whose `tmp/` and `new/` these are (held once).
-    fn add_dir(&mut self, tmp: OwnedFd, new: OwnedFd, path: &Path) -> Result<usize, MaildirError> {
+    /// The index of the Maildir whose `tmp/` and `new/` these are (held once); `key` is
+    /// `new/`'s [`dir_key`].
+    fn add_dir(&mut self, tmp: OwnedFd, new: OwnedFd, path: &Path, key: (u64, u64)) -> usize {
         self.added += 1;
-        let st = rfs::fstat(&new).map_err(|e| MaildirError::io("stat", &path.join("new"), e))?;
-        let key = (st.st_dev, st.st_ino);
         if let Some(at) = self.dirs.iter().position(|d| d.key == key) {
-            return Ok(at);
+            return at;
         }
         self.dirs.push(PendingDir {
             tmp,
@@ -130,7 +129,7 @@ impl DirSyncs {
             path: path.to_owned(),
             key,
         });
-        Ok(self.dirs.len() - 1)
+        self.dirs.len() - 1
     }
 
     /// Makes everything held durable: every file `fsync`ed (several at once), linked (or
@@ -193,6 +192,12 @@ impl DirSyncs {
             }),
         }
     }
+}
+
+/// A directory's (device, inode).
+fn dir_key(dir: &OwnedFd, path: &Path) -> Result<(u64, u64), MaildirError> {
+    let st = rfs::fstat(dir).map_err(|e| MaildirError::io("stat", path, e))?;
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// Keeps the first reason a [`DirSyncs`] failed.
@@ -359,7 +364,8 @@ pub fn deliver_once_deferred(
     let (tmp, new) = open_maildir(base, user_dir)?;
     if let Some(existing) = unique.and_then(|u| replica_copy(&md_path, u)) {
         // Found, perhaps linked by an attempt killed before its fsync of new/: synced too.
-        syncs.add_dir(tmp, new, &md_path)?;
+        let key = dir_key(&new, &md_path.join("new"))?;
+        syncs.add_dir(tmp, new, &md_path, key);
         return Ok(Delivered {
             size: size_from_name(&existing).unwrap_or(0),
             name: existing,
@@ -409,7 +415,15 @@ pub fn deliver_once_deferred(
     };
     let final_name = format!("{},S={size}", replica.unwrap_or(&name));
     // The file's fsync, its link into new/ and new/'s fsync: in the sync.
-    let dir = syncs.add_dir(tmp, new, &md_path)?;
+    let key = match dir_key(&new, &md_path.join("new")) {
+        Ok(k) => k,
+        Err(e) => {
+            drop(file);
+            let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
+            return Err(e);
+        }
+    };
+    let dir = syncs.add_dir(tmp, new, &md_path, key);
     syncs.files.push(PendingFile {
         file,
         dir,

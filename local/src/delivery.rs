@@ -111,12 +111,17 @@ pub fn deliver(s: &mut Settings, syncs: &mut DirSyncs, job: &mut Job) {
         } else {
             Outcome::temp("4.3.0", "recipient not found in the queue file".into())
         };
-        let linked = syncs.added() > before && outcome.code < 300;
-        if linked && targets == 1 {
+        let written = syncs.added() > before;
+        if written && outcome.code < 300 && targets == 1 {
             job.complete_after_sync(pos, outcome.code, &outcome.dsn, &outcome.text, "local");
             continue;
         }
-        if linked && let Err(e) = syncs.sync() {
+        // Several targets, or one that failed after a Maildir took the message: what was
+        // written is made durable (and linked) now, before the outcome counts.
+        if written
+            && let Err(e) = syncs.sync()
+            && outcome.code < 300
+        {
             outcome = Outcome::temp("4.3.0", format!("{}, but not made durable: {e}", outcome.text));
         }
         job.complete(pos, outcome.code, &outcome.dsn, &outcome.text, "local");
