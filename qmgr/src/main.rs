@@ -22,7 +22,10 @@
 //! `<transport>_destination_recipient_limit` recipients per job, the transport's `maxproc`
 //! (else `default_process_limit`) jobs per transport, round-robin between destinations so one
 //! slow destination cannot starve the others. A transport whose recipient limit is 1
-//! (`local`) uses the recipient itself as its destination, as Postfix does.
+//! (`local`) uses the recipient itself as its destination, as Postfix does; the messages
+//! queued for such a destination go to the agent in batches (at most 32 per job, shared
+//! out among the destination's free job slots; one connection and one thread per batch),
+//! which let local make a batch's deliveries durable together ([`agent`]).
 //!
 //! Crash safety: the delivery agent marks each finished recipient in the queue file, so a
 //! restarted qmgr (which takes `active/` back first) never repeats it. An agent holds a
