@@ -37,10 +37,12 @@ pub fn item(upper: &str) -> Option<BinaryItem> {
             break;
         }
     }
+    // (the message's own header, `BINARY[HEADER]`, stays BAD: RFC 3516 has part numbers
+    // only, and nothing in a top-level header is encoded)
     let spec_ok = match rest_spec {
-        "" | "TEXT" | "HEADER" => true,
-        "MIME" => numbered,
-        s => s.starts_with("HEADER.FIELDS (") || s.starts_with("HEADER.FIELDS.NOT ("),
+        "" | "TEXT" => true,
+        "MIME" | "HEADER" => numbered,
+        s => numbered && (s.starts_with("HEADER.FIELDS (") || s.starts_with("HEADER.FIELDS.NOT (")),
     };
     if !spec_ok {
         return None;
@@ -252,7 +254,8 @@ Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\nAw==\r\n--b\r\nContent-Transfer
         );
         assert_eq!(item("BINARY.SIZE[]"), Some((true, true, String::new(), None)));
         assert_eq!(item("BINARY.PEEK[2]"), Some((true, false, "2".into(), None)));
-        assert!(item("BINARY[HEADER]").is_some() && item("BINARY.SIZE[1]<0.1>").is_none());
+        assert!(item("BINARY[HEADER]").is_none() && item("BINARY.SIZE[1]<0.1>").is_none());
+        assert!(item("BINARY[HEADER.FIELDS (FROM)]").is_none() && item("BINARY[1.HEADER]").is_some());
         assert_eq!(item("BINARY.PEEK[TEXT]"), Some((true, false, "TEXT".into(), None)));
         assert_eq!(
             item("BINARY.SIZE[1.2.MIME]"),

@@ -16,8 +16,8 @@
 //!   subscribed children match themselves (RFC 5258 §3.5);
 //! - every `OK [CODE]` has text after the code (`* OK [COPYUID ...] Moved`);
 //! - commands pipelined in one write are answered in order, no slower than one by one;
-//! - BINARY of any BODY section (as Dovecot has it, imaptest's fetch-binary-mime):
-//!   `TEXT` decoded, `n.MIME` and `HEADER.FIELDS (...)` as they are;
+//! - BINARY of TEXT and of a part's sections (as Dovecot has them, imaptest's
+//!   fetch-binary-mime): `TEXT` decoded, `n.MIME` as it is;
 //! - SENTBEFORE/SENTON/SENTSINCE with `n:*` sets, `n` past the last message (imaptest's
 //!   search-date 2a; `8:*` of 5 messages is message 5);
 //! - SEARCH skips a message another session expunged that this one was not yet told of.
@@ -527,12 +527,10 @@ fn binary_of_text_and_of_a_parts_mime_header() {
         c.cmd("e", "FETCH 2 (BINARY.SIZE[TEXT] BINARY.PEEK[TEXT]<1.3>)"),
         "* 2 FETCH (BINARY.SIZE[TEXT] 5 BINARY[TEXT]<1> {3}\r\nell)\r\ne OK Fetch completed\r\n"
     );
+    // the message's own header is no BINARY section (RFC 3516: part numbers only)
     assert_eq!(
-        c.cmd(
-            "h",
-            "FETCH 1 (BINARY.SIZE[HEADER.FIELDS (SUBJECT)] BINARY.PEEK[HEADER.FIELDS (SUBJECT)])"
-        ),
-        "* 1 FETCH (BINARY.SIZE[HEADER.FIELDS (SUBJECT)] 14 BINARY[HEADER.FIELDS (SUBJECT)] {14}\r\nSubject: m\r\n\r\n)\r\nh OK Fetch completed\r\n"
+        tagged(&c.cmd("h", "FETCH 1 (BINARY.PEEK[HEADER.FIELDS (SUBJECT)])")),
+        "h BAD Unknown FETCH item BINARY.PEEK[HEADER.FIELDS (SUBJECT)]"
     );
     assert_eq!(
         c.cmd("f", "FETCH 1 (BINARY.PEEK[3.MIME])"),
