@@ -37,9 +37,22 @@
 //! renumbered on its own side (the file stays, the uidlist maps it to the fresh UID), so
 //! it is on both replicas at every moment.
 //!
-//! A folder whose merge did not complete (a peer gone, a message that could not be
-//! placed) keeps its old state: the next merge repeats the comparison from there, which
-//! can bring an expunged message back but never loses one.
+//! A folder is merged in rounds: each lists both sides afresh and plans against the same
+//! old state, until a round finds nothing to do (at most four). So a UID that a delivery
+//! took between the listing and the write (the copy is `Taken`, a renumber refused, the
+//! hub's copy of the same GUID arrived meanwhile) is finished as a conflict by the next
+//! round instead of leaving the pair diverged until the next merge. A flag write is made
+//! only if the message is unchanged since the listing (`unchanged_since`), so a client's
+//! STORE made meanwhile is never overwritten (the next round unites both changes). The
+//! state saved is from the listing of the last round, taken before its writes: a change a
+//! client made while the merge wrote has a higher MODSEQ and counts as a change next
+//! time.
+//!
+//! A folder whose merge did not complete (a peer gone, a placement still failing after the
+//! last round) keeps its old state: the next merge repeats the comparison from there. Its
+//! changes already made are safe to repeat from the old state: a message copied is then on
+//! both; one the client deleted on either side since is in that side's expunge log above
+//! the old state's MODSEQ, so it is expunged, not copied back.
 
 use crate::replica::{FlagChange, Listing, Mailbox, Replica, Res};
 use crate::state::{FolderState, SyncState, known_ranges};
@@ -300,8 +313,15 @@ fn union_flags(x: &MessageInfo, y: &MessageInfo) -> (u8, Vec<String>) {
     (x.system | y.system, kw)
 }
 
-fn change(uid: u32, (system, keywords): (u8, Vec<String>)) -> FlagChange {
-    FlagChange { uid, system, keywords }
+/// New flags for `uid` on a side whose copy had MODSEQ `was` when listed (not made if a
+/// client changed it since).
+fn change(uid: u32, (system, keywords): (u8, Vec<String>), was: u64) -> FlagChange {
+    FlagChange {
+        uid,
+        system,
+        keywords,
+        unchanged_since: Some(was),
+    }
 }
 
 /// A message added again under a fresh UID on both sides.
@@ -357,8 +377,8 @@ fn plan(
                 let ca = st.is_none_or(|s| x.modseq > s.modseq_mine);
                 let cb = st.is_none_or(|s| y.modseq > s.modseq_theirs);
                 match (ca, cb) {
-                    (true, false) => p.flags_b.push(change(u, (x.system, x.keywords.clone()))),
-                    (false, true) => p.flags_a.push(change(u, (y.system, y.keywords.clone()))),
+                    (true, false) => p.flags_b.push(change(u, (x.system, x.keywords.clone()), y.modseq)),
+                    (false, true) => p.flags_a.push(change(u, (y.system, y.keywords.clone()), x.modseq)),
                     _ => {
                         let (sys, kw) = union_flags(x, y);
                         let want = MessageInfo {
@@ -367,10 +387,10 @@ fn plan(
                             ..(*x).clone()
                         };
                         if !same_flags(x, &want) {
-                            p.flags_a.push(change(u, (sys, kw.clone())));
+                            p.flags_a.push(change(u, (sys, kw.clone()), x.modseq));
                         }
                         if !same_flags(y, &want) {
-                            p.flags_b.push(change(u, (sys, kw)));
+                            p.flags_b.push(change(u, (sys, kw), y.modseq));
                         }
                     }
                 }
@@ -528,21 +548,31 @@ fn placed_ok(p: &Placed, uid: u32) -> bool {
     }
 }
 
-struct Progress {
-    modseq_a: u64,
-    modseq_b: u64,
-    incomplete: Vec<String>,
-}
+/// Rounds of one folder's merge at most: the first makes the changes, the next ones find
+/// what changed meanwhile (a delivery that took a planned UID, a client's flag change) and
+/// finish it, until a round finds both sides alike.
+const ROUNDS: usize = 4;
 
-impl Progress {
-    fn note(&mut self, side: Side, modseq: u64) {
-        match side {
-            Side::A => self.modseq_a = modseq,
-            Side::B => self.modseq_b = modseq,
-        }
+impl Plan {
+    /// Whether it changes nothing.
+    fn is_empty(&self) -> bool {
+        self.to_a.is_empty()
+            && self.to_b.is_empty()
+            && self.readd.is_empty()
+            && self.expunge_a.is_empty()
+            && self.expunge_b.is_empty()
+            && self.flags_a.is_empty()
+            && self.flags_b.is_empty()
     }
 }
 
+/// Merges one folder in rounds (see [`ROUNDS`]). The state it returns is taken from a
+/// listing made *before* the last round's changes (or from the listing that found both
+/// alike): a client's change made while the merge wrote to that side has a higher MODSEQ
+/// and is seen as a change by the next merge (an own change seen again is harmless: both
+/// sides have it). A round whose changes did not all complete (a UID taken meanwhile, a
+/// renumber refused) is followed by another, which plans again from fresh listings with the
+/// same old state, so the pair is never left diverged by a placement conflict.
 fn merge_folder(
     a: &mut dyn Replica,
     b: &mut dyn Replica,
@@ -551,30 +581,69 @@ fn merge_folder(
     opt: &Options,
     report: &mut Report,
 ) -> Res<FolderState> {
-    let Listing {
-        info: ia,
-        messages: la,
-        gone: gone_a,
-    } = a.messages(name)?;
-    let Listing {
-        info: ib,
-        messages: lb,
-        gone: gone_b,
-    } = b.messages(name)?;
-    if ia.uid_validity != ib.uid_validity {
-        return Err(format!(
-            "UIDVALIDITY {} here, {} there",
-            ia.uid_validity, ib.uid_validity
-        ));
+    let mut last_problem = None;
+    let mut done: Option<FolderState> = None;
+    for _ in 0..ROUNDS {
+        let Listing {
+            info: ia,
+            messages: la,
+            gone: gone_a,
+        } = a.messages(name)?;
+        let Listing {
+            info: ib,
+            messages: lb,
+            gone: gone_b,
+        } = b.messages(name)?;
+        if ia.uid_validity != ib.uid_validity {
+            return Err(format!(
+                "UIDVALIDITY {} here, {} there",
+                ia.uid_validity, ib.uid_validity
+            ));
+        }
+        let st = st.filter(|s| s.uid_validity == ia.uid_validity);
+        let p = plan(&la, &lb, &ia, &ib, st, &gone_a, &gone_b);
+        drop((la, lb, gone_a, gone_b));
+        let state = |common: Vec<u32>| FolderState {
+            uid_validity: ia.uid_validity,
+            known: known_ranges(common, ia.next_uid.min(ib.next_uid)),
+            modseq_mine: ia.highest_modseq,
+            modseq_theirs: ib.highest_modseq,
+        };
+        if p.is_empty() {
+            return Ok(state(p.common));
+        }
+        let (common, problems) = apply(a, b, name, p, opt, report)?;
+        match problems.first() {
+            None => {
+                // complete: one more round only to see both alike (and take the state
+                // from there, so the next merge can skip the folder)
+                done = Some(state(common));
+                last_problem = None;
+            }
+            Some(first) => {
+                tracing::debug!("{name}: merge round incomplete: {first} ({} problems)", problems.len());
+                last_problem = Some(format!("{first} ({} problems)", problems.len()));
+                done = None;
+            }
+        }
     }
-    let st = st.filter(|s| s.uid_validity == ia.uid_validity);
-    let p = plan(&la, &lb, &ia, &ib, st, &gone_a, &gone_b);
-    drop((la, lb, gone_a, gone_b));
-    let mut pr = Progress {
-        modseq_a: ia.highest_modseq,
-        modseq_b: ib.highest_modseq,
-        incomplete: Vec::new(),
-    };
+    match (done, last_problem) {
+        (Some(s), _) => Ok(s),
+        (None, Some(p)) => Err(p),
+        (None, None) => Err("still changing".into()),
+    }
+}
+
+/// Makes the changes of a plan; the UIDs both sides then have, and the problems met.
+fn apply(
+    a: &mut dyn Replica,
+    b: &mut dyn Replica,
+    name: &str,
+    p: Plan,
+    opt: &Options,
+    report: &mut Report,
+) -> Res<(Vec<u32>, Vec<String>)> {
+    let mut incomplete: Vec<String> = Vec::new();
     let mut common = p.common;
     // 1. copies to the side that lacks them, same UID
     for (src, list) in [(Side::A, p.to_b), (Side::B, p.to_a)] {
@@ -586,19 +655,17 @@ fn merge_folder(
             for (info, body) in batch.into_iter().zip(bodies) {
                 match body {
                     Some(bytes) => msgs.push(NewMessage { info, bytes }),
-                    None => pr.incomplete.push(format!("UID {} vanished", info.uid)),
+                    None => incomplete.push(format!("UID {} vanished", info.uid)),
                 }
             }
             let infos: Vec<MessageInfo> = msgs.iter().map(|m| m.info.clone()).collect();
-            let (res, modseq) = to.put(name, msgs)?;
-            let other = if src == Side::A { Side::B } else { Side::A };
-            pr.note(other, modseq);
+            let (res, _) = to.put(name, msgs)?;
             for (info, r) in infos.iter().zip(&res) {
                 if placed_ok(r, info.uid) {
                     common.push(info.uid);
                     report.copied += 1;
                 } else {
-                    pr.incomplete.push(format!("UID {} not placed: {r:?}", info.uid));
+                    incomplete.push(format!("UID {} not placed: {r:?}", info.uid));
                 }
             }
         }
@@ -608,9 +675,7 @@ fn merge_folder(
     // too; no side loses the message on the way
     let mut readd = p.readd;
     readd.sort_by_key(|r| r.fresh);
-    let mut flags_after: Vec<(Side, FlagChange)> = Vec::new();
     for src in [Side::A, Side::B] {
-        let other_side = if src == Side::A { Side::B } else { Side::A };
         let group: Vec<ReAdd> = readd.iter().filter(|r| r.src == src).cloned().collect();
         for batch in batches(group, |r| r.msg.size, opt) {
             let (from, to) = pick(src, a, b);
@@ -618,8 +683,7 @@ fn merge_folder(
             let moves: Vec<(u32, u32)> = batch.iter().filter_map(|r| r.other_uid.map(|o| (o, r.fresh))).collect();
             let mut there: BTreeMap<u32, bool> = BTreeMap::new();
             if !moves.is_empty() {
-                let (done, m) = to.renumber(name, moves.clone())?;
-                pr.note(other_side, m);
+                let (done, _) = to.renumber(name, moves.clone())?;
                 for ((_, fresh), ok) in moves.iter().zip(done) {
                     there.insert(*fresh, ok);
                 }
@@ -639,12 +703,11 @@ fn merge_folder(
                             },
                             bytes,
                         }),
-                        None => pr.incomplete.push(format!("UID {} vanished", r.uid)),
+                        None => incomplete.push(format!("UID {} vanished", r.uid)),
                     }
                 }
                 let fresh: Vec<u32> = msgs.iter().map(|n| n.info.uid).collect();
-                let (res, m) = to.put(name, msgs)?;
-                pr.note(other_side, m);
+                let (res, _) = to.put(name, msgs)?;
                 for (u, res) in fresh.into_iter().zip(res) {
                     there.insert(u, placed_ok(&res, u));
                 }
@@ -656,26 +719,20 @@ fn merge_folder(
                 .map(|r| (r.uid, r.fresh))
                 .collect();
             for r in batch.iter().filter(|r| there.get(&r.fresh) != Some(&true)) {
-                pr.incomplete
-                    .push(format!("UID {} not placed as {} on the other side", r.uid, r.fresh));
+                incomplete.push(format!("UID {} not placed as {} on the other side", r.uid, r.fresh));
             }
             if moves.is_empty() {
                 continue;
             }
-            let (done, m) = from.renumber(name, moves.clone())?;
-            pr.note(src, m);
+            let (done, _) = from.renumber(name, moves.clone())?;
             for ((old, fresh), ok) in moves.into_iter().zip(done) {
                 if ok {
                     common.push(fresh);
+                    // a pair (the same GUID renumbered on both): the next round gives
+                    // both copies the union of their flags, as they are then
                     report.conflicts += 1;
-                    if let Some(r) = batch.iter().find(|r| r.fresh == fresh && r.other_uid.is_some()) {
-                        // a pair: both copies get the union of their flags
-                        for side in [Side::A, Side::B] {
-                            flags_after.push((side, change(fresh, (r.msg.system, r.msg.keywords.clone()))));
-                        }
-                    }
                 } else {
-                    pr.incomplete.push(format!("UID {old} not renumbered to {fresh}"));
+                    incomplete.push(format!("UID {old} not renumbered to {fresh}"));
                 }
             }
         }
@@ -685,34 +742,17 @@ fn merge_folder(
         if !uids.is_empty() {
             let (here, _) = pick(side, a, b);
             report.expunged += uids.len();
-            pr.note(side, here.expunge(name, uids)?);
+            here.expunge(name, uids)?;
         }
     }
-    let (mut flags_a, mut flags_b) = (p.flags_a, p.flags_b);
-    for (side, c) in flags_after {
-        match side {
-            Side::A => flags_a.push(c),
-            Side::B => flags_b.push(c),
-        }
-    }
-    for (side, changes) in [(Side::A, flags_a), (Side::B, flags_b)] {
+    for (side, changes) in [(Side::A, p.flags_a), (Side::B, p.flags_b)] {
         for chunk in changes.chunks(2000) {
             let (here, _) = pick(side, a, b);
             report.flags += chunk.len();
-            pr.note(side, here.set_flags(name, chunk.to_vec())?);
+            here.set_flags(name, chunk.to_vec())?;
         }
     }
-    if !pr.incomplete.is_empty() {
-        let n = pr.incomplete.len();
-        let first = pr.incomplete.swap_remove(0);
-        return Err(format!("{first} ({n} problems)"));
-    }
-    Ok(FolderState {
-        uid_validity: ia.uid_validity,
-        known: known_ranges(common, ia.next_uid.min(ib.next_uid)),
-        modseq_mine: pr.modseq_a,
-        modseq_theirs: pr.modseq_b,
-    })
+    Ok((common, incomplete))
 }
 
 /// Three-way merge of the subscriptions; returns the set both have after.

@@ -44,6 +44,10 @@ pub struct FlagChange {
     pub system: u8,
     /// Keywords by name.
     pub keywords: Vec<String>,
+    /// Made only if the message's MODSEQ is still at most this (it was not changed by a
+    /// client since the merge listed it); `None`: always.
+    #[serde(default)]
+    pub unchanged_since: Option<u64>,
 }
 
 /// One user's mailbox on one replica.
@@ -260,7 +264,16 @@ impl Replica for LocalReplica {
 
     fn set_flags(&mut self, folder: &str, changes: Vec<FlagChange>) -> Res<u64> {
         let f = self.folder(folder)?;
-        let c: Vec<(u32, u8, Vec<String>)> = changes.into_iter().map(|c| (c.uid, c.system, c.keywords)).collect();
+        // a change a client made since the listing is not overwritten: the merge's next
+        // round sees both changes and unites them
+        let c: Vec<(u32, u8, Vec<String>)> = changes
+            .into_iter()
+            .filter(|c| {
+                c.unchanged_since
+                    .is_none_or(|since| f.get(c.uid).is_some_and(|m| m.modseq <= since))
+            })
+            .map(|c| (c.uid, c.system, c.keywords))
+            .collect();
         store_ops::set_flags(f, &c).map_err(|e| e.to_string())
     }
 
