@@ -634,6 +634,16 @@ fn merge_folder(
     }
 }
 
+/// A folder's UIDNEXT on a replica now.
+fn next_uid(r: &mut dyn Replica, name: &str) -> Res<u32> {
+    r.mailbox()?
+        .folders
+        .into_iter()
+        .find(|f| f.name == name)
+        .map(|f| f.next_uid)
+        .ok_or_else(|| format!("{name} gone from {}", r.node()))
+}
+
 /// Makes the changes of a plan; the UIDs both sides then have, and the problems met.
 fn apply(
     a: &mut dyn Replica,
@@ -675,9 +685,17 @@ fn apply(
     // too; no side loses the message on the way
     let mut readd = p.readd;
     readd.sort_by_key(|r| r.fresh);
+    let mut used = 0u32;
     for src in [Side::A, Side::B] {
         let group: Vec<ReAdd> = readd.iter().filter(|r| r.src == src).cloned().collect();
-        for batch in batches(group, |r| r.msg.size, opt) {
+        for mut batch in batches(group, |r| r.msg.size, opt) {
+            // fresh UIDs from both sides' UIDNEXT as they are now, not as listed: a
+            // delivery since the listing would make every planned one taken
+            let now = next_uid(a, name)?.max(next_uid(b, name)?).max(used);
+            for (r, u) in batch.iter_mut().zip(now..) {
+                r.fresh = u;
+            }
+            used = now.saturating_add(batch.len() as u32);
             let (from, to) = pick(src, a, b);
             // the other side's own copies of the same GUIDs: renumbered there
             let moves: Vec<(u32, u32)> = batch.iter().filter_map(|r| r.other_uid.map(|o| (o, r.fresh))).collect();
