@@ -322,7 +322,10 @@ fn a_copy_delivered_twice_is_filed_once() {
     let secs = u32::from_str_radix(&guid[..8], 16).unwrap();
     assert_eq!(a.bases("alice"), BTreeSet::from([format!("{secs}.G{guid}.replica")]));
     assert_eq!(a.names("alice").len(), 1);
-    assert_eq!(a.inst.log_count("already there"), 1, "{}", a.inst.log());
+    // Both copies are reported sent; when the two land in one delivery batch the second is
+    // found at the link into new/, after its log text was made, so "(already there)" is
+    // logged only when the copies come in separate batches.
+    assert!(a.inst.log_count("already there") <= 1, "{}", a.inst.log());
 }
 
 #[test]
