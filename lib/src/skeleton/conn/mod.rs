@@ -29,17 +29,23 @@
 //! - lifecycle hooks: [`Protocol::secured`] once a TLS handshake is done (version and
 //!   cipher from [`Io::tls`]), [`Protocol::may_stop`] to decline a stop while a
 //!   transaction is in progress, [`Protocol::disconnected`] once the connection is gone;
+//! - the service around the pool ([`Gated`]): the per-address gate before a session
+//!   starts, the routing of events, a closed connection's count given back;
 //! - fair turns: a connection gets [`ROUNDS_PER_TURN`] rounds of read–handle–write per
 //!   event; with work left it goes behind the other connections (a waker requeue).
 //!
 //! [`blocked`]: Protocol::blocked
 
 mod connection;
+mod gated;
+#[cfg(test)]
+mod gated_tests;
 mod pool;
 #[cfg(test)]
 mod tests;
 
 pub use connection::{Connection, Turn};
+pub use gated::{ANVIL, Front, Gated, Start, WAKER};
 pub use pool::{AUX, FIRST_FREE, Pool, write_interest};
 
 use crate::line::LineBuffer;
