@@ -4,5 +4,5 @@
 
 fn main() -> std::process::ExitCode {
     postern_lib::version::exit_if_asked();
-    postern_lib::skeleton::event::event_server("smtpd", smtpd::server::Server::new)
+    postern_lib::skeleton::event::event_server("smtpd", smtpd::server::new)
 }
