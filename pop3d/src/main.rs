@@ -1,4 +1,4 @@
-//! pop3d's program: reads its settings and runs [`pop3d::service::Pop3`] under the event
+//! pop3d's program: reads its settings and runs [`pop3d::service::Service`] under the event
 //! skeleton. What the server does is described in the library's documentation (`src/lib.rs`).
 #![forbid(unsafe_code)]
 
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         if implicit_tls && tls.is_none() {
             return Err("pop3s (implicit TLS) needs pop3d_tls_cert_file and pop3d_tls_key_file".into());
         }
-        Ok(service::Pop3::new(service::Settings {
+        Ok(service::new(service::Settings {
             tls,
             implicit_tls,
             allow_plaintext: m.pop3d_allow_plaintext,

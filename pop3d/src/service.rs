@@ -1,4 +1,4 @@
-//! The pop3d process: the event skeleton's [`EventService`] over a [`Pool`] of
+//! The pop3d process: the event skeleton's service ([`Gated`]) over a pool of
 //! [`Pop3Conn`]s — the per-address gate before a session starts, the auth answers, and
 //! what a closed connection gives back.
 //!
@@ -10,22 +10,16 @@
 use crate::conn::Pop3Conn;
 use crate::maildrop::{Maildrop, OpenError};
 use crate::session::{Security, Session, err};
-use mio::Token;
-use postern_lib::anvil::gate::{Decision, Gate, Ticket, refuse_login_client};
+use postern_lib::anvil::gate::{Ticket, refuse_login_client};
 use postern_lib::anvil::local::Refusal;
 use postern_lib::config::Cidr;
 use postern_lib::proto::auth::AuthReply;
-use postern_lib::skeleton::conn::{Deadlines, Pool};
-use postern_lib::skeleton::event::{EventLoop, EventService, RESERVED_TOKENS};
-use postern_lib::skeleton::{Accepted, Context, Peer, Stream};
+use postern_lib::skeleton::conn::{Deadlines, Front, Gated, Io, Start};
+use postern_lib::skeleton::{Accepted, Peer, Stream};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// The connection to anvil (client tokens stay below it).
-const ANVIL: Token = Token(RESERVED_TOKENS - 1);
-/// The process's waker: connections that used up their turn go on after the others.
-const WAKER: Token = Token(RESERVED_TOKENS - 2);
+use std::time::Duration;
 
 /// The daemon's settings.
 pub struct Settings {
@@ -49,43 +43,41 @@ pub struct Settings {
     pub service: String,
 }
 
-/// All connections of one pop3d process.
-pub struct Pop3 {
-    settings: Settings,
-    pool: Pool<Pop3Conn>,
-    /// New connections waiting for anvil's count.
-    gate: Gate<Accepted>,
+/// All connections of one pop3d process: the gate and pool of lib's connection driver
+/// around [`Pop3`].
+pub type Service = Gated<Pop3>;
+
+/// A new service.
+pub fn new(settings: Settings) -> Service {
+    let (service, limit) = (settings.service.clone(), settings.login_limit);
+    Gated::new(Pop3 { settings }, &service, limit, 0)
 }
 
-impl Pop3 {
-    /// A new service.
-    pub fn new(settings: Settings) -> Pop3 {
-        let gate = Gate::new(&settings.service, ANVIL, settings.login_limit, 0);
-        Pop3 {
-            settings,
-            pool: Pool::new(WAKER),
-            gate,
-        }
-    }
+/// pop3d's side of the service: how a session starts or is refused, the auth answers.
+pub struct Pop3 {
+    settings: Settings,
+}
 
-    /// Starts or refuses the connections the gate has decided on.
-    fn decide(&mut self, lp: &EventLoop<'_>, decisions: Vec<Decision<Accepted>>) {
-        for d in decisions {
-            match d {
-                Decision::Admit(conn, ticket) => self.start(lp, conn, Some(ticket)),
-                Decision::Refuse(conn, ip, why) => self.refuse(conn, ip, why),
-            }
-        }
+impl Front for Pop3 {
+    type Proto = Pop3Conn;
+    type Item = Accepted;
+
+    fn arrive(&mut self, conn: Accepted) -> Option<(Accepted, Option<IpAddr>)> {
+        let ip = match conn.peer {
+            Peer::Inet(a) => Some(a.ip()),
+            Peer::Unix => None,
+        };
+        Some((conn, ip))
     }
 
     /// Tells a client over its address's limit so, and closes (RFC 3206 `SYS/TEMP`).
-    fn refuse(&self, conn: Accepted, ip: std::net::IpAddr, why: Refusal) {
+    fn refuse(&mut self, conn: Accepted, ip: IpAddr, why: Refusal) {
         let reply = format!("-ERR [SYS/TEMP] Too many connections from {ip} not logged in, try again later");
         refuse_login_client(conn, ip, why, self.settings.login_limit, &reply);
     }
 
     /// Starts the session of an admitted client: greeting and all.
-    fn start(&mut self, lp: &EventLoop<'_>, conn: Accepted, ticket: Option<Ticket>) {
+    fn start(&mut self, conn: Accepted, ticket: Option<Ticket>) -> Result<Start<Pop3Conn>, Pop3Conn> {
         let peer = match conn.peer {
             Peer::Inet(a) => Some(a),
             Peer::Unix => None,
@@ -104,40 +96,54 @@ impl Pop3 {
             login: Some(s.login_timeout),
             session: None,
         };
-        let closed = match conn.stream {
-            Stream::Tcp(sock) if s.implicit_tls == implicit.is_some() => {
-                self.pool.add(lp.registry(), sock, proto, implicit, deadlines)
-            }
-            _ => vec![proto],
-        };
-        self.closed(lp, closed);
-    }
-
-    /// Gives back what closed connections held.
-    fn closed(&mut self, lp: &EventLoop<'_>, closed: Vec<Pop3Conn>) {
-        for mut c in closed {
-            if let Some((mut a, _)) = c.auth.take() {
-                let _ = lp.registry().deregister(a.source());
-            }
-            if let Some(t) = c.ticket.take() {
-                self.gate.release(lp.registry(), t, Instant::now());
-            }
+        match conn.stream {
+            Stream::Tcp(sock) if s.implicit_tls == implicit.is_some() => Ok(Start {
+                sock,
+                proto,
+                tls: implicit,
+                deadlines,
+            }),
+            _ => Err(proto),
         }
     }
 
-    fn auth_event(&mut self, lp: &EventLoop<'_>, id: usize) {
-        let Some(conn) = self.pool.get(id) else { return };
-        let (c, mut io) = conn.parts(lp.registry());
-        let Some((client, _)) = c.auth.as_mut() else { return };
+    fn ticket(&mut self, c: &mut Pop3Conn) -> Option<Ticket> {
+        c.ticket.take()
+    }
+
+    /// Logged in: no longer counted against the address's limit.
+    fn logged_in(&self, c: &Pop3Conn) -> bool {
+        c.session.user.is_some()
+    }
+
+    /// Gives back what a closed connection held: its auth request.
+    fn closed(&mut self, registry: &mio::Registry, c: &mut Pop3Conn) {
+        if let Some((mut a, _)) = c.auth.take() {
+            let _ = registry.deregister(a.source());
+        }
+    }
+
+    /// The auth answer.
+    fn aux_event(
+        &mut self,
+        registry: &mio::Registry,
+        c: &mut Pop3Conn,
+        io: &mut Io<'_>,
+        _slot: usize,
+        _event: &mio::event::Event,
+    ) -> bool {
+        let Some((client, _)) = c.auth.as_mut() else {
+            return false;
+        };
         let reply = match client.progress() {
-            Ok(None) => return,
+            Ok(None) => return false,
             Ok(Some(r)) => Ok(r),
             Err(e) => Err(e),
         };
         let Some((mut client, user)) = c.auth.take() else {
-            return;
+            return false;
         };
-        let _ = lp.registry().deregister(client.source());
+        let _ = registry.deregister(client.source());
         let client_addr = c.peer.map(|p| p.ip().to_string()).unwrap_or_default();
         let result = match reply {
             Ok(AuthReply::Ok { user: account }) => match Maildrop::open(&self.settings.mailbox_base, &account) {
@@ -166,57 +172,11 @@ impl Pop3 {
             }
         };
         let acts = c.session.auth_done(result);
-        c.apply(&mut io, acts);
-        // logged in: no login deadline, no longer counted against the address's limit
+        c.apply(io, acts);
+        // logged in: no login deadline (the count is given back after this)
         if c.session.user.is_some() {
             io.authenticated();
-            if let Some(t) = c.ticket.take() {
-                self.gate.release(lp.registry(), t, Instant::now());
-            }
         }
-        let closed = self.pool.drive(lp.registry(), id);
-        self.closed(lp, closed);
-    }
-}
-
-impl EventService for Pop3 {
-    fn accept(&mut self, lp: &EventLoop<'_>, _ctx: &Context, conn: Accepted) {
-        match conn.peer {
-            Peer::Inet(a) => {
-                let decisions = self.gate.arrive(lp.registry(), conn, a.ip(), Instant::now());
-                self.decide(lp, decisions);
-            }
-            Peer::Unix => self.start(lp, conn, None),
-        }
-    }
-
-    fn ready(&mut self, lp: &EventLoop<'_>, _ctx: &Context, event: &mio::event::Event) {
-        if self.gate.owns(event.token()) {
-            let decisions = self.gate.ready(lp.registry(), event, Instant::now());
-            return self.decide(lp, decisions);
-        }
-        if let Some(id) = self.pool.aux_id(event.token()) {
-            return self.auth_event(lp, id);
-        }
-        let closed = self.pool.ready(lp.registry(), event.token());
-        self.closed(lp, closed);
-    }
-
-    fn tick(&mut self, lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
-        let decisions = self.gate.tick(lp.registry(), now);
-        self.decide(lp, decisions);
-        let closed = self.pool.tick(lp.registry(), now);
-        self.closed(lp, closed);
-    }
-
-    fn connections(&self) -> usize {
-        self.pool.len() + self.gate.pending()
-    }
-
-    fn stop(&mut self, lp: &EventLoop<'_>, _ctx: &Context) {
-        // Clients still waiting for anvil have not been greeted: just close them.
-        self.gate.clear_pending();
-        let closed = self.pool.stop(lp.registry());
-        self.closed(lp, closed);
+        true
     }
 }
