@@ -15,6 +15,8 @@
 //! file while that is readable ([`postern_lib::mailbox::Folder::read_ghost`]: kept open
 //! when this process expunged it); only what cannot be answered at all makes the FETCH
 //! end `NO [EXPUNGEISSUED]`.
+//!
+//! OBJECTID (RFC 8474): `EMAILID` and `THREADID` ([`crate::objectid`]).
 use crate::binary;
 use crate::mime;
 use crate::parse::{self, Arg};
@@ -240,6 +242,8 @@ impl Session {
                 "RFC822.HEADER",
                 "RFC822.TEXT",
                 "MODSEQ",
+                "EMAILID",
+                "THREADID",
             ]
             .iter()
             .any(|k| k.eq_ignore_ascii_case(i));
@@ -494,6 +498,10 @@ impl Session {
                         out.extend_from_slice(format!("FLAGS {names}").as_bytes());
                     }
                     "UID" => out.extend_from_slice(format!("UID {u}").as_bytes()),
+                    "EMAILID" => {
+                        out.extend_from_slice(format!("EMAILID ({})", crate::objectid::email_id(m.guid)).as_bytes())
+                    }
+                    "THREADID" => out.extend_from_slice(b"THREADID NIL"),
                     "MODSEQ" => {
                         wrote_modseq = true;
                         out.extend_from_slice(format!("MODSEQ ({modseq})").as_bytes());

@@ -1,7 +1,8 @@
 //! Mailbox commands: SELECT/EXAMINE (RFC 3501's and, once enabled, RFC 9051's untagged
 //! responses), CREATE/DELETE/RENAME (RENAME INBOX moves its messages), SUBSCRIBE/
 //! UNSUBSCRIBE, STATUS (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE, and
-//! HIGHESTMODSEQ of RFC 7162, which like `SELECT mbox (CONDSTORE)` switches CONDSTORE on) and
+//! HIGHESTMODSEQ of RFC 7162, which like `SELECT mbox (CONDSTORE)` switches CONDSTORE on, and
+//! MAILBOXID of RFC 8474, also told by SELECT and CREATE: [`crate::objectid`]) and
 //! APPEND with MULTIAPPEND (RFC 3502: all messages or none) and APPENDUID. LIST is
 //! [`crate::cmd_list`]. APPEND (like COPY) past the user's quota (`etc/users`, counted
 //! over all folders as local delivery does) is `NO [OVERQUOTA]` and writes nothing.
@@ -108,12 +109,14 @@ impl Session {
         let validity = folder.uid_validity();
         let next = folder.next_uid();
         let highest = folder.highest_modseq();
+        let mailbox_id = crate::objectid::mailbox_id(folder);
         self.sel = Some(sel);
         self.line(&format!("* OK [UIDVALIDITY {validity}] UIDs valid"));
         self.line(&format!("* OK [UIDNEXT {next}] Predicted next UID"));
         if self.condstore {
             self.line(&format!("* OK [HIGHESTMODSEQ {highest}] Highest"));
         }
+        self.line(&format!("* OK [MAILBOXID ({mailbox_id})] Ok"));
         if let Some(r) = resync {
             for l in self.resync_lines(&r) {
                 self.line(&l);
@@ -129,7 +132,13 @@ impl Session {
         let name = name.trim_end_matches(SEPARATOR).to_string();
         let store = self.store()?;
         match c.name.as_str() {
-            "CREATE" => store.create(&name)?,
+            "CREATE" => {
+                store.create(&name)?;
+                // RFC 8474 §4.1: the new mailbox's id in the tagged OK
+                let id = crate::objectid::mailbox_id(&store.folder(&name)?);
+                self.ok(&c.tag, &format!("[MAILBOXID ({id})] CREATE completed"));
+                return Ok(());
+            }
             "DELETE" => {
                 if self.sel.as_ref().is_some_and(|s| s.name == name) {
                     self.sel = None;
@@ -184,6 +193,10 @@ impl Session {
         for item in items {
             let k = item.keyword().unwrap_or_default();
             let msgs = folder.messages();
+            if k == "MAILBOXID" {
+                parts.push(format!("MAILBOXID ({})", crate::objectid::mailbox_id(folder)));
+                continue;
+            }
             let v = match k.as_str() {
                 "MESSAGES" => msgs.len() as u64,
                 "RECENT" => match &self.sel {

@@ -10,7 +10,8 @@
 //! zone (RFC 3501 §6.4.4). `$` is the saved result (RFC 5182, [`crate::esearch`]).
 //! `MODSEQ [entry type] n` (RFC 7162 §3.1.5) matches messages changed at or after `n`;
 //! the answer then ends with the highest MODSEQ of the hits (`(MODSEQ n)`, or
-//! ` MODSEQ n` in ESEARCH).
+//! ` MODSEQ n` in ESEARCH). `EMAILID id` and `THREADID id` (RFC 8474,
+//! [`crate::objectid`]) match the message with that GUID, and nothing.
 //! Answers are `* SEARCH`, or `* ESEARCH` (RFC 4731) for `SEARCH RETURN (...)` and for
 //! every SEARCH once IMAP4rev2 is enabled; SORT answers `* SORT` or, with RETURN,
 //! `* ESEARCH` (ESORT), THREAD `* THREAD`.
@@ -50,6 +51,8 @@ enum Key {
     Uid(SeqSet),
     /// `$`, the saved result (RFC 5182).
     Saved,
+    /// EMAILID (RFC 8474): the message with this GUID.
+    EmailId(u128),
     /// A `Seq` or `Uid` set resolved for the folder searched ([`Key::resolved`]).
     SeqIn(Ranges),
     UidIn(Ranges),
@@ -67,6 +70,7 @@ struct Ctx<'a> {
     size: u64,
     date: i64,
     modseq: u64,
+    guid: u128,
     raw: Option<&'a [u8]>,
 }
 
@@ -151,6 +155,7 @@ impl Key {
             Key::Seq(s) => s.contains(c.seq, c.count),
             Key::Uid(s) => s.contains(c.uid, c.largest_uid),
             Key::Saved => false,
+            Key::EmailId(g) => c.guid == *g,
             Key::SeqIn(r) => r.contains(c.seq),
             Key::UidIn(r) => r.contains(c.uid),
             Key::Not(k) => !k.eval(c),
@@ -393,6 +398,17 @@ impl Parser<'_, '_> {
                 self.session.condstore_on();
                 Ok(Key::Modseq(n))
             }
+            // RFC 8474 §5: an id this server never gives matches nothing; no THREADIDs
+            "EMAILID" | "THREADID" => {
+                let id = self
+                    .next()
+                    .and_then(Arg::text)
+                    .ok_or(Reply::Bad("Missing object id".into()))?;
+                Ok(match crate::objectid::parse_email_id(&id) {
+                    Some(g) if word == "EMAILID" => Key::EmailId(g),
+                    _ => Key::Not(Box::new(Key::All)),
+                })
+            }
             "BEFORE" => Ok(Key::Date(Less, false, self.day()?)),
             "ON" => Ok(Key::Date(Equal, true, self.day()?)),
             "SINCE" => Ok(Key::Date(Greater, true, self.day()?)),
@@ -620,6 +636,7 @@ impl Session {
                 size: m.size,
                 date: m.date,
                 modseq: m.modseq,
+                guid: m.guid,
                 raw: raw.as_deref(),
             };
             if !job.key.eval(&ctx) {
@@ -747,6 +764,7 @@ mod tests {
             size: raw.len() as u64,
             date: 0,
             modseq: 1,
+            guid: 0,
             raw: Some(raw),
         })
     }

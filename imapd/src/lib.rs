@@ -10,7 +10,8 @@
 //! THREAD=ORDEREDSUBJECT/REFERENCES ([`thread`]), ESORT (RFC 5267), SEARCHRES
 //! (RFC 5182: [`esearch`]) and CONDSTORE (RFC 7162 §3.1: MODSEQ from the store's index;
 //! `SELECT (CONDSTORE)`, FETCH `MODSEQ` and `(CHANGEDSINCE)`, STORE `(UNCHANGEDSINCE)`,
-//! SEARCH `MODSEQ`, STATUS `HIGHESTMODSEQ`) and QRESYNC (§3.2: [`qresync`]). Event-driven: many sessions per
+//! SEARCH `MODSEQ`, STATUS `HIGHESTMODSEQ`), QRESYNC (§3.2: [`qresync`]) and OBJECTID
+//! (RFC 8474: [`objectid`]). Event-driven: many sessions per
 //! process on the skeleton's mio loop; protocol code is sans-I/O ([`session`]). Several
 //! sessions on one mailbox, in one process or many, see each other's changes through the
 //! Maildir itself.
@@ -62,6 +63,7 @@ pub mod esearch;
 pub mod list_pattern;
 pub mod literal_budget;
 pub mod mime;
+pub mod objectid;
 pub mod parse;
 pub mod qresync;
 pub mod reply;

@@ -109,6 +109,15 @@ fn num_after(out: &str, pat: &str) -> u64 {
         .unwrap_or_else(|_| panic!("no number after {pat:?} in {out:?}"))
 }
 
+/// The MAILBOXID (RFC 8474) a SELECT told.
+fn mailbox_id(out: &str) -> String {
+    let at = out
+        .find("[MAILBOXID (")
+        .unwrap_or_else(|| panic!("no MAILBOXID in {out:?}"))
+        + 12;
+    out[at..].chars().take_while(char::is_ascii_alphanumeric).collect()
+}
+
 #[test]
 fn condstore_select_fetch_store_search_and_status_answer_as_rfc_7162_shows() {
     let (_inst, port) = started();
@@ -129,6 +138,7 @@ fn condstore_select_fetch_store_search_and_status_answer_as_rfc_7162_shows() {
     );
     let out = a.cmd("s", "SELECT INBOX (CONDSTORE)");
     let v = num_after(&out, "[UIDVALIDITY ");
+    let mid = mailbox_id(&out);
     assert_eq!(
         out,
         format!(
@@ -136,7 +146,8 @@ fn condstore_select_fetch_store_search_and_status_answer_as_rfc_7162_shows() {
              * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n\
              * 3 EXISTS\r\n* 3 RECENT\r\n* OK [UNSEEN 1] First unseen\r\n\
              * OK [UIDVALIDITY {v}] UIDs valid\r\n* OK [UIDNEXT 4] Predicted next UID\r\n\
-             * OK [HIGHESTMODSEQ {h}] Highest\r\ns OK [READ-WRITE] SELECT completed\r\n"
+             * OK [HIGHESTMODSEQ {h}] Highest\r\n* OK [MAILBOXID ({mid})] Ok\r\n\
+             s OK [READ-WRITE] SELECT completed\r\n"
         )
     );
     // MODSEQ as a FETCH item; HIGHESTMODSEQ is the highest of them
@@ -260,6 +271,7 @@ fn qresync_select_and_uid_fetch_tell_what_vanished_and_what_changed() {
     let out = a.cmd("s", "SELECT INBOX");
     let v = num_after(&out, "[UIDVALIDITY ");
     let h = num_after(&out, "[HIGHESTMODSEQ ");
+    let mid = mailbox_id(&out);
     let m2 = num_after(&a.cmd("t1", "STORE 2 +FLAGS (\\Seen)"), "MODSEQ (");
     assert!(a.cmd("t2", "STORE 3:4 +FLAGS.SILENT (\\Deleted)").contains("t2 OK"));
     // once QRESYNC is on, expunges are told by UID
@@ -271,7 +283,8 @@ fn qresync_select_and_uid_fetch_tell_what_vanished_and_what_changed() {
             "{}* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
              * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n\
              * 3 EXISTS\r\n* 0 RECENT\r\n{}* OK [UIDVALIDITY {v}] UIDs valid\r\n\
-             * OK [UIDNEXT 6] Predicted next UID\r\n* OK [HIGHESTMODSEQ {h2}] Highest\r\n",
+             * OK [UIDNEXT 6] Predicted next UID\r\n* OK [HIGHESTMODSEQ {h2}] Highest\r\n\
+             * OK [MAILBOXID ({mid})] Ok\r\n",
             if closed {
                 "* OK [CLOSED] Previous mailbox closed\r\n"
             } else {

@@ -190,6 +190,7 @@ assert [l.decode() for l in lines] == [
     '* LIST () "." INBOX',
     '* OK [UIDVALIDITY %s] UIDs valid' % validity,
     '* OK [UIDNEXT 3] Predicted next UID',
+    '* OK [MAILBOXID (F%s)] Ok' % open(os.path.join(MAILDIR, 'dovecot-uidlist')).readline().split()[3][1:],
 ], lines
 assert done == b'OK [READ-WRITE] SELECT completed', done
 assert R.ok(b'SEARCH UNSEEN') == ['* ESEARCH (TAG "x13") ALL 1']

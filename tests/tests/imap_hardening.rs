@@ -161,7 +161,11 @@ fn list_patterns_cannot_stall_or_crash_imapd() {
     let mut b = Imap::login(port, "alice", "Alice-Hard-Pw1");
     let pid = imapd_pid(&inst);
     for f in ["Projects", "Projects.rust", "Receipts.2026.December"] {
-        assert_eq!(a.cmd("c", &format!("CREATE {f}")).1, "c OK CREATE completed\r\n");
+        assert!(
+            a.cmd("c", &format!("CREATE {f}"))
+                .1
+                .ends_with(")] CREATE completed\r\n")
+        );
     }
 
     // 100 `*` then a letter: exponential for a backtracking matcher; nothing ends in Q
@@ -370,8 +374,8 @@ fn reserved_folder_names_are_refused() {
         assert!(!md.join(format!(".{name}")).exists(), "{name}");
     }
     // a child that would become a reserved name stops the RENAME before anything moves
-    assert_eq!(c.cmd("c", "CREATE Old").1, "c OK CREATE completed\r\n");
-    assert_eq!(c.cmd("c", "CREATE Old.tmp").1, "c OK CREATE completed\r\n");
+    assert!(c.cmd("c", "CREATE Old").1.ends_with(")] CREATE completed\r\n"));
+    assert!(c.cmd("c", "CREATE Old.tmp").1.ends_with(")] CREATE completed\r\n"));
     assert_eq!(
         c.cmd("o", "RENAME Old subscriptions").1,
         "o NO [CANNOT] Invalid mailbox name\r\n"

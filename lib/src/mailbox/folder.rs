@@ -140,6 +140,9 @@ pub struct Folder {
     /// The files of the last [`GHOST_FILES`] messages this state expunged itself, kept
     /// open past their unlink, so their bodies stay readable to those sessions too.
     pub(super) ghost_files: std::collections::VecDeque<(u32, GhostFile)>,
+    /// The mailbox GUID of the uidlist header (`G`), as last read: kept across RENAME,
+    /// new when the folder is created again (IMAP OBJECTID's MAILBOXID).
+    pub(super) mailbox_guid: String,
 }
 
 /// Most expunged message files a folder state keeps open for [`Folder::read_ghost`].
@@ -228,6 +231,7 @@ impl Folder {
             watch: None,
             ghosts: std::collections::VecDeque::new(),
             ghost_files: std::collections::VecDeque::new(),
+            mailbox_guid: String::new(),
         }
     }
 
@@ -250,6 +254,12 @@ impl Folder {
     /// UIDVALIDITY.
     pub fn uid_validity(&self) -> u32 {
         self.uid_validity
+    }
+
+    /// The mailbox GUID from the uidlist header as found (Dovecot writes 32 hex digits;
+    /// may be empty in a list written by something else).
+    pub fn mailbox_guid(&self) -> &str {
+        &self.mailbox_guid
     }
 
     /// The UID the next new message will get (UIDNEXT).

@@ -155,6 +155,7 @@ impl Folder {
         }
         self.uid_validity = list.uid_validity;
         self.next_uid = list.next_uid;
+        self.mailbox_guid.clone_from(&list.guid);
         self.reconcile(&list, &mut on_disk);
         self.stamp = Some(stamp);
         Ok(())

@@ -1,0 +1,139 @@
+//! imapd's OBJECTID (RFC 8474), SAVEDATE (RFC 8514), CREATE-SPECIAL-USE (RFC 6154) and
+//! PREVIEW (RFC 8970) under the real master, with auth, driven from Python over a plain
+//! socket so exact response lines are asserted.
+
+use postern_tests::{Instance, deliver_maildir, imap_instance, python};
+use std::path::PathBuf;
+
+fn instance() -> (Instance, u16) {
+    let (mut inst, port) = imap_instance("alice", "Alice-Ext2-Pw1");
+    deliver_maildir(
+        &inst,
+        "alice",
+        "1700000000.M1P1.test",
+        b"From: Bob <bob@example.test>\nSubject: first\n\nhello\n",
+    );
+    deliver_maildir(
+        &inst,
+        "alice",
+        "1700000001.M2P1.test:2,S",
+        b"From: Carol <carol@example.test>\r\nSubject: second\r\n\r\nthere\r\n",
+    );
+    inst.start();
+    (inst, port)
+}
+
+fn maildir(inst: &Instance) -> PathBuf {
+    inst.root.path().join("var/mail/alice")
+}
+
+/// A plain IMAP client in Python: `cmd(b'...')` returns (untagged lines, tagged reply
+/// without the tag); literals in answers are read whole.
+const RAW: &str = r#"
+import socket, re, sys
+class Raw:
+    def __init__(self, port):
+        self.s = socket.create_connection(('127.0.0.1', port), timeout=30)
+        self.f = self.s.makefile('rb')
+        self.n = 0
+        greet = self.f.readline()
+        assert greet.startswith(b'* OK'), greet
+    def cmd(self, text):
+        self.n += 1
+        tag = b'x%d' % self.n
+        self.s.sendall(tag + b' ' + text + b'\r\n')
+        lines = []
+        for _ in range(100000):
+            l = self.f.readline()
+            assert l, 'connection closed'
+            l = l.rstrip(b'\r\n')
+            while True:
+                m = re.search(rb'\{(\d+)\}$', l)
+                if not m:
+                    break
+                l += b'\r\n' + self.f.read(int(m.group(1))) + self.f.readline().rstrip(b'\r\n')
+            if l.startswith(tag + b' '):
+                return lines, l[len(tag) + 1:]
+            lines.append(l)
+        raise SystemExit('no tagged reply')
+    def ok(self, text):
+        lines, done = self.cmd(text)
+        assert done.startswith(b'OK'), (text, lines, done)
+        return [l.decode() for l in lines]
+    def reply(self, text):
+        return self.cmd(text)[1].decode()
+def header(folder):
+    name = 'dovecot-uidlist' if folder == 'INBOX' else '.%s/dovecot-uidlist' % folder
+    return open(os.path.join(MAILDIR, name)).readline().split()
+def guids(folder):
+    # the message GUIDs of the index, by UID
+    name = 'postern-index' if folder == 'INBOX' else '.%s/postern-index' % folder
+    out = {}
+    for l in open(os.path.join(MAILDIR, name)).read().splitlines()[1:]:
+        f = l.split()
+        if f[0] == 'M':
+            out[int(f[1])] = f[2]
+    return out
+"#;
+
+/// Starts an instance, runs `body` (after [`RAW`]) against it and checks it finished.
+fn run(body: &str) -> Instance {
+    let (inst, port) = instance();
+    let script = format!(
+        "{RAW}\nPORT = {port}\nMAILDIR = {:?}\nimport os, time\n{body}\nprint('done ok')\n",
+        maildir(&inst).display().to_string()
+    );
+    let out = python(&script);
+    assert!(out.contains("done ok"), "{out}\n{}", inst.log());
+    inst
+}
+
+const OBJECTID: &str = r#"
+R = Raw(PORT)
+R.ok(b'LOGIN alice Alice-Ext2-Pw1')
+assert ' OBJECTID' in R.ok(b'CAPABILITY')[0]
+# MAILBOXID: F and the uidlist's mailbox GUID
+got = R.ok(b'STATUS INBOX (MESSAGES MAILBOXID)')
+inbox = 'F' + header('INBOX')[3][1:]
+assert len(inbox) == 33, inbox
+assert got == ['* STATUS INBOX (MESSAGES 2 MAILBOXID (%s))' % inbox], got
+lines, done = R.cmd(b'CREATE Work')
+work = 'F' + header('Work')[3][1:]
+assert done.decode() == 'OK [MAILBOXID (%s)] CREATE completed' % work, done
+assert work != inbox
+assert R.ok(b'STATUS Work (MAILBOXID)') == ['* STATUS Work (MAILBOXID (%s))' % work]
+assert '* OK [MAILBOXID (%s)] Ok' % inbox in R.ok(b'EXAMINE INBOX')
+# the id survives RENAME; a folder created again under the old name gets a new one
+R.ok(b'RENAME Work Play')
+assert R.ok(b'STATUS Play (MAILBOXID)') == ['* STATUS Play (MAILBOXID (%s))' % work]
+R.cmd(b'CREATE Work')
+again = R.ok(b'STATUS Work (MAILBOXID)')[0]
+assert again != '* STATUS Work (MAILBOXID (%s))' % work, again
+# EMAILID: M and the index's message GUID; THREADID NIL
+g = guids('INBOX')
+R.ok(b'SELECT INBOX')
+got = R.ok(b'FETCH 1:2 (EMAILID THREADID)')
+assert got == ['* 1 FETCH (EMAILID (M%s) THREADID NIL)' % g[1], '* 2 FETCH (EMAILID (M%s) THREADID NIL)' % g[2]], got
+assert g[1] != g[2]
+# the same EMAILID after COPY and after MOVE
+lines, done = R.cmd(b'UID COPY 1 Play')
+assert done.startswith(b'OK [COPYUID'), done
+lines, done = R.cmd(b'UID MOVE 2 Play')
+assert done.startswith(b'OK'), done
+R.ok(b'SELECT Play')
+got = R.ok(b'UID FETCH 1:* (EMAILID)')
+assert got == ['* 1 FETCH (UID 1 EMAILID (M%s))' % g[1], '* 2 FETCH (UID 2 EMAILID (M%s))' % g[2]], got
+# SEARCH EMAILID finds it, an unknown or malformed id nothing, THREADID nothing
+assert R.ok(b'SEARCH EMAILID M%s' % g[2].encode()) == ['* SEARCH 2']
+assert R.ok(b'SEARCH EMAILID M%s' % (b'0' * 32)) == ['* SEARCH']
+assert R.ok(b'SEARCH EMAILID nonsense') == ['* SEARCH']
+assert R.ok(b'SEARCH THREADID T1') == ['* SEARCH']
+assert R.ok(b'SEARCH NOT EMAILID M%s' % g[2].encode()) == ['* SEARCH 1']
+assert R.reply(b'SEARCH EMAILID').startswith('BAD')
+assert R.reply(b'STATUS Play (MAILBOXID BOGUS)').startswith('BAD')
+"#;
+
+#[test]
+fn objectid_mailbox_ids_survive_rename_and_email_ids_survive_copy_and_move() {
+    run(OBJECTID);
+}
