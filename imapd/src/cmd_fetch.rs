@@ -16,7 +16,8 @@
 //! when this process expunged it); only what cannot be answered at all makes the FETCH
 //! end `NO [EXPUNGEISSUED]`.
 //!
-//! OBJECTID (RFC 8474): `EMAILID` and `THREADID` ([`crate::objectid`]).
+//! OBJECTID (RFC 8474): `EMAILID` and `THREADID` ([`crate::objectid`]). SAVEDATE
+//! (RFC 8514): when the message came into this folder, kept in the store's index.
 use crate::binary;
 use crate::mime;
 use crate::parse::{self, Arg};
@@ -244,6 +245,7 @@ impl Session {
                 "MODSEQ",
                 "EMAILID",
                 "THREADID",
+                "SAVEDATE",
             ]
             .iter()
             .any(|k| k.eq_ignore_ascii_case(i));
@@ -502,6 +504,9 @@ impl Session {
                         out.extend_from_slice(format!("EMAILID ({})", crate::objectid::email_id(m.guid)).as_bytes())
                     }
                     "THREADID" => out.extend_from_slice(b"THREADID NIL"),
+                    "SAVEDATE" => {
+                        out.extend_from_slice(format!("SAVEDATE \"{}\"", parse::format_date_time(m.saved)).as_bytes())
+                    }
                     "MODSEQ" => {
                         wrote_modseq = true;
                         out.extend_from_slice(format!("MODSEQ ({modseq})").as_bytes());

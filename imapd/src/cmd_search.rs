@@ -11,7 +11,8 @@
 //! `MODSEQ [entry type] n` (RFC 7162 §3.1.5) matches messages changed at or after `n`;
 //! the answer then ends with the highest MODSEQ of the hits (`(MODSEQ n)`, or
 //! ` MODSEQ n` in ESEARCH). `EMAILID id` and `THREADID id` (RFC 8474,
-//! [`crate::objectid`]) match the message with that GUID, and nothing.
+//! [`crate::objectid`]) match the message with that GUID, and nothing. SAVEDBEFORE,
+//! SAVEDON, SAVEDSINCE and SAVEDATESUPPORTED (RFC 8514) use the index's save date (UTC day).
 //! Answers are `* SEARCH`, or `* ESEARCH` (RFC 4731) for `SEARCH RETURN (...)` and for
 //! every SEARCH once IMAP4rev2 is enabled; SORT answers `* SORT` or, with RETURN,
 //! `* ESEARCH` (ESORT), THREAD `* THREAD`.
@@ -47,6 +48,8 @@ enum Key {
     Modseq(u64),
     Date(std::cmp::Ordering, bool, i64),
     Sent(std::cmp::Ordering, bool, i64),
+    /// SAVEDBEFORE/SAVEDON/SAVEDSINCE (RFC 8514): the save date's day.
+    SaveDate(std::cmp::Ordering, bool, i64),
     Seq(SeqSet),
     Uid(SeqSet),
     /// `$`, the saved result (RFC 5182).
@@ -71,6 +74,7 @@ struct Ctx<'a> {
     date: i64,
     modseq: u64,
     guid: u128,
+    saved: i64,
     raw: Option<&'a [u8]>,
 }
 
@@ -148,6 +152,7 @@ impl Key {
             Key::Smaller(n) => c.size < *n,
             Key::Modseq(n) => c.modseq >= *n,
             Key::Date(ord, eq, day) => cmp_day(c.date.div_euclid(86400), *ord, *eq, *day),
+            Key::SaveDate(ord, eq, day) => cmp_day(c.saved.div_euclid(86400), *ord, *eq, *day),
             Key::Sent(ord, eq, day) => match sent_day(mime::split(raw).0) {
                 Some(d) => cmp_day(d, *ord, *eq, *day),
                 None => false,
@@ -412,6 +417,11 @@ impl Parser<'_, '_> {
             "BEFORE" => Ok(Key::Date(Less, false, self.day()?)),
             "ON" => Ok(Key::Date(Equal, true, self.day()?)),
             "SINCE" => Ok(Key::Date(Greater, true, self.day()?)),
+            "SAVEDBEFORE" => Ok(Key::SaveDate(Less, false, self.day()?)),
+            "SAVEDON" => Ok(Key::SaveDate(Equal, true, self.day()?)),
+            "SAVEDSINCE" => Ok(Key::SaveDate(Greater, true, self.day()?)),
+            // every folder keeps save dates
+            "SAVEDATESUPPORTED" => Ok(Key::All),
             "SENTBEFORE" => Ok(Key::Sent(Less, false, self.day()?)),
             "SENTON" => Ok(Key::Sent(Equal, true, self.day()?)),
             "SENTSINCE" => Ok(Key::Sent(Greater, true, self.day()?)),
@@ -637,6 +647,7 @@ impl Session {
                 date: m.date,
                 modseq: m.modseq,
                 guid: m.guid,
+                saved: m.saved,
                 raw: raw.as_deref(),
             };
             if !job.key.eval(&ctx) {
@@ -765,6 +776,7 @@ mod tests {
             date: 0,
             modseq: 1,
             guid: 0,
+            saved: 0,
             raw: Some(raw),
         })
     }

@@ -65,6 +65,17 @@ class Raw:
 def header(folder):
     name = 'dovecot-uidlist' if folder == 'INBOX' else '.%s/dovecot-uidlist' % folder
     return open(os.path.join(MAILDIR, name)).readline().split()
+def index(folder):
+    # the index's message records (M uid guid modseq info size date saved), by UID
+    name = 'postern-index' if folder == 'INBOX' else '.%s/postern-index' % folder
+    out = {}
+    for l in open(os.path.join(MAILDIR, name)).read().splitlines()[1:]:
+        f = l.split()
+        if f[0] == 'M':
+            out[int(f[1])] = f
+    return out
+def imap_date(t):
+    return time.strftime('%d-%b-%Y %H:%M:%S +0000', time.gmtime(t))
 def guids(folder):
     # the message GUIDs of the index, by UID
     name = 'postern-index' if folder == 'INBOX' else '.%s/postern-index' % folder
@@ -136,4 +147,42 @@ assert R.reply(b'STATUS Play (MAILBOXID BOGUS)').startswith('BAD')
 #[test]
 fn objectid_mailbox_ids_survive_rename_and_email_ids_survive_copy_and_move() {
     run(OBJECTID);
+}
+
+const SAVEDATE: &str = r#"
+R = Raw(PORT)
+R.ok(b'LOGIN alice Alice-Ext2-Pw1')
+assert ' SAVEDATE' in R.ok(b'CAPABILITY')[0]
+R.ok(b'CREATE Old')
+# an old internal date, saved now
+lines, done = R.cmd(b'APPEND Old (\\Seen) "01-Jan-2020 10:00:00 +0000" {20}\r\nSubject: x\r\n\r\nbody\r\n')
+assert done.startswith(b'OK'), (lines, done)
+R.ok(b'SELECT Old')
+saved = int(index('Old')[1][7])
+assert abs(saved - time.time()) < 60, saved
+got = R.ok(b'FETCH 1 (INTERNALDATE SAVEDATE)')
+assert got == ['* 1 FETCH (INTERNALDATE "01-Jan-2020 10:00:00 +0000" SAVEDATE "%s")' % imap_date(saved)], got
+today = time.strftime('%d-%b-%Y', time.gmtime(saved)).encode()
+tomorrow = time.strftime('%d-%b-%Y', time.gmtime(saved + 86400)).encode()
+assert R.ok(b'SEARCH SAVEDON ' + today) == ['* SEARCH 1']
+assert R.ok(b'SEARCH SAVEDSINCE ' + today) == ['* SEARCH 1']
+assert R.ok(b'SEARCH SAVEDBEFORE ' + today) == ['* SEARCH']
+assert R.ok(b'SEARCH SAVEDSINCE ' + tomorrow) == ['* SEARCH']
+assert R.ok(b'SEARCH SAVEDBEFORE ' + tomorrow) == ['* SEARCH 1']
+assert R.ok(b'SEARCH SAVEDATESUPPORTED') == ['* SEARCH 1']
+# the internal date is another thing
+assert R.ok(b'SEARCH SINCE ' + today) == ['* SEARCH']
+assert R.ok(b'SEARCH ON 1-Jan-2020') == ['* SEARCH 1']
+assert R.reply(b'SEARCH SAVEDON yesterday').startswith('BAD')
+# a copy has its own save date, from the index of the folder it went to
+R.ok(b'COPY 1 INBOX')
+R.ok(b'SELECT INBOX')
+rec = index('INBOX')
+got = R.ok(b'UID FETCH 3 (SAVEDATE)')
+assert got == ['* 3 FETCH (UID 3 SAVEDATE "%s")' % imap_date(int(rec[3][7]))], got
+"#;
+
+#[test]
+fn savedate_is_kept_per_message_and_searched_by_day() {
+    run(SAVEDATE);
 }
