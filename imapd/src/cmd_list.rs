@@ -11,7 +11,7 @@ use crate::list_pattern::{MAX_PATTERN, Pattern, PatternError};
 use crate::parse::{Arg, Command};
 use crate::reply::astring;
 use crate::session::{Reply, Session};
-use postern_lib::mailbox::{SEPARATOR, Store};
+use postern_lib::mailbox::SEPARATOR;
 use std::collections::BTreeSet;
 
 /// Most patterns in one LIST-EXTENDED command.
@@ -184,7 +184,7 @@ impl Session {
             }
             let exists = existing.contains(name);
             let subscribed = subs.contains(name);
-            let special = Store::special_use(name).filter(|_| exists);
+            let special = if exists { store.special_uses(name) } else { Vec::new() };
             // RFC 5258 §3.5: CHILDINFO for a name with subscribed descendants that do not
             // match the patterns themselves (those that do are listed on their own)
             let childinfo = selecting_subs && o.recursive && {
@@ -199,7 +199,7 @@ impl Session {
             let selected = if selecting_subs {
                 subscribed || childinfo || lsub_parent
             } else if o.special_only {
-                special.is_some()
+                !special.is_empty()
             } else {
                 exists || has_child(name, &existing) && level_hit(name)
             };
@@ -222,9 +222,7 @@ impl Session {
                 } else if exists {
                     attrs.push("\\HasNoChildren");
                 }
-                if let Some(a) = special {
-                    attrs.push(a);
-                }
+                attrs.extend(special.iter().copied());
                 if subscribed && (o.subscribed_only || o.return_subscribed) {
                     attrs.push("\\Subscribed");
                 }

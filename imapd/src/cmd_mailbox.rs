@@ -2,7 +2,8 @@
 //! responses), CREATE/DELETE/RENAME (RENAME INBOX moves its messages), SUBSCRIBE/
 //! UNSUBSCRIBE, STATUS (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE, and
 //! HIGHESTMODSEQ of RFC 7162, which like `SELECT mbox (CONDSTORE)` switches CONDSTORE on, and
-//! MAILBOXID of RFC 8474, also told by SELECT and CREATE: [`crate::objectid`]) and
+//! MAILBOXID of RFC 8474, also told by SELECT and CREATE: [`crate::objectid`]),
+//! CREATE-SPECIAL-USE (RFC 6154 §3: `CREATE x (USE (\\Archive))`, kept with the folder) and
 //! APPEND with MULTIAPPEND (RFC 3502: all messages or none) and APPENDUID. LIST is
 //! [`crate::cmd_list`]. APPEND (like COPY) past the user's quota (`etc/users`, counted
 //! over all folders as local delivery does) is `NO [OVERQUOTA]` and writes nothing.
@@ -29,6 +30,37 @@ impl Message<'_> {
             Message::Spooled(s) => s.size(),
         }
     }
+}
+
+/// CREATE's parameters (RFC 4466): only `(USE (attr ...))` of RFC 6154, whose attributes
+/// must be ones the store keeps ([`postern_lib::mailbox::CREATE_SPECIAL_USE`]), else
+/// `NO [USEATTR]` and nothing is created.
+fn create_uses(args: &[Arg]) -> Result<Vec<String>, Reply> {
+    let params = match args {
+        [] => return Ok(Vec::new()),
+        [Arg::List(p)] => p,
+        _ => return Err(Reply::Bad("Unknown CREATE parameters".into())),
+    };
+    let [use_kw, Arg::List(attrs)] = params.as_slice() else {
+        return Err(Reply::Bad("Unknown CREATE parameters".into()));
+    };
+    if use_kw.keyword().as_deref() != Some("USE") {
+        return Err(Reply::Bad("Unknown CREATE parameters".into()));
+    }
+    let mut uses = Vec::new();
+    for a in attrs.iter().take(16) {
+        let Some(a) = a.text().filter(|a| a.starts_with('\\')) else {
+            return Err(Reply::Bad("Invalid special-use attribute".into()));
+        };
+        if !postern_lib::mailbox::CREATE_SPECIAL_USE
+            .iter()
+            .any(|u| u.eq_ignore_ascii_case(&a))
+        {
+            return Err(Reply::No("[USEATTR] Unsupported special-use attribute".into()));
+        }
+        uses.push(a);
+    }
+    Ok(uses)
 }
 
 fn name_arg(c: &Command, i: usize) -> Result<String, Reply> {
@@ -133,7 +165,9 @@ impl Session {
         let store = self.store()?;
         match c.name.as_str() {
             "CREATE" => {
-                store.create(&name)?;
+                let uses = create_uses(c.args.get(1..).unwrap_or_default())?;
+                let uses: Vec<&str> = uses.iter().map(String::as_str).collect();
+                store.create_special(&name, &uses)?;
                 // RFC 8474 §4.1: the new mailbox's id in the tagged OK
                 let id = crate::objectid::mailbox_id(&store.folder(&name)?);
                 self.ok(&c.tag, &format!("[MAILBOXID ({id})] CREATE completed"));

@@ -186,3 +186,48 @@ assert got == ['* 3 FETCH (UID 3 SAVEDATE "%s")' % imap_date(int(rec[3][7]))], g
 fn savedate_is_kept_per_message_and_searched_by_day() {
     run(SAVEDATE);
 }
+
+const CREATE_SPECIAL_USE: &str = r#"
+R = Raw(PORT)
+R.ok(b'LOGIN alice Alice-Ext2-Pw1')
+assert ' CREATE-SPECIAL-USE' in R.ok(b'CAPABILITY')[0]
+lines, done = R.cmd(b'CREATE Old-Mail (USE (\\Archive))')
+assert done.startswith(b'OK [MAILBOXID (F') and done.endswith(b')] CREATE completed'), done
+assert R.ok(b'LIST "" Old-Mail') == ['* LIST (\\HasNoChildren \\Archive) "." Old-Mail']
+assert open(os.path.join(MAILDIR, '.Old-Mail/postern-special-use')).read() == '\\Archive\n'
+# two uses at once, in any case
+R.ok(b'CREATE Outbox (USE (\\sent \\Drafts))')
+assert R.ok(b'LIST "" Outbox') == ['* LIST (\\HasNoChildren \\Drafts \\Sent) "." Outbox']
+# the special-use selection lists them beside the folders special by name
+got = R.ok(b'LIST (SPECIAL-USE) "" "*"')
+assert got == [
+    '* LIST (\\HasNoChildren \\Archive) "." Archive',
+    '* LIST (\\HasNoChildren \\Drafts) "." Drafts',
+    '* LIST (\\HasNoChildren \\Junk) "." Junk',
+    '* LIST (\\HasNoChildren \\Archive) "." Old-Mail',
+    '* LIST (\\HasNoChildren \\Drafts \\Sent) "." Outbox',
+    '* LIST (\\HasNoChildren \\Sent) "." Sent',
+    '* LIST (\\HasNoChildren \\Trash) "." Trash',
+], got
+# the use goes with the folder on RENAME
+R.ok(b'RENAME Old-Mail Older')
+assert R.ok(b'LIST "" Older') == ['* LIST (\\HasNoChildren \\Archive) "." Older']
+# uses the store does not keep: NO [USEATTR], nothing created; bad syntax: BAD
+assert R.reply(b'CREATE Everything (USE (\\All))') == 'NO [USEATTR] Unsupported special-use attribute'
+assert R.reply(b'CREATE Stars (USE (\\Archive \\Flagged))') == 'NO [USEATTR] Unsupported special-use attribute'
+assert not os.path.exists(os.path.join(MAILDIR, '.Everything'))
+assert not os.path.exists(os.path.join(MAILDIR, '.Stars'))
+assert R.ok(b'LIST "" Everything') == []
+assert R.reply(b'CREATE Odd (FOO (\\Archive))').startswith('BAD')
+assert R.reply(b'CREATE Odd (USE \\Archive)').startswith('BAD')
+assert R.reply(b'CREATE Odd (USE (Archive))').startswith('BAD')
+assert R.reply(b'CREATE Odd extra').startswith('BAD')
+# a plain CREATE has no use
+R.ok(b'CREATE Plain')
+assert R.ok(b'LIST "" Plain') == ['* LIST (\\HasNoChildren) "." Plain']
+"#;
+
+#[test]
+fn create_special_use_keeps_the_use_with_the_folder() {
+    run(CREATE_SPECIAL_USE);
+}

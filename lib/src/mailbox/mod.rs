@@ -69,7 +69,7 @@ mod tests;
 pub use folder::{Folder, Message};
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// The IMAP hierarchy separator.
@@ -82,13 +82,21 @@ pub const SPECIAL_USE: [(&str, &str); 5] = [
     ("Junk", "\\Junk"),
     ("Archive", "\\Archive"),
 ];
+/// The special uses (RFC 6154) a folder may be given when it is created
+/// (`CREATE x (USE (\\Archive))`); `\\All` and `\\Flagged`, which would need virtual
+/// folders, are not among them.
+pub const CREATE_SPECIAL_USE: [&str; 5] = ["\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash"];
+/// The file in a folder's directory with the special uses it was created with, separated by
+/// spaces: it goes with the folder on RENAME and with it on DELETE.
+pub const SPECIAL_USE_FILE: &str = "postern-special-use";
 /// Longest folder name.
 pub const MAX_NAME: usize = 200;
 /// The subscriptions file in the mailbox root.
 const SUBSCRIPTIONS: &str = "subscriptions";
 /// The files the store keeps beside a folder's messages.
-const STORE_FILES: [&str; 7] = [
+const STORE_FILES: [&str; 8] = [
     SUBSCRIPTIONS,
+    SPECIAL_USE_FILE,
     flags::KEYWORDS_FILE,
     uidlist::FILE,
     cache::FILE,
@@ -319,6 +327,47 @@ impl Store {
             return Err(MailboxError::Exists(name.to_string()));
         }
         make_maildir(&path)
+    }
+
+    /// Creates a folder with special uses, each one of [`CREATE_SPECIAL_USE`] (checked by
+    /// the caller; others are left out).
+    pub fn create_special(&self, name: &str, uses: &[&str]) -> Result<()> {
+        self.create(name)?;
+        let uses: Vec<&str> = CREATE_SPECIAL_USE
+            .iter()
+            .copied()
+            .filter(|u| uses.iter().any(|g| g.eq_ignore_ascii_case(u)))
+            .collect();
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let path = self.folder_path(name)?;
+        let tmp = path.join(format!(".{SPECIAL_USE_FILE}.tmp"));
+        fs::write(&tmp, format!("{}\n", uses.join(" ")))
+            .and_then(|()| fs::rename(&tmp, path.join(SPECIAL_USE_FILE)))
+            .map_err(|e| io_err("write special use", &path, e))
+    }
+
+    /// A folder's special uses: by its name ([`SPECIAL_USE`]), else those it was created
+    /// with ([`Store::create_special`]; at most 256 bytes of the file are read).
+    pub fn special_uses(&self, name: &str) -> Vec<&'static str> {
+        if let Some(a) = Store::special_use(name) {
+            return vec![a];
+        }
+        let Ok(path) = self.folder_path(name) else {
+            return Vec::new();
+        };
+        let mut text = Vec::new();
+        let read = fs::File::open(path.join(SPECIAL_USE_FILE)).and_then(|f| f.take(256).read_to_end(&mut text));
+        if read.is_err() {
+            return Vec::new();
+        }
+        let text = String::from_utf8_lossy(&text);
+        CREATE_SPECIAL_USE
+            .iter()
+            .copied()
+            .filter(|u| text.split_ascii_whitespace().any(|w| w.eq_ignore_ascii_case(u)))
+            .collect()
     }
 
     /// Deletes a folder and its messages (its children stay).
