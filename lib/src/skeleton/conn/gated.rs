@@ -10,9 +10,9 @@ use super::{Deadlines, Io, Pool, Protocol};
 use crate::anvil::gate::{Decision, Gate, Ticket};
 use crate::anvil::local::Refusal;
 use crate::skeleton::event::{EventLoop, EventService, RESERVED_TOKENS};
-use crate::skeleton::{Accepted, Context};
+use crate::skeleton::{Accepted, Context, Peer};
 use mio::{Registry, Token};
-use std::net::{IpAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,6 +32,21 @@ pub struct Start<P> {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Its deadlines.
     pub deadlines: Deadlines,
+}
+
+/// A network client's address (`None` for a local one).
+pub fn inet(peer: &Peer) -> Option<SocketAddr> {
+    match peer {
+        Peer::Inet(a) => Some(*a),
+        Peer::Unix => None,
+    }
+}
+
+/// [`Front::arrive`] of a daemon that counts every network client under its address and
+/// starts a local one at once, uncounted.
+pub fn by_address(conn: Accepted) -> Option<(Accepted, Option<IpAddr>)> {
+    let ip = inet(&conn.peer).map(|a| a.ip());
+    Some((conn, ip))
 }
 
 /// What a daemon tells [`Gated`].

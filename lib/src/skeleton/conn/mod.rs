@@ -45,7 +45,7 @@ mod pool;
 mod tests;
 
 pub use connection::{Connection, Turn};
-pub use gated::{ANVIL, Front, Gated, Start, WAKER};
+pub use gated::{ANVIL, Front, Gated, Start, WAKER, by_address, inet};
 pub use pool::{AUX, FIRST_FREE, Pool, write_interest};
 
 use crate::line::LineBuffer;
