@@ -14,8 +14,8 @@ use postern_lib::anvil::gate::{Ticket, refuse_login_client};
 use postern_lib::anvil::local::Refusal;
 use postern_lib::config::Cidr;
 use postern_lib::proto::auth::AuthReply;
-use postern_lib::skeleton::conn::{Deadlines, Front, Gated, Io, Start};
-use postern_lib::skeleton::{Accepted, Peer, Stream};
+use postern_lib::skeleton::conn::{Deadlines, Front, Gated, Io, Start, by_address, inet};
+use postern_lib::skeleton::{Accepted, Stream};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,11 +63,7 @@ impl Front for Pop3 {
     type Item = Accepted;
 
     fn arrive(&mut self, conn: Accepted) -> Option<(Accepted, Option<IpAddr>)> {
-        let ip = match conn.peer {
-            Peer::Inet(a) => Some(a.ip()),
-            Peer::Unix => None,
-        };
-        Some((conn, ip))
+        by_address(conn)
     }
 
     /// Tells a client over its address's limit so, and closes (RFC 3206 `SYS/TEMP`).
@@ -78,10 +74,7 @@ impl Front for Pop3 {
 
     /// Starts the session of an admitted client: greeting and all.
     fn start(&mut self, conn: Accepted, ticket: Option<Ticket>) -> Result<Start<Pop3Conn>, Pop3Conn> {
-        let peer = match conn.peer {
-            Peer::Inet(a) => Some(a),
-            Peer::Unix => None,
-        };
+        let peer = inet(&conn.peer);
         let s = &self.settings;
         let trusted = peer.is_some_and(|p| s.secure_networks.iter().any(|n| n.contains(p.ip())));
         let implicit = s.implicit_tls.then(|| s.tls.clone()).flatten();
