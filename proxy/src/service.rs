@@ -11,8 +11,8 @@ use crate::pop3::Pop3;
 use crate::settings::{Kind, Settings};
 use postern_lib::anvil::gate::{Ticket, refuse_login_client};
 use postern_lib::anvil::local::Refusal;
-use postern_lib::skeleton::conn::{Deadlines, Front, Gated, Io, Start};
-use postern_lib::skeleton::{Accepted, Peer, Stream};
+use postern_lib::skeleton::conn::{Deadlines, Front, Gated, Io, Start, by_address, inet};
+use postern_lib::skeleton::{Accepted, Stream};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -35,11 +35,7 @@ impl Front for Proxy {
     type Item = Accepted;
 
     fn arrive(&mut self, conn: Accepted) -> Option<(Accepted, Option<IpAddr>)> {
-        let ip = match conn.peer {
-            Peer::Inet(a) => Some(a.ip()),
-            Peer::Unix => None,
-        };
-        Some((conn, ip))
+        by_address(conn)
     }
 
     fn refuse(&mut self, conn: Accepted, ip: IpAddr, why: Refusal) {
@@ -51,10 +47,7 @@ impl Front for Proxy {
     }
 
     fn start(&mut self, conn: Accepted, ticket: Option<Ticket>) -> Result<Start<ProxyConn>, ProxyConn> {
-        let peer = match conn.peer {
-            Peer::Inet(a) => Some(a),
-            Peer::Unix => None,
-        };
+        let peer = inet(&conn.peer);
         let dialect: Box<dyn Dialect> = match self.cfg.kind {
             Kind::Pop3 => Box::new(Pop3::new()),
             Kind::Imap => Box::new(Imap::new(self.cfg.max_line, self.cfg.max_literal)),
