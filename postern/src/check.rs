@@ -375,8 +375,7 @@ fn queue_mirror(cfg: &Config, r: &mut Report) {
     let main = &cfg.main;
     let is_mirror = |s: &&postern_lib::config::Service| s.program.file_name().is_some_and(|n| n == "mirror");
     let served = cfg.services.iter().filter(is_mirror).any(|s| {
-        s.entry.kind == postern_lib::config::ServiceType::Unix
-            && s.listen.iter().any(|l| l.ends_with("private/mirror"))
+        s.entry.kind == postern_lib::config::ServiceType::Unix && s.listen.iter().any(|l| l.ends_with("private/mirror"))
     });
     let secret = main.queue_mirror_secret_file.path();
     if !main.queue_mirror_peer.is_empty() && !served {

@@ -359,7 +359,11 @@ pub fn add_master_user(inst: &Instance, name: &str, password: &str, file: &str, 
         .expect("the new user's line");
     std::fs::write(inst.etc().join(file), format!("{line}\n")).expect("write the master users file");
     let out = inst.postern(&["user", "del", name]);
-    assert!(out.status.success(), "user del {name}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "user del {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pw = inst.etc().join(password_file);
     std::fs::write(&pw, format!("{password}\n")).expect("write the master password file");
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
