@@ -92,12 +92,39 @@ pub trait Dialect {
     /// Whether the session has ended normally (QUIT, LOGOUT, a BYE): the backend closing
     /// is expected.
     fn quitting(&self) -> bool;
+    /// The protocol's last words.
+    fn last_words(&self) -> &'static LastWords;
     /// Last words when the backend connection is lost.
-    fn lost(&self) -> &'static [u8];
+    fn lost(&self) -> &'static [u8] {
+        self.last_words().lost
+    }
     /// Last words when the backend did not answer in time.
-    fn backend_timeout(&self) -> &'static [u8];
+    fn backend_timeout(&self) -> &'static [u8] {
+        self.last_words().backend_timeout
+    }
     /// Last words when the driver ends the connection.
-    fn ending(&self, why: Ending) -> &'static [u8];
+    fn ending(&self, why: Ending) -> &'static [u8] {
+        let w = self.last_words();
+        match why {
+            Ending::Login => w.login,
+            Ending::Shutdown => w.shutdown,
+            Ending::Idle | Ending::Session | Ending::Phase => w.idle,
+        }
+    }
+}
+
+/// A protocol's last words before the proxy closes a connection (whole lines).
+pub struct LastWords {
+    /// The backend connection was lost.
+    pub lost: &'static [u8],
+    /// The backend did not answer in time.
+    pub backend_timeout: &'static [u8],
+    /// No login before the login deadline.
+    pub login: &'static [u8],
+    /// The process is stopping.
+    pub shutdown: &'static [u8],
+    /// Idle too long (or the whole session, or a phase).
+    pub idle: &'static [u8],
 }
 
 /// Decodes a SASL PLAIN response (base64 of authzid NUL authcid NUL password, RFC 4616)

@@ -19,8 +19,8 @@
 //! APPEND, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, CLOSE, the UID forms, and a
 //! FETCH of a body part that is not `.PEEK` (it sets `\Seen`).
 
-use crate::dialect::{Dialect, FromBackend, Login, Pre, Security, chomp, literal_at_end, shown, take_line};
-use postern_lib::skeleton::conn::{Ending, Io, Line};
+use crate::dialect::{Dialect, FromBackend, LastWords, Login, Pre, Security, chomp, literal_at_end, shown, take_line};
+use postern_lib::skeleton::conn::{Io, Line};
 use std::collections::VecDeque;
 use zeroize::Zeroizing;
 
@@ -371,6 +371,15 @@ fn astring(s: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// IMAP's last words.
+const LAST_WORDS: LastWords = LastWords {
+    lost: b"* BYE [UNAVAILABLE] The connection to the mailbox server was lost\r\n",
+    backend_timeout: b"* BYE [UNAVAILABLE] The mailbox server did not answer in time\r\n",
+    login: b"* BYE Disconnected: no login in time\r\n",
+    shutdown: b"* BYE [UNAVAILABLE] Server shutting down, try again later\r\n",
+    idle: b"* BYE Autologout; idle for too long\r\n",
+};
+
 impl Dialect for Imap {
     fn greeting(&mut self, sec: &Security) -> Vec<u8> {
         format!("* OK [CAPABILITY {}] Postern proxy ready\r\n", Self::capabilities(sec)).into_bytes()
@@ -606,20 +615,8 @@ impl Dialect for Imap {
         self.quitting
     }
 
-    fn lost(&self) -> &'static [u8] {
-        b"* BYE [UNAVAILABLE] The connection to the mailbox server was lost\r\n"
-    }
-
-    fn backend_timeout(&self) -> &'static [u8] {
-        b"* BYE [UNAVAILABLE] The mailbox server did not answer in time\r\n"
-    }
-
-    fn ending(&self, why: Ending) -> &'static [u8] {
-        match why {
-            Ending::Login => b"* BYE Disconnected: no login in time\r\n",
-            Ending::Shutdown => b"* BYE [UNAVAILABLE] Server shutting down, try again later\r\n",
-            Ending::Idle | Ending::Session | Ending::Phase => b"* BYE Autologout; idle for too long\r\n",
-        }
+    fn last_words(&self) -> &'static LastWords {
+        &LAST_WORDS
     }
 }
 

@@ -10,8 +10,8 @@
 //! without an argument), so that the `+OK` to QUIT — where the backend commits the DELEs
 //! — is held until the user is synced when the session deleted something.
 
-use crate::dialect::{Dialect, FromBackend, Login, Pre, Security, chomp, shown, take_line};
-use postern_lib::skeleton::conn::{Ending, Io, Line};
+use crate::dialect::{Dialect, FromBackend, LastWords, Login, Pre, Security, chomp, shown, take_line};
+use postern_lib::skeleton::conn::{Io, Line};
 use std::collections::VecDeque;
 use zeroize::Zeroizing;
 
@@ -102,6 +102,15 @@ impl Pop3 {
 fn is_ok(line: &[u8]) -> bool {
     line.get(..3).is_some_and(|p| p.eq_ignore_ascii_case(b"+OK"))
 }
+
+/// POP3's last words.
+const LAST_WORDS: LastWords = LastWords {
+    lost: b"-ERR [SYS/TEMP] The connection to the mailbox server was lost\r\n",
+    backend_timeout: b"-ERR [SYS/TEMP] The mailbox server did not answer in time\r\n",
+    login: b"-ERR Disconnected: no login in time\r\n",
+    shutdown: b"-ERR [SYS/TEMP] Server shutting down, try again later\r\n",
+    idle: b"-ERR Autologout; idle for too long\r\n",
+};
 
 impl Dialect for Pop3 {
     fn greeting(&mut self, _sec: &Security) -> Vec<u8> {
@@ -357,20 +366,8 @@ impl Dialect for Pop3 {
         self.quitting
     }
 
-    fn lost(&self) -> &'static [u8] {
-        b"-ERR [SYS/TEMP] The connection to the mailbox server was lost\r\n"
-    }
-
-    fn backend_timeout(&self) -> &'static [u8] {
-        b"-ERR [SYS/TEMP] The mailbox server did not answer in time\r\n"
-    }
-
-    fn ending(&self, why: Ending) -> &'static [u8] {
-        match why {
-            Ending::Login => b"-ERR Disconnected: no login in time\r\n",
-            Ending::Shutdown => b"-ERR [SYS/TEMP] Server shutting down, try again later\r\n",
-            Ending::Idle | Ending::Session | Ending::Phase => b"-ERR Autologout; idle for too long\r\n",
-        }
+    fn last_words(&self) -> &'static LastWords {
+        &LAST_WORDS
     }
 }
 
