@@ -17,7 +17,9 @@
 //! end `NO [EXPUNGEISSUED]`.
 //!
 //! OBJECTID (RFC 8474): `EMAILID` and `THREADID` ([`crate::objectid`]). SAVEDATE
-//! (RFC 8514): when the message came into this folder, kept in the store's index.
+//! (RFC 8514): when the message came into this folder, kept in the store's index. PREVIEW
+//! and `PREVIEW (LAZY)` (RFC 8970): [`crate::preview`], from at most its first
+//! [`crate::preview::PREVIEW_READ`] bytes.
 use crate::binary;
 use crate::mime;
 use crate::parse::{self, Arg};
@@ -28,7 +30,19 @@ use postern_lib::mailbox::stream::CrlfStream;
 
 fn items(args: &[Arg]) -> Result<Vec<String>, Reply> {
     let list: Vec<String> = match args {
-        [Arg::List(l)] => l.iter().filter_map(Arg::text).collect(),
+        [Arg::List(l)] => {
+            // PREVIEW's modifiers (RFC 8970 §3.1): only LAZY is known
+            for (i, a) in l.iter().enumerate() {
+                if let Arg::List(m) = a
+                    && i > 0
+                    && l[i - 1].keyword().as_deref() == Some("PREVIEW")
+                    && !m.iter().all(|x| x.keyword().as_deref() == Some("LAZY"))
+                {
+                    return Err(Reply::Bad("Unknown PREVIEW modifier".into()));
+                }
+            }
+            l.iter().filter_map(Arg::text).collect()
+        }
         [Arg::Atom(a)] => vec![a.clone()],
         _ => return Err(Reply::Bad("Invalid FETCH items".into())),
     };
@@ -72,6 +86,8 @@ pub struct FetchJob {
     /// file is read into `buf` as stored and line ends are converted as it is written out.
     whole_only: bool,
     wants_envelope: bool,
+    /// PREVIEW is asked for: a bounded prefix of each message is read for it.
+    wants_preview: bool,
     sets_seen: bool,
     failed: bool,
     /// A BINARY item named a part whose Content-Transfer-Encoding is unknown.
@@ -246,6 +262,7 @@ impl Session {
                 "EMAILID",
                 "THREADID",
                 "SAVEDATE",
+                "PREVIEW",
             ]
             .iter()
             .any(|k| k.eq_ignore_ascii_case(i));
@@ -273,6 +290,7 @@ impl Session {
             .filter(|i| content_item(i))
             .all(|(u, b)| u == "RFC822" || matches!(b, Some((_, s, None)) if s.is_empty()));
         let wants_envelope = items.iter().any(|(u, _)| u == "ENVELOPE");
+        let wants_preview = items.iter().any(|(u, _)| u == "PREVIEW");
         let sets_seen = items.iter().any(|(u, b)| {
             u == "RFC822" || u == "RFC822.TEXT" || u.starts_with("BINARY[") || b.as_ref().is_some_and(|b| !b.0)
         });
@@ -302,6 +320,7 @@ impl Session {
             needs_content,
             whole_only,
             wants_envelope,
+            wants_preview,
             sets_seen,
             failed: false,
             unknown_cte: false,
@@ -456,6 +475,39 @@ impl Session {
                 }
                 Some(e)
             };
+            // PREVIEW from the start of the message: what was read anyway, else a
+            // bounded read of the file
+            let preview = if !job.wants_preview {
+                None
+            } else if let Some(c) = &content {
+                Some(crate::preview::of(c))
+            } else if whole_only && stream.is_none() {
+                Some(crate::preview::of(&buf))
+            } else if ghost {
+                match sel.folder.read_ghost(u) {
+                    Some(b) => Some(crate::preview::of(&b)),
+                    None => {
+                        failed = true;
+                        continue;
+                    }
+                }
+            } else {
+                let Some(file) = sel.folder.open_message(u)? else {
+                    failed = true;
+                    continue;
+                };
+                let mut head = Vec::new();
+                use std::io::Read;
+                if file
+                    .take(crate::preview::PREVIEW_READ as u64)
+                    .read_to_end(&mut head)
+                    .is_err()
+                {
+                    failed = true;
+                    continue;
+                }
+                Some(crate::preview::of(&head))
+            };
             let mut flags = m.flags;
             let mut flags_changed = false;
             if sets_seen && !ghost && !sel.read_only && !flags.seen() {
@@ -504,6 +556,10 @@ impl Session {
                         out.extend_from_slice(format!("EMAILID ({})", crate::objectid::email_id(m.guid)).as_bytes())
                     }
                     "THREADID" => out.extend_from_slice(b"THREADID NIL"),
+                    "PREVIEW" => {
+                        out.extend_from_slice(b"PREVIEW ");
+                        string(out, preview.as_deref().unwrap_or_default().as_bytes());
+                    }
                     "SAVEDATE" => {
                         out.extend_from_slice(format!("SAVEDATE \"{}\"", parse::format_date_time(m.saved)).as_bytes())
                     }

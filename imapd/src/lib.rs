@@ -11,7 +11,7 @@
 //! (RFC 5182: [`esearch`]) and CONDSTORE (RFC 7162 §3.1: MODSEQ from the store's index;
 //! `SELECT (CONDSTORE)`, FETCH `MODSEQ` and `(CHANGEDSINCE)`, STORE `(UNCHANGEDSINCE)`,
 //! SEARCH `MODSEQ`, STATUS `HIGHESTMODSEQ`), QRESYNC (§3.2: [`qresync`]) and OBJECTID
-//! (RFC 8474: [`objectid`]), SAVEDATE (RFC 8514). Event-driven: many sessions per
+//! (RFC 8474: [`objectid`]), SAVEDATE (RFC 8514), PREVIEW (RFC 8970: [`preview`]). Event-driven: many sessions per
 //! process on the skeleton's mio loop; protocol code is sans-I/O ([`session`]). Several
 //! sessions on one mailbox, in one process or many, see each other's changes through the
 //! Maildir itself.
@@ -65,6 +65,7 @@ pub mod literal_budget;
 pub mod mime;
 pub mod objectid;
 pub mod parse;
+pub mod preview;
 pub mod qresync;
 pub mod reply;
 pub mod server;

@@ -91,7 +91,8 @@ def guids(folder):
 fn run(body: &str) -> Instance {
     let (inst, port) = instance();
     let script = format!(
-        "{RAW}\nPORT = {port}\nMAILDIR = {:?}\nimport os, time\n{body}\nprint('done ok')\n",
+        "{RAW}\nPORT = {port}\nMASTER = {}\nMAILDIR = {:?}\nimport os, time\n{body}\nprint('done ok')\n",
+        inst.master_pid(),
         maildir(&inst).display().to_string()
     );
     let out = python(&script);
@@ -230,4 +231,66 @@ assert R.ok(b'LIST "" Plain') == ['* LIST (\\HasNoChildren) "." Plain']
 #[test]
 fn create_special_use_keeps_the_use_with_the_folder() {
     run(CREATE_SPECIAL_USE);
+}
+
+const PREVIEW: &str = r#"
+R = Raw(PORT)
+R.ok(b'LOGIN alice Alice-Ext2-Pw1')
+assert ' PREVIEW' in R.ok(b'CAPABILITY')[0]
+def append(msg):
+    lines, done = R.cmd(b'APPEND INBOX {%d+}\r\n' % len(msg) + msg)
+    assert done.startswith(b'OK'), done
+# 3: quoted-printable Latin-1 with a quote and folded white space
+append(b'Subject: qp\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nBonjour,\r\n\r\n  le caf=E9   est=20pr=EAt.\r\n> vieux texte\r\n-- \r\nZo=E9\r\n')
+# 4: HTML only
+append(b'Subject: html\r\nContent-Type: text/html\r\n\r\n<html><head><title>T</title></head><body><p>Hi&nbsp;<b>there</b></p><p>second</p></body></html>\r\n')
+# 5: an attachment first, then the text; base64
+append(b'Subject: mixed\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--zz\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nU2VlIHRoZSBhdHRhY2hlZCBmaWxlLg==\r\n--zz--\r\n')
+# 6: a long text: cut at 256 characters
+append(b'Subject: long\r\n\r\n' + b'word ' * 400 + b'\r\n')
+# 7: a 3 MB message: its start is read, not all of it
+append(b'Subject: big\r\n\r\nBig start.\r\n' + b'x' * 76 + b'\r\n' + (b'y' * 76 + b'\r\n') * 40000)
+# 8: headers only
+append(b'Subject: empty\r\n\r\n')
+R.ok(b'SELECT INBOX')
+got = R.ok(b'FETCH 1:8 (PREVIEW)')
+exp = ['* 1 FETCH (PREVIEW "hello")', '* 2 FETCH (PREVIEW "there")']
+le = 'Bonjour, le caf\u00e9 est pr\u00eat. -- Zo\u00e9'.encode()
+exp.append('* 3 FETCH (PREVIEW {%d}\r\n%s)' % (len(le), le.decode()))
+exp.append('* 4 FETCH (PREVIEW "Hi there second")')
+exp.append('* 5 FETCH (PREVIEW "See the attached file.")')
+exp.append('* 6 FETCH (PREVIEW "%s")' % ' '.join(['word'] * 52)[:256])
+exp.append('* 7 FETCH (PREVIEW "%s")' % ('Big start. ' + 'x' * 76 + ' ' + ' '.join(['y' * 76] * 10))[:256])
+exp.append('* 8 FETCH (PREVIEW "")')
+assert got == exp, (got, exp)
+assert len(got[5]) - len('* 6 FETCH (PREVIEW "")') == 256
+# LAZY is answered all the same; other modifiers are BAD; with other items too
+assert R.ok(b'FETCH 4 (PREVIEW (LAZY))') == ['* 4 FETCH (PREVIEW "Hi there second")']
+assert R.ok(b'FETCH 2 (UID PREVIEW (lazy) RFC822.SIZE)') == ['* 2 FETCH (UID 2 PREVIEW "there" RFC822.SIZE %d)' % len(b'From: Carol <carol@example.test>\r\nSubject: second\r\n\r\nthere\r\n')]
+assert R.reply(b'FETCH 4 (PREVIEW (FOO))').startswith('BAD')
+assert R.ok(b'FETCH 1 (PREVIEW BODY.PEEK[TEXT])') == ['* 1 FETCH (PREVIEW "hello" BODY[TEXT] {7}\r\nhello\r\n)']
+assert R.ok(b'FETCH 2 (BODY.PEEK[] PREVIEW)')[0].endswith(' PREVIEW "there")')
+# the 3 MB message's preview read at most 32 KB of it (the imapd's read bytes; the only
+# imapd child of this master serves this session)
+def child_imapd(p):
+    try:
+        stat = open('/proc/%s/stat' % p).read()
+        return stat.rsplit(') ', 1)[1].split()[1] == str(MASTER) and open('/proc/%s/comm' % p).read().strip() == 'imapd'
+    except OSError:
+        return False
+imapd = [p for p in os.listdir('/proc') if p.isdigit() and child_imapd(p)]
+assert len(imapd) == 1, imapd
+def rchar():
+    return int([l for l in open('/proc/%s/io' % imapd[0]).read().splitlines() if l.startswith('rchar:')][0].split()[1])
+before = rchar()
+assert R.ok(b'FETCH 7 (PREVIEW)')[0].startswith('* 7 FETCH (PREVIEW "Big start.')
+read = rchar() - before
+assert read < 200 * 1024, read
+# PREVIEW does not set \Seen
+assert R.ok(b'FETCH 1 (FLAGS)') == ['* 1 FETCH (FLAGS (\\Recent))']
+"#;
+
+#[test]
+fn preview_is_the_first_text_decoded_and_collapsed_from_a_bounded_read() {
+    run(PREVIEW);
 }
