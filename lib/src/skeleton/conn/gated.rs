@@ -10,7 +10,7 @@ use super::{Deadlines, Io, Pool, Protocol};
 use crate::anvil::gate::{Decision, Gate, Ticket};
 use crate::anvil::local::Refusal;
 use crate::skeleton::event::{EventLoop, EventService, RESERVED_TOKENS};
-use crate::skeleton::{Accepted, Context, Peer};
+use crate::skeleton::{Accepted, Context, Peer, Stream};
 use mio::{Registry, Token};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -32,6 +32,26 @@ pub struct Start<P> {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Its deadlines.
     pub deadlines: Deadlines,
+}
+
+impl<P> Start<P> {
+    /// A session on `stream` if it is TCP (the pool's sockets are), else its protocol back.
+    pub fn tcp(
+        stream: Stream,
+        proto: P,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        deadlines: Deadlines,
+    ) -> Result<Start<P>, P> {
+        match stream {
+            Stream::Tcp(sock) => Ok(Start {
+                sock,
+                proto,
+                tls,
+                deadlines,
+            }),
+            Stream::Unix(_) => Err(proto),
+        }
+    }
 }
 
 /// A network client's address (`None` for a local one).

@@ -2,12 +2,13 @@
 //! client over its address's limit is refused, a closed connection's count is given
 //! back, and one that logs in (an answer on its auxiliary token) no longer counts.
 
+use super::tests::connect;
 use super::*;
 use crate::anvil::gate::Ticket;
 use crate::anvil::local::Refusal;
 use crate::skeleton::{Accepted, Peer, Stream};
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -149,9 +150,7 @@ impl Front for Desk {
 /// A gated server on loopback in its own thread, `limit` connections per address, until
 /// the test's [`Seen::stop`] (or 60 s).
 fn server(limit: u32) -> (std::net::SocketAddr, Arc<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = super::tests::listen();
     let seen = Arc::new(Seen::default());
     let s = Arc::clone(&seen);
     std::thread::spawn(move || {
@@ -179,12 +178,6 @@ fn server(limit: u32) -> (std::net::SocketAddr, Arc<Seen>) {
         gated.shut(poll.registry());
     });
     (addr, seen)
-}
-
-fn connect(addr: std::net::SocketAddr) -> TcpStream {
-    let c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c
 }
 
 /// Reads one line (the first read that ends in CRLF, or EOF).

@@ -208,9 +208,7 @@ impl Test {
 /// A server on loopback in its own thread: accepts into a [`Pool`], runs until the
 /// test's [`Seen::stop`] (or 60 s).
 fn server(deadlines: Deadlines, tls: Option<Arc<rustls::ServerConfig>>) -> (std::net::SocketAddr, Arc<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen();
     let seen = Arc::new(Seen::default());
     let s = Arc::clone(&seen);
     std::thread::spawn(move || {
@@ -252,6 +250,14 @@ fn server(deadlines: Deadlines, tls: Option<Arc<rustls::ServerConfig>>) -> (std:
     (addr, seen)
 }
 
+/// A non-blocking listener on loopback and its address.
+pub(super) fn listen() -> (TcpListener, std::net::SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
 /// A server without deadlines that matter and a client it has greeted.
 fn greeted() -> (TcpStream, Arc<Seen>) {
     let (addr, seen) = server(deadlines(30_000, None, None), None);
@@ -268,7 +274,7 @@ fn deadlines(idle: u64, login: Option<u64>, session: Option<u64>) -> Deadlines {
     }
 }
 
-fn connect(addr: std::net::SocketAddr) -> TcpStream {
+pub(super) fn connect(addr: std::net::SocketAddr) -> TcpStream {
     let c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     c
