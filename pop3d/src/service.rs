@@ -14,8 +14,8 @@ use postern_lib::anvil::gate::{Ticket, refuse_login_client};
 use postern_lib::anvil::local::Refusal;
 use postern_lib::config::Cidr;
 use postern_lib::proto::auth::AuthReply;
+use postern_lib::skeleton::Accepted;
 use postern_lib::skeleton::conn::{Deadlines, Front, Gated, Io, Start, by_address, inet};
-use postern_lib::skeleton::{Accepted, Stream};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,15 +89,10 @@ impl Front for Pop3 {
             login: Some(s.login_timeout),
             session: None,
         };
-        match conn.stream {
-            Stream::Tcp(sock) if s.implicit_tls == implicit.is_some() => Ok(Start {
-                sock,
-                proto,
-                tls: implicit,
-                deadlines,
-            }),
-            _ => Err(proto),
+        if s.implicit_tls != implicit.is_some() {
+            return Err(proto);
         }
+        Start::tcp(conn.stream, proto, implicit, deadlines)
     }
 
     fn ticket(&mut self, c: &mut Pop3Conn) -> Option<Ticket> {
