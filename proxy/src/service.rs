@@ -11,8 +11,8 @@ use crate::pop3::Pop3;
 use crate::settings::{Kind, Settings};
 use postern_lib::anvil::gate::{Ticket, refuse_login_client};
 use postern_lib::anvil::local::Refusal;
+use postern_lib::skeleton::Accepted;
 use postern_lib::skeleton::conn::{Deadlines, Front, Gated, Io, Start, by_address, inet};
-use postern_lib::skeleton::{Accepted, Stream};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -61,15 +61,7 @@ impl Front for Proxy {
             login: Some(self.cfg.login_timeout),
             session: None,
         };
-        match conn.stream {
-            Stream::Tcp(sock) => Ok(Start {
-                sock,
-                proto,
-                tls: None,
-                deadlines,
-            }),
-            _ => Err(proto),
-        }
+        Start::tcp(conn.stream, proto, None, deadlines)
     }
 
     fn ticket(&mut self, c: &mut ProxyConn) -> Option<Ticket> {
