@@ -271,12 +271,23 @@ impl Session {
 
     pub(crate) fn append(&mut self, c: &Command) -> Result<(), Reply> {
         let name = name_arg(c, 0)?;
+        let (validity, uids) = self.append_messages(&name, c.args.get(1..).unwrap_or_default(), false)?;
+        let set = crate::reply::uid_set(&uids);
+        self.report(true);
+        self.ok(&c.tag, &format!("[APPENDUID {validity} {set}] Append completed"));
+        Ok(())
+    }
+
+    /// APPEND's work after the mailbox name (also REPLACE's, with `one`: exactly one
+    /// message): the folder's UIDVALIDITY and the new UIDs.
+    pub(crate) fn append_messages(&mut self, name: &str, args: &[Arg], one: bool) -> Result<(u32, Vec<u32>), Reply> {
+        let name = Store::canonical(name);
         // one or more (flags, date, message) groups (RFC 3502)
         let mut groups: Vec<AppendGroup<'_>> = Vec::new();
         let mut fl = Flags::default();
         let mut keywords = Vec::new();
         let mut date = None;
-        for a in c.args.get(1..).unwrap_or_default() {
+        for a in args {
             match a {
                 Arg::List(list) => {
                     for f in list {
@@ -304,6 +315,9 @@ impl Session {
         if groups.is_empty() || date.is_some() || fl != Flags::default() || !keywords.is_empty() {
             return Err(Reply::Bad("APPEND needs a message".into()));
         }
+        if one && groups.len() != 1 {
+            return Err(Reply::Bad("REPLACE takes one message".into()));
+        }
         let path = self.store()?.folder_path(&name).ok();
         // to the selected folder: into its shared state (no second state read from disk,
         // and the sessions of the state see the message without a rescan)
@@ -328,11 +342,7 @@ impl Session {
         if is_shared && let Some(sel) = self.sel.as_mut() {
             sel.folder = folder;
         }
-        let uids = res?;
-        let set = crate::reply::uid_set(&uids);
-        self.report(true);
-        self.ok(&c.tag, &format!("[APPENDUID {validity} {set}] Append completed"));
-        Ok(())
+        Ok((validity, res?))
     }
 
     /// APPEND's messages into `folder`, all or none: their UIDs.

@@ -11,7 +11,8 @@
 //! (RFC 5182: [`esearch`]) and CONDSTORE (RFC 7162 §3.1: MODSEQ from the store's index;
 //! `SELECT (CONDSTORE)`, FETCH `MODSEQ` and `(CHANGEDSINCE)`, STORE `(UNCHANGEDSINCE)`,
 //! SEARCH `MODSEQ`, STATUS `HIGHESTMODSEQ`), QRESYNC (§3.2: [`qresync`]) and OBJECTID
-//! (RFC 8474: [`objectid`]), SAVEDATE (RFC 8514), PREVIEW (RFC 8970: [`preview`]). Event-driven: many sessions per
+//! (RFC 8474: [`objectid`]), SAVEDATE (RFC 8514), PREVIEW (RFC 8970: [`preview`]),
+//! CREATE-SPECIAL-USE (RFC 6154) and REPLACE (RFC 8508: [`cmd_replace`]). Event-driven: many sessions per
 //! process on the skeleton's mio loop; protocol code is sans-I/O ([`session`]). Several
 //! sessions on one mailbox, in one process or many, see each other's changes through the
 //! Maildir itself.
@@ -57,6 +58,7 @@ pub mod cmd_fetch;
 pub mod cmd_list;
 pub mod cmd_mailbox;
 pub mod cmd_message;
+pub mod cmd_replace;
 pub mod cmd_search;
 pub mod collate;
 pub mod esearch;

@@ -416,7 +416,7 @@ impl Session {
         let mut c = String::from(
             "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE \
              CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH MULTIAPPEND BINARY STATUS=SIZE \
-             SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES CONDSTORE QRESYNC OBJECTID SAVEDATE CREATE-SPECIAL-USE PREVIEW",
+             SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES CONDSTORE QRESYNC OBJECTID SAVEDATE CREATE-SPECIAL-USE PREVIEW REPLACE",
         );
         if self.settings.starttls && !self.tls && self.user.is_none() {
             c.push_str(" STARTTLS");
@@ -882,7 +882,7 @@ impl Session {
                 self.mode = Mode::Idle(c.tag.clone());
             }
             "CLOSE" | "UNSELECT" | "EXPUNGE" | "FETCH" | "STORE" | "SEARCH" | "COPY" | "MOVE" | "UID" | "SORT"
-            | "THREAD"
+            | "THREAD" | "REPLACE"
                 if !selected =>
             {
                 return Err(Reply::Bad("Select a mailbox first".into()));
@@ -901,6 +901,7 @@ impl Session {
             }
             "FETCH" | "STORE" | "SEARCH" | "COPY" | "MOVE" => self.message_command(tag, &c.name, &c.args, false)?,
             "SORT" | "THREAD" => self.sort_or_thread(tag, &c.name, &c.args, false)?,
+            "REPLACE" => self.replace(tag, &c.args, false)?,
             "UID" => {
                 let Some(sub) = c.args.first().and_then(Arg::keyword) else {
                     return Err(Reply::Bad("UID what?".into()));
@@ -913,6 +914,8 @@ impl Session {
                     self.expunge_deleted(Some(set), true)?;
                     self.report(true);
                     self.ok(tag, "Expunge completed");
+                } else if sub == "REPLACE" {
+                    self.replace(tag, c.args.get(1..).unwrap_or_default(), true)?;
                 } else if sub == "SORT" || sub == "THREAD" {
                     self.sort_or_thread(tag, &sub, c.args.get(1..).unwrap_or_default(), true)?;
                 } else if ["FETCH", "STORE", "SEARCH", "COPY", "MOVE"].contains(&sub.as_str()) {

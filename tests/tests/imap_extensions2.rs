@@ -294,3 +294,50 @@ assert R.ok(b'FETCH 1 (FLAGS)') == ['* 1 FETCH (FLAGS (\\Recent))']
 fn preview_is_the_first_text_decoded_and_collapsed_from_a_bounded_read() {
     run(PREVIEW);
 }
+
+const REPLACE: &str = r#"
+R = Raw(PORT)
+R.ok(b'LOGIN alice Alice-Ext2-Pw1')
+assert ' REPLACE' in R.ok(b'CAPABILITY')[0]
+assert R.reply(b'REPLACE 1 INBOX {3+}\r\nx\r\n').startswith('BAD')
+validity = None
+R.ok(b'SELECT INBOX')
+validity = header('INBOX')[1][1:]
+# a draft saved again into the same folder: the new one appended, the old one expunged
+new = b'Subject: draft v2\r\n\r\nmore text\r\n'
+lines, done = R.cmd(b'REPLACE 1 INBOX (\\Seen) {%d+}\r\n' % len(new) + new)
+lines = [l.decode() for l in lines]
+assert done == b'OK REPLACE completed', (lines, done)
+assert lines == ['* OK [APPENDUID %s 3] Replacement Message ID' % validity, '* 1 EXPUNGE', '* 2 EXISTS', '* 2 RECENT'], lines
+assert R.ok(b'UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])') == [
+    '* 1 FETCH (UID 2 FLAGS (\\Seen \\Recent) BODY[HEADER.FIELDS (SUBJECT)] {19}\r\nSubject: second\r\n\r\n)',
+    '* 2 FETCH (UID 3 FLAGS (\\Seen \\Recent) BODY[HEADER.FIELDS (SUBJECT)] {21}\r\nSubject: draft v2\r\n\r\n)',
+], R.ok(b'UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])')
+# UID REPLACE into another folder, with flags and a date
+drafts_new = b'Subject: draft v3\r\n\r\nfinal\r\n'
+lines, done = R.cmd(b'UID REPLACE 3 Drafts (\\Draft) "01-Feb-2021 12:00:00 +0000" {%d+}\r\n' % len(drafts_new) + drafts_new)
+lines = [l.decode() for l in lines]
+assert done == b'OK REPLACE completed', (lines, done)
+assert lines == ['* OK [APPENDUID %s 1] Replacement Message ID' % header('Drafts')[1][1:], '* 2 EXPUNGE'], lines
+assert R.ok(b'STATUS Drafts (MESSAGES)') == ['* STATUS Drafts (MESSAGES 1)']
+R2 = Raw(PORT)
+R2.ok(b'LOGIN alice Alice-Ext2-Pw1')
+R2.ok(b'EXAMINE Drafts')
+assert R2.ok(b'FETCH 1 (FLAGS INTERNALDATE)') == ['* 1 FETCH (FLAGS (\\Draft) INTERNALDATE "01-Feb-2021 12:00:00 +0000")']
+# failures leave the original: no such folder, a missing message, read-only, two messages
+one = b'Subject: x\r\n\r\ny\r\n'
+assert R.reply(b'REPLACE 1 Nowhere {%d+}\r\n' % len(one) + one) == 'NO [TRYCREATE] No such mailbox'
+assert R.reply(b'REPLACE 9 INBOX {%d+}\r\n' % len(one) + one).startswith('BAD')
+assert R.reply(b'UID REPLACE 99 INBOX {%d+}\r\n' % len(one) + one) == 'NO [NONEXISTENT] No such message'
+assert R.reply(b'REPLACE 1 INBOX {%d+}\r\n%s {%d+}\r\n%s' % (len(one), one, len(one), one)).startswith('BAD')
+assert R.reply(b'REPLACE 1:2 INBOX {%d+}\r\n' % len(one) + one).startswith('BAD')
+assert R.ok(b'UID FETCH 1:* (UID)') == ['* 1 FETCH (UID 2)']
+assert R.ok(b'STATUS INBOX (MESSAGES)') == ['* STATUS INBOX (MESSAGES 1)']
+assert R2.reply(b'REPLACE 1 Drafts {%d+}\r\n' % len(one) + one) == 'NO [READ-ONLY] Mailbox is read-only'
+assert R2.ok(b'STATUS Drafts (MESSAGES)') == ['* STATUS Drafts (MESSAGES 1)']
+"#;
+
+#[test]
+fn replace_appends_then_expunges_the_original_and_fails_whole() {
+    run(REPLACE);
+}
