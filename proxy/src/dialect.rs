@@ -63,6 +63,53 @@ pub struct FromBackend {
     pub bad: Option<String>,
 }
 
+/// One step of a dialect's framing of the backend's output ([`relay`]).
+pub enum Step {
+    /// This many bytes were used (relayed, or kept by the dialect for later).
+    Used(usize),
+    /// Nothing more can be done until more comes.
+    Wait,
+    /// This many bytes were used, the last of them a changing command's success: held
+    /// back (the line).
+    Hold(usize, Vec<u8>),
+    /// The backend sent something that is not the protocol (for the log).
+    Bad(String),
+}
+
+/// Relays backend output from `inp` to `out` (at most about `room` bytes) a `step` at a
+/// time (given the rest of the input and the room left), stopping at a held success;
+/// returns what the pass did and the held line. The bytes used are taken from `inp`,
+/// unless the backend broke the protocol.
+pub fn relay(
+    inp: &mut Vec<u8>,
+    room: usize,
+    out: &mut Vec<u8>,
+    mut step: impl FnMut(&[u8], usize, &mut Vec<u8>) -> Step,
+) -> (FromBackend, Option<Vec<u8>>) {
+    let mut r = FromBackend::default();
+    let mut used = 0;
+    while used < inp.len() && out.len() < room {
+        let left = room - out.len();
+        match step(&inp[used..], left, out) {
+            Step::Used(n) => used += n,
+            Step::Wait => break,
+            Step::Hold(n, line) => {
+                inp.drain(..used + n);
+                r.progress = true;
+                r.hold = true;
+                return (r, Some(line));
+            }
+            Step::Bad(e) => {
+                r.bad = Some(e);
+                return (r, None);
+            }
+        }
+    }
+    r.progress = used > 0;
+    inp.drain(..used);
+    (r, None)
+}
+
 /// One protocol's side of a proxied connection.
 pub trait Dialect {
     /// The greeting.

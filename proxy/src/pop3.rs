@@ -10,7 +10,7 @@
 //! without an argument), so that the `+OK` to QUIT — where the backend commits the DELEs
 //! — is held until the user is synced when the session deleted something.
 
-use crate::dialect::{Dialect, FromBackend, LastWords, Login, Pre, Security, chomp, shown, take_line};
+use crate::dialect::{Dialect, FromBackend, LastWords, Login, Pre, Security, Step, chomp, relay, shown, take_line};
 use postern_lib::skeleton::conn::{Io, Line};
 use std::collections::VecDeque;
 use zeroize::Zeroizing;
@@ -101,6 +101,67 @@ impl Pop3 {
 /// `+OK` at the start of a status line.
 fn is_ok(line: &[u8]) -> bool {
     line.get(..3).is_some_and(|p| p.eq_ignore_ascii_case(b"+OK"))
+}
+
+impl Pop3 {
+    /// One step of the framing of the backend's answers: a status line (whole), a
+    /// multi-line answer's line or part of one, or a changing command's success to hold.
+    fn response_step(&mut self, rest: &[u8], left: usize, out: &mut Vec<u8>) -> Step {
+        let Resp::Body(at_start) = self.resp else {
+            let Some(p) = memchr::memchr(b'\n', rest) else {
+                if rest.len() > MAX_STATUS_LINE {
+                    return Step::Bad("status line too long".into());
+                }
+                return Step::Wait;
+            };
+            let line = &rest[..=p];
+            let Some(cmd) = self.pending.pop_front() else {
+                return Step::Bad(format!("unsolicited: {}", shown(line)));
+            };
+            let ok = is_ok(line);
+            if !ok && !line.starts_with(b"-ERR") {
+                return Step::Bad(format!("not a status line: {}", shown(line)));
+            }
+            if ok && cmd.multi {
+                self.resp = Resp::Body(true);
+            } else if ok && cmd.commit {
+                return Step::Hold(p + 1, line.to_vec());
+            }
+            out.extend_from_slice(line);
+            return Step::Used(p + 1);
+        };
+        let lf = memchr::memchr(b'\n', rest);
+        if at_start && rest.first() == Some(&b'.') {
+            let Some(p) = lf else {
+                // a line starting with "." may be the end: wait for all of it
+                if rest.len() > MAX_STATUS_LINE {
+                    out.extend_from_slice(rest);
+                    self.resp = Resp::Body(false);
+                    return Step::Used(rest.len());
+                }
+                return Step::Wait;
+            };
+            let line = &rest[..=p];
+            out.extend_from_slice(line);
+            if chomp(line) == b"." {
+                self.resp = Resp::Status;
+            }
+            return Step::Used(p + 1);
+        }
+        match lf {
+            Some(p) if p < left => {
+                out.extend_from_slice(&rest[..=p]);
+                self.resp = Resp::Body(true);
+                Step::Used(p + 1)
+            }
+            _ => {
+                let k = rest.len().min(left);
+                out.extend_from_slice(&rest[..k]);
+                self.resp = Resp::Body(false);
+                Step::Used(k)
+            }
+        }
+    }
 }
 
 /// POP3's last words.
@@ -277,80 +338,10 @@ impl Dialect for Pop3 {
     }
 
     fn backend_input(&mut self, inp: &mut Vec<u8>, room: usize, out: &mut Vec<u8>) -> FromBackend {
-        let mut r = FromBackend::default();
-        let mut used = 0;
-        while used < inp.len() && out.len() < room {
-            let rest = &inp[used..];
-            match self.resp {
-                Resp::Status => {
-                    let Some(p) = memchr::memchr(b'\n', rest) else {
-                        if rest.len() > MAX_STATUS_LINE {
-                            r.bad = Some("status line too long".into());
-                            return r;
-                        }
-                        break;
-                    };
-                    let line = &rest[..=p];
-                    let Some(cmd) = self.pending.pop_front() else {
-                        r.bad = Some(format!("unsolicited: {}", shown(line)));
-                        return r;
-                    };
-                    let ok = is_ok(line);
-                    if !ok && !line.starts_with(b"-ERR") {
-                        r.bad = Some(format!("not a status line: {}", shown(line)));
-                        return r;
-                    }
-                    used += p + 1;
-                    if ok && cmd.multi {
-                        self.resp = Resp::Body(true);
-                    } else if ok && cmd.commit {
-                        self.held = line.to_vec();
-                        inp.drain(..used);
-                        r.progress = true;
-                        r.hold = true;
-                        return r;
-                    }
-                    out.extend_from_slice(line);
-                }
-                Resp::Body(at_start) => {
-                    let lf = memchr::memchr(b'\n', rest);
-                    if at_start && rest.first() == Some(&b'.') {
-                        let Some(p) = lf else {
-                            // a line starting with "." may be the end: wait for all of it
-                            if rest.len() > MAX_STATUS_LINE {
-                                out.extend_from_slice(rest);
-                                used = inp.len();
-                                self.resp = Resp::Body(false);
-                            }
-                            break;
-                        };
-                        let line = &rest[..=p];
-                        out.extend_from_slice(line);
-                        used += p + 1;
-                        if chomp(line) == b"." {
-                            self.resp = Resp::Status;
-                        }
-                        continue;
-                    }
-                    let room_left = room - out.len();
-                    match lf {
-                        Some(p) if p < room_left => {
-                            out.extend_from_slice(&rest[..=p]);
-                            used += p + 1;
-                            self.resp = Resp::Body(true);
-                        }
-                        _ => {
-                            let k = rest.len().min(room_left);
-                            out.extend_from_slice(&rest[..k]);
-                            used += k;
-                            self.resp = Resp::Body(false);
-                        }
-                    }
-                }
-            }
+        let (r, held) = relay(inp, room, out, |rest, left, out| self.response_step(rest, left, out));
+        if let Some(line) = held {
+            self.held = line;
         }
-        r.progress = used > 0;
-        inp.drain(..used);
         r
     }
 
