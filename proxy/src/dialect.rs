@@ -63,7 +63,7 @@ pub struct FromBackend {
     pub bad: Option<String>,
 }
 
-/// One step of a dialect's framing of the backend's output ([`relay`]).
+/// One step of a dialect's framing of the backend's output ([`Dialect::backend_input`]).
 pub enum Step {
     /// This many bytes were used (relayed, or kept by the dialect for later).
     Used(usize),
@@ -74,40 +74,6 @@ pub enum Step {
     Hold(usize, Vec<u8>),
     /// The backend sent something that is not the protocol (for the log).
     Bad(String),
-}
-
-/// Relays backend output from `inp` to `out` (at most about `room` bytes) a `step` at a
-/// time (given the rest of the input and the room left), stopping at a held success;
-/// returns what the pass did and the held line. The bytes used are taken from `inp`,
-/// unless the backend broke the protocol.
-pub fn relay(
-    inp: &mut Vec<u8>,
-    room: usize,
-    out: &mut Vec<u8>,
-    mut step: impl FnMut(&[u8], usize, &mut Vec<u8>) -> Step,
-) -> (FromBackend, Option<Vec<u8>>) {
-    let mut r = FromBackend::default();
-    let mut used = 0;
-    while used < inp.len() && out.len() < room {
-        let left = room - out.len();
-        match step(&inp[used..], left, out) {
-            Step::Used(n) => used += n,
-            Step::Wait => break,
-            Step::Hold(n, line) => {
-                inp.drain(..used + n);
-                r.progress = true;
-                r.hold = true;
-                return (r, Some(line));
-            }
-            Step::Bad(e) => {
-                r.bad = Some(e);
-                return (r, None);
-            }
-        }
-    }
-    r.progress = used > 0;
-    inp.drain(..used);
-    (r, None)
 }
 
 /// One protocol's side of a proxied connection.
@@ -128,11 +94,44 @@ pub trait Dialect {
     /// Relays client input to `to_backend` while it holds fewer than `max` bytes;
     /// whether bytes were used, or the last words for a client that broke the protocol.
     fn client_input(&mut self, io: &mut Io<'_>, to_backend: &mut Vec<u8>, max: usize) -> Result<bool, Vec<u8>>;
-    /// Relays backend output from `inp` to `out` (at most about `room` bytes), stopping at
-    /// a changing command's success (held).
-    fn backend_input(&mut self, inp: &mut Vec<u8>, room: usize, out: &mut Vec<u8>) -> FromBackend;
+    /// One step of the framing of the backend's output: `rest` is the input not yet
+    /// used, `left` the room left in `out` (more than 0).
+    fn response_step(&mut self, rest: &[u8], left: usize, out: &mut Vec<u8>) -> Step;
+    /// Where the held response is kept.
+    fn held(&mut self) -> &mut Vec<u8>;
+    /// Relays backend output from `inp` to `out` (at most about `room` bytes) a
+    /// [`response_step`](Self::response_step) at a time, stopping at a changing command's
+    /// success (held). The bytes used are taken from `inp`, unless the backend broke the
+    /// protocol.
+    fn backend_input(&mut self, inp: &mut Vec<u8>, room: usize, out: &mut Vec<u8>) -> FromBackend {
+        let mut r = FromBackend::default();
+        let mut used = 0;
+        while used < inp.len() && out.len() < room {
+            let left = room - out.len();
+            match self.response_step(&inp[used..], left, out) {
+                Step::Used(n) => used += n,
+                Step::Wait => break,
+                Step::Hold(n, line) => {
+                    *self.held() = line;
+                    inp.drain(..used + n);
+                    r.progress = true;
+                    r.hold = true;
+                    return r;
+                }
+                Step::Bad(e) => {
+                    r.bad = Some(e);
+                    return r;
+                }
+            }
+        }
+        r.progress = used > 0;
+        inp.drain(..used);
+        r
+    }
     /// The held response.
-    fn release(&mut self) -> Vec<u8>;
+    fn release(&mut self) -> Vec<u8> {
+        std::mem::take(self.held())
+    }
     /// Whether the client has sent a command the backend has not yet answered (an IDLE
     /// the backend has accepted does not count).
     fn outstanding(&self) -> bool;

@@ -19,9 +19,7 @@
 //! APPEND, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, CLOSE, the UID forms, and a
 //! FETCH of a body part that is not `.PEEK` (it sets `\Seen`).
 
-use crate::dialect::{
-    Dialect, FromBackend, LastWords, Login, Pre, Security, Step, chomp, literal_at_end, relay, shown, take_line,
-};
+use crate::dialect::{Dialect, LastWords, Login, Pre, Security, Step, chomp, literal_at_end, shown, take_line};
 use postern_lib::skeleton::conn::{Io, Line};
 use std::collections::VecDeque;
 use zeroize::Zeroizing;
@@ -373,48 +371,6 @@ fn astring(s: &str, out: &mut Vec<u8>) {
     }
 }
 
-impl Imap {
-    /// One step of the framing of the backend's responses: a literal's bytes, a line
-    /// (kept until it is whole), or a changing command's success to hold.
-    fn response_step(&mut self, rest: &[u8], left: usize, out: &mut Vec<u8>) -> Step {
-        if self.resp_literal > 0 {
-            let k = (self.resp_literal.min(rest.len() as u64) as usize).min(left);
-            out.extend_from_slice(&rest[..k]);
-            self.resp_literal -= k as u64;
-            return Step::Used(k);
-        }
-        let Some(p) = memchr::memchr(b'\n', rest) else {
-            if self.resp_line.len() + rest.len() > MAX_RESPONSE_LINE {
-                return Step::Bad("response line too long".into());
-            }
-            self.resp_line.extend_from_slice(rest);
-            return Step::Used(rest.len());
-        };
-        self.resp_line.extend_from_slice(&rest[..=p]);
-        let line = std::mem::take(&mut self.resp_line);
-        if let Some((n, _)) = literal_at_end(chomp(&line)) {
-            if !self.resp_mid && !line.starts_with(b"* ") {
-                return Step::Bad(format!("literal outside an untagged response: {}", shown(&line)));
-            }
-            self.resp_mid = true;
-            self.resp_literal = n;
-            out.extend_from_slice(&line);
-            return Step::Used(p + 1);
-        }
-        let start = !self.resp_mid;
-        self.resp_mid = false;
-        if start {
-            match self.response(&line) {
-                Ok(true) => return Step::Hold(p + 1, line),
-                Ok(false) => {}
-                Err(e) => return Step::Bad(e),
-            }
-        }
-        out.extend_from_slice(&line);
-        Step::Used(p + 1)
-    }
-}
-
 /// IMAP's last words.
 const LAST_WORDS: LastWords = LastWords {
     lost: b"* BYE [UNAVAILABLE] The connection to the mailbox server was lost\r\n",
@@ -588,16 +544,48 @@ impl Dialect for Imap {
         Ok(progress)
     }
 
-    fn backend_input(&mut self, inp: &mut Vec<u8>, room: usize, out: &mut Vec<u8>) -> FromBackend {
-        let (r, held) = relay(inp, room, out, |rest, left, out| self.response_step(rest, left, out));
-        if let Some(line) = held {
-            self.held = line;
+    /// One step of the framing of the backend's responses: a literal's bytes, a line
+    /// (kept until it is whole), or a changing command's success to hold.
+    fn response_step(&mut self, rest: &[u8], left: usize, out: &mut Vec<u8>) -> Step {
+        if self.resp_literal > 0 {
+            let k = (self.resp_literal.min(rest.len() as u64) as usize).min(left);
+            out.extend_from_slice(&rest[..k]);
+            self.resp_literal -= k as u64;
+            return Step::Used(k);
         }
-        r
+        let Some(p) = memchr::memchr(b'\n', rest) else {
+            if self.resp_line.len() + rest.len() > MAX_RESPONSE_LINE {
+                return Step::Bad("response line too long".into());
+            }
+            self.resp_line.extend_from_slice(rest);
+            return Step::Used(rest.len());
+        };
+        self.resp_line.extend_from_slice(&rest[..=p]);
+        let line = std::mem::take(&mut self.resp_line);
+        if let Some((n, _)) = literal_at_end(chomp(&line)) {
+            if !self.resp_mid && !line.starts_with(b"* ") {
+                return Step::Bad(format!("literal outside an untagged response: {}", shown(&line)));
+            }
+            self.resp_mid = true;
+            self.resp_literal = n;
+            out.extend_from_slice(&line);
+            return Step::Used(p + 1);
+        }
+        let start = !self.resp_mid;
+        self.resp_mid = false;
+        if start {
+            match self.response(&line) {
+                Ok(true) => return Step::Hold(p + 1, line),
+                Ok(false) => {}
+                Err(e) => return Step::Bad(e),
+            }
+        }
+        out.extend_from_slice(&line);
+        Step::Used(p + 1)
     }
 
-    fn release(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.held)
+    fn held(&mut self) -> &mut Vec<u8> {
+        &mut self.held
     }
 
     fn outstanding(&self) -> bool {

@@ -10,7 +10,7 @@
 //! without an argument), so that the `+OK` to QUIT — where the backend commits the DELEs
 //! — is held until the user is synced when the session deleted something.
 
-use crate::dialect::{Dialect, FromBackend, LastWords, Login, Pre, Security, Step, chomp, relay, shown, take_line};
+use crate::dialect::{Dialect, LastWords, Login, Pre, Security, Step, chomp, shown, take_line};
 use postern_lib::skeleton::conn::{Io, Line};
 use std::collections::VecDeque;
 use zeroize::Zeroizing;
@@ -101,67 +101,6 @@ impl Pop3 {
 /// `+OK` at the start of a status line.
 fn is_ok(line: &[u8]) -> bool {
     line.get(..3).is_some_and(|p| p.eq_ignore_ascii_case(b"+OK"))
-}
-
-impl Pop3 {
-    /// One step of the framing of the backend's answers: a status line (whole), a
-    /// multi-line answer's line or part of one, or a changing command's success to hold.
-    fn response_step(&mut self, rest: &[u8], left: usize, out: &mut Vec<u8>) -> Step {
-        let Resp::Body(at_start) = self.resp else {
-            let Some(p) = memchr::memchr(b'\n', rest) else {
-                if rest.len() > MAX_STATUS_LINE {
-                    return Step::Bad("status line too long".into());
-                }
-                return Step::Wait;
-            };
-            let line = &rest[..=p];
-            let Some(cmd) = self.pending.pop_front() else {
-                return Step::Bad(format!("unsolicited: {}", shown(line)));
-            };
-            let ok = is_ok(line);
-            if !ok && !line.starts_with(b"-ERR") {
-                return Step::Bad(format!("not a status line: {}", shown(line)));
-            }
-            if ok && cmd.multi {
-                self.resp = Resp::Body(true);
-            } else if ok && cmd.commit {
-                return Step::Hold(p + 1, line.to_vec());
-            }
-            out.extend_from_slice(line);
-            return Step::Used(p + 1);
-        };
-        let lf = memchr::memchr(b'\n', rest);
-        if at_start && rest.first() == Some(&b'.') {
-            let Some(p) = lf else {
-                // a line starting with "." may be the end: wait for all of it
-                if rest.len() > MAX_STATUS_LINE {
-                    out.extend_from_slice(rest);
-                    self.resp = Resp::Body(false);
-                    return Step::Used(rest.len());
-                }
-                return Step::Wait;
-            };
-            let line = &rest[..=p];
-            out.extend_from_slice(line);
-            if chomp(line) == b"." {
-                self.resp = Resp::Status;
-            }
-            return Step::Used(p + 1);
-        }
-        match lf {
-            Some(p) if p < left => {
-                out.extend_from_slice(&rest[..=p]);
-                self.resp = Resp::Body(true);
-                Step::Used(p + 1)
-            }
-            _ => {
-                let k = rest.len().min(left);
-                out.extend_from_slice(&rest[..k]);
-                self.resp = Resp::Body(false);
-                Step::Used(k)
-            }
-        }
-    }
 }
 
 /// POP3's last words.
@@ -337,16 +276,67 @@ impl Dialect for Pop3 {
         Ok(progress)
     }
 
-    fn backend_input(&mut self, inp: &mut Vec<u8>, room: usize, out: &mut Vec<u8>) -> FromBackend {
-        let (r, held) = relay(inp, room, out, |rest, left, out| self.response_step(rest, left, out));
-        if let Some(line) = held {
-            self.held = line;
+    /// One step of the framing of the backend's answers: a status line (whole), a
+    /// multi-line answer's line or part of one, or a changing command's success to hold.
+    fn response_step(&mut self, rest: &[u8], left: usize, out: &mut Vec<u8>) -> Step {
+        let Resp::Body(at_start) = self.resp else {
+            let Some(p) = memchr::memchr(b'\n', rest) else {
+                if rest.len() > MAX_STATUS_LINE {
+                    return Step::Bad("status line too long".into());
+                }
+                return Step::Wait;
+            };
+            let line = &rest[..=p];
+            let Some(cmd) = self.pending.pop_front() else {
+                return Step::Bad(format!("unsolicited: {}", shown(line)));
+            };
+            let ok = is_ok(line);
+            if !ok && !line.starts_with(b"-ERR") {
+                return Step::Bad(format!("not a status line: {}", shown(line)));
+            }
+            if ok && cmd.multi {
+                self.resp = Resp::Body(true);
+            } else if ok && cmd.commit {
+                return Step::Hold(p + 1, line.to_vec());
+            }
+            out.extend_from_slice(line);
+            return Step::Used(p + 1);
+        };
+        let lf = memchr::memchr(b'\n', rest);
+        if at_start && rest.first() == Some(&b'.') {
+            let Some(p) = lf else {
+                // a line starting with "." may be the end: wait for all of it
+                if rest.len() > MAX_STATUS_LINE {
+                    out.extend_from_slice(rest);
+                    self.resp = Resp::Body(false);
+                    return Step::Used(rest.len());
+                }
+                return Step::Wait;
+            };
+            let line = &rest[..=p];
+            out.extend_from_slice(line);
+            if chomp(line) == b"." {
+                self.resp = Resp::Status;
+            }
+            return Step::Used(p + 1);
         }
-        r
+        match lf {
+            Some(p) if p < left => {
+                out.extend_from_slice(&rest[..=p]);
+                self.resp = Resp::Body(true);
+                Step::Used(p + 1)
+            }
+            _ => {
+                let k = rest.len().min(left);
+                out.extend_from_slice(&rest[..k]);
+                self.resp = Resp::Body(false);
+                Step::Used(k)
+            }
+        }
     }
 
-    fn release(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.held)
+    fn held(&mut self) -> &mut Vec<u8> {
+        &mut self.held
     }
 
     fn outstanding(&self) -> bool {
