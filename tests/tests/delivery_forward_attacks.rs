@@ -216,9 +216,12 @@ fn forward_command_holds_only_stdio_and_leaves_nothing_to_steal_jobs_with() {
         ready == 1 && nix::unistd::read(&starter_r, &mut byte).ok() == Some(0),
         "the starter's pipe is still held open by the mail system (no end-of-file)"
     );
+    // master closes the inherited descriptors first and logs it after: the end-of-file can
+    // come before the line is written.
     assert!(
-        inst.log()
-            .contains("descriptors inherited from the process that started master"),
+        wait_for(PROMPT, || inst
+            .log()
+            .contains("descriptors inherited from the process that started master")),
         "{}",
         inst.log()
     );
