@@ -356,6 +356,25 @@ fn single(peer: &str, settings: &[&str]) -> (Instance, u16) {
     (inst, port)
 }
 
+/// The qmgr child of `inst`'s master, waited for (up to 10 s): master starts it after it
+/// is up, and a reload retires the running one and starts another. `not` is a qmgr that no
+/// longer counts (the one a reload retired): waited for until it has exited.
+fn qmgr_of(inst: &Instance, not: Option<u32>) -> u32 {
+    let mut found = None;
+    wait_for(Duration::from_secs(10), || {
+        let qmgrs: Vec<u32> = children_of(inst.master_pid())
+            .into_iter()
+            .filter(|&p| comm(p).as_deref() == Some("qmgr"))
+            .collect();
+        found = match qmgrs[..] {
+            [p] if Some(p) != not => Some(p),
+            _ => None,
+        };
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("one qmgr running (not {not:?})\n{}", inst.log()))
+}
+
 /// Sends one message; (SMTP outcome line, seconds it took).
 fn send_one(port: u16, id: &str) -> (String, f64) {
     let t0 = Instant::now();
@@ -376,7 +395,7 @@ fn queue_empty(inst: &Instance) -> bool {
 #[test]
 fn unreachable_peer_defers_or_degrades_as_configured() {
     let dead = free_port(); // nothing listens there
-    let (inst, port) = single(&format!("127.0.0.1:{dead}"), &["queue_mirror_unreachable=defer"]);
+    let (mut inst, port) = single(&format!("127.0.0.1:{dead}"), &["queue_mirror_unreachable=defer"]);
     let (outcome, secs) = send_one(port, "unreach-defer");
     assert!(outcome.contains(" 451 "), "defer: {outcome}");
     assert!(secs < 5.0, "refused promptly: {secs:.1} s");
@@ -385,6 +404,7 @@ fn unreachable_peer_defers_or_degrades_as_configured() {
     let status = String::from_utf8_lossy(&inst.postern(&["status"]).stdout).to_string();
     assert!(status.contains("UNREACHABLE (deferring mail) since"), "{status}");
 
+    let before_reload = qmgr_of(&inst, None);
     let out = inst.postern(&["config", "set", "queue_mirror_unreachable=degraded"]);
     assert!(out.status.success());
     let out = inst.postern(&["reload"]);
@@ -405,12 +425,16 @@ fn unreachable_peer_defers_or_degrades_as_configured() {
     );
     let status = String::from_utf8_lossy(&inst.postern(&["status"]).stdout).to_string();
     assert!(status.contains("DEGRADED (accepting alone) since"), "{status}");
-    // Delivery held (the qmgr master started after the reload): the next degraded message
-    // stays queued here until the peer is back.
-    let qmgr = children_of(inst.master_pid())
-        .into_iter()
-        .find(|&p| comm(p).as_deref() == Some("qmgr"))
-        .expect("qmgr");
+    // Delivery held: the next degraded message stays queued here until the peer is back.
+    // First the degraded message is finished (its file removed: a delivered message whose
+    // file is still in active/ is queued, and the resync would copy it too), and the qmgr
+    // the reload retired has exited (else its successor delivers what comes next).
+    assert!(
+        wait_for(Duration::from_secs(10), || queue_empty(&inst)),
+        "the degraded message delivered\n{}",
+        inst.log()
+    );
+    let qmgr = qmgr_of(&inst, Some(before_reload));
     signal(qmgr, nix::sys::signal::Signal::SIGSTOP);
     assert_eq!(send_one(port, "held-degraded").0, "250");
 
@@ -453,6 +477,7 @@ fn unreachable_peer_defers_or_degrades_as_configured() {
             == 0),
         "the peer dropped the copies of the delivered messages"
     );
+    let _ = inst.stop(); // first: its connection to the peer would hold the peer's stop
     let _ = peer.stop();
 }
 
@@ -600,11 +625,8 @@ fn postsuper_delete_drops_the_peers_copies() {
     );
     write_secret(&peer);
     peer.start();
-    let (inst, port) = single(&format!("127.0.0.1:{mport}"), &["queue_mirror_unreachable=defer"]);
-    let qmgr = children_of(inst.master_pid())
-        .into_iter()
-        .find(|&p| comm(p).as_deref() == Some("qmgr"))
-        .expect("qmgr");
+    let (mut inst, port) = single(&format!("127.0.0.1:{mport}"), &["queue_mirror_unreachable=defer"]);
+    let qmgr = qmgr_of(&inst, None);
     signal(qmgr, nix::sys::signal::Signal::SIGSTOP);
     let (ok, bad) = send_many(None, "127.0.0.1", port, "del", 3);
     assert_eq!(ok, 3, "{bad:?}");
@@ -623,5 +645,8 @@ fn postsuper_delete_drops_the_peers_copies() {
         String::from_utf8_lossy(&out.stderr)
     );
     signal(qmgr, nix::sys::signal::Signal::SIGCONT);
+    // This node first: its mirror daemon's connection to the peer open would hold the
+    // peer's mirror process (and its stop) until that connection's idle limit.
+    let _ = inst.stop();
     let _ = peer.stop();
 }
