@@ -17,6 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub mod imap_raw;
+pub mod imap_script;
 pub mod netns;
 pub mod redundant;
 pub mod skip;

@@ -2,66 +2,12 @@
 //! PREVIEW (RFC 8970) under the real master, with auth, driven from Python over a plain
 //! socket so exact response lines are asserted.
 
-use postern_tests::{Instance, deliver_maildir, imap_instance, python};
-use std::path::PathBuf;
+use postern_tests::Instance;
+use postern_tests::imap_script;
 
-fn instance() -> (Instance, u16) {
-    let (mut inst, port) = imap_instance("alice", "Alice-Ext2-Pw1");
-    deliver_maildir(
-        &inst,
-        "alice",
-        "1700000000.M1P1.test",
-        b"From: Bob <bob@example.test>\nSubject: first\n\nhello\n",
-    );
-    deliver_maildir(
-        &inst,
-        "alice",
-        "1700000001.M2P1.test:2,S",
-        b"From: Carol <carol@example.test>\r\nSubject: second\r\n\r\nthere\r\n",
-    );
-    inst.start();
-    (inst, port)
-}
-
-fn maildir(inst: &Instance) -> PathBuf {
-    inst.root.path().join("var/mail/alice")
-}
-
-/// A plain IMAP client in Python: `cmd(b'...')` returns (untagged lines, tagged reply
-/// without the tag); literals in answers are read whole.
-const RAW: &str = r#"
-import socket, re, sys
-class Raw:
-    def __init__(self, port):
-        self.s = socket.create_connection(('127.0.0.1', port), timeout=30)
-        self.f = self.s.makefile('rb')
-        self.n = 0
-        greet = self.f.readline()
-        assert greet.startswith(b'* OK'), greet
-    def cmd(self, text):
-        self.n += 1
-        tag = b'x%d' % self.n
-        self.s.sendall(tag + b' ' + text + b'\r\n')
-        lines = []
-        for _ in range(100000):
-            l = self.f.readline()
-            assert l, 'connection closed'
-            l = l.rstrip(b'\r\n')
-            while True:
-                m = re.search(rb'\{(\d+)\}$', l)
-                if not m:
-                    break
-                l += b'\r\n' + self.f.read(int(m.group(1))) + self.f.readline().rstrip(b'\r\n')
-            if l.startswith(tag + b' '):
-                return lines, l[len(tag) + 1:]
-            lines.append(l)
-        raise SystemExit('no tagged reply')
-    def ok(self, text):
-        lines, done = self.cmd(text)
-        assert done.startswith(b'OK'), (text, lines, done)
-        return [l.decode() for l in lines]
-    def reply(self, text):
-        return self.cmd(text)[1].decode()
+/// The test's Python helpers: the uidlist header, the index's message records and GUIDs by
+/// UID, an IMAP date.
+const PRELUDE: &str = r#"
 def header(folder):
     name = 'dovecot-uidlist' if folder == 'INBOX' else '.%s/dovecot-uidlist' % folder
     return open(os.path.join(MAILDIR, name)).readline().split()
@@ -78,26 +24,12 @@ def imap_date(t):
     return time.strftime('%d-%b-%Y %H:%M:%S +0000', time.gmtime(t))
 def guids(folder):
     # the message GUIDs of the index, by UID
-    name = 'postern-index' if folder == 'INBOX' else '.%s/postern-index' % folder
-    out = {}
-    for l in open(os.path.join(MAILDIR, name)).read().splitlines()[1:]:
-        f = l.split()
-        if f[0] == 'M':
-            out[int(f[1])] = f[2]
-    return out
+    return {uid: f[2] for uid, f in index(folder).items()}
 "#;
 
-/// Starts an instance, runs `body` (after [`RAW`]) against it and checks it finished.
+/// Runs `body` against a fresh instance ([`imap_script::run`]).
 fn run(body: &str) -> Instance {
-    let (inst, port) = instance();
-    let script = format!(
-        "{RAW}\nPORT = {port}\nMASTER = {}\nMAILDIR = {:?}\nimport os, time\n{body}\nprint('done ok')\n",
-        inst.master_pid(),
-        maildir(&inst).display().to_string()
-    );
-    let out = python(&script);
-    assert!(out.contains("done ok"), "{out}\n{}", inst.log());
-    inst
+    imap_script::run("Alice-Ext2-Pw1", PRELUDE, body)
 }
 
 const OBJECTID: &str = r#"
