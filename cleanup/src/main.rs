@@ -9,7 +9,8 @@
 //! 1. reads the whole content (bounded by `message_size_limit`: larger content is read to
 //!    its end and refused with `552 5.3.4`, nothing is written);
 //! 2. canonicalises the envelope addresses (`user` → `user@$myorigin`, domain lower-cased,
-//!    trailing dot removed — a private function until a shared address module exists);
+//!    trailing dot removed — [`postern_lib::address::canonical`], the form trivial-rewrite's
+//!    `Rewrite` gives too);
 //! 3. with `extract_recipients` (`sendmail -t`) takes recipients from To:/Cc:/Bcc:, and
 //!    removes Bcc:;
 //! 4. adds missing header fields: `From:` for local submissions, `Date:` and `Message-ID:`
@@ -60,7 +61,6 @@
 //! message or a milter is written to the queue file without the queue file writer's checks.
 #![forbid(unsafe_code)]
 
-mod address;
 mod content;
 mod milters;
 mod mirror;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use postern_lib::address;
 use postern_lib::checks::Cached;
 use postern_lib::ipc::{IpcError, IpcStream};
 use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, CleanupStarted, Origin, Submission};
@@ -16,7 +17,7 @@ use postern_lib::skeleton::{Accepted, Context, Stream};
 use postern_lib::strbuf::printable_bounded;
 use postern_milter::Message;
 
-use crate::{address, content, milters, queue, replica};
+use crate::{content, milters, queue, replica};
 
 /// How long to wait for the client between frames (Postfix's `ipc_timeout`).
 const IPC_TIMEOUT: Duration = Duration::from_secs(3600);

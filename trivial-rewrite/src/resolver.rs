@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use postern_lib::address::{Class, Destinations, parse_mailbox};
+use postern_lib::address::{Class, Destinations, canonical, parse_mailbox};
 use postern_lib::config::MainConfig;
 use postern_lib::proto::resolve::{AddressClass, ERROR_TRANSPORT, MAX_ROUTES, ResolveReply, Route};
 use postern_lib::transport_map::{TableError, TableSet, split_transport, transport_lookup};
@@ -68,18 +68,13 @@ impl Resolver {
         }
     }
 
-    /// The canonical form of `address`: `user` → `user@myorigin`, domain lower-cased and
-    /// without a trailing dot. `None` when it is not an address.
+    /// The canonical form of `address` (lib's [`canonical`], the form cleanup stores), then
+    /// checked as a mailbox. `None` when it is not an address.
     pub fn rewrite(&self, address: &str) -> Option<String> {
-        let address = address.trim().trim_start_matches('<').trim_end_matches('>');
-        if address.is_empty() {
-            return Some(String::new());
+        let full = canonical(address, &self.myorigin);
+        if full.is_empty() {
+            return Some(full);
         }
-        let full = if address.contains('@') {
-            address.to_string()
-        } else {
-            format!("{address}@{}", self.myorigin)
-        };
         let a = parse_mailbox(&full, true).ok()?;
         Some(a.to_string())
     }

@@ -30,9 +30,11 @@
 //! (local part 64 octets, domain 255, path 256 — RFC 5321 section 4.5.3.1) and
 //! nothing here panics on any input; a property test feeds it arbitrary bytes.
 
+mod canonical;
 #[cfg(test)]
 mod tests;
 
+pub use canonical::{canonical, storable};
 use std::fmt;
 use thiserror::Error;
 

@@ -1,4 +1,11 @@
-//! Canonical envelope addresses: the local canonical form until trivial-rewrite exists.
+//! The canonical form of an envelope address as it is stored in a queue file: `user`
+//! becomes `user@myorigin`, the domain is lower-cased without a trailing dot, angle
+//! brackets go, the null sender stays empty. cleanup writes every sender and recipient in
+//! this form; trivial-rewrite's `Rewrite` request ([`crate::proto::resolve`]) answers
+//! with it (after its syntax check).
+//!
+//! Lenient by design: cleanup's clients (smtpd, pickup) checked the syntax already, and
+//! what cleanup stores is bounded by [`storable`], not by the grammar.
 
 /// `user` → `user@myorigin`; the domain lower-cased without a trailing dot; `<>` and the
 /// empty string stay empty (the null sender). Angle brackets around the address are
