@@ -12,10 +12,11 @@
 //! A malformed file (bad format, incomplete, not a regular file, a symlink, a hard link,
 //! a name that is not a queue ID) goes to `corrupt/` with a warning, never silently
 //! deleted. A message cleanup *rejects* for good (`Rejected`: size, header check, milter)
-//! cannot be returned through sendmail, which has long exited, and the bounce service
-//! that would tell the sender does not exist yet: pickup logs the rejection with
-//! cleanup's reply as a warning and moves the file to `corrupt/`, so the administrator
-//! still has the message and nothing is retried forever.
+//! cannot be returned through sendmail, which has long exited, and pickup does not ask
+//! bounce for a report (the sender is a local user whose submission cleanup refused, not
+//! a message in the queue): pickup logs the rejection with cleanup's reply as a warning
+//! and moves the file to `corrupt/`, so the administrator still has the message and
+//! nothing is retried forever.
 //!
 //! ## Log lines
 //!
