@@ -55,6 +55,7 @@ pub mod anvil;
 pub mod checks;
 pub mod config;
 pub mod date;
+pub mod director;
 pub mod headers;
 pub mod inherited_fd;
 pub mod ipc;
