@@ -126,7 +126,7 @@ fn serve_peer(shared: &Shared, ctx: &Context, mut s: TcpStream, addr: SocketAddr
         let _ = s.set_read_timeout(Some(timeout));
         let (k, p) = match wire::read_frame(&mut s, |k| match k {
             kind::PUT => Some(most),
-            kind::DROP | kind::PING => Some(wire::MAX_CONTROL),
+            kind::DROP | kind::PING | kind::ADOPTED | kind::QUEUED => Some(wire::MAX_CONTROL),
             _ => None,
         }) {
             Ok(f) => f,
@@ -137,12 +137,13 @@ fn serve_peer(shared: &Shared, ctx: &Context, mut s: TcpStream, addr: SocketAddr
             }
         };
         let answer = match k {
-            kind::PUT => put(dir, &p, addr),
-            kind::DROP => drop_copies(dir, &p, addr),
-            _ => Ok(()),
+            kind::PUT => put(dir, &p, addr).map(|()| Vec::new()),
+            kind::DROP => drop_copies(dir, &p, addr).map(|()| Vec::new()),
+            kind::ADOPTED | kind::QUEUED => rejoin_answer(dir, k, &p, addr),
+            _ => Ok(Vec::new()),
         };
         let sent = match &answer {
-            Ok(()) => wire::write_frame(&mut s, kind::OK, &[]),
+            Ok(a) => wire::write_frame(&mut s, kind::OK, &[a]),
             Err(why) => wire::write_frame(&mut s, kind::FAILED, &[why.as_bytes()]),
         };
         if let Err(e) = sent {
@@ -175,6 +176,36 @@ fn put(dir: &Path, p: &[u8], addr: SocketAddr) -> Result<(), String> {
             Err(format!("cannot write the copy: {e}"))
         }
     }
+}
+
+/// The peer rejoins after being down ([`crate::rejoin`]): which of the queue IDs it sends
+/// were adopted here ([`kind::ADOPTED`]), or are still queued here ([`kind::QUEUED`]).
+fn rejoin_answer(dir: &Path, k: u8, p: &[u8], addr: SocketAddr) -> Result<Vec<u8>, String> {
+    let mut asked = Vec::new();
+    for word in p.split(|&b| b == b'\n').filter(|w| !w.is_empty()).take(wire::MAX_ASK) {
+        match std::str::from_utf8(word).ok().and_then(|w| QueueId::parse(w).ok()) {
+            Some(id) => asked.push(id.as_str().to_string()),
+            None => {
+                tracing::warn!("mirror: from {addr}: rejoin question with an invalid queue ID; connection closed");
+                return Err("bad queue ID".into());
+            }
+        }
+    }
+    let named = if k == kind::ADOPTED {
+        let adopted = store::adopted_of(dir, &asked);
+        if !adopted.is_empty() {
+            tracing::info!(
+                "mirror: {addr} rejoins: {} of the {} queued message(s) it asked about were adopted and delivered here; it drops them",
+                adopted.len(),
+                asked.len()
+            );
+        }
+        adopted
+    } else {
+        let queued = crate::resync::queued_ids(Path::new("."));
+        asked.into_iter().filter(|id| queued.contains(id)).collect()
+    };
+    Ok(named.join("\n").into_bytes())
 }
 
 fn drop_copies(dir: &Path, p: &[u8], addr: SocketAddr) -> Result<(), String> {

@@ -11,11 +11,18 @@
 //!
 //! When a node dies for good, the survivor runs `postern mirror adopt` (the keepalived
 //! notify hook does, on becoming MASTER, when the peer's mirror does not answer): every
-//! file in `mirror/` moves to `incoming/` under its own queue ID and is delivered.
+//! file in `mirror/` moves to `incoming/` under its own queue ID and is delivered, and its
+//! queue ID is recorded in `mirror/adopted`. When the dead node comes back with its disk
+//! intact, `postern start` first runs the rejoin ([`rejoin`]): the peer names the queued
+//! messages it adopted, which are removed here before qmgr starts, so none is delivered
+//! twice; copies of the peer's messages that the peer finished meanwhile are dropped.
 //!
 //! **What it guarantees and what it does not**:
 //! - every message answered 250 while the peer acknowledged is on both disks, so the loss
 //!   of one node's disk loses nothing accepted;
+//! - a node that comes back with its queue intact delivers nothing the peer adopted
+//!   (the rejoin above) — unless the peer does not answer at its start (then it is said in
+//!   `postern start`'s output), or the node was only frozen and resumes (split brain);
 //! - a lost drop notice (the origin died between removing a finished message and its
 //!   notice reaching the peer, or the peer was down) leaves a copy the survivor would
 //!   deliver again on adoption: at-least-once, not exactly-once, in that window. With the
@@ -32,12 +39,14 @@
 //! Modules: [`wire`] (the TCP protocol between the nodes: frames, HMAC challenge and
 //! response), [`store`] (the `mirror/` directory: write, drop, count, adopt), [`local`]
 //! (the request protocol on `private/mirror` and its blocking client), [`drops`] (qmgr's
-//! background drop notices), [`resync`] (catching a returning peer up), [`daemon`] (the
-//! mirror daemon's two services).
+//! background drop notices), [`resync`] (catching a returning peer up), [`rejoin`] (a
+//! returning node asking the peer what it adopted), [`daemon`] (the mirror daemon's two
+//! services).
 
 pub mod daemon;
 pub mod drops;
 pub mod local;
+pub mod rejoin;
 pub mod resync;
 pub mod store;
 pub mod wire;

@@ -16,6 +16,15 @@ use std::path::Path;
 /// The queues whose messages the peer should hold copies of.
 pub const QUEUES: [&str; 4] = ["incoming", "active", "deferred", "hold"];
 
+/// The queue IDs of every message queued in `queue_dir` (the rejoin's "still queued?").
+pub fn queued_ids(queue_dir: &Path) -> std::collections::HashSet<String> {
+    QUEUES
+        .iter()
+        .flat_map(|q| queue_files(queue_dir, q).unwrap_or_default())
+        .map(|f| f.id.as_str().to_string())
+        .collect()
+}
+
 /// Is `id` still queued here?
 fn queued(id: &str) -> bool {
     QUEUES.iter().any(|q| Path::new(q).join(id).exists())

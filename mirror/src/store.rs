@@ -11,6 +11,12 @@
 //! same file system, one rename each, both directories fsynced); a copy whose queue ID is
 //! already in one of this node's queues is left where it is and reported (queue IDs carry
 //! time, process ID and a counter, so this means the copy was adopted and re-queued before).
+//!
+//! Before the renames the adopted queue IDs are appended to `mirror/adopted` (fsynced, one
+//! per line, the most recent [`ADOPTED_KEEP`] kept): the peer, when it comes back with its
+//! disk intact, asks which of its queued messages were adopted here ([`adopted_of`]) and
+//! removes them before it delivers anything (`postern mirror rejoin`), so nothing adopted
+//! is delivered twice.
 
 use postern_lib::queue_id::QueueId;
 use std::io::Write;
@@ -21,6 +27,12 @@ pub const MIRROR_DIR: &str = "mirror";
 
 /// The queues a message of this node may be in; an adopted copy must be in none of them.
 const QUEUES: [&str; 4] = ["incoming", "active", "deferred", "hold"];
+/// The list of adopted queue IDs in `mirror/` (not a queue ID: never taken for a copy).
+pub const ADOPTED_LOG: &str = "adopted";
+/// Adopted queue IDs remembered (17 bytes each): the oldest go when there are more.
+pub const ADOPTED_KEEP: usize = 200_000;
+/// Most bytes of the adopted list read.
+const ADOPTED_MAX_BYTES: u64 = (ADOPTED_KEEP as u64 + 1000) * 17 * 2;
 
 /// Writes the copy of `id` durably.
 pub fn keep(dir: &Path, id: &QueueId, data: &[u8]) -> Result<(), String> {
@@ -86,12 +98,77 @@ pub struct Adopted {
     pub failed: Vec<(String, String)>,
 }
 
-/// Moves every copy in `queue_dir/mirror/` into `queue_dir/incoming/`.
+/// The queue IDs in `dir`'s adopted list (bounded read; lines that are not queue IDs skipped).
+pub fn adopted_list(dir: &Path) -> Vec<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    if let Ok(f) = std::fs::File::open(dir.join(ADOPTED_LOG)) {
+        let _ = f.take(ADOPTED_MAX_BYTES).read_to_string(&mut text);
+    }
+    text.lines()
+        .filter(|l| QueueId::parse(l).is_ok())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Appends `ids` to `dir`'s adopted list durably (rewritten with the newest
+/// [`ADOPTED_KEEP`] when longer), owned like `dir` (the mirror daemon reads it).
+pub fn record_adopted(dir: &Path, ids: &[QueueId]) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut all = adopted_list(dir);
+    let start = (all.len() + ids.len()).saturating_sub(ADOPTED_KEEP);
+    let path = dir.join(ADOPTED_LOG);
+    if start > 0 || !path.exists() {
+        all.extend(ids.iter().map(|id| id.as_str().to_string()));
+        let keep = all.split_off(start.min(all.len()));
+        let text: String = keep.iter().map(|id| format!("{id}\n")).collect();
+        postern_lib::safe_open::write_atomic(dir, ADOPTED_LOG, 0o600, |f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    } else {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let text: String = ids.iter().map(|id| format!("{}\n", id.as_str())).collect();
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Ok(m) = std::fs::metadata(dir) {
+        let _ = std::os::unix::fs::chown(&path, Some(m.uid()), Some(m.gid()));
+    }
+    Ok(())
+}
+
+/// Which of `asked` (the peer's queue IDs) were adopted here: in the adopted list and no
+/// longer a copy in `dir` (a copy whose rename failed is still the peer's).
+pub fn adopted_of(dir: &Path, asked: &[String]) -> Vec<String> {
+    let list: std::collections::HashSet<String> = adopted_list(dir).into_iter().collect();
+    asked
+        .iter()
+        .filter(|id| list.contains(*id) && !dir.join(id.as_str()).exists())
+        .cloned()
+        .collect()
+}
+
+/// Moves every copy in `queue_dir/mirror/` into `queue_dir/incoming/`, after recording
+/// their queue IDs in the adopted list (nothing is moved when that fails).
 pub fn adopt(queue_dir: &Path) -> Adopted {
     let dir = queue_dir.join(MIRROR_DIR);
     let incoming = queue_dir.join("incoming");
     let mut out = Adopted::default();
-    for id in copies(&dir) {
+    let ids = copies(&dir);
+    if ids.is_empty() {
+        return out;
+    }
+    if let Err(e) = record_adopted(&dir, &ids) {
+        out.failed = ids
+            .iter()
+            .map(|id| (id.as_str().to_string(), format!("cannot record the adoption: {e}")))
+            .collect();
+        return out;
+    }
+    for id in ids {
         let name = id.as_str();
         if QUEUES.iter().any(|q| queue_dir.join(q).join(name).exists()) {
             out.collisions.push(name.to_string());
@@ -150,6 +227,10 @@ mod tests {
             b"again"
         );
         assert_eq!(copies(&dir), vec![b]);
+        // a was adopted; b (left as a copy) and c (dropped) were not.
+        let asked: Vec<String> = [a, b, c].iter().map(|i| i.as_str().to_string()).collect();
+        assert_eq!(adopted_of(&dir, &asked), vec![a.as_str().to_string()]);
+        assert_eq!(adopted_list(&dir).len(), 2, "a and b were recorded");
         std::fs::write(dir.join(".tmp.1.2.x"), b"partial").unwrap();
         assert_eq!(remove_stale_temps(&dir, std::time::Duration::from_secs(3600)), 0);
         assert_eq!(remove_stale_temps(&dir, std::time::Duration::ZERO), 1);

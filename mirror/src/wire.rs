@@ -12,7 +12,9 @@
 //! | `P` | client | put: 1 byte n, n bytes queue ID, then the queue file |
 //! | `D` | client | drop: queue IDs separated by `\n` |
 //! | `I` | client | ping (empty) |
-//! | `O` | server | done (empty): the copy is durable / dropped / pong |
+//! | `Q` | client | rejoin: queue IDs of the client's own queue, `\n`-separated: which did you adopt? |
+//! | `S` | client | rejoin: queue IDs of the copies the client holds: which are still queued at you? |
+//! | `O` | server | done: the copy is durable / dropped / pong (empty); for `Q` and `S` the answer, queue IDs `\n`-separated, a subset of those asked |
 //! | `F` | server | failed: a line of text |
 //!
 //! Both sides prove that they know the shared secret without sending it: a server that
@@ -31,6 +33,8 @@ pub const MAX_CONTROL: usize = 64 * 1024;
 /// What a put may hold beyond `message_size_limit`: the envelope records of the queue
 /// file (sender, recipients, attributes, done marks).
 pub const ENVELOPE_ALLOWANCE: u64 = 4 * 1024 * 1024;
+/// Most queue IDs in one rejoin question (16 characters and a newline each: 17 KB).
+pub const MAX_ASK: usize = 1000;
 /// Bytes of a challenge.
 const CHALLENGE: usize = 32;
 /// Bytes of an HMAC-SHA256 tag.
@@ -52,6 +56,10 @@ pub mod kind {
     pub const DROP: u8 = b'D';
     /// Are you there?
     pub const PING: u8 = b'I';
+    /// Which of these (my queue IDs) did you adopt while I was down?
+    pub const ADOPTED: u8 = b'Q';
+    /// Which of these (your queue IDs, copies I hold) are still queued at you?
+    pub const QUEUED: u8 = b'S';
     /// Done.
     pub const OK: u8 = b'O';
     /// Failed, with a reason.
@@ -242,19 +250,33 @@ impl PeerConn {
     pub fn put(&mut self, queue_id: &str, data: &[u8], deadline: Instant) -> Result<(), String> {
         let n = [u8::try_from(queue_id.len()).map_err(|_| "queue ID too long".to_string())?];
         self.request(kind::PUT, &[&n, queue_id.as_bytes(), data], deadline)
+            .map(|_| ())
     }
 
     /// Asks the peer to drop its copies of `ids`.
     pub fn drop_copies(&mut self, ids: &[String], deadline: Instant) -> Result<(), String> {
         self.request(kind::DROP, &[ids.join("\n").as_bytes()], deadline)
+            .map(|_| ())
     }
 
     /// Checks that the peer answers.
     pub fn ping(&mut self, deadline: Instant) -> Result<(), String> {
-        self.request(kind::PING, &[], deadline)
+        self.request(kind::PING, &[], deadline).map(|_| ())
     }
 
-    fn request(&mut self, k: u8, parts: &[&[u8]], deadline: Instant) -> Result<(), String> {
+    /// Asks the peer a rejoin question ([`kind::ADOPTED`] or [`kind::QUEUED`]) about `ids`
+    /// (at most [`MAX_ASK`]); the answer is the subset of `ids` it names (anything else
+    /// in its answer is ignored).
+    pub fn ask(&mut self, k: u8, ids: &[String], deadline: Instant) -> Result<Vec<String>, String> {
+        if ids.len() > MAX_ASK {
+            return Err(format!("at most {MAX_ASK} queue IDs per question"));
+        }
+        let answer = self.request(k, &[ids.join("\n").as_bytes()], deadline)?;
+        let named: std::collections::HashSet<&[u8]> = answer.split(|&b| b == b'\n').collect();
+        Ok(ids.iter().filter(|id| named.contains(id.as_bytes())).cloned().collect())
+    }
+
+    fn request(&mut self, k: u8, parts: &[&[u8]], deadline: Instant) -> Result<Vec<u8>, String> {
         set_deadline(&self.stream, deadline)?;
         write_frame(&mut self.stream, k, parts).map_err(|e| format!("sending: {}", FrameError::Io(e)))?;
         self.last_used = Instant::now();
@@ -266,7 +288,7 @@ impl PeerConn {
         })
         .map_err(|e| format!("waiting for the acknowledgement: {e}"))?;
         match rk {
-            kind::OK => Ok(()),
+            kind::OK => Ok(p),
             _ => Err(format!(
                 "the peer failed: {}",
                 postern_lib::strbuf::printable_bounded(&p, 300)

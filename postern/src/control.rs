@@ -68,6 +68,9 @@ pub fn start(dir: &Path, foreground: bool, quiet: bool) -> Result<ExitCode, Stri
             Err(e) => return Err(format!("mail_owner {:?}: {e}", config.main.mail_owner)),
         }
     }
+    // Two-node durability: drop what the peer adopted while this node was down, before
+    // qmgr can deliver it again (crate::mirror_cmd::rejoin; nothing when the mirror is off).
+    crate::mirror_cmd::rejoin(&config, &mut std::io::stderr());
     let master = Path::new(&config.main.daemon_directory).join("master");
     let mut cmd = Command::new(&master);
     cmd.arg("-c").arg(&config.dir);

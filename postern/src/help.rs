@@ -68,12 +68,14 @@ const COMMANDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "mirror",
-        "mirror status | mirror adopt [--if-peer-down]",
+        "mirror status | mirror adopt [--if-peer-down] | mirror rejoin",
         "two-node durability: the queue mirror's state; take over a dead peer's mail",
         "status: the peer (queue_mirror_peer), reachable or unreachable/degraded since when, and how many copies\n\
          of the peer's queue files this node holds. adopt moves every copy into incoming/ (same queue ID) for\n\
          delivery; run it only when the peer is gone for good. --if-peer-down (the keepalived notify hook's\n\
-         form) adopts nothing while the peer's mirror service answers.",
+         form) adopts nothing while the peer's mirror service answers. rejoin (run by `postern start` itself when\n\
+         queue_mirror_peer is set) removes from this node's queue what the peer adopted while it was down, and\n\
+         drops copies of messages the peer has finished.",
     ),
     (
         "migrate",

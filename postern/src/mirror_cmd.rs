@@ -4,6 +4,7 @@
 //! ```text
 //! postern mirror status                  peer, reachable or failing since when, copies held
 //! postern mirror adopt [--if-peer-down]  the dead peer's copies into incoming/, then qmgr
+//! postern mirror rejoin                  before master starts: drop what the peer adopted
 //! ```
 //!
 //! `adopt` moves every copy in `QUEUE_DIR/mirror/` into `incoming/` under its queue ID
@@ -12,6 +13,13 @@
 //! them would deliver them twice. `--if-peer-down` (what the keepalived notify hook runs on
 //! becoming MASTER) first pings the peer's mirror service with the shared secret, bounded
 //! by `queue_mirror_timeout` (at most 5 s), and adopts nothing if it answers.
+//!
+//! `rejoin` ([`mirror::rejoin`]) asks the peer which of this node's queued messages it
+//! adopted while this node was down and removes them here, and drops the copies of the
+//! peer's messages the peer has finished. `postern start` runs it before master whenever
+//! `queue_mirror_peer` is set, so a node that comes back with its disk intact delivers
+//! nothing twice; a peer that does not answer (bounded like the ping) is reported and the
+//! start goes on. It refuses to run while master does (qmgr could be delivering).
 
 use mirror::store::{self, MIRROR_DIR};
 use postern_lib::config::Config;
@@ -19,7 +27,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: postern mirror {status|adopt [--if-peer-down]}";
+const USAGE: &str = "usage: postern mirror {status|adopt [--if-peer-down]|rejoin}";
 
 /// Runs `postern mirror ARGS`.
 pub fn run(dir: &Path, rest: &[String]) -> Result<ExitCode, String> {
@@ -32,7 +40,64 @@ pub fn run(dir: &Path, rest: &[String]) -> Result<ExitCode, String> {
         }
         ["adopt"] => adopt(&config, false),
         ["adopt", "--if-peer-down"] => adopt(&config, true),
+        ["rejoin"] => {
+            if let Some(pid) = crate::control::running_master(&config) {
+                return Err(format!(
+                    "master runs (pid {pid}): rejoin before `postern start` (which runs it itself)"
+                ));
+            }
+            Ok(if rejoin(&config, &mut std::io::stdout()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         _ => Err(USAGE.into()),
+    }
+}
+
+/// The rejoin ([`mirror::rejoin`]) with its report on `out`, one `mirror: rejoin: ...`
+/// line per fact; false when the peer could not be asked or a file could not be removed.
+/// Nothing happens (true) when the mirror is off.
+pub fn rejoin(config: &Config, out: &mut impl std::io::Write) -> bool {
+    let main = &config.main;
+    if main.queue_mirror_peer.is_empty() {
+        return true;
+    }
+    let peer = &main.queue_mirror_peer;
+    let budget = main.queue_mirror_timeout.duration().min(Duration::from_secs(5));
+    let result = connect_peer(config, Instant::now() + budget)
+        .and_then(|mut c| mirror::rejoin::run(main.queue_directory.path(), &mut c, budget));
+    match result {
+        Ok(r) => {
+            for (id, queue) in &r.removed {
+                let _ = writeln!(
+                    out,
+                    "mirror: rejoin: {id}: adopted and delivered by the peer {peer} while this node was down; removed from {queue}/"
+                );
+            }
+            for (id, why) in &r.failed {
+                let _ = writeln!(
+                    out,
+                    "mirror: rejoin: {id}: adopted by the peer but cannot be removed here: {why}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "mirror: rejoin: peer {peer} answered: {} message(s) it adopted removed here; {} copies of its messages kept, {} it finished dropped",
+                r.removed.len(),
+                r.copies_kept,
+                r.copies_dropped
+            );
+            r.failed.is_empty()
+        }
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "mirror: rejoin: peer {peer} not asked ({why}); the queue stays as it is: a message the peer adopted while this node was down would be delivered again"
+            );
+            false
+        }
     }
 }
 
@@ -78,12 +143,17 @@ fn adopt(config: &Config, if_down: bool) -> Result<ExitCode, String> {
 
 /// Asks the peer's mirror service whether it is there, with the shared secret.
 fn ping_peer(config: &Config) -> Result<(), String> {
+    let deadline = Instant::now() + config.main.queue_mirror_timeout.duration().min(Duration::from_secs(5));
+    connect_peer(config, deadline)?.ping(deadline)
+}
+
+/// An authenticated connection to the peer's mirror service, within `deadline`.
+fn connect_peer(config: &Config, deadline: Instant) -> Result<mirror::wire::PeerConn, String> {
     let main = &config.main;
     let path = main.queue_mirror_secret_file.path();
     let bytes = std::fs::read(path).map_err(|e| format!("queue_mirror_secret_file {}: {e}", path.display()))?;
     let key = mirror::wire::key(&mirror::wire::parse_secret(&bytes)?);
-    let deadline = Instant::now() + main.queue_mirror_timeout.duration().min(Duration::from_secs(5));
-    mirror::wire::PeerConn::connect(&main.queue_mirror_peer, &key, deadline)?.ping(deadline)
+    mirror::wire::PeerConn::connect(&main.queue_mirror_peer, &key, deadline)
 }
 
 /// The mirror's lines of `postern status` (nothing on a host without a mirror, unless

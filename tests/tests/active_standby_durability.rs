@@ -13,6 +13,9 @@
 //! (or dropped from the mirror) before node 1's queue directory is removed (rm -rf) and
 //! every process of node 1 killed.
 //!
+//! The rejoin test kills node 1 without touching its disk: node 2 adopts and delivers its
+//! mail, then node 1 starts again and must deliver none of it a second time.
+//!
 //! The peer-failure tests run one instance on loopback against a peer played by the test:
 //! nothing listening, a peer that acknowledges too slowly, a peer that answers garbage, and
 //! garbage sent to the instance's own mirror service.
@@ -161,8 +164,8 @@ impl Pair {
         Pair { lan, nodes }
     }
 
-    /// Stops node `i`'s qmgr (SIGSTOP): what it accepts stays in incoming/.
-    fn hold_delivery(&self, i: usize) {
+    /// Stops node `i`'s qmgr (SIGSTOP): what it accepts stays in incoming/. Returns its pid.
+    fn hold_delivery(&self, i: usize) -> u32 {
         let ns = self.lan.ns(["n1", "n2"][i]);
         let mut found = None;
         wait_for(Duration::from_secs(10), || {
@@ -175,6 +178,7 @@ impl Pair {
             nix::sys::signal::Signal::SIGSTOP,
         )
         .expect("SIGSTOP qmgr");
+        pid
     }
 
     /// Node 1's disk dies (its queue directory removed) and then node 1 (SIGKILL to every
@@ -333,6 +337,88 @@ fn mirror_off_loses_what_the_dead_disk_held() {
     let lost = accepted - got.len();
     println!("mirror off: {lost} of {accepted} accepted messages lost with node 1's disk");
     assert_eq!(lost, accepted, "the loss window the mirror closes");
+}
+
+/// Messages node 1 accepts before it dies in the rejoin test.
+const REJOIN: usize = 200;
+/// Messages node 2 accepts (copied to node 1) and delivers while node 1 is down.
+const FINISHED_AWAY: usize = 5;
+
+#[test]
+fn node_back_with_its_queue_does_not_redeliver_what_the_peer_adopted() {
+    if !can_run() {
+        return;
+    }
+    let pair = Pair::new("pst-rj-", true);
+    // Node 2 accepts a few with its delivery held: node 1 keeps their copies.
+    let qmgr2 = pair.hold_delivery(1);
+    let (ok, bad) = send_many(Some((&pair.lan, "c")), "198.18.1.2", 25, "n2", FINISHED_AWAY);
+    assert_eq!(ok, FINISHED_AWAY, "{bad:?}");
+    assert_eq!(count_files(&pair.nodes[0].queue().join("mirror")), FINISHED_AWAY);
+    // Node 1 accepts REJOIN with its delivery held, node 2 holding the copies.
+    pair.hold_delivery(0);
+    let (ok, bad) = send_many(Some((&pair.lan, "c")), "198.18.1.1", 25, "rj", REJOIN);
+    assert_eq!(ok, REJOIN, "{bad:?}");
+    assert_eq!(count_files(&pair.nodes[1].queue().join("mirror")), REJOIN);
+
+    // Node 1 dies; its disk survives.
+    let killed = pair.lan.kill_all("n1");
+    assert!(killed >= 5, "node 1 had its processes: {killed}");
+    assert_eq!(count_files(&pair.nodes[0].queue().join("incoming")), REJOIN);
+    // Node 2 takes over: adopts node 1's copies, delivers them and its own (whose drop
+    // notices cannot reach node 1: its copies there are stale now).
+    let adopt = notify_master(&pair);
+    assert!(adopt.contains(&format!("adopted {REJOIN} message(s)")), "{adopt}");
+    signal(qmgr2, nix::sys::signal::Signal::SIGCONT);
+    let node2 = &pair.nodes[1];
+    assert!(
+        wait_for(Duration::from_secs(60), || delivered(node2).len()
+            == REJOIN + FINISHED_AWAY),
+        "node 2 delivers the adopted and its own: {}",
+        delivered(node2).len()
+    );
+
+    // Node 1 comes back with its queue: `postern start` rejoins first.
+    let t0 = Instant::now();
+    let out = pair.nodes[0].postern(&["start"]);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{text}");
+    println!("node 1 rejoined and started in {:.2} s", t0.elapsed().as_secs_f64());
+    assert!(
+        text.contains(&format!(
+            "{REJOIN} message(s) it adopted removed here; 0 copies of its messages kept, {FINISHED_AWAY} it finished dropped"
+        )),
+        "postern start's rejoin report:\n{text}"
+    );
+    assert_eq!(
+        text.matches("while this node was down; removed from incoming/").count(),
+        REJOIN
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || pair.nodes[1].log_count("rejoins: ") >= 1),
+        "node 2 logs the rejoin\n{}",
+        pair.nodes[1].log()
+    );
+    // Nothing left to deliver twice, nothing stale kept; node 1 runs and serves.
+    for q in ["incoming", "active", "deferred", "mirror"] {
+        assert_eq!(count_files(&pair.nodes[0].queue().join(q)), 0, "node 1's {q}/");
+    }
+    let (ok, bad) = send_many(Some((&pair.lan, "c")), "198.18.1.1", 25, "after", 1);
+    assert_eq!(ok, 1, "{bad:?}");
+    assert!(wait_for(Duration::from_secs(20), || delivered(&pair.nodes[0]).len() == 1));
+    std::thread::sleep(Duration::from_secs(1));
+    // Every message delivered exactly once over both nodes.
+    let mut all = delivered(&pair.nodes[0]);
+    for (id, n) in delivered(&pair.nodes[1]) {
+        *all.entry(id).or_insert(0) += n;
+    }
+    assert_eq!(all.len(), REJOIN + FINISHED_AWAY + 1, "{all:?}");
+    let twice: Vec<_> = all.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(
+        delivered(&pair.nodes[0]).keys().collect::<Vec<_>>(),
+        ["after-0@as.test"]
+    );
 }
 
 // ---- one node on loopback against a peer played by the test ----
