@@ -233,7 +233,7 @@ fn smtpd_settings(cfg: &Config, r: &mut Report) {
         let loaded = cfg
             .main_for(&svc.key())
             .map_err(|e| e.to_string())
-            .and_then(|main| smtpd::settings::Settings::load(&main, &cfg.dir, &svc.entry.name));
+            .and_then(|main| smtpd_engine::settings::Settings::load(&main, &cfg.dir, &svc.entry.name));
         if let Err(e) = loaded {
             r.error(format!("service {}: smtpd would not start: {e}", svc.key()));
         }

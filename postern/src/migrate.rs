@@ -295,9 +295,9 @@ fn check(key: &str, value: &str) -> Result<(), String> {
             .unwrap_or_default();
         let mut load = |file: &str| {
             let body = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
-            smtpd::protocol::policy::AccessTable::parse(&body).map_err(|(line, e)| format!("{file}:{line}: {e}"))
+            smtpd_engine::protocol::policy::AccessTable::parse(&body).map_err(|(line, e)| format!("{file}:{line}: {e}"))
         };
-        smtpd::protocol::policy::parse_list(&items, &mut load)?;
+        smtpd_engine::protocol::policy::parse_list(&items, &mut load)?;
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! `sendmail -bs`: SMTP on standard input and output, as Postfix's `smtpd -S`. smtpd's
-//! protocol engine runs the session ([`smtpd::stdio`]); each message it accepts is handed
+//! protocol engine runs the session ([`smtpd_engine::stdio`]); each message it accepts is handed
 //! to `postdrop` exactly as a plain `sendmail` submission is (the same maildrop stream,
 //! CRLF turned into LF), so postdrop stays the only writer of `maildrop/` and records the
 //! submitter's uid. The client gets `250 2.0.0 Ok: queued as ID` only once postdrop has
@@ -27,7 +27,7 @@ use postern_lib::config::Config;
 use postern_lib::maildrop::{Envelope, Writer};
 use postern_lib::proto::cleanup::{CleanupReply, Submission};
 use postern_lib::queue_id::QueueId;
-use smtpd::stdio::{Input, Sink};
+use smtpd_engine::stdio::{Input, Sink};
 
 use crate::body::Body;
 use crate::{EX_CONFIG, EX_IOERR, Failure};
@@ -37,7 +37,7 @@ const MAX_CHILD_OUTPUT: u64 = 4096;
 
 /// Runs the session on standard input and output.
 pub fn serve(config: &Config, config_dir: &Path, full_name: Option<String>) -> Result<(), Failure> {
-    let settings = smtpd::stdio::local_settings(&config.main, config_dir).map_err(|e| (EX_CONFIG, e))?;
+    let settings = smtpd_engine::stdio::local_settings(&config.main, config_dir).map_err(|e| (EX_CONFIG, e))?;
     let mut sink = Postdrop {
         program: PathBuf::from(&config.main.daemon_directory).join("postdrop"),
         config_dir: config_dir.to_path_buf(),
@@ -52,7 +52,7 @@ pub fn serve(config: &Config, config_dir: &Path, full_name: Option<String>) -> R
         .map_err(|e| (EX_IOERR, format!("standard input: {e}")))?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    smtpd::stdio::serve(Arc::new(settings), &mut Stdin(File::from(input)), &mut out, &mut sink)
+    smtpd_engine::stdio::serve(Arc::new(settings), &mut Stdin(File::from(input)), &mut out, &mut sink)
         .map_err(|e| (EX_IOERR, format!("write standard output: {e}")))
 }
 

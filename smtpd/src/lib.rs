@@ -44,11 +44,6 @@
 //! `alias_maps`, `queue_minfree` ([`space`]).
 #![forbid(unsafe_code)]
 
-pub mod protocol;
 pub mod server;
-pub mod settings;
-pub mod space;
-pub mod stdio;
 
-pub use protocol::command::fuzz_command;
-pub use protocol::fuzz_session;
+pub use smtpd_engine::{fuzz_command, fuzz_session, protocol, settings, space, stdio};
