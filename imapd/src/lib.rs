@@ -76,6 +76,7 @@ pub mod sort;
 #[cfg(test)]
 mod tests;
 pub mod thread;
+pub mod transcript;
 
 /// For fuzzing: runs the command parser, then a whole session (no mailbox: the commands
 /// that need one are refused) on arbitrary bytes; must never panic.

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     postern_lib::skeleton::event::event_server("imapd", |ctx| {
         // Paths are absolute: the loader resolved them (postern_lib::config::paths).
         let m = &ctx.main;
+        imapd::transcript::configure(&m.imapd_transcript_users, m.imapd_transcript_directory.path());
         let tls = if m.imapd_tls_cert_file.is_empty() {
             None
         } else {

@@ -441,6 +441,17 @@ settings! {
     /// (Dovecot's login timeout); then `* BYE` and the connection closes.
     imapd_login_timeout: Seconds = Seconds(60),
         readers "imapd", min Seconds(1);
+    /// imapd: users whose sessions are written, each to a file of its own in
+    /// `imapd_transcript_directory`, for debugging a client (Dovecot's rawlog): what the
+    /// client sent as `C: ` lines, what imapd answered as `S: ` lines; passwords
+    /// (LOGIN's and AUTHENTICATE's arguments, the SASL exchange) as `***`; at most
+    /// 64 MB a session. Empty: nobody.
+    imapd_transcript_users: Vec<String> = Vec::new(),
+        readers "imapd";
+    /// imapd: the directory for the transcripts of `imapd_transcript_users`; it must
+    /// exist and be writable by `mail_owner` (files are mode 0600).
+    imapd_transcript_directory: ConfigPath = ConfigPath::default(),
+        readers "imapd", path Root;
     /// imapd and pop3d: connections not yet logged in from one client address to one
     /// service, over all its processes (counted by anvil; per process while anvil is
     /// away); the next gets `* BYE [UNAVAILABLE]` / `-ERR [SYS/TEMP]`. 0: no limit.
@@ -699,6 +710,12 @@ impl MainConfig {
                     "must be at least message_size_limit ({} bytes)",
                     self.message_size_limit
                 ),
+            ));
+        }
+        if !self.imapd_transcript_users.is_empty() && self.imapd_transcript_directory.is_empty() {
+            return Err((
+                "imapd_transcript_directory",
+                "must be set when imapd_transcript_users is".into(),
             ));
         }
         if self.imapd_literal_memory_limit < self.imapd_max_literal {
