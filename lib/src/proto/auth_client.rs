@@ -2,12 +2,13 @@
 //! it too): one request per connection to `private/auth`, driven from the daemon's mio
 //! loop on [`crate::ipc::codec`]. Start it, register [`AuthClient::source`] with a token
 //! of the session, and call [`AuthClient::progress`] on every readiness event until it
-//! yields the reply. The request bytes (a password) are zeroed once written or dropped.
+//! yields the reply. The request bytes (a password) are written by the codec's
+//! [`write_pending`] and zeroed, with all the buffer's capacity, once written or dropped.
 
 use super::auth::{self, AuthReply, AuthRequest};
-use crate::ipc::codec::{Decoder, Encoder};
+use crate::ipc::codec::{Decoder, Encoder, write_pending};
 use mio::net::UnixStream;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use zeroize::Zeroize;
 
@@ -50,16 +51,16 @@ impl AuthClient {
     /// Writes what is pending and reads what arrived. `Ok(Some(reply))` when done;
     /// `Ok(None)` to wait for the next event; `Err` when auth could not be asked.
     pub fn progress(&mut self) -> Result<Option<AuthReply>, String> {
-        while !self.out.is_empty() {
-            match self.sock.write(&self.out) {
-                Ok(0) => return Err("auth closed the connection".into()),
-                Ok(n) => {
-                    let mut sent: Vec<u8> = self.out.drain(..n).collect();
-                    sent.zeroize();
+        if !self.out.is_empty() {
+            match write_pending(&mut self.sock, &mut self.out) {
+                // All written: zero the whole buffer, the spare room the written bytes
+                // were shifted through included.
+                Ok(true) => self.out.zeroize(),
+                Ok(false) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WriteZero => {
+                    return Err("auth closed the connection".into());
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("write to auth: {e}")),
             }
         }
