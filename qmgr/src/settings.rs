@@ -44,32 +44,34 @@ impl Settings {
     /// From the context.
     pub fn new(ctx: &Context) -> Settings {
         let m = &ctx.main;
+        // The registry's bounds (main.toml) and master.toml's check (maxproc at least 1,
+        // maximal_backoff_time at least minimal_backoff_time) hold already: taken as they are.
         let maxproc = ctx
             .config
             .services
             .iter()
             .filter(|s| s.entry.kind.as_str() == "unix")
-            .map(|s| (s.entry.name.clone(), s.maxproc.max(1) as usize))
+            .map(|s| (s.entry.name.clone(), s.maxproc as usize))
             .collect();
         Settings {
-            active_limit: m.qmgr_message_active_limit.max(1) as usize,
-            recipient_limit: m.qmgr_message_recipient_limit.max(1) as usize,
-            default_process_limit: m.default_process_limit.max(1) as usize,
+            active_limit: m.qmgr_message_active_limit as usize,
+            recipient_limit: m.qmgr_message_recipient_limit as usize,
+            default_process_limit: m.default_process_limit as usize,
             maxproc,
-            default_conc: m.default_destination_concurrency_limit.max(1) as usize,
-            default_rcpt: m.default_destination_recipient_limit.max(1) as usize,
-            local_conc: m.local_destination_concurrency_limit.max(1) as usize,
-            local_rcpt: m.local_destination_recipient_limit.max(1) as usize,
-            smtp_conc: m.smtp_destination_concurrency_limit.max(1) as usize,
-            smtp_rcpt: m.smtp_destination_recipient_limit.max(1) as usize,
-            initial_conc: m.initial_destination_concurrency.max(1) as usize,
+            default_conc: m.default_destination_concurrency_limit as usize,
+            default_rcpt: m.default_destination_recipient_limit as usize,
+            local_conc: m.local_destination_concurrency_limit as usize,
+            local_rcpt: m.local_destination_recipient_limit as usize,
+            smtp_conc: m.smtp_destination_concurrency_limit as usize,
+            smtp_rcpt: m.smtp_destination_recipient_limit as usize,
+            initial_conc: m.initial_destination_concurrency as usize,
             smtp_initial_conc: m.smtp_initial_destination_concurrency as usize,
-            cohort_limit: f64::from(m.default_destination_concurrency_failed_cohort_limit.max(1)),
-            min_backoff: m.minimal_backoff_time.0.max(1),
-            max_backoff: m.maximal_backoff_time.0.max(m.minimal_backoff_time.0).max(1),
-            queue_run_delay: Duration::from_secs(m.queue_run_delay.0.max(1)),
+            cohort_limit: f64::from(m.default_destination_concurrency_failed_cohort_limit),
+            min_backoff: m.minimal_backoff_time.0,
+            max_backoff: m.maximal_backoff_time.0,
+            queue_run_delay: Duration::from_secs(m.queue_run_delay.0),
             lifetime: m.maximal_queue_lifetime.0,
-            ipc_timeout: Duration::from_secs(m.ipc_timeout.0.max(1)),
+            ipc_timeout: Duration::from_secs(m.ipc_timeout.0),
             delay_warning: m.delay_warning_time.0,
         }
     }
