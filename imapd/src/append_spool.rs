@@ -83,10 +83,9 @@ impl Session {
         Some(None)
     }
 
-    /// Moves the next `n` input bytes, part of a spooled literal, to its file (or away,
-    /// when it failed or is thrown away).
-    pub(crate) fn spool_write(&mut self, n: usize) {
-        let data = self.inbuf.get(..n).unwrap_or_default();
+    /// Moves `data`, input bytes of a spooled literal, to its file (or away, when it
+    /// failed or is thrown away).
+    pub(crate) fn spool_write(&mut self, data: &[u8]) {
         if let Some(slot @ Ok(_)) = self.spooled.last_mut()
             && let Ok(spool) = slot
             && let Err(e) = spool.write(data)
@@ -94,7 +93,6 @@ impl Session {
             tracing::warn!("APPEND: cannot write {}: {e}", spool.path().display());
             *slot = Err(Reply::No("[SERVERBUG] Cannot store the message".into()));
         }
-        self.inbuf.drain(..n);
     }
 
     /// The spooled file `message` (an APPEND's message argument) stands for, or why the

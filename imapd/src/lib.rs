@@ -61,6 +61,7 @@ pub mod cmd_message;
 pub mod cmd_replace;
 pub mod cmd_search;
 pub mod collate;
+pub mod conn;
 pub mod esearch;
 pub mod list_pattern;
 pub mod literal_budget;

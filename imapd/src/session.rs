@@ -32,6 +32,7 @@
 
 use crate::literal_budget::{Held, LiteralBudget};
 use crate::parse::{self, Arg, Command, SeqSet};
+use postern_lib::line::LineBuffer;
 use postern_lib::mailbox::flags::Flags;
 use postern_lib::mailbox::shared::Handle;
 use postern_lib::mailbox::spool::Spool;
@@ -311,7 +312,9 @@ pub struct Session {
     pub(crate) out: Vec<u8>,
     closed: bool,
     mode: Mode,
-    pub(crate) inbuf: Vec<u8>,
+    /// Input given to [`Session::input`] (tests, fuzzing) and not yet used; on the
+    /// connection driver the session reads the driver's buffer instead ([`Session::run`]).
+    pub(crate) inbuf: LineBuffer,
     pub(crate) cmd: Vec<u8>,
     pub(crate) literal_need: usize,
     /// The literal bytes of all sessions of the process, and this session's part of them
@@ -359,7 +362,7 @@ impl Session {
             out: Vec::new(),
             closed: false,
             mode: Mode::Normal,
-            inbuf: Vec::new(),
+            inbuf: own_input(),
             cmd: Vec::new(),
             literal_need: 0,
             literal_budget: LiteralBudget::new(u64::MAX),
@@ -458,13 +461,18 @@ impl Session {
 
     /// Goes on with a half-done command, then with any commands already received.
     pub fn resume(&mut self) -> Option<Need> {
+        self.own_input(Session::resume_with)
+    }
+
+    /// [`Session::resume`] with the commands received in `input`.
+    pub fn resume_with(&mut self, input: &mut LineBuffer) -> Option<Need> {
         self.attach();
-        let need = self.resume_attached();
+        let need = self.resume_attached(input);
         self.detach();
         need
     }
 
-    fn resume_attached(&mut self) -> Option<Need> {
+    fn resume_attached(&mut self, input: &mut LineBuffer) -> Option<Need> {
         self.held_back = false;
         if let Some(job) = self.pending_fetch.take()
             && let Err(reply) = self.run_fetch(job)
@@ -477,7 +485,7 @@ impl Session {
         if self.pending_fetch.is_some() || self.pending_search.is_some() {
             return None;
         }
-        self.process()
+        self.process(input)
     }
 
     /// Whether the session waits for the auth daemon (read no more input meanwhile).
@@ -519,11 +527,31 @@ impl Session {
         self.bye(&format!("[TOOBIG] Command line too long{when}"));
     }
 
-    /// Bytes from the client.
+    /// Bytes from the client (held by the session: for tests and fuzzing; a connection
+    /// gives its buffer to [`Session::run`]).
     pub fn input(&mut self, data: &[u8]) -> Option<Need> {
-        self.inbuf.extend_from_slice(data);
+        // (never refused: the session's own buffer has no bound of its own)
+        let _ = self.inbuf.push(data);
+        self.own_input(Session::run)
+    }
+
+    /// Runs `f` on the session's own input buffer; anything pipelined after STARTTLS came
+    /// in the clear and is dropped.
+    fn own_input(&mut self, f: impl FnOnce(&mut Session, &mut LineBuffer) -> Option<Need>) -> Option<Need> {
+        let mut input = std::mem::replace(&mut self.inbuf, LineBuffer::new(1, 0));
+        let need = f(self, &mut input);
+        if need == Some(Need::StartTls) {
+            input.take_pending();
+        }
+        self.inbuf = input;
+        need
+    }
+
+    /// Runs the commands framed in `input` (IMAP's lines and literals: what is used is
+    /// taken from it; a partial command is left, or its literal taken as it comes).
+    pub fn run(&mut self, input: &mut LineBuffer) -> Option<Need> {
         self.attach();
-        let need = self.process();
+        let need = self.process(input);
         self.detach();
         need
     }
@@ -580,10 +608,8 @@ impl Session {
         }
         let f = std::mem::replace(&mut sel.folder, Folder::placeholder());
         sel.handle.put(f);
-        // what a large command left in the buffers goes back
-        if self.inbuf.is_empty() && self.inbuf.capacity() > 64 * 1024 {
-            self.inbuf = Vec::new();
-        }
+        // what a large command left in the buffers goes back (the driver frees its input
+        // buffer itself)
         if self.cmd.is_empty() && self.cmd.capacity() > 64 * 1024 {
             self.cmd = Vec::new();
         }
@@ -591,18 +617,25 @@ impl Session {
 
     /// Login refused before the session starts: the user has too many sessions.
     pub fn auth_limited(&mut self) -> Option<Need> {
+        self.own_input(Session::auth_limited_with)
+    }
+
+    /// [`Session::auth_limited`], then the commands received in `input`.
+    pub fn auth_limited_with(&mut self, input: &mut LineBuffer) -> Option<Need> {
         let Mode::Waiting(tag) = std::mem::replace(&mut self.mode, Mode::Normal) else {
             return None;
         };
         self.line(&format!("{tag} NO [LIMIT] Too many sessions for this user"));
-        self.attach();
-        let need = self.process();
-        self.detach();
-        need
+        self.run(input)
     }
 
     /// The auth daemon's answer: `Ok(account)` or why not.
     pub fn auth_done(&mut self, result: Result<Account, LoginFailure>) -> Option<Need> {
+        self.own_input(|s, input| s.auth_done_with(result, input))
+    }
+
+    /// [`Session::auth_done`], then the commands received in `input`.
+    pub fn auth_done_with(&mut self, result: Result<Account, LoginFailure>, input: &mut LineBuffer) -> Option<Need> {
         let Mode::Waiting(tag) = std::mem::replace(&mut self.mode, Mode::Normal) else {
             return None;
         };
@@ -633,10 +666,7 @@ impl Session {
                 ));
             }
         }
-        self.attach();
-        let need = self.process();
-        self.detach();
-        need
+        self.run(input)
     }
 
     /// Called about twice a second, and when the folder's watch saw a change: while
@@ -657,7 +687,7 @@ impl Session {
         self.detach();
     }
 
-    fn process(&mut self) -> Option<Need> {
+    fn process(&mut self, input: &mut LineBuffer) -> Option<Need> {
         let started = std::time::Instant::now();
         while !self.closed {
             if matches!(self.mode, Mode::Waiting(_)) || self.pending_fetch.is_some() || self.pending_search.is_some() {
@@ -669,11 +699,12 @@ impl Session {
                 return None;
             }
             if self.literal_need > 0 {
-                let n = self.literal_need.min(self.inbuf.len());
+                let n = self.literal_need.min(input.pending_len());
+                let literal = input.take_up_to(n);
                 if self.spooling {
-                    self.spool_write(n);
+                    self.spool_write(&literal);
                 } else {
-                    self.cmd.extend(self.inbuf.drain(..n));
+                    self.cmd.extend_from_slice(&literal);
                 }
                 self.literal_need -= n;
                 if self.literal_need > 0 {
@@ -682,8 +713,8 @@ impl Session {
                 self.spooling = false;
             }
             let (max_line, max_literal) = self.limits();
-            let Some(eol) = memchr::memchr(b'\n', &self.inbuf) else {
-                if self.inbuf.len() > max_line {
+            let Some(eol) = memchr::memchr(b'\n', input.pending()) else {
+                if input.pending_len() > max_line {
                     self.too_long();
                 }
                 return None;
@@ -692,7 +723,7 @@ impl Session {
                 self.too_long();
                 return None;
             }
-            let mut line: Vec<u8> = self.inbuf.drain(..=eol).collect();
+            let mut line = input.take_up_to(eol + 1);
             line.pop();
             if line.last() == Some(&b'\r') {
                 line.pop();
@@ -856,8 +887,7 @@ impl Session {
             "STARTTLS" if !self.settings.starttls => return Err(Reply::Bad("STARTTLS is not available".into())),
             "STARTTLS" => {
                 self.ok(tag, "Begin TLS negotiation now");
-                // Anything pipelined after STARTTLS came in the clear: drop it.
-                self.inbuf.clear();
+                // Anything pipelined after STARTTLS came in the clear: the connection drops it.
                 self.tls = true;
                 self.secure = true;
                 return Ok(Some(Need::StartTls));
@@ -1146,6 +1176,12 @@ impl Session {
     }
 }
 
+/// The session's own input buffer ([`Session::input`]): unbounded but for the session's
+/// own line and literal bounds.
+fn own_input() -> LineBuffer {
+    LineBuffer::new(postern_lib::line::MAX_LINE_LIMIT, usize::MAX / 4)
+}
+
 /// The tagged reply of a failed command.
 #[derive(Debug)]
 pub enum Reply {
@@ -1244,9 +1280,9 @@ pub fn fuzz_prelogin(data: &[u8]) {
         }
         assert!(!s.authenticated(), "logged in without a mailbox");
         assert!(
-            s.inbuf.len() + s.cmd.len() <= bound,
+            s.inbuf.pending_len() + s.cmd.len() <= bound,
             "{} bytes held before login",
-            s.inbuf.len() + s.cmd.len()
+            s.inbuf.pending_len() + s.cmd.len()
         );
         let out = s.take_output();
         assert!(out.is_empty() || out.ends_with(b"\r\n"), "a partial reply line");

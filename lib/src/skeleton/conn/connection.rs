@@ -39,7 +39,13 @@ pub struct Connection<P, S = TcpStream> {
     /// The peer has closed its side (or the socket failed): read to the end, since no
     /// further event comes for the end of input.
     hup: bool,
+    /// Bytes read since the input buffer was made: past [`KEEP`], an empty buffer is made
+    /// anew (its capacity given back).
+    read_since_fresh: usize,
 }
+
+/// Capacity a connection's empty buffer keeps; a larger one is freed.
+const KEEP: usize = 64 * 1024;
 
 impl<P: Protocol, S: Read + Write> Connection<P, S> {
     /// A connection on `sock` (non-blocking, registered by the caller) from `peer`, TLS
@@ -80,6 +86,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
             write_interest: false,
             drained: false,
             hup: false,
+            read_since_fresh: 0,
         }
     }
 
@@ -139,17 +146,62 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
     /// it had nothing).
     pub fn turn(&mut self, registry: &mio::Registry) -> Turn {
         let mut rounds = 0;
-        loop {
+        let turn = loop {
             let progress = self.read() + self.stream() + self.handle(registry) + self.flush();
-            if self.link.dead || progress == 0 {
-                break;
+            if self.link.dead {
+                break Turn::Open;
+            }
+            // work that needs no input: one round, then the others' turn
+            if self.yields() {
+                break Turn::More;
+            }
+            if progress == 0 {
+                break Turn::Open;
             }
             rounds += 1;
             if rounds == ROUNDS_PER_TURN {
-                return if self.finished() { Turn::Closed } else { Turn::More };
+                break Turn::More;
             }
+        };
+        self.give_back();
+        if self.finished() { Turn::Closed } else { turn }
+    }
+
+    /// Whether the protocol has work left that needs no input and may go on now
+    /// ([`Protocol::more`]: its output is under the bound, nothing is being handed over).
+    fn yields(&self) -> bool {
+        let l = &self.link;
+        !l.closing
+            && l.source.is_none()
+            && !self.proto.blocked()
+            && self.proto.more()
+            && l.out.len() <= self.proto.limits().output
+    }
+
+    /// Frees the buffers a burst grew once they are empty: an idle connection holds a few
+    /// bytes of its own, whatever it did before (a large APPEND, a long answer).
+    fn give_back(&mut self) {
+        let l = &mut self.link;
+        if l.out.is_empty() && l.out.capacity() > KEEP {
+            l.out = Vec::new();
         }
-        if self.finished() { Turn::Closed } else { Turn::Open }
+        if l.raw.is_empty() && l.raw.capacity() > KEEP {
+            l.raw = Vec::new();
+        }
+        if l.plain.capacity() > KEEP {
+            l.plain = Vec::new();
+        }
+        if l.input.pending_len() == 0 && self.read_since_fresh > KEEP {
+            l.input = LineBuffer::new(self.proto.line_limit(), usize::MAX / 4);
+            self.read_since_fresh = 0;
+        }
+    }
+
+    /// Something the daemon watches has changed ([`Protocol::notify`]); returns whether
+    /// to drive the connection.
+    pub fn notify(&mut self, registry: &mio::Registry) -> bool {
+        let (proto, mut io) = self.parts(registry);
+        proto.notify(&mut io)
     }
 
     fn finished(&self) -> bool {
@@ -215,6 +267,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
                 Ok(0) => link.dead = true,
                 Ok(n) => {
                     total += n;
+                    self.read_since_fresh += n;
                     // a short read emptied the socket (an end that came with it is only
                     // seen by reading on: hup)
                     if n < buf.len() && !self.hup {

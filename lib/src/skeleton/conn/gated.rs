@@ -159,6 +159,12 @@ impl<F: Front> Gated<F> {
         self.closed(registry, closed);
     }
 
+    /// Something the daemon watches has changed ([`Pool::notify`]).
+    pub fn notify(&mut self, registry: &Registry) {
+        let closed = self.pool.notify(registry);
+        self.closed(registry, closed);
+    }
+
     /// Connections open or waiting at the gate.
     pub fn len(&self) -> usize {
         self.pool.len() + self.gate.pending()

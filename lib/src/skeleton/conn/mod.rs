@@ -32,7 +32,12 @@
 //! - the service around the pool ([`Gated`]): the per-address gate before a session
 //!   starts, the routing of events, a closed connection's count given back;
 //! - fair turns: a connection gets [`ROUNDS_PER_TURN`] rounds of read–handle–write per
-//!   event; with work left it goes behind the other connections (a waker requeue).
+//!   event; with work left it goes behind the other connections (a waker requeue), at
+//!   once when the protocol says it has work that needs no input ([`Protocol::more`]);
+//! - notifications ([`Pool::notify`]): a change the daemon watches (IMAP's folder watch)
+//!   reaches every connection's protocol ([`Protocol::notify`]), which may send at once;
+//! - memory given back: a connection's buffers that grew for a burst (a large APPEND, a
+//!   big answer) are freed once empty, so an idle connection holds little.
 //!
 //! [`blocked`]: Protocol::blocked
 
@@ -155,6 +160,19 @@ pub trait Protocol {
     /// Called for every connection on each of the process's ticks, for the protocol's
     /// own timers; returns whether the connection should be driven.
     fn timer(&mut self, _now: Instant, _io: &mut Io<'_>) -> bool {
+        false
+    }
+    /// Something the daemon watches for its connections has changed (IMAP: a folder, from
+    /// its inotify watch): the protocol may tell its client at once (untagged data during
+    /// IDLE); returns whether the connection should be driven ([`Pool::notify`]).
+    fn notify(&mut self, _io: &mut Io<'_>) -> bool {
+        false
+    }
+    /// Whether work is left that needs no input (a command half done, pipelined commands
+    /// held back): after a round that leaves it, the connection's turn ends and it goes on
+    /// after the other connections (once its output is under [`Limits::output`]), so one
+    /// client's long command delays the others by about one [`handle`](Self::handle) call.
+    fn more(&self) -> bool {
         false
     }
     /// The connection has been removed (whatever the reason): release what the protocol

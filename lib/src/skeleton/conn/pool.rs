@@ -275,6 +275,21 @@ impl<P: Protocol> Pool<P> {
         closed
     }
 
+    /// Something the daemon watches has changed: every connection's protocol hears of it
+    /// ([`Protocol::notify`]) and those that say so are driven.
+    pub fn notify(&mut self, registry: &Registry) -> Vec<P> {
+        let due: Vec<usize> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(id, c)| c.notify(registry).then_some(*id))
+            .collect();
+        let mut closed = Vec::new();
+        for id in due {
+            closed.extend(self.drive(registry, id));
+        }
+        closed
+    }
+
     /// The process stops: every connection that may stop ([`Protocol::may_stop`]) gets
     /// its last words and is closed; the others go on until they close.
     pub fn stop(&mut self, registry: &Registry) -> Vec<P> {
