@@ -346,6 +346,8 @@ pub struct Session {
     pub(crate) qresync: bool,
     /// The client's address, for log lines.
     pub(crate) peer: String,
+    /// The transcript of a user in `imapd_transcript_users` ([`crate::transcript`]).
+    transcript: crate::transcript::Transcript,
 }
 
 impl Session {
@@ -380,6 +382,7 @@ impl Session {
             condstore: false,
             qresync: false,
             peer: "unknown".into(),
+            transcript: crate::transcript::Transcript::new(),
         };
         let caps = s.capabilities();
         let host = s.settings.hostname.clone();
@@ -439,7 +442,9 @@ impl Session {
 
     /// Output to write to the client.
     pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.out)
+        let out = std::mem::take(&mut self.out);
+        self.transcript.server(&out);
+        out
     }
 
     /// Whether the session is over (write the output, then close).
@@ -643,6 +648,7 @@ impl Session {
             Ok(Account { name: user, quota }) => match Store::open(&self.settings.mail_base, &user) {
                 Ok(mut store) => {
                     tracing::info!("login: user={user}");
+                    self.transcript.login(&user, &self.peer);
                     store.set_quota(quota);
                     self.store = Some(store);
                     self.user = Some(user);
@@ -701,6 +707,7 @@ impl Session {
             if self.literal_need > 0 {
                 let n = self.literal_need.min(input.pending_len());
                 let literal = input.take_up_to(n);
+                self.transcript.client(&literal);
                 if self.spooling {
                     self.spool_write(&literal);
                 } else {
@@ -724,6 +731,7 @@ impl Session {
                 return None;
             }
             let mut line = input.take_up_to(eol + 1);
+            self.transcript.client(&line);
             line.pop();
             if line.last() == Some(&b'\r') {
                 line.pop();
