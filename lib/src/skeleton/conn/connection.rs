@@ -121,6 +121,12 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
         self.link.input.pending_len() + self.link.raw.len()
     }
 
+    /// The capacity of the driver's own output, ciphertext and plaintext buffers (for
+    /// tests and metrics: what an idle connection keeps).
+    pub fn capacity(&self) -> usize {
+        self.link.out.capacity() + self.link.raw.capacity() + self.link.plain.capacity()
+    }
+
     /// Whether the socket should be registered for writability: output waits for room.
     pub fn wants_write(&self) -> bool {
         !self.link.out.is_empty()

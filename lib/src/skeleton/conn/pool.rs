@@ -119,6 +119,11 @@ impl<P: Protocol> Pool<P> {
         self.conns.values().map(Connection::pending_input).max().unwrap_or(0)
     }
 
+    /// The most buffer capacity any connection holds now ([`Connection::capacity`]).
+    pub fn max_capacity(&self) -> usize {
+        self.conns.values().map(Connection::capacity).max().unwrap_or(0)
+    }
+
     /// A connection, to act on from outside its turn.
     pub fn get(&mut self, id: usize) -> Option<&mut Connection<P>> {
         self.conns.get_mut(&id)

@@ -3,7 +3,8 @@
 //! protocol's timers too), the TLS upgrade with pipelined plaintext discarded and its
 //! version named, hand-over, framing in the line buffer, a blocked protocol, write
 //! interest, a declined stop and the disconnect hook, the auxiliary tokens, an end of
-//! input that came with the last bytes.
+//! input that came with the last bytes, work that needs no input going on in turns, a
+//! notification reaching the connections, buffers given back after a burst.
 
 use super::*;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 const OUT: usize = 8 * 1024;
 /// One BIG reply.
 const BIG: usize = 4 * 1024;
+/// One HUGE reply.
+const HUGE: usize = 256 * 1024;
 
 /// What the server saw, shared with the test.
 #[derive(Default)]
@@ -37,12 +40,18 @@ struct Seen {
     disconnected: AtomicUsize,
     /// The TLS version `secured` saw.
     secured: Mutex<Vec<String>>,
+    /// Notify the pool once (what the daemon watches changed).
+    notify: AtomicBool,
+    /// The largest buffer capacity a connection holds now.
+    capacity: AtomicUsize,
 }
 
 /// Commands: `STLS`, `LOGIN`, `BIG` (a 4 KB reply), `STREAM n` (n bytes handed over),
 /// `FRAMED` (from now on lines come from the line buffer, at most [`FRAMED`] bytes),
 /// `RAW n` (n raw bytes from the line buffer), `PHASE ms` (a phase deadline), `LATER ms`
-/// (a timer that sends `later`), `BUSY` (declines a stop), anything else is echoed.
+/// (a timer that sends `later`), `BUSY` (declines a stop), `WORK n` (n steps of 2 ms that
+/// need no input, a line each), `WATCH` (says `changed` at each notification), `HUGE` (one
+/// 256 KB reply), anything else is echoed.
 struct Test {
     seen: Arc<Seen>,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -50,6 +59,8 @@ struct Test {
     raw: Option<usize>,
     later: Option<Instant>,
     busy: bool,
+    steps: usize,
+    watching: bool,
 }
 
 /// The line limit of the line buffer.
@@ -84,6 +95,13 @@ impl Protocol for Test {
     }
 
     fn handle(&mut self, io: &mut Io<'_>) -> bool {
+        if self.steps > 0 {
+            std::thread::sleep(Duration::from_millis(2));
+            self.steps -= 1;
+            io.send(format!("step {}\r\n", self.steps).as_bytes());
+            // one step per call, called again through `more`
+            return false;
+        }
         if let Some(n) = self.raw {
             let Some(bytes) = io.lines().take_exact(n) else {
                 return false;
@@ -155,6 +173,17 @@ impl Protocol for Test {
     fn disconnected(&mut self, _registry: &mio::Registry) {
         self.seen.disconnected.fetch_add(1, Ordering::SeqCst);
     }
+
+    fn more(&self) -> bool {
+        self.steps > 0
+    }
+
+    fn notify(&mut self, io: &mut Io<'_>) -> bool {
+        if self.watching {
+            io.send(b"changed\r\n");
+        }
+        self.watching
+    }
 }
 
 impl Test {
@@ -196,6 +225,12 @@ impl Test {
                 self.busy = true;
                 io.send(b"+OK busy\r\n");
             }
+            ("WORK", n) => self.steps = n.parse().unwrap(),
+            ("WATCH", _) => {
+                self.watching = true;
+                io.send(b"+OK watching\r\n");
+            }
+            ("HUGE", _) => io.send(&[b'h'; HUGE]),
             _ => io.send(format!("echo {line}\r\n").as_bytes()),
         }
         io.touch();
@@ -225,6 +260,8 @@ fn server(deadlines: Deadlines, tls: Option<Arc<rustls::ServerConfig>>) -> (std:
                     raw: None,
                     later: None,
                     busy: false,
+                    steps: 0,
+                    watching: false,
                 };
                 pool.add(poll.registry(), sock, proto, None, deadlines);
             }
@@ -241,6 +278,10 @@ fn server(deadlines: Deadlines, tls: Option<Arc<rustls::ServerConfig>>) -> (std:
             if s.stop_pool.swap(false, Ordering::SeqCst) {
                 pool.stop(poll.registry());
             }
+            if s.notify.swap(false, Ordering::SeqCst) {
+                pool.notify(poll.registry());
+            }
+            s.capacity.store(pool.max_capacity(), Ordering::SeqCst);
             s.max_output.fetch_max(pool.max_pending_output(), Ordering::SeqCst);
             s.max_input.fetch_max(pool.max_pending_input(), Ordering::SeqCst);
             s.writers.store(pool.writers(), Ordering::SeqCst);
@@ -655,5 +696,74 @@ fn an_end_that_comes_with_the_last_bytes_is_seen() {
     );
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(seen.disconnected.load(Ordering::SeqCst), 1);
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn work_that_needs_no_input_goes_on_in_turns_and_others_are_served_meanwhile() {
+    let (addr, seen) = server(deadlines(30_000, None, None), None);
+    let mut a = connect(addr);
+    read_until(&mut a, b"hello\r\n");
+    let mut b = connect(addr);
+    read_until(&mut b, b"hello\r\n");
+    // 400 steps of 2 ms: about 0.8 s of work, and no input comes to drive it
+    a.write_all(b"WORK 400\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    b.write_all(b"PING\r\n").unwrap();
+    read_until(&mut b, b"echo PING\r\n");
+    let answered = start.elapsed();
+    assert!(
+        answered < Duration::from_millis(300),
+        "the other client waited {answered:?}"
+    );
+    let got = read_until(&mut a, b"step 0\r\n");
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("step ").count(), 400, "every step, in order");
+    assert!(text.ends_with("step 0\r\n"));
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn a_notification_reaches_the_connections_that_want_it_at_once() {
+    let (addr, seen) = server(deadlines(30_000, None, None), None);
+    let mut watchers: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = connect(addr);
+            read_until(&mut c, b"hello\r\n");
+            c.write_all(b"WATCH\r\n").unwrap();
+            read_until(&mut c, b"+OK watching\r\n");
+            c
+        })
+        .collect();
+    let mut other = connect(addr);
+    read_until(&mut other, b"hello\r\n");
+    let start = Instant::now();
+    seen.notify.store(true, Ordering::SeqCst);
+    for c in &mut watchers {
+        let got = read_until(c, b"changed\r\n");
+        assert!(got.ends_with(b"changed\r\n"), "{got:?}");
+    }
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    // the connection that did not ask hears nothing: its next line answers its command
+    other.write_all(b"PING\r\n").unwrap();
+    assert_eq!(read_until(&mut other, b"\r\n"), b"echo PING\r\n");
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn buffers_that_grew_for_a_burst_are_given_back_once_empty() {
+    let (mut c, seen) = greeted();
+    c.write_all(b"HUGE\r\n").unwrap();
+    let mut got = 0;
+    let mut buf = vec![0u8; 65536];
+    while got < HUGE {
+        got += c.read(&mut buf).unwrap();
+    }
+    c.write_all(b"PING\r\n").unwrap();
+    read_until(&mut c, b"echo PING\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    let held = seen.capacity.load(Ordering::SeqCst);
+    assert!(held < 64 * 1024, "an idle connection holds {held} bytes of buffers");
     seen.stop.store(true, Ordering::SeqCst);
 }
