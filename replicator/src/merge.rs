@@ -21,16 +21,29 @@
 //!   expunge it here;
 //! - on one side only, not known → new: copied to the other side under the same UID, base
 //!   name, flags and date when that UID is free there (≥ its UIDNEXT); otherwise a
-//!   CONFLICT: it is expunged and added again on both under a fresh UID above both
-//!   UIDNEXTs (clients see an expunge and a new message, never a UIDVALIDITY change);
+//!   CONFLICT, settled as below;
 //! - on one side only, not known, but the other side's GUID expunge log lists that GUID
 //!   (since the last merge; for a hub's copy, at any time) and it has no other copy → the
 //!   other side expunged it (before any merge, or a hub's second copy arrived after):
 //!   expunge it here;
-//! - same UID, different GUIDs: both messages are added again under fresh UIDs;
-//! - the same GUID new on both sides under different UIDs (a hub's copy that reached each
-//!   replica at another point): added again once under one fresh UID on both, with the
-//!   union of the flags.
+//! - same UID, different GUIDs, and the same GUID new on both sides under different UIDs
+//!   (the hubs' copies reached the two replicas in other orders): CONFLICTS too.
+//!
+//! Conflicts. Clients read one side: every proxy prefers the pair's *primary* (the lower
+//! `replica_name`; examples/redundant lists it first in both proxies), unless it was
+//! down: a replicator that cannot reach its peer marks each user it serves meanwhile
+//! ([`postern_lib::mailbox::replica::mark_alone`], cleared by the next completed merge).
+//! The *winner* is the side marked alone, else the primary; it keeps every UID, so a
+//! client's STORE or UID EXPUNGE by a UID it read still finds its message after the merge.
+//! The loser adopts the winner's numbering: its copy of a GUID the winner has is moved to
+//! the winner's UID (first out of the way to a fresh UID when its own UID is wanted), the
+//! winner's messages it lacks are put there under the winner's UIDs even below its UIDNEXT
+//! (`reuse`: its UIDs were read by no client), and its own messages keep their UIDs when
+//! those are free on the winner, else get a fresh UID above both UIDNEXTs on both (a new
+//! message to the winner's clients). When both were marked (a split: each side served
+//! alone) no numbering can be kept for both: the messages in conflict are added again
+//! under fresh UIDs on both sides, a pair of copies of one GUID once with the union of the
+//! flags (clients see an expunge and a new message, never a UIDVALIDITY change).
 //!
 //! A message added again is never removed on the way: it is put on the other side under
 //! the fresh UID (or the other side's copy of the same GUID is renumbered), and only then
@@ -183,11 +196,13 @@ fn sync_locked(a: &mut dyn Replica, b: &mut dyn Replica, opt: &Options) -> Res<R
         ma = a.mailbox()?;
         mb = b.mailbox()?;
     }
+    let winner = winner(a.node(), b.node(), ma.alone, mb.alone);
     let names: BTreeSet<String> = ma.folders.iter().chain(&mb.folders).map(|f| f.name.clone()).collect();
     let mut folders = BTreeMap::new();
     for name in names {
         let old = st.folders.get(&name);
-        match folder_step(a, b, &name, find(&ma, &name), find(&mb, &name), old, opt, &mut report) {
+        let (fa, fb) = (find(&ma, &name), find(&mb, &name));
+        match folder_step(a, b, &name, fa, fb, old, winner, opt, &mut report) {
             Ok(Some(fs)) => {
                 folders.insert(name, fs);
             }
@@ -208,6 +223,20 @@ fn sync_locked(a: &mut dyn Replica, b: &mut dyn Replica, opt: &Options) -> Res<R
     a.save_state(&nb, &st)?;
     b.save_state(&na, &st.swapped())?;
     Ok(report)
+}
+
+/// The side whose UIDs a conflict keeps (see the module doc): the one that served alone
+/// since the last merge (its peer unreachable), else the pair's primary (the lower
+/// `replica_name`, the backend every proxy prefers); `None` when both served alone (a
+/// split: a conflict gets fresh UIDs on both).
+fn winner(a: &str, b: &str, a_alone: bool, b_alone: bool) -> Option<Side> {
+    match (a_alone, b_alone) {
+        (true, true) => None,
+        (true, false) => Some(Side::A),
+        (false, true) => Some(Side::B),
+        (false, false) if a < b => Some(Side::A),
+        (false, false) => Some(Side::B),
+    }
 }
 
 /// A folder the state knew, renamed on one side: `(side to rename on, old, new)`.
@@ -248,6 +277,7 @@ fn folder_step(
     fa: Option<&FolderInfo>,
     fb: Option<&FolderInfo>,
     old: Option<&FolderState>,
+    winner: Option<Side>,
     opt: &Options,
     report: &mut Report,
 ) -> Res<Option<FolderState>> {
@@ -289,7 +319,7 @@ fn folder_step(
     }
     let state = state.filter(|s| fa.is_some_and(|x| x.uid_validity == s.uid_validity));
     report.folders_merged += 1;
-    merge_folder(a, b, name, state.as_ref(), opt, report).map(Some)
+    merge_folder(a, b, name, state.as_ref(), winner, opt, report).map(Some)
 }
 
 /// Keywords compared without case.
@@ -350,8 +380,116 @@ struct Plan {
     flags_b: Vec<FlagChange>,
     /// UIDs both have and keep.
     common: Vec<u32>,
+    /// The loser's adoption of the winner's UIDs.
+    adopt: Option<Adopt>,
+    /// Changes left for the next round (a UID the loser must first free).
+    waiting: usize,
 }
 
+/// The side that adopts the other's numbering after a conflict (see [`winner`]): what it
+/// changes in one round.
+struct Adopt {
+    /// The loser.
+    side: Side,
+    /// Its messages moved: to the winner's UID of the same GUID (`Some`), or out of the way
+    /// to a fresh UID above both UIDNEXTs (`None`; moved down the next round).
+    moves: Vec<(u32, Option<u32>)>,
+    /// The winner's messages it gets under the winner's UIDs, even below its UIDNEXT.
+    put: Vec<MessageInfo>,
+}
+
+fn other(s: Side) -> Side {
+    match s {
+        Side::A => Side::B,
+        Side::B => Side::A,
+    }
+}
+
+/// The new messages of a conflict planned for winner `w`: every message of the winner keeps
+/// its UID, the loser's copy of the same GUID is moved to it (first out of the way when
+/// its own UID is wanted, or waiting a round when the winner's UID is still held), the
+/// winner's messages the loser lacks are put there under the same UIDs, and the loser's
+/// own messages keep their UIDs when those are free on the winner (≥ its UIDNEXT), else
+/// get fresh UIDs on both (a new message to the winner's clients).
+fn adopt(
+    p: &mut Plan,
+    w: Side,
+    a_new: Vec<MessageInfo>,
+    b_new: Vec<MessageInfo>,
+    (by_a, by_b): (&BTreeMap<u32, &MessageInfo>, &BTreeMap<u32, &MessageInfo>),
+    (ia, ib): (&FolderInfo, &FolderInfo),
+    next_fresh: &mut dyn FnMut() -> u32,
+) {
+    let (w_new, l_new, by_w, by_l, w_next) = match w {
+        Side::A => (a_new, b_new, by_a, by_b, ia.next_uid),
+        Side::B => (b_new, a_new, by_b, by_a, ib.next_uid),
+    };
+    let mut l_by_guid: HashMap<String, Vec<MessageInfo>> = HashMap::new();
+    for y in l_new {
+        l_by_guid.entry(y.guid.clone()).or_default().push(y);
+    }
+    let (mut pairs, mut w_rest) = (Vec::new(), Vec::new());
+    for x in w_new {
+        match l_by_guid
+            .get_mut(&x.guid)
+            .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+        {
+            Some(y) => pairs.push((x, y)),
+            None => w_rest.push(x),
+        }
+    }
+    let mut l_rest: Vec<MessageInfo> = l_by_guid.into_values().flatten().collect();
+    l_rest.sort_by_key(|m| m.uid);
+    let wanted: BTreeSet<u32> = pairs
+        .iter()
+        .map(|(x, _)| x.uid)
+        .chain(w_rest.iter().map(|x| x.uid))
+        .collect();
+    let mut ad = Adopt {
+        side: other(w),
+        moves: Vec::new(),
+        put: Vec::new(),
+    };
+    for (x, y) in pairs {
+        if !by_l.contains_key(&x.uid) {
+            ad.moves.push((y.uid, Some(x.uid)));
+        } else if wanted.contains(&y.uid) {
+            ad.moves.push((y.uid, None));
+            p.waiting += 1;
+        } else {
+            // the winner's UID is held there by a message that leaves this round
+            p.waiting += 1;
+        }
+    }
+    for x in w_rest {
+        if by_l.contains_key(&x.uid) {
+            p.waiting += 1;
+        } else {
+            ad.put.push(x);
+        }
+    }
+    for y in l_rest {
+        if !by_w.contains_key(&y.uid) && y.uid >= w_next {
+            match w {
+                Side::A => p.to_a.push(y),
+                Side::B => p.to_b.push(y),
+            }
+        } else {
+            p.readd.push(ReAdd {
+                src: other(w),
+                uid: y.uid,
+                msg: y,
+                other_uid: None,
+                fresh: next_fresh(),
+            });
+        }
+    }
+    if !ad.moves.is_empty() || !ad.put.is_empty() {
+        p.adopt = Some(ad);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn plan(
     la: &[MessageInfo],
     lb: &[MessageInfo],
@@ -360,6 +498,7 @@ fn plan(
     st: Option<&FolderState>,
     gone_a: &[(String, u64)],
     gone_b: &[(String, u64)],
+    winner: Option<Side>,
 ) -> Plan {
     let by_a: BTreeMap<u32, &MessageInfo> = la.iter().map(|m| (m.uid, m)).collect();
     let by_b: BTreeMap<u32, &MessageInfo> = lb.iter().map(|m| (m.uid, m)).collect();
@@ -463,6 +602,10 @@ fn plan(
         fresh = fresh.saturating_add(1);
         f
     };
+    if let Some(w) = winner {
+        adopt(&mut p, w, a_new, b_new, (&by_a, &by_b), (ia, ib), &mut next_fresh);
+        return p;
+    }
     // the same GUID new on both sides under different UIDs: one fresh UID
     let mut b_by_guid: HashMap<String, Vec<MessageInfo>> = HashMap::new();
     for y in b_new {
@@ -551,7 +694,7 @@ fn placed_ok(p: &Placed, uid: u32) -> bool {
 /// Rounds of one folder's merge at most: the first makes the changes, the next ones find
 /// what changed meanwhile (a delivery that took a planned UID, a client's flag change) and
 /// finish it, until a round finds both sides alike.
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 6;
 
 impl Plan {
     /// Whether it changes nothing.
@@ -563,6 +706,8 @@ impl Plan {
             && self.expunge_b.is_empty()
             && self.flags_a.is_empty()
             && self.flags_b.is_empty()
+            && self.adopt.is_none()
+            && self.waiting == 0
     }
 }
 
@@ -578,6 +723,7 @@ fn merge_folder(
     b: &mut dyn Replica,
     name: &str,
     st: Option<&FolderState>,
+    winner: Option<Side>,
     opt: &Options,
     report: &mut Report,
 ) -> Res<FolderState> {
@@ -601,7 +747,7 @@ fn merge_folder(
             ));
         }
         let st = st.filter(|s| s.uid_validity == ia.uid_validity);
-        let p = plan(&la, &lb, &ia, &ib, st, &gone_a, &gone_b);
+        let p = plan(&la, &lb, &ia, &ib, st, &gone_a, &gone_b, winner);
         drop((la, lb, gone_a, gone_b));
         let state = |common: Vec<u32>| FolderState {
             uid_validity: ia.uid_validity,
@@ -655,6 +801,60 @@ fn apply(
 ) -> Res<(Vec<u32>, Vec<String>)> {
     let mut incomplete: Vec<String> = Vec::new();
     let mut common = p.common;
+    if p.waiting > 0 {
+        incomplete.push(format!("{} messages wait for a UID the loser frees", p.waiting));
+    }
+    let mut used = 0u32;
+    // 0. the loser adopts the winner's UIDs: its copies moved (out of the way first when
+    // their own UID is wanted), the winner's messages it lacks put under the same UIDs
+    if let Some(ad) = p.adopt {
+        let (here, there) = pick(ad.side, a, b);
+        let mut moves = Vec::with_capacity(ad.moves.len());
+        let up = ad.moves.iter().filter(|(_, to)| to.is_none()).count() as u32;
+        if up > 0 {
+            used = next_uid(here, name)?.max(next_uid(there, name)?);
+        }
+        for (from, to) in ad.moves {
+            let to = to.unwrap_or_else(|| {
+                let f = used;
+                used = used.saturating_add(1);
+                f
+            });
+            moves.push((from, to));
+        }
+        if !moves.is_empty() {
+            let (done, _) = here.renumber(name, moves.clone(), true)?;
+            for ((from, to), ok) in moves.into_iter().zip(done) {
+                if ok {
+                    report.conflicts += 1;
+                } else {
+                    incomplete.push(format!("UID {from} not moved to {to}"));
+                }
+            }
+        }
+        for batch in batches(ad.put, |m| m.size, opt) {
+            let (here, there) = pick(ad.side, a, b);
+            let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
+            let bodies = there.fetch(name, &uids)?;
+            let mut msgs = Vec::with_capacity(batch.len());
+            for (info, body) in batch.into_iter().zip(bodies) {
+                match body {
+                    Some(bytes) => msgs.push(NewMessage { info, bytes }),
+                    None => incomplete.push(format!("UID {} vanished", info.uid)),
+                }
+            }
+            let uids: Vec<u32> = msgs.iter().map(|m| m.info.uid).collect();
+            let (res, _) = here.put(name, msgs, true)?;
+            for (uid, r) in uids.into_iter().zip(&res) {
+                if placed_ok(r, uid) {
+                    common.push(uid);
+                    report.copied += 1;
+                } else {
+                    incomplete.push(format!("UID {uid} not placed: {r:?}"));
+                }
+            }
+        }
+    }
     // 1. copies to the side that lacks them, same UID
     for (src, list) in [(Side::A, p.to_b), (Side::B, p.to_a)] {
         for batch in batches(list, |m| m.size, opt) {
@@ -669,7 +869,7 @@ fn apply(
                 }
             }
             let infos: Vec<MessageInfo> = msgs.iter().map(|m| m.info.clone()).collect();
-            let (res, _) = to.put(name, msgs)?;
+            let (res, _) = to.put(name, msgs, false)?;
             for (info, r) in infos.iter().zip(&res) {
                 if placed_ok(r, info.uid) {
                     common.push(info.uid);
@@ -685,7 +885,6 @@ fn apply(
     // too; no side loses the message on the way
     let mut readd = p.readd;
     readd.sort_by_key(|r| r.fresh);
-    let mut used = 0u32;
     for src in [Side::A, Side::B] {
         let group: Vec<ReAdd> = readd.iter().filter(|r| r.src == src).cloned().collect();
         for mut batch in batches(group, |r| r.msg.size, opt) {
@@ -701,7 +900,7 @@ fn apply(
             let moves: Vec<(u32, u32)> = batch.iter().filter_map(|r| r.other_uid.map(|o| (o, r.fresh))).collect();
             let mut there: BTreeMap<u32, bool> = BTreeMap::new();
             if !moves.is_empty() {
-                let (done, _) = to.renumber(name, moves.clone())?;
+                let (done, _) = to.renumber(name, moves.clone(), false)?;
                 for ((_, fresh), ok) in moves.iter().zip(done) {
                     there.insert(*fresh, ok);
                 }
@@ -725,7 +924,7 @@ fn apply(
                     }
                 }
                 let fresh: Vec<u32> = msgs.iter().map(|n| n.info.uid).collect();
-                let (res, _) = to.put(name, msgs)?;
+                let (res, _) = to.put(name, msgs, false)?;
                 for (u, res) in fresh.into_iter().zip(res) {
                     there.insert(u, placed_ok(&res, u));
                 }
@@ -742,7 +941,7 @@ fn apply(
             if moves.is_empty() {
                 continue;
             }
-            let (done, _) = from.renumber(name, moves.clone())?;
+            let (done, _) = from.renumber(name, moves.clone(), false)?;
             for ((old, fresh), ok) in moves.into_iter().zip(done) {
                 if ok {
                     common.push(fresh);

@@ -266,15 +266,24 @@ fn flags_one_side_wins_both_sides_unite() {
     assert_eq!(s.folders["INBOX"].1[0].3, 0);
 }
 
+/// A split (each side served alone: the link between them was down): neither side's UIDs
+/// can be kept for both, so a conflict gets fresh UIDs on both (an expunge and a new
+/// message to every client, never a UIDVALIDITY change), and the marks are gone after.
 #[test]
-fn conflicting_uids_get_fresh_ones_on_both() {
+fn a_split_gives_conflicting_uids_fresh_ones_on_both() {
     let (a, b) = (Side::new("a"), Side::new("b"));
     a.deliver(1);
     sync(&a, &b);
     let ua = a.append("INBOX", "only on a");
     let ub = b.append("INBOX", "only on b");
     assert_eq!(ua, ub, "both gave the same UID");
+    for s in [&a, &b] {
+        postern_lib::mailbox::replica::mark_alone(&s.store()).unwrap();
+    }
     let r = sync(&a, &b);
+    for s in [&a, &b] {
+        assert!(!postern_lib::mailbox::replica::is_alone(&s.store()));
+    }
     assert_eq!(r.conflicts, 2, "{r:?}");
     let s = assert_same(&a, &b);
     let uids: Vec<u32> = s.folders["INBOX"].1.iter().map(|m| m.0).collect();
@@ -510,13 +519,13 @@ impl Replica for Dying {
     fn fetch(&mut self, folder: &str, uids: &[u32]) -> Res<Vec<Option<Vec<u8>>>> {
         self.inner.fetch(folder, uids)
     }
-    fn put(&mut self, folder: &str, msgs: Vec<NewMessage>) -> Res<(Vec<Placed>, u64)> {
+    fn put(&mut self, folder: &str, msgs: Vec<NewMessage>, reuse: bool) -> Res<(Vec<Placed>, u64)> {
         self.spend()?;
-        self.inner.put(folder, msgs)
+        self.inner.put(folder, msgs, reuse)
     }
-    fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>) -> Res<(Vec<bool>, u64)> {
+    fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>, reuse: bool) -> Res<(Vec<bool>, u64)> {
         self.spend()?;
-        self.inner.renumber(folder, moves)
+        self.inner.renumber(folder, moves, reuse)
     }
     fn set_flags(&mut self, folder: &str, changes: Vec<FlagChange>) -> Res<u64> {
         self.spend()?;
@@ -591,13 +600,13 @@ impl Replica for Racing {
     fn fetch(&mut self, folder: &str, uids: &[u32]) -> Res<Vec<Option<Vec<u8>>>> {
         self.inner.fetch(folder, uids)
     }
-    fn put(&mut self, folder: &str, msgs: Vec<NewMessage>) -> Res<(Vec<Placed>, u64)> {
+    fn put(&mut self, folder: &str, msgs: Vec<NewMessage>, reuse: bool) -> Res<(Vec<Placed>, u64)> {
         self.before("put");
-        self.inner.put(folder, msgs)
+        self.inner.put(folder, msgs, reuse)
     }
-    fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>) -> Res<(Vec<bool>, u64)> {
+    fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>, reuse: bool) -> Res<(Vec<bool>, u64)> {
         self.before("renumber");
-        self.inner.renumber(folder, moves)
+        self.inner.renumber(folder, moves, reuse)
     }
     fn set_flags(&mut self, folder: &str, changes: Vec<FlagChange>) -> Res<u64> {
         self.before("set_flags");
@@ -804,5 +813,127 @@ fn a_guid_in_the_expunge_log_is_never_copied_back() {
         let s = assert_same(&a, &b);
         assert!(!s.bases("INBOX").contains(&hub_base(7)), "cut {cut}: 7 came back");
         assert!(s.bases("INBOX").contains(&hub_base(8)), "cut {cut}: 8 there");
+    }
+}
+
+/// The soak's divergence (issue 15): the hubs' copies reach the two replicas in other
+/// orders, so each gives the same UIDs to other messages. Every proxy prefers the pair's
+/// primary (`a`, the lower `replica_name`), so a client knows `a`'s UIDs: the merge keeps
+/// every one of them and `b` adopts them, so the client's STORE and UID EXPUNGE by a UID
+/// it read before the merge still find their message (before, both sides renumbered the
+/// message and the change was lost while imapd answered OK).
+#[test]
+fn the_primarys_uids_survive_a_conflict_and_a_change_by_uid_after_it_is_kept() {
+    let (a, b) = (Side::new("a"), Side::new("b"));
+    for n in 1..=3 {
+        a.deliver(n);
+        b.deliver(n);
+    }
+    sync(&a, &b);
+    // copies 4, 5, 6 reach a in this order and b in the other (each numbered on arrival)
+    for n in [4, 5, 6] {
+        a.deliver(n);
+        a.uids("INBOX");
+    }
+    for n in [6, 5, 4] {
+        b.deliver(n);
+        b.uids("INBOX");
+    }
+    let a_read = a.snapshot().folders["INBOX"].1.clone();
+    // the merge, driven from either side
+    sync(&b, &a);
+    let s = assert_same(&a, &b);
+    for m in &a_read {
+        assert!(
+            s.folders["INBOX"].1.iter().any(|x| x.0 == m.0 && x.2 == m.2),
+            "UID {} ({}) kept: {:?}",
+            m.0,
+            m.2,
+            s.folders["INBOX"].1
+        );
+    }
+    // the client's changes by the UIDs it read
+    let uid_of = |n: u32| a_read.iter().find(|m| m.2 == hub_base(n)).unwrap().0;
+    a.set_flag("INBOX", uid_of(4), flags::SEEN, true);
+    a.set_flag("INBOX", uid_of(6), flags::DELETED, true);
+    a.expunge("INBOX", uid_of(6));
+    sync(&a, &b);
+    let s = assert_same(&a, &b);
+    let inbox = &s.folders["INBOX"].1;
+    assert!(!s.bases("INBOX").contains(&hub_base(6)), "deleted and back: {inbox:?}");
+    assert_eq!(flags_of(&b, 4) & flags::SEEN, flags::SEEN);
+    assert_eq!(inbox.len(), 5);
+    let r = sync(&b, &a);
+    assert!(!r.changed(), "{r:?}");
+}
+
+/// A message only the secondary gave a UID the primary gave another one: it gets a fresh
+/// UID on both (a new message to the primary's clients); the primary's keeps its UID.
+#[test]
+fn the_secondarys_own_message_moves_above_the_primarys() {
+    let (a, b) = (Side::new("a"), Side::new("b"));
+    a.deliver(1);
+    sync(&a, &b);
+    let ua = a.append("INBOX", "only on a");
+    let ub = b.append("INBOX", "only on b");
+    assert_eq!(ua, ub, "both gave the same UID");
+    let a_base = a.snapshot().folders["INBOX"]
+        .1
+        .iter()
+        .find(|m| m.0 == ua)
+        .unwrap()
+        .2
+        .clone();
+    let r = sync(&b, &a);
+    assert_eq!(r.conflicts, 1, "{r:?}");
+    let s = assert_same(&a, &b);
+    let inbox = &s.folders["INBOX"].1;
+    assert_eq!(inbox.len(), 3);
+    assert_eq!((inbox[1].0, &inbox[1].2), (ua, &a_base));
+    assert!(inbox[2].0 > ua);
+}
+
+/// The primary was down and the secondary served alone (its replicator marked the user
+/// when it could not reach the primary): the secondary's UIDs are what clients know, so a
+/// conflict with the hubs' late copies to the primary keeps them, and the primary adopts.
+#[test]
+fn the_side_that_served_alone_keeps_its_uids() {
+    let (a, b) = (Side::new("a"), Side::new("b"));
+    a.deliver(1);
+    b.deliver(1);
+    sync(&a, &b);
+    // a is down: b gets 2, 3, 4 and a client reads them there
+    postern_lib::mailbox::replica::mark_alone(&b.store()).unwrap();
+    for n in [2, 3, 4] {
+        b.deliver(n);
+        b.uids("INBOX");
+    }
+    let b_read = b.snapshot().folders["INBOX"].1.clone();
+    // a is back, the hubs' deferred copies reach it first, in another order
+    for n in [4, 2, 3] {
+        a.deliver(n);
+        a.uids("INBOX");
+    }
+    sync(&a, &b);
+    let s = assert_same(&a, &b);
+    assert_eq!(s.folders["INBOX"].1.len(), 4);
+    for m in &b_read {
+        assert!(
+            s.folders["INBOX"].1.iter().any(|x| x.0 == m.0 && x.2 == m.2),
+            "{m:?} kept"
+        );
+    }
+    assert!(!postern_lib::mailbox::replica::is_alone(&b.store()));
+    // the mark gone, the primary's UIDs win the next conflict
+    a.append("INBOX", "on a");
+    b.append("INBOX", "on b");
+    let a_read = a.snapshot().folders["INBOX"].1.clone();
+    sync(&b, &a);
+    let s = assert_same(&a, &b);
+    for m in &a_read {
+        assert!(
+            s.folders["INBOX"].1.iter().any(|x| x.0 == m.0 && x.2 == m.2),
+            "{m:?} kept"
+        );
     }
 }

@@ -183,9 +183,16 @@ impl Node {
                     t.status.users_pending = t.pending.len() as u64;
                 }
                 unreachable.push((peer.clone(), why));
+                self.served_alone(user);
                 continue;
             }
-            let r = self.connect(peer).and_then(|mut remote| self.merge(&mut remote, user));
+            let r = match self.connect(peer) {
+                Ok(mut remote) => self.merge(&mut remote, user),
+                Err(e) => {
+                    self.served_alone(user);
+                    Err(e)
+                }
+            };
             match &r {
                 Ok(rep) => {
                     if rep.changed() {
@@ -208,6 +215,17 @@ impl Node {
             self.record(i, user, &r);
         }
         ReplicaReply::Synced { in_step, unreachable }
+    }
+
+    /// Marks that `user` is served here while a peer cannot be reached (see
+    /// [`postern_lib::mailbox::replica::mark_alone`]): until the next completed merge, a
+    /// conflict keeps this replica's UIDs, which its clients may have read.
+    fn served_alone(&self, user: &str) {
+        let marked = postern_lib::mailbox::Store::open(&self.cfg.base, user)
+            .and_then(|s| postern_lib::mailbox::replica::mark_alone(&s));
+        if let Err(e) = marked {
+            tracing::warn!("user={user}: cannot mark it served alone: {e}");
+        }
     }
 
     /// The per-peer state.
@@ -260,6 +278,7 @@ impl Node {
                         Err(e) => {
                             tracing::warn!("sweep: peer={peer}: {e}");
                             for (u, _) in &todo {
+                                self.served_alone(u);
                                 self.record(i, u, &Err(e.clone()));
                                 all_ok.insert(u.clone(), false);
                             }

@@ -203,13 +203,14 @@ impl Replica for RemoteReplica {
         Ok(out)
     }
 
-    fn put(&mut self, folder: &str, msgs: Vec<NewMessage>) -> Res<(Vec<Placed>, u64)> {
+    fn put(&mut self, folder: &str, msgs: Vec<NewMessage>, reuse: bool) -> Res<(Vec<Placed>, u64)> {
         let mut results = Vec::with_capacity(msgs.len());
         let mut modseq = 0;
         for chunk in msgs.chunks(wire::MAX_BATCH) {
             self.conn.send(&PeerRequest::Put {
                 folder: folder.to_string(),
                 messages: chunk.iter().map(|m| m.info.clone()).collect(),
+                reuse,
             })?;
             for m in chunk {
                 self.conn.send_data(&m.bytes)?;
@@ -225,11 +226,12 @@ impl Replica for RemoteReplica {
         Ok((results, modseq))
     }
 
-    fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>) -> Res<(Vec<bool>, u64)> {
+    fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>, reuse: bool) -> Res<(Vec<bool>, u64)> {
         let n = moves.len();
         match self.call(&PeerRequest::Renumber {
             folder: folder.to_string(),
             moves,
+            reuse,
         })? {
             PeerReply::Renumbered { done, modseq } if done.len() == n => Ok((done, modseq)),
             r => self.unexpected(r),

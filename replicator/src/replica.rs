@@ -22,6 +22,10 @@ pub struct Mailbox {
     pub folders: Vec<FolderInfo>,
     /// Subscribed folder names.
     pub subscriptions: Vec<String>,
+    /// This replica served the user while its peer was unreachable, since the last
+    /// completed merge: a conflict keeps its UIDs (see [`crate::merge`]).
+    #[serde(default)]
+    pub alone: bool,
 }
 
 /// A folder's state and messages, and the GUIDs it expunged.
@@ -67,10 +71,13 @@ pub trait Replica {
     /// Messages' bytes, in order (`None`: gone).
     fn fetch(&mut self, folder: &str, uids: &[u32]) -> Res<Vec<Option<Vec<u8>>>>;
     /// Adds messages under their UIDs; the results in order, and HIGHESTMODSEQ after.
-    fn put(&mut self, folder: &str, msgs: Vec<NewMessage>) -> Res<(Vec<Placed>, u64)>;
-    /// Gives messages new UIDs `(old, new)` (new ones ascending, at or above UIDNEXT),
-    /// files and GUIDs kept; per pair whether done, and HIGHESTMODSEQ after.
-    fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>) -> Res<(Vec<bool>, u64)>;
+    /// `reuse`: a UID below UIDNEXT that no message has now may be given (only on the
+    /// side that adopts its peer's numbering, see [`crate::merge`]).
+    fn put(&mut self, folder: &str, msgs: Vec<NewMessage>, reuse: bool) -> Res<(Vec<Placed>, u64)>;
+    /// Gives messages new UIDs `(old, new)` (new ones at or above UIDNEXT, or with
+    /// `reuse` any UID no message has now), files and GUIDs kept; per pair whether done,
+    /// and HIGHESTMODSEQ after.
+    fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>, reuse: bool) -> Res<(Vec<bool>, u64)>;
     /// Sets flags; HIGHESTMODSEQ after.
     fn set_flags(&mut self, folder: &str, changes: Vec<FlagChange>) -> Res<u64>;
     /// Expunges messages; HIGHESTMODSEQ after.
@@ -214,6 +221,7 @@ impl Replica for LocalReplica {
         Ok(Mailbox {
             folders,
             subscriptions: self.store.subscriptions(),
+            alone: store_ops::is_alone(&self.store),
         })
     }
 
@@ -234,7 +242,7 @@ impl Replica for LocalReplica {
             .collect()
     }
 
-    fn put(&mut self, folder: &str, msgs: Vec<NewMessage>) -> Res<(Vec<Placed>, u64)> {
+    fn put(&mut self, folder: &str, msgs: Vec<NewMessage>, reuse: bool) -> Res<(Vec<Placed>, u64)> {
         let max = self.max_message;
         let f = self.folder(folder)?;
         let (ok, too_big): (Vec<_>, Vec<_>) = msgs
@@ -242,7 +250,7 @@ impl Replica for LocalReplica {
             .enumerate()
             .partition(|(_, m)| m.bytes.len() as u64 <= max);
         let (idx, ok): (Vec<usize>, Vec<NewMessage>) = ok.into_iter().unzip();
-        let placed = store_ops::place(f, &ok).map_err(|e| e.to_string())?;
+        let placed = store_ops::place(f, &ok, reuse).map_err(|e| e.to_string())?;
         let mut out: Vec<(usize, Placed)> = idx.into_iter().zip(placed).collect();
         out.extend(too_big.into_iter().map(|(i, _)| {
             (
@@ -256,9 +264,9 @@ impl Replica for LocalReplica {
         Ok((out.into_iter().map(|(_, p)| p).collect(), f.highest_modseq()))
     }
 
-    fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>) -> Res<(Vec<bool>, u64)> {
+    fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>, reuse: bool) -> Res<(Vec<bool>, u64)> {
         let f = self.folder(folder)?;
-        let done = store_ops::renumber(f, &moves).map_err(|e| e.to_string())?;
+        let done = store_ops::renumber(f, &moves, reuse).map_err(|e| e.to_string())?;
         Ok((done, f.highest_modseq()))
     }
 
@@ -329,6 +337,8 @@ impl Replica for LocalReplica {
 
     fn save_state(&mut self, peer: &str, state: &SyncState) -> Res<()> {
         let bytes = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-        store_ops::write_state(&self.store, peer, &bytes).map_err(|e| e.to_string())
+        store_ops::write_state(&self.store, peer, &bytes).map_err(|e| e.to_string())?;
+        // a completed merge: the pair is in step, neither served alone since
+        store_ops::clear_alone(&self.store).map_err(|e| e.to_string())
     }
 }

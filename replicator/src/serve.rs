@@ -238,7 +238,11 @@ fn handle<S: Read + Write>(
                 Err(e) => error(e),
             }
         }
-        PeerRequest::Put { folder, messages } => {
+        PeerRequest::Put {
+            folder,
+            messages,
+            reuse,
+        } => {
             let mut msgs = Vec::with_capacity(messages.len());
             let mut total = 0u64;
             for info in messages {
@@ -249,15 +253,15 @@ fn handle<S: Read + Write>(
                 }
                 msgs.push(NewMessage { info, bytes });
             }
-            r.put(&folder, msgs)
+            r.put(&folder, msgs, reuse)
                 .map(|(results, modseq)| PeerReply::Put { results, modseq })
                 .unwrap_or_else(error)
         }
-        PeerRequest::Renumber { folder, moves } => {
+        PeerRequest::Renumber { folder, moves, reuse } => {
             if moves.len() > wire::MAX_CHANGES {
                 error("too many")
             } else {
-                r.renumber(&folder, moves)
+                r.renumber(&folder, moves, reuse)
                     .map(|(done, modseq)| PeerReply::Renumbered { done, modseq })
                     .unwrap_or_else(error)
             }

@@ -81,6 +81,10 @@ pub enum PeerRequest {
         folder: String,
         /// The messages (at most [`MAX_BATCH`]).
         messages: Vec<MessageInfo>,
+        /// A UID below UIDNEXT that no message has may be given (the side adopting its
+        /// peer's numbering after a conflict, see the merge's doc).
+        #[serde(default)]
+        reuse: bool,
     },
     /// New UIDs for messages.
     Renumber {
@@ -88,6 +92,9 @@ pub enum PeerRequest {
         folder: String,
         /// `(old, new)`.
         moves: Vec<(u32, u32)>,
+        /// As `put`'s.
+        #[serde(default)]
+        reuse: bool,
     },
     /// New flags.
     SetFlags {

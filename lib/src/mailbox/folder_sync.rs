@@ -423,20 +423,33 @@ impl Folder {
             let Some((file, fl)) = on_disk.remove(base) else {
                 continue;
             };
-            let known = prev.remove(uid).or_else(|| {
+            let mut held = prev.remove(uid);
+            if let Some(m) = held.take_if(|m| !m.base.is_empty() && m.base != *base) {
+                // the UID now names another file (a replica adopted its peer's numbering
+                // after a conflict): the message held is gone, this one is new
+                changes.push(Change::Expunge(*uid, modseq));
+                self.log_expunge(modseq, *uid);
+                self.bury(m);
+                self.index_new.remove(uid);
+            }
+            let known = held.or_else(|| {
                 // new to this state, known to the index
                 learned = true;
-                self.index_new.remove(uid).map(|r| Message {
-                    uid: *uid,
-                    base: String::new(),
-                    file: String::new(),
-                    flags: r.flags,
-                    size: r.size,
-                    date: r.date,
-                    guid: r.guid,
-                    modseq: r.modseq,
-                    saved: r.saved,
-                })
+                // (unless the uidlist gives the UID to another message since the index
+                // record: a reused UID, see above)
+                let r = self.index_new.remove(uid);
+                r.filter(|r| list.guid_of(*uid).is_none_or(|g| g == r.guid))
+                    .map(|r| Message {
+                        uid: *uid,
+                        base: String::new(),
+                        file: String::new(),
+                        flags: r.flags,
+                        size: r.size,
+                        date: r.date,
+                        guid: r.guid,
+                        modseq: r.modseq,
+                        saved: r.saved,
+                    })
             });
             let m = match known {
                 Some(mut m) => {

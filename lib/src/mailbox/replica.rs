@@ -34,6 +34,9 @@ use std::time::{Duration, SystemTime};
 
 /// The replicator's state file for peer `<name>` in the mailbox root: `postern-replica-<name>`.
 pub const STATE_PREFIX: &str = "postern-replica-";
+/// The replicator's mark in the mailbox root that this replica served the user while a
+/// peer was unreachable, since the last completed merge ([`mark_alone`]).
+pub const ALONE_FILE: &str = "postern-alone";
 /// The replicator's per-user lock file in the mailbox root.
 pub const LOCK_FILE: &str = "postern-replica.lock";
 /// Largest state file read.
@@ -233,8 +236,11 @@ fn bases_on_disk(dir: &Path) -> Result<HashSet<String>> {
 }
 
 /// Adds messages under the UIDs, base names, flags and dates given (see the module doc);
-/// one result per message, in order. The folder is synced after.
-pub fn place(f: &mut Folder, msgs: &[NewMessage]) -> Result<Vec<Placed>> {
+/// one result per message, in order. The folder is synced after. With `reuse`, a UID
+/// below UIDNEXT that no message here has now is given too: for the replica that adopts
+/// its peer's numbering after a conflict (the UID it had given is read by no client, see
+/// the replicator's merge), never for a folder whose clients may know the old UID.
+pub fn place(f: &mut Folder, msgs: &[NewMessage], reuse: bool) -> Result<Vec<Placed>> {
     let mut flags_of = Vec::with_capacity(msgs.len());
     for m in msgs {
         let fl = if valid_base(&m.info.base) {
@@ -271,6 +277,7 @@ pub fn place(f: &mut Folder, msgs: &[NewMessage]) -> Result<Vec<Placed>> {
     // then renamed into cur/ and named in the uidlist
     let mut written: Vec<(usize, std::path::PathBuf, String)> = Vec::new();
     let mut next = list.next_uid;
+    let mut taken: HashSet<u32> = list.entries.iter().map(|(u, _)| *u).collect();
     for (i, (m, fl)) in msgs.iter().zip(flags_of).enumerate() {
         let fl = match fl {
             Ok(fl) => fl,
@@ -285,14 +292,16 @@ pub fn place(f: &mut Folder, msgs: &[NewMessage]) -> Result<Vec<Placed>> {
             });
             continue;
         }
-        if m.info.uid < next || m.info.uid == u32::MAX {
+        let free = reuse && !taken.contains(&m.info.uid);
+        if (m.info.uid < next && !free) || m.info.uid == u32::MAX {
             out.push(Placed::Taken);
             continue;
         }
         match write_tmp(&dir, &m.info.base, m.info.date, &m.bytes) {
             Ok(tmp) => {
                 written.push((i, tmp, flags::cur_name(&m.info.base, fl)));
-                next = m.info.uid + 1;
+                next = next.max(m.info.uid + 1);
+                taken.insert(m.info.uid);
                 present.insert(m.info.base.clone());
                 known.insert(m.info.base.clone(), m.info.uid);
                 out.push(Placed::Placed);
@@ -321,7 +330,7 @@ pub fn place(f: &mut Folder, msgs: &[NewMessage]) -> Result<Vec<Placed>> {
             Ok(()) => {
                 list.entries.push((m.info.uid, m.info.base.clone()));
                 list.set_guid(m.info.uid, super::index::parse_guid(&m.info.guid));
-                list.next_uid = m.info.uid + 1;
+                list.next_uid = list.next_uid.max(m.info.uid + 1);
                 added = true;
             }
             Err(e) => {
@@ -335,6 +344,8 @@ pub fn place(f: &mut Folder, msgs: &[NewMessage]) -> Result<Vec<Placed>> {
         }
     }
     if added {
+        // a reused UID goes to its place: the uidlist's records are read in UID order
+        list.entries.sort_by_key(|(u, _)| *u);
         let _ = crate::safe_open::fsync_dir(&dir.join("cur"));
         lock.commit(&list).map_err(|e| io_err("write uidlist", &dir, e))?;
     } else {
@@ -348,8 +359,9 @@ pub fn place(f: &mut Folder, msgs: &[NewMessage]) -> Result<Vec<Placed>> {
 /// in increasing order: the file stays, the uidlist maps its name to the new UID (the
 /// GUID with it). Other views see the old UID expunged and a new message. Per pair whether
 /// it was done (not: the old UID is gone, or the new one is taken). The folder is synced
-/// after.
-pub fn renumber(f: &mut Folder, moves: &[(u32, u32)]) -> Result<Vec<bool>> {
+/// after. With `reuse`, a new UID below UIDNEXT that no message has now is given too (see
+/// [`place`]).
+pub fn renumber(f: &mut Folder, moves: &[(u32, u32)], reuse: bool) -> Result<Vec<bool>> {
     let dir = f.path().to_path_buf();
     let lock = Lock::acquire(&dir).map_err(|e| io_err("lock", &dir, e))?;
     let mut list = uidlist::read(&dir)
@@ -359,8 +371,19 @@ pub fn renumber(f: &mut Folder, moves: &[(u32, u32)]) -> Result<Vec<bool>> {
     let mut out = Vec::with_capacity(moves.len());
     let mut changed = false;
     for &(old, new) in moves {
+        let free = if reuse {
+            // a record whose file is gone (expunged, the uidlist not rewritten since)
+            // frees its UID, as in `place`
+            if let Some(j) = list.entries.iter().position(|(u, b)| *u == new && !present.contains(b)) {
+                list.entries.remove(j);
+                list.ext.remove(&new);
+            }
+            !list.entries.iter().any(|(u, _)| *u == new)
+        } else {
+            new >= list.next_uid
+        };
         let at = list.entries.iter().position(|(u, b)| *u == old && present.contains(b));
-        let Some(i) = at.filter(|_| new >= list.next_uid && new != u32::MAX) else {
+        let Some(i) = at.filter(|_| free && new != u32::MAX) else {
             out.push(false);
             continue;
         };
@@ -372,11 +395,12 @@ pub fn renumber(f: &mut Folder, moves: &[(u32, u32)]) -> Result<Vec<bool>> {
         list.ext.remove(&old);
         list.entries.push((new, base));
         list.set_guid(new, guid);
-        list.next_uid = new + 1;
+        list.next_uid = list.next_uid.max(new + 1);
         changed = true;
         out.push(true);
     }
     if changed {
+        list.entries.sort_by_key(|(u, _)| *u);
         lock.commit(&list).map_err(|e| io_err("write uidlist", &dir, e))?;
     } else {
         drop(lock);
@@ -457,6 +481,30 @@ fn raise_last_validity(folder: &Path, v: u32) {
     });
     if let Err(e) = res {
         tracing::warn!("{}: {e}", path.display());
+    }
+}
+
+/// Marks that this replica serves the user while a peer cannot be reached: until the next
+/// completed merge ([`clear_alone`]) its UIDs are the ones clients may know, and a conflict
+/// keeps them (see the replicator's merge). Durable (a restart keeps it).
+pub fn mark_alone(store: &Store) -> Result<()> {
+    if is_alone(store) {
+        return Ok(());
+    }
+    crate::safe_open::write_atomic(store.root(), ALONE_FILE, 0o600, |f| f.write_all(b"1\n"))
+        .map_err(|e| io_err("write", &store.root().join(ALONE_FILE), io::Error::other(e.to_string())))
+}
+
+/// Whether [`mark_alone`] marked the user since the last [`clear_alone`].
+pub fn is_alone(store: &Store) -> bool {
+    fs::symlink_metadata(store.root().join(ALONE_FILE)).is_ok_and(|m| m.is_file())
+}
+
+/// Removes the mark of [`mark_alone`] (a merge with the peer completed).
+pub fn clear_alone(store: &Store) -> Result<()> {
+    match fs::remove_file(store.root().join(ALONE_FILE)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &store.root().join(ALONE_FILE), e)),
+        _ => Ok(()),
     }
 }
 
@@ -689,6 +737,7 @@ mod tests {
                 msg(7, "100.Gabc.replica", 0, &[]),
                 msg(8, "../evil", 0, &[]),
             ],
+            false,
         )
         .unwrap();
         assert_eq!(r[0], Placed::Placed);
@@ -757,7 +806,7 @@ mod tests {
         let (ga, base) = (inbox.get(a).unwrap().guid, inbox.get(a).unwrap().base.clone());
         let mut other = store.folder("INBOX").unwrap();
         assert_eq!(
-            renumber(&mut inbox, &[(a, 10), (b, 5), (99, 11)]).unwrap(),
+            renumber(&mut inbox, &[(a, 10), (b, 5), (99, 11)], false).unwrap(),
             vec![true, false, false]
         );
         assert_eq!(inbox.next_uid(), 11);
@@ -767,6 +816,43 @@ mod tests {
         other.sync().unwrap();
         assert_eq!(other.messages().iter().map(|m| m.uid).collect::<Vec<_>>(), vec![b, 10]);
         assert_eq!(other.get(10).unwrap().guid, ga);
+    }
+
+    /// The replica that adopts its peer's numbering gives a UID below UIDNEXT to another
+    /// message; a view that still holds the old one there (not synced in between) sees it
+    /// expunged and the new one, never the old GUID with the new file.
+    #[test]
+    fn a_reused_uid_is_another_message_in_every_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "u").unwrap();
+        let mut inbox = store.folder("INBOX").unwrap();
+        let a = inbox.append(b"Subject: a\r\n\r\n", Flags::default(), None).unwrap();
+        let b = inbox.append(b"Subject: b\r\n\r\n", Flags::default(), None).unwrap();
+        let ga = inbox.get(a).unwrap().guid;
+        let mut other = store.folder("INBOX").unwrap();
+        assert_eq!(other.get(a).unwrap().guid, ga);
+        // without reuse, a UID below UIDNEXT is refused
+        assert_eq!(renumber(&mut inbox, &[(b, a)], false).unwrap(), vec![false]);
+        assert_eq!(renumber(&mut inbox, &[(a, 3)], false).unwrap(), vec![true]);
+        assert_eq!(renumber(&mut inbox, &[(b, 3)], true).unwrap(), vec![false], "held");
+        let r = place(&mut inbox, &[msg(a, "100.Gabc.replica", 0, &[])], false).unwrap();
+        assert_eq!(r, vec![Placed::Taken]);
+        let r = place(&mut inbox, &[msg(a, "100.Gabc.replica", 0, &[])], true).unwrap();
+        assert_eq!(r, vec![Placed::Placed]);
+        assert_eq!(inbox.next_uid(), 4);
+        let new_guid = a as u128 * 7;
+        for view in [&mut inbox, &mut other] {
+            view.sync().unwrap();
+            let got: Vec<(u32, u128)> = view.messages().iter().map(|m| (m.uid, m.guid)).collect();
+            assert_eq!(got.len(), 3);
+            assert_eq!(got[0], (a, new_guid));
+            assert_eq!(got[2], (3, ga));
+            assert_eq!(view.get(a).unwrap().base, "100.Gabc.replica");
+        }
+        // a third view from the index alone agrees
+        let third = store.folder("INBOX").unwrap();
+        assert_eq!(third.get(a).unwrap().guid, new_guid);
+        assert_eq!(third.get(3).unwrap().guid, ga);
     }
 
     #[test]
