@@ -325,6 +325,17 @@ fn roundcube_lists_threads_opens_moves_and_deletes() {
     for (c, n) in &commands {
         println!("  {c} {n}");
     }
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("C: ")?.split_once(' '))
+        .map(|(_, c)| c.chars().take(110).collect())
+        .collect();
+    lines.sort();
+    lines.dedup();
+    println!("as sent (tags left out, cut at 110 characters):");
+    for l in &lines {
+        println!("  {l}");
+    }
     for c in [
         "AUTHENTICATE",
         "SELECT",
