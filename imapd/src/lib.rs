@@ -35,10 +35,12 @@
 //! `imapd_tls_key_file`, `imapd_max_literal`, `imapd_max_line_length`,
 //! `imapd_literal_memory_limit` (literals held by all sessions of a process),
 //! `imapd_user_connection_limit`, `imapd_timeout`, `imapd_login_timeout` (a hard
-//! deadline from connecting), `login_client_connection_count_limit` (counted by anvil).
+//! deadline from connecting), `login_client_connection_count_limit` (counted by anvil),
+//! `imapd_transcript_users` and `imapd_transcript_directory` ([`transcript`]).
 //!
 //! Diagnostics: `connect from ADDR`, `login: user=NAME`, `login failed: REASON`,
-//! `disconnect from ADDR, user=NAME`, warnings for file-system errors in a mailbox.
+//! `disconnect from ADDR, user=NAME`, `transcript: user=NAME file=PATH`, warnings for
+//! file-system errors in a mailbox.
 //!
 //! Files: [`session`] (framing, state, dispatch, ENABLE, untagged updates), [`cmd_mailbox`]
 //! (SELECT, STATUS, CREATE/DELETE/RENAME, APPEND), [`cmd_list`] (LIST, LSUB),
