@@ -58,6 +58,7 @@
 pub mod codec;
 mod data;
 mod frame;
+pub mod request;
 pub mod server;
 
 #[cfg(test)]

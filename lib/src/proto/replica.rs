@@ -28,13 +28,11 @@
 //! Two clients are provided: [`request`] (blocking, for tools and tests) and
 //! [`ReplicaClient`] (non-blocking, for an event loop such as the proxy's connection
 //! driver: register [`ReplicaClient::source`], call [`ReplicaClient::progress`] on every
-//! readiness event). [`encode_request`] and [`ReplyDecoder`] are the bare wire format for a
-//! client that drives its own socket.
+//! readiness event).
 
-use crate::ipc::codec::{Decoder, Encoder, write_pending};
+use crate::ipc::request::{OneRequest, Peer};
 use crate::ipc::{IpcError, IpcStream};
 use serde::{Deserialize, Serialize};
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -129,61 +127,6 @@ pub struct PeerStatus {
     pub users_pending: u64,
 }
 
-/// Appends the hello and `req` to `out` (the bytes a client sends on a new connection).
-pub fn encode_request(req: &ReplicaRequest, out: &mut Vec<u8>) -> Result<(), IpcError> {
-    Encoder::hello(PROTOCOL, VERSION, out)?;
-    Encoder::message(req, out)
-}
-
-/// Decodes the replicator's side of a connection: its hello, then replies.
-#[derive(Debug)]
-pub struct ReplyDecoder {
-    dec: Decoder,
-    greeted: bool,
-}
-
-impl Default for ReplyDecoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ReplyDecoder {
-    /// A decoder for a new connection.
-    pub fn new() -> Self {
-        ReplyDecoder {
-            dec: Decoder::with_limit(MAX_REPLY),
-            greeted: false,
-        }
-    }
-
-    /// How many bytes to read next (pass at most this many to [`push`](Self::push)).
-    pub fn wants(&self) -> usize {
-        self.dec.wants()
-    }
-
-    /// Adds received bytes.
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.dec.push(bytes);
-    }
-
-    /// The next reply once complete (`Ok(None)`: more bytes needed); a wrong hello or a
-    /// bad frame is an error (drop the connection).
-    pub fn next_reply(&mut self) -> Result<Option<ReplicaReply>, IpcError> {
-        loop {
-            let Some(frame) = self.dec.next_frame()? else {
-                return Ok(None);
-            };
-            if !self.greeted {
-                frame.expect_hello(PROTOCOL, VERSION)?;
-                self.greeted = true;
-                continue;
-            }
-            return frame.message().map(Some);
-        }
-    }
-}
-
 /// Asks the replicator at `socket` (normally [`SOCKET`] under the queue directory) one
 /// question, waiting at most `timeout` for each read and write (a `Sync` may take as long
 /// as the merge: give it the replica timeout and some).
@@ -194,57 +137,34 @@ pub fn request(socket: &Path, req: &ReplicaRequest, timeout: Duration) -> Result
     s.recv()
 }
 
-/// One request in progress from an event loop (see the module doc).
+/// The replicator, in this protocol.
+const REPLICATOR: Peer = Peer {
+    name: "replicator",
+    protocol: PROTOCOL,
+    version: VERSION,
+    max_reply: MAX_REPLY,
+};
+
+/// One request in progress from an event loop (see the module doc), on lib's one-request
+/// client ([`OneRequest`]).
 #[derive(Debug)]
-pub struct ReplicaClient {
-    sock: mio::net::UnixStream,
-    dec: ReplyDecoder,
-    out: Vec<u8>,
-}
+pub struct ReplicaClient(OneRequest<ReplicaReply>);
 
 impl ReplicaClient {
     /// Connects (non-blocking) to `socket` and queues the hello and `req`.
     pub fn start(socket: &Path, req: &ReplicaRequest) -> Result<ReplicaClient, String> {
-        let sock = mio::net::UnixStream::connect(socket).map_err(|e| format!("connect to replicator: {e}"))?;
-        let mut out = Vec::new();
-        encode_request(req, &mut out).map_err(|e| e.to_string())?;
-        Ok(ReplicaClient {
-            sock,
-            dec: ReplyDecoder::new(),
-            out,
-        })
+        OneRequest::start(socket, REPLICATOR, req).map(ReplicaClient)
     }
 
     /// The socket, to register with the event loop (readable and writable).
     pub fn source(&mut self) -> &mut mio::net::UnixStream {
-        &mut self.sock
+        self.0.source()
     }
 
     /// Writes what is pending and reads what arrived: `Ok(Some(reply))` when done,
     /// `Ok(None)` to wait for the next event, `Err` when the replicator could not be asked.
     pub fn progress(&mut self) -> Result<Option<ReplicaReply>, String> {
-        match write_pending(&mut self.sock, &mut self.out) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {}
-            Err(e) => return Err(format!("write to replicator: {e}")),
-        }
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(r) = self.dec.next_reply().map_err(|e| format!("replicator: {e}"))? {
-                return Ok(Some(r));
-            }
-            let want = self.dec.wants().min(buf.len());
-            let Some(chunk) = buf.get_mut(..want) else {
-                return Ok(None);
-            };
-            match self.sock.read(chunk) {
-                Ok(0) => return Err("replicator closed the connection".into()),
-                Ok(n) => self.dec.push(chunk.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("read from replicator: {e}")),
-            }
-        }
+        self.0.progress()
     }
 }
 
@@ -300,17 +220,5 @@ mod tests {
         };
         assert_eq!(reply, ReplicaReply::Failed { reason: "eve".into() });
         t.join().unwrap();
-    }
-
-    #[test]
-    fn the_decoder_refuses_a_wrong_hello_and_huge_frames() {
-        let mut out = Vec::new();
-        Encoder::hello("auth", 1, &mut out).unwrap();
-        let mut d = ReplyDecoder::new();
-        d.push(&out);
-        assert!(d.next_reply().is_err());
-        let mut d = ReplyDecoder::new();
-        d.push(&[0x7f, 0xff, 0xff, 0xff, b'M']);
-        assert!(d.next_reply().is_err());
     }
 }
