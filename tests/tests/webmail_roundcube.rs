@@ -7,7 +7,8 @@
 //! moves it to Archive, deletes the next (to Trash, then for good). The test checks
 //! Roundcube's answers against the messages made, the Maildir on disk afterwards, and
 //! imapd's transcript of the user (`imapd_transcript_users`): the IMAP commands
-//! Roundcube sent, printed, SORT and THREAD among them, no password.
+//! Roundcube sent, printed, SORT and THREAD among them, no password. A second test
+//! checks the transcript alone with imaplib: the named user's session only, LOGIN masked.
 
 use postern_tests::{Helper, Instance, add_user, auth_service, daemon_service, free_port, wait_for};
 use std::collections::BTreeMap;
@@ -361,5 +362,83 @@ fn roundcube_lists_threads_opens_moves_and_deletes() {
         text.matches("# imapd transcript").count(),
         started.elapsed().as_secs_f64()
     );
+    inst.stop();
+}
+
+/// The transcript is for the named user only: alice's imaplib session is written (her
+/// LOGIN's arguments masked, SELECT and its answer as sent), bob's is not.
+#[test]
+fn transcript_only_for_the_named_user_with_login_masked() {
+    let port = free_port();
+    let services = format!(
+        "{}{}",
+        auth_service(),
+        daemon_service("imap", "inet", &format!("127.0.0.1:{port}"), "imapd", "")
+    );
+    let mut inst = Instance::new(
+        &services,
+        &[
+            "imapd_transcript_users=[\"alice\"]",
+            "imapd_transcript_directory=var/transcripts",
+        ],
+    );
+    let transcripts = inst.root.path().join("var/transcripts");
+    std::fs::create_dir_all(&transcripts).expect("mkdir");
+    if postern_tests::is_root() {
+        let st = Command::new("chown")
+            .arg("postern:")
+            .arg(&transcripts)
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+    add_user(&inst, "alice", "Alice-Secret-7");
+    add_user(&inst, "bob", "Bob-Secret-8");
+    inst.start();
+    let script = "import imaplib, sys\n\
+                  for user, pw in (('alice', 'Alice-Secret-7'), ('bob', 'Bob-Secret-8')):\n\
+                  \x20   c = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]))\n\
+                  \x20   c.login(user, pw)\n\
+                  \x20   c.select('INBOX')\n\
+                  \x20   c.logout()\n";
+    let (ok, out, err) = postern_tests::python_args(script, &[&port.to_string()]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        wait_for(Duration::from_secs(10), || inst.log_count("disconnect from") >= 2),
+        "{}",
+        inst.log()
+    );
+    let files: Vec<PathBuf> = std::fs::read_dir(&transcripts)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "one transcript, alice's: {files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("alice.") && name.ends_with(".imap"), "{name}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&files[0]).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{name}");
+    let text = std::fs::read_to_string(&files[0]).expect("read");
+    assert!(
+        text.starts_with("# imapd transcript: user=alice client=127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("S: * OK [CAPABILITY "),
+        "the greeting, kept from before login: {text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("C: ") && l.ends_with(" LOGIN ***")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("C: ") && l.ends_with(" SELECT INBOX")),
+        "{text}"
+    );
+    assert!(text.contains(" OK [READ-WRITE] SELECT completed\r\n"), "{text}");
+    assert!(text.contains(" LOGOUT\r\n"), "{text}");
+    assert!(!text.contains("Alice-Secret-7") && !text.contains("bob"), "{text}");
+    assert_eq!(inst.log_count("transcript: user=alice file="), 1, "{}", inst.log());
     inst.stop();
 }
