@@ -65,6 +65,7 @@ pub mod cmd_search;
 pub mod collate;
 pub mod conn;
 pub mod esearch;
+pub mod fuzz;
 pub mod list_pattern;
 pub mod literal_budget;
 pub mod mime;

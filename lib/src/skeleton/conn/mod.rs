@@ -45,6 +45,7 @@ mod connection;
 mod gated;
 #[cfg(test)]
 mod gated_tests;
+pub mod memory;
 mod pool;
 #[cfg(test)]
 mod tests;
