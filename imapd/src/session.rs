@@ -62,9 +62,6 @@ pub const SPOOL_ABOVE: u64 = 64 * 1024;
 /// never reads makes a session hold this plus one command's answer, not one answer per
 /// command received.
 pub const OUTPUT_PAUSE: usize = 256 * 1024;
-/// [`OUTPUT_PAUSE`] before login: a client that pipelines CAPABILITY without reading the
-/// answers makes a session gather this plus one answer at a time.
-pub const PRELOGIN_OUTPUT_PAUSE: usize = 16 * 1024;
 
 /// The time a session works through pipelined commands at a stretch before the rest wait
 /// for their turn ([`Session::busy`], [`Session::resume`]), so that a client sending
@@ -703,12 +700,7 @@ impl Session {
                 return None;
             }
             // pipelined commands: at most a slice of time or of unread output at a stretch
-            let pause = if self.user.is_some() {
-                OUTPUT_PAUSE
-            } else {
-                PRELOGIN_OUTPUT_PAUSE
-            };
-            if self.out.len() > pause || started.elapsed() > WORK_SLICE {
+            if self.out.len() > OUTPUT_PAUSE || started.elapsed() > WORK_SLICE {
                 self.held_back = true;
                 return None;
             }
@@ -1240,7 +1232,7 @@ fn tag_of(cmd: &[u8]) -> String {
 }
 
 /// `{n}` or `{n+}` at the end of a line: (n, synchronising).
-fn literal_at_end(line: &[u8]) -> Option<(u64, bool)> {
+pub(crate) fn literal_at_end(line: &[u8]) -> Option<(u64, bool)> {
     let body = line.strip_suffix(b"}")?;
     let open = body.iter().rposition(|&b| b == b'{')?;
     let inner = &body[open + 1..];

@@ -249,7 +249,7 @@ impl Transcript {
         if self.tail.last() == Some(&b'\r') {
             self.tail.pop();
         }
-        let literal = literal_at_end(&self.tail);
+        let literal = crate::session::literal_at_end(&self.tail).map(|(n, _)| n);
         let seg = std::mem::take(&mut self.seg);
         let more = std::mem::replace(&mut self.seg_more, 0);
         self.tail.clear();
@@ -373,18 +373,6 @@ impl Transcript {
 /// Whether `line` begins with `tag` and a space (the tagged answer to the command).
 fn tagged(line: &[u8], tag: &[u8]) -> bool {
     line.len() > tag.len() && line.starts_with(tag) && line[tag.len()] == b' '
-}
-
-/// The length of the literal announced at the end of a line: `{N}`, `{N+}`, `~{N}`.
-fn literal_at_end(line: &[u8]) -> Option<u64> {
-    let body = line.strip_suffix(b"}")?;
-    let body = body.strip_suffix(b"+").unwrap_or(body);
-    let open = body.iter().rposition(|&b| b == b'{')?;
-    let digits = &body[open + 1..];
-    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// A user name as a file name: letters, digits and `.@+-_`, others as `_`, no leading dot.
@@ -544,11 +532,7 @@ mod tests {
     }
 
     #[test]
-    fn literal_markers_and_file_names() {
-        assert_eq!(literal_at_end(b"a APPEND x {12}"), Some(12));
-        assert_eq!(literal_at_end(b"a APPEND x ~{7+}"), Some(7));
-        assert_eq!(literal_at_end(b"a SEARCH {}"), None);
-        assert_eq!(literal_at_end(b"a SEARCH x}"), None);
+    fn file_names() {
         assert_eq!(file_name("../etc/x"), "_.._etc_x");
         assert_eq!(file_name("alice@example.test"), "alice@example.test");
     }
