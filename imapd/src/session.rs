@@ -62,6 +62,9 @@ pub const SPOOL_ABOVE: u64 = 64 * 1024;
 /// never reads makes a session hold this plus one command's answer, not one answer per
 /// command received.
 pub const OUTPUT_PAUSE: usize = 256 * 1024;
+/// [`OUTPUT_PAUSE`] before login: a client that pipelines CAPABILITY without reading the
+/// answers makes a session gather this plus one answer at a time.
+pub const PRELOGIN_OUTPUT_PAUSE: usize = 16 * 1024;
 
 /// The time a session works through pipelined commands at a stretch before the rest wait
 /// for their turn ([`Session::busy`], [`Session::resume`]), so that a client sending
@@ -700,7 +703,12 @@ impl Session {
                 return None;
             }
             // pipelined commands: at most a slice of time or of unread output at a stretch
-            if self.out.len() > OUTPUT_PAUSE || started.elapsed() > WORK_SLICE {
+            let pause = if self.user.is_some() {
+                OUTPUT_PAUSE
+            } else {
+                PRELOGIN_OUTPUT_PAUSE
+            };
+            if self.out.len() > pause || started.elapsed() > WORK_SLICE {
                 self.held_back = true;
                 return None;
             }
