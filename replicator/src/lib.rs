@@ -40,17 +40,23 @@
 //! 4. Requests, each answered in order: `open {user}` (works on that mailbox; creates it
 //!    when new), `lock {wait_secs}` / `unlock` (the user's replication lock; the client
 //!    takes the two locks in the order of the node names), `mailbox` → `mailbox {mailbox:
-//!    {folders: [{name, uid_validity, next_uid, highest_modseq, messages}], subscriptions}}`,
+//!    {folders: [{name, uid_validity, next_uid, highest_modseq, messages, guid,
+//!    special_use}], subscriptions, alone}}` (`guid`: the uidlist's mailbox GUID, IMAP's
+//!    MAILBOXID; `special_use`: the uses a folder was created with, for a name that has
+//!    none of its own; `alone`: the server served the user while its peer was unreachable),
 //!    `messages {folder, after, limit}` → `messages {info, messages: [{uid, guid, base,
 //!    system, keywords, modseq, date, size}], more}` (paged by UID, at most 1,000),
 //!    `gone {folder}` → `gone {gone: [[guid, modseq]]}` (the folder's GUID expunge log),
 //!    `fetch {folder, uids}` → per UID `body {uid, present}` followed, when present, by the
 //!    bytes as `D` frames and an `E`, `put {folder, messages}` followed by one data stream
 //!    per message → `put {results: [{"type":"placed"|"taken"|"exists"|"refused"}], modseq}`,
-//!    `renumber {folder, moves: [[old, new]]}` → `renumbered {done, modseq}`, `set_flags
+//!    `renumber {folder, moves: [[old, new]]}` → `renumbered {done, modseq}` (`put` and
+//!    `renumber` take `reuse: true` to give UIDs below UIDNEXT that no message has: the
+//!    side adopting its peer's numbering after a conflict), `set_flags
 //!    {folder, changes: [{uid, system, keywords}]}` and `expunge {folder, uids}` →
 //!    `modseq {modseq}`, `create_folder {name, uid_validity}`, `rename_folder {old, new}`,
-//!    `delete_folder {name}`, `set_uid_validity {folder, uid_validity}`, `subscribe {name,
+//!    `delete_folder {name}`, `set_uid_validity {folder, uid_validity}`, `set_folder_meta
+//!    {folder, guid, special_use}`, `subscribe {name,
 //!    on}` → `ok`, `load_state` → `state {state}` and `save_state {state}` → `ok` (the
 //!    sync state the server keeps for the authenticated client node, in the server's point
 //!    of view). Any request may be answered `error {reason}`; the connection stays usable.

@@ -11,7 +11,10 @@
 //! - a folder on one side only that the state did not know was created there: create it on
 //!   the other with the same UIDVALIDITY, then merge its messages;
 //! - the same name with different UIDVALIDITYs (first contact: both created it on their
-//!   own) takes the lower one on both, then its messages are merged by GUID without state.
+//!   own) takes the lower one on both, then its messages are merged by GUID without state;
+//! - a folder's mailbox GUID (IMAP's MAILBOXID) and the special uses it was created with
+//!   go with it when it is created on the other side; when the two differ, the winner's
+//!   (see Conflicts) are given to the other.
 //!
 //! Messages of a folder (by UID, then GUID):
 //! - same UID, same GUID on both: flags changed on one side only since the last merge
@@ -284,6 +287,15 @@ fn folder_step(
     let mut state = old.cloned();
     match (fa, fb) {
         (Some(x), Some(y)) => {
+            // MAILBOXID and the created special uses: the winner's (a folder each side
+            // created on its own, or one merged before these were carried)
+            let src = winner.unwrap_or(Side::A);
+            let (from, to) = if src == Side::A { (x, y) } else { (y, x) };
+            if (!from.guid.is_empty() && from.guid != to.guid) || from.special_use != to.special_use {
+                let (_, there) = pick(src, a, b);
+                there.set_folder_meta(name, &from.guid, &from.special_use)?;
+                report.folder_ops += 1;
+            }
             if x.uid_validity != y.uid_validity {
                 let v = x.uid_validity.min(y.uid_validity);
                 if x.uid_validity != v {
@@ -312,6 +324,9 @@ fn folder_step(
                 return Ok(None);
             }
             there.create_folder(name, x.uid_validity)?;
+            if !x.guid.is_empty() || !x.special_use.is_empty() {
+                there.set_folder_meta(name, &x.guid, &x.special_use)?;
+            }
             report.folder_ops += 1;
             state = None;
         }

@@ -551,6 +551,10 @@ impl Replica for Dying {
         self.spend()?;
         self.inner.set_uid_validity(folder, uid_validity)
     }
+    fn set_folder_meta(&mut self, folder: &str, guid: &str, special_use: &[String]) -> Res<()> {
+        self.spend()?;
+        self.inner.set_folder_meta(folder, guid, special_use)
+    }
     fn subscribe(&mut self, name: &str, on: bool) -> Res<()> {
         self.spend()?;
         self.inner.subscribe(name, on)
@@ -627,6 +631,9 @@ impl Replica for Racing {
     }
     fn set_uid_validity(&mut self, folder: &str, uid_validity: u32) -> Res<()> {
         self.inner.set_uid_validity(folder, uid_validity)
+    }
+    fn set_folder_meta(&mut self, folder: &str, guid: &str, special_use: &[String]) -> Res<()> {
+        self.inner.set_folder_meta(folder, guid, special_use)
     }
     fn subscribe(&mut self, name: &str, on: bool) -> Res<()> {
         self.inner.subscribe(name, on)
@@ -936,4 +943,40 @@ fn the_side_that_served_alone_keeps_its_uids() {
             "{m:?} kept"
         );
     }
+}
+
+/// A folder's MAILBOXID (the uidlist's mailbox GUID) and the special uses it was created
+/// with are the same on both after a merge: a folder created on one side, and INBOX that
+/// each side created on its own (the winner's, here the primary `a`'s).
+#[test]
+fn mailboxid_and_special_use_are_the_same_on_both() {
+    use postern_lib::mailbox::replica::{folder_info, set_folder_meta};
+    let (a, b) = (Side::new("a"), Side::new("b"));
+    a.deliver(1);
+    b.deliver(1);
+    a.store().create_special("Outbox", &["\\Sent"]).unwrap();
+    let meta = |s: &Side, name: &str| {
+        let st = s.store();
+        let f = st.folder(name).unwrap();
+        (folder_info(name, &f).guid, st.special_uses(name))
+    };
+    assert_ne!(meta(&a, "INBOX").0, meta(&b, "INBOX").0);
+    sync(&b, &a);
+    assert_same(&a, &b);
+    for name in ["INBOX", "Outbox", "Sent"] {
+        let (ma, mb) = (meta(&a, name), meta(&b, name));
+        assert_eq!(ma, mb, "{name}");
+        assert!(!ma.0.is_empty());
+    }
+    assert_eq!(meta(&b, "Outbox").1, vec!["\\Sent"]);
+    // changed on the secondary only (a folder merged before these were carried): the
+    // primary's come back; a GUID that is not one is refused
+    set_folder_meta(&b.store(), "Outbox", "0123abcd", &[]).unwrap();
+    assert!(set_folder_meta(&b.store(), "Outbox", "../x", &[]).is_err());
+    let r = sync(&a, &b);
+    assert!(r.folder_ops >= 1, "{r:?}");
+    assert_eq!(meta(&a, "Outbox"), meta(&b, "Outbox"));
+    assert_eq!(meta(&b, "Outbox").1, vec!["\\Sent"]);
+    let r = sync(&a, &b);
+    assert!(!r.changed(), "{r:?}");
 }

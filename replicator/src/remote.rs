@@ -281,6 +281,14 @@ impl Replica for RemoteReplica {
         })
     }
 
+    fn set_folder_meta(&mut self, folder: &str, guid: &str, special_use: &[String]) -> Res<()> {
+        self.ok(&PeerRequest::SetFolderMeta {
+            folder: folder.to_string(),
+            guid: guid.to_string(),
+            special_use: special_use.to_vec(),
+        })
+    }
+
     fn subscribe(&mut self, name: &str, on: bool) -> Res<()> {
         self.ok(&PeerRequest::Subscribe {
             name: name.to_string(),

@@ -90,6 +90,8 @@ pub trait Replica {
     fn delete_folder(&mut self, name: &str) -> Res<()>;
     /// Gives a folder another UIDVALIDITY.
     fn set_uid_validity(&mut self, folder: &str, uid_validity: u32) -> Res<()>;
+    /// Gives a folder the mailbox GUID (MAILBOXID) and created special uses of the peer's.
+    fn set_folder_meta(&mut self, folder: &str, guid: &str, special_use: &[String]) -> Res<()>;
     /// Subscribes or unsubscribes.
     fn subscribe(&mut self, name: &str, on: bool) -> Res<()>;
     /// The sync state this replica keeps for `peer`, from its own point of view.
@@ -216,7 +218,9 @@ impl Replica for LocalReplica {
                     return Err(e);
                 }
             };
-            folders.push(store_ops::folder_info(&n, f));
+            let mut info = store_ops::folder_info(&n, f);
+            info.special_use = store_ops::created_special_uses(&self.store, &n);
+            folders.push(info);
         }
         Ok(Mailbox {
             folders,
@@ -316,6 +320,14 @@ impl Replica for LocalReplica {
 
     fn subscribe(&mut self, name: &str, on: bool) -> Res<()> {
         self.store.subscribe(name, on).map_err(|e| e.to_string())
+    }
+
+    fn set_folder_meta(&mut self, folder: &str, guid: &str, special_use: &[String]) -> Res<()> {
+        store_ops::set_folder_meta(&self.store, folder, guid, special_use).map_err(|e| e.to_string())?;
+        if let Some(f) = self.open.get_mut(&Store::canonical(folder)) {
+            f.sync().map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     fn load_state(&mut self, peer: &str) -> Res<Option<SyncState>> {

@@ -288,6 +288,11 @@ fn handle<S: Read + Write>(
         PeerRequest::RenameFolder { old, new } => ok(r.rename_folder(&old, &new)),
         PeerRequest::DeleteFolder { name } => ok(r.delete_folder(&name)),
         PeerRequest::SetUidValidity { folder, uid_validity } => ok(r.set_uid_validity(&folder, uid_validity)),
+        PeerRequest::SetFolderMeta {
+            folder,
+            guid,
+            special_use,
+        } => ok(r.set_folder_meta(&folder, &guid, &special_use)),
         PeerRequest::Subscribe { name, on } => ok(r.subscribe(&name, on)),
         PeerRequest::LoadState => r
             .load_state(peer)

@@ -136,6 +136,15 @@ pub enum PeerRequest {
         /// UIDVALIDITY.
         uid_validity: u32,
     },
+    /// Gives a folder the client side's mailbox GUID and created special uses.
+    SetFolderMeta {
+        /// Folder.
+        folder: String,
+        /// Mailbox GUID (MAILBOXID).
+        guid: String,
+        /// Special uses (`\\Sent`, …).
+        special_use: Vec<String>,
+    },
     /// Subscribes or unsubscribes.
     Subscribe {
         /// Folder.

@@ -82,6 +82,13 @@ pub struct FolderInfo {
     pub highest_modseq: u64,
     /// Number of messages.
     pub messages: u32,
+    /// The uidlist's mailbox GUID (IMAP's MAILBOXID is `F` and this).
+    #[serde(default)]
+    pub guid: String,
+    /// The special uses it was created with (`\\Sent`, …), for a name that has none of its
+    /// own ([`Store::special_uses`]); filled in by the caller, which has the store.
+    #[serde(default)]
+    pub special_use: Vec<String>,
 }
 
 /// What [`place`] did with one message.
@@ -131,7 +138,59 @@ pub fn folder_info(name: &str, f: &Folder) -> FolderInfo {
         next_uid: f.next_uid(),
         highest_modseq: f.highest_modseq(),
         messages: f.messages().len() as u32,
+        guid: f.mailbox_guid().to_string(),
+        special_use: Vec::new(),
     }
+}
+
+/// The special uses `name` was created with, when its name gives it none (those are the
+/// same on every replica).
+pub fn created_special_uses(store: &Store, name: &str) -> Vec<String> {
+    if Store::special_use(name).is_some() {
+        return Vec::new();
+    }
+    store.special_uses(name).into_iter().map(str::to_string).collect()
+}
+
+/// Gives folder `name` the mailbox GUID `guid` (letters and digits, at most 64: a peer's
+/// MAILBOXID) and the special uses `uses` (those of [`super::CREATE_SPECIAL_USE`]; none
+/// removes them), as a replica that created the folder itself adopts its peer's.
+pub fn set_folder_meta(store: &Store, name: &str, guid: &str, uses: &[String]) -> Result<()> {
+    let dir = store.folder_path(name)?;
+    if !guid.is_empty() {
+        if guid.len() > 64 || !guid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(MailboxError::BadName(format!("mailbox GUID {guid}")));
+        }
+        let lock = Lock::acquire(&dir).map_err(|e| io_err("lock", &dir, e))?;
+        let mut list = uidlist::read(&dir)
+            .map_err(|e| io_err("read uidlist", &dir, e))?
+            .ok_or_else(|| io_err("read uidlist", &dir, io::Error::other("no uidlist")))?;
+        if list.guid != guid {
+            list.guid = guid.to_string();
+            lock.commit(&list).map_err(|e| io_err("write uidlist", &dir, e))?;
+        }
+    }
+    if Store::special_use(name).is_none() {
+        let uses: Vec<&str> = super::CREATE_SPECIAL_USE
+            .iter()
+            .copied()
+            .filter(|u| uses.iter().any(|g| g.eq_ignore_ascii_case(u)))
+            .collect();
+        let path = dir.join(super::SPECIAL_USE_FILE);
+        let res = if uses.is_empty() {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        } else {
+            crate::safe_open::write_atomic(&dir, super::SPECIAL_USE_FILE, 0o600, |f| {
+                f.write_all(format!("{}\n", uses.join(" ")).as_bytes())
+            })
+            .map_err(|e| io::Error::other(e.to_string()))
+        };
+        res.map_err(|e| io_err("write special use", &dir, e))?;
+    }
+    Ok(())
 }
 
 /// Keyword names of `fl` in `f`'s table.
