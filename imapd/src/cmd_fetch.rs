@@ -529,10 +529,11 @@ impl Session {
             let raw = content.as_deref().unwrap_or(&[]);
             // parsed once, at the first item that needs the part tree
             let tree = mime::Tree::new(raw);
+            let head = crate::uidonly::fetch_head(self.uidonly, i, u);
             let out = &mut self.out;
             let start = out.len();
             let allowance = start + MAX_PER_MESSAGE * raw.len().max(buf.len()) + FETCH_CHUNK;
-            out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
+            out.extend_from_slice(head.as_bytes());
             let mut first = true;
             let mut wrote_flags = false;
             // where the body literals of a streamed message go

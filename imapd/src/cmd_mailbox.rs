@@ -134,7 +134,8 @@ impl Session {
             self.line(&format!("* LIST () \"{SEPARATOR}\" {}", astring(&name)));
         } else {
             self.line(&format!("* {recent} RECENT"));
-            if let Some(i) = view.iter().position(|(_, f)| !f.seen()) {
+            // a sequence number: not under UIDONLY (RFC 9586)
+            if let Some(i) = view.iter().position(|(_, f)| !f.seen()).filter(|_| !self.uidonly) {
                 self.line(&format!("* OK [UNSEEN {}] First unseen", i + 1));
             }
         }
@@ -244,6 +245,7 @@ impl Session {
                 "UIDVALIDITY" => folder.uid_validity() as u64,
                 "UNSEEN" => msgs.iter().filter(|m| !m.flags.seen()).count() as u64,
                 "DELETED" => msgs.iter().filter(|m| m.flags.deleted()).count() as u64,
+                "DELETED-STORAGE" => crate::quota::deleted_storage(folder),
                 "SIZE" => msgs.iter().map(|m| m.size).sum(),
                 "HIGHESTMODSEQ" => folder.highest_modseq(),
                 _ => return Err(Reply::Bad("Unknown STATUS item".into())),
@@ -271,7 +273,10 @@ impl Session {
 
     pub(crate) fn append(&mut self, c: &Command) -> Result<(), Reply> {
         let name = name_arg(c, 0)?;
-        let (validity, uids) = self.append_messages(&name, c.args.get(1..).unwrap_or_default(), false)?;
+        let rest = c.args.get(1..).unwrap_or_default();
+        // CATENATE (RFC 4469): the messages built first
+        let built = self.catenate_args(&name, rest)?;
+        let (validity, uids) = self.append_messages(&name, built.as_deref().unwrap_or(rest), false)?;
         let set = crate::reply::uid_set(&uids);
         self.report(true);
         self.ok(&c.tag, &format!("[APPENDUID {validity} {set}] Append completed"));

@@ -106,6 +106,7 @@ impl Session {
             self.condstore_on();
         }
         let condstore = self.condstore;
+        let uidonly = self.uidonly;
         let Some(sel) = self.sel.as_mut() else {
             return Err(Reply::Bad("No mailbox".into()));
         };
@@ -173,9 +174,15 @@ impl Session {
                     } else {
                         String::new()
                     };
-                    lines.push(format!("* {} FETCH ({uid_part}FLAGS {names}{modseq})", i + 1));
+                    lines.push(format!(
+                        "{}{uid_part}FLAGS {names}{modseq})",
+                        crate::uidonly::fetch_head(uidonly, i, u)
+                    ));
                 } else if condstore {
-                    lines.push(format!("* {} FETCH ({uid_part}MODSEQ ({modseq}))", i + 1));
+                    lines.push(format!(
+                        "{}{uid_part}MODSEQ ({modseq}))",
+                        crate::uidonly::fetch_head(uidonly, i, u)
+                    ));
                 }
             }
         }

@@ -30,7 +30,8 @@ use crate::session::{Reply, Session, WORK_SLICE};
 use postern_lib::mailbox::flags::{self, Flags, RECENT};
 use postern_lib::mailbox::headers::HeaderCache;
 
-enum Key {
+/// A search key, parsed.
+pub(crate) enum Key {
     All,
     Flag(u8, bool),
     Keyword(u32, bool),
@@ -97,6 +98,17 @@ impl Key {
             ),
             Key::And(v) => Key::And(v.into_iter().map(|k| k.resolved(count, largest_uid, saved)).collect()),
             k => k,
+        }
+    }
+
+    /// Whether the key names messages by sequence number.
+    fn uses_sequence_numbers(&self) -> bool {
+        match self {
+            Key::Seq(_) | Key::SeqIn(_) => true,
+            Key::Not(k) => k.uses_sequence_numbers(),
+            Key::Or(a, b) => a.uses_sequence_numbers() || b.uses_sequence_numbers(),
+            Key::And(v) => v.iter().any(Key::uses_sequence_numbers),
+            _ => false,
         }
     }
 
@@ -441,6 +453,8 @@ impl Parser<'_, '_> {
             }
             _ => match SeqSet::parse(&word) {
                 Some(s) if s.is_saved() => Ok(Key::Saved),
+                // RFC 9586: no sequence numbers once UIDONLY is on
+                Some(_) if self.session.uidonly => Err(crate::uidonly::uid_required()),
                 Some(s) => Ok(Key::Seq(s)),
                 None => Err(Reply::Bad(format!("Unknown search key {}", word.escape_default()))),
             },
@@ -560,6 +574,11 @@ impl Session {
             return Err(Reply::Bad("Missing search key".into()));
         }
         let key = Key::And(keys);
+        if ret.as_ref().is_some_and(|r| r.update) && key.uses_sequence_numbers() {
+            return Err(Reply::Bad(
+                "UPDATE cannot be used with message sequence numbers as keys".into(),
+            ));
+        }
         let header_for_then = match &then {
             Then::Search => false,
             Then::Sort(s) => s.needs_header(),
@@ -593,6 +612,7 @@ impl Session {
             hits: Vec::new(),
             hc,
             modseq: with_modseq.then_some(0),
+            began: sel.folder.highest_modseq(),
         };
         self.run_search(job);
         Ok(())
@@ -683,8 +703,17 @@ impl Session {
             self.line(&format!("{} {}", job.tag, reply.text()));
             return;
         }
+        let update = job.ret.as_ref().is_some_and(|r| r.update);
+        let mut sorted = None;
         let (verb, hits) = match job.then {
             Then::Search => ("SEARCH", job.hits),
+            // CONTEXT=SORT keeps the values the result is ordered by
+            Then::Sort(s) if update => {
+                let k = s.finish_keyed();
+                let ids = k.ids();
+                sorted = Some(k);
+                ("SORT", ids)
+            }
             Then::Sort(s) => ("SORT", s.finish()),
             Then::Thread(t) => {
                 let threads = t.finish();
@@ -701,6 +730,35 @@ impl Session {
                     let saved = opts.to_save(&hits);
                     let uids = self.uids_of(&saved, job.uid);
                     self.save_result(uids);
+                }
+                if opts.update {
+                    // kept by UID, whatever the answer names them by
+                    let mut uids = self.uids_of(&hits, job.uid);
+                    if let Some(k) = sorted.as_mut()
+                        && !job.uid
+                    {
+                        let view: Vec<u32> = self
+                            .sel
+                            .as_ref()
+                            .map(|s| s.view.iter().map(|v| v.0).collect())
+                            .unwrap_or_default();
+                        k.map_ids(|n| view.get((n as usize).wrapping_sub(1)).copied().unwrap_or(0));
+                    }
+                    if sorted.is_some() {
+                        uids.clear();
+                    } else {
+                        uids.sort_unstable();
+                    }
+                    let key = std::mem::replace(&mut job.key, Key::All);
+                    let kept = (job.uid, job.needs, job.began);
+                    if !self.add_context(&job.tag, kept, key, uids, sorted.take()) {
+                        let mut t = Vec::new();
+                        crate::reply::string(&mut t, job.tag.as_bytes());
+                        self.line(&format!(
+                            "* NO [NOUPDATE {}] Too many update contexts, this result is not updated",
+                            String::from_utf8_lossy(&t)
+                        ));
+                    }
                 }
                 if !opts.only_save() {
                     let mut line = crate::esearch::line(&job.tag, job.uid, opts, &hits);
@@ -744,6 +802,48 @@ impl Session {
     }
 }
 
+/// Tests the message at index `i` of the view against `key` again (an update context,
+/// [`crate::context`]): whether it matches, its header (when `needs` says so) and the
+/// facts a sort places it by; `None` when it is gone.
+pub(crate) fn test_message(
+    sel: &mut crate::session::Selected,
+    key: &Key,
+    needs: u8,
+    hc: &mut HeaderCache,
+    i: usize,
+) -> Result<Option<(bool, Vec<u8>, crate::sort::Facts)>, Reply> {
+    let u = sel.view[i].0;
+    let Some(m) = sel.folder.get(u).cloned() else {
+        return Ok(None);
+    };
+    let raw: Option<Vec<u8>> = match needs {
+        0 => None,
+        1 => sel.folder.cached_header(hc, u)?.map(|h| h.into_owned()),
+        _ => sel.folder.read(u)?,
+    };
+    let ctx = Ctx {
+        seq: i as u32 + 1,
+        count: sel.view.len() as u32,
+        uid: u,
+        largest_uid: sel.view.last().map_or(0, |v| v.0),
+        flags: sel.shown(u, m.flags),
+        size: m.size,
+        date: m.date,
+        modseq: m.modseq,
+        guid: m.guid,
+        saved: m.saved,
+        raw: raw.as_deref(),
+    };
+    let hit = key.eval(&ctx);
+    let h = mime::split(raw.as_deref().unwrap_or_default()).0;
+    let header = h.get(..MAX_SEARCH_HEADER).unwrap_or(h).to_vec();
+    let facts = crate::sort::Facts {
+        internal_date: m.date,
+        size: m.size,
+    };
+    Ok(Some((hit, header, facts)))
+}
+
 /// A SEARCH (SORT, THREAD) in progress: its parsed key and the messages done so far.
 pub struct SearchJob {
     tag: String,
@@ -761,6 +861,9 @@ pub struct SearchJob {
     hc: HeaderCache,
     /// With a MODSEQ key: the highest MODSEQ of the hits so far.
     modseq: Option<u64>,
+    /// The folder's HIGHESTMODSEQ when the search began: an update context
+    /// ([`crate::context`]) tests what changed since then.
+    began: u64,
 }
 
 #[cfg(test)]

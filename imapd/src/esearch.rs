@@ -22,6 +22,8 @@ pub struct ReturnOpts {
     pub save: bool,
     /// PARTIAL low:high (RFC 5267), positions from 1.
     pub partial: Option<(u32, u32)>,
+    /// UPDATE (RFC 5267 CONTEXT): the result is kept up to date ([`crate::context`]).
+    pub update: bool,
 }
 
 impl ReturnOpts {
@@ -36,6 +38,7 @@ impl ReturnOpts {
                 Some("COUNT") => o.count = true,
                 Some("ALL") => o.all = true,
                 Some("SAVE") => o.save = true,
+                Some("UPDATE") => o.update = true,
                 Some("PARTIAL") if o.partial.is_none() => {
                     i += 1;
                     let range = list.get(i).and_then(Arg::text).and_then(|r| partial_range(&r));
@@ -47,6 +50,11 @@ impl ReturnOpts {
         }
         if list.is_empty() {
             o.all = true;
+        }
+        if o.update && (o.min || o.max || o.save || o.partial.is_some()) {
+            return Err(Reply::Bad(
+                "UPDATE cannot be combined with MIN, MAX, SAVE or PARTIAL".into(),
+            ));
         }
         Ok(o)
     }
@@ -102,17 +110,23 @@ fn ordered_set(nums: &[u32]) -> String {
     crate::reply::uid_set(nums)
 }
 
-/// `* ESEARCH (TAG "t") UID MIN 1 MAX 9 COUNT 3 ALL 1,4,9 PARTIAL (1:2 1,4)`: the asked
-/// results of `hits`, which are ascending for SEARCH and in sort order for SORT (ESORT:
-/// MIN and MAX are then the first and last in that order, ALL and PARTIAL keep it). MIN,
-/// MAX and ALL are left out when nothing matched.
-pub fn line(tag: &str, uid: bool, o: &ReturnOpts, hits: &[u32]) -> String {
+/// `* ESEARCH (TAG "t")` and ` UID` for a UID command: the start of every ESEARCH line.
+pub fn head(tag: &str, uid: bool) -> String {
     let mut quoted = Vec::new();
     crate::reply::string(&mut quoted, tag.as_bytes());
     let mut line = format!("* ESEARCH (TAG {})", String::from_utf8_lossy(&quoted));
     if uid {
         line.push_str(" UID");
     }
+    line
+}
+
+/// `* ESEARCH (TAG "t") UID MIN 1 MAX 9 COUNT 3 ALL 1,4,9 PARTIAL (1:2 1,4)`: the asked
+/// results of `hits`, which are ascending for SEARCH and in sort order for SORT (ESORT:
+/// MIN and MAX are then the first and last in that order, ALL and PARTIAL keep it). MIN,
+/// MAX and ALL are left out when nothing matched.
+pub fn line(tag: &str, uid: bool, o: &ReturnOpts, hits: &[u32]) -> String {
+    let mut line = head(tag, uid);
     if let (true, Some(m)) = (o.min, hits.first()) {
         line.push_str(&format!(" MIN {m}"));
     }
@@ -193,6 +207,9 @@ mod tests {
             "PARTIAL 0:3",
             "FOO",
             "PARTIAL",
+            "UPDATE MIN",
+            "UPDATE SAVE",
+            "PARTIAL 1:5 UPDATE",
         ] {
             assert!(opts(bad).is_err(), "{bad}");
         }

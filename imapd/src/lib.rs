@@ -12,7 +12,10 @@
 //! `SELECT (CONDSTORE)`, FETCH `MODSEQ` and `(CHANGEDSINCE)`, STORE `(UNCHANGEDSINCE)`,
 //! SEARCH `MODSEQ`, STATUS `HIGHESTMODSEQ`), QRESYNC (§3.2: [`qresync`]) and OBJECTID
 //! (RFC 8474: [`objectid`]), SAVEDATE (RFC 8514), PREVIEW (RFC 8970: [`preview`]),
-//! CREATE-SPECIAL-USE (RFC 6154) and REPLACE (RFC 8508: [`cmd_replace`]). Event-driven: many sessions per
+//! CREATE-SPECIAL-USE (RFC 6154), REPLACE (RFC 8508: [`cmd_replace`]), QUOTA and
+//! QUOTA=RES-STORAGE (RFC 9208: [`quota`]), UIDONLY (RFC 9586: [`uidonly`]),
+//! CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267: [`context`]) and CATENATE (RFC 4469:
+//! [`catenate`]). Event-driven: many sessions per
 //! process on the skeleton's mio loop; protocol code is sans-I/O ([`session`]). Several
 //! sessions on one mailbox, in one process or many, see each other's changes through the
 //! Maildir itself.
@@ -56,6 +59,7 @@ pub mod address;
 pub mod append_spool;
 pub mod base_subject;
 pub mod binary;
+pub mod catenate;
 pub mod cmd_fetch;
 pub mod cmd_list;
 pub mod cmd_mailbox;
@@ -64,6 +68,7 @@ pub mod cmd_replace;
 pub mod cmd_search;
 pub mod collate;
 pub mod conn;
+pub mod context;
 pub mod esearch;
 pub mod fuzz;
 pub mod list_pattern;
@@ -73,6 +78,7 @@ pub mod objectid;
 pub mod parse;
 pub mod preview;
 pub mod qresync;
+pub mod quota;
 pub mod reply;
 pub mod server;
 pub mod session;
@@ -81,6 +87,7 @@ pub mod sort;
 mod tests;
 pub mod thread;
 pub mod transcript;
+pub mod uidonly;
 
 /// For fuzzing: runs the command parser, then a whole session (no mailbox: the commands
 /// that need one are refused) on arbitrary bytes; must never panic.

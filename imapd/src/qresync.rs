@@ -143,8 +143,8 @@ impl Session {
             if m.modseq > r.modseq && known.contains(u) {
                 let names = crate::reply::flag_list(&sel.shown(u, m.flags).imap_names(keywords));
                 lines.push(format!(
-                    "* {} FETCH (UID {u} FLAGS {names} MODSEQ ({}))",
-                    i + 1,
+                    "{}UID {u} FLAGS {names} MODSEQ ({}))",
+                    crate::uidonly::fetch_head(self.uidonly, i, u),
                     m.modseq
                 ));
             }

@@ -122,6 +122,8 @@ pub struct Selected {
     pub(crate) keywords_told: Vec<String>,
     /// The folder's generation when a report with expunges left the view equal to it.
     pub(crate) reported: Option<u64>,
+    /// Searches and sorts kept up to date (RFC 5267 CONTEXT, [`crate::context`]).
+    pub(crate) contexts: Vec<crate::context::Context>,
 }
 
 impl Selected {
@@ -139,6 +141,7 @@ impl Selected {
             recent: Vec::new(),
             keywords_told: Vec::new(),
             reported: None,
+            contexts: Vec::new(),
         }
     }
 
@@ -347,6 +350,8 @@ pub struct Session {
     pub(crate) condstore: bool,
     /// `ENABLE QRESYNC` was given (RFC 7162 §3.2): expunges are told as `* VANISHED`.
     pub(crate) qresync: bool,
+    /// `ENABLE UIDONLY` was given (RFC 9586, [`crate::uidonly`]).
+    pub(crate) uidonly: bool,
     /// The client's address, for log lines.
     pub(crate) peer: String,
     /// The transcript of a user in `imapd_transcript_users` ([`crate::transcript`]).
@@ -384,6 +389,7 @@ impl Session {
             rev2: false,
             condstore: false,
             qresync: false,
+            uidonly: false,
             peer: "unknown".into(),
             transcript: crate::transcript::Transcript::new(),
         };
@@ -425,7 +431,8 @@ impl Session {
         let mut c = String::from(
             "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE \
              CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH MULTIAPPEND BINARY STATUS=SIZE \
-             SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES CONDSTORE QRESYNC OBJECTID SAVEDATE CREATE-SPECIAL-USE PREVIEW REPLACE",
+             SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES CONDSTORE QRESYNC OBJECTID SAVEDATE CREATE-SPECIAL-USE PREVIEW REPLACE \
+             QUOTA QUOTA=RES-STORAGE UIDONLY CONTEXT=SEARCH CONTEXT=SORT CATENATE",
         );
         if self.settings.starttls && !self.tls && self.user.is_none() {
             c.push_str(" STARTTLS");
@@ -922,13 +929,14 @@ impl Session {
             "LIST" | "LSUB" => self.list(c)?,
             "STATUS" => self.status(c)?,
             "APPEND" => self.append(c)?,
+            "GETQUOTA" | "GETQUOTAROOT" | "SETQUOTA" => self.quota_command(c)?,
             "IDLE" => {
                 self.report(true);
                 self.line("+ idling");
                 self.mode = Mode::Idle(c.tag.clone());
             }
             "CLOSE" | "UNSELECT" | "EXPUNGE" | "FETCH" | "STORE" | "SEARCH" | "COPY" | "MOVE" | "UID" | "SORT"
-            | "THREAD" | "REPLACE"
+            | "THREAD" | "REPLACE" | "CANCELUPDATE"
                 if !selected =>
             {
                 return Err(Reply::Bad("Select a mailbox first".into()));
@@ -944,6 +952,10 @@ impl Session {
                 self.expunge_deleted(None, true)?;
                 self.report(true);
                 self.ok(tag, "Expunge completed");
+            }
+            "CANCELUPDATE" => self.cancel_update(tag, &c.args)?,
+            "FETCH" | "STORE" | "SEARCH" | "COPY" | "MOVE" | "SORT" | "THREAD" | "REPLACE" if self.uidonly => {
+                self.check_uidonly(&c.name)?;
             }
             "FETCH" | "STORE" | "SEARCH" | "COPY" | "MOVE" => self.message_command(tag, &c.name, &c.args, false)?,
             "SORT" | "THREAD" => self.sort_or_thread(tag, &c.name, &c.args, false)?,
@@ -1008,6 +1020,10 @@ impl Session {
                 enabled.push_str(" CONDSTORE");
             }
             // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3)
+            if k == "UIDONLY" && !self.uidonly {
+                self.uidonly = true;
+                enabled.push_str(" UIDONLY");
+            }
             if k == "QRESYNC" && !self.qresync {
                 self.qresync = true;
                 enabled.push_str(" QRESYNC");
@@ -1120,7 +1136,9 @@ impl Session {
                     gone.push(i);
                 }
             }
-            if !gone.is_empty() && self.qresync {
+            // CONTEXT updates for these, numbered as the client still knows them
+            lines.extend(crate::context::expunged_lines(&mut sel.contexts, &sel.view, &gone));
+            if !gone.is_empty() && (self.qresync || self.uidonly) {
                 // RFC 7162 §3.2.10: by UID, in one line
                 let uids: Vec<u32> = gone.iter().map(|&i| sel.view[i].0).collect();
                 lines.push(format!("* VANISHED {}", crate::reply::uid_set(&uids)));
@@ -1160,7 +1178,8 @@ impl Session {
                 } else {
                     String::new()
                 };
-                lines.push(format!("* {} FETCH (UID {} FLAGS {names}{modseq})", i + 1, uid));
+                let head = crate::uidonly::fetch_head(self.uidonly, i, *uid);
+                lines.push(format!("{head}UID {uid} FLAGS {names}{modseq})"));
             }
         }
         let last = sel.view.last().map_or(0, |v| v.0);
@@ -1181,6 +1200,7 @@ impl Session {
                 lines.push(format!("* {} RECENT", sel.recent_count()));
             }
         }
+        lines.extend(crate::context::changed_lines(sel));
         for l in lines {
             self.line(&l);
         }

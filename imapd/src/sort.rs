@@ -149,39 +149,98 @@ impl Sorter {
     /// Adds a hit, in ascending mailbox order: `id` is what the answer names it by,
     /// `header` its header (empty when no criterion needs it).
     pub fn add(&mut self, id: u32, header: &[u8], facts: Facts) {
-        // only the fields sorted by are parsed (a header may be 100 KB of References)
-        let fields = match self.needs_header() {
-            true => crate::mime::header_fields(header, &["From", "To", "Cc", "Subject", "Date"], false),
-            false => Vec::new(),
-        };
-        let parsed = match self.needs_header() {
-            true => MessageParser::default().parse_headers(&fields[..]),
-            false => None,
-        };
-        let values = self
-            .criteria
-            .iter()
-            .map(|c| value(c.key, parsed.as_ref(), facts))
-            .collect();
-        self.entries.push(Entry { id, values });
+        let e = entry(&self.criteria, id, header, facts);
+        self.entries.push(e);
     }
 
     /// The hits in sorted order.
-    pub fn finish(mut self) -> Vec<u32> {
+    pub fn finish(self) -> Vec<u32> {
+        self.finish_keyed().ids()
+    }
+
+    /// The hits in sorted order, with the values they were sorted by (for a sort that
+    /// is kept up to date: CONTEXT=SORT, [`crate::context`]).
+    pub fn finish_keyed(mut self) -> Keyed {
         let criteria = self.criteria;
         // stable: messages equal in every key stay in mailbox order (RFC 5256)
-        self.entries.sort_by(|a, b| {
-            for (i, c) in criteria.iter().enumerate() {
-                let o = a.values[i].cmp(&b.values[i]);
-                let o = if c.reverse { o.reverse() } else { o };
-                if o != Ordering::Equal {
-                    return o;
-                }
-            }
-            Ordering::Equal
-        });
-        self.entries.into_iter().map(|e| e.id).collect()
+        self.entries.sort_by(|a, b| compare(&criteria, a, b));
+        Keyed {
+            criteria,
+            entries: self.entries,
+        }
     }
+}
+
+/// A sort's result kept with its values, so that messages can be placed in it or taken
+/// out of it one by one: the ids must be UIDs (equal values are then ordered by UID,
+/// which is mailbox order).
+pub struct Keyed {
+    criteria: Vec<Criterion>,
+    entries: Vec<Entry>,
+}
+
+impl Keyed {
+    /// The ids in sorted order.
+    pub fn ids(&self) -> Vec<u32> {
+        self.entries.iter().map(|e| e.id).collect()
+    }
+
+    /// Whether the criteria need the messages' headers.
+    pub fn needs_header(&self) -> bool {
+        needs_header(&self.criteria)
+    }
+
+    /// Renames every id (sequence numbers to UIDs).
+    pub fn map_ids(&mut self, f: impl Fn(u32) -> u32) {
+        for e in &mut self.entries {
+            e.id = f(e.id);
+        }
+    }
+
+    /// Takes `id` out: its position (from 0), when it was in.
+    pub fn remove(&mut self, id: u32) -> Option<usize> {
+        let i = self.entries.iter().position(|e| e.id == id)?;
+        self.entries.remove(i);
+        Some(i)
+    }
+
+    /// Places `id` where it sorts: its position (from 0).
+    pub fn insert(&mut self, id: u32, header: &[u8], facts: Facts) -> usize {
+        let e = entry(&self.criteria, id, header, facts);
+        let criteria = &self.criteria;
+        let i = self
+            .entries
+            .partition_point(|x| compare(criteria, x, &e).then(x.id.cmp(&e.id)) == Ordering::Less);
+        self.entries.insert(i, e);
+        i
+    }
+}
+
+/// A message's sort entry: only the fields sorted by are parsed (a header may be 100 KB
+/// of References).
+fn entry(criteria: &[Criterion], id: u32, header: &[u8], facts: Facts) -> Entry {
+    let fields = match needs_header(criteria) {
+        true => crate::mime::header_fields(header, &["From", "To", "Cc", "Subject", "Date"], false),
+        false => Vec::new(),
+    };
+    let parsed = match needs_header(criteria) {
+        true => MessageParser::default().parse_headers(&fields[..]),
+        false => None,
+    };
+    let values = criteria.iter().map(|c| value(c.key, parsed.as_ref(), facts)).collect();
+    Entry { id, values }
+}
+
+/// The order of two entries by the criteria alone.
+fn compare(criteria: &[Criterion], a: &Entry, b: &Entry) -> Ordering {
+    for (i, c) in criteria.iter().enumerate() {
+        let o = a.values[i].cmp(&b.values[i]);
+        let o = if c.reverse { o.reverse() } else { o };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
 }
 
 /// The sent date (RFC 5256 §2.2): the Date: header in UTC, or the internal date when

@@ -13,6 +13,11 @@ pub const RAW: &str = include_str!("../scripts/imap_raw_client.py");
 
 /// A started instance with alice (`password`) and her two messages; its IMAP port.
 pub fn two_messages(password: &str) -> (Instance, u16) {
+    two_messages_with(password, |_| {})
+}
+
+/// [`two_messages`], with `setup` run on the instance before it starts (a quota, ...).
+pub fn two_messages_with(password: &str, setup: impl FnOnce(&Instance)) -> (Instance, u16) {
     let (mut inst, port) = imap_instance("alice", password);
     deliver_maildir(
         &inst,
@@ -26,6 +31,7 @@ pub fn two_messages(password: &str) -> (Instance, u16) {
         "1700000001.M2P1.test:2,S",
         b"From: Carol <carol@example.test>\r\nSubject: second\r\n\r\nthere\r\n",
     );
+    setup(&inst);
     inst.start();
     (inst, port)
 }
@@ -39,7 +45,12 @@ pub fn maildir(inst: &Instance) -> PathBuf {
 /// file) and `body` after [`RAW`], checks the script got to its end; returns the running
 /// instance for checks of the files.
 pub fn run(password: &str, prelude: &str, body: &str) -> Instance {
-    let (inst, port) = two_messages(password);
+    run_with(password, prelude, body, |_| {})
+}
+
+/// [`run`], with `setup` run on the instance before it starts.
+pub fn run_with(password: &str, prelude: &str, body: &str, setup: impl FnOnce(&Instance)) -> Instance {
+    let (inst, port) = two_messages_with(password, setup);
     let script = format!(
         "{RAW}\nPORT = {port}\nMASTER = {}\nMAILDIR = {:?}\nimport imaplib, os, time\n{prelude}\n{body}\nprint('done ok')\n",
         inst.master_pid(),
