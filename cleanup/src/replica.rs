@@ -85,7 +85,11 @@ pub fn header(
         );
         header.remove_all(GUID_HEADER);
     }
-    if !replicated {
+    // With the queue mirror on (two-node durability, issue 16) every message gets one too:
+    // the peer's copy carries the same GUID, so the same message delivered by both nodes
+    // (adopted after a lost drop notice, a frozen node resuming, a split brain) is filed
+    // under one name and found already there.
+    if !replicated && main.queue_mirror_peer.is_empty() {
         return Ok(None);
     }
     let guid = new_guid(arrival.0, arrival.1, &main.myhostname, q);
@@ -192,6 +196,22 @@ mod tests {
             .ok()
             .flatten();
         assert_eq!(g.as_deref(), Some(G));
+    }
+
+    #[test]
+    fn a_node_of_a_mirrored_pair_stamps_every_message() {
+        let main = MainConfig {
+            myhostname: "n1.example.test".into(),
+            queue_mirror_peer: "192.0.2.2:1191".into(),
+            ..Default::default()
+        };
+        let mut h = parsed(&format!("Subject: x\nX-Postern-GUID: {G}\n\n"));
+        let g = header(&mut h, &main, &from("198.51.100.7"), false, false, (1, 1), "Q6")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert_ne!(g, G);
+        assert_eq!(guids(&h), vec![g]);
     }
 
     #[test]

@@ -277,6 +277,18 @@ impl PeerConn {
     }
 
     fn request(&mut self, k: u8, parts: &[&[u8]], deadline: Instant) -> Result<Vec<u8>, String> {
+        let result = self.exchange(k, parts, deadline);
+        if result.is_err() {
+            // The connection is given up: closed with a reset (SO_LINGER 0), so what is
+            // still in its send buffer is discarded, not delivered when a cut link heals —
+            // a put this node answered for without the peer (451 or degraded) must not
+            // become a copy there that nobody will ever tell it to drop.
+            let _ = rustix::net::sockopt::set_socket_linger(&self.stream, Some(Duration::ZERO));
+        }
+        result
+    }
+
+    fn exchange(&mut self, k: u8, parts: &[&[u8]], deadline: Instant) -> Result<Vec<u8>, String> {
         set_deadline(&self.stream, deadline)?;
         write_frame(&mut self.stream, k, parts).map_err(|e| format!("sending: {}", FrameError::Io(e)))?;
         self.last_used = Instant::now();

@@ -21,6 +21,7 @@ pub mod imap_script;
 pub mod netns;
 pub mod redundant;
 pub mod skip;
+pub mod vip_pair;
 pub use skip::{require_root, require_tool, skip};
 
 /// `target/<profile>/` — where cargo put the binaries.
