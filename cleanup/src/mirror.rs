@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use postern_lib::config::MainConfig;
+use postern_lib::config::{MainConfig, MirrorUnreachable};
 
 use crate::service::Stop;
 
@@ -28,7 +28,7 @@ pub fn copy(main: &MainConfig, q: &str, path: &Path) -> Result<(), Stop> {
     let Err(why) = result else {
         return Ok(());
     };
-    if main.queue_mirror_unreachable == "degraded" {
+    if main.queue_mirror_unreachable == MirrorUnreachable::Degraded {
         tracing::warn!("{q}: degraded: accepted by this node alone, no copy on {peer}: {why}");
         Ok(())
     } else {

@@ -15,7 +15,7 @@ use super::cidr::Cidr;
 use super::duration::Seconds;
 use super::paths::ConfigPath;
 use super::registry::settings;
-use super::values::{BareNewline, MailboxFormat, MilterAction, SmtpTlsLevel, SmtpdTlsLevel};
+use super::values::{BareNewline, MailboxFormat, MilterAction, MirrorUnreachable, SmtpTlsLevel, SmtpdTlsLevel};
 
 settings! {
     /// The fully-qualified name of this host (default: the system's host name).
@@ -342,8 +342,8 @@ settings! {
     /// 4.3.0, the client retries; nothing is accepted that only one node holds) or
     /// `"degraded"` (250 anyway, held by this node alone; logged as `degraded` and shown by
     /// `postern status`).
-    queue_mirror_unreachable: String = "defer".into(),
-        readers "cleanup postern", check defer_or_degraded;
+    queue_mirror_unreachable: MirrorUnreachable = MirrorUnreachable::Defer,
+        readers "cleanup postern";
     /// trivial-rewrite: Sun ONE-style rewrite rules (`domain-pattern  $U%$D@channel`; relative to the config dir).
     rewrite_rules: Vec<String> = Vec::new(),
         readers "postern trivial-rewrite";
@@ -641,13 +641,6 @@ fn optional_host_port(hp: &str) -> Result<(), String> {
         return Ok(());
     }
     host_ports(&[hp.to_string()])
-}
-
-fn defer_or_degraded(v: &str) -> Result<(), String> {
-    match v {
-        "defer" | "degraded" => Ok(()),
-        _ => Err(format!("{v:?} is neither \"defer\" nor \"degraded\"")),
-    }
 }
 
 fn zero_or_at_least_40(n: &u32) -> Result<(), String> {

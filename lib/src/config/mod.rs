@@ -30,7 +30,7 @@ pub use master_cf::{Listen, ServiceEntry, ServiceType};
 pub use paths::{Base, ConfigPath};
 pub use registry::{SettingInfo, render};
 pub use size::parse_bytes;
-pub use values::{BareNewline, MailboxFormat, MilterAction, SmtpTlsLevel, SmtpdTlsLevel};
+pub use values::{BareNewline, MailboxFormat, MilterAction, MirrorUnreachable, SmtpTlsLevel, SmtpdTlsLevel};
 
 use std::path::{Path, PathBuf};
 

@@ -184,6 +184,7 @@ fn word_setting_typo_names_the_allowed_words() {
         ("milter_default_action", "accept, reject, tempfail, quarantine"),
         ("mailbox_format", "maildir, mbox"),
         ("smtpd_forbid_bare_newline", "normalize, reject"),
+        ("queue_mirror_unreachable", "defer, degraded"),
     ] {
         let d = dir_with(&format!("{HOST}{key} = \"mayy\"\n"), SVC);
         let e = Config::load(&d.path().join("etc")).unwrap_err().to_string();

@@ -43,6 +43,13 @@ macro_rules! word_enum {
             }
         }
 
+        /// Compares with a word as written in `main.toml` (`level == "may"`).
+        impl PartialEq<&str> for $name {
+            fn eq(&self, word: &&str) -> bool {
+                self.as_str() == *word
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -120,6 +127,17 @@ word_enum! {
         Maildir = "maildir",
         /// One mbox file.
         Mbox = "mbox",
+    }
+}
+
+word_enum! {
+    /// `queue_mirror_unreachable`: what cleanup answers when the active-standby peer cannot
+    /// take a message's copy.
+    MirrorUnreachable {
+        /// 451 4.3.0: the client retries.
+        Defer = "defer",
+        /// 250: held by this node alone, logged as degraded.
+        Degraded = "degraded",
     }
 }
 
