@@ -308,13 +308,26 @@ impl MapFile {
     }
 }
 
-/// Sets `user`'s entry in the exceptions table at `path` to `pair` (`None`: removes it),
-/// keeping every other line; the file is replaced atomically and durably (mode 0644).
-/// The caller serialises writers (a lock on the config directory).
+/// Sets `user`'s entry in the exceptions table at `path` to `pair` (`None`: removes it).
 pub fn set_map_entry(path: &Path, user: &str, pair: Option<&str>) -> Result<(), String> {
+    edit_map(path, &[(user.to_string(), pair.map(str::to_string))])
+}
+
+/// Applies `changes` to the exceptions table at `path`: each user's entries are removed,
+/// and `USER PAIR` appended for a `Some(PAIR)`; every other line is kept. The file is
+/// replaced atomically and durably (mode 0644); a table that does not parse is left
+/// alone (an error). The caller serialises writers (a lock on the config directory).
+pub fn edit_map(path: &Path, changes: &[(String, Option<String>)]) -> Result<(), String> {
     let shown = path.display();
-    if user.is_empty() || !user.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!("{user:?} cannot be a table key"));
+    for (user, pair) in changes {
+        if user.is_empty() || !user.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!("{user:?} cannot be a table key"));
+        }
+        if let Some(p) = pair
+            && !valid_name(p)
+        {
+            return Err(format!("{p:?} is not a pair name"));
+        }
     }
     let text = if path.exists() {
         let t = read_bounded(path)?;
@@ -323,8 +336,8 @@ pub fn set_map_entry(path: &Path, user: &str, pair: Option<&str>) -> Result<(), 
     } else {
         String::new()
     };
-    let key = user.to_lowercase();
-    let mut out = String::with_capacity(text.len() + 64);
+    let keys: std::collections::HashSet<String> = changes.iter().map(|(u, _)| u.to_lowercase()).collect();
+    let mut out = String::with_capacity(text.len() + 64 * changes.len());
     let mut skipping = false;
     for line in text.lines() {
         let t = line.trim();
@@ -338,17 +351,18 @@ pub fn set_map_entry(path: &Path, user: &str, pair: Option<&str>) -> Result<(), 
         }
         skipping = !t.is_empty()
             && !t.starts_with('#')
-            && t.split([' ', '\t']).next().is_some_and(|k| k.to_lowercase() == key);
+            && t.split([' ', '\t'])
+                .next()
+                .is_some_and(|k| keys.contains(&k.to_lowercase()));
         if !skipping {
             out.push_str(line);
             out.push('\n');
         }
     }
-    if let Some(p) = pair {
-        if !valid_name(p) {
-            return Err(format!("{p:?} is not a pair name"));
+    for (user, pair) in changes {
+        if let Some(p) = pair {
+            out.push_str(&format!("{user} {p}\n"));
         }
-        out.push_str(&format!("{user} {p}\n"));
     }
     let dir = path.parent().ok_or_else(|| format!("{shown}: no directory"))?;
     let name = path
@@ -357,6 +371,33 @@ pub fn set_map_entry(path: &Path, user: &str, pair: Option<&str>) -> Result<(), 
         .ok_or_else(|| format!("{shown}: not a file name"))?;
     crate::safe_open::write_atomic(dir, name, 0o644, |f| std::io::Write::write_all(f, out.as_bytes()))
         .map_err(|e| format!("{shown}: {e}"))
+}
+
+/// The entries of the exceptions table at `path` (`(user, pair)`, in file order; the
+/// first of a user's entries, as lookups see it). A missing file has none.
+pub fn map_entries(path: &Path) -> Result<Vec<(String, String)>, String> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = read_bounded(path)?;
+    let table = Table::parse(&text).map_err(|(l, why)| format!("{}, line {l}: {why}", path.display()))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') || line.starts_with([' ', '\t']) {
+            continue;
+        }
+        let Some(key) = t.split([' ', '\t']).next() else {
+            continue;
+        };
+        if seen.insert(key.to_lowercase())
+            && let Some(v) = table.get(key)
+        {
+            out.push((key.to_string(), v.to_string()));
+        }
+    }
+    Ok(out)
 }
 
 fn read_bounded(path: &Path) -> Result<String, String> {

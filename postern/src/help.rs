@@ -53,10 +53,13 @@ const COMMANDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "user",
-        "user add NAME [QUOTA] | passwd NAME | quota NAME QUOTA | del NAME | list",
-        "mailbox accounts in CONFIG_DIR/users (password on standard input)",
+        "user add NAME [QUOTA] | passwd NAME | quota NAME QUOTA | del NAME | list | where NAME | move NAME PAIR | pin | rebalance",
+        "mailbox accounts in CONFIG_DIR/users (password on standard input); the director's pairs",
         "The password is read from standard input (echo 'secret' | postern user add alice), never from the\n\
-         command line; at a terminal it is asked for twice without echo.",
+         command line; at a terminal it is asked for twice without echo. With director_pairs: where prints\n\
+         a user's pair; move copies the mailbox to PAIR by the replicators, switches the user in\n\
+         director_user_map and then empties the old copy; pin records every user's pair (before adding a\n\
+         pair), rebalance moves the pinned users whose hashed pair differs (after adding it).",
     ),
     (
         "log",

@@ -41,6 +41,7 @@ mod postmaster;
 mod replica_queue;
 mod replication;
 mod user_cmd;
+mod user_move;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

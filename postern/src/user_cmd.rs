@@ -6,6 +6,7 @@
 //! postern user quota NAME QUOTA   set (or with 0 clear) the quota
 //! postern user del NAME           remove the user (its mailbox is left alone)
 //! postern user list               names and quotas, never hashes
+//! postern user where|move|pin|rebalance   the director's pairs: see crate::user_move
 //! ```
 //!
 //! The password is read from standard input, one line, the trailing newline stripped
@@ -29,7 +30,7 @@ use std::process::ExitCode;
 /// The longest password accepted, in bytes.
 const MAX_PASSWORD: usize = 1024;
 
-const USAGE: &str = "usage: postern user {add NAME [QUOTA]|passwd NAME|quota NAME QUOTA|del NAME|list}";
+const USAGE: &str = "usage: postern user {add NAME [QUOTA]|passwd NAME|quota NAME QUOTA|del NAME|list|where NAME|move NAME PAIR|pin|rebalance}";
 
 /// Runs `postern user ARGS`.
 pub fn run(dir: &Path, rest: &[String]) -> Result<ExitCode, String> {
@@ -43,6 +44,10 @@ pub fn run(dir: &Path, rest: &[String]) -> Result<ExitCode, String> {
         }),
         ["del", name] => edit(dir, |u| u.remove(name).map(drop).map_err(|e| e.to_string())),
         ["list"] => list(dir),
+        ["where", name] => crate::user_move::where_is(dir, name),
+        ["move", name, pair] => crate::user_move::move_user(dir, name, pair),
+        ["pin"] => crate::user_move::pin(dir),
+        ["rebalance"] => crate::user_move::rebalance(dir),
         _ => Err(USAGE.into()),
     }
 }

@@ -91,8 +91,14 @@ pub struct ProxyConn {
     /// The account auth logged the client in as.
     user: Option<String>,
     backend: Option<Backend>,
-    /// The backend to try next (index into the settings' list).
+    /// The backends of the user's pair (or `proxy_*_backends`), in order.
+    backends: Vec<(String, SocketAddr)>,
+    /// The backend to try next (index into `backends`).
     next_backend: usize,
+    /// Whether the local replicator syncs this user (no director, or this host's pair).
+    local_sync: bool,
+    /// The director's pair of the session (checked on the ticks: moved → reconnect).
+    pair: Option<usize>,
     connect_due: Instant,
     sync: Option<SyncAsk>,
     /// A changing command's answer is held until the sync answers.
@@ -126,7 +132,10 @@ impl ProxyConn {
             auth: None,
             user: None,
             backend: None,
+            backends: Vec::new(),
             next_backend: 0,
+            local_sync: true,
+            pair: None,
             connect_due: Instant::now(),
             sync: None,
             holding: false,
@@ -212,6 +221,21 @@ impl ProxyConn {
         self.phase = Phase::PreAuth;
         match reply {
             Ok(AuthReply::Ok { user }) => {
+                match self.cfg.route(&user) {
+                    Ok(route) => {
+                        self.backends = route.backends.to_vec();
+                        self.local_sync = route.local_sync;
+                        self.pair = route.pair;
+                    }
+                    Err(e) => {
+                        tracing::warn!("proxy: director: user={user}, client={}: {e}", self.addr());
+                        let r = self
+                            .dialect
+                            .unavailable("Your mailbox is not reachable now, try again later");
+                        io.send(&r);
+                        return;
+                    }
+                }
                 self.user = Some(user);
                 self.next_backend = 0;
                 // (the client has proved who it is: the login deadline no longer runs
@@ -245,7 +269,7 @@ impl ProxyConn {
         if let Some(mut b) = self.backend.take() {
             b.close(io.aux().0);
         }
-        while let Some((name, addr)) = self.cfg.backends.get(self.next_backend) {
+        while let Some((name, addr)) = self.backends.get(self.next_backend) {
             self.next_backend += 1;
             let (registry, token) = io.aux_nth(BACKEND);
             match Backend::connect(name, *addr, registry, token) {
@@ -345,6 +369,10 @@ impl ProxyConn {
     /// asked: logged, nothing waits).
     fn start_sync(&mut self, io: &mut Io<'_>, why: &'static str) -> bool {
         let Some(user) = self.user.clone() else { return false };
+        if !self.local_sync {
+            // (a user of another pair: that pair's own proxy syncs it)
+            return false;
+        }
         let socket = Path::new(replica::SOCKET);
         if !socket.exists() {
             if !NO_REPLICATOR_LOGGED.swap(true, Ordering::Relaxed) {
@@ -436,6 +464,42 @@ impl ProxyConn {
         io.send(self.dialect.lost());
         io.close();
         self.phase = Phase::Done;
+    }
+
+    /// Between commands: when the director now places the user on another pair (`postern
+    /// user move` switched it), the session ends with the shutdown words, so the client
+    /// reconnects and is sent to the new pair. Returns whether it ended.
+    fn moved(&mut self, io: &mut Io<'_>) -> bool {
+        let (Some(d), Some(pair)) = (&self.cfg.director, self.pair) else {
+            return false;
+        };
+        let between = self.phase == Phase::Relay
+            && !self.holding
+            && self.sync.is_none()
+            && !self.dialect.outstanding()
+            && self
+                .backend
+                .as_ref()
+                .is_some_and(|b| b.inp.is_empty() && b.out.is_empty());
+        if !between {
+            return false;
+        }
+        let user = self.user().to_string();
+        let now = match d.map.pair_of(&user) {
+            Ok((i, _)) if i != pair => i,
+            _ => return false,
+        };
+        let name = |i: usize| d.map.pairs().get(i).map(|p| p.name.clone()).unwrap_or_default();
+        tracing::info!(
+            "proxy: user={user} moved from pair {} to {}: session closed, client={} reconnects",
+            name(pair),
+            name(now),
+            self.addr()
+        );
+        io.send(self.dialect.ending(Ending::Shutdown));
+        io.close();
+        self.phase = Phase::Done;
+        true
     }
 
     /// Moves bytes both ways; returns whether anything moved.
@@ -617,6 +681,9 @@ impl Protocol for ProxyConn {
         }
         if self.sync.as_ref().is_some_and(|s| now >= s.due) {
             self.sync_done(io, Err(format!("no answer in {}s", self.cfg.sync_timeout.as_secs())));
+            return true;
+        }
+        if self.moved(io) {
             return true;
         }
         let timeout = self.cfg.backend_timeout;

@@ -55,6 +55,18 @@ pub struct Settings {
     pub max_line: usize,
     /// The largest literal a client may send (IMAP: `imapd_max_literal`).
     pub max_literal: u64,
+    /// The director (issue 16), when `director_pairs` is set.
+    pub director: Option<Director>,
+}
+
+/// Which pair holds each user's mailbox, and where that pair is reached.
+pub struct Director {
+    /// The pairs, the ring, the exceptions table.
+    pub map: postern_lib::director::Director,
+    /// Per pair (in `director_pairs` order), its addresses for this protocol, resolved.
+    pub backends: Vec<Vec<(String, SocketAddr)>>,
+    /// `director_pair`: this host's pair, whose users go to `backends` above with a sync.
+    pub local: Option<usize>,
 }
 
 fn resolve(hp: &str) -> Vec<SocketAddr> {
@@ -109,6 +121,26 @@ impl Settings {
             .iter()
             .flat_map(|hp| resolve(hp).into_iter().map(move |a| (hp.clone(), a)))
             .collect();
+        let director = match postern_lib::director::Director::from_config(m)? {
+            Some(map) => {
+                let backends = map
+                    .pairs()
+                    .iter()
+                    .map(|p| {
+                        let list = match kind {
+                            Kind::Pop3 => &p.pop3,
+                            Kind::Imap => &p.imap,
+                        };
+                        list.iter()
+                            .flat_map(|hp| resolve(hp).into_iter().map(move |a| (hp.clone(), a)))
+                            .collect()
+                    })
+                    .collect();
+                let local = map.index(&m.director_pair);
+                Some(Director { map, backends, local })
+            }
+            None => None,
+        };
         let tls = if cert.is_empty() {
             None
         } else {
@@ -137,6 +169,46 @@ impl Settings {
                 Kind::Imap => m.imapd_max_line_length as usize,
             },
             max_literal: m.imapd_max_literal,
+            director,
+        })
+    }
+}
+
+/// Where a user is served: see [`Settings::route`].
+pub struct Route<'a> {
+    /// The backends, in order.
+    pub backends: &'a [(String, SocketAddr)],
+    /// Whether the local replicator syncs the user (no director, or this host's pair).
+    pub local_sync: bool,
+    /// The director's pair.
+    pub pair: Option<usize>,
+}
+
+impl Settings {
+    /// Where `user` is served: the backends in order, whether the local replicator syncs
+    /// the user (this host's pair, or no director), and the pair's index. `Err`: the
+    /// director cannot place the user now (logged by the caller; the client is told to
+    /// try later).
+    pub fn route(&self, user: &str) -> Result<Route<'_>, String> {
+        let Some(d) = &self.director else {
+            return Ok(Route {
+                backends: &self.backends,
+                local_sync: true,
+                pair: None,
+            });
+        };
+        let (i, _) = d.map.pair_of(user)?;
+        if d.local == Some(i) {
+            return Ok(Route {
+                backends: &self.backends,
+                local_sync: true,
+                pair: Some(i),
+            });
+        }
+        Ok(Route {
+            backends: d.backends.get(i).map(Vec::as_slice).unwrap_or_default(),
+            local_sync: false,
+            pair: Some(i),
         })
     }
 }

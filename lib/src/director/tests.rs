@@ -129,3 +129,31 @@ fn the_table_overrides_the_ring_and_is_reloaded() {
         "a broken table is not rewritten"
     );
 }
+
+#[test]
+fn the_table_is_edited_in_batches_and_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let map = dir.path().join("director-map");
+    assert_eq!(map_entries(&map).expect("none"), Vec::<(String, String)>::new());
+    std::fs::write(&map, "# exceptions\nalice p1\nbob p2\n  p3\ncarol p1\n").expect("write");
+    edit_map(
+        &map,
+        &[
+            ("bob".into(), None),
+            ("dave".into(), Some("p2".into())),
+            ("Carol".into(), Some("p3".into())),
+        ],
+    )
+    .expect("edit");
+    assert_eq!(
+        std::fs::read_to_string(&map).expect("read"),
+        "# exceptions\nalice p1\ndave p2\nCarol p3\n"
+    );
+    let e = map_entries(&map).expect("entries");
+    assert_eq!(
+        e,
+        [("alice", "p1"), ("dave", "p2"), ("Carol", "p3")].map(|(u, p)| (u.to_string(), p.to_string()))
+    );
+    assert!(edit_map(&map, &[("eve".into(), Some("bad/name".into()))]).is_err());
+    assert!(edit_map(&map, &[("e ve".into(), None)]).is_err());
+}

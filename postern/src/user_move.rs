@@ -1,0 +1,477 @@
+//! `postern user where|move|pin|rebalance`: which pair of mailbox servers holds a user
+//! (the director, issue 16), and moving mailboxes between pairs with nothing lost.
+//!
+//! ```text
+//! postern user where NAME         the user's pair, and whether the ring or the table says so
+//! postern user move NAME PAIR     moves the mailbox to PAIR and switches the user there
+//! postern user pin                records every user's current pair in director_user_map
+//! postern user rebalance          moves each pinned user to the ring's pair, unpins the rest
+//! ```
+//!
+//! A move, for each user (a rebalance does every step for all its users at once):
+//! 1. **copy**: the mailbox is merged from every reachable replicator of the old pair
+//!    into every replicator of the new one, over the replicators' peer protocol (this
+//!    command is the client of both, with `replica_secret_file`), while the user may be
+//!    logged in and reading; messages keep their UIDs, folders their UIDVALIDITY;
+//! 2. **check**: every folder of the old copy is on each new replicator with the same
+//!    UIDVALIDITY, every message under the same UID and GUID;
+//! 3. **switch**: `director_user_map` gets the new pair (or loses the user's entry when the
+//!    ring gives the new pair anyway) in one atomic rename; proxies see it within a
+//!    second and close the user's sessions on the old pair between two commands (the
+//!    clients reconnect and reach the new pair); this command waits [`GRACE`];
+//! 4. **last copy and check**: what the old sessions changed meanwhile is merged again,
+//!    and checked again. If this fails, the table is switched back (the user is on the
+//!    old pair, complete; what reached the new pair meanwhile is there for the next move,
+//!    which merges both ways);
+//! 5. **remove**: the sync state between old and new replicators is cleared on both (so
+//!    a later merge of the two is a first contact, never an "expunged there"), then on
+//!    each old replicator every message is expunged and every folder but INBOX deleted.
+//!
+//! Stopped or failed before step 3, the user stays on the old pair with the mailbox
+//! there untouched (a partial copy on the new pair is harmless: the next move merges
+//! it). The old copy is removed only after step 4's check.
+//!
+//! Limits: mail that a hub delivers to the old pair after step 4 is left there (hubs
+//! route by their own tables, not by the director); a command that a client started on
+//! the old pair before the switch and that runs longer than [`GRACE`] may change the old
+//! copy after the last merge. The removal leaves an empty INBOX (and the replicators'
+//! files) on the old pair.
+
+use crate::files::{DirLock, print};
+use postern_lib::config::Config;
+use postern_lib::director::{self, Director, Source};
+use replicator::merge::{Options, sync_user};
+use replicator::remote::RemoteReplica;
+use replicator::replica::{Replica, Res};
+use replicator::state::SyncState;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long a switch waits for proxies to see it and close old sessions.
+pub const GRACE: Duration = Duration::from_secs(3);
+/// The name this command gives itself when it only asks a replicator its name.
+const PROBE: &str = "postern-user-move";
+
+/// One user to move.
+#[derive(Clone, Debug)]
+struct Move {
+    user: String,
+    from: usize,
+    to: usize,
+    /// The table's entry before the switch (restored when the last copy fails).
+    before: Option<String>,
+}
+
+/// The settings a move needs.
+struct Mover {
+    dir: PathBuf,
+    director: Director,
+    map: PathBuf,
+    secret: Vec<u8>,
+    timeout: Duration,
+    max_message: u64,
+    /// Replicator address → its node name.
+    names: HashMap<String, String>,
+}
+
+fn load(dir: &Path) -> Result<(Config, Director), String> {
+    let config = Config::load(dir).map_err(|e| e.to_string())?;
+    let d = Director::from_config(&config.main)?.ok_or("director_pairs is not set: there is one pair")?;
+    Ok((config, d))
+}
+
+/// `postern user where NAME`.
+pub fn where_is(dir: &Path, user: &str) -> Result<ExitCode, String> {
+    let (_, d) = load(dir)?;
+    let (i, src) = d.pair_of(user)?;
+    let ring = d.ring_pair(user);
+    let name = |i: usize| d.pairs().get(i).map(|p| p.name.clone()).unwrap_or_default();
+    let why = match src {
+        Source::Ring => "by hashing".to_string(),
+        Source::Map if i == ring => "director_user_map (the same as by hashing)".to_string(),
+        Source::Map => format!("director_user_map (by hashing: {})", name(ring)),
+    };
+    print(&format!("{user} {} {why}\n", name(i)))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Mover {
+    fn new(dir: &Path) -> Result<Mover, String> {
+        let (config, director) = load(dir)?;
+        let m = &config.main;
+        if m.director_user_map.is_empty() {
+            return Err("director_user_map is not set: a move is recorded there".into());
+        }
+        let secret = replicator::secret::read(m.replica_secret_file.path())?;
+        Ok(Mover {
+            dir: dir.to_path_buf(),
+            map: m.director_user_map.path().to_path_buf(),
+            director,
+            secret,
+            timeout: m.replica_timeout.duration(),
+            max_message: m.message_size_limit,
+            names: HashMap::new(),
+        })
+    }
+
+    fn pair_name(&self, i: usize) -> String {
+        self.director.pairs().get(i).map(|p| p.name.clone()).unwrap_or_default()
+    }
+
+    fn replicators(&self, i: usize) -> Vec<String> {
+        self.director
+            .pairs()
+            .get(i)
+            .map(|p| p.replicator.clone())
+            .unwrap_or_default()
+    }
+
+    fn connect(&self, addr: &str, me: &str) -> Res<RemoteReplica> {
+        RemoteReplica::connect(
+            addr,
+            me,
+            &self.secret,
+            self.timeout.min(Duration::from_secs(5)),
+            self.timeout,
+            self.max_message,
+        )
+    }
+
+    /// The node name of the replicator at `addr` (asked once).
+    fn node(&mut self, addr: &str) -> Res<String> {
+        if let Some(n) = self.names.get(addr) {
+            return Ok(n.clone());
+        }
+        let n = self.connect(addr, PROBE)?.node().to_string();
+        self.names.insert(addr.to_string(), n.clone());
+        Ok(n)
+    }
+
+    /// Both replicators, each told the other's name (so each keeps its sync state for
+    /// the real other side), working on `user`.
+    fn both(&mut self, user: &str, a: &str, b: &str) -> Res<(RemoteReplica, RemoteReplica)> {
+        let (na, nb) = (self.node(a)?, self.node(b)?);
+        let mut ra = self.connect(a, &nb)?;
+        ra.open(user)?;
+        let mut rb = self.connect(b, &na)?;
+        rb.open(user)?;
+        Ok((ra, rb))
+    }
+
+    /// Merges `user` between `a` (old pair) and `b` (new pair).
+    fn merge(&mut self, user: &str, a: &str, b: &str) -> Res<()> {
+        let (mut ra, mut rb) = self.both(user, a, b)?;
+        let opt = Options {
+            lock_wait: self.timeout,
+            ..Options::default()
+        };
+        // an empty folder the new side made on its own (its INBOX at `open`) takes the
+        // old side's UIDVALIDITY, so the client never sees it change
+        let (ma, mb) = (ra.mailbox()?, rb.mailbox()?);
+        let fresh: Vec<(String, u32)> = mb
+            .folders
+            .iter()
+            .filter_map(|f| {
+                let old = ma.folders.iter().find(|o| o.name == f.name)?;
+                (old.uid_validity != f.uid_validity && f.messages == 0).then(|| (f.name.clone(), old.uid_validity))
+            })
+            .collect();
+        if !fresh.is_empty() && rb.load_state(ra.node())?.is_none() {
+            rb.lock(self.timeout)?;
+            let r = fresh.iter().try_for_each(|(f, v)| rb.set_uid_validity(f, *v));
+            rb.unlock();
+            r?;
+        }
+        let r = sync_user(&mut ra, &mut rb, &opt)?;
+        if !r.failed.is_empty() {
+            return Err(r.failed.join("; "));
+        }
+        Ok(())
+    }
+
+    /// Every folder and message of `a` is on `b`: same UIDVALIDITY, same UID and GUID.
+    fn check(&mut self, user: &str, a: &str, b: &str) -> Res<usize> {
+        let (mut ra, mut rb) = self.both(user, a, b)?;
+        let (ma, mb) = (ra.mailbox()?, rb.mailbox()?);
+        let mut n = 0;
+        for f in &ma.folders {
+            let Some(g) = mb.folders.iter().find(|g| g.name == f.name) else {
+                return Err(format!("folder {} is not on {b}", f.name));
+            };
+            if g.uid_validity != f.uid_validity {
+                return Err(format!(
+                    "folder {}: UIDVALIDITY {} on {a}, {} on {b}",
+                    f.name, f.uid_validity, g.uid_validity
+                ));
+            }
+            let la = ra.messages(&f.name)?;
+            let lb = rb.messages(&f.name)?;
+            let there: BTreeMap<u32, &str> = lb.messages.iter().map(|m| (m.uid, m.guid.as_str())).collect();
+            for m in &la.messages {
+                if there.get(&m.uid) != Some(&m.guid.as_str()) {
+                    return Err(format!("folder {}: UID {} ({}) is not on {b}", f.name, m.uid, m.guid));
+                }
+            }
+            n += la.messages.len();
+        }
+        Ok(n)
+    }
+
+    /// Merges `user` from every reachable old replicator into every new one, and checks
+    /// each new one against the first old one that answered. Returns the messages checked.
+    fn copy(&mut self, mv: &Move) -> Res<usize> {
+        let (olds, news) = (self.replicators(mv.from), self.replicators(mv.to));
+        if olds.is_empty() || news.is_empty() {
+            return Err("a pair without replicator= addresses".into());
+        }
+        let mut source = None;
+        let mut why = Vec::new();
+        for o in &olds {
+            match self.merge(&mv.user, o, &news[0]) {
+                Ok(()) => source = source.or(Some(o.clone())),
+                Err(e) => why.push(format!("{o}: {e}")),
+            }
+        }
+        let source = source.ok_or_else(|| format!("no replicator of the old pair merged: {}", why.join("; ")))?;
+        for n in &news[1..] {
+            self.merge(&mv.user, &news[0], n)?;
+        }
+        let mut count = 0;
+        for n in &news {
+            count = self.check(&mv.user, &source, n)?;
+        }
+        Ok(count)
+    }
+
+    /// Clears the old↔new sync states, then empties the old copies.
+    fn remove(&mut self, mv: &Move) -> Res<()> {
+        let (olds, news) = (self.replicators(mv.from), self.replicators(mv.to));
+        for o in &olds {
+            for n in &news {
+                let (mut ro, mut rn) = self.both(&mv.user, o, n)?;
+                let (no, nn) = (ro.node().to_string(), rn.node().to_string());
+                rn.save_state(&no, &SyncState::default())?;
+                ro.save_state(&nn, &SyncState::default())?;
+            }
+        }
+        for o in &olds {
+            let mut r = self.connect(o, PROBE)?;
+            r.open(&mv.user)?;
+            r.lock(self.timeout)?;
+            let done = empty(&mut r);
+            r.unlock();
+            done?;
+        }
+        Ok(())
+    }
+
+    /// Writes the table for `moves` (`back`: their entries from before).
+    fn switch(&self, moves: &[Move], back: bool) -> Res<()> {
+        let _lock = DirLock::exclusive(&self.dir)?;
+        let changes: Vec<(String, Option<String>)> = moves
+            .iter()
+            .map(|m| {
+                let entry = if back {
+                    m.before.clone()
+                } else if self.director.ring_pair(&m.user) == m.to {
+                    None
+                } else {
+                    Some(self.pair_name(m.to))
+                };
+                (m.user.clone(), entry)
+            })
+            .collect();
+        director::edit_map(&self.map, &changes)
+    }
+
+    /// Moves every user of `moves`; returns the failures (`user: why`).
+    fn run(&mut self, moves: Vec<Move>) -> Vec<String> {
+        let mut failed = Vec::new();
+        let mut copied = Vec::new();
+        for mv in moves {
+            match self.copy(&mv) {
+                Ok(n) => {
+                    println!(
+                        "{}: copied to {} ({n} messages checked)",
+                        mv.user,
+                        self.pair_name(mv.to)
+                    );
+                    copied.push(mv);
+                }
+                Err(e) => failed.push(format!("{}: copy: {e} (stays on {})", mv.user, self.pair_name(mv.from))),
+            }
+        }
+        if copied.is_empty() {
+            return failed;
+        }
+        if let Err(e) = self.switch(&copied, false) {
+            for mv in &copied {
+                failed.push(format!(
+                    "{}: switch: {e} (stays on {})",
+                    mv.user,
+                    self.pair_name(mv.from)
+                ));
+            }
+            return failed;
+        }
+        std::thread::sleep(GRACE);
+        let mut switched = Vec::new();
+        let mut back = Vec::new();
+        for mv in copied {
+            match self.copy(&mv) {
+                Ok(_) => switched.push(mv),
+                Err(e) => {
+                    failed.push(format!(
+                        "{}: last copy: {e} (switched back to {})",
+                        mv.user,
+                        self.pair_name(mv.from)
+                    ));
+                    back.push(mv);
+                }
+            }
+        }
+        if !back.is_empty()
+            && let Err(e) = self.switch(&back, true)
+        {
+            failed.push(format!("switching back: {e}"));
+        }
+        for mv in switched {
+            match self.remove(&mv) {
+                Ok(()) => println!(
+                    "{}: moved from {} to {}",
+                    mv.user,
+                    self.pair_name(mv.from),
+                    self.pair_name(mv.to)
+                ),
+                Err(e) => failed.push(format!(
+                    "{}: moved to {}, but the old copy on {} was not removed: {e}",
+                    mv.user,
+                    self.pair_name(mv.to),
+                    self.pair_name(mv.from)
+                )),
+            }
+        }
+        failed
+    }
+
+    /// The table's entry for `user` now.
+    fn entry(&self, user: &str) -> Res<Option<String>> {
+        Ok(director::map_entries(&self.map)?
+            .into_iter()
+            .find(|(u, _)| u.eq_ignore_ascii_case(user))
+            .map(|(_, p)| p))
+    }
+}
+
+/// Expunges every message and deletes every folder but INBOX (the caller holds the lock).
+fn empty(r: &mut RemoteReplica) -> Res<()> {
+    let mb = r.mailbox()?;
+    // deepest first, so a folder's children go before it
+    let mut folders = mb.folders.clone();
+    folders.sort_by_key(|f| std::cmp::Reverse(f.name.matches('.').count()));
+    for f in &folders {
+        let l = r.messages(&f.name)?;
+        let uids: Vec<u32> = l.messages.iter().map(|m| m.uid).collect();
+        for chunk in uids.chunks(1000) {
+            r.expunge(&f.name, chunk.to_vec())?;
+        }
+        if f.name != "INBOX" {
+            r.delete_folder(&f.name)?;
+        }
+    }
+    for s in &mb.subscriptions {
+        r.subscribe(s, false)?;
+    }
+    Ok(())
+}
+
+fn report(failed: Vec<String>) -> Result<ExitCode, String> {
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for f in &failed {
+        eprintln!("postern: {f}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// `postern user move NAME PAIR`.
+pub fn move_user(dir: &Path, user: &str, target: &str) -> Result<ExitCode, String> {
+    let mut m = Mover::new(dir)?;
+    let to = m
+        .director
+        .index(target)
+        .ok_or_else(|| format!("{target:?} is not in director_pairs"))?;
+    let (from, _) = m.director.pair_of(user)?;
+    if from == to {
+        print(&format!("{user} is on {target} already\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let before = m.entry(user)?;
+    report(m.run(vec![Move {
+        user: user.to_string(),
+        from,
+        to,
+        before,
+    }]))
+}
+
+/// `postern user pin`: every user of `CONFIG_DIR/users` without an entry gets one naming
+/// the pair it is on now (run before a pair is added to director_pairs: nobody moves
+/// until `rebalance` has moved the mailbox).
+pub fn pin(dir: &Path) -> Result<ExitCode, String> {
+    let (config, d) = load(dir)?;
+    if config.main.director_user_map.is_empty() {
+        return Err("director_user_map is not set".into());
+    }
+    let map = config.main.director_user_map.path().to_path_buf();
+    let users = postern_lib::users::Users::load(&postern_lib::users::path(dir)).map_err(|e| e.to_string())?;
+    let _lock = DirLock::exclusive(dir)?;
+    let have: std::collections::HashSet<String> = director::map_entries(&map)?
+        .into_iter()
+        .map(|(u, _)| u.to_lowercase())
+        .collect();
+    let mut changes = Vec::new();
+    for u in users.list() {
+        if have.contains(&u.name.to_lowercase()) {
+            continue;
+        }
+        let (i, _) = d.pair_of(&u.name)?;
+        changes.push((u.name.clone(), d.pairs().get(i).map(|p| p.name.clone())));
+    }
+    director::edit_map(&map, &changes)?;
+    print(&format!("{} users pinned\n", changes.len()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `postern user rebalance`: each user in the table whose entry differs from the ring's
+/// pair is moved there (all in one switch); entries equal to the ring's pair are removed.
+pub fn rebalance(dir: &Path) -> Result<ExitCode, String> {
+    let mut m = Mover::new(dir)?;
+    let mut same = Vec::new();
+    let mut moves = Vec::new();
+    for (user, pair) in director::map_entries(&m.map)? {
+        let ring = m.director.ring_pair(&user);
+        match m.director.index(&pair) {
+            Some(i) if i == ring => same.push((user, None)),
+            Some(from) => moves.push(Move {
+                user,
+                from,
+                to: ring,
+                before: Some(pair),
+            }),
+            None => eprintln!("postern: {user}: pair {pair:?} is not in director_pairs: left alone"),
+        }
+    }
+    {
+        let _lock = DirLock::exclusive(dir)?;
+        director::edit_map(&m.map, &same)?;
+    }
+    let n = moves.len();
+    print(&format!("{} users unpinned, {n} to move\n", same.len()))?;
+    let failed = m.run(moves);
+    print(&format!("{} of {n} users moved\n", n - failed.len().min(n)))?;
+    report(failed)
+}
