@@ -10,8 +10,12 @@
 //!   (never INBOX);
 //! - a folder on one side only that the state did not know was created there: create it on
 //!   the other with the same UIDVALIDITY, then merge its messages;
-//! - the same name with different UIDVALIDITYs (first contact: both created it on their
-//!   own) takes the lower one on both, then its messages are merged by GUID without state;
+//! - the same name with different UIDVALIDITYs, one of them the state's: the folder was
+//!   deleted and created again on the other side: there the old one (and its messages) is
+//!   deleted and the new one created with its UIDVALIDITY, then its messages are merged;
+//! - the same name with different UIDVALIDITYs otherwise (first contact: both created it
+//!   on their own) takes the lower one on both, then its messages are merged by GUID
+//!   without state;
 //! - a folder's mailbox GUID (IMAP's MAILBOXID) and the special uses it was created with
 //!   go with it when it is created on the other side; when the two differ, the winner's
 //!   (see Conflicts) are given to the other.
@@ -289,14 +293,31 @@ fn folder_step(
         (Some(x), Some(y)) => {
             // MAILBOXID and the created special uses: the winner's (a folder each side
             // created on its own, or one merged before these were carried)
+            let known = old.map(|s| s.uid_validity).filter(|_| name != "INBOX");
+            let renewed =
+                x.uid_validity != y.uid_validity && known.is_some_and(|k| k == x.uid_validity || k == y.uid_validity);
             let src = winner.unwrap_or(Side::A);
             let (from, to) = if src == Side::A { (x, y) } else { (y, x) };
-            if (!from.guid.is_empty() && from.guid != to.guid) || from.special_use != to.special_use {
+            if !renewed && ((!from.guid.is_empty() && from.guid != to.guid) || from.special_use != to.special_use) {
                 let (_, there) = pick(src, a, b);
                 there.set_folder_meta(name, &from.guid, &from.special_use)?;
                 report.folder_ops += 1;
             }
-            if x.uid_validity != y.uid_validity {
+            if renewed {
+                // deleted and created again on the side whose UIDVALIDITY the state did
+                // not know: that new folder wins on both, the old one's messages go
+                let (renewed, side) = if known == Some(y.uid_validity) {
+                    (x, Side::B)
+                } else {
+                    (y, Side::A)
+                };
+                let (stale, _) = pick(side, a, b);
+                stale.delete_folder(name)?;
+                stale.create_folder(name, renewed.uid_validity)?;
+                stale.set_folder_meta(name, &renewed.guid, &renewed.special_use)?;
+                report.folder_ops += 2;
+                state = None;
+            } else if x.uid_validity != y.uid_validity {
                 let v = x.uid_validity.min(y.uid_validity);
                 if x.uid_validity != v {
                     a.set_uid_validity(name, v)?;

@@ -980,3 +980,40 @@ fn mailboxid_and_special_use_are_the_same_on_both() {
     let r = sync(&a, &b);
     assert!(!r.changed(), "{r:?}");
 }
+
+/// A folder deleted and created again (same name) on one side while the other was down:
+/// the new folder wins on both with its new UIDVALIDITY, the old one's messages do not
+/// come back (before, the two were merged as a first contact: old UIDVALIDITY, old mail).
+#[test]
+fn a_folder_deleted_and_created_again_wins_with_its_new_uidvalidity() {
+    let (a, b) = (Side::new("a"), Side::new("b"));
+    a.store().create("Work").unwrap();
+    a.append("Work", "old 1");
+    a.append("Work", "old 2");
+    sync(&a, &b);
+    let v1 = assert_same(&a, &b).folders["Work"].0;
+    // b is down: on a, Work is deleted and made again, with one new message
+    a.store().delete("Work").unwrap();
+    a.store().create("Work").unwrap();
+    a.append("Work", "new");
+    let v2 = a.snapshot().folders["Work"].0;
+    assert_ne!(v1, v2);
+    sync(&b, &a);
+    let s = assert_same(&a, &b);
+    assert_eq!(s.folders["Work"].0, v2);
+    assert_eq!(s.folders["Work"].1.len(), 1, "{:?}", s.folders["Work"]);
+    // the other way round, created again empty on b
+    b.store().delete("Work").unwrap();
+    b.store().create("Work").unwrap();
+    sync(&a, &b);
+    let s = assert_same(&a, &b);
+    assert!(s.folders["Work"].1.is_empty(), "{:?}", s.folders["Work"]);
+    assert!(s.folders["Work"].0 != v2 && s.folders["Work"].0 != v1);
+    let guid = |x: &Side| {
+        let st = x.store();
+        postern_lib::mailbox::replica::folder_info("Work", &st.folder("Work").unwrap()).guid
+    };
+    assert_eq!(guid(&a), guid(&b));
+    let r = sync(&a, &b);
+    assert!(!r.changed(), "{r:?}");
+}
