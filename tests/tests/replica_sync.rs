@@ -276,14 +276,18 @@ fn changes_on_either_side_through_imapd_and_pop3d_end_up_on_both() {
     assert_eq!(flags_of("1765000001."), "S");
     assert!(flags_of("1765000002.").contains('F'), "{inbox:?}");
     assert_eq!(flags_of("1765000004."), "R");
-    // the two appends had the same UID: both were given fresh ones, above the others
+    // the two appends had the same UID: A's keeps it (A, mba, is the pair's primary: every
+    // proxy reads it, so its UIDs win), B's was given a fresh one above
     let appended: Vec<u32> = inbox
         .iter()
         .filter(|m| !m.1.contains(".replica"))
         .map(|m| m.0)
         .collect();
-    assert_eq!(appended.len(), 2);
-    assert!(appended.iter().all(|&u| u > 7), "{inbox:?}");
+    assert_eq!(appended, vec![7, 8], "{inbox:?}");
+    let seventh = "M.select('INBOX')\nprint(M.uid('FETCH','7:8','(BODY.PEEK[HEADER.FIELDS (SUBJECT)])'))";
+    let out = imap(b.imap, seventh);
+    assert!(out.find("appended on A") < out.find("appended on B"), "{out}");
+    assert_eq!(out, imap(a.imap, seventh));
     assert_eq!(s.0["Work"].1.len(), 1);
     assert!(s.0.contains_key("Projects"));
     assert!(s.1.contains(&"Work".to_string()));
@@ -460,4 +464,24 @@ fn the_background_sweep_carries_changes_without_a_sync_request() {
         state_of(&mailbox(&a), false) == state_of(&mailbox(&b), false)
     });
     agree(&a, &b);
+}
+
+/// A client failing over from A to B sees the same MAILBOXID (the uidlist's mailbox GUID)
+/// and the same special use given at CREATE (RFC 6154 CREATE-SPECIAL-USE): a folder made on
+/// A, and INBOX, which each server created on its own at the first delivery.
+#[test]
+fn mailboxid_and_special_use_are_the_same_on_both() {
+    let (a, b) = pair();
+    hub_copy(&[&a, &b], 1);
+    let create = imap(a.imap, "print(M._simple_command('CREATE','Outbox','(USE (\\\\Sent))'))");
+    assert!(create.contains("'OK'"), "{create}");
+    synced_with_all(&sync(&a));
+    let ask = "for f in ('INBOX','Outbox'):\n  print(M.status(f,'(MAILBOXID)'))\nprint(sorted(M.list()[1]))";
+    let (on_a, on_b) = (imap(a.imap, ask), imap(b.imap, ask));
+    assert!(on_a.contains("MAILBOXID (F"), "{on_a}");
+    assert!(
+        on_b.lines().any(|l| l.contains("Sent") && l.contains("Outbox")),
+        "{on_b}"
+    );
+    assert_eq!(on_a, on_b);
 }
