@@ -15,8 +15,11 @@
 # Two-node durability is on: each node's mirror service (port 1191 on its own address)
 # keeps a copy of every queue file the other accepts, before the 250 (queue_mirror_peer,
 # shared secret mirror-secret; queue_mirror_unreachable = degraded, so a node whose peer is
-# dead keeps accepting, logged); the notify hook adopts a dead peer's copies on MASTER.
-# Mailboxes are not replicated here: each node has its own (issue 15 is examples/redundant).
+# dead keeps accepting, logged); the notify hook adopts a dead peer's copies on MASTER,
+# and `postern start` of a node that comes back asks the peer what it adopted first.
+# The mailboxes are replicated: each node's replicator (port 1190 on its own address,
+# shared secret replica-secret) keeps alice's and bob's mailboxes the same on both, so a
+# reader sees the same mailbox through the service address whichever node holds it.
 set -eu
 . "$(dirname "$0")/common.sh"
 need_root
@@ -34,8 +37,9 @@ done
 sh "$(dirname "$0")/down.sh" >/dev/null
 mkdir -p "$PST_DIR"
 chmod 755 "$PST_DIR"
-# The queue mirror's shared secret: the same file on both nodes.
+# The queue mirror's and the replicator's shared secrets: the same files on both nodes.
 secret=$(openssl rand -hex 32)
+replica_secret=$(openssl rand -hex 32)
 
 # The LAN: a bridge in its own namespace, a veth pair per host created inside the namespaces.
 ip netns add $BRIDGE_NS
@@ -97,11 +101,35 @@ maxproc = 1
 max_conns = 256
 max_use = 1000000
 max_idle = "1d"
+
+# The replicator (replicated mailboxes, issue 15): serves the peer's replicator on this
+# node's address; the unix service runs the background sweep (one long-lived process,
+# kept alive by master's wakeup).
+[[service]]
+name = "replicator"
+type = "inet"
+listen = "$addr:1190"
+command = "replicator"
+maxproc = 4
+
+[[service]]
+name = "replicator"
+type = "unix"
+command = "replicator"
+maxproc = 1
+min_procs = 1
+max_use = 1000000000
+max_idle = "1000d"
+wakeup = "5s"
+max_conns = 64
 EOF
-    (umask 077; printf '%s\n' "$secret" >"$root/etc/mirror-secret")
+    (umask 077; printf '%s\n' "$secret" >"$root/etc/mirror-secret"
+     printf '%s\n' "$replica_secret" >"$root/etc/replica-secret")
     "$POSTERN_BIN/postern" -c "$root/etc" config set \
         "queue_mirror_peer=$peer:1191" "queue_mirror_secret_file=mirror-secret" \
-        "queue_mirror_unreachable=degraded" >/dev/null
+        "queue_mirror_unreachable=degraded" \
+        "replica_peers=[\"$peer:1190\"]" "replica_name=n$n" "replica_secret_file=replica-secret" \
+        "replica_sync_interval=5s" "replica_timeout=5s" "imapd_secure_networks=127.0.0.0/8, 198.18.1.0/24" >/dev/null
     echo alice-pw | "$POSTERN_BIN/postern" -c "$root/etc" user add alice >/dev/null
     echo bob-pw | "$POSTERN_BIN/postern" -c "$root/etc" user add bob >/dev/null
     sh "$repo/etc/keepalived/render.sh" --node "$n" --mode "$mode" --alternate-seconds "$alt" \

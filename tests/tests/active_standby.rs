@@ -394,8 +394,19 @@ fn example_scripts_build_drive_and_remove_the_pair() {
             .expect("python3")
     };
     ok(send(), "send through the service address");
-    let delivered = |node: &str| files_below(&pair.0.join(node).join("var/mail/alice/new")).len();
+    // Messages in alice's INBOX (new/ and cur/: a replicated message is filed in cur/).
+    let delivered = |node: &str| {
+        ["new", "cur"]
+            .iter()
+            .map(|d| files_below(&pair.0.join(node).join("var/mail/alice").join(d)).len())
+            .sum::<usize>()
+    };
     assert!(wait_for(Duration::from_secs(20), || delivered("pst-n1") == 1));
+    // The replicator copies it to node 2's mailbox (sweep every 5 s).
+    assert!(
+        wait_for(Duration::from_secs(30), || delivered("pst-n2") == 1),
+        "the mailbox is replicated to pst-n2"
+    );
     let status = ok(pair.run("node.sh", &["pst-n1", "status"]), "node.sh status");
     assert!(
         status.contains("vrrp: MASTER") && status.contains("healthy: "),
@@ -412,7 +423,7 @@ fn example_scripts_build_drive_and_remove_the_pair() {
         "pst-n2 takes over"
     );
     assert!(wait_for(Duration::from_secs(15), || send().status.success()));
-    assert!(wait_for(Duration::from_secs(20), || delivered("pst-n2") == 1));
+    assert!(wait_for(Duration::from_secs(20), || delivered("pst-n2") == 2));
 
     ok(pair.run("node.sh", &["pst-n1", "start"]), "node.sh start");
     assert!(

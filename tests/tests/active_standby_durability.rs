@@ -608,6 +608,77 @@ fn slow_acknowledgement_is_a_bounded_wait() {
 }
 
 #[test]
+fn rejoin_with_a_silent_peer_is_a_bounded_wait() {
+    // A peer that proves the secret, reads the question and never answers.
+    let key = mirror::wire::key(&mirror::wire::parse_secret(SECRET.as_bytes()).expect("secret"));
+    let port = fake_peer(move |mut s| {
+        let key = key.clone();
+        std::thread::spawn(move || {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+            if mirror::wire::server_handshake(&mut s, &key).is_ok() {
+                let _ = mirror::wire::read_frame(&mut s, |_| Some(64 << 10));
+                std::thread::sleep(Duration::from_secs(30));
+            }
+        });
+    });
+    let peer = format!("queue_mirror_peer=127.0.0.1:{port}");
+    let mut inst = Instance::new(
+        &(pipeline_services(free_port()) + &mirror_services("")),
+        &[
+            &peer,
+            "queue_mirror_secret_file=mirror-secret",
+            "queue_mirror_timeout=2s",
+        ],
+    );
+    write_secret(&inst);
+    add_user(&inst, "alice", "alice-pw");
+    owned_mail_base(&inst);
+    // One message queued here (master creates the queue directories: started and stopped
+    // once first), so there is something to ask about.
+    inst.start();
+    let _ = inst.stop();
+    write_queue_file(
+        &inst,
+        "incoming",
+        "bob@example.test",
+        &[("alice@example.test", postern_lib::queue_file::Notify::default())],
+        &[],
+        b"Subject: queued\r\nMessage-ID: <queued@as.test>\r\n\r\nx\r\n",
+    );
+    let t0 = Instant::now();
+    let out = inst.postern(&["mirror", "rejoin"]);
+    let took = t0.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!(
+        "rejoin against a silent peer: {:.2} s: {}",
+        took.as_secs_f64(),
+        text.trim()
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("mirror: rejoin: peer 127.0.0.1:{port} not asked (")) && text.contains("timed out"),
+        "{text}"
+    );
+    assert!(text.contains("would be delivered again"), "{text}");
+    assert!(
+        took < Duration::from_secs(4),
+        "bounded by queue_mirror_timeout: {took:?}"
+    );
+    // `postern start` runs the same rejoin first and starts anyway, within the bound.
+    let t0 = Instant::now();
+    inst.start();
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    // The message was not removed: it is delivered here.
+    assert!(wait_for(Duration::from_secs(10), || delivered(&inst)
+        .contains_key("queued@as.test")));
+    // With master running, a rejoin is refused (qmgr could be delivering).
+    let out = inst.postern(&["mirror", "rejoin"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master runs"));
+    let _ = inst.stop();
+}
+
+#[test]
 fn garbage_from_or_to_the_peer_is_logged_not_fatal() {
     // A "peer" that is an SMTP server, or anything else not speaking the protocol.
     let port = fake_peer(|mut s| {
