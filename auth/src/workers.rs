@@ -79,7 +79,7 @@ fn work(rx: &Mutex<Receiver<Job>>, tx: &Sender<Done>, waker: &Waker) {
             },
             Err(_) => return,
         };
-        let result = postern_lib::password::verify(job.password.as_bytes(), &job.hash).map_err(|e| e.to_string());
+        let result = postern_password::verify(job.password.as_bytes(), &job.hash).map_err(|e| e.to_string());
         let token = job.token;
         drop(job);
         if tx.send(Done { token, result }).is_err() {

@@ -35,7 +35,6 @@
 //! | [`anvil`] | per-client-address connection limits: the anvil daemon's client, the in-process fallback counter, the admission gate |
 //! | [`users`] | `etc/users`: mailbox accounts (name, password hash, quota), rewritten atomically, mode 0600 |
 //! | [`tls`] | rustls server set-up (PEM cert and key) and a sans-I/O TLS session adapter for event-loop daemons |
-//! | [`password`] | password hashes: argon2id for what Postern writes; verifying argon2, sha-crypt, yescrypt, bcrypt |
 //! | [`headers`] | a message's header block: parsing, folding, editing, with bounded sizes |
 //! | [`checks`] | header_checks/body_checks: Postfix-style regexp tables and their actions |
 //! | [`maildir_deliver`] | delivering one message into a Maildir: unique name in `tmp/`, fsync, rename into `new/` |
@@ -68,7 +67,6 @@ pub mod maillog;
 pub mod master_control;
 pub mod master_status;
 pub mod parallel;
-pub mod password;
 pub mod privs;
 pub mod proto;
 pub mod queue_dirs;

@@ -10,7 +10,7 @@
 //! One user per line, `NAME:HASH` or `NAME:HASH:QUOTA`. `QUOTA` is in bytes; empty or `0`
 //! means none. Names are lower-case `[a-z0-9._-]`, 1 to 64 characters, not starting with `.`
 //! or `-` (they become directory names under `virtual_mailbox_base`). The hash is any form
-//! [`crate::password::verify`] accepts; `postern user` writes argon2id. Lines starting with
+//! `postern_password::verify` accepts; `postern user` writes argon2id. Lines starting with
 //! `#` and blank lines are comments, and are kept, in place, when the file is rewritten.
 //!
 //! Security stance: the file holds password hashes, so [`Users::save`] writes it with mode

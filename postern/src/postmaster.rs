@@ -147,7 +147,7 @@ pub fn ensure_mailbox(cfg: &Config) -> Result<Option<String>, String> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut secret))
         .map_err(|e| format!("/dev/urandom: {e}"))?;
-    let hash = postern_lib::password::hash_argon2id(&secret).map_err(|e| e.to_string())?;
+    let hash = postern_password::hash_argon2id(&secret).map_err(|e| e.to_string())?;
     let _lock = crate::files::DirLock::exclusive(&cfg.dir)?;
     let path = users::path(&cfg.dir);
     let mut u = Users::load(&path).map_err(|e| e.to_string())?;

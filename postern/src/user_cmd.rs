@@ -20,7 +20,7 @@
 //! concurrent edits cannot lose one another; the slow part, hashing, happens before the lock.
 
 use crate::files::{DirLock, print};
-use postern_lib::password::{self, Zeroizing};
+use postern_password::{self as password, Zeroizing};
 use postern_lib::users::{self, Users};
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;

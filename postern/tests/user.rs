@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Site, entries, mode};
-use postern_lib::password;
+use postern_password as password;
 
 fn hash_of(site: &Site, name: &str) -> String {
     let text = site.read("etc/users");

@@ -1,4 +1,9 @@
-//! Password hashes: making them (argon2id) and checking a password against a stored one.
+//! # postern-password — password hashes: making them (argon2id) and checking a password
+//! against a stored one
+//!
+//! Its own crate so that only auth (which verifies) and `postern user` (which hashes)
+//! link the four hash libraries; every other daemon links `postern-lib` without them.
+//!
 //!
 //! [`hash_argon2id`] is what Postern writes: a PHC string `$argon2id$v=19$m=…,t=…,p=…$SALT$HASH`
 //! with the argon2 crate's default (OWASP) parameters and a 16-byte salt from the OS.
@@ -27,6 +32,7 @@
 //! - Comparison of the computed hash is constant-time (done by the hash crates).
 //! - Callers hold passwords in [`Zeroizing`] buffers, which are wiped when dropped; argon2's
 //!   own working memory is wiped too (its `zeroize` feature).
+#![forbid(unsafe_code)]
 
 use argon2::password_hash::{self, PasswordHasher, PasswordVerifier};
 use std::panic::{AssertUnwindSafe, catch_unwind};
