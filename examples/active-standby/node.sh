@@ -1,7 +1,9 @@
 #!/bin/sh
 # node.sh NS start|stop|kill|status — drive one node of the pair built by up.sh.
 #   start   Postern, then keepalived under a loop that restarts it when it dies (a service
-#           address left behind by a killed node is removed first, as a reboot would)
+#           address left behind by a killed node is removed first, as a reboot would);
+#           `postern start` first asks the peer which of this node's queued messages it
+#           adopted while this node was down and removes them (`postern mirror rejoin`)
 #   stop    keepalived first (it hands the address over at once), then `postern stop`;
 #           to see a lone keepalived die and come back: kill -9 $(cat DIR/keepalived.pid)
 #   kill    SIGKILL to every process of the node, keepalived included, and the service
