@@ -14,8 +14,8 @@
 //! (RFC 8474: [`objectid`]), SAVEDATE (RFC 8514), PREVIEW (RFC 8970: [`preview`]),
 //! CREATE-SPECIAL-USE (RFC 6154), REPLACE (RFC 8508: [`cmd_replace`]), QUOTA and
 //! QUOTA=RES-STORAGE (RFC 9208: [`quota`]), UIDONLY (RFC 9586: [`uidonly`]),
-//! CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267: [`context`]) and CATENATE (RFC 4469:
-//! [`catenate`]). Event-driven: many sessions per
+//! CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267: [`context`]), CATENATE (RFC 4469:
+//! [`catenate`]) and a subset of NOTIFY (RFC 5465: [`notify`]). Event-driven: many sessions per
 //! process on the skeleton's mio loop; protocol code is sans-I/O ([`session`]). Several
 //! sessions on one mailbox, in one process or many, see each other's changes through the
 //! Maildir itself.
@@ -74,6 +74,7 @@ pub mod fuzz;
 pub mod list_pattern;
 pub mod literal_budget;
 pub mod mime;
+pub mod notify;
 pub mod objectid;
 pub mod parse;
 pub mod preview;

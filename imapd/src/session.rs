@@ -352,6 +352,8 @@ pub struct Session {
     pub(crate) qresync: bool,
     /// `ENABLE UIDONLY` was given (RFC 9586, [`crate::uidonly`]).
     pub(crate) uidonly: bool,
+    /// NOTIFY SET's events and what was last told (RFC 5465, [`crate::notify`]).
+    pub(crate) notify: Option<Box<crate::notify::Notify>>,
     /// The client's address, for log lines.
     pub(crate) peer: String,
     /// The transcript of a user in `imapd_transcript_users` ([`crate::transcript`]).
@@ -390,6 +392,7 @@ impl Session {
             condstore: false,
             qresync: false,
             uidonly: false,
+            notify: None,
             peer: "unknown".into(),
             transcript: crate::transcript::Transcript::new(),
         };
@@ -432,7 +435,7 @@ impl Session {
             "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE \
              CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH MULTIAPPEND BINARY STATUS=SIZE \
              SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES CONDSTORE QRESYNC OBJECTID SAVEDATE CREATE-SPECIAL-USE PREVIEW REPLACE \
-             QUOTA QUOTA=RES-STORAGE UIDONLY CONTEXT=SEARCH CONTEXT=SORT CATENATE",
+             QUOTA QUOTA=RES-STORAGE UIDONLY CONTEXT=SEARCH CONTEXT=SORT CATENATE NOTIFY",
         );
         if self.settings.starttls && !self.tls && self.user.is_none() {
             c.push_str(" STARTTLS");
@@ -692,6 +695,8 @@ impl Session {
         if !matches!(self.mode, Mode::Idle(_)) {
             return;
         }
+        // NOTIFY (RFC 5465): the other folders' changes
+        self.notify_poll(false);
         if let Some(sel) = self.sel.as_ref()
             && let Some(m) = sel.mirror
             && sel.handle.refresh() == Some(m.generation)
@@ -895,6 +900,7 @@ impl Session {
             }
             "NOOP" | "CHECK" => {
                 self.report(true);
+                self.notify_poll(true);
                 self.ok(tag, "Completed");
             }
             "LOGOUT" => {
@@ -930,6 +936,7 @@ impl Session {
             "STATUS" => self.status(c)?,
             "APPEND" => self.append(c)?,
             "GETQUOTA" | "GETQUOTAROOT" | "SETQUOTA" => self.quota_command(c)?,
+            "NOTIFY" => self.notify_command(c)?,
             "IDLE" => {
                 self.report(true);
                 self.line("+ idling");

@@ -1,7 +1,8 @@
 //! imapd's QUOTA (RFC 9208), UIDONLY (RFC 9586), CONTEXT=SEARCH / CONTEXT=SORT
-//! (RFC 5267) and CATENATE (RFC 4469) under the real master, with auth, driven from Python
-//! over plain sockets so exact response lines are asserted — CONTEXT and UIDONLY with a
-//! second session delivering, changing flags and expunging, and an idling one told.
+//! (RFC 5267), CATENATE (RFC 4469) and NOTIFY (RFC 5465) under the real master, with auth,
+//! driven from Python over plain sockets so exact response lines are asserted — CONTEXT,
+//! UIDONLY and NOTIFY with a second session delivering, changing flags, expunging and
+//! creating folders, and an idling one told.
 
 use postern_tests::Instance;
 use postern_tests::imap_script;
@@ -253,4 +254,62 @@ eq(R.reply(b'APPEND Work CATENATE'), 'BAD CATENATE needs a list of parts')
 #[test]
 fn catenate_builds_messages_from_texts_and_urls_and_refuses_bad_urls() {
     run(CATENATE, None);
+}
+
+const NOTIFY: &str = r#"
+R = Raw(PORT)
+R.ok(b'LOGIN alice Alice-Ext3-Pw1')
+assert ' NOTIFY' in R.ok(b'CAPABILITY')[0]
+R.ok(b'CREATE Work')
+R.ok(b'SELECT INBOX')
+# (STATUS): the watched mailboxes now (not the selected one)
+eq(R.ok(b'NOTIFY SET (STATUS) (SELECTED (MessageNew MessageExpunge)) (MAILBOXES Work (MessageNew MessageExpunge FlagChange)) (PERSONAL (MailboxName SubscriptionChange))'),
+   ['* STATUS Work (MESSAGES 0 UIDNEXT 1 UNSEEN 0)'])
+S = Raw(PORT)
+S.ok(b'LOGIN alice Alice-Ext3-Pw1')
+def idle_told(action, n):
+    R.n += 1
+    R.s.sendall(b'x%d IDLE\r\n' % R.n)
+    eq(unsolicited(R), '+ idling')
+    t = time.time()
+    action()
+    got = [unsolicited(R) for _ in range(n)]
+    took = time.time() - t
+    R.s.sendall(b'DONE\r\n')
+    eq(unsolicited(R), 'x%d OK Idle completed' % R.n)
+    assert took < 5, took
+    return got
+# another session delivers to, changes flags in and expunges from a mailbox not selected
+eq(idle_told(lambda: append(S, b'Work', message(100, 'w1')), 1), ['* STATUS Work (MESSAGES 1 UIDNEXT 2 UNSEEN 1)'])
+S.ok(b'SELECT Work')
+eq(idle_told(lambda: S.ok(b'STORE 1 +FLAGS (\\Seen)'), 1), ['* STATUS Work (MESSAGES 1 UIDNEXT 2 UNSEEN 0)'])
+def expunge():
+    S.ok(b'STORE 1 +FLAGS.SILENT (\\Deleted)')
+    S.ok(b'EXPUNGE')
+eq(idle_told(expunge, 1), ['* STATUS Work (MESSAGES 0 UIDNEXT 2 UNSEEN 0)'])
+# folders created, subscribed, deleted
+eq(idle_told(lambda: S.ok(b'CREATE Projects'), 1), ['* LIST () "." Projects'])
+eq(idle_told(lambda: S.ok(b'SUBSCRIBE Projects'), 1), ['* LIST (\\Subscribed) "." Projects'])
+eq(sorted(idle_told(lambda: (S.ok(b'UNSUBSCRIBE Projects'), S.ok(b'DELETE Projects')), 2)),
+   ['* LIST () "." Projects', '* LIST (\\NonExistent) "." Projects'])
+# the selected mailbox as ever
+eq(idle_told(lambda: append(S, b'INBOX', message(100, 'i1')), 2), ['* 3 EXISTS', '* 3 RECENT'])
+# at NOOP too; NOTIFY NONE ends it
+append(S, b'Work', message(100, 'w2'))
+eq(R.ok(b'NOOP'), ['* STATUS Work (MESSAGES 1 UIDNEXT 3 UNSEEN 1)'])
+R.ok(b'NOTIFY NONE')
+append(S, b'Work', message(100, 'w3'))
+eq(R.ok(b'NOOP'), [])
+# bad input
+eq(R.reply(b'NOTIFY SET (PERSONAL (AnnotationChange))'),
+   'NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)] Unsupported NOTIFY event')
+eq(R.reply(b'NOTIFY SET (PERSONAL (MessageNew))'), 'BAD MessageNew and MessageExpunge go together, and FlagChange needs both')
+eq(R.reply(b'NOTIFY SET (ANYWHERE (MailboxName))'), 'BAD Unknown NOTIFY filter')
+eq(R.reply(b'NOTIFY SET'), 'BAD NOTIFY SET needs 1 to 32 event groups')
+eq(R.reply(b'NOTIFY'), 'BAD NOTIFY SET or NOTIFY NONE')
+"#;
+
+#[test]
+fn notify_tells_an_idling_session_of_other_mailboxes_changes() {
+    run(NOTIFY, None);
 }

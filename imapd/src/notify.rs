@@ -1,0 +1,433 @@
+//! NOTIFY (RFC 5465), a subset: `NOTIFY SET [(STATUS)] (filter events) ...` and
+//! `NOTIFY NONE`. Filters: SELECTED, SELECTED-DELAYED (the selected mailbox is told its
+//! changes as without NOTIFY: EXISTS, EXPUNGE/VANISHED, FETCH FLAGS), INBOXES (INBOX),
+//! PERSONAL (every folder of the user), SUBSCRIBED, SUBTREE and MAILBOXES. Events:
+//! MessageNew and MessageExpunge (together, as the RFC asks) and FlagChange tell a
+//! mailbox other than the selected one as `* STATUS name (MESSAGES n UIDNEXT u UNSEEN k)`
+//! when those change; MailboxName tells a folder created as `* LIST () "." name` and one
+//! deleted as `* LIST (\NonExistent) "." name` (a RENAME is both); SubscriptionChange
+//! tells `* LIST (\Subscribed) "." name` and `* LIST () "." name`. `(STATUS)` answers
+//! the STATUS of every watched mailbox first. Other events (AnnotationChange, the
+//! metadata ones) and MessageNew's fetch attributes are `NO [BADEVENT (...)]`.
+//!
+//! Notifications go out while the session idles (checked at most once a second from the
+//! server's timer, [`Session::poll`]) and at NOOP. Changes are found by the folders'
+//! `new/`, `cur/` and index stamps, so a check costs a directory read and a few stats
+//! per watched folder while nothing changes; a folder is opened (as STATUS does) only
+//! when its stamps moved. Bounds: [`MAX_GROUPS`] event groups, [`MAX_NAMES`] mailbox
+//! names, [`MAX_WATCHED`] watched folders.
+
+use crate::parse::{Arg, Command};
+use crate::reply::astring;
+use crate::session::{Reply, Session};
+use postern_lib::mailbox::{SEPARATOR, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Most event groups in one NOTIFY SET.
+pub const MAX_GROUPS: usize = 32;
+/// Most mailbox names in one NOTIFY SET.
+pub const MAX_NAMES: usize = 256;
+/// Most folders watched for message events.
+pub const MAX_WATCHED: usize = 256;
+/// Least time between two checks.
+const CHECK_EVERY: Duration = Duration::from_millis(900);
+
+/// The events this server tells, as BADEVENT lists them.
+const SUPPORTED: &str = "(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)";
+
+/// Which mailboxes an event group is about.
+#[derive(Debug, PartialEq)]
+enum Filter {
+    Selected,
+    Inboxes,
+    Personal,
+    Subscribed,
+    Subtree(Vec<String>),
+    Mailboxes(Vec<String>),
+}
+
+/// The events of a group.
+#[derive(Debug, Default, PartialEq)]
+struct Events {
+    /// MessageNew and MessageExpunge.
+    messages: bool,
+    flags: bool,
+    names: bool,
+    subscriptions: bool,
+}
+
+/// What a watched folder was when last told.
+#[derive(Clone, Debug, PartialEq)]
+struct Known {
+    stamps: [Option<SystemTime>; 3],
+    status: (usize, u32, usize),
+}
+
+/// A session's NOTIFY SET.
+pub struct Notify {
+    groups: Vec<(Filter, Events)>,
+    watched: BTreeMap<String, Known>,
+    folders: BTreeSet<String>,
+    subscribed: BTreeSet<String>,
+    last: Instant,
+}
+
+fn bad_event() -> Reply {
+    Reply::No(format!("[BADEVENT {SUPPORTED}] Unsupported NOTIFY event"))
+}
+
+/// The mailbox names after SUBTREE or MAILBOXES: one, or a list.
+fn names(arg: Option<&Arg>) -> Result<Vec<String>, Reply> {
+    let list = match arg {
+        Some(Arg::List(l)) if !l.is_empty() => l.iter().map(Arg::text).collect::<Option<Vec<_>>>(),
+        Some(a) => a.text().map(|n| vec![n]),
+        None => None,
+    };
+    let list = list.ok_or(Reply::Bad("NOTIFY needs mailbox names".into()))?;
+    Ok(list.iter().map(|n| Store::canonical(n)).collect())
+}
+
+/// One `(filter events)` group.
+fn group(items: &[Arg]) -> Result<(Filter, Events), Reply> {
+    let word = items.first().and_then(Arg::keyword).unwrap_or_default();
+    let (filter, rest) = match word.as_str() {
+        "SELECTED" | "SELECTED-DELAYED" => (Filter::Selected, &items[1..]),
+        "INBOXES" => (Filter::Inboxes, &items[1..]),
+        "PERSONAL" => (Filter::Personal, &items[1..]),
+        "SUBSCRIBED" => (Filter::Subscribed, &items[1..]),
+        "SUBTREE" => (
+            Filter::Subtree(names(items.get(1))?),
+            items.get(2..).unwrap_or_default(),
+        ),
+        "MAILBOXES" => (
+            Filter::Mailboxes(names(items.get(1))?),
+            items.get(2..).unwrap_or_default(),
+        ),
+        _ => return Err(Reply::Bad("Unknown NOTIFY filter".into())),
+    };
+    let mut ev = Events::default();
+    let (mut new, mut expunge) = (false, false);
+    match rest {
+        [e] if e.keyword().as_deref() == Some("NONE") => {}
+        [Arg::List(list)] if !list.is_empty() => {
+            let mut i = 0;
+            while i < list.len() {
+                match list[i].keyword().as_deref() {
+                    Some("MESSAGENEW") => {
+                        new = true;
+                        // fetch attributes for new messages: not offered
+                        if matches!(list.get(i + 1), Some(Arg::List(_))) {
+                            return Err(bad_event());
+                        }
+                    }
+                    Some("MESSAGEEXPUNGE") => expunge = true,
+                    Some("FLAGCHANGE") => ev.flags = true,
+                    Some("MAILBOXNAME") => ev.names = true,
+                    Some("SUBSCRIPTIONCHANGE") => ev.subscriptions = true,
+                    Some(_) => return Err(bad_event()),
+                    None => return Err(Reply::Bad("Invalid NOTIFY event".into())),
+                }
+                i += 1;
+            }
+        }
+        _ => return Err(Reply::Bad("NOTIFY needs a list of events or NONE".into())),
+    }
+    // RFC 5465 §5: MessageNew and MessageExpunge together; FlagChange with both
+    if new != expunge || (ev.flags && !new) {
+        return Err(Reply::Bad(
+            "MessageNew and MessageExpunge go together, and FlagChange needs both".into(),
+        ));
+    }
+    ev.messages = new;
+    Ok((filter, ev))
+}
+
+/// Whether `name` is one `filter` is about.
+fn matches(filter: &Filter, name: &str, subscribed: &BTreeSet<String>) -> bool {
+    match filter {
+        Filter::Selected => false,
+        Filter::Inboxes => name == "INBOX",
+        Filter::Personal => true,
+        Filter::Subscribed => subscribed.contains(name),
+        Filter::Subtree(roots) => roots.iter().any(|r| {
+            name == r
+                || name
+                    .strip_prefix(r.as_str())
+                    .is_some_and(|rest| rest.starts_with(SEPARATOR))
+        }),
+        Filter::Mailboxes(list) => list.iter().any(|n| n == name),
+    }
+}
+
+/// The stamps that move when a folder's messages or flags change.
+fn stamps(store: &Store, name: &str) -> [Option<SystemTime>; 3] {
+    let Ok(dir) = store.folder_path(name) else {
+        return [None; 3];
+    };
+    let m = |p: std::path::PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    [m(dir.join("new")), m(dir.join("cur")), m(dir.join("postern-index"))]
+}
+
+impl Session {
+    /// NOTIFY SET ... / NOTIFY NONE.
+    pub(crate) fn notify_command(&mut self, c: &Command) -> Result<(), Reply> {
+        match c.args.first().and_then(Arg::keyword).as_deref() {
+            Some("NONE") if c.args.len() == 1 => {
+                self.notify = None;
+                self.ok(&c.tag, "NOTIFY completed");
+                return Ok(());
+            }
+            Some("SET") => {}
+            _ => return Err(Reply::Bad("NOTIFY SET or NOTIFY NONE".into())),
+        }
+        let mut rest = &c.args[1..];
+        let mut status = false;
+        if let Some(Arg::List(l)) = rest.first()
+            && l.len() == 1
+            && l[0].keyword().as_deref() == Some("STATUS")
+        {
+            status = true;
+            rest = &rest[1..];
+        }
+        if rest.is_empty() || rest.len() > MAX_GROUPS {
+            return Err(Reply::Bad(format!("NOTIFY SET needs 1 to {MAX_GROUPS} event groups")));
+        }
+        let mut groups = Vec::new();
+        for g in rest {
+            let Arg::List(items) = g else {
+                return Err(Reply::Bad("NOTIFY event groups are lists".into()));
+            };
+            groups.push(group(items)?);
+        }
+        let named: usize = groups
+            .iter()
+            .map(|(f, _)| match f {
+                Filter::Subtree(n) | Filter::Mailboxes(n) => n.len(),
+                _ => 0,
+            })
+            .sum();
+        if named > MAX_NAMES {
+            return Err(Reply::Bad(format!("[LIMIT] More than {MAX_NAMES} mailbox names")));
+        }
+        let mut n = Notify {
+            groups,
+            watched: BTreeMap::new(),
+            folders: BTreeSet::new(),
+            subscribed: BTreeSet::new(),
+            last: Instant::now(),
+        };
+        // the state now: later changes are told against it; (STATUS) tells it
+        let lines = self.notify_changes(&mut n, status);
+        for l in lines {
+            self.line(&l);
+        }
+        self.notify = Some(Box::new(n));
+        self.ok(&c.tag, "NOTIFY completed");
+        Ok(())
+    }
+
+    /// While idling and at NOOP: the notifications due (at most one check a second
+    /// while idling, `now` at NOOP).
+    pub(crate) fn notify_poll(&mut self, now: bool) {
+        let Some(mut n) = self.notify.take() else { return };
+        if now || n.last.elapsed() >= CHECK_EVERY {
+            n.last = Instant::now();
+            for l in self.notify_changes(&mut n, true) {
+                self.line(&l);
+            }
+        }
+        self.notify = Some(n);
+    }
+
+    /// Compares the user's folders with what `n` last saw; the lines telling the
+    /// differences (`tell`: else only learnt, as at NOTIFY SET without STATUS).
+    fn notify_changes(&self, n: &mut Notify, tell: bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        let Some(store) = self.store.as_ref() else { return lines };
+        let first = n.folders.is_empty();
+        let folders: BTreeSet<String> = match store.list() {
+            Ok(l) => l.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!("NOTIFY: {e}, {}", self.who());
+                return lines;
+            }
+        };
+        let subscribed: BTreeSet<String> = store.subscriptions().into_iter().collect();
+        let about = |name: &str, want: fn(&Events) -> bool| {
+            n.groups.iter().any(|(f, e)| want(e) && matches(f, name, &subscribed))
+        };
+        if !first {
+            for name in folders.symmetric_difference(&n.folders) {
+                if about(name, |e| e.names) {
+                    let attr = if folders.contains(name) {
+                        "()"
+                    } else {
+                        "(\\NonExistent)"
+                    };
+                    lines.push(format!("* LIST {attr} \"{SEPARATOR}\" {}", astring(name)));
+                }
+            }
+            for name in subscribed.symmetric_difference(&n.subscribed) {
+                if about(name, |e| e.subscriptions) {
+                    let attr = if subscribed.contains(name) {
+                        "(\\Subscribed)"
+                    } else {
+                        "()"
+                    };
+                    lines.push(format!("* LIST {attr} \"{SEPARATOR}\" {}", astring(name)));
+                }
+            }
+        }
+        let selected = self.sel.as_ref().map(|s| s.name.as_str());
+        let mut watched = BTreeMap::new();
+        for name in folders.iter().filter(|f| Some(f.as_str()) != selected) {
+            if watched.len() >= MAX_WATCHED {
+                break;
+            }
+            if !about(name, |e| e.messages) {
+                continue;
+            }
+            let flags = about(name, |e| e.flags);
+            let st = stamps(store, name);
+            let before = n.watched.remove(name);
+            let known = match before {
+                Some(k) if k.stamps == st => k,
+                _ => {
+                    let Ok(f) = store.folder(name) else { continue };
+                    let msgs = f.messages();
+                    let status = (
+                        msgs.len(),
+                        f.next_uid(),
+                        msgs.iter().filter(|m| !m.flags.seen()).count(),
+                    );
+                    let k = Known { stamps: st, status };
+                    let told = before.as_ref().map(|b| b.status);
+                    // a change of UNSEEN alone is told only for FlagChange
+                    // a folder first seen later (created, unselected) is learnt, not told
+                    let changed = match told {
+                        None => first,
+                        Some(t) => t.0 != status.0 || t.1 != status.1 || (flags && t.2 != status.2),
+                    };
+                    if tell && changed {
+                        let unseen = if flags {
+                            format!(" UNSEEN {}", status.2)
+                        } else {
+                            String::new()
+                        };
+                        lines.push(format!(
+                            "* STATUS {} (MESSAGES {} UIDNEXT {}{unseen})",
+                            astring(name),
+                            status.0,
+                            status.1
+                        ));
+                    }
+                    k
+                }
+            };
+            watched.insert(name.clone(), known);
+        }
+        n.watched = watched;
+        n.folders = folders;
+        n.subscribed = subscribed;
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<(Filter, Events), Reply> {
+        let c = crate::parse::command(format!("t NOTIFY SET {s}").as_bytes()).unwrap();
+        match &c.args[1] {
+            Arg::List(l) => group(l),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn groups_parse_and_refuse_what_the_rfc_and_this_server_refuse() {
+        let (f, e) = parse("(PERSONAL (MessageNew MessageExpunge FlagChange MailboxName))").unwrap();
+        assert_eq!(f, Filter::Personal);
+        assert!(e.messages && e.flags && e.names && !e.subscriptions);
+        let (f, _) = parse("(SUBTREE (Work \"a b\") (SubscriptionChange))").unwrap();
+        assert_eq!(f, Filter::Subtree(vec!["Work".into(), "a b".into()]));
+        let (f, e) = parse("(MAILBOXES inbox NONE)").unwrap();
+        assert_eq!((f, e), (Filter::Mailboxes(vec!["INBOX".into()]), Events::default()));
+        for (bad, why) in [
+            (
+                "(PERSONAL (MessageNew))",
+                "BAD MessageNew and MessageExpunge go together, and FlagChange needs both",
+            ),
+            (
+                "(PERSONAL (FlagChange))",
+                "BAD MessageNew and MessageExpunge go together, and FlagChange needs both",
+            ),
+            (
+                "(PERSONAL (AnnotationChange))",
+                "NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)] Unsupported NOTIFY event",
+            ),
+            (
+                "(SELECTED (MessageNew (UID) MessageExpunge))",
+                "NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)] Unsupported NOTIFY event",
+            ),
+            ("(EVERYWHERE (MessageNew MessageExpunge))", "BAD Unknown NOTIFY filter"),
+            ("(PERSONAL)", "BAD NOTIFY needs a list of events or NONE"),
+            ("(MAILBOXES)", "BAD NOTIFY needs mailbox names"),
+        ] {
+            assert_eq!(parse(bad).err().map(|r| r.text()).as_deref(), Some(why), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subtree_is_the_mailbox_and_its_children() {
+        let f = Filter::Subtree(vec!["Work".into()]);
+        let none = BTreeSet::new();
+        assert!(matches(&f, "Work", &none));
+        assert!(matches(&f, "Work.2024", &none));
+        assert!(!matches(&f, "Workshop", &none));
+        assert!(matches(&Filter::Inboxes, "INBOX", &none));
+        assert!(!matches(&Filter::Inboxes, "Sent", &none));
+    }
+
+    fn session(dir: &std::path::Path) -> Session {
+        let settings = crate::session::Settings {
+            mail_base: dir.to_path_buf(),
+            max_literal: 1000,
+            max_line: 300,
+            hostname: "mail.example.test".into(),
+            starttls: false,
+        };
+        let mut s = Session::new(settings, true, false);
+        assert!(s.input(b"a LOGIN alice secret\r\n").is_some());
+        s.auth_done(Ok("alice".into()));
+        s.take_output();
+        s
+    }
+
+    fn text(s: &mut Session) -> String {
+        String::from_utf8_lossy(&s.take_output()).into_owned()
+    }
+
+    #[test]
+    fn an_idling_session_is_told_of_another_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = session(dir.path());
+        let mut b = session(dir.path());
+        a.input(b"c CREATE Work\r\n");
+        text(&mut a);
+        a.input(b"n NOTIFY SET (STATUS) (MAILBOXES Work (MessageNew MessageExpunge))\r\n");
+        assert_eq!(
+            text(&mut a),
+            "* STATUS Work (MESSAGES 0 UIDNEXT 1)\r\nn OK NOTIFY completed\r\n"
+        );
+        a.input(b"i IDLE\r\n");
+        assert_eq!(text(&mut a), "+ idling\r\n");
+        b.input(b"x APPEND Work {3+}\r\nx\r\n\r\n");
+        assert!(text(&mut b).contains("x OK"));
+        std::thread::sleep(CHECK_EVERY);
+        a.poll();
+        assert_eq!(text(&mut a), "* STATUS Work (MESSAGES 1 UIDNEXT 2)\r\n");
+    }
+}
