@@ -8,7 +8,8 @@
 //! postern user rebalance          moves each pinned user to the ring's pair, unpins the rest
 //! ```
 //!
-//! A move, for each user (a rebalance does every step for all its users at once):
+//! A move, for each user (a rebalance does every step for all its users at once, on up
+//! to [`WORKERS`] threads):
 //! 1. **copy**: the mailbox is merged from every reachable replicator of the old pair
 //!    into every replicator of the new one, over the replicators' peer protocol (this
 //!    command is the client of both, with `replica_secret_file`), while the user may be
@@ -139,19 +140,35 @@ impl Mover {
         )
     }
 
-    /// The node name of the replicator at `addr` (asked once).
-    fn node(&mut self, addr: &str) -> Res<String> {
-        if let Some(n) = self.names.get(addr) {
-            return Ok(n.clone());
+    /// Asks the replicators of `pairs` their node names (once each; one that does not
+    /// answer is an error when it is used).
+    fn learn_names(&mut self, pairs: impl IntoIterator<Item = usize>) {
+        for i in pairs {
+            for addr in self.replicators(i) {
+                if self.names.contains_key(&addr) {
+                    continue;
+                }
+                match self.connect(&addr, PROBE) {
+                    Ok(r) => {
+                        self.names.insert(addr, r.node().to_string());
+                    }
+                    Err(e) => eprintln!("postern: replicator {addr}: {e}"),
+                }
+            }
         }
-        let n = self.connect(addr, PROBE)?.node().to_string();
-        self.names.insert(addr.to_string(), n.clone());
-        Ok(n)
+    }
+
+    /// The node name of the replicator at `addr`.
+    fn node(&self, addr: &str) -> Res<String> {
+        self.names
+            .get(addr)
+            .cloned()
+            .ok_or_else(|| format!("replicator {addr} did not answer"))
     }
 
     /// Both replicators, each told the other's name (so each keeps its sync state for
     /// the real other side), working on `user`.
-    fn both(&mut self, user: &str, a: &str, b: &str) -> Res<(RemoteReplica, RemoteReplica)> {
+    fn both(&self, user: &str, a: &str, b: &str) -> Res<(RemoteReplica, RemoteReplica)> {
         let (na, nb) = (self.node(a)?, self.node(b)?);
         let mut ra = self.connect(a, &nb)?;
         ra.open(user)?;
@@ -161,7 +178,7 @@ impl Mover {
     }
 
     /// Merges `user` between `a` (old pair) and `b` (new pair).
-    fn merge(&mut self, user: &str, a: &str, b: &str) -> Res<()> {
+    fn merge(&self, user: &str, a: &str, b: &str) -> Res<()> {
         let (mut ra, mut rb) = self.both(user, a, b)?;
         let opt = Options {
             lock_wait: self.timeout,
@@ -192,7 +209,7 @@ impl Mover {
     }
 
     /// Every folder and message of `a` is on `b`: same UIDVALIDITY, same UID and GUID.
-    fn check(&mut self, user: &str, a: &str, b: &str) -> Res<usize> {
+    fn check(&self, user: &str, a: &str, b: &str) -> Res<usize> {
         let (mut ra, mut rb) = self.both(user, a, b)?;
         let (ma, mb) = (ra.mailbox()?, rb.mailbox()?);
         let mut n = 0;
@@ -221,7 +238,7 @@ impl Mover {
 
     /// Merges `user` from every reachable old replicator into every new one, and checks
     /// each new one against the first old one that answered. Returns the messages checked.
-    fn copy(&mut self, mv: &Move) -> Res<usize> {
+    fn copy(&self, mv: &Move) -> Res<usize> {
         let (olds, news) = (self.replicators(mv.from), self.replicators(mv.to));
         if olds.is_empty() || news.is_empty() {
             return Err("a pair without replicator= addresses".into());
@@ -246,7 +263,7 @@ impl Mover {
     }
 
     /// Clears the old↔new sync states, then empties the old copies.
-    fn remove(&mut self, mv: &Move) -> Res<()> {
+    fn remove(&self, mv: &Move) -> Res<()> {
         let (olds, news) = (self.replicators(mv.from), self.replicators(mv.to));
         for o in &olds {
             for n in &news {
@@ -288,10 +305,12 @@ impl Mover {
 
     /// Moves every user of `moves`; returns the failures (`user: why`).
     fn run(&mut self, moves: Vec<Move>) -> Vec<String> {
+        self.learn_names(moves.iter().flat_map(|m| [m.from, m.to]));
         let mut failed = Vec::new();
         let mut copied = Vec::new();
-        for mv in moves {
-            match self.copy(&mv) {
+        let results = parallel(&moves, |mv| self.copy(mv));
+        for (mv, r) in moves.into_iter().zip(results) {
+            match r {
                 Ok(n) => {
                     println!(
                         "{}: copied to {} ({n} messages checked)",
@@ -319,8 +338,9 @@ impl Mover {
         std::thread::sleep(GRACE);
         let mut switched = Vec::new();
         let mut back = Vec::new();
-        for mv in copied {
-            match self.copy(&mv) {
+        let results = parallel(&copied, |mv| self.copy(mv));
+        for (mv, r) in copied.into_iter().zip(results) {
+            match r {
                 Ok(_) => switched.push(mv),
                 Err(e) => {
                     failed.push(format!(
@@ -337,8 +357,9 @@ impl Mover {
         {
             failed.push(format!("switching back: {e}"));
         }
-        for mv in switched {
-            match self.remove(&mv) {
+        let results = parallel(&switched, |mv| self.remove(mv));
+        for (mv, r) in switched.into_iter().zip(results) {
+            match r {
                 Ok(()) => println!(
                     "{}: moved from {} to {}",
                     mv.user,
@@ -363,6 +384,34 @@ impl Mover {
             .find(|(u, _)| u.eq_ignore_ascii_case(user))
             .map(|(_, p)| p))
     }
+}
+
+/// Threads that move users at once.
+const WORKERS: usize = 4;
+
+/// `f` of every item, on up to [`WORKERS`] threads; the results in the items' order.
+fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out: std::sync::Mutex<Vec<Option<R>>> = std::sync::Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS.min(items.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    if let Some(slot) = out.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    out.into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Expunges every message and deletes every folder but INBOX (the caller holds the lock).

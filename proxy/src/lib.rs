@@ -34,6 +34,17 @@
 //!    could not be reached is logged and the OK still goes out (the replicator's sweep
 //!    brings the peer in step before it serves again).
 //!
+//! ## More than one pair: the director (issue 16)
+//! With `director_pairs` set, step 3 goes to the user's pair
+//! ([`postern_lib::director`]: consistent hashing of the user name over the pair names,
+//! exceptions in `director_user_map`): a user of this host's pair (`director_pair`) to
+//! `proxy_*_backends` with the sync as above; any other user to that pair's `imap=` /
+//! `pop3=` addresses, without a local sync (that pair's proxies sync it). A table entry
+//! naming an unknown pair: `NO [UNAVAILABLE]` / `-ERR [SYS/TEMP]`. On every tick a
+//! session between commands whose user the director now places on another pair
+//! (`postern user move` switched it) is closed with the shutdown words and logged
+//! `proxy: user=U moved from pair A to B`; the client reconnects to the new pair.
+//!
 //! ## Departure from the issue text
 //! The issue's proxy "applies each command that changes the mailbox to all of them".
 //! Replaying commands on two servers makes them assign different UIDs (and UIDLs)
@@ -70,7 +81,8 @@
 //!   COMPRESS.
 //!
 //! ## Settings read
-//! `proxy_pop3_backends`, `proxy_imap_backends`, `proxy_master_user`,
+//! `proxy_pop3_backends`, `proxy_imap_backends`, `director_pairs`, `director_pair`,
+//! `director_user_map`, `director_vnodes`, `proxy_master_user`,
 //! `proxy_master_password_file`, `proxy_connect_timeout`, `proxy_backend_timeout`,
 //! `proxy_secure_networks`, `auth_master_user_separator`, `replica_timeout`,
 //! `pop3d_tls_*`/`imapd_tls_*` (the certificate), `pop3d_timeout`, `imapd_timeout`, the
