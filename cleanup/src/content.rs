@@ -1,7 +1,7 @@
 //! The message as cleanup edits it: header repair, recipient extraction, header and body
 //! checks.
 
-use postern_lib::checks::{Action, Table};
+use postern_checks::{Action, Table};
 use postern_lib::headers::{Field, Header, Limits};
 use postern_lib::strbuf::printable_bounded;
 

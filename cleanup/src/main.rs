@@ -15,10 +15,10 @@
 //!    removes Bcc:;
 //! 4. adds missing header fields: `From:` for local submissions, `Date:` and `Message-ID:`
 //!    for every message;
-//! 5. applies `header_checks` and `body_checks` ([`postern_lib::checks`]; not for
+//! 5. applies `header_checks` and `body_checks` ([`postern_checks`]; not for
 //!    internally generated mail);
 //! 6. runs the milters (`smtpd_milters` for SMTP mail, `non_smtpd_milters` for local
-//!    submissions; [`postern_lib::milter`]) one after the other, each seeing the message as
+//!    submissions; [`postern_milter`]) one after the other, each seeing the message as
 //!    the previous one left it, and applies their changes; a milter that fails gets
 //!    `milter_default_action`;
 //! 7. on a mail hub, copies each recipient in `replica_domains` once per `replica_relays`

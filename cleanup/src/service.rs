@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use postern_checks::Cached;
 use postern_lib::address;
-use postern_lib::checks::Cached;
 use postern_lib::ipc::{IpcError, IpcStream};
 use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, CleanupStarted, Origin, Submission};
 use postern_lib::proto::trigger;
@@ -286,7 +286,7 @@ fn process(
         flags.hold = Some("requested by the client".into());
     }
     if sub.origin != Origin::Internal {
-        let config_error = |e: postern_lib::checks::ChecksError| {
+        let config_error = |e: postern_checks::ChecksError| {
             tracing::error!("{q}: {e}");
             Stop::temp("4.3.5", "Error: server configuration error")
         };

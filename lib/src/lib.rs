@@ -36,7 +36,6 @@
 //! | [`users`] | `etc/users`: mailbox accounts (name, password hash, quota), rewritten atomically, mode 0600 |
 //! | [`tls`] | rustls server set-up (PEM cert and key) and a sans-I/O TLS session adapter for event-loop daemons |
 //! | [`headers`] | a message's header block: parsing, folding, editing, with bounded sizes |
-//! | [`checks`] | header_checks/body_checks: Postfix-style regexp tables and their actions |
 //! | [`maildir_deliver`] | delivering one message into a Maildir: unique name in `tmp/`, fsync, rename into `new/` |
 //! | [`transport_map`] | lookup tables in plain files (transport_maps, virtual_alias_maps), reloaded when changed |
 //! | [`version`] | `--version`: one line, the same for every program |
@@ -51,7 +50,6 @@ pub mod address;
 pub mod agent;
 pub mod aliases;
 pub mod anvil;
-pub mod checks;
 pub mod config;
 pub mod date;
 pub mod director;

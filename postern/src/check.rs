@@ -255,7 +255,7 @@ fn tables(cfg: &Config, r: &mut Report) {
     }
     for (name, setting) in [("header_checks", &m.header_checks), ("body_checks", &m.body_checks)] {
         if let Some(path) = table_file(&cfg.dir, setting)
-            && let Err(e) = postern_lib::checks::Table::load(&path)
+            && let Err(e) = postern_checks::Table::load(&path)
         {
             r.error(format!("{name}: {e}"));
         }

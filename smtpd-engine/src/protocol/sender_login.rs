@@ -14,7 +14,7 @@
 //! refuse every logged-in sender, never let one use any address.
 
 use postern_lib::address::{Address, Destinations};
-use postern_lib::checks::lookup::LookupTable;
+use postern_checks::lookup::LookupTable;
 use postern_lib::transport_map::Table;
 use std::path::Path;
 

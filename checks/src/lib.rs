@@ -1,4 +1,9 @@
-//! `header_checks` and `body_checks`: Postfix-style regexp tables and their actions.
+//! # postern-checks — `header_checks` and `body_checks`: Postfix-style regexp tables and
+//! their actions
+//!
+//! Its own crate so that only the programs that read such tables (cleanup, smtpd through
+//! `smtpd-engine`'s `regexp:` sender login maps, `postern check`) link the regex engine.
+//!
 //!
 //! A table is a text file of rules, tried top to bottom; the first rule whose pattern
 //! matches decides (Postfix's `regexp:` table type, regexp_table(5)):
@@ -37,6 +42,7 @@
 //! Tables come from the administrator, but are still bounded: at most [`MAX_RULES`] rules,
 //! [`MAX_LINE`] bytes per rule, and compiled patterns limited to [`REGEX_SIZE_LIMIT`] bytes
 //! (the `regex` crate runs in linear time, so no pattern can make a match blow up).
+#![forbid(unsafe_code)]
 
 pub mod lookup;
 #[cfg(test)]
