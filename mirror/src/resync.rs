@@ -17,9 +17,15 @@ use std::path::Path;
 pub const QUEUES: [&str; 4] = ["incoming", "active", "deferred", "hold"];
 
 /// The queue IDs of every message queued in `queue_dir` (the rejoin's "still queued?").
+///
+/// qmgr moves files between the queues while they are listed: a file renamed from a queue
+/// not listed yet into one listed already is missed by one pass. So two passes in
+/// opposite orders, united: a file is missed only if it moves against both orders, twice,
+/// within the few milliseconds they take (an answer "not queued" drops the peer's copy).
 pub fn queued_ids(queue_dir: &Path) -> std::collections::HashSet<String> {
     QUEUES
         .iter()
+        .chain(QUEUES.iter().rev())
         .flat_map(|q| queue_files(queue_dir, q).unwrap_or_default())
         .map(|f| f.id.as_str().to_string())
         .collect()
