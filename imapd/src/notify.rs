@@ -1,12 +1,13 @@
-//! NOTIFY (RFC 5465), a subset: `NOTIFY SET [(STATUS)] (filter events) ...` and
+//! NOTIFY (RFC 5465), a subset: `NOTIFY SET [STATUS] (filter events) ...` and
 //! `NOTIFY NONE`. Filters: SELECTED, SELECTED-DELAYED (the selected mailbox is told its
 //! changes as without NOTIFY: EXISTS, EXPUNGE/VANISHED, FETCH FLAGS), INBOXES (INBOX),
 //! PERSONAL (every folder of the user), SUBSCRIBED, SUBTREE and MAILBOXES. Events:
 //! MessageNew and MessageExpunge (together, as the RFC asks) and FlagChange tell a
-//! mailbox other than the selected one as `* STATUS name (MESSAGES n UIDNEXT u UNSEEN k)`
-//! when those change; MailboxName tells a folder created as `* LIST () "." name` and one
+//! mailbox other than the selected one as `* STATUS name (MESSAGES n UIDNEXT u
+//! UIDVALIDITY v)`, with `HIGHESTMODSEQ m` for FlagChange, when those change (the items
+//! Dovecot tells); MailboxName tells a folder created as `* LIST () "." name` and one
 //! deleted as `* LIST (\NonExistent) "." name` (a RENAME is both); SubscriptionChange
-//! tells `* LIST (\Subscribed) "." name` and `* LIST () "." name`. `(STATUS)` answers
+//! tells `* LIST (\Subscribed) "." name` and `* LIST () "." name`. `STATUS` answers
 //! the STATUS of every watched mailbox first. Other events (AnnotationChange, the
 //! metadata ones) and MessageNew's fetch attributes are `NO [BADEVENT (...)]`.
 //!
@@ -61,7 +62,8 @@ struct Events {
 #[derive(Clone, Debug, PartialEq)]
 struct Known {
     stamps: [Option<SystemTime>; 3],
-    status: (usize, u32, usize),
+    /// MESSAGES, UIDNEXT, UIDVALIDITY, HIGHESTMODSEQ.
+    status: (usize, u32, u32, u64),
 }
 
 /// A session's NOTIFY SET.
@@ -183,10 +185,8 @@ impl Session {
         }
         let mut rest = &c.args[1..];
         let mut status = false;
-        if let Some(Arg::List(l)) = rest.first()
-            && l.len() == 1
-            && l[0].keyword().as_deref() == Some("STATUS")
-        {
+        // the status-indicator (RFC 5465 §3.1)
+        if rest.first().and_then(Arg::keyword).as_deref() == Some("STATUS") {
             status = true;
             rest = &rest[1..];
         }
@@ -217,7 +217,7 @@ impl Session {
             subscribed: BTreeSet::new(),
             last: Instant::now(),
         };
-        // the state now: later changes are told against it; (STATUS) tells it
+        // the state now: later changes are told against it; STATUS tells it
         let lines = self.notify_changes(&mut n, status);
         for l in lines {
             self.line(&l);
@@ -295,31 +295,26 @@ impl Session {
                 Some(k) if k.stamps == st => k,
                 _ => {
                     let Ok(f) = store.folder(name) else { continue };
-                    let msgs = f.messages();
-                    let status = (
-                        msgs.len(),
-                        f.next_uid(),
-                        msgs.iter().filter(|m| !m.flags.seen()).count(),
-                    );
+                    let status = (f.messages().len(), f.next_uid(), f.uid_validity(), f.highest_modseq());
                     let k = Known { stamps: st, status };
                     let told = before.as_ref().map(|b| b.status);
-                    // a change of UNSEEN alone is told only for FlagChange
-                    // a folder first seen later (created, unselected) is learnt, not told
+                    // a change of HIGHESTMODSEQ alone is told only for FlagChange; a folder
+                    // first seen later (created, unselected) is learnt, not told
                     let changed = match told {
                         None => first,
-                        Some(t) => t.0 != status.0 || t.1 != status.1 || (flags && t.2 != status.2),
+                        Some(t) => (t.0, t.1, t.2) != (status.0, status.1, status.2) || (flags && t.3 != status.3),
                     };
                     if tell && changed {
-                        let unseen = if flags {
-                            format!(" UNSEEN {}", status.2)
-                        } else {
-                            String::new()
+                        let modseq = match flags {
+                            true => format!(" HIGHESTMODSEQ {}", status.3),
+                            false => String::new(),
                         };
                         lines.push(format!(
-                            "* STATUS {} (MESSAGES {} UIDNEXT {}{unseen})",
+                            "* STATUS {} (MESSAGES {} UIDNEXT {} UIDVALIDITY {}{modseq})",
                             astring(name),
                             status.0,
-                            status.1
+                            status.1,
+                            status.2
                         ));
                     }
                     k
@@ -417,10 +412,15 @@ mod tests {
         let mut b = session(dir.path());
         a.input(b"c CREATE Work\r\n");
         text(&mut a);
-        a.input(b"n NOTIFY SET (STATUS) (MAILBOXES Work (MessageNew MessageExpunge))\r\n");
+        let v = Store::open(dir.path(), "alice")
+            .unwrap()
+            .folder("Work")
+            .unwrap()
+            .uid_validity();
+        a.input(b"n NOTIFY SET STATUS (MAILBOXES Work (MessageNew MessageExpunge))\r\n");
         assert_eq!(
             text(&mut a),
-            "* STATUS Work (MESSAGES 0 UIDNEXT 1)\r\nn OK NOTIFY completed\r\n"
+            format!("* STATUS Work (MESSAGES 0 UIDNEXT 1 UIDVALIDITY {v})\r\nn OK NOTIFY completed\r\n")
         );
         a.input(b"i IDLE\r\n");
         assert_eq!(text(&mut a), "+ idling\r\n");
@@ -428,6 +428,9 @@ mod tests {
         assert!(text(&mut b).contains("x OK"));
         std::thread::sleep(CHECK_EVERY);
         a.poll();
-        assert_eq!(text(&mut a), "* STATUS Work (MESSAGES 1 UIDNEXT 2)\r\n");
+        assert_eq!(
+            text(&mut a),
+            format!("* STATUS Work (MESSAGES 1 UIDNEXT 2 UIDVALIDITY {v})\r\n")
+        );
     }
 }
