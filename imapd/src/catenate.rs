@@ -306,4 +306,32 @@ mod tests {
     fn bad_url_code_carries_no_bracket() {
         assert_eq!(bad_url("/a]b\r\n", "x").text(), "NO [BADURL /ab] x");
     }
+
+    #[test]
+    fn a_built_message_over_the_literal_limit_is_toobig_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::session::Settings {
+            mail_base: dir.path().to_path_buf(),
+            max_literal: 1000,
+            max_line: 300,
+            hostname: "mail.example.test".into(),
+            starttls: false,
+        };
+        let mut s = Session::new(settings, true, false);
+        assert!(s.input(b"a LOGIN alice secret\r\n").is_some());
+        s.auth_done(Ok("alice".into()));
+        s.take_output();
+        let part = [b'x'; 600];
+        let mut cmd = b"b APPEND INBOX CATENATE (TEXT {600+}\r\n".to_vec();
+        cmd.extend_from_slice(&part);
+        cmd.extend_from_slice(b" TEXT {600+}\r\n");
+        cmd.extend_from_slice(&part);
+        cmd.extend_from_slice(b")\r\nc STATUS INBOX (MESSAGES)\r\n");
+        s.input(&cmd);
+        assert_eq!(
+            String::from_utf8_lossy(&s.take_output()),
+            "b NO [TOOBIG] The message would be larger than 1000 bytes\r\n\
+             * STATUS INBOX (MESSAGES 0)\r\nc OK STATUS completed\r\n"
+        );
+    }
 }
