@@ -361,20 +361,7 @@ fn full_services(i: usize) -> String {
     ));
     s.push_str(&inet_on("pop3", "pop3d", &on(110), "maxproc = 4"));
     s.push_str(&inet_on("imap", "imapd", &on(143), ""));
-    s.push_str(&daemon_service(
-        "mirror",
-        "inet",
-        &format!("{own}:1191"),
-        "mirror",
-        "maxproc = 1\nmax_conns = 64\nmax_use = 1000000\nmax_idle = \"1d\"",
-    ));
-    s.push_str(&daemon_service(
-        "mirror",
-        "unix",
-        "",
-        "mirror",
-        "maxproc = 1\nmax_conns = 256\nmax_use = 1000000\nmax_idle = \"1d\"",
-    ));
+    s.push_str(&mirror_services(&format!("{own}:1191")));
     s.push_str(&daemon_service(
         "replicator",
         "inet",
@@ -388,6 +375,29 @@ fn full_services(i: usize) -> String {
         "",
         "replicator",
         "maxproc = 1\nmin_procs = 1\nmax_use = 1000000000\nmax_idle = \"1000d\"\nwakeup = \"1s\"\nmax_conns = 64",
+    ));
+    s
+}
+
+/// The queue mirror's services: inet on `listen` (empty: none, a node that only sends
+/// copies), unix on private/mirror.
+pub fn mirror_services(listen: &str) -> String {
+    let mut s = String::new();
+    if !listen.is_empty() {
+        s.push_str(&daemon_service(
+            "mirror",
+            "inet",
+            listen,
+            "mirror",
+            "maxproc = 1\nmax_conns = 64\nmax_use = 1000000\nmax_idle = \"1d\"",
+        ));
+    }
+    s.push_str(&daemon_service(
+        "mirror",
+        "unix",
+        "",
+        "mirror",
+        "maxproc = 1\nmax_conns = 256\nmax_use = 1000000\nmax_idle = \"1d\"",
     ));
     s
 }
@@ -409,6 +419,32 @@ fn full_settings(i: usize) -> Vec<String> {
         "replica_sync_interval=1s".into(),
         "replica_timeout=3s".into(),
     ]
+}
+
+impl Pair {
+    /// After node 1 went at `t0`: waits until node 2 alone holds the address and accepts
+    /// `after-1` through it as MASTER; prints both times (`what` names how node 1 went)
+    /// and asserts the take-over took a few advert intervals. Returns (held, first 250).
+    pub fn measure_take_over(&self, t0: Instant, what: &str) -> (Duration, Duration) {
+        self.wait_holder("n2", Duration::from_secs(15));
+        let holds = t0.elapsed();
+        assert!(
+            wait_for(Duration::from_secs(15), || self.send("after-1").status.success()),
+            "node 2 accepts through {VIP}"
+        );
+        let serves = t0.elapsed();
+        println!(
+            "take-over: node 2 holds {VIP} {:.2} s after {what} (advert_int 1 s), first 250 after {:.2} s",
+            holds.as_secs_f64(),
+            serves.as_secs_f64()
+        );
+        assert!(
+            holds < Duration::from_secs(10),
+            "take-over within a few advert intervals: {holds:?}"
+        );
+        assert!(wait_for(Duration::from_secs(10), || hook_state(self, 1) == "MASTER"));
+        (holds, serves)
+    }
 }
 
 /// One message as an IMAP client sees it.

@@ -24,6 +24,7 @@
 //! one is missing, failed under CI=true (tests/src/skip.rs).
 
 use postern_tests::netns::{Lan, pids_in};
+use postern_tests::vip_pair::mirror_services;
 use postern_tests::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -41,28 +42,6 @@ const SECRET: &str = "test-mirror-secret-0123456789abcdef\n";
 
 fn can_run() -> bool {
     require_root("network namespaces") && require_tool("ip", "iproute2") && require_tool("python3", "python3")
-}
-
-/// The mirror services: inet on `listen` (empty: none), unix on private/mirror.
-fn mirror_services(listen: &str) -> String {
-    let mut s = String::new();
-    if !listen.is_empty() {
-        s.push_str(&daemon_service(
-            "mirror",
-            "inet",
-            listen,
-            "mirror",
-            "maxproc = 1\nmax_conns = 64\nmax_use = 1000000\nmax_idle = \"1d\"",
-        ));
-    }
-    s.push_str(&daemon_service(
-        "mirror",
-        "unix",
-        "",
-        "mirror",
-        "maxproc = 1\nmax_conns = 256\nmax_use = 1000000\nmax_idle = \"1d\"",
-    ));
-    s
 }
 
 /// Writes the shared secret into `inst`'s config directory (mode 0600).
