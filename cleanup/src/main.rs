@@ -33,7 +33,9 @@
 //! Process model: one message per connection, blocking I/O with timeouts, each connection
 //! on a thread of its own, up to `max_conns` per process
 //! ([`postern_lib::skeleton::threaded::threaded_server`]), and several processes
-//! (`maxproc`); their fsyncs run concurrently and share the file system journal's commits.
+//! (`maxproc`); their fsyncs run concurrently and share the file system journal's commits,
+//! and the connections of one process share the fsync of the queue directory after their
+//! renames (group commit, [`dir_sync`]).
 //! smtpd streams a message to cleanup as its client sends it, so a slow client holds its
 //! cleanup connection for as long as it takes: with one connection per process, a few
 //! dozen clients dribbling DATA held every cleanup process and stopped everybody's mail.
@@ -62,6 +64,7 @@
 #![forbid(unsafe_code)]
 
 mod content;
+mod dir_sync;
 mod milters;
 mod mirror;
 mod queue;

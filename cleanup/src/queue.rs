@@ -22,8 +22,11 @@
 //! name carries the creating PID ([`QueueId::pid`]), and a temporary older than an hour
 //! can never still be in use (`ipc_timeout`-like bound on one message).
 //!
-//! **Throughput**: each cleanup process fsyncs its own file; several processes' fsyncs are
-//! in flight at once and the file system (ext4's journal) commits them together.
+//! **Throughput**: each connection fdatasyncs its own file; several connections' syncs are
+//! in flight at once and the file system (ext4's journal) commits them together. The
+//! directory fsync after the rename is shared by the connections of the process that
+//! renamed into the directory meanwhile (group commit, [`crate::dir_sync`]): each still
+//! answers only after an fsync of the directory that started after its own rename.
 
 use std::fs::File;
 use std::io::{BufWriter, ErrorKind, Seek};
@@ -95,13 +98,15 @@ impl Prepared {
         &self.tmp_path
     }
 
-    /// Renames the file to its queue ID and fsyncs the directory: now it is queued.
+    /// Renames the file to its queue ID and fsyncs the directory (an fsync shared with
+    /// this process's other connections that renamed into it meanwhile, started after
+    /// this rename: [`crate::dir_sync`]): now it is queued.
     pub fn commit(mut self) -> Result<(), WriteError> {
         let dirp = Path::new(self.dir);
         std::fs::rename(&self.tmp_path, dirp.join(self.qid.as_str()))
             .map_err(|e| WriteError::io(&format!("rename {}", self.tmp_path.display()), &e))?;
         self.committed = true;
-        Ok(postern_lib::safe_open::fsync_dir(dirp)?)
+        crate::dir_sync::after_rename(self.dir).map_err(|text| WriteError { text, no_space: false })
     }
 }
 
