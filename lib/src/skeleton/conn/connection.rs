@@ -1,8 +1,8 @@
 //! [`Connection`]: one client socket driven for a [`Protocol`] — bounded reads, TLS,
 //! back-pressure, hand-over, the write loop and deadlines.
 
+use super::outbuf::OutBuf;
 use super::{Deadlines, Ending, Io, Link, Protocol, ROUNDS_PER_TURN};
-use crate::ipc::codec::write_pending;
 use crate::line::LineBuffer;
 use crate::tls::TlsSession;
 use mio::net::TcpStream;
@@ -71,7 +71,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
                 raw: Vec::new(),
                 plain: Vec::new(),
                 input,
-                out: Vec::new(),
+                out: OutBuf::default(),
                 source: None,
                 closing: false,
                 dead: false,
@@ -188,9 +188,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
     /// bytes of its own, whatever it did before (a large APPEND, a long answer).
     fn give_back(&mut self) {
         let l = &mut self.link;
-        if l.out.is_empty() && l.out.capacity() > KEEP {
-            l.out = Vec::new();
-        }
+        l.out.give_back(KEEP);
         if l.raw.is_empty() && l.raw.capacity() > KEEP {
             l.raw = Vec::new();
         }
@@ -306,7 +304,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
                 }
             }
             link.plain.clear();
-            tls.transmit(&mut link.out);
+            tls.transmit(link.out.tail());
         }
         total
     }
@@ -364,10 +362,12 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
 
     /// Writes what is queued; returns how many bytes went out.
     fn flush(&mut self) -> usize {
-        let before = self.link.out.len();
-        if write_pending(&mut self.sock, &mut self.link.out).is_err() {
-            self.link.dead = true;
+        match self.link.out.write_to(&mut self.sock) {
+            Ok(n) => n,
+            Err(_) => {
+                self.link.dead = true;
+                0
+            }
         }
-        before - self.link.out.len()
     }
 }

@@ -3,7 +3,8 @@
 //! that is the event-skeleton glue (one per process: tokens, fair turns, deadlines).
 //!
 //! What the driver owns, so that no daemon writes it again:
-//! - the mio socket and the write loop ([`crate::ipc::codec::write_pending`]);
+//! - the mio socket and the write loop (`OutBuf`: written from an offset, so a partial
+//!   write of a large answer never moves the rest of it);
 //! - TLS ([`crate::tls::TlsSession`]), implicit or started by the protocol
 //!   ([`Io::start_tls`]): the reply before it is flushed in the clear and any plaintext the
 //!   client pipelined after the command is **discarded** (the STARTTLS command-injection
@@ -46,6 +47,7 @@ mod gated;
 #[cfg(test)]
 mod gated_tests;
 pub mod memory;
+mod outbuf;
 mod pool;
 #[cfg(test)]
 mod tests;
@@ -192,7 +194,7 @@ pub(crate) struct Link {
     /// Decrypted, on its way into `input`.
     pub(crate) plain: Vec<u8>,
     pub(crate) input: LineBuffer,
-    pub(crate) out: Vec<u8>,
+    pub(crate) out: outbuf::OutBuf,
     pub(crate) source: Option<Box<dyn Source>>,
     pub(crate) closing: bool,
     pub(crate) dead: bool,
@@ -209,9 +211,9 @@ impl Link {
                 if tls.send(bytes).is_err() {
                     self.dead = true;
                 }
-                tls.transmit(&mut self.out);
+                tls.transmit(self.out.tail());
             }
-            None => self.out.extend_from_slice(bytes),
+            None => self.out.tail().extend_from_slice(bytes),
         }
     }
 }
@@ -283,7 +285,7 @@ impl Io<'_> {
                 }
                 self.link.raw.clear();
                 self.link.secured = false;
-                if crate::ipc::codec::write_pending(&mut self.sock, &mut self.link.out).is_err() {
+                if self.link.out.write_to(self.sock).is_err() {
                     self.link.dead = true;
                 }
                 self.link.tls = Some(t);
@@ -319,7 +321,7 @@ impl Io<'_> {
         let link = &mut *self.link;
         if let Some(tls) = &mut link.tls {
             tls.close();
-            tls.transmit(&mut link.out);
+            tls.transmit(link.out.tail());
         }
         link.closing = true;
     }
