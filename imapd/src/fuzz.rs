@@ -53,12 +53,18 @@ mod tests {
         let caps = b"a CAPABILITY\r\n".repeat(5000);
         let long = [b"a LOGIN ".as_slice(), &[b'a'; 9000], b"\r\n"].concat();
         let cases: [(&[u8], &[u8]); 6] = [
-            (b"\x00\x01\x00", b"a LOGIN {5}\r\nalice {6+}\r\nsecret\r\nb NOOP\r\nc LOGOUT\r\n"),
+            (
+                b"\x00\x01\x00",
+                b"a LOGIN {5}\r\nalice {6+}\r\nsecret\r\nb NOOP\r\nc LOGOUT\r\n",
+            ),
             (b"\xff\x00\x00", &caps),
             (b"\x03\x00\x01", &caps),
             (b"\x10\x10\x00", &long),
             (b"\x00\xff\x02", b"a STARTTLS\r\nb CAPABILITY\r\n"),
-            (b"\x07\x20\x00", b"a AUTHENTICATE PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\nb LOGIN {9000}\r\n"),
+            (
+                b"\x07\x20\x00",
+                b"a AUTHENTICATE PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\nb LOGIN {9000}\r\n",
+            ),
         ];
         for (head, body) in cases {
             fuzz_driver(&[head, body].concat());
