@@ -26,12 +26,19 @@
 //! - a lost drop notice (the origin died between removing a finished message and its
 //!   notice reaching the peer, or the peer was down) leaves a copy the survivor would
 //!   deliver again on adoption: at-least-once, not exactly-once, in that window. With the
-//!   replicated mailboxes of issue 15 the message's `X-Postern-GUID` makes the second
-//!   delivery a no-op at the mailbox servers;
+//!   mirror on, cleanup stamps every message with an `X-Postern-GUID` (the copy carries
+//!   it too), so local files both deliveries under one name and the second is a no-op
+//!   (across the two nodes with the replicated mailboxes of issue 15). Such copies are
+//!   not pruned while both run: a peer answering "not queued" may be one whose disk was
+//!   replaced, and dropping on its word would lose the only copies; the rejoin drops
+//!   them when this node starts, asking the peer that kept its disk;
 //! - a message partly delivered by the dead node (some recipients done) is delivered to
 //!   all its recipients again after adoption (the copy is the file as accepted);
 //! - a 451 after the peer wrote its copy (the ack came too late) leaves an orphan copy;
-//!   the client sends the message again, so adoption could deliver it twice;
+//!   the client sends the message again, so adoption could deliver it twice (a new GUID:
+//!   not deduplicated). A put this node gave up on before the peer got all of it is not
+//!   completed later: the connection is reset ([`wire`]), so a cut link that heals does
+//!   not deliver it;
 //! - with `queue_mirror_unreachable = "degraded"` a message accepted while the peer was
 //!   unreachable is on one node only (logged `degraded`) until the peer answers again:
 //!   then everything still queued here is copied to it ([`resync`]).

@@ -367,6 +367,29 @@ mod tests {
     }
 
     #[test]
+    fn a_rejoin_answer_is_a_subset_of_the_question() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            server_handshake(&mut s, &key(b"0123456789abcdef!")).unwrap();
+            let (k, p) = read_frame(&mut s, |_| Some(MAX_CONTROL)).unwrap();
+            assert_eq!(k, kind::ADOPTED);
+            assert_eq!(p, b"AAAAAAAAAAAAAAAA\nBBBBBBBBBBBBBBBB");
+            // Names one asked and one never asked: only the first counts.
+            write_frame(&mut s, kind::OK, &[b"BBBBBBBBBBBBBBBB\nZZZZZZZZZZZZZZZZ"]).unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut c = PeerConn::connect(&addr, &key(b"0123456789abcdef!"), deadline).unwrap();
+        let asked = vec!["AAAAAAAAAAAAAAAA".to_string(), "BBBBBBBBBBBBBBBB".to_string()];
+        assert_eq!(c.ask(kind::ADOPTED, &asked, deadline).unwrap(), vec![asked[1].clone()]);
+        t.join().unwrap();
+        let too_many = vec![asked[0].clone(); MAX_ASK + 1];
+        assert!(c.ask(kind::QUEUED, &too_many, deadline).is_err());
+    }
+
+    #[test]
     fn short_secret_is_refused() {
         assert!(parse_secret(b"short\n").is_err());
         assert_eq!(parse_secret(b"0123456789abcdef\n").unwrap(), b"0123456789abcdef");
