@@ -233,8 +233,8 @@ fn run() -> Result<bool, String> {
     } else {
         MailLog::open(&config.main.maillog_file)
     };
-    let timeout = config.main.ipc_timeout.0;
-    let timeout = std::time::Duration::from_secs(timeout.clamp(1, 3600));
+    // ipc_timeout is at least 1 s (the registry's bound), as qmgr reads it too.
+    let timeout = config.main.ipc_timeout.duration();
     let mut stdin_ids: Option<Vec<QueueId>> = None;
     let mut counts = [0usize; 4];
     let mut all_ok = true;
