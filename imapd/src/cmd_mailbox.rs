@@ -88,7 +88,12 @@ impl Session {
                             if !self.qresync {
                                 return Err(Reply::Bad("QRESYNC is not enabled".into()));
                             }
-                            resync = Some(crate::qresync::Resync::parse(l)?);
+                            let r = crate::qresync::Resync::parse(l)?;
+                            // sequence-match data names sequence numbers (RFC 9586)
+                            if r.seq_match && self.uidonly {
+                                return Err(crate::uidonly::uid_required());
+                            }
+                            resync = Some(r);
                             i += 1;
                         }
                         _ => return Err(Reply::Bad("Unknown SELECT parameters".into())),

@@ -25,6 +25,8 @@ pub(crate) struct Resync {
     pub(crate) modseq: u64,
     /// The UIDs the client knows (all when not given).
     known: Option<SeqSet>,
+    /// Sequence-match data was given (refused under UIDONLY: RFC 9586).
+    pub(crate) seq_match: bool,
 }
 
 /// A positive number of at most 63 bits (RFC 7162 `mod-sequence-value`).
@@ -49,16 +51,19 @@ impl Resync {
             known = Some(SeqSet::parse(set).filter(|s| !s.is_saved()).ok_or_else(bad)?);
             rest = &rest[1..];
         }
-        match rest {
-            [] => {}
+        let seq_match = match rest {
+            [] => false,
             // (known-sequence-set known-uid-set): two sets of the same length
-            [Arg::List(m)] if m.len() == 2 && m.iter().all(|s| s.text().and_then(|t| SeqSet::parse(&t)).is_some()) => {}
+            [Arg::List(m)] if m.len() == 2 && m.iter().all(|s| s.text().and_then(|t| SeqSet::parse(&t)).is_some()) => {
+                true
+            }
             _ => return Err(bad()),
-        }
+        };
         Ok(Resync {
             validity,
             modseq,
             known,
+            seq_match,
         })
     }
 }

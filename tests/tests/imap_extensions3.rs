@@ -126,6 +126,13 @@ eq(R.ok(b'NOOP'), ['* 1 UIDFETCH (UID 1 FLAGS (\\Answered \\Recent))'])
 R.ok(b'UID STORE 3 +FLAGS.SILENT (\\Deleted)')
 eq(R.ok(b'UID EXPUNGE 3'), ['* VANISHED 3'])
 eq(R.ok(b'UID FETCH 1:* (UID RFC822.SIZE)'), ['* 1 UIDFETCH (UID 1 RFC822.SIZE 55)'])
+# QRESYNC's sequence-match data names sequence numbers too
+R.ok(b'ENABLE QRESYNC')
+eq(R.reply(b'SELECT INBOX (QRESYNC (1 1 1:9 (1:2 1:2)))'), REQ)
+# refused before the mailbox changes: still selected
+got = R.ok(b'UID FETCH 1 (FLAGS)')
+assert len(got) == 1 and got[0].startswith('* 1 UIDFETCH (UID 1 FLAGS (\\Answered \\Recent) MODSEQ ('), got
+R.ok(b'SELECT INBOX (QRESYNC (1 1 1:9))')
 "#;
 
 #[test]
