@@ -47,15 +47,24 @@ fn write_private(path: PathBuf, text: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
-/// One sha512-crypt hash with the fewest rounds (cheap to check in a debug build: 600
-/// logins here), shared by every user.
+/// One sha512-crypt hash shared by every user: with the fewest rounds (cheap to check in
+/// a debug build: 600 logins here) where Python still has `crypt` (removed in 3.13),
+/// else openssl's (5,000 rounds).
 fn hash(pw: &str) -> String {
     let script = "import crypt,sys; print(crypt.crypt(sys.argv[1], '$6$rounds=1000$directortest'))";
-    let out = std::process::Command::new("python3")
+    let py = std::process::Command::new("python3")
         .args(["-W", "ignore", "-c", script, pw])
+        .output();
+    if let Ok(out) = py
+        && out.status.success()
+    {
+        return String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+    let out = std::process::Command::new("openssl")
+        .args(["passwd", "-6", "-salt", "directortest", pw])
         .output()
-        .expect("python3 crypt");
-    assert!(out.status.success(), "crypt: {}", String::from_utf8_lossy(&out.stderr));
+        .expect("openssl passwd");
+    assert!(out.status.success(), "openssl passwd -6");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
