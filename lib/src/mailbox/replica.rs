@@ -914,6 +914,42 @@ mod tests {
         assert_eq!(third.get(3).unwrap().guid, ga);
     }
 
+    /// A process killed (SIGKILL) while it held a folder's uidlist lock leaves the lock
+    /// file: a waiter breaks it a few seconds later, not after the two minutes of a stale
+    /// lock (every delivery, SELECT and merge of the folder failed meanwhile: the soak's
+    /// B without INBOX), while a live holder's lock, however old, is waited for.
+    #[test]
+    fn a_uidlist_lock_left_by_a_killed_process_is_broken_a_live_one_waited_for() {
+        use super::super::uidlist::{ABANDONED_AFTER, LOCK, Lock};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "u").unwrap();
+        let inbox = store.folder("INBOX").unwrap();
+        let lock = inbox.path().join(LOCK);
+        let aged = |f: &fs::File| {
+            f.set_modified(SystemTime::now() - ABANDONED_AFTER - Duration::from_secs(1))
+                .unwrap()
+        };
+        // left by a dead process: no flock on it
+        aged(&fs::File::create(&lock).unwrap());
+        let t = std::time::Instant::now();
+        drop(Lock::acquire(inbox.path()).unwrap());
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // held by a live process (its flock), made long ago: waited for until released
+        let held = fs::File::create(&lock).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        aged(&held);
+        let path = inbox.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            Lock::acquire(&path).map(|_| t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        fs::remove_file(&lock).unwrap();
+        drop(held);
+        let waited = waiter.join().unwrap().unwrap();
+        assert!(waited >= Duration::from_millis(1400), "{waited:?}");
+    }
+
     #[test]
     fn a_hubs_late_copy_of_an_expunged_message_is_not_delivered_again() {
         let dir = tempfile::tempdir().unwrap();

@@ -34,6 +34,9 @@ pub const FILE: &str = "dovecot-uidlist";
 pub const LOCK: &str = "dovecot-uidlist.lock";
 /// A lock older than this is stale (Dovecot's default is two minutes).
 pub const STALE_LOCK: Duration = Duration::from_secs(120);
+/// An empty lock file this old that no process holds a `flock` on was left by a process
+/// that died holding it (see `break_abandoned`).
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(5);
 /// How long to wait for a lock held by another process.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// Largest uidlist read (about 100 bytes a message: a million messages).
@@ -230,6 +233,9 @@ impl Lock {
         loop {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => {
+                    // held while this process lives: a waiter breaks the lock of one that
+                    // died holding it (SIGKILL) at once instead of after STALE_LOCK
+                    let _ = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
                     return Ok(Lock {
                         path,
                         dir: dir.to_path_buf(),
@@ -245,6 +251,10 @@ impl Lock {
                     if stale {
                         tracing::warn!("removing stale lock {}", path.display());
                         let _ = fs::remove_file(&path);
+                        continue;
+                    }
+                    if break_abandoned(&path) {
+                        tracing::warn!("removed lock {} of a process that died holding it", path.display());
                         continue;
                     }
                     if start.elapsed() > LOCK_WAIT {
@@ -293,6 +303,34 @@ impl Lock {
         f.sync_data()?;
         Ok(Some((at.0, at.1 + lines.len() as u64)))
     }
+}
+
+/// Removes the lock file at `path` when the process that made it died holding it: no
+/// process holds the `flock` its maker takes (the kernel drops it with the process), it is
+/// older than [`ABANDONED_AFTER`] and still empty (a live maker has long taken its `flock`;
+/// a process that takes none, like Dovecot, holds it for far less), and the same file is still at that name
+/// (not committed as the uidlist meanwhile). Only one waiter gets the exclusive `flock`
+/// it checks with, so two waiters never both break it.
+fn break_abandoned(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(f) = fs::File::open(path) else {
+        return false;
+    };
+    let Ok(m) = f.metadata() else { return false };
+    let old = m
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > ABANDONED_AFTER);
+    if !old || m.len() > 0 {
+        // written: being committed by a live process
+        return false;
+    }
+    if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        return false;
+    }
+    let same = fs::symlink_metadata(path).is_ok_and(|p| p.ino() == m.ino() && p.dev() == m.dev());
+    same && fs::remove_file(path).is_ok()
 }
 
 impl Drop for Lock {
