@@ -367,6 +367,9 @@ enum Op {
     Down(bool),
     /// A merge whose peer dies after this many changes.
     Interrupted(bool, u8),
+    /// The side served alone (its replicator could not reach the other): it wins the
+    /// next conflicts, or neither when both did.
+    Alone(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -381,6 +384,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<bool>().prop_map(Op::Sync),
         1 => any::<bool>().prop_map(Op::Down),
         1 => (any::<bool>(), 0u8..12).prop_map(|(s, k)| Op::Interrupted(s, k)),
+        1 => any::<bool>().prop_map(Op::Alone),
     ]
 }
 
@@ -459,6 +463,9 @@ proptest! {
                     let mut ry = Dying { inner: y.replica(), left: k as usize };
                     let _ = sync_user(&mut rx, &mut ry, &Options::default());
                     interrupted = true;
+                }
+                Op::Alone(s) => {
+                    postern_lib::mailbox::replica::mark_alone(&side(s).store()).unwrap();
                 }
             }
         }
