@@ -751,13 +751,10 @@ impl Session {
                     }
                     let key = std::mem::replace(&mut job.key, Key::All);
                     let kept = (job.uid, job.needs, job.began);
-                    if !self.add_context(&job.tag, kept, key, uids, sorted.take()) {
+                    if let Err(why) = self.add_context(&job.tag, kept, key, uids, sorted.take()) {
                         let mut t = Vec::new();
                         crate::reply::string(&mut t, job.tag.as_bytes());
-                        self.line(&format!(
-                            "* NO [NOUPDATE {}] Too many update contexts, this result is not updated",
-                            String::from_utf8_lossy(&t)
-                        ));
+                        self.line(&format!("* NO [NOUPDATE {}] {why}", String::from_utf8_lossy(&t)));
                     }
                 }
                 if !opts.only_save() {

@@ -12,8 +12,10 @@
 //!
 //! Only the messages changed since the context was last brought up to date (MODSEQ
 //! above its own) are tested again, so a report costs nothing for a context while the
-//! folder is unchanged. Bounds: [`MAX_CONTEXTS`] per session (another UPDATE is answered
-//! with `* NO [NOUPDATE "tag"]` and runs as a plain search); UPDATE is `BAD` with
+//! folder is unchanged. Bounds: [`MAX_CONTEXTS`] per session, of at most
+//! [`MAX_CONTEXT_HITS`] messages when made (another UPDATE is answered with
+//! `* NO [NOUPDATE "tag"]` and runs as a plain search); a context is held while the
+//! mailbox stays selected, idle or not (a UID each, and a SORT's values); UPDATE is `BAD` with
 //! MIN, MAX, SAVE or PARTIAL and with sequence-number search keys (a result in sequence
 //! numbers is kept as UIDs and told in the numbers of the moment).
 
@@ -24,6 +26,9 @@ use postern_lib::mailbox::flags::Flags;
 
 /// Most update contexts a session keeps at once.
 pub const MAX_CONTEXTS: usize = 8;
+/// Largest result kept up to date (a SORT's keeps its sort values: this bounds what a
+/// session holds for its contexts).
+pub const MAX_CONTEXT_HITS: usize = 100_000;
 
 /// A search or sort kept up to date.
 pub struct Context {
@@ -44,7 +49,7 @@ pub struct Context {
 
 impl Session {
     /// Keeps a finished SEARCH (`sorted` None; `hits` UIDs ascending) or SORT as an update
-    /// context named `tag`; `false` when the session has [`MAX_CONTEXTS`] already.
+    /// context named `tag`; `Err` says why not ([`MAX_CONTEXTS`], [`MAX_CONTEXT_HITS`]).
     /// `kept` is (told by UID, what the key needs of a message, the folder's MODSEQ when
     /// the search began: what changed since is tested again at the next report).
     pub(crate) fn add_context(
@@ -54,13 +59,18 @@ impl Session {
         key: Key,
         hits: Vec<u32>,
         sorted: Option<Keyed>,
-    ) -> bool {
+    ) -> Result<(), &'static str> {
         let (uid, needs, modseq) = kept;
-        let Some(sel) = self.sel.as_mut() else { return false };
+        let Some(sel) = self.sel.as_mut() else {
+            return Err("No mailbox");
+        };
         // a tag given again replaces its context (RFC 5267 asks clients not to reuse them)
         sel.contexts.retain(|c| c.tag != tag);
         if sel.contexts.len() >= MAX_CONTEXTS {
-            return false;
+            return Err("Too many update contexts, this result is not updated");
+        }
+        if hits.len().max(sorted.as_ref().map_or(0, Keyed::len)) > MAX_CONTEXT_HITS {
+            return Err("Result too large to be kept up to date");
         }
         sel.contexts.push(Context {
             tag: tag.to_string(),
@@ -71,7 +81,7 @@ impl Session {
             sorted,
             modseq,
         });
-        true
+        Ok(())
     }
 
     /// CANCELUPDATE "tag" ...: the contexts end; an unknown tag is `BAD` (none ends).

@@ -190,6 +190,16 @@ impl Keyed {
         needs_header(&self.criteria)
     }
 
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Renames every id (sequence numbers to UIDs).
     pub fn map_ids(&mut self, f: impl Fn(u32) -> u32) {
         for e in &mut self.entries {
