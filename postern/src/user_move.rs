@@ -28,6 +28,11 @@
 //!    a later merge of the two is a first contact, never an "expunged there"), then on
 //!    each old replicator every message is expunged and every folder but INBOX deleted.
 //!
+//! A new pair holding an emptied old copy of the user (from an earlier move away) is
+//! refused before anything is merged: with no sync state, its GUID expunge log would
+//! make the first merge expunge the messages on the old pair. Its operator removes that
+//! directory first.
+//!
 //! Stopped or failed before step 3, the user stays on the old pair with the mailbox
 //! there untouched (a partial copy on the new pair is harmless: the next move merges
 //! it). The old copy is removed only after step 4's check.
@@ -184,18 +189,37 @@ impl Mover {
             lock_wait: self.timeout,
             ..Options::default()
         };
-        // an empty folder the new side made on its own (its INBOX at `open`) takes the
-        // old side's UIDVALIDITY, so the client never sees it change
+        // a folder the new side has that the sync state does not know (its INBOX made at
+        // `open`, an old emptied copy, hub deliveries) takes the old side's UIDVALIDITY:
+        // no client reads the new side yet, and the first contact would otherwise keep
+        // the lower of the two, which may be the new side's
         let (ma, mb) = (ra.mailbox()?, rb.mailbox()?);
+        let known = rb.load_state(ra.node())?.unwrap_or_default();
+        if known.generation == 0 {
+            // never merged with the old side (or the state was cleared by a move away):
+            // an expunge log on the new side (an old copy emptied by a move away) would
+            // make the first merge expunge those messages on the OLD side. Refused.
+            for f in &mb.folders {
+                if !rb.messages(&f.name)?.gone.is_empty() {
+                    return Err(format!(
+                        "{b} holds an emptied old copy of {user} (folder {} has expunged messages it \
+                         would expunge here too): remove virtual_mailbox_base/{user} on every server of \
+                         that pair first",
+                        f.name
+                    ));
+                }
+            }
+        }
         let fresh: Vec<(String, u32)> = mb
             .folders
             .iter()
+            .filter(|f| !known.folders.contains_key(&f.name))
             .filter_map(|f| {
                 let old = ma.folders.iter().find(|o| o.name == f.name)?;
-                (old.uid_validity != f.uid_validity && f.messages == 0).then(|| (f.name.clone(), old.uid_validity))
+                (old.uid_validity != f.uid_validity).then(|| (f.name.clone(), old.uid_validity))
             })
             .collect();
-        if !fresh.is_empty() && rb.load_state(ra.node())?.is_none() {
+        if !fresh.is_empty() {
             rb.lock(self.timeout)?;
             let r = fresh.iter().try_for_each(|(f, v)| rb.set_uid_validity(f, *v));
             rb.unlock();

@@ -579,5 +579,21 @@ fn user_move_under_an_imap_session_that_keeps_reading() {
     let (_, said, _) = python_args(&script, &[]);
     assert!(said.contains("REFUSED") && said.contains("UNAVAILABLE"), "{said}");
     assert!(dir.log().contains("which is not in director_pairs"), "logged");
+    // back to p1, where the emptied old copy is: refused (its expunge log would delete the
+    // messages on p2), nothing changed; once that copy is removed, the same UIDs,
+    // UIDVALIDITY and flags on p1
+    let out = dir.postern(&["user", "move", &user, "p1"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("emptied old copy"), "{said}");
+    assert_eq!(files(&ps[1], &user, ""), total, "p2 untouched");
+    let out = postern_ok(&dir, &["user", "where", &user]);
+    assert!(out.starts_with(&format!("{user} p2 ")), "{out}");
+    std::fs::remove_dir_all(ps[0].mailbox(&user)).expect("remove the old copy");
+    let out = postern_ok(&dir, &["user", "move", &user, "p1"]);
+    assert!(out.contains(&format!("{user}: moved from p2 to p1")), "{out}");
+    let back = check_all(&dir, port, std::slice::from_ref(&user), false);
+    assert_eq!(back[&user], state[&user], "moved back");
+    assert_eq!(files(&ps[0], &user, ""), total);
+    assert_eq!(files(&ps[1], &user, ""), 0);
     stop_all(&[&dir, &ps[0].inst, &ps[1].inst]);
 }
