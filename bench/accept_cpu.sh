@@ -4,6 +4,7 @@
 #   bench/accept_cpu.sh                 # N=2000 C=8 SIZE=4096, Postern from $BIN
 #   BINS="/tmp/a /tmp/b" ROUNDS=2 bench/accept_cpu.sh   # same-run A/B: A B A B ...
 #   STRACE=1 N=300 bench/accept_cpu.sh  # also syscalls per message (strace -f -c on each)
+#   PERF=1 ...                          # syscalls, fsyncs, fdatasyncs per process counted by perf stat (cheap)
 #   NICE=-15 ...                        # run Postern and the load at this priority (a busy machine)
 #
 # One throwaway instance per binary directory; Postfix's smtp-source is the load (one
@@ -35,6 +36,14 @@ run_one() { # label bindir
   if [ -n "${STRACE:-}" ]; then
     for p in $(echo "$before" | awk '{print $4}' | tr ',' ' '); do
       strace -f -c -o "$WORK/strace-${label%%[*}-$(cat /proc/$p/comm)-$p.txt" -p "$p" 2>/dev/null & st+=($!)
+    done
+    sleep 1
+  elif [ -n "${PERF:-}" ]; then
+    # Counted in the kernel (no ptrace stop per call, unlike strace): every system call,
+    # fsync and fdatasync of each smtpd/cleanup process over the load.
+    for p in $(echo "$before" | awk '{print $4}' | tr ',' ' '); do
+      perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync \
+        -o "$WORK/perf-${label%%[*}-$(cat /proc/$p/comm)-$p.txt" -p "$p" 2>/dev/null & st+=($!)
     done
     sleep 1
   fi
