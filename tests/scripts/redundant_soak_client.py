@@ -3,7 +3,8 @@
 
 Usage: redundant_soak_client.py HOST PORT USER PASSWORD SECONDS SEED. For SECONDS it logs
 in (HOST may be a round-robin name: a refused address is followed by the next), and in
-each session makes a few changes to random messages of INBOX: +FLAGS (\\Seen), or
+each session makes a few changes to random messages of INBOX (a UID from SEARCH, its
+Message-ID read by that UID): +FLAGS (\\Seen), or
 \\Deleted and UID EXPUNGE of that one message. A connection that fails (the proxy or its
 server was killed) is dropped and the client logs in again. It prints, flushed:
   seen ID        the STORE was answered OK
@@ -26,34 +27,41 @@ def out(*words):
     print(*words, flush=True)
 
 
-def messages(m):
-    typ, data = m.uid('FETCH', '1:*', '(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])')
+def pick(m):
+    """A random message of INBOX: (UID, Message-ID) as read now, or None."""
+    typ, data = m.uid('SEARCH', None, 'ALL')
+    if typ != 'OK':
+        raise RuntimeError('SEARCH %r' % (data,))
+    uids = data[0].split() if data and data[0] else []
+    if not uids:
+        return None
+    uid = rnd.choice(uids).decode()
+    typ, data = m.uid('FETCH', uid, '(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])')
     if typ != 'OK':
         raise RuntimeError('FETCH %r' % (data,))
-    found = []
     for item in data:
         if isinstance(item, tuple):
-            uid = re.search(rb'UID (\d+)', item[0])
+            got = re.search(rb'UID (\d+)', item[0])
             mid = re.search(rb'<([^>]*)>', item[1])
-            if uid and mid:
-                found.append((uid.group(1).decode(), mid.group(1).decode()))
-    return found
+            if got and mid and got.group(1).decode() == uid:
+                return uid, mid.group(1).decode()
+    return None
 
 
 while time.time() < end:
     try:
-        m = imaplib.IMAP4(host, port, timeout=15)
+        m = imaplib.IMAP4(host, port, timeout=8)
         m.login(user, pw)
         if m.select('INBOX')[0] != 'OK':
             raise RuntimeError('SELECT')
         for _ in range(5):
             if time.time() >= end:
                 break
-            msgs = messages(m)
-            if not msgs:
+            got = pick(m)
+            if not got:
                 time.sleep(0.2)
                 continue
-            uid, mid = rnd.choice(msgs)
+            uid, mid = got
             if rnd.random() < 0.6:
                 if m.uid('STORE', uid, '+FLAGS', '(\\Seen)')[0] == 'OK':
                     out('seen', mid)
