@@ -15,7 +15,8 @@
 //! CREATE-SPECIAL-USE (RFC 6154), REPLACE (RFC 8508: [`cmd_replace`]), QUOTA and
 //! QUOTA=RES-STORAGE (RFC 9208: [`quota`]), UIDONLY (RFC 9586: [`uidonly`]),
 //! CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267: [`context`]), CATENATE (RFC 4469:
-//! [`catenate`]) and a subset of NOTIFY (RFC 5465: [`notify`]). Event-driven: many sessions per
+//! [`catenate`]), URLAUTH (RFC 4467: [`urlauth`]) and a subset of NOTIFY (RFC 5465:
+//! [`notify`]). Event-driven: many sessions per
 //! process on the skeleton's mio loop; protocol code is sans-I/O ([`session`]). Several
 //! sessions on one mailbox, in one process or many, see each other's changes through the
 //! Maildir itself.
@@ -71,6 +72,7 @@ pub mod conn;
 pub mod context;
 pub mod esearch;
 pub mod fuzz;
+pub mod imap_url;
 pub mod list_pattern;
 pub mod literal_budget;
 pub mod mime;
@@ -89,6 +91,7 @@ mod tests;
 pub mod thread;
 pub mod transcript;
 pub mod uidonly;
+pub mod urlauth;
 
 /// For fuzzing: runs the command parser, then a whole session (no mailbox: the commands
 /// that need one are refused) on arbitrary bytes; must never panic.

@@ -435,7 +435,7 @@ impl Session {
             "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE \
              CHILDREN LIST-EXTENDED LIST-STATUS ESEARCH MULTIAPPEND BINARY STATUS=SIZE \
              SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES SEARCHRES CONDSTORE QRESYNC OBJECTID SAVEDATE CREATE-SPECIAL-USE PREVIEW REPLACE \
-             QUOTA QUOTA=RES-STORAGE UIDONLY CONTEXT=SEARCH CONTEXT=SORT CATENATE NOTIFY",
+             QUOTA QUOTA=RES-STORAGE UIDONLY CONTEXT=SEARCH CONTEXT=SORT CATENATE NOTIFY URLAUTH",
         );
         if self.settings.starttls && !self.tls && self.user.is_none() {
             c.push_str(" STARTTLS");
@@ -936,6 +936,7 @@ impl Session {
             "STATUS" => self.status(c)?,
             "APPEND" => self.append(c)?,
             "GETQUOTA" | "GETQUOTAROOT" | "SETQUOTA" => self.quota_command(c)?,
+            "GENURLAUTH" | "URLFETCH" | "RESETKEY" => self.urlauth_command(c)?,
             "NOTIFY" => self.notify_command(c)?,
             "IDLE" => {
                 self.report(true);
