@@ -1024,3 +1024,36 @@ fn a_folder_deleted_and_created_again_wins_with_its_new_uidvalidity() {
     let r = sync(&a, &b);
     assert!(!r.changed(), "{r:?}");
 }
+
+/// The cost of a merge after one change in a large folder (issue 15: a "changed since
+/// MODSEQ" listing is not built; the folder is listed whole on both sides). Prints the
+/// time: `cargo nextest run -p replicator --run-ignored only one_change --no-capture`.
+#[test]
+#[ignore = "a measurement, printed"]
+fn one_change_in_a_large_folder_timing() {
+    let n: u32 = std::env::var("MERGE_TIMING_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let (a, b) = (Side::new("a"), Side::new("b"));
+    for k in 1..=n {
+        a.deliver_raw(k);
+        b.deliver_raw(k);
+    }
+    let t = std::time::Instant::now();
+    sync(&a, &b);
+    println!("first merge of {n} messages: {:.3} s", t.elapsed().as_secs_f64());
+    let (mut ra, mut rb) = (a.replica(), b.replica());
+    let t = std::time::Instant::now();
+    sync_user(&mut ra, &mut rb, &Options::default()).unwrap();
+    println!("merge with nothing changed: {:.3} s", t.elapsed().as_secs_f64());
+    let uid = a.uids("INBOX")[n as usize / 2];
+    a.set_flag("INBOX", uid, flags::SEEN, true);
+    let t = std::time::Instant::now();
+    let r = sync_user(&mut ra, &mut rb, &Options::default()).unwrap();
+    println!(
+        "merge after one flag change: {:.3} s ({r:?})",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(r.flags, 1);
+}
