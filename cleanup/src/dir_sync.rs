@@ -19,8 +19,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, OnceLock};
 
-/// The outcome of one batch's fsync, the error as text for the log.
-type Outcome = Result<(), String>;
+use crate::queue::WriteError;
+
+/// The outcome of one batch's fsync (ENOSPC/EDQUOT stay `no_space`, as unshared).
+type Outcome = Result<(), WriteError>;
 
 /// One directory's group: the batch collecting and whether an fsync is running.
 #[derive(Default)]
@@ -45,7 +47,7 @@ fn group(dir: &'static str) -> Arc<Group> {
 /// Returns once `dir` has been fsynced by a call that started after this call began
 /// (so after the caller's rename into it), or the error of that fsync.
 pub fn after_rename(dir: &'static str) -> Outcome {
-    sync_grouped(dir, |d| postern_lib::safe_open::fsync_dir(d).map_err(|e| e.to_string()))
+    sync_grouped(dir, |d| Ok(postern_lib::safe_open::fsync_dir(d)?))
 }
 
 fn sync_grouped(dir: &'static str, fsync: impl Fn(&Path) -> Outcome) -> Outcome {
@@ -121,15 +123,22 @@ mod tests {
         );
     }
 
+    fn eio() -> WriteError {
+        WriteError {
+            text: "EIO".into(),
+            no_space: false,
+        }
+    }
+
     /// A failed fsync fails its whole batch, and the next batch fsyncs again.
     #[test]
     fn a_failure_reaches_its_batch_and_the_next_batch_retries() {
         let calls = AtomicUsize::new(0);
         let fail = |_: &Path| {
             calls.fetch_add(1, Ordering::SeqCst);
-            Err("EIO".to_string())
+            Err(eio())
         };
-        assert_eq!(sync_grouped("test-dir-b", fail), Err("EIO".into()));
+        assert_eq!(sync_grouped("test-dir-b", fail), Err(eio()));
         assert_eq!(sync_grouped("test-dir-b", |_| Ok(())), Ok(()));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }

@@ -39,7 +39,7 @@ use postern_lib::queue_id::QueueId;
 pub const TEMP_PREFIX: &str = ".cleanup.";
 
 /// Why a queue file could not be written.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WriteError {
     /// What failed, for the log.
     pub text: String,
@@ -106,7 +106,7 @@ impl Prepared {
         std::fs::rename(&self.tmp_path, dirp.join(self.qid.as_str()))
             .map_err(|e| WriteError::io(&format!("rename {}", self.tmp_path.display()), &e))?;
         self.committed = true;
-        crate::dir_sync::after_rename(self.dir).map_err(|text| WriteError { text, no_space: false })
+        crate::dir_sync::after_rename(self.dir)
     }
 }
 
