@@ -39,6 +39,10 @@ pub struct Connection<P, S = TcpStream> {
     /// The peer has closed its side (or the socket failed): read to the end, since no
     /// further event comes for the end of input.
     hup: bool,
+    /// The client has finished sending (a read gave 0: it shut down its write side, or
+    /// closed): the socket is not read again; what is buffered is still handled and the
+    /// answers sent, then the connection closes ([`at_rest`](Self::at_rest)).
+    eof: bool,
     /// Bytes read since the input buffer was made: past [`KEEP`], an empty buffer is made
     /// anew (its capacity given back).
     read_since_fresh: usize,
@@ -86,6 +90,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
             write_interest: false,
             drained: false,
             hup: false,
+            eof: false,
             read_since_fresh: 0,
         }
     }
@@ -170,7 +175,34 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
             }
         };
         self.give_back();
+        if self.eof && turn == Turn::Open && !self.link.dead && self.at_rest() {
+            let unused = self.link.input.pending_len() + self.link.raw.len();
+            if unused > 0 {
+                let from = self.link.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+                tracing::info!("{from}: input ended inside a command ({unused} bytes unused)");
+            }
+            // what was sent has been answered: closed as on a disconnect
+            self.link.dead = true;
+        }
         if self.finished() { Turn::Closed } else { turn }
+    }
+
+    /// After the end of input: nothing more can happen without it — the protocol took
+    /// what it could (its last call made no progress), waits for nothing from elsewhere,
+    /// has no work of its own left, and every answer has been sent.
+    fn at_rest(&self) -> bool {
+        let l = &self.link;
+        !l.closing
+            && l.out.is_empty()
+            && l.source.is_none()
+            && !self.proto.blocked()
+            && !self.proto.waiting()
+            && !self.proto.more()
+    }
+
+    /// Whether the client has finished sending (its buffered input is still handled).
+    pub fn input_ended(&self) -> bool {
+        self.eof
     }
 
     /// Whether the protocol has work left that needs no input and may go on now
@@ -258,7 +290,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
         let link = &mut self.link;
         let mut buf = [0u8; 8192];
         let mut total = 0;
-        while !link.dead && !self.drained {
+        while !link.dead && !self.drained && !self.eof {
             let pending = if link.tls.is_some() {
                 link.raw.len()
             } else {
@@ -268,7 +300,8 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
                 break;
             }
             match self.sock.read(&mut buf) {
-                Ok(0) => link.dead = true,
+                // the client finished sending: what it sent is still answered
+                Ok(0) => self.eof = true,
                 Ok(n) => {
                     total += n;
                     self.read_since_fresh += n;

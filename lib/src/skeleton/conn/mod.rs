@@ -32,6 +32,11 @@
 //!   transaction is in progress, [`Protocol::disconnected`] once the connection is gone;
 //! - the service around the pool ([`Gated`]): the per-address gate before a session
 //!   starts, the routing of events, a closed connection's count given back;
+//! - the end of input (a client that sends its commands and shuts down its write side,
+//!   `nc -q1`): the socket is not read again, but what is buffered is still handled and
+//!   answered (within the usual bounds and deadlines); the connection closes once the
+//!   protocol can do nothing more without input ([`Protocol::disconnected`], as for a
+//!   client that went away — with a log line if it ended inside a command);
 //! - fair turns: a connection gets [`ROUNDS_PER_TURN`] rounds of read–handle–write per
 //!   event; with work left it goes behind the other connections (a waker requeue), at
 //!   once when the protocol says it has work that needs no input ([`Protocol::more`]);

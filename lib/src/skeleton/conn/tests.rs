@@ -4,7 +4,8 @@
 //! version named, hand-over, framing in the line buffer, a blocked protocol, write
 //! interest, a declined stop and the disconnect hook, the auxiliary tokens, an end of
 //! input that came with the last bytes, work that needs no input going on in turns, a
-//! notification reaching the connections, buffers given back after a burst.
+//! notification reaching the connections, buffers given back after a burst, commands sent
+//! before the end of input all answered.
 
 use super::*;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -765,5 +766,44 @@ fn buffers_that_grew_for_a_burst_are_given_back_once_empty() {
     std::thread::sleep(Duration::from_millis(100));
     let held = seen.capacity.load(Ordering::SeqCst);
     assert!(held < 64 * 1024, "an idle connection holds {held} bytes of buffers");
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn commands_sent_before_the_end_of_input_are_all_answered_then_it_closes() {
+    let (mut c, seen) = greeted();
+    let addr = c.peer_addr().unwrap();
+    // more answers than the output bound (the client reads only after its shutdown), work
+    // that needs no input, and a half line the end of input leaves unfinished
+    let mut sent = String::new();
+    for i in 0..4 {
+        sent.push_str(&format!("ONE {i}\r\nBIG\r\nBIG\r\nBIG\r\n"));
+    }
+    sent.push_str("WORK 3\r\nLAST\r\nhalf a li");
+    c.write_all(sent.as_bytes()).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (got, _) = read_to_close(&mut c);
+    let text = String::from_utf8_lossy(&got);
+    for i in 0..4 {
+        assert!(text.contains(&format!("echo ONE {i}\r\n")), "ONE {i} unanswered");
+    }
+    assert_eq!(got.iter().filter(|&&b| b == b'b').count(), 12 * BIG);
+    assert!(text.contains("step 0\r\n"));
+    assert!(
+        text.ends_with("echo LAST\r\n"),
+        "{:?}",
+        &text[text.len().saturating_sub(40)..]
+    );
+    assert!(seen.max_output.load(Ordering::SeqCst) <= OUT + BIG + 64);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(seen.disconnected.load(Ordering::SeqCst), 1);
+    // a client that quits before its end of input: the QUIT closes, nothing after it
+    let mut q = connect(addr);
+    read_until(&mut q, b"hello\r\n");
+    q.write_all(b"A\r\nQUIT\r\nB\r\n").unwrap();
+    q.shutdown(std::net::Shutdown::Write).unwrap();
+    let (got, _) = read_to_close(&mut q);
+    assert_eq!(String::from_utf8_lossy(&got), "echo A\r\n+OK bye\r\n");
     seen.stop.store(true, Ordering::SeqCst);
 }
