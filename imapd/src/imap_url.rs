@@ -119,6 +119,17 @@ pub(crate) fn bad_url(url: &str, why: &str) -> Reply {
     Reply::No(format!("[BADURL {shown}] {why}"))
 }
 
+/// `PARTIAL=offset.length` of `part` (all of it for `None`).
+pub(crate) fn partial(mut part: Vec<u8>, range: Option<(u64, Option<u64>)>) -> Vec<u8> {
+    if let Some((offset, len)) = range {
+        let start = (offset as usize).min(part.len());
+        let end = len.map_or(part.len(), |l| start.saturating_add(l as usize).min(part.len()));
+        part.truncate(end);
+        part.drain(..start);
+    }
+    part
+}
+
 impl Session {
     /// The bytes an IMAP URL names, from the user's own mailboxes.
     pub(crate) fn url_part(&mut self, url: &str) -> Result<Vec<u8>, Reply> {
@@ -160,18 +171,13 @@ impl Session {
             }
         };
         let raw = raw.ok_or_else(|| bad_url(url, "no such message"))?;
-        let mut part = match u.section.is_empty() {
+        let part = match u.section.is_empty() {
             true => raw,
             false => crate::mime::section(&raw, &u.section)
                 .ok_or_else(|| bad_url(url, "no such section"))?
                 .into_owned(),
         };
-        if let Some((offset, len)) = u.partial {
-            let start = (offset as usize).min(part.len());
-            let end = len.map_or(part.len(), |l| start.saturating_add(l as usize).min(part.len()));
-            part = part[start..end].to_vec();
-        }
-        Ok(part)
+        Ok(partial(part, u.partial))
     }
 }
 

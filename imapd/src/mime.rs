@@ -392,33 +392,7 @@ pub fn section_of<'a>(tree: &Tree<'a>, spec: &str) -> Option<std::borrow::Cow<'a
         "TEXT" => return Some(Cow::Borrowed(split(raw).1)),
         _ => {}
     }
-    let mut cur: &Part<'_> = tree.top();
-    let mut rest = upper.as_str();
-    let mut numbered = false;
-    // walk part numbers
-    loop {
-        let (head, tail) = match rest.split_once('.') {
-            Some((h, t)) => (h, t),
-            None => (rest, ""),
-        };
-        let Ok(n) = head.parse::<usize>() else { break };
-        if n == 0 {
-            return None;
-        }
-        // a message/rfc822 part's numbers address the parts of the enclosed message
-        if numbered && let Some(m) = &cur.message {
-            cur = m;
-        }
-        cur = if cur.ctype.0 == "multipart" {
-            cur.children.get(n - 1)?
-        } else if n == 1 {
-            cur
-        } else {
-            return None;
-        };
-        numbered = true;
-        rest = tail;
-    }
+    let (cur, numbered, rest) = walk(tree.top(), &upper)?;
     let whole = |p: &Part<'_>| [p.header, p.body].concat();
     let msg: &Part<'_> = if numbered {
         match (&cur.message, rest) {
@@ -443,6 +417,47 @@ pub fn section_of<'a>(tree: &Tree<'a>, spec: &str) -> Option<std::borrow::Cow<'a
         }
         _ => return None,
     }))
+}
+
+/// The part the part numbers at the start of `upper` (`1.2`, `2.HEADER`) name, whether
+/// there were any, and the rest of `upper` after them; `None` when no such part exists.
+fn walk<'t, 'a, 's>(top: &'t Part<'a>, upper: &'s str) -> Option<(&'t Part<'a>, bool, &'s str)> {
+    let mut cur = top;
+    let mut rest = upper;
+    let mut numbered = false;
+    loop {
+        let (head, tail) = match rest.split_once('.') {
+            Some((h, t)) => (h, t),
+            None => (rest, ""),
+        };
+        let Ok(n) = head.parse::<usize>() else { break };
+        if n == 0 {
+            return None;
+        }
+        // a message/rfc822 part's numbers address the parts of the enclosed message
+        if numbered && let Some(m) = &cur.message {
+            cur = m;
+        }
+        cur = if cur.ctype.0 == "multipart" {
+            cur.children.get(n - 1)?
+        } else if n == 1 {
+            cur
+        } else {
+            return None;
+        };
+        numbered = true;
+        rest = tail;
+    }
+    Some((cur, numbered, rest))
+}
+
+/// The body part a section of part numbers only names (`""`: the message, `1.2`);
+/// `None` for another section (HEADER, TEXT, 1.MIME) or a part that does not exist.
+pub fn part_at<'t, 'a>(tree: &'t Tree<'a>, spec: &str) -> Option<&'t Part<'a>> {
+    match walk(tree.top(), &spec.to_ascii_uppercase())? {
+        (p, _, "") => Some(p),
+        _ => None,
+    }
 }
 
 /// The header lines (with continuations) whose names are (or, with `not`, are not) listed.

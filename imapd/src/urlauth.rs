@@ -1,5 +1,9 @@
 //! URLAUTH (RFC 4467): `GENURLAUTH`, `URLFETCH` and `RESETKEY`, with the one mechanism
-//! `INTERNAL`.
+//! `INTERNAL`; URLAUTH=BINARY (RFC 5524): `URLFETCH (url [BODYPARTSTRUCTURE] [BODY |
+//! BINARY])` answered `url (BODYPARTSTRUCTURE (...) BINARY {n}...)` as Dovecot answers it
+//! — BINARY with the part's Content-Transfer-Encoding undone (`~{n}` when it holds NULs,
+//! `BINARY NIL` for an encoding not known here), BODYPARTSTRUCTURE only for a URL naming
+//! a body part (the message or part numbers; NIL for HEADER, TEXT, n.MIME).
 //!
 //! A URLAUTH URL is an absolute IMAP URL (RFC 5092) into the user's own mailboxes,
 //! `imap://user@host/MAILBOX;UIDVALIDITY=v/;UID=u[/;SECTION=s][/;PARTIAL=o.l]`
@@ -311,6 +315,43 @@ pub fn reset_key(root: &Path) -> Result<(), String> {
     safe_open::write_atomic(root, KEY_FILE, 0o600, |f| f.write_all(text.as_bytes())).map_err(|e| e.to_string())
 }
 
+/// What an RFC 5524 URLFETCH item asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Want {
+    /// `BODYPARTSTRUCTURE`.
+    pub structure: bool,
+    /// `BODY`: the data as it is.
+    pub body: bool,
+    /// `BINARY`: the data with its Content-Transfer-Encoding undone.
+    pub binary: bool,
+}
+
+impl Want {
+    /// The parameters after the URL.
+    fn parse(params: &[Arg]) -> Result<Want, Reply> {
+        let mut w = Want::default();
+        for p in params {
+            let flag = match p.keyword().as_deref() {
+                Some("BODYPARTSTRUCTURE") => &mut w.structure,
+                Some("BODY") => &mut w.body,
+                Some("BINARY") => &mut w.binary,
+                _ => {
+                    return Err(Reply::Bad(
+                        "Unknown URLFETCH parameter (BODYPARTSTRUCTURE, BODY, BINARY)".into(),
+                    ));
+                }
+            };
+            if std::mem::replace(flag, true) {
+                return Err(Reply::Bad("Repeated URLFETCH parameter".into()));
+            }
+        }
+        if w.body && w.binary {
+            return Err(Reply::Bad("URLFETCH takes BODY or BINARY, not both".into()));
+        }
+        Ok(w)
+    }
+}
+
 /// Seconds since the epoch now.
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -385,9 +426,9 @@ impl Session {
         Ok(())
     }
 
-    /// The bytes a URLAUTH URL gives this session; `None` (NIL) when it gives none, the
+    /// The path of a URLAUTH URL this session may fetch; `None` (NIL) when it may not, the
     /// reason logged.
-    fn url_fetch_one(&mut self, url: &str) -> Option<Vec<u8>> {
+    fn url_authorized(&mut self, url: &str) -> Option<Url> {
         let me = self.user.clone().unwrap_or_default();
         let why = match parse_auth_url(url) {
             Err(why) => why,
@@ -408,16 +449,90 @@ impl Session {
                         }
                         Ok(None) => "no key",
                         Ok(Some(key)) if !token_matches(&key, &u.rump, tok) => "wrong token",
-                        Ok(Some(_)) => match self.url_bytes(&u.path, url) {
-                            Ok(bytes) => return Some(bytes),
-                            Err(_) => "nothing there",
-                        },
+                        Ok(Some(_)) => return Some(u.path),
                     }
                 }
             },
         };
-        tracing::info!("URLFETCH: NIL ({why}), {}", self.who());
+        self.nil(why);
         None
+    }
+
+    /// Logs why a URL is answered NIL.
+    fn nil(&self, why: &str) {
+        tracing::info!("URLFETCH: NIL ({why}), {}", self.who());
+    }
+
+    /// The bytes a URLAUTH URL gives this session, `None` for NIL.
+    fn url_fetch_one(&mut self, url: &str) -> Option<Vec<u8>> {
+        let u = self.url_authorized(url)?;
+        let got = self.url_bytes(&u, url);
+        got.inspect_err(|_| self.nil("nothing there")).ok()
+    }
+
+    /// RFC 5524's `(url [BODYPARTSTRUCTURE] [BODY | BINARY])`: the metadata list that
+    /// answers it, `None` for NIL.
+    fn url_fetch_extended(&mut self, url: &str, want: Want) -> Option<Vec<u8>> {
+        let u = self.url_authorized(url)?;
+        let whole = Url {
+            mailbox: u.mailbox.clone(),
+            validity: u.validity,
+            uid: u.uid,
+            section: String::new(),
+            partial: None,
+        };
+        let Ok(raw) = self.url_bytes(&whole, url) else {
+            self.nil("nothing there");
+            return None;
+        };
+        let tree = crate::mime::Tree::new(&raw);
+        let section = u.section.to_ascii_uppercase();
+        let mut out = b"(".to_vec();
+        if want.structure {
+            let Some(part) = crate::mime::part_at(&tree, &section) else {
+                self.nil("no such body part for BODYPARTSTRUCTURE");
+                return None;
+            };
+            out.extend_from_slice(b"BODYPARTSTRUCTURE ");
+            crate::mime::body_structure(&mut out, part, true);
+        }
+        if want.binary || want.body {
+            if want.structure {
+                out.push(b' ');
+            }
+            let data = if want.binary {
+                match crate::binary::content(&tree, &section) {
+                    Ok(Some(d)) => Some(d),
+                    Ok(None) => {
+                        self.nil("no such section");
+                        return None;
+                    }
+                    // an encoding not known here: BINARY NIL (RFC 5524 §3.2)
+                    Err(()) => None,
+                }
+            } else {
+                let Some(d) = crate::mime::section_of(&tree, &section) else {
+                    self.nil("no such section");
+                    return None;
+                };
+                Some(d.into_owned())
+            };
+            out.extend_from_slice(if want.binary { b"BINARY " } else { b"BODY " });
+            match data.map(|d| crate::imap_url::partial(d, u.partial)) {
+                Some(mut d) => {
+                    if want.binary && memchr::memchr(0, &d).is_some() {
+                        out.push(b'~');
+                    } else {
+                        no_nuls(&mut d);
+                    }
+                    out.extend_from_slice(format!("{{{}}}\r\n", d.len()).as_bytes());
+                    out.extend_from_slice(&d);
+                }
+                None => out.extend_from_slice(b"NIL"),
+            }
+        }
+        out.push(b')');
+        Some(out)
     }
 
     /// `URLFETCH url ...`: one `* URLFETCH` answer with each URL and its data or NIL.
@@ -428,27 +543,33 @@ impl Session {
         if c.args.len() > MAX_URLS {
             return Err(Reply::Bad(format!("[LIMIT] More than {MAX_URLS} URLs")));
         }
-        let urls = c
-            .args
-            .iter()
-            .map(Arg::text)
-            .collect::<Option<Vec<_>>>()
-            .ok_or(Reply::Bad("Invalid URL".into()))?;
+        let mut items = Vec::with_capacity(c.args.len());
+        for a in &c.args {
+            items.push(match a {
+                Arg::List(l) => {
+                    let url = l.first().and_then(Arg::text).ok_or(Reply::Bad("Invalid URL".into()))?;
+                    (url, Some(Want::parse(&l[1..])?))
+                }
+                a => (a.text().ok_or(Reply::Bad("Invalid URL".into()))?, None),
+            });
+        }
         self.out.extend_from_slice(b"* URLFETCH");
-        for url in urls {
+        for (url, want) in items {
             self.out.push(b' ');
             let mut shown = Vec::new();
             string(&mut shown, url.as_bytes());
             self.out.extend_from_slice(&shown);
-            match self.url_fetch_one(&url) {
-                Some(mut bytes) => {
+            let answer = match want {
+                Some(want) => self.url_fetch_extended(&url, want),
+                None => self.url_fetch_one(&url).map(|mut bytes| {
                     no_nuls(&mut bytes);
-                    self.out
-                        .extend_from_slice(format!(" {{{}}}\r\n", bytes.len()).as_bytes());
-                    self.out.extend_from_slice(&bytes);
-                }
-                None => self.out.extend_from_slice(b" NIL"),
-            }
+                    let mut a = format!("{{{}}}\r\n", bytes.len()).into_bytes();
+                    a.extend_from_slice(&bytes);
+                    a
+                }),
+            };
+            self.out.push(b' ');
+            self.out.extend_from_slice(answer.as_deref().unwrap_or(b"NIL"));
         }
         self.line("");
         self.ok(&c.tag, "URLFETCH completed");

@@ -2,7 +2,8 @@
 //! plain sockets so exact response lines are asserted: GENURLAUTH's token checked
 //! against HMAC-SHA256 of the URL under the key file alice's Maildir holds, URLFETCH of a
 //! whole message and of a section, and NIL for a tampered token, an expired URL, a URL
-//! fetched by another user and every URL made before RESETKEY.
+//! fetched by another user and every URL made before RESETKEY; URLAUTH=BINARY (RFC 5524):
+//! BODYPARTSTRUCTURE, BINARY (a base64 part with NULs as literal8) and BODY.
 
 use postern_tests::imap_script;
 
@@ -32,7 +33,7 @@ M2 = 'From: Carol <carol@example.test>\r\nSubject: second\r\n\r\nthere\r\n'
 R = Raw(PORT)
 R.ok(b'LOGIN alice Alice-Url-Pw1')
 caps = R.ok(b'CAPABILITY')[0]
-assert ' URLAUTH' in caps and 'URLAUTH=BINARY' not in caps, caps
+assert ' URLAUTH ' in caps and ' URLAUTH=BINARY' in caps, caps
 v = int(R.ok(b'STATUS INBOX (UIDVALIDITY)')[0].split()[-1].rstrip(')'))
 base = 'imap://alice@%s/INBOX;UIDVALIDITY=%d/;UID=2' % (HOST, v)
 assert not os.path.exists(key_file())
@@ -79,6 +80,26 @@ eq(R.reply(b'GENURLAUTH ' + q(whole) + b' PLAIN'), 'BAD Unknown URLAUTH mechanis
 eq(R.reply(b'GENURLAUTH ' + q(whole)), 'BAD GENURLAUTH needs URL and mechanism pairs')
 eq(R.reply(b'URLFETCH'), 'BAD URLFETCH needs URLs')
 eq(R.reply(b'URLFETCH' + b' "x"' * 65), 'BAD [LIMIT] More than 64 URLs')
+# URLAUTH=BINARY (RFC 5524): a part's structure, its data decoded (NULs: literal8), as is
+MP = b'From: a@example.test\r\nSubject: att\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECaGVsbG8=\r\n--b--\r\n'
+lines, done = R.cmd(b'APPEND INBOX {%d+}\r\n' % len(MP) + MP)
+assert done.startswith(b'OK [APPENDUID'), done
+uid3 = int(done.split()[3].rstrip(b']'))
+mbase = 'imap://alice@%s/INBOX;UIDVALIDITY=%d/;UID=%d' % (HOST, v, uid3)
+urls = [mbase + s + ';URLAUTH=user+alice' for s in ('/;SECTION=2', '', '/;SECTION=1', '/;SECTION=HEADER')]
+eq(R.ok(b'GENURLAUTH ' + b' '.join(q(u) + b' INTERNAL' for u in urls)),
+   ['* GENURLAUTH ' + ' '.join('"%s:internal:%s"' % (u, token(u)) for u in urls)])
+A, M, T, H = [u + ':internal:' + token(u) for u in urls]
+bs = R.ok(b'UID FETCH %d BODYSTRUCTURE' % uid3)[0]
+whole_bs = re.fullmatch(r'\* \d+ FETCH \(UID \d+ BODYSTRUCTURE (\(.*\))\)', bs).group(1)
+part2 = '("APPLICATION" "OCTET-STREAM" NIL NIL NIL "BASE64" 12 NIL NIL NIL NIL)'
+got = R.ok(b'URLFETCH (' + q(A) + b' BINARY BODYPARTSTRUCTURE) (' + q(M) + b' BODYPARTSTRUCTURE) (' + q(T) + b' BODY) (' + q(H) + b' BODYPARTSTRUCTURE) (' + q(H) + b' BINARY) ' + q(A))
+eq(got, ['* URLFETCH "%s" (BODYPARTSTRUCTURE %s BINARY ~{8}\r\n\x00\x01\x02hello) "%s" (BODYPARTSTRUCTURE %s) "%s" (BODY {2}\r\nhi) "%s" NIL "%s" (BINARY {%d}\r\n%s) "%s" {12}\r\nAAECaGVsbG8=' % (A, part2, M, whole_bs, T, H, H, MP.index(b'\r\n\r\n') + 4, MP[:MP.index(b'\r\n\r\n') + 4].decode(), A)])
+assert part2 in whole_bs, whole_bs
+eq(R.reply(b'URLFETCH (' + q(A) + b' BODY BINARY)'), 'BAD URLFETCH takes BODY or BINARY, not both')
+eq(R.reply(b'URLFETCH (' + q(A) + b' FOO)'), 'BAD Unknown URLFETCH parameter (BODYPARTSTRUCTURE, BODY, BINARY)')
+eq(R.reply(b'URLFETCH (' + q(A) + b' BODY BODY)'), 'BAD Repeated URLFETCH parameter')
+eq(R.ok(b'URLFETCH (' + q(bad_tok) + b' BINARY)'), ['* URLFETCH "%s" NIL' % bad_tok])
 # another user: bob gets NIL for alice's URLs, whatever their access
 B = Raw(PORT)
 B.ok(b'LOGIN bob Bob-Url-Pw1')
