@@ -29,8 +29,8 @@
 //! made before the last RESETKEY, or names a message or section that is gone.
 //! GENURLAUTH refuses with `NO [BADURL url] reason` what it cannot authorize.
 //!
-//! Bounds: [`MAX_URLS`] URLs a command, [`crate::imap_url::MAX_URL`] bytes a URL; a
-//! URLFETCH answer holds each part only while it is written.
+//! Bounds: [`MAX_URLS`] URLs a command, [`crate::imap_url::MAX_URL`] bytes a URL, a
+//! URLFETCH answer of [`MAX_ANSWER`] bytes before its last URL.
 
 use crate::imap_url::{MAX_URL, Url, bad_url, parse_url};
 use crate::parse::{Arg, Command};
@@ -47,6 +47,9 @@ use zeroize::Zeroizing;
 pub const KEY_FILE: &str = "postern-urlauth-key";
 /// Most URLs in one GENURLAUTH or URLFETCH.
 pub const MAX_URLS: usize = 64;
+/// Bytes of URLFETCH answer after which no further URL is fetched (the command is then
+/// `NO [LIMIT]`, nothing sent): one URL is always answered, however large its part.
+pub const MAX_ANSWER: usize = 64 << 20;
 /// The one URLAUTH mechanism.
 pub const MECH: &str = "INTERNAL";
 /// Bytes of key.
@@ -553,8 +556,16 @@ impl Session {
                 a => (a.text().ok_or(Reply::Bad("Invalid URL".into()))?, None),
             });
         }
+        let start = self.out.len();
         self.out.extend_from_slice(b"* URLFETCH");
         for (url, want) in items {
+            if self.out.len() - start > MAX_ANSWER {
+                self.out.truncate(start);
+                tracing::info!("URLFETCH: answer over {MAX_ANSWER} bytes, {}", self.who());
+                return Err(Reply::No(format!(
+                    "[LIMIT] The answer would be larger than {MAX_ANSWER} bytes: fetch fewer URLs at once"
+                )));
+            }
             self.out.push(b' ');
             let mut shown = Vec::new();
             string(&mut shown, url.as_bytes());
