@@ -161,15 +161,27 @@ pub fn parse_auth_url(url: &str) -> Result<AuthUrl, &'static str> {
     let user = crate::imap_url::decode(user)
         .filter(|u| !u.is_empty())
         .ok_or("bad user in the URL")?;
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if !h.ends_with(']') || host.starts_with('[') => {
-            if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-                return Err("bad port");
+    // host, [IPv6] or host:port, [IPv6]:port
+    let (host, port) = match host.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, rest) = v6.split_once(']').ok_or("bad host")?;
+            if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                return Err("bad host");
             }
-            h
+            let port = match rest {
+                "" => None,
+                r => Some(r.strip_prefix(':').ok_or("bad host")?),
+            };
+            (&host[..addr.len() + 2], port)
         }
-        _ => host,
+        None => match host.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host, None),
+        },
     };
+    if port.is_some_and(|p| p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return Err("bad port");
+    }
     if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b)) {
         return Err("bad host");
     }
@@ -676,6 +688,30 @@ mod tests {
         ] {
             assert_eq!(parse_auth_url(bad).err(), Some(why), "{bad}");
         }
+        for (url, host) in [
+            ("imap://a@[::1]/INBOX;UIDVALIDITY=1/;UID=1;URLAUTH=authuser", "[::1]"),
+            (
+                "imap://a@[::1]:993/INBOX;UIDVALIDITY=1/;UID=1;URLAUTH=authuser",
+                "[::1]",
+            ),
+            (
+                "imap://a@10.0.0.1:143/INBOX;UIDVALIDITY=1/;UID=1;URLAUTH=authuser",
+                "10.0.0.1",
+            ),
+        ] {
+            assert_eq!(parse_auth_url(url).map(|u| u.host), Ok(host.to_string()), "{url}");
+        }
+        for bad in [
+            "imap://a@[::1/INBOX;UIDVALIDITY=1/;UID=1;URLAUTH=authuser",
+            "imap://a@[::1]x/INBOX;UIDVALIDITY=1/;UID=1;URLAUTH=authuser",
+            "imap://a@[zz]/INBOX;UIDVALIDITY=1/;UID=1;URLAUTH=authuser",
+        ] {
+            assert_eq!(parse_auth_url(bad).err(), Some("bad host"), "{bad}");
+        }
+        assert_eq!(
+            parse_auth_url("imap://a@h:/INBOX;UIDVALIDITY=1/;UID=1;URLAUTH=authuser").err(),
+            Some("bad port")
+        );
         let long = format!(
             "imap://a@h/{};UIDVALIDITY=1/;UID=1;URLAUTH=authuser",
             "x".repeat(MAX_URL)
