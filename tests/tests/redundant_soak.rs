@@ -12,7 +12,8 @@
 //! STORE/EXPUNGE by the UID it had read changed nothing) is settled by the merge keeping
 //! the UIDs of the side clients read (replicator/src/merge.rs, "Conflicts").
 //!
-//! `REDUNDANT_SOAK_MESSAGES` (default 400), `REDUNDANT_SOAK_SENDERS` (default 4) and
+//! `REDUNDANT_SOAK_MESSAGES` (default 400), `REDUNDANT_SOAK_SENDERS` (default 4),
+//! `REDUNDANT_SOAK_CLIENT_SECS` (default from the messages, at least 25) and
 //! `REDUNDANT_SOAK_SEED` (printed) size and replay it; the long run is
 //! `REDUNDANT_SOAK_MESSAGES=2000 REDUNDANT_SOAK_SENDERS=16 cargo nextest run -p
 //! postern-tests --test redundant_soak --no-capture`.
@@ -54,10 +55,15 @@ fn soak_senders_chaos_and_a_client_leave_a_and_b_identical_and_every_message_onc
     let children: Vec<std::process::Child> = (0..senders)
         .map(|i| cluster.sender(&format!("soak{i}"), per, "alice@example.test", 0.05))
         .collect();
-    // The client runs as long as the senders are expected to (0.05 s a message and the
-    // SMTP time), at least 25 s (a few sessions are cut by the kills and wait out a
-    // timeout; it must still make changes of both kinds).
-    let client_secs = ((per as f64) * 0.08).max(25.0);
+    // The client runs at least 25 s, longer with more mail (a few sessions are cut by the
+    // kills and wait out a timeout, and each change waits for its merge: it must still
+    // make changes of both kinds); REDUNDANT_SOAK_CLIENT_SECS sets it.
+    let client_secs = env_usize("REDUNDANT_SOAK_CLIENT_SECS", 0) as f64;
+    let client_secs = if client_secs > 0.0 {
+        client_secs
+    } else {
+        ((per as f64) * 0.08).max((messages as f64) * 0.03).max(25.0)
+    };
     let client = cluster
         .command("client", "python3")
         .arg(repo_root().join("tests/scripts/redundant_soak_client.py"))
