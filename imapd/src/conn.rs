@@ -107,6 +107,7 @@ impl ImapConn {
                 self.emit(io);
             }
             Some(Need::StartTls) => {}
+            Some(Need::Compress) => io.start_compress(),
             Some(Need::Verify { user, password }) => self.verify(io, user, password),
         }
     }

@@ -62,6 +62,7 @@ pub mod append_spool;
 pub mod base_subject;
 pub mod binary;
 pub mod catenate;
+pub mod cmd_compress;
 pub mod cmd_fetch;
 pub mod cmd_list;
 pub mod cmd_mailbox;
@@ -87,6 +88,7 @@ pub mod reply;
 pub mod server;
 pub mod session;
 pub mod sort;
+pub mod sort_cache;
 #[cfg(test)]
 mod tests;
 pub mod thread;

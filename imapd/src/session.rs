@@ -98,6 +98,9 @@ pub enum Need {
     },
     /// Start TLS now: everything after the output already taken is encrypted.
     StartTls,
+    /// Start compression now (COMPRESS DEFLATE): everything after the output already
+    /// taken, and all input after the command, is compressed.
+    Compress,
 }
 
 /// The selected folder and what this session has told its client about it.
@@ -312,6 +315,8 @@ pub struct Session {
     pub(crate) settings: Settings,
     pub(crate) secure: bool,
     tls: bool,
+    /// COMPRESS DEFLATE is active ([`crate::cmd_compress`]).
+    pub(crate) compressed: bool,
     pub(crate) store: Option<Store>,
     pub(crate) user: Option<String>,
     pub(crate) sel: Option<Selected>,
@@ -368,6 +373,7 @@ impl Session {
             settings,
             secure: secure || tls,
             tls,
+            compressed: false,
             store: None,
             user: None,
             sel: None,
@@ -439,6 +445,9 @@ impl Session {
         );
         if self.settings.starttls && !self.tls && self.user.is_none() {
             c.push_str(" STARTTLS");
+        }
+        if self.user.is_some() && !self.compressed {
+            c.push_str(" COMPRESS=DEFLATE");
         }
         if self.secure {
             c.push_str(" AUTH=PLAIN");
@@ -875,7 +884,7 @@ impl Session {
         };
         let result = self.dispatch(&cmd);
         match result {
-            Ok(Some(Need::StartTls)) => Some(Need::StartTls),
+            Ok(Some(n @ (Need::StartTls | Need::Compress))) => Some(n),
             Ok(Some(need)) => {
                 self.mode = Mode::Waiting(cmd.tag.clone());
                 Some(need)
@@ -926,6 +935,7 @@ impl Session {
             "LOGIN" | "AUTHENTICATE" => return Err(Reply::Bad("Already logged in".into())),
             _ if !authed => return Err(Reply::Bad("Log in first".into())),
             "ENABLE" => self.enable(c)?,
+            "COMPRESS" => return self.compress(c),
             "NAMESPACE" => {
                 self.line("* NAMESPACE ((\"\" \".\")) NIL NIL");
                 self.ok(tag, "Namespace completed");
@@ -1319,7 +1329,7 @@ pub fn fuzz_prelogin(data: &[u8]) {
                     // refuses, so nothing is created on disk): still not logged in
                     _ => Ok("no/such/user".into()),
                 }),
-                Need::StartTls => None,
+                Need::StartTls | Need::Compress => None,
             };
         }
         assert!(!s.authenticated(), "logged in without a mailbox");

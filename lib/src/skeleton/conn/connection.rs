@@ -83,6 +83,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
                 last: now,
                 phase: None,
                 aux,
+                deflate: None,
             },
             proto,
             born: now,
@@ -123,7 +124,12 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
 
     /// Input bytes received and not yet used by the protocol (plaintext and ciphertext).
     pub fn pending_input(&self) -> usize {
-        self.link.input.pending_len() + self.link.raw.len()
+        self.link.input.pending_len() + self.link.raw.len() + self.link.deflate.as_ref().map_or(0, |d| d.pending.len())
+    }
+
+    /// With compression: the output bytes before and after it.
+    pub fn compression(&self) -> Option<(u64, u64)> {
+        self.link.deflate.as_ref().map(|d| (d.plain_out, d.wire_out()))
     }
 
     /// The capacity of the driver's own output, ciphertext and plaintext buffers (for
@@ -176,7 +182,7 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
         };
         self.give_back();
         if self.eof && turn == Turn::Open && !self.link.dead && self.at_rest() {
-            let unused = self.link.input.pending_len() + self.link.raw.len();
+            let unused = self.pending_input();
             if unused > 0 {
                 let from = self.link.peer.map(|p| p.ip().to_string()).unwrap_or_default();
                 tracing::info!("{from}: input ended inside a command ({unused} bytes unused)");
@@ -293,6 +299,8 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
         while !link.dead && !self.drained && !self.eof {
             let pending = if link.tls.is_some() {
                 link.raw.len()
+            } else if let Some(d) = &link.deflate {
+                d.pending.len()
             } else {
                 link.input.pending_len()
             };
@@ -313,6 +321,8 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
                     let got = buf.get(..n).unwrap_or_default();
                     if link.tls.is_some() {
                         link.raw.extend_from_slice(got);
+                    } else if let Some(d) = &mut link.deflate {
+                        d.pending.extend_from_slice(got);
                     } else {
                         // (never refused: the buffer's own bound is beyond `max`)
                         let _ = link.input.push(got);
@@ -324,11 +334,19 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
             }
         }
         if let Some(tls) = &mut link.tls {
-            let room = max.saturating_sub(link.input.pending_len());
+            let room = match &link.deflate {
+                Some(d) => max.saturating_sub(d.pending.len()),
+                None => max.saturating_sub(link.input.pending_len()),
+            };
             match tls.receive(&link.raw, &mut link.plain, room) {
                 Ok(used) => {
                     link.raw.drain(..used);
-                    let _ = link.input.push(&link.plain);
+                    match &mut link.deflate {
+                        Some(d) => d.pending.extend_from_slice(&link.plain),
+                        None => {
+                            let _ = link.input.push(&link.plain);
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::info!("TLS error from {:?}: {e}", link.peer);
@@ -338,6 +356,23 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
             }
             link.plain.clear();
             tls.transmit(link.out.tail());
+        }
+        // compressed input: inflated only as far as the input bound has room
+        if let Some(d) = &mut link.deflate
+            && !link.dead
+        {
+            let room = max.saturating_sub(link.input.pending_len());
+            let input = &mut link.input;
+            match d.inflate(room, &mut |b| {
+                let _ = input.push(b);
+            }) {
+                Ok(n) => total += n,
+                Err(e) => {
+                    let from = link.from();
+                    tracing::info!("{from}: bad compressed input: {e}");
+                    link.dead = true;
+                }
+            }
         }
         total
     }

@@ -9,6 +9,9 @@
 //!   ([`Io::start_tls`]): the reply before it is flushed in the clear and any plaintext the
 //!   client pipelined after the command is **discarded** (the STARTTLS command-injection
 //!   class, CVE-2011-0411);
+//! - compression ([`Io::start_compress`], IMAP's COMPRESS=DEFLATE): raw deflate between
+//!   the protocol and TLS (or the socket), output sync-flushed after each burst, input
+//!   inflated only as far as [`Limits::input`] has room (no zip bomb held in memory);
 //! - bounded input: the socket is not read while [`Limits::input`] bytes wait (plaintext,
 //!   or ciphertext under TLS), nor while the protocol says it is [`blocked`]; input waits
 //!   in a [`LineBuffer`] ([`Io::lines`], lines of at most [`Protocol::line_limit`] with
@@ -48,6 +51,7 @@
 //! [`blocked`]: Protocol::blocked
 
 mod connection;
+mod deflate;
 mod gated;
 #[cfg(test)]
 mod gated_tests;
@@ -207,10 +211,31 @@ pub(crate) struct Link {
     pub(crate) last: Instant,
     pub(crate) phase: Option<Instant>,
     pub(crate) aux: mio::Token,
+    /// Compression, once started.
+    pub(crate) deflate: Option<Box<deflate::Deflate>>,
 }
 
 impl Link {
+    /// The client's address, for log lines.
+    pub(crate) fn from(&self) -> String {
+        self.peer.map(|p| p.ip().to_string()).unwrap_or_default()
+    }
+
     fn send(&mut self, bytes: &[u8]) {
+        let compressed;
+        let bytes = match &mut self.deflate {
+            Some(_) if bytes.is_empty() => return,
+            Some(d) => {
+                let mut z = Vec::new();
+                if let Err(e) = d.compress(bytes, &mut z) {
+                    tracing::warn!("{}: compression failed: {e}", self.from());
+                    self.dead = true;
+                }
+                compressed = z;
+                &compressed[..]
+            }
+            None => bytes,
+        };
         match &mut self.tls {
             Some(tls) => {
                 if tls.send(bytes).is_err() {
@@ -301,6 +326,20 @@ impl Io<'_> {
                 false
             }
         }
+    }
+
+    /// Starts compression (raw deflate both ways, RFC 4978): what is queued goes out as
+    /// it is, everything sent from now on is compressed, and input not yet used is taken
+    /// as compressed (the client compresses everything after the command).
+    pub fn start_compress(&mut self) {
+        let mut d = Box::new(deflate::Deflate::new());
+        d.pending = self.link.input.take_pending();
+        self.link.deflate = Some(d);
+    }
+
+    /// Whether compression is active.
+    pub fn compressed(&self) -> bool {
+        self.link.deflate.is_some()
     }
 
     /// Whether TLS is active.
