@@ -3,14 +3,21 @@ wbits=-15, a sync flush after each command): argv PORT USER PASSWORD MODE.
 MODE `session`: login, COMPRESS, SELECT, FETCH 1:* ENVELOPE, a second COMPRESS, then
 waits for a line on stdin (the test runs a zip bomb meanwhile) and does NOOP + LOGOUT.
 MODE `bomb`: login, COMPRESS, then 64 MB of one line compressed to about 64 KB; prints
-what came back. Prints KEY value lines."""
+what came back. MODE `tls`: `session` over implicit TLS (compression under TLS), without
+the wait. Prints KEY value lines."""
 import socket
+import ssl
 import sys
 import zlib
 
 port, user, password, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 s = socket.create_connection(("127.0.0.1", port))
 s.settimeout(30)
+if mode == "tls":
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = ctx.wrap_socket(s)
 plain_buf = b""
 wire_in = 0
 plain_in = 0
@@ -93,7 +100,8 @@ print("FETCH_TAG", fetched.splitlines()[-1])
 print("FETCH_WIRE", wire_in - wire_before)
 print("FETCH_PLAIN", plain_in - plain_before)
 print("READY", flush=True)
-sys.stdin.readline()
+if mode != "tls":
+    sys.stdin.readline()
 send(b"a9 NOOP")
 print("NOOP", until(b"a9").decode().splitlines()[-1])
 send(b"a10 LOGOUT")

@@ -3,9 +3,12 @@
 //! active, `OK` then both directions compressed, a second COMPRESS refused with
 //! `NO [COMPRESSIONACTIVE]`, FETCH 1:* ENVELOPE over 300 messages decoded whole (bytes on
 //! the wire against bytes inflated printed), and a zip bomb (64 MB of one line in about
-//! 64 KB) refused with a BYE and a log line while the other session goes on.
+//! 64 KB) refused with a BYE and a log line while the other session goes on; the same
+//! session over implicit TLS (compression under TLS).
 
-use postern_tests::{imap_instance, owned_mail_base, repo_root};
+use postern_tests::{
+    Instance, add_user, auth_service, daemon_service, free_port, imap_instance, owned_mail_base, repo_root,
+};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 
@@ -22,16 +25,8 @@ fn client(port: u16, mode: &str) -> Command {
     c
 }
 
-/// The value of the first `KEY value` line.
-fn value<'a>(out: &'a str, key: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
-}
-
-#[test]
-fn compress_deflate_both_ways_and_a_zip_bomb_is_refused() {
-    let (mut inst, port) = imap_instance("alice", "Alice-Zip-Pw1");
+/// Writes the test's messages into alice's new/.
+fn messages(inst: &Instance) {
     let new = inst.root.path().join("var/mail/alice/new");
     for d in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(inst.root.path().join("var/mail/alice").join(d)).unwrap();
@@ -45,6 +40,19 @@ fn compress_deflate_both_ways_and_a_zip_bomb_is_refused() {
         );
         std::fs::write(new.join(format!("1700000{i:03}.M{i}P1.test")), msg).unwrap();
     }
+}
+
+/// The value of the first `KEY value` line.
+fn value<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+#[test]
+fn compress_deflate_both_ways_and_a_zip_bomb_is_refused() {
+    let (mut inst, port) = imap_instance("alice", "Alice-Zip-Pw1");
+    messages(&inst);
     owned_mail_base(&inst);
     inst.start();
 
@@ -116,4 +124,43 @@ fn compress_deflate_both_ways_and_a_zip_bomb_is_refused() {
         "{}",
         inst.log()
     );
+}
+
+#[test]
+fn compress_deflate_under_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = postern_tests::self_signed_cert(dir.path());
+    if postern_tests::is_root() {
+        let _ = std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    }
+    let port = free_port();
+    let services = format!(
+        "{}{}",
+        auth_service(),
+        daemon_service(
+            "imaps",
+            "inet",
+            &format!("127.0.0.1:{port}"),
+            "imapd",
+            "args = [\"tls\"]"
+        ),
+    );
+    let cert_set = format!("imapd_tls_cert_file={}", cert.display());
+    let key_set = format!("imapd_tls_key_file={}", key.display());
+    let mut inst = Instance::new(&services, &[&cert_set, &key_set]);
+    add_user(&inst, "alice", "Alice-Zip-Pw1");
+    messages(&inst);
+    owned_mail_base(&inst);
+    inst.start();
+    let run = client(port, "tls").output().unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{out}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(value(&out, "COMPRESS"), "a4 OK DEFLATE active", "{out}");
+    assert_eq!(value(&out, "FETCHES"), MESSAGES.to_string(), "{out}");
+    assert_eq!(value(&out, "SUBJECTS"), MESSAGES.to_string(), "{out}");
+    assert!(value(&out, "LOGOUT").starts_with("a10 OK"), "{out}");
+    let wire: usize = value(&out, "FETCH_WIRE").parse().unwrap();
+    let plain: usize = value(&out, "FETCH_PLAIN").parse().unwrap();
+    println!("under TLS, FETCH 1:{MESSAGES} ENVELOPE: {wire} compressed bytes for {plain} inflated");
+    assert!(wire * 4 < plain, "{wire} compressed for {plain}");
 }

@@ -127,9 +127,10 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
         self.link.input.pending_len() + self.link.raw.len() + self.link.deflate.as_ref().map_or(0, |d| d.pending.len())
     }
 
-    /// With compression: the output bytes before and after it.
-    pub fn compression(&self) -> Option<(u64, u64)> {
-        self.link.deflate.as_ref().map(|d| (d.plain_out, d.wire_out()))
+    /// With compression: the client's address, the output bytes before and after it.
+    pub fn compression(&self) -> Option<(String, u64, u64)> {
+        let from = self.link.from();
+        self.link.deflate.as_ref().map(|d| (from, d.plain_out, d.wire_out()))
     }
 
     /// The capacity of the driver's own output, ciphertext and plaintext buffers (for

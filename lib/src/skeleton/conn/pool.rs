@@ -319,8 +319,8 @@ impl<P: Protocol> Pool<P> {
         let mut c = self.conns.remove(&id)?;
         let _ = registry.deregister(c.socket());
         self.again.retain(|&a| a != id);
-        if let Some((plain, wire)) = c.compression() {
-            tracing::info!("compressed output: {plain} bytes sent as {wire}");
+        if let Some((from, plain, wire)) = c.compression() {
+            tracing::info!("{from}: compressed output: {plain} bytes sent as {wire}");
         }
         c.proto.disconnected(registry);
         Some(c.proto)
