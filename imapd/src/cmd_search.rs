@@ -584,18 +584,25 @@ impl Session {
             Then::Sort(s) => s.needs_header(),
             Then::Thread(_) => true,
         };
-        let needs = key.needs().max(u8::from(header_for_then));
+        // SORT/THREAD read a hit's header only when its keys are not cached
+        let needs = key.needs();
         let Some(sel) = self.sel.as_mut() else {
             return Err(Reply::Bad("No mailbox".into()));
         };
         if sel.folder.changed() {
             sel.folder.sync()?;
         }
+        let mut then = then;
+        match &mut then {
+            Then::Search => {}
+            Then::Sort(s) => s.bind(&sel.folder),
+            Then::Thread(t) => t.bind(&sel.folder),
+        }
         let count = sel.view.len() as u32;
         let largest_uid = sel.view.last().map_or(0, |v| v.0);
         let key = key.resolved(count, largest_uid, &sel.saved);
         // header keys answer from the folder's header cache, which learns what it lacks
-        let hc = match needs {
+        let hc = match needs.max(u8::from(header_for_then)) {
             1 => sel.folder.header_cache(),
             _ => Default::default(),
         };
@@ -639,7 +646,12 @@ impl Session {
             job.pos += 1;
             let (u, _) = sel.view[i];
             let Some(m) = sel.folder.get(u).cloned() else { continue };
-            let raw: Option<std::borrow::Cow<'_, [u8]>> = match job.needs {
+            let then_needs = match &job.then {
+                Then::Search => false,
+                Then::Sort(s) => s.needs_header_of(u),
+                Then::Thread(t) => t.needs_header_of(u),
+            };
+            let raw: Option<std::borrow::Cow<'_, [u8]>> = match job.needs.max(u8::from(then_needs)) {
                 0 => None,
                 1 => match sel.folder.cached_header(&mut job.hc, u) {
                     Ok(h) => h,
@@ -686,13 +698,14 @@ impl Session {
                 Then::Search => {}
                 Then::Sort(s) => s.add(
                     id,
+                    u,
                     header(),
                     crate::sort::Facts {
                         internal_date: m.date,
                         size: m.size,
                     },
                 ),
-                Then::Thread(t) => t.add(id, header(), m.date),
+                Then::Thread(t) => t.add(id, u, header(), m.date),
             }
         }
         sel.folder.save_header_cache(&job.hc);
@@ -750,7 +763,9 @@ impl Session {
                         uids.sort_unstable();
                     }
                     let key = std::mem::replace(&mut job.key, Key::All);
-                    let kept = (job.uid, job.needs, job.began);
+                    // a kept sort places new messages by their header's keys
+                    let needs = job.needs.max(u8::from(sorted.as_ref().is_some_and(|k| k.needs_header())));
+                    let kept = (job.uid, needs, job.began);
                     if let Err(why) = self.add_context(&job.tag, kept, key, uids, sorted.take()) {
                         let mut t = Vec::new();
                         crate::reply::string(&mut t, job.tag.as_bytes());

@@ -13,7 +13,8 @@
 
 use crate::parse::Arg;
 use crate::session::Reply;
-use mail_parser::{Addr, Address, Message as Parsed, MessageParser};
+use crate::sort_cache::{Keys, Shared};
+use mail_parser::{Addr, Address, Message as Parsed};
 use std::cmp::Ordering;
 
 /// Most criteria in one SORT.
@@ -121,6 +122,8 @@ struct Entry {
 pub struct Sorter {
     criteria: Vec<Criterion>,
     entries: Vec<Entry>,
+    /// The folder's cached keys ([`crate::sort_cache`]), once bound.
+    cache: Option<Shared>,
 }
 
 /// The facts of a message outside its header.
@@ -138,7 +141,21 @@ impl Sorter {
         Sorter {
             criteria,
             entries: Vec::new(),
+            cache: None,
         }
+    }
+
+    /// Uses (and fills) the cached keys of the folder sorted.
+    pub fn bind(&mut self, folder: &postern_lib::mailbox::folder::Folder) {
+        if self.needs_header() {
+            self.cache = crate::sort_cache::bind(folder);
+        }
+    }
+
+    /// Whether [`Sorter::add`] needs message `uid`'s header (not when no criterion
+    /// needs headers or its keys are cached).
+    pub fn needs_header_of(&self, uid: u32) -> bool {
+        self.needs_header() && self.cache.as_ref().is_none_or(|c| c.borrow().get(uid).is_none())
     }
 
     /// Whether the criteria need the messages' headers.
@@ -147,9 +164,19 @@ impl Sorter {
     }
 
     /// Adds a hit, in ascending mailbox order: `id` is what the answer names it by,
-    /// `header` its header (empty when no criterion needs it).
-    pub fn add(&mut self, id: u32, header: &[u8], facts: Facts) {
-        let e = entry(&self.criteria, id, header, facts);
+    /// `uid` its UID, `header` its header (empty when [`Sorter::needs_header_of`] said
+    /// it is not needed).
+    pub fn add(&mut self, id: u32, uid: u32, header: &[u8], facts: Facts) {
+        let keys = match self.needs_header() {
+            true => Some(crate::sort_cache::keys_of(
+                self.cache.as_ref(),
+                uid,
+                header,
+                facts.internal_date,
+            )),
+            false => None,
+        };
+        let e = entry(&self.criteria, id, keys.as_deref(), facts);
         self.entries.push(e);
     }
 
@@ -216,7 +243,8 @@ impl Keyed {
 
     /// Places `id` where it sorts: its position (from 0).
     pub fn insert(&mut self, id: u32, header: &[u8], facts: Facts) -> usize {
-        let e = entry(&self.criteria, id, header, facts);
+        let keys = self.needs_header().then(|| Keys::parse(header, facts.internal_date));
+        let e = entry(&self.criteria, id, keys.as_ref(), facts);
         let criteria = &self.criteria;
         let i = self
             .entries
@@ -226,18 +254,11 @@ impl Keyed {
     }
 }
 
-/// A message's sort entry: only the fields sorted by are parsed (a header may be 100 KB
-/// of References).
-fn entry(criteria: &[Criterion], id: u32, header: &[u8], facts: Facts) -> Entry {
-    let fields = match needs_header(criteria) {
-        true => crate::mime::header_fields(header, &["From", "To", "Cc", "Subject", "Date"], false),
-        false => Vec::new(),
-    };
-    let parsed = match needs_header(criteria) {
-        true => MessageParser::default().parse_headers(&fields[..]),
-        false => None,
-    };
-    let values = criteria.iter().map(|c| value(c.key, parsed.as_ref(), facts)).collect();
+/// A message's sort entry, from its keys (`None` when no criterion needs the header).
+fn entry(criteria: &[Criterion], id: u32, keys: Option<&Keys>, facts: Facts) -> Entry {
+    let none = Keys::default();
+    let k = keys.unwrap_or(&none);
+    let values = criteria.iter().map(|c| value(c.key, k, facts)).collect();
     Entry { id, values }
 }
 
@@ -278,31 +299,52 @@ fn first_addr<'p>(parsed: Option<&'p Parsed<'p>>, key: SortKey) -> Option<&'p Ad
     list?.first()
 }
 
-fn value(key: SortKey, parsed: Option<&Parsed<'_>>, facts: Facts) -> Value {
+/// The sort keys of a parsed header (the thread ids left empty).
+pub(crate) fn keys(parsed: Option<&Parsed<'_>>, internal_date: i64) -> Keys {
     let cmp = crate::collate::DEFAULT;
+    let (subject, reply) = crate::base_subject::base_subject(subject(parsed));
+    // the addr-mailbox: the local part
+    let local = |key| {
+        let a = first_addr(parsed, key).and_then(|a| a.address.as_deref()).unwrap_or("");
+        cmp.key(a.rsplit_once('@').map_or(a, |(l, _)| l))
+    };
+    let display = |key| {
+        let Some(a) = first_addr(parsed, key) else {
+            return Vec::new();
+        };
+        let name = a.name.as_deref().map(str::trim).unwrap_or("");
+        let shown = if name.is_empty() {
+            a.address.as_deref().unwrap_or("")
+        } else {
+            name
+        };
+        cmp.key(shown)
+    };
+    Keys {
+        sent: sent_date(parsed, internal_date),
+        subject: cmp.key(&subject),
+        reply,
+        from: local(SortKey::From),
+        to: local(SortKey::To),
+        cc: local(SortKey::Cc),
+        display_from: display(SortKey::DisplayFrom),
+        display_to: display(SortKey::DisplayTo),
+        msgid: None,
+        refs: Vec::new(),
+    }
+}
+
+fn value(key: SortKey, k: &Keys, facts: Facts) -> Value {
     match key {
         SortKey::Arrival => Value::Num(facts.internal_date),
         SortKey::Size => Value::Num(facts.size as i64),
-        SortKey::Date => Value::Num(sent_date(parsed, facts.internal_date)),
-        SortKey::Subject => Value::Str(cmp.key(&crate::base_subject::base_subject(subject(parsed)).0)),
-        SortKey::From | SortKey::To | SortKey::Cc => {
-            // the addr-mailbox: the local part
-            let a = first_addr(parsed, key).and_then(|a| a.address.as_deref()).unwrap_or("");
-            let local = a.rsplit_once('@').map_or(a, |(l, _)| l);
-            Value::Str(cmp.key(local))
-        }
-        SortKey::DisplayFrom | SortKey::DisplayTo => {
-            let Some(a) = first_addr(parsed, key) else {
-                return Value::Str(Vec::new());
-            };
-            let name = a.name.as_deref().map(str::trim).unwrap_or("");
-            let shown = if name.is_empty() {
-                a.address.as_deref().unwrap_or("")
-            } else {
-                name
-            };
-            Value::Str(cmp.key(shown))
-        }
+        SortKey::Date => Value::Num(k.sent),
+        SortKey::Subject => Value::Str(k.subject.clone()),
+        SortKey::From => Value::Str(k.from.clone()),
+        SortKey::To => Value::Str(k.to.clone()),
+        SortKey::Cc => Value::Str(k.cc.clone()),
+        SortKey::DisplayFrom => Value::Str(k.display_from.clone()),
+        SortKey::DisplayTo => Value::Str(k.display_to.clone()),
     }
 }
 
@@ -316,6 +358,7 @@ mod tests {
         for (i, m) in msgs.iter().enumerate() {
             let header = format!("{m}\r\n\r\n");
             s.add(
+                i as u32 + 1,
                 i as u32 + 1,
                 header.as_bytes(),
                 Facts {

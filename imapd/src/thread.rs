@@ -1,14 +1,15 @@
 //! THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256 §3), and the `* THREAD`
 //! answer's nested lists. The hits of the THREAD's search come in a work slice at a time
 //! ([`Threader::add`] keeps what each message's header says); [`Threader::finish`] then
-//! builds the threads in one go.
+//! builds the threads in one go. What each message's header says is kept for the next
+//! THREAD or SORT of the folder ([`crate::sort_cache`]).
 //!
 //! Bounds against hostile headers (References chains with loops, thousands of ids):
 //! a message's Message-ID, In-Reply-To and References are read from at most the first
 //! [`crate::cmd_search::MAX_SEARCH_HEADER`] of its header; at most the last
 //! [`MAX_REFS`] references of a message are used, and once a THREAD holds
 //! [`MAX_TOTAL_REFS`] of them only each message's last (its parent); ids are kept as
-//! 64-bit keyed hashes (SipHash with a per-command random key), so memory does not grow
+//! 64-bit keyed hashes (SipHash with a per-process random key, [`crate::sort_cache::hasher`]), so memory does not grow
 //! with the ids' length. Step 1 runs as each message comes (so within the search's work
 //! slices); its loop check walks up parent links at most [`MAX_WALK`] steps in all per
 //! THREAD (past it, a link that would need a walk is not made, as if it made a loop).
@@ -31,8 +32,6 @@
 //! references × 90 B + the subject keys ≈ 220 MB + subjects, and the ids themselves
 //! never (they are hashed as they are read).
 
-use crate::sort::sent_date;
-use mail_parser::MessageParser;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 
@@ -76,7 +75,8 @@ struct Msg {
 pub struct Threader {
     algorithm: Algorithm,
     msgs: Vec<Msg>,
-    hasher: RandomState,
+    /// The folder's cached keys ([`crate::sort_cache`]), once bound.
+    cache: Option<crate::sort_cache::Shared>,
     total_refs: usize,
     /// REFERENCES step 1, done as the messages come (a work slice at a time).
     linker: Linker,
@@ -88,39 +88,35 @@ impl Threader {
         Threader {
             algorithm,
             msgs: Vec::new(),
-            hasher: RandomState::new(),
+            cache: None,
             total_refs: 0,
             linker: Linker::default(),
         }
     }
 
-    /// Adds a hit, in ascending mailbox order.
-    pub fn add(&mut self, id: u32, header: &[u8], internal_date: i64) {
-        // only the fields threading uses are parsed (a header may be 100 KB of others)
-        let dated = crate::mime::header_fields(header, &["Subject", "Date"], false);
-        let parsed = MessageParser::default().parse_headers(&dated[..]);
-        let sent = sent_date(parsed.as_ref(), internal_date);
-        let (subject, reply) = crate::base_subject::base_subject(crate::sort::subject(parsed.as_ref()));
-        let subject = crate::collate::DEFAULT.key(&subject);
-        let (mut msgid, mut refs, mut in_reply_to) = (None, Vec::new(), None);
-        if self.algorithm == Algorithm::References {
-            let ids = crate::mime::header_fields(header, &["Message-ID", "References", "In-Reply-To"], false);
-            let fields = crate::mime::fields(&ids);
-            let hash = |id: &[u8]| self.hasher.hash_one(id);
-            msgid = crate::mime::field(&fields, "Message-ID").and_then(|v| msg_ids(v).next().map(hash));
-            if let Some(v) = crate::mime::field(&fields, "References") {
-                // the last MAX_REFS
-                let all: Vec<&[u8]> = msg_ids(v).collect();
-                refs = all[all.len().saturating_sub(MAX_REFS)..]
-                    .iter()
-                    .map(|id| hash(id))
-                    .collect();
-            }
-            if refs.is_empty() {
-                in_reply_to = crate::mime::field(&fields, "In-Reply-To").and_then(|v| msg_ids(v).next().map(hash));
-            }
-        }
-        refs.extend(in_reply_to);
+    /// Uses (and fills) the cached keys of the folder threaded.
+    pub fn bind(&mut self, folder: &postern_lib::mailbox::folder::Folder) {
+        self.cache = crate::sort_cache::bind(folder);
+    }
+
+    /// Whether [`Threader::add`] needs message `uid`'s header (not when its keys are
+    /// cached).
+    pub fn needs_header_of(&self, uid: u32) -> bool {
+        self.cache.as_ref().is_none_or(|c| c.borrow().get(uid).is_none())
+    }
+
+    /// Adds a hit, in ascending mailbox order: `id` is what the answer names it by,
+    /// `uid` its UID, `header` its header (empty when [`Threader::needs_header_of`]
+    /// said it is not needed).
+    pub fn add(&mut self, id: u32, uid: u32, header: &[u8], internal_date: i64) {
+        let k = crate::sort_cache::keys_of(self.cache.as_ref(), uid, header, internal_date);
+        let sent = k.sent;
+        let (subject, reply) = (k.subject.clone(), k.reply);
+        let msgid = k.msgid;
+        let mut refs = match self.algorithm {
+            Algorithm::References => k.refs.clone(),
+            Algorithm::OrderedSubject => Vec::new(),
+        };
         if self.total_refs + refs.len() > MAX_TOTAL_REFS {
             let keep = refs.len().saturating_sub(1);
             refs.drain(..keep);
@@ -150,6 +146,27 @@ impl Threader {
 
 /// The msg-ids (`<left@right>`, without the brackets and any white space in them) in a
 /// field value, skipping comments; ones without `@` are not valid and skipped.
+/// A header's hashed Message-ID and references: the last [`MAX_REFS`] of References,
+/// or In-Reply-To's first id when there are none.
+pub(crate) fn thread_ids(header: &[u8], hasher: &RandomState) -> (Option<u64>, Vec<u64>) {
+    let ids = crate::mime::header_fields(header, &["Message-ID", "References", "In-Reply-To"], false);
+    let fields = crate::mime::fields(&ids);
+    let hash = |id: &[u8]| hasher.hash_one(id);
+    let msgid = crate::mime::field(&fields, "Message-ID").and_then(|v| msg_ids(v).next().map(hash));
+    let mut refs = Vec::new();
+    if let Some(v) = crate::mime::field(&fields, "References") {
+        let all: Vec<&[u8]> = msg_ids(v).collect();
+        refs = all[all.len().saturating_sub(MAX_REFS)..]
+            .iter()
+            .map(|id| hash(id))
+            .collect();
+    }
+    if refs.is_empty() {
+        refs.extend(crate::mime::field(&fields, "In-Reply-To").and_then(|v| msg_ids(v).next().map(hash)));
+    }
+    (msgid, refs)
+}
+
 fn msg_ids(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut i = 0;
     std::iter::from_fn(move || {
@@ -599,7 +616,12 @@ mod tests {
     fn thread(alg: Algorithm, msgs: &[&str]) -> String {
         let mut t = Threader::new(alg);
         for (i, m) in msgs.iter().enumerate() {
-            t.add(i as u32 + 1, format!("{m}\r\n\r\n").as_bytes(), 1_000_000 + i as i64);
+            t.add(
+                i as u32 + 1,
+                i as u32 + 1,
+                format!("{m}\r\n\r\n").as_bytes(),
+                1_000_000 + i as i64,
+            );
         }
         t.finish()
     }
