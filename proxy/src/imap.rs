@@ -518,6 +518,14 @@ impl Dialect for Imap {
                 continue;
             }
             let start = !self.mid_command;
+            // COMPRESS is not proxied (the backend's answers are framed here): the backend
+            // is asked for a mechanism nobody has, so it refuses, in the commands' order
+            let line = if start && is_compress(&line) {
+                let tag = line.split(|&b| b == b' ').next().unwrap_or_default();
+                [tag, b" COMPRESS X-NOT-PROXIED"].concat()
+            } else {
+                line
+            };
             if start {
                 self.classify(&line);
             }
@@ -599,6 +607,13 @@ impl Dialect for Imap {
     fn last_words(&self) -> &'static LastWords {
         &LAST_WORDS
     }
+}
+
+/// Whether a command line is COMPRESS (any mechanism).
+fn is_compress(line: &[u8]) -> bool {
+    line.split(|&b| b == b' ')
+        .nth(1)
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"COMPRESS"))
 }
 
 #[cfg(test)]

@@ -105,6 +105,12 @@ fn imap_through_the_proxy() {
         .collect();
     assert!(pos.windows(2).all(|w| w[0] < w[1]), "out of order: {r}");
 
+    // COMPRESS is not proxied: refused (by the backend, asked for no mechanism), the
+    // session goes on uncompressed
+    c.send(b"z1 COMPRESS DEFLATE\r\nz2 NOOP\r\n");
+    let r = text(&c.take_until(b"z2 OK", T));
+    assert!(r.contains("z1 BAD ") && r.contains("z2 OK"), "{r}");
+
     // APPEND: a synchronising literal and LITERAL+, stored byte for byte
     let mut body1 = b"Subject: sync literal\r\nX-Marker: sync-11\r\n\r\n".to_vec();
     for i in 0..3000u32 {
