@@ -16,8 +16,9 @@
 //! QUOTA=RES-STORAGE (RFC 9208: [`quota`]), UIDONLY (RFC 9586: [`uidonly`]),
 //! CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267: [`context`]), CATENATE (RFC 4469:
 //! [`catenate`]), URLAUTH and URLAUTH=BINARY (RFC 4467, 5524:
-//! [`urlauth`]) and a subset of NOTIFY (RFC 5465:
-//! [`notify`]). Event-driven: many sessions per
+//! [`urlauth`]), a subset of NOTIFY (RFC 5465:
+//! [`notify`]) and COMPRESS=DEFLATE (RFC 4978: [`cmd_compress`], the driver's deflate
+//! layer). Event-driven: many sessions per
 //! process on the skeleton's mio loop; protocol code is sans-I/O ([`session`]). Several
 //! sessions on one mailbox, in one process or many, see each other's changes through the
 //! Maildir itself.

@@ -287,7 +287,7 @@ impl Io<'_> {
         Line::Line(line)
     }
 
-    /// The protocol used input it took from [`input`](Self::input) itself: the idle
+    /// The protocol used input it took from [`lines`](Self::lines) itself: the idle
     /// deadline starts again ([`line`](Self::line) does this for a line).
     pub fn touch(&mut self) {
         self.link.last = Instant::now();
