@@ -475,7 +475,10 @@ impl Dialect for Imap {
                     if !rest.get(..3).is_some_and(|r| r.eq_ignore_ascii_case(b"OK ")) {
                         return Login::Failed(format!("master login refused: {}", shown(&line)));
                     }
-                    let text = String::from_utf8_lossy(&rest[3..]);
+                    let text = String::from_utf8_lossy(&without_compress(l.to_vec()))
+                        .get(LOGIN_TAG.len() + 4..)
+                        .unwrap_or_default()
+                        .to_string();
                     let reply = if text.starts_with("[CAPABILITY ") {
                         format!("{} OK {text}\r\n", self.login_tag)
                     } else {
@@ -581,6 +584,7 @@ impl Dialect for Imap {
         }
         let start = !self.resp_mid;
         self.resp_mid = false;
+        let line = if start { without_compress(line) } else { line };
         if start {
             match self.response(&line) {
                 Ok(true) => return Step::Hold(p + 1, line),
@@ -607,6 +611,41 @@ impl Dialect for Imap {
     fn last_words(&self) -> &'static LastWords {
         &LAST_WORDS
     }
+}
+
+/// A backend's capability list (`* CAPABILITY ...`, or `[CAPABILITY ...]` after a
+/// status word) without its COMPRESS=... entries: COMPRESS is not proxied, so it is not
+/// offered. Any other line is returned as it came.
+fn without_compress(line: Vec<u8>) -> Vec<u8> {
+    let words: Vec<&[u8]> = line.splitn(3, |&b| b == b' ').collect();
+    let listed = match words.as_slice() {
+        [_, w, ..] if w.eq_ignore_ascii_case(b"CAPABILITY") && words[0] == b"*" => true,
+        [_, w, rest] => {
+            (w.eq_ignore_ascii_case(b"OK") || w.eq_ignore_ascii_case(b"PREAUTH"))
+                && rest.get(..12).is_some_and(|r| r.eq_ignore_ascii_case(b"[CAPABILITY "))
+        }
+        _ => false,
+    };
+    if !listed {
+        return line;
+    }
+    let mut out = Vec::with_capacity(line.len());
+    for (i, tok) in line.split(|&b| b == b' ').enumerate() {
+        let end = tok
+            .iter()
+            .position(|&b| matches!(b, b']' | b'\r' | b'\n'))
+            .unwrap_or(tok.len());
+        let (core, suffix) = tok.split_at(end);
+        if core.get(..9).is_some_and(|c| c.eq_ignore_ascii_case(b"COMPRESS=")) {
+            out.extend_from_slice(suffix);
+            continue;
+        }
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(tok);
+    }
+    out
 }
 
 /// Whether a command line is COMPRESS (any mechanism).
@@ -702,6 +741,30 @@ a OK done\r\n+ idling\r\n* 4 EXISTS\r\ni OK idle done\r\nb OK [COPYUID 1 1 9] co
             assert_eq!(held, b"b OK [COPYUID 1 1 9] copied\r\n", "chunk {chunk}");
             assert!(d.pending.is_empty(), "chunk {chunk}");
         }
+    }
+
+    #[test]
+    fn compress_is_taken_out_of_capability_lists_only() {
+        let w = |l: &[u8]| String::from_utf8(without_compress(l.to_vec())).unwrap();
+        assert_eq!(
+            w(b"* CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE\r\n"),
+            "* CAPABILITY IMAP4rev1 IDLE\r\n"
+        );
+        assert_eq!(
+            w(b"* capability IMAP4rev1 compress=deflate\r\n"),
+            "* capability IMAP4rev1\r\n"
+        );
+        assert_eq!(
+            w(b"a OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE] Logged in"),
+            "a OK [CAPABILITY IMAP4rev1] Logged in"
+        );
+        assert_eq!(
+            w(b"* OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE MOVE]\r\n"),
+            "* OK [CAPABILITY IMAP4rev1 MOVE]\r\n"
+        );
+        let other = b"* 1 FETCH (ENVELOPE (NIL \"CAPABILITY COMPRESS=DEFLATE\"))\r\n";
+        assert_eq!(w(other).as_bytes(), other);
+        assert_eq!(w(b"* OK COMPRESS=DEFLATE\r\n"), "* OK COMPRESS=DEFLATE\r\n");
     }
 
     #[test]

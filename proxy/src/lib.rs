@@ -78,7 +78,8 @@
 //!   skeleton's.
 //! - Not proxied: implicit TLS (pops/imaps) on the proxy ports; TLS towards the
 //!   backends (they are on the internal network); SASL mechanisms other than PLAIN;
-//!   COMPRESS.
+//!   COMPRESS (a client's COMPRESS is refused by the backend in order, and COMPRESS=... is
+//!   taken out of the backend's capability lists).
 //!
 //! ## Settings read
 //! `proxy_pop3_backends`, `proxy_imap_backends`, `director_pairs`, `director_pair`,

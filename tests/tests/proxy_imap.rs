@@ -104,6 +104,10 @@ fn imap_through_the_proxy() {
         .map(|t| r.find(t).unwrap_or_else(|| panic!("{t} missing: {r}")))
         .collect();
     assert!(pos.windows(2).all(|w| w[0] < w[1]), "out of order: {r}");
+    assert!(
+        r.contains("* CAPABILITY ") && !r.contains("COMPRESS"),
+        "COMPRESS is not proxied, so not offered: {r}"
+    );
 
     // COMPRESS is not proxied: refused (by the backend, asked for no mechanism), the
     // session goes on uncompressed
