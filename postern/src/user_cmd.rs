@@ -20,8 +20,8 @@
 //! concurrent edits cannot lose one another; the slow part, hashing, happens before the lock.
 
 use crate::files::{DirLock, print};
-use postern_password::{self as password, Zeroizing};
 use postern_lib::users::{self, Users};
+use postern_password::{self as password, Zeroizing};
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::path::Path;

@@ -13,8 +13,8 @@
 //! table file that does not exist owns nothing (a warning is logged): the rules then
 //! refuse every logged-in sender, never let one use any address.
 
-use postern_lib::address::{Address, Destinations};
 use postern_checks::lookup::LookupTable;
+use postern_lib::address::{Address, Destinations};
 use postern_lib::transport_map::Table;
 use std::path::Path;
 
