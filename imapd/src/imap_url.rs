@@ -26,22 +26,12 @@ pub struct Url {
     pub partial: Option<(u64, Option<u64>)>,
 }
 
-/// %XX-decoding of a URL component; `None` for a bad escape or non-UTF-8 result.
+/// %XX-decoding of a URL component; `None` for a bad escape, a non-UTF-8 result or a
+/// control character.
 pub(crate) fn decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok().filter(|s| !s.chars().any(char::is_control))
+    String::from_utf8(postern_lib::percent::decode(s)?)
+        .ok()
+        .filter(|s| !s.chars().any(char::is_control))
 }
 
 /// A positive number of at most 10 digits.

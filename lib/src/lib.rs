@@ -65,6 +65,7 @@ pub mod maillog;
 pub mod master_control;
 pub mod master_status;
 pub mod parallel;
+pub mod percent;
 pub mod privs;
 pub mod proto;
 pub mod queue_dirs;

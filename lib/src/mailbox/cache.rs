@@ -50,23 +50,6 @@ fn escape(bytes: &[u8], out: &mut String) {
     }
 }
 
-fn unescape(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
 /// Reads the cache of `dir` for `uid_validity`; an empty map when absent or unusable.
 /// Envelopes are kept only when `with_envelopes` (a view keeps sizes and dates in memory,
 /// envelopes only while a FETCH needs them).
@@ -107,7 +90,7 @@ pub fn read_some(
             None => None,
             Some(e) if !e.starts_with('E') => continue,
             Some(_) if !with_envelopes => None,
-            Some(e) => match e.strip_prefix('E').and_then(unescape) {
+            Some(e) => match e.strip_prefix('E').and_then(crate::percent::decode) {
                 Some(env) => Some(env),
                 None => continue,
             },
