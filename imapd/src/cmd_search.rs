@@ -764,7 +764,9 @@ impl Session {
                     }
                     let key = std::mem::replace(&mut job.key, Key::All);
                     // a kept sort places new messages by their header's keys
-                    let needs = job.needs.max(u8::from(sorted.as_ref().is_some_and(|k| k.needs_header())));
+                    let needs = job
+                        .needs
+                        .max(u8::from(sorted.as_ref().is_some_and(|k| k.needs_header())));
                     let kept = (job.uid, needs, job.began);
                     if let Err(why) = self.add_context(&job.tag, kept, key, uids, sorted.take()) {
                         let mut t = Vec::new();

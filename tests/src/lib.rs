@@ -154,6 +154,14 @@ impl Instance {
         self.root.path().join("var/spool")
     }
 
+    /// The queue files still in incoming/, active/ and deferred/ (a drained queue has none).
+    pub fn queue_left(&self) -> Vec<PathBuf> {
+        ["incoming", "active", "deferred"]
+            .iter()
+            .flat_map(|d| files_below(&self.queue().join(d)))
+            .collect()
+    }
+
     /// Runs `postern` (so `start`, and master with it) inside network namespace `ns`
     /// (`ip netns exec NS postern ...`): listen addresses are that namespace's.
     pub fn set_netns(&mut self, ns: &str) {
@@ -623,6 +631,14 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
+}
+
+/// The direct children of `pid` whose program name is `name`.
+pub fn children_named(pid: u32, name: &str) -> Vec<u32> {
+    children_of(pid)
+        .into_iter()
+        .filter(|p| comm(*p).as_deref() == Some(name))
+        .collect()
 }
 
 /// The program name (`/proc/PID/comm`) of a process, if it still exists.

@@ -16,7 +16,7 @@
 
 use postern_tests::*;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -75,10 +75,7 @@ impl Drop for Reaped {
 }
 
 fn cleanups(master: u32) -> Vec<u32> {
-    children_of(master)
-        .into_iter()
-        .filter(|p| comm(*p).as_deref() == Some("cleanup"))
-        .collect()
+    children_named(master, "cleanup")
 }
 
 /// (Message-ID, Delivered-To) → copies, over every user's Maildir.
@@ -90,13 +87,6 @@ fn delivered(base: &Path) -> HashMap<(String, String), usize> {
         }
     }
     out
-}
-
-fn queue_left(inst: &Instance) -> Vec<PathBuf> {
-    ["incoming", "active", "deferred"]
-        .iter()
-        .flat_map(|d| files_below(&inst.queue().join(d)))
-        .collect()
 }
 
 #[test]
@@ -182,14 +172,14 @@ fn kill_9_of_cleanup_under_group_commit_loses_no_250() {
 
     let base = inst.root.path().join("var/mail");
     let done = wait_for(RECOVERY, || {
-        queue_left(&inst).is_empty() && accepted.iter().all(|k| delivered(&base).contains_key(k))
+        inst.queue_left().is_empty() && accepted.iter().all(|k| delivered(&base).contains_key(k))
     });
     let got = delivered(&base);
     let missing: Vec<_> = accepted.iter().filter(|k| !got.contains_key(*k)).collect();
     assert!(
         done && missing.is_empty(),
         "accepted but not delivered: {missing:?}; queue left {:?}",
-        queue_left(&inst)
+        inst.queue_left()
     );
     let twice: Vec<_> = got.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");

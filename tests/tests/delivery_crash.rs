@@ -23,7 +23,7 @@
 
 use postern_tests::*;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -167,13 +167,6 @@ fn rcpts(i: usize) -> Vec<String> {
 }
 
 /// The children of master whose program is `name`.
-fn processes(master: u32, name: &str) -> Vec<u32> {
-    children_of(master)
-        .into_iter()
-        .filter(|p| comm(*p).as_deref() == Some(name))
-        .collect()
-}
-
 /// (Message-ID, recipient) → copies, over every user's Maildir.
 fn local_copies(base: &Path) -> HashMap<(String, String), usize> {
     let mut out = HashMap::new();
@@ -183,13 +176,6 @@ fn local_copies(base: &Path) -> HashMap<(String, String), usize> {
         }
     }
     out
-}
-
-fn queue_left(inst: &Instance) -> Vec<PathBuf> {
-    ["incoming", "active", "deferred"]
-        .iter()
-        .flat_map(|d| files_below(&inst.queue().join(d)))
-        .collect()
 }
 
 #[test]
@@ -263,7 +249,7 @@ fn kill_9_during_load_delivers_each_recipient_exactly_once() {
     while rounds < 40 && (rounds < 12 || kinds.iter().any(|k| killed.get(k).copied().unwrap_or(0) < 3)) {
         std::thread::sleep(Duration::from_millis(150 + rng.below(1200)));
         let kind = kinds[rounds % 3];
-        for pid in processes(master, kind) {
+        for pid in children_named(master, kind) {
             if nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
@@ -309,7 +295,7 @@ fn kill_9_during_load_delivers_each_recipient_exactly_once() {
     }
     let base = inst.root.path().join("var/mail");
     let done = wait_for(RECOVERY, || {
-        queue_left(&inst).is_empty()
+        inst.queue_left().is_empty()
             && local_copies(&base).len() >= want_local.len()
             && sink_index(&sink_dir).len() >= want_remote.len()
     });
@@ -318,7 +304,7 @@ fn kill_9_during_load_delivers_each_recipient_exactly_once() {
     assert!(
         done,
         "not recovered: queue {:?}, {} of {} local, {} of {} remote\n{}",
-        queue_left(&inst),
+        inst.queue_left(),
         local.len(),
         want_local.len(),
         sink.len(),
@@ -357,7 +343,7 @@ fn kill_9_during_load_delivers_each_recipient_exactly_once() {
         inst.log_count("status=deferred")
     );
     assert_eq!(inst.log_count("status=bounced"), 0, "nothing may bounce:\n{log}");
-    assert!(queue_left(&inst).is_empty());
+    assert!(inst.queue_left().is_empty());
     // Nothing held, nothing corrupt, no defer or bounce log left behind.
     for d in ["hold", "corrupt", "defer", "bounce"] {
         let left = files_below(&inst.queue().join(d));

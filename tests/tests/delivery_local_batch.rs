@@ -23,7 +23,7 @@
 //!   kill is delivered twice.
 
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_lib::ipc::IpcStream;
@@ -336,13 +336,6 @@ fn kick(inst: &Instance, byte: u8) {
     }
 }
 
-fn queue_left(inst: &Instance) -> Vec<PathBuf> {
-    ["incoming", "active", "deferred"]
-        .iter()
-        .flat_map(|d| postern_tests::files_below(&inst.queue().join(d)))
-        .collect()
-}
-
 #[test]
 fn kill_9_of_local_mid_batch_loses_nothing_and_delivers_nothing_twice() {
     const MESSAGES: usize = 600;
@@ -387,14 +380,14 @@ fn kill_9_of_local_mid_batch_loses_nothing_and_delivers_nothing_twice() {
     let done = wait_for(Duration::from_secs(120), || {
         kick(&inst, trigger::FLUSH);
         std::thread::sleep(Duration::from_millis(200));
-        queue_left(&inst).is_empty() && new_files(&base, "kim") >= MESSAGES
+        inst.queue_left().is_empty() && new_files(&base, "kim") >= MESSAGES
     });
     let log = inst.log();
     assert!(
         done,
         "not all delivered: {} of {MESSAGES}, queue {:?}",
         new_files(&base, "kim"),
-        queue_left(&inst)
+        inst.queue_left()
     );
     let index = maildir_index(&base.join("kim"));
     let twice: Vec<_> = index.iter().filter(|(_, n)| **n != 1).collect();
