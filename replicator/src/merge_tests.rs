@@ -460,7 +460,7 @@ proptest! {
                 Op::Interrupted(s, k) => {
                     let (x, y) = if s { (&a, &b) } else { (&b, &a) };
                     let mut rx = x.replica();
-                    let mut ry = Dying { inner: y.replica(), left: k as usize };
+                    let mut ry = dying(y.replica(), k as usize);
                     let _ = sync_user(&mut rx, &mut ry, &Options::default());
                     interrupted = true;
                 }
@@ -491,23 +491,29 @@ proptest! {
     }
 }
 
-/// A replica whose connection dies after `left` changes (every later call fails).
-struct Dying {
+/// What happens on a replica just before each of the merge's writes there: called with
+/// the operation's name; an error fails that write.
+type Hook = Box<dyn FnMut(&str) -> Res<()>>;
+
+/// A local replica with a [`Hook`] before every write (reads go straight through).
+struct Hooked {
     inner: LocalReplica,
-    left: usize,
+    hook: Hook,
 }
 
-impl Dying {
-    fn spend(&mut self) -> Res<()> {
-        if self.left == 0 {
+/// A replica whose connection dies after `left` changes (every later write fails).
+fn dying(inner: LocalReplica, mut left: usize) -> Hooked {
+    let hook: Hook = Box::new(move |_| {
+        if left == 0 {
             return Err("peer gone".into());
         }
-        self.left -= 1;
+        left -= 1;
         Ok(())
-    }
+    });
+    Hooked { inner, hook }
 }
 
-impl Replica for Dying {
+impl Replica for Hooked {
     fn node(&self) -> &str {
         self.inner.node()
     }
@@ -527,137 +533,70 @@ impl Replica for Dying {
         self.inner.fetch(folder, uids)
     }
     fn put(&mut self, folder: &str, msgs: Vec<NewMessage>, reuse: bool) -> Res<(Vec<Placed>, u64)> {
-        self.spend()?;
+        (self.hook)("put")?;
         self.inner.put(folder, msgs, reuse)
     }
     fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>, reuse: bool) -> Res<(Vec<bool>, u64)> {
-        self.spend()?;
+        (self.hook)("renumber")?;
         self.inner.renumber(folder, moves, reuse)
     }
     fn set_flags(&mut self, folder: &str, changes: Vec<FlagChange>) -> Res<u64> {
-        self.spend()?;
+        (self.hook)("set_flags")?;
         self.inner.set_flags(folder, changes)
     }
     fn expunge(&mut self, folder: &str, uids: Vec<u32>) -> Res<u64> {
-        self.spend()?;
+        (self.hook)("expunge")?;
         self.inner.expunge(folder, uids)
     }
     fn create_folder(&mut self, name: &str, uid_validity: u32) -> Res<()> {
-        self.spend()?;
+        (self.hook)("create_folder")?;
         self.inner.create_folder(name, uid_validity)
     }
     fn rename_folder(&mut self, old: &str, new: &str) -> Res<()> {
-        self.spend()?;
+        (self.hook)("rename_folder")?;
         self.inner.rename_folder(old, new)
     }
     fn delete_folder(&mut self, name: &str) -> Res<()> {
-        self.spend()?;
+        (self.hook)("delete_folder")?;
         self.inner.delete_folder(name)
     }
     fn set_uid_validity(&mut self, folder: &str, uid_validity: u32) -> Res<()> {
-        self.spend()?;
+        (self.hook)("set_uid_validity")?;
         self.inner.set_uid_validity(folder, uid_validity)
     }
     fn set_folder_meta(&mut self, folder: &str, guid: &str, special_use: &[String]) -> Res<()> {
-        self.spend()?;
+        (self.hook)("set_folder_meta")?;
         self.inner.set_folder_meta(folder, guid, special_use)
     }
     fn subscribe(&mut self, name: &str, on: bool) -> Res<()> {
-        self.spend()?;
+        (self.hook)("subscribe")?;
         self.inner.subscribe(name, on)
     }
     fn load_state(&mut self, peer: &str) -> Res<Option<SyncState>> {
         self.inner.load_state(peer)
     }
     fn save_state(&mut self, peer: &str, state: &SyncState) -> Res<()> {
-        self.spend()?;
+        (self.hook)("save_state")?;
         self.inner.save_state(peer, state)
     }
 }
 
-/// What a client or a hub does on a replica just before the merge's next write there
-/// (between the merge's listing and its change).
+/// What a client or a hub does on a replica just before the merge's next message write
+/// there (between the merge's listing and its change): called with `put`, `renumber`,
+/// `set_flags` or `expunge`.
 type Meanwhile = Box<dyn FnMut(&str)>;
 
-/// A local replica where something else happens before each write of the merge: `what`
-/// is called with the operation's name (`put`, `renumber`, `set_flags`, `expunge`).
-struct Racing {
-    inner: LocalReplica,
-    what: Meanwhile,
-}
-
-impl Racing {
-    fn before(&mut self, op: &str) {
-        (self.what)(op)
-    }
-}
-
-impl Replica for Racing {
-    fn node(&self) -> &str {
-        self.inner.node()
-    }
-    fn lock(&mut self, wait: Duration) -> Res<()> {
-        self.inner.lock(wait)
-    }
-    fn unlock(&mut self) {
-        self.inner.unlock()
-    }
-    fn mailbox(&mut self) -> Res<Mailbox> {
-        self.inner.mailbox()
-    }
-    fn messages(&mut self, folder: &str) -> Res<Listing> {
-        self.inner.messages(folder)
-    }
-    fn fetch(&mut self, folder: &str, uids: &[u32]) -> Res<Vec<Option<Vec<u8>>>> {
-        self.inner.fetch(folder, uids)
-    }
-    fn put(&mut self, folder: &str, msgs: Vec<NewMessage>, reuse: bool) -> Res<(Vec<Placed>, u64)> {
-        self.before("put");
-        self.inner.put(folder, msgs, reuse)
-    }
-    fn renumber(&mut self, folder: &str, moves: Vec<(u32, u32)>, reuse: bool) -> Res<(Vec<bool>, u64)> {
-        self.before("renumber");
-        self.inner.renumber(folder, moves, reuse)
-    }
-    fn set_flags(&mut self, folder: &str, changes: Vec<FlagChange>) -> Res<u64> {
-        self.before("set_flags");
-        self.inner.set_flags(folder, changes)
-    }
-    fn expunge(&mut self, folder: &str, uids: Vec<u32>) -> Res<u64> {
-        self.before("expunge");
-        self.inner.expunge(folder, uids)
-    }
-    fn create_folder(&mut self, name: &str, uid_validity: u32) -> Res<()> {
-        self.inner.create_folder(name, uid_validity)
-    }
-    fn rename_folder(&mut self, old: &str, new: &str) -> Res<()> {
-        self.inner.rename_folder(old, new)
-    }
-    fn delete_folder(&mut self, name: &str) -> Res<()> {
-        self.inner.delete_folder(name)
-    }
-    fn set_uid_validity(&mut self, folder: &str, uid_validity: u32) -> Res<()> {
-        self.inner.set_uid_validity(folder, uid_validity)
-    }
-    fn set_folder_meta(&mut self, folder: &str, guid: &str, special_use: &[String]) -> Res<()> {
-        self.inner.set_folder_meta(folder, guid, special_use)
-    }
-    fn subscribe(&mut self, name: &str, on: bool) -> Res<()> {
-        self.inner.subscribe(name, on)
-    }
-    fn load_state(&mut self, peer: &str) -> Res<Option<SyncState>> {
-        self.inner.load_state(peer)
-    }
-    fn save_state(&mut self, peer: &str, state: &SyncState) -> Res<()> {
-        self.inner.save_state(peer, state)
-    }
-}
-
 /// A merge of `a` and `b` where `what` happens on `a` before each write there.
-fn racing_sync(a: &Side, b: &Side, what: Meanwhile) -> Report {
-    let mut ra = Racing {
+fn racing_sync(a: &Side, b: &Side, mut what: Meanwhile) -> Report {
+    let hook: Hook = Box::new(move |op| {
+        if matches!(op, "put" | "renumber" | "set_flags" | "expunge") {
+            what(op);
+        }
+        Ok(())
+    });
+    let mut ra = Hooked {
         inner: a.replica(),
-        what,
+        hook,
     };
     let mut rb = b.replica();
     sync_user(&mut ra, &mut rb, &Options::default()).unwrap()
@@ -792,10 +731,7 @@ fn a_guid_in_the_expunge_log_is_never_copied_back() {
         b.deliver(8);
         {
             let mut ra = a.replica();
-            let mut rb = Dying {
-                inner: b.replica(),
-                left: cut,
-            };
+            let mut rb = dying(b.replica(), cut);
             let _ = sync_user(&mut ra, &mut rb, &Options::default());
         }
         // the hub's deferred copy for a arrives late, during a merge (before its first
