@@ -1,4 +1,5 @@
-//! Issue 15, the short soak (the CI one): several senders, a chaos loop that kills a
+//! Issue 15, the short soak (`#[ignore]` for now, see its reason; run with
+//! `--run-ignored only`): several senders, a chaos loop that kills a
 //! random hub or mailbox server (SIGKILL to every process of the node) every few seconds
 //! and starts it again, and an IMAP client changing flags and deleting through the proxy
 //! (by the round-robin name, so it lands on whichever mailbox server lives). At the end,
@@ -16,7 +17,7 @@
 //! `REDUNDANT_SOAK_CLIENT_SECS` (default from the messages, at least 25) and
 //! `REDUNDANT_SOAK_SEED` (printed) size and replay it; the issue's long run is
 //! `REDUNDANT_SOAK_MESSAGES=2000 REDUNDANT_SOAK_SENDERS=16 cargo nextest run -p
-//! postern-tests --test redundant_soak --no-capture`.
+//! postern-tests --test redundant_soak --run-ignored only --no-capture`.
 //!
 //! Needs root, iproute2, dnsmasq, openssl, python3 and a build with the hubs' copies, the
 //! replicator and the proxy (skipped with the reason recorded, failed under CI=true).
