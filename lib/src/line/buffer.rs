@@ -135,6 +135,12 @@ impl LineBuffer {
         self.buf.get(self.start..).unwrap_or_default()
     }
 
+    /// Whether the buffer is in the middle of dropping an over-long line (its rest is
+    /// still to come): the buffer must not be replaced by a fresh one then.
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
     /// How many bytes are pending.
     pub fn pending_len(&self) -> usize {
         self.buf.len().saturating_sub(self.start)

@@ -234,7 +234,9 @@ impl<P: Protocol, S: Read + Write> Connection<P, S> {
         if l.plain.capacity() > KEEP {
             l.plain = Vec::new();
         }
-        if l.input.pending_len() == 0 && self.read_since_fresh > KEEP {
+        // not while an over-long line is being dropped: a fresh buffer would forget it and
+        // take the line's tail for a command
+        if l.input.pending_len() == 0 && !l.input.is_discarding() && self.read_since_fresh > KEEP {
             l.input = LineBuffer::new(self.proto.line_limit(), usize::MAX / 4);
             self.read_since_fresh = 0;
         }
