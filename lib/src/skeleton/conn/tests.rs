@@ -770,6 +770,25 @@ fn buffers_that_grew_for_a_burst_are_given_back_once_empty() {
 }
 
 #[test]
+fn an_over_long_line_past_the_give_back_size_stays_one_too_long_line() {
+    // 200 KB without a newline, in writes spread out so the driver reads it in turns and
+    // gives its buffers back between them: the line's tail must not become a command
+    let (mut c, seen) = greeted();
+    c.write_all(b"FRAMED\r\n").unwrap();
+    read_until(&mut c, b"+OK framed\r\n");
+    let chunk = vec![b'x'; 16 * 1024];
+    for _ in 0..12 {
+        c.write_all(&chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    c.write_all(b"tail\r\nNOOP\r\n").unwrap();
+    let got = read_until(&mut c, b"echo NOOP\r\n");
+    assert_eq!(String::from_utf8_lossy(&got), "-ERR framed too long\r\necho NOOP\r\n");
+    seen.stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
 fn commands_sent_before_the_end_of_input_are_all_answered_then_it_closes() {
     let (mut c, seen) = greeted();
     let addr = c.peer_addr().unwrap();
