@@ -360,14 +360,7 @@ pub fn table_file(config_dir: &Path, setting: &str) -> Option<PathBuf> {
     (!s.is_empty()).then(|| config_dir.join(s))
 }
 
-/// The host name the kernel reports.
-pub fn system_hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
+pub use postern_util::hostname::system_hostname;
 
 #[cfg(test)]
 mod tests;

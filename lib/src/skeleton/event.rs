@@ -22,8 +22,7 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// Tokens at or above this value belong to the skeleton; a daemon uses those below.
-pub const RESERVED_TOKENS: usize = usize::MAX - 1024;
+pub use crate::skeleton::conn::RESERVED_TOKENS;
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 const STATUS_TOKEN: Token = Token(usize::MAX - 2);
 const LISTEN_BASE: usize = usize::MAX - 512;

@@ -2,7 +2,6 @@
 //! client over its address's limit is refused, a closed connection's count is given
 //! back, and one that logs in (an answer on its auxiliary token) no longer counts.
 
-use super::tests::connect;
 use super::*;
 use crate::anvil::gate::Ticket;
 use crate::anvil::local::Refusal;
@@ -150,7 +149,7 @@ impl Front for Desk {
 /// A gated server on loopback in its own thread, `limit` connections per address, until
 /// the test's [`Seen::stop`] (or 60 s).
 fn server(limit: u32) -> (std::net::SocketAddr, Arc<Seen>) {
-    let (listener, addr) = super::tests::listen();
+    let (listener, addr) = listen();
     let seen = Arc::new(Seen::default());
     let s = Arc::clone(&seen);
     std::thread::spawn(move || {
@@ -242,4 +241,17 @@ fn a_client_that_logs_in_no_longer_counts() {
     let mut four = connect(addr);
     assert_eq!(read_to_close(&mut four), "-ERR Count\r\n");
     seen.stop.store(true, Ordering::SeqCst);
+}
+
+fn listen() -> (std::net::TcpListener, std::net::SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+fn connect(addr: std::net::SocketAddr) -> TcpStream {
+    let c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c
 }

@@ -250,7 +250,7 @@ fn server(deadlines: Deadlines, tls: Option<Arc<rustls::ServerConfig>>) -> (std:
     std::thread::spawn(move || {
         let mut poll = mio::Poll::new().unwrap();
         let mut events = mio::Events::with_capacity(64);
-        let mut pool: Pool<Test> = Pool::new(mio::Token(crate::skeleton::event::RESERVED_TOKENS - 2));
+        let mut pool: Pool<Test> = Pool::new(mio::Token(super::RESERVED_TOKENS - 2));
         let start = Instant::now();
         while !s.stop.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(60) {
             while let Ok((sock, _)) = listener.accept() {
@@ -670,7 +670,7 @@ fn a_stop_ends_idle_connections_and_leaves_one_that_declines() {
 
 #[test]
 fn auxiliary_tokens_map_back_to_their_connection_and_slot() {
-    let pool: Pool<Test> = Pool::new(mio::Token(crate::skeleton::event::RESERVED_TOKENS - 2));
+    let pool: Pool<Test> = Pool::new(mio::Token(super::RESERVED_TOKENS - 2));
     for id in [0, 1, 7, FIRST_FREE / 4 - 1] {
         assert_eq!(pool.aux_slot(mio::Token(4 * id)), None);
         for k in 0..AUX {

@@ -58,7 +58,7 @@ pub fn init(program: &str, maillog_file: &str) {
         Ok("trace") => Level::TRACE,
         _ => Level::INFO,
     };
-    let host = crate::config::system_hostname();
+    let host = crate::hostname::system_hostname();
     let host = host.split('.').next().unwrap_or("localhost").to_string();
     let layer = PosternLayer {
         program: program.into(),

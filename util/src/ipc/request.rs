@@ -1,7 +1,7 @@
 //! One request to a local daemon from an event loop, on [`super::codec`]: connect, send the
 //! hello and the request, read the daemon's hello and one reply, never blocking. The
-//! client of auth ([`crate::proto::auth_client`]) and of the replicator
-//! ([`crate::proto::replica`]) for smtpd, pop3d, imapd and the proxy.
+//! client of auth (postern-lib's `proto::auth_client`) and of the replicator
+//! (`proto::replica`) for smtpd, pop3d, imapd and the proxy.
 //!
 //! Start it, register [`OneRequest::source`] (readable and writable) with a token of the
 //! session, and call [`OneRequest::progress`] on every readiness event until it yields the

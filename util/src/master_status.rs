@@ -48,7 +48,7 @@ pub mod env {
     /// The account to drop to, when master runs as root and the service is unprivileged.
     pub const RUN_AS: &str = "POSTERN_RUN_AS";
     /// The file holding the configuration texts master validated (see
-    /// [`crate::master_control::ConfigSnapshot`]).
+    /// postern-lib's `master_control::ConfigSnapshot`).
     pub const CONFIG_SNAPSHOT: &str = "POSTERN_CONFIG_SNAPSHOT";
     /// Set when master runs in the foreground with logs on stderr.
     pub const LOG_STDERR: &str = "POSTERN_LOG_STDERR";

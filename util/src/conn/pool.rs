@@ -1,5 +1,5 @@
 //! [`Pool`]: the connections of one event-driven process — tokens, fair turns (a waker
-//! requeue), deadlines and shutdown — so a daemon's [`EventService`] is its listener
+//! requeue), deadlines and shutdown — so a daemon's `EventService` is its listener
 //! policy, its protocol core and a few lines.
 //!
 //! Token `4·id` is a connection's socket, `4·id+1` to `4·id+`[`AUX`] its protocol's own
@@ -7,11 +7,10 @@
 //! waits for room. Every method that may close connections returns their protocols, for
 //! the daemon to release what they hold (an auth request, a per-address count).
 //!
-//! [`EventService`]: crate::skeleton::event::EventService
 //! [`Io::aux`]: super::Io::aux
 
+use super::RESERVED_TOKENS;
 use super::{Connection, Deadlines, Ending, Protocol, Turn};
-use crate::skeleton::event::RESERVED_TOKENS;
 use crate::tls::TlsSession;
 use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
