@@ -39,6 +39,7 @@
 //! | [`anvil`] | per-client-address connection limits: the anvil daemon's client, the in-process fallback counter, the admission gate |
 //! | [`users`] | `etc/users`: mailbox accounts (name, password hash, quota), rewritten atomically, mode 0600 |
 //! | [`tls`] † | rustls server set-up (PEM cert and key) and a sans-I/O TLS session adapter for event-loop daemons |
+//! | [`dsn`] | enhanced status codes (RFC 3463) typed: parsed and checked once, named, a string on the wire |
 //! | [`headers`] | a message's header block: parsing, folding, editing, with bounded sizes |
 //! | [`maildir_deliver`] | delivering one message into a Maildir: unique name in `tmp/`, fsync, rename into `new/` |
 //! | [`transport_map`] | lookup tables in plain files (transport_maps, virtual_alias_maps), reloaded when changed |
@@ -60,6 +61,7 @@ pub mod aliases;
 pub mod anvil;
 pub mod config;
 pub mod director;
+pub mod dsn;
 pub mod headers;
 pub mod ipc;
 pub mod mailbox;

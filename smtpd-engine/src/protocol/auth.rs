@@ -7,6 +7,7 @@ use super::reply::{Reply, common};
 use super::{Action, Phase, Session, VerifyResult, Wait};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use postern_lib::dsn::Dsn;
 use zeroize::Zeroizing;
 
 fn decode(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
@@ -22,7 +23,7 @@ impl Session {
             return self.send(common::sequence("authentication not enabled"));
         }
         if self.tls_required() {
-            return self.send(Reply::new(530, "5.7.0", "Must issue a STARTTLS command first"));
+            return self.send(Reply::new(530, Dsn::SECURITY, "Must issue a STARTTLS command first"));
         }
         if self.auth_user.is_some() {
             return self.send(common::sequence("already authenticated"));
@@ -52,7 +53,7 @@ impl Session {
     pub(super) fn auth_line(&mut self, line: &[u8]) {
         let phase = std::mem::replace(&mut self.phase, Phase::Command);
         if line == b"*" {
-            return self.send(Reply::new(501, "5.7.0", "Authentication aborted"));
+            return self.send(Reply::new(501, Dsn::SECURITY, "Authentication aborted"));
         }
         match phase {
             Phase::AuthPlain => self.plain(line),
@@ -69,7 +70,11 @@ impl Session {
     }
 
     fn bad_base64(&mut self) {
-        self.send(Reply::new(501, "5.5.2", "Error: malformed authentication response"));
+        self.send(Reply::new(
+            501,
+            Dsn::SYNTAX_ERROR,
+            "Error: malformed authentication response",
+        ));
     }
 
     fn plain(&mut self, b64: &[u8]) {
@@ -82,7 +87,7 @@ impl Session {
             return self.bad_base64();
         };
         if !authz.is_empty() && authz != authc {
-            return self.send(Reply::new(535, "5.7.8", "Error: authentication failed"));
+            return self.send(Reply::new(535, Dsn::BAD_CREDENTIALS, "Error: authentication failed"));
         }
         let user = String::from_utf8_lossy(authc).into_owned();
         let password = Zeroizing::new(String::from_utf8_lossy(pass).into_owned());
@@ -100,7 +105,7 @@ impl Session {
 
     fn verify(&mut self, user: String, password: Zeroizing<String>) {
         if user.is_empty() || user.len() > 256 || user.contains(['\r', '\n', '\0']) {
-            return self.send(Reply::new(535, "5.7.8", "Error: authentication failed"));
+            return self.send(Reply::new(535, Dsn::BAD_CREDENTIALS, "Error: authentication failed"));
         }
         self.out.push(Action::Verify { user, password });
         self.wait = Wait::Verify;
@@ -116,7 +121,7 @@ impl Session {
                     self.sasl_method
                 );
                 self.auth_user = Some(user);
-                self.send(Reply::new(235, "2.7.0", "Authentication successful"));
+                self.send(Reply::new(235, Dsn::SECURITY_OK, "Authentication successful"));
             }
             VerifyResult::Fail => {
                 // Postfix's words, which fail2ban's postfix filter (mode auth) looks for.
@@ -126,9 +131,13 @@ impl Session {
                     self.client.addr,
                     self.sasl_method
                 );
-                self.send(Reply::new(535, "5.7.8", "Error: authentication failed"));
+                self.send(Reply::new(535, Dsn::BAD_CREDENTIALS, "Error: authentication failed"));
             }
-            VerifyResult::TempFail => self.send(Reply::new(454, "4.7.0", "Temporary authentication failure")),
+            VerifyResult::TempFail => self.send(Reply::new(
+                454,
+                Dsn::SECURITY.temporary(),
+                "Temporary authentication failure",
+            )),
         }
     }
 }

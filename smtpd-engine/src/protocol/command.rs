@@ -5,6 +5,7 @@
 
 use super::reply::{Reply, common};
 use postern_lib::address::{AddressError, Path, parse_path};
+use postern_lib::dsn::Dsn;
 use postern_lib::strbuf::trim_ascii_ws;
 
 /// The longest parameter value we keep (ENVID, ORCPT are at most 100 and 500 octets).
@@ -102,7 +103,7 @@ pub enum Command {
 /// Parses a command line (without its line ending).
 pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     if line.contains(&0) {
-        return Err(Reply::new(500, "5.5.2", "Error: NUL character in command"));
+        return Err(Reply::new(500, Dsn::SYNTAX_ERROR, "Error: NUL character in command"));
     }
     let line = trim_ascii_ws(line);
     let (verb, arg) = match line.iter().position(|&b| b == b' ') {
@@ -135,7 +136,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         b"HELP" => Ok(Command::Help),
         b"STARTTLS" => no_arg(Command::StartTls, "STARTTLS"),
         b"AUTH" => auth(arg),
-        _ => Err(Reply::new(502, "5.5.2", "Error: command not recognized")),
+        _ => Err(Reply::new(502, Dsn::SYNTAX_ERROR, "Error: command not recognized")),
     }
 }
 
@@ -169,13 +170,21 @@ fn path_part<'a>(arg: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
 
 fn address_reply(e: AddressError, what: &str) -> Reply {
     match e {
-        AddressError::NonAscii => Reply::new(553, "5.6.7", format!("Error: {what} address needs SMTPUTF8")),
+        AddressError::NonAscii => Reply::new(
+            553,
+            Dsn::NEEDS_SMTPUTF8,
+            format!("Error: {what} address needs SMTPUTF8"),
+        ),
         AddressError::NoBrackets => common::syntax(if what == "sender" {
             "MAIL FROM:<address>"
         } else {
             "RCPT TO:<address>"
         }),
-        other => Reply::new(501, "5.1.3", format!("Error: bad {what} address syntax ({other})")),
+        other => Reply::new(
+            501,
+            Dsn::BAD_ADDRESS_SYNTAX,
+            format!("Error: bad {what} address syntax ({other})"),
+        ),
     }
 }
 
@@ -184,9 +193,10 @@ fn params(rest: &[u8]) -> Result<Vec<(String, Option<String>)>, Reply> {
     let mut out = Vec::new();
     for p in rest.split(|&b| b == b' ').filter(|p| !p.is_empty()) {
         if p.len() > MAX_PARAM || out.len() >= 16 {
-            return Err(Reply::new(501, "5.5.4", "Error: parameter too long"));
+            return Err(Reply::new(501, Dsn::INVALID_ARGUMENTS, "Error: parameter too long"));
         }
-        let text = std::str::from_utf8(p).map_err(|_| Reply::new(501, "5.5.4", "Error: bad parameter"))?;
+        let text =
+            std::str::from_utf8(p).map_err(|_| Reply::new(501, Dsn::INVALID_ARGUMENTS, "Error: bad parameter"))?;
         match text.split_once('=') {
             Some((k, v)) => out.push((k.to_ascii_uppercase(), Some(v.to_string()))),
             None => out.push((text.to_ascii_uppercase(), None)),
@@ -196,7 +206,7 @@ fn params(rest: &[u8]) -> Result<Vec<(String, Option<String>)>, Reply> {
 }
 
 fn unsupported(k: &str) -> Reply {
-    Reply::new(555, "5.5.4", format!("Unsupported option: {k}"))
+    Reply::new(555, Dsn::INVALID_ARGUMENTS, format!("Unsupported option: {k}"))
 }
 
 /// Decodes xtext (RFC 3461 section 4): `+HH` escapes. `None` for bad syntax, for text
@@ -250,7 +260,7 @@ fn mail(arg: &[u8]) -> Result<MailArgs, Reply> {
                 let d = xtext_decode(&v)
                     .filter(|d| !d.is_empty() && d.len() <= 100 && d.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
                     .filter(|_| m.envid.is_none());
-                m.envid = Some(d.ok_or_else(|| Reply::new(501, "5.5.4", "Bad ENVID parameter syntax"))?);
+                m.envid = Some(d.ok_or_else(|| Reply::new(501, Dsn::INVALID_ARGUMENTS, "Bad ENVID parameter syntax"))?);
             }
             ("AUTH", Some(_)) => {}
             (k, _) => return Err(unsupported(k)),
@@ -294,7 +304,7 @@ fn rcpt(arg: &[u8]) -> Result<RcptArgs, Reply> {
             }
             ("ORCPT", Some(v)) => {
                 // RFC 3461 section 4.2: `addr-type ";" xtext`, once.
-                let bad = || Reply::new(501, "5.5.4", "Error: Bad ORCPT parameter syntax");
+                let bad = || Reply::new(501, Dsn::INVALID_ARGUMENTS, "Error: Bad ORCPT parameter syntax");
                 let (ty, addr) = v.split_once(';').ok_or_else(bad)?;
                 if ty.is_empty() || !ty.bytes().all(|b| b.is_ascii_graphic()) || r.orcpt.is_some() {
                     return Err(bad());
@@ -330,7 +340,13 @@ fn auth(arg: &[u8]) -> Result<Command, Reply> {
     let mech = match words.next() {
         Some(m) if m.eq_ignore_ascii_case("PLAIN") => Mech::Plain,
         Some(m) if m.eq_ignore_ascii_case("LOGIN") => Mech::Login,
-        Some(_) => return Err(Reply::new(504, "5.5.4", "Error: Unsupported authentication mechanism")),
+        Some(_) => {
+            return Err(Reply::new(
+                504,
+                Dsn::INVALID_ARGUMENTS,
+                "Error: Unsupported authentication mechanism",
+            ));
+        }
         None => return Err(common::syntax("AUTH mechanism")),
     };
     let initial = words.next().map(String::from);

@@ -19,6 +19,7 @@ use super::received::{self, ReceivedFacts};
 use super::reject_log::RejectStage;
 use super::reply::{Reply, common};
 use super::{Action, Phase, Session, Wait};
+use postern_lib::dsn::{Class as DsnClass, Dsn};
 use postern_lib::line::LineBuffer;
 use postern_lib::proto::cleanup::{CleanupReply, Origin, Submission};
 use postern_lib::queue_file::attr;
@@ -210,7 +211,7 @@ impl Session {
             return self.send(common::sequence("need MAIL command"));
         };
         if tx.recipients.is_empty() {
-            return self.send(Reply::new(554, "5.5.1", "Error: no valid recipients"));
+            return self.send(Reply::new(554, Dsn::INVALID_COMMAND, "Error: no valid recipients"));
         }
         if tx.message.is_some() {
             return self.send(common::sequence("DATA after BDAT"));
@@ -225,7 +226,9 @@ impl Session {
     pub(super) fn bdat(&mut self, size: u64, last: bool) {
         let error = match &self.tx {
             None => Some(common::sequence("need MAIL command")),
-            Some(tx) if tx.recipients.is_empty() => Some(Reply::new(554, "5.5.1", "Error: no valid recipients")),
+            Some(tx) if tx.recipients.is_empty() => {
+                Some(Reply::new(554, Dsn::INVALID_COMMAND, "Error: no valid recipients"))
+            }
             Some(tx) if tx.message.is_none() => {
                 let refused = self.data_restrictions();
                 if let Some(r) = &refused {
@@ -444,7 +447,7 @@ impl Session {
         if last || too_big {
             self.finish_message();
         } else {
-            self.send(Reply::new(250, "2.0.0", "Ok: chunk received"));
+            self.send(Reply::new(250, Dsn::OK, "Ok: chunk received"));
         }
         true
     }
@@ -457,11 +460,15 @@ impl Session {
                 return self.send(common::sequence("need MAIL command"));
             };
             if m.too_big {
-                Some(Reply::new(552, "5.3.4", "Error: message file too big"))
+                Some(Reply::new(552, Dsn::TOO_BIG, "Error: message file too big"))
             } else if m.header_too_big {
-                Some(Reply::new(552, "5.3.4", "Error: message header size exceeds limit"))
+                Some(Reply::new(
+                    552,
+                    Dsn::TOO_BIG,
+                    "Error: message header size exceeds limit",
+                ))
             } else if m.bare_lf && !m.chunked && self.cfg.reject_bare_newline {
-                Some(Reply::new(550, "5.5.2", "Error: bare <LF> received"))
+                Some(Reply::new(550, Dsn::SYNTAX_ERROR, "Error: bare <LF> received"))
             } else if m.broken {
                 Some(common::local_error())
             } else {
@@ -508,17 +515,21 @@ impl Session {
                         tx.recipients.len()
                     );
                 }
-                Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}"))
+                Reply::new(250, Dsn::OK, format!("Ok: queued as {queue_id}"))
             }
             Some(CleanupReply::Rejected { code, dsn, text }) => {
                 let code = if (500..600).contains(&code) { code } else { 554 };
-                let dsn = if dsn.starts_with('5') { dsn } else { "5.7.1".into() };
-                Reply::new(code, &dsn, text)
+                let dsn = dsn.parse::<Dsn>().map_or(Dsn::NOT_AUTHORIZED, |d| {
+                    d.or_if_not(DsnClass::Permanent, Dsn::NOT_AUTHORIZED)
+                });
+                Reply::new(code, dsn, text)
             }
             Some(CleanupReply::TempFail { code, dsn, text }) => {
                 let code = if (400..500).contains(&code) { code } else { 451 };
-                let dsn = if dsn.starts_with('4') { dsn } else { "4.3.0".into() };
-                Reply::new(code, &dsn, text)
+                let dsn = dsn
+                    .parse::<Dsn>()
+                    .map_or(Dsn::MAIL_SYSTEM, |d| d.or_if_not(DsnClass::Transient, Dsn::MAIL_SYSTEM));
+                Reply::new(code, dsn, text)
             }
             None => common::local_error(),
         };

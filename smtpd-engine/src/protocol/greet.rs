@@ -3,6 +3,7 @@
 use super::reply::{Reply, common};
 use super::{Action, Phase, Session, Wait};
 use crate::settings::TlsLevel;
+use postern_lib::dsn::Dsn;
 
 impl Session {
     /// Whether AUTH is offered now: enabled, and under TLS unless the client is on
@@ -52,12 +53,12 @@ impl Session {
             return self.send(common::sequence("TLS already active"));
         }
         if !self.starttls_offered() {
-            return self.send(Reply::new(454, "4.7.0", "TLS not available"));
+            return self.send(Reply::new(454, Dsn::SECURITY.temporary(), "TLS not available"));
         }
         if self.tx.is_some() {
             return self.send(common::sequence("MAIL transaction in progress"));
         }
-        self.send(Reply::new(220, "2.0.0", "Ready to start TLS"));
+        self.send(Reply::new(220, Dsn::OK, "Ready to start TLS"));
         // RFC 3207: forget everything learned in the clear.
         self.helo = None;
         self.esmtp = false;

@@ -8,6 +8,7 @@ use super::reject_log::RejectStage;
 use super::reply::{Reply, common};
 use super::{Action, LookupResult, Session, Transaction, Wait};
 use postern_lib::address::{Address, Class, Path};
+use postern_lib::dsn::Dsn;
 use postern_lib::proto::cleanup::Recipient;
 
 /// A recipient waiting for auth's answer.
@@ -24,20 +25,20 @@ impl Session {
             return self.send(common::sequence("send HELO/EHLO first"));
         }
         if self.tls_required() {
-            return self.send(Reply::new(530, "5.7.0", "Must issue a STARTTLS command first"));
+            return self.send(Reply::new(530, Dsn::SECURITY, "Must issue a STARTTLS command first"));
         }
         if self.tx.is_some() {
             return self.send(common::sequence("nested MAIL command"));
         }
         if m.size.is_some_and(|s| s > self.cfg.message_size_limit) {
             let from = m.path.as_ref().map(|p| p.to_string()).unwrap_or_default();
-            let r = Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
+            let r = Reply::new(552, Dsn::TOO_BIG, "Message size exceeds fixed limit");
             return self.reject(RejectStage::Mail, r, Some(&from), None);
         }
         if (m.smtputf8 || m.body.is_some() || m.ret.is_some() || m.envid.is_some() || m.size.is_some()) && !self.esmtp {
             return self.send(Reply::new(
                 555,
-                "5.5.4",
+                Dsn::INVALID_ARGUMENTS,
                 "Unsupported option: ESMTP parameters need EHLO",
             ));
         }
@@ -47,14 +48,14 @@ impl Session {
         {
             let from = m.path.as_ref().map(|p| p.to_string()).unwrap_or_default();
             tracing::warn!("not enough free space in the queue file system: {free} bytes");
-            let r = Reply::new(452, "4.3.1", "Insufficient system storage");
+            let r = Reply::new(452, Dsn::SYSTEM_FULL, "Insufficient system storage");
             return self.reject(RejectStage::Mail, r, Some(&from), None);
         }
         self.tx = Some(Transaction {
             mail: m,
             ..Transaction::default()
         });
-        self.send(Reply::new(250, "2.1.0", "Ok"));
+        self.send(Reply::new(250, Dsn::SENDER_OK, "Ok"));
     }
 
     pub(super) fn rcpt(&mut self, args: RcptArgs) {
@@ -62,7 +63,7 @@ impl Session {
             return self.send(common::sequence("need MAIL command"));
         };
         if tx.recipients.len() >= self.cfg.recipient_limit {
-            return self.send(Reply::new(452, "4.5.3", "Error: too many recipients"));
+            return self.send(Reply::new(452, Dsn::TOO_MANY_RECIPIENTS, "Error: too many recipients"));
         }
         if args.bare_postmaster {
             // RFC 5321 section 4.5.1: <postmaster> must always be accepted, and it means
@@ -77,7 +78,11 @@ impl Session {
             return self.send(common::syntax("RCPT TO:<address>"));
         };
         if addr.is_utf8() && !tx.mail.smtputf8 {
-            return self.send(Reply::new(553, "5.6.7", "Error: recipient address needs SMTPUTF8"));
+            return self.send(Reply::new(
+                553,
+                Dsn::NEEDS_SMTPUTF8,
+                "Error: recipient address needs SMTPUTF8",
+            ));
         }
         let class = self.cfg.destinations.classify(&addr);
         // First the lists without the look-up, so that a client the lists refuse learns
@@ -119,7 +124,7 @@ impl Session {
     pub(super) fn finish_rcpt(&mut self, p: PendingRcpt, lookup: Option<LookupResult>) {
         let known = match lookup {
             Some(LookupResult::TempFail) => {
-                let r = Reply::new(451, "4.3.0", format!("<{}>: Temporary lookup failure", p.addr));
+                let r = Reply::new(451, Dsn::MAIL_SYSTEM, format!("<{}>: Temporary lookup failure", p.addr));
                 return self.reject(RejectStage::Rcpt, r, None, Some(&p.addr.to_string()));
             }
             Some(LookupResult::Exists) => Some(true),
@@ -132,7 +137,7 @@ impl Session {
         if self.cfg.reject_unlisted && known == Some(false) {
             let r = Reply::new(
                 550,
-                "5.1.1",
+                Dsn::BAD_MAILBOX,
                 format!(
                     "<{}>: Recipient address rejected: User unknown in local recipient table",
                     p.addr
@@ -147,7 +152,7 @@ impl Session {
         if (!args.notify.is_empty() || args.orcpt.is_some()) && !self.esmtp {
             return self.send(Reply::new(
                 555,
-                "5.5.4",
+                Dsn::INVALID_ARGUMENTS,
                 "Unsupported option: ESMTP parameters need EHLO",
             ));
         }
@@ -159,6 +164,6 @@ impl Session {
             orcpt: args.orcpt,
             notify: args.notify,
         });
-        self.send(Reply::new(250, "2.1.5", "Ok"));
+        self.send(Reply::new(250, Dsn::RECIPIENT_OK, "Ok"));
     }
 }

@@ -36,6 +36,7 @@ mod tests;
 use crate::settings::Settings;
 use data::MessageState;
 use postern_lib::address::{Address, Class};
+use postern_lib::dsn::Dsn;
 use postern_lib::line::{LineBuffer, LineEnding, LineEvent};
 use postern_lib::proto::cleanup::{CleanupReply, Recipient, Submission};
 use reply::Reply;
@@ -286,12 +287,12 @@ impl Session {
                 }
                 _ => match input.next_line() {
                     None => break,
-                    Some(LineEvent::TooLong) => self.send(Reply::new(500, "5.5.2", "Error: line too long")),
+                    Some(LineEvent::TooLong) => self.send(Reply::new(500, Dsn::SYNTAX_ERROR, "Error: line too long")),
                     Some(LineEvent::Line { line, ending }) => {
                         if ending == LineEnding::BareLf && self.cfg.reject_bare_newline {
                             self.send(Reply::new(
                                 521,
-                                "5.5.2",
+                                Dsn::SYNTAX_ERROR,
                                 format!("{} Error: bare <LF> received", self.cfg.hostname),
                             ));
                             self.close();
@@ -310,7 +311,7 @@ impl Session {
         self.abort_message();
         self.send_raw(Reply::new(
             421,
-            "4.4.2",
+            Dsn::BAD_CONNECTION,
             format!("{} Error: timeout exceeded", self.cfg.hostname),
         ));
         self.close();
@@ -405,7 +406,7 @@ impl Session {
                 self.abort_message();
                 self.send_raw(Reply::new(
                     421,
-                    "4.7.0",
+                    Dsn::SECURITY.temporary(),
                     format!("{} Error: too many errors", self.cfg.hostname),
                 ));
                 self.close();
@@ -433,7 +434,7 @@ impl Session {
         if self.junk > self.cfg.junk_command_limit {
             self.send_raw(Reply::new(
                 421,
-                "4.7.0",
+                Dsn::SECURITY.temporary(),
                 format!("{} Error: too many junk commands", self.cfg.hostname),
             ));
             self.close();
@@ -473,17 +474,17 @@ impl Session {
             }
             C::Vrfy => {
                 if self.junk() {
-                    self.send(Reply::new(252, "2.0.0", "Send some mail, I'll try my best"))
+                    self.send(Reply::new(252, Dsn::OK, "Send some mail, I'll try my best"))
                 }
             }
             C::Help => {
                 if self.junk() {
-                    self.send(Reply::new(214, "2.0.0", "See RFC 5321"))
+                    self.send(Reply::new(214, Dsn::OK, "See RFC 5321"))
                 }
             }
             C::Quit => {
                 self.abort_message();
-                self.send_raw(Reply::new(221, "2.0.0", "Bye"));
+                self.send_raw(Reply::new(221, Dsn::OK, "Bye"));
                 self.close();
             }
             C::Mail(m) => self.mail(m),

@@ -23,6 +23,7 @@ use super::reply::Reply;
 use super::sender_login::SenderLoginMaps;
 use postern_lib::address::{Address, Class, Path};
 use postern_lib::config::Cidr;
+use postern_lib::dsn::Dsn;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -219,14 +220,14 @@ fn login_mismatch(f: &Facts<'_>, authenticated: bool, allow_unknown: bool, unaut
             None if allow_unknown => None,
             _ => Some(Reply::new(
                 553,
-                "5.7.1",
+                Dsn::NOT_AUTHORIZED,
                 format!("<{sender}>: Sender address rejected: not owned by user {login}"),
             )),
         },
         None if unauthenticated => f.login_maps.owners(sender).map(|_| {
             Reply::new(
                 553,
-                "5.7.1",
+                Dsn::NOT_AUTHORIZED,
                 format!("<{sender}>: Sender address rejected: not logged in"),
             )
         }),
@@ -258,7 +259,7 @@ pub enum Stage {
     Data,
 }
 
-fn reject(stage: Stage, f: &Facts<'_>, code: u16, dsn: &str, why: &str) -> Verdict {
+fn reject(stage: Stage, f: &Facts<'_>, code: u16, dsn: Dsn, why: &str) -> Verdict {
     let what = match stage {
         Stage::Client => format!("Client host rejected: {why}"),
         Stage::Helo => format!("Helo command rejected: {why}"),
@@ -281,7 +282,7 @@ pub fn evaluate(rules: &[Rule], stage: Stage, f: &Facts<'_>) -> Verdict {
     for rule in rules {
         match rule {
             Rule::Permit => return Verdict::Permit,
-            Rule::Reject => return reject(stage, f, 554, "5.7.1", "Access denied"),
+            Rule::Reject => return reject(stage, f, 554, Dsn::NOT_AUTHORIZED, "Access denied"),
             Rule::PermitMynetworks if f.mynetworks => return Verdict::Permit,
             Rule::PermitSaslAuthenticated if f.authenticated => return Verdict::Permit,
             Rule::RejectUnauthDestination | Rule::DeferUnauthDestination => {
@@ -289,16 +290,16 @@ pub fn evaluate(rules: &[Rule], stage: Stage, f: &Facts<'_>) -> Verdict {
                     && !matches!(class, Class::Local | Class::RelayDomain)
                 {
                     let (code, dsn) = if *rule == Rule::RejectUnauthDestination {
-                        (554, "5.7.1")
+                        (554, Dsn::NOT_AUTHORIZED)
                     } else {
-                        (454, "4.7.1")
+                        (454, Dsn::NOT_AUTHORIZED.temporary())
                     };
                     return Verdict::Reject(Reply::new(code, dsn, format!("<{a}>: Relay access denied")));
                 }
             }
             Rule::RejectUnlistedRecipient => {
                 if f.known == Some(false) {
-                    return reject(stage, f, 550, "5.1.1", "User unknown in local recipient table");
+                    return reject(stage, f, 550, Dsn::BAD_MAILBOX, "User unknown in local recipient table");
                 }
             }
             Rule::RejectNonFqdnSender => {
@@ -307,7 +308,7 @@ pub fn evaluate(rules: &[Rule], stage: Stage, f: &Facts<'_>) -> Verdict {
                 {
                     return Verdict::Reject(Reply::new(
                         504,
-                        "5.5.2",
+                        Dsn::SYNTAX_ERROR,
                         format!("<{a}>: Sender address rejected: need fully-qualified address"),
                     ));
                 }
@@ -318,7 +319,7 @@ pub fn evaluate(rules: &[Rule], stage: Stage, f: &Facts<'_>) -> Verdict {
                 {
                     return Verdict::Reject(Reply::new(
                         504,
-                        "5.5.2",
+                        Dsn::SYNTAX_ERROR,
                         format!("<{a}>: Recipient address rejected: need fully-qualified address"),
                     ));
                 }
@@ -341,7 +342,7 @@ pub fn evaluate(rules: &[Rule], stage: Stage, f: &Facts<'_>) -> Verdict {
                 Some(AccessAction::Ok) => return Verdict::Permit,
                 Some(AccessAction::Reject(text)) => {
                     let why = text.as_deref().unwrap_or("Access denied");
-                    return reject(Stage::Client, f, 554, "5.7.1", why);
+                    return reject(Stage::Client, f, 554, Dsn::NOT_AUTHORIZED, why);
                 }
                 Some(AccessAction::Dunno) | None => {}
             },

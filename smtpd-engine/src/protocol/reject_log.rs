@@ -111,6 +111,7 @@ mod tests {
     use super::*;
     use crate::protocol::ClientInfo;
     use crate::settings::Settings;
+    use postern_lib::dsn::Dsn;
     use postern_lib::line::LineBuffer;
     use std::sync::Arc;
 
@@ -133,7 +134,7 @@ mod tests {
         let s = session(b"EHLO client.example\r\nMAIL FROM:<a@example.org>\r\n");
         let r = Reply::new(
             550,
-            "5.1.1",
+            Dsn::BAD_MAILBOX,
             "<bob@example.test>: Recipient address rejected: User unknown in local recipient table",
         );
         assert_eq!(
@@ -149,7 +150,7 @@ mod tests {
         let mut s =
             session(b"EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<root@example.test>\r\nDATA\r\n");
         s.cleanup_started(Some("4Vxq3Yk9c0012345".into()));
-        let r = Reply::new(554, "5.7.1", "Data command rejected: Access denied");
+        let r = Reply::new(554, Dsn::NOT_AUTHORIZED, "Data command rejected: Access denied");
         assert_eq!(
             s.reject_line(RejectStage::EndOfMessage, &r, None, None),
             "4Vxq3Yk9c0012345: reject: END-OF-MESSAGE from unknown[192.0.2.1]: 554 5.7.1 Data command \
@@ -160,7 +161,7 @@ mod tests {
     #[test]
     fn mail_rejection_names_the_sender_and_plain_smtp() {
         let s = session(b"HELO [192.0.2.1]\r\n");
-        let r = Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
+        let r = Reply::new(552, Dsn::TOO_BIG, "Message size exceeds fixed limit");
         assert_eq!(
             s.reject_line(RejectStage::Mail, &r, Some(""), None),
             "NOQUEUE: reject: MAIL from unknown[192.0.2.1]: 552 5.3.4 Message size exceeds fixed limit; \

@@ -2,6 +2,7 @@
 //! more `CODE-TEXT` lines. Every reply the session sends is built here, so the format and
 //! the sanitising of text (no CR, LF or control bytes from a peer) live in one place.
 
+use postern_lib::dsn::Dsn;
 use std::fmt::Write as _;
 
 /// One reply.
@@ -15,7 +16,7 @@ pub struct Reply {
 
 impl Reply {
     /// A one-line reply `CODE DSN TEXT`.
-    pub fn new(code: u16, dsn: &str, text: impl AsRef<str>) -> Reply {
+    pub fn new(code: u16, dsn: Dsn, text: impl AsRef<str>) -> Reply {
         Reply {
             code,
             lines: vec![format!("{dsn} {}", text.as_ref())],
@@ -59,26 +60,26 @@ impl Reply {
 
 /// The replies that several command families share.
 pub mod common {
-    use super::Reply;
+    use super::{Dsn, Reply};
 
     /// 250 2.0.0 Ok.
     pub fn ok() -> Reply {
-        Reply::new(250, "2.0.0", "Ok")
+        Reply::new(250, Dsn::OK, "Ok")
     }
     /// A syntax error in the arguments.
     pub fn syntax(usage: &str) -> Reply {
-        Reply::new(501, "5.5.4", format!("Syntax: {usage}"))
+        Reply::new(501, Dsn::INVALID_ARGUMENTS, format!("Syntax: {usage}"))
     }
     /// A command out of sequence.
     pub fn sequence(text: &str) -> Reply {
-        Reply::new(503, "5.5.1", format!("Error: {text}"))
+        Reply::new(503, Dsn::INVALID_COMMAND, format!("Error: {text}"))
     }
     /// 421, closing.
-    pub fn closing(dsn: &str, text: &str) -> Reply {
+    pub fn closing(dsn: Dsn, text: &str) -> Reply {
         Reply::new(421, dsn, text)
     }
     /// Cleanup or another local service failed: try again later.
     pub fn local_error() -> Reply {
-        Reply::new(451, "4.3.0", "Error: queue file write error")
+        Reply::new(451, Dsn::MAIL_SYSTEM, "Error: queue file write error")
     }
 }
