@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 pub mod imap_raw;
 pub mod imap_script;
 pub mod netns;
+pub mod ports;
 pub mod redundant;
 pub mod skip;
 pub mod vip_pair;
+pub use ports::free_port;
 pub use skip::{require_root, require_tool, skip};
 
 /// `target/<profile>/` — where cargo put the binaries.
@@ -45,14 +47,6 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("repo root")
         .to_path_buf()
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released; good enough on loopback).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
