@@ -950,6 +950,35 @@ mod tests {
         assert!(waited >= Duration::from_millis(1400), "{waited:?}");
     }
 
+    /// A process killed after writing the new list into the lock and before renaming it
+    /// over the uidlist leaves a written lock: broken as an empty one is (the redundant
+    /// soak's B without INBOX once more: every SELECT and merge of INBOX waited out
+    /// LOCK_WAIT and failed until the two-minute stale limit); the list it held is not
+    /// taken, the folder's own uidlist stays.
+    #[test]
+    fn a_written_uidlist_lock_left_by_a_killed_process_is_broken() {
+        use super::super::uidlist::{ABANDONED_AFTER, LOCK, Lock};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "u").unwrap();
+        let inbox = store.folder("INBOX").unwrap();
+        let validity = inbox.uid_validity();
+        let lock = inbox.path().join(LOCK);
+        let left = fs::File::create(&lock).unwrap();
+        (&left).write_all(b"3 V1 N9 Gdead\n7 :1.dead.x\n").unwrap();
+        left.set_modified(SystemTime::now() - ABANDONED_AFTER - Duration::from_secs(1))
+            .unwrap();
+        drop(left);
+        let t = std::time::Instant::now();
+        drop(Lock::acquire(inbox.path()).unwrap());
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(!lock.exists());
+        // a new message is given its UID (under the lock) and the folder keeps its list
+        fs::write(inbox.path().join("new/1.new.x"), b"Subject: x\r\n\r\n").unwrap();
+        let again = store.folder("INBOX").unwrap();
+        assert_eq!(again.uid_validity(), validity);
+        assert_eq!(again.messages().len(), 1);
+    }
+
     #[test]
     fn a_hubs_late_copy_of_an_expunged_message_is_not_delivered_again() {
         let dir = tempfile::tempdir().unwrap();

@@ -306,11 +306,14 @@ impl Lock {
 }
 
 /// Removes the lock file at `path` when the process that made it died holding it: no
-/// process holds the `flock` its maker takes (the kernel drops it with the process), it is
-/// older than [`ABANDONED_AFTER`] and still empty (a live maker has long taken its `flock`;
-/// a process that takes none, like Dovecot, holds it for far less), and the same file is still at that name
-/// (not committed as the uidlist meanwhile). Only one waiter gets the exclusive `flock`
-/// it checks with, so two waiters never both break it.
+/// process holds the `flock` its maker takes (the kernel drops it with the process), it was
+/// last written more than [`ABANDONED_AFTER`] ago (a live maker has long taken its `flock`;
+/// a process that takes none, like Dovecot, holds it for far less), and the same file is
+/// still at that name (not committed as the uidlist meanwhile). Empty or written alike: a
+/// maker killed between writing the new list into the lock and renaming it over the
+/// uidlist leaves it written (that list was never the folder's; the next writer makes its
+/// own). Only one waiter gets the exclusive `flock` it checks with, so two waiters never
+/// both break it.
 fn break_abandoned(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(f) = fs::File::open(path) else {
@@ -322,8 +325,7 @@ fn break_abandoned(path: &Path) -> bool {
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|age| age > ABANDONED_AFTER);
-    if !old || m.len() > 0 {
-        // written: being committed by a live process
+    if !old {
         return false;
     }
     if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
