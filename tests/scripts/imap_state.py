@@ -2,7 +2,8 @@
 """The IMAP state of a user, for comparing replicas (tests/src/redundant.rs).
 
 Usage: imap_state.py HOST PORT USER PASSWORD. Prints one line per fact, sorted:
-`F NAME UIDVALIDITY` per folder, `M NAME UID MESSAGE-ID FLAGS` per message (flags
+`F NAME UIDVALIDITY` per folder, `E NAME REASON` per listed folder that SELECT refused,
+`M NAME UID MESSAGE-ID FLAGS` per message (flags
 sorted, \\Recent left out: it is per session), `S NAME` per subscription. Read-only
 (EXAMINE, BODY.PEEK).
 """
@@ -23,8 +24,12 @@ def names(data):
     return out
 facts = []
 for f in names(M.list('""', '*')[1]):
-    typ, _ = M.select('"%s"' % f, readonly=True)
+    typ, data = M.select('"%s"' % f, readonly=True)
     if typ != 'OK':
+        # listed but not selectable: a fact too (with the server's reason), so a compare
+        # of two replicas says why one lacks the folder
+        why = data[0].decode(errors='replace') if data and data[0] else typ
+        facts.append('E %s %s' % (f, why))
         continue
     facts.append('F %s %s' % (f, M.response('UIDVALIDITY')[1][0].decode()))
     typ, data = M.uid('FETCH', '1:*', '(UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])')

@@ -244,6 +244,32 @@ impl Cluster {
         }
     }
 
+    /// The uidlist locks (`dovecot-uidlist.lock`) present in any user's folder on mailbox
+    /// server `host`, as `USER/FOLDER SIZE` (`INBOX`, or a folder's Maildir++ directory),
+    /// sorted: what a kill left behind (a written one: killed between writing the new list
+    /// and renaming it over the old).
+    pub fn uidlist_locks(&self, host: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mail = self.root(host).join("var/mail");
+        for user in std::fs::read_dir(&mail).into_iter().flatten().flatten() {
+            let root = user.path();
+            let name = user.file_name().to_string_lossy().into_owned();
+            let folders = std::fs::read_dir(&root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()));
+            for (folder, dir) in std::iter::once(("INBOX".to_string(), root.clone())).chain(folders) {
+                if let Ok(m) = std::fs::symlink_metadata(dir.join("dovecot-uidlist.lock")) {
+                    out.push(format!("{name}/{folder} {}", m.len()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Message-ID (without `<>`) → how many files carry it, over `user`'s `folder` on
     /// mailbox server `host` (new/ and cur/, read from disk).
     pub fn message_ids(&self, host: &str, user: &str, folder: &str) -> HashMap<String, usize> {

@@ -13,6 +13,10 @@
 //! * Limits: a line over imapd_max_line_length gets `* BYE` and the connection closes; a
 //!   synchronising literal over imapd_max_literal gets `BAD [TOOBIG]` (the session goes
 //!   on), a LITERAL+ one `* BYE [TOOBIG]`.
+//! * Bad backends: one that hangs before its greeting is passed over at login, one that
+//!   hangs mid-session (SIGSTOP) gets the client `* BYE [UNAVAILABLE]` in time, one that
+//!   answers garbage ends the session with `* BYE [UNAVAILABLE]`, one that refuses the
+//!   master login is passed over; each with a log line naming the backend.
 
 mod proxy_common;
 
@@ -261,6 +265,44 @@ fn a_hanging_first_backend_is_passed_over() {
     );
     assert!(log.contains(&format!("backend=127.0.0.1:{}", b.imap)), "{log}");
     drop(hang);
+}
+
+/// Issue 15's bad input, IMAP's side of proxy_pop3's: the backend hangs mid-session
+/// (imapd stopped with SIGSTOP): the client is told `* BYE [UNAVAILABLE]` within
+/// proxy_backend_timeout (not left waiting), the connection closes, the log says which
+/// backend and how long.
+#[test]
+fn a_backend_that_hangs_mid_session_is_a_bye_in_time() {
+    let b = start(&[], &[], &["proxy_backend_timeout=2s"]);
+    deliver_maildir(&b.inst, "alice", "1.M1.test", &message(1, 5));
+    let mut c = login(b.imap_proxy);
+    let pids = proxy_common::daemon_pids(&b, "imapd");
+    assert!(!pids.is_empty());
+    let signal = |sig| {
+        for p in &pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p as i32), sig);
+        }
+    };
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    let t = std::time::Instant::now();
+    c.send(b"a SELECT INBOX\r\n");
+    let r = text(&c.read_to_close(T));
+    let took = t.elapsed();
+    signal(nix::sys::signal::Signal::SIGCONT);
+    assert!(
+        r.starts_with("* BYE [UNAVAILABLE] The mailbox server did not answer in time"),
+        "{r}"
+    );
+    assert!(!r.contains("a OK"), "{r}");
+    assert!(
+        took < Duration::from_secs(10),
+        "told after {took:?} (proxy_backend_timeout 2 s)"
+    );
+    let log = b.inst.log();
+    assert!(
+        log.contains(&format!("backend 127.0.0.1:{}", b.imap)) && log.contains("did not answer in 2s"),
+        "{log}"
+    );
 }
 
 /// VmRSS of a process, in kB.

@@ -7,7 +7,9 @@
 //! same UIDs in `dovecot-uidlist`, the same flags. Then B is stopped, A changed, B
 //! started again: after a sync B has caught up and a message expunged meanwhile did not
 //! come back. And a peer that answers garbage, or sends it, is a log line and an error,
-//! not a crash.
+//! not a crash; a peer that hangs costs one `replica_timeout`, and `postern status` shows
+//! either peer unreachable with the reason. A uidlist lock a killed server left written
+//! does not keep INBOX from the merge or SELECT (the soak's B without INBOX).
 
 use postern_lib::proto::replica::{self, PeerState, ReplicaReply, ReplicaRequest};
 use postern_tests::{Instance, add_user, auth_service, daemon_service, free_port, owned_mail_base, python_args};
@@ -207,6 +209,15 @@ fn state_of(root: &Path, strict: bool) -> State {
     (folders, subs)
 }
 
+/// Node `n`'s row for `peer` in `postern status` (the replication table).
+fn peer_row(n: &Node, peer: &str) -> String {
+    let st = String::from_utf8_lossy(&n.inst.postern(&["status"]).stdout).into_owned();
+    st.lines()
+        .find(|l| l.split_whitespace().next() == Some(peer))
+        .unwrap_or_else(|| panic!("no row for {peer} in postern status:\n{st}"))
+        .to_string()
+}
+
 fn agree(a: &Node, b: &Node) -> State {
     let (sa, sb) = (state(&mailbox(a)), state(&mailbox(b)));
     assert_eq!(sa, sb, "the two replicas differ");
@@ -398,6 +409,12 @@ fn a_peer_that_answers_or_sends_garbage_is_an_error_and_a_log_line() {
     }
     t.join().expect("fake peer");
     assert!(a.inst.log_count(&format!("peer={fake}")) >= 2, "{}", a.inst.log());
+    // `postern status` says which peer is behind and why
+    let row = peer_row(&a, &fake);
+    assert!(
+        row.contains("unreachable") && row.contains(&format!("{fake}: ")),
+        "{row}"
+    );
     // garbage sent to A's replicator port: the connection is closed, A still serves
     for garbage in [&b"GET / HTTP/1.0\r\n\r\n"[..], &[0xff, 0xff, 0xff, 0xff, b'M'][..]] {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -417,6 +434,51 @@ fn a_peer_that_answers_or_sends_garbage_is_an_error_and_a_log_line() {
         other => panic!("{other:?}"),
     }
     assert!(!a.inst.log().contains("panicked"), "{}", a.inst.log());
+}
+
+/// A peer that takes the connection and never answers (a hung replicator, a frozen
+/// host): a `Sync` (what the proxy waits for before its OK) answers within
+/// `replica_timeout` with that peer not in step and why, the next one does not wait again
+/// (the sweep retries the peer), and `postern status` shows the peer unreachable with the
+/// reason.
+#[test]
+fn a_peer_that_hangs_costs_one_timeout_and_status_says_why() {
+    // a listener that never accepts: the connection is made, no answer ever comes
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let peer = hang.local_addr().expect("addr").to_string();
+    let mut a = node("mba", free_port(), &peer);
+    a.inst.start();
+    hub_copy(&[&a], 1);
+    let not_in_step = |r: ReplicaReply| match r {
+        ReplicaReply::Synced { in_step, unreachable } => {
+            assert!(in_step.is_empty(), "{in_step:?}");
+            assert_eq!(unreachable.len(), 1, "{unreachable:?}");
+            assert_eq!(unreachable[0].0, peer);
+            unreachable[0].1.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    let t = std::time::Instant::now();
+    let why = not_in_step(sync(&a));
+    let took = t.elapsed();
+    assert!(why.contains("timed out"), "{why}");
+    // replica_timeout=5s
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    let t = std::time::Instant::now();
+    let why = not_in_step(sync(&a));
+    assert!(why.contains("retried later"), "{why}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let row = peer_row(&a, &peer);
+    assert!(row.contains("unreachable") && row.contains("timed out"), "{row}");
+    assert!(
+        a.inst.log().contains(&format!("user=alice peer={peer}: not in step")),
+        "{}",
+        a.inst.log()
+    );
+    drop(hang);
 }
 
 #[test]
@@ -484,4 +546,42 @@ fn mailboxid_and_special_use_are_the_same_on_both() {
         "{on_b}"
     );
     assert_eq!(on_a, on_b);
+}
+
+/// The soak's B without INBOX (issue 15): a mailbox server killed (SIGKILL) between
+/// writing the new list into INBOX's `dovecot-uidlist.lock` and renaming it over
+/// `dovecot-uidlist` leaves that lock written and held by no process. Mail arriving
+/// afterwards needs the lock for its UIDs: every SELECT of INBOX and every merge of it
+/// waited out the lock wait and failed until the two-minute stale limit (B's IMAP state
+/// had no INBOX). The lock is broken a few seconds after its maker died: B comes back,
+/// takes the hub's copies and the merge and SELECT of INBOX succeed.
+#[test]
+fn a_written_uidlist_lock_left_by_a_killed_server_does_not_hide_inbox() {
+    let (a, mut b) = pair();
+    for k in 1..=3 {
+        hub_copy(&[&a, &b], k);
+    }
+    synced_with_all(&sync(&a));
+    agree(&a, &b);
+    assert!(b.inst.stop().status.success());
+    // what the kill left: the next list written into the lock, its maker gone 6 s ago
+    let lock = mailbox(&b).join("dovecot-uidlist.lock");
+    let list = std::fs::read_to_string(mailbox(&b).join("dovecot-uidlist")).expect("uidlist");
+    let left = std::fs::File::create(&lock).expect("lock");
+    (&left)
+        .write_all(format!("{list}9 :1765000099.G00000000000000000000000000000099.replica,S=9\n").as_bytes())
+        .expect("write lock");
+    left.set_modified(std::time::SystemTime::now() - Duration::from_secs(6))
+        .expect("age");
+    drop(left);
+    for k in 4..=6 {
+        hub_copy(&[&a, &b], k);
+    }
+    b.inst.start();
+    synced_with_all(&sync(&b));
+    assert!(!lock.exists(), "the dead process's lock is gone");
+    let s = agree(&a, &b);
+    assert_eq!(bases(&s, "INBOX").len(), 6, "{s:?}");
+    let out = imap(b.imap, "print(M.select('INBOX'))");
+    assert!(out.contains("'OK', [b'6']"), "{out}");
 }
