@@ -16,7 +16,8 @@
 //! * Bad backends: one that hangs before its greeting is passed over at login, one that
 //!   hangs mid-session (SIGSTOP) gets the client `* BYE [UNAVAILABLE]` in time, one that
 //!   answers garbage ends the session with `* BYE [UNAVAILABLE]`, one that refuses the
-//!   master login is passed over; each with a log line naming the backend.
+//!   master login is passed over; each with a log line naming the backend. None
+//!   reachable: the login is refused as temporary (`NO [UNAVAILABLE]`, `-ERR [SYS/TEMP]`).
 
 mod proxy_common;
 
@@ -303,6 +304,45 @@ fn a_backend_that_hangs_mid_session_is_a_bye_in_time() {
         log.contains(&format!("backend 127.0.0.1:{}", b.imap)) && log.contains("did not answer in 2s"),
         "{log}"
     );
+}
+
+/// Issue 15's "4xx to the client where the change could not be made anywhere": no
+/// backend answers (every one a closed port): the login is refused as temporary, IMAP
+/// `NO [UNAVAILABLE]` (the session stays, not logged in), POP3 `-ERR [SYS/TEMP]`, with a
+/// log line per backend and one naming the user.
+#[test]
+fn no_reachable_backend_is_a_temporary_refusal_for_imap_and_pop3() {
+    let dead = postern_tests::free_port();
+    let imap_list = format!("proxy_imap_backends=[\"127.0.0.1:{dead}\"]");
+    let pop3_list = format!("proxy_pop3_backends=[\"127.0.0.1:{dead}\"]");
+    let b = start(&[], &[], &[&imap_list, &pop3_list]);
+    let mut c = Raw::connect(b.imap_proxy);
+    c.take_until(b"\r\n", T);
+    c.send(format!("L LOGIN alice {ALICE_PW}\r\n").as_bytes());
+    let r = text(&c.take_until(b"\r\n", T));
+    assert_eq!(
+        r, "L NO [UNAVAILABLE] No mailbox server is reachable now, try again later\r\n",
+        "{r}"
+    );
+    c.send(b"a LOGOUT\r\n");
+    let r = text(&c.read_to_close(T));
+    assert!(r.contains("a OK"), "{r}");
+    let mut p = Raw::connect(b.pop3_proxy);
+    p.take_until(b"\r\n", T);
+    p.send(format!("USER alice\r\nPASS {ALICE_PW}\r\n").as_bytes());
+    let r = text(&p.take_until(b"-ERR", T));
+    let r = r + &text(&p.until(Duration::from_secs(2), |g| g.ends_with(b"\r\n")));
+    assert!(
+        r.ends_with("-ERR [SYS/TEMP] No mailbox server is reachable now, try again later\r\n"),
+        "{r}"
+    );
+    let log = b.inst.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("backend 127.0.0.1:{dead}")) && l.contains("connect")),
+        "{log}"
+    );
+    assert_eq!(log.matches("no backend reachable for user=alice").count(), 2, "{log}");
 }
 
 /// VmRSS of a process, in kB.
