@@ -10,7 +10,8 @@
 //! * The first backend in the list is down (a closed port): the next one is used.
 //! * A backend that hangs after login (pop3d stopped with SIGSTOP): the client gets
 //!   `-ERR [SYS/TEMP]` within proxy_backend_timeout, and the connection closes.
-//! * A backend killed mid-session: `-ERR [SYS/TEMP] ... lost` and the connection closes.
+//! * A backend killed mid-session: `-ERR [SYS/TEMP] ... lost` and the connection closes;
+//!   one that answers garbage: the same, the garbage never reaching the client.
 //! * An over-long command line gets `-ERR` and the connection closes.
 //! * With TLS configured and the client outside proxy_secure_networks, USER is refused
 //!   until STLS (IMAP: LOGINDISABLED until STARTTLS); after it the login works.
@@ -229,4 +230,43 @@ m.logout()
         log.contains("proxy: login: user=alice, client=127.0.0.1, backend=") && log.contains("tls=true"),
         "{log}"
     );
+}
+
+/// Issue 15's bad input, POP3's side of proxy_imap's: a backend that takes the master
+/// login and then answers a command with garbage. The garbage never reaches the client:
+/// it gets `-ERR [SYS/TEMP]` and the connection closes; the log names the backend.
+#[test]
+fn a_backend_that_answers_garbage_ends_the_session_clearly() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let fake = l.local_addr().expect("addr").port();
+    let seen = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let (s, _) = l.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let mut w = s.try_clone().expect("clone");
+        let mut r = std::io::BufReader::new(s);
+        let mut got = Vec::new();
+        w.write_all(b"+OK fake ready\r\n").expect("greet");
+        for answer in [&b"+OK\r\n"[..], b"+OK fake logged in\r\n", b"complete garbage\r\n"] {
+            let mut line = Vec::new();
+            r.read_until(b'\n', &mut line).expect("command");
+            got.extend_from_slice(&line);
+            w.write_all(answer).expect("answer");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        got
+    });
+    let b = start(&[fake], &[], &[]);
+    let mut c = login(b.pop3_proxy, "alice", ALICE_PW);
+    c.send(b"STAT\r\n");
+    let r = text(&c.read_to_close(T));
+    assert!(r.starts_with("-ERR [SYS/TEMP]"), "{r}");
+    assert!(!r.contains("garbage"), "{r}");
+    let got = text(&seen.join().expect("fake backend"));
+    // the backend got the master login, never alice's password, then the command
+    assert!(got.starts_with("USER alice*proxy\r\nPASS "), "{got}");
+    assert!(!got.contains(ALICE_PW), "{got}");
+    assert!(got.ends_with("STAT\r\n"), "{got}");
+    let log = b.inst.log();
+    assert!(log.contains(&format!("backend 127.0.0.1:{fake} lost")), "{log}");
 }
