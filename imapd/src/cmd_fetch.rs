@@ -69,6 +69,11 @@ pub const MAX_PER_MESSAGE: usize = 4;
 
 /// A FETCH in progress.
 pub struct FetchJob {
+    /// The FETCH responses NOTIFY asks for new messages (RFC 5465 §5.2,
+    /// [`crate::notify`]): no tagged answer, run to the end at once (never paused, nothing
+    /// streamed), and stopped after [`FETCH_CHUNK`] bytes of output (the messages left
+    /// are told by EXISTS only).
+    pub(crate) notify: bool,
     /// `(CHANGEDSINCE m)`: only messages whose MODSEQ is above `m` (RFC 7162).
     changed_since: Option<u64>,
     /// CONDSTORE is on and FLAGS is fetched without MODSEQ: MODSEQ is added.
@@ -183,6 +188,37 @@ fn body_item(item: &str) -> Option<(bool, String, Partial)> {
     Some((peek, section, partial))
 }
 
+/// The items of a FETCH (a list or one item, the macros expanded), each checked to be
+/// one this server answers.
+pub(crate) fn checked_items(args: &[Arg]) -> Result<Vec<String>, Reply> {
+    let items = items(args)?;
+    for i in &items {
+        let known = [
+            "FLAGS",
+            "INTERNALDATE",
+            "RFC822.SIZE",
+            "UID",
+            "ENVELOPE",
+            "BODYSTRUCTURE",
+            "BODY",
+            "RFC822",
+            "RFC822.HEADER",
+            "RFC822.TEXT",
+            "MODSEQ",
+            "EMAILID",
+            "THREADID",
+            "SAVEDATE",
+            "PREVIEW",
+        ]
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(i));
+        if !known && body_item(i).is_none() && binary::item(&i.to_ascii_uppercase()).is_none() {
+            return Err(Reply::Bad(format!("Unknown FETCH item {}", i.escape_default())));
+        }
+    }
+    Ok(items)
+}
+
 impl Session {
     pub(crate) fn fetch(
         &mut self,
@@ -192,6 +228,19 @@ impl Session {
         uid: bool,
         set: &parse::SeqSet,
     ) -> Result<(), Reply> {
+        let job = self.fetch_job(tag, idx, args, uid, set)?;
+        self.run_fetch(job)
+    }
+
+    /// A FETCH's job, not yet run (`tag` empty: an untagged one, [`FetchJob::notify`]).
+    pub(crate) fn fetch_job(
+        &mut self,
+        tag: &str,
+        idx: &[usize],
+        args: &[Arg],
+        uid: bool,
+        set: &parse::SeqSet,
+    ) -> Result<FetchJob, Reply> {
         // fetch modifiers (RFC 4466): CHANGEDSINCE and (QRESYNC) VANISHED of RFC 7162
         let (args, changed_since, vanished) = match args {
             [items, Arg::List(m)] => {
@@ -223,7 +272,7 @@ impl Session {
             }
             _ => (args, None, false),
         };
-        let mut items = items(args)?;
+        let mut items = checked_items(args)?;
         if uid && !items.iter().any(|i| i.eq_ignore_ascii_case("UID")) {
             items.insert(0, "UID".into());
         }
@@ -244,30 +293,6 @@ impl Session {
             let gone = crate::qresync::vanished(&sel.folder, since, &known);
             if !gone.is_empty() {
                 self.line(&format!("* VANISHED (EARLIER) {gone}"));
-            }
-        }
-        for i in &items {
-            let known = [
-                "FLAGS",
-                "INTERNALDATE",
-                "RFC822.SIZE",
-                "UID",
-                "ENVELOPE",
-                "BODYSTRUCTURE",
-                "BODY",
-                "RFC822",
-                "RFC822.HEADER",
-                "RFC822.TEXT",
-                "MODSEQ",
-                "EMAILID",
-                "THREADID",
-                "SAVEDATE",
-                "PREVIEW",
-            ]
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(i));
-            if !known && body_item(i).is_none() && binary::item(&i.to_ascii_uppercase()).is_none() {
-                return Err(Reply::Bad(format!("Unknown FETCH item {}", i.escape_default())));
             }
         }
         let items: Vec<(String, Option<BodyItem>)> = items
@@ -308,7 +333,8 @@ impl Session {
         };
         let flags_modseq =
             self.condstore && items.iter().any(|(u, _)| u == "FLAGS") && !items.iter().any(|(u, _)| u == "MODSEQ");
-        let job = FetchJob {
+        Ok(FetchJob {
+            notify: tag.is_empty(),
             changed_since,
             flags_modseq,
             no_ghosts: vanished,
@@ -328,8 +354,7 @@ impl Session {
             envelopes,
             buf: Vec::new(),
             streaming: None,
-        };
-        self.run_fetch(job)
+        })
     }
 
     /// Runs (or resumes) a FETCH; stops after about [`FETCH_CHUNK`] bytes of output and
@@ -369,10 +394,15 @@ impl Session {
         }
         let mut failed = job.failed;
         let started = std::time::Instant::now();
+        let out_at = self.out.len();
         while job.pos < job.idx.len() {
+            if job.notify && self.out.len() - out_at > FETCH_CHUNK {
+                job.too_much = true;
+                break;
+            }
             // a FETCH over many messages works a slice of time at a stretch, like SEARCH, and
             // goes on at its next turn: it never holds the process's other sessions
-            if self.out.len() > FETCH_CHUNK || started.elapsed() > WORK_SLICE {
+            if !job.notify && (self.out.len() > FETCH_CHUNK || started.elapsed() > WORK_SLICE) {
                 job.failed = failed;
                 job.items = items;
                 job.buf = buf;
@@ -416,7 +446,7 @@ impl Session {
                 } else {
                     Some(postern_lib::mailbox::folder::to_crlf(raw))
                 }
-            } else if whole_only && m.size > STREAM_ABOVE {
+            } else if whole_only && m.size > STREAM_ABOVE && !job.notify {
                 let Some(file) = sel.folder.open_message(u)? else {
                     failed = true;
                     continue;
@@ -431,7 +461,7 @@ impl Session {
                 None
             } else if needs_content {
                 // whole-message items of a large message are streamed beside the others
-                if wants_whole && m.size > STREAM_ABOVE {
+                if wants_whole && m.size > STREAM_ABOVE && !job.notify {
                     let Some(file) = sel.folder.open_message(u)? else {
                         failed = true;
                         continue;
@@ -715,6 +745,15 @@ impl Session {
         }
         if let Some(sel) = self.sel.as_mut() {
             sel.folder.save_cache_soon();
+        }
+        if job.notify {
+            if job.too_much || failed || job.unknown_cte {
+                tracing::info!(
+                    "NOTIFY: FETCH of new messages cut short (over {FETCH_CHUNK} bytes or a message gone), {}",
+                    self.who()
+                );
+            }
+            return Ok(());
         }
         self.report(uid);
         if job.too_much {

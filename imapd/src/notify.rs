@@ -5,11 +5,20 @@
 //! MessageNew and MessageExpunge (together, as the RFC asks) and FlagChange tell a
 //! mailbox other than the selected one as `* STATUS name (MESSAGES n UIDNEXT u
 //! UIDVALIDITY v)`, with `HIGHESTMODSEQ m` for FlagChange, when those change (the items
-//! Dovecot tells); MailboxName tells a folder created as `* LIST () "." name` and one
-//! deleted as `* LIST (\NonExistent) "." name` (a RENAME is both); SubscriptionChange
-//! tells `* LIST (\Subscribed) "." name` and `* LIST () "." name`. `STATUS` answers
-//! the STATUS of every watched mailbox first. Other events (AnnotationChange, the
-//! metadata ones) and MessageNew's fetch attributes are `NO [BADEVENT (...)]`.
+//! Dovecot tells). MessageNew of the SELECTED filter may name fetch attributes (RFC 5465
+//! §5.2, `MessageNew (UID BODY.PEEK[HEADER.FIELDS (From Subject)])`): each new message
+//! of the selected mailbox is then told by an untagged FETCH with them after its EXISTS
+//! (built by FETCH's own code, [`crate::cmd_fetch`]; at most
+//! [`crate::cmd_fetch::FETCH_CHUNK`] bytes of them at a time, the rest told by EXISTS
+//! only); fetch attributes with another filter are `BAD`, as Dovecot answers them.
+//! MailboxName tells a folder created as `* LIST () "." name`, one deleted as
+//! `* LIST (\NonExistent) "." name` and one renamed as `* LIST () "." new ("OLDNAME"
+//! ("old"))` (RFC 5465 §5.4 with RFC 5258's extended data): a rename is a folder gone
+//! and one come whose directory is the same (same inode and birth time: a RENAME moves
+//! the directory, a DELETE and CREATE make a new one); SubscriptionChange tells
+//! `* LIST (\Subscribed) "." name` and `* LIST () "." name`. `STATUS` answers the STATUS
+//! of every watched mailbox first. Other events (AnnotationChange, the metadata ones)
+//! are `NO [BADEVENT (...)]`.
 //!
 //! Notifications go out while the session idles (checked at most once a second from the
 //! server's timer, [`Session::poll`]) and at NOOP. Changes are found by the folders'
@@ -18,11 +27,12 @@
 //! when its stamps moved. Bounds: [`MAX_GROUPS`] event groups, [`MAX_NAMES`] mailbox
 //! names, [`MAX_WATCHED`] watched folders.
 
-use crate::parse::{Arg, Command};
+use crate::parse::{Arg, Command, SeqSet};
 use crate::reply::astring;
 use crate::session::{Reply, Session};
 use postern_lib::mailbox::{SEPARATOR, Store};
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Most event groups in one NOTIFY SET.
@@ -53,6 +63,8 @@ enum Filter {
 struct Events {
     /// MessageNew and MessageExpunge.
     messages: bool,
+    /// MessageNew's fetch attributes (SELECTED only): a list FETCH accepts.
+    fetch: Option<Vec<Arg>>,
     flags: bool,
     names: bool,
     subscriptions: bool,
@@ -66,11 +78,17 @@ struct Known {
     status: (usize, u32, u32, u64),
 }
 
+/// What tells a folder's directory from another one: device, inode and birth time (a
+/// RENAME keeps them; a folder deleted and created again has a new birth time even where
+/// the inode number is used again).
+type DirId = (u64, u64, SystemTime);
+
 /// A session's NOTIFY SET.
 pub struct Notify {
     groups: Vec<(Filter, Events)>,
     watched: BTreeMap<String, Known>,
-    folders: BTreeSet<String>,
+    /// The folders last seen, with their directories' ids when MailboxName is asked for.
+    folders: BTreeMap<String, Option<DirId>>,
     subscribed: BTreeSet<String>,
     last: Instant,
 }
@@ -118,9 +136,19 @@ fn group(items: &[Arg]) -> Result<(Filter, Events), Reply> {
                 match list[i].keyword().as_deref() {
                     Some("MESSAGENEW") => {
                         new = true;
-                        // fetch attributes for new messages: not offered
-                        if matches!(list.get(i + 1), Some(Arg::List(_))) {
-                            return Err(bad_event());
+                        // fetch attributes for new messages of the selected mailbox
+                        if let Some(Arg::List(atts)) = list.get(i + 1) {
+                            if filter != Filter::Selected {
+                                return Err(Reply::Bad(
+                                    "MessageNew's fetch attributes are for the selected mailbox only".into(),
+                                ));
+                            }
+                            if atts.is_empty() {
+                                return Err(Reply::Bad("Invalid fetch items".into()));
+                            }
+                            crate::cmd_fetch::checked_items(&list[i + 1..i + 2])?;
+                            ev.fetch = Some(atts.clone());
+                            i += 1;
                         }
                     }
                     Some("MESSAGEEXPUNGE") => expunge = true,
@@ -160,6 +188,15 @@ fn matches(filter: &Filter, name: &str, subscribed: &BTreeSet<String>) -> bool {
         }),
         Filter::Mailboxes(list) => list.iter().any(|n| n == name),
     }
+}
+
+/// The id of a folder's directory, if it is there.
+fn dir_id(store: &Store, name: &str) -> Option<DirId> {
+    let m = std::fs::metadata(store.folder_path(name).ok()?).ok()?;
+    // no birth time (a file system without one): no id, so no rename is told, only the
+    // folder gone and the one come (an inode number alone can be a deleted folder's, used
+    // again)
+    Some((m.dev(), m.ino(), m.created().ok()?))
 }
 
 /// The stamps that move when a folder's messages or flags change.
@@ -213,7 +250,7 @@ impl Session {
         let mut n = Notify {
             groups,
             watched: BTreeMap::new(),
-            folders: BTreeSet::new(),
+            folders: BTreeMap::new(),
             subscribed: BTreeSet::new(),
             last: Instant::now(),
         };
@@ -240,6 +277,29 @@ impl Session {
         self.notify = Some(n);
     }
 
+    /// After EXISTS told new messages (the view's indexes `new`): the FETCH responses
+    /// MessageNew's fetch attributes ask for.
+    pub(crate) fn notify_new_messages(&mut self, new: std::ops::Range<usize>) {
+        let Some(atts) = self
+            .notify
+            .as_ref()
+            .and_then(|n| n.groups.iter().find_map(|(_, e)| e.fetch.clone()))
+        else {
+            return;
+        };
+        let idx: Vec<usize> = new.collect();
+        let job = match self.fetch_job("", &idx, &[Arg::List(atts)], false, &SeqSet(Vec::new())) {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!("NOTIFY: FETCH of new messages: {}, {}", e.text(), self.who());
+                return;
+            }
+        };
+        if let Err(e) = self.run_fetch(job) {
+            tracing::warn!("NOTIFY: FETCH of new messages: {}, {}", e.text(), self.who());
+        }
+    }
+
     /// Compares the user's folders with what `n` last saw; the lines telling the
     /// differences (`tell`: else only learnt, as at NOTIFY SET without STATUS).
     fn notify_changes(&self, n: &mut Notify, tell: bool) -> Vec<String> {
@@ -257,15 +317,44 @@ impl Session {
         let about = |name: &str, want: fn(&Events) -> bool| {
             n.groups.iter().any(|(f, e)| want(e) && matches(f, name, &subscribed))
         };
+        // the directories' ids, to tell a RENAME from a DELETE and a CREATE: learnt for
+        // every folder at first, then for folders come since (a stat each)
+        let names_asked = n.groups.iter().any(|(_, e)| e.names);
+        let folders: BTreeMap<String, Option<DirId>> = folders
+            .into_iter()
+            .map(|f| {
+                let id = match n.folders.get(&f) {
+                    Some(id) => *id,
+                    None if names_asked => dir_id(store, &f),
+                    None => None,
+                };
+                (f, id)
+            })
+            .collect();
         if !first {
-            for name in folders.symmetric_difference(&n.folders) {
+            let gone: Vec<&String> = n.folders.keys().filter(|f| !folders.contains_key(*f)).collect();
+            let mut renamed = BTreeSet::new();
+            for (name, id) in folders.iter().filter(|(f, _)| !n.folders.contains_key(*f)) {
+                let old = gone
+                    .iter()
+                    .copied()
+                    .find(|g| id.is_some() && n.folders.get(g.as_str()) == Some(id) && !renamed.contains(g.as_str()));
+                if let Some(old) = old {
+                    renamed.insert(old.as_str());
+                    if about(name, |e| e.names) || about(old, |e| e.names) {
+                        lines.push(format!(
+                            "* LIST () \"{SEPARATOR}\" {} (\"OLDNAME\" ({}))",
+                            astring(name),
+                            astring(old)
+                        ));
+                    }
+                } else if about(name, |e| e.names) {
+                    lines.push(format!("* LIST () \"{SEPARATOR}\" {}", astring(name)));
+                }
+            }
+            for name in gone.iter().filter(|g| !renamed.contains(g.as_str())) {
                 if about(name, |e| e.names) {
-                    let attr = if folders.contains(name) {
-                        "()"
-                    } else {
-                        "(\\NonExistent)"
-                    };
-                    lines.push(format!("* LIST {attr} \"{SEPARATOR}\" {}", astring(name)));
+                    lines.push(format!("* LIST (\\NonExistent) \"{SEPARATOR}\" {}", astring(name)));
                 }
             }
             for name in subscribed.symmetric_difference(&n.subscribed) {
@@ -281,7 +370,7 @@ impl Session {
         }
         let selected = self.sel.as_ref().map(|s| s.name.as_str());
         let mut watched = BTreeMap::new();
-        for name in folders.iter().filter(|f| Some(f.as_str()) != selected) {
+        for name in folders.keys().filter(|f| Some(f.as_str()) != selected) {
             if watched.len() >= MAX_WATCHED {
                 break;
             }
@@ -348,6 +437,17 @@ mod tests {
         assert!(e.messages && e.flags && e.names && !e.subscriptions);
         let (f, _) = parse("(SUBTREE (Work \"a b\") (SubscriptionChange))").unwrap();
         assert_eq!(f, Filter::Subtree(vec!["Work".into(), "a b".into()]));
+        let (f, e) =
+            parse("(SELECTED (MessageNew (UID BODY.PEEK[HEADER.FIELDS (From Subject)]) MessageExpunge))").unwrap();
+        assert_eq!(f, Filter::Selected);
+        assert!(e.messages);
+        assert_eq!(
+            e.fetch,
+            Some(vec![
+                Arg::Atom("UID".into()),
+                Arg::Atom("BODY.PEEK[HEADER.FIELDS (From Subject)]".into())
+            ])
+        );
         let (f, e) = parse("(MAILBOXES inbox NONE)").unwrap();
         assert_eq!((f, e), (Filter::Mailboxes(vec!["INBOX".into()]), Events::default()));
         for (bad, why) in [
@@ -364,8 +464,13 @@ mod tests {
                 "NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)] Unsupported NOTIFY event",
             ),
             (
-                "(SELECTED (MessageNew (UID) MessageExpunge))",
-                "NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)] Unsupported NOTIFY event",
+                "(PERSONAL (MessageNew (UID) MessageExpunge))",
+                "BAD MessageNew's fetch attributes are for the selected mailbox only",
+            ),
+            ("(SELECTED (MessageNew () MessageExpunge))", "BAD Invalid fetch items"),
+            (
+                "(SELECTED (MessageNew (UID FOO) MessageExpunge))",
+                "BAD Unknown FETCH item FOO",
             ),
             ("(EVERYWHERE (MessageNew MessageExpunge))", "BAD Unknown NOTIFY filter"),
             ("(PERSONAL)", "BAD NOTIFY needs a list of events or NONE"),
@@ -403,6 +508,35 @@ mod tests {
 
     fn text(s: &mut Session) -> String {
         String::from_utf8_lossy(&s.take_output()).into_owned()
+    }
+
+    #[test]
+    fn a_rename_is_told_with_its_old_name_and_a_delete_and_create_are_not_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = session(dir.path());
+        let mut b = session(dir.path());
+        for c in ["c CREATE Work\r\n", "c CREATE Work.2024\r\n", "c CREATE Other\r\n"] {
+            a.input(c.as_bytes());
+        }
+        text(&mut a);
+        a.input(b"n NOTIFY SET (PERSONAL (MailboxName))\r\n");
+        assert_eq!(text(&mut a), "n OK NOTIFY completed\r\n");
+        b.input(b"r RENAME Work \"New work\"\r\n");
+        assert!(text(&mut b).contains("r OK"));
+        a.input(b"x NOOP\r\n");
+        assert_eq!(
+            text(&mut a),
+            "* LIST () \".\" \"New work\" (\"OLDNAME\" (Work))\r\n\
+             * LIST () \".\" \"New work.2024\" (\"OLDNAME\" (Work.2024))\r\n\
+             x OK Completed\r\n"
+        );
+        b.input(b"d DELETE Other\r\nc CREATE Fresh\r\n");
+        text(&mut b);
+        a.input(b"x NOOP\r\n");
+        assert_eq!(
+            text(&mut a),
+            "* LIST () \".\" Fresh\r\n* LIST (\\NonExistent) \".\" Other\r\nx OK Completed\r\n"
+        );
     }
 
     #[test]

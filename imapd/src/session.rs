@@ -1218,9 +1218,14 @@ impl Session {
                 lines.push(format!("* {} RECENT", sel.recent_count()));
             }
         }
+        let grown = (before, sel.view.len());
         lines.extend(crate::context::changed_lines(sel));
         for l in lines {
             self.line(&l);
+        }
+        // NOTIFY (RFC 5465 §5.2): the FETCH responses asked for new messages
+        if grown.1 > grown.0 {
+            self.notify_new_messages(grown.0..grown.1);
         }
     }
 
