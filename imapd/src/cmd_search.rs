@@ -221,19 +221,23 @@ fn decoded_contains(value: &[u8], needle: &[u8]) -> bool {
     let Some(text) = msg.subject() else {
         return false;
     };
-    text.to_lowercase()
-        .contains(&String::from_utf8_lossy(needle).to_lowercase())
+    crate::collate::DEFAULT.contains(text.as_bytes(), needle)
 }
 
 /// Needles up to this length are compared in place (at most this many bytes per position).
 const SHORT_NEEDLE: usize = 32;
 
-/// Case-insensitive (ASCII) substring test, in time linear in the haystack: short needles
-/// are compared at each candidate position, longer ones searched with memmem (Two-Way)
-/// in lower-cased copies, so a long needle cannot make it quadratic.
+/// Case-insensitive substring test under i;unicode-casemap (I18NLEVEL=1,
+/// [`crate::collate`]), in time linear in the haystack: when both are ASCII, short
+/// needles are compared at each candidate position, longer ones searched with memmem
+/// (Two-Way) in lower-cased copies, so a long needle cannot make it quadratic; otherwise
+/// both keys are made and searched with memmem.
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     if needle.is_empty() {
         return true;
+    }
+    if !needle.is_ascii() || !hay.is_ascii() {
+        return crate::collate::DEFAULT.contains(hay, needle);
     }
     if needle.len() > hay.len() {
         return false;

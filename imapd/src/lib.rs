@@ -62,6 +62,7 @@ pub mod address;
 pub mod append_spool;
 pub mod base_subject;
 pub mod binary;
+mod casemap_data;
 pub mod catenate;
 pub mod cmd_compress;
 pub mod cmd_fetch;

@@ -9,7 +9,8 @@
 //! missing or unparsable: RFC 5256 §2.2), SIZE, SUBJECT (the base subject,
 //! [`crate::base_subject`]), DISPLAYFROM, DISPLAYTO (RFC 5957: the first address's
 //! display name, RFC 2047-decoded, or its addr-spec when it has none). Strings compare
-//! with [`crate::collate::DEFAULT`]; messages equal in every key keep mailbox order.
+//! with [`crate::collate::DEFAULT`] (the subject mapped before its base subject is
+//! taken, as Dovecot does); messages equal in every key keep mailbox order.
 
 use crate::parse::Arg;
 use crate::session::Reply;
@@ -302,7 +303,10 @@ fn first_addr<'p>(parsed: Option<&'p Parsed<'p>>, key: SortKey) -> Option<&'p Ad
 /// The sort keys of a parsed header (the thread ids left empty).
 pub(crate) fn keys(parsed: Option<&Parsed<'_>>, internal_date: i64) -> Keys {
     let cmp = crate::collate::DEFAULT;
-    let (subject, reply) = crate::base_subject::base_subject(subject(parsed));
+    // the subject's key first, then its base subject (as Dovecot does: a fullwidth colon
+    // or a no-break space in a leader works as ':' and ' '), not mapped again
+    let folded = cmp.key(subject(parsed));
+    let (subject, reply) = crate::base_subject::base_subject(std::str::from_utf8(&folded).unwrap_or_default());
     // the addr-mailbox: the local part
     let local = |key| {
         let a = first_addr(parsed, key).and_then(|a| a.address.as_deref()).unwrap_or("");
@@ -322,7 +326,7 @@ pub(crate) fn keys(parsed: Option<&Parsed<'_>>, internal_date: i64) -> Keys {
     };
     Keys {
         sent: sent_date(parsed, internal_date),
-        subject: cmp.key(&subject),
+        subject: subject.into_bytes(),
         reply,
         from: local(SortKey::From),
         to: local(SortKey::To),
