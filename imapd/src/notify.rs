@@ -8,9 +8,9 @@
 //! Dovecot tells). MessageNew of the SELECTED filter may name fetch attributes (RFC 5465
 //! §5.2, `MessageNew (UID BODY.PEEK[HEADER.FIELDS (From Subject)])`): each new message
 //! of the selected mailbox is then told by an untagged FETCH with them after its EXISTS
-//! (built by FETCH's own code, [`crate::cmd_fetch`]; at most
-//! [`crate::cmd_fetch::FETCH_CHUNK`] bytes of them at a time, the rest told by EXISTS
-//! only); fetch attributes with another filter are `BAD`, as Dovecot answers them.
+//! (built by FETCH's own code, [`crate::cmd_fetch`]; at most [`MAX_NEW_FETCHED`]
+//! messages and [`crate::cmd_fetch::FETCH_CHUNK`] bytes of them at a time, the rest told
+//! by EXISTS only); fetch attributes with another filter are `BAD`, as Dovecot answers them.
 //! MailboxName tells a folder created as `* LIST () "." name`, one deleted as
 //! `* LIST (\NonExistent) "." name` and one renamed as `* LIST () "." new ("OLDNAME"
 //! ("old"))` (RFC 5465 §5.4 with RFC 5258's extended data): a rename is a folder gone
@@ -41,6 +41,9 @@ pub const MAX_GROUPS: usize = 32;
 pub const MAX_NAMES: usize = 256;
 /// Most folders watched for message events.
 pub const MAX_WATCHED: usize = 256;
+/// Most new messages told by a FETCH at one EXISTS (MessageNew's fetch attributes);
+/// those after are told by the EXISTS only (the client can FETCH them).
+pub const MAX_NEW_FETCHED: usize = 1000;
 /// Least time between two checks.
 const CHECK_EVERY: Duration = Duration::from_millis(900);
 
@@ -287,7 +290,14 @@ impl Session {
         else {
             return;
         };
-        let idx: Vec<usize> = new.collect();
+        if new.len() > MAX_NEW_FETCHED {
+            tracing::info!(
+                "NOTIFY: {} new messages, FETCH for the first {MAX_NEW_FETCHED}, {}",
+                new.len(),
+                self.who()
+            );
+        }
+        let idx: Vec<usize> = new.take(MAX_NEW_FETCHED).collect();
         let job = match self.fetch_job("", &idx, &[Arg::List(atts)], false, &SeqSet(Vec::new())) {
             Ok(job) => job,
             Err(e) => {

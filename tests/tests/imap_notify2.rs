@@ -1,9 +1,10 @@
 //! NOTIFY (RFC 5465) with two sessions under the real master, exact response lines from
 //! Python over plain sockets: MessageNew's fetch attributes for the selected mailbox
 //! (§5.2: an untagged FETCH with them after EXISTS, while idling and at NOOP, PEEK
-//! leaving `\Seen` alone and a plain BODY[...] setting it), and MailboxName telling a
-//! RENAME as one LIST with RFC 5258's OLDNAME extended data item (§5.4) — children
-//! included — where a DELETE and CREATE, even within one check, stay two LISTs.
+//! leaving `\Seen` alone and a plain BODY[...] setting it, at most 1,000 messages at one
+//! EXISTS), and MailboxName telling a RENAME as one LIST with RFC 5258's OLDNAME extended
+//! data item (§5.4) — children included — where a DELETE and CREATE, even within one
+//! check, stay two LISTs.
 
 use postern_tests::Instance;
 use postern_tests::imap_script;
@@ -107,6 +108,27 @@ eq(R.reply(b'NOTIFY SET (SELECTED (MessageNew (UID) (FLAGS) MessageExpunge))'), 
 #[test]
 fn message_new_fetch_attributes_are_told_for_the_selected_mailbox() {
     run(MESSAGE_NEW);
+}
+
+const MANY_NEW: &str = r#"
+R = Raw(PORT)
+R.ok(b'LOGIN alice Alice-Notify2-Pw1')
+S = Raw(PORT)
+S.ok(b'LOGIN alice Alice-Notify2-Pw1')
+R.ok(b'SELECT INBOX')
+eq(R.ok(b'NOTIFY SET (SELECTED (MessageNew (UID) MessageExpunge))'), [])
+# 1,001 messages in one MULTIAPPEND: one EXISTS, a FETCH for the first 1,000 only
+msg = b'Subject: many\r\n\r\nx\r\n'
+parts = b''.join(b' {%d+}\r\n' % len(msg) + msg for _ in range(1001))
+S.ok(b'APPEND INBOX' + parts)
+got = R.ok(b'NOOP')
+eq(got[:2], ['* 1003 EXISTS', '* 1003 RECENT'])
+eq(got[2:], ['* %d FETCH (UID %d)' % (n, n) for n in range(3, 1003)])
+"#;
+
+#[test]
+fn message_new_fetches_at_most_a_thousand_messages_at_one_exists() {
+    run(MANY_NEW);
 }
 
 const RENAME: &str = r#"
