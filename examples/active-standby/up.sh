@@ -93,14 +93,18 @@ max_conns = 64
 max_use = 1000000
 max_idle = "1d"
 
+# The unix service also checks with the peer every queue_mirror_check_interval (one
+# long-lived process, kept alive by master's wakeup).
 [[service]]
 name = "mirror"
 type = "unix"
 command = "mirror"
 maxproc = 1
+min_procs = 1
 max_conns = 256
 max_use = 1000000
-max_idle = "1d"
+max_idle = "1000d"
+wakeup = "5s"
 
 # The replicator (replicated mailboxes, issue 15): serves the peer's replicator on this
 # node's address; the unix service runs the background sweep (one long-lived process,
@@ -127,7 +131,7 @@ EOF
      printf '%s\n' "$replica_secret" >"$root/etc/replica-secret")
     "$POSTERN_BIN/postern" -c "$root/etc" config set \
         "queue_mirror_peer=$peer:1191" "queue_mirror_secret_file=mirror-secret" \
-        "queue_mirror_unreachable=degraded" \
+        "queue_mirror_unreachable=degraded" "queue_mirror_check_interval=10s" \
         "replica_peers=[\"$peer:1190\"]" "replica_name=n$n" "replica_secret_file=replica-secret" \
         "replica_sync_interval=5s" "replica_timeout=5s" "imapd_secure_networks=127.0.0.0/8, 198.18.1.0/24" >/dev/null
     echo alice-pw | "$POSTERN_BIN/postern" -c "$root/etc" user add alice >/dev/null

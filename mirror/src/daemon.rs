@@ -6,7 +6,8 @@
 //! - `mirror` **unix** (`private/mirror`): serves this node — cleanup's `Put` of a queue
 //!   file (its descriptor passed over the socket), qmgr's `Drop` notices, `postern
 //!   status`'s `Status` ([`crate::local`]) — over connections to the peer it keeps open
-//!   for the next message.
+//!   for the next message; its first connection (master's wakeup, when nothing else)
+//!   starts the watch thread ([`crate::watch`]: checks with the peer, freezes, returns).
 //!
 //! The secret (`queue_mirror_secret_file`) is read before privileges are dropped. Every
 //! wait for the peer is bounded by `queue_mirror_timeout` (one deadline for connect,
@@ -15,7 +16,7 @@
 //! gets its connection closed and a log line naming its address.
 //!
 //! **Settings read**: `queue_mirror_peer`, `queue_mirror_secret_file`,
-//! `queue_mirror_timeout`, `message_size_limit`.
+//! `queue_mirror_timeout`, `queue_mirror_check_interval`, `message_size_limit`.
 
 use crate::local::{MirrorStatus, PROTOCOL, Reply, Request, VERSION};
 use crate::store::{self, MIRROR_DIR};
@@ -27,8 +28,8 @@ use ring::hmac;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Connections to the peer kept open for the next request.
@@ -42,13 +43,23 @@ const STATUS_PING: Duration = Duration::from_secs(3);
 
 /// What the threads of one process share.
 pub struct Shared {
+    inner: Arc<Inner>,
+    /// The watch thread ([`crate::watch`]) is started (the unix service's process only).
+    watch: Once,
+}
+
+/// The part the watch thread shares too.
+pub(crate) struct Inner {
     key: Option<hmac::Key>,
     pool: Mutex<Vec<PeerConn>>,
     health: Mutex<MirrorStatus>,
     /// The peer came back: a resync is due ([`crate::resync`]).
-    resync_due: AtomicBool,
+    pub(crate) resync_due: AtomicBool,
     /// A resync runs.
     resyncing: AtomicBool,
+    /// The peer came back, or this node did not run for a while: ask the peer what it
+    /// adopted meanwhile ([`crate::rejoin::live`]).
+    pub(crate) rejoin_due: AtomicBool,
 }
 
 /// Reads the secret (as root, before the privilege drop).
@@ -70,11 +81,15 @@ pub fn init(ctx: &Context) -> Result<Shared, String> {
         tracing::info!("mirror: removed {stale} unfinished copies older than an hour");
     }
     Ok(Shared {
-        key,
-        pool: Mutex::new(Vec::new()),
-        health: Mutex::new(MirrorStatus::default()),
-        resync_due: AtomicBool::new(false),
-        resyncing: AtomicBool::new(false),
+        inner: Arc::new(Inner {
+            key,
+            pool: Mutex::new(Vec::new()),
+            health: Mutex::new(MirrorStatus::default()),
+            resync_due: AtomicBool::new(false),
+            resyncing: AtomicBool::new(false),
+            rejoin_due: AtomicBool::new(false),
+        }),
+        watch: Once::new(),
     })
 }
 
@@ -98,7 +113,7 @@ fn now_secs() -> u64 {
 // ---- the peer's side: keeping its copies ----
 
 fn serve_peer(shared: &Shared, ctx: &Context, mut s: TcpStream, addr: SocketAddr) {
-    let Some(key) = &shared.key else {
+    let Some(key) = &shared.inner.key else {
         tracing::warn!("mirror: connection from {addr} refused: queue_mirror_secret_file is not set");
         return;
     };
@@ -119,9 +134,15 @@ fn serve_peer(shared: &Shared, ctx: &Context, mut s: TcpStream, addr: SocketAddr
     loop {
         // Idle between requests for up to wire::IDLE; a request, once begun, within the timeout.
         let _ = s.set_read_timeout(Some(wire::IDLE));
-        match s.peek(&mut [0u8; 1]) {
-            Ok(1..) => {}
-            _ => return,
+        // A read with a timeout fails with EINTR when this process was stopped and
+        // continued (SIGSTOP, a paused VM: signal(7)); the connection and what the peer
+        // sent meanwhile are still there.
+        loop {
+            match s.peek(&mut [0u8; 1]) {
+                Ok(1..) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                _ => return,
+            }
         }
         let _ = s.set_read_timeout(Some(timeout));
         let (k, p) = match wire::read_frame(&mut s, |k| match k {
@@ -202,8 +223,19 @@ fn rejoin_answer(dir: &Path, k: u8, p: &[u8], addr: SocketAddr) -> Result<Vec<u8
         }
         adopted
     } else {
-        let queued = crate::resync::queued_ids(Path::new("."));
-        asked.into_iter().filter(|id| queued.contains(id)).collect()
+        // Nothing is answered when the queue is not all there: "not queued" would have the
+        // peer drop its copies (crate::prune).
+        let token = store::queue_token(dir).map_err(|e| {
+            tracing::warn!("mirror: cannot answer {addr} which messages are queued here: {e}");
+            format!("no queue token: {e}")
+        })?;
+        let queued = crate::resync::still_queued(Path::new("."), &asked).map_err(|e| {
+            tracing::warn!("mirror: cannot answer {addr} which messages are queued here: {e}");
+            e
+        })?;
+        let mut lines = vec![format!("{}{token}", wire::TOKEN_LINE)];
+        lines.extend(asked.into_iter().filter(|id| queued.contains(id)));
+        lines
     };
     Ok(named.join("\n").into_bytes())
 }
@@ -226,6 +258,31 @@ fn drop_copies(dir: &Path, p: &[u8], addr: SocketAddr) -> Result<(), String> {
 // ---- this node's side: sending copies ----
 
 fn serve_local(shared: &Shared, ctx: &Context, sock: std::os::unix::net::UnixStream) {
+    // Master's wakeup (one byte, then closed) keeps this process and its watch thread
+    // alive; a client's first byte is its hello's.
+    let _ = sock.set_read_timeout(Some(LOCAL_TIMEOUT));
+    let mut first = [0u8; 1];
+    let peeked = loop {
+        match rustix::net::recv(&sock, &mut first[..], rustix::net::RecvFlags::PEEK) {
+            Err(rustix::io::Errno::INTR) => {}
+            other => break other,
+        }
+    };
+    if !matches!(peeked, Ok((1, _))) {
+        return;
+    }
+    if !ctx.main.queue_mirror_peer.is_empty() {
+        shared
+            .watch
+            .call_once(|| crate::watch::start(Arc::clone(&shared.inner), Settings::of(ctx)));
+    }
+    if first[0] == postern_lib::proto::trigger::WAKEUP {
+        let _ = rustix::net::recv(&sock, &mut first[..], rustix::net::RecvFlags::empty());
+        return;
+    }
+    let inner = &*shared.inner;
+    let peer = ctx.main.queue_mirror_peer.as_str();
+    let timeout = ctx.main.queue_mirror_timeout.duration();
     let mut ipc = match IpcStream::server(sock, PROTOCOL, VERSION, Some(LOCAL_TIMEOUT)) {
         Ok(s) => s,
         Err(e) => {
@@ -243,9 +300,7 @@ fn serve_local(shared: &Shared, ctx: &Context, sock: std::os::unix::net::UnixStr
     let reply = match req {
         Request::Put { queue_id } => match (fds.pop(), fds.is_empty()) {
             (Some(fd), true) => match read_copy(ctx, std::fs::File::from(fd)) {
-                Ok(data) => match with_peer(shared, ctx, ctx.main.queue_mirror_timeout.duration(), |c, d| {
-                    c.put(&queue_id, &data, d)
-                }) {
+                Ok(data) => match with_peer(inner, peer, timeout, |c, d| c.put(&queue_id, &data, d)) {
                     Ok(()) => Reply::Stored,
                     Err(reason) => Reply::Failed { reason },
                 },
@@ -255,58 +310,70 @@ fn serve_local(shared: &Shared, ctx: &Context, sock: std::os::unix::net::UnixStr
                 reason: "a put carries exactly one descriptor".into(),
             },
         },
-        Request::Drop { queue_ids } if ctx.main.queue_mirror_peer.is_empty() => {
+        Request::Drop { queue_ids } if peer.is_empty() => {
             let _ = queue_ids;
             Reply::Dropped
         }
         Request::Drop { queue_ids } => {
             let ids: Vec<String> = queue_ids.into_iter().take(crate::local::MAX_DROP).collect();
-            match with_peer(shared, ctx, ctx.main.queue_mirror_timeout.duration(), |c, d| {
-                c.drop_copies(&ids, d)
-            }) {
+            match with_peer(inner, peer, timeout, |c, d| c.drop_copies(&ids, d)) {
                 Ok(()) => Reply::Dropped,
                 Err(reason) => Reply::Failed { reason },
             }
         }
         Request::Status => {
-            if !ctx.main.queue_mirror_peer.is_empty() {
-                let _ = with_peer(
-                    shared,
-                    ctx,
-                    STATUS_PING.min(ctx.main.queue_mirror_timeout.duration()),
-                    |c, d| c.ping(d),
-                );
+            if !peer.is_empty() {
+                let _ = with_peer(inner, peer, STATUS_PING.min(timeout), |c, d| c.ping(d));
             }
-            let mut st = shared.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            st.peer = ctx.main.queue_mirror_peer.clone();
+            let mut st = inner.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            st.peer = peer.to_string();
             Reply::Status(st)
         }
     };
     if let Err(e) = ipc.send(&reply) {
         tracing::warn!("mirror: cannot answer a local client: {e}");
     }
-    drop(ipc);
-    if shared.resync_due.load(Ordering::Acquire) {
-        resync(shared, ctx);
+}
+
+/// The settings the watch thread works with (read once: a reload starts new processes).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// `queue_mirror_peer`.
+    pub peer: String,
+    /// `queue_mirror_timeout`.
+    pub timeout: Duration,
+    /// `queue_mirror_check_interval`.
+    pub interval: Duration,
+    /// The largest copy.
+    pub max_put: usize,
+}
+
+impl Settings {
+    fn of(ctx: &Context) -> Settings {
+        Settings {
+            peer: ctx.main.queue_mirror_peer.clone(),
+            timeout: ctx.main.queue_mirror_timeout.duration(),
+            interval: ctx.main.queue_mirror_check_interval.duration(),
+            max_put: max_put(ctx),
+        }
     }
 }
 
 /// Copies everything queued here to the returned peer, once at a time.
-fn resync(shared: &Shared, ctx: &Context) {
-    if shared
+pub(crate) fn resync(inner: &Inner, s: &Settings) {
+    if inner
         .resyncing
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
         return;
     }
-    shared.resync_due.store(false, Ordering::Release);
-    let budget = ctx.main.queue_mirror_timeout.duration();
-    let peer = &ctx.main.queue_mirror_peer;
+    inner.resync_due.store(false, Ordering::Release);
+    let (peer, budget) = (s.peer.as_str(), s.timeout);
     let result = crate::resync::run(
-        max_put(ctx),
-        |id, data| with_peer(shared, ctx, budget, |c, d| c.put(id, data, d)),
-        |ids| with_peer(shared, ctx, budget, |c, d| c.drop_copies(ids, d)),
+        s.max_put,
+        |id, data| with_peer(inner, peer, budget, |c, d| c.put(id, data, d)),
+        |ids| with_peer(inner, peer, budget, |c, d| c.drop_copies(ids, d)),
     );
     match result {
         Ok((copied, dropped)) => tracing::info!(
@@ -314,7 +381,7 @@ fn resync(shared: &Shared, ctx: &Context) {
         ),
         Err(why) => tracing::warn!("mirror: resync with {peer} stopped: {why}; it starts over when the peer is back"),
     }
-    shared.resyncing.store(false, Ordering::Release);
+    inner.resyncing.store(false, Ordering::Release);
 }
 
 /// The queue file behind `file`, bounded.
@@ -332,51 +399,52 @@ fn read_copy(ctx: &Context, file: std::fs::File) -> Result<Vec<u8>, String> {
     Ok(data)
 }
 
-/// Runs `f` on a connection to the peer (a pooled one first, a new one when that fails),
-/// all within `budget`; records the outcome for `Status`.
-fn with_peer(
-    shared: &Shared,
-    ctx: &Context,
+/// Runs `f` on a connection to the peer `peer` (a pooled one first, a new one when that
+/// fails), all within `budget`; records the outcome for `Status` and notices the peer
+/// coming back after failures (a resync and a rejoin become due).
+pub(crate) fn with_peer<T>(
+    inner: &Inner,
+    peer: &str,
     budget: Duration,
-    f: impl Fn(&mut PeerConn, Instant) -> Result<(), String>,
-) -> Result<(), String> {
-    let peer = &ctx.main.queue_mirror_peer;
+    f: impl Fn(&mut PeerConn, Instant) -> Result<T, String>,
+) -> Result<T, String> {
     let result = (|| {
         if peer.is_empty() {
             return Err("queue_mirror_peer is not set".to_string());
         }
-        let key = shared
+        let key = inner
             .key
             .as_ref()
             .ok_or_else(|| "queue_mirror_secret_file is not set".to_string())?;
         let deadline = Instant::now() + budget;
-        let pooled = shared.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pooled = inner.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         if let Some(mut c) = pooled.filter(|c| c.last_used.elapsed() < POOL_IDLE)
-            && f(&mut c, deadline).is_ok()
+            && let Ok(v) = f(&mut c, deadline)
         {
-            return Ok(c);
+            return Ok((c, v));
         }
         let mut c = PeerConn::connect(peer, key, deadline)?;
-        f(&mut c, deadline)?;
-        Ok(c)
+        let v = f(&mut c, deadline)?;
+        Ok((c, v))
     })();
-    let mut h = shared.health.lock().unwrap_or_else(|p| p.into_inner());
+    let mut h = inner.health.lock().unwrap_or_else(|p| p.into_inner());
     match result {
-        Ok(c) => {
-            let mut pool = shared.pool.lock().unwrap_or_else(|p| p.into_inner());
+        Ok((c, v)) => {
+            let mut pool = inner.pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < POOL {
                 pool.push(c);
             }
             if let Some(since) = h.failing_since.take() {
                 tracing::info!(
-                    "mirror: peer {peer} reachable again after {} s; copying what is queued here to it",
+                    "mirror: peer {peer} reachable again after {} s; asking what it adopted meanwhile and copying what is queued here to it",
                     now_secs().saturating_sub(since)
                 );
-                shared.resync_due.store(true, Ordering::Release);
+                inner.rejoin_due.store(true, Ordering::Release);
+                inner.resync_due.store(true, Ordering::Release);
             }
             h.reachable = Some(true);
             h.exchanges_ok += 1;
-            Ok(())
+            Ok(v)
         }
         Err(why) => {
             if h.failing_since.is_none() {

@@ -12,19 +12,28 @@
 //!    removed from this node's queue with its defer, bounce and trace logs (the peer
 //!    owns it now);
 //! 2. **which of your messages, whose copies I hold, are still queued at you?**
-//!    ([`kind::QUEUED`]) — the copies of the others are dropped: the peer finished those
-//!    while its drop notices could not reach this node, and keeping them would deliver
-//!    them again if this node ever adopted.
+//!    ([`kind::QUEUED`], [`crate::prune`] with its queue-token guard) — the copies of the
+//!    others are dropped: the peer finished those while its drop notices could not reach
+//!    this node, and keeping them would deliver them again if this node ever adopted.
 //!
 //! A peer that does not answer (it is down too, or the network is) leaves everything as
 //! it is: the caller logs that a message adopted by the peer may then be delivered twice
 //! (with replicated mailboxes its `X-Postern-GUID` makes the second delivery a no-op).
-//! A node that was only frozen (SIGSTOP, a paused VM) and resumes never passes through
-//! here: its qmgr delivers on; that case is the split brain the documentation describes.
+//!
+//! A node that never stopped — frozen (SIGSTOP, a paused VM) and resumed, or cut off from
+//! its peer while it ran — does not pass through `postern start`: its mirror daemon asks
+//! the first question itself ([`live`], run by [`crate::watch`] when it notices the gap in
+//! its own running or the peer answering again) and removes what the peer adopted from
+//! the running queue, an active message under the delivery lock as `postsuper -d` does.
+//! What qmgr handed to a delivery agent in the moment between the resume and that answer
+//! may still be delivered here a second time (logged "being delivered").
 
-use crate::store::{self, MIRROR_DIR};
+use crate::store::MIRROR_DIR;
 use crate::wire::{MAX_ASK, PeerConn, kind};
-use postern_lib::queue_scan::{QueuedFile, queue_files};
+use postern_lib::queue_file::{QueueFile, RecipientStatus, mark_done};
+use postern_lib::queue_id::QueueId;
+use postern_lib::queue_scan::queue_files;
+use postern_lib::safe_open::{Expect, open_update};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -42,33 +51,59 @@ pub struct Rejoined {
     pub failed: Vec<(String, String)>,
     /// Copies of the peer's messages dropped (finished at the peer).
     pub copies_dropped: usize,
-    /// Copies kept (still queued at the peer).
+    /// Copies kept (still queued at the peer, or from a queue the peer no longer has).
     pub copies_kept: usize,
 }
 
-/// Runs both questions on `conn`, each batch answered within `budget`.
+/// Runs both questions on `conn`, each batch answered within `budget` (before master
+/// starts: `postern mirror rejoin`).
 pub fn run(queue_dir: &Path, conn: &mut PeerConn, budget: Duration) -> Result<Rejoined, String> {
     let mut out = Rejoined::default();
-    let mine: Vec<QueuedFile> = crate::resync::QUEUES
-        .iter()
-        .map(|q| queue_files(queue_dir, q).map_err(|e| format!("listing {q}/: {e}")))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect();
-    let ids: Vec<String> = mine.iter().map(|f| f.id.as_str().to_string()).collect();
-    let mut adopted = std::collections::HashSet::new();
-    for batch in ids.chunks(MAX_ASK) {
-        adopted.extend(conn.ask(kind::ADOPTED, batch, Instant::now() + budget)?);
+    remove_adopted(queue_dir, &mut out, |ids| {
+        conn.ask(kind::ADOPTED, ids, Instant::now() + budget)
+    })?;
+    let p = crate::prune::run(&queue_dir.join(MIRROR_DIR), Duration::ZERO, None, |ids| {
+        conn.ask_queued(ids, Instant::now() + budget)
+    })?;
+    out.copies_dropped = p.dropped;
+    out.copies_kept = p.kept + p.old_queue;
+    Ok(out)
+}
+
+/// The first question alone, while this node runs (the mirror daemon, [`crate::watch`]:
+/// after this node was frozen, or when the peer answers again after a silence): `ask`
+/// puts one [`kind::ADOPTED`] question to the peer.
+pub fn live(queue_dir: &Path, ask: impl FnMut(&[String]) -> Result<Vec<String>, String>) -> Result<Rejoined, String> {
+    let mut out = Rejoined::default();
+    remove_adopted(queue_dir, &mut out, ask)?;
+    Ok(out)
+}
+
+/// Asks about every queued message (in batches of [`MAX_ASK`]) and removes those the peer
+/// names, wherever they are by then.
+fn remove_adopted(
+    queue_dir: &Path,
+    out: &mut Rejoined,
+    mut ask: impl FnMut(&[String]) -> Result<Vec<String>, String>,
+) -> Result<(), String> {
+    let mut ids = Vec::new();
+    for q in crate::resync::QUEUES {
+        let files = queue_files(queue_dir, q).map_err(|e| format!("listing {q}/: {e}"))?;
+        ids.extend(files.into_iter().map(|f| f.id.as_str().to_string()));
     }
-    for f in mine.iter().filter(|f| adopted.contains(f.id.as_str())) {
-        let id = f.id.as_str().to_string();
-        match std::fs::remove_file(&f.path) {
-            Ok(()) => {
-                remove_logs(queue_dir, f);
-                out.removed.push((id, f.queue.clone()));
-            }
-            Err(e) => out.failed.push((id, e.to_string())),
+    ids.sort();
+    ids.dedup();
+    let mut adopted = Vec::new();
+    for batch in ids.chunks(MAX_ASK) {
+        adopted.extend(ask(batch)?);
+    }
+    for id in adopted {
+        let Ok(qid) = QueueId::parse(&id) else { continue };
+        match remove(queue_dir, &qid) {
+            Ok(Some(queue)) => out.removed.push((id, queue)),
+            // Finished meanwhile (delivered here too, or it never was here).
+            Ok(None) => {}
+            Err(why) => out.failed.push((id, why)),
         }
     }
     if !out.removed.is_empty() {
@@ -76,39 +111,67 @@ pub fn run(queue_dir: &Path, conn: &mut PeerConn, budget: Duration) -> Result<Re
             let _ = postern_lib::safe_open::fsync_dir(&queue_dir.join(q));
         }
     }
+    Ok(())
+}
 
-    let dir = queue_dir.join(MIRROR_DIR);
-    let copies: Vec<String> = store::copies(&dir).iter().map(|id| id.as_str().to_string()).collect();
-    for batch in copies.chunks(MAX_ASK) {
-        let queued: std::collections::HashSet<String> = conn
-            .ask(kind::QUEUED, batch, Instant::now() + budget)?
-            .into_iter()
-            .collect();
-        for id in batch {
-            if queued.contains(id) {
-                out.copies_kept += 1;
-            } else if let Ok(q) = postern_lib::queue_id::QueueId::parse(id)
-                && store::drop_copy(&dir, &q)
-            {
-                out.copies_dropped += 1;
+/// Removes message `id` from this node's queue with its logs; the queue it was in, or
+/// None when it is not queued here. A message in `active/` is removed only under a
+/// non-blocking exclusive lock (a delivery agent holds a shared one while it delivers:
+/// then it fails, "being delivered"), after marking its pending recipients done, so an
+/// agent that opened it just before finds nothing left to deliver (as `postsuper -d`).
+fn remove(queue_dir: &Path, id: &QueueId) -> Result<Option<String>, String> {
+    // qmgr may move it between the queues meanwhile: looked up again a few times.
+    for _ in 0..3 {
+        let Some((queue, path)) = crate::resync::locate(queue_dir, &crate::resync::QUEUES, id) else {
+            return Ok(None);
+        };
+        let _lock = if queue == "active" {
+            let file = match open_update(&path, &Expect::any()) {
+                Ok(f) => f,
+                Err(_) => continue,
+            };
+            if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+                return Err("being delivered here too at this moment".into());
             }
+            discard_pending(&file).map_err(|e| format!("cannot mark its recipients done: {e}"))?;
+            Some(file)
+        } else {
+            None
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                remove_logs(queue_dir, &path, id);
+                return Ok(Some(queue));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.to_string()),
         }
     }
-    if out.copies_dropped > 0 {
-        let _ = postern_lib::safe_open::fsync_dir(&dir);
+    Err("it kept moving between the queues".into())
+}
+
+/// Marks every pending recipient of `file` discarded.
+fn discard_pending(mut file: &std::fs::File) -> Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    let qf = QueueFile::read(file).map_err(|e| e.to_string())?;
+    for r in qf.recipients.iter().filter(|r| !r.status.is_final()) {
+        mark_done(file, &r.handle, RecipientStatus::Discarded).map_err(|e| e.to_string())?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Removes the message's defer, bounce and trace logs and its delay-warning marker.
-fn remove_logs(queue_dir: &Path, f: &QueuedFile) {
+fn remove_logs(queue_dir: &Path, path: &Path, id: &QueueId) {
+    // The queue file's path below its queue (`ID` or `x/4/ID`): the logs mirror it.
+    let relative: std::path::PathBuf = path
+        .strip_prefix(queue_dir)
+        .ok()
+        .map(|p| p.components().skip(1).collect())
+        .unwrap_or_else(|| id.as_str().into());
     for d in LOG_DIRS {
-        let _ = std::fs::remove_file(queue_dir.join(d).join(&f.relative));
-        let _ = std::fs::remove_file(queue_dir.join(d).join(f.id.as_str()));
+        let _ = std::fs::remove_file(queue_dir.join(d).join(&relative));
+        let _ = std::fs::remove_file(queue_dir.join(d).join(id.as_str()));
     }
-    let _ = std::fs::remove_file(
-        queue_dir
-            .join("defer")
-            .join(format!("{}{WARNED_SUFFIX}", f.id.as_str())),
-    );
+    let _ = std::fs::remove_file(queue_dir.join("defer").join(format!("{}{WARNED_SUFFIX}", id.as_str())));
 }

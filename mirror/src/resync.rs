@@ -10,25 +10,69 @@
 //! that request has been answered; one at a time per process. A copy that fails stops it
 //! (the peer is failing again; the next return starts it over).
 
+use postern_lib::queue_id::{MAX_HASH_DEPTH, QueueId};
 use postern_lib::queue_scan::queue_files;
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 /// The queues whose messages the peer should hold copies of.
 pub const QUEUES: [&str; 4] = ["incoming", "active", "deferred", "hold"];
 
-/// The queue IDs of every message queued in `queue_dir` (the rejoin's "still queued?").
+/// The prefix of cleanup's temporary name for a queue file it is writing
+/// (`incoming/.cleanup.ID` or `hold/.cleanup.ID`, renamed to `ID` when committed;
+/// cleanup's `queue::TEMP_PREFIX`): such a message is on its way to its 250 or its 451.
+pub const CLEANUP_TEMP_PREFIX: &str = ".cleanup.";
+
+/// Where message `id` is in `queue_dir`: (queue, path), flat or hashed.
+pub fn locate(queue_dir: &Path, queues: &[&str], id: &QueueId) -> Option<(String, PathBuf)> {
+    queues.iter().find_map(|q| {
+        (0..=MAX_HASH_DEPTH).find_map(|depth| {
+            let path = queue_dir.join(q).join(id.hash_dir(depth)).join(id.as_str());
+            std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.file_type().is_file())
+                .then(|| (q.to_string(), path))
+        })
+    })
+}
+
+/// Which of `asked` (queue IDs) are queued in `queue_dir`, or still being written by
+/// cleanup (the peer's question before it drops a copy, [`crate::prune`]). Fails when a
+/// queue directory is not there (a queue directory removed, a disk gone): nothing must be
+/// answered "not queued" then.
 ///
-/// qmgr moves files between the queues while they are listed: a file renamed from a queue
-/// not listed yet into one listed already is missed by one pass. So two passes in
-/// opposite orders, united: a file is missed only if it moves against both orders, twice,
-/// within the few milliseconds they take (an answer "not queued" drops the peer's copy).
-pub fn queued_ids(queue_dir: &Path) -> std::collections::HashSet<String> {
-    QUEUES
+/// Looked up by name, not by listing: qmgr moves files between the queues (incoming →
+/// active → deferred → active) and cleanup renames its temporary into place, each an
+/// atomic rename; a message is looked for in the queues in one order and then, if not
+/// found, in the reverse order, so it is missed only if it moves against both within the
+/// microseconds in between (and the peer drops a copy only when two checks in a row
+/// missed it).
+pub fn still_queued(queue_dir: &Path, asked: &[String]) -> Result<HashSet<String>, String> {
+    for q in QUEUES {
+        let p = queue_dir.join(q);
+        if !std::fs::metadata(&p).is_ok_and(|m| m.is_dir()) {
+            return Err(format!("{}/ is not there", p.display()));
+        }
+    }
+    let mut reverse = QUEUES;
+    reverse.reverse();
+    let being_written = |id: &str| {
+        ["incoming", "hold"]
+            .iter()
+            .any(|q| std::fs::symlink_metadata(queue_dir.join(q).join(format!("{CLEANUP_TEMP_PREFIX}{id}"))).is_ok())
+    };
+    Ok(asked
         .iter()
-        .chain(QUEUES.iter().rev())
-        .flat_map(|q| queue_files(queue_dir, q).unwrap_or_default())
-        .map(|f| f.id.as_str().to_string())
-        .collect()
+        .filter(|id| {
+            let Ok(qid) = QueueId::parse(id) else {
+                return false;
+            };
+            being_written(id)
+                || locate(queue_dir, &QUEUES, &qid).is_some()
+                || locate(queue_dir, &reverse, &qid).is_some()
+                || being_written(id)
+        })
+        .cloned()
+        .collect())
 }
 
 /// Is `id` still queued here?

@@ -17,6 +17,11 @@
 //! disk intact, asks which of its queued messages were adopted here ([`adopted_of`]) and
 //! removes them before it delivers anything (`postern mirror rejoin`), so nothing adopted
 //! is delivered twice.
+//!
+//! Two more files: `queue-token`, this node's queue identity (made once per queue
+//! directory, sent with every answer to "which are still queued?"), and `peer-token`, the
+//! peer's as last seen, so copies are never dropped on the word of a queue that is not
+//! the one that sent them ([`crate::prune`]).
 
 use postern_lib::queue_id::QueueId;
 use std::io::Write;
@@ -33,6 +38,69 @@ pub const ADOPTED_LOG: &str = "adopted";
 pub const ADOPTED_KEEP: usize = 200_000;
 /// Most bytes of the adopted list read.
 const ADOPTED_MAX_BYTES: u64 = (ADOPTED_KEEP as u64 + 1000) * 17 * 2;
+
+/// This node's queue token in `mirror/` (not a queue ID): 32 random hex digits made the
+/// first time the peer asks what is queued here, so a queue directory that is replaced
+/// (a new disk) has another one ([`crate::prune`]).
+pub const QUEUE_TOKEN: &str = "queue-token";
+/// The peer's queue token as this node last saw it, and since when (`TOKEN SECS`).
+pub const PEER_TOKEN: &str = "peer-token";
+
+/// Whether `t` looks like a queue token.
+pub fn valid_token(t: &str) -> bool {
+    t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// This node's queue token (`dir` is its `mirror/`), made when there is none.
+pub fn queue_token(dir: &Path) -> Result<String, String> {
+    let path = dir.join(QUEUE_TOKEN);
+    let read = || {
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    if !path.exists() {
+        let mut bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| "no random numbers".to_string())?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        // O_EXCL: of two processes making one at once, one wins and both read its token.
+        if let Ok(mut f) = postern_lib::safe_open::create_excl(dir, QUEUE_TOKEN, 0o600) {
+            f.write_all(format!("{token}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let _ = postern_lib::safe_open::fsync_dir(dir);
+        }
+    }
+    let token = read()?;
+    if valid_token(&token) {
+        Ok(token)
+    } else {
+        Err(format!("{}: not a queue token", path.display()))
+    }
+}
+
+/// The peer's queue token as last seen, and the Unix second since which it is the one.
+pub fn peer_token(dir: &Path) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(dir.join(PEER_TOKEN)).ok()?;
+    let mut w = text.split_whitespace();
+    let token = w.next().filter(|t| valid_token(t))?.to_string();
+    let since = w.next().and_then(|s| s.parse().ok())?;
+    Some((token, since))
+}
+
+/// Records the peer's queue token, durably, owned like `dir`.
+pub fn set_peer_token(dir: &Path, token: &str, since: u64) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    postern_lib::safe_open::write_atomic(dir, PEER_TOKEN, 0o600, |f| {
+        f.write_all(format!("{token} {since}\n").as_bytes())
+    })
+    .map_err(|e| e.to_string())?;
+    if let Ok(m) = std::fs::metadata(dir) {
+        let _ = std::os::unix::fs::chown(dir.join(PEER_TOKEN), Some(m.uid()), Some(m.gid()));
+    }
+    Ok(())
+}
 
 /// Writes the copy of `id` durably.
 pub fn keep(dir: &Path, id: &QueueId, data: &[u8]) -> Result<(), String> {

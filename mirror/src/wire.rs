@@ -13,8 +13,8 @@
 //! | `D` | client | drop: queue IDs separated by `\n` |
 //! | `I` | client | ping (empty) |
 //! | `Q` | client | rejoin: queue IDs of the client's own queue, `\n`-separated: which did you adopt? |
-//! | `S` | client | rejoin: queue IDs of the copies the client holds: which are still queued at you? |
-//! | `O` | server | done: the copy is durable / dropped / pong (empty); for `Q` and `S` the answer, queue IDs `\n`-separated, a subset of those asked |
+//! | `S` | client | check or rejoin: queue IDs of the copies the client holds: which are still queued (or being written) at you? |
+//! | `O` | server | done: the copy is durable / dropped / pong (empty); for `Q` and `S` the answer, queue IDs `\n`-separated, a subset of those asked; for `S` after a first line `token:` and the server's queue token |
 //! | `F` | server | failed: a line of text |
 //!
 //! Both sides prove that they know the shared secret without sending it: a server that
@@ -35,6 +35,9 @@ pub const MAX_CONTROL: usize = 64 * 1024;
 pub const ENVELOPE_ALLOWANCE: u64 = 4 * 1024 * 1024;
 /// Most queue IDs in one rejoin question (16 characters and a newline each: 17 KB).
 pub const MAX_ASK: usize = 1000;
+/// The first line of the answer to [`kind::QUEUED`]: `token:` and the answering node's
+/// queue token ([`crate::store::queue_token`]).
+pub const TOKEN_LINE: &str = "token:";
 /// Bytes of a challenge.
 const CHALLENGE: usize = 32;
 /// Bytes of an HMAC-SHA256 tag.
@@ -274,6 +277,28 @@ impl PeerConn {
         let answer = self.request(k, &[ids.join("\n").as_bytes()], deadline)?;
         let named: std::collections::HashSet<&[u8]> = answer.split(|&b| b == b'\n').collect();
         Ok(ids.iter().filter(|id| named.contains(id.as_bytes())).cloned().collect())
+    }
+
+    /// Asks the peer which of `ids` (copies this node holds) are still queued there
+    /// ([`kind::QUEUED`]): its queue token (the answer's first line, [`TOKEN_LINE`]; None
+    /// when it sent none) and the subset of `ids` it names.
+    pub fn ask_queued(&mut self, ids: &[String], deadline: Instant) -> Result<(Option<String>, Vec<String>), String> {
+        if ids.len() > MAX_ASK {
+            return Err(format!("at most {MAX_ASK} queue IDs per question"));
+        }
+        let answer = self.request(kind::QUEUED, &[ids.join("\n").as_bytes()], deadline)?;
+        let token = answer
+            .split(|&b| b == b'\n')
+            .next()
+            .and_then(|l| l.strip_prefix(TOKEN_LINE.as_bytes()))
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .filter(|t| crate::store::valid_token(t))
+            .map(str::to_string);
+        let named: std::collections::HashSet<&[u8]> = answer.split(|&b| b == b'\n').collect();
+        Ok((
+            token,
+            ids.iter().filter(|id| named.contains(id.as_bytes())).cloned().collect(),
+        ))
     }
 
     fn request(&mut self, k: u8, parts: &[&[u8]], deadline: Instant) -> Result<Vec<u8>, String> {

@@ -13,7 +13,8 @@
 //! [`Pair::new`] is the address alone: SMTP and POP3, each node its own queue and
 //! mailboxes. [`Pair::full`] is the pair as examples/active-standby builds it plus the
 //! replicated mailboxes: SMTP, submission (SASL), POP3 and IMAP on the address, the queue
-//! mirror (`queue_mirror_peer`, degraded when the peer is unreachable) and the replicator
+//! mirror (`queue_mirror_peer`, degraded when the peer is unreachable — [`Pair::full_with`]
+//! chooses —, checked every second) and the replicator
 //! between the nodes (`replica_peers`, swept every second), so either node serves the
 //! same mailbox state.
 
@@ -87,16 +88,21 @@ impl Pair {
     /// Builds the LAN and both nodes' Postern (started), keepalived not yet started.
     /// `mode` and `alternate` are render.sh's `--mode` and `--alternate-seconds`.
     pub fn new(prefix: &str, mode: &str, alternate: u32) -> Pair {
-        Pair::build(prefix, mode, alternate, false)
+        Pair::build(prefix, mode, alternate, None)
     }
 
     /// [`Pair::new`] with the queue mirror, the replicator, submission and IMAP (see the
     /// module doc), in fail-back mode.
     pub fn full(prefix: &str) -> Pair {
-        Pair::build(prefix, "failback", 60, true)
+        Pair::build(prefix, "failback", 60, Some("degraded"))
     }
 
-    fn build(prefix: &str, mode: &str, alternate: u32, full: bool) -> Pair {
+    /// [`Pair::full`] with `queue_mirror_unreachable = unreachable` (`defer` or `degraded`).
+    pub fn full_with(prefix: &str, unreachable: &str) -> Pair {
+        Pair::build(prefix, "failback", 60, Some(unreachable))
+    }
+
+    fn build(prefix: &str, mode: &str, alternate: u32, full: Option<&str>) -> Pair {
         let mut lan = Lan::new(prefix);
         lan.add_host("n1", &["198.18.1.1/24"]);
         lan.add_host("n2", &["198.18.1.2/24"]);
@@ -113,15 +119,15 @@ impl Pair {
             );
             let host = format!("myhostname=n{}.example.test", i + 1);
             let mut settings = vec![host, "pop3d_secure_networks=127.0.0.0/8, 198.18.1.0/24".to_string()];
-            let services = if full {
-                settings.extend(full_settings(i));
+            let services = if let Some(unreachable) = full {
+                settings.extend(full_settings(i, unreachable));
                 full_services(i)
             } else {
                 services
             };
             let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
             let mut inst = Instance::new(&services, &settings);
-            if full {
+            if full.is_some() {
                 for (file, secret) in [
                     ("mirror-secret", "the-pair-mirror-secret-0123456789\n"),
                     ("replica-secret", "the-pair-replica-secret-0123456789\n"),
@@ -392,18 +398,19 @@ pub fn mirror_services(listen: &str) -> String {
             "maxproc = 1\nmax_conns = 64\nmax_use = 1000000\nmax_idle = \"1d\"",
         ));
     }
+    // One long-lived process (its watch thread checks with the peer), woken every second.
     s.push_str(&daemon_service(
         "mirror",
         "unix",
         "",
         "mirror",
-        "maxproc = 1\nmax_conns = 256\nmax_use = 1000000\nmax_idle = \"1d\"",
+        "maxproc = 1\nmin_procs = 1\nmax_conns = 256\nmax_use = 1000000\nmax_idle = \"1000d\"\nwakeup = \"1s\"",
     ));
     s
 }
 
 /// Node `i`'s settings in a [`Pair::full`] beside its host name.
-fn full_settings(i: usize) -> Vec<String> {
+fn full_settings(i: usize, unreachable: &str) -> Vec<String> {
     let peer = node_addr(1 - i);
     vec![
         "imapd_secure_networks=127.0.0.0/8, 198.18.1.0/24".into(),
@@ -411,8 +418,9 @@ fn full_settings(i: usize) -> Vec<String> {
         "auth_failure_delay=0s".into(),
         format!("queue_mirror_peer={peer}:1191"),
         "queue_mirror_secret_file=mirror-secret".into(),
-        "queue_mirror_unreachable=degraded".into(),
+        format!("queue_mirror_unreachable={unreachable}"),
         "queue_mirror_timeout=2s".into(),
+        "queue_mirror_check_interval=1s".into(),
         format!("replica_peers=[\"{peer}:1190\"]"),
         format!("replica_name=n{}", i + 1),
         "replica_secret_file=replica-secret".into(),

@@ -504,3 +504,30 @@ fn health_check_exit_codes_and_bounds() {
     assert!(took < Duration::from_secs(4), "bounded: {took:?}");
     assert!(wait_for(Duration::from_secs(10), || health(&inst, &[]).0 == Some(0)));
 }
+
+#[test]
+fn health_check_that_hangs_is_ended_by_its_own_watchdog() {
+    // What a hung file system does to a check: its configuration is a FIFO nobody writes,
+    // so reading it never returns. The check ends itself (exit 4) just after --timeout,
+    // before keepalived's own kill (the template's timeout, 5 s) would have to.
+    let dir = tempfile::tempdir().expect("tempdir");
+    nix::unistd::mkfifo(&dir.path().join("main.toml"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let t0 = Instant::now();
+    let out = Command::new(bin("postern"))
+        .arg("-c")
+        .arg(dir.path())
+        .args(["status", "--health", "--timeout", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("postern");
+    let took = t0.elapsed();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    println!(
+        "hung health check: exit {:?} after {:.2} s: {line}",
+        out.status.code(),
+        took.as_secs_f64()
+    );
+    assert_eq!(out.status.code(), Some(4), "{line}");
+    assert!(line.contains("did not finish within 1s"), "{line}");
+    assert!(took < Duration::from_millis(2500), "bounded: {took:?}");
+}

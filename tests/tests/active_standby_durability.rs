@@ -61,12 +61,12 @@ fn delivered(inst: &Instance) -> HashMap<String, usize> {
     out
 }
 
-/// Files (not temporaries) in `dir`.
+/// Files named by a queue ID in `dir` (not temporaries, not mirror/'s own files).
 fn count_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .filter(|e| postern_lib::queue_id::QueueId::parse(&e.file_name().to_string_lossy()).is_ok())
                 .count()
         })
         .unwrap_or(0)
@@ -111,6 +111,12 @@ struct Pair {
 
 impl Pair {
     fn new(prefix: &str, mirror: bool) -> Pair {
+        Pair::with(prefix, mirror, "degraded", [&[], &[]])
+    }
+
+    /// With `queue_mirror_unreachable = unreachable` and `extra` settings per node.
+    fn with(prefix: &str, mirror: bool, unreachable: &str, extra: [&[&str]; 2]) -> Pair {
+        let unreachable = format!("queue_mirror_unreachable={unreachable}");
         let mut lan = Lan::new(prefix);
         lan.add_host("n1", &["198.18.1.1/24"]);
         lan.add_host("n2", &["198.18.1.2/24"]);
@@ -126,11 +132,8 @@ impl Pair {
             let host = format!("myhostname=n{}.example.test", i + 1);
             let mut settings = vec![host.as_str()];
             if mirror {
-                settings.extend([
-                    peer.as_str(),
-                    "queue_mirror_secret_file=mirror-secret",
-                    "queue_mirror_unreachable=degraded",
-                ]);
+                settings.extend([peer.as_str(), "queue_mirror_secret_file=mirror-secret", &unreachable]);
+                settings.extend_from_slice(extra[i]);
             }
             let mut inst = Instance::new(&services, &settings);
             write_secret(&inst);
@@ -398,6 +401,267 @@ fn node_back_with_its_queue_does_not_redeliver_what_the_peer_adopted() {
         delivered(&pair.nodes[0]).keys().collect::<Vec<_>>(),
         ["after-0@as.test"]
     );
+}
+
+/// The copies of the peer's messages node `i` holds (`mirror/`).
+fn copies(pair: &Pair, i: usize) -> usize {
+    count_files(&pair.nodes[i].queue().join("mirror"))
+}
+
+/// The queue files (not temporaries) below `queue` of node `i`, hashed or flat.
+fn queue_ids(pair: &Pair, i: usize, queue: &str) -> Vec<String> {
+    files_below(&pair.nodes[i].queue().join(queue))
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| postern_lib::queue_id::QueueId::parse(n).is_ok())
+        .collect()
+}
+
+/// Message-ID → copies over both nodes' Maildirs.
+fn delivered_both(pair: &Pair) -> HashMap<String, usize> {
+    let mut all = delivered(&pair.nodes[0]);
+    for (id, n) in delivered(&pair.nodes[1]) {
+        *all.entry(id).or_insert(0) += n;
+    }
+    all
+}
+
+/// Sends one message `<ID-0@as.test>` from the client to node `i`; its outcome line.
+fn send_to(pair: &Pair, i: usize, id: &str) -> String {
+    let (ok, bad) = send_many(Some((&pair.lan, "c")), &format!("198.18.1.{}", i + 1), 25, id, 1);
+    if ok == 1 { "250".into() } else { bad.join(" ") }
+}
+
+/// The pids of the processes named `name` in node `i`'s namespace.
+fn named_in(pair: &Pair, i: usize, name: &str) -> Vec<u32> {
+    pids_in(&pair.lan.ns(["n1", "n2"][i]))
+        .into_iter()
+        .filter(|&p| comm(p).as_deref() == Some(name))
+        .collect()
+}
+
+#[test]
+fn orphan_copies_are_dropped_while_both_run_and_an_adoption_delivers_once() {
+    if !can_run() || !require_tool("bridge", "iproute2") {
+        return;
+    }
+    let t0 = Instant::now();
+    // A 451 when node 2 has not acknowledged within 2 s. Node 2 checks its copies every
+    // second; node 1 hardly ever (its checks would take the pooled connection to node 2
+    // that the late put below must use).
+    let pair = Pair::with(
+        "pst-or-",
+        true,
+        "defer",
+        [
+            &["queue_mirror_timeout=2s", "queue_mirror_check_interval=3600s"],
+            &["queue_mirror_timeout=2s", "queue_mirror_check_interval=1s"],
+        ],
+    );
+    let (n1, n2) = (&pair.nodes[0], &pair.nodes[1]);
+    // A message that passes opens node 1's connection to node 2's mirror.
+    assert_eq!(send_to(&pair, 0, "warm"), "250");
+    assert!(
+        wait_for(Duration::from_secs(20), || delivered(n1).contains_key("warm-0@as.test")
+            && copies(&pair, 1) == 0),
+        "warm delivered, its copy dropped: {} copies\n{}",
+        copies(&pair, 1),
+        n2.log()
+    );
+
+    // (1) The acknowledgement comes too late: node 2's mirror does not run (SIGSTOP) while
+    // node 1 waits for it; node 1 answers 451, and node 2, running again, reads the put
+    // that waited in its socket and writes the copy: an orphan of a refused message.
+    // (The drop notice's answer is on its way back to node 1 when the copy goes: node 1's
+    // connection returns to its pool only then.)
+    std::thread::sleep(Duration::from_secs(1));
+    let mirror2 = named_in(&pair, 1, "mirror");
+    assert!(!mirror2.is_empty(), "node 2's mirror runs");
+
+    for &p in &mirror2 {
+        signal(p, nix::sys::signal::Signal::SIGSTOP);
+    }
+    let outcome = send_to(&pair, 0, "late");
+    for &p in &mirror2 {
+        signal(p, nix::sys::signal::Signal::SIGCONT);
+    }
+    assert!(outcome.contains(" 451 "), "refused while node 2 is silent: {outcome}");
+
+    assert!(
+        wait_for(Duration::from_secs(10), || copies(&pair, 1) == 1
+            || n2.log_count("mirror copy dropped") >= 1),
+        "node 2 wrote the copy of the refused message\n{}\n--- node 1\n{}",
+        n2.log(),
+        n1.log()
+    );
+    // Node 2's checks find it queued nowhere at node 1, twice: it goes.
+    assert!(
+        wait_for(Duration::from_secs(15), || copies(&pair, 1) == 0),
+        "the orphan of the 451 is dropped: {} copies\n{}",
+        copies(&pair, 1),
+        n2.log()
+    );
+    assert!(
+        n2.log_count(": mirror copy dropped: the peer no longer has it queued") >= 1,
+        "{}",
+        n2.log()
+    );
+    // The client sends it again: accepted now.
+    assert_eq!(send_to(&pair, 0, "late"), "250");
+
+    // (2) A drop notice lost: node 1 delivers a message while the link between the nodes
+    // is cut (the client reaches both); node 2 keeps the copy until the link heals and
+    // its checks find the message gone at node 1.
+    let qmgr1 = pair.hold_delivery(0);
+    assert_eq!(send_to(&pair, 0, "lost-drop"), "250");
+    assert!(
+        wait_for(Duration::from_secs(10), || copies(&pair, 1) == 1),
+        "{}",
+        copies(&pair, 1)
+    );
+    pair.lan.set_isolated("n1", true);
+    pair.lan.set_isolated("n2", true);
+    signal(qmgr1, nix::sys::signal::Signal::SIGCONT);
+    assert!(
+        wait_for(Duration::from_secs(20), || delivered(n1)
+            .contains_key("lost-drop-0@as.test")
+            && n1.log_count("cannot tell the peer to drop") >= 1),
+        "node 1 delivers, its drop notice cannot reach node 2\n{}",
+        n1.log()
+    );
+    assert_eq!(copies(&pair, 1), 1, "node 2 still holds the copy");
+    pair.lan.set_isolated("n1", false);
+    pair.lan.set_isolated("n2", false);
+    assert!(
+        wait_for(Duration::from_secs(20), || copies(&pair, 1) == 0),
+        "the copy of the message node 1 finished is dropped after the heal: {}\n{}",
+        copies(&pair, 1),
+        n2.log()
+    );
+
+    // (3) Node 1 dies holding one message; node 2 adopts exactly that one.
+    pair.hold_delivery(0);
+    assert_eq!(send_to(&pair, 0, "final"), "250");
+    assert!(
+        wait_for(Duration::from_secs(10), || copies(&pair, 1) == 1),
+        "{}",
+        copies(&pair, 1)
+    );
+    assert!(pair.lan.kill_all("n1") >= 5);
+    let adopt = notify_master(&pair);
+    assert!(adopt.contains("adopted 1 message(s)"), "{adopt}");
+    assert!(wait_for(Duration::from_secs(20), || delivered(n2)
+        .contains_key("final-0@as.test")));
+    std::thread::sleep(Duration::from_millis(500));
+    let all = delivered_both(&pair);
+    let want: HashMap<String, usize> = ["warm", "late", "lost-drop", "final"]
+        .iter()
+        .map(|id| (format!("{id}-0@as.test"), 1))
+        .collect();
+    assert_eq!(all, want, "every accepted message once, the refused one only as resent");
+    println!("orphan copies test: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Messages node 1 holds deferred when it is frozen.
+const FROZEN: usize = 3;
+
+#[test]
+fn frozen_node_that_resumes_removes_what_the_peer_adopted() {
+    if !can_run() {
+        return;
+    }
+    let t0 = Instant::now();
+    let settings: &[&str] = &["queue_mirror_timeout=2s", "queue_mirror_check_interval=1s"];
+    let pair = Pair::with("pst-fz-", true, "degraded", [settings, settings]);
+    let (n1, n2) = (&pair.nodes[0], &pair.nodes[1]);
+    // Node 1 cannot deliver to alice for now (her mailbox path is a file: a temporary
+    // failure): the messages wait in its deferred queue, their copies on node 2.
+    let mailbox = n1.root.path().join("var/mail/alice");
+    std::fs::write(&mailbox, b"not a maildir").expect("block the mailbox");
+    let (ok, bad) = send_many(Some((&pair.lan, "c")), "198.18.1.1", 25, "frozen", FROZEN);
+    assert_eq!(ok, FROZEN, "{bad:?}");
+    assert!(
+        wait_for(Duration::from_secs(20), || queue_ids(&pair, 0, "deferred").len()
+            == FROZEN),
+        "node 1 defers them: {:?}\n{}",
+        queue_ids(&pair, 0, "deferred"),
+        n1.log()
+    );
+    assert_eq!(copies(&pair, 1), FROZEN);
+
+    // Node 1 freezes (every process stopped, as a paused VM): node 2 takes over; the
+    // notify hook's ping gets no answer within its bound and node 2 adopts.
+    let frozen = pids_in(&pair.lan.ns("n1"));
+    for &p in &frozen {
+        signal(p, nix::sys::signal::Signal::SIGSTOP);
+    }
+    let t_freeze = Instant::now();
+    let t_hook = Instant::now();
+    let adopt = notify_master(&pair);
+    println!(
+        "adoption with node 1 frozen: {:.2} s: {}",
+        t_hook.elapsed().as_secs_f64(),
+        adopt.trim()
+    );
+    assert!(adopt.contains("is down") && adopt.contains("timed out"), "{adopt}");
+    assert!(adopt.contains(&format!("adopted {FROZEN} message(s)")), "{adopt}");
+    assert!(
+        wait_for(Duration::from_secs(20), || delivered(n2).len() == FROZEN),
+        "node 2 delivers the adopted messages: {:?}",
+        delivered(n2)
+    );
+
+    // Node 1 resumes, its mailbox usable again: its mirror daemon notices the gap, asks
+    // node 2 and removes the messages node 2 adopted from its deferred queue.
+    std::fs::remove_file(&mailbox).expect("unblock the mailbox");
+    // A pause longer than a take-over (the mirror daemon counts one of more than 3 s).
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(t_freeze.elapsed()));
+    let t_resume = Instant::now();
+    for &p in &frozen {
+        signal(p, nix::sys::signal::Signal::SIGCONT);
+    }
+    assert!(
+        wait_for(Duration::from_secs(15), || queue_ids(&pair, 0, "deferred").is_empty()),
+        "node 1 removes what node 2 adopted: {:?}\n{}",
+        queue_ids(&pair, 0, "deferred"),
+        n1.log()
+    );
+    println!(
+        "node 1 removed the adopted messages {:.2} s after it resumed",
+        t_resume.elapsed().as_secs_f64()
+    );
+    assert!(n1.log_count("mirror: this node did not run for") >= 1, "{}", n1.log());
+    assert_eq!(
+        n1.log_count("while this node was away; removed from deferred/"),
+        FROZEN,
+        "{}",
+        n1.log()
+    );
+    // A flush finds nothing of them to deliver again.
+    let out = pair
+        .lan
+        .command("n1", bin("postqueue"))
+        .arg("-c")
+        .arg(n1.etc())
+        .arg("-f")
+        .output()
+        .expect("postqueue -f");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(send_to(&pair, 0, "after"), "250");
+    assert!(wait_for(Duration::from_secs(20), || delivered(n1)
+        .contains_key("after-0@as.test")));
+    std::thread::sleep(Duration::from_secs(1));
+    let all = delivered_both(&pair);
+    for i in 0..FROZEN {
+        assert_eq!(all.get(&format!("frozen-{i}@as.test")), Some(&1), "{all:?}");
+    }
+    assert_eq!(
+        delivered(n1).len(),
+        1,
+        "node 1 delivered only the new one: {:?}",
+        delivered(n1)
+    );
+    println!("frozen node test: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
 // ---- one node on loopback against a peer played by the test ----

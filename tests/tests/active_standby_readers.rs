@@ -286,3 +286,120 @@ fn split_brain_with_the_mirror_loses_nothing_and_converges() {
         copies_and_their_log(&pair)
     );
 }
+
+/// Sends `<ID@as.test>` to alice at `host` from the client; the reply code to the message
+/// (250, or the code of the refusal).
+fn send_code(pair: &Pair, host: &str, id: &str) -> u16 {
+    let out = pair.python(
+        "c",
+        &format!(
+            "import smtplib\ns = smtplib.SMTP('{host}', 25, timeout=20)\ntry:\n    \
+             s.sendmail('bob@example.test', ['alice@example.test'], \
+             'Subject: {id}\\r\\nMessage-ID: <{id}@as.test>\\r\\n\\r\\nsplit\\r\\n')\n    print(250)\n\
+             except smtplib.SMTPResponseException as e:\n    print(e.smtp_code)\ns.quit()\n"
+        ),
+    );
+    out.trim().parse().unwrap_or_else(|_| panic!("no reply code: {out}"))
+}
+
+#[test]
+fn split_brain_in_defer_mode_refuses_honestly_and_converges() {
+    if !can_run() || !require_tool("bridge", "iproute2") {
+        return;
+    }
+    let t0 = Instant::now();
+    let mut pair = Pair::full_with("pst-rd-", "defer");
+    pair.start_keepalived(0);
+    pair.start_keepalived(1);
+    pair.wait_holder("n1", Duration::from_secs(20));
+    assert!(wait_for(Duration::from_secs(10), || hook_state(&pair, 0) == "MASTER"));
+    pair.send_ok("sd-0");
+    wait_converged(&pair, &["sd-0"], Duration::from_secs(30));
+    // Accepted by node 1 before the split, still queued there (its delivery held), its
+    // copy on node 2.
+    let qmgr1 = pair.qmgr(0);
+    signal(qmgr1, nix::sys::signal::Signal::SIGSTOP);
+    pair.send_ok("sd-queued");
+    assert!(wait_for(Duration::from_secs(5), || !pair.nodes[0].queued().is_empty()));
+    assert_eq!(pair.nodes[1].mirror_copies(), 1, "node 2 holds the copy");
+
+    // The nodes stop hearing each other; the client reaches both. Node 2 becomes MASTER
+    // too, finds node 1's mirror silent and adopts the queued message.
+    pair.lan.set_isolated("n1", true);
+    pair.lan.set_isolated("n2", true);
+    assert!(
+        wait_for(Duration::from_secs(15), || pair.holders() == ["n1", "n2"]),
+        "both nodes hold {VIP} during the split: {:?}\n{}",
+        pair.holders(),
+        pair.keepalived_logs()
+    );
+    let adopt_log = pair.nodes[1].root().join("vrrp.state.adopt");
+    assert!(
+        wait_for(Duration::from_secs(15), || std::fs::read_to_string(&adopt_log)
+            .unwrap_or_default()
+            .contains("adopted 1 message(s)")),
+        "node 2 adopts node 1's queued message: {:?}",
+        std::fs::read_to_string(&adopt_log)
+    );
+    // queue_mirror_unreachable = defer: neither node accepts what the other cannot hold;
+    // to each node's own address and through the service address, the client gets 451.
+    for (host, id) in [
+        (node_addr(0), "sd-n1"),
+        (node_addr(1), "sd-n2"),
+        (VIP.to_string(), "sd-vip"),
+    ] {
+        assert_eq!(send_code(&pair, &host, id), 451, "{id} through {host} during the split");
+    }
+    for n in &pair.nodes {
+        assert!(
+            n.inst.log_count(": defer: no copy on 198.18.1.") >= 1,
+            "{} logs why it refused\n{}",
+            n.name,
+            n.inst.log()
+        );
+    }
+
+    // Healed: node 1 alone holds the address; hearing node 2 again, node 1's mirror asks
+    // what node 2 adopted and removes it from its own queue (its qmgr still held).
+    pair.lan.set_isolated("n1", false);
+    pair.lan.set_isolated("n2", false);
+    pair.wait_holder("n1", Duration::from_secs(15));
+    assert!(
+        wait_for(Duration::from_secs(15), || pair.nodes[0]
+            .inst
+            .log_count("while this node was away; removed from")
+            == 1),
+        "node 1 removes the message node 2 adopted\n{}",
+        pair.nodes[0].inst.log()
+    );
+    assert!(pair.nodes[0].queued().is_empty(), "{:?}", pair.nodes[0].queued());
+    signal(qmgr1, nix::sys::signal::Signal::SIGCONT);
+    // The 451s were honest: what was refused is in no mailbox; the rest is on both.
+    wait_converged(&pair, &["sd-0", "sd-queued"], Duration::from_secs(40));
+    // The client sends the refused ones again: accepted now, each delivered once.
+    for id in ["sd-n1", "sd-n2", "sd-vip"] {
+        assert!(
+            wait_for(Duration::from_secs(15), || pair.send(id).status.success()),
+            "{id} accepted after the heal"
+        );
+    }
+    wait_converged(
+        &pair,
+        &["sd-0", "sd-queued", "sd-n1", "sd-n2", "sd-vip"],
+        Duration::from_secs(40),
+    );
+    let n1 = pair.imap_state("n1", "127.0.0.1");
+    let n2 = pair.imap_state("n2", "127.0.0.1");
+    assert_eq!(n1, n2, "both nodes show the reader the same mailbox");
+    assert!(
+        wait_for(Duration::from_secs(20), || pair
+            .nodes
+            .iter()
+            .all(|n| n.mirror_copies() == 0)),
+        "copies left: n1 {}, n2 {}\n{}",
+        pair.nodes[0].mirror_copies(),
+        pair.nodes[1].mirror_copies(),
+        copies_and_their_log(&pair)
+    );
+    println!("split brain in defer mode: {:.1} s", t0.elapsed().as_secs_f64());
+}

@@ -344,6 +344,13 @@ settings! {
     /// `postern status`).
     queue_mirror_unreachable: MirrorUnreachable = MirrorUnreachable::Defer,
         readers "cleanup postern";
+    /// mirror: how often the mirror daemon checks with the peer: it drops the copies of
+    /// the peer's messages that the peer no longer has queued (refused with 451 after the
+    /// copy was written, or finished while the drop notice was lost; a copy goes after two
+    /// checks in a row found it gone there), and notices the peer coming back. Needs the
+    /// mirror unix service kept alive (master.toml: `min_procs = 1`, a `wakeup`).
+    queue_mirror_check_interval: Seconds = Seconds(60),
+        readers "mirror", min Seconds(1), max Seconds(3600);
     /// trivial-rewrite: Sun ONE-style rewrite rules (`domain-pattern  $U%$D@channel`; relative to the config dir).
     rewrite_rules: Vec<String> = Vec::new(),
         readers "postern trivial-rewrite";
