@@ -184,7 +184,7 @@ fn every_accepted_message_reaches_both_mailbox_servers_exactly_once_while_nodes_
     }
     // mh1 is down (a clean stop) for the second fifth of the run, B for the fourth fifth.
     let r = run(
-        "pst-rd-",
+        "pst-yd-",
         MESSAGES,
         &[
             (0.2, "mh1", "stop"),
@@ -225,7 +225,7 @@ fn every_accepted_message_reaches_both_mailbox_servers_exactly_once_while_nodes_
     // mailbox server killed mid-delivery gets it again; either way it is stored once (the
     // file is named after the message's X-Postern-GUID).
     let r = run(
-        "pst-rk-",
+        "pst-yk-",
         300,
         &[
             (0.2, "mh1", "kill"),

@@ -1,7 +1,8 @@
 //! Issue 15, the test network itself: examples/redundant's up.sh builds five namespaces
 //! with the fixed addresses, a DNS server publishing the hubs as equal MX and the mailbox
 //! servers as round-robin names, and a sender that falls over to the other hub when one
-//! is down; node.sh kill leaves no process in the node; down.sh removes everything.
+//! is down; node.sh kill leaves no process in the node; down.sh removes everything. And
+//! no two tests name the same namespace prefix (they would kill each other's hosts).
 //!
 //! Needs root, iproute2, dnsmasq, openssl, python3 (skipped with the reason recorded
 //! when one is missing, failed under CI=true).
@@ -107,4 +108,40 @@ fn up_builds_the_network_the_sender_falls_over_by_mx_and_down_removes_it() {
         assert!(!Lan::exists(ns), "{ns} removed by down.sh");
     }
     assert!(!resolv.exists(), "down.sh removed {}", resolv.display());
+}
+
+/// Every namespace prefix a test names (`"pst-XX-"`) is named once in tests/tests: a
+/// [`Lan`] first removes every namespace under its prefix (what a crashed run left), so two
+/// tests sharing one kill each other's hosts when nextest runs them together (the soak
+/// and active_standby_readers' split-brain test both used `pst-rs-`, redundant_delivery
+/// and its take-over test `pst-rk-`).
+#[test]
+fn no_two_tests_share_a_namespace_prefix() {
+    let mut places: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for file in files_below(&repo_root().join("tests/tests")) {
+        if file.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read a test file");
+        for (n, line) in text.lines().enumerate() {
+            let mut rest = line;
+            while let Some(at) = rest.find("\"pst-") {
+                let tail = &rest[at + 5..];
+                let name: String = tail.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                if !name.is_empty() && tail[name.len()..].starts_with("-\"") {
+                    places
+                        .entry(format!("pst-{name}-"))
+                        .or_default()
+                        .push(format!("{}:{}", file.display(), n + 1));
+                }
+                rest = &tail[name.len()..];
+            }
+        }
+    }
+    assert!(places.len() > 10, "found only {places:?}");
+    let shared: Vec<_> = places.iter().filter(|(_, at)| at.len() > 1).collect();
+    assert!(
+        shared.is_empty(),
+        "namespace prefixes named more than once: {shared:#?}"
+    );
 }
