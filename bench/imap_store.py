@@ -241,7 +241,8 @@ async def idle_phase(a, sessions, sampler, res):
 
 
 async def sessions_main(a, sampler):
-    res = {"bench": "store_sessions", "label": a.label, "phase": a.phase, "n": a.n, "concurrency": a.concurrency}
+    res = {"bench": "store_sessions", "label": a.label, "phase": a.phase, "n": a.n, "concurrency": a.concurrency,
+           "settle": a.settle}
     # the serving processes as started (a server that starts on the first connection: with
     # one session that logged in, selected nothing and logged out)
     r, w = await asyncio.open_connection(a.host, a.port)
@@ -288,10 +289,16 @@ async def sessions_main(a, sampler):
     for s in sessions:
         s.w.close()
     del sessions
+    closed = time.monotonic()
     await asyncio.sleep(a.settle)
     rss2, pss2, nproc = mem_mb(sampler)
     res.update(rss_closed_mb=round(rss2, 1), pss_closed_mb=round(pss2, 1), nproc_closed=nproc,
                pss_start_mb=round(pss_start, 1))
+    # once more later: a server that keeps a folder's state a while after its last session
+    if a.released_after > a.settle:
+        await asyncio.sleep(max(0.0, a.released_after - (time.monotonic() - closed)))
+        _, pss3, _ = mem_mb(sampler)
+        res.update(pss_released_mb=round(pss3, 1), released_after_s=a.released_after)
     # given back: of what the sessions (the warm-up's shared state too) grew it by
     grown = pss1 - pss_start
     res["returned_pct"] = round((pss1 - pss2) * 100 / grown) if grown > 1 else None
@@ -446,9 +453,13 @@ def report(path):
                 "%s%s" % (n, " (capped by MAX_SERVER_MB)" if r.get("capped_by_max_server_mb") else ""))
             row("memory per idle session, INBOX of %s, KB PSS" % ex, "pss%s" % ex, p, r.get("kb_per_session_pss"))
             row("memory per idle session, INBOX of %s, KB RSS" % ex, "rss%s" % ex, p, r.get("kb_per_session_rss"))
-            row("PSS of the serving processes, INBOX of %s, MB (started → one session → all open → all closed)" % ex,
-                "ret%s" % ex, p, "%s → %s → %s → %s" % (r.get("pss_start_mb", "?"), r["pss_before_mb"],
-                                                        r["pss_open_mb"], r["pss_closed_mb"]))
+            later = ""
+            if "pss_released_mb" in r:
+                later = " → %s (%s s)" % (r["pss_released_mb"], r["released_after_s"])
+            row("PSS of the serving processes, INBOX of %s, MB (started → one session → all open → all closed %s s "
+                "→ later)" % (ex, r.get("settle", "?")),
+                "ret%s" % ex, p, "%s → %s → %s → %s%s" % (r.get("pss_start_mb", "?"), r["pss_before_mb"],
+                                                          r["pss_open_mb"], r["pss_closed_mb"], later))
             if "idle_cpu_s" in r:
                 row("sessions in IDLE, INBOX of %s" % ex, "idlen", p, r.get("idling"))
                 row("CPU of those sessions' server in IDLE, nothing arriving (CPU s over the phase, % of a core)",
@@ -489,6 +500,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8, help="sessions being opened at once")
     ap.add_argument("--source-ips", type=int, default=200, help="loopback client addresses to spread over")
     ap.add_argument("--settle", type=float, default=3)
+    ap.add_argument("--released-after", type=float, default=0,
+                    help="sessions: sample the memory again this many seconds after they closed (0: not)")
     ap.add_argument("--max-server-mb", type=float, default=6000, help="stop opening past this PSS of the serving processes (0: no bound)")
     ap.add_argument("--phase", default="mem", help="sessions: mem | idle | open (a name kept in the result)")
     ap.add_argument("--idle", action="store_true")

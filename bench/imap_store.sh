@@ -31,6 +31,11 @@
 #   ONLY=stress bench/imap_store.sh     # one part only, for an A/B of one change: stress (the
 #                                       # stress mix and imaptest), steps (LOGIN+SELECT, FETCH,
 #                                       # STORE at STEP_N) or sessions (the SIZES loop without steps)
+#   PN_SET="imapd_folder_keep_time=0" bench/imap_store.sh   # main.toml settings for Postern
+#
+# Memory after the sessions closed is sampled SETTLE s after they did and again RELEASED_AFTER
+# (14) s after: Postern keeps a folder's state imapd_folder_keep_time (10 s by default) after
+# its last session, so the first sample shows it kept and the second whether it went.
 #
 # Both servers log in the system user benchbox with the same yescrypt hash (as
 # bench/imap_bench.sh does). Postern is a throwaway instance of the whole etc/ (bench/lib.sh)
@@ -50,6 +55,7 @@ STRESS_CLIENTS=${STRESS_CLIENTS:-10}
 STRESS_SECS=${STRESS_SECS:-30}
 STRESS_MSGS=${STRESS_MSGS:-1000}
 SETTLE=${SETTLE:-3}
+RELEASED_AFTER=${RELEASED_AFTER:-14}
 MAX_SERVER_MB=${MAX_SERVER_MB:-6000}
 BIG=$(echo "$SIZES" | tr ' ' '\n' | sort -n | tail -n1)
 OUT=$(results_file imap_store)
@@ -70,6 +76,8 @@ PORT=$(inet_port imap)
 SMTP_PORT=$(inet_port smtp)
 pn_set imap/inet.maxproc=4 imap/inet.max_conns=1000 imap/inet.max_use=1000000 \
   "imapd_user_connection_limit=$((CONNS + OPEN_N + STRESS_CLIENTS + 100))"
+# shellcheck disable=SC2086 # a list of settings
+[ -n "${PN_SET:-}" ] && pn_set $PN_SET
 if [ -n "$HASH" ]; then pn_user "$USER_NAME" "$USER_PW" "$HASH"; else pn_user "$USER_NAME" "$USER_PW"; fi
 OWNER=$([ "$(id -u)" = 0 ] && echo postern || id -un)
 PN_BOX=$INST/var/mail/$USER_NAME
@@ -78,7 +86,7 @@ INOTIFY_INSTANCES=$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || e
 if [ "$PEER" != 0 ] && [ "$INOTIFY_INSTANCES" -lt "$CONNS" ]; then
   progress "note: fs.inotify.max_user_instances is $INOTIFY_INSTANCES: Dovecot's imap processes of one user past that many fall back to timed checks in IDLE (raise it with sysctl for a like-for-like notification figure; Postern's imapd needs one instance per process)"
 fi
-emit_json "$OUT" "{\"bench\": \"store_run\", \"inotify_max_user_instances\": $INOTIFY_INSTANCES, \"postern\": \"$(git rev-parse --short HEAD)\", \"uptime\": \"$(uptime)\", \"sizes\": \"$SIZES\", \"conns\": $CONNS}"
+emit_json "$OUT" "{\"bench\": \"store_run\", \"inotify_max_user_instances\": $INOTIFY_INSTANCES, \"postern\": \"$(git rev-parse --short HEAD)\", \"uptime\": \"$(uptime)\", \"sizes\": \"$SIZES\", \"conns\": $CONNS, \"pn_set\": \"${PN_SET:-}\"}"
 
 fill() { # label maildir n
   progress "imap_store $1: filling with $3 messages"
@@ -94,7 +102,8 @@ run_side() { # label port pidfile serving-process-name maildir deliver-args...
   local label=$1 port=$2 pidf=$3 comm=$4 box=$5 n
   shift 5
   local common=(--port "$port" --user "$USER_NAME" --password "$USER_PW" --label "$label"
-                --json-out "$OUT" --mem-pidfile "$pidf" --mem-comm "$comm" --settle "$SETTLE")
+                --json-out "$OUT" --mem-pidfile "$pidf" --mem-comm "$comm" --settle "$SETTLE"
+                --released-after "$RELEASED_AFTER")
   local sizes=$SIZES
   case "${ONLY:-}" in
     stress) sizes= ;;

@@ -9,6 +9,7 @@ use crate::parse::{Arg, SeqSet};
 use crate::reply::flag_list;
 use crate::session::{Reply, Session};
 use postern_lib::mailbox::flags::{self, Flags};
+use std::fmt::Write as _;
 
 /// A sequence or UID set with `*` resolved, sorted and merged: membership by binary
 /// search, so a set of many ranges over a large folder costs O(n log k), not O(n × k).
@@ -160,35 +161,49 @@ impl Session {
         let pairs: Vec<(u32, Flags)> = wanted.iter().map(|&(_, u, f)| (u, f)).collect();
         let present = sel.folder.set_flags_many(&pairs)?;
         // a keyword new to the folder: * FLAGS before the FETCHes that show it
-        let mut lines = sel.flags_update();
+        let lines = sel.flags_update();
+        // the FETCH lines written as they are made (a STORE 1:* makes one per message); a
+        // flag list made once per set of flags
+        let mut out = String::new();
+        let mut names: Option<(Flags, String)> = None;
         for (&(i, u, new), ok) in wanted.iter().zip(present) {
-            if ok {
-                sel.view[i].1 = new;
-                let uid_part = if uid { format!("UID {u} ") } else { String::new() };
-                // with CONDSTORE, the MODSEQ even of a .SILENT STORE (RFC 7162 §3.1.3)
-                let modseq = sel.folder.get(u).map_or(0, |m| m.modseq);
-                if !silent {
-                    let names = flag_list(&sel.shown(u, new).imap_names(&keywords));
-                    let modseq = if condstore {
-                        format!(" MODSEQ ({modseq})")
-                    } else {
-                        String::new()
-                    };
-                    lines.push(format!(
-                        "{}{uid_part}FLAGS {names}{modseq})",
-                        crate::uidonly::fetch_head(uidonly, i, u)
-                    ));
-                } else if condstore {
-                    lines.push(format!(
-                        "{}{uid_part}MODSEQ ({modseq}))",
-                        crate::uidonly::fetch_head(uidonly, i, u)
-                    ));
+            if !ok {
+                continue;
+            }
+            sel.view[i].1 = new;
+            if silent && !condstore {
+                continue;
+            }
+            if uidonly {
+                let _ = write!(out, "* {u} UIDFETCH (");
+            } else {
+                let _ = write!(out, "* {} FETCH (", i + 1);
+            }
+            if uid {
+                let _ = write!(out, "UID {u} ");
+            }
+            if !silent {
+                let shown = sel.shown(u, new);
+                if names.as_ref().is_none_or(|(f, _)| *f != shown) {
+                    names = Some((shown, flag_list(&shown.imap_names(&keywords))));
+                }
+                let list = names.as_ref().map_or("()", |(_, l)| l.as_str());
+                let _ = write!(out, "FLAGS {list}");
+                if condstore {
+                    out.push(' ');
                 }
             }
+            // with CONDSTORE, the MODSEQ even of a .SILENT STORE (RFC 7162 §3.1.3)
+            if condstore {
+                let modseq = sel.folder.get(u).map_or(0, |m| m.modseq);
+                let _ = write!(out, "MODSEQ ({modseq})");
+            }
+            out.push_str(")\r\n");
         }
         for l in lines {
             self.line(&l);
         }
+        self.out.extend_from_slice(out.as_bytes());
         self.report(uid);
         if modified.is_empty() {
             self.ok(tag, "Store completed");

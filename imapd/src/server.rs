@@ -64,6 +64,8 @@ pub struct Imapd {
     gated: Gated<Imap>,
     /// The folder watch was set up (or found unavailable).
     watching: bool,
+    /// `imapd_folder_keep_time`: how long a folder's state outlives its last session.
+    keep: Duration,
 }
 
 /// imapd's side of the gated pool: how a session starts or is refused, the auth answers
@@ -114,6 +116,7 @@ impl Imapd {
         Imapd {
             gated: Gated::new(front, &ctx.service, m.login_client_connection_count_limit, 0),
             watching: false,
+            keep: m.imapd_folder_keep_time.duration(),
         }
     }
 
@@ -123,6 +126,8 @@ impl Imapd {
         if std::mem::replace(&mut self.watching, true) {
             return;
         }
+        // the registry is the loop thread's: set up from it
+        postern_lib::mailbox::shared::set_keep(postern_lib::mailbox::shared::Keep::for_time(self.keep));
         if let Some(fd) = postern_lib::mailbox::shared::enable_watching() {
             let res = registry.register(&mut mio::unix::SourceFd(&fd), WATCH, Interest::READABLE);
             if let Err(e) = res {
@@ -151,6 +156,8 @@ impl EventService for Imapd {
     fn tick(&mut self, lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
         // a folder without a watch looks at its stamps once this tick, for all its sessions
         postern_lib::mailbox::shared::new_round();
+        // folder states kept warm past imapd_folder_keep_time go
+        postern_lib::mailbox::shared::expire();
         self.gated.timers(lp.registry(), now);
     }
 

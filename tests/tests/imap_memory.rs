@@ -4,8 +4,9 @@
 //! megabytes in the serving imapd), then all log out. The imapd processes' resident size
 //! (VmRSS from /proc, summed over master's imapd children) must fall back to within
 //! [`BOUND_KB`] of what it was with one session logged in and nothing selected, within a
-//! few seconds: the state is freed with its last session and the allocator's free pages
-//! go back to the system (`mailbox::give_back`).
+//! few seconds of the folder's keep time (`imapd_folder_keep_time`, [`KEEP_SECS`] here):
+//! the state is freed then and the allocator's free pages go back to the system
+//! (`mailbox::give_back`).
 
 use postern_tests::*;
 use std::io::{BufRead, BufReader, Write};
@@ -16,6 +17,8 @@ const MESSAGES: usize = 20_000;
 const SESSIONS: usize = 8;
 /// How far above the one-session size imapd may stay once every session closed.
 const BOUND_KB: u64 = 3 * 1024;
+/// How long imapd keeps the folder's state after its last session (`imapd_folder_keep_time`).
+const KEEP_SECS: u64 = 3;
 
 struct Session {
     w: TcpStream,
@@ -74,7 +77,8 @@ fn imapd_gives_memory_back_when_the_sessions_of_a_big_inbox_close() {
         auth_service(),
         daemon_service("imap", "inet", &format!("127.0.0.1:{port}"), "imapd", "maxproc = 1")
     );
-    let mut inst = Instance::new(&services, &["imapd_user_connection_limit=100"]);
+    let keep = format!("imapd_folder_keep_time={KEEP_SECS}s");
+    let mut inst = Instance::new(&services, &["imapd_user_connection_limit=100", keep.as_str()]);
     add_user(&inst, "alice", "alice-pw");
     let md = inst.root.path().join("var/mail/alice");
     for d in ["tmp", "new", "cur"] {
@@ -121,7 +125,7 @@ fn imapd_gives_memory_back_when_the_sessions_of_a_big_inbox_close() {
         s.command("z LOGOUT");
     }
     let mut closed = 0;
-    let back = wait_for(Duration::from_secs(10), || {
+    let back = wait_for(Duration::from_secs(10 + KEEP_SECS), || {
         closed = imapd_rss_kb(&inst);
         closed <= base + BOUND_KB
     });

@@ -448,6 +448,13 @@ settings! {
     /// (Dovecot's login timeout); then `* BYE` and the connection closes.
     imapd_login_timeout: Seconds = Seconds(60),
         readers "imapd", min Seconds(1);
+    /// imapd: how long a folder's state (its message list, read from `cur/`, the uidlist
+    /// and the index) stays in memory after its last session closed, so a client that
+    /// logs in again within that time opens the folder without reading it afresh (what
+    /// changed meanwhile is still seen). At most 16 folders and 64 MB per imapd process;
+    /// 0: freed with the last session.
+    imapd_folder_keep_time: Seconds = Seconds(10),
+        readers "imapd", max Seconds(3600);
     /// imapd: users whose sessions are written, each to a file of its own in
     /// `imapd_transcript_directory`, for debugging a client (Dovecot's rawlog): what the
     /// client sent as `C: ` lines, what imapd answered as `S: ` lines; passwords

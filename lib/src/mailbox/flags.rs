@@ -61,17 +61,24 @@ impl Flags {
     /// The info letters, sorted as Maildir requires.
     pub fn to_info(self) -> String {
         let mut s = String::new();
+        self.push_info(&mut s);
+        s
+    }
+
+    /// Appends [`Flags::to_info`] to `s`.
+    pub fn push_info(self, s: &mut String) {
         for (bit, letter, _) in SYSTEM {
             if self.system & bit != 0 {
                 s.push(letter);
             }
         }
-        for i in 0..MAX_KEYWORDS as u32 {
-            if self.keywords & (1 << i) != 0 {
-                s.push(char::from(b'a' + i as u8));
+        if self.keywords != 0 {
+            for i in 0..MAX_KEYWORDS as u32 {
+                if self.keywords & (1 << i) != 0 {
+                    s.push(char::from(b'a' + i as u8));
+                }
             }
         }
-        s
     }
 
     /// Whether `\Deleted` is set.
@@ -129,7 +136,11 @@ pub fn split_name(file: &str) -> (&str, Flags) {
 
 /// The file name in cur/ for a base name and flags.
 pub fn cur_name(base: &str, flags: Flags) -> String {
-    format!("{base}:2,{}", flags.to_info())
+    let mut s = String::with_capacity(base.len() + 12);
+    s.push_str(base);
+    s.push_str(":2,");
+    flags.push_info(&mut s);
+    s
 }
 
 /// The keyword table's file in each folder.

@@ -191,6 +191,12 @@ pub const GHOSTS: usize = 1024;
 impl Folder {
     /// Opens the Maildir at `path` (which must exist with cur/ new/ tmp/) and syncs it.
     pub fn open(path: &Path) -> Result<Folder> {
+        Folder::open_as(path, false)
+    }
+
+    /// [`Folder::open`] of a state `watched` by inotify from the start (its watch set up
+    /// before, [`Folder::set_watched`]), so the changes of its first sync are expected.
+    pub(super) fn open_as(path: &Path, watched: bool) -> Result<Folder> {
         for sub in ["cur", "new", "tmp"] {
             let p = path.join(sub);
             if !p.is_dir() {
@@ -199,6 +205,9 @@ impl Folder {
         }
         let mut f = Folder::placeholder();
         f.path = path.to_path_buf();
+        if watched {
+            f.watch = Some(false);
+        }
         super::spool::clean_tmp(path);
         f.sync()?;
         Ok(f)
@@ -233,6 +242,26 @@ impl Folder {
             ghost_files: std::collections::VecDeque::new(),
             mailbox_guid: String::new(),
         }
+    }
+
+    /// About how many bytes of memory the state holds (its message list with the names,
+    /// envelopes, the expunge log, ghosts), for the bounds of the states kept warm
+    /// ([`super::shared::Keep`]).
+    pub fn memory_estimate(&self) -> usize {
+        let names: usize = self
+            .messages
+            .iter()
+            .map(|m| m.base.capacity() + m.file.capacity())
+            .sum();
+        let envelopes: usize = self.new_envelopes.values().map(Vec::capacity).sum();
+        std::mem::size_of::<Folder>()
+            + self.path.as_os_str().len()
+            + self.messages.capacity() * std::mem::size_of::<Message>()
+            + names
+            + self.memo_bytes
+            + envelopes
+            + self.expunged.capacity() * 16
+            + self.ghosts.len() * (std::mem::size_of::<Message>() + 100)
     }
 
     /// Whether this is a [`Folder::placeholder`].
@@ -359,6 +388,33 @@ impl Folder {
             None => true,
             Some(old) => old.recent || self.stamp() != old,
         }
+    }
+
+    /// Whether the index file or the uidlist is not as this state last read or wrote it
+    /// (another file, or another size: records appended by another process, or cut,
+    /// rewritten or removed by something else), which the watch of `new/` and `cur/`
+    /// does not see. Two `stat`s; a file the state has no identity of is not compared.
+    pub fn files_changed(&self) -> bool {
+        let index = self.index_at.is_some_and(|(dev, ino, at)| {
+            fs::metadata(self.path.join(super::index::FILE))
+                .ok()
+                .is_none_or(|m| (m.dev(), m.ino(), m.len()) != (dev, ino, at))
+        });
+        index
+            || self.list_at.is_some_and(|(ino, len)| {
+                fs::metadata(self.path.join(uidlist::FILE))
+                    .ok()
+                    .is_none_or(|m| (m.ino(), m.len()) != (ino, len))
+            })
+    }
+
+    /// Whether `cur/` and `new/` at the folder's path are still the directories the state
+    /// last synced (same inodes): not when the folder was renamed away or deleted and made
+    /// anew (a watch on the old ones sees nothing of the new). Two `stat`s.
+    pub fn same_directories(&self) -> bool {
+        let Some(stamp) = self.stamp else { return true };
+        let ino = |sub: &str| fs::metadata(self.path.join(sub)).map(|m| m.ino()).ok();
+        ino("cur") == Some(stamp.cur.2) && ino("new") == Some(stamp.new.2)
     }
 
     /// Makes [`Folder::changed`] follow an inotify watch of `new/` and `cur/` (set up
@@ -769,13 +825,16 @@ impl Folder {
             rustix::fs::Mode::empty(),
         )
         .ok();
+        // (old, new) names of the renames whose events the watch will report
+        let mut renamed = Vec::new();
         for (k, &(uid, new)) in changes.iter().enumerate() {
             // two events a rename: taken off the watch's queue before it overflows (which
-            // would cost a rescan)
+            // would cost a rescan), once they are expected
             if k % 2048 == 2047 {
+                self.expect_renames(&mut renamed);
                 super::shared::watch_events();
             }
-            match self.rename_flags(cur.as_ref(), uid, new) {
+            match self.rename_flags(cur.as_ref(), uid, new, &mut renamed) {
                 Ok(r) => {
                     if r == Some(true) {
                         changed.push(uid);
@@ -788,6 +847,7 @@ impl Folder {
                 }
             }
         }
+        self.expect_renames(&mut renamed);
         self.record(&changed, &[]);
         match failed {
             Some(e) => Err(e),
@@ -795,9 +855,28 @@ impl Folder {
         }
     }
 
+    /// Tells the watch of the renames in `cur/` this state made ([`Folder::expect`]), all
+    /// at once; `renamed` is emptied.
+    fn expect_renames(&self, renamed: &mut Vec<(String, String)>) {
+        if self.watch.is_some() && !renamed.is_empty() {
+            let events = renamed
+                .iter()
+                .flat_map(|(old, new)| [(false, old.as_str()), (true, new.as_str())]);
+            super::shared::expect_many(&self.path, "cur", events);
+        }
+        renamed.clear();
+    }
+
     /// Renames a message's file for new flags: `None` if it is gone, else whether they
-    /// changed.
-    fn rename_flags(&mut self, dir: Option<&rustix::fd::OwnedFd>, uid: u32, new: Flags) -> Result<Option<bool>> {
+    /// changed. A rename is added to `renamed` (old and new name) for
+    /// [`Folder::expect_renames`].
+    fn rename_flags(
+        &mut self,
+        dir: Option<&rustix::fd::OwnedFd>,
+        uid: u32,
+        new: Flags,
+        renamed: &mut Vec<(String, String)>,
+    ) -> Result<Option<bool>> {
         for _ in 0..3 {
             let Some(i) = self.messages.binary_search_by_key(&uid, |m| m.uid).ok() else {
                 return Ok(None);
@@ -807,22 +886,31 @@ impl Folder {
                 return Ok(Some(false));
             }
             let target = flags::cur_name(&m.base, new);
-            let cur = self.path.join("cur");
-            let renamed = match dir {
+            let done = match dir {
                 Some(d) => rustix::fs::renameat(d, m.file.as_str(), d, target.as_str()).map_err(io::Error::from),
-                None => fs::rename(cur.join(&m.file), cur.join(&target)),
+                None => {
+                    let cur = self.path.join("cur");
+                    fs::rename(cur.join(&m.file), cur.join(&target))
+                }
             };
-            match renamed {
+            match done {
                 Ok(()) => {
-                    self.expect(false, "cur", &m.file);
-                    self.expect(true, "cur", &target);
                     let m = &mut self.messages[i];
-                    m.file = target;
                     m.flags = new;
+                    if self.watch.is_some() {
+                        let old = std::mem::replace(&mut m.file, target.clone());
+                        renamed.push((old, target));
+                    } else {
+                        m.file = target;
+                    }
                     return Ok(Some(true));
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => self.sync()?,
-                Err(e) => return Err(io_err("rename", &cur.join(&m.file), e)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // (what this state renamed so far is expected before it looks again)
+                    self.expect_renames(renamed);
+                    self.sync()?
+                }
+                Err(e) => return Err(io_err("rename", &self.path.join("cur").join(&m.file), e)),
             }
         }
         Ok(None)
@@ -906,7 +994,7 @@ impl Folder {
             }
         };
         self.expect(true, "cur", &name);
-        let _ = crate::safe_open::fsync_dir(&self.path.join("cur"));
+        // adopt makes the rename durable (cur/'s fsync) with the UID's record
         self.adopt(&base, name, fl, bytes.len() as u64, mtime)
     }
 
@@ -922,10 +1010,13 @@ impl Folder {
         let target = self.path.join("cur").join(&name);
         spool.finish(date, &target).map_err(|e| io_err("append", &tmp, e))?;
         self.expect(true, "cur", &name);
-        let _ = crate::safe_open::fsync_dir(&self.path.join("cur"));
+        // adopt makes the rename durable (cur/'s fsync) with the UID's record
         match fs::metadata(&target) {
             Ok(meta) => self.adopt(&base, name, fl, size, meta.mtime()),
-            Err(_) => self.uid_of(&base),
+            Err(_) => {
+                let _ = crate::safe_open::fsync_dir(&self.path.join("cur"));
+                self.uid_of(&base)
+            }
         }
     }
 

@@ -165,11 +165,30 @@ impl Folder {
     /// line ends, internal date `date`): its UID, given under the uidlist lock without a
     /// rescan when the uidlist holds nothing this state does not know yet (its UIDNEXT is
     /// the state's), and recorded in the index; else the UID a sync gives it.
+    ///
+    /// Durable before it returns: the rename into `cur/` (an fsync of `cur/`) and the
+    /// uidlist record giving the UID (its fdatasync: a UID told to a client is never given
+    /// to another message after a crash). The record is written before `cur/`'s fsync, so
+    /// on a journalling file system (ext4, XFS) that fsync's commit carries both and the
+    /// record's own fdatasync finds nothing left to write.
     pub(super) fn adopt(&mut self, base: &str, file: String, fl: Flags, size: u64, date: i64) -> Result<u32> {
+        let cur = self.path.join("cur");
+        let sync_dir = || {
+            if let Err(e) = crate::safe_open::fsync_dir(&cur) {
+                tracing::warn!("fsync {}: {e}", cur.display());
+            }
+        };
         if self.stamp.is_none() || self.messages.last().is_some_and(|m| m.uid >= self.next_uid) {
+            sync_dir();
             return self.uid_of(base);
         }
-        let lock = Lock::acquire(&self.path).map_err(|e| io_err("lock", &self.path, e))?;
+        let lock = match Lock::acquire(&self.path) {
+            Ok(l) => l,
+            Err(e) => {
+                sync_dir();
+                return Err(io_err("lock", &self.path, e));
+            }
+        };
         let uid = self.next_uid;
         let guid = self.pending_guids.remove(base);
         let mut record = UidList::default();
@@ -179,12 +198,19 @@ impl Folder {
         // the uidlist as this state left it: one record appended (Dovecot's way), until
         // the appended records are as many as the messages; then written whole
         let io = |e| io_err("write uidlist", &self.path, e);
+        let mut dir_synced = false;
         let appended = match self.list_at {
-            Some(at) if self.list_appends < self.messages.len().max(LIST_APPENDS) => {
-                lock.append(at, &record.record_line(uid, base)).map_err(io)?
-            }
+            Some(at) if self.list_appends < self.messages.len().max(LIST_APPENDS) => lock
+                .append_then(at, &record.record_line(uid, base), || {
+                    sync_dir();
+                    dir_synced = true;
+                })
+                .map_err(io)?,
             _ => None,
         };
+        if !dir_synced {
+            sync_dir();
+        }
         match appended {
             Some(id) => {
                 self.list_at = Some(id);
@@ -272,6 +298,19 @@ impl Folder {
         let meta = lk.file.metadata().ok()?;
         let here = (meta.dev(), meta.ino());
         match self.index_at {
+            Some((_, _, at)) if meta.len() < at => {
+                // cut below what this state read (truncated or rewritten in place by
+                // something else): written whole again
+                tracing::warn!(
+                    "{}: shorter ({} bytes) than when last read ({at}), rewriting it",
+                    self.path.join(index::FILE).display(),
+                    meta.len()
+                );
+                self.index_at = None;
+                // MODSEQs from above any the lost part may have given
+                self.highest_modseq = self.highest_modseq.max(now_micros());
+                Some((lk, true))
+            }
             Some((dev, ino, at)) if (dev, ino) == here => {
                 let mut l = index::Loaded {
                     offset: at,

@@ -64,6 +64,8 @@ pub mod uidlist;
 #[cfg(test)]
 mod index_tests;
 #[cfg(test)]
+mod keep_tests;
+#[cfg(test)]
 mod tests;
 
 pub use folder::{Folder, Message};
