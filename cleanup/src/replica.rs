@@ -101,13 +101,17 @@ pub fn header(
 }
 
 /// The recipients as written to the queue file: a replica-domain recipient once per
-/// relay, with that relay as its route; any other recipient once, unrouted.
+/// relay, with that relay as its route; any other recipient once, unrouted. The relays
+/// are the `smtp=` addresses of the user's pair when `director_pairs` has them (issue 16:
+/// hubs follow the director, [`postern_lib::director::hub_relays`]), else `replica_relays`.
 pub fn copies(main: &MainConfig, specs: Vec<RecipientSpec>, replicated: bool) -> Vec<(RecipientSpec, Option<String>)> {
     let mut out = Vec::with_capacity(specs.len());
     for s in specs {
         if replicated && in_domains(&main.replica_domains, &s.address) {
-            for relay in &main.replica_relays {
-                out.push((s.clone(), Some(relay.clone())));
+            let relays =
+                postern_lib::director::hub_relays(main, &s.address).unwrap_or_else(|| main.replica_relays.clone());
+            for relay in relays {
+                out.push((s.clone(), Some(relay)));
             }
         } else {
             out.push((s, None));

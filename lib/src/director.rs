@@ -9,7 +9,20 @@
 //!
 //! (`imap`/`pop3`: where a proxy logs a user of that pair in, as `USER*MASTER`, in order
 //! of preference — the pair's own proxies, which sync the pair before their OK;
-//! `replicator`: the pair's replicators, which `postern user move` merges with.)
+//! `replicator`: the pair's replicators, which `postern user move` merges with; `smtp`,
+//! optional: the pair's mailbox servers' SMTP, where a hub sends its copies of mail for
+//! the pair's users, see below.)
+//!
+//! **Hubs follow the director.** A hub (`replica_domains`) with `director_pairs` set sends
+//! the copies of a message for `USER@DOMAIN` in a replica domain to the `smtp=`
+//! addresses of USER's pair (one copy per address, each its own delivery, as with
+//! `replica_relays`), found when cleanup queues the message ([`hub_relays`]): so mail
+//! accepted after `postern user move` switched the user lands on the new pair. The
+//! director's key is the local part, lower-cased (the mailbox name of a replica domain's
+//! address). A pair without `smtp=`, or a table entry naming an unknown pair: the copies
+//! go to `replica_relays` as without a director (the latter logged). Limit: copies queued
+//! before the switch keep their route; one still owed after the move's last merge lands in
+//! the emptied old copy.
 //!
 //! A user's pair is found by **consistent hashing** ([`Ring`]): every pair owns
 //! `director_vnodes` points on a 64-bit ring (the hash of `NAME#i`), a user belongs to the
@@ -56,6 +69,8 @@ pub struct Pair {
     pub pop3: Vec<String>,
     /// The pair's replicators.
     pub replicator: Vec<String>,
+    /// The pair's mailbox servers' SMTP (`host:port`), for hubs.
+    pub smtp: Vec<String>,
 }
 
 /// Whether `n` is a pair name.
@@ -85,13 +100,14 @@ impl Pair {
         };
         for w in words {
             let Some((key, list)) = w.split_once('=') else {
-                return Err(format!("{entry:?}: {w:?} is not imap=, pop3= or replicator="));
+                return Err(format!("{entry:?}: {w:?} is not imap=, pop3=, replicator= or smtp="));
             };
             let field = match key {
                 "imap" => &mut p.imap,
                 "pop3" => &mut p.pop3,
                 "replicator" => &mut p.replicator,
-                _ => return Err(format!("{entry:?}: {key:?} is not imap, pop3 or replicator")),
+                "smtp" => &mut p.smtp,
+                _ => return Err(format!("{entry:?}: {key:?} is not imap, pop3, replicator or smtp")),
             };
             for hp in list.split(',') {
                 if !valid_host_port(hp) {
@@ -107,6 +123,15 @@ impl Pair {
             return Err(format!("{entry:?}: neither imap= nor pop3= addresses"));
         }
         Ok(p)
+    }
+
+    /// The routes of a hub's copies for this pair (`smtp:[HOST]:PORT` per `smtp=` address).
+    pub fn relays(&self) -> Vec<String> {
+        self.smtp
+            .iter()
+            .filter_map(|hp| hp.rsplit_once(':'))
+            .map(|(h, port)| format!("smtp:[{}]:{port}", h.trim_matches(['[', ']'])))
+            .collect()
     }
 }
 
@@ -275,6 +300,64 @@ impl Director {
         }
         Ok((self.ring_pair(user), Source::Ring))
     }
+}
+
+/// The director of this process's configuration, built once per distinct
+/// `director_pairs`/`director_user_map`/`director_vnodes` (a long-lived daemon asks per
+/// message; the table inside reloads itself). `None`: no director, or one that cannot be
+/// built (logged).
+pub fn shared(m: &crate::config::MainConfig) -> Option<std::sync::Arc<Director>> {
+    type Key = (Vec<String>, String, u32);
+    static CACHE: Mutex<Option<(Key, Option<std::sync::Arc<Director>>)>> = Mutex::new(None);
+    if m.director_pairs.is_empty() {
+        return None;
+    }
+    let key: Key = (
+        m.director_pairs.clone(),
+        m.director_user_map.path().display().to_string(),
+        m.director_vnodes,
+    );
+    let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((k, d)) = c.as_ref()
+        && *k == key
+    {
+        return d.clone();
+    }
+    let d = match Director::from_config(m) {
+        Ok(d) => d.map(std::sync::Arc::new),
+        Err(e) => {
+            tracing::warn!("director: {e} (hub copies go to replica_relays)");
+            None
+        }
+    };
+    *c = Some((key, d.clone()));
+    d
+}
+
+/// On a hub: the routes of the copies of mail for `address` (in a replica domain) — its
+/// user's pair's `smtp=` addresses; `None` when there is no director or that pair has
+/// none (the caller uses `replica_relays`).
+pub fn hub_relays(m: &crate::config::MainConfig, address: &str) -> Option<Vec<String>> {
+    let d = shared(m)?;
+    let local = address.rsplit_once('@').map_or(address, |(l, _)| l).to_lowercase();
+    let i = match d.pair_of(&local) {
+        Ok((i, _)) => i,
+        Err(e) => {
+            tracing::warn!("director: {e} (its copies go to replica_relays)");
+            return None;
+        }
+    };
+    let pair = d.pairs().get(i)?;
+    let relays = pair.relays();
+    if relays.is_empty() {
+        return None;
+    }
+    tracing::info!(
+        "director: {address} is on pair {}: copies to {}",
+        pair.name,
+        relays.join(", ")
+    );
+    Some(relays)
 }
 
 /// How often the exceptions table's file is looked at.

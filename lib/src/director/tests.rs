@@ -157,3 +157,51 @@ fn the_table_is_edited_in_batches_and_listed() {
     assert!(edit_map(&map, &[("eve".into(), Some("bad/name".into()))]).is_err());
     assert!(edit_map(&map, &[("e ve".into(), None)]).is_err());
 }
+
+#[test]
+fn a_hub_sends_the_copies_to_the_users_pair() {
+    let p = Pair::parse("p1 imap=a:1143 smtp=198.18.1.11:25,[2001:db8::1]:25").expect("ok");
+    assert_eq!(p.relays(), ["smtp:[198.18.1.11]:25", "smtp:[2001:db8::1]:25"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let map = dir.path().join("director-map");
+    let m = crate::config::MainConfig {
+        director_pairs: vec![
+            "p1 imap=a:1 smtp=10.0.0.11:25,10.0.0.12:25".into(),
+            "p2 imap=b:1 smtp=10.0.0.21:25,10.0.0.22:25".into(),
+            "p3 imap=c:1".into(),
+        ],
+        director_user_map: crate::config::ConfigPath(map.display().to_string()),
+        ..Default::default()
+    };
+    let ring = Ring::new(&["p1", "p2", "p3"], m.director_vnodes);
+    let us = users(60);
+    let on = |pair: usize| {
+        us.iter()
+            .find(|u| ring.locate(u) == Some(pair))
+            .expect("a user")
+            .clone()
+    };
+    let (u1, u3) = (on(0), on(2));
+    assert_eq!(
+        hub_relays(&m, &format!("{}@Example.test", u1.to_uppercase())).expect("p1"),
+        ["smtp:[10.0.0.11]:25", "smtp:[10.0.0.12]:25"]
+    );
+    // a pair without smtp=: the caller's replica_relays
+    assert_eq!(hub_relays(&m, &format!("{u3}@example.test")), None);
+    // moved by the table: the new pair, once the table is read again
+    set_map_entry(&map, &u1, Some("p2")).expect("set");
+    std::thread::sleep(RELOAD_CHECK + std::time::Duration::from_millis(100));
+    assert_eq!(
+        hub_relays(&m, &format!("{u1}@example.test")).expect("p2"),
+        ["smtp:[10.0.0.21]:25", "smtp:[10.0.0.22]:25"]
+    );
+    // an unknown pair in the table: replica_relays
+    set_map_entry(&map, &u1, Some("p9")).expect("set");
+    std::thread::sleep(RELOAD_CHECK + std::time::Duration::from_millis(100));
+    assert_eq!(hub_relays(&m, &format!("{u1}@example.test")), None);
+    // no director
+    assert_eq!(
+        hub_relays(&crate::config::MainConfig::default(), "x@example.test"),
+        None
+    );
+}
