@@ -37,8 +37,11 @@
 //! there untouched (a partial copy on the new pair is harmless: the next move merges
 //! it). The old copy is removed only after step 4's check.
 //!
-//! Limits: mail that a hub delivers to the old pair after step 4 is left there (hubs
-//! route by their own tables, not by the director); a command that a client started on
+//! Hubs whose `director_pairs` name each pair's `smtp=` addresses and read the same
+//! `director_user_map` queue new mail for the user to the new pair from the switch on
+//! ([`postern_lib::director::hub_relays`]). Limits: a copy a hub queued for the old pair
+//! before the switch and delivers after step 4 is left in the old copy (as is all hub
+//! mail when the hubs route by `replica_relays` only); a command that a client started on
 //! the old pair before the switch and that runs longer than [`GRACE`] may change the old
 //! copy after the last merge. The removal leaves an empty INBOX (and the replicators'
 //! files) on the old pair.
