@@ -502,12 +502,21 @@ fn orphan_copies_are_dropped_while_both_run_and_an_adoption_delivers_once() {
         n2.log()
     );
     assert!(
-        n2.log_count(": mirror copy dropped: the peer no longer has it queued") >= 1,
+        wait_for(Duration::from_secs(5), || n2
+            .log_count(": mirror copy dropped: the peer no longer has it queued")
+            >= 1),
         "{}",
         n2.log()
     );
-    // The client sends it again: accepted now.
+    // The client sends it again: accepted now, delivered, its copy dropped.
     assert_eq!(send_to(&pair, 0, "late"), "250");
+    assert!(
+        wait_for(Duration::from_secs(20), || delivered(n1).contains_key("late-0@as.test")
+            && copies(&pair, 1) == 0),
+        "late delivered, its copy dropped: {} copies\n{}",
+        copies(&pair, 1),
+        n2.log()
+    );
 
     // (2) A drop notice lost: node 1 delivers a message while the link between the nodes
     // is cut (the client reaches both); node 2 keeps the copy until the link heals and
@@ -631,9 +640,10 @@ fn frozen_node_that_resumes_removes_what_the_peer_adopted() {
         t_resume.elapsed().as_secs_f64()
     );
     assert!(n1.log_count("mirror: this node did not run for") >= 1, "{}", n1.log());
-    assert_eq!(
-        n1.log_count("while this node was away; removed from deferred/"),
-        FROZEN,
+    assert!(
+        wait_for(Duration::from_secs(5), || n1
+            .log_count("while this node was away; removed from deferred/")
+            == FROZEN),
         "{}",
         n1.log()
     );
