@@ -168,9 +168,10 @@ impl Folder {
     ///
     /// Durable before it returns: the rename into `cur/` (an fsync of `cur/`) and the
     /// uidlist record giving the UID (its fdatasync: a UID told to a client is never given
-    /// to another message after a crash). The record is written before `cur/`'s fsync, so
-    /// on a journalling file system (ext4, XFS) that fsync's commit carries both and the
-    /// record's own fdatasync finds nothing left to write.
+    /// to another message after a crash), as Dovecot does. The record is written before
+    /// `cur/`'s fsync, so that fsync's journal commit may carry its size change too; on
+    /// ext4 (ordered data) the record's fdatasync still writes its block (measured: about
+    /// 1 ms either way, no difference per APPEND within the noise of a loaded disk).
     pub(super) fn adopt(&mut self, base: &str, file: String, fl: Flags, size: u64, date: i64) -> Result<u32> {
         let cur = self.path.join("cur");
         let sync_dir = || {

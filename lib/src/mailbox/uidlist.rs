@@ -298,9 +298,8 @@ impl Lock {
 
     /// [`Lock::append`] with `before_sync` run between the write and the fsync. A caller
     /// that must make another change durable too (the rename of the message the record
-    /// names, by an fsync of its directory) does it there: on a journalling file system
-    /// that fsync's commit carries the record as well, and the record's own fsync then
-    /// finds it already on disk (one journal commit instead of two; each is still asked for).
+    /// names, by an fsync of its directory) does it there: that fsync's journal commit
+    /// may then carry the record's size change as well (each fsync is still asked for).
     pub fn append_then(&self, at: FileId, lines: &str, before_sync: impl FnOnce()) -> io::Result<Option<FileId>> {
         use std::os::unix::fs::MetadataExt;
         let mut f = OpenOptions::new().append(true).open(self.dir.join(FILE))?;
