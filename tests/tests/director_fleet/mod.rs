@@ -598,9 +598,13 @@ pub fn by_user(text: &str) -> BTreeMap<String, Vec<String>> {
     m
 }
 
+/// Clients run at once by [`Fleet::run_clients`] (the chain client → director → pair
+/// proxy → imapd waits more than it computes).
+pub const CLIENTS: usize = 6;
+
 impl Fleet {
     /// Runs `script` (one of the above) from host `from` against `(addr, port)` for `users`,
-    /// on three clients at once (a third of the users each); USER → lines. `pre`: the
+    /// on [`CLIENTS`] clients at once (a share of the users each); USER → lines. `pre`: the
     /// arguments before the user names after host and port. Panics with the clients' errors
     /// and the end of `log_of`'s log.
     pub fn run_clients(
@@ -615,7 +619,7 @@ impl Fleet {
         let port_s = port.to_string();
         let runs: Vec<Output> = std::thread::scope(|s| {
             let handles: Vec<_> = users
-                .chunks(users.len().div_ceil(3).max(1))
+                .chunks(users.len().div_ceil(CLIENTS).max(1))
                 .map(|chunk| {
                     let port_s = &port_s;
                     s.spawn(move || {
