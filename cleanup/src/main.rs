@@ -26,13 +26,15 @@
 //!    come from a hub in `replica_hub_networks` ([`replica`]);
 //! 8. writes the queue file and makes it durable (see [`queue`]), with `queue_mirror_peer`
 //!    has the peer node keep a durable copy first ([`mirror`]), replies `Queued`, and
-//!    only then triggers qmgr (`public/qmgr`, byte `A`). A full file system (ENOSPC,
+//!    only then triggers qmgr (`public/qmgr`, byte `A`, on a connection the process keeps
+//!    open). A full file system (ENOSPC,
 //!    EDQUOT) is a temporary failure, `452 4.3.1 Insufficient system storage`, and leaves
 //!    no file behind.
 //!
 //! Process model: one message per connection, blocking I/O with timeouts, each connection
-//! on a thread of its own, up to `max_conns` per process
-//! ([`postern_lib::skeleton::threaded::threaded_server`]), and several processes
+//! on a thread of its own (threads are kept for the next connection), up to `max_conns`
+//! per process ([`postern_lib::skeleton::threaded::threaded_server`]); the connection's
+//! frames are read in bulk ([`wire`]); several processes
 //! (`maxproc`); their fsyncs run concurrently and share the file system journal's commits,
 //! and the connections of one process share the fsync of the queue directory after their
 //! renames (group commit, [`dir_sync`]).
@@ -70,6 +72,7 @@ mod mirror;
 mod queue;
 mod replica;
 mod service;
+mod wire;
 
 fn main() -> std::process::ExitCode {
     postern_lib::version::exit_if_asked();

@@ -1,14 +1,14 @@
 //! One connection: the cleanup protocol exchange, the processing pipeline, and the one
 //! place where outcomes become [`CleanupReply`]s.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_checks::Cached;
 use postern_lib::address;
-use postern_lib::ipc::{IpcError, IpcStream};
+use postern_lib::ipc::IpcError;
+use postern_lib::ipc::codec::Encoder;
 use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, CleanupStarted, Origin, Submission};
 use postern_lib::proto::trigger;
 use postern_lib::queue_file::{Arrival, Envelope, Notify, RecipientSpec};
@@ -17,6 +17,7 @@ use postern_lib::skeleton::{Accepted, Context, Stream};
 use postern_lib::strbuf::printable_bounded;
 use postern_milter::Message;
 
+use crate::wire::Wire;
 use crate::{content, milters, queue, replica};
 
 /// How long to wait for the client between frames (Postfix's `ipc_timeout`).
@@ -53,7 +54,7 @@ pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
         tracing::warn!("cleanup serves unix sockets only");
         return;
     };
-    let mut ipc = match IpcStream::server(sock, cleanup::PROTOCOL, cleanup::VERSION, Some(IPC_TIMEOUT)) {
+    let mut ipc = match Wire::server(sock, cleanup::PROTOCOL, cleanup::VERSION, Some(IPC_TIMEOUT)) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("cleanup handshake: {e}");
@@ -61,13 +62,13 @@ pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
         }
     };
     let qid = QueueId::new();
-    let sub = match ipc.recv::<CleanupRequest>() {
+    let sub = match ipc.recv().and_then(|f| f.message::<CleanupRequest>()) {
         Ok(CleanupRequest::Submit(s)) => s,
         Ok(CleanupRequest::Open(s)) => {
             let started = CleanupStarted {
                 queue_id: qid.to_string(),
             };
-            if let Err(e) = ipc.send(&started) {
+            if let Err(e) = ipc.send(|out| Encoder::message(&started, out)) {
                 tracing::warn!("{qid}: cannot announce the queue ID: {e}");
                 return;
             }
@@ -119,15 +120,18 @@ pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
         Err(Stop::Reject(code, dsn, text)) => (CleanupReply::Rejected { code, dsn, text }, None),
         Err(Stop::Temp(code, dsn, text)) => (CleanupReply::TempFail { code, dsn, text }, None),
     };
-    if let Err(e) = ipc.send(&reply) {
+    if let Err(e) = ipc.send(|out| Encoder::message(&reply, out)) {
         // The file is durable either way; the client will see a broken connection and may
         // resubmit (a duplicate, never a loss).
         tracing::warn!("{qid}: cannot send the reply: {e}");
     }
     if queued_dir == Some("incoming") {
-        trigger::send(Path::new(trigger::QMGR_SOCKET), trigger::ARRIVED);
+        QMGR.send(trigger::ARRIVED);
     }
 }
+
+/// The process's trigger connection to qmgr, kept open (one write per message).
+static QMGR: trigger::Kept = trigger::Kept::new(trigger::QMGR_SOCKET);
 
 /// Message content held in memory by all connections (threads) of this process.
 static HELD: AtomicU64 = AtomicU64::new(0);
@@ -183,27 +187,20 @@ impl Drop for HeldContent {
 
 /// Reads the content stream to its end; stores at most `limit` bytes, counts them all.
 /// Content that does not fit the process's budget (`held`) is read and dropped.
-fn read_content(ipc: &mut IpcStream, limit: u64, held: &mut HeldContent) -> Result<(Vec<u8>, u64), IpcError> {
+fn read_content(ipc: &mut Wire, limit: u64, held: &mut HeldContent) -> Result<(Vec<u8>, u64), IpcError> {
     let mut data = Vec::new();
-    let mut reader = ipc.data_reader(u64::MAX);
-    let mut buf = vec![0u8; 64 * 1024];
     let mut total: u64 = 0;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(IpcError::Io(e)),
-        };
-        total = total.saturating_add(n as u64);
+    ipc.read_data(|chunk| {
+        let n = chunk.len() as u64;
+        total = total.saturating_add(n);
         if total <= limit {
-            if held.take(n as u64) {
-                data.extend_from_slice(buf.get(..n).unwrap_or_default());
+            if held.take(n) {
+                data.extend_from_slice(chunk);
             } else {
                 data = Vec::new();
             }
         }
-    }
+    })?;
     Ok((data, total))
 }
 

@@ -1,4 +1,5 @@
-//! The event-loop side of qmgr: trigger connections on `public/qmgr` (one byte each), the
+//! The event-loop side of qmgr: trigger connections on `public/qmgr` (one byte each, or
+//! one per message on a connection cleanup keeps open), the
 //! waker through which job threads report, and the periodic tick.
 
 use std::collections::HashMap;
@@ -17,6 +18,9 @@ use crate::settings::Settings;
 const WAKER: Token = Token(RESERVED_TOKENS - 1);
 /// Most trigger connections held at once (the rest wait in the listen backlog).
 const MAX_TRIGGERS: usize = 64;
+/// Most reads of one trigger connection per readiness event (a writer that never stops
+/// does not hold the loop).
+const MAX_TRIGGER_READS: usize = 16;
 
 /// qmgr as an event-loop service.
 pub struct Service {
@@ -70,22 +74,34 @@ impl Service {
         let Some(sock) = self.triggers.get_mut(&id) else {
             return false;
         };
-        let mut buf = [0u8; 16];
-        loop {
+        let mut buf = [0u8; 256];
+        for _ in 0..MAX_TRIGGER_READS {
             match sock.read(&mut buf) {
                 Ok(0) => return false,
                 Ok(n) => {
-                    for b in buf.iter().take(n) {
-                        self.qmgr.trigger(*b);
+                    // The same byte many times (cleanup's `A` per message) is one trigger.
+                    let mut seen = [false; 256];
+                    for &b in buf.iter().take(n) {
+                        if let Some(s) = seen.get_mut(usize::from(b))
+                            && !*s
+                        {
+                            *s = true;
+                            self.qmgr.trigger(b);
+                        }
                     }
-                    // One request per connection, as Postfix's triggers.
-                    return false;
+                    // One byte per connection from most writers (as Postfix's triggers);
+                    // cleanup keeps its connection open and writes one per message: read
+                    // on until the socket is empty (edge-triggered) or closed.
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
         }
+        // A writer that never stops: what is left unread was written before this scan's
+        // wakeup, and new bytes raise a new event.
+        self.qmgr.trigger(postern_lib::proto::trigger::WAKEUP);
+        true
     }
 
     fn close(&mut self, lp: &EventLoop<'_>, id: usize) {

@@ -1,6 +1,10 @@
 //! The thread-per-connection skeleton: like [`super::single`] (blocking I/O, each
 //! connection served to its end by plain code) but up to `max_conns` (master.toml, default
-//! `default_connection_limit`) connections at once per process, each on its own thread.
+//! `default_connection_limit`) connections at once per process, each on a thread of its
+//! own. Threads are kept for the next connection (a pool): a thread that finished its
+//! connection waits for another for up to [`IDLE_THREAD`] and then ends, so a process
+//! taking one short connection after another (cleanup: one per message) starts no thread
+//! per connection.
 //! For a daemon whose clients may hold a connection for long without costing it work:
 //! cleanup, to which smtpd streams a message as the remote client sends it — with one
 //! connection per process, a few dozen clients sending their DATA slowly held every cleanup
@@ -14,13 +18,97 @@
 use super::{Accepted, Context, Setup, accept_ready, drain, prepare};
 use crate::master_status::Status;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a thread whose connection is done waits for another before it ends.
+pub const IDLE_THREAD: Duration = Duration::from_secs(10);
+
+/// Accepted connections not yet taken by a thread, and the threads waiting for one.
+struct Pool<T> {
+    queue: Mutex<Queue<T>>,
+    ready: Condvar,
+}
+
+struct Queue<T> {
+    conns: VecDeque<T>,
+    /// Threads in their wait for a connection, including those woken and not yet running
+    /// again: while `conns` holds no more than this, each queued connection has a thread
+    /// coming for it.
+    waiting: usize,
+    /// No more connections come: waiting threads end.
+    closing: bool,
+}
+
+impl<T> Pool<T> {
+    fn new() -> Pool<T> {
+        Pool {
+            queue: Mutex::new(Queue {
+                conns: VecDeque::new(),
+                waiting: 0,
+                closing: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue<T>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `conn`; true when no waiting thread is left to take it (start one).
+    fn give(&self, conn: T) -> bool {
+        let mut q = self.lock();
+        q.conns.push_back(conn);
+        let start = q.conns.len() > q.waiting;
+        drop(q);
+        if !start {
+            self.ready.notify_one();
+        }
+        start
+    }
+
+    /// The next connection for a thread; `None` when the thread should end (idle for
+    /// [`IDLE_THREAD`], or the process is closing and nothing is queued).
+    fn take(&self) -> Option<T> {
+        self.take_waiting(IDLE_THREAD)
+    }
+
+    fn take_waiting(&self, idle: Duration) -> Option<T> {
+        let mut q = self.lock();
+        loop {
+            if let Some(c) = q.conns.pop_front() {
+                return Some(c);
+            }
+            if q.closing {
+                return None;
+            }
+            q.waiting += 1;
+            let (g, waited) = self.ready.wait_timeout(q, idle).unwrap_or_else(|p| p.into_inner());
+            q = g;
+            q.waiting -= 1;
+            if waited.timed_out() && q.conns.is_empty() {
+                return None;
+            }
+        }
+    }
+
+    /// The connection queued last, if no thread has taken it.
+    fn take_back(&self) -> Option<T> {
+        self.lock().conns.pop_back()
+    }
+
+    fn close(&self) {
+        self.lock().closing = true;
+        self.ready.notify_all();
+    }
+}
 
 /// Runs a daemon that serves each connection on a thread of its own. `pre_init` runs
 /// before privileges are dropped and returns state shared by the threads; `serve` handles
@@ -42,6 +130,7 @@ pub fn threaded_server<S: Send + Sync + 'static>(
     let serve = Arc::new(serve);
     let most = setup.ctx.max_conns.max(1);
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let pool = Arc::new(Pool::<Accepted>::new());
     let mut active = 0usize;
     let mut served: u64 = 0;
     let mut retiring = false;
@@ -87,25 +176,35 @@ pub fn threaded_server<S: Send + Sync + 'static>(
             };
             served += 1;
             retiring = served >= setup.ctx.max_use;
-            let (state, serve, ctx) = (Arc::clone(&state), Arc::clone(&serve), setup.ctx.clone());
-            let mut tell = match done_tx.try_clone() {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!("cannot serve a connection: {e}");
-                    continue;
+            active += 1;
+            if pool.give(conn) {
+                let (state, serve, ctx, queue) = (
+                    Arc::clone(&state),
+                    Arc::clone(&serve),
+                    setup.ctx.clone(),
+                    Arc::clone(&pool),
+                );
+                let spawned = done_tx.try_clone().and_then(|mut tell| {
+                    std::thread::Builder::new().spawn(move || {
+                        while let Some(conn) = queue.take() {
+                            // Told when dropped, so a thread that panics still gives its
+                            // place back.
+                            let _done = Done(&mut tell);
+                            serve(&state, &ctx, conn);
+                        }
+                    })
+                });
+                match spawned {
+                    Ok(t) => threads.push(t),
+                    Err(e) => {
+                        tracing::warn!("cannot start a thread for a connection: {e}");
+                        // Not served (as when no thread could be started before the pool);
+                        // unless a running thread took it meanwhile.
+                        if pool.take_back().is_some() {
+                            active -= 1;
+                        }
+                    }
                 }
-            };
-            let spawned = std::thread::Builder::new().spawn(move || {
-                // Told when dropped, so a thread that panics still gives its place back.
-                let _done = Done(&mut tell);
-                serve(&state, &ctx, conn);
-            });
-            match spawned {
-                Ok(t) => {
-                    threads.push(t);
-                    active += 1;
-                }
-                Err(e) => tracing::warn!("cannot start a thread for a connection: {e}"),
             }
             if !status(&mut setup, active, served, retiring) {
                 retiring = true;
@@ -114,6 +213,7 @@ pub fn threaded_server<S: Send + Sync + 'static>(
     }
     // Stop, master gone, idle or used up: accept nothing more, finish what was taken.
     setup.listeners.clear();
+    pool.close();
     for t in threads {
         let _ = t.join();
     }
@@ -183,5 +283,66 @@ fn wait(setup: &mut Setup, done: &UnixStream, accepting: bool, idle_since: Optio
         if finished || !ready.is_empty() {
             return Some(Ready { ready, finished });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Every connection given is served once; a thread is started only when no waiting
+    /// thread is left for a connection; closing ends the waiting threads.
+    #[test]
+    fn the_pool_serves_each_connection_once_and_reuses_threads() {
+        let pool = Arc::new(Pool::<usize>::new());
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let started = AtomicUsize::new(0);
+        let mut threads = Vec::new();
+        for round in 0..20 {
+            for i in 0..4 {
+                if pool.give(round * 4 + i) {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let (pool, served) = (Arc::clone(&pool), Arc::clone(&served));
+                    threads.push(std::thread::spawn(move || {
+                        while let Some(c) = pool.take_waiting(Duration::from_secs(30)) {
+                            served.lock().unwrap().push(c);
+                        }
+                    }));
+                }
+            }
+            // Let the threads finish this round and wait again.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while (served.lock().unwrap().len() < (round + 1) * 4
+                || pool.lock().waiting < started.load(Ordering::SeqCst))
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        pool.close();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let mut got = served.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(got, (0..80).collect::<Vec<_>>());
+        assert!(
+            started.load(Ordering::SeqCst) <= 4,
+            "{} threads for 20 rounds of 4",
+            started.load(Ordering::SeqCst)
+        );
+    }
+
+    /// A thread idle for its time ends; one given a connection meanwhile serves it.
+    #[test]
+    fn an_idle_thread_ends() {
+        let pool = Pool::<u8>::new();
+        assert_eq!(pool.take_waiting(Duration::from_millis(20)), None);
+        assert!(pool.give(1), "nobody waits: start a thread");
+        assert_eq!(pool.take_waiting(Duration::from_millis(20)), Some(1));
+        assert!(pool.give(2));
+        assert_eq!(pool.take_back(), Some(2));
+        assert_eq!(pool.take_back(), None);
     }
 }
