@@ -77,9 +77,12 @@ mod wire;
 fn main() -> std::process::ExitCode {
     postern_lib::version::exit_if_asked();
     // Each connection has its own state (the check tables, read once per message anyway).
-    postern_lib::skeleton::threaded::threaded_server(
+    let code = postern_lib::skeleton::threaded::threaded_server(
         "cleanup",
         |_| Ok(()),
         |_: &(), ctx, conn| service::serve(&mut service::State::default(), ctx, conn),
-    )
+    );
+    // Spares claimed for messages that did not come are not left as temporary files.
+    postern_lib::queue_spare::release_claimed();
+    code
 }

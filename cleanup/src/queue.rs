@@ -3,7 +3,9 @@
 //! The file is `.cleanup.<QUEUEID>` in the directory it will live in (`incoming/`, or
 //! `hold/` for a held message; flat, no hashed subdirectories): a spare file taken from
 //! `spare/` ([`postern_lib::queue_spare`]: a finished message's file, so no inode is
-//! allocated) or, when there is none, a new file created with `O_EXCL`, mode 0600. It is
+//! allocated; claimed in batches, each made durable by one fsync of `spare/` before any of
+//! them gets a queue name) or, when there is none, a new file created with `O_EXCL`, mode
+//! 0600. It is
 //! written from its start through [`QueueFileWriter`], cut to the new length (a spare may
 //! have been longer), `fdatasync`ed, (with `queue_mirror_peer`) copied to the peer node
 //! ([`crate::mirror`]), renamed to `<QUEUEID>`, and the directory is fsynced; only then is
@@ -19,7 +21,8 @@
 //! qmgr never reads (it skips names starting with `.`); a crash after it leaves a complete
 //! file (the queue file format also marks an unfinished file as incomplete). A stale
 //! temporary is safe to remove when the process that made it is gone: the queue ID in its
-//! name carries the creating PID ([`QueueId::pid`]), and a temporary older than an hour
+//! name carries the creating PID ([`QueueId::pid`]; a claimed spare's name,
+//! `.cleanup.spare.PID.N`, carries it directly), and a temporary older than an hour
 //! can never still be in use (`ipc_timeout`-like bound on one message).
 //!
 //! **Throughput**: each connection fdatasyncs its own file; several connections' syncs are
@@ -37,6 +40,9 @@ use postern_lib::queue_id::QueueId;
 
 /// Prefix of temporary queue file names.
 pub const TEMP_PREFIX: &str = ".cleanup.";
+
+/// Prefix of the temporary names of spares this process claimed (then `PID.N`).
+const SPARE_PREFIX: &str = ".cleanup.spare.";
 
 /// Why a queue file could not be written.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,13 +140,22 @@ pub fn prepare(
     let tmp = format!("{TEMP_PREFIX}{qid}");
     let dirp = Path::new(dir);
     let spare_dir = Path::new(postern_lib::queue_spare::SPARE_DIR);
-    let (file, old_len) = match postern_lib::queue_spare::take(spare_dir, dirp, &tmp) {
+    // A spare only for incoming/ (held mail is rare): claimed durably, in batches, under
+    // a temporary name of its own ([`postern_lib::queue_spare::take_durable`]).
+    let spare = (dir == "incoming")
+        .then(|| postern_lib::queue_spare::take_durable(spare_dir, dirp, SPARE_PREFIX))
+        .flatten();
+    let (file, old_len, tmp_path) = match spare {
         Some(spare) => spare,
-        None => (postern_lib::safe_open::create_excl(dirp, &tmp, 0o600)?, 0),
+        None => (
+            postern_lib::safe_open::create_excl(dirp, &tmp, 0o600)?,
+            0,
+            dirp.join(&tmp),
+        ),
     };
     let prepared = Prepared {
         dir,
-        tmp_path: dirp.join(&tmp),
+        tmp_path,
         qid: *qid,
         committed: false,
     };

@@ -12,13 +12,23 @@
 //! How: qmgr moves a finished message's file to `spare/.<QUEUEID>` instead of unlinking it
 //! ([`Giver::dispose`]), while `spare/` holds fewer than [`MAX_SPARES`] and the file is at
 //! most [`MAX_SPARE_SIZE`] bytes (else it unlinks it, as before). cleanup takes a spare
-//! ([`take`]) by renaming it to its temporary name in the directory the new message goes
+//! ([`take_durable`]) by renaming it to its temporary name in the directory the new message goes
 //! to; the rename is the claim (two cleanup processes wanting the same spare: one gets
 //! ENOENT and tries the next). The spare is then opened like any queue file that is
 //! updated in place ([`crate::safe_open::open_update`]: no symlink, a regular file with one
 //! link, owned by us), rewritten from its start, cut to its new length and fdatasynced, and
 //! only then renamed to its queue ID — the same sequence and the same durability as a new
 //! file, with no inode allocated or freed.
+//!
+//! Claims are durable before use ([`take_durable`]): a process claims up to
+//! [`CLAIM_BATCH`] spares at once (one rename each, to temporary names in the directory
+//! new messages go to) and fsyncs `spare/` once for all of them, before any of them gets a
+//! queue name. Without that fsync a crash could leave one inode named both in `spare/` and
+//! as a queued message (a rename between two directories reaches the disk as two directory
+//! blocks, which ext4 without a journal writes independently), and the next take of that
+//! spare would overwrite the queued message. Claimed spares a process did not use are
+//! removed when it exits ([`release_claimed`]); after a crash they are left as temporary
+//! files, which qmgr never reads.
 //!
 //! Safety: a spare is never a queue file: its name starts with `.` in a directory no daemon
 //! reads mail from, and once taken it carries cleanup's temporary name until all of the new
@@ -30,7 +40,8 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::safe_open::{Expect, open_update};
@@ -47,7 +58,7 @@ pub const MAX_SPARE_SIZE: u64 = 128 * 1024;
 /// qmgr counts `spare/` again after this many files given (cleanup takes them meanwhile).
 const RECOUNT_EVERY: usize = 64;
 
-/// Most names a process tries per [`take`] before creating a new file instead.
+/// Names a process tries beyond a batch's size per claim ([`take_durable`]).
 const MAX_TRIES: usize = 8;
 
 /// An empty `spare/` is listed again only after this long.
@@ -108,6 +119,171 @@ fn count(dir: &Path) -> usize {
         .unwrap_or(MAX_SPARES)
 }
 
+/// Most spares a process claims at once ([`take_durable`]): one fsync of `spare/` per batch.
+pub const CLAIM_BATCH: usize = 16;
+
+/// Spares this process has claimed into a directory (durably) and not yet used.
+struct Claimed {
+    dir: PathBuf,
+    paths: Vec<PathBuf>,
+    /// A thread is claiming the next batch for this directory now.
+    claiming: bool,
+}
+
+static CLAIMED: Mutex<Vec<Claimed>> = Mutex::new(Vec::new());
+
+/// Numbers the temporary names of claimed spares within this process.
+static CLAIM_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Signalled when a batch has been claimed.
+static CLAIM_DONE: Condvar = Condvar::new();
+
+/// A thread claims the next batch when a directory's claimed spares run down to this many,
+/// so the others rarely find none (and make a new file) while it claims.
+const CLAIM_LOW: usize = CLAIM_BATCH / 4;
+
+/// How long a thread that found no claimed spare waits for the batch being claimed.
+const CLAIM_WAIT: Duration = Duration::from_millis(20);
+
+/// What one look at the claimed spares of a directory gives.
+enum Next {
+    /// A claimed spare; `true`: few are left, this thread claims the next batch too.
+    Path(PathBuf, bool),
+    /// None left: this thread claims the next batch.
+    Claim,
+    /// None left, and none came within [`CLAIM_WAIT`] from another thread's claim.
+    Nothing,
+}
+
+fn next_claimed(dir: &Path) -> Next {
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut waited = false;
+    loop {
+        let i = match claimed.iter().position(|c| c.dir == dir) {
+            Some(i) => i,
+            None => {
+                claimed.push(Claimed {
+                    dir: dir.to_owned(),
+                    paths: Vec::new(),
+                    claiming: false,
+                });
+                claimed.len() - 1
+            }
+        };
+        let Some(c) = claimed.get_mut(i) else {
+            return Next::Nothing;
+        };
+        if let Some(p) = c.paths.pop() {
+            let claim = c.paths.len() <= CLAIM_LOW && !c.claiming;
+            c.claiming |= claim;
+            return Next::Path(p, claim);
+        }
+        if !c.claiming {
+            c.claiming = true;
+            return Next::Claim;
+        }
+        if waited {
+            return Next::Nothing;
+        }
+        waited = true;
+        claimed = CLAIM_DONE
+            .wait_timeout(claimed, CLAIM_WAIT)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+fn claimed_done(dir: &Path, batch: Vec<PathBuf>) {
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = claimed.iter_mut().find(|c| c.dir == dir) {
+        c.claiming = false;
+        c.paths.extend(batch);
+    }
+    drop(claimed);
+    CLAIM_DONE.notify_all();
+}
+
+/// The taking side (cleanup): a spare claimed into `dir` under a temporary name starting
+/// with `prefix`, whose old name in `spare_dir` is gone on disk (see the module doc),
+/// opened for rewriting. Returns the file, its current length and its path, or `None` when
+/// there is no spare to take now (create a new file then). `spare_dir` is normally
+/// [`SPARE_DIR`].
+pub fn take_durable(spare_dir: &Path, dir: &Path, prefix: &str) -> Option<(File, u64, PathBuf)> {
+    let mut claims = 0;
+    loop {
+        let path = match next_claimed(dir) {
+            Next::Path(path, claim) => {
+                if claim {
+                    claimed_done(dir, claim_batch(spare_dir, dir, prefix));
+                }
+                path
+            }
+            Next::Nothing => return None,
+            Next::Claim => {
+                let batch = if claims < 2 {
+                    claim_batch(spare_dir, dir, prefix)
+                } else {
+                    Vec::new()
+                };
+                claims += 1;
+                let none = batch.is_empty();
+                claimed_done(dir, batch);
+                if none {
+                    return None;
+                }
+                continue;
+            }
+        };
+        let opened = open_update(&path, &Expect::current_user())
+            .ok()
+            .and_then(|f| f.metadata().ok().map(|m| (f, m.len())));
+        match opened {
+            Some((f, len)) => return Some((f, len, path)),
+            None => {
+                // Not a plain file of ours: it goes, and the next one is tried.
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// Renames up to [`CLAIM_BATCH`] spares into `dir` and fsyncs `spare_dir` once; the paths
+/// claimed (none when the fsync failed: they are removed).
+fn claim_batch(spare_dir: &Path, dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut got = Vec::new();
+    for _ in 0..CLAIM_BATCH + MAX_TRIES {
+        if got.len() >= CLAIM_BATCH {
+            break;
+        }
+        let Some(name) = next_name(spare_dir) else {
+            break;
+        };
+        let n = CLAIM_SEQ.fetch_add(1, Ordering::Relaxed);
+        let to = dir.join(format!("{prefix}{}.{n}", std::process::id()));
+        match std::fs::rename(spare_dir.join(&name), &to) {
+            Ok(()) => got.push(to),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => break,
+        }
+    }
+    if !got.is_empty() && crate::safe_open::fsync_dir(spare_dir).is_err() {
+        for p in got.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    got
+}
+
+/// Removes the spares this process claimed and did not use (when it exits).
+pub fn release_claimed() {
+    let claimed = std::mem::take(&mut *CLAIMED.lock().unwrap_or_else(|p| p.into_inner()));
+    for c in claimed {
+        for p in c.paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Names of spares this process has seen in a spare directory and not yet tried, and when
 /// that directory was last listed and found empty.
 struct Seen {
@@ -117,30 +293,6 @@ struct Seen {
 }
 
 static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
-
-/// The taking side (cleanup): claims a spare as `dir/tmp_name` and opens it for
-/// rewriting. Returns the file and its current length, or `None` when there is no spare to
-/// take (create a new file then). `spare_dir` is normally [`SPARE_DIR`].
-pub fn take(spare_dir: &Path, dir: &Path, tmp_name: &str) -> Option<(File, u64)> {
-    let to = dir.join(tmp_name);
-    for _ in 0..MAX_TRIES {
-        let name = next_name(spare_dir)?;
-        match std::fs::rename(spare_dir.join(&name), &to) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(_) => return None,
-        }
-        let opened = open_update(&to, &Expect::current_user())
-            .ok()
-            .and_then(|f| f.metadata().ok().map(|m| (f, m.len())));
-        if opened.is_none() {
-            // Not a plain file of ours: it goes, and a new file is made instead.
-            let _ = std::fs::remove_file(&to);
-        }
-        return opened;
-    }
-    None
-}
 
 fn next_name(spare_dir: &Path) -> Option<String> {
     let mut guard = SEEN.lock().unwrap_or_else(|p| p.into_inner());

@@ -27,12 +27,47 @@ fn a_given_file_is_taken_once_under_the_temporary_name() {
     g.dispose(&p, "ID1").expect("dispose");
     assert!(!p.exists());
     assert!(spare.join(".ID1").exists());
-    let (_f, len) = take(&spare, &incoming, ".cleanup.ID2").expect("a spare");
+    let (_f, len, path) = take_durable(&spare, &incoming, ".cleanup.spare.").expect("a spare");
     assert_eq!(len, 5000);
-    assert!(incoming.join(".cleanup.ID2").exists());
+    assert_eq!(path.parent(), Some(incoming.as_path()));
+    assert!(
+        path.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".cleanup.spare."))
+    );
+    assert!(path.exists());
     assert!(!spare.join(".ID1").exists());
     // None left: a new file is made instead.
-    assert!(take(&spare, &incoming, ".cleanup.ID3").is_none());
+    assert!(take_durable(&spare, &incoming, ".cleanup.spare.").is_none());
+}
+
+/// Spares are claimed in batches (one fsync of spare/ each): the rest of a batch waits,
+/// claimed, for the next messages; what is left when the process ends is removed.
+#[test]
+fn spares_are_claimed_in_batches_and_released() {
+    let (_t, spare, incoming) = dirs();
+    let mut g = Giver::new(&spare);
+    for i in 0..3 {
+        let name = format!("B{i}");
+        let p = queue_file(&incoming, &name, 100);
+        g.dispose(&p, &name).expect("dispose");
+    }
+    let (_f, _, first) = take_durable(&spare, &incoming, ".cleanup.spare.").expect("a spare");
+    // All three left spare/ with the first take.
+    assert_eq!(std::fs::read_dir(&spare).expect("list").count(), 0);
+    let claimed = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .expect("list")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".cleanup.spare."))
+            .count()
+    };
+    assert_eq!(claimed(&incoming), 3);
+    let (_f, _, second) = take_durable(&spare, &incoming, ".cleanup.spare.").expect("a claimed spare");
+    assert_ne!(first, second);
+    std::fs::remove_file(&first).expect("used");
+    std::fs::remove_file(&second).expect("used");
+    release_claimed();
+    assert_eq!(claimed(&incoming), 0, "the unused claim is removed");
 }
 
 #[test]
@@ -57,7 +92,10 @@ fn a_symlink_in_the_pool_is_not_followed() {
     let (t, spare, incoming) = dirs();
     let victim = queue_file(t.path(), "victim", 10);
     std::os::unix::fs::symlink(&victim, spare.join(".EVIL")).expect("symlink");
-    assert!(take(&spare, &incoming, ".cleanup.X").is_none());
-    assert!(!incoming.join(".cleanup.X").exists());
+    assert!(take_durable(&spare, &incoming, ".cleanup.spare.").is_none());
+    assert!(
+        std::fs::read_dir(&incoming).expect("list").next().is_none(),
+        "nothing claimed is left"
+    );
     assert_eq!(std::fs::read(&victim).expect("victim"), b"xxxxxxxxxx");
 }
