@@ -6,8 +6,6 @@
 #   STRACE=1 N=300 bench/accept_cpu.sh  # also syscalls per message (strace -f -c on each)
 #   PERF=1 ...                          # syscalls, fsyncs, fdatasyncs per process counted by perf stat (cheap)
 #   NICE=-15 ...                        # run Postern and the load at this priority (a busy machine)
-#   PROFILE=1 ...                       # also where the CPU goes: perf record of smtpd+cleanup over
-#                                       # the load; the top symbols per daemon go to stdout
 #
 # One throwaway instance per binary directory; Postfix's smtp-source is the load (one
 # message per connection). Before and after the fixed load, utime+stime of every process
@@ -40,10 +38,6 @@ run_one() { # label bindir
       strace -f -c -o "$WORK/strace-${label%%[*}-$(cat /proc/$p/comm)-$p.txt" -p "$p" 2>/dev/null & st+=($!)
     done
     sleep 1
-  elif [ -n "${PROFILE:-}" ]; then
-    perf record -F 1999 -g -o "$WORK/profile-${label%%[*}.data" \
-      -p "$(echo "$before" | awk '{print $4}' | tr '\n' ',' | sed 's/,$//')" >/dev/null 2>&1 & st+=($!)
-    sleep 1
   elif [ -n "${PERF:-}" ]; then
     # Counted in the kernel (no ptrace stop per call, unlike strace): every system call,
     # fsync and fdatasync of each smtpd/cleanup process over the load.
@@ -58,13 +52,6 @@ run_one() { # label bindir
   t1=$(date +%s.%N)
   after=$(cpu_of "$bin" smtpd cleanup)
   if [ ${#st[@]} -gt 0 ]; then kill -INT "${st[@]}"; wait "${st[@]}" 2>/dev/null || true; fi
-  if [ -n "${PROFILE:-}" ]; then
-    for c in smtpd cleanup; do
-      echo "== $label: $c, self time by symbol (perf report --no-children)"
-      perf report -i "$WORK/profile-${label%%[*}.data" --comms "$c" --no-children --sort dso,sym \
-        --stdio -g none --percent-limit 1.5 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25
-    done
-  fi
   python3 - "$label" "$N" "$t0" "$t1" "$(getconf CLK_TCK)" "$before" "$after" <<'EOT'
 import sys
 label, n, t0, t1, hz = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
