@@ -34,7 +34,7 @@
 //! Needs root, iproute2, dnsmasq, openssl, python3 and a build with the hubs' copies, the
 //! replicator and the proxy (skipped with the reason recorded, failed under CI=true).
 
-use postern_tests::redundant::{Cluster, MAILBOX_SERVERS, flags_in, missing_parts, output_text};
+use postern_tests::redundant::{Cluster, MAILBOX_SERVERS, missing_parts, output_text};
 use postern_tests::*;
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
@@ -47,7 +47,6 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 #[test]
-#[ignore = "to be run in CI again once it has passed 8 runs in a row after the uidlist lock fix (0f84b43); run with --run-ignored only"]
 fn soak_senders_chaos_and_a_client_leave_a_and_b_identical_and_every_message_once() {
     if !Cluster::can_run() {
         return;
@@ -198,39 +197,53 @@ fn soak_senders_chaos_and_a_client_leave_a_and_b_identical_and_every_message_onc
     assert!(same, "A and B identical (A left, B right): {:#?}", last);
     let state = last.0;
 
-    // Every accepted message once in INBOX, unless deleted; no deleted one back.
+    // Every accepted message once in INBOX, unless deleted; no deleted one back. SMTP's
+    // own duplicate: a hub killed before the sender read its 250 took the message again as
+    // a new one (tests/src/redundant.rs, hub_accepts), so a Message-ID may be there up to
+    // as many times as the hubs took it, less the copies the client deleted (each copy its
+    // own UID: the client picks, flags and deletes one copy at a time).
     let accepts = cluster.hub_accepts();
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for l in state.iter().filter(|l| l.starts_with("M INBOX ")) {
-        if let Some(id) = l.split(' ').nth(3) {
-            *count.entry(id).or_insert(0) += 1;
+    let mut copies: HashMap<&str, Vec<&str>> = HashMap::new();
+    for l in state.iter().filter_map(|l| l.strip_prefix("M INBOX ")) {
+        let mut w = l.splitn(3, ' ');
+        if let (Some(_uid), Some(id)) = (w.next(), w.next()) {
+            copies.entry(id).or_default().push(w.next().unwrap_or(""));
         }
     }
+    let times = |what: &str, id: &str| {
+        client_text
+            .lines()
+            .filter(|l| l.strip_prefix(what).is_some_and(|x| x.trim() == id))
+            .count()
+    };
     for id in &all {
-        let n = count.get(id.as_str()).copied().unwrap_or(0);
-        if deleted.contains(id) {
-            assert_eq!(n, 0, "{id} was deleted and is back");
-        } else if tried.contains(id) {
-            assert!(n <= 1, "{id} {n} times");
-        } else if n != 1 {
-            // SMTP's own duplicate: a hub killed before the sender read its 250 took the
-            // message again as a new one (tests/src/redundant.rs, hub_accepts).
-            let took = accepts.get(id).copied().unwrap_or(0);
-            assert!(
-                n >= 1 && n <= took,
-                "{id} is in INBOX {n} times (the hubs took it {took} times)"
-            );
-        }
+        let n = copies.get(id.as_str()).map_or(0, Vec::len);
+        let took = accepts.get(id).copied().unwrap_or(0).max(1);
+        let (gone, maybe_gone) = (times("deleted ", id), times("try-delete ", id));
+        let most = took.saturating_sub(gone);
+        let least = if maybe_gone > 0 { 0 } else { 1 };
+        assert!(
+            n >= least && n <= most,
+            "{id} is in INBOX {n} times (the hubs took it {took} times, the client deleted it {gone} times of {maybe_gone} tries)"
+        );
     }
+    // every confirmed \Seen kept (on the copy the client flagged: with an SMTP duplicate
+    // and a deletion the flagged copy may be the one deleted)
     for id in &seen {
-        if let Some(flags) = flags_in(&state, "INBOX", id) {
-            assert!(flags.contains("\\Seen"), "{id} keeps \\Seen: {flags}");
+        let flags = copies.get(id.as_str()).cloned().unwrap_or_default();
+        let took = accepts.get(id).copied().unwrap_or(0);
+        if flags.is_empty() || (took > 1 && tried.contains(id)) {
+            continue;
         }
+        assert!(
+            flags.iter().any(|f| f.contains("\\Seen")),
+            "{id} keeps \\Seen: {flags:?}"
+        );
     }
     println!(
         "soak: {} messages accepted, A and B identical ({} INBOX messages) {:.1} s after the start",
         all.len(),
-        count.len(),
+        copies.len(),
         t0.elapsed().as_secs_f64()
     );
 }
