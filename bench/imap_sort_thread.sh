@@ -33,40 +33,8 @@ build_release -p master -p postern -p auth -p imapd
 peer_ensure
 USER_NAME=sortbench
 USER_PW=sortbench-pw
-HASH=
-if [ "$(id -u)" = 0 ]; then
-  peer_user "$USER_NAME" "$USER_PW"
-  HASH=$(getent shadow "$USER_NAME" | cut -d: -f2)
-elif [ "$PEER" != 0 ]; then
-  echo "the Dovecot comparison needs root (PEER=0 for Postern alone)" >&2; exit 1
-fi
-
-postern_new
-PORT=$(free_port)
-cat > "$INST/etc/master.toml" <<EOT
-[[service]]
-name = "auth"
-type = "unix"
-command = "auth"
-maxproc = 1
-max_use = 1000000
-
-[[service]]
-name = "imap"
-type = "inet"
-listen = "127.0.0.1:$PORT"
-command = "imapd"
-maxproc = 2
-max_use = 1
-EOT
-if [ -n "$HASH" ]; then pn_user "$USER_NAME" "$USER_PW" "$HASH"; else pn_user "$USER_NAME" "$USER_PW"; fi
-PN_MAILDIR=$INST/var/mail/$USER_NAME
 progress "imap_sort_thread: $N threaded messages into both mailboxes"
-OWNER=$([ "$(id -u)" = 0 ] && echo postern || id -un)
-python3 bench/sort_thread_load.py fill --maildir "$PN_MAILDIR" -n "$N" --owner "$OWNER"
-[ "$PEER" = 0 ] || python3 bench/sort_thread_load.py fill --maildir "/home/$USER_NAME/Maildir" -n "$N" --owner "$USER_NAME"
-pn_start >/dev/null
-sleep 1
+imap_beside_dovecot "$USER_NAME" "$USER_PW" "$N" "max_use = 1"
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 ARGS=(--user "$USER_NAME" --password "$USER_PW" --reps "$REPS" --warm "$WARM" --json-out "$OUT")

@@ -154,3 +154,43 @@ for c in sorted(want):
     print(c, u, k, ",".join(sorted(ps)))
 EOT
 }
+
+# imap_beside_dovecot USER PASSWORD N [LINES]: a throwaway Postern instance with auth and
+# imapd only (LINES added to imapd's service entry, e.g. "max_use = 1"), and the Dovecot
+# peer's system user USER (PEER=0: Postern alone), both logging USER in with the same
+# yescrypt hash, each INBOX filled with the same N messages (bench/sort_thread_load.py
+# fill), Postern started. Sets INST, PORT and PN_MAILDIR.
+imap_beside_dovecot() {
+  local user=$1 pw=$2 n=$3 lines=${4:-} hash="" owner
+  if [ "$(id -u)" = 0 ]; then
+    peer_user "$user" "$pw"
+    hash=$(getent shadow "$user" | cut -d: -f2)
+  elif [ "$PEER" != 0 ]; then
+    echo "the Dovecot comparison needs root (PEER=0 for Postern alone)" >&2; exit 1
+  fi
+  postern_new
+  PORT=$(free_port)
+  cat > "$INST/etc/master.toml" <<EOT
+[[service]]
+name = "auth"
+type = "unix"
+command = "auth"
+maxproc = 1
+max_use = 1000000
+
+[[service]]
+name = "imap"
+type = "inet"
+listen = "127.0.0.1:$PORT"
+command = "imapd"
+maxproc = 2
+$lines
+EOT
+  if [ -n "$hash" ]; then pn_user "$user" "$pw" "$hash"; else pn_user "$user" "$pw"; fi
+  PN_MAILDIR=$INST/var/mail/$user
+  owner=$([ "$(id -u)" = 0 ] && echo postern || id -un)
+  python3 bench/sort_thread_load.py fill --maildir "$PN_MAILDIR" -n "$n" --owner "$owner"
+  [ "$PEER" = 0 ] || python3 bench/sort_thread_load.py fill --maildir "/home/$user/Maildir" -n "$n" --owner "$user"
+  pn_start >/dev/null
+  sleep 1
+}
