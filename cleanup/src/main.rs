@@ -79,7 +79,15 @@ fn main() -> std::process::ExitCode {
     // Each connection has its own state (the check tables, read once per message anyway).
     let code = postern_lib::skeleton::threaded::threaded_server(
         "cleanup",
-        |_| Ok(()),
+        |_| {
+            // Spares claimed by a cleanup process that was killed (the working directory
+            // is the queue directory here).
+            let gone = queue::remove_abandoned_spares();
+            if gone > 0 {
+                tracing::info!("removed {gone} spare file(s) claimed by cleanup processes that are gone");
+            }
+            Ok(())
+        },
         |_: &(), ctx, conn| service::serve(&mut service::State::default(), ctx, conn),
     );
     // Spares claimed for messages that did not come are not left as temporary files.

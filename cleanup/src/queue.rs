@@ -44,6 +44,12 @@ pub const TEMP_PREFIX: &str = ".cleanup.";
 /// Prefix of the temporary names of spares this process claimed (then `PID.N`).
 const SPARE_PREFIX: &str = ".cleanup.spare.";
 
+/// Removes from `incoming/` the spares claimed by cleanup processes that are gone (killed
+/// before they could release them); returns how many.
+pub fn remove_abandoned_spares() -> usize {
+    postern_lib::queue_spare::remove_abandoned_claims(Path::new("incoming"), SPARE_PREFIX)
+}
+
 /// Why a queue file could not be written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteError {

@@ -28,7 +28,8 @@
 //! blocks, which ext4 without a journal writes independently), and the next take of that
 //! spare would overwrite the queued message. Claimed spares a process did not use are
 //! removed when it exits ([`release_claimed`]); after a crash they are left as temporary
-//! files, which qmgr never reads.
+//! files, which qmgr never reads, until the next cleanup process to start removes those whose
+//! maker is gone ([`remove_abandoned_claims`]).
 //!
 //! Safety: a spare is never a queue file: its name starts with `.` in a directory no daemon
 //! reads mail from, and once taken it carries cleanup's temporary name until all of the new
@@ -282,6 +283,35 @@ pub fn release_claimed() {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Removes the spares claimed into `dir` under `prefix` (`PREFIX<PID>.<N>`, as
+/// [`take_durable`] names them) by processes that are gone: a process killed before
+/// [`release_claimed`] ran leaves up to [`CLAIM_BATCH`] of them, which nothing reads.
+/// A claim whose PID names a live process (its maker, or another process that got the PID
+/// since) is kept. Returns how many were removed. At most `MAX_SPARES × 16` names are
+/// looked at, so a directory filled by someone else cannot hold the caller.
+pub fn remove_abandoned_claims(dir: &Path, prefix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten().take(MAX_SPARES * 16) {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Names of spares this process has seen in a spare directory and not yet tried, and when

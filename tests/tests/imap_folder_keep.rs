@@ -14,7 +14,7 @@ use postern_tests::*;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-const KEEP_SECS: u64 = 15;
+const KEEP_SECS: u64 = 30;
 
 /// The inotify watches imapd `pid` holds (the `inotify wd:` lines of its inotify
 /// descriptors' fdinfo).

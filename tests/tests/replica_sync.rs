@@ -470,7 +470,8 @@ fn a_peer_that_hangs_costs_one_timeout_and_status_says_why() {
     let t = std::time::Instant::now();
     let why = not_in_step(sync(&a));
     assert!(why.contains("retried later"), "{why}");
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // Not a second replica_timeout (5 s): the peer is known to be silent.
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     let row = peer_row(&a, &peer);
     assert!(row.contains("unreachable") && row.contains("timed out"), "{row}");
     assert!(

@@ -99,3 +99,23 @@ fn a_symlink_in_the_pool_is_not_followed() {
     );
     assert_eq!(std::fs::read(&victim).expect("victim"), b"xxxxxxxxxx");
 }
+
+#[test]
+fn claims_of_a_process_that_is_gone_are_removed_and_live_ones_kept() {
+    let (_t, _spare, incoming) = dirs();
+    // A PID that was a process and is gone now.
+    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+    let dead = child.id();
+    child.wait().expect("wait");
+    let me = std::process::id();
+    let gone = queue_file(&incoming, &format!(".cleanup.spare.{dead}.3"), 10);
+    let mine = queue_file(&incoming, &format!(".cleanup.spare.{me}.1"), 10);
+    let init = queue_file(&incoming, ".cleanup.spare.1.0", 10);
+    let other = queue_file(&incoming, &format!(".cleanup.{dead}XYZ"), 10);
+    let odd = queue_file(&incoming, ".cleanup.spare.notapid.1", 10);
+    assert_eq!(remove_abandoned_claims(&incoming, ".cleanup.spare."), 1);
+    assert!(!gone.exists());
+    for kept in [&mine, &init, &other, &odd] {
+        assert!(kept.exists(), "{}", kept.display());
+    }
+}
