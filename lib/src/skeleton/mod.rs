@@ -5,8 +5,9 @@
 //! smtp, bounce — Postfix's `single_server`), or [`event::event_server`] for daemons that
 //! hold many slow or idle network clients per process on a mio event loop (smtpd, pop3d,
 //! imapd — the Sun ONE dispatcher's multi-connection workers).
-//! [`threaded::threaded_server`] is the single flavour with a thread per connection, for
-//! a daemon whose clients may hold a connection for long (cleanup).
+//! [`threaded::threaded_server`] is the single flavour with a thread per connection (a
+//! pool: a thread whose connection ended waits for the next), for a daemon whose clients
+//! may hold a connection for long (cleanup, mirror, replicator).
 //!
 //! Both flavours, in order:
 //! 1. refuse to run unless started by master (the environment in
