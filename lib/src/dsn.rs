@@ -53,16 +53,42 @@ impl Dsn {
     pub const SECURITY_OK: Dsn = code(Class::Success, 7, 0);
     /// `5.1.1` bad destination mailbox address (user unknown).
     pub const BAD_MAILBOX: Dsn = code(Class::Permanent, 1, 1);
+    /// `5.0.0` other or undefined status (a reply without an enhanced code: its class).
+    pub const UNDEFINED: Dsn = code(Class::Permanent, 0, 0);
+    /// `5.1.2` bad destination system address (a domain not delivered here).
+    pub const BAD_SYSTEM: Dsn = code(Class::Permanent, 1, 2);
     /// `5.1.3` bad destination mailbox address syntax.
     pub const BAD_ADDRESS_SYNTAX: Dsn = code(Class::Permanent, 1, 3);
+    /// `5.1.10` recipient address has null MX (RFC 7505).
+    pub const NULL_MX: Dsn = code(Class::Permanent, 1, 10);
+    /// `4.2.0` other or undefined mailbox status (a mailbox that cannot be written now).
+    pub const MAILBOX_STATUS: Dsn = code(Class::Transient, 2, 0);
+    /// `4.2.2` mailbox full (over quota).
+    pub const MAILBOX_FULL: Dsn = code(Class::Transient, 2, 2);
     /// `4.3.0` other or undefined mail system status (a local service failed).
     pub const MAIL_SYSTEM: Dsn = code(Class::Transient, 3, 0);
     /// `4.3.1` mail system full (no space for the message).
     pub const SYSTEM_FULL: Dsn = code(Class::Transient, 3, 1);
+    /// `4.3.2` system not accepting network messages (shutting down, too busy).
+    pub const NOT_ACCEPTING: Dsn = code(Class::Transient, 3, 2);
     /// `5.3.4` message too big for system.
     pub const TOO_BIG: Dsn = code(Class::Permanent, 3, 4);
+    /// `4.3.5` system incorrectly configured.
+    pub const MISCONFIGURED: Dsn = code(Class::Transient, 3, 5);
+    /// `4.4.1` no answer from host (no server could be reached).
+    pub const NO_ANSWER: Dsn = code(Class::Transient, 4, 1);
     /// `4.4.2` bad connection (a timeout, a connection dropped).
     pub const BAD_CONNECTION: Dsn = code(Class::Transient, 4, 2);
+    /// `4.4.3` directory server failure (a DNS lookup failed for now).
+    pub const DIRECTORY_FAILURE: Dsn = code(Class::Transient, 4, 3);
+    /// `5.4.4` unable to route (no such domain, no address for the next hop).
+    pub const UNABLE_TO_ROUTE: Dsn = code(Class::Permanent, 4, 4);
+    /// `5.4.6` routing loop detected (mail forwarding or alias loop).
+    pub const ROUTING_LOOP: Dsn = code(Class::Permanent, 4, 6);
+    /// `4.4.7` delivery time expired (`maximal_queue_lifetime`; Postfix bounces with it).
+    pub const EXPIRED: Dsn = code(Class::Transient, 4, 7);
+    /// `5.5.0` other or undefined protocol status.
+    pub const PROTOCOL: Dsn = code(Class::Permanent, 5, 0);
     /// `5.5.1` invalid command (out of sequence).
     pub const INVALID_COMMAND: Dsn = code(Class::Permanent, 5, 1);
     /// `5.5.2` syntax error.
@@ -71,12 +97,18 @@ impl Dsn {
     pub const TOO_MANY_RECIPIENTS: Dsn = code(Class::Transient, 5, 3);
     /// `5.5.4` invalid command arguments.
     pub const INVALID_ARGUMENTS: Dsn = code(Class::Permanent, 5, 4);
+    /// `5.6.0` other or undefined media error (bad message content).
+    pub const MEDIA: Dsn = code(Class::Permanent, 6, 0);
     /// `5.6.7` non-ASCII address without SMTPUTF8 (RFC 6531).
     pub const NEEDS_SMTPUTF8: Dsn = code(Class::Permanent, 6, 7);
     /// `5.7.0` other or undefined security status (STARTTLS first, authentication aborted).
     pub const SECURITY: Dsn = code(Class::Permanent, 7, 0);
     /// `5.7.1` delivery not authorized, message refused.
     pub const NOT_AUTHORIZED: Dsn = code(Class::Permanent, 7, 1);
+    /// `4.7.4` security features not supported (TLS required but not offered).
+    pub const TLS_UNAVAILABLE: Dsn = code(Class::Transient, 7, 4);
+    /// `4.7.5` cryptographic failure (the TLS handshake or its policy failed).
+    pub const CRYPTO_FAILURE: Dsn = code(Class::Transient, 7, 5);
     /// `5.7.8` authentication credentials invalid.
     pub const BAD_CREDENTIALS: Dsn = code(Class::Permanent, 7, 8);
 
@@ -91,6 +123,26 @@ impl Dsn {
     /// The class.
     pub const fn class(self) -> Class {
         self.class
+    }
+
+    /// The subject (`5.1.1` → 1).
+    pub const fn subject(self) -> u16 {
+        self.subject
+    }
+
+    /// The detail (`5.1.10` → 10).
+    pub const fn detail(self) -> u16 {
+        self.detail
+    }
+
+    /// `X.0.0` for a reply code without an enhanced code: its class (`451` → `4.0.0`); a
+    /// code of no delivery class (`354` where a final reply was due) is transient.
+    pub const fn of_reply(reply_code: u16) -> Dsn {
+        match reply_code / 100 {
+            2 => code(Class::Success, 0, 0),
+            5 => Dsn::UNDEFINED,
+            _ => code(Class::Transient, 0, 0),
+        }
     }
 
     /// The same condition as a transient failure (`5.7.1` → `4.7.1`).
@@ -200,6 +252,36 @@ mod tests {
         assert_eq!(serde_json::to_string(&Dsn::MAIL_SYSTEM).unwrap(), "\"4.3.0\"");
         assert_eq!(serde_json::from_str::<Dsn>("\"5.7.1\"").unwrap(), Dsn::NOT_AUTHORIZED);
         assert!(serde_json::from_str::<Dsn>("\"5.7\"").is_err());
+    }
+
+    #[test]
+    fn names_print_their_codes() {
+        for (d, s) in [
+            (Dsn::UNDEFINED, "5.0.0"),
+            (Dsn::BAD_SYSTEM, "5.1.2"),
+            (Dsn::NULL_MX, "5.1.10"),
+            (Dsn::MAILBOX_STATUS, "4.2.0"),
+            (Dsn::MAILBOX_FULL, "4.2.2"),
+            (Dsn::NOT_ACCEPTING, "4.3.2"),
+            (Dsn::MISCONFIGURED, "4.3.5"),
+            (Dsn::NO_ANSWER, "4.4.1"),
+            (Dsn::DIRECTORY_FAILURE, "4.4.3"),
+            (Dsn::UNABLE_TO_ROUTE, "5.4.4"),
+            (Dsn::ROUTING_LOOP, "5.4.6"),
+            (Dsn::EXPIRED, "4.4.7"),
+            (Dsn::PROTOCOL, "5.5.0"),
+            (Dsn::MEDIA, "5.6.0"),
+            (Dsn::TLS_UNAVAILABLE, "4.7.4"),
+            (Dsn::CRYPTO_FAILURE, "4.7.5"),
+        ] {
+            assert_eq!(d.to_string(), s);
+            assert_eq!(s.parse::<Dsn>().unwrap(), d);
+        }
+        assert_eq!((Dsn::NULL_MX.subject(), Dsn::NULL_MX.detail()), (1, 10));
+        assert_eq!(Dsn::of_reply(451).to_string(), "4.0.0");
+        assert_eq!(Dsn::of_reply(250).to_string(), "2.0.0");
+        assert_eq!(Dsn::of_reply(554), Dsn::UNDEFINED);
+        assert_eq!(Dsn::of_reply(354).to_string(), "4.0.0");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use postern_lib::address::{Class, Destinations, canonical, parse_mailbox};
 use postern_lib::config::MainConfig;
+use postern_lib::dsn::Dsn;
 use postern_lib::proto::resolve::{AddressClass, ERROR_TRANSPORT, MAX_ROUTES, ResolveReply, Route};
 use postern_lib::transport_map::{TableError, TableSet, split_transport, transport_lookup};
 
@@ -82,12 +83,12 @@ impl Resolver {
     /// The routes of a recipient.
     pub fn resolve(&self, address: &str) -> ResolveReply {
         let Some(canonical) = self.rewrite(address).filter(|a| !a.is_empty()) else {
-            return error_route(address, "5.1.3 bad address syntax");
+            return error_route(address, Dsn::BAD_ADDRESS_SYNTAX, "bad address syntax");
         };
         let mut targets = Vec::new();
         let mut seen = HashSet::new();
-        if let Err(why) = self.expand(&canonical, 0, &mut seen, &mut targets) {
-            return error_route(&canonical, why);
+        if let Err((dsn, why)) = self.expand(&canonical, 0, &mut seen, &mut targets) {
+            return error_route(&canonical, dsn, why);
         }
         let routes = targets.iter().map(|t| self.route(t)).collect();
         ResolveReply::Resolved { routes }
@@ -101,9 +102,9 @@ impl Resolver {
         depth: usize,
         seen: &mut HashSet<String>,
         out: &mut Vec<String>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), (Dsn, &'static str)> {
         if depth > MAX_ALIAS_DEPTH {
-            return Err("5.4.6 virtual alias nesting too deep");
+            return Err((Dsn::ROUTING_LOOP, "virtual alias nesting too deep"));
         }
         let value = if self.virtual_alias.is_empty() || !seen.insert(address.to_lowercase()) {
             None
@@ -112,7 +113,10 @@ impl Resolver {
         };
         let Some(value) = value else {
             if out.len() >= MAX_ROUTES {
-                return Err("5.3.0 virtual alias expands to too many recipients");
+                return Err((
+                    Dsn::MAIL_SYSTEM.permanent(),
+                    "virtual alias expands to too many recipients",
+                ));
             }
             if !out.iter().any(|o| o.eq_ignore_ascii_case(address)) {
                 out.push(address.to_string());
@@ -121,7 +125,7 @@ impl Resolver {
         };
         for target in value.split([',', ' ', '\t']).map(str::trim).filter(|t| !t.is_empty()) {
             let Some(t) = self.rewrite(target).filter(|t| !t.is_empty()) else {
-                return Err("5.1.3 bad address in virtual alias");
+                return Err((Dsn::BAD_ADDRESS_SYNTAX, "bad address in virtual alias"));
             };
             if t.eq_ignore_ascii_case(address) {
                 // An alias that includes itself delivers to itself.
@@ -164,7 +168,7 @@ impl Resolver {
         let Ok(a) = parse_mailbox(address, true) else {
             return Route {
                 transport: ERROR_TRANSPORT.into(),
-                nexthop: "5.1.3 bad address syntax".into(),
+                nexthop: error_text(Dsn::BAD_ADDRESS_SYNTAX, "bad address syntax"),
                 recipient: address.into(),
                 class: AddressClass::Error,
             };
@@ -184,7 +188,7 @@ impl Resolver {
                 Err(_) => {
                     return Route {
                         transport: ERROR_TRANSPORT.into(),
-                        nexthop: "5.1.3 rewrite rule made a bad address".into(),
+                        nexthop: error_text(Dsn::BAD_ADDRESS_SYNTAX, "rewrite rule made a bad address"),
                         recipient: address,
                         class: AddressClass::Error,
                     };
@@ -217,7 +221,7 @@ impl Resolver {
                 return Route {
                     transport: ERROR_TRANSPORT.into(),
                     nexthop: if n.is_empty() {
-                        "5.1.1 mail for this address is refused".into()
+                        error_text(Dsn::BAD_MAILBOX, "mail for this address is refused")
                     } else {
                         n.into()
                     },
@@ -245,11 +249,16 @@ impl Resolver {
     }
 }
 
-fn error_route(address: &str, why: &str) -> ResolveReply {
+/// The next hop of an error route: `5.1.3 text`, as a transport map's `error:5.1.3 text`.
+fn error_text(dsn: Dsn, text: &str) -> String {
+    format!("{dsn} {text}")
+}
+
+fn error_route(address: &str, dsn: Dsn, why: &str) -> ResolveReply {
     ResolveReply::Resolved {
         routes: vec![Route {
             transport: ERROR_TRANSPORT.into(),
-            nexthop: why.into(),
+            nexthop: error_text(dsn, why),
             recipient: address.into(),
             class: AddressClass::Error,
         }],

@@ -229,6 +229,13 @@ impl From<QueueId> for String {
     }
 }
 
+/// Deserialises a `String` field that must hold a queue ID when it arrives from another
+/// process (`#[serde(deserialize_with = "crate::queue_id::checked")]`): refused unless it
+/// parses as a [`QueueId`].
+pub fn checked<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    QueueId::deserialize(d).map(String::from)
+}
+
 impl AsRef<str> for QueueId {
     fn as_ref(&self) -> &str {
         self.as_str()
