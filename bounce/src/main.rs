@@ -50,7 +50,7 @@ fn serve(s: &mut notify::Settings, _ctx: &Context, conn: Accepted) {
             queue_file,
             kind,
             recipients,
-        }) => notify::notify(s, &queue_id, &queue_file, kind, &recipients),
+        }) => notify::notify(s, queue_id.as_str(), &queue_file, kind, &recipients),
         Err(e) => BounceReply::TempFail {
             reason: format!("bad request: {e}"),
         },

@@ -130,7 +130,7 @@ fn build_and_send(
                 Entry {
                     address: r.address.clone(),
                     orcpt: rec.spec.orcpt.clone(),
-                    dsn: r.dsn.clone(),
+                    dsn: r.dsn,
                     text,
                     remote_mta,
                 }

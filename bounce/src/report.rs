@@ -9,6 +9,7 @@
 //! go out as they are (7bit/8bit), never base64. Lines end in LF like every queue file;
 //! the SMTP client adds CR.
 
+use postern_lib::dsn::Dsn;
 use postern_lib::proto::bounce::NoticeKind;
 
 /// What the report says about one recipient.
@@ -18,7 +19,7 @@ pub struct Entry {
     /// Original-Recipient (ORCPT), when the client gave one.
     pub orcpt: Option<String>,
     /// Status.
-    pub dsn: String,
+    pub dsn: Dsn,
     /// Diagnostic-Code text.
     pub text: String,
     /// Remote-MTA.
@@ -226,7 +227,7 @@ mod tests {
             entries: vec![Entry {
                 address: "bob@remote.test".into(),
                 orcpt: Some("rfc822;Bob@remote.test".into()),
-                dsn: "5.1.1".into(),
+                dsn: Dsn::BAD_MAILBOX,
                 text: "host mx.remote.test said: 550 5.1.1 <bob@remote.test>: user unknown".into(),
                 remote_mta: Some("mx.remote.test".into()),
             }],

@@ -2,6 +2,7 @@
 //! checks.
 
 use postern_checks::{Action, Table};
+use postern_lib::dsn::Dsn;
 use postern_lib::headers::{Field, Header, Limits};
 use postern_lib::strbuf::printable_bounded;
 
@@ -93,7 +94,7 @@ pub fn add_missing(
     qid: &str,
     myhostname: &str,
 ) -> Result<(), Stop> {
-    let fail = |_| Stop::temp("4.3.0", "Error: header too large to repair");
+    let fail = |_| Stop::temp(Dsn::MAIL_SYSTEM, "Error: header too large to repair");
     if let Some((sender, full_name)) = from
         && !header.has("From")
     {
@@ -167,7 +168,7 @@ fn act(
             } else {
                 text
             };
-            Err(Stop::Reject(550, "5.7.1".into(), text))
+            Err(Stop::Reject(550, Dsn::NOT_AUTHORIZED, text))
         }
         Action::Discard(text) => {
             tracing::info!("{qid}: discard: {what} {shown} ({where_}): {text}");

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use postern_lib::config::{MainConfig, MilterAction};
+use postern_lib::dsn::Dsn;
 use postern_lib::queue_file::attr;
 use postern_milter::{self as milter, Endpoint, Message, Timeouts, Transaction, Verdict};
 
@@ -75,10 +76,13 @@ pub fn run_all(list: &[String], main: &MainConfig, tx: &Transaction, msg: &mut M
             Ok(Verdict::Continue | Verdict::Accept) => {}
             Ok(Verdict::Reject { code, dsn, text }) => {
                 tracing::info!("{qid}: milter-reject: END-OF-MESSAGE from {spec}: {code} {dsn} {text}");
+                // The milter's code is checked (digits, class 2, 4 or 5) by its reader.
+                let dsn = dsn.parse().unwrap_or(Dsn::NOT_AUTHORIZED);
                 return Err(Stop::Reject(code, dsn, text));
             }
             Ok(Verdict::TempFail { code, dsn, text }) => {
                 tracing::info!("{qid}: milter-reject: END-OF-MESSAGE from {spec}: {code} {dsn} {text}");
+                let dsn = dsn.parse().unwrap_or(Dsn::MAIL_SYSTEM);
                 return Err(Stop::Temp(code, dsn, text));
             }
             Ok(Verdict::Discard) => {
@@ -91,11 +95,14 @@ pub fn run_all(list: &[String], main: &MainConfig, tx: &Transaction, msg: &mut M
                 match action {
                     MilterAction::Accept => {}
                     MilterAction::Reject => {
-                        return Err(Stop::Reject(550, "5.5.0".into(), "Service unavailable".into()));
+                        return Err(Stop::Reject(550, Dsn::PROTOCOL, "Service unavailable".into()));
                     }
                     MilterAction::Quarantine => msg.quarantine = Some(format!("milter {spec} failed")),
                     MilterAction::Tempfail => {
-                        return Err(Stop::temp("4.7.1", "Service unavailable - try again later"));
+                        return Err(Stop::temp(
+                            Dsn::NOT_AUTHORIZED.temporary(),
+                            "Service unavailable - try again later",
+                        ));
                     }
                 }
             }

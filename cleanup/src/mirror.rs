@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use postern_lib::config::{MainConfig, MirrorUnreachable};
+use postern_lib::dsn::Dsn;
 
 use crate::service::Stop;
 
@@ -33,6 +34,9 @@ pub fn copy(main: &MainConfig, q: &str, path: &Path) -> Result<(), Stop> {
         Ok(())
     } else {
         tracing::warn!("{q}: defer: no copy on {peer}: {why}");
-        Err(Stop::temp("4.3.0", "Error: peer node unavailable, try again later"))
+        Err(Stop::temp(
+            Dsn::MAIL_SYSTEM,
+            "Error: peer node unavailable, try again later",
+        ))
     }
 }

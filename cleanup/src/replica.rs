@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use postern_lib::config::MainConfig;
+use postern_lib::dsn::Dsn;
 use postern_lib::headers::{Field, Header};
 use postern_lib::queue_file::{RecipientSpec, attr};
 use postern_lib::replica_id::{GUID_HEADER, in_domains, new_guid, parse_guid};
@@ -93,7 +94,7 @@ pub fn header(
         return Ok(None);
     }
     let guid = new_guid(arrival.0, arrival.1, &main.myhostname, q);
-    let fail = |_| Stop::temp("4.3.0", "Error: header too large to add the replica GUID");
+    let fail = |_| Stop::temp(Dsn::MAIL_SYSTEM, "Error: header too large to add the replica GUID");
     header
         .append(Field::new(GUID_HEADER, &guid).map_err(fail)?)
         .map_err(fail)?;

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_checks::Cached;
 use postern_lib::address;
+use postern_lib::dsn::Dsn;
 use postern_lib::ipc::IpcError;
 use postern_lib::ipc::codec::Encoder;
 use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, CleanupStarted, Origin, Submission};
@@ -34,17 +35,17 @@ pub struct State {
 #[derive(Debug)]
 pub enum Stop {
     /// Refuse for good: code, enhanced status, text.
-    Reject(u16, String, String),
+    Reject(u16, Dsn, String),
     /// Refuse this time.
-    Temp(u16, String, String),
+    Temp(u16, Dsn, String),
     /// Accept and drop.
     Discard,
 }
 
 impl Stop {
     /// A 451 with this enhanced status and text.
-    pub fn temp(dsn: &str, text: &str) -> Stop {
-        Stop::Temp(451, dsn.into(), text.into())
+    pub fn temp(dsn: Dsn, text: &str) -> Stop {
+        Stop::Temp(451, dsn, text.into())
     }
 }
 
@@ -65,9 +66,7 @@ pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
     let sub = match ipc.recv().and_then(|f| f.message::<CleanupRequest>()) {
         Ok(CleanupRequest::Submit(s)) => s,
         Ok(CleanupRequest::Open(s)) => {
-            let started = CleanupStarted {
-                queue_id: qid.to_string(),
-            };
+            let started = CleanupStarted { queue_id: qid };
             if let Err(e) = ipc.send(|out| Encoder::message(&started, out)) {
                 tracing::warn!("{qid}: cannot announce the queue ID: {e}");
                 return;
@@ -90,7 +89,7 @@ pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
     };
     let outcome = if total > limit {
         tracing::info!("{qid}: reject: message size {total} exceeds message_size_limit {limit}");
-        Err(Stop::Reject(552, "5.3.4".into(), "Error: message file too big".into()))
+        Err(Stop::Reject(552, Dsn::TOO_BIG, "Error: message file too big".into()))
     } else if held.refused {
         tracing::warn!(
             "{qid}: message of {total} bytes refused for now: this cleanup process holds {} of its {} bytes of message content (cleanup_content_memory_limit)",
@@ -98,7 +97,7 @@ pub fn serve(state: &mut State, ctx: &Context, conn: Accepted) {
             held.budget
         );
         Err(Stop::temp(
-            "4.3.2",
+            Dsn::NOT_ACCEPTING,
             "Server busy: too much mail in transit, try again later",
         ))
     } else {
@@ -242,7 +241,7 @@ fn process(
     }
     let mut body = data.get(body_at..).unwrap_or_default().to_vec();
     drop(data);
-    let bad_addr = || Stop::Reject(553, "5.1.3".into(), "Error: bad address syntax".into());
+    let bad_addr = || Stop::Reject(553, Dsn::BAD_ADDRESS_SYNTAX, "Error: bad address syntax".into());
     let sender = address::canonical(&sub.sender, &main.myorigin);
     if !address::storable(&sender) {
         return Err(bad_addr());
@@ -285,7 +284,7 @@ fn process(
     if sub.origin != Origin::Internal {
         let config_error = |e: postern_checks::ChecksError| {
             tracing::error!("{q}: {e}");
-            Stop::temp("4.3.5", "Error: server configuration error")
+            Stop::temp(Dsn::MISCONFIGURED, "Error: server configuration error")
         };
         if let Some(t) = state
             .header_checks
@@ -348,7 +347,7 @@ fn process(
         tracing::info!("{q}: reject: no recipients");
         return Err(Stop::Reject(
             554,
-            "5.5.1".into(),
+            Dsn::INVALID_COMMAND,
             "Error: no recipients specified".into(),
         ));
     }
@@ -395,10 +394,10 @@ fn process(
     let write_error = |e: queue::WriteError| {
         if e.no_space {
             tracing::warn!("{q}: not enough space in the queue file system: {}", e.text);
-            Stop::Temp(452, "4.3.1".into(), "Insufficient system storage".into())
+            Stop::Temp(452, Dsn::SYSTEM_FULL, "Insufficient system storage".into())
         } else {
             tracing::error!("{q}: cannot write queue file: {}", e.text);
-            Stop::temp("4.3.0", "Error: queue file write error")
+            Stop::temp(Dsn::MAIL_SYSTEM, "Error: queue file write error")
         }
     };
     let prepared = queue::prepare(dir, &env, &specs, &hdr, &body).map_err(write_error)?;

@@ -33,6 +33,7 @@
 //! recipient not yet marked for qmgr to deliver again (the transport's once-only names
 //! keep a delivery that was already linked from being added twice).
 
+use crate::dsn::Dsn;
 use crate::ipc::IpcStream;
 use crate::proto::deliver::{
     self, AgentRequest, DeliverBatchReply, DeliverRecipient, DeliverReply, DeliverRequest, Handoff, RecipientResult,
@@ -56,7 +57,7 @@ pub struct Job {
     results: Vec<Option<RecipientResult>>,
     /// Outcomes that count once the transport's shared sync succeeded: (position, code,
     /// dsn, text, relay).
-    after_sync: Vec<(usize, u16, String, String, String)>,
+    after_sync: Vec<(usize, u16, Dsn, String, String)>,
 }
 
 fn now_micros() -> u64 {
@@ -81,7 +82,7 @@ impl Job {
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
             .map_err(|e| format!("lock {}: {e}", req.queue_file))?;
         let qf = QueueFile::read(&file).map_err(|e| format!("{}: {e}", req.queue_file))?;
-        if qf.envelope.queue_id.as_str() != req.queue_id {
+        if qf.envelope.queue_id != req.queue_id {
             return Err(format!(
                 "{} holds queue ID {}, not {}",
                 req.queue_file, qf.envelope.queue_id, req.queue_id
@@ -94,15 +95,15 @@ impl Job {
                     results[pos] = Some(result(
                         r,
                         500,
-                        "5.3.0",
+                        Dsn::MAIL_SYSTEM.permanent(),
                         "internal error: no such recipient in the queue file",
                     ))
                 }
                 Some(rec) if rec.status.is_final() => {
                     let (code, dsn) = if rec.status == RecipientStatus::Bounced {
-                        (550, "5.0.0")
+                        (550, Dsn::UNDEFINED)
                     } else {
-                        (250, "2.0.0")
+                        (250, Dsn::OK)
                     };
                     results[pos] = Some(result(r, code, dsn, "already done"));
                 }
@@ -130,10 +131,10 @@ impl Job {
     /// [`serve_batched`]) has succeeded: the recipient is marked and logged then, or
     /// deferred if the sync fails. For a transport served by [`serve`] (no sync), it
     /// counts at the end of the job.
-    pub fn complete_after_sync(&mut self, pos: usize, code: u16, dsn: &str, text: &str, relay: &str) {
+    pub fn complete_after_sync(&mut self, pos: usize, code: u16, dsn: Dsn, text: &str, relay: &str) {
         if pos < self.req.recipients.len() {
             self.after_sync
-                .push((pos, code, dsn.to_string(), text.to_string(), relay.to_string()));
+                .push((pos, code, dsn, text.to_string(), relay.to_string()));
         }
     }
 
@@ -142,11 +143,11 @@ impl Job {
     fn settle(&mut self, synced: &Result<(), String>) {
         for (pos, code, dsn, text, relay) in std::mem::take(&mut self.after_sync) {
             match synced {
-                Ok(()) => self.complete(pos, code, &dsn, &text, &relay),
+                Ok(()) => self.complete(pos, code, dsn, &text, &relay),
                 Err(why) => self.complete(
                     pos,
                     451,
-                    "4.3.0",
+                    Dsn::MAIL_SYSTEM,
                     &format!("{text}, but not made durable: {why}"),
                     &relay,
                 ),
@@ -163,14 +164,14 @@ impl Job {
     /// and requested, logs the delivery line. A failure to mark turns success into a
     /// deferral of nothing — the delivery happened; the log says the mark failed, and the
     /// recipient may be delivered again (the narrow duplicate window, now visible).
-    pub fn complete(&mut self, pos: usize, code: u16, dsn: &str, text: &str, relay: &str) {
+    pub fn complete(&mut self, pos: usize, code: u16, dsn: Dsn, text: &str, relay: &str) {
         self.complete_handoff(pos, code, dsn, text, relay, Handoff::Delivered);
     }
 
     /// [`complete`](Self::complete) for a transport that hands mail on (smtp, lmtp): a
     /// success also says where it went ([`Handoff`]), which decides whether qmgr asks for
     /// a "relayed" success notice, or none because the next hop took the DSN request.
-    pub fn complete_handoff(&mut self, pos: usize, code: u16, dsn: &str, text: &str, relay: &str, handoff: Handoff) {
+    pub fn complete_handoff(&mut self, pos: usize, code: u16, dsn: Dsn, text: &str, relay: &str, handoff: Handoff) {
         let Some(r) = self.req.recipients.get(pos) else { return };
         let status = match code {
             200..=299 => Some(RecipientStatus::Delivered),
@@ -196,7 +197,7 @@ impl Job {
         self.qf.recipients.get(r.index).is_some_and(|q| q.route.is_some())
     }
 
-    fn log(&self, r: &DeliverRecipient, code: u16, dsn: &str, text: &str, relay: &str) {
+    fn log(&self, r: &DeliverRecipient, code: u16, dsn: Dsn, text: &str, relay: &str) {
         let req = &self.req;
         let status = match code {
             200..=299 => "sent",
@@ -221,19 +222,19 @@ impl Job {
             .into_iter()
             .zip(&self.req.recipients)
             .map(|(res, r)| {
-                res.unwrap_or_else(|| result(r, 451, "4.3.0", "delivery agent left the recipient undecided"))
+                res.unwrap_or_else(|| result(r, 451, Dsn::MAIL_SYSTEM, "delivery agent left the recipient undecided"))
             })
             .collect();
         DeliverReply { results }
     }
 }
 
-fn result(r: &DeliverRecipient, code: u16, dsn: &str, text: &str) -> RecipientResult {
+fn result(r: &DeliverRecipient, code: u16, dsn: Dsn, text: &str) -> RecipientResult {
     RecipientResult {
         index: r.index,
         address: r.address.clone(),
         code,
-        dsn: dsn.into(),
+        dsn,
         text: text.into(),
         handoff: Handoff::Delivered,
     }
@@ -303,7 +304,11 @@ pub fn serve_batched(
         .map(|j| match j {
             Ok(job) => job.reply(),
             Err((req, e)) => DeliverReply {
-                results: req.recipients.iter().map(|r| result(r, 451, "4.3.0", &e)).collect(),
+                results: req
+                    .recipients
+                    .iter()
+                    .map(|r| result(r, 451, Dsn::MAIL_SYSTEM, &e))
+                    .collect(),
             },
         })
         .collect();

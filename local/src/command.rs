@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::delivery::Outcome;
 use crate::ids::Identity;
+use postern_lib::dsn::Dsn;
 
 /// Most output bytes kept for the bounce text.
 pub const MAX_OUTPUT: usize = 1024;
@@ -48,24 +49,24 @@ pub struct CommandEnv<'a> {
 }
 
 /// What the sysexits code `code` means: (temporary?, DSN, text).
-fn sysexit(code: i32) -> (bool, &'static str, &'static str) {
+fn sysexit(code: i32) -> (bool, Dsn, &'static str) {
     match code {
-        64 => (false, "5.3.0", "command line usage error"),
-        65 => (false, "5.6.0", "data format error"),
-        66 => (false, "5.3.0", "cannot open input"),
-        67 => (false, "5.1.1", "addressee unknown"),
-        68 => (false, "5.1.2", "host name unknown"),
-        69 => (false, "5.3.0", "service unavailable"),
-        70 => (false, "5.3.0", "internal software error"),
-        71 => (true, "4.3.0", "system resource problem"),
-        72 => (false, "5.3.0", "critical OS file missing"),
-        73 => (false, "5.2.0", "can't create user output file"),
-        74 => (false, "5.3.0", "input/output error"),
-        75 => (true, "4.3.0", "temporary failure"),
-        76 => (false, "5.5.0", "remote protocol error"),
-        77 => (false, "5.7.0", "permission denied"),
-        78 => (false, "5.3.5", "local configuration error"),
-        _ => (false, "5.3.0", "unknown mail system error"),
+        64 => (false, Dsn::MAIL_SYSTEM.permanent(), "command line usage error"),
+        65 => (false, Dsn::MEDIA, "data format error"),
+        66 => (false, Dsn::MAIL_SYSTEM.permanent(), "cannot open input"),
+        67 => (false, Dsn::BAD_MAILBOX, "addressee unknown"),
+        68 => (false, Dsn::BAD_SYSTEM, "host name unknown"),
+        69 => (false, Dsn::MAIL_SYSTEM.permanent(), "service unavailable"),
+        70 => (false, Dsn::MAIL_SYSTEM.permanent(), "internal software error"),
+        71 => (true, Dsn::MAIL_SYSTEM, "system resource problem"),
+        72 => (false, Dsn::MAIL_SYSTEM.permanent(), "critical OS file missing"),
+        73 => (false, Dsn::MAILBOX_STATUS.permanent(), "can't create user output file"),
+        74 => (false, Dsn::MAIL_SYSTEM.permanent(), "input/output error"),
+        75 => (true, Dsn::MAIL_SYSTEM, "temporary failure"),
+        76 => (false, Dsn::PROTOCOL, "remote protocol error"),
+        77 => (false, Dsn::SECURITY, "permission denied"),
+        78 => (false, Dsn::MISCONFIGURED.permanent(), "local configuration error"),
+        _ => (false, Dsn::MAIL_SYSTEM.permanent(), "unknown mail system error"),
     }
 }
 
@@ -82,11 +83,11 @@ pub fn run(
 ) -> Outcome {
     let (out_r, out_w) = match std::io::pipe() {
         Ok(p) => p,
-        Err(e) => return Outcome::temp("4.3.0", format!("pipe: {e}")),
+        Err(e) => return Outcome::temp(Dsn::MAIL_SYSTEM, format!("pipe: {e}")),
     };
     let err_w = match out_w.try_clone() {
         Ok(w) => w,
-        Err(e) => return Outcome::temp("4.3.0", format!("pipe: {e}")),
+        Err(e) => return Outcome::temp(Dsn::MAIL_SYSTEM, format!("pipe: {e}")),
     };
     let home = if id.home.is_dir() { id.home.clone() } else { "/".into() };
     let mut c = Command::new("/bin/sh");
@@ -121,7 +122,7 @@ pub fn run(
     };
     let mut child = match spawned {
         Ok(ch) => ch,
-        Err(e) => return Outcome::temp("4.3.0", format!("cannot run command \"{cmd}\": {e}")),
+        Err(e) => return Outcome::temp(Dsn::MAIL_SYSTEM, format!("cannot run command \"{cmd}\": {e}")),
     };
     drop(c);
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -156,7 +157,7 @@ pub fn run(
             Ok(Some(st)) => break Some(st),
             Ok(None) if Instant::now() >= deadline => break None,
             Ok(None) => std::thread::sleep(POLL),
-            Err(e) => return Outcome::temp("4.3.0", format!("waiting for command: {e}")),
+            Err(e) => return Outcome::temp(Dsn::MAIL_SYSTEM, format!("waiting for command: {e}")),
         }
     };
     if status.is_none() {
@@ -182,7 +183,10 @@ pub fn run(
         }
     };
     let Some(status) = status else {
-        return Outcome::perm("5.3.0", with_output(format!("command time limit exceeded: \"{cmd}\"")));
+        return Outcome::perm(
+            Dsn::MAIL_SYSTEM.permanent(),
+            with_output(format!("command time limit exceeded: \"{cmd}\"")),
+        );
     };
     if status.success() {
         return Outcome::sent(&format!("delivered to command: {cmd}"));
@@ -198,7 +202,7 @@ pub fn run(
     }
     let sig = status.signal().unwrap_or(0);
     Outcome::temp(
-        "4.3.0",
+        Dsn::MAIL_SYSTEM,
         with_output(format!("command died with signal {sig}: \"{cmd}\"")),
     )
 }
@@ -247,9 +251,9 @@ mod tests {
             "From s\nSubject: t\n\nbody\ns@example.test r+x@example.test x r+x example.test /usr/bin:/bin\n"
         );
         let t = go("exit 75", Duration::from_secs(30));
-        assert_eq!((t.code, t.dsn.as_str()), (450, "4.3.0"));
+        assert_eq!((t.code, t.dsn), (450, Dsn::MAIL_SYSTEM));
         let p = go("echo no such list >&2; exit 67", Duration::from_secs(30));
-        assert_eq!((p.code, p.dsn.as_str()), (550, "5.1.1"));
+        assert_eq!((p.code, p.dsn), (550, Dsn::BAD_MAILBOX));
         assert!(p.text.contains("Command output: no such list"), "{}", p.text);
         let slow = go("echo started; sleep 30", Duration::from_millis(300));
         assert_eq!(slow.code, 550);

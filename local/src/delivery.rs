@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 
 use postern_lib::address::parse_mailbox;
 use postern_lib::agent::Job;
+use postern_lib::dsn::Dsn;
 use postern_lib::maildir_deliver::DirSyncs;
 use postern_lib::proto::deliver::status_line;
 
@@ -28,7 +29,7 @@ pub struct Outcome {
     /// 250, 4xx, 5xx.
     pub code: u16,
     /// Enhanced status code.
-    pub dsn: String,
+    pub dsn: Dsn,
     /// Text.
     pub text: String,
 }
@@ -38,25 +39,17 @@ impl Outcome {
     pub fn sent(text: &str) -> Outcome {
         Outcome {
             code: 250,
-            dsn: "2.0.0".into(),
+            dsn: Dsn::OK,
             text: text.into(),
         }
     }
     /// Try again later.
-    pub fn temp(dsn: &str, text: String) -> Outcome {
-        Outcome {
-            code: 450,
-            dsn: dsn.into(),
-            text,
-        }
+    pub fn temp(dsn: Dsn, text: String) -> Outcome {
+        Outcome { code: 450, dsn, text }
     }
     /// Failed for good.
-    pub fn perm(dsn: &str, text: String) -> Outcome {
-        Outcome {
-            code: 550,
-            dsn: dsn.into(),
-            text,
-        }
+    pub fn perm(dsn: Dsn, text: String) -> Outcome {
+        Outcome { code: 550, dsn, text }
     }
 }
 
@@ -109,11 +102,11 @@ pub fn deliver(s: &mut Settings, syncs: &mut DirSyncs, job: &mut Job) {
         let mut outcome = if matches {
             deliver_one(s, &mut users, syncs, job, pos, &seen, &mut targets)
         } else {
-            Outcome::temp("4.3.0", "recipient not found in the queue file".into())
+            Outcome::temp(Dsn::MAIL_SYSTEM, "recipient not found in the queue file".into())
         };
         let written = syncs.added() > before;
         if written && outcome.code < 300 && targets == 1 {
-            job.complete_after_sync(pos, outcome.code, &outcome.dsn, &outcome.text, "local");
+            job.complete_after_sync(pos, outcome.code, outcome.dsn, &outcome.text, "local");
             continue;
         }
         // Several targets, or one that failed after a Maildir took the message: what was
@@ -122,9 +115,9 @@ pub fn deliver(s: &mut Settings, syncs: &mut DirSyncs, job: &mut Job) {
             && let Err(e) = syncs.sync()
             && outcome.code < 300
         {
-            outcome = Outcome::temp("4.3.0", format!("{}, but not made durable: {e}", outcome.text));
+            outcome = Outcome::temp(Dsn::MAIL_SYSTEM, format!("{}, but not made durable: {e}", outcome.text));
         }
-        job.complete(pos, outcome.code, &outcome.dsn, &outcome.text, "local");
+        job.complete(pos, outcome.code, outcome.dsn, &outcome.text, "local");
     }
     s.users = users;
 }
@@ -142,18 +135,18 @@ fn deliver_one(
     ntargets: &mut usize,
 ) -> Outcome {
     let Some(r) = job.req.recipients.get(pos) else {
-        return Outcome::temp("4.3.0", "no such recipient in the request".into());
+        return Outcome::temp(Dsn::MAIL_SYSTEM, "no such recipient in the request".into());
     };
     let addr = match parse_mailbox(&r.address, true) {
         Ok(a) => a,
-        Err(e) => return Outcome::perm("5.1.3", format!("bad recipient address: {e}")),
+        Err(e) => return Outcome::perm(Dsn::BAD_ADDRESS_SYNTAX, format!("bad recipient address: {e}")),
     };
     if !s.destinations.is_local_domain(&addr.domain) {
-        return Outcome::perm("5.1.2", format!("domain {} is not delivered here", addr.domain));
+        return Outcome::perm(Dsn::BAD_SYSTEM, format!("domain {} is not delivered here", addr.domain));
     }
     let lower = r.address.to_lowercase();
     if seen.contains(&lower) {
-        return Outcome::perm("5.4.6", format!("mail forwarding loop for {}", r.address));
+        return Outcome::perm(Dsn::ROUTING_LOOP, format!("mail forwarding loop for {}", r.address));
     }
     let local = addr.local.to_lowercase();
     let base = s
@@ -168,7 +161,7 @@ fn deliver_one(
     let destinations = s.destinations.clone();
     let is_local = |d: &str| destinations.is_local_domain(d);
     if let Err(e) = s.aliases() {
-        return Outcome::temp("4.3.0", format!("alias table unavailable: {e}"));
+        return Outcome::temp(Dsn::MAIL_SYSTEM, format!("alias table unavailable: {e}"));
     }
     let read = |path: &str, uid: u32| read_include(s, path, uid);
     let targets = aliases::expand(
@@ -182,7 +175,7 @@ fn deliver_one(
     );
     let targets = match targets {
         Ok(t) => t,
-        Err(e) => return Outcome::perm("5.4.6", e),
+        Err(e) => return Outcome::perm(Dsn::ROUTING_LOOP, e),
     };
     let rcpt = Rcpt {
         address: &r.address,
@@ -218,7 +211,7 @@ fn deliver_one(
             done.push((
                 r.address.clone(),
                 now_micros(),
-                Outcome::perm("5.4.6", "too many forwarding targets".into()),
+                Outcome::perm(Dsn::ROUTING_LOOP, "too many forwarding targets".into()),
             ));
             break;
         }
@@ -241,7 +234,7 @@ fn deliver_one(
             },
             Kind::File(path) => (path.clone(), file(s, job, &rcpt, &t, path, &sender)),
             Kind::Command(cmd) => (format!("|{cmd}"), command(s, job, &rcpt, &t, cmd, &sender)),
-            Kind::Unusable(why) => (r.address.clone(), Outcome::temp("4.3.0", why.clone())),
+            Kind::Unusable(why) => (r.address.clone(), Outcome::temp(Dsn::MAIL_SYSTEM, why.clone())),
         };
         done.push((to, start, o));
     }
@@ -266,7 +259,7 @@ fn deliver_one(
         };
         let o = match job.content() {
             Ok(mut c) => crate::forward::forward(&f, &to, &mut c),
-            Err(e) => Outcome::temp("4.3.0", format!("cannot read queue file: {e}")),
+            Err(e) => Outcome::temp(Dsn::MAIL_SYSTEM, format!("cannot read queue file: {e}")),
         };
         done.push((to.join(","), start, o));
     }
@@ -281,7 +274,7 @@ fn deliver_one(
                 *start,
                 now_micros(),
             ];
-            let line = status_line(to, &r.address, "local", times, &o.dsn, o.status(), &o.text);
+            let line = status_line(to, &r.address, "local", times, o.dsn, o.status(), &o.text);
             tracing::info!(queue_id = req.queue_id.as_str(), "{line}");
         }
     }
@@ -345,7 +338,7 @@ fn user(
     let name = base_user(u, &s.delimiter);
     let to = format!("{u}@{}", rcpt.domain);
     if postern_lib::users::check_name(&name).is_err() {
-        return UserResult::Done(to, Outcome::perm("5.1.1", format!("unknown user: \"{u}\"")));
+        return UserResult::Done(to, Outcome::perm(Dsn::BAD_MAILBOX, format!("unknown user: \"{u}\"")));
     }
     let prefix = prefix(sender, rcpt);
     // Named before the content reader is made: finding a replica's name reads the header
@@ -353,7 +346,12 @@ fn user(
     let once_virtual = once(job, rcpt, "");
     let mut content = match job.content() {
         Ok(c) => c,
-        Err(e) => return UserResult::Done(to, Outcome::temp("4.3.0", format!("cannot read queue file: {e}"))),
+        Err(e) => {
+            return UserResult::Done(
+                to,
+                Outcome::temp(Dsn::MAIL_SYSTEM, format!("cannot read queue file: {e}")),
+            );
+        }
     };
     let size = job.qf.content_len();
     let lookup_base = match s.mailbox_format {
@@ -362,15 +360,17 @@ fn user(
     };
     let quota = match users.lookup(&lookup_base, &name) {
         Lookup::Exists(quota) => quota,
-        Lookup::TempFail(why) => return UserResult::Done(to, Outcome::temp("4.3.0", why)),
+        Lookup::TempFail(why) => return UserResult::Done(to, Outcome::temp(Dsn::MAIL_SYSTEM, why)),
         Lookup::Unknown if !s.system_users => {
-            return UserResult::Done(to, Outcome::perm("5.1.1", format!("unknown user: \"{name}\"")));
+            return UserResult::Done(to, Outcome::perm(Dsn::BAD_MAILBOX, format!("unknown user: \"{name}\"")));
         }
         Lookup::Unknown => {
             let account = match Identity::by_name(&name) {
                 Ok(Some(a)) => a,
-                Ok(None) => return UserResult::Done(to, Outcome::perm("5.1.1", format!("unknown user: \"{name}\""))),
-                Err(e) => return UserResult::Done(to, Outcome::temp("4.3.0", e)),
+                Ok(None) => {
+                    return UserResult::Done(to, Outcome::perm(Dsn::BAD_MAILBOX, format!("unknown user: \"{name}\"")));
+                }
+                Err(e) => return UserResult::Done(to, Outcome::temp(Dsn::MAIL_SYSTEM, e)),
             };
             let once = once(job, rcpt, &format!("system:{name}"));
             return match system::deliver(
@@ -401,7 +401,7 @@ fn user(
                         &read,
                     ) {
                         Ok(more) => UserResult::More(more),
-                        Err(e) => UserResult::Done(to, Outcome::perm("5.4.6", e)),
+                        Err(e) => UserResult::Done(to, Outcome::perm(Dsn::ROUTING_LOOP, e)),
                     }
                 }
             };
@@ -451,7 +451,7 @@ fn rights_of(s: &Settings, uid: u32) -> Result<Identity, Outcome> {
             uid: 0,
             ..Identity::current()
         },
-        Err(e) => return Err(Outcome::temp("4.3.0", e)),
+        Err(e) => return Err(Outcome::temp(Dsn::MAIL_SYSTEM, e)),
     };
     if !ids::can_switch() {
         // Unprivileged (the development layout): everything runs as local itself.
@@ -486,14 +486,14 @@ fn permitted(
             ("files", "allow_mail_to_files")
         };
         return Err(Outcome::perm(
-            "5.7.1",
+            Dsn::NOT_AUTHORIZED,
             format!("mail to {what} is restricted ({} not in {setting})", t.class.word()),
         ));
     }
     let id = target_rights(s, t)?;
     let content = job
         .content()
-        .map_err(|e| Outcome::temp("4.3.0", format!("cannot read queue file: {e}")))?;
+        .map_err(|e| Outcome::temp(Dsn::MAIL_SYSTEM, format!("cannot read queue file: {e}")))?;
     Ok((id, content))
 }
 
@@ -507,7 +507,7 @@ fn file(s: &Settings, job: &Job, rcpt: &Rcpt<'_>, t: &Target, path: &str, sender
     ids::as_account(&id, || {
         crate::mbox::append(path, sender, prefix.as_bytes(), &mut content)
     })
-    .unwrap_or_else(|e| Outcome::temp("4.3.0", e))
+    .unwrap_or_else(|e| Outcome::temp(Dsn::MAIL_SYSTEM, e))
 }
 
 /// A `|command` target.
@@ -573,7 +573,7 @@ fn merge(outcomes: Vec<Outcome>) -> Outcome {
     outcomes
         .into_iter()
         .next()
-        .unwrap_or_else(|| Outcome::perm("5.1.1", "alias expands to nothing".into()))
+        .unwrap_or_else(|| Outcome::perm(Dsn::BAD_MAILBOX, "alias expands to nothing".into()))
 }
 
 impl Outcome {

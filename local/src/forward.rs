@@ -21,6 +21,7 @@ use postern_lib::proto::cleanup::{
 };
 
 use crate::delivery::Outcome;
+use postern_lib::dsn::Dsn;
 
 /// How long cleanup may take over one forwarded message.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -48,7 +49,7 @@ pub fn forward(f: &Forward<'_>, to: &[String], content: &mut dyn Read) -> Outcom
 }
 
 fn submit(f: &Forward<'_>, to: &[String], content: &mut dyn Read) -> Result<String, Outcome> {
-    let fail = |what: String| Outcome::temp("4.3.0", format!("cannot forward: {what}"));
+    let fail = |what: String| Outcome::temp(Dsn::MAIL_SYSTEM, format!("cannot forward: {what}"));
     let sock = UnixStream::connect(Path::new(SOCKET)).map_err(|e| fail(format!("connect to {SOCKET}: {e}")))?;
     let mut ipc = IpcStream::client(sock, PROTOCOL, VERSION, Some(CLEANUP_TIMEOUT))
         .map_err(|e| fail(format!("{SOCKET}: {e}")))?;
@@ -90,7 +91,7 @@ fn submit(f: &Forward<'_>, to: &[String], content: &mut dyn Read) -> Result<Stri
             dsn,
             text: format!("forwarded copy refused: {text}"),
         }),
-        Ok(CleanupReply::TempFail { dsn, text, .. }) => Err(Outcome::temp(&dsn, format!("cannot forward: {text}"))),
+        Ok(CleanupReply::TempFail { dsn, text, .. }) => Err(Outcome::temp(dsn, format!("cannot forward: {text}"))),
         Err(e) => Err(fail(format!("{SOCKET}: no reply: {e}"))),
     }
 }

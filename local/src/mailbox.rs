@@ -17,6 +17,7 @@ use postern_lib::maildir_deliver;
 use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
 
 use crate::delivery::Outcome;
+use postern_lib::dsn::Dsn;
 
 /// How long auth may take to answer a lookup.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -128,16 +129,16 @@ pub fn deliver(
         // every folder counts, as for IMAP APPEND and COPY (Dovecot's Maildir++ quota)
         let used = match postern_lib::mailbox::usage(&base.join(user)) {
             Ok(u) => u,
-            Err(e) => return Outcome::temp("4.3.0", format!("cannot size mailbox: {e}")),
+            Err(e) => return Outcome::temp(Dsn::MAIL_SYSTEM, format!("cannot size mailbox: {e}")),
         };
         if used.saturating_add(size).saturating_add(prefix.len() as u64) > q {
-            return Outcome::temp("4.2.2", format!("mailbox full: quota {q} bytes exceeded"));
+            return Outcome::temp(Dsn::MAILBOX_FULL, format!("mailbox full: quota {q} bytes exceeded"));
         }
     }
     match maildir_deliver::deliver_once_deferred(base, user, Some(once), prefix, message, syncs) {
         Ok(d) if d.already => Outcome::sent("delivered to maildir (already there)"),
         Ok(_) => Outcome::sent("delivered to maildir"),
-        Err(e) if e.is_no_space() => Outcome::temp("4.3.0", format!("cannot write mailbox: {e}")),
-        Err(e) => Outcome::temp("4.2.0", format!("maildir delivery failed: {e}")),
+        Err(e) if e.is_no_space() => Outcome::temp(Dsn::MAIL_SYSTEM, format!("cannot write mailbox: {e}")),
+        Err(e) => Outcome::temp(Dsn::MAILBOX_STATUS, format!("maildir delivery failed: {e}")),
     }
 }

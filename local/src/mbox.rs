@@ -20,6 +20,7 @@ use postern_lib::safe_open::{Expect, create_excl, open_append};
 use rustix::fs::FlockOperation;
 
 use crate::delivery::Outcome;
+use postern_lib::dsn::Dsn;
 
 /// How many times a busy lock (dot-lock or fcntl) is tried before the delivery defers.
 const LOCK_ATTEMPTS: u32 = 50;
@@ -33,7 +34,10 @@ const MAX_LINE: u64 = 1 << 20;
 /// message without being opened, as Postfix lets it.
 pub fn append(path: &str, sender: &str, prefix: &[u8], message: &mut dyn Read) -> Outcome {
     if !path.starts_with('/') || path.contains("/../") || path.ends_with("/..") {
-        return Outcome::perm("5.3.5", format!("alias file target {path:?} must be an absolute path"));
+        return Outcome::perm(
+            Dsn::MISCONFIGURED.permanent(),
+            format!("alias file target {path:?} must be an absolute path"),
+        );
     }
     if path == "/dev/null" {
         return Outcome::sent("delivered to file: /dev/null");
@@ -58,7 +62,7 @@ pub fn deliver_user(
     stale: Duration,
 ) -> Outcome {
     if let Err(e) = std::fs::create_dir_all(spool) {
-        return Outcome::temp("4.3.0", format!("cannot create {}: {e}", spool.display()));
+        return Outcome::temp(Dsn::MAIL_SYSTEM, format!("cannot create {}: {e}", spool.display()));
     }
     let lock = match DotLock::take(spool, user, stale) {
         Ok(l) => l,
@@ -96,12 +100,20 @@ pub fn deliver_spool_as_root(
             );
             if let Err(e) = rustix::fs::fchown(&f, owner.0, owner.1) {
                 let _ = std::fs::remove_file(&path);
-                return Outcome::temp("4.3.0", format!("cannot give {} to {name}: {e}", path.display()));
+                return Outcome::temp(
+                    Dsn::MAIL_SYSTEM,
+                    format!("cannot give {} to {name}: {e}", path.display()),
+                );
             }
         }
         // Already there (open_append below checks it is the account's plain file).
         Err(_) if path.symlink_metadata().is_ok() => {}
-        Err(e) => return Outcome::temp("4.2.0", format!("cannot create mailbox {}: {e}", path.display())),
+        Err(e) => {
+            return Outcome::temp(
+                Dsn::MAILBOX_STATUS,
+                format!("cannot create mailbox {}: {e}", path.display()),
+            );
+        }
     }
     let lock = match DotLock::take(spool, name, stale) {
         Ok(l) => l,
@@ -147,18 +159,18 @@ fn append_expecting(
 ) -> Result<(), Outcome> {
     let shown = path.display();
     let file = open_append(path, expect, create)
-        .map_err(|e| Outcome::temp("4.2.0", format!("cannot open mailbox {shown}: {e}")))?;
-    lock_file(&file).map_err(|e| Outcome::temp("4.2.0", format!("cannot lock mailbox {shown}: {e}")))?;
+        .map_err(|e| Outcome::temp(Dsn::MAILBOX_STATUS, format!("cannot open mailbox {shown}: {e}")))?;
+    lock_file(&file).map_err(|e| Outcome::temp(Dsn::MAILBOX_STATUS, format!("cannot lock mailbox {shown}: {e}")))?;
     let result = (|| {
         let old = file
             .metadata()
-            .map_err(|e| Outcome::temp("4.3.0", format!("cannot stat mailbox {shown}: {e}")))?
+            .map_err(|e| Outcome::temp(Dsn::MAIL_SYSTEM, format!("cannot stat mailbox {shown}: {e}")))?
             .len();
         if let Some((quota, size)) = limit
             && old.saturating_add(size) > quota
         {
             return Err(Outcome::temp(
-                "4.2.2",
+                Dsn::MAILBOX_FULL,
                 format!("mailbox full: quota {quota} bytes exceeded"),
             ));
         }
@@ -168,9 +180,9 @@ fn append_expecting(
             let _ = file.sync_all();
             let full = [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT].map(|n| Some(n.raw_os_error()));
             let dsn = if full.contains(&e.raw_os_error()) {
-                "4.3.0"
+                Dsn::MAIL_SYSTEM
             } else {
-                "4.2.0"
+                Dsn::MAILBOX_STATUS
             };
             return Err(Outcome::temp(dsn, format!("cannot append to mailbox {shown}: {e}")));
         }
@@ -276,7 +288,7 @@ impl DotLock {
             }
         }
         Err(Outcome::temp(
-            "4.2.0",
+            Dsn::MAILBOX_STATUS,
             format!("mailbox {user} is locked: cannot create {}: {last}", path.display()),
         ))
     }
@@ -374,6 +386,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(deliver(d.path(), "Subject: a\n\n0123456789\n", Some(200)).code, 250);
         let o = deliver(d.path(), "Subject: a\n\n0123456789\n", Some(120));
-        assert_eq!((o.code, o.dsn.as_str()), (450, "4.2.2"));
+        assert_eq!((o.code, o.dsn), (450, Dsn::MAILBOX_FULL));
     }
 }

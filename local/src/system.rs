@@ -32,6 +32,7 @@ use std::path::Path;
 use crate::delivery::Outcome;
 use crate::ids::{self, Identity};
 use crate::settings::Settings;
+use postern_lib::dsn::Dsn;
 
 /// What a system account's delivery came to.
 pub enum Delivery {
@@ -51,13 +52,13 @@ pub fn rights(s: &Settings, id: &Identity) -> Result<Identity, Outcome> {
         // Neither root nor mail_owner (whose rights reach the queue), as Postfix demands.
         Ok(Some(d)) if d.uid != 0 && s.mail_owner.as_ref().is_none_or(|o| o.uid != d.uid) => Ok(d),
         Ok(_) => Err(Outcome::temp(
-            "4.3.5",
+            Dsn::MISCONFIGURED,
             format!(
                 "default_privs {:?} must be an unprivileged account other than mail_owner",
                 s.default_privs
             ),
         )),
-        Err(e) => Err(Outcome::temp("4.3.0", e)),
+        Err(e) => Err(Outcome::temp(Dsn::MAIL_SYSTEM, e)),
     }
 }
 
@@ -75,7 +76,7 @@ fn with_rights<T>(id: &Identity, work: impl FnOnce() -> T) -> Result<T, String> 
 pub fn refuse_unprivileged() -> Option<Outcome> {
     (!ids::can_switch()).then(|| {
         Outcome::temp(
-            "4.3.0",
+            Dsn::MAIL_SYSTEM,
             "delivery to system accounts needs local to run as root (master.toml: unprivileged = false for local)"
                 .into(),
         )
@@ -158,35 +159,41 @@ fn mailbox(
     if let Some(dir) = hm.strip_suffix('/') {
         let dir = dir.trim_matches('/');
         if dir.is_empty() || dir.contains('/') {
-            return Outcome::temp("4.3.5", format!("home_mailbox {hm:?}: one directory name expected"));
+            return Outcome::temp(
+                Dsn::MISCONFIGURED,
+                format!("home_mailbox {hm:?}: one directory name expected"),
+            );
         }
         let r = with_rights(id, || {
             postern_lib::maildir_deliver::deliver_once(&account.home, dir, Some(once), prefix, message)
         });
         return match r {
-            Err(e) => Outcome::temp("4.3.0", e),
+            Err(e) => Outcome::temp(Dsn::MAIL_SYSTEM, e),
             Ok(Ok(d)) if d.already => Outcome::sent("delivered to maildir (already there)"),
             Ok(Ok(_)) => Outcome::sent("delivered to maildir"),
-            Ok(Err(e)) => Outcome::temp("4.2.0", format!("maildir delivery failed: {e}")),
+            Ok(Err(e)) => Outcome::temp(Dsn::MAILBOX_STATUS, format!("maildir delivery failed: {e}")),
         };
     }
     if !hm.is_empty() {
         let path = account.home.join(hm.trim_start_matches('/'));
         let path = path.to_string_lossy().into_owned();
         return with_rights(id, || crate::mbox::append(&path, sender, prefix, message))
-            .unwrap_or_else(|e| Outcome::temp("4.3.0", e));
+            .unwrap_or_else(|e| Outcome::temp(Dsn::MAIL_SYSTEM, e));
     }
     let spool = s.spool_dir();
     let name = account.name.as_str();
     if postern_lib::users::check_name(name).is_err() {
-        return Outcome::perm("5.1.3", format!("account name {name:?} cannot be a mailbox file name"));
+        return Outcome::perm(
+            Dsn::BAD_ADDRESS_SYNTAX,
+            format!("account name {name:?} cannot be a mailbox file name"),
+        );
     }
     let mode = std::fs::metadata(&spool).map(|m| (m.mode(), m.gid()));
     let as_user = |who: &Identity, message: &mut dyn Read| {
         with_rights(who, || {
             crate::mbox::deliver_user(&spool, name, sender, None, 0, prefix, message, s.lock_stale)
         })
-        .unwrap_or_else(|e| Outcome::temp("4.3.0", e))
+        .unwrap_or_else(|e| Outcome::temp(Dsn::MAIL_SYSTEM, e))
     };
     if let Ok((m, _)) = mode
         && m & 0o002 != 0
@@ -204,6 +211,9 @@ fn mailbox(
             crate::mbox::deliver_spool_as_root(&spool, name, (id.uid, id.gid), sender, prefix, message, s.lock_stale)
         })
     } else {
-        Outcome::temp("4.3.0", format!("mail_spool_directory {} is missing", spool.display()))
+        Outcome::temp(
+            Dsn::MAIL_SYSTEM,
+            format!("mail_spool_directory {} is missing", spool.display()),
+        )
     }
 }

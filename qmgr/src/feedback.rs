@@ -20,6 +20,7 @@
 //! last failure even when its queue runs empty, so mail that trickles in one message at a
 //! time still adds up to a failed cohort.
 
+use postern_lib::dsn::{Class, Dsn};
 use postern_lib::proto::deliver::DeliverReply;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ pub struct Window {
     /// Until when failures are remembered without mail queued.
     forget_at: Option<Instant>,
     /// The last site failure: (dsn, reason).
-    pub reason: (String, String),
+    pub reason: (Dsn, String),
 }
 
 impl Window {
@@ -43,7 +44,7 @@ impl Window {
             fail_cohorts: 0.0,
             dead_until: None,
             forget_at: None,
-            reason: (String::new(), String::new()),
+            reason: (Dsn::MAIL_SYSTEM, String::new()),
         }
     }
 
@@ -81,8 +82,8 @@ impl Window {
 
     /// A delivery failed at the site level; true when this makes the destination dead
     /// (for `dead_time` from `now`).
-    pub fn failure(&mut self, dsn: &str, reason: &str, cohort_limit: f64, dead_time: Duration, now: Instant) -> bool {
-        self.reason = (dsn.to_string(), reason.to_string());
+    pub fn failure(&mut self, dsn: Dsn, reason: &str, cohort_limit: f64, dead_time: Duration, now: Instant) -> bool {
+        self.reason = (dsn, reason.to_string());
         self.forget_at = Some(now + dead_time);
         if self.dead(now) {
             return false;
@@ -100,11 +101,15 @@ impl Window {
 
 /// Whether a job's reply says the destination itself failed: every recipient deferred with
 /// a network/routing (`4.4.x`) or TLS (`4.7.4`, `4.7.5`) status. Returns (dsn, reason).
-pub fn site_failure(reply: &DeliverReply) -> Option<(String, String)> {
-    let site = |dsn: &str| dsn.starts_with("4.4.") || dsn == "4.7.4" || dsn == "4.7.5";
-    let all = !reply.results.is_empty() && reply.results.iter().all(|r| r.code / 100 == 4 && site(&r.dsn));
+pub fn site_failure(reply: &DeliverReply) -> Option<(Dsn, String)> {
+    let site = |dsn: Dsn| {
+        (dsn.class() == Class::Transient && dsn.subject() == 4)
+            || dsn == Dsn::TLS_UNAVAILABLE
+            || dsn == Dsn::CRYPTO_FAILURE
+    };
+    let all = !reply.results.is_empty() && reply.results.iter().all(|r| r.code / 100 == 4 && site(r.dsn));
     let first = reply.results.first()?;
-    all.then(|| (first.dsn.clone(), first.text.clone()))
+    all.then(|| (first.dsn, first.text.clone()))
 }
 
 #[cfg(test)]
@@ -130,16 +135,16 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let mut w = Window::new(2);
         assert!(!w.remembered(now));
-        assert!(!w.failure("4.4.1", "refused", 1.0, hour, now));
+        assert!(!w.failure(Dsn::NO_ANSWER, "refused", 1.0, hour, now));
         assert!(w.remembered(now) && !w.dead(now), "a failure is remembered");
         assert_eq!(w.allowed(now, 2, 5), 1, "the window narrows");
         assert!(
-            w.failure("4.4.1", "refused", 1.0, hour, now),
+            w.failure(Dsn::NO_ANSWER, "refused", 1.0, hour, now),
             "a window's worth of failures"
         );
         assert!(w.dead(now));
         assert_eq!(w.allowed(now, 2, 5), 0);
-        assert!(!w.failure("4.4.1", "again", 1.0, hour, now), "already dead");
+        assert!(!w.failure(Dsn::NO_ANSWER, "again", 1.0, hour, now), "already dead");
         assert_eq!(w.reason.1, "again");
         let later = now + hour + Duration::from_secs(1);
         assert_eq!(w.allowed(later, 2, 5), 2, "open again with the initial window");
@@ -148,9 +153,9 @@ mod tests {
         let mut w = Window::new(1);
         w.success(1, 5);
         w.success(1, 5);
-        assert!(!w.failure("4.4.1", "x", 1.0, hour, now));
+        assert!(!w.failure(Dsn::NO_ANSWER, "x", 1.0, hour, now));
         w.success(1, 5);
-        assert!(!w.failure("4.4.1", "x", 1.0, hour, now));
+        assert!(!w.failure(Dsn::NO_ANSWER, "x", 1.0, hour, now));
     }
 
     #[test]
@@ -159,7 +164,7 @@ mod tests {
             index: 0,
             address: "a@b".into(),
             code,
-            dsn: dsn.into(),
+            dsn: dsn.parse().unwrap(),
             text: "t".into(),
             handoff: Default::default(),
         };

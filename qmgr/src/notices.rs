@@ -22,6 +22,7 @@
 //! crash between the answer and the marker can repeat the warning once; a lost marker
 //! never loses a notice.
 
+use postern_lib::dsn::Dsn;
 use postern_lib::ipc::IpcStream;
 use postern_lib::proto::bounce::{self, BounceReply, BounceRequest, NoticeKind, NoticeRecipient};
 use postern_lib::queue_id::QueueId;
@@ -72,7 +73,7 @@ pub struct Outcome {
     /// The address the outcome is about.
     pub address: String,
     /// Enhanced status code.
-    pub dsn: String,
+    pub dsn: Dsn,
     /// Why, or what the server said.
     pub text: String,
     /// The next hop that took it (relayed).
@@ -109,7 +110,7 @@ pub fn append_to(dir: &str, id: &QueueId, entries: &[Outcome]) -> std::io::Resul
             "index={}\nrecipient={}\nstatus={}\naction={}\n",
             e.index,
             clean(&e.address),
-            clean(&e.dsn),
+            e.dsn,
             e.action.as_str()
         ));
         if let Some(mta) = &e.remote_mta {
@@ -143,7 +144,7 @@ pub fn read_from(dir: &str, id: &QueueId) -> std::io::Result<Vec<Logged>> {
         let mut r = NoticeRecipient {
             index: usize::MAX,
             address: String::new(),
-            dsn: "5.0.0".into(),
+            dsn: Dsn::UNDEFINED,
             text: String::new(),
             remote_mta: None,
         };
@@ -153,7 +154,8 @@ pub fn read_from(dir: &str, id: &QueueId) -> std::io::Result<Vec<Logged>> {
             match line.split_once('=') {
                 Some(("index", v)) => r.index = v.parse().unwrap_or(usize::MAX),
                 Some(("recipient", v)) => r.address = v.to_string(),
-                Some(("status", v)) => r.dsn = v.to_string(),
+                // The log is ours, but a file: a code that does not parse stays undefined.
+                Some(("status", v)) => r.dsn = v.parse().unwrap_or(Dsn::UNDEFINED),
                 Some(("reason", v)) => r.text = v.to_string(),
                 Some(("remote_mta", v)) => r.remote_mta = Some(v.to_string()),
                 Some(("action", v)) => action = Action::parse(v),
@@ -231,7 +233,7 @@ pub fn request(
     let mut ipc = IpcStream::client(sock, bounce::PROTOCOL, bounce::VERSION, Some(Duration::from_secs(120)))
         .map_err(|e| format!("bounce service: {e}"))?;
     let req = BounceRequest::Notify {
-        queue_id: id.to_string(),
+        queue_id: *id,
         queue_file: queue_file.to_string_lossy().into_owned(),
         kind,
         recipients,
@@ -282,7 +284,7 @@ mod tests {
         Outcome {
             index,
             address: format!("r{index}@x.test"),
-            dsn: "2.0.0".into(),
+            dsn: Dsn::OK,
             text: "250 2.0.0 Ok\r\nforged=1".into(),
             remote_mta: mta.map(str::to_string),
             action,

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use postern_lib::dsn::Dsn;
 use postern_lib::queue_file::{QueueFile, RecipientHandle, RecipientStatus, mark_done};
 use postern_lib::queue_id::QueueId;
 use postern_lib::queue_scan::{QueuedFile, queue_files};
@@ -146,7 +147,7 @@ fn clean(s: &str) -> String {
 
 /// Appends (recipient, dsn, reason) blocks to the message's defer log, in the attribute
 /// format `postqueue -p` reads.
-pub fn append_defer_log(id: &QueueId, entries: &[(String, String, String)]) -> std::io::Result<()> {
+pub fn append_defer_log(id: &QueueId, entries: &[(String, Dsn, String)]) -> std::io::Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -157,7 +158,7 @@ pub fn append_defer_log(id: &QueueId, entries: &[(String, String, String)]) -> s
         text.push_str(&format!(
             "recipient={}\nstatus={}\nreason={}\n\n",
             clean(rcpt),
-            clean(dsn),
+            dsn,
             clean(reason)
         ));
     }

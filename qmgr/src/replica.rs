@@ -19,6 +19,7 @@
 //! After `replica_relays` changed, `postsuper -r` sends the owed copies to the new list
 //! (cleanup keeps the message's GUID, so a server that has it files nothing new).
 
+use postern_lib::dsn::{Class, Dsn};
 use postern_lib::proto::resolve::{AddressClass, Route};
 use postern_lib::queue_file::parse_route;
 use postern_lib::queue_id::QueueId;
@@ -37,14 +38,14 @@ pub fn fixed_route(route: &str, address: &str) -> Option<Route> {
 /// A copy refused permanently by its mailbox server while another copy lives: the
 /// warning, and the (dsn, reason) it is deferred with (the DSN's class turned into 4, as
 /// for any deferral).
-pub fn keep(id: &QueueId, address: &str, route: &str, dsn: &str, text: &str) -> (String, String) {
+pub fn keep(id: &QueueId, address: &str, route: &str, dsn: Dsn, text: &str) -> (Dsn, String) {
     tracing::warn!(
         queue_id = id.as_str(),
         "replica copy refused permanently: to=<{address}>, relay={route}, dsn={dsn}, {text}; another replica took or may take the message, so the copy stays queued and is retried until maximal_queue_lifetime: fix that mailbox server"
     );
-    let dsn = match dsn.strip_prefix('5') {
-        Some(rest) => format!("4{rest}"),
-        None => dsn.to_string(),
+    let dsn = match dsn.class() {
+        Class::Permanent => dsn.temporary(),
+        _ => dsn,
     };
     (dsn, format!("replica {route} refused the copy permanently: {text}"))
 }

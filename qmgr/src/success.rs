@@ -43,7 +43,7 @@ pub fn outcome(index: usize, address: &str, result: &RecipientResult) -> Option<
     Some(Outcome {
         index,
         address: address.to_string(),
-        dsn: result.dsn.clone(),
+        dsn: result.dsn,
         text: result.text.clone(),
         remote_mta,
         action,
@@ -96,13 +96,14 @@ pub fn send(queue_file: &Path, id: &QueueId) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_lib::dsn::Dsn;
 
     fn result(handoff: Handoff) -> RecipientResult {
         RecipientResult {
             index: 3,
             address: "bob@x.test".into(),
             code: 250,
-            dsn: "2.0.0".into(),
+            dsn: Dsn::OK,
             text: "250 2.0.0 Ok".into(),
             handoff,
         }

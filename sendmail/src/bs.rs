@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use postern_lib::config::Config;
+use postern_lib::dsn::Dsn;
 use postern_lib::maildrop::{Envelope, Writer};
 use postern_lib::proto::cleanup::{CleanupReply, Submission};
 use postern_lib::queue_id::QueueId;
@@ -161,7 +162,7 @@ impl Sink for Postdrop {
             // EX_DATAERR: postdrop refused the message for good.
             (_, Some(65)) => CleanupReply::Rejected {
                 code: 554,
-                dsn: "5.6.0".into(),
+                dsn: Dsn::MEDIA,
                 text: format!("Error: {}", one_line(&err)),
             },
             _ => tempfail(format!("Error: queue file write error: {}", one_line(&err))),
@@ -181,7 +182,7 @@ impl Sink for Postdrop {
 fn tempfail(text: String) -> CleanupReply {
     CleanupReply::TempFail {
         code: 451,
-        dsn: "4.3.0".into(),
+        dsn: Dsn::MAIL_SYSTEM,
         text,
     }
 }

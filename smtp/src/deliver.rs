@@ -10,6 +10,7 @@ use crate::lookup::{Dns, LookupError, Nexthop};
 use crate::session::{Params, Session, SessionError};
 use crate::tls::Policy;
 use postern_lib::agent::Job;
+use postern_lib::dsn::Dsn;
 use postern_lib::queue_file::attr;
 use std::time::{Duration, Instant};
 
@@ -71,7 +72,13 @@ pub fn deliver(job: &mut Job, dns: &Dns, params: &Params, policy: Result<Policy,
         Err(e) => {
             tracing::warn!(queue_id = %job.req.queue_id, "{e}");
             for p in pending {
-                job.complete(p, 451, "4.7.5", &format!("TLS policy lookup error: {e}"), relay_none);
+                job.complete(
+                    p,
+                    451,
+                    Dsn::CRYPTO_FAILURE,
+                    &format!("TLS policy lookup error: {e}"),
+                    relay_none,
+                );
             }
             return;
         }
@@ -94,9 +101,9 @@ pub fn deliver(job: &mut Job, dns: &Dns, params: &Params, policy: Result<Policy,
         Ok(t) => t,
         Err(e) => {
             let (code, dsn) = match &e {
-                LookupError::Temporary(..) => (451, "4.4.3"),
-                LookupError::NullMx(..) => (556, "5.1.10"),
-                LookupError::NotFound(..) | LookupError::BadNexthop(_) => (550, "5.4.4"),
+                LookupError::Temporary(..) => (451, Dsn::DIRECTORY_FAILURE),
+                LookupError::NullMx(..) => (556, Dsn::NULL_MX),
+                LookupError::NotFound(..) | LookupError::BadNexthop(_) => (550, Dsn::UNABLE_TO_ROUTE),
             };
             for p in pending {
                 job.complete(p, code, dsn, &e.to_string(), relay_none);
@@ -134,13 +141,13 @@ pub fn deliver(job: &mut Job, dns: &Dns, params: &Params, policy: Result<Policy,
     }
     let (code, dsn, text) = match last {
         Some((SessionError::Refused(r), text)) if all_refused_permanently => (r.code, r.dsn(), text),
-        Some((SessionError::Tls(t), _)) if t.contains("was not offered") => (451, "4.7.4".to_string(), t),
-        Some((SessionError::Tls(t), _)) => (451, "4.7.5".to_string(), t),
-        Some((_, text)) => (451, "4.4.1".to_string(), text),
-        None => (451, "4.4.1".to_string(), "no address to connect to".to_string()),
+        Some((SessionError::Tls(t), _)) if t.contains("was not offered") => (451, Dsn::TLS_UNAVAILABLE, t),
+        Some((SessionError::Tls(t), _)) => (451, Dsn::CRYPTO_FAILURE, t),
+        Some((_, text)) => (451, Dsn::NO_ANSWER, text),
+        None => (451, Dsn::NO_ANSWER, "no address to connect to".to_string()),
     };
     for p in pending {
-        job.complete(p, code, &dsn, &text, relay_none);
+        job.complete(p, code, dsn, &text, relay_none);
     }
 }
 
@@ -211,7 +218,7 @@ fn attempt(
     {
         let text = format!("message size {size} exceeds size limit {limit} of server {relay}");
         for &p in pending {
-            job.complete(p, 552, "5.3.4", &text, &relay);
+            job.complete(p, 552, Dsn::TOO_BIG, &text, &relay);
         }
         park(cache, nexthop, session, cache_limit);
         return Attempt::Done;
@@ -221,7 +228,13 @@ fn attempt(
         Ok(c) => c,
         Err(e) => {
             for &p in pending {
-                job.complete(p, 451, "4.3.0", &format!("cannot read queue file: {e}"), &relay);
+                job.complete(
+                    p,
+                    451,
+                    Dsn::MAIL_SYSTEM,
+                    &format!("cannot read queue file: {e}"),
+                    &relay,
+                );
             }
             return Attempt::Done;
         }
@@ -241,7 +254,7 @@ fn attempt(
                 } else {
                     451
                 };
-                job.complete_handoff(p, code, &reply.dsn(), &text, &relay, handoff.clone());
+                job.complete_handoff(p, code, reply.dsn(), &text, &relay, handoff.clone());
             }
             session.reused = true;
             park(cache, nexthop, session, cache_limit);
@@ -251,7 +264,7 @@ fn attempt(
         Err(e) => {
             let text = format!("lost connection with {relay} while sending: {e}");
             for &p in pending {
-                job.complete(p, 451, "4.4.2", &text, &relay);
+                job.complete(p, 451, Dsn::BAD_CONNECTION, &text, &relay);
             }
             Attempt::Done
         }

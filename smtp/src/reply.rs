@@ -3,6 +3,7 @@
 //! bounded: at most [`MAX_LINE`] bytes a line and [`MAX_LINES`] lines a reply, so a
 //! hostile server cannot make us buffer without end.
 
+use postern_lib::dsn::Dsn;
 use postern_lib::line::{LineRead, LineReader};
 use std::io::{self, Read};
 
@@ -31,11 +32,12 @@ impl Reply {
     pub fn is_transient(&self) -> bool {
         (400..500).contains(&self.code)
     }
-    /// The enhanced code, or one derived from the basic code's class.
-    pub fn dsn(&self) -> String {
+    /// The enhanced code, or one derived from the basic code's class (`451` → `4.0.0`).
+    pub fn dsn(&self) -> Dsn {
         self.enhanced
-            .clone()
-            .unwrap_or_else(|| format!("{}.0.0", self.code / 100))
+            .as_deref()
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(Dsn::of_reply(self.code))
     }
     /// The reply on one line, as logs and bounces quote it: `550 5.1.1 <x>: unknown`.
     pub fn one_line(&self) -> String {

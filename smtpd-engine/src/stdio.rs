@@ -253,7 +253,7 @@ mod tests {
             if self.fail {
                 return CleanupReply::TempFail {
                     code: 451,
-                    dsn: "4.3.0".into(),
+                    dsn: postern_lib::dsn::Dsn::MAIL_SYSTEM,
                     text: "try later".into(),
                 };
             }

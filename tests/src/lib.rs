@@ -767,7 +767,7 @@ pub fn agent_deliver(
     let mut ipc = postern_lib::ipc::IpcStream::client(sock, PROTOCOL, VERSION, Some(Duration::from_secs(60)))
         .expect("deliver handshake");
     let req = DeliverRequest {
-        queue_id: id.to_string(),
+        queue_id: *id,
         queue_file: format!("active/{id}"),
         sender: "a@example.test".into(),
         nexthop: nexthop.into(),

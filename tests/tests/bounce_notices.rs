@@ -23,13 +23,13 @@ fn ask(inst: &Instance, id: &str, kind: NoticeKind) -> BounceReply {
     let sock = std::os::unix::net::UnixStream::connect(inst.queue().join("private/bounce")).unwrap();
     let mut ipc = IpcStream::client(sock, PROTOCOL, VERSION, Some(Duration::from_secs(30))).unwrap();
     ipc.send(&BounceRequest::Notify {
-        queue_id: id.to_string(),
+        queue_id: id.parse().unwrap(),
         queue_file: format!("active/{id}"),
         kind,
         recipients: vec![NoticeRecipient {
             index: 0,
             address: "bob@remote.test".into(),
-            dsn: "5.1.1".into(),
+            dsn: "5.1.1".parse().unwrap(),
             text: "host mx.remote.test[192.0.2.1] said: 550 5.1.1 <bob@remote.test>: Recipient address rejected".into(),
             remote_mta: Some("mx.remote.test".into()),
         }],

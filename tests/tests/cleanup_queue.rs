@@ -178,7 +178,7 @@ fn cleanup_size_limit_rejects_and_queues_nothing() {
         r,
         CleanupReply::Rejected {
             code: 552,
-            dsn: "5.3.4".into(),
+            dsn: "5.3.4".parse().unwrap(),
             text: "Error: message file too big".into()
         }
     );
@@ -247,7 +247,7 @@ fn cleanup_header_and_body_checks() {
         r,
         CleanupReply::Rejected {
             code: 550,
-            dsn: "5.7.1".into(),
+            dsn: "5.7.1".parse().unwrap(),
             text: "no VIAGRA please".into()
         }
     );
@@ -319,7 +319,7 @@ fn cleanup_hanging_milter_gets_default_action() {
         r,
         CleanupReply::TempFail {
             code: 451,
-            dsn: "4.7.1".into(),
+            dsn: "4.7.1".parse().unwrap(),
             text: "Service unavailable - try again later".into()
         }
     );

@@ -53,7 +53,7 @@ fn statuses(path: &Path) -> Vec<RecipientStatus> {
 
 fn request(id: &QueueId, rcpts: &[&str]) -> DeliverRequest {
     DeliverRequest {
-        queue_id: id.to_string(),
+        queue_id: *id,
         queue_file: format!("active/{id}"),
         sender: "s@example.org".into(),
         nexthop: "example.test".into(),
@@ -192,7 +192,7 @@ fn a_batch_reports_each_recipient_of_each_message() {
         .map(|r| {
             r.results
                 .iter()
-                .map(|x| (x.address.clone(), x.code, x.dsn.clone()))
+                .map(|x| (x.address.clone(), x.code, x.dsn.to_string()))
                 .collect()
         })
         .collect();

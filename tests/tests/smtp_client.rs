@@ -164,7 +164,11 @@ fn remote_4xx_defers_and_5xx_bounces() {
     inst.start();
     let (id, path) = queue_file(&inst, &["x@sink.test"]);
     let r = deliver(&inst, &id, &format!("[127.0.0.1]:{p450}"), &["x@sink.test"]);
-    assert_eq!((r.results[0].code, r.results[0].dsn.as_str()), (450, "4.2.0"), "{r:?}");
+    assert_eq!(
+        (r.results[0].code, r.results[0].dsn.to_string().as_str()),
+        (450, "4.2.0"),
+        "{r:?}"
+    );
     assert!(
         r.results[0]
             .text
@@ -179,7 +183,11 @@ fn remote_4xx_defers_and_5xx_bounces() {
     let r = deliver(&inst, &id, &format!("[127.0.0.1]:{p421}"), &["x@sink.test"]);
     assert!(r.results[0].code / 100 == 4, "a 421 greeting defers: {r:?}");
     let r = deliver(&inst, &id, &format!("[127.0.0.1]:{p550}"), &["x@sink.test"]);
-    assert_eq!((r.results[0].code, r.results[0].dsn.as_str()), (550, "5.1.1"), "{r:?}");
+    assert_eq!(
+        (r.results[0].code, r.results[0].dsn.to_string().as_str()),
+        (550, "5.1.1"),
+        "{r:?}"
+    );
     assert_eq!(statuses(&path), [RecipientStatus::Bounced]);
     assert!(wait_for(LONG, || inst.log_count("status=bounced") == 1
         && inst.log_count("status=deferred") == 2));
@@ -238,7 +246,11 @@ fn mx_preference_fallback_and_null_mx() {
     // Null MX: bounced, nothing sent.
     let (id, path) = queue_file(&inst, &["u@null.test"]);
     let r = deliver(&inst, &id, "null.test", &["u@null.test"]);
-    assert_eq!((r.results[0].code, r.results[0].dsn.as_str()), (556, "5.1.10"), "{r:?}");
+    assert_eq!(
+        (r.results[0].code, r.results[0].dsn.to_string().as_str()),
+        (556, "5.1.10"),
+        "{r:?}"
+    );
     assert_eq!(statuses(&path), [RecipientStatus::Bounced]);
     // A name that does not exist: bounced.
     let (id, _) = queue_file(&inst, &["u@nowhere.test"]);

@@ -167,7 +167,11 @@ fn tls_policy_table_requires_and_verifies_per_nexthop() {
         &format!("[127.0.0.1]:{plain_port}"),
         &["x@plain.test"],
     );
-    assert_eq!((r.results[0].code, r.results[0].dsn.as_str()), (451, "4.7.4"), "{r:?}");
+    assert_eq!(
+        (r.results[0].code, r.results[0].dsn.to_string().as_str()),
+        (451, "4.7.4"),
+        "{r:?}"
+    );
     assert_eq!(
         r.results[0].text,
         "TLS is required, but was not offered by host 127.0.0.1[127.0.0.1]"
@@ -200,7 +204,11 @@ fn tls_policy_table_requires_and_verifies_per_nexthop() {
         &format!("[127.0.0.1]:{misnamed_port}"),
         &["x@misnamed.test"],
     );
-    assert_eq!((r.results[0].code, r.results[0].dsn.as_str()), (451, "4.7.5"), "{r:?}");
+    assert_eq!(
+        (r.results[0].code, r.results[0].dsn.to_string().as_str()),
+        (451, "4.7.5"),
+        "{r:?}"
+    );
     assert!(
         r.results[0].text.starts_with("Server certificate not verified"),
         "{r:?}"
@@ -217,7 +225,11 @@ fn tls_policy_table_requires_and_verifies_per_nexthop() {
         &format!("[127.0.0.1]:{untrusted_port}"),
         &["x@untrusted.test"],
     );
-    assert_eq!((r.results[0].code, r.results[0].dsn.as_str()), (451, "4.7.5"), "{r:?}");
+    assert_eq!(
+        (r.results[0].code, r.results[0].dsn.to_string().as_str()),
+        (451, "4.7.5"),
+        "{r:?}"
+    );
     assert!(
         r.results[0].text.starts_with("Server certificate not verified"),
         "{r:?}"
@@ -282,7 +294,11 @@ fn a_server_that_never_answers_defers_after_the_helo_timeout() {
     inst.start();
     let (id, path) = plain(&inst, "x@hang.test");
     let r = agent_deliver(&inst, "smtp", &id, &format!("[127.0.0.1]:{port}"), &["x@hang.test"]);
-    assert_eq!((r.results[0].code, r.results[0].dsn.as_str()), (451, "4.4.1"), "{r:?}");
+    assert_eq!(
+        (r.results[0].code, r.results[0].dsn.to_string().as_str()),
+        (451, "4.4.1"),
+        "{r:?}"
+    );
     assert_eq!(
         r.results[0].text,
         "conversation with 127.0.0.1[127.0.0.1] timed out while receiving the initial server greeting"

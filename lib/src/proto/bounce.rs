@@ -13,6 +13,8 @@
 //! is dropped with a log line. Recipients whose NOTIFY excludes the kind of notice are
 //! skipped; when none is left, the answer is `NotNeeded`.
 
+use crate::dsn::Dsn;
+use crate::queue_id::QueueId;
 use serde::{Deserialize, Serialize};
 
 /// Protocol name.
@@ -48,7 +50,7 @@ pub struct NoticeRecipient {
     /// The address the outcome is about (Final-Recipient).
     pub address: String,
     /// Enhanced status code (`5.1.1`).
-    pub dsn: String,
+    pub dsn: Dsn,
     /// The diagnostic: the remote server's reply or our own reason.
     pub text: String,
     /// The remote server, when one answered (`mx.example.test`).
@@ -63,7 +65,7 @@ pub enum BounceRequest {
     /// Send a notice about some recipients of a queued message.
     Notify {
         /// The message's queue ID.
-        queue_id: String,
+        queue_id: QueueId,
         /// Its queue file, relative to the queue directory (`active/ID`, `deferred/ID`).
         queue_file: String,
         /// The kind of notice.
@@ -79,7 +81,8 @@ pub enum BounceRequest {
 pub enum BounceReply {
     /// The notice is queued under this ID.
     Sent {
-        /// The notice's queue ID.
+        /// The notice's queue ID (checked like a [`QueueId`] when the reply is read).
+        #[serde(deserialize_with = "crate::queue_id::checked")]
         queue_id: String,
     },
     /// No notice is due (null sender of a double bounce, NOTIFY=NEVER, ...); why.

@@ -21,6 +21,8 @@
 //! `non_smtpd_milters` for [`Origin::Local`]) with the connection facts in the
 //! attributes. A client that disconnects before `E` leaves nothing behind.
 
+use crate::dsn::Dsn;
+use crate::queue_id::QueueId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -92,30 +94,35 @@ pub enum CleanupRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename = "started")]
 pub struct CleanupStarted {
-    /// The queue ID.
-    pub queue_id: String,
+    /// The queue ID (checked when the message is read: 16 characters `0-9A-Za-z`).
+    pub queue_id: QueueId,
 }
 
-/// The outcome. `code`/`dsn`/`text` are ready to be sent as an SMTP reply.
+/// The outcome. `code`/`dsn`/`text` are ready to be sent as an SMTP reply. A queue ID that
+/// arrives here is checked like a [`QueueId`] when the reply is read; the field is text
+/// because a client that queues by other means names what it was told (`sendmail -bs`
+/// answers "queued as unknown" when postdrop named no ID).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CleanupReply {
     /// Durably queued (or held).
     Queued {
         /// The queue ID.
+        #[serde(deserialize_with = "crate::queue_id::checked")]
         queue_id: String,
     },
     /// Accepted and silently dropped (a DISCARD action); answer as if queued.
     Discarded {
         /// The ID the message would have had.
+        #[serde(deserialize_with = "crate::queue_id::checked")]
         queue_id: String,
     },
     /// Refused for good (size, REJECT check, milter reject): 5xx.
     Rejected {
         /// SMTP code.
         code: u16,
-        /// Enhanced status code.
-        dsn: String,
+        /// Enhanced status code (checked when the reply is read).
+        dsn: Dsn,
         /// Text.
         text: String,
     },
@@ -123,8 +130,8 @@ pub enum CleanupReply {
     TempFail {
         /// SMTP code.
         code: u16,
-        /// Enhanced status code.
-        dsn: String,
+        /// Enhanced status code (checked when the reply is read).
+        dsn: Dsn,
         /// Text.
         text: String,
     },

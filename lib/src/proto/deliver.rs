@@ -30,6 +30,8 @@
 //! The agent also logs each attempt (`to=<…>, relay=…, delay=…, delays=a/b/c/d, dsn=…,
 //! status=…`), using the times in the request for the `delays` breakdown.
 
+use crate::dsn::Dsn;
+use crate::queue_id::QueueId;
 use serde::{Deserialize, Serialize};
 
 /// Protocol name.
@@ -71,8 +73,8 @@ pub struct DeliverRecipient {
 /// A delivery job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DeliverRequest {
-    /// The message's queue ID.
-    pub queue_id: String,
+    /// The message's queue ID (checked when the request is read).
+    pub queue_id: QueueId,
     /// The queue file, relative to the queue directory (`active/<ID>`).
     pub queue_file: String,
     /// The envelope sender (empty: the null sender).
@@ -98,8 +100,8 @@ pub struct RecipientResult {
     pub address: String,
     /// SMTP-style code: 2xx delivered, 4xx try again later, 5xx failed for good.
     pub code: u16,
-    /// Enhanced status code (RFC 3463), e.g. `2.0.0`.
-    pub dsn: String,
+    /// Enhanced status code (RFC 3463), e.g. `2.0.0`; checked when the reply is read.
+    pub dsn: Dsn,
     /// What happened, for logs and the defer log or bounce.
     pub text: String,
     /// For a 2xx: where the message went, which decides the DSN success notice a
@@ -217,7 +219,7 @@ pub fn status_line(
     orig_to: &str,
     relay: &str,
     times: [u64; 5],
-    dsn: &str,
+    dsn: Dsn,
     status: &str,
     text: &str,
 ) -> String {
@@ -261,7 +263,7 @@ mod tests {
             "bob@example.test",
             "local",
             [0, 10_000, 10_000, 20_000, 120_000],
-            "2.0.0",
+            Dsn::OK,
             "sent",
             "delivered to maildir",
         );
@@ -276,7 +278,7 @@ mod tests {
     #[test]
     fn batch_and_single_requests_read_apart() {
         let one = DeliverRequest {
-            queue_id: "0123456789ABCDEF".into(),
+            queue_id: QueueId::parse("0123456789ABCDEF").unwrap(),
             queue_file: "active/0123456789ABCDEF".into(),
             sender: String::new(),
             nexthop: "x".into(),

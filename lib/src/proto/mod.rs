@@ -13,6 +13,15 @@
 //! | [`resolve`] | qmgr (and others) → trivial-rewrite | `private/rewrite` |
 //! | [`deliver`] | qmgr → delivery agents (local, smtp, …) | `private/<transport>` |
 //! | [`replica`] | proxy, `postern status`, tools → replicator | `private/replicator` |
+//!
+//! Queue IDs and status codes are typed where they cross: a [`crate::queue_id::QueueId`]
+//! (16 characters `0-9A-Za-z`, so never a path or a log line of its own) and a
+//! [`crate::dsn::Dsn`] (RFC 3463) are checked once, when the message is decoded, and a
+//! message holding a bad one is refused whole with the reason (`queue ID must be 16
+//! characters, got 300`). On the wire both are the same JSON strings as before.
+
+#[cfg(test)]
+mod tests;
 
 pub mod anvil;
 pub mod auth;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
+use postern_lib::dsn::Dsn;
 use postern_lib::proto::bounce::NoticeRecipient;
 use postern_lib::proto::deliver::{self, DeliverRecipient, DeliverReply, DeliverRequest, status_line};
 use postern_lib::proto::resolve::{ERROR_TRANSPORT, Route};
@@ -64,7 +65,7 @@ struct Rcpt {
     route: Option<String>,
     /// A replica copy refused permanently in this attempt: (dsn, text), settled when the
     /// attempt ends ([`settle_refused`]).
-    refused: Option<(String, String)>,
+    refused: Option<(Dsn, String)>,
     routes_left: usize,
     /// qmgr (not the agent) records the outcome: several routes, or the error transport.
     qmgr_marks: bool,
@@ -85,7 +86,7 @@ struct Msg {
     /// Temporary failures in this attempt.
     temp: Vec<Deferred>,
     /// Permanent failures decided by qmgr itself: (rcpt position, dsn, reason).
-    perm: Vec<(usize, String, String)>,
+    perm: Vec<(usize, Dsn, String)>,
     /// Permanent failures reported by delivery agents in this attempt.
     failed: Vec<Outcome>,
     /// Deliveries in this attempt that a success notice is owed for.
@@ -97,7 +98,7 @@ struct Deferred {
     /// Its index in the queue file.
     index: usize,
     address: String,
-    dsn: String,
+    dsn: Dsn,
     reason: String,
 }
 
@@ -431,7 +432,7 @@ impl Qmgr {
                 r.qmgr_marks = routes.len() > 1 || r.route.is_some();
                 for route in routes {
                     if route.transport == ERROR_TRANSPORT || !deliver::valid_transport(&route.transport) {
-                        let (dsn, text) = split_dsn(&route.nexthop, "5.3.5");
+                        let (dsn, text) = split_dsn(&route.nexthop, Dsn::MISCONFIGURED.permanent());
                         let text = if route.transport == ERROR_TRANSPORT {
                             text
                         } else {
@@ -569,7 +570,7 @@ impl Qmgr {
                 })
                 .collect();
             reqs.push(DeliverRequest {
-                queue_id: id.as_str().to_string(),
+                queue_id: *id,
                 queue_file: format!("{}/{}", queue::ACTIVE, id.as_str()),
                 sender: msg.sender.clone(),
                 nexthop: nexthop.clone(),
@@ -630,7 +631,7 @@ impl Qmgr {
             let mut finished = Vec::new();
             for e in entries {
                 let Some(msg) = self.msgs.get_mut(&e.msg) else { continue };
-                defer_entry(msg, &e, &dsn, &why, queue::now_micros());
+                defer_entry(msg, &e, dsn, &why, queue::now_micros());
                 if msg.waiting == 0 && !finished.contains(&e.msg) {
                     finished.push(e.msg);
                 }
@@ -658,7 +659,7 @@ impl Qmgr {
             let limit = self.s.concurrency(&job.key.0);
             // A batch reached the site if any of its messages did.
             let verdict = result.as_ref().ok().map(|replies| {
-                let failures: Vec<Option<(String, String)>> = replies.iter().map(site_failure).collect();
+                let failures: Vec<Option<(Dsn, String)>> = replies.iter().map(site_failure).collect();
                 if failures.iter().any(Option::is_none) {
                     None
                 } else {
@@ -670,7 +671,7 @@ impl Qmgr {
                 Some(Some((dsn, why))) => {
                     let dead_time = Duration::from_secs(self.s.min_backoff);
                     if d.window
-                        .failure(&dsn, &why, self.s.cohort_limit, dead_time, Instant::now())
+                        .failure(dsn, &why, self.s.cohort_limit, dead_time, Instant::now())
                     {
                         tracing::info!(
                             "{}:{}: destination throttled (dead) for {}s: {why}",
@@ -722,14 +723,14 @@ impl Qmgr {
                         }
                     }
                     (Some(x), _) if x.is_permanent() && r.route.is_some() => {
-                        r.refused = Some((x.dsn.clone(), x.text.clone()));
+                        r.refused = Some((x.dsn, x.text.clone()));
                     }
                     (Some(x), _) if x.is_permanent() => {
                         r.perm = true;
                         msg.failed.push(Outcome {
                             index: r.index,
                             address: e.address.clone(),
-                            dsn: x.dsn.clone(),
+                            dsn: x.dsn,
                             text: x.text.clone(),
                             remote_mta: None,
                             action: Action::Failed,
@@ -740,7 +741,7 @@ impl Qmgr {
                         msg.temp.push(Deferred {
                             index: r.index,
                             address: e.address.clone(),
-                            dsn: x.dsn.clone(),
+                            dsn: x.dsn,
                             reason: x.text.clone(),
                         });
                     }
@@ -756,7 +757,7 @@ impl Qmgr {
                             &r.address,
                             "none",
                             [msg.arrival_micros, msg.active_micros, dispatch, now, now],
-                            "4.3.0",
+                            Dsn::MAIL_SYSTEM,
                             "deferred",
                             &why,
                         );
@@ -764,7 +765,7 @@ impl Qmgr {
                         msg.temp.push(Deferred {
                             index: r.index,
                             address: e.address.clone(),
-                            dsn: "4.3.0".into(),
+                            dsn: Dsn::MAIL_SYSTEM,
                             reason: why,
                         });
                     }
@@ -793,12 +794,12 @@ impl Qmgr {
         let mut failed = msg.failed.clone();
         for (pos, dsn, text) in &msg.perm {
             if let Some(r) = msg.rcpts.get(*pos) {
-                let line = status_line(&r.address, "", "none", times, dsn, "bounced", text);
+                let line = status_line(&r.address, "", "none", times, *dsn, "bounced", text);
                 tracing::info!(queue_id = id.as_str(), "{line}");
                 failed.push(Outcome {
                     index: r.index,
                     address: r.address.clone(),
-                    dsn: dsn.clone(),
+                    dsn: *dsn,
                     text: text.clone(),
                     remote_mta: None,
                     action: Action::Failed,
@@ -855,12 +856,12 @@ impl Qmgr {
                     continue;
                 }
                 let text = format!("message expired after {age}s in the queue: {last}");
-                let line = status_line(&rec.spec.address, "", "none", times, "4.4.7", "bounced", &text);
+                let line = status_line(&rec.spec.address, "", "none", times, Dsn::EXPIRED, "bounced", &text);
                 tracing::info!(queue_id = id.as_str(), "{line}");
                 let expired = Outcome {
                     index: rec.handle.index(),
                     address: rec.spec.address.clone(),
-                    dsn: "4.4.7".into(),
+                    dsn: Dsn::EXPIRED,
                     text,
                     remote_mta: None,
                     action: Action::Failed,
@@ -873,9 +874,9 @@ impl Qmgr {
             return self.retire_or_wait(&msg.path, &id, msg.arrival_micros / 1_000_000);
         }
         drop(file);
-        let entries: Vec<(String, String, String)> = temp
+        let entries: Vec<(String, Dsn, String)> = temp
             .iter()
-            .map(|t| (t.address.clone(), t.dsn.clone(), t.reason.clone()))
+            .map(|t| (t.address.clone(), t.dsn, t.reason.clone()))
             .collect();
         if let Err(e) = queue::append_defer_log(&id, &entries) {
             tracing::warn!(queue_id = id.as_str(), "cannot write defer log: {e}");
@@ -935,7 +936,7 @@ impl Qmgr {
             pending.push(NoticeRecipient {
                 index: t.index,
                 address: t.address.clone(),
-                dsn: t.dsn.clone(),
+                dsn: t.dsn,
                 text: t.reason.clone(),
                 remote_mta: None,
             });
@@ -973,7 +974,7 @@ fn first_msg(e: &Entry) -> QueueId {
 
 /// Defers one queued entry without a delivery attempt (its destination is dead): the log
 /// line, the defer-log entry, the bookkeeping of a finished entry.
-fn defer_entry(msg: &mut Msg, e: &Entry, dsn: &str, why: &str, now: u64) {
+fn defer_entry(msg: &mut Msg, e: &Entry, dsn: Dsn, why: &str, now: u64) {
     msg.waiting = msg.waiting.saturating_sub(1);
     let Some(r) = msg.rcpts.get_mut(e.rcpt) else { return };
     r.routes_left = r.routes_left.saturating_sub(1);
@@ -991,7 +992,7 @@ fn defer_entry(msg: &mut Msg, e: &Entry, dsn: &str, why: &str, now: u64) {
     msg.temp.push(Deferred {
         index: r.index,
         address: e.address.clone(),
-        dsn: dsn.to_string(),
+        dsn,
         reason: why.to_string(),
     });
 }
@@ -1015,7 +1016,7 @@ fn settle_refused(id: &QueueId, msg: &mut Msg, qf: &QueueFile) {
         let Some(r) = msg.rcpts.get_mut(pos) else { continue };
         if alive {
             r.temp = true;
-            let (dsn, reason) = replica::keep(id, &address, &route, &dsn, &text);
+            let (dsn, reason) = replica::keep(id, &address, &route, dsn, &text);
             msg.temp.push(Deferred {
                 index,
                 address,
@@ -1029,7 +1030,7 @@ fn settle_refused(id: &QueueId, msg: &mut Msg, qf: &QueueFile) {
             // for it); the final line is this one.
             let now = queue::now_micros();
             let times = [msg.arrival_micros, msg.active_micros, now, now, now];
-            let line = status_line(&address, "", &route, times, &dsn, "bounced", &text);
+            let line = status_line(&address, "", &route, times, dsn, "bounced", &text);
             tracing::info!(queue_id = id.as_str(), "{line}");
             msg.failed.push(Outcome {
                 index,
@@ -1044,34 +1045,30 @@ fn settle_refused(id: &QueueId, msg: &mut Msg, qf: &QueueFile) {
 }
 
 /// `5.1.1 text` → (`5.1.1`, `text`); without a leading DSN, the default.
-fn split_dsn(s: &str, default: &str) -> (String, String) {
+fn split_dsn(s: &str, default: Dsn) -> (Dsn, String) {
     let mut it = s.splitn(2, ' ');
-    let first = it.next().unwrap_or("");
-    let is_dsn = first.split('.').count() == 3
-        && first
-            .split('.')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    if is_dsn {
-        (first.to_string(), it.next().unwrap_or("").trim().to_string())
-    } else {
-        (default.to_string(), s.to_string())
+    match it.next().unwrap_or("").parse::<Dsn>() {
+        Ok(dsn) => (dsn, it.next().unwrap_or("").trim().to_string()),
+        Err(_) => (default, s.to_string()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::split_dsn;
+    use postern_lib::dsn::Dsn;
 
     #[test]
     fn dsn_prefix_is_split_off() {
+        let default = Dsn::MISCONFIGURED.permanent();
         assert_eq!(
-            split_dsn("5.7.1 this domain is refused", "5.3.5"),
-            ("5.7.1".to_string(), "this domain is refused".to_string())
+            split_dsn("5.7.1 this domain is refused", default),
+            (Dsn::NOT_AUTHORIZED, "this domain is refused".to_string())
         );
         assert_eq!(
-            split_dsn("no code here", "5.3.5"),
-            ("5.3.5".to_string(), "no code here".to_string())
+            split_dsn("no code here", default),
+            (default, "no code here".to_string())
         );
-        assert_eq!(split_dsn("5.x.1 odd", "5.3.5").0, "5.3.5");
+        assert_eq!(split_dsn("5.x.1 odd", default).0, "5.3.5");
     }
 }

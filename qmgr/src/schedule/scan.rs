@@ -34,6 +34,7 @@ use super::{DestKey, Qmgr, RESOLVE_RETRY, dest_key};
 use crate::notices;
 use crate::queue::{self, ReadError};
 use crate::success;
+use postern_lib::dsn::Dsn;
 use postern_lib::proto::deliver::{self, status_line};
 use postern_lib::proto::resolve::{ERROR_TRANSPORT, Route};
 use postern_lib::queue_file::{QueueFile, Recipient};
@@ -357,14 +358,14 @@ impl Qmgr {
                     .dests
                     .get(&dest_key(&self.s, route))
                     .map(|d| d.window.reason.clone())
-                    .unwrap_or_default();
+                    .unwrap_or((Dsn::MAIL_SYSTEM, String::new()));
                 let why = format!("delivery temporarily suspended: {reason}");
                 let line = status_line(
                     &route.recipient,
                     &rec.spec.address,
                     "none",
                     [arrival, now, now, now, now],
-                    &dsn,
+                    dsn,
                     "deferred",
                     &why,
                 );

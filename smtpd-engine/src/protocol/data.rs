@@ -519,16 +519,12 @@ impl Session {
             }
             Some(CleanupReply::Rejected { code, dsn, text }) => {
                 let code = if (500..600).contains(&code) { code } else { 554 };
-                let dsn = dsn.parse::<Dsn>().map_or(Dsn::NOT_AUTHORIZED, |d| {
-                    d.or_if_not(DsnClass::Permanent, Dsn::NOT_AUTHORIZED)
-                });
+                let dsn = dsn.or_if_not(DsnClass::Permanent, Dsn::NOT_AUTHORIZED);
                 Reply::new(code, dsn, text)
             }
             Some(CleanupReply::TempFail { code, dsn, text }) => {
                 let code = if (400..500).contains(&code) { code } else { 451 };
-                let dsn = dsn
-                    .parse::<Dsn>()
-                    .map_or(Dsn::MAIL_SYSTEM, |d| d.or_if_not(DsnClass::Transient, Dsn::MAIL_SYSTEM));
+                let dsn = dsn.or_if_not(DsnClass::Transient, Dsn::MAIL_SYSTEM);
                 Reply::new(code, dsn, text)
             }
             None => common::local_error(),

@@ -370,7 +370,7 @@ fn cleanup_failure_is_451() {
     let r = t.feed(|s| {
         s.cleanup_done(Some(CleanupReply::Rejected {
             code: 550,
-            dsn: "5.7.1".into(),
+            dsn: postern_lib::dsn::Dsn::NOT_AUTHORIZED,
             text: "virus found".into(),
         }))
     });

@@ -259,7 +259,7 @@ impl SmtpConn {
                 };
                 self.cleanup_started = true;
                 p.reply_due = None;
-                let a = self.session.cleanup_started(Some(started.queue_id));
+                let a = self.session.cleanup_started(Some(started.queue_id.to_string()));
                 self.apply(io, a);
                 continue;
             }

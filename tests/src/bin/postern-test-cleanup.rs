@@ -8,6 +8,7 @@
 //! `postern-test-cleanup [reject|tempfail]` answers every message that way instead.
 #![forbid(unsafe_code)]
 
+use postern_lib::dsn::Dsn;
 use postern_lib::ipc::IpcStream;
 use postern_lib::proto::cleanup::{self, CleanupReply, CleanupRequest, CleanupStarted};
 use postern_lib::queue_id::QueueId;
@@ -35,9 +36,7 @@ fn serve(mode: &mut Mode, _ctx: &Context, conn: Accepted) {
     let sub = match ipc.recv::<CleanupRequest>() {
         Ok(CleanupRequest::Submit(sub)) => sub,
         Ok(CleanupRequest::Open(sub)) => {
-            let started = CleanupStarted {
-                queue_id: id.as_str().to_string(),
-            };
+            let started = CleanupStarted { queue_id: id };
             if let Err(e) = ipc.send(&started) {
                 return note(&format!("started: {e}"));
             }
@@ -52,12 +51,12 @@ fn serve(mode: &mut Mode, _ctx: &Context, conn: Accepted) {
     let reply = match mode.0.as_str() {
         "reject" => CleanupReply::Rejected {
             code: 550,
-            dsn: "5.7.1".into(),
+            dsn: Dsn::NOT_AUTHORIZED,
             text: "message content rejected".into(),
         },
         "tempfail" => CleanupReply::TempFail {
             code: 451,
-            dsn: "4.3.0".into(),
+            dsn: Dsn::MAIL_SYSTEM,
             text: "try again later".into(),
         },
         _ => {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use postern_lib::dsn::Dsn;
 use postern_lib::ipc::IpcStream;
 use postern_lib::proto::cleanup::{CleanupReply, CleanupRequest, PROTOCOL, VERSION};
 use postern_lib::queue_id::QueueId;
@@ -60,12 +61,12 @@ fn serve(_ctx: &Context, conn: Accepted, mode: &str, dir: &Path) {
     let reply = match mode {
         "tempfail" => CleanupReply::TempFail {
             code: 451,
-            dsn: "4.3.0".into(),
+            dsn: Dsn::MAIL_SYSTEM,
             text: "test cleanup says try again".into(),
         },
         "reject" => CleanupReply::Rejected {
             code: 550,
-            dsn: "5.7.1".into(),
+            dsn: Dsn::NOT_AUTHORIZED,
             text: "test cleanup refuses".into(),
         },
         _ => CleanupReply::Queued {
