@@ -27,7 +27,8 @@
 //! deliveries wait for a shared sync (local's Maildir `new/` directories) reports them with
 //! [`Job::complete_after_sync`]. Once every job of the exchange is delivered, the
 //! transport's `sync` runs once; only if it succeeds are those recipients marked done (the
-//! jobs' queue files synced several at once, [`crate::parallel`]) and logged as sent, else
+//! jobs' queue files synced several at once on threads kept between batches,
+//! [`crate::parallel::for_each_kept`]) and logged as sent, else
 //! they are deferred (`4.3.0`) — so a done mark never precedes the
 //! durability of what it records, and a `kill -9` in the middle of a batch leaves every
 //! recipient not yet marked for qmgr to deliver again (the transport's once-only names
@@ -38,12 +39,14 @@ use crate::ipc::IpcStream;
 use crate::proto::deliver::{
     self, AgentRequest, DeliverBatchReply, DeliverRecipient, DeliverReply, DeliverRequest, Handoff, RecipientResult,
 };
-use crate::queue_file::{QueueFile, RecipientStatus, mark_done};
+use crate::queue_file::{QueueFile, RecipientHandle, RecipientStatus, mark_done};
 use crate::safe_open::{Expect, open_update};
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One delivery job being worked on.
@@ -52,7 +55,8 @@ pub struct Job {
     pub req: DeliverRequest,
     /// The queue file's envelope and recipients.
     pub qf: QueueFile,
-    file: File,
+    /// Shared with the threads that write the done marks of a batch ([`Mark`]).
+    file: Arc<File>,
     opened_micros: u64,
     results: Vec<Option<RecipientResult>>,
     /// Outcomes that count once the transport's shared sync succeeded: (position, code,
@@ -113,7 +117,7 @@ impl Job {
         Ok(Job {
             req,
             qf,
-            file,
+            file: Arc::new(file),
             opened_micros: now_micros(),
             results,
             after_sync: Vec::new(),
@@ -138,12 +142,49 @@ impl Job {
         }
     }
 
+    /// The done marks the outcomes waiting for the shared sync call for, once it
+    /// succeeded (none when it failed: those recipients are deferred). `job` numbers the
+    /// job in its batch.
+    fn marks(&self, job: usize, synced: &Result<(), String>) -> Vec<Mark> {
+        if synced.is_err() {
+            return Vec::new();
+        }
+        self.after_sync
+            .iter()
+            .filter_map(|(pos, code, ..)| {
+                let (handle, status) = self.mark_for(*pos, *code)?;
+                Some(Mark {
+                    job,
+                    pos: *pos,
+                    file: self.file.clone(),
+                    handle,
+                    status,
+                    error: None,
+                })
+            })
+            .collect()
+    }
+
     /// The outcomes waiting for the shared sync become final: as recorded when `synced`
-    /// holds no error, else deferred with its reason.
-    fn settle(&mut self, synced: &Result<(), String>) {
+    /// holds no error (their done marks, written already, are `marks`), else deferred with
+    /// its reason.
+    fn settle(&mut self, synced: &Result<(), String>, marks: &[&Mark]) {
         for (pos, code, dsn, text, relay) in std::mem::take(&mut self.after_sync) {
             match synced {
-                Ok(()) => self.complete(pos, code, dsn, &text, &relay),
+                Ok(()) => {
+                    match marks.iter().find(|m| m.pos == pos) {
+                        Some(m) => {
+                            if let Some(e) = &m.error {
+                                self.mark_failed(pos, e);
+                            }
+                        }
+                        None if self.mark_for(pos, code).is_some() => {
+                            self.mark_failed(pos, "its done mark was not written");
+                        }
+                        None => {}
+                    }
+                    self.record(pos, code, dsn, &text, &relay, Handoff::Delivered);
+                }
                 Err(why) => self.complete(
                     pos,
                     451,
@@ -160,6 +201,18 @@ impl Job {
         self.qf.content_reader(self.file.try_clone()?)
     }
 
+    /// The message content, from the start, read with `pread` on the job's own descriptor
+    /// ([`ContentAt`]): no `dup`, `lseek` or `close` per reader, and readers made at once do
+    /// not share a file offset.
+    pub fn content_at(&self) -> ContentAt<'_> {
+        let r = self.qf.content_range();
+        ContentAt {
+            file: &self.file,
+            pos: r.start,
+            end: r.end,
+        }
+    }
+
     /// Records the outcome for the recipient at `pos`: marks the queue file when final
     /// and requested, logs the delivery line. A failure to mark turns success into a
     /// deferral of nothing — the delivery happened; the log says the mark failed, and the
@@ -172,23 +225,45 @@ impl Job {
     /// success also says where it went ([`Handoff`]), which decides whether qmgr asks for
     /// a "relayed" success notice, or none because the next hop took the DSN request.
     pub fn complete_handoff(&mut self, pos: usize, code: u16, dsn: Dsn, text: &str, relay: &str, handoff: Handoff) {
-        let Some(r) = self.req.recipients.get(pos) else { return };
-        let status = match code {
-            200..=299 => Some(RecipientStatus::Delivered),
-            // A replica copy's 5xx is not final (qmgr keeps it queued: qmgr/src/replica.rs).
-            500..=599 if !self.replica_copy(r) => Some(RecipientStatus::Bounced),
-            _ => None,
-        };
-        if let (Some(status), true) = (status, r.mark)
-            && let Some(rec) = self.qf.recipients.get(r.index)
-            && let Err(e) = mark_done(&self.file, &rec.handle, status)
+        if let Some((handle, status)) = self.mark_for(pos, code)
+            && let Err(e) = mark_done(&self.file, &handle, status)
         {
+            self.mark_failed(pos, &e.to_string());
+        }
+        self.record(pos, code, dsn, text, relay, handoff);
+    }
+
+    /// The done mark an outcome `code` of the recipient at `pos` calls for: final (2xx
+    /// delivered, 5xx bounced) and asked for by the request.
+    fn mark_for(&self, pos: usize, code: u16) -> Option<(RecipientHandle, RecipientStatus)> {
+        let r = self.req.recipients.get(pos)?;
+        let status = match code {
+            200..=299 => RecipientStatus::Delivered,
+            // A replica copy's 5xx is not final (qmgr keeps it queued: qmgr/src/replica.rs).
+            500..=599 if !self.replica_copy(r) => RecipientStatus::Bounced,
+            _ => return None,
+        };
+        if !r.mark {
+            return None;
+        }
+        Some((self.qf.recipients.get(r.index)?.handle, status))
+    }
+
+    fn mark_failed(&self, pos: usize, e: &str) {
+        if let Some(r) = self.req.recipients.get(pos) {
             tracing::error!(queue_id = %self.req.queue_id, "cannot mark recipient {} done: {e}", r.address);
         }
+    }
+
+    /// Logs the outcome of the recipient at `pos` and keeps it for the reply.
+    fn record(&mut self, pos: usize, code: u16, dsn: Dsn, text: &str, relay: &str, handoff: Handoff) {
+        let Some(r) = self.req.recipients.get(pos) else { return };
         self.log(r, code, dsn, text, relay);
         let mut res = result(r, code, dsn, text);
         res.handoff = handoff;
-        self.results[pos] = Some(res);
+        if let Some(slot) = self.results.get_mut(pos) {
+            *slot = Some(res);
+        }
     }
 
     /// Whether `r` is a copy for one replica relay (a recipient with a route in the queue
@@ -226,6 +301,52 @@ impl Job {
             })
             .collect();
         DeliverReply { results }
+    }
+}
+
+/// One done mark of a batch, written on a kept thread ([`crate::parallel::for_each_kept`])
+/// after the transport's shared sync: the recipient at `pos` of the batch's job `job`.
+struct Mark {
+    job: usize,
+    pos: usize,
+    file: Arc<File>,
+    handle: RecipientHandle,
+    status: RecipientStatus,
+    /// Why it could not be written.
+    error: Option<String>,
+}
+
+impl Mark {
+    fn write(&mut self) {
+        self.error = mark_done(&self.file, &self.handle, self.status)
+            .err()
+            .map(|e| e.to_string());
+    }
+}
+
+/// A reader of a byte range of a file by `pread` ([`Job::content_at`]).
+pub struct ContentAt<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl ContentAt<'_> {
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> u64 {
+        self.end.saturating_sub(self.pos)
+    }
+}
+
+impl io::Read for ContentAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = usize::try_from(self.remaining()).unwrap_or(usize::MAX).min(buf.len());
+        let Some(buf) = buf.get_mut(..want).filter(|b| !b.is_empty()) else {
+            return Ok(0);
+        };
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -295,9 +416,21 @@ pub fn serve_batched(
     // Always, so nothing a transport wrote is left unsynced; costs nothing when empty.
     if jobs.iter().any(Result::is_ok) {
         let synced = sync();
-        // Each queue file's done mark is an fdatasync of its own: several at once.
-        let mut open: Vec<&mut Job> = jobs.iter_mut().flatten().collect();
-        crate::parallel::for_each(&mut open, crate::parallel::MAX_THREADS, |job| job.settle(&synced));
+        // Each queue file's done mark is an fdatasync of its own: several at once, on
+        // threads kept between batches.
+        let marks: Vec<Mark> = jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, j)| j.as_ref().ok().map(|job| job.marks(i, &synced)))
+            .flatten()
+            .collect();
+        let marks = crate::parallel::for_each_kept(marks, crate::parallel::MAX_THREADS, Mark::write);
+        for (i, job) in jobs.iter_mut().enumerate() {
+            if let Ok(job) = job {
+                let mine: Vec<&Mark> = marks.iter().filter(|m| m.job == i).collect();
+                job.settle(&synced, &mine);
+            }
+        }
     }
     let replies: Vec<DeliverReply> = jobs
         .into_iter()

@@ -26,7 +26,14 @@
 //! queue name. Without that fsync a crash could leave one inode named both in `spare/` and
 //! as a queued message (a rename between two directories reaches the disk as two directory
 //! blocks, which ext4 without a journal writes independently), and the next take of that
-//! spare would overwrite the queued message. Claimed spares a process did not use are
+//! spare would overwrite the queued message. The same holds for the name a spare had
+//! before it was given: qmgr gives only files from `active/` ([`GIVEN_FROM`], beside
+//! `spare/`; any other file is unlinked), and its rename out of `active/` is made durable
+//! by the same claim, which fsyncs `active/` too (once per batch): a spare that has been
+//! claimed was seen in `spare/`, so its rename out of `active/` came first and that fsync
+//! writes it. Without it a crash could leave a reused inode still named `active/<old ID>`
+//! on disk beside its new queue name. qmgr itself syncs nothing when it gives: the cost is
+//! one directory fsync more per claimed batch, on cleanup's side. Claimed spares a process did not use are
 //! removed when it exits ([`release_claimed`]); after a crash they are left as temporary
 //! files, which qmgr never reads, until the next cleanup process to start removes those whose
 //! maker is gone ([`remove_abandoned_claims`]).
@@ -50,14 +57,18 @@ use crate::safe_open::{Expect, open_update};
 /// The directory of spare files, below the queue directory.
 pub const SPARE_DIR: &str = "spare";
 
+/// The only directory spares are given from (beside the spare directory): qmgr's `active/`.
+pub const GIVEN_FROM: &str = "active";
+
 /// Most files kept in [`SPARE_DIR`] (about the messages in flight at a few hundred a second).
 pub const MAX_SPARES: usize = 256;
 
 /// Largest file kept as a spare: the pool holds at most `MAX_SPARES × MAX_SPARE_SIZE` bytes.
 pub const MAX_SPARE_SIZE: u64 = 128 * 1024;
 
-/// qmgr counts `spare/` again after this many files given (cleanup takes them meanwhile).
-const RECOUNT_EVERY: usize = 64;
+/// Finished files unlinked without listing `spare/` again once a listing found it full (a
+/// full pool was listed at every give).
+const FULL_SKIP: usize = 32;
 
 /// Names a process tries beyond a batch's size per claim ([`take_durable`]).
 const MAX_TRIES: usize = 8;
@@ -69,8 +80,11 @@ const RELIST_EMPTY: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct Giver {
     dir: PathBuf,
+    /// Spares at the last listing plus those given since: never fewer than there are
+    /// (cleanup only takes), so `spare/` is listed again only when this says full.
     estimate: usize,
-    since_count: usize,
+    /// Files still to be unlinked without listing `spare/` again, after it was found full.
+    full_skip: usize,
 }
 
 impl Giver {
@@ -78,17 +92,19 @@ impl Giver {
     pub fn new(spare_dir: impl Into<PathBuf>) -> Giver {
         Giver {
             dir: spare_dir.into(),
-            estimate: 0,
-            since_count: RECOUNT_EVERY,
+            // Listed at the first give.
+            estimate: MAX_SPARES,
+            full_skip: 0,
         }
     }
 
     /// Disposes of the finished queue file `path` whose queue ID is `id`: moves it to
-    /// `<spare_dir>/.<id>` when it is a small enough plain file and there is room, else
+    /// `<spare_dir>/.<id>` when it is a small enough plain file in [`GIVEN_FROM`] (the
+    /// directory whose fsync a claim makes, see the module doc) and there is room, else
     /// unlinks it. An error is the unlink's.
     pub fn dispose(&mut self, path: &Path, id: &str) -> io::Result<()> {
         let small = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() <= MAX_SPARE_SIZE);
-        if small && self.has_room() {
+        if small && path.parent() == Some(given_from(&self.dir).as_path()) && self.has_room() {
             let to = self.dir.join(format!(".{id}"));
             if std::fs::rename(path, &to).is_ok() {
                 self.estimate += 1;
@@ -99,13 +115,23 @@ impl Giver {
     }
 
     fn has_room(&mut self) -> bool {
-        if self.since_count >= RECOUNT_EVERY || self.estimate >= MAX_SPARES {
+        if self.estimate >= MAX_SPARES {
+            if self.full_skip > 0 {
+                self.full_skip -= 1;
+                return false;
+            }
             self.estimate = count(&self.dir);
-            self.since_count = 0;
+            if self.estimate >= MAX_SPARES {
+                self.full_skip = FULL_SKIP;
+            }
         }
-        self.since_count += 1;
         self.estimate < MAX_SPARES
     }
+}
+
+/// The directory spares in `spare_dir` are given from: [`GIVEN_FROM`] beside it.
+fn given_from(spare_dir: &Path) -> PathBuf {
+    spare_dir.parent().unwrap_or(Path::new("")).join(GIVEN_FROM)
 }
 
 /// Spares in `dir` (at most `MAX_SPARES + 1` counted); a missing directory has none.
@@ -248,8 +274,9 @@ pub fn take_durable(spare_dir: &Path, dir: &Path, prefix: &str) -> Option<(File,
     }
 }
 
-/// Renames up to [`CLAIM_BATCH`] spares into `dir` and fsyncs `spare_dir` once; the paths
-/// claimed (none when the fsync failed: they are removed).
+/// Renames up to [`CLAIM_BATCH`] spares into `dir` and fsyncs `spare_dir` and the directory
+/// they were given from ([`GIVEN_FROM`]) once; the paths claimed (none when an fsync
+/// failed: they are removed).
 fn claim_batch(spare_dir: &Path, dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut got = Vec::new();
     for _ in 0..CLAIM_BATCH + MAX_TRIES {
@@ -267,12 +294,20 @@ fn claim_batch(spare_dir: &Path, dir: &Path, prefix: &str) -> Vec<PathBuf> {
             Err(_) => break,
         }
     }
-    if !got.is_empty() && crate::safe_open::fsync_dir(spare_dir).is_err() {
+    if !got.is_empty() && (!fsync_dir(spare_dir) || !fsync_dir(&given_from(spare_dir))) {
         for p in got.drain(..) {
             let _ = std::fs::remove_file(p);
         }
     }
     got
+}
+
+/// Fsyncs a directory; true too when it does not exist (nothing was renamed out of it).
+fn fsync_dir(dir: &Path) -> bool {
+    match crate::safe_open::fsync_dir(dir) {
+        Ok(()) => true,
+        Err(_) => !dir.exists(),
+    }
 }
 
 /// Removes the spares this process claimed and did not use (when it exits).

@@ -123,15 +123,23 @@ static SPARES: std::sync::LazyLock<std::sync::Mutex<Giver>> =
 /// defer log, trace log and delay-warning marker, and (with a queue mirror, issue 16) has
 /// the peer node drop its copy — in the background, best effort ([`mirror::drops`]).
 pub fn remove(path: &Path, id: &QueueId) -> std::io::Result<()> {
+    remove_file_only(path, id)?;
+    let _ = std::fs::remove_file(path_in(DEFER_LOG, id));
+    crate::notices::remove(id);
+    crate::success::remove(id);
+    crate::notices::remove_warned(id);
+    Ok(())
+}
+
+/// [`remove`] for a message that has no defer, trace or bounce log and no delay-warning
+/// marker (one taken from incoming/ and finished in its first attempt): the file (as a
+/// spare) and the mirror's copy only, without looking for the others.
+pub fn remove_file_only(path: &Path, id: &QueueId) -> std::io::Result<()> {
     SPARES
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .dispose(path, id.as_str())?;
     mirror::drops::finished(id.as_str());
-    let _ = std::fs::remove_file(path_in(DEFER_LOG, id));
-    crate::notices::remove(id);
-    crate::success::remove(id);
-    crate::notices::remove_warned(id);
     Ok(())
 }
 

@@ -9,7 +9,13 @@ fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let incoming = t.path().join("incoming");
     std::fs::create_dir(&spare).expect("spare");
     std::fs::create_dir(&incoming).expect("incoming");
+    std::fs::create_dir(t.path().join(GIVEN_FROM)).expect("active");
     (t, spare, incoming)
+}
+
+/// Where finished files are given from: `active/` beside `spare/`.
+fn active(spare: &Path) -> PathBuf {
+    given_from(spare)
 }
 
 fn queue_file(dir: &Path, name: &str, len: usize) -> PathBuf {
@@ -23,7 +29,7 @@ fn queue_file(dir: &Path, name: &str, len: usize) -> PathBuf {
 fn a_given_file_is_taken_once_under_the_temporary_name() {
     let (_t, spare, incoming) = dirs();
     let mut g = Giver::new(&spare);
-    let p = queue_file(&incoming, "ID1", 5000);
+    let p = queue_file(&active(&spare), "ID1", 5000);
     g.dispose(&p, "ID1").expect("dispose");
     assert!(!p.exists());
     assert!(spare.join(".ID1").exists());
@@ -48,7 +54,7 @@ fn spares_are_claimed_in_batches_and_released() {
     let mut g = Giver::new(&spare);
     for i in 0..3 {
         let name = format!("B{i}");
-        let p = queue_file(&incoming, &name, 100);
+        let p = queue_file(&active(&spare), &name, 100);
         g.dispose(&p, &name).expect("dispose");
     }
     let (_f, _, first) = take_durable(&spare, &incoming, ".cleanup.spare.").expect("a spare");
@@ -72,19 +78,34 @@ fn spares_are_claimed_in_batches_and_released() {
 
 #[test]
 fn large_files_and_a_full_pool_are_unlinked() {
-    let (_t, spare, incoming) = dirs();
+    let (_t, spare, _incoming) = dirs();
     let mut g = Giver::new(&spare);
-    let big = queue_file(&incoming, "BIG", (MAX_SPARE_SIZE + 1) as usize);
+    let big = queue_file(&active(&spare), "BIG", (MAX_SPARE_SIZE + 1) as usize);
     g.dispose(&big, "BIG").expect("dispose");
     assert!(!big.exists());
     assert_eq!(std::fs::read_dir(&spare).expect("list").count(), 0);
     for i in 0..MAX_SPARES + 10 {
         let name = format!("M{i}");
-        let p = queue_file(&incoming, &name, 10);
+        let p = queue_file(&active(&spare), &name, 10);
         g.dispose(&p, &name).expect("dispose");
         assert!(!p.exists());
     }
     assert_eq!(std::fs::read_dir(&spare).expect("list").count(), MAX_SPARES);
+}
+
+/// A claim fsyncs the directory a spare left (see the module doc), which it knows only as
+/// `active/`: a file from anywhere else is unlinked, never given.
+#[test]
+fn only_files_from_active_become_spares() {
+    let (_t, spare, incoming) = dirs();
+    let mut g = Giver::new(&spare);
+    let p = queue_file(&incoming, "ELSEWHERE", 10);
+    g.dispose(&p, "ELSEWHERE").expect("dispose");
+    assert!(!p.exists());
+    assert_eq!(std::fs::read_dir(&spare).expect("list").count(), 0);
+    let q = queue_file(&active(&spare), "FROMACTIVE", 10);
+    g.dispose(&q, "FROMACTIVE").expect("dispose");
+    assert!(spare.join(".FROMACTIVE").exists());
 }
 
 #[test]

@@ -91,6 +91,25 @@ struct Msg {
     failed: Vec<Outcome>,
     /// Deliveries in this attempt that a success notice is owed for.
     succeeded: Vec<Outcome>,
+    /// Taken in from incoming/ by this process: nothing but its queue file exists for it
+    /// ([`Qmgr::admit`]).
+    fresh: bool,
+}
+
+impl Msg {
+    /// Whether every recipient pending when the message was taken in was delivered in this
+    /// attempt by an agent that marks it done itself (one route each, no qmgr mark), and no
+    /// notice is owed: then the queue file holds nothing that is still to do.
+    fn delivered_by_agents(&self) -> bool {
+        self.temp.is_empty()
+            && self.perm.is_empty()
+            && self.failed.is_empty()
+            && self.succeeded.is_empty()
+            && self
+                .rcpts
+                .iter()
+                .all(|r| !r.qmgr_marks && !r.temp && !r.perm && r.refused.is_none() && r.routes_left == 0)
+    }
 }
 
 /// One recipient deferred in this attempt.
@@ -313,13 +332,15 @@ impl Qmgr {
         }
         queue::unlock(&file);
         drop(file);
-        self.admit(path, id, &qf, None);
+        // Taken from incoming/ now: never attempted, so no log or marker of it exists.
+        self.admit(path, id, &qf, None, !recovering);
     }
 
     /// Takes a message read from `path` in active/ into memory; with `routes` (one list
     /// per pending recipient, in file order) its recipients are queued at once, else they
-    /// wait for resolution.
-    fn admit(&mut self, path: &Path, id: QueueId, qf: &QueueFile, routes: Option<Vec<Vec<Route>>>) {
+    /// wait for resolution. `fresh`: it came from incoming/ in this process's life, so no
+    /// defer, bounce or trace log and no delay-warning marker exist for it yet.
+    fn admit(&mut self, path: &Path, id: QueueId, qf: &QueueFile, routes: Option<Vec<Vec<Route>>>, fresh: bool) {
         if qf.envelope.queue_id != id {
             return queue::to_corrupt(path, &id, "queue ID in the file differs from its name");
         }
@@ -366,6 +387,7 @@ impl Qmgr {
                 perm: Vec::new(),
                 failed: Vec::new(),
                 succeeded: Vec::new(),
+                fresh,
             },
         );
         match routes {
@@ -780,6 +802,15 @@ impl Qmgr {
     fn finish(&mut self, id: QueueId) {
         let Some(mut msg) = self.msgs.remove(&id) else { return };
         self.rcpt_count = self.rcpt_count.saturating_sub(msg.rcpts.len());
+        if msg.delivered_by_agents() {
+            // Nothing for qmgr to record and nothing pending: retired without reading the
+            // file again (the agents marked their recipients) — and, when it is fresh,
+            // without looking for logs and markers that cannot exist.
+            if msg.fresh {
+                return self.retire_fresh(&msg.path, &id);
+            }
+            return self.retire_or_wait(&msg.path, &id, msg.arrival_micros / 1_000_000);
+        }
         let (file, qf) = match queue::open_and_read(&msg.path) {
             Ok(x) => x,
             Err(ReadError::Corrupt(why)) => return queue::to_corrupt(&msg.path, &id, &why),
@@ -946,6 +977,15 @@ impl Qmgr {
                 queue_id = id.as_str(),
                 "cannot send delay notification: {why}; will retry"
             );
+        }
+    }
+
+    /// [`retire`](Self::retire) for a fresh message delivered in its first attempt with no
+    /// notice owed: no defer, bounce or trace log and no marker to look for or remove.
+    fn retire_fresh(&mut self, path: &Path, id: &QueueId) {
+        match queue::remove_file_only(path, id) {
+            Ok(()) => tracing::info!(queue_id = id.as_str(), "removed"),
+            Err(e) => tracing::warn!(queue_id = id.as_str(), "cannot remove finished message: {e}"),
         }
     }
 

@@ -324,7 +324,7 @@ impl Qmgr {
         match queue::move_to(&queue::path_in(queue::DEFERRED, &id), queue::ACTIVE, &id) {
             Ok(p) => {
                 queue::clear_defer_log(&id);
-                self.admit(&p, id, qf, routes);
+                self.admit(&p, id, qf, routes, false);
                 Verdict::Activated
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Verdict::Nothing,
