@@ -4,7 +4,6 @@
 //! through cleanup); every failure becomes a per-recipient [`Outcome`] here, in one place.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::{BufRead, BufReader, Read};
 
 use postern_lib::address::parse_mailbox;
 use postern_lib::agent::Job;
@@ -19,9 +18,6 @@ use crate::ids::{self, Identity};
 use crate::mailbox::{self, Lookup, Users};
 use crate::settings::{MailboxFormat, Settings};
 use crate::system;
-
-/// Most header bytes scanned for `Delivered-To:`.
-const MAX_HEADER_SCAN: u64 = 1 << 20;
 
 /// The result of one delivery (to one target or one recipient).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,22 +49,31 @@ impl Outcome {
     }
 }
 
-/// The `Delivered-To:` values of the message header, lower-cased.
-fn delivered_to(job: &Job) -> Vec<String> {
-    let Ok(content) = job.content() else {
-        return Vec::new();
-    };
-    let mut r = BufReader::new(content.take(MAX_HEADER_SCAN));
-    let mut out = Vec::new();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match r.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+/// What the message header tells about every recipient of a job: read once per job
+/// ([`crate::replica::header`], one `pread`).
+struct Head {
+    /// The `Delivered-To:` values, lower-cased.
+    seen: Vec<String>,
+    /// The replica base name of a hub's message ([`crate::replica::base_in`]).
+    replica: Option<String>,
+}
+
+impl Head {
+    fn of(job: &Job) -> Head {
+        let bytes = crate::replica::header(job);
+        Head {
+            seen: delivered_to(&bytes),
+            replica: crate::replica::base_in(&bytes),
         }
-        let l = String::from_utf8_lossy(&line);
-        let l = l.trim_end_matches(['\r', '\n']);
+    }
+}
+
+/// The `Delivered-To:` values of the message header `head`, lower-cased.
+fn delivered_to(head: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in head.split(|&b| b == b'\n') {
+        let l = String::from_utf8_lossy(line);
+        let l = l.trim_end_matches('\r');
         if l.is_empty() {
             break;
         }
@@ -88,7 +93,7 @@ fn delivered_to(job: &Job) -> Vec<String> {
 /// `.forward`) that reached a Maildir has its directories synced at once, so the done
 /// mark of its other targets (an mbox append, a command) is not held back.
 pub fn deliver(s: &mut Settings, syncs: &mut DirSyncs, job: &mut Job) {
-    let seen = delivered_to(job);
+    let head = Head::of(job);
     let mut users = std::mem::take(&mut s.users);
     for pos in job.pending() {
         let Some(r) = job.req.recipients.get(pos) else { continue };
@@ -100,7 +105,7 @@ pub fn deliver(s: &mut Settings, syncs: &mut DirSyncs, job: &mut Job) {
         let before = syncs.added();
         let mut targets = 0;
         let mut outcome = if matches {
-            deliver_one(s, &mut users, syncs, job, pos, &seen, &mut targets)
+            deliver_one(s, &mut users, syncs, job, pos, &head, &mut targets)
         } else {
             Outcome::temp(Dsn::MAIL_SYSTEM, "recipient not found in the queue file".into())
         };
@@ -131,7 +136,7 @@ fn deliver_one(
     syncs: &mut DirSyncs,
     job: &Job,
     pos: usize,
-    seen: &[String],
+    head: &Head,
     ntargets: &mut usize,
 ) -> Outcome {
     let Some(r) = job.req.recipients.get(pos) else {
@@ -145,7 +150,7 @@ fn deliver_one(
         return Outcome::perm(Dsn::BAD_SYSTEM, format!("domain {} is not delivered here", addr.domain));
     }
     let lower = r.address.to_lowercase();
-    if seen.contains(&lower) {
+    if head.seen.contains(&lower) {
         return Outcome::perm(Dsn::ROUTING_LOOP, format!("mail forwarding loop for {}", r.address));
     }
     let local = addr.local.to_lowercase();
@@ -222,7 +227,7 @@ fn deliver_one(
                 remote.push((sender, a.clone()));
                 continue;
             }
-            Kind::User(u) => match user(s, users, syncs, job, &rcpt, &t, u, &sender) {
+            Kind::User(u) => match user(s, users, syncs, job, head, &rcpt, &t, u, &sender) {
                 UserResult::Done(to, o) => (to, o),
                 UserResult::More(more) => {
                     forwarded.insert(u.clone());
@@ -305,12 +310,12 @@ fn prefix(sender: &str, rcpt: &Rcpt<'_>) -> String {
 
 /// The once-only Maildir name of this message for this recipient and mailbox (empty:
 /// the recipient's virtual mailbox; there, a replicated message's [`crate::replica`] name).
-fn once(job: &Job, rcpt: &Rcpt<'_>, mailbox: &str) -> String {
+fn once(job: &Job, head: &Head, rcpt: &Rcpt<'_>, mailbox: &str) -> String {
     // A message from a trusted hub: the name its GUID gives, the same on every replica.
     if mailbox.is_empty()
-        && let Some(base) = crate::replica::base(job)
+        && let Some(base) = &head.replica
     {
-        return base;
+        return base.clone();
     }
     // Virtual mailboxes keep the tag of the address alone (the name earlier versions gave).
     let key = if mailbox.is_empty() {
@@ -330,6 +335,7 @@ fn user(
     users: &mut Users,
     syncs: &mut DirSyncs,
     job: &Job,
+    head: &Head,
     rcpt: &Rcpt<'_>,
     t: &Target,
     u: &str,
@@ -341,18 +347,8 @@ fn user(
         return UserResult::Done(to, Outcome::perm(Dsn::BAD_MAILBOX, format!("unknown user: \"{u}\"")));
     }
     let prefix = prefix(sender, rcpt);
-    // Named before the content reader is made: finding a replica's name reads the header
-    // through a descriptor that shares the reader's file offset.
-    let once_virtual = once(job, rcpt, "");
-    let mut content = match job.content() {
-        Ok(c) => c,
-        Err(e) => {
-            return UserResult::Done(
-                to,
-                Outcome::temp(Dsn::MAIL_SYSTEM, format!("cannot read queue file: {e}")),
-            );
-        }
-    };
+    // Read with pread: no descriptor of its own, no shared file offset.
+    let mut content = job.content_at();
     let size = job.qf.content_len();
     let lookup_base = match s.mailbox_format {
         MailboxFormat::Mbox => s.spool_dir(),
@@ -372,7 +368,7 @@ fn user(
                 }
                 Err(e) => return UserResult::Done(to, Outcome::temp(Dsn::MAIL_SYSTEM, e)),
             };
-            let once = once(job, rcpt, &format!("system:{name}"));
+            let once = once(job, head, rcpt, &format!("system:{name}"));
             return match system::deliver(
                 s,
                 &account,
@@ -407,7 +403,7 @@ fn user(
             };
         }
     };
-    let once = once_virtual;
+    let once = once(job, head, rcpt, "");
     // As mail_owner: local rests with its rights when it runs as root (see ids.rs).
     let o = if s.mailbox_format == MailboxFormat::Mbox {
         crate::mbox::deliver_user(

@@ -48,6 +48,15 @@ pub struct Users {
 impl Users {
     /// Looks `user` up.
     pub fn lookup(&mut self, base: &Path, user: &str) -> Lookup {
+        let now = Instant::now();
+        // A fresh answer from auth first: no `stat` of auth's socket per delivery.
+        match self.known.get(user) {
+            Some((quota, at)) if now.saturating_duration_since(*at) < KNOWN_TTL => return Lookup::Exists(*quota),
+            Some(_) => {
+                self.known.remove(user);
+            }
+            None => {}
+        }
         if !Path::new(auth::SOCKET).exists() {
             // No auth daemon: a user is one whose mailbox directory exists.
             return match std::fs::symlink_metadata(base.join(user)) {
@@ -56,14 +65,6 @@ impl Users {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Lookup::Unknown,
                 Err(e) => Lookup::TempFail(format!("mailbox {user}: {e}")),
             };
-        }
-        let now = Instant::now();
-        match self.known.get(user) {
-            Some((quota, at)) if now.saturating_duration_since(*at) < KNOWN_TTL => return Lookup::Exists(*quota),
-            Some(_) => {
-                self.known.remove(user);
-            }
-            None => {}
         }
         let r = self.ask_auth(user);
         if let Lookup::Exists(quota) = r {

@@ -113,6 +113,7 @@ fn main() -> ExitCode {
                     tracing::error!("cannot take mail_owner's rights: {e}");
                     return;
                 }
+                s.new_request();
                 // A batch's Maildir deliveries share one fsync per new/ directory.
                 let syncs = RefCell::new(DirSyncs::default());
                 postern_lib::agent::serve_batched(

@@ -5,45 +5,44 @@
 //! same on every mailbox server; [`postern_lib::maildir_deliver`] then finds a second
 //! delivery of it in `new/` or `cur/` and writes nothing (exactly once).
 
-use std::os::unix::fs::FileExt;
+use std::io::Read;
 
 use postern_lib::agent::Job;
 use postern_lib::replica_id::{GUID_HEADER, base_name};
 
-/// Most header bytes scanned for the GUID.
+/// Most header bytes scanned for the GUID (and for `Delivered-To:`).
 const MAX_SCAN: u64 = 1 << 20;
 
-/// The message header of `job` (at most [`MAX_SCAN`] bytes), read with `pread`: a content
-/// reader the delivery already holds shares the file offset, which must stay at the start
-/// of the content where [`Job::content`] (called here too) puts it — reading through the
-/// descriptor instead delivered the rest of the file after the header scan.
-fn header(job: &Job) -> Option<Vec<u8>> {
-    let content = job.content().ok()?;
-    let file = content.get_ref();
-    let start = job.qf.content_range().start;
-    let len = job.qf.content_len().min(MAX_SCAN);
+/// The message header of `job` (at most [`MAX_SCAN`] bytes, through the blank line that
+/// ends it), read once per job with `pread` ([`Job::content_at`]): the GUID and the
+/// `Delivered-To:` lines are both looked for in it.
+pub fn header(job: &Job) -> Vec<u8> {
+    let mut content = job.content_at();
+    let len = content.remaining().min(MAX_SCAN);
     let mut head = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     while (head.len() as u64) < len {
         let want = usize::try_from(len - head.len() as u64)
             .unwrap_or(buf.len())
             .min(buf.len());
-        let n = file.read_at(buf.get_mut(..want)?, start + head.len() as u64).ok()?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(buf.get(..n)?);
-        if let Some(end) = memchr::memmem::find(&head, b"\n\n") {
-            head.truncate(end + 1);
+        let Some(chunk) = buf.get_mut(..want) else { break };
+        let n = match content.read(chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Only the new bytes (and the one before them) can complete the blank line.
+        let from = head.len().saturating_sub(1);
+        head.extend_from_slice(buf.get(..n).unwrap_or_default());
+        if let Some(end) = head.get(from..).and_then(|t| memchr::memmem::find(t, b"\n\n")) {
+            head.truncate(from + end + 1);
             break;
         }
     }
-    Some(head)
+    head
 }
 
-/// The replica base name of the message of `job`, if its header holds one valid GUID.
-pub fn base(job: &Job) -> Option<String> {
-    let head = header(job)?;
+/// The replica base name the header `head` ([`header`]) gives, if it holds one valid GUID.
+pub fn base_in(head: &[u8]) -> Option<String> {
     let mut found = None;
     for line in head.split(|&b| b == b'\n') {
         let l = String::from_utf8_lossy(line);

@@ -31,6 +31,8 @@ pub struct Settings {
     pub myorigin: String,
     alias_files: Vec<PathBuf>,
     alias_stamp: Vec<Option<(SystemTime, u64)>>,
+    /// The alias files were looked at for changes in this connection's job(s) already.
+    aliases_checked: bool,
     aliases: Vec<Aliases>,
     /// The user look-ups (auth connection and recent answers), kept between jobs.
     pub users: crate::mailbox::Users,
@@ -80,6 +82,7 @@ impl Settings {
                 .map(|f| ctx.config.dir.join(f.trim()))
                 .collect(),
             alias_stamp: Vec::new(),
+            aliases_checked: false,
             aliases: Vec::new(),
             users: crate::mailbox::Users::default(),
             alias_owners: Vec::new(),
@@ -134,9 +137,18 @@ impl Settings {
         }
     }
 
+    /// A new request from qmgr (one job or a batch): the alias files are looked at for
+    /// changes again, once ([`Settings::aliases`]), not once per recipient.
+    pub fn new_request(&mut self) {
+        self.aliases_checked = false;
+    }
+
     /// The alias tables, reloaded when a file changed. A missing file is an empty table;
     /// an unreadable one is an error (deliveries defer rather than bounce).
     pub fn aliases(&mut self) -> Result<&[Aliases], String> {
+        if self.aliases_checked {
+            return Ok(&self.aliases);
+        }
         let stamps: Vec<_> = self.alias_files.iter().map(stamp).collect();
         if stamps != self.alias_stamp {
             let mut tables = Vec::new();
@@ -149,6 +161,7 @@ impl Settings {
             self.alias_owners = owners;
             self.alias_stamp = stamps;
         }
+        self.aliases_checked = true;
         Ok(&self.aliases)
     }
 }
