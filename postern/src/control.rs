@@ -9,6 +9,8 @@
 //!   `postern config set` that changes it; any other failure is master's one-line reason,
 //!   exit 1. When the alias files send mail to a `postmaster` mailbox that does not exist,
 //!   the mailbox user is created first ([`crate::postmaster`]).
+//!   Before master starts, `postsuper -p` removes the temporary files of writers that were
+//!   killed mid-write ([`crate::purge`]).
 //!   `--foreground` runs master in place with logs on stderr.
 //! * `stop` sends SIGTERM and returns once master — and so every child — has exited.
 //! * `reload` checks the configuration first (a broken file is reported here and master
@@ -68,6 +70,9 @@ pub fn start(dir: &Path, foreground: bool, quiet: bool) -> Result<ExitCode, Stri
             Err(e) => return Err(format!("mail_owner {:?}: {e}", config.main.mail_owner)),
         }
     }
+    // Temporaries of writers killed mid-write go first (postsuper -p, as postfix start
+    // runs postsuper): a stale `.cleanup.ID` would also keep the mirror peer's copy of ID.
+    crate::purge::run(&config, quiet);
     // Two-node durability: drop what the peer adopted while this node was down, before
     // qmgr can deliver it again (crate::mirror_cmd::rejoin; nothing when the mirror is off).
     crate::mirror_cmd::rejoin(&config, &mut std::io::stderr());

@@ -5,7 +5,7 @@
 //! postern [-c CONFIG_DIR] stop                   stop master; returns once every process has exited
 //! postern [-c CONFIG_DIR] reload                 reread main.toml and master.toml (SIGHUP to master)
 //! postern [-c CONFIG_DIR] status                 per service: processes, busy/idle, connections, restarts;
-//!                                                on a hub, the copies each replica relay is owed
+//!                                                on a hub, the copies each replica relay (or director pair) is owed
 //! postern [-c CONFIG_DIR] status --health [--timeout S] [--stuck-after S]  exit 0 when accepting and delivering
 //! postern [-c CONFIG_DIR] check [--fix]          config, directories, ownership and modes, ports
 //! postern [-c CONFIG_DIR] config [KEY...]        effective settings, defaults included
@@ -38,6 +38,7 @@ mod migrate;
 mod mirror_cmd;
 mod ports;
 mod postmaster;
+mod purge;
 mod replica_queue;
 mod replication;
 mod user_cmd;

@@ -5,6 +5,7 @@
 //! postsuper [-c CONFIG_DIR] [-v] -h ID|ALL|- ... [queue ...]   put on hold
 //! postsuper [-c CONFIG_DIR] [-v] -H ID|ALL|- ... [queue ...]   release from hold
 //! postsuper [-c CONFIG_DIR] [-v] -r ID|ALL|- ... [queue ...]   requeue through cleanup
+//! postsuper [-c CONFIG_DIR] [-v] -p                            purge abandoned temporaries
 //!     [--from ADDR|DOMAIN] [--to ADDR|DOMAIN] [--domain DOMAIN] [--reason TEXT]
 //!     [--older AGE] [--younger AGE] [--queue QUEUE]... [--dry-run]
 //! ```
@@ -23,6 +24,10 @@
 //! - `-r` hands the message to cleanup again ([`requeue`]): a new queue file with a new ID,
 //!   the same content, and only the recipients still pending; the old file is removed only
 //!   once cleanup answered that the copy is queued.
+//! - `-p` removes the temporary files that writers killed mid-write left behind ([`purge`]:
+//!   only those whose writer is gone, never a message), before any other operation;
+//!   `postern start` runs it. As Postfix's postsuper, a command line with no operation
+//!   means `-p`.
 //!
 //! The selection options ([`postern_lib::queue_select`]) narrow every operation to the
 //! messages they match: `postsuper -d ALL --reason 'Connection refused' --older 2d`
@@ -64,6 +69,7 @@
 mod find;
 mod maillog;
 mod ops;
+mod purge;
 mod requeue;
 
 use std::io::BufRead;
@@ -157,7 +163,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: postsuper [-c CONFIG_DIR] [-v] [-d ID|ALL|-] [-h ID|ALL|-] [-H ID|ALL|-] [-r ID|ALL|-] [queue ...]\n\
+    "usage: postsuper [-c CONFIG_DIR] [-v] [-p] [-d ID|ALL|-] [-h ID|ALL|-] [-H ID|ALL|-] [-r ID|ALL|-] [queue ...]\n\
      selection: [--from ADDR|DOMAIN] [--to ADDR|DOMAIN] [--domain DOMAIN] [--reason TEXT] [--older AGE] [--younger AGE] [--queue QUEUE]... [--dry-run]"
         .into()
 }
@@ -168,6 +174,7 @@ fn run() -> Result<bool, String> {
     let mut queues: Vec<String> = Vec::new();
     let mut selection = Selection::default();
     let mut dry_run = false;
+    let mut purge = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if Selection::takes(&a) {
@@ -189,6 +196,10 @@ fn run() -> Result<bool, String> {
                 continue;
             }
             "-v" => continue,
+            "-p" => {
+                purge = true;
+                continue;
+            }
             "-d" => Op::Delete,
             "-h" => Op::Hold,
             "-H" => Op::Release,
@@ -208,8 +219,15 @@ fn run() -> Result<bool, String> {
         };
         work.push((op, target));
     }
-    if work.is_empty() {
-        return Err(usage());
+    if work.is_empty() && !purge {
+        // As Postfix's: no operation named means the purge (but a selection needs one).
+        if dry_run || selection.has_criteria() || !queues.is_empty() || !selection.queues.is_empty() {
+            return Err(usage());
+        }
+        purge = true;
+    }
+    if purge && dry_run {
+        return Err("-p has no dry run".into());
     }
     // `--queue NAME` is the same as naming the queue after the options.
     for q in std::mem::take(&mut selection.queues) {
@@ -233,6 +251,9 @@ fn run() -> Result<bool, String> {
     } else {
         MailLog::open(&config.main.maillog_file)
     };
+    if purge {
+        purge::purge(&queue_dir, &mut log);
+    }
     // ipc_timeout is at least 1 s (the registry's bound), as qmgr reads it too.
     let timeout = config.main.ipc_timeout.duration();
     let mut stdin_ids: Option<Vec<QueueId>> = None;
