@@ -25,7 +25,9 @@
 //! - the queue mirror (issue 16): with `queue_mirror_peer` set, a `mirror` unix service
 //!   must serve `private/mirror` (or every message would be deferred or accepted degraded)
 //!   and `queue_mirror_secret_file` must hold a secret of at least 16 bytes, readable by
-//!   nobody but its owner.
+//!   nobody but its owner; that service should keep one long-lived process (`min_procs =
+//!   1`, a `wakeup`, `maxproc = 1`, a large `max_use`, `max_idle` longer than the wakeup),
+//!   or its checks with the peer do not run (a warning per missing setting).
 //!
 //! DIAGNOSTICS: one line per finding on standard error. `postern: error: ...` is what would
 //! stop the mail system, lose mail or expose it (a port another program holds, a missing
@@ -385,6 +387,16 @@ fn queue_mirror(cfg: &Config, r: &mut Report) {
             main.queue_mirror_unreachable
         ));
     }
+    if !main.queue_mirror_peer.is_empty()
+        && let Some(svc) = cfg.services.iter().filter(is_mirror).find(|s| {
+            s.entry.kind == postern_lib::config::ServiceType::Unix
+                && s.listen.iter().any(|l| l.ends_with("private/mirror"))
+        })
+    {
+        for why in mirror_keep_alive(svc) {
+            r.warn(format!("{MASTER_FILE}: service {}: {why}", svc.key()));
+        }
+    }
     if main.queue_mirror_peer.is_empty() && !cfg.services.iter().any(|s| is_mirror(&s)) {
         return;
     }
@@ -409,4 +421,55 @@ fn queue_mirror(cfg: &Config, r: &mut Report) {
         }
         Err(e) => r.error(format!("queue_mirror_secret_file {}: {e}", secret.display())),
     }
+}
+
+/// Connections a mirror unix process should serve before it is replaced: each message
+/// cleanup copies is one.
+const MIRROR_MIN_USE: u32 = 100_000;
+
+/// What keeps the mirror unix service's process from doing its watch (issue 16): it checks
+/// with the peer every `queue_mirror_check_interval` (orphan copies are dropped after two
+/// checks in a row, in one process), notices a freeze of this node by the gap between two
+/// of its ticks, and is started by its first connection. So one process must always run
+/// (`min_procs`), master's `wakeup` must start it when no mail flows, and it must not be
+/// replaced every few connections (`max_use`) or idle seconds (`max_idle`).
+fn mirror_keep_alive(svc: &postern_lib::config::Service) -> Vec<String> {
+    let mut out = Vec::new();
+    let e = &svc.entry;
+    if e.min_procs == 0 {
+        out.push(
+            "min_procs = 0: no mirror process runs while no mail flows, so nothing checks with the peer \
+             (orphan copies stay, a freeze of this node goes unnoticed); set min_procs = 1"
+                .to_string(),
+        );
+    }
+    if e.wakeup.0 == 0 {
+        out.push(
+            "no wakeup: the mirror process starts its checks with the peer only at its first connection, \
+             which may never come while no mail flows; set wakeup = \"60s\""
+                .to_string(),
+        );
+    }
+    if svc.maxproc != 1 {
+        out.push(format!(
+            "maxproc = {}: each mirror process checks with the peer on its own and keeps its own view \
+             of it; set maxproc = 1",
+            svc.maxproc
+        ));
+    }
+    if svc.max_use < MIRROR_MIN_USE {
+        out.push(format!(
+            "max_use = {}: the mirror process is replaced every {} connections (each message is one) and \
+             its checks start over; set max_use = 1000000",
+            svc.max_use, svc.max_use
+        ));
+    }
+    if e.wakeup.0 > 0 && svc.max_idle.0 <= e.wakeup.0 {
+        out.push(format!(
+            "max_idle ({}s) is not longer than wakeup ({}s): the mirror process exits between two \
+             wakeups and its checks start over; set max_idle = \"1000d\"",
+            svc.max_idle.0, e.wakeup.0
+        ));
+    }
+    out
 }

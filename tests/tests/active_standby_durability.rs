@@ -1026,6 +1026,46 @@ fn check_names_a_missing_mirror_service_and_a_weak_secret() {
 }
 
 #[test]
+fn check_warns_when_the_mirror_service_cannot_keep_watch() {
+    let peer = format!("queue_mirror_peer=127.0.0.1:{}", free_port());
+    let settings = [peer.as_str(), "queue_mirror_secret_file=mirror-secret"];
+    // A mirror unix service as a newcomer might write it: no min_procs, no wakeup, two
+    // processes, the default max_use and max_idle.
+    let services = pipeline_services(free_port()) + &daemon_service("mirror", "unix", "", "mirror", "maxproc = 2");
+    let inst = Instance::new(&services, &settings);
+    write_secret(&inst);
+    let out = inst.postern(&["check"]);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "warnings only: {text}");
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("postern: warning: master.toml: service mirror/unix: "))
+        .collect();
+    assert_eq!(warnings.len(), 4, "{text}");
+    for needle in [
+        "min_procs = 0: no mirror process runs while no mail flows",
+        "no wakeup: the mirror process starts its checks with the peer only at its first connection",
+        "maxproc = 2: each mirror process checks with the peer on its own",
+        "max_use = 100: the mirror process is replaced every 100 connections",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in {text}");
+    }
+    // max_idle no longer than the wakeup.
+    let services = pipeline_services(free_port()) + &daemon_service("mirror", "unix", "", "mirror", MIRROR_SHORT_IDLE);
+    let inst = Instance::new(&services, &settings);
+    write_secret(&inst);
+    let text = String::from_utf8_lossy(&inst.postern(&["check"]).stderr).to_string();
+    assert!(
+        text.contains("service mirror/unix: max_idle (60s) is not longer than wakeup (60s)"),
+        "{text}"
+    );
+    assert_eq!(text.matches("service mirror/unix").count(), 1, "{text}");
+}
+
+/// A mirror unix service right but for its max_idle.
+const MIRROR_SHORT_IDLE: &str = "maxproc = 1\nmin_procs = 1\nmax_use = 1000000\nmax_idle = \"60s\"\nwakeup = \"60s\"";
+
+#[test]
 fn postsuper_delete_drops_the_peers_copies() {
     // The peer: a mirror service on loopback.
     let mport = free_port();
