@@ -4,12 +4,67 @@
 //! `m` are left as they are and named in `OK [MODIFIED set]`; with CONDSTORE on, every
 //! message changed is told with its MODSEQ, even by a `.SILENT` STORE.
 //! COPY past the user's quota is `NO [OVERQUOTA]` and copies nothing.
+//! A STORE over many messages runs [`STORE_CHUNK`] messages at a time ([`StoreJob`]):
+//! each chunk's files are renamed (the flags are in the names before the tagged OK, as
+//! Dovecot's maildir sync renames before it answers) and its FETCH lines go out while the
+//! next is renamed, with the process's other sessions served between chunks.
 
 use crate::parse::{Arg, SeqSet};
 use crate::reply::flag_list;
 use crate::session::{Reply, Session};
 use postern_lib::mailbox::flags::{self, Flags};
-use std::fmt::Write as _;
+use std::io::Write as _;
+
+/// Messages a STORE renames at a stretch before their FETCH lines go to the client and
+/// the process's other sessions have their turn ([`StoreJob`]).
+pub const STORE_CHUNK: usize = 512;
+
+/// How a STORE changes flags.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `FLAGS`: these flags and keywords and no others (Maildir's `P`, which has no IMAP
+    /// name, kept as it is).
+    Replace,
+    /// `+FLAGS`.
+    Add,
+    /// `-FLAGS`.
+    Remove,
+}
+
+impl Mode {
+    /// The flags of a message that has `old` after this change of `change`.
+    fn apply(self, old: Flags, change: Flags) -> Flags {
+        match self {
+            Mode::Replace => Flags {
+                system: change.system | (old.system & flags::PASSED),
+                keywords: change.keywords,
+            },
+            Mode::Add => Flags {
+                system: old.system | change.system,
+                keywords: old.keywords | change.keywords,
+            },
+            Mode::Remove => Flags {
+                system: old.system & !change.system,
+                keywords: old.keywords & !change.keywords,
+            },
+        }
+    }
+}
+
+/// A STORE in progress ([`Session::run_store`]).
+pub struct StoreJob {
+    tag: String,
+    /// Indexes into the session's view, and how many of them are done.
+    idx: Vec<usize>,
+    pos: usize,
+    mode: Mode,
+    change: Flags,
+    silent: bool,
+    uid: bool,
+    unchanged_since: Option<u64>,
+    /// Left as they were (changed since UNCHANGEDSINCE): UIDs or sequence numbers.
+    modified: Vec<u32>,
+}
 
 /// A sequence or UID set with `*` resolved, sorted and merged: membership by binary
 /// search, so a set of many ranges over a large folder costs O(n log k), not O(n × k).
@@ -94,9 +149,9 @@ impl Session {
         let item = args.first().and_then(Arg::keyword).unwrap_or_default();
         let silent = item.ends_with(".SILENT");
         let mode = match item.trim_end_matches(".SILENT") {
-            "FLAGS" => 0,
-            "+FLAGS" => 1,
-            "-FLAGS" => 2,
+            "FLAGS" => Mode::Replace,
+            "+FLAGS" => Mode::Add,
+            "-FLAGS" => Mode::Remove,
             _ => return Err(Reply::Bad("Invalid STORE item".into())),
         };
         let names: Vec<String> = match args.get(1..).unwrap_or_default() {
@@ -106,8 +161,6 @@ impl Session {
         if unchanged_since.is_some() {
             self.condstore_on();
         }
-        let condstore = self.condstore;
-        let uidonly = self.uidonly;
         let Some(sel) = self.sel.as_mut() else {
             return Err(Reply::Bad("No mailbox".into()));
         };
@@ -120,58 +173,92 @@ impl Session {
                 Some(b) => change.system |= b,
                 None if n.starts_with('\\') => return Err(Reply::Bad("Invalid flag".into())),
                 None => {
-                    if let Some(bit) = sel.folder.keyword_bit(n, mode != 2)? {
+                    if let Some(bit) = sel.folder.keyword_bit(n, mode != Mode::Remove)? {
                         change.keywords |= bit;
                     }
                 }
             }
         }
+        let job = StoreJob {
+            tag: tag.to_string(),
+            idx: idx.to_vec(),
+            pos: 0,
+            mode,
+            change,
+            silent,
+            uid,
+            unchanged_since,
+            modified: Vec::new(),
+        };
+        self.run_store(job);
+        Ok(())
+    }
+
+    /// Runs (or resumes) a STORE: [`STORE_CHUNK`] messages renamed and their FETCH lines
+    /// written, then, when more are left, the rest kept as the session's pending job
+    /// ([`Session::busy`]): the lines of each chunk go to the client while the next is
+    /// renamed, and the process's other sessions have their turn between chunks. A
+    /// failure ends the STORE with its tagged answer (the chunks before it stay done).
+    pub(crate) fn run_store(&mut self, mut job: StoreJob) {
+        match self.store_chunk(&mut job) {
+            Ok(()) if job.pos < job.idx.len() => self.pending_store = Some(job),
+            Ok(()) => {
+                self.report(job.uid);
+                if job.modified.is_empty() {
+                    self.ok(&job.tag, "Store completed");
+                } else {
+                    job.modified.sort_unstable();
+                    let set = crate::reply::uid_set(&job.modified);
+                    self.ok(&job.tag, &format!("[MODIFIED {set}] Conditional STORE failed"));
+                }
+            }
+            Err(reply) => self.line(&format!("{} {}", job.tag, reply.text())),
+        }
+    }
+
+    /// The next [`STORE_CHUNK`] messages of a STORE.
+    fn store_chunk(&mut self, job: &mut StoreJob) -> Result<(), Reply> {
+        let condstore = self.condstore;
+        let uidonly = self.uidonly;
+        let Some(sel) = self.sel.as_mut() else {
+            return Err(Reply::Bad("No mailbox".into()));
+        };
         if sel.folder.changed() {
             sel.folder.sync()?;
         }
-        let keywords = sel.folder.keywords().to_vec();
-        // every change renamed first, then recorded in the index at one MODSEQ
-        let mut wanted: Vec<(usize, u32, Flags)> = Vec::with_capacity(idx.len());
-        // those changed since UNCHANGEDSINCE, left as they are: by UID or sequence number
-        let mut modified = Vec::new();
-        for &i in idx {
-            let (u, _) = sel.view[i];
+        let end = job.idx.len().min(job.pos + STORE_CHUNK);
+        let chunk = &job.idx[job.pos..end];
+        job.pos = end;
+        // every change of the chunk renamed first, then recorded in the index at one MODSEQ
+        let mut wanted: Vec<(usize, u32, Flags)> = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            let Some(&(u, _)) = sel.view.get(i) else { continue };
             let Some(m) = sel.folder.get(u) else { continue };
-            if unchanged_since.is_some_and(|n| m.modseq > n) {
-                modified.push(if uid { u } else { i as u32 + 1 });
+            // changed since UNCHANGEDSINCE: left as it is, named by UID or sequence number
+            if job.unchanged_since.is_some_and(|n| m.modseq > n) {
+                job.modified.push(if job.uid { u } else { i as u32 + 1 });
                 continue;
             }
-            let old = m.flags;
-            let new = match mode {
-                0 => Flags {
-                    system: change.system | (old.system & flags::PASSED),
-                    keywords: change.keywords,
-                },
-                1 => Flags {
-                    system: old.system | change.system,
-                    keywords: old.keywords | change.keywords,
-                },
-                _ => Flags {
-                    system: old.system & !change.system,
-                    keywords: old.keywords & !change.keywords,
-                },
-            };
-            wanted.push((i, u, new));
+            wanted.push((i, u, job.mode.apply(m.flags, job.change)));
         }
         let pairs: Vec<(u32, Flags)> = wanted.iter().map(|&(_, u, f)| (u, f)).collect();
         let present = sel.folder.set_flags_many(&pairs)?;
-        // a keyword new to the folder: * FLAGS before the FETCHes that show it
-        let lines = sel.flags_update();
-        // the FETCH lines written as they are made (a STORE 1:* makes one per message); a
-        // flag list made once per set of flags
-        let mut out = String::new();
+        // a keyword new to the folder (this STORE's, or another session's since the chunk
+        // before): * FLAGS before the FETCHes that show it
+        for l in sel.flags_update() {
+            self.out.extend_from_slice(l.as_bytes());
+            self.out.extend_from_slice(b"\r\n");
+        }
+        let keywords = sel.folder.keywords();
+        // the FETCH lines written as they are made; a flag list made once per set of flags
+        let out = &mut self.out;
         let mut names: Option<(Flags, String)> = None;
         for (&(i, u, new), ok) in wanted.iter().zip(present) {
             if !ok {
                 continue;
             }
             sel.view[i].1 = new;
-            if silent && !condstore {
+            if job.silent && !condstore {
                 continue;
             }
             if uidonly {
@@ -179,18 +266,18 @@ impl Session {
             } else {
                 let _ = write!(out, "* {} FETCH (", i + 1);
             }
-            if uid {
+            if job.uid {
                 let _ = write!(out, "UID {u} ");
             }
-            if !silent {
+            if !job.silent {
                 let shown = sel.shown(u, new);
                 if names.as_ref().is_none_or(|(f, _)| *f != shown) {
-                    names = Some((shown, flag_list(&shown.imap_names(&keywords))));
+                    names = Some((shown, flag_list(&shown.imap_names(keywords))));
                 }
                 let list = names.as_ref().map_or("()", |(_, l)| l.as_str());
                 let _ = write!(out, "FLAGS {list}");
                 if condstore {
-                    out.push(' ');
+                    out.push(b' ');
                 }
             }
             // with CONDSTORE, the MODSEQ even of a .SILENT STORE (RFC 7162 §3.1.3)
@@ -198,19 +285,7 @@ impl Session {
                 let modseq = sel.folder.get(u).map_or(0, |m| m.modseq);
                 let _ = write!(out, "MODSEQ ({modseq})");
             }
-            out.push_str(")\r\n");
-        }
-        for l in lines {
-            self.line(&l);
-        }
-        self.out.extend_from_slice(out.as_bytes());
-        self.report(uid);
-        if modified.is_empty() {
-            self.ok(tag, "Store completed");
-        } else {
-            modified.sort_unstable();
-            let set = crate::reply::uid_set(&modified);
-            self.ok(tag, &format!("[MODIFIED {set}] Conditional STORE failed"));
+            out.extend_from_slice(b")\r\n");
         }
         Ok(())
     }

@@ -345,6 +345,9 @@ pub struct Session {
     pub(crate) spool_nonce: u64,
     /// A SEARCH that used up its [`WORK_SLICE`], to go on at [`Session::resume`].
     pub(crate) pending_search: Option<crate::cmd_search::SearchJob>,
+    /// A STORE over more than [`crate::cmd_message::STORE_CHUNK`] messages, to go on at
+    /// [`Session::resume`].
+    pub(crate) pending_store: Option<crate::cmd_message::StoreJob>,
     /// Commands were left unrun because the output of those before them reached
     /// [`OUTPUT_PAUSE`]: [`Session::resume`] goes on once the client has read it.
     held_back: bool,
@@ -393,6 +396,7 @@ impl Session {
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
             },
             pending_search: None,
+            pending_store: None,
             held_back: false,
             rev2: false,
             condstore: false,
@@ -484,7 +488,7 @@ impl Session {
     /// client to read the output of those before them: call [`Session::resume`] once the
     /// output taken so far has been written (and read no more input meanwhile).
     pub fn busy(&self) -> bool {
-        self.pending_fetch.is_some() || self.pending_search.is_some() || self.held_back
+        self.pending_fetch.is_some() || self.pending_search.is_some() || self.pending_store.is_some() || self.held_back
     }
 
     /// Goes on with a half-done command, then with any commands already received.
@@ -510,7 +514,10 @@ impl Session {
         if let Some(job) = self.pending_search.take() {
             self.run_search(job);
         }
-        if self.pending_fetch.is_some() || self.pending_search.is_some() {
+        if let Some(job) = self.pending_store.take() {
+            self.run_store(job);
+        }
+        if self.pending_fetch.is_some() || self.pending_search.is_some() || self.pending_store.is_some() {
             return None;
         }
         self.process(input)
@@ -721,7 +728,11 @@ impl Session {
     fn process(&mut self, input: &mut LineBuffer) -> Option<Need> {
         let started = std::time::Instant::now();
         while !self.closed {
-            if matches!(self.mode, Mode::Waiting(_)) || self.pending_fetch.is_some() || self.pending_search.is_some() {
+            if matches!(self.mode, Mode::Waiting(_))
+                || self.pending_fetch.is_some()
+                || self.pending_search.is_some()
+                || self.pending_store.is_some()
+            {
                 return None;
             }
             // pipelined commands: at most a slice of time or of unread output at a stretch
