@@ -168,14 +168,29 @@ pub struct DeliverBatchReply {
     pub replies: Vec<DeliverReply>,
 }
 
-/// What an agent reads from qmgr: a batch or a single job.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// What an agent reads from qmgr: a batch or a single job. Told apart by the `batch`
+/// field, so that a request refused says why (a bad queue ID), not only that it matched
+/// neither form.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum AgentRequest {
     /// Several jobs (has a `batch` field).
     Batch(DeliverBatch),
     /// One job.
     One(DeliverRequest),
+}
+
+impl<'de> Deserialize<'de> for AgentRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AgentRequest, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(d)?;
+        if v.get("batch").is_some() {
+            DeliverBatch::deserialize(v).map(AgentRequest::Batch)
+        } else {
+            DeliverRequest::deserialize(v).map(AgentRequest::One)
+        }
+        .map_err(D::Error::custom)
+    }
 }
 
 /// A queue file path in a request is `active/` followed by one or more safe components
