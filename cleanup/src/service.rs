@@ -380,10 +380,14 @@ fn process(
     let guid = replica::header(&mut header, main, &sub.attributes, internal, replicated, arrival, q)?;
     let specs = replica::copies(main, specs, replicated);
     if replicated && let Some(g) = &guid {
-        tracing::info!(
-            "{q}: replica guid={g}, one copy per relay: {}",
-            main.replica_relays.join(", ")
-        );
+        if main.director_pairs.is_empty() {
+            tracing::info!(
+                "{q}: replica guid={g}, one copy per relay: {}",
+                main.replica_relays.join(", ")
+            );
+        } else {
+            tracing::info!("{q}: replica guid={g}, copies per the director's pairs");
+        }
     }
     let mut hdr = Vec::with_capacity(header.size() + 1);
     header.write_to(&mut hdr);

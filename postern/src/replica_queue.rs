@@ -2,6 +2,12 @@
 //! many copies it is still owed — pending recipients whose fixed route is that relay, in
 //! `hold/`, `incoming/`, `active/` and `deferred/` — how old the oldest is, and the last
 //! reason one was deferred (from the defer logs).
+//!
+//! When the hub follows the director (issue 16: `director_pairs` entries with `smtp=`
+//! addresses, [`postern_lib::director::hub_relays`]), the copies go to the user's pair, so
+//! they are counted per pair: one row `pair NAME` for all the routes of its `smtp=`
+//! addresses, then one row per `replica_relays` entry that is no pair's (where the copies
+//! of users the director cannot place go).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,10 +67,59 @@ pub fn owed(queue_dir: &Path, relays: &[String]) -> BTreeMap<String, Owed> {
     out
 }
 
+/// On a hub (`replica_domains` set), the director's pairs that have `smtp=` addresses:
+/// name and routes.
+fn pair_routes(config: &Config) -> Vec<(String, Vec<String>)> {
+    if config.main.replica_domains.is_empty() {
+        return Vec::new();
+    }
+    match postern_lib::director::Director::from_config(&config.main) {
+        Ok(Some(d)) => d
+            .pairs()
+            .iter()
+            .map(|p| (p.name.clone(), p.relays()))
+            .filter(|(_, r)| !r.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The rows of the table: per pair (`pair NAME`, what its routes are owed together), then
+/// per route of no pair.
+fn rows(by_route: BTreeMap<String, Owed>, pairs: &[(String, Vec<String>)]) -> Vec<(String, Owed)> {
+    let mut out: Vec<(String, Owed)> = pairs
+        .iter()
+        .map(|(name, _)| (format!("pair {name}"), Owed::default()))
+        .collect();
+    let mut rest = Vec::new();
+    for (route, o) in by_route {
+        let Some((_, (_, row))) = pairs
+            .iter()
+            .zip(out.iter_mut())
+            .find(|((_, routes), _)| routes.contains(&route))
+        else {
+            rest.push((route, o));
+            continue;
+        };
+        row.copies += o.copies;
+        row.oldest = match (row.oldest, o.oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if o.reason.is_some() {
+            row.reason = o.reason;
+        }
+    }
+    out.extend(rest);
+    out
+}
+
 /// Prints the table when this host copies mail to replicas (or still owes copies).
 pub fn print(config: &Config) {
-    let relays = &config.main.replica_relays;
-    let owed = owed(Path::new(&config.main.queue_directory), relays);
+    let pairs = pair_routes(config);
+    let mut routes = config.main.replica_relays.clone();
+    routes.extend(pairs.iter().flat_map(|(_, r)| r.iter().cloned()));
+    let owed = rows(owed(Path::new(&config.main.queue_directory), &routes), &pairs);
     if owed.is_empty() {
         return;
     }
@@ -72,10 +127,12 @@ pub fn print(config: &Config) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     println!();
-    println!(
-        "{:<32} {:>11} {:>8}  last reason",
-        "replica relay", "copies owed", "oldest"
-    );
+    let head = if pairs.is_empty() {
+        "replica relay"
+    } else {
+        "replica relay or pair"
+    };
+    println!("{head:<32} {:>11} {:>8}  last reason", "copies owed", "oldest");
     for (route, o) in owed {
         let oldest = o
             .oldest
@@ -91,7 +148,41 @@ pub fn print(config: &Config) {
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::{Owed, host_of, rows};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn routes_of_a_pair_are_one_row_and_other_relays_their_own() {
+        let owed = |copies, oldest: Option<u64>, reason: Option<&str>| Owed {
+            copies,
+            oldest,
+            reason: reason.map(str::to_string),
+        };
+        let by_route: BTreeMap<String, Owed> = [
+            ("smtp:[10.0.0.1]:25", owed(2, Some(50), None)),
+            ("smtp:[10.0.0.2]:25", owed(3, Some(40), Some("connection refused"))),
+            ("smtp:[10.0.0.3]:25", owed(0, None, None)),
+            ("smtp:[10.0.0.9]:25", owed(1, Some(70), None)),
+        ]
+        .into_iter()
+        .map(|(r, o)| (r.to_string(), o))
+        .collect();
+        let pairs = vec![
+            (
+                "p1".to_string(),
+                vec!["smtp:[10.0.0.1]:25".to_string(), "smtp:[10.0.0.2]:25".to_string()],
+            ),
+            ("p2".to_string(), vec!["smtp:[10.0.0.3]:25".to_string()]),
+            ("p3".to_string(), vec!["smtp:[10.0.0.4]:25".to_string()]),
+        ];
+        let got = rows(by_route, &pairs);
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["pair p1", "pair p2", "pair p3", "smtp:[10.0.0.9]:25"]);
+        assert_eq!(got[0].1, owed(5, Some(40), Some("connection refused")));
+        assert_eq!(got[1].1, owed(0, None, None));
+        assert_eq!(got[2].1, owed(0, None, None));
+        assert_eq!(got[3].1, owed(1, Some(70), None));
+    }
 
     #[test]
     fn hosts_of_nexthops() {
