@@ -10,58 +10,62 @@
 //!
 //! A move, for each user (a rebalance does every step for all its users at once, on up
 //! to [`WORKERS`] threads):
-//! 1. **copy**: the mailbox is merged from every reachable replicator of the old pair
-//!    into every replicator of the new one, over the replicators' peer protocol (this
-//!    command is the client of both, with `replica_secret_file`), while the user may be
-//!    logged in and reading; messages keep their UIDs, folders their UIDVALIDITY;
-//! 2. **check**: every folder of the old copy is on each new replicator with the same
-//!    UIDVALIDITY, every message under the same UID and GUID;
-//! 3. **switch**: `director_user_map` gets the new pair (or loses the user's entry when the
+//! 1. **copy and check**: asked of the replicator of this host (the `replicator` unix
+//!    service on `private/replicator`, with the same `director_pairs` and a
+//!    `replica_secret_file`; this command links no replication code and needs no secret):
+//!    it merges the mailbox from every reachable replicator of the old pair into every
+//!    replicator of the new one, over their peer protocol, while the user may be logged
+//!    in and reading (messages keep their UIDs, folders their UIDVALIDITY), then checks
+//!    that every folder of the old copy is on each new replicator with the same
+//!    UIDVALIDITY, every message under the same UID and GUID (`replicator::user_move`);
+//! 2. **switch**: `director_user_map` gets the new pair (or loses the user's entry when the
 //!    ring gives the new pair anyway) in one atomic rename; proxies see it within a
 //!    second and close the user's sessions on the old pair between two commands (the
 //!    clients reconnect and reach the new pair); this command waits [`GRACE`];
-//! 4. **last copy and check**: what the old sessions changed meanwhile is merged again,
+//! 3. **last copy and check**: what the old sessions changed meanwhile is merged again,
 //!    and checked again. If this fails, the table is switched back (the user is on the
 //!    old pair, complete; what reached the new pair meanwhile is there for the next move,
 //!    which merges both ways);
-//! 5. **remove**: the sync state between old and new replicators is cleared on both (so
-//!    a later merge of the two is a first contact, never an "expunged there"), then on
-//!    each old replicator every message is expunged and every folder but INBOX deleted.
+//! 4. **remove**: asked of the replicator too, which does it only once the table sends
+//!    the user to the new pair: the sync state between old and new replicators is
+//!    cleared on both (so a later merge of the two is a first contact, never an
+//!    "expunged there"), then on each old replicator every message is expunged and every
+//!    folder but INBOX deleted.
 //!
 //! A new pair holding an emptied old copy of the user (from an earlier move away) is
 //! refused before anything is merged: with no sync state, its GUID expunge log would
 //! make the first merge expunge the messages on the old pair. Its operator removes that
 //! directory first.
 //!
-//! Stopped or failed before step 3, the user stays on the old pair with the mailbox
+//! Stopped or failed before step 2, the user stays on the old pair with the mailbox
 //! there untouched (a partial copy on the new pair is harmless: the next move merges
-//! it). The old copy is removed only after step 4's check.
+//! it). The old copy is removed only after step 3's check.
 //!
 //! Hubs whose `director_pairs` name each pair's `smtp=` addresses and read the same
 //! `director_user_map` queue new mail for the user to the new pair from the switch on
 //! ([`postern_lib::director::hub_relays`]). Limits: a copy a hub queued for the old pair
-//! before the switch and delivers after step 4 is left in the old copy (as is all hub
+//! before the switch and delivers after step 3 is left in the old copy (as is all hub
 //! mail when the hubs route by `replica_relays` only); a command that a client started on
 //! the old pair before the switch and that runs longer than [`GRACE`] may change the old
 //! copy after the last merge. The removal leaves an empty INBOX (and the replicators'
-//! files) on the old pair.
+//! files) on the old pair. A step's answer is awaited up to [`STEP_WAIT`] (a merge of a
+//! large mailbox takes a while; each exchange of the replicator with a peer is bounded by
+//! `replica_timeout`).
 
 use crate::files::{DirLock, print};
 use postern_lib::config::Config;
 use postern_lib::director::{self, Director, Source};
-use replicator::merge::{Options, sync_user};
-use replicator::remote::RemoteReplica;
-use replicator::replica::{Replica, Res};
-use replicator::state::SyncState;
-use std::collections::{BTreeMap, HashMap};
+use postern_lib::proto::replica::{self, MoveStep, ReplicaReply, ReplicaRequest};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 /// How long a switch waits for proxies to see it and close old sessions.
 pub const GRACE: Duration = Duration::from_secs(3);
-/// The name this command gives itself when it only asks a replicator its name.
-const PROBE: &str = "postern-user-move";
+/// The longest wait for the local replicator's answer to one step.
+pub const STEP_WAIT: Duration = Duration::from_secs(3600);
+
+type Res<T> = Result<T, String>;
 
 /// One user to move.
 #[derive(Clone, Debug)]
@@ -78,11 +82,8 @@ struct Mover {
     dir: PathBuf,
     director: Director,
     map: PathBuf,
-    secret: Vec<u8>,
-    timeout: Duration,
-    max_message: u64,
-    /// Replicator address → its node name.
-    names: HashMap<String, String>,
+    /// The local replicator's socket.
+    socket: PathBuf,
 }
 
 fn load(dir: &Path) -> Result<(Config, Director), String> {
@@ -113,15 +114,19 @@ impl Mover {
         if m.director_user_map.is_empty() {
             return Err("director_user_map is not set: a move is recorded there".into());
         }
-        let secret = replicator::secret::read(m.replica_secret_file.path())?;
+        let socket = m.queue_directory.path().join(replica::SOCKET);
+        if !socket.exists() {
+            return Err(format!(
+                "no replicator on this host ({} is missing): a move is done by the replicator unix \
+                 service, with director_pairs and replica_secret_file (see etc/master.toml)",
+                socket.display()
+            ));
+        }
         Ok(Mover {
             dir: dir.to_path_buf(),
             map: m.director_user_map.path().to_path_buf(),
             director,
-            secret,
-            timeout: m.replica_timeout.duration(),
-            max_message: m.message_size_limit,
-            names: HashMap::new(),
+            socket,
         })
     }
 
@@ -129,186 +134,35 @@ impl Mover {
         self.director.pairs().get(i).map(|p| p.name.clone()).unwrap_or_default()
     }
 
-    fn replicators(&self, i: usize) -> Vec<String> {
-        self.director
-            .pairs()
-            .get(i)
-            .map(|p| p.replicator.clone())
-            .unwrap_or_default()
-    }
-
-    fn connect(&self, addr: &str, me: &str) -> Res<RemoteReplica> {
-        RemoteReplica::connect(
-            addr,
-            me,
-            &self.secret,
-            self.timeout.min(Duration::from_secs(5)),
-            self.timeout,
-            self.max_message,
-        )
-    }
-
-    /// Asks the replicators of `pairs` their node names (once each; one that does not
-    /// answer is an error when it is used).
-    fn learn_names(&mut self, pairs: impl IntoIterator<Item = usize>) {
-        for i in pairs {
-            for addr in self.replicators(i) {
-                if self.names.contains_key(&addr) {
-                    continue;
-                }
-                match self.connect(&addr, PROBE) {
-                    Ok(r) => {
-                        self.names.insert(addr, r.node().to_string());
-                    }
-                    Err(e) => eprintln!("postern: replicator {addr}: {e}"),
-                }
-            }
-        }
-    }
-
-    /// The node name of the replicator at `addr`.
-    fn node(&self, addr: &str) -> Res<String> {
-        self.names
-            .get(addr)
-            .cloned()
-            .ok_or_else(|| format!("replicator {addr} did not answer"))
-    }
-
-    /// Both replicators, each told the other's name (so each keeps its sync state for
-    /// the real other side), working on `user`.
-    fn both(&self, user: &str, a: &str, b: &str) -> Res<(RemoteReplica, RemoteReplica)> {
-        let (na, nb) = (self.node(a)?, self.node(b)?);
-        let mut ra = self.connect(a, &nb)?;
-        ra.open(user)?;
-        let mut rb = self.connect(b, &na)?;
-        rb.open(user)?;
-        Ok((ra, rb))
-    }
-
-    /// Merges `user` between `a` (old pair) and `b` (new pair).
-    fn merge(&self, user: &str, a: &str, b: &str) -> Res<()> {
-        let (mut ra, mut rb) = self.both(user, a, b)?;
-        let opt = Options {
-            lock_wait: self.timeout,
-            ..Options::default()
+    /// Asks the local replicator to do `step` of `mv`.
+    fn ask(&self, mv: &Move, step: MoveStep) -> Res<ReplicaReply> {
+        let req = ReplicaRequest::Move {
+            user: mv.user.clone(),
+            from: self.pair_name(mv.from),
+            to: self.pair_name(mv.to),
+            step,
         };
-        // a folder the new side has that the sync state does not know (its INBOX made at
-        // `open`, an old emptied copy, hub deliveries) takes the old side's UIDVALIDITY:
-        // no client reads the new side yet, and the first contact would otherwise keep
-        // the lower of the two, which may be the new side's
-        let (ma, mb) = (ra.mailbox()?, rb.mailbox()?);
-        let known = rb.load_state(ra.node())?.unwrap_or_default();
-        if known.generation == 0 {
-            // never merged with the old side (or the state was cleared by a move away):
-            // an expunge log on the new side (an old copy emptied by a move away) would
-            // make the first merge expunge those messages on the OLD side. Refused.
-            for f in &mb.folders {
-                if !rb.messages(&f.name)?.gone.is_empty() {
-                    return Err(format!(
-                        "{b} holds an emptied old copy of {user} (folder {} has expunged messages it \
-                         would expunge here too): remove virtual_mailbox_base/{user} on every server of \
-                         that pair first",
-                        f.name
-                    ));
-                }
-            }
+        match replica::request(&self.socket, &req, STEP_WAIT) {
+            Ok(ReplicaReply::Failed { reason }) => Err(reason),
+            Ok(r) => Ok(r),
+            Err(e) => Err(format!("the replicator ({}): {e}", self.socket.display())),
         }
-        let fresh: Vec<(String, u32)> = mb
-            .folders
-            .iter()
-            .filter(|f| !known.folders.contains_key(&f.name))
-            .filter_map(|f| {
-                let old = ma.folders.iter().find(|o| o.name == f.name)?;
-                (old.uid_validity != f.uid_validity).then(|| (f.name.clone(), old.uid_validity))
-            })
-            .collect();
-        if !fresh.is_empty() {
-            rb.lock(self.timeout)?;
-            let r = fresh.iter().try_for_each(|(f, v)| rb.set_uid_validity(f, *v));
-            rb.unlock();
-            r?;
-        }
-        let r = sync_user(&mut ra, &mut rb, &opt)?;
-        if !r.failed.is_empty() {
-            return Err(r.failed.join("; "));
-        }
-        Ok(())
     }
 
-    /// Every folder and message of `a` is on `b`: same UIDVALIDITY, same UID and GUID.
-    fn check(&self, user: &str, a: &str, b: &str) -> Res<usize> {
-        let (mut ra, mut rb) = self.both(user, a, b)?;
-        let (ma, mb) = (ra.mailbox()?, rb.mailbox()?);
-        let mut n = 0;
-        for f in &ma.folders {
-            let Some(g) = mb.folders.iter().find(|g| g.name == f.name) else {
-                return Err(format!("folder {} is not on {b}", f.name));
-            };
-            if g.uid_validity != f.uid_validity {
-                return Err(format!(
-                    "folder {}: UIDVALIDITY {} on {a}, {} on {b}",
-                    f.name, f.uid_validity, g.uid_validity
-                ));
-            }
-            let la = ra.messages(&f.name)?;
-            let lb = rb.messages(&f.name)?;
-            let there: BTreeMap<u32, &str> = lb.messages.iter().map(|m| (m.uid, m.guid.as_str())).collect();
-            for m in &la.messages {
-                if there.get(&m.uid) != Some(&m.guid.as_str()) {
-                    return Err(format!("folder {}: UID {} ({}) is not on {b}", f.name, m.uid, m.guid));
-                }
-            }
-            n += la.messages.len();
+    /// Copies and checks `mv` (through the replicator); the messages checked.
+    fn copy(&self, mv: &Move) -> Res<u64> {
+        match self.ask(mv, MoveStep::Copy)? {
+            ReplicaReply::Copied { messages } => Ok(messages),
+            other => Err(format!("the replicator answered {other:?}")),
         }
-        Ok(n)
     }
 
-    /// Merges `user` from every reachable old replicator into every new one, and checks
-    /// each new one against the first old one that answered. Returns the messages checked.
-    fn copy(&self, mv: &Move) -> Res<usize> {
-        let (olds, news) = (self.replicators(mv.from), self.replicators(mv.to));
-        if olds.is_empty() || news.is_empty() {
-            return Err("a pair without replicator= addresses".into());
-        }
-        let mut source = None;
-        let mut why = Vec::new();
-        for o in &olds {
-            match self.merge(&mv.user, o, &news[0]) {
-                Ok(()) => source = source.or(Some(o.clone())),
-                Err(e) => why.push(format!("{o}: {e}")),
-            }
-        }
-        let source = source.ok_or_else(|| format!("no replicator of the old pair merged: {}", why.join("; ")))?;
-        for n in &news[1..] {
-            self.merge(&mv.user, &news[0], n)?;
-        }
-        let mut count = 0;
-        for n in &news {
-            count = self.check(&mv.user, &source, n)?;
-        }
-        Ok(count)
-    }
-
-    /// Clears the old↔new sync states, then empties the old copies.
+    /// Empties the old copy of `mv` (through the replicator).
     fn remove(&self, mv: &Move) -> Res<()> {
-        let (olds, news) = (self.replicators(mv.from), self.replicators(mv.to));
-        for o in &olds {
-            for n in &news {
-                let (mut ro, mut rn) = self.both(&mv.user, o, n)?;
-                let (no, nn) = (ro.node().to_string(), rn.node().to_string());
-                rn.save_state(&no, &SyncState::default())?;
-                ro.save_state(&nn, &SyncState::default())?;
-            }
+        match self.ask(mv, MoveStep::Remove)? {
+            ReplicaReply::Removed => Ok(()),
+            other => Err(format!("the replicator answered {other:?}")),
         }
-        for o in &olds {
-            let mut r = self.connect(o, PROBE)?;
-            r.open(&mv.user)?;
-            r.lock(self.timeout)?;
-            let done = empty(&mut r);
-            r.unlock();
-            done?;
-        }
-        Ok(())
     }
 
     /// Writes the table for `moves` (`back`: their entries from before).
@@ -331,8 +185,7 @@ impl Mover {
     }
 
     /// Moves every user of `moves`; returns the failures (`user: why`).
-    fn run(&mut self, moves: Vec<Move>) -> Vec<String> {
-        self.learn_names(moves.iter().flat_map(|m| [m.from, m.to]));
+    fn run(&self, moves: Vec<Move>) -> Vec<String> {
         let mut failed = Vec::new();
         let mut copied = Vec::new();
         let results = parallel(&moves, |mv| self.copy(mv));
@@ -441,28 +294,6 @@ fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R>
         .collect()
 }
 
-/// Expunges every message and deletes every folder but INBOX (the caller holds the lock).
-fn empty(r: &mut RemoteReplica) -> Res<()> {
-    let mb = r.mailbox()?;
-    // deepest first, so a folder's children go before it
-    let mut folders = mb.folders.clone();
-    folders.sort_by_key(|f| std::cmp::Reverse(f.name.matches('.').count()));
-    for f in &folders {
-        let l = r.messages(&f.name)?;
-        let uids: Vec<u32> = l.messages.iter().map(|m| m.uid).collect();
-        for chunk in uids.chunks(1000) {
-            r.expunge(&f.name, chunk.to_vec())?;
-        }
-        if f.name != "INBOX" {
-            r.delete_folder(&f.name)?;
-        }
-    }
-    for s in &mb.subscriptions {
-        r.subscribe(s, false)?;
-    }
-    Ok(())
-}
-
 fn report(failed: Vec<String>) -> Result<ExitCode, String> {
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -475,7 +306,7 @@ fn report(failed: Vec<String>) -> Result<ExitCode, String> {
 
 /// `postern user move NAME PAIR`.
 pub fn move_user(dir: &Path, user: &str, target: &str) -> Result<ExitCode, String> {
-    let mut m = Mover::new(dir)?;
+    let m = Mover::new(dir)?;
     let to = m
         .director
         .index(target)
@@ -525,7 +356,7 @@ pub fn pin(dir: &Path) -> Result<ExitCode, String> {
 /// `postern user rebalance`: each user in the table whose entry differs from the ring's
 /// pair is moved there (all in one switch); entries equal to the ring's pair are removed.
 pub fn rebalance(dir: &Path) -> Result<ExitCode, String> {
-    let mut m = Mover::new(dir)?;
+    let m = Mover::new(dir)?;
     let mut same = Vec::new();
     let mut moves = Vec::new();
     for (user, pair) in director::map_entries(&m.map)? {

@@ -62,6 +62,10 @@
 //!    of view). Any request may be answered `error {reason}`; the connection stays usable.
 //!    `system` is a bit set: 1 \Seen, 2 \Answered, 4 \Flagged, 8 \Deleted, 16 \Draft.
 //!
+//! On a director's host (issue 16) the unix service also does the steps of `postern user
+//! move|rebalance` ([`user_move`]): there it has `director_pairs` and `replica_secret_file`
+//! and no `replica_peers`.
+//!
 //! # Running it
 //!
 //! Both services come from `etc/master.toml` (commented out there): the unix one with
@@ -100,6 +104,7 @@ pub mod replica;
 pub mod secret;
 pub mod serve;
 pub mod state;
+pub mod user_move;
 pub mod wire;
 
 #[cfg(test)]

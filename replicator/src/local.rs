@@ -1,8 +1,10 @@
 //! The local service on `private/replicator`: the [`postern_lib::proto::replica`] protocol
-//! (`Sync`, `Status`) for the proxy, `postern status` and tools, and master's wakeup byte,
-//! which starts the background sweep in this process if it is not running yet.
+//! (`Sync`, `Status`) for the proxy, `postern status` and tools, `Move` for `postern user
+//! move|rebalance` on a director ([`crate::user_move`]), and master's wakeup byte, which
+//! starts the background sweep in this process if it is not running yet.
 
 use crate::node::Node;
+use crate::user_move::Mover;
 use crate::wire::Conn;
 use postern_lib::proto::replica::{self, ReplicaReply, ReplicaRequest};
 use std::io::Read;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Serves one local connection to its end.
-pub fn serve_local(node: &Arc<Node>, mut s: UnixStream, start_sweep: impl FnOnce()) {
+pub fn serve_local(node: &Arc<Node>, mover: &Mover, mut s: UnixStream, start_sweep: impl FnOnce()) {
     let timeout = node.config().timeout;
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout * 4));
@@ -41,22 +43,26 @@ pub fn serve_local(node: &Arc<Node>, mut s: UnixStream, start_sweep: impl FnOnce
             },
             Err(_) => return,
         };
+        let bad_user = || ReplicaReply::Failed {
+            reason: "bad user name".into(),
+        };
         let reply = match req {
-            ReplicaRequest::Sync { user } => {
-                if user.is_empty() || user.len() > 64 || user.starts_with('.') || user.contains('/') {
-                    ReplicaReply::Failed {
-                        reason: "bad user name".into(),
-                    }
-                } else {
-                    node.sync(&user)
-                }
+            ReplicaRequest::Sync { user } if valid_user(&user) => node.sync(&user),
+            ReplicaRequest::Move { user, from, to, step } if valid_user(&user) => {
+                mover.request(&user, &from, &to, step)
             }
+            ReplicaRequest::Sync { .. } | ReplicaRequest::Move { .. } => bad_user(),
             ReplicaRequest::Status => node.status(),
         };
         if conn.send(&reply).is_err() {
             return;
         }
     }
+}
+
+/// Whether `user` can name a mailbox below `virtual_mailbox_base`.
+fn valid_user(user: &str) -> bool {
+    !user.is_empty() && user.len() <= 64 && !user.starts_with('.') && !user.contains('/')
 }
 
 /// Runs [`Node::sweep`] every `interval`, forever (a thread of the local service).

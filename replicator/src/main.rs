@@ -7,12 +7,14 @@
 use postern_lib::skeleton::{Peer, Stream};
 use replicator::node::{Node, NodeConfig};
 use replicator::serve::{ServeConfig, serve_peer};
+use replicator::user_move::Mover;
 use std::process::ExitCode;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
 struct State {
     node: Arc<Node>,
+    mover: Mover,
     serve: ServeConfig,
     interval: Duration,
     sweep: Once,
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
                 max_message: m.message_size_limit,
             };
             Ok(State {
+                mover: Mover::new(m, secret.clone()),
                 serve: ServeConfig {
                     node,
                     secret,
@@ -81,7 +84,7 @@ fn main() -> ExitCode {
                 let _ = s.set_write_timeout(Some(st.serve.timeout));
                 serve_peer(&st.serve, s, &who);
             }
-            Stream::Unix(s) => replicator::local::serve_local(&st.node, s, || {
+            Stream::Unix(s) => replicator::local::serve_local(&st.node, &st.mover, s, || {
                 st.sweep.call_once(|| {
                     if st.node.config().peers.is_empty() {
                         return;

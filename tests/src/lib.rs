@@ -324,6 +324,18 @@ pub fn daemon_service(name: &str, kind: &str, listen: &str, program: &str, extra
     )
 }
 
+/// The replicator unix service of a director's host (issue 16): the steps of `postern user
+/// move|rebalance` (no `replica_peers`, so no sweep); several moves at once.
+pub fn director_replicator_service() -> String {
+    daemon_service(
+        "replicator",
+        "unix",
+        "",
+        "replicator",
+        "maxproc = 1\nmax_conns = 16\nmax_use = 1000000",
+    )
+}
+
 /// The auth service as etc/master.toml has it (one process, so one throttle).
 pub fn auth_service() -> String {
     daemon_service("auth", "unix", "", "auth", "maxproc = 1\nmax_use = 100000")

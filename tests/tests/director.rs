@@ -8,12 +8,15 @@
 //! users, a fourth pair, a move under a reader, POP3, the hub) do not repeat — a table
 //! entry naming an unknown pair refuses the login, and a move back onto an emptied old
 //! copy is refused until that copy is removed. The director is a fifth instance: auth and the IMAP
-//! proxy with `director_pairs`, `director_user_map` and the replica secret (for `postern
-//! user move`). Users log in to the proxy with their own password; the proxy logs in to
+//! proxy with `director_pairs`, `director_user_map` and the replica secret, and the
+//! replicator's unix service (which does the steps of `postern user move`). Users log in
+//! to the proxy with their own password; the proxy logs in to
 //! the pair's imapd as `USER*proxy`.
 
 use postern_lib::director::Ring;
-use postern_tests::{Instance, auth_service, daemon_service, free_port, owned_mail_base, python_args};
+use postern_tests::{
+    Instance, auth_service, daemon_service, director_replicator_service, free_port, owned_mail_base, python_args,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -143,6 +146,7 @@ fn director(pairs: &[&Pair], users: &[String]) -> (Instance, u16) {
         "proxy",
         "args = [\"imap\"]",
     ));
+    services.push_str(&director_replicator_service());
     let ps = pairs_setting(pairs);
     let inst = Instance::new(
         &services,

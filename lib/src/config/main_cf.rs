@@ -505,12 +505,13 @@ settings! {
     /// proxy, postern, cleanup (hub): the pairs of mailbox servers, one entry each: `"NAME
     /// imap=HOST:PORT[,...] pop3=HOST:PORT[,...] replicator=HOST:PORT[,...]
     /// [smtp=HOST:PORT[,...]]"` (where a proxy logs that pair's users in, the pair's
-    /// replicators for `postern user move`, and where a hub sends its copies of mail for
+    /// replicators for `postern user move` (whose steps the director's own replicator
+    /// does, with replica_secret_file), and where a hub sends its copies of mail for
     /// the pair's users instead of replica_relays). A user goes to a pair by consistent
     /// hashing of the user name over the pair names. Empty: no director (the proxy uses
     /// proxy_*_backends for everyone, hubs replica_relays).
     director_pairs: Vec<String> = Vec::new(),
-        readers "proxy postern cleanup", check crate::director::check_pairs;
+        readers "proxy postern cleanup replicator", check crate::director::check_pairs;
     /// proxy: the pair this host belongs to: its users go to proxy_pop3_backends /
     /// proxy_imap_backends with the replicator's sync, as without a director. Empty: every
     /// user goes to the addresses of the user's pair.
@@ -520,11 +521,11 @@ settings! {
     /// lines, like transport_maps; reloaded when changed); `postern user move` writes it.
     /// Empty: none.
     director_user_map: ConfigPath = ConfigPath::default(),
-        readers "proxy postern cleanup", path Config;
+        readers "proxy postern cleanup replicator", path Config;
     /// proxy, postern, cleanup (hub): points per pair on the hashing ring (more: a more
     /// even share). Changing it moves users: set it once.
     director_vnodes: u32 = 128,
-        readers "proxy postern cleanup", min 1, max 1000;
+        readers "proxy postern cleanup replicator", min 1, max 1000;
     // --- smtp (client) ---
     /// smtp: the name sent in EHLO.
     smtp_helo_name: String = "$myhostname".into(),

@@ -17,6 +17,14 @@
 //! <- {"type":"status","peers":[{"peer":"198.18.0.32:1190","state":"in_step",...}]}
 //! ```
 //!
+//! `Move` is one step of moving a user's mailbox between two pairs of mailbox servers
+//! (`postern user move|rebalance` asks it of the replicator on the director's host, which
+//! finds the pairs' replicators in its own `director_pairs`): `copy` merges the mailbox
+//! from the old pair into the new one and checks it (`{"type":"copied","messages":N}`),
+//! `remove` empties the old copy once `director_user_map` sends the user to the new pair
+//! (`{"type":"removed"}`); either may be `failed` with the reason. Both take as long as
+//! the merge: the client waits accordingly.
+//!
 //! `Sync` returns once the user's mailbox (every folder, subscriptions) has been merged
 //! with every peer that could be reached, so a change made on this server before the
 //! request is on every peer in `in_step` when the reply comes. A peer that could not be
@@ -58,6 +66,28 @@ pub enum ReplicaRequest {
     },
     /// The replication state per peer.
     Status,
+    /// One step of moving `user`'s mailbox from pair `from` to pair `to` (names in the
+    /// replicator's `director_pairs`); answered when done.
+    Move {
+        /// The mailbox.
+        user: String,
+        /// The pair it is on.
+        from: String,
+        /// The pair it goes to.
+        to: String,
+        /// Which step.
+        step: MoveStep,
+    },
+}
+
+/// The steps of a move (see the module doc).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveStep {
+    /// Merge from the old pair into the new one, then check the new one.
+    Copy,
+    /// Empty the old copy (only once the table sends the user to the new pair).
+    Remove,
 }
 
 /// The replicator's answer.
@@ -72,7 +102,8 @@ pub enum ReplicaReply {
         /// `(peer, reason)` for the others.
         unreachable: Vec<(String, String)>,
     },
-    /// After `Sync`: the local mailbox could not be used (bad user name, I/O error).
+    /// After `Sync`: the local mailbox could not be used (bad user name, I/O error);
+    /// after `Move`: the step failed.
     Failed {
         /// Why.
         reason: String,
@@ -82,6 +113,13 @@ pub enum ReplicaReply {
         /// One entry per configured peer, in `replica_peers` order.
         peers: Vec<PeerStatus>,
     },
+    /// After a `Move` copy: the new pair holds every message of the old one.
+    Copied {
+        /// Messages checked on each new replicator.
+        messages: u64,
+    },
+    /// After a `Move` removal: the old copy is empty.
+    Removed,
 }
 
 /// How far a peer is from this server.
@@ -186,6 +224,20 @@ mod tests {
             r#"{"type":"synced","in_step":["b:1190"],"unreachable":[["c:1190","connection refused"]]}"#
         );
         assert_eq!(serde_json::from_str::<ReplicaReply>(&j).unwrap(), r);
+        let m = ReplicaRequest::Move {
+            user: "alice".into(),
+            from: "p1".into(),
+            to: "p2".into(),
+            step: MoveStep::Copy,
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"move","user":"alice","from":"p1","to":"p2","step":"copy"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ReplicaReply::Copied { messages: 3 }).unwrap(),
+            r#"{"type":"copied","messages":3}"#
+        );
     }
 
     #[test]

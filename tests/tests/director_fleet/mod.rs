@@ -10,8 +10,8 @@
 //!   pair does (the lower replica name: its UIDs win a conflict).
 //! - The director (`dir`, 198.18.1.5) is auth and the IMAP (143) and POP3 (110) proxies
 //!   with `director_pairs` (each pair's proxies and replicators), `director_user_map`
-//!   (`etc/director-map`) and the replica secret, so `postern user move|pin|rebalance`
-//!   runs there. It routes each user to the user's pair as `USER*proxy`; that pair's
+//!   (`etc/director-map`), the replica secret and the replicator's unix service (which
+//!   does the steps of a move), so `postern user move|pin|rebalance` runs there. It routes each user to the user's pair as `USER*proxy`; that pair's
 //!   proxy logs in to its imapd/pop3d as `USER*proxy` again.
 //! - The client (`c`, 198.18.1.10) runs the Python clients.
 //! - With mail on ([`Fleet::new`]'s `hub`): every node also runs the mail pipeline
@@ -459,6 +459,7 @@ fn director(pairs: &[&Pair]) -> Instance {
         &[format!("{DIRECTOR}:110")],
         "args = [\"pop3\"]\nmaxproc = 4",
     ));
+    services.push_str(&postern_tests::director_replicator_service());
     let ps = pairs_setting(pairs);
     let settings = [
         "myhostname=dir.example.test".to_string(),
