@@ -10,8 +10,8 @@
 
 use crate::parse;
 use crate::session::{Reply, SPOOL_ABOVE, Session};
-use postern_lib::mailbox::Store;
-use postern_lib::mailbox::spool::Spool;
+use postern_mailbox::Store;
+use postern_mailbox::spool::Spool;
 
 impl Session {
     /// The placeholder of the command's `i`th spooled literal: a literal of its own,

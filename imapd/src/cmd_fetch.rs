@@ -11,8 +11,8 @@
 //! messages changed after `m`, MODSEQ added after the UID), and MODSEQ beside FLAGS once
 //! CONDSTORE is on. A message another session expunged that this one has not been told
 //! of (RFC 2180 §4.1) is answered from what the folder state kept of it
-//! ([`postern_lib::mailbox::Folder::ghost`]: flags, UID, size, date, MODSEQ) and from its
-//! file while that is readable ([`postern_lib::mailbox::Folder::read_ghost`]: kept open
+//! ([`postern_mailbox::Folder::ghost`]: flags, UID, size, date, MODSEQ) and from its
+//! file while that is readable ([`postern_mailbox::Folder::read_ghost`]: kept open
 //! when this process expunged it); only what cannot be answered at all makes the FETCH
 //! end `NO [EXPUNGEISSUED]`.
 //!
@@ -25,8 +25,8 @@ use crate::mime;
 use crate::parse::{self, Arg};
 use crate::reply::{flag_list, string};
 use crate::session::{Reply, Session, WORK_SLICE};
-use postern_lib::mailbox::flags::{Flags, SEEN};
-use postern_lib::mailbox::stream::CrlfStream;
+use postern_mailbox::flags::{Flags, SEEN};
+use postern_mailbox::stream::CrlfStream;
 
 fn items(args: &[Arg]) -> Result<Vec<String>, Reply> {
     let list: Vec<String> = match args {
@@ -444,7 +444,7 @@ impl Session {
                     buf = raw;
                     None
                 } else {
-                    Some(postern_lib::mailbox::folder::to_crlf(raw))
+                    Some(postern_mailbox::folder::to_crlf(raw))
                 }
             } else if whole_only && m.size > STREAM_ABOVE && !job.notify {
                 let Some(file) = sel.folder.open_message(u)? else {
@@ -487,11 +487,7 @@ impl Session {
             } else {
                 let header = match &content {
                     Some(c) => Some(mime::split(c).0.to_vec()),
-                    None if ghost => Some(
-                        mime::split(&postern_lib::mailbox::folder::to_crlf(buf.clone()))
-                            .0
-                            .to_vec(),
-                    ),
+                    None if ghost => Some(mime::split(&postern_mailbox::folder::to_crlf(buf.clone())).0.to_vec()),
                     None => sel.folder.read_header(u)?,
                 };
                 let Some(header) = header else {
@@ -782,13 +778,13 @@ impl Session {
 /// A literal of `data` as stored, with bare LF line ends sent as CRLF: the size is counted
 /// first, then the bytes are converted straight into the output.
 fn literal_crlf(out: &mut Vec<u8>, data: &[u8]) {
-    let n = postern_lib::mailbox::cache::crlf_size(data);
+    let n = postern_mailbox::cache::crlf_size(data);
     if n == 0 {
         string(out, b"");
     } else {
         out.extend_from_slice(format!("{{{n}}}\r\n").as_bytes());
         let at = out.len();
-        postern_lib::mailbox::folder::extend_crlf(out, data);
+        postern_mailbox::folder::extend_crlf(out, data);
         crate::reply::no_nuls(&mut out[at..]);
     }
 }

@@ -11,7 +11,7 @@ use crate::list_pattern::{MAX_PATTERN, Pattern, PatternError};
 use crate::parse::{Arg, Command};
 use crate::reply::astring;
 use crate::session::{Reply, Session};
-use postern_lib::mailbox::SEPARATOR;
+use postern_mailbox::SEPARATOR;
 use std::collections::BTreeSet;
 
 /// Most patterns in one LIST-EXTENDED command.

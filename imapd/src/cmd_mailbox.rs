@@ -11,8 +11,8 @@
 use crate::parse::{self, Arg, Command};
 use crate::reply::astring;
 use crate::session::{Reply, Selected, Session};
-use postern_lib::mailbox::flags::{self, Flags};
-use postern_lib::mailbox::{Folder, SEPARATOR, Store};
+use postern_mailbox::flags::{self, Flags};
+use postern_mailbox::{Folder, SEPARATOR, Store};
 
 /// One message of an APPEND: flags, keywords, internal date, bytes.
 type AppendGroup<'a> = (Flags, Vec<String>, Option<i64>, &'a [u8]);
@@ -20,7 +20,7 @@ type AppendGroup<'a> = (Flags, Vec<String>, Option<i64>, &'a [u8]);
 /// An APPEND's message: received in memory, or into the folder's `tmp/`.
 enum Message<'a> {
     Memory(&'a [u8]),
-    Spooled(postern_lib::mailbox::spool::Spool),
+    Spooled(postern_mailbox::spool::Spool),
 }
 
 impl Message<'_> {
@@ -33,7 +33,7 @@ impl Message<'_> {
 }
 
 /// CREATE's parameters (RFC 4466): only `(USE (attr ...))` of RFC 6154, whose attributes
-/// must be ones the store keeps ([`postern_lib::mailbox::CREATE_SPECIAL_USE`]), else
+/// must be ones the store keeps ([`postern_mailbox::CREATE_SPECIAL_USE`]), else
 /// `NO [USEATTR]` and nothing is created.
 fn create_uses(args: &[Arg]) -> Result<Vec<String>, Reply> {
     let params = match args {
@@ -52,7 +52,7 @@ fn create_uses(args: &[Arg]) -> Result<Vec<String>, Reply> {
         let Some(a) = a.text().filter(|a| a.starts_with('\\')) else {
             return Err(Reply::Bad("Invalid special-use attribute".into()));
         };
-        if !postern_lib::mailbox::CREATE_SPECIAL_USE
+        if !postern_mailbox::CREATE_SPECIAL_USE
             .iter()
             .any(|u| u.eq_ignore_ascii_case(&a))
         {
@@ -115,7 +115,7 @@ impl Session {
             return Err(Reply::No("[NONEXISTENT] No such mailbox".into()));
         }
         // the process's state of the folder, shared with its other sessions
-        let (handle, folder) = postern_lib::mailbox::shared::Handle::open(&path)?;
+        let (handle, folder) = postern_mailbox::shared::Handle::open(&path)?;
         let read_only = c.name == "EXAMINE";
         let mut sel = Selected::new(folder, handle, name.clone(), read_only);
         // \Recent: a read-write session takes what no session has seen yet
@@ -341,7 +341,7 @@ impl Session {
             Some(f) => f,
             None => match self.store()?.folder(&name) {
                 Ok(f) => f,
-                Err(postern_lib::mailbox::MailboxError::NoSuchFolder(_)) => {
+                Err(postern_mailbox::MailboxError::NoSuchFolder(_)) => {
                     return Err(Reply::No("[TRYCREATE] No such mailbox".into()));
                 }
                 Err(e) => return Err(e.into()),

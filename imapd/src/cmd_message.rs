@@ -12,7 +12,7 @@
 use crate::parse::{Arg, SeqSet};
 use crate::reply::flag_list;
 use crate::session::{Reply, Session};
-use postern_lib::mailbox::flags::{self, Flags};
+use postern_mailbox::flags::{self, Flags};
 use std::io::Write as _;
 
 /// Messages a STORE renames at a stretch before their FETCH lines go to the client and
@@ -297,7 +297,7 @@ impl Session {
             .ok_or(Reply::Bad("Missing mailbox name".into()))?;
         let mut dest = match self.store()?.folder(&dest_name) {
             Ok(f) => f,
-            Err(postern_lib::mailbox::MailboxError::NoSuchFolder(_)) => {
+            Err(postern_mailbox::MailboxError::NoSuchFolder(_)) => {
                 return Err(Reply::No("[TRYCREATE] No such mailbox".into()));
             }
             Err(e) => return Err(e.into()),

@@ -27,8 +27,8 @@ use crate::esearch::ReturnOpts;
 use crate::mime;
 use crate::parse::{self, Arg, SeqSet};
 use crate::session::{Reply, Session, WORK_SLICE};
-use postern_lib::mailbox::flags::{self, Flags, RECENT};
-use postern_lib::mailbox::headers::HeaderCache;
+use postern_mailbox::flags::{self, Flags, RECENT};
+use postern_mailbox::headers::HeaderCache;
 
 /// A search key, parsed.
 pub(crate) enum Key {

@@ -22,7 +22,7 @@
 use crate::cmd_search::Key;
 use crate::session::{Reply, Selected, Session};
 use crate::sort::Keyed;
-use postern_lib::mailbox::flags::Flags;
+use postern_mailbox::flags::Flags;
 
 /// Most update contexts a session keeps at once.
 pub const MAX_CONTEXTS: usize = 8;

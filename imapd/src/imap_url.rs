@@ -6,7 +6,7 @@
 //! A URL that does not parse or names nothing is `NO [BADURL url] reason`.
 
 use crate::session::{Reply, Session};
-use postern_lib::mailbox::Store;
+use postern_mailbox::Store;
 
 /// Longest URL.
 pub const MAX_URL: usize = 2048;

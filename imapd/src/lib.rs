@@ -1,7 +1,7 @@
 //! # imapd — Postern's IMAP server
 //!
 //! IMAP4rev1 (RFC 3501) and IMAP4rev2 (RFC 9051, after `ENABLE IMAP4rev2`) on the Maildir
-//! store of `postern_lib::mailbox`, with LITERAL+ (RFC 7888), SASL-IR, IDLE (RFC 2177),
+//! store of `postern_mailbox`, with LITERAL+ (RFC 7888), SASL-IR, IDLE (RFC 2177),
 //! NAMESPACE, ID, ENABLE, UNSELECT, UIDPLUS (RFC 4315), MOVE (RFC 6851), SPECIAL-USE
 //! (RFC 6154), CHILDREN, LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), ESEARCH
 //! (RFC 4731), MULTIAPPEND (RFC 3502), BINARY (RFC 3516: FETCH, and

@@ -30,7 +30,7 @@
 use crate::parse::{Arg, Command, SeqSet};
 use crate::reply::astring;
 use crate::session::{Reply, Session};
-use postern_lib::mailbox::{SEPARATOR, Store};
+use postern_mailbox::{SEPARATOR, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant, SystemTime};

@@ -10,8 +10,8 @@
 //!   folder the message is copied or moved to.
 //! - THREADID is NIL: threads are not tracked across a mailbox (RFC 8474 §5.2 allows NIL),
 //!   and `SEARCH THREADID` matches nothing.
-use postern_lib::mailbox::Folder;
-use postern_lib::mailbox::index::{guid_hex, guid_of};
+use postern_mailbox::Folder;
+use postern_mailbox::index::{guid_hex, guid_of};
 
 /// The MAILBOXID of a folder.
 pub fn mailbox_id(folder: &Folder) -> String {

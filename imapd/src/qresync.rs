@@ -5,7 +5,7 @@
 //! with the known UIDs expunged since that MODSEQ, then `* n FETCH (UID FLAGS MODSEQ)` for
 //! the known messages changed since ([`Session::resync_lines`]); `UID FETCH ... (CHANGEDSINCE
 //! m VANISHED)` sends the same VANISHED (EARLIER) for its UID set. The expunges come from
-//! the folder's expunge log by MODSEQ ([`postern_lib::mailbox::Folder::expunged_since`]);
+//! the folder's expunge log by MODSEQ ([`postern_mailbox::Folder::expunged_since`]);
 //! a MODSEQ older than the log remembers gets every known UID up to the last one given that
 //! is not in the folder now, which is what the RFC allows (a client ignores UIDs it does
 //! not have). The sequence-match data is checked for syntax and otherwise not needed: the
@@ -15,7 +15,7 @@
 use crate::cmd_message::Ranges;
 use crate::parse::{Arg, STAR, SeqSet};
 use crate::session::{Reply, Session};
-use postern_lib::mailbox::Folder;
+use postern_mailbox::Folder;
 
 /// The parameters of `SELECT mbox (QRESYNC (...))`.
 pub(crate) struct Resync {
@@ -161,8 +161,8 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postern_lib::mailbox::flags::Flags;
-    use postern_lib::mailbox::index;
+    use postern_mailbox::flags::Flags;
+    use postern_mailbox::index;
 
     fn set(text: &str, last: u32) -> Ranges {
         Ranges::new(&SeqSet::parse(text).unwrap(), last)

@@ -1,6 +1,6 @@
 //! QUOTA (RFC 9208) with the one resource Postern keeps, STORAGE (QUOTA=RES-STORAGE): the
 //! quota `etc/users` gives an account (bytes, all folders counted, as local delivery and
-//! APPEND/COPY count it: [`postern_lib::mailbox::usage`]) under one quota root named `""`,
+//! APPEND/COPY count it: [`postern_mailbox::usage`]) under one quota root named `""`,
 //! which every folder of the user belongs to. Values are in units of 1024 bytes: the usage
 //! rounded up, the limit rounded down, so a client never sees room that is not there.
 //! An account without a quota has no quota root: `GETQUOTAROOT` names none and
@@ -11,7 +11,7 @@
 use crate::parse::{Arg, Command};
 use crate::reply::astring;
 use crate::session::{Reply, Session};
-use postern_lib::mailbox::{Folder, Store};
+use postern_mailbox::{Folder, Store};
 
 /// The name of the user's one quota root.
 pub const ROOT: &str = "";
@@ -99,7 +99,7 @@ impl Session {
         let Some(limit) = store.quota() else {
             return Ok(None);
         };
-        let used = postern_lib::mailbox::usage(store.root()).map_err(|e| {
+        let used = postern_mailbox::usage(store.root()).map_err(|e| {
             tracing::warn!("quota: {}: {e}", store.root().display());
             Reply::No("[SERVERBUG] Internal error".into())
         })?;

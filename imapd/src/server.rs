@@ -56,7 +56,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The inotify descriptor watching the selected folders
-/// ([`postern_lib::mailbox::shared`]); below the gate's and the waker's tokens.
+/// ([`postern_mailbox::shared`]); below the gate's and the waker's tokens.
 const WATCH: Token = Token(FIRST_FREE);
 
 /// The imapd service: the gated pool and the folder watch.
@@ -127,8 +127,8 @@ impl Imapd {
             return;
         }
         // the registry is the loop thread's: set up from it
-        postern_lib::mailbox::shared::set_keep(postern_lib::mailbox::shared::Keep::for_time(self.keep));
-        if let Some(fd) = postern_lib::mailbox::shared::enable_watching() {
+        postern_mailbox::shared::set_keep(postern_mailbox::shared::Keep::for_time(self.keep));
+        if let Some(fd) = postern_mailbox::shared::enable_watching() {
             let res = registry.register(&mut mio::unix::SourceFd(&fd), WATCH, Interest::READABLE);
             if let Err(e) = res {
                 tracing::warn!("folder watch: {e}; folders are checked by their stamps");
@@ -148,16 +148,16 @@ impl EventService for Imapd {
             return self.gated.event(lp.registry(), event);
         }
         // each shared state syncs once; sessions whose view it matches do nothing
-        if postern_lib::mailbox::shared::watch_events() {
+        if postern_mailbox::shared::watch_events() {
             self.gated.notify(lp.registry());
         }
     }
 
     fn tick(&mut self, lp: &EventLoop<'_>, _ctx: &Context, now: Instant) {
         // a folder without a watch looks at its stamps once this tick, for all its sessions
-        postern_lib::mailbox::shared::new_round();
+        postern_mailbox::shared::new_round();
         // folder states kept warm past imapd_folder_keep_time go
-        postern_lib::mailbox::shared::expire();
+        postern_mailbox::shared::expire();
         self.gated.timers(lp.registry(), now);
     }
 

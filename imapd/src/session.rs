@@ -18,7 +18,7 @@
 //! to every FETCH response that carries FLAGS, solicited or not (RFC 7162 §3.1).
 //!
 //! The selected folder's state is shared by every session of the process that has it
-//! selected ([`postern_lib::mailbox::shared`]): a session takes it out while it runs
+//! selected ([`postern_mailbox::shared`]): a session takes it out while it runs
 //! (every public entry point: [`Session::input`], [`Session::resume`], ...) and puts it
 //! back afterwards. What a session keeps of its own is its view — the (UID, flags) its
 //! client was told, by sequence number — and between commands, when that view equals the
@@ -33,10 +33,10 @@
 use crate::literal_budget::{Held, LiteralBudget};
 use crate::parse::{self, Arg, Command, SeqSet};
 use postern_lib::line::LineBuffer;
-use postern_lib::mailbox::flags::Flags;
-use postern_lib::mailbox::shared::Handle;
-use postern_lib::mailbox::spool::Spool;
-use postern_lib::mailbox::{Folder, MailboxError, Store};
+use postern_mailbox::flags::Flags;
+use postern_mailbox::shared::Handle;
+use postern_mailbox::spool::Spool;
+use postern_mailbox::{Folder, MailboxError, Store};
 use std::path::PathBuf;
 
 /// Largest literal accepted before login: enough for LOGIN and AUTHENTICATE, nothing
@@ -213,7 +213,7 @@ fn recent_in(ranges: &[(u32, u32)], uid: u32) -> bool {
 fn with_recent(ranges: &[(u32, u32)], uid: u32, flags: Flags) -> Flags {
     if recent_in(ranges, uid) {
         Flags {
-            system: flags.system | postern_lib::mailbox::flags::RECENT,
+            system: flags.system | postern_mailbox::flags::RECENT,
             ..flags
         }
     } else {
@@ -599,7 +599,7 @@ impl Session {
             return;
         }
         // changes made before this command came are seen by it
-        postern_lib::mailbox::shared::watch_events();
+        postern_mailbox::shared::watch_events();
         match sel.handle.take() {
             Some(f) => sel.folder = f,
             None => match Folder::open(sel.handle.path()) {

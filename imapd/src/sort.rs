@@ -147,7 +147,7 @@ impl Sorter {
     }
 
     /// Uses (and fills) the cached keys of the folder sorted.
-    pub fn bind(&mut self, folder: &postern_lib::mailbox::folder::Folder) {
+    pub fn bind(&mut self, folder: &postern_mailbox::folder::Folder) {
         if self.needs_header() {
             self.cache = crate::sort_cache::bind(folder);
         }

@@ -10,7 +10,7 @@
 //! parsed on demand (a miss). Flags are not keys, so flag changes need nothing.
 //!
 //! Sharing: one map per thread (imapd runs its sessions on one event loop, like the
-//! shared folder states of `postern::mailbox::shared`), so every session of a process on
+//! shared folder states of `postern_mailbox::shared`), so every session of a process on
 //! the same folder uses the same keys.
 //!
 //! Bounds: a message's [`Keys`] cost about [`FIXED_BYTES`] plus its key strings and 8
@@ -19,7 +19,7 @@
 //! folder stops learning past [`MAX_BYTES`], and when [`bind`] finds the process over
 //! [`MAX_BYTES`] in all it drops the least recently used other folders first.
 
-use postern_lib::mailbox::folder::Folder;
+use postern_mailbox::folder::Folder;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::RandomState;

@@ -205,7 +205,7 @@ fn a_large_fetch_is_produced_in_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = logged_in(dir.path());
     let body = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(10_000));
-    let store = postern_lib::mailbox::Store::open(dir.path(), "alice").unwrap();
+    let store = postern_mailbox::Store::open(dir.path(), "alice").unwrap();
     let mut inbox = store.folder("INBOX").unwrap();
     for _ in 0..120 {
         inbox.append(body.as_bytes(), Default::default(), None).unwrap();
@@ -241,7 +241,7 @@ fn a_large_message_is_streamed_from_its_file() {
     for i in 0..200_000 {
         msg.extend_from_slice(format!("line {i}\n").as_bytes());
     }
-    let store = postern_lib::mailbox::Store::open(dir.path(), "alice").unwrap();
+    let store = postern_mailbox::Store::open(dir.path(), "alice").unwrap();
     let mut inbox = store.folder("INBOX").unwrap();
     inbox.append(&msg, Default::default(), None).unwrap();
     s.input(b"b SELECT INBOX\r\n");
@@ -257,7 +257,7 @@ fn a_large_message_is_streamed_from_its_file() {
         rounds += 1;
     }
     assert!(rounds > 2, "{rounds}");
-    let crlf = postern_lib::mailbox::folder::to_crlf(msg);
+    let crlf = postern_mailbox::folder::to_crlf(msg);
     let mut want = format!("* 1 FETCH (UID 1 BODY[] {{{}}}\r\n", crlf.len()).into_bytes();
     want.extend_from_slice(&crlf);
     want.extend_from_slice(format!(" RFC822.SIZE {} RFC822 {{{}}}\r\n", crlf.len(), crlf.len()).as_bytes());
@@ -394,7 +394,7 @@ fn large_append_literals_are_spooled_to_tmp() {
     assert_eq!(tmp_files(dir.path()), 0);
     s.input(b"c SELECT INBOX\r\nd FETCH 1:2 (FLAGS BODY.PEEK[])\r\n");
     let out = s.take_output();
-    let crlf = postern_lib::mailbox::folder::to_crlf(msg.clone());
+    let crlf = postern_mailbox::folder::to_crlf(msg.clone());
     let count = out.windows(crlf.len()).filter(|w| *w == &crlf[..]).count();
     assert_eq!(count, 2);
     assert!(String::from_utf8_lossy(&out).contains("* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[] {"));
@@ -405,7 +405,7 @@ fn large_append_literals_are_spooled_to_tmp() {
     assert_eq!(tmp_files(dir.path()), 1);
     drop(s);
     assert_eq!(tmp_files(dir.path()), 0);
-    let store = postern_lib::mailbox::Store::open(dir.path(), "alice").unwrap();
+    let store = postern_mailbox::Store::open(dir.path(), "alice").unwrap();
     assert_eq!(store.folder("INBOX").unwrap().messages().len(), 2);
 }
 
@@ -441,7 +441,7 @@ fn a_large_message_is_streamed_beside_items_that_read_it() {
     while msg.len() < 1_000_000 {
         msg.extend_from_slice(b"0123456789 abcdefghij\r\n");
     }
-    let store = postern_lib::mailbox::Store::open(dir.path(), "alice").unwrap();
+    let store = postern_mailbox::Store::open(dir.path(), "alice").unwrap();
     store
         .folder("INBOX")
         .unwrap()

@@ -95,7 +95,7 @@ impl Threader {
     }
 
     /// Uses (and fills) the cached keys of the folder threaded.
-    pub fn bind(&mut self, folder: &postern_lib::mailbox::folder::Folder) {
+    pub fn bind(&mut self, folder: &postern_mailbox::folder::Folder) {
         self.cache = crate::sort_cache::bind(folder);
     }
 

@@ -603,7 +603,7 @@ impl Session {
     fn resetkey(&mut self, c: &Command) -> Result<(), Reply> {
         if let Some(name) = c.args.first() {
             let name = name.text().ok_or(Reply::Bad("Invalid mailbox name".into()))?;
-            let name = postern_lib::mailbox::Store::canonical(&name);
+            let name = postern_mailbox::Store::canonical(&name);
             if !self.store()?.folder_path(&name)?.join("cur").is_dir() {
                 return Err(Reply::No("[NONEXISTENT] No such mailbox".into()));
             }

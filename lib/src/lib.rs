@@ -23,7 +23,6 @@
 //! | [`line`] † | bounded line reader/writer (CRLF and bare LF, a hard maximum with a distinct "too long") |
 //! | [`strbuf`] † | bounded string buffers |
 //! | [`safe_open`] † | opening files without following symlinks, with owner/link-count/type checks; atomic write-fsync-rename |
-//! | [`mailbox`] | the Maildir mailbox store: folders, stable UIDs (`dovecot-uidlist`), flags in file names, cache, append/expunge/copy/move |
 //! | [`queue_id`] | queue IDs: unique across processes and restarts, sortable by time, valid file names |
 //! | [`queue_file`] | the queue file format: envelope records, content, per-recipient done marks |
 //! | [`queue_scan`] | walking the queue directories and summarising queue files (`postqueue -p`, `-j`) |
@@ -41,7 +40,6 @@
 //! | [`tls`] † | rustls server set-up (PEM cert and key) and a sans-I/O TLS session adapter for event-loop daemons |
 //! | [`dsn`] | enhanced status codes (RFC 3463) typed: parsed and checked once, named, a string on the wire |
 //! | [`headers`] | a message's header block: parsing, folding, editing, with bounded sizes |
-//! | [`maildir_deliver`] | delivering one message into a Maildir: unique name in `tmp/`, fsync, rename into `new/` |
 //! | [`transport_map`] | lookup tables in plain files (transport_maps, virtual_alias_maps), reloaded when changed |
 //! | [`version`] † | `--version`: one line, the same for every program |
 //!
@@ -64,8 +62,6 @@ pub mod director;
 pub mod dsn;
 pub mod headers;
 pub mod ipc;
-pub mod mailbox;
-pub mod maildir_deliver;
 pub mod maildrop;
 pub mod maillog;
 pub mod master_control;

@@ -8,8 +8,8 @@ use std::collections::{HashSet, VecDeque};
 use postern_lib::address::parse_mailbox;
 use postern_lib::agent::Job;
 use postern_lib::dsn::Dsn;
-use postern_lib::maildir_deliver::DirSyncs;
 use postern_lib::proto::deliver::status_line;
+use postern_mailbox::maildir_deliver::DirSyncs;
 
 use crate::aliases::{self, Kind, Target};
 use crate::command::CommandEnv;
@@ -325,7 +325,7 @@ fn once(job: &Job, head: &Head, rcpt: &Rcpt<'_>, mailbox: &str) -> String {
     };
     let tag = format!("{}x{:08x}", rcpt.index, fnv32(key.as_bytes()));
     let env = &job.qf.envelope;
-    postern_lib::maildir_deliver::once_name(env.arrival.secs, env.arrival.micros, env.queue_id.as_str(), &tag)
+    postern_mailbox::maildir_deliver::once_name(env.arrival.secs, env.arrival.micros, env.queue_id.as_str(), &tag)
 }
 
 /// A local user: virtual (etc/users), else a system account when enabled.

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use postern_lib::ipc::IpcStream;
-use postern_lib::maildir_deliver;
 use postern_lib::proto::auth::{self, AuthReply, AuthRequest};
+use postern_mailbox::maildir_deliver;
 
 use crate::delivery::Outcome;
 use postern_lib::dsn::Dsn;
@@ -128,7 +128,7 @@ pub fn deliver(
 ) -> Outcome {
     if let Some(q) = quota {
         // every folder counts, as for IMAP APPEND and COPY (Dovecot's Maildir++ quota)
-        let used = match postern_lib::mailbox::usage(&base.join(user)) {
+        let used = match postern_mailbox::usage(&base.join(user)) {
             Ok(u) => u,
             Err(e) => return Outcome::temp(Dsn::MAIL_SYSTEM, format!("cannot size mailbox: {e}")),
         };

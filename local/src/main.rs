@@ -8,7 +8,7 @@
 //! more than one is waiting: their Maildir files are written into `tmp/`, then at the end
 //! of the batch `fsync`ed (several at once), linked into `new/`, `new/` `fsync`ed once,
 //! and only then are the recipients marked done (their queue files synced several at
-//! once) and reported ([`delivery::deliver`], [`postern_lib::maildir_deliver::DirSyncs`]).
+//! once) and reported ([`delivery::deliver`], [`postern_mailbox::maildir_deliver::DirSyncs`]).
 //! A quota is checked against what `new/` and `cur/` hold, so the files of one batch not
 //! yet linked are not counted: a mailbox can go over its quota by one batch. For each
 //! pending recipient of a job, all in `mydestination`:
@@ -22,7 +22,7 @@
 //! 2. a user of `etc/users` — asked of auth (`LookupVirtual`, which gives the quota) when auth
 //!    listens on `private/auth`, else the existence of `virtual_mailbox_base/<user>/` —
 //!    gets a Maildir delivery into `virtual_mailbox_base/<user>/` (created with
-//!    `tmp/ new/ cur/` on first delivery) through [`postern_lib::maildir_deliver`], with
+//!    `tmp/ new/ cur/` on first delivery) through [`postern_mailbox::maildir_deliver`], with
 //!    `Return-Path: <sender>` and `Delivered-To: <recipient>` prepended. The file's name is
 //!    derived from the queue ID and the recipient and linked into `new/` only if absent, so
 //!    a recipient whose delivery finished just before local was killed (before its done
@@ -92,7 +92,7 @@ mod system;
 use std::cell::RefCell;
 use std::process::ExitCode;
 
-use postern_lib::maildir_deliver::DirSyncs;
+use postern_mailbox::maildir_deliver::DirSyncs;
 use std::time::Duration;
 
 use postern_lib::skeleton::Stream;

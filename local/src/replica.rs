@@ -2,7 +2,7 @@
 //! `X-Postern-GUID` header — cleanup keeps it only from a trusted hub
 //! (`replica_hub_networks`) — is filed in a virtual Maildir under the base name the GUID
 //! gives ([`postern_lib::replica_id::base_name`]: `<hub arrival secs>.G<guid>.replica`), the
-//! same on every mailbox server; [`postern_lib::maildir_deliver`] then finds a second
+//! same on every mailbox server; [`postern_mailbox::maildir_deliver`] then finds a second
 //! delivery of it in `new/` or `cur/` and writes nothing (exactly once).
 
 use std::io::Read;

@@ -165,7 +165,7 @@ fn mailbox(
             );
         }
         let r = with_rights(id, || {
-            postern_lib::maildir_deliver::deliver_once(&account.home, dir, Some(once), prefix, message)
+            postern_mailbox::maildir_deliver::deliver_once(&account.home, dir, Some(once), prefix, message)
         });
         return match r {
             Err(e) => Outcome::temp(Dsn::MAIL_SYSTEM, e),

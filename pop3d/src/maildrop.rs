@@ -1,4 +1,4 @@
-//! The maildrop of one POP3 session: the user's INBOX ([`postern_lib::mailbox`]) as it
+//! The maildrop of one POP3 session: the user's INBOX ([`postern_mailbox`]) as it
 //! was at login, numbered 1..n, with deletion marks that take effect only at QUIT
 //! (UPDATE state). One session per mailbox at a time: an exclusive `flock` on
 //! `pop3.lock` in the Maildir, shared by every pop3d process and held until the session
@@ -7,7 +7,7 @@
 //! UIDLs are the Maildir base names ([`uidl_of`]), the same key IMAP's UIDs hang on, so
 //! they are stable forever and shared with IMAP's view.
 
-use postern_lib::mailbox::{Folder, Store};
+use postern_mailbox::{Folder, Store};
 use rustix::fs::{FlockOperation, flock};
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;

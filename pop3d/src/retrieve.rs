@@ -10,8 +10,8 @@ use std::fs::File;
 use std::io::{self, Read};
 
 /// Bytes read from the message file per step (lib's, as imapd's FETCH reads).
-pub use postern_lib::mailbox::stream::CHUNK;
-use postern_lib::mailbox::stream::read_chunk;
+pub use postern_mailbox::stream::CHUNK;
+use postern_mailbox::stream::read_chunk;
 
 /// One RETR or TOP answer in progress (its `+OK` line already sent).
 pub struct Retrieval {
@@ -145,7 +145,7 @@ mod tests {
     /// The answer as one conversion of the whole message would give it (the old,
     /// whole-message code), for comparison.
     fn whole(bytes: &[u8], top: Option<usize>) -> Vec<u8> {
-        let bytes = postern_lib::mailbox::folder::to_crlf(bytes.to_vec());
+        let bytes = postern_mailbox::folder::to_crlf(bytes.to_vec());
         let mut out = Vec::new();
         let mut in_body = false;
         let mut body_lines = 0usize;

@@ -39,7 +39,7 @@
 //! Conflicts. Clients read one side: every proxy prefers the pair's *primary* (the lower
 //! `replica_name`; examples/redundant lists it first in both proxies), unless it was
 //! down: a replicator that cannot reach its peer marks each user it serves meanwhile
-//! ([`postern_lib::mailbox::replica::mark_alone`], cleared by the next completed merge).
+//! ([`postern_mailbox::replica::mark_alone`], cleared by the next completed merge).
 //! The *winner* is the side marked alone, else the primary; it keeps every UID, so a
 //! client's STORE or UID EXPUNGE by a UID it read still finds its message after the merge.
 //! The loser adopts the winner's numbering: its copy of a GUID the winner has is moved to
@@ -76,7 +76,7 @@
 
 use crate::replica::{FlagChange, Listing, Mailbox, Replica, Res};
 use crate::state::{FolderState, SyncState, known_ranges};
-use postern_lib::mailbox::replica::{FolderInfo, MessageInfo, NewMessage, Placed, is_hub_copy};
+use postern_mailbox::replica::{FolderInfo, MessageInfo, NewMessage, Placed, is_hub_copy};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 

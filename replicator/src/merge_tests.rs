@@ -5,9 +5,9 @@
 use crate::merge::{Options, Report, sync_user};
 use crate::replica::{FlagChange, Listing, LocalReplica, Mailbox, Replica, Res};
 use crate::state::SyncState;
-use postern_lib::mailbox::Store;
-use postern_lib::mailbox::flags::{self, Flags};
-use postern_lib::mailbox::replica::{NewMessage, Placed};
+use postern_mailbox::Store;
+use postern_mailbox::flags::{self, Flags};
+use postern_mailbox::replica::{NewMessage, Placed};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -42,7 +42,7 @@ impl Side {
     /// there, or its GUID expunged here) is dropped, as local delivery does.
     fn deliver(&self, n: u32) {
         let base = hub_base(n);
-        if !postern_lib::mailbox::replica::hub_copy_expunged(self.store().root(), &base) {
+        if !postern_mailbox::replica::hub_copy_expunged(self.store().root(), &base) {
             self.deliver_raw(n);
         }
     }
@@ -278,11 +278,11 @@ fn a_split_gives_conflicting_uids_fresh_ones_on_both() {
     let ub = b.append("INBOX", "only on b");
     assert_eq!(ua, ub, "both gave the same UID");
     for s in [&a, &b] {
-        postern_lib::mailbox::replica::mark_alone(&s.store()).unwrap();
+        postern_mailbox::replica::mark_alone(&s.store()).unwrap();
     }
     let r = sync(&a, &b);
     for s in [&a, &b] {
-        assert!(!postern_lib::mailbox::replica::is_alone(&s.store()));
+        assert!(!postern_mailbox::replica::is_alone(&s.store()));
     }
     assert_eq!(r.conflicts, 2, "{r:?}");
     let s = assert_same(&a, &b);
@@ -465,7 +465,7 @@ proptest! {
                     interrupted = true;
                 }
                 Op::Alone(s) => {
-                    postern_lib::mailbox::replica::mark_alone(&side(s).store()).unwrap();
+                    postern_mailbox::replica::mark_alone(&side(s).store()).unwrap();
                 }
             }
         }
@@ -853,7 +853,7 @@ fn the_side_that_served_alone_keeps_its_uids() {
     b.deliver(1);
     sync(&a, &b);
     // a is down: b gets 2, 3, 4 and a client reads them there
-    postern_lib::mailbox::replica::mark_alone(&b.store()).unwrap();
+    postern_mailbox::replica::mark_alone(&b.store()).unwrap();
     for n in [2, 3, 4] {
         b.deliver(n);
         b.uids("INBOX");
@@ -873,7 +873,7 @@ fn the_side_that_served_alone_keeps_its_uids() {
             "{m:?} kept"
         );
     }
-    assert!(!postern_lib::mailbox::replica::is_alone(&b.store()));
+    assert!(!postern_mailbox::replica::is_alone(&b.store()));
     // the mark gone, the primary's UIDs win the next conflict
     a.append("INBOX", "on a");
     b.append("INBOX", "on b");
@@ -893,7 +893,7 @@ fn the_side_that_served_alone_keeps_its_uids() {
 /// each side created on its own (the winner's, here the primary `a`'s).
 #[test]
 fn mailboxid_and_special_use_are_the_same_on_both() {
-    use postern_lib::mailbox::replica::{folder_info, set_folder_meta};
+    use postern_mailbox::replica::{folder_info, set_folder_meta};
     let (a, b) = (Side::new("a"), Side::new("b"));
     a.deliver(1);
     b.deliver(1);
@@ -954,7 +954,7 @@ fn a_folder_deleted_and_created_again_wins_with_its_new_uidvalidity() {
     assert!(s.folders["Work"].0 != v2 && s.folders["Work"].0 != v1);
     let guid = |x: &Side| {
         let st = x.store();
-        postern_lib::mailbox::replica::folder_info("Work", &st.folder("Work").unwrap()).guid
+        postern_mailbox::replica::folder_info("Work", &st.folder("Work").unwrap()).guid
     };
     assert_eq!(guid(&a), guid(&b));
     let r = sync(&a, &b);

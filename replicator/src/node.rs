@@ -168,7 +168,7 @@ impl Node {
 
     /// Merges `user` with every peer now (the answer to a `Sync` request).
     pub fn sync(&self, user: &str) -> ReplicaReply {
-        if let Err(e) = postern_lib::mailbox::Store::open(&self.cfg.base, user) {
+        if let Err(e) = postern_mailbox::Store::open(&self.cfg.base, user) {
             return ReplicaReply::Failed {
                 reason: format!("mailbox {user}: {e}"),
             };
@@ -218,11 +218,11 @@ impl Node {
     }
 
     /// Marks that `user` is served here while a peer cannot be reached (see
-    /// [`postern_lib::mailbox::replica::mark_alone`]): until the next completed merge, a
+    /// [`postern_mailbox::replica::mark_alone`]): until the next completed merge, a
     /// conflict keeps this replica's UIDs, which its clients may have read.
     fn served_alone(&self, user: &str) {
-        let marked = postern_lib::mailbox::Store::open(&self.cfg.base, user)
-            .and_then(|s| postern_lib::mailbox::replica::mark_alone(&s));
+        let marked =
+            postern_mailbox::Store::open(&self.cfg.base, user).and_then(|s| postern_mailbox::replica::mark_alone(&s));
         if let Err(e) = marked {
             tracing::warn!("user={user}: cannot mark it served alone: {e}");
         }

@@ -4,7 +4,7 @@
 use crate::replica::{FlagChange, Listing, Mailbox, Replica, Res};
 use crate::state::SyncState;
 use crate::wire::{self, Conn, PeerReply, PeerRequest};
-use postern_lib::mailbox::replica::{MessageInfo, NewMessage, Placed};
+use postern_mailbox::replica::{MessageInfo, NewMessage, Placed};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 

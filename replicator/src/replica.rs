@@ -5,8 +5,8 @@
 //! stores.
 
 use crate::state::SyncState;
-use postern_lib::mailbox::replica::{self as store_ops, FolderInfo, MessageInfo, NewMessage, Placed, UserLock};
-use postern_lib::mailbox::{Folder, Store};
+use postern_mailbox::replica::{self as store_ops, FolderInfo, MessageInfo, NewMessage, Placed, UserLock};
+use postern_mailbox::{Folder, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;

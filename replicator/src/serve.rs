@@ -8,7 +8,7 @@
 
 use crate::replica::{LocalReplica, Replica, Res};
 use crate::wire::{self, Conn, PeerReply, PeerRequest};
-use postern_lib::mailbox::replica::NewMessage;
+use postern_mailbox::replica::NewMessage;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -6,7 +6,7 @@ use crate::replica::{FlagChange, Mailbox, Res};
 use crate::state::SyncState;
 use postern_lib::ipc::codec::{Decoder, Encoder, Frame};
 use postern_lib::ipc::kind;
-use postern_lib::mailbox::replica::{FolderInfo, MessageInfo, Placed};
+use postern_mailbox::replica::{FolderInfo, MessageInfo, Placed};
 use ring::hmac;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

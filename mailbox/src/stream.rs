@@ -155,7 +155,7 @@ mod tests {
             b"cr at end\r",
         ];
         for msg in cases {
-            let want = crate::mailbox::folder::to_crlf(msg.to_vec());
+            let want = crate::folder::to_crlf(msg.to_vec());
             for step in 1..=msg.len().max(1) {
                 let mut s = CrlfStream::new(Steps(std::io::Cursor::new(msg.to_vec()), step), want.len() as u64);
                 for _ in 0..2 {

@@ -6,7 +6,7 @@
 //!    0700), every directory with `O_DIRECTORY | O_NOFOLLOW` relative to its parent's
 //!    descriptor, so no symlink anywhere below the base is followed;
 //! 2. creates a unique name in `tmp/` with `O_CREAT | O_EXCL | O_NOFOLLOW`
-//!    ([`crate::safe_open::create_excl_at`]): `SECS.M<micros>P<pid>Q<seq>.<host>`, the
+//!    ([`postern_util::safe_open::create_excl_at`]): `SECS.M<micros>P<pid>Q<seq>.<host>`, the
 //!    form Dovecot and qmail use, with `/` and `:` in the host name escaped as `\057` and
 //!    `\072`;
 //! 3. writes the prefix (e.g. `Return-Path:` and `Delivered-To:`) and the message,
@@ -23,7 +23,7 @@
 //! [`deliver_once_deferred`] does steps 1–3 without the file's `fsync` and leaves the rest
 //! to a [`DirSyncs`]: the caller calls [`DirSyncs::sync`] for a whole batch of deliveries
 //! before it calls any of them complete, and it `fsync`s every file of the batch (several
-//! at once, [`crate::parallel`]: concurrent syncs share the disk's flushes), then links
+//! at once, [`postern_util::parallel`]: concurrent syncs share the disk's flushes), then links
 //! each into `new/` — only a file already durable gets a name there, as in step 4 — then
 //! `fsync`s each distinct `new/` once. A failed `fsync` or link poisons the set: that and
 //! every later [`DirSyncs::sync`] fails, so nothing of the batch is called durable (a
@@ -47,7 +47,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::safe_open::create_excl_at;
+use postern_util::safe_open::create_excl_at;
 
 /// Most files counted by [`maildir_size`] per directory (a bound on the work, not a limit
 /// on the mailbox).
@@ -138,7 +138,7 @@ impl DirSyncs {
     pub fn sync(&mut self) -> Result<(), MaildirError> {
         self.found.clear();
         let mut files: Vec<(PendingFile, Option<io::Error>)> = self.files.drain(..).map(|f| (f, None)).collect();
-        crate::parallel::for_each(&mut files, crate::parallel::MAX_THREADS, |(f, err)| {
+        postern_util::parallel::for_each(&mut files, postern_util::parallel::MAX_THREADS, |(f, err)| {
             *err = f.file.sync_all().err();
         });
         for (f, err) in files {
@@ -172,7 +172,7 @@ impl DirSyncs {
             }
         }
         let mut dirs: Vec<(PendingDir, Option<Errno>)> = self.dirs.drain(..).map(|d| (d, None)).collect();
-        crate::parallel::for_each(&mut dirs, crate::parallel::MAX_THREADS, |(d, err)| {
+        postern_util::parallel::for_each(&mut dirs, postern_util::parallel::MAX_THREADS, |(d, err)| {
             *err = rfs::fsync(&d.new).err();
         });
         for (d, err) in dirs {
@@ -373,9 +373,9 @@ pub fn deliver_once_deferred(
         });
     }
     // A hub's late second copy of a message this mailbox had and expunged (its GUID in
-    // INBOX's expunge log, crate::mailbox::replica): delivered already, it must not come
+    // INBOX's expunge log, crate::replica): delivered already, it must not come
     // back.
-    if let Some(u) = unique.filter(|u| crate::mailbox::replica::hub_copy_expunged(&md_path, u)) {
+    if let Some(u) = unique.filter(|u| crate::replica::hub_copy_expunged(&md_path, u)) {
         return Ok(Delivered {
             size: 0,
             name: u.to_string(),
@@ -385,7 +385,7 @@ pub fn deliver_once_deferred(
     let tmp_path = md_path.join("tmp");
     // A replica name may be delivered by two queue files at once (a hub's retry while its
     // first attempt is still in flight): each writes its own temporary file.
-    let replica = unique.filter(|u| valid_unique(u) && crate::replica_id::is_replica_base(u));
+    let replica = unique.filter(|u| valid_unique(u) && postern_lib::replica_id::is_replica_base(u));
     let name = match unique {
         Some(u) if valid_unique(u) && replica.is_none() => {
             // A leftover of an interrupted attempt with the same name is ours: replace it.
@@ -438,12 +438,12 @@ pub fn deliver_once_deferred(
     })
 }
 
-/// For a replica base name ([`crate::replica_id`]: a message from a mail hub, filed under
+/// For a replica base name ([`postern_lib::replica_id`]: a message from a mail hub, filed under
 /// the same name on every mailbox server), the file in `new/` or `cur/` that already holds
 /// it, whatever its size field and flags: such a message is filed once, even after the
 /// user's client moved it to `cur/`. (A scan of both directories, for these names only.)
 fn replica_copy(md_path: &Path, unique: &str) -> Option<String> {
-    if !crate::replica_id::is_replica_base(unique) {
+    if !postern_lib::replica_id::is_replica_base(unique) {
         return None;
     }
     // Names compared as bytes straight from getdents (no allocation per entry): this runs
@@ -619,7 +619,7 @@ mod tests {
     #[test]
     fn a_replica_name_is_filed_once_even_from_cur() {
         let base = tempfile::tempdir().unwrap();
-        let name = crate::replica_id::base_name("6a0c2f4e0123456789abcdef01234567").unwrap();
+        let name = postern_lib::replica_id::base_name("6a0c2f4e0123456789abcdef01234567").unwrap();
         let a = deliver_once(base.path(), "amy", Some(&name), b"", &mut &b"same\n"[..]).unwrap();
         assert!(!a.already);
         assert!(a.name.starts_with(&format!("{name},S=")));

@@ -1014,7 +1014,7 @@ impl Folder {
         match fs::metadata(&target) {
             Ok(meta) => self.adopt(&base, name, fl, size, meta.mtime()),
             Err(_) => {
-                let _ = crate::safe_open::fsync_dir(&self.path.join("cur"));
+                let _ = postern_util::safe_open::fsync_dir(&self.path.join("cur"));
                 self.uid_of(&base)
             }
         }
@@ -1088,7 +1088,7 @@ impl Folder {
                 Err(e) => return Err(io_err(if mv { "move" } else { "copy" }, &src, e)),
             }
         }
-        let _ = crate::safe_open::fsync_dir(&dest.path.join("cur"));
+        let _ = postern_util::safe_open::fsync_dir(&dest.path.join("cur"));
         if mv {
             let gone: std::collections::HashSet<u32> = placed.iter().map(|(u, _)| *u).collect();
             self.remove_messages(&gone);

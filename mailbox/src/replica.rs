@@ -183,7 +183,7 @@ pub fn set_folder_meta(store: &Store, name: &str, guid: &str, uses: &[String]) -
                 _ => Ok(()),
             }
         } else {
-            crate::safe_open::write_atomic(&dir, super::SPECIAL_USE_FILE, 0o600, |f| {
+            postern_util::safe_open::write_atomic(&dir, super::SPECIAL_USE_FILE, 0o600, |f| {
                 f.write_all(format!("{}\n", uses.join(" ")).as_bytes())
             })
             .map_err(|e| io::Error::other(e.to_string()))
@@ -405,7 +405,7 @@ pub fn place(f: &mut Folder, msgs: &[NewMessage], reuse: bool) -> Result<Vec<Pla
     if added {
         // a reused UID goes to its place: the uidlist's records are read in UID order
         list.entries.sort_by_key(|(u, _)| *u);
-        let _ = crate::safe_open::fsync_dir(&dir.join("cur"));
+        let _ = postern_util::safe_open::fsync_dir(&dir.join("cur"));
         lock.commit(&list).map_err(|e| io_err("write uidlist", &dir, e))?;
     } else {
         drop(lock);
@@ -535,7 +535,7 @@ fn raise_last_validity(folder: &Path, v: u32) {
     if last >= v {
         return;
     }
-    let res = crate::safe_open::write_atomic(root, super::folder_sync::UIDVALIDITY_FILE, 0o600, |f| {
+    let res = postern_util::safe_open::write_atomic(root, super::folder_sync::UIDVALIDITY_FILE, 0o600, |f| {
         f.write_all(format!("{v:08x}").as_bytes())
     });
     if let Err(e) = res {
@@ -550,7 +550,7 @@ pub fn mark_alone(store: &Store) -> Result<()> {
     if is_alone(store) {
         return Ok(());
     }
-    crate::safe_open::write_atomic(store.root(), ALONE_FILE, 0o600, |f| f.write_all(b"1\n"))
+    postern_util::safe_open::write_atomic(store.root(), ALONE_FILE, 0o600, |f| f.write_all(b"1\n"))
         .map_err(|e| io_err("write", &store.root().join(ALONE_FILE), io::Error::other(e.to_string())))
 }
 
@@ -570,9 +570,9 @@ pub fn clear_alone(store: &Store) -> Result<()> {
 /// The replicator's state for `peer` in the mailbox root (`None` when there is none).
 pub fn read_state(store: &Store, peer: &str) -> Result<Option<Vec<u8>>> {
     let path = store.root().join(state_name(peer));
-    let file = match crate::safe_open::open_read(&path, &crate::safe_open::Expect::any()) {
+    let file = match postern_util::safe_open::open_read(&path, &postern_util::safe_open::Expect::any()) {
         Ok(f) => f,
-        Err(crate::safe_open::SafeOpenError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+        Err(postern_util::safe_open::SafeOpenError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             return Ok(None);
         }
         Err(e) => return Err(io_err("open", &path, io::Error::other(e.to_string()))),
@@ -589,7 +589,7 @@ pub fn read_state(store: &Store, peer: &str) -> Result<Option<Vec<u8>>> {
 
 /// Replaces the replicator's state for `peer` (durably).
 pub fn write_state(store: &Store, peer: &str, bytes: &[u8]) -> Result<()> {
-    crate::safe_open::write_atomic(store.root(), &state_name(peer), 0o600, |f| f.write_all(bytes)).map_err(|e| {
+    postern_util::safe_open::write_atomic(store.root(), &state_name(peer), 0o600, |f| f.write_all(bytes)).map_err(|e| {
         io_err(
             "write",
             &store.root().join(state_name(peer)),
@@ -744,7 +744,7 @@ pub fn expunged_since(f: &Folder, since: u64) -> HashSet<String> {
 /// still in `new/` or `cur/` is — else it would come back (under its old UID, while the
 /// uidlist still names it).
 pub fn hub_copy_expunged(dir: &Path, base: &str) -> bool {
-    let Some(guid) = crate::replica_id::guid_of_base(base) else {
+    let Some(guid) = postern_lib::replica_id::guid_of_base(base) else {
         return false;
     };
     let guid = super::index::guid_hex(guid);
@@ -754,11 +754,11 @@ pub fn hub_copy_expunged(dir: &Path, base: &str) -> bool {
     text.lines().any(|l| l.rsplit(' ').next() == Some(guid.as_str()))
 }
 
-/// Whether a base name is a hub's replica copy ([`crate::replica_id`]:
+/// Whether a base name is a hub's replica copy ([`postern_lib::replica_id`]:
 /// `<secs>.G<32 hex>.replica`, with or without `,S=`): made only by a hub's delivery, the
 /// same on every replica, never by COPY or MOVE here.
 pub fn is_hub_copy(base: &str) -> bool {
-    crate::replica_id::is_replica_base(base)
+    postern_lib::replica_id::is_replica_base(base)
 }
 
 #[cfg(test)]

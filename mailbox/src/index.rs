@@ -146,10 +146,10 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 }
 
 /// A GUID made from a Maildir base name (FNV-1a, 128 bits): the same on every rebuild.
-/// A replica base name (`<secs>.G<32 hex>.replica`, [`crate::replica_id`]) carries its
+/// A replica base name (`<secs>.G<32 hex>.replica`, [`postern_lib::replica_id`]) carries its
 /// GUID, the hub's, which is returned as it is.
 pub fn guid_of(base: &str) -> u128 {
-    if let Some(g) = crate::replica_id::guid_of_base(base) {
+    if let Some(g) = postern_lib::replica_id::guid_of_base(base) {
         return g;
     }
     let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
@@ -597,5 +597,19 @@ mod tests {
         assert_eq!(parse_guid(&guid_hex(g)), g);
         assert_eq!(parse_guid("dovecot-style-guid"), guid_of("dovecot-style-guid"));
         assert_ne!(guid_of("a"), guid_of("b"));
+    }
+
+    /// A replica base name's GUID is the one the hub stamped (moved here from
+    /// postern_lib::replica_id's tests with the crate split).
+    #[test]
+    fn replica_base_names_keep_the_hubs_guid() {
+        use postern_lib::replica_id::{base_name, new_guid};
+        let g = new_guid(1_790_000_000, 5, "mh1.example.test", "0Rk3Xq1Z9a01b2c3");
+        let base = base_name(&g).unwrap();
+        assert_eq!(guid_of(&base), u128::from_str_radix(&g, 16).unwrap());
+        assert_eq!(
+            guid_of(&format!("{base},S=1234")),
+            u128::from_str_radix(&g, 16).unwrap()
+        );
     }
 }

@@ -90,7 +90,7 @@ pub fn read_some(
             None => None,
             Some(e) if !e.starts_with('E') => continue,
             Some(_) if !with_envelopes => None,
-            Some(e) => match e.strip_prefix('E').and_then(crate::percent::decode) {
+            Some(e) => match e.strip_prefix('E').and_then(postern_util::percent::decode) {
                 Some(env) => Some(env),
                 None => continue,
             },

@@ -1,4 +1,9 @@
-//! The Maildir mailbox store shared by imapd, pop3d and local delivery.
+//! # postern-mailbox — the Maildir mailbox store shared by imapd, pop3d, local delivery and the replicator
+//!
+//! A crate of its own (issue 13) so that the programs that neither serve nor write
+//! mailboxes (smtpd, qmgr, cleanup, …) do not link it. It builds on `postern-util`
+//! (safe_open, parallel, percent) and `postern-lib` (replica_id); neither depends on it.
+//! [`maildir_deliver`] is the delivery side: one message into a Maildir's `tmp/` → `new/`.
 //!
 //! # Layout (Maildir++, as Dovecot and Courier keep it)
 //!
@@ -27,8 +32,8 @@
 //! # API
 //!
 //! ```no_run
-//! use postern_lib::mailbox::{Store, flags::{Flags, SEEN}};
-//! # fn main() -> Result<(), postern_lib::mailbox::MailboxError> {
+//! use postern_mailbox::{Store, flags::{Flags, SEEN}};
+//! # fn main() -> Result<(), postern_mailbox::MailboxError> {
 //! let store = Store::open(std::path::Path::new("var/mail"), "alice")?; // creates on first use
 //! let mut inbox = store.folder("INBOX")?;                              // synced view
 //! for m in inbox.messages() { println!("{} {} {}", m.uid, m.base, m.size); }
@@ -55,6 +60,7 @@ mod folder_sync;
 pub mod give_back;
 pub mod headers;
 pub mod index;
+pub mod maildir_deliver;
 pub mod replica;
 pub mod shared;
 pub mod spool;

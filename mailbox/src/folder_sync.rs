@@ -175,7 +175,7 @@ impl Folder {
     pub(super) fn adopt(&mut self, base: &str, file: String, fl: Flags, size: u64, date: i64) -> Result<u32> {
         let cur = self.path.join("cur");
         let sync_dir = || {
-            if let Err(e) = crate::safe_open::fsync_dir(&cur) {
+            if let Err(e) = postern_util::safe_open::fsync_dir(&cur) {
                 tracing::warn!("fsync {}: {e}", cur.display());
             }
         };
