@@ -48,7 +48,7 @@
 //! `disconnect from ADDR, user=NAME`, `transcript: user=NAME file=PATH`, warnings for
 //! file-system errors in a mailbox.
 //!
-//! Files: [`session`] (framing, state, dispatch, ENABLE, untagged updates), [`cmd_mailbox`]
+//! Files: [`session`] (framing, state, dispatch, ENABLE), [`updates`] (untagged updates), [`cmd_mailbox`]
 //! (SELECT, STATUS, CREATE/DELETE/RENAME, APPEND), [`cmd_list`] (LIST, LSUB),
 //! [`list_pattern`] (LIST patterns, matched in bounded time), [`address`] (address fields
 //! for ENVELOPE and SEARCH),
@@ -96,6 +96,7 @@ mod tests;
 pub mod thread;
 pub mod transcript;
 pub mod uidonly;
+pub mod updates;
 pub mod urlauth;
 
 /// For fuzzing: runs the command parser, then a whole session (no mailbox: the commands

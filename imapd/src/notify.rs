@@ -280,6 +280,13 @@ impl Session {
         self.notify = Some(n);
     }
 
+    /// Whether NOTIFY asks for FETCH responses of new messages (which need the view).
+    pub(crate) fn notify_fetches_new(&self) -> bool {
+        self.notify
+            .as_ref()
+            .is_some_and(|n| n.groups.iter().any(|(_, e)| e.fetch.is_some()))
+    }
+
     /// After EXISTS told new messages (the view's indexes `new`): the FETCH responses
     /// MessageNew's fetch attributes ask for.
     pub(crate) fn notify_new_messages(&mut self, new: std::ops::Range<usize>) {

@@ -36,7 +36,7 @@ use postern_lib::line::LineBuffer;
 use postern_mailbox::flags::Flags;
 use postern_mailbox::shared::Handle;
 use postern_mailbox::spool::Spool;
-use postern_mailbox::{Folder, MailboxError, Store};
+use postern_mailbox::{Folder, MailboxError, Message, Store};
 use std::path::PathBuf;
 
 /// Largest literal accepted before login: enough for LOGIN and AUTHENTICATE, nothing
@@ -189,6 +189,19 @@ impl Selected {
         }
         self.view.iter().filter(|v| recent_in(&self.recent, v.0)).count()
     }
+
+    /// [`Selected::recent_count`] of a view that is `msgs` (the folder's messages), without
+    /// the view: binary searches of the session's ranges.
+    pub(crate) fn recent_among(&self, msgs: &[Message]) -> usize {
+        let below = |uid: u32| msgs.partition_point(|m| m.uid < uid);
+        if self.read_only {
+            return msgs.len() - below(self.folder.recent_from());
+        }
+        self.recent
+            .iter()
+            .map(|&(a, b)| below(b).saturating_sub(below(a)))
+            .sum()
+    }
 }
 
 /// The `* FLAGS` and `* OK [PERMANENTFLAGS]` lines for a folder with `keywords`.
@@ -210,7 +223,7 @@ fn recent_in(ranges: &[(u32, u32)], uid: u32) -> bool {
     ranges.iter().any(|&(a, b)| (a..b).contains(&uid))
 }
 
-fn with_recent(ranges: &[(u32, u32)], uid: u32, flags: Flags) -> Flags {
+pub(crate) fn with_recent(ranges: &[(u32, u32)], uid: u32, flags: Flags) -> Flags {
     if recent_in(ranges, uid) {
         Flags {
             system: flags.system | postern_mailbox::flags::RECENT,
@@ -234,9 +247,9 @@ impl Drop for Selected {
 /// generation, HIGHESTMODSEQ and last UID.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mirror {
-    generation: u64,
-    modseq: u64,
-    last_uid: u32,
+    pub(crate) generation: u64,
+    pub(crate) modseq: u64,
+    pub(crate) last_uid: u32,
 }
 
 /// Flags no message has: a view entry whose flags the client must be told again.
@@ -720,6 +733,10 @@ impl Session {
         {
             return;
         }
+        // the view put away: what changed is told from the mirror, no view built
+        if self.report_from_mirror() {
+            return;
+        }
         self.attach();
         self.report(true);
         self.detach();
@@ -1134,111 +1151,6 @@ impl Session {
 
     pub(crate) fn ok(&mut self, tag: &str, text: &str) {
         self.line(&format!("{tag} OK {text}"));
-    }
-
-    /// Reports what changed in the selected folder since the last report.
-    pub(crate) fn report(&mut self, allow_expunge: bool) {
-        let Some(sel) = self.sel.as_mut() else { return };
-        // what this command did to the folder through another state (APPEND, COPY)
-        if sel.handle.notice() {
-            sel.folder.mark_changed();
-        }
-        if sel.folder.changed()
-            && let Err(e) = sel.folder.sync()
-        {
-            tracing::warn!("sync {}: {e}", sel.name);
-            return;
-        }
-        // a new keyword is announced before a FETCH uses it
-        let mut lines = sel.flags_update();
-        // the view and the messages are both in UID order: one walk over both (a binary
-        // search per message was most of the work of telling 200 sessions of one
-        // delivery at 50,000 messages)
-        let msgs = sel.folder.messages();
-        if allow_expunge {
-            let mut j = 0;
-            let mut gone = Vec::new();
-            for (i, v) in sel.view.iter().enumerate() {
-                while msgs.get(j).is_some_and(|m| m.uid < v.0) {
-                    j += 1;
-                }
-                if msgs.get(j).is_none_or(|m| m.uid != v.0) {
-                    gone.push(i);
-                }
-            }
-            // CONTEXT updates for these, numbered as the client still knows them
-            lines.extend(crate::context::expunged_lines(&mut sel.contexts, &sel.view, &gone));
-            if !gone.is_empty() && (self.qresync || self.uidonly) {
-                // RFC 7162 §3.2.10: by UID, in one line
-                let uids: Vec<u32> = gone.iter().map(|&i| sel.view[i].0).collect();
-                lines.push(format!("* VANISHED {}", crate::reply::uid_set(&uids)));
-            } else if !gone.is_empty() {
-                // highest sequence number first: each EXPUNGE leaves the lower ones as they are
-                for &i in gone.iter().rev() {
-                    lines.push(format!("* {} EXPUNGE", i + 1));
-                }
-            }
-            if !gone.is_empty() {
-                let mut k = 0;
-                let mut idx = 0;
-                sel.view.retain(|_| {
-                    let keep = gone.get(k) != Some(&idx);
-                    if !keep {
-                        k += 1;
-                    }
-                    idx += 1;
-                    keep
-                });
-            }
-        }
-        let keywords = sel.folder.keywords();
-        let mut j = 0;
-        for (i, (uid, fl)) in sel.view.iter_mut().enumerate() {
-            while msgs.get(j).is_some_and(|m| m.uid < *uid) {
-                j += 1;
-            }
-            if let Some(m) = msgs.get(j).filter(|m| m.uid == *uid)
-                && m.flags != *fl
-            {
-                *fl = m.flags;
-                let shown = with_recent(&sel.recent, *uid, m.flags);
-                let names = crate::reply::flag_list(&shown.imap_names(keywords));
-                let modseq = if self.condstore {
-                    format!(" MODSEQ ({})", m.modseq)
-                } else {
-                    String::new()
-                };
-                let head = crate::uidonly::fetch_head(self.uidonly, i, *uid);
-                lines.push(format!("{head}UID {uid} FLAGS {names}{modseq})"));
-            }
-        }
-        let last = sel.view.last().map_or(0, |v| v.0);
-        let before = sel.view.len();
-        let from = msgs.partition_point(|m| m.uid <= last);
-        sel.view.extend(msgs[from..].iter().map(|m| (m.uid, m.flags)));
-        if allow_expunge {
-            // the view is the state now (a claim of \Recent below that reads others'
-            // changes bumps the generation, and the view is compared again)
-            sel.reported = Some(sel.folder.generation());
-        }
-        if sel.view.len() != before {
-            lines.push(format!("* {} EXISTS", sel.view.len()));
-            if !self.rev2 {
-                if !sel.read_only {
-                    sel.claim_recent();
-                }
-                lines.push(format!("* {} RECENT", sel.recent_count()));
-            }
-        }
-        let grown = (before, sel.view.len());
-        lines.extend(crate::context::changed_lines(sel));
-        for l in lines {
-            self.line(&l);
-        }
-        // NOTIFY (RFC 5465 §5.2): the FETCH responses asked for new messages
-        if grown.1 > grown.0 {
-            self.notify_new_messages(grown.0..grown.1);
-        }
     }
 
     /// The store, for commands that run only when logged in.
