@@ -168,10 +168,10 @@ impl Folder {
     ///
     /// Durable before it returns: the rename into `cur/` (an fsync of `cur/`) and the
     /// uidlist record giving the UID (its fdatasync: a UID told to a client is never given
-    /// to another message after a crash), as Dovecot does. The record is written before
-    /// `cur/`'s fsync, so that fsync's journal commit may carry its size change too; on
-    /// ext4 (ordered data) the record's fdatasync still writes its block (measured: about
-    /// 1 ms either way, no difference per APPEND within the noise of a loaded disk).
+    /// to another message after a crash), as Dovecot does. `cur/`'s fsync runs on a
+    /// thread of its own while the record's fdatasync runs here ([`Lock::append_then`]):
+    /// the two wait for the disk together (APPEND's sync path -21 % median, BENCHMARKS.md
+    /// "The mailbox store, session 8").
     pub(super) fn adopt(&mut self, base: &str, file: String, fl: Flags, size: u64, date: i64) -> Result<u32> {
         let cur = self.path.join("cur");
         let sync_dir = || {

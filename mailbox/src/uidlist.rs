@@ -293,14 +293,29 @@ impl Lock {
     /// (fsynced; the lock is released when dropped): the identity after, or `None` when
     /// the file is another version now (nothing written).
     pub fn append(&self, at: FileId, lines: &str) -> io::Result<Option<FileId>> {
-        self.append_then(at, lines, || ())
+        let Some(f) = self.write_records(at, lines)? else {
+            return Ok(None);
+        };
+        f.sync_data()?;
+        Ok(Some((at.0, at.1 + lines.len() as u64)))
     }
 
-    /// [`Lock::append`] with `before_sync` run between the write and the fsync. A caller
-    /// that must make another change durable too (the rename of the message the record
-    /// names, by an fsync of its directory) does it there: that fsync's journal commit
-    /// may then carry the record's size change as well (each fsync is still asked for).
-    pub fn append_then(&self, at: FileId, lines: &str, before_sync: impl FnOnce()) -> io::Result<Option<FileId>> {
+    /// [`Lock::append`] with `alongside` run while the records are made durable, on a
+    /// thread of its own (not run when nothing was written). A caller that must make
+    /// another change durable too (the rename of the message a record names, by an fsync
+    /// of its directory) does it there: the two fsyncs wait for the disk together, not
+    /// one after the other (each is still made, and both are done when this returns).
+    pub fn append_then(&self, at: FileId, lines: &str, alongside: impl FnOnce() + Send) -> io::Result<Option<FileId>> {
+        let Some(f) = self.write_records(at, lines)? else {
+            return Ok(None);
+        };
+        beside(alongside, || f.sync_data())?;
+        Ok(Some((at.0, at.1 + lines.len() as u64)))
+    }
+
+    /// Writes `lines` at the end of the uidlist if it is still the version `at`: the file,
+    /// or `None` when it is another version now (nothing written).
+    fn write_records(&self, at: FileId, lines: &str) -> io::Result<Option<fs::File>> {
         use std::os::unix::fs::MetadataExt;
         let mut f = OpenOptions::new().append(true).open(self.dir.join(FILE))?;
         let meta = f.metadata()?;
@@ -308,10 +323,33 @@ impl Lock {
             return Ok(None);
         }
         f.write_all(lines.as_bytes())?;
-        before_sync();
-        f.sync_data()?;
-        Ok(Some((at.0, at.1 + lines.len() as u64)))
+        Ok(Some(f))
     }
+}
+
+/// Runs `other` on a thread of its own while `this` runs here (each typically waits for
+/// the disk in an fsync), and returns `this`'s result once both are done; `other` runs
+/// here, after `this`, when no thread can be started.
+fn beside<T>(other: impl FnOnce() + Send, this: impl FnOnce() -> T) -> T {
+    let other = std::sync::Mutex::new(Some(other));
+    let run = || {
+        if let Some(f) = other.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            f();
+        }
+    };
+    std::thread::scope(|s| {
+        let helper = std::thread::Builder::new().name("fsync".into()).spawn_scoped(s, run);
+        let out = this();
+        match helper {
+            Ok(h) => {
+                if let Err(p) = h.join() {
+                    std::panic::resume_unwind(p);
+                }
+            }
+            Err(_) => run(),
+        }
+        out
+    })
 }
 
 /// Removes the lock file at `path` when the process that made it died holding it: no
@@ -349,5 +387,36 @@ impl Drop for Lock {
         if self.file.take().is_some() {
             let _ = fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod append_tests {
+    use super::*;
+
+    #[test]
+    fn records_appended_beside_the_callers_step_and_a_changed_file_gets_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = UidList {
+            uid_validity: 7,
+            next_uid: 2,
+            entries: vec![(1, "1.M1P1.h".into())],
+            ..UidList::default()
+        };
+        let at = Lock::acquire(dir.path()).unwrap().commit_with_id(&list).unwrap();
+        let lock = Lock::acquire(dir.path()).unwrap();
+        let line = "2 :2.M2P2.h\n";
+        let mut ran = false;
+        let after = lock.append_then(at, line, || ran = true).unwrap();
+        assert!(ran);
+        assert_eq!(after, Some((at.0, at.1 + line.len() as u64)));
+        // the version the caller knew is gone: nothing written, its step not run
+        let mut ran = false;
+        assert_eq!(lock.append_then(at, "3 :3.M3P3.h\n", || ran = true).unwrap(), None);
+        assert!(!ran);
+        drop(lock);
+        let text = fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(text.ends_with(line) && !text.contains("3.M3P3.h"), "{text:?}");
+        assert_eq!(read(dir.path()).unwrap().unwrap().next_uid, 3);
     }
 }
