@@ -20,7 +20,7 @@
 //! two-minute stale limit). Every SELECT and merge of that INBOX waited out the lock wait
 //! and failed meanwhile (tests/scripts/imap_state.py left out a folder it could not
 //! SELECT, hence "no INBOX"; it now prints `E NAME REASON`). Now either is broken 5 s
-//! after its maker died (lib/src/mailbox/uidlist.rs; replica_sync's
+//! after its maker died (mailbox/src/uidlist.rs; replica_sync's
 //! `a_written_uidlist_lock_left_by_a_killed_server_does_not_hide_inbox`). The test prints
 //! the uidlist locks each kill of a mailbox server left behind.
 //!
