@@ -246,6 +246,35 @@ class Report:
             self.p("Postern's CPU per message and daemon, ms:", "")
             self.table(["sessions"] + daemons, rows)
 
+    def floor(self):
+        recs = self.of("floor")
+        if not recs:
+            return
+        self.p("## The least work per message on this machine (`bench/floor.sh`)", "",
+               "`bench/floor.c`: one process that answers each SMTP command over loopback, makes the",
+               "message durable before the 250 (create a queue file, write, fdatasync, fsync its",
+               "directory) and delivers it (create a Maildir file, write, fdatasync, rename into new/,",
+               "fsync new/, remove the queue file), with no daemons, IPC, parsing or logging, loaded",
+               "by its own C client (one message per connection, like `smtp-source`). Its rate is about",
+               "the most a straightforward durable design reaches here; its CPU per message is what the",
+               "kernel takes for that work. \"Floor / Postfix\" is the highest accept ratio such a design",
+               "could show against Postfix's `smtp-source` accepted/s above (same sessions, same run);",
+               "Postern avoids part of that work (queue files reused from spare/, directory fsyncs",
+               "shared between messages), so it is not a hard bound for Postern.", "")
+        pipe = self.of("pipeline")
+        rows = []
+        for c in sorted({r["c"] for r in recs}):
+            mine = [r for r in recs if r["c"] == c]
+            pf = med([r["accept_rate"] for r in pipe if r["c"] == c and r["label"] == PEER_MTA
+                      and r.get("accept_rate")])
+            pn = med([r["accept_rate"] for r in pipe if r["c"] == c and r["label"] == "postern"
+                      and r.get("accept_rate")])
+            fl = med(values(mine, "rate"))
+            rows.append((str(c), spread(values(mine, "rate")), spread(values(mine, "cpu_ms"), digits=3),
+                         spread(values(mine, "client_ms"), digits=3), ratio(fl, pf), ratio(pn, pf)))
+        self.table(["sessions", "floor msg/s", "floor CPU ms/msg", "client CPU ms/msg",
+                    "floor / Postfix accepted", "Postern / Postfix accepted"], rows)
+
     def memory(self):
         idle = self.of("idle_mem")
         load = self.of("smtp_load")
@@ -366,6 +395,7 @@ class Report:
         self.smtp_accept()
         self.delivery()
         self.pipeline()
+        self.floor()
         self.relay()
         self.memory()
         self.imap_pop()

@@ -14,8 +14,10 @@
 #   2. SMTP accept rate and 250 latency p50/p99, 1/8/32 sessions × 4 KB/100 KB (bench/smtp_accept.sh)
 #   3. SMTP → Maildir delivery rate, 1/8/32 × 4 KB/100 KB, with the whole system's memory
 #      (sum of PSS) idle and at the peak of each load (bench/smtp_delivery.sh)
-#   3b. SMTP → Maildir with smtp-source, 32 sessions (5,000 messages; 1,000 with QUICK=1),
+#   3b. SMTP → Maildir with smtp-source, 32 and 8 sessions (5,000 messages; 1,000 with QUICK=1),
 #      Postern and Postfix alternating, with CPU per message per daemon (bench/pipeline_cpu.sh)
+#   3c. the least work per message on this machine: one C process that accepts and delivers
+#      with both durable writes, at 8 and 32 sessions (bench/floor.sh, bench/floor.c)
 #   4. relay to Postfix's smtp-sink, 32 sessions in (bench/relay.sh)
 #   5. IMAP (LOGIN+SELECT, FETCH envelopes, FETCH bodies, SEARCH HEADER, SEARCH BODY, STORE),
 #      POP3 (LIST, UIDL, RETR of all), logins/s at 8 clients with the same yescrypt hash on
@@ -71,6 +73,8 @@ step phys python3 "$PEER_DIR/phys_limit.py" --dir "$WORK/phys" --reps "$REPS" $P
 OUT=$RES/smtp_accept.jsonl N=$N_SMTP step smtp_accept bench/smtp_accept.sh
 OUT=$RES/smtp_delivery.jsonl N=$N_SMTP step smtp_delivery bench/smtp_delivery.sh
 OUT=$RES/pipeline.jsonl N=$N_PIPE C=32 ROUNDS=$REPS BINS=$BIN step pipeline bench/pipeline_cpu.sh
+OUT=$RES/pipeline.jsonl N=$N_PIPE C=8 ROUNDS=$REPS BINS=$BIN step pipeline8 bench/pipeline_cpu.sh
+OUT=$RES/floor.jsonl N=$N_PIPE CONCS="8 32" step floor bench/floor.sh
 OUT=$RES/relay.jsonl N=$N_RELAY C=32 step relay bench/relay.sh
 OUT=$RES/imap_bench.jsonl N=$N_IMAP LOGINS=$LOGINS IDLE_CONNS=$IDLE_CONNS step imap bench/imap_bench.sh
 
