@@ -64,6 +64,48 @@ impl ImapRaw {
         }
     }
 
+    /// Lets a read wait `limit` (60 s after [`ImapRaw::login`]).
+    pub fn read_timeout(&self, limit: Duration) {
+        self.w.set_read_timeout(Some(limit)).expect("set the read timeout");
+    }
+
+    /// Sends `line` and CRLF.
+    pub fn send_line(&mut self, line: &str) {
+        self.send(format!("{line}\r\n").as_bytes());
+    }
+
+    /// One line as imapd sent it, without its CRLF (for answers without literals).
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        let n = self.r.read_line(&mut l).expect("read a line");
+        assert!(n > 0, "connection closed");
+        l.truncate(l.trim_end_matches("\r\n").len());
+        l
+    }
+
+    /// Reads to the reply tagged `tag` (an answer without literals): the untagged lines and
+    /// the tagged line, each without its CRLF.
+    pub fn answer(&mut self, tag: &str) -> (Vec<String>, String) {
+        let mut untagged = Vec::new();
+        loop {
+            let l = self.line();
+            if l.starts_with(&format!("{tag} ")) {
+                return (untagged, l);
+            }
+            untagged.push(l);
+        }
+    }
+
+    /// Sends `line`, whose first word is its tag, reads to its tagged reply and asserts it
+    /// is OK; the untagged lines, each without its CRLF.
+    pub fn command(&mut self, line: &str) -> Vec<String> {
+        let tag = line.split(' ').next().unwrap_or_default().to_string();
+        self.send_line(line);
+        let (untagged, done) = self.answer(&tag);
+        assert!(done.starts_with(&format!("{tag} OK")), "{line}: {done}");
+        untagged
+    }
+
     /// Runs `tag line`; the whole answer (the tagged line included) as text.
     pub fn cmd(&mut self, tag: &str, line: &str) -> String {
         self.send(format!("{tag} {line}\r\n").as_bytes());

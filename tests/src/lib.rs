@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod imap_inbox;
 pub mod imap_raw;
 pub mod imap_script;
 pub mod netns;

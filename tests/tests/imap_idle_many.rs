@@ -14,9 +14,9 @@
 //!   and compared) — plain and after `ENABLE QRESYNC` (`* VANISHED`, MODSEQ) — and those
 //!   lines are exactly the expected ones.
 
+use postern_tests::imap_inbox::{message_name, one_imapd_inbox};
+use postern_tests::imap_raw::ImapRaw;
 use postern_tests::*;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -26,100 +26,54 @@ const MESSAGES: usize = 2_000;
 /// the release build's figure at 1,000 sessions and 50,000 messages is in BENCHMARKS.md).
 const TOLD_WITHIN: Duration = Duration::from_secs(5);
 
-struct Session {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
+/// A logged-in session as alice, with IDLE.
+struct Session(ImapRaw);
+
+impl std::ops::Deref for Session {
+    type Target = ImapRaw;
+    fn deref(&self) -> &ImapRaw {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut ImapRaw {
+        &mut self.0
+    }
 }
 
 impl Session {
     fn open(port: u16) -> Session {
-        let w = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        w.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-        let mut s = Session {
-            r: BufReader::new(w.try_clone().expect("clone")),
-            w,
-        };
-        assert!(s.line().starts_with("* OK"));
-        s.command("a LOGIN alice alice-pw");
-        s
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        let n = self.r.read_line(&mut l).expect("read");
-        assert!(n > 0, "closed");
-        l
-    }
-
-    fn send(&mut self, line: &str) {
-        self.w.write_all(format!("{line}\r\n").as_bytes()).expect("send");
-    }
-
-    /// Sends `line` (tag first), reads to the tagged answer, asserts OK; the untagged lines.
-    fn command(&mut self, line: &str) -> Vec<String> {
-        let tag = line.split(' ').next().unwrap_or_default().to_string();
-        self.send(line);
-        let mut untagged = Vec::new();
-        loop {
-            let l = self.line();
-            if let Some(rest) = l.strip_prefix(&format!("{tag} ")) {
-                assert!(rest.starts_with("OK"), "{line}: {l}");
-                return untagged;
-            }
-            untagged.push(l);
-        }
+        Session(ImapRaw::login(port, "alice", "alice-pw"))
     }
 
     fn idle(&mut self) {
-        self.send("i IDLE");
-        let l = self.line();
-        assert_eq!(l, "+ idling\r\n");
+        self.send_line("i IDLE");
+        assert_eq!(self.line(), "+ idling");
     }
 
     /// Ends IDLE; the untagged lines read before its OK.
     fn done(&mut self) -> Vec<String> {
-        self.send("DONE");
-        let mut untagged = Vec::new();
-        loop {
-            let l = self.line();
-            if l.starts_with("i OK") {
-                return untagged;
-            }
-            untagged.push(l);
-        }
+        self.send_line("DONE");
+        let (untagged, ok) = self.answer("i");
+        assert!(ok.starts_with("i OK"), "{ok}");
+        untagged
     }
 }
 
 /// An instance with one imapd process and alice's INBOX of [`MESSAGES`] messages in cur/
 /// (UID n is file n-1); its port and the INBOX path.
 fn instance() -> (Instance, u16, PathBuf) {
-    let port = free_port();
-    let services = format!(
-        "{}{}",
-        auth_service(),
-        daemon_service("imap", "inet", &format!("127.0.0.1:{port}"), "imapd", "maxproc = 1")
-    );
-    let mut inst = Instance::new(&services, &["imapd_user_connection_limit=300"]);
-    add_user(&inst, "alice", "alice-pw");
-    let md = inst.root.path().join("var/mail/alice");
-    for d in ["tmp", "new", "cur"] {
-        std::fs::create_dir_all(md.join(d)).expect("mkdir");
-    }
-    for i in 0..MESSAGES {
-        std::fs::write(md.join("cur").join(file_name(i, "")), body(i)).expect("write message");
-    }
-    owned_mail_base(&inst);
-    inst.start();
-    (inst, port, md)
+    one_imapd_inbox(MESSAGES, body, &["imapd_user_connection_limit=300"])
 }
 
 fn body(i: usize) -> String {
-    format!("From: bob{i}@remote.test\r\nTo: alice@example.test\r\nSubject: message {i}\r\n\r\nbody {i}\r\n")
+    format!("From: bob{i}@remote.test\r\nTo: alice@example.test\r\nSubject: message {i}\r\n\r\nbody {i}")
 }
 
 /// The name of message file `i` with `flags` (letters after `:2,`).
 fn file_name(i: usize, flags: &str) -> String {
-    format!("{}.M{i}P1.host,S={}:2,{flags}", 1_700_000_000 + i, body(i).len())
+    message_name(i, body(i).len(), flags)
 }
 
 /// Delivers message `i` as a delivery agent does: written in tmp/, renamed into new/.
@@ -167,7 +121,7 @@ fn every_session_in_idle_is_told_of_one_delivery() {
     let mut sessions: Vec<Session> = (0..SESSIONS).map(|_| Session::open(port)).collect();
     for s in &mut sessions {
         let untagged = s.command("b SELECT INBOX");
-        assert!(untagged.contains(&format!("* {MESSAGES} EXISTS\r\n")), "{untagged:?}");
+        assert!(untagged.contains(&format!("* {MESSAGES} EXISTS")), "{untagged:?}");
     }
     for s in &mut sessions {
         s.idle();
@@ -177,14 +131,14 @@ fn every_session_in_idle_is_told_of_one_delivery() {
     let mut recent = Vec::new();
     let mut slowest = Duration::ZERO;
     for s in &mut sessions {
-        assert_eq!(s.line(), format!("* {} EXISTS\r\n", MESSAGES + 1));
+        assert_eq!(s.line(), format!("* {} EXISTS", MESSAGES + 1));
         slowest = slowest.max(t0.elapsed());
         let r = s.line();
         recent.push(r);
     }
     eprintln!("{SESSIONS} sessions in IDLE on {MESSAGES} messages: all told of one delivery within {slowest:?}");
-    let ones = recent.iter().filter(|r| *r == "* 1 RECENT\r\n").count();
-    let zeros = recent.iter().filter(|r| *r == "* 0 RECENT\r\n").count();
+    let ones = recent.iter().filter(|r| *r == "* 1 RECENT").count();
+    let zeros = recent.iter().filter(|r| *r == "* 0 RECENT").count();
     assert_eq!((ones, zeros), (1, SESSIONS - 1), "{recent:?}");
     assert!(slowest <= TOLD_WITHIN, "told within {slowest:?}");
     // nothing more while nothing changes; DONE ends IDLE cleanly
@@ -192,7 +146,7 @@ fn every_session_in_idle_is_told_of_one_delivery() {
         assert_eq!(s.done(), Vec::<String>::new());
     }
     let check = sessions[0].command("c UID FETCH 2001 (UID)");
-    assert_eq!(check, vec![format!("* {} FETCH (UID 2001)\r\n", MESSAGES + 1)]);
+    assert_eq!(check, vec![format!("* {} FETCH (UID 2001)", MESSAGES + 1)]);
     for mut s in sessions {
         s.command("z LOGOUT");
     }
@@ -213,7 +167,7 @@ fn what_a_session_in_idle_is_told_equals_what_noop_tells() {
             s.command("e ENABLE QRESYNC");
         }
         let untagged = s.command("b EXAMINE INBOX");
-        assert!(untagged.contains(&format!("* {MESSAGES} EXISTS\r\n")), "{untagged:?}");
+        assert!(untagged.contains(&format!("* {MESSAGES} EXISTS")), "{untagged:?}");
         s
     };
     let (mut plain_idle, mut plain_noop) = (open(false), open(false));
@@ -233,22 +187,22 @@ fn what_a_session_in_idle_is_told_equals_what_noop_tells() {
     let q = read(&mut q_idle, 4);
     assert_eq!(plain_idle.done(), Vec::<String>::new());
     assert_eq!(q_idle.done(), Vec::<String>::new());
-    let exists = format!("* {MESSAGES} EXISTS\r\n");
+    let exists = format!("* {MESSAGES} EXISTS");
     assert_eq!(
         plain,
         vec![
-            "* 7 EXPUNGE\r\n".to_string(),
-            "* 5 FETCH (UID 5 FLAGS (\\Flagged))\r\n".to_string(),
+            "* 7 EXPUNGE".to_string(),
+            "* 5 FETCH (UID 5 FLAGS (\\Flagged))".to_string(),
             exists.clone(),
-            "* 1 RECENT\r\n".to_string(),
+            "* 1 RECENT".to_string(),
         ]
     );
-    assert_eq!(q[0], "* VANISHED 7\r\n");
+    assert_eq!(q[0], "* VANISHED 7");
     assert!(
-        q[1].starts_with("* 5 FETCH (UID 5 FLAGS (\\Flagged) MODSEQ (") && q[1].ends_with("))\r\n"),
+        q[1].starts_with("* 5 FETCH (UID 5 FLAGS (\\Flagged) MODSEQ (") && q[1].ends_with("))"),
         "{q:?}"
     );
-    assert_eq!(q[2..], [exists, "* 1 RECENT\r\n".to_string()]);
+    assert_eq!(q[2..], [exists, "* 1 RECENT".to_string()]);
     // the sessions that were not in IDLE are told the same at NOOP
     assert_eq!(plain_noop.command("n NOOP"), plain);
     assert_eq!(q_noop.command("n NOOP"), q);

@@ -11,83 +11,28 @@
 //!   that STORE has renamed every file (one session's long STORE does not hold the
 //!   others), and the STORE then answers all 20,000.
 
+use postern_tests::imap_inbox::one_imapd_inbox;
+use postern_tests::imap_raw::ImapRaw;
 use postern_tests::*;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-struct Session {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
+/// A logged-in session as alice, reads waiting up to 120 s (a 20,000-message STORE).
+fn session(port: u16) -> ImapRaw {
+    let s = ImapRaw::login(port, "alice", "alice-pw");
+    s.read_timeout(Duration::from_secs(120));
+    s
 }
 
-impl Session {
-    fn open(port: u16) -> Session {
-        let w = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        w.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
-        let mut s = Session {
-            r: BufReader::new(w.try_clone().expect("clone")),
-            w,
-        };
-        let mut greeting = String::new();
-        s.r.read_line(&mut greeting).expect("greeting");
-        assert!(greeting.starts_with("* OK"), "{greeting}");
-        s.command("a LOGIN alice alice-pw");
-        s
-    }
-
-    fn send(&mut self, line: &str) {
-        self.w.write_all(format!("{line}\r\n").as_bytes()).expect("send");
-    }
-
-    /// Reads to the answer tagged `tag`: the untagged lines (without CRLF) and the tagged one.
-    fn answer(&mut self, tag: &str) -> (Vec<String>, String) {
-        let mut untagged = Vec::new();
-        loop {
-            let mut l = String::new();
-            let n = self.r.read_line(&mut l).expect("read");
-            assert!(n > 0, "closed before {tag}'s answer");
-            let l = l.trim_end_matches("\r\n").to_string();
-            if l.starts_with(&format!("{tag} ")) {
-                return (untagged, l);
-            }
-            untagged.push(l);
-        }
-    }
-
-    /// Sends `line` (tag first), reads to its tagged answer, asserts OK; the untagged lines.
-    fn command(&mut self, line: &str) -> Vec<String> {
-        let tag = line.split(' ').next().unwrap_or_default().to_string();
-        self.send(line);
-        let (untagged, done) = self.answer(&tag);
-        assert!(done.starts_with(&format!("{tag} OK")), "{line}: {done}");
-        untagged
-    }
+/// Message `i`'s text.
+fn body(i: usize) -> String {
+    format!("From: bob{i}@remote.test\r\nSubject: message {i}\r\n\r\nbody {i}\r\n")
 }
 
 /// An instance with one imapd process and alice's INBOX of `n` messages in `cur/`
 /// (flags none), started; its port and INBOX's `cur/`.
 fn instance(n: usize) -> (Instance, u16, PathBuf) {
-    let port = free_port();
-    let services = format!(
-        "{}{}",
-        auth_service(),
-        daemon_service("imap", "inet", &format!("127.0.0.1:{port}"), "imapd", "maxproc = 1")
-    );
-    let mut inst = Instance::new(&services, &["imapd_user_connection_limit=100"]);
-    add_user(&inst, "alice", "alice-pw");
-    let md = inst.root.path().join("var/mail/alice");
-    for d in ["tmp", "new", "cur"] {
-        std::fs::create_dir_all(md.join(d)).expect("mkdir");
-    }
-    for i in 0..n {
-        let body = format!("From: bob{i}@remote.test\r\nSubject: message {i}\r\n\r\nbody {i}\r\n");
-        let name = format!("{}.M{i}P1.host,S={}:2,", 1_700_000_000 + i, body.len());
-        std::fs::write(md.join("cur").join(name), body).expect("write message");
-    }
-    owned_mail_base(&inst);
-    inst.start();
+    let (inst, port, md) = one_imapd_inbox(n, body, &["imapd_user_connection_limit=100"]);
     (inst, port, md.join("cur"))
 }
 
@@ -113,10 +58,10 @@ fn a_store_over_many_messages_answers_each_in_order_with_its_flags_on_disk() {
     const N: usize = 1_300;
     let (_inst, port, cur) = instance(N);
     // a first session takes \Recent, so the FLAGS below are exactly the stored ones
-    let mut first = Session::open(port);
+    let mut first = session(port);
     first.command("b SELECT INBOX");
     first.command("z LOGOUT");
-    let mut s = Session::open(port);
+    let mut s = session(port);
     let sel = s.command("b SELECT INBOX");
     assert!(sel.iter().any(|l| l == &format!("* {N} EXISTS")), "{sel:?}");
 
@@ -155,10 +100,10 @@ fn a_store_over_many_messages_answers_each_in_order_with_its_flags_on_disk() {
         .iter()
         .find_map(|l| l.split("HIGHESTMODSEQ ").nth(1)?.trim_end_matches(')').parse().ok())
         .unwrap_or_else(|| panic!("{status:?}"));
-    let mut other = Session::open(port);
+    let mut other = session(port);
     other.command("b SELECT INBOX");
     other.command("c STORE 10,1000 +FLAGS.SILENT (\\Seen)");
-    s.send(&format!(
+    s.send_line(&format!(
         "g STORE 1:* (UNCHANGEDSINCE {high}) -FLAGS.SILENT (\\Flagged)"
     ));
     let (lines, done) = s.answer("g");
@@ -199,22 +144,21 @@ fn a_store_over_many_messages_answers_each_in_order_with_its_flags_on_disk() {
 
 /// The size of message `i`'s body as [`instance`] writes it.
 fn body_len(i: usize) -> usize {
-    format!("From: bob{i}@remote.test\r\nSubject: message {i}\r\n\r\nbody {i}\r\n").len()
+    body(i).len()
 }
 
 #[test]
 fn another_session_is_answered_while_a_store_of_many_messages_runs() {
     const N: usize = 20_000;
     let (_inst, port, cur) = instance(N);
-    let mut a = Session::open(port);
-    let mut b = Session::open(port);
+    let mut a = session(port);
+    let mut b = session(port);
     a.command("b SELECT INBOX");
     b.command("b SELECT INBOX");
 
-    a.send("c STORE 1:* +FLAGS (\\Flagged)");
+    a.send_line("c STORE 1:* +FLAGS (\\Flagged)");
     // A's STORE has begun (its first FETCH lines are here) before B asks
-    let mut first = String::new();
-    a.r.read_line(&mut first).expect("read");
+    let first = a.line();
     assert!(first.starts_with("* 1 FETCH (FLAGS ("), "{first}");
     b.command("c NOOP");
     let left = flags_on_disk(&cur).values().filter(|f| !f.contains('F')).count();
