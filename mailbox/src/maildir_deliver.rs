@@ -10,25 +10,29 @@
 //!    form Dovecot and qmail use, with `/` and `:` in the host name escaped as `\057` and
 //!    `\072`;
 //! 3. writes the prefix (e.g. `Return-Path:` and `Delivered-To:`) and the message,
-//!    `fsync`s the file;
-//! 4. renames it into `new/` as `<unique>,S=<size>` (Dovecot's size field, which its quota
-//!    code and ours read instead of `stat`), then `fsync`s `new/`. Only then is the
-//!    delivery complete. If anything fails before the rename, the file in `tmp/` is
-//!    removed.
+//!    `fdatasync`s the file;
+//! 4. moves it into `new/` as `<unique>,S=<size>` (Dovecot's size field, which its quota
+//!    code and ours read instead of `stat`) with `renameat2(RENAME_NOREPLACE)`, which never
+//!    replaces a file already there (where the file system refuses that flag: `link(2)`,
+//!    then `unlink` of the name in `tmp/`), then `fsync`s `new/`. Only then is the
+//!    delivery complete. If anything fails before the move, the file in `tmp/` is removed.
 //!
 //! [`deliver_once`] takes the unique name from the caller ([`once_name`]: queue ID and
-//! recipient) and links the file into `new/` with `link(2)`, so delivering the same
-//! recipient of the same message again after a crash finds the first copy and adds none.
+//! recipient); the move finds a file of that name in `new/` and leaves it, so delivering
+//! the same recipient of the same message again after a crash finds the first copy and
+//! adds none.
 //!
-//! [`deliver_once_deferred`] does steps 1–3 without the file's `fsync` and leaves the rest
-//! to a [`DirSyncs`]: the caller calls [`DirSyncs::sync`] for a whole batch of deliveries
-//! before it calls any of them complete, and it `fsync`s every file of the batch (several
-//! at once, [`postern_util::parallel`]: concurrent syncs share the disk's flushes), then links
-//! each into `new/` — only a file already durable gets a name there, as in step 4 — then
-//! `fsync`s each distinct `new/` once. A failed `fsync` or link poisons the set: that and
-//! every later [`DirSyncs::sync`] fails, so nothing of the batch is called durable (a
-//! retried `fsync` can report success for data the failed one lost); files not linked are
-//! removed from `tmp/`.
+//! [`deliver_once_deferred`] does steps 1–3 without the file's `fdatasync` and leaves the
+//! rest to a [`DirSyncs`]: the caller calls [`DirSyncs::sync`] for a whole batch of
+//! deliveries before it calls any of them complete, and it `fdatasync`s every file of the
+//! batch (several at once on threads kept between batches, [`postern_util::parallel`]:
+//! concurrent syncs share the disk's flushes), then moves each into `new/` — only a file
+//! already durable gets a name there, as in step 4 — then `fsync`s each distinct `new/`
+//! once. A failed sync or move poisons the set: that and every later [`DirSyncs::sync`]
+//! fails, so nothing of the batch is called durable (a retried `fsync` can report success
+//! for data the failed one lost); files not moved are removed from `tmp/`. A [`DirSyncs`]
+//! keeps the Maildirs it opened (their `tmp/` and `new/` descriptors) for its life — a
+//! batch of deliveries — so a batch opens each Maildir once, not once per message.
 //!
 //! [`maildir_size`] sums the sizes of the messages in `new/` and `cur/` for quota checks.
 //!
@@ -37,17 +41,20 @@
 //! followed through a symlink, a FIFO or device in place of a directory is refused
 //! without blocking (`O_DIRECTORY`), and no existing file is ever opened for writing.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
-use postern_util::safe_open::create_excl_at;
+use postern_util::parallel::{MAX_THREADS, for_each_kept};
+use postern_util::safe_open::{SafeOpenError, create_excl_at};
 
 /// Most files counted by [`maildir_size`] per directory (a bound on the work, not a limit
 /// on the mailbox).
@@ -55,23 +62,41 @@ pub const MAX_SCAN: usize = 1_000_000;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Most Maildirs a [`DirSyncs`] holds; the next delivery syncs those first.
+/// Most Maildirs a [`DirSyncs`] holds open; the next one syncs and closes those first.
 pub const MAX_PENDING_DIRS: usize = 64;
 /// Most files a [`DirSyncs`] holds; the next delivery syncs those first.
 pub const MAX_PENDING_FILES: usize = 128;
 
-/// A Maildir with deliveries waiting in a [`DirSyncs`].
+/// Bytes read from the message and written to the file at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// Set once a file system refused `RENAME_NOREPLACE`: link and unlink from then on.
+static NO_RENAME2: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// The copy buffer of [`write_all`], kept for the thread's life (no 64 KB allocated
+    /// and zeroed per message).
+    static COPY_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A Maildir opened by a [`DirSyncs`], kept open for its life.
 #[derive(Debug)]
-struct PendingDir {
+struct OpenDir {
+    /// The `base` and mailbox name it was opened as.
+    base: PathBuf,
+    user: String,
     tmp: OwnedFd,
-    new: OwnedFd,
+    /// Shared with the thread that `fsync`s it.
+    new: Arc<OwnedFd>,
     /// The Maildir's path, for messages.
     path: PathBuf,
     /// `new/`'s (device, inode): each Maildir is held once.
     key: (u64, u64),
+    /// Something may have been placed in `new/` since its last `fsync`.
+    dirty: bool,
 }
 
-/// A file written in `tmp/` whose `fsync` and link into `new/` wait for the sync.
+/// A file written in `tmp/` whose `fdatasync` and move into `new/` wait for the sync.
 #[derive(Debug)]
 struct PendingFile {
     file: File,
@@ -79,17 +104,28 @@ struct PendingFile {
     dir: usize,
     name: String,
     final_name: String,
-    /// Link (once-only name: an existing name in `new/` means delivered) or rename.
-    link: bool,
+    /// Once-only name: a file of that name in `new/` means delivered (else a collision,
+    /// an error).
+    once: bool,
+}
+
+/// How [`place`] put a file into `new/`.
+enum Placed {
+    /// Moved: nothing is left in `tmp/`.
+    Moved,
+    /// Linked: the name in `tmp/` is to be removed.
+    Linked,
+    /// The name was taken in `new/`; nothing was replaced, the file is still in `tmp/`.
+    Taken,
 }
 
 /// Deliveries written but not yet durable, and the Maildirs they go to (see the module
 /// doc).
 #[derive(Debug, Default)]
 pub struct DirSyncs {
-    dirs: Vec<PendingDir>,
+    dirs: Vec<OpenDir>,
     files: Vec<PendingFile>,
-    /// Maildirs added in all (a caller tells whether a delivery added one).
+    /// Deliveries added in all (a caller tells whether a delivery added one).
     added: u64,
     /// Why an earlier step failed: nothing since is called durable.
     poisoned: Option<String>,
@@ -105,78 +141,99 @@ impl DirSyncs {
 
     /// Whether nothing waits for the sync.
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty() && self.files.is_empty()
+        self.files.is_empty() && !self.dirs.iter().any(|d| d.dirty)
     }
 
-    /// Syncs what is held when one more Maildir or file would exceed the bounds.
-    fn make_room(&mut self) -> Result<(), MaildirError> {
-        if self.dirs.len() >= MAX_PENDING_DIRS || self.files.len() >= MAX_PENDING_FILES {
+    /// The index of the Maildir `base/user_dir`, opened (and created) unless this set
+    /// holds it already. When it holds [`MAX_PENDING_DIRS`], those are synced and closed
+    /// first.
+    fn open(&mut self, base: &Path, user_dir: &str) -> Result<usize, MaildirError> {
+        if let Some(at) = self.dirs.iter().position(|d| d.user == user_dir && d.base == base) {
+            return Ok(at);
+        }
+        if self.dirs.len() >= MAX_PENDING_DIRS {
             self.sync()?;
+            self.dirs.clear();
         }
-        Ok(())
-    }
-
-    /// The index of the Maildir whose `tmp/` and `new/` these are (held once); `key` is
-    /// `new/`'s [`dir_key`].
-    fn add_dir(&mut self, tmp: OwnedFd, new: OwnedFd, path: &Path, key: (u64, u64)) -> usize {
-        self.added += 1;
+        let path = base.join(user_dir);
+        let (tmp, new) = open_maildir(base, user_dir)?;
+        let key = dir_key(&new, &path.join("new"))?;
+        // The same Maildir by another path: held once, its fsync done once.
         if let Some(at) = self.dirs.iter().position(|d| d.key == key) {
-            return at;
+            return Ok(at);
         }
-        self.dirs.push(PendingDir {
+        self.dirs.push(OpenDir {
+            base: base.to_owned(),
+            user: user_dir.to_owned(),
             tmp,
-            new,
-            path: path.to_owned(),
+            new: Arc::new(new),
+            path,
             key,
+            dirty: false,
         });
-        self.dirs.len() - 1
+        Ok(self.dirs.len() - 1)
     }
 
-    /// Makes everything held durable: every file `fsync`ed (several at once), linked (or
-    /// renamed) into `new/`, every `new/` `fsync`ed once; then forgets it. Fails if any
-    /// step of this or an earlier sync of this set failed.
+    /// Notes a delivery to the Maildir at `dir`: its `new/` is synced by the next sync.
+    fn note(&mut self, dir: usize) {
+        self.added += 1;
+        if let Some(d) = self.dirs.get_mut(dir) {
+            d.dirty = true;
+        }
+    }
+
+    /// Makes everything held durable: every file `fdatasync`ed (several at once), moved
+    /// into `new/`, every `new/` touched `fsync`ed once; then forgets the files (the
+    /// Maildirs stay open). Fails if any step of this or an earlier sync of this set
+    /// failed.
     pub fn sync(&mut self) -> Result<(), MaildirError> {
         self.found.clear();
-        let mut files: Vec<(PendingFile, Option<io::Error>)> = self.files.drain(..).map(|f| (f, None)).collect();
-        postern_util::parallel::for_each(&mut files, postern_util::parallel::MAX_THREADS, |(f, err)| {
-            *err = f.file.sync_all().err();
-        });
+        let files: Vec<(PendingFile, Option<io::Error>)> = self.files.drain(..).map(|f| (f, None)).collect();
+        let files = for_each_kept(files, MAX_THREADS, |(f, err)| *err = f.file.sync_data().err());
         for (f, err) in files {
             let Some(d) = self.dirs.get(f.dir) else { continue };
-            let tmp_file = d.path.join("tmp").join(&f.name);
             if let Some(e) = err {
-                poison(&mut self.poisoned, MaildirError::io("fsync", &tmp_file, e).to_string());
+                let tmp_file = d.path.join("tmp").join(&f.name);
+                poison(
+                    &mut self.poisoned,
+                    MaildirError::io("fdatasync", &tmp_file, e).to_string(),
+                );
             }
-            let mut placed = false;
+            let mut left = true;
             if self.poisoned.is_none() {
-                let r = if f.link {
-                    match rfs::linkat(&d.tmp, f.name.as_str(), &d.new, f.final_name.as_str(), AtFlags::empty()) {
-                        Ok(()) => Ok(()),
-                        Err(Errno::EXIST) => {
-                            self.found.push(f.final_name.clone());
-                            Ok(())
-                        }
-                        Err(e) => Err(MaildirError::io("link", &tmp_file, e)),
+                match place(d, &f) {
+                    Ok(Placed::Moved) => left = false,
+                    Ok(Placed::Linked) => {}
+                    Ok(Placed::Taken) if f.once => self.found.push(f.final_name),
+                    Ok(Placed::Taken) => {
+                        let to = d.path.join("new").join(&f.final_name);
+                        poison(
+                            &mut self.poisoned,
+                            MaildirError::io("rename", &to, Errno::EXIST).to_string(),
+                        );
                     }
-                } else {
-                    rfs::renameat(&d.tmp, f.name.as_str(), &d.new, f.final_name.as_str())
-                        .map(|()| placed = true)
-                        .map_err(|e| MaildirError::io("rename", &tmp_file, e))
-                };
-                if let Err(e) = r {
-                    poison(&mut self.poisoned, e.to_string());
+                    Err(e) => {
+                        let tmp_file = d.path.join("tmp").join(&f.name);
+                        poison(&mut self.poisoned, MaildirError::io("rename", &tmp_file, e).to_string());
+                    }
                 }
             }
-            if !placed {
+            if left {
                 let _ = rfs::unlinkat(&d.tmp, f.name.as_str(), AtFlags::empty());
             }
         }
-        let mut dirs: Vec<(PendingDir, Option<Errno>)> = self.dirs.drain(..).map(|d| (d, None)).collect();
-        postern_util::parallel::for_each(&mut dirs, postern_util::parallel::MAX_THREADS, |(d, err)| {
-            *err = rfs::fsync(&d.new).err();
-        });
-        for (d, err) in dirs {
-            if let Some(e) = err {
+        let dirty: Vec<(Arc<OwnedFd>, usize, Option<Errno>)> = self
+            .dirs
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, d)| d.dirty)
+            .map(|(i, d)| {
+                d.dirty = false;
+                (d.new.clone(), i, None)
+            })
+            .collect();
+        for (_, i, err) in for_each_kept(dirty, MAX_THREADS, |(new, _, err)| *err = rfs::fsync(&**new).err()) {
+            if let (Some(e), Some(d)) = (err, self.dirs.get(i)) {
                 poison(
                     &mut self.poisoned,
                     MaildirError::io("fsync", &d.path.join("new"), e).to_string(),
@@ -191,6 +248,32 @@ impl DirSyncs {
                 source: io::Error::other(why.clone()),
             }),
         }
+    }
+}
+
+/// Puts the durable file `f` from `tmp/` into `new/` under its final name, never
+/// replacing a file there: `renameat2(RENAME_NOREPLACE)` (one directory change less than
+/// link and unlink), or `link(2)` where the file system refuses that flag.
+fn place(d: &OpenDir, f: &PendingFile) -> Result<Placed, Errno> {
+    let (from, to) = (f.name.as_str(), f.final_name.as_str());
+    if !NO_RENAME2.load(Ordering::Relaxed) {
+        match rfs::renameat_with(&d.tmp, from, &*d.new, to, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(Placed::Moved),
+            Err(Errno::EXIST) => return Ok(Placed::Taken),
+            Err(Errno::INVAL | Errno::NOSYS) => {
+                tracing::info!(
+                    "{}: no renameat2(RENAME_NOREPLACE) here, link and unlink",
+                    d.path.display()
+                );
+                NO_RENAME2.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match rfs::linkat(&d.tmp, from, &*d.new, to, AtFlags::empty()) {
+        Ok(()) => Ok(Placed::Linked),
+        Err(Errno::EXIST) => Ok(Placed::Taken),
+        Err(e) => Err(e),
     }
 }
 
@@ -277,12 +360,16 @@ fn open_subdir(parent: impl AsFd, parent_path: &Path, name: &str, create: bool) 
 }
 
 /// The host part of a unique name: the host name with `/` and `:` escaped.
-fn host_part() -> String {
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let host = if host.is_empty() { "localhost".to_string() } else { host };
-    host.replace('/', "\\057").replace(':', "\\072")
+/// Read once per process (no `uname` per message).
+fn host_part() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let host = if host.is_empty() { "localhost".to_string() } else { host };
+        host.replace('/', "\\057").replace(':', "\\072")
+    })
 }
 
 /// A unique base name: `SECS.M<micros>P<pid>Q<seq>.<host>`.
@@ -342,8 +429,9 @@ pub fn deliver_once(
     Ok(d)
 }
 
-/// [`deliver_once`] whose `fsync` of `new/` is left to `syncs` (see the module doc): the
-/// delivery is durable only once [`DirSyncs::sync`] succeeded.
+/// [`deliver_once`] whose file `fdatasync`, move into `new/` and `fsync` of `new/` are left
+/// to `syncs` (see the module doc): the delivery is durable only once [`DirSyncs::sync`]
+/// succeeded.
 pub fn deliver_once_deferred(
     base: &Path,
     user_dir: &str,
@@ -359,13 +447,16 @@ pub fn deliver_once_deferred(
             io::Error::new(io::ErrorKind::InvalidInput, "bad mailbox name"),
         ));
     }
-    let md_path = base.join(user_dir);
-    syncs.make_room()?;
-    let (tmp, new) = open_maildir(base, user_dir)?;
-    if let Some(existing) = unique.and_then(|u| replica_copy(&md_path, u)) {
+    if syncs.files.len() >= MAX_PENDING_FILES {
+        syncs.sync()?;
+    }
+    let dir = syncs.open(base, user_dir)?;
+    let Some(d) = syncs.dirs.get(dir) else {
+        return Err(MaildirError::io("open", &base.join(user_dir), Errno::BADF));
+    };
+    if let Some(existing) = unique.and_then(|u| replica_copy(&d.path, u)) {
         // Found, perhaps linked by an attempt killed before its fsync of new/: synced too.
-        let key = dir_key(&new, &md_path.join("new"))?;
-        syncs.add_dir(tmp, new, &md_path, key);
+        syncs.note(dir);
         return Ok(Delivered {
             size: size_from_name(&existing).unwrap_or(0),
             name: existing,
@@ -375,67 +466,63 @@ pub fn deliver_once_deferred(
     // A hub's late second copy of a message this mailbox had and expunged (its GUID in
     // INBOX's expunge log, crate::replica): delivered already, it must not come
     // back.
-    if let Some(u) = unique.filter(|u| crate::replica::hub_copy_expunged(&md_path, u)) {
+    if let Some(u) = unique.filter(|u| crate::replica::hub_copy_expunged(&d.path, u)) {
         return Ok(Delivered {
             size: 0,
             name: u.to_string(),
             already: true,
         });
     }
-    let tmp_path = md_path.join("tmp");
     // A replica name may be delivered by two queue files at once (a hub's retry while its
     // first attempt is still in flight): each writes its own temporary file.
     let replica = unique.filter(|u| valid_unique(u) && postern_lib::replica_id::is_replica_base(u));
-    let name = match unique {
-        Some(u) if valid_unique(u) && replica.is_none() => {
-            // A leftover of an interrupted attempt with the same name is ours: replace it.
-            let _ = rfs::unlinkat(&tmp, u, AtFlags::empty());
-            u.to_string()
-        }
-        _ => unique_name(),
+    let (name, once_tmp) = match unique {
+        Some(u) if valid_unique(u) && replica.is_none() => (u.to_string(), true),
+        _ => (unique_name(), false),
     };
-    let mut file: File = match create_excl_at(&tmp, &tmp_path, &name, 0o600) {
-        Ok(f) => f,
-        Err(e) => {
-            return Err(MaildirError::io(
-                "create",
-                &tmp_path.join(&name),
-                io::Error::other(e.to_string()),
-            ));
+    let mut file = match create_excl_at(&d.tmp, &d.path, &name, 0o600) {
+        // A leftover of an interrupted attempt with the same name is ours: replace it.
+        Err(e) if once_tmp && is_exists(&e) => {
+            let _ = rfs::unlinkat(&d.tmp, name.as_str(), AtFlags::empty());
+            create_excl_at(&d.tmp, &d.path, &name, 0o600)
         }
-    };
-    let result = write_all(&mut file, prefix, message, &tmp_path.join(&name));
-    let size = match result {
+        r => r,
+    }
+    .map_err(|e| {
+        MaildirError::io(
+            "create",
+            &d.path.join("tmp").join(&name),
+            io::Error::other(e.to_string()),
+        )
+    })?;
+    let size = match write_all(&mut file, prefix, message) {
         Ok(size) => size,
         Err(e) => {
             drop(file);
-            let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
-            return Err(e);
+            let _ = rfs::unlinkat(&d.tmp, name.as_str(), AtFlags::empty());
+            return Err(e.at(&d.path.join("tmp").join(&name)));
         }
     };
     let final_name = format!("{},S={size}", replica.unwrap_or(&name));
-    // The file's fsync, its link into new/ and new/'s fsync: in the sync.
-    let key = match dir_key(&new, &md_path.join("new")) {
-        Ok(k) => k,
-        Err(e) => {
-            drop(file);
-            let _ = rfs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
-            return Err(e);
-        }
-    };
-    let dir = syncs.add_dir(tmp, new, &md_path, key);
+    // The file's fdatasync, its move into new/ and new/'s fsync: in the sync.
+    syncs.note(dir);
     syncs.files.push(PendingFile {
         file,
         dir,
         name,
         final_name: final_name.clone(),
-        link: unique.is_some(),
+        once: unique.is_some(),
     });
     Ok(Delivered {
         name: final_name,
         size,
         already: false,
     })
+}
+
+/// Whether creating a file failed because the name exists.
+fn is_exists(e: &SafeOpenError) -> bool {
+    matches!(e, SafeOpenError::Io { source, .. } if source.raw_os_error() == Some(libc::EEXIST))
 }
 
 /// For a replica base name ([`postern_lib::replica_id`]: a message from a mail hub, filed under
@@ -487,26 +574,59 @@ pub fn once_name(arrival_secs: u64, arrival_micros: u32, queue_id: &str, tag: &s
     format!("{arrival_secs}.M{arrival_micros}Q{queue_id}R{tag}.{}", host_part())
 }
 
-/// Writes `prefix` and `message` to `file` (the `fsync` is the [`DirSyncs`]'s).
-fn write_all(file: &mut File, prefix: &[u8], message: &mut dyn Read, path: &Path) -> Result<u64, MaildirError> {
-    let mut w = io::BufWriter::with_capacity(64 * 1024, &mut *file);
-    w.write_all(prefix).map_err(|e| MaildirError::io("write", path, e))?;
-    let mut size = prefix.len() as u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match message.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(MaildirError::Source(e)),
-        };
-        let chunk = buf.get(..n).unwrap_or_default();
-        w.write_all(chunk).map_err(|e| MaildirError::io("write", path, e))?;
-        size += n as u64;
+/// Why [`write_all`] failed: writing the file, or reading the message.
+enum WriteError {
+    Write(io::Error),
+    Source(io::Error),
+}
+
+impl WriteError {
+    /// The [`MaildirError`], a write failure naming the file at `path`.
+    fn at(self, path: &Path) -> MaildirError {
+        match self {
+            WriteError::Write(e) => MaildirError::io("write", path, e),
+            WriteError::Source(e) => MaildirError::Source(e),
+        }
     }
-    w.flush().map_err(|e| MaildirError::io("write", path, e))?;
-    drop(w);
-    Ok(size)
+}
+
+/// Writes `prefix` and `message` to `file` (the `fdatasync` is the [`DirSyncs`]'s): the
+/// prefix and the message's first bytes in one buffer, kept for the thread's life, so a
+/// small message is one `write`.
+fn write_all(file: &mut File, prefix: &[u8], message: &mut dyn Read) -> Result<u64, WriteError> {
+    COPY_BUF.with_borrow_mut(|buf| {
+        if buf.len() < CHUNK {
+            buf.resize(CHUNK, 0);
+        }
+        let mut size = prefix.len() as u64;
+        let mut fill = match buf.get_mut(..prefix.len()).filter(|_| prefix.len() <= CHUNK / 2) {
+            Some(head) => {
+                head.copy_from_slice(prefix);
+                prefix.len()
+            }
+            None => {
+                file.write_all(prefix).map_err(WriteError::Write)?;
+                0
+            }
+        };
+        loop {
+            if fill >= buf.len() {
+                file.write_all(buf).map_err(WriteError::Write)?;
+                fill = 0;
+            }
+            let n = match message.read(buf.get_mut(fill..).unwrap_or_default()) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(WriteError::Source(e)),
+            };
+            fill += n;
+            size += n as u64;
+        }
+        file.write_all(buf.get(..fill).unwrap_or_default())
+            .map_err(WriteError::Write)?;
+        Ok(size)
+    })
 }
 
 /// The size of a message file from its name's `,S=<size>` field.
@@ -597,13 +717,99 @@ mod tests {
             );
         }
         assert_eq!(syncs.added(), 4);
-        assert_eq!(syncs.dirs.len(), 2, "one entry per distinct new/");
+        assert_eq!(syncs.dirs.len(), 2, "one entry per distinct Maildir");
         assert_eq!(syncs.files.len(), 4);
         syncs.sync().unwrap();
         assert!(syncs.is_empty());
         assert_eq!(std::fs::read_dir(base.path().join("ann/new")).unwrap().count(), 3);
         assert_eq!(std::fs::read_dir(base.path().join("ben/new")).unwrap().count(), 1);
         assert_eq!(std::fs::read_dir(base.path().join("ann/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_batch_keeps_its_maildirs_open_across_syncs() {
+        let base = tempfile::tempdir().unwrap();
+        let mut syncs = DirSyncs::default();
+        for i in 0..5 {
+            let name = once_name(1_700_000_000, 7, "0123456789ABCDEF", &format!("{i}x0"));
+            deliver_once_deferred(base.path(), "fay", Some(&name), b"", &mut &b"m\n"[..], &mut syncs).unwrap();
+            if i % 2 == 1 {
+                syncs.sync().unwrap();
+            }
+        }
+        syncs.sync().unwrap();
+        assert_eq!(syncs.dirs.len(), 1, "opened once");
+        assert!(syncs.is_empty());
+        assert_eq!(std::fs::read_dir(base.path().join("fay/new")).unwrap().count(), 5);
+        assert_eq!(std::fs::read_dir(base.path().join("fay/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_name_taken_in_new_is_never_replaced() {
+        let base = tempfile::tempdir().unwrap();
+        let name = once_name(1_700_000_000, 9, "0123456789ABCDEF", "1x2");
+        std::fs::create_dir_all(base.path().join("gus/new")).unwrap();
+        // Same name and size field, other bytes: the first copy stands.
+        let taken = base.path().join("gus/new").join(format!("{name},S=4"));
+        std::fs::write(&taken, b"old\n").unwrap();
+        let d = deliver_once(base.path(), "gus", Some(&name), b"", &mut &b"new\n"[..]).unwrap();
+        assert!(d.already);
+        assert_eq!(std::fs::read(&taken).unwrap(), b"old\n");
+        assert_eq!(std::fs::read_dir(base.path().join("gus/tmp")).unwrap().count(), 0);
+        // Under a unique name a taken name is an error, not an overwrite.
+        let mut syncs = DirSyncs::default();
+        let dir = syncs.open(base.path(), "gus").unwrap();
+        let file = create_excl_at(&syncs.dirs[dir].tmp, base.path(), "t1", 0o600).unwrap();
+        syncs.note(dir);
+        syncs.files.push(PendingFile {
+            file,
+            dir,
+            name: "t1".into(),
+            final_name: format!("{name},S=4"),
+            once: false,
+        });
+        assert!(syncs.sync().is_err());
+        assert_eq!(std::fs::read(&taken).unwrap(), b"old\n");
+        assert_eq!(std::fs::read_dir(base.path().join("gus/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_leftover_in_tmp_is_replaced_and_link_still_works() {
+        let base = tempfile::tempdir().unwrap();
+        let name = once_name(1_700_000_000, 11, "0123456789ABCDEF", "0x3");
+        std::fs::create_dir_all(base.path().join("hal/tmp")).unwrap();
+        std::fs::write(base.path().join("hal/tmp").join(&name), b"half a mess").unwrap();
+        let d = deliver_once(base.path(), "hal", Some(&name), b"P: 1\n", &mut &b"body\n"[..]).unwrap();
+        assert!(!d.already);
+        assert_eq!(
+            std::fs::read(base.path().join("hal/new").join(&d.name)).unwrap(),
+            b"P: 1\nbody\n"
+        );
+        assert_eq!(std::fs::read_dir(base.path().join("hal/tmp")).unwrap().count(), 0);
+        // The link-and-unlink way, for file systems without RENAME_NOREPLACE (the other
+        // tests pass either way).
+        NO_RENAME2.store(true, Ordering::Relaxed);
+        let again = deliver_once(base.path(), "hal", Some(&name), b"P: 1\n", &mut &b"body\n"[..]);
+        let other = deliver(base.path(), "hal", b"", &mut &b"x\n"[..]);
+        NO_RENAME2.store(false, Ordering::Relaxed);
+        assert!(again.unwrap().already);
+        other.unwrap();
+        assert_eq!(std::fs::read_dir(base.path().join("hal/new")).unwrap().count(), 2);
+        assert_eq!(std::fs::read_dir(base.path().join("hal/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn big_prefixes_and_messages_are_copied_whole() {
+        let base = tempfile::tempdir().unwrap();
+        let prefix: Vec<u8> = (0..CHUNK / 2 + 10).map(|i| b'a' + (i % 26) as u8).collect();
+        let body: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
+        for p in [&prefix[..], b"R: x\n"] {
+            let d = deliver(base.path(), "ivy", p, &mut &body[..]).unwrap();
+            let got = std::fs::read(base.path().join("ivy/new").join(&d.name)).unwrap();
+            assert_eq!(got.len() as u64, d.size);
+            assert_eq!(&got[..p.len()], p);
+            assert_eq!(&got[p.len()..], &body[..]);
+        }
     }
 
     #[test]
