@@ -14,14 +14,15 @@ SIZE=${SIZE:-4096}
 ROUNDS=${ROUNDS:-3}
 CONCS=${CONCS:-8 32}
 BINS=${BINS:?set BINS to two build directories}
+PF_RCPT=${PF_RCPT:-bench@example.test}  # Postfix's recipient (PF_PORT, PF_PIDFILE: bench/lib.sh)
 peer_ensure
 
 postfix_one() { # conc
   local t0 t1
-  /usr/sbin/smtp-source -s "$1" -m 200 -l "$SIZE" -f bench@example.test -t bench@example.test 127.0.0.1:10025
+  /usr/sbin/smtp-source -s "$1" -m 200 -l "$SIZE" -f bench@example.test -t "$PF_RCPT" "127.0.0.1:$PF_PORT"
   sleep 1
   t0=$(date +%s.%N)
-  nice -n "${NICE:-0}" /usr/sbin/smtp-source -s "$1" -m "$N" -l "$SIZE" -f bench@example.test -t bench@example.test 127.0.0.1:10025
+  nice -n "${NICE:-0}" /usr/sbin/smtp-source -s "$1" -m "$N" -l "$SIZE" -f bench@example.test -t "$PF_RCPT" "127.0.0.1:$PF_PORT"
   t1=$(date +%s.%N)
   python3 -c "import sys; print(f'Postfix c={sys.argv[1]}: {int(sys.argv[2]) / (float(sys.argv[4]) - float(sys.argv[3])):.0f} msg/s')" "$1" "$N" "$t0" "$t1"
 }

@@ -25,6 +25,10 @@
 #   emit_json FILE JSON          append one result line
 #   cpu_of BINDIR COMM...        "COMM utime stime pids" per comm: clock ticks summed over the
 #                                live processes with that comm whose executable is in BINDIR
+#                                (CPU_TREE=PID: only that process and its descendants)
+#
+# PF_PORT and PF_PIDFILE name the Postfix the loads measure: the peer (127.0.0.1:10025,
+# POSTFIX_PID) unless bench/fs_compare.sh points them at a Postfix instance of its own.
 #   progress TEXT                a time-stamped progress line on stderr
 #
 # Every helper is bounded in time; everything listens on 127.0.0.1 only.
@@ -37,6 +41,8 @@ BIN=${BIN:-$ROOT/target/release}
 PEER=${PEER:-1}
 PEER_DIR=$ROOT/bench/peer
 POSTFIX_PID=/var/spool/postfix/pid/master.pid
+PF_PORT=${PF_PORT:-10025}
+PF_PIDFILE=${PF_PIDFILE:-$POSTFIX_PID}
 DOVECOT_PID=/run/dovecot/master.pid
 INST=
 mkdir -p "$WORK/results"
@@ -65,12 +71,14 @@ peer_ensure() {
   fi
 }
 
-peer_user() { # NAME PW
+peer_user() { # NAME PW  (the Maildir in the user's home, wherever passwd puts it)
   id "$1" >/dev/null 2>&1 || useradd -m -s /usr/sbin/nologin "$1"
   echo "$1:$2" | chpasswd
-  for d in cur new tmp; do install -d -o "$1" -g "$1" -m 700 "/home/$1/Maildir/$d"; done
-  chown "$1:$1" "/home/$1/Maildir"
-  chmod 700 "/home/$1/Maildir"
+  local home
+  home=$(getent passwd "$1" | cut -d: -f6)
+  for d in cur new tmp; do install -d -o "$1" -g "$1" -m 700 "$home/Maildir/$d"; done
+  chown "$1:$1" "$home/Maildir"
+  chmod 700 "$home/Maildir"
 }
 
 # The mailbox user both servers log in as: sets USER_NAME, USER_PW and HASH (the system
@@ -140,11 +148,22 @@ cpu_of() { # BINDIR COMM... -> "COMM utime stime pids" summed over the processes
   python3 - "$@" <<'EOT'
 import os, sys
 bindir = os.path.realpath(sys.argv[1]); want = set(sys.argv[2:]); out = {}
+tree = os.environ.get("CPU_TREE", "")
+def ppid(p):
+    try: return open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]
+    except OSError: return "0"
+def in_tree(p):
+    for _ in range(64):
+        if p == tree: return True
+        if p in ("0", "1"): return False
+        p = ppid(p)
+    return False
 for p in os.listdir("/proc"):
     if not p.isdigit(): continue
     try:
         comm = open(f"/proc/{p}/comm").read().strip()
         if comm not in want or os.path.dirname(os.readlink(f"/proc/{p}/exe")) != bindir: continue
+        if tree and not in_tree(p): continue
         f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
         o = out.setdefault(comm, [0, 0, []])
         o[0] += int(f[11]); o[1] += int(f[12]); o[2].append(p)

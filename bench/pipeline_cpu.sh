@@ -38,6 +38,7 @@ master_children_ticks() { # PID -> cutime+cstime of that process
 measure() { # label bindir port maildir_new masterpid rcpt json_label
   local label=$1 bin=$2 port=$3 md=$4 mpid=$5 rcpt=$6 jlabel=$7 base before after mb ma t0 t1 t2 got
   base=$(find "$md" -maxdepth 1 -type f | wc -l)
+  export CPU_TREE=$mpid  # this instance's processes only (not another run's of the same build)
   before=$(cpu_of "$bin" $COMMS)
   mb=$(master_children_ticks "$mpid")
   local spids= comm
@@ -121,8 +122,10 @@ run_postern() { # label bindir json_label
 run_postfix() {
   PEER=1 peer_ensure
   peer_user "$PF_USER" "$PF_USER-pw"
-  find "/home/$PF_USER/Maildir/new" -maxdepth 1 -type f -delete
-  measure "postfix c=$C" "$PF_SBIN" 10025 "/home/$PF_USER/Maildir/new" "$(head -n1 "$POSTFIX_PID" | tr -d ' ')" "$PF_USER@example.test" postfix
+  local md
+  md=$(getent passwd "$PF_USER" | cut -d: -f6)/Maildir/new
+  find "$md" -maxdepth 1 -type f -delete
+  measure "postfix c=$C" "$PF_SBIN" "$PF_PORT" "$md" "$(head -n1 "$PF_PIDFILE" | tr -d ' ')" "$PF_USER@example.test" postfix
 }
 
 for r in $(seq "$ROUNDS"); do
