@@ -115,7 +115,7 @@ pub fn deliver(s: &mut Settings, syncs: &mut DirSyncs, job: &mut Job) {
             continue;
         }
         // Several targets, or one that failed after a Maildir took the message: what was
-        // written is made durable (and linked) now, before the outcome counts.
+        // written is made durable (and moved into new/) now, before the outcome counts.
         if written
             && let Err(e) = syncs.sync()
             && outcome.code < 300

@@ -6,11 +6,11 @@
 //! and locks the queue file, marks each finished recipient done and logs it. qmgr sends a
 //! batch — several messages for the one recipient that is a `local` destination — when
 //! more than one is waiting: their Maildir files are written into `tmp/`, then at the end
-//! of the batch `fsync`ed (several at once), linked into `new/`, `new/` `fsync`ed once,
-//! and only then are the recipients marked done (their queue files synced several at
+//! of the batch `fdatasync`ed (several at once), moved into `new/`, `new/` `fsync`ed once
+//! (each Maildir opened once per batch), and only then are the recipients marked done (their queue files synced several at
 //! once) and reported ([`delivery::deliver`], [`postern_mailbox::maildir_deliver::DirSyncs`]).
 //! A quota is checked against what `new/` and `cur/` hold, so the files of one batch not
-//! yet linked are not counted: a mailbox can go over its quota by one batch. For each
+//! yet moved are not counted: a mailbox can go over its quota by one batch. For each
 //! pending recipient of a job, all in `mydestination`:
 //!
 //! 1. `alias_maps` (aliases(5) format, via [`postern_lib::aliases`]) expanded recursively
@@ -24,7 +24,7 @@
 //!    gets a Maildir delivery into `virtual_mailbox_base/<user>/` (created with
 //!    `tmp/ new/ cur/` on first delivery) through [`postern_mailbox::maildir_deliver`], with
 //!    `Return-Path: <sender>` and `Delivered-To: <recipient>` prepended. The file's name is
-//!    derived from the queue ID and the recipient and linked into `new/` only if absent, so
+//!    derived from the queue ID and the recipient and moved into `new/` only if absent, so
 //!    a recipient whose delivery finished just before local was killed (before its done
 //!    mark) is not delivered a second time on the retry. With `mailbox_format = "mbox"`
 //!    the mailbox is instead the mbox file `mail_spool_directory/<user>` (empty:
