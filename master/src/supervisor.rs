@@ -154,7 +154,8 @@ impl Master {
                         }
                         Some(Tok::Child(pid)) => {
                             let pid = *pid;
-                            self.read_status(pid);
+                            // (an end or error that came with the records: read on to see it)
+                            self.read_status(pid, ev.is_read_closed() || ev.is_error());
                         }
                         None => {}
                     },
@@ -350,7 +351,11 @@ impl Master {
         }
     }
 
-    fn read_status(&mut self, pid: u32) {
+    /// Reads a child's status records. A short read emptied the channel: edge-triggered
+    /// readiness announces anything written after it, so no read is made to hear `EAGAIN`
+    /// (one system call per wake-up) unless `to_end`: the end of the channel may have come
+    /// with the records, and no later event would announce it.
+    fn read_status(&mut self, pid: u32, to_end: bool) {
         let mut buf = [0u8; 512];
         loop {
             let Some(child) = self.children.get_mut(&pid) else {
@@ -365,6 +370,9 @@ impl Master {
                     Ok(records) => {
                         for r in records {
                             self.apply_status(pid, r);
+                        }
+                        if n < buf.len() && !to_end {
+                            return;
                         }
                     }
                     Err(_) => {
@@ -459,7 +467,7 @@ impl Master {
             };
             let pid = pid.as_raw() as u32;
             // Records the child wrote before dying are still readable.
-            self.read_status(pid);
+            self.read_status(pid, true);
             self.close_status(pid);
             let Some(child) = self.children.remove(&pid) else {
                 continue;

@@ -21,6 +21,7 @@
 //! sends anything else.
 
 use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 /// The descriptor number of the status channel in a child.
 pub const STATUS_FD: i32 = 3;
@@ -112,6 +113,48 @@ impl Status {
     }
 }
 
+/// How stale the counts master holds may grow while only they change ([`Reports`]).
+pub const REFRESH: Duration = Duration::from_millis(500);
+
+/// When a child tells master, so that master is not woken per connection: at once when
+/// what drives its process accounting changes (available or busy, retiring, and every
+/// change while retiring: its open connections keep it counted towards `maxproc`; having
+/// served any: a child that fails before serving anything throttles its service), and
+/// while only the counts for `postern status` change, at most once per [`REFRESH`] (a
+/// later call sends what changed meanwhile: the caller calls again within about a
+/// [`REFRESH`] while [`stale`](Self::stale)). Postfix's children likewise report only a
+/// change between busy and idle.
+#[derive(Debug, Default)]
+pub struct Reports {
+    sent: Option<(Status, Instant)>,
+}
+
+impl Reports {
+    /// Whether `now` is the time to send `s` (if so, it counts as sent).
+    pub fn due(&mut self, s: Status, now: Instant) -> bool {
+        let due = match self.sent {
+            None => true,
+            Some((p, _)) if p == s => false,
+            Some((p, at)) => {
+                p.available != s.available
+                    || p.retiring != s.retiring
+                    || s.retiring
+                    || (p.served == 0) != (s.served == 0)
+                    || now.saturating_duration_since(at) >= REFRESH
+            }
+        };
+        if due {
+            self.sent = Some((s, now));
+        }
+        due
+    }
+
+    /// Whether master has been told something other than `s` (a refresh is owed).
+    pub fn stale(&self, s: Status) -> bool {
+        self.sent.is_some_and(|(p, _)| p != s)
+    }
+}
+
 /// A child sent bytes that are not a status record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed status record")]
@@ -169,5 +212,41 @@ mod tests {
         assert_eq!(got[0], s);
         assert!(got[1].available);
         assert!(StatusReader::default().push(&[b'X'; 16]).is_err());
+    }
+
+    /// Accounting changes go at once; count-only changes at most once per REFRESH.
+    #[test]
+    fn reports_go_at_once_only_for_what_drives_accounting() {
+        let st = |available, connections, served, retiring| Status {
+            available,
+            connections,
+            served,
+            retiring,
+        };
+        let t = Instant::now();
+        let mut r = Reports::default();
+        assert!(r.due(st(true, 0, 0, false), t), "the first report");
+        assert!(!r.due(st(true, 0, 0, false), t), "nothing changed");
+        assert!(r.due(st(true, 1, 1, false), t), "first connection, first served");
+        assert!(!r.due(st(true, 2, 2, false), t), "counts only");
+        assert!(
+            !r.due(st(true, 1, 2, false), t + REFRESH / 2),
+            "counts only, soon after"
+        );
+        assert!(r.due(st(true, 1, 3, false), t + REFRESH), "counts, a refresh later");
+        assert!(r.due(st(false, 1, 3, false), t + REFRESH), "busy");
+        assert!(r.due(st(true, 1, 3, false), t + REFRESH), "available again");
+        assert!(
+            !r.due(st(true, 0, 3, false), t + REFRESH),
+            "no connection left: a count"
+        );
+        assert!(r.stale(st(true, 0, 3, false)), "owed");
+        assert!(r.due(st(true, 0, 3, false), t + 2 * REFRESH), "refreshed");
+        assert!(!r.stale(st(true, 0, 3, false)));
+        assert!(r.due(st(false, 1, 4, true), t + 2 * REFRESH), "retiring");
+        assert!(
+            r.due(st(false, 2, 4, true), t + 2 * REFRESH),
+            "any change while retiring"
+        );
     }
 }

@@ -15,7 +15,7 @@
 //! master's death it closes its listening sockets at once (see `begin_stop`).
 
 use super::{Accepted, Context, Listener, Setup, drain, fatal, prepare};
-use crate::master_status::Status;
+use crate::master_status::{Reports, Status};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use std::os::fd::AsRawFd;
@@ -71,8 +71,10 @@ struct State {
     accepted: u64,
     listening: bool,
     stopping: bool,
-    /// The last status sent to master, so it is sent again only when something changed.
-    reported: Option<Status>,
+    /// What was told to master: only a change master's accounting needs goes at once
+    /// (the counts follow within [`TICK`] plus [`crate::master_status::REFRESH`]: the loop
+    /// wakes at least every tick), so master is not woken per connection.
+    reports: Reports,
     idle_since: Option<Instant>,
 }
 
@@ -89,7 +91,7 @@ fn run<S: EventService>(setup: &mut Setup, service: &mut S) -> std::io::Result<(
         accepted: 0,
         listening: false,
         stopping: false,
-        reported: None,
+        reports: Reports::default(),
         idle_since: Some(Instant::now()),
     };
     set_listening(&registry, &setup.listeners, &mut st, true)?;
@@ -108,11 +110,8 @@ fn run<S: EventService>(setup: &mut Setup, service: &mut S) -> std::io::Result<(
             served: st.accepted,
             retiring: st.stopping,
         };
-        if st.reported != Some(status) {
-            st.reported = Some(status);
-            if !setup.report(status) {
-                begin_stop(&lp, service, setup, &mut st);
-            }
+        if st.reports.due(status, Instant::now()) && !setup.report(status) {
+            begin_stop(&lp, service, setup, &mut st);
         }
         if conns == 0 {
             if st.stopping || st.accepted >= setup.ctx.max_use {

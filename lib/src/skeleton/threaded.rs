@@ -16,7 +16,7 @@
 //! away, it stops accepting and exits with status 0 once its connections are done.
 
 use super::{Accepted, Context, Setup, accept_ready, drain, prepare};
-use crate::master_status::Status;
+use crate::master_status::{REFRESH, Reports, Status};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -135,22 +135,44 @@ pub fn threaded_server<S: Send + Sync + 'static>(
     let mut served: u64 = 0;
     let mut retiring = false;
     let mut idle_since = Instant::now();
-    let status = |setup: &mut Setup, active: usize, served: u64, retiring: bool| {
-        setup.report(Status {
-            available: !retiring && active < most,
-            connections: active as u32,
-            served,
-            retiring,
-        })
+    // Only what master's accounting needs goes at once (master_status::Reports): master is
+    // not woken per connection; the counts follow within about a refresh (`wait` wakes for it).
+    let mut reports = Reports::default();
+    let status_of = |active: usize, served: u64, retiring: bool| Status {
+        available: !retiring && active < most,
+        connections: active as u32,
+        served,
+        retiring,
+    };
+    // whether master's counts are behind (a status not yet due)
+    let owed = std::cell::Cell::new(false);
+    let mut status = |setup: &mut Setup, active: usize, served: u64, retiring: bool| {
+        let s = status_of(active, served, retiring);
+        let due = reports.due(s, Instant::now());
+        owed.set(!due && reports.stale(s));
+        !due || setup.report(s)
     };
     if !status(&mut setup, 0, 0, false) {
         return ExitCode::SUCCESS;
     }
     loop {
         let accepting = !retiring && active < most;
-        let Some(ev) = wait(&mut setup, &done_rx, accepting, (active == 0).then_some(idle_since)) else {
+        let Some(ev) = wait(
+            &mut setup,
+            &done_rx,
+            accepting,
+            (active == 0).then_some(idle_since),
+            owed.get(),
+        ) else {
             break;
         };
+        if !ev.finished && ev.ready.is_empty() {
+            // the refresh of the counts
+            if !status(&mut setup, active, served, retiring) {
+                break;
+            }
+            continue;
+        }
         if ev.finished {
             let mut buf = [0u8; 256];
             while let Ok(n @ 1..) = done_rx.read(&mut buf) {
@@ -239,12 +261,24 @@ struct Ready {
 
 /// Waits for a connection (while `accepting`) or a finished thread. `None` when the child
 /// should stop: idle for `max_idle` since `idle_since` (when nothing is being served), a
-/// stop signal, master gone.
-fn wait(setup: &mut Setup, done: &UnixStream, accepting: bool, idle_since: Option<Instant>) -> Option<Ready> {
+/// stop signal, master gone. With `refresh` (master's counts are behind) it comes back
+/// with nothing ready after at most [`REFRESH`], for the loop to send them.
+fn wait(
+    setup: &mut Setup,
+    done: &UnixStream,
+    accepting: bool,
+    idle_since: Option<Instant>,
+    refresh: bool,
+) -> Option<Ready> {
     loop {
-        let left = match idle_since {
+        let idle_left = match idle_since {
             Some(t) => Some(setup.ctx.max_idle.checked_sub(t.elapsed()).filter(|l| !l.is_zero())?),
             None => None,
+        };
+        let left = match (idle_left, refresh) {
+            (Some(l), true) => Some(l.min(REFRESH)),
+            (None, true) => Some(REFRESH),
+            (l, false) => l,
         };
         let n = if accepting { setup.listeners.len() } else { 0 };
         let mut fds: Vec<PollFd<'_>> = setup
@@ -263,6 +297,13 @@ fn wait(setup: &mut Setup, done: &UnixStream, accepting: bool, idle_since: Optio
             tv_nsec: i64::from(l.subsec_nanos()),
         });
         match poll(&mut fds, timeout.as_ref()) {
+            // (the refresh of master's counts is due: nothing ready)
+            Ok(0) if refresh => {
+                return Some(Ready {
+                    ready: Vec::new(),
+                    finished: false,
+                });
+            }
             Ok(0) => continue,
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
