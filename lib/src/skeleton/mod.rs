@@ -84,22 +84,19 @@ impl Listener {
     fn accept(&self) -> io::Result<Accepted> {
         match self {
             Listener::Tcp(l) => {
+                // (Linux: an accepted socket does not inherit the listener's O_NONBLOCK, so
+                // it is blocking already; no system call to say so again)
                 let (s, peer) = l.accept()?;
-                let local = s.local_addr().ok();
-                s.set_nonblocking(false)?;
                 Ok(Accepted {
                     stream: Stream::Tcp(s),
                     peer: Peer::Inet(peer),
-                    local,
                 })
             }
             Listener::Unix(l) => {
                 let (s, _) = l.accept()?;
-                s.set_nonblocking(false)?;
                 Ok(Accepted {
                     stream: Stream::Unix(s),
                     peer: Peer::Unix,
-                    local: None,
                 })
             }
         }
@@ -169,8 +166,16 @@ pub struct Accepted {
     pub stream: Stream,
     /// The client.
     pub peer: Peer,
-    /// Our address on it (TCP).
-    pub local: Option<SocketAddr>,
+}
+
+impl Accepted {
+    /// Our address on it (TCP), asked of the kernel when wanted (not per connection).
+    pub fn local(&self) -> Option<SocketAddr> {
+        match &self.stream {
+            Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::Unix(_) => None,
+        }
+    }
 }
 
 /// Why a daemon could not start. Printed as one line by the skeleton, exit status 1.

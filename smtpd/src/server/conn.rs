@@ -35,6 +35,9 @@ pub const MAX_CLIENT_OUT: usize = 64 * 1024;
 pub const MAX_CLEANUP_OUT: usize = 256 * 1024;
 /// Most bytes of unprocessed client input.
 const MAX_INPUT: usize = 64 * 1024;
+/// Content bytes for cleanup held back until this many wait (or the message ends).
+const CLEANUP_BURST: usize = 4096;
+
 /// The auxiliary slot of the cleanup connection.
 pub const CLEANUP: usize = 0;
 /// The auxiliary slot of an auth request.
@@ -177,7 +180,11 @@ impl SmtpConn {
                 }
             }
         }
+        // Content waits for a burst worth a write, or for the end: the Received header
+        // cleanup's queue ID lets smtpd write goes out with the first body bytes (one
+        // write to cleanup, not two). A request (Open, End) goes at once.
         if let Some(p) = self.cleanup.as_mut()
+            && (p.reply_due.is_some() || p.out.len() >= CLEANUP_BURST)
             && let Err(e) = p.flush(io.aux().0)
         {
             tracing::warn!("cleanup connection: {e}");

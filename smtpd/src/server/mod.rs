@@ -19,7 +19,7 @@ use postern_lib::skeleton::conn::{Deadlines, Front, Gated, Io, Start};
 use postern_lib::skeleton::{Accepted, Context, Peer, Stream};
 use std::cell::RefCell;
 use std::io::Write;
-use std::net::{IpAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -56,7 +56,7 @@ pub struct Smtpd {
 
 impl Front for Smtpd {
     type Proto = SmtpConn;
-    type Item = (TcpStream, IpAddr);
+    type Item = (TcpStream, SocketAddr);
 
     fn arrive(&mut self, conn: Accepted) -> Option<(Self::Item, Option<IpAddr>)> {
         let (Stream::Tcp(sock), Peer::Inet(peer)) = (conn.stream, conn.peer) else {
@@ -66,11 +66,12 @@ impl Front for Smtpd {
         let ip = peer.ip();
         // smtpd_client_event_limit_exceptions (default: mynetworks) are never counted.
         let counted = !self.cfg.event_limit_exceptions.iter().any(|c| c.contains(ip));
-        Some(((sock, ip), counted.then_some(ip)))
+        Some(((sock, peer), counted.then_some(ip)))
     }
 
     /// Starts the session of an admitted client: greeting and all.
-    fn start(&mut self, (sock, ip): Self::Item, ticket: Option<Ticket>) -> Result<Start<SmtpConn>, SmtpConn> {
+    fn start(&mut self, (sock, peer): Self::Item, ticket: Option<Ticket>) -> Result<Start<SmtpConn>, SmtpConn> {
+        let ip = peer.ip();
         tracing::info!("connect from unknown[{ip}]");
         let proto = SmtpConn::new(ip, self.cfg.clone(), self.tls.clone(), self.known.clone(), ticket);
         let deadlines = Deadlines {
@@ -88,6 +89,7 @@ impl Front for Smtpd {
         };
         Ok(Start {
             sock,
+            peer: Some(peer),
             proto,
             tls,
             deadlines,

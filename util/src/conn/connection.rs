@@ -35,7 +35,7 @@ pub struct Connection<P, S = TcpStream> {
     /// The socket said it has nothing more (a read would block, or came back short): it
     /// is not read again until a readiness event ([`readable`](Self::readable)) says
     /// something arrived (edge-triggered: whatever arrives after is a new event).
-    drained: bool,
+    pub(crate) drained: bool,
     /// The peer has closed its side (or the socket failed): read to the end, since no
     /// further event comes for the end of input.
     hup: bool,

@@ -26,6 +26,8 @@ pub const WAKER: Token = Token(RESERVED_TOKENS - 2);
 pub struct Start<P> {
     /// The client's socket.
     pub sock: TcpStream,
+    /// The client's address when accept gave it (`None`: asked of the socket).
+    pub peer: Option<SocketAddr>,
     /// Its protocol core (holding the ticket, if any).
     pub proto: P,
     /// TLS from the first byte (implicit TLS).
@@ -45,6 +47,7 @@ impl<P> Start<P> {
         match stream {
             Stream::Tcp(sock) => Ok(Start {
                 sock,
+                peer: None,
                 proto,
                 tls,
                 deadlines,
@@ -196,7 +199,9 @@ impl<F: Front> Gated<F> {
     /// Starts the session of an admitted client: greeting and all.
     fn start(&mut self, registry: &Registry, item: F::Item, ticket: Option<Ticket>) {
         let closed = match self.front.start(item, ticket) {
-            Ok(s) => self.pool.add(registry, s.sock, s.proto, s.tls, s.deadlines),
+            Ok(s) => self
+                .pool
+                .add_from(registry, s.sock, s.peer, s.proto, s.tls, s.deadlines),
             Err(proto) => vec![proto],
         };
         self.closed(registry, closed);

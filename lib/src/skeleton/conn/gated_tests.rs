@@ -102,6 +102,7 @@ impl Front for Desk {
         };
         Ok(Start {
             sock,
+            peer: None,
             proto,
             tls: None,
             deadlines,
@@ -164,7 +165,6 @@ fn server(limit: u32) -> (std::net::SocketAddr, Arc<Seen>) {
                 let conn = Accepted {
                     stream: Stream::Tcp(sock),
                     peer: Peer::Inet(peer),
-                    local: None,
                 };
                 gated.arrive(poll.registry(), conn);
             }
