@@ -343,17 +343,21 @@ fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
-/// Opens (creating when `create`) the directory `name` below `parent`.
-fn open_subdir(parent: impl AsFd, parent_path: &Path, name: &str, create: bool) -> Result<OwnedFd, MaildirError> {
+/// Opens (creating when missing) the directory `name` below `parent`; says whether it was
+/// made now.
+fn open_subdir(parent: impl AsFd, parent_path: &Path, name: &str) -> Result<(OwnedFd, bool), MaildirError> {
     let path = parent_path.join(name);
     match rfs::openat(&parent, name, dir_flags(), Mode::empty()) {
-        Ok(fd) => Ok(fd),
-        Err(Errno::NOENT) if create => {
-            match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(Errno::EXIST) => {}
+        Ok(fd) => Ok((fd, false)),
+        Err(Errno::NOENT) => {
+            let made = match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
                 Err(e) => return Err(MaildirError::io("mkdir", &path, e)),
-            }
-            rfs::openat(&parent, name, dir_flags(), Mode::empty()).map_err(|e| MaildirError::io("open", &path, e))
+            };
+            let fd = rfs::openat(&parent, name, dir_flags(), Mode::empty())
+                .map_err(|e| MaildirError::io("open", &path, e))?;
+            Ok((fd, made))
         }
         Err(e) => Err(MaildirError::io("open", &path, e)),
     }
@@ -387,7 +391,8 @@ pub fn unique_name() -> String {
 }
 
 /// Opens the Maildir `mailbox` — `base/<user>` style: `base` must exist, the last
-/// component is created when missing — and its `tmp/ new/ cur/`.
+/// component is created when missing — and its `tmp/ new/ cur/`; what it creates is
+/// `fsync`ed into its parent.
 fn open_maildir(base: &Path, user_dir: &str) -> Result<(OwnedFd, OwnedFd), MaildirError> {
     let base_fd = rfs::open(
         base,
@@ -396,10 +401,18 @@ fn open_maildir(base: &Path, user_dir: &str) -> Result<(OwnedFd, OwnedFd), Maild
     )
     .map_err(|e| MaildirError::io("open", base, e))?;
     let md_path = base.join(user_dir);
-    let md = open_subdir(&base_fd, base, user_dir, true)?;
-    let tmp = open_subdir(&md, &md_path, "tmp", true)?;
-    let new = open_subdir(&md, &md_path, "new", true)?;
-    open_subdir(&md, &md_path, "cur", true)?;
+    let (md, md_made) = open_subdir(&base_fd, base, user_dir)?;
+    let (tmp, tmp_made) = open_subdir(&md, &md_path, "tmp")?;
+    let (new, new_made) = open_subdir(&md, &md_path, "new")?;
+    let (_, cur_made) = open_subdir(&md, &md_path, "cur")?;
+    // Directories made now are durable before anything is filed in them (the fsync of
+    // new/ covers only new/'s own entries): on a Maildir's first delivery only.
+    if tmp_made || new_made || cur_made {
+        rfs::fsync(&md).map_err(|e| MaildirError::io("fsync", &md_path, e))?;
+    }
+    if md_made {
+        rfs::fsync(&base_fd).map_err(|e| MaildirError::io("fsync", base, e))?;
+    }
     Ok((tmp, new))
 }
 
