@@ -14,10 +14,18 @@
 //! on disk; a later fsync's success would not prove it after a failure). At most one
 //! fsync per directory runs at a time in this process; other cleanup processes have
 //! their own groups.
+//!
+//! The directory is opened once per process and kept: the rename into it ([`rename_into`])
+//! and its fsync both go through that descriptor, so they always name the same directory
+//! (were the directory replaced, the rename fails and the message is refused for now) and
+//! no message pays an `open` and a `close` for the fsync.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, OnceLock};
+
+use rustix::fs::{self as rfs, Mode, OFlags};
 
 use crate::queue::WriteError;
 
@@ -29,12 +37,16 @@ type Outcome = Result<(), WriteError>;
 struct Group {
     state: Mutex<GroupState>,
     done: Condvar,
+    /// The directory, once opened.
+    fd: OnceLock<OwnedFd>,
 }
 
 #[derive(Default)]
 struct GroupState {
     collecting: Arc<OnceLock<Outcome>>,
     running: bool,
+    /// Threads waiting for an fsync (the leader wakes them only when there are some).
+    waiting: usize,
 }
 
 static GROUPS: LazyLock<Mutex<HashMap<&'static str, Arc<Group>>>> = LazyLock::new(Default::default);
@@ -44,14 +56,48 @@ fn group(dir: &'static str) -> Arc<Group> {
     groups.entry(dir).or_default().clone()
 }
 
+fn io_error(what: &str, dir: &str, e: rustix::io::Errno) -> WriteError {
+    WriteError::io(&format!("{what} {dir}"), &std::io::Error::from(e))
+}
+
+/// The kept descriptor of `dir` (opened at the first use; an error is not kept, the next
+/// call tries again).
+fn dir_fd<'g>(group: &'g Group, dir: &str) -> Result<&'g OwnedFd, WriteError> {
+    if group.fd.get().is_none() {
+        let fd = rfs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| io_error("open directory", dir, e))?;
+        // Another thread may have set it meanwhile: then this one is closed.
+        let _ = group.fd.set(fd);
+    }
+    group
+        .fd
+        .get()
+        .ok_or_else(|| io_error("open directory", dir, rustix::io::Errno::BADF))
+}
+
+/// Renames `from` to `to`, both names in `dir`, through the kept descriptor of `dir`.
+pub fn rename_into(dir: &'static str, from: &Path, to: &str) -> Result<(), WriteError> {
+    let group = group(dir);
+    let fd = dir_fd(&group, dir)?;
+    rfs::renameat(fd, from, fd, to).map_err(|e| io_error(&format!("rename {} in", from.display()), dir, e))
+}
+
 /// Returns once `dir` has been fsynced by a call that started after this call began
 /// (so after the caller's rename into it), or the error of that fsync.
 pub fn after_rename(dir: &'static str) -> Outcome {
-    sync_grouped(dir, |d| Ok(postern_lib::safe_open::fsync_dir(d)?))
+    let group = group(dir);
+    sync_in(&group, dir, |d| {
+        let fd = dir_fd(&group, d)?;
+        rfs::fsync(fd).map_err(|e| io_error("fsync directory", d, e))
+    })
 }
 
-fn sync_grouped(dir: &'static str, fsync: impl Fn(&Path) -> Outcome) -> Outcome {
-    let group = group(dir);
+#[cfg(test)]
+fn sync_grouped(dir: &'static str, fsync: impl Fn(&str) -> Outcome) -> Outcome {
+    sync_in(&group(dir), dir, fsync)
+}
+
+fn sync_in(group: &Group, dir: &'static str, fsync: impl Fn(&str) -> Outcome) -> Outcome {
     let mut state = group.state.lock().unwrap_or_else(|p| p.into_inner());
     let mine = state.collecting.clone();
     loop {
@@ -63,15 +109,20 @@ fn sync_grouped(dir: &'static str, fsync: impl Fn(&Path) -> Outcome) -> Outcome 
             state.running = true;
             state.collecting = Arc::default();
             drop(state);
-            let outcome = fsync(Path::new(dir));
+            let outcome = fsync(dir);
             let _ = mine.set(outcome.clone());
             let mut state = group.state.lock().unwrap_or_else(|p| p.into_inner());
             state.running = false;
+            let waiting = state.waiting > 0;
             drop(state);
-            group.done.notify_all();
+            if waiting {
+                group.done.notify_all();
+            }
             return outcome;
         }
+        state.waiting += 1;
         state = group.done.wait(state).unwrap_or_else(|p| p.into_inner());
+        state.waiting -= 1;
     }
 }
 
@@ -134,12 +185,12 @@ mod tests {
     #[test]
     fn a_failure_reaches_its_batch_and_the_next_batch_retries() {
         let calls = AtomicUsize::new(0);
-        let fail = |_: &Path| {
+        let fail = |_: &str| {
             calls.fetch_add(1, Ordering::SeqCst);
             Err(eio())
         };
         assert_eq!(sync_grouped("test-dir-b", fail), Err(eio()));
-        assert_eq!(sync_grouped("test-dir-b", |_| Ok(())), Ok(()));
+        assert_eq!(sync_grouped("test-dir-b", |_: &str| Ok(())), Ok(()));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -32,11 +32,15 @@
 //! answers only after an fsync of the directory that started after its own rename.
 
 use std::fs::File;
-use std::io::{BufWriter, ErrorKind, Seek};
+use std::io::{BufWriter, Cursor, ErrorKind, Seek, Write};
 use std::path::Path;
 
 use postern_lib::queue_file::{Envelope, QueueFileError, QueueFileWriter, RecipientSpec};
 use postern_lib::queue_id::QueueId;
+
+/// Queue files up to this size (header and body) are built in memory and written with one
+/// `write`; larger ones are streamed (so a big message is not held twice).
+const WRITE_AT_ONCE: usize = 1024 * 1024;
 
 /// Prefix of temporary queue file names.
 pub const TEMP_PREFIX: &str = ".cleanup.";
@@ -60,7 +64,7 @@ pub struct WriteError {
 }
 
 impl WriteError {
-    fn io(what: &str, e: &std::io::Error) -> WriteError {
+    pub(crate) fn io(what: &str, e: &std::io::Error) -> WriteError {
         WriteError {
             text: format!("{what}: {e}"),
             no_space: matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded),
@@ -114,9 +118,8 @@ impl Prepared {
     /// this process's other connections that renamed into it meanwhile, started after
     /// this rename: [`crate::dir_sync`]): now it is queued.
     pub fn commit(mut self) -> Result<(), WriteError> {
-        let dirp = Path::new(self.dir);
-        std::fs::rename(&self.tmp_path, dirp.join(self.qid.as_str()))
-            .map_err(|e| WriteError::io(&format!("rename {}", self.tmp_path.display()), &e))?;
+        let from = self.tmp_path.file_name().map_or(self.tmp_path.as_path(), Path::new);
+        crate::dir_sync::rename_into(self.dir, from, self.qid.as_str())?;
         self.committed = true;
         crate::dir_sync::after_rename(self.dir)
     }
@@ -177,23 +180,43 @@ fn fill(
     header: &[u8],
     body: &[u8],
 ) -> Result<(), WriteError> {
-    let mut w = QueueFileWriter::new(BufWriter::with_capacity(64 * 1024, file), env)?;
+    let size = header.len() + 1 + body.len();
+    let (file, end) = if size <= WRITE_AT_ONCE {
+        // Built in memory and written with one `write` (the writer seeks back to patch the
+        // content length: on a file that was a `write` and two `lseek`s more).
+        let mut buf = Cursor::new(Vec::with_capacity(size + 1024));
+        records(&mut buf, env, recipients, header, body)?;
+        let buf = buf.into_inner();
+        let mut file = file;
+        file.write_all(&buf).map_err(|e| WriteError::io("write", &e))?;
+        (file, buf.len() as u64)
+    } else {
+        let mut w = records(BufWriter::with_capacity(64 * 1024, file), env, recipients, header, body)?;
+        let end = w.stream_position().map_err(|e| WriteError::io("seek", &e))?;
+        let file = w.into_inner().map_err(|e| WriteError::io("write", e.error()))?;
+        (file, end)
+    };
+    if old_len > end {
+        // A spare: what is left of its old content beyond the new end goes.
+        file.set_len(end).map_err(|e| WriteError::io("truncate", &e))?;
+    }
+    file.sync_data().map_err(|e| WriteError::io("fsync", &e))
+}
+
+/// Writes the queue file's records to `w` (at its start); returns it, flushed.
+fn records<W: Write + Seek>(
+    w: W,
+    env: &Envelope,
+    recipients: &[(RecipientSpec, Option<String>)],
+    header: &[u8],
+    body: &[u8],
+) -> Result<W, WriteError> {
+    let mut w = QueueFileWriter::new(w, env)?;
     for (r, route) in recipients {
         w.add_routed_recipient(r, route.as_deref())?;
     }
     w.write_content(header)?;
     w.write_content(b"\n")?;
     w.write_content(body)?;
-    let mut file = w
-        .finish()?
-        .into_inner()
-        .map_err(|e| WriteError::io("write", e.error()))?;
-    if old_len > 0 {
-        // A spare: what is left of its old content beyond the new end goes.
-        let end = file.stream_position().map_err(|e| WriteError::io("seek", &e))?;
-        if old_len > end {
-            file.set_len(end).map_err(|e| WriteError::io("truncate", &e))?;
-        }
-    }
-    file.sync_data().map_err(|e| WriteError::io("fsync", &e))
+    Ok(w.finish()?)
 }

@@ -28,6 +28,12 @@ use postern_lib::ipc::kind;
 /// Bytes taken from the socket at once.
 const READ_SIZE: usize = 64 * 1024;
 
+/// Bytes a connection can be sent without a write ever waiting for the client: a small
+/// fraction of any Unix stream socket's send buffer (208 KB by default, `wmem_default`; the
+/// kernel's floor, `SOCK_MIN_SNDBUF`, still holds a few such writes), all writes of the
+/// connection counted. cleanup's hello, queue ID and reply take about 150 bytes.
+const NEVER_WAITS: usize = 1024;
+
 /// One client connection.
 pub struct Wire {
     sock: UnixStream,
@@ -38,14 +44,21 @@ pub struct Wire {
     buf: Vec<u8>,
     /// A bad frame ended decoding: given out after the frames before it.
     failed: Option<IpcError>,
+    /// The write timeout, until it is set on the socket (before a write that could wait).
+    write_timeout: Option<Option<Duration>>,
+    /// Bytes written so far.
+    sent: usize,
 }
 
 impl Wire {
-    /// Takes the accepted socket, with `timeout` for every read and write, and does the
-    /// handshake for `protocol`/`version`.
+    /// Takes the accepted socket, with `timeout` for every read and every write that could
+    /// wait, and does the handshake for `protocol`/`version`. A write of at most
+    /// [`NEVER_WAITS`] bytes cannot wait (the socket's send buffer holds it whatever the
+    /// client does), and those are all cleanup writes but for a milter's long reply text:
+    /// the write timeout is set only before a longer one, not with a system call per
+    /// connection.
     pub fn server(sock: UnixStream, protocol: &str, version: u32, timeout: Option<Duration>) -> Result<Wire, IpcError> {
         sock.set_read_timeout(timeout)?;
-        sock.set_write_timeout(timeout)?;
         let mut w = Wire {
             sock,
             decoder: Decoder::new(),
@@ -53,6 +66,8 @@ impl Wire {
             out: Vec::new(),
             buf: vec![0u8; READ_SIZE],
             failed: None,
+            write_timeout: Some(timeout),
+            sent: 0,
         };
         Encoder::hello(protocol, version, &mut w.out)?;
         let checked = w.next_frame().and_then(|f| f.expect_hello(protocol, version));
@@ -128,6 +143,12 @@ impl Wire {
     }
 
     fn write_out(&mut self) -> Result<(), IpcError> {
+        if self.out.len() + self.sent > NEVER_WAITS
+            && let Some(t) = self.write_timeout.take()
+        {
+            self.sock.set_write_timeout(t)?;
+        }
+        self.sent += self.out.len();
         let r = self.sock.write_all(&self.out);
         self.out.clear();
         r.map_err(|e| match e.kind() {
@@ -202,6 +223,24 @@ mod tests {
                 .expect("reply");
             assert_eq!(client.join().expect("client"), format!("done {eager}"));
         }
+    }
+
+    /// A reply too long to be sure to fit the socket's buffer is sent with the write
+    /// timeout: a client that does not read it cannot hold the thread past it.
+    #[test]
+    fn a_long_reply_to_a_client_that_does_not_read_times_out() {
+        let (mut a, b) = UnixStream::pair().expect("pair");
+        let mut out = Vec::new();
+        Encoder::hello("cleanup", 7, &mut out).expect("hello");
+        Encoder::message(&"request", &mut out).expect("msg");
+        a.write_all(&out).expect("write");
+        let mut w = Wire::server(b, "cleanup", 7, Some(Duration::from_millis(200))).expect("server");
+        let _: String = w.recv().and_then(|f| f.message()).expect("request");
+        let long = "x".repeat(1_000_000);
+        let started = std::time::Instant::now();
+        assert!(matches!(w.send(|o| Encoder::message(&long, o)), Err(IpcError::Timeout)));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(a);
     }
 
     /// Another protocol version: the client learns ours, the server fails.

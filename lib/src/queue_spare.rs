@@ -261,7 +261,7 @@ pub fn take_durable(spare_dir: &Path, dir: &Path, prefix: &str) -> Option<(File,
                 continue;
             }
         };
-        let opened = open_update(&path, &Expect::current_user())
+        let opened = open_update(&path, &owner())
             .ok()
             .and_then(|f| f.metadata().ok().map(|m| (f, m.len())));
         match opened {
@@ -274,11 +274,19 @@ pub fn take_durable(spare_dir: &Path, dir: &Path, prefix: &str) -> Option<(File,
     }
 }
 
+/// What a claimed spare must be owned by: this process's effective user, asked once (a
+/// taking process has dropped its privileges for good before it takes a spare).
+fn owner() -> Expect {
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    Expect::owner(*EUID.get_or_init(|| rustix::process::geteuid().as_raw()))
+}
+
 /// Renames up to [`CLAIM_BATCH`] spares into `dir` and fsyncs `spare_dir` and the directory
 /// they were given from ([`GIVEN_FROM`]) once; the paths claimed (none when an fsync
 /// failed: they are removed).
 fn claim_batch(spare_dir: &Path, dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut got = Vec::new();
+    let pid = std::process::id();
     for _ in 0..CLAIM_BATCH + MAX_TRIES {
         if got.len() >= CLAIM_BATCH {
             break;
@@ -287,7 +295,7 @@ fn claim_batch(spare_dir: &Path, dir: &Path, prefix: &str) -> Vec<PathBuf> {
             break;
         };
         let n = CLAIM_SEQ.fetch_add(1, Ordering::Relaxed);
-        let to = dir.join(format!("{prefix}{}.{n}", std::process::id()));
+        let to = dir.join(format!("{prefix}{pid}.{n}"));
         match std::fs::rename(spare_dir.join(&name), &to) {
             Ok(()) => got.push(to),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
