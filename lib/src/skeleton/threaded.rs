@@ -10,6 +10,14 @@
 //! connection per process, a few dozen clients sending their DATA slowly held every cleanup
 //! process and nobody else's mail got a `354`.
 //!
+//! A thread tells the accepting loop that its connection is done only when the loop has
+//! to act on it (one byte on a socket pair): the loop stopped accepting because all
+//! `max_conns` were taken, or the last connection ended (the process is idle: `max_idle`
+//! counts from then, a retiring process exits, master hears it). Otherwise the loop reads
+//! the count of connections in service from an atomic counter, and a finished connection
+//! costs it no wake-up (on a small VM, a context switch and an inter-processor interrupt
+//! per message).
+//!
 //! The process reports itself available to master while it has a free thread, so master
 //! starts another process only when all are taken. It accepts only while it has one. After
 //! `max_use` connections, after `max_idle` without one, on SIGTERM or when master goes
@@ -23,6 +31,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -131,7 +140,12 @@ pub fn threaded_server<S: Send + Sync + 'static>(
     let most = setup.ctx.max_conns.max(1);
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let pool = Arc::new(Pool::<Accepted>::new());
-    let mut active = 0usize;
+    // Connections taken and not yet done (see `Done`).
+    let count = Arc::new(Active {
+        now: AtomicUsize::new(0),
+        most,
+    });
+    let mut active: usize;
     let mut served: u64 = 0;
     let mut retiring = false;
     let mut idle_since = Instant::now();
@@ -156,6 +170,10 @@ pub fn threaded_server<S: Send + Sync + 'static>(
         return ExitCode::SUCCESS;
     }
     loop {
+        active = count.now.load(Ordering::SeqCst);
+        if retiring && active == 0 {
+            break;
+        }
         let accepting = !retiring && active < most;
         let Some(ev) = wait(
             &mut setup,
@@ -175,9 +193,8 @@ pub fn threaded_server<S: Send + Sync + 'static>(
         }
         if ev.finished {
             let mut buf = [0u8; 256];
-            while let Ok(n @ 1..) = done_rx.read(&mut buf) {
-                active = active.saturating_sub(n);
-            }
+            while let Ok(1..) = done_rx.read(&mut buf) {}
+            active = count.now.load(Ordering::SeqCst);
             threads.retain(|t| !t.is_finished());
             if active == 0 {
                 idle_since = Instant::now();
@@ -198,20 +215,24 @@ pub fn threaded_server<S: Send + Sync + 'static>(
             };
             served += 1;
             retiring = served >= setup.ctx.max_use;
-            active += 1;
+            active = count.now.fetch_add(1, Ordering::SeqCst) + 1;
+            // (idle from the end of the last connection at the earliest: its end wakes
+            // the loop, see `Done`)
+            idle_since = Instant::now();
             if pool.give(conn) {
-                let (state, serve, ctx, queue) = (
+                let (state, serve, ctx, queue, shared) = (
                     Arc::clone(&state),
                     Arc::clone(&serve),
                     setup.ctx.clone(),
                     Arc::clone(&pool),
+                    Arc::clone(&count),
                 );
                 let spawned = done_tx.try_clone().and_then(|mut tell| {
                     std::thread::Builder::new().spawn(move || {
                         while let Some(conn) = queue.take() {
                             // Told when dropped, so a thread that panics still gives its
                             // place back.
-                            let _done = Done(&mut tell);
+                            let _done = Done(&shared, &mut tell);
                             serve(&state, &ctx, conn);
                         }
                     })
@@ -223,7 +244,7 @@ pub fn threaded_server<S: Send + Sync + 'static>(
                         // Not served (as when no thread could be started before the pool);
                         // unless a running thread took it meanwhile.
                         if pool.take_back().is_some() {
-                            active -= 1;
+                            active = count.now.fetch_sub(1, Ordering::SeqCst) - 1;
                         }
                     }
                 }
@@ -242,12 +263,27 @@ pub fn threaded_server<S: Send + Sync + 'static>(
     ExitCode::SUCCESS
 }
 
-/// Tells the loop, when dropped, that a thread's connection is done.
-struct Done<'a>(&'a mut UnixStream);
+/// The connections being served, shared by the loop and the threads.
+struct Active {
+    /// Taken and not yet done.
+    now: AtomicUsize,
+    /// `max_conns`.
+    most: usize,
+}
+
+/// Counts a thread's connection done when dropped (so a thread that panics still gives
+/// its place back), and wakes the loop when it has to act on that: the last connection
+/// ended (the process is idle; a retiring one exits) or all had been taken (the loop had
+/// stopped accepting). The loop reads the count whenever it wakes, so a wake-up it is
+/// given late, or for a change it has seen already, does no harm.
+struct Done<'a>(&'a Active, &'a mut UnixStream);
 
 impl Drop for Done<'_> {
     fn drop(&mut self) {
-        let _ = self.0.write_all(&[1]);
+        let before = self.0.now.fetch_sub(1, Ordering::SeqCst);
+        if before <= 1 || before >= self.0.most {
+            let _ = self.1.write_all(&[1]);
+        }
     }
 }
 
