@@ -13,6 +13,8 @@ use postern_lib::ipc::IpcStream;
 use postern_lib::proto::deliver::{self, DeliverBatch, DeliverBatchReply, DeliverReply, DeliverRequest};
 use postern_lib::proto::resolve::{self, ResolveReply, ResolveRequest, Route};
 
+mod pool;
+
 /// How long a resolve request may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -62,7 +64,8 @@ impl Resolver {
 pub type JobDone = (u64, Result<Vec<DeliverReply>, String>);
 
 /// Runs one delivery job — one request, or a batch of several for one destination
-/// ([`deliver::DeliverBatch`]) — on a new thread.
+/// ([`deliver::DeliverBatch`]) — on a thread of its own: a job thread left idle by an
+/// earlier job ([`pool`]), else a new one.
 pub fn spawn_job(
     id: u64,
     transport: &str,
@@ -72,14 +75,14 @@ pub fn spawn_job(
     waker: Arc<mio::Waker>,
 ) {
     let socket = deliver::socket(transport);
-    let spawned = std::thread::Builder::new().name(format!("job-{id}")).spawn({
+    let spawned = pool::run({
         let done = done.clone();
         let waker = waker.clone();
-        move || {
+        Box::new(move || {
             let result = run_job(&socket, reqs, timeout);
             let _ = done.send((id, result));
             let _ = waker.wake();
-        }
+        })
     });
     if let Err(e) = spawned {
         let _ = done.send((id, Err(format!("cannot start a job thread: {e}"))));

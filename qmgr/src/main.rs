@@ -24,7 +24,8 @@
 //! slow destination cannot starve the others. A transport whose recipient limit is 1
 //! (`local`) uses the recipient itself as its destination, as Postfix does; the messages
 //! queued for such a destination go to the agent in batches (at most 32 per job, shared
-//! out among the destination's free job slots; one connection and one thread per batch),
+//! out among the destination's free job slots; one connection per batch, on a job thread
+//! kept from an earlier job when one waits),
 //! which let local make a batch's deliveries durable together ([`agent`]).
 //!
 //! Crash safety: the delivery agent marks each finished recipient in the queue file, so a

@@ -6,7 +6,7 @@
 //! [`postern_lib::queue_scan::queue_files`] walks both.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -67,15 +67,37 @@ pub fn move_to(from: &Path, queue: &str, id: &QueueId) -> std::io::Result<PathBu
     Ok(to)
 }
 
+/// Queue files up to this size are read whole (one `read`, one more to see the end) and
+/// parsed from memory; larger ones are parsed from the file, their content skipped.
+const READ_WHOLE_MAX: u64 = 32 * 1024;
+
 /// Opens a queue file for reading and marking (read-write, no symlink, regular file with
 /// one link) and parses its envelope.
 pub fn open_and_read(path: &Path) -> Result<(File, QueueFile), ReadError> {
     // One open, checked (no symlink, regular file, one link) on the descriptor itself.
     let mut file = open_update(path, &Expect::any()).map_err(|e| ReadError::Io(e.to_string()))?;
-    let qf = QueueFile::read(&mut file).map_err(|e| match e {
-        postern_lib::queue_file::QueueFileError::Io(e) => ReadError::Io(e.to_string()),
-        other => ReadError::Corrupt(other.to_string()),
-    })?;
+    let parsed = |r: Result<QueueFile, postern_lib::queue_file::QueueFileError>| {
+        r.map_err(|e| match e {
+            postern_lib::queue_file::QueueFileError::Io(e) => ReadError::Io(e.to_string()),
+            other => ReadError::Corrupt(other.to_string()),
+        })
+    };
+    // Most queue files are small: reading one whole costs two reads, where parsing it from
+    // the file costs the same reads and three seeks (issue 14: qmgr's system calls per
+    // message). Offsets are the same either way (both start at 0).
+    let mut buf = Vec::with_capacity(READ_WHOLE_MAX as usize + 1);
+    (&file)
+        .take(READ_WHOLE_MAX + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| ReadError::Io(e.to_string()))?;
+    if buf.len() as u64 <= READ_WHOLE_MAX {
+        let qf = parsed(QueueFile::read(std::io::Cursor::new(buf.as_slice())))?;
+        return Ok((file, qf));
+    }
+    drop(buf);
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| ReadError::Io(e.to_string()))?;
+    let qf = parsed(QueueFile::read(&mut file))?;
     Ok((file, qf))
 }
 

@@ -330,7 +330,9 @@ impl Qmgr {
             });
             return;
         }
-        queue::unlock(&file);
+        if recovering {
+            queue::unlock(&file);
+        }
         drop(file);
         // Taken from incoming/ now: never attempted, so no log or marker of it exists.
         self.admit(path, id, &qf, None, !recovering);
