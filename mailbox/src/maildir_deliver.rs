@@ -189,7 +189,12 @@ impl DirSyncs {
     pub fn sync(&mut self) -> Result<(), MaildirError> {
         self.found.clear();
         let files: Vec<(PendingFile, Option<io::Error>)> = self.files.drain(..).map(|f| (f, None)).collect();
+        let sent = files.len();
         let files = for_each_kept(files, MAX_THREADS, |(f, err)| *err = f.file.sync_data().err());
+        if files.len() != sent {
+            // Only a panic on a sync thread loses an item: what it held is not durable.
+            poison(&mut self.poisoned, "a sync thread failed".into());
+        }
         for (f, err) in files {
             let Some(d) = self.dirs.get(f.dir) else { continue };
             if let Some(e) = err {
@@ -232,7 +237,12 @@ impl DirSyncs {
                 (d.new.clone(), i, None)
             })
             .collect();
-        for (_, i, err) in for_each_kept(dirty, MAX_THREADS, |(new, _, err)| *err = rfs::fsync(&**new).err()) {
+        let sent = dirty.len();
+        let dirty = for_each_kept(dirty, MAX_THREADS, |(new, _, err)| *err = rfs::fsync(&**new).err());
+        if dirty.len() != sent {
+            poison(&mut self.poisoned, "a sync thread failed".into());
+        }
+        for (_, i, err) in dirty {
             if let (Some(e), Some(d)) = (err, self.dirs.get(i)) {
                 poison(
                     &mut self.poisoned,
