@@ -21,7 +21,8 @@
 #                                 of every daemon of each system, exited ones included)
 # smtp-source is the generator (one message per connection). Raw output and the table
 # (medians of ROUNDS with min-max, ratio of the medians, load before and after each block)
-# go to $FS_BASE/../fs_compare-DATE.{log,md} (FS_BASE default /var/tmp/postern-fsbench.PID).
+# go to $WORK/results/fs_compare-DATE.{log,md}, the Postfix instance's log beside them
+# (-postfix.log); images and mounts live under FS_BASE (default /var/tmp/postern-fsbench.PID).
 # Everything it made (mounts, loop device, image, Postfix instance, user fsbench, postmulti's
 # entries in the main main.cf) is removed on exit, also when interrupted.
 . "$(dirname "$0")/lib.sh"
@@ -42,7 +43,7 @@ peer_ensure
 STAMP=$(date +%Y%m%d-%H%M%S)
 LOG=$WORK/results/fs_compare-$STAMP.log
 TABLE=$WORK/results/fs_compare-$STAMP.md
-LOOP= FSDIR= MOUNTS=() INITED=0 CREATED=0 USERMADE=0
+LOOP= FSDIR= MOUNTS=() INITED=0 CREATED=0 USERMADE=0 PF_USER_HOME=
 mkdir -p "$FS_BASE"
 
 pf() { postfix -c "$PF_CONF" "$@"; }
@@ -77,6 +78,7 @@ fs_cleanup() {
   done
   [ -n "$LOOP" ] && losetup -d "$LOOP"
   [ "$USERMADE" = 1 ] && userdel "$PF_USER" 2>/dev/null
+  [ -n "$PF_USER_HOME" ] && usermod -d "$PF_USER_HOME" "$PF_USER"
   [ -f "$FS_BASE/postfix-fsbench.log" ] && cp "$FS_BASE/postfix-fsbench.log" "$WORK/results/fs_compare-$STAMP-postfix.log"
   rm -rf "$FS_BASE"
   [ -e "$PF_CONF" ] && echo "fs_compare: $PF_CONF left behind" >&2
@@ -101,6 +103,8 @@ mapfile -t PF_SETTINGS < <(postconf -n | grep -vE '^(maillog_file|multi_instance
 postconf -c "$PF_CONF" -e "${PF_SETTINGS[@]}" master_service_disable= "maillog_file=$FS_BASE/postfix-fsbench.log"
 if ! id "$PF_USER" >/dev/null 2>&1; then
   useradd -M -d "$FS_BASE" -s /usr/sbin/nologin "$PF_USER"; USERMADE=1
+else
+  PF_USER_HOME=$(getent passwd "$PF_USER" | cut -d: -f6)   # given back at the end
 fi
 
 fs_prepare() { # NAME: sets FSDIR, a directory on that file system
