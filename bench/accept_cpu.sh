@@ -71,7 +71,7 @@ for c in ("smtpd", "cleanup"):
 print(f"{label}: {n / (t1 - t0):.0f} msg/s  " + "  ".join(parts), flush=True)
 EOT
   BIN=$bin pn stop >/dev/null 2>&1 || true
-  rm -rf "$inst"; INST=
+  set_aside "$inst"; INST=
 }
 
 for r in $(seq "$ROUNDS"); do

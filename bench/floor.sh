@@ -18,12 +18,12 @@ command -v gcc >/dev/null || { echo "floor.sh: gcc is needed" >&2; exit 1; }
 mkdir -p "$WORK"
 EXE=$WORK/floor-$$
 gcc -O2 -Wall -pthread -o "$EXE" "$ROOT/bench/floor.c"
-trap 'rm -rf "$EXE" "$WORK/floor-dir-$$"' EXIT
+trap 'rm -rf "$EXE" "$WORK/floor-dir-$$"; [ -n "${RUN_ALL:-}" ] || rm -rf "$WORK/set-aside"' EXIT
 for rep in $(seq "$REPS"); do
   for c in $CONCS; do
     load=$(cut -d' ' -f1 /proc/loadavg)
     line=$("$EXE" "$WORK/floor-dir-$$" "$N" "$c" "$SIZE")
-    rm -rf "$WORK/floor-dir-$$"
+    set_aside "$WORK/floor-dir-$$"
     echo "$line (load $load)"
     [ -z "${OUT:-}" ] || python3 - "$line" "$c" "$SIZE" "$N" "$load" >> "$OUT" <<'EOT'
 import json, re, sys

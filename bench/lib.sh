@@ -30,6 +30,15 @@
 # PF_PORT and PF_PIDFILE name the Postfix the loads measure: the peer (127.0.0.1:10025,
 # POSTFIX_PID) unless bench/fs_compare.sh points them at a Postfix instance of its own.
 #   progress TEXT                a time-stamped progress line on stderr
+#   set_aside PATH...            moves PATH under $WORK/set-aside instead of deleting it
+#   empty_dir DIR                empties DIR by setting it aside and making it anew (same owner, mode)
+#
+# Nothing a run leaves is deleted before the next run: on ext4 without a journal every
+# file created in the 60–300 s after a deletion makes the kernel scan past the freed
+# inodes (`recently_deleted`, half of a delivery agent's CPU after a big `rm -rf`), so one
+# run's clean-up would be paid by the next run, whichever system that is. What is set
+# aside is removed when the script ends, or, under run-all.sh (RUN_ALL=1), once after its
+# last measurement.
 #
 # Every helper is bounded in time; everything listens on 127.0.0.1 only.
 set -euo pipefail
@@ -109,11 +118,28 @@ pn_user() { # NAME PW [HASH]
   fi
 }
 
+set_aside() { # PATH...
+  local slot
+  slot=$(mktemp -d "$WORK/set-aside/XXXXXX" 2>/dev/null || { mkdir -p "$WORK/set-aside"; mktemp -d "$WORK/set-aside/XXXXXX"; })
+  mv "$@" "$slot/"
+}
+
+empty_dir() { # DIR
+  [ -d "$1" ] || return 0
+  local slot
+  slot=$(mktemp -d "$WORK/set-aside/XXXXXX" 2>/dev/null || { mkdir -p "$WORK/set-aside"; mktemp -d "$WORK/set-aside/XXXXXX"; })
+  mv "$1" "$slot/"
+  mkdir "$1"
+  chown --reference="$slot/$(basename "$1")" "$1"
+  chmod --reference="$slot/$(basename "$1")" "$1"
+}
+
 _bench_cleanup() {
   if [ -n "$INST" ] && [ -d "$INST/etc" ]; then
     pn stop >/dev/null 2>&1 || true
-    [ -n "${KEEP:-}" ] || rm -rf "$INST"
+    [ -n "${KEEP:-}" ] || set_aside "$INST"
   fi
+  [ -n "${RUN_ALL:-}" ] || rm -rf "$WORK/set-aside"
 }
 
 postern_new() { # [ETC]

@@ -116,7 +116,7 @@ run_postern() { # label bindir json_label
   sleep 2
   measure "$label" "$bin" "$PORT" "$INST/var/mail/bench/new" "$(head -n1 "$INST/var/spool/pid/master.pid" | tr -d ' ')" bench@example.test "$3"
   BIN=$bin pn stop >/dev/null 2>&1 || true
-  rm -rf "$inst"; INST=
+  set_aside "$inst"; INST=
 }
 
 run_postfix() {
@@ -124,7 +124,7 @@ run_postfix() {
   peer_user "$PF_USER" "$PF_USER-pw"
   local md
   md=$(getent passwd "$PF_USER" | cut -d: -f6)/Maildir/new
-  find "$md" -maxdepth 1 -type f -delete
+  empty_dir "$md"
   measure "postfix c=$C" "$PF_SBIN" "$PF_PORT" "$md" "$(head -n1 "$PF_PIDFILE" | tr -d ' ')" "$PF_USER@example.test" postfix
 }
 

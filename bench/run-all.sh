@@ -56,7 +56,7 @@ peer_ensure
 progress "building the release binaries"
 build_release
 BUILD_S=$(( $(date +%s) - T0 ))
-export NO_BUILD=1 REPS WORK
+export NO_BUILD=1 REPS WORK RUN_ALL=1
 
 FAILED=()
 step() { # name command...
@@ -78,6 +78,7 @@ OUT=$RES/floor.jsonl N=$N_PIPE CONCS="8 32" step floor bench/floor.sh
 OUT=$RES/relay.jsonl N=$N_RELAY C=32 step relay bench/relay.sh
 OUT=$RES/imap_bench.jsonl N=$N_IMAP LOGINS=$LOGINS IDLE_CONNS=$IDLE_CONNS step imap bench/imap_bench.sh
 
+rm -rf "$WORK/set-aside"  # what the runs set aside (bench/lib.sh), once nothing is measured any more
 progress "writing $BENCHMARKS"
 fs_desc() {
   local src type opts journal=""

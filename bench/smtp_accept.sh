@@ -34,7 +34,7 @@ for size in $SIZES; do
     [ "$PEER" = 0 ] || load postfix 10025 "$size" "$c"
     load postern "$PORT" "$size" "$c"
     # both systems deliver what they accept; empty the mailboxes between configurations
-    find "$INST/var/mail/bench" /home/bench/Maildir \( -path '*/new/*' -o -path '*/cur/*' \) -type f -delete 2>/dev/null || true
+    for d in "$INST/var/mail/bench" /home/bench/Maildir; do empty_dir "$d/new"; empty_dir "$d/cur"; done
   done
 done
 python3 bench/ratio_table.py "$OUT"
