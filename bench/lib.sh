@@ -30,6 +30,7 @@
 # PF_PORT and PF_PIDFILE name the Postfix the loads measure: the peer (127.0.0.1:10025,
 # POSTFIX_PID) unless bench/fs_compare.sh points them at a Postfix instance of its own.
 #   progress TEXT                a time-stamped progress line on stderr
+#   acct_switch [FILE]           BSD process accounting of exited processes into FILE; off without FILE
 #   set_aside PATH...            moves PATH under $WORK/set-aside instead of deleting it
 #   empty_dir DIR                empties DIR by setting it aside and making it anew (same owner, mode)
 #
@@ -118,6 +119,13 @@ pn_user() { # NAME PW [HASH]
   fi
 }
 
+acct_switch() { # [FILE]: BSD process accounting (acct(2)) into FILE, or off without one
+  python3 -c 'import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.acct(sys.argv[1].encode() if len(sys.argv) > 1 else None) != 0:
+    sys.exit("acct: " + os.strerror(ctypes.get_errno()))' "$@"
+}
+
 set_aside() { # PATH...
   local slot
   slot=$(mktemp -d "$WORK/set-aside/XXXXXX" 2>/dev/null || { mkdir -p "$WORK/set-aside"; mktemp -d "$WORK/set-aside/XXXXXX"; })
@@ -139,6 +147,7 @@ _bench_cleanup() {
     pn stop >/dev/null 2>&1 || true
     [ -n "${KEEP:-}" ] || set_aside "$INST"
   fi
+  [ -z "${ACCT_ON:-}" ] || acct_switch || true
   [ -n "${RUN_ALL:-}" ] || rm -rf "$WORK/set-aside"
 }
 

@@ -15,8 +15,10 @@
 # in the Maildir.
 # CPU = utime + stime of each daemon, summed over /proc before and after the load, for the
 # live processes whose executable is in the measured build (Postfix: /usr/lib/postfix/sbin),
-# plus "exited": what the master reaped meanwhile (its cutime + cstime; Postfix's daemons
-# exit after max_use = 100 connections, Postern's are given a large max_use here).
+# plus the children of that master that exited meanwhile, by name, from BSD process
+# accounting switched on for the load (acct(2); Postfix's daemons exit after max_use = 100
+# connections, Postern's are given a large max_use here; ACCT=0: off), and "exited": what
+# the master reaped (its cutime + cstime) that accounting did not name.
 # Prints one line per run: label, accepted/s, delivered/s, CPU ms per message per daemon; with
 # OUT=FILE also appends one JSON line per run (bench "pipeline"; bench/report.py's table).
 . "$(dirname "$0")/lib.sh"
@@ -50,6 +52,9 @@ measure() { # label bindir port maildir_new masterpid rcpt json_label
     done
     sleep 1
   fi
+  local pacct=$WORK/pacct-$$
+  : > "$pacct"
+  [ "${ACCT:-1}" = 0 ] || { acct_switch "$pacct"; ACCT_ON=1; }
   t0=$(date +%s.%N)
   nice -n "${NICE:-0}" /usr/sbin/smtp-source -s "$C" -m "$N" -l "$SIZE" -f bench@example.test -t "$rcpt" "127.0.0.1:$port"
   t1=$(date +%s.%N)
@@ -67,9 +72,10 @@ measure() { # label bindir port maildir_new masterpid rcpt json_label
   fi
   after=$(cpu_of "$bin" $COMMS)
   ma=$(master_children_ticks "$mpid")
+  [ "${ACCT:-1}" = 0 ] || { acct_switch; ACCT_ON=; }
   python3 - "$label" "$N" "$t0" "$t1" "$t2" "$(getconf CLK_TCK)" "$before" "$after" "$mb" "$ma" \
-    "$jlabel" "$C" "$SIZE" "$got" "${OUT:-}" <<'EOT'
-import json, sys
+    "$jlabel" "$C" "$SIZE" "$got" "${OUT:-}" "$pacct" "$mpid" <<'EOT'
+import json, struct, sys
 label, n = sys.argv[1], int(sys.argv[2])
 t0, t1, t2 = map(float, sys.argv[3:6]); hz = int(sys.argv[6])
 def parse(s):
@@ -79,15 +85,35 @@ def parse(s):
         r[w[0]] = (int(w[1]) + int(w[2]), set(w[3].split(",")) - {""})
     return r
 b, a = parse(sys.argv[7]), parse(sys.argv[8])
+# Children of this master that exited during the load, from BSD process accounting
+# (struct acct_v3: utime and stime as comp_t in AHZ = 100 ticks/s, the whole life of the
+# process): their CPU per comm, so Postfix's daemons, which exit after max_use
+# connections, are split by daemon too.
+def comp_t(x):
+    return (x & 0x1FFF) << (3 * (x >> 13))
+dead = {}
+try:
+    raw = open(sys.argv[16], "rb").read()
+except OSError:
+    raw = b""
+for i in range(0, len(raw) - 63, 64):
+    f = struct.unpack_from("<BBHIIIIIIfHHHHHHHH16s", raw, i)
+    if f[1] != 3 or str(f[7]) != sys.argv[17]:
+        continue
+    comm = f[18].split(b"\0", 1)[0].decode(errors="replace")
+    dead[comm] = dead.get(comm, 0.0) + (comp_t(f[10]) + comp_t(f[11])) / 100
 parts, total, cpu = [], 0.0, {}
-for c in b:
-    ms = (a[c][0] - b[c][0]) * 1000 / hz / n
+for c in sorted(set(b) | set(dead)):
+    # live processes: ticks over the load (one that exited loses its ticks from before the
+    # load here and is counted whole among the dead)
+    live = (a[c][0] - b[c][0]) * 1000 / hz / n if c in b else 0.0
+    gone = b[c][1] - a[c][1] if c in b else set()
+    ms = live + dead.get(c, 0.0) * 1000 / n
     cpu[c] = round(ms, 4)
-    # a process that exited is counted in "exited"; its ticks before the load are not
-    gone = b[c][1] - a[c][1]
     total += ms
     parts.append(f"{c} {ms:.3f}" + (f" ({len(gone)} exited)" if gone else ""))
-ex = (int(sys.argv[10]) - int(sys.argv[9])) * 1000 / hz / n
+# what the master reaped that accounting did not name (0 when it named every child)
+ex = (int(sys.argv[10]) - int(sys.argv[9])) * 1000 / hz / n - sum(dead.values()) * 1000 / n
 total += ex
 print(f"{label}: accept {n / (t1 - t0):.0f}/s delivered {n / (t2 - t0):.0f}/s  CPU ms/msg: "
       + ", ".join(parts) + f", exited {ex:.3f}; total {total:.3f}", flush=True)
@@ -100,6 +126,7 @@ if out:
     with open(out, "a") as f:
         f.write(json.dumps(rec) + "\n")
 EOT
+  rm -f "$pacct"
 }
 
 run_postern() { # label bindir json_label

@@ -218,8 +218,8 @@ class Report:
                "Maildir user, Postern and Postfix alternating (A B A B, one run each per repetition).",
                "Accepted/s: until `smtp-source` is done (both systems deliver meanwhile); delivered/s:",
                "until the last message is a file in the Maildir. CPU: utime + stime per message, summed",
-               "over each system's processes (Postfix's daemons exit after 100 connections, so only",
-               "its total is known, through its master's reaped children). Disk share: two durable",
+               "over each system's processes (Postfix's daemons exit after 100 connections: those are",
+               "named by BSD process accounting during the load). Disk share: two durable",
                "writes per delivered message against the 8-thread Maildir-style ceiling above.", "")
         ceiling = med([r["value"] for r in self.of("phys") if r.get("test") == "maildir_deliver_t8_ops_s"])
         rows = []
@@ -237,14 +237,19 @@ class Report:
         self.table(["sessions", "Postern accepted/s", "Postfix accepted/s", "ratio", "Postern delivered/s",
                     "Postfix delivered/s", "ratio", "Postern's disk share", "Postern CPU ms/msg",
                     "Postfix CPU ms/msg"], rows)
-        daemons = sorted({d for r in recs if r["label"] == "postern" for d in r["cpu_ms"]})
+        daemons = sorted({d for r in recs if r["label"] in ("postern", PEER_MTA) for d in r["cpu_ms"]})
         rows = []
-        for (c,), pn, _ in pairs(recs, ("c",), PEER_MTA):
-            rows.append((str(c),) + tuple(spread([r["cpu_ms"][d] for r in pn if d in r["cpu_ms"]], digits=3)
-                                          for d in daemons))
+        for (c,), pn, pf in pairs(recs, ("c",), PEER_MTA):
+            for name, rs in (("Postern", pn), ("Postfix", pf)):
+                rows.append((name, str(c)) + tuple(spread([r["cpu_ms"].get(d, 0.0) for r in rs], digits=3)
+                                                   for d in daemons)
+                            + (spread([r.get("exited_ms", 0.0) for r in rs], digits=3),))
         if daemons:
-            self.p("Postern's CPU per message and daemon, ms:", "")
-            self.table(["sessions"] + daemons, rows)
+            self.p("CPU per message and daemon, ms (processes that exited during the load are counted",
+                   "by name from BSD process accounting, which rounds each process's user and system time",
+                   "down to 10 ms; \"unnamed\": what the master reaped that accounting did not name, mostly",
+                   "that rounding):", "")
+            self.table(["system", "sessions"] + daemons + ["unnamed"], rows)
 
     def floor(self):
         recs = self.of("floor")
