@@ -29,7 +29,7 @@ ROUNDS=${ROUNDS:-2}
 BINS=${BINS:-$BIN}
 PEER_RUN=$PEER
 PEER=0
-COMMS="smtpd cleanup qmgr local trivial-rewrit master"
+COMMS="smtpd cleanup qmgr local trivial-rewrite master"
 PF_SBIN=/usr/lib/postfix/sbin
 PF_USER=${PF_USER:-pipebench}
 
